@@ -1,0 +1,3 @@
+export { loadConfig, parseConfigText, validateConfig, configPathFrom } from "./load-config.js";
+export type { ZtConfig, ResolvedRoute, LoadConfigOptions } from "./load-config.js";
+export { configSchema, routeSchema } from "./schema.js";

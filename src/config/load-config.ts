@@ -1,0 +1,188 @@
+import { readFileSync, existsSync } from "node:fs";
+import { dirname, resolve, isAbsolute } from "node:path";
+import { parseDocument, parse as parseYaml } from "yaml";
+import type { z } from "zod";
+import { ZtError } from "../core/errors.js";
+import { parseDuration } from "../core/duration.js";
+import { configSchema, type RawConfig, type RouteConfig } from "./schema.js";
+
+/** A validated configuration with paths resolved against the config file's folder. */
+export interface ZtConfig extends Omit<RawConfig, "routes"> {
+  /** Absolute path of the file this came from (or the folder for a synthetic config). */
+  configPath: string;
+  configDir: string;
+  routes: ResolvedRoute[];
+  sessionTtlMs: number;
+  sessionIdleMs: number;
+  sessionRecheckMs: number;
+  maxStalenessMs: number;
+}
+
+export interface ResolvedRoute extends RouteConfig {
+  /** Lowercase host of `from`, without a trailing dot. */
+  host: string;
+  /** Port of `from` (explicit or the scheme default). */
+  port: number;
+  /** Path prefix of `from`, always starting and ending without ambiguity ("/" or "/x"). */
+  pathPrefix: string;
+  timeoutMs: number;
+}
+
+export interface LoadConfigOptions {
+  /** Environment for ZT_… overrides (defaults to none, so tests stay hermetic). */
+  env?: Record<string, string | undefined>;
+}
+
+/** Where the config file is: --config, then ZT_CONFIG, then ./zt.yaml. */
+export function configPathFrom(flag: string | undefined, env: Record<string, string | undefined>): string {
+  return resolve(flag ?? env["ZT_CONFIG"] ?? "zt.yaml");
+}
+
+/**
+ * Loads and validates zt.yaml. Every problem names the key path and what was
+ * expected; nothing is partially applied.
+ */
+export function loadConfig(path: string, options: LoadConfigOptions = {}): ZtConfig {
+  if (!existsSync(path)) {
+    throw new ZtError("ZT_CONFIG_NOT_FOUND", `config file ${path} not found (use --config FILE or ZT_CONFIG)`, {
+      path,
+    });
+  }
+  const text = readFileSync(path, "utf8");
+  return parseConfigText(text, path, options);
+}
+
+export function parseConfigText(text: string, path: string, options: LoadConfigOptions = {}): ZtConfig {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const line = e.linePos?.[0];
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${path}${line ? `:${line.line}:${line.col}` : ""}: invalid YAML: ${e.message.split("\n")[0]}`,
+      { path },
+    );
+  }
+  let raw: unknown = doc.toJS() ?? {};
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ZtError("ZT_CONFIG_INVALID", `${path}: expected a mapping of settings at the top level`, { path });
+  }
+  raw = applyEnvOverrides(raw as Record<string, unknown>, options.env ?? {});
+  return validateConfig(raw, path);
+}
+
+/** Validates an already-parsed object (e.g. built by the demo) as a config. */
+export function validateConfig(raw: unknown, path: string): ZtConfig {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ZtError("ZT_CONFIG_INVALID", `${path}: ${formatIssues(result.error.issues)}`, {
+      path,
+      issues: result.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message })),
+    });
+  }
+  return resolveConfig(result.data, path);
+}
+
+function formatPath(p: readonly PropertyKey[]): string {
+  let out = "";
+  for (const k of p) out += typeof k === "number" ? `[${k}]` : out ? `.${String(k)}` : String(k);
+  return out || "(top level)";
+}
+
+function formatIssues(issues: z.core.$ZodIssue[]): string {
+  return issues
+    .map((i) => {
+      if (i.code === "unrecognized_keys") {
+        const where = i.path.length ? `${formatPath(i.path)}: ` : "";
+        return `${where}unknown key(s) ${i.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+      }
+      return `${formatPath(i.path)}: ${i.message}`;
+    })
+    .join("; ");
+}
+
+/** ZT_DATA_DIR → data_dir, ZT_LISTEN__PROXY → listen.proxy; values parsed as YAML scalars. */
+function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+): Record<string, unknown> {
+  const out = structuredClone(raw);
+  const topKeys = new Set(Object.keys(configSchema.shape));
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith("ZT_") || value === undefined) continue;
+    const keyPath = name.slice(3).toLowerCase().split("__");
+    if (!topKeys.has(keyPath[0]!)) continue;
+    let target: Record<string, unknown> = out;
+    for (const k of keyPath.slice(0, -1)) {
+      const next = target[k];
+      if (typeof next !== "object" || next === null || Array.isArray(next)) target[k] = {};
+      target = target[k] as Record<string, unknown>;
+    }
+    let parsed: unknown = value;
+    try {
+      parsed = parseYaml(value);
+    } catch {
+      parsed = value;
+    }
+    target[keyPath[keyPath.length - 1]!] = parsed;
+  }
+  return out;
+}
+
+function resolveConfig(c: RawConfig, path: string): ZtConfig {
+  const configDir = dirname(path);
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(configDir, p));
+  const durations = (v: string | number, key: string) => {
+    try {
+      return parseDuration(v, key);
+    } catch (e) {
+      throw new ZtError("ZT_CONFIG_INVALID", `${path}: ${(e as Error).message}`, { path, key });
+    }
+  };
+  const names = new Set<string>();
+  const routes: ResolvedRoute[] = c.routes.map((r, i) => {
+    if (names.has(r.name)) {
+      throw new ZtError("ZT_CONFIG_INVALID", `${path}: routes[${i}].name: duplicate route name "${r.name}"`, {
+        path,
+      });
+    }
+    names.add(r.name);
+    const from = new URL(r.from);
+    if (from.search || from.hash || from.username || from.password) {
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${path}: routes[${i}].from: expected scheme://host[:port][/prefix] without query, fragment or credentials`,
+        { path },
+      );
+    }
+    const prefix = from.pathname.replace(/\/+$/, "") || "/";
+    return {
+      ...r,
+      host: from.hostname.toLowerCase().replace(/\.$/, ""),
+      port: from.port ? Number(from.port) : from.protocol === "https:" ? 443 : 80,
+      pathPrefix: prefix,
+      timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
+    };
+  });
+  const cfg: ZtConfig = {
+    ...c,
+    configPath: path,
+    configDir,
+    data_dir: abs(c.data_dir),
+    policies: abs(c.policies),
+    policy_tests: c.policy_tests.map(abs),
+    routes,
+    sessionTtlMs: durations(c.session.ttl, "session.ttl"),
+    sessionIdleMs: durations(c.session.idle_timeout, "session.idle_timeout"),
+    sessionRecheckMs: durations(c.session.recheck_interval, "session.recheck_interval"),
+    maxStalenessMs: durations(c.max_staleness, "max_staleness"),
+  };
+  if (c.master_key_file !== undefined) cfg.master_key_file = abs(c.master_key_file);
+  if (c.tls) {
+    const tls = { ...c.tls };
+    if (tls.cert !== undefined) tls.cert = abs(tls.cert);
+    if (tls.key !== undefined) tls.key = abs(tls.key);
+    cfg.tls = tls;
+  }
+  return cfg;
+}

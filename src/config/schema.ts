@@ -1,0 +1,139 @@
+import { z } from "zod";
+
+/**
+ * The zt.yaml schema. Top-level keys and the `routes` entries are a public contract;
+ * unknown keys are refused so a typo is an error, not a silently ignored setting.
+ */
+
+const duration = z.union([z.string(), z.number()]);
+
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "host:port", e.g. "127.0.0.1:8443"');
+
+const urlString = (what: string) =>
+  z.string().refine((s) => {
+    try {
+      const u = new URL(s);
+      return u.protocol === "http:" || u.protocol === "https:";
+    } catch {
+      return false;
+    }
+  }, `expected an http:// or https:// URL (${what})`);
+
+export const routeSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "expected a lowercase name of letters, digits, - or _"),
+    from: urlString("the public address users open: scheme, host, optional port and path prefix"),
+    to: urlString("the upstream to forward to"),
+    /** Pass the original Host header to the upstream instead of the upstream's own. */
+    preserve_host: z.boolean().default(false),
+    /** Allow WebSocket upgrades (decided like any other request). */
+    websockets: z.boolean().default(true),
+    /** Cedar action to use instead of the HTTP method (e.g. "ssh:sign"). */
+    action: z.string().optional(),
+    /** Upstream request timeout. */
+    timeout: duration.default("30s"),
+    /** Present zt's own SVID to the upstream (mTLS) when it is https. */
+    upstream_mtls: z.boolean().default(false),
+  })
+  .strict();
+
+export const tlsSchema = z
+  .object({
+    cert: z.string().optional(),
+    key: z.string().optional(),
+    /** Issue the listener certificate from zt's own CA. */
+    from_ca: z.boolean().default(false),
+    /** Ask clients for a certificate (SVID) and verify it against zt's CA. */
+    client_certs: z.enum(["off", "optional", "require"]).default("optional"),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    data_dir: z.string().default("./data"),
+    database_url: z.string().optional(),
+    trust_domain: z
+      .string()
+      .regex(/^[a-z0-9._-]+$/, "expected a lowercase trust domain name, e.g. example.test")
+      .default("example.test"),
+    listen: z
+      .object({
+        proxy: listenAddress.default("127.0.0.1:8443"),
+        api: listenAddress.default("127.0.0.1:8400"),
+      })
+      .strict()
+      .default({ proxy: "127.0.0.1:8443", api: "127.0.0.1:8400" }),
+    /** Public URL of the PEP listener, used for login redirects. Defaults from listen.proxy. */
+    public_url: urlString("the PEP's public URL").optional(),
+    tls: tlsSchema.optional(),
+    routes: z.array(routeSchema).default([]),
+    policies: z.string().default("./policies"),
+    /** compiled: zt's own evaluator (fast); reference: @cedar-policy/cedar-wasm. */
+    policy_engine: z.enum(["compiled", "reference"]).default("compiled"),
+    /** Policy test files that must pass before a policy set is loaded. */
+    policy_tests: z.array(z.string()).default([]),
+    /** File holding the 32-byte master key (base64 or hex) that encrypts keys at rest. */
+    master_key_file: z.string().optional(),
+    trusted_proxies: z.array(z.string()).default(["127.0.0.1/32", "::1/128"]),
+    session: z
+      .object({
+        ttl: duration.default("12h"),
+        idle_timeout: duration.default("2h"),
+        cookie_name: z.string().regex(/^[A-Za-z0-9_-]+$/).default("zt_session"),
+        cookie_domain: z.string().optional(),
+        /** Re-check live sessions at least this often, so time-based conditions apply. */
+        recheck_interval: duration.default("30s"),
+      })
+      .strict()
+      .default({
+        ttl: "12h",
+        idle_timeout: "2h",
+        cookie_name: "zt_session",
+        recheck_interval: "30s",
+      }),
+    limits: z
+      .object({
+        max_header_bytes: z.number().int().positive().default(16_384),
+        max_body_bytes: z.number().int().positive().default(10 * 1024 * 1024),
+        header_timeout: duration.default("10s"),
+        request_timeout: duration.default("60s"),
+        max_connections_per_source: z.number().int().positive().default(256),
+      })
+      .strict()
+      .default({
+        max_header_bytes: 16_384,
+        max_body_bytes: 10 * 1024 * 1024,
+        header_timeout: "10s",
+        request_timeout: "60s",
+        max_connections_per_source: 256,
+      }),
+    mfa: z
+      .object({
+        issuer: z.string().default("zt"),
+        max_failures: z.number().int().positive().default(3),
+        failure_window: duration.default("30s"),
+      })
+      .strict()
+      .default({ issuer: "zt", max_failures: 3, failure_window: "30s" }),
+    /** CIDR → label, exposed to policies as context.network. */
+    network_labels: z.record(z.string(), z.array(z.string())).default({}),
+    /** Time zone for context.local_hour / business-hours policies. */
+    time_zone: z.string().default("UTC"),
+    /** How long a PEP keeps deciding from cached state when the store is unreachable. */
+    max_staleness: duration.default("5m"),
+    /** Capability sections owned by their folders (validated there). */
+    pki: z.record(z.string(), z.unknown()).optional(),
+    audit: z.record(z.string(), z.unknown()).optional(),
+    alerts: z.record(z.string(), z.unknown()).optional(),
+    devices: z.record(z.string(), z.unknown()).optional(),
+    access: z.record(z.string(), z.unknown()).optional(),
+    notifications: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict();
+
+export type RawConfig = z.infer<typeof configSchema>;
+export type RouteConfig = z.infer<typeof routeSchema>;

@@ -1,0 +1,52 @@
+import { ZtError } from "./errors.js";
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Parses a duration such as `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds
+ * into milliseconds. Throws ZT_BAD_REQUEST naming the input when it is not one.
+ */
+export function parseDuration(input: string | number, what = "duration"): number {
+  if (typeof input === "number") {
+    if (!Number.isFinite(input) || input < 0) {
+      throw new ZtError("ZT_BAD_REQUEST", `${what}: expected a non-negative duration, got ${input}`);
+    }
+    return Math.round(input * 1000);
+  }
+  const s = input.trim();
+  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  const re = /(\d+)(ms|s|m|h|d)/gy;
+  let total = 0;
+  let matched = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(s)) !== null) {
+    total += Number(m[1]) * UNITS[m[2]!]!;
+    matched = re.lastIndex;
+  }
+  if (s.length === 0 || matched !== s.length) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `${what}: expected a duration like 30s, 15m, 1h or 7d, got ${JSON.stringify(input)}`,
+    );
+  }
+  return total;
+}
+
+/** Formats milliseconds as a short human duration (`1h30m`, `45s`). */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  let s = Math.floor(ms / 1000);
+  const parts: string[] = [];
+  for (const [unit, size] of [
+    ["d", 86400],
+    ["h", 3600],
+    ["m", 60],
+    ["s", 1],
+  ] as const) {
+    if (s >= size) {
+      parts.push(`${Math.floor(s / size)}${unit}`);
+      s %= size;
+    }
+  }
+  return parts.join("");
+}

@@ -1,0 +1,6 @@
+export * from "./errors.js";
+export * from "./clock.js";
+export * from "./ids.js";
+export * from "./duration.js";
+export * from "./secure-files.js";
+export * from "./secret-box.js";

@@ -1,0 +1,38 @@
+import { join } from "node:path";
+import { ZtError } from "../core/errors.js";
+import { fileExists, readPrivateFile, writePrivateFile } from "../core/secure-files.js";
+import { generateMasterKey, SecretBox } from "../core/secret-box.js";
+
+export interface MasterKeyOptions {
+  dataDir: string;
+  masterKeyFile?: string | undefined;
+  /** Value of ZT_MASTER_KEY, if set (base64 or hex, 32 bytes). */
+  envValue?: string | undefined;
+  /** Create the key file when missing (zt init / zt up). */
+  create?: boolean;
+}
+
+function decodeKey(text: string, where: string): Buffer {
+  const t = text.trim();
+  const buf = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, "hex") : Buffer.from(t, "base64");
+  if (buf.length !== 32) {
+    throw new ZtError("ZT_CONFIG_INVALID", `${where}: expected a 32-byte key, base64 or hex encoded`);
+  }
+  return buf;
+}
+
+/**
+ * The master key that encrypts private keys at rest: ZT_MASTER_KEY, else the
+ * configured key file, else `<data_dir>/master.key`. A key file must be 0600.
+ */
+export function loadMasterKey(options: MasterKeyOptions): SecretBox {
+  if (options.envValue) return new SecretBox(decodeKey(options.envValue, "ZT_MASTER_KEY"));
+  const file = options.masterKeyFile ?? join(options.dataDir, "master.key");
+  if (!fileExists(file)) {
+    if (!options.create) {
+      throw new ZtError("ZT_CONFIG_NOT_FOUND", `master key file ${file} not found; run \`zt init\` first`, { file });
+    }
+    writePrivateFile(file, generateMasterKey().toString("base64") + "\n");
+  }
+  return new SecretBox(decodeKey(readPrivateFile(file).toString("utf8"), file));
+}

@@ -1,0 +1,13 @@
+import type { Migration } from "kysely";
+import type { StoreDialect } from "../dialect.js";
+import { foundation } from "./0001-foundation.js";
+
+/**
+ * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
+ * A capability adds its tables with a new file here and one line below.
+ */
+export function allMigrations(dialect: StoreDialect): Record<string, Migration> {
+  return {
+    "0001-foundation": foundation(dialect),
+  };
+}
