@@ -1,0 +1,59 @@
+import Fastify, { type FastifyInstance } from "fastify";
+import type { AppContext } from "../app/index.js";
+import { isZtError, ZtError } from "../core/errors.js";
+import { registerAllApiRoutes } from "./routes/index.js";
+
+export interface ApiServerOptions {
+  /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
+  readiness?: () => { ready: boolean; detail: Record<string, unknown> };
+}
+
+/**
+ * The control-plane API (for the CLI, agents and the console). Thin: parse, call the
+ * capability, map the result. Errors are ZtError JSON with a stable code, never a stack.
+ */
+export async function createApiServer(ctx: AppContext, options: ApiServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 1024 * 1024,
+    maxParamLength: 512,
+    trustProxy: false,
+  });
+
+  app.setErrorHandler((err, _req, reply) => {
+    if (isZtError(err)) {
+      void reply.status(err.httpStatus).send(err.toJSON());
+      return;
+    }
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    if (typeof e.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) {
+      const code =
+        e.statusCode === 413
+          ? "ZT_PAYLOAD_TOO_LARGE"
+          : e.statusCode === 415
+            ? "ZT_UNSUPPORTED_MEDIA_TYPE"
+            : e.statusCode === 404
+              ? "ZT_NOT_FOUND"
+              : "ZT_BAD_REQUEST";
+      void reply.status(e.statusCode).send(new ZtError(code, e.message ?? "bad request").toJSON());
+      return;
+    }
+    void reply.status(500).send(new ZtError("ZT_INTERNAL", "internal error").toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send(new ZtError("ZT_NOT_FOUND", `no such endpoint: ${req.method} ${req.url.split("?")[0]}`).toJSON());
+  });
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    const staleMs = ctx.events.lastContactMs();
+    const extra = options.readiness?.() ?? { ready: true, detail: {} };
+    const storeOk = staleMs < 5_000;
+    const ready = storeOk && extra.ready;
+    void reply.status(ready ? 200 : 503);
+    return { status: ready ? "ready" : "degraded", store_last_contact_ms: staleMs, ...extra.detail };
+  });
+
+  registerAllApiRoutes(app, ctx);
+  return app;
+}

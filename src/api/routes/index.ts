@@ -1,0 +1,11 @@
+import type { FastifyInstance } from "fastify";
+import type { AppContext } from "../../app/index.js";
+
+/**
+ * Every API route group. Each capability's routes live in their own file here and
+ * export a `register…Routes(app, ctx)` function; add one import and one call per group.
+ */
+export function registerAllApiRoutes(app: FastifyInstance, ctx: AppContext): void {
+  void app;
+  void ctx;
+}
