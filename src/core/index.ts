@@ -4,3 +4,4 @@ export * from "./ids.js";
 export * from "./duration.js";
 export * from "./secure-files.js";
 export * from "./secret-box.js";
+export * from "./cidr.js";

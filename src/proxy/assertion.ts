@@ -1,0 +1,76 @@
+import { SignJWT } from "jose";
+import type { KeyStore, SigningKey } from "../keys/index.js";
+import type { Clock } from "../core/clock.js";
+
+export const ASSERTION_KEY_PURPOSE = "assertion";
+export const ASSERTION_LIFETIME_S = 60;
+
+export interface AssertionClaims {
+  sub: string;
+  name: string;
+  email?: string | null;
+  groups: string[];
+  aud: string;
+  decisionId: string;
+  sessionId?: string;
+}
+
+/**
+ * Signs the identity assertion (ES256 JWT, 60 s) the PEP hands to upstreams.
+ * An assertion is reused for the same session and route for half its lifetime,
+ * so the hot path signs at most once per 30 s per session and route.
+ */
+export class AssertionSigner {
+  readonly #keys: KeyStore;
+  readonly #clock: Clock;
+  readonly #issuer: string;
+  #key: SigningKey | undefined;
+  readonly #cache = new Map<string, { jwt: string; refreshAt: number }>();
+
+  constructor(keys: KeyStore, clock: Clock, issuer: string) {
+    this.#keys = keys;
+    this.#clock = clock;
+    this.#issuer = issuer;
+  }
+
+  async init(): Promise<void> {
+    this.#key = await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256");
+  }
+
+  async sign(claims: AssertionClaims): Promise<string> {
+    const now = this.#clock.now();
+    const cacheKey = claims.sessionId ? `${claims.sessionId}\u0000${claims.aud}` : undefined;
+    if (cacheKey) {
+      const hit = this.#cache.get(cacheKey);
+      if (hit && hit.refreshAt > now) return hit.jwt;
+    }
+    const key = this.#key ?? (await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256"));
+    this.#key = key;
+    const iat = Math.floor(now / 1000);
+    const payload: Record<string, unknown> = { name: claims.name, groups: claims.groups, decision_id: claims.decisionId };
+    if (claims.email) payload["email"] = claims.email;
+    if (claims.sessionId) payload["sid"] = claims.sessionId;
+    const jwt = await new SignJWT(payload)
+      .setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "JWT" })
+      .setIssuer(this.#issuer)
+      .setSubject(claims.sub)
+      .setAudience(claims.aud)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + ASSERTION_LIFETIME_S)
+      .sign(key.privateKey);
+    if (cacheKey) {
+      if (this.#cache.size > 50_000) this.#cache.clear();
+      this.#cache.set(cacheKey, { jwt, refreshAt: now + (ASSERTION_LIFETIME_S * 1000) / 2 });
+    }
+    return jwt;
+  }
+
+  /** Drops cached assertions of a session (on revocation). */
+  forgetSession(sessionId: string): void {
+    for (const k of this.#cache.keys()) if (k.startsWith(sessionId + "\u0000")) this.#cache.delete(k);
+  }
+
+  async jwks(): Promise<{ keys: Record<string, unknown>[] }> {
+    return { keys: await this.#keys.publicJwks(ASSERTION_KEY_PURPOSE) };
+  }
+}

@@ -1,0 +1,123 @@
+import type { AppContext } from "../app/index.js";
+import { newId } from "../core/ids.js";
+import { CidrSet } from "../core/cidr.js";
+import type { AuthorizationResult, CedarValue, EntityUid, EntityView, PolicyEngine } from "../policy/index.js";
+
+export interface DecisionFacts {
+  principal: EntityUid;
+  /** Display name for the audit record. */
+  subject: string;
+  action: string;
+  route: string;
+  sourceIp: string;
+  host: string;
+  path: string;
+  method: string;
+  /** Seconds since MFA was last verified (a large number when never). */
+  mfaAgeSeconds: number;
+  authenticatedBy: "session" | "mtls" | "bearer";
+  sessionId?: string | undefined;
+  /** Extra context attributes contributed by other capabilities (device, grants …). */
+  extraContext?: Record<string, CedarValue>;
+  /** Which enforcement point asked (proxy, forward-auth). */
+  pep: string;
+}
+
+export interface Decision {
+  decisionId: string;
+  result: AuthorizationResult;
+}
+
+const NEVER_MFA = 10 * 365 * 86400;
+
+/**
+ * The one place a PEP decision is made: build the Cedar request from facts, evaluate
+ * in process, record the audit event off the hot path. Anything unexpected → deny.
+ */
+export class DecisionPoint {
+  readonly #ctx: AppContext;
+  readonly #engine: () => PolicyEngine;
+  readonly #entities: EntityView;
+  readonly #networks: { label: string; set: CidrSet }[];
+  readonly #hourFormat: Intl.DateTimeFormat;
+
+  constructor(ctx: AppContext, engine: () => PolicyEngine, entities: EntityView) {
+    this.#ctx = ctx;
+    this.#engine = engine;
+    this.#entities = entities;
+    this.#networks = Object.entries(ctx.config.network_labels).map(([label, cidrs]) => ({
+      label,
+      set: new CidrSet(cidrs, `network_labels.${label}`),
+    }));
+    this.#hourFormat = new Intl.DateTimeFormat("en-GB", { hour: "numeric", hourCycle: "h23", timeZone: ctx.config.time_zone });
+  }
+
+  networkLabel(ip: string): string {
+    for (const n of this.#networks) if (n.set.has(ip)) return n.label;
+    return "unknown";
+  }
+
+  decide(facts: DecisionFacts): Decision {
+    const decisionId = newId("dec");
+    const now = this.#ctx.clock.now();
+    let result: AuthorizationResult;
+    try {
+      const context: Record<string, CedarValue> = {
+        source_ip: { __extn: { fn: "ip", arg: facts.sourceIp } },
+        host: facts.host,
+        path: facts.path,
+        mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
+        time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
+        network: this.networkLabel(facts.sourceIp),
+        local_hour: Number(this.#hourFormat.format(now)),
+        authenticated_by: facts.authenticatedBy,
+        grants: [],
+        breakglass: false,
+        failed_attempts: 0,
+        new_network: false,
+        ...facts.extraContext,
+      };
+      result = this.#engine().authorize(
+        {
+          principal: facts.principal,
+          action: { type: "Action", id: facts.action },
+          resource: { type: "App", id: facts.route },
+          context,
+        },
+        this.#entities,
+      );
+    } catch (e) {
+      result = {
+        decision: "deny",
+        verdict: "deny",
+        reasons: [],
+        errors: [{ policyId: "(engine)", message: (e as Error).message ?? String(e) }],
+        reason: "policy-error",
+      };
+    }
+    this.#ctx.audit.record({
+      kind: "decision",
+      outcome: result.verdict,
+      subject: facts.subject,
+      sourceIp: facts.sourceIp,
+      route: facts.route,
+      action: facts.action,
+      decisionId,
+      policies: result.reasons,
+      reason: result.reason,
+      data: {
+        host: facts.host,
+        path: facts.path,
+        method: facts.method,
+        principal: `${facts.principal.type}::"${facts.principal.id}"`,
+        authenticated_by: facts.authenticatedBy,
+        session_id: facts.sessionId,
+        mfa_age_seconds: Math.floor(facts.mfaAgeSeconds),
+        errors: result.errors,
+        mode: "enforce",
+        pep: facts.pep,
+      },
+    });
+    return { decisionId, result };
+  }
+}

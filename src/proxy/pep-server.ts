@@ -1,0 +1,407 @@
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import https from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { AppContext } from "../app/index.js";
+import { isZtError, ZtError } from "../core/errors.js";
+import { normalizeIp } from "../core/cidr.js";
+import { parseDuration } from "../core/duration.js";
+import type { ResolvedRoute } from "../config/index.js";
+import type { IdentityService } from "../identity/index.js";
+import type { SessionInfo, SessionService } from "../session/index.js";
+import type { EntitySnapshot, UserEntityInfo } from "../session/entity-snapshot.js";
+import { hintFor, renderDeniedPage, renderLoginPage, renderMessagePage } from "../web/index.js";
+import type { AssertionSigner } from "./assertion.js";
+import { canonicalizeRequest } from "./canonical-request.js";
+import type { Decision, DecisionPoint } from "./decision-point.js";
+import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
+import { readBody, readCookie, safeReturnTo, sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
+import { RouteTable } from "./route-table.js";
+
+export interface PepServices {
+  ctx: AppContext;
+  identity: IdentityService;
+  sessions: SessionService;
+  snapshot: EntitySnapshot;
+  decisions: DecisionPoint;
+  assertions: AssertionSigner;
+}
+
+export interface PepOptions {
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer | undefined; requestCert?: boolean } | undefined;
+  /** Identifies this PEP in audit records. */
+  pepId?: string;
+}
+
+export interface Pep {
+  readonly server: http.Server;
+  listen(host: string, port: number): Promise<AddressInfo>;
+  close(): Promise<void>;
+  /** Live (streaming / upgraded) connections per session, for tests and metrics. */
+  liveConnections(sessionId: string): number;
+}
+
+interface Authenticated {
+  session: SessionInfo;
+  user: UserEntityInfo;
+}
+
+type AuthOutcome = { ok: true; auth: Authenticated } | { ok: false; code: "ZT_AUTH_REQUIRED" | "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED"; reason: string };
+
+/**
+ * The identity-aware reverse proxy (a NIST SP 800-207 Policy Enforcement Point).
+ * Every request: canonicalise → match route → authenticate → decide in process →
+ * forward with a signed assertion, or refuse with a decision id.
+ */
+export function createPep(s: PepServices, options: PepOptions = {}): Pep {
+  const { ctx } = s;
+  const cfg = ctx.config;
+  const routes = new RouteTable(cfg.routes);
+  const agents = new UpstreamAgents();
+  const secure = options.tls !== undefined;
+  const pepId = options.pepId ?? "pep-1";
+  const cookieName = cfg.session.cookie_name;
+  const live = new Map<string, Set<() => void>>();
+  const perSource = new Map<string, number>();
+
+  const serverOptions: http.ServerOptions = {
+    maxHeaderSize: cfg.limits.max_header_bytes,
+    requestTimeout: parseDuration(cfg.limits.request_timeout),
+    headersTimeout: parseDuration(cfg.limits.header_timeout),
+    keepAliveTimeout: 5_000,
+  };
+  const server: http.Server = secure
+    ? (https.createServer({ ...serverOptions, ...options.tls, rejectUnauthorized: false }) as unknown as http.Server)
+    : http.createServer(serverOptions);
+
+  server.on("connection", (socket: Socket) => {
+    const ip = normalizeIp(socket.remoteAddress);
+    const n = (perSource.get(ip) ?? 0) + 1;
+    if (n > cfg.limits.max_connections_per_source) {
+      socket.destroy();
+      return;
+    }
+    perSource.set(ip, n);
+    socket.once("close", () => {
+      const left = (perSource.get(ip) ?? 1) - 1;
+      if (left <= 0) perSource.delete(ip);
+      else perSource.set(ip, left);
+    });
+  });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+    const code = status.startsWith("431") ? "ZT_HEADERS_TOO_LARGE" : "ZT_BAD_REQUEST";
+    const body = JSON.stringify({ error: { code, message: status.slice(4) } });
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  });
+
+  // Continuous verification: a revoked session loses its live connections at once.
+  const offRevoked = s.sessions.onRevoked((sessionId) => {
+    s.assertions.forgetSession(sessionId);
+    const closers = live.get(sessionId);
+    if (!closers) return;
+    live.delete(sessionId);
+    for (const close of closers) close();
+  });
+
+  function track(sessionId: string, close: () => void): () => void {
+    let set = live.get(sessionId);
+    if (!set) live.set(sessionId, (set = new Set()));
+    set.add(close);
+    return () => {
+      const cur = live.get(sessionId);
+      cur?.delete(close);
+      if (cur && cur.size === 0) live.delete(sessionId);
+    };
+  }
+
+  async function authenticate(req: IncomingMessage): Promise<AuthOutcome> {
+    let token = readCookie(req, cookieName);
+    const authz = req.headers.authorization;
+    if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
+    if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
+    const check = await s.sessions.check(token);
+    if (!check.ok) return { ok: false, code: check.code, reason: check.reason };
+    const user = s.snapshot.user(check.session.userId);
+    if (!user) return { ok: false, code: "ZT_SESSION_INVALID", reason: "user-unknown" };
+    if (user.disabled) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "user-disabled" };
+    return { ok: true, auth: { session: check.session, user } };
+  }
+
+  function decide(req: IncomingMessage, route: ResolvedRoute, auth: Authenticated, host: string, path: string, clientIp: string): Decision {
+    const now = ctx.clock.now();
+    return s.decisions.decide({
+      principal: { type: "User", id: auth.user.name },
+      subject: auth.user.name,
+      action: route.action ?? (req.method ?? "GET").toUpperCase(),
+      route: route.name,
+      sourceIp: clientIp,
+      host,
+      path,
+      method: req.method ?? "GET",
+      mfaAgeSeconds: (now - auth.session.mfaAt) / 1000,
+      authenticatedBy: "session",
+      sessionId: auth.session.id,
+      pep: pepId,
+    });
+  }
+
+  function unauthenticated(req: IncomingMessage, res: ServerResponse, code: string, reason: string, returnTo: string): void {
+    if (wantsHtml(req) && (req.method === "GET" || req.method === "HEAD")) {
+      res.writeHead(302, { location: `/.zt/login?rd=${encodeURIComponent(returnTo)}`, "cache-control": "no-store" });
+      res.end();
+      return;
+    }
+    sendJson(res, 401, { error: { code, message: "authentication required", reason, login: "/.zt/login" } }, { "www-authenticate": 'Bearer realm="zt"' });
+  }
+
+  function denied(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, d: Decision, returnTo: string): void {
+    if (d.result.verdict === "step-up") {
+      if (wantsHtml(req) && (req.method === "GET" || req.method === "HEAD")) {
+        res.writeHead(302, { location: `/.zt/login?step_up=1&rd=${encodeURIComponent(returnTo)}`, "cache-control": "no-store", "x-zt-decision-id": d.decisionId });
+        res.end();
+        return;
+      }
+      sendJson(res, 401, { error: { code: "ZT_STEP_UP_REQUIRED", message: "re-authenticate with MFA, then retry", decision_id: d.decisionId, reason: d.result.reason, login: "/.zt/login?step_up=1" } }, { "x-zt-decision-id": d.decisionId });
+      return;
+    }
+    const hint = hintFor(d.result.reason, route.name);
+    if (wantsHtml(req)) {
+      sendHtml(res, 403, renderDeniedPage({ decisionId: d.decisionId, reason: d.result.reason, hint, route: route.name }), { "x-zt-decision-id": d.decisionId });
+      return;
+    }
+    sendJson(res, 403, { error: { code: "ZT_POLICY_DENIED", message: "access denied by policy", decision_id: d.decisionId, reason: d.result.reason, hint } }, { "x-zt-decision-id": d.decisionId });
+  }
+
+  async function forwardOptions(route: ResolvedRoute, auth: Authenticated, d: Decision, pathAndQuery: string, clientIp: string, host: string, sessionId: string): Promise<ForwardOptions> {
+    const assertion = await s.assertions.sign({
+      sub: auth.user.name,
+      name: auth.user.name,
+      email: auth.user.email,
+      groups: auth.user.groups,
+      aud: route.name,
+      decisionId: d.decisionId,
+      sessionId,
+    });
+    return {
+      route,
+      pathAndQuery,
+      clientIp,
+      originalHost: host,
+      secure,
+      sessionCookieName: cookieName,
+      add: { "x-zt-assertion": assertion, "x-zt-decision-id": d.decisionId },
+    };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const clientIp = normalizeIp(req.socket.remoteAddress);
+    const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
+    if (!canon.ok) {
+      sendError(res, "ZT_REQUEST_AMBIGUOUS", `request refused: ${canon.detail}`, { reason: canon.reason });
+      return;
+    }
+    const { host, path, query } = canon;
+    if (path.startsWith("/.zt/") || path === "/.well-known/zt/jwks.json") {
+      await handleInternal(req, res, host, path, query, clientIp);
+      return;
+    }
+    const route = routes.match(host, path);
+    if (!route) {
+      sendError(res, "ZT_ROUTE_NOT_FOUND", `no route for host ${host}`, { host });
+      return;
+    }
+    const returnTo = path + query;
+    const a = await authenticate(req);
+    if (!a.ok) {
+      unauthenticated(req, res, a.code, a.reason, returnTo);
+      return;
+    }
+    const d = decide(req, route, a.auth, host, path, clientIp);
+    if (d.result.verdict !== "allow") {
+      denied(req, res, route, d, returnTo);
+      return;
+    }
+    const fo = await forwardOptions(route, a.auth, d, path + query, clientIp, req.headers.host ?? host, a.auth.session.id);
+    const untrack = track(a.auth.session.id, () => res.destroy());
+    fo.onClose = untrack;
+    forwardHttp(req, res, agents, fo);
+  }
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const refuse = (status: string, body: object) => {
+      const text = JSON.stringify(body);
+      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    };
+    const clientIp = normalizeIp(req.socket.remoteAddress);
+    const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
+    if (!canon.ok) return refuse("400 Bad Request", { error: { code: "ZT_REQUEST_AMBIGUOUS", reason: canon.reason } });
+    const route = routes.match(canon.host, canon.path);
+    if (!route) return refuse("404 Not Found", { error: { code: "ZT_ROUTE_NOT_FOUND" } });
+    if (!route.websockets) return refuse("403 Forbidden", { error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" } });
+    const a = await authenticate(req);
+    if (!a.ok) return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
+    const d = decide(req, route, a.auth, canon.host, canon.path, clientIp);
+    if (d.result.verdict !== "allow") {
+      return refuse(d.result.verdict === "step-up" ? "401 Unauthorized" : "403 Forbidden", {
+        error: { code: d.result.verdict === "step-up" ? "ZT_STEP_UP_REQUIRED" : "ZT_POLICY_DENIED", decision_id: d.decisionId, reason: d.result.reason },
+      });
+    }
+    const fo = await forwardOptions(route, a.auth, d, canon.path + canon.query, clientIp, req.headers.host ?? canon.host, a.auth.session.id);
+    const untrack = track(a.auth.session.id, () => socket.destroy());
+    fo.onClose = untrack;
+    forwardUpgrade(req, socket, head, fo);
+  }
+
+  async function handleInternal(req: IncomingMessage, res: ServerResponse, host: string, path: string, query: string, clientIp: string): Promise<void> {
+    const params = new URLSearchParams(query.startsWith("?") ? query.slice(1) : query);
+    if (path === "/.well-known/zt/jwks.json" && (req.method === "GET" || req.method === "HEAD")) {
+      sendJson(res, 200, await s.assertions.jwks(), { "cache-control": "public, max-age=60" });
+      return;
+    }
+    if (path === "/.zt/healthz") {
+      sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    if (path === "/.zt/login") {
+      if (req.method === "GET" || req.method === "HEAD") {
+        sendHtml(res, 200, renderLoginPage({ returnTo: safeReturnTo(params.get("rd") ?? "/"), stepUp: params.get("step_up") === "1" }));
+        return;
+      }
+      if (req.method === "POST") return login(req, res, host, clientIp);
+      return sendError(res, "ZT_BAD_REQUEST", "use GET or POST on /.zt/login");
+    }
+    if (path === "/.zt/logout") {
+      if (req.method !== "POST") return sendError(res, "ZT_BAD_REQUEST", "use POST on /.zt/logout");
+      if (!sameOrigin(req, host)) return sendError(res, "ZT_CSRF", "cross-origin request refused");
+      const token = readCookie(req, cookieName);
+      const check = token ? await s.sessions.check(token) : undefined;
+      if (check?.ok) await s.sessions.revoke([check.session.id], "logout");
+      const clear = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${secure ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+      if (wantsHtml(req) || (req.headers["content-type"] ?? "").includes("form")) {
+        res.writeHead(303, { location: "/.zt/login", "set-cookie": clear, "cache-control": "no-store" });
+        res.end();
+      } else sendJson(res, 200, { status: "logged-out" }, { "set-cookie": clear });
+      return;
+    }
+    sendError(res, "ZT_NOT_FOUND", `no such endpoint: ${path}`);
+  }
+
+  function sameOrigin(req: IncomingMessage, host: string): boolean {
+    const origin = req.headers.origin;
+    if (origin === undefined || origin === "null") return origin === undefined;
+    try {
+      return new URL(origin).hostname.toLowerCase() === host;
+    } catch {
+      return false;
+    }
+  }
+
+  async function login(req: IncomingMessage, res: ServerResponse, host: string, clientIp: string): Promise<void> {
+    if (!sameOrigin(req, host)) return sendError(res, "ZT_CSRF", "cross-origin login refused");
+    const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+    const isForm = type === "application/x-www-form-urlencoded";
+    if (!isForm && type !== "application/json") {
+      return sendError(res, "ZT_UNSUPPORTED_MEDIA_TYPE", "send application/json or an HTML form");
+    }
+    let fields: Record<string, unknown>;
+    try {
+      const body = await readBody(req, 16 * 1024);
+      if (isForm) fields = Object.fromEntries(new URLSearchParams(body));
+      else {
+        const parsed: unknown = JSON.parse(body);
+        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ZtError("ZT_BAD_REQUEST", "expected a JSON object");
+        fields = parsed as Record<string, unknown>;
+      }
+    } catch (e) {
+      if (isZtError(e)) return sendError(res, e.code, e.message);
+      return sendError(res, "ZT_BAD_REQUEST", "request body is not valid JSON");
+    }
+    const str = (k: string) => (typeof fields[k] === "string" ? (fields[k] as string) : undefined);
+    const username = str("username");
+    const password = str("password");
+    const code = str("totp")?.trim();
+    const rd = safeReturnTo(str("rd"));
+    if (!username || !password) {
+      if (isForm) return sendHtml(res, 400, renderLoginPage({ returnTo: rd, error: "Enter your username, password and code." }));
+      return sendError(res, "ZT_BAD_REQUEST", 'expected fields "username", "password" and "totp"', { fields: ["username", "password", "totp"] });
+    }
+    const isTotp = code !== undefined && /^\d{6}$/.test(code);
+    try {
+      const user = await s.identity.authenticate({
+        username,
+        password,
+        ...(isTotp ? { totp: code } : code ? { backupCode: code } : {}),
+        sourceIp: clientIp,
+      });
+      await s.snapshot.refreshUser(user.id);
+      const { session, token } = await s.sessions.create({ userId: user.id, sourceIp: clientIp, userAgent: req.headers["user-agent"] ?? "" });
+      const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
+      const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${secure ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+      if (isForm) {
+        res.writeHead(303, { location: rd, "set-cookie": cookie, "cache-control": "no-store" });
+        res.end();
+      } else {
+        sendJson(res, 200, { session_id: session.id, user: user.name, groups: user.groups, expires_at: new Date(session.expiresAt).toISOString() }, { "set-cookie": cookie });
+      }
+    } catch (e) {
+      const err = isZtError(e) ? e : new ZtError("ZT_AUTH_FAILED", "sign-in failed");
+      const message = loginMessage(err);
+      if (isForm) {
+        sendHtml(res, err.httpStatus === 500 ? 401 : err.httpStatus, renderLoginPage({ returnTo: rd, error: message, username }));
+        return;
+      }
+      sendJson(res, err.httpStatus === 500 ? 401 : err.httpStatus, { error: { code: err.code, message, ...(err.context["retry_after_seconds"] !== undefined ? { retry_after_seconds: err.context["retry_after_seconds"] } : {}) } });
+    }
+  }
+
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) sendError(res, "ZT_INTERNAL", "internal error");
+      else res.destroy();
+    });
+  });
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    handleUpgrade(req, socket, head).catch(() => socket.destroy());
+  });
+
+  return {
+    server,
+    listen(host: string, port: number) {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => resolve(server.address() as AddressInfo));
+      });
+    },
+    async close() {
+      offRevoked();
+      for (const set of live.values()) for (const c of set) c();
+      live.clear();
+      agents.destroy();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+    },
+    liveConnections(sessionId: string) {
+      return live.get(sessionId)?.size ?? 0;
+    },
+  };
+}
+
+function loginMessage(e: ZtError): string {
+  switch (e.code) {
+    case "ZT_MFA_LOCKED":
+      return "Too many failed attempts. Wait a little and try again.";
+    case "ZT_MFA_REPLAYED":
+      return "That code was already used. Wait for the next code.";
+    case "ZT_MFA_INVALID":
+      return "Wrong or missing authenticator code.";
+    case "ZT_USER_DISABLED":
+      return "This account is disabled.";
+    default:
+      return "Wrong username or password.";
+  }
+}
+

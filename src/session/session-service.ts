@@ -1,0 +1,273 @@
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { newId, newToken, sha256Hex } from "../core/ids.js";
+import type { ZtEvent } from "../events/index.js";
+
+/** A live session as the PEP sees it. The token itself is never stored, only its hash. */
+export interface SessionInfo {
+  id: string;
+  userId: string;
+  createdAt: number;
+  expiresAt: number;
+  lastSeenAt: number;
+  /** When MFA was last verified for this session (login or step-up). */
+  mfaAt: number;
+  sourceIp: string;
+  userAgent: string;
+  deviceId: string | null;
+  revokedAt: number | null;
+  revokeReason: string | null;
+}
+
+export interface CreateSessionOptions {
+  userId: string;
+  sourceIp: string;
+  userAgent: string;
+  deviceId?: string | null;
+}
+
+export type SessionCheck =
+  | { ok: true; session: SessionInfo }
+  | { ok: false; code: "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED"; reason: string };
+
+type RevokedListener = (sessionId: string, reason: string) => void;
+
+const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The Policy Administrator's session table: creates, checks and revokes sessions.
+ * Checks are served from memory; revocations from any process arrive as events and
+ * take effect on the next request, and listeners (the PEP) close live connections.
+ */
+export class SessionService {
+  readonly #ctx: AppContext;
+  readonly #byHash = new Map<string, SessionInfo>();
+  readonly #byId = new Map<string, SessionInfo>();
+  readonly #listeners = new Set<RevokedListener>();
+  readonly #touchEveryMs = 60_000;
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+    this.#unsubscribe = ctx.events.subscribe((e) => this.#onEvent(e));
+  }
+
+  /** Creates a session after a successful login; returns it with the cookie token. */
+  async create(options: CreateSessionOptions): Promise<{ session: SessionInfo; token: string }> {
+    const now = this.#ctx.clock.now();
+    const token = newToken();
+    const session: SessionInfo = {
+      id: newId("ses"),
+      userId: options.userId,
+      createdAt: now,
+      expiresAt: now + this.#ctx.config.sessionTtlMs,
+      lastSeenAt: now,
+      mfaAt: now,
+      sourceIp: options.sourceIp,
+      userAgent: options.userAgent.slice(0, 256),
+      deviceId: options.deviceId ?? null,
+      revokedAt: null,
+      revokeReason: null,
+    };
+    const tokenHash = sha256Hex(token);
+    await this.#ctx.store.db
+      .insertInto("sessions")
+      .values({
+        id: session.id,
+        token_hash: tokenHash,
+        user_id: session.userId,
+        created_at: session.createdAt,
+        expires_at: session.expiresAt,
+        last_seen_at: session.lastSeenAt,
+        mfa_at: session.mfaAt,
+        source_ip: session.sourceIp,
+        user_agent: session.userAgent,
+        device_id: session.deviceId,
+        revoked_at: null,
+        revoke_reason: null,
+      })
+      .execute();
+    this.#remember(tokenHash, session);
+    return { session, token };
+  }
+
+  /**
+   * Checks a cookie/bearer token. Malformed, unknown, expired, idle and revoked tokens
+   * are all refused with a stable code. Never throws for bad input.
+   */
+  async check(token: string | undefined): Promise<SessionCheck> {
+    if (!token || !TOKEN_RE.test(token)) {
+      return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
+    }
+    const hash = sha256Hex(token);
+    let s = this.#byHash.get(hash);
+    if (!s) {
+      const row = await this.#ctx.store.db
+        .selectFrom("sessions")
+        .selectAll()
+        .where("token_hash", "=", hash)
+        .executeTakeFirst();
+      if (!row) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
+      s = fromRow(row);
+      this.#remember(hash, s);
+    }
+    return this.#validate(s);
+  }
+
+  #validate(s: SessionInfo): SessionCheck {
+    const now = this.#ctx.clock.now();
+    if (s.revokedAt !== null) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "session-revoked" };
+    if (now >= s.expiresAt) return { ok: false, code: "ZT_SESSION_EXPIRED", reason: "session-expired" };
+    if (now - s.lastSeenAt >= this.#ctx.config.sessionIdleMs) {
+      return { ok: false, code: "ZT_SESSION_EXPIRED", reason: "session-idle" };
+    }
+    if (now - s.lastSeenAt >= this.#touchEveryMs) {
+      s.lastSeenAt = now;
+      void this.#ctx.store.db
+        .updateTable("sessions")
+        .set({ last_seen_at: now })
+        .where("id", "=", s.id)
+        .execute()
+        .catch(() => undefined);
+    }
+    return { ok: true, session: s };
+  }
+
+  /** Records a fresh MFA verification (step-up) on a session. */
+  async markMfa(sessionId: string): Promise<void> {
+    const now = this.#ctx.clock.now();
+    await this.#ctx.store.db.updateTable("sessions").set({ mfa_at: now }).where("id", "=", sessionId).execute();
+    const s = this.#byId.get(sessionId);
+    if (s) s.mfaAt = now;
+  }
+
+  async get(sessionId: string): Promise<SessionInfo | undefined> {
+    const row = await this.#ctx.store.db.selectFrom("sessions").selectAll().where("id", "=", sessionId).executeTakeFirst();
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** Active (unrevoked, unexpired) sessions, optionally of one user. */
+  async list(options: { userId?: string; includeInactive?: boolean } = {}): Promise<SessionInfo[]> {
+    let q = this.#ctx.store.db.selectFrom("sessions").selectAll();
+    if (options.userId) q = q.where("user_id", "=", options.userId);
+    if (!options.includeInactive) {
+      q = q.where("revoked_at", "is", null).where("expires_at", ">", this.#ctx.clock.now());
+    }
+    const rows = await q.orderBy("created_at", "desc").execute();
+    return rows.map(fromRow);
+  }
+
+  /** Revokes sessions by id; every PEP denies their next request. Returns how many. */
+  async revoke(sessionIds: string[], reason: string): Promise<number> {
+    if (sessionIds.length === 0) return 0;
+    const now = this.#ctx.clock.now();
+    const res = await this.#ctx.store.db
+      .updateTable("sessions")
+      .set({ revoked_at: now, revoke_reason: reason })
+      .where("id", "in", sessionIds)
+      .where("revoked_at", "is", null)
+      .executeTakeFirst();
+    const n = Number(res.numUpdatedRows ?? 0);
+    for (const id of sessionIds) this.#markRevoked(id, reason, now);
+    await this.#ctx.events.publish("session.revoked", { sessionIds, reason });
+    this.#ctx.audit.record({ kind: "session.revoke", outcome: "info", reason, data: { session_ids: sessionIds } });
+    return n;
+  }
+
+  /** Revokes every active session of a user. */
+  async revokeUser(userId: string, reason: string): Promise<number> {
+    const ids = (await this.list({ userId })).map((s) => s.id);
+    return this.revoke(ids, reason);
+  }
+
+  /** Called with (sessionId, reason) whenever a session is revoked, from any process. */
+  onRevoked(listener: RevokedListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Sessions currently held in memory (for re-evaluation and metrics). */
+  cached(): Iterable<SessionInfo> {
+    return this.#byId.values();
+  }
+
+  close(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  #remember(hash: string, s: SessionInfo): void {
+    this.#byHash.set(hash, s);
+    this.#byId.set(s.id, s);
+  }
+
+  #markRevoked(id: string, reason: string, at: number): void {
+    const s = this.#byId.get(id);
+    if (s && s.revokedAt === null) {
+      s.revokedAt = at;
+      s.revokeReason = reason;
+    }
+    for (const l of this.#listeners) {
+      try {
+        l(id, reason);
+      } catch {
+        /* listeners must not break revocation */
+      }
+    }
+  }
+
+  #onEvent(e: ZtEvent): void {
+    if (e.kind === "session.revoked") {
+      const ids = Array.isArray(e.data["sessionIds"]) ? (e.data["sessionIds"] as unknown[]) : [];
+      const reason = typeof e.data["reason"] === "string" ? e.data["reason"] : "session-revoked";
+      for (const id of ids) if (typeof id === "string") this.#markRevoked(id, reason, e.ts);
+    } else if (e.kind === "user.disabled" || e.kind === "user.deleted") {
+      const userId = e.data["userId"];
+      if (typeof userId === "string") {
+        for (const s of this.#byId.values()) {
+          if (s.userId === userId) this.#markRevoked(s.id, "user-disabled", e.ts);
+        }
+        // Persist it too (any process hearing the event may do so; the update is idempotent).
+        void this.#ctx.store.db
+          .updateTable("sessions")
+          .set({ revoked_at: e.ts, revoke_reason: "user-disabled" })
+          .where("user_id", "=", userId)
+          .where("revoked_at", "is", null)
+          .execute()
+          .catch(() => undefined);
+      }
+    }
+  }
+}
+
+function fromRow(r: {
+  id: string;
+  user_id: string;
+  created_at: number;
+  expires_at: number;
+  last_seen_at: number;
+  mfa_at: number;
+  source_ip: string;
+  user_agent: string;
+  device_id: string | null;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}): SessionInfo {
+  return {
+    id: r.id,
+    userId: r.user_id,
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+    lastSeenAt: Number(r.last_seen_at),
+    mfaAt: Number(r.mfa_at),
+    sourceIp: r.source_ip,
+    userAgent: r.user_agent,
+    deviceId: r.device_id,
+    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+    revokeReason: r.revoke_reason,
+  };
+}
+
+export function sessionNotFound(id: string): ZtError {
+  return new ZtError("ZT_NOT_FOUND", `no session ${id}`, { session_id: id });
+}

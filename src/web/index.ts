@@ -1,0 +1,3 @@
+export { renderLoginPage, renderDeniedPage, renderMessagePage, hintFor } from "./pages.js";
+export type { LoginPageOptions, DeniedPageOptions } from "./pages.js";
+export { escapeHtml, page } from "./html.js";
