@@ -1,9 +1,14 @@
 import type { Command } from "commander";
+import { registerUpCommands } from "./up.js";
+import { registerInitCommands } from "./init.js";
+import { registerSessionCommands } from "./session.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
  * `register…Commands(program)` function; add one import and one call per group.
  */
 export function registerAllCommands(program: Command): void {
-  void program;
+  registerInitCommands(program);
+  registerUpCommands(program);
+  registerSessionCommands(program);
 }

@@ -1,0 +1,186 @@
+import { resolve, relative } from "node:path";
+import qrcode from "qrcode-terminal";
+import type { AddressInfo } from "node:net";
+import { loadConfig, type ZtConfig } from "../config/index.js";
+import { ZtError } from "../core/errors.js";
+import { readPrivateFile } from "../core/secure-files.js";
+import { createApiServer } from "../api/index.js";
+import { createPep, type Pep } from "../proxy/index.js";
+import { openAppContext, type AppContext } from "./app-context.js";
+import { createServices, type Services } from "./services.js";
+import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
+import { DEMO_USER, ensureDemoFiles, randomPassword, readDemoCredentials, saveDemoCredentials, type DemoCredentials } from "./demo.js";
+
+export interface RunUpOptions {
+  configPath: string;
+  env: Record<string, string | undefined>;
+  /** Demo mode: this folder holds the demo config and data. */
+  demoDir?: string | undefined;
+  /** Port for the demo upstream app (0 = any). */
+  demoPort?: number | undefined;
+  out?: (line: string) => void;
+}
+
+export interface RunningZt {
+  ctx: AppContext;
+  services: Services;
+  pep: Pep;
+  pepAddress: AddressInfo;
+  apiAddress: AddressInfo;
+  demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
+  close(): Promise<void>;
+}
+
+function splitHostPort(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(":");
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/**
+ * `zt up`: control plane (API) + PEP (+ the demo upstream in demo mode), one process.
+ * Refuses to start on an invalid config or policy set.
+ */
+export async function runUp(o: RunUpOptions): Promise<RunningZt> {
+  const out = o.out ?? ((l: string) => process.stdout.write(l + "\n"));
+  let demoApp: WhoamiApp | undefined;
+  let configPath = o.configPath;
+  if (o.demoDir) {
+    const dir = resolve(o.demoDir);
+    demoApp = await startWhoamiApp({ host: "127.0.0.1", port: o.demoPort ?? 9000, jwksUrl: () => jwksUrl });
+    ensureDemoFiles(dir, demoApp.port);
+    configPath = resolve(dir, "zt.yaml");
+  }
+  let jwksUrl = "";
+  let config: ZtConfig;
+  try {
+    config = loadConfig(configPath, { env: o.env });
+  } catch (e) {
+    await demoApp?.close();
+    throw e;
+  }
+  if (demoApp) {
+    // The demo upstream may have had to take another port: point the demo routes at it.
+    config.routes = config.routes.map((r) => (new URL(r.to).hostname === "127.0.0.1" ? { ...r, to: `http://127.0.0.1:${demoApp!.port}` } : r));
+  }
+  const proxyListen = splitHostPort(config.listen.proxy);
+  const apiListen = splitHostPort(config.listen.api);
+  if (!config.tls && !isLoopback(proxyListen.host)) {
+    await demoApp?.close();
+    throw new ZtError("ZT_CONFIG_INVALID", `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`);
+  }
+  const ctx = await openAppContext(config, { env: o.env, create: true });
+  let services: Services | undefined;
+  let pep: Pep | undefined;
+  let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
+  try {
+    services = await createServices(ctx);
+    let credentials: DemoCredentials | undefined;
+    if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
+    const tls = config.tls?.cert && config.tls.key ? { cert: readPrivateOrPublic(config.tls.cert), key: readPrivateFile(config.tls.key) } : undefined;
+    pep = createPep(services, { tls });
+    const pepAddress = await pep.listen(proxyListen.host, proxyListen.port);
+    const scheme = tls ? "https" : "http";
+    jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
+    api = await createApiServer(ctx, {
+      readiness: () => ({ ready: true, detail: { policy_version: services!.policies.engine.policySet.version, policy_error: services!.policies.lastError ?? null } }),
+    });
+    await api.listen({ host: apiListen.host, port: apiListen.port });
+    const apiAddress = api.server.address() as AddressInfo;
+    await ctx.events.start();
+    services.policies.watch((r) => {
+      if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
+      else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
+    });
+    out(`zt: PEP listening on ${scheme}://${fmtHost(pepAddress)}`);
+    out(`zt: API listening on http://${fmtHost(apiAddress)}`);
+    let demo: RunningZt["demo"];
+    if (o.demoDir && credentials && demoApp) {
+      const urls = config.routes.map((r) => {
+        const u = new URL(r.from);
+        return `${u.protocol}//${u.hostname}:${pepAddress.port}${r.pathPrefix === "/" ? "/" : r.pathPrefix}`;
+      });
+      demo = { credentials, app: demoApp, urls };
+      printDemoBanner(out, credentials, urls, relative(process.cwd(), configPath) || configPath);
+    }
+    out("zt: ready");
+    const running: RunningZt = {
+      ctx,
+      services,
+      pep,
+      pepAddress,
+      apiAddress,
+      demo,
+      async close() {
+        await pep?.close();
+        await api?.close();
+        services?.close();
+        await ctx.close();
+        await demoApp?.close();
+      },
+    };
+    return running;
+  } catch (e) {
+    await pep?.close().catch(() => undefined);
+    await api?.close().catch(() => undefined);
+    services?.close();
+    await ctx.close().catch(() => undefined);
+    await demoApp?.close();
+    throw e;
+  }
+}
+
+function readPrivateOrPublic(path: string): Buffer {
+  return readPrivateFile(path);
+}
+
+function fmtHost(a: AddressInfo): string {
+  return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+async function ensureDemoUser(services: Services, dir: string): Promise<DemoCredentials> {
+  const existing = readDemoCredentials(resolve(dir));
+  if (existing && (await services.identity.getUser(existing.username))) return existing;
+  const password = randomPassword();
+  const r = await services.identity.addUser({ name: DEMO_USER, groups: ["eng"], password });
+  const c: DemoCredentials = {
+    username: DEMO_USER,
+    password,
+    totp_secret: r.totpSecret,
+    totp_uri: r.totpUri,
+    backup_codes: r.backupCodes,
+  };
+  saveDemoCredentials(resolve(dir), c);
+  await services.snapshot.refreshUser(r.user.id);
+  return c;
+}
+
+function printDemoBanner(out: (l: string) => void, c: DemoCredentials, urls: string[], configPath: string): void {
+  out("");
+  out("  zt demo is running.");
+  out("");
+  out(`  Open            ${urls[0]}`);
+  out(`  Username        ${c.username}`);
+  out(`  Password        ${c.password}`);
+  out(`  TOTP secret     ${c.totp_secret}`);
+  out(`  TOTP URI        ${c.totp_uri}`);
+  out(`  (or: oathtool --totp -b ${c.totp_secret})`);
+  out("");
+  out("  Scan this with your authenticator app:");
+  out(renderQr(c.totp_uri));
+  if (urls[1]) out(`  Then try ${urls[1]} — the demo policy denies it, with a decision id.`);
+  out(`  See every decision:  ./bin/zt --config ${configPath} audit tail`);
+  out("");
+}
+
+function renderQr(text: string): string {
+  let result = "";
+  qrcode.generate(text, { small: true }, (q: string) => {
+    result = q;
+  });
+  return result;
+}
+

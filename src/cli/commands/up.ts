@@ -1,0 +1,46 @@
+import type { Command } from "commander";
+import { configPathFrom } from "../../config/index.js";
+import { runUp } from "../../app/run-up.js";
+import { failWith, globalOptions } from "../cli-context.js";
+
+/** `zt up [--demo]`: run the control plane and the PEP in this process. */
+export function registerUpCommands(program: Command): void {
+  program
+    .command("up")
+    .description("run the control plane (API) and the identity-aware proxy")
+    .option("--demo", "run the demo: creates ./.zt-demo (config, data, demo user), starts a demo upstream app")
+    .option("--demo-dir <dir>", "folder for the demo", ".zt-demo")
+    .option("--demo-port <port>", "port for the demo upstream app", "9000")
+    .action(async (opts: { demo?: boolean; demoDir: string; demoPort: string }, cmd: Command) => {
+      try {
+        const g = globalOptions(cmd);
+        const demoPort = Number(opts.demoPort);
+        if (!Number.isInteger(demoPort) || demoPort < 0 || demoPort > 65535) {
+          throw new (await import("../../core/errors.js")).ZtError("ZT_USAGE", `--demo-port: expected a port number, got ${opts.demoPort}`);
+        }
+        const running = await runUp({
+          configPath: configPathFrom(g.config, process.env),
+          env: process.env,
+          demoDir: opts.demo ? opts.demoDir : undefined,
+          demoPort,
+        });
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          process.stdout.write(`zt: ${signal}, shutting down\n`);
+          const force = setTimeout(() => process.exit(0), 5_000);
+          force.unref();
+          void running.close().then(() => process.exit(0));
+        };
+        process.on("SIGINT", () => stop("SIGINT"));
+        process.on("SIGTERM", () => stop("SIGTERM"));
+        process.on("SIGHUP", () => {
+          const r = running.services.policies.reload();
+          process.stdout.write(r.ok ? `zt: policies reloaded (${r.policies})\n` : `zt: policy reload refused: ${r.error}\n`);
+        });
+      } catch (e) {
+        failWith(e);
+      }
+    });
+}
