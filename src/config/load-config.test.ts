@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import { parseConfigText } from "./load-config.js";
+import { isZtError } from "../core/errors.js";
+
+function configError(text: string, env: Record<string, string> = {}): string {
+  try {
+    parseConfigText(text, "/etc/zt/zt.yaml", { env });
+  } catch (e) {
+    if (isZtError(e)) {
+      expect(e.code).toBe("ZT_CONFIG_INVALID");
+      return e.message;
+    }
+    throw e;
+  }
+  throw new Error("config was accepted");
+}
+
+describe("zt.yaml", () => {
+  it("accepts the documented example and resolves paths relative to the file", () => {
+    const c = parseConfigText(
+      `data_dir: ./data
+trust_domain: example.test
+listen: { proxy: "127.0.0.1:8443", api: "127.0.0.1:8400" }
+routes:
+  - name: whoami
+    from: http://Whoami.Localhost.:8443/app/
+    to: http://127.0.0.1:9000
+policies: ./policies
+`,
+      "/etc/zt/zt.yaml",
+    );
+    expect(c.data_dir).toBe("/etc/zt/data");
+    expect(c.policies).toBe("/etc/zt/policies");
+    expect(c.routes[0]).toMatchObject({ name: "whoami", host: "whoami.localhost", port: 8443, pathPrefix: "/app" });
+    expect(c.sessionTtlMs).toBe(12 * 3600 * 1000);
+  });
+
+  it("names the key path and what was expected", () => {
+    expect(configError("listen: { proxy: 8443 }")).toMatch(/listen\.proxy/);
+    expect(configError("routes:\n  - name: Bad Name\n    from: http://a\n    to: http://b")).toMatch(/routes\[0\]\.name/);
+    expect(configError("routes:\n  - name: a\n    from: ftp://a\n    to: http://b")).toMatch(/routes\[0\]\.from.*http/);
+    expect(configError("trust_domian: x")).toMatch(/unknown key.*trust_domian/);
+    expect(configError("session: { ttl: forever }")).toMatch(/session\.ttl/);
+    expect(configError("routes:\n  - { name: a, from: 'http://a', to: 'http://b' }\n  - { name: a, from: 'http://c', to: 'http://d' }")).toMatch(/duplicate route name/);
+  });
+
+  it("reports YAML syntax errors with a line number", () => {
+    expect(configError("routes: [\n  {")).toMatch(/zt\.yaml:\d+:\d+/);
+    expect(configError("- just\n- a list")).toMatch(/mapping/);
+  });
+
+  it("lets ZT_ environment variables override keys", () => {
+    const c = parseConfigText("data_dir: ./data\n", "/srv/zt.yaml", {
+      env: { ZT_DATA_DIR: "/var/lib/zt", ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_CONFIG: "ignored", ZT_UNKNOWN_THING: "x" },
+    });
+    expect(c.data_dir).toBe("/var/lib/zt");
+    expect(c.listen.proxy).toBe("127.0.0.1:0");
+    expect(configError("{}", { ZT_LISTEN__API: "nope" })).toMatch(/listen\.api/);
+  });
+});

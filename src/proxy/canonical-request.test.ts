@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { canonicalizeRequest, canonicalPath } from "./canonical-request.js";
+
+describe("canonicalPath", () => {
+  const ok = (raw: string) => {
+    const r = canonicalPath(raw);
+    if (!r.ok) throw new Error(`${raw} refused: ${r.detail}`);
+    return r.path;
+  };
+  const refused = (raw: string) => {
+    const r = canonicalPath(raw);
+    expect(r.ok, raw).toBe(false);
+  };
+
+  it("resolves dot segments and duplicate slashes", () => {
+    expect(ok("/a/./b/../c")).toBe("/a/c");
+    expect(ok("//a///b")).toBe("/a/b");
+    expect(ok("/a/b/")).toBe("/a/b/");
+    expect(ok("/")).toBe("/");
+    expect(ok("/%61dmin")).toBe("/admin");
+    expect(ok("/a/%2e%2e/b")).toBe("/b");
+  });
+
+  it("refuses what could mean different things to different hops", () => {
+    for (const p of ["/a%2fb", "/a%5Cb", "/a\\b", "/a%00b", "/a;jsessionid=1", "/a%3bb", "/%252e%252e/admin", "/..", "/a/../..", "/a%zz", "/%c0%ae"]) refused(p);
+  });
+
+  it("is idempotent: canonicalising a canonical path changes nothing (property)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom("a", "b", ".", "..", "", "%41", "x y", "é", "%2e"), { maxLength: 8 }), (segs) => {
+        const r = canonicalPath("/" + segs.join("/"));
+        if (!r.ok) return true;
+        const again = canonicalPath(r.path);
+        return again.ok && again.path === r.path;
+      }),
+    );
+  });
+});
+
+describe("canonicalizeRequest", () => {
+  it("lowercases the host, drops a trailing dot and the port", () => {
+    const r = canonicalizeRequest("/x?y=1", "WhoAmI.Example.:8443");
+    expect(r).toEqual({ ok: true, host: "whoami.example", port: 8443, path: "/x", query: "?y=1" });
+  });
+  it("refuses an absolute-form URL naming another host than the Host header", () => {
+    expect(canonicalizeRequest("http://admin.example/x", "whoami.example").ok).toBe(false);
+    expect(canonicalizeRequest("http://whoami.example/x", "whoami.example")).toMatchObject({ ok: true, path: "/x" });
+  });
+  it("refuses a missing or malformed Host", () => {
+    expect(canonicalizeRequest("/", undefined).ok).toBe(false);
+    expect(canonicalizeRequest("/", "a b").ok).toBe(false);
+    expect(canonicalizeRequest("/", "evil.com@good.com").ok).toBe(false);
+  });
+});

@@ -1,0 +1,55 @@
+import http from "node:http";
+
+export interface ClientResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  json<T = Record<string, unknown>>(): T;
+}
+
+/** A plain HTTP request to 127.0.0.1:port with an explicit Host header (real socket). */
+export function request(
+  port: number,
+  options: { host: string; path?: string; method?: string; headers?: Record<string, string>; body?: string },
+): Promise<ClientResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: "127.0.0.1",
+        port,
+        method: options.method ?? "GET",
+        path: options.path ?? "/",
+        headers: { host: options.host, ...options.headers },
+        agent: false,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (body += d));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            json: <T>() => JSON.parse(body) as T,
+          }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(options.body);
+  });
+}
+
+/** Logs in with JSON and returns the session cookie ("name=value"). */
+export async function login(port: number, host: string, username: string, password: string, totp: string): Promise<{ status: number; cookie?: string; body: Record<string, unknown> }> {
+  const r = await request(port, {
+    host,
+    path: "/.zt/login",
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password, totp }),
+  });
+  const set = r.headers["set-cookie"]?.[0];
+  return { status: r.status, ...(set ? { cookie: set.split(";")[0]! } : {}), body: r.json() };
+}
