@@ -51,6 +51,14 @@ export interface AuthorizationResult {
    * `policy-error` when nothing applied.
    */
   reason: string;
+  /** The determining policies with their effect and annotations (same order as `reasons`). */
+  determining?: DeterminingPolicy[];
+}
+
+export interface DeterminingPolicy {
+  id: string;
+  effect: "permit" | "forbid";
+  annotations: Record<string, string>;
 }
 
 /** One policy or template of a loaded set, with where it came from. */
@@ -77,7 +85,7 @@ export interface LoadedPolicySet {
   policies: LoadedPolicy[];
   templateLinks: TemplateLinkSpec[];
   schema?: SchemaJson<string> | undefined;
-  /** The original Cedar text per policy id, joined, for reference engines. */
+  /** A content hash of the policies, links and schema (changes whenever any of them does). */
   version: string;
 }
 

@@ -1,0 +1,50 @@
+/**
+ * zt's policy engine (NIST SP 800-207 PE/PDP): Cedar policies, parsed and validated by
+ * @cedar-policy/cedar-wasm, evaluated by a `PolicyEngine`. This file is the capability's
+ * only public face (also exported as the package entry `zt/policy`).
+ *
+ * @example
+ * const set = loadPolicySet("./policies");
+ * const engine = createPolicyEngine("compiled", set);
+ * const entities = new EntityStore([{ uid: { type: "User", id: "alice" }, attrs: { name: "alice" }, parents: [] }]);
+ * const result = engine.authorize(
+ *   { principal: { type: "User", id: "alice" }, action: { type: "Action", id: "GET" },
+ *     resource: { type: "App", id: "whoami" }, context: httpContext({ ... }) },
+ *   entities,
+ * );
+ * result.verdict; // "allow" | "deny" | "step-up"
+ */
+import { ReferenceEngine } from "./reference-engine.js";
+import type { LoadedPolicySet, PolicyEngine } from "./types.js";
+
+export type * from "./types.js";
+export { ZT_SCHEMA, HTTP_ACTIONS } from "./zt-schema.js";
+export { loadPolicySet, parsePolicies, parseSchema } from "./policy-loader.js";
+export type { LoadPolicySetOptions, ParsePoliciesOptions, PolicySource } from "./policy-loader.js";
+export { EntityStore, uidKey } from "./entity-store.js";
+export { decideVerdict } from "./verdict.js";
+export {
+  cedarIp,
+  cedarDatetime,
+  cedarDuration,
+  cedarDecimal,
+  cedarEntity,
+  httpContext,
+} from "./cedar-values.js";
+export type { HttpContextInput } from "./cedar-values.js";
+
+export type PolicyEngineKind = "compiled" | "reference";
+
+/**
+ * Builds an engine over a loaded policy set. "reference" evaluates with
+ * @cedar-policy/cedar-wasm; "compiled" is zt's own evaluator for the hot path.
+ */
+export function createPolicyEngine(kind: PolicyEngineKind, set: LoadedPolicySet): PolicyEngine {
+  switch (kind) {
+    case "reference":
+      return new ReferenceEngine(set);
+    case "compiled":
+      // Until the compiled evaluator lands, the reference engine answers.
+      return new ReferenceEngine(set);
+  }
+}
