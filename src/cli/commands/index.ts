@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { registerUpCommands } from "./up.js";
 import { registerInitCommands } from "./init.js";
 import { registerSessionCommands } from "./session.js";
+import { registerUserCommands } from "./user.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -11,4 +12,5 @@ export function registerAllCommands(program: Command): void {
   registerInitCommands(program);
   registerUpCommands(program);
   registerSessionCommands(program);
+  registerUserCommands(program);
 }

@@ -1,0 +1,680 @@
+import { randomBytes } from "node:crypto";
+import type { Kysely, Transaction } from "kysely";
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { Tables, UsersTable } from "../store/index.js";
+import { hashBackupCodes, generateBackupCodes, matchBackupCode } from "./backup-codes.js";
+import { identitySettings, type IdentitySettings } from "./identity-config.js";
+import {
+  EMPTY_LOCKOUT,
+  releaseAttempt,
+  reserveAttempt,
+  settleFailure,
+  settleSuccess,
+  type LockoutState,
+} from "./lockout.js";
+import {
+  MIN_PASSWORD_LENGTH,
+  NAME_RE,
+  parseEmail,
+  parseGroupName,
+  parseGroupNames,
+  parseUserName,
+} from "./names.js";
+import {
+  DUMMY_PASSWORD_HASH,
+  hashPassword,
+  MAX_PASSWORD_LENGTH,
+  verifyPassword,
+} from "./password-hash.js";
+import { sourceKey } from "./source-key.js";
+import { newTotpSecret, totpUri, verifyTotp } from "./totp-verifier.js";
+
+/** A user as other capabilities see it: never a secret. */
+export interface UserInfo {
+  id: string;
+  name: string;
+  email: string | null;
+  groups: string[];
+  disabled: boolean;
+  createdAt: number;
+}
+
+export interface AddUserOptions {
+  name: string;
+  groups?: string[];
+  /** Omit to have a strong random password generated (returned once). */
+  password?: string;
+  email?: string;
+}
+
+export interface MfaEnrolment {
+  totpSecret: string;
+  /** `otpauth://totp/…` with the issuer from `mfa.issuer`. */
+  totpUri: string;
+  /** Ten single-use codes, shown once; only their hashes are stored. */
+  backupCodes: string[];
+}
+
+export interface AddUserResult extends MfaEnrolment {
+  user: UserInfo;
+  /** Only when it was generated. */
+  password?: string;
+}
+
+export interface AuthenticateOptions {
+  username: string;
+  password: string;
+  totp?: string;
+  backupCode?: string;
+  sourceIp: string;
+}
+
+/** Stable reasons for a refused login; the same strings go into the audit record. */
+export type LoginFailureReason =
+  | "auth-failed"
+  | "user-disabled"
+  | "mfa-required"
+  | "mfa-invalid"
+  | "mfa-malformed"
+  | "mfa-replayed"
+  | "mfa-locked"
+  | "mfa-not-enrolled";
+
+const TOTP_PURPOSE = (userId: string) => `identity.totp:${userId}`;
+/** Lockout rows untouched for this long (and not locked) are deleted. */
+const PRUNE_EVERY = 64;
+
+type Db = Kysely<Tables> | Transaction<Tables>;
+
+/**
+ * The identity provider: users, groups, passwords (scrypt), TOTP (RFC 6238) with replay
+ * protection, backup codes, and brute-force lockout per user and per source address.
+ * Admin changes publish events so the Policy Administrator can re-check live sessions.
+ */
+export class IdentityService {
+  readonly #ctx: AppContext;
+  readonly #settings: IdentitySettings;
+  #settles = 0;
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+    this.#settings = identitySettings(ctx.config);
+  }
+
+  get #db(): Kysely<Tables> {
+    return this.#ctx.store.db;
+  }
+
+  /** Creates a user with a TOTP secret and backup codes. Groups are created on first use. */
+  async addUser(options: AddUserOptions): Promise<AddUserResult> {
+    const name = parseUserName(options.name);
+    const groups = parseGroupNames(options.groups ?? []);
+    const email = options.email === undefined ? null : parseEmail(options.email);
+    let generated: string | undefined;
+    let password = options.password;
+    if (password === undefined) {
+      generated = randomBytes(15).toString("base64url");
+      password = generated;
+    } else {
+      checkPasswordPolicy(password);
+    }
+    if (await this.#findByName(this.#db, name)) throw userExists(name);
+    const [passwordHash, enrolment] = await Promise.all([
+      hashPassword(password),
+      this.#newEnrolment(name),
+    ]);
+    const now = this.#ctx.clock.now();
+    const id = newId("usr");
+    try {
+      await this.#db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto("users")
+          .values({
+            id,
+            name,
+            email,
+            password_hash: passwordHash,
+            totp_secret_sealed: this.#ctx.box.seal(TOTP_PURPOSE(id), enrolment.totpSecret),
+            totp_last_step: 0,
+            disabled: 0,
+            created_at: now,
+            updated_at: now,
+          })
+          .execute();
+        await this.#writeGroups(trx, id, groups, now);
+        await this.#writeBackupCodes(trx, id, enrolment.hashes);
+      });
+    } catch (e) {
+      if (await this.#findByName(this.#db, name)) throw userExists(name);
+      throw e;
+    }
+    this.#ctx.audit.record({ kind: "user.add", outcome: "info", subject: name, data: { groups } });
+    const user: UserInfo = { id, name, email, groups, disabled: false, createdAt: now };
+    return {
+      user,
+      ...(generated !== undefined ? { password: generated } : {}),
+      totpSecret: enrolment.totpSecret,
+      totpUri: enrolment.totpUri,
+      backupCodes: enrolment.backupCodes,
+    };
+  }
+
+  async getUser(name: string): Promise<UserInfo | undefined> {
+    if (typeof name !== "string" || !NAME_RE.test(name)) return undefined;
+    const row = await this.#findByName(this.#db, name);
+    return row ? this.#toInfo(row, await this.groupsOf(row.id)) : undefined;
+  }
+
+  async getUserById(id: string): Promise<UserInfo | undefined> {
+    const row = await this.#db
+      .selectFrom("users")
+      .selectAll()
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row ? this.#toInfo(row, await this.groupsOf(row.id)) : undefined;
+  }
+
+  async listUsers(): Promise<UserInfo[]> {
+    const rows = await this.#db.selectFrom("users").selectAll().orderBy("name").execute();
+    const memberships = await this.#db
+      .selectFrom("user_groups")
+      .select(["user_id", "group_name"])
+      .orderBy("group_name")
+      .execute();
+    const byUser = new Map<string, string[]>();
+    for (const m of memberships) {
+      const list = byUser.get(m.user_id) ?? [];
+      list.push(m.group_name);
+      byUser.set(m.user_id, list);
+    }
+    return rows.map((r) => this.#toInfo(r, byUser.get(r.id) ?? []));
+  }
+
+  /** Group names of a user, sorted. */
+  async groupsOf(userId: string): Promise<string[]> {
+    const rows = await this.#db
+      .selectFrom("user_groups")
+      .select("group_name")
+      .where("user_id", "=", userId)
+      .orderBy("group_name")
+      .execute();
+    return rows.map((r) => r.group_name);
+  }
+
+  /** Disables or enables a user; live sessions hear `user.disabled` / `user.enabled`. */
+  async setDisabled(name: string, disabled: boolean): Promise<UserInfo> {
+    const row = await this.#require(name);
+    const now = this.#ctx.clock.now();
+    await this.#db
+      .updateTable("users")
+      .set({ disabled: disabled ? 1 : 0, updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+    const kind = disabled ? "user.disabled" : "user.enabled";
+    this.#ctx.audit.record({
+      kind: disabled ? "user.disable" : "user.enable",
+      outcome: "info",
+      subject: row.name,
+    });
+    await this.#ctx.events.publish(kind, { userId: row.id, name: row.name });
+    return this.#toInfo({ ...row, disabled: disabled ? 1 : 0 }, await this.groupsOf(row.id));
+  }
+
+  /** Replaces a user's groups. */
+  async setGroups(name: string, groups: string[]): Promise<UserInfo> {
+    const next = parseGroupNames(groups);
+    return this.#changeGroups(name, () => next);
+  }
+
+  async addToGroup(name: string, group: string): Promise<UserInfo> {
+    const g = parseGroupName(group);
+    return this.#changeGroups(name, (current) => [...current, g]);
+  }
+
+  async removeFromGroup(name: string, group: string): Promise<UserInfo> {
+    const g = parseGroupName(group);
+    return this.#changeGroups(name, (current) => current.filter((x) => x !== g));
+  }
+
+  /** Adds and removes groups in one change (one event). */
+  async changeGroups(
+    name: string,
+    change: { add?: string[]; remove?: string[] },
+  ): Promise<UserInfo> {
+    const add = parseGroupNames(change.add ?? [], "add");
+    const remove = new Set(parseGroupNames(change.remove ?? [], "remove"));
+    return this.#changeGroups(name, (current) => [
+      ...current.filter((g) => !remove.has(g)),
+      ...add,
+    ]);
+  }
+
+  /** New TOTP secret and backup codes; codes of the old secret stop working at once. */
+  async resetMfa(name: string): Promise<MfaEnrolment> {
+    const row = await this.#require(name);
+    const enrolment = await this.#newEnrolment(row.name);
+    const now = this.#ctx.clock.now();
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable("users")
+        .set({
+          totp_secret_sealed: this.#ctx.box.seal(TOTP_PURPOSE(row.id), enrolment.totpSecret),
+          totp_last_step: 0,
+          updated_at: now,
+        })
+        .where("id", "=", row.id)
+        .execute();
+      await trx.deleteFrom("backup_codes").where("user_id", "=", row.id).execute();
+      await this.#writeBackupCodes(trx, row.id, enrolment.hashes);
+    });
+    this.#ctx.audit.record({ kind: "mfa.reset", outcome: "info", subject: row.name });
+    await this.#ctx.events.publish("mfa.reset", { userId: row.id, name: row.name });
+    return {
+      totpSecret: enrolment.totpSecret,
+      totpUri: enrolment.totpUri,
+      backupCodes: enrolment.backupCodes,
+    };
+  }
+
+  /**
+   * Checks password + second factor (TOTP or a backup code). Order: lockout (per user and
+   * per source address) → password → disabled → second factor. Throws ZtError with
+   * `context.reason` set to a LoginFailureReason; every attempt is audited, never a secret.
+   */
+  async authenticate(options: AuthenticateOptions): Promise<UserInfo> {
+    const now = this.#ctx.clock.now();
+    const rawName =
+      typeof options.username === "string" ? options.username.trim().toLowerCase() : "";
+    const validName = NAME_RE.test(rawName);
+    // An invalid name is not logged: people type passwords into the username field.
+    const subject = validName ? rawName : undefined;
+    const sourceIp = typeof options.sourceIp === "string" ? options.sourceIp : "";
+    const keys = [...(validName ? [`user:${rawName}`] : []), sourceKey(sourceIp)];
+    const audit = (
+      outcome: "success" | "failure",
+      reason: string | undefined,
+      data?: Record<string, unknown>,
+    ) => this.#ctx.audit.record({ kind: "login", outcome, subject, sourceIp, reason, data });
+
+    const reserved = await this.#reserve(keys, now);
+    if (!reserved.ok) {
+      audit("failure", "mfa-locked");
+      throw new ZtError("ZT_MFA_LOCKED", "too many failed sign-in attempts; try again later", {
+        reason: "mfa-locked",
+        retry_after_seconds: Math.max(Math.ceil(reserved.retryAfterMs / 1000), 1),
+      });
+    }
+    const fail = async (
+      code: ZtError["code"],
+      reason: LoginFailureReason,
+      message: string,
+      detail?: string,
+    ) => {
+      await this.#settle(keys, "failure");
+      audit("failure", detail ?? reason);
+      return new ZtError(code, message, { reason });
+    };
+
+    const row = validName ? await this.#findByName(this.#db, rawName) : undefined;
+    const password = typeof options.password === "string" ? options.password : "";
+    // Unknown users cost one scrypt too, so response time does not reveal who exists.
+    const passwordOk = await verifyPassword(password, row?.password_hash ?? DUMMY_PASSWORD_HASH);
+    if (!row || !passwordOk) {
+      throw await fail(
+        "ZT_AUTH_FAILED",
+        "auth-failed",
+        "invalid username or password",
+        row ? "bad-password" : "unknown-user",
+      );
+    }
+    if (row.disabled) {
+      await this.#settle(keys, "release");
+      audit("failure", "user-disabled");
+      throw new ZtError("ZT_USER_DISABLED", `user ${row.name} is disabled`, {
+        reason: "user-disabled",
+      });
+    }
+
+    const backupCode =
+      typeof options.backupCode === "string" && options.backupCode.trim() !== ""
+        ? options.backupCode
+        : undefined;
+    const totp =
+      typeof options.totp === "string" && options.totp.trim() !== "" ? options.totp : undefined;
+    let method: "totp" | "backup-code";
+    if (totp !== undefined) {
+      method = "totp";
+      if (!row.totp_secret_sealed) {
+        throw await fail(
+          "ZT_MFA_INVALID",
+          "mfa-not-enrolled",
+          "no authenticator is enrolled for this user",
+        );
+      }
+      const secret = this.#ctx.box
+        .open(TOTP_PURPOSE(row.id), row.totp_secret_sealed)
+        .toString("utf8");
+      const result = verifyTotp({
+        secret,
+        code: totp,
+        nowMs: now,
+        lastAcceptedStep: row.totp_last_step,
+      });
+      if (!result.ok) {
+        throw result.reason === "mfa-replayed"
+          ? await fail(
+              "ZT_MFA_REPLAYED",
+              "mfa-replayed",
+              "this code was already used; wait for the next one",
+            )
+          : await fail("ZT_MFA_INVALID", result.reason, "invalid authentication code");
+      }
+      // RFC 6238 §5.2: the step is consumed atomically, so two concurrent logins with one
+      // code cannot both pass (the second UPDATE matches no row).
+      const claimed = await this.#db
+        .updateTable("users")
+        .set({ totp_last_step: result.step })
+        .where("id", "=", row.id)
+        .where("totp_last_step", "<", result.step)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) {
+        throw await fail(
+          "ZT_MFA_REPLAYED",
+          "mfa-replayed",
+          "this code was already used; wait for the next one",
+        );
+      }
+    } else if (backupCode !== undefined) {
+      method = "backup-code";
+      const codes = await this.#db
+        .selectFrom("backup_codes")
+        .select(["id", "code_hash", "used_at"])
+        .where("user_id", "=", row.id)
+        .orderBy("id")
+        .execute();
+      const index = await matchBackupCode(
+        backupCode,
+        codes.map((c) => c.code_hash),
+      );
+      const match = index >= 0 ? codes[index] : undefined;
+      if (!match) throw await fail("ZT_MFA_INVALID", "mfa-invalid", "invalid authentication code");
+      const claimed = await this.#db
+        .updateTable("backup_codes")
+        .set({ used_at: now })
+        .where("id", "=", match.id)
+        .where("used_at", "is", null)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) {
+        throw await fail("ZT_MFA_REPLAYED", "mfa-replayed", "this backup code was already used");
+      }
+    } else {
+      throw await fail("ZT_MFA_INVALID", "mfa-required", "an authentication code is required");
+    }
+
+    await this.#settle(keys, "success");
+    audit("success", undefined, { method });
+    return this.#toInfo(row, await this.groupsOf(row.id));
+  }
+
+  /** How many unused backup codes a user has left. */
+  async backupCodesLeft(name: string): Promise<number> {
+    const row = await this.#require(name);
+    const r = await this.#db
+      .selectFrom("backup_codes")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("user_id", "=", row.id)
+      .where("used_at", "is", null)
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
+  /** Clears the lockout of a user (admin action after verifying who is asking). */
+  async unlock(name: string): Promise<void> {
+    const row = await this.#require(name);
+    await this.#db.deleteFrom("auth_failures").where("key", "=", `user:${row.name}`).execute();
+    this.#ctx.audit.record({ kind: "user.unlock", outcome: "info", subject: row.name });
+  }
+
+  // ——— internals ———
+
+  async #newEnrolment(name: string): Promise<MfaEnrolment & { hashes: string[] }> {
+    const totpSecret = newTotpSecret();
+    const backupCodes = generateBackupCodes();
+    const hashes = await hashBackupCodes(backupCodes);
+    return {
+      totpSecret,
+      totpUri: totpUri({ issuer: this.#settings.issuer, accountName: name, secret: totpSecret }),
+      backupCodes,
+      hashes,
+    };
+  }
+
+  async #writeGroups(trx: Db, userId: string, groups: string[], now: number): Promise<void> {
+    if (groups.length === 0) return;
+    await trx
+      .insertInto("groups")
+      .values(groups.map((g) => ({ name: g, created_at: now })))
+      .onConflict((oc) => oc.column("name").doNothing())
+      .execute();
+    await trx
+      .insertInto("user_groups")
+      .values(groups.map((g) => ({ user_id: userId, group_name: g })))
+      .onConflict((oc) => oc.columns(["user_id", "group_name"]).doNothing())
+      .execute();
+  }
+
+  async #writeBackupCodes(trx: Db, userId: string, hashes: string[]): Promise<void> {
+    await trx
+      .insertInto("backup_codes")
+      .values(
+        hashes.map((h) => ({ id: newId("bkc"), user_id: userId, code_hash: h, used_at: null })),
+      )
+      .execute();
+  }
+
+  async #changeGroups(name: string, next: (current: string[]) => string[]): Promise<UserInfo> {
+    const row = await this.#require(name);
+    const now = this.#ctx.clock.now();
+    let before: string[] = [];
+    let after: string[] = [];
+    await this.#db.transaction().execute(async (trx) => {
+      const current = (
+        await trx
+          .selectFrom("user_groups")
+          .select("group_name")
+          .where("user_id", "=", row.id)
+          .execute()
+      ).map((r) => r.group_name);
+      before = [...current].sort();
+      after = [...new Set(next(current))].sort();
+      const removed = before.filter((g) => !after.includes(g));
+      const added = after.filter((g) => !before.includes(g));
+      if (removed.length > 0) {
+        await trx
+          .deleteFrom("user_groups")
+          .where("user_id", "=", row.id)
+          .where("group_name", "in", removed)
+          .execute();
+      }
+      await this.#writeGroups(trx, row.id, added, now);
+    });
+    if (before.join(",") !== after.join(",")) {
+      this.#ctx.audit.record({
+        kind: "user.groups",
+        outcome: "info",
+        subject: row.name,
+        data: { before, after },
+      });
+      await this.#ctx.events.publish("user.groups-changed", {
+        userId: row.id,
+        name: row.name,
+        groups: after,
+      });
+    }
+    return this.#toInfo(row, after);
+  }
+
+  async #findByName(db: Db, name: string): Promise<UsersTable | undefined> {
+    return db.selectFrom("users").selectAll().where("name", "=", name).executeTakeFirst();
+  }
+
+  async #require(name: string): Promise<UsersTable> {
+    const n = parseUserName(name);
+    const row = await this.#findByName(this.#db, n);
+    if (!row) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${n}`, { name: n });
+    return row;
+  }
+
+  #toInfo(row: UsersTable, groups: string[]): UserInfo {
+    return {
+      id: row.id,
+      name: row.name,
+      email: row.email,
+      groups,
+      disabled: Number(row.disabled) !== 0,
+      createdAt: Number(row.created_at),
+    };
+  }
+
+  /** Reserves one attempt on every key, atomically; refuses if any key is locked. */
+  async #reserve(
+    keys: string[],
+    now: number,
+  ): Promise<{ ok: true } | { ok: false; retryAfterMs: number }> {
+    const policy = this.#settings.lockout;
+    return this.#db.transaction().execute(async (trx) => {
+      const states = await this.#lockRows(trx, keys);
+      let retryAfterMs = 0;
+      const next: LockoutState[] = [];
+      for (const s of states) {
+        const r = reserveAttempt(s, now, policy);
+        if (!r.ok) retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs);
+        next.push(r.state);
+      }
+      if (retryAfterMs > 0) return { ok: false as const, retryAfterMs };
+      await this.#writeRows(trx, keys, next);
+      return { ok: true as const };
+    });
+  }
+
+  /**
+   * Settles a reserved attempt. failure: counts (and may lock) on every key. success: the
+   * user's key is reset, the source key only un-counts this attempt. release: un-count.
+   */
+  async #settle(keys: string[], outcome: "failure" | "success" | "release"): Promise<void> {
+    const policy = this.#settings.lockout;
+    const now = this.#ctx.clock.now();
+    await this.#db.transaction().execute(async (trx) => {
+      const states = await this.#lockRows(trx, keys);
+      const next = states.map((s, i) => {
+        if (outcome === "failure") return settleFailure(s, now, policy);
+        if (outcome === "success" && keys[i]!.startsWith("user:")) return settleSuccess(s, now);
+        return releaseAttempt(s, now);
+      });
+      await this.#writeRows(trx, keys, next);
+    });
+    if (++this.#settles % PRUNE_EVERY === 0) {
+      await this.#db
+        .deleteFrom("auth_failures")
+        .where("updated_at", "<", now - policy.maxLockMs - policy.windowMs)
+        .where("locked_until", "<", now)
+        .execute();
+    }
+  }
+
+  async #lockRows(trx: Transaction<Tables>, keys: string[]): Promise<LockoutState[]> {
+    // Insert-if-missing first so that on PostgreSQL the row exists to be locked FOR UPDATE.
+    await trx
+      .insertInto("auth_failures")
+      .values(
+        keys.map((key) => ({
+          key,
+          failures: 0,
+          window_start: 0,
+          lockouts: 0,
+          locked_until: 0,
+          updated_at: 0,
+        })),
+      )
+      .onConflict((oc) => oc.column("key").doNothing())
+      .execute();
+    const rows = await trx
+      .selectFrom("auth_failures")
+      .selectAll()
+      .where("key", "in", keys)
+      .$if(this.#ctx.store.dialect === "postgres", (q) => q.forUpdate())
+      .execute();
+    return keys.map((k) => {
+      const r = rows.find((x) => x.key === k);
+      return r
+        ? {
+            failures: Number(r.failures),
+            windowStart: Number(r.window_start),
+            lockouts: Number(r.lockouts),
+            lockedUntil: Number(r.locked_until),
+            updatedAt: Number(r.updated_at),
+          }
+        : EMPTY_LOCKOUT;
+    });
+  }
+
+  async #writeRows(
+    trx: Transaction<Tables>,
+    keys: string[],
+    states: LockoutState[],
+  ): Promise<void> {
+    for (let i = 0; i < keys.length; i++) {
+      const s = states[i]!;
+      await trx
+        .updateTable("auth_failures")
+        .set({
+          failures: s.failures,
+          window_start: s.windowStart,
+          lockouts: s.lockouts,
+          locked_until: s.lockedUntil,
+          updated_at: s.updatedAt,
+        })
+        .where("key", "=", keys[i]!)
+        .execute();
+    }
+  }
+}
+
+function userExists(name: string): ZtError {
+  return new ZtError("ZT_USER_EXISTS", `a user named ${name} already exists`, { name });
+}
+
+function checkPasswordPolicy(password: string): void {
+  if (typeof password !== "string" || [...password].length < MIN_PASSWORD_LENGTH) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `password: expected at least ${MIN_PASSWORD_LENGTH} characters`,
+      {
+        field: "password",
+      },
+    );
+  }
+  if (password.length > MAX_PASSWORD_LENGTH) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `password: expected at most ${MAX_PASSWORD_LENGTH} characters`,
+      {
+        field: "password",
+      },
+    );
+  }
+}
+
+const memo = new WeakMap<AppContext, IdentityService>();
+
+/** The IdentityService of an AppContext, built once. */
+export function identityService(ctx: AppContext): IdentityService {
+  let s = memo.get(ctx);
+  if (!s) {
+    s = new IdentityService(ctx);
+    memo.set(ctx, s);
+  }
+  return s;
+}
