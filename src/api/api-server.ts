@@ -16,7 +16,7 @@ export async function createApiServer(ctx: AppContext, options: ApiServerOptions
   const app = Fastify({
     logger: false,
     bodyLimit: 1024 * 1024,
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
     trustProxy: false,
   });
 

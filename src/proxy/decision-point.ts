@@ -31,6 +31,12 @@ export interface Decision {
 const NEVER_MFA = 10 * 365 * 86400;
 
 /**
+ * Adds context attributes for a decision (device posture, grants, risk signals …).
+ * Contributors run on the hot path: in memory only, no I/O.
+ */
+export type ContextContributor = (facts: DecisionFacts) => Record<string, CedarValue> | undefined;
+
+/**
  * The one place a PEP decision is made: build the Cedar request from facts, evaluate
  * in process, record the audit event off the hot path. Anything unexpected → deny.
  */
@@ -40,6 +46,7 @@ export class DecisionPoint {
   readonly #entities: EntityView;
   readonly #networks: { label: string; set: CidrSet }[];
   readonly #hourFormat: Intl.DateTimeFormat;
+  readonly #contributors: ContextContributor[] = [];
 
   constructor(ctx: AppContext, engine: () => PolicyEngine, entities: EntityView) {
     this.#ctx = ctx;
@@ -50,6 +57,11 @@ export class DecisionPoint {
       set: new CidrSet(cidrs, `network_labels.${label}`),
     }));
     this.#hourFormat = new Intl.DateTimeFormat("en-GB", { hour: "numeric", hourCycle: "h23", timeZone: ctx.config.time_zone });
+  }
+
+  /** Registers a context contributor (capabilities plug in here, not in the PEP). */
+  addContextContributor(c: ContextContributor): void {
+    this.#contributors.push(c);
   }
 
   networkLabel(ip: string): string {
@@ -75,8 +87,9 @@ export class DecisionPoint {
         breakglass: false,
         failed_attempts: 0,
         new_network: false,
-        ...facts.extraContext,
       };
+      for (const c of this.#contributors) Object.assign(context, c(facts));
+      if (facts.extraContext) Object.assign(context, facts.extraContext);
       result = this.#engine().authorize(
         {
           principal: facts.principal,

@@ -1,7 +1,9 @@
 export { createPep } from "./pep-server.js";
 export type { Pep, PepOptions, PepServices } from "./pep-server.js";
 export { DecisionPoint } from "./decision-point.js";
-export type { Decision, DecisionFacts } from "./decision-point.js";
+export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
+export { LiveConnections } from "./live-connections.js";
+export type { LiveConnection } from "./live-connections.js";
 export { AssertionSigner, ASSERTION_KEY_PURPOSE, ASSERTION_LIFETIME_S } from "./assertion.js";
 export type { AssertionClaims } from "./assertion.js";
 export { canonicalizeRequest, canonicalPath, canonicalHost } from "./canonical-request.js";

@@ -13,7 +13,8 @@ import type { EntitySnapshot, UserEntityInfo } from "../session/entity-snapshot.
 import { hintFor, renderDeniedPage, renderLoginPage, renderMessagePage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import { canonicalizeRequest } from "./canonical-request.js";
-import type { Decision, DecisionPoint } from "./decision-point.js";
+import type { Decision, DecisionFacts, DecisionPoint } from "./decision-point.js";
+import { LiveConnections } from "./live-connections.js";
 import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
 import { readBody, readCookie, safeReturnTo, sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
 import { RouteTable } from "./route-table.js";
@@ -37,8 +38,8 @@ export interface Pep {
   readonly server: http.Server;
   listen(host: string, port: number): Promise<AddressInfo>;
   close(): Promise<void>;
-  /** Live (streaming / upgraded) connections per session, for tests and metrics. */
-  liveConnections(sessionId: string): number;
+  /** Live (streaming / upgraded) connections, for re-evaluation and metrics. */
+  readonly live: LiveConnections;
 }
 
 interface Authenticated {
@@ -61,7 +62,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const secure = options.tls !== undefined;
   const pepId = options.pepId ?? "pep-1";
   const cookieName = cfg.session.cookie_name;
-  const live = new Map<string, Set<() => void>>();
+  const live = new LiveConnections();
   const perSource = new Map<string, number>();
 
   const serverOptions: http.ServerOptions = {
@@ -99,22 +100,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   // Continuous verification: a revoked session loses its live connections at once.
   const offRevoked = s.sessions.onRevoked((sessionId) => {
     s.assertions.forgetSession(sessionId);
-    const closers = live.get(sessionId);
-    if (!closers) return;
-    live.delete(sessionId);
-    for (const close of closers) close();
+    live.closeSession(sessionId, "session-revoked");
   });
-
-  function track(sessionId: string, close: () => void): () => void {
-    let set = live.get(sessionId);
-    if (!set) live.set(sessionId, (set = new Set()));
-    set.add(close);
-    return () => {
-      const cur = live.get(sessionId);
-      cur?.delete(close);
-      if (cur && cur.size === 0) live.delete(sessionId);
-    };
-  }
 
   async function authenticate(req: IncomingMessage): Promise<AuthOutcome> {
     let token = readCookie(req, cookieName);
@@ -129,9 +116,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     return { ok: true, auth: { session: check.session, user } };
   }
 
-  function decide(req: IncomingMessage, route: ResolvedRoute, auth: Authenticated, host: string, path: string, clientIp: string): Decision {
+  function factsFor(req: IncomingMessage, route: ResolvedRoute, auth: Authenticated, host: string, path: string, clientIp: string): DecisionFacts {
     const now = ctx.clock.now();
-    return s.decisions.decide({
+    return {
       principal: { type: "User", id: auth.user.name },
       subject: auth.user.name,
       action: route.action ?? (req.method ?? "GET").toUpperCase(),
@@ -144,7 +131,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       authenticatedBy: "session",
       sessionId: auth.session.id,
       pep: pepId,
-    });
+    };
   }
 
   function unauthenticated(req: IncomingMessage, res: ServerResponse, code: string, reason: string, returnTo: string): void {
@@ -218,14 +205,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       unauthenticated(req, res, a.code, a.reason, returnTo);
       return;
     }
-    const d = decide(req, route, a.auth, host, path, clientIp);
+    const facts = factsFor(req, route, a.auth, host, path, clientIp);
+    const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denied(req, res, route, d, returnTo);
       return;
     }
     const fo = await forwardOptions(route, a.auth, d, path + query, clientIp, req.headers.host ?? host, a.auth.session.id);
-    const untrack = track(a.auth.session.id, () => res.destroy());
-    fo.onClose = untrack;
+    fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => res.destroy() });
     forwardHttp(req, res, agents, fo);
   }
 
@@ -242,15 +229,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     if (!route.websockets) return refuse("403 Forbidden", { error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" } });
     const a = await authenticate(req);
     if (!a.ok) return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
-    const d = decide(req, route, a.auth, canon.host, canon.path, clientIp);
+    const facts = factsFor(req, route, a.auth, canon.host, canon.path, clientIp);
+    const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       return refuse(d.result.verdict === "step-up" ? "401 Unauthorized" : "403 Forbidden", {
         error: { code: d.result.verdict === "step-up" ? "ZT_STEP_UP_REQUIRED" : "ZT_POLICY_DENIED", decision_id: d.decisionId, reason: d.result.reason },
       });
     }
     const fo = await forwardOptions(route, a.auth, d, canon.path + canon.query, clientIp, req.headers.host ?? canon.host, a.auth.session.id);
-    const untrack = track(a.auth.session.id, () => socket.destroy());
-    fo.onClose = untrack;
+    fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => socket.destroy() });
     forwardUpgrade(req, socket, head, fo);
   }
 
@@ -376,17 +363,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     },
     async close() {
       offRevoked();
-      for (const set of live.values()) for (const c of set) c();
-      live.clear();
+      live.closeAll("shutdown");
       agents.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();
       });
     },
-    liveConnections(sessionId: string) {
-      return live.get(sessionId)?.size ?? 0;
-    },
+    live,
   };
 }
 

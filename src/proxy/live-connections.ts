@@ -1,0 +1,55 @@
+import type { DecisionFacts } from "./decision-point.js";
+
+/** One long-lived exchange (WebSocket, streaming response) and what it was allowed on. */
+export interface LiveConnection {
+  sessionId: string;
+  facts: DecisionFacts;
+  close(reason: string): void;
+}
+
+/**
+ * Every live connection the PEP holds, by session, so the Policy Administrator can
+ * re-decide them when trust changes and cut the ones that no longer pass.
+ */
+export class LiveConnections {
+  readonly #bySession = new Map<string, Set<LiveConnection>>();
+
+  add(conn: LiveConnection): () => void {
+    let set = this.#bySession.get(conn.sessionId);
+    if (!set) this.#bySession.set(conn.sessionId, (set = new Set()));
+    set.add(conn);
+    return () => {
+      const cur = this.#bySession.get(conn.sessionId);
+      cur?.delete(conn);
+      if (cur && cur.size === 0) this.#bySession.delete(conn.sessionId);
+    };
+  }
+
+  /** Closes every live connection of a session. Returns how many were closed. */
+  closeSession(sessionId: string, reason: string): number {
+    const set = this.#bySession.get(sessionId);
+    if (!set) return 0;
+    this.#bySession.delete(sessionId);
+    for (const c of set) c.close(reason);
+    return set.size;
+  }
+
+  count(sessionId?: string): number {
+    if (sessionId !== undefined) return this.#bySession.get(sessionId)?.size ?? 0;
+    let n = 0;
+    for (const s of this.#bySession.values()) n += s.size;
+    return n;
+  }
+
+  sessions(): string[] {
+    return [...this.#bySession.keys()];
+  }
+
+  *all(): Iterable<LiveConnection> {
+    for (const s of this.#bySession.values()) yield* s;
+  }
+
+  closeAll(reason: string): void {
+    for (const id of [...this.#bySession.keys()]) this.closeSession(id, reason);
+  }
+}
