@@ -1,0 +1,14 @@
+/** Micro-segmentation: one flow model compiled to nftables and Kubernetes NetworkPolicy. */
+export * from "./model.js";
+export { parseSegModel, type ParseModelResult } from "./parse-model.js";
+export {
+  compileNftables,
+  ZT_TABLE,
+  type NftTarget,
+  type CompileNftOptions,
+  type CompileNftResult,
+} from "./compile-nftables.js";
+export { FlowEvaluator, type FlowProbe, type FlowVerdict } from "./evaluate-flow.js";
+export { SegmentIndex } from "./segment-index.js";
+export { parseCidr, parseIp, formatIp, formatRange, type IpRange } from "./ip-range.js";
+export { parsePortSpec, formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";

@@ -1,0 +1,151 @@
+import { isIPv4, isIPv6 } from "node:net";
+
+/** An inclusive address range of one family, as bigints (IPv4 fits too). */
+export interface IpRange {
+  family: 4 | 6;
+  start: bigint;
+  end: bigint;
+}
+
+const V4_BITS = 32;
+const V6_BITS = 128;
+
+function bitsOf(family: 4 | 6): number {
+  return family === 4 ? V4_BITS : V6_BITS;
+}
+
+/** Parses a dotted IPv4 address into a bigint. The caller has checked `isIPv4`. */
+function v4ToBig(addr: string): bigint {
+  let n = 0n;
+  for (const part of addr.split(".")) n = (n << 8n) | BigInt(Number(part));
+  return n;
+}
+
+/** Parses any textual IPv6 address (with `::`, embedded IPv4) into a bigint; `isIPv6` has passed. */
+function v6ToBig(addr: string): bigint {
+  let text = addr;
+  const lastColon = text.lastIndexOf(":");
+  const tail = text.slice(lastColon + 1);
+  if (tail.includes(".")) {
+    const v = Number(v4ToBig(tail));
+    text = `${text.slice(0, lastColon + 1)}${((v >>> 16) & 0xffff).toString(16)}:${(v & 0xffff).toString(16)}`;
+  }
+  const parse = (s: string) => (s === "" ? [] : s.split(":").map((w) => parseInt(w, 16)));
+  const dbl = text.indexOf("::");
+  let words: number[];
+  if (dbl < 0) {
+    words = parse(text);
+  } else {
+    const head = parse(text.slice(0, dbl));
+    const rest = parse(text.slice(dbl + 2));
+    words = [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
+  }
+  let n = 0n;
+  for (const w of words) n = (n << 16n) | BigInt(w);
+  return n;
+}
+
+/** Parses one address (no prefix). Returns undefined when it is not an IP address. */
+export function parseIp(addr: string): { family: 4 | 6; value: bigint } | undefined {
+  if (isIPv4(addr)) return { family: 4, value: v4ToBig(addr) };
+  if (isIPv6(addr) && !addr.includes("%")) return { family: 6, value: v6ToBig(addr) };
+  return undefined;
+}
+
+export type CidrParse = { ok: true; range: IpRange } | { ok: false; reason: string };
+
+/**
+ * Parses `10.0.1.10`, `10.0.1.0/24`, `fd00::1`, `fd00::/64` into a range. A prefix with host
+ * bits set is refused (it is almost always a typo for the network address).
+ */
+export function parseCidr(text: string): CidrParse {
+  const slash = text.indexOf("/");
+  const addrText = slash < 0 ? text : text.slice(0, slash);
+  const ip = parseIp(addrText);
+  if (!ip)
+    return { ok: false, reason: `not an IPv4 or IPv6 address or CIDR: ${JSON.stringify(text)}` };
+  const bits = bitsOf(ip.family);
+  let prefix = bits;
+  if (slash >= 0) {
+    const p = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) {
+      return { ok: false, reason: `bad prefix length in ${JSON.stringify(text)} (0-${bits})` };
+    }
+    prefix = Number(p);
+  }
+  const hostBits = BigInt(bits - prefix);
+  const mask = (1n << hostBits) - 1n;
+  if ((ip.value & mask) !== 0n) {
+    const net = formatIp(ip.family, ip.value & ~mask);
+    return {
+      ok: false,
+      reason: `host bits set in ${JSON.stringify(text)} (did you mean ${net}/${prefix}?)`,
+    };
+  }
+  return { ok: true, range: { family: ip.family, start: ip.value, end: ip.value | mask } };
+}
+
+/** Formats an address in canonical form (RFC 5952 for IPv6). */
+export function formatIp(family: 4 | 6, value: bigint): string {
+  if (family === 4) {
+    const v = Number(value);
+    return [(v >>> 24) & 255, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
+  }
+  const words: number[] = [];
+  for (let i = 7; i >= 0; i--) words.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  // RFC 5952 §4.2.3: compress the longest run of two or more zero words, the first on a tie
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (bestStart < 0) return hex.join(":");
+  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
+}
+
+/** Formats a range the way nft reads it: an address, a CIDR when exact, else `a-b`. */
+export function formatRange(r: IpRange): string {
+  if (r.start === r.end) return formatIp(r.family, r.start);
+  const size = r.end - r.start + 1n;
+  if ((size & (size - 1n)) === 0n && (r.start & (size - 1n)) === 0n) {
+    const hostBits = size.toString(2).length - 1;
+    return `${formatIp(r.family, r.start)}/${bitsOf(r.family) - hostBits}`;
+  }
+  return `${formatIp(r.family, r.start)}-${formatIp(r.family, r.end)}`;
+}
+
+/** Sorts and merges overlapping or adjacent ranges of one family. */
+export function mergeRanges(ranges: readonly IpRange[]): IpRange[] {
+  const sorted = [...ranges].sort(
+    (a, b) => (a.family - b.family) * 2 + (a.start < b.start ? -1 : a.start > b.start ? 1 : 0),
+  );
+  const out: IpRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last.family === r.family && r.start <= last.end + 1n) {
+      if (r.end > last.end) last.end = r.end;
+    } else {
+      out.push({ ...r });
+    }
+  }
+  return out;
+}
+
+export function rangeContains(r: IpRange, family: 4 | 6, value: bigint): boolean {
+  return r.family === family && r.start <= value && value <= r.end;
+}
+
+export function rangesOverlap(a: IpRange, b: IpRange): boolean {
+  return a.family === b.family && a.start <= b.end && b.start <= a.end;
+}
