@@ -1,51 +1,78 @@
+import pg from "pg";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { EventBus, EventHandler, ZtEvent, ZtEventKind } from "./event-bus.js";
+import { appendEvent, EVENTS_CHANNEL, type AppendEventHooks } from "./append-event.js";
 
 export interface StoreEventBusOptions {
-  /** How often to look for events written by other processes (ms). */
-  pollIntervalMs?: number;
   clock: Clock;
+  /**
+   * How often to read events written by other processes (ms). SQLite default 50.
+   * PostgreSQL default 1000 while LISTEN is connected (NOTIFY wakes the reader at
+   * once; the poll is the safety net and the liveness probe), 100 while it is not.
+   */
+  pollIntervalMs?: number;
+  /** First delay before reconnecting a lost LISTEN connection (ms, doubles to 5 s). */
+  reconnectDelayMs?: number;
+  /** Rows read per query. */
+  batchSize?: number;
 }
 
 /**
- * An EventBus over the store's `events` table. Publishing inserts a row and delivers
- * it in-process at once; rows written by other processes are picked up by sequence
- * number, so nothing is missed across reconnects. With PostgreSQL a NOTIFY wakes the
- * reader early; polling remains the safety net.
+ * An EventBus over the store's `events` table. `publish` appends a row (see
+ * `appendEvent` for why seq order is commit order) and a single ordered reader
+ * delivers every row after the last seq it delivered, to every subscriber, in seq
+ * order — the publisher's own events included, so all processes see one order.
+ * With PostgreSQL a dedicated LISTEN connection wakes the reader on NOTIFY and is
+ * re-established when lost; the reader then catches up by seq, so nothing published
+ * while it was away is missed.
  */
 export class StoreEventBus implements EventBus {
   readonly #store: Store;
   readonly #clock: Clock;
   readonly #handlers = new Set<EventHandler>();
-  readonly #pollMs: number;
+  readonly #pollMs: number | undefined;
+  readonly #reconnectBaseMs: number;
+  readonly #batch: number;
+  #started = false;
   #lastSeq = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
   #again = false;
   #current: Promise<void> = Promise.resolve();
   #lastContact = 0;
-  #listenClient: { release(): void; query(q: string): Promise<unknown> } | undefined;
+  #listen: pg.Client | undefined;
+  #listening = false;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  #reconnectDelay: number;
+  /** Test hooks for the append transaction. */
+  appendHooks: AppendEventHooks = {};
 
   constructor(store: Store, options: StoreEventBusOptions) {
     this.#store = store;
     this.#clock = options.clock;
-    this.#pollMs = options.pollIntervalMs ?? 50;
+    this.#pollMs = options.pollIntervalMs;
+    this.#reconnectBaseMs = options.reconnectDelayMs ?? 250;
+    this.#reconnectDelay = this.#reconnectBaseMs;
+    this.#batch = options.batchSize ?? 1000;
   }
 
   async publish(kind: ZtEventKind, data: Record<string, unknown>): Promise<ZtEvent> {
     const ts = this.#clock.now();
-    const row = await this.#store.db
-      .insertInto("events")
-      .values({ ts, kind, data: JSON.stringify(data) })
-      .returning("seq")
-      .executeTakeFirstOrThrow();
-    const event: ZtEvent = { seq: Number(row.seq), ts, kind, data };
-    if (this.#store.dialect === "postgres") {
-      await this.#store.pgPool?.query("SELECT pg_notify('zt_events', $1)", [String(event.seq)]);
+    const { seq } = await appendEvent(
+      this.#store,
+      { ts, kind, data: JSON.stringify(data) },
+      this.appendHooks,
+    );
+    const event: ZtEvent = { seq, ts, kind, data };
+    if (this.#started) {
+      // Deliver through the ordered reader, so this process sees the same order as
+      // every other one and events from other writers are never skipped.
+      await this.#poll();
+    } else {
+      // Not reading (e.g. a CLI command): local subscribers still hear their own event.
+      this.#emit(event);
     }
-    // Deliver through the ordered reader so events from other writers are never skipped.
-    await this.#poll();
     return event;
   }
 
@@ -54,50 +81,115 @@ export class StoreEventBus implements EventBus {
     return () => this.#handlers.delete(handler);
   }
 
+  /** Starts reading events published from now on (by any process). */
   async start(): Promise<void> {
+    if (this.#started) return;
     const row = await this.#store.db
       .selectFrom("events")
       .select((eb) => eb.fn.max("seq").as("max"))
       .executeTakeFirst();
     this.#lastSeq = Math.max(this.#lastSeq, Number(row?.max ?? 0));
     this.#lastContact = this.#clock.now();
-    if (this.#store.dialect === "postgres" && this.#store.pgPool) {
-      try {
-        const client = await this.#store.pgPool.connect();
-        client.on("notification", () => void this.#poll());
-        client.on("error", () => {
-          this.#listenClient = undefined;
-        });
-        await client.query("LISTEN zt_events");
-        this.#listenClient = client;
-      } catch {
-        /* polling still delivers */
-      }
-    }
-    const tick = () => {
-      void this.#poll().finally(() => {
-        if (this.#timer !== undefined) this.#timer = setTimeout(tick, this.#pollMs);
-      });
-    };
-    this.#timer = setTimeout(tick, this.#pollMs);
-    this.#timer.unref();
+    this.#started = true;
+    if (this.#store.dialect === "postgres") await this.#connectListener();
+    this.#schedulePoll();
   }
 
   async stop(): Promise<void> {
-    const t = this.#timer;
+    this.#started = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     this.#timer = undefined;
-    if (t) clearTimeout(t);
-    if (this.#listenClient) {
-      this.#listenClient.release();
-      this.#listenClient = undefined;
-    }
+    this.#reconnectTimer = undefined;
+    const client = this.#listen;
+    this.#listen = undefined;
+    this.#listening = false;
+    if (client) await client.end().catch(() => undefined);
+    await this.#current;
   }
 
   lastContactMs(): number {
-    return this.#clock.now() - this.#lastContact;
+    return Math.max(0, this.#clock.now() - this.#lastContact);
   }
 
-  /** Reads events newer than the last one seen, in order. */
+  /** Whether the PostgreSQL LISTEN connection is up (always false for SQLite). */
+  listening(): boolean {
+    return this.#listening;
+  }
+
+  /** The last sequence number delivered. */
+  lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /** Reads and delivers whatever is pending now (also refreshes lastContactMs). */
+  async catchUp(): Promise<void> {
+    await this.#poll();
+  }
+
+  #interval(): number {
+    if (this.#pollMs !== undefined) return this.#pollMs;
+    if (this.#store.dialect !== "postgres") return 50;
+    return this.#listening ? 1000 : 100;
+  }
+
+  #schedulePoll(): void {
+    if (!this.#started) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      void this.#poll().finally(() => this.#schedulePoll());
+    }, this.#interval());
+    this.#timer.unref();
+  }
+
+  async #connectListener(): Promise<void> {
+    const config: pg.ClientConfig = {
+      ...this.#store.pgConfig,
+      application_name: "zt-events-listen",
+    };
+    delete config.statement_timeout;
+    delete config.query_timeout;
+    const client = new pg.Client(config);
+    const lost = () => {
+      if (this.#listen !== client) return;
+      this.#listen = undefined;
+      this.#listening = false;
+      client.end().catch(() => undefined);
+      this.#scheduleReconnect();
+    };
+    client.on("error", lost);
+    client.on("end", lost);
+    client.on("notification", () => void this.#poll());
+    this.#listen = client;
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${EVENTS_CHANNEL}`);
+    } catch {
+      lost();
+      return;
+    }
+    if (this.#listen !== client) return;
+    this.#listening = true;
+    this.#reconnectDelay = this.#reconnectBaseMs;
+    // Anything published while we were not listening is read now, by seq.
+    await this.#poll();
+    this.#schedulePoll();
+  }
+
+  #scheduleReconnect(): void {
+    if (!this.#started || this.#reconnectTimer) return;
+    const delay = this.#reconnectDelay;
+    this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, 5000);
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      if (this.#started) void this.#connectListener();
+    }, delay);
+    this.#reconnectTimer.unref();
+    // Poll faster while NOTIFY cannot wake us.
+    this.#schedulePoll();
+  }
+
+  /** One reader at a time; a request during a read makes it read once more. */
   async #poll(): Promise<void> {
     if (this.#polling) {
       this.#again = true;
@@ -109,40 +201,43 @@ export class StoreEventBus implements EventBus {
   }
 
   async #pollLoop(): Promise<void> {
-    do {
-      this.#again = false;
-      await this.#pollOnce();
-    } while (this.#again);
-    this.#polling = false;
+    try {
+      do {
+        this.#again = false;
+        const full = await this.#pollOnce();
+        if (full) this.#again = true;
+      } while (this.#again);
+    } finally {
+      this.#polling = false;
+    }
   }
 
-  async #pollOnce(): Promise<void> {
+  /** Returns true when a full batch was read (more may be waiting). */
+  async #pollOnce(): Promise<boolean> {
+    let rows: { seq: number; ts: number; kind: string; data: string }[];
     try {
-      const rows = await this.#store.db
+      rows = await this.#store.db
         .selectFrom("events")
         .selectAll()
         .where("seq", ">", this.#lastSeq)
         .orderBy("seq")
-        .limit(1000)
+        .limit(this.#batch)
         .execute();
-      this.#lastContact = this.#clock.now();
-      for (const r of rows) {
-        let data: Record<string, unknown> = {};
-        try {
-          data = JSON.parse(r.data) as Record<string, unknown>;
-        } catch {
-          data = {};
-        }
-        this.#deliver({ seq: Number(r.seq), ts: Number(r.ts), kind: r.kind as ZtEventKind, data });
-      }
     } catch {
-      /* store unreachable: lastContactMs grows and /readyz reports it */
+      // Store unreachable: lastContactMs grows and /readyz reports it.
+      return false;
     }
+    this.#lastContact = this.#clock.now();
+    for (const r of rows) {
+      const seq = Number(r.seq);
+      if (seq <= this.#lastSeq) continue;
+      this.#lastSeq = seq;
+      this.#emit({ seq, ts: Number(r.ts), kind: r.kind as ZtEventKind, data: parseData(r.data) });
+    }
+    return rows.length === this.#batch;
   }
 
-  #deliver(event: ZtEvent): void {
-    if (event.seq <= this.#lastSeq) return;
-    this.#lastSeq = event.seq;
+  #emit(event: ZtEvent): void {
     for (const h of this.#handlers) {
       try {
         h(event);
@@ -150,5 +245,16 @@ export class StoreEventBus implements EventBus {
         /* a failing subscriber must not stop the others */
       }
     }
+  }
+}
+
+function parseData(text: string): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === "object" && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : {};
+  } catch {
+    return {};
   }
 }

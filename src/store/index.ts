@@ -1,4 +1,7 @@
 export { openStore, openSqlite, migrateStore, migrationStatus } from "./open-store.js";
-export type { Store, StoreOptions } from "./open-store.js";
+export type { Store, StoreOptions, MigrationState } from "./open-store.js";
+export { isPostgresUrl, parseDatabaseUrl, redactDatabaseUrl } from "./database-url.js";
+export type { PostgresTarget, SslMode } from "./database-url.js";
+export { describePgError } from "./pg-errors.js";
 export type { StoreDialect } from "./dialect.js";
 export type * from "./tables.js";

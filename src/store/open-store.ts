@@ -2,42 +2,74 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationProvider } from "kysely";
+import {
+  Kysely,
+  Migrator,
+  PostgresDialect,
+  SqliteDialect,
+  type Migration,
+  type MigrationProvider,
+} from "kysely";
 import { ZtError } from "../core/errors.js";
 import type { StoreDialect } from "./dialect.js";
 import type { Tables } from "./tables.js";
 import { allMigrations } from "./migrations/index.js";
+import { isPostgresUrl, parseDatabaseUrl, type PostgresTarget } from "./database-url.js";
+import { describePgError } from "./pg-errors.js";
 
 export interface StoreOptions {
   /** Folder for the embedded SQLite database (used when no databaseUrl is given). */
   dataDir: string;
-  /** postgres://… selects PostgreSQL. */
+  /** postgres://… selects PostgreSQL (see docs/scale-out.md for its parameters). */
   databaseUrl?: string | undefined;
-  /** Connection pool size for PostgreSQL. */
+  /** Connection pool size for PostgreSQL (the URL's `pool_max` wins). */
   poolSize?: number;
-  /** Statement timeout for PostgreSQL, ms. */
+  /** Statement timeout for PostgreSQL, ms (the URL's `statement_timeout` wins). */
   statementTimeoutMs?: number;
+  /** Run pending migrations while opening (default true). `zt db status` opens without. */
+  migrate?: boolean;
 }
 
 /** The store: one Kysely instance over SQLite or PostgreSQL, and the facts callers branch on. */
 export interface Store {
   readonly db: Kysely<Tables>;
   readonly dialect: StoreDialect;
+  /** Where the data lives, without credentials: the SQLite file, or `host:port/database`. */
+  readonly location: string;
   /** Where the SQLite file is (undefined for PostgreSQL). */
   readonly file: string | undefined;
   /** Raw better-sqlite3 handle, for the few hot paths that need a synchronous statement. */
   readonly sqlite: Database.Database | undefined;
   /** PostgreSQL pool, for LISTEN/NOTIFY. */
   readonly pgPool: pg.Pool | undefined;
+  /** PostgreSQL connection settings (for a dedicated LISTEN connection); holds the password. */
+  readonly pgConfig: pg.PoolConfig | undefined;
   close(): Promise<void>;
 }
+
+export interface MigrationState {
+  name: string;
+  /** undefined while pending */
+  executedAt: Date | undefined;
+}
+
+const MIGRATION_TABLE = "zt_migrations";
+const MIGRATION_LOCK_TABLE = "zt_migrations_lock";
 
 // int8 → number: every bigint we store (ms timestamps, sequence numbers) fits in 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-/** Opens the store and runs pending migrations (serialised by Kysely's migration lock). */
+/**
+ * Opens the store and runs pending migrations. `databaseUrl` = postgres://… selects
+ * PostgreSQL, anything else the SQLite file in `dataDir`. Concurrent openers (several
+ * replicas starting at once) are serialised: PostgreSQL by Kysely's advisory lock,
+ * SQLite by a write transaction around the migration run.
+ */
 export async function openStore(options: StoreOptions): Promise<Store> {
-  const store = options.databaseUrl ? openPostgres(options) : openSqlite(options.dataDir);
+  const store = isPostgresUrl(options.databaseUrl)
+    ? await openPostgres(options)
+    : openSqlite(options.dataDir);
+  if (options.migrate === false) return store;
   try {
     await migrateStore(store);
   } catch (e) {
@@ -53,66 +85,182 @@ export function openSqlite(dataDir: string): Store {
   let sqlite: Database.Database;
   try {
     sqlite = new Database(file);
+    sqlite.pragma("journal_mode = WAL");
+    sqlite.pragma("synchronous = FULL");
+    sqlite.pragma("busy_timeout = 5000");
+    sqlite.pragma("foreign_keys = ON");
   } catch (e) {
-    throw new ZtError("ZT_STORE", `cannot open database ${file}: ${(e as Error).message}`, { file });
+    throw new ZtError("ZT_STORE", `cannot open database ${file}: ${(e as Error).message}`, {
+      file,
+    });
   }
-  sqlite.pragma("journal_mode = WAL");
-  sqlite.pragma("synchronous = FULL");
-  sqlite.pragma("busy_timeout = 5000");
-  sqlite.pragma("foreign_keys = ON");
   const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
   return {
     db,
     dialect: "sqlite",
+    location: file,
     file,
     sqlite,
     pgPool: undefined,
+    pgConfig: undefined,
     close: async () => {
       await db.destroy();
     },
   };
 }
 
-function openPostgres(options: StoreOptions): Store {
-  const pool = new pg.Pool({
-    connectionString: options.databaseUrl,
-    max: options.poolSize ?? 10,
-    statement_timeout: options.statementTimeoutMs ?? 10_000,
+async function openPostgres(options: StoreOptions): Promise<Store> {
+  const target = parseDatabaseUrl(options.databaseUrl ?? "", {
+    poolSize: options.poolSize,
+    statementTimeoutMs: options.statementTimeoutMs,
   });
+  const pool = new pg.Pool(target.poolConfig);
   pool.on("error", () => {
     /* an idle client died; the pool replaces it. Callers see errors on their own queries. */
   });
+  try {
+    await pool.query("SELECT 1");
+  } catch (e) {
+    await pool.end().catch(() => undefined);
+    throw unreachable(target, e);
+  }
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
     dialect: "postgres",
+    location: target.location,
     file: undefined,
     sqlite: undefined,
     pgPool: pool,
+    pgConfig: target.poolConfig,
     close: async () => {
       await db.destroy();
     },
   };
 }
 
+function unreachable(target: PostgresTarget, e: unknown): ZtError {
+  return new ZtError(
+    "ZT_STORE",
+    `cannot connect to PostgreSQL at ${target.location} as ${target.user}: ${describePgError(e, typeof target.poolConfig.password === "string" ? target.poolConfig.password : undefined)}`,
+    { location: target.location },
+  );
+}
+
+/**
+ * Runs pending migrations; returns the names applied now. Safe to call from several
+ * processes at once: only one runs them, the others wait and then find nothing to do.
+ */
 export async function migrateStore(store: Store): Promise<string[]> {
   const migrations = allMigrations(store.dialect);
+  return store.dialect === "postgres"
+    ? migratePostgres(store, migrations)
+    : migrateSqlite(store, migrations);
+}
+
+async function migratePostgres(
+  store: Store,
+  migrations: Record<string, Migration>,
+): Promise<string[]> {
+  // A connection of its own, without the statement timeout: waiting for another
+  // replica's migration (Kysely's pg_advisory_lock) or a long DDL must not time out.
+  const config: pg.PoolConfig = { ...store.pgConfig, max: 1 };
+  delete config.statement_timeout;
+  delete config.query_timeout;
+  const pool = new pg.Pool(config);
+  pool.on("error", () => undefined);
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    return await runMigrator(db, migrations);
+  } finally {
+    await db.destroy();
+  }
+}
+
+async function migrateSqlite(
+  store: Store,
+  migrations: Record<string, Migration>,
+): Promise<string[]> {
+  const sqlite = store.sqlite!;
+  // SQLite has one writer at a time: BEGIN IMMEDIATE takes the write lock, so the
+  // whole run is atomic and a second migrator (another process, or another handle in
+  // this one) waits for the first and then finds nothing to do.
+  await beginImmediate(sqlite, store.location);
+  try {
+    const applied = await runMigrator(store.db as unknown as Kysely<unknown>, migrations);
+    sqlite.exec("COMMIT");
+    return applied;
+  } catch (e) {
+    if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+/**
+ * BEGIN IMMEDIATE without blocking the event loop: the busy handler is switched off
+ * and the wait happens here, asynchronously, so a holder in this same process can
+ * finish its (async) migration meanwhile.
+ */
+async function beginImmediate(
+  sqlite: Database.Database,
+  location: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const busy = sqlite.pragma("busy_timeout", { simple: true }) as number;
+  const deadline = Date.now() + timeoutMs;
+  sqlite.pragma("busy_timeout = 0");
+  try {
+    for (;;) {
+      try {
+        sqlite.exec("BEGIN IMMEDIATE");
+        return;
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? "";
+        if (!code.startsWith("SQLITE_BUSY") || Date.now() > deadline) {
+          throw new ZtError("ZT_STORE", `database ${location} is locked: ${(e as Error).message}`, {
+            location,
+          });
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    sqlite.pragma(`busy_timeout = ${busy}`);
+  }
+}
+
+function migrator(db: Kysely<unknown>, migrations: Record<string, Migration>): Migrator {
   const provider: MigrationProvider = { getMigrations: async () => migrations };
-  const migrator = new Migrator({ db: store.db, provider, migrationTableName: "zt_migrations", migrationLockTableName: "zt_migrations_lock" });
-  const { error, results } = await migrator.migrateToLatest();
+  return new Migrator({
+    db,
+    provider,
+    migrationTableName: MIGRATION_TABLE,
+    migrationLockTableName: MIGRATION_LOCK_TABLE,
+  });
+}
+
+async function runMigrator(
+  db: Kysely<unknown>,
+  migrations: Record<string, Migration>,
+): Promise<string[]> {
+  const { error, results } = await migrator(db, migrations).migrateToLatest();
   if (error) {
-    throw new ZtError("ZT_STORE", `database migration failed: ${(error as Error).message ?? String(error)}`, {}, { cause: error });
+    const failed = results?.find((r) => r.status === "Error")?.migrationName;
+    throw new ZtError(
+      "ZT_STORE",
+      `database migration${failed ? ` ${failed}` : ""} failed: ${(error as Error).message ?? String(error)}`,
+      failed ? { migration: failed } : {},
+      { cause: error },
+    );
   }
   return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
 }
 
-export async function migrationStatus(store: Store): Promise<{ name: string; executedAt: Date | undefined }[]> {
-  const migrator = new Migrator({
-    db: store.db,
-    provider: { getMigrations: async () => allMigrations(store.dialect) },
-    migrationTableName: "zt_migrations",
-    migrationLockTableName: "zt_migrations_lock",
-  });
-  const all = await migrator.getMigrations();
+/** Every known migration with when it ran (undefined = pending), in order. */
+export async function migrationStatus(store: Store): Promise<MigrationState[]> {
+  const all = await migrator(
+    store.db as unknown as Kysely<unknown>,
+    allMigrations(store.dialect),
+  ).getMigrations();
   return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }

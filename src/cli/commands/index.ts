@@ -3,6 +3,7 @@ import { registerUpCommands } from "./up.js";
 import { registerInitCommands } from "./init.js";
 import { registerSessionCommands } from "./session.js";
 import { registerUserCommands } from "./user.js";
+import { registerDbCommands } from "./db.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -13,4 +14,5 @@ export function registerAllCommands(program: Command): void {
   registerUpCommands(program);
   registerSessionCommands(program);
   registerUserCommands(program);
+  registerDbCommands(program);
 }
