@@ -1,5 +1,30 @@
 export type { AuditInput, AuditRecord, AuditSink } from "./audit-types.js";
-export { AuditLog } from "./audit-log.js";
-export type { AuditLogOptions, AuditRowOut } from "./audit-log.js";
-export { queryAudit } from "./audit-query.js";
+export { AuditLog, AUDIT_PG_LOCK_KEY } from "./audit-log.js";
+export type { AuditLogOptions, AuditRowOut, AuditRowChained } from "./audit-log.js";
+export { queryAudit, auditHead } from "./audit-query.js";
 export type { AuditQueryOptions } from "./audit-query.js";
+export { canonicalRecord, chainHash, GENESIS_HASH } from "./audit-chain.js";
+export { ChainVerifier } from "./chain-verifier.js";
+export type { ChainProblem, ChainProblemKind } from "./chain-verifier.js";
+export { verifyAuditLog, CHECKPOINT_KEY_PURPOSE } from "./audit-verify.js";
+export type { VerifyAuditOptions, VerifyAuditResult } from "./audit-verify.js";
+export { signCheckpoint, parseCheckpoint, verifyCheckpointSignature } from "./checkpoint-note.js";
+export type { Checkpoint, SignedCheckpoint } from "./checkpoint-note.js";
+export { Checkpointer, fileWitness, webhookWitness } from "./checkpointer.js";
+export type { Witness, CheckpointerOptions } from "./checkpointer.js";
+export { parseAuditConfig } from "./audit-config.js";
+export type { AuditConfig, SinkConfig } from "./audit-config.js";
+export { toOcsf, toJsonRecord } from "./ocsf.js";
+export { redactedJson, isSensitiveKey } from "./redact.js";
+export {
+  metrics,
+  renderMetrics,
+  enableProcessMetrics,
+  countDecision,
+  countLogin,
+  setActiveSessions,
+  setCertificateExpiries,
+  setSinkLag,
+  countDropped,
+  countBannedRequest,
+} from "./metrics.js";

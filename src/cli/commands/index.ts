@@ -4,6 +4,7 @@ import { registerInitCommands } from "./init.js";
 import { registerSessionCommands } from "./session.js";
 import { registerUserCommands } from "./user.js";
 import { registerDbCommands } from "./db.js";
+import { registerAuditCommands } from "./audit.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -15,4 +16,5 @@ export function registerAllCommands(program: Command): void {
   registerSessionCommands(program);
   registerUserCommands(program);
   registerDbCommands(program);
+  registerAuditCommands(program);
 }

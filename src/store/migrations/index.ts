@@ -1,6 +1,7 @@
 import type { Migration } from "kysely";
 import type { StoreDialect } from "../dialect.js";
 import { foundation } from "./0001-foundation.js";
+import { audit } from "./0003-audit.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -9,5 +10,6 @@ import { foundation } from "./0001-foundation.js";
 export function allMigrations(dialect: StoreDialect): Record<string, Migration> {
   return {
     "0001-foundation": foundation(dialect),
+    "0003-audit": audit(dialect),
   };
 }

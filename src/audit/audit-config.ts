@@ -1,0 +1,127 @@
+import { z } from "zod";
+import { ZtError } from "../core/errors.js";
+import { parseDuration } from "../core/duration.js";
+
+const duration = z.union([z.string(), z.number()]).refine((v) => {
+  try {
+    parseDuration(v);
+    return true;
+  } catch {
+    return false;
+  }
+}, "expected a duration like 30s, 15m, 1h or 7d");
+
+const httpUrl = z.string().refine((s) => {
+  try {
+    const u = new URL(s);
+    return u.protocol === "http:" || u.protocol === "https:";
+  } catch {
+    return false;
+  }
+}, "expected an http:// or https:// URL");
+
+const syslogTarget = z
+  .object({
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535),
+    protocol: z.enum(["udp", "tcp", "tls"]).default("udp"),
+    /** PEM CA file to verify a TLS receiver with (default: system roots). */
+    ca_file: z.string().optional(),
+    app_name: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,48}$/, "expected 1-48 printable ASCII characters")
+      .default("zt"),
+  })
+  .strict();
+
+const sinkCommon = {
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "expected a lowercase name")
+    .optional(),
+  /** Events a sink may fall behind before it skips ahead (counted as dropped). */
+  max_lag: z.number().int().positive().default(1_000_000),
+  batch: z.number().int().positive().max(10_000).default(500),
+  /** Only these kinds (prefix match, e.g. "decision", "login"). */
+  kinds: z.array(z.string()).optional(),
+  format: z.enum(["jsonl", "ocsf"]).default("jsonl"),
+};
+
+export const sinkSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("stdout"), ...sinkCommon }).strict(),
+  z.object({ type: z.literal("file"), path: z.string().min(1), ...sinkCommon }).strict(),
+  z.object({ type: z.literal("syslog"), ...syslogTarget.shape, ...sinkCommon }).strict(),
+  z
+    .object({
+      type: z.literal("loki"),
+      url: httpUrl,
+      labels: z.record(z.string(), z.string()).default({ job: "zt" }),
+      ...sinkCommon,
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal("webhook"),
+      url: httpUrl,
+      headers: z.record(z.string(), z.string()).default({}),
+      ...sinkCommon,
+    })
+    .strict(),
+]);
+
+export const auditConfigSchema = z
+  .object({
+    /** Checkpoint origin line; default `<trust_domain>/zt/audit`. */
+    origin: z
+      .string()
+      .regex(/^[^\s+]+$/, "expected a name without spaces or '+'")
+      .optional(),
+    checkpoint_every: z.number().int().positive().default(1000),
+    checkpoint_interval: duration.default("60s"),
+    witness: z
+      .object({
+        file: z.string().optional(),
+        webhook: httpUrl.optional(),
+        syslog: syslogTarget.optional(),
+      })
+      .strict()
+      .default({}),
+    sinks: z.array(sinkSchema).default([]),
+    /** How often sinks poll the audit table for new events. */
+    poll_interval: duration.default("1s"),
+  })
+  .strict();
+
+export type AuditConfigRaw = z.infer<typeof auditConfigSchema>;
+export type SinkConfig = z.infer<typeof sinkSchema>;
+export type SyslogTarget = z.infer<typeof syslogTarget>;
+
+export interface AuditConfig extends Omit<
+  AuditConfigRaw,
+  "checkpoint_interval" | "poll_interval" | "origin"
+> {
+  origin: string;
+  checkpointIntervalMs: number;
+  pollIntervalMs: number;
+}
+
+/** Validates the `audit:` section of zt.yaml; errors name the key path (`audit.sinks.0.url: …`). */
+export function parseAuditConfig(raw: unknown, trustDomain: string): AuditConfig {
+  const result = auditConfigSchema.safeParse(raw ?? {});
+  if (!result.success) throw configError("audit", result.error.issues);
+  const c = result.data;
+  return {
+    ...c,
+    origin: c.origin ?? `${trustDomain}/zt/audit`,
+    checkpointIntervalMs: parseDuration(c.checkpoint_interval),
+    pollIntervalMs: parseDuration(c.poll_interval),
+  };
+}
+
+export function configError(section: string, issues: readonly z.core.$ZodIssue[]): ZtError {
+  const text = issues
+    .slice(0, 5)
+    .map((i) => `${[section, ...i.path.map(String)].join(".")}: ${i.message}`)
+    .join("; ");
+  return new ZtError("ZT_CONFIG_INVALID", text, { section });
+}

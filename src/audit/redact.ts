@@ -1,0 +1,51 @@
+/**
+ * Keys whose values never enter the audit log, whatever a caller puts in `data`
+ * (matched case-insensitively, `-` read as `_`). Bare `code` is left alone on purpose:
+ * it is how error codes are named; the secret kinds of code have their own names here.
+ */
+const SENSITIVE_KEYS = new Set([
+  "password",
+  "passwd",
+  "new_password",
+  "old_password",
+  "secret",
+  "client_secret",
+  "totp_secret",
+  "token",
+  "access_token",
+  "refresh_token",
+  "id_token",
+  "session_token",
+  "bearer",
+  "totp",
+  "totp_code",
+  "otp",
+  "mfa_code",
+  "auth_code",
+  "authorization_code",
+  "backup_code",
+  "cookie",
+  "cookies",
+  "set_cookie",
+  "authorization",
+  "private_key",
+  "privatekey",
+  "api_key",
+  "apikey",
+]);
+
+export const REDACTED = "[redacted]";
+
+export function isSensitiveKey(key: string): boolean {
+  return SENSITIVE_KEYS.has(key.toLowerCase().replaceAll("-", "_"));
+}
+
+function replacer(key: string, value: unknown): unknown {
+  return key !== "" && isSensitiveKey(key) ? REDACTED : value;
+}
+
+/** JSON text of `data` with every sensitive key's value replaced by `[redacted]`. */
+export function redactedJson(data: Record<string, unknown> | undefined): string {
+  if (data === undefined) return "{}";
+  return JSON.stringify(data, replacer) ?? "{}";
+}

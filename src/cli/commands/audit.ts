@@ -1,0 +1,310 @@
+import { readFileSync, createWriteStream, type WriteStream } from "node:fs";
+import type { Writable } from "node:stream";
+import { createPublicKey, type KeyObject } from "node:crypto";
+import type { Command } from "commander";
+import { printJson, usageError, withContext } from "../cli-context.js";
+import { ZtError } from "../../core/errors.js";
+import { parseDuration } from "../../core/duration.js";
+import {
+  CHECKPOINT_KEY_PURPOSE,
+  Checkpointer,
+  fileWitness,
+  parseAuditConfig,
+  queryAudit,
+  toJsonRecord,
+  toOcsf,
+  verifyAuditLog,
+  type AuditRowChained,
+} from "../../audit/index.js";
+
+/** `zt audit verify|export|tail|explain|checkpoint|public-key` */
+export function registerAuditCommands(program: Command): void {
+  const audit = program.command("audit").description("the tamper-evident audit log");
+
+  audit
+    .command("verify")
+    .description("re-walk the hash chain and check every signed checkpoint")
+    .option("--from <seq>", "start at this sequence number (trusting the event before it)")
+    .option("--checkpoint <file...>", "also check against checkpoint notes from witnesses")
+    .option("--key <file>", "trust only this public key (PEM) for checkpoints")
+    .option("--json", "print the result as JSON")
+    .action(
+      async (
+        opts: { from?: string; checkpoint?: string[]; key?: string; json?: boolean },
+        cmd: Command,
+      ) => {
+        await withContext(cmd, async (ctx) => {
+          const fromSeq =
+            opts.from === undefined ? undefined : parsePositiveInt(opts.from, "--from");
+          const notes = (opts.checkpoint ?? []).map((f) => readText(f, "--checkpoint"));
+          const keys: KeyObject[] = opts.key ? [readPublicKey(opts.key)] : [];
+          const bar = progressBar();
+          const result = await verifyAuditLog(ctx.store, {
+            ...(fromSeq !== undefined ? { fromSeq } : {}),
+            checkpointNotes: notes,
+            publicKeys: keys,
+            onlyGivenKeys: keys.length > 0,
+            onProgress: bar.update,
+          });
+          bar.done();
+          if (opts.json) printJson(result);
+          else if (result.ok) {
+            process.stdout.write(
+              `ok: ${result.checked} events verified (${result.fromSeq}..${result.lastSeq}), ` +
+                `${result.checkpointsChecked} checkpoints matched, head ${result.headHash}\n`,
+            );
+          } else {
+            const p = result.problem!;
+            process.stdout.write(
+              `FAILED at seq ${p.seq}: ${p.kind}: ${p.detail}\n` +
+                `  (${result.checked} events verified before it; last good seq ${result.lastSeq})\n`,
+            );
+          }
+          return result.ok ? 0 : 1;
+        });
+      },
+    );
+
+  audit
+    .command("export")
+    .description("export events as JSON lines (zt's schema or OCSF)")
+    .option("--since <when>", "a duration back from now (24h), an ISO time or epoch ms", "24h")
+    .option("--until <when>", "same forms as --since")
+    .option("--format <format>", "jsonl | ocsf", "jsonl")
+    .option("-o, --output <file>", "write to a file instead of stdout")
+    .action(
+      async (
+        opts: { since: string; until?: string; format: string; output?: string },
+        cmd: Command,
+      ) => {
+        await withContext(cmd, async (ctx) => {
+          if (opts.format !== "jsonl" && opts.format !== "ocsf") {
+            throw usageError(
+              `--format: expected jsonl or ocsf, got ${JSON.stringify(opts.format)}`,
+            );
+          }
+          const now = ctx.clock.now();
+          const since = parseWhen(opts.since, now, "--since");
+          const until =
+            opts.until === undefined ? undefined : parseWhen(opts.until, now, "--until");
+          const out: Writable = opts.output
+            ? createWriteStream(opts.output, { mode: 0o600 })
+            : process.stdout;
+          let after = 0;
+          let n = 0;
+          while (true) {
+            const rows = await queryAudit(ctx.store, {
+              afterSeq: after,
+              since,
+              ...(until !== undefined ? { until } : {}),
+              limit: 5_000,
+            });
+            if (rows.length === 0) break;
+            let chunk = "";
+            for (const r of rows)
+              chunk += JSON.stringify(opts.format === "ocsf" ? toOcsf(r) : toJsonRecord(r)) + "\n";
+            if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
+            n += rows.length;
+            after = rows[rows.length - 1]!.seq;
+          }
+          if (opts.output) {
+            const file = out as WriteStream;
+            await new Promise<void>((res, rej) => {
+              file.once("error", rej);
+              file.end(() => res());
+            });
+            process.stderr.write(`exported ${n} events to ${opts.output}\n`);
+          }
+        });
+      },
+    );
+
+  audit
+    .command("tail")
+    .description("show the newest events")
+    .option("-n, --lines <n>", "how many", "20")
+    .option("-f, --follow", "keep printing new events")
+    .option("--json", "one JSON object per line")
+    .action(async (opts: { lines: string; follow?: boolean; json?: boolean }, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        const n = parsePositiveInt(opts.lines, "--lines", true);
+        const newest = n === 0 ? [] : await queryAudit(ctx.store, { newest: true, limit: n });
+        const print = (r: AuditRowChained) =>
+          process.stdout.write(
+            (opts.json ? JSON.stringify(toJsonRecord(r)) : formatTailLine(r)) + "\n",
+          );
+        newest.reverse().forEach(print);
+        if (!opts.follow) return;
+        let after = newest.length ? newest[newest.length - 1]!.seq : await lastSeq(ctx.store);
+        let stop = false;
+        const onSig = () => (stop = true);
+        process.once("SIGINT", onSig);
+        process.once("SIGTERM", onSig);
+        while (!stop) {
+          const rows = await queryAudit(ctx.store, { afterSeq: after, limit: 1_000 });
+          rows.forEach(print);
+          if (rows.length) after = rows[rows.length - 1]!.seq;
+          else await new Promise((r) => setTimeout(r, 300));
+        }
+      });
+    });
+
+  audit
+    .command("explain <decision-id>")
+    .description("print the stored record of one access decision")
+    .option("--json", "print the record as JSON")
+    .action(async (decisionId: string, opts: { json?: boolean }, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        const rows = await queryAudit(ctx.store, { decisionId, limit: 10 });
+        const row = rows.find((r) => r.kind.startsWith("decision")) ?? rows[0];
+        if (!row)
+          throw new ZtError("ZT_NOT_FOUND", `no decision ${decisionId} in the audit log`, {
+            decisionId,
+          });
+        if (opts.json) {
+          printJson(toJsonRecord(row));
+          return;
+        }
+        process.stdout.write(formatExplain(row));
+      });
+    });
+
+  audit
+    .command("checkpoint")
+    .description("sign a checkpoint of the current head now and push it to the witnesses")
+    .action(async (_opts: unknown, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        const conf = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
+        const cp = new Checkpointer({
+          store: ctx.store,
+          keys: ctx.keys,
+          clock: ctx.clock,
+          origin: conf.origin,
+          every: conf.checkpoint_every,
+          intervalMs: conf.checkpointIntervalMs,
+          witnesses: conf.witness.file ? [fileWitness(conf.witness.file)] : [],
+          onWitnessError: (w, e) =>
+            process.stderr.write(`zt: warning: witness ${w}: ${(e as Error).message}\n`),
+        });
+        const note = await cp.checkpointNow();
+        if (note) process.stdout.write(note);
+        else process.stderr.write("no new events since the last checkpoint\n");
+      });
+    });
+
+  audit
+    .command("public-key")
+    .description("print the checkpoint signing public key (PEM), for verifiers and witnesses")
+    .action(async (_opts: unknown, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        const key = await ctx.keys.activeKey(CHECKPOINT_KEY_PURPOSE, "EdDSA");
+        process.stdout.write(key.publicKey.export({ format: "pem", type: "spki" }).toString());
+      });
+    });
+}
+
+async function lastSeq(store: Parameters<typeof queryAudit>[0]): Promise<number> {
+  const rows = await queryAudit(store, { newest: true, limit: 1 });
+  return rows[0]?.seq ?? 0;
+}
+
+/** One human line: time, kind, outcome, subject, source, route, action, reason, decision id. */
+export function formatTailLine(r: AuditRowChained): string {
+  const d = (v: string | null) => v ?? "-";
+  return [
+    new Date(r.ts).toISOString(),
+    r.kind.padEnd(16),
+    r.outcome.padEnd(7),
+    d(r.subject).padEnd(12),
+    d(r.source_ip).padEnd(15),
+    d(r.route).padEnd(10),
+    d(r.action).padEnd(6),
+    d(r.reason).padEnd(20),
+    d(r.decision_id),
+  ].join(" ");
+}
+
+function formatExplain(r: AuditRowChained): string {
+  const data = JSON.parse(r.data) as Record<string, unknown>;
+  const lines = [
+    `decision  ${r.decision_id ?? "-"}`,
+    `time      ${new Date(r.ts).toISOString()}  (audit seq ${r.seq})`,
+    `verdict   ${r.outcome}${r.reason ? `  reason: ${r.reason}` : ""}`,
+    `subject   ${r.subject ?? "-"}`,
+    `source    ${r.source_ip ?? "-"}`,
+    `route     ${r.route ?? "-"}`,
+    `action    ${r.action ?? "-"}`,
+    `policies  ${r.policies ? (JSON.parse(r.policies) as string[]).join(", ") || "(none)" : "(none)"}`,
+  ];
+  for (const [k, v] of Object.entries(data)) {
+    const text =
+      typeof v === "string" ? v : JSON.stringify(v, null, 2).replaceAll("\n", "\n          ");
+    lines.push(`${k.padEnd(9)} ${text}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+function parsePositiveInt(text: string, flag: string, allowZero = false): number {
+  if (!/^\d{1,15}$/.test(text) || (!allowZero && Number(text) === 0)) {
+    throw usageError(
+      `${flag}: expected a ${allowZero ? "non-negative" : "positive"} integer, got ${JSON.stringify(text)}`,
+    );
+  }
+  return Number(text);
+}
+
+/** A duration back from now (`24h`), an ISO 8601 time, or epoch milliseconds. */
+export function parseWhen(text: string, nowMs: number, flag: string): number {
+  if (/^\d{12,}$/.test(text)) return Number(text);
+  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    const t = Date.parse(text);
+    if (Number.isNaN(t))
+      throw usageError(`${flag}: not a valid ISO 8601 time: ${JSON.stringify(text)}`);
+    return t;
+  }
+  try {
+    return nowMs - parseDuration(text, flag);
+  } catch {
+    throw usageError(
+      `${flag}: expected a duration (24h), an ISO time or epoch ms, got ${JSON.stringify(text)}`,
+    );
+  }
+}
+
+function readText(file: string, flag: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw usageError(
+      `${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
+  }
+}
+
+function readPublicKey(file: string): KeyObject {
+  try {
+    return createPublicKey(readText(file, "--key"));
+  } catch (e) {
+    if (e instanceof ZtError) throw e;
+    throw usageError(`--key: ${file} is not a PEM public key`);
+  }
+}
+
+function progressBar(): { update: (done: number, total: number) => void; done: () => void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, done: () => undefined };
+  let shown = false;
+  return {
+    update(done, total) {
+      shown = true;
+      const frac = total > 0 ? Math.min(1, done / total) : 1;
+      const width = 30;
+      const fill = Math.round(frac * width);
+      process.stderr.write(
+        `\rverifying [${"#".repeat(fill)}${".".repeat(width - fill)}] ${done}/${total} ${Math.round(frac * 100)}%`,
+      );
+    },
+    done() {
+      if (shown) process.stderr.write("\n");
+    },
+  };
+}
