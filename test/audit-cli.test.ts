@@ -1,0 +1,134 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { openStore } from "../src/store/index.js";
+import { AuditLog } from "../src/audit/index.js";
+import { ensureBuilt, makeEnv, runZt, type TestEnv } from "./audit-helpers.js";
+
+async function seed(t: TestEnv): Promise<void> {
+  const store = await openStore({ dataDir: t.dataDir });
+  const now = Date.now();
+  let i = 0;
+  const log = new AuditLog(store, { clock: { now: () => now - 3_600_000 + 1000 * i++ } });
+  log.record({
+    kind: "login",
+    outcome: "failure",
+    subject: "alice",
+    sourceIp: "192.0.2.7",
+    reason: "bad-password",
+    data: { password: "nope" },
+  });
+  log.record({
+    kind: "login",
+    outcome: "success",
+    subject: "alice",
+    sourceIp: "192.0.2.7",
+    reason: "mfa-ok",
+  });
+  log.record({
+    kind: "decision",
+    outcome: "deny",
+    subject: "alice",
+    sourceIp: "192.0.2.7",
+    route: "grafana",
+    action: "POST",
+    decisionId: "dec_abc123",
+    policies: ["forbid-admin-writes"],
+    reason: "mfa-too-old",
+    data: { mode: "enforce", pep_id: "pep-1", errors: [], context: { mfa_age_s: 4000 } },
+  });
+  log.record({
+    kind: "decision",
+    outcome: "allow",
+    subject: "bob",
+    sourceIp: "192.0.2.8",
+    route: "wiki",
+    action: "GET",
+    decisionId: "dec_ok",
+    policies: ["p"],
+    reason: "policy-allow",
+  });
+  await log.close();
+  await store.close();
+}
+
+describe("zt audit tail|export|explain (real CLI)", () => {
+  let t: TestEnv;
+  beforeAll(async () => {
+    ensureBuilt();
+    t = makeEnv();
+    await seed(t);
+  }, 300_000);
+
+  it("tail prints the newest events, oldest first, in human and JSON form", async () => {
+    const r = await runZt(t, ["audit", "tail", "-n", "2"]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(
+      /decision\s+deny\s+alice\s+192\.0\.2\.7\s+grafana\s+POST\s+mfa-too-old\s+dec_abc123$/,
+    );
+    expect(lines[1]).toMatch(/decision\s+allow\s+bob/);
+    const j = await runZt(t, ["audit", "tail", "--json", "-n", "4"]);
+    const recs = j.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(recs.map((x) => x["seq"])).toEqual([1, 2, 3, 4]);
+    expect(recs[0]).toMatchObject({
+      kind: "login",
+      outcome: "failure",
+      data: { password: "[redacted]" },
+    });
+  });
+
+  it("explain prints the stored decision with its evaluation details", async () => {
+    const r = await runZt(t, ["audit", "explain", "dec_abc123"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("verdict   deny  reason: mfa-too-old");
+    expect(r.stdout).toContain("policies  forbid-admin-writes");
+    expect(r.stdout).toContain("pep_id    pep-1");
+    expect(r.stdout).toContain('"mfa_age_s": 4000');
+    const missing = await runZt(t, ["audit", "explain", "dec_nope"]);
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toBe("zt: error ZT_NOT_FOUND: no decision dec_nope in the audit log\n");
+  });
+
+  it("export writes JSON lines and OCSF (Authentication 3002, Network Activity 4001 + security_control)", async () => {
+    const out = join(t.dir, "export.jsonl");
+    const r = await runZt(t, ["audit", "export", "--since", "2h", "--format", "ocsf", "-o", out]);
+    expect(r.code).toBe(0);
+    const recs = readFileSync(out, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(recs).toHaveLength(4);
+    expect(recs[0]).toMatchObject({
+      class_uid: 3002,
+      type_uid: 300201,
+      status_id: 2,
+      user: { name: "alice" },
+      src_endpoint: { ip: "192.0.2.7" },
+    });
+    expect(recs[2]).toMatchObject({
+      class_uid: 4001,
+      action_id: 2,
+      action: "Denied",
+      disposition_id: 2,
+      firewall_rule: { uid: "forbid-admin-writes" },
+      metadata: { profiles: ["security_control"], sequence: 3 },
+      unmapped: {
+        decision_id: "dec_abc123",
+        reason: "mfa-too-old",
+        mode: "enforce",
+        pep_id: "pep-1",
+      },
+    });
+    expect(recs[3]).toMatchObject({ class_uid: 4001, action: "Allowed" });
+    const none = await runZt(t, ["audit", "export", "--since", "1m"]);
+    expect(none.stdout).toBe("");
+    const bad = await runZt(t, ["audit", "export", "--format", "xml"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain("ZT_USAGE: --format: expected jsonl or ocsf");
+  });
+});
