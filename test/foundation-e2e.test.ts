@@ -52,6 +52,7 @@ routes:
     from: http://whoami.localhost:8443
     to: http://127.0.0.1:${upstream.port}
 policies: ./policies
+mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source IP
 `,
       { "main.cedar": POLICY },
     );
@@ -174,6 +175,10 @@ policies: ./policies
       ws.once("error", reject);
     });
     const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
+    const echoed = new Promise<string>((resolve) => ws.once("message", (m) => resolve(String(m))));
+    ws.send("ping through zt");
+    expect(await echoed).toBe("ping through zt");
+    expect(upstream.seen.at(-1)!.headers["x-zt-assertion"]).toBeTruthy();
 
     const sessionId = String(l.body["session_id"]);
     const r = await runZt(["--config", config, "session", "revoke", sessionId], { env });

@@ -47,7 +47,7 @@ export function sendHtml(res: ServerResponse, status: number, html: string, head
     "cache-control": "no-store",
     "x-frame-options": "DENY",
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     ...headers,
   });
   res.end(html);
