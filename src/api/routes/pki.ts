@@ -1,0 +1,131 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { TLSSocket } from "node:tls";
+import { z } from "zod";
+import type { AppContext } from "../../app/index.js";
+import { ZtError } from "../../core/errors.js";
+import { parseDuration } from "../../core/duration.js";
+import { pkiService, type IssueAuth } from "../../pki/index.js";
+
+const svidBody = z
+  .object({
+    csr: z.string().max(32 * 1024),
+    spiffe_id: z.string().max(2048).optional(),
+    dns: z.array(z.string().max(253)).max(64).optional(),
+    ttl: z.union([z.string().max(32), z.number()]).optional(),
+    /** Join token (or send it as `Authorization: Bearer …`). */
+    token: z.string().max(256).optional(),
+    /** Renewal without mTLS: the current SVID and, for a new key, a proof signed by the old key. */
+    renew: z
+      .object({ cert: z.string().max(32 * 1024), proof: z.string().max(2048).optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new ZtError("ZT_BAD_REQUEST", `${i.path.join(".") || "body"}: ${i.message}`);
+  }
+  return r.data;
+}
+
+function peerCertDer(req: FastifyRequest): Buffer | undefined {
+  const sock = req.raw.socket as Partial<TLSSocket>;
+  if (typeof sock.getPeerCertificate !== "function") return undefined;
+  const peer = sock.getPeerCertificate();
+  return peer && peer.raw ? peer.raw : undefined;
+}
+
+/**
+ * PKI endpoints: `POST /api/v1/svid` (CSR in, chain out; a join token for first contact
+ * or the current SVID for renewal), `GET /pki/crl` (DER), `GET /pki/bundle`, and the
+ * SSH CA's public lines and KRL.
+ */
+export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext): void {
+  app.post("/api/v1/svid", async (req, reply) => {
+    const body = parseBody(svidBody, req.body);
+    const svc = await pkiService(ctx);
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+    const token = body.token ?? bearer;
+    const mtls = peerCertDer(req);
+    let auth: IssueAuth;
+    if (token) auth = { kind: "join-token", token };
+    else if (mtls) auth = { kind: "svid", certDer: mtls, possessionProven: true };
+    else if (body.renew) {
+      const der = pemFirstCert(body.renew.cert);
+      auth = body.renew.proof
+        ? { kind: "svid", certDer: der, proof: Buffer.from(body.renew.proof, "base64") }
+        : { kind: "svid", certDer: der };
+    } else {
+      throw new ZtError(
+        "ZT_AUTH_REQUIRED",
+        "send a join token (Authorization: Bearer …) or your current SVID",
+      );
+    }
+    const issued = await svc.issueSvid({
+      csr: body.csr,
+      spiffeId: body.spiffe_id,
+      dnsNames: body.dns,
+      ttlMs: body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl"),
+      auth,
+      sourceIp: req.ip,
+    });
+    void reply.status(201);
+    return {
+      serial: issued.serial,
+      spiffe_id: issued.spiffeId,
+      dns: issued.dnsNames,
+      not_before: issued.notBeforeMs,
+      not_after: issued.notAfterMs,
+      cert_chain: issued.chainPem,
+      bundle: issued.bundlePem,
+    };
+  });
+
+  app.get("/pki/crl", async (_req, reply) => {
+    const der = await (await pkiService(ctx)).crlDer();
+    void reply.header("content-type", "application/pkix-crl").header("cache-control", "no-cache");
+    return reply.send(der);
+  });
+
+  app.get<{ Params: { id: string } }>("/pki/crl/:id", async (req, reply) => {
+    const der = await (await pkiService(ctx)).crlDer(req.params.id);
+    void reply.header("content-type", "application/pkix-crl").header("cache-control", "no-cache");
+    return reply.send(der);
+  });
+
+  app.get<{ Querystring: { format?: string } }>("/pki/bundle", async (req, reply) => {
+    const svc = await pkiService(ctx);
+    if (req.query.format === "spiffe") return svc.spiffeBundle();
+    if (req.query.format !== undefined && req.query.format !== "pem") {
+      throw new ZtError("ZT_BAD_REQUEST", "format: expected pem or spiffe");
+    }
+    void reply.header("content-type", "application/x-pem-file");
+    return svc.bundlePem();
+  });
+
+  app.get("/pki/ssh/user-ca.pub", async (_req, reply) => {
+    void reply.header("content-type", "text/plain; charset=utf-8");
+    return (await pkiService(ctx)).ssh.userCaLine() + "\n";
+  });
+
+  app.get("/pki/ssh/known-hosts", async (_req, reply) => {
+    void reply.header("content-type", "text/plain; charset=utf-8");
+    return (await pkiService(ctx)).ssh.knownHostsLine() + "\n";
+  });
+
+  app.get("/pki/ssh/krl", async (_req, reply) => {
+    void reply
+      .header("content-type", "application/octet-stream")
+      .header("cache-control", "no-cache");
+    return reply.send(await (await pkiService(ctx)).ssh.krl());
+  });
+}
+
+function pemFirstCert(text: string): Buffer {
+  const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/.exec(text);
+  if (!m) throw new ZtError("ZT_BAD_REQUEST", "renew.cert: expected a PEM certificate");
+  return Buffer.from(m[1]!.replace(/\s+/g, ""), "base64");
+}

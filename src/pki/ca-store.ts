@@ -1,0 +1,322 @@
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  X509Certificate,
+  type KeyObject,
+} from "node:crypto";
+import type { Store } from "../store/index.js";
+import type { SecretBox } from "../core/secret-box.js";
+import type { Clock } from "../core/clock.js";
+import { newId } from "../core/ids.js";
+import { ZtError } from "../core/errors.js";
+import { x509, subtle } from "./x509-lib.js";
+import {
+  buildIntermediateCert,
+  buildRootCert,
+  EC_P256_KEYGEN,
+  keyIdentifier,
+  randomSerialHex,
+  type SigningCa,
+} from "./x509-build.js";
+import { ed25519PublicBlob, sshKeyLine } from "./ssh/ssh-key.js";
+import type { PkiSettings } from "./pki-config.js";
+
+export type X509CaKind = "root" | "intermediate";
+export type SshCaKind = "ssh-user" | "ssh-host";
+
+/** An X.509 CA as loaded: able to sign, plus a node:crypto view for fast verification. */
+export interface X509Ca extends SigningCa {
+  kind: X509CaKind;
+  parentId: string | null;
+  status: "active" | "retired";
+  pem: string;
+  node: X509Certificate;
+}
+
+export interface SshCaKey {
+  id: string;
+  kind: SshCaKind;
+  privateKey: KeyObject;
+  publicBlob: Buffer;
+  /** `ssh-ed25519 AAAA… zt-user-ca` */
+  publicLine: string;
+  status: "active" | "retired";
+}
+
+export interface CaSet {
+  roots: X509Ca[];
+  intermediates: X509Ca[];
+  /** The intermediate that signs new SVIDs and the CRL. */
+  activeIntermediate: X509Ca;
+  sshUser: SshCaKey;
+  sshHost: SshCaKey;
+}
+
+const BACKDATE_MS = 60_000;
+const purpose = (id: string) => `pki-ca:${id}`;
+
+/**
+ * CA key material in the store: certificates in clear, private keys sealed with the
+ * master key (AES-256-GCM, purpose-bound), so every replica signs with the same CAs.
+ */
+export class CaStore {
+  readonly #store: Store;
+  readonly #box: SecretBox;
+  readonly #clock: Clock;
+  readonly #settings: PkiSettings;
+
+  constructor(store: Store, box: SecretBox, clock: Clock, settings: PkiSettings) {
+    this.#store = store;
+    this.#box = box;
+    this.#clock = clock;
+    this.#settings = settings;
+  }
+
+  /** Creates whatever is missing (root, intermediate, SSH user and host CAs). Idempotent. */
+  async ensure(): Promise<string[]> {
+    const created: string[] = [];
+    const now = this.#clock.now();
+    let root = await this.#activeRow("root", now);
+    if (!root) {
+      await this.#createRoot();
+      created.push("root");
+      root = await this.#winner("root", now);
+    }
+    if (!(await this.#activeRow("intermediate", now))) {
+      await this.#createIntermediate(await this.#loadX509(root!));
+      created.push("intermediate");
+      await this.#winner("intermediate", now);
+    }
+    for (const kind of ["ssh-user", "ssh-host"] as const) {
+      if (!(await this.#activeRow(kind, now))) {
+        await this.#createSsh(kind);
+        created.push(kind);
+        await this.#winner(kind, now);
+      }
+    }
+    return created;
+  }
+
+  /** Loads every unexpired CA. Throws ZT_PKI_NOT_INITIALISED when `zt init` has not run. */
+  async load(): Promise<CaSet> {
+    const now = this.#clock.now();
+    const rows = await this.#store.db
+      .selectFrom("pki_cas")
+      .selectAll()
+      .where("not_after", ">", now)
+      .orderBy("created_at", "asc")
+      .orderBy("id", "asc")
+      .execute();
+    const roots: X509Ca[] = [];
+    const intermediates: X509Ca[] = [];
+    let sshUser: SshCaKey | undefined;
+    let sshHost: SshCaKey | undefined;
+    for (const row of rows) {
+      if (row.kind === "root" || row.kind === "intermediate") {
+        const ca = await this.#loadX509(row);
+        (row.kind === "root" ? roots : intermediates).push(ca);
+      } else if (row.status === "active" && (row.kind === "ssh-user" || row.kind === "ssh-host")) {
+        const key = this.#loadSsh(row);
+        if (row.kind === "ssh-user") sshUser ??= key;
+        else sshHost ??= key;
+      }
+    }
+    // Only intermediates that chain to a trusted root are kept.
+    const chained = intermediates.filter((i) =>
+      roots.some((r) => i.node.checkIssued(r.node) && i.node.verify(r.node.publicKey)),
+    );
+    const active = chained.find((i) => i.status === "active");
+    if (roots.length === 0 || !active || !sshUser || !sshHost) {
+      throw new ZtError(
+        "ZT_PKI_NOT_INITIALISED",
+        "the PKI has no CA yet: run `zt init` (or `zt ca init`)",
+      );
+    }
+    return { roots, intermediates: chained, activeIntermediate: active, sshUser, sshHost };
+  }
+
+  /** Replaces the active intermediate; the old one stays trusted until it expires. */
+  async rotateIntermediate(): Promise<string> {
+    const now = this.#clock.now();
+    const root = await this.#activeRow("root", now);
+    if (!root) throw new ZtError("ZT_PKI_NOT_INITIALISED", "no root CA: run `zt init`");
+    const id = await this.#createIntermediate(await this.#loadX509(root));
+    await this.#store.db
+      .updateTable("pki_cas")
+      .set({ status: "retired" })
+      .where("kind", "=", "intermediate")
+      .where("id", "!=", id)
+      .where("status", "=", "active")
+      .execute();
+    return id;
+  }
+
+  async #activeRow(kind: string, now: number) {
+    return this.#store.db
+      .selectFrom("pki_cas")
+      .selectAll()
+      .where("kind", "=", kind)
+      .where("status", "=", "active")
+      .where("not_after", ">", now)
+      .orderBy("created_at", "asc")
+      .orderBy("id", "asc")
+      .executeTakeFirst();
+  }
+
+  /** Another replica may have created one at the same time: the oldest wins, the rest retire. */
+  async #winner(kind: string, now: number) {
+    const winner = await this.#activeRow(kind, now);
+    if (winner) {
+      await this.#store.db
+        .updateTable("pki_cas")
+        .set({ status: "retired" })
+        .where("kind", "=", kind)
+        .where("status", "=", "active")
+        .where("id", "!=", winner.id)
+        .execute();
+    }
+    return winner;
+  }
+
+  async #createRoot(): Promise<string> {
+    const keys = (await subtle.generateKey(EC_P256_KEYGEN, true, [
+      "sign",
+      "verify",
+    ])) as CryptoKeyPairLike;
+    const spki = Buffer.from(await subtle.exportKey("spki", keys.publicKey));
+    const now = this.#clock.now();
+    const cert = await buildRootCert(
+      {
+        subject: `CN=zt root CA,OU=${this.#settings.trustDomain},O=zt`,
+        serial: randomSerialHex(),
+        notBefore: new Date(now - BACKDATE_MS),
+        notAfter: new Date(now + this.#settings.rootTtlMs),
+        spki,
+      },
+      keys,
+    );
+    return this.#insertX509("root", null, cert, keys.privateKey);
+  }
+
+  async #createIntermediate(root: X509Ca): Promise<string> {
+    const keys = (await subtle.generateKey(EC_P256_KEYGEN, true, [
+      "sign",
+      "verify",
+    ])) as CryptoKeyPairLike;
+    const spki = Buffer.from(await subtle.exportKey("spki", keys.publicKey));
+    const now = this.#clock.now();
+    const notAfter = Math.min(now + this.#settings.intermediateTtlMs, root.notAfterMs);
+    const cert = await buildIntermediateCert(
+      {
+        subject: `CN=zt intermediate CA ${new Date(now).toISOString().slice(0, 10)},OU=${this.#settings.trustDomain},O=zt`,
+        serial: randomSerialHex(),
+        notBefore: new Date(now - BACKDATE_MS),
+        notAfter: new Date(notAfter),
+        spki,
+        pathLength: 0,
+      },
+      keys.publicKey,
+      root,
+    );
+    return this.#insertX509("intermediate", root.id, cert, keys.privateKey);
+  }
+
+  async #insertX509(
+    kind: X509CaKind,
+    parentId: string | null,
+    cert: x509.X509Certificate,
+    key: CryptoKeyLike,
+  ): Promise<string> {
+    const id = newId(kind === "root" ? "ca_root" : "ca_int");
+    const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", key));
+    await this.#store.db
+      .insertInto("pki_cas")
+      .values({
+        id,
+        kind,
+        cert: cert.toString("pem"),
+        private_sealed: this.#box.seal(purpose(id), pkcs8),
+        parent_id: parentId,
+        created_at: this.#clock.now(),
+        not_after: cert.notAfter.getTime(),
+        status: "active",
+      })
+      .execute();
+    pkcs8.fill(0);
+    return id;
+  }
+
+  async #createSsh(kind: SshCaKind): Promise<string> {
+    const pair = generateKeyPairSync("ed25519");
+    const id = newId(kind === "ssh-user" ? "ca_sshu" : "ca_sshh");
+    const line = sshKeyLine(
+      ed25519PublicBlob(pair.publicKey),
+      kind === "ssh-user" ? "zt-user-ca" : "zt-host-ca",
+    );
+    const pkcs8 = pair.privateKey.export({ format: "der", type: "pkcs8" });
+    await this.#store.db
+      .insertInto("pki_cas")
+      .values({
+        id,
+        kind,
+        cert: line,
+        private_sealed: this.#box.seal(purpose(id), pkcs8),
+        parent_id: null,
+        created_at: this.#clock.now(),
+        // SSH CA keys do not expire by themselves; rotation retires them.
+        not_after: Number.MAX_SAFE_INTEGER,
+        status: "active",
+      })
+      .execute();
+    return id;
+  }
+
+  async #loadX509(row: CaRow): Promise<X509Ca> {
+    const pkcs8 = this.#box.open(purpose(row.id), row.private_sealed);
+    const signingKey = await subtle.importKey("pkcs8", pkcs8, EC_P256_KEYGEN, false, ["sign"]);
+    pkcs8.fill(0);
+    const cert = new x509.X509Certificate(row.cert);
+    const der = Buffer.from(cert.rawData);
+    return {
+      id: row.id,
+      kind: row.kind as X509CaKind,
+      parentId: row.parent_id,
+      status: row.status === "active" ? "active" : "retired",
+      cert,
+      der,
+      pem: row.cert,
+      node: new X509Certificate(der),
+      signingKey,
+      keyId: keyIdentifier(Buffer.from(cert.publicKey.rawData)),
+      notAfterMs: cert.notAfter.getTime(),
+    };
+  }
+
+  #loadSsh(row: CaRow): SshCaKey {
+    const der = this.#box.open(purpose(row.id), row.private_sealed);
+    const privateKey = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+    der.fill(0);
+    const publicBlob = ed25519PublicBlob(createPublicKey(privateKey));
+    return {
+      id: row.id,
+      kind: row.kind as SshCaKind,
+      privateKey,
+      publicBlob,
+      publicLine: row.cert,
+      status: row.status === "active" ? "active" : "retired",
+    };
+  }
+}
+
+type CryptoKeyLike = import("node:crypto").webcrypto.CryptoKey;
+type CryptoKeyPairLike = import("node:crypto").webcrypto.CryptoKeyPair;
+
+interface CaRow {
+  id: string;
+  kind: string;
+  cert: string;
+  private_sealed: string;
+  parent_id: string | null;
+  status: string;
+}

@@ -1,0 +1,879 @@
+import {
+  createHash,
+  generateKeyPairSync,
+  verify as cryptoVerify,
+  X509Certificate,
+} from "node:crypto";
+import { isIP } from "node:net";
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { newId, newToken, sha256Hex } from "../core/ids.js";
+import type { ZtEvent } from "../events/index.js";
+import { CaStore, type CaSet, type X509Ca } from "./ca-store.js";
+import { ClientCertVerifier, type ClientCertResult } from "./client-cert.js";
+import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
+import { toPem } from "./der.js";
+import { parsePkiSettings, type PkiSettings } from "./pki-config.js";
+import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
+import {
+  buildCrl,
+  buildSvid,
+  randomSerialHex,
+  REVOCATION_REASONS,
+  type RevocationReason,
+} from "./x509-build.js";
+import { SshAuthority } from "./ssh-authority.js";
+import type { SshSignAuthorizer } from "./ssh-authorize.js";
+
+const BACKDATE_MS = 60_000;
+/** Domain separation for renewal proofs: the old key signs this prefix + the new CSR. */
+const RENEW_PROOF_PREFIX = Buffer.from("zt-svid-renew-v1\0", "latin1");
+
+/** Who is asking for an SVID, as established by the edge (CLI, API, join token, mTLS). */
+export type IssueAuth =
+  /** An operator with direct access to the store and master key (the CLI). */
+  | { kind: "admin"; actor: string }
+  /** First contact: a single-use join token bound to a registration entry. */
+  | { kind: "join-token"; token: string }
+  /**
+   * Renewal: a currently valid SVID. `possessionProven` when it came over mTLS;
+   * otherwise the CSR must use the same key, or `proof` must be the old key's signature
+   * over RENEW_PROOF_PREFIX + CSR DER.
+   */
+  | { kind: "svid"; certDer: Uint8Array; possessionProven?: boolean; proof?: Uint8Array };
+
+export interface IssueSvidRequest {
+  csr: string | Uint8Array;
+  /** Defaults to the CSR's URI SAN. */
+  spiffeId?: string | undefined;
+  dnsNames?: readonly string[] | undefined;
+  ttlMs?: number | undefined;
+  auth: IssueAuth;
+  sourceIp?: string | undefined;
+}
+
+export interface IssuedSvid {
+  serial: string;
+  spiffeId: string;
+  dnsNames: string[];
+  notBeforeMs: number;
+  notAfterMs: number;
+  /** The SVID alone. */
+  certPem: string;
+  /** SVID + intermediate: what a workload presents. */
+  chainPem: string;
+  /** Trust bundle (roots). */
+  bundlePem: string;
+}
+
+export interface RevokeRequest {
+  serial?: string | undefined;
+  spiffeId?: string | undefined;
+  reason?: string | undefined;
+  actor: string;
+}
+
+export interface CertListRow {
+  serial: string;
+  spiffe_id: string;
+  dns_names: string[];
+  not_before: number;
+  not_after: number;
+  status: "valid" | "expired" | "revoked";
+  revoke_reason: string | null;
+  requested_by: string;
+}
+
+export interface RegistrationInput {
+  spiffeId: string;
+  dnsNames?: readonly string[];
+  maxTtlMs?: number | undefined;
+}
+
+export interface PkiServiceOptions {
+  authorizeSshSign?: SshSignAuthorizer;
+}
+
+interface ServerTlsEntry {
+  key: string;
+  cert: string;
+  ca: string;
+  renewAtMs: number;
+}
+
+/**
+ * zt's PKI: an X.509 CA issuing SPIFFE X.509-SVIDs (with registration entries, join
+ * tokens, renewal, revocation, CRL and an in-memory deny list) and an SSH CA.
+ * Build one per AppContext with `pkiService(ctx)`.
+ */
+export class PkiService {
+  readonly ctx: AppContext;
+  readonly settings: PkiSettings;
+  readonly ssh: SshAuthority;
+  readonly #caStore: CaStore;
+  #cas: CaSet;
+  #issuerCerts: X509Certificate[];
+  /** Serial (lowercase hex) → notAfter of every revoked, unexpired certificate. */
+  readonly #denied = new Map<string, number>();
+  readonly #verifier = new ClientCertVerifier();
+  #crl: { issuerId: string; der: Buffer; refreshAtMs: number } | undefined;
+  #crlBuilding: Promise<Buffer> | undefined;
+  readonly #serverTls = new Map<string, ServerTlsEntry>();
+  #unsubscribe: (() => void) | undefined;
+
+  private constructor(
+    ctx: AppContext,
+    settings: PkiSettings,
+    caStore: CaStore,
+    cas: CaSet,
+    options: PkiServiceOptions,
+  ) {
+    this.ctx = ctx;
+    this.settings = settings;
+    this.#caStore = caStore;
+    this.#cas = cas;
+    this.#issuerCerts = cas.intermediates.map((i) => i.node);
+    this.ssh = new SshAuthority(ctx, settings, () => this.#cas, options.authorizeSshSign);
+  }
+
+  /** Loads the CAs (creating them when `create`), the deny list, and starts listening for revocations. */
+  static async open(
+    ctx: AppContext,
+    options: PkiServiceOptions & { create?: boolean } = {},
+  ): Promise<PkiService> {
+    const settings = parsePkiSettings(ctx.config.pki, ctx.config.trust_domain);
+    const caStore = new CaStore(ctx.store, ctx.box, ctx.clock, settings);
+    if (options.create) {
+      const created = await caStore.ensure();
+      for (const kind of created)
+        ctx.audit.record({
+          kind: "ca.create",
+          outcome: "success",
+          subject: "zt",
+          data: { ca: kind },
+        });
+    }
+    const svc = new PkiService(ctx, settings, caStore, await caStore.load(), options);
+    await svc.#loadDenyList();
+    await svc.ssh.loadRevocations();
+    svc.#unsubscribe = ctx.events.subscribe((e) => svc.#onEvent(e));
+    return svc;
+  }
+
+  close(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  get cas(): CaSet {
+    return this.#cas;
+  }
+
+  /** Replaces the active intermediate; the old one keeps verifying until it expires. */
+  async rotateIntermediate(actor: string): Promise<string> {
+    const id = await this.#caStore.rotateIntermediate();
+    await this.reloadCas();
+    this.ctx.audit.record({
+      kind: "ca.rotate",
+      outcome: "success",
+      subject: actor,
+      data: { intermediate: id },
+    });
+    await this.ctx.events.publish("config.changed", { component: "pki", intermediate: id });
+    return id;
+  }
+
+  async reloadCas(): Promise<void> {
+    this.#cas = await this.#caStore.load();
+    this.#issuerCerts = this.#cas.intermediates.map((i) => i.node);
+    this.#verifier.clear();
+    this.#crl = undefined;
+    this.#serverTls.clear();
+  }
+
+  // ---------------------------------------------------------------- issuance
+
+  /**
+   * Issues an X.509-SVID for a CSR, if `auth` may hold the requested identity.
+   * Every issuance and every refusal is audited (`svid.issue`).
+   */
+  async issueSvid(req: IssueSvidRequest): Promise<IssuedSvid> {
+    const actor = describeAuth(req.auth);
+    try {
+      const csr = parseCsr(req.csr);
+      const issued = await this.#authorizeAndIssue(csr, req);
+      this.ctx.audit.record({
+        kind: "svid.issue",
+        outcome: "success",
+        subject: actor,
+        sourceIp: req.sourceIp,
+        data: {
+          serial: issued.serial,
+          spiffe_id: issued.spiffeId,
+          dns: issued.dnsNames,
+          not_after: issued.notAfterMs,
+        },
+      });
+      return issued;
+    } catch (e) {
+      const err =
+        e instanceof ZtError ? e : new ZtError("ZT_INTERNAL", "internal error", {}, { cause: e });
+      this.ctx.audit.record({
+        kind: "svid.issue",
+        outcome: "failure",
+        subject: actor,
+        sourceIp: req.sourceIp,
+        reason:
+          typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
+        data: { code: err.code, requested: req.spiffeId ?? null },
+      });
+      throw err;
+    }
+  }
+
+  /**
+   * Issues an SVID for a key zt generates itself (the CLI's `cert issue --out`, zt's own
+   * listener). Returns the private key PEM with it. Caller is an operator.
+   */
+  async issueSvidWithNewKey(options: {
+    spiffeId: string;
+    dnsNames?: readonly string[];
+    ttlMs?: number | undefined;
+    actor: string;
+  }): Promise<IssuedSvid & { keyPem: string }> {
+    const pair = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const spki = pair.publicKey.export({ format: "der", type: "spki" });
+    try {
+      const id = parseWorkloadSpiffeId(options.spiffeId, this.settings.trustDomain).uri;
+      const { dns, ips } = splitNames(options.dnsNames ?? []);
+      const issued = await this.#issue(
+        spki,
+        id,
+        dns,
+        ips,
+        this.#ttl(options.ttlMs, null),
+        options.actor,
+      );
+      this.ctx.audit.record({
+        kind: "svid.issue",
+        outcome: "success",
+        subject: options.actor,
+        data: {
+          serial: issued.serial,
+          spiffe_id: issued.spiffeId,
+          dns: issued.dnsNames,
+          not_after: issued.notAfterMs,
+        },
+      });
+      return {
+        ...issued,
+        keyPem: pair.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+      };
+    } catch (e) {
+      const err =
+        e instanceof ZtError ? e : new ZtError("ZT_INTERNAL", "internal error", {}, { cause: e });
+      this.ctx.audit.record({
+        kind: "svid.issue",
+        outcome: "failure",
+        subject: options.actor,
+        reason:
+          typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
+        data: { code: err.code, requested: options.spiffeId },
+      });
+      throw err;
+    }
+  }
+
+  async #authorizeAndIssue(csr: ParsedCsr, req: IssueSvidRequest): Promise<IssuedSvid> {
+    const td = this.settings.trustDomain;
+    if (csr.uris.length > 1) {
+      throw new ZtError(
+        "ZT_PKI_SAN_NOT_ALLOWED",
+        "an X.509-SVID holds exactly one SPIFFE ID; the CSR asks for several",
+        {
+          reason: "san-multiple-uris",
+        },
+      );
+    }
+    const requestedUri = req.spiffeId ?? csr.uris[0];
+    if (!requestedUri) {
+      throw new ZtError(
+        "ZT_PKI_SPIFFE_ID_INVALID",
+        "no SPIFFE ID requested (give spiffe_id or a URI SAN in the CSR)",
+        {
+          reason: "spiffe-id-missing",
+        },
+      );
+    }
+    if (req.spiffeId !== undefined && csr.uris[0] !== undefined && csr.uris[0] !== req.spiffeId) {
+      throw new ZtError(
+        "ZT_PKI_SAN_NOT_ALLOWED",
+        "the CSR's URI SAN differs from the requested SPIFFE ID",
+        {
+          reason: "san-mismatch",
+        },
+      );
+    }
+    const spiffeId = parseWorkloadSpiffeId(requestedUri, td).uri;
+    const { dns, ips } = splitNames([...csr.dnsNames, ...csr.ips, ...(req.dnsNames ?? [])]);
+    const now = this.ctx.clock.now();
+
+    const auth = req.auth;
+    if (auth.kind === "admin") {
+      return this.#issue(csr.spki, spiffeId, dns, ips, this.#ttl(req.ttlMs, null), auth.actor);
+    }
+    if (auth.kind === "join-token") {
+      const tokenHash = sha256Hex(auth.token);
+      const row = await this.ctx.store.db
+        .selectFrom("pki_join_tokens")
+        .innerJoin("pki_registrations", "pki_registrations.id", "pki_join_tokens.registration_id")
+        .select([
+          "pki_join_tokens.expires_at",
+          "pki_join_tokens.used_at",
+          "pki_registrations.id as reg_id",
+          "pki_registrations.spiffe_id",
+          "pki_registrations.dns_names",
+          "pki_registrations.max_ttl_ms",
+        ])
+        .where("pki_join_tokens.token_hash", "=", tokenHash)
+        .executeTakeFirst();
+      if (!row || row.used_at !== null || Number(row.expires_at) <= now) {
+        throw new ZtError("ZT_PKI_TOKEN_INVALID", "join token is unknown, used or expired", {
+          reason: !row ? "token-unknown" : row.used_at !== null ? "token-used" : "token-expired",
+        });
+      }
+      this.#checkAllowed(spiffeId, dns, ips, row.spiffe_id, parseJsonList(row.dns_names));
+      const ttl = this.#ttl(req.ttlMs, row.max_ttl_ms === null ? null : Number(row.max_ttl_ms));
+      // Single use: only the request that flips used_at gets the certificate.
+      const res = await this.ctx.store.db
+        .updateTable("pki_join_tokens")
+        .set({ used_at: now })
+        .where("token_hash", "=", tokenHash)
+        .where("used_at", "is", null)
+        .where("expires_at", ">", now)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) {
+        throw new ZtError("ZT_PKI_TOKEN_INVALID", "join token is unknown, used or expired", {
+          reason: "token-used",
+        });
+      }
+      return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `token:${row.reg_id}`);
+    }
+    // Renewal with a current SVID.
+    const current = this.verifyClientCertificate(auth.certDer, now);
+    if (!current.ok) {
+      throw new ZtError(
+        current.reason === "cert-revoked" ? "ZT_PKI_REVOKED" : "ZT_AUTH_FAILED",
+        `current SVID refused: ${current.reason}`,
+        {
+          reason: current.reason,
+        },
+      );
+    }
+    if (current.spiffeId !== spiffeId) {
+      throw new ZtError(
+        "ZT_PKI_SAN_NOT_ALLOWED",
+        `an SVID for ${current.spiffeId} can only renew that identity`,
+        {
+          reason: "san-not-allowed",
+        },
+      );
+    }
+    const oldCert = new X509Certificate(auth.certDer);
+    const sameKey = Buffer.from(oldCert.publicKey.export({ format: "der", type: "spki" })).equals(
+      csr.spki,
+    );
+    if (!auth.possessionProven && !sameKey) {
+      if (!auth.proof || !verifyRenewProof(oldCert, csr.der, auth.proof)) {
+        throw new ZtError(
+          "ZT_AUTH_FAILED",
+          "renewal with a new key needs a proof signed by the current SVID's key",
+          {
+            reason: "renew-proof-invalid",
+          },
+        );
+      }
+    }
+    const reg = await this.ctx.store.db
+      .selectFrom("pki_registrations")
+      .selectAll()
+      .where("spiffe_id", "=", spiffeId)
+      .executeTakeFirst();
+    const previous = await this.ctx.store.db
+      .selectFrom("pki_certs")
+      .select("dns_names")
+      .where("serial", "=", current.serial)
+      .executeTakeFirst();
+    const allowedNames = [
+      ...parseJsonList(reg?.dns_names ?? "[]"),
+      ...parseJsonList(previous?.dns_names ?? "[]"),
+    ];
+    this.#checkAllowed(spiffeId, dns, ips, spiffeId, allowedNames);
+    const ttl = this.#ttl(req.ttlMs, reg?.max_ttl_ms == null ? null : Number(reg.max_ttl_ms));
+    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`);
+  }
+
+  #checkAllowed(
+    spiffeId: string,
+    dns: string[],
+    ips: string[],
+    allowedId: string,
+    allowedNames: string[],
+  ): void {
+    if (spiffeId !== allowedId) {
+      throw new ZtError("ZT_PKI_SAN_NOT_ALLOWED", `this credential may not hold ${spiffeId}`, {
+        reason: "san-not-allowed",
+      });
+    }
+    const allowed = new Set(allowedNames.map((n) => n.toLowerCase()));
+    for (const n of [...dns, ...ips]) {
+      if (!allowed.has(n)) {
+        throw new ZtError(
+          "ZT_PKI_SAN_NOT_ALLOWED",
+          `this credential may not put ${n} in its certificate`,
+          {
+            reason: "san-not-allowed",
+          },
+        );
+      }
+    }
+  }
+
+  #ttl(requested: number | undefined, entryMax: number | null): number {
+    const max = Math.min(this.settings.svidMaxTtlMs, entryMax ?? Infinity);
+    const ttl = requested ?? Math.min(this.settings.svidTtlMs, max);
+    if (!Number.isFinite(ttl) || ttl < 60_000 || ttl > max) {
+      throw new ZtError(
+        "ZT_PKI_TTL_INVALID",
+        `SVID lifetime must be between 1m and ${Math.round(max / 60_000)}m`,
+        {
+          reason: "ttl-invalid",
+        },
+      );
+    }
+    return ttl;
+  }
+
+  async #issue(
+    spki: Buffer,
+    spiffeId: string,
+    dns: string[],
+    ips: string[],
+    ttlMs: number,
+    requestedBy: string,
+  ): Promise<IssuedSvid> {
+    const issuer = this.#cas.activeIntermediate;
+    const now = this.ctx.clock.now();
+    const notBeforeMs = now - BACKDATE_MS;
+    // Never beyond the issuer.
+    const notAfterMs = Math.min(now + ttlMs, issuer.notAfterMs);
+    const serial = randomSerialHex();
+    const der = await buildSvid(issuer, {
+      serial,
+      spiffeId,
+      dnsNames: dns,
+      ips,
+      notBefore: new Date(notBeforeMs),
+      notAfter: new Date(notAfterMs),
+      spki,
+    });
+    await this.ctx.store.db
+      .insertInto("pki_certs")
+      .values({
+        serial,
+        issuer_id: issuer.id,
+        spiffe_id: spiffeId,
+        dns_names: JSON.stringify([...dns, ...ips]),
+        not_before: notBeforeMs,
+        // X.509 times have second precision.
+        not_after: Math.floor(notAfterMs / 1000) * 1000,
+        created_at: now,
+        key_sha256: createHash("sha256").update(spki).digest("hex"),
+        requested_by: requestedBy,
+        revoked_at: null,
+        revoke_reason: null,
+      })
+      .execute();
+    const certPem = toPem(der, "CERTIFICATE");
+    return {
+      serial,
+      spiffeId,
+      dnsNames: [...dns, ...ips],
+      notBeforeMs,
+      notAfterMs: Math.floor(notAfterMs / 1000) * 1000,
+      certPem,
+      chainPem: certPem + issuer.pem,
+      bundlePem: this.bundlePem(),
+    };
+  }
+
+  // ---------------------------------------------------------------- registrations
+
+  async addRegistration(
+    input: RegistrationInput,
+    actor: string,
+  ): Promise<{ id: string; spiffeId: string; dnsNames: string[] }> {
+    const spiffeId = parseWorkloadSpiffeId(input.spiffeId, this.settings.trustDomain).uri;
+    const { dns, ips } = splitNames(input.dnsNames ?? []);
+    if (input.maxTtlMs !== undefined) this.#ttl(input.maxTtlMs, null);
+    const id = newId("reg");
+    const existing = await this.ctx.store.db
+      .selectFrom("pki_registrations")
+      .select("id")
+      .where("spiffe_id", "=", spiffeId)
+      .executeTakeFirst();
+    if (existing)
+      throw new ZtError("ZT_CONFLICT", `a registration for ${spiffeId} exists (${existing.id})`);
+    await this.ctx.store.db
+      .insertInto("pki_registrations")
+      .values({
+        id,
+        spiffe_id: spiffeId,
+        dns_names: JSON.stringify([...dns, ...ips]),
+        max_ttl_ms: input.maxTtlMs ?? null,
+        created_at: this.ctx.clock.now(),
+      })
+      .execute();
+    this.ctx.audit.record({
+      kind: "pki.registration.add",
+      outcome: "success",
+      subject: actor,
+      data: { id, spiffe_id: spiffeId },
+    });
+    return { id, spiffeId, dnsNames: [...dns, ...ips] };
+  }
+
+  async listRegistrations(): Promise<
+    { id: string; spiffe_id: string; dns_names: string[]; max_ttl_ms: number | null }[]
+  > {
+    const rows = await this.ctx.store.db
+      .selectFrom("pki_registrations")
+      .selectAll()
+      .orderBy("spiffe_id")
+      .execute();
+    return rows.map((r) => ({
+      id: r.id,
+      spiffe_id: r.spiffe_id,
+      dns_names: parseJsonList(r.dns_names),
+      max_ttl_ms: r.max_ttl_ms === null ? null : Number(r.max_ttl_ms),
+    }));
+  }
+
+  /** A single-use join token for a registration entry (by id or SPIFFE ID). Returned once, stored hashed. */
+  async createJoinToken(
+    entry: string,
+    actor: string,
+    ttlMs?: number,
+  ): Promise<{ token: string; expiresAtMs: number; registrationId: string }> {
+    const reg = await this.ctx.store.db
+      .selectFrom("pki_registrations")
+      .selectAll()
+      .where((eb) => eb.or([eb("id", "=", entry), eb("spiffe_id", "=", entry)]))
+      .executeTakeFirst();
+    if (!reg) throw new ZtError("ZT_NOT_FOUND", `no registration entry ${entry}`);
+    const token = `ztjoin_${newToken()}`;
+    const now = this.ctx.clock.now();
+    const expiresAtMs = now + (ttlMs ?? this.settings.joinTokenTtlMs);
+    await this.ctx.store.db
+      .insertInto("pki_join_tokens")
+      .values({
+        token_hash: sha256Hex(token),
+        registration_id: reg.id,
+        created_at: now,
+        expires_at: expiresAtMs,
+        used_at: null,
+      })
+      .execute();
+    this.ctx.audit.record({
+      kind: "pki.join-token.create",
+      outcome: "success",
+      subject: actor,
+      data: { registration: reg.id, expires_at: expiresAtMs },
+    });
+    return { token, expiresAtMs, registrationId: reg.id };
+  }
+
+  // ---------------------------------------------------------------- listing, revocation, CRL
+
+  async listCerts(options: { all?: boolean } = {}): Promise<CertListRow[]> {
+    const now = this.ctx.clock.now();
+    let q = this.ctx.store.db.selectFrom("pki_certs").selectAll().orderBy("created_at", "desc");
+    if (!options.all) q = q.where("not_after", ">", now);
+    const rows = await q.limit(10_000).execute();
+    return rows.map((r) => ({
+      serial: r.serial,
+      spiffe_id: r.spiffe_id,
+      dns_names: parseJsonList(r.dns_names),
+      not_before: Number(r.not_before),
+      not_after: Number(r.not_after),
+      status: r.revoked_at !== null ? "revoked" : Number(r.not_after) <= now ? "expired" : "valid",
+      revoke_reason: r.revoke_reason,
+      requested_by: r.requested_by,
+    }));
+  }
+
+  /**
+   * Revokes by serial or by SPIFFE ID (every unexpired SVID of it): the deny list drops
+   * it at once here and, through `cert.revoked`, in every PEP; the CRL is regenerated.
+   */
+  async revoke(req: RevokeRequest): Promise<string[]> {
+    const reason = (req.reason ?? "unspecified") as RevocationReason;
+    if (!(reason in REVOCATION_REASONS)) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `unknown revocation reason ${req.reason}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`,
+      );
+    }
+    if ((req.serial === undefined) === (req.spiffeId === undefined)) {
+      throw new ZtError("ZT_USAGE", "give exactly one of a serial or --spiffe-id");
+    }
+    const now = this.ctx.clock.now();
+    let q = this.ctx.store.db
+      .selectFrom("pki_certs")
+      .select(["serial", "not_after"])
+      .where("revoked_at", "is", null);
+    if (req.serial !== undefined) {
+      const serial = req.serial
+        .toLowerCase()
+        .replace(/:/g, "")
+        .replace(/^(00)+/, "");
+      if (!/^[0-9a-f]{1,40}$/.test(serial))
+        throw new ZtError("ZT_BAD_REQUEST", "serial must be hexadecimal");
+      q = q.where("serial", "=", serial);
+    } else {
+      q = q.where("spiffe_id", "=", req.spiffeId!).where("not_after", ">", now);
+    }
+    const rows = await q.execute();
+    if (rows.length === 0) {
+      this.ctx.audit.record({
+        kind: "svid.revoke",
+        outcome: "failure",
+        subject: req.actor,
+        reason: "not-found",
+        data: { serial: req.serial ?? null, spiffe_id: req.spiffeId ?? null },
+      });
+      throw new ZtError("ZT_NOT_FOUND", "no unrevoked certificate matches");
+    }
+    const serials = rows.map((r) => r.serial);
+    await this.ctx.store.db
+      .updateTable("pki_certs")
+      .set({ revoked_at: now, revoke_reason: reason })
+      .where("serial", "in", serials)
+      .where("revoked_at", "is", null)
+      .execute();
+    for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
+    this.#crl = undefined;
+    await this.ctx.events.publish("cert.revoked", {
+      kind: "x509",
+      serials,
+      not_after: rows.map((r) => Number(r.not_after)),
+      reason,
+    });
+    this.ctx.audit.record({
+      kind: "svid.revoke",
+      outcome: "success",
+      subject: req.actor,
+      reason,
+      data: { serials, spiffe_id: req.spiffeId ?? null },
+    });
+    await this.crlDer();
+    return serials;
+  }
+
+  isRevoked(serialHex: string): boolean {
+    return this.#denied.has(serialHex);
+  }
+
+  /** The DER CRL of an intermediate (default: the active one), rebuilt after any revocation. */
+  async crlDer(issuerId?: string): Promise<Buffer> {
+    const issuer = issuerId
+      ? this.#cas.intermediates.find((i) => i.id === issuerId)
+      : this.#cas.activeIntermediate;
+    if (!issuer) throw new ZtError("ZT_NOT_FOUND", `no CA ${issuerId}`);
+    const now = this.ctx.clock.now();
+    if (issuer.id === this.#cas.activeIntermediate.id && this.#crl && now < this.#crl.refreshAtMs)
+      return this.#crl.der;
+    if (issuer.id !== this.#cas.activeIntermediate.id) return this.#buildCrl(issuer, now);
+    this.#crlBuilding ??= this.#buildCrl(issuer, now).finally(
+      () => (this.#crlBuilding = undefined),
+    );
+    const der = await this.#crlBuilding;
+    this.#crl = { issuerId: issuer.id, der, refreshAtMs: now + this.settings.crlTtlMs / 2 };
+    return der;
+  }
+
+  async #buildCrl(issuer: X509Ca, now: number): Promise<Buffer> {
+    const rows = await this.ctx.store.db
+      .selectFrom("pki_certs")
+      .select(["serial", "revoked_at", "revoke_reason"])
+      .where("issuer_id", "=", issuer.id)
+      .where("revoked_at", "is not", null)
+      .where("not_after", ">", now)
+      .execute();
+    return buildCrl(
+      issuer,
+      rows.map((r) => ({
+        serial: r.serial,
+        revokedAt: new Date(Number(r.revoked_at)),
+        reason: REVOCATION_REASONS[(r.revoke_reason ?? "unspecified") as RevocationReason] ?? 0,
+      })),
+      // Backdated like certificates, so a verifier whose clock lags a little accepts it.
+      new Date(now - BACKDATE_MS),
+      new Date(Math.min(now + this.settings.crlTtlMs, issuer.notAfterMs)),
+      BigInt(now),
+    );
+  }
+
+  async #loadDenyList(): Promise<void> {
+    const rows = await this.ctx.store.db
+      .selectFrom("pki_certs")
+      .select(["serial", "not_after"])
+      .where("revoked_at", "is not", null)
+      .where("not_after", ">", this.ctx.clock.now())
+      .execute();
+    for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
+  }
+
+  #onEvent(e: ZtEvent): void {
+    if (e.kind !== "cert.revoked") return;
+    if (e.data["kind"] === "x509" && Array.isArray(e.data["serials"])) {
+      const notAfter = Array.isArray(e.data["not_after"]) ? (e.data["not_after"] as unknown[]) : [];
+      (e.data["serials"] as unknown[]).forEach((s, i) => {
+        if (typeof s === "string")
+          this.#denied.set(
+            s,
+            typeof notAfter[i] === "number" ? (notAfter[i] as number) : Number.MAX_SAFE_INTEGER,
+          );
+      });
+      this.#crl = undefined;
+      void this.crlDer().catch(() => undefined);
+    } else if (e.data["kind"] === "ssh") {
+      this.ssh.onRevoked(e.data);
+    }
+  }
+
+  // ---------------------------------------------------------------- verification and TLS
+
+  /**
+   * Checks a client certificate (DER, or a PeerCertificate from node:tls) on the hot
+   * path: chain to zt's CA, validity at `nowMs`, SPIFFE ID and trust domain, deny list.
+   */
+  verifyClientCertificate(
+    peer: { raw?: Buffer } | Uint8Array | undefined | null,
+    nowMs: number,
+  ): ClientCertResult {
+    try {
+      const der = peer instanceof Uint8Array ? peer : peer?.raw;
+      return this.#verifier.verify(
+        {
+          trustDomain: this.settings.trustDomain,
+          issuers: this.#issuerCerts,
+          isRevoked: (s) => this.#denied.has(s),
+        },
+        der,
+        nowMs,
+      );
+    } catch {
+      return { ok: false, reason: "cert-untrusted" };
+    }
+  }
+
+  /** Root certificates (PEM) that verify SVIDs: the trust bundle. */
+  bundlePem(): string {
+    return this.#cas.roots.map((r) => r.pem).join("");
+  }
+
+  /** The SPIFFE trust bundle: a JWK set, one key per root with `use: x509-svid` and x5c. */
+  spiffeBundle(): {
+    keys: Record<string, unknown>[];
+    spiffe_sequence: number;
+    spiffe_refresh_hint: number;
+  } {
+    return {
+      keys: this.#cas.roots.map((r) => ({
+        ...r.node.publicKey.export({ format: "jwk" }),
+        use: "x509-svid",
+        x5c: [r.der.toString("base64")],
+      })),
+      spiffe_sequence: Math.max(
+        ...this.#cas.roots.map((r) => Math.floor(r.cert.notBefore.getTime() / 1000)),
+      ),
+      spiffe_refresh_hint: Math.max(60, Math.floor(this.settings.svidTtlMs / 2000)),
+    };
+  }
+
+  /**
+   * Key and certificate chain for one of zt's own TLS listeners (or its client side
+   * towards upstreams), issued from zt's CA and re-issued at half its lifetime.
+   */
+  async serverTls(
+    spiffePath: string,
+    hostnames: readonly string[],
+  ): Promise<{ key: string; cert: string; ca: string }> {
+    const cacheKey = `${spiffePath}|${[...hostnames].sort().join(",")}`;
+    const now = this.ctx.clock.now();
+    const hit = this.#serverTls.get(cacheKey);
+    if (hit && now < hit.renewAtMs) return { key: hit.key, cert: hit.cert, ca: hit.ca };
+    const issued = await this.issueSvidWithNewKey({
+      spiffeId: `spiffe://${this.settings.trustDomain}${spiffePath}`,
+      dnsNames: hostnames,
+      actor: "zt",
+    });
+    const entry: ServerTlsEntry = {
+      key: issued.keyPem,
+      cert: issued.chainPem,
+      ca: issued.bundlePem,
+      renewAtMs: issued.notBeforeMs + (issued.notAfterMs - issued.notBeforeMs) / 2,
+    };
+    this.#serverTls.set(cacheKey, entry);
+    return { key: entry.key, cert: entry.cert, ca: entry.ca };
+  }
+}
+
+function describeAuth(auth: IssueAuth): string {
+  if (auth.kind === "admin") return auth.actor;
+  if (auth.kind === "join-token") return "join-token";
+  return "svid";
+}
+
+function splitNames(names: readonly string[]): { dns: string[]; ips: string[] } {
+  const dns = new Set<string>();
+  const ips = new Set<string>();
+  if (names.length > 64)
+    throw new ZtError("ZT_BAD_REQUEST", "at most 64 DNS names", { reason: "too-many-names" });
+  for (const n of names) {
+    if (isIP(n)) ips.add(n);
+    else dns.add(normaliseDnsName(n));
+  }
+  return { dns: [...dns], ips: [...ips] };
+}
+
+function parseJsonList(text: string): string[] {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Signs a renewal proof with the current SVID's key (what `zt cert renew` sends). */
+export function renewProofInput(csrDer: Uint8Array): Buffer {
+  return Buffer.concat([RENEW_PROOF_PREFIX, csrDer]);
+}
+
+function verifyRenewProof(oldCert: X509Certificate, csrDer: Buffer, proof: Uint8Array): boolean {
+  try {
+    const key = oldCert.publicKey;
+    const type = classifyKey(key);
+    const hash = type === "ed25519" ? null : type === "ec-p384" ? "sha384" : "sha256";
+    return cryptoVerify(
+      hash,
+      renewProofInput(csrDer),
+      type.startsWith("ec-") ? { key, dsaEncoding: "der" } : key,
+      proof,
+    );
+  } catch {
+    return false;
+  }
+}

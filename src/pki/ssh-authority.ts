@@ -1,0 +1,445 @@
+import { randomBytes } from "node:crypto";
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { CaSet } from "./ca-store.js";
+import type { PkiSettings } from "./pki-config.js";
+import { buildSshCertificate, DEFAULT_USER_EXTENSIONS, sshCertLine } from "./ssh/ssh-cert.js";
+import { buildKrl } from "./ssh/ssh-krl.js";
+import { parseSshPublicKey } from "./ssh/ssh-key.js";
+import type { SshSignAuthorizer } from "./ssh-authorize.js";
+import {
+  validateForceCommand,
+  validateHostname,
+  validatePrincipals,
+  validateSourceAddresses,
+} from "./ssh-validate.js";
+
+const BACKDATE_MS = 60_000;
+
+export interface SshUserSignRequest {
+  /** The user's public key line (`ssh-ed25519 AAAA… comment`). */
+  publicKey: string;
+  /** The zt user the certificate is for (must exist and be enabled). */
+  user: string;
+  /** The host group being asked for (Cedar resource `HostGroup::"…"`). */
+  hostGroup: string;
+  principals: readonly string[];
+  ttlMs?: number | undefined;
+  sourceAddresses?: readonly string[] | undefined;
+  forceCommand?: string | undefined;
+  /** Extensions to leave out, e.g. `permit-pty` for --no-pty. */
+  withoutExtensions?: readonly string[] | undefined;
+  /** Who asked (CLI operator, API session) and from where. */
+  actor: string;
+  sourceIp?: string | undefined;
+}
+
+export interface SshHostSignRequest {
+  publicKey: string;
+  hostnames: readonly string[];
+  ttlMs?: number | undefined;
+  actor: string;
+}
+
+export interface SignedSshCert {
+  serial: string;
+  keyId: string;
+  principals: string[];
+  validAfterMs: number;
+  validBeforeMs: number;
+  /** The `…-cert.pub` file content. */
+  certLine: string;
+  decisionId: string | undefined;
+}
+
+/**
+ * The SSH CA: Ed25519 user and host CAs (separate keys), certificates encoded per
+ * PROTOCOL.certkeys, a KRL per PROTOCOL.krl. User signing is a policy decision.
+ */
+export class SshAuthority {
+  readonly #ctx: AppContext;
+  readonly #settings: PkiSettings;
+  readonly #cas: () => CaSet;
+  readonly #authorize: SshSignAuthorizer | undefined;
+
+  constructor(
+    ctx: AppContext,
+    settings: PkiSettings,
+    cas: () => CaSet,
+    authorize: SshSignAuthorizer | undefined,
+  ) {
+    this.#ctx = ctx;
+    this.#settings = settings;
+    this.#cas = cas;
+    this.#authorize = authorize;
+  }
+
+  async loadRevocations(): Promise<void> {
+    /* the KRL is built from the store on demand; nothing to preload */
+  }
+
+  onRevoked(_data: Record<string, unknown>): void {
+    /* the KRL is built from the store on demand */
+  }
+
+  /** `TrustedUserCAKeys` line. */
+  userCaLine(): string {
+    return this.#cas().sshUser.publicLine;
+  }
+
+  /** `known_hosts` line trusting host certificates for `pattern` (default `*`). */
+  knownHostsLine(pattern = "*"): string {
+    return `@cert-authority ${pattern} ${this.#cas().sshHost.publicLine}`;
+  }
+
+  /** Signs a user certificate if policy allows `ssh:sign` on the host group. Audited either way. */
+  async signUser(req: SshUserSignRequest): Promise<SignedSshCert> {
+    let decisionId: string | undefined;
+    try {
+      const key = parseSshPublicKey(req.publicKey);
+      const principals = validatePrincipals(req.principals);
+      const sourceAddresses = validateSourceAddresses(req.sourceAddresses ?? []);
+      const forceCommand = validateForceCommand(req.forceCommand);
+      if (!/^[A-Za-z0-9._-]{1,128}$/.test(req.hostGroup)) {
+        throw new ZtError("ZT_BAD_REQUEST", "host group must be a simple name", {
+          reason: "host-group-invalid",
+        });
+      }
+      const ttlMs = req.ttlMs ?? this.#settings.sshUserTtlMs;
+      if (!Number.isFinite(ttlMs) || ttlMs < 60_000 || ttlMs > this.#settings.sshMaxTtlMs) {
+        throw new ZtError(
+          "ZT_PKI_TTL_INVALID",
+          `SSH certificate lifetime must be between 1m and ${Math.round(this.#settings.sshMaxTtlMs / 60_000)}m`,
+          {
+            reason: "ttl-invalid",
+          },
+        );
+      }
+      const user = await this.#ctx.store.db
+        .selectFrom("users")
+        .select(["id", "name", "disabled"])
+        .where("name", "=", req.user)
+        .executeTakeFirst();
+      if (!user)
+        throw new ZtError("ZT_USER_NOT_FOUND", `no zt user ${req.user}`, {
+          reason: "user-not-found",
+        });
+      if (user.disabled)
+        throw new ZtError("ZT_USER_DISABLED", `user ${req.user} is disabled`, {
+          reason: "user-disabled",
+        });
+      const groups = await this.#ctx.store.db
+        .selectFrom("user_groups")
+        .select("group_name")
+        .where("user_id", "=", user.id)
+        .execute();
+      const now = this.#ctx.clock.now();
+      if (!this.#authorize) {
+        throw new ZtError("ZT_POLICY_DENIED", "no policy engine is configured for ssh:sign", {
+          reason: "policy-engine-unavailable",
+        });
+      }
+      let decision;
+      try {
+        decision = await this.#authorize({
+          user: user.name,
+          groups: groups.map((g) => g.group_name),
+          hostGroup: req.hostGroup,
+          principals,
+          ttlSeconds: Math.round(ttlMs / 1000),
+          sourceAddresses,
+          forceCommand,
+          sourceIp: req.sourceIp,
+          nowMs: now,
+        });
+      } catch {
+        // Fail closed: anything unexpected in the decision is a denial.
+        decision = {
+          allowed: false,
+          decisionId: newId("dec"),
+          reason: "policy-error",
+          policies: [],
+        };
+      }
+      decisionId = decision.decisionId;
+      if (!decision.allowed) {
+        throw new ZtError(
+          "ZT_POLICY_DENIED",
+          `policy denies ssh:sign on HostGroup::"${req.hostGroup}" (${decision.reason}); decision ${decision.decisionId}`,
+          {
+            reason: decision.reason,
+            decision_id: decision.decisionId,
+          },
+        );
+      }
+      const critical: Record<string, string> = {};
+      if (forceCommand !== undefined) critical["force-command"] = forceCommand;
+      if (sourceAddresses.length > 0) critical["source-address"] = sourceAddresses.join(",");
+      const without = new Set(req.withoutExtensions ?? []);
+      const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
+      const keyId = `zt:user=${user.name} decision=${decision.decisionId}`;
+      const signed = await this.#sign(
+        "user",
+        key,
+        keyId,
+        principals,
+        now,
+        ttlMs,
+        critical,
+        extensions,
+      );
+      this.#ctx.audit.record({
+        kind: "ssh.sign",
+        outcome: "success",
+        subject: req.actor,
+        sourceIp: req.sourceIp,
+        action: "ssh:sign",
+        decisionId: decision.decisionId,
+        policies: decision.policies,
+        reason: decision.reason,
+        data: {
+          user: user.name,
+          host_group: req.hostGroup,
+          serial: signed.serial,
+          principals,
+          valid_before: signed.validBeforeMs,
+          key: key.fingerprint,
+        },
+      });
+      return { ...signed, decisionId: decision.decisionId };
+    } catch (e) {
+      const err =
+        e instanceof ZtError ? e : new ZtError("ZT_INTERNAL", "internal error", {}, { cause: e });
+      this.#ctx.audit.record({
+        kind: "ssh.sign",
+        outcome: err.code === "ZT_POLICY_DENIED" ? "deny" : "failure",
+        subject: req.actor,
+        sourceIp: req.sourceIp,
+        action: "ssh:sign",
+        decisionId,
+        reason:
+          typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
+        data: { user: req.user, host_group: req.hostGroup, code: err.code },
+      });
+      throw err;
+    }
+  }
+
+  /** Signs a host certificate (operator only). */
+  async signHost(req: SshHostSignRequest): Promise<SignedSshCert> {
+    try {
+      const key = parseSshPublicKey(req.publicKey);
+      if (req.hostnames.length === 0)
+        throw new ZtError("ZT_BAD_REQUEST", "at least one --hostname is required", {
+          reason: "hostname-missing",
+        });
+      const names = [...new Set(req.hostnames.map(validateHostname))];
+      const ttlMs = req.ttlMs ?? this.#settings.sshHostTtlMs;
+      if (!Number.isFinite(ttlMs) || ttlMs < 60_000 || ttlMs > 400 * 86_400_000) {
+        throw new ZtError(
+          "ZT_PKI_TTL_INVALID",
+          "host certificate lifetime must be between 1m and 400d",
+          { reason: "ttl-invalid" },
+        );
+      }
+      const signed = await this.#sign(
+        "host",
+        key,
+        `zt:host=${names[0]}`,
+        names,
+        this.#ctx.clock.now(),
+        ttlMs,
+        {},
+        [],
+      );
+      this.#ctx.audit.record({
+        kind: "ssh.host-sign",
+        outcome: "success",
+        subject: req.actor,
+        data: { serial: signed.serial, hostnames: names, key: key.fingerprint },
+      });
+      return { ...signed, decisionId: undefined };
+    } catch (e) {
+      const err =
+        e instanceof ZtError ? e : new ZtError("ZT_INTERNAL", "internal error", {}, { cause: e });
+      this.#ctx.audit.record({
+        kind: "ssh.host-sign",
+        outcome: "failure",
+        subject: req.actor,
+        reason:
+          typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
+      });
+      throw err;
+    }
+  }
+
+  async #sign(
+    type: "user" | "host",
+    key: ReturnType<typeof parseSshPublicKey>,
+    keyId: string,
+    principals: string[],
+    now: number,
+    ttlMs: number,
+    critical: Record<string, string>,
+    extensions: readonly string[],
+  ): Promise<Omit<SignedSshCert, "decisionId">> {
+    const cas = this.#cas();
+    const ca = type === "user" ? cas.sshUser : cas.sshHost;
+    const validAfterMs = Math.floor((now - BACKDATE_MS) / 1000) * 1000;
+    const validBeforeMs = Math.floor((now + ttlMs) / 1000) * 1000;
+    for (let attempt = 0; ; attempt++) {
+      // A random, non-zero 63-bit serial: unique per CA (the primary key catches a collision).
+      const serial = (randomBytes(8).readBigUInt64BE() >> 1n) | 1n;
+      const fullKeyId = `${keyId} serial=${serial}`;
+      try {
+        await this.#ctx.store.db
+          .insertInto("pki_ssh_certs")
+          .values({
+            serial: serial.toString(),
+            ca_id: ca.id,
+            cert_type: type,
+            key_id: fullKeyId,
+            principals: JSON.stringify(principals),
+            key_fingerprint: key.fingerprint,
+            valid_after: validAfterMs,
+            valid_before: validBeforeMs,
+            created_at: now,
+            revoked_at: null,
+            revoke_reason: null,
+          })
+          .execute();
+      } catch (e) {
+        if (attempt < 3) continue;
+        throw e;
+      }
+      const blob = buildSshCertificate(
+        { privateKey: ca.privateKey, publicBlob: ca.publicBlob },
+        {
+          key,
+          serial,
+          type,
+          keyId: fullKeyId,
+          principals,
+          validAfter: BigInt(validAfterMs / 1000),
+          validBefore: BigInt(validBeforeMs / 1000),
+          criticalOptions: critical,
+          extensions,
+        },
+      );
+      return {
+        serial: serial.toString(),
+        keyId: fullKeyId,
+        principals,
+        validAfterMs,
+        validBeforeMs,
+        certLine: sshCertLine(blob, key.type, key.comment) + "\n",
+      };
+    }
+  }
+
+  /** Revokes a certificate by serial, or a key (and every certificate for it). */
+  async revoke(req: {
+    serial?: string | undefined;
+    publicKey?: string | undefined;
+    reason?: string | undefined;
+    actor: string;
+  }): Promise<{ serials: string[]; key?: string }> {
+    const now = this.#ctx.clock.now();
+    const reason = req.reason ?? "unspecified";
+    let serials: string[] = [];
+    let fingerprint: string | undefined;
+    if (req.serial !== undefined) {
+      if (!/^\d{1,20}$/.test(req.serial))
+        throw new ZtError("ZT_BAD_REQUEST", "SSH serial must be a decimal number");
+      const row = await this.#ctx.store.db
+        .selectFrom("pki_ssh_certs")
+        .select("serial")
+        .where("serial", "=", req.serial)
+        .executeTakeFirst();
+      if (!row) {
+        this.#ctx.audit.record({
+          kind: "ssh.revoke",
+          outcome: "failure",
+          subject: req.actor,
+          reason: "not-found",
+          data: { serial: req.serial },
+        });
+        throw new ZtError("ZT_NOT_FOUND", `no SSH certificate with serial ${req.serial}`);
+      }
+      serials = [row.serial];
+    } else if (req.publicKey !== undefined) {
+      const key = parseSshPublicKey(req.publicKey);
+      fingerprint = key.fingerprint;
+      await this.#ctx.store.db
+        .insertInto("pki_ssh_revoked_keys")
+        .values({
+          key_fingerprint: key.fingerprint,
+          key_blob: key.blob.toString("base64"),
+          revoked_at: now,
+          reason,
+        })
+        .onConflict((oc) => oc.column("key_fingerprint").doNothing())
+        .execute();
+      const rows = await this.#ctx.store.db
+        .selectFrom("pki_ssh_certs")
+        .select("serial")
+        .where("key_fingerprint", "=", key.fingerprint)
+        .where("revoked_at", "is", null)
+        .execute();
+      serials = rows.map((r) => r.serial);
+    } else {
+      throw new ZtError("ZT_USAGE", "give a serial or a public key to revoke");
+    }
+    if (serials.length > 0) {
+      await this.#ctx.store.db
+        .updateTable("pki_ssh_certs")
+        .set({ revoked_at: now, revoke_reason: reason })
+        .where("serial", "in", serials)
+        .where("revoked_at", "is", null)
+        .execute();
+    }
+    await this.#ctx.events.publish("cert.revoked", {
+      kind: "ssh",
+      serials,
+      key: fingerprint ?? null,
+      reason,
+    });
+    this.#ctx.audit.record({
+      kind: "ssh.revoke",
+      outcome: "success",
+      subject: req.actor,
+      reason,
+      data: { serials, key: fingerprint ?? null },
+    });
+    return fingerprint ? { serials, key: fingerprint } : { serials };
+  }
+
+  /** The KRL for sshd's `RevokedKeys`: revoked serials of the user CA, and revoked keys. */
+  async krl(): Promise<Buffer> {
+    const cas = this.#cas();
+    const now = this.#ctx.clock.now();
+    const certs = await this.#ctx.store.db
+      .selectFrom("pki_ssh_certs")
+      .select(["serial", "ca_id", "revoked_at"])
+      .where("revoked_at", "is not", null)
+      .where("valid_before", ">", now)
+      .execute();
+    const keys = await this.#ctx.store.db
+      .selectFrom("pki_ssh_revoked_keys")
+      .select(["key_blob", "revoked_at"])
+      .execute();
+    let version = 0;
+    for (const r of [...certs, ...keys]) version = Math.max(version, Number(r.revoked_at));
+    return buildKrl({
+      version: BigInt(version),
+      generatedAt: BigInt(Math.floor(now / 1000)),
+      comment: "zt",
+      certificates: [cas.sshUser, cas.sshHost].map((ca) => ({
+        caBlob: ca.publicBlob,
+        serials: certs.filter((c) => c.ca_id === ca.id).map((c) => BigInt(c.serial)),
+      })),
+      keyBlobs: keys.map((k) => Buffer.from(k.key_blob, "base64")),
+    });
+  }
+}

@@ -1,0 +1,73 @@
+import { isIP } from "node:net";
+import { ZtError } from "../core/errors.js";
+
+/** A principal is a user or host name: printable, no separators OpenSSH would split on. */
+export function validatePrincipals(principals: readonly string[]): string[] {
+  if (principals.length === 0) {
+    // PROTOCOL.certkeys: an empty list means "any principal"; zt never issues that.
+    throw new ZtError("ZT_BAD_REQUEST", "at least one --principal is required", {
+      reason: "principals-empty",
+    });
+  }
+  if (principals.length > 32)
+    throw new ZtError("ZT_BAD_REQUEST", "at most 32 principals", { reason: "principals-too-many" });
+  for (const p of principals) {
+    if (!/^[A-Za-z0-9._@+-]{1,256}$/.test(p)) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `invalid principal ${JSON.stringify(p.slice(0, 60))}: letters, digits and . _ @ + - only`,
+        {
+          reason: "principal-invalid",
+        },
+      );
+    }
+  }
+  return [...new Set(principals)];
+}
+
+/** Validates `source-address` entries (CIDR or bare address), as sshd's addr_match_cidr_list wants them. */
+export function validateSourceAddresses(list: readonly string[]): string[] {
+  for (const c of list) {
+    const [addr, bits, extra] = c.split("/");
+    const family = isIP(addr ?? "");
+    const max = family === 4 ? 32 : 128;
+    const ok =
+      family !== 0 &&
+      extra === undefined &&
+      (bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max));
+    if (!ok) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `invalid --source-address ${JSON.stringify(c.slice(0, 60))}: expected a CIDR like 10.0.0.0/8`,
+        {
+          reason: "source-address-invalid",
+        },
+      );
+    }
+  }
+  return [...list];
+}
+
+export function validateForceCommand(cmd: string | undefined): string | undefined {
+  if (cmd === undefined) return undefined;
+  if (cmd.length === 0 || cmd.length > 1024 || /[\0\r\n]/.test(cmd)) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      "--force-command must be 1 to 1024 characters on one line",
+      {
+        reason: "force-command-invalid",
+      },
+    );
+  }
+  return cmd;
+}
+
+export function validateHostname(h: string): string {
+  const name = h.toLowerCase();
+  if (!/^[a-z0-9*]([a-z0-9.*-]{0,252})$/.test(name)) {
+    throw new ZtError("ZT_BAD_REQUEST", `invalid --hostname ${JSON.stringify(h.slice(0, 60))}`, {
+      reason: "hostname-invalid",
+    });
+  }
+  return name;
+}

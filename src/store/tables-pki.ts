@@ -1,0 +1,93 @@
+/**
+ * The PKI's tables: CA keys (sealed with the master key), issued X.509 certificates,
+ * SSH certificates, revoked SSH keys, registration entries and join tokens.
+ */
+declare module "./tables.js" {
+  interface Tables {
+    pki_cas: PkiCasTable;
+    pki_certs: PkiCertsTable;
+    pki_ssh_certs: PkiSshCertsTable;
+    pki_ssh_revoked_keys: PkiSshRevokedKeysTable;
+    pki_registrations: PkiRegistrationsTable;
+    pki_join_tokens: PkiJoinTokensTable;
+  }
+}
+
+export interface PkiCasTable {
+  id: string;
+  /** root | intermediate | ssh-user | ssh-host */
+  kind: string;
+  /** X.509 certificate PEM, or the OpenSSH public key line for SSH CAs. */
+  cert: string;
+  /** PKCS#8 DER of the private key, sealed (`SecretBox`, purpose `pki-ca:<id>`). */
+  private_sealed: string;
+  /** Issuing CA (null for a root or SSH CA). */
+  parent_id: string | null;
+  created_at: number;
+  not_after: number;
+  /** active | retired */
+  status: string;
+}
+
+export interface PkiCertsTable {
+  /** Lowercase hex serial, no leading zeros beyond what DER needs. */
+  serial: string;
+  issuer_id: string;
+  spiffe_id: string;
+  /** JSON array of DNS names and IP addresses. */
+  dns_names: string;
+  not_before: number;
+  not_after: number;
+  created_at: number;
+  /** SHA-256 of the subject public key (SPKI DER), hex. */
+  key_sha256: string;
+  /** Who asked: `cli`, `token:<entry>`, `svid:<spiffe id>`, `zt:server`. */
+  requested_by: string;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
+export interface PkiSshCertsTable {
+  /** uint64 serial as a decimal string. */
+  serial: string;
+  ca_id: string;
+  /** user | host */
+  cert_type: string;
+  key_id: string;
+  principals: string;
+  /** SHA256 fingerprint of the certified key (OpenSSH `SHA256:…` form). */
+  key_fingerprint: string;
+  valid_after: number;
+  valid_before: number;
+  created_at: number;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
+export interface PkiSshRevokedKeysTable {
+  /** OpenSSH `SHA256:…` fingerprint of the revoked key. */
+  key_fingerprint: string;
+  /** The public key blob, base64. */
+  key_blob: string;
+  revoked_at: number;
+  reason: string | null;
+}
+
+export interface PkiRegistrationsTable {
+  id: string;
+  spiffe_id: string;
+  /** JSON array of DNS names the holder may put in its SVID. */
+  dns_names: string;
+  /** Longest SVID lifetime for this entry, ms (null: the configured maximum). */
+  max_ttl_ms: number | null;
+  created_at: number;
+}
+
+export interface PkiJoinTokensTable {
+  /** SHA-256 of the token, hex. The token itself is never stored. */
+  token_hash: string;
+  registration_id: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
