@@ -5,4 +5,5 @@ export type { PostgresTarget, SslMode } from "./database-url.js";
 export { describePgError } from "./pg-errors.js";
 export type { StoreDialect } from "./dialect.js";
 export type * from "./tables.js";
+export type * from "./tables-pki.js";
 export type * from "./tables-audit.js";

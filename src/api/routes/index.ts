@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
+import { registerPkiRoutes } from "./pki.js";
 
 /**
  * Every API route group. Each capability's routes live in their own file here and
@@ -8,4 +9,5 @@ import type { AppContext } from "../../app/index.js";
 export function registerAllApiRoutes(app: FastifyInstance, ctx: AppContext): void {
   void app;
   void ctx;
+  registerPkiRoutes(app, ctx);
 }

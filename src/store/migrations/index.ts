@@ -1,6 +1,7 @@
 import type { Migration } from "kysely";
 import type { StoreDialect } from "../dialect.js";
 import { foundation } from "./0001-foundation.js";
+import { pki } from "./0002-pki.js";
 import { audit } from "./0003-audit.js";
 
 /**
@@ -10,6 +11,7 @@ import { audit } from "./0003-audit.js";
 export function allMigrations(dialect: StoreDialect): Record<string, Migration> {
   return {
     "0001-foundation": foundation(dialect),
+    "0002-pki": pki(dialect),
     "0003-audit": audit(dialect),
   };
 }
