@@ -8,7 +8,10 @@ export default tseslint.config(
   {
     languageOptions: { globals: { process: "readonly", console: "readonly", Buffer: "readonly" } },
     rules: {
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
+      ],
       "@typescript-eslint/no-explicit-any": "error",
       "no-constant-condition": ["error", { checkLoops: false }],
     },

@@ -12,7 +12,9 @@ import { login, request } from "./helpers/http-client.js";
 import { runZt, startZtUp, tempDir, type UpProcess } from "./helpers/zt-process.js";
 
 function code(secret: string, offsetSteps = 0): string {
-  return new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret) }).generate({ timestamp: Date.now() + offsetSteps * 30_000 });
+  return new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret) }).generate({
+    timestamp: Date.now() + offsetSteps * 30_000,
+  });
 }
 
 describe("zt up --demo", () => {
@@ -49,13 +51,21 @@ describe("zt up --demo", () => {
   it("lets the demo user reach whoami and denies the admin app", async () => {
     const l = await login(port, "whoami.localhost", "demo", password, code(secret));
     expect(l.status, JSON.stringify(l.body)).toBe(200);
-    const r = await request(port, { host: "whoami.localhost", path: "/", headers: { cookie: l.cookie!, accept: "application/json" } });
+    const r = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { cookie: l.cookie!, accept: "application/json" },
+    });
     expect(r.status).toBe(200);
     const body = r.json<{ verified: boolean; identity: { sub: string } }>();
     expect(body.verified).toBe(true);
     expect(body.identity.sub).toBe("demo");
     // The same session, another app: the demo policy permits only the sre group there.
-    const denied = await request(port, { host: "admin.localhost", path: "/", headers: { cookie: l.cookie!, accept: "application/json" } });
+    const denied = await request(port, {
+      host: "admin.localhost",
+      path: "/",
+      headers: { cookie: l.cookie!, accept: "application/json" },
+    });
     expect(denied.status).toBe(403);
     expect(denied.json<{ error: { decision_id: string } }>().error.decision_id).toMatch(/^dec_/);
     const tail = await runZt(["--config", join(dir, "zt.yaml"), "audit", "tail", "--json"]);
@@ -66,7 +76,8 @@ describe("zt up --demo", () => {
 
   it("signs in from a real browser with password + TOTP and lands on the app", async () => {
     const executablePath = "/usr/bin/chromium";
-    if (!existsSync(executablePath)) throw new Error("Debian chromium is not installed (apt-get install chromium)");
+    if (!existsSync(executablePath))
+      throw new Error("Debian chromium is not installed (apt-get install chromium)");
     let browser: Browser | undefined;
     try {
       browser = await chromium.launch({
@@ -83,9 +94,22 @@ describe("zt up --demo", () => {
         ],
       });
       // A user of its own, so its TOTP codes were never used by the tests above.
-      const added = await runZt(["--config", join(dir, "zt.yaml"), "user", "add", "erin", "--group", "eng", "--password-stdin", "--json"], {
-        input: "erin-browser-password\n",
-      });
+      const added = await runZt(
+        [
+          "--config",
+          join(dir, "zt.yaml"),
+          "user",
+          "add",
+          "erin",
+          "--group",
+          "eng",
+          "--password-stdin",
+          "--json",
+        ],
+        {
+          input: "erin-browser-password\n",
+        },
+      );
       expect(added.code, added.stderr).toBe(0);
       const erin = JSON.parse(added.stdout) as { totp_secret: string };
       const page = await browser.newPage();
@@ -94,7 +118,10 @@ describe("zt up --demo", () => {
       await page.fill("#username", "erin");
       await page.fill("#password", "erin-browser-password");
       await page.fill("#totp", code(erin.totp_secret));
-      await Promise.all([page.waitForURL(`http://whoami.localhost:${port}/`), page.click("button[type=submit]")]);
+      await Promise.all([
+        page.waitForURL(`http://whoami.localhost:${port}/`),
+        page.click("button[type=submit]"),
+      ]);
       await expect(page.locator("h1").textContent()).resolves.toContain("Hello, erin");
       await page.screenshot({ path: join(dir, "browser-landed.png") });
     } finally {

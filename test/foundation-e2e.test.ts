@@ -27,7 +27,12 @@ interface Enrolled {
 }
 
 function totpAt(secret: string, offsetSteps = 0): string {
-  const t = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30, algorithm: "SHA1" });
+  const t = new OTPAuth.TOTP({
+    secret: OTPAuth.Secret.fromBase32(secret),
+    digits: 6,
+    period: 30,
+    algorithm: "SHA1",
+  });
   return t.generate({ timestamp: Date.now() + offsetSteps * 30_000 });
 }
 
@@ -63,10 +68,13 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
       ["bob", "ops"],
       ["carol", "eng"],
     ] as const) {
-      const r = await runZt(["--config", config, "user", "add", name, "--group", group, "--password-stdin", "--json"], {
-        env,
-        input: `pw-${name}-correct-horse\n`,
-      });
+      const r = await runZt(
+        ["--config", config, "user", "add", name, "--group", group, "--password-stdin", "--json"],
+        {
+          env,
+          input: `pw-${name}-correct-horse\n`,
+        },
+      );
       expect(r.code, r.stderr).toBe(0);
       users[name] = JSON.parse(r.stdout) as Enrolled;
     }
@@ -80,14 +88,20 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
   });
 
   it("lets an allowed user through with an assertion the upstream verifies against the JWKS", async () => {
-    const code = execFileSync("oathtool", ["--totp", "-b", users["alice"]!.totp_secret]).toString().trim();
+    const code = execFileSync("oathtool", ["--totp", "-b", users["alice"]!.totp_secret])
+      .toString()
+      .trim();
     const l = await login(port, "whoami.localhost", "alice", "pw-alice-correct-horse", code);
     expect(l.status, JSON.stringify(l.body)).toBe(200);
     expect(l.cookie).toMatch(/^zt_session=/);
     const r = await request(port, {
       host: "whoami.localhost",
       path: "/hello/./world?x=1",
-      headers: { cookie: `${l.cookie}; theme=dark`, "x-zt-user": "mallory", accept: "application/json" },
+      headers: {
+        cookie: `${l.cookie}; theme=dark`,
+        "x-zt-user": "mallory",
+        accept: "application/json",
+      },
     });
     expect(r.status).toBe(200);
     const seen = upstream.seen.at(-1)!;
@@ -96,7 +110,9 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     expect(seen.headers.cookie).toBe("theme=dark");
     expect(seen.headers["x-forwarded-for"]).toBe("127.0.0.1");
     const jwks = createRemoteJWKSet(new URL(`${zt.pepUrl}/.well-known/zt/jwks.json`));
-    const { payload } = await jwtVerify(String(seen.headers["x-zt-assertion"]), jwks, { audience: "whoami" });
+    const { payload } = await jwtVerify(String(seen.headers["x-zt-assertion"]), jwks, {
+      audience: "whoami",
+    });
     expect(payload.sub).toBe("alice");
     expect(payload["groups"]).toEqual(["eng"]);
     expect(payload.exp! - payload.iat!).toBeLessThanOrEqual(60);
@@ -104,15 +120,29 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
   });
 
   it("denies a user outside the policy with 403, a decision id and a stable reason", async () => {
-    const l = await login(port, "whoami.localhost", "bob", "pw-bob-correct-horse", totpAt(users["bob"]!.totp_secret));
+    const l = await login(
+      port,
+      "whoami.localhost",
+      "bob",
+      "pw-bob-correct-horse",
+      totpAt(users["bob"]!.totp_secret),
+    );
     expect(l.status).toBe(200);
-    const r = await request(port, { host: "whoami.localhost", path: "/", headers: { cookie: l.cookie!, accept: "application/json" } });
+    const r = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { cookie: l.cookie!, accept: "application/json" },
+    });
     expect(r.status).toBe(403);
     const body = r.json<{ error: { code: string; decision_id: string; reason: string } }>();
     expect(body.error.code).toBe("ZT_POLICY_DENIED");
     expect(body.error.decision_id).toMatch(/^dec_/);
     expect(body.error.reason).toBe("no-matching-permit");
-    const html = await request(port, { host: "whoami.localhost", path: "/", headers: { cookie: l.cookie!, accept: "text/html" } });
+    const html = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { cookie: l.cookie!, accept: "text/html" },
+    });
     expect(html.status).toBe(403);
     expect(html.body).toContain(body.error.reason);
     expect(html.body).not.toContain("permit (");
@@ -132,16 +162,26 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     const b = await login(port, "whoami.localhost", "carol", "wrong-password", "123456");
     expect(a.status).toBe(401);
     expect(b.status).toBe(401);
-    expect((a.body["error"] as { message: string }).message).toBe((b.body["error"] as { message: string }).message);
+    expect((a.body["error"] as { message: string }).message).toBe(
+      (b.body["error"] as { message: string }).message,
+    );
   });
 
   it("sends anonymous browsers to the login page and API clients a 401", async () => {
-    const browser = await request(port, { host: "whoami.localhost", path: "/x", headers: { accept: "text/html" } });
+    const browser = await request(port, {
+      host: "whoami.localhost",
+      path: "/x",
+      headers: { accept: "text/html" },
+    });
     expect(browser.status).toBe(302);
     expect(browser.headers.location).toBe("/.zt/login?rd=%2Fx");
     const api = await request(port, { host: "whoami.localhost", path: "/x" });
     expect(api.status).toBe(401);
-    const garbage = await request(port, { host: "whoami.localhost", path: "/x", headers: { cookie: "zt_session=%%%garbage\u00ff" } });
+    const garbage = await request(port, {
+      host: "whoami.localhost",
+      path: "/x",
+      headers: { cookie: "zt_session=%%%garbage\u00ff" },
+    });
     expect(garbage.status).toBe(401);
     const page = await request(port, { host: "whoami.localhost", path: "/.zt/login" });
     expect(page.status).toBe(200);
@@ -152,24 +192,56 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     const unknown = await request(port, { host: "nope.localhost", path: "/" });
     expect(unknown.status).toBe(404);
     expect(unknown.json<{ error: { code: string } }>().error.code).toBe("ZT_ROUTE_NOT_FOUND");
-    const wrongType = await request(port, { host: "whoami.localhost", path: "/.zt/login", method: "POST", headers: { "content-type": "text/plain" }, body: "hi" });
+    const wrongType = await request(port, {
+      host: "whoami.localhost",
+      path: "/.zt/login",
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body: "hi",
+    });
     expect(wrongType.status).toBe(415);
-    const badJson = await request(port, { host: "whoami.localhost", path: "/.zt/login", method: "POST", headers: { "content-type": "application/json" }, body: "{" });
+    const badJson = await request(port, {
+      host: "whoami.localhost",
+      path: "/.zt/login",
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{",
+    });
     expect(badJson.status).toBe(400);
-    const traversal = await request(port, { host: "whoami.localhost", path: "/a/%2e%2e/%2e%2e/etc" });
+    const traversal = await request(port, {
+      host: "whoami.localhost",
+      path: "/a/%2e%2e/%2e%2e/etc",
+    });
     expect(traversal.status).toBe(400);
-    const huge = await request(port, { host: "whoami.localhost", path: "/", headers: { "x-big": "a".repeat(40_000) } });
+    const huge = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { "x-big": "a".repeat(40_000) },
+    });
     expect(huge.status).toBe(431);
-    for (const r of [unknown, wrongType, badJson, traversal, huge]) expect(r.body).not.toMatch(/at .*\.js:\d+/);
+    for (const r of [unknown, wrongType, badJson, traversal, huge])
+      expect(r.body).not.toMatch(/at .*\.js:\d+/);
   });
 
   it("revokes a session from another process (zt session revoke) and closes its WebSocket", async () => {
-    const l = await login(port, "whoami.localhost", "alice", "pw-alice-correct-horse", totpAt(users["alice"]!.totp_secret, 1));
+    const l = await login(
+      port,
+      "whoami.localhost",
+      "alice",
+      "pw-alice-correct-horse",
+      totpAt(users["alice"]!.totp_secret, 1),
+    );
     expect(l.status, JSON.stringify(l.body)).toBe(200);
-    const ok = await request(port, { host: "whoami.localhost", path: "/", headers: { cookie: l.cookie! } });
+    const ok = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { cookie: l.cookie! },
+    });
     expect(ok.status).toBe(200);
 
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers: { host: "whoami.localhost", cookie: l.cookie! } });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+      headers: { host: "whoami.localhost", cookie: l.cookie! },
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
       ws.once("error", reject);
@@ -184,7 +256,11 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     const r = await runZt(["--config", config, "session", "revoke", sessionId], { env });
     expect(r.code, r.stderr).toBe(0);
     await closed;
-    const after = await request(port, { host: "whoami.localhost", path: "/", headers: { cookie: l.cookie! } });
+    const after = await request(port, {
+      host: "whoami.localhost",
+      path: "/",
+      headers: { cookie: l.cookie! },
+    });
     expect(after.status).toBe(401);
     expect(after.json<{ error: { code: string } }>().error.code).toBe("ZT_SESSION_REVOKED");
   });

@@ -12,7 +12,10 @@ export interface ApiServerOptions {
  * The control-plane API (for the CLI, agents and the console). Thin: parse, call the
  * capability, map the result. Errors are ZtError JSON with a stable code, never a stack.
  */
-export async function createApiServer(ctx: AppContext, options: ApiServerOptions = {}): Promise<FastifyInstance> {
+export async function createApiServer(
+  ctx: AppContext,
+  options: ApiServerOptions = {},
+): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: 1024 * 1024,
@@ -41,7 +44,14 @@ export async function createApiServer(ctx: AppContext, options: ApiServerOptions
     void reply.status(500).send(new ZtError("ZT_INTERNAL", "internal error").toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send(new ZtError("ZT_NOT_FOUND", `no such endpoint: ${req.method} ${req.url.split("?")[0]}`).toJSON());
+    void reply
+      .status(404)
+      .send(
+        new ZtError(
+          "ZT_NOT_FOUND",
+          `no such endpoint: ${req.method} ${req.url.split("?")[0]}`,
+        ).toJSON(),
+      );
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
@@ -51,7 +61,11 @@ export async function createApiServer(ctx: AppContext, options: ApiServerOptions
     const storeOk = staleMs < 5_000;
     const ready = storeOk && extra.ready;
     void reply.status(ready ? 200 : 503);
-    return { status: ready ? "ready" : "degraded", store_last_contact_ms: staleMs, ...extra.detail };
+    return {
+      status: ready ? "ready" : "degraded",
+      store_last_contact_ms: staleMs,
+      ...extra.detail,
+    };
   });
 
   registerAllApiRoutes(app, ctx);

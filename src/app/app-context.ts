@@ -29,7 +29,10 @@ export interface OpenAppContextOptions {
   create?: boolean;
 }
 
-export async function openAppContext(config: ZtConfig, options: OpenAppContextOptions = {}): Promise<AppContext> {
+export async function openAppContext(
+  config: ZtConfig,
+  options: OpenAppContextOptions = {},
+): Promise<AppContext> {
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
   const box = loadMasterKey({

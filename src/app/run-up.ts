@@ -9,7 +9,14 @@ import { createPep, type Pep } from "../proxy/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
 import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
-import { DEMO_USER, ensureDemoFiles, randomPassword, readDemoCredentials, saveDemoCredentials, type DemoCredentials } from "./demo.js";
+import {
+  DEMO_USER,
+  ensureDemoFiles,
+  randomPassword,
+  readDemoCredentials,
+  saveDemoCredentials,
+  type DemoCredentials,
+} from "./demo.js";
 
 export interface RunUpOptions {
   configPath: string;
@@ -50,7 +57,11 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let configPath = o.configPath;
   if (o.demoDir) {
     const dir = resolve(o.demoDir);
-    demoApp = await startWhoamiApp({ host: "127.0.0.1", port: o.demoPort ?? 9000, jwksUrl: () => jwksUrl });
+    demoApp = await startWhoamiApp({
+      host: "127.0.0.1",
+      port: o.demoPort ?? 9000,
+      jwksUrl: () => jwksUrl,
+    });
     ensureDemoFiles(dir, demoApp.port);
     configPath = resolve(dir, "zt.yaml");
   }
@@ -64,13 +75,20 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   }
   if (demoApp) {
     // The demo upstream may have had to take another port: point the demo routes at it.
-    config.routes = config.routes.map((r) => (new URL(r.to).hostname === "127.0.0.1" ? { ...r, to: `http://127.0.0.1:${demoApp!.port}` } : r));
+    config.routes = config.routes.map((r) =>
+      new URL(r.to).hostname === "127.0.0.1"
+        ? { ...r, to: `http://127.0.0.1:${demoApp!.port}` }
+        : r,
+    );
   }
   const proxyListen = splitHostPort(config.listen.proxy);
   const apiListen = splitHostPort(config.listen.api);
   if (!config.tls && !isLoopback(proxyListen.host)) {
     await demoApp?.close();
-    throw new ZtError("ZT_CONFIG_INVALID", `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`);
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`,
+    );
   }
   const ctx = await openAppContext(config, { env: o.env, create: true });
   let services: Services | undefined;
@@ -80,13 +98,22 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     services = await createServices(ctx);
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
-    const tls = config.tls?.cert && config.tls.key ? { cert: readPrivateOrPublic(config.tls.cert), key: readPrivateFile(config.tls.key) } : undefined;
+    const tls =
+      config.tls?.cert && config.tls.key
+        ? { cert: readPrivateOrPublic(config.tls.cert), key: readPrivateFile(config.tls.key) }
+        : undefined;
     pep = createPep(services, { tls });
     const pepAddress = await pep.listen(proxyListen.host, proxyListen.port);
     const scheme = tls ? "https" : "http";
     jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
     api = await createApiServer(ctx, {
-      readiness: () => ({ ready: true, detail: { policy_version: services!.policies.engine.policySet.version, policy_error: services!.policies.lastError ?? null } }),
+      readiness: () => ({
+        ready: true,
+        detail: {
+          policy_version: services!.policies.engine.policySet.version,
+          policy_error: services!.policies.lastError ?? null,
+        },
+      }),
     });
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;
@@ -158,7 +185,12 @@ async function ensureDemoUser(services: Services, dir: string): Promise<DemoCred
   return c;
 }
 
-function printDemoBanner(out: (l: string) => void, c: DemoCredentials, urls: string[], configPath: string): void {
+function printDemoBanner(
+  out: (l: string) => void,
+  c: DemoCredentials,
+  urls: string[],
+  configPath: string,
+): void {
   out("");
   out("  zt demo is running.");
   out("");
@@ -183,4 +215,3 @@ function renderQr(text: string): string {
   });
   return result;
 }
-

@@ -12,7 +12,11 @@ export interface WhoamiApp {
  * The demo upstream: it verifies the X-Zt-Assertion against zt's JWKS (as any real
  * upstream should) and shows the identity it received. WebSocket upgrades echo back.
  */
-export async function startWhoamiApp(options: { host: string; port: number; jwksUrl: () => string }): Promise<WhoamiApp> {
+export async function startWhoamiApp(options: {
+  host: string;
+  port: number;
+  jwksUrl: () => string;
+}): Promise<WhoamiApp> {
   let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   const server = http.createServer(async (req, res) => {
     const assertion = req.headers["x-zt-assertion"];
@@ -44,7 +48,10 @@ export async function startWhoamiApp(options: { host: string; port: number; jwks
             String(verified["decision_id"]),
           )}</code></dd><dt>Path</dt><dd><code>${escapeHtml(req.url ?? "")}</code></dd></dl>`
         : `<p class="sub">${escapeHtml(problem ?? "")}</p>`;
-      const html = page("whoami · zt demo", `<h1>Hello${verified ? ", " + escapeHtml(String(verified["sub"])) : ""}</h1><p class="sub">This is the demo app behind zt. It verified the signed identity assertion zt sent.</p>${rows}<form method="post" action="/.zt/logout"><button type="submit">Sign out</button></form>`);
+      const html = page(
+        "whoami · zt demo",
+        `<h1>Hello${verified ? ", " + escapeHtml(String(verified["sub"])) : ""}</h1><p class="sub">This is the demo app behind zt. It verified the signed identity assertion zt sent.</p>${rows}<form method="post" action="/.zt/logout"><button type="submit">Sign out</button></form>`,
+      );
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
       res.end(html);
       return;
@@ -58,8 +65,12 @@ export async function startWhoamiApp(options: { host: string; port: number; jwks
     // Minimal RFC 6455 handshake; frames are echoed back unchanged (masked client frames
     // are not valid server frames, so we unmask text frames before echoing).
     void import("node:crypto").then(({ createHash }) => {
-      const accept = createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      const accept = createHash("sha1")
+        .update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .digest("base64");
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
       socket.on("data", (buf: Buffer) => {
         if (buf.length < 6) return;
         const opcode = buf[0]! & 0x0f;
@@ -73,7 +84,10 @@ export async function startWhoamiApp(options: { host: string; port: number; jwks
         const mask = buf.subarray(off, off + 4);
         const data = Buffer.from(buf.subarray(off + 4, off + 4 + len));
         for (let i = 0; i < data.length; i++) data[i]! ^= mask[i % 4]!;
-        const header = len < 126 ? Buffer.from([0x80 | opcode, len]) : Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff]);
+        const header =
+          len < 126
+            ? Buffer.from([0x80 | opcode, len])
+            : Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff]);
         socket.write(Buffer.concat([header, data]));
       });
       socket.on("error", () => socket.destroy());

@@ -31,17 +31,30 @@ policies: ./policies
     );
     expect(c.data_dir).toBe("/etc/zt/data");
     expect(c.policies).toBe("/etc/zt/policies");
-    expect(c.routes[0]).toMatchObject({ name: "whoami", host: "whoami.localhost", port: 8443, pathPrefix: "/app" });
+    expect(c.routes[0]).toMatchObject({
+      name: "whoami",
+      host: "whoami.localhost",
+      port: 8443,
+      pathPrefix: "/app",
+    });
     expect(c.sessionTtlMs).toBe(12 * 3600 * 1000);
   });
 
   it("names the key path and what was expected", () => {
     expect(configError("listen: { proxy: 8443 }")).toMatch(/listen\.proxy/);
-    expect(configError("routes:\n  - name: Bad Name\n    from: http://a\n    to: http://b")).toMatch(/routes\[0\]\.name/);
-    expect(configError("routes:\n  - name: a\n    from: ftp://a\n    to: http://b")).toMatch(/routes\[0\]\.from.*http/);
+    expect(
+      configError("routes:\n  - name: Bad Name\n    from: http://a\n    to: http://b"),
+    ).toMatch(/routes\[0\]\.name/);
+    expect(configError("routes:\n  - name: a\n    from: ftp://a\n    to: http://b")).toMatch(
+      /routes\[0\]\.from.*http/,
+    );
     expect(configError("trust_domian: x")).toMatch(/unknown key.*trust_domian/);
     expect(configError("session: { ttl: forever }")).toMatch(/session\.ttl/);
-    expect(configError("routes:\n  - { name: a, from: 'http://a', to: 'http://b' }\n  - { name: a, from: 'http://c', to: 'http://d' }")).toMatch(/duplicate route name/);
+    expect(
+      configError(
+        "routes:\n  - { name: a, from: 'http://a', to: 'http://b' }\n  - { name: a, from: 'http://c', to: 'http://d' }",
+      ),
+    ).toMatch(/duplicate route name/);
   });
 
   it("reports YAML syntax errors with a line number", () => {
@@ -51,7 +64,12 @@ policies: ./policies
 
   it("lets ZT_ environment variables override keys", () => {
     const c = parseConfigText("data_dir: ./data\n", "/srv/zt.yaml", {
-      env: { ZT_DATA_DIR: "/var/lib/zt", ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_CONFIG: "ignored", ZT_UNKNOWN_THING: "x" },
+      env: {
+        ZT_DATA_DIR: "/var/lib/zt",
+        ZT_LISTEN__PROXY: "127.0.0.1:0",
+        ZT_CONFIG: "ignored",
+        ZT_UNKNOWN_THING: "x",
+      },
     });
     expect(c.data_dir).toBe("/var/lib/zt");
     expect(c.listen.proxy).toBe("127.0.0.1:0");

@@ -34,7 +34,10 @@ export interface LoadConfigOptions {
 }
 
 /** Where the config file is: --config, then ZT_CONFIG, then ./zt.yaml. */
-export function configPathFrom(flag: string | undefined, env: Record<string, string | undefined>): string {
+export function configPathFrom(
+  flag: string | undefined,
+  env: Record<string, string | undefined>,
+): string {
   return resolve(flag ?? env["ZT_CONFIG"] ?? "zt.yaml");
 }
 
@@ -44,15 +47,23 @@ export function configPathFrom(flag: string | undefined, env: Record<string, str
  */
 export function loadConfig(path: string, options: LoadConfigOptions = {}): ZtConfig {
   if (!existsSync(path)) {
-    throw new ZtError("ZT_CONFIG_NOT_FOUND", `config file ${path} not found (use --config FILE or ZT_CONFIG)`, {
-      path,
-    });
+    throw new ZtError(
+      "ZT_CONFIG_NOT_FOUND",
+      `config file ${path} not found (use --config FILE or ZT_CONFIG)`,
+      {
+        path,
+      },
+    );
   }
   const text = readFileSync(path, "utf8");
   return parseConfigText(text, path, options);
 }
 
-export function parseConfigText(text: string, path: string, options: LoadConfigOptions = {}): ZtConfig {
+export function parseConfigText(
+  text: string,
+  path: string,
+  options: LoadConfigOptions = {},
+): ZtConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
@@ -65,7 +76,11 @@ export function parseConfigText(text: string, path: string, options: LoadConfigO
   }
   let raw: unknown = doc.toJS() ?? {};
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new ZtError("ZT_CONFIG_INVALID", `${path}: expected a mapping of settings at the top level`, { path });
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${path}: expected a mapping of settings at the top level`,
+      { path },
+    );
   }
   raw = applyEnvOverrides(raw as Record<string, unknown>, options.env ?? {});
   return validateConfig(raw, path);
@@ -142,9 +157,13 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
   const names = new Set<string>();
   const routes: ResolvedRoute[] = c.routes.map((r, i) => {
     if (names.has(r.name)) {
-      throw new ZtError("ZT_CONFIG_INVALID", `${path}: routes[${i}].name: duplicate route name "${r.name}"`, {
-        path,
-      });
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${path}: routes[${i}].name: duplicate route name "${r.name}"`,
+        {
+          path,
+        },
+      );
     }
     names.add(r.name);
     const from = new URL(r.from);

@@ -9,7 +9,10 @@ const duration = z.union([z.string(), z.number()]);
 
 const listenAddress = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "host:port", e.g. "127.0.0.1:8443"');
+  .regex(
+    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
+    'expected "host:port", e.g. "127.0.0.1:8443"',
+  );
 
 const urlString = (what: string) =>
   z.string().refine((s) => {
@@ -83,7 +86,10 @@ export const configSchema = z
       .object({
         ttl: duration.default("12h"),
         idle_timeout: duration.default("2h"),
-        cookie_name: z.string().regex(/^[A-Za-z0-9_-]+$/).default("zt_session"),
+        cookie_name: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]+$/)
+          .default("zt_session"),
         cookie_domain: z.string().optional(),
         /** Re-check live sessions at least this often, so time-based conditions apply. */
         recheck_interval: duration.default("30s"),
@@ -98,7 +104,11 @@ export const configSchema = z
     limits: z
       .object({
         max_header_bytes: z.number().int().positive().default(16_384),
-        max_body_bytes: z.number().int().positive().default(10 * 1024 * 1024),
+        max_body_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(10 * 1024 * 1024),
         header_timeout: duration.default("10s"),
         request_timeout: duration.default("60s"),
         max_connections_per_source: z.number().int().positive().default(256),

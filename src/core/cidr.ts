@@ -16,7 +16,8 @@ export class CidrSet {
     for (const c of cidrs) {
       const [addr, bitsText] = c.split("/");
       const family = isIP(addr ?? "");
-      if (family === 0) throw new ZtError("ZT_CONFIG_INVALID", `${what}: "${c}" is not an IP address or CIDR`);
+      if (family === 0)
+        throw new ZtError("ZT_CONFIG_INVALID", `${what}: "${c}" is not an IP address or CIDR`);
       const max = family === 4 ? 32 : 128;
       const bits = bitsText === undefined ? max : Number(bitsText);
       if (!Number.isInteger(bits) || bits < 0 || bits > max) {

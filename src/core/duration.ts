@@ -9,7 +9,10 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 export function parseDuration(input: string | number, what = "duration"): number {
   if (typeof input === "number") {
     if (!Number.isFinite(input) || input < 0) {
-      throw new ZtError("ZT_BAD_REQUEST", `${what}: expected a non-negative duration, got ${input}`);
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `${what}: expected a non-negative duration, got ${input}`,
+      );
     }
     return Math.round(input * 1000);
   }

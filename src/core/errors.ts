@@ -35,6 +35,7 @@ export const ERROR_TABLE = {
   ZT_SESSION_EXPIRED: { http: 401, exit: 77 },
   ZT_SESSION_REVOKED: { http: 401, exit: 77 },
   ZT_CSRF: { http: 403, exit: 77 },
+  ZT_STEP_UP_REQUIRED: { http: 401, exit: 77 },
   // policy
   ZT_POLICY_INVALID: { http: 400, exit: 65 },
   ZT_POLICY_TEST_FAILED: { http: 400, exit: 1 },
@@ -44,6 +45,7 @@ export const ERROR_TABLE = {
   ZT_REQUEST_AMBIGUOUS: { http: 400, exit: 64 },
   ZT_UPSTREAM_UNAVAILABLE: { http: 502, exit: 69 },
   ZT_UPSTREAM_TIMEOUT: { http: 504, exit: 69 },
+  ZT_FORWARD_AUTH_UNTRUSTED: { http: 403, exit: 77 },
   // pki
   ZT_PKI_CSR_INVALID: { http: 400, exit: 65 },
   ZT_PKI_SAN_NOT_ALLOWED: { http: 403, exit: 77 },
@@ -78,7 +80,12 @@ export class ZtError extends Error {
   readonly code: ZtErrorCode;
   readonly context: ZtErrorContext;
 
-  constructor(code: ZtErrorCode, message: string, context: ZtErrorContext = {}, options?: { cause?: unknown }) {
+  constructor(
+    code: ZtErrorCode,
+    message: string,
+    context: ZtErrorContext = {},
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = "ZtError";
     this.code = code;

@@ -1,4 +1,12 @@
-import { statSync, writeFileSync, renameSync, mkdirSync, readFileSync, existsSync, chmodSync } from "node:fs";
+import {
+  statSync,
+  writeFileSync,
+  renameSync,
+  mkdirSync,
+  readFileSync,
+  existsSync,
+  chmodSync,
+} from "node:fs";
 import { dirname } from "node:path";
 import { ZtError } from "./errors.js";
 

@@ -1,4 +1,9 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+} from "node:crypto";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { SecretBox } from "../core/secret-box.js";
@@ -76,9 +81,14 @@ export class KeyStore {
 
   async #create(purpose: string, alg: KeyAlg): Promise<SigningKey> {
     const pair =
-      alg === "ES256" ? generateKeyPairSync("ec", { namedCurve: "P-256" }) : generateKeyPairSync("ed25519");
+      alg === "ES256"
+        ? generateKeyPairSync("ec", { namedCurve: "P-256" })
+        : generateKeyPairSync("ed25519");
     const kid = newId("key");
-    const jwk = { ...pair.publicKey.export({ format: "jwk" }), kid, alg, use: "sig" } as Record<string, unknown>;
+    const jwk = { ...pair.publicKey.export({ format: "jwk" }), kid, alg, use: "sig" } as Record<
+      string,
+      unknown
+    >;
     const pkcs8 = pair.privateKey.export({ format: "der", type: "pkcs8" });
     const createdAt = this.#clock.now();
     await this.#store.db
@@ -94,7 +104,15 @@ export class KeyStore {
         status: "active",
       })
       .execute();
-    return { kid, alg, purpose, privateKey: pair.privateKey, publicKey: pair.publicKey, publicJwk: jwk, createdAt };
+    return {
+      kid,
+      alg,
+      purpose,
+      privateKey: pair.privateKey,
+      publicKey: pair.publicKey,
+      publicJwk: jwk,
+      createdAt,
+    };
   }
 
   #fromRow(row: {

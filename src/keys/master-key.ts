@@ -16,7 +16,10 @@ function decodeKey(text: string, where: string): Buffer {
   const t = text.trim();
   const buf = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, "hex") : Buffer.from(t, "base64");
   if (buf.length !== 32) {
-    throw new ZtError("ZT_CONFIG_INVALID", `${where}: expected a 32-byte key, base64 or hex encoded`);
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${where}: expected a 32-byte key, base64 or hex encoded`,
+    );
   }
   return buf;
 }
@@ -30,7 +33,11 @@ export function loadMasterKey(options: MasterKeyOptions): SecretBox {
   const file = options.masterKeyFile ?? join(options.dataDir, "master.key");
   if (!fileExists(file)) {
     if (!options.create) {
-      throw new ZtError("ZT_CONFIG_NOT_FOUND", `master key file ${file} not found; run \`zt init\` first`, { file });
+      throw new ZtError(
+        "ZT_CONFIG_NOT_FOUND",
+        `master key file ${file} not found; run \`zt init\` first`,
+        { file },
+      );
     }
     writePrivateFile(file, generateMasterKey().toString("base64") + "\n");
   }

@@ -27,10 +27,20 @@ export class EntitySnapshot {
 
   async load(): Promise<void> {
     for (const r of this.#ctx.config.routes) {
-      this.entities.upsert({ uid: { type: "App", id: r.name }, attrs: { name: r.name }, parents: [] });
+      this.entities.upsert({
+        uid: { type: "App", id: r.name },
+        attrs: { name: r.name },
+        parents: [],
+      });
     }
-    const users = await this.#ctx.store.db.selectFrom("users").select(["id", "name", "email", "disabled"]).execute();
-    const memberships = await this.#ctx.store.db.selectFrom("user_groups").select(["user_id", "group_name"]).execute();
+    const users = await this.#ctx.store.db
+      .selectFrom("users")
+      .select(["id", "name", "email", "disabled"])
+      .execute();
+    const memberships = await this.#ctx.store.db
+      .selectFrom("user_groups")
+      .select(["user_id", "group_name"])
+      .execute();
     const groupsOf = new Map<string, string[]>();
     for (const m of memberships) {
       const list = groupsOf.get(m.user_id) ?? [];
@@ -38,7 +48,13 @@ export class EntitySnapshot {
       groupsOf.set(m.user_id, list);
     }
     for (const u of users) {
-      this.#put({ id: u.id, name: u.name, email: u.email, groups: groupsOf.get(u.id) ?? [], disabled: u.disabled === 1 });
+      this.#put({
+        id: u.id,
+        name: u.name,
+        email: u.email,
+        groups: groupsOf.get(u.id) ?? [],
+        disabled: u.disabled === 1,
+      });
     }
     this.#unsubscribe = this.#ctx.events.subscribe((e) => void this.#onEvent(e));
   }
@@ -66,7 +82,13 @@ export class EntitySnapshot {
       .select("group_name")
       .where("user_id", "=", userId)
       .execute();
-    this.#put({ id: u.id, name: u.name, email: u.email, groups: groups.map((g) => g.group_name), disabled: u.disabled === 1 });
+    this.#put({
+      id: u.id,
+      name: u.name,
+      email: u.email,
+      groups: groups.map((g) => g.group_name),
+      disabled: u.disabled === 1,
+    });
   }
 
   close(): void {
@@ -90,12 +112,17 @@ export class EntitySnapshot {
   async #onEvent(e: ZtEvent): Promise<void> {
     const userId = e.data["userId"];
     if (typeof userId !== "string") {
-      if (e.kind === "user.groups-changed" || e.kind === "user.disabled" || e.kind === "user.enabled") {
+      if (
+        e.kind === "user.groups-changed" ||
+        e.kind === "user.disabled" ||
+        e.kind === "user.enabled"
+      ) {
         // An event without a user id: reload everyone (rare; keeps us correct).
         await this.load().catch(() => undefined);
       }
       return;
     }
-    if (e.kind.startsWith("user.") || e.kind === "mfa.reset") await this.refreshUser(userId).catch(() => undefined);
+    if (e.kind.startsWith("user.") || e.kind === "mfa.reset")
+      await this.refreshUser(userId).catch(() => undefined);
   }
 }

@@ -52,14 +52,30 @@ export class PolicyHolder {
           outcome: "success",
           data: { version: engine.policySet.version, policies: engine.policySet.policies.length },
         });
-        void this.#ctx.events.publish("policy.changed", { version: engine.policySet.version }).catch(() => undefined);
+        void this.#ctx.events
+          .publish("policy.changed", { version: engine.policySet.version })
+          .catch(() => undefined);
       }
-      return { ok: true, version: engine.policySet.version, policies: engine.policySet.policies.length };
+      return {
+        ok: true,
+        version: engine.policySet.version,
+        policies: engine.policySet.policies.length,
+      };
     } catch (e) {
       const message = isZtError(e) ? e.message : String((e as Error).message ?? e);
       this.#lastError = message;
-      this.#ctx.audit.record({ kind: "policy.load", outcome: "failure", reason: "policy-invalid", data: { error: message } });
-      return { ok: false, version: before, error: message, policies: this.#engine?.policySet.policies.length ?? 0 };
+      this.#ctx.audit.record({
+        kind: "policy.load",
+        outcome: "failure",
+        reason: "policy-invalid",
+        data: { error: message },
+      });
+      return {
+        ok: false,
+        version: before,
+        error: message,
+        policies: this.#engine?.policySet.policies.length ?? 0,
+      };
     }
   }
 

@@ -28,7 +28,11 @@ export interface CreateSessionOptions {
 
 export type SessionCheck =
   | { ok: true; session: SessionInfo }
-  | { ok: false; code: "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED"; reason: string };
+  | {
+      ok: false;
+      code: "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED";
+      reason: string;
+    };
 
 type RevokedListener = (sessionId: string, reason: string) => void;
 
@@ -116,8 +120,10 @@ export class SessionService {
 
   #validate(s: SessionInfo): SessionCheck {
     const now = this.#ctx.clock.now();
-    if (s.revokedAt !== null) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "session-revoked" };
-    if (now >= s.expiresAt) return { ok: false, code: "ZT_SESSION_EXPIRED", reason: "session-expired" };
+    if (s.revokedAt !== null)
+      return { ok: false, code: "ZT_SESSION_REVOKED", reason: "session-revoked" };
+    if (now >= s.expiresAt)
+      return { ok: false, code: "ZT_SESSION_EXPIRED", reason: "session-expired" };
     if (now - s.lastSeenAt >= this.#ctx.config.sessionIdleMs) {
       return { ok: false, code: "ZT_SESSION_EXPIRED", reason: "session-idle" };
     }
@@ -136,13 +142,21 @@ export class SessionService {
   /** Records a fresh MFA verification (step-up) on a session. */
   async markMfa(sessionId: string): Promise<void> {
     const now = this.#ctx.clock.now();
-    await this.#ctx.store.db.updateTable("sessions").set({ mfa_at: now }).where("id", "=", sessionId).execute();
+    await this.#ctx.store.db
+      .updateTable("sessions")
+      .set({ mfa_at: now })
+      .where("id", "=", sessionId)
+      .execute();
     const s = this.#byId.get(sessionId);
     if (s) s.mfaAt = now;
   }
 
   async get(sessionId: string): Promise<SessionInfo | undefined> {
-    const row = await this.#ctx.store.db.selectFrom("sessions").selectAll().where("id", "=", sessionId).executeTakeFirst();
+    const row = await this.#ctx.store.db
+      .selectFrom("sessions")
+      .selectAll()
+      .where("id", "=", sessionId)
+      .executeTakeFirst();
     return row ? fromRow(row) : undefined;
   }
 
@@ -170,7 +184,12 @@ export class SessionService {
     const n = Number(res.numUpdatedRows ?? 0);
     for (const id of sessionIds) this.#markRevoked(id, reason, now);
     await this.#ctx.events.publish("session.revoked", { sessionIds, reason });
-    this.#ctx.audit.record({ kind: "session.revoke", outcome: "info", reason, data: { session_ids: sessionIds } });
+    this.#ctx.audit.record({
+      kind: "session.revoke",
+      outcome: "info",
+      reason,
+      data: { session_ids: sessionIds },
+    });
     return n;
   }
 

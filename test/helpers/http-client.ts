@@ -10,7 +10,13 @@ export interface ClientResponse {
 /** A plain HTTP request to 127.0.0.1:port with an explicit Host header (real socket). */
 export function request(
   port: number,
-  options: { host: string; path?: string; method?: string; headers?: Record<string, string>; body?: string },
+  options: {
+    host: string;
+    path?: string;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string;
+  },
 ): Promise<ClientResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -42,7 +48,13 @@ export function request(
 }
 
 /** Logs in with JSON and returns the session cookie ("name=value"). */
-export async function login(port: number, host: string, username: string, password: string, totp: string): Promise<{ status: number; cookie?: string; body: Record<string, unknown> }> {
+export async function login(
+  port: number,
+  host: string,
+  username: string,
+  password: string,
+  totp: string,
+): Promise<{ status: number; cookie?: string; body: Record<string, unknown> }> {
   const r = await request(port, {
     host,
     path: "/.zt/login",

@@ -9,7 +9,11 @@ export interface SeenRequest {
 }
 
 /** A real upstream HTTP server that records what reached it. */
-export async function startRecordingUpstream(): Promise<{ port: number; seen: SeenRequest[]; close(): Promise<void> }> {
+export async function startRecordingUpstream(): Promise<{
+  port: number;
+  seen: SeenRequest[];
+  close(): Promise<void>;
+}> {
   const seen: SeenRequest[] = [];
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers });

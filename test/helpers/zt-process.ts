@@ -13,7 +13,10 @@ export interface RunResult {
 }
 
 /** Runs the real `zt` CLI and collects its output. */
-export function runZt(args: string[], options: { env?: Record<string, string>; input?: string; cwd?: string } = {}): Promise<RunResult> {
+export function runZt(
+  args: string[],
+  options: { env?: Record<string, string>; input?: string; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [ZT_BIN, ...args], {
       cwd: options.cwd ?? ROOT,
@@ -39,7 +42,10 @@ export interface UpProcess {
 }
 
 /** Starts `zt up` as a real process and waits for "zt: ready". */
-export function startZtUp(args: string[], options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<UpProcess> {
+export function startZtUp(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<UpProcess> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [ZT_BIN, ...args], {
       cwd: options.cwd ?? ROOT,
@@ -87,7 +93,8 @@ export function tempDir(prefix = "zt-test-"): string {
 /** Writes a zt.yaml + policies folder into a fresh temp dir; returns the config path. */
 export function writeConfig(dir: string, yaml: string, policies: Record<string, string>): string {
   mkdirSync(join(dir, "policies"), { recursive: true });
-  for (const [name, text] of Object.entries(policies)) writeFileSync(join(dir, "policies", name), text);
+  for (const [name, text] of Object.entries(policies))
+    writeFileSync(join(dir, "policies", name), text);
   const p = join(dir, "zt.yaml");
   writeFileSync(p, yaml);
   return p;

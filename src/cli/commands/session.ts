@@ -23,7 +23,10 @@ export function registerSessionCommands(program: Command): void {
           if (!userId) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${opts.user}`);
         }
         const sessions = new SessionService(ctx);
-        const list = await sessions.list({ ...(userId ? { userId } : {}), includeInactive: opts.all ?? false });
+        const list = await sessions.list({
+          ...(userId ? { userId } : {}),
+          includeInactive: opts.all ?? false,
+        });
         sessions.close();
         const rows = list.map((s) => ({
           id: s.id,
@@ -32,7 +35,9 @@ export function registerSessionCommands(program: Command): void {
           expires: new Date(s.expiresAt).toISOString(),
           mfa_at: new Date(s.mfaAt).toISOString(),
           source_ip: s.sourceIp,
-          revoked: s.revokedAt ? `${new Date(s.revokedAt).toISOString()} (${s.revokeReason})` : null,
+          revoked: s.revokedAt
+            ? `${new Date(s.revokedAt).toISOString()} (${s.revokeReason})`
+            : null,
         }));
         if (opts.json) printJson(rows);
         else printTable(rows, ["id", "user", "created", "expires", "source_ip", "revoked"]);
@@ -46,26 +51,36 @@ export function registerSessionCommands(program: Command): void {
     .option("--user <name>", "revoke all of this user's sessions")
     .option("--reason <text>", "reason recorded in the audit log", "revoked-by-admin")
     .option("--json", "JSON output")
-    .action(async (id: string | undefined, opts: { user?: string; reason: string; json?: boolean }, cmd: Command) =>
-      withContext(cmd, async (ctx) => {
-        if ((id === undefined) === (opts.user === undefined)) throw usageError("give a session ID or --user NAME (one of them)");
-        const sessions = new SessionService(ctx);
-        try {
-          let n: number;
-          if (opts.user) {
-            const u = await ctx.store.db.selectFrom("users").select("id").where("name", "=", opts.user).executeTakeFirst();
-            if (!u) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${opts.user}`);
-            n = await sessions.revokeUser(u.id, opts.reason);
-          } else {
-            const s = await sessions.get(id!);
-            if (!s) throw new ZtError("ZT_NOT_FOUND", `no session ${id}`);
-            n = await sessions.revoke([id!], opts.reason);
+    .action(
+      async (
+        id: string | undefined,
+        opts: { user?: string; reason: string; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          if ((id === undefined) === (opts.user === undefined))
+            throw usageError("give a session ID or --user NAME (one of them)");
+          const sessions = new SessionService(ctx);
+          try {
+            let n: number;
+            if (opts.user) {
+              const u = await ctx.store.db
+                .selectFrom("users")
+                .select("id")
+                .where("name", "=", opts.user)
+                .executeTakeFirst();
+              if (!u) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${opts.user}`);
+              n = await sessions.revokeUser(u.id, opts.reason);
+            } else {
+              const s = await sessions.get(id!);
+              if (!s) throw new ZtError("ZT_NOT_FOUND", `no session ${id}`);
+              n = await sessions.revoke([id!], opts.reason);
+            }
+            if (opts.json) printJson({ revoked: n });
+            else process.stdout.write(`revoked ${n} session(s)\n`);
+          } finally {
+            sessions.close();
           }
-          if (opts.json) printJson({ revoked: n });
-          else process.stdout.write(`revoked ${n} session(s)\n`);
-        } finally {
-          sessions.close();
-        }
-      }),
+        }),
     );
 }

@@ -8,7 +8,10 @@ export function registerUpCommands(program: Command): void {
   program
     .command("up")
     .description("run the control plane (API) and the identity-aware proxy")
-    .option("--demo", "run the demo: creates ./.zt-demo (config, data, demo user), starts a demo upstream app")
+    .option(
+      "--demo",
+      "run the demo: creates ./.zt-demo (config, data, demo user), starts a demo upstream app",
+    )
     .option("--demo-dir <dir>", "folder for the demo", ".zt-demo")
     .option("--demo-port <port>", "port for the demo upstream app", "9000")
     .action(async (opts: { demo?: boolean; demoDir: string; demoPort: string }, cmd: Command) => {
@@ -16,7 +19,10 @@ export function registerUpCommands(program: Command): void {
         const g = globalOptions(cmd);
         const demoPort = Number(opts.demoPort);
         if (!Number.isInteger(demoPort) || demoPort < 0 || demoPort > 65535) {
-          throw new (await import("../../core/errors.js")).ZtError("ZT_USAGE", `--demo-port: expected a port number, got ${opts.demoPort}`);
+          throw new (await import("../../core/errors.js")).ZtError(
+            "ZT_USAGE",
+            `--demo-port: expected a port number, got ${opts.demoPort}`,
+          );
         }
         const running = await runUp({
           configPath: configPathFrom(g.config, process.env),
@@ -37,7 +43,11 @@ export function registerUpCommands(program: Command): void {
         process.on("SIGTERM", () => stop("SIGTERM"));
         process.on("SIGHUP", () => {
           const r = running.services.policies.reload();
-          process.stdout.write(r.ok ? `zt: policies reloaded (${r.policies})\n` : `zt: policy reload refused: ${r.error}\n`);
+          process.stdout.write(
+            r.ok
+              ? `zt: policies reloaded (${r.policies})\n`
+              : `zt: policy reload refused: ${r.error}\n`,
+          );
         });
       } catch (e) {
         failWith(e);

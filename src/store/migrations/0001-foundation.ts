@@ -25,7 +25,9 @@ export const foundation = (dialect: StoreDialect): Migration => ({
     await db.schema
       .createTable("user_groups")
       .addColumn("user_id", "text", (c) => c.notNull().references("users.id").onDelete("cascade"))
-      .addColumn("group_name", "text", (c) => c.notNull().references("groups.name").onDelete("cascade"))
+      .addColumn("group_name", "text", (c) =>
+        c.notNull().references("groups.name").onDelete("cascade"),
+      )
       .addPrimaryKeyConstraint("user_groups_pk", ["user_id", "group_name"])
       .execute();
     await db.schema
@@ -79,7 +81,11 @@ export const foundation = (dialect: StoreDialect): Migration => ({
       .addColumn("prev_hash", "text")
       .addColumn("hash", "text")
       .execute();
-    await db.schema.createIndex("audit_events_decision").on("audit_events").column("decision_id").execute();
+    await db.schema
+      .createIndex("audit_events_decision")
+      .on("audit_events")
+      .column("decision_id")
+      .execute();
     await db.schema.createIndex("audit_events_ts").on("audit_events").column("ts").execute();
     await db.schema
       .createTable("events")

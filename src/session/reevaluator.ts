@@ -1,0 +1,339 @@
+import type { AppContext } from "../app/index.js";
+import type { Services } from "../app/services.js";
+import type { ZtEvent } from "../events/index.js";
+import type { DecisionPoint, LiveConnection, LiveConnections } from "../proxy/index.js";
+import { DeviceTrust, parseDevicesConfig } from "../device/index.js";
+import { AccessService, GrantCache, RiskSignals } from "../access/index.js";
+import type { SessionInfo, SessionService } from "./session-service.js";
+import type { EntitySnapshot } from "./entity-snapshot.js";
+
+/** Why a re-check happened; user/device causes also revoke sessions that fail. */
+export type RecheckCause = "user" | "device" | "grant" | "policy" | "cert" | "periodic";
+
+export interface ReevaluatorDeps {
+  ctx: AppContext;
+  sessions: SessionService;
+  snapshot: EntitySnapshot;
+  decisions: DecisionPoint;
+  live: LiveConnections;
+  devices: DeviceTrust;
+  grants: GrantCache;
+  access: AccessService;
+  risk: RiskSignals;
+}
+
+export interface RecheckResult {
+  checked: number;
+  closed: number;
+  revokedSessions: string[];
+}
+
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The Policy Administrator at work: hears every event that can change a decision,
+ * re-decides the live connections it touches with fresh context, closes those that no
+ * longer pass, and revokes their sessions when the cause is about the user or device.
+ * A periodic tick (session.recheck_interval) applies time-based conditions, expires
+ * grants and device reports, and refreshes risk signals; grant expiry also has its own
+ * timer armed on the clock.
+ */
+export class Reevaluator {
+  readonly #d: ReevaluatorDeps;
+  #unsubscribe: (() => void) | undefined;
+  #interval: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #lastTick: number;
+  #closed = false;
+  /** Listeners told about every cut (for metrics, tests and the revoke benchmark). */
+  readonly #onCut = new Set<(sessionId: string, reason: string) => void>();
+
+  constructor(deps: ReevaluatorDeps) {
+    this.#d = deps;
+    this.#lastTick = deps.ctx.clock.now();
+  }
+
+  start(): void {
+    this.#unsubscribe = this.#d.ctx.events.subscribe((e) => {
+      this.#enqueue(() => this.handle(e));
+    });
+    const every = Math.max(50, this.#d.ctx.config.sessionRecheckMs);
+    this.#interval = setInterval(() => this.#enqueue(() => this.tick()), every);
+    this.#interval.unref();
+    this.#armExpiry();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#unsubscribe?.();
+    if (this.#interval) clearInterval(this.#interval);
+    if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
+  }
+
+  onCut(listener: (sessionId: string, reason: string) => void): () => void {
+    this.#onCut.add(listener);
+    return () => this.#onCut.delete(listener);
+  }
+
+  /** Waits until every queued event and tick has been handled. */
+  async idle(): Promise<void> {
+    let q: Promise<unknown>;
+    do {
+      q = this.#queue;
+      await q;
+    } while (q !== this.#queue);
+  }
+
+  /** Handles one event (exposed for tests; normally called from the subscription). */
+  async handle(e: ZtEvent): Promise<RecheckResult | undefined> {
+    const d = this.#d;
+    const userId = typeof e.data["userId"] === "string" ? e.data["userId"] : undefined;
+    switch (e.kind) {
+      case "user.disabled":
+      case "user.enabled":
+      case "user.deleted":
+      case "user.groups-changed":
+      case "mfa.reset": {
+        if (!userId) return this.recheck(() => true, "user", e.kind);
+        const before = d.snapshot.user(userId)?.name;
+        await d.snapshot.refreshUser(userId);
+        const name =
+          d.snapshot.user(userId)?.name ??
+          before ??
+          (typeof e.data["name"] === "string" ? e.data["name"] : undefined);
+        return this.recheck(
+          (c) => c.facts.principal.type === "User" && c.facts.principal.id === name,
+          "user",
+          reasonFor(e.kind),
+        );
+      }
+      case "device.changed": {
+        const deviceId = typeof e.data["deviceId"] === "string" ? e.data["deviceId"] : undefined;
+        if (!deviceId) return undefined;
+        const prev = d.devices.device(deviceId);
+        const wasCompliant = prev ? d.devices.compliantNow(prev) : false;
+        const sessionId = typeof e.data["sessionId"] === "string" ? e.data["sessionId"] : undefined;
+        if (sessionId) d.devices.bindSession(sessionId, deviceId);
+        const now = await d.devices.refresh(deviceId);
+        const isCompliant = now ? d.devices.compliantNow(now) : false;
+        const bound = new Set(d.devices.sessionsOfDevice(deviceId));
+        const result = await this.recheck(
+          (c) => bound.has(c.sessionId),
+          "device",
+          "device-noncompliant",
+        );
+        if (wasCompliant && !isCompliant) {
+          // The device fell out of compliance: its sessions end, not just its connections.
+          const ids = [...bound].filter((id) => !result.revokedSessions.includes(id));
+          if (ids.length) {
+            await d.sessions.revoke(ids, "device-noncompliant");
+            result.revokedSessions.push(...ids);
+          }
+        }
+        return result;
+      }
+      case "grant.changed": {
+        const requestId = typeof e.data["requestId"] === "string" ? e.data["requestId"] : undefined;
+        const user = requestId ? await d.grants.refresh(requestId) : undefined;
+        this.#armExpiry();
+        const name = user ?? (typeof e.data["user"] === "string" ? e.data["user"] : undefined);
+        return this.recheck(
+          (c) => c.facts.principal.type === "User" && c.facts.principal.id === name,
+          "grant",
+          "grant-ended",
+        );
+      }
+      case "session.revoked": {
+        const ids = Array.isArray(e.data["sessionIds"]) ? (e.data["sessionIds"] as unknown[]) : [];
+        for (const id of ids) if (typeof id === "string") d.devices.forgetSession(id);
+        return undefined;
+      }
+      case "policy.changed":
+        return this.recheck(() => true, "policy", "policy-changed");
+      case "cert.revoked":
+        return this.recheck(() => true, "cert", "cert-revoked");
+      default:
+        return undefined;
+    }
+  }
+
+  /**
+   * The periodic pass: expire grants and device reports that ran out, refresh risk
+   * signals, then re-decide every live connection (time-based conditions).
+   */
+  async tick(): Promise<RecheckResult> {
+    const d = this.#d;
+    const now = d.ctx.clock.now();
+    const since = this.#lastTick;
+    this.#lastTick = now;
+    d.grants.dropExpired(now);
+    await d.access.expireDue(now).catch(() => []);
+    for (const dev of d.devices.expiredSince(since, now)) {
+      const ids = d.devices.sessionsOfDevice(dev.id);
+      d.ctx.audit.record({
+        kind: "device.expired",
+        outcome: "info",
+        reason: "device-report-missing",
+        data: { device_id: dev.id, sessions: ids.length },
+      });
+      if (ids.length) await d.sessions.revoke(ids, "device-report-missing");
+    }
+    await d.risk.refresh().catch(() => undefined);
+    this.#armExpiry();
+    return this.recheck(() => true, "periodic", "recheck-failed");
+  }
+
+  /**
+   * Re-decides the live connections matching `which` with fresh context; closes the
+   * ones that no longer pass (and, for user/device causes, revokes their sessions).
+   */
+  async recheck(
+    which: (c: LiveConnection) => boolean,
+    cause: RecheckCause,
+    reason: string,
+  ): Promise<RecheckResult> {
+    const d = this.#d;
+    const now = d.ctx.clock.now();
+    let sessionsById: Map<string, SessionInfo> | undefined;
+    const sessionOf = (id: string) =>
+      (sessionsById ??= new Map([...d.sessions.cached()].map((s) => [s.id, s]))).get(id);
+    const toClose: { c: LiveConnection; why: string }[] = [];
+    const revoke = new Set<string>();
+    let checked = 0;
+    for (const c of d.live.all()) {
+      if (!which(c)) continue;
+      checked++;
+      const s = sessionOf(c.sessionId);
+      if (s && (s.revokedAt !== null || now >= s.expiresAt)) {
+        toClose.push({ c, why: s.revokedAt !== null ? "session-revoked" : "session-expired" });
+        continue;
+      }
+      const mfaAgeSeconds = s ? (now - s.mfaAt) / 1000 : c.facts.mfaAgeSeconds;
+      const decision = d.decisions.decide({ ...c.facts, mfaAgeSeconds, pep: "reevaluator" });
+      if (decision.result.verdict === "allow") continue;
+      const why = decision.result.reason || reason;
+      toClose.push({ c, why });
+      if (cause === "user" || cause === "device") revoke.add(c.sessionId);
+    }
+    for (const { c, why } of toClose) {
+      c.close(why);
+      d.ctx.audit.record({
+        kind: "session.cut",
+        outcome: "deny",
+        subject: c.facts.subject,
+        route: c.facts.route,
+        reason: why,
+        data: { session_id: c.sessionId, cause },
+      });
+      for (const l of this.#onCut) l(c.sessionId, why);
+    }
+    const revokedSessions = [...revoke];
+    if (revokedSessions.length) await d.sessions.revoke(revokedSessions, reason);
+    return { checked, closed: toClose.length, revokedSessions };
+  }
+
+  #enqueue(job: () => Promise<unknown>): void {
+    if (this.#closed) return;
+    this.#queue = this.#queue.then(job).catch((e: unknown) => {
+      this.#d.ctx.audit.record({
+        kind: "reevaluate.error",
+        outcome: "failure",
+        reason: "reevaluate-failed",
+        data: { error: (e as Error)?.message ?? String(e) },
+      });
+    });
+  }
+
+  #armExpiry(): void {
+    if (this.#closed) return;
+    if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    const next = this.#d.grants.nextExpiry();
+    if (next === undefined) return;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, next - this.#d.ctx.clock.now()));
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      this.#enqueue(() => this.#expireGrants());
+    }, delay);
+    this.#expiryTimer.unref();
+  }
+
+  async #expireGrants(): Promise<void> {
+    const d = this.#d;
+    const now = d.ctx.clock.now();
+    const users = new Set(d.grants.dropExpired(now));
+    await d.access.expireDue(now).catch(() => []);
+    if (users.size)
+      await this.recheck(
+        (c) => c.facts.principal.type === "User" && users.has(c.facts.principal.id),
+        "grant",
+        "grant-expired",
+      );
+    this.#armExpiry();
+  }
+}
+
+function reasonFor(kind: string): string {
+  if (kind === "user.disabled" || kind === "user.deleted") return "user-disabled";
+  if (kind === "mfa.reset") return "mfa-reset";
+  return "user-changed";
+}
+
+/** Everything continuous verification adds to a running zt. */
+export interface ContinuousVerification {
+  devices: DeviceTrust;
+  grants: GrantCache;
+  risk: RiskSignals;
+  access: AccessService;
+  reevaluator: Reevaluator;
+  /** Runs one periodic pass now (tests with a manual clock call this after advancing it). */
+  tick(): Promise<RecheckResult>;
+  close(): void;
+}
+
+/**
+ * Wires device posture, grants, break-glass and risk signals into the decision point
+ * (as in-memory context contributors) and starts the re-evaluator over the PEP's live
+ * connections. Refuses to start on an invalid `devices:` / `access:` section.
+ */
+export async function startContinuousVerification(
+  s: Pick<Services, "ctx" | "sessions" | "snapshot" | "decisions">,
+  live: LiveConnections,
+): Promise<ContinuousVerification> {
+  const { ctx } = s;
+  const devices = new DeviceTrust(ctx, parseDevicesConfig(ctx.config.devices), s.snapshot.entities);
+  const access = new AccessService(ctx);
+  const grants = new GrantCache(ctx);
+  const risk = new RiskSignals(ctx, (ip) => s.decisions.networkLabel(ip));
+  await devices.load();
+  await grants.load();
+  await risk.refresh();
+  s.decisions.addContextContributor((f) => risk.contribute(f));
+  s.decisions.addContextContributor((f) => grants.contribute(f));
+  s.decisions.addContextContributor((f) => devices.contribute(f));
+  const reevaluator = new Reevaluator({
+    ctx,
+    sessions: s.sessions,
+    snapshot: s.snapshot,
+    decisions: s.decisions,
+    live,
+    devices,
+    grants,
+    access,
+    risk,
+  });
+  reevaluator.start();
+  return {
+    devices,
+    grants,
+    risk,
+    access,
+    reevaluator,
+    tick: async () => {
+      await reevaluator.idle();
+      return reevaluator.tick();
+    },
+    close: () => reevaluator.close(),
+  };
+}
