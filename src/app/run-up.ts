@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { resolve, relative } from "node:path";
 import qrcode from "qrcode-terminal";
 import type { AddressInfo } from "node:net";
@@ -6,9 +7,12 @@ import { ZtError } from "../core/errors.js";
 import { readPrivateFile } from "../core/secure-files.js";
 import { createApiServer } from "../api/index.js";
 import { createPep, type Pep } from "../proxy/index.js";
+import { initPki, pkiServerTlsOptions } from "../pki/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
 import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
+import type { Clock } from "../core/clock.js";
+import { startContinuousVerification, type ContinuousVerification } from "../session/reevaluator.js";
 import {
   DEMO_USER,
   ensureDemoFiles,
@@ -26,6 +30,8 @@ export interface RunUpOptions {
   /** Port for the demo upstream app (0 = any). */
   demoPort?: number | undefined;
   out?: (line: string) => void;
+  /** Injected clock (tests); defaults to the system clock. */
+  clock?: Clock | undefined;
 }
 
 export interface RunningZt {
@@ -34,6 +40,8 @@ export interface RunningZt {
   pep: Pep;
   pepAddress: AddressInfo;
   apiAddress: AddressInfo;
+  /** Device posture, grants, risk signals and the re-evaluator (continuous verification). */
+  continuous: ContinuousVerification;
   demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
   close(): Promise<void>;
 }
@@ -90,18 +98,17 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`,
     );
   }
-  const ctx = await openAppContext(config, { env: o.env, create: true });
+  const ctx = await openAppContext(config, { env: o.env, create: true, ...(o.clock ? { clock: o.clock } : {}) });
   let services: Services | undefined;
   let pep: Pep | undefined;
+  let continuous: ContinuousVerification | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   try {
+    await initPki(ctx);
     services = await createServices(ctx);
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
-    const tls =
-      config.tls?.cert && config.tls.key
-        ? { cert: readPrivateOrPublic(config.tls.cert), key: readPrivateFile(config.tls.key) }
-        : undefined;
+    const tls = await listenerTls(ctx, config, proxyListen.host);
     pep = createPep(services, { tls });
     const pepAddress = await pep.listen(proxyListen.host, proxyListen.port);
     const scheme = tls ? "https" : "http";
@@ -117,6 +124,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     });
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;
+    continuous = await startContinuousVerification(services, pep.live);
     await ctx.events.start();
     services.policies.watch((r) => {
       if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
@@ -141,7 +149,9 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       pepAddress,
       apiAddress,
       demo,
+      continuous,
       async close() {
+        continuous?.close();
         await pep?.close();
         await api?.close();
         services?.close();
@@ -151,6 +161,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     };
     return running;
   } catch (e) {
+    continuous?.close();
     await pep?.close().catch(() => undefined);
     await api?.close().catch(() => undefined);
     services?.close();
@@ -160,8 +171,23 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   }
 }
 
-function readPrivateOrPublic(path: string): Buffer {
-  return readPrivateFile(path);
+/** TLS for the PEP listener: configured files, or a certificate from zt's own CA. */
+async function listenerTls(
+  ctx: AppContext,
+  config: ZtConfig,
+  host: string,
+): Promise<{ key: string | Buffer; cert: string | Buffer; ca?: string; requestCert?: boolean } | undefined> {
+  if (!config.tls) return undefined;
+  const requestCert = config.tls.client_certs !== "off";
+  if (config.tls.cert && config.tls.key) {
+    return { cert: readFileSync(config.tls.cert), key: readPrivateFile(config.tls.key), requestCert };
+  }
+  if (config.tls.from_ca) {
+    const hostnames = [...new Set([host, "localhost", ...config.routes.map((r) => r.host)])];
+    const t = await pkiServerTlsOptions(ctx, { hostnames });
+    return { key: t.key, cert: t.cert, ca: t.ca, requestCert };
+  }
+  throw new ZtError("ZT_CONFIG_INVALID", `${config.configPath}: tls: give cert and key files, or from_ca: true`);
 }
 
 function fmtHost(a: AddressInfo): string {

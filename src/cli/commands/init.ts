@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { configPathFrom, loadConfig } from "../../config/index.js";
 import { openAppContext } from "../../app/index.js";
+import { initPki } from "../../pki/index.js";
 import { failWith, globalOptions } from "../cli-context.js";
 
 const DEFAULT_CONFIG = `# zt configuration. Reference: docs/configuration.md
@@ -47,6 +48,7 @@ export function registerInitCommands(program: Command): void {
         const ctx = await openAppContext(config, { env: process.env, create: true });
         try {
           await ctx.keys.activeKey("assertion", "ES256");
+          await initPki(ctx);
           process.stdout.write(`data directory ready: ${config.data_dir}\n`);
         } finally {
           await ctx.close();
