@@ -12,3 +12,22 @@ export { FlowEvaluator, type FlowProbe, type FlowVerdict } from "./evaluate-flow
 export { SegmentIndex } from "./segment-index.js";
 export { parseCidr, parseIp, formatIp, formatRange, type IpRange } from "./ip-range.js";
 export { parsePortSpec, formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";
+export { loadSegModelFile } from "./load-model.js";
+export {
+  systemNftRunner,
+  NftCommandError,
+  type NftRunner,
+  type NftRunnerOptions,
+} from "./nft-runner.js";
+export {
+  applyRuleset,
+  confirmApply,
+  rollbackIfPending,
+  readRolloutState,
+  readStatus,
+  DEFAULT_SEG_STATE_DIR,
+  type RolloutState,
+  type SegStatus,
+  type RuleCounter,
+} from "./rollout.js";
+export { compileK8s, type CompileK8sResult } from "./compile-k8s.js";

@@ -48,7 +48,7 @@ const RATE_RE = /^(\d{1,9})\/(second|minute|hour|day)$/;
 
 function closest(name: string, names: readonly string[]): string | undefined {
   let best: string | undefined;
-  let bestD = 3;
+  let bestD = Math.min(3, Math.ceil(name.length / 2));
   for (const n of names) {
     const d = editDistance(name, n);
     if (d < bestD) {
@@ -233,6 +233,6 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
 }
 
 function invalid(fileName: string, errors: SegFinding[]): ZtError {
-  const lines = errors.map((e) => formatFinding(fileName, e));
+  const lines = [...errors].sort((a, b) => a.line - b.line).map((e) => formatFinding(fileName, e));
   return new ZtError("ZT_SEG_MODEL_INVALID", lines.join("\n"), { errors: lines });
 }

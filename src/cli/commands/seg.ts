@@ -1,0 +1,263 @@
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { basename } from "node:path";
+import type { Command } from "commander";
+import { systemClock } from "../../core/clock.js";
+import { formatDuration, parseDuration } from "../../core/duration.js";
+import { ZtError } from "../../core/errors.js";
+import {
+  applyRuleset,
+  compileNftables,
+  confirmApply,
+  DEFAULT_SEG_STATE_DIR,
+  formatFinding,
+  loadSegModelFile,
+  readRolloutState,
+  readStatus,
+  rollbackIfPending,
+  systemNftRunner,
+  type NftTarget,
+  compileK8s,
+  type SegFinding,
+} from "../../segment/index.js";
+import { printJson, printTable, usageError, withoutContext } from "../cli-context.js";
+
+interface TargetOpts {
+  host?: string;
+  segment?: string;
+  router?: boolean;
+}
+
+interface StateOpts {
+  stateDir?: string;
+  netns?: string;
+  json?: boolean;
+}
+
+function nftTarget(o: TargetOpts): NftTarget {
+  if ([o.host, o.segment, o.router].filter((x) => x).length > 1)
+    throw usageError("give only one of --host, --segment, --router");
+  if (o.host) return { kind: "host", host: o.host };
+  if (o.segment) return { kind: "segment", segment: o.segment };
+  return { kind: "router" };
+}
+
+function warn(file: string, findings: SegFinding[]): void {
+  for (const f of findings) process.stderr.write(`zt: warning: ${formatFinding(file, f)}\n`);
+}
+
+function stateDirOf(o: StateOpts): string {
+  return o.stateDir ?? process.env["ZT_SEG_STATE_DIR"] ?? DEFAULT_SEG_STATE_DIR;
+}
+
+function rolloutOpts(o: StateOpts) {
+  const base = {
+    stateDir: stateDirOf(o),
+    nft: systemNftRunner(o.netns ? { netns: o.netns } : {}),
+    clock: systemClock,
+  };
+  return o.netns ? { ...base, netns: o.netns } : base;
+}
+
+async function output(text: string, out: string | undefined): Promise<void> {
+  if (out) await writeFile(out, text);
+  else process.stdout.write(text);
+}
+
+/** Starts the detached process that rolls back unless `zt seg confirm` comes first. */
+function spawnRollbackTimer(stateDir: string, token: string, netns: string | undefined): void {
+  const script = process.argv[1];
+  if (!script)
+    throw new ZtError("ZT_INTERNAL", "cannot locate the zt entry point for the rollback timer");
+  const args = [script, "seg", "_rollback-timer", "--state-dir", stateDir, "--token", token];
+  if (netns) args.push("--netns", netns);
+  const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
+  child.unref();
+}
+
+export function registerSegCommands(program: Command): void {
+  const seg = program
+    .command("seg")
+    .description("micro-segmentation: compile, apply, learn and simulate flow models");
+
+  seg
+    .command("check")
+    .description(
+      "validate a model and report overlaps, unknown segments, duplicate and unreachable flows",
+    )
+    .option("-m, --model <file>", "model file", "segments.yaml")
+    .action((o: { model: string }) =>
+      withoutContext(async () => {
+        const { model, findings } = await loadSegModelFile(o.model);
+        warn(basename(o.model), findings);
+        process.stdout.write(
+          `${o.model}: ok (${model.segments.length} segments, ${model.flows.length} flows, ${findings.length} warnings)\n`,
+        );
+      }),
+    );
+
+  seg
+    .command("compile")
+    .description(
+      "compile the model to an nftables script or Kubernetes NetworkPolicy YAML (stdout)",
+    )
+    .option("-m, --model <file>", "model file", "segments.yaml")
+    .option("-t, --target <target>", "nftables | k8s", "nftables")
+    .option("--host <name>", "nftables: the rules one host enforces (host name or address)")
+    .option("--segment <name>", "nftables: the rules every host of a segment enforces")
+    .option("--router", "nftables: a router's forward chain (the default)")
+    .option("-o, --out <file>", "write to a file instead of stdout")
+    .action((o: TargetOpts & { model: string; target: string; out?: string }) =>
+      withoutContext(async () => {
+        const { model, findings, text } = await loadSegModelFile(o.model);
+        warn(basename(o.model), findings);
+        if (o.target === "nftables") {
+          const label = `model ${basename(o.model)} sha256:${createDigest(text).slice(0, 16)}`;
+          await output(compileNftables(model, { target: nftTarget(o), label }).text, o.out);
+          return;
+        }
+        if (o.target === "k8s") {
+          const r = compileK8s(model);
+          for (const w of r.warnings) process.stderr.write(`zt: warning: k8s: ${w}\n`);
+          await output(r.text, o.out);
+          return;
+        }
+        throw usageError(`--target: expected nftables or k8s, got ${JSON.stringify(o.target)}`);
+      }),
+    );
+
+  seg
+    .command("apply")
+    .description(
+      "apply a model (or a compiled .nft file) atomically; roll back unless confirmed in time",
+    )
+    .argument("<file>", "segments.yaml or a script from `zt seg compile`")
+    .option(
+      "--confirm-within <duration>",
+      "roll back unless `zt seg confirm` runs within this window (0 = no)",
+      "60s",
+    )
+    .option("--host <name>", "compile for this host")
+    .option("--segment <name>", "compile for the hosts of this segment")
+    .option("--router", "compile a router's forward chain (the default)")
+    .option(
+      "--state-dir <dir>",
+      `state directory (ZT_SEG_STATE_DIR, default ${DEFAULT_SEG_STATE_DIR})`,
+    )
+    .option("--netns <name>", "apply inside this network namespace")
+    .action((file: string, o: TargetOpts & StateOpts & { confirmWithin: string }) =>
+      withoutContext(async () => {
+        const windowMs = parseDuration(o.confirmWithin, "--confirm-within");
+        let ruleset: string;
+        const raw = await readFile(file, "utf8").catch(() => {
+          throw new ZtError("ZT_NOT_FOUND", `${file}: cannot read`);
+        });
+        if (/\.nft$/.test(file) || (!/\.ya?ml$/.test(file) && /^table\s+inet\s/m.test(raw))) {
+          ruleset = raw;
+        } else {
+          const { model, findings, text } = await loadSegModelFile(file);
+          warn(basename(file), findings);
+          const label = `model ${basename(file)} sha256:${createDigest(text).slice(0, 16)}`;
+          ruleset = compileNftables(model, { target: nftTarget(o), label }).text;
+        }
+        const ro = rolloutOpts(o);
+        const { state } = await applyRuleset(ruleset, {
+          ...ro,
+          confirmWithinMs: windowMs,
+          source: file,
+        });
+        if (state.status === "pending") {
+          spawnRollbackTimer(ro.stateDir, state.token, o.netns);
+          process.stdout.write(
+            `applied ${state.digest.slice(0, 12)} from ${file}; run \`zt seg confirm\` within ${formatDuration(windowMs)} or it is rolled back\n`,
+          );
+        } else {
+          process.stdout.write(`applied ${state.digest.slice(0, 12)} from ${file} (confirmed)\n`);
+        }
+      }),
+    );
+
+  seg
+    .command("confirm")
+    .description("keep the ruleset applied by the last `zt seg apply`")
+    .option("--state-dir <dir>", "state directory")
+    .option("--netns <name>", "network namespace")
+    .action((o: StateOpts) =>
+      withoutContext(async () => {
+        const st = await confirmApply(rolloutOpts(o));
+        process.stdout.write(`confirmed ${st.digest.slice(0, 12)} from ${st.source}\n`);
+      }),
+    );
+
+  seg
+    .command("rollback")
+    .description("restore the previous ruleset now, if the last apply is still pending")
+    .option("--state-dir <dir>", "state directory")
+    .option("--netns <name>", "network namespace")
+    .action((o: StateOpts) =>
+      withoutContext(async () => {
+        const done = await rollbackIfPending(rolloutOpts(o));
+        process.stdout.write(done ? "rolled back\n" : "nothing pending: not rolled back\n");
+        return done ? 0 : 1;
+      }),
+    );
+
+  seg
+    .command("_rollback-timer", { hidden: true })
+    .requiredOption("--state-dir <dir>")
+    .requiredOption("--token <token>")
+    .option("--netns <name>")
+    .action((o: StateOpts & { token: string }) =>
+      withoutContext(async () => {
+        const ro = rolloutOpts(o);
+        const st = await readRolloutState(ro.stateDir);
+        if (!st || st.token !== o.token || st.deadline === null) return;
+        const wait = Math.max(0, st.deadline - systemClock.now());
+        await new Promise((r) => setTimeout(r, wait));
+        await rollbackIfPending({ ...ro, token: o.token });
+      }),
+    );
+
+  seg
+    .command("status")
+    .description("the applied version, rollout state and per-rule counters (from nft -j)")
+    .option("--state-dir <dir>", "state directory")
+    .option("--netns <name>", "network namespace")
+    .option("--json", "print JSON")
+    .action((o: StateOpts) =>
+      withoutContext(async () => {
+        const s = await readStatus(rolloutOpts(o));
+        if (o.json) {
+          printJson(s);
+          return;
+        }
+        const st = s.state;
+        process.stdout.write(
+          st
+            ? `applied: ${st.digest.slice(0, 12)} from ${st.source} at ${new Date(st.appliedAt).toISOString()} (${st.status}${
+                st.status === "pending" && st.deadline
+                  ? `, rolls back at ${new Date(st.deadline).toISOString()}`
+                  : ""
+              })\n`
+            : "applied: nothing recorded\n",
+        );
+        process.stdout.write(`table inet zt: ${s.live ? "loaded" : "absent"}\n`);
+        if (!s.live) return;
+        process.stdout.write(
+          `drops: ${s.counters["zt_drop"] ?? 0}  would-drop: ${s.counters["zt_would_drop"] ?? 0}  invalid: ${s.counters["zt_invalid"] ?? 0}\n\n`,
+        );
+        printTable(s.rules as unknown as Record<string, unknown>[], [
+          "chain",
+          "handle",
+          "packets",
+          "bytes",
+          "rule",
+        ]);
+      }),
+    );
+}
+
+function createDigest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}

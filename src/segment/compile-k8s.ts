@@ -1,0 +1,158 @@
+import { stringify } from "yaml";
+import { formatIp, type IpRange } from "./ip-range.js";
+import { ANY_SEGMENT, segmentModeOf, type SegFlow, type SegModel, type Segment } from "./model.js";
+import { formatPortSpec, type PortSpec } from "./port-spec.js";
+
+export interface CompileK8sResult {
+  /** Multi-document YAML of NetworkPolicy objects. */
+  text: string;
+  policies: number;
+  /** What the model says that NetworkPolicy cannot express. */
+  warnings: string[];
+}
+
+type Peer = Record<string, unknown>;
+type NpPort = { protocol: "TCP" | "UDP"; port?: number; endPort?: number };
+
+function cidrsOf(r: IpRange): string[] {
+  // split an arbitrary range into aligned CIDR blocks
+  const bits = r.family === 4 ? 32 : 128;
+  const out: string[] = [];
+  let start = r.start;
+  while (start <= r.end) {
+    let size = 0;
+    while (size < bits) {
+      const block = 1n << BigInt(size + 1);
+      if ((start & (block - 1n)) !== 0n || start + block - 1n > r.end) break;
+      size++;
+    }
+    out.push(`${formatIp(r.family, start)}/${bits - size}`);
+    start += 1n << BigInt(size);
+  }
+  return out;
+}
+
+function peersOf(seg: Segment): Peer[] {
+  if (seg.k8s) {
+    const peer: Peer = {
+      namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": seg.k8s.namespace } },
+    };
+    peer["podSelector"] = Object.keys(seg.k8s.podSelector).length
+      ? { matchLabels: seg.k8s.podSelector }
+      : {};
+    return [peer];
+  }
+  return seg.hosts.flatMap((h) => cidrsOf(h.range)).map((cidr) => ({ ipBlock: { cidr } }));
+}
+
+function npPorts(ports: readonly PortSpec[], warn: (m: string) => void, where: string): NpPort[] {
+  const out: NpPort[] = [];
+  for (const p of ports) {
+    if (p.proto === "icmp") {
+      warn(
+        `${where}: icmp cannot be expressed in NetworkPolicy (TCP, UDP and SCTP only); left out`,
+      );
+      continue;
+    }
+    const protocol = p.proto === "tcp" ? "TCP" : "UDP";
+    if (p.lo === 0 && p.hi === 65535) out.push({ protocol });
+    else if (p.lo === p.hi) out.push({ protocol, port: p.lo! });
+    else out.push({ protocol, port: p.lo!, endPort: p.hi! });
+  }
+  return out;
+}
+
+/**
+ * Compiles the model's Kubernetes segments (those with `k8s: { namespace, podSelector }`)
+ * to NetworkPolicy: one default-deny (ingress + egress) per namespace, and per segment one
+ * policy whose ingress and egress rules are the model's flows. Segments without k8s
+ * selectors appear as `ipBlock` peers. Pure: model in, YAML out.
+ */
+export function compileK8s(model: SegModel): CompileK8sResult {
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    if (!warnings.includes(m)) warnings.push(m);
+  };
+  const byName = new Map(model.segments.map((s) => [s.name, s]));
+  const expand = (name: string): Segment[] =>
+    name === ANY_SEGMENT ? model.segments : [byName.get(name)!];
+  const k8sSegs = model.segments.filter((s) => s.k8s);
+  const docs: Record<string, unknown>[] = [];
+  const auditNs = new Set<string>();
+  for (const s of k8sSegs) {
+    if (segmentModeOf(model, s.name) === "audit") {
+      auditNs.add(s.k8s!.namespace);
+      warn(
+        `segment "${s.name}" is in audit mode: NetworkPolicy has no audit/log action, so no policy is emitted for it and namespace "${s.k8s!.namespace}" gets no default-deny`,
+      );
+    }
+  }
+  const namespaces = [...new Set(k8sSegs.map((s) => s.k8s!.namespace))].sort();
+  for (const ns of namespaces) {
+    if (auditNs.has(ns)) continue;
+    docs.push({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: {
+        name: "zt-default-deny",
+        namespace: ns,
+        labels: { "app.kubernetes.io/managed-by": "zt" },
+      },
+      spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"] },
+    });
+  }
+  const flowWhere = (f: SegFlow) => `flows[${f.index}]`;
+  for (const s of k8sSegs) {
+    if (segmentModeOf(model, s.name) === "audit") continue;
+    const ingress: Record<string, unknown>[] = [];
+    const egress: Record<string, unknown>[] = [];
+    for (const f of model.flows) {
+      if (f.rate)
+        warn(
+          `${flowWhere(f)}: rate limits cannot be expressed in NetworkPolicy; the flow is allowed without a limit`,
+        );
+      if (f.to === ANY_SEGMENT || f.to === s.name) {
+        const ports = npPorts(f.ports, warn, flowWhere(f));
+        const from = expand(f.from).flatMap(peersOf);
+        if (ports.length && from.length) ingress.push({ from, ports });
+      }
+      if (f.from === ANY_SEGMENT || f.from === s.name) {
+        const ports = npPorts(f.ports, warn, flowWhere(f));
+        const to = expand(f.to).flatMap(peersOf);
+        if (ports.length && to.length) egress.push({ to, ports });
+      }
+    }
+    const eg = model.egress.get(s.name);
+    if (eg) {
+      const ports = npPorts(eg, warn, `egress.${s.name}`);
+      if (ports.length) egress.push({ ports });
+      warn(
+        `egress.${s.name}: NetworkPolicy cannot say "outside the model"; ${eg.map(formatPortSpec).join(", ")} are allowed to any destination`,
+      );
+    }
+    docs.push({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: {
+        name: `zt-${s.name}`,
+        namespace: s.k8s!.namespace,
+        labels: { "app.kubernetes.io/managed-by": "zt", "zt.dev/segment": s.name },
+      },
+      spec: {
+        podSelector: Object.keys(s.k8s!.podSelector).length
+          ? { matchLabels: s.k8s!.podSelector }
+          : {},
+        policyTypes: ["Ingress", "Egress"],
+        ingress,
+        egress,
+      },
+    });
+  }
+  if (k8sSegs.length === 0) warn("no segment has k8s selectors: nothing to emit");
+  warn(
+    "NetworkPolicy has no explicit deny and no logging: denied traffic is dropped silently (use the CNI's flow logs)",
+  );
+  const header = "# zt NetworkPolicy: generated by `zt seg compile --target k8s`; do not edit.\n";
+  const text = header + docs.map((d) => stringify(d, { lineWidth: 0 })).join("---\n");
+  return { text, policies: docs.length, warnings };
+}
