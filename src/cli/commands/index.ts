@@ -5,6 +5,7 @@ import { registerSessionCommands } from "./session.js";
 import { registerUserCommands } from "./user.js";
 import { registerDbCommands } from "./db.js";
 import { registerAuditCommands } from "./audit.js";
+import { registerSegCommands } from "./seg.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -17,4 +18,5 @@ export function registerAllCommands(program: Command): void {
   registerUserCommands(program);
   registerDbCommands(program);
   registerAuditCommands(program);
+  registerSegCommands(program);
 }
