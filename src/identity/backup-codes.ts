@@ -8,7 +8,7 @@ export const BACKUP_CODE_COUNT = 10;
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
 /** Backup codes carry 50 random bits, so a cheaper scrypt than for passwords is still far out of reach. */
-const BACKUP_SCRYPT: ScryptParams = { N: 2 ** 14, r: 8, p: 1 };
+const BACKUP_SCRYPT: ScryptParams = { N: 2 ** 12, r: 8, p: 1 };
 
 /** Ten fresh codes such as `k7mqa-2xw4d` (50 bits each), to be shown once. */
 export function generateBackupCodes(count = BACKUP_CODE_COUNT): string[] {

@@ -51,7 +51,8 @@ export function lockDurationMs(lockouts: number, policy: LockoutPolicy): number 
 /** Forgets what has expired: an old window, an old run of lockouts. */
 function age(state: LockoutState, nowMs: number, policy: LockoutPolicy): LockoutState {
   let s = state;
-  if (s.lockedUntil <= nowMs && s.lockouts > 0 && nowMs - s.updatedAt >= policy.maxLockMs) {
+  // The run of lockouts ends after `maxLockMs` of quiet counted from the end of the last lock.
+  if (s.lockouts > 0 && nowMs - Math.max(s.updatedAt, s.lockedUntil) >= policy.maxLockMs) {
     s = { ...s, lockouts: 0 };
   }
   if (nowMs - s.windowStart >= policy.windowMs || nowMs < s.windowStart) {

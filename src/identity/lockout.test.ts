@@ -1,0 +1,146 @@
+import { describe, expect, it } from "vitest";
+import { ManualClock } from "../core/clock.js";
+import {
+  checkLockout,
+  EMPTY_LOCKOUT,
+  lockDurationMs,
+  releaseAttempt,
+  reserveAttempt,
+  settleFailure,
+  settleSuccess,
+  type LockoutPolicy,
+  type LockoutState,
+} from "./lockout.js";
+
+/** google-authenticator -r 3 -R 30, with growth capped at one hour. */
+const POLICY: LockoutPolicy = {
+  maxFailures: 3,
+  windowMs: 30_000,
+  baseLockMs: 30_000,
+  maxLockMs: 3_600_000,
+};
+
+/** One complete failed attempt; returns whether it was let through to be checked. */
+function fail(state: LockoutState, clock: ManualClock): { allowed: boolean; state: LockoutState } {
+  const r = reserveAttempt(state, clock.now(), POLICY);
+  if (!r.ok) return { allowed: false, state: r.state };
+  return { allowed: true, state: settleFailure(r.state, clock.now(), POLICY) };
+}
+
+describe("lockout (google-authenticator -r 3 -R 30 behaviour)", () => {
+  it("allows three failures within 30 s, then refuses for 30 s from the third", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 0; i < 3; i++) {
+      const r = fail(s, clock);
+      expect(r.allowed, `attempt ${i + 1}`).toBe(true);
+      s = r.state;
+      clock.advance(1_000);
+    }
+    // locked for 30 s from the third failure (one second ago)
+    expect(checkLockout(s, clock.now(), POLICY)).toEqual({ locked: true, retryAfterMs: 29_000 });
+    expect(fail(s, clock).allowed).toBe(false);
+    clock.advance(28_999);
+    expect(checkLockout(s, clock.now(), POLICY).locked).toBe(true);
+    clock.advance(1);
+    expect(checkLockout(s, clock.now(), POLICY)).toEqual({ locked: false });
+  });
+
+  it("failures spread wider than the window never lock", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 0; i < 20; i++) {
+      const r = fail(s, clock);
+      expect(r.allowed).toBe(true);
+      s = r.state;
+      // two failures per window, never three
+      clock.advance(i % 2 === 0 ? 1_000 : 30_000);
+    }
+    expect(s.lockouts).toBe(0);
+  });
+
+  it("each lockout in a row doubles, capped at one hour", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    const lengths: number[] = [];
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 3; i++) {
+        const r = fail(s, clock);
+        expect(r.allowed).toBe(true);
+        s = r.state;
+      }
+      const check = checkLockout(s, clock.now(), POLICY);
+      expect(check.locked).toBe(true);
+      lengths.push(check.locked ? check.retryAfterMs : 0);
+      clock.set(s.lockedUntil);
+    }
+    expect(lengths).toEqual([
+      30_000, 60_000, 120_000, 240_000, 480_000, 960_000, 1_920_000, 3_600_000, 3_600_000,
+      3_600_000,
+    ]);
+    expect(lockDurationMs(1, POLICY)).toBe(30_000);
+    expect(lockDurationMs(1_000, POLICY)).toBe(3_600_000);
+  });
+
+  it("success resets the count and the growth", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 0; i < 3; i++) s = fail(s, clock).state;
+    clock.set(s.lockedUntil);
+    for (let i = 0; i < 2; i++) s = fail(s, clock).state;
+    const r = reserveAttempt(s, clock.now(), POLICY);
+    expect(r.ok).toBe(true);
+    s = settleSuccess(r.ok ? r.state : s, clock.now());
+    expect(s.failures).toBe(0);
+    expect(s.lockouts).toBe(0);
+    for (let i = 0; i < 3; i++) s = fail(s, clock).state;
+    expect(checkLockout(s, clock.now(), POLICY)).toEqual({ locked: true, retryAfterMs: 30_000 });
+  });
+
+  it("releasing an attempt un-counts only that attempt", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 0; i < 2; i++) s = fail(s, clock).state;
+    const r = reserveAttempt(s, clock.now(), POLICY);
+    expect(r.ok && r.state.failures).toBe(3);
+    s = releaseAttempt(r.ok ? r.state : s, clock.now());
+    expect(s.failures).toBe(2);
+    expect(fail(s, clock).allowed).toBe(true);
+  });
+
+  it("attempts in flight count: the fourth parallel attempt is refused before any settles", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 0; i < 3; i++) {
+      const r = reserveAttempt(s, clock.now(), POLICY);
+      expect(r.ok).toBe(true);
+      if (r.ok) s = r.state;
+    }
+    const fourth = reserveAttempt(s, clock.now(), POLICY);
+    expect(fourth.ok).toBe(false);
+    if (!fourth.ok) expect(fourth.retryAfterMs).toBe(30_000);
+  });
+
+  it("the run of lockouts is forgotten after an hour without failures", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 3; i++) s = fail(s, clock).state;
+      clock.set(s.lockedUntil);
+    }
+    expect(s.lockouts).toBe(3);
+    clock.advance(3_600_000);
+    for (let i = 0; i < 3; i++) s = fail(s, clock).state;
+    expect(s.lockouts).toBe(1);
+    expect(checkLockout(s, clock.now(), POLICY)).toEqual({ locked: true, retryAfterMs: 30_000 });
+  });
+
+  it("a clock that steps backwards does not extend or skip a window", () => {
+    const clock = new ManualClock();
+    let s = EMPTY_LOCKOUT;
+    s = fail(s, clock).state;
+    clock.advance(-60_000);
+    const r = reserveAttempt(s, clock.now(), POLICY);
+    expect(r.ok && r.state.failures).toBe(1);
+  });
+});
