@@ -47,7 +47,11 @@ export class AssertionSigner {
     const key = this.#key ?? (await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256"));
     this.#key = key;
     const iat = Math.floor(now / 1000);
-    const payload: Record<string, unknown> = { name: claims.name, groups: claims.groups, decision_id: claims.decisionId };
+    const payload: Record<string, unknown> = {
+      name: claims.name,
+      groups: claims.groups,
+      decision_id: claims.decisionId,
+    };
     if (claims.email) payload["email"] = claims.email;
     if (claims.sessionId) payload["sid"] = claims.sessionId;
     const jwt = await new SignJWT(payload)
@@ -67,7 +71,8 @@ export class AssertionSigner {
 
   /** Drops cached assertions of a session (on revocation). */
   forgetSession(sessionId: string): void {
-    for (const k of this.#cache.keys()) if (k.startsWith(sessionId + "\u0000")) this.#cache.delete(k);
+    for (const k of this.#cache.keys())
+      if (k.startsWith(sessionId + "\u0000")) this.#cache.delete(k);
   }
 
   async jwks(): Promise<{ keys: Record<string, unknown>[] }> {

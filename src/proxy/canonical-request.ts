@@ -10,20 +10,20 @@ export type CanonicalRequest =
   | { ok: false; reason: CanonicalRefusal; detail: string };
 
 export type CanonicalRefusal =
-  | "host-missing"
-  | "host-invalid"
-  | "host-mismatch"
-  | "path-invalid"
-  | "path-ambiguous";
+  "host-missing" | "host-invalid" | "host-mismatch" | "path-invalid" | "path-ambiguous";
 
-const HOST_RE = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+const HOST_RE =
+  /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const IPV6_HOST_RE = /^\[[0-9a-f:.]+\]$/;
 
 /** Canonical host: lowercase, no trailing dot, port split off. */
 export function canonicalHost(
   raw: string | undefined,
-): { ok: true; host: string; port: number | undefined } | { ok: false; reason: CanonicalRefusal; detail: string } {
-  if (raw === undefined || raw === "") return { ok: false, reason: "host-missing", detail: "no Host header" };
+):
+  | { ok: true; host: string; port: number | undefined }
+  | { ok: false; reason: CanonicalRefusal; detail: string } {
+  if (raw === undefined || raw === "")
+    return { ok: false, reason: "host-missing", detail: "no Host header" };
   let h = raw.trim().toLowerCase();
   let port: number | undefined;
   const m = /^(.*?)(?::(\d{1,5}))?$/.exec(h);
@@ -38,8 +38,10 @@ export function canonicalHost(
     h = h.slice(0, end + 1);
   }
   if (h.endsWith(".")) h = h.slice(0, -1);
-  if (port !== undefined && (port < 1 || port > 65535)) return { ok: false, reason: "host-invalid", detail: "bad port" };
-  if (!HOST_RE.test(h) && !IPV6_HOST_RE.test(h)) return { ok: false, reason: "host-invalid", detail: "malformed host" };
+  if (port !== undefined && (port < 1 || port > 65535))
+    return { ok: false, reason: "host-invalid", detail: "bad port" };
+  if (!HOST_RE.test(h) && !IPV6_HOST_RE.test(h))
+    return { ok: false, reason: "host-invalid", detail: "malformed host" };
   return { ok: true, host: h, port };
 }
 
@@ -48,16 +50,28 @@ export function canonicalHost(
  * Origin-form (`/a/b?x`) and absolute-form (`http://h/a`) are accepted; in the latter
  * the URL's authority must name the same host as the Host header.
  */
-export function canonicalizeRequest(target: string, hostHeader: string | undefined): CanonicalRequest {
+export function canonicalizeRequest(
+  target: string,
+  hostHeader: string | undefined,
+): CanonicalRequest {
   let pathAndQuery = target;
   const hostResult = canonicalHost(hostHeader);
   if (!hostResult.ok) return hostResult;
   if (!target.startsWith("/")) {
     const abs = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
-    if (!abs) return { ok: false, reason: "path-invalid", detail: "request target is neither /path nor an absolute URL" };
+    if (!abs)
+      return {
+        ok: false,
+        reason: "path-invalid",
+        detail: "request target is neither /path nor an absolute URL",
+      };
     const authority = canonicalHost(abs[2]);
     if (!authority.ok || authority.host !== hostResult.host) {
-      return { ok: false, reason: "host-mismatch", detail: "absolute-form URL names a different host than the Host header" };
+      return {
+        ok: false,
+        reason: "host-mismatch",
+        detail: "absolute-form URL names a different host than the Host header",
+      };
     }
     pathAndQuery = abs[3] === "" ? "/" : abs[3]!;
     if (!pathAndQuery.startsWith("/") && !pathAndQuery.startsWith("?")) {
@@ -65,7 +79,8 @@ export function canonicalizeRequest(target: string, hostHeader: string | undefin
     }
     if (pathAndQuery.startsWith("?")) pathAndQuery = "/" + pathAndQuery;
   }
-  if (pathAndQuery.includes("#")) return { ok: false, reason: "path-invalid", detail: "fragment in request target" };
+  if (pathAndQuery.includes("#"))
+    return { ok: false, reason: "path-invalid", detail: "fragment in request target" };
   const q = pathAndQuery.indexOf("?");
   const rawPath = q === -1 ? pathAndQuery : pathAndQuery.slice(0, q);
   const query = q === -1 ? "" : pathAndQuery.slice(q);
@@ -75,14 +90,27 @@ export function canonicalizeRequest(target: string, hostHeader: string | undefin
 }
 
 /** Canonical path: decoded once, dot-segments resolved, duplicate slashes collapsed, re-encoded. */
-export function canonicalPath(raw: string): { ok: true; path: string } | { ok: false; reason: CanonicalRefusal; detail: string } {
-  if (!raw.startsWith("/")) return { ok: false, reason: "path-invalid", detail: "path must start with /" };
-  if (raw.includes("\\")) return { ok: false, reason: "path-ambiguous", detail: "backslash in path" };
-  if (/[\x00-\x20\x7f]/.test(raw)) return { ok: false, reason: "path-invalid", detail: "control character or space in path" };
-  if (/%(?![0-9a-fA-F]{2})/.test(raw)) return { ok: false, reason: "path-invalid", detail: "malformed percent-encoding" };
+export function canonicalPath(
+  raw: string,
+): { ok: true; path: string } | { ok: false; reason: CanonicalRefusal; detail: string } {
+  if (!raw.startsWith("/"))
+    return { ok: false, reason: "path-invalid", detail: "path must start with /" };
+  if (raw.includes("\\"))
+    return { ok: false, reason: "path-ambiguous", detail: "backslash in path" };
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
+  if (/[\x00-\x20\x7f]/.test(raw))
+    return { ok: false, reason: "path-invalid", detail: "control character or space in path" };
+  if (/%(?![0-9a-fA-F]{2})/.test(raw))
+    return { ok: false, reason: "path-invalid", detail: "malformed percent-encoding" };
   // Encoded separators and NUL change meaning between hops: refuse them.
-  if (/%2f|%5c|%00/i.test(raw)) return { ok: false, reason: "path-ambiguous", detail: "encoded slash, backslash or NUL in path" };
-  if (raw.includes(";")) return { ok: false, reason: "path-ambiguous", detail: "path parameters (;) are not allowed" };
+  if (/%2f|%5c|%00/i.test(raw))
+    return {
+      ok: false,
+      reason: "path-ambiguous",
+      detail: "encoded slash, backslash or NUL in path",
+    };
+  if (raw.includes(";"))
+    return { ok: false, reason: "path-ambiguous", detail: "path parameters (;) are not allowed" };
   let decoded: string;
   try {
     decoded = decodeURIComponent(raw);
@@ -90,9 +118,17 @@ export function canonicalPath(raw: string): { ok: true; path: string } | { ok: f
     return { ok: false, reason: "path-invalid", detail: "percent-encoding is not valid UTF-8" };
   }
   // Decoding once must leave nothing that decodes again (double encoding).
-  if (/%[0-9a-fA-F]{2}/.test(decoded)) return { ok: false, reason: "path-ambiguous", detail: "double percent-encoding" };
-  if (/[\x00-\x1f\x7f\\]/.test(decoded)) return { ok: false, reason: "path-ambiguous", detail: "control character or backslash after decoding" };
-  if (decoded.includes(";")) return { ok: false, reason: "path-ambiguous", detail: "encoded path parameter (;)" };
+  if (/%[0-9a-fA-F]{2}/.test(decoded))
+    return { ok: false, reason: "path-ambiguous", detail: "double percent-encoding" };
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
+  if (/[\x00-\x1f\x7f\\]/.test(decoded))
+    return {
+      ok: false,
+      reason: "path-ambiguous",
+      detail: "control character or backslash after decoding",
+    };
+  if (decoded.includes(";"))
+    return { ok: false, reason: "path-ambiguous", detail: "encoded path parameter (;)" };
   const out: string[] = [];
   const segments = decoded.split("/");
   for (let i = 1; i < segments.length; i++) {
@@ -100,18 +136,32 @@ export function canonicalPath(raw: string): { ok: true; path: string } | { ok: f
     if (s === "" && i < segments.length - 1) continue; // duplicate slash
     if (s === ".") continue;
     if (s === "..") {
-      if (out.length === 0) return { ok: false, reason: "path-ambiguous", detail: "'..' above the root" };
+      if (out.length === 0)
+        return { ok: false, reason: "path-ambiguous", detail: "'..' above the root" };
       out.pop();
       continue;
     }
     out.push(s);
   }
-  const trailing = decoded.length > 1 && decoded.endsWith("/") && out.length > 0 && out[out.length - 1] !== "";
+  const trailing =
+    decoded.length > 1 && decoded.endsWith("/") && out.length > 0 && out[out.length - 1] !== "";
   let path = "/" + out.map(encodeSegment).join("/");
   if (trailing) path += "/";
   return { ok: true, path };
 }
 
 function encodeSegment(s: string): string {
-  return encodeURIComponent(s).replace(/%40/g, "@").replace(/%3A/g, ":").replace(/%2C/g, ",").replace(/%2B/g, "+").replace(/%3D/g, "=").replace(/%24/g, "$").replace(/%26/g, "&").replace(/%21/g, "!").replace(/%27/g, "'").replace(/%28/g, "(").replace(/%29/g, ")").replace(/%2A/g, "*");
+  return encodeURIComponent(s)
+    .replace(/%40/g, "@")
+    .replace(/%3A/g, ":")
+    .replace(/%2C/g, ",")
+    .replace(/%2B/g, "+")
+    .replace(/%3D/g, "=")
+    .replace(/%24/g, "$")
+    .replace(/%26/g, "&")
+    .replace(/%21/g, "!")
+    .replace(/%27/g, "'")
+    .replace(/%28/g, "(")
+    .replace(/%29/g, ")")
+    .replace(/%2A/g, "*");
 }

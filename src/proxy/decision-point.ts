@@ -1,7 +1,13 @@
 import type { AppContext } from "../app/index.js";
 import { newId } from "../core/ids.js";
 import { CidrSet } from "../core/cidr.js";
-import type { AuthorizationResult, CedarValue, EntityUid, EntityView, PolicyEngine } from "../policy/index.js";
+import type {
+  AuthorizationResult,
+  CedarValue,
+  EntityUid,
+  EntityView,
+  PolicyEngine,
+} from "../policy/index.js";
 
 export interface DecisionFacts {
   principal: EntityUid;
@@ -56,7 +62,11 @@ export class DecisionPoint {
       label,
       set: new CidrSet(cidrs, `network_labels.${label}`),
     }));
-    this.#hourFormat = new Intl.DateTimeFormat("en-GB", { hour: "numeric", hourCycle: "h23", timeZone: ctx.config.time_zone });
+    this.#hourFormat = new Intl.DateTimeFormat("en-GB", {
+      hour: "numeric",
+      hourCycle: "h23",
+      timeZone: ctx.config.time_zone,
+    });
   }
 
   /** Registers a context contributor (capabilities plug in here, not in the PEP). */
@@ -73,14 +83,16 @@ export class DecisionPoint {
     const decisionId = newId("dec");
     const now = this.#ctx.clock.now();
     let result: AuthorizationResult;
+    let network = "unknown";
     try {
+      network = this.networkLabel(facts.sourceIp);
       const context: Record<string, CedarValue> = {
         source_ip: { __extn: { fn: "ip", arg: facts.sourceIp } },
         host: facts.host,
         path: facts.path,
         mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
         time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
-        network: this.networkLabel(facts.sourceIp),
+        network,
         local_hour: Number(this.#hourFormat.format(now)),
         authenticated_by: facts.authenticatedBy,
         grants: [],
@@ -126,6 +138,13 @@ export class DecisionPoint {
         authenticated_by: facts.authenticatedBy,
         session_id: facts.sessionId,
         mfa_age_seconds: Math.floor(facts.mfaAgeSeconds),
+        network,
+        // For `zt audit explain`: which policies decided, by id and @reason — never their text.
+        determining: (result.determining ?? []).map((p) => ({
+          id: p.id,
+          effect: p.effect,
+          reason: p.annotations["reason"] ?? null,
+        })),
         errors: result.errors,
         mode: "enforce",
         pep: facts.pep,

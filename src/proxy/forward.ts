@@ -1,4 +1,8 @@
-import http, { type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from "node:http";
+import http, {
+  type IncomingMessage,
+  type ServerResponse,
+  type OutgoingHttpHeaders,
+} from "node:http";
 import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { ResolvedRoute } from "../config/index.js";
@@ -27,12 +31,18 @@ export interface ForwardOptions {
   /** Headers zt adds (assertion, decision id …). */
   add: Record<string, string>;
   sessionCookieName: string;
+  /** Largest request body forwarded; beyond it the exchange is cut (413 if possible). */
+  maxBodyBytes?: number;
   /** Called when the upstream exchange ends, for connection tracking. */
   onClose?: () => void;
 }
 
 /** Builds the upstream request headers: drops hop-by-hop, client X-Zt-*, the session cookie. */
-export function upstreamHeaders(req: IncomingMessage, o: ForwardOptions, upgrade: boolean): OutgoingHttpHeaders {
+export function upstreamHeaders(
+  req: IncomingMessage,
+  o: ForwardOptions,
+  upgrade: boolean,
+): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const connectionTokens = new Set(
     (req.headers.connection ?? "")
@@ -44,7 +54,13 @@ export function upstreamHeaders(req: IncomingMessage, o: ForwardOptions, upgrade
     if (value === undefined) continue;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || connectionTokens.has(lower)) continue;
-    if (lower.startsWith("x-zt-") || lower.startsWith("x-forwarded-") || lower === "forwarded" || lower === "x-real-ip") continue;
+    if (
+      lower.startsWith("x-zt-") ||
+      lower.startsWith("x-forwarded-") ||
+      lower === "forwarded" ||
+      lower === "x-real-ip"
+    )
+      continue;
     if (lower === "cookie") {
       const raw = Array.isArray(value) ? value.join("; ") : value;
       const kept = raw
@@ -77,7 +93,12 @@ export class UpstreamAgents {
     const origin = new URL(route.to).origin;
     let a = this.#agents.get(origin);
     if (!a) {
-      const opts = { keepAlive: true, maxSockets: 1024, maxFreeSockets: 256, scheduling: "lifo" as const };
+      const opts = {
+        keepAlive: true,
+        maxSockets: 1024,
+        maxFreeSockets: 256,
+        scheduling: "lifo" as const,
+      };
       a = origin.startsWith("https:") ? new https.Agent(opts) : new http.Agent(opts);
       this.#agents.set(origin, a);
     }
@@ -95,7 +116,12 @@ function targetPath(route: ResolvedRoute, pathAndQuery: string): string {
 }
 
 /** Streams a request to its upstream and the response back. */
-export function forwardHttp(req: IncomingMessage, res: ServerResponse, agents: UpstreamAgents, o: ForwardOptions): void {
+export function forwardHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  agents: UpstreamAgents,
+  o: ForwardOptions,
+): void {
   const target = new URL(o.route.to);
   const client = target.protocol === "https:" ? https : http;
   const upstream = client.request({
@@ -109,6 +135,7 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, agents: U
     timeout: o.route.timeoutMs,
   });
   let done = false;
+  let cut = false;
   const finish = () => {
     if (done) return;
     done = true;
@@ -120,7 +147,10 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, agents: U
       if (v === undefined || HOP_BY_HOP.has(k) || k === "host") continue;
       headers[k] = v;
     }
-    if (up.headers["transfer-encoding"] === undefined && up.headers["content-length"] !== undefined) {
+    if (
+      up.headers["transfer-encoding"] === undefined &&
+      up.headers["content-length"] !== undefined
+    ) {
       headers["content-length"] = up.headers["content-length"];
     }
     res.writeHead(up.statusCode ?? 502, up.statusMessage, headers);
@@ -129,22 +159,47 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, agents: U
   });
   upstream.on("timeout", () => {
     upstream.destroy();
-    if (!res.headersSent) sendError(res, "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
+    if (!res.headersSent)
+      sendError(res, "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
     else res.destroy();
   });
   upstream.on("error", () => {
-    if (!res.headersSent) sendError(res, "ZT_UPSTREAM_UNAVAILABLE", `upstream ${o.route.name} is unavailable`);
+    if (cut) return;
+    if (!res.headersSent)
+      sendError(res, "ZT_UPSTREAM_UNAVAILABLE", `upstream ${o.route.name} is unavailable`);
     else res.destroy();
   });
   res.on("close", () => {
     if (!res.writableFinished) upstream.destroy();
     finish();
   });
+  const limit = o.maxBodyBytes;
+  // A declared Content-Length was checked before forwarding; a chunked body is counted.
+  if (limit !== undefined && req.headers["transfer-encoding"] !== undefined) {
+    let seen = 0;
+    req.on("data", (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > limit && !cut) {
+        cut = true;
+        req.unpipe(upstream);
+        upstream.destroy();
+        if (!res.headersSent) {
+          res.shouldKeepAlive = false;
+          sendError(res, "ZT_PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`, { limit });
+        } else res.destroy();
+      }
+    });
+  }
   req.pipe(upstream);
 }
 
 /** Completes a WebSocket (or other) upgrade through to the upstream and pipes both ways. */
-export function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, o: ForwardOptions): void {
+export function forwardUpgrade(
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  o: ForwardOptions,
+): void {
   const target = new URL(o.route.to);
   const client = target.protocol === "https:" ? https : http;
   const upstream = client.request({
@@ -165,7 +220,8 @@ export function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffe
   upstream.on("response", (up) => {
     // The upstream refused the upgrade: relay its answer.
     let head = `HTTP/1.1 ${up.statusCode} ${up.statusMessage}\r\n`;
-    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) head += `${k}: ${String(v)}\r\n`;
+    for (const [k, v] of Object.entries(up.headers))
+      if (v !== undefined && !HOP_BY_HOP.has(k)) head += `${k}: ${String(v)}\r\n`;
     socket.write(head + "Connection: close\r\n\r\n");
     up.pipe(socket);
     up.on("end", () => o.onClose?.());

@@ -19,7 +19,10 @@ export function stripCookie(header: string | undefined, name: string): string | 
   const kept = header
     .split(";")
     .map((p) => p.trim())
-    .filter((p) => p !== "" && p.slice(0, p.indexOf("=") === -1 ? p.length : p.indexOf("=")).trim() !== name);
+    .filter(
+      (p) =>
+        p !== "" && p.slice(0, p.indexOf("=") === -1 ? p.length : p.indexOf("=")).trim() !== name,
+    );
   return kept.length ? kept.join("; ") : undefined;
 }
 
@@ -29,7 +32,12 @@ export function wantsHtml(req: IncomingMessage): boolean {
   return accept.includes("text/html");
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json; charset=utf-8",
@@ -40,20 +48,31 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-export function sendHtml(res: ServerResponse, status: number, html: string, headers: Record<string, string> = {}): void {
+export function sendHtml(
+  res: ServerResponse,
+  status: number,
+  html: string,
+  headers: Record<string, string> = {},
+): void {
   res.writeHead(status, {
     "content-type": "text/html; charset=utf-8",
     "content-length": Buffer.byteLength(html),
     "cache-control": "no-store",
     "x-frame-options": "DENY",
-    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    "content-security-policy":
+      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
     "referrer-policy": "same-origin",
     ...headers,
   });
   res.end(html);
 }
 
-export function sendError(res: ServerResponse, code: ZtErrorCode, message: string, extra: Record<string, unknown> = {}): void {
+export function sendError(
+  res: ServerResponse,
+  code: ZtErrorCode,
+  message: string,
+  extra: Record<string, unknown> = {},
+): void {
   const e = new ZtError(code, message, extra);
   sendJson(res, e.httpStatus, e.toJSON());
 }
@@ -79,7 +98,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
 
 /** A same-host return path: must be a path, never another origin (no open redirects). */
 export function safeReturnTo(value: unknown): string {
-  if (typeof value !== "string" || !value.startsWith("/") || value.startsWith("//") || value.includes("\\")) return "/";
+  if (
+    typeof value !== "string" ||
+    !value.startsWith("/") ||
+    value.startsWith("//") ||
+    value.includes("\\")
+  )
+    return "/";
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
   if (/[\x00-\x1f]/.test(value)) return "/";
   return value.slice(0, 2048);
 }

@@ -4,19 +4,31 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { AppContext } from "../app/index.js";
 import { isZtError, ZtError } from "../core/errors.js";
-import { normalizeIp } from "../core/cidr.js";
+import { CidrSet, normalizeIp } from "../core/cidr.js";
 import { parseDuration } from "../core/duration.js";
 import type { ResolvedRoute } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
-import type { SessionInfo, SessionService } from "../session/index.js";
-import type { EntitySnapshot, UserEntityInfo } from "../session/entity-snapshot.js";
-import { hintFor, renderDeniedPage, renderLoginPage, renderMessagePage } from "../web/index.js";
+import type { SessionService } from "../session/index.js";
+import type { EntitySnapshot } from "../session/entity-snapshot.js";
+import { hintFor, renderDeniedPage, renderLoginPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
+import { createAuthenticator, factsFor, type Authenticated } from "./authenticate.js";
 import { canonicalizeRequest } from "./canonical-request.js";
-import type { Decision, DecisionFacts, DecisionPoint } from "./decision-point.js";
+import type { Decision, DecisionPoint } from "./decision-point.js";
+import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
+import { resolveClientIp } from "./forwarded-headers.js";
+import { RecentDenials } from "./recent-denials.js";
 import { LiveConnections } from "./live-connections.js";
 import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
-import { readBody, readCookie, safeReturnTo, sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
+import {
+  readBody,
+  readCookie,
+  safeReturnTo,
+  sendError,
+  sendHtml,
+  sendJson,
+  wantsHtml,
+} from "./http-util.js";
 import { RouteTable } from "./route-table.js";
 
 export interface PepServices {
@@ -29,7 +41,14 @@ export interface PepServices {
 }
 
 export interface PepOptions {
-  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer | undefined; requestCert?: boolean } | undefined;
+  tls?:
+    | {
+        key: string | Buffer;
+        cert: string | Buffer;
+        ca?: string | Buffer | undefined;
+        requestCert?: boolean;
+      }
+    | undefined;
   /** Identifies this PEP in audit records. */
   pepId?: string;
 }
@@ -41,13 +60,6 @@ export interface Pep {
   /** Live (streaming / upgraded) connections, for re-evaluation and metrics. */
   readonly live: LiveConnections;
 }
-
-interface Authenticated {
-  session: SessionInfo;
-  user: UserEntityInfo;
-}
-
-type AuthOutcome = { ok: true; auth: Authenticated } | { ok: false; code: "ZT_AUTH_REQUIRED" | "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED"; reason: string };
 
 /**
  * The identity-aware reverse proxy (a NIST SP 800-207 Policy Enforcement Point).
@@ -64,15 +76,37 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const cookieName = cfg.session.cookie_name;
   const live = new LiveConnections();
   const perSource = new Map<string, number>();
+  const trusted = new CidrSet(cfg.trusted_proxies, "trusted_proxies");
+  const denials = new RecentDenials();
+  const maxBody = cfg.limits.max_body_bytes;
+  const authenticate = createAuthenticator(s.sessions, s.snapshot, cookieName);
+  const authz = createForwardAuthHandler({
+    routes,
+    trusted,
+    authenticate,
+    decisions: s.decisions,
+    assertions: s.assertions,
+    denials,
+    clock: ctx.clock,
+    pepId: `${pepId}/forward-auth`,
+  });
+  const headersTimeout = parseDuration(cfg.limits.header_timeout);
 
   const serverOptions: http.ServerOptions = {
     maxHeaderSize: cfg.limits.max_header_bytes,
     requestTimeout: parseDuration(cfg.limits.request_timeout),
-    headersTimeout: parseDuration(cfg.limits.header_timeout),
+    headersTimeout,
     keepAliveTimeout: 5_000,
+    // Node checks the header/request timeouts on this interval (default 30 s): check
+    // often enough that a slow client is cut close to header_timeout.
+    connectionsCheckingInterval: Math.max(250, Math.min(1_000, Math.floor(headersTimeout / 2))),
   };
   const server: http.Server = secure
-    ? (https.createServer({ ...serverOptions, ...options.tls, rejectUnauthorized: false }) as unknown as http.Server)
+    ? (https.createServer({
+        ...serverOptions,
+        ...options.tls,
+        rejectUnauthorized: false,
+      }) as unknown as http.Server)
     : http.createServer(serverOptions);
 
   server.on("connection", (socket: Socket) => {
@@ -91,10 +125,17 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) return socket.destroy();
-    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+    const status =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? "431 Request Header Fields Too Large"
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? "408 Request Timeout"
+          : "400 Bad Request";
     const code = status.startsWith("431") ? "ZT_HEADERS_TOO_LARGE" : "ZT_BAD_REQUEST";
     const body = JSON.stringify({ error: { code, message: status.slice(4) } });
-    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
 
   // Continuous verification: a revoked session loses its live connections at once.
@@ -103,65 +144,126 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     live.closeSession(sessionId, "session-revoked");
   });
 
-  async function authenticate(req: IncomingMessage): Promise<AuthOutcome> {
-    let token = readCookie(req, cookieName);
-    const authz = req.headers.authorization;
-    if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
-    if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
-    const check = await s.sessions.check(token);
-    if (!check.ok) return { ok: false, code: check.code, reason: check.reason };
-    const user = s.snapshot.user(check.session.userId);
-    if (!user) return { ok: false, code: "ZT_SESSION_INVALID", reason: "user-unknown" };
-    if (user.disabled) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "user-disabled" };
-    return { ok: true, auth: { session: check.session, user } };
+  /** The client address, from X-Forwarded-For only when the peer is a trusted proxy. */
+  function clientIpOf(req: IncomingMessage): string {
+    return resolveClientIp(req.socket.remoteAddress ?? "", req.headers["x-forwarded-for"], trusted);
   }
 
-  function factsFor(req: IncomingMessage, route: ResolvedRoute, auth: Authenticated, host: string, path: string, clientIp: string): DecisionFacts {
-    const now = ctx.clock.now();
-    return {
-      principal: { type: "User", id: auth.user.name },
-      subject: auth.user.name,
-      action: route.action ?? (req.method ?? "GET").toUpperCase(),
-      route: route.name,
-      sourceIp: clientIp,
-      host,
-      path,
-      method: req.method ?? "GET",
-      mfaAgeSeconds: (now - auth.session.mfaAt) / 1000,
-      authenticatedBy: "session",
-      sessionId: auth.session.id,
-      pep: pepId,
-    };
+  /** TLS here, or a trusted proxy says the client used https (Secure cookies). */
+  function isSecure(req: IncomingMessage): boolean {
+    if (secure) return true;
+    const proto = req.headers["x-forwarded-proto"];
+    return proto === "https" && trusted.has(req.socket.remoteAddress ?? "");
   }
 
-  function unauthenticated(req: IncomingMessage, res: ServerResponse, code: string, reason: string, returnTo: string): void {
+  /** Two Host headers: which one did the client mean? Refuse (Node keeps only the first). */
+  function duplicateHost(req: IncomingMessage): boolean {
+    const h = req.headersDistinct["host"];
+    return h !== undefined && h.length > 1;
+  }
+
+  function unauthenticated(
+    req: IncomingMessage,
+    res: ServerResponse,
+    code: string,
+    reason: string,
+    returnTo: string,
+  ): void {
     if (wantsHtml(req) && (req.method === "GET" || req.method === "HEAD")) {
-      res.writeHead(302, { location: `/.zt/login?rd=${encodeURIComponent(returnTo)}`, "cache-control": "no-store" });
+      res.writeHead(302, {
+        location: `/.zt/login?rd=${encodeURIComponent(returnTo)}`,
+        "cache-control": "no-store",
+      });
       res.end();
       return;
     }
-    sendJson(res, 401, { error: { code, message: "authentication required", reason, login: "/.zt/login" } }, { "www-authenticate": 'Bearer realm="zt"' });
+    sendJson(
+      res,
+      401,
+      { error: { code, message: "authentication required", reason, login: "/.zt/login" } },
+      { "www-authenticate": 'Bearer realm="zt"' },
+    );
   }
 
-  function denied(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, d: Decision, returnTo: string): void {
+  function denied(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: ResolvedRoute,
+    d: Decision,
+    returnTo: string,
+  ): void {
     if (d.result.verdict === "step-up") {
       if (wantsHtml(req) && (req.method === "GET" || req.method === "HEAD")) {
-        res.writeHead(302, { location: `/.zt/login?step_up=1&rd=${encodeURIComponent(returnTo)}`, "cache-control": "no-store", "x-zt-decision-id": d.decisionId });
+        res.writeHead(302, {
+          location: `/.zt/login?step_up=1&rd=${encodeURIComponent(returnTo)}`,
+          "cache-control": "no-store",
+          "x-zt-decision-id": d.decisionId,
+        });
         res.end();
         return;
       }
-      sendJson(res, 401, { error: { code: "ZT_STEP_UP_REQUIRED", message: "re-authenticate with MFA, then retry", decision_id: d.decisionId, reason: d.result.reason, login: "/.zt/login?step_up=1" } }, { "x-zt-decision-id": d.decisionId });
+      sendJson(
+        res,
+        401,
+        {
+          error: {
+            code: "ZT_STEP_UP_REQUIRED",
+            message: "re-authenticate with MFA, then retry",
+            decision_id: d.decisionId,
+            reason: d.result.reason,
+            login: "/.zt/login?step_up=1",
+          },
+        },
+        { "x-zt-decision-id": d.decisionId },
+      );
       return;
     }
+    denials.add({
+      decisionId: d.decisionId,
+      reason: d.result.reason,
+      route: route.name,
+      verdict: "deny",
+    });
     const hint = hintFor(d.result.reason, route.name);
     if (wantsHtml(req)) {
-      sendHtml(res, 403, renderDeniedPage({ decisionId: d.decisionId, reason: d.result.reason, hint, route: route.name }), { "x-zt-decision-id": d.decisionId });
+      sendHtml(
+        res,
+        403,
+        renderDeniedPage({
+          decisionId: d.decisionId,
+          reason: d.result.reason,
+          hint,
+          route: route.name,
+        }),
+        { "x-zt-decision-id": d.decisionId },
+      );
       return;
     }
-    sendJson(res, 403, { error: { code: "ZT_POLICY_DENIED", message: "access denied by policy", decision_id: d.decisionId, reason: d.result.reason, hint } }, { "x-zt-decision-id": d.decisionId });
+    sendJson(
+      res,
+      403,
+      {
+        error: {
+          code: "ZT_POLICY_DENIED",
+          message: "access denied by policy",
+          decision_id: d.decisionId,
+          reason: d.result.reason,
+          hint,
+        },
+      },
+      { "x-zt-decision-id": d.decisionId },
+    );
   }
 
-  async function forwardOptions(route: ResolvedRoute, auth: Authenticated, d: Decision, pathAndQuery: string, clientIp: string, host: string, sessionId: string): Promise<ForwardOptions> {
+  async function forwardOptions(
+    route: ResolvedRoute,
+    auth: Authenticated,
+    d: Decision,
+    pathAndQuery: string,
+    clientIp: string,
+    host: string,
+    sessionId: string,
+  ): Promise<ForwardOptions> {
     const assertion = await s.assertions.sign({
       sub: auth.user.name,
       name: auth.user.name,
@@ -178,15 +280,24 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       originalHost: host,
       secure,
       sessionCookieName: cookieName,
+      maxBodyBytes: maxBody,
       add: { "x-zt-assertion": assertion, "x-zt-decision-id": d.decisionId },
     };
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const clientIp = normalizeIp(req.socket.remoteAddress);
+    const clientIp = clientIpOf(req);
+    if (duplicateHost(req)) {
+      sendError(res, "ZT_REQUEST_AMBIGUOUS", "request refused: more than one Host header", {
+        reason: "host-duplicate",
+      });
+      return;
+    }
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
     if (!canon.ok) {
-      sendError(res, "ZT_REQUEST_AMBIGUOUS", `request refused: ${canon.detail}`, { reason: canon.reason });
+      sendError(res, "ZT_REQUEST_AMBIGUOUS", `request refused: ${canon.detail}`, {
+        reason: canon.reason,
+      });
       return;
     }
     const { host, path, query } = canon;
@@ -200,18 +311,42 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     const returnTo = path + query;
-    const a = await authenticate(req);
+    const a = await authenticate(req.headers);
     if (!a.ok) {
       unauthenticated(req, res, a.code, a.reason, returnTo);
       return;
     }
-    const facts = factsFor(req, route, a.auth, host, path, clientIp);
+    const declared = req.headers["content-length"];
+    if (declared !== undefined && Number(declared) > maxBody) {
+      sendError(res, "ZT_PAYLOAD_TOO_LARGE", `request body exceeds ${maxBody} bytes`, {
+        limit: maxBody,
+      });
+      return;
+    }
+    const facts = factsFor({
+      route,
+      auth: a.auth,
+      method: req.method ?? "GET",
+      host,
+      path,
+      clientIp,
+      now: ctx.clock.now(),
+      pep: pepId,
+    });
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denied(req, res, route, d, returnTo);
       return;
     }
-    const fo = await forwardOptions(route, a.auth, d, path + query, clientIp, req.headers.host ?? host, a.auth.session.id);
+    const fo = await forwardOptions(
+      route,
+      a.auth,
+      d,
+      path + query,
+      clientIp,
+      req.headers.host ?? host,
+      a.auth.session.id,
+    );
     fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => res.destroy() });
     forwardHttp(req, res, agents, fo);
   }
@@ -219,41 +354,97 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const refuse = (status: string, body: object) => {
       const text = JSON.stringify(body);
-      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+      socket.end(
+        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+      );
     };
-    const clientIp = normalizeIp(req.socket.remoteAddress);
+    const clientIp = clientIpOf(req);
+    if (duplicateHost(req))
+      return refuse("400 Bad Request", {
+        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "host-duplicate" },
+      });
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
-    if (!canon.ok) return refuse("400 Bad Request", { error: { code: "ZT_REQUEST_AMBIGUOUS", reason: canon.reason } });
+    if (!canon.ok)
+      return refuse("400 Bad Request", {
+        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: canon.reason },
+      });
     const route = routes.match(canon.host, canon.path);
     if (!route) return refuse("404 Not Found", { error: { code: "ZT_ROUTE_NOT_FOUND" } });
-    if (!route.websockets) return refuse("403 Forbidden", { error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" } });
-    const a = await authenticate(req);
+    if (!route.websockets)
+      return refuse("403 Forbidden", {
+        error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" },
+      });
+    const a = await authenticate(req.headers);
     if (!a.ok) return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
-    const facts = factsFor(req, route, a.auth, canon.host, canon.path, clientIp);
+    const facts = factsFor({
+      route,
+      auth: a.auth,
+      method: req.method ?? "GET",
+      host: canon.host,
+      path: canon.path,
+      clientIp,
+      now: ctx.clock.now(),
+      pep: pepId,
+    });
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
+      denials.add({
+        decisionId: d.decisionId,
+        reason: d.result.reason,
+        route: route.name,
+        verdict: d.result.verdict,
+      });
       return refuse(d.result.verdict === "step-up" ? "401 Unauthorized" : "403 Forbidden", {
-        error: { code: d.result.verdict === "step-up" ? "ZT_STEP_UP_REQUIRED" : "ZT_POLICY_DENIED", decision_id: d.decisionId, reason: d.result.reason },
+        error: {
+          code: d.result.verdict === "step-up" ? "ZT_STEP_UP_REQUIRED" : "ZT_POLICY_DENIED",
+          decision_id: d.decisionId,
+          reason: d.result.reason,
+        },
       });
     }
-    const fo = await forwardOptions(route, a.auth, d, canon.path + canon.query, clientIp, req.headers.host ?? canon.host, a.auth.session.id);
+    const fo = await forwardOptions(
+      route,
+      a.auth,
+      d,
+      canon.path + canon.query,
+      clientIp,
+      req.headers.host ?? canon.host,
+      a.auth.session.id,
+    );
     fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => socket.destroy() });
     forwardUpgrade(req, socket, head, fo);
   }
 
-  async function handleInternal(req: IncomingMessage, res: ServerResponse, host: string, path: string, query: string, clientIp: string): Promise<void> {
+  async function handleInternal(
+    req: IncomingMessage,
+    res: ServerResponse,
+    host: string,
+    path: string,
+    query: string,
+    clientIp: string,
+  ): Promise<void> {
     const params = new URLSearchParams(query.startsWith("?") ? query.slice(1) : query);
     if (path === "/.well-known/zt/jwks.json" && (req.method === "GET" || req.method === "HEAD")) {
       sendJson(res, 200, await s.assertions.jwks(), { "cache-control": "public, max-age=60" });
       return;
     }
+    if (path === "/.zt/authz") return authz(req, res, params);
+    if (path === "/.zt/denied" && (req.method === "GET" || req.method === "HEAD"))
+      return sendRecentDenial(req, res, params, denials);
     if (path === "/.zt/healthz") {
       sendJson(res, 200, { status: "ok" });
       return;
     }
     if (path === "/.zt/login") {
       if (req.method === "GET" || req.method === "HEAD") {
-        sendHtml(res, 200, renderLoginPage({ returnTo: safeReturnTo(params.get("rd") ?? "/"), stepUp: params.get("step_up") === "1" }));
+        sendHtml(
+          res,
+          200,
+          renderLoginPage({
+            returnTo: safeReturnTo(params.get("rd") ?? "/"),
+            stepUp: params.get("step_up") === "1",
+          }),
+        );
         return;
       }
       if (req.method === "POST") return login(req, res, host, clientIp);
@@ -265,9 +456,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       const token = readCookie(req, cookieName);
       const check = token ? await s.sessions.check(token) : undefined;
       if (check?.ok) await s.sessions.revoke([check.session.id], "logout");
-      const clear = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${secure ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+      const clear = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
       if (wantsHtml(req) || (req.headers["content-type"] ?? "").includes("form")) {
-        res.writeHead(303, { location: "/.zt/login", "set-cookie": clear, "cache-control": "no-store" });
+        res.writeHead(303, {
+          location: "/.zt/login",
+          "set-cookie": clear,
+          "cache-control": "no-store",
+        });
         res.end();
       } else sendJson(res, 200, { status: "logged-out" }, { "set-cookie": clear });
       return;
@@ -285,7 +480,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     }
   }
 
-  async function login(req: IncomingMessage, res: ServerResponse, host: string, clientIp: string): Promise<void> {
+  async function login(
+    req: IncomingMessage,
+    res: ServerResponse,
+    host: string,
+    clientIp: string,
+  ): Promise<void> {
     if (!sameOrigin(req, host)) return sendError(res, "ZT_CSRF", "cross-origin login refused");
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
     const isForm = type === "application/x-www-form-urlencoded";
@@ -298,7 +498,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       if (isForm) fields = Object.fromEntries(new URLSearchParams(body));
       else {
         const parsed: unknown = JSON.parse(body);
-        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ZtError("ZT_BAD_REQUEST", "expected a JSON object");
+        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+          throw new ZtError("ZT_BAD_REQUEST", "expected a JSON object");
         fields = parsed as Record<string, unknown>;
       }
     } catch (e) {
@@ -311,8 +512,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     const code = str("totp")?.trim();
     const rd = safeReturnTo(str("rd"));
     if (!username || !password) {
-      if (isForm) return sendHtml(res, 400, renderLoginPage({ returnTo: rd, error: "Enter your username, password and code." }));
-      return sendError(res, "ZT_BAD_REQUEST", 'expected fields "username", "password" and "totp"', { fields: ["username", "password", "totp"] });
+      if (isForm)
+        return sendHtml(
+          res,
+          400,
+          renderLoginPage({ returnTo: rd, error: "Enter your username, password and code." }),
+        );
+      return sendError(res, "ZT_BAD_REQUEST", 'expected fields "username", "password" and "totp"', {
+        fields: ["username", "password", "totp"],
+      });
     }
     const isTotp = code !== undefined && /^\d{6}$/.test(code);
     try {
@@ -323,23 +531,49 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         sourceIp: clientIp,
       });
       await s.snapshot.refreshUser(user.id);
-      const { session, token } = await s.sessions.create({ userId: user.id, sourceIp: clientIp, userAgent: req.headers["user-agent"] ?? "" });
+      const { session, token } = await s.sessions.create({
+        userId: user.id,
+        sourceIp: clientIp,
+        userAgent: req.headers["user-agent"] ?? "",
+      });
       const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
-      const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${secure ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+      const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
       if (isForm) {
         res.writeHead(303, { location: rd, "set-cookie": cookie, "cache-control": "no-store" });
         res.end();
       } else {
-        sendJson(res, 200, { session_id: session.id, user: user.name, groups: user.groups, expires_at: new Date(session.expiresAt).toISOString() }, { "set-cookie": cookie });
+        sendJson(
+          res,
+          200,
+          {
+            session_id: session.id,
+            user: user.name,
+            groups: user.groups,
+            expires_at: new Date(session.expiresAt).toISOString(),
+          },
+          { "set-cookie": cookie },
+        );
       }
     } catch (e) {
       const err = isZtError(e) ? e : new ZtError("ZT_AUTH_FAILED", "sign-in failed");
       const message = loginMessage(err);
       if (isForm) {
-        sendHtml(res, err.httpStatus === 500 ? 401 : err.httpStatus, renderLoginPage({ returnTo: rd, error: message, username }));
+        sendHtml(
+          res,
+          err.httpStatus === 500 ? 401 : err.httpStatus,
+          renderLoginPage({ returnTo: rd, error: message, username }),
+        );
         return;
       }
-      sendJson(res, err.httpStatus === 500 ? 401 : err.httpStatus, { error: { code: err.code, message, ...(err.context["retry_after_seconds"] !== undefined ? { retry_after_seconds: err.context["retry_after_seconds"] } : {}) } });
+      sendJson(res, err.httpStatus === 500 ? 401 : err.httpStatus, {
+        error: {
+          code: err.code,
+          message,
+          ...(err.context["retry_after_seconds"] !== undefined
+            ? { retry_after_seconds: err.context["retry_after_seconds"] }
+            : {}),
+        },
+      });
     }
   }
 
@@ -388,4 +622,3 @@ function loginMessage(e: ZtError): string {
       return "Wrong username or password.";
   }
 }
-

@@ -1,0 +1,228 @@
+/**
+ * `GET /.zt/authz`: forward-auth for nginx `auth_request`, Caddy `forward_auth`,
+ * Traefik `forwardAuth`. The front proxy asks "may this request through?"; zt reads
+ * the original request from the proxy's headers (only from `trusted_proxies`),
+ * canonicalises it like a proxied request, authenticates it, decides with the same
+ * DecisionPoint, and answers:
+ *  - 200 + `X-Zt-Assertion` (signed) + `X-Zt-User`, `X-Zt-Groups`, `X-Zt-Decision-Id` (not signed);
+ *  - 401 + `Location` / `X-Zt-Login-Url` (a 302 instead for browsers behind Caddy/Traefik);
+ *  - 403 + `X-Zt-Decision-Id` + `X-Zt-Reason` and the explained denial body.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { CidrSet } from "../core/cidr.js";
+import type { Clock } from "../core/clock.js";
+import { hintFor, renderDeniedPage } from "../web/index.js";
+import type { AssertionSigner } from "./assertion.js";
+import { factsFor, type AuthOutcome } from "./authenticate.js";
+import type { DecisionPoint } from "./decision-point.js";
+import { readOriginalRequest, resolveClientIp, type OriginalRequest } from "./forwarded-headers.js";
+import { sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
+import type { RecentDenials } from "./recent-denials.js";
+import type { RouteTable } from "./route-table.js";
+
+export interface ForwardAuthDeps {
+  routes: RouteTable;
+  trusted: CidrSet;
+  authenticate(headers: IncomingMessage["headers"]): Promise<AuthOutcome>;
+  decisions: DecisionPoint;
+  assertions: AssertionSigner;
+  denials: RecentDenials;
+  clock: Clock;
+  pepId: string;
+}
+
+/** Where the original request's user signs in: zt's login, through the same front proxy. */
+export function loginUrlFor(o: OriginalRequest, stepUp: boolean): string {
+  const defaultPort = o.proto === "https" ? 443 : 80;
+  const authority = o.port === undefined || o.port === defaultPort ? o.host : `${o.host}:${o.port}`;
+  return `${o.proto}://${authority}/.zt/login?${stepUp ? "step_up=1&" : ""}rd=${encodeURIComponent(o.path + o.query)}`;
+}
+
+/** Builds the `/.zt/authz` handler from the PEP's parts. */
+export function createForwardAuthHandler(
+  d: ForwardAuthDeps,
+): (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => Promise<void> {
+  return async (req, res, query) => {
+    const peer = req.socket.remoteAddress ?? "";
+    if (!d.trusted.has(peer)) {
+      // Forwarded headers from anyone but a trusted proxy are ignored, and without them
+      // there is no original request to decide on.
+      sendError(
+        res,
+        "ZT_FORWARD_AUTH_UNTRUSTED",
+        "forward-auth is answered only to trusted_proxies",
+        {
+          reason: "untrusted-proxy",
+        },
+      );
+      return;
+    }
+    const orig = readOriginalRequest(req.headersDistinct);
+    if (!orig.ok) {
+      sendError(res, "ZT_REQUEST_AMBIGUOUS", `forward-auth refused: ${orig.detail}`, {
+        reason: orig.reason,
+      });
+      return;
+    }
+    const o = orig.request;
+    const redirect = query.get("redirect");
+    const mayRedirect = redirect === "1" || (redirect !== "0" && o.style === "forward-auth");
+    const browser = wantsHtml(req) && (o.method === "GET" || o.method === "HEAD");
+    const clientIp = resolveClientIp(peer, req.headers["x-forwarded-for"], d.trusted);
+    const route = d.routes.match(o.host, o.path);
+    if (!route) {
+      sendJson(
+        res,
+        403,
+        {
+          error: {
+            code: "ZT_ROUTE_NOT_FOUND",
+            message: `no route for host ${o.host}`,
+            reason: "no-route",
+          },
+        },
+        { "x-zt-reason": "no-route" },
+      );
+      return;
+    }
+    const a = await d.authenticate(req.headers);
+    if (!a.ok) {
+      const login = loginUrlFor(o, false);
+      if (mayRedirect && browser) {
+        res.writeHead(302, { location: login, "cache-control": "no-store" });
+        res.end();
+        return;
+      }
+      sendJson(
+        res,
+        401,
+        { error: { code: a.code, message: "authentication required", reason: a.reason, login } },
+        { location: login, "x-zt-login-url": login, "www-authenticate": 'Bearer realm="zt"' },
+      );
+      return;
+    }
+    const facts = factsFor({
+      route,
+      auth: a.auth,
+      method: o.method,
+      host: o.host,
+      path: o.path,
+      clientIp,
+      now: d.clock.now(),
+      pep: d.pepId,
+    });
+    const decision = d.decisions.decide(facts);
+    const verdict = decision.result.verdict;
+    if (verdict === "allow") {
+      const user = a.auth.user;
+      const assertion = await d.assertions.sign({
+        sub: user.name,
+        name: user.name,
+        email: user.email,
+        groups: user.groups,
+        aud: route.name,
+        decisionId: decision.decisionId,
+        sessionId: a.auth.session.id,
+      });
+      res.writeHead(200, {
+        "x-zt-assertion": assertion,
+        "x-zt-user": user.name,
+        "x-zt-groups": user.groups.join(","),
+        "x-zt-decision-id": decision.decisionId,
+        "cache-control": "no-store",
+        "content-length": 0,
+      });
+      res.end();
+      return;
+    }
+    const reason = decision.result.reason;
+    d.denials.add({ decisionId: decision.decisionId, reason, route: route.name, verdict });
+    const headers = { "x-zt-decision-id": decision.decisionId, "x-zt-reason": reason };
+    if (verdict === "step-up") {
+      const login = loginUrlFor(o, true);
+      if (mayRedirect && browser) {
+        res.writeHead(302, { ...headers, location: login, "cache-control": "no-store" });
+        res.end();
+        return;
+      }
+      sendJson(
+        res,
+        401,
+        {
+          error: {
+            code: "ZT_STEP_UP_REQUIRED",
+            message: "re-authenticate with MFA, then retry",
+            decision_id: decision.decisionId,
+            reason,
+            login,
+          },
+        },
+        { ...headers, location: login, "x-zt-login-url": login },
+      );
+      return;
+    }
+    const hint = hintFor(reason, route.name);
+    if (wantsHtml(req)) {
+      sendHtml(
+        res,
+        403,
+        renderDeniedPage({ decisionId: decision.decisionId, reason, hint, route: route.name }),
+        headers,
+      );
+      return;
+    }
+    sendJson(
+      res,
+      403,
+      {
+        error: {
+          code: "ZT_POLICY_DENIED",
+          message: "access denied by policy",
+          decision_id: decision.decisionId,
+          reason,
+          hint,
+        },
+      },
+      headers,
+    );
+  };
+}
+
+/**
+ * `GET /.zt/denied?decision=ID`: the explained 403 page for a denial this PEP made,
+ * for front proxies (nginx `error_page 403`). Always 403; an unknown id shows no detail.
+ */
+export function sendRecentDenial(
+  req: IncomingMessage,
+  res: ServerResponse,
+  query: URLSearchParams,
+  denials: RecentDenials,
+): void {
+  const id = query.get("decision") ?? "";
+  const d = /^dec_[A-Za-z0-9_-]{1,64}$/.test(id) ? denials.get(id) : undefined;
+  const reason = d?.reason ?? "unknown-decision";
+  const route = d?.route ?? "this app";
+  const hint = d
+    ? hintFor(d.reason, d.route)
+    : "Access was denied. Quote the time and address when you ask for help.";
+  const decisionId = d?.decisionId ?? "unknown";
+  const headers = { "x-zt-decision-id": decisionId, "x-zt-reason": reason };
+  if (wantsHtml(req)) {
+    sendHtml(res, 403, renderDeniedPage({ decisionId, reason, hint, route }), headers);
+    return;
+  }
+  sendJson(
+    res,
+    403,
+    {
+      error: {
+        code: "ZT_POLICY_DENIED",
+        message: "access denied by policy",
+        decision_id: decisionId,
+        reason,
+        hint,
+      },
+    },
+    headers,
+  );
+}

@@ -1,0 +1,188 @@
+/**
+ * An in-process zt PEP (real store, real policy engine, real sockets) for the PEP and
+ * forward-auth tests: config in a temp dir, users created through the identity service,
+ * sessions through the session service.
+ */
+import http from "node:http";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { validateConfig } from "../src/config/index.js";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { createServices, type Services } from "../src/app/services.js";
+import { createPep, type Pep } from "../src/proxy/index.js";
+
+export interface PepFixture {
+  dir: string;
+  ctx: AppContext;
+  services: Services;
+  pep: Pep;
+  port: number;
+  /** Creates a user; returns its TOTP secret and password. */
+  addUser(
+    name: string,
+    groups: string[],
+  ): Promise<{ password: string; totpSecret: string; id: string }>;
+  /** A session for a user without going through login (login has its own tests). */
+  session(name: string): Promise<{ cookie: string; token: string; sessionId: string }>;
+  close(): Promise<void>;
+}
+
+export interface PepFixtureOptions {
+  policies: string;
+  routes: { name: string; from: string; to: string; websockets?: boolean }[];
+  limits?: Record<string, unknown>;
+  trusted_proxies?: string[];
+  extra?: Record<string, unknown>;
+}
+
+export function tempDir(prefix = "zt-pep-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
+  const dir = tempDir();
+  mkdirSync(join(dir, "policies"));
+  writeFileSync(join(dir, "policies", "main.cedar"), o.policies);
+  const config = validateConfig(
+    {
+      data_dir: join(dir, "data"),
+      trust_domain: "pep.test",
+      routes: o.routes,
+      policies: join(dir, "policies"),
+      mfa: { max_failures: 50 },
+      ...(o.limits ? { limits: o.limits } : {}),
+      ...(o.trusted_proxies ? { trusted_proxies: o.trusted_proxies } : {}),
+      ...(o.extra ?? {}),
+    },
+    join(dir, "zt.yaml"),
+  );
+  const ctx = await openAppContext(config, { create: true });
+  const services = await createServices(ctx);
+  const pep = createPep(services);
+  const addr = await pep.listen("127.0.0.1", 0);
+  const ids = new Map<string, string>();
+  return {
+    dir,
+    ctx,
+    services,
+    pep,
+    port: addr.port,
+    async addUser(name, groups) {
+      const password = `pw-${name}-correct-horse-battery`;
+      const r = await services.identity.addUser({ name, groups, password });
+      await services.snapshot.refreshUser(r.user.id);
+      ids.set(name, r.user.id);
+      return { password, totpSecret: r.totpSecret, id: r.user.id };
+    },
+    async session(name) {
+      const userId = ids.get(name);
+      if (!userId) throw new Error(`no user ${name}`);
+      const { session, token } = await services.sessions.create({
+        userId,
+        sourceIp: "127.0.0.1",
+        userAgent: "test",
+      });
+      return { cookie: `${config.session.cookie_name}=${token}`, token, sessionId: session.id };
+    },
+    async close() {
+      await pep.close();
+      services.close();
+      await ctx.close();
+    },
+  };
+}
+
+/** A real upstream that records what reached it and answers WebSocket-ish upgrades. */
+export async function startUpstream(): Promise<{
+  port: number;
+  seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
+  close(): Promise<void>;
+}> {
+  const seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[] =
+    [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (d: string) => (body += d));
+    req.on("end", () => {
+      seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ ok: true, url: req.url }));
+    });
+  });
+  server.on("upgrade", (req, socket) => {
+    seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: "" });
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n",
+    );
+    socket.on("data", (d: Buffer) => socket.write(d));
+    socket.on("error", () => socket.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export interface RawResult {
+  /** Everything the server sent before it closed (or until the deadline). */
+  text: string;
+  /** The server closed the connection. */
+  closed: boolean;
+  status: number | undefined;
+}
+
+/**
+ * Sends raw bytes on a fresh TCP connection and collects the answer until the server
+ * closes, `until` matches, or `waitMs` passes (a generous safety net, not a timing check).
+ */
+export function raw(
+  port: number,
+  chunks: (string | Buffer)[],
+  o: { waitMs?: number; until?: (text: string) => boolean } = {},
+): Promise<RawResult> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let text = "";
+    let settled = false;
+    const done = (closed: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+      resolve({ text, closed, status: m ? Number(m[1]) : undefined });
+    };
+    const timer = setTimeout(() => done(false), o.waitMs ?? 15_000);
+    socket.on("connect", () => {
+      for (const c of chunks) socket.write(c);
+    });
+    socket.on("data", (d: Buffer) => {
+      text += d.toString("latin1");
+      if (o.until?.(text)) done(false);
+    });
+    socket.on("close", () => done(true));
+    socket.on("error", () => done(true));
+  });
+}
+
+/** Picks a free loopback TCP port (for peers such as nginx that need one up front). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
