@@ -36,6 +36,16 @@ export class EntityStore implements EntityView {
     return this.entities.get(uidKey(uid));
   }
 
+  /** Lookup by `uidKey` (hot path: no key building). */
+  getByKey(key: string): CedarEntity | undefined {
+    return this.entities.get(key);
+  }
+
+  /** Keys of every strict ancestor of the entity with this key. */
+  ancestorKeysByKey(key: string): ReadonlySet<string> {
+    return this.ancestors.get(key) ?? EMPTY;
+  }
+
   has(uid: EntityUid): boolean {
     return this.entities.has(uidKey(uid));
   }

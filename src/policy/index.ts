@@ -14,6 +14,7 @@
  * );
  * result.verdict; // "allow" | "deny" | "step-up"
  */
+import { CompiledEngine } from "./compiled/compiled-engine.js";
 import { ReferenceEngine } from "./reference-engine.js";
 import type { LoadedPolicySet, PolicyEngine } from "./types.js";
 
@@ -44,7 +45,6 @@ export function createPolicyEngine(kind: PolicyEngineKind, set: LoadedPolicySet)
     case "reference":
       return new ReferenceEngine(set);
     case "compiled":
-      // Until the compiled evaluator lands, the reference engine answers.
-      return new ReferenceEngine(set);
+      return new CompiledEngine(set);
   }
 }

@@ -23,7 +23,10 @@ export interface ParsePoliciesOptions {
   /** Name of the schema file, for error positions. */
   schemaFile?: string;
   templateLinks?: TemplateLinkSpec[];
-  /** Ids for policies without `@id`: "file" → `<file-basename>:<index>` (default), "cedar" → `policy<N>`. */
+  /**
+   * Policy ids: "file" (default) → the `@id` annotation, else `<file-basename>:<index>`;
+   * "cedar" → `policy0`, `policy1` … in order, as Cedar names the policies of one text.
+   */
   ids?: "file" | "cedar";
 }
 

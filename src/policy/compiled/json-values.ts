@@ -1,0 +1,57 @@
+import { EXTENSION_FUNCTIONS } from "./extensions.js";
+import { CedarEvalError, CRecord, CSet, EntityRef, longFromBigInt, type Value } from "./values.js";
+
+/**
+ * Converts a value in Cedar's JSON value format (`__entity`, `__extn` escapes, arrays as
+ * sets, objects as records) to a runtime value. Integers may be bigints (from a
+ * precision-preserving JSON parser) or JS numbers.
+ */
+export function valueFromJson(v: unknown): Value {
+  switch (typeof v) {
+    case "boolean":
+    case "string":
+      return v;
+    case "number": {
+      if (!Number.isInteger(v)) throw new CedarEvalError(`not a Cedar Long: ${v}`);
+      if (Number.isSafeInteger(v)) return v === 0 ? 0 : v;
+      const l = longFromBigInt(BigInt(v));
+      if (l === undefined) throw new CedarEvalError(`Long out of range: ${v}`);
+      return l;
+    }
+    case "bigint": {
+      const l = longFromBigInt(v);
+      if (l === undefined) throw new CedarEvalError(`Long out of range: ${v}`);
+      return l;
+    }
+    case "object":
+      break;
+    default:
+      throw new CedarEvalError(`not a Cedar value: ${typeof v}`);
+  }
+  if (v === null) throw new CedarEvalError("null is not a Cedar value");
+  if (Array.isArray(v)) return new CSet(v.map(valueFromJson));
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  if (keys.length === 1 && keys[0] === "__entity") return entityFromJson(o["__entity"]);
+  if (keys.length === 1 && keys[0] === "__extn") return extnFromJson(o["__extn"]);
+  const map = new Map<string, Value>();
+  for (const k of keys) map.set(k, valueFromJson(o[k]));
+  return new CRecord(map);
+}
+
+export function entityFromJson(u: unknown): EntityRef {
+  const e = u as { type?: unknown; id?: unknown } | null;
+  if (!e || typeof e.type !== "string" || typeof e.id !== "string")
+    throw new CedarEvalError("invalid entity reference");
+  return new EntityRef(e.type, e.id);
+}
+
+export function extnFromJson(x: unknown): Value {
+  const o = x as { fn?: unknown; arg?: unknown; args?: unknown } | null;
+  if (!o || typeof o.fn !== "string") throw new CedarEvalError("invalid extension value");
+  const f = EXTENSION_FUNCTIONS[o.fn];
+  if (!f) throw new CedarEvalError(`unknown extension function ${o.fn}`);
+  const args = Array.isArray(o.args) ? o.args : [o.arg];
+  if (args.length !== f.arity) throw new CedarEvalError(`wrong number of arguments to ${o.fn}`);
+  return f.fn(args.map(valueFromJson));
+}

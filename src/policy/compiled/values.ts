@@ -1,0 +1,199 @@
+/**
+ * Runtime values of zt's compiled Cedar evaluator.
+ *
+ * Long is a JS number while it is a safe integer and a bigint beyond (always in i64
+ * range); the representation is canonical, so `===` is Cedar equality on Longs.
+ */
+export type Long = number | bigint;
+
+export class EntityRef {
+  readonly key: string;
+  constructor(
+    readonly type: string,
+    readonly id: string,
+  ) {
+    this.key = `${type}\u0000${id}`;
+  }
+}
+
+export class CSet {
+  /** Canonical key → element (deduplicated). */
+  readonly items: Map<string, Value>;
+  constructor(values: Iterable<Value>) {
+    this.items = new Map();
+    for (const v of values) this.items.set(hashKey(v), v);
+  }
+  get size(): number {
+    return this.items.size;
+  }
+  has(v: Value): boolean {
+    return this.items.has(hashKey(v));
+  }
+}
+
+export class CRecord {
+  constructor(readonly map: Map<string, Value>) {}
+}
+
+export class IpAddr {
+  constructor(
+    readonly v6: boolean,
+    /** 32- or 128-bit address. */
+    readonly addr: bigint,
+    readonly prefix: number,
+  ) {}
+}
+
+export class Decimal {
+  /** Value × 10⁴, in i64 range. */
+  constructor(readonly value: Long) {}
+}
+
+export class DateTime {
+  /** Milliseconds since the Unix epoch, in i64 range. */
+  constructor(readonly ms: Long) {}
+}
+
+export class Duration {
+  constructor(readonly ms: Long) {}
+}
+
+export type Value =
+  boolean | Long | string | EntityRef | CSet | CRecord | IpAddr | Decimal | DateTime | Duration;
+
+/** An evaluation error: the policy that raised it is skipped and reported (Cedar semantics). */
+export class CedarEvalError extends Error {
+  override readonly name = "CedarEvalError";
+}
+
+export function typeName(v: Value): string {
+  switch (typeof v) {
+    case "boolean":
+      return "Bool";
+    case "number":
+    case "bigint":
+      return "Long";
+    case "string":
+      return "String";
+  }
+  if (v instanceof EntityRef) return `entity of type ${v.type}`;
+  if (v instanceof CSet) return "Set";
+  if (v instanceof CRecord) return "Record";
+  if (v instanceof IpAddr) return "ipaddr";
+  if (v instanceof Decimal) return "decimal";
+  if (v instanceof DateTime) return "datetime";
+  return "duration";
+}
+
+export function typeError(expected: string, got: Value): CedarEvalError {
+  return new CedarEvalError(`type error: expected ${expected}, got ${typeName(got)}`);
+}
+
+// ---- Long arithmetic (i64, overflow is an error) ----
+
+const I64_MAX = 9223372036854775807n;
+const I64_MIN = -9223372036854775808n;
+const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Canonical Long from a bigint, or undefined when outside i64. */
+export function longFromBigInt(b: bigint): Long | undefined {
+  if (b > I64_MAX || b < I64_MIN) return undefined;
+  return b <= SAFE_MAX && b >= -SAFE_MAX ? Number(b) : b;
+}
+
+function overflow(op: string, a: Long, b: Long): CedarEvalError {
+  return new CedarEvalError(`integer overflow while attempting to ${op} \`${a}\` and \`${b}\``);
+}
+
+export function addLong(a: Long, b: Long): Long {
+  if (typeof a === "number" && typeof b === "number") {
+    const r = a + b;
+    if (Number.isSafeInteger(r)) return r;
+  }
+  const r = longFromBigInt(BigInt(a) + BigInt(b));
+  if (r === undefined) throw overflow("add", a, b);
+  return r;
+}
+
+export function subLong(a: Long, b: Long): Long {
+  if (typeof a === "number" && typeof b === "number") {
+    const r = a - b;
+    if (Number.isSafeInteger(r)) return r;
+  }
+  const r = longFromBigInt(BigInt(a) - BigInt(b));
+  if (r === undefined) throw overflow("subtract", a, b);
+  return r;
+}
+
+export function mulLong(a: Long, b: Long): Long {
+  if (typeof a === "number" && typeof b === "number") {
+    const r = a * b;
+    if (Number.isSafeInteger(r)) return r === 0 ? 0 : r;
+  }
+  const r = longFromBigInt(BigInt(a) * BigInt(b));
+  if (r === undefined) throw overflow("multiply", a, b);
+  return r;
+}
+
+export function negLong(a: Long): Long {
+  if (typeof a === "number") return a === 0 ? 0 : -a;
+  const r = longFromBigInt(-a);
+  if (r === undefined)
+    throw new CedarEvalError(`integer overflow while attempting to negate \`${a}\``);
+  return r;
+}
+
+export function isLong(v: Value): v is Long {
+  return typeof v === "number" || typeof v === "bigint";
+}
+
+// ---- equality and canonical keys ----
+
+export function valueEquals(a: Value, b: Value): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object") return false;
+  if (a instanceof EntityRef) return b instanceof EntityRef && a.key === b.key;
+  if (a instanceof CSet) {
+    if (!(b instanceof CSet) || a.size !== b.size) return false;
+    for (const k of a.items.keys()) if (!b.items.has(k)) return false;
+    return true;
+  }
+  if (a instanceof CRecord) {
+    if (!(b instanceof CRecord) || a.map.size !== b.map.size) return false;
+    for (const [k, v] of a.map) {
+      const w = b.map.get(k);
+      if (w === undefined || !valueEquals(v, w)) return false;
+    }
+    return true;
+  }
+  if (a instanceof IpAddr)
+    return b instanceof IpAddr && a.v6 === b.v6 && a.addr === b.addr && a.prefix === b.prefix;
+  if (a instanceof Decimal) return b instanceof Decimal && a.value === b.value;
+  if (a instanceof DateTime) return b instanceof DateTime && a.ms === b.ms;
+  if (a instanceof Duration) return b instanceof Duration && a.ms === b.ms;
+  return false;
+}
+
+/** A canonical string for a value: equal values, and only they, have equal keys. */
+export function hashKey(v: Value): string {
+  switch (typeof v) {
+    case "boolean":
+      return v ? "t" : "f";
+    case "number":
+    case "bigint":
+      return `l${v}`;
+    case "string":
+      return `s${v}`;
+  }
+  if (v instanceof EntityRef) return `e${v.key}`;
+  if (v instanceof CSet) return `S${JSON.stringify([...v.items.keys()].sort())}`;
+  if (v instanceof CRecord) {
+    const entries = [...v.map.entries()].map(([k, x]) => [k, hashKey(x)]);
+    entries.sort((x, y) => (x[0]! < y[0]! ? -1 : x[0]! > y[0]! ? 1 : 0));
+    return `R${JSON.stringify(entries)}`;
+  }
+  if (v instanceof IpAddr) return `i${v.v6 ? 6 : 4}:${v.addr}/${v.prefix}`;
+  if (v instanceof Decimal) return `d${v.value}`;
+  if (v instanceof DateTime) return `T${v.ms}`;
+  return `D${v.ms}`;
+}

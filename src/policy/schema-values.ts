@@ -1,0 +1,191 @@
+import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import { ZtError } from "../core/errors.js";
+import type { CedarEntity, EntityUid } from "./types.js";
+
+/**
+ * Cedar's "entities parsed with a schema": with a schema, JSON data may omit the
+ * `__extn` / `__entity` escapes (`"source_ip": "10.0.0.1"` for an ipaddr attribute,
+ * `{ "type": "User", "id": "alice" }` for an entity). This turns such data into the
+ * explicit form every engine understands, and adds the schema's action entities
+ * (with their action groups as parents).
+ */
+export interface SchemaModel {
+  entityTypes: Map<string, { attrs?: SType; tags?: SType }>;
+  actions: Map<string, { uid: EntityUid; parents: EntityUid[]; context?: SType }>;
+}
+
+type SType = Record<string, unknown>;
+
+const EXTENSIONS: Record<string, string> = {
+  ipaddr: "ip",
+  decimal: "decimal",
+  datetime: "datetime",
+  duration: "duration",
+};
+
+function qualify(ns: string, name: string): string {
+  return ns === "" ? name : `${ns}::${name}`;
+}
+
+/** Builds a model from Cedar schema text (or JSON). Throws ZT_POLICY_INVALID when it does not parse. */
+export function schemaModel(schema: string | object): SchemaModel {
+  const res = cedar.schemaToJsonWithResolvedTypes(
+    typeof schema === "string" ? schema : JSON.stringify(schema),
+  );
+  if (res.type === "failure")
+    throw new ZtError(
+      "ZT_POLICY_INVALID",
+      `schema: ${res.errors.map((e) => e.message).join("; ")}`,
+    );
+  const json = res.json as unknown as Record<string, Record<string, unknown>>;
+  const common = new Map<string, SType>();
+  for (const [ns, def] of Object.entries(json)) {
+    for (const [name, t] of Object.entries((def["commonTypes"] ?? {}) as Record<string, SType>))
+      common.set(qualify(ns, name), t);
+  }
+  const resolve = (t: SType | undefined, depth = 0): SType | undefined => {
+    if (!t || depth > 64) return t;
+    const name = t["type"] as string;
+    const target = name === "EntityOrCommon" ? (t["name"] as string) : name;
+    const c = common.get(target);
+    if (c) return resolve(c, depth + 1);
+    return t;
+  };
+  const model: SchemaModel = { entityTypes: new Map(), actions: new Map() };
+  for (const [ns, def] of Object.entries(json)) {
+    for (const [name, et] of Object.entries((def["entityTypes"] ?? {}) as Record<string, SType>)) {
+      const entry: { attrs?: SType; tags?: SType } = {};
+      const shape = resolve(et["shape"] as SType | undefined);
+      if (shape) entry.attrs = shape;
+      const tags = resolve(et["tags"] as SType | undefined);
+      if (tags) entry.tags = tags;
+      model.entityTypes.set(qualify(ns, name), entry);
+    }
+    const actionType = qualify(ns, "Action");
+    for (const [id, a] of Object.entries((def["actions"] ?? {}) as Record<string, SType>)) {
+      const parents = ((a["memberOf"] ?? []) as { id: string; type?: string }[]).map((p) => ({
+        type: p.type ?? actionType,
+        id: p.id,
+      }));
+      const applies = a["appliesTo"] as SType | undefined;
+      const ctx = resolve(applies?.["context"] as SType | undefined);
+      const entry: { uid: EntityUid; parents: EntityUid[]; context?: SType } = {
+        uid: { type: actionType, id },
+        parents,
+      };
+      if (ctx) entry.context = ctx;
+      model.actions.set(`${actionType}\u0000${id}`, entry);
+    }
+  }
+  const deep = (t: SType | undefined): SType | undefined => resolve(t);
+  resolveCache.set(model, deep);
+  return model;
+}
+
+const resolveCache = new WeakMap<SchemaModel, (t: SType | undefined) => SType | undefined>();
+
+function typeName(t: SType): string {
+  let name = t["type"] as string;
+  if (name === "EntityOrCommon" || name === "Extension") name = t["name"] as string;
+  return name.startsWith("__cedar::") ? name.slice("__cedar::".length) : name;
+}
+
+/** Rewrites `v` into explicit Cedar JSON according to type `t`. Unknown shapes pass through. */
+export function canonicalValue(model: SchemaModel, t: SType | undefined, v: unknown): unknown {
+  const resolve = resolveCache.get(model)!;
+  const rt = resolve(t);
+  if (!rt || v === null || v === undefined) return v;
+  const name = typeName(rt);
+  const ext = EXTENSIONS[name];
+  if (ext) {
+    if (typeof v === "string") return { __extn: { fn: ext, arg: v } };
+    const o = v as Record<string, unknown>;
+    if (typeof o === "object" && !("__extn" in o) && typeof o["fn"] === "string")
+      return { __extn: o };
+    return v;
+  }
+  if (name === "Set" && Array.isArray(v))
+    return v.map((x) => canonicalValue(model, rt["element"] as SType, x));
+  if (name === "Record" && typeof v === "object" && !Array.isArray(v)) {
+    const attrs = (rt["attributes"] ?? {}) as Record<string, SType>;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      Object.defineProperty(out, k, {
+        value: canonicalValue(model, attrs[k], x),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+    return out;
+  }
+  if (
+    (name === "Entity" || model.entityTypes.has(name)) &&
+    typeof v === "object" &&
+    !Array.isArray(v)
+  ) {
+    const o = v as Record<string, unknown>;
+    if ("__entity" in o) return v;
+    if (typeof o["type"] === "string" && typeof o["id"] === "string")
+      return { __entity: { type: o["type"], id: o["id"] } };
+  }
+  return v;
+}
+
+function uidOf(u: unknown): EntityUid {
+  const o = u as Record<string, unknown>;
+  const e = (o && typeof o === "object" && "__entity" in o ? o["__entity"] : o) as Record<
+    string,
+    unknown
+  >;
+  if (!e || typeof e["type"] !== "string" || typeof e["id"] !== "string")
+    throw new ZtError("ZT_POLICY_INVALID", `invalid entity uid: ${JSON.stringify(u)}`);
+  return { type: e["type"], id: e["id"] };
+}
+
+/** Entities from Cedar JSON, canonicalised with the schema (when given), plus the schema's actions. */
+export function canonicalEntities(raw: unknown, model: SchemaModel | undefined): CedarEntity[] {
+  if (!Array.isArray(raw)) throw new ZtError("ZT_POLICY_INVALID", "entities: expected an array");
+  const out = new Map<string, CedarEntity>();
+  for (const item of raw as Record<string, unknown>[]) {
+    const uid = uidOf(item["uid"]);
+    const et = model?.entityTypes.get(uid.type);
+    const attrs: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries((item["attrs"] ?? {}) as Record<string, unknown>)) {
+      const at = et?.attrs
+        ? ((et.attrs["attributes"] ?? {}) as Record<string, SType>)[k]
+        : undefined;
+      attrs[k] = model ? canonicalValue(model, at, v) : v;
+    }
+    const entity: CedarEntity = {
+      uid,
+      attrs: attrs as CedarEntity["attrs"],
+      parents: ((item["parents"] ?? []) as unknown[]).map(uidOf),
+    };
+    if (item["tags"]) {
+      const tags: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(item["tags"] as Record<string, unknown>))
+        tags[k] = model && et?.tags ? canonicalValue(model, et.tags, v) : v;
+      entity.tags = tags as NonNullable<CedarEntity["tags"]>;
+    }
+    out.set(`${uid.type}\u0000${uid.id}`, entity);
+  }
+  if (model) {
+    for (const [key, a] of model.actions) {
+      const existing = out.get(key);
+      out.set(key, { uid: a.uid, attrs: existing?.attrs ?? {}, parents: a.parents });
+    }
+  }
+  return [...out.values()];
+}
+
+/** A request context canonicalised with the action's context type from the schema. */
+export function canonicalContext(
+  model: SchemaModel | undefined,
+  action: EntityUid,
+  context: Record<string, unknown>,
+): Record<string, unknown> {
+  const a = model?.actions.get(`${action.type}\u0000${action.id}`);
+  if (!model || !a?.context) return context;
+  return canonicalValue(model, a.context, context) as Record<string, unknown>;
+}
