@@ -3,7 +3,8 @@ import type { AppContext } from "../app/index.js";
 import { toPem } from "./der.js";
 import { PkiService, type PkiServiceOptions } from "./pki-service.js";
 import type { ClientCertResult } from "./client-cert.js";
-import type { SshSignAuthorizer } from "./ssh-authorize.js";
+import { createPolicySshAuthorizer, type SshSignAuthorizer } from "./ssh-authorize.js";
+import { createPolicyEngine, loadPolicySet, type PolicyEngine } from "../policy/index.js";
 
 export { PkiService, renewProofInput } from "./pki-service.js";
 export type {
@@ -27,6 +28,7 @@ export type { SpiffeId } from "./spiffe-id.js";
 export { parsePkiSettings } from "./pki-config.js";
 export type { PkiSettings } from "./pki-config.js";
 export { parseSshPublicKey } from "./ssh/ssh-key.js";
+export { createPolicySshAuthorizer } from "./ssh-authorize.js";
 
 const services = new WeakMap<AppContext, Promise<PkiService>>();
 const ready = new WeakMap<AppContext, PkiService>();
@@ -40,6 +42,13 @@ export function setSshSignAuthorizer(ctx: AppContext, authorize: SshSignAuthoriz
   authorizers.set(ctx, authorize);
 }
 
+/** The policy set configured in zt.yaml (`policies`, `policy_engine`), loaded on first use. */
+function configuredEngine(ctx: AppContext): () => PolicyEngine {
+  let engine: PolicyEngine | undefined;
+  return () =>
+    (engine ??= createPolicyEngine(ctx.config.policy_engine, loadPolicySet(ctx.config.policies)));
+}
+
 /** The PKI service for a context, loaded once (CAs, deny list, revocation events). */
 export function pkiService(
   ctx: AppContext,
@@ -47,9 +56,17 @@ export function pkiService(
 ): Promise<PkiService> {
   let p = services.get(ctx);
   if (!p) {
-    const opts: PkiServiceOptions & { create?: boolean } = { create: options.create ?? false };
-    const authorize = authorizers.get(ctx);
-    if (authorize) opts.authorizeSshSign = authorize;
+    let fallback: SshSignAuthorizer | undefined;
+    const opts: PkiServiceOptions & { create?: boolean } = {
+      create: options.create ?? false,
+      // Decided at call time, so the composition root can hand over its live engine later.
+      authorizeSshSign: (req) => {
+        const chosen = authorizers.get(ctx);
+        if (chosen) return chosen(req);
+        fallback ??= createPolicySshAuthorizer(configuredEngine(ctx));
+        return fallback(req);
+      },
+    };
     p = PkiService.open(ctx, opts).then((svc) => {
       ready.set(ctx, svc);
       return svc;

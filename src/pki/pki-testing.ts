@@ -8,7 +8,12 @@ import { ManualClock } from "../core/clock.js";
 
 /** A throwaway AppContext on a temp SQLite store with a manual clock (tests and benches). */
 export async function openPkiTestContext(
-  options: { trustDomain?: string; pki?: Record<string, unknown>; startMs?: number } = {},
+  options: {
+    trustDomain?: string;
+    pki?: Record<string, unknown>;
+    startMs?: number;
+    policies?: string;
+  } = {},
 ): Promise<{ ctx: AppContext; clock: ManualClock; dir: string; cleanup: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "zt-pki-"));
   const config = validateConfig(
@@ -16,6 +21,7 @@ export async function openPkiTestContext(
       data_dir: join(dir, "data"),
       trust_domain: options.trustDomain ?? "example.test",
       pki: options.pki ?? {},
+      ...(options.policies ? { policies: options.policies } : {}),
     },
     join(dir, "zt.yaml"),
   );

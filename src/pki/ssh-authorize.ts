@@ -1,3 +1,13 @@
+import { newId } from "../core/ids.js";
+import {
+  cedarDatetime,
+  cedarIp,
+  EntityStore,
+  type CedarValue,
+  type EntityUid,
+  type PolicyEngine,
+} from "../policy/index.js";
+
 /**
  * "Who may SSH where, for how long" is a policy decision: signing a user certificate
  * asks the policy engine `User::"<name>"` / `Action::"ssh:sign"` / `HostGroup::"<group>"`.
@@ -15,6 +25,10 @@ export interface SshSignAuthzRequest {
   /** Where the request came from (API client address), when known. */
   sourceIp: string | undefined;
   nowMs: number;
+  /** Seconds since the requester's last MFA (unknown: treated as no MFA). */
+  mfaAgeSeconds?: number | undefined;
+  grants?: readonly string[] | undefined;
+  breakglass?: boolean | undefined;
 }
 
 export interface SshSignAuthzResult {
@@ -26,3 +40,49 @@ export interface SshSignAuthzResult {
 }
 
 export type SshSignAuthorizer = (request: SshSignAuthzRequest) => Promise<SshSignAuthzResult>;
+
+/**
+ * An `ssh:sign` authorizer over zt's policy engine. The request becomes
+ * `User::"<user>"` (in its groups) / `Action::"ssh:sign"` / `HostGroup::"<group>"` with an
+ * `SshContext` (time, MFA age, grants, break-glass, the requested logins, source IP).
+ */
+export function createPolicySshAuthorizer(engine: () => PolicyEngine): SshSignAuthorizer {
+  return async (req) => {
+    const user: EntityUid = { type: "User", id: req.user };
+    const entities = new EntityStore([
+      {
+        uid: user,
+        attrs: { name: req.user },
+        parents: req.groups.map((g) => ({ type: "Group", id: g })),
+      },
+      ...req.groups.map((g) => ({ uid: { type: "Group", id: g }, attrs: {}, parents: [] })),
+      { uid: { type: "HostGroup", id: req.hostGroup }, attrs: {}, parents: [] },
+    ]);
+    const context: Record<string, CedarValue> = {
+      time: cedarDatetime(req.nowMs),
+      mfa_age_seconds: req.mfaAgeSeconds ?? NO_MFA_AGE,
+      grants: [...(req.grants ?? [])],
+      breakglass: req.breakglass ?? false,
+      logins: [...req.principals],
+    };
+    if (req.sourceIp) context["source_ip"] = cedarIp(req.sourceIp);
+    const result = engine().authorize(
+      {
+        principal: user,
+        action: { type: "Action", id: "ssh:sign" },
+        resource: { type: "HostGroup", id: req.hostGroup },
+        context,
+      },
+      entities,
+    );
+    return {
+      allowed: result.verdict === "allow",
+      decisionId: newId("dec"),
+      reason: result.verdict === "step-up" ? "mfa-required" : result.reason,
+      policies: result.reasons,
+    };
+  };
+}
+
+/** No MFA in this request: policies asking for recent MFA deny. */
+const NO_MFA_AGE = 2_147_483_647;
