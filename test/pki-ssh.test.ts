@@ -7,6 +7,7 @@ import {
   readFileSync,
   writeFileSync,
   chmodSync,
+  rmSync,
 } from "node:fs";
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -380,7 +381,9 @@ describe("SSH CA checked by a real sshd and ssh", () => {
     ];
     for (const [over, code] of cases) {
       await expect(
-        svc.ssh.signUser({ ...base, ...over } as Parameters<PkiService["ssh"]["signUser"]>[0]),
+        svc.ssh.signUser({ ...base, ...over } as unknown as Parameters<
+          PkiService["ssh"]["signUser"]
+        >[0]),
         JSON.stringify(over).slice(0, 60),
       ).rejects.toMatchObject({ code });
     }
