@@ -31,3 +31,27 @@ export {
   type RuleCounter,
 } from "./rollout.js";
 export { compileK8s, type CompileK8sResult } from "./compile-k8s.js";
+export { LogLineParser, type ObservedPacket } from "./log-line.js";
+export {
+  FlowAggregator,
+  summariseFlows,
+  hostSegmentName,
+  type ObservedFlow,
+  type LearnResult,
+  type LearnedFlow,
+  type InventoryEntry,
+} from "./flow-inventory.js";
+export {
+  aggregateLogFiles,
+  learnFromFiles,
+  type LearnOptions,
+  type LearnProgress,
+  type LearnStats,
+} from "./learn-stream.js";
+export { simulateFlows, OUTSIDE, type SimulateResult, type DroppedGroup } from "./simulate.js";
+export {
+  progressBar,
+  learnDocument,
+  proposedModelYaml,
+  readObservedFiles,
+} from "./learn-output.js";

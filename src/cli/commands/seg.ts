@@ -17,10 +17,19 @@ import {
   readStatus,
   rollbackIfPending,
   systemNftRunner,
-  type NftTarget,
   compileK8s,
+  learnDocument,
+  learnFromFiles,
+  progressBar,
+  proposedModelYaml,
+  readObservedFiles,
+  SegmentIndex,
+  simulateFlows,
+  type NftTarget,
   type SegFinding,
+  type SegModel,
 } from "../../segment/index.js";
+import { stringify } from "yaml";
 import { printJson, printTable, usageError, withoutContext } from "../cli-context.js";
 
 interface TargetOpts {
@@ -80,6 +89,8 @@ export function registerSegCommands(program: Command): void {
   const seg = program
     .command("seg")
     .description("micro-segmentation: compile, apply, learn and simulate flow models");
+
+  registerSegLearnCommands(seg);
 
   seg
     .command("check")
@@ -260,4 +271,90 @@ export function registerSegCommands(program: Command): void {
 
 function createDigest(text: string): string {
   return createHash("sha256").update(text).digest("hex");
+}
+
+function registerSegLearnCommands(seg: Command): void {
+  seg
+    .command("learn")
+    .description("build an inventory and least-privilege flows from kernel log / zt flow records")
+    .requiredOption(
+      "--from <files...>",
+      "log files (nftables/ufw `log prefix` lines, JSON flow records)",
+    )
+    .option("-m, --model <file>", "map addresses to this model's segments")
+    .option(
+      "-o, --out <file>",
+      "write the inventory, flows and observed records here (YAML) instead of stdout",
+    )
+    .option("--model-out <file>", "also write a proposed segments.yaml (audit mode)")
+    .option("--json", "print JSON instead of YAML")
+    .action(
+      (o: { from: string[]; model?: string; out?: string; modelOut?: string; json?: boolean }) =>
+        withoutContext(async () => {
+          let model: SegModel | undefined;
+          if (o.model) {
+            const m = await loadSegModelFile(o.model);
+            for (const f of m.findings)
+              process.stderr.write(`zt: warning: ${formatFinding(basename(o.model), f)}\n`);
+            model = m.model;
+          }
+          const bar = progressBar();
+          const opts = {
+            year: new Date(systemClock.now()).getUTCFullYear(),
+            onProgress: bar.update,
+            ...(model ? { index: new SegmentIndex(model) } : {}),
+          };
+          const { result, stats } = await learnFromFiles(o.from, opts);
+          bar.done();
+          const doc = learnDocument(result, stats);
+          const text = o.json
+            ? JSON.stringify(doc, null, 2) + "\n"
+            : stringify(doc, { lineWidth: 0 });
+          if (o.out) await writeFile(o.out, text);
+          else process.stdout.write(text);
+          if (o.modelOut) await writeFile(o.modelOut, proposedModelYaml(model, result));
+          process.stderr.write(
+            `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines\n`,
+          );
+        }),
+    );
+
+  seg
+    .command("simulate")
+    .description(
+      "replay observed flows against a candidate model; report what it would drop, by segment pair",
+    )
+    .requiredOption("-m, --model <file>", "candidate model")
+    .requiredOption("--flows <files...>", "`zt seg learn` output (.yaml/.json) or raw log files")
+    .option("--check", "exit 1 when anything would be dropped")
+    .option("--json", "print JSON")
+    .action((o: { model: string; flows: string[]; check?: boolean; json?: boolean }) =>
+      withoutContext(async () => {
+        const { model, findings } = await loadSegModelFile(o.model);
+        for (const f of findings)
+          process.stderr.write(`zt: warning: ${formatFinding(basename(o.model), f)}\n`);
+        const r = simulateFlows(model, await readObservedFiles(o.flows));
+        if (o.json) printJson(r);
+        else {
+          process.stdout.write(
+            `${r.flows} observed flows, ${r.packets} packets: ${r.allowed} allowed, ${r.egress} egress, ${r.dropped} would be dropped\n`,
+          );
+          if (r.groups.length) {
+            process.stdout.write("\n");
+            printTable(
+              r.groups.map((g) => ({
+                from: g.from,
+                to: g.to,
+                mode:
+                  g.mode === "enforce" ? "enforce (dropped now)" : "audit (dropped once enforced)",
+                packets: g.count,
+                ports: g.ports.slice(0, 8).map((p) => `${p.port}×${p.count}`),
+              })),
+              ["from", "to", "mode", "packets", "ports"],
+            );
+          }
+        }
+        return o.check && r.dropped > 0 ? 1 : 0;
+      }),
+    );
 }

@@ -1,0 +1,194 @@
+import { formatRange, parseCidr } from "./ip-range.js";
+import type { ObservedPacket } from "./log-line.js";
+import { formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";
+import type { SegmentIndex } from "./segment-index.js";
+
+/** One observed address pair and service, aggregated. */
+export interface ObservedFlow {
+  src: string;
+  dst: string;
+  proto: SegProto;
+  port?: number;
+  count: number;
+  first?: number;
+  last?: number;
+}
+
+interface Agg {
+  count: number;
+  first: number | undefined;
+  last: number | undefined;
+}
+
+/**
+ * Aggregates observed packets by (source, destination, protocol, destination port),
+ * ignoring ephemeral source ports. Pure and incremental: `add` per packet, then `flows()`.
+ */
+export class FlowAggregator {
+  readonly #map = new Map<string, Agg>();
+  packets = 0;
+
+  add(p: ObservedPacket): void {
+    this.packets++;
+    const key = `${p.src} ${p.dst} ${p.proto} ${p.port ?? ""}`;
+    const a = this.#map.get(key);
+    if (!a) {
+      this.#map.set(key, { count: 1, first: p.ts, last: p.ts });
+      return;
+    }
+    a.count++;
+    if (p.ts !== undefined) {
+      if (a.first === undefined || p.ts < a.first) a.first = p.ts;
+      if (a.last === undefined || p.ts > a.last) a.last = p.ts;
+    }
+  }
+
+  flows(): ObservedFlow[] {
+    const out: ObservedFlow[] = [];
+    for (const [key, a] of this.#map) {
+      const [src, dst, proto, port] = key.split(" ") as [string, string, SegProto, string];
+      const f: ObservedFlow = { src, dst, proto, count: a.count };
+      if (port !== "") f.port = Number(port);
+      if (a.first !== undefined) f.first = a.first;
+      if (a.last !== undefined) f.last = a.last;
+      out.push(f);
+    }
+    return out.sort((a, b) => b.count - a.count || (a.src < b.src ? -1 : a.src > b.src ? 1 : 0));
+  }
+}
+
+export interface LearnedFlow {
+  from: string;
+  to: string;
+  ports: string[];
+  count: number;
+  first_seen?: string;
+  last_seen?: string;
+}
+
+export interface InventoryEntry {
+  address: string;
+  segment: string | null;
+  sent: number;
+  received: number;
+  services: string[];
+}
+
+export interface LearnResult {
+  inventory: InventoryEntry[];
+  /** Proposed least-privilege flows between segments. */
+  flows: LearnedFlow[];
+  /** Proposed egress per segment (destinations outside the model). */
+  egress: Record<string, string[]>;
+  /** Segments proposed for addresses the model does not know (one per address). */
+  segments: Record<string, { hosts: string[] }>;
+  /** Address-level flows, the input of `zt seg simulate`. */
+  observed: ObservedFlow[];
+}
+
+/** The segment name proposed for an address outside the model. */
+export function hostSegmentName(addr: string): string {
+  return `h-${addr.replace(/[.:]/g, "-").replace(/-+$/, "")}`.toLowerCase();
+}
+
+function iso(t: number | undefined): string | undefined {
+  return t === undefined ? undefined : new Date(t).toISOString();
+}
+
+function spec(f: ObservedFlow): string {
+  const p: PortSpec =
+    f.proto === "icmp" ? { proto: "icmp" } : { proto: f.proto, lo: f.port!, hi: f.port! };
+  return formatPortSpec(p);
+}
+
+/**
+ * Turns aggregated flows into an inventory and a least-privilege proposal. With a model
+ * (`index`), addresses map to its segments and traffic from a segment to unknown
+ * destinations becomes proposed egress; without one (or for unknown sources) each address
+ * gets a proposed segment of its own. Pure.
+ */
+export function summariseFlows(
+  observed: ObservedFlow[],
+  index: SegmentIndex | undefined,
+): LearnResult {
+  const segOf = new Map<string, string | null>();
+  const lookup = (a: string) => {
+    let s = segOf.get(a);
+    if (s === undefined) {
+      s = index?.lookup(a) ?? null;
+      segOf.set(a, s);
+    }
+    return s;
+  };
+  const inv = new Map<string, InventoryEntry>();
+  const entry = (a: string) => {
+    let e = inv.get(a);
+    if (!e)
+      inv.set(a, (e = { address: a, segment: lookup(a), sent: 0, received: 0, services: [] }));
+    return e;
+  };
+  const pairs = new Map<
+    string,
+    {
+      from: string;
+      to: string;
+      ports: Map<string, number>;
+      count: number;
+      first?: number;
+      last?: number;
+    }
+  >();
+  const egress = new Map<string, Set<string>>();
+  const proposed: Record<string, { hosts: string[] }> = {};
+  const segName = (a: string) => {
+    const s = lookup(a);
+    if (s !== null) return s;
+    const name = hostSegmentName(a);
+    const r = parseCidr(a);
+    proposed[name] ??= { hosts: [r.ok ? formatRange(r.range) : a] };
+    return name;
+  };
+  for (const f of observed) {
+    const sp = spec(f);
+    entry(f.src).sent += f.count;
+    const d = entry(f.dst);
+    d.received += f.count;
+    if (!d.services.includes(sp)) d.services.push(sp);
+    const fromKnown = lookup(f.src);
+    if (index && fromKnown !== null && lookup(f.dst) === null) {
+      let set = egress.get(fromKnown);
+      if (!set) egress.set(fromKnown, (set = new Set()));
+      set.add(sp);
+      continue;
+    }
+    const from = segName(f.src);
+    const to = segName(f.dst);
+    const key = `${from} ${to}`;
+    let p = pairs.get(key);
+    if (!p) pairs.set(key, (p = { from, to, ports: new Map(), count: 0 }));
+    p.count += f.count;
+    p.ports.set(sp, (p.ports.get(sp) ?? 0) + f.count);
+    if (f.first !== undefined && (p.first === undefined || f.first < p.first)) p.first = f.first;
+    if (f.last !== undefined && (p.last === undefined || f.last > p.last)) p.last = f.last;
+  }
+  const flows: LearnedFlow[] = [...pairs.values()]
+    .sort((a, b) => b.count - a.count)
+    .map((p) => {
+      const lf: LearnedFlow = {
+        from: p.from,
+        to: p.to,
+        ports: [...p.ports.keys()].sort(),
+        count: p.count,
+      };
+      const first = iso(p.first);
+      const last = iso(p.last);
+      if (first) lf.first_seen = first;
+      if (last) lf.last_seen = last;
+      return lf;
+    });
+  const eg: Record<string, string[]> = {};
+  for (const [s, set] of [...egress].sort()) eg[s] = [...set].sort();
+  const inventory = [...inv.values()].sort((a, b) => (a.address < b.address ? -1 : 1));
+  for (const e of inventory) e.services.sort();
+  return { inventory, flows, egress: eg, segments: proposed, observed };
+}

@@ -1,0 +1,152 @@
+/** I/O helpers of `zt seg learn` / `zt seg simulate`: progress bar, output documents, observed-flow files. */
+import { readFile } from "node:fs/promises";
+import { stringify, parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { systemClock } from "../core/clock.js";
+import { ZtError } from "../core/errors.js";
+import type { LearnProgress, LearnStats } from "./learn-stream.js";
+import { aggregateLogFiles } from "./learn-stream.js";
+import type { LearnResult, ObservedFlow } from "./flow-inventory.js";
+import type { SegModel } from "./model.js";
+
+/** A progress bar on stderr, only when stderr is a terminal; redrawn at most 10 times a second. */
+export function progressBar(): { update: (p: LearnProgress) => void; done: () => void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, done: () => undefined };
+  let last = 0;
+  const draw = (p: LearnProgress) => {
+    const frac = p.bytesTotal > 0 ? Math.min(1, p.bytesRead / p.bytesTotal) : 1;
+    const width = 30;
+    const fill = Math.round(frac * width);
+    process.stderr.write(
+      `\r[${"#".repeat(fill)}${".".repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}%  ${p.lines.toLocaleString("en-US")} lines`,
+    );
+  };
+  let lastP: LearnProgress | undefined;
+  return {
+    update: (p) => {
+      lastP = p;
+      const now = systemClock.now();
+      if (now - last < 100) return;
+      last = now;
+      draw(p);
+    },
+    done: () => {
+      if (lastP) draw(lastP);
+      process.stderr.write("\n");
+    },
+  };
+}
+
+function isoOrUndefined(t: number | undefined): string | undefined {
+  return t === undefined ? undefined : new Date(t).toISOString();
+}
+
+function observedForOutput(o: ObservedFlow[]) {
+  return o.map((f) => ({
+    src: f.src,
+    dst: f.dst,
+    proto: f.proto,
+    ...(f.port !== undefined ? { port: f.port } : {}),
+    count: f.count,
+    ...(f.first !== undefined ? { first_seen: isoOrUndefined(f.first) } : {}),
+    ...(f.last !== undefined ? { last_seen: isoOrUndefined(f.last) } : {}),
+  }));
+}
+
+/** A ready-to-edit segments.yaml: the model's segments plus proposals, learned flows, audit mode. */
+export function proposedModelYaml(model: SegModel | undefined, r: LearnResult): string {
+  const segments: Record<string, unknown> = {};
+  for (const s of model?.segments ?? []) {
+    segments[s.name] = {
+      hosts: s.hosts.map((h) => (h.name ? { name: h.name, ip: h.text } : h.text)),
+    };
+  }
+  Object.assign(segments, r.segments);
+  const doc = {
+    segments,
+    flows: r.flows.map((f) => ({
+      from: f.from,
+      to: f.to,
+      ports: f.ports,
+      comment: `learned: ${f.count} packets${f.first_seen ? `, ${f.first_seen} .. ${f.last_seen}` : ""}`,
+    })),
+    ...(Object.keys(r.egress).length ? { egress: r.egress } : {}),
+    mode: { default: "audit" },
+  };
+  return (
+    "# proposed by `zt seg learn`: review, then `zt seg simulate` before enforcing\n" +
+    stringify(doc, { lineWidth: 0 })
+  );
+}
+
+const observedFileSchema = z.object({
+  observed: z.array(
+    z.object({
+      src: z.string(),
+      dst: z.string(),
+      proto: z.enum(["tcp", "udp", "icmp"]),
+      port: z.number().int().min(0).max(65535).optional(),
+      count: z.number().int().positive().default(1),
+    }),
+  ),
+});
+
+/** Reads observed flows: a `zt seg learn` output (YAML/JSON with `observed:`) or raw log files. */
+export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]> {
+  const logs: string[] = [];
+  const out: ObservedFlow[] = [];
+  for (const p of paths) {
+    if (!/\.(ya?ml|json)$/.test(p)) {
+      logs.push(p);
+      continue;
+    }
+    const text = await readFile(p, "utf8").catch(() => {
+      throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
+    });
+    let raw: unknown;
+    try {
+      raw = parseYaml(text);
+    } catch (e) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `${p}: not YAML/JSON: ${(e as Error).message.split("\n")[0]}`,
+      );
+    }
+    const parsed = observedFileSchema.safeParse(raw);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0]!;
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `${p}: ${i.path.map(String).join(".") || "(top)"}: ${i.message}`,
+      );
+    }
+    for (const f of parsed.data.observed) {
+      const base = { src: f.src, dst: f.dst, proto: f.proto, count: f.count };
+      out.push(f.port === undefined ? base : { ...base, port: f.port });
+    }
+  }
+  if (logs.length) {
+    const { aggregator } = await aggregateLogFiles(logs, {
+      year: new Date(systemClock.now()).getUTCFullYear(),
+    });
+    out.push(...aggregator.flows());
+  }
+  return out;
+}
+
+/** The document `zt seg learn` writes: summary, inventory, proposed flows and egress, observed flows. */
+export function learnDocument(result: LearnResult, stats: LearnStats): Record<string, unknown> {
+  return {
+    summary: {
+      files: stats.files,
+      lines: stats.lines,
+      parsed: stats.parsed,
+      observed_flows: result.observed.length,
+    },
+    inventory: result.inventory,
+    flows: result.flows,
+    egress: result.egress,
+    ...(Object.keys(result.segments).length ? { proposed_segments: result.segments } : {}),
+    observed: observedForOutput(result.observed),
+  };
+}
