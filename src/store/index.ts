@@ -7,3 +7,5 @@ export type { StoreDialect } from "./dialect.js";
 export type * from "./tables.js";
 export type * from "./tables-pki.js";
 export type * from "./tables-audit.js";
+export type * from "./tables-device.js";
+export type * from "./tables-access.js";

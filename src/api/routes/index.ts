@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { registerPkiRoutes } from "./pki.js";
+import { registerDeviceRoutes } from "./device.js";
 
 /**
  * Every API route group. Each capability's routes live in their own file here and
@@ -10,4 +11,5 @@ export function registerAllApiRoutes(app: FastifyInstance, ctx: AppContext): voi
   void app;
   void ctx;
   registerPkiRoutes(app, ctx);
+  registerDeviceRoutes(app, ctx);
 }

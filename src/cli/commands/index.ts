@@ -6,6 +6,9 @@ import { registerUserCommands } from "./user.js";
 import { registerDbCommands } from "./db.js";
 import { registerAuditCommands } from "./audit.js";
 import { registerSegCommands } from "./seg.js";
+import { registerDeviceCommands } from "./device.js";
+import { registerAccessCommands } from "./access.js";
+import { registerBreakglassCommands } from "./breakglass.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -19,4 +22,7 @@ export function registerAllCommands(program: Command): void {
   registerDbCommands(program);
   registerAuditCommands(program);
   registerSegCommands(program);
+  registerDeviceCommands(program);
+  registerAccessCommands(program);
+  registerBreakglassCommands(program);
 }

@@ -3,6 +3,7 @@ import type { StoreDialect } from "../dialect.js";
 import { foundation } from "./0001-foundation.js";
 import { pki } from "./0002-pki.js";
 import { audit } from "./0003-audit.js";
+import { deviceAccess } from "./0004-device-access.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -13,5 +14,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0001-foundation": foundation(dialect),
     "0002-pki": pki(dialect),
     "0003-audit": audit(dialect),
+    "0004-device-access": deviceAccess(dialect),
   };
 }

@@ -1,0 +1,121 @@
+import { z } from "zod";
+import { ZtError } from "../core/errors.js";
+import { parseDuration } from "../core/duration.js";
+
+const duration = z.union([z.string(), z.number()]);
+const appName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "expected an app (route) name");
+
+const accessSchema = z
+  .object({
+    /** Longest grant anyone may ask for, unless a resource says otherwise. */
+    max_ttl: duration.default("8h"),
+    /** Per App: who approves, how many approvals, longest grant. */
+    resources: z
+      .record(
+        appName,
+        z
+          .object({
+            approvers: z.string().min(1),
+            approvals: z.number().int().min(1).max(2).default(1),
+            max_ttl: duration.optional(),
+          })
+          .strict(),
+      )
+      .default({}),
+    breakglass: z
+      .object({
+        /** User names allowed to break glass. */
+        accounts: z.array(z.string()).default([]),
+        /** Apps break-glass opens. */
+        resources: z.array(appName).default([]),
+        /** Length of a break-glass grant (at most 1h). */
+        ttl: duration.default("1h"),
+      })
+      .strict()
+      .default({ accounts: [], resources: [], ttl: "1h" }),
+  })
+  .strict();
+
+const notificationsSchema = z
+  .object({
+    webhook: z
+      .string()
+      .refine((s) => {
+        try {
+          const u = new URL(s);
+          return u.protocol === "http:" || u.protocol === "https:";
+        } catch {
+          return false;
+        }
+      }, "expected an http:// or https:// URL")
+      .optional(),
+    /** How long to wait for the webhook. */
+    timeout: duration.default("5s"),
+  })
+  .strict();
+
+export interface ResourceAccessConfig {
+  approvers: string;
+  approvals: number;
+  maxTtlMs: number;
+}
+
+export interface AccessConfig {
+  maxTtlMs: number;
+  resources: Record<string, ResourceAccessConfig>;
+  breakglass: { accounts: string[]; resources: string[]; ttlMs: number };
+}
+
+export interface NotificationsConfig {
+  webhook: string | undefined;
+  timeoutMs: number;
+}
+
+export const BREAKGLASS_MAX_MS = 3_600_000;
+
+function fail(section: string, e: z.ZodError): never {
+  const i = e.issues[0]!;
+  const path = [section, ...i.path.map(String)].join(".");
+  throw new ZtError("ZT_CONFIG_INVALID", `${path}: ${i.message}`, { path });
+}
+
+/** Validates the `access:` section of zt.yaml; errors name the key path. */
+export function parseAccessConfig(raw: unknown): AccessConfig {
+  const r = accessSchema.safeParse(raw ?? {});
+  if (!r.success) fail("access", r.error);
+  const c = r.data;
+  const maxTtlMs = parseDuration(c.max_ttl, "access.max_ttl");
+  const resources: Record<string, ResourceAccessConfig> = {};
+  for (const [name, v] of Object.entries(c.resources)) {
+    resources[name] = {
+      approvers: v.approvers,
+      approvals: v.approvals,
+      maxTtlMs:
+        v.max_ttl === undefined
+          ? maxTtlMs
+          : parseDuration(v.max_ttl, `access.resources.${name}.max_ttl`),
+    };
+  }
+  const ttlMs = parseDuration(c.breakglass.ttl, "access.breakglass.ttl");
+  if (ttlMs > BREAKGLASS_MAX_MS || ttlMs <= 0)
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      "access.breakglass.ttl: expected a duration of at most 1h",
+      { path: "access.breakglass.ttl" },
+    );
+  return {
+    maxTtlMs,
+    resources,
+    breakglass: { accounts: c.breakglass.accounts, resources: c.breakglass.resources, ttlMs },
+  };
+}
+
+/** Validates the `notifications:` section of zt.yaml. */
+export function parseNotificationsConfig(raw: unknown): NotificationsConfig {
+  const r = notificationsSchema.safeParse(raw ?? {});
+  if (!r.success) fail("notifications", r.error);
+  return {
+    webhook: r.data.webhook,
+    timeoutMs: parseDuration(r.data.timeout, "notifications.timeout"),
+  };
+}

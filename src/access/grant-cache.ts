@@ -1,0 +1,118 @@
+import type { AppContext } from "../app/index.js";
+import type { CedarValue, EntityUid } from "../policy/index.js";
+import { toRequest } from "./access-service.js";
+
+interface ActiveGrant {
+  id: string;
+  kind: "jit" | "breakglass";
+  resource: string;
+  expiresAt: number;
+}
+
+export interface GrantFacts {
+  principal: EntityUid;
+  route: string;
+}
+
+/** What `context.grants` / `context.breakglass` are for one request. Pure. */
+export function grantContext(
+  grants: readonly ActiveGrant[],
+  route: string,
+  now: number,
+): { grants: string[]; breakglass: boolean } {
+  const names = new Set<string>();
+  let breakglass = false;
+  for (const g of grants) {
+    if (now >= g.expiresAt) continue;
+    if (g.kind === "jit") names.add(g.resource);
+    else if (g.resource === route) breakglass = true;
+  }
+  return { grants: [...names].sort(), breakglass };
+}
+
+/**
+ * Active grants in memory, by user name, kept current from `grant.changed` events.
+ * Contributes `context.grants` (apps with an active approved grant) and
+ * `context.breakglass` (an active break-glass grant for the requested app). Expiry is
+ * checked against the clock at decision time, so a grant ends on time even before
+ * the expiry timer has marked it.
+ */
+export class GrantCache {
+  readonly #ctx: AppContext;
+  readonly #byUser = new Map<string, ActiveGrant[]>();
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+  }
+
+  async load(): Promise<void> {
+    const rows = await this.#ctx.store.db
+      .selectFrom("access_requests")
+      .selectAll()
+      .where("status", "=", "approved")
+      .where("expires_at", ">", this.#ctx.clock.now())
+      .execute();
+    this.#byUser.clear();
+    for (const r of rows.map(toRequest))
+      this.#add(r.user, { id: r.id, kind: r.kind, resource: r.resource, expiresAt: r.expiresAt! });
+  }
+
+  /** Re-reads one request after `grant.changed`; returns its owner's user name. */
+  async refresh(requestId: string): Promise<string | undefined> {
+    const row = await this.#ctx.store.db
+      .selectFrom("access_requests")
+      .selectAll()
+      .where("id", "=", requestId)
+      .executeTakeFirst();
+    for (const [user, list] of this.#byUser) {
+      const kept = list.filter((g) => g.id !== requestId);
+      if (kept.length === 0) this.#byUser.delete(user);
+      else if (kept.length !== list.length) this.#byUser.set(user, kept);
+    }
+    if (!row) return undefined;
+    const r = toRequest(row);
+    if (r.status === "approved" && r.expiresAt !== null && r.expiresAt > this.#ctx.clock.now())
+      this.#add(r.user, { id: r.id, kind: r.kind, resource: r.resource, expiresAt: r.expiresAt });
+    return r.user;
+  }
+
+  /** The earliest expiry among held grants (for the expiry timer). */
+  nextExpiry(): number | undefined {
+    let min: number | undefined;
+    for (const list of this.#byUser.values())
+      for (const g of list) if (min === undefined || g.expiresAt < min) min = g.expiresAt;
+    return min;
+  }
+
+  /** Drops grants expired at `now`; returns the user names that lost one. */
+  dropExpired(now: number): string[] {
+    const users: string[] = [];
+    for (const [user, list] of this.#byUser) {
+      const kept = list.filter((g) => g.expiresAt > now);
+      if (kept.length !== list.length) {
+        users.push(user);
+        if (kept.length === 0) this.#byUser.delete(user);
+        else this.#byUser.set(user, kept);
+      }
+    }
+    return users;
+  }
+
+  /** Whether a user holds an active break-glass grant for an app (for the banner). */
+  breakglassActive(user: string, route: string): boolean {
+    return grantContext(this.#byUser.get(user) ?? [], route, this.#ctx.clock.now()).breakglass;
+  }
+
+  contribute(facts: GrantFacts): Record<string, CedarValue> | undefined {
+    if (facts.principal.type !== "User") return undefined;
+    const list = this.#byUser.get(facts.principal.id);
+    if (!list) return undefined;
+    return grantContext(list, facts.route, this.#ctx.clock.now());
+  }
+
+  #add(user: string, g: ActiveGrant): void {
+    const list = this.#byUser.get(user) ?? [];
+    list.push(g);
+    this.#byUser.set(user, list);
+  }
+}

@@ -1,0 +1,325 @@
+import { hostname } from "node:os";
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { ZtError } from "../../core/errors.js";
+import { fileExists } from "../../core/secure-files.js";
+import {
+  bindPayload,
+  collectPosture,
+  defaultKeyDir,
+  deviceKeyPath,
+  DeviceService,
+  generateDeviceKey,
+  loadDeviceKey,
+  saveDeviceKey,
+  signWithDeviceKey,
+  type DeviceInfo,
+  type PostureReport,
+} from "../../device/index.js";
+import { printJson, printTable, usageError, withContext, withoutContext } from "../cli-context.js";
+import { actingUser } from "./access.js";
+
+function deviceJson(d: DeviceInfo): Record<string, unknown> {
+  return {
+    id: d.id,
+    user: d.userName,
+    name: d.name,
+    status: d.status,
+    compliant: d.compliantNow,
+    score: d.score,
+    os: d.os,
+    last_report: d.lastReportAt === null ? null : new Date(d.lastReportAt).toISOString(),
+    checks: d.checks,
+  };
+}
+
+function print(d: DeviceInfo, json: boolean | undefined): void {
+  if (json) printJson(deviceJson(d));
+  else
+    printTable(
+      [deviceJson(d)],
+      ["id", "user", "name", "status", "compliant", "score", "os", "last_report"],
+    );
+}
+
+/** Builds the report payload from collected or given facts (`--facts FILE`: { os, checks }). */
+async function buildReport(
+  deviceId: string,
+  factsFile: string | undefined,
+  now: number,
+): Promise<PostureReport> {
+  if (factsFile) {
+    let raw: { os?: unknown; checks?: unknown };
+    try {
+      raw = JSON.parse(readFileSync(factsFile, "utf8")) as { os?: unknown; checks?: unknown };
+    } catch {
+      throw new ZtError("ZT_DEVICE_INVALID", `--facts ${factsFile}: not a readable JSON file`);
+    }
+    return {
+      v: 1,
+      device_id: deviceId,
+      collected_at: now,
+      os: typeof raw.os === "string" ? raw.os : "unknown",
+      checks: (raw.checks ?? {}) as PostureReport["checks"],
+    };
+  }
+  const p = await collectPosture();
+  return {
+    v: 1,
+    device_id: deviceId,
+    collected_at: now,
+    os: p.os,
+    checks: p.checks,
+    evidence: p.evidence,
+  };
+}
+
+async function postJson(
+  server: string,
+  path: string,
+  body: unknown,
+): Promise<Record<string, unknown>> {
+  const res = await fetch(new URL(path, server), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) {
+    const err = (json["error"] ?? {}) as { code?: string; message?: string };
+    throw new ZtError(
+      "ZT_UNAVAILABLE",
+      `server refused (${res.status} ${err.code ?? ""}): ${err.message ?? "no detail"}`,
+    );
+  }
+  return json;
+}
+
+/** `zt device enroll|approve|revoke|list|show|report|bind` — device trust. */
+export function registerDeviceCommands(program: Command): void {
+  const device = program
+    .command("device")
+    .description("device trust: enrolment, approval, signed posture reports");
+
+  device
+    .command("enroll")
+    .description(
+      "create this device's Ed25519 key (0600 file) and register it for a user (pending unless auto-approved)",
+    )
+    .option("--as <user>", "the device's owner (default: $ZT_USER)")
+    .option(
+      "--name <name>",
+      "device name",
+      hostname()
+        .replace(/[^A-Za-z0-9._-]/g, "-")
+        .slice(0, 63) || "device",
+    )
+    .option("--key-dir <dir>", "where to keep the device key (default: ~/.config/zt)")
+    .option("--force", "replace an existing device key file")
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: { as?: string; name: string; keyDir?: string; force?: boolean; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          const user = actingUser(opts.as, "the device's owner");
+          const keyDir = opts.keyDir ?? defaultKeyDir(process.env);
+          if (fileExists(deviceKeyPath(keyDir)) && !opts.force)
+            throw new ZtError(
+              "ZT_CONFLICT",
+              `${deviceKeyPath(keyDir)} exists: this device is enrolled (use --force to replace it)`,
+            );
+          const key = generateDeviceKey();
+          const r = await new DeviceService(ctx).enroll({
+            userName: user,
+            name: opts.name,
+            publicKeyPem: key.publicPem,
+          });
+          const path = saveDeviceKey(keyDir, {
+            device_id: r.device.id,
+            name: r.device.name,
+            user,
+            private_key: key.privatePem,
+          });
+          if (opts.json)
+            printJson({ ...deviceJson(r.device), key_file: path, auto_approved: r.autoApproved });
+          else
+            process.stdout.write(
+              `enrolled ${r.device.id} (${r.device.status}${r.autoApproved ? ", auto-approved" : ", ask an admin: zt device approve " + r.device.id}); key in ${path}\n`,
+            );
+        }),
+    );
+
+  for (const [verb, what] of [
+    ["approve", "approve a pending device"],
+    ["revoke", "revoke a device: it stops counting as managed at once"],
+  ] as const) {
+    device
+      .command(verb)
+      .description(what)
+      .argument("<id>", "device id")
+      .option(
+        "--as <user>",
+        "who does it (recorded in the audit log; default: $ZT_USER or 'admin')",
+      )
+      .option("--json", "JSON output")
+      .action(async (id: string, opts: { as?: string; json?: boolean }, cmd: Command) =>
+        withContext(cmd, async (ctx) => {
+          const by = opts.as ?? process.env["ZT_USER"] ?? "admin";
+          const svc = new DeviceService(ctx);
+          print(
+            verb === "approve" ? await svc.approve(id, by) : await svc.revoke(id, by),
+            opts.json,
+          );
+        }),
+      );
+  }
+
+  device
+    .command("list")
+    .description("enrolled devices and their posture")
+    .option("--user <name>", "only this user's devices")
+    .option("--json", "JSON output")
+    .action(async (opts: { user?: string; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const list = await new DeviceService(ctx).list(opts.user ? { userName: opts.user } : {});
+        if (opts.json) printJson(list.map(deviceJson));
+        else
+          printTable(list.map(deviceJson), [
+            "id",
+            "user",
+            "name",
+            "status",
+            "compliant",
+            "score",
+            "os",
+            "last_report",
+          ]);
+      }),
+    );
+
+  device
+    .command("show")
+    .argument("<id>", "device id")
+    .option("--json", "JSON output")
+    .action(async (id: string, opts: { json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => printJson(deviceJson(await new DeviceService(ctx).get(id)))),
+    );
+
+  device
+    .command("report")
+    .description(
+      "collect this device's posture (apt, LUKS, nftables/ufw, screen lock, AV, OS), sign it with the device key and send it",
+    )
+    .option("--key-dir <dir>", "where the device key is (default: ~/.config/zt)")
+    .option(
+      "--facts <file>",
+      "send these facts ({ os, checks }) instead of collecting them (agents, tests)",
+    )
+    .option("--server <url>", "send through the zt API at this URL instead of the local store")
+    .option("--dry-run", "print the signed report, send nothing")
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: {
+          keyDir?: string;
+          facts?: string;
+          server?: string;
+          dryRun?: boolean;
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const keyDir = opts.keyDir ?? defaultKeyDir(process.env);
+        const build = async (now: number) => {
+          const key = loadDeviceKey(keyDir);
+          const report = await buildReport(key.device_id, opts.facts, now);
+          const payload = JSON.stringify(report);
+          return { key, payload, signature: signWithDeviceKey(key.private_key, payload) };
+        };
+        if (opts.dryRun || opts.server) {
+          await withoutContext(async () => {
+            const r = await build(Date.now());
+            if (opts.dryRun)
+              return printJson({
+                device_id: r.key.device_id,
+                payload: JSON.parse(r.payload) as unknown,
+                signature: r.signature,
+              });
+            const res = await postJson(
+              opts.server!,
+              `/v1/devices/${encodeURIComponent(r.key.device_id)}/reports`,
+              { payload: r.payload, signature: r.signature },
+            );
+            printJson(res);
+          });
+          return;
+        }
+        await withContext(cmd, async (ctx) => {
+          const r = await build(ctx.clock.now());
+          const s = await new DeviceService(ctx).submitReport(
+            r.key.device_id,
+            r.payload,
+            r.signature,
+          );
+          if (opts.json)
+            printJson({
+              device_id: r.key.device_id,
+              score: s.score,
+              compliant: s.compliant,
+              failures: s.failures,
+            });
+          else
+            process.stdout.write(
+              `${r.key.device_id}: score ${s.score}, ${s.compliant ? "compliant" : `NON-COMPLIANT (${s.failures.join(", ")})`}\n`,
+            );
+          return s.compliant ? 0 : 3;
+        });
+      },
+    );
+
+  device
+    .command("bind")
+    .description(
+      "bind a session to this device (signed with the device key); policies then see context.device",
+    )
+    .requiredOption("--session <id>", "session id (from the login response or zt session list)")
+    .option("--key-dir <dir>", "where the device key is (default: ~/.config/zt)")
+    .option("--server <url>", "send through the zt API at this URL instead of the local store")
+    .action(async (opts: { session: string; keyDir?: string; server?: string }, cmd: Command) => {
+      const keyDir = opts.keyDir ?? defaultKeyDir(process.env);
+      if (opts.server) {
+        await withoutContext(async () => {
+          const key = loadDeviceKey(keyDir);
+          const at = Date.now();
+          const signature = signWithDeviceKey(
+            key.private_key,
+            bindPayload(opts.session, key.device_id, at),
+          );
+          printJson(
+            await postJson(opts.server!, `/v1/devices/${encodeURIComponent(key.device_id)}/bind`, {
+              session_id: opts.session,
+              at,
+              signature,
+            }),
+          );
+        });
+        return;
+      }
+      await withContext(cmd, async (ctx) => {
+        if (!/^ses_/.test(opts.session))
+          throw usageError("--session: expected a session id (ses_…)");
+        const key = loadDeviceKey(keyDir);
+        const at = ctx.clock.now();
+        await new DeviceService(ctx).bindSession(
+          opts.session,
+          key.device_id,
+          at,
+          signWithDeviceKey(key.private_key, bindPayload(opts.session, key.device_id, at)),
+        );
+        process.stdout.write(`bound ${opts.session} to ${key.device_id}\n`);
+      });
+    });
+}

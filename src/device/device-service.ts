@@ -1,0 +1,364 @@
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { DevicesTable } from "../store/index.js";
+import { parseDevicesConfig, type DevicesConfig } from "./device-config.js";
+import { parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
+import { bindPayload, parsePostureReport } from "./posture-report.js";
+import {
+  isCompliantAt,
+  scorePosture,
+  type PostureChecks,
+  type PostureScore,
+} from "./posture-score.js";
+
+export interface DeviceInfo {
+  id: string;
+  userId: string;
+  userName: string;
+  name: string;
+  status: "pending" | "approved" | "revoked";
+  createdAt: number;
+  approvedAt: number | null;
+  approvedBy: string | null;
+  lastReportAt: number | null;
+  /** The last report's verdict (see `compliantNow` for the effective one). */
+  compliant: boolean;
+  /** Approved, compliant, and reported within the interval — as of now. */
+  compliantNow: boolean;
+  score: number;
+  os: string | null;
+  checks: PostureChecks;
+}
+
+export interface EnrollResult {
+  device: DeviceInfo;
+  autoApproved: boolean;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * Device trust: enrolment (a registered Ed25519 public key linked to its owner),
+ * approval, signed posture reports and session binding. Every change is audited and
+ * published as `device.changed`, which the Policy Administrator acts on.
+ */
+export class DeviceService {
+  readonly #ctx: AppContext;
+  readonly config: DevicesConfig;
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+    this.config = parseDevicesConfig(ctx.config.devices);
+  }
+
+  async enroll(options: {
+    userName: string;
+    name: string;
+    publicKeyPem: string;
+  }): Promise<EnrollResult> {
+    if (!NAME_RE.test(options.name))
+      throw new ZtError(
+        "ZT_DEVICE_INVALID",
+        "device name: expected letters, digits, . _ - (max 63)",
+      );
+    parseDevicePublicKey(options.publicKeyPem);
+    const user = await this.#userByName(options.userName);
+    const groups = (
+      await this.#ctx.store.db
+        .selectFrom("user_groups")
+        .select("group_name")
+        .where("user_id", "=", user.id)
+        .execute()
+    ).map((g) => g.group_name);
+    const autoApproved = groups.some((g) => this.config.autoApproveGroups.includes(g));
+    const now = this.#ctx.clock.now();
+    const row: DevicesTable = {
+      id: newId("dev"),
+      user_id: user.id,
+      name: options.name,
+      public_key: options.publicKeyPem,
+      status: autoApproved ? "approved" : "pending",
+      created_at: now,
+      approved_at: autoApproved ? now : null,
+      approved_by: autoApproved ? "auto" : null,
+      last_report_at: null,
+      compliant: 0,
+      score: 0,
+      os: null,
+      checks: "{}",
+    };
+    await this.#ctx.store.db.insertInto("devices").values(row).execute();
+    this.#ctx.audit.record({
+      kind: "device.enroll",
+      outcome: "success",
+      subject: user.name,
+      data: { device_id: row.id, name: row.name, status: row.status },
+    });
+    await this.#publish(row.id, user.id, { status: row.status });
+    return { device: this.#toInfo(row, user.name), autoApproved };
+  }
+
+  /** Admin approval of a pending device. */
+  async approve(deviceId: string, by: string): Promise<DeviceInfo> {
+    const row = await this.#row(deviceId);
+    if (row.status !== "pending")
+      throw new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not pending`);
+    const now = this.#ctx.clock.now();
+    await this.#ctx.store.db
+      .updateTable("devices")
+      .set({ status: "approved", approved_at: now, approved_by: by })
+      .where("id", "=", deviceId)
+      .execute();
+    this.#ctx.audit.record({
+      kind: "device.approve",
+      outcome: "success",
+      subject: by,
+      data: { device_id: deviceId },
+    });
+    await this.#publish(deviceId, row.user_id, { status: "approved" });
+    return this.get(deviceId);
+  }
+
+  /** Revokes a device: it stops counting as managed at once. */
+  async revoke(deviceId: string, by: string): Promise<DeviceInfo> {
+    const row = await this.#row(deviceId);
+    await this.#ctx.store.db
+      .updateTable("devices")
+      .set({ status: "revoked", compliant: 0 })
+      .where("id", "=", deviceId)
+      .execute();
+    this.#ctx.audit.record({
+      kind: "device.revoke",
+      outcome: "info",
+      subject: by,
+      data: { device_id: deviceId },
+    });
+    await this.#publish(deviceId, row.user_id, {
+      status: "revoked",
+      compliant: false,
+      reason: "device-revoked",
+    });
+    return this.get(deviceId);
+  }
+
+  async get(deviceId: string): Promise<DeviceInfo> {
+    const row = await this.#row(deviceId);
+    const u = await this.#ctx.store.db
+      .selectFrom("users")
+      .select("name")
+      .where("id", "=", row.user_id)
+      .executeTakeFirst();
+    return this.#toInfo(row, u?.name ?? row.user_id);
+  }
+
+  async list(options: { userName?: string } = {}): Promise<DeviceInfo[]> {
+    let q = this.#ctx.store.db
+      .selectFrom("devices")
+      .innerJoin("users", "users.id", "devices.user_id")
+      .selectAll("devices")
+      .select("users.name as user_name");
+    if (options.userName) q = q.where("users.name", "=", options.userName);
+    const rows = await q.orderBy("devices.created_at", "asc").execute();
+    return rows.map((r) => this.#toInfo(r, r.user_name));
+  }
+
+  /**
+   * Accepts a signed posture report: verifies the Ed25519 signature against the
+   * registered key, refuses stale or replayed reports, scores it and stores the result.
+   */
+  async submitReport(
+    deviceId: string,
+    payload: string,
+    signature: string,
+  ): Promise<PostureScore & { device: DeviceInfo }> {
+    const row = await this.#row(deviceId);
+    if (row.status === "revoked")
+      throw new ZtError("ZT_DEVICE_INVALID", `device ${deviceId} is revoked`);
+    if (!verifyDeviceSignature(row.public_key, payload, signature)) {
+      this.#ctx.audit.record({
+        kind: "device.report",
+        outcome: "failure",
+        reason: "device-signature-invalid",
+        data: { device_id: deviceId },
+      });
+      throw new ZtError(
+        "ZT_DEVICE_SIGNATURE",
+        "posture report signature does not verify with the device's registered key",
+        { device_id: deviceId },
+      );
+    }
+    const report = parsePostureReport(payload);
+    if (report.device_id !== deviceId)
+      throw new ZtError("ZT_DEVICE_INVALID", "report.device_id: does not match the device");
+    const now = this.#ctx.clock.now();
+    if (Math.abs(now - report.collected_at) > this.config.maxReportSkewMs) {
+      throw new ZtError(
+        "ZT_DEVICE_INVALID",
+        "report.collected_at: too far from the server's clock (stale or replayed report)",
+      );
+    }
+    const last = await this.#ctx.store.db
+      .selectFrom("device_reports")
+      .select("report")
+      .where("device_id", "=", deviceId)
+      .orderBy("received_at", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    if (last) {
+      const prev = (JSON.parse(last.report) as { payload: string }).payload;
+      if (parsePostureReport(prev).collected_at >= report.collected_at)
+        throw new ZtError(
+          "ZT_DEVICE_INVALID",
+          "report.collected_at: not newer than the last report (replay)",
+        );
+    }
+    const s = scorePosture(report.checks, this.config);
+    await this.#ctx.store.db
+      .insertInto("device_reports")
+      .values({
+        id: newId("rep"),
+        device_id: deviceId,
+        received_at: now,
+        report: JSON.stringify({ payload, signature }),
+        score: s.score,
+        compliant: s.compliant ? 1 : 0,
+      })
+      .execute();
+    await this.#ctx.store.db
+      .updateTable("devices")
+      .set({
+        last_report_at: now,
+        compliant: s.compliant ? 1 : 0,
+        score: s.score,
+        os: report.os,
+        checks: JSON.stringify(report.checks),
+      })
+      .where("id", "=", deviceId)
+      .execute();
+    this.#ctx.audit.record({
+      kind: "device.report",
+      outcome: s.compliant ? "success" : "failure",
+      reason: s.compliant ? "device-compliant" : "device-noncompliant",
+      data: { device_id: deviceId, score: s.score, failures: s.failures },
+    });
+    await this.#publish(deviceId, row.user_id, {
+      compliant: s.compliant,
+      score: s.score,
+      ...(s.compliant ? {} : { reason: "device-noncompliant" }),
+    });
+    return { ...s, device: await this.get(deviceId) };
+  }
+
+  /**
+   * Binds a session to a device: the device signs `bindPayload(session, device, at)`.
+   * The session must belong to the device's owner. Policies then see `context.device`.
+   */
+  async bindSession(
+    sessionId: string,
+    deviceId: string,
+    at: number,
+    signature: string,
+  ): Promise<void> {
+    const row = await this.#row(deviceId);
+    if (row.status !== "approved")
+      throw new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not approved`);
+    if (!verifyDeviceSignature(row.public_key, bindPayload(sessionId, deviceId, at), signature)) {
+      throw new ZtError(
+        "ZT_DEVICE_SIGNATURE",
+        "binding signature does not verify with the device's registered key",
+      );
+    }
+    if (Math.abs(this.#ctx.clock.now() - at) > this.config.maxReportSkewMs)
+      throw new ZtError("ZT_DEVICE_INVALID", "binding: timestamp too far from the server's clock");
+    const s = await this.#ctx.store.db
+      .selectFrom("sessions")
+      .select(["user_id", "revoked_at"])
+      .where("id", "=", sessionId)
+      .executeTakeFirst();
+    if (!s) throw new ZtError("ZT_NOT_FOUND", `no session ${sessionId}`);
+    if (s.user_id !== row.user_id)
+      throw new ZtError(
+        "ZT_DEVICE_INVALID",
+        "the session belongs to another user than the device's owner",
+      );
+    if (s.revoked_at !== null) throw new ZtError("ZT_SESSION_REVOKED", "the session is revoked");
+    await this.#ctx.store.db
+      .updateTable("sessions")
+      .set({ device_id: deviceId })
+      .where("id", "=", sessionId)
+      .execute();
+    this.#ctx.audit.record({
+      kind: "device.bind",
+      outcome: "success",
+      data: { device_id: deviceId, session_id: sessionId },
+    });
+    await this.#publish(deviceId, row.user_id, { sessionId });
+  }
+
+  async #publish(deviceId: string, userId: string, data: Record<string, unknown>): Promise<void> {
+    await this.#ctx.events.publish("device.changed", { deviceId, userId, ...data });
+  }
+
+  async #row(deviceId: string): Promise<DevicesTable> {
+    const row = await this.#ctx.store.db
+      .selectFrom("devices")
+      .selectAll()
+      .where("id", "=", deviceId)
+      .executeTakeFirst();
+    if (!row) throw new ZtError("ZT_NOT_FOUND", `no device ${deviceId}`, { device_id: deviceId });
+    return row;
+  }
+
+  async #userByName(name: string): Promise<{ id: string; name: string }> {
+    const u = await this.#ctx.store.db
+      .selectFrom("users")
+      .select(["id", "name"])
+      .where("name", "=", name)
+      .executeTakeFirst();
+    if (!u) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${name}`);
+    return u;
+  }
+
+  #toInfo(r: DevicesTable, userName: string): DeviceInfo {
+    return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config.reportIntervalMs);
+  }
+}
+
+export function deviceInfoFromRow(
+  r: DevicesTable,
+  userName: string,
+  now: number,
+  reportIntervalMs: number,
+): DeviceInfo {
+  const lastReportAt = r.last_report_at === null ? null : Number(r.last_report_at);
+  const status = (
+    r.status === "approved" || r.status === "revoked" ? r.status : "pending"
+  ) as DeviceInfo["status"];
+  let checks: PostureChecks = {};
+  try {
+    checks = JSON.parse(r.checks) as PostureChecks;
+  } catch {
+    checks = {};
+  }
+  return {
+    id: r.id,
+    userId: r.user_id,
+    userName,
+    name: r.name,
+    status,
+    createdAt: Number(r.created_at),
+    approvedAt: r.approved_at === null ? null : Number(r.approved_at),
+    approvedBy: r.approved_by,
+    lastReportAt,
+    compliant: Number(r.compliant) === 1,
+    compliantNow: isCompliantAt(
+      { status, compliant: Number(r.compliant) === 1, lastReportAt },
+      now,
+      reportIntervalMs,
+    ),
+    score: Number(r.score),
+    os: r.os,
+    checks,
+  };
+}

@@ -1,0 +1,403 @@
+/**
+ * Continuous verification end to end: `zt up` in process (ManualClock), the real `zt`
+ * CLI in other processes, a real upstream, real WebSockets through the PEP. Each cut —
+ * user disabled, device posture failing a required check, grant expiry, session
+ * revoked — closes the open WebSocket and denies the next HTTP request.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as OTPAuth from "otpauth";
+import WebSocket from "ws";
+import { ManualClock } from "../src/core/clock.js";
+import { runUp, type RunningZt } from "../src/app/run-up.js";
+import { login, request } from "./helpers/http-client.js";
+import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
+import { startRecordingUpstream } from "./helpers/upstream.js";
+
+const POLICY = `
+@id("eng-whoami")
+permit (principal in Group::"eng", action == Action::"GET", resource == App::"whoami");
+
+@id("eng-prod-managed")
+@reason("managed-device")
+permit (principal in Group::"eng", action == Action::"GET", resource == App::"prod")
+when { context has device && context.device.compliant && context.device.score > 80 };
+
+@id("db-admin-jit")
+permit (principal, action == Action::"GET", resource == App::"db-admin")
+when { context.grants.contains("db-admin") };
+
+@id("breakglass")
+permit (principal, action, resource)
+when { context.breakglass };
+`;
+
+const PASSWORD = "pw-correct-horse-battery";
+
+interface Hook {
+  url: string;
+  received: Record<string, unknown>[];
+  waitFor(pred: (b: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+/** A local HTTP server standing in for the notification webhook receiver. */
+async function startHook(): Promise<Hook> {
+  const received: Record<string, unknown>[] = [];
+  const waiters: {
+    pred: (b: Record<string, unknown>) => boolean;
+    resolve: (b: Record<string, unknown>) => void;
+  }[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (d: Buffer) => (body += d.toString()));
+    req.on("end", () => {
+      const json = JSON.parse(body) as Record<string, unknown>;
+      received.push(json);
+      for (const w of [...waiters]) if (w.pred(json)) w.resolve(json);
+      res.end("ok");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    received,
+    waitFor: (pred) => {
+      const hit = received.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe("continuous verification (live re-evaluation over real sockets)", () => {
+  let dir: string;
+  let config: string;
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  let hook: Hook;
+  let zt: RunningZt;
+  let port: number;
+  const clock = new ManualClock(Date.now());
+  const secrets: Record<string, string> = {};
+  const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+
+  const cli = (args: string[], extraEnv: Record<string, string> = {}) =>
+    runZt(["--config", config, ...args], { env: { ...env, ...extraEnv } });
+
+  async function signIn(name: string): Promise<{ cookie: string; sessionId: string }> {
+    const totp = new OTPAuth.TOTP({
+      secret: OTPAuth.Secret.fromBase32(secrets[name]!),
+      digits: 6,
+      period: 30,
+      algorithm: "SHA1",
+    });
+    const l = await login(
+      port,
+      "whoami.localhost",
+      name,
+      PASSWORD,
+      totp.generate({ timestamp: clock.now() }),
+    );
+    expect(l.status, JSON.stringify(l.body)).toBe(200);
+    return { cookie: l.cookie!, sessionId: String(l.body["session_id"]) };
+  }
+
+  async function openWs(
+    host: string,
+    cookie: string,
+  ): Promise<{ ws: WebSocket; closed: Promise<void> }> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers: { host, cookie } });
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_req, res) =>
+        reject(new Error(`upgrade refused: ${res.statusCode}`)),
+      );
+    });
+    // Prove the tunnel is live: the upstream echoes.
+    const echoed = new Promise<string>((r) => ws.once("message", (m: Buffer) => r(m.toString())));
+    ws.send("ping");
+    expect(await echoed).toBe("ping");
+    const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
+    return { ws, closed };
+  }
+
+  /** Waits (bounded) until the server has heard an event from another process. */
+  async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+    for (let i = 0; i < 300; i++) {
+      if (await check()) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`timed out waiting for: ${what}`);
+  }
+
+  const get = (host: string, cookie: string) =>
+    request(port, { host, path: "/", headers: { cookie, accept: "application/json" } });
+
+  beforeAll(async () => {
+    dir = tempDir();
+    upstream = await startRecordingUpstream();
+    hook = await startHook();
+    const to = `http://127.0.0.1:${upstream.port}`;
+    config = writeConfig(
+      dir,
+      `data_dir: ./data
+trust_domain: cv.test
+routes:
+  - { name: whoami, from: "http://whoami.localhost:8443", to: "${to}" }
+  - { name: prod, from: "http://prod.localhost:8443", to: "${to}" }
+  - { name: db-admin, from: "http://db.localhost:8443", to: "${to}" }
+policies: ./policies
+session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
+devices:
+  auto_approve_groups: [eng]
+  required: [disk_encryption, firewall]
+  report_interval: 24h
+access:
+  resources:
+    db-admin: { approvers: dba-leads, approvals: 1, max_ttl: 4h }
+  breakglass: { accounts: [oncall], resources: [db-admin], ttl: 30m }
+notifications: { webhook: "${hook.url}" }
+`,
+      { "main.cedar": POLICY },
+    );
+    zt = await runUp({ configPath: config, env, clock, out: () => undefined });
+    port = zt.pepAddress.port;
+    for (const [name, groups] of [
+      ["alice", ["eng"]],
+      ["bob", ["eng"]],
+      ["carol", ["eng"]],
+      ["dave", ["eng"]],
+      ["erin", ["dba-leads"]],
+      ["oncall", ["sre"]],
+    ] as const) {
+      const r = await zt.services.identity.addUser({
+        name,
+        groups: [...groups],
+        password: PASSWORD,
+      });
+      secrets[name] = r.totpSecret;
+      await zt.services.snapshot.refreshUser(r.user.id);
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+    await hook?.close();
+  });
+
+  it("(a) zt user disable closes the WebSocket and denies the next request", async () => {
+    const s = await signIn("alice");
+    const { closed } = await openWs("whoami.localhost", s.cookie);
+    expect((await get("whoami.localhost", s.cookie)).status).toBe(200);
+    const r = await cli(["user", "disable", "alice"]);
+    expect(r.code, r.stderr).toBe(0);
+    await closed;
+    const after = await get("whoami.localhost", s.cookie);
+    expect(after.status).toBe(401);
+  });
+
+  it("(b) a signed posture report failing a required check cuts the device's session", async () => {
+    const keyDir = join(dir, "bob-device");
+    const enrol = await cli([
+      "device",
+      "enroll",
+      "--as",
+      "bob",
+      "--name",
+      "bob-laptop",
+      "--key-dir",
+      keyDir,
+      "--json",
+    ]);
+    expect(enrol.code, enrol.stderr).toBe(0);
+    const device = JSON.parse(enrol.stdout) as { id: string; status: string };
+    expect(device.status).toBe("approved"); // bob is in eng: auto-approved
+    const good = join(dir, "good.json");
+    const bad = join(dir, "bad.json");
+    writeFileSync(
+      good,
+      JSON.stringify({
+        os: "Debian GNU/Linux 12",
+        checks: {
+          os_updates: true,
+          disk_encryption: true,
+          firewall: true,
+          screen_lock: true,
+          antivirus: true,
+        },
+      }),
+    );
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        os: "Debian GNU/Linux 12",
+        checks: {
+          os_updates: true,
+          disk_encryption: true,
+          firewall: false,
+          screen_lock: true,
+          antivirus: true,
+        },
+      }),
+    );
+    const rep = await cli(["device", "report", "--key-dir", keyDir, "--facts", good, "--json"]);
+    expect(rep.code, rep.stderr).toBe(0);
+    expect(JSON.parse(rep.stdout)).toMatchObject({ compliant: true, score: 100 });
+
+    const s = await signIn("bob");
+    // Not yet bound to a device: production is refused.
+    expect((await get("prod.localhost", s.cookie)).status).toBe(403);
+    const bind = await cli(["device", "bind", "--session", s.sessionId, "--key-dir", keyDir]);
+    expect(bind.code, bind.stderr).toBe(0);
+    await until(
+      "device binding heard",
+      async () => (await get("prod.localhost", s.cookie)).status === 200,
+    );
+    const { closed } = await openWs("prod.localhost", s.cookie);
+
+    const fail = await cli(["device", "report", "--key-dir", keyDir, "--facts", bad, "--json"]);
+    expect(fail.code).toBe(3);
+    expect(JSON.parse(fail.stdout)).toMatchObject({
+      compliant: false,
+      failures: ["required-check-failed:firewall"],
+    });
+    await closed;
+    const after = await get("prod.localhost", s.cookie);
+    expect(after.status).toBe(401);
+    expect(after.json<{ error: { code: string } }>().error.code).toBe("ZT_SESSION_REVOKED");
+  });
+
+  it("refuses a posture report not signed by the device key", async () => {
+    const keyDir = join(dir, "dave-device");
+    const enrol = await cli(["device", "enroll", "--as", "dave", "--key-dir", keyDir, "--json"]);
+    expect(enrol.code, enrol.stderr).toBe(0);
+    const id = (JSON.parse(enrol.stdout) as { id: string }).id;
+    const payload = JSON.stringify({
+      v: 1,
+      device_id: id,
+      collected_at: Date.now(),
+      os: "x",
+      checks: { disk_encryption: true, firewall: true },
+    });
+    const res = await fetch(`http://127.0.0.1:${zt.apiAddress.port}/v1/devices/${id}/reports`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ payload, signature: Buffer.alloc(64).toString("base64") }),
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe(
+      "ZT_DEVICE_SIGNATURE",
+    );
+  });
+
+  it("(d) zt session revoke closes the WebSocket and denies the next request", async () => {
+    const s = await signIn("dave");
+    const { closed } = await openWs("whoami.localhost", s.cookie);
+    const r = await cli(["session", "revoke", s.sessionId]);
+    expect(r.code, r.stderr).toBe(0);
+    await closed;
+    expect((await get("whoami.localhost", s.cookie)).status).toBe(401);
+  });
+
+  it("break-glass is refused to other accounts and raises a critical alert (webhook + audit) for designated ones", async () => {
+    const refused = await cli([
+      "breakglass",
+      "--as",
+      "erin",
+      "--resource",
+      'App::"db-admin"',
+      "--reason",
+      "db down",
+    ]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("ZT_ACCESS_NOT_APPROVER");
+
+    const s = await signIn("oncall");
+    expect((await get("db.localhost", s.cookie)).status).toBe(403);
+    const r = await cli([
+      "breakglass",
+      "--as",
+      "oncall",
+      "--resource",
+      'App::"db-admin"',
+      "--reason",
+      "primary db down, INC-7",
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const alert = await hook.waitFor((b) => b["event"] === "breakglass.opened");
+    expect(alert["severity"]).toBe("critical");
+    expect(String(alert["summary"])).toContain("oncall");
+    await until(
+      "break-glass heard",
+      async () => (await get("db.localhost", s.cookie)).status === 200,
+    );
+    // Not renewable while active.
+    const again = await cli([
+      "breakglass",
+      "--as",
+      "oncall",
+      "--resource",
+      "db-admin",
+      "--reason",
+      "again",
+    ]);
+    expect(again.stderr).toContain("ZT_ACCESS_STATE");
+    // Only the named resource opens.
+    expect((await get("prod.localhost", s.cookie)).status).toBe(403);
+    const audit = await cli(["audit", "tail", "--json", "-n", "500"]);
+    expect(audit.stdout).toContain("breakglass.opened");
+  });
+  // Last: it moves the shared clock forward.
+  it("(c) an approved grant opens db-admin; its expiry (injected clock) closes the WebSocket and denies", async () => {
+    const s = await signIn("carol");
+    expect((await get("db.localhost", s.cookie)).status).toBe(403);
+    const req = await cli([
+      "access",
+      "request",
+      "--as",
+      "carol",
+      "--resource",
+      'App::"db-admin"',
+      "--reason",
+      "migrate schema INC-42",
+      "--ttl",
+      "1h",
+      "--json",
+    ]);
+    expect(req.code, req.stderr).toBe(0);
+    const id = (JSON.parse(req.stdout) as { id: string }).id;
+
+    // No self-approval; no approval by someone outside the approver group.
+    const self = await cli(["access", "approve", id, "--as", "carol"]);
+    expect(self.code).not.toBe(0);
+    expect(self.stderr).toContain("ZT_ACCESS_SELF_APPROVAL");
+    const outsider = await cli(["access", "approve", id, "--as", "dave"]);
+    expect(outsider.stderr).toContain("ZT_ACCESS_NOT_APPROVER");
+    expect((await get("db.localhost", s.cookie)).status).toBe(403);
+
+    const ok = await cli(["access", "approve", id, "--as", "erin", "--json"]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ status: "approved" });
+    await hook.waitFor((b) => b["event"] === "access.approved");
+    await until("grant heard", async () => (await get("db.localhost", s.cookie)).status === 200);
+    const { closed } = await openWs("db.localhost", s.cookie);
+
+    clock.advance(90 * 60_000);
+    await zt.continuous.tick();
+    await closed;
+    const after = await get("db.localhost", s.cookie);
+    expect(after.status).toBe(403);
+    expect(after.json<{ error: { reason: string } }>().error.reason).toBe("no-matching-permit");
+    // The session itself lives on (the grant ended, not the user's trust).
+    expect((await get("whoami.localhost", s.cookie)).status).toBe(200);
+    const list = await cli(["access", "list", "--user", "carol", "--json"]);
+    expect((JSON.parse(list.stdout) as { status: string }[])[0]!.status).toBe("expired");
+  });
+});
