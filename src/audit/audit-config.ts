@@ -87,6 +87,8 @@ export const auditConfigSchema = z
       .strict()
       .default({}),
     sinks: z.array(sinkSchema).default([]),
+    /** File holding a bearer token Prometheus must send to `/metrics` (optional). */
+    metrics_token_file: z.string().optional(),
     /** How often sinks poll the audit table for new events. */
     poll_interval: duration.default("1s"),
   })

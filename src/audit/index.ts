@@ -28,3 +28,20 @@ export {
   countDropped,
   countBannedRequest,
 } from "./metrics.js";
+export { collectStoreMetrics } from "./store-metrics.js";
+export { AlertEngine, networkOf, jailMatches } from "./alerts/alert-engine.js";
+export type {
+  Alert,
+  AlertEvent,
+  AlertSeverity,
+  Ban,
+  EvaluateResult,
+} from "./alerts/alert-engine.js";
+export { parseAlertsConfig, DEFAULT_JAILS } from "./alerts/alerts-config.js";
+export type { AlertsConfig, JailConfig } from "./alerts/alerts-config.js";
+export { AlertService, toAlertEvent } from "./alerts/alert-service.js";
+export type { AlertServiceOptions } from "./alerts/alert-service.js";
+export { isBanned, isUserBanned, refreshBans, startBanCache } from "./alerts/ban-cache.js";
+export { addBan, removeBan, listBans, banKey } from "./alerts/ban-admin.js";
+export type { BanRow, BanAdminDeps } from "./alerts/ban-admin.js";
+export { AuditCursor, headSeq } from "./audit-cursor.js";

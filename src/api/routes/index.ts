@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { registerPkiRoutes } from "./pki.js";
+import { registerMetricsRoutes } from "./metrics.js";
 import { registerDeviceRoutes } from "./device.js";
 
 /**
@@ -11,5 +12,6 @@ export function registerAllApiRoutes(app: FastifyInstance, ctx: AppContext): voi
   void app;
   void ctx;
   registerPkiRoutes(app, ctx);
+  registerMetricsRoutes(app, ctx);
   registerDeviceRoutes(app, ctx);
 }

@@ -5,6 +5,8 @@ import { registerSessionCommands } from "./session.js";
 import { registerUserCommands } from "./user.js";
 import { registerDbCommands } from "./db.js";
 import { registerAuditCommands } from "./audit.js";
+import { registerAlertsCommands } from "./alerts.js";
+import { registerBanCommands } from "./ban.js";
 import { registerSegCommands } from "./seg.js";
 import { registerDeviceCommands } from "./device.js";
 import { registerAccessCommands } from "./access.js";
@@ -21,6 +23,8 @@ export function registerAllCommands(program: Command): void {
   registerUserCommands(program);
   registerDbCommands(program);
   registerAuditCommands(program);
+  registerAlertsCommands(program);
+  registerBanCommands(program);
   registerSegCommands(program);
   registerDeviceCommands(program);
   registerAccessCommands(program);

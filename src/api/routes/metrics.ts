@@ -1,0 +1,30 @@
+import { readFileSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import type { AppContext } from "../../app/index.js";
+import { ZtError } from "../../core/errors.js";
+import { safeEqual } from "../../core/ids.js";
+import { collectStoreMetrics, enableProcessMetrics, renderMetrics } from "../../audit/index.js";
+
+/**
+ * `GET /metrics`: Prometheus text exposition of zt's registry. When
+ * `audit.metrics_token_file` is set, scrapers must send `Authorization: Bearer <token>`.
+ */
+export function registerMetricsRoutes(app: FastifyInstance, ctx: AppContext): void {
+  enableProcessMetrics();
+  const tokenFile = (ctx.config.audit as Record<string, unknown> | undefined)?.[
+    "metrics_token_file"
+  ];
+  const token = typeof tokenFile === "string" ? readFileSync(tokenFile, "utf8").trim() : undefined;
+  app.get("/metrics", async (req, reply) => {
+    if (token !== undefined) {
+      const auth = req.headers.authorization ?? "";
+      if (!auth.startsWith("Bearer ") || !safeEqual(auth.slice(7), token)) {
+        throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
+      }
+    }
+    await collectStoreMetrics(ctx.store, ctx.clock.now());
+    const { contentType, body } = await renderMetrics();
+    void reply.header("content-type", contentType);
+    return body;
+  });
+}

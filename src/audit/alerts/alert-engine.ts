@@ -1,0 +1,375 @@
+import { BlockList, isIP } from "node:net";
+import type { AlertsConfig, JailConfig } from "./alerts-config.js";
+
+/** The fields of an audit record the rules look at. */
+export interface AlertEvent {
+  seq: number;
+  ts: number;
+  kind: string;
+  outcome: string;
+  subject: string | null;
+  source_ip: string | null;
+  route: string | null;
+  reason: string | null;
+  data: Record<string, unknown>;
+}
+
+export type AlertSeverity = "info" | "warning" | "high" | "critical";
+
+export interface Alert {
+  rule: string;
+  severity: AlertSeverity;
+  /** What it is about: `ip:…`, `user:…`, `user:…|route:…`. */
+  key: string;
+  message: string;
+  /** The seq of the event that fired it, and its time. */
+  seq: number;
+  ts: number;
+  data: Record<string, unknown>;
+}
+
+export interface Ban {
+  /** `ip:<address>` or `user:<name>` */
+  key: string;
+  kind: "ip" | "user";
+  value: string;
+  rule: string;
+  reason: string;
+  createdAt: number;
+  until: number;
+  /** The how-many-th ban of this key (bantime grows with it). */
+  count: number;
+}
+
+export interface EvaluateResult {
+  alerts: Alert[];
+  bans: Ban[];
+}
+
+/** Login failures the regulation counts (TOTP ones are counted separately). */
+const TOTP_REASONS = new Set(["mfa-invalid", "mfa-malformed", "mfa-replayed"]);
+const LOGIN_REASONS = new Set(["bad-password", "unknown-user", "auth-failed", "user-disabled"]);
+
+/** What a jail counts. */
+export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean {
+  switch (match) {
+    case "login-failure":
+      return (
+        e.kind === "login" &&
+        e.outcome === "failure" &&
+        (e.reason === null || LOGIN_REASONS.has(e.reason))
+      );
+    case "totp-failure":
+      return (
+        (e.kind === "login" || e.kind.startsWith("mfa")) &&
+        e.outcome === "failure" &&
+        TOTP_REASONS.has(e.reason ?? "")
+      );
+    case "denial":
+      return isDenial(e);
+  }
+}
+
+function isDenial(e: AlertEvent): boolean {
+  return e.kind === "decision" && e.outcome === "deny";
+}
+
+function isMtlsFailure(e: AlertEvent): boolean {
+  return (
+    (e.kind.startsWith("mtls") || e.kind.startsWith("tls.handshake")) && e.outcome === "failure"
+  );
+}
+
+function isBreakGlass(e: AlertEvent): boolean {
+  return (
+    e.kind.includes("breakglass") || e.kind.includes("break-glass") || e.reason === "breakglass"
+  );
+}
+
+/** Events the engine itself produces: never fed back in. */
+function isOwnEvent(e: AlertEvent): boolean {
+  return e.kind === "alert" || e.kind.startsWith("ban.");
+}
+
+/** Timestamps in a sliding window. */
+class Window {
+  #ts: number[] = [];
+  add(ts: number, windowMs: number): number {
+    this.#ts.push(ts);
+    const from = ts - windowMs;
+    let i = 0;
+    while (i < this.#ts.length && this.#ts[i]! <= from) i++;
+    if (i > 0) this.#ts.splice(0, i);
+    return this.#ts.length;
+  }
+  clear(): void {
+    this.#ts = [];
+  }
+}
+
+/**
+ * The alert rules as a pure state machine: feed it audit events in order, it returns
+ * the alerts and bans they cause. Windows are measured in event time (`ts`), so a
+ * replay gives the same answers; no clock, no I/O.
+ *
+ * Regulation follows fail2ban: `maxretry` matches within `findtime` bans the key for
+ * `bantime × factor^(n-1)` (capped), counting resets after a ban; allow-listed sources
+ * and users are never counted.
+ */
+export class AlertEngine {
+  readonly #c: AlertsConfig;
+  readonly #allowIps = new BlockList();
+  readonly #allowUsers: Set<string>;
+  readonly #windows = new Map<string, Window>();
+  readonly #bannedUntil = new Map<string, number>();
+  readonly #banCounts: Map<string, number>;
+  readonly #lastFired = new Map<string, number>();
+  readonly #fanOut = new Map<string, Map<string, number>>();
+  readonly #networks = new Map<string, Set<string>>();
+
+  /** `banCounts`: how many times each key was banned before (from the bans table). */
+  constructor(config: AlertsConfig, banCounts: ReadonlyMap<string, number> = new Map()) {
+    this.#c = config;
+    this.#banCounts = new Map(banCounts);
+    this.#allowUsers = new Set(config.allowUsers);
+    for (const entry of config.allowIps) {
+      const [addr, bits] = entry.split("/") as [string, string | undefined];
+      const type = isIP(addr) === 6 ? "ipv6" : "ipv4";
+      if (bits === undefined) this.#allowIps.addAddress(addr, type);
+      else this.#allowIps.addSubnet(addr, Number(bits), type);
+    }
+  }
+
+  isAllowListedIp(ip: string): boolean {
+    const v = isIP(ip);
+    return v !== 0 && this.#allowIps.check(ip, v === 6 ? "ipv6" : "ipv4");
+  }
+
+  /** Evaluates one event. */
+  evaluate(e: AlertEvent): EvaluateResult {
+    const out: EvaluateResult = { alerts: [], bans: [] };
+    if (!this.#c.enabled || isOwnEvent(e)) return out;
+    const ip = e.source_ip && isIP(e.source_ip) ? e.source_ip : null;
+    const user = e.subject;
+    const ipAllowed = ip !== null && this.isAllowListedIp(ip);
+    const userAllowed = user !== null && this.#allowUsers.has(user);
+
+    for (const jail of this.#c.jails) {
+      if (!jailMatches(jail.match, e)) continue;
+      const value = jail.by === "ip" ? ip : user;
+      if (value === null || (jail.by === "ip" ? ipAllowed : userAllowed)) continue;
+      const key = `${jail.by}:${value}`;
+      if ((this.#bannedUntil.get(key) ?? 0) > e.ts) continue; // already banned
+      const n = this.#window(`jail:${jail.name}:${key}`).add(e.ts, jail.findtimeMs);
+      if (n < jail.maxretry) continue;
+      this.#window(`jail:${jail.name}:${key}`).clear();
+      const count = (this.#banCounts.get(key) ?? 0) + 1;
+      this.#banCounts.set(key, count);
+      const duration = Math.min(
+        jail.bantimeMs * jail.bantimeFactor ** (count - 1),
+        jail.maxBantimeMs,
+      );
+      const until = e.ts + duration;
+      this.#bannedUntil.set(key, until);
+      const ban: Ban = {
+        key,
+        kind: jail.by,
+        value,
+        rule: jail.name,
+        reason: `${n} ${jail.match} within ${jail.findtimeMs / 1000}s`,
+        createdAt: e.ts,
+        until,
+        count,
+      };
+      out.bans.push(ban);
+      out.alerts.push(
+        this.#alert(
+          e,
+          jail.name,
+          "warning",
+          key,
+          `${key} banned for ${Math.round(duration / 1000)}s (ban #${count}): ${ban.reason}`,
+          {
+            until,
+            count,
+          },
+        ),
+      );
+    }
+
+    const burst = this.#c.denialBurst;
+    if (burst && ip && isDenial(e)) {
+      const key = `ip:${ip}`;
+      const n = this.#window(`burst:${key}`).add(e.ts, burst.windowMs);
+      if (n >= burst.threshold && this.#cooled(`burst:${key}`, e.ts, burst.windowMs)) {
+        out.alerts.push(
+          this.#alert(
+            e,
+            "denial-burst",
+            "warning",
+            key,
+            `${n} denials from ${ip} within ${burst.windowMs / 1000}s`,
+            { count: n },
+          ),
+        );
+      }
+    }
+
+    const fan = this.#c.fanOut;
+    if (fan && ip && isDenial(e) && e.route) {
+      const key = `ip:${ip}`;
+      let routes = this.#fanOut.get(key);
+      if (!routes) this.#fanOut.set(key, (routes = new Map()));
+      routes.set(e.route, e.ts);
+      for (const [r, t] of routes) if (t <= e.ts - fan.windowMs) routes.delete(r);
+      if (routes.size >= fan.distinctRoutes && this.#cooled(`fan:${key}`, e.ts, fan.windowMs)) {
+        out.alerts.push(
+          this.#alert(
+            e,
+            "fan-out",
+            "high",
+            key,
+            `${ip} was denied on ${routes.size} distinct routes within ${fan.windowMs / 1000}s (lateral-movement probe?)`,
+            {
+              routes: [...routes.keys()].sort(),
+            },
+          ),
+        );
+      }
+    }
+
+    const mtls = this.#c.mtlsFailures;
+    if (mtls && ip && isMtlsFailure(e)) {
+      const key = `ip:${ip}`;
+      const n = this.#window(`mtls:${key}`).add(e.ts, mtls.windowMs);
+      if (n >= mtls.threshold && this.#cooled(`mtls:${key}`, e.ts, mtls.windowMs)) {
+        out.alerts.push(
+          this.#alert(
+            e,
+            "mtls-failures",
+            "warning",
+            key,
+            `${n} failed mTLS handshakes from ${ip} within ${mtls.windowMs / 1000}s`,
+            { count: n },
+          ),
+        );
+      }
+    }
+
+    const nn = this.#c.newNetwork;
+    if (nn && ip && user && e.route && e.kind === "decision" && e.outcome === "allow") {
+      const net = networkOf(ip, nn.ipv4Prefix, nn.ipv6Prefix);
+      const key = `user:${user}|route:${e.route}`;
+      const seen = this.#networks.get(key);
+      if (!seen) this.#networks.set(key, new Set([net]));
+      else if (!seen.has(net)) {
+        seen.add(net);
+        out.alerts.push(
+          this.#alert(
+            e,
+            "new-network",
+            "info",
+            key,
+            `${user} reached ${e.route} from a new network ${net}`,
+            {
+              network: net,
+              known: [...seen].filter((x) => x !== net).sort(),
+            },
+          ),
+        );
+      }
+    }
+
+    if (this.#c.breakGlass && isBreakGlass(e)) {
+      const key = user ? `user:${user}` : `event:${e.kind}`;
+      out.alerts.push(
+        this.#alert(
+          e,
+          "break-glass",
+          "critical",
+          key,
+          `break-glass: ${e.kind} by ${user ?? "?"}${e.route ? ` on ${e.route}` : ""} (${e.outcome})`,
+          {},
+        ),
+      );
+    }
+    return out;
+  }
+
+  /** Records a ban made elsewhere (loaded from the bans table). */
+  markBanned(key: string, until: number): void {
+    this.#bannedUntil.set(key, until);
+  }
+
+  /** Takes over the sliding windows and learned networks of another engine (after a replay). */
+  adoptWindows(other: AlertEngine): void {
+    for (const [k, v] of other.#windows) this.#windows.set(k, v);
+    for (const [k, v] of other.#fanOut) this.#fanOut.set(k, v);
+    for (const [k, v] of other.#networks) this.#networks.set(k, v);
+    for (const [k, v] of other.#lastFired) this.#lastFired.set(k, v);
+  }
+
+  /** Forgets a ban (after `zt ban remove`), so counting starts again. */
+  lift(key: string): void {
+    this.#bannedUntil.delete(key);
+  }
+
+  #window(key: string): Window {
+    let w = this.#windows.get(key);
+    if (!w) this.#windows.set(key, (w = new Window()));
+    return w;
+  }
+
+  /** True (and marks it fired) when the rule has not fired for this key within `windowMs`. */
+  #cooled(key: string, ts: number, windowMs: number): boolean {
+    const last = this.#lastFired.get(key);
+    if (last !== undefined && ts - last < windowMs) return false;
+    this.#lastFired.set(key, ts);
+    return true;
+  }
+
+  #alert(
+    e: AlertEvent,
+    rule: string,
+    severity: AlertSeverity,
+    key: string,
+    message: string,
+    data: Record<string, unknown>,
+  ): Alert {
+    return { rule, severity, key, message, seq: e.seq, ts: e.ts, data };
+  }
+}
+
+/** The network an address belongs to, as a CIDR string (IPv4-mapped IPv6 counts as IPv4). */
+export function networkOf(ip: string, v4Prefix: number, v6Prefix: number): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  const addr = mapped ? mapped[1]! : ip;
+  if (isIP(addr) === 4) {
+    const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+    const net = Math.floor(n / 2 ** (32 - v4Prefix)) * 2 ** (32 - v4Prefix);
+    return `${[24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join(".")}/${v4Prefix}`;
+  }
+  const groups = expandIpv6(addr);
+  let bits = "";
+  for (const g of groups) bits += g.toString(2).padStart(16, "0");
+  const kept = bits.slice(0, v6Prefix).padEnd(128, "0");
+  const out: string[] = [];
+  for (let i = 0; i < 8; i++) out.push(parseInt(kept.slice(i * 16, i * 16 + 16), 2).toString(16));
+  return `${out.join(":")}/${v6Prefix}`;
+}
+
+function expandIpv6(ip: string): number[] {
+  let s = ip.split("%")[0]!;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  if (v4) {
+    const o = v4[1]!.split(".").map(Number);
+    s =
+      s.slice(0, -v4[1]!.length) +
+      `${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
+  }
+  const [head, tail] = s.split("::") as [string, string | undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail !== undefined && tail !== "" ? tail.split(":") : [];
+  const fill = tail !== undefined ? 8 - h.length - t.length : 0;
+  return [...h, ...Array<string>(fill).fill("0"), ...t].map((x) => parseInt(x || "0", 16));
+}

@@ -1,0 +1,224 @@
+import type { Store } from "../../store/index.js";
+import type { Clock } from "../../core/clock.js";
+import type { EventBus } from "../../events/index.js";
+import { newId } from "../../core/ids.js";
+import type { AuditLog, AuditRowOut } from "../audit-log.js";
+import { AuditCursor, headSeq } from "../audit-cursor.js";
+import { queryAudit } from "../audit-query.js";
+import { countAlert } from "../metrics.js";
+import { AlertEngine, type Alert, type AlertEvent, type Ban } from "./alert-engine.js";
+import type { AlertsConfig } from "./alerts-config.js";
+
+export interface AlertServiceOptions {
+  store: Store;
+  clock: Clock;
+  audit: AuditLog;
+  events: EventBus;
+  config: AlertsConfig;
+  pollIntervalMs?: number;
+  /** Process as soon as this process writes audit events (default true). */
+  wakeOnWrite?: boolean;
+  /** Told about webhook failures (never thrown). */
+  onError?: (what: string, error: unknown) => void;
+}
+
+export function toAlertEvent(r: AuditRowOut): AlertEvent {
+  let data: Record<string, unknown> = {};
+  try {
+    data = JSON.parse(r.data) as Record<string, unknown>;
+  } catch {
+    /* keep {} */
+  }
+  return {
+    seq: r.seq,
+    ts: r.ts,
+    kind: r.kind,
+    outcome: r.outcome,
+    subject: r.subject,
+    source_ip: r.source_ip,
+    route: r.route,
+    reason: r.reason,
+    data,
+  };
+}
+
+/**
+ * Runs the alert rules over the audit stream: reads by its own cursor (`alerts`), feeds
+ * the pure {@link AlertEngine}, and acts on what it returns — alerts to `audit_alerts`,
+ * the audit log and the webhook; bans to `audit_bans` plus a `ban.changed` event that
+ * every PEP's ban cache hears.
+ */
+export class AlertService {
+  readonly #o: AlertServiceOptions;
+  readonly #cursor: AuditCursor;
+  #engine: AlertEngine;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> = Promise.resolve();
+  #unsubs: (() => void)[] = [];
+
+  constructor(options: AlertServiceOptions) {
+    this.#o = options;
+    this.#cursor = new AuditCursor(options.store, "alerts");
+    this.#engine = new AlertEngine(options.config);
+  }
+
+  /** Loads ban history, replays recent events (without firing) and starts following. */
+  async start(): Promise<void> {
+    const { store, clock, config } = this.#o;
+    const counts = await store.db.selectFrom("audit_bans").select(["key", "count"]).execute();
+    const banCounts = new Map(counts.map((c) => [c.key, Number(c.count)]));
+    const pos = await this.#cursor.position(() => headSeq(store), clock.now());
+    this.#engine = new AlertEngine(config, new Map());
+    const since = clock.now() - config.replayMs;
+    let after = 0;
+    while (true) {
+      const rows = (await queryAudit(store, { afterSeq: after, since, limit: 5_000 })).filter(
+        (r) => r.seq <= pos,
+      );
+      for (const r of rows) this.#engine.evaluate(toAlertEvent(r));
+      if (rows.length < 5_000) break;
+      after = rows[rows.length - 1]!.seq;
+    }
+    // Replay rebuilt the windows; ban history comes from the table, not the replay.
+    const replayed = this.#engine;
+    this.#engine = new AlertEngine(config, banCounts);
+    this.#engine.adoptWindows(replayed);
+    const active = await store.db
+      .selectFrom("audit_bans")
+      .select(["key", "until"])
+      .where("lifted_at", "is", null)
+      .execute();
+    for (const b of active) this.#engine.markBanned(b.key, Number(b.until));
+
+    if (this.#o.wakeOnWrite !== false) {
+      this.#unsubs.push(
+        this.#o.audit.addWrittenListener(() => void this.processNow().catch(() => undefined)),
+      );
+    }
+    this.#unsubs.push(
+      this.#o.events.subscribe((e) => {
+        if (
+          e.kind === "ban.changed" &&
+          e.data["action"] === "remove" &&
+          typeof e.data["key"] === "string"
+        ) {
+          this.#engine.lift(e.data["key"]);
+        }
+      }),
+    );
+    this.#timer = setInterval(
+      () => void this.processNow().catch(() => undefined),
+      this.#o.pollIntervalMs ?? 1_000,
+    );
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const u of this.#unsubs.splice(0)) u();
+    await this.#running.catch(() => undefined);
+  }
+
+  /** Processes everything after the cursor now (serialised). Resolves with the alerts fired. */
+  processNow(): Promise<Alert[]> {
+    const next = this.#running.catch(() => undefined).then(() => this.#process());
+    this.#running = next;
+    return next;
+  }
+
+  async #process(): Promise<Alert[]> {
+    const fired: Alert[] = [];
+    const { store, clock } = this.#o;
+    while (true) {
+      await this.#cursor.position(() => headSeq(store), clock.now());
+      const rows = await this.#cursor.read(1_000);
+      if (rows.length === 0) return fired;
+      const alerts: Alert[] = [];
+      const bans: Ban[] = [];
+      for (const r of rows) {
+        const res = this.#engine.evaluate(toAlertEvent(r));
+        alerts.push(...res.alerts);
+        bans.push(...res.bans);
+      }
+      if (!(await this.#cursor.commit(rows[rows.length - 1]!.seq, clock.now()))) continue; // another replica has it
+      for (const b of bans) await this.#applyBan(b);
+      for (const a of alerts) await this.#applyAlert(a);
+      fired.push(...alerts);
+    }
+  }
+
+  async #applyBan(b: Ban): Promise<void> {
+    const { store, audit, events } = this.#o;
+    await store.db
+      .insertInto("audit_bans")
+      .values({
+        key: b.key,
+        kind: b.kind,
+        value: b.value,
+        rule: b.rule,
+        reason: b.reason,
+        created_at: b.createdAt,
+        until: b.until,
+        count: b.count,
+        lifted_at: null,
+      })
+      .onConflict((oc) =>
+        oc.column("key").doUpdateSet({
+          rule: b.rule,
+          reason: b.reason,
+          created_at: b.createdAt,
+          until: b.until,
+          count: b.count,
+          lifted_at: null,
+        }),
+      )
+      .execute();
+    audit.record({
+      kind: "ban.add",
+      outcome: "info",
+      ...(b.kind === "ip" ? { sourceIp: b.value } : { subject: b.value }),
+      reason: b.rule,
+      data: { key: b.key, until: b.until, count: b.count, why: b.reason },
+    });
+    await events.publish("ban.changed", { action: "add", key: b.key, until: b.until });
+  }
+
+  async #applyAlert(a: Alert): Promise<void> {
+    const { store, audit, config } = this.#o;
+    await store.db
+      .insertInto("audit_alerts")
+      .values({
+        id: newId("alr"),
+        ts: a.ts,
+        rule: a.rule,
+        severity: a.severity,
+        key: a.key,
+        message: a.message,
+        seq: a.seq,
+        data: JSON.stringify(a.data),
+      })
+      .execute();
+    audit.record({
+      kind: "alert",
+      outcome: "info",
+      reason: a.rule,
+      data: { severity: a.severity, key: a.key, message: a.message, seq: a.seq, ...a.data },
+    });
+    countAlert(a.rule, a.severity);
+    if (config.webhook) {
+      try {
+        const res = await fetch(config.webhook, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ source: "zt", ...a, time: new Date(a.ts).toISOString() }),
+          signal: AbortSignal.timeout(5_000),
+        });
+        await res.arrayBuffer().catch(() => undefined);
+        if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
+      } catch (e) {
+        this.#o.onError?.("alert webhook", e);
+      }
+    }
+  }
+}

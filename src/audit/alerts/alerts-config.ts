@@ -1,0 +1,189 @@
+import { isIP } from "node:net";
+import { z } from "zod";
+import { parseDuration } from "../../core/duration.js";
+import { configError } from "../audit-config.js";
+
+const duration = z.union([z.string(), z.number()]).refine((v) => {
+  try {
+    parseDuration(v);
+    return true;
+  } catch {
+    return false;
+  }
+}, "expected a duration like 30s, 15m, 1h or 7d");
+
+const ipOrCidr = z.string().refine((s) => {
+  const [addr, bits, extra] = s.split("/");
+  if (extra !== undefined || !addr) return false;
+  const v = isIP(addr);
+  if (v === 0) return false;
+  if (bits === undefined) return true;
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (v === 4 ? 32 : 128);
+}, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
+
+/** What a regulation jail counts (see docs/audit.md for the exact event matches). */
+export const JAIL_MATCHES = ["login-failure", "totp-failure", "denial"] as const;
+
+const jailSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "expected a lowercase name"),
+    match: z.enum(JAIL_MATCHES),
+    by: z.enum(["ip", "user"]),
+    maxretry: z.number().int().positive(),
+    findtime: duration,
+    bantime: duration,
+    /** Each repeat ban lasts bantime × factor^(n-1), up to max_bantime (fail2ban bantime.increment). */
+    bantime_factor: z.number().min(1).default(2),
+    max_bantime: duration.default("7d"),
+  })
+  .strict();
+
+const thresholdSchema = z
+  .object({
+    threshold: z.number().int().positive(),
+    window: duration,
+  })
+  .strict();
+
+export const alertsConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Sources (IPs/CIDRs) and users never banned. */
+    allow_list: z
+      .object({ ips: z.array(ipOrCidr).default([]), users: z.array(z.string()).default([]) })
+      .strict()
+      .default({ ips: [], users: [] }),
+    jails: z.array(jailSchema).optional(),
+    denial_burst: thresholdSchema.nullable().default({ threshold: 20, window: "1m" }),
+    fan_out: z
+      .object({ distinct_routes: z.number().int().min(2), window: duration })
+      .strict()
+      .nullable()
+      .default({ distinct_routes: 5, window: "5m" }),
+    mtls_failures: thresholdSchema.nullable().default({ threshold: 5, window: "5m" }),
+    new_network: z
+      .object({
+        ipv4_prefix: z.number().int().min(8).max(32).default(24),
+        ipv6_prefix: z.number().int().min(16).max(128).default(64),
+      })
+      .strict()
+      .nullable()
+      .default({ ipv4_prefix: 24, ipv6_prefix: 64 }),
+    break_glass: z.boolean().default(true),
+    /** POSTs every alert as JSON. */
+    webhook: z
+      .string()
+      .refine(
+        (s) => /^https?:\/\//.test(s) && URL.canParse(s),
+        "expected an http:// or https:// URL",
+      )
+      .optional(),
+    /** On start, replay this much history (without firing) to rebuild windows. */
+    replay: duration.default("1h"),
+  })
+  .strict();
+
+export interface JailConfig {
+  name: string;
+  match: (typeof JAIL_MATCHES)[number];
+  by: "ip" | "user";
+  maxretry: number;
+  findtimeMs: number;
+  bantimeMs: number;
+  bantimeFactor: number;
+  maxBantimeMs: number;
+}
+
+export interface AlertsConfig {
+  enabled: boolean;
+  allowIps: string[];
+  allowUsers: string[];
+  jails: JailConfig[];
+  denialBurst: { threshold: number; windowMs: number } | null;
+  fanOut: { distinctRoutes: number; windowMs: number } | null;
+  mtlsFailures: { threshold: number; windowMs: number } | null;
+  newNetwork: { ipv4Prefix: number; ipv6Prefix: number } | null;
+  breakGlass: boolean;
+  webhook: string | undefined;
+  replayMs: number;
+}
+
+/** fail2ban-like defaults: logins and TOTP per IP and per user, denials per IP. */
+export const DEFAULT_JAILS = [
+  {
+    name: "login-ip",
+    match: "login-failure",
+    by: "ip",
+    maxretry: 5,
+    findtime: "10m",
+    bantime: "10m",
+  },
+  {
+    name: "login-user",
+    match: "login-failure",
+    by: "user",
+    maxretry: 10,
+    findtime: "10m",
+    bantime: "10m",
+  },
+  {
+    name: "totp-ip",
+    match: "totp-failure",
+    by: "ip",
+    maxretry: 5,
+    findtime: "10m",
+    bantime: "15m",
+  },
+  {
+    name: "totp-user",
+    match: "totp-failure",
+    by: "user",
+    maxretry: 5,
+    findtime: "10m",
+    bantime: "15m",
+  },
+  { name: "denial-ip", match: "denial", by: "ip", maxretry: 50, findtime: "1m", bantime: "5m" },
+] as const;
+
+/** Validates the `alerts:` section; errors name the key path (`alerts.jails.0.maxretry: …`). */
+export function parseAlertsConfig(raw: unknown): AlertsConfig {
+  const r = alertsConfigSchema.safeParse(raw ?? {});
+  if (!r.success) throw configError("alerts", r.error.issues);
+  const c = r.data;
+  const jails = (c.jails ?? DEFAULT_JAILS.map((j) => jailSchema.parse(j))).map((j) => ({
+    name: j.name,
+    match: j.match,
+    by: j.by,
+    maxretry: j.maxretry,
+    findtimeMs: parseDuration(j.findtime),
+    bantimeMs: parseDuration(j.bantime),
+    bantimeFactor: j.bantime_factor,
+    maxBantimeMs: parseDuration(j.max_bantime),
+  }));
+  return {
+    enabled: c.enabled,
+    allowIps: c.allow_list.ips,
+    allowUsers: c.allow_list.users,
+    jails,
+    denialBurst: c.denial_burst && {
+      threshold: c.denial_burst.threshold,
+      windowMs: parseDuration(c.denial_burst.window),
+    },
+    fanOut: c.fan_out && {
+      distinctRoutes: c.fan_out.distinct_routes,
+      windowMs: parseDuration(c.fan_out.window),
+    },
+    mtlsFailures: c.mtls_failures && {
+      threshold: c.mtls_failures.threshold,
+      windowMs: parseDuration(c.mtls_failures.window),
+    },
+    newNetwork: c.new_network && {
+      ipv4Prefix: c.new_network.ipv4_prefix,
+      ipv6Prefix: c.new_network.ipv6_prefix,
+    },
+    breakGlass: c.break_glass,
+    webhook: c.webhook,
+    replayMs: parseDuration(c.replay),
+  };
+}

@@ -1,0 +1,127 @@
+import { isIP } from "node:net";
+import type { Store } from "../../store/index.js";
+import type { Clock } from "../../core/clock.js";
+import type { EventBus } from "../../events/index.js";
+import type { AuditSink } from "../audit-types.js";
+import { ZtError } from "../../core/errors.js";
+
+export interface BanRow {
+  key: string;
+  kind: string;
+  value: string;
+  rule: string;
+  reason: string;
+  created_at: number;
+  until: number;
+  count: number;
+  lifted_at: number | null;
+}
+
+/** `192.0.2.1`, `ip:192.0.2.1` or `user:alice` → the ban key. */
+export function banKey(target: string): string {
+  if (target.startsWith("user:") && target.length > 5) return target;
+  const ip = target.startsWith("ip:") ? target.slice(3) : target;
+  if (isIP(ip) === 0) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `expected an IP address, ip:<address> or user:<name>, got ${JSON.stringify(target)}`,
+    );
+  }
+  return `ip:${ip}`;
+}
+
+export async function listBans(store: Store, nowMs: number, all = false): Promise<BanRow[]> {
+  let q = store.db.selectFrom("audit_bans").selectAll().orderBy("created_at", "desc");
+  if (!all) q = q.where("lifted_at", "is", null).where("until", ">", nowMs);
+  const rows = await q.execute();
+  return rows.map((r) => ({
+    ...r,
+    created_at: Number(r.created_at),
+    until: Number(r.until),
+    count: Number(r.count),
+    lifted_at: r.lifted_at === null ? null : Number(r.lifted_at),
+  }));
+}
+
+export interface BanAdminDeps {
+  store: Store;
+  clock: Clock;
+  events: EventBus;
+  audit: AuditSink;
+}
+
+/** Lifts a ban now; audited, and every PEP hears it through `ban.changed`. */
+export async function removeBan(deps: BanAdminDeps, target: string, actor: string): Promise<void> {
+  const key = banKey(target);
+  const now = deps.clock.now();
+  const res = await deps.store.db
+    .updateTable("audit_bans")
+    .set({ lifted_at: now })
+    .where("key", "=", key)
+    .where("lifted_at", "is", null)
+    .where("until", ">", now)
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) === 0)
+    throw new ZtError("ZT_NOT_FOUND", `no active ban for ${key}`, { key });
+  deps.audit.record({
+    kind: "ban.remove",
+    outcome: "info",
+    subject: actor,
+    reason: "manual",
+    data: { key },
+  });
+  await deps.events.publish("ban.changed", { action: "remove", key });
+}
+
+/** Bans a source or user by hand for `durationMs`. */
+export async function addBan(
+  deps: BanAdminDeps,
+  target: string,
+  durationMs: number,
+  reason: string,
+  actor: string,
+): Promise<BanRow> {
+  const key = banKey(target);
+  const now = deps.clock.now();
+  const [kind, ...rest] = key.split(":");
+  const value = rest.join(":");
+  const prev = await deps.store.db
+    .selectFrom("audit_bans")
+    .select("count")
+    .where("key", "=", key)
+    .executeTakeFirst();
+  const row: BanRow = {
+    key,
+    kind: kind!,
+    value,
+    rule: "manual",
+    reason,
+    created_at: now,
+    until: now + durationMs,
+    count: Number(prev?.count ?? 0) + 1,
+    lifted_at: null,
+  };
+  await deps.store.db
+    .insertInto("audit_bans")
+    .values(row)
+    .onConflict((oc) =>
+      oc.column("key").doUpdateSet({
+        rule: row.rule,
+        reason,
+        created_at: now,
+        until: row.until,
+        count: row.count,
+        lifted_at: null,
+      }),
+    )
+    .execute();
+  deps.audit.record({
+    kind: "ban.add",
+    outcome: "info",
+    subject: actor,
+    reason: "manual",
+    data: { key, until: row.until, why: reason },
+  });
+  await deps.events.publish("ban.changed", { action: "add", key, until: row.until });
+  return row;
+}

@@ -1,0 +1,59 @@
+import type { Command } from "commander";
+import { printJson, printTable, usageError, withContext } from "../cli-context.js";
+import { parseDuration } from "../../core/duration.js";
+import { addBan, listBans, removeBan } from "../../audit/index.js";
+
+const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
+
+/** `zt ban list|add|remove` */
+export function registerBanCommands(program: Command): void {
+  const ban = program.command("ban").description("banned sources and users (refused at the PEP)");
+  ban
+    .command("list")
+    .description("active bans")
+    .option("--all", "include expired and lifted bans")
+    .option("--json", "print JSON")
+    .action(async (opts: { all?: boolean; json?: boolean }, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        const rows = await listBans(ctx.store, ctx.clock.now(), opts.all ?? false);
+        if (opts.json) return printJson(rows);
+        printTable(
+          rows.map((r) => ({
+            key: r.key,
+            until: new Date(r.until).toISOString(),
+            rule: r.rule,
+            count: r.count,
+            lifted: r.lifted_at === null ? null : new Date(r.lifted_at).toISOString(),
+            reason: r.reason,
+          })),
+          ["key", "until", "rule", "count", "lifted", "reason"],
+        );
+      });
+    });
+  ban
+    .command("add <target>")
+    .description("ban an IP address (or user:<name>) by hand")
+    .requiredOption("--for <duration>", "how long, e.g. 1h")
+    .option("--reason <text>", "why", "manual")
+    .action(async (target: string, opts: { for: string; reason: string }, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        let ms: number;
+        try {
+          ms = parseDuration(opts.for, "--for");
+        } catch (e) {
+          throw usageError((e as Error).message);
+        }
+        const row = await addBan(ctx, target, ms, opts.reason, actor());
+        process.stdout.write(`banned ${row.key} until ${new Date(row.until).toISOString()}\n`);
+      });
+    });
+  ban
+    .command("remove <target>")
+    .description("lift a ban: an IP address, ip:<address> or user:<name>")
+    .action(async (target: string, _opts: unknown, cmd: Command) => {
+      await withContext(cmd, async (ctx) => {
+        await removeBan(ctx, target, actor());
+        process.stdout.write(`lifted the ban on ${target}\n`);
+      });
+    });
+}

@@ -1,0 +1,251 @@
+import { describe, expect, it } from "vitest";
+import { ManualClock } from "../src/core/clock.js";
+import { AlertEngine, networkOf, type AlertEvent } from "../src/audit/alerts/alert-engine.js";
+import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
+import { isBanned, setBansForTest } from "../src/audit/alerts/ban-cache.js";
+import type { ZtError } from "../src/core/errors.js";
+
+const clock = new ManualClock();
+let seq = 0;
+function ev(partial: Partial<AlertEvent>): AlertEvent {
+  return {
+    seq: ++seq,
+    ts: clock.now(),
+    kind: "decision",
+    outcome: "deny",
+    subject: null,
+    source_ip: "203.0.113.9",
+    route: "app",
+    reason: null,
+    data: {},
+    ...partial,
+  };
+}
+const loginFail = (ip: string, user = "alice", reason = "bad-password") =>
+  ev({ kind: "login", outcome: "failure", source_ip: ip, subject: user, reason, route: null });
+
+/** Only the rule under test switched on. */
+function only(extra: Record<string, unknown>) {
+  return parseAlertsConfig({
+    jails: [],
+    denial_burst: null,
+    fan_out: null,
+    mtls_failures: null,
+    new_network: null,
+    break_glass: false,
+    ...extra,
+  });
+}
+
+describe("regulation (fail2ban model)", () => {
+  const jail = {
+    name: "login-ip",
+    match: "login-failure",
+    by: "ip",
+    maxretry: 3,
+    findtime: "60s",
+    bantime: "100s",
+    bantime_factor: 2,
+    max_bantime: "350s",
+  };
+
+  it("bans at exactly maxretry within findtime, and bantime grows on repeat up to max_bantime", () => {
+    const e = new AlertEngine(only({ jails: [jail] }));
+    const ip = "198.51.100.1";
+    expect(e.evaluate(loginFail(ip)).bans).toEqual([]);
+    clock.advance(10_000);
+    expect(e.evaluate(loginFail(ip)).bans).toEqual([]);
+    clock.advance(10_000);
+    const third = e.evaluate(loginFail(ip));
+    expect(third.bans).toHaveLength(1);
+    expect(third.bans[0]).toMatchObject({
+      key: `ip:${ip}`,
+      count: 1,
+      until: clock.now() + 100_000,
+    });
+    expect(third.alerts[0]).toMatchObject({
+      rule: "login-ip",
+      severity: "warning",
+      key: `ip:${ip}`,
+    });
+    // While banned, nothing more is counted.
+    for (let i = 0; i < 5; i++) expect(e.evaluate(loginFail(ip)).bans).toEqual([]);
+    const durations: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      clock.advance(400_000); // past any ban
+      e.evaluate(loginFail(ip));
+      e.evaluate(loginFail(ip));
+      const b = e.evaluate(loginFail(ip)).bans[0]!;
+      durations.push(b.until - b.createdAt);
+    }
+    expect(durations).toEqual([200_000, 350_000, 350_000]);
+  });
+
+  it("does not ban when the failures are spread wider than findtime", () => {
+    const e = new AlertEngine(only({ jails: [jail] }));
+    const ip = "198.51.100.2";
+    for (let i = 0; i < 10; i++) {
+      expect(e.evaluate(loginFail(ip)).bans).toEqual([]);
+      clock.advance(30_001); // 3 failures never fit in 60 s
+    }
+  });
+
+  it("counts TOTP failures separately, per user, and honours the allow-list", () => {
+    const e = new AlertEngine(
+      only({
+        jails: [
+          {
+            name: "totp-user",
+            match: "totp-failure",
+            by: "user",
+            maxretry: 2,
+            findtime: "1m",
+            bantime: "1m",
+          },
+        ],
+        allow_list: { ips: ["10.0.0.0/8"], users: ["ops-robot"] },
+      }),
+    );
+    expect(e.evaluate(loginFail("192.0.2.1", "bob", "bad-password")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("192.0.2.1", "bob", "mfa-invalid")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("192.0.2.2", "bob", "mfa-replayed")).bans[0]).toMatchObject({
+      key: "user:bob",
+      kind: "user",
+    });
+    for (let i = 0; i < 5; i++)
+      expect(e.evaluate(loginFail("192.0.2.3", "ops-robot", "mfa-invalid")).bans).toEqual([]);
+    const ipJail = new AlertEngine(
+      only({ jails: [{ ...jail, maxretry: 1 }], allow_list: { ips: ["10.0.0.0/8"] } }),
+    );
+    expect(ipJail.evaluate(loginFail("10.1.2.3")).bans).toEqual([]);
+    expect(ipJail.evaluate(loginFail("11.1.2.3")).bans).toHaveLength(1);
+  });
+});
+
+describe("detection rules", () => {
+  it("denial burst fires at exactly the threshold within the window, then cools down", () => {
+    const e = new AlertEngine(only({ denial_burst: { threshold: 4, window: "10s" } }));
+    const ip = "203.0.113.50";
+    const fired = (): number => e.evaluate(ev({ source_ip: ip })).alerts.length;
+    expect([fired(), fired(), fired()]).toEqual([0, 0, 0]);
+    expect(fired()).toBe(1);
+    expect(fired()).toBe(0); // cool-down within the window
+    clock.advance(10_000);
+    expect([fired(), fired(), fired()]).toEqual([0, 0, 0]);
+    expect(fired()).toBe(1);
+    // Allowed requests never count.
+    expect(e.evaluate(ev({ source_ip: "203.0.113.51", outcome: "allow" })).alerts).toEqual([]);
+  });
+
+  it("fan-out fires when one source is denied on N distinct routes", () => {
+    const e = new AlertEngine(only({ fan_out: { distinct_routes: 3, window: "1m" } }));
+    const ip = "203.0.113.60";
+    expect(e.evaluate(ev({ source_ip: ip, route: "a" })).alerts).toEqual([]);
+    expect(e.evaluate(ev({ source_ip: ip, route: "a" })).alerts).toEqual([]);
+    expect(e.evaluate(ev({ source_ip: ip, route: "b" })).alerts).toEqual([]);
+    const a = e.evaluate(ev({ source_ip: ip, route: "c" })).alerts;
+    expect(a).toHaveLength(1);
+    expect(a[0]).toMatchObject({
+      rule: "fan-out",
+      severity: "high",
+      data: { routes: ["a", "b", "c"] },
+    });
+  });
+
+  it("mTLS handshake failures fire at the threshold", () => {
+    const e = new AlertEngine(only({ mtls_failures: { threshold: 3, window: "1m" } }));
+    const f = () =>
+      e.evaluate(
+        ev({ kind: "mtls.handshake", outcome: "failure", source_ip: "203.0.113.70", route: null }),
+      ).alerts.length;
+    expect([f(), f(), f()]).toEqual([0, 0, 1]);
+  });
+
+  it("first access from a new network for a user on a route", () => {
+    const e = new AlertEngine(only({ new_network: {} }));
+    const ok = (ip: string, user = "alice", route = "wiki") =>
+      e.evaluate(ev({ outcome: "allow", source_ip: ip, subject: user, route })).alerts;
+    expect(ok("192.0.2.10")).toEqual([]); // first ever: learn
+    expect(ok("192.0.2.99")).toEqual([]); // same /24
+    const a = ok("198.51.100.7");
+    expect(a).toHaveLength(1);
+    expect(a[0]).toMatchObject({
+      rule: "new-network",
+      key: "user:alice|route:wiki",
+      data: { network: "198.51.100.0/24", known: ["192.0.2.0/24"] },
+    });
+    expect(ok("198.51.100.8")).toEqual([]);
+    expect(ok("2001:db8:1:2::5")).toHaveLength(1);
+    expect(ok("198.51.100.7", "bob")).toEqual([]); // bob's first
+  });
+
+  it("any break-glass use is critical", () => {
+    const e = new AlertEngine(only({ break_glass: true }));
+    const a = e.evaluate(
+      ev({ kind: "breakglass", outcome: "success", subject: "root-ops", route: "prod-db" }),
+    ).alerts;
+    expect(a).toEqual([
+      expect.objectContaining({ rule: "break-glass", severity: "critical", key: "user:root-ops" }),
+    ]);
+    expect(
+      e.evaluate(
+        ev({ kind: "access.approve", outcome: "info", reason: "breakglass", subject: "x" }),
+      ).alerts,
+    ).toHaveLength(1);
+    expect(e.evaluate(ev({ kind: "decision", outcome: "allow" })).alerts).toEqual([]);
+  });
+
+  it("ignores its own alert and ban events (no feedback loop)", () => {
+    const e = new AlertEngine(
+      only({ break_glass: true, denial_burst: { threshold: 1, window: "1m" } }),
+    );
+    expect(e.evaluate(ev({ kind: "alert", outcome: "info", reason: "breakglass" })).alerts).toEqual(
+      [],
+    );
+    expect(e.evaluate(ev({ kind: "ban.add", outcome: "deny" })).alerts).toEqual([]);
+  });
+});
+
+describe("helpers", () => {
+  it("networkOf masks IPv4, IPv6 and IPv4-mapped addresses", () => {
+    expect(networkOf("192.0.2.200", 24, 64)).toBe("192.0.2.0/24");
+    expect(networkOf("10.20.30.40", 16, 64)).toBe("10.20.0.0/16");
+    expect(networkOf("::ffff:192.0.2.1", 24, 64)).toBe("192.0.2.0/24");
+    expect(networkOf("2001:db8:aa:bb:cc::1", 24, 64)).toBe("2001:db8:aa:bb:0:0:0:0/64");
+    expect(networkOf("2001:db8::1", 24, 48)).toBe("2001:db8:0:0:0:0:0:0/48");
+  });
+
+  it("isBanned is a lookup against the ban's end time", () => {
+    setBansForTest({ "192.0.2.66": 2_000 });
+    expect(isBanned("192.0.2.66", 1_999)).toBe(true);
+    expect(isBanned("192.0.2.66", 2_000)).toBe(false);
+    expect(isBanned("192.0.2.67", 1_000)).toBe(false);
+    setBansForTest({});
+  });
+
+  it("config errors name the key path", () => {
+    expect(() =>
+      parseAlertsConfig({
+        jails: [
+          {
+            name: "x",
+            match: "login-failure",
+            by: "ip",
+            maxretry: 0,
+            findtime: "1m",
+            bantime: "1m",
+          },
+        ],
+      }),
+    ).toThrow(/alerts\.jails\.0\.maxretry: /);
+    try {
+      parseAlertsConfig({ allow_list: { ips: ["10.0.0.0/40"] } });
+      expect.unreachable();
+    } catch (e) {
+      expect((e as ZtError).code).toBe("ZT_CONFIG_INVALID");
+      expect((e as ZtError).message).toMatch(
+        /^alerts\.allow_list\.ips\.0: expected an IP address or CIDR/,
+      );
+    }
+  });
+});
