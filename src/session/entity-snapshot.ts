@@ -56,7 +56,7 @@ export class EntitySnapshot {
         disabled: u.disabled === 1,
       });
     }
-    this.#unsubscribe = this.#ctx.events.subscribe((e) => void this.#onEvent(e));
+    this.#unsubscribe ??= this.#ctx.events.subscribe((e) => void this.#onEvent(e));
   }
 
   /** The user as policies see it, by internal id. */

@@ -1,0 +1,97 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ManualClock } from "../core/clock.js";
+import { validateConfig } from "../config/index.js";
+import { openAppContext, type AppContext } from "../app/index.js";
+import { SessionService } from "./session-service.js";
+
+async function context(clock: ManualClock): Promise<AppContext> {
+  const dir = mkdtempSync(join(tmpdir(), "zt-session-"));
+  const config = validateConfig(
+    { data_dir: dir, session: { ttl: "1h", idle_timeout: "10m" } },
+    join(dir, "zt.yaml"),
+  );
+  const ctx = await openAppContext(config, { clock, create: true });
+  await ctx.store.db
+    .insertInto("users")
+    .values({
+      id: "u1",
+      name: "alice",
+      email: null,
+      password_hash: "x",
+      totp_secret_sealed: null,
+      totp_last_step: 0,
+      disabled: 0,
+      created_at: 0,
+      updated_at: 0,
+    })
+    .execute();
+  return ctx;
+}
+
+describe("SessionService", () => {
+  let ctx: AppContext | undefined;
+  afterEach(async () => {
+    await ctx?.close();
+  });
+
+  it("accepts a fresh session and refuses malformed or unknown tokens", async () => {
+    const clock = new ManualClock();
+    ctx = await context(clock);
+    const sessions = new SessionService(ctx);
+    const { token } = await sessions.create({
+      userId: "u1",
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    expect((await sessions.check(token)).ok).toBe(true);
+    for (const bad of [undefined, "", "x", "%%%", token + "a", "A".repeat(43)]) {
+      const r = await sessions.check(bad);
+      expect(r).toMatchObject({ ok: false, code: "ZT_SESSION_INVALID" });
+    }
+    sessions.close();
+  });
+
+  it("expires at the absolute lifetime and after the idle timeout (injected clock)", async () => {
+    const clock = new ManualClock();
+    ctx = await context(clock);
+    const sessions = new SessionService(ctx);
+    const a = await sessions.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
+    clock.advance(9 * 60_000);
+    expect((await sessions.check(a.token)).ok).toBe(true); // touches last_seen
+    clock.advance(9 * 60_000);
+    expect((await sessions.check(a.token)).ok).toBe(true);
+    clock.advance(11 * 60_000);
+    expect(await sessions.check(a.token)).toMatchObject({ ok: false, reason: "session-idle" });
+
+    const b = await sessions.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
+    for (let i = 0; i < 7; i++) {
+      clock.advance(9 * 60_000);
+      await sessions.check(b.token);
+    }
+    expect(await sessions.check(b.token)).toMatchObject({ ok: false, code: "ZT_SESSION_EXPIRED" });
+    sessions.close();
+  });
+
+  it("revokes in another SessionService (another process) through the event bus", async () => {
+    const clock = new ManualClock();
+    ctx = await context(clock);
+    const pep = new SessionService(ctx);
+    const admin = new SessionService(ctx);
+    const { session, token } = await pep.create({
+      userId: "u1",
+      sourceIp: "127.0.0.1",
+      userAgent: "t",
+    });
+    expect((await pep.check(token)).ok).toBe(true);
+    const heard: string[] = [];
+    pep.onRevoked((id) => heard.push(id));
+    expect(await admin.revokeUser("u1", "test")).toBe(1);
+    expect(heard).toContain(session.id);
+    expect(await pep.check(token)).toMatchObject({ ok: false, code: "ZT_SESSION_REVOKED" });
+    pep.close();
+    admin.close();
+  });
+});
