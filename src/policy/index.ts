@@ -16,7 +16,8 @@
  */
 import { CompiledEngine } from "./compiled/compiled-engine.js";
 import { ReferenceEngine } from "./reference-engine.js";
-import type { LoadedPolicySet, PolicyEngine } from "./types.js";
+import { explainRequest, type Explanation } from "./explain.js";
+import type { AuthorizationRequest, EntityView, LoadedPolicySet, PolicyEngine } from "./types.js";
 
 export type * from "./types.js";
 export { ZT_SCHEMA, HTTP_ACTIONS } from "./zt-schema.js";
@@ -33,6 +34,28 @@ export {
   httpContext,
 } from "./cedar-values.js";
 export type { HttpContextInput } from "./cedar-values.js";
+
+export { runPolicyTests, assertPolicyTests, parseUid } from "./policy-tests.js";
+export type { PolicyTestOutcome } from "./policy-tests.js";
+export { formatPolicyText } from "./policy-format.js";
+export { findConformanceCases, runConformanceCase } from "./conformance.js";
+export type { ConformanceResult, ConformanceOptions } from "./conformance.js";
+export { schemaModel, canonicalContext, canonicalEntities } from "./schema-values.js";
+export type { SchemaModel } from "./schema-values.js";
+export { parseJsonExact } from "./json-bigint.js";
+export type { Explanation, PolicyExplanation } from "./explain.js";
+
+/**
+ * Explains one decision over a policy set: the result, and for every policy whether its
+ * scope matched and which condition stopped it. Uses the compiled evaluator.
+ */
+export function explainDecision(
+  set: LoadedPolicySet,
+  request: AuthorizationRequest,
+  entities: EntityView,
+): Explanation {
+  return explainRequest(new CompiledEngine(set), request, entities);
+}
 
 export type PolicyEngineKind = "compiled" | "reference";
 

@@ -11,6 +11,7 @@ import { registerSegCommands } from "./seg.js";
 import { registerDeviceCommands } from "./device.js";
 import { registerAccessCommands } from "./access.js";
 import { registerBreakglassCommands } from "./breakglass.js";
+import { registerPolicyCommands } from "./policy.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -19,6 +20,7 @@ import { registerBreakglassCommands } from "./breakglass.js";
 export function registerAllCommands(program: Command): void {
   registerInitCommands(program);
   registerUpCommands(program);
+  registerPolicyCommands(program);
   registerSessionCommands(program);
   registerUserCommands(program);
   registerDbCommands(program);

@@ -13,7 +13,6 @@ import { decideVerdict, isStepUpForbid, policyErrorResult, policyMetaIndex } fro
 import type { PolicyMeta } from "../verdict.js";
 import {
   compileExpr,
-  type Compiled,
   type EntityAccess,
   type EntityData,
   type EvalEnv,
@@ -24,13 +23,13 @@ import { entityFromJson, valueFromJson } from "./json-values.js";
 import { CedarEvalError, CRecord, EntityRef, type Value } from "./values.js";
 
 /** A scope constraint on principal or resource, with slots resolved. */
-type Scope =
+export type Scope =
   | { op: "All" }
   | { op: "=="; entity: EntityRef }
   | { op: "in"; entity: EntityRef }
   | { op: "is"; type: string; in?: EntityRef };
 
-type ActionScope = { op: "All" } | { op: "==" | "in"; entities: EntityRef[] };
+export type ActionScope = { op: "All" } | { op: "==" | "in"; entities: EntityRef[] };
 
 export interface CompiledPolicy {
   id: string;
@@ -43,7 +42,7 @@ export interface CompiledPolicy {
   stepUp: boolean;
 }
 
-function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinked" {
+export function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinked" {
   const resolve = (x: Record<string, unknown>): EntityRef | undefined =>
     "slot" in x ? slots.get(x["slot"] as string) : entityFromJson(x["entity"]);
   switch (c["op"]) {
@@ -65,7 +64,7 @@ function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinke
   throw new Error(`unsupported scope constraint ${String(c["op"])}`);
 }
 
-function actionScopeFrom(c: Record<string, unknown>): ActionScope {
+export function actionScopeFrom(c: Record<string, unknown>): ActionScope {
   if (c["op"] === "All") return { op: "All" };
   if (c["op"] === "==") return { op: "==", entities: [entityFromJson(c["entity"])] };
   const list = "entities" in c ? (c["entities"] as unknown[]) : [c["entity"]];
@@ -133,7 +132,7 @@ function entityData(raw: CedarEntity): EntityData {
   return d;
 }
 
-class ViewAccess implements EntityAccess {
+export class ViewAccess implements EntityAccess {
   constructor(private readonly view: EntityView) {}
   data(e: EntityRef): EntityData | undefined {
     const raw =
@@ -175,7 +174,7 @@ function indexScope(dim: DimIndex, s: Scope, i: number): void {
   else push(dim.is, s.type, i);
 }
 
-function scopeMatches(s: Scope, e: EntityRef, acc: EntityAccess): boolean {
+export function scopeMatches(s: Scope, e: EntityRef, acc: EntityAccess): boolean {
   switch (s.op) {
     case "All":
       return true;
@@ -189,7 +188,7 @@ function scopeMatches(s: Scope, e: EntityRef, acc: EntityAccess): boolean {
   }
 }
 
-function actionMatches(s: ActionScope, e: EntityRef, acc: EntityAccess): boolean {
+export function actionMatches(s: ActionScope, e: EntityRef, acc: EntityAccess): boolean {
   if (s.op === "All") return true;
   if (s.op === "==") return e.key === s.entities[0]!.key;
   for (const t of s.entities) if (e.key === t.key || acc.isIn(e, t)) return true;
@@ -358,6 +357,3 @@ export function contextFrom(ctx: Record<string, unknown>): CRecord {
   for (const [k, v] of Object.entries(ctx)) m.set(k, valueFromJson(v));
   return new CRecord(m);
 }
-
-/** For `explain`: whether each policy's scope matches, and the outcome of its conditions. */
-export type { Compiled };
