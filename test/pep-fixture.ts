@@ -98,6 +98,8 @@ export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
 /** A real upstream that records what reached it and answers WebSocket-ish upgrades. */
 export async function startUpstream(): Promise<{
   port: number;
+  /** Upgraded connections still open at the upstream. */
+  upgraded: Set<net.Socket>;
   seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
   close(): Promise<void>;
 }> {
@@ -113,22 +115,28 @@ export async function startUpstream(): Promise<{
       res.end(JSON.stringify({ ok: true, url: req.url }));
     });
   });
-  server.on("upgrade", (req, socket) => {
+  const upgraded = new Set<net.Socket>();
+  server.on("upgrade", (req, socket: net.Socket) => {
+    upgraded.add(socket);
+    socket.on("close", () => upgraded.delete(socket));
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: "" });
     socket.write(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n",
     );
     socket.on("data", (d: Buffer) => socket.write(d));
+    socket.on("end", () => socket.end()); // http.Server sockets allow half-open
     socket.on("error", () => socket.destroy());
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   return {
     port: (server.address() as AddressInfo).port,
     seen,
+    upgraded,
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());
         server.closeAllConnections();
+        for (const s of upgraded) s.destroy();
       }),
   };
 }

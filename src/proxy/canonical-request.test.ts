@@ -63,6 +63,14 @@ describe("canonicalizeRequest", () => {
   });
   it("refuses an absolute-form URL naming another host than the Host header", () => {
     expect(canonicalizeRequest("http://admin.example/x", "whoami.example").ok).toBe(false);
+    expect(canonicalizeRequest("http://whoami.example:9000/x", "whoami.example:8443").ok).toBe(
+      false,
+    );
+    expect(canonicalizeRequest("http://user@whoami.example/x", "whoami.example").ok).toBe(false);
+    expect(canonicalizeRequest("http://WHOAMI.example./x", "whoami.EXAMPLE:8443")).toMatchObject({
+      ok: true,
+      host: "whoami.example",
+    });
     expect(canonicalizeRequest("http://whoami.example/x", "whoami.example")).toMatchObject({
       ok: true,
       path: "/x",

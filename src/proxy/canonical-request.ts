@@ -66,7 +66,14 @@ export function canonicalizeRequest(
         detail: "request target is neither /path nor an absolute URL",
       };
     const authority = canonicalHost(abs[2]);
-    if (!authority.ok || authority.host !== hostResult.host) {
+    // RFC 9112 §3.2.2: the absolute-form authority wins over Host; zt refuses to pick
+    // one when they differ (host or explicit port), since another hop may pick the other.
+    const portsDiffer =
+      authority.ok &&
+      authority.port !== undefined &&
+      hostResult.port !== undefined &&
+      authority.port !== hostResult.port;
+    if (!authority.ok || authority.host !== hostResult.host || portsDiffer) {
       return {
         ok: false,
         reason: "host-mismatch",
