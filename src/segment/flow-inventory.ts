@@ -172,7 +172,11 @@ export function summariseFlows(
     if (f.last !== undefined && (p.last === undefined || f.last > p.last)) p.last = f.last;
   }
   const flows: LearnedFlow[] = [...pairs.values()]
-    .sort((a, b) => b.count - a.count)
+    .sort(
+      (a, b) =>
+        b.count - a.count ||
+        (a.from < b.from ? -1 : a.from > b.from ? 1 : a.to < b.to ? -1 : a.to > b.to ? 1 : 0),
+    )
     .map((p) => {
       const lf: LearnedFlow = {
         from: p.from,

@@ -83,11 +83,15 @@ export function simulateFlows(model: SegModel, observed: readonly ObservedFlow[]
     if (g.srcSet.size < 20) g.srcSet.add(f.src);
   }
   const out: DroppedGroup[] = [...groups.values()]
-    .sort((a, b) => b.count - a.count)
+    .sort((a, b) => b.count - a.count || cmp(a.from, b.from) || cmp(a.to, b.to))
     .map(({ portMap, srcSet, ...g }) => ({
       ...g,
       ports: [...portMap].sort((a, b) => b[1] - a[1]).map(([port, count]) => ({ port, count })),
       sources: [...srcSet].sort(),
     }));
   return { flows: observed.length, packets, allowed, egress, dropped, groups: out };
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -1,0 +1,236 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import fc from "fast-check";
+import { parseAllDocuments } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { compileK8s, compileNftables, parseSegModel } from "../src/segment/index.js";
+import { NetnsLab } from "../src/segment/netns-lab.js";
+
+const EXAMPLE = readFileSync(join(import.meta.dirname, "..", "examples", "segments.yaml"), "utf8");
+
+const avail = await NetnsLab.available();
+if (!avail.ok)
+  console.warn(
+    `\n\n*** SKIPPING nft -c checks: no network namespaces or nft: ${avail.reason} ***\n\n`,
+  );
+
+describe("nftables compiler output", () => {
+  const { model } = parseSegModel(EXAMPLE);
+
+  it("replaces only table inet zt, atomically, with the required chains and verdicts", () => {
+    const { text } = compileNftables(model);
+    const lines = text.split("\n").filter((l) => !l.startsWith("#"));
+    expect(lines.slice(0, 3)).toEqual([
+      "table inet zt {}",
+      "delete table inet zt",
+      "table inet zt {",
+    ]);
+    expect(
+      text.match(/^\s*(table|delete table|flush ruleset)\b.*$/gm)?.map((l) => l.trim()),
+    ).toEqual(["table inet zt {}", "delete table inet zt", "table inet zt {"]);
+    expect(text).toContain("type filter hook forward priority filter; policy drop;");
+    expect(text).toContain("ct state established,related counter accept");
+    expect(text).toContain('ct state invalid counter name "zt_invalid" drop');
+    expect(text).toContain(
+      "ip saddr . ip daddr . meta l4proto . th dport @flows_v4 counter accept",
+    );
+    expect(text).toContain('log prefix "ZT-DROP " counter name "zt_drop" drop');
+    expect(text).toContain('log prefix "ZT-WOULD-DROP " counter name "zt_would_drop" accept');
+    expect(text).toContain("limit rate 3/minute counter accept");
+    expect(text).toContain("set seg_frontend_v6 {");
+    expect(text).toMatch(/goto zt_audit\n\t}\n}\n$/); // mode.default: audit
+    expect(text).toContain("10.0.3.0/28 : goto zt_enforce"); // mode.enforce: [data]
+    expect(compileNftables(model).text).toBe(text); // deterministic
+  });
+
+  it("per host: an input chain for the host's own address, an output chain only with egress", () => {
+    const api2 = compileNftables(model, { target: { kind: "host", host: "api-2" } }).text;
+    expect(api2).toContain("type filter hook input priority filter; policy drop;");
+    expect(api2).toContain('iif "lo" accept');
+    expect(api2).toContain("10.0.1.10/31 . 10.0.2.11 . tcp . 8443");
+    expect(api2).not.toContain("10.0.1.10/31 . 10.0.2.10 . tcp . 8443");
+    expect(api2).toContain("type filter hook output priority filter; policy drop;"); // api has egress
+    expect(api2).toContain("10.0.2.11 . udp . 53");
+    const data = compileNftables(model, { target: { kind: "segment", segment: "data" } }).text;
+    expect(data).not.toContain("hook output");
+    expect(data).toMatch(/goto zt_enforce\n\t}\n}\n$/);
+    expect(() => compileNftables(model, { target: { kind: "host", host: "nope" } })).toThrow(
+      /no segment lists host "nope"/,
+    );
+  });
+
+  it("merges overlapping port ranges so nft sees no conflicting elements", () => {
+    const { model: m } = parseSegModel(`segments:
+  a: { hosts: [10.1.0.1] }
+  b: { hosts: [10.1.0.2] }
+flows:
+  - { from: a, to: b, ports: [tcp/80-90] }
+  - { from: a, to: "*", ports: [tcp/85-100, tcp/101, udp/5] }
+`);
+    const { text } = compileNftables(m);
+    expect(text).toContain("10.1.0.1 . 10.1.0.2 . tcp . 80-101");
+    expect(text).not.toContain("tcp . 85-100");
+  });
+});
+
+describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
+  let lab: NetnsLab;
+  beforeAll(async () => {
+    lab = await NetnsLab.create(0);
+  });
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+  const check = (text: string) => lab.exec(lab.router, "nft", ["-c", "-f", "-"], text);
+
+  it("the example model, for the router, every segment and every host", async () => {
+    const { model } = parseSegModel(EXAMPLE);
+    await check(compileNftables(model).text);
+    for (const s of model.segments) {
+      await check(compileNftables(model, { target: { kind: "segment", segment: s.name } }).text);
+      for (const h of s.hosts)
+        await check(
+          compileNftables(model, { target: { kind: "host", host: h.name ?? h.text } }).text,
+        );
+    }
+  });
+
+  it("random models (IPv4/IPv6, CIDRs, ranges, icmp, rates, *, modes) (property)", async () => {
+    const segArb = fc.array(
+      fc.record({
+        v4: fc.array(fc.tuple(fc.nat(255), fc.constantFrom(32, 30, 28, 24)), { maxLength: 3 }),
+        v6: fc.array(fc.tuple(fc.nat(0xffff), fc.constantFrom(128, 120, 112)), { maxLength: 2 }),
+      }),
+      { minLength: 1, maxLength: 6 },
+    );
+    const portArb = fc.oneof(
+      fc.integer({ min: 1, max: 65535 }).map((p) => `tcp/${p}`),
+      fc.integer({ min: 1, max: 65535 }).map((p) => `udp/${p}`),
+      fc
+        .tuple(fc.integer({ min: 1, max: 30000 }), fc.integer({ min: 0, max: 3000 }))
+        .map(([a, b]) => `tcp/${a}-${a + b}`),
+      fc.constantFrom("icmp", "tcp", "udp/53"),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        segArb,
+        fc.array(
+          fc.record({
+            from: fc.nat(6),
+            to: fc.nat(6),
+            ports: fc.array(portArb, { minLength: 1, maxLength: 3 }),
+            rate: fc.boolean(),
+          }),
+          {
+            maxLength: 8,
+          },
+        ),
+        fc.constantFrom("audit", "enforce"),
+        async (segs, flows, mode) => {
+          const names = segs.map((_, i) => `s${i}`);
+          const ref = (i: number) => (i >= names.length ? '"*"' : names[i]);
+          const yaml = [
+            "segments:",
+            ...segs.map((s, i) => {
+              // segment i owns 10.i.0.0/16 and fd00:i::/64: no overlaps between segments
+              const hosts = [
+                ...s.v4.map(([x, p]) =>
+                  `10.${i}.${x}.${(256 - 2 ** (32 - p)) & 0}/${p}`.replace(/\/32$/, ""),
+                ),
+                ...s.v6.map(([x, p]) =>
+                  `"fd00:${i}::${x.toString(16)}:0/${p}"`.replace("/128", ""),
+                ),
+              ];
+              return `  ${names[i]}: { hosts: [${[...new Set(hosts)].join(", ")}] }`;
+            }),
+            "flows:",
+            ...flows.map(
+              (f) =>
+                `  - { from: ${ref(f.from)}, to: ${ref(f.to)}, ports: [${f.ports.join(", ")}]${f.rate ? ", rate: 5/second" : ""} }`,
+            ),
+            `egress: { ${names[0]}: [udp/53, icmp, tcp/8000-9000] }`,
+            `mode: { default: ${mode}, ${mode === "audit" ? "enforce" : "audit"}: [${names[0]}] }`,
+          ].join("\n");
+          const parsed = parseSegModel(yaml);
+          await check(compileNftables(parsed.model).text);
+          await check(
+            compileNftables(parsed.model, { target: { kind: "segment", segment: names[0]! } }).text,
+          );
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+});
+
+describe("Kubernetes NetworkPolicy compiler", () => {
+  const { model } = parseSegModel(`segments:
+  frontend: { k8s: { namespace: web, podSelector: { app: frontend } } }
+  api: { k8s: { namespace: web, podSelector: { app: api } } }
+  data: { k8s: { namespace: db, podSelector: { app: postgres } } }
+  legacy: { hosts: [10.9.0.0/16, 10.8.0.1] }
+  monitoring: { k8s: { namespace: mon } }
+flows:
+  - { from: frontend, to: api, ports: [tcp/8443] }
+  - { from: api, to: data, ports: [tcp/5432, tcp/6000-6010] }
+  - { from: legacy, to: data, ports: [tcp/5432, icmp], rate: 1/second }
+  - { from: monitoring, to: "*", ports: [tcp/9100] }
+egress:
+  api: [udp/53]
+mode: { default: enforce, audit: [monitoring] }
+`);
+  const r = compileK8s(model);
+  const docs = parseAllDocuments(r.text).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
+  const byName = (ns: string, name: string) =>
+    docs.find((d) => d.metadata.namespace === ns && d.metadata.name === name);
+
+  it("emits a default-deny per namespace and one policy per enforced segment", () => {
+    expect(byName("web", "zt-default-deny")?.spec).toEqual({
+      podSelector: {},
+      policyTypes: ["Ingress", "Egress"],
+    });
+    expect(byName("db", "zt-default-deny")).toBeDefined();
+    expect(byName("mon", "zt-default-deny")).toBeUndefined(); // monitoring audits: NetworkPolicy cannot
+    expect(docs.map((d) => `${d.metadata.namespace}/${d.metadata.name}`).sort()).toEqual([
+      "db/zt-data",
+      "db/zt-default-deny",
+      "web/zt-api",
+      "web/zt-default-deny",
+      "web/zt-frontend",
+    ]);
+  });
+
+  it("maps flows to ingress/egress rules with selectors, ipBlocks and port ranges", () => {
+    const data = byName("db", "zt-data")!.spec;
+    expect(data.podSelector).toEqual({ matchLabels: { app: "postgres" } });
+    expect(data.ingress[0]).toEqual({
+      from: [
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "web" } },
+          podSelector: { matchLabels: { app: "api" } },
+        },
+      ],
+      ports: [
+        { protocol: "TCP", port: 5432 },
+        { protocol: "TCP", port: 6000, endPort: 6010 },
+      ],
+    });
+    expect(data.ingress[1].from).toEqual([
+      { ipBlock: { cidr: "10.9.0.0/16" } },
+      { ipBlock: { cidr: "10.8.0.1/32" } },
+    ]);
+    expect(data.ingress[1].ports).toEqual([{ protocol: "TCP", port: 5432 }]);
+    const api = byName("web", "zt-api")!.spec;
+    expect(api.egress).toContainEqual({ ports: [{ protocol: "UDP", port: 53 }] });
+    expect(api.egress[0].to[0].podSelector).toEqual({ matchLabels: { app: "postgres" } });
+  });
+
+  it("says what NetworkPolicy cannot express", () => {
+    const w = r.warnings.join("\n");
+    expect(w).toMatch(/icmp cannot be expressed/);
+    expect(w).toMatch(/rate limits cannot be expressed/);
+    expect(w).toMatch(/"monitoring" is in audit mode/);
+    expect(w).toMatch(/no explicit deny and no logging/);
+    expect(w).toMatch(/egress\.api: NetworkPolicy cannot say "outside the model"/);
+  });
+});

@@ -1,0 +1,216 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  LogLineParser,
+  SegmentIndex,
+  learnFromFiles,
+  parseSegModel,
+  proposedModelYaml,
+  simulateFlows,
+} from "../src/segment/index.js";
+
+const MODEL = `segments:
+  frontend: { hosts: [10.0.1.10, 10.0.1.11, "fd00:1::10"] }
+  api: { hosts: [10.0.2.10, "fd00:2::10"] }
+  data: { hosts: [10.0.3.0/28] }
+flows:
+  - { from: frontend, to: api, ports: [tcp/8443] }
+mode: { default: audit, enforce: [data] }
+`;
+
+// Shapes of real kernel log lines (nftables `log prefix`, ufw, IPv6, ICMP) as journald/rsyslog write them.
+const LINES = {
+  v4tcp:
+    "2026-11-20T10:00:01.123456+00:00 gw kernel: ZT-WOULD-DROP IN=eth1 OUT=eth2 MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=10.0.1.10 DST=10.0.2.10 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=54321 DF PROTO=TCP SPT=40001 DPT=8443 WINDOW=64240 RES=0x00 SYN URGP=0",
+  ufw: "Nov 20 10:00:03 web1 kernel: [12345.678901] [UFW BLOCK] IN=eth0 OUT= MAC=aa:bb:cc:dd:ee:ff:11:22:33:44:55:66:08:00 SRC=10.0.2.10 DST=10.0.3.1 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=1 DF PROTO=TCP SPT=50000 DPT=5432 WINDOW=64240 RES=0x00 SYN URGP=0",
+  v6tcp:
+    "Nov 20 10:00:04 gw kernel: ZT-DROP IN=eth1 OUT=eth2 MAC=aa SRC=fd00:1::10 DST=fd00:2::10 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=123 PROTO=TCP SPT=43210 DPT=22 WINDOW=64800 RES=0x00 SYN URGP=0",
+  udp: "Nov 20 10:00:05 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=10.0.2.10 DST=9.9.9.9 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=7 PROTO=UDP SPT=5353 DPT=53 LEN=40",
+  icmp: "Nov 20 10:00:06 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=10.0.1.11 DST=10.0.3.2 LEN=84 TOS=0x00 PREC=0x00 TTL=63 ID=9 DF PROTO=ICMP TYPE=8 CODE=0 ID=1 SEQ=1",
+  icmp6:
+    "Nov 20 10:00:07 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=fd00:1::10 DST=fd00:2::10 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=0 PROTO=ICMPv6 TYPE=128 CODE=0 ID=5 SEQ=1",
+  json: '{"src":"10.0.1.10","dst":"10.0.2.10","proto":"tcp","dport":8443,"ts":"2026-11-20T11:00:00Z"}',
+};
+
+describe("log line parser", () => {
+  const p = new LogLineParser({ year: 2026 });
+  it("reads nftables, ufw, IPv6, UDP, ICMP, ICMPv6 and JSON flow records", () => {
+    expect(p.parse(LINES.v4tcp)).toEqual({
+      src: "10.0.1.10",
+      dst: "10.0.2.10",
+      proto: "tcp",
+      port: 8443,
+      ts: Date.parse("2026-11-20T10:00:01.123Z"),
+      verdict: "ZT-WOULD-DROP",
+    });
+    expect(p.parse(LINES.ufw)).toEqual({
+      src: "10.0.2.10",
+      dst: "10.0.3.1",
+      proto: "tcp",
+      port: 5432,
+      ts: Date.UTC(2026, 10, 20, 10, 0, 3),
+    });
+    expect(p.parse(LINES.v6tcp)).toMatchObject({
+      src: "fd00:1::10",
+      dst: "fd00:2::10",
+      proto: "tcp",
+      port: 22,
+      verdict: "ZT-DROP",
+    });
+    expect(p.parse(LINES.udp)).toMatchObject({ proto: "udp", port: 53 });
+    expect(p.parse(LINES.icmp)).toMatchObject({ proto: "icmp", dst: "10.0.3.2" });
+    expect(p.parse(LINES.icmp)).not.toHaveProperty("port");
+    expect(p.parse(LINES.icmp6)).toMatchObject({ proto: "icmp", src: "fd00:1::10" });
+    expect(p.parse(LINES.json)).toEqual({
+      src: "10.0.1.10",
+      dst: "10.0.2.10",
+      proto: "tcp",
+      port: 8443,
+      ts: Date.parse("2026-11-20T11:00:00Z"),
+    });
+  });
+  it("ignores lines that are not flow records", () => {
+    for (const l of [
+      "",
+      "garbage",
+      "Nov 20 10:00:00 host sshd[1]: Accepted publickey",
+      "{not json",
+      '{"src":"a"}',
+      LINES.v4tcp.replace(" DPT=8443", ""),
+    ]) {
+      expect(p.parse(l)).toBeUndefined();
+    }
+  });
+});
+
+describe("learn and simulate", () => {
+  let dir: string;
+  let logPath: string;
+  const { model } = parseSegModel(MODEL);
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "zt-learn-"));
+    logPath = join(dir, "kern.log");
+    const lines: string[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const sec = String(i % 60).padStart(2, "0");
+      lines.push(
+        LINES.v4tcp
+          .replace("SPT=40001", `SPT=${30000 + (i % 20000)}`)
+          .replace(
+            "10:00:01.123456",
+            `10:${String(Math.floor(i / 60) % 60).padStart(2, "0")}:${sec}.000000`,
+          ),
+      );
+      if (i % 10 === 0)
+        lines.push(LINES.ufw, LINES.udp, LINES.icmp, LINES.v6tcp, LINES.icmp6, "noise line");
+    }
+    await writeFile(logPath, lines.join("\n")); // no trailing newline: the last line counts too
+  });
+
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("aggregates by segment and service, ignoring ephemeral source ports", async () => {
+    const { result, stats } = await learnFromFiles([logPath], {
+      year: 2026,
+      index: new SegmentIndex(model),
+    });
+    expect(stats.lines).toBe(20_000 + 2000 * 6);
+    expect(stats.parsed).toBe(20_000 + 2000 * 5);
+    const fa = result.flows.find((f) => f.from === "frontend" && f.to === "api")!;
+    expect(fa.ports).toEqual(["icmp", "tcp/22", "tcp/8443"]);
+    expect(fa.count).toBe(20_000 + 4000);
+    expect(fa.first_seen).toBe("2026-11-20T10:00:00.000Z");
+    expect(result.flows.find((f) => f.from === "api" && f.to === "data")).toMatchObject({
+      ports: ["tcp/5432"],
+      count: 2000,
+    });
+    expect(result.egress).toEqual({ api: ["udp/53"] });
+    expect(result.inventory.find((e) => e.address === "10.0.2.10")).toMatchObject({
+      segment: "api",
+      services: ["tcp/8443"],
+    });
+    expect(result.observed.find((o) => o.dst === "10.0.2.10" && o.port === 8443)?.count).toBe(
+      20_000,
+    );
+  });
+
+  it("proposes a model that allows everything observed; the original drops what it lacks", async () => {
+    const { result } = await learnFromFiles([logPath], {
+      year: 2026,
+      index: new SegmentIndex(model),
+    });
+    const proposed = parseSegModel(proposedModelYaml(model, result)).model;
+    const ok = simulateFlows(proposed, result.observed);
+    expect(ok.dropped).toBe(0);
+    expect(ok.allowed + ok.egress).toBe(ok.packets);
+    const before = simulateFlows(model, result.observed);
+    expect(before.groups.map((g) => [g.from, g.to, g.mode, g.count])).toEqual([
+      ["frontend", "api", "audit", 4000],
+      ["api", "(outside)", "audit", 2000],
+      ["api", "data", "enforce", 2000],
+      ["frontend", "data", "enforce", 2000],
+    ]);
+    expect(before.groups[0]!.ports).toEqual([
+      { port: "tcp/22", count: 2000 },
+      { port: "icmp", count: 2000 },
+    ]);
+  });
+
+  it("without a model, proposes one segment per address", async () => {
+    const { result } = await learnFromFiles([logPath], { year: 2026 });
+    expect(result.segments["h-10-0-2-10"]).toEqual({ hosts: ["10.0.2.10"] });
+    expect(result.segments["h-fd00-1--10"]).toEqual({ hosts: ["fd00:1::10"] });
+    expect(() => parseSegModel(proposedModelYaml(undefined, result))).not.toThrow();
+  });
+
+  function zt(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [join(import.meta.dirname, "..", "bin", "zt"), ...args],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+  }
+
+  it("CLI: learn writes an inventory and a proposal; simulate --check fails on drops", async () => {
+    const modelPath = join(dir, "segments.yaml");
+    await writeFile(modelPath, MODEL);
+    const out = join(dir, "learned.yaml");
+    const proposal = join(dir, "proposed.yaml");
+    const l = await zt([
+      "seg",
+      "learn",
+      "--from",
+      logPath,
+      "--model",
+      modelPath,
+      "--out",
+      out,
+      "--model-out",
+      proposal,
+    ]);
+    expect(l.stderr).toMatch(/learned 3 flows from 30,000 of 32,000 lines/);
+    expect(l.code).toBe(0);
+    const bad = await zt(["seg", "simulate", "--model", modelPath, "--flows", out, "--check"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/frontend\s+data\s+enforce \(dropped now\)\s+2000/);
+    const good = await zt(["seg", "simulate", "--model", proposal, "--flows", logPath, "--check"]);
+    expect(good.stdout).toMatch(/0 would be dropped/);
+    expect(good.code).toBe(0);
+    const missing = await zt(["seg", "learn", "--from", join(dir, "nope.log")]);
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toMatch(/ZT_NOT_FOUND: .*nope\.log: cannot read/);
+  });
+});
