@@ -53,10 +53,16 @@ describe("EntityStore", () => {
     expect(s.get(g("c"))).toBeUndefined();
   });
 
-  it("tolerates cycles", () => {
-    const s = new EntityStore([ent("a", ["b"]), ent("b", ["a"])]);
-    expect(s.isIn(g("a"), g("b"))).toBe(true);
-    expect(s.isIn(g("b"), g("a"))).toBe(true);
+  it("refuses cycles, as Cedar does, and stays unchanged", () => {
+    expect(() => new EntityStore([ent("a", ["b"]), ent("b", ["a"])])).toThrow(/cycle/);
+    expect(() => new EntityStore([ent("a", ["a"])])).toThrow(/cycle/);
+    const s = new EntityStore([ent("a", ["b"]), ent("b", ["c"]), ent("c", [])]);
+    expect(() => s.upsert(ent("c", ["a"]))).toThrow(
+      expect.objectContaining({ code: "ZT_POLICY_ENTITY_INVALID" }),
+    );
+    expect(s.get(g("c"))!.parents).toEqual([]);
+    expect(s.isIn(g("c"), g("a"))).toBe(false);
+    expect(s.isIn(g("a"), g("c"))).toBe(true);
   });
 
   it("matches graph search after any sequence of updates (property)", () => {
@@ -75,6 +81,12 @@ describe("EntityStore", () => {
         const model = new Map<string, string[]>();
         for (const o of ops) {
           if (o.kind === "upsert") {
+            const next = new Map(model).set(o.id, o.parents);
+            const cyclic = o.parents.some((p) => reachable(next, p, o.id));
+            if (cyclic) {
+              expect(() => s.upsert(ent(o.id, o.parents))).toThrow(/cycle/);
+              continue;
+            }
             s.upsert(ent(o.id, o.parents));
             model.set(o.id, o.parents);
           } else {

@@ -40,6 +40,7 @@ export const ERROR_TABLE = {
   ZT_POLICY_INVALID: { http: 400, exit: 65 },
   ZT_POLICY_TEST_FAILED: { http: 400, exit: 1 },
   ZT_POLICY_DENIED: { http: 403, exit: 77 },
+  ZT_POLICY_ENTITY_INVALID: { http: 400, exit: 65 },
   ZT_ROUTE_NOT_FOUND: { http: 404, exit: 66 },
   // proxy
   ZT_REQUEST_AMBIGUOUS: { http: 400, exit: 64 },

@@ -1,3 +1,4 @@
+import { ZtError } from "../core/errors.js";
 import type { CedarEntity, CedarValue, EntityUid, EntityView } from "./types.js";
 
 /** A stable map key for an entity uid. */
@@ -10,7 +11,9 @@ export function uidKey(uid: EntityUid): string {
  * so `isIn` is a set lookup. Updates are incremental: changing an entity's parents
  * recomputes only that entity and its descendants.
  *
- * Parents that are not (yet) in the store still count as ancestors, as in Cedar.
+ * Parents that are not (yet) in the store still count as ancestors, as in Cedar. Like
+ * Cedar, the hierarchy must be acyclic: an update that would create a cycle is refused
+ * (`ZT_POLICY_ENTITY_INVALID`) and leaves the store unchanged.
  */
 export class EntityStore implements EntityView {
   private readonly entities = new Map<string, CedarEntity>();
@@ -25,7 +28,11 @@ export class EntityStore implements EntityView {
       if (old) for (const p of old.parents) this.children.get(uidKey(p))?.delete(uidKey(e.uid));
       this.insertRaw(e);
     }
-    for (const key of this.entities.keys()) this.ancestors.set(key, this.computeAncestors(key));
+    for (const key of this.entities.keys()) {
+      const anc = this.computeAncestors(key);
+      if (anc.has(key)) throw cycleError(key);
+      this.ancestors.set(key, anc);
+    }
   }
 
   get size(): number {
@@ -73,6 +80,11 @@ export class EntityStore implements EntityView {
   /** Inserts or replaces an entity; ancestor sets of it and its descendants are updated. */
   upsert(entity: CedarEntity): void {
     const key = uidKey(entity.uid);
+    // The store is acyclic, so a new parent closes a cycle iff it is the entity or one of its descendants.
+    for (const p of entity.parents) {
+      const pk = uidKey(p);
+      if (pk === key || this.ancestors.get(pk)?.has(key)) throw cycleError(key);
+    }
     const old = this.entities.get(key);
     if (old) for (const p of old.parents) this.children.get(uidKey(p))?.delete(key);
     this.insertRaw(entity);
@@ -149,9 +161,16 @@ export class EntityStore implements EntityView {
         else stack.push(pk);
       }
     }
-    out.delete(key);
     return out;
   }
+}
+
+function cycleError(key: string): ZtError {
+  const [type, id] = key.split("\u0000");
+  return new ZtError(
+    "ZT_POLICY_ENTITY_INVALID",
+    `entity hierarchy has a cycle through ${type ?? ""}::${JSON.stringify(id ?? "")}`,
+  );
 }
 
 const EMPTY: ReadonlySet<string> = new Set();
