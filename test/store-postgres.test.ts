@@ -14,14 +14,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, parseDatabaseUrl, redactDatabaseUrl } from "../src/store/index.js";
 import { isZtError, type ZtError } from "../src/core/errors.js";
+import { sql } from "kysely";
+import pg from "pg";
 import {
   ADMIN_URL,
   createTestDatabase,
   postgresAvailable,
+  terminateConnections,
+  waitFor,
   type TestDatabase,
 } from "./store-fixture.js";
 
 const PG = await postgresAvailable();
+const admin = new pg.Client({ connectionString: ADMIN_URL });
+if (PG) await admin.connect();
+afterAll(async () => {
+  if (PG) await admin.end();
+});
 
 async function caught(p: Promise<unknown>): Promise<ZtError> {
   try {
@@ -115,6 +124,37 @@ describe("PostgreSQL unreachable", () => {
       `${url.hostname}:${url.port || 5432}/zt_test_does_not_exist as ${decodeURIComponent(url.username) || "postgres"}: database "zt_test_does_not_exist" does not exist`,
     );
     expect(err.message).not.toContain("s3cret-pw");
+  });
+});
+
+describe.runIf(PG)("PostgreSQL connection loss", () => {
+  it("a connection killed inside a transaction fails that transaction, not the process", async () => {
+    const db = await createTestDatabase();
+    const url = new URL(db.url);
+    url.searchParams.set("application_name", "zt-victim");
+    const store = await openStore({ dataDir: tmpdir(), databaseUrl: url.toString() });
+    try {
+      await expect(
+        store.db.transaction().execute(async (trx) => {
+          await sql`SELECT 1`.execute(trx);
+          // Killed while idle in the transaction: pg emits 'error' on the checked-out
+          // client, which is an uncaught exception (a crashed replica) unless handled.
+          expect(await terminateConnections(db.name, "zt-victim")).toBeGreaterThan(0);
+          await waitFor(async () => {
+            const r = await admin.query(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'zt-victim'",
+            );
+            return (r.rows[0] as { n: number }).n === 0;
+          }, "the backend to be gone");
+          await sql`SELECT 1`.execute(trx);
+        }),
+      ).rejects.toThrow();
+      // the pool drops the broken client and carries on
+      expect((await sql<{ x: number }>`SELECT 1 AS x`.execute(store.db)).rows).toEqual([{ x: 1 }]);
+    } finally {
+      await store.close();
+      await db.drop();
+    }
   });
 });
 

@@ -114,10 +114,7 @@ async function openPostgres(options: StoreOptions): Promise<Store> {
     poolSize: options.poolSize,
     statementTimeoutMs: options.statementTimeoutMs,
   });
-  const pool = new pg.Pool(target.poolConfig);
-  pool.on("error", () => {
-    /* an idle client died; the pool replaces it. Callers see errors on their own queries. */
-  });
+  const pool = guardedPool(target.poolConfig);
   try {
     await pool.query("SELECT 1");
   } catch (e) {
@@ -137,6 +134,22 @@ async function openPostgres(options: StoreOptions): Promise<Store> {
       await db.destroy();
     },
   };
+}
+
+/**
+ * A pool whose connections can die without taking the process with them. `pg` emits
+ * 'error' on a client whose connection drops while it is checked out between two
+ * queries (inside a transaction, say); with no listener that is an uncaught exception.
+ * The listener only swallows the event: the query in flight, or the next one on that
+ * client, still fails with the error, and the pool discards the broken client.
+ */
+function guardedPool(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on("error", () => undefined); // an idle client died; the pool replaces it
+  pool.on("connect", (client) => {
+    client.on("error", () => undefined);
+  });
+  return pool;
 }
 
 function unreachable(target: PostgresTarget, e: unknown): ZtError {
@@ -167,8 +180,7 @@ async function migratePostgres(
   const config: pg.PoolConfig = { ...store.pgConfig, max: 1 };
   delete config.statement_timeout;
   delete config.query_timeout;
-  const pool = new pg.Pool(config);
-  pool.on("error", () => undefined);
+  const pool = guardedPool(config);
   const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
   try {
     return await runMigrator(db, migrations);
