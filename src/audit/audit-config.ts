@@ -45,6 +45,8 @@ const sinkCommon = {
   /** Only these kinds (prefix match, e.g. "decision", "login"). */
   kinds: z.array(z.string()).optional(),
   format: z.enum(["jsonl", "ocsf"]).default("jsonl"),
+  /** Where a new sink starts: events written from now on (head) or the whole log (beginning). */
+  start_at: z.enum(["head", "beginning"]).default("head"),
 };
 
 export const sinkSchema = z.discriminatedUnion("type", [

@@ -45,3 +45,10 @@ export { isBanned, isUserBanned, refreshBans, startBanCache } from "./alerts/ban
 export { addBan, removeBan, listBans, banKey } from "./alerts/ban-admin.js";
 export type { BanRow, BanAdminDeps } from "./alerts/ban-admin.js";
 export { AuditCursor, headSeq } from "./audit-cursor.js";
+export { startAuditServices } from "./audit-services.js";
+export type { AuditServices, StartAuditServicesOptions } from "./audit-services.js";
+export { SinkRunner } from "./sinks/sink-runner.js";
+export type { SinkRunnerOptions } from "./sinks/sink-runner.js";
+export type { Sink } from "./sinks/sink.js";
+export { buildSink } from "./sinks/build-sink.js";
+export { SyslogClient, formatSyslog } from "./sinks/syslog-client.js";

@@ -1,0 +1,141 @@
+import { resolve } from "node:path";
+import type { AppContext } from "../app/index.js";
+import { parseAuditConfig, type AuditConfig } from "./audit-config.js";
+import { Checkpointer, fileWitness, webhookWitness, type Witness } from "./checkpointer.js";
+import { parseAlertsConfig } from "./alerts/alerts-config.js";
+import { AlertService } from "./alerts/alert-service.js";
+import { startBanCache } from "./alerts/ban-cache.js";
+import { SinkRunner } from "./sinks/sink-runner.js";
+import { buildSink } from "./sinks/build-sink.js";
+import { SyslogClient, formatSyslog } from "./sinks/syslog-client.js";
+
+export interface AuditServices {
+  config: AuditConfig;
+  checkpointer: Checkpointer;
+  sinks: SinkRunner[];
+  alerts: AlertService | undefined;
+  stop(): Promise<void>;
+}
+
+export interface StartAuditServicesOptions {
+  /** Run the alert rules in this process (default true; run them on one replica). */
+  alerts?: boolean;
+  /** Ship to the configured sinks from this process (default true). */
+  sinks?: boolean;
+  /** Where to report background problems (sink down, witness unreachable). */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Starts the audit capability's background work for a server process (`zt up`):
+ * signed checkpoints every N events / T seconds pushed to the witnesses, the sink
+ * runners, the alert rules, and the ban cache behind `isBanned`. Stop it before
+ * closing the AppContext.
+ */
+export async function startAuditServices(
+  ctx: AppContext,
+  options: StartAuditServicesOptions = {},
+): Promise<AuditServices> {
+  const config = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
+  const alertsConfig = parseAlertsConfig(ctx.config.alerts);
+  const warn = options.warn ?? (() => undefined);
+  const path = (p: string) => resolve(ctx.config.configDir, p);
+
+  const witnesses: Witness[] = [];
+  if (config.witness.file) witnesses.push(fileWitness(path(config.witness.file)));
+  if (config.witness.webhook) witnesses.push(webhookWitness(config.witness.webhook));
+  let witnessSyslog: SyslogClient | undefined;
+  if (config.witness.syslog) {
+    const s = config.witness.syslog;
+    const client = (witnessSyslog = new SyslogClient({
+      host: s.host,
+      port: s.port,
+      protocol: s.protocol,
+      appName: s.app_name,
+      ca: s.ca_file && path(s.ca_file),
+    }));
+    witnesses.push({
+      name: `syslog:${s.host}:${s.port}`,
+      push: (note, cp) =>
+        client.send([
+          formatSyslog({
+            severity: 5,
+            ts: ctx.clock.now(),
+            host: client.host,
+            appName: client.appName,
+            msgId: "audit.checkpoint",
+            sd: { size: String(cp.size), origin: cp.origin },
+            msg: JSON.stringify({ origin: cp.origin, size: cp.size, head_hash: cp.headHash, note }),
+          }),
+        ]),
+    });
+  }
+  const checkpointer = new Checkpointer({
+    store: ctx.store,
+    keys: ctx.keys,
+    clock: ctx.clock,
+    origin: config.origin,
+    every: config.checkpoint_every,
+    intervalMs: config.checkpointIntervalMs,
+    witnesses,
+    onWitnessError: (w, e) => warn(`audit witness ${w}: ${(e as Error).message}`),
+  });
+  checkpointer.start();
+
+  const sinks: SinkRunner[] = [];
+  if (options.sinks !== false) {
+    config.sinks.forEach((c, i) => {
+      const sinkConf = c.type === "file" ? { ...c, path: path(c.path) } : c;
+      sinks.push(
+        new SinkRunner({
+          store: ctx.store,
+          clock: ctx.clock,
+          sink: buildSink(sinkConf, i),
+          batch: c.batch,
+          maxLag: c.max_lag,
+          kinds: c.kinds,
+          startAt: c.start_at,
+          pollIntervalMs: config.pollIntervalMs,
+          onError: (name, e) => warn(`audit sink ${name}: ${(e as Error).message}`),
+        }),
+      );
+    });
+    for (const s of sinks) s.start();
+  }
+  const unlisten = ctx.audit.addWrittenListener((rows) => {
+    checkpointer.maybeCheckpoint(rows[rows.length - 1]!.seq);
+    for (const s of sinks) s.poke();
+  });
+
+  let alerts: AlertService | undefined;
+  if (options.alerts !== false && alertsConfig.enabled) {
+    alerts = new AlertService({
+      store: ctx.store,
+      clock: ctx.clock,
+      audit: ctx.audit,
+      events: ctx.events,
+      config: alertsConfig,
+      pollIntervalMs: config.pollIntervalMs,
+      onError: (what, e) => warn(`${what}: ${(e as Error).message}`),
+    });
+    await alerts.start();
+  }
+  const stopBans = await startBanCache(ctx.store, ctx.events, () => ctx.clock.now());
+
+  return {
+    config,
+    checkpointer,
+    sinks,
+    alerts,
+    async stop() {
+      unlisten();
+      stopBans();
+      await alerts?.stop();
+      await Promise.all(sinks.map((s) => s.stop()));
+      await ctx.audit.flush().catch(() => undefined);
+      await checkpointer.checkpointNow().catch(() => undefined);
+      await checkpointer.stop();
+      await witnessSyslog?.close();
+    },
+  };
+}

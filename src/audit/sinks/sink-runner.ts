@@ -1,0 +1,126 @@
+import type { Store } from "../../store/index.js";
+import type { Clock } from "../../core/clock.js";
+import { AuditCursor, headSeq } from "../audit-cursor.js";
+import { countDropped, setSinkLag } from "../metrics.js";
+import type { Sink } from "./sink.js";
+
+export interface SinkRunnerOptions {
+  store: Store;
+  clock: Clock;
+  sink: Sink;
+  /** Events per delivery. */
+  batch: number;
+  /** Events the sink may fall behind before it skips ahead (counted as dropped). */
+  maxLag: number;
+  /** Only kinds with one of these prefixes. */
+  kinds?: string[] | undefined;
+  pollIntervalMs: number;
+  /** Where a new sink (no cursor yet) starts: the current head (default) or seq 1. */
+  startAt?: "head" | "beginning" | undefined;
+  /** Longest wait between retries of a failing delivery. */
+  maxBackoffMs?: number;
+  onError?: (sink: string, error: unknown) => void;
+}
+
+/**
+ * Ships audit events to one sink. The audit table is the durable spool: the runner
+ * reads after its own cursor (`sink:<name>`), delivers a batch, then moves the cursor.
+ * A slow or dead sink therefore never blocks a decision and loses nothing; it retries
+ * with backoff. The in-memory buffer is one batch (bounded). Only when a sink falls more
+ * than `maxLag` events behind does it skip ahead, and the skipped events are counted in
+ * `zt_audit_dropped_events_total` and the cursor's `dropped`.
+ */
+export class SinkRunner {
+  readonly #o: SinkRunnerOptions;
+  readonly #cursor: AuditCursor;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> = Promise.resolve();
+  #failures = 0;
+  #retryAt = 0;
+  #stopped = false;
+
+  constructor(options: SinkRunnerOptions) {
+    this.#o = options;
+    this.#cursor = new AuditCursor(options.store, `sink:${options.sink.name}`);
+  }
+
+  get name(): string {
+    return this.#o.sink.name;
+  }
+
+  start(): void {
+    const tick = () => {
+      if (this.#stopped) return;
+      void this.runOnce()
+        .catch(() => undefined)
+        .finally(() => {
+          if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.pollIntervalMs);
+        });
+    };
+    this.#timer = setTimeout(tick, 0);
+    this.#timer.unref();
+  }
+
+  /** Wakes the runner early (e.g. after this process wrote events). */
+  poke(): void {
+    void this.runOnce().catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#running.catch(() => undefined);
+    await this.#o.sink.close();
+  }
+
+  /**
+   * Delivers everything after the cursor (serialised with other calls). Resolves with
+   * the number delivered; rejects with the sink's error (the cursor stays put).
+   */
+  runOnce(): Promise<number> {
+    const next = this.#running.catch(() => undefined).then(() => this.#drain());
+    this.#running = next;
+    return next;
+  }
+
+  async #drain(): Promise<number> {
+    const { store, clock, sink } = this.#o;
+    if (clock.now() < this.#retryAt) return 0;
+    let delivered = 0;
+    while (!this.#stopped) {
+      const initial = this.#o.startAt === "beginning" ? async () => 0 : () => headSeq(store);
+      let pos = await this.#cursor.position(initial, clock.now());
+      const head = await headSeq(store);
+      if (head - pos > this.#o.maxLag) {
+        const skipTo = head - this.#o.maxLag;
+        if (await this.#cursor.commit(skipTo, clock.now(), skipTo - pos))
+          countDropped(sink.name, skipTo - pos);
+        continue;
+      }
+      setSinkLag(sink.name, head - pos);
+      const rows = await this.#cursor.read(this.#o.batch);
+      if (rows.length === 0) return delivered;
+      const kinds = this.#o.kinds;
+      const wanted = kinds ? rows.filter((r) => kinds.some((k) => r.kind.startsWith(k))) : rows;
+      try {
+        if (wanted.length > 0) await sink.deliver(wanted);
+        this.#failures = 0;
+        this.#retryAt = 0;
+      } catch (e) {
+        this.#failures++;
+        const backoff = Math.min(
+          250 * 2 ** Math.min(this.#failures, 10),
+          this.#o.maxBackoffMs ?? 30_000,
+        );
+        this.#retryAt = clock.now() + backoff;
+        this.#o.onError?.(sink.name, e);
+        throw e;
+      }
+      pos = rows[rows.length - 1]!.seq;
+      if (!(await this.#cursor.commit(pos, clock.now()))) continue; // another replica delivered it too
+      delivered += wanted.length;
+      setSinkLag(sink.name, Math.max(0, head - pos));
+    }
+    return delivered;
+  }
+}

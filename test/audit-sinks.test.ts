@@ -1,0 +1,289 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { createSocket } from "node:dgram";
+import {
+  createServer as createTcpServer,
+  type AddressInfo,
+  type Server as TcpServer,
+} from "node:net";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { openStore, type Store } from "../src/store/index.js";
+import { ManualClock } from "../src/core/clock.js";
+import {
+  AuditLog,
+  SinkRunner,
+  buildSink as buildSinkRaw,
+  metrics,
+  parseAuditConfig,
+} from "../src/audit/index.js";
+
+/** Builds a sink from a raw config entry, validated like zt.yaml's `audit.sinks`. */
+const buildSink = (raw: Record<string, unknown>, i: number) =>
+  buildSinkRaw(parseAuditConfig({ sinks: [raw] }, "audit.test").sinks[0]!, i);
+import { makeEnv } from "./audit-helpers.js";
+
+/** RFC 5424: `<PRI>1 TS HOST APP PROCID MSGID [SD] MSG` */
+const RFC5424 =
+  /^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\d+) (\S+) \[zt@32473 seq="(\d+)" id="([^"]+)" outcome="([a-z-]+)"\] (.*)$/s;
+
+/** Splits an RFC 6587 octet-counted stream into messages. */
+function octetFrames(buf: Buffer): { frames: string[]; rest: Buffer } {
+  const frames: string[] = [];
+  let b = buf;
+  while (true) {
+    const sp = b.indexOf(0x20);
+    if (sp < 0) break;
+    const len = Number(b.subarray(0, sp).toString());
+    if (b.length < sp + 1 + len) break;
+    frames.push(b.subarray(sp + 1, sp + 1 + len).toString());
+    b = b.subarray(sp + 1 + len);
+  }
+  return { frames, rest: b };
+}
+
+describe("audit sinks against real local receivers", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function setup(n: number): Promise<{ store: Store; clock: ManualClock; dir: string }> {
+    const t = makeEnv();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const store = await openStore({ dataDir: t.dataDir });
+    cleanups.push(() => store.close());
+    const log = new AuditLog(store, { clock });
+    for (let i = 1; i <= n; i++) {
+      log.record({
+        kind: i % 2 ? "decision" : "login",
+        outcome: i % 3 ? "allow" : "deny",
+        subject: "alice",
+        sourceIp: "192.0.2.1",
+        route: "app",
+        reason: 'quote"and]bracket',
+        data: { i },
+      });
+      clock.advance(1);
+    }
+    await log.close();
+    return { store, clock, dir: t.dir };
+  }
+
+  it("syslog over UDP: one RFC 5424 datagram per event", async () => {
+    const { store, clock } = await setup(5);
+    const server = createSocket("udp4");
+    const got: string[] = [];
+    server.on("message", (m) => got.push(m.toString()));
+    await new Promise<void>((r) => server.bind(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const port = server.address().port;
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink(
+        {
+          type: "syslog",
+          host: "127.0.0.1",
+          port,
+          protocol: "udp",
+          app_name: "zt",
+          max_lag: 1000,
+          batch: 2,
+          format: "jsonl",
+        },
+        0,
+      ),
+      batch: 2,
+      maxLag: 1000,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => runner.stop());
+    expect(await runner.runOnce()).toBe(5);
+    while (got.length < 5) await new Promise((r) => setImmediate(r));
+    const parsed = got.map((g) => RFC5424.exec(g));
+    expect(parsed.every(Boolean)).toBe(true);
+    const first = parsed[0]!;
+    expect(Number(first[1])).toBe(13 * 8 + 6); // log audit, info
+    expect(first[4]).toBe("zt");
+    expect(first[6]).toBe("decision");
+    expect(parsed.map((p) => Number(p![7])).sort()).toEqual([1, 2, 3, 4, 5]);
+    const third = parsed.find((p) => p![7] === "3")!;
+    expect(Number(third[1])).toBe(13 * 8 + 5); // deny → notice
+    expect(JSON.parse(third[10]!)).toMatchObject({
+      seq: 3,
+      reason: 'quote"and]bracket',
+      data: { i: 3 },
+    });
+  });
+
+  it("syslog over TCP with octet counting; a dead receiver loses nothing and blocks nobody", async () => {
+    const { store, clock } = await setup(7);
+    const frames: string[] = [];
+    let pending: Buffer = Buffer.alloc(0);
+    const sockets = new Set<import("node:net").Socket>();
+    const server: TcpServer = createTcpServer((sock) => {
+      sockets.add(sock);
+      sock.on("data", (d: Buffer) => {
+        const r = octetFrames(Buffer.concat([pending, d]));
+        pending = r.rest;
+        frames.push(...r.frames);
+      });
+    });
+    // Reserve a port, then stop listening: the sink meets a dead receiver first.
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise<void>((r) => server.close(() => r()));
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink(
+        {
+          type: "syslog",
+          host: "127.0.0.1",
+          port,
+          protocol: "tcp",
+          app_name: "zt-test",
+          max_lag: 1000,
+          batch: 3,
+          format: "ocsf",
+        },
+        0,
+      ),
+      batch: 3,
+      maxLag: 1000,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => runner.stop());
+    await expect(runner.runOnce()).rejects.toThrow(/ECONNREFUSED/);
+    // Writers are unaffected while the sink is down.
+    const log = new AuditLog(store, { clock });
+    log.record({ kind: "decision", outcome: "allow" });
+    await log.close();
+    // Within the backoff nothing is attempted; after it, delivery resumes where it stopped.
+    expect(await runner.runOnce()).toBe(0);
+    await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => r());
+        }),
+    );
+    clock.advance(60_000);
+    expect(await runner.runOnce()).toBe(8);
+    while (frames.length < 8) await new Promise((r) => setTimeout(r, 5));
+    const seqs = frames.map((f) => Number(RFC5424.exec(f)![7]));
+    expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    const ocsf = JSON.parse(RFC5424.exec(frames[0]!)![10]!) as Record<string, unknown>;
+    expect(ocsf).toMatchObject({ class_uid: 4001, metadata: { sequence: 1 } });
+    const cur = await store.db
+      .selectFrom("audit_cursors")
+      .selectAll()
+      .where("name", "=", "sink:syslog")
+      .executeTakeFirstOrThrow();
+    expect(Number(cur.seq)).toBe(8);
+  });
+
+  it("Loki push API: streams labelled by kind/outcome, ns timestamps; kinds filter", async () => {
+    const { store, clock } = await setup(6);
+    const pushes: {
+      path: string;
+      body: { streams: { stream: Record<string, string>; values: [string, string][] }[] };
+    }[] = [];
+    let status = 204;
+    const server: HttpServer = createHttpServer((req, res) => {
+      let text = "";
+      req.on("data", (d: Buffer) => (text += d.toString()));
+      req.on("end", () => {
+        if (status === 204)
+          pushes.push({
+            path: req.url ?? "",
+            body: JSON.parse(text) as (typeof pushes)[0]["body"],
+          });
+        res.writeHead(status).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink(
+        {
+          type: "loki",
+          url,
+          labels: { job: "zt", env: "test" },
+          max_lag: 1000,
+          batch: 100,
+          format: "jsonl",
+        },
+        0,
+      ),
+      batch: 100,
+      maxLag: 1000,
+      kinds: ["decision"],
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => runner.stop());
+    status = 500;
+    await expect(runner.runOnce()).rejects.toThrow(/answered 500/);
+    status = 204;
+    clock.advance(60_000);
+    expect(await runner.runOnce()).toBe(3);
+    expect(pushes).toHaveLength(1);
+    expect(pushes[0]!.path).toBe("/loki/api/v1/push");
+    const streams = pushes[0]!.body.streams;
+    expect(
+      streams.map((s) => s.stream).sort((a, b) => a["outcome"]!.localeCompare(b["outcome"]!)),
+    ).toEqual([
+      { job: "zt", env: "test", kind: "decision", outcome: "allow" },
+      { job: "zt", env: "test", kind: "decision", outcome: "deny" },
+    ]);
+    const all = streams.flatMap((s) => s.values);
+    expect(all).toHaveLength(3);
+    for (const [ns, line] of all) {
+      const rec = JSON.parse(line) as { ts: number; kind: string };
+      expect(rec.kind).toBe("decision");
+      expect(BigInt(ns) / 1_000_000n).toBe(BigInt(rec.ts));
+    }
+  });
+
+  it("a sink too far behind skips ahead and counts the dropped events", async () => {
+    const { store, clock, dir } = await setup(50);
+    const path = join(dir, "audit.jsonl");
+    // A sink that starts from the beginning is 50 events behind, more than max_lag.
+    const fresh = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink(
+        { type: "file", path, max_lag: 10, batch: 100, format: "jsonl", start_at: "beginning" },
+        0,
+      ),
+      batch: 100,
+      maxLag: 10,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => fresh.stop());
+    expect(await fresh.runOnce()).toBe(10);
+    const lines = readFileSync(path, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(lines).toEqual([41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
+    const cur = await store.db
+      .selectFrom("audit_cursors")
+      .selectAll()
+      .where("name", "=", "sink:file")
+      .executeTakeFirstOrThrow();
+    expect(Number(cur.dropped)).toBe(40);
+    expect(await metrics.getSingleMetricAsString("zt_audit_dropped_events_total")).toContain(
+      'zt_audit_dropped_events_total{sink="file"} 40',
+    );
+  });
+});
