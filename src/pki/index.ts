@@ -6,7 +6,9 @@ import type { ClientCertResult } from "./client-cert.js";
 import { createPolicySshAuthorizer, type SshSignAuthorizer } from "./ssh-authorize.js";
 import { createPolicyEngine, loadPolicySet, type PolicyEngine } from "../policy/index.js";
 
-export { PkiService, renewProofInput } from "./pki-service.js";
+export { PkiService } from "./pki-service.js";
+export { renewProofInput, nextRenewalAtMs, buildRenewalRequest, describeSvid } from "./renewal.js";
+export type { RenewalRequest } from "./renewal.js";
 export type {
   IssueAuth,
   IssueSvidRequest,

@@ -23,11 +23,10 @@ import {
   type RevocationReason,
 } from "./x509-build.js";
 import { SshAuthority } from "./ssh-authority.js";
+import { renewProofInput } from "./renewal.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
 
 const BACKDATE_MS = 60_000;
-/** Domain separation for renewal proofs: the old key signs this prefix + the new CSR. */
-const RENEW_PROOF_PREFIX = Buffer.from("zt-svid-renew-v1\0", "latin1");
 
 /** Who is asking for an SVID, as established by the edge (CLI, API, join token, mTLS). */
 export type IssueAuth =
@@ -855,11 +854,6 @@ function parseJsonList(text: string): string[] {
   } catch {
     return [];
   }
-}
-
-/** Signs a renewal proof with the current SVID's key (what `zt cert renew` sends). */
-export function renewProofInput(csrDer: Uint8Array): Buffer {
-  return Buffer.concat([RENEW_PROOF_PREFIX, csrDer]);
 }
 
 function verifyRenewProof(oldCert: X509Certificate, csrDer: Buffer, proof: Uint8Array): boolean {

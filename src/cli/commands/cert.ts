@@ -1,0 +1,313 @@
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { Agent, fetch as undiciFetch } from "undici";
+import { openAppContext } from "../../app/index.js";
+import { ZtError } from "../../core/errors.js";
+import { parseDuration } from "../../core/duration.js";
+import { readPrivateFile, writePrivateFile } from "../../core/secure-files.js";
+import { buildRenewalRequest, describeSvid, nextRenewalAtMs, pkiService } from "../../pki/index.js";
+import {
+  loadCliConfig,
+  printJson,
+  printTable,
+  usageError,
+  withContext,
+  withoutContext,
+} from "../cli-context.js";
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const iso = (ms: number) => new Date(ms).toISOString();
+
+interface RenewOptions {
+  cert: string;
+  key: string;
+  bundle?: string;
+  server?: string;
+  caFile?: string;
+  ttl?: string;
+  daemon?: boolean;
+  exec?: string;
+  json?: boolean;
+}
+
+/** `zt cert …`: X.509-SVIDs for workloads. */
+export function registerCertCommands(program: Command): void {
+  const cert = program.command("cert").description("X.509-SVIDs: issue, renew, list, revoke");
+
+  cert
+    .command("issue")
+    .description("issue an SVID with a new key and write key (0600), chain and bundle to --out DIR")
+    .requiredOption("--spiffe-id <id>", "spiffe://<trust domain>/<path>")
+    .option("--dns <name>", "DNS name or IP address SAN (repeatable)", collect, [])
+    .option("--ttl <duration>", "lifetime (default pki.svid_ttl, at most pki.svid_max_ttl)")
+    .requiredOption("--out <dir>", "directory for svid.key, svid.pem, chain.pem, bundle.pem")
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: { spiffeId: string; dns: string[]; ttl?: string; out: string; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          const svc = await pkiService(ctx);
+          const issued = await svc.issueSvidWithNewKey({
+            spiffeId: opts.spiffeId,
+            dnsNames: opts.dns,
+            ttlMs: opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+            actor: "cli",
+          });
+          writePrivateFile(join(opts.out, "svid.key"), issued.keyPem);
+          writeFileSync(join(opts.out, "svid.pem"), issued.certPem);
+          writeFileSync(join(opts.out, "chain.pem"), issued.chainPem);
+          writeFileSync(join(opts.out, "bundle.pem"), issued.bundlePem);
+          const out = {
+            serial: issued.serial,
+            spiffe_id: issued.spiffeId,
+            dns: issued.dnsNames,
+            not_after: iso(issued.notAfterMs),
+            dir: opts.out,
+          };
+          if (opts.json) printJson(out);
+          else
+            process.stdout.write(
+              `issued ${out.spiffe_id} serial ${out.serial}, valid until ${out.not_after}, in ${out.dir}\n`,
+            );
+        }),
+    );
+
+  cert
+    .command("list")
+    .description("list issued SVIDs (unexpired, or --all)")
+    .option("--all", "include expired certificates")
+    .option("--json", "JSON output")
+    .action(async (opts: { all?: boolean; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const rows = await (await pkiService(ctx)).listCerts({ all: opts.all ?? false });
+        if (opts.json) return printJson(rows);
+        printTable(
+          rows.map((r) => ({ ...r, not_after: iso(r.not_after) })),
+          ["serial", "spiffe_id", "dns_names", "not_after", "status"],
+        );
+      }),
+    );
+
+  cert
+    .command("revoke")
+    .description("revoke an SVID by serial, or every unexpired SVID of --spiffe-id")
+    .argument("[serial]", "hex serial")
+    .option("--spiffe-id <id>", "revoke every unexpired SVID for this SPIFFE ID")
+    .option(
+      "--reason <reason>",
+      "unspecified | key-compromise | affiliation-changed | superseded | cessation-of-operation | privilege-withdrawn",
+      "unspecified",
+    )
+    .option("--json", "JSON output")
+    .action(
+      async (
+        serial: string | undefined,
+        opts: { spiffeId?: string; reason: string; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          if ((serial === undefined) === (opts.spiffeId === undefined))
+            throw usageError("give a SERIAL or --spiffe-id (one of them)");
+          const serials = await (
+            await pkiService(ctx)
+          ).revoke({ serial, spiffeId: opts.spiffeId, reason: opts.reason, actor: "cli" });
+          if (opts.json) printJson({ revoked: serials });
+          else process.stdout.write(`revoked ${serials.join(", ")}\n`);
+        }),
+    );
+
+  cert
+    .command("renew")
+    .description(
+      "renew an SVID with a new key (once, or --daemon: at half its lifetime with jitter) and run --exec after",
+    )
+    .requiredOption("--cert <file>", "current certificate chain (PEM); replaced on renewal")
+    .requiredOption("--key <file>", "current private key (PEM, 0600); replaced on renewal")
+    .option("--bundle <file>", "where to write the trust bundle")
+    .option("--server <url>", "zt API base URL (default: use the local store via --config)")
+    .option("--ca-file <file>", "CA bundle to verify an https --server")
+    .option("--ttl <duration>", "requested lifetime")
+    .option("--daemon", "keep running and renew before expiry")
+    .option("--exec <command>", "shell command to run after each renewal (e.g. reload a server)")
+    .option("--json", "JSON output")
+    .action(async (opts: RenewOptions, cmd: Command) => {
+      if (!opts.daemon) return withoutContext(async () => void (await renewOnce(cmd, opts)));
+      await withoutContext(async () => {
+        for (;;) {
+          const current = describeSvid(readFileSync(opts.cert, "utf8"));
+          const at = nextRenewalAtMs(current.notBeforeMs, current.notAfterMs, Math.random());
+          await sleep(Math.max(0, at - Date.now()));
+          let backoff = 5_000;
+          for (;;) {
+            try {
+              await renewOnce(cmd, opts);
+              break;
+            } catch (e) {
+              const msg =
+                e instanceof ZtError
+                  ? `${e.code}: ${e.message}`
+                  : String((e as Error)?.message ?? e);
+              process.stderr.write(`zt: renewal failed (${msg}); retrying in ${backoff / 1000}s\n`);
+              if (Date.now() + backoff >= current.notAfterMs) throw e;
+              await sleep(backoff);
+              backoff = Math.min(backoff * 2, 300_000);
+            }
+          }
+        }
+      });
+    });
+
+  const reg = cert
+    .command("registration")
+    .description("registration entries: which SPIFFE ID and names a join token may obtain");
+  reg
+    .command("add")
+    .requiredOption("--spiffe-id <id>", "the SPIFFE ID this entry grants")
+    .option("--dns <name>", "DNS name or IP the holder may include (repeatable)", collect, [])
+    .option("--max-ttl <duration>", "longest SVID lifetime for this entry")
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: { spiffeId: string; dns: string[]; maxTtl?: string; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          const r = await (
+            await pkiService(ctx)
+          ).addRegistration(
+            {
+              spiffeId: opts.spiffeId,
+              dnsNames: opts.dns,
+              maxTtlMs:
+                opts.maxTtl === undefined ? undefined : parseDuration(opts.maxTtl, "--max-ttl"),
+            },
+            "cli",
+          );
+          if (opts.json) printJson(r);
+          else process.stdout.write(`registration ${r.id} for ${r.spiffeId}\n`);
+        }),
+    );
+  reg
+    .command("list")
+    .option("--json", "JSON output")
+    .action(async (opts: { json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const rows = await (await pkiService(ctx)).listRegistrations();
+        if (opts.json) return printJson(rows);
+        printTable(rows, ["id", "spiffe_id", "dns_names", "max_ttl_ms"]);
+      }),
+    );
+
+  cert
+    .command("token")
+    .description("create a single-use join token for a registration entry (printed once)")
+    .argument("<entry>", "registration id or SPIFFE ID")
+    .option("--ttl <duration>", "token lifetime (default pki.join_token_ttl)")
+    .option("--json", "JSON output")
+    .action(async (entry: string, opts: { ttl?: string; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const t = await (
+          await pkiService(ctx)
+        ).createJoinToken(
+          entry,
+          "cli",
+          opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+        );
+        if (opts.json)
+          printJson({
+            token: t.token,
+            expires_at: iso(t.expiresAtMs),
+            registration: t.registrationId,
+          });
+        else process.stdout.write(`${t.token}\n`);
+      }),
+    );
+}
+
+/** One renewal: new key + CSR + proof by the old key; files replaced atomically. */
+async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
+  const req = await buildRenewalRequest(
+    readFileSync(opts.cert, "utf8"),
+    readPrivateFile(opts.key).toString("utf8"),
+  );
+  let chain: string;
+  let bundle: string;
+  let serial: string;
+  let notAfter: number;
+  if (opts.server) {
+    const dispatcher = opts.caFile
+      ? new Agent({ connect: { ca: readFileSync(opts.caFile, "utf8") } })
+      : undefined;
+    const res = await undiciFetch(new URL("/api/v1/svid", opts.server), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        csr: req.csrPem,
+        ...(opts.ttl ? { ttl: opts.ttl } : {}),
+        renew: { cert: readFileSync(opts.cert, "utf8"), proof: req.proof.toString("base64") },
+      }),
+      ...(dispatcher ? { dispatcher } : {}),
+    });
+    const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!res.ok) {
+      const err = (body["error"] ?? {}) as { code?: string; message?: string };
+      throw new ZtError(
+        "ZT_UNAVAILABLE",
+        `renewal refused by ${opts.server}: ${err.code ?? res.status} ${err.message ?? ""}`.trim(),
+      );
+    }
+    chain = String(body["cert_chain"]);
+    bundle = String(body["bundle"]);
+    serial = String(body["serial"]);
+    notAfter = Number(body["not_after"]);
+  } else {
+    // Local store (an operator host with the master key): the same checks as the API.
+    const ctx = await openAppContext(loadCliConfig(cmd), { env: process.env });
+    let issued;
+    try {
+      issued = await (
+        await pkiService(ctx)
+      ).issueSvid({
+        csr: req.csrPem,
+        ttlMs: opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+        auth: { kind: "svid", certDer: req.currentCertDer, proof: req.proof },
+      });
+    } finally {
+      await ctx.close();
+    }
+    chain = issued.chainPem;
+    bundle = issued.bundlePem;
+    serial = issued.serial;
+    notAfter = issued.notAfterMs;
+  }
+  // Key first, then the chain: a reader never sees a chain without its key.
+  writePrivateFile(opts.key, req.keyPem);
+  writePrivateFile(opts.cert, chain);
+  if (opts.bundle) writeFileSync(opts.bundle, bundle);
+  if (opts.json) printJson({ serial, spiffe_id: req.spiffeId, not_after: iso(notAfter) });
+  else
+    process.stdout.write(
+      `renewed ${req.spiffeId}: serial ${serial}, valid until ${iso(notAfter)}\n`,
+    );
+  if (opts.exec) await runHook(opts.exec);
+}
+
+function runHook(command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn("/bin/sh", ["-c", command], { stdio: "inherit" });
+    p.on("error", reject);
+    p.on("close", (code) =>
+      code === 0
+        ? resolve()
+        : reject(new ZtError("ZT_INTERNAL", `--exec command exited with ${code}`)),
+    );
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.min(ms, 2_147_000_000)));
+}

@@ -1,0 +1,208 @@
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import type { Command } from "commander";
+import { ZtError } from "../../core/errors.js";
+import { parseDuration } from "../../core/duration.js";
+import { pkiService } from "../../pki/index.js";
+import { printJson, withContext } from "../cli-context.js";
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const MAX_KEY_FILE = 16 * 1024;
+
+function readKeyFile(path: string): string {
+  let text: Buffer;
+  try {
+    text = readFileSync(path);
+  } catch {
+    throw new ZtError("ZT_NOT_FOUND", `cannot read ${path}`);
+  }
+  if (text.length > MAX_KEY_FILE)
+    throw new ZtError("ZT_PKI_KEY_INVALID", `${path} is too large to be a public key`);
+  return text.toString("utf8");
+}
+
+/** `id_ed25519.pub` → `id_ed25519-cert.pub`, as ssh looks for it. */
+function certPathFor(keyPath: string): string {
+  return keyPath.endsWith(".pub") ? `${keyPath.slice(0, -4)}-cert.pub` : `${keyPath}-cert.pub`;
+}
+
+interface SignOptions {
+  key: string;
+  principal: string[];
+  user?: string;
+  hostGroup: string;
+  ttl?: string;
+  sourceAddress: string[];
+  forceCommand?: string;
+  pty: boolean;
+  portForwarding: boolean;
+  agentForwarding: boolean;
+  x11Forwarding: boolean;
+  userRc: boolean;
+  out?: string;
+  json?: boolean;
+}
+
+/** `zt ssh …`: the SSH CA (user and host certificates, KRL). */
+export function registerSshCommands(program: Command): void {
+  const ssh = program.command("ssh").description("SSH certificate authority");
+
+  ssh
+    .command("sign")
+    .description('sign a user key (a policy decision: Action::"ssh:sign" on HostGroup::"<group>")')
+    .requiredOption("--key <file>", "the user's public key (.pub)")
+    .requiredOption(
+      "--principal <name>",
+      "login name the certificate is valid for (repeatable)",
+      collect,
+      [],
+    )
+    .option("--user <name>", "the zt user (default: the first principal)")
+    .option("--host-group <group>", "host group being asked for", "default")
+    .option("--ttl <duration>", "lifetime (default pki.ssh.user_ttl = 8h, at most 24h)")
+    .option("--source-address <cidr>", "accept only from these addresses (repeatable)", collect, [])
+    .option("--force-command <cmd>", "command forced on login")
+    .option("--no-pty", "leave out permit-pty")
+    .option("--no-port-forwarding", "leave out permit-port-forwarding")
+    .option("--no-agent-forwarding", "leave out permit-agent-forwarding")
+    .option("--no-x11-forwarding", "leave out permit-X11-forwarding")
+    .option("--no-user-rc", "leave out permit-user-rc")
+    .option("--out <file>", "certificate file (default: <key>-cert.pub)")
+    .option("--json", "JSON output")
+    .action(async (opts: SignOptions, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const without = [
+          ...(opts.pty ? [] : ["permit-pty"]),
+          ...(opts.portForwarding ? [] : ["permit-port-forwarding"]),
+          ...(opts.agentForwarding ? [] : ["permit-agent-forwarding"]),
+          ...(opts.x11Forwarding ? [] : ["permit-X11-forwarding"]),
+          ...(opts.userRc ? [] : ["permit-user-rc"]),
+        ];
+        const signed = await (
+          await pkiService(ctx)
+        ).ssh.signUser({
+          publicKey: readKeyFile(opts.key),
+          user: opts.user ?? opts.principal[0] ?? "",
+          hostGroup: opts.hostGroup,
+          principals: opts.principal,
+          ttlMs: opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+          sourceAddresses: opts.sourceAddress,
+          forceCommand: opts.forceCommand,
+          withoutExtensions: without,
+          actor: "cli",
+        });
+        const out = opts.out ?? certPathFor(opts.key);
+        writeFileSync(out, signed.certLine, { mode: 0o644 });
+        const info = {
+          file: out,
+          serial: signed.serial,
+          key_id: signed.keyId,
+          principals: signed.principals,
+          valid_before: new Date(signed.validBeforeMs).toISOString(),
+          decision_id: signed.decisionId,
+        };
+        if (opts.json) printJson(info);
+        else
+          process.stdout.write(
+            `wrote ${out}: serial ${info.serial}, valid until ${info.valid_before} (decision ${info.decision_id})\n`,
+          );
+      }),
+    );
+
+  ssh
+    .command("host-sign")
+    .description("sign a host key (clients trust it with the `zt ssh known-hosts` line)")
+    .requiredOption("--key <file>", "host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub")
+    .requiredOption(
+      "--hostname <name>",
+      "host name the certificate is valid for (repeatable)",
+      collect,
+      [],
+    )
+    .option("--ttl <duration>", "lifetime (default pki.ssh.host_ttl = 30d)")
+    .option("--out <file>", "certificate file (default: <key>-cert.pub)")
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: { key: string; hostname: string[]; ttl?: string; out?: string; json?: boolean },
+        cmd: Command,
+      ) =>
+        withContext(cmd, async (ctx) => {
+          const signed = await (
+            await pkiService(ctx)
+          ).ssh.signHost({
+            publicKey: readKeyFile(opts.key),
+            hostnames: opts.hostname,
+            ttlMs: opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+            actor: "cli",
+          });
+          const out = opts.out ?? certPathFor(opts.key);
+          writeFileSync(out, signed.certLine, { mode: 0o644 });
+          if (opts.json)
+            printJson({ file: out, serial: signed.serial, principals: signed.principals });
+          else process.stdout.write(`wrote ${out}: serial ${signed.serial}\n`);
+        }),
+    );
+
+  ssh
+    .command("ca-pub")
+    .description("print the user CA line for sshd's TrustedUserCAKeys")
+    .action(async (_opts: unknown, cmd: Command) =>
+      withContext(
+        cmd,
+        async (ctx) => void process.stdout.write((await pkiService(ctx)).ssh.userCaLine() + "\n"),
+      ),
+    );
+
+  ssh
+    .command("known-hosts")
+    .description("print the @cert-authority line for known_hosts")
+    .option("--pattern <hosts>", "host pattern the CA is trusted for", "*")
+    .action(async (opts: { pattern: string }, cmd: Command) =>
+      withContext(
+        cmd,
+        async (ctx) =>
+          void process.stdout.write(
+            (await pkiService(ctx)).ssh.knownHostsLine(opts.pattern) + "\n",
+          ),
+      ),
+    );
+
+  ssh
+    .command("revoke")
+    .description(
+      "revoke a certificate by SERIAL, or a public KEY file (and every certificate for it)",
+    )
+    .argument("<serial-or-key>", "decimal serial, or path to a .pub file")
+    .option("--reason <text>", "reason recorded in the audit log", "unspecified")
+    .option("--json", "JSON output")
+    .action(async (target: string, opts: { reason: string; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const svc = await pkiService(ctx);
+        const r = /^\d+$/.test(target)
+          ? await svc.ssh.revoke({ serial: target, reason: opts.reason, actor: "cli" })
+          : await svc.ssh.revoke({
+              publicKey: readKeyFile(target),
+              reason: opts.reason,
+              actor: "cli",
+            });
+        if (opts.json) printJson(r);
+        else
+          process.stdout.write(
+            `revoked ${r.key ? `key ${r.key} and ` : ""}${r.serials.length} certificate(s); run \`zt ssh krl --out FILE\` and ship it\n`,
+          );
+      }),
+    );
+
+  ssh
+    .command("krl")
+    .description("write the key revocation list for sshd's RevokedKeys")
+    .requiredOption("--out <file>", "KRL file to write")
+    .action(async (opts: { out: string }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const krl = await (await pkiService(ctx)).ssh.krl();
+        writeFileSync(`${opts.out}.tmp-${process.pid}`, krl, { mode: 0o644 });
+        renameSync(`${opts.out}.tmp-${process.pid}`, opts.out);
+        process.stdout.write(`wrote ${opts.out} (${krl.length} bytes)\n`);
+      }),
+    );
+}
