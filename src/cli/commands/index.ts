@@ -12,6 +12,9 @@ import { registerDeviceCommands } from "./device.js";
 import { registerAccessCommands } from "./access.js";
 import { registerBreakglassCommands } from "./breakglass.js";
 import { registerPolicyCommands } from "./policy.js";
+import { registerCaCommands } from "./ca.js";
+import { registerCertCommands } from "./cert.js";
+import { registerSshCommands } from "./ssh.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -31,4 +34,7 @@ export function registerAllCommands(program: Command): void {
   registerDeviceCommands(program);
   registerAccessCommands(program);
   registerBreakglassCommands(program);
+  registerCaCommands(program);
+  registerCertCommands(program);
+  registerSshCommands(program);
 }
