@@ -1,5 +1,5 @@
 import type { AppContext } from "../app/index.js";
-import { newId } from "../core/ids.js";
+import { randomFillSync } from "node:crypto";
 import { CidrSet } from "../core/cidr.js";
 import type {
   AuthorizationResult,
@@ -52,6 +52,9 @@ export class DecisionPoint {
   readonly #entities: EntityView;
   readonly #networks: { label: string; set: CidrSet }[];
   readonly #hourFormat: Intl.DateTimeFormat;
+  /** local_hour for the minute `#hourMinute` (zone offsets are whole quarter hours). */
+  #hourMinute = -1;
+  #hour = 0;
   readonly #contributors: ContextContributor[] = [];
 
   constructor(ctx: AppContext, engine: () => PolicyEngine, entities: EntityView) {
@@ -79,8 +82,17 @@ export class DecisionPoint {
     return "unknown";
   }
 
+  #localHour(now: number): number {
+    const minute = Math.floor(now / 60_000);
+    if (minute !== this.#hourMinute) {
+      this.#hour = Number(this.#hourFormat.format(now));
+      this.#hourMinute = minute;
+    }
+    return this.#hour;
+  }
+
   decide(facts: DecisionFacts): Decision {
-    const decisionId = newId("dec");
+    const decisionId = newDecisionId();
     const now = this.#ctx.clock.now();
     let result: AuthorizationResult;
     let network = "unknown";
@@ -93,7 +105,7 @@ export class DecisionPoint {
         mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
         time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
         network,
-        local_hour: Number(this.#hourFormat.format(now)),
+        local_hour: this.#localHour(now),
         authenticated_by: facts.authenticatedBy,
         grants: [],
         breakglass: false,
@@ -152,4 +164,20 @@ export class DecisionPoint {
     });
     return { decisionId, result };
   }
+}
+
+// Decision ids: 128 random bits like `newId`, drawn from a pool filled 256 ids at a
+// time, so the hot path does not make one getrandom call per decision.
+const POOL_IDS = 256;
+const pool = Buffer.alloc(16 * POOL_IDS);
+let poolNext = POOL_IDS;
+
+/** A fresh, unguessable decision id (`dec_` + 22 base64url characters). */
+export function newDecisionId(): string {
+  if (poolNext === POOL_IDS) {
+    randomFillSync(pool);
+    poolNext = 0;
+  }
+  const start = 16 * poolNext++;
+  return "dec_" + pool.toString("base64url", start, start + 16);
 }

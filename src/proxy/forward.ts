@@ -72,8 +72,7 @@ export function upstreamHeaders(
     }
     out[lower] = value;
   }
-  const target = new URL(o.route.to);
-  out["host"] = o.route.preserve_host ? o.originalHost : target.host;
+  out["host"] = o.route.preserve_host ? o.originalHost : targetOf(o.route).host;
   out["x-forwarded-for"] = o.clientIp;
   out["x-forwarded-proto"] = o.secure ? "https" : "http";
   out["x-forwarded-host"] = o.originalHost;
@@ -90,7 +89,7 @@ export class UpstreamAgents {
   readonly #agents = new Map<string, http.Agent>();
 
   for(route: ResolvedRoute): http.Agent {
-    const origin = new URL(route.to).origin;
+    const origin = targetOf(route).origin;
     let a = this.#agents.get(origin);
     if (!a) {
       const opts = {
@@ -110,9 +109,38 @@ export class UpstreamAgents {
   }
 }
 
+/** A route's upstream address, parsed once (not per request). */
+interface UpstreamTarget {
+  protocol: string;
+  hostname: string;
+  port: string | number;
+  /** host[:port] for the Host header. */
+  host: string;
+  origin: string;
+  basePath: string;
+}
+
+const targets = new WeakMap<ResolvedRoute, UpstreamTarget>();
+
+function targetOf(route: ResolvedRoute): UpstreamTarget {
+  let t = targets.get(route);
+  if (!t) {
+    const u = new URL(route.to);
+    t = {
+      protocol: u.protocol,
+      hostname: u.hostname,
+      port: u.port || (u.protocol === "https:" ? 443 : 80),
+      host: u.host,
+      origin: u.origin,
+      basePath: u.pathname.replace(/\/$/, ""),
+    };
+    targets.set(route, t);
+  }
+  return t;
+}
+
 function targetPath(route: ResolvedRoute, pathAndQuery: string): string {
-  const base = new URL(route.to).pathname.replace(/\/$/, "");
-  return base + pathAndQuery;
+  return targetOf(route).basePath + pathAndQuery;
 }
 
 /** Streams a request to its upstream and the response back. */
@@ -122,12 +150,12 @@ export function forwardHttp(
   agents: UpstreamAgents,
   o: ForwardOptions,
 ): void {
-  const target = new URL(o.route.to);
+  const target = targetOf(o.route);
   const client = target.protocol === "https:" ? https : http;
   const upstream = client.request({
     protocol: target.protocol,
     hostname: target.hostname,
-    port: target.port || (target.protocol === "https:" ? 443 : 80),
+    port: target.port,
     method: req.method,
     path: targetPath(o.route, o.pathAndQuery),
     headers: upstreamHeaders(req, o, false),
@@ -200,12 +228,12 @@ export function forwardUpgrade(
   head: Buffer,
   o: ForwardOptions,
 ): void {
-  const target = new URL(o.route.to);
+  const target = targetOf(o.route);
   const client = target.protocol === "https:" ? https : http;
   const upstream = client.request({
     protocol: target.protocol,
     hostname: target.hostname,
-    port: target.port || (target.protocol === "https:" ? 443 : 80),
+    port: target.port,
     method: req.method,
     path: targetPath(o.route, o.pathAndQuery),
     headers: upstreamHeaders(req, o, true),

@@ -1,0 +1,377 @@
+/**
+ * `npm run bench:pep`: what zt's PEP costs, against baselines measured in the same run.
+ *
+ *   (a) upstream direct
+ *   (b) nginx proxy_pass → upstream
+ *   (c) zt proxy (session cookie, Cedar decision, assertion, audit) → upstream
+ *   (d) nginx auth_request → zt /.zt/authz, then nginx → upstream
+ *   (e) zt /.zt/authz alone (decisions/s on one core: zt is one Node process)
+ *
+ * Load generator: wrk (Debian package `wrk`), else autocannon. The upstream runs in its
+ * own process; nginx with one worker. Not a test: nothing here asserts a time.
+ *
+ * Options (env): BENCH_DURATION=10 (seconds per run), BENCH_CONNECTIONS=32.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { validateConfig } from "../src/config/index.js";
+import { openAppContext } from "../src/app/index.js";
+import { createServices } from "../src/app/services.js";
+import { createPep } from "../src/proxy/index.js";
+
+const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
+const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+const HOST = "app.localhost";
+
+interface Result {
+  name: string;
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  non2xx: number;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`port ${port} never opened`);
+}
+
+const UPSTREAM_JS = `
+const http = require("node:http");
+const body = Buffer.from('{"ok":true}');
+http.createServer((req, res) => {
+  req.resume();
+  res.writeHead(200, { "content-type": "application/json", "content-length": body.length });
+  res.end(body);
+}).listen(Number(process.argv[2]), "127.0.0.1", () => process.stdout.write("ready\\n"));
+`;
+
+function fetchStatus(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: "127.0.0.1", port, path, headers: { host: HOST, ...headers }, agent: false },
+      (res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => (body += d.toString()));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+function toMs(text: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text.trim());
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+}
+
+function hasWrk(): boolean {
+  return spawnSync("wrk", ["--version"]).error === undefined;
+}
+
+async function load(
+  name: string,
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+): Promise<Result> {
+  if (hasWrk()) {
+    const args = ["-t1", `-c${CONNECTIONS}`, `-d${DURATION}s`, "--latency"];
+    // "Host" capitalised: wrk adds its own Host header unless this one matches exactly.
+    for (const [k, v] of Object.entries({ Host: HOST, ...headers })) args.push("-H", `${k}: ${v}`);
+    args.push(`http://127.0.0.1:${port}${path}`);
+    const out = await new Promise<string>((resolve, reject) => {
+      const c = spawn("wrk", args);
+      let text = "";
+      c.stdout.on("data", (d: Buffer) => (text += d.toString()));
+      c.stderr.on("data", (d: Buffer) => (text += d.toString()));
+      c.on("error", reject);
+      c.on("close", () => resolve(text));
+    });
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+    const p50 = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? "");
+    const p99 = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? "");
+    const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+    return { name, rps, p50ms: p50, p99ms: p99, non2xx };
+  }
+  // @ts-expect-error -- autocannon ships no types; the shape used is declared here
+  const { default: autocannon } = (await import("autocannon")) as unknown as {
+    default: (
+      o: Record<string, unknown>,
+    ) => Promise<{
+      requests: { average: number };
+      latency: { p50: number; p99: number };
+      non2xx: number;
+    }>;
+  };
+  const r = await autocannon({
+    url: `http://127.0.0.1:${port}${path}`,
+    connections: CONNECTIONS,
+    duration: DURATION,
+    headers: { host: HOST, ...headers },
+  });
+  return {
+    name,
+    rps: r.requests.average,
+    p50ms: r.latency.p50,
+    p99ms: r.latency.p99,
+    non2xx: r.non2xx,
+  };
+}
+
+function nginxConf(
+  dir: string,
+  p: { proxy: number; authreq: number; upstream: number; zt: number },
+  runAsRoot: boolean,
+): string {
+  return `
+${runAsRoot ? "user nobody nogroup;" : ""}
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi; uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
+  upstream app { server 127.0.0.1:${p.upstream}; keepalive 64; }
+  upstream zt  { server 127.0.0.1:${p.zt}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${p.proxy};
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:${p.authreq};
+    location = /.zt/authz {
+      internal;
+      proxy_pass http://zt; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass_request_body off; proxy_set_header Content-Length "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }
+    location / {
+      auth_request /.zt/authz;
+      auth_request_set $zt_assertion $upstream_http_x_zt_assertion;
+      auth_request_set $zt_user $upstream_http_x_zt_user;
+      proxy_set_header X-Zt-Assertion $zt_assertion;
+      proxy_set_header X-Zt-User $zt_user;
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+  }
+}`;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "zt-bench-pep-"));
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, "tmp"));
+  mkdirSync(join(dir, "policies"));
+  const children: ChildProcess[] = [];
+  const cleanup = () => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  };
+  process.on("exit", cleanup);
+  try {
+    const upstreamPort = await freePort();
+    writeFileSync(join(dir, "upstream.cjs"), UPSTREAM_JS);
+    const up = spawn(process.execPath, [join(dir, "upstream.cjs"), String(upstreamPort)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    children.push(up);
+    await waitForPort(upstreamPort);
+
+    writeFileSync(
+      join(dir, "policies", "main.cedar"),
+      `@id("eng-app")\n@reason("eng-may-use-app")\npermit (principal in Group::"eng", action == Action::"GET", resource == App::"app")\nwhen { context.mfa_age_seconds < 3600 };\n`,
+    );
+    const config = validateConfig(
+      {
+        data_dir: join(dir, "data"),
+        trust_domain: "bench.test",
+        policies: join(dir, "policies"),
+        routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstreamPort}` }],
+        limits: { max_connections_per_source: 100_000 },
+      },
+      join(dir, "zt.yaml"),
+    );
+    const ctx = await openAppContext(config, { create: true });
+    const services = await createServices(ctx);
+    const pep = createPep(services);
+    const ztPort = (await pep.listen("127.0.0.1", 0)).port;
+    const user = await services.identity.addUser({
+      name: "alice",
+      groups: ["eng"],
+      password: "bench-password-correct-horse",
+    });
+    await services.snapshot.refreshUser(user.user.id);
+    const { token } = await services.sessions.create({
+      userId: user.user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "bench",
+    });
+    const cookie = `${config.session.cookie_name}=${token}`;
+
+    let nginx: ChildProcess | undefined;
+    const nginxBin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p));
+    const ports = {
+      proxy: await freePort(),
+      authreq: await freePort(),
+      upstream: upstreamPort,
+      zt: ztPort,
+    };
+    if (nginxBin) {
+      writeFileSync(join(dir, "nginx.conf"), nginxConf(dir, ports, process.getuid?.() === 0));
+      nginx = spawn(
+        nginxBin,
+        [
+          "-p",
+          dir,
+          "-c",
+          join(dir, "nginx.conf"),
+          "-e",
+          "stderr",
+          "-g",
+          `daemon off; pid ${dir}/nginx.pid; error_log stderr;`,
+        ],
+        {
+          stdio: ["ignore", "inherit", "inherit"],
+        },
+      );
+      children.push(nginx);
+      await waitForPort(ports.proxy);
+      await waitForPort(ports.authreq);
+    } else process.stderr.write("nginx not found: skipping (b) and (d)\n");
+
+    const results: Result[] = [];
+    const only = process.env["BENCH_ONLY"];
+    const run = async (
+      name: string,
+      port: number,
+      path: string,
+      headers: Record<string, string> = {},
+    ) => {
+      if (only && !only.split(",").some((o) => name.startsWith(`(${o})`))) return;
+      const probe = await fetchStatus(port, path, headers);
+      if (probe.status < 200 || probe.status > 299)
+        throw new Error(`${name}: probe answered ${probe.status}: ${probe.body.slice(0, 300)}`);
+      await load(`${name} (warm-up)`, port, path, headers).catch(() => undefined);
+      const r = await load(name, port, path, headers);
+      results.push(r);
+      process.stdout.write(
+        `${r.name.padEnd(36)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50ms.toFixed(2)} ms  p99 ${r.p99ms.toFixed(2)} ms  non-2xx ${r.non2xx}\n`,
+      );
+    };
+    process.stdout.write(
+      `bench:pep  ${DURATION}s per run, ${CONNECTIONS} connections, ${hasWrk() ? "wrk -t1" : "autocannon"}\n`,
+    );
+    await run("(a) upstream direct", upstreamPort, "/");
+    if (nginx) await run("(b) nginx proxy_pass", ports.proxy, "/");
+    await run("(c) zt proxy", ztPort, "/", { cookie });
+    if (nginx) await run("(d) nginx auth_request + zt", ports.authreq, "/", { cookie });
+    await run("(e) zt /.zt/authz alone", ztPort, "/.zt/authz", {
+      cookie,
+      "x-original-url": `http://${HOST}/`,
+      "x-original-method": "GET",
+    });
+
+    const get = (prefix: string) => results.find((r) => r.name.startsWith(prefix));
+    const a = get("(a)");
+    const b = get("(b)");
+    const c = get("(c)");
+    const d = get("(d)");
+    const e = get("(e)");
+    const lines: string[] = [];
+    if (!a || !c || !e) {
+      process.stdout.write("(partial run: no ratios)\n");
+      await pep.close();
+      services.close();
+      await ctx.close();
+      return;
+    }
+    if (b)
+      lines.push(
+        `zt proxy / nginx proxy_pass throughput: ${(c.rps / b.rps).toFixed(2)}x (target >= 0.5x)`,
+      );
+    lines.push(
+      `zt proxy p50 added over direct: ${(c.p50ms - a.p50ms).toFixed(3)} ms (target <= 0.5 ms)`,
+    );
+    if (d && b)
+      lines.push(
+        `nginx+auth_request / nginx proxy_pass throughput: ${(d.rps / b.rps).toFixed(2)}x`,
+      );
+    lines.push(`forward-auth decisions/s (one zt process): ${e.rps.toFixed(0)} (target >= 15000)`);
+    for (const l of lines) process.stdout.write(l + "\n");
+
+    await ctx.audit.flush();
+    const decisions = await ctx.store.db
+      .selectFrom("audit_events")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("kind", "=", "decision")
+      .executeTakeFirst();
+    process.stdout.write(`audit: ${decisions?.n ?? 0} decision records written\n`);
+
+    const cpu = cpus()[0]?.model ?? "unknown";
+    const md = [
+      "# bench:pep results",
+      "",
+      `Date: ${new Date().toISOString()}  `,
+      `Machine: ${cpus().length} CPUs (nproc), ${cpu}, Node ${process.version}, nginx ${nginxBin ? spawnSync(nginxBin, ["-v"]).stderr.toString().trim().replace("nginx version: ", "") : "absent"}  `,
+      `Load: ${hasWrk() ? "wrk -t1" : "autocannon"}, ${CONNECTIONS} connections, ${DURATION}s per run (after a warm-up run), all on loopback on the same machine.`,
+      "",
+      "| run | req/s | p50 ms | p99 ms | non-2xx |",
+      "|---|---:|---:|---:|---:|",
+      ...results.map(
+        (r) =>
+          `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.non2xx} |`,
+      ),
+      "",
+      ...lines.map((l) => `- ${l}`),
+      "",
+    ].join("\n");
+    writeFileSync(join(process.cwd(), "bench", "pep.results.md"), md);
+    process.stdout.write(`wrote bench/pep.results.md\n`);
+    await pep.close();
+    services.close();
+    await ctx.close();
+  } finally {
+    cleanup();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:pep failed: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
