@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   LogLineParser,
@@ -83,6 +84,74 @@ describe("log line parser", () => {
     ]) {
       expect(p.parse(l)).toBeUndefined();
     }
+  });
+});
+
+/** A plain regex reading of the same fields: the reference for the hand-written hot path. */
+function referenceParse(line: string, year: number) {
+  const m = / SRC=(\S+) DST=(\S+) .*?PROTO=(\S+)(?:.*? DPT=(\d+))?/.exec(line);
+  if (!m) return undefined;
+  const proto = (
+    { TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPv6: "icmp" } as Record<string, string>
+  )[m[3]!];
+  if (!proto || (proto !== "icmp" && m[4] === undefined)) return undefined;
+  const out: Record<string, unknown> = { src: m[1], dst: m[2], proto };
+  if (proto !== "icmp") out["port"] = Number(m[4]);
+  const iso = /^(\d{4}-\d\d-\d\dT\S+) /.exec(line);
+  const bsd = /^([A-Z][a-z]{2}) +(\d+) (\d\d:\d\d:\d\d) /.exec(line);
+  if (iso) out["ts"] = Math.floor(Date.parse(iso[1]!));
+  else if (bsd) out["ts"] = Date.parse(`${bsd[1]} ${bsd[2]} ${year} ${bsd[3]} UTC`);
+  const v = /(ZT-WOULD-DROP|ZT-DROP)/.exec(line);
+  if (v) out["verdict"] = v[1];
+  return out;
+}
+
+describe("log line parser equivalence", () => {
+  it("the fast parser agrees with a regex reference on generated kernel log lines (property)", () => {
+    const p = new LogLineParser({ year: 2026 });
+    const stampArb = fc.oneof(
+      fc
+        .tuple(
+          fc.integer({ min: 0, max: 11 }),
+          fc.integer({ min: 1, max: 28 }),
+          fc.nat(86399),
+          fc.nat(999),
+          fc.constantFrom("+00:00", "Z", "+02:00"),
+        )
+        .map(([mo, d, s, ms, z]) => {
+          const t = new Date(Date.UTC(2026, mo, d, 0, 0, s, ms)).toISOString().slice(0, 19);
+          return `${t}.${String(ms).padStart(3, "0")}${z}`;
+        }),
+      fc
+        .tuple(
+          fc.constantFrom("Jan", "Feb", "Nov", "Dec"),
+          fc.integer({ min: 1, max: 28 }),
+          fc.nat(86399),
+        )
+        .map(
+          ([mo, d, s]) =>
+            `${mo} ${String(d).padStart(2, " ")} ${new Date(s * 1000).toISOString().slice(11, 19)}`,
+        ),
+    );
+    fc.assert(
+      fc.property(
+        stampArb,
+        fc.oneof(fc.ipV4(), fc.ipV6()),
+        fc.oneof(fc.ipV4(), fc.ipV6()),
+        fc.constantFrom("TCP", "UDP", "ICMP", "ICMPv6"),
+        fc.nat(65535),
+        fc.nat(65535),
+        fc.constantFrom("ZT-DROP ", "ZT-WOULD-DROP ", "[UFW BLOCK] ", ""),
+        (stamp, src, dst, proto, spt, dpt, prefix) => {
+          const ports = proto.startsWith("ICMP")
+            ? `TYPE=8 CODE=0 ID=${spt} SEQ=1`
+            : `SPT=${spt} DPT=${dpt} WINDOW=1 RES=0x00 SYN URGP=0`;
+          const line = `${stamp} host kernel: ${prefix}IN=eth0 OUT= MAC=aa:bb SRC=${src} DST=${dst} LEN=60 TOS=0x00 TTL=64 ID=1 DF PROTO=${proto} ${ports}`;
+          expect(p.parse(line)).toEqual(referenceParse(line, 2026));
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
 

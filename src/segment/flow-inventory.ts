@@ -14,26 +14,29 @@ export interface ObservedFlow {
   last?: number;
 }
 
-interface Agg {
-  count: number;
-  first: number | undefined;
-  last: number | undefined;
-}
-
 /**
  * Aggregates observed packets by (source, destination, protocol, destination port),
  * ignoring ephemeral source ports. Pure and incremental: `add` per packet, then `flows()`.
  */
 export class FlowAggregator {
-  readonly #map = new Map<string, Agg>();
+  readonly #map = new Map<string, ObservedFlow>();
   packets = 0;
 
   add(p: ObservedPacket): void {
     this.packets++;
-    const key = `${p.src} ${p.dst} ${p.proto} ${p.port ?? ""}`;
+    const key =
+      p.port === undefined
+        ? `${p.src} ${p.dst} ${p.proto}`
+        : `${p.src} ${p.dst} ${p.proto} ${p.port}`;
     const a = this.#map.get(key);
     if (!a) {
-      this.#map.set(key, { count: 1, first: p.ts, last: p.ts });
+      const f: ObservedFlow = { src: p.src, dst: p.dst, proto: p.proto, count: 1 };
+      if (p.port !== undefined) f.port = p.port;
+      if (p.ts !== undefined) {
+        f.first = p.ts;
+        f.last = p.ts;
+      }
+      this.#map.set(key, f);
       return;
     }
     a.count++;
@@ -43,16 +46,9 @@ export class FlowAggregator {
     }
   }
 
+  /** The aggregated flows, most frequent first (copies). */
   flows(): ObservedFlow[] {
-    const out: ObservedFlow[] = [];
-    for (const [key, a] of this.#map) {
-      const [src, dst, proto, port] = key.split(" ") as [string, string, SegProto, string];
-      const f: ObservedFlow = { src, dst, proto, count: a.count };
-      if (port !== "") f.port = Number(port);
-      if (a.first !== undefined) f.first = a.first;
-      if (a.last !== undefined) f.last = a.last;
-      out.push(f);
-    }
+    const out = [...this.#map.values()].map((f) => ({ ...f }));
     return out.sort((a, b) => b.count - a.count || (a.src < b.src ? -1 : a.src > b.src ? 1 : 0));
   }
 }
@@ -140,20 +136,28 @@ export function summariseFlows(
   >();
   const egress = new Map<string, Set<string>>();
   const proposed: Record<string, { hosts: string[] }> = {};
+  const names = new Map<string, string>();
   const segName = (a: string) => {
+    let n = names.get(a);
+    if (n !== undefined) return n;
     const s = lookup(a);
-    if (s !== null) return s;
-    const name = hostSegmentName(a);
-    const r = parseCidr(a);
-    proposed[name] ??= { hosts: [r.ok ? formatRange(r.range) : a] };
-    return name;
+    if (s !== null) n = s;
+    else {
+      n = hostSegmentName(a);
+      const r = parseCidr(a);
+      proposed[n] ??= { hosts: [r.ok ? formatRange(r.range) : a] };
+    }
+    names.set(a, n);
+    return n;
   };
+  const services = new Map<string, Set<string>>();
   for (const f of observed) {
     const sp = spec(f);
     entry(f.src).sent += f.count;
-    const d = entry(f.dst);
-    d.received += f.count;
-    if (!d.services.includes(sp)) d.services.push(sp);
+    entry(f.dst).received += f.count;
+    let svc = services.get(f.dst);
+    if (!svc) services.set(f.dst, (svc = new Set()));
+    svc.add(sp);
     const fromKnown = lookup(f.src);
     if (index && fromKnown !== null && lookup(f.dst) === null) {
       let set = egress.get(fromKnown);
@@ -193,6 +197,6 @@ export function summariseFlows(
   const eg: Record<string, string[]> = {};
   for (const [s, set] of [...egress].sort()) eg[s] = [...set].sort();
   const inventory = [...inv.values()].sort((a, b) => (a.address < b.address ? -1 : 1));
-  for (const e of inventory) e.services.sort();
+  for (const e of inventory) e.services = [...(services.get(e.address) ?? [])].sort();
   return { inventory, flows, egress: eg, segments: proposed, observed };
 }

@@ -28,13 +28,24 @@ const MONTHS: Record<string, number> = {
   Dec: 11,
 };
 
-function field(line: string, key: string): string | undefined {
-  const i = line.indexOf(key);
+function field(line: string, key: string, from = 0): string | undefined {
+  const i = line.indexOf(key, from);
   if (i < 0) return undefined;
   const start = i + key.length;
   let end = line.indexOf(" ", start);
   if (end < 0) end = line.length;
   return line.slice(start, end);
+}
+
+/** Reads the PROTO= value at `i` without allocating. */
+function protoAt(line: string, i: number): SegProto | undefined {
+  const end = line.indexOf(" ", i);
+  const len = (end < 0 ? line.length : end) - i;
+  if (len === 3 && line.startsWith("TCP", i)) return "tcp";
+  if (len === 3 && line.startsWith("UDP", i)) return "udp";
+  if ((len === 4 && line.startsWith("ICMP", i)) || (len === 6 && line.startsWith("ICMPv6", i)))
+    return "icmp";
+  return protoOf(line.slice(i, i + len));
 }
 
 function protoOf(p: string | undefined): SegProto | undefined {
@@ -67,8 +78,7 @@ function protoOf(p: string | undefined): SegProto | undefined {
  */
 export class LogLineParser {
   readonly #year: number;
-  #lastStamp = "";
-  #lastTs: number | undefined;
+  readonly #cache = new Map<string, number | null>();
 
   constructor(options: { year: number }) {
     this.#year = options.year;
@@ -76,22 +86,33 @@ export class LogLineParser {
 
   parse(line: string): ObservedPacket | undefined {
     if (line.charCodeAt(0) === 123 /* { */) return this.#parseJson(line);
-    const src = field(line, " SRC=");
-    if (src === undefined) return undefined;
-    const dst = field(line, " DST=");
-    const proto = protoOf(field(line, " PROTO="));
-    if (!dst || !proto) return undefined;
+    // the kernel writes SRC, DST, PROTO, DPT in this order: search each from the last
+    const iSrc = line.indexOf(" SRC=");
+    if (iSrc < 0) return undefined;
+    const src = field(line, " SRC=", iSrc);
+    const iDst = line.indexOf(" DST=", iSrc);
+    const dst = iDst < 0 ? undefined : field(line, " DST=", iDst);
+    const iProto = iDst < 0 ? -1 : line.indexOf(" PROTO=", iDst);
+    const proto = iProto < 0 ? undefined : protoAt(line, iProto + 7);
+    if (!src || !dst || !proto) return undefined;
     const pkt: ObservedPacket = { src, dst, proto };
     if (proto !== "icmp") {
-      const dpt = field(line, " DPT=");
-      if (dpt === undefined) return undefined;
-      const port = Number(dpt);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+      const iDpt = line.indexOf(" DPT=", iProto);
+      if (iDpt < 0) return undefined;
+      let port = 0;
+      let digits = 0;
+      for (let i = iDpt + 5; i < line.length; i++) {
+        const d = line.charCodeAt(i) - 48;
+        if (d < 0 || d > 9) break;
+        port = port * 10 + d;
+        digits++;
+      }
+      if (digits === 0 || digits > 5 || port > 65535) return undefined;
       pkt.port = port;
     }
     const ts = this.#timeOf(line);
     if (ts !== undefined) pkt.ts = ts;
-    const z = line.indexOf("ZT-");
+    const z = line.lastIndexOf("ZT-", iSrc);
     if (z >= 0) {
       const v = line.startsWith("ZT-WOULD-DROP", z)
         ? "ZT-WOULD-DROP"
@@ -105,27 +126,47 @@ export class LogLineParser {
 
   #timeOf(line: string): number | undefined {
     const c = line.charCodeAt(0);
-    let stamp: string;
     if (c >= 48 && c <= 57 && line.charCodeAt(4) === 45 /* - */) {
       const sp = line.indexOf(" ");
-      stamp = sp < 0 ? line : line.slice(0, sp);
-      if (stamp === this.#lastStamp) return this.#lastTs;
-      const t = Date.parse(stamp);
-      this.#lastStamp = stamp;
-      this.#lastTs = Number.isNaN(t) ? undefined : t;
-      return this.#lastTs;
+      const stamp = sp < 0 ? line : line.slice(0, sp);
+      // cache per second and zone: drop the fraction, add it back by hand
+      if (stamp.length < 19 || stamp.charCodeAt(10) !== 84 /* T */) return undefined;
+      let zone = 19;
+      let frac = 0;
+      if (stamp.charCodeAt(19) === 46 /* . */) {
+        let scale = 100;
+        zone = 20;
+        for (; zone < stamp.length; zone++) {
+          const d = stamp.charCodeAt(zone) - 48;
+          if (d < 0 || d > 9) break;
+          if (scale >= 1) frac += d * scale; // milliseconds: the first three digits
+          scale /= 10;
+        }
+      }
+      const key = zone === 19 ? stamp : stamp.slice(0, 19) + stamp.slice(zone);
+      let base = this.#cache.get(key);
+      if (base === undefined) {
+        const t = Date.parse(key);
+        base = Number.isNaN(t) ? null : t;
+        if (this.#cache.size > 4096) this.#cache.clear();
+        this.#cache.set(key, base);
+      }
+      return base === null ? undefined : base + frac;
     }
     if (c >= 65 && c <= 90 && line.charCodeAt(3) === 32) {
-      stamp = line.slice(0, 15);
-      if (stamp === this.#lastStamp) return this.#lastTs;
-      const m = /^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)$/.exec(stamp);
-      const month = m ? MONTHS[m[1]!] : undefined;
-      this.#lastStamp = stamp;
-      this.#lastTs =
-        m && month !== undefined
-          ? Date.UTC(this.#year, month, Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5]))
-          : undefined;
-      return this.#lastTs;
+      const stamp = line.slice(0, 15);
+      let t = this.#cache.get(stamp);
+      if (t === undefined) {
+        const m = /^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)$/.exec(stamp);
+        const month = m ? MONTHS[m[1]!] : undefined;
+        t =
+          m && month !== undefined
+            ? Date.UTC(this.#year, month, Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5]))
+            : null;
+        if (this.#cache.size > 4096) this.#cache.clear();
+        this.#cache.set(stamp, t);
+      }
+      return t ?? undefined;
     }
     return undefined;
   }
