@@ -147,6 +147,26 @@ describe("zt user / zt mfa", () => {
     expect(j["backup_codes"]).toHaveLength(10);
   });
 
+  it("user password and user delete", async () => {
+    const p = await zt(["user", "password", "carol", "--json"]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(JSON.parse(p.stdout)).toMatchObject({
+      name: "carol",
+      password: expect.stringMatching(/^\S{20}$/),
+    });
+    const s = await zt(
+      ["user", "password", "carol", "--password-stdin"],
+      "carol's new passphrase\n",
+    );
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout).toBe("Password of carol changed.\n");
+    const add = await zt(["user", "add", "tmp", "--json"]);
+    expect(add.code, add.stderr).toBe(0);
+    const d = await zt(["user", "delete", "tmp"]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stdout).toBe("User tmp deleted.\n");
+  });
+
   describe("bad input: non-zero exit, clear message, no stack trace", () => {
     it("a bad user name", async () => {
       expectCleanError(

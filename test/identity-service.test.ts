@@ -16,6 +16,7 @@ import { ManualClock } from "../src/core/clock.js";
 import { ZtError } from "../src/core/errors.js";
 import type { ZtEvent } from "../src/events/index.js";
 import { IdentityService, totpCodeAt, type AddUserResult } from "../src/identity/index.js";
+import { hashSecret } from "../src/identity/password-hash.js";
 import { engines, type Engine, type EngineTarget } from "./store-fixture.js";
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
@@ -540,6 +541,61 @@ describe.each(allEngines.map((e) => [e.name, e] as [string, Engine]))(
       );
       expect(e.code).toBe("ZT_KEY_DECRYPT_FAILED");
       void b;
+      await ctx.audit.flush();
+      const last = await ctx.store.db
+        .selectFrom("audit_events")
+        .selectAll()
+        .where("kind", "=", "login")
+        .orderBy("seq", "desc")
+        .executeTakeFirstOrThrow();
+      expect(last).toMatchObject({ outcome: "failure", subject: "bob", reason: "internal-error" });
+    });
+
+    it("setPassword: the old password stops working, the new one works; generated when omitted", async () => {
+      const { totpSecret } = await addAlice();
+      expect(await idp.setPassword("alice", "a-brand-new-password")).toEqual({});
+      expect((await refusal(login({ secret: totpSecret }))).code).toBe("ZT_AUTH_FAILED");
+      expect((await login({ secret: totpSecret, password: "a-brand-new-password" })).name).toBe(
+        "alice",
+      );
+      const g = await idp.setPassword("alice");
+      expect(g.password).toMatch(/^[A-Za-z0-9_-]{20}$/);
+      clock.advance(30_000);
+      expect((await login({ secret: totpSecret, password: g.password! })).name).toBe("alice");
+      expect((await refusal(idp.setPassword("alice", "short"))).code).toBe("ZT_BAD_REQUEST");
+    });
+
+    it("a hash made with older scrypt parameters is upgraded at the next successful login", async () => {
+      const { totpSecret } = await addAlice();
+      const old = await hashSecret("alice-password-1", { N: 2 ** 12, r: 8, p: 1 });
+      await ctx.store.db
+        .updateTable("users")
+        .set({ password_hash: old })
+        .where("name", "=", "alice")
+        .execute();
+      await login({ secret: totpSecret });
+      const row = await ctx.store.db
+        .selectFrom("users")
+        .select("password_hash")
+        .where("name", "=", "alice")
+        .executeTakeFirstOrThrow();
+      expect(row.password_hash).toMatch(/^scrypt\$32768\$8\$3\$/);
+      clock.advance(30_000);
+      expect((await login({ secret: totpSecret })).name).toBe("alice");
+    });
+
+    it("deleteUser removes the user and their rows, publishes user.deleted, and frees the name", async () => {
+      const { user } = await addAlice();
+      await idp.deleteUser("alice");
+      expect(await idp.getUser("alice")).toBeUndefined();
+      expect(await ctx.store.db.selectFrom("backup_codes").selectAll().execute()).toEqual([]);
+      expect(await ctx.store.db.selectFrom("user_groups").selectAll().execute()).toEqual([]);
+      expect(events.filter((e) => e.kind === "user.deleted").map((e) => e.data)).toEqual([
+        { userId: user.id, name: "alice" },
+      ]);
+      expect((await refusal(login())).code).toBe("ZT_AUTH_FAILED");
+      expect((await addAlice()).user.id).not.toBe(user.id);
+      expect((await refusal(idp.deleteUser("nobody"))).code).toBe("ZT_USER_NOT_FOUND");
     });
 
     it("oathtool interop: a code from the real `oathtool --totp -b` is accepted", async () => {

@@ -24,6 +24,7 @@ import {
 } from "./names.js";
 import {
   DUMMY_PASSWORD_HASH,
+  needsRehash,
   hashPassword,
   MAX_PASSWORD_LENGTH,
   verifyPassword,
@@ -87,6 +88,22 @@ const TOTP_PURPOSE = (userId: string) => `identity.totp:${userId}`;
 const PRUNE_EVERY = 64;
 
 type Db = Kysely<Tables> | Transaction<Tables>;
+
+/** One sign-in attempt in flight: its input and how each outcome is settled and audited. */
+interface LoginAttempt {
+  options: AuthenticateOptions;
+  /** The normalised user name, when it is a valid name at all. */
+  name: string | undefined;
+  now: number;
+  fail(
+    code: ZtError["code"],
+    reason: LoginFailureReason,
+    message: string,
+    detail?: string,
+  ): Promise<ZtError>;
+  refuseDisabled(name: string): Promise<ZtError>;
+  succeed(method: "totp" | "backup-code"): Promise<void>;
+}
 
 /**
  * The identity provider: users, groups, passwords (scrypt), TOTP (RFC 6238) with replay
@@ -306,18 +323,45 @@ export class IdentityService {
         retry_after_seconds: Math.max(Math.ceil(reserved.retryAfterMs / 1000), 1),
       });
     }
-    const fail = async (
-      code: ZtError["code"],
-      reason: LoginFailureReason,
-      message: string,
-      detail?: string,
-    ) => {
-      await this.#settle(keys, "failure");
-      audit("failure", detail ?? reason);
-      return new ZtError(code, message, { reason });
+    let audited = false;
+    const attempt: LoginAttempt = {
+      options,
+      name: validName ? rawName : undefined,
+      now,
+      fail: async (code, reason, message, detail) => {
+        audit("failure", detail ?? reason);
+        audited = true;
+        await this.#settle(keys, "failure");
+        return new ZtError(code, message, { reason });
+      },
+      refuseDisabled: async (name) => {
+        audit("failure", "user-disabled");
+        audited = true;
+        await this.#settle(keys, "release");
+        return new ZtError("ZT_USER_DISABLED", `user ${name} is disabled`, {
+          reason: "user-disabled",
+        });
+      },
+      succeed: async (method) => {
+        await this.#settle(keys, "success");
+        audit("success", undefined, { method });
+        audited = true;
+      },
     };
+    try {
+      return await this.#checkCredentials(attempt);
+    } catch (e) {
+      // Fail closed, and leave a trace: anything unexpected is a refusal with an audit record.
+      // The reserved attempt stays counted as a failure.
+      if (!audited) audit("failure", "internal-error");
+      throw e;
+    }
+  }
 
-    const row = validName ? await this.#findByName(this.#db, rawName) : undefined;
+  /** Password, then disabled, then the second factor; every outcome goes through `attempt`. */
+  async #checkCredentials(attempt: LoginAttempt): Promise<UserInfo> {
+    const { options, now, fail } = attempt;
+    const row = attempt.name ? await this.#findByName(this.#db, attempt.name) : undefined;
     const password = typeof options.password === "string" ? options.password : "";
     // Unknown users cost one scrypt too, so response time does not reveal who exists.
     const passwordOk = await verifyPassword(password, row?.password_hash ?? DUMMY_PASSWORD_HASH);
@@ -330,11 +374,7 @@ export class IdentityService {
       );
     }
     if (row.disabled) {
-      await this.#settle(keys, "release");
-      audit("failure", "user-disabled");
-      throw new ZtError("ZT_USER_DISABLED", `user ${row.name} is disabled`, {
-        reason: "user-disabled",
-      });
+      throw await attempt.refuseDisabled(row.name);
     }
 
     const backupCode =
@@ -413,9 +453,54 @@ export class IdentityService {
       throw await fail("ZT_MFA_INVALID", "mfa-required", "an authentication code is required");
     }
 
-    await this.#settle(keys, "success");
-    audit("success", undefined, { method });
+    await attempt.succeed(method);
+    if (needsRehash(row.password_hash)) {
+      // Parameters were raised since this hash was made: upgrade it now that we know the password.
+      const upgraded = await hashPassword(
+        typeof options.password === "string" ? options.password : "",
+      );
+      await this.#db
+        .updateTable("users")
+        .set({ password_hash: upgraded })
+        .where("id", "=", row.id)
+        .where("password_hash", "=", row.password_hash)
+        .execute();
+    }
     return this.#toInfo(row, await this.groupsOf(row.id));
+  }
+
+  /**
+   * Sets a new password (generated when omitted, and returned once). Live sessions are not
+   * touched; revoke them with the session commands if the old password leaked.
+   */
+  async setPassword(name: string, password?: string): Promise<{ password?: string }> {
+    const row = await this.#require(name);
+    let generated: string | undefined;
+    if (password === undefined) generated = randomBytes(15).toString("base64url");
+    else checkPasswordPolicy(password);
+    const hash = await hashPassword(password ?? generated!);
+    await this.#db
+      .updateTable("users")
+      .set({ password_hash: hash, updated_at: this.#ctx.clock.now() })
+      .where("id", "=", row.id)
+      .execute();
+    this.#ctx.audit.record({ kind: "user.password", outcome: "info", subject: row.name });
+    return generated !== undefined ? { password: generated } : {};
+  }
+
+  /**
+   * Deletes a user with their memberships, backup codes and sessions (cascade); publishes
+   * `user.deleted` so every PEP drops the user's live sessions at once.
+   */
+  async deleteUser(name: string): Promise<void> {
+    const row = await this.#require(name);
+    await this.#db.transaction().execute(async (trx) => {
+      // Memberships, backup codes and sessions go with the user (ON DELETE CASCADE).
+      await trx.deleteFrom("auth_failures").where("key", "=", `user:${row.name}`).execute();
+      await trx.deleteFrom("users").where("id", "=", row.id).execute();
+    });
+    this.#ctx.audit.record({ kind: "user.delete", outcome: "info", subject: row.name });
+    await this.#ctx.events.publish("user.deleted", { userId: row.id, name: row.name });
   }
 
   /** How many unused backup codes a user has left. */
@@ -604,6 +689,7 @@ export class IdentityService {
       .selectFrom("auth_failures")
       .selectAll()
       .where("key", "in", keys)
+      .orderBy("key")
       .$if(this.#ctx.store.dialect === "postgres", (q) => q.forUpdate())
       .execute();
     return keys.map((k) => {

@@ -144,3 +144,47 @@ describe("lockout (google-authenticator -r 3 -R 30 behaviour)", () => {
     expect(r.ok && r.state.failures).toBe(1);
   });
 });
+
+describe("lockout property", () => {
+  it("property: never more than maxFailures failed attempts get through in any window", async () => {
+    const fc = (await import("fast-check")).default;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            gap: fc.oneof(fc.integer({ min: 0, max: 2_000 }), fc.integer({ min: 0, max: 120_000 })),
+            // a success on the source-address key only un-counts itself (releaseAttempt)
+            outcome: fc.constantFrom("failure", "failure", "failure", "release"),
+          }),
+          { maxLength: 120 },
+        ),
+        (ops) => {
+          let now = 1_000_000;
+          let s = EMPTY_LOCKOUT;
+          const failedAt: number[] = [];
+          for (const op of ops) {
+            now += op.gap;
+            const r = reserveAttempt(s, now, POLICY);
+            if (!r.ok) {
+              expect(r.retryAfterMs).toBeGreaterThan(0);
+              continue;
+            }
+            if (op.outcome === "failure") {
+              failedAt.push(now);
+              s = settleFailure(r.state, now, POLICY);
+            } else {
+              s = releaseAttempt(r.state, now);
+            }
+          }
+          for (let i = 0; i < failedAt.length; i++) {
+            const inWindow = failedAt.filter(
+              (t) => t >= failedAt[i]! && t < failedAt[i]! + POLICY.windowMs,
+            );
+            expect(inWindow.length).toBeLessThanOrEqual(POLICY.maxFailures);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -128,3 +128,16 @@ const DUMMY_PARSED: ParsedHash = {
  * as a real check, so unknown user names cannot be told from wrong passwords by timing.
  */
 export const DUMMY_PASSWORD_HASH = `scrypt$${DEFAULT_SCRYPT.N}$${DEFAULT_SCRYPT.r}$${DEFAULT_SCRYPT.p}$${DUMMY_PARSED.salt.toString("base64url")}$${DUMMY_PARSED.key.toString("base64url")}`;
+
+/** Whether a stored hash was made with other parameters than today's defaults. */
+export function needsRehash(hash: string): boolean {
+  const parsed = parseScryptHash(hash);
+  if (!parsed) return false;
+  const d = DEFAULT_SCRYPT;
+  return (
+    parsed.params.N !== d.N ||
+    parsed.params.r !== d.r ||
+    parsed.params.p !== d.p ||
+    parsed.key.length !== KEY_LEN
+  );
+}

@@ -6,6 +6,7 @@ import { normalizeIp } from "../core/cidr.js";
  * one host commonly holds a whole /64 and could otherwise rotate addresses per guess.
  */
 export function sourceKey(sourceIp: string): string {
+  if (!sourceIp) return "ip:unknown";
   const ip = normalizeIp(sourceIp.replace(/%.*$/, ""));
   const family = isIP(ip);
   if (family === 4) return `ip:${ip}`;

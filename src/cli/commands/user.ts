@@ -30,7 +30,7 @@ function passwordFromStdin(text: string): string {
   return text.replace(/\r?\n$/, "");
 }
 
-/** `zt user add|list|disable|enable|groups|unlock` and `zt mfa reset`. */
+/** `zt user add|list|disable|enable|groups|password|delete|unlock` and `zt mfa reset`. */
 export function registerUserCommands(program: Command): void {
   const user = program.command("user").description("manage users and groups (identity provider)");
 
@@ -165,6 +165,40 @@ export function registerUserCommands(program: Command): void {
               `${u.name}: ${u.groups.length ? u.groups.join(", ") : "(no groups)"}\n`,
             );
         }),
+    );
+
+  user
+    .command("password")
+    .description("set a new password (generated and shown once unless --password-stdin)")
+    .argument("<name>", "user name")
+    .option("--password-stdin", "read the password from stdin")
+    .option("--json", "JSON output")
+    .action(async (name: string, opts: { passwordStdin?: boolean; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        let password: string | undefined;
+        if (opts.passwordStdin) {
+          if (process.stdin.isTTY)
+            throw usageError("--password-stdin expects the password on a pipe");
+          password = passwordFromStdin(await readStdin());
+        }
+        const r = await identityService(ctx).setPassword(name, password);
+        if (opts.json)
+          printJson({ name, ...(r.password !== undefined ? { password: r.password } : {}) });
+        else if (r.password !== undefined)
+          process.stdout.write(`New password for ${name}: ${r.password}   (shown once)\n`);
+        else process.stdout.write(`Password of ${name} changed.\n`);
+      }),
+    );
+
+  user
+    .command("delete")
+    .description("delete a user, their group memberships, backup codes and sessions")
+    .argument("<name>", "user name")
+    .action(async (name: string, _opts: unknown, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        await identityService(ctx).deleteUser(name);
+        process.stdout.write(`User ${name} deleted.\n`);
+      }),
     );
 
   user
