@@ -51,3 +51,8 @@ export function chainHash(prevHashHex: string, r: ChainedFields): string {
     .update(canonicalRecord(r))
     .digest("hex");
 }
+
+/** {@link chainHash} on raw bytes (hot loops keep the previous digest as a Buffer). */
+export function chainDigest(prev: Buffer, r: ChainedFields): Buffer {
+  return createHash("sha256").update(prev).update(canonicalRecord(r)).digest();
+}

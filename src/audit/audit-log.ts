@@ -5,7 +5,7 @@ import type { Clock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
-import { chainHash, GENESIS_HASH } from "./audit-chain.js";
+import { chainDigest, GENESIS_HASH } from "./audit-chain.js";
 import { redactedJson } from "./redact.js";
 import { countAuditWritten, countDropped } from "./metrics.js";
 
@@ -192,12 +192,30 @@ export class AuditLog implements AuditSink {
       );
       const insert = db.prepare(
         "INSERT INTO audit_events (seq, id, ts, kind, outcome, subject, source_ip, route, action, decision_id, policies, reason, data, prev_hash, hash) " +
-          "VALUES (@seq, @id, @ts, @kind, @outcome, @subject, @source_ip, @route, @action, @decision_id, @policies, @reason, @data, @prev_hash, @hash)",
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       );
       const tx = db.transaction((rows: AuditRowChained[]) => {
         const h = head.get();
         chainBatch(rows, h ? Number(h.seq) : 0, h?.hash ?? GENESIS_HASH);
-        for (const r of rows) insert.run(r);
+        for (const r of rows) {
+          insert.run(
+            r.seq,
+            r.id,
+            r.ts,
+            r.kind,
+            r.outcome,
+            r.subject,
+            r.source_ip,
+            r.route,
+            r.action,
+            r.decision_id,
+            r.policies,
+            r.reason,
+            r.data,
+            r.prev_hash,
+            r.hash,
+          );
+        }
       });
       this.#sqliteAppend = (rows) => tx.immediate(rows);
     }
@@ -233,11 +251,12 @@ export class AuditLog implements AuditSink {
 /** Assigns seq, prev_hash and hash to a batch following the head (seq, hash). */
 function chainBatch(rows: AuditRowChained[], headSeq: number, headHash: string): void {
   let seq = headSeq;
-  let prev = headHash;
+  let prevHex = headHash;
+  let prev: Buffer = Buffer.from(headHash, "hex");
   for (const r of rows) {
     r.seq = ++seq;
-    r.prev_hash = prev;
-    r.hash = chainHash(prev, r);
-    prev = r.hash;
+    r.prev_hash = prevHex;
+    prev = chainDigest(prev, r);
+    r.hash = prevHex = prev.toString("hex");
   }
 }

@@ -1,4 +1,4 @@
-import { chainHash, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
+import { chainDigest, chainHash, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
 
 export type ChainProblemKind =
   | "altered"
@@ -28,12 +28,14 @@ export interface StoredRow extends ChainedFields {
 export class ChainVerifier {
   #expectedSeq: number;
   #prev: string;
+  #prevBuf: Buffer;
   #checked = 0;
 
   /** Starts at `fromSeq` with the hash of event `fromSeq - 1` (genesis for 1). */
   constructor(fromSeq = 1, prevHash: string = GENESIS_HASH) {
     this.#expectedSeq = fromSeq;
     this.#prev = prevHash;
+    this.#prevBuf = Buffer.from(prevHash, "hex");
   }
 
   get checked(): number {
@@ -62,9 +64,11 @@ export class ChainVerifier {
           }
         : { seq, kind: "reordered", detail: `seq ${seq} appears after ${this.#expectedSeq - 1}` };
     }
-    const computed = chainHash(this.#prev, row);
+    const digest = chainDigest(this.#prevBuf, row);
+    const computed = digest.toString("hex");
     if (row.prev_hash === this.#prev && computed === row.hash) {
       this.#prev = computed;
+      this.#prevBuf = digest;
       this.#expectedSeq++;
       this.#checked++;
       return undefined;
