@@ -16,7 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { validateConfig } from "../src/config/index.js";
 import { openAppContext } from "../src/app/index.js";
@@ -33,6 +33,9 @@ interface Result {
   p50ms: number;
   p99ms: number;
   non2xx: number;
+  requests: number;
+  /** CPU time of the zt process per request (µs), when zt served the run. */
+  ztCpuUs?: number;
 }
 
 function freePort(): Promise<number> {
@@ -125,14 +128,13 @@ async function load(
     const p50 = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? "");
     const p99 = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? "");
     const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-    return { name, rps, p50ms: p50, p99ms: p99, non2xx };
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+    return { name, rps, p50ms: p50, p99ms: p99, non2xx, requests };
   }
   // @ts-expect-error -- autocannon ships no types; the shape used is declared here
   const { default: autocannon } = (await import("autocannon")) as unknown as {
-    default: (
-      o: Record<string, unknown>,
-    ) => Promise<{
-      requests: { average: number };
+    default: (o: Record<string, unknown>) => Promise<{
+      requests: { average: number; total: number };
       latency: { p50: number; p99: number };
       non2xx: number;
     }>;
@@ -149,6 +151,7 @@ async function load(
     p50ms: r.latency.p50,
     p99ms: r.latency.p99,
     non2xx: r.non2xx,
+    requests: r.requests.total,
   };
 }
 
@@ -288,10 +291,14 @@ async function main(): Promise<void> {
       if (probe.status < 200 || probe.status > 299)
         throw new Error(`${name}: probe answered ${probe.status}: ${probe.body.slice(0, 300)}`);
       await load(`${name} (warm-up)`, port, path, headers).catch(() => undefined);
+      const cpu0 = process.cpuUsage();
       const r = await load(name, port, path, headers);
+      const cpu = process.cpuUsage(cpu0);
+      if (port === ztPort || port === ports.authreq)
+        r.ztCpuUs = (cpu.user + cpu.system) / r.requests;
       results.push(r);
       process.stdout.write(
-        `${r.name.padEnd(36)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50ms.toFixed(2)} ms  p99 ${r.p99ms.toFixed(2)} ms  non-2xx ${r.non2xx}\n`,
+        `${r.name.padEnd(36)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50ms.toFixed(2)} ms  p99 ${r.p99ms.toFixed(2)} ms  non-2xx ${r.non2xx}${r.ztCpuUs !== undefined ? `  zt CPU ${r.ztCpuUs.toFixed(0)} us/req` : ""}\n`,
       );
     };
     process.stdout.write(
@@ -333,6 +340,11 @@ async function main(): Promise<void> {
         `nginx+auth_request / nginx proxy_pass throughput: ${(d.rps / b.rps).toFixed(2)}x`,
       );
     lines.push(`forward-auth decisions/s (one zt process): ${e.rps.toFixed(0)} (target >= 15000)`);
+    if (e.ztCpuUs) {
+      lines.push(
+        `forward-auth capacity of one core from its CPU cost: ${(1e6 / e.ztCpuUs).toFixed(0)} decisions/s (${e.ztCpuUs.toFixed(0)} µs each)`,
+      );
+    }
     for (const l of lines) process.stdout.write(l + "\n");
 
     await ctx.audit.flush();
@@ -351,11 +363,17 @@ async function main(): Promise<void> {
       `Machine: ${cpus().length} CPUs (nproc), ${cpu}, Node ${process.version}, nginx ${nginxBin ? spawnSync(nginxBin, ["-v"]).stderr.toString().trim().replace("nginx version: ", "") : "absent"}  `,
       `Load: ${hasWrk() ? "wrk -t1" : "autocannon"}, ${CONNECTIONS} connections, ${DURATION}s per run (after a warm-up run), all on loopback on the same machine.`,
       "",
-      "| run | req/s | p50 ms | p99 ms | non-2xx |",
-      "|---|---:|---:|---:|---:|",
+      `Load average at the end: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(
+          " ",
+        )} (other work on the machine skews absolute numbers; zt CPU µs/request is the steadiest figure).`,
+      "",
+      "| run | req/s | p50 ms | p99 ms | non-2xx | zt CPU µs/req |",
+      "|---|---:|---:|---:|---:|---:|",
       ...results.map(
         (r) =>
-          `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.non2xx} |`,
+          `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.non2xx} | ${r.ztCpuUs !== undefined ? r.ztCpuUs.toFixed(0) : "-"} |`,
       ),
       "",
       ...lines.map((l) => `- ${l}`),
