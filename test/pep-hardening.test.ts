@@ -16,6 +16,11 @@ permit (principal in Group::"eng", action in [Action::"GET", Action::"POST"], re
 @id("no-admin")
 @reason("admin-area-closed")
 forbid (principal, action, resource == App::"app") when { context.path like "/admin*" };
+
+@id("fresh-mfa")
+@step_up("")
+@reason("mfa-too-old")
+forbid (principal, action, resource == App::"app") when { context.path like "/stepup*" };
 `;
 
 const HOST = "app.localhost";
@@ -240,6 +245,16 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
     expect(ok).toBe(true);
   });
 
+  it("asks for step-up: browsers to the login page, API clients a 401 with the decision id", async () => {
+    const browser = await get("/stepup/page", "Accept: text/html\r\n");
+    expect(browser.status).toBe(302);
+    expect(browser.text).toContain("location: /.zt/login?step_up=1&rd=%2Fstepup%2Fpage");
+    const api = await get("/stepup/page");
+    expect(api.status).toBe(401);
+    expect(api.text).toContain("ZT_STEP_UP_REQUIRED");
+    expect(api.text).toMatch(/x-zt-decision-id: dec_/);
+  });
+
   it("stops identity spoofing: client X-Zt-* and X-Forwarded-For from an untrusted peer never reach the upstream", async () => {
     const r = await get(
       "/public/who",
@@ -399,6 +414,46 @@ describe("forward-auth hardening (loopback is a trusted proxy)", () => {
     expect(allowed.text).toMatch(/x-zt-user: alice/i);
     expect(allowed.text).toMatch(/x-zt-groups: eng/i);
     expect(allowed.text).toMatch(/x-zt-decision-id: dec_/i);
+  });
+
+  it("asks for step-up in both conventions, with the decision id", async () => {
+    const nginx = await authz(
+      `X-Original-URL: https://${HOST}/stepup/x\r\nX-Original-Method: GET\r\nAccept: text/html\r\n`,
+    );
+    expect(nginx.status).toBe(401);
+    expect(nginx.text).toContain(
+      `x-zt-login-url: https://${HOST}/.zt/login?step_up=1&rd=%2Fstepup%2Fx`,
+    );
+    expect(nginx.text).toMatch(/x-zt-decision-id: dec_/);
+    expect(nginx.text).toContain("ZT_STEP_UP_REQUIRED");
+    const caddy = await authz(
+      `X-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ${HOST}\r\nX-Forwarded-Uri: /stepup\r\nAccept: text/html\r\n`,
+    );
+    expect(caddy.status).toBe(302);
+    expect(caddy.text).toContain(`location: http://${HOST}/.zt/login?step_up=1&rd=%2Fstepup`);
+  });
+
+  it("shows the explained denial page for a recent decision id, and nothing for an unknown one", async () => {
+    const denied = await authz(
+      `X-Original-URL: http://${HOST}/admin\r\nX-Original-Method: GET\r\n`,
+    );
+    const id = /x-zt-decision-id: (dec_[\w-]+)/i.exec(denied.text)![1]!;
+    const page = await request(zt.port, {
+      host: HOST,
+      path: `/.zt/denied?decision=${id}`,
+      headers: { accept: "text/html" },
+    });
+    expect(page.status).toBe(403);
+    expect(page.body).toContain(id);
+    expect(page.body).toContain("admin-area-closed");
+    expect(page.body).not.toContain("forbid (");
+    const unknown = await request(zt.port, {
+      host: HOST,
+      path: "/.zt/denied?decision=dec_nope<script>",
+    });
+    expect(unknown.status).toBe(403);
+    expect(unknown.json<{ error: { reason: string } }>().error.reason).toBe("unknown-decision");
+    expect(unknown.body).not.toContain("<script>");
   });
 
   it("uses the client address from X-Forwarded-For of a trusted proxy for the decision", async () => {
