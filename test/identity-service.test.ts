@@ -391,6 +391,21 @@ describe.each(allEngines.map((e) => [e.name, e] as [string, Engine]))(
       });
     });
 
+    it("unlock clears a user's lockout (the source address keeps its own count)", async () => {
+      const { totpSecret } = await addAlice();
+      for (let i = 0; i < 3; i++) {
+        await refusal(login({ password: "wrong-password", sourceIp: `198.51.100.${i}` }));
+      }
+      expect((await refusal(login({ secret: totpSecret }))).code).toBe("ZT_MFA_LOCKED");
+      await idp.unlock("alice");
+      expect((await login({ secret: totpSecret })).name).toBe("alice");
+      await ctx.audit.flush();
+      const kinds = (await ctx.store.db.selectFrom("audit_events").select("kind").execute()).map(
+        (r) => r.kind,
+      );
+      expect(kinds).toContain("user.unlock");
+    });
+
     it("lockout per source address: a spray over three users from one address locks the address", async () => {
       const { totpSecret } = await addAlice();
       for (const name of ["bob", "carol", "dave"])
