@@ -76,6 +76,18 @@ export class GrantCache {
     return r.user;
   }
 
+  /** Drops one grant from memory at once (an event said it ended); returns its owner. */
+  forget(requestId: string): string | undefined {
+    for (const [user, list] of this.#byUser) {
+      const kept = list.filter((g) => g.id !== requestId);
+      if (kept.length === list.length) continue;
+      if (kept.length === 0) this.#byUser.delete(user);
+      else this.#byUser.set(user, kept);
+      return user;
+    }
+    return undefined;
+  }
+
   /** The earliest expiry among held grants (for the expiry timer). */
   nextExpiry(): number | undefined {
     let min: number | undefined;

@@ -85,6 +85,13 @@ export class Reevaluator {
     } while (q !== this.#queue);
   }
 
+  /** Runs the periodic pass now, in order with queued events (tests, after moving the clock). */
+  runTick(): Promise<RecheckResult> {
+    return new Promise((resolve, reject) => {
+      this.#enqueue(() => this.tick().then(resolve, reject));
+    });
+  }
+
   /** Handles one event (exposed for tests; normally called from the subscription). */
   async handle(e: ZtEvent): Promise<RecheckResult | undefined> {
     const d = this.#d;
@@ -135,7 +142,10 @@ export class Reevaluator {
       }
       case "grant.changed": {
         const requestId = typeof e.data["requestId"] === "string" ? e.data["requestId"] : undefined;
-        const user = requestId ? await d.grants.refresh(requestId) : undefined;
+        // An ended grant leaves memory before any store read: the cut must not wait on I/O.
+        const ended =
+          e.data["status"] !== "approved" && requestId ? d.grants.forget(requestId) : undefined;
+        const user = ended ?? (requestId ? await d.grants.refresh(requestId) : undefined);
         this.#armExpiry();
         const name = user ?? (typeof e.data["user"] === "string" ? e.data["user"] : undefined);
         return this.recheck(
@@ -330,10 +340,7 @@ export async function startContinuousVerification(
     risk,
     access,
     reevaluator,
-    tick: async () => {
-      await reevaluator.idle();
-      return reevaluator.tick();
-    },
+    tick: () => reevaluator.runTick(),
     close: () => reevaluator.close(),
   };
 }
