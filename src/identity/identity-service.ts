@@ -84,7 +84,7 @@ export type LoginFailureReason =
   | "mfa-not-enrolled";
 
 const TOTP_PURPOSE = (userId: string) => `identity.totp:${userId}`;
-/** Lockout rows untouched for this long (and not locked) are deleted. */
+/** Every this many settled attempts, lockout rows idle for longer than a full lockout are deleted. */
 const PRUNE_EVERY = 64;
 
 type Db = Kysely<Tables> | Transaction<Tables>;
