@@ -1,7 +1,7 @@
 import type { KeyObject } from "node:crypto";
 import type { Store } from "../store/index.js";
 import { GENESIS_HASH } from "./audit-chain.js";
-import { ChainVerifier, type ChainProblem, type StoredRow } from "./chain-verifier.js";
+import { ChainVerifier, type ChainProblem, type RawRow, type StoredRow } from "./chain-verifier.js";
 import {
   parseCheckpoint,
   publicKeyFromJwk,
@@ -116,13 +116,43 @@ export async function verifyAuditLog(
   const earlyCp = checkCps();
   if (earlyCp) return fail(fromSeq, 0, verifier.lastSeq, verifier.headHash, cpChecked, earlyCp);
 
-  while (true) {
+  while (store.sqlite) {
+    // SQLite fast path: rows as arrays in canonical order (see ChainVerifier.pushRaw).
+    const rows = reader.rawPage!(after, pageSize);
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      const problem = verifier.pushRaw(row, reader.seqOfHashSync());
+      if (problem)
+        return fail(
+          fromSeq,
+          verifier.checked,
+          verifier.lastSeq,
+          verifier.headHash,
+          cpChecked,
+          problem,
+        );
+      const cpProblem = checkCps();
+      if (cpProblem)
+        return fail(
+          fromSeq,
+          verifier.checked,
+          verifier.lastSeq,
+          verifier.headHash,
+          cpChecked,
+          cpProblem,
+        );
+    }
+    after = rows[rows.length - 1]![0];
+    options.onProgress?.(verifier.checked, total);
+    if (rows.length < pageSize) break;
+  }
+  while (!store.sqlite) {
     const rows = await reader.page(after, pageSize);
     if (rows.length === 0) break;
     for (const row of rows) {
       const problem = verifier.push(row, reader.seqOfHashSync());
       if (problem) {
-        if (problem.kind === "altered" && !store.sqlite) {
+        if (problem.kind === "altered") {
           // PostgreSQL has no synchronous lookup: classify the broken link now.
           const refined = await refine(reader, row, verifier);
           return fail(
@@ -214,6 +244,8 @@ async function trustedKeys(store: Store, options: VerifyAuditOptions): Promise<K
 
 interface RowReader {
   page(afterSeq: number, limit: number): Promise<StoredRow[]>;
+  /** SQLite only: rows as arrays (canonical order, then prev_hash, hash). */
+  rawPage?: (afterSeq: number, limit: number) => RawRow[];
   hashAt(seq: number): Promise<string | undefined>;
   headSeq(): Promise<number>;
   seqOfHash(hash: string): Promise<number | undefined>;
@@ -227,11 +259,15 @@ function rowReader(store: Store): RowReader {
     const page = sqlite.prepare(
       `SELECT ${COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`,
     );
+    const rawPage = sqlite
+      .prepare(`SELECT ${COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`)
+      .raw(true);
     const hashAt = sqlite.prepare("SELECT hash FROM audit_events WHERE seq = ?");
     const head = sqlite.prepare("SELECT MAX(seq) AS m FROM audit_events");
     const byHash = sqlite.prepare("SELECT seq FROM audit_events WHERE hash = ? LIMIT 1");
     return {
       page: async (afterSeq, limit) => page.all(afterSeq, limit) as StoredRow[],
+      rawPage: (afterSeq, limit) => rawPage.all(afterSeq, limit) as RawRow[],
       hashAt: async (seq) =>
         (hashAt.get(seq) as { hash: string | null } | undefined)?.hash ?? undefined,
       headSeq: async () => Number((head.get() as { m: number | null }).m ?? 0),

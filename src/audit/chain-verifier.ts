@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { chainDigest, chainHash, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
 
 export type ChainProblemKind =
@@ -53,6 +54,29 @@ export class ChainVerifier {
    * Checks the next row. `seqOfHash` answers "which seq stores this hash?" and is
    * called only when a link is broken, to tell a reordering from an alteration.
    */
+  /**
+   * Fast path for a row read as an array in canonical column order followed by
+   * `prev_hash, hash` (SQLite raw mode): the canonical text is the JSON of the first 13
+   * values, identical to {@link canonicalRecord}. Falls back to `push` on any mismatch.
+   */
+  pushRaw(row: RawRow, seqOfHash: (hash: string) => number | undefined): ChainProblem | undefined {
+    if (row[0] === this.#expectedSeq && row[13] === this.#prev) {
+      const digest = createHash("sha256")
+        .update(this.#prevBuf)
+        .update(JSON.stringify(row.slice(0, 13)))
+        .digest();
+      const computed = digest.toString("hex");
+      if (computed === row[14]) {
+        this.#prev = computed;
+        this.#prevBuf = digest;
+        this.#expectedSeq++;
+        this.#checked++;
+        return undefined;
+      }
+    }
+    return this.push(rawToRow(row), seqOfHash);
+  }
+
   push(row: StoredRow, seqOfHash: (hash: string) => number | undefined): ChainProblem | undefined {
     const seq = Number(row.seq);
     if (seq !== this.#expectedSeq) {
@@ -92,4 +116,43 @@ export class ChainVerifier {
     }
     return { seq, kind: "altered", detail: `content does not match its hash` };
   }
+}
+
+/** seq, id, ts, kind, outcome, subject, source_ip, route, action, decision_id, policies, reason, data, prev_hash, hash */
+export type RawRow = [
+  number,
+  string,
+  number,
+  string,
+  string,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string,
+  string | null,
+  string | null,
+];
+
+export function rawToRow(r: RawRow): StoredRow {
+  return {
+    seq: r[0],
+    id: r[1],
+    ts: r[2],
+    kind: r[3],
+    outcome: r[4],
+    subject: r[5],
+    source_ip: r[6],
+    route: r[7],
+    action: r[8],
+    decision_id: r[9],
+    policies: r[10],
+    reason: r[11],
+    data: r[12],
+    prev_hash: r[13],
+    hash: r[14],
+  };
 }
