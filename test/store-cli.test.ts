@@ -65,6 +65,27 @@ describe.each(ENGINES)("zt db: $name", (engine: Engine) => {
   });
 });
 
+describe.each(ENGINES)("zt db: $name, four processes migrating at once", (engine: Engine) => {
+  it("all succeed; exactly one applies the migrations", async () => {
+    const t = await engine.fresh();
+    try {
+      const runs = await Promise.all([1, 2, 3, 4].map(() => zt(t, ["db", "migrate", "--json"])));
+      for (const r of runs) expect(r.code, r.stderr).toBe(0);
+      const applied = runs.map(
+        (r) => (JSON.parse(r.stdout) as { applied_now: string[] }).applied_now,
+      );
+      expect(applied.filter((a) => a.length > 0)).toEqual([MIGRATIONS]);
+      const status = JSON.parse((await zt(t, ["db", "status", "--json"])).stdout) as {
+        applied: number;
+        pending: number;
+      };
+      expect(status).toMatchObject({ applied: MIGRATIONS.length, pending: 0 });
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe("zt db: PostgreSQL unreachable", () => {
   it("exits 74 with ZT_STORE naming the host, never the password", async () => {
     const t = await ENGINES[0]!.fresh();
