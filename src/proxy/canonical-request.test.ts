@@ -82,3 +82,21 @@ describe("canonicalizeRequest", () => {
     expect(canonicalizeRequest("/", "evil.com@good.com").ok).toBe(false);
   });
 });
+
+describe("segment encoding fast path", () => {
+  // The reference: encode everything, then restore the sub-delimiters zt keeps.
+  const reference = (s: string) =>
+    encodeURIComponent(s).replace(/%(40|3A|2C|2B|3D|24|26|21|27|28|29|2A)/g, (m) =>
+      decodeURIComponent(m),
+    );
+  it("re-encodes a decoded segment exactly like the reference (differential property)", () => {
+    const ch = fc.constantFrom(..."aZ09-_.!~*'()@:,+=$&é ?#[]\"<>^`{|}".split(""));
+    fc.assert(
+      fc.property(fc.array(ch, { minLength: 1, maxLength: 12 }), (chars) => {
+        const seg = chars.join("").replace(/^\.+$/, "x");
+        const r = canonicalPath("/" + encodeURIComponent(seg));
+        return r.ok && r.path === "/" + reference(seg);
+      }),
+    );
+  });
+});

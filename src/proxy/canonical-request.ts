@@ -157,7 +157,12 @@ export function canonicalPath(
   return { ok: true, path };
 }
 
+// Characters a canonical segment keeps as they are (encodeSegment's output alphabet
+// minus "%"): a segment made only of these is returned unchanged, without encoding.
+const PLAIN_SEGMENT = /^[A-Za-z0-9\-_.!~*'()@:,+=$&]*$/;
+
 function encodeSegment(s: string): string {
+  if (PLAIN_SEGMENT.test(s)) return s;
   return encodeURIComponent(s)
     .replace(/%40/g, "@")
     .replace(/%3A/g, ":")

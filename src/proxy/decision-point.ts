@@ -55,6 +55,7 @@ export class DecisionPoint {
   /** local_hour for the minute `#hourMinute` (zone offsets are whole quarter hours). */
   #hourMinute = -1;
   #hour = 0;
+  readonly #labels = new Map<string, string>();
   readonly #contributors: ContextContributor[] = [];
 
   constructor(ctx: AppContext, engine: () => PolicyEngine, entities: EntityView) {
@@ -78,8 +79,20 @@ export class DecisionPoint {
   }
 
   networkLabel(ip: string): string {
-    for (const n of this.#networks) if (n.set.has(ip)) return n.label;
-    return "unknown";
+    // Remembered per address: BlockList.check allocates on every call.
+    let label = this.#labels.get(ip);
+    if (label === undefined) {
+      label = "unknown";
+      for (const n of this.#networks) {
+        if (n.set.has(ip)) {
+          label = n.label;
+          break;
+        }
+      }
+      if (this.#labels.size >= 10_000) this.#labels.clear();
+      this.#labels.set(ip, label);
+    }
+    return label;
   }
 
   #localHour(now: number): number {

@@ -9,20 +9,24 @@
  *  - 403 + `X-Zt-Decision-Id` + `X-Zt-Reason` and the explained denial body.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { CidrSet } from "../core/cidr.js";
 import type { Clock } from "../core/clock.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import { factsFor, type AuthOutcome } from "./authenticate.js";
 import type { DecisionPoint } from "./decision-point.js";
-import { readOriginalRequest, resolveClientIp, type OriginalRequest } from "./forwarded-headers.js";
+import {
+  readOriginalRequest,
+  resolveClientIp,
+  type AddressSet,
+  type OriginalRequest,
+} from "./forwarded-headers.js";
 import { sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
 import type { RecentDenials } from "./recent-denials.js";
 import type { RouteTable } from "./route-table.js";
 
 export interface ForwardAuthDeps {
   routes: RouteTable;
-  trusted: CidrSet;
+  trusted: AddressSet;
   authenticate(headers: IncomingMessage["headers"]): Promise<AuthOutcome>;
   decisions: DecisionPoint;
   assertions: AssertionSigner;

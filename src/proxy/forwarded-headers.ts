@@ -5,8 +5,7 @@
  * caller decides whether the peer is a trusted proxy; from anyone else these headers
  * must not be read at all.
  */
-import type { CidrSet } from "../core/cidr.js";
-import { normalizeIp } from "../core/cidr.js";
+import { CidrSet, normalizeIp } from "../core/cidr.js";
 import { isIP } from "node:net";
 import { canonicalizeRequest, type CanonicalRefusal } from "./canonical-request.js";
 
@@ -168,7 +167,7 @@ function build(
 export function resolveClientIp(
   peer: string,
   xff: string | string[] | undefined,
-  trusted: CidrSet,
+  trusted: AddressSet,
 ): string {
   const ip = normalizeIp(peer);
   if (xff === undefined || !trusted.has(ip)) return ip;
@@ -184,4 +183,32 @@ export function resolveClientIp(
     last = cand;
   }
   return last;
+}
+
+/** Anything that answers "is this address in the set?". */
+export interface AddressSet {
+  has(address: string): boolean;
+}
+
+/**
+ * `trusted_proxies` with the answer remembered per address: `BlockList.check` builds a
+ * SocketAddress on every call, and a PEP sees the same few peer addresses all day.
+ */
+export class TrustedProxies implements AddressSet {
+  readonly #set: CidrSet;
+  readonly #memo = new Map<string, boolean>();
+
+  constructor(cidrs: readonly string[]) {
+    this.#set = new CidrSet(cidrs, "trusted_proxies");
+  }
+
+  has(address: string): boolean {
+    let v = this.#memo.get(address);
+    if (v === undefined) {
+      v = this.#set.has(address);
+      if (this.#memo.size >= 10_000) this.#memo.clear();
+      this.#memo.set(address, v);
+    }
+    return v;
+  }
 }

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { AppContext } from "../app/index.js";
 import { isZtError, ZtError } from "../core/errors.js";
-import { CidrSet, normalizeIp } from "../core/cidr.js";
+import { normalizeIp } from "../core/cidr.js";
 import { parseDuration } from "../core/duration.js";
 import type { ResolvedRoute } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
@@ -16,7 +16,7 @@ import { createAuthenticator, factsFor, type Authenticated } from "./authenticat
 import { canonicalizeRequest } from "./canonical-request.js";
 import type { Decision, DecisionPoint } from "./decision-point.js";
 import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
-import { resolveClientIp } from "./forwarded-headers.js";
+import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
 import { LiveConnections } from "./live-connections.js";
 import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
@@ -76,7 +76,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const cookieName = cfg.session.cookie_name;
   const live = new LiveConnections();
   const perSource = new Map<string, number>();
-  const trusted = new CidrSet(cfg.trusted_proxies, "trusted_proxies");
+  const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
   const maxBody = cfg.limits.max_body_bytes;
   const authenticate = createAuthenticator(s.sessions, s.snapshot, cookieName);
@@ -158,8 +158,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
 
   /** Two Host headers: which one did the client mean? Refuse (Node keeps only the first). */
   function duplicateHost(req: IncomingMessage): boolean {
-    const h = req.headersDistinct["host"];
-    return h !== undefined && h.length > 1;
+    // rawHeaders, not headersDistinct: that getter builds a new object per request.
+    const raw = req.rawHeaders;
+    let n = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      if (name.length === 4 && name.toLowerCase() === "host" && ++n > 1) return true;
+    }
+    return false;
   }
 
   function unauthenticated(
