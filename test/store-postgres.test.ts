@@ -93,6 +93,13 @@ describe("database_url parsing", () => {
     expect((err as Error).message).toMatch(why);
   });
 
+  it("openStore refuses a database_url that is not PostgreSQL rather than falling back to SQLite", async () => {
+    const err = await caught(openStore({ dataDir: tmpdir(), databaseUrl: "mysql://u:pw@h/db" }));
+    expect(err.code).toBe("ZT_CONFIG_INVALID");
+    expect(err.message).toMatch(/^database_url: expected a postgres/);
+    expect(err.message).not.toContain("pw");
+  });
+
   it("redacts the password for display", () => {
     expect(redactDatabaseUrl("postgres://zt:s3cret@h:5432/db")).toBe("postgres://zt:***@h:5432/db");
   });

@@ -61,14 +61,16 @@ pg.types.setTypeParser(20, (v) => Number(v));
 
 /**
  * Opens the store and runs pending migrations. `databaseUrl` = postgres://… selects
- * PostgreSQL, anything else the SQLite file in `dataDir`. Concurrent openers (several
+ * PostgreSQL, no URL the SQLite file in `dataDir`. Concurrent openers (several
  * replicas starting at once) are serialised: PostgreSQL by Kysely's advisory lock,
  * SQLite by a write transaction around the migration run.
  */
 export async function openStore(options: StoreOptions): Promise<Store> {
-  const store = isPostgresUrl(options.databaseUrl)
-    ? await openPostgres(options)
-    : openSqlite(options.dataDir);
+  const url = options.databaseUrl?.trim();
+  // Anything but postgres:// is refused (naming what is wrong, never echoing the URL,
+  // which may hold a password) rather than silently falling back to SQLite.
+  if (url && !isPostgresUrl(url)) parseDatabaseUrl(url);
+  const store = url ? await openPostgres(options) : openSqlite(options.dataDir);
   if (options.migrate === false) return store;
   try {
     await migrateStore(store);
