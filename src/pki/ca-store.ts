@@ -20,6 +20,8 @@ import {
   type SigningCa,
 } from "./x509-build.js";
 import { ed25519PublicBlob, sshKeyLine } from "./ssh/ssh-key.js";
+import { readDerChildren } from "./der.js";
+import type { FastIssuer } from "./svid-der.js";
 import type { PkiSettings } from "./pki-config.js";
 
 export type X509CaKind = "root" | "intermediate";
@@ -27,6 +29,8 @@ export type SshCaKind = "ssh-user" | "ssh-host";
 
 /** An X.509 CA as loaded: able to sign, plus a node:crypto view for fast verification. */
 export interface X509Ca extends SigningCa {
+  /** For the hand-written issuance path (svid-der.ts). */
+  fast: FastIssuer;
   kind: X509CaKind;
   parentId: string | null;
   status: "active" | "retired";
@@ -275,9 +279,14 @@ export class CaStore {
   async #loadX509(row: CaRow): Promise<X509Ca> {
     const pkcs8 = this.#box.open(purpose(row.id), row.private_sealed);
     const signingKey = await subtle.importKey("pkcs8", pkcs8, EC_P256_KEYGEN, false, ["sign"]);
+    const privateKey = createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" });
     pkcs8.fill(0);
     const cert = new x509.X509Certificate(row.cert);
     const der = Buffer.from(cert.rawData);
+    const keyId = keyIdentifier(Buffer.from(cert.publicKey.rawData));
+    // TBSCertificate field 6 (index 5) is the subject: issued certificates copy it verbatim as issuer.
+    const tbs = readDerChildren(readDerChildren(der)[0]!.content)[0]!;
+    const subjectDer = Buffer.from(readDerChildren(tbs.content)[5]!.whole);
     return {
       id: row.id,
       kind: row.kind as X509CaKind,
@@ -288,8 +297,9 @@ export class CaStore {
       pem: row.cert,
       node: new X509Certificate(der),
       signingKey,
-      keyId: keyIdentifier(Buffer.from(cert.publicKey.rawData)),
+      keyId,
       notAfterMs: cert.notAfter.getTime(),
+      fast: { subjectDer, keyId, privateKey },
     };
   }
 

@@ -1,7 +1,6 @@
 import { createPublicKey, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import { readDerChildren, pemOrDer } from "./der.js";
-import { x509 } from "./x509-lib.js";
 
 /** The largest CSR we read (a P-256 CSR with a few SANs is ~500 bytes). */
 export const MAX_CSR_BYTES = 16 * 1024;
@@ -47,26 +46,136 @@ export function classifyKey(key: KeyObject): SubjectKeyType {
   );
 }
 
+/** DER prefixes of P-256 / P-384 SubjectPublicKeyInfo with an uncompressed point (RFC 5480). */
+const EC_SPKI_PREFIXES = [
+  {
+    type: "ec-p256" as const,
+    crv: "P-256",
+    size: 32,
+    prefix: Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004", "hex"),
+  },
+  {
+    type: "ec-p384" as const,
+    crv: "P-384",
+    size: 48,
+    prefix: Buffer.from("3076301006072a8648ce3d020106052b81040022036200" + "04", "hex"),
+  },
+];
+
+/**
+ * Hot path: OpenSSL 3 decodes an SPKI through its generic decoder chain, which costs
+ * about twice a JWK import of the same point, so the common EC keys are imported from
+ * their coordinates (still validated on the curve by OpenSSL). Anything else: null.
+ */
+function importEcSpki(spki: Buffer): { key: KeyObject; type: SubjectKeyType } | null {
+  for (const c of EC_SPKI_PREFIXES) {
+    if (
+      spki.length !== c.prefix.length + 2 * c.size ||
+      !spki.subarray(0, c.prefix.length).equals(c.prefix)
+    )
+      continue;
+    const x = spki.subarray(c.prefix.length, c.prefix.length + c.size).toString("base64url");
+    const y = spki.subarray(c.prefix.length + c.size).toString("base64url");
+    return {
+      key: createPublicKey({ key: { kty: "EC", crv: c.crv, x, y }, format: "jwk" }),
+      type: c.type,
+    };
+  }
+  return null;
+}
+
+/** Signature algorithms a CSR may use, by AlgorithmIdentifier OID (hex of the OID's content). */
+const SIGNATURE_OIDS: Record<string, { name: "ECDSA" | "RSA" | "Ed25519"; hash: string | null }> = {
+  "2a8648ce3d040302": { name: "ECDSA", hash: "sha256" },
+  "2a8648ce3d040303": { name: "ECDSA", hash: "sha384" },
+  "2a8648ce3d040304": { name: "ECDSA", hash: "sha512" },
+  "2a864886f70d01010b": { name: "RSA", hash: "sha256" },
+  "2a864886f70d01010c": { name: "RSA", hash: "sha384" },
+  "2a864886f70d01010d": { name: "RSA", hash: "sha512" },
+  "2b6570": { name: "Ed25519", hash: null },
+};
+
+function signatureAlgorithm(algId: Buffer): {
+  name: "ECDSA" | "RSA" | "Ed25519";
+  hash: string | null;
+} {
+  const [oid] = readDerChildren(algId);
+  const alg = oid && oid.tag === 0x06 ? SIGNATURE_OIDS[oid.content.toString("hex")] : undefined;
+  if (!alg)
+    throw invalid(
+      "CSR signature algorithm is not supported (use ECDSA with SHA-256)",
+      "signature-algorithm",
+    );
+  return alg;
+}
+
 function hashFor(
-  alg: { name: string; hash?: { name: string } },
+  alg: { name: string; hash: string | null },
   keyType: SubjectKeyType,
 ): string | null {
-  const hash = alg.hash?.name;
-  const h =
-    hash === "SHA-256"
-      ? "sha256"
-      : hash === "SHA-384"
-        ? "sha384"
-        : hash === "SHA-512"
-          ? "sha512"
-          : undefined;
-  if (alg.name === "ECDSA" && keyType.startsWith("ec-") && h) return h;
-  if (alg.name === "RSASSA-PKCS1-v1_5" && keyType === "rsa" && h) return h;
+  if (alg.name === "ECDSA" && keyType.startsWith("ec-")) return alg.hash;
+  if (alg.name === "RSA" && keyType === "rsa") return alg.hash;
   if (alg.name === "Ed25519" && keyType === "ed25519") return null;
   throw invalid(
-    `CSR signature algorithm ${alg.name}${hash ? `/${hash}` : ""} does not fit its ${keyType} key`,
+    `CSR signature algorithm ${alg.name} does not fit its ${keyType} key`,
     "signature-algorithm",
   );
+}
+
+const OID_EXTENSION_REQUEST = "2a864886f70d01090e";
+const OID_SAN = "551d11";
+
+/** The GeneralNames of a subjectAltName in the CSR's extensionRequest attribute (RFC 2985 §5.4.2). */
+function requestedSans(attributes: Buffer) {
+  for (const attr of readDerChildren(attributes)) {
+    const [type, values] = readDerChildren(attr.content);
+    if (!type || type.tag !== 0x06 || type.content.toString("hex") !== OID_EXTENSION_REQUEST)
+      continue;
+    if (!values || values.tag !== 0x31)
+      throw invalid("CSR extensionRequest is malformed", "der-malformed");
+    const [extensions] = readDerChildren(values.content);
+    if (!extensions || extensions.tag !== 0x30)
+      throw invalid("CSR extensionRequest is malformed", "der-malformed");
+    for (const ext of readDerChildren(extensions.content)) {
+      const fields = readDerChildren(ext.content);
+      const oid = fields[0];
+      const value = fields[fields.length - 1];
+      if (!oid || oid.tag !== 0x06 || !value || value.tag !== 0x04)
+        throw invalid("CSR extension is malformed", "der-malformed");
+      if (oid.content.toString("hex") !== OID_SAN) continue;
+      const [names] = readDerChildren(value.content);
+      if (!names || names.tag !== 0x30)
+        throw invalid("CSR subjectAltName is malformed", "san-malformed");
+      return readDerChildren(names.content);
+    }
+  }
+  return [];
+}
+
+/** An iPAddress GeneralName as text (IPv6 in RFC 5952 compressed form). */
+function formatIp(b: Buffer): string {
+  if (b.length === 4) return [...b].join(".");
+  if (b.length !== 16) throw invalid("CSR iPAddress SAN must be 4 or 16 bytes", "san-malformed");
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hexs = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hexs.join(":");
+  return `${hexs.slice(0, bestStart).join(":")}::${hexs.slice(bestStart + bestLen).join(":")}`;
 }
 
 /**
@@ -106,13 +215,21 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
     throw invalid("CSR signature is not a whole-byte BIT STRING", "der-malformed");
   const signature = sigBits.subarray(1);
 
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(der);
-  } catch {
-    throw invalid("CSR could not be parsed as PKCS#10", "der-malformed");
+  const alg = signatureAlgorithm(parts[1]!.content);
+  // CertificationRequestInfo ::= SEQUENCE { version, subject, subjectPKInfo, attributes [0] }
+  const cri = readDerChildren(parts[0]!.content);
+  if (
+    cri.length !== 4 ||
+    cri[0]!.tag !== 0x02 ||
+    cri[1]!.tag !== 0x30 ||
+    cri[2]!.tag !== 0x30 ||
+    cri[3]!.tag !== 0xa0
+  ) {
+    throw invalid("CSR info does not have the PKCS#10 structure", "der-malformed");
   }
-  const spki = Buffer.from(csr.publicKey.rawData);
+  if (cri[0]!.content.length !== 1 || cri[0]!.content[0] !== 0)
+    throw invalid("CSR version must be 0 (v1)", "der-malformed");
+  const spki = Buffer.from(cri[2]!.whole);
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey({ key: spki, format: "der", type: "spki" });
@@ -122,12 +239,6 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
     });
   }
   const keyType = classifyKey(publicKey);
-  let alg: { name: string; hash?: { name: string } };
-  try {
-    alg = csr.signatureAlgorithm as { name: string; hash?: { name: string } };
-  } catch {
-    throw invalid("CSR signature algorithm is not supported", "signature-algorithm");
-  }
   const hash = hashFor(alg, keyType);
   const ok = cryptoVerify(
     hash,
@@ -144,18 +255,15 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
   const uris: string[] = [];
   const dnsNames: string[] = [];
   const ips: string[] = [];
-  try {
-    const ext = csr.getExtension("2.5.29.17");
-    const san = ext ? new x509.SubjectAlternativeNameExtension(ext.rawData) : null;
-    for (const n of san?.names.items ?? []) {
-      if (n.type === "url") uris.push(n.value);
-      else if (n.type === "dns") dnsNames.push(n.value);
-      else if (n.type === "ip") ips.push(n.value);
-      else throw invalid(`CSR asks for an unsupported SAN type ${n.type}`, "san-type");
-    }
-  } catch (e) {
-    if (e instanceof ZtError) throw e;
-    throw invalid("CSR subjectAltName request could not be parsed", "san-malformed");
+  for (const name of requestedSans(cri[3]!.content)) {
+    if (name.tag === 0x86) uris.push(name.content.toString("latin1"));
+    else if (name.tag === 0x82) dnsNames.push(name.content.toString("latin1"));
+    else if (name.tag === 0x87) ips.push(formatIp(name.content));
+    else
+      throw invalid(
+        `CSR asks for an unsupported SAN type (tag 0x${name.tag.toString(16)})`,
+        "san-type",
+      );
   }
   return { der, spki, publicKey, keyType, uris, dnsNames, ips };
 }

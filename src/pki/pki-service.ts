@@ -13,6 +13,8 @@ import { CaStore, type CaSet, type X509Ca } from "./ca-store.js";
 import { ClientCertVerifier, type ClientCertResult } from "./client-cert.js";
 import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
 import { toPem } from "./der.js";
+import { buildSvidFast } from "./svid-der.js";
+import { CertRecorder } from "./cert-recorder.js";
 import { parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
 import {
@@ -119,6 +121,7 @@ export class PkiService {
   #crlBuilding: Promise<Buffer> | undefined;
   readonly #serverTls = new Map<string, ServerTlsEntry>();
   #unsubscribe: (() => void) | undefined;
+  readonly #recorder: CertRecorder;
 
   private constructor(
     ctx: AppContext,
@@ -132,6 +135,7 @@ export class PkiService {
     this.#caStore = caStore;
     this.#cas = cas;
     this.#issuerCerts = cas.intermediates.map((i) => i.node);
+    this.#recorder = new CertRecorder(ctx.store);
     this.ssh = new SshAuthority(ctx, settings, () => this.#cas, options.authorizeSshSign);
   }
 
@@ -467,7 +471,7 @@ export class PkiService {
     // Never beyond the issuer.
     const notAfterMs = Math.min(now + ttlMs, issuer.notAfterMs);
     const serial = randomSerialHex();
-    const der = await buildSvid(issuer, {
+    const der = buildSvidFast(issuer.fast, {
       serial,
       spiffeId,
       dnsNames: dns,
@@ -476,23 +480,20 @@ export class PkiService {
       notAfter: new Date(notAfterMs),
       spki,
     });
-    await this.ctx.store.db
-      .insertInto("pki_certs")
-      .values({
-        serial,
-        issuer_id: issuer.id,
-        spiffe_id: spiffeId,
-        dns_names: JSON.stringify([...dns, ...ips]),
-        not_before: notBeforeMs,
-        // X.509 times have second precision.
-        not_after: Math.floor(notAfterMs / 1000) * 1000,
-        created_at: now,
-        key_sha256: createHash("sha256").update(spki).digest("hex"),
-        requested_by: requestedBy,
-        revoked_at: null,
-        revoke_reason: null,
-      })
-      .execute();
+    await this.#recorder.record({
+      serial,
+      issuer_id: issuer.id,
+      spiffe_id: spiffeId,
+      dns_names: JSON.stringify([...dns, ...ips]),
+      not_before: notBeforeMs,
+      // X.509 times have second precision.
+      not_after: Math.floor(notAfterMs / 1000) * 1000,
+      created_at: now,
+      key_sha256: createHash("sha256").update(spki).digest("hex"),
+      requested_by: requestedBy,
+      revoked_at: null,
+      revoke_reason: null,
+    });
     const certPem = toPem(der, "CERTIFICATE");
     return {
       serial,
