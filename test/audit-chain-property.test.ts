@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { canonicalRecord, chainHash, GENESIS_HASH } from "../src/audit/audit-chain.js";
 import { ChainVerifier, rawToRow, type RawRow } from "../src/audit/chain-verifier.js";
+import { redactedJson, redactedJsonReference } from "../src/audit/redact.js";
 
 const text = fc.string({ unit: "grapheme", maxLength: 40 });
 const nullable = fc.option(text, { nil: null });
@@ -80,6 +81,43 @@ describe("verify fast path (raw rows) is equivalent to the reference path", () =
           expect(fast.headHash).toBe(ref.headHash);
         },
       ),
+    );
+  });
+});
+
+describe("redaction fast path equals the replacer walk", () => {
+  const key = fc.oneof(
+    fc.string({ maxLength: 12 }),
+    fc.constantFrom(
+      "password",
+      "Password",
+      "TOTP_CODE",
+      "totp-code",
+      "access_token",
+      "cookie",
+      "code",
+      "pass-word",
+      "tokens",
+      "api-key",
+    ),
+  );
+  const value = fc.letrec((tie) => ({
+    v: fc.oneof(
+      { depthSize: "small" },
+      fc.string({ maxLength: 10 }),
+      fc.integer(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie("v"), { maxLength: 3 }),
+      fc.dictionary(key, tie("v"), { maxKeys: 4 }),
+    ),
+  })).v;
+  it("for arbitrary nested data with sensitive and look-alike keys", () => {
+    fc.assert(
+      fc.property(fc.dictionary(key, value, { maxKeys: 6 }), (data) => {
+        expect(redactedJson(data)).toBe(redactedJsonReference(data));
+      }),
+      { numRuns: 500 },
     );
   });
 });

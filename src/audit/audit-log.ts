@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { Statement } from "better-sqlite3";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
-import { newId } from "../core/ids.js";
+import { randomBytes } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
 import { chainDigest, GENESIS_HASH } from "./audit-chain.js";
@@ -86,7 +86,7 @@ export class AuditLog implements AuditSink {
 
   /** Buffers a record; returns its id. Never throws on the hot path. */
   record(input: AuditInput): string {
-    const id = newId("evt");
+    const id = nextEventId();
     let data: string;
     try {
       data = redactedJson(input.data);
@@ -259,4 +259,17 @@ function chainBatch(rows: AuditRowChained[], headSeq: number, headHash: string):
     prev = chainDigest(prev, r);
     r.hash = prevHex = prev.toString("hex");
   }
+}
+
+/** Event ids as `newId("evt")` makes them (128 random bits, base64url), from a pooled buffer. */
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+function nextEventId(): string {
+  if (idOffset + 16 > idPool.length) {
+    idPool = randomBytes(16 * 1024);
+    idOffset = 0;
+  }
+  const id = `evt_${idPool.toString("base64url", idOffset, idOffset + 16)}`;
+  idOffset += 16;
+  return id;
 }

@@ -44,8 +44,26 @@ function replacer(key: string, value: unknown): unknown {
   return key !== "" && isSensitiveKey(key) ? REDACTED : value;
 }
 
+/**
+ * Matches `"<sensitive key>":` in JSON text. JSON.stringify writes every key as
+ * `"key":`, so when this does not match, no sensitive key is present and the plain
+ * serialisation is the redacted one (no replacer walk on the hot path).
+ */
+const SENSITIVE_IN_JSON = new RegExp(
+  `"(?:${[...SENSITIVE_KEYS].map((k) => k.replaceAll("_", "[-_]")).join("|")})":`,
+  "i",
+);
+
 /** JSON text of `data` with every sensitive key's value replaced by `[redacted]`. */
 export function redactedJson(data: Record<string, unknown> | undefined): string {
+  if (data === undefined) return "{}";
+  const plain = JSON.stringify(data) ?? "{}";
+  if (!SENSITIVE_IN_JSON.test(plain)) return plain;
+  return JSON.stringify(data, replacer) ?? "{}";
+}
+
+/** The reference implementation (always walks with the replacer), for tests. */
+export function redactedJsonReference(data: Record<string, unknown> | undefined): string {
   if (data === undefined) return "{}";
   return JSON.stringify(data, replacer) ?? "{}";
 }
