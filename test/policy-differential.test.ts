@@ -361,7 +361,7 @@ describe("compiled engine vs cedar-wasm (differential)", () => {
     expect(outcomes.allow).toBeGreaterThan(0);
     expect(outcomes.deny).toBeGreaterThan(0);
     expect(outcomes.errors).toBeGreaterThan(0);
-  });
+  }, 900_000);
 
   it("agrees with the reference engine on zt verdicts for the same inputs", () => {
     fc.assert(
@@ -390,5 +390,5 @@ describe("compiled engine vs cedar-wasm (differential)", () => {
       ),
       { numRuns: 150 },
     );
-  });
+  }, 300_000);
 });

@@ -99,7 +99,12 @@ export class ReferenceEngine implements PolicyEngine {
           this.withoutStepUpId ??= preparse(
             toWasmPolicySet(this.policySet, (id) => !isStepUpForbid(this.meta.get(id))),
           );
-          return this.call(this.withoutStepUpId, request, slice).decision === "allow";
+          // After a step-up the user has fresh MFA and the @step_up forbids are satisfied.
+          const fresh =
+            "mfa_age_seconds" in request.context
+              ? { ...request, context: { ...request.context, mfa_age_seconds: 0 } }
+              : request;
+          return this.call(this.withoutStepUpId, fresh, slice).decision === "allow";
         },
       });
     } catch (e) {

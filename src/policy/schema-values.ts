@@ -29,9 +29,18 @@ function qualify(ns: string, name: string): string {
 
 /** Builds a model from Cedar schema text (or JSON). Throws ZT_POLICY_INVALID when it does not parse. */
 export function schemaModel(schema: string | object): SchemaModel {
-  const res = cedar.schemaToJsonWithResolvedTypes(
-    typeof schema === "string" ? schema : JSON.stringify(schema),
-  );
+  let text: string;
+  if (typeof schema === "string") text = schema;
+  else {
+    const t = cedar.schemaToText(schema as Parameters<typeof cedar.schemaToText>[0]);
+    if (t.type === "failure")
+      throw new ZtError(
+        "ZT_POLICY_INVALID",
+        `schema: ${t.errors.map((e) => e.message).join("; ")}`,
+      );
+    text = t.text;
+  }
+  const res = cedar.schemaToJsonWithResolvedTypes(text);
   if (res.type === "failure")
     throw new ZtError(
       "ZT_POLICY_INVALID",

@@ -37,8 +37,9 @@ export interface VerdictInput {
   errors: PolicyError[];
   meta: ReadonlyMap<string, PolicyMeta>;
   /**
-   * Would the request be allowed if the `@step_up` forbids were satisfied (i.e. did not
-   * apply)? Only called when every determining policy is a step-up forbid.
+   * Would the request be allowed after a step-up: with fresh MFA (`mfa_age_seconds` = 0)
+   * and the `@step_up` forbids satisfied? Only called when every determining policy is a
+   * step-up forbid.
    */
   allowsWithoutStepUp: () => boolean;
 }
@@ -47,7 +48,7 @@ export interface VerdictInput {
  * zt's verdict on top of Cedar's decision:
  * - allow → `allow`;
  * - deny caused only by `@step_up` forbids, with no other forbid erroring, and allowed once
- *   those are lifted → `step-up` (re-authenticate with MFA, then retry);
+ *   MFA is fresh and those are lifted → `step-up` (re-authenticate with MFA, then retry);
  * - otherwise `deny`.
  * `reason` is the `@reason` of the first determining policy (by id) that has one, else
  * `allowed` / `step-up-required` / `forbidden`, or `no-matching-permit` / `policy-error`

@@ -256,12 +256,30 @@ export class CompiledEngine implements PolicyEngine {
 
   /** Evaluates with a prepared environment (used by tools that parse inputs with a schema). */
   evaluate(env: EvalEnv, entities: EntityView): AuthorizationResult {
+    const r = this.run(env, entities, false);
+    return decideVerdict({
+      decision: r.decision,
+      reasons: r.reasons,
+      errors: r.errors,
+      meta: this.meta,
+      // After a step-up the user has fresh MFA and the @step_up forbids are satisfied.
+      allowsWithoutStepUp: () =>
+        this.run({ ...env, context: withFreshMfa(env.context) }, entities, true).decision ===
+        "allow",
+    });
+  }
+
+  private run(
+    env: EvalEnv,
+    entities: EntityView,
+    skipStepUp: boolean,
+  ): { decision: "allow" | "deny"; reasons: string[]; errors: PolicyError[] } {
     const satisfiedForbids: string[] = [];
     const satisfiedPermits: string[] = [];
     const errors: PolicyError[] = [];
-    let stepUpOnly = true;
     const acc = env.entities;
     const visit = (p: CompiledPolicy): void => {
+      if (skipStepUp && p.stepUp) return;
       if (!scopeMatches(p.principal, env.principal, acc)) return;
       if (!actionMatches(p.action, env.action, acc)) return;
       if (!scopeMatches(p.resource, env.resource, acc)) return;
@@ -274,23 +292,15 @@ export class CompiledEngine implements PolicyEngine {
         return;
       }
       if (!sat) return;
-      if (p.effect === "forbid") {
-        satisfiedForbids.push(p.id);
-        if (!p.stepUp) stepUpOnly = false;
-      } else satisfiedPermits.push(p.id);
+      if (p.effect === "forbid") satisfiedForbids.push(p.id);
+      else satisfiedPermits.push(p.id);
     };
     this.forCandidates(env, entities, visit);
     errors.sort((a, b) => (a.policyId < b.policyId ? -1 : a.policyId > b.policyId ? 1 : 0));
     const decision =
       satisfiedForbids.length === 0 && satisfiedPermits.length > 0 ? "allow" : "deny";
     const reasons = satisfiedForbids.length > 0 ? satisfiedForbids : satisfiedPermits;
-    return decideVerdict({
-      decision,
-      reasons,
-      errors,
-      meta: this.meta,
-      allowsWithoutStepUp: () => stepUpOnly && satisfiedPermits.length > 0,
-    });
+    return { decision, reasons, errors };
   }
 
   /** Calls `visit` once for every policy whose scope index entry may match the request. */
@@ -347,6 +357,12 @@ export class CompiledEngine implements PolicyEngine {
       }
     }
   }
+}
+
+/** The context as it will be after a successful step-up: `mfa_age_seconds` = 0 (when present). */
+function withFreshMfa(ctx: CRecord): CRecord {
+  if (!ctx.map.has("mfa_age_seconds")) return ctx;
+  return new CRecord(new Map(ctx.map).set("mfa_age_seconds", 0));
 }
 
 /** Converts a JSON context record (Cedar JSON value format) to a runtime record. */

@@ -78,7 +78,18 @@ function countOf(s: string, c: string): number {
   return n;
 }
 
+const ipCache = new Map<string, IpAddr | undefined>();
+
+/** Parses an IP address or CIDR range as Cedar's `ip()` does (memoised: addresses repeat). */
 export function parseIp(s: string): IpAddr | undefined {
+  if (ipCache.has(s)) return ipCache.get(s);
+  const r = parseIpUncached(s);
+  if (ipCache.size >= 4096) ipCache.clear();
+  ipCache.set(s, r);
+  return r;
+}
+
+function parseIpUncached(s: string): IpAddr | undefined {
   if (Buffer.byteLength(s, "utf8") > 43) return undefined;
   if (countOf(s, ":") >= 2 && countOf(s, ".") >= 2) return undefined;
   const slash = s.indexOf("/");
@@ -106,6 +117,14 @@ function ipRange(ip: IpAddr): [bigint, bigint] {
 
 function isInRange(child: IpAddr, range: IpAddr): boolean {
   if (child.v6 !== range.v6) return false;
+  if (!child.v6) {
+    // Exact in doubles: every value stays below 2^33.
+    const cs = 2 ** (32 - child.prefix);
+    const rs = 2 ** (32 - range.prefix);
+    const cn = Math.floor(child.v4 / cs) * cs;
+    const rn = Math.floor(range.v4 / rs) * rs;
+    return rn <= cn && cn + cs - 1 <= rn + rs - 1;
+  }
   const [cn, cb] = ipRange(child);
   const [rn, rb] = ipRange(range);
   return rn <= cn && cb <= rb;
@@ -157,7 +176,17 @@ function daysInMonth(y: number, m: number): number {
   return [4, 6, 9, 11].includes(m) ? 30 : 31;
 }
 
+let lastDatetime: [string, DateTime | undefined] | undefined;
+
+/** Parses a datetime as Cedar's `datetime()` does (the last result is memoised). */
 export function parseDatetime(s: string): DateTime | undefined {
+  if (lastDatetime && lastDatetime[0] === s) return lastDatetime[1];
+  const r = parseDatetimeUncached(s);
+  lastDatetime = [s, r];
+  return r;
+}
+
+function parseDatetimeUncached(s: string): DateTime | undefined {
   const dm = /^([0-9]{4})-([0-9]{2})-([0-9]{2})/.exec(s);
   if (!dm) return undefined;
   const y = Number(dm[1]);

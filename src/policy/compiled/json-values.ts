@@ -1,4 +1,4 @@
-import { EXTENSION_FUNCTIONS } from "./extensions.js";
+import { EXTENSION_FUNCTIONS, parseDatetime, parseIp } from "./extensions.js";
 import { CedarEvalError, CRecord, CSet, EntityRef, longFromBigInt, type Value } from "./values.js";
 
 /**
@@ -30,6 +30,7 @@ export function valueFromJson(v: unknown): Value {
   }
   if (v === null) throw new CedarEvalError("null is not a Cedar value");
   if (Array.isArray(v)) return new CSet(v.map(valueFromJson));
+
   const o = v as Record<string, unknown>;
   const keys = Object.keys(o);
   if (keys.length === 1 && keys[0] === "__entity") return entityFromJson(o["__entity"]);
@@ -49,6 +50,16 @@ export function entityFromJson(u: unknown): EntityRef {
 export function extnFromJson(x: unknown): Value {
   const o = x as { fn?: unknown; arg?: unknown; args?: unknown } | null;
   if (!o || typeof o.fn !== "string") throw new CedarEvalError("invalid extension value");
+  // Hot path (request contexts): the two constructors the PEP uses on every request.
+  if (typeof o.arg === "string" && o.args === undefined) {
+    if (o.fn === "ip") {
+      const r = parseIp(o.arg);
+      if (r) return r;
+    } else if (o.fn === "datetime") {
+      const r = parseDatetime(o.arg);
+      if (r) return r;
+    }
+  }
   const f = EXTENSION_FUNCTIONS[o.fn];
   if (!f) throw new CedarEvalError(`unknown extension function ${o.fn}`);
   const args = Array.isArray(o.args) ? o.args : [o.arg];

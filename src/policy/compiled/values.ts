@@ -36,12 +36,16 @@ export class CRecord {
 }
 
 export class IpAddr {
+  /** The IPv4 address as a number (hot path: no bigint arithmetic); -1 for IPv6. */
+  readonly v4: number;
   constructor(
     readonly v6: boolean,
     /** 32- or 128-bit address. */
     readonly addr: bigint,
     readonly prefix: number,
-  ) {}
+  ) {
+    this.v4 = v6 ? -1 : Number(addr);
+  }
 }
 
 export class Decimal {

@@ -1,0 +1,239 @@
+/**
+ * `zt policy …` end to end: the real CLI (bin/zt → dist) in a child process, on files the
+ * test writes to a temporary directory. Exit codes and output are the contract.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const ZT = join(ROOT, "bin", "zt");
+const SHARED = resolve(ROOT, "..", "shared", "cedar-conformance");
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "zt-policy-cli-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function zt(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [ZT, ...args], {
+    cwd: dir,
+    encoding: "utf8",
+    env: { ...process.env, ZT_CONFIG: join(dir, "no-such-zt.yaml") },
+    timeout: 120_000,
+  });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+const GOOD = `@id("eng-get")
+@reason("eng-can-read")
+permit(principal in Group::"eng", action == Action::"GET", resource == App::"whoami")
+when { context.mfa_age_seconds < 3600 && context.source_ip.isInRange(ip("10.0.0.0/8")) };
+
+@id("mfa-fresh")
+@step_up
+@reason("mfa-too-old")
+forbid(principal, action, resource) when { context.mfa_age_seconds > 7200 };
+`;
+
+const CONTEXT = {
+  source_ip: "10.1.2.3",
+  host: "whoami.example.test",
+  path: "/",
+  mfa_age_seconds: 60,
+  time: "2026-01-05T09:00:00Z",
+  network: "office",
+  local_hour: 9,
+  authenticated_by: "session",
+  grants: [],
+  breakglass: false,
+  failed_attempts: 0,
+  new_network: false,
+};
+
+describe("zt policy (CLI)", () => {
+  it("validate: accepts a good directory and reports file:line for a bad one", () => {
+    const good = join(dir, "good");
+    mkdirSync(good);
+    writeFileSync(join(good, "main.cedar"), GOOD);
+    const ok = zt("policy", "validate", good);
+    expect(ok.err).toBe("");
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/2 policies, 0 templates, 0 links: valid/);
+
+    const bad = join(dir, "bad");
+    mkdirSync(bad);
+    writeFileSync(
+      join(bad, "a.cedar"),
+      GOOD + `\npermit(principal, action, resource is App) when { resource.nmae == "x" };\n`,
+    );
+    const r = zt("policy", "validate", bad);
+    expect(r.code).toBe(65);
+    expect(r.err).toMatch(/ZT_POLICY_INVALID: .*a\.cedar:11:\d+: .*nmae/);
+    expect(r.err).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it("fmt: --check fails on unformatted files; fmt rewrites them; comments survive", () => {
+    const d = join(dir, "fmt");
+    mkdirSync(d);
+    const f = join(d, "x.cedar");
+    writeFileSync(f, `// keep me\npermit(principal,action,resource)   when {context.a};\n`);
+    expect(zt("policy", "fmt", "--check", d).code).toBe(1);
+    expect(zt("policy", "fmt", d).code).toBe(0);
+    const text = readFileSync(f, "utf8");
+    expect(text).toContain("// keep me");
+    expect(text).toContain("permit (principal, action, resource)");
+    expect(zt("policy", "fmt", "--check", d).code).toBe(0);
+  });
+
+  it("test: runs YAML tests, prints N passed, N failed, exits non-zero on a failure", () => {
+    const pol = join(dir, "tpol");
+    mkdirSync(pol);
+    writeFileSync(join(pol, "main.cedar"), GOOD);
+    const entities = [
+      { uid: { type: "Group", id: "eng" }, attrs: {}, parents: [] },
+      {
+        uid: { type: "User", id: "alice" },
+        attrs: { name: "alice" },
+        parents: [{ type: "Group", id: "eng" }],
+      },
+      { uid: { type: "User", id: "bob" }, attrs: { name: "bob" }, parents: [] },
+      { uid: { type: "App", id: "whoami" }, attrs: { name: "whoami" }, parents: [] },
+    ];
+    writeFileSync(join(dir, "entities.json"), JSON.stringify(entities));
+    const yaml = (extra: string) => `entities: entities.json
+defaults:
+  context: ${JSON.stringify(CONTEXT)}
+tests:
+  - name: engineers read
+    principal: User::"alice"
+    action: GET
+    resource: App::"whoami"
+    expect: allow
+    reasons: [eng-get]
+  - name: old MFA steps up
+    principal: User::"alice"
+    action: Action::"GET"
+    resource: App::"whoami"
+    context: { mfa_age_seconds: 9000 }
+    expect: step-up
+    reason: mfa-too-old
+  - name: outsiders are denied
+    principal: User::"bob"
+    action: GET
+    resource: App::"whoami"
+    expect: deny
+${extra}`;
+    writeFileSync(join(dir, "ok.yaml"), yaml(""));
+    const ok = zt("policy", "test", "--policies", pol, join(dir, "ok.yaml"));
+    expect(ok.out.trim().split("\n").at(-1)).toBe("3 passed, 0 failed");
+    expect(ok.code).toBe(0);
+
+    writeFileSync(
+      join(dir, "bad.yaml"),
+      yaml(`  - name: wrong expectation
+    principal: User::"bob"
+    action: GET
+    resource: App::"whoami"
+    expect: allow
+`),
+    );
+    const bad = zt("policy", "test", "--policies", pol, join(dir, "bad.yaml"));
+    expect(bad.out).toMatch(/FAIL .*bad\.yaml: wrong expectation: expected allow, got deny/);
+    expect(bad.out.trim().split("\n").at(-1)).toBe("3 passed, 1 failed");
+    expect(bad.code).toBe(1);
+
+    writeFileSync(join(dir, "broken.yaml"), "tests: [ { principal: 1 } ]\n");
+    const broken = zt("policy", "test", "--policies", pol, join(dir, "broken.yaml"));
+    expect(broken.code).toBe(65);
+    expect(broken.err).toMatch(/broken\.yaml: tests\.0\./);
+  });
+
+  it("explain: names the condition that was false", () => {
+    const pol = join(dir, "xpol");
+    mkdirSync(pol);
+    writeFileSync(join(pol, "main.cedar"), GOOD);
+    writeFileSync(
+      join(dir, "x-entities.json"),
+      JSON.stringify([
+        {
+          uid: { type: "User", id: "alice" },
+          attrs: { name: "alice" },
+          parents: [{ type: "Group", id: "eng" }],
+        },
+      ]),
+    );
+    const r = zt(
+      "policy",
+      "explain",
+      "--policies",
+      pol,
+      "--principal",
+      'User::"alice"',
+      "--action",
+      "GET",
+      "--resource",
+      'App::"whoami"',
+      "--entities",
+      join(dir, "x-entities.json"),
+      "--context",
+      JSON.stringify({ ...CONTEXT, source_ip: "192.0.2.1" }),
+    );
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/decision: deny\s+verdict: deny\s+reason: no-matching-permit/);
+    expect(r.out).toMatch(/no\s+permit\s+eng-get/);
+    expect(r.out).toMatch(
+      /when \{ context\.source_ip\.isInRange\(ip\("10\.0\.0\.0\/8"\)\) \} is false/,
+    );
+    expect(r.out).toMatch(/no\s+forbid\s+mfa-fresh/);
+  });
+
+  it("conformance: a passing case exits 0; a wrong expectation is printed and exits non-zero", () => {
+    const root = join(dir, "conf");
+    mkdirSync(join(root, "t"), { recursive: true });
+    writeFileSync(
+      join(root, "t", "p.cedar"),
+      `permit(principal == User::"a", action, resource);\nforbid(principal, action, resource) when { principal.age + 1 > 9223372036854775806 };`,
+    );
+    writeFileSync(
+      join(root, "t", "e.json"),
+      `[{"uid":{"type":"User","id":"a"},"attrs":{"age":9223372036854775807},"parents":[]}]`,
+    );
+    const req = (decision: string, reason: string[], errors: string[]) => ({
+      description: "r",
+      principal: { type: "User", id: "a" },
+      action: { type: "Action", id: "view" },
+      resource: { type: "Photo", id: "p" },
+      context: {},
+      decision,
+      reason,
+      errors,
+    });
+    const kase = (r: object) =>
+      JSON.stringify({ policies: "t/p.cedar", entities: "t/e.json", requests: [r] });
+    writeFileSync(join(root, "t", "1.json"), kase(req("allow", ["policy0"], ["policy1"])));
+    const ok = zt("policy", "conformance", root);
+    expect(ok.out.trim().split("\n").at(-1)).toBe("1 passed, 0 failed");
+    expect(ok.code).toBe(0);
+    writeFileSync(join(root, "t", "2.json"), kase(req("deny", ["policy1"], [])));
+    const bad = zt("policy", "conformance", root);
+    expect(bad.out).toMatch(
+      /FAIL t\/2\.json: r: expected deny reason=\[policy1\] errors=\[\], got allow/,
+    );
+    expect(bad.out.trim().split("\n").at(-1)).toBe("1 passed, 1 failed");
+    expect(bad.code).toBe(1);
+  });
+
+  it.skipIf(!existsSync(join(SHARED, "tests")))(
+    "conformance: the hand-written Cedar integration tests pass",
+    () => {
+      const r = zt("policy", "conformance", SHARED);
+      expect(r.out.trim().split("\n").at(-1)).toMatch(/^\d+ passed, 0 failed$/);
+      expect(r.code).toBe(0);
+    },
+  );
+});
