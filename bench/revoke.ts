@@ -260,6 +260,40 @@ access:
     gr.close.push(m.close);
   }
 
+  // The same changes made inside the zt process (API / PA on the node): no bus poll.
+  const localAccess = new AccessService(zt.ctx);
+  const n = Math.min(SAMPLES, Math.floor((SESSIONS - LIVE) / 2) - 2 * SAMPLES);
+  process.stdout.write(`in-process session revoke × ${n}…\n`);
+  const lrev = { deny: [] as number[], close: [] as number[] };
+  for (let i = 0; i < n; i++) {
+    const t = tokens[2 * SAMPLES + i]!;
+    const ws = await openWs(port, "whoami.localhost", t.token);
+    const m = await measureCut(port, "whoami.localhost", t.token, ws, () =>
+      zt.services.sessions.revoke([t.id], "bench"),
+    );
+    lrev.deny.push(m.deny);
+    lrev.close.push(m.close);
+  }
+  const ng = Math.min(n, USERS);
+  process.stdout.write(`in-process grant revoke × ${ng}…\n`);
+  const lgr = { deny: [] as number[], close: [] as number[] };
+  for (let i = 0; i < ng; i++) {
+    const t = tokens[3 * SAMPLES + i]!;
+    const req = await localAccess.request({
+      user: `u${t.user}`,
+      resource: "db",
+      reason: "bench run",
+      ttlMs: 3_600_000,
+    });
+    await localAccess.approve(req.id, "approver");
+    const ws = await openWs(port, "db.localhost", t.token);
+    const m = await measureCut(port, "db.localhost", t.token, ws, () =>
+      localAccess.revoke(req.id, "approver"),
+    );
+    lgr.deny.push(m.deny);
+    lgr.close.push(m.close);
+  }
+
   for (const ws of idle) ws.terminate();
   await other.close();
   await zt.close();
@@ -275,13 +309,15 @@ access:
     ["event delivery (baseline)", baseline, baseline],
     ["session revoke", rev.deny, rev.close],
     ["grant revoke (re-evaluator)", gr.deny, gr.close],
+    ["session revoke, in the zt process", lrev.deny, lrev.close],
+    ["grant revoke, in the zt process", lgr.deny, lgr.close],
   ] as const;
   const lines = [
     "# bench:revoke — time from a trust change to enforcement",
     "",
     `Date: ${new Date().toISOString()} · nproc: ${cpus().length} · CPU: ${cpu} · Node ${process.version} · load average at start ${loadStart} / end ${loadavg()[0]!.toFixed(1)}`,
     "",
-    `Setup: \`zt up\` in process on SQLite; ${SESSIONS.toLocaleString("en")} active sessions (${USERS} users) held by the PEP, ${LIVE} idle WebSockets open through it plus the measured one; the change is made by a second AppContext on the same store (as the CLI does). ${SAMPLES} samples each. Times in ms from the call that commits the change.`,
+    `Setup: \`zt up\` in process on SQLite; ${SESSIONS.toLocaleString("en")} active sessions (${USERS} users) held by the PEP, ${LIVE} idle WebSockets open through it plus the measured one; the change is made by a second AppContext on the same store (as the CLI does), or — last two rows — inside the zt process itself (as the API does; no event-bus poll). ${SAMPLES} samples each. Times in ms from the call that commits the change.`,
     "",
     "| change | first denied request p50 | p99 | WebSocket closed p50 | p99 | p50 / baseline |",
     "|---|---|---|---|---|---|",
