@@ -331,19 +331,19 @@ export class IdentityService {
       fail: async (code, reason, message, detail) => {
         audit("failure", detail ?? reason);
         audited = true;
-        await this.#settle(keys, "failure");
+        await this.#settle(keys, "failure", now);
         return new ZtError(code, message, { reason });
       },
       refuseDisabled: async (name) => {
         audit("failure", "user-disabled");
         audited = true;
-        await this.#settle(keys, "release");
+        await this.#settle(keys, "release", now);
         return new ZtError("ZT_USER_DISABLED", `user ${name} is disabled`, {
           reason: "user-disabled",
         });
       },
       succeed: async (method) => {
-        await this.#settle(keys, "success");
+        await this.#settle(keys, "success", now);
         audit("success", undefined, { method });
         audited = true;
       },
@@ -630,7 +630,7 @@ export class IdentityService {
   ): Promise<{ ok: true } | { ok: false; retryAfterMs: number }> {
     const policy = this.#settings.lockout;
     return this.#db.transaction().execute(async (trx) => {
-      const states = await this.#lockRows(trx, keys);
+      const states = await this.#lockRows(trx, keys, policy.maxFailures);
       let retryAfterMs = 0;
       const next: LockoutState[] = [];
       for (const s of states) {
@@ -648,15 +648,19 @@ export class IdentityService {
    * Settles a reserved attempt. failure: counts (and may lock) on every key. success: the
    * user's key is reset, the source key only un-counts this attempt. release: un-count.
    */
-  async #settle(keys: string[], outcome: "failure" | "success" | "release"): Promise<void> {
+  async #settle(
+    keys: string[],
+    outcome: "failure" | "success" | "release",
+    reservedAt: number,
+  ): Promise<void> {
     const policy = this.#settings.lockout;
     const now = this.#ctx.clock.now();
     await this.#db.transaction().execute(async (trx) => {
-      const states = await this.#lockRows(trx, keys);
+      const states = await this.#lockRows(trx, keys, policy.maxFailures);
       const next = states.map((s, i) => {
         if (outcome === "failure") return settleFailure(s, now, policy);
         if (outcome === "success" && keys[i]!.startsWith("user:")) return settleSuccess(s, now);
-        return releaseAttempt(s, now);
+        return releaseAttempt(s, reservedAt, now);
       });
       await this.#writeRows(trx, keys, next);
     });
@@ -669,7 +673,11 @@ export class IdentityService {
     }
   }
 
-  async #lockRows(trx: Transaction<Tables>, keys: string[]): Promise<LockoutState[]> {
+  async #lockRows(
+    trx: Transaction<Tables>,
+    keys: string[],
+    maxFailures: number,
+  ): Promise<LockoutState[]> {
     // Insert-if-missing first so that on PostgreSQL the row exists to be locked FOR UPDATE.
     await trx
       .insertInto("auth_failures")
@@ -678,6 +686,7 @@ export class IdentityService {
           key,
           failures: 0,
           window_start: 0,
+          recent_failures: "[]",
           lockouts: 0,
           locked_until: 0,
           updated_at: 0,
@@ -696,8 +705,7 @@ export class IdentityService {
       const r = rows.find((x) => x.key === k);
       return r
         ? {
-            failures: Number(r.failures),
-            windowStart: Number(r.window_start),
+            recent: parseRecent(r.recent_failures, Number(r.updated_at), maxFailures),
             lockouts: Number(r.lockouts),
             lockedUntil: Number(r.locked_until),
             updatedAt: Number(r.updated_at),
@@ -716,8 +724,9 @@ export class IdentityService {
       await trx
         .updateTable("auth_failures")
         .set({
-          failures: s.failures,
-          window_start: s.windowStart,
+          failures: s.recent.length,
+          window_start: s.recent[0] ?? 0,
+          recent_failures: JSON.stringify(s.recent),
           lockouts: s.lockouts,
           locked_until: s.lockedUntil,
           updated_at: s.updatedAt,
@@ -726,6 +735,22 @@ export class IdentityService {
         .execute();
     }
   }
+}
+
+/**
+ * Reads the stored failure timestamps. A value that is not a list of timestamps fails
+ * closed: it counts as a full window of failures at the row's last update.
+ */
+function parseRecent(text: string, updatedAt: number, maxFailures: number): number[] {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (Array.isArray(v) && v.length <= 1000 && v.every((t) => Number.isSafeInteger(t))) {
+      return (v as number[]).slice(-maxFailures * 4).sort((a, b) => a - b);
+    }
+  } catch {
+    // fall through
+  }
+  return new Array<number>(maxFailures).fill(updatedAt);
 }
 
 function userExists(name: string): ZtError {

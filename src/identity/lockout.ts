@@ -1,7 +1,8 @@
 /**
  * Brute-force throttling for logins, the `google-authenticator -r 3 -R 30` behaviour:
- * at most `maxFailures` failed attempts per key within `windowMs`, then a lockout that
- * doubles with each lockout in a row (base × 2^(lockouts-1), capped at `maxLockMs`).
+ * at most `maxFailures` failed attempts per key within any `windowMs` (a sliding window
+ * over the failures' timestamps, as google-authenticator keeps them), then a lockout
+ * that doubles with each lockout in a row (base × 2^(lockouts-1), capped at `maxLockMs`).
  * Keys are `user:<name>` and `ip:<address>`; both are checked on every attempt.
  *
  * Pure: state and time in, state out. The service stores the state in `auth_failures`.
@@ -20,9 +21,8 @@ export interface LockoutPolicy {
 }
 
 export interface LockoutState {
-  /** Failures (including attempts still in flight) in the current window. */
-  failures: number;
-  windowStart: number;
+  /** Timestamps (ms, ascending) of failures and attempts in flight inside the window. */
+  recent: number[];
   /** Lockouts in a row; reset by a success or after `maxLockMs` without a failure. */
   lockouts: number;
   lockedUntil: number;
@@ -30,8 +30,7 @@ export interface LockoutState {
 }
 
 export const EMPTY_LOCKOUT: LockoutState = {
-  failures: 0,
-  windowStart: 0,
+  recent: [],
   lockouts: 0,
   lockedUntil: 0,
   updatedAt: 0,
@@ -48,17 +47,16 @@ export function lockDurationMs(lockouts: number, policy: LockoutPolicy): number 
   return Math.min(policy.baseLockMs * 2 ** exp, policy.maxLockMs);
 }
 
-/** Forgets what has expired: an old window, an old run of lockouts. */
+/** Forgets what has expired: failures older than the window, an old run of lockouts. */
 function age(state: LockoutState, nowMs: number, policy: LockoutPolicy): LockoutState {
-  let s = state;
+  // Timestamps far in the future (a clock stepped back a lot) are dropped rather than
+  // kept for hours; anything else stays until it is a full window old.
+  const recent = state.recent.filter(
+    (t) => t > nowMs - policy.windowMs && t <= nowMs + policy.windowMs,
+  );
   // The run of lockouts ends after `maxLockMs` of quiet counted from the end of the last lock.
-  if (s.lockouts > 0 && nowMs - Math.max(s.updatedAt, s.lockedUntil) >= policy.maxLockMs) {
-    s = { ...s, lockouts: 0 };
-  }
-  if (nowMs - s.windowStart >= policy.windowMs || nowMs < s.windowStart) {
-    s = { ...s, failures: 0, windowStart: nowMs };
-  }
-  return s;
+  const quiet = nowMs - Math.max(state.updatedAt, state.lockedUntil) >= policy.maxLockMs;
+  return { ...state, recent, lockouts: quiet ? 0 : state.lockouts };
 }
 
 /** Is this key locked now, and for how long? */
@@ -69,9 +67,10 @@ export function checkLockout(
 ): LockoutCheck {
   if (state.lockedUntil > nowMs) return { locked: true, retryAfterMs: state.lockedUntil - nowMs };
   const s = age(state, nowMs, policy);
-  if (s.failures >= policy.maxFailures) {
-    // Every allowed attempt of this window is in flight: wait for the window to end.
-    return { locked: true, retryAfterMs: Math.max(s.windowStart + policy.windowMs - nowMs, 1) };
+  if (s.recent.length >= policy.maxFailures) {
+    // Every attempt this window allows is used or in flight: wait until the oldest ages out.
+    const oldest = s.recent[s.recent.length - policy.maxFailures]!;
+    return { locked: true, retryAfterMs: Math.max(oldest + policy.windowMs - nowMs, 1) };
   }
   return { locked: false };
 }
@@ -85,7 +84,10 @@ export function reserveAttempt(
   const check = checkLockout(state, nowMs, policy);
   if (check.locked) return { ok: false, retryAfterMs: check.retryAfterMs, state };
   const s = age(state, nowMs, policy);
-  return { ok: true, state: { ...s, failures: s.failures + 1, updatedAt: nowMs } };
+  return {
+    ok: true,
+    state: { ...s, recent: [...s.recent, nowMs].sort((a, b) => a - b), updatedAt: nowMs },
+  };
 }
 
 /** The reserved attempt failed: lock the key if this was the last failure allowed. */
@@ -94,11 +96,11 @@ export function settleFailure(
   nowMs: number,
   policy: LockoutPolicy,
 ): LockoutState {
-  if (state.failures < policy.maxFailures) return { ...state, updatedAt: nowMs };
-  const lockouts = state.lockouts + 1;
+  const s = age(state, nowMs, policy);
+  if (s.recent.length < policy.maxFailures) return { ...s, updatedAt: nowMs };
+  const lockouts = s.lockouts + 1;
   return {
-    failures: 0,
-    windowStart: nowMs,
+    recent: [],
     lockouts,
     lockedUntil: nowMs + lockDurationMs(lockouts, policy),
     updatedAt: nowMs,
@@ -107,14 +109,20 @@ export function settleFailure(
 
 /** The reserved attempt succeeded: the user's own key starts afresh. */
 export function settleSuccess(_state: LockoutState, nowMs: number): LockoutState {
-  return { ...EMPTY_LOCKOUT, windowStart: nowMs, updatedAt: nowMs };
+  return { ...EMPTY_LOCKOUT, updatedAt: nowMs };
 }
 
 /**
- * The reserved attempt succeeded or was not a guess (e.g. a disabled account): un-count it
- * without clearing earlier failures. Used for the source-IP key, so one valid account
- * cannot be used to wash away the failures of a password spray from the same address.
+ * The attempt reserved at `reservedAt` succeeded or was not a guess (e.g. a disabled
+ * account): un-count it without clearing earlier failures. Used for the source-address
+ * key, so one valid account cannot wash away a password spray from the same address.
  */
-export function releaseAttempt(state: LockoutState, nowMs: number): LockoutState {
-  return { ...state, failures: Math.max(state.failures - 1, 0), updatedAt: nowMs };
+export function releaseAttempt(
+  state: LockoutState,
+  reservedAt: number,
+  nowMs: number,
+): LockoutState {
+  const i = state.recent.lastIndexOf(reservedAt);
+  const recent = i < 0 ? state.recent : [...state.recent.slice(0, i), ...state.recent.slice(i + 1)];
+  return { ...state, recent, updatedAt: nowMs };
 }

@@ -9,3 +9,4 @@ export type * from "./tables-pki.js";
 export type * from "./tables-audit.js";
 export type * from "./tables-device.js";
 export type * from "./tables-access.js";
+export type * from "./tables-identity.js";

@@ -4,6 +4,7 @@ import { foundation } from "./0001-foundation.js";
 import { pki } from "./0002-pki.js";
 import { audit } from "./0003-audit.js";
 import { deviceAccess } from "./0004-device-access.js";
+import { identity } from "./0007-identity.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -15,5 +16,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0002-pki": pki(dialect),
     "0003-audit": audit(dialect),
     "0004-device-access": deviceAccess(dialect),
+    "0007-identity": identity(dialect),
   };
 }
