@@ -100,6 +100,13 @@ http {
   uwsgi_temp_path ${o.dir}/tmp/uwsgi;
   scgi_temp_path ${o.dir}/tmp/scgi;
 
+  # The app never needs zt's session cookie: strip it (first match wins).
+  map $http_cookie $cookie_without_zt {
+    default $http_cookie;
+    "~^zt_session=[^;]*(?:;\\s*)?(?<rest>.*)$" "$rest";
+    "~^(?<a>.*?);\\s*zt_session=[^;]*(?<b>.*)$" "$a$b";
+  }
+
   upstream zt  { server 127.0.0.1:${o.zt}; keepalive 32; }
   upstream app { server 127.0.0.1:${o.upstream}; keepalive 32; }
 
@@ -147,6 +154,7 @@ http {
       proxy_set_header X-Zt-User        $zt_user;
       proxy_set_header X-Zt-Groups      $zt_groups;
       proxy_set_header X-Zt-Decision-Id $zt_decision;
+      proxy_set_header Cookie $cookie_without_zt;
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_http_version 1.1;
@@ -175,7 +183,10 @@ http://app.localhost:${o.listen} {
       uri /.zt/authz
       copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id
     }
-    reverse_proxy 127.0.0.1:${o.upstream}
+    reverse_proxy 127.0.0.1:${o.upstream} {
+      # the app never needs zt's session cookie
+      header_up Cookie "(^|;\\s*)zt_session=[^;]*(;\\s*|$)" "$1"
+    }
   }
 }
 `;
@@ -304,7 +315,7 @@ for (const proxy of PROXIES) {
         host,
         path: "/hello/./world?y=1",
         headers: {
-          cookie,
+          cookie: `theme=dark; ${cookie}; lang=en`,
           accept: "application/json",
           "x-zt-user": "mallory",
           "x-zt-groups": "admins",
@@ -314,6 +325,10 @@ for (const proxy of PROXIES) {
       expect(r.status, r.body).toBe(200);
       const seen = upstream.seen.at(-1)!;
       expect(seen.headers["x-zt-user"]).toBe("alice");
+      // The session token is a credential: the app never sees it, other cookies pass.
+      expect(seen.headers.cookie).not.toContain("zt_session");
+      expect(seen.headers.cookie).toContain("theme=dark");
+      expect(seen.headers.cookie).toContain("lang=en");
       expect(seen.headers["x-zt-groups"]).toBe("eng");
       expect(String(seen.headers["x-zt-decision-id"])).toMatch(/^dec_/);
       const jwks = createLocalJWKSet(await zt.services.assertions.jwks());
