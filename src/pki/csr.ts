@@ -231,14 +231,17 @@ export function parseCsr(input: string | Uint8Array): ParsedCsr {
     throw invalid("CSR version must be 0 (v1)", "der-malformed");
   const spki = Buffer.from(cri[2]!.whole);
   let publicKey: KeyObject;
+  let keyType: SubjectKeyType;
   try {
-    publicKey = createPublicKey({ key: spki, format: "der", type: "spki" });
-  } catch {
+    const fast = importEcSpki(spki);
+    publicKey = fast?.key ?? createPublicKey({ key: spki, format: "der", type: "spki" });
+    keyType = fast?.type ?? classifyKey(publicKey);
+  } catch (e) {
+    if (e instanceof ZtError) throw e;
     throw new ZtError("ZT_PKI_KEY_INVALID", "CSR public key is not a valid key", {
       reason: "key-malformed",
     });
   }
-  const keyType = classifyKey(publicKey);
   const hash = hashFor(alg, keyType);
   const ok = cryptoVerify(
     hash,

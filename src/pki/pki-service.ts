@@ -19,7 +19,6 @@ import { parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
 import {
   buildCrl,
-  buildSvid,
   randomSerialHex,
   REVOCATION_REASONS,
   type RevocationReason,
