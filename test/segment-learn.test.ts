@@ -276,7 +276,7 @@ describe("learn and simulate", () => {
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/frontend\s+data\s+enforce \(dropped now\)\s+2000/);
     const good = await zt(["seg", "simulate", "--model", proposal, "--flows", logPath, "--check"]);
-    expect(good.stdout).toMatch(/0 would be dropped/);
+    expect(good.stdout + good.stderr).toMatch(/0 would be dropped/);
     expect(good.code).toBe(0);
     const missing = await zt(["seg", "learn", "--from", join(dir, "nope.log")]);
     expect(missing.code).toBe(66);

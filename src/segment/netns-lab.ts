@@ -107,6 +107,7 @@ export class NetnsLab {
       child.stdout.on("data", (d: Buffer) => (out += d.toString()));
       child.stderr.on("data", (d: Buffer) => (err += d.toString()));
       child.on("error", reject);
+      child.stdin.on("error", () => undefined); // the command may exit before reading its input
       child.on("close", (code) =>
         code === 0
           ? resolve(out)
