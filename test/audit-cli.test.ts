@@ -132,3 +132,63 @@ describe("zt audit tail|export|explain (real CLI)", () => {
     expect(bad.stderr).toContain("ZT_USAGE: --format: expected jsonl or ocsf");
   });
 });
+
+describe("zt ban and zt alerts (real CLI)", () => {
+  it("adds, lists and removes a ban; lists alerts; refuses bad targets", async () => {
+    ensureBuilt();
+    const t = makeEnv();
+    const store = await openStore({ dataDir: t.dataDir });
+    await store.db
+      .insertInto("audit_alerts")
+      .values({
+        id: "alr_1",
+        ts: Date.now() - 60_000,
+        rule: "fan-out",
+        severity: "high",
+        key: "ip:203.0.113.4",
+        message: "203.0.113.4 was denied on 5 distinct routes",
+        seq: 42,
+        data: "{}",
+      })
+      .execute();
+    await store.close();
+
+    const add = await runZt(t, ["ban", "add", "192.0.2.9", "--for", "1h", "--reason", "probe"]);
+    expect(add.stderr).toBe("");
+    expect(add.stdout).toMatch(/^banned ip:192\.0\.2\.9 until /);
+    const list = await runZt(t, ["ban", "list", "--json"]);
+    expect(JSON.parse(list.stdout)).toEqual([
+      expect.objectContaining({
+        key: "ip:192.0.2.9",
+        rule: "manual",
+        reason: "probe",
+        count: 1,
+        lifted_at: null,
+      }),
+    ]);
+    const bad = await runZt(t, ["ban", "remove", "not-an-ip"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain(
+      "ZT_BAD_REQUEST: expected an IP address, ip:<address> or user:<name>",
+    );
+    const rm = await runZt(t, ["ban", "remove", "ip:192.0.2.9"]);
+    expect(rm.code).toBe(0);
+    expect(JSON.parse((await runZt(t, ["ban", "list", "--json"])).stdout)).toEqual([]);
+
+    const alerts = await runZt(t, ["alerts", "list"]);
+    expect(alerts.code).toBe(0);
+    expect(alerts.stdout).toMatch(
+      /high\s+fan-out\s+ip:203\.0\.113\.4\s+42\s+203\.0\.113\.4 was denied/,
+    );
+
+    // The ban and its removal are in the audit log, and the chain verifies.
+    const tail = await runZt(t, ["audit", "tail", "--json"]);
+    expect(
+      tail.stdout
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { kind: string }).kind),
+    ).toEqual(["ban.add", "ban.remove"]);
+    expect((await runZt(t, ["audit", "verify"])).code).toBe(0);
+  });
+});
