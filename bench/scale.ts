@@ -391,7 +391,7 @@ Machine: ${cpus().length} CPUs (\`nproc\` ${execFileSync("nproc").toString().tri
 Date: ${new Date().toISOString()} (load average at the end: ${loadavg()
     .map((l) => l.toFixed(1))
     .join(", ")})
-PostgreSQL: ${await admin((c) => c.query<{ v: string }>("SHOW server_version").then((r) => r.rows[0]!.v))} on the same machine (loopback, no TLS)
+PostgreSQL: ${await admin((c) => c.query<{ v: string }>("SELECT current_setting('server_version') AS v").then((r) => r.rows[0]!.v))} on the same machine (loopback, no TLS)
 Load: autocannon, ${CONNECTIONS} connections in total, ${DURATION_S} s per run, one allowed session,
 GET through the PEP to a local upstream (each request: authenticate, Cedar decision, signed
 assertion, audit record). Everything — replicas, PostgreSQL, the load generator and the upstream —
