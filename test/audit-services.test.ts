@@ -49,32 +49,38 @@ describe("startAuditServices (zt up wiring) and /metrics on the API listener", (
     try {
       for (let i = 0; i < 25; i++)
         ctx.audit.record({ kind: "decision", outcome: "allow", subject: "alice", data: { i } });
+      ctx.audit.record({
+        kind: "login",
+        outcome: "failure",
+        subject: "eve",
+        reason: "bad-password",
+      });
       await ctx.audit.flush();
       // The first write is checkpointed at once; then every 10 more events.
       await until(
-        () => existsSync(witness) && parseCheckpoint(readFileSync(witness, "utf8")).size === 25,
+        () => existsSync(witness) && parseCheckpoint(readFileSync(witness, "utf8")).size === 26,
       );
       for (let i = 0; i < 9; i++)
         ctx.audit.record({ kind: "decision", outcome: "allow", data: { i } });
       await ctx.audit.flush();
       await services.checkpointer.stop(); // drain: no checkpoint for 9 new events
-      expect(parseCheckpoint(readFileSync(witness, "utf8")).size).toBe(25);
+      expect(parseCheckpoint(readFileSync(witness, "utf8")).size).toBe(26);
       services.checkpointer.start();
       ctx.audit.record({ kind: "decision", outcome: "allow" });
       await ctx.audit.flush();
-      await until(() => parseCheckpoint(readFileSync(witness, "utf8")).size === 35);
+      await until(() => parseCheckpoint(readFileSync(witness, "utf8")).size === 36);
       const cp = parseCheckpoint(readFileSync(witness, "utf8"));
       expect(cp.origin).toBe("audit.test/zt/audit");
       // The file sink received every event, in order.
       await until(
         () =>
-          existsSync(sinkFile) && readFileSync(sinkFile, "utf8").trim().split("\n").length >= 25,
+          existsSync(sinkFile) && readFileSync(sinkFile, "utf8").trim().split("\n").length >= 36,
       );
       const seqs = readFileSync(sinkFile, "utf8")
         .trim()
         .split("\n")
         .map((l) => (JSON.parse(l) as { seq: number }).seq);
-      expect(seqs.slice(0, 25)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+      expect(seqs.slice(0, 36)).toEqual(Array.from({ length: 36 }, (_, i) => i + 1));
 
       const app = await createApiServer(ctx);
       await app.listen({ host: "127.0.0.1", port: 0 });
@@ -93,6 +99,7 @@ describe("startAuditServices (zt up wiring) and /metrics on the API listener", (
         expect(text).toContain("# TYPE zt_decisions_total counter");
         expect(text).toMatch(/zt_audit_checkpoints_total [1-9]/);
         expect(text).toContain("zt_process_cpu_user_seconds_total");
+        expect(text).toContain('zt_logins_total{outcome="bad-password"} 1');
       } finally {
         await app.close();
       }

@@ -8,6 +8,7 @@ import { startBanCache } from "./alerts/ban-cache.js";
 import { SinkRunner } from "./sinks/sink-runner.js";
 import { buildSink } from "./sinks/build-sink.js";
 import { SyslogClient, formatSyslog } from "./sinks/syslog-client.js";
+import { countLogin } from "./metrics.js";
 
 export interface AuditServices {
   config: AuditConfig;
@@ -103,6 +104,11 @@ export async function startAuditServices(
     for (const s of sinks) s.start();
   }
   const unlisten = ctx.audit.addWrittenListener((rows) => {
+    // Logins are counted from the log itself, so the identity code needs no metrics calls.
+    for (const r of rows) {
+      if (r.kind === "login")
+        countLogin(r.outcome === "failure" ? (r.reason ?? "failure") : r.outcome);
+    }
     checkpointer.maybeCheckpoint(rows[rows.length - 1]!.seq);
     for (const s of sinks) s.poke();
   });
