@@ -29,7 +29,7 @@ const gc = runInNewContext("gc") as () => void;
 
 const REQUESTS = Number(process.env["BENCH_REQUESTS"] ?? 20000);
 const REF_REQUESTS = Number(process.env["BENCH_REF_REQUESTS"] ?? 2000);
-const SIZES = [50, 1000, 10000];
+const SIZES = (process.env["BENCH_SIZES"] ?? "50,1000,10000").split(",").map(Number);
 
 const N_GROUPS = 2000;
 const N_USERS = 80000;
@@ -263,10 +263,10 @@ function main(): void {
     const tc = Date.now();
     const compiled = createPolicyEngine("compiled", set);
     const compileMs = Date.now() - tc;
-    const reqs = buildRequests(specs, userGroups, REQUESTS);
-    const c = measure(compiled, store, reqs, 2000);
     gc();
     const after = process.memoryUsage();
+    const reqs = buildRequests(specs, userGroups, REQUESTS);
+    const c = measure(compiled, store, reqs, 2000);
     const reference = createPolicyEngine("reference", set);
     // The reference costs grow with the number of policies: fewer samples for big sets.
     const refReqs = reqs.slice(0, Math.max(30, Math.min(REF_REQUESTS, Math.ceil(200_000 / n))));

@@ -43,7 +43,11 @@ function preparse(set: WasmPolicySet): string {
   return id;
 }
 
-/** Entity uids written as literals in the policies (their attributes may be read). */
+/**
+ * Entity uids written as literals in policy conditions: their attributes or parents may be
+ * read there. Scope literals (`principal in Group::"eng"`) need no entity data: the
+ * request's own entities carry the ancestry.
+ */
 function policyLiterals(set: LoadedPolicySet): EntityUid[] {
   const out: EntityUid[] = [];
   const walk = (v: unknown): void => {
@@ -64,8 +68,7 @@ function policyLiterals(set: LoadedPolicySet): EntityUid[] {
     }
     for (const x of Object.values(o)) walk(x);
   };
-  for (const p of set.policies) walk(p.json);
-  for (const l of set.templateLinks) walk(l.values);
+  for (const p of set.policies) walk(p.json.conditions);
   return out;
 }
 
