@@ -109,6 +109,7 @@ export class CaStore {
       .selectFrom("pki_cas")
       .selectAll()
       .where("not_after", ">", now)
+      .where("status", "!=", "discarded")
       .orderBy("created_at", "asc")
       .orderBy("id", "asc")
       .execute();
@@ -174,7 +175,8 @@ export class CaStore {
     if (winner) {
       await this.#store.db
         .updateTable("pki_cas")
-        .set({ status: "retired" })
+        // A race loser never signed anything: drop it from trust altogether.
+        .set({ status: "discarded" })
         .where("kind", "=", kind)
         .where("status", "=", "active")
         .where("id", "!=", winner.id)

@@ -733,8 +733,15 @@ export class PkiService {
     for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
   }
 
+  /** Expired certificates fail validity anyway: drop them from the deny list. */
+  #pruneDenyList(): void {
+    const now = this.ctx.clock.now();
+    for (const [serial, notAfter] of this.#denied) if (notAfter <= now) this.#denied.delete(serial);
+  }
+
   #onEvent(e: ZtEvent): void {
     if (e.kind !== "cert.revoked") return;
+    this.#pruneDenyList();
     if (e.data["kind"] === "x509" && Array.isArray(e.data["serials"])) {
       const notAfter = Array.isArray(e.data["not_after"]) ? (e.data["not_after"] as unknown[]) : [];
       (e.data["serials"] as unknown[]).forEach((s, i) => {

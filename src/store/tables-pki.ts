@@ -25,7 +25,7 @@ export interface PkiCasTable {
   parent_id: string | null;
   created_at: number;
   not_after: number;
-  /** active | retired */
+  /** active | retired | discarded (lost a creation race; never trusted) */
   status: string;
 }
 
