@@ -7,6 +7,8 @@ import {
 } from "node:net";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createServer as createTlsServer } from "node:tls";
 import { join } from "node:path";
 import { openStore, type Store } from "../src/store/index.js";
 import { ManualClock } from "../src/core/clock.js";
@@ -185,6 +187,85 @@ describe("audit sinks against real local receivers", () => {
       .where("name", "=", "sink:syslog")
       .executeTakeFirstOrThrow();
     expect(Number(cur.seq)).toBe(8);
+  });
+
+  it("syslog over TLS (RFC 5425) verifies the receiver against ca_file", async () => {
+    const { store, clock, dir } = await setup(3);
+    const key = join(dir, "syslog.key");
+    const cert = join(dir, "syslog.crt");
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=syslog.test",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+      ],
+      { stdio: "ignore" },
+    );
+    const frames: string[] = [];
+    const sockets = new Set<import("node:net").Socket>();
+    let pending: Buffer = Buffer.alloc(0);
+    const server = createTlsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (sock) => {
+      sockets.add(sock);
+      sock.on("data", (d: Buffer) => {
+        const r = octetFrames(Buffer.concat([pending, d]));
+        pending = r.rest;
+        frames.push(...r.frames);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => r());
+        }),
+    );
+    const port = (server.address() as AddressInfo).port;
+    const mk = (ca: string | undefined, name: string) =>
+      new SinkRunner({
+        store,
+        clock,
+        sink: buildSink(
+          {
+            type: "syslog",
+            name,
+            host: "127.0.0.1",
+            port,
+            protocol: "tls",
+            ...(ca ? { ca_file: ca } : {}),
+            start_at: "beginning",
+          },
+          0,
+        ),
+        batch: 10,
+        maxLag: 1000,
+        pollIntervalMs: 60_000,
+        startAt: "beginning",
+      });
+    // Without the CA the self-signed receiver is refused (nothing is sent in clear).
+    const untrusted = mk(undefined, "untrusted");
+    cleanups.push(() => untrusted.stop());
+    await expect(untrusted.runOnce()).rejects.toThrow(/self-signed|self signed/);
+    const trusted = mk(cert, "trusted");
+    cleanups.push(() => trusted.stop());
+    expect(await trusted.runOnce()).toBe(3);
+    while (frames.length < 3) await new Promise((r) => setTimeout(r, 5));
+    expect(frames.map((f) => Number(RFC5424.exec(f)![7]))).toEqual([1, 2, 3]);
   });
 
   it("Loki push API: streams labelled by kind/outcome, ns timestamps; kinds filter", async () => {
