@@ -149,6 +149,7 @@ describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
                 `  - { from: ${ref(f.from)}, to: ${ref(f.to)}, ports: [${f.ports.join(", ")}]${f.rate ? ", rate: 5/second" : ""} }`,
             ),
             `egress: { ${names[0]}: [udp/53, icmp, tcp/8000-9000] }`,
+            `ingress: { ${names[names.length - 1]}: [tcp/443, icmp, udp/1000-2000] }`,
             `mode: { default: ${mode}, ${mode === "audit" ? "enforce" : "audit"}: [${names[0]}] }`,
           ].join("\n");
           const parsed = parseSegModel(yaml);

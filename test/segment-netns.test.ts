@@ -13,7 +13,9 @@ import {
 import { NetnsLab, type ProbeTarget } from "../src/segment/netns-lab.js";
 
 const SEGMENTS = ["frontend", "api", "data", "monitoring", "bastion"] as const;
-const TCP_PORTS = [8443, 5432, 9100, 22, 8080];
+/** The segments' hosts plus one host outside the model. */
+const HOSTS = [...SEGMENTS, "outside"] as const;
+const TCP_PORTS = [8443, 5432, 9100, 22, 8080, 443];
 const UDP_PORTS = [53];
 
 function modelText(mode: string, extraFlow = ""): string {
@@ -30,6 +32,8 @@ flows:
 ${extraFlow}
 egress:
   api: [tcp/443]
+ingress:
+  frontend: [tcp/8443]
 mode: ${mode}
 `;
 }
@@ -41,8 +45,8 @@ interface Probe extends ProbeTarget {
 
 function allProbes(): Probe[] {
   const out: Probe[] = [];
-  for (let a = 0; a < SEGMENTS.length; a++) {
-    for (let b = 0; b < SEGMENTS.length; b++) {
+  for (let a = 0; a < HOSTS.length; a++) {
+    for (let b = 0; b < HOSTS.length; b++) {
       if (a === b) continue;
       for (const addr of [NetnsLab.addr4(b), NetnsLab.addr6(b)]) {
         for (const port of TCP_PORTS) out.push({ from: a, to: b, addr, proto: "tcp", port });
@@ -53,7 +57,7 @@ function allProbes(): Probe[] {
   return out;
 }
 
-const label = (p: Probe) => `${SEGMENTS[p.from]}->${SEGMENTS[p.to]} ${p.proto}/${p.port} ${p.addr}`;
+const label = (p: Probe) => `${HOSTS[p.from]}->${HOSTS[p.to]} ${p.proto}/${p.port} ${p.addr}`;
 
 const avail = await NetnsLab.available();
 if (!avail.ok) {
@@ -66,7 +70,7 @@ describe.skipIf(!avail.ok)("segmentation with real packets in network namespaces
   let lab: NetnsLab;
 
   beforeAll(async () => {
-    lab = await NetnsLab.create(SEGMENTS.length);
+    lab = await NetnsLab.create(HOSTS.length);
     await lab.listen(TCP_PORTS, UDP_PORTS);
   });
 
@@ -87,7 +91,7 @@ describe.skipIf(!avail.ok)("segmentation with real packets in network namespaces
     const connected = new Set<string>();
     const pass = async (list: Probe[], timeoutMs: number) => {
       await Promise.all(
-        SEGMENTS.map(async (_, a) => {
+        HOSTS.map(async (_, a) => {
           const mine = list.filter((p) => p.from === a);
           if (mine.length === 0) return;
           const res = await lab.probe(lab.hosts[a]!, mine, timeoutMs);
@@ -155,6 +159,11 @@ describe.skipIf(!avail.ok)("segmentation with real packets in network namespaces
     expect(connected).not.toContain("data->api tcp/5432 10.250.2.10");
     expect(connected).not.toContain("api->frontend tcp/8443 10.250.1.10");
     expect(connected).not.toContain("frontend->api tcp/8080 10.250.2.10");
+    expect(connected).toContain("outside->frontend tcp/8443 10.250.1.10"); // ingress
+    expect(connected).not.toContain("outside->api tcp/8443 10.250.2.10");
+    expect(connected).toContain("api->outside tcp/443 fd00:250::6:10"); // egress
+    expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10");
+    expect(connected).not.toContain("frontend->outside tcp/443 10.250.6.10");
     expect([...connected].sort()).toEqual([...exp.allowed].sort());
     expect(exp.dropped).toBeGreaterThan(100);
     expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(exp.dropped);
@@ -204,11 +213,18 @@ describe.skipIf(!avail.ok)("segmentation with real packets in network namespaces
     const probes = allProbes();
     const connected = await runProbes(probes);
     const exp = expected(model, probes);
+    // per host, outbound traffic is filtered only for segments with an egress entry
+    const outside = HOSTS.length - 1;
+    for (const p of probes) {
+      if (p.to === outside && SEGMENTS[p.from] !== "api") exp.allowed.add(label(p));
+    }
     expect(connected).toContain("frontend->api tcp/8443 fd00:250::2:10");
     expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
+    expect(connected).toContain("outside->frontend tcp/8443 fd00:250::1:10");
+    expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10"); // api's output chain
     expect([...connected].sort()).toEqual([...exp.allowed].sort());
     let drops = 0;
-    for (const h of lab.hosts) drops += await lab.counter(h, "zt_drop");
+    for (const h of lab.hosts.slice(0, SEGMENTS.length)) drops += await lab.counter(h, "zt_drop");
     expect(drops).toBeGreaterThanOrEqual(exp.dropped);
   });
 

@@ -122,6 +122,14 @@ export function compileK8s(model: SegModel): CompileK8sResult {
         if (ports.length && to.length) egress.push({ to, ports });
       }
     }
+    const ing = model.ingress.get(s.name);
+    if (ing) {
+      const ports = npPorts(ing, warn, `ingress.${s.name}`);
+      if (ports.length) ingress.push({ ports });
+      warn(
+        `ingress.${s.name}: NetworkPolicy cannot say "outside the model"; ${ing.map(formatPortSpec).join(", ")} are allowed from any source`,
+      );
+    }
     const eg = model.egress.get(s.name);
     if (eg) {
       const ports = npPorts(eg, warn, `egress.${s.name}`);

@@ -257,28 +257,35 @@ export function compileNftables(
     return rs;
   };
 
-  // --- egress: from a segment to addresses outside the model ---
-  const egressRules = (segs: { name: string; ranges: IpRange[] }[]): string[] => {
+  // --- egress (segment → outside the model) and ingress (outside → segment) ---
+  const outsideRules = (
+    kind: "egress" | "ingress",
+    segs: { name: string; ranges: IpRange[] }[],
+  ): string[] => {
     const rs: string[] = [];
+    const table = kind === "egress" ? model.egress : model.ingress;
+    const [inside, outside] =
+      kind === "egress" ? (["saddr", "daddr"] as const) : (["daddr", "saddr"] as const);
     for (const fam of FAMS) {
       const es = new ElementSet();
       for (const s of segs) {
-        const eg = model.egress.get(s.name);
-        if (!eg) continue;
-        for (const src of rangesOf(s.ranges, fam)) for (const p of eg) es.add(`${src} . `, p, fam);
+        const list = table.get(s.name);
+        if (!list) continue;
+        for (const addr of rangesOf(s.ranges, fam))
+          for (const p of list) es.add(`${addr} . `, p, fam);
       }
       const notModel = allRanges.some((r) => r.family === fam)
-        ? `${SEL[fam]} daddr != @zt_all_v${fam} `
+        ? `${SEL[fam]} ${outside} != @zt_all_v${fam} `
         : `meta nfproto ipv${fam} `;
       const t = `${ADDR_TYPE[fam]} . inet_proto`;
-      if (emitSet(`egress_v${fam}`, `${t} . inet_service`, es.ported(), true)) {
+      if (emitSet(`${kind}_v${fam}`, `${t} . inet_service`, es.ported(), true)) {
         rs.push(
-          `${notModel}${SEL[fam]} saddr . meta l4proto . th dport @egress_v${fam} counter accept comment "egress"`,
+          `${notModel}${SEL[fam]} ${inside} . meta l4proto . th dport @${kind}_v${fam} counter accept comment "${kind}"`,
         );
       }
-      if (emitSet(`egress_icmp_v${fam}`, t, es.portless(), true)) {
+      if (emitSet(`${kind}_icmp_v${fam}`, t, es.portless(), true)) {
         rs.push(
-          `${notModel}${SEL[fam]} saddr . meta l4proto @egress_icmp_v${fam} counter accept comment "egress"`,
+          `${notModel}${SEL[fam]} ${inside} . meta l4proto @${kind}_icmp_v${fam} counter accept comment "${kind}"`,
         );
       }
     }
@@ -325,7 +332,8 @@ export function compileNftables(
     const rulesF = [
       ...preamble("forward"),
       ...flowRules(inDir),
-      ...egressRules(allSegs),
+      ...outsideRules("ingress", allSegs),
+      ...outsideRules("egress", allSegs),
       ...modeMaps,
       `goto ${modeChain(model.mode.default)}`,
     ];
@@ -335,13 +343,18 @@ export function compileNftables(
     chains.push({
       name: "input",
       hook: "input",
-      rules: [...preamble("input"), ...flowRules(inDir), `goto ${modeChain(m)}`],
+      rules: [
+        ...preamble("input"),
+        ...flowRules(inDir),
+        ...outsideRules("ingress", [{ name: local.seg.name, ranges: local.ranges }]),
+        `goto ${modeChain(m)}`,
+      ],
     });
     if (model.egress.has(local.seg.name)) {
       const rulesO = [
         ...preamble("output"),
         ...flowRules(outDir),
-        ...egressRules([{ name: local.seg.name, ranges: local.ranges }]),
+        ...outsideRules("egress", [{ name: local.seg.name, ranges: local.ranges }]),
         `goto ${modeChain(m)}`,
       ];
       chains.push({ name: "output", hook: "output", rules: rulesO });

@@ -14,6 +14,7 @@ export interface FlowProbe {
 export type FlowVerdict =
   | { verdict: "allow"; flow: number; rateLimited: boolean; from?: string; to?: string }
   | { verdict: "egress"; from: string }
+  | { verdict: "ingress"; to: string }
   | { verdict: "drop" | "would-drop"; from?: string; to?: string };
 
 /**
@@ -57,6 +58,10 @@ export class FlowEvaluator {
     if (from !== undefined && to === undefined) {
       const eg = this.#model.egress.get(from);
       if (eg?.some((q) => portSpecMatches(q, p.proto, p.port))) return { verdict: "egress", from };
+    }
+    if (from === undefined && to !== undefined) {
+      const ing = this.#model.ingress.get(to);
+      if (ing?.some((q) => portSpecMatches(q, p.proto, p.port))) return { verdict: "ingress", to };
     }
     const modeSeg = to ?? from;
     const mode =

@@ -76,6 +76,8 @@ export interface LearnResult {
   flows: LearnedFlow[];
   /** Proposed egress per segment (destinations outside the model). */
   egress: Record<string, string[]>;
+  /** Proposed ingress per segment (sources outside the model). */
+  ingress: Record<string, string[]>;
   /** Segments proposed for addresses the model does not know (one per address). */
   segments: Record<string, { hosts: string[] }>;
   /** Address-level flows, the input of `zt seg simulate`. */
@@ -135,6 +137,7 @@ export function summariseFlows(
     }
   >();
   const egress = new Map<string, Set<string>>();
+  const ingress = new Map<string, Set<string>>();
   const proposed: Record<string, { hosts: string[] }> = {};
   const names = new Map<string, string>();
   const segName = (a: string) => {
@@ -159,9 +162,12 @@ export function summariseFlows(
     if (!svc) services.set(f.dst, (svc = new Set()));
     svc.add(sp);
     const fromKnown = lookup(f.src);
-    if (index && fromKnown !== null && lookup(f.dst) === null) {
-      let set = egress.get(fromKnown);
-      if (!set) egress.set(fromKnown, (set = new Set()));
+    const toKnown = lookup(f.dst);
+    if (index && (fromKnown === null) !== (toKnown === null)) {
+      // exactly one side is in the model: egress from it, or ingress to it
+      const [map, seg] = fromKnown !== null ? [egress, fromKnown] : [ingress, toKnown!];
+      let set = map.get(seg);
+      if (!set) map.set(seg, (set = new Set()));
       set.add(sp);
       continue;
     }
@@ -194,9 +200,19 @@ export function summariseFlows(
       if (last) lf.last_seen = last;
       return lf;
     });
-  const eg: Record<string, string[]> = {};
-  for (const [s, set] of [...egress].sort()) eg[s] = [...set].sort();
+  const sorted = (m: Map<string, Set<string>>) => {
+    const out: Record<string, string[]> = {};
+    for (const [s, set] of [...m].sort((a, b) => (a[0] < b[0] ? -1 : 1))) out[s] = [...set].sort();
+    return out;
+  };
   const inventory = [...inv.values()].sort((a, b) => (a.address < b.address ? -1 : 1));
   for (const e of inventory) e.services = [...(services.get(e.address) ?? [])].sort();
-  return { inventory, flows, egress: eg, segments: proposed, observed };
+  return {
+    inventory,
+    flows,
+    egress: sorted(egress),
+    ingress: sorted(ingress),
+    segments: proposed,
+    observed,
+  };
 }

@@ -71,6 +71,7 @@ export function proposedModelYaml(model: SegModel | undefined, r: LearnResult): 
       comment: `learned: ${f.count} packets${f.first_seen ? `, ${f.first_seen} .. ${f.last_seen}` : ""}`,
     })),
     ...(Object.keys(r.egress).length ? { egress: r.egress } : {}),
+    ...(Object.keys(r.ingress).length ? { ingress: r.ingress } : {}),
     mode: { default: "audit" },
   };
   return (
@@ -146,6 +147,7 @@ export function learnDocument(result: LearnResult, stats: LearnStats): Record<st
     inventory: result.inventory,
     flows: result.flows,
     egress: result.egress,
+    ingress: result.ingress,
     ...(Object.keys(result.segments).length ? { proposed_segments: result.segments } : {}),
     observed: observedForOutput(result.observed),
   };

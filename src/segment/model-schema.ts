@@ -46,6 +46,7 @@ export const segModelSchema = z
     segments: z.record(z.string(), segmentSchema.nullable()),
     flows: z.array(flowSchema).nullable().default([]),
     egress: z.record(z.string(), z.array(z.string())).nullable().default({}),
+    ingress: z.record(z.string(), z.array(z.string())).nullable().default({}),
     mode: z
       .object({
         default: modeName.default("enforce"),

@@ -51,6 +51,8 @@ export interface SegModel {
   flows: SegFlow[];
   /** Per segment: services it may reach outside the model. */
   egress: Map<string, PortSpec[]>;
+  /** Per segment: services it offers to addresses outside the model. */
+  ingress: Map<string, PortSpec[]>;
   mode: { default: SegMode; perSegment: Map<string, SegMode> };
 }
 

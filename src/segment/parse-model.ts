@@ -202,11 +202,16 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
     flows.push(flow);
   });
 
-  const egress = new Map<string, PortSpec[]>();
-  for (const [name, list] of Object.entries(raw.egress ?? {})) {
-    checkSeg(name, ["egress", name], false);
-    egress.set(name, parsePorts(list, ["egress", name]));
-  }
+  const outside = (key: "egress" | "ingress") => {
+    const map = new Map<string, PortSpec[]>();
+    for (const [name, list] of Object.entries(raw[key] ?? {})) {
+      checkSeg(name, [key, name], false);
+      map.set(name, parsePorts(list, [key, name]));
+    }
+    return map;
+  };
+  const egress = outside("egress");
+  const ingress = outside("ingress");
 
   const perSegment = new Map<string, SegMode>();
   const mode = raw.mode ?? { default: "enforce" as const, enforce: [], audit: [] };
@@ -224,7 +229,13 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
     });
   }
 
-  const model: SegModel = { segments, flows, egress, mode: { default: mode.default, perSegment } };
+  const model: SegModel = {
+    segments,
+    flows,
+    egress,
+    ingress,
+    mode: { default: mode.default, perSegment },
+  };
   for (const { pathParts, ...f } of analyseModel(model))
     findings.push({ ...f, line: lineOf(pathParts) });
   const errors = findings.filter((f) => f.severity === "error");

@@ -17,6 +17,7 @@ export interface SimulateResult {
   flows: number;
   packets: number;
   allowed: number;
+  /** Packets allowed by `egress` / `ingress` (to or from outside the model). */
   egress: number;
   /** Packets the candidate would drop (enforced) or would drop once enforced (audit). */
   dropped: number;
@@ -50,7 +51,7 @@ export function simulateFlows(model: SegModel, observed: readonly ObservedFlow[]
       allowed += f.count;
       continue;
     }
-    if (v.verdict === "egress") {
+    if (v.verdict === "egress" || v.verdict === "ingress") {
       egress += f.count;
       continue;
     }

@@ -337,7 +337,7 @@ function registerSegLearnCommands(seg: Command): void {
         if (o.json) printJson(r);
         else {
           process.stdout.write(
-            `${r.flows} observed flows, ${r.packets} packets: ${r.allowed} allowed, ${r.egress} egress, ${r.dropped} would be dropped\n`,
+            `${r.flows} observed flows, ${r.packets} packets: ${r.allowed} allowed, ${r.egress} to/from outside the model, ${r.dropped} would be dropped\n`,
           );
           if (r.groups.length) {
             process.stdout.write("\n");
