@@ -135,12 +135,15 @@ export class ReferenceEngine implements PolicyEngine {
     return {
       decision: ans.response.decision,
       reasons: ans.response.diagnostics.reason,
-      errors: ans.response.diagnostics.errors.map((e) => ({
-        policyId: e.policyId,
-        message: e.error.message,
-      })),
+      errors: toPolicyErrors(ans.response.diagnostics.errors),
     };
   }
+}
+
+function toPolicyErrors(list: { policyId: string; error: { message: string } }[]): PolicyError[] {
+  const out: PolicyError[] = [];
+  for (const e of list) out.push({ policyId: e.policyId, message: e.error.message });
+  return out;
 }
 
 /** The entities an authorization can observe: closure over parents and entity references. */

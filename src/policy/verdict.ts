@@ -56,11 +56,20 @@ export interface VerdictInput {
  */
 export function decideVerdict(input: VerdictInput): AuthorizationResult {
   const reasons = [...input.reasons].sort();
-  const determining: DeterminingPolicy[] = reasons.map((id) => {
+  const determining: DeterminingPolicy[] = [];
+  let annotated: DeterminingPolicy | undefined;
+  let onlyStepUp = true;
+  for (const id of reasons) {
     const m = input.meta.get(id);
-    return { id, effect: m?.effect ?? "forbid", annotations: m?.annotations ?? {} };
-  });
-  const annotated = determining.find((d) => d.annotations["reason"]);
+    const d: DeterminingPolicy = {
+      id,
+      effect: m?.effect ?? "forbid",
+      annotations: m?.annotations ?? {},
+    };
+    determining.push(d);
+    if (!annotated && d.annotations["reason"]) annotated = d;
+    if (!isStepUpForbid(m)) onlyStepUp = false;
+  }
   const base = { decision: input.decision, reasons, errors: input.errors, determining };
   if (input.decision === "allow") {
     return { ...base, verdict: "allow", reason: annotated?.annotations["reason"] ?? "allowed" };
@@ -69,11 +78,11 @@ export function decideVerdict(input: VerdictInput): AuthorizationResult {
     const reason = input.errors.length > 0 ? "policy-error" : "no-matching-permit";
     return { ...base, verdict: "deny", reason };
   }
-  const onlyStepUp = reasons.every((id) => isStepUpForbid(input.meta.get(id)));
-  const erroredForbid = input.errors.some((e) => {
+  let erroredForbid = false;
+  for (const e of input.errors) {
     const m = input.meta.get(e.policyId);
-    return !m || (m.effect === "forbid" && !isStepUpForbid(m));
-  });
+    if (!m || (m.effect === "forbid" && !isStepUpForbid(m))) erroredForbid = true;
+  }
   if (onlyStepUp && !erroredForbid && input.allowsWithoutStepUp()) {
     return {
       ...base,

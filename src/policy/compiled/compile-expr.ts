@@ -135,6 +135,12 @@ export function compileExpr(expr: unknown, slots: SlotEnv): Compiled {
   return compile(expr as Json, slots).f;
 }
 
+function evalAll(fs: Compiled[], env: EvalEnv): Value[] {
+  const out: Value[] = [];
+  for (const f of fs) out.push(f(env));
+  return out;
+}
+
 function konst(v: Value): Node {
   return { f: () => v, k: { v } };
 }
@@ -294,7 +300,7 @@ function compile(e: Json, slots: SlotEnv): Node {
     case "Set": {
       const items = (body as unknown as Json[]).map((x) => compile(x, slots));
       const fs = items.map((i) => i.f);
-      return fold({ f: (env) => new CSet(fs.map((f) => f(env))) }, items);
+      return fold({ f: (env) => new CSet(evalAll(fs, env)) }, items);
     }
     case "Record": {
       const entries = Object.entries(body).map(([k, x]) => [k, compile(x as Json, slots)] as const);
@@ -335,7 +341,7 @@ function compile(e: Json, slots: SlotEnv): Node {
         const a1 = fs[1]!;
         return fold({ f: (env) => fn([a0(env), a1(env)]) }, args);
       }
-      return fold({ f: (env) => fn(fs.map((f) => f(env))) }, args);
+      return fold({ f: (env) => fn(evalAll(fs, env)) }, args);
     }
   }
 }

@@ -296,7 +296,7 @@ export class CompiledEngine implements PolicyEngine {
       else satisfiedPermits.push(p.id);
     };
     this.forCandidates(env, entities, visit);
-    errors.sort((a, b) => (a.policyId < b.policyId ? -1 : a.policyId > b.policyId ? 1 : 0));
+    if (errors.length > 1) errors.sort(byPolicyId);
     const decision =
       satisfiedForbids.length === 0 && satisfiedPermits.length > 0 ? "allow" : "deny";
     const reasons = satisfiedForbids.length > 0 ? satisfiedForbids : satisfiedPermits;
@@ -357,6 +357,10 @@ export class CompiledEngine implements PolicyEngine {
       }
     }
   }
+}
+
+function byPolicyId(a: PolicyError, b: PolicyError): number {
+  return a.policyId < b.policyId ? -1 : a.policyId > b.policyId ? 1 : 0;
 }
 
 /** The context as it will be after a successful step-up: `mfa_age_seconds` = 0 (when present). */

@@ -29,7 +29,11 @@ export function valueFromJson(v: unknown): Value {
       throw new CedarEvalError(`not a Cedar value: ${typeof v}`);
   }
   if (v === null) throw new CedarEvalError("null is not a Cedar value");
-  if (Array.isArray(v)) return new CSet(v.map(valueFromJson));
+  if (Array.isArray(v)) {
+    const items: Value[] = [];
+    for (const x of v) items.push(valueFromJson(x));
+    return new CSet(items);
+  }
 
   const o = v as Record<string, unknown>;
   const keys = Object.keys(o);
@@ -64,5 +68,7 @@ export function extnFromJson(x: unknown): Value {
   if (!f) throw new CedarEvalError(`unknown extension function ${o.fn}`);
   const args = Array.isArray(o.args) ? o.args : [o.arg];
   if (args.length !== f.arity) throw new CedarEvalError(`wrong number of arguments to ${o.fn}`);
-  return f.fn(args.map(valueFromJson));
+  const vals: Value[] = [];
+  for (const a of args) vals.push(valueFromJson(a));
+  return f.fn(vals);
 }
