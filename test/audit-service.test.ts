@@ -197,3 +197,56 @@ describe("alert service over a real store, event bus and webhook", () => {
     expect(body).toContain("zt_active_sessions 0");
   });
 });
+
+describe("checkpoint witnesses", () => {
+  it("a webhook witness receives the signed note; a failing witness never breaks checkpointing", async () => {
+    const { KeyStore, loadMasterKey } = await import("../src/keys/index.js");
+    const { Checkpointer, webhookWitness, parseCheckpoint, verifyCheckpointSignature } =
+      await import("../src/audit/index.js");
+    const t = makeEnv();
+    const clock = new ManualClock();
+    const store = await openStore({ dataDir: t.dataDir });
+    const hook = await receiver();
+    try {
+      const keys = new KeyStore(
+        store,
+        loadMasterKey({ dataDir: t.dataDir, envValue: t.env["ZT_MASTER_KEY"] }),
+        clock,
+      );
+      const log = new AuditLog(store, { clock });
+      for (let i = 0; i < 5; i++) log.record({ kind: "x", outcome: "info" });
+      await log.close();
+      const errors: string[] = [];
+      const cp = new Checkpointer({
+        store,
+        keys,
+        clock,
+        origin: "audit.test/zt/audit",
+        every: 100,
+        intervalMs: 60_000,
+        witnesses: [webhookWitness(hook.url), webhookWitness("http://127.0.0.1:1/closed")],
+        onWitnessError: (w) => errors.push(w),
+      });
+      const note = await cp.checkpointNow();
+      expect(note).toBeDefined();
+      const body = (await hook.next()) as {
+        origin: string;
+        size: number;
+        head_hash: string;
+        note: string;
+      };
+      expect(body).toMatchObject({ origin: "audit.test/zt/audit", size: 5, note });
+      const parsed = parseCheckpoint(body.note);
+      expect(parsed.headHash).toBe(body.head_hash);
+      const key = await keys.activeKey("audit-checkpoint", "EdDSA");
+      expect(verifyCheckpointSignature(parsed, key.publicKey)).toBe(true);
+      expect(errors).toEqual(["webhook:http://127.0.0.1:1/closed"]);
+      // Nothing new: no second checkpoint.
+      expect(await cp.checkpointNow()).toBeUndefined();
+      await cp.stop();
+    } finally {
+      await new Promise<void>((r) => hook.server.close(() => r()));
+      await store.close();
+    }
+  });
+});
