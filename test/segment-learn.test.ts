@@ -155,7 +155,7 @@ describe("log line parser equivalence", () => {
   });
 });
 
-describe("learn and simulate", () => {
+describe("learn and simulate", { timeout: 180_000 }, () => {
   let dir: string;
   let logPath: string;
   const { model } = parseSegModel(MODEL);

@@ -66,185 +66,189 @@ if (!avail.ok) {
   );
 }
 
-describe.skipIf(!avail.ok)("segmentation with real packets in network namespaces", () => {
-  let lab: NetnsLab;
+describe.skipIf(!avail.ok)(
+  "segmentation with real packets in network namespaces",
+  { timeout: 120_000 },
+  () => {
+    let lab: NetnsLab;
 
-  beforeAll(async () => {
-    lab = await NetnsLab.create(HOSTS.length);
-    await lab.listen(TCP_PORTS, UDP_PORTS);
-  });
+    beforeAll(async () => {
+      lab = await NetnsLab.create(HOSTS.length);
+      await lab.listen(TCP_PORTS, UDP_PORTS);
+    });
 
-  afterAll(async () => {
-    await lab?.destroy();
-  });
+    afterAll(async () => {
+      await lab?.destroy();
+    });
 
-  async function clearRules(): Promise<void> {
-    for (const ns of [lab.router, ...lab.hosts]) await lab.exec(ns, "nft", ["flush", "ruleset"]);
-  }
-
-  /**
-   * Probes every pair from every namespace in parallel; returns the set of connected labels.
-   * What did not connect is probed once more with a longer timeout, so a loaded machine
-   * cannot turn an allowed flow into a false "dropped" (a dropped one stays dropped).
-   */
-  async function runProbes(probes: Probe[]): Promise<Set<string>> {
-    const connected = new Set<string>();
-    const pass = async (list: Probe[], timeoutMs: number) => {
-      await Promise.all(
-        HOSTS.map(async (_, a) => {
-          const mine = list.filter((p) => p.from === a);
-          if (mine.length === 0) return;
-          const res = await lab.probe(lab.hosts[a]!, mine, timeoutMs);
-          mine.forEach((p, i) => {
-            if (res[i]) connected.add(label(p));
-          });
-        }),
-      );
-    };
-    await pass(probes, 1500);
-    await pass(
-      probes.filter((p) => !connected.has(label(p))),
-      3000,
-    );
-    return connected;
-  }
-
-  function expected(model: SegModel, probes: Probe[]) {
-    const ev = new FlowEvaluator(model);
-    const allowed = new Set<string>();
-    let dropped = 0;
-    let wouldDrop = 0;
-    for (const p of probes) {
-      const v = ev.evaluate({
-        src: p.addr.includes(":") ? NetnsLab.addr6(p.from) : NetnsLab.addr4(p.from),
-        dst: p.addr,
-        proto: p.proto,
-        port: p.port,
-      });
-      if (v.verdict === "drop") dropped++;
-      else allowed.add(label(p));
-      if (v.verdict === "would-drop") wouldDrop++;
+    async function clearRules(): Promise<void> {
+      for (const ns of [lab.router, ...lab.hosts]) await lab.exec(ns, "nft", ["flush", "ruleset"]);
     }
-    return { allowed, dropped, wouldDrop };
-  }
 
-  it("sanity: without rules every probe connects (the lab itself works)", async () => {
-    await clearRules();
-    const probes = allProbes();
-    const connected = await runProbes(probes);
-    expect(connected.size).toBe(probes.length);
-  });
+    /**
+     * Probes every pair from every namespace in parallel; returns the set of connected labels.
+     * What did not connect is probed once more with a longer timeout, so a loaded machine
+     * cannot turn an allowed flow into a false "dropped" (a dropped one stays dropped).
+     */
+    async function runProbes(probes: Probe[]): Promise<Set<string>> {
+      const connected = new Set<string>();
+      const pass = async (list: Probe[], timeoutMs: number) => {
+        await Promise.all(
+          HOSTS.map(async (_, a) => {
+            const mine = list.filter((p) => p.from === a);
+            if (mine.length === 0) return;
+            const res = await lab.probe(lab.hosts[a]!, mine, timeoutMs);
+            mine.forEach((p, i) => {
+              if (res[i]) connected.add(label(p));
+            });
+          }),
+        );
+      };
+      await pass(probes, 1500);
+      await pass(
+        probes.filter((p) => !connected.has(label(p))),
+        3000,
+      );
+      return connected;
+    }
 
-  it("router, enforce: exactly the allowed flows connect, the rest is dropped and counted", async () => {
-    await clearRules();
-    const { model } = parseSegModel(modelText("{ default: enforce }"));
-    // another tool's table must survive zt's atomic replace
-    await lab.nft(
-      lab.router,
-      "table inet other {\n\tchain c {\n\t\ttype filter hook forward priority 10; policy accept;\n\t}\n}\n",
-    );
-    const ruleset = compileNftables(model).text;
-    await lab.nft(lab.router, ruleset);
-    await lab.nft(lab.router, ruleset); // re-applying replaces, never duplicates
-    const probes = allProbes();
-    const connected = await runProbes(probes);
-    const exp = expected(model, probes);
-    // hand-written spot checks, independent of the evaluator
-    expect(connected).toContain("frontend->api tcp/8443 10.250.2.10");
-    expect(connected).toContain("frontend->api tcp/8443 fd00:250::2:10");
-    expect(connected).toContain("frontend->api udp/53 10.250.2.10");
-    expect(connected).toContain("api->data tcp/5432 fd00:250::3:10");
-    expect(connected).toContain("monitoring->bastion tcp/9100 10.250.5.10");
-    expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
-    expect(connected).not.toContain("data->api tcp/5432 10.250.2.10");
-    expect(connected).not.toContain("api->frontend tcp/8443 10.250.1.10");
-    expect(connected).not.toContain("frontend->api tcp/8080 10.250.2.10");
-    expect(connected).toContain("outside->frontend tcp/8443 10.250.1.10"); // ingress
-    expect(connected).not.toContain("outside->api tcp/8443 10.250.2.10");
-    expect(connected).toContain("api->outside tcp/443 fd00:250::6:10"); // egress
-    expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10");
-    expect(connected).not.toContain("frontend->outside tcp/443 10.250.6.10");
-    expect([...connected].sort()).toEqual([...exp.allowed].sort());
-    expect(exp.dropped).toBeGreaterThan(100);
-    expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(exp.dropped);
-    expect(await lab.counter(lab.router, "zt_would_drop")).toBe(0);
-    const tables = await lab.exec(lab.router, "nft", ["list", "tables"]);
-    expect(tables).toContain("table inet other");
-    expect(tables.match(/table inet zt/g)).toHaveLength(1);
-  });
+    function expected(model: SegModel, probes: Probe[]) {
+      const ev = new FlowEvaluator(model);
+      const allowed = new Set<string>();
+      let dropped = 0;
+      let wouldDrop = 0;
+      for (const p of probes) {
+        const v = ev.evaluate({
+          src: p.addr.includes(":") ? NetnsLab.addr6(p.from) : NetnsLab.addr4(p.from),
+          dst: p.addr,
+          proto: p.proto,
+          port: p.port,
+        });
+        if (v.verdict === "drop") dropped++;
+        else allowed.add(label(p));
+        if (v.verdict === "would-drop") wouldDrop++;
+      }
+      return { allowed, dropped, wouldDrop };
+    }
 
-  it("router, audit by default with data enforced: everything connects except what data enforces", async () => {
-    await clearRules();
-    const { model } = parseSegModel(modelText("{ default: audit, enforce: [data] }"));
-    await lab.nft(lab.router, compileNftables(model).text);
-    const probes = allProbes();
-    const connected = await runProbes(probes);
-    const exp = expected(model, probes);
-    expect(connected).toContain("frontend->api tcp/8080 10.250.2.10"); // would-drop, accepted
-    expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10"); // data enforces
-    expect(connected).toContain("data->frontend tcp/8080 10.250.1.10"); // frontend audits
-    expect([...connected].sort()).toEqual([...exp.allowed].sort());
-    expect(exp.wouldDrop).toBeGreaterThan(50);
-    expect(await lab.counter(lab.router, "zt_would_drop")).toBeGreaterThanOrEqual(exp.wouldDrop);
-    expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(exp.dropped);
-  });
+    it("sanity: without rules every probe connects (the lab itself works)", async () => {
+      await clearRules();
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      expect(connected.size).toBe(probes.length);
+    });
 
-  it("router, audit everywhere: every probe connects and the would-drop counter counts", async () => {
-    await clearRules();
-    const { model } = parseSegModel(modelText("{ default: audit }"));
-    await lab.nft(lab.router, compileNftables(model).text);
-    const probes = allProbes();
-    const connected = await runProbes(probes);
-    const exp = expected(model, probes);
-    expect(connected.size).toBe(probes.length);
-    expect(await lab.counter(lab.router, "zt_would_drop")).toBeGreaterThanOrEqual(exp.wouldDrop);
-    expect(await lab.counter(lab.router, "zt_drop")).toBe(0);
-  });
-
-  it("per segment on each host (input + output chains): exactly the allowed flows connect", async () => {
-    await clearRules();
-    const { model } = parseSegModel(modelText("{ default: enforce }"));
-    for (let i = 0; i < SEGMENTS.length; i++) {
+    it("router, enforce: exactly the allowed flows connect, the rest is dropped and counted", async () => {
+      await clearRules();
+      const { model } = parseSegModel(modelText("{ default: enforce }"));
+      // another tool's table must survive zt's atomic replace
       await lab.nft(
-        lab.hosts[i]!,
-        compileNftables(model, { target: { kind: "segment", segment: SEGMENTS[i]! } }).text,
+        lab.router,
+        "table inet other {\n\tchain c {\n\t\ttype filter hook forward priority 10; policy accept;\n\t}\n}\n",
       );
-    }
-    const probes = allProbes();
-    const connected = await runProbes(probes);
-    const exp = expected(model, probes);
-    // per host, outbound traffic is filtered only for segments with an egress entry
-    const outside = HOSTS.length - 1;
-    for (const p of probes) {
-      if (p.to === outside && SEGMENTS[p.from] !== "api") exp.allowed.add(label(p));
-    }
-    expect(connected).toContain("frontend->api tcp/8443 fd00:250::2:10");
-    expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
-    expect(connected).toContain("outside->frontend tcp/8443 fd00:250::1:10");
-    expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10"); // api's output chain
-    expect([...connected].sort()).toEqual([...exp.allowed].sort());
-    let drops = 0;
-    for (const h of lab.hosts.slice(0, SEGMENTS.length)) drops += await lab.counter(h, "zt_drop");
-    expect(drops).toBeGreaterThanOrEqual(exp.dropped);
-  });
+      const ruleset = compileNftables(model).text;
+      await lab.nft(lab.router, ruleset);
+      await lab.nft(lab.router, ruleset); // re-applying replaces, never duplicates
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      const exp = expected(model, probes);
+      // hand-written spot checks, independent of the evaluator
+      expect(connected).toContain("frontend->api tcp/8443 10.250.2.10");
+      expect(connected).toContain("frontend->api tcp/8443 fd00:250::2:10");
+      expect(connected).toContain("frontend->api udp/53 10.250.2.10");
+      expect(connected).toContain("api->data tcp/5432 fd00:250::3:10");
+      expect(connected).toContain("monitoring->bastion tcp/9100 10.250.5.10");
+      expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
+      expect(connected).not.toContain("data->api tcp/5432 10.250.2.10");
+      expect(connected).not.toContain("api->frontend tcp/8443 10.250.1.10");
+      expect(connected).not.toContain("frontend->api tcp/8080 10.250.2.10");
+      expect(connected).toContain("outside->frontend tcp/8443 10.250.1.10"); // ingress
+      expect(connected).not.toContain("outside->api tcp/8443 10.250.2.10");
+      expect(connected).toContain("api->outside tcp/443 fd00:250::6:10"); // egress
+      expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10");
+      expect(connected).not.toContain("frontend->outside tcp/443 10.250.6.10");
+      expect([...connected].sort()).toEqual([...exp.allowed].sort());
+      expect(exp.dropped).toBeGreaterThan(100);
+      expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(exp.dropped);
+      expect(await lab.counter(lab.router, "zt_would_drop")).toBe(0);
+      const tables = await lab.exec(lab.router, "nft", ["list", "tables"]);
+      expect(tables).toContain("table inet other");
+      expect(tables.match(/table inet zt/g)).toHaveLength(1);
+    });
 
-  it("rate limit: only a burst of new connections passes", async () => {
-    await clearRules();
-    const text = modelText("{ default: enforce }").replace(
-      '  - { from: bastion,    to: "*",  ports: [tcp/22] }',
-      '  - { from: bastion,    to: "*",  ports: [tcp/22], rate: 3/minute, burst: 3 }',
-    );
-    const { model } = parseSegModel(text);
-    await lab.nft(lab.router, compileNftables(model).text);
-    const probes: ProbeTarget[] = Array.from({ length: 10 }, () => ({
-      addr: NetnsLab.addr4(0),
-      proto: "tcp",
-      port: 22,
-    }));
-    const res = await lab.probe(lab.hosts[4]!, probes);
-    const ok = res.filter(Boolean).length;
-    expect(ok).toBeGreaterThanOrEqual(1);
-    expect(ok).toBeLessThanOrEqual(4);
-    expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(10 - ok);
-  });
-});
+    it("router, audit by default with data enforced: everything connects except what data enforces", async () => {
+      await clearRules();
+      const { model } = parseSegModel(modelText("{ default: audit, enforce: [data] }"));
+      await lab.nft(lab.router, compileNftables(model).text);
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      const exp = expected(model, probes);
+      expect(connected).toContain("frontend->api tcp/8080 10.250.2.10"); // would-drop, accepted
+      expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10"); // data enforces
+      expect(connected).toContain("data->frontend tcp/8080 10.250.1.10"); // frontend audits
+      expect([...connected].sort()).toEqual([...exp.allowed].sort());
+      expect(exp.wouldDrop).toBeGreaterThan(50);
+      expect(await lab.counter(lab.router, "zt_would_drop")).toBeGreaterThanOrEqual(exp.wouldDrop);
+      expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(exp.dropped);
+    });
+
+    it("router, audit everywhere: every probe connects and the would-drop counter counts", async () => {
+      await clearRules();
+      const { model } = parseSegModel(modelText("{ default: audit }"));
+      await lab.nft(lab.router, compileNftables(model).text);
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      const exp = expected(model, probes);
+      expect(connected.size).toBe(probes.length);
+      expect(await lab.counter(lab.router, "zt_would_drop")).toBeGreaterThanOrEqual(exp.wouldDrop);
+      expect(await lab.counter(lab.router, "zt_drop")).toBe(0);
+    });
+
+    it("per segment on each host (input + output chains): exactly the allowed flows connect", async () => {
+      await clearRules();
+      const { model } = parseSegModel(modelText("{ default: enforce }"));
+      for (let i = 0; i < SEGMENTS.length; i++) {
+        await lab.nft(
+          lab.hosts[i]!,
+          compileNftables(model, { target: { kind: "segment", segment: SEGMENTS[i]! } }).text,
+        );
+      }
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      const exp = expected(model, probes);
+      // per host, outbound traffic is filtered only for segments with an egress entry
+      const outside = HOSTS.length - 1;
+      for (const p of probes) {
+        if (p.to === outside && SEGMENTS[p.from] !== "api") exp.allowed.add(label(p));
+      }
+      expect(connected).toContain("frontend->api tcp/8443 fd00:250::2:10");
+      expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
+      expect(connected).toContain("outside->frontend tcp/8443 fd00:250::1:10");
+      expect(connected).not.toContain("api->outside tcp/8080 10.250.6.10"); // api's output chain
+      expect([...connected].sort()).toEqual([...exp.allowed].sort());
+      let drops = 0;
+      for (const h of lab.hosts.slice(0, SEGMENTS.length)) drops += await lab.counter(h, "zt_drop");
+      expect(drops).toBeGreaterThanOrEqual(exp.dropped);
+    });
+
+    it("rate limit: only a burst of new connections passes", async () => {
+      await clearRules();
+      const text = modelText("{ default: enforce }").replace(
+        '  - { from: bastion,    to: "*",  ports: [tcp/22] }',
+        '  - { from: bastion,    to: "*",  ports: [tcp/22], rate: 3/minute, burst: 3 }',
+      );
+      const { model } = parseSegModel(text);
+      await lab.nft(lab.router, compileNftables(model).text);
+      const probes: ProbeTarget[] = Array.from({ length: 10 }, () => ({
+        addr: NetnsLab.addr4(0),
+        proto: "tcp",
+        port: 22,
+      }));
+      const res = await lab.probe(lab.hosts[4]!, probes);
+      const ok = res.filter(Boolean).length;
+      expect(ok).toBeGreaterThanOrEqual(1);
+      expect(ok).toBeLessThanOrEqual(4);
+      expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(10 - ok);
+    });
+  },
+);

@@ -45,7 +45,7 @@ function zt(args: string[], env: Record<string, string> = {}): Promise<CliResult
 }
 
 /** Waits for the state file to reach a status (the timer process changes it). */
-async function waitForStatus(dir: string, status: string, limitMs = 30_000): Promise<void> {
+async function waitForStatus(dir: string, status: string, limitMs = 90_000): Promise<void> {
   const start = Date.now();
   while (Date.now() - start < limitMs) {
     const st = await readFile(join(dir, "state.json"), "utf8").catch(() => "{}");
@@ -63,142 +63,166 @@ flows:
 mode: { default: enforce }
 `;
 
-describe.skipIf(!avail.ok)("zt seg apply / confirm / rollback in a namespace", () => {
-  let lab: NetnsLab;
-  let dir: string;
-  let stateDir: string;
-  let good: string;
-  let bad: string;
+describe.skipIf(!avail.ok)(
+  "zt seg apply / confirm / rollback in a namespace",
+  { timeout: 180_000 },
+  () => {
+    let lab: NetnsLab;
+    let dir: string;
+    let stateDir: string;
+    let good: string;
+    let bad: string;
 
-  beforeAll(async () => {
-    if (!existsSync(join(ROOT, "dist", "src", "cli", "commands", "seg.js"))) {
-      await execFileP("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: ROOT }).catch(
-        () => undefined,
-      );
-    }
-    lab = await NetnsLab.create(2);
-    await lab.listen([22, 8443], []);
-    dir = await mkdtemp(join(tmpdir(), "zt-seg-"));
-    stateDir = join(dir, "state");
-    good = join(dir, "good.yaml");
-    bad = join(dir, "bad.yaml");
-    await writeFile(good, model(true));
-    await writeFile(bad, model(false));
-  });
-
-  afterAll(async () => {
-    await lab?.destroy();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
-
-  const server = () => lab.hosts[1]!;
-  const ssh = async () =>
-    (
-      await lab.probe(lab.hosts[0]!, [{ addr: NetnsLab.addr4(1), proto: "tcp", port: 22 }], 1500)
-    )[0];
-
-  it("rolls back a ruleset that cuts SSH when it is not confirmed in time", async () => {
-    const a = await zt([
-      "seg",
-      "apply",
-      good,
-      "--segment",
-      "server",
-      "--netns",
-      server(),
-      "--state-dir",
-      stateDir,
-      "--confirm-within",
-      "0",
-    ]);
-    expect(a.stderr).toBe("");
-    expect(a.code).toBe(0);
-    expect(await ssh()).toBe(true);
-
-    const b = await zt(
-      ["seg", "apply", bad, "--segment", "server", "--netns", server(), "--confirm-within", "6s"],
-      {
-        ZT_SEG_STATE_DIR: stateDir,
-      },
-    );
-    expect(b.code).toBe(0);
-    expect(b.stdout).toMatch(/zt seg confirm/);
-    expect(await ssh()).toBe(false); // locked out…
-    await waitForStatus(stateDir, "rolled-back");
-    expect(await ssh()).toBe(true); // …but only until the window closed
-
-    const st = await zt(["seg", "status", "--netns", server(), "--state-dir", stateDir, "--json"]);
-    const status = JSON.parse(st.stdout) as {
-      state: { status: string };
-      live: boolean;
-      rules: { rule: string; packets: number }[];
-    };
-    expect(status.state.status).toBe("rolled-back");
-    expect(status.live).toBe(true);
-    // the restored table is the first one: its flow rule counts the SSH connections
-    expect(status.rules.find((r) => r.rule === "allowed flows")?.packets).toBeGreaterThanOrEqual(2);
-
-    const late = await zt(["seg", "confirm", "--state-dir", stateDir]);
-    expect(late.code).toBe(65);
-    expect(late.stderr).toMatch(/ZT_CONFLICT: too late/);
-  });
-
-  it("keeps a confirmed ruleset: the timer finds nothing to roll back", async () => {
-    const b = await zt([
-      "seg",
-      "apply",
-      bad,
-      "--segment",
-      "server",
-      "--netns",
-      server(),
-      "--state-dir",
-      stateDir,
-      "--confirm-within",
-      "30s",
-    ]);
-    expect(b.code).toBe(0);
-    const state = JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")) as {
-      token: string;
-    };
-    const c = await zt(["seg", "confirm", "--state-dir", stateDir]);
-    expect(c.code).toBe(0);
-    expect(c.stdout).toMatch(/^confirmed /);
-    // what the timer does when its window ends, run now
-    const rolled = await rollbackIfPending({
-      stateDir,
-      nft: systemNftRunner({ netns: server() }),
-      clock: systemClock,
-      token: state.token,
+    beforeAll(async () => {
+      if (!existsSync(join(ROOT, "dist", "src", "cli", "commands", "seg.js"))) {
+        await execFileP("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: ROOT }).catch(
+          () => undefined,
+        );
+      }
+      lab = await NetnsLab.create(2);
+      await lab.listen([22, 8443], []);
+      dir = await mkdtemp(join(tmpdir(), "zt-seg-"));
+      stateDir = join(dir, "state");
+      good = join(dir, "good.yaml");
+      bad = join(dir, "bad.yaml");
+      await writeFile(good, model(true));
+      await writeFile(bad, model(false));
     });
-    expect(rolled).toBe(false);
-    expect(await ssh()).toBe(false);
-    const st = await zt(["seg", "status", "--netns", server(), "--state-dir", stateDir]);
-    expect(st.stdout).toMatch(/\(confirmed\)/);
-    expect(st.stdout).toMatch(/allowed flows/);
-  });
 
-  it("refuses a ruleset nft cannot load and leaves the live table alone", async () => {
-    const broken = join(dir, "broken.nft");
-    await writeFile(
-      broken,
-      "table inet zt {}\ndelete table inet zt\ntable inet zt {\n\tchain input {\n\t\tthis is not nft\n\t}\n}\n",
-    );
-    const before = await lab.exec(server(), "nft", ["list", "table", "inet", "zt"]);
-    const r = await zt([
-      "seg",
-      "apply",
-      broken,
-      "--netns",
-      server(),
-      "--state-dir",
-      stateDir,
-      "--confirm-within",
-      "0",
-    ]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/ZT_SEG_APPLY_FAILED/);
-    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
-    expect(await lab.exec(server(), "nft", ["list", "table", "inet", "zt"])).toBe(before);
-  });
-});
+    afterAll(async () => {
+      await lab?.destroy();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    const server = () => lab.hosts[1]!;
+    const ssh = async () =>
+      (
+        await lab.probe(lab.hosts[0]!, [{ addr: NetnsLab.addr4(1), proto: "tcp", port: 22 }], 1500)
+      )[0];
+
+    it("rolls back a ruleset that cuts SSH when it is not confirmed in time", async () => {
+      const a = await zt([
+        "seg",
+        "apply",
+        good,
+        "--segment",
+        "server",
+        "--netns",
+        server(),
+        "--state-dir",
+        stateDir,
+        "--confirm-within",
+        "0",
+      ]);
+      expect(a.stderr).toBe("");
+      expect(a.code).toBe(0);
+      expect(await ssh()).toBe(true);
+
+      const b = await zt(
+        [
+          "seg",
+          "apply",
+          bad,
+          "--segment",
+          "server",
+          "--netns",
+          server(),
+          "--confirm-within",
+          "15s",
+        ],
+        {
+          ZT_SEG_STATE_DIR: stateDir,
+        },
+      );
+      expect(b.code).toBe(0);
+      expect(b.stdout).toMatch(/zt seg confirm/);
+      expect(await ssh()).toBe(false); // locked out…
+      await waitForStatus(stateDir, "rolled-back");
+      expect(await ssh()).toBe(true); // …but only until the window closed
+
+      const st = await zt([
+        "seg",
+        "status",
+        "--netns",
+        server(),
+        "--state-dir",
+        stateDir,
+        "--json",
+      ]);
+      const status = JSON.parse(st.stdout) as {
+        state: { status: string };
+        live: boolean;
+        rules: { rule: string; packets: number }[];
+      };
+      expect(status.state.status).toBe("rolled-back");
+      expect(status.live).toBe(true);
+      // the restored table is the first one: its flow rule counts the SSH connections
+      expect(status.rules.find((r) => r.rule === "allowed flows")?.packets).toBeGreaterThanOrEqual(
+        2,
+      );
+
+      const late = await zt(["seg", "confirm", "--state-dir", stateDir]);
+      expect(late.code).toBe(65);
+      expect(late.stderr).toMatch(/ZT_CONFLICT: too late/);
+    });
+
+    it("keeps a confirmed ruleset: the timer finds nothing to roll back", async () => {
+      const b = await zt([
+        "seg",
+        "apply",
+        bad,
+        "--segment",
+        "server",
+        "--netns",
+        server(),
+        "--state-dir",
+        stateDir,
+        "--confirm-within",
+        "30s",
+      ]);
+      expect(b.code).toBe(0);
+      const state = JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")) as {
+        token: string;
+      };
+      const c = await zt(["seg", "confirm", "--state-dir", stateDir]);
+      expect(c.code).toBe(0);
+      expect(c.stdout).toMatch(/^confirmed /);
+      // what the timer does when its window ends, run now
+      const rolled = await rollbackIfPending({
+        stateDir,
+        nft: systemNftRunner({ netns: server() }),
+        clock: systemClock,
+        token: state.token,
+      });
+      expect(rolled).toBe(false);
+      expect(await ssh()).toBe(false);
+      const st = await zt(["seg", "status", "--netns", server(), "--state-dir", stateDir]);
+      expect(st.stdout).toMatch(/\(confirmed\)/);
+      expect(st.stdout).toMatch(/allowed flows/);
+    });
+
+    it("refuses a ruleset nft cannot load and leaves the live table alone", async () => {
+      const broken = join(dir, "broken.nft");
+      await writeFile(
+        broken,
+        "table inet zt {}\ndelete table inet zt\ntable inet zt {\n\tchain input {\n\t\tthis is not nft\n\t}\n}\n",
+      );
+      const before = await lab.exec(server(), "nft", ["list", "table", "inet", "zt"]);
+      const r = await zt([
+        "seg",
+        "apply",
+        broken,
+        "--netns",
+        server(),
+        "--state-dir",
+        stateDir,
+        "--confirm-within",
+        "0",
+      ]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/ZT_SEG_APPLY_FAILED/);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      expect(await lab.exec(server(), "nft", ["list", "table", "inet", "zt"])).toBe(before);
+    });
+  },
+);
