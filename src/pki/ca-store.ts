@@ -81,16 +81,32 @@ export class CaStore {
   async ensure(): Promise<string[]> {
     const created: string[] = [];
     const now = this.#clock.now();
-    let root = await this.#activeRow("root", now);
-    if (!root) {
-      await this.#createRoot();
-      created.push("root");
-      root = await this.#winner("root", now);
-    }
-    if (!(await this.#activeRow("intermediate", now))) {
-      await this.#createIntermediate(await this.#loadX509(root!));
-      created.push("intermediate");
-      await this.#winner("intermediate", now);
+    // Replicas may run this at the same time. Every step is "the oldest active row wins";
+    // repeat until the root and an intermediate under it are both settled.
+    for (let round = 0; round < 10; round++) {
+      let root = await this.#activeRow("root", now);
+      if (!root) {
+        await this.#createRoot();
+        created.push("root");
+        root = await this.#winner("root", now);
+        continue;
+      }
+      // An active intermediate under another (losing) root is never trusted.
+      await this.#store.db
+        .updateTable("pki_cas")
+        .set({ status: "discarded" })
+        .where("kind", "=", "intermediate")
+        .where("status", "=", "active")
+        .where("parent_id", "!=", root.id)
+        .execute();
+      if (!(await this.#activeRow("intermediate", now))) {
+        await this.#createIntermediate(await this.#loadX509(root));
+        created.push("intermediate");
+        await this.#winner("intermediate", now);
+        continue;
+      }
+      const settled = await this.#activeRow("root", now);
+      if (settled?.id === root.id) break;
     }
     for (const kind of ["ssh-user", "ssh-host"] as const) {
       if (!(await this.#activeRow(kind, now))) {

@@ -145,17 +145,33 @@ export class PkiService {
   ): Promise<PkiService> {
     const settings = parsePkiSettings(ctx.config.pki, ctx.config.trust_domain);
     const caStore = new CaStore(ctx.store, ctx.box, ctx.clock, settings);
-    if (options.create) {
-      const created = await caStore.ensure();
-      for (const kind of created)
-        ctx.audit.record({
-          kind: "ca.create",
-          outcome: "success",
-          subject: "zt",
-          data: { ca: kind },
-        });
+    let cas: CaSet | undefined;
+    for (let attempt = 0; !cas; attempt++) {
+      if (options.create) {
+        const created = await caStore.ensure();
+        for (const kind of created) {
+          ctx.audit.record({
+            kind: "ca.create",
+            outcome: "success",
+            subject: "zt",
+            data: { ca: kind },
+          });
+        }
+      }
+      try {
+        cas = await caStore.load();
+      } catch (e) {
+        // Another replica creating CAs at the same moment may have discarded ours: settle again.
+        if (
+          !options.create ||
+          attempt >= 5 ||
+          !(e instanceof ZtError) ||
+          e.code !== "ZT_PKI_NOT_INITIALISED"
+        )
+          throw e;
+      }
     }
-    const svc = new PkiService(ctx, settings, caStore, await caStore.load(), options);
+    const svc = new PkiService(ctx, settings, caStore, cas, options);
     await svc.#loadDenyList();
     await svc.ssh.loadRevocations();
     svc.#unsubscribe = ctx.events.subscribe((e) => svc.#onEvent(e));
