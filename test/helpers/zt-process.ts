@@ -70,7 +70,7 @@ export function startZtUp(
           apiUrl: api![1]!,
           stop: () =>
             new Promise<void>((r) => {
-              if (child.exitCode !== null) return r();
+              if (child.exitCode !== null || child.signalCode !== null) return r();
               child.once("exit", () => r());
               child.kill("SIGTERM");
             }),
