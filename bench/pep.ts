@@ -21,7 +21,8 @@ import { join } from "node:path";
 import { validateConfig } from "../src/config/index.js";
 import { openAppContext } from "../src/app/index.js";
 import { createServices } from "../src/app/services.js";
-import { createPep } from "../src/proxy/index.js";
+import { canonicalizeRequest, createPep } from "../src/proxy/index.js";
+import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
 const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
@@ -314,6 +315,61 @@ async function main(): Promise<void> {
       "x-original-method": "GET",
     });
 
+    // (f) the decision pipeline without HTTP or the kernel: what zt itself adds per
+    // request (canonicalise, session check, Cedar decision + audit record, assertion).
+    let pipelineUs: number | undefined;
+    if (!only || only.includes("f")) {
+      const route = config.routes[0]!;
+      const snapshotUser = services.snapshot.user(user.user.id)!;
+      const once = async () => {
+        const o = readOriginalRequest({
+          "x-original-url": [`http://${HOST}/a/./b?x=1`],
+          "x-original-method": ["GET"],
+        });
+        if (!o.ok) throw new Error("pipeline: original request refused");
+        const c = canonicalizeRequest("/a/./b?x=1", HOST);
+        if (!c.ok) throw new Error("pipeline: canonicalisation refused");
+        const check = await services.sessions.check(token);
+        if (!check.ok) throw new Error("pipeline: session refused");
+        const d = services.decisions.decide({
+          principal: { type: "User", id: snapshotUser.name },
+          subject: snapshotUser.name,
+          action: "GET",
+          route: route.name,
+          sourceIp: "127.0.0.1",
+          host: c.host,
+          path: c.path,
+          method: "GET",
+          mfaAgeSeconds: 10,
+          authenticatedBy: "session",
+          sessionId: check.session.id,
+          pep: "bench",
+        });
+        if (d.result.verdict !== "allow") throw new Error(`pipeline: ${d.result.reason}`);
+        await services.assertions.sign({
+          sub: snapshotUser.name,
+          name: snapshotUser.name,
+          groups: snapshotUser.groups,
+          aud: route.name,
+          decisionId: d.decisionId,
+          sessionId: check.session.id,
+        });
+      };
+      for (let i = 0; i < 2_000; i++) await once();
+      await ctx.audit.flush();
+      const n = 20_000;
+      const cpu0 = process.cpuUsage();
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) await once();
+      await ctx.audit.flush();
+      const wall = Number(process.hrtime.bigint() - t0) / 1000 / n;
+      const cpu = process.cpuUsage(cpu0);
+      pipelineUs = (cpu.user + cpu.system) / n;
+      process.stdout.write(
+        `(f) decision pipeline in process        ${pipelineUs.toFixed(1)} µs CPU/request (${wall.toFixed(1)} µs wall), audit writes included\n`,
+      );
+    }
+
     const get = (prefix: string) => results.find((r) => r.name.startsWith(prefix));
     const a = get("(a)");
     const b = get("(b)");
@@ -377,6 +433,11 @@ async function main(): Promise<void> {
       ),
       "",
       ...lines.map((l) => `- ${l}`),
+      ...(pipelineUs !== undefined
+        ? [
+            `- (f) decision pipeline in process (canonicalise, session, Cedar decision + audit record, assertion; no HTTP): ${pipelineUs.toFixed(1)} µs CPU per request → ${(1e6 / pipelineUs).toFixed(0)} decisions/s per core before HTTP costs`,
+          ]
+        : []),
       "",
     ].join("\n");
     writeFileSync(join(process.cwd(), "bench", "pep.results.md"), md);

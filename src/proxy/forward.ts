@@ -162,6 +162,8 @@ export function forwardHttp(
     agent: agents.for(o.route),
     timeout: o.route.timeoutMs,
   });
+  // Small request/response pairs on kept-alive sockets: no Nagle delay.
+  upstream.setNoDelay(true);
   let done = false;
   let cut = false;
   const finish = () => {
