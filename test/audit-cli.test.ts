@@ -192,3 +192,45 @@ describe("zt ban and zt alerts (real CLI)", () => {
     expect((await runZt(t, ["audit", "verify"])).code).toBe(0);
   });
 });
+
+describe("zt audit tail --follow (real CLI)", () => {
+  it("prints events written after it started", async () => {
+    ensureBuilt();
+    const t = makeEnv();
+    await (await openStore({ dataDir: t.dataDir })).close();
+    const { spawn } = await import("node:child_process");
+    const { ZT } = await import("./audit-helpers.js");
+    const child = spawn(
+      process.execPath,
+      [ZT, "-c", t.config, "audit", "tail", "--follow", "--json", "-n", "0"],
+      {
+        env: t.env,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    try {
+      const store = await openStore({ dataDir: t.dataDir });
+      const log = new AuditLog(store, { clock: { now: () => Date.now() } });
+      // Keep writing until the follower shows one (it may start after the first write).
+      for (let i = 0; i < 600 && !out.includes('"subject":"followed"'); i++) {
+        log.record({
+          kind: "decision",
+          outcome: "deny",
+          subject: "followed",
+          decisionId: `dec_f${i}`,
+        });
+        await log.flush();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await log.close();
+      await store.close();
+      expect(out).toContain('"subject":"followed"');
+      const first = JSON.parse(out.split("\n")[0]!) as { kind: string; outcome: string };
+      expect(first).toMatchObject({ kind: "decision", outcome: "deny" });
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+});
