@@ -46,19 +46,19 @@ export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
   const dir = tempDir();
   mkdirSync(join(dir, "policies"));
   writeFileSync(join(dir, "policies", "main.cedar"), o.policies);
-  const config = validateConfig(
-    {
-      data_dir: join(dir, "data"),
-      trust_domain: "pep.test",
-      routes: o.routes,
-      policies: join(dir, "policies"),
-      mfa: { max_failures: 50 },
-      ...(o.limits ? { limits: o.limits } : {}),
-      ...(o.trusted_proxies ? { trusted_proxies: o.trusted_proxies } : {}),
-      ...(o.extra ?? {}),
-    },
-    join(dir, "zt.yaml"),
-  );
+  const raw = {
+    data_dir: join(dir, "data"),
+    trust_domain: "pep.test",
+    routes: o.routes,
+    policies: join(dir, "policies"),
+    mfa: { max_failures: 50 },
+    ...(o.limits ? { limits: o.limits } : {}),
+    ...(o.trusted_proxies ? { trusted_proxies: o.trusted_proxies } : {}),
+    ...(o.extra ?? {}),
+  };
+  // JSON is YAML: the same config on disk, for the real `zt` CLI.
+  writeFileSync(join(dir, "zt.yaml"), JSON.stringify(raw, null, 2));
+  const config = validateConfig(raw, join(dir, "zt.yaml"));
   const ctx = await openAppContext(config, { create: true });
   const services = await createServices(ctx);
   const pep = createPep(services);

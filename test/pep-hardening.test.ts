@@ -5,7 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
+import { join } from "node:path";
 import { request } from "./helpers/http-client.js";
+import { runZt } from "./helpers/zt-process.js";
 import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
 
 const POLICY = `
@@ -479,5 +481,12 @@ describe("forward-auth hardening (loopback is a trusted proxy)", () => {
     ]);
     expect(data.path).toBe("/admin");
     expect(data.network).toBe("unknown");
+    // The operator's view: the real CLI explains the decision from the audit log.
+    const cli = await runZt(["--config", join(zt.dir, "zt.yaml"), "audit", "explain", id]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain(id);
+    expect(cli.stdout).toContain("admin-area-closed");
+    expect(cli.stdout).toContain("no-admin");
+    expect(cli.stdout).toContain("203.0.113.9");
   });
 });
