@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
 import { join } from "node:path";
+import * as OTPAuth from "otpauth";
 import { request } from "./helpers/http-client.js";
 import { runZt } from "./helpers/zt-process.js";
 import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
@@ -32,6 +33,7 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
   let upstream: Awaited<ReturnType<typeof startUpstream>>;
   let alice: { cookie: string; sessionId: string };
   let bob: { cookie: string };
+  let bobEnrolment: { password: string; totpSecret: string };
 
   beforeAll(async () => {
     upstream = await startUpstream();
@@ -48,7 +50,7 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
       },
     });
     await zt.addUser("alice", ["eng"]);
-    await zt.addUser("bob", ["ops"]);
+    bobEnrolment = await zt.addUser("bob", ["ops"]);
     alice = await zt.session("alice");
     bob = await zt.session("bob");
   }, 60_000);
@@ -271,6 +273,23 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
     expect(seen.headers.cookie).toBeUndefined();
   });
 
+  it("stops forwarded-header spoofing at login: an untrusted peer's X-Forwarded-Proto and -For are ignored", async () => {
+    const r = await login(zt.port, bobEnrolment, "bob", {
+      "x-forwarded-proto": "https",
+      "x-forwarded-for": "10.99.0.1",
+    });
+    expect(r.status, r.body).toBe(200);
+    expect(r.headers["set-cookie"]![0]).not.toContain("Secure");
+    await zt.ctx.audit.flush();
+    const row = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("kind", "=", "login")
+      .where("subject", "=", "bob")
+      .executeTakeFirst();
+    expect(row?.source_ip).toBe("127.0.0.1");
+  });
+
   it("stops forward-auth from an untrusted peer: its forwarded headers are ignored", async () => {
     const r = await request(zt.port, {
       host: HOST,
@@ -338,13 +357,14 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
 describe("forward-auth hardening (loopback is a trusted proxy)", () => {
   let zt: PepFixture;
   let alice: { cookie: string };
+  let aliceEnrolment: { password: string; totpSecret: string };
 
   beforeAll(async () => {
     zt = await startPep({
       policies: POLICY,
       routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
     });
-    await zt.addUser("alice", ["eng"]);
+    aliceEnrolment = await zt.addUser("alice", ["eng"]);
     alice = await zt.session("alice");
   }, 60_000);
 
@@ -458,6 +478,15 @@ describe("forward-auth hardening (loopback is a trusted proxy)", () => {
     expect(unknown.body).not.toContain("<script>");
   });
 
+  it("sets a Secure cookie at login when a trusted TLS proxy says the client used https", async () => {
+    const r = await login(zt.port, aliceEnrolment, "alice", {
+      "x-forwarded-proto": "https",
+      "x-forwarded-for": "198.51.100.4",
+    });
+    expect(r.status, r.body).toBe(200);
+    expect(r.headers["set-cookie"]![0]).toContain("; Secure");
+  });
+
   it("uses the client address from X-Forwarded-For of a trusted proxy for the decision", async () => {
     const r = await authz(
       `X-Original-URL: http://${HOST}/admin\r\nX-Original-Method: GET\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n`,
@@ -490,3 +519,24 @@ describe("forward-auth hardening (loopback is a trusted proxy)", () => {
     expect(cli.stdout).toContain("203.0.113.9");
   });
 });
+
+async function login(
+  port: number,
+  u: { password: string; totpSecret: string },
+  name: string,
+  headers: Record<string, string>,
+) {
+  const totp = new OTPAuth.TOTP({
+    secret: OTPAuth.Secret.fromBase32(u.totpSecret),
+    digits: 6,
+    period: 30,
+    algorithm: "SHA1",
+  }).generate();
+  return request(port, {
+    host: HOST,
+    path: "/.zt/login",
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify({ username: name, password: u.password, totp }),
+  });
+}
