@@ -21,17 +21,31 @@ function extErr(fn: string, msg: string): CedarEvalError {
 // ---------------- ipaddr ----------------
 
 function parseIpv4(s: string): bigint | undefined {
-  const parts = s.split(".");
-  if (parts.length !== 4) return undefined;
-  let out = 0n;
-  for (const p of parts) {
-    // Rust's Ipv4Addr parser: 1–3 ASCII digits, no leading zeros, ≤ 255.
-    if (!/^[0-9]{1,3}$/.test(p) || (p.length > 1 && p[0] === "0")) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out = (out << 8n) | BigInt(n);
+  // Rust's Ipv4Addr parser: four octets of 1–3 ASCII digits, no leading zeros, ≤ 255.
+  let out = 0;
+  let octets = 0;
+  let i = 0;
+  const n = s.length;
+  while (octets < 4) {
+    const start = i;
+    let v = 0;
+    while (i < n) {
+      const c = s.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+      i++;
+    }
+    const len = i - start;
+    if (len === 0 || len > 3 || v > 255 || (len > 1 && s.charCodeAt(start) === 48))
+      return undefined;
+    out = out * 256 + v;
+    octets++;
+    if (octets < 4) {
+      if (s.charCodeAt(i) !== 46) return undefined;
+      i++;
+    }
   }
-  return out;
+  return i === n ? BigInt(out) : undefined;
 }
 
 function parseGroups(s: string): number[] | undefined {
