@@ -400,4 +400,44 @@ describe("X.509 CA and SVIDs checked by openssl", () => {
     const pem = await (await fetch(`${base}/pki/bundle`)).text();
     expect(pem).toBe(rootPem);
   });
+
+  it("rotates the intermediate: old SVIDs keep verifying until they expire, new ones chain to the new intermediate", async () => {
+    const before = await svc.issueSvidWithNewKey({
+      spiffeId: "spiffe://example.test/ns/rotate",
+      actor: "test",
+    });
+    const oldId = svc.cas.activeIntermediate.id;
+    const newId = await svc.rotateIntermediate("test");
+    expect(newId).not.toBe(oldId);
+    expect(svc.cas.activeIntermediate.id).toBe(newId);
+    const after = await svc.issueSvidWithNewKey({
+      spiffeId: "spiffe://example.test/ns/rotate",
+      actor: "test",
+    });
+    const der = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    expect(svc.verifyClientCertificate(der(before.certPem), clock.now())).toMatchObject({
+      ok: true,
+    });
+    expect(svc.verifyClientCertificate(der(after.certPem), clock.now())).toMatchObject({
+      ok: true,
+    });
+    writeFileSync(join(env.dir, "int2.pem"), svc.cas.activeIntermediate.pem);
+    const leaf = writeChain("rotated", after.chainPem);
+    const v = openssl([
+      "verify",
+      "-x509_strict",
+      "-purpose",
+      "sslclient",
+      "-CAfile",
+      join(env.dir, "root.pem"),
+      "-untrusted",
+      join(env.dir, "int2.pem"),
+      leaf,
+    ]);
+    expect(v.status, v.out).toBe(0);
+    // The old intermediate no longer issues: its CRL is still served by id.
+    const res = await fetch(`${base}/pki/crl/${oldId}`);
+    expect(res.status).toBe(200);
+    expect(svc.bundlePem()).toBe(rootPem);
+  });
 });
