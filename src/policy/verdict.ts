@@ -55,42 +55,41 @@ export interface VerdictInput {
  * when nothing determined a deny.
  */
 export function decideVerdict(input: VerdictInput): AuthorizationResult {
-  const reasons = [...input.reasons].sort();
+  const reasons = input.reasons.length > 1 ? [...input.reasons].sort() : input.reasons.slice();
   const determining: DeterminingPolicy[] = [];
-  let annotated: DeterminingPolicy | undefined;
+  let annotatedReason: string | undefined;
   let onlyStepUp = true;
   for (const id of reasons) {
     const m = input.meta.get(id);
-    const d: DeterminingPolicy = {
-      id,
-      effect: m?.effect ?? "forbid",
-      annotations: m?.annotations ?? {},
-    };
-    determining.push(d);
-    if (!annotated && d.annotations["reason"]) annotated = d;
+    const annotations = m ? m.annotations : {};
+    determining.push({ id, effect: m ? m.effect : "forbid", annotations });
+    if (annotatedReason === undefined && annotations["reason"])
+      annotatedReason = annotations["reason"];
     if (!isStepUpForbid(m)) onlyStepUp = false;
   }
-  const base = { decision: input.decision, reasons, errors: input.errors, determining };
+  let verdict: AuthorizationResult["verdict"];
+  let reason: string;
   if (input.decision === "allow") {
-    return { ...base, verdict: "allow", reason: annotated?.annotations["reason"] ?? "allowed" };
+    verdict = "allow";
+    reason = annotatedReason ?? "allowed";
+  } else if (reasons.length === 0) {
+    verdict = "deny";
+    reason = input.errors.length > 0 ? "policy-error" : "no-matching-permit";
+  } else {
+    let erroredForbid = false;
+    for (const e of input.errors) {
+      const m = input.meta.get(e.policyId);
+      if (!m || (m.effect === "forbid" && !isStepUpForbid(m))) erroredForbid = true;
+    }
+    if (onlyStepUp && !erroredForbid && input.allowsWithoutStepUp()) {
+      verdict = "step-up";
+      reason = annotatedReason ?? "step-up-required";
+    } else {
+      verdict = "deny";
+      reason = annotatedReason ?? "forbidden";
+    }
   }
-  if (reasons.length === 0) {
-    const reason = input.errors.length > 0 ? "policy-error" : "no-matching-permit";
-    return { ...base, verdict: "deny", reason };
-  }
-  let erroredForbid = false;
-  for (const e of input.errors) {
-    const m = input.meta.get(e.policyId);
-    if (!m || (m.effect === "forbid" && !isStepUpForbid(m))) erroredForbid = true;
-  }
-  if (onlyStepUp && !erroredForbid && input.allowsWithoutStepUp()) {
-    return {
-      ...base,
-      verdict: "step-up",
-      reason: annotated?.annotations["reason"] ?? "step-up-required",
-    };
-  }
-  return { ...base, verdict: "deny", reason: annotated?.annotations["reason"] ?? "forbidden" };
+  return { decision: input.decision, verdict, reasons, errors: input.errors, reason, determining };
 }
 
 /** The fail-closed result for an exception inside an engine. */

@@ -310,32 +310,42 @@ export class CompiledEngine implements PolicyEngine {
     visit: (p: CompiledPolicy) => void,
   ): void {
     const store = entities instanceof EntityStore ? entities : undefined;
-    const subjects = [env.principal, env.action, env.resource];
+    // Pick the dimension (principal, action or resource) whose matching buckets hold the
+    // fewest policies; only those are looked at.
     let best = -1;
-    let bestLists: number[][] = [];
     let bestSize = Infinity;
     for (let d = 0; d < 3; d++) {
       const dim = this.dims[d]!;
-      const e = subjects[d]!;
-      const lists: number[][] = [dim.all];
+      const e = d === 0 ? env.principal : d === 1 ? env.action : env.resource;
+      if (dim.inn.size > 0 && !store) continue; // cannot enumerate ancestors: no narrowing
       let size = dim.all.length;
-      const add = (l: number[] | undefined): void => {
-        if (l) {
-          lists.push(l);
-          size += l.length;
-        }
-      };
-      add(dim.eq.get(e.key));
-      add(dim.is.get(e.type));
-      if (dim.inn.size > 0) {
-        if (!store) continue; // cannot enumerate ancestors: this dimension cannot narrow
-        add(dim.inn.get(e.key));
-        for (const k of store.ancestorKeysByKey(e.key)) add(dim.inn.get(k));
+      size += dim.eq.get(e.key)?.length ?? 0;
+      size += dim.is.get(e.type)?.length ?? 0;
+      if (dim.inn.size > 0 && store) {
+        size += dim.inn.get(e.key)?.length ?? 0;
+        for (const k of store.ancestorKeysByKey(e.key)) size += dim.inn.get(k)?.length ?? 0;
       }
       if (size < bestSize) {
         best = d;
         bestSize = size;
-        bestLists = lists;
+      }
+    }
+    const bestLists: number[][] = [];
+    if (best >= 0) {
+      const dim = this.dims[best]!;
+      const e = best === 0 ? env.principal : best === 1 ? env.action : env.resource;
+      bestLists.push(dim.all);
+      const eq = dim.eq.get(e.key);
+      if (eq) bestLists.push(eq);
+      const is = dim.is.get(e.type);
+      if (is) bestLists.push(is);
+      if (dim.inn.size > 0 && store) {
+        const own = dim.inn.get(e.key);
+        if (own) bestLists.push(own);
+        for (const k of store.ancestorKeysByKey(e.key)) {
+          const l = dim.inn.get(k);
+          if (l) bestLists.push(l);
+        }
       }
     }
     if (best < 0) {
@@ -374,6 +384,6 @@ export function contextFrom(ctx: Record<string, unknown>): CRecord {
   if (ctx === null || typeof ctx !== "object" || Array.isArray(ctx))
     throw new CedarEvalError("context must be a record");
   const m = new Map<string, Value>();
-  for (const [k, v] of Object.entries(ctx)) m.set(k, valueFromJson(v));
+  for (const k in ctx) if (Object.hasOwn(ctx, k)) m.set(k, valueFromJson(ctx[k]));
   return new CRecord(m);
 }
