@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Rebuilds BENCHMARKS.md from the per-benchmark result files each bench run writes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+{
+  echo "# BENCHMARKS"
+  echo
+  echo "Latest measured numbers. Each benchmark compares zt against a baseline measured in the"
+  echo "same run and prints the ratio; run them with \`npm run bench:<name>\`. Machine: $(nproc) CPUs,"
+  echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, Node $(node --version)."
+  echo "Assembled $(date -u +%Y-%m-%d) from \`bench/*.results.md\`."
+  echo
+  echo "**Read the caveats.** Unless a section says otherwise, these runs were taken while the"
+  echo "2-CPU machine was shared with the rest of the team's test suites (load average 11–22),"
+  echo "so absolute throughput and latency are pessimistic — sometimes by an order of magnitude —"
+  echo "and the ratios against same-run baselines are the meaningful part. Targets that a section"
+  echo "marks as not met or not shown are open work, listed in the issue notes."
+  echo
+  for f in policy pep revoke audit pki seg scale identity; do
+    if [ -f "bench/$f.results.md" ]; then
+      echo
+      sed -e 's/^# /## /' -e 's/^## \(.*\)/### \1/;t' "bench/$f.results.md" | sed '1s/^### /## /'
+    fi
+  done
+} > BENCHMARKS.md
