@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AppContext } from "../app/index.js";
 import { isZtError, ZtError } from "../core/errors.js";
+import { storeFreshness } from "../events/staleness.js";
 import { registerAllApiRoutes } from "./routes/index.js";
 
 export interface ApiServerOptions {
@@ -58,11 +59,17 @@ export async function createApiServer(
   app.get("/readyz", async (_req, reply) => {
     const staleMs = ctx.events.lastContactMs();
     const extra = options.readiness?.() ?? { ready: true, detail: {} };
-    const storeOk = staleMs < 5_000;
-    const ready = storeOk && extra.ready;
+    // degraded: deciding from the last good state; stale (max_staleness): PEPs deny all.
+    const store = storeFreshness(staleMs, {
+      degradedAfterMs: 5_000,
+      maxStalenessMs: ctx.config.maxStalenessMs,
+    });
+    const ready = store === "fresh" && extra.ready;
     void reply.status(ready ? 200 : 503);
     return {
       status: ready ? "ready" : "degraded",
+      store,
+      stale: store === "stale",
       store_last_contact_ms: staleMs,
       ...extra.detail,
     };

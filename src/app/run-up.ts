@@ -7,12 +7,15 @@ import { ZtError } from "../core/errors.js";
 import { readPrivateFile } from "../core/secure-files.js";
 import { createApiServer } from "../api/index.js";
 import { createPep, type Pep } from "../proxy/index.js";
-import { initPki, pkiServerTlsOptions } from "../pki/index.js";
+import { initPki, pkiClientTlsOptions, pkiServerTlsOptions } from "../pki/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
 import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
 import type { Clock } from "../core/clock.js";
-import { startContinuousVerification, type ContinuousVerification } from "../session/reevaluator.js";
+import {
+  startContinuousVerification,
+  type ContinuousVerification,
+} from "../session/reevaluator.js";
 import {
   DEMO_USER,
   ensureDemoFiles,
@@ -98,10 +101,15 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`,
     );
   }
-  const ctx = await openAppContext(config, { env: o.env, create: true, ...(o.clock ? { clock: o.clock } : {}) });
+  const ctx = await openAppContext(config, {
+    env: o.env,
+    create: true,
+    ...(o.clock ? { clock: o.clock } : {}),
+  });
   let services: Services | undefined;
   let pep: Pep | undefined;
   let continuous: ContinuousVerification | undefined;
+  let upstreamRenew: NodeJS.Timeout | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   try {
     await initPki(ctx);
@@ -109,7 +117,23 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
     const tls = await listenerTls(ctx, config, proxyListen.host);
-    pep = createPep(services, { tls });
+    const upstreamTls = config.routes.some(
+      (r) => r.upstream_mtls && new URL(r.to).protocol === "https:",
+    )
+      ? await pkiClientTlsOptions(ctx)
+      : undefined;
+    pep = createPep(services, { tls, upstreamTls });
+    if (upstreamTls) {
+      // zt's client SVID is short-lived: fetch it again (re-issued at half-life) now and then.
+      const p = pep;
+      upstreamRenew = setInterval(() => {
+        pkiClientTlsOptions(ctx).then(
+          (t) => p.setUpstreamTls(t),
+          () => undefined,
+        );
+      }, 5 * 60_000);
+      upstreamRenew.unref();
+    }
     const pepAddress = await pep.listen(proxyListen.host, proxyListen.port);
     const scheme = tls ? "https" : "http";
     jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
@@ -125,7 +149,16 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;
     continuous = await startContinuousVerification(services, pep.live);
+    // Break-glass banner: responses allowed under an active break-glass grant say so.
+    const grants = continuous.grants;
+    services.decisions.addResponseHeaderContributor((f) =>
+      f.principal.type === "User" && grants.breakglassActive(f.principal.id, f.route)
+        ? { "x-zt-breakglass": "active" }
+        : undefined,
+    );
     await ctx.events.start();
+    // From here the bus tracks contact with the store: past max_staleness, deny all.
+    services.decisions.failClosedWhenStale();
     services.policies.watch((r) => {
       if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
       else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
@@ -151,6 +184,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       demo,
       continuous,
       async close() {
+        clearInterval(upstreamRenew);
         continuous?.close();
         await pep?.close();
         await api?.close();
@@ -161,6 +195,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     };
     return running;
   } catch (e) {
+    clearInterval(upstreamRenew);
     continuous?.close();
     await pep?.close().catch(() => undefined);
     await api?.close().catch(() => undefined);
@@ -176,18 +211,37 @@ async function listenerTls(
   ctx: AppContext,
   config: ZtConfig,
   host: string,
-): Promise<{ key: string | Buffer; cert: string | Buffer; ca?: string; requestCert?: boolean } | undefined> {
+): Promise<
+  | {
+      key: string | Buffer;
+      cert: string | Buffer;
+      ca?: string;
+      requestCert?: boolean;
+      clientCerts?: "off" | "optional" | "require";
+    }
+  | undefined
+> {
   if (!config.tls) return undefined;
-  const requestCert = config.tls.client_certs !== "off";
+  const clientCerts = config.tls.client_certs;
+  const requestCert = clientCerts !== "off";
   if (config.tls.cert && config.tls.key) {
-    return { cert: readFileSync(config.tls.cert), key: readPrivateFile(config.tls.key), requestCert };
+    // Client SVIDs are still verified against zt's CA (verifyClientCertificate).
+    return {
+      cert: readFileSync(config.tls.cert),
+      key: readPrivateFile(config.tls.key),
+      requestCert,
+      clientCerts,
+    };
   }
   if (config.tls.from_ca) {
     const hostnames = [...new Set([host, "localhost", ...config.routes.map((r) => r.host)])];
     const t = await pkiServerTlsOptions(ctx, { hostnames });
-    return { key: t.key, cert: t.cert, ca: t.ca, requestCert };
+    return { key: t.key, cert: t.cert, ca: t.ca, requestCert, clientCerts };
   }
-  throw new ZtError("ZT_CONFIG_INVALID", `${config.configPath}: tls: give cert and key files, or from_ca: true`);
+  throw new ZtError(
+    "ZT_CONFIG_INVALID",
+    `${config.configPath}: tls: give cert and key files, or from_ca: true`,
+  );
 }
 
 function fmtHost(a: AddressInfo): string {

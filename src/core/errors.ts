@@ -25,6 +25,7 @@ export const ERROR_TABLE = {
   // identity & sessions
   ZT_AUTH_REQUIRED: { http: 401, exit: 77 },
   ZT_AUTH_FAILED: { http: 401, exit: 77 },
+  ZT_CLIENT_CERT_REFUSED: { http: 401, exit: 77 },
   ZT_USER_NOT_FOUND: { http: 404, exit: 67 },
   ZT_USER_EXISTS: { http: 409, exit: 65 },
   ZT_USER_DISABLED: { http: 403, exit: 77 },

@@ -1,16 +1,68 @@
 import type { IncomingHttpHeaders } from "node:http";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { AppContext } from "../app/index.js";
+import { verifyClientCertificate } from "../pki/index.js";
 import type { SessionInfo, SessionService } from "../session/index.js";
 import type { EntitySnapshot, UserEntityInfo } from "../session/entity-snapshot.js";
 import type { ResolvedRoute } from "../config/index.js";
 import type { DecisionFacts } from "./decision-point.js";
 
-export interface Authenticated {
+/** A signed-in user (session cookie or Bearer session token). */
+export interface UserAuthenticated {
+  kind?: "user";
   session: SessionInfo;
   user: UserEntityInfo;
 }
 
+/** A workload that presented a verified X.509-SVID on the TLS connection (mTLS). */
+export interface ServiceAuthenticated {
+  kind: "service";
+  spiffeId: string;
+  /** Serial of the presented SVID (hex), to cut live connections when it is revoked. */
+  serial: string;
+  notAfterMs: number;
+}
+
+export type Authenticated = UserAuthenticated | ServiceAuthenticated;
+
 export type AuthFailureCode =
-  "ZT_AUTH_REQUIRED" | "ZT_SESSION_INVALID" | "ZT_SESSION_EXPIRED" | "ZT_SESSION_REVOKED";
+  | "ZT_AUTH_REQUIRED"
+  | "ZT_SESSION_INVALID"
+  | "ZT_SESSION_EXPIRED"
+  | "ZT_SESSION_REVOKED"
+  | "ZT_CLIENT_CERT_REFUSED";
+
+/** Whether a subject is a service (mTLS) rather than a user session. */
+export function isService(a: Authenticated): a is ServiceAuthenticated {
+  return a.kind === "service";
+}
+
+/**
+ * The key live connections are tracked by: the session id, or `svc:<spiffeId>` for a
+ * service (which has no session).
+ */
+export function liveKeyOf(a: Authenticated): string {
+  return isService(a) ? `svc:${a.spiffeId}` : a.session.id;
+}
+
+/** Who the signed assertion names: the user, or the SPIFFE ID (no groups, no session). */
+export function assertionSubject(a: Authenticated): {
+  sub: string;
+  name: string;
+  email: string | null;
+  groups: string[];
+  sessionId?: string;
+} {
+  if (isService(a)) return { sub: a.spiffeId, name: a.spiffeId, email: null, groups: [] };
+  return {
+    sub: a.user.name,
+    name: a.user.name,
+    email: a.user.email,
+    groups: a.user.groups,
+    sessionId: a.session.id,
+  };
+}
 
 export type AuthOutcome =
   { ok: true; auth: Authenticated } | { ok: false; code: AuthFailureCode; reason: string };
@@ -54,6 +106,51 @@ export function createAuthenticator(
   };
 }
 
+/** Whether the PEP asks TLS clients for a certificate, and whether one is required. */
+export type ClientCertMode = "off" | "optional" | "require";
+
+/** DER of the certificate a TLS peer presented, read once per connection (null: none). */
+const peerDer = new WeakMap<Socket, Buffer | null>();
+
+function presentedCert(socket: Socket): Buffer | null {
+  let der = peerDer.get(socket);
+  if (der === undefined) {
+    const tls = socket as Partial<TLSSocket>;
+    const peer =
+      typeof tls.getPeerCertificate === "function" ? tls.getPeerCertificate(false) : undefined;
+    der = peer && Buffer.isBuffer(peer.raw) && peer.raw.length > 0 ? peer.raw : null;
+    peerDer.set(socket, der);
+  }
+  return der;
+}
+
+/**
+ * mTLS: the certificate the client presented on this TLS connection, verified against
+ * zt's CA (chain, validity, trust domain, the revocation deny list) at every request.
+ * Returns undefined when no certificate was presented and none is required (the
+ * request then authenticates with a session); a refused certificate is never ignored.
+ */
+export function authenticateClientCert(
+  ctx: AppContext,
+  socket: Socket,
+  mode: ClientCertMode,
+  nowMs: number,
+): AuthOutcome | undefined {
+  if (mode === "off") return undefined;
+  const der = presentedCert(socket);
+  if (!der) {
+    if (mode === "require")
+      return { ok: false, code: "ZT_CLIENT_CERT_REFUSED", reason: "client-cert-required" };
+    return undefined;
+  }
+  const v = verifyClientCertificate(ctx, der, nowMs);
+  if (!v.ok) return { ok: false, code: "ZT_CLIENT_CERT_REFUSED", reason: v.reason };
+  return {
+    ok: true,
+    auth: { kind: "service", spiffeId: v.spiffeId, serial: v.serial, notAfterMs: v.notAfterMs },
+  };
+}
+
 /** The facts one decision is made from, the same for both PEP modes. */
 export function factsFor(o: {
   route: ResolvedRoute;
@@ -65,6 +162,22 @@ export function factsFor(o: {
   now: number;
   pep: string;
 }): DecisionFacts {
+  if (isService(o.auth)) {
+    return {
+      principal: { type: "Service", id: o.auth.spiffeId },
+      subject: o.auth.spiffeId,
+      action: o.route.action ?? o.method.toUpperCase(),
+      route: o.route.name,
+      sourceIp: o.clientIp,
+      host: o.host,
+      path: o.path,
+      method: o.method,
+      // A certificate carries no MFA: policies asking for recent MFA never match it.
+      mfaAgeSeconds: Number.MAX_SAFE_INTEGER,
+      authenticatedBy: "mtls",
+      pep: o.pep,
+    };
+  }
   return {
     principal: { type: "User", id: o.auth.user.name },
     subject: o.auth.user.name,

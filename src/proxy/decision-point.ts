@@ -1,6 +1,7 @@
 import type { AppContext } from "../app/index.js";
 import { randomFillSync } from "node:crypto";
 import { CidrSet } from "../core/cidr.js";
+import { storeFreshness, type StoreFreshness } from "../events/staleness.js";
 import type {
   AuthorizationResult,
   CedarValue,
@@ -43,6 +44,17 @@ const NEVER_MFA = 10 * 365 * 86400;
 export type ContextContributor = (facts: DecisionFacts) => Record<string, CedarValue> | undefined;
 
 /**
+ * Adds headers to the response sent to the client for an allowed request (e.g. the
+ * break-glass banner `X-Zt-Breakglass`). In memory only, no I/O.
+ */
+export type ResponseHeaderContributor = (
+  facts: DecisionFacts,
+) => Record<string, string> | undefined;
+
+/** Out of contact with the store for longer than this: `/readyz` reports degraded. */
+export const DEGRADED_AFTER_MS = 5_000;
+
+/**
  * The one place a PEP decision is made: build the Cedar request from facts, evaluate
  * in process, record the audit event off the hot path. Anything unexpected → deny.
  */
@@ -57,6 +69,8 @@ export class DecisionPoint {
   #hour = 0;
   readonly #labels = new Map<string, string>();
   readonly #contributors: ContextContributor[] = [];
+  readonly #headerContributors: ResponseHeaderContributor[] = [];
+  #guardStaleness = false;
 
   constructor(ctx: AppContext, engine: () => PolicyEngine, entities: EntityView) {
     this.#ctx = ctx;
@@ -76,6 +90,43 @@ export class DecisionPoint {
   /** Registers a context contributor (capabilities plug in here, not in the PEP). */
   addContextContributor(c: ContextContributor): void {
     this.#contributors.push(c);
+  }
+
+  /**
+   * Fail closed after `max_staleness`: once the event bus reads from the store (zt up
+   * calls this after `events.start()`), every decision is a deny with reason
+   * `control-plane-unreachable` while the store has been out of contact that long.
+   * Off until called: a process that does not read events has no contact to lose.
+   */
+  failClosedWhenStale(on = true): void {
+    this.#guardStaleness = on;
+  }
+
+  /** How far the in-memory state may be trusted (see `storeFreshness`). */
+  storeFreshness(): StoreFreshness {
+    return storeFreshness(this.#ctx.events.lastContactMs(), {
+      degradedAfterMs: DEGRADED_AFTER_MS,
+      maxStalenessMs: this.#ctx.config.maxStalenessMs,
+    });
+  }
+
+  /** Registers a response-header contributor (break-glass banner …). */
+  addResponseHeaderContributor(c: ResponseHeaderContributor): void {
+    this.#headerContributors.push(c);
+  }
+
+  /** Headers for the response to an allowed request; undefined when none (the usual case). */
+  responseHeaders(facts: DecisionFacts): Record<string, string> | undefined {
+    let out: Record<string, string> | undefined;
+    for (const c of this.#headerContributors) {
+      try {
+        const h = c(facts);
+        if (h) out = { ...out, ...h };
+      } catch {
+        // A banner is informational: a failing contributor never blocks the response.
+      }
+    }
+    return out;
   }
 
   networkLabel(ip: string): string {
@@ -109,41 +160,53 @@ export class DecisionPoint {
     const now = this.#ctx.clock.now();
     let result: AuthorizationResult;
     let network = "unknown";
-    try {
-      network = this.networkLabel(facts.sourceIp);
-      const context: Record<string, CedarValue> = {
-        source_ip: { __extn: { fn: "ip", arg: facts.sourceIp } },
-        host: facts.host,
-        path: facts.path,
-        mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
-        time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
-        network,
-        local_hour: this.#localHour(now),
-        authenticated_by: facts.authenticatedBy,
-        grants: [],
-        breakglass: false,
-        failed_attempts: 0,
-        new_network: false,
-      };
-      for (const c of this.#contributors) Object.assign(context, c(facts));
-      if (facts.extraContext) Object.assign(context, facts.extraContext);
-      result = this.#engine().authorize(
-        {
-          principal: facts.principal,
-          action: { type: "Action", id: facts.action },
-          resource: { type: "App", id: facts.route },
-          context,
-        },
-        this.#entities,
-      );
-    } catch (e) {
+    // Out of contact with the store for max_staleness or longer: revocations may have
+    // been missed for too long, so nothing is allowed until contact returns.
+    if (this.#guardStaleness && this.storeFreshness() === "stale") {
       result = {
         decision: "deny",
         verdict: "deny",
         reasons: [],
-        errors: [{ policyId: "(engine)", message: (e as Error).message ?? String(e) }],
-        reason: "policy-error",
+        errors: [],
+        reason: "control-plane-unreachable",
       };
+    } else {
+      try {
+        network = this.networkLabel(facts.sourceIp);
+        const context: Record<string, CedarValue> = {
+          source_ip: { __extn: { fn: "ip", arg: facts.sourceIp } },
+          host: facts.host,
+          path: facts.path,
+          mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
+          time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
+          network,
+          local_hour: this.#localHour(now),
+          authenticated_by: facts.authenticatedBy,
+          grants: [],
+          breakglass: false,
+          failed_attempts: 0,
+          new_network: false,
+        };
+        for (const c of this.#contributors) Object.assign(context, c(facts));
+        if (facts.extraContext) Object.assign(context, facts.extraContext);
+        result = this.#engine().authorize(
+          {
+            principal: facts.principal,
+            action: { type: "Action", id: facts.action },
+            resource: { type: "App", id: facts.route },
+            context,
+          },
+          this.#entities,
+        );
+      } catch (e) {
+        result = {
+          decision: "deny",
+          verdict: "deny",
+          reasons: [],
+          errors: [{ policyId: "(engine)", message: (e as Error).message ?? String(e) }],
+          reason: "policy-error",
+        };
+      }
     }
     this.#ctx.audit.record({
       kind: "decision",

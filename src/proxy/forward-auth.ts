@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Clock } from "../core/clock.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
-import { factsFor, type AuthOutcome } from "./authenticate.js";
+import { assertionSubject, factsFor, type AuthOutcome } from "./authenticate.js";
 import type { DecisionPoint } from "./decision-point.js";
 import {
   readOriginalRequest,
@@ -118,20 +118,17 @@ export function createForwardAuthHandler(
     const decision = d.decisions.decide(facts);
     const verdict = decision.result.verdict;
     if (verdict === "allow") {
-      const user = a.auth.user;
+      const subject = assertionSubject(a.auth);
       const assertion = await d.assertions.sign({
-        sub: user.name,
-        name: user.name,
-        email: user.email,
-        groups: user.groups,
+        ...subject,
         aud: route.name,
         decisionId: decision.decisionId,
-        sessionId: a.auth.session.id,
       });
       res.writeHead(200, {
+        ...d.decisions.responseHeaders(facts),
         "x-zt-assertion": assertion,
-        "x-zt-user": user.name,
-        "x-zt-groups": user.groups.join(","),
+        "x-zt-user": subject.name,
+        "x-zt-groups": subject.groups.join(","),
         "x-zt-decision-id": decision.decisionId,
         "cache-control": "no-store",
         "content-length": 0,

@@ -33,6 +33,8 @@ export interface ForwardOptions {
   sessionCookieName: string;
   /** Largest request body forwarded; beyond it the exchange is cut (413 if possible). */
   maxBodyBytes?: number;
+  /** Headers zt adds to the response to the client (e.g. `X-Zt-Breakglass`). */
+  responseHeaders?: Record<string, string>;
   /** Called when the upstream exchange ends, for connection tracking. */
   onClose?: () => void;
 }
@@ -84,13 +86,43 @@ export function upstreamHeaders(
   return out;
 }
 
-/** One keep-alive agent per upstream origin. */
+/** Client TLS material for upstream mTLS: zt's own SVID and the bundle to verify with. */
+export interface UpstreamClientTls {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+/**
+ * One keep-alive agent per upstream origin (and per mTLS setting): routes with
+ * `upstream_mtls: true` and an https `to` present zt's SVID and verify the upstream
+ * against zt's trust bundle.
+ */
 export class UpstreamAgents {
   readonly #agents = new Map<string, http.Agent>();
+  #clientTls: UpstreamClientTls | undefined;
+
+  constructor(clientTls?: UpstreamClientTls) {
+    this.#clientTls = clientTls;
+  }
+
+  /** New SVID (after renewal): later connections present it; open ones finish as they are. */
+  setClientTls(t: UpstreamClientTls): void {
+    this.#clientTls = t;
+    for (const [k, a] of this.#agents) {
+      if (k.startsWith("mtls ")) {
+        a.destroy();
+        this.#agents.delete(k);
+      }
+    }
+  }
 
   for(route: ResolvedRoute): http.Agent {
     const origin = targetOf(route).origin;
-    let a = this.#agents.get(origin);
+    const https_ = origin.startsWith("https:");
+    const mtls = https_ && route.upstream_mtls;
+    const key = mtls ? `mtls ${origin}` : origin;
+    let a = this.#agents.get(key);
     if (!a) {
       const opts = {
         keepAlive: true,
@@ -98,8 +130,12 @@ export class UpstreamAgents {
         maxFreeSockets: 256,
         scheduling: "lifo" as const,
       };
-      a = origin.startsWith("https:") ? new https.Agent(opts) : new http.Agent(opts);
-      this.#agents.set(origin, a);
+      if (mtls) {
+        // Fail closed: without zt's SVID the upstream would see an anonymous client.
+        if (!this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
+        a = new https.Agent({ ...opts, ...this.#clientTls });
+      } else a = https_ ? new https.Agent(opts) : new http.Agent(opts);
+      this.#agents.set(key, a);
     }
     return a;
   }
@@ -183,6 +219,7 @@ export function forwardHttp(
     ) {
       headers["content-length"] = up.headers["content-length"];
     }
+    if (o.responseHeaders) for (const [k, v] of Object.entries(o.responseHeaders)) headers[k] = v;
     res.writeHead(up.statusCode ?? 502, up.statusMessage, headers);
     up.pipe(res);
     up.on("error", () => res.destroy());

@@ -2,7 +2,10 @@ import type { DecisionFacts } from "./decision-point.js";
 
 /** One long-lived exchange (WebSocket, streaming response) and what it was allowed on. */
 export interface LiveConnection {
+  /** The session id, or `svc:<spiffeId>` for a service authenticated by mTLS. */
   sessionId: string;
+  /** Serial (hex) of the client SVID the connection was authenticated with (mTLS). */
+  certSerial?: string;
   facts: DecisionFacts;
   close(reason: string): void;
 }
@@ -32,6 +35,19 @@ export class LiveConnections {
     this.#bySession.delete(sessionId);
     for (const c of set) c.close(reason);
     return set.size;
+  }
+
+  /** Closes every live connection matching `which`. Returns how many were closed. */
+  closeWhere(which: (c: LiveConnection) => boolean, reason: string): number {
+    const hit: LiveConnection[] = [];
+    for (const c of this.all()) if (which(c)) hit.push(c);
+    for (const c of hit) {
+      const set = this.#bySession.get(c.sessionId);
+      set?.delete(c);
+      if (set && set.size === 0) this.#bySession.delete(c.sessionId);
+      c.close(reason);
+    }
+    return hit.length;
   }
 
   count(sessionId?: string): number {

@@ -12,13 +12,23 @@ import type { SessionService } from "../session/index.js";
 import type { EntitySnapshot } from "../session/entity-snapshot.js";
 import { hintFor, renderDeniedPage, renderLoginPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
-import { createAuthenticator, factsFor, type Authenticated } from "./authenticate.js";
+import {
+  assertionSubject,
+  authenticateClientCert,
+  createAuthenticator,
+  factsFor,
+  isService,
+  liveKeyOf,
+  type Authenticated,
+  type AuthOutcome,
+  type ClientCertMode,
+} from "./authenticate.js";
 import { canonicalizeRequest } from "./canonical-request.js";
-import type { Decision, DecisionPoint } from "./decision-point.js";
+import type { Decision, DecisionFacts, DecisionPoint } from "./decision-point.js";
 import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
 import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
-import { LiveConnections } from "./live-connections.js";
+import { LiveConnections, type LiveConnection } from "./live-connections.js";
 import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
 import {
   readBody,
@@ -47,8 +57,15 @@ export interface PepOptions {
         cert: string | Buffer;
         ca?: string | Buffer | undefined;
         requestCert?: boolean;
+        /**
+         * Client certificates (mTLS): a verified SVID becomes the principal
+         * `Service::"spiffe://…"`. Defaults to "optional" when requestCert, else "off".
+         */
+        clientCerts?: ClientCertMode;
       }
     | undefined;
+  /** zt's own SVID, presented to https upstreams of routes with `upstream_mtls: true`. */
+  upstreamTls?: { key: string; cert: string; ca: string } | undefined;
   /** Identifies this PEP in audit records. */
   pepId?: string;
 }
@@ -59,6 +76,8 @@ export interface Pep {
   close(): Promise<void>;
   /** Live (streaming / upgraded) connections, for re-evaluation and metrics. */
   readonly live: LiveConnections;
+  /** Replaces the SVID presented to `upstream_mtls` upstreams (after renewal). */
+  setUpstreamTls(t: { key: string; cert: string; ca: string }): void;
 }
 
 /**
@@ -70,8 +89,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const { ctx } = s;
   const cfg = ctx.config;
   const routes = new RouteTable(cfg.routes);
-  const agents = new UpstreamAgents();
+  const agents = new UpstreamAgents(options.upstreamTls);
   const secure = options.tls !== undefined;
+  const clientCerts: ClientCertMode = !options.tls
+    ? "off"
+    : (options.tls.clientCerts ?? (options.tls.requestCert ? "optional" : "off"));
   const pepId = options.pepId ?? "pep-1";
   const cookieName = cfg.session.cookie_name;
   const live = new LiveConnections();
@@ -101,12 +123,19 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     // often enough that a slow client is cut close to header_timeout.
     connectionsCheckingInterval: Math.max(250, Math.min(1_000, Math.floor(headersTimeout / 2))),
   };
-  const server: http.Server = secure
-    ? (https.createServer({
-        ...serverOptions,
-        ...options.tls,
+  const tlsOptions = options.tls
+    ? {
+        key: options.tls.key,
+        cert: options.tls.cert,
+        ...(options.tls.ca !== undefined ? { ca: options.tls.ca } : {}),
+        // zt verifies the SVID itself (verifyClientCertificate): the handshake accepts
+        // any certificate so a refusal is an explained, audited HTTP answer.
+        requestCert: clientCerts !== "off",
         rejectUnauthorized: false,
-      }) as unknown as http.Server)
+      }
+    : undefined;
+  const server: http.Server = tlsOptions
+    ? (https.createServer({ ...serverOptions, ...tlsOptions }) as unknown as http.Server)
     : http.createServer(serverOptions);
 
   server.on("connection", (socket: Socket) => {
@@ -143,6 +172,52 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     s.assertions.forgetSession(sessionId);
     live.closeSession(sessionId, "session-revoked");
   });
+  // A revoked SVID: new requests are refused by the PKI deny list; cut live ones here.
+  const offCertRevoked = ctx.events.subscribe((e) => {
+    if (e.kind !== "cert.revoked" || e.data["kind"] !== "x509") return;
+    const serials = Array.isArray(e.data["serials"]) ? (e.data["serials"] as unknown[]) : [];
+    const set = new Set(serials.filter((x): x is string => typeof x === "string"));
+    if (set.size === 0) return;
+    live.closeWhere((c) => c.certSerial !== undefined && set.has(c.certSerial), "cert-revoked");
+  });
+
+  /** The subject of a request: a verified client SVID (mTLS), else a session. */
+  async function authenticateRequest(req: IncomingMessage): Promise<AuthOutcome> {
+    if (clientCerts !== "off") {
+      const c = authenticateClientCert(ctx, req.socket, clientCerts, ctx.clock.now());
+      if (c) return c;
+    }
+    return authenticate(req.headers);
+  }
+
+  /** A presented client certificate was refused (or required and missing): audited. */
+  function certRefused(
+    reason: string,
+    clientIp: string,
+    route: ResolvedRoute,
+  ): { status: number; body: object } {
+    ctx.audit.record({
+      kind: "authn.mtls",
+      outcome: "deny",
+      sourceIp: clientIp,
+      route: route.name,
+      reason,
+      data: { pep: pepId },
+    });
+    return {
+      status: reason === "cert-revoked" ? 403 : 401,
+      body: {
+        error: {
+          code: "ZT_CLIENT_CERT_REFUSED",
+          message:
+            reason === "client-cert-required"
+              ? "a client certificate (SVID) is required"
+              : "client certificate refused",
+          reason,
+        },
+      },
+    };
+  }
 
   /** The client address, from X-Forwarded-For only when the peer is a trusted proxy. */
   function clientIpOf(req: IncomingMessage): string {
@@ -268,16 +343,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     pathAndQuery: string,
     clientIp: string,
     host: string,
-    sessionId: string,
   ): Promise<ForwardOptions> {
     const assertion = await s.assertions.sign({
-      sub: auth.user.name,
-      name: auth.user.name,
-      email: auth.user.email,
-      groups: auth.user.groups,
+      ...assertionSubject(auth),
       aud: route.name,
       decisionId: d.decisionId,
-      sessionId,
     });
     return {
       route,
@@ -317,8 +387,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     const returnTo = path + query;
-    const a = await authenticate(req.headers);
+    const a = await authenticateRequest(req);
     if (!a.ok) {
+      if (a.code === "ZT_CLIENT_CERT_REFUSED") {
+        const r = certRefused(a.reason, clientIp, route);
+        sendJson(res, r.status, r.body);
+        return;
+      }
       unauthenticated(req, res, a.code, a.reason, returnTo);
       return;
     }
@@ -351,9 +426,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       path + query,
       clientIp,
       req.headers.host ?? host,
-      a.auth.session.id,
     );
-    fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => res.destroy() });
+    const extra = s.decisions.responseHeaders(facts);
+    if (extra) fo.responseHeaders = extra;
+    fo.onClose = live.add(liveEntry(a.auth, facts, () => res.destroy()));
     forwardHttp(req, res, agents, fo);
   }
 
@@ -380,8 +456,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return refuse("403 Forbidden", {
         error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" },
       });
-    const a = await authenticate(req.headers);
-    if (!a.ok) return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
+    const a = await authenticateRequest(req);
+    if (!a.ok) {
+      if (a.code === "ZT_CLIENT_CERT_REFUSED") {
+        const r = certRefused(a.reason, clientIp, route);
+        return refuse(r.status === 403 ? "403 Forbidden" : "401 Unauthorized", r.body);
+      }
+      return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
+    }
     const facts = factsFor({
       route,
       auth: a.auth,
@@ -415,10 +497,18 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       canon.path + canon.query,
       clientIp,
       req.headers.host ?? canon.host,
-      a.auth.session.id,
     );
-    fo.onClose = live.add({ sessionId: a.auth.session.id, facts, close: () => socket.destroy() });
+    fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
     forwardUpgrade(req, socket, head, fo);
+  }
+
+  function liveEntry(auth: Authenticated, facts: DecisionFacts, close: () => void): LiveConnection {
+    return {
+      sessionId: liveKeyOf(auth),
+      ...(isService(auth) ? { certSerial: auth.serial } : {}),
+      facts,
+      close,
+    };
   }
 
   async function handleInternal(
@@ -603,6 +693,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     },
     async close() {
       offRevoked();
+      offCertRevoked();
       live.closeAll("shutdown");
       agents.destroy();
       await new Promise<void>((resolve) => {
@@ -611,6 +702,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       });
     },
     live,
+    setUpstreamTls(t) {
+      agents.setClientTls(t);
+    },
   };
 }
 
