@@ -1,7 +1,12 @@
 import { watch, type FSWatcher } from "node:fs";
 import type { AppContext } from "../app/index.js";
 import { isZtError, ZtError } from "../core/errors.js";
-import { createPolicyEngine, loadPolicySet, type PolicyEngine } from "../policy/index.js";
+import {
+  assertPolicyTests,
+  createPolicyEngine,
+  loadPolicySet,
+  type PolicyEngine,
+} from "../policy/index.js";
 
 export interface PolicyLoadReport {
   ok: boolean;
@@ -30,6 +35,8 @@ export class PolicyHolder {
   load(): PolicyEngine {
     const set = loadPolicySet(this.#ctx.config.policies);
     const engine = createPolicyEngine(this.#ctx.config.policy_engine, set);
+    // Configured policy tests must pass before a set goes into force.
+    assertPolicyTests(engine, this.#ctx.config.policy_tests);
     this.#engine = engine;
     this.#lastError = undefined;
     return engine;
