@@ -102,6 +102,11 @@ export class DecisionPoint {
     this.#guardStaleness = on;
   }
 
+  /** Whether decisions fail closed when the store is stale (see failClosedWhenStale). */
+  get failsClosedWhenStale(): boolean {
+    return this.#guardStaleness;
+  }
+
   /** How far the in-memory state may be trusted (see `storeFreshness`). */
   storeFreshness(): StoreFreshness {
     return storeFreshness(this.#ctx.events.lastContactMs(), {

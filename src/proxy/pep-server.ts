@@ -181,6 +181,23 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     live.closeWhere((c) => c.certSerial !== undefined && set.has(c.certSerial), "cert-revoked");
   });
 
+  /**
+   * Before failing closed for staleness, try the store once (one attempt shared by
+   * concurrent requests, at most 1 s): a bus that merely has not polled since the
+   * clock moved is not a lost control plane. Only on the already-failing path.
+   */
+  let contact: Promise<void> | undefined;
+  async function ensureContact(): Promise<void> {
+    if (!s.decisions.failsClosedWhenStale || s.decisions.storeFreshness() !== "stale") return;
+    const bus = ctx.events as { catchUp?: () => Promise<void> };
+    if (typeof bus.catchUp !== "function") return;
+    contact ??= Promise.race([
+      bus.catchUp().catch(() => undefined),
+      new Promise<void>((r) => setTimeout(r, 1_000).unref()),
+    ]).finally(() => (contact = undefined));
+    await contact;
+  }
+
   /** The subject of a request: a verified client SVID (mTLS), else a session. */
   async function authenticateRequest(req: IncomingMessage): Promise<AuthOutcome> {
     if (clientCerts !== "off") {
@@ -414,6 +431,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       now: ctx.clock.now(),
       pep: pepId,
     });
+    await ensureContact();
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denied(req, res, route, d, returnTo);
@@ -474,6 +492,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       now: ctx.clock.now(),
       pep: pepId,
     });
+    await ensureContact();
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denials.add({
