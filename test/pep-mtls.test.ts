@@ -18,7 +18,13 @@ import { createLocalJWKSet, jwtVerify } from "jose";
 import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
-import { pkiService, verifyClientCertificate, type PkiService } from "../src/pki/index.js";
+import {
+  pkiServerTlsOptions,
+  pkiService,
+  verifyClientCertificate,
+  type PkiService,
+} from "../src/pki/index.js";
+import { createPep } from "../src/proxy/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
@@ -257,5 +263,45 @@ policies: ./policies
     const r = await get("secure.localhost", web);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(presented.at(-1)).toBe(`spiffe://${TD}/zt/pep`);
+  });
+
+  it("client_certs: require refuses a request without a certificate (401 client-cert-required)", async () => {
+    const tls = await pkiServerTlsOptions(zt.ctx, { hostnames: ["localhost"] });
+    const strict = createPep(zt.services, {
+      tls: { key: tls.key, cert: tls.cert, ca: tls.ca, clientCerts: "require" },
+      pepId: "strict",
+    });
+    const addr = await strict.listen("127.0.0.1", 0);
+    const main = port;
+    port = addr.port;
+    try {
+      const none = await get("api.localhost");
+      expect(none.status).toBe(401);
+      expect(none.body["error"]).toMatchObject({
+        code: "ZT_CLIENT_CERT_REFUSED",
+        reason: "client-cert-required",
+      });
+      expect((await get("api.localhost", await issue("/web"))).status).toBe(200);
+    } finally {
+      port = main;
+      await strict.close();
+    }
+  });
+
+  // Last: it moves the shared clock forward.
+  it("refuses an SVID past its validity (cert-expired), checked at every request", async () => {
+    const web = await svc.issueSvidWithNewKey({
+      spiffeId: `spiffe://${TD}/web`,
+      ttlMs: 10 * 60_000,
+      actor: "test",
+    });
+    expect((await get("api.localhost", web)).status).toBe(200);
+    clock.advance(11 * 60_000);
+    const r = await get("api.localhost", web);
+    expect(r.status).toBe(401);
+    expect(r.body["error"]).toMatchObject({
+      code: "ZT_CLIENT_CERT_REFUSED",
+      reason: "cert-expired",
+    });
   });
 });

@@ -117,6 +117,13 @@ export class UpstreamAgents {
     }
   }
 
+  /** The client TLS options for an upgrade to this route's upstream (mTLS), if any. */
+  tlsFor(route: ResolvedRoute): UpstreamClientTls | undefined {
+    if (!route.upstream_mtls || targetOf(route).protocol !== "https:") return undefined;
+    if (!this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
+    return this.#clientTls;
+  }
+
   for(route: ResolvedRoute): http.Agent {
     const origin = targetOf(route).origin;
     const https_ = origin.startsWith("https:");
@@ -266,10 +273,12 @@ export function forwardUpgrade(
   socket: Duplex,
   head: Buffer,
   o: ForwardOptions,
+  agents?: UpstreamAgents,
 ): void {
   const target = targetOf(o.route);
   const client = target.protocol === "https:" ? https : http;
   const upstream = client.request({
+    ...agents?.tlsFor(o.route),
     protocol: target.protocol,
     hostname: target.hostname,
     port: target.port,

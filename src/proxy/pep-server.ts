@@ -518,7 +518,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       req.headers.host ?? canon.host,
     );
     fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
-    forwardUpgrade(req, socket, head, fo);
+    forwardUpgrade(req, socket, head, fo, agents);
   }
 
   function liveEntry(auth: Authenticated, facts: DecisionFacts, close: () => void): LiveConnection {
