@@ -158,5 +158,29 @@ access:
     expect(r.headers["x-zt-breakglass"]).toBe("active");
     // The upstream does not see the banner; it is for the user.
     expect(upstream.seen.at(-1)!.headers["x-zt-breakglass"]).toBeUndefined();
+    // Forward-auth mode (nginx auth_request) answers with the same header.
+    const fa = await request(port, {
+      host: "db.localhost",
+      path: "/.zt/authz",
+      headers: {
+        cookie: cookies["oncall"]!,
+        accept: "application/json",
+        "x-original-url": "http://db.localhost/",
+        "x-original-method": "GET",
+      },
+    });
+    expect(fa.status).toBe(200);
+    expect(fa.headers["x-zt-breakglass"]).toBe("active");
+    const faNormal = await request(port, {
+      host: "whoami.localhost",
+      path: "/.zt/authz",
+      headers: {
+        cookie: cookies["alice"]!,
+        "x-original-url": "http://whoami.localhost/",
+        "x-original-method": "GET",
+      },
+    });
+    expect(faNormal.status).toBe(200);
+    expect(faNormal.headers["x-zt-breakglass"]).toBeUndefined();
   });
 });

@@ -187,8 +187,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
    * clock moved is not a lost control plane. Only on the already-failing path.
    */
   let contact: Promise<void> | undefined;
+  function staleNow(): boolean {
+    return s.decisions.failsClosedWhenStale && s.decisions.storeFreshness() === "stale";
+  }
   async function ensureContact(): Promise<void> {
-    if (!s.decisions.failsClosedWhenStale || s.decisions.storeFreshness() !== "stale") return;
     const bus = ctx.events as { catchUp?: () => Promise<void> };
     if (typeof bus.catchUp !== "function") return;
     contact ??= Promise.race([
@@ -431,7 +433,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       now: ctx.clock.now(),
       pep: pepId,
     });
-    await ensureContact();
+    // Sync check first: the usual (fresh) path takes no extra await.
+    if (staleNow()) await ensureContact();
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denied(req, res, route, d, returnTo);
@@ -492,7 +495,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       now: ctx.clock.now(),
       pep: pepId,
     });
-    await ensureContact();
+    // Sync check first: the usual (fresh) path takes no extra await.
+    if (staleNow()) await ensureContact();
     const d = s.decisions.decide(facts);
     if (d.result.verdict !== "allow") {
       denials.add({
