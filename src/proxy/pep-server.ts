@@ -201,10 +201,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   }
 
   /** The subject of a request: a verified client SVID (mTLS), else a session. */
-  async function authenticateRequest(req: IncomingMessage): Promise<AuthOutcome> {
+  function authenticateRequest(req: IncomingMessage): Promise<AuthOutcome> {
+    // Not async: the session path returns the authenticator's promise as-is (no extra tick).
     if (clientCerts !== "off") {
       const c = authenticateClientCert(ctx, req.socket, clientCerts, ctx.clock.now());
-      if (c) return c;
+      if (c) return Promise.resolve(c);
     }
     return authenticate(req.headers);
   }
