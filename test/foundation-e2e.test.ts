@@ -275,6 +275,35 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     expect(text).not.toContain("pw-alice-correct-horse");
   });
 
+  it("counts decisions in Prometheus metrics on the API listener", async () => {
+    const m = await fetch(`${zt.apiUrl}/metrics`);
+    expect(m.status).toBe(200);
+    const text = await m.text();
+    expect(text).toMatch(/zt_decisions_total\{[^}]*route="whoami"[^}]*\} [1-9]/);
+  });
+
+  it("refuses a banned source before any other work, and serves it again once unbanned", async () => {
+    const ban = await runZt(
+      ["--config", config, "ban", "add", "127.0.0.1", "--for", "10m", "--reason", "e2e"],
+      { env },
+    );
+    expect(ban.code, ban.stderr).toBe(0);
+    let r = await request(port, { host: "whoami.localhost", path: "/" });
+    for (let i = 0; i < 100 && r.status !== 403; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the ban travels as an event
+      r = await request(port, { host: "whoami.localhost", path: "/" });
+    }
+    expect(r.status).toBe(403);
+    expect(r.json<{ error: { code: string } }>().error.code).toBe("ZT_BANNED");
+    const lift = await runZt(["--config", config, "ban", "remove", "127.0.0.1"], { env });
+    expect(lift.code, lift.stderr).toBe(0);
+    for (let i = 0; i < 100 && r.status === 403; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      r = await request(port, { host: "whoami.localhost", path: "/" });
+    }
+    expect(r.status).toBe(401);
+  });
+
   it("serves /healthz and /readyz on the API listener", async () => {
     const h = await fetch(`${zt.apiUrl}/healthz`);
     expect(h.status).toBe(200);

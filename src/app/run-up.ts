@@ -7,6 +7,7 @@ import { ZtError } from "../core/errors.js";
 import { readPrivateFile } from "../core/secure-files.js";
 import { createApiServer } from "../api/index.js";
 import { createPep, type Pep } from "../proxy/index.js";
+import { startAuditServices, type AuditServices } from "../audit/index.js";
 import { initPki, pkiClientTlsOptions, pkiServerTlsOptions } from "../pki/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
@@ -110,6 +111,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let pep: Pep | undefined;
   let continuous: ContinuousVerification | undefined;
   let upstreamRenew: NodeJS.Timeout | undefined;
+  let audit: AuditServices | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   try {
     await initPki(ctx);
@@ -159,6 +161,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await ctx.events.start();
     // From here the bus tracks contact with the store: past max_staleness, deny all.
     services.decisions.failClosedWhenStale();
+    // Checkpoints, witnesses, sinks, alert rules and the ban cache the PEP consults.
+    audit = await startAuditServices(ctx, { warn: (m) => out(`zt: audit: ${m}`) });
     services.policies.watch((r) => {
       if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
       else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
@@ -186,6 +190,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       async close() {
         clearInterval(upstreamRenew);
         continuous?.close();
+        await audit?.stop();
         await pep?.close();
         await api?.close();
         services?.close();
@@ -197,6 +202,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   } catch (e) {
     clearInterval(upstreamRenew);
     continuous?.close();
+    await audit?.stop().catch(() => undefined);
     await pep?.close().catch(() => undefined);
     await api?.close().catch(() => undefined);
     services?.close();

@@ -1,3 +1,4 @@
+import { countDecision, isBanned } from "../audit/index.js";
 import type { AppContext } from "../app/index.js";
 import { randomFillSync } from "node:crypto";
 import { CidrSet } from "../core/cidr.js";
@@ -167,6 +168,7 @@ export class DecisionPoint {
     let network = "unknown";
     // Out of contact with the store for max_staleness or longer: revocations may have
     // been missed for too long, so nothing is allowed until contact returns.
+    const started = performance.now();
     if (this.#guardStaleness && this.storeFreshness() === "stale") {
       result = {
         decision: "deny",
@@ -174,6 +176,16 @@ export class DecisionPoint {
         reasons: [],
         errors: [],
         reason: "control-plane-unreachable",
+      };
+    } else if (isBanned(facts.sourceIp, now)) {
+      // A source banned by the alert rules (fail2ban model) is refused whatever policy says;
+      // in forward-auth mode this is where the real client address is known.
+      result = {
+        decision: "deny",
+        verdict: "deny",
+        reasons: [],
+        errors: [],
+        reason: "source-banned",
       };
     } else {
       try {
@@ -243,6 +255,7 @@ export class DecisionPoint {
         pep: facts.pep,
       },
     });
+    countDecision(facts.route, result.verdict, result.reason, (performance.now() - started) / 1000);
     return { decisionId, result };
   }
 }

@@ -1,3 +1,4 @@
+import { isBanned } from "../audit/index.js";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -383,6 +384,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const clientIp = clientIpOf(req);
+    // Banned sources (alert rules, fail2ban model) are refused before any other work.
+    if (isBanned(clientIp, ctx.clock.now())) {
+      sendError(res, "ZT_BANNED", "this source address is temporarily banned", {
+        reason: "source-banned",
+      });
+      return;
+    }
     if (duplicateHost(req)) {
       sendError(res, "ZT_REQUEST_AMBIGUOUS", "request refused: more than one Host header", {
         reason: "host-duplicate",
@@ -463,6 +471,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       );
     };
     const clientIp = clientIpOf(req);
+    if (isBanned(clientIp, ctx.clock.now()))
+      return refuse("403 Forbidden", { error: { code: "ZT_BANNED", reason: "source-banned" } });
     if (duplicateHost(req))
       return refuse("400 Bad Request", {
         error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "host-duplicate" },
