@@ -122,6 +122,25 @@ describe("regulation (fail2ban model)", () => {
   });
 });
 
+describe("default allow-list", () => {
+  it("keeps a local operator (loopback) from banning themselves unless configured to", () => {
+    const jail = {
+      name: "login-ip",
+      match: "login-failure",
+      by: "ip",
+      maxretry: 1,
+      findtime: "1m",
+      bantime: "1m",
+    };
+    const byDefault = new AlertEngine(only({ jails: [jail] }));
+    for (const ip of ["127.0.0.1", "::1"])
+      expect(byDefault.evaluate(loginFail(ip)).bans).toEqual([]);
+    expect(byDefault.evaluate(loginFail("198.51.100.77")).bans).toHaveLength(1);
+    const strict = new AlertEngine(only({ jails: [jail], allow_list: { ips: [] } }));
+    expect(strict.evaluate(loginFail("127.0.0.1")).bans).toHaveLength(1);
+  });
+});
+
 describe("detection rules", () => {
   it("denial burst fires at exactly the threshold within the window, then cools down", () => {
     const e = new AlertEngine(only({ denial_burst: { threshold: 4, window: "10s" } }));

@@ -49,11 +49,18 @@ const thresholdSchema = z
 export const alertsConfigSchema = z
   .object({
     enabled: z.boolean().default(true),
-    /** Sources (IPs/CIDRs) and users never banned. */
+    /**
+     * Sources (IPs/CIDRs) and users never banned. Loopback by default, as fail2ban's
+     * `ignoreip`: a local operator or the demo must not lock themselves out; set
+     * `ips: []` to regulate loopback too.
+     */
     allow_list: z
-      .object({ ips: z.array(ipOrCidr).default([]), users: z.array(z.string()).default([]) })
+      .object({
+        ips: z.array(ipOrCidr).default(["127.0.0.0/8", "::1/128"]),
+        users: z.array(z.string()).default([]),
+      })
       .strict()
-      .default({ ips: [], users: [] }),
+      .default({ ips: ["127.0.0.0/8", "::1/128"], users: [] }),
     jails: z.array(jailSchema).optional(),
     denial_burst: thresholdSchema.nullable().default({ threshold: 20, window: "1m" }),
     fan_out: z
