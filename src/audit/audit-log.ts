@@ -5,7 +5,7 @@ import type { Clock } from "../core/clock.js";
 import { randomBytes } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
-import { chainDigest, GENESIS_HASH } from "./audit-chain.js";
+import { chainDigest, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
 import { redactedJson } from "./redact.js";
 import { countAuditWritten, countDropped } from "./metrics.js";
 
@@ -24,21 +24,8 @@ export interface AuditLogOptions {
   onWritten?: (records: AuditRowOut[]) => void;
 }
 
-export interface AuditRowOut {
-  seq: number;
-  id: string;
-  ts: number;
-  kind: string;
-  outcome: string;
-  subject: string | null;
-  source_ip: string | null;
-  route: string | null;
-  action: string | null;
-  decision_id: string | null;
-  policies: string | null;
-  reason: string | null;
-  data: string;
-}
+/** A record as written: exactly the columns the hash chain covers (one definition, in audit-chain.ts). */
+export type AuditRowOut = ChainedFields;
 
 /** A record as stored, with its place in the hash chain. */
 export interface AuditRowChained extends AuditRowOut {
