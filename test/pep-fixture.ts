@@ -32,7 +32,7 @@ export interface PepFixture {
 
 export interface PepFixtureOptions {
   policies: string;
-  routes: { name: string; from: string; to: string; websockets?: boolean }[];
+  routes: { name: string; from: string; to: string; websockets?: boolean; timeout?: string }[];
   limits?: Record<string, unknown>;
   trusted_proxies?: string[];
   extra?: Record<string, unknown>;

@@ -1,22 +1,20 @@
-import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { resolve, relative } from "node:path";
 import qrcode from "qrcode-terminal";
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ZtConfig } from "../config/index.js";
 import { ZtError } from "../core/errors.js";
-import { readPrivateFile } from "../core/secure-files.js";
 import { createApiServer } from "../api/index.js";
-import { createPep, type Pep } from "../proxy/index.js";
+import { LiveConnections, type Pep } from "../proxy/index.js";
 import { startAuditServices, type AuditServices } from "../audit/index.js";
-import { initPki, pkiClientTlsOptions, pkiServerTlsOptions } from "../pki/index.js";
+import { initPki } from "../pki/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
 import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
 import type { Clock } from "../core/clock.js";
-import {
-  startContinuousVerification,
-  type ContinuousVerification,
-} from "../session/reevaluator.js";
+import type { ContinuousVerification } from "../session/reevaluator.js";
+import { createPepNode, splitHostPort, startProcessVerification } from "./pep-node.js";
+import { startPepCluster, type PepCluster } from "./pep-cluster.js";
 import {
   DEMO_USER,
   ensureDemoFiles,
@@ -41,18 +39,16 @@ export interface RunUpOptions {
 export interface RunningZt {
   ctx: AppContext;
   services: Services;
-  pep: Pep;
+  /** The PEP of this process; undefined when it runs in worker processes (proxy_workers > 1). */
+  pep: Pep | undefined;
+  /** The PEP worker processes, when listen.proxy_workers > 1. */
+  workers: PepCluster | undefined;
   pepAddress: AddressInfo;
   apiAddress: AddressInfo;
   /** Device posture, grants, risk signals and the re-evaluator (continuous verification). */
   continuous: ContinuousVerification;
   demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
   close(): Promise<void>;
-}
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(":");
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
 }
 
 function isLoopback(host: string): boolean {
@@ -108,36 +104,47 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     ...(o.clock ? { clock: o.clock } : {}),
   });
   let services: Services | undefined;
-  let pep: Pep | undefined;
+  let pepNode: Awaited<ReturnType<typeof createPepNode>> | undefined;
+  let workers: PepCluster | undefined;
   let continuous: ContinuousVerification | undefined;
-  let upstreamRenew: NodeJS.Timeout | undefined;
   let audit: AuditServices | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
+  const workerCount = proxyWorkers(config);
+  const closeAll = async () => {
+    continuous?.close();
+    await audit?.stop().catch(() => undefined);
+    await workers?.close().catch(() => undefined);
+    await pepNode?.close().catch(() => undefined);
+    await api?.close().catch(() => undefined);
+    services?.close();
+    await ctx.close().catch(() => undefined);
+    await demoApp?.close();
+  };
   try {
     await initPki(ctx);
     services = await createServices(ctx);
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
-    const tls = await listenerTls(ctx, config, proxyListen.host);
-    const upstreamTls = config.routes.some(
-      (r) => r.upstream_mtls && new URL(r.to).protocol === "https:",
-    )
-      ? await pkiClientTlsOptions(ctx)
-      : undefined;
-    pep = createPep(services, { tls, upstreamTls });
-    if (upstreamTls) {
-      // zt's client SVID is short-lived: fetch it again (re-issued at half-life) now and then.
-      const p = pep;
-      upstreamRenew = setInterval(() => {
-        pkiClientTlsOptions(ctx).then(
-          (t) => p.setUpstreamTls(t),
-          () => undefined,
-        );
-      }, 5 * 60_000);
-      upstreamRenew.unref();
+    let pepAddress: AddressInfo;
+    let live: LiveConnections;
+    if (workerCount > 1) {
+      // The PEP runs in worker processes; this one keeps the API and the background work.
+      workers = await startPepCluster({
+        workers: workerCount,
+        configPath,
+        ...(demoApp
+          ? { routeTargets: Object.fromEntries(config.routes.map((r) => [r.name, r.to])) }
+          : {}),
+        out,
+      });
+      pepAddress = workers.address;
+      live = new LiveConnections();
+    } else {
+      pepNode = await createPepNode(ctx, services, { host: proxyListen.host });
+      pepAddress = await pepNode.pep.listen(proxyListen.host, proxyListen.port);
+      live = pepNode.pep.live;
     }
-    const pepAddress = await pep.listen(proxyListen.host, proxyListen.port);
-    const scheme = tls ? "https" : "http";
+    const scheme = config.tls ? "https" : "http";
     jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
     api = await createApiServer(ctx, {
       readiness: () => ({
@@ -145,19 +152,13 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
         detail: {
           policy_version: services!.policies.engine.policySet.version,
           policy_error: services!.policies.lastError ?? null,
+          ...(workers ? { proxy_workers: workers.size } : {}),
         },
       }),
     });
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;
-    continuous = await startContinuousVerification(services, pep.live);
-    // Break-glass banner: responses allowed under an active break-glass grant say so.
-    const grants = continuous.grants;
-    services.decisions.addResponseHeaderContributor((f) =>
-      f.principal.type === "User" && grants.breakglassActive(f.principal.id, f.route)
-        ? { "x-zt-breakglass": "active" }
-        : undefined,
-    );
+    continuous = await startProcessVerification(services, live);
     await ctx.events.start();
     // From here the bus tracks contact with the store: past max_staleness, deny all.
     services.decisions.failClosedWhenStale();
@@ -167,7 +168,9 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
       else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
     });
-    out(`zt: PEP listening on ${scheme}://${fmtHost(pepAddress)}`);
+    out(
+      `zt: PEP listening on ${scheme}://${fmtHost(pepAddress)}${workers ? ` (${workers.size} worker processes)` : ""}`,
+    );
     out(`zt: API listening on http://${fmtHost(apiAddress)}`);
     let demo: RunningZt["demo"];
     if (o.demoDir && credentials && demoApp) {
@@ -182,72 +185,25 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     const running: RunningZt = {
       ctx,
       services,
-      pep,
+      pep: pepNode?.pep,
+      workers,
       pepAddress,
       apiAddress,
       demo,
       continuous,
-      async close() {
-        clearInterval(upstreamRenew);
-        continuous?.close();
-        await audit?.stop();
-        await pep?.close();
-        await api?.close();
-        services?.close();
-        await ctx.close();
-        await demoApp?.close();
-      },
+      close: closeAll,
     };
     return running;
   } catch (e) {
-    clearInterval(upstreamRenew);
-    continuous?.close();
-    await audit?.stop().catch(() => undefined);
-    await pep?.close().catch(() => undefined);
-    await api?.close().catch(() => undefined);
-    services?.close();
-    await ctx.close().catch(() => undefined);
-    await demoApp?.close();
+    await closeAll();
     throw e;
   }
 }
 
-/** TLS for the PEP listener: configured files, or a certificate from zt's own CA. */
-async function listenerTls(
-  ctx: AppContext,
-  config: ZtConfig,
-  host: string,
-): Promise<
-  | {
-      key: string | Buffer;
-      cert: string | Buffer;
-      ca?: string;
-      requestCert?: boolean;
-      clientCerts?: "off" | "optional" | "require";
-    }
-  | undefined
-> {
-  if (!config.tls) return undefined;
-  const clientCerts = config.tls.client_certs;
-  const requestCert = clientCerts !== "off";
-  if (config.tls.cert && config.tls.key) {
-    // Client SVIDs are still verified against zt's CA (verifyClientCertificate).
-    return {
-      cert: readFileSync(config.tls.cert),
-      key: readPrivateFile(config.tls.key),
-      requestCert,
-      clientCerts,
-    };
-  }
-  if (config.tls.from_ca) {
-    const hostnames = [...new Set([host, "localhost", ...config.routes.map((r) => r.host)])];
-    const t = await pkiServerTlsOptions(ctx, { hostnames });
-    return { key: t.key, cert: t.cert, ca: t.ca, requestCert, clientCerts };
-  }
-  throw new ZtError(
-    "ZT_CONFIG_INVALID",
-    `${config.configPath}: tls: give cert and key files, or from_ca: true`,
-  );
+/** listen.proxy_workers as a number ("auto": one per CPU). */
+export function proxyWorkers(config: ZtConfig): number {
+  const w = config.listen.proxy_workers;
+  return w === "auto" ? Math.max(1, availableParallelism()) : w;
 }
 
 function fmtHost(a: AddressInfo): string {

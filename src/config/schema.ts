@@ -67,9 +67,23 @@ export const configSchema = z
       .object({
         proxy: listenAddress.default("127.0.0.1:8443"),
         api: listenAddress.default("127.0.0.1:8400"),
+        /**
+         * PEP worker processes sharing listen.proxy (node:cluster): 1 = the PEP runs in
+         * the zt process itself; "auto" = one per CPU.
+         */
+        proxy_workers: z
+          .union([
+            z.literal("auto"),
+            z
+              .number({ error: 'expected a whole number of workers (1–64) or "auto"' })
+              .int("expected a whole number of workers")
+              .min(1)
+              .max(64),
+          ])
+          .default(1),
       })
       .strict()
-      .default({ proxy: "127.0.0.1:8443", api: "127.0.0.1:8400" }),
+      .default({ proxy: "127.0.0.1:8443", api: "127.0.0.1:8400", proxy_workers: 1 }),
     /** Public URL of the PEP listener, used for login redirects. Defaults from listen.proxy. */
     public_url: urlString("the PEP's public URL").optional(),
     tls: tlsSchema.optional(),

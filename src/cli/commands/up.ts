@@ -3,7 +3,7 @@ import { configPathFrom } from "../../config/index.js";
 import { runUp } from "../../app/run-up.js";
 import { failWith, globalOptions } from "../cli-context.js";
 
-/** `zt up [--demo]`: run the control plane and the PEP in this process. */
+/** `zt up [--demo]`: run the control plane and the PEP (here, or in listen.proxy_workers workers). */
 export function registerUpCommands(program: Command): void {
   program
     .command("up")
@@ -43,6 +43,7 @@ export function registerUpCommands(program: Command): void {
         process.on("SIGTERM", () => stop("SIGTERM"));
         process.on("SIGHUP", () => {
           const r = running.services.policies.reload();
+          running.workers?.reloadPolicies();
           process.stdout.write(
             r.ok
               ? `zt: policies reloaded (${r.policies})\n`
