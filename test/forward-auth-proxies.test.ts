@@ -1,6 +1,6 @@
 /**
- * Forward-auth with the real nginx (auth_request) and the real Caddy (forward_auth) in
- * front of a real upstream: an allowed user reaches it with zt's headers (and not the
+ * Forward-auth with the real nginx (auth_request), the real Caddy (forward_auth) and the
+ * real HAProxy (zt's Lua action, examples/haproxy/zt-authz.lua) in front of a real upstream: an allowed user reaches it with zt's headers (and not the
  * ones the client forged), a denied user gets 403 with a decision id, an anonymous user
  * is sent to zt's login — which works through the proxy — and a revoked session is out.
  * The configs here are the ones in docs/forward-auth.md.
@@ -25,7 +25,7 @@ when { context.mfa_age_seconds < 3600 };
 function findBinary(names: string[]): string {
   for (const n of names) if (existsSync(n)) return n;
   throw new Error(
-    `none of ${names.join(", ")} is installed (CI installs the Debian packages nginx and caddy)`,
+    `none of ${names.join(", ")} is installed (CI installs the Debian packages nginx, caddy and haproxy)`,
   );
 }
 
@@ -192,6 +192,41 @@ http://app.localhost:${o.listen} {
 `;
 }
 
+/** HAProxy with zt's Lua forward-auth action (docs/forward-auth.md, "HAProxy"). */
+export function haproxyConfig(o: {
+  listen: number;
+  zt: number;
+  upstream: number;
+  lua: string;
+}): string {
+  return `
+global
+    setenv ZT_AUTHZ_URL http://127.0.0.1:${o.zt}/.zt/authz
+    lua-load ${o.lua}
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend app
+    bind 127.0.0.1:${o.listen}
+    acl zt_pages path_beg /.zt/
+    http-request lua.zt_authz unless zt_pages
+    use_backend zt if zt_pages
+    default_backend app
+
+backend zt
+    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Proto http
+    server zt 127.0.0.1:${o.zt}
+
+backend app
+    server app 127.0.0.1:${o.upstream}
+`;
+}
+
 interface ProxyUnderTest {
   name: string;
   start(
@@ -238,6 +273,17 @@ const PROXIES: ProxyUnderTest[] = [
           XDG_CONFIG_HOME: join(home, "config"),
         },
       );
+      await waitForPort(ports.listen, peer.child, peer.output);
+      return peer.stop;
+    },
+  },
+  {
+    name: "HAProxy (zt's Lua action)",
+    async start(dir, ports) {
+      const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+      const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
+      writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig({ ...ports, lua }));
+      const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
@@ -381,3 +427,32 @@ for (const proxy of PROXIES) {
     });
   });
 }
+
+describe("forward-auth behind HAProxy when zt cannot be asked", () => {
+  it("fails closed: 503, and the upstream is never reached", async () => {
+    const upstream = await startUpstream();
+    const dead = await freePort();
+    const listen = await freePort();
+    const dir = tempDir("zt-proxy-");
+    const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+    const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
+    writeFileSync(
+      join(dir, "haproxy.cfg"),
+      haproxyConfig({ listen, zt: dead, upstream: upstream.port, lua }),
+    );
+    const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      const r = await request(listen, {
+        host: `app.localhost:${listen}`,
+        path: "/",
+        headers: { cookie: "zt_session=whatever", "x-zt-user": "mallory" },
+      });
+      expect(r.status).toBe(503);
+      expect(upstream.seen).toHaveLength(0);
+    } finally {
+      await peer.stop();
+      await upstream.close();
+    }
+  });
+});
