@@ -46,6 +46,11 @@ async function startTestUpstream(): Promise<{ port: number; seen: Seen[]; close(
         return;
       }
       if (path === "/slow") return; // never answers
+      if (path === "/empty") {
+        res.writeHead(204, { "x-empty": "yes" });
+        res.end();
+        return;
+      }
       if (path === "/truncated") {
         res.writeHead(200, { "content-length": "1000" });
         res.write("only-part-of-it");
@@ -216,6 +221,18 @@ describe("PEP forwarding (undici upstream pool)", () => {
     expect(r.headers["set-cookie"]).toEqual(["a=1; Path=/", "b=2; Path=/"]);
     expect(r.headers["x-upstream"]).toBe("yes");
     expect(r.headers["keep-alive"]).not.toBe("timeout=99");
+  });
+
+  it("relays HEAD and 204 answers without inventing a body", async () => {
+    const head = await raw(zt.port, [
+      `HEAD /big HTTP/1.1\r\nHost: app.localhost\r\nCookie: ${alice.cookie}\r\nConnection: close\r\n\r\n`,
+    ]);
+    expect(head.status).toBe(200);
+    expect(head.text.endsWith("\r\n\r\n")).toBe(true);
+    const empty = await send(zt.port, { path: "/empty", cookie: alice.cookie });
+    expect(empty.status).toBe(204);
+    expect(empty.headers["x-empty"]).toBe("yes");
+    expect(empty.body.length).toBe(0);
   });
 
   it("answers 502 ZT_UPSTREAM_UNAVAILABLE when the upstream is down", async () => {
