@@ -1,4 +1,4 @@
-import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import * as cedar from "./cedar-wasm.js";
 import type { PolicyJson } from "@cedar-policy/cedar-wasm/nodejs";
 import { compileExpr, type EvalEnv, type SlotEnv } from "./compiled/compile-expr.js";
 import {

@@ -1,4 +1,4 @@
-import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import * as cedar from "./cedar-wasm.js";
 import { ZtError } from "../core/errors.js";
 import { byteToCharOffset, lineColAt } from "./policy-splitter.js";
 

@@ -1,4 +1,4 @@
-import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import * as cedar from "./cedar-wasm.js";
 import type { EntityJson, PolicySet as WasmPolicySet } from "@cedar-policy/cedar-wasm/nodejs";
 import { collectEntityRefs, uidKey } from "./entity-store.js";
 import type {

@@ -1,4 +1,4 @@
-import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import * as cedar from "./cedar-wasm.js";
 import { ZtError } from "../core/errors.js";
 import type { CedarEntity, EntityUid } from "./types.js";
 
