@@ -10,10 +10,15 @@ import {
   rmSync,
 } from "node:fs";
 import { createServer, connect } from "node:net";
+import https from "node:https";
+import type { FastifyInstance } from "fastify";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { initPki, pkiService, type PkiService } from "../src/pki/index.js";
+import { initPki, pkiServerTlsOptions, pkiService, type PkiService } from "../src/pki/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
+import { createApiServer } from "../src/api/index.js";
+import { SessionService } from "../src/session/index.js";
+import { ZT_SCHEMA } from "../src/policy/zt-schema.js";
 
 const SSHD = "/usr/sbin/sshd";
 const LOGIN = "ztsshtest";
@@ -71,7 +76,20 @@ const POLICIES = `
 @id("ops-ssh-prod")
 permit (principal in Group::"ops", action == Action::"ssh:sign", resource == HostGroup::"prod")
 when { ["${LOGIN}", "deploy"].containsAll(context.logins) };
+
+@id("ci-deployer-ssh-prod")
+permit (
+  principal == Service::"spiffe://example.test/ci/deployer",
+  action == Action::"ssh:sign",
+  resource == HostGroup::"prod"
+) when { ["${LOGIN}"].containsAll(context.logins) };
 `;
+
+/** zt's schema, with workloads (mTLS SVIDs on the API) allowed to ask for ssh:sign. */
+const SCHEMA = ZT_SCHEMA.replace(
+  /(action "ssh:sign" appliesTo \{\s*principal: )\[User\]/,
+  "$1[User, Service]",
+);
 
 function keypair(name: string): { key: string; pub: string } {
   const key = join(dir, name);
@@ -154,6 +172,8 @@ beforeAll(async () => {
   const policyDir = join(dir, "policies");
   mkdirSync(policyDir);
   writeFileSync(join(policyDir, "ssh.cedar"), POLICIES);
+  if (SCHEMA === ZT_SCHEMA) throw new Error("could not extend zt's schema for the test");
+  writeFileSync(join(policyDir, "schema.cedarschema"), SCHEMA);
   env = await openPkiTestContext({ policies: policyDir });
   await initPki(env.ctx);
   svc = await pkiService(env.ctx);
@@ -387,5 +407,250 @@ describe("SSH CA checked by a real sshd and ssh", () => {
         JSON.stringify(over).slice(0, 60),
       ).rejects.toMatchObject({ code });
     }
+  });
+});
+
+describe("POST /api/v1/ssh/sign over a real socket, certificate checked by the real sshd", () => {
+  let api: FastifyInstance;
+  let apiPort: number;
+  let bundle: string;
+  let aliceToken: string;
+  let bobToken: string;
+
+  type Answer = { status: number; body: Record<string, unknown> };
+
+  /** POSTs to the API over TLS (server verified against zt's bundle), as a session or an SVID. */
+  function apiSign(
+    body: unknown,
+    auth: { bearer?: string; cookie?: string; client?: { key: string; cert: string } } = {},
+  ): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (auth.bearer) headers["authorization"] = `Bearer ${auth.bearer}`;
+      if (auth.cookie) headers["cookie"] = auth.cookie;
+      const req = https.request(
+        {
+          host: "127.0.0.1",
+          port: apiPort,
+          path: "/api/v1/ssh/sign",
+          method: "POST",
+          servername: "localhost",
+          ca: bundle,
+          agent: false,
+          headers,
+          ...(auth.client ?? {}),
+        },
+        (res) => {
+          let data = "";
+          res.setEncoding("utf8");
+          res.on("data", (d) => (data += d));
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, body: JSON.parse(data || "{}") as never }),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end(typeof body === "string" ? body : JSON.stringify(body));
+    });
+  }
+
+  function errorOf(a: Answer): { code: string; reason?: string; decision_id?: string } {
+    return a.body["error"] as { code: string; reason?: string; decision_id?: string };
+  }
+
+  async function auditFor(decisionId: string) {
+    await env.ctx.audit.flush();
+    return env.ctx.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("decision_id", "=", decisionId)
+      .execute();
+  }
+
+  beforeAll(async () => {
+    const tls = await pkiServerTlsOptions(env.ctx, { hostnames: ["localhost"] });
+    api = await createApiServer(env.ctx, { tls: { ...tls, clientCerts: "optional" } });
+    await api.listen({ host: "127.0.0.1", port: 0 });
+    apiPort = (api.server.address() as { port: number }).port;
+    bundle = svc.bundlePem();
+    // Sessions as a login would create them (the PEP's login flow is tested elsewhere).
+    const sessions = new SessionService(env.ctx);
+    const common = { sourceIp: "127.0.0.1", userAgent: "test" };
+    aliceToken = (await sessions.create({ userId: "u_alice", ...common })).token;
+    bobToken = (await sessions.create({ userId: "u_bob", ...common })).token;
+    sessions.close();
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it("signs for a session user the policy allows; sshd accepts the returned certificate", async () => {
+    const kp = keypair("api-alice");
+    const r = await apiSign(
+      { public_key: kp.pub, principals: [LOGIN], host_group: "prod", ttl: "1h" },
+      { bearer: aliceToken },
+    );
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const decisionId = String(r.body["decision_id"]);
+    expect(decisionId).toMatch(/^dec_/);
+    const cert = `${kp.key}-cert.pub`;
+    writeFileSync(cert, String(r.body["certificate"]));
+    const l = execFileSync("ssh-keygen", ["-L", "-f", cert], { encoding: "utf8" });
+    expect(l).toContain(
+      `Key ID: "zt:user=alice decision=${decisionId} serial=${r.body["serial"]}"`,
+    );
+    const m = /Valid: from (\S+) to (\S+)/.exec(l)!;
+    expect(Date.parse(`${m[2]}Z`) - Date.parse(`${m[1]}Z`)).toBe(3_600_000 + 60_000);
+    const login = await sshLogin(kp.key, cert);
+    expect(login.status, `${login.out}\n${sshdLog}`).toBe(0);
+    const rows = await auditFor(decisionId);
+    expect(rows.map((x) => [x.kind, x.outcome, x.subject])).toEqual([
+      ["ssh.sign", "success", "alice"],
+    ]);
+  });
+
+  it("accepts the session cookie too, and applies the options (no-pty, source-address)", async () => {
+    const kp = keypair("api-cookie");
+    const r = await apiSign(
+      {
+        public_key: kp.pub,
+        principals: [LOGIN],
+        host_group: "prod",
+        source_addresses: ["10.9.9.9/32"],
+        without_extensions: ["permit-pty"],
+      },
+      { cookie: `other=1; ${env.ctx.config.session.cookie_name}=${aliceToken}` },
+    );
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const cert = `${kp.key}-cert.pub`;
+    writeFileSync(cert, String(r.body["certificate"]));
+    const l = execFileSync("ssh-keygen", ["-L", "-f", cert], { encoding: "utf8" });
+    expect(l).toContain("source-address 10.9.9.9/32");
+    expect(l).not.toContain("permit-pty");
+    // sshd enforces the source address it was signed with.
+    expect((await sshLogin(kp.key, cert)).status).toBe(255);
+  });
+
+  it("denies by policy: 403 with the decision id and reason, audited under that id", async () => {
+    const kp = keypair("api-bob");
+    const r = await apiSign(
+      { public_key: kp.pub, principals: [LOGIN], host_group: "prod" },
+      { bearer: bobToken },
+    );
+    expect(r.status).toBe(403);
+    const err = errorOf(r);
+    expect(err.code).toBe("ZT_POLICY_DENIED");
+    expect(err.reason).toBe("no-matching-permit");
+    expect(err.decision_id).toMatch(/^dec_/);
+    expect(r.body["certificate"]).toBeUndefined();
+    const rows = await auditFor(err.decision_id!);
+    expect(rows.map((x) => [x.kind, x.outcome, x.subject])).toEqual([["ssh.sign", "deny", "bob"]]);
+    // alice asking for a login the policy does not give her: denied the same way.
+    const root = await apiSign(
+      { public_key: kp.pub, principals: ["root"], host_group: "prod" },
+      { bearer: aliceToken },
+    );
+    expect(root.status).toBe(403);
+    expect(errorOf(root).code).toBe("ZT_POLICY_DENIED");
+  });
+
+  it("no credentials or a bad session: 401 with a stable code, audited; nothing signed", async () => {
+    const kp = keypair("api-anon");
+    const body = { public_key: kp.pub, principals: [LOGIN], host_group: "prod" };
+    const none = await apiSign(body);
+    expect(none.status).toBe(401);
+    expect(errorOf(none).code).toBe("ZT_AUTH_REQUIRED");
+    const bad = await apiSign(body, { bearer: "A".repeat(43) });
+    expect(bad.status).toBe(401);
+    expect(errorOf(bad).code).toBe("ZT_SESSION_INVALID");
+    await env.ctx.audit.flush();
+    const rows = await env.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["reason"])
+      .where("kind", "=", "ssh.sign")
+      .where("outcome", "=", "deny")
+      .where("reason", "in", ["no-credentials", "session-invalid"])
+      .execute();
+    expect(rows.map((x) => x.reason).sort()).toEqual(["no-credentials", "session-invalid"]);
+  });
+
+  it("bad input: 400 with the ZT_* code naming the problem, audited", async () => {
+    const kp = keypair("api-bad");
+    const priv = readFileSync(kp.key, "utf8");
+    const base = { public_key: kp.pub, principals: [LOGIN], host_group: "prod" };
+    const cases: [unknown, string][] = [
+      [{ ...base, public_key: "hello world" }, "ZT_PKI_KEY_INVALID"],
+      [{ ...base, public_key: priv }, "ZT_PKI_KEY_INVALID"],
+      [{ ...base, public_key: kp.pub.replace("ssh-ed25519", "ssh-rsa") }, "ZT_PKI_KEY_INVALID"],
+      [{ ...base, principals: [] }, "ZT_BAD_REQUEST"],
+      [{ ...base, principals: ["a,b"] }, "ZT_BAD_REQUEST"],
+      [{ ...base, ttl: "25h" }, "ZT_PKI_TTL_INVALID"],
+      [{ ...base, ttl: "soon" }, "ZT_PKI_TTL_INVALID"],
+      [{ ...base, ttl: 0 }, "ZT_PKI_TTL_INVALID"],
+      [{ ...base, source_addresses: ["nope"] }, "ZT_BAD_REQUEST"],
+      [{ ...base, without_extensions: ["permit-root"] }, "ZT_BAD_REQUEST"],
+      [{ ...base, host_group: "prod/../x" }, "ZT_BAD_REQUEST"],
+      [{ ...base, extra: 1 }, "ZT_BAD_REQUEST"],
+      [{ principals: [LOGIN] }, "ZT_BAD_REQUEST"],
+      ["{not json", "ZT_BAD_REQUEST"],
+    ];
+    for (const [body, code] of cases) {
+      const r = await apiSign(body, { bearer: aliceToken });
+      const what = JSON.stringify(body).slice(0, 80);
+      expect(r.status, what).toBe(400);
+      expect(errorOf(r).code, what).toBe(code);
+      expect(JSON.stringify(r.body), what).not.toMatch(/\n\s+at /);
+    }
+    await env.ctx.audit.flush();
+    const failures = await env.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["id"])
+      .where("kind", "=", "ssh.sign")
+      .where("outcome", "=", "failure")
+      .where("subject", "=", "alice")
+      .execute();
+    // Every case but the unparsable body reached the route and was audited.
+    expect(failures.length).toBeGreaterThanOrEqual(cases.length - 1);
+  });
+
+  it('an mTLS SVID is the caller Service::"spiffe://…": allowed by its policy (sshd accepts), others denied, revoked refused', async () => {
+    const deployer = await svc.issueSvidWithNewKey({
+      spiffeId: "spiffe://example.test/ci/deployer",
+      actor: "test",
+    });
+    const kp = keypair("api-svc");
+    const body = { public_key: kp.pub, principals: [LOGIN], host_group: "prod" };
+    const ok = await apiSign(body, { client: { key: deployer.keyPem, cert: deployer.chainPem } });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(201);
+    const cert = `${kp.key}-cert.pub`;
+    writeFileSync(cert, String(ok.body["certificate"]));
+    const l = execFileSync("ssh-keygen", ["-L", "-f", cert], { encoding: "utf8" });
+    expect(l).toContain('Key ID: "zt:service=spiffe://example.test/ci/deployer decision=dec_');
+    expect((await sshLogin(kp.key, cert)).status).toBe(0);
+
+    const other = await svc.issueSvidWithNewKey({
+      spiffeId: "spiffe://example.test/ci/other",
+      actor: "test",
+    });
+    const denied = await apiSign(body, { client: { key: other.keyPem, cert: other.chainPem } });
+    expect(denied.status).toBe(403);
+    expect(errorOf(denied).decision_id).toMatch(/^dec_/);
+    const rows = await auditFor(errorOf(denied).decision_id!);
+    expect(rows.map((x) => [x.outcome, x.subject])).toEqual([
+      ["deny", "spiffe://example.test/ci/other"],
+    ]);
+
+    await svc.revoke({ serial: deployer.serial, actor: "test" });
+    const revoked = await apiSign(body, {
+      client: { key: deployer.keyPem, cert: deployer.chainPem },
+      // A refused certificate is never ignored in favour of a session.
+      bearer: aliceToken,
+    });
+    expect(revoked.status).toBe(401);
+    expect(errorOf(revoked)).toMatchObject({
+      code: "ZT_CLIENT_CERT_REFUSED",
+      reason: "cert-revoked",
+    });
   });
 });

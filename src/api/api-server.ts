@@ -1,5 +1,8 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AppContext } from "../app/index.js";
+import { pkiService } from "../pki/index.js";
+import type { SessionService } from "../session/index.js";
+import { ApiAuthenticator } from "./api-auth.js";
 import { isZtError, ZtError } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { registerAllApiRoutes } from "./routes/index.js";
@@ -7,6 +10,23 @@ import { registerAllApiRoutes } from "./routes/index.js";
 export interface ApiServerOptions {
   /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
   readiness?: () => { ready: boolean; detail: Record<string, unknown> };
+  /**
+   * Serve HTTPS. With `clientCerts` other than "off" the listener asks for a client
+   * certificate; a presented X.509-SVID is verified against zt's CA as the PEP does and
+   * becomes the caller `Service::"spiffe://…"`. (The handshake accepts any certificate,
+   * so a refusal is an explained, audited 401, never a silent fallback.)
+   */
+  tls?: ApiTlsOptions | undefined;
+  /** The process's session service (`zt up` passes its own); created on demand otherwise. */
+  sessions?: SessionService | undefined;
+}
+
+/** TLS material for the API listener (see `apiListenerTls`). */
+export interface ApiTlsOptions {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca?: string | undefined;
+  clientCerts: "off" | "optional" | "require";
 }
 
 /**
@@ -17,7 +37,19 @@ export async function createApiServer(
   ctx: AppContext,
   options: ApiServerOptions = {},
 ): Promise<FastifyInstance> {
+  const tls = options.tls;
   const app = Fastify({
+    ...(tls
+      ? {
+          https: {
+            key: tls.key,
+            cert: tls.cert,
+            ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+            requestCert: tls.clientCerts !== "off",
+            rejectUnauthorized: false,
+          },
+        }
+      : {}),
     logger: false,
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: 512 },
@@ -75,6 +107,15 @@ export async function createApiServer(
     };
   });
 
-  registerAllApiRoutes(app, ctx);
-  return app;
+  const auth = new ApiAuthenticator(ctx, {
+    clientCerts: tls ? tls.clientCerts : "off",
+    ...(options.sessions ? { sessions: options.sessions } : {}),
+  });
+  app.addHook("onClose", async () => auth.close());
+  // Client SVIDs are verified against the loaded CAs and deny list; load them now
+  // (until then verification fails closed). A store without a CA has no SVIDs to accept.
+  if (tls && tls.clientCerts !== "off") await pkiService(ctx).catch(() => undefined);
+
+  registerAllApiRoutes(app as unknown as FastifyInstance, ctx, { auth });
+  return app as unknown as FastifyInstance;
 }

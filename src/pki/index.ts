@@ -30,6 +30,7 @@ export type { SpiffeId } from "./spiffe-id.js";
 export { parsePkiSettings } from "./pki-config.js";
 export type { PkiSettings } from "./pki-config.js";
 export { parseSshPublicKey } from "./ssh/ssh-key.js";
+export { DEFAULT_USER_EXTENSIONS } from "./ssh/ssh-cert.js";
 export { createPolicySshAuthorizer } from "./ssh-authorize.js";
 
 const services = new WeakMap<AppContext, Promise<PkiService>>();

@@ -855,7 +855,8 @@ export class PkiService {
 function describeAuth(auth: IssueAuth): string {
   if (auth.kind === "admin") return auth.actor;
   if (auth.kind === "join-token") return "join-token";
-  return "svid";
+  // How the current SVID's key was proven: the TLS handshake, or a signature in the body.
+  return auth.possessionProven ? "svid:mtls" : "svid";
 }
 
 function splitNames(names: readonly string[]): { dns: string[]; ips: string[] } {

@@ -7,6 +7,7 @@ import type { PkiSettings } from "./pki-config.js";
 import { buildSshCertificate, DEFAULT_USER_EXTENSIONS, sshCertLine } from "./ssh/ssh-cert.js";
 import { buildKrl } from "./ssh/ssh-krl.js";
 import { parseSshPublicKey } from "./ssh/ssh-key.js";
+import { spiffeIdProblem } from "./spiffe-id.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
 import {
   validateForceCommand,
@@ -20,8 +21,18 @@ const BACKDATE_MS = 60_000;
 export interface SshUserSignRequest {
   /** The user's public key line (`ssh-ed25519 AAAA… comment`). */
   publicKey: string;
-  /** The zt user the certificate is for (must exist and be enabled). */
+  /**
+   * The zt user the certificate is for (must exist and be enabled); the Cedar principal
+   * `User::"<user>"`. Leave empty when `service` is given.
+   */
   user: string;
+  /**
+   * A workload asking instead of a user (an mTLS SVID on the API): its SPIFFE ID becomes
+   * the Cedar principal `Service::"<spiffe id>"` and the key id names it.
+   */
+  service?: string | undefined;
+  /** Seconds since the requester's last MFA (a session's), for `context.mfa_age_seconds`. */
+  mfaAgeSeconds?: number | undefined;
   /** The host group being asked for (Cedar resource `HostGroup::"…"`). */
   hostGroup: string;
   principals: readonly string[];
@@ -116,24 +127,7 @@ export class SshAuthority {
           },
         );
       }
-      const user = await this.#ctx.store.db
-        .selectFrom("users")
-        .select(["id", "name", "disabled"])
-        .where("name", "=", req.user)
-        .executeTakeFirst();
-      if (!user)
-        throw new ZtError("ZT_USER_NOT_FOUND", `no zt user ${req.user}`, {
-          reason: "user-not-found",
-        });
-      if (user.disabled)
-        throw new ZtError("ZT_USER_DISABLED", `user ${req.user} is disabled`, {
-          reason: "user-disabled",
-        });
-      const groups = await this.#ctx.store.db
-        .selectFrom("user_groups")
-        .select("group_name")
-        .where("user_id", "=", user.id)
-        .execute();
+      const who = await this.#principal(req);
       const now = this.#ctx.clock.now();
       if (!this.#authorize) {
         throw new ZtError("ZT_POLICY_DENIED", "no policy engine is configured for ssh:sign", {
@@ -143,8 +137,10 @@ export class SshAuthority {
       let decision;
       try {
         decision = await this.#authorize({
-          user: user.name,
-          groups: groups.map((g) => g.group_name),
+          principalType: who.type,
+          user: who.name,
+          groups: who.groups,
+          mfaAgeSeconds: req.mfaAgeSeconds,
           hostGroup: req.hostGroup,
           principals,
           ttlSeconds: Math.round(ttlMs / 1000),
@@ -178,7 +174,7 @@ export class SshAuthority {
       if (sourceAddresses.length > 0) critical["source-address"] = sourceAddresses.join(",");
       const without = new Set(req.withoutExtensions ?? []);
       const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
-      const keyId = `zt:user=${user.name} decision=${decision.decisionId}`;
+      const keyId = `zt:${who.type === "Service" ? "service" : "user"}=${who.name} decision=${decision.decisionId}`;
       const signed = await this.#sign(
         "user",
         key,
@@ -199,7 +195,7 @@ export class SshAuthority {
         policies: decision.policies,
         reason: decision.reason,
         data: {
-          user: user.name,
+          ...(who.type === "Service" ? { service: who.name } : { user: who.name }),
           host_group: req.hostGroup,
           serial: signed.serial,
           principals,
@@ -220,10 +216,51 @@ export class SshAuthority {
         decisionId,
         reason:
           typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
-        data: { user: req.user, host_group: req.hostGroup, code: err.code },
+        data: {
+          ...(req.service !== undefined ? { service: req.service } : { user: req.user }),
+          host_group: req.hostGroup,
+          code: err.code,
+        },
       });
       throw err;
     }
+  }
+
+  /** The Cedar principal of a signing request: an enabled zt user (with groups) or a workload. */
+  async #principal(
+    req: SshUserSignRequest,
+  ): Promise<{ type: "User" | "Service"; name: string; groups: string[] }> {
+    if (req.service !== undefined) {
+      if (req.user !== "")
+        throw new ZtError("ZT_BAD_REQUEST", "give a user or a service, not both", {
+          reason: "principal-ambiguous",
+        });
+      // Verified by the caller (mTLS); checked again so a key id never carries junk.
+      if (spiffeIdProblem(req.service) !== null)
+        throw new ZtError("ZT_PKI_SPIFFE_ID_INVALID", "service: not a SPIFFE ID", {
+          reason: "spiffe-id-invalid",
+        });
+      return { type: "Service", name: req.service, groups: [] };
+    }
+    const user = await this.#ctx.store.db
+      .selectFrom("users")
+      .select(["id", "name", "disabled"])
+      .where("name", "=", req.user)
+      .executeTakeFirst();
+    if (!user)
+      throw new ZtError("ZT_USER_NOT_FOUND", `no zt user ${req.user}`, {
+        reason: "user-not-found",
+      });
+    if (user.disabled)
+      throw new ZtError("ZT_USER_DISABLED", `user ${req.user} is disabled`, {
+        reason: "user-disabled",
+      });
+    const groups = await this.#ctx.store.db
+      .selectFrom("user_groups")
+      .select("group_name")
+      .where("user_id", "=", user.id)
+      .execute();
+    return { type: "User", name: user.name, groups: groups.map((g) => g.group_name) };
   }
 
   /** Signs a host certificate (operator only). */

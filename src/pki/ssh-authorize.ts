@@ -13,9 +13,11 @@ import {
  * asks the policy engine `User::"<name>"` / `Action::"ssh:sign"` / `HostGroup::"<group>"`.
  */
 export interface SshSignAuthzRequest {
-  /** The zt user the certificate is for. */
+  /** Who asks: a zt user (default), or a workload by its SPIFFE ID (`Service::"spiffe://…"`). */
+  principalType?: "User" | "Service" | undefined;
+  /** The zt user name, or the SPIFFE ID when `principalType` is `Service`. */
   user: string;
-  /** Groups of that user (entity parents). */
+  /** Groups of that user (entity parents; none for a service). */
   groups: readonly string[];
   hostGroup: string;
   principals: readonly string[];
@@ -43,16 +45,17 @@ export type SshSignAuthorizer = (request: SshSignAuthzRequest) => Promise<SshSig
 
 /**
  * An `ssh:sign` authorizer over zt's policy engine. The request becomes
- * `User::"<user>"` (in its groups) / `Action::"ssh:sign"` / `HostGroup::"<group>"` with an
+ * `User::"<user>"` (in its groups) or `Service::"<spiffe id>"` / `Action::"ssh:sign"` / `HostGroup::"<group>"` with an
  * `SshContext` (time, MFA age, grants, break-glass, the requested logins, source IP).
  */
 export function createPolicySshAuthorizer(engine: () => PolicyEngine): SshSignAuthorizer {
   return async (req) => {
-    const user: EntityUid = { type: "User", id: req.user };
+    const service = req.principalType === "Service";
+    const user: EntityUid = { type: service ? "Service" : "User", id: req.user };
     const entities = new EntityStore([
       {
         uid: user,
-        attrs: { name: req.user },
+        attrs: service ? { spiffe_id: req.user } : { name: req.user },
         parents: req.groups.map((g) => ({ type: "Group", id: g })),
       },
       ...req.groups.map((g) => ({ uid: { type: "Group", id: g }, attrs: {}, parents: [] })),

@@ -1,10 +1,10 @@
-import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { TLSSocket } from "node:tls";
+import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import { pkiService, type IssueAuth } from "../../pki/index.js";
+import type { ApiRouteDeps } from "./index.js";
 
 const svidBody = z
   .object({
@@ -31,28 +31,26 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   return r.data;
 }
 
-function peerCertDer(req: FastifyRequest): Buffer | undefined {
-  const sock = req.raw.socket as Partial<TLSSocket>;
-  if (typeof sock.getPeerCertificate !== "function") return undefined;
-  const peer = sock.getPeerCertificate();
-  return peer && peer.raw ? peer.raw : undefined;
-}
-
 /**
  * PKI endpoints: `POST /api/v1/svid` (CSR in, chain out; a join token for first contact
  * or the current SVID for renewal), `GET /pki/crl` (DER), `GET /pki/bundle`, and the
  * SSH CA's public lines and KRL.
+ *
+ * Renewal authenticates with the current SVID: as the mTLS client certificate (HTTPS
+ * listener), or in the body with a proof signed by its key. A presented client
+ * certificate that is refused (revoked, expired, foreign) fails the request (401).
  */
-export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext): void {
+export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext, deps: ApiRouteDeps): void {
   app.post("/api/v1/svid", async (req, reply) => {
     const body = parseBody(svidBody, req.body);
     const svc = await pkiService(ctx);
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
     const token = body.token ?? bearer;
-    const mtls = peerCertDer(req);
+    const mtls = deps.auth.service(req);
     let auth: IssueAuth;
     if (token) auth = { kind: "join-token", token };
-    else if (mtls) auth = { kind: "svid", certDer: mtls, possessionProven: true };
+    // The TLS handshake proved possession of the SVID's key.
+    else if (mtls) auth = { kind: "svid", certDer: mtls.certDer, possessionProven: true };
     else if (body.renew) {
       const der = pemFirstCert(body.renew.cert);
       auth = body.renew.proof

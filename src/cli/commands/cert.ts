@@ -230,29 +230,44 @@ export function registerCertCommands(program: Command): void {
 
 /** One renewal: new key + CSR + proof by the old key; files replaced atomically. */
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
-  const req = await buildRenewalRequest(
-    readFileSync(opts.cert, "utf8"),
-    readPrivateFile(opts.key).toString("utf8"),
-  );
+  const currentChain = readFileSync(opts.cert, "utf8");
+  const currentKey = readPrivateFile(opts.key).toString("utf8");
+  const req = await buildRenewalRequest(currentChain, currentKey);
   let chain: string;
   let bundle: string;
   let serial: string;
   let notAfter: number;
   if (opts.server) {
-    const dispatcher = opts.caFile
-      ? new Agent({ connect: { ca: readFileSync(opts.caFile, "utf8") } })
-      : undefined;
-    const res = await undiciFetch(new URL("/api/v1/svid", opts.server), {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        csr: req.csrPem,
-        ...(opts.ttl ? { ttl: opts.ttl } : {}),
-        renew: { cert: readFileSync(opts.cert, "utf8"), proof: req.proof.toString("base64") },
-      }),
-      ...(dispatcher ? { dispatcher } : {}),
-    });
-    const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    // Over https the current SVID is also the TLS client certificate (mTLS renewal);
+    // the body carries the proof too, for a plain-HTTP API on loopback.
+    const https = new URL(opts.server).protocol === "https:";
+    const dispatcher =
+      https || opts.caFile
+        ? new Agent({
+            connect: {
+              ...(opts.caFile ? { ca: readFileSync(opts.caFile, "utf8") } : {}),
+              ...(https ? { cert: currentChain, key: currentKey } : {}),
+            },
+          })
+        : undefined;
+    let res: Awaited<ReturnType<typeof undiciFetch>>;
+    let body: Record<string, unknown>;
+    try {
+      res = await undiciFetch(new URL("/api/v1/svid", opts.server), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          csr: req.csrPem,
+          ...(opts.ttl ? { ttl: opts.ttl } : {}),
+          renew: { cert: currentChain, proof: req.proof.toString("base64") },
+        }),
+        ...(dispatcher ? { dispatcher } : {}),
+      });
+      body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    } finally {
+      // A daemon renews for months: no connection (or old client certificate) kept.
+      await dispatcher?.close();
+    }
     if (!res.ok) {
       const err = (body["error"] ?? {}) as { code?: string; message?: string };
       throw new ZtError(

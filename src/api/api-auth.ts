@@ -1,0 +1,128 @@
+import type { FastifyRequest } from "fastify";
+import type { TLSSocket } from "node:tls";
+import type { AppContext } from "../app/index.js";
+import { ZtError } from "../core/errors.js";
+import { authenticateClientCert, cookieFrom, type ClientCertMode } from "../proxy/authenticate.js";
+import { SessionService } from "../session/index.js";
+
+/** A signed-in zt user, from the session cookie or `Authorization: Bearer <session token>`. */
+export interface ApiUserCaller {
+  kind: "user";
+  userId: string;
+  name: string;
+  sessionId: string;
+  mfaAgeSeconds: number;
+}
+
+/** A workload that presented a verified X.509-SVID on this TLS connection. */
+export interface ApiServiceCaller {
+  kind: "service";
+  spiffeId: string;
+  serial: string;
+  /** The presented certificate (DER), e.g. to renew it. */
+  certDer: Buffer;
+}
+
+export type ApiCaller = ApiUserCaller | ApiServiceCaller;
+
+/**
+ * Who is calling the API. The mTLS client certificate is verified exactly as the PEP
+ * verifies it (`authenticateClientCert`: chain to zt's CA, validity, trust domain, the
+ * instant deny list), at every request; sessions are checked by the session service.
+ * A presented certificate that is refused is never ignored in favour of a session.
+ */
+export class ApiAuthenticator {
+  readonly #ctx: AppContext;
+  readonly #mode: ClientCertMode;
+  readonly #cookie: string;
+  #sessions: SessionService | undefined;
+  readonly #ownSessions: boolean;
+
+  constructor(ctx: AppContext, o: { clientCerts: ClientCertMode; sessions?: SessionService }) {
+    this.#ctx = ctx;
+    // The API never requires a certificate at the handshake: join tokens and sessions
+    // authenticate without one. A presented certificate is always verified.
+    this.#mode = o.clientCerts === "off" ? "off" : "optional";
+    this.#cookie = ctx.config.session.cookie_name;
+    this.#sessions = o.sessions;
+    this.#ownSessions = o.sessions === undefined;
+  }
+
+  /**
+   * The verified client SVID of this request; undefined when none was presented (or
+   * the listener is plain HTTP). Throws ZT_CLIENT_CERT_REFUSED, audited, for a refused one.
+   */
+  service(req: FastifyRequest): ApiServiceCaller | undefined {
+    const out = authenticateClientCert(
+      this.#ctx,
+      req.raw.socket,
+      this.#mode,
+      this.#ctx.clock.now(),
+    );
+    if (!out) return undefined;
+    if (!out.ok) {
+      this.#ctx.audit.record({
+        kind: "authn.mtls",
+        outcome: "deny",
+        sourceIp: req.ip,
+        reason: out.reason,
+        data: { listener: "api", path: req.routeOptions.url ?? null },
+      });
+      throw new ZtError("ZT_CLIENT_CERT_REFUSED", "client certificate refused", {
+        reason: out.reason,
+      });
+    }
+    if (out.auth.kind !== "service") return undefined;
+    const peer = (req.raw.socket as TLSSocket).getPeerCertificate(false);
+    return {
+      kind: "service",
+      spiffeId: out.auth.spiffeId,
+      serial: out.auth.serial,
+      certDer: peer.raw,
+    };
+  }
+
+  /**
+   * The caller of an endpoint that accepts a zt session or an mTLS SVID. Throws
+   * ZT_AUTH_REQUIRED (nothing presented), ZT_SESSION_* or ZT_CLIENT_CERT_REFUSED: 401.
+   */
+  async caller(req: FastifyRequest): Promise<ApiCaller> {
+    const svc = this.service(req);
+    if (svc) return svc;
+    let token = cookieFrom(req.headers.cookie, this.#cookie);
+    const authz = req.headers.authorization;
+    if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
+    if (!token)
+      throw new ZtError(
+        "ZT_AUTH_REQUIRED",
+        "sign in: send a session (cookie or Authorization: Bearer) or a client SVID",
+        { reason: "no-credentials" },
+      );
+    const check = await this.#sessionService().check(token);
+    if (!check.ok) throw new ZtError(check.code, "session refused", { reason: check.reason });
+    const user = await this.#ctx.store.db
+      .selectFrom("users")
+      .select(["id", "name", "disabled"])
+      .where("id", "=", check.session.userId)
+      .executeTakeFirst();
+    if (!user)
+      throw new ZtError("ZT_SESSION_INVALID", "session refused", { reason: "user-unknown" });
+    if (user.disabled)
+      throw new ZtError("ZT_SESSION_REVOKED", "session refused", { reason: "user-disabled" });
+    return {
+      kind: "user",
+      userId: user.id,
+      name: user.name,
+      sessionId: check.session.id,
+      mfaAgeSeconds: Math.max(0, Math.floor((this.#ctx.clock.now() - check.session.mfaAt) / 1000)),
+    };
+  }
+
+  close(): void {
+    if (this.#ownSessions) this.#sessions?.close();
+  }
+
+  #sessionService(): SessionService {
+    return (this.#sessions ??= new SessionService(this.#ctx));
+  }
+}

@@ -1,0 +1,115 @@
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import type { AppContext } from "../../app/index.js";
+import { parseDuration } from "../../core/duration.js";
+import { isZtError, ZtError } from "../../core/errors.js";
+import { DEFAULT_USER_EXTENSIONS, pkiService } from "../../pki/index.js";
+import type { ApiCaller } from "../api-auth.js";
+import type { ApiRouteDeps } from "./index.js";
+
+const signBody = z
+  .object({
+    /** The user's public key line (`ssh-ed25519 AAAA… comment`). */
+    public_key: z.string().max(64 * 1024),
+    /** Login names the certificate is valid for (at least one). */
+    principals: z.array(z.string().max(256)).max(64),
+    host_group: z.string().max(128).default("default"),
+    /** `8h`, `30m`, or seconds; default pki.ssh.user_ttl, at most pki.ssh.max_ttl. */
+    ttl: z.union([z.string().max(32), z.number()]).optional(),
+    source_addresses: z.array(z.string().max(64)).max(64).optional(),
+    force_command: z.string().max(4096).optional(),
+    /** Standard extensions to leave out, e.g. `["permit-pty"]`. */
+    without_extensions: z.array(z.enum(DEFAULT_USER_EXTENSIONS)).max(5).optional(),
+  })
+  .strict();
+
+/**
+ * `POST /api/v1/ssh/sign`: public key + principals (+ host group, ttl, options) in, an
+ * OpenSSH user certificate line out. The caller is a zt session (cookie or Bearer) or an
+ * mTLS SVID; signing is the Cedar decision `ssh:sign` on `HostGroup::"<host_group>"`
+ * for `User::"<session user>"` or `Service::"<spiffe id>"`. Denied → 403 with the
+ * decision id and reason; no credentials → 401; bad input → 400. All audited (`ssh.sign`).
+ */
+export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: ApiRouteDeps): void {
+  app.post("/api/v1/ssh/sign", async (req, reply) => {
+    let caller: ApiCaller;
+    try {
+      caller = await deps.auth.caller(req);
+    } catch (e) {
+      ctx.audit.record({
+        kind: "ssh.sign",
+        outcome: "deny",
+        sourceIp: req.ip,
+        action: "ssh:sign",
+        reason: reasonOf(e),
+        data: { code: isZtError(e) ? e.code : "ZT_INTERNAL", via: "api" },
+      });
+      throw e;
+    }
+    const subject = caller.kind === "user" ? caller.name : caller.spiffeId;
+    const r = signBody.safeParse(req.body);
+    if (!r.success) {
+      const i = r.error.issues[0]!;
+      const err = new ZtError("ZT_BAD_REQUEST", `${i.path.join(".") || "body"}: ${i.message}`, {
+        reason: "bad-request",
+      });
+      ctx.audit.record({
+        kind: "ssh.sign",
+        outcome: "failure",
+        subject,
+        sourceIp: req.ip,
+        action: "ssh:sign",
+        reason: "bad-request",
+        data: { code: err.code, field: i.path.join(".") || "body", via: "api" },
+      });
+      throw err;
+    }
+    const b = r.data;
+    const svc = await pkiService(ctx);
+    let ttlMs: number | undefined;
+    try {
+      ttlMs = b.ttl === undefined ? undefined : parseDuration(b.ttl, "ttl");
+    } catch (e) {
+      ctx.audit.record({
+        kind: "ssh.sign",
+        outcome: "failure",
+        subject,
+        sourceIp: req.ip,
+        action: "ssh:sign",
+        reason: "ttl-invalid",
+        data: { code: "ZT_PKI_TTL_INVALID", via: "api" },
+      });
+      throw new ZtError("ZT_PKI_TTL_INVALID", (e as Error).message, { reason: "ttl-invalid" });
+    }
+    // signUser validates the key and options, asks the policy engine and audits either way.
+    const signed = await svc.ssh.signUser({
+      publicKey: b.public_key,
+      user: caller.kind === "user" ? caller.name : "",
+      ...(caller.kind === "service" ? { service: caller.spiffeId } : {}),
+      ...(caller.kind === "user" ? { mfaAgeSeconds: caller.mfaAgeSeconds } : {}),
+      hostGroup: b.host_group,
+      principals: b.principals,
+      ttlMs,
+      sourceAddresses: b.source_addresses,
+      forceCommand: b.force_command,
+      withoutExtensions: b.without_extensions,
+      actor: subject,
+      sourceIp: req.ip,
+    });
+    void reply.status(201);
+    return {
+      certificate: signed.certLine,
+      serial: signed.serial,
+      key_id: signed.keyId,
+      principals: signed.principals,
+      valid_after: signed.validAfterMs,
+      valid_before: signed.validBeforeMs,
+      decision_id: signed.decisionId,
+    };
+  });
+}
+
+function reasonOf(e: unknown): string {
+  if (isZtError(e) && typeof e.context["reason"] === "string") return e.context["reason"];
+  return isZtError(e) ? e.code : "internal";
+}
