@@ -4,7 +4,7 @@ import qrcode from "qrcode-terminal";
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ZtConfig } from "../config/index.js";
 import { ZtError } from "../core/errors.js";
-import { createApiServer } from "../api/index.js";
+import { apiListenerTls, createApiServer } from "../api/index.js";
 import { LiveConnections, type Pep } from "../proxy/index.js";
 import { startAuditServices, type AuditServices } from "../audit/index.js";
 import { initPki } from "../pki/index.js";
@@ -146,7 +146,10 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     }
     const scheme = config.tls ? "https" : "http";
     jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
+    const apiTls = await apiListenerTls(ctx, apiListen.host);
     api = await createApiServer(ctx, {
+      tls: apiTls,
+      sessions: services.sessions,
       readiness: () => ({
         ready: true,
         detail: {
@@ -171,7 +174,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     out(
       `zt: PEP listening on ${scheme}://${fmtHost(pepAddress)}${workers ? ` (${workers.size} worker processes)` : ""}`,
     );
-    out(`zt: API listening on http://${fmtHost(apiAddress)}`);
+    out(`zt: API listening on ${apiTls ? "https" : "http"}://${fmtHost(apiAddress)}`);
     let demo: RunningZt["demo"];
     if (o.demoDir && credentials && demoApp) {
       const urls = config.routes.map((r) => {
