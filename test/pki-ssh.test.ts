@@ -19,6 +19,7 @@ import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { createApiServer } from "../src/api/index.js";
 import { SessionService } from "../src/session/index.js";
 import { ZT_SCHEMA } from "../src/policy/zt-schema.js";
+import { runZt } from "./helpers/zt-process.js";
 
 const SSHD = "/usr/sbin/sshd";
 const LOGIN = "ztsshtest";
@@ -613,6 +614,39 @@ describe("POST /api/v1/ssh/sign over a real socket, certificate checked by the r
     // Every case but the unparsable body reached the route and was audited.
     expect(failures.length).toBeGreaterThanOrEqual(cases.length - 1);
   });
+
+  it("zt ssh sign --server: the real CLI asks the API as the session in ZT_SESSION_TOKEN", async () => {
+    const kp = keypair("api-cli");
+    const bundleFile = join(dir, "bundle.pem");
+    writeFileSync(bundleFile, bundle);
+    const args = [
+      "ssh",
+      "sign",
+      "--key",
+      `${kp.key}.pub`,
+      "--principal",
+      LOGIN,
+      "--host-group",
+      "prod",
+      "--server",
+      `https://localhost:${apiPort}`,
+      "--ca-file",
+      bundleFile,
+      "--json",
+    ];
+    const r = await runZt(args, { env: { ZT_SESSION_TOKEN: aliceToken } });
+    expect(r.code, r.stderr).toBe(0);
+    const info = JSON.parse(r.stdout) as { file: string; decision_id: string };
+    expect(info.file).toBe(`${kp.key}-cert.pub`);
+    expect(info.decision_id).toMatch(/^dec_/);
+    expect((await sshLogin(kp.key, info.file)).status).toBe(0);
+    const denied = await runZt(args, { env: { ZT_SESSION_TOKEN: bobToken } });
+    expect(denied.code).toBe(77);
+    expect(denied.stderr).toMatch(/^zt: error ZT_POLICY_DENIED: .*decision dec_/);
+    const anon = await runZt(args, { env: { ZT_SESSION_TOKEN: "" } });
+    expect(anon.code).toBe(77);
+    expect(anon.stderr).toMatch(/^zt: error ZT_AUTH_REQUIRED: /);
+  }, 60_000);
 
   it('an mTLS SVID is the caller Service::"spiffe://…": allowed by its policy (sshd accepts), others denied, revoked refused', async () => {
     const deployer = await svc.issueSvidWithNewKey({

@@ -1,9 +1,10 @@
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { ZtError } from "../../core/errors.js";
+import { Agent, fetch as undiciFetch } from "undici";
+import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import { pkiService } from "../../pki/index.js";
-import { printJson, withContext } from "../cli-context.js";
+import { printJson, withContext, withoutContext } from "../cli-context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const MAX_KEY_FILE = 16 * 1024;
@@ -40,6 +41,103 @@ interface SignOptions {
   userRc: boolean;
   out?: string;
   json?: boolean;
+  server?: string;
+  caFile?: string;
+  clientCert?: string;
+  clientKey?: string;
+}
+
+/** What the signer returned, from the local store or the API. */
+interface SignedLine {
+  certLine: string;
+  serial: string;
+  keyId: string;
+  principals: string[];
+  validBeforeMs: number;
+  decisionId: string | undefined;
+}
+
+/**
+ * `zt ssh sign --server URL`: asks the API (`POST /api/v1/ssh/sign`) as the session in
+ * ZT_SESSION_TOKEN (kept off the command line) or as an SVID (--client-cert/--client-key).
+ */
+async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedLine> {
+  const token = process.env["ZT_SESSION_TOKEN"];
+  if (!token && !opts.clientCert)
+    throw new ZtError(
+      "ZT_AUTH_REQUIRED",
+      "--server needs a session in ZT_SESSION_TOKEN, or --client-cert and --client-key (an SVID)",
+    );
+  if (opts.user !== undefined)
+    throw new ZtError("ZT_USAGE", "--user: with --server the signed-in session names the user");
+  if ((opts.clientCert === undefined) !== (opts.clientKey === undefined))
+    throw new ZtError("ZT_USAGE", "give --client-cert and --client-key together");
+  const dispatcher = new Agent({
+    connect: {
+      ...(opts.caFile ? { ca: readFileSync(opts.caFile, "utf8") } : {}),
+      ...(opts.clientCert && opts.clientKey
+        ? { cert: readFileSync(opts.clientCert, "utf8"), key: readFileSync(opts.clientKey, "utf8") }
+        : {}),
+    },
+  });
+  try {
+    const res = await undiciFetch(new URL("/api/v1/ssh/sign", opts.server), {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+      body: JSON.stringify({
+        public_key: readKeyFile(opts.key),
+        principals: opts.principal,
+        host_group: opts.hostGroup,
+        ...(opts.ttl !== undefined ? { ttl: opts.ttl } : {}),
+        ...(opts.sourceAddress.length > 0 ? { source_addresses: opts.sourceAddress } : {}),
+        ...(opts.forceCommand !== undefined ? { force_command: opts.forceCommand } : {}),
+        ...(without.length > 0 ? { without_extensions: without } : {}),
+      }),
+      dispatcher,
+    });
+    const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+    if (!res.ok) {
+      const { code, message, ...context } = (body["error"] ?? {}) as Record<string, unknown>;
+      // The server's stable code (and its exit code) when it sent one we know.
+      const known = typeof code === "string" && Object.hasOwn(ERROR_TABLE, code);
+      throw new ZtError(
+        known ? (code as ZtErrorCode) : "ZT_UNAVAILABLE",
+        `${opts.server}: ${typeof message === "string" ? message : `HTTP ${res.status}`}`,
+        context,
+      );
+    }
+    return {
+      certLine: String(body["certificate"]),
+      serial: String(body["serial"]),
+      keyId: String(body["key_id"]),
+      principals: (body["principals"] as string[]) ?? [],
+      validBeforeMs: Number(body["valid_before"]),
+      decisionId: body["decision_id"] === undefined ? undefined : String(body["decision_id"]),
+    };
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+function writeSigned(opts: SignOptions, signed: SignedLine): void {
+  const out = opts.out ?? certPathFor(opts.key);
+  writeFileSync(out, signed.certLine, { mode: 0o644 });
+  const info = {
+    file: out,
+    serial: signed.serial,
+    key_id: signed.keyId,
+    principals: signed.principals,
+    valid_before: new Date(signed.validBeforeMs).toISOString(),
+    decision_id: signed.decisionId,
+  };
+  if (opts.json) printJson(info);
+  else
+    process.stdout.write(
+      `wrote ${out}: serial ${info.serial}, valid until ${info.valid_before} (decision ${info.decision_id})\n`,
+    );
 }
 
 /** `zt ssh …`: the SSH CA (user and host certificates, KRL). */
@@ -67,16 +165,25 @@ export function registerSshCommands(program: Command): void {
     .option("--no-x11-forwarding", "leave out permit-X11-forwarding")
     .option("--no-user-rc", "leave out permit-user-rc")
     .option("--out <file>", "certificate file (default: <key>-cert.pub)")
+    .option(
+      "--server <url>",
+      "ask the zt API instead of the local store (session in ZT_SESSION_TOKEN, or an SVID)",
+    )
+    .option("--ca-file <file>", "CA bundle to verify an https --server")
+    .option("--client-cert <file>", "with --server: SVID chain to authenticate with (mTLS)")
+    .option("--client-key <file>", "with --server: the SVID's private key")
     .option("--json", "JSON output")
-    .action(async (opts: SignOptions, cmd: Command) =>
-      withContext(cmd, async (ctx) => {
-        const without = [
-          ...(opts.pty ? [] : ["permit-pty"]),
-          ...(opts.portForwarding ? [] : ["permit-port-forwarding"]),
-          ...(opts.agentForwarding ? [] : ["permit-agent-forwarding"]),
-          ...(opts.x11Forwarding ? [] : ["permit-X11-forwarding"]),
-          ...(opts.userRc ? [] : ["permit-user-rc"]),
-        ];
+    .action(async (opts: SignOptions, cmd: Command) => {
+      const without = [
+        ...(opts.pty ? [] : ["permit-pty"]),
+        ...(opts.portForwarding ? [] : ["permit-port-forwarding"]),
+        ...(opts.agentForwarding ? [] : ["permit-agent-forwarding"]),
+        ...(opts.x11Forwarding ? [] : ["permit-X11-forwarding"]),
+        ...(opts.userRc ? [] : ["permit-user-rc"]),
+      ];
+      if (opts.server)
+        return withoutContext(async () => writeSigned(opts, await signViaApi(opts, without)));
+      return withContext(cmd, async (ctx) => {
         const signed = await (
           await pkiService(ctx)
         ).ssh.signUser({
@@ -90,23 +197,9 @@ export function registerSshCommands(program: Command): void {
           withoutExtensions: without,
           actor: "cli",
         });
-        const out = opts.out ?? certPathFor(opts.key);
-        writeFileSync(out, signed.certLine, { mode: 0o644 });
-        const info = {
-          file: out,
-          serial: signed.serial,
-          key_id: signed.keyId,
-          principals: signed.principals,
-          valid_before: new Date(signed.validBeforeMs).toISOString(),
-          decision_id: signed.decisionId,
-        };
-        if (opts.json) printJson(info);
-        else
-          process.stdout.write(
-            `wrote ${out}: serial ${info.serial}, valid until ${info.valid_before} (decision ${info.decision_id})\n`,
-          );
-      }),
-    );
+        writeSigned(opts, signed);
+      });
+    });
 
   ssh
     .command("host-sign")
