@@ -9,8 +9,11 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createPrivateKey, webcrypto, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
+import { apiListenerTls, createApiServer } from "../src/api/index.js";
 import { pkiService, type PkiService } from "../src/pki/index.js";
 import { x509 } from "../src/pki/x509-lib.js";
 import { EC_P256_KEYGEN, EC_P256_SHA256 } from "../src/pki/x509-build.js";
@@ -310,4 +313,40 @@ describe("zt cert renew --daemon against the running API", () => {
     const mine = rows.filter((x) => String(x.data).includes(serial));
     expect(mine.map((x) => [x.outcome, x.subject])).toEqual([["success", "svid:mtls"]]);
   }, 90_000);
+});
+
+describe("API listener certificate from zt's CA", () => {
+  it("is swapped for a new one at half its lifetime, without a restart", async () => {
+    const base = await apiListenerTls(zt.ctx, "127.0.0.1");
+    const api = await createApiServer(zt.ctx, { tls: { ...base!, refreshEveryMs: 100 } });
+    await api.listen({ host: "127.0.0.1", port: 0 });
+    const port = (api.server.address() as AddressInfo).port;
+    /** Serial of the certificate the listener serves now. */
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tlsConnect(
+          // Only the serial is read: the next certificate is dated by the moved clock.
+          { host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false },
+          () => {
+            resolve(s.getPeerCertificate().serialNumber);
+            s.destroy();
+          },
+        );
+        s.on("error", reject);
+      });
+    try {
+      const first = await served();
+      // Past half of pki.svid_ttl (1h): the next refresh re-issues.
+      offsetMs = 45 * 60_000;
+      let now = first;
+      for (let i = 0; i < 200 && now === first; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        now = await served();
+      }
+      expect(now).not.toBe(first);
+    } finally {
+      offsetMs = 0;
+      await api.close();
+    }
+  }, 60_000);
 });

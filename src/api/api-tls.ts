@@ -24,7 +24,17 @@ export async function apiListenerTls(
     const named = host === "0.0.0.0" || host === "::" ? [] : [host];
     const hostnames = [...new Set([...named, "localhost", "127.0.0.1"])];
     const pki = await pkiServerTlsOptions(ctx, { hostnames });
-    return { key: pki.key, cert: pki.cert, ca: pki.ca, clientCerts: t.client_certs };
+    return {
+      key: pki.key,
+      cert: pki.cert,
+      ca: pki.ca,
+      clientCerts: t.client_certs,
+      // An SVID lives pki.svid_ttl: re-issued at half-life, swapped in by the server.
+      refresh: async () => {
+        const next = await pkiServerTlsOptions(ctx, { hostnames });
+        return { key: next.key, cert: next.cert, ca: next.ca };
+      },
+    };
   }
   throw new ZtError(
     "ZT_CONFIG_INVALID",
