@@ -13,11 +13,12 @@ import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { TLSSocket } from "node:tls";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
+import { createPepNode } from "../src/app/pep-node.js";
 import {
   pkiServerTlsOptions,
   pkiService,
@@ -285,6 +286,43 @@ policies: ./policies
     } finally {
       port = main;
       await strict.close();
+    }
+  });
+
+  it("swaps its own listener certificate from zt's CA at half its lifetime, without a restart", async () => {
+    const node = await createPepNode(zt.ctx, zt.services, {
+      host: "127.0.0.1",
+      tlsRefreshEveryMs: 100,
+    });
+    const addr = await node.pep.listen("127.0.0.1", 0);
+    /** Serial of the certificate the listener serves now. */
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tlsConnect(
+          {
+            host: "127.0.0.1",
+            port: addr.port,
+            servername: "localhost",
+            rejectUnauthorized: false,
+          },
+          () => {
+            resolve(s.getPeerCertificate().serialNumber);
+            s.destroy();
+          },
+        );
+        s.on("error", reject);
+      });
+    try {
+      const first = await served();
+      clock.advance(45 * 60_000); // past half of pki.svid_ttl (1h)
+      let now = first;
+      for (let i = 0; i < 200 && now === first; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        now = await served();
+      }
+      expect(now).not.toBe(first);
+    } finally {
+      await node.close();
     }
   });
 

@@ -2,7 +2,7 @@ import type { FastifyRequest } from "fastify";
 import type { TLSSocket } from "node:tls";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
-import { authenticateClientCert, cookieFrom, type ClientCertMode } from "../proxy/authenticate.js";
+import { authenticateClientCert, cookieFrom, type ClientCertMode } from "../proxy/index.js";
 import { SessionService } from "../session/index.js";
 
 /** A signed-in zt user, from the session cookie or `Authorization: Bearer <session token>`. */

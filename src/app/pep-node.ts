@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import type { Server as TlsServer } from "node:tls";
 import type { ZtConfig } from "../config/index.js";
 import { ZtError } from "../core/errors.js";
 import { readPrivateFile } from "../core/secure-files.js";
@@ -20,7 +21,7 @@ import type { Services } from "./services.js";
 export async function createPepNode(
   ctx: AppContext,
   services: Services,
-  o: { host: string; pepId?: string },
+  o: { host: string; pepId?: string; tlsRefreshEveryMs?: number },
 ): Promise<{ pep: Pep; close(): Promise<void> }> {
   const config = ctx.config;
   const tls = await listenerTls(ctx, config, o.host);
@@ -31,6 +32,28 @@ export async function createPepNode(
     : undefined;
   const pep = createPep(services, { tls, upstreamTls, ...(o.pepId ? { pepId: o.pepId } : {}) });
   let renew: NodeJS.Timeout | undefined;
+  let refresh: NodeJS.Timeout | undefined;
+  if (tls?.refresh) {
+    // A listener certificate from zt's CA lives pki.svid_ttl: the CA re-issues it at
+    // half-life; swap the new one in without a restart (open connections keep theirs).
+    const next = tls.refresh;
+    const server = pep.server as unknown as TlsServer;
+    let current = String(tls.cert);
+    refresh = setInterval(
+      () => {
+        next().then(
+          (t) => {
+            if (t.cert === current) return;
+            current = t.cert;
+            server.setSecureContext({ key: t.key, cert: t.cert, ca: t.ca });
+          },
+          () => undefined, // keep serving the current one; the next tick tries again
+        );
+      },
+      o.tlsRefreshEveryMs ?? 5 * 60_000,
+    );
+    refresh.unref();
+  }
   if (upstreamTls) {
     // zt's client SVID is short-lived: fetch it again (re-issued at half-life) now and then.
     renew = setInterval(() => {
@@ -45,6 +68,7 @@ export async function createPepNode(
     pep,
     async close() {
       clearInterval(renew);
+      clearInterval(refresh);
       await pep.close();
     },
   };
@@ -81,6 +105,7 @@ async function listenerTls(
       ca?: string;
       requestCert?: boolean;
       clientCerts?: "off" | "optional" | "require";
+      refresh?: () => Promise<{ key: string; cert: string; ca: string }>;
     }
   | undefined
 > {
@@ -99,7 +124,11 @@ async function listenerTls(
   if (config.tls.from_ca) {
     const hostnames = [...new Set([host, "localhost", ...config.routes.map((r) => r.host)])];
     const t = await pkiServerTlsOptions(ctx, { hostnames });
-    return { key: t.key, cert: t.cert, ca: t.ca, requestCert, clientCerts };
+    const refresh = async () => {
+      const n = await pkiServerTlsOptions(ctx, { hostnames });
+      return { key: n.key, cert: n.cert, ca: n.ca };
+    };
+    return { key: t.key, cert: t.cert, ca: t.ca, requestCert, clientCerts, refresh };
   }
   throw new ZtError(
     "ZT_CONFIG_INVALID",
