@@ -10,7 +10,10 @@ import { ManualClock } from "../src/core/clock.js";
 import { AuditLog, verifyAuditLog } from "../src/audit/index.js";
 import { ensureBuilt, makeEnv, ROOT, runZt, type TestEnv } from "./audit-helpers.js";
 
-/** A child that writes bursts and prints the ids of each burst once flush() resolved. */
+/**
+ * A child that writes bursts and prints the ids of each burst once flush() resolved.
+ * Runs the compiled dist/ (ensureBuilt builds it only when missing: rebuild after edits).
+ */
 function writeChild(t: TestEnv, name: string): string {
   const file = join(t.dir, `${name}.mjs`);
   const dist = (p: string) => pathToFileURL(join(ROOT, "dist", "src", p)).href;
@@ -21,6 +24,8 @@ import { openStore } from ${JSON.stringify(dist("store/index.js"))};
 import { AuditLog } from ${JSON.stringify(dist("audit/index.js"))};
 const store = await openStore({ dataDir: ${JSON.stringify(t.dataDir)} });
 const log = new AuditLog(store, { clock: { now: () => Date.now() }, maxBatch: 97 });
+// The default SQLite writer: appends on the writer thread (its own connection).
+if (log.writerMode !== "thread") throw new Error("writer mode " + log.writerMode);
 for (let burst = 0; ; burst++) {
   const ids = [];
   for (let i = 0; i < 250; i++) ids.push(log.record({ kind: "decision", outcome: "allow", subject: ${JSON.stringify(name)}, data: { burst, i } }));

@@ -1,13 +1,14 @@
 import { sql } from "kysely";
-import type { Statement } from "better-sqlite3";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
 import { chainDigest, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
 import { redactedJson } from "./redact.js";
 import { countAuditWritten, countDropped } from "./metrics.js";
+import { createSqliteAppender, type AppendResult, type PackedBatch } from "./sqlite-appender.js";
+import { WriterThread } from "./audit-writer-thread.js";
 
 export interface AuditLogOptions {
   clock: Clock;
@@ -22,6 +23,14 @@ export interface AuditLogOptions {
   maxBuffered?: number;
   /** Called after records are durably written (e.g. for exporters, alerts). */
   onWritten?: (records: AuditRowOut[]) => void;
+  /**
+   * SQLite: append on a writer thread with its own connection (default `true`), so the
+   * caller's event loop never waits for hashing, inserts or fsync. `false` writes on the
+   * caller's thread (as PostgreSQL, which does not block, always does).
+   */
+  writerThread?: boolean;
+  /** @internal Enables the writer thread's fault injection (tests only). */
+  writerThreadTestHooks?: boolean;
 }
 
 /** A record as written: exactly the columns the hash chain covers (one definition, in audit-chain.ts). */
@@ -33,11 +42,36 @@ export interface AuditRowChained extends AuditRowOut {
   hash: string;
 }
 
+/** How an AuditLog writes: see {@link AuditLog.writerMode}. */
+export type AuditWriterMode = "thread" | "inline" | "postgres";
+
 /** PostgreSQL advisory lock key serialising appends to the chain ("ztaudit" as an int). */
 export const AUDIT_PG_LOCK_KEY = 0x7a7461756469;
 
 /** Largest batch committed in one transaction. */
 const MAX_TX_ROWS = 5_000;
+/**
+ * Batches handed to the writer thread ahead of its acknowledgements; more wait (and grow)
+ * in the buffer. The thread merges queued batches into one transaction.
+ */
+const MAX_THREAD_INFLIGHT = 8;
+/** Writer thread deaths in a row (no commit in between) before writing inline instead. */
+const MAX_THREAD_CRASHES = 3;
+
+/** Records whose transaction has not committed; kept whole so a retry can recognise them. */
+interface Batch {
+  rows: AuditRowChained[];
+  /** The batch may already be stored (its writer died before acknowledging it). */
+  check: boolean;
+}
+
+interface Inflight {
+  id: number;
+  batch: Batch;
+  settled: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 /**
  * The audit log writer. `record` only buffers (never blocks, never throws); batches
@@ -46,6 +80,13 @@ const MAX_TX_ROWS = 5_000;
  * `pg_advisory_xact_lock`), so the chain stays a single gap-free chain even with
  * several processes or replicas writing to one database. `flush()` resolves only
  * after the commit (SQLite WAL with synchronous=FULL: fsynced).
+ *
+ * With SQLite the appends run on a writer thread (`node:worker_threads`) that owns a
+ * second connection to the same file: the caller's event loop only redacts, packs and
+ * posts. If that thread dies, the batches it had not acknowledged are kept and retried
+ * (recognised by their first id if they had committed after all), waiting `flush()`
+ * calls reject with ZT_STORE, and the thread is restarted; after repeated deaths, or
+ * if it cannot open the database, appends run inline on the caller's connection.
  */
 export class AuditLog implements AuditSink {
   readonly #store: Store;
@@ -54,10 +95,15 @@ export class AuditLog implements AuditSink {
   readonly #maxBuffered: number;
   readonly #listeners = new Set<(records: AuditRowChained[]) => void>();
   #buffer: AuditRowChained[] = [];
+  /** Batches to write before the buffer, oldest first (a failed attempt's batches). */
+  #retry: Batch[] = [];
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> = Promise.resolve();
   #flushQueued = false;
-  #sqliteAppend: ((batch: AuditRowChained[]) => void) | undefined;
+  #sqliteAppend: ((batches: PackedBatch[]) => AppendResult[]) | undefined;
+  #thread: WriterThread | undefined;
+  #threadCrashes = 0;
+  #inflight: Inflight[] = [];
 
   constructor(store: Store, options: AuditLogOptions) {
     this.#store = store;
@@ -65,10 +111,29 @@ export class AuditLog implements AuditSink {
     this.#maxBatch = options.maxBatch ?? 500;
     this.#maxBuffered = options.maxBuffered ?? 200_000;
     if (options.onWritten) this.#listeners.add(options.onWritten);
+    if (store.sqlite && store.file && store.file !== ":memory:" && options.writerThread !== false) {
+      this.#thread = new WriterThread(
+        {
+          file: store.file,
+          busyTimeoutMs: Number(store.sqlite.pragma("busy_timeout", { simple: true })) || 5_000,
+          ...(options.writerThreadTestHooks ? { testHooks: true } : {}),
+        },
+        {
+          done: (id, r) => this.#threadDone(id, r),
+          failed: (id, e, uncertain) => this.#threadFailed(id, e, uncertain),
+        },
+      );
+    }
     this.#timer = setInterval(() => {
-      if (this.#buffer.length > 0) this.flush().catch(() => undefined);
+      if (this.#buffer.length > 0 || this.#retry.length > 0) this.#kick();
     }, options.flushIntervalMs ?? 50);
     this.#timer.unref();
+  }
+
+  /** Where appends run now: a writer thread, inline on the caller's SQLite connection, or PostgreSQL. */
+  get writerMode(): AuditWriterMode {
+    if (!this.#store.sqlite) return "postgres";
+    return this.#thread ? "thread" : "inline";
   }
 
   /** Buffers a record; returns its id. Never throws on the hot path. */
@@ -106,15 +171,18 @@ export class AuditLog implements AuditSink {
       this.#flushQueued = true;
       queueMicrotask(() => {
         this.#flushQueued = false;
-        this.flush().catch(() => undefined);
+        this.#kick();
       });
     }
     return id;
   }
 
-  /** Records buffered and not yet committed. */
+  /** Records not yet committed (buffered, in flight or waiting for a retry). */
   get pending(): number {
-    return this.#buffer.length;
+    let n = this.#buffer.length;
+    for (const b of this.#retry) n += b.rows.length;
+    for (const f of this.#inflight) n += f.batch.rows.length;
+    return n;
   }
 
   /**
@@ -131,14 +199,77 @@ export class AuditLog implements AuditSink {
    * the store could not be written (the records stay buffered for the next attempt).
    */
   async flush(): Promise<void> {
+    if (this.#thread?.fatal) this.#thread = undefined;
+    if (this.#thread) {
+      this.#dispatch(true);
+      const waits = this.#inflight.map((f) => f.settled);
+      await Promise.all(waits);
+      // The thread may have been given up on meanwhile: write what is left inline.
+      if (this.#thread || (this.#retry.length === 0 && this.#buffer.length === 0)) return;
+    }
     const next = this.#writing.catch(() => undefined).then(() => this.#writeAll());
     this.#writing = next;
     return next;
   }
 
+  /** Background write (batch full, timer): never rejects. */
+  #kick(): void {
+    if (this.#thread?.fatal) this.#thread = undefined;
+    if (this.#thread) this.#dispatch(false);
+    else this.flush().catch(() => undefined);
+  }
+
+  /** Hands batches to the writer thread; `all` ignores the in-flight limit (flush). */
+  #dispatch(all: boolean): void {
+    const thread = this.#thread!;
+    while (this.#retry.length > 0 || this.#buffer.length > 0) {
+      if (!all && thread.inflight >= MAX_THREAD_INFLIGHT) return;
+      const batch = this.#retry.shift() ?? {
+        rows: this.#buffer.splice(0, MAX_TX_ROWS),
+        check: false,
+      };
+      let resolve!: () => void;
+      let reject!: (e: Error) => void;
+      const settled = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      settled.catch(() => undefined); // a background batch may fail with nobody waiting
+      const id = thread.send(packBatch(batch));
+      this.#inflight.push({ id, batch, settled, resolve, reject });
+    }
+  }
+
+  // WriterThread acknowledges in send order, so #inflight's head is always the batch named.
+  #threadDone(_id: number, r: AppendResult): void {
+    const f = this.#inflight.shift()!;
+    this.#threadCrashes = 0;
+    this.#written(f.batch.rows, r);
+    f.resolve();
+    if (this.#buffer.length >= this.#maxBatch || this.#retry.length > 0) this.#dispatch(false);
+  }
+
+  #threadFailed(_id: number, e: Error, uncertain: boolean): void {
+    // The head batch and every later one in flight were not written (or, if the thread
+    // died, maybe were): keep them, in order, ahead of anything else.
+    const lost = this.#inflight;
+    this.#inflight = [];
+    this.#retry = lost
+      .map((f) => ({ rows: f.batch.rows, check: f.batch.check || uncertain }))
+      .concat(this.#retry);
+    if (uncertain && ++this.#threadCrashes >= MAX_THREAD_CRASHES) this.#thread = undefined;
+    if (this.#thread?.fatal) this.#thread = undefined;
+    const err = storeError(e);
+    for (const f of lost) f.reject(err);
+  }
+
   async #writeAll(): Promise<void> {
-    while (this.#buffer.length > 0) {
-      const batch = this.#buffer.splice(0, MAX_TX_ROWS);
+    while (this.#retry.length > 0 || this.#buffer.length > 0) {
+      const batch = this.#retry.shift() ?? {
+        rows: this.#buffer.splice(0, MAX_TX_ROWS),
+        check: false,
+      };
+      let r: AppendResult;
       try {
         if (this.#store.sqlite) {
           // Never join (as a savepoint) a Kysely transaction open on the same connection:
@@ -147,69 +278,43 @@ export class AuditLog implements AuditSink {
             if (i > 5_000) throw new Error("the database connection stayed inside a transaction");
             await new Promise((r) => setImmediate(r));
           }
-          this.#appendSqlite(batch);
-        } else await this.#appendPostgres(batch);
+          r = this.#appendSqlite(batch);
+        } else r = await this.#appendPostgres(batch.rows);
       } catch (e) {
         // Keep the records for the next attempt rather than lose them.
-        this.#buffer = batch.concat(this.#buffer);
-        throw new ZtError(
-          "ZT_STORE",
-          `audit log write failed: ${(e as Error).message}`,
-          {},
-          { cause: e },
-        );
+        this.#retry.unshift(batch);
+        throw storeError(e);
       }
-      const last = batch[batch.length - 1]!;
-      countAuditWritten(batch.length, last.seq);
-      for (const l of this.#listeners) {
-        try {
-          l(batch);
-        } catch {
-          /* a listener never breaks the writer */
-        }
+      this.#written(batch.rows, r);
+    }
+  }
+
+  /** Fills in the chain fields the writer assigned and tells the listeners. */
+  #written(rows: AuditRowChained[], r: AppendResult): void {
+    let prev = r.prevHash;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      row.seq = r.firstSeq + i;
+      row.prev_hash = prev;
+      row.hash = prev = r.hashes.slice(i * 64, i * 64 + 64);
+    }
+    countAuditWritten(rows.length, r.firstSeq + rows.length - 1);
+    for (const l of this.#listeners) {
+      try {
+        l(rows);
+      } catch {
+        /* a listener never breaks the writer */
       }
     }
   }
 
-  #appendSqlite(batch: AuditRowChained[]): void {
-    if (!this.#sqliteAppend) {
-      const db = this.#store.sqlite!;
-      const head: Statement<[], { seq: number; hash: string | null }> = db.prepare(
-        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-      );
-      const insert = db.prepare(
-        "INSERT INTO audit_events (seq, id, ts, kind, outcome, subject, source_ip, route, action, decision_id, policies, reason, data, prev_hash, hash) " +
-          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      );
-      const tx = db.transaction((rows: AuditRowChained[]) => {
-        const h = head.get();
-        chainBatch(rows, h ? Number(h.seq) : 0, h?.hash ?? GENESIS_HASH);
-        for (const r of rows) {
-          insert.run(
-            r.seq,
-            r.id,
-            r.ts,
-            r.kind,
-            r.outcome,
-            r.subject,
-            r.source_ip,
-            r.route,
-            r.action,
-            r.decision_id,
-            r.policies,
-            r.reason,
-            r.data,
-            r.prev_hash,
-            r.hash,
-          );
-        }
-      });
-      this.#sqliteAppend = (rows) => tx.immediate(rows);
-    }
-    this.#sqliteAppend(batch);
+  #appendSqlite(batch: Batch): AppendResult {
+    this.#sqliteAppend ??= createSqliteAppender(this.#store.sqlite!, createHash);
+    return this.#sqliteAppend([packBatch(batch)])[0]!;
   }
 
-  async #appendPostgres(batch: AuditRowChained[]): Promise<void> {
+  async #appendPostgres(batch: AuditRowChained[]): Promise<AppendResult> {
+    let result: AppendResult | undefined;
     await this.#store.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(${AUDIT_PG_LOCK_KEY})`.execute(trx);
       const h = await trx
@@ -218,21 +323,93 @@ export class AuditLog implements AuditSink {
         .orderBy("seq", "desc")
         .limit(1)
         .executeTakeFirst();
-      chainBatch(batch, h ? Number(h.seq) : 0, h?.hash ?? GENESIS_HASH);
-      for (let i = 0; i < batch.length; i += 500) {
+      const rows = batch.map((r) => ({ ...r }));
+      chainBatch(rows, h ? Number(h.seq) : 0, h?.hash ?? GENESIS_HASH);
+      for (let i = 0; i < rows.length; i += 500) {
         await trx
           .insertInto("audit_events")
-          .values(batch.slice(i, i + 500))
+          .values(rows.slice(i, i + 500))
           .execute();
       }
+      result = {
+        firstSeq: rows[0]!.seq,
+        prevHash: rows[0]!.prev_hash,
+        hashes: rows.map((r) => r.hash).join(""),
+      };
     });
+    return result!;
   }
 
+  /** Flushes, then ends the writer thread. */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.flush();
+    try {
+      await this.flush();
+    } finally {
+      await this.#thread?.close();
+    }
   }
+
+  /** @internal Fault injection for the tests: the writer thread dies after its next commit, unacknowledged. */
+  crashWriterThreadAfterNextCommit(): void {
+    this.#thread?.exitAfterNextCommit();
+  }
+}
+
+function storeError(e: unknown): ZtError {
+  if (e instanceof ZtError) return e;
+  return new ZtError(
+    "ZT_STORE",
+    `audit log write failed: ${(e as Error).message}`,
+    {},
+    { cause: e },
+  );
+}
+
+/** A batch as the writer thread takes it (see PackedBatch). */
+function packBatch(b: Batch): PackedBatch {
+  const rows = b.rows;
+  const parts: string[] = new Array(rows.length * 13);
+  let k = 0;
+  for (const r of rows) {
+    const mask =
+      (r.subject === null ? 1 : 0) |
+      (r.source_ip === null ? 2 : 0) |
+      (r.route === null ? 4 : 0) |
+      (r.action === null ? 8 : 0) |
+      (r.decision_id === null ? 16 : 0) |
+      (r.policies === null ? 32 : 0) |
+      (r.reason === null ? 64 : 0);
+    parts[k++] = String(mask);
+    parts[k++] = r.id;
+    parts[k++] = String(r.ts);
+    parts[k++] = r.kind;
+    parts[k++] = r.outcome;
+    parts[k++] = r.subject ?? "";
+    parts[k++] = r.source_ip ?? "";
+    parts[k++] = r.route ?? "";
+    parts[k++] = r.action ?? "";
+    parts[k++] = r.decision_id ?? "";
+    parts[k++] = r.policies ?? "";
+    parts[k++] = r.reason ?? "";
+    parts[k++] = r.data;
+  }
+  const text = parts.join("\u0000");
+  // The separator must not occur inside a value: a record holding U+0000 sends columns.
+  if (countNul(text) === parts.length - 1) return { n: rows.length, text, check: b.check };
+  const cols: (string | number | null)[] = [];
+  for (const r of rows) {
+    cols.push(r.id, r.ts, r.kind, r.outcome, r.subject, r.source_ip, r.route, r.action);
+    cols.push(r.decision_id, r.policies, r.reason, r.data);
+  }
+  return { n: rows.length, cols, check: b.check };
+}
+
+function countNul(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf("\u0000"); i !== -1; i = s.indexOf("\u0000", i + 1)) n++;
+  return n;
 }
 
 /** Assigns seq, prev_hash and hash to a batch following the head (seq, hash). */

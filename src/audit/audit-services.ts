@@ -1,13 +1,18 @@
 import { resolve } from "node:path";
 import type { AppContext } from "../app/index.js";
 import { parseAuditConfig, type AuditConfig } from "./audit-config.js";
-import { Checkpointer, fileWitness, webhookWitness, type Witness } from "./checkpointer.js";
+import {
+  Checkpointer,
+  fileWitness,
+  syslogWitness,
+  webhookWitness,
+  type Witness,
+} from "./checkpointer.js";
 import { parseAlertsConfig } from "./alerts/alerts-config.js";
 import { AlertService } from "./alerts/alert-service.js";
 import { startBanCache } from "./alerts/ban-cache.js";
 import { SinkRunner } from "./sinks/sink-runner.js";
 import { buildSink } from "./sinks/build-sink.js";
-import { SyslogClient, formatSyslog } from "./sinks/syslog-client.js";
 import { countLogin } from "./metrics.js";
 
 export interface AuditServices {
@@ -45,31 +50,20 @@ export async function startAuditServices(
   const witnesses: Witness[] = [];
   if (config.witness.file) witnesses.push(fileWitness(path(config.witness.file)));
   if (config.witness.webhook) witnesses.push(webhookWitness(config.witness.webhook));
-  let witnessSyslog: SyslogClient | undefined;
   if (config.witness.syslog) {
     const s = config.witness.syslog;
-    const client = (witnessSyslog = new SyslogClient({
-      host: s.host,
-      port: s.port,
-      protocol: s.protocol,
-      appName: s.app_name,
-      ca: s.ca_file && path(s.ca_file),
-    }));
-    witnesses.push({
-      name: `syslog:${s.host}:${s.port}`,
-      push: (note, cp) =>
-        client.send([
-          formatSyslog({
-            severity: 5,
-            ts: ctx.clock.now(),
-            host: client.host,
-            appName: client.appName,
-            msgId: "audit.checkpoint",
-            sd: { size: String(cp.size), origin: cp.origin },
-            msg: JSON.stringify({ origin: cp.origin, size: cp.size, head_hash: cp.headHash, note }),
-          }),
-        ]),
-    });
+    witnesses.push(
+      syslogWitness(
+        {
+          host: s.host,
+          port: s.port,
+          protocol: s.protocol,
+          appName: s.app_name,
+          ca: s.ca_file && path(s.ca_file),
+        },
+        ctx.clock,
+      ),
+    );
   }
   const checkpointer = new Checkpointer({
     store: ctx.store,
@@ -141,7 +135,7 @@ export async function startAuditServices(
       await ctx.audit.flush().catch(() => undefined);
       await checkpointer.checkpointNow().catch(() => undefined);
       await checkpointer.stop();
-      await witnessSyslog?.close();
+      await Promise.all(witnesses.map((w) => w.close?.()));
     },
   };
 }

@@ -5,11 +5,14 @@ import type { KeyStore } from "../keys/index.js";
 import { signCheckpoint, type Checkpoint } from "./checkpoint-note.js";
 import { CHECKPOINT_KEY_PURPOSE } from "./audit-verify.js";
 import { countCheckpoint } from "./metrics.js";
+import { formatSyslog, SyslogClient, type SyslogOptions } from "./sinks/syslog-client.js";
 
 /** Somewhere outside the database a checkpoint is copied to, so a rewrite of the tail shows. */
 export interface Witness {
   readonly name: string;
   push(note: string, checkpoint: Checkpoint): Promise<void>;
+  /** Releases a connection the witness holds, if any. */
+  close?(): Promise<void>;
 }
 
 /** Keeps the newest checkpoint note in a file (written atomically). */
@@ -38,6 +41,31 @@ export function webhookWitness(url: string, timeoutMs = 5_000): Witness {
       await res.arrayBuffer().catch(() => undefined);
       if (!res.ok) throw new Error(`witness webhook answered ${res.status}`);
     },
+  };
+}
+
+/**
+ * Sends each checkpoint as one RFC 5424 message (facility log audit, severity notice,
+ * MSGID `audit.checkpoint`, structured data `size` and `origin`) whose MSG is the JSON
+ * `{ origin, size, head_hash, note }`, over UDP, TCP or TLS (see SyslogClient).
+ */
+export function syslogWitness(options: SyslogOptions, clock: Clock): Witness {
+  const client = new SyslogClient(options);
+  return {
+    name: `syslog:${options.host}:${options.port}`,
+    push: (note, cp) =>
+      client.send([
+        formatSyslog({
+          severity: 5,
+          ts: clock.now(),
+          host: client.host,
+          appName: client.appName,
+          msgId: "audit.checkpoint",
+          sd: { size: String(cp.size), origin: cp.origin },
+          msg: JSON.stringify({ origin: cp.origin, size: cp.size, head_hash: cp.headHash, note }),
+        }),
+      ]),
+    close: () => client.close(),
   };
 }
 

@@ -1,6 +1,11 @@
 export type { AuditInput, AuditRecord, AuditSink } from "./audit-types.js";
 export { AuditLog, AUDIT_PG_LOCK_KEY } from "./audit-log.js";
-export type { AuditLogOptions, AuditRowOut, AuditRowChained } from "./audit-log.js";
+export type {
+  AuditLogOptions,
+  AuditRowOut,
+  AuditRowChained,
+  AuditWriterMode,
+} from "./audit-log.js";
 export { queryAudit, auditHead } from "./audit-query.js";
 export type { AuditQueryOptions } from "./audit-query.js";
 export { canonicalRecord, chainHash, GENESIS_HASH } from "./audit-chain.js";
@@ -10,7 +15,7 @@ export { verifyAuditLog, CHECKPOINT_KEY_PURPOSE } from "./audit-verify.js";
 export type { VerifyAuditOptions, VerifyAuditResult } from "./audit-verify.js";
 export { signCheckpoint, parseCheckpoint, verifyCheckpointSignature } from "./checkpoint-note.js";
 export type { Checkpoint, SignedCheckpoint } from "./checkpoint-note.js";
-export { Checkpointer, fileWitness, webhookWitness } from "./checkpointer.js";
+export { Checkpointer, fileWitness, syslogWitness, webhookWitness } from "./checkpointer.js";
 export type { Witness, CheckpointerOptions } from "./checkpointer.js";
 export { parseAuditConfig } from "./audit-config.js";
 export type { AuditConfig, SinkConfig } from "./audit-config.js";
