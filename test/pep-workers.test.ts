@@ -70,7 +70,7 @@ describe("zt up with listen.proxy_workers: 2", () => {
   };
   const secrets: Record<string, string> = {};
   // TOTP codes are single-use and accepted ±1 step: each sign-in uses the next step.
-  const steps: Record<string, number> = { alice: -1, bob: -1 };
+  const steps: Record<string, number> = { alice: -1, bob: -1, carol: -1 };
   const signIn = async (name: string) => {
     const l = await login(
       port,
@@ -104,6 +104,7 @@ mfa: { max_failures: 50 }
     for (const [name, group] of [
       ["alice", "eng"],
       ["bob", "ops"],
+      ["carol", "eng"],
     ] as const) {
       const r = await runZt(
         ["--config", config, "user", "add", name, "--group", group, "--password-stdin", "--json"],
@@ -141,6 +142,23 @@ mfa: { max_failures: 50 }
     );
     expect(peps.size).toBeGreaterThan(0);
     for (const p of peps) expect(["pep-1", "pep-2"]).toContain(p);
+  });
+
+  it("counts the workers' decisions in the API's /metrics", async () => {
+    const api = new URL(zt.apiUrl);
+    const scrape = async () => {
+      const r = await request(Number(api.port), { host: api.host, path: "/metrics" });
+      expect(r.status).toBe(200);
+      return r.body
+        .split("\n")
+        .filter((l) => l.startsWith("zt_decisions_total{") && l.includes('verdict="allow"'))
+        .reduce((n, l) => n + Number(l.split(" ").at(-1)), 0);
+    };
+    const before = await scrape();
+    const carol = await signIn("carol");
+    for (let i = 0; i < 12; i++) expect((await get(carol.cookie)).status).toBe(200);
+    // Only the workers decide here: the primary's own registry never counts these.
+    expect((await scrape()) - before).toBe(12);
   });
 
   it("explains a denial made in a worker: 403, decision id, zt audit explain", async () => {

@@ -20,6 +20,11 @@ export interface ApiServerOptions {
   tls?: ApiTlsOptions | undefined;
   /** The process's session service (`zt up` passes its own); created on demand otherwise. */
   sessions?: SessionService | undefined;
+  /**
+   * Metrics of other processes to add to `/metrics` (the PEP workers when
+   * listen.proxy_workers > 1): each a prom-client registry as JSON.
+   */
+  extraMetrics?: (() => Promise<unknown[]>) | undefined;
 }
 
 /** TLS material for the API listener (see `apiListenerTls`). */
@@ -145,6 +150,9 @@ export async function createApiServer(
   // (until then verification fails closed). A store without a CA has no SVIDs to accept.
   if (tls && tls.clientCerts !== "off") await pkiService(ctx).catch(() => undefined);
 
-  registerAllApiRoutes(app as unknown as FastifyInstance, ctx, { auth });
+  registerAllApiRoutes(app as unknown as FastifyInstance, ctx, {
+    auth,
+    extraMetrics: options.extraMetrics,
+  });
   return app as unknown as FastifyInstance;
 }

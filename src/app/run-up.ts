@@ -150,6 +150,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     api = await createApiServer(ctx, {
       tls: apiTls,
       sessions: services.sessions,
+      ...(workers ? { extraMetrics: () => workers!.workerMetrics() } : {}),
       readiness: () => ({
         ready: true,
         detail: {

@@ -9,6 +9,8 @@ import type { ApiAuthenticator } from "../api-auth.js";
 /** What routes share: the caller authenticator (sessions and mTLS SVIDs). */
 export interface ApiRouteDeps {
   auth: ApiAuthenticator;
+  /** Registries (as JSON) of other processes to add to /metrics (PEP workers). */
+  extraMetrics?: (() => Promise<unknown[]>) | undefined;
 }
 
 /**
@@ -22,6 +24,6 @@ export function registerAllApiRoutes(
 ): void {
   registerPkiRoutes(app, ctx, deps);
   registerSshRoutes(app, ctx, deps);
-  registerMetricsRoutes(app, ctx);
+  registerMetricsRoutes(app, ctx, deps.extraMetrics);
   registerDeviceRoutes(app, ctx);
 }

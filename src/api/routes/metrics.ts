@@ -3,13 +3,19 @@ import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { safeEqual } from "../../core/ids.js";
+import { AggregatorRegistry } from "prom-client";
 import { collectStoreMetrics, enableProcessMetrics, renderMetrics } from "../../audit/index.js";
+import { metrics } from "../../audit/metrics.js";
 
 /**
  * `GET /metrics`: Prometheus text exposition of zt's registry. When
  * `audit.metrics_token_file` is set, scrapers must send `Authorization: Bearer <token>`.
  */
-export function registerMetricsRoutes(app: FastifyInstance, ctx: AppContext): void {
+export function registerMetricsRoutes(
+  app: FastifyInstance,
+  ctx: AppContext,
+  extraMetrics?: () => Promise<unknown[]>,
+): void {
   enableProcessMetrics();
   const tokenFile = (ctx.config.audit as Record<string, unknown> | undefined)?.[
     "metrics_token_file"
@@ -23,6 +29,14 @@ export function registerMetricsRoutes(app: FastifyInstance, ctx: AppContext): vo
       }
     }
     await collectStoreMetrics(ctx.store, ctx.clock.now());
+    if (extraMetrics) {
+      // PEP workers: counters and histograms summed over every process (prom-client's
+      // cluster aggregation), so decisions made in any worker are counted once.
+      const others = (await extraMetrics()).filter(Array.isArray);
+      const all = AggregatorRegistry.aggregate([await metrics.getMetricsAsJSON(), ...others]);
+      void reply.header("content-type", all.contentType);
+      return all.metrics();
+    }
     const { contentType, body } = await renderMetrics();
     void reply.header("content-type", contentType);
     return body;
