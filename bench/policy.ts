@@ -13,6 +13,7 @@
  */
 import { cpus, totalmem } from "node:os";
 import { setFlagsFromString } from "node:v8";
+import { pathToFileURL } from "node:url";
 import { runInNewContext } from "node:vm";
 import {
   createPolicyEngine,
@@ -51,7 +52,7 @@ function rng(seed: number): () => number {
 const rand = rng(42);
 const pick = (n: number) => Math.floor(rand() * n);
 
-function buildEntities(): { entities: CedarEntity[]; userGroups: number[][] } {
+export function buildEntities(): { entities: CedarEntity[]; userGroups: number[][] } {
   const entities: CedarEntity[] = [];
   // Groups in 4 levels; each group below level 0 has one parent in the level above.
   const perLevel = N_GROUPS / 4;
@@ -93,7 +94,7 @@ function buildEntities(): { entities: CedarEntity[]; userGroups: number[][] } {
   return { entities, userGroups };
 }
 
-interface PolicySpec {
+export interface PolicySpec {
   text: string;
   /** A request that this policy is written for (for matched requests). */
   group?: number;
@@ -102,7 +103,7 @@ interface PolicySpec {
   method?: string;
 }
 
-function buildPolicies(n: number): PolicySpec[] {
+export function buildPolicies(n: number): PolicySpec[] {
   const out: PolicySpec[] = [
     {
       text: `@id("mfa-fresh") @step_up @reason("mfa-too-old")
@@ -157,7 +158,7 @@ unless { context.breakglass };`,
   return out;
 }
 
-function buildRequests(
+export function buildRequests(
   specs: PolicySpec[],
   userGroups: number[][],
   count: number,
@@ -302,4 +303,6 @@ function main(): void {
   if (mismatches > 0) process.exitCode = 1;
 }
 
-main();
+// Runs when executed (`node dist/bench/policy.js`); importing it (profiling harnesses) only
+// gets the input builders.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();

@@ -16,65 +16,85 @@ export function uidKey(uid: EntityUid): string {
  * (`ZT_POLICY_ENTITY_INVALID`) and leaves the store unchanged.
  */
 export class EntityStore implements EntityView {
-  private readonly entities = new Map<string, CedarEntity>();
-  /** key → keys of all strict ancestors. */
-  private readonly ancestors = new Map<string, Set<string>>();
+  /**
+   * key → the entity, its strict ancestors and what engines derived from it, in one record
+   * so a decision finds everything about an entity with one lookup.
+   */
+  private readonly entries = new Map<string, StoreEntry>();
   /** key → keys of direct children (entities listing it as a parent). */
   private readonly children = new Map<string, Set<string>>();
+  private hierarchyVersion = 0;
 
   constructor(entities: Iterable<CedarEntity> = []) {
     for (const e of entities) {
-      const old = this.entities.get(uidKey(e.uid));
-      if (old) for (const p of old.parents) this.children.get(uidKey(p))?.delete(uidKey(e.uid));
+      const old = this.entries.get(uidKey(e.uid));
+      if (old)
+        for (const p of old.entity.parents) this.children.get(uidKey(p))?.delete(uidKey(e.uid));
       this.insertRaw(e);
     }
-    for (const key of this.entities.keys()) {
+    for (const [key, entry] of this.entries) {
       const anc = this.computeAncestors(key);
       if (anc.has(key)) throw cycleError(key);
-      this.ancestors.set(key, anc);
+      entry.ancestors = anc;
     }
   }
 
   get size(): number {
-    return this.entities.size;
+    return this.entries.size;
+  }
+
+  /**
+   * Changes whenever any ancestor set may have changed (an entity added, removed, or given
+   * other parents). Engines key caches derived from the hierarchy on it.
+   */
+  get version(): number {
+    return this.hierarchyVersion;
   }
 
   get(uid: EntityUid): CedarEntity | undefined {
-    return this.entities.get(uidKey(uid));
+    return this.entries.get(uidKey(uid))?.entity;
   }
 
   /** Lookup by `uidKey` (hot path: no key building). */
   getByKey(key: string): CedarEntity | undefined {
-    return this.entities.get(key);
+    return this.entries.get(key)?.entity;
+  }
+
+  /**
+   * The store's record for an entity (hot path: entity, ancestors and the engine's derived
+   * data in one lookup). Treat it as read-only except for `derived`.
+   */
+  entryByKey(key: string): StoreEntry | undefined {
+    return this.entries.get(key);
   }
 
   /** Keys of every strict ancestor of the entity with this key. */
   ancestorKeysByKey(key: string): ReadonlySet<string> {
-    return this.ancestors.get(key) ?? EMPTY;
+    return this.entries.get(key)?.ancestors ?? EMPTY;
   }
 
   has(uid: EntityUid): boolean {
-    return this.entities.has(uidKey(uid));
+    return this.entries.has(uidKey(uid));
   }
 
   isIn(child: EntityUid, ancestor: EntityUid): boolean {
     if (child.type === ancestor.type && child.id === ancestor.id) return true;
-    return this.ancestors.get(uidKey(child))?.has(uidKey(ancestor)) ?? false;
+    return this.entries.get(uidKey(child))?.ancestors?.has(uidKey(ancestor)) ?? false;
   }
 
   /** Key-based variant of `isIn` for hot paths that already hold keys. */
   isInKey(childKey: string, ancestorKey: string): boolean {
     if (childKey === ancestorKey) return true;
-    return this.ancestors.get(childKey)?.has(ancestorKey) ?? false;
+    return this.entries.get(childKey)?.ancestors?.has(ancestorKey) ?? false;
   }
 
   /** Keys of every strict ancestor of `uid` (empty when unknown). */
   ancestorKeys(uid: EntityUid): ReadonlySet<string> {
-    return this.ancestors.get(uidKey(uid)) ?? EMPTY;
+    return this.entries.get(uidKey(uid))?.ancestors ?? EMPTY;
   }
 
-  all(): Iterable<CedarEntity> {
-    return this.entities.values();
+  *all(): Iterable<CedarEntity> {
+    for (const e of this.entries.values()) yield e.entity;
   }
 
   /** Inserts or replaces an entity; ancestor sets of it and its descendants are updated. */
@@ -83,48 +103,60 @@ export class EntityStore implements EntityView {
     // The store is acyclic, so a new parent closes a cycle iff it is the entity or one of its descendants.
     for (const p of entity.parents) {
       const pk = uidKey(p);
-      if (pk === key || this.ancestors.get(pk)?.has(key)) throw cycleError(key);
+      if (pk === key || this.entries.get(pk)?.ancestors?.has(key)) throw cycleError(key);
     }
-    const old = this.entities.get(key);
+    const oldEntry = this.entries.get(key);
+    const old = oldEntry?.entity;
     if (old) for (const p of old.parents) this.children.get(uidKey(p))?.delete(key);
-    this.insertRaw(entity);
+    const entry = this.insertRaw(entity);
+    entry.ancestors = oldEntry?.ancestors;
     const parentsChanged =
       !old ||
       old.parents.length !== entity.parents.length ||
       old.parents.some((p, i) => uidKey(p) !== uidKey(entity.parents[i]!));
-    if (parentsChanged || !this.ancestors.has(key)) this.refreshFrom(key);
+    if (parentsChanged || entry.ancestors === undefined) {
+      this.refreshFrom(key);
+      this.hierarchyVersion++;
+    }
   }
 
   /** Removes an entity. Children still list it as a parent (Cedar semantics) but lose its ancestors. */
   remove(uid: EntityUid): boolean {
     const key = uidKey(uid);
-    const old = this.entities.get(key);
+    const old = this.entries.get(key);
     if (!old) return false;
-    for (const p of old.parents) this.children.get(uidKey(p))?.delete(key);
+    for (const p of old.entity.parents) this.children.get(uidKey(p))?.delete(key);
     const affected = this.descendants(key);
-    this.entities.delete(key);
-    this.ancestors.delete(key);
-    for (const c of affected) this.ancestors.delete(c);
-    for (const c of affected) this.ancestors.set(c, this.computeAncestors(c));
+    this.entries.delete(key);
+    for (const c of affected) this.setAncestors(c, undefined);
+    for (const c of affected) this.setAncestors(c, this.computeAncestors(c));
+    this.hierarchyVersion++;
     return true;
   }
 
-  private insertRaw(entity: CedarEntity): void {
+  private setAncestors(key: string, anc: Set<string> | undefined): void {
+    const e = this.entries.get(key);
+    if (e) e.ancestors = anc;
+  }
+
+  private insertRaw(entity: CedarEntity): StoreEntry {
     const key = uidKey(entity.uid);
-    this.entities.set(key, entity);
+    const entry: StoreEntry = { entity, ancestors: undefined, derived: undefined };
+    this.entries.set(key, entry);
     for (const p of entity.parents) {
       const pk = uidKey(p);
       let set = this.children.get(pk);
       if (!set) this.children.set(pk, (set = new Set()));
       set.add(key);
     }
+    return entry;
   }
 
   private refreshFrom(key: string): void {
     // Invalidate first, so recomputation only reuses ancestor sets that are still right.
     const affected = [key, ...this.descendants(key)];
-    for (const k of affected) this.ancestors.delete(k);
-    for (const k of affected) this.ancestors.set(k, this.computeAncestors(k));
+    for (const k of affected) this.setAncestors(k, undefined);
+    for (const k of affected) this.setAncestors(k, this.computeAncestors(k));
   }
 
   /** Strict descendants of `key` (breadth first; cycle safe). */
@@ -149,20 +181,32 @@ export class EntityStore implements EntityView {
     const stack = [key];
     while (stack.length > 0) {
       const k = stack.pop()!;
-      const e = this.entities.get(k);
+      const e = this.entries.get(k);
       if (!e) continue;
-      for (const p of e.parents) {
+      for (const p of e.entity.parents) {
         const pk = uidKey(p);
         if (out.has(pk)) continue;
         out.add(pk);
         // Reuse a parent's ancestor set when it is known (known sets are always current).
-        const known = this.ancestors.get(pk);
+        const known = this.entries.get(pk)?.ancestors;
         if (known) for (const a of known) out.add(a);
         else stack.push(pk);
       }
     }
     return out;
   }
+}
+
+/** One entity in an `EntityStore`. */
+export interface StoreEntry {
+  readonly entity: CedarEntity;
+  /** Keys of all strict ancestors (undefined only while the store is updating). */
+  ancestors: ReadonlySet<string> | undefined;
+  /**
+   * What an engine derived from this entity (the compiled engine: converted attributes and
+   * tags). A replaced entity gets a new entry, so this never outlives the entity it came from.
+   */
+  derived: unknown;
 }
 
 function cycleError(key: string): ZtError {

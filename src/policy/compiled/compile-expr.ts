@@ -95,7 +95,7 @@ export function isIn(env: EvalEnv, a: EntityRef, rhs: Value): boolean {
 
 export function getAttr(env: EvalEnv, v: Value, attr: string): Value {
   if (v instanceof CRecord) {
-    const r = v.map.get(attr);
+    const r = v.get(attr);
     if (r === undefined) throw new CedarEvalError(`record does not have the attribute \`${attr}\``);
     return r;
   }
@@ -111,7 +111,7 @@ export function getAttr(env: EvalEnv, v: Value, attr: string): Value {
 }
 
 export function hasAttr(env: EvalEnv, v: Value, attr: string): boolean {
-  if (v instanceof CRecord) return v.map.has(attr);
+  if (v instanceof CRecord) return v.has(attr);
   if (v instanceof EntityRef) return env.entities.data(v)?.attrs.has(attr) ?? false;
   throw typeError("record or entity", v);
 }

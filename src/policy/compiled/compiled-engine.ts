@@ -1,4 +1,4 @@
-import { EntityStore } from "../entity-store.js";
+import { EntityStore, type StoreEntry } from "../entity-store.js";
 import type {
   AuthorizationRequest,
   AuthorizationResult,
@@ -19,7 +19,7 @@ import {
   type SlotEnv,
 } from "./compile-expr.js";
 import { exactPolicyJson } from "./exact-json.js";
-import { entityFromJson, valueFromJson } from "./json-values.js";
+import { entityFromJson, recordFromJson, valueFromJson } from "./json-values.js";
 import { CedarEvalError, CRecord, EntityRef, type Value } from "./values.js";
 
 /** A scope constraint on principal or resource, with slots resolved. */
@@ -115,11 +115,7 @@ export function compilePolicy(
 
 // ---------------- entity access ----------------
 
-const entityCache = new WeakMap<CedarEntity, EntityData>();
-
-function entityData(raw: CedarEntity): EntityData {
-  let d = entityCache.get(raw);
-  if (d) return d;
+function convertEntity(raw: CedarEntity): EntityData {
   const attrs = new Map<string, Value>();
   for (const [k, v] of Object.entries(raw.attrs ?? {})) attrs.set(k, valueFromJson(v));
   let tags: Map<string, Value> | undefined;
@@ -127,11 +123,28 @@ function entityData(raw: CedarEntity): EntityData {
     tags = new Map();
     for (const [k, v] of Object.entries(raw.tags)) tags.set(k, valueFromJson(v));
   }
-  d = { attrs, tags };
-  entityCache.set(raw, d);
+  return { attrs, tags };
+}
+
+/** Converted entity data for foreign views, by entity object. */
+const entityCache = new WeakMap<CedarEntity, EntityData>();
+
+function entityData(raw: CedarEntity): EntityData {
+  let d = entityCache.get(raw);
+  if (d === undefined) entityCache.set(raw, (d = convertEntity(raw)));
   return d;
 }
 
+/** Converted entity data for store entries, kept on the entry itself. */
+function entryData(entry: StoreEntry): EntityData {
+  const d = entry.derived as EntityData | undefined;
+  if (d !== undefined) return d;
+  const fresh = convertEntity(entry.entity);
+  entry.derived = fresh;
+  return fresh;
+}
+
+/** Entity access over any `EntityView` (tools, tests, foreign stores). */
 export class ViewAccess implements EntityAccess {
   constructor(private readonly view: EntityView) {}
   data(e: EntityRef): EntityData | undefined {
@@ -144,6 +157,45 @@ export class ViewAccess implements EntityAccess {
   isIn(a: EntityRef, b: EntityRef): boolean {
     if (this.view instanceof EntityStore) return this.view.isInKey(a.key, b.key);
     return this.view.isIn({ type: a.type, id: a.id }, { type: b.type, id: b.id });
+  }
+}
+
+/**
+ * The hot path's entity access, one per decision over zt's `EntityStore`: the request's
+ * principal and resource are looked up once (entity, ancestors and converted attributes
+ * come in one store record) however many policies ask about them.
+ */
+class RequestAccess implements EntityAccess {
+  private principalEntry: StoreEntry | null | undefined;
+  private resourceEntry: StoreEntry | null | undefined;
+  constructor(
+    private readonly store: EntityStore,
+    private readonly principal: EntityRef,
+    private readonly resource: EntityRef,
+  ) {}
+
+  private entry(e: EntityRef): StoreEntry | undefined {
+    if (e === this.principal) {
+      if (this.principalEntry === undefined)
+        this.principalEntry = this.store.entryByKey(e.key) ?? null;
+      return this.principalEntry ?? undefined;
+    }
+    if (e === this.resource) {
+      if (this.resourceEntry === undefined)
+        this.resourceEntry = this.store.entryByKey(e.key) ?? null;
+      return this.resourceEntry ?? undefined;
+    }
+    return this.store.entryByKey(e.key);
+  }
+
+  data(e: EntityRef): EntityData | undefined {
+    const en = this.entry(e);
+    return en === undefined ? undefined : entryData(en);
+  }
+
+  isIn(a: EntityRef, b: EntityRef): boolean {
+    if (a.key === b.key) return true;
+    return this.entry(a)?.ancestors?.has(b.key) ?? false;
   }
 }
 
@@ -174,6 +226,58 @@ function indexScope(dim: DimIndex, s: Scope, i: number): void {
   else push(dim.is, s.type, i);
 }
 
+/** Policies a dimension certainly has to look at for `e`, before ancestors are counted. */
+function ownBucketsSize(dim: DimIndex, e: EntityRef): number {
+  return (
+    dim.all.length +
+    (dim.eq.get(e.key)?.length ?? 0) +
+    (dim.is.get(e.type)?.length ?? 0) +
+    (dim.inn.get(e.key)?.length ?? 0)
+  );
+}
+
+/**
+ * The policies whose constraint on this dimension may match `e` (sorted, distinct): the
+ * unconstrained ones, `== e`, `is e.type`, and `in X` / `is … in X` for `e` and every
+ * ancestor X of `e` (from the store; dimensions with `in` buckets need one).
+ */
+function candidateList(dim: DimIndex, e: EntityRef, store: EntityStore | undefined): Int32Array {
+  const parts: number[][] = [dim.all];
+  let total = dim.all.length;
+  const add = (l: number[] | undefined): void => {
+    if (l !== undefined) {
+      parts.push(l);
+      total += l.length;
+    }
+  };
+  add(dim.eq.get(e.key));
+  add(dim.is.get(e.type));
+  if (store !== undefined && dim.inn.size > 0) {
+    add(dim.inn.get(e.key));
+    for (const k of store.ancestorKeysByKey(e.key)) add(dim.inn.get(k));
+  }
+  const all = new Int32Array(total);
+  let n = 0;
+  for (const l of parts) for (let i = 0; i < l.length; i++) all[n++] = l[i]!;
+  all.sort();
+  let w = 0;
+  for (let i = 0; i < n; i++) if (i === 0 || all[i] !== all[i - 1]) all[w++] = all[i]!;
+  return w === n ? all : all.slice(0, w);
+}
+
+/** Bound on each dimension's cache of candidate lists (entity keys; cleared when full). */
+const CANDIDATE_CACHE_LIMIT = 50_000;
+
+/**
+ * A dimension only narrows by its ancestor-dependent buckets when it would cut the work by
+ * more than this many policies (walking the ancestors costs about as much as checking a
+ * few scopes).
+ */
+const NARROWING_MARGIN = 4;
+
+/** Dimensions in the order they are tried: action and resource lists are almost always cached. */
+const DIM_ORDER = [1, 2, 0] as const;
+
 export function scopeMatches(s: Scope, e: EntityRef, acc: EntityAccess): boolean {
   switch (s.op) {
     case "All":
@@ -195,18 +299,34 @@ export function actionMatches(s: ActionScope, e: EntityRef, acc: EntityAccess): 
   return false;
 }
 
+interface RunOutcome {
+  decision: "allow" | "deny";
+  reasons: string[];
+  errors: PolicyError[];
+}
+
 /**
  * zt's compiled Cedar evaluator: policies compiled to closures at load, candidates found
  * through a scope index (principal / action / resource), entity hierarchy answered by the
  * entity store's precomputed ancestor sets.
+ *
+ * Per decision: the request's three entity uids and its context are converted once; the
+ * candidate list of each dimension is cached per entity key (for `in` buckets: per store
+ * and hierarchy version), so a decision usually looks only at the few policies whose scope
+ * can match and evaluates their conditions.
  */
 export class CompiledEngine implements PolicyEngine {
   readonly kind = "compiled" as const;
   readonly policies: CompiledPolicy[];
   private readonly meta: Map<string, PolicyMeta>;
   private readonly dims: [DimIndex, DimIndex, DimIndex];
-  private readonly stamp: Int32Array;
-  private epoch = 0;
+  private readonly lists: [
+    Map<string, Int32Array>,
+    Map<string, Int32Array>,
+    Map<string, Int32Array>,
+  ];
+  private listsStore: EntityStore | undefined;
+  private listsVersion = -1;
 
   constructor(readonly policySet: LoadedPolicySet) {
     this.meta = policyMetaIndex(policySet);
@@ -227,26 +347,31 @@ export class CompiledEngine implements PolicyEngine {
     }
     this.policies = list;
     this.dims = [newDim(), newDim(), newDim()];
-    list.forEach((p, i) => {
+    for (let i = 0; i < list.length; i++) {
+      const p = list[i]!;
       indexScope(this.dims[0], p.principal, i);
       indexScope(this.dims[2], p.resource, i);
       const a = this.dims[1];
       if (p.action.op === "All") a.all.push(i);
       else if (p.action.op === "==") push(a.eq, p.action.entities[0]!.key, i);
-      else for (const e of new Set(p.action.entities.map((x) => x.key))) push(a.inn, e, i);
-    });
-    this.stamp = new Int32Array(list.length);
+      else for (const key of new Set(p.action.entities.map((x) => x.key))) push(a.inn, key, i);
+    }
+    this.lists = [new Map(), new Map(), new Map()];
   }
 
   authorize(request: AuthorizationRequest, entities: EntityView): AuthorizationResult {
     try {
-      const acc = new ViewAccess(entities);
+      const principal = entityFromJson(request.principal);
+      const resource = entityFromJson(request.resource);
       const env: EvalEnv = {
-        principal: entityFromJson(request.principal),
+        principal,
         action: entityFromJson(request.action),
-        resource: entityFromJson(request.resource),
+        resource,
         context: contextFrom(request.context),
-        entities: acc,
+        entities:
+          entities instanceof EntityStore
+            ? new RequestAccess(entities, principal, resource)
+            : new ViewAccess(entities),
       };
       return this.evaluate(env, entities);
     } catch (e) {
@@ -256,7 +381,9 @@ export class CompiledEngine implements PolicyEngine {
 
   /** Evaluates with a prepared environment (used by tools that parse inputs with a schema). */
   evaluate(env: EvalEnv, entities: EntityView): AuthorizationResult {
-    const r = this.run(env, entities, false);
+    const store = entities instanceof EntityStore ? entities : undefined;
+    const candidates = this.candidates(env, store);
+    const r = this.run(env, candidates, false);
     return decideVerdict({
       decision: r.decision,
       reasons: r.reasons,
@@ -264,108 +391,78 @@ export class CompiledEngine implements PolicyEngine {
       meta: this.meta,
       // After a step-up the user has fresh MFA and the @step_up forbids are satisfied.
       allowsWithoutStepUp: () =>
-        this.run({ ...env, context: withFreshMfa(env.context) }, entities, true).decision ===
+        this.run({ ...env, context: withFreshMfa(env.context) }, candidates, true).decision ===
         "allow",
     });
   }
 
-  private run(
-    env: EvalEnv,
-    entities: EntityView,
-    skipStepUp: boolean,
-  ): { decision: "allow" | "deny"; reasons: string[]; errors: PolicyError[] } {
-    const satisfiedForbids: string[] = [];
-    const satisfiedPermits: string[] = [];
+  /** Evaluates the candidates (all policies when undefined). */
+  private run(env: EvalEnv, candidates: Int32Array | undefined, skipStepUp: boolean): RunOutcome {
+    let forbids: string[] | undefined;
+    let permits: string[] | undefined;
     const errors: PolicyError[] = [];
     const acc = env.entities;
-    const visit = (p: CompiledPolicy): void => {
-      if (skipStepUp && p.stepUp) return;
-      if (!scopeMatches(p.principal, env.principal, acc)) return;
-      if (!actionMatches(p.action, env.action, acc)) return;
-      if (!scopeMatches(p.resource, env.resource, acc)) return;
-      let sat: boolean;
-      try {
-        sat = p.condition ? p.condition(env) : true;
-      } catch (e) {
-        if (!(e instanceof CedarEvalError)) throw e;
-        errors.push({ policyId: p.id, message: e.message });
-        return;
+    const policies = this.policies;
+    const n = candidates === undefined ? policies.length : candidates.length;
+    for (let j = 0; j < n; j++) {
+      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      if (skipStepUp && p.stepUp) continue;
+      if (!scopeMatches(p.principal, env.principal, acc)) continue;
+      if (!actionMatches(p.action, env.action, acc)) continue;
+      if (!scopeMatches(p.resource, env.resource, acc)) continue;
+      const cond = p.condition;
+      if (cond !== undefined) {
+        let sat: boolean;
+        try {
+          sat = cond(env);
+        } catch (e) {
+          if (!(e instanceof CedarEvalError)) throw e;
+          errors.push({ policyId: p.id, message: e.message });
+          continue;
+        }
+        if (!sat) continue;
       }
-      if (!sat) return;
-      if (p.effect === "forbid") satisfiedForbids.push(p.id);
-      else satisfiedPermits.push(p.id);
-    };
-    this.forCandidates(env, entities, visit);
+      if (p.effect === "forbid") (forbids ??= []).push(p.id);
+      else (permits ??= []).push(p.id);
+    }
     if (errors.length > 1) errors.sort(byPolicyId);
-    const decision =
-      satisfiedForbids.length === 0 && satisfiedPermits.length > 0 ? "allow" : "deny";
-    const reasons = satisfiedForbids.length > 0 ? satisfiedForbids : satisfiedPermits;
-    return { decision, reasons, errors };
+    if (forbids !== undefined) return { decision: "deny", reasons: forbids, errors };
+    if (permits !== undefined) return { decision: "allow", reasons: permits, errors };
+    return { decision: "deny", reasons: [], errors };
   }
 
-  /** Calls `visit` once for every policy whose scope index entry may match the request. */
-  private forCandidates(
-    env: EvalEnv,
-    entities: EntityView,
-    visit: (p: CompiledPolicy) => void,
-  ): void {
-    const store = entities instanceof EntityStore ? entities : undefined;
-    // Pick the dimension (principal, action or resource) whose matching buckets hold the
-    // fewest policies; only those are looked at.
-    let best = -1;
-    let bestSize = Infinity;
-    for (let d = 0; d < 3; d++) {
-      const dim = this.dims[d]!;
+  /**
+   * The smallest candidate list among the three dimensions (undefined: every policy). Lists
+   * are cached per entity key; those that depend on ancestors are dropped whenever the
+   * store or its hierarchy changes.
+   */
+  private candidates(env: EvalEnv, store: EntityStore | undefined): Int32Array | undefined {
+    if (store !== undefined && (store !== this.listsStore || store.version !== this.listsVersion)) {
+      for (let d = 0; d < 3; d++) if (this.dims[d]!.inn.size > 0) this.lists[d]!.clear();
+      this.listsStore = store;
+      this.listsVersion = store.version;
+    }
+    let best: Int32Array | undefined;
+    for (const d of DIM_ORDER) {
+      const dim = this.dims[d];
       const e = d === 0 ? env.principal : d === 1 ? env.action : env.resource;
-      if (dim.inn.size > 0 && !store) continue; // cannot enumerate ancestors: no narrowing
-      let size = dim.all.length;
-      size += dim.eq.get(e.key)?.length ?? 0;
-      size += dim.is.get(e.type)?.length ?? 0;
-      if (dim.inn.size > 0 && store) {
-        size += dim.inn.get(e.key)?.length ?? 0;
-        for (const k of store.ancestorKeysByKey(e.key)) size += dim.inn.get(k)?.length ?? 0;
-      }
-      if (size < bestSize) {
-        best = d;
-        bestSize = size;
-      }
-    }
-    const bestLists: number[][] = [];
-    if (best >= 0) {
-      const dim = this.dims[best]!;
-      const e = best === 0 ? env.principal : best === 1 ? env.action : env.resource;
-      bestLists.push(dim.all);
-      const eq = dim.eq.get(e.key);
-      if (eq) bestLists.push(eq);
-      const is = dim.is.get(e.type);
-      if (is) bestLists.push(is);
-      if (dim.inn.size > 0 && store) {
-        const own = dim.inn.get(e.key);
-        if (own) bestLists.push(own);
-        for (const k of store.ancestorKeysByKey(e.key)) {
-          const l = dim.inn.get(k);
-          if (l) bestLists.push(l);
+      const usesHierarchy = dim.inn.size > 0;
+      if (usesHierarchy && store === undefined) continue; // cannot enumerate ancestors
+      const cache = this.lists[d];
+      let l = cache.get(e.key);
+      if (l === undefined) {
+        if (best !== undefined) {
+          const floor = ownBucketsSize(dim, e);
+          if (floor >= best.length || (usesHierarchy && floor + NARROWING_MARGIN >= best.length))
+            continue;
         }
+        l = candidateList(dim, e, store);
+        if (cache.size >= CANDIDATE_CACHE_LIMIT) cache.clear();
+        cache.set(e.key, l);
       }
+      if (best === undefined || l.length < best.length) best = l;
     }
-    if (best < 0) {
-      for (const p of this.policies) visit(p);
-      return;
-    }
-    const epoch = ++this.epoch;
-    if (epoch === 0x7fffffff) {
-      this.stamp.fill(0);
-      this.epoch = 1;
-    }
-    const stamp = this.stamp;
-    const e = this.epoch;
-    for (const l of bestLists) {
-      for (const i of l) {
-        if (stamp[i] === e) continue;
-        stamp[i] = e;
-        visit(this.policies[i]!);
-      }
-    }
+    return best;
   }
 }
 
@@ -375,15 +472,12 @@ function byPolicyId(a: PolicyError, b: PolicyError): number {
 
 /** The context as it will be after a successful step-up: `mfa_age_seconds` = 0 (when present). */
 function withFreshMfa(ctx: CRecord): CRecord {
-  if (!ctx.map.has("mfa_age_seconds")) return ctx;
-  return new CRecord(new Map(ctx.map).set("mfa_age_seconds", 0));
+  return ctx.has("mfa_age_seconds") ? ctx.withAttr("mfa_age_seconds", 0) : ctx;
 }
 
 /** Converts a JSON context record (Cedar JSON value format) to a runtime record. */
 export function contextFrom(ctx: Record<string, unknown>): CRecord {
   if (ctx === null || typeof ctx !== "object" || Array.isArray(ctx))
     throw new CedarEvalError("context must be a record");
-  const m = new Map<string, Value>();
-  for (const k in ctx) if (Object.hasOwn(ctx, k)) m.set(k, valueFromJson(ctx[k]));
-  return new CRecord(m);
+  return recordFromJson(ctx);
 }

@@ -36,12 +36,41 @@ export function valueFromJson(v: unknown): Value {
   }
 
   const o = v as Record<string, unknown>;
-  const keys = Object.keys(o);
-  if (keys.length === 1 && keys[0] === "__entity") return entityFromJson(o["__entity"]);
-  if (keys.length === 1 && keys[0] === "__extn") return extnFromJson(o["__extn"]);
-  const map = new Map<string, Value>();
-  for (const k of keys) map.set(k, valueFromJson(o[k]));
-  return new CRecord(map);
+  if (o["__entity"] !== undefined || o["__extn"] !== undefined) {
+    const k = soleKey(o);
+    if (k === "__entity") return entityFromJson(o["__entity"]);
+    if (k === "__extn") return extnFromJson(o["__extn"]);
+  }
+  return recordFromJson(o);
+}
+
+/** The object's only own enumerable key, or undefined when it has none or several. */
+function soleKey(o: Record<string, unknown>): string | undefined {
+  let only: string | undefined;
+  for (const k in o) {
+    if (!Object.hasOwn(o, k)) continue;
+    if (only !== undefined) return undefined;
+    only = k;
+  }
+  return only;
+}
+
+/**
+ * A JSON object as a Cedar record. Every attribute is validated now (a bad value is an
+ * error here, as when converting eagerly); strings, booleans and safe integers are their
+ * own runtime values and are read from the object when a policy asks (no Map is built for
+ * them), the rest is converted now.
+ */
+export function recordFromJson(o: Record<string, unknown>): CRecord {
+  let converted: Map<string, Value> | undefined;
+  for (const k in o) {
+    if (!Object.hasOwn(o, k)) continue;
+    const x = o[k];
+    if (typeof x === "string" || typeof x === "boolean") continue;
+    if (typeof x === "number" && Number.isSafeInteger(x)) continue;
+    (converted ??= new Map()).set(k, valueFromJson(x));
+  }
+  return CRecord.lazy(o, converted);
 }
 
 export function entityFromJson(u: unknown): EntityRef {

@@ -31,9 +31,84 @@ export class CSet {
   }
 }
 
+const isEnumerableOwn = Function.prototype.call.bind(Object.prototype.propertyIsEnumerable) as (
+  o: object,
+  k: string,
+) => boolean;
+
+/**
+ * A record. Either backed by a Map, or (request contexts, see `CRecord.lazy`) by the
+ * validated JSON object itself: its string, boolean and safe-integer attributes are read
+ * from the JSON when asked for, the others were converted up front. Either way `get`/`has`
+ * answer by attribute name and `map` is the full Map (built on first use).
+ */
 export class CRecord {
-  constructor(readonly map: Map<string, Value>) {}
+  private full: Map<string, Value> | undefined;
+  private readonly raw: Record<string, unknown> | undefined;
+  private readonly converted: Map<string, Value> | undefined;
+
+  constructor(map: Map<string, Value>) {
+    this.full = map;
+    this.raw = undefined;
+    this.converted = undefined;
+  }
+
+  /**
+   * A record over a JSON object whose every own enumerable attribute is valid: strings,
+   * booleans and safe integers stay in `raw`; every other attribute's runtime value is in
+   * `converted`.
+   */
+  static lazy(raw: Record<string, unknown>, converted: Map<string, Value> | undefined): CRecord {
+    const r = new CRecord(EMPTY_MAP);
+    r.full = undefined;
+    (r as unknown as { raw: unknown }).raw = raw;
+    (r as unknown as { converted: unknown }).converted = converted;
+    return r;
+  }
+
+  get(k: string): Value | undefined {
+    const full = this.full;
+    if (full !== undefined) return full.get(k);
+    const c = this.converted;
+    if (c !== undefined) {
+      const v = c.get(k);
+      if (v !== undefined) return v;
+    }
+    const raw = this.raw!;
+    if (!isEnumerableOwn(raw, k)) return undefined;
+    const v = raw[k];
+    if (typeof v === "string" || typeof v === "boolean") return v;
+    if (typeof v === "number" && Number.isSafeInteger(v)) return v === 0 ? 0 : v;
+    // Only an accessor that changed its answer since validation gets here.
+    throw new CedarEvalError(`context attribute \`${k}\` changed during evaluation`);
+  }
+
+  has(k: string): boolean {
+    const full = this.full;
+    if (full !== undefined) return full.has(k);
+    return this.converted?.has(k) === true || isEnumerableOwn(this.raw!, k);
+  }
+
+  /** This record with one attribute set (used for the step-up re-evaluation). */
+  withAttr(k: string, v: Value): CRecord {
+    const full = this.full;
+    if (full !== undefined) return new CRecord(new Map(full).set(k, v));
+    return CRecord.lazy(this.raw!, new Map(this.converted).set(k, v));
+  }
+
+  get map(): Map<string, Value> {
+    let m = this.full;
+    if (m === undefined) {
+      m = new Map();
+      const raw = this.raw!;
+      for (const k in raw) if (isEnumerableOwn(raw, k)) m.set(k, this.get(k)!);
+      this.full = m;
+    }
+    return m;
+  }
 }
+
+const EMPTY_MAP: Map<string, Value> = new Map();
 
 export class IpAddr {
   /** The IPv4 address as a number (hot path: no bigint arithmetic); -1 for IPv6. */

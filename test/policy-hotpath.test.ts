@@ -1,0 +1,287 @@
+/**
+ * The compiled engine's hot-path shortcuts, each shown equivalent to the general path or
+ * to the reference engine (@cedar-policy/cedar-wasm):
+ * - request contexts read lazily from the JSON (validated up front: a bad value still
+ *   fails the whole request, as in Cedar);
+ * - IPv4 and `Date.toISOString` datetimes parsed without the general parsers;
+ * - candidate lists cached per entity key, dropped when the entity hierarchy changes.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parseDatetime, parseIp } from "../src/policy/compiled/extensions.js";
+import {
+  createPolicyEngine,
+  EntityStore,
+  parsePolicies,
+  type AuthorizationRequest,
+  type CedarValue,
+} from "../src/policy/index.js";
+
+const DAY = 86_400_000;
+
+describe("datetime: the toISOString fast path agrees with the general parser", () => {
+  it("on every instant of years 0000–9999 (same instant written with a +0000 offset)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: -62_167_219_200_000, max: 253_402_300_799_999 }),
+        fc.boolean(),
+        (ms, withMillis) => {
+          const iso = new Date(ms).toISOString(); // YYYY-MM-DDThh:mm:ss.sssZ
+          const z = withMillis ? iso : `${iso.slice(0, 19)}Z`;
+          const general = `${z.slice(0, -1)}+0000`; // not the fast form
+          const expected = withMillis ? ms : Math.floor(ms / 1000) * 1000;
+          expect(parseDatetime(z)?.ms).toBe(expected);
+          expect(parseDatetime(general)?.ms).toBe(expected);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("refuses the same invalid dates and times as the general parser", () => {
+    for (const bad of [
+      "2026-13-01T00:00:00Z",
+      "2026-00-10T00:00:00Z",
+      "2026-02-29T00:00:00Z",
+      "2024-02-30T00:00:00.000Z",
+      "2026-04-31T00:00:00Z",
+      "2026-01-01T24:00:00Z",
+      "2026-01-01T23:60:00Z",
+      "2026-01-01T23:59:60Z",
+      "2026-01-01T23:59:59.1Z",
+      "2026-01-01t23:59:59Z",
+      "2026-01-01T23:59:5xZ",
+      "+026-01-01T23:59:59Z",
+    ]) {
+      expect(parseDatetime(bad), bad).toBeUndefined();
+      if (bad.endsWith("Z")) expect(parseDatetime(`${bad.slice(0, -1)}+0000`)).toBeUndefined();
+    }
+    expect(parseDatetime("2024-02-29T12:00:00Z")?.ms).toBe(Date.UTC(2024, 1, 29, 12));
+    expect(parseDatetime("1969-12-31T23:59:59.999Z")?.ms).toBe(-1);
+    expect(parseDatetime("2026-01-01")?.ms).toBe(Date.UTC(2026, 0, 1));
+  });
+});
+
+describe("ip: the IPv4 fast path", () => {
+  it("parses every dotted quad with an optional prefix, and nothing Rust's parser refuses", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }),
+        fc.option(fc.integer({ min: 0, max: 32 }), { nil: undefined }),
+        (o, prefix) => {
+          const text = o.join(".") + (prefix === undefined ? "" : `/${prefix}`);
+          const ip = parseIp(text);
+          expect(ip?.v6).toBe(false);
+          expect(ip?.v4).toBe(((o[0]! * 256 + o[1]!) * 256 + o[2]!) * 256 + o[3]!);
+          expect(ip?.prefix).toBe(prefix ?? 32);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+    for (const bad of [
+      "10.0.0.256",
+      "10.0.0",
+      "10.0.0.1.",
+      "010.0.0.1",
+      "10.0.0.1/33",
+      "10.0.0.1/08",
+      "10.0.0.1//8",
+      "1.2.3.4/",
+      "1..2.3",
+    ])
+      expect(parseIp(bad), bad).toBeUndefined();
+  });
+});
+
+const SET = parsePolicies(
+  [
+    {
+      file: "hot.cedar",
+      text: `
+@id("ip") permit(principal, action == Action::"GET", resource)
+  when { context.src.isInRange(ip("10.0.0.0/8")) && context.at < datetime("2030-01-01T00:00:00Z") };
+@id("mfa") @step_up forbid(principal, action, resource) when { context.mfa_age_seconds > 3600 };
+@id("eng") permit(principal in Group::"eng", action == Action::"POST", resource);
+@id("rec") permit(principal, action == Action::"PUT", resource)
+  when { context.dev.ok && context.dev has os && context.n == 7 };
+`,
+    },
+  ],
+  { schema: null },
+);
+
+function request(action: string, context: Record<string, CedarValue>): AuthorizationRequest {
+  return {
+    principal: { type: "User", id: "alice" },
+    action: { type: "Action", id: action },
+    resource: { type: "App", id: "wiki" },
+    context,
+  };
+}
+
+describe("lazy request contexts agree with the reference engine", () => {
+  const store = new EntityStore([
+    { uid: { type: "User", id: "alice" }, attrs: {}, parents: [] },
+    { uid: { type: "App", id: "wiki" }, attrs: {}, parents: [] },
+  ]);
+  const compiled = createPolicyEngine("compiled", SET);
+  const reference = createPolicyEngine("reference", SET);
+  const both = (r: AuthorizationRequest) => {
+    const c = compiled.authorize(r, store);
+    const ref = reference.authorize(r, store);
+    expect({ verdict: c.verdict, reasons: c.reasons, reason: c.reason }).toEqual({
+      verdict: ref.verdict,
+      reasons: ref.reasons,
+      reason: ref.reason,
+    });
+    return c;
+  };
+
+  it("on random source addresses, instants, MFA ages and nested records", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.ipV4(),
+          fc.constantFrom("10.0.0.1/8", "010.1.1.1", "10.0.0.256", "::1", "10.1.2"),
+        ),
+        fc.integer({ min: 1_700_000_000_000, max: 1_950_000_000_000 }),
+        fc.integer({ min: 0, max: 7200 }),
+        fc.record({ ok: fc.boolean(), os: fc.option(fc.string(), { nil: undefined }) }),
+        fc.constantFrom("GET", "PUT"),
+        (src, at, mfa, dev, action) => {
+          const devJson: Record<string, CedarValue> = { ok: dev.ok };
+          if (dev.os !== undefined) devJson["os"] = dev.os;
+          both(
+            request(action, {
+              src: { __extn: { fn: "ip", arg: src } },
+              at: { __extn: { fn: "datetime", arg: new Date(at).toISOString() } },
+              mfa_age_seconds: mfa,
+              dev: devJson,
+              n: 7,
+            }),
+          );
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("a bad value anywhere in the context fails the request, even if no policy reads it", () => {
+    const good = {
+      src: { __extn: { fn: "ip", arg: "10.1.1.1" } },
+      at: { __extn: { fn: "datetime", arg: "2026-01-01T00:00:00Z" } },
+      mfa_age_seconds: 0,
+    };
+    expect(both(request("GET", good)).verdict).toBe("allow");
+    for (const bad of [
+      { unused: 1.5 },
+      { unused: { __extn: { fn: "ip", arg: "not-an-ip" } } },
+      { unused: { nested: { __extn: { fn: "datetime", arg: "2026-13-01" } } } },
+      { unused: [1, 2.5] },
+    ]) {
+      const r = both(request("GET", { ...good, ...bad } as Record<string, CedarValue>));
+      expect(r.verdict).toBe("deny");
+      expect(r.reason).toBe("policy-error");
+    }
+  });
+
+  it("step-up: the fresh-MFA re-evaluation sees mfa_age_seconds = 0 and nothing else changed", () => {
+    const r = both(
+      request("GET", {
+        src: { __extn: { fn: "ip", arg: "10.1.1.1" } },
+        at: { __extn: { fn: "datetime", arg: "2026-01-01T00:00:00Z" } },
+        mfa_age_seconds: 7200,
+      }),
+    );
+    expect(r.verdict).toBe("step-up");
+  });
+
+  it("reads only own enumerable attributes, like the eager conversion", () => {
+    const ctx = Object.create({ n: 7 }) as Record<string, CedarValue>;
+    Object.defineProperty(ctx, "hidden", { value: 1, enumerable: false });
+    ctx["dev"] = { ok: true, os: "linux" };
+    // `n` is inherited, so `context.n` is a missing attribute: an error, not 7.
+    const r = compiled.authorize(request("PUT", ctx), store);
+    expect(r.verdict).toBe("deny");
+    expect(r.errors.map((e) => e.policyId)).toContain("rec");
+  });
+});
+
+describe("candidate cache follows the entity hierarchy", () => {
+  it("a user who joins or leaves a group is decided on the new hierarchy", () => {
+    const store = new EntityStore([
+      { uid: { type: "User", id: "bob" }, attrs: {}, parents: [] },
+      { uid: { type: "Group", id: "eng" }, attrs: {}, parents: [] },
+      { uid: { type: "Group", id: "all" }, attrs: {}, parents: [] },
+    ]);
+    const engine = createPolicyEngine("compiled", SET);
+    const post = {
+      principal: { type: "User", id: "bob" },
+      action: { type: "Action", id: "POST" },
+      resource: { type: "App", id: "wiki" },
+      context: { mfa_age_seconds: 0 },
+    };
+    const v0 = store.version;
+    for (let i = 0; i < 3; i++) expect(engine.authorize(post, store).verdict).toBe("deny");
+    store.upsert({ uid: { type: "User", id: "bob" }, attrs: { x: 1 }, parents: [] });
+    expect(store.version).toBe(v0); // attributes only: the hierarchy did not change
+    store.upsert({
+      uid: { type: "User", id: "bob" },
+      attrs: {},
+      parents: [{ type: "Group", id: "eng" }],
+    });
+    expect(store.version).toBeGreaterThan(v0);
+    expect(engine.authorize(post, store).verdict).toBe("allow");
+    // Membership through a group of a group (the group's parents change, not bob's).
+    store.upsert({
+      uid: { type: "User", id: "bob" },
+      attrs: {},
+      parents: [{ type: "Group", id: "all" }],
+    });
+    expect(engine.authorize(post, store).verdict).toBe("deny");
+    store.upsert({
+      uid: { type: "Group", id: "all" },
+      attrs: {},
+      parents: [{ type: "Group", id: "eng" }],
+    });
+    expect(engine.authorize(post, store).verdict).toBe("allow");
+    store.remove({ type: "Group", id: "all" });
+    expect(engine.authorize(post, store).verdict).toBe("deny");
+    // A second store with other memberships, same engine: no cross-talk.
+    const other = new EntityStore([
+      { uid: { type: "User", id: "bob" }, attrs: {}, parents: [{ type: "Group", id: "eng" }] },
+    ]);
+    expect(engine.authorize(post, other).verdict).toBe("allow");
+    expect(engine.authorize(post, store).verdict).toBe("deny");
+  });
+
+  it("entity attributes converted once per entity version", () => {
+    const store = new EntityStore([
+      { uid: { type: "User", id: "c" }, attrs: { level: 1 }, parents: [] },
+    ]);
+    const set = parsePolicies(
+      [
+        {
+          file: "lvl.cedar",
+          text: `@id("lvl") permit(principal, action, resource) when { principal.level > 2 };`,
+        },
+      ],
+      { schema: null },
+    );
+    const engine = createPolicyEngine("compiled", set);
+    const r = {
+      principal: { type: "User", id: "c" },
+      action: { type: "Action", id: "GET" },
+      resource: { type: "App", id: "x" },
+      context: {},
+    };
+    expect(engine.authorize(r, store).verdict).toBe("deny");
+    store.upsert({ uid: { type: "User", id: "c" }, attrs: { level: 3 }, parents: [] });
+    expect(engine.authorize(r, store).verdict).toBe("allow");
+    expect(store.entryByKey("User\u0000c")?.derived).toBeDefined();
+  });
+});
+
+it("DAY constant sanity (the fast path's day length)", () => {
+  expect(parseDatetime("1970-01-02T00:00:00Z")?.ms).toBe(DAY);
+});
