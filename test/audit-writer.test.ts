@@ -86,6 +86,12 @@ describe("AuditLog writer thread (SQLite)", () => {
       }),
     }) as fc.Arbitrary<AuditInput>;
     const inputs = fc.sample(input, { numRuns: 400, seed: 7 });
+    // Larger than the appender's initial hashing buffer, with 2-, 3- and 4-byte UTF-8.
+    inputs.splice(200, 0, {
+      kind: "big",
+      outcome: "info",
+      data: { blob: "é€𝄞\u0000".repeat(20_000) },
+    });
     for (const writerThread of [true, false]) {
       const { store } = await newStore();
       const clock = new ManualClock();

@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
 import { chainDigest, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
@@ -309,7 +309,7 @@ export class AuditLog implements AuditSink {
   }
 
   #appendSqlite(batch: Batch): AppendResult {
-    this.#sqliteAppend ??= createSqliteAppender(this.#store.sqlite!, createHash);
+    this.#sqliteAppend ??= createSqliteAppender(this.#store.sqlite!, hash);
     return this.#sqliteAppend([packBatch(batch)])[0]!;
   }
 

@@ -1,6 +1,6 @@
 import { Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { createRequire } from "node:module";
-import type { createHash as CreateHash } from "node:crypto";
+import type { hash as Hash } from "node:crypto";
 import type DatabaseCtor from "better-sqlite3";
 import {
   createSqliteAppender,
@@ -39,7 +39,7 @@ function writerThreadMain(env: {
   port: MessagePort;
   data: WriterThreadData;
   Database: typeof DatabaseCtor;
-  createHash: typeof CreateHash;
+  hash: typeof Hash;
   createSqliteAppender: typeof createSqliteAppender;
   receiveMessageOnPort: typeof receiveMessageOnPort;
 }): void {
@@ -53,7 +53,7 @@ function writerThreadMain(env: {
     db.pragma("synchronous = FULL");
     db.pragma(`busy_timeout = ${data.busyTimeoutMs}`);
     db.pragma("foreign_keys = ON");
-    append = env.createSqliteAppender(db, env.createHash);
+    append = env.createSqliteAppender(db, env.hash);
   } catch (e) {
     port.postMessage({ t: "fatal", message: (e as Error).message });
     return;
@@ -134,10 +134,10 @@ function threadSource(): string {
   source ??= [
     '"use strict";',
     'const { parentPort, workerData, receiveMessageOnPort } = require("node:worker_threads");',
-    'const { createHash } = require("node:crypto");',
+    'const { hash } = require("node:crypto");',
     "const Database = require(workerData.betterSqlite3);",
     `const createSqliteAppender = (${createSqliteAppender.toString()});`,
-    `(${writerThreadMain.toString()})({ port: parentPort, data: workerData, Database, createHash, createSqliteAppender, receiveMessageOnPort });`,
+    `(${writerThreadMain.toString()})({ port: parentPort, data: workerData, Database, hash, createSqliteAppender, receiveMessageOnPort });`,
   ].join("\n");
   return source;
 }

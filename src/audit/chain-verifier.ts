@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { chainDigest, chainHash, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
 
 export type ChainProblemKind =
@@ -30,6 +30,7 @@ export class ChainVerifier {
   #expectedSeq: number;
   #prev: string;
   #prevBuf: Buffer;
+  #buf = Buffer.alloc(64 * 1024);
   #checked = 0;
 
   /** Starts at `fromSeq` with the hash of event `fromSeq - 1` (genesis for 1). */
@@ -61,14 +62,15 @@ export class ChainVerifier {
    */
   pushRaw(row: RawRow, seqOfHash: (hash: string) => number | undefined): ChainProblem | undefined {
     if (row[0] === this.#expectedSeq && row[13] === this.#prev) {
-      const digest = createHash("sha256")
-        .update(this.#prevBuf)
-        .update(JSON.stringify(row.slice(0, 13)))
-        .digest();
-      const computed = digest.toString("hex");
+      // prev bytes || canonical text, hashed in one call (no Hash object per row).
+      const text = JSON.stringify(row.slice(0, 13));
+      if (32 + text.length * 3 > this.#buf.length) this.#buf = Buffer.alloc(32 + text.length * 3);
+      this.#prevBuf.copy(this.#buf, 0, 0, 32);
+      const len = this.#buf.write(text, 32, "utf8");
+      const computed = hash("sha256", this.#buf.subarray(0, 32 + len), "hex");
       if (computed === row[14]) {
         this.#prev = computed;
-        this.#prevBuf = digest;
+        this.#prevBuf = Buffer.from(computed, "hex");
         this.#expectedSeq++;
         this.#checked++;
         return undefined;

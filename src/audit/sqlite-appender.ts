@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import type { createHash as CreateHash } from "node:crypto";
+import type { hash as Hash } from "node:crypto";
 
 /**
  * A batch of records on its way to the chain, packed for a cheap hand-over to the writer
@@ -48,7 +48,7 @@ export const MAX_MERGED_ROWS = 20_000;
  */
 export function createSqliteAppender(
   db: Database.Database,
-  createHash: typeof CreateHash,
+  hash: typeof Hash,
 ): (batches: PackedBatch[]) => AppendResult[] {
   const insert = db.prepare(
     "INSERT INTO audit_events (seq, id, ts, kind, outcome, subject, source_ip, route, action, decision_id, policies, reason, data, prev_hash, hash) " +
@@ -99,11 +99,15 @@ export function createSqliteAppender(
     };
   }
 
+  // prev_hash bytes || canonical text, hashed in one call (crypto.hash: no Hash object per
+  // record). UTF-8 is written as createHash().update(string) writes it.
+  let buf = Buffer.alloc(64 * 1024);
+
   const tx = db.transaction((batches: PackedBatch[]): AppendResult[] => {
     const h = head.get() as { seq: number | bigint; hash: string | null } | undefined;
     let seq = h ? Number(h.seq) : 0;
     let prevHex = h?.hash ?? GENESIS;
-    let prev = Buffer.from(prevHex, "hex");
+    buf.write(prevHex, 0, "hex");
     const rec: (string | number | null)[] = new Array(13);
     const params: (string | number | null)[] = new Array(15);
     const results: AppendResult[] = [];
@@ -122,13 +126,19 @@ export function createSqliteAppender(
         params[0] = rec[0] = ++seq;
         for (let c = 1; c < 13; c++) params[c] = rec[c] = cols[o + c - 1]!;
         // canonicalRecord: the JSON array of seq and the 12 columns, in this order.
-        const digest = createHash("sha256").update(prev).update(JSON.stringify(rec)).digest();
-        const hex = digest.toString("hex");
+        const text = JSON.stringify(rec);
+        if (32 + text.length * 3 > buf.length) {
+          const bigger = Buffer.alloc(32 + text.length * 3);
+          buf.copy(bigger, 0, 0, 32);
+          buf = bigger;
+        }
+        const len = buf.write(text, 32, "utf8");
+        const hex = hash("sha256", buf.subarray(0, 32 + len), "hex");
+        buf.write(hex, 0, "hex");
         params[13] = prevHex;
         params[14] = hex;
         insert.run(params);
         hashes[r] = hex;
-        prev = digest;
         prevHex = hex;
       }
       results.push({ firstSeq, prevHash, hashes: hashes.join("") });
