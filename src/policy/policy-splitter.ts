@@ -47,18 +47,30 @@ export function splitPolicyText(source: string): PolicyStatement[] {
   return out;
 }
 
-/** 1-based line and column of a UTF-16 offset. */
+let indexedSource: string | undefined;
+let lineStarts: number[] = [0];
+
+/**
+ * 1-based line and column of a UTF-16 offset. Line starts are indexed once per source (the
+ * loader asks for every statement of a file: 10,000 policies must not mean 10,000 scans).
+ */
 export function lineColAt(source: string, offset: number): { line: number; col: number } {
-  let line = 1;
-  let lineStart = 0;
-  const end = Math.min(offset, source.length);
-  for (let i = 0; i < end; i++) {
-    if (source.charCodeAt(i) === 10) {
-      line++;
-      lineStart = i + 1;
-    }
+  if (source !== indexedSource) {
+    const starts = [0];
+    for (let i = 0; i < source.length; i++) if (source.charCodeAt(i) === 10) starts.push(i + 1);
+    indexedSource = source;
+    lineStarts = starts;
   }
-  return { line, col: end - lineStart + 1 };
+  const end = Math.max(0, Math.min(offset, source.length));
+  // The last line start ≤ end (a newline at end - 1 starts the line `end` is on).
+  let lo = 0;
+  let hi = lineStarts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (lineStarts[mid]! <= end) lo = mid;
+    else hi = mid - 1;
+  }
+  return { line: lo + 1, col: end - lineStarts[lo]! + 1 };
 }
 
 /** Converts a UTF-8 byte offset inside `text` (as Cedar reports it) to a UTF-16 offset. */

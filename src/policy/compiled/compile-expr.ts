@@ -33,7 +33,8 @@ export interface EvalEnv {
 
 /** Entity data as the evaluator needs it (attributes and tags already converted). */
 export interface EntityData {
-  attrs: Map<string, Value>;
+  /** The attributes, read lazily from the entity's JSON (validated when first converted). */
+  attrs: CRecord;
   tags: Map<string, Value> | undefined;
 }
 

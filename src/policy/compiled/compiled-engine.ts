@@ -116,8 +116,7 @@ export function compilePolicy(
 // ---------------- entity access ----------------
 
 function convertEntity(raw: CedarEntity): EntityData {
-  const attrs = new Map<string, Value>();
-  for (const [k, v] of Object.entries(raw.attrs ?? {})) attrs.set(k, valueFromJson(v));
+  const attrs = recordFromJson((raw.attrs ?? {}) as Record<string, unknown>);
   let tags: Map<string, Value> | undefined;
   if (raw.tags) {
     tags = new Map();
@@ -452,6 +451,8 @@ export class CompiledEngine implements PolicyEngine {
       let l = cache.get(e.key);
       if (l === undefined) {
         if (best !== undefined) {
+          // Cheapest test first: the unconstrained policies alone leave too little to gain.
+          if (usesHierarchy && dim.all.length + NARROWING_MARGIN >= best.length) continue;
           const floor = ownBucketsSize(dim, e);
           if (floor >= best.length || (usesHierarchy && floor + NARROWING_MARGIN >= best.length))
             continue;

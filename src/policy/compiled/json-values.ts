@@ -30,6 +30,7 @@ export function valueFromJson(v: unknown): Value {
   }
   if (v === null) throw new CedarEvalError("null is not a Cedar value");
   if (Array.isArray(v)) {
+    if (v.length === 0) return EMPTY_SET;
     const items: Value[] = [];
     for (const x of v) items.push(valueFromJson(x));
     return new CSet(items);
@@ -72,6 +73,9 @@ export function recordFromJson(o: Record<string, unknown>): CRecord {
   }
   return CRecord.lazy(o, converted);
 }
+
+/** Sets are never changed after construction, so every empty one can be this one. */
+const EMPTY_SET = new CSet([]);
 
 export function entityFromJson(u: unknown): EntityRef {
   const e = u as { type?: unknown; id?: unknown } | null;
