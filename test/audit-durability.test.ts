@@ -111,6 +111,8 @@ describe("PostgreSQL: replicas append to one chain", () => {
       const s2 = await openStore({ dataDir: "/nonexistent", databaseUrl: url });
       const l1 = new AuditLog(s1, { clock: new ManualClock(), maxBatch: 13 });
       const l2 = new AuditLog(s2, { clock: new ManualClock(), maxBatch: 17 });
+      // PostgreSQL appends stay on the caller's thread (asynchronous: they do not block it).
+      expect([l1.writerMode, l2.writerMode]).toEqual(["postgres", "postgres"]);
       const flushes: Promise<void>[] = [];
       for (let i = 0; i < 400; i++) {
         l1.record({ kind: "decision", outcome: "allow", data: { i } });

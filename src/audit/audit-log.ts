@@ -199,14 +199,17 @@ export class AuditLog implements AuditSink {
    * the store could not be written (the records stay buffered for the next attempt).
    */
   async flush(): Promise<void> {
-    if (this.#thread?.fatal) this.#thread = undefined;
-    if (this.#thread) {
+    while (this.#thread) {
+      if (this.#thread.fatal) {
+        this.#thread = undefined;
+        break;
+      }
       this.#dispatch(true);
-      const waits = this.#inflight.map((f) => f.settled);
-      await Promise.all(waits);
-      // The thread may have been given up on meanwhile: write what is left inline.
-      if (this.#thread || (this.#retry.length === 0 && this.#buffer.length === 0)) return;
+      await Promise.all(this.#inflight.map((f) => f.settled)); // rejects with ZT_STORE
+      // Left over: a batch the thread could not be handed (try again, or inline).
+      if (this.#retry.length === 0) return;
     }
+    // No writer thread (or no longer): write inline.
     const next = this.#writing.catch(() => undefined).then(() => this.#writeAll());
     this.#writing = next;
     return next;
@@ -235,7 +238,16 @@ export class AuditLog implements AuditSink {
         reject = rej;
       });
       settled.catch(() => undefined); // a background batch may fail with nobody waiting
-      const id = thread.send(packBatch(batch));
+      let id: number;
+      try {
+        id = thread.send(packBatch(batch));
+      } catch {
+        // No thread can be started here (resource limits, a locked-down runtime): keep
+        // the batch, and write inline once nothing is in flight on the thread.
+        this.#retry.unshift(batch);
+        if (thread.inflight === 0) this.#thread = undefined;
+        return;
+      }
       this.#inflight.push({ id, batch, settled, resolve, reject });
     }
   }
@@ -246,7 +258,8 @@ export class AuditLog implements AuditSink {
     this.#threadCrashes = 0;
     this.#written(f.batch.rows, r);
     f.resolve();
-    if (this.#buffer.length >= this.#maxBatch || this.#retry.length > 0) this.#dispatch(false);
+    if (this.#thread && (this.#buffer.length >= this.#maxBatch || this.#retry.length > 0))
+      this.#dispatch(false);
   }
 
   #threadFailed(_id: number, e: Error, uncertain: boolean): void {

@@ -195,9 +195,9 @@ export class WriterThread {
   send(batch: PackedBatch): number {
     const w = this.#ensure();
     const id = this.#nextId++;
+    w.postMessage({ t: "append", id, epoch: this.#epoch, batch } satisfies ToThread);
     this.#inflight.push(id);
     w.ref();
-    w.postMessage({ t: "append", id, epoch: this.#epoch, batch } satisfies ToThread);
     return id;
   }
 
