@@ -239,12 +239,22 @@ describe("AuditLog writer thread (SQLite)", () => {
     expect(new Set(ids(file)).size).toBe(3_000);
   });
 
-  it("close() flushes and ends the writer thread", async () => {
+  it("close() flushes and ends the writer thread; a log that never started one writes inline", async () => {
     const { store, file } = await newStore();
     const log = new AuditLog(store, { clock: new ManualClock() });
-    const id = log.record(decision(1));
+    const a = log.record(decision(1));
+    await log.flush(); // starts the thread
+    const b = log.record(decision(2));
     await log.close();
-    expect(ids(file)).toEqual([id]);
+    expect(log.writerMode).toBe("thread");
+    expect(ids(file)).toEqual([a, b]);
     expect(log.pending).toBe(0);
+
+    // A short-lived command: records, then closes — no thread is started for it.
+    const short = new AuditLog(store, { clock: new ManualClock() });
+    const c = short.record(decision(3));
+    await short.close();
+    expect(short.writerMode).toBe("inline");
+    expect(ids(file)).toEqual([a, b, c]);
   });
 });

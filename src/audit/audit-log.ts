@@ -357,6 +357,9 @@ export class AuditLog implements AuditSink {
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    // Never started (a short-lived CLI command): starting a thread now only to write a few
+    // records costs more than writing them here.
+    if (this.#thread && !this.#thread.started) this.#thread = undefined;
     try {
       await this.flush();
     } finally {

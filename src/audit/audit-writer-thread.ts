@@ -187,6 +187,11 @@ export class WriterThread {
     return this.#fatal;
   }
 
+  /** A thread is running (started by the first batch, until it exits or is closed). */
+  get started(): boolean {
+    return this.#worker !== undefined;
+  }
+
   get inflight(): number {
     return this.#inflight.length;
   }
