@@ -195,6 +195,22 @@ describe("AuditLog writer thread (SQLite)", () => {
     expect(await verifyAuditLog(store)).toMatchObject({ ok: true, checked: 80 });
   });
 
+  it("a writer thread that cannot open the database: appends run inline, flush() resolves, nothing lost", async () => {
+    const { store, file } = await newStore();
+    // The thread opens `store.file`; point it at a folder that does not exist while the
+    // store's own connection stays valid (as when the file is not reachable from a thread).
+    const log = newLog({ ...store, file: join(file, "..", "missing", "zt.db") });
+    expect(log.writerMode).toBe("thread");
+    const got = collect(log);
+    const a = [log.record(decision(1)), log.record(decision(2))];
+    await log.flush();
+    expect(log.writerMode).toBe("inline");
+    const b = [log.record(decision(3))];
+    await log.flush();
+    expect(ids(file)).toEqual([...a, ...b]);
+    expect(got.map((r) => r.id)).toEqual([...a, ...b]);
+  });
+
   it("a locked database: flush rejects with ZT_STORE and keeps the records; they are written once the lock goes", async () => {
     const { store, file } = await newStore();
     store.sqlite!.pragma("busy_timeout = 100"); // the writer thread takes the store's timeout

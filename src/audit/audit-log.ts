@@ -103,6 +103,8 @@ export class AuditLog implements AuditSink {
   #sqliteAppend: ((batches: PackedBatch[]) => AppendResult[]) | undefined;
   #thread: WriterThread | undefined;
   #threadCrashes = 0;
+  /** Why the writer thread could not open the database (then appends run inline). */
+  #threadOpenError: string | undefined;
   #inflight: Inflight[] = [];
 
   constructor(store: Store, options: AuditLogOptions) {
@@ -205,7 +207,14 @@ export class AuditLog implements AuditSink {
         break;
       }
       this.#dispatch(true);
-      await Promise.all(this.#inflight.map((f) => f.settled)); // rejects with ZT_STORE
+      try {
+        await Promise.all(this.#inflight.map((f) => f.settled));
+      } catch (e) {
+        // A thread that could not even open the database is no failure of the store:
+        // the batches are kept, and written inline below.
+        if (this.#thread || !this.#threadOpenError) throw e;
+        break;
+      }
       // Left over: a batch the thread could not be handed (try again, or inline).
       if (this.#retry.length === 0) return;
     }
@@ -271,7 +280,10 @@ export class AuditLog implements AuditSink {
       .map((f) => ({ rows: f.batch.rows, check: f.batch.check || uncertain }))
       .concat(this.#retry);
     if (uncertain && ++this.#threadCrashes >= MAX_THREAD_CRASHES) this.#thread = undefined;
-    if (this.#thread?.fatal) this.#thread = undefined;
+    if (this.#thread?.fatal) {
+      this.#threadOpenError = this.#thread.fatal;
+      this.#thread = undefined;
+    }
     const err = storeError(e);
     for (const f of lost) f.reject(err);
   }
