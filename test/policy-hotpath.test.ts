@@ -196,6 +196,28 @@ describe("lazy request contexts agree with the reference engine", () => {
     expect(r.verdict).toBe("step-up");
   });
 
+  it("records with many structured attributes (Map-backed) answer the same", () => {
+    const wide = parsePolicies(
+      [
+        {
+          file: "wide.cedar",
+          text: `@id("w") permit(principal, action, resource)
+  when { context.s9.contains(9) && context.s0.contains(0) && context.n == -0 && context.r.x == "y" };`,
+        },
+      ],
+      { schema: null },
+    );
+    const c = createPolicyEngine("compiled", wide);
+    const ref = createPolicyEngine("reference", wide);
+    for (const width of [3, 8, 9, 12]) {
+      const ctx: Record<string, CedarValue> = { n: 0, r: { x: "y" } };
+      for (let i = 0; i < width; i++) ctx[`s${i}`] = [i];
+      const r = request("GET", ctx);
+      expect(c.authorize(r, store).verdict).toBe(ref.authorize(r, store).verdict);
+      expect(c.authorize(r, store).verdict).toBe(width >= 10 ? "allow" : "deny");
+    }
+  });
+
   it("reads only own enumerable attributes, like the eager conversion", () => {
     const ctx = Object.create({ n: 7 }) as Record<string, CedarValue>;
     Object.defineProperty(ctx, "hidden", { value: 1, enumerable: false });

@@ -63,16 +63,33 @@ function soleKey(o: Record<string, unknown>): string | undefined {
  * them), the rest is converted now.
  */
 export function recordFromJson(o: Record<string, unknown>): CRecord {
-  let converted: Map<string, Value> | undefined;
+  let converted: (string | Value)[] | undefined;
   for (const k in o) {
     if (!Object.hasOwn(o, k)) continue;
     const x = o[k];
     if (typeof x === "string" || typeof x === "boolean") continue;
     if (typeof x === "number" && Number.isSafeInteger(x)) continue;
-    (converted ??= new Map()).set(k, valueFromJson(x));
+    const v = valueFromJson(x);
+    if (converted === undefined) converted = [k, v];
+    else converted.push(k, v);
+  }
+  if (converted !== undefined && converted.length > 2 * LAZY_CONVERTED_MAX) {
+    // Many structured attributes: a Map answers faster than scanning the list.
+    const map = new Map<string, Value>();
+    for (const k in o) {
+      if (!Object.hasOwn(o, k)) continue;
+      const x = o[k];
+      map.set(k, x === 0 ? 0 : (x as Value)); // structured values are replaced just below
+    }
+    for (let i = 0; i < converted.length; i += 2)
+      map.set(converted[i] as string, converted[i + 1]!);
+    return new CRecord(map);
   }
   return CRecord.lazy(o, converted);
 }
+
+/** Above this many converted (non-primitive) attributes a record is Map-backed. */
+const LAZY_CONVERTED_MAX = 8;
 
 /** Sets are never changed after construction, so every empty one can be this one. */
 const EMPTY_SET = new CSet([]);

@@ -45,7 +45,8 @@ const isEnumerableOwn = Function.prototype.call.bind(Object.prototype.propertyIs
 export class CRecord {
   private full: Map<string, Value> | undefined;
   private readonly raw: Record<string, unknown> | undefined;
-  private readonly converted: Map<string, Value> | undefined;
+  /** Converted attributes of a lazy record, as [name, value, name, value, …] (a handful). */
+  private readonly converted: (string | Value)[] | undefined;
 
   constructor(map: Map<string, Value>) {
     this.full = map;
@@ -58,7 +59,7 @@ export class CRecord {
    * booleans and safe integers stay in `raw`; every other attribute's runtime value is in
    * `converted`.
    */
-  static lazy(raw: Record<string, unknown>, converted: Map<string, Value> | undefined): CRecord {
+  static lazy(raw: Record<string, unknown>, converted: (string | Value)[] | undefined): CRecord {
     const r = new CRecord(EMPTY_MAP);
     r.full = undefined;
     (r as unknown as { raw: unknown }).raw = raw;
@@ -70,10 +71,8 @@ export class CRecord {
     const full = this.full;
     if (full !== undefined) return full.get(k);
     const c = this.converted;
-    if (c !== undefined) {
-      const v = c.get(k);
-      if (v !== undefined) return v;
-    }
+    if (c !== undefined)
+      for (let i = 0; i < c.length; i += 2) if (c[i] === k) return c[i + 1] as Value;
     const raw = this.raw!;
     if (!isEnumerableOwn(raw, k)) return undefined;
     const v = raw[k];
@@ -86,14 +85,17 @@ export class CRecord {
   has(k: string): boolean {
     const full = this.full;
     if (full !== undefined) return full.has(k);
-    return this.converted?.has(k) === true || isEnumerableOwn(this.raw!, k);
+    const c = this.converted;
+    if (c !== undefined) for (let i = 0; i < c.length; i += 2) if (c[i] === k) return true;
+    return isEnumerableOwn(this.raw!, k);
   }
 
   /** This record with one attribute set (used for the step-up re-evaluation). */
   withAttr(k: string, v: Value): CRecord {
     const full = this.full;
     if (full !== undefined) return new CRecord(new Map(full).set(k, v));
-    return CRecord.lazy(this.raw!, new Map(this.converted).set(k, v));
+    // Earlier entries win in `get`, so the new value goes first.
+    return CRecord.lazy(this.raw!, [k, v, ...(this.converted ?? [])]);
   }
 
   get map(): Map<string, Value> {
