@@ -279,11 +279,11 @@ export class AuditLog implements AuditSink {
     this.#retry = lost
       .map((f) => ({ rows: f.batch.rows, check: f.batch.check || uncertain }))
       .concat(this.#retry);
-    if (uncertain && ++this.#threadCrashes >= MAX_THREAD_CRASHES) this.#thread = undefined;
     if (this.#thread?.fatal) {
       this.#threadOpenError = this.#thread.fatal;
       this.#thread = undefined;
     }
+    if (uncertain && ++this.#threadCrashes >= MAX_THREAD_CRASHES) this.#thread = undefined;
     const err = storeError(e);
     for (const f of lost) f.reject(err);
   }
