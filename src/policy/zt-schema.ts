@@ -75,7 +75,7 @@ action "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "T
 };
 
 action "ssh:sign" appliesTo {
-  principal: [User],
+  principal: [User, Service],
   resource: [HostGroup],
   context: SshContext,
 };
