@@ -263,6 +263,26 @@ describe("PEP forwarding (undici upstream pool)", () => {
     expect(r.text.length - bodyStart).toBeLessThan(1000);
   });
 
+  it("fails closed while the audit log cannot keep up: 503 audit-backlog, then serves again", async () => {
+    // Half of the writer's buffer (200,000 by default) queued at once: more than the
+    // writer can commit before the next request arrives.
+    for (let i = 0; i < 150_000; i++)
+      zt.ctx.audit.record({ kind: "test.load", outcome: "info", data: { i } });
+    expect(zt.ctx.audit.backlogged).toBe(true);
+    const before = up.seen.length;
+    const r = await send(zt.port, { path: "/echo", cookie: alice.cookie });
+    expect(r.status).toBe(503);
+    expect(r.headers["retry-after"]).toBe("1");
+    expect(JSON.parse(r.body.toString()).error).toMatchObject({
+      code: "ZT_UNAVAILABLE",
+      reason: "audit-backlog",
+    });
+    expect(up.seen.length).toBe(before);
+    await zt.ctx.audit.flush();
+    expect(zt.ctx.audit.backlogged).toBe(false);
+    expect((await send(zt.port, { path: "/echo", cookie: alice.cookie })).status).toBe(200);
+  });
+
   it("keeps serving after all of the above (the pool recovers)", async () => {
     const body = Buffer.from("still here");
     const r = await send(zt.port, { path: "/echo", method: "POST", body, cookie: alice.cookie });

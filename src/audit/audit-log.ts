@@ -179,6 +179,15 @@ export class AuditLog implements AuditSink {
     return id;
   }
 
+  /**
+   * The buffer is half full (the store or the writer thread cannot keep up): the PEP
+   * refuses new requests with 503 until it drains, rather than allow what it may have
+   * to drop from the log later (records are dropped, and counted, only when full).
+   */
+  get backlogged(): boolean {
+    return this.#buffer.length >= this.#maxBuffered / 2 || this.pending >= this.#maxBuffered / 2;
+  }
+
   /** Records not yet committed (buffered, in flight or waiting for a retry). */
   get pending(): number {
     let n = this.#buffer.length;

@@ -31,6 +31,7 @@ export {
   setCertificateExpiries,
   setSinkLag,
   countDropped,
+  countShed,
   countBannedRequest,
 } from "./metrics.js";
 export { collectStoreMetrics } from "./store-metrics.js";

@@ -97,6 +97,17 @@ const bansActive = new Gauge({
   registers: [metrics],
 });
 
+const shedRequests = new Counter({
+  name: "zt_pep_shed_total",
+  help: "Requests refused (503) because the audit log could not keep up: nothing is allowed that cannot be recorded.",
+  registers: [metrics],
+});
+
+/** Counts a request the PEP refused because of the audit backlog. */
+export function countShed(): void {
+  shedRequests.inc();
+}
+
 const bannedRequests = new Counter({
   name: "zt_banned_requests_total",
   help: "Requests refused because their source is banned.",

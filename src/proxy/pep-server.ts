@@ -1,4 +1,4 @@
-import { isBanned } from "../audit/index.js";
+import { countShed, isBanned } from "../audit/index.js";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -391,6 +391,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       });
       return;
     }
+    // Fail closed: nothing is decided (or allowed) that the audit log may not record.
+    if (ctx.audit.backlogged) {
+      countShed();
+      res.setHeader("retry-after", "1");
+      sendError(res, "ZT_UNAVAILABLE", "the audit log is catching up: try again shortly", {
+        reason: "audit-backlog",
+      });
+      return;
+    }
     if (duplicateHost(req)) {
       sendError(res, "ZT_REQUEST_AMBIGUOUS", "request refused: more than one Host header", {
         reason: "host-duplicate",
@@ -473,6 +482,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     const clientIp = clientIpOf(req);
     if (isBanned(clientIp, ctx.clock.now()))
       return refuse("403 Forbidden", { error: { code: "ZT_BANNED", reason: "source-banned" } });
+    if (ctx.audit.backlogged) {
+      countShed();
+      return refuse("503 Service Unavailable", {
+        error: { code: "ZT_UNAVAILABLE", reason: "audit-backlog" },
+      });
+    }
     if (duplicateHost(req))
       return refuse("400 Bad Request", {
         error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "host-duplicate" },
