@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
   echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, Node $(node --version)."
   echo "Assembled $(date -u +%Y-%m-%d) from \`bench/*.results.md\`."
   echo
-  echo "**Read the caveats.** Unless a section says otherwise, these runs were taken while the"
-  echo "2-CPU machine was shared with the rest of the team's test suites (load average 11–22),"
-  echo "so absolute throughput and latency are pessimistic — sometimes by an order of magnitude —"
-  echo "and the ratios against same-run baselines are the meaningful part. Targets that a section"
-  echo "marks as not met or not shown are open work, listed in the issue notes."
+  echo "**Read the caveats.** The runs to quote are the ones each section marks as taken on a"
+  echo "quiet machine (nothing but the benchmark running). Older rows were taken while the"
+  echo "2-CPU machine was shared with the team's test suites (load average up to 22) and are kept"
+  echo "for the history of each change: there, only the ratios against same-run baselines mean"
+  echo "much. Targets a section marks as not met are open work, listed in the issue notes."
   echo
   for f in policy pep revoke audit pki seg scale identity; do
     if [ -f "bench/$f.results.md" ]; then
