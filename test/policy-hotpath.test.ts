@@ -229,6 +229,52 @@ describe("lazy request contexts agree with the reference engine", () => {
   });
 });
 
+describe("escape-shaped objects agree with the reference engine", () => {
+  it("an object that is not a well-formed __entity / __extn escape is an ordinary record", () => {
+    const set = parsePolicies(
+      [
+        {
+          file: "esc.cedar",
+          text: `@id("has") permit(principal, action == Action::"GET", resource) when { context has r };
+@id("rec") permit(principal, action == Action::"PUT", resource) when { context.r has __entity };
+@id("ent") permit(principal, action == Action::"POST", resource) when { context.r is User };`,
+        },
+      ],
+      { schema: null },
+    );
+    const store = new EntityStore([{ uid: { type: "User", id: "alice" }, attrs: {}, parents: [] }]);
+    const compiled = createPolicyEngine("compiled", set);
+    const reference = createPolicyEngine("reference", set);
+    const shapes: unknown[] = [
+      { __entity: { type: "User" } },
+      { __entity: "User::alice" },
+      { __entity: { type: 5, id: "a" } },
+      { __entity: { type: "User", id: 7 } },
+      { __entity: [] },
+      { __entity: { type: "User", id: "a", x: 1 } },
+      { __entity: { type: "User", id: "a" }, other: 1 },
+      { __entity: null },
+      { __extn: { fn: "ip" } },
+      { __extn: "ip" },
+      { __extn: { fn: 5, arg: "x" } },
+      { __extn: { fn: "nosuch", arg: "x" } },
+      { __extn: { fn: "ip", arg: 5 } },
+      { __extn: { fn: "ip", args: ["10.0.0.1"] } },
+      { __extn: { fn: "ip", arg: "10.0.0.1" }, x: 1 },
+    ];
+    const show = (x: { verdict: string; reason: string; errors: unknown[] }) =>
+      `${x.verdict}/${x.reason}/${x.errors.length}`;
+    for (const r of shapes) {
+      for (const action of ["GET", "PUT", "POST"]) {
+        const req = request(action, { r } as Record<string, CedarValue>);
+        expect(show(compiled.authorize(req, store)), `${JSON.stringify(r)} ${action}`).toBe(
+          show(reference.authorize(req, store)),
+        );
+      }
+    }
+  });
+});
+
 describe("candidate cache follows the entity hierarchy", () => {
   it("a user who joins or leaves a group is decided on the new hierarchy", () => {
     const store = new EntityStore([

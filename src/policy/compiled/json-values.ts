@@ -38,11 +38,25 @@ export function valueFromJson(v: unknown): Value {
 
   const o = v as Record<string, unknown>;
   if (o["__entity"] !== undefined || o["__extn"] !== undefined) {
+    // An escape only when it has the escape's shape; otherwise Cedar reads the object as
+    // an ordinary record with a `__entity` / `__extn` attribute (as cedar-wasm does).
     const k = soleKey(o);
-    if (k === "__entity") return entityFromJson(o["__entity"]);
-    if (k === "__extn") return extnFromJson(o["__extn"]);
+    if (k === "__entity" && isTypeAndId(o["__entity"])) return entityFromJson(o["__entity"]);
+    if (k === "__extn" && isFnAndArg(o["__extn"])) return extnFromJson(o["__extn"]);
   }
   return recordFromJson(o);
+}
+
+function isTypeAndId(u: unknown): boolean {
+  if (typeof u !== "object" || u === null || Array.isArray(u)) return false;
+  const e = u as { type?: unknown; id?: unknown };
+  return typeof e.type === "string" && typeof e.id === "string";
+}
+
+function isFnAndArg(u: unknown): boolean {
+  if (typeof u !== "object" || u === null || Array.isArray(u)) return false;
+  const x = u as { fn?: unknown; arg?: unknown; args?: unknown };
+  return typeof x.fn === "string" && (x.arg !== undefined || x.args !== undefined);
 }
 
 /** The object's only own enumerable key, or undefined when it has none or several. */
