@@ -4,13 +4,13 @@
  * Real sockets throughout: Node's https client as the workload, the real `zt cert renew
  * --daemon` CLI in a child process, openssl to check what it wrote.
  */
+import { nextServedSerial, servedSerial } from "./helpers/tls.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createPrivateKey, webcrypto, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { apiListenerTls, createApiServer } from "../src/api/index.js";
@@ -321,29 +321,11 @@ describe("API listener certificate from zt's CA", () => {
     const api = await createApiServer(zt.ctx, { tls: { ...base!, refreshEveryMs: 100 } });
     await api.listen({ host: "127.0.0.1", port: 0 });
     const port = (api.server.address() as AddressInfo).port;
-    /** Serial of the certificate the listener serves now. */
-    const served = () =>
-      new Promise<string>((resolve, reject) => {
-        const s = tlsConnect(
-          // Only the serial is read: the next certificate is dated by the moved clock.
-          { host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false },
-          () => {
-            resolve(s.getPeerCertificate().serialNumber);
-            s.destroy();
-          },
-        );
-        s.on("error", reject);
-      });
     try {
-      const first = await served();
+      const first = await servedSerial(port);
       // Past half of pki.svid_ttl (1h): the next refresh re-issues.
       offsetMs = 45 * 60_000;
-      let now = first;
-      for (let i = 0; i < 200 && now === first; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        now = await served();
-      }
-      expect(now).not.toBe(first);
+      expect(await nextServedSerial(port, first)).not.toBe(first);
     } finally {
       offsetMs = 0;
       await api.close();

@@ -6,6 +6,7 @@
  * WebSocket. Upstream mTLS: a route with `upstream_mtls: true` presents zt's SVID to a
  * real https upstream that verifies it against zt's CA.
  */
+import { nextServedSerial, servedSerial } from "./helpers/tls.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -13,7 +14,7 @@ import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
@@ -295,32 +296,10 @@ policies: ./policies
       tlsRefreshEveryMs: 100,
     });
     const addr = await node.pep.listen("127.0.0.1", 0);
-    /** Serial of the certificate the listener serves now. */
-    const served = () =>
-      new Promise<string>((resolve, reject) => {
-        const s = tlsConnect(
-          {
-            host: "127.0.0.1",
-            port: addr.port,
-            servername: "localhost",
-            rejectUnauthorized: false,
-          },
-          () => {
-            resolve(s.getPeerCertificate().serialNumber);
-            s.destroy();
-          },
-        );
-        s.on("error", reject);
-      });
     try {
-      const first = await served();
+      const first = await servedSerial(addr.port);
       clock.advance(45 * 60_000); // past half of pki.svid_ttl (1h)
-      let now = first;
-      for (let i = 0; i < 200 && now === first; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        now = await served();
-      }
-      expect(now).not.toBe(first);
+      expect(await nextServedSerial(addr.port, first)).not.toBe(first);
     } finally {
       await node.close();
     }

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Server as TlsServer } from "node:tls";
+import { keepCertificateFresh, type ListenerTls } from "../pki/listener-tls.js";
 import type { AppContext } from "../app/index.js";
 import { pkiService } from "../pki/index.js";
 import type { SessionService } from "../session/index.js";
@@ -28,16 +29,7 @@ export interface ApiServerOptions {
 }
 
 /** TLS material for the API listener (see `apiListenerTls`). */
-export interface ApiTlsOptions {
-  key: string | Buffer;
-  cert: string | Buffer;
-  ca?: string | undefined;
-  clientCerts: "off" | "optional" | "require";
-  /**
-   * For a short-lived certificate (zt's own CA): fetches the current key/cert (the same
-   * ones until half their life, then new ones). The server swaps them in periodically.
-   */
-  refresh?: (() => Promise<{ key: string; cert: string; ca?: string }>) | undefined;
+export interface ApiTlsOptions extends ListenerTls {
   /** How often to call `refresh` (default 5 minutes). */
   refreshEveryMs?: number | undefined;
 }
@@ -126,25 +118,8 @@ export async function createApiServer(
   });
   app.addHook("onClose", async () => auth.close());
   if (tls?.refresh) {
-    const refresh = tls.refresh;
-    const server = app.server as unknown as TlsServer;
-    let current = String(tls.cert);
-    const timer = setInterval(
-      () => {
-        refresh().then(
-          (t) => {
-            if (t.cert === current) return;
-            current = t.cert;
-            server.setSecureContext({ key: t.key, cert: t.cert, ...(t.ca ? { ca: t.ca } : {}) });
-          },
-          // Keep serving the current certificate; the next tick tries again.
-          () => undefined,
-        );
-      },
-      tls.refreshEveryMs ?? 5 * 60_000,
-    );
-    timer.unref();
-    app.addHook("onClose", async () => clearInterval(timer));
+    const stop = keepCertificateFresh(app.server as unknown as TlsServer, tls, tls.refreshEveryMs);
+    app.addHook("onClose", async () => stop());
   }
   // Client SVIDs are verified against the loaded CAs and deny list; load them now
   // (until then verification fails closed). A store without a CA has no SVIDs to accept.

@@ -185,7 +185,7 @@ export class AuditLog implements AuditSink {
    * to drop from the log later (records are dropped, and counted, only when full).
    */
   get backlogged(): boolean {
-    return this.#buffer.length >= this.#maxBuffered / 2 || this.pending >= this.#maxBuffered / 2;
+    return this.pending >= this.#maxBuffered / 2;
   }
 
   /** Records not yet committed (buffered, in flight or waiting for a retry). */

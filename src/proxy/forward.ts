@@ -20,6 +20,8 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
   "host",
+  // Node's server has already answered 100-continue; undici refuses to send it.
+  "expect",
 ]);
 
 export interface ForwardOptions {
@@ -186,9 +188,6 @@ function targetPath(route: ResolvedRoute, pathAndQuery: string): string {
   return targetOf(route).basePath + pathAndQuery;
 }
 
-/** Request headers `undici` refuses or handles itself (beyond the hop-by-hop set). */
-const NOT_FORWARDED = new Set(["expect"]);
-
 /** Is this a timeout raised by the upstream client? */
 function isTimeout(e: Error): boolean {
   const code = (e as { code?: string }).code;
@@ -229,7 +228,6 @@ export function forwardHttp(
   o: ForwardOptions,
 ): void {
   const headers = upstreamHeaders(req, o, false);
-  for (const h of NOT_FORWARDED) delete headers[h];
   const limit = o.maxBodyBytes;
   let controller: Dispatcher.DispatchController | undefined;
   let done = false;

@@ -32,18 +32,27 @@ const signBody = z
  */
 export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: ApiRouteDeps): void {
   app.post("/api/v1/ssh/sign", async (req, reply) => {
+    /** Audits a request refused before signing (signUser audits its own outcomes). */
+    const refused = (
+      outcome: "deny" | "failure",
+      reason: string,
+      data: Record<string, unknown>,
+      subject?: string,
+    ) =>
+      ctx.audit.record({
+        kind: "ssh.sign",
+        outcome,
+        ...(subject !== undefined ? { subject } : {}),
+        sourceIp: req.ip,
+        action: "ssh:sign",
+        reason,
+        data: { ...data, via: "api" },
+      });
     let caller: ApiCaller;
     try {
       caller = await deps.auth.caller(req);
     } catch (e) {
-      ctx.audit.record({
-        kind: "ssh.sign",
-        outcome: "deny",
-        sourceIp: req.ip,
-        action: "ssh:sign",
-        reason: reasonOf(e),
-        data: { code: isZtError(e) ? e.code : "ZT_INTERNAL", via: "api" },
-      });
+      refused("deny", reasonOf(e), { code: isZtError(e) ? e.code : "ZT_INTERNAL" });
       throw e;
     }
     const subject = caller.kind === "user" ? caller.name : caller.spiffeId;
@@ -53,15 +62,12 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
       const err = new ZtError("ZT_BAD_REQUEST", `${i.path.join(".") || "body"}: ${i.message}`, {
         reason: "bad-request",
       });
-      ctx.audit.record({
-        kind: "ssh.sign",
-        outcome: "failure",
+      refused(
+        "failure",
+        "bad-request",
+        { code: err.code, field: i.path.join(".") || "body" },
         subject,
-        sourceIp: req.ip,
-        action: "ssh:sign",
-        reason: "bad-request",
-        data: { code: err.code, field: i.path.join(".") || "body", via: "api" },
-      });
+      );
       throw err;
     }
     const b = r.data;
@@ -70,15 +76,7 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
     try {
       ttlMs = b.ttl === undefined ? undefined : parseDuration(b.ttl, "ttl");
     } catch (e) {
-      ctx.audit.record({
-        kind: "ssh.sign",
-        outcome: "failure",
-        subject,
-        sourceIp: req.ip,
-        action: "ssh:sign",
-        reason: "ttl-invalid",
-        data: { code: "ZT_PKI_TTL_INVALID", via: "api" },
-      });
+      refused("failure", "ttl-invalid", { code: "ZT_PKI_TTL_INVALID" }, subject);
       throw new ZtError("ZT_PKI_TTL_INVALID", (e as Error).message, { reason: "ttl-invalid" });
     }
     // signUser validates the key and options, asks the policy engine and audits either way.
