@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
-import { hash, randomBytes } from "node:crypto";
+import { hash } from "node:crypto";
+import { timeOrderedId } from "../core/ids.js";
 import { ZtError } from "../core/errors.js";
 import type { AuditInput, AuditSink } from "./audit-types.js";
 import { chainDigest, GENESIS_HASH, type ChainedFields } from "./audit-chain.js";
@@ -140,7 +141,8 @@ export class AuditLog implements AuditSink {
 
   /** Buffers a record; returns its id. Never throws on the hot path. */
   record(input: AuditInput): string {
-    const id = nextEventId();
+    const ts = this.#clock.now();
+    const id = timeOrderedId("evt", ts);
     let data: string;
     try {
       data = redactedJson(input.data);
@@ -150,7 +152,7 @@ export class AuditLog implements AuditSink {
     this.#buffer.push({
       seq: 0,
       id,
-      ts: this.#clock.now(),
+      ts,
       kind: input.kind,
       outcome: input.outcome,
       subject: input.subject ?? null,
@@ -460,17 +462,4 @@ function chainBatch(rows: AuditRowChained[], headSeq: number, headHash: string):
     prev = chainDigest(prev, r);
     r.hash = prevHex = prev.toString("hex");
   }
-}
-
-/** Event ids as `newId("evt")` makes them (128 random bits, base64url), from a pooled buffer. */
-let idPool = Buffer.alloc(0);
-let idOffset = 0;
-function nextEventId(): string {
-  if (idOffset + 16 > idPool.length) {
-    idPool = randomBytes(16 * 1024);
-    idOffset = 0;
-  }
-  const id = `evt_${idPool.toString("base64url", idOffset, idOffset + 16)}`;
-  idOffset += 16;
-  return id;
 }

@@ -1,6 +1,6 @@
 import { countDecision, isBanned } from "../audit/index.js";
 import type { AppContext } from "../app/index.js";
-import { randomFillSync } from "node:crypto";
+import { timeOrderedId } from "../core/ids.js";
 import { CidrSet } from "../core/cidr.js";
 import { storeFreshness, type StoreFreshness } from "../events/staleness.js";
 import type {
@@ -162,8 +162,8 @@ export class DecisionPoint {
   }
 
   decide(facts: DecisionFacts): Decision {
-    const decisionId = newDecisionId();
     const now = this.#ctx.clock.now();
+    const decisionId = newDecisionId(now);
     let result: AuthorizationResult;
     let network = "unknown";
     // Out of contact with the store for max_staleness or longer: revocations may have
@@ -260,18 +260,7 @@ export class DecisionPoint {
   }
 }
 
-// Decision ids: 128 random bits like `newId`, drawn from a pool filled 256 ids at a
-// time, so the hot path does not make one getrandom call per decision.
-const POOL_IDS = 256;
-const pool = Buffer.alloc(16 * POOL_IDS);
-let poolNext = POOL_IDS;
-
-/** A fresh, unguessable decision id (`dec_` + 22 base64url characters). */
-export function newDecisionId(): string {
-  if (poolNext === POOL_IDS) {
-    randomFillSync(pool);
-    poolNext = 0;
-  }
-  const start = 16 * poolNext++;
-  return "dec_" + pool.toString("base64url", start, start + 16);
+/** A fresh decision id: `dec_` + time (ordered, for the audit index) + 128 random bits. */
+export function newDecisionId(nowMs = Date.now()): string {
+  return timeOrderedId("dec", nowMs);
 }
