@@ -116,6 +116,34 @@ describe("AuditLog writer thread (SQLite)", () => {
     }
   });
 
+  it("a batch packed into several strings (over 96 KiB) is stored record for record (thread and inline)", async () => {
+    // Sizes around the packing chunk: small records, ones that fill a chunk, one larger than a chunk.
+    const sizes = [10, 50_000, 40_000, 30_000, 120_000, 5, 96 * 1024, 1, 70_000, 0];
+    const inputs: AuditInput[] = [];
+    for (let i = 0; i < 60; i++) {
+      const n = sizes[i % sizes.length]!;
+      inputs.push({ ...decision(i), data: { i, blob: "é𝄞x".repeat(Math.ceil(n / 4)) } });
+      if (i % 7 === 0) inputs.push({ kind: "note", outcome: "info", data: { i } });
+    }
+    for (const writerThread of [true, false]) {
+      const { store, file } = await newStore();
+      const clock = new ManualClock();
+      const log = new AuditLog(store, { clock, writerThread, maxBatch: 10_000 });
+      cleanups.push(() => log.close().catch(() => undefined));
+      const got = collect(log);
+      const recorded = inputs.map((x) => log.record(x));
+      await log.flush();
+      expect(got.map((r) => r.id)).toEqual(recorded);
+      expect(ids(file)).toEqual(recorded);
+      got.forEach((r, i) => {
+        expect(JSON.parse(r.data)).toEqual(inputs[i]!.data);
+        expect(r.subject).toBe(inputs[i]!.subject ?? null);
+        expect(r.decision_id).toBe(inputs[i]!.decisionId ?? null);
+      });
+      expect(await verifyAuditLog(store)).toMatchObject({ ok: true, checked: inputs.length });
+    }
+  });
+
   it("keeps the caller's event loop turning while a large batch is written (inline does not)", async () => {
     const N = 40_000;
     const ticksDuringFlush = async (writerThread: boolean) => {
