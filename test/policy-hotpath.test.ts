@@ -8,6 +8,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { readsContextAttr } from "../src/policy/compiled/compiled-engine.js";
 import { parseDatetime, parseIp } from "../src/policy/compiled/extensions.js";
 import {
   createPolicyEngine,
@@ -352,4 +353,95 @@ describe("candidate cache follows the entity hierarchy", () => {
 
 it("DAY constant sanity (the fast path's day length)", () => {
   expect(parseDatetime("1970-01-02T00:00:00Z")?.ms).toBe(DAY);
+});
+
+describe("step-up: only policies that read the MFA age are evaluated again", () => {
+  const conditions = [
+    "context.mfa_age_seconds > 3600",
+    "context.mfa_age_seconds < 3600",
+    "context.mfa_age_seconds == 0",
+    "context has mfa_age_seconds",
+    "context.n > 5",
+    "context.missing > 1", // an error: the policy is skipped
+    'context == {"n": 1}', // the context as a whole: may depend on the MFA age
+    "context.rec.mfa_age_seconds > 1", // another record's attribute of that name
+    'principal in Group::"g"',
+    "true",
+  ];
+  const policy = fc
+    .record({
+      effect: fc.constantFrom("permit", "forbid"),
+      stepUp: fc.boolean(),
+      reason: fc.option(fc.constantFrom("r1", "r2"), { nil: undefined }),
+      c1: fc.constantFrom(...conditions),
+      op: fc.constantFrom("&&", "||"),
+      c2: fc.constantFrom(...conditions),
+      unless: fc.boolean(),
+    })
+    .map(
+      (p) =>
+        `${p.stepUp ? "@step_up " : ""}${p.reason ? `@reason("${p.reason}") ` : ""}` +
+        `${p.effect}(principal, action, resource) ${p.unless ? "unless" : "when"} { ${p.c1} ${p.op} ${p.c2} };`,
+    );
+  const store = new EntityStore([
+    { uid: { type: "User", id: "u" }, attrs: {}, parents: [{ type: "Group", id: "g" }] },
+    { uid: { type: "User", id: "v" }, attrs: {}, parents: [] },
+  ]);
+
+  it("gives the reference engine's verdict (which re-evaluates every policy)", () => {
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(
+        fc.array(policy, { minLength: 1, maxLength: 6 }),
+        fc.constantFrom("u", "v"),
+        fc.option(fc.integer({ min: 0, max: 10_000 }), { nil: undefined }),
+        fc.integer({ min: 0, max: 10 }),
+        fc.boolean(),
+        (texts, user, mfa, n, withRec) => {
+          const set = parsePolicies(
+            texts.map((t, i) => ({ file: "s.cedar", text: `@id("p${i}") ${t}` })),
+            { schema: null },
+          );
+          const context: Record<string, CedarValue> = { n };
+          if (mfa !== undefined) context["mfa_age_seconds"] = mfa;
+          if (withRec) context["rec"] = { mfa_age_seconds: 5 };
+          const req: AuthorizationRequest = {
+            principal: { type: "User", id: user },
+            action: { type: "Action", id: "GET" },
+            resource: { type: "App", id: "a" },
+            context,
+          };
+          const a = createPolicyEngine("compiled", set).authorize(req, store);
+          const b = createPolicyEngine("reference", set).authorize(req, store);
+          seen.add(a.verdict);
+          expect({ v: a.verdict, r: a.reason, d: a.reasons }).toEqual({
+            v: b.verdict,
+            r: b.reason,
+            d: b.reasons,
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // The generator reaches every verdict, or the comparison proves little.
+    expect([...seen].sort()).toEqual(["allow", "deny", "step-up"]);
+  }, 120_000);
+
+  it("finds every read of the MFA age in a policy's JSON form", () => {
+    const json = (cond: string) => {
+      const set = parsePolicies(
+        [{ file: "r.cedar", text: `permit(principal, action, resource) when { ${cond} };` }],
+        { schema: null },
+      );
+      return (set.policies[0]!.json as { conditions: unknown }).conditions;
+    };
+    const reads = (cond: string) => readsContextAttr(json(cond), "mfa_age_seconds");
+    expect(reads("context.mfa_age_seconds > 1")).toBe(true);
+    expect(reads("context has mfa_age_seconds")).toBe(true);
+    expect(reads('context == {"a": 1}')).toBe(true);
+    expect(reads("if context.n > 1 then context.mfa_age_seconds < 5 else false")).toBe(true);
+    expect(reads("context.n > 1 && context.device.compliant")).toBe(false);
+    expect(reads("context.rec.mfa_age_seconds > 1")).toBe(false);
+    expect(reads("principal.mfa_age_seconds > 1")).toBe(false);
+  });
 });

@@ -13,6 +13,7 @@ import {
   CSet,
   EntityRef,
   isLong,
+  sameEntity,
   mulLong,
   negLong,
   subLong,
@@ -84,11 +85,11 @@ function asString(v: Value): string {
 }
 
 export function isIn(env: EvalEnv, a: EntityRef, rhs: Value): boolean {
-  if (rhs instanceof EntityRef) return a.key === rhs.key || env.entities.isIn(a, rhs);
+  if (rhs instanceof EntityRef) return sameEntity(a, rhs) || env.entities.isIn(a, rhs);
   if (rhs instanceof CSet) {
     const targets: EntityRef[] = [];
     for (const x of rhs.items.values()) targets.push(asEntity(x));
-    for (const t of targets) if (a.key === t.key || env.entities.isIn(a, t)) return true;
+    for (const t of targets) if (sameEntity(a, t) || env.entities.isIn(a, t)) return true;
     return false;
   }
   throw typeError("entity or Set", rhs);

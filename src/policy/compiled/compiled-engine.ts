@@ -19,8 +19,8 @@ import {
   type SlotEnv,
 } from "./compile-expr.js";
 import { exactPolicyJson } from "./exact-json.js";
-import { entityFromJson, recordFromJson, valueFromJson } from "./json-values.js";
-import { CedarEvalError, CRecord, EntityRef, type Value } from "./values.js";
+import { convertEntity, entityFromJson, recordFromJson } from "./json-values.js";
+import { CedarEvalError, CRecord, EntityRef, sameEntity, type Value } from "./values.js";
 
 /** A scope constraint on principal or resource, with slots resolved. */
 export type Scope =
@@ -40,6 +40,38 @@ export interface CompiledPolicy {
   /** The when/unless conditions, conjoined; throws CedarEvalError on an evaluation error. */
   condition: ((env: EvalEnv) => boolean) | undefined;
   stepUp: boolean;
+  /**
+   * The conditions may read `context.mfa_age_seconds` (or the context as a whole): only
+   * such policies can change their answer after a step-up.
+   */
+  readsMfa: boolean;
+}
+
+/** The context attribute a step-up refreshes. */
+const MFA_AGE = "mfa_age_seconds";
+
+/**
+ * Whether an expression (Cedar's JSON form) may read context attribute `attr`: true for
+ * `context.attr` / `context has attr`, and for any other use of `context` (passed whole,
+ * compared, …); false when every use of `context` reads some other attribute.
+ */
+export function readsContextAttr(node: unknown, attr: string): boolean {
+  if (node === null || typeof node !== "object") return false;
+  if (Array.isArray(node)) return node.some((n) => readsContextAttr(n, attr));
+  const o = node as Record<string, unknown>;
+  if (o["Var"] === "context") return true;
+  for (const op of [".", "has"]) {
+    const b = o[op] as { left?: unknown; attr?: unknown } | undefined;
+    if (b && typeof b === "object") {
+      const left = b.left as Record<string, unknown> | undefined;
+      if (left && left["Var"] === "context") {
+        const first = Array.isArray(b.attr) ? (b.attr as unknown[])[0] : b.attr;
+        return typeof first !== "string" || first === attr;
+      }
+    }
+  }
+  for (const v of Object.values(o)) if (readsContextAttr(v, attr)) return true;
+  return false;
 }
 
 export function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinked" {
@@ -110,20 +142,11 @@ export function compilePolicy(
     resource,
     condition: compileCondition(json.conditions as { kind: string; body: unknown }[], slots),
     stepUp: isStepUpForbid(meta),
+    readsMfa: readsContextAttr(json.conditions, MFA_AGE),
   };
 }
 
 // ---------------- entity access ----------------
-
-function convertEntity(raw: CedarEntity): EntityData {
-  const attrs = recordFromJson((raw.attrs ?? {}) as Record<string, unknown>);
-  let tags: Map<string, Value> | undefined;
-  if (raw.tags) {
-    tags = new Map();
-    for (const [k, v] of Object.entries(raw.tags)) tags.set(k, valueFromJson(v));
-  }
-  return { attrs, tags };
-}
 
 /** Converted entity data for foreign views, by entity object. */
 const entityCache = new WeakMap<CedarEntity, EntityData>();
@@ -176,15 +199,15 @@ class RequestAccess implements EntityAccess {
   private entry(e: EntityRef): StoreEntry | undefined {
     if (e === this.principal) {
       if (this.principalEntry === undefined)
-        this.principalEntry = this.store.entryByKey(e.key) ?? null;
+        this.principalEntry = this.store.entryOf(e.type, e.id) ?? null;
       return this.principalEntry ?? undefined;
     }
     if (e === this.resource) {
       if (this.resourceEntry === undefined)
-        this.resourceEntry = this.store.entryByKey(e.key) ?? null;
+        this.resourceEntry = this.store.entryOf(e.type, e.id) ?? null;
       return this.resourceEntry ?? undefined;
     }
-    return this.store.entryByKey(e.key);
+    return this.store.entryOf(e.type, e.id);
   }
 
   data(e: EntityRef): EntityData | undefined {
@@ -193,7 +216,7 @@ class RequestAccess implements EntityAccess {
   }
 
   isIn(a: EntityRef, b: EntityRef): boolean {
-    if (a.key === b.key) return true;
+    if (sameEntity(a, b)) return true;
     return this.entry(a)?.ancestors?.has(b.key) ?? false;
   }
 }
@@ -264,7 +287,30 @@ function candidateList(dim: DimIndex, e: EntityRef, store: EntityStore | undefin
   return w === n ? all : all.slice(0, w);
 }
 
-/** Bound on each dimension's cache of candidate lists (entity keys; cleared when full). */
+/**
+ * One dimension's candidate lists by entity, as type → id → list (looked up without
+ * joining the request's uid into a key). Cleared when it holds CANDIDATE_CACHE_LIMIT.
+ */
+class ListCache {
+  private readonly byType = new Map<string, Map<string, Int32Array>>();
+  private size = 0;
+  get(e: EntityRef): Int32Array | undefined {
+    return this.byType.get(e.type)?.get(e.id);
+  }
+  set(e: EntityRef, l: Int32Array): void {
+    if (this.size >= CANDIDATE_CACHE_LIMIT) this.clear();
+    let ids = this.byType.get(e.type);
+    if (!ids) this.byType.set(e.type, (ids = new Map()));
+    ids.set(e.id, l);
+    this.size++;
+  }
+  clear(): void {
+    this.byType.clear();
+    this.size = 0;
+  }
+}
+
+/** Bound on each dimension's cache of candidate lists (entities; cleared when full). */
 const CANDIDATE_CACHE_LIMIT = 50_000;
 
 /**
@@ -282,19 +328,19 @@ export function scopeMatches(s: Scope, e: EntityRef, acc: EntityAccess): boolean
     case "All":
       return true;
     case "==":
-      return e.key === s.entity.key;
+      return sameEntity(e, s.entity);
     case "in":
-      return e.key === s.entity.key || acc.isIn(e, s.entity);
+      return sameEntity(e, s.entity) || acc.isIn(e, s.entity);
     case "is":
       if (e.type !== s.type) return false;
-      return !s.in || e.key === s.in.key || acc.isIn(e, s.in);
+      return !s.in || sameEntity(e, s.in) || acc.isIn(e, s.in);
   }
 }
 
 export function actionMatches(s: ActionScope, e: EntityRef, acc: EntityAccess): boolean {
   if (s.op === "All") return true;
-  if (s.op === "==") return e.key === s.entities[0]!.key;
-  for (const t of s.entities) if (e.key === t.key || acc.isIn(e, t)) return true;
+  if (s.op === "==") return sameEntity(e, s.entities[0]!);
+  for (const t of s.entities) if (sameEntity(e, t) || acc.isIn(e, t)) return true;
   return false;
 }
 
@@ -302,6 +348,8 @@ interface RunOutcome {
   decision: "allow" | "deny";
   reasons: string[];
   errors: PolicyError[];
+  /** A satisfied permit's conditions do not read `mfa_age_seconds`. */
+  mfaFreePermit: boolean;
 }
 
 /**
@@ -319,11 +367,7 @@ export class CompiledEngine implements PolicyEngine {
   readonly policies: CompiledPolicy[];
   private readonly meta: Map<string, PolicyMeta>;
   private readonly dims: [DimIndex, DimIndex, DimIndex];
-  private readonly lists: [
-    Map<string, Int32Array>,
-    Map<string, Int32Array>,
-    Map<string, Int32Array>,
-  ];
+  private readonly lists: [ListCache, ListCache, ListCache];
   private listsStore: EntityStore | undefined;
   private listsVersion = -1;
 
@@ -355,7 +399,7 @@ export class CompiledEngine implements PolicyEngine {
       else if (p.action.op === "==") push(a.eq, p.action.entities[0]!.key, i);
       else for (const key of new Set(p.action.entities.map((x) => x.key))) push(a.inn, key, i);
     }
-    this.lists = [new Map(), new Map(), new Map()];
+    this.lists = [new ListCache(), new ListCache(), new ListCache()];
   }
 
   authorize(request: AuthorizationRequest, entities: EntityView): AuthorizationResult {
@@ -382,30 +426,70 @@ export class CompiledEngine implements PolicyEngine {
   evaluate(env: EvalEnv, entities: EntityView): AuthorizationResult {
     const store = entities instanceof EntityStore ? entities : undefined;
     const candidates = this.candidates(env, store);
-    const r = this.run(env, candidates, false);
+    const r = this.run(env, candidates);
     return decideVerdict({
       decision: r.decision,
       reasons: r.reasons,
       errors: r.errors,
       meta: this.meta,
-      // After a step-up the user has fresh MFA and the @step_up forbids are satisfied.
-      allowsWithoutStepUp: () =>
-        this.run({ ...env, context: withFreshMfa(env.context) }, candidates, true).decision ===
-        "allow",
+      allowsWithoutStepUp: () => this.allowedAfterStepUp(env, candidates, r.mfaFreePermit),
     });
   }
 
+  /**
+   * Would Cedar allow the request after a step-up — with `mfa_age_seconds` = 0 and the
+   * `@step_up` forbids lifted? Only asked when every satisfied forbid was a step-up one and
+   * none erred, so only policies whose conditions read the MFA age can answer differently
+   * from the first run: those are evaluated again (forbids first, stopping at the first
+   * answer); the others keep their first-run outcome. Equivalent to evaluating every
+   * candidate again on the refreshed context (tested against that).
+   */
+  private allowedAfterStepUp(
+    env: EvalEnv,
+    candidates: Int32Array | undefined,
+    mfaFreePermit: boolean,
+  ): boolean {
+    const fresh: EvalEnv = { ...env, context: withFreshMfa(env.context) };
+    const policies = this.policies;
+    const n = candidates === undefined ? policies.length : candidates.length;
+    for (let j = 0; j < n; j++) {
+      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      if (p.effect === "forbid" && !p.stepUp && p.readsMfa && this.applies(p, fresh)) return false;
+    }
+    if (mfaFreePermit) return true;
+    for (let j = 0; j < n; j++) {
+      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      if (p.effect === "permit" && p.readsMfa && this.applies(p, fresh)) return true;
+    }
+    return false;
+  }
+
+  /** The policy's scope matches and its conditions hold (an error: it does not apply). */
+  private applies(p: CompiledPolicy, env: EvalEnv): boolean {
+    const acc = env.entities;
+    if (!scopeMatches(p.principal, env.principal, acc)) return false;
+    if (!actionMatches(p.action, env.action, acc)) return false;
+    if (!scopeMatches(p.resource, env.resource, acc)) return false;
+    if (p.condition === undefined) return true;
+    try {
+      return p.condition(env);
+    } catch (e) {
+      if (!(e instanceof CedarEvalError)) throw e;
+      return false;
+    }
+  }
+
   /** Evaluates the candidates (all policies when undefined). */
-  private run(env: EvalEnv, candidates: Int32Array | undefined, skipStepUp: boolean): RunOutcome {
+  private run(env: EvalEnv, candidates: Int32Array | undefined): RunOutcome {
     let forbids: string[] | undefined;
     let permits: string[] | undefined;
+    let mfaFreePermit = false;
     const errors: PolicyError[] = [];
     const acc = env.entities;
     const policies = this.policies;
     const n = candidates === undefined ? policies.length : candidates.length;
     for (let j = 0; j < n; j++) {
       const p = policies[candidates === undefined ? j : candidates[j]!]!;
-      if (skipStepUp && p.stepUp) continue;
       if (!scopeMatches(p.principal, env.principal, acc)) continue;
       if (!actionMatches(p.action, env.action, acc)) continue;
       if (!scopeMatches(p.resource, env.resource, acc)) continue;
@@ -422,12 +506,16 @@ export class CompiledEngine implements PolicyEngine {
         if (!sat) continue;
       }
       if (p.effect === "forbid") (forbids ??= []).push(p.id);
-      else (permits ??= []).push(p.id);
+      else {
+        (permits ??= []).push(p.id);
+        if (!p.readsMfa) mfaFreePermit = true;
+      }
     }
     if (errors.length > 1) errors.sort(byPolicyId);
-    if (forbids !== undefined) return { decision: "deny", reasons: forbids, errors };
-    if (permits !== undefined) return { decision: "allow", reasons: permits, errors };
-    return { decision: "deny", reasons: [], errors };
+    if (forbids !== undefined) return { decision: "deny", reasons: forbids, errors, mfaFreePermit };
+    if (permits !== undefined)
+      return { decision: "allow", reasons: permits, errors, mfaFreePermit };
+    return { decision: "deny", reasons: [], errors, mfaFreePermit };
   }
 
   /**
@@ -447,19 +535,24 @@ export class CompiledEngine implements PolicyEngine {
       const e = d === 0 ? env.principal : d === 1 ? env.action : env.resource;
       const usesHierarchy = dim.inn.size > 0;
       if (usesHierarchy && store === undefined) continue; // cannot enumerate ancestors
+      // Cheapest test first, before any lookup: the unconstrained policies alone leave
+      // too little to gain (the principal's dimension, usually: its cache would be keyed
+      // by every user).
+      if (
+        best !== undefined &&
+        dim.all.length + (usesHierarchy ? NARROWING_MARGIN : 0) >= best.length
+      )
+        continue;
       const cache = this.lists[d];
-      let l = cache.get(e.key);
+      let l = cache.get(e);
       if (l === undefined) {
         if (best !== undefined) {
-          // Cheapest test first: the unconstrained policies alone leave too little to gain.
-          if (usesHierarchy && dim.all.length + NARROWING_MARGIN >= best.length) continue;
           const floor = ownBucketsSize(dim, e);
           if (floor >= best.length || (usesHierarchy && floor + NARROWING_MARGIN >= best.length))
             continue;
         }
         l = candidateList(dim, e, store);
-        if (cache.size >= CANDIDATE_CACHE_LIMIT) cache.clear();
-        cache.set(e.key, l);
+        cache.set(e, l);
       }
       if (best === undefined || l.length < best.length) best = l;
     }

@@ -1,4 +1,6 @@
 import { EXTENSION_FUNCTIONS, parseDatetime, parseIp } from "./extensions.js";
+import type { CedarEntity } from "../types.js";
+import type { EntityData } from "./compile-expr.js";
 import { CedarEvalError, CRecord, CSet, EntityRef, longFromBigInt, type Value } from "./values.js";
 
 /**
@@ -78,8 +80,10 @@ function soleKey(o: Record<string, unknown>): string | undefined {
  */
 export function recordFromJson(o: Record<string, unknown>): CRecord {
   let converted: (string | Value)[] | undefined;
+  const keys: string[] = [];
   for (const k in o) {
     if (!Object.hasOwn(o, k)) continue;
+    keys.push(k);
     const x = o[k];
     if (typeof x === "string" || typeof x === "boolean") continue;
     if (typeof x === "number" && Number.isSafeInteger(x)) continue;
@@ -90,8 +94,7 @@ export function recordFromJson(o: Record<string, unknown>): CRecord {
   if (converted !== undefined && converted.length > 2 * LAZY_CONVERTED_MAX) {
     // Many structured attributes: a Map answers faster than scanning the list.
     const map = new Map<string, Value>();
-    for (const k in o) {
-      if (!Object.hasOwn(o, k)) continue;
+    for (const k of keys) {
       const x = o[k];
       map.set(k, x === 0 ? 0 : (x as Value)); // structured values are replaced just below
     }
@@ -99,7 +102,7 @@ export function recordFromJson(o: Record<string, unknown>): CRecord {
       map.set(converted[i] as string, converted[i + 1]!);
     return new CRecord(map);
   }
-  return CRecord.lazy(o, converted);
+  return CRecord.lazy(o, converted, keys);
 }
 
 /** Above this many converted (non-primitive) attributes a record is Map-backed. */
@@ -135,4 +138,15 @@ export function extnFromJson(x: unknown): Value {
   const vals: Value[] = [];
   for (const a of args) vals.push(valueFromJson(a));
   return f.fn(vals);
+}
+
+/** An entity's attributes and tags as runtime values (throws CedarEvalError on a bad value). */
+export function convertEntity(raw: CedarEntity): EntityData {
+  const attrs = recordFromJson((raw.attrs ?? {}) as Record<string, unknown>);
+  let tags: Map<string, Value> | undefined;
+  if (raw.tags) {
+    tags = new Map();
+    for (const [k, v] of Object.entries(raw.tags)) tags.set(k, valueFromJson(v));
+  }
+  return { attrs, tags };
 }

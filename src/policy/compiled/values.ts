@@ -7,13 +7,26 @@
 export type Long = number | bigint;
 
 export class EntityRef {
-  readonly key: string;
+  #key: string | undefined;
   constructor(
     readonly type: string,
     readonly id: string,
   ) {
-    this.key = `${type}\u0000${id}`;
+    this.#key = undefined;
   }
+
+  /**
+   * `uidKey` of this uid, made on first use: a request's own uids are compared and looked
+   * up by type and id, so most are never joined into a key at all.
+   */
+  get key(): string {
+    return (this.#key ??= `${this.type}\u0000${this.id}`);
+  }
+}
+
+/** The same entity uid (no key built). */
+export function sameEntity(a: EntityRef, b: EntityRef): boolean {
+  return a === b || (a.id === b.id && a.type === b.type);
 }
 
 export class CSet {
@@ -31,11 +44,6 @@ export class CSet {
   }
 }
 
-const isEnumerableOwn = Function.prototype.call.bind(Object.prototype.propertyIsEnumerable) as (
-  o: object,
-  k: string,
-) => boolean;
-
 /**
  * A record. Either backed by a Map, or (request contexts, see `CRecord.lazy`) by the
  * validated JSON object itself: its string, boolean and safe-integer attributes are read
@@ -47,23 +55,36 @@ export class CRecord {
   private readonly raw: Record<string, unknown> | undefined;
   /** Converted attributes of a lazy record, as [name, value, name, value, …] (a handful). */
   private readonly converted: (string | Value)[] | undefined;
+  /**
+   * A lazy record's attribute names: the JSON object's own enumerable keys when it was
+   * validated (scanned instead of asking the object: property names are internalized
+   * strings, so a miss is a pointer comparison, and no C++ builtin call per lookup).
+   */
+  private readonly keys: readonly string[] | undefined;
 
   constructor(map: Map<string, Value>) {
     this.full = map;
     this.raw = undefined;
     this.converted = undefined;
+    this.keys = undefined;
   }
 
   /**
-   * A record over a JSON object whose every own enumerable attribute is valid: strings,
-   * booleans and safe integers stay in `raw`; every other attribute's runtime value is in
-   * `converted`.
+   * A record over a JSON object whose own enumerable attributes are `keys` and are all
+   * valid: strings, booleans and safe integers stay in `raw`; every other attribute's
+   * runtime value is in `converted`.
    */
-  static lazy(raw: Record<string, unknown>, converted: (string | Value)[] | undefined): CRecord {
+  static lazy(
+    raw: Record<string, unknown>,
+    converted: (string | Value)[] | undefined,
+    keys: readonly string[],
+  ): CRecord {
     const r = new CRecord(EMPTY_MAP);
     r.full = undefined;
-    (r as unknown as { raw: unknown }).raw = raw;
-    (r as unknown as { converted: unknown }).converted = converted;
+    const w = r as unknown as { raw: unknown; converted: unknown; keys: unknown };
+    w.raw = raw;
+    w.converted = converted;
+    w.keys = keys;
     return r;
   }
 
@@ -73,9 +94,8 @@ export class CRecord {
     const c = this.converted;
     if (c !== undefined)
       for (let i = 0; i < c.length; i += 2) if (c[i] === k) return c[i + 1] as Value;
-    const raw = this.raw!;
-    if (!isEnumerableOwn(raw, k)) return undefined;
-    const v = raw[k];
+    if (!this.keys!.includes(k)) return undefined;
+    const v = this.raw![k];
     if (typeof v === "string" || typeof v === "boolean") return v;
     if (typeof v === "number" && Number.isSafeInteger(v)) return v === 0 ? 0 : v;
     // Only an accessor that changed its answer since validation gets here.
@@ -87,7 +107,7 @@ export class CRecord {
     if (full !== undefined) return full.has(k);
     const c = this.converted;
     if (c !== undefined) for (let i = 0; i < c.length; i += 2) if (c[i] === k) return true;
-    return isEnumerableOwn(this.raw!, k);
+    return this.keys!.includes(k);
   }
 
   /** This record with one attribute set (used for the step-up re-evaluation). */
@@ -95,15 +115,15 @@ export class CRecord {
     const full = this.full;
     if (full !== undefined) return new CRecord(new Map(full).set(k, v));
     // Earlier entries win in `get`, so the new value goes first.
-    return CRecord.lazy(this.raw!, [k, v, ...(this.converted ?? [])]);
+    const keys = this.keys!.includes(k) ? this.keys! : [...this.keys!, k];
+    return CRecord.lazy(this.raw!, [k, v, ...(this.converted ?? [])], keys);
   }
 
   get map(): Map<string, Value> {
     let m = this.full;
     if (m === undefined) {
       m = new Map();
-      const raw = this.raw!;
-      for (const k in raw) if (isEnumerableOwn(raw, k)) m.set(k, this.get(k)!);
+      for (const k of this.keys!) m.set(k, this.get(k)!);
       this.full = m;
     }
     return m;
@@ -233,7 +253,7 @@ export function isLong(v: Value): v is Long {
 export function valueEquals(a: Value, b: Value): boolean {
   if (a === b) return true;
   if (typeof a !== "object" || typeof b !== "object") return false;
-  if (a instanceof EntityRef) return b instanceof EntityRef && a.key === b.key;
+  if (a instanceof EntityRef) return b instanceof EntityRef && sameEntity(a, b);
   if (a instanceof CSet) {
     if (!(b instanceof CSet) || a.size !== b.size) return false;
     for (const k of a.items.keys()) if (!b.items.has(k)) return false;
