@@ -68,6 +68,9 @@ export class DecisionPoint {
   /** local_hour for the minute `#hourMinute` (zone offsets are whole quarter hours). */
   #hourMinute = -1;
   #hour = 0;
+  /** `new Date(#isoMs).toISOString()`: requests arrive many to the millisecond. */
+  #isoMs = Number.NaN;
+  #iso = "";
   readonly #labels = new Map<string, string>();
   readonly #contributors: ContextContributor[] = [];
   readonly #headerContributors: ResponseHeaderContributor[] = [];
@@ -161,6 +164,14 @@ export class DecisionPoint {
     return this.#hour;
   }
 
+  #isoTime(now: number): string {
+    if (now !== this.#isoMs) {
+      this.#iso = new Date(now).toISOString();
+      this.#isoMs = now;
+    }
+    return this.#iso;
+  }
+
   decide(facts: DecisionFacts): Decision {
     const now = this.#ctx.clock.now();
     const decisionId = newDecisionId(now);
@@ -195,7 +206,7 @@ export class DecisionPoint {
           host: facts.host,
           path: facts.path,
           mfa_age_seconds: Math.max(0, Math.min(NEVER_MFA, Math.floor(facts.mfaAgeSeconds))),
-          time: { __extn: { fn: "datetime", arg: new Date(now).toISOString() } },
+          time: { __extn: { fn: "datetime", arg: this.#isoTime(now) } },
           network,
           local_hour: this.#localHour(now),
           authenticated_by: facts.authenticatedBy,
