@@ -37,6 +37,16 @@ export class AssertionSigner {
     this.#key = await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256");
   }
 
+  /**
+   * The assertion `sign` would return from its cache, without a promise (the hot path:
+   * no microtask hop); undefined when `sign` has to sign.
+   */
+  cached(claims: AssertionClaims): string | undefined {
+    if (!claims.sessionId) return undefined;
+    const hit = this.#cache.get(`${claims.sessionId}\u0000${claims.aud}`);
+    return hit && hit.refreshAt > this.#clock.now() ? hit.jwt : undefined;
+  }
+
   async sign(claims: AssertionClaims): Promise<string> {
     const now = this.#clock.now();
     const cacheKey = claims.sessionId ? `${claims.sessionId}\u0000${claims.aud}` : undefined;

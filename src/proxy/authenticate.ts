@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { AppContext } from "../app/index.js";
 import { verifyClientCertificate } from "../pki/index.js";
-import type { SessionInfo, SessionService } from "../session/index.js";
+import type { SessionCheck, SessionInfo, SessionService } from "../session/index.js";
 import type { EntitySnapshot, UserEntityInfo } from "../session/entity-snapshot.js";
 import type { ResolvedRoute } from "../config/index.js";
 import type { DecisionFacts } from "./decision-point.js";
@@ -85,24 +85,35 @@ export function cookieFrom(header: string | undefined, name: string): string | u
 /**
  * Identifies the subject of a request (proxied, or the original request of a
  * forward-auth check): the session cookie, else a Bearer token. Both are the same
- * opaque session token; nothing here throws for bad input.
+ * opaque session token; nothing here throws for bad input. The answer is a plain value
+ * when the session is in memory (the hot path: no microtask hops), a promise only when
+ * the session must be read from the store.
  */
 export function createAuthenticator(
   sessions: SessionService,
   snapshot: EntitySnapshot,
   cookieName: string,
-): (headers: IncomingHttpHeaders) => Promise<AuthOutcome> {
-  return async (headers) => {
-    let token = cookieFrom(headers.cookie, cookieName);
-    const authz = headers.authorization;
-    if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
-    if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
-    const check = await sessions.check(token);
+): (headers: IncomingHttpHeaders) => AuthOutcome | Promise<AuthOutcome> {
+  const outcome = (check: SessionCheck): AuthOutcome => {
     if (!check.ok) return { ok: false, code: check.code, reason: check.reason };
     const user = snapshot.user(check.session.userId);
     if (!user) return { ok: false, code: "ZT_SESSION_INVALID", reason: "user-unknown" };
     if (user.disabled) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "user-disabled" };
     return { ok: true, auth: { session: check.session, user } };
+  };
+  return (headers) => {
+    try {
+      let token = cookieFrom(headers.cookie, cookieName);
+      const authz = headers.authorization;
+      if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
+      if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
+      const known = sessions.checkInMemory(token);
+      if (known !== undefined) return outcome(known);
+      return sessions.check(token).then(outcome);
+    } catch (e) {
+      // As the async function this replaces: a throw becomes a rejected promise.
+      return Promise.reject(e as Error);
+    }
   };
 }
 

@@ -15,6 +15,7 @@ import type { AssertionSigner } from "./assertion.js";
 import { assertionSubject, factsFor, type AuthOutcome } from "./authenticate.js";
 import type { DecisionPoint } from "./decision-point.js";
 import {
+  originalRequestHeaders,
   readOriginalRequest,
   resolveClientIp,
   type AddressSet,
@@ -27,7 +28,8 @@ import type { RouteTable } from "./route-table.js";
 export interface ForwardAuthDeps {
   routes: RouteTable;
   trusted: AddressSet;
-  authenticate(headers: IncomingMessage["headers"]): Promise<AuthOutcome>;
+  /** A plain value when the session is in memory, a promise when it must be read. */
+  authenticate(headers: IncomingMessage["headers"]): AuthOutcome | Promise<AuthOutcome>;
   decisions: DecisionPoint;
   assertions: AssertionSigner;
   denials: RecentDenials;
@@ -61,7 +63,7 @@ export function createForwardAuthHandler(
       );
       return;
     }
-    const orig = readOriginalRequest(req.headersDistinct);
+    const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders));
     if (!orig.ok) {
       sendError(res, "ZT_REQUEST_AMBIGUOUS", `forward-auth refused: ${orig.detail}`, {
         reason: orig.reason,
@@ -89,7 +91,9 @@ export function createForwardAuthHandler(
       );
       return;
     }
-    const a = await d.authenticate(req.headers);
+    const pending = d.authenticate(req.headers);
+    // In memory (the usual case): no await, no microtask hop.
+    const a = pending instanceof Promise ? await pending : pending;
     if (!a.ok) {
       const login = loginUrlFor(o, false);
       if (mayRedirect && browser) {
@@ -119,20 +123,19 @@ export function createForwardAuthHandler(
     const verdict = decision.result.verdict;
     if (verdict === "allow") {
       const subject = assertionSubject(a.auth);
-      const assertion = await d.assertions.sign({
-        ...subject,
-        aud: route.name,
-        decisionId: decision.decisionId,
-      });
-      res.writeHead(200, {
-        ...d.decisions.responseHeaders(facts),
+      const claims = { ...subject, aud: route.name, decisionId: decision.decisionId };
+      const assertion = d.assertions.cached(claims) ?? (await d.assertions.sign(claims));
+      const headers = {
         "x-zt-assertion": assertion,
         "x-zt-user": subject.name,
         "x-zt-groups": subject.groups.join(","),
         "x-zt-decision-id": decision.decisionId,
         "cache-control": "no-store",
         "content-length": 0,
-      });
+      };
+      // Contributed headers (break-glass banner) first, as `{ ...extra, ...headers }`.
+      const extra = d.decisions.responseHeaders(facts);
+      res.writeHead(200, extra === undefined ? headers : Object.assign({}, extra, headers));
       res.end();
       return;
     }

@@ -2,7 +2,14 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { CidrSet } from "../core/cidr.js";
 import { canonicalizeRequest } from "./canonical-request.js";
-import { readOriginalRequest, resolveClientIp } from "./forwarded-headers.js";
+import { IncomingMessage } from "node:http";
+import { Socket } from "node:net";
+import {
+  originalRequestHeaders,
+  readOriginalRequest,
+  resolveClientIp,
+  type DistinctHeaders,
+} from "./forwarded-headers.js";
 
 describe("readOriginalRequest", () => {
   it("reads nginx auth_request headers (X-Original-URL + X-Original-Method)", () => {
@@ -121,5 +128,64 @@ describe("resolveClientIp", () => {
     expect(resolveClientIp("127.0.0.1", "[2001:db8::1]:443", trusted)).toBe("2001:db8::1");
     expect(resolveClientIp("127.0.0.1", "garbage, 10.0.0.1", trusted)).toBe("10.0.0.1");
     expect(resolveClientIp("127.0.0.1", undefined, trusted)).toBe("127.0.0.1");
+  });
+});
+
+describe("originalRequestHeaders (rawHeaders fast path)", () => {
+  /** What Node's `headersDistinct` getter builds, by Node's own per-line routine. */
+  function nodeDistinct(raw: string[]): DistinctHeaders {
+    const msg = new IncomingMessage(new Socket()) as IncomingMessage & {
+      _addHeaderLineDistinct(field: string, value: string, dest: Record<string, string[]>): void;
+    };
+    const dest: Record<string, string[]> = {};
+    for (let i = 0; i + 1 < raw.length; i += 2)
+      msg._addHeaderLineDistinct(raw[i]!, raw[i + 1]!, dest);
+    return dest;
+  }
+  const NAMES = [
+    "x-original-url",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-uri",
+  ];
+  const name = fc.oneof(
+    fc.constantFrom(...NAMES, "x-forwarded-for", "host", "cookie", "x-original-urls", "x-zt-x"),
+    // The same names in any letter case.
+    fc
+      .tuple(fc.constantFrom(...NAMES), fc.array(fc.boolean(), { minLength: 18, maxLength: 18 }))
+      .map(([n, up]) => [...n].map((c, i) => (up[i] ? c.toUpperCase() : c)).join("")),
+    fc.string({ minLength: 1, maxLength: 20 }),
+  );
+  const value = fc.oneof(
+    fc.constantFrom("GET", "https", "app.example", "/a/./b?x=1", "http://app.example/a", ""),
+    fc.string({ maxLength: 30 }),
+  );
+  const rawHeaders = fc
+    .array(fc.tuple(name, value), { maxLength: 12 })
+    .map((pairs) => pairs.flatMap(([n, v]) => [n, v]));
+
+  it("gives exactly headersDistinct's values for the six headers read, and the same answer", () => {
+    fc.assert(
+      fc.property(rawHeaders, (raw) => {
+        const fast = originalRequestHeaders(raw);
+        const ref = nodeDistinct(raw);
+        for (const n of NAMES) expect(fast[n]).toEqual(ref[n]);
+        expect(readOriginalRequest(fast)).toEqual(readOriginalRequest(ref));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("keeps duplicates (refused), whatever their case", () => {
+    const raw = ["X-Original-URL", "http://a.example/", "x-original-url", "http://b.example/"];
+    expect(originalRequestHeaders(raw)["x-original-url"]).toEqual([
+      "http://a.example/",
+      "http://b.example/",
+    ]);
+    expect(
+      readOriginalRequest(originalRequestHeaders([...raw, "X-Original-Method", "GET"])),
+    ).toMatchObject({ ok: false, reason: "forwarded-duplicate" });
   });
 });

@@ -37,6 +37,36 @@ export type OriginalRequestResult =
 /** Header name → every value received (Node's `IncomingMessage.headersDistinct`). */
 export type DistinctHeaders = Readonly<Record<string, string[] | undefined>>;
 
+/** The headers `readOriginalRequest` reads. */
+const ORIGINAL_REQUEST_HEADERS = new Set([
+  "x-original-url",
+  "x-original-method",
+  "x-forwarded-method",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-forwarded-uri",
+]);
+
+/**
+ * What `IncomingMessage.headersDistinct` holds for the headers `readOriginalRequest`
+ * reads (every value, in order, under the lower-cased name), from `rawHeaders`: that
+ * getter builds an object of every header on each request.
+ */
+export function originalRequestHeaders(rawHeaders: readonly string[]): DistinctHeaders {
+  const out: Record<string, string[]> = {};
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    // All six names start with "x-" and are 14 to 18 characters long.
+    if (name.length < 14 || name.length > 18 || (name[0] !== "x" && name[0] !== "X")) continue;
+    const lower = name.toLowerCase();
+    if (!ORIGINAL_REQUEST_HEADERS.has(lower)) continue;
+    const v = out[lower];
+    if (v === undefined) out[lower] = [rawHeaders[i + 1]!];
+    else v.push(rawHeaders[i + 1]!);
+  }
+  return out;
+}
+
 const METHOD_RE = /^[A-Z]{1,20}$/;
 const ORIGINAL_URL_RE = /^(https?):\/\/([^/?#\s]+)([^#\s]*)$/;
 

@@ -202,11 +202,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   }
 
   /** The subject of a request: a verified client SVID (mTLS), else a session. */
-  function authenticateRequest(req: IncomingMessage): Promise<AuthOutcome> {
-    // Not async: the session path returns the authenticator's promise as-is (no extra tick).
+  function authenticateRequest(req: IncomingMessage): AuthOutcome | Promise<AuthOutcome> {
+    // Not async: a plain value when known in memory, else the authenticator's promise as-is.
     if (clientCerts !== "off") {
       const c = authenticateClientCert(ctx, req.socket, clientCerts, ctx.clock.now());
-      if (c) return Promise.resolve(c);
+      if (c) return c;
     }
     return authenticate(req.headers);
   }
@@ -357,19 +357,24 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
   }
 
-  async function forwardOptions(
+  /** The signed assertion for an allowed request: from the signer's cache without a promise when it can. */
+  function assertionFor(
     route: ResolvedRoute,
     auth: Authenticated,
+    d: Decision,
+  ): string | Promise<string> {
+    const claims = { ...assertionSubject(auth), aud: route.name, decisionId: d.decisionId };
+    return s.assertions.cached(claims) ?? s.assertions.sign(claims);
+  }
+
+  function forwardOptions(
+    route: ResolvedRoute,
     d: Decision,
     pathAndQuery: string,
     clientIp: string,
     host: string,
-  ): Promise<ForwardOptions> {
-    const assertion = await s.assertions.sign({
-      ...assertionSubject(auth),
-      aud: route.name,
-      decisionId: d.decisionId,
-    });
+    assertion: string,
+  ): ForwardOptions {
     return {
       route,
       pathAndQuery,
@@ -414,6 +419,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     const { host, path, query } = canon;
+    if (path === "/.zt/authz") {
+      // The forward-auth hot path, straight to its handler (as handleInternal would).
+      await authz(req, res, new URLSearchParams(query.startsWith("?") ? query.slice(1) : query));
+      return;
+    }
     if (path.startsWith("/.zt/") || path === "/.well-known/zt/jwks.json") {
       await handleInternal(req, res, host, path, query, clientIp);
       return;
@@ -424,7 +434,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     const returnTo = path + query;
-    const a = await authenticateRequest(req);
+    const pending = authenticateRequest(req);
+    // In memory (the usual case): no await, no microtask hop.
+    const a = pending instanceof Promise ? await pending : pending;
     if (!a.ok) {
       if (a.code === "ZT_CLIENT_CERT_REFUSED") {
         const r = certRefused(a.reason, clientIp, route);
@@ -458,13 +470,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       denied(req, res, route, d, returnTo);
       return;
     }
-    const fo = await forwardOptions(
+    const signed = assertionFor(route, a.auth, d);
+    const fo = forwardOptions(
       route,
-      a.auth,
       d,
       path + query,
       clientIp,
       req.headers.host ?? host,
+      typeof signed === "string" ? signed : await signed,
     );
     const extra = s.decisions.responseHeaders(facts);
     if (extra) fo.responseHeaders = extra;
@@ -539,13 +552,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         },
       });
     }
-    const fo = await forwardOptions(
+    const fo = forwardOptions(
       route,
-      a.auth,
       d,
       canon.path + canon.query,
       clientIp,
       req.headers.host ?? canon.host,
+      await assertionFor(route, a.auth, d),
     );
     fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
     forwardUpgrade(req, socket, head, fo, agents);

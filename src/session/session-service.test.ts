@@ -54,6 +54,31 @@ describe("SessionService", () => {
     sessions.close();
   });
 
+  it("checkInMemory answers as check does, and undefined only when the store must be read", async () => {
+    const clock = new ManualClock();
+    ctx = await context(clock);
+    const sessions = new SessionService(ctx);
+    const a = await sessions.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
+    const b = await sessions.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
+    // Another process's session: only in the store until first checked here.
+    const other = new SessionService(ctx);
+    const c = await other.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
+    expect(sessions.checkInMemory(c.token)).toBeUndefined();
+    expect(sessions.checkInMemory("A".repeat(43))).toBeUndefined();
+    expect((await sessions.check(c.token)).ok).toBe(true);
+    await sessions.revoke([b.session.id], "test");
+    for (const step of [0, 9 * 60_000, 11 * 60_000, 60 * 60_000]) {
+      clock.advance(step);
+      for (const t of [a.token, b.token, c.token, undefined, "", "x", a.token + "a"]) {
+        const known = sessions.checkInMemory(t);
+        expect(known).toBeDefined();
+        expect(known).toEqual(await sessions.check(t));
+      }
+    }
+    other.close();
+    sessions.close();
+  });
+
   it("expires at the absolute lifetime and after the idle timeout (injected clock)", async () => {
     const clock = new ManualClock();
     ctx = await context(clock);

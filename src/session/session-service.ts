@@ -106,16 +106,36 @@ export class SessionService {
     const hash = sha256Hex(token);
     let s = this.#byHash.get(hash);
     if (!s) {
-      const row = await this.#ctx.store.db
-        .selectFrom("sessions")
-        .selectAll()
-        .where("token_hash", "=", hash)
-        .executeTakeFirst();
-      if (!row) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
-      s = fromRow(row);
-      this.#remember(hash, s);
+      s = await this.#load(hash);
+      if (!s) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
     }
     return this.#validate(s);
+  }
+
+  /**
+   * `check` without a promise when the answer is known in memory (the hot path: no
+   * microtask hops); `undefined` when the session must be read from the store (then
+   * call `check`). Gives exactly what `check` would.
+   */
+  checkInMemory(token: string | undefined): SessionCheck | undefined {
+    if (!token || !TOKEN_RE.test(token)) {
+      return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
+    }
+    const s = this.#byHash.get(sha256Hex(token));
+    return s === undefined ? undefined : this.#validate(s);
+  }
+
+  /** A session not in memory, from the store (remembered when found). */
+  async #load(hash: string): Promise<SessionInfo | undefined> {
+    const row = await this.#ctx.store.db
+      .selectFrom("sessions")
+      .selectAll()
+      .where("token_hash", "=", hash)
+      .executeTakeFirst();
+    if (!row) return undefined;
+    const s = fromRow(row);
+    this.#remember(hash, s);
+    return s;
   }
 
   #validate(s: SessionInfo): SessionCheck {
