@@ -445,3 +445,54 @@ describe("step-up: only policies that read the MFA age are evaluated again", () 
     expect(reads("principal.mfa_age_seconds > 1")).toBe(false);
   });
 });
+
+describe("candidate lists: a listed policy's scope is not checked again unless listing cannot prove it", () => {
+  it("`is T in X` is listed under X for every type, so the type is still checked", () => {
+    const text = [
+      '@id("users-in-g") permit(principal is User in Group::"g", action, resource is App in Group::"apps");',
+      '@id("any-in-g") permit(principal in Group::"g", action == Action::"POST", resource);',
+      ...Array.from(
+        { length: 40 },
+        (_, i) => `@id("filler${i}") permit(principal == User::"nobody${i}", action, resource);`,
+      ),
+    ].join("\n");
+    const set = parsePolicies([{ file: "is-in.cedar", text }], { schema: null });
+    const store = new EntityStore([
+      { uid: { type: "Group", id: "g" }, attrs: {}, parents: [] },
+      { uid: { type: "Group", id: "sub" }, attrs: {}, parents: [{ type: "Group", id: "g" }] },
+      { uid: { type: "User", id: "u" }, attrs: {}, parents: [{ type: "Group", id: "sub" }] },
+      { uid: { type: "Group", id: "apps" }, attrs: {}, parents: [] },
+      { uid: { type: "App", id: "a" }, attrs: {}, parents: [{ type: "Group", id: "apps" }] },
+      { uid: { type: "Group", id: "b" }, attrs: {}, parents: [{ type: "Group", id: "apps" }] },
+    ]);
+    const compiled = createPolicyEngine("compiled", set);
+    const ref = createPolicyEngine("reference", set);
+    const cases: [string, string, string, string][] = [
+      ["User", "u", "App", "a"], // both constraints hold
+      ["Group", "sub", "App", "a"], // in g, but not a User
+      ["User", "u", "Group", "b"], // in apps, but not an App
+      ["Group", "sub", "Group", "b"],
+    ];
+    const seen: string[] = [];
+    for (const [pt, pid, rt, rid] of cases) {
+      for (const action of ["GET", "POST"]) {
+        const req: AuthorizationRequest = {
+          principal: { type: pt, id: pid },
+          action: { type: "Action", id: action },
+          resource: { type: rt, id: rid },
+          context: {},
+        };
+        // Twice: the second answer comes from the cached candidate lists.
+        for (let k = 0; k < 2; k++) {
+          const a = compiled.authorize(req, store);
+          expect(a.reasons).toEqual(ref.authorize(req, store).reasons);
+          seen.push(`${pt}/${rt}/${action}:${a.reasons.join(",")}`);
+        }
+      }
+    }
+    expect(seen).toContain("User/App/GET:users-in-g");
+    expect(seen).toContain("Group/App/GET:");
+    expect(seen).toContain("User/Group/GET:");
+    expect(seen).toContain("Group/Group/POST:any-in-g");
+  });
+});

@@ -45,6 +45,9 @@ export interface CompiledPolicy {
    * such policies can change their answer after a step-up.
    */
   readsMfa: boolean;
+  /** Being on the principal's (resource's) candidate list proves the scope matches. */
+  principalListed: boolean;
+  resourceListed: boolean;
 }
 
 /** The context attribute a step-up refreshes. */
@@ -143,6 +146,8 @@ export function compilePolicy(
     condition: compileCondition(json.conditions as { kind: string; body: unknown }[], slots),
     stepUp: isStepUpForbid(meta),
     readsMfa: readsContextAttr(json.conditions, MFA_AGE),
+    principalListed: listedMeansMatched(principal),
+    resourceListed: listedMeansMatched(resource),
   };
 }
 
@@ -344,6 +349,29 @@ export function actionMatches(s: ActionScope, e: EntityRef, acc: EntityAccess): 
   return false;
 }
 
+/**
+ * Whether a scope constraint is certainly satisfied by every entity whose candidate list
+ * holds the policy: all but `is T in X` (listed under X, whatever the entity's type).
+ */
+function listedMeansMatched(s: Scope | ActionScope): boolean {
+  return s.op !== "is" || s.in === undefined;
+}
+
+/**
+ * The policy's scope holds for the request. `listed`: the dimension whose candidate list
+ * the policy was taken from (-1: none) — its constraint is not checked again when the
+ * listing already proves it.
+ */
+function scopesMatch(p: CompiledPolicy, env: EvalEnv, listed: number): boolean {
+  const acc = env.entities;
+  if (!(listed === 0 && p.principalListed) && !scopeMatches(p.principal, env.principal, acc))
+    return false;
+  if (listed !== 1 && !actionMatches(p.action, env.action, acc)) return false;
+  if (!(listed === 2 && p.resourceListed) && !scopeMatches(p.resource, env.resource, acc))
+    return false;
+  return true;
+}
+
 interface RunOutcome {
   decision: "allow" | "deny";
   reasons: string[];
@@ -369,6 +397,8 @@ export class CompiledEngine implements PolicyEngine {
   private readonly dims: [DimIndex, DimIndex, DimIndex];
   private readonly lists: [ListCache, ListCache, ListCache];
   private listsStore: EntityStore | undefined;
+  /** The dimension the last `candidates` list came from (-1: every policy). */
+  private listedDim = -1;
   private listsVersion = -1;
 
   constructor(readonly policySet: LoadedPolicySet) {
@@ -426,13 +456,14 @@ export class CompiledEngine implements PolicyEngine {
   evaluate(env: EvalEnv, entities: EntityView): AuthorizationResult {
     const store = entities instanceof EntityStore ? entities : undefined;
     const candidates = this.candidates(env, store);
-    const r = this.run(env, candidates);
+    const listed = this.listedDim;
+    const r = this.run(env, candidates, listed);
     return decideVerdict({
       decision: r.decision,
       reasons: r.reasons,
       errors: r.errors,
       meta: this.meta,
-      allowsWithoutStepUp: () => this.allowedAfterStepUp(env, candidates, r.mfaFreePermit),
+      allowsWithoutStepUp: () => this.allowedAfterStepUp(env, candidates, listed, r.mfaFreePermit),
     });
   }
 
@@ -447,6 +478,7 @@ export class CompiledEngine implements PolicyEngine {
   private allowedAfterStepUp(
     env: EvalEnv,
     candidates: Int32Array | undefined,
+    listed: number,
     mfaFreePermit: boolean,
   ): boolean {
     const fresh: EvalEnv = { ...env, context: withFreshMfa(env.context) };
@@ -454,22 +486,20 @@ export class CompiledEngine implements PolicyEngine {
     const n = candidates === undefined ? policies.length : candidates.length;
     for (let j = 0; j < n; j++) {
       const p = policies[candidates === undefined ? j : candidates[j]!]!;
-      if (p.effect === "forbid" && !p.stepUp && p.readsMfa && this.applies(p, fresh)) return false;
+      if (p.effect === "forbid" && !p.stepUp && p.readsMfa && this.applies(p, fresh, listed))
+        return false;
     }
     if (mfaFreePermit) return true;
     for (let j = 0; j < n; j++) {
       const p = policies[candidates === undefined ? j : candidates[j]!]!;
-      if (p.effect === "permit" && p.readsMfa && this.applies(p, fresh)) return true;
+      if (p.effect === "permit" && p.readsMfa && this.applies(p, fresh, listed)) return true;
     }
     return false;
   }
 
   /** The policy's scope matches and its conditions hold (an error: it does not apply). */
-  private applies(p: CompiledPolicy, env: EvalEnv): boolean {
-    const acc = env.entities;
-    if (!scopeMatches(p.principal, env.principal, acc)) return false;
-    if (!actionMatches(p.action, env.action, acc)) return false;
-    if (!scopeMatches(p.resource, env.resource, acc)) return false;
+  private applies(p: CompiledPolicy, env: EvalEnv, listed: number): boolean {
+    if (!scopesMatch(p, env, listed)) return false;
     if (p.condition === undefined) return true;
     try {
       return p.condition(env);
@@ -480,19 +510,16 @@ export class CompiledEngine implements PolicyEngine {
   }
 
   /** Evaluates the candidates (all policies when undefined). */
-  private run(env: EvalEnv, candidates: Int32Array | undefined): RunOutcome {
+  private run(env: EvalEnv, candidates: Int32Array | undefined, listed: number): RunOutcome {
     let forbids: string[] | undefined;
     let permits: string[] | undefined;
     let mfaFreePermit = false;
     const errors: PolicyError[] = [];
-    const acc = env.entities;
     const policies = this.policies;
     const n = candidates === undefined ? policies.length : candidates.length;
     for (let j = 0; j < n; j++) {
       const p = policies[candidates === undefined ? j : candidates[j]!]!;
-      if (!scopeMatches(p.principal, env.principal, acc)) continue;
-      if (!actionMatches(p.action, env.action, acc)) continue;
-      if (!scopeMatches(p.resource, env.resource, acc)) continue;
+      if (!scopesMatch(p, env, listed)) continue;
       const cond = p.condition;
       if (cond !== undefined) {
         let sat: boolean;
@@ -530,6 +557,7 @@ export class CompiledEngine implements PolicyEngine {
       this.listsVersion = store.version;
     }
     let best: Int32Array | undefined;
+    let bestDim = -1;
     for (const d of DIM_ORDER) {
       const dim = this.dims[d];
       const e = d === 0 ? env.principal : d === 1 ? env.action : env.resource;
@@ -554,8 +582,12 @@ export class CompiledEngine implements PolicyEngine {
         l = candidateList(dim, e, store);
         cache.set(e, l);
       }
-      if (best === undefined || l.length < best.length) best = l;
+      if (best === undefined || l.length < best.length) {
+        best = l;
+        bestDim = d;
+      }
     }
+    this.listedDim = bestDim;
     return best;
   }
 }
