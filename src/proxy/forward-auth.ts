@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Clock } from "../core/clock.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
-import { assertionSubject, factsFor, type AuthOutcome } from "./authenticate.js";
+import { assertionClaims, factsFor, type AuthOutcome } from "./authenticate.js";
 import type { DecisionPoint } from "./decision-point.js";
 import {
   originalRequestHeaders,
@@ -122,13 +122,12 @@ export function createForwardAuthHandler(
     const decision = d.decisions.decide(facts);
     const verdict = decision.result.verdict;
     if (verdict === "allow") {
-      const subject = assertionSubject(a.auth);
-      const claims = { ...subject, aud: route.name, decisionId: decision.decisionId };
+      const claims = assertionClaims(a.auth, route.name, decision.decisionId);
       const assertion = d.assertions.cached(claims) ?? (await d.assertions.sign(claims));
       const headers = {
         "x-zt-assertion": assertion,
-        "x-zt-user": subject.name,
-        "x-zt-groups": subject.groups.join(","),
+        "x-zt-user": claims.name,
+        "x-zt-groups": claims.groups.join(","),
         "x-zt-decision-id": decision.decisionId,
         "cache-control": "no-store",
         "content-length": 0,

@@ -14,7 +14,7 @@ import type { EntitySnapshot } from "../session/entity-snapshot.js";
 import { hintFor, renderDeniedPage, renderLoginPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import {
-  assertionSubject,
+  assertionClaims,
   authenticateClientCert,
   createAuthenticator,
   factsFor,
@@ -363,7 +363,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     auth: Authenticated,
     d: Decision,
   ): string | Promise<string> {
-    const claims = { ...assertionSubject(auth), aud: route.name, decisionId: d.decisionId };
+    const claims = assertionClaims(auth, route.name, d.decisionId);
     return s.assertions.cached(claims) ?? s.assertions.sign(claims);
   }
 
