@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { canonicalizeRequest, canonicalPath } from "./canonical-request.js";
+import { canonicalizeRequest, canonicalPath, canonicalPathGeneral } from "./canonical-request.js";
 
 describe("canonicalPath", () => {
   const ok = (raw: string) => {
@@ -98,5 +98,64 @@ describe("segment encoding fast path", () => {
         return r.ok && r.path === "/" + reference(seg);
       }),
     );
+  });
+});
+
+describe("canonicalPath fast path", () => {
+  it("answers exactly as the general routine, for any path", () => {
+    const piece = fc.constantFrom(
+      "/",
+      "//",
+      ".",
+      "..",
+      "/./",
+      "/../",
+      "a",
+      "Z9",
+      "%41",
+      "%2f",
+      "%zz",
+      ";",
+      "\\",
+      " ",
+      "~",
+      "'",
+      "(",
+      "*",
+      "@:",
+      ",+=$&",
+      "é",
+      "%C3%A9",
+      "?",
+      "#",
+      "\u0000",
+      "-_",
+      "...",
+    );
+    const path = fc.oneof(
+      fc.array(piece, { maxLength: 10 }).map((p) => "/" + p.join("")),
+      fc.string({ maxLength: 20 }).map((s) => "/" + s),
+      fc.string({ maxLength: 20 }),
+    );
+    fc.assert(
+      fc.property(path, (p) => {
+        expect(canonicalPath(p)).toEqual(canonicalPathGeneral(p));
+      }),
+      { numRuns: 20_000 },
+    );
+    for (const p of [
+      "/",
+      "/a",
+      "/a/",
+      "/a/b/",
+      "/a/./b",
+      "/a/../b",
+      "/..",
+      "/.",
+      "/a/.",
+      "/a/..",
+      "/.../x",
+    ])
+      expect(canonicalPath(p)).toEqual(canonicalPathGeneral(p));
   });
 });
