@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ManualClock } from "../core/clock.js";
 import { validateConfig } from "../config/index.js";
 import { openAppContext, type AppContext } from "../app/index.js";
+import { sha256Hex } from "../core/ids.js";
 import { SessionService } from "./session-service.js";
 
 async function context(clock: ManualClock): Promise<AppContext> {
@@ -65,6 +66,13 @@ describe("SessionService", () => {
     const c = await other.create({ userId: "u1", sourceIp: "127.0.0.1", userAgent: "t" });
     expect(sessions.checkInMemory(c.token)).toBeUndefined();
     expect(sessions.checkInMemory("A".repeat(43))).toBeUndefined();
+    // The one-shot hash the checks use is the store's token_hash (sha256Hex).
+    const row = await ctx.store.db
+      .selectFrom("sessions")
+      .select("token_hash")
+      .where("id", "=", a.session.id)
+      .executeTakeFirstOrThrow();
+    expect(row.token_hash).toBe(sha256Hex(a.token));
     expect((await sessions.check(c.token)).ok).toBe(true);
     await sessions.revoke([b.session.id], "test");
     for (const step of [0, 9 * 60_000, 11 * 60_000, 60 * 60_000]) {
