@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { canonicalizeRequest, canonicalPath, canonicalPathGeneral } from "./canonical-request.js";
+import {
+  canonicalHost,
+  canonicalHostUncached,
+  canonicalizeRequest,
+  canonicalPath,
+  canonicalPathGeneral,
+} from "./canonical-request.js";
 
 describe("canonicalPath", () => {
   const ok = (raw: string) => {
@@ -157,5 +163,25 @@ describe("canonicalPath fast path", () => {
       "/.../x",
     ])
       expect(canonicalPath(p)).toEqual(canonicalPathGeneral(p));
+  });
+});
+
+describe("canonicalHost memo", () => {
+  it("answers as the uncached routine, first time and from the memo, for any host", () => {
+    const host = fc.oneof(
+      fc.constantFrom("App.Example.", "app.example:8443", "[::1]:80", "[::1]x", "a:0", "a:99999"),
+      fc.string({ maxLength: 30 }),
+      fc.string({ minLength: 250, maxLength: 300 }),
+    );
+    fc.assert(
+      fc.property(host, (h) => {
+        const ref = canonicalHostUncached(h);
+        expect(canonicalHost(h)).toEqual(ref);
+        expect(canonicalHost(h)).toEqual(ref);
+      }),
+      { numRuns: 5_000 },
+    );
+    expect(canonicalHost(undefined)).toEqual(canonicalHostUncached(undefined));
+    expect(Object.isFrozen(canonicalHost("app.example"))).toBe(true);
   });
 });

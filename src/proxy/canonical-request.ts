@@ -16,12 +16,31 @@ const HOST_RE =
   /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const IPV6_HOST_RE = /^\[[0-9a-f:.]+\]$/;
 
-/** Canonical host: lowercase, no trailing dot, port split off. */
-export function canonicalHost(
-  raw: string | undefined,
-):
+type CanonicalHost =
   | { ok: true; host: string; port: number | undefined }
-  | { ok: false; reason: CanonicalRefusal; detail: string } {
+  | { ok: false; reason: CanonicalRefusal; detail: string };
+
+/**
+ * canonicalHost's answers by raw value (frozen: shared between requests). A PEP sees
+ * the same few Host values all day; bounded, and cleared when full.
+ */
+const hostMemo = new Map<string, Readonly<CanonicalHost>>();
+const HOST_MEMO_MAX = 1024;
+
+/** Canonical host: lowercase, no trailing dot, port split off. */
+export function canonicalHost(raw: string | undefined): Readonly<CanonicalHost> {
+  if (raw === undefined || raw.length > 255) return canonicalHostUncached(raw);
+  let r = hostMemo.get(raw);
+  if (r === undefined) {
+    r = Object.freeze(canonicalHostUncached(raw));
+    if (hostMemo.size >= HOST_MEMO_MAX) hostMemo.clear();
+    hostMemo.set(raw, r);
+  }
+  return r;
+}
+
+/** `canonicalHost` without the memo (exported for the equivalence test). */
+export function canonicalHostUncached(raw: string | undefined): CanonicalHost {
   if (raw === undefined || raw === "")
     return { ok: false, reason: "host-missing", detail: "no Host header" };
   let h = raw.trim().toLowerCase();
