@@ -496,3 +496,52 @@ describe("candidate lists: a listed policy's scope is not checked again unless l
     expect(seen).toContain("Group/Group/POST:any-in-g");
   });
 });
+
+describe("policies with the same conditions share compiled closures", () => {
+  it("shares only what is the same: constants of every type keep them apart; template links share conditions, not scopes", () => {
+    const text = [
+      '@id("big") permit(principal, action, resource) when { context.x == 9223372036854775807 };',
+      '@id("big-again") permit(principal, action, resource) when { context.x == 9223372036854775807 };',
+      '@id("text") permit(principal, action, resource) when { context.x == "9223372036854775807" };',
+      '@id("textB") permit(principal, action, resource) when { context.x == "B9223372036854775807" };',
+      '@id("small") permit(principal, action, resource) when { context.x == 9223372036854775806 };',
+      '@id("t") permit(principal in ?principal, action, resource) when { context.x == 1 };',
+    ].join("\n");
+    const set = parsePolicies([{ file: "share.cedar", text }], { schema: null });
+    set.templateLinks.push(
+      { templateId: "t", newId: "t-u", values: { "?principal": { type: "User", id: "u" } } },
+      { templateId: "t", newId: "t-v", values: { "?principal": { type: "User", id: "v" } } },
+    );
+    const compiled = createPolicyEngine("compiled", set);
+    const ref = createPolicyEngine("reference", set);
+    const store = new EntityStore([]);
+    const results: string[] = [];
+    for (const x of [
+      9223372036854775807n,
+      "9223372036854775807",
+      "B9223372036854775807",
+      9223372036854775806n,
+      1,
+    ]) {
+      for (const user of ["u", "v", "w"]) {
+        const req: AuthorizationRequest = {
+          principal: { type: "User", id: user },
+          action: { type: "Action", id: "GET" },
+          resource: { type: "App", id: "a" },
+          context: { x: x as unknown as CedarValue },
+        };
+        const a = compiled.authorize(req, store);
+        // (The reference binding takes no bigint in a JS context: checked by value below.)
+        if (typeof x !== "bigint") expect(a.reasons).toEqual(ref.authorize(req, store).reasons);
+        results.push(`${String(x)}/${user}:${a.reasons.join(",")}`);
+      }
+    }
+    expect(results).toContain("9223372036854775807/w:big,big-again");
+    expect(results).toContain("9223372036854775807/u:big,big-again");
+    expect(results).toContain("B9223372036854775807/w:textB");
+    expect(results).toContain("9223372036854775806/v:small");
+    expect(results).toContain("1/u:t-u");
+    expect(results).toContain("1/v:t-v");
+    expect(results).toContain("1/w:");
+  });
+});

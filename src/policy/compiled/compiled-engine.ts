@@ -126,11 +126,58 @@ function compileCondition(
   };
 }
 
+/**
+ * Compiled conditions by their JSON text and slot values, shared by the policies of one
+ * engine: policy sets are repetitive (one pattern per team or app, constants aside), and
+ * policies with the same conditions then evaluate the same closures — fewer to compile,
+ * less memory, and the ones a decision runs are already in the CPU cache. Compiled
+ * conditions hold no state (constants only), so sharing them is safe.
+ */
+export type ConditionCache = Map<string, ((env: EvalEnv) => boolean) | undefined>;
+
+/** An injective text for a JSON-like value that may hold bigints (exact Longs). */
+export function typedKey(v: unknown): string {
+  switch (typeof v) {
+    case "bigint":
+      return `B${v}`;
+    case "number":
+      return `N${v}`;
+    case "string":
+      return `S${JSON.stringify(v)}`;
+    case "boolean":
+      return v ? "T" : "F";
+    case "object": {
+      if (v === null) return "Z";
+      if (Array.isArray(v)) return `[${v.map(typedKey).join(",")}]`;
+      const parts: string[] = [];
+      for (const [k, x] of Object.entries(v)) parts.push(`${JSON.stringify(k)}:${typedKey(x)}`);
+      return `{${parts.join(",")}}`;
+    }
+    default:
+      return "U";
+  }
+}
+
+function sharedCondition(
+  conds: { kind: string; body: unknown }[],
+  slots: SlotEnv,
+  cache: ConditionCache,
+): ((env: EvalEnv) => boolean) | undefined {
+  let key = typedKey(conds);
+  // Slot values are part of what a template's conditions mean.
+  for (const [slot, e] of slots) key += `\u0000${slot}=${e.key}`;
+  if (cache.has(key)) return cache.get(key);
+  const f = compileCondition(conds, slots);
+  cache.set(key, f);
+  return f;
+}
+
 export function compilePolicy(
   id: string,
   p: LoadedPolicy,
   slots: SlotEnv,
   meta: PolicyMeta | undefined,
+  conditions: ConditionCache = new Map(),
 ): CompiledPolicy {
   const json = exactPolicyJson(p.text, p.json, p.kind === "template");
   const principal = scopeFrom(json.principal as Record<string, unknown>, slots);
@@ -143,7 +190,11 @@ export function compilePolicy(
     principal,
     action: actionScopeFrom(json.action as Record<string, unknown>),
     resource,
-    condition: compileCondition(json.conditions as { kind: string; body: unknown }[], slots),
+    condition: sharedCondition(
+      json.conditions as { kind: string; body: unknown }[],
+      slots,
+      conditions,
+    ),
     stepUp: isStepUpForbid(meta),
     readsMfa: readsContextAttr(json.conditions, MFA_AGE),
     principalListed: listedMeansMatched(principal),
@@ -404,9 +455,11 @@ export class CompiledEngine implements PolicyEngine {
   constructor(readonly policySet: LoadedPolicySet) {
     this.meta = policyMetaIndex(policySet);
     const byId = new Map(policySet.policies.map((p) => [p.id, p]));
+    const conditions: ConditionCache = new Map();
     const list: CompiledPolicy[] = [];
     for (const p of policySet.policies) {
-      if (p.kind === "static") list.push(compilePolicy(p.id, p, new Map(), this.meta.get(p.id)));
+      if (p.kind === "static")
+        list.push(compilePolicy(p.id, p, new Map(), this.meta.get(p.id), conditions));
     }
     for (const link of policySet.templateLinks) {
       const t = byId.get(link.templateId);
@@ -416,7 +469,7 @@ export class CompiledEngine implements PolicyEngine {
         const slot = k.startsWith("?") ? k : `?${k}`;
         slots.set(slot, new EntityRef(v.type, v.id));
       }
-      list.push(compilePolicy(link.newId, t, slots, this.meta.get(link.newId)));
+      list.push(compilePolicy(link.newId, t, slots, this.meta.get(link.newId), conditions));
     }
     this.policies = list;
     this.dims = [newDim(), newDim(), newDim()];
