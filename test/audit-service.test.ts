@@ -195,6 +195,11 @@ describe("alert service over a real store, event bus and webhook", () => {
     expect(body).toContain("zt_bans_active 1");
     expect(body).toContain('zt_audit_sink_lag_events{sink="sink:loki"} 3');
     expect(body).toContain("zt_active_sessions 0");
+    // Counted between two reads: the next read has them (decisions are added on read).
+    countDecision("grafana", "deny", "mfa-too-old", 0.00004);
+    expect((await renderMetrics()).body).toContain(
+      'zt_decisions_total{verdict="deny",route="grafana",reason="mfa-too-old"} 3',
+    );
   });
 });
 

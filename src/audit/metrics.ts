@@ -20,6 +20,11 @@ const decisions = new Counter({
   help: "Access decisions by verdict, route and reason.",
   labelNames: ["verdict", "route", "reason"] as const,
   registers: [metrics],
+  // Decisions are counted in plain numbers on the hot path and added here, when the
+  // metric is read (scrape, aggregation, tests): prom-client's inc re-hashes the labels.
+  collect() {
+    flushDecisionCounts();
+  },
 });
 
 const decisionSeconds = new Histogram({
@@ -117,8 +122,19 @@ const bannedRequests = new Counter({
 type DecisionChild = {
   c: ReturnType<typeof decisions.labels>;
   h: ReturnType<typeof decisionSeconds.labels>;
+  /** Decisions not yet added to `c` (see the counter's collect). */
+  pending: number;
 };
 const decisionChildren = new Map<string, DecisionChild>();
+
+function flushDecisionCounts(): void {
+  for (const child of decisionChildren.values()) {
+    if (child.pending > 0) {
+      child.c.inc(child.pending);
+      child.pending = 0;
+    }
+  }
+}
 
 /** Counts one decision and observes its latency. Hot path: one Map lookup, two adds. */
 export function countDecision(
@@ -131,11 +147,18 @@ export function countDecision(
   let child = decisionChildren.get(key);
   if (child === undefined) {
     // Bound label cardinality: reasons and routes come from config and policy, but be safe.
-    if (decisionChildren.size >= 10_000) decisionChildren.clear();
-    child = { c: decisions.labels(verdict, route, reason), h: decisionSeconds.labels(verdict) };
+    if (decisionChildren.size >= 10_000) {
+      flushDecisionCounts();
+      decisionChildren.clear();
+    }
+    child = {
+      c: decisions.labels(verdict, route, reason),
+      h: decisionSeconds.labels(verdict),
+      pending: 0,
+    };
     decisionChildren.set(key, child);
   }
-  child.c.inc();
+  child.pending++;
   child.h.observe(seconds);
 }
 
