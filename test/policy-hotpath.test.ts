@@ -324,9 +324,10 @@ describe("candidate cache follows the entity hierarchy", () => {
     expect(engine.authorize(post, store).verdict).toBe("deny");
   });
 
-  it("entity attributes converted once per entity version", () => {
+  it("entity attributes: converted once per entity version when structured, wrapped per decision when primitive", () => {
     const store = new EntityStore([
-      { uid: { type: "User", id: "c" }, attrs: { level: 1 }, parents: [] },
+      { uid: { type: "User", id: "c" }, attrs: { level: 1, teams: ["x"] }, parents: [] },
+      { uid: { type: "User", id: "p" }, attrs: { level: 1 }, parents: [] },
     ]);
     const set = parsePolicies(
       [
@@ -338,16 +339,21 @@ describe("candidate cache follows the entity hierarchy", () => {
       { schema: null },
     );
     const engine = createPolicyEngine("compiled", set);
-    const r = {
-      principal: { type: "User", id: "c" },
+    const req = (id: string) => ({
+      principal: { type: "User", id },
       action: { type: "Action", id: "GET" },
       resource: { type: "App", id: "x" },
       context: {},
-    };
-    expect(engine.authorize(r, store).verdict).toBe("deny");
-    store.upsert({ uid: { type: "User", id: "c" }, attrs: { level: 3 }, parents: [] });
-    expect(engine.authorize(r, store).verdict).toBe("allow");
+    });
+    for (const id of ["c", "p"]) {
+      expect(engine.authorize(req(id), store).verdict).toBe("deny");
+      store.upsert({ uid: { type: "User", id }, attrs: { level: 3, teams: ["x"] }, parents: [] });
+      if (id === "p") store.upsert({ uid: { type: "User", id }, attrs: { level: 3 }, parents: [] });
+      expect(engine.authorize(req(id), store).verdict).toBe("allow");
+    }
+    // Kept: a set had to be converted. Not kept: strings and numbers are read in place.
     expect(store.entryByKey("User\u0000c")?.derived).toBeDefined();
+    expect(store.entryByKey("User\u0000p")?.derived).toBeUndefined();
   });
 });
 

@@ -213,12 +213,18 @@ function entityData(raw: CedarEntity): EntityData {
   return d;
 }
 
-/** Converted entity data for store entries, kept on the entry itself. */
+/**
+ * Converted entity data for store entries. Kept on the entry when converting cost
+ * something (structured attributes or tags); an entity of strings, booleans and integers
+ * only is wrapped afresh per decision instead (a key scan, cheaper than keeping it): a
+ * wrapper kept for every principal ever seen grows the old generation, and each new heap
+ * page is a page fault inside some decision — measured as most of the cold tail.
+ */
 function entryData(entry: StoreEntry): EntityData {
   const d = entry.derived as EntityData | undefined;
   if (d !== undefined) return d;
   const fresh = convertEntity(entry.entity);
-  entry.derived = fresh;
+  if (fresh.tags !== undefined || !fresh.attrs.primitiveOnly) entry.derived = fresh;
   return fresh;
 }
 
@@ -246,6 +252,8 @@ export class ViewAccess implements EntityAccess {
 class RequestAccess implements EntityAccess {
   private principalEntry: StoreEntry | null | undefined;
   private resourceEntry: StoreEntry | null | undefined;
+  /** The principal's converted data, once per decision (it may not be kept on the entry). */
+  private principalData: EntityData | undefined;
   constructor(
     private readonly store: EntityStore,
     private readonly principal: EntityRef,
@@ -267,8 +275,12 @@ class RequestAccess implements EntityAccess {
   }
 
   data(e: EntityRef): EntityData | undefined {
+    if (e === this.principal && this.principalData !== undefined) return this.principalData;
     const en = this.entry(e);
-    return en === undefined ? undefined : entryData(en);
+    if (en === undefined) return undefined;
+    const d = entryData(en);
+    if (e === this.principal) this.principalData = d;
+    return d;
   }
 
   isIn(a: EntityRef, b: EntityRef): boolean {

@@ -110,6 +110,11 @@ export class CRecord {
     return this.keys!.includes(k);
   }
 
+  /** A lazy record whose attributes are all strings, booleans and integers (nothing converted). */
+  get primitiveOnly(): boolean {
+    return this.full === undefined && this.converted === undefined;
+  }
+
   /** This record with one attribute set (used for the step-up re-evaluation). */
   withAttr(k: string, v: Value): CRecord {
     const full = this.full;
