@@ -80,10 +80,10 @@ function soleKey(o: Record<string, unknown>): string | undefined {
  */
 export function recordFromJson(o: Record<string, unknown>): CRecord {
   let converted: (string | Value)[] | undefined;
-  const keys: string[] = [];
-  for (const k in o) {
-    if (!Object.hasOwn(o, k)) continue;
-    keys.push(k);
+  // Own enumerable string keys, in for-in order (V8 answers from the shape's enum cache).
+  const keys = Object.keys(o);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
     const x = o[k];
     if (typeof x === "string" || typeof x === "boolean") continue;
     if (typeof x === "number" && Number.isSafeInteger(x)) continue;
