@@ -6,6 +6,22 @@ export function uidKey(uid: EntityUid): string {
   return `${uid.type}\u0000${uid.id}`;
 }
 
+/** One string object per uid key that ancestor sets or compiled policies hold. */
+const interned = new Map<string, string>();
+
+/**
+ * The shared string object for a uid key. Ancestor sets and compiled policy scopes hold
+ * these, so an `in` check finds its key by pointer (no character comparison), and the few
+ * thousand group keys every user's set refers to stay in the CPU cache instead of one
+ * copy per user. Grows with the distinct uids stored or named by policies.
+ */
+export function internedKey(key: string): string {
+  const s = interned.get(key);
+  if (s !== undefined) return s;
+  interned.set(key, key);
+  return key;
+}
+
 /**
  * Entities in Cedar's JSON format, with each entity's transitive ancestor set precomputed
  * so `isIn` is a set lookup. Updates are incremental: changing an entity's parents
@@ -198,7 +214,7 @@ export class EntityStore implements EntityView {
       const e = this.entries.get(k);
       if (!e) continue;
       for (const p of e.entity.parents) {
-        const pk = uidKey(p);
+        const pk = internedKey(uidKey(p));
         if (out.has(pk)) continue;
         out.add(pk);
         // Reuse a parent's ancestor set when it is known (known sets are always current).

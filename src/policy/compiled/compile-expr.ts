@@ -5,6 +5,7 @@
  * `if` short-circuit; any error aborts the policy (which Cedar then skips and reports).
  */
 import { compareValues, EXTENSION_FUNCTIONS } from "./extensions.js";
+import { internedKey } from "../entity-store.js";
 import { valueFromJson } from "./json-values.js";
 import {
   addLong,
@@ -165,7 +166,9 @@ function compile(e: Json, slots: SlotEnv): Node {
   switch (op) {
     case "Value": {
       try {
-        return konst(valueFromJson(body));
+        const v = valueFromJson(body);
+        // An entity literal (`principal in Group::"g"`) holds the interned key, as scopes do.
+        return konst(v instanceof EntityRef ? new EntityRef(v.type, v.id, internedKey(v.key)) : v);
       } catch (err) {
         return {
           f: () => {

@@ -1,4 +1,4 @@
-import { EntityStore, type StoreEntry } from "../entity-store.js";
+import { EntityStore, internedKey, type StoreEntry } from "../entity-store.js";
 import type {
   AuthorizationRequest,
   AuthorizationResult,
@@ -77,9 +77,16 @@ export function readsContextAttr(node: unknown, attr: string): boolean {
   return false;
 }
 
+/** A policy's constant uid, holding the interned key (see `internedKey`). */
+export function policyRef(e: EntityRef): EntityRef {
+  return new EntityRef(e.type, e.id, internedKey(e.key));
+}
+
 export function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinked" {
-  const resolve = (x: Record<string, unknown>): EntityRef | undefined =>
-    "slot" in x ? slots.get(x["slot"] as string) : entityFromJson(x["entity"]);
+  const resolve = (x: Record<string, unknown>): EntityRef | undefined => {
+    const e = "slot" in x ? slots.get(x["slot"] as string) : entityFromJson(x["entity"]);
+    return e === undefined ? undefined : policyRef(e);
+  };
   switch (c["op"]) {
     case "All":
       return { op: "All" };
@@ -101,9 +108,9 @@ export function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "
 
 export function actionScopeFrom(c: Record<string, unknown>): ActionScope {
   if (c["op"] === "All") return { op: "All" };
-  if (c["op"] === "==") return { op: "==", entities: [entityFromJson(c["entity"])] };
+  if (c["op"] === "==") return { op: "==", entities: [policyRef(entityFromJson(c["entity"]))] };
   const list = "entities" in c ? (c["entities"] as unknown[]) : [c["entity"]];
-  return { op: "in", entities: list.map(entityFromJson) };
+  return { op: "in", entities: list.map((x) => policyRef(entityFromJson(x))) };
 }
 
 function compileCondition(

@@ -11,8 +11,10 @@ export class EntityRef {
   constructor(
     readonly type: string,
     readonly id: string,
+    /** The key, when the caller has it (an interned one, for policy constants). */
+    key?: string,
   ) {
-    this.#key = undefined;
+    this.#key = key;
   }
 
   /**
