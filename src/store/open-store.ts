@@ -3,12 +3,17 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import {
+  CompiledQuery,
   Kysely,
   Migrator,
   PostgresDialect,
   SqliteDialect,
+  SqliteDriver,
+  type DatabaseConnection,
+  type Driver,
   type Migration,
   type MigrationProvider,
+  type SqliteDialectConfig,
 } from "kysely";
 import { ZtError } from "../core/errors.js";
 import type { StoreDialect } from "./dialect.js";
@@ -81,6 +86,30 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   return store;
 }
 
+/**
+ * Kysely's SQLite driver with every transaction begun IMMEDIATE (Kysely begins them
+ * DEFERRED). The audit writer thread is a second connection committing all the time: a
+ * deferred transaction that reads and then writes fails at once with "database is
+ * locked" (SQLITE_BUSY_SNAPSHOT, no busy wait) when that thread commits in between. Taking
+ * the write lock at BEGIN makes it wait on busy_timeout instead, like a single write.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
+
 export function openSqlite(dataDir: string): Store {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, "zt.db");
@@ -96,7 +125,7 @@ export function openSqlite(dataDir: string): Store {
       file,
     });
   }
-  const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Tables>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) });
   return {
     db,
     dialect: "sqlite",
