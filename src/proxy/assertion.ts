@@ -15,6 +15,11 @@ export interface AssertionClaims {
   sessionId?: string;
 }
 
+/** Assertions are cached per session and route (none for a subject without a session). */
+function cacheKeyOf(claims: AssertionClaims): string | undefined {
+  return claims.sessionId ? `${claims.sessionId}\u0000${claims.aud}` : undefined;
+}
+
 /**
  * Signs the identity assertion (ES256 JWT, 60 s) the PEP hands to upstreams.
  * An assertion is reused for the same session and route for half its lifetime,
@@ -42,18 +47,17 @@ export class AssertionSigner {
    * no microtask hop); undefined when `sign` has to sign.
    */
   cached(claims: AssertionClaims): string | undefined {
-    if (!claims.sessionId) return undefined;
-    const hit = this.#cache.get(`${claims.sessionId}\u0000${claims.aud}`);
+    const cacheKey = cacheKeyOf(claims);
+    if (cacheKey === undefined) return undefined;
+    const hit = this.#cache.get(cacheKey);
     return hit && hit.refreshAt > this.#clock.now() ? hit.jwt : undefined;
   }
 
   async sign(claims: AssertionClaims): Promise<string> {
+    const fresh = this.cached(claims);
+    if (fresh !== undefined) return fresh;
     const now = this.#clock.now();
-    const cacheKey = claims.sessionId ? `${claims.sessionId}\u0000${claims.aud}` : undefined;
-    if (cacheKey) {
-      const hit = this.#cache.get(cacheKey);
-      if (hit && hit.refreshAt > now) return hit.jwt;
-    }
+    const cacheKey = cacheKeyOf(claims);
     const key = this.#key ?? (await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256"));
     this.#key = key;
     const iat = Math.floor(now / 1000);

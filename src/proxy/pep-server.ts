@@ -420,7 +420,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     }
     const { host, path, query } = canon;
     if (path === "/.zt/authz") {
-      // The forward-auth hot path, straight to its handler (as handleInternal would).
+      // The forward-auth hot path: dispatched here, before the other internal paths.
       await authz(req, res, new URLSearchParams(query.startsWith("?") ? query.slice(1) : query));
       return;
     }
@@ -586,7 +586,6 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       sendJson(res, 200, await s.assertions.jwks(), { "cache-control": "public, max-age=60" });
       return;
     }
-    if (path === "/.zt/authz") return authz(req, res, params);
     if (path === "/.zt/denied" && (req.method === "GET" || req.method === "HEAD"))
       return sendRecentDenial(req, res, params, denials);
     if (path === "/.zt/healthz") {

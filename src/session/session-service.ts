@@ -109,15 +109,11 @@ export class SessionService {
    * are all refused with a stable code. Never throws for bad input.
    */
   async check(token: string | undefined): Promise<SessionCheck> {
-    if (!token || !TOKEN_RE.test(token)) {
-      return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
-    }
-    const hash = hashToken(token);
-    let s = this.#byHash.get(hash);
-    if (!s) {
-      s = await this.#load(hash);
-      if (!s) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
-    }
+    const known = this.checkInMemory(token);
+    if (known !== undefined) return known;
+    // Not in memory (checkInMemory answered everything else): a well-formed token.
+    const s = await this.#load(hashToken(token!));
+    if (!s) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
     return this.#validate(s);
   }
 

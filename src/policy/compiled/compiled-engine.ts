@@ -171,7 +171,8 @@ function sharedCondition(
   cache: ConditionCache,
 ): ((env: EvalEnv) => boolean) | undefined {
   let key = typedKey(conds);
-  // Slot values are part of what a template's conditions mean.
+  // Cedar allows slots only in scopes; the key still names any slot values, so a
+  // condition compiled with them is never shared with one compiled without.
   for (const [slot, e] of slots) key += `\u0000${slot}=${e.key}`;
   if (cache.has(key)) return cache.get(key);
   const f = compileCondition(conds, slots);
