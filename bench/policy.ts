@@ -8,6 +8,10 @@
  * Every request the reference answers is also answered by the compiled engine, and the
  * two verdicts are compared (a mismatch is reported, not hidden).
  *
+ * Each engine is warmed up first on a separate set of requests of the same mix (the
+ * compiled one on as many as it is timed on: a PEP decides continuously, so its steady
+ * state is what counts; the reference on five).
+ *
  * After each size: the p99 of a pure-CPU loop timed the same way with the same p50 — the
  * machine's own tail at that duration (see machineTail), to tell it from the engine's.
  *
@@ -219,13 +223,17 @@ function measure(
   engine: PolicyEngine,
   store: EntityStore,
   reqs: AuthorizationRequest[],
-  warmup: number,
+  warmup: AuthorizationRequest[],
 ): { p50: number; p99: number; verdicts: string[] } {
-  // Warm-up (JIT) on the same inputs.
-  for (let i = 0; i < Math.min(reqs.length, warmup); i++) engine.authorize(reqs[i]!, store);
-  // Start both engines' timed loops from a collected heap (building the request set just
-  // allocated ~20 MB; its marking would otherwise run inside whichever loop comes first).
+  // Warm-up (JIT, caches a running PEP would have) on other requests of the same mix, so
+  // the timed requests' own entities are not brought into the CPU cache by it.
+  for (const r of warmup) engine.authorize(r, store);
+  // Start both engines' timed loops from a collected heap (building the request sets just
+  // allocated ~40 MB; its marking would otherwise run inside whichever loop comes first),
+  // then run a tenth of the warm-up again: a full collection walks the whole heap and
+  // leaves the CPU caches cold, which is not a running PEP's state either.
   gc();
+  for (let i = 0; i < warmup.length / 10; i++) engine.authorize(warmup[i]!, store);
   const times: number[] = [];
   const verdicts: string[] = [];
   for (const r of reqs) {
@@ -308,12 +316,13 @@ function main(): void {
     const compileMs = Date.now() - tc;
     gc();
     const after = process.memoryUsage();
+    const warmup = buildRequests(specs, userGroups, REQUESTS);
     const reqs = buildRequests(specs, userGroups, REQUESTS);
-    const c = measure(compiled, store, SKIP_COMPILED ? reqs.slice(0, 100) : reqs, 2000);
+    const c = measure(compiled, store, SKIP_COMPILED ? reqs.slice(0, 100) : reqs, warmup);
     const reference = createPolicyEngine("reference", set);
     // The reference costs grow with the number of policies: fewer samples for big sets.
     const refReqs = reqs.slice(0, Math.max(30, Math.min(REF_REQUESTS, Math.ceil(200_000 / n))));
-    const r = measure(reference, store, refReqs, 5);
+    const r = measure(reference, store, refReqs, warmup.slice(0, 5));
     for (let i = 0; i < Math.min(refReqs.length, c.verdicts.length); i++)
       if (r.verdicts[i] !== c.verdicts[i]) mismatches++;
     const allows = c.verdicts.filter((v) => v.startsWith("allow")).length;

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EntityStore, type CedarEntity, type EntityUid } from "../src/policy/index.js";
+import { ancestorFilterBit, mayBeAncestor } from "../src/policy/entity-store.js";
+import { EntityStore, uidKey, type CedarEntity, type EntityUid } from "../src/policy/index.js";
 
 const g = (id: string): EntityUid => ({ type: "Group", id });
 const ent = (id: string, parents: string[]): CedarEntity => ({
@@ -95,14 +96,56 @@ describe("EntityStore", () => {
           }
         }
         for (const x of ids) {
+          const entry = s.entryOf("Group", x);
           for (const y of ids) {
             // Only entities present in the store have known parents.
             const expected = x === y || (model.has(x) && reachable(model, x, y));
             expect(s.isIn(g(x), g(y))).toBe(expected);
+            // The filter never rules out the entity itself or an ancestor.
+            if (entry && expected)
+              expect(mayBeAncestor(entry, ancestorFilterBit(uidKey(g(y))))).toBe(true);
           }
         }
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("an entry's filter holds exactly the bits of the entity and its ancestors", () => {
+    // Enough groups that every one of the 60 bits is some group's.
+    const ids = Array.from({ length: 400 }, (_, i) => `g${i}`);
+    const s = new EntityStore([...ids.map((id) => ent(id, [])), ent("member", ["g1", "g2"])]);
+    const entry = s.entryOf("Group", "member")!;
+    const own = new Set(["member", "g1", "g2"].map((id) => ancestorFilterBit(uidKey(g(id)))));
+    const bits = new Set(ids.map((id) => ancestorFilterBit(uidKey(g(id)))));
+    expect(bits.size).toBe(60);
+    for (const bit of bits) expect(mayBeAncestor(entry, bit)).toBe(own.has(bit));
+    // Re-parenting moves the bits with the ancestors.
+    s.upsert(ent("member", ["g3"]));
+    const moved = s.entryOf("Group", "member")!;
+    const now = new Set(["member", "g3"].map((id) => ancestorFilterBit(uidKey(g(id)))));
+    for (const bit of bits) expect(mayBeAncestor(moved, bit)).toBe(now.has(bit));
+  });
+
+  it("keeps the attribute names of entities whose attributes are all plain values, shared by name list", () => {
+    const user = (id: string, attrs: CedarEntity["attrs"], tags?: CedarEntity["tags"]) => ({
+      uid: { type: "User", id },
+      attrs,
+      parents: [],
+      ...(tags ? { tags } : {}),
+    });
+    const s = new EntityStore([
+      user("a", { name: "a", admin: false, level: 3 }),
+      user("b", { name: "b", admin: true, level: 1 }),
+      user("c", { name: "c", manager: { __entity: { type: "User", id: "a" } } }),
+      user("d", { name: "d", ratio: 0.5 }),
+      user("e", { name: "e" }, { team: "ops" }),
+    ]);
+    const a = s.entryOf("User", "a")!;
+    expect(a.plainKeys).toEqual(["name", "admin", "level"]);
+    expect(a.plainAttrs).toBe(a.entity.attrs);
+    expect(s.entryOf("User", "b")!.plainKeys).toBe(a.plainKeys);
+    // Structured values, non-integers and tags go through the engine's conversion.
+    for (const id of ["c", "d", "e"]) expect(s.entryOf("User", id)!.plainKeys).toBeUndefined();
   });
 });

@@ -357,6 +357,59 @@ describe("candidate cache follows the entity hierarchy", () => {
   });
 });
 
+describe("scope filter bits: a scope is ruled out from the policy alone only when it cannot match", () => {
+  it("agrees with the reference engine for stored and unknown principals and resources, equal to or in the named uid", () => {
+    const groups = Array.from({ length: 120 }, (_, i) => `g${i}`);
+    const text = [
+      ...groups.map(
+        (gid, i) =>
+          `@id("in-${i}") permit(principal in Group::"${gid}", action, resource == App::"a${i % 7}");`,
+      ),
+      `@id("eq-user") permit(principal == User::"u1", action, resource);`,
+      `@id("eq-group") permit(principal == Group::"g5", action, resource);`,
+      `@id("ghost") permit(principal == User::"ghost", action, resource in App::"suite");`,
+      `@id("is-in") forbid(principal is User in Group::"g9", action, resource is App in App::"suite");`,
+    ].join("\n");
+    const set = parsePolicies([{ file: "bits.cedar", text }], { schema: null });
+    const users = Array.from({ length: 30 }, (_, i) => ({
+      uid: { type: "User", id: `u${i}` },
+      attrs: {},
+      parents: [{ type: "Group", id: groups[(i * 7) % groups.length]! }],
+    }));
+    const store = new EntityStore([
+      ...groups.map((gid, i) => ({
+        uid: { type: "Group", id: gid },
+        attrs: {},
+        parents: i > 0 ? [{ type: "Group", id: groups[Math.floor(i / 3)]! }] : [],
+      })),
+      ...users,
+      { uid: { type: "App", id: "a1" }, attrs: {}, parents: [{ type: "App", id: "suite" }] },
+    ]);
+    const compiled = createPolicyEngine("compiled", set);
+    const reference = createPolicyEngine("reference", set);
+    const principals = [
+      ...users.map((u) => u.uid),
+      { type: "User", id: "ghost" },
+      { type: "Group", id: "g5" },
+      { type: "Group", id: "g9" },
+    ];
+    const resources = ["a0", "a1", "a3", "suite", "nowhere"].map((id) => ({ type: "App", id }));
+    let allowed = 0;
+    for (const principal of principals)
+      for (const resource of resources) {
+        const req = { principal, action: { type: "Action", id: "GET" }, resource, context: {} };
+        const c = compiled.authorize(req, store);
+        const r = reference.authorize(req, store);
+        expect([c.decision, c.reasons], `${principal.id} → ${resource.id}`).toEqual([
+          r.decision,
+          r.reasons,
+        ]);
+        if (c.decision === "allow") allowed++;
+      }
+    expect(allowed).toBeGreaterThan(10);
+  });
+});
+
 it("DAY constant sanity (the fast path's day length)", () => {
   expect(parseDatetime("1970-01-02T00:00:00Z")?.ms).toBe(DAY);
 });

@@ -56,7 +56,7 @@ export class EntityStore implements EntityView {
     for (const [key, entry] of this.entries) {
       const anc = this.computeAncestors(key);
       if (anc.has(key)) throw cycleError(key);
-      entry.ancestors = anc;
+      assignAncestors(entry, key, anc);
     }
   }
 
@@ -135,7 +135,11 @@ export class EntityStore implements EntityView {
     const old = oldEntry?.entity;
     if (old) for (const p of old.parents) this.children.get(uidKey(p))?.delete(key);
     const entry = this.insertRaw(entity);
-    entry.ancestors = oldEntry?.ancestors;
+    if (oldEntry !== undefined) {
+      entry.ancestors = oldEntry.ancestors;
+      entry.filterLo = oldEntry.filterLo;
+      entry.filterHi = oldEntry.filterHi;
+    }
     const parentsChanged =
       !old ||
       old.parents.length !== entity.parents.length ||
@@ -163,12 +167,21 @@ export class EntityStore implements EntityView {
 
   private setAncestors(key: string, anc: Set<string> | undefined): void {
     const e = this.entries.get(key);
-    if (e) e.ancestors = anc;
+    if (e) assignAncestors(e, key, anc);
   }
 
   private insertRaw(entity: CedarEntity): StoreEntry {
     const key = uidKey(entity.uid);
-    const entry: StoreEntry = { entity, ancestors: undefined, derived: undefined };
+    const plainKeys = entity.tags === undefined ? primitiveAttrKeys(entity.attrs) : undefined;
+    const entry: StoreEntry = {
+      entity,
+      ancestors: undefined,
+      filterLo: FILTER_ALL,
+      filterHi: FILTER_ALL,
+      plainAttrs: plainKeys === undefined ? undefined : entity.attrs,
+      plainKeys,
+      derived: undefined,
+    };
     this.entries.set(key, entry);
     let ids = this.byType.get(entity.uid.type);
     if (!ids) this.byType.set(entity.uid.type, (ids = new Map()));
@@ -233,6 +246,23 @@ export interface StoreEntry {
   /** Keys of all strict ancestors (undefined only while the store is updating). */
   ancestors: ReadonlySet<string> | undefined;
   /**
+   * A filter over the entity's own key and `ancestors` (two 30-bit words; see
+   * `ancestorFilterBit`): a key whose bit is clear is certainly neither, so most `==` and
+   * `in` checks that fail touch neither the set nor the other uid. All bits set while
+   * `ancestors` is unknown.
+   */
+  filterLo: number;
+  filterHi: number;
+  /**
+   * The entity's attributes object when the entity has no tags and every attribute is a
+   * string, a boolean or a safe integer (values Cedar uses as they are), with its own
+   * enumerable keys (`plainKeys`, one shared array per attribute-name list). Lets an engine
+   * read such an entity without scanning its values: for most principals (users), the
+   * values are strings that a decision never reads.
+   */
+  readonly plainAttrs: Record<string, CedarValue> | undefined;
+  readonly plainKeys: readonly string[] | undefined;
+  /**
    * What an engine derived from this entity (the compiled engine: converted attributes and
    * tags, on first use — not on insert: converting 100k entities up front makes V8
    * pretenure the converter's allocation sites, and every request's context conversion
@@ -240,6 +270,82 @@ export interface StoreEntry {
    * so this never outlives the entity it came from.
    */
   derived: unknown;
+}
+
+/** All filter bits set: every key may be an ancestor (the set decides). */
+const FILTER_ALL = 0x3fffffff;
+
+/**
+ * The bit of a uid key in an entry's ancestor filter: 0–59 (FNV-1a of the key). Bits 0–29
+ * are in `filterLo`, 30–59 in `filterHi` (small integers, stored unboxed).
+ */
+export function ancestorFilterBit(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % 60;
+}
+
+/**
+ * Whether the uid key with bit `ancestorFilterBit(key)` may be the entry's own or one of
+ * its ancestors (false: certainly neither).
+ */
+export function mayBeAncestor(entry: StoreEntry, bit: number): boolean {
+  return bit < 30
+    ? (entry.filterLo & (1 << bit)) !== 0
+    : (entry.filterHi & (1 << (bit - 30))) !== 0;
+}
+
+/** Bits of the keys interned for ancestor sets (computed once per key). */
+const filterBits = new Map<string, number>();
+
+function assignAncestors(
+  entry: StoreEntry,
+  key: string,
+  anc: ReadonlySet<string> | undefined,
+): void {
+  entry.ancestors = anc;
+  if (anc === undefined) {
+    entry.filterLo = FILTER_ALL;
+    entry.filterHi = FILTER_ALL;
+    return;
+  }
+  const own = ancestorFilterBit(key);
+  let lo = own < 30 ? 1 << own : 0;
+  let hi = own < 30 ? 0 : 1 << (own - 30);
+  for (const k of anc) {
+    let bit = filterBits.get(k);
+    if (bit === undefined) filterBits.set(k, (bit = ancestorFilterBit(k)));
+    if (bit < 30) lo |= 1 << bit;
+    else hi |= 1 << (bit - 30);
+  }
+  entry.filterLo = lo;
+  entry.filterHi = hi;
+}
+
+/** Shared `plainKeys` arrays by their names (joined); bounded. */
+const keyLists = new Map<string, readonly string[]>();
+const KEY_LISTS_MAX = 10_000;
+
+/**
+ * The own enumerable keys of `attrs` when every value is a string, a boolean or a safe
+ * integer (undefined otherwise), as an array shared by every entity with the same names.
+ */
+function primitiveAttrKeys(
+  attrs: Record<string, CedarValue> | undefined,
+): readonly string[] | undefined {
+  if (attrs === null || typeof attrs !== "object" || Array.isArray(attrs)) return undefined;
+  const keys = Object.keys(attrs);
+  for (const k of keys) {
+    const v = attrs[k];
+    if (typeof v === "string" || typeof v === "boolean") continue;
+    if (typeof v === "number" && Number.isSafeInteger(v)) continue;
+    return undefined;
+  }
+  const name = keys.join("\u0000");
+  const shared = keyLists.get(name);
+  if (shared !== undefined) return shared;
+  if (keyLists.size < KEY_LISTS_MAX) keyLists.set(name, keys);
+  return keys;
 }
 
 function cycleError(key: string): ZtError {

@@ -45,6 +45,11 @@ export interface EntityAccess {
   data(e: EntityRef): EntityData | undefined;
   /** `a in b` through the hierarchy (a ≠ b). */
   isIn(a: EntityRef, b: EntityRef): boolean;
+  /**
+   * False when `e` is certainly neither the uid whose `ancestorFilterBit` is `bit` nor in
+   * it (a quick test before `sameEntity` / `isIn`); true when it may be.
+   */
+  mayBeOrBeIn(e: EntityRef, bit: number): boolean;
 }
 
 export type Compiled = (env: EvalEnv) => Value;

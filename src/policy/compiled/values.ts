@@ -4,6 +4,8 @@
  * Long is a JS number while it is a safe integer and a bigint beyond (always in i64
  * range); the representation is canonical, so `===` is Cedar equality on Longs.
  */
+import { ancestorFilterBit } from "../entity-store.js";
+
 export type Long = number | bigint;
 
 export class EntityRef {
@@ -23,6 +25,13 @@ export class EntityRef {
    */
   get key(): string {
     return (this.#key ??= `${this.type}\u0000${this.id}`);
+  }
+
+  #filterBit = -1;
+  /** `ancestorFilterBit(key)`, computed on first use (kept: policy constants ask it often). */
+  get filterBit(): number {
+    if (this.#filterBit < 0) this.#filterBit = ancestorFilterBit(this.key);
+    return this.#filterBit;
   }
 }
 
