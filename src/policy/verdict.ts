@@ -31,11 +31,16 @@ export function isStepUpForbid(meta: PolicyMeta | undefined): boolean {
   return !!meta && meta.effect === "forbid" && "step_up" in meta.annotations;
 }
 
+/** Effect and annotations by policy id (a Map, or an engine's faster lookup). */
+export interface MetaLookup {
+  get(id: string): PolicyMeta | undefined;
+}
+
 export interface VerdictInput {
   decision: "allow" | "deny";
   reasons: string[];
   errors: PolicyError[];
-  meta: ReadonlyMap<string, PolicyMeta>;
+  meta: MetaLookup;
   /**
    * Would the request be allowed after a step-up: with fresh MFA (`mfa_age_seconds` = 0)
    * and the `@step_up` forbids satisfied? Only called when every determining policy is a

@@ -10,7 +10,7 @@ import type {
   PolicyError,
 } from "../types.js";
 import { decideVerdict, isStepUpForbid, policyErrorResult, policyMetaIndex } from "../verdict.js";
-import type { PolicyMeta } from "../verdict.js";
+import type { MetaLookup, PolicyMeta } from "../verdict.js";
 import {
   compileExpr,
   type EntityAccess,
@@ -40,6 +40,8 @@ export interface CompiledPolicy {
   /** The when/unless conditions, conjoined; throws CedarEvalError on an evaluation error. */
   condition: ((env: EvalEnv) => boolean) | undefined;
   stepUp: boolean;
+  /** Effect and annotations (for the verdict). */
+  meta: PolicyMeta | undefined;
   /**
    * The conditions may read `context.mfa_age_seconds` (or the context as a whole): only
    * such policies can change their answer after a step-up.
@@ -221,6 +223,7 @@ export function compilePolicy(
       conditions,
     ),
     stepUp: isStepUpForbid(meta),
+    meta,
     readsMfa: readsContextAttr(json.conditions, MFA_AGE),
     principalListed: listedMeansMatched(principal),
     resourceListed: listedMeansMatched(resource),
@@ -293,12 +296,14 @@ export class ViewAccess implements EntityAccess {
  */
 class RequestAccess implements EntityAccess {
   private principalEntry: StoreEntry | null | undefined;
+  private actionEntry: StoreEntry | null | undefined;
   private resourceEntry: StoreEntry | null | undefined;
   /** The principal's converted data, once per decision (it may not be kept on the entry). */
   private principalData: EntityData | undefined;
   constructor(
     private readonly store: EntityStore,
     private readonly principal: EntityRef,
+    private readonly action: EntityRef,
     private readonly resource: EntityRef,
   ) {}
 
@@ -312,6 +317,12 @@ class RequestAccess implements EntityAccess {
       if (this.resourceEntry === undefined)
         this.resourceEntry = this.store.entryOf(e.type, e.id) ?? null;
       return this.resourceEntry ?? undefined;
+    }
+    if (e === this.action) {
+      // Asked once per candidate whose action scope lists several actions.
+      if (this.actionEntry === undefined)
+        this.actionEntry = this.store.entryOf(e.type, e.id) ?? null;
+      return this.actionEntry ?? undefined;
     }
     return this.store.entryOf(e.type, e.id);
   }
@@ -380,7 +391,12 @@ function ownBucketsSize(dim: DimIndex, e: EntityRef): number {
  * unconstrained ones, `== e`, `is e.type`, and `in X` / `is … in X` for `e` and every
  * ancestor X of `e` (from the store; dimensions with `in` buckets need one).
  */
-function candidateList(dim: DimIndex, e: EntityRef, store: EntityStore | undefined): Int32Array {
+function candidateList(
+  dim: DimIndex,
+  e: EntityRef,
+  store: EntityStore | undefined,
+  policies: readonly CompiledPolicy[],
+): CandidateList {
   const parts: number[][] = [dim.all];
   let total = dim.all.length;
   const add = (l: number[] | undefined): void => {
@@ -401,20 +417,28 @@ function candidateList(dim: DimIndex, e: EntityRef, store: EntityStore | undefin
   all.sort();
   let w = 0;
   for (let i = 0; i < n; i++) if (i === 0 || all[i] !== all[i - 1]) all[w++] = all[i]!;
-  return w === n ? all : all.slice(0, w);
+  const out: CompiledPolicy[] = new Array<CompiledPolicy>(w);
+  for (let i = 0; i < w; i++) out[i] = policies[all[i]!]!;
+  return out;
 }
+
+/**
+ * Candidate policies in policy order. The policy objects themselves, not their indexes:
+ * one memory access less per candidate (with thousands of policies, each is a cache miss).
+ */
+type CandidateList = readonly CompiledPolicy[];
 
 /**
  * One dimension's candidate lists by entity, as type → id → list (looked up without
  * joining the request's uid into a key). Cleared when it holds CANDIDATE_CACHE_LIMIT.
  */
 class ListCache {
-  private readonly byType = new Map<string, Map<string, Int32Array>>();
+  private readonly byType = new Map<string, Map<string, CandidateList>>();
   private size = 0;
-  get(e: EntityRef): Int32Array | undefined {
+  get(e: EntityRef): CandidateList | undefined {
     return this.byType.get(e.type)?.get(e.id);
   }
-  set(e: EntityRef, l: Int32Array): void {
+  set(e: EntityRef, l: CandidateList): void {
     if (this.size >= CANDIDATE_CACHE_LIMIT) this.clear();
     let ids = this.byType.get(e.type);
     if (!ids) this.byType.set(e.type, (ids = new Map()));
@@ -502,6 +526,8 @@ function scopesMatch(p: CompiledPolicy, env: EvalEnv, listed: number): boolean {
 interface RunOutcome {
   decision: "allow" | "deny";
   reasons: string[];
+  /** The policies `reasons` names, in the same order. */
+  determining: CompiledPolicy[];
   errors: PolicyError[];
   /** A satisfied permit's conditions do not read `mfa_age_seconds`. */
   mfaFreePermit: boolean;
@@ -564,15 +590,16 @@ export class CompiledEngine implements PolicyEngine {
   authorize(request: AuthorizationRequest, entities: EntityView): AuthorizationResult {
     try {
       const principal = entityFromJson(request.principal);
+      const action = entityFromJson(request.action);
       const resource = entityFromJson(request.resource);
       const env: EvalEnv = {
         principal,
-        action: entityFromJson(request.action),
+        action,
         resource,
         context: contextFrom(request.context),
         entities:
           entities instanceof EntityStore
-            ? new RequestAccess(entities, principal, resource)
+            ? new RequestAccess(entities, principal, action, resource)
             : new ViewAccess(entities),
       };
       return this.evaluate(env, entities);
@@ -591,7 +618,7 @@ export class CompiledEngine implements PolicyEngine {
       decision: r.decision,
       reasons: r.reasons,
       errors: r.errors,
-      meta: this.meta,
+      meta: r.determining.length === 0 ? this.meta : new DeterminingMeta(r.determining, this.meta),
       allowsWithoutStepUp: () => this.allowedAfterStepUp(env, candidates, listed, r.mfaFreePermit),
     });
   }
@@ -606,21 +633,20 @@ export class CompiledEngine implements PolicyEngine {
    */
   private allowedAfterStepUp(
     env: EvalEnv,
-    candidates: Int32Array | undefined,
+    candidates: CandidateList,
     listed: number,
     mfaFreePermit: boolean,
   ): boolean {
     const fresh: EvalEnv = { ...env, context: withFreshMfa(env.context) };
-    const policies = this.policies;
-    const n = candidates === undefined ? policies.length : candidates.length;
+    const n = candidates.length;
     for (let j = 0; j < n; j++) {
-      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      const p = candidates[j]!;
       if (p.effect === "forbid" && !p.stepUp && p.readsMfa && this.applies(p, fresh, listed))
         return false;
     }
     if (mfaFreePermit) return true;
     for (let j = 0; j < n; j++) {
-      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      const p = candidates[j]!;
       if (p.effect === "permit" && p.readsMfa && this.applies(p, fresh, listed)) return true;
     }
     return false;
@@ -638,16 +664,15 @@ export class CompiledEngine implements PolicyEngine {
     }
   }
 
-  /** Evaluates the candidates (all policies when undefined). */
-  private run(env: EvalEnv, candidates: Int32Array | undefined, listed: number): RunOutcome {
-    let forbids: string[] | undefined;
-    let permits: string[] | undefined;
+  /** Evaluates the candidates. */
+  private run(env: EvalEnv, candidates: CandidateList, listed: number): RunOutcome {
+    let forbids: CompiledPolicy[] | undefined;
+    let permits: CompiledPolicy[] | undefined;
     let mfaFreePermit = false;
     const errors: PolicyError[] = [];
-    const policies = this.policies;
-    const n = candidates === undefined ? policies.length : candidates.length;
+    const n = candidates.length;
     for (let j = 0; j < n; j++) {
-      const p = policies[candidates === undefined ? j : candidates[j]!]!;
+      const p = candidates[j]!;
       if (!scopesMatch(p, env, listed)) continue;
       const cond = p.condition;
       if (cond !== undefined) {
@@ -661,17 +686,21 @@ export class CompiledEngine implements PolicyEngine {
         }
         if (!sat) continue;
       }
-      if (p.effect === "forbid") (forbids ??= []).push(p.id);
+      if (p.effect === "forbid") (forbids ??= []).push(p);
       else {
-        (permits ??= []).push(p.id);
+        (permits ??= []).push(p);
         if (!p.readsMfa) mfaFreePermit = true;
       }
     }
     if (errors.length > 1) errors.sort(byPolicyId);
-    if (forbids !== undefined) return { decision: "deny", reasons: forbids, errors, mfaFreePermit };
-    if (permits !== undefined)
-      return { decision: "allow", reasons: permits, errors, mfaFreePermit };
-    return { decision: "deny", reasons: [], errors, mfaFreePermit };
+    const determining = forbids ?? permits;
+    return {
+      decision: forbids === undefined && permits !== undefined ? "allow" : "deny",
+      reasons: determining === undefined ? [] : determining.map(idOf),
+      determining: determining ?? [],
+      errors,
+      mfaFreePermit,
+    };
   }
 
   /**
@@ -679,13 +708,13 @@ export class CompiledEngine implements PolicyEngine {
    * are cached per entity key; those that depend on ancestors are dropped whenever the
    * store or its hierarchy changes.
    */
-  private candidates(env: EvalEnv, store: EntityStore | undefined): Int32Array | undefined {
+  private candidates(env: EvalEnv, store: EntityStore | undefined): CandidateList {
     if (store !== undefined && (store !== this.listsStore || store.version !== this.listsVersion)) {
       for (let d = 0; d < 3; d++) if (this.dims[d]!.inn.size > 0) this.lists[d]!.clear();
       this.listsStore = store;
       this.listsVersion = store.version;
     }
-    let best: Int32Array | undefined;
+    let best: CandidateList | undefined;
     let bestDim = -1;
     for (const d of DIM_ORDER) {
       const dim = this.dims[d];
@@ -708,7 +737,7 @@ export class CompiledEngine implements PolicyEngine {
           if (floor >= best.length || (usesHierarchy && floor + NARROWING_MARGIN >= best.length))
             continue;
         }
-        l = candidateList(dim, e, store);
+        l = candidateList(dim, e, store, this.policies);
         cache.set(e, l);
       }
       if (best === undefined || l.length < best.length) {
@@ -716,8 +745,30 @@ export class CompiledEngine implements PolicyEngine {
         bestDim = d;
       }
     }
-    this.listedDims = best === undefined ? 0 : LISTED_BY_DIM[bestDim as 0 | 1 | 2];
+    if (best === undefined) {
+      this.listedDims = 0;
+      return this.policies;
+    }
+    this.listedDims = LISTED_BY_DIM[bestDim as 0 | 1 | 2];
     return best;
+  }
+}
+
+const idOf = (p: CompiledPolicy): string => p.id;
+
+/**
+ * Annotations for a verdict: the determining policies' from the policy objects the
+ * decision already holds (with thousands of policies, a lookup in the id map is a cache
+ * miss or two each), any other id's from the map.
+ */
+class DeterminingMeta implements MetaLookup {
+  constructor(
+    private readonly determining: readonly CompiledPolicy[],
+    private readonly all: ReadonlyMap<string, PolicyMeta>,
+  ) {}
+  get(id: string): PolicyMeta | undefined {
+    for (const p of this.determining) if (p.id === id) return p.meta;
+    return this.all.get(id);
   }
 }
 
