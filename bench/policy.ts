@@ -225,15 +225,15 @@ function measure(
   reqs: AuthorizationRequest[],
   warmup: AuthorizationRequest[],
 ): { p50: number; p99: number; verdicts: string[] } {
-  // Warm-up (JIT, caches a running PEP would have) on other requests of the same mix, so
-  // the timed requests' own entities are not brought into the CPU cache by it.
-  for (const r of warmup) engine.authorize(r, store);
-  // Start both engines' timed loops from a collected heap (building the request sets just
-  // allocated ~40 MB; its marking would otherwise run inside whichever loop comes first),
-  // then run a tenth of the warm-up again: a full collection walks the whole heap and
-  // leaves the CPU caches cold, which is not a running PEP's state either.
+  // Collect the heap first (building the request sets just allocated ~40 MB; marking it
+  // would otherwise run inside whichever timed loop comes first), then warm up (JIT, the
+  // caches a running PEP would have) on other requests of the same mix, so the timed
+  // requests' own entities are not brought into the CPU cache by it. In this order the
+  // timed loop starts in a steady state: right after a forced full collection, the
+  // first few thousand decisions ran measurably slower (the collector's sweeping and cold
+  // caches after compaction), which no running PEP sees on every request.
   gc();
-  for (let i = 0; i < warmup.length / 10; i++) engine.authorize(warmup[i]!, store);
+  for (const r of warmup) engine.authorize(r, store);
   const times: number[] = [];
   const verdicts: string[] = [];
   for (const r of reqs) {

@@ -417,16 +417,28 @@ function candidateList(
   all.sort();
   let w = 0;
   for (let i = 0; i < n; i++) if (i === 0 || all[i] !== all[i - 1]) all[w++] = all[i]!;
-  const out: CompiledPolicy[] = new Array<CompiledPolicy>(w);
-  for (let i = 0; i < w; i++) out[i] = policies[all[i]!]!;
-  return out;
+  return interleaved(Array.from(all.subarray(0, w), (i) => policies[i]!));
 }
 
 /**
- * Candidate policies in policy order. The policy objects themselves, not their indexes:
- * one memory access less per candidate (with thousands of policies, each is a cache miss).
+ * Candidate policies in policy order, each preceded by its principal filter bit:
+ * `[principalBit, policy, principalBit, policy, …]`. The policy objects themselves, not
+ * their indexes, and the bit next to them: a candidate whose principal scope cannot match
+ * is passed over without reading the policy object (with thousands of policies, each
+ * object read is a cache miss, and most candidates of a resource are for other users).
  */
-type CandidateList = readonly CompiledPolicy[];
+type CandidateList = readonly (number | CompiledPolicy)[];
+
+function interleaved(policies: readonly CompiledPolicy[]): CandidateList {
+  const out: (number | CompiledPolicy)[] = [];
+  for (const p of policies) out.push(p.principalBit, p);
+  return out;
+}
+
+/** Number of policies in a candidate list. */
+function count(l: CandidateList): number {
+  return l.length >> 1;
+}
 
 /**
  * One dimension's candidate lists by entity, as type → id → list (looked up without
@@ -507,13 +519,22 @@ const LISTED_BY_DIM = [LISTED_PRINCIPAL, LISTED_ACTION, LISTED_RESOURCE] as cons
  * constraint the candidate list the policy was taken from already proves — those are not
  * checked again (the principal's and resource's only where the listing proves them).
  */
+/**
+ * Whether a candidate's principal scope may match, from its filter bit alone (-1: no bit;
+ * false only when the principal is certainly neither the uid the scope names nor in it).
+ */
+function principalMayMatch(bit: number, env: EvalEnv): boolean {
+  return bit < 0 || env.entities.mayBeOrBeIn(env.principal, bit);
+}
+
 function scopesMatch(p: CompiledPolicy, env: EvalEnv, listed: number): boolean {
   const acc = env.entities;
-  if (!((listed & LISTED_PRINCIPAL) !== 0 && p.principalListed)) {
-    const bit = p.principalBit;
-    if (bit >= 0 && !acc.mayBeOrBeIn(env.principal, bit)) return false;
-    if (!scopeMatches(p.principal, env.principal, acc)) return false;
-  }
+  // (The principal's filter bit was tested from the candidate list: principalMayMatch.)
+  if (
+    !((listed & LISTED_PRINCIPAL) !== 0 && p.principalListed) &&
+    !scopeMatches(p.principal, env.principal, acc)
+  )
+    return false;
   if ((listed & LISTED_ACTION) === 0 && !actionMatches(p.action, env.action, acc)) return false;
   if (!((listed & LISTED_RESOURCE) !== 0 && p.resourceListed)) {
     const bit = p.resourceBit;
@@ -546,6 +567,8 @@ interface RunOutcome {
 export class CompiledEngine implements PolicyEngine {
   readonly kind = "compiled" as const;
   readonly policies: CompiledPolicy[];
+  /** Every policy, as a candidate list (when no dimension can narrow). */
+  private readonly everyPolicy: CandidateList;
   private readonly meta: Map<string, PolicyMeta>;
   private readonly dims: [DimIndex, DimIndex, DimIndex];
   private readonly lists: [ListCache, ListCache, ListCache];
@@ -574,6 +597,7 @@ export class CompiledEngine implements PolicyEngine {
       list.push(compilePolicy(link.newId, t, slots, this.meta.get(link.newId), conditions));
     }
     this.policies = list;
+    this.everyPolicy = interleaved(list);
     this.dims = [newDim(), newDim(), newDim()];
     for (let i = 0; i < list.length; i++) {
       const p = list[i]!;
@@ -639,14 +663,16 @@ export class CompiledEngine implements PolicyEngine {
   ): boolean {
     const fresh: EvalEnv = { ...env, context: withFreshMfa(env.context) };
     const n = candidates.length;
-    for (let j = 0; j < n; j++) {
-      const p = candidates[j]!;
+    for (let j = 0; j < n; j += 2) {
+      if (!principalMayMatch(candidates[j] as number, env)) continue;
+      const p = candidates[j + 1] as CompiledPolicy;
       if (p.effect === "forbid" && !p.stepUp && p.readsMfa && this.applies(p, fresh, listed))
         return false;
     }
     if (mfaFreePermit) return true;
-    for (let j = 0; j < n; j++) {
-      const p = candidates[j]!;
+    for (let j = 0; j < n; j += 2) {
+      if (!principalMayMatch(candidates[j] as number, env)) continue;
+      const p = candidates[j + 1] as CompiledPolicy;
       if (p.effect === "permit" && p.readsMfa && this.applies(p, fresh, listed)) return true;
     }
     return false;
@@ -671,8 +697,9 @@ export class CompiledEngine implements PolicyEngine {
     let mfaFreePermit = false;
     const errors: PolicyError[] = [];
     const n = candidates.length;
-    for (let j = 0; j < n; j++) {
-      const p = candidates[j]!;
+    for (let j = 0; j < n; j += 2) {
+      if (!principalMayMatch(candidates[j] as number, env)) continue;
+      const p = candidates[j + 1] as CompiledPolicy;
       if (!scopesMatch(p, env, listed)) continue;
       const cond = p.condition;
       if (cond !== undefined) {
@@ -726,7 +753,7 @@ export class CompiledEngine implements PolicyEngine {
       // by every user).
       if (
         best !== undefined &&
-        dim.all.length + (usesHierarchy ? NARROWING_MARGIN : 0) >= best.length
+        dim.all.length + (usesHierarchy ? NARROWING_MARGIN : 0) >= count(best)
       )
         continue;
       const cache = this.lists[d];
@@ -734,20 +761,20 @@ export class CompiledEngine implements PolicyEngine {
       if (l === undefined) {
         if (best !== undefined) {
           const floor = ownBucketsSize(dim, e);
-          if (floor >= best.length || (usesHierarchy && floor + NARROWING_MARGIN >= best.length))
-            continue;
+          const size = count(best);
+          if (floor >= size || (usesHierarchy && floor + NARROWING_MARGIN >= size)) continue;
         }
         l = candidateList(dim, e, store, this.policies);
         cache.set(e, l);
       }
-      if (best === undefined || l.length < best.length) {
+      if (best === undefined || count(l) < count(best)) {
         best = l;
         bestDim = d;
       }
     }
     if (best === undefined) {
       this.listedDims = 0;
-      return this.policies;
+      return this.everyPolicy;
     }
     this.listedDims = LISTED_BY_DIM[bestDim as 0 | 1 | 2];
     return best;
