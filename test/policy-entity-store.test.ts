@@ -140,6 +140,9 @@ describe("EntityStore", () => {
       user("c", { name: "c", manager: { __entity: { type: "User", id: "a" } } }),
       user("d", { name: "d", ratio: 0.5 }),
       user("e", { name: "e" }, { team: "ops" }),
+      // Names that would join into the same text as another entity's.
+      user("f", { "name\u0000admin": "x" }),
+      user("g", { name: "g", admin: false }),
     ]);
     const a = s.entryOf("User", "a")!;
     expect(a.plainKeys).toEqual(["name", "admin", "level"]);
@@ -147,5 +150,7 @@ describe("EntityStore", () => {
     expect(s.entryOf("User", "b")!.plainKeys).toBe(a.plainKeys);
     // Structured values, non-integers and tags go through the engine's conversion.
     for (const id of ["c", "d", "e"]) expect(s.entryOf("User", id)!.plainKeys).toBeUndefined();
+    expect(s.entryOf("User", "f")!.plainKeys).toEqual(["name\u0000admin"]);
+    expect(s.entryOf("User", "g")!.plainKeys).toEqual(["name", "admin"]);
   });
 });

@@ -295,9 +295,6 @@ export function mayBeAncestor(entry: StoreEntry, bit: number): boolean {
     : (entry.filterHi & (1 << (bit - 30))) !== 0;
 }
 
-/** Bits of the keys interned for ancestor sets (computed once per key). */
-const filterBits = new Map<string, number>();
-
 function assignAncestors(
   entry: StoreEntry,
   key: string,
@@ -313,8 +310,7 @@ function assignAncestors(
   let lo = own < 30 ? 1 << own : 0;
   let hi = own < 30 ? 0 : 1 << (own - 30);
   for (const k of anc) {
-    let bit = filterBits.get(k);
-    if (bit === undefined) filterBits.set(k, (bit = ancestorFilterBit(k)));
+    const bit = ancestorFilterBit(k);
     if (bit < 30) lo |= 1 << bit;
     else hi |= 1 << (bit - 30);
   }
@@ -322,7 +318,7 @@ function assignAncestors(
   entry.filterHi = hi;
 }
 
-/** Shared `plainKeys` arrays by their names (joined); bounded. */
+/** Shared `plainKeys` arrays by their names (as JSON text: any name may hold any character); bounded. */
 const keyLists = new Map<string, readonly string[]>();
 const KEY_LISTS_MAX = 10_000;
 
@@ -341,7 +337,7 @@ function primitiveAttrKeys(
     if (typeof v === "number" && Number.isSafeInteger(v)) continue;
     return undefined;
   }
-  const name = keys.join("\u0000");
+  const name = JSON.stringify(keys);
   const shared = keyLists.get(name);
   if (shared !== undefined) return shared;
   if (keyLists.size < KEY_LISTS_MAX) keyLists.set(name, keys);

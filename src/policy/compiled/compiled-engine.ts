@@ -515,11 +515,6 @@ const LISTED_RESOURCE = 4;
 const LISTED_BY_DIM = [LISTED_PRINCIPAL, LISTED_ACTION, LISTED_RESOURCE] as const;
 
 /**
- * The policy's scope holds for the request. `listed`: the dimensions (LISTED_* bits) whose
- * constraint the candidate list the policy was taken from already proves — those are not
- * checked again (the principal's and resource's only where the listing proves them).
- */
-/**
  * Whether a candidate's principal scope may match, from its filter bit alone (-1: no bit;
  * false only when the principal is certainly neither the uid the scope names nor in it).
  */
@@ -527,6 +522,11 @@ function principalMayMatch(bit: number, env: EvalEnv): boolean {
   return bit < 0 || env.entities.mayBeOrBeIn(env.principal, bit);
 }
 
+/**
+ * The policy's scope holds for the request. `listed`: the dimensions (LISTED_* bits) whose
+ * constraint the candidate list the policy was taken from already proves — those are not
+ * checked again (the principal's and resource's only where the listing proves them).
+ */
 function scopesMatch(p: CompiledPolicy, env: EvalEnv, listed: number): boolean {
   const acc = env.entities;
   // (The principal's filter bit was tested from the candidate list: principalMayMatch.)
