@@ -5,7 +5,6 @@
  * `if` short-circuit; any error aborts the policy (which Cedar then skips and reports).
  */
 import { compareValues, EXTENSION_FUNCTIONS } from "./extensions.js";
-import { internedKey } from "../entity-store.js";
 import { valueFromJson } from "./json-values.js";
 import {
   addLong,
@@ -16,6 +15,7 @@ import {
   isLong,
   sameEntity,
   mulLong,
+  policyRef,
   negLong,
   subLong,
   typeError,
@@ -172,8 +172,8 @@ function compile(e: Json, slots: SlotEnv): Node {
     case "Value": {
       try {
         const v = valueFromJson(body);
-        // An entity literal (`principal in Group::"g"`) holds the interned key, as scopes do.
-        return konst(v instanceof EntityRef ? new EntityRef(v.type, v.id, internedKey(v.key)) : v);
+        // An entity literal (`principal in Group::"g"`) is the shared constant, as in scopes.
+        return konst(v instanceof EntityRef ? policyRef(v) : v);
       } catch (err) {
         return {
           f: () => {

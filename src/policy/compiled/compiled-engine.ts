@@ -1,4 +1,4 @@
-import { EntityStore, internedKey, mayBeAncestor, type StoreEntry } from "../entity-store.js";
+import { EntityStore, mayBeAncestor, type StoreEntry } from "../entity-store.js";
 import type {
   AuthorizationRequest,
   AuthorizationResult,
@@ -20,7 +20,7 @@ import {
 } from "./compile-expr.js";
 import { exactPolicyJson } from "./exact-json.js";
 import { convertEntity, entityFromJson, recordFromJson } from "./json-values.js";
-import { CedarEvalError, CRecord, EntityRef, sameEntity, type Value } from "./values.js";
+import { CedarEvalError, CRecord, EntityRef, policyRef, sameEntity, type Value } from "./values.js";
 
 /** A scope constraint on principal or resource, with slots resolved. */
 export type Scope =
@@ -84,21 +84,6 @@ export function readsContextAttr(node: unknown, attr: string): boolean {
   }
   for (const v of Object.values(o)) if (readsContextAttr(v, attr)) return true;
   return false;
-}
-
-/** Policy constants' uids: one object per uid, shared by every policy naming it. */
-const policyRefs = new Map<string, EntityRef>();
-
-/**
- * A policy's constant uid, holding the interned key (see `internedKey`). One object per
- * uid, shared by all policies (and engines): the actions and groups thousands of policies
- * name stay in the CPU cache, with their key and filter bit computed once.
- */
-export function policyRef(e: EntityRef): EntityRef {
-  const key = internedKey(e.key);
-  let r = policyRefs.get(key);
-  if (r === undefined) policyRefs.set(key, (r = new EntityRef(e.type, e.id, key)));
-  return r;
 }
 
 export function scopeFrom(c: Record<string, unknown>, slots: SlotEnv): Scope | "unlinked" {

@@ -4,7 +4,7 @@
  * Long is a JS number while it is a safe integer and a bigint beyond (always in i64
  * range); the representation is canonical, so `===` is Cedar equality on Longs.
  */
-import { ancestorFilterBit } from "../entity-store.js";
+import { ancestorFilterBit, internedKey } from "../entity-store.js";
 
 export type Long = number | bigint;
 
@@ -33,6 +33,22 @@ export class EntityRef {
     if (this.#filterBit < 0) this.#filterBit = ancestorFilterBit(this.key);
     return this.#filterBit;
   }
+}
+
+/** Policy constants' uids: one object per uid, shared by every policy naming it. */
+const policyRefs = new Map<string, EntityRef>();
+
+/**
+ * A policy's constant uid (in a scope or a literal), holding the interned key (see
+ * `internedKey`). One object per uid, shared by all policies (and engines): the actions
+ * and groups thousands of policies name stay in the CPU cache, with their key and filter
+ * bit computed once.
+ */
+export function policyRef(e: EntityRef): EntityRef {
+  const key = internedKey(e.key);
+  let r = policyRefs.get(key);
+  if (r === undefined) policyRefs.set(key, (r = new EntityRef(e.type, e.id, key)));
+  return r;
 }
 
 /** The same entity uid (no key built). */
