@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
 import { createHash, randomBytes } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { freePort, raw, startPep, type PepFixture } from "./pep-fixture.js";
 
 const POLICY = `permit (principal in Group::"eng", action, resource);`;
@@ -129,7 +129,7 @@ function send(
   });
 }
 
-describe("PEP forwarding (undici upstream pool)", () => {
+describe("PEP forwarding (keep-alive upstream pool)", () => {
   let zt: PepFixture;
   let up: Awaited<ReturnType<typeof startTestUpstream>>;
   let deadPort: number;
@@ -288,5 +288,125 @@ describe("PEP forwarding (undici upstream pool)", () => {
     const r = await send(zt.port, { path: "/echo", method: "POST", body, cookie: alice.cookie });
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body.toString()).sha).toBe(sha(body));
+  });
+});
+
+/**
+ * A raw upstream that misbehaves on purpose: it answers as soon as a request head has
+ * arrived (without reading any body), `extra` glued after its answer. It keeps every byte
+ * each connection sent it, and whether zt closed that connection.
+ */
+async function startRawUpstream(extra: string): Promise<{
+  port: number;
+  conns: { received: string; ended: boolean }[];
+  close(): void;
+}> {
+  const conns: { received: string; ended: boolean }[] = [];
+  const server = net.createServer((socket) => {
+    const c = { received: "", ended: false };
+    conns.push(c);
+    let answered = 0;
+    socket.on("data", (d: Buffer) => {
+      c.received += d.toString("latin1");
+      // One answer per request head seen (a head ends with an empty line).
+      const heads = c.received.split("\r\n\r\n").length - 1;
+      while (answered < heads) {
+        answered++;
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst${extra}`);
+      }
+    });
+    socket.on("end", () => (c.ended = true));
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    conns,
+    close: () => server.close(),
+  };
+}
+
+describe("PEP upstream desync (a misbehaving upstream, raw sockets)", () => {
+  let zt: PepFixture;
+  let glued: Awaited<ReturnType<typeof startRawUpstream>>;
+  let early: Awaited<ReturnType<typeof startRawUpstream>>;
+  let alice: { cookie: string };
+
+  beforeAll(async () => {
+    glued = await startRawUpstream("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\ninjected");
+    early = await startRawUpstream("");
+    zt = await startPep({
+      policies: POLICY,
+      routes: [
+        { name: "glued", from: "http://glued.localhost", to: `http://127.0.0.1:${glued.port}` },
+        { name: "early", from: "http://early.localhost", to: `http://127.0.0.1:${early.port}` },
+      ],
+    });
+    await zt.addUser("alice", ["eng"]);
+    alice = await zt.session("alice");
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    glued?.close();
+    early?.close();
+  });
+
+  it("stops response desync: an answer glued after the first never reaches the next client", async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await send(zt.port, {
+        path: `/n${i}`,
+        cookie: alice.cookie,
+        headers: { host: "glued.localhost" },
+      });
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe("first");
+    }
+    // Each request had a connection of its own: the one that carried stray bytes was dropped.
+    expect(glued.conns.length).toBe(3);
+  });
+
+  it("stops smuggling through an early answer: the rest of the body is not sent, the connection is closed", async () => {
+    const smuggled = "GET /admin HTTP/1.1\r\nhost: early.localhost\r\nx-zt-user: admin\r\n\r\n";
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port: zt.port,
+          path: "/upload",
+          method: "POST",
+          agent: false,
+          headers: {
+            host: "early.localhost",
+            cookie: alice.cookie,
+            "content-length": String(10 + smuggled.length),
+          },
+        },
+        (res) => {
+          res.resume();
+          // The answer came before the body was complete: only now send the rest,
+          // which holds what a desynchronised upstream would read as a request of its own.
+          req.end(smuggled);
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on("error", reject);
+      req.write("0123456789");
+    });
+    expect(status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(early.conns.length).toBe(1);
+    const c = early.conns[0]!;
+    expect(c.received).not.toContain("/admin");
+    expect(c.received).not.toContain("x-zt-user");
+    expect(c.ended).toBe(true);
+    // The next request is answered on a new connection, whole.
+    const next = await send(zt.port, {
+      path: "/after",
+      cookie: alice.cookie,
+      headers: { host: "early.localhost" },
+    });
+    expect(next.body.toString()).toBe("first");
+    expect(early.conns.length).toBe(2);
   });
 });

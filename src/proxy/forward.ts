@@ -4,8 +4,14 @@ import http, {
   type OutgoingHttpHeaders,
 } from "node:http";
 import https from "node:https";
-import { Transform, type Duplex, type Readable } from "node:stream";
-import { Pool, type Dispatcher } from "undici";
+import type { Duplex } from "node:stream";
+import {
+  BodyTooLarge,
+  UpstreamPool,
+  UpstreamTimeout,
+  type UpstreamExchange,
+  type UpstreamRequestBody,
+} from "./upstream-pool.js";
 import type { ResolvedRoute } from "../config/index.js";
 import { sendError } from "./http-util.js";
 
@@ -20,7 +26,7 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
   "host",
-  // Node's server has already answered 100-continue; undici refuses to send it.
+  // Node's server has already answered 100-continue to the client.
   "expect",
 ]);
 
@@ -42,23 +48,38 @@ export interface ForwardOptions {
   onClose?: () => void;
 }
 
-/** Builds the upstream request headers: drops hop-by-hop, client X-Zt-*, the session cookie. */
-export function upstreamHeaders(
+/** What Node refuses in a header value; refused here too, as the head is written by hand. */
+const BAD_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+/** Request-target bytes that could split the request line. */
+const BAD_TARGET = /[^\x21-\x7e\x80-\xff]/;
+
+/**
+ * The upstream request headers as a flat list `[name, value, …]` (lower-case names):
+ * the client's end-to-end headers in order (repeated ones kept), without hop-by-hop
+ * ones, client-sent `X-Zt-*` / forwarding headers, or zt's session cookie; then Host,
+ * the `X-Forwarded-*` zt vouches for, and zt's own (assertion, decision id).
+ */
+export function upstreamHeaderList(
   req: IncomingMessage,
   o: ForwardOptions,
   upgrade: boolean,
-): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  const connectionTokens = new Set(
-    (req.headers.connection ?? "")
-      .split(",")
-      .map((t) => t.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined) continue;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || connectionTokens.has(lower)) continue;
+): string[] {
+  const out: string[] = [];
+  const connection = req.headers.connection;
+  const connectionTokens =
+    connection === undefined
+      ? undefined
+      : new Set(
+          connection
+            .split(",")
+            .map((t) => t.trim().toLowerCase())
+            .filter(Boolean),
+        );
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    if (HOP_BY_HOP.has(lower) || connectionTokens?.has(lower)) continue;
     if (
       lower.startsWith("x-zt-") ||
       lower.startsWith("x-forwarded-") ||
@@ -67,26 +88,71 @@ export function upstreamHeaders(
     )
       continue;
     if (lower === "cookie") {
-      const raw = Array.isArray(value) ? value.join("; ") : value;
-      const kept = raw
+      const kept = value
         .split(";")
         .map((p) => p.trim())
         .filter((p) => p !== "" && p.split("=")[0]!.trim() !== o.sessionCookieName);
-      if (kept.length) out["cookie"] = kept.join("; ");
+      if (kept.length) out.push("cookie", kept.join("; "));
       continue;
     }
-    out[lower] = value;
+    out.push(lower, value);
   }
-  out["host"] = o.route.preserve_host ? o.originalHost : targetOf(o.route).host;
-  out["x-forwarded-for"] = o.clientIp;
-  out["x-forwarded-proto"] = o.secure ? "https" : "http";
-  out["x-forwarded-host"] = o.originalHost;
-  for (const [k, v] of Object.entries(o.add)) out[k.toLowerCase()] = v;
-  if (upgrade) {
-    out["connection"] = "Upgrade";
-    out["upgrade"] = req.headers.upgrade ?? "websocket";
+  out.push(
+    "host",
+    o.route.preserve_host ? o.originalHost : targetOf(o.route).host,
+    "x-forwarded-for",
+    o.clientIp,
+    "x-forwarded-proto",
+    o.secure ? "https" : "http",
+    "x-forwarded-host",
+    o.originalHost,
+  );
+  for (const k in o.add) out.push(k.toLowerCase(), o.add[k]!);
+  if (upgrade) out.push("connection", "Upgrade", "upgrade", req.headers.upgrade ?? "websocket");
+  return out;
+}
+
+/** {@link upstreamHeaderList} as a header object (repeated names as arrays), for `http.request`. */
+export function upstreamHeaders(
+  req: IncomingMessage,
+  o: ForwardOptions,
+  upgrade: boolean,
+): OutgoingHttpHeaders {
+  const list = upstreamHeaderList(req, o, upgrade);
+  const out: OutgoingHttpHeaders = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!;
+    const prev = out[name];
+    out[name] =
+      prev === undefined
+        ? list[i + 1]!
+        : ([] as string[]).concat(prev as string | string[], list[i + 1]!);
   }
   return out;
+}
+
+/**
+ * The upstream request head, written by hand for the keep-alive pool: the request line
+ * with the canonical target, the headers of {@link upstreamHeaderList}, and the body's
+ * framing (`transfer-encoding: chunked` when the client's body had no length).
+ * Throws on a byte that could split the head (none gets past Node's parser; checked anyway).
+ */
+export function upstreamRequestHead(
+  req: IncomingMessage,
+  o: ForwardOptions,
+  chunked: boolean,
+): string {
+  const target = targetPath(o.route, o.pathAndQuery);
+  if (target === "" || BAD_TARGET.test(target)) throw new Error("request target not forwardable");
+  const list = upstreamHeaderList(req, o, false);
+  let head = `${req.method ?? "GET"} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < list.length; i += 2) {
+    const value = list[i + 1]!;
+    if (BAD_HEADER_VALUE.test(value)) throw new Error(`header ${list[i]} not forwardable`);
+    head += `${list[i]}: ${value}\r\n`;
+  }
+  if (chunked) head += "transfer-encoding: chunked\r\n";
+  return head + "\r\n";
 }
 
 /** Client TLS material for upstream mTLS: zt's own SVID and the bundle to verify with. */
@@ -97,14 +163,14 @@ export interface UpstreamClientTls {
 }
 
 /**
- * Upstream connection pools, one per upstream origin (and per mTLS setting), on
- * `undici` (far cheaper per request than `http.request`): keep-alive, no pipelining
- * (one request at a time per connection, so a misbehaving upstream cannot shift
- * responses between clients), strict Content-Length. Routes with `upstream_mtls: true`
- * and an https `to` present zt's SVID and verify the upstream against zt's bundle.
+ * Upstream connection pools, one per upstream origin, timeout and mTLS setting, on zt's
+ * own keep-alive HTTP/1.1 client ({@link UpstreamPool}: one request at a time per
+ * connection, strict response parsing). Routes with `upstream_mtls: true` and an https
+ * `to` present zt's SVID and verify the upstream against zt's bundle; other https
+ * upstreams are verified against the system's trusted CAs.
  */
 export class UpstreamAgents {
-  readonly #pools = new Map<string, Pool>();
+  readonly #pools = new Map<string, UpstreamPool>();
   #clientTls: UpstreamClientTls | undefined;
 
   constructor(clientTls?: UpstreamClientTls) {
@@ -116,7 +182,7 @@ export class UpstreamAgents {
     this.#clientTls = t;
     for (const [k, p] of this.#pools) {
       if (k.startsWith("mtls ")) {
-        void p.close().catch(() => undefined);
+        p.close();
         this.#pools.delete(k);
       }
     }
@@ -129,19 +195,20 @@ export class UpstreamAgents {
     return this.#clientTls;
   }
 
-  for(route: ResolvedRoute): Pool {
-    const origin = targetOf(route).origin;
-    const mtls = route.upstream_mtls && origin.startsWith("https:");
-    const key = mtls ? `mtls ${origin}` : origin;
+  for(route: ResolvedRoute): UpstreamPool {
+    const t = targetOf(route);
+    const https = t.protocol === "https:";
+    const mtls = route.upstream_mtls && https;
+    const key = `${mtls ? "mtls " : ""}${t.origin} ${route.timeoutMs}`;
     let p = this.#pools.get(key);
     if (!p) {
       // Fail closed: without zt's SVID the upstream would see an anonymous client.
       if (mtls && !this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
-      p = new Pool(origin, {
-        connections: 1024,
-        pipelining: 1,
-        strictContentLength: true,
-        ...(mtls ? { connect: { ...this.#clientTls! } } : {}),
+      p = new UpstreamPool({
+        host: t.connectHost,
+        port: Number(t.port),
+        timeoutMs: route.timeoutMs,
+        ...(https ? { tls: mtls ? { ...this.#clientTls! } : {} } : {}),
       });
       this.#pools.set(key, p);
     }
@@ -149,7 +216,7 @@ export class UpstreamAgents {
   }
 
   destroy(): void {
-    for (const p of this.#pools.values()) void p.destroy().catch(() => undefined);
+    for (const p of this.#pools.values()) p.destroy();
     this.#pools.clear();
   }
 }
@@ -158,6 +225,8 @@ export class UpstreamAgents {
 interface UpstreamTarget {
   protocol: string;
   hostname: string;
+  /** The hostname to connect to (an IPv6 address without its brackets). */
+  connectHost: string;
   port: string | number;
   /** host[:port] for the Host header. */
   host: string;
@@ -174,6 +243,7 @@ function targetOf(route: ResolvedRoute): UpstreamTarget {
     t = {
       protocol: u.protocol,
       hostname: u.hostname,
+      connectHost: u.hostname.replace(/^\[(.*)\]$/, "$1"),
       port: u.port || (u.protocol === "https:" ? 443 : 80),
       host: u.host,
       origin: u.origin,
@@ -188,36 +258,20 @@ function targetPath(route: ResolvedRoute, pathAndQuery: string): string {
   return targetOf(route).basePath + pathAndQuery;
 }
 
-/** Is this a timeout raised by the upstream client? */
-function isTimeout(e: Error): boolean {
-  const code = (e as { code?: string }).code;
-  return code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT";
-}
-
-class BodyTooLarge extends Error {
-  readonly code = "ZT_PAYLOAD_TOO_LARGE";
-}
-
-/** The request body as undici should send it: none, or the stream (counted when chunked). */
-function requestBody(req: IncomingMessage, limit: number | undefined): Readable | null {
+/** The request body to send: none, or the client's stream (counted against the limit when chunked). */
+function requestBody(
+  req: IncomingMessage,
+  limit: number | undefined,
+): UpstreamRequestBody | undefined {
   const declared = req.headers["content-length"];
   const chunked = req.headers["transfer-encoding"] !== undefined;
   if (!chunked && (declared === undefined || declared === "0")) {
     req.resume();
-    return null;
+    return undefined;
   }
-  // A declared Content-Length was checked before forwarding; a chunked body is counted.
-  if (!chunked || limit === undefined) return req;
-  let seen = 0;
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (seen > limit) cb(new BodyTooLarge(`request body exceeds ${limit} bytes`));
-      else cb(null, chunk);
-    },
-  });
-  req.on("error", (e) => counted.destroy(e));
-  return req.pipe(counted);
+  // A declared Content-Length was checked before forwarding (and Node's parser stops at
+  // it); a chunked body is counted as it streams.
+  return { stream: req, chunked, limit: chunked ? limit : undefined };
 }
 
 /** Streams a request to its upstream and the response back. */
@@ -227,19 +281,13 @@ export function forwardHttp(
   agents: UpstreamAgents,
   o: ForwardOptions,
 ): void {
-  const headers = upstreamHeaders(req, o, false);
   const limit = o.maxBodyBytes;
-  let controller: Dispatcher.DispatchController | undefined;
   let done = false;
   const finish = () => {
     if (done) return;
     done = true;
     o.onClose?.();
   };
-  res.on("close", () => {
-    if (!res.writableFinished) controller?.abort(new Error("client went away"));
-    finish();
-  });
   const fail = (e: Error) => {
     if (res.headersSent) {
       res.destroy();
@@ -248,57 +296,75 @@ export function forwardHttp(
     if (e instanceof BodyTooLarge) {
       res.shouldKeepAlive = false;
       sendError(res, "ZT_PAYLOAD_TOO_LARGE", e.message, { limit });
-    } else if (isTimeout(e)) {
+    } else if (e instanceof UpstreamTimeout) {
       sendError(res, "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
     } else sendError(res, "ZT_UPSTREAM_UNAVAILABLE", `upstream ${o.route.name} is unavailable`);
   };
-  let pool: Pool;
+  let pool: UpstreamPool;
+  let head: string;
   try {
     pool = agents.for(o.route);
+    head = upstreamRequestHead(req, o, req.headers["transfer-encoding"] !== undefined);
   } catch (e) {
+    req.resume();
     fail(e as Error);
+    res.on("close", finish);
     return;
   }
-  pool.dispatch(
+  const body = requestBody(req, limit);
+  const responseHeaders = o.responseHeaders;
+  // Called only after pool.request has returned (answers arrive on later reads).
+  let draining = false;
+  const resume = () => {
+    draining = false;
+    exchange.resume();
+  };
+  const exchange: UpstreamExchange = pool.request(
+    { method: req.method ?? "GET", head, body },
     {
-      path: targetPath(o.route, o.pathAndQuery),
-      method: req.method ?? "GET",
-      headers: headers as Record<string, string | string[]>,
-      body: requestBody(req, limit),
-      headersTimeout: o.route.timeoutMs,
-      bodyTimeout: o.route.timeoutMs,
-    },
-    {
-      onRequestStart(c) {
-        controller = c;
-      },
-      onResponseStart(c, status, upHeaders, statusMessage) {
-        controller = c;
-        if (status < 200) return; // informational: not relayed
+      onHead(h) {
         const out: OutgoingHttpHeaders = {};
-        for (const k in upHeaders) {
-          const v = upHeaders[k];
-          if (v === undefined || HOP_BY_HOP.has(k)) continue;
-          out[k] = v;
+        const connection = h.headers["connection"];
+        const listed =
+          connection === undefined
+            ? undefined
+            : String(connection)
+                .toLowerCase()
+                .split(/\s*,\s*/);
+        for (const k in h.headers) {
+          if (HOP_BY_HOP.has(k) || listed?.includes(k)) continue;
+          out[k] = h.headers[k];
         }
-        if (upHeaders["transfer-encoding"] !== undefined) delete out["content-length"];
-        if (o.responseHeaders) for (const k in o.responseHeaders) out[k] = o.responseHeaders[k];
-        res.writeHead(status, statusMessage || undefined, out);
-      },
-      onResponseData(c, chunk) {
-        if (!res.write(chunk)) {
-          c.pause();
-          res.once("drain", () => c.resume());
+        if (responseHeaders) for (const k in responseHeaders) out[k] = responseHeaders[k];
+        try {
+          res.writeHead(h.status, h.reason || undefined, out);
+        } catch {
+          // Not relayable (the parser refuses what Node refuses, so this is a last guard).
+          exchange.abort();
+          fail(new Error("upstream response head not relayable"));
         }
       },
-      onResponseEnd() {
+      onData(chunk) {
+        if (res.write(chunk)) return true;
+        // One listener however many pieces of the same read follow.
+        if (!draining) {
+          draining = true;
+          res.once("drain", resume);
+        }
+        return false;
+      },
+      onEnd() {
         res.end();
       },
-      onResponseError(_c, e) {
+      onError(e) {
         fail(e);
       },
     },
   );
+  res.on("close", () => {
+    if (!res.writableFinished) exchange.abort();
+    finish();
+  });
 }
 
 /** Completes a WebSocket (or other) upgrade through to the upstream and pipes both ways. */
