@@ -15,11 +15,6 @@ export interface AssertionClaims {
   sessionId?: string;
 }
 
-/** Assertions are cached per session and route (none for a subject without a session). */
-function cacheKeyOf(claims: AssertionClaims): string | undefined {
-  return claims.sessionId ? `${claims.sessionId}\u0000${claims.aud}` : undefined;
-}
-
 /**
  * Signs the identity assertion (ES256 JWT, 60 s) the PEP hands to upstreams.
  * An assertion is reused for the same session and route for half its lifetime,
@@ -30,7 +25,13 @@ export class AssertionSigner {
   readonly #clock: Clock;
   readonly #issuer: string;
   #key: SigningKey | undefined;
-  readonly #cache = new Map<string, { jwt: string; refreshAt: number }>();
+  /**
+   * Assertions by session, then route (none for a subject without a session). Nested
+   * maps: the lookup uses the session's and route's own strings, whose hashes V8 keeps,
+   * instead of hashing a joined key built per request.
+   */
+  readonly #cache = new Map<string, Map<string, { jwt: string; refreshAt: number }>>();
+  #cached = 0;
 
   constructor(keys: KeyStore, clock: Clock, issuer: string) {
     this.#keys = keys;
@@ -47,9 +48,8 @@ export class AssertionSigner {
    * no microtask hop); undefined when `sign` has to sign.
    */
   cached(claims: AssertionClaims): string | undefined {
-    const cacheKey = cacheKeyOf(claims);
-    if (cacheKey === undefined) return undefined;
-    const hit = this.#cache.get(cacheKey);
+    if (!claims.sessionId) return undefined;
+    const hit = this.#cache.get(claims.sessionId)?.get(claims.aud);
     return hit && hit.refreshAt > this.#clock.now() ? hit.jwt : undefined;
   }
 
@@ -57,7 +57,6 @@ export class AssertionSigner {
     const fresh = this.cached(claims);
     if (fresh !== undefined) return fresh;
     const now = this.#clock.now();
-    const cacheKey = cacheKeyOf(claims);
     const key = this.#key ?? (await this.#keys.activeKey(ASSERTION_KEY_PURPOSE, "ES256"));
     this.#key = key;
     const iat = Math.floor(now / 1000);
@@ -76,17 +75,25 @@ export class AssertionSigner {
       .setIssuedAt(iat)
       .setExpirationTime(iat + ASSERTION_LIFETIME_S)
       .sign(key.privateKey);
-    if (cacheKey) {
-      if (this.#cache.size > 50_000) this.#cache.clear();
-      this.#cache.set(cacheKey, { jwt, refreshAt: now + (ASSERTION_LIFETIME_S * 1000) / 2 });
+    if (claims.sessionId) {
+      if (this.#cached >= 50_000) {
+        this.#cache.clear();
+        this.#cached = 0;
+      }
+      let routes = this.#cache.get(claims.sessionId);
+      if (!routes) this.#cache.set(claims.sessionId, (routes = new Map()));
+      if (!routes.has(claims.aud)) this.#cached++;
+      routes.set(claims.aud, { jwt, refreshAt: now + (ASSERTION_LIFETIME_S * 1000) / 2 });
     }
     return jwt;
   }
 
   /** Drops cached assertions of a session (on revocation). */
   forgetSession(sessionId: string): void {
-    for (const k of this.#cache.keys())
-      if (k.startsWith(sessionId + "\u0000")) this.#cache.delete(k);
+    const routes = this.#cache.get(sessionId);
+    if (!routes) return;
+    this.#cached -= routes.size;
+    this.#cache.delete(sessionId);
   }
 
   async jwks(): Promise<{ keys: Record<string, unknown>[] }> {

@@ -17,7 +17,6 @@ import type { DecisionPoint } from "./decision-point.js";
 import {
   originalRequestHeaders,
   readOriginalRequest,
-  resolveClientIp,
   type AddressSet,
   type OriginalRequest,
 } from "./forwarded-headers.js";
@@ -47,8 +46,9 @@ export function loginUrlFor(o: OriginalRequest, stepUp: boolean): string {
 /** Builds the `/.zt/authz` handler from the PEP's parts. */
 export function createForwardAuthHandler(
   d: ForwardAuthDeps,
-): (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => Promise<void> {
-  return async (req, res, query) => {
+): (req: IncomingMessage, res: ServerResponse, query: string, clientIp: string) => Promise<void> {
+  // `query`: the raw query string ("" or "?…"); `clientIp`: the caller's resolveClientIp.
+  return async (req, res, query, clientIp) => {
     const peer = req.socket.remoteAddress ?? "";
     if (!d.trusted.has(peer)) {
       // Forwarded headers from anyone but a trusted proxy are ignored, and without them
@@ -71,10 +71,10 @@ export function createForwardAuthHandler(
       return;
     }
     const o = orig.request;
-    const redirect = query.get("redirect");
+    // Parsed only when present (nginx and the benchmarks send none).
+    const redirect = query === "" ? null : new URLSearchParams(query.slice(1)).get("redirect");
     const mayRedirect = redirect === "1" || (redirect !== "0" && o.style === "forward-auth");
     const browser = wantsHtml(req) && (o.method === "GET" || o.method === "HEAD");
-    const clientIp = resolveClientIp(peer, req.headers["x-forwarded-for"], d.trusted);
     const route = d.routes.match(o.host, o.path);
     if (!route) {
       sendJson(

@@ -421,7 +421,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     const { host, path, query } = canon;
     if (path === "/.zt/authz") {
       // The forward-auth hot path: dispatched here, before the other internal paths.
-      await authz(req, res, new URLSearchParams(query.startsWith("?") ? query.slice(1) : query));
+      await authz(req, res, query, clientIp);
       return;
     }
     if (path.startsWith("/.zt/") || path === "/.well-known/zt/jwks.json") {
