@@ -10,7 +10,10 @@
  * Load generator: wrk (Debian package `wrk`), else autocannon. The upstream runs in its
  * own process; nginx with one worker. Not a test: nothing here asserts a time.
  *
- * Options (env): BENCH_DURATION=10 (seconds per run), BENCH_CONNECTIONS=32.
+ * Options (env): BENCH_DURATION=10 (seconds per run), BENCH_CONNECTIONS=32,
+ * BENCH_ROUNDS=3 (every case runs once per round, the rounds interleaved: a ratio is
+ * taken between runs minutes apart at most, and the median of the rounds is reported —
+ * this machine's speed drifts by up to 1.6× over minutes), BENCH_ONLY=a,c,… (cases).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -26,6 +29,7 @@ import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
 const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+const ROUNDS = Math.max(1, Number(process.env["BENCH_ROUNDS"] ?? 3));
 /** PEP worker processes for the every-core runs (g): default one per CPU. */
 const WORKERS = Number(process.env["BENCH_WORKERS"] ?? Math.max(2, cpus().length));
 const HOST = "app.localhost";
@@ -289,7 +293,9 @@ async function main(): Promise<void> {
     if (nginxBin) nginx = await startNginx("nginx", ports, 1);
     else process.stderr.write("nginx not found: skipping (b) and (d)\n");
 
-    const results: Result[] = [];
+    /** Every run of every case, by name, in round order. */
+    const runs = new Map<string, Result[]>();
+    const warmed = new Set<string>();
     const only = process.env["BENCH_ONLY"];
     const run = async (
       name: string,
@@ -302,13 +308,17 @@ async function main(): Promise<void> {
       const probe = await fetchStatus(port, path, headers);
       if (probe.status < 200 || probe.status > 299)
         throw new Error(`${name}: probe answered ${probe.status}: ${probe.body.slice(0, 300)}`);
-      await load(`${name} (warm-up)`, port, path, headers, connections).catch(() => undefined);
+      if (!warmed.has(name)) {
+        warmed.add(name);
+        await load(`${name} (warm-up)`, port, path, headers, connections).catch(() => undefined);
+      }
       const cpu0 = process.cpuUsage();
       const r = await load(name, port, path, headers, connections);
       const cpu = process.cpuUsage(cpu0);
       if (port === ztPort || port === ports.authreq)
         r.ztCpuUs = (cpu.user + cpu.system) / r.requests;
-      results.push(r);
+      if (!runs.has(name)) runs.set(name, []);
+      runs.get(name)!.push(r);
       process.stdout.write(
         `${r.name.padEnd(36)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50ms.toFixed(2)} ms  p99 ${r.p99ms.toFixed(2)} ms  non-2xx ${r.non2xx}${r.ztCpuUs !== undefined ? `  zt CPU ${r.ztCpuUs.toFixed(0)} us/req` : ""}\n`,
       );
@@ -316,15 +326,18 @@ async function main(): Promise<void> {
     process.stdout.write(
       `bench:pep  ${DURATION}s per run, ${CONNECTIONS} connections, ${hasWrk() ? "wrk -t1" : "autocannon"}\n`,
     );
-    await run("(a) upstream direct", upstreamPort, "/");
-    if (nginx) await run("(b) nginx proxy_pass", ports.proxy, "/");
-    await run("(c) zt proxy", ztPort, "/", { cookie });
-    if (nginx) await run("(d) nginx auth_request + zt", ports.authreq, "/", { cookie });
-    await run("(e) zt /.zt/authz alone", ztPort, "/.zt/authz", {
-      cookie,
-      "x-original-url": `http://${HOST}/`,
-      "x-original-method": "GET",
-    });
+    for (let round = 1; round <= ROUNDS; round++) {
+      if (ROUNDS > 1) process.stdout.write(`round ${round} of ${ROUNDS}\n`);
+      await run("(a) upstream direct", upstreamPort, "/");
+      if (nginx) await run("(b) nginx proxy_pass", ports.proxy, "/");
+      await run("(c) zt proxy", ztPort, "/", { cookie });
+      if (nginx) await run("(d) nginx auth_request + zt", ports.authreq, "/", { cookie });
+      await run("(e) zt /.zt/authz alone", ztPort, "/.zt/authz", {
+        cookie,
+        "x-original-url": `http://${HOST}/`,
+        "x-original-method": "GET",
+      });
+    }
 
     // Every core: zt with listen.proxy_workers = WORKERS worker processes (a real `zt up`
     // on the same store), against nginx with as many workers: like for like.
@@ -354,6 +367,7 @@ async function main(): Promise<void> {
       children.push(up);
       await waitForPort(proxyPort);
       await new Promise((r) => setTimeout(r, 1_000)); // every worker listening
+      const p2port = { proxy: 0 };
       if (nginxBin) {
         const p2 = {
           proxy: await freePort(),
@@ -361,17 +375,22 @@ async function main(): Promise<void> {
           upstream: upstreamPort,
           zt: proxyPort,
         };
+        p2port.proxy = p2.proxy;
         await startNginx("nginx-workers", p2, WORKERS);
-        await run(`(g1) nginx proxy_pass, ${WORKERS} workers`, p2.proxy, "/");
       }
-      await run(`(g2) zt proxy, ${WORKERS} worker processes`, proxyPort, "/", { cookie });
+      for (let round = 1; round <= ROUNDS; round++) {
+        if (nginxBin) await run(`(g1) nginx proxy_pass, ${WORKERS} workers`, p2port.proxy, "/");
+        await run(`(g2) zt proxy, ${WORKERS} worker processes`, proxyPort, "/", { cookie });
+      }
       up.kill("SIGTERM");
     }
 
     // Added latency without queueing: one connection, one request at a time.
     if (!only || only.includes("h")) {
-      await run("(h1) upstream direct, 1 connection", upstreamPort, "/", {}, 1);
-      await run("(h2) zt proxy, 1 connection", ztPort, "/", { cookie }, 1);
+      for (let round = 1; round <= ROUNDS; round++) {
+        await run("(h1) upstream direct, 1 connection", upstreamPort, "/", {}, 1);
+        await run("(h2) zt proxy, 1 connection", ztPort, "/", { cookie }, 1);
+      }
     }
 
     // (f) the decision pipeline without HTTP or the kernel: what zt itself adds per
@@ -429,7 +448,40 @@ async function main(): Promise<void> {
       );
     }
 
-    const get = (prefix: string) => results.find((r) => r.name.startsWith(prefix));
+    const median = (xs: number[]) => {
+      const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+      if (v.length === 0) return NaN;
+      const m = Math.floor(v.length / 2);
+      return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+    };
+    const seriesOf = (prefix: string) =>
+      [...runs.entries()].find(([name]) => name.startsWith(prefix))?.[1];
+    /** A case's median over the rounds, field by field. */
+    const get = (prefix: string): Result | undefined => {
+      const rs = seriesOf(prefix);
+      if (!rs) return undefined;
+      const cpu = rs.map((r) => r.ztCpuUs ?? NaN);
+      return {
+        name: rs[0]!.name,
+        rps: median(rs.map((r) => r.rps)),
+        p50ms: median(rs.map((r) => r.p50ms)),
+        p99ms: median(rs.map((r) => r.p99ms)),
+        non2xx: rs.reduce((n, r) => n + r.non2xx, 0),
+        requests: rs.reduce((n, r) => n + r.requests, 0),
+        ...(cpu.some((x) => Number.isFinite(x)) ? { ztCpuUs: median(cpu) } : {}),
+      };
+    };
+    /** The median over the rounds of a ratio taken within each round (runs a minute apart at most). */
+    const ratio = (num: string, den: string, f: (n: Result, d: Result) => number) => {
+      const n = seriesOf(num) ?? [];
+      const d = seriesOf(den) ?? [];
+      return median(n.slice(0, d.length).map((r, i) => f(r, d[i]!)));
+    };
+    const spread = (prefix: string) => {
+      const v = (seriesOf(prefix) ?? []).map((r) => r.rps);
+      return v.length > 1 ? ` (rounds: ${v.map((x) => x.toFixed(0)).join(", ")})` : "";
+    };
+    const results = [...runs.keys()].map((name) => get(name)!);
     const a = get("(a)");
     const b = get("(b)");
     const c = get("(c)");
@@ -449,24 +501,27 @@ async function main(): Promise<void> {
     const h2 = get("(h2)");
     if (b)
       lines.push(
-        `zt proxy / nginx proxy_pass throughput, one process each: ${(c.rps / b.rps).toFixed(2)}x (target >= 0.5x)`,
+        `zt proxy / nginx proxy_pass throughput, one process each: ${ratio("(c)", "(b)", (x, y) => x.rps / y.rps).toFixed(2)}x (target >= 0.5x)`,
       );
     if (g1 && g2)
       lines.push(
-        `zt proxy / nginx proxy_pass throughput, ${WORKERS} workers each: ${(g2.rps / g1.rps).toFixed(2)}x (target >= 0.5x)`,
+        `zt proxy / nginx proxy_pass throughput, ${WORKERS} workers each: ${ratio("(g2)", "(g1)", (x, y) => x.rps / y.rps).toFixed(2)}x (target >= 0.5x)`,
       );
     if (h1 && h2)
       lines.push(
-        `zt proxy p50 added over direct, 1 connection (no queueing): ${(h2.p50ms - h1.p50ms).toFixed(3)} ms (target <= 0.5 ms)`,
+        `zt proxy p50 added over direct, 1 connection (no queueing): ${ratio("(h2)", "(h1)", (x, y) => x.p50ms - y.p50ms).toFixed(3)} ms (target <= 0.5 ms)`,
       );
     lines.push(
-      `zt proxy p50 added over direct at ${CONNECTIONS} connections (includes queueing at saturation): ${(c.p50ms - a.p50ms).toFixed(3)} ms`,
+      `zt proxy p50 added over direct at ${CONNECTIONS} connections (includes queueing at saturation): ${ratio("(c)", "(a)", (x, y) => x.p50ms - y.p50ms).toFixed(3)} ms`,
     );
     if (d && b)
       lines.push(
-        `nginx+auth_request / nginx proxy_pass throughput: ${(d.rps / b.rps).toFixed(2)}x`,
+        `nginx+auth_request / nginx proxy_pass throughput: ${ratio("(d)", "(b)", (x, y) => x.rps / y.rps).toFixed(2)}x`,
       );
-    lines.push(`forward-auth decisions/s (one zt process): ${e.rps.toFixed(0)} (target >= 15000)`);
+    lines.push(
+      `forward-auth decisions/s (one zt process): ${e.rps.toFixed(0)}${spread("(e)")} (target >= 15000)`,
+    );
+    if (b) lines.push(`zt proxy req/s${spread("(c)")}; nginx proxy_pass req/s${spread("(b)")}`);
     if (e.ztCpuUs) {
       lines.push(
         `forward-auth capacity of one core from its CPU cost: ${(1e6 / e.ztCpuUs).toFixed(0)} decisions/s (${e.ztCpuUs.toFixed(0)} µs each)`,
@@ -488,7 +543,7 @@ async function main(): Promise<void> {
       "",
       `Date: ${new Date().toISOString()}  `,
       `Machine: ${cpus().length} CPUs (nproc), ${cpu}, Node ${process.version}, nginx ${nginxBin ? spawnSync(nginxBin, ["-v"]).stderr.toString().trim().replace("nginx version: ", "") : "absent"}  `,
-      `Load: ${hasWrk() ? "wrk -t1" : "autocannon"}, ${CONNECTIONS} connections, ${DURATION}s per run (after a warm-up run), all on loopback on the same machine.`,
+      `Load: ${hasWrk() ? "wrk -t1" : "autocannon"}, ${CONNECTIONS} connections, ${DURATION}s per run (after a warm-up run), ${ROUNDS} interleaved round(s), all on loopback on the same machine. Figures are medians over the rounds; ratios are the median of the ratios taken within each round.`,
       "",
       `Load average at the end: ${loadavg()
         .map((l) => l.toFixed(1))
