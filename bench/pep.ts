@@ -6,6 +6,7 @@
  *   (c) zt proxy (session cookie, Cedar decision, assertion, audit) → upstream
  *   (d) nginx auth_request → zt /.zt/authz, then nginx → upstream
  *   (e) zt /.zt/authz alone (decisions/s on one core: zt is one Node process)
+ *   (u) the upstream leg alone: zt's keep-alive pool against undici's (the client it replaced)
  *
  * Load generator: wrk (Debian package `wrk`), else autocannon. The upstream runs in its
  * own process; nginx with one worker. Not a test: nothing here asserts a time.
@@ -26,6 +27,8 @@ import { openAppContext } from "../src/app/index.js";
 import { createServices } from "../src/app/services.js";
 import { canonicalizeRequest, createPep } from "../src/proxy/index.js";
 import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
+import { UpstreamPool } from "../src/proxy/upstream-pool.js";
+import { Pool as UndiciPool } from "undici";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
 const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
@@ -393,6 +396,92 @@ async function main(): Promise<void> {
       }
     }
 
+    // (u) the upstream leg alone: zt's keep-alive pool against undici's Pool (the client it
+    // replaced) on the same upstream, closed loop, 32 requests in flight, interleaved rounds.
+    let upstreamLeg: { zt: number; undici: number } | undefined;
+    if (!only || only.includes("u")) {
+      const head =
+        `GET / HTTP/1.1\r\nhost: ${HOST}\r\nx-zt-assertion: ${"a".repeat(600)}\r\n` +
+        `x-forwarded-for: 127.0.0.1\r\nuser-agent: wrk\r\n\r\n`;
+      const N = 50_000;
+      const closedLoop = (start: (done: () => void) => void) =>
+        new Promise<number>((resolve) => {
+          let started = 0;
+          let finished = 0;
+          const cpu0 = process.cpuUsage();
+          const next = () => {
+            if (started >= N) return;
+            started++;
+            start(() => {
+              if (++finished === N) {
+                const cpu = process.cpuUsage(cpu0);
+                resolve((cpu.user + cpu.system) / N);
+              } else next();
+            });
+          };
+          for (let i = 0; i < CONNECTIONS; i++) next();
+        });
+      const ztLeg = async () => {
+        const pool = new UpstreamPool({ host: "127.0.0.1", port: upstreamPort, timeoutMs: 30_000 });
+        const us = await closedLoop((done) =>
+          pool.request(
+            { method: "GET", head },
+            {
+              onHead() {},
+              onData: () => true,
+              onEnd: done,
+              onError: (e) => {
+                throw e;
+              },
+            },
+          ),
+        );
+        pool.destroy();
+        return us;
+      };
+      const undiciLeg = async () => {
+        const pool = new UndiciPool(`http://127.0.0.1:${upstreamPort}`, {
+          connections: 1024,
+          pipelining: 1,
+        });
+        const headers = {
+          host: HOST,
+          "x-zt-assertion": "a".repeat(600),
+          "x-forwarded-for": "127.0.0.1",
+          "user-agent": "wrk",
+        };
+        const us = await closedLoop((done) => {
+          pool.dispatch(
+            { path: "/", method: "GET", headers },
+            {
+              onRequestStart() {},
+              onResponseStart() {},
+              onResponseData() {},
+              onResponseEnd: done,
+              onResponseError: (_c, e) => {
+                throw e;
+              },
+            },
+          );
+        });
+        await pool.close();
+        return us;
+      };
+      await ztLeg();
+      await undiciLeg();
+      const zt: number[] = [];
+      const und: number[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        und.push(await undiciLeg());
+        zt.push(await ztLeg());
+      }
+      const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+      upstreamLeg = { zt: med(zt), undici: med(und) };
+      process.stdout.write(
+        `(u) upstream leg, CPU per request: zt pool ${upstreamLeg.zt.toFixed(1)} µs, undici ${upstreamLeg.undici.toFixed(1)} µs (rounds: zt ${zt.map((x) => x.toFixed(0)).join(", ")}; undici ${und.map((x) => x.toFixed(0)).join(", ")})\n`,
+      );
+    }
+
     // (f) the decision pipeline without HTTP or the kernel: what zt itself adds per
     // request (canonicalise, session check, Cedar decision + audit record, assertion).
     let pipelineUs: number | undefined;
@@ -559,6 +648,11 @@ async function main(): Promise<void> {
       ),
       "",
       ...lines.map((l) => `- ${l}`),
+      ...(upstreamLeg !== undefined
+        ? [
+            `- (u) upstream leg alone (closed loop, ${CONNECTIONS} in flight, upstream process's CPU not counted): zt's pool ${upstreamLeg.zt.toFixed(1)} µs of CPU per request, undici's Pool ${upstreamLeg.undici.toFixed(1)} µs: ${(upstreamLeg.undici / upstreamLeg.zt).toFixed(2)}× less with zt's`,
+          ]
+        : []),
       ...(pipelineUs !== undefined
         ? [
             `- (f) decision pipeline in process (canonicalise, session, Cedar decision + audit record, assertion; no HTTP): ${pipelineUs.toFixed(1)} µs CPU per request → ${(1e6 / pipelineUs).toFixed(0)} decisions/s per core before HTTP costs`,
