@@ -1,7 +1,7 @@
 /**
  * A strict, incremental HTTP/1.1 *response* parser for the PEP's upstream connections
- * (RFC 9112). It is the hot path of every proxied request, written by hand because the
- * general clients cost the PEP about twice its own work per request (see
+ * (RFC 9112). It is on the hot path of every proxied request, written by hand because
+ * undici's client cost 1.4× the CPU per upstream request (`bench:pep` case (u),
  * docs/pep.md); `test/http1-response-differential.test.ts` checks it against Node's
  * own parser (llhttp) on generated responses.
  *
