@@ -15,7 +15,10 @@ import tls from "node:tls";
 import type { Readable } from "node:stream";
 import { ResponseParser, type ResponseHead, type ResponseSink } from "./http1-response.js";
 
-/** Idle connections are closed after this long (below Node's 5 s server keep-alive default). */
+/**
+ * Idle connections are closed after this long (below Node's 5 s server keep-alive
+ * default), or after the pool's `timeoutMs` if shorter (the socket timeout stays set).
+ */
 export const UPSTREAM_IDLE_MS = 4_000;
 
 export class UpstreamTimeout extends Error {
