@@ -396,6 +396,12 @@ async function main(): Promise<void> {
       }
     }
 
+    const median = (xs: number[]) => {
+      const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+      if (v.length === 0) return NaN;
+      const m = Math.floor(v.length / 2);
+      return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+    };
     // (u) the upstream leg alone: zt's keep-alive pool against undici's Pool (the client it
     // replaced) on the same upstream, closed loop, 32 requests in flight, interleaved rounds.
     let upstreamLeg: { zt: number; undici: number } | undefined;
@@ -475,8 +481,7 @@ async function main(): Promise<void> {
         und.push(await undiciLeg());
         zt.push(await ztLeg());
       }
-      const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-      upstreamLeg = { zt: med(zt), undici: med(und) };
+      upstreamLeg = { zt: median(zt), undici: median(und) };
       process.stdout.write(
         `(u) upstream leg, CPU per request: zt pool ${upstreamLeg.zt.toFixed(1)} µs, undici ${upstreamLeg.undici.toFixed(1)} µs (rounds: zt ${zt.map((x) => x.toFixed(0)).join(", ")}; undici ${und.map((x) => x.toFixed(0)).join(", ")})\n`,
       );
@@ -537,12 +542,6 @@ async function main(): Promise<void> {
       );
     }
 
-    const median = (xs: number[]) => {
-      const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
-      if (v.length === 0) return NaN;
-      const m = Math.floor(v.length / 2);
-      return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-    };
     const seriesOf = (prefix: string) =>
       [...runs.entries()].find(([name]) => name.startsWith(prefix))?.[1];
     /** A case's median over the rounds, field by field. */

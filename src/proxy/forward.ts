@@ -261,10 +261,10 @@ function targetPath(route: ResolvedRoute, pathAndQuery: string): string {
 /** The request body to send: none, or the client's stream (counted against the limit when chunked). */
 function requestBody(
   req: IncomingMessage,
+  chunked: boolean,
   limit: number | undefined,
 ): UpstreamRequestBody | undefined {
   const declared = req.headers["content-length"];
-  const chunked = req.headers["transfer-encoding"] !== undefined;
   if (!chunked && (declared === undefined || declared === "0")) {
     req.resume();
     return undefined;
@@ -300,18 +300,20 @@ export function forwardHttp(
       sendError(res, "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
     } else sendError(res, "ZT_UPSTREAM_UNAVAILABLE", `upstream ${o.route.name} is unavailable`);
   };
+  // No length from the client: the body is re-framed as chunked.
+  const chunked = req.headers["transfer-encoding"] !== undefined;
   let pool: UpstreamPool;
   let head: string;
   try {
     pool = agents.for(o.route);
-    head = upstreamRequestHead(req, o, req.headers["transfer-encoding"] !== undefined);
+    head = upstreamRequestHead(req, o, chunked);
   } catch (e) {
     req.resume();
     fail(e as Error);
     res.on("close", finish);
     return;
   }
-  const body = requestBody(req, limit);
+  const body = requestBody(req, chunked, limit);
   const responseHeaders = o.responseHeaders;
   // Called only after pool.request has returned (answers arrive on later reads).
   let draining = false;

@@ -134,10 +134,8 @@ export class ResponseParser {
           at = this.#head(buf, at);
           break;
         case State.Length: {
-          const n = Math.min(this.#remaining, end - at);
-          this.#remaining -= n;
-          const chunk = at === 0 && n === end ? buf : buf.subarray(at, at + n);
-          at += n;
+          const chunk = this.#take(buf, at);
+          at += chunk.length;
           if (this.#remaining === 0) this.#state = State.Done;
           this.#sink!.onData(chunk);
           if (this.#state === State.Done) this.#sink!.onEnd();
@@ -147,10 +145,8 @@ export class ResponseParser {
           at = this.#chunkLine(buf, at);
           break;
         case State.ChunkData: {
-          const n = Math.min(this.#remaining, end - at);
-          this.#remaining -= n;
-          const chunk = buf.subarray(at, at + n);
-          at += n;
+          const chunk = this.#take(buf, at);
+          at += chunk.length;
           if (this.#remaining === 0) {
             this.#state = State.ChunkDataEnd;
             this.#remaining = 2;
@@ -180,6 +176,13 @@ export class ResponseParser {
           fail("bytes after the end of the response");
       }
     }
+  }
+
+  /** Up to `#remaining` body bytes from `at` (the whole buffer when it is exactly that). */
+  #take(buf: Buffer, at: number): Buffer {
+    const n = Math.min(this.#remaining, buf.length - at);
+    this.#remaining -= n;
+    return at === 0 && n === buf.length ? buf : buf.subarray(at, at + n);
   }
 
   /** Collects a CRLF-terminated block ending at `terminator`; returns [text, next] or undefined. */

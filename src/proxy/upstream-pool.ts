@@ -306,9 +306,8 @@ export class UpstreamPool {
   readonly #max: number;
   /** Idle connections, most recently used last (reused first: warm, least likely closed). */
   #idle: Connection[] = [];
-  #open = 0;
   #waiting: Exchange[] = [];
-  /** Every open connection, for destroy(). */
+  /** Every open connection (idle or busy). */
   readonly #all = new Set<Connection>();
   #closed = false;
   readonly #sweeper: NodeJS.Timeout;
@@ -323,7 +322,7 @@ export class UpstreamPool {
 
   /** Connections open now (idle or busy). */
   get open(): number {
-    return this.#open;
+    return this.#all.size;
   }
 
   /** Idle connections now. */
@@ -342,7 +341,7 @@ export class UpstreamPool {
     // Closed by the upstream a moment ago ('close' not yet emitted): not usable.
     while (conn?.socket.destroyed) conn = this.#idle.pop();
     if (conn) conn.start(ex);
-    else if (this.#open < this.#max) this.#connect().start(ex);
+    else if (this.#all.size < this.#max) this.#connect().start(ex);
     else this.#waiting.push(ex);
     return ex;
   }
@@ -354,7 +353,7 @@ export class UpstreamPool {
       ex.handler.onError(new Error("the upstream pool is closed"));
       return;
     }
-    if (this.#open < this.#max) this.#connect().start(ex);
+    if (this.#all.size < this.#max) this.#connect().start(ex);
     else this.#waiting.unshift(ex);
   }
 
@@ -381,11 +380,11 @@ export class UpstreamPool {
 
   /** @internal A connection closed. */
   removed(conn: Connection): void {
-    this.#open--;
+    this.#all.delete(conn);
     const i = this.#idle.indexOf(conn);
     if (i >= 0) this.#idle.splice(i, 1);
     // A slot is free: a waiting request may have a new connection.
-    if (!this.#closed && this.#waiting.length > 0 && this.#open < this.#max)
+    if (!this.#closed && this.#waiting.length > 0 && this.#all.size < this.#max)
       this.#connect().start(this.#waiting.shift()!);
   }
 
@@ -418,10 +417,8 @@ export class UpstreamPool {
           ...o.tls,
         })
       : net.connect({ host: o.host, port: o.port });
-    this.#open++;
     const conn = new Connection(this, socket);
     this.#all.add(conn);
-    socket.once("close", () => this.#all.delete(conn));
     return conn;
   }
 
