@@ -5,18 +5,74 @@ import {
   mkdirSync,
   readFileSync,
   existsSync,
-  chmodSync,
+  openSync,
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  unlinkSync,
+  constants,
 } from "node:fs";
-import { dirname } from "node:path";
+import { randomBytes } from "node:crypto";
+import { basename, dirname, join } from "node:path";
 import { ZtError } from "./errors.js";
 
-/** Writes a file readable by its owner only (0600), atomically (temp file + rename). */
+/**
+ * Writes a file readable by its owner only (0600), atomically (temp file + rename).
+ * The directory must be the current user's (or root's) and writable by nobody else:
+ * whoever else can write it could swap the file under us. The temp file has a random
+ * name and is created exclusively (O_EXCL, O_NOFOLLOW), so a file or symlink planted
+ * in advance is never written through.
+ */
 export function writePrivateFile(path: string, data: string | Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  assertPrivateDirectory(dir);
+  const tmp = join(dir, `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
+  const fd = openSync(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    try {
+      fchmodSync(fd, 0o600); // the umask may have taken bits away, never added: be exact
+      writeFileSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* already renamed or gone */
+    }
+    throw e;
+  }
+}
+
+/**
+ * Refuses a directory for key files that another user could change: owned by someone
+ * other than the current user or root, or writable by group or others.
+ */
+export function assertPrivateDirectory(dir: string): void {
+  const st = statSync(dir);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+    throw new ZtError(
+      "ZT_FILE_PERMISSIONS",
+      `directory ${dir} belongs to another user (uid ${st.uid}); key files go only in a directory of your own`,
+      { path: dir, owner: st.uid },
+    );
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new ZtError(
+      "ZT_FILE_PERMISSIONS",
+      `directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-w ${dir}, or choose another directory`,
+      { path: dir, mode: (st.mode & 0o777).toString(8) },
+    );
+  }
 }
 
 /** Refuses a key file that group or others can read or write: fail closed before using it. */

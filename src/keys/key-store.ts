@@ -8,6 +8,7 @@ import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { SecretBox } from "../core/secret-box.js";
 import { newId } from "../core/ids.js";
+import { ZtError } from "../core/errors.js";
 
 export type KeyAlg = "ES256" | "EdDSA";
 
@@ -37,35 +38,46 @@ export class KeyStore {
     this.#clock = clock;
   }
 
-  /** The active key for a purpose, created on first use. */
+  /**
+   * The active key for a purpose, created on first use. Replicas creating the first key
+   * at the same moment settle on one: the oldest active row (then the smallest id), the
+   * same order every later reader uses; the others are marked `superseded`.
+   */
   async activeKey(purpose: string, alg: KeyAlg): Promise<SigningKey> {
     const cached = this.#cache.get(purpose);
     if (cached) return cached;
-    const row = await this.#store.db
-      .selectFrom("keys")
-      .selectAll()
-      .where("purpose", "=", purpose)
-      .where("status", "=", "active")
-      .orderBy("created_at", "desc")
-      .executeTakeFirst();
+    const row = await this.#oldestActive(purpose);
     if (row) {
       const key = this.#fromRow(row);
       this.#cache.set(purpose, key);
       return key;
     }
     const created = await this.#create(purpose, alg);
-    // Another replica may have raced us: the oldest active key wins.
-    const winner = await this.#store.db
+    const winner = await this.#oldestActive(purpose);
+    if (!winner) throw new ZtError("ZT_STORE", `signing key for ${purpose} vanished`);
+    // A loser is never picked again. It stays published (publicJwks lists every key not
+    // retired) in case a reader took it during the race and signed with it.
+    await this.#store.db
+      .updateTable("keys")
+      .set({ status: "superseded" })
+      .where("purpose", "=", purpose)
+      .where("status", "=", "active")
+      .where("id", "!=", winner.id)
+      .execute();
+    const key = winner.id === created.kid ? created : this.#fromRow(winner);
+    this.#cache.set(purpose, key);
+    return key;
+  }
+
+  #oldestActive(purpose: string) {
+    return this.#store.db
       .selectFrom("keys")
       .selectAll()
       .where("purpose", "=", purpose)
       .where("status", "=", "active")
       .orderBy("created_at", "asc")
       .orderBy("id", "asc")
-      .executeTakeFirstOrThrow();
-    const key = winner.id === created.kid ? created : this.#fromRow(winner);
-    this.#cache.set(purpose, key);
-    return key;
+      .executeTakeFirst();
   }
 
   /** Public JWKs of every non-retired key for a purpose (for JWKS endpoints). */

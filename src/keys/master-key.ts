@@ -12,13 +12,21 @@ export interface MasterKeyOptions {
   create?: boolean;
 }
 
+/**
+ * 32 bytes as 64 hex digits, or as canonical padded base64 (44 characters, e.g. the
+ * output of `openssl rand -base64 32`). Node's base64 decoder skips what it does not
+ * understand, so a passphrase of the right length would "decode" to 32 bytes: the text
+ * must re-encode to itself.
+ */
 function decodeKey(text: string, where: string): Buffer {
   const t = text.trim();
-  const buf = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, "hex") : Buffer.from(t, "base64");
-  if (buf.length !== 32) {
+  if (/^[0-9a-fA-F]{64}$/.test(t)) return Buffer.from(t, "hex");
+  const buf = /^[A-Za-z0-9+/]{43}=$/.test(t) ? Buffer.from(t, "base64") : undefined;
+  if (!buf || buf.length !== 32 || buf.toString("base64") !== t) {
     throw new ZtError(
       "ZT_CONFIG_INVALID",
-      `${where}: expected a 32-byte key, base64 or hex encoded`,
+      `${where}: expected 32 random bytes as 64 hex digits or 44 characters of base64 ` +
+        "(generate one with `openssl rand -base64 32`); a passphrase is not a key",
     );
   }
   return buf;
@@ -41,5 +49,7 @@ export function loadMasterKey(options: MasterKeyOptions): SecretBox {
     }
     writePrivateFile(file, generateMasterKey().toString("base64") + "\n");
   }
-  return new SecretBox(decodeKey(readPrivateFile(file).toString("utf8"), file));
+  return new SecretBox(
+    decodeKey(readPrivateFile(file).toString("utf8"), `master key file ${file}`),
+  );
 }

@@ -148,6 +148,12 @@ export class CaStore {
       roots.some((r) => i.node.checkIssued(r.node) && i.node.verify(r.node.publicKey)),
     );
     const active = chained.find((i) => i.status === "active");
+    if (roots.length > 0 && !active && sshUser && sshHost) {
+      throw new ZtError(
+        "ZT_PKI_NOT_INITIALISED",
+        "the PKI has no valid intermediate CA (the last one expired?): run `zt init`, which creates one",
+      );
+    }
     if (roots.length === 0 || !active || !sshUser || !sshHost) {
       throw new ZtError(
         "ZT_PKI_NOT_INITIALISED",

@@ -1,6 +1,7 @@
 import { createPublicKey, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import { readDerChildren, pemOrDer } from "./der.js";
+import { formatIpAddress } from "./ip-address.js";
 
 /** The largest CSR we read (a P-256 CSR with a few SANs is ~500 bytes). */
 export const MAX_CSR_BYTES = 16 * 1024;
@@ -154,28 +155,9 @@ function requestedSans(attributes: Buffer) {
 
 /** An iPAddress GeneralName as text (IPv6 in RFC 5952 compressed form). */
 function formatIp(b: Buffer): string {
-  if (b.length === 4) return [...b].join(".");
-  if (b.length !== 16) throw invalid("CSR iPAddress SAN must be 4 or 16 bytes", "san-malformed");
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hexs = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hexs.join(":");
-  return `${hexs.slice(0, bestStart).join(":")}::${hexs.slice(bestStart + bestLen).join(":")}`;
+  const text = formatIpAddress(b);
+  if (text === undefined) throw invalid("CSR iPAddress SAN must be 4 or 16 bytes", "san-malformed");
+  return text;
 }
 
 /**

@@ -14,6 +14,7 @@ import { ClientCertVerifier, type ClientCertResult } from "./client-cert.js";
 import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
 import { toPem } from "./der.js";
 import { buildSvidFast } from "./svid-der.js";
+import { canonicalIpAddress } from "./ip-address.js";
 import { CertRecorder } from "./cert-recorder.js";
 import { parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
@@ -28,6 +29,8 @@ import { renewProofInput } from "./renewal.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
 
 const BACKDATE_MS = 60_000;
+/** The shortest SVID lifetime anyone may ask for (and the least an issuer must have left). */
+const MIN_SVID_TTL_MS = 60_000;
 
 /** Who is asking for an SVID, as established by the edge (CLI, API, join token, mTLS). */
 export type IssueAuth =
@@ -172,9 +175,15 @@ export class PkiService {
       }
     }
     const svc = new PkiService(ctx, settings, caStore, cas, options);
-    await svc.#loadDenyList();
-    await svc.ssh.loadRevocations();
+    // Listen first, then load: a revocation landing in between is heard, not lost.
     svc.#unsubscribe = ctx.events.subscribe((e) => svc.#onEvent(e));
+    try {
+      await svc.#loadDenyList();
+      await svc.ssh.loadRevocations();
+    } catch (e) {
+      svc.close();
+      throw e;
+    }
     return svc;
   }
 
@@ -417,18 +426,28 @@ export class PkiService {
       .selectAll()
       .where("spiffe_id", "=", spiffeId)
       .executeTakeFirst();
+    // The store, not this process's deny list, is the authority: a revocation made by
+    // another process (the CLI, a replica) may not have reached us as an event yet.
     const previous = await this.ctx.store.db
       .selectFrom("pki_certs")
-      .select("dns_names")
+      .select(["dns_names", "revoked_at"])
       .where("serial", "=", current.serial)
       .executeTakeFirst();
+    if (!previous || previous.revoked_at !== null) {
+      if (previous) this.#denied.set(current.serial, current.notAfterMs);
+      throw new ZtError(
+        previous ? "ZT_PKI_REVOKED" : "ZT_AUTH_FAILED",
+        previous ? "current SVID refused: cert-revoked" : "current SVID refused: cert-unknown",
+        { reason: previous ? "cert-revoked" : "cert-unknown" },
+      );
+    }
     const allowedNames = [
       ...parseJsonList(reg?.dns_names ?? "[]"),
       ...parseJsonList(previous?.dns_names ?? "[]"),
     ];
     this.#checkAllowed(spiffeId, dns, ips, spiffeId, allowedNames);
     const ttl = this.#ttl(req.ttlMs, reg?.max_ttl_ms == null ? null : Number(reg.max_ttl_ms));
-    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`);
+    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, current.serial);
   }
 
   #checkAllowed(
@@ -443,7 +462,8 @@ export class PkiService {
         reason: "san-not-allowed",
       });
     }
-    const allowed = new Set(allowedNames.map((n) => n.toLowerCase()));
+    // Entries stored before IPs were canonicalised may spell an address another way.
+    const allowed = new Set(allowedNames.map((n) => canonicalIpAddress(n) ?? n.toLowerCase()));
     for (const n of [...dns, ...ips]) {
       if (!allowed.has(n)) {
         throw new ZtError(
@@ -460,7 +480,7 @@ export class PkiService {
   #ttl(requested: number | undefined, entryMax: number | null): number {
     const max = Math.min(this.settings.svidMaxTtlMs, entryMax ?? Infinity);
     const ttl = requested ?? Math.min(this.settings.svidTtlMs, max);
-    if (!Number.isFinite(ttl) || ttl < 60_000 || ttl > max) {
+    if (!Number.isFinite(ttl) || ttl < MIN_SVID_TTL_MS || ttl > max) {
       throw new ZtError(
         "ZT_PKI_TTL_INVALID",
         `SVID lifetime must be between 1m and ${Math.round(max / 60_000)}m`,
@@ -479,11 +499,12 @@ export class PkiService {
     ips: string[],
     ttlMs: number,
     requestedBy: string,
+    renews?: string,
   ): Promise<IssuedSvid> {
-    const issuer = this.#cas.activeIntermediate;
+    const issuer = await this.#usableIssuer();
     const now = this.ctx.clock.now();
     const notBeforeMs = now - BACKDATE_MS;
-    // Never beyond the issuer.
+    // Never beyond the issuer (which #usableIssuer keeps at least MIN_SVID_TTL_MS away).
     const notAfterMs = Math.min(now + ttlMs, issuer.notAfterMs);
     const serial = randomSerialHex();
     const der = buildSvidFast(issuer.fast, {
@@ -495,20 +516,23 @@ export class PkiService {
       notAfter: new Date(notAfterMs),
       spki,
     });
-    await this.#recorder.record({
-      serial,
-      issuer_id: issuer.id,
-      spiffe_id: spiffeId,
-      dns_names: JSON.stringify([...dns, ...ips]),
-      not_before: notBeforeMs,
-      // X.509 times have second precision.
-      not_after: Math.floor(notAfterMs / 1000) * 1000,
-      created_at: now,
-      key_sha256: createHash("sha256").update(spki).digest("hex"),
-      requested_by: requestedBy,
-      revoked_at: null,
-      revoke_reason: null,
-    });
+    await this.#recorder.record(
+      {
+        serial,
+        issuer_id: issuer.id,
+        spiffe_id: spiffeId,
+        dns_names: JSON.stringify([...dns, ...ips]),
+        not_before: notBeforeMs,
+        // X.509 times have second precision.
+        not_after: Math.floor(notAfterMs / 1000) * 1000,
+        created_at: now,
+        key_sha256: createHash("sha256").update(spki).digest("hex"),
+        requested_by: requestedBy,
+        revoked_at: null,
+        revoke_reason: null,
+      },
+      renews,
+    );
     const certPem = toPem(der, "CERTIFICATE");
     return {
       serial,
@@ -520,6 +544,30 @@ export class PkiService {
       chainPem: certPem + issuer.pem,
       bundlePem: this.bundlePem(),
     };
+  }
+
+  /**
+   * The active intermediate, if it can still sign an SVID of the shortest lifetime. If
+   * not, another process may have rotated it (and its event not reached us): reload from
+   * the store once. Otherwise refuse rather than sign a certificate that ends before it
+   * starts.
+   */
+  async #usableIssuer(): Promise<X509Ca> {
+    const usable = (ca: X509Ca) => ca.notAfterMs - this.ctx.clock.now() >= MIN_SVID_TTL_MS;
+    if (usable(this.#cas.activeIntermediate)) return this.#cas.activeIntermediate;
+    const stale = this.#cas.activeIntermediate;
+    try {
+      await this.reloadCas();
+    } catch (e) {
+      if (!(e instanceof ZtError) || e.code !== "ZT_PKI_NOT_INITIALISED") throw e;
+    }
+    if (usable(this.#cas.activeIntermediate)) return this.#cas.activeIntermediate;
+    throw new ZtError(
+      "ZT_PKI_NOT_INITIALISED",
+      `the active intermediate CA ${stale.id} expires at ${new Date(stale.notAfterMs).toISOString()}: ` +
+        "run `zt init`, which creates a new one (rotate with `zt ca rotate-intermediate` before it expires)",
+      { reason: "ca-expired" },
+    );
   }
 
   // ---------------------------------------------------------------- registrations
@@ -642,23 +690,36 @@ export class PkiService {
     if ((req.serial === undefined) === (req.spiffeId === undefined)) {
       throw new ZtError("ZT_USAGE", "give exactly one of a serial or --spiffe-id");
     }
-    const now = this.ctx.clock.now();
-    let q = this.ctx.store.db
-      .selectFrom("pki_certs")
-      .select(["serial", "not_after"])
-      .where("revoked_at", "is", null);
+    let serial: string | undefined;
     if (req.serial !== undefined) {
-      const serial = req.serial
+      serial = req.serial
         .toLowerCase()
         .replace(/:/g, "")
         .replace(/^(00)+/, "");
       if (!/^[0-9a-f]{1,40}$/.test(serial))
         throw new ZtError("ZT_BAD_REQUEST", "serial must be hexadecimal");
-      q = q.where("serial", "=", serial);
-    } else {
-      q = q.where("spiffe_id", "=", req.spiffeId!).where("not_after", ">", now);
     }
-    const rows = await q.execute();
+    const now = this.ctx.clock.now();
+    const rows = await this.ctx.store.db.transaction().execute(async (trx) => {
+      const out: { serial: string; not_after: number }[] = [];
+      // By SPIFFE ID, repeat until a pass finds nothing: a renewal that held one of this
+      // identity's rows (CertRecorder) made the pass wait for its commit, and the next
+      // pass sees its new certificate. (PostgreSQL; on SQLite the second pass is empty.)
+      for (let pass = 0; pass < 20; pass++) {
+        let q = trx
+          .updateTable("pki_certs")
+          .set({ revoked_at: now, revoke_reason: reason })
+          .where("revoked_at", "is", null);
+        q =
+          serial !== undefined
+            ? q.where("serial", "=", serial)
+            : q.where("spiffe_id", "=", req.spiffeId!).where("not_after", ">", now);
+        const hit = await q.returning(["serial", "not_after"]).execute();
+        out.push(...hit);
+        if (hit.length === 0 || serial !== undefined) break;
+      }
+      return out;
+    });
     if (rows.length === 0) {
       this.ctx.audit.record({
         kind: "svid.revoke",
@@ -670,12 +731,6 @@ export class PkiService {
       throw new ZtError("ZT_NOT_FOUND", "no unrevoked certificate matches");
     }
     const serials = rows.map((r) => r.serial);
-    await this.ctx.store.db
-      .updateTable("pki_certs")
-      .set({ revoked_at: now, revoke_reason: reason })
-      .where("serial", "in", serials)
-      .where("revoked_at", "is", null)
-      .execute();
     for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
     this.#crl = undefined;
     await this.ctx.events.publish("cert.revoked", {
@@ -756,6 +811,12 @@ export class PkiService {
   }
 
   #onEvent(e: ZtEvent): void {
+    if (e.kind === "config.changed" && e.data["component"] === "pki") {
+      // An intermediate rotated by another process (CLI, replica): sign with it, trust it.
+      if (e.data["intermediate"] === this.#cas.activeIntermediate.id) return;
+      void this.reloadCas().catch(() => undefined);
+      return;
+    }
     if (e.kind !== "cert.revoked") return;
     this.#pruneDenyList();
     if (e.data["kind"] === "x509" && Array.isArray(e.data["serials"])) {
@@ -865,8 +926,18 @@ function splitNames(names: readonly string[]): { dns: string[]; ips: string[] } 
   if (names.length > 64)
     throw new ZtError("ZT_BAD_REQUEST", "at most 64 DNS names", { reason: "too-many-names" });
   for (const n of names) {
-    if (isIP(n)) ips.add(n);
-    else dns.add(normaliseDnsName(n));
+    if (isIP(n) === 0) {
+      dns.add(normaliseDnsName(n));
+      continue;
+    }
+    // One canonical text per address: the allow-list compares it, the certificate encodes it.
+    const ip = canonicalIpAddress(n);
+    if (ip === undefined) {
+      throw new ZtError("ZT_BAD_REQUEST", `${n} is not an IP address a certificate can hold`, {
+        reason: "ip-invalid",
+      });
+    }
+    ips.add(ip);
   }
   return { dns: [...dns], ips: [...ips] };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { createPrivateKey, generateKeyPairSync, webcrypto, X509Certificate } from "node:crypto";
+import { BlockList } from "node:net";
 import { readDerChildren } from "./der.js";
 import { buildSvidFast, svidTbs, type FastIssuer } from "./svid-der.js";
 import {
@@ -103,5 +104,37 @@ describe("hand-written SVID DER equals @peculiar/x509's (RFC 5280 TBSCertificate
     expect(cert.verify(new X509Certificate(ref.der).publicKey)).toBe(true);
     expect(cert.serialNumber.toLowerCase()).toBe("8f" + "00".repeat(15));
     expect(new x509.X509Certificate(der).subject).toBe("O=zt SVID");
+  });
+});
+
+describe("IP SANs in the hand-written SVID", () => {
+  it("stops an IPv6 SAN with an embedded IPv4 part from being signed as another address: the certificate's IP, as X509Certificate reads it back, is the requested one (differential against libuv's parser)", async () => {
+    const { fast } = await makeIssuer();
+    const spki = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
+      format: "der",
+      type: "spki",
+    });
+    const template = (ip: string) => ({
+      serial: randomSerialHex(),
+      spiffeId: "spiffe://example.test/ip",
+      dnsNames: [],
+      ips: [ip],
+      notBefore: new Date(Date.UTC(2030, 0, 1)),
+      notAfter: new Date(Date.UTC(2030, 0, 2)),
+      spki,
+    });
+    const examples = ["::ffff:10.0.0.1", "::1.2.3.4", "64:ff9b::192.0.2.33"];
+    // fc.ipV6() includes the dotted forms (`::ffff:1.2.3.4`, `1:2:3:4:5:6:7.8.9.10`).
+    fc.assert(
+      fc.property(fc.oneof(fc.constantFrom(...examples), fc.ipV6()), (ip) => {
+        const san = new X509Certificate(buildSvidFast(fast, template(ip))).subjectAltName ?? "";
+        const printed = /IP Address:([0-9A-Fa-f:.]+)/.exec(san)?.[1];
+        expect(printed, `${ip} -> ${san}`).toBeDefined();
+        const list = new BlockList();
+        list.addAddress(ip, "ipv6");
+        expect(list.check(printed!, "ipv6"), `${ip} was signed as ${printed}`).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -1,5 +1,6 @@
 import { sign, type KeyObject } from "node:crypto";
-import { isIP } from "node:net";
+import { ZtError } from "../core/errors.js";
+import { ipAddressBytes } from "./ip-address.js";
 import { keyIdentifier } from "./x509-build.js";
 import { x509 } from "./x509-lib.js";
 
@@ -47,16 +48,10 @@ function time(d: Date): Buffer {
 }
 
 function ipBytes(ip: string): Buffer {
-  if (isIP(ip) === 4) return Buffer.from(ip.split(".").map(Number));
-  // Expand IPv6 to 16 bytes.
-  const [head, tail] = ip.split("::") as [string, string | undefined];
-  const h = head ? head.split(":") : [];
-  const t = tail !== undefined && tail !== "" ? tail.split(":") : [];
-  const groups =
-    tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(Number.parseInt(g, 16), i * 2));
-  return out;
+  const b = ipAddressBytes(ip);
+  // Callers pass names through splitNames; anything else here is a bug, never a guess.
+  if (!b) throw new ZtError("ZT_BAD_REQUEST", `not an IP address: ${ip}`, { reason: "ip-invalid" });
+  return b;
 }
 
 /** The issuing CA as the hot path needs it: raw subject, key id, a KeyObject. */
