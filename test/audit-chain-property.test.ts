@@ -99,6 +99,14 @@ describe("redaction fast path equals the replacer walk", () => {
       "pass-word",
       "tokens",
       "api-key",
+      "Proxy-Authorization",
+      "X-Api-Key",
+      "x-auth-token",
+      "X_APIKEY",
+      "to\u212Aen", // KELVIN SIGN: toLowerCase() gives "token"
+      "set-coo\u212Aie",
+      "to\u212Aens",
+      "toKen",
     ),
   );
   const value = fc.letrec((tie) => ({
@@ -119,5 +127,42 @@ describe("redaction fast path equals the replacer walk", () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it("stops a sensitive key spelt with KELVIN SIGN from slipping past the fast path", () => {
+    for (const key of ["to\u212Aen", "X-API-\u212AEY", "private_\u212Aey", "coo\u212Aie"]) {
+      const data = { nested: [{ [key]: "s3cret-value" }] };
+      expect(redactedJsonReference(data)).not.toContain("s3cret-value");
+      expect(redactedJson(data)).not.toContain("s3cret-value");
+    }
+  });
+
+  it("stops proxy credentials and API-key headers entering the log", () => {
+    const data = {
+      headers: {
+        "proxy-authorization": "Basic czNjcmV0",
+        "x-api-key": "k-123",
+        "X-Auth-Token": "t-456",
+        x_apikey: "k-789",
+        "x-csrf-token": "c-1",
+        passphrase: "p-1",
+      },
+    };
+    const out = redactedJson(data);
+    for (const v of ["czNjcmV0", "k-123", "t-456", "k-789", "c-1", "p-1"])
+      expect(out).not.toContain(v);
+    expect(out).toBe(redactedJsonReference(data));
+  });
+
+  it("the fast path's case folding covers every code point toLowerCase() maps into ASCII", () => {
+    // The fast path's `i` regex folds ASCII only; redact.ts adds U+212A by hand. Any other
+    // character lowering to ASCII would need the same, so the set is pinned here.
+    const intoAscii: number[] = [];
+    for (let cp = 0x80; cp <= 0x10ffff; cp++) {
+      if (cp >= 0xd800 && cp <= 0xdfff) continue;
+      const lower = String.fromCodePoint(cp).toLowerCase();
+      if ([...lower].every((c) => c.charCodeAt(0) < 0x80)) intoAscii.push(cp);
+    }
+    expect(intoAscii).toEqual([0x212a]);
   });
 });

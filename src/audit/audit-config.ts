@@ -93,6 +93,16 @@ export const auditConfigSchema = z
     metrics_token_file: z.string().optional(),
     /** How often sinks poll the audit table for new events. */
     poll_interval: duration.default("1s"),
+    /**
+     * Which allowed requests the PEP holds until their decision record is committed:
+     * none (`false`, the default: the record follows within ~50 ms), requests with an
+     * unsafe method (`unsafe-methods`: all but GET, HEAD, OPTIONS, TRACE), or `all`.
+     */
+    durable_before_forward: z
+      .union([z.literal(false), z.enum(["unsafe-methods", "all"])], {
+        error: 'expected false, "unsafe-methods" or "all"',
+      })
+      .default(false),
   })
   .strict();
 
@@ -128,4 +138,28 @@ export function configError(section: string, issues: readonly z.core.$ZodIssue[]
     .map((i) => `${[section, ...i.path.map(String)].join(".")}: ${i.message}`)
     .join("; ");
   return new ZtError("ZT_CONFIG_INVALID", text, { section });
+}
+
+/** RFC 9110 §9.2.1: the methods defined as safe (read-only). */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
+
+/**
+ * `audit.durable_before_forward` as a test on the request method: whether an allowed
+ * request waits for its decision record to be committed (`AuditLog.whenDurable()`)
+ * before it is forwarded. `undefined` when the setting is off (the default), so the hot
+ * path pays nothing. Throws ZT_CONFIG_INVALID for an invalid `audit:` section.
+ *
+ * @example
+ * const durableFor = durableBeforeForward(config.audit); // once, at start
+ * if (durableFor?.(req.method ?? "GET")) await ctx.audit.whenDurable();
+ */
+export function durableBeforeForward(
+  auditSection: unknown,
+): ((method: string) => boolean) | undefined {
+  const result = auditConfigSchema.safeParse(auditSection ?? {});
+  if (!result.success) throw configError("audit", result.error.issues);
+  const mode = result.data.durable_before_forward;
+  if (mode === "all") return () => true;
+  if (mode === "unsafe-methods") return (method) => !SAFE_METHODS.has(method);
+  return undefined;
 }

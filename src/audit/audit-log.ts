@@ -66,6 +66,14 @@ interface Batch {
   check: boolean;
 }
 
+/** A `whenDurable()` promise: settled once `row` (and so every record before it) commits. */
+interface DurableWaiter {
+  row: AuditRowChained;
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
 interface Inflight {
   id: number;
   batch: Batch;
@@ -107,6 +115,12 @@ export class AuditLog implements AuditSink {
   /** Why the writer thread could not open the database (then appends run inline). */
   #threadOpenError: string | undefined;
   #inflight: Inflight[] = [];
+  /** The newest record (records commit in the order they were recorded). */
+  #last: AuditRowChained | undefined;
+  /** `whenDurable()` promises not yet settled, oldest (and lowest record) first. */
+  #durableWaiters: DurableWaiter[] = [];
+  #durableKickQueued = false;
+  #durableWriteQueued = false;
 
   constructor(store: Store, options: AuditLogOptions) {
     this.#store = store;
@@ -149,7 +163,7 @@ export class AuditLog implements AuditSink {
     } catch {
       data = JSON.stringify({ error: "data-not-serialisable" });
     }
-    this.#buffer.push({
+    const row: AuditRowChained = {
       seq: 0,
       id,
       ts,
@@ -165,11 +179,18 @@ export class AuditLog implements AuditSink {
       data,
       prev_hash: "",
       hash: "",
-    });
+    };
+    this.#buffer.push(row);
+    this.#last = row;
     if (this.#buffer.length > this.#maxBuffered) {
       const over = this.#buffer.length - this.#maxBuffered;
-      this.#buffer.splice(0, over);
+      for (const r of this.#buffer.splice(0, over)) r.seq = -1; // whenDurable: dropped
       countDropped("writer", over);
+      // A waiter's record may be among those dropped: it is not going to be durable.
+      if (this.#durableWaiters.length > 0)
+        this.#failDurableWaiters(
+          new ZtError("ZT_STORE", "audit log backlog full: records were dropped", {}),
+        );
     }
     if (this.#buffer.length >= this.#maxBatch && !this.#flushQueued) {
       this.#flushQueued = true;
@@ -196,6 +217,89 @@ export class AuditLog implements AuditSink {
     for (const b of this.#retry) n += b.rows.length;
     for (const f of this.#inflight) n += f.batch.rows.length;
     return n;
+  }
+
+  /**
+   * Resolves once every record recorded before this call is committed (fsynced, as
+   * for `flush()`). Group commit: the records of every caller in one turn of the event
+   * loop go to the store together at the end of that turn (not on the 50 ms timer), and
+   * those arriving while it commits go in the next transaction. Rejects with ZT_STORE if
+   * the write fails (the records stay buffered for a retry, as with `flush()`) or records
+   * are dropped from a full backlog. Records commit in the order they were recorded, so
+   * call it right after `record()`, with no `await` in between.
+   *
+   * @example
+   * // audit.durable_before_forward: the allow record is durable before the upstream acts.
+   * const d = decisions.decide(facts); // records the decision
+   * await audit.whenDurable(); // rejects → answer 503, do not forward
+   * forwardHttp(req, res, agents, fo);
+   */
+  whenDurable(): Promise<void> {
+    const row = this.#last;
+    if (row === undefined || row.seq > 0) return Promise.resolve();
+    if (row.seq < 0)
+      return Promise.reject(
+        new ZtError("ZT_STORE", "audit log backlog full: records were dropped", {}),
+      );
+    const tail = this.#durableWaiters[this.#durableWaiters.length - 1];
+    if (tail?.row === row) return tail.promise;
+    let resolve!: () => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined); // rejected with nobody waiting any more: not unhandled
+    this.#durableWaiters.push({ row, promise, resolve, reject });
+    this.#scheduleDurableWrite();
+    return promise;
+  }
+
+  /** Writes what durable waiters wait for at the end of this event-loop turn (once per turn). */
+  #scheduleDurableWrite(): void {
+    if (this.#durableKickQueued) return;
+    this.#durableKickQueued = true;
+    setImmediate(() => {
+      this.#durableKickQueued = false;
+      if (this.#durableWaiters.length > 0) this.#durableWrite();
+    });
+  }
+
+  /**
+   * Group commit: hands the buffer to the writer thread (batches queued while it commits
+   * are merged into its next transaction), or, inline, queues at most one write behind
+   * the one running, which then takes every record that arrived meanwhile.
+   */
+  #durableWrite(): void {
+    if (this.#thread?.fatal) this.#thread = undefined;
+    if (this.#thread) {
+      this.#dispatch(false);
+      return;
+    }
+    if (this.#durableWriteQueued) return;
+    this.#durableWriteQueued = true;
+    const next = this.#writing
+      .catch(() => undefined)
+      .then(() => {
+        this.#durableWriteQueued = false;
+        return this.#writeAll();
+      });
+    this.#writing = next;
+    next.catch(() => undefined); // #writeAll rejects the waiters itself
+  }
+
+  /** Resolves the waiters whose record is committed (`#written` has set its seq). */
+  #settleDurable(): void {
+    const waiters = this.#durableWaiters;
+    let n = 0;
+    while (n < waiters.length && waiters[n]!.row.seq > 0) waiters[n++]!.resolve();
+    if (n > 0) waiters.splice(0, n);
+  }
+
+  #failDurableWaiters(e: Error): void {
+    const waiters = this.#durableWaiters;
+    this.#durableWaiters = [];
+    for (const w of waiters) w.reject(e);
   }
 
   /**
@@ -278,7 +382,12 @@ export class AuditLog implements AuditSink {
     this.#threadCrashes = 0;
     this.#written(f.batch.rows, r);
     f.resolve();
-    if (this.#thread && (this.#buffer.length >= this.#maxBatch || this.#retry.length > 0))
+    if (
+      this.#thread &&
+      (this.#buffer.length >= this.#maxBatch ||
+        this.#retry.length > 0 ||
+        (this.#durableWaiters.length > 0 && this.#buffer.length > 0))
+    )
       this.#dispatch(false);
   }
 
@@ -297,6 +406,10 @@ export class AuditLog implements AuditSink {
     if (uncertain && ++this.#threadCrashes >= MAX_THREAD_CRASHES) this.#thread = undefined;
     const err = storeError(e);
     for (const f of lost) f.reject(err);
+    // A thread that could not open the database is no failure of the store: its batches
+    // are written inline next. Anything else: the waiters' records may not be durable.
+    if (this.#thread || !this.#threadOpenError) this.#failDurableWaiters(err);
+    else if (this.#durableWaiters.length > 0) this.#scheduleDurableWrite();
   }
 
   async #writeAll(): Promise<void> {
@@ -319,7 +432,9 @@ export class AuditLog implements AuditSink {
       } catch (e) {
         // Keep the records for the next attempt rather than lose them.
         this.#retry.unshift(batch);
-        throw storeError(e);
+        const err = storeError(e);
+        this.#failDurableWaiters(err);
+        throw err;
       }
       this.#written(batch.rows, r);
     }
@@ -335,6 +450,7 @@ export class AuditLog implements AuditSink {
       row.hash = prev = r.hashes.slice(i * 64, i * 64 + 64);
     }
     countAuditWritten(rows.length, r.firstSeq + rows.length - 1);
+    if (this.#durableWaiters.length > 0) this.#settleDurable();
     for (const l of this.#listeners) {
       try {
         l(rows);
@@ -359,6 +475,7 @@ export class AuditLog implements AuditSink {
         .orderBy("seq", "desc")
         .limit(1)
         .executeTakeFirst();
+      for (const r of batch) makeStorable(r);
       const rows = batch.map((r) => ({ ...r }));
       chainBatch(rows, h ? Number(h.seq) : 0, h?.hash ?? GENESIS_HASH);
       for (let i = 0; i < rows.length; i += 500) {
@@ -396,6 +513,36 @@ export class AuditLog implements AuditSink {
   }
 }
 
+/** ES2024 string methods (Node 20 has them; the project's `lib` is ES2023). */
+interface WellFormedString {
+  isWellFormed(): boolean;
+  toWellFormed(): string;
+}
+
+function storableText(s: string): string {
+  if ((s as unknown as WellFormedString).isWellFormed() && !s.includes("\u0000")) return s;
+  return (s as unknown as WellFormedString).toWellFormed().replaceAll("\u0000", "\uFFFD");
+}
+
+/**
+ * Makes a record's plain text columns what every store keeps, before it is hashed, so
+ * the hash is the hash of what `zt audit verify` reads back: a lone UTF-16 surrogate
+ * (stored as UTF-8, it comes back as U+FFFD) and U+0000 (PostgreSQL refuses it in text,
+ * and a batch it refuses would be retried at the head of the log forever) become
+ * U+FFFD. `policies` and `data` are JSON text, where JSON.stringify has escaped both.
+ * In place (the written listeners see the stored values); idempotent.
+ */
+function makeStorable(r: AuditRowChained): void {
+  r.kind = storableText(r.kind);
+  r.outcome = storableText(r.outcome);
+  if (r.subject !== null) r.subject = storableText(r.subject);
+  if (r.source_ip !== null) r.source_ip = storableText(r.source_ip);
+  if (r.route !== null) r.route = storableText(r.route);
+  if (r.action !== null) r.action = storableText(r.action);
+  if (r.decision_id !== null) r.decision_id = storableText(r.decision_id);
+  if (r.reason !== null) r.reason = storableText(r.reason);
+}
+
 function storeError(e: unknown): ZtError {
   if (e instanceof ZtError) return e;
   return new ZtError(
@@ -413,9 +560,29 @@ function storeError(e: unknown): ZtError {
  */
 const PACK_CHUNK_CHARS = 96 * 1024;
 
-/** A batch as the writer thread takes it (see PackedBatch). */
+/**
+ * A batch as the writer thread takes it (see PackedBatch), its text columns made
+ * storable first (see makeStorable). Checked on the packed strings, not per value: one
+ * native scan per chunk for the usual batch, which holds neither a lone surrogate nor
+ * an unexpected U+0000.
+ */
 function packBatch(b: Batch): PackedBatch {
-  const rows = b.rows;
+  const p = packText(b.rows);
+  if (p.storable) return { n: b.rows.length, text: p.text, check: b.check };
+  for (const r of b.rows) makeStorable(r);
+  const again = packText(b.rows);
+  if (again.storable) return { n: b.rows.length, text: again.text, check: b.check };
+  // Not reached (only `id` is left unchecked, and zt makes it): send columns, not text.
+  const cols: (string | number | null)[] = [];
+  for (const r of b.rows) {
+    cols.push(r.id, r.ts, r.kind, r.outcome, r.subject, r.source_ip, r.route, r.action);
+    cols.push(r.decision_id, r.policies, r.reason, r.data);
+  }
+  return { n: b.rows.length, cols, check: b.check };
+}
+
+/** Rows packed into U+0000-separated strings; `storable`: well-formed, no U+0000 inside a value. */
+function packText(rows: AuditRowChained[]): { text: string[]; storable: boolean } {
   const text: string[] = [];
   let parts: string[] = [];
   let size = 0;
@@ -478,16 +645,15 @@ function packBatch(b: Batch): PackedBatch {
     text.push(parts.join("\u0000"));
     fields += parts.length;
   }
-  // The separator must not occur inside a value: a record holding U+0000 sends columns.
+  // The separator must not occur inside a value (nor U+0000 reach a store), and no value
+  // may hold a lone surrogate: joining with U+0000 never pairs two halves.
   let nul = 0;
-  for (const t of text) nul += countNul(t);
-  if (nul === fields - text.length) return { n: rows.length, text, check: b.check };
-  const cols: (string | number | null)[] = [];
-  for (const r of rows) {
-    cols.push(r.id, r.ts, r.kind, r.outcome, r.subject, r.source_ip, r.route, r.action);
-    cols.push(r.decision_id, r.policies, r.reason, r.data);
+  let wellFormed = true;
+  for (const t of text) {
+    nul += countNul(t);
+    if (!(t as unknown as WellFormedString).isWellFormed()) wellFormed = false;
   }
-  return { n: rows.length, cols, check: b.check };
+  return { text, storable: wellFormed && nul === fields - text.length };
 }
 
 function countNul(s: string): number {

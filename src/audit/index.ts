@@ -17,7 +17,7 @@ export { signCheckpoint, parseCheckpoint, verifyCheckpointSignature } from "./ch
 export type { Checkpoint, SignedCheckpoint } from "./checkpoint-note.js";
 export { Checkpointer, fileWitness, syslogWitness, webhookWitness } from "./checkpointer.js";
 export type { Witness, CheckpointerOptions } from "./checkpointer.js";
-export { parseAuditConfig } from "./audit-config.js";
+export { parseAuditConfig, durableBeforeForward } from "./audit-config.js";
 export type { AuditConfig, SinkConfig } from "./audit-config.js";
 export { toOcsf, toJsonRecord } from "./ocsf.js";
 export { redactedJson, isSensitiveKey } from "./redact.js";

@@ -28,10 +28,22 @@ const SENSITIVE_KEYS = new Set([
   "cookies",
   "set_cookie",
   "authorization",
+  "proxy_authorization",
   "private_key",
   "privatekey",
   "api_key",
   "apikey",
+  "x_api_key",
+  "x_apikey",
+  "api_token",
+  "auth_token",
+  "x_auth_token",
+  "x_access_token",
+  "csrf_token",
+  "x_csrf_token",
+  "xsrf_token",
+  "x_xsrf_token",
+  "passphrase",
 ]);
 
 export const REDACTED = "[redacted]";
@@ -50,9 +62,19 @@ function replacer(key: string, value: unknown): unknown {
  * serialisation is the redacted one (no replacer walk on the hot path).
  */
 const SENSITIVE_IN_JSON = new RegExp(
-  `"(?:${[...SENSITIVE_KEYS].map((k) => k.replaceAll("_", "[-_]")).join("|")})":`,
+  `"(?:${[...SENSITIVE_KEYS].map(keyPattern).join("|")})":`,
   "i",
 );
+
+/**
+ * A sensitive key as it may appear in JSON text, for a case-insensitive match: `_` or `-`,
+ * and `k` also as U+212A KELVIN SIGN, the one character outside ASCII whose
+ * `toLowerCase()` is an ASCII character (which `isSensitiveKey` folds, and the `i` flag,
+ * without `u`, does not; the test scans every code point to keep this true).
+ */
+function keyPattern(key: string): string {
+  return key.replaceAll("_", "[-_]").replaceAll("k", "[k\u212A]");
+}
 
 /** JSON text of `data` with every sensitive key's value replaced by `[redacted]`. */
 export function redactedJson(data: Record<string, unknown> | undefined): string {

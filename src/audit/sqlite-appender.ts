@@ -7,7 +7,8 @@ import type { hash as Hash } from "node:crypto";
  * `seq` (id, ts, kind, outcome, subject, source_ip, route, action, decision_id, policies,
  * reason, data), fields separated by U+0000. A string crosses a thread boundary as one
  * copy; structured-cloning 12 small values per record costs about twice as much.
- * Records holding U+0000 themselves travel as a flat array instead (`cols`).
+ * Values never hold U+0000 (the writer replaces it before hashing, as PostgreSQL refuses
+ * it); a batch that did would travel as a flat array instead (`cols`).
  */
 export interface PackedBatch {
   n: number;

@@ -4,6 +4,8 @@ import { parseDocument, parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { parseDuration } from "../core/duration.js";
+// Pure and import-free: the one definition of a canonical path, shared with the PEP.
+import { canonicalPath } from "../proxy/canonical-request.js";
 import { configSchema, type RawConfig, type RouteConfig } from "./schema.js";
 
 /** A validated configuration with paths resolved against the config file's folder. */
@@ -23,7 +25,10 @@ export interface ResolvedRoute extends RouteConfig {
   host: string;
   /** Port of `from` (explicit or the scheme default). */
   port: number;
-  /** Path prefix of `from`, always starting and ending without ambiguity ("/" or "/x"). */
+  /**
+   * Path prefix of `from` in canonical form (as `canonicalPath` makes request paths),
+   * without a trailing slash: "/" or "/x".
+   */
   pathPrefix: string;
   timeoutMs: number;
 }
@@ -174,12 +179,19 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
         { path },
       );
     }
-    const prefix = from.pathname.replace(/\/+$/, "") || "/";
+    const prefix = routePrefix(from.pathname);
+    if (!prefix.ok) {
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${path}: routes[${i}].from: route "${r.name}": path prefix ${JSON.stringify(from.pathname)} is refused as a request path would be (${prefix.detail})`,
+        { path, route: r.name, key: `routes[${i}].from` },
+      );
+    }
     return {
       ...r,
       host: from.hostname.toLowerCase().replace(/\.$/, ""),
       port: from.port ? Number(from.port) : from.protocol === "https:" ? 443 : 80,
-      pathPrefix: prefix,
+      pathPrefix: prefix.prefix,
       timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
     };
   });
@@ -204,4 +216,18 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
     cfg.tls = tls;
   }
   return cfg;
+}
+
+/**
+ * A route's path prefix in the form the PEP matches: the canonical path (as
+ * `canonicalPath` makes every request path) without a trailing slash. Otherwise a prefix
+ * spelt differently from its canonical form (`/api[v2]`, `/caf%c3%a9`) would never match,
+ * and its requests would fall through to a shorter prefix with another route's policy.
+ */
+function routePrefix(
+  pathname: string,
+): { ok: true; prefix: string } | { ok: false; detail: string } {
+  const c = canonicalPath(pathname);
+  if (!c.ok) return { ok: false, detail: c.detail };
+  return { ok: true, prefix: c.path.replace(/\/+$/, "") || "/" };
 }

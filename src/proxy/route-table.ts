@@ -1,4 +1,6 @@
 import type { ResolvedRoute } from "../config/index.js";
+import { ZtError } from "../core/errors.js";
+import { canonicalPath } from "./canonical-request.js";
 
 /** Matches a canonical host + path to a route: exact host, longest path prefix. Pure. */
 export class RouteTable {
@@ -6,6 +8,18 @@ export class RouteTable {
 
   constructor(routes: readonly ResolvedRoute[]) {
     for (const r of routes) {
+      // Request paths are matched in canonical form: a prefix in another form would never
+      // match, and its requests would fall through to a shorter prefix (config load
+      // canonicalises prefixes; this guards routes built any other way).
+      const c = canonicalPath(r.pathPrefix);
+      const p = r.pathPrefix;
+      if (!c.ok || c.path !== p || (p !== "/" && p.endsWith("/"))) {
+        throw new ZtError(
+          "ZT_CONFIG_INVALID",
+          `route "${r.name}": path prefix ${JSON.stringify(p)} is not in canonical form`,
+          { route: r.name },
+        );
+      }
       const list = this.#byHost.get(r.host) ?? [];
       list.push(r);
       list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
