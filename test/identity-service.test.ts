@@ -468,6 +468,7 @@ describe.each(allEngines.map((e) => [e.name, e] as [string, Engine]))(
       expect((await login({ secret: totpSecret })).disabled).toBe(false);
       const mine = events.filter((e) => e.kind.startsWith("user."));
       expect(mine.map((e) => [e.kind, e.data])).toEqual([
+        ["user.added", { userId: user.id, name: "alice", groups: ["eng", "ops"] }],
         ["user.disabled", { userId: user.id, name: "alice" }],
         ["user.enabled", { userId: user.id, name: "alice" }],
       ]);

@@ -1,7 +1,8 @@
+import type { Kysely, Transaction } from "kysely";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import type { AccessRequestsTable } from "../store/index.js";
+import type { AccessRequestsTable, Tables } from "../store/index.js";
 import { parseAccessConfig, parseNotificationsConfig, type AccessConfig } from "./access-config.js";
 import { WebhookNotifier } from "./webhook-notifier.js";
 
@@ -131,6 +132,7 @@ export class AccessService {
     await this.#requireApprover(a, r.resource, id);
     if (r.approvals.some((x) => x.by === a.name))
       throw new ZtError("ZT_ACCESS_STATE", `${a.name} already approved ${id}`);
+    await this.#requireRequester(r, a.name);
     const now = this.#ctx.clock.now();
     const approvals = [...r.approvals, { by: a.name, at: now }];
     const done = approvals.length >= r.requiredApprovals;
@@ -150,6 +152,15 @@ export class AccessService {
       .where("id", "=", id)
       .where("status", "=", "pending")
       .where("approvals", "=", row.approvals)
+      // The requester (by id, not name) still exists and is enabled at the moment of approval.
+      .where(({ exists, selectFrom }) =>
+        exists(
+          selectFrom("users")
+            .select("users.id")
+            .where("users.id", "=", r.userId)
+            .where("users.disabled", "=", 0),
+        ),
+      )
       .executeTakeFirst();
     if (Number(res.numUpdatedRows ?? 0) !== 1)
       throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
@@ -366,33 +377,34 @@ export class AccessService {
     actor: string,
     summary: string,
   ): Promise<void> {
-    const data = {
-      request_id: r.id,
-      kind: r.kind,
-      user: r.user,
-      resource: r.resource,
-      reason: r.reason,
-      status: r.status,
-      expires_at: r.expiresAt,
-      approvals: r.approvals,
-    };
+    await announce(this.#ctx, this.#notifier, r, { event, severity, actor, summary });
+  }
+
+  /**
+   * An approval needs the requester — the user with the request's id, not merely one with
+   * its name — to exist and be enabled: a request outliving its user is never granted.
+   */
+  async #requireRequester(r: AccessRequest, approver: string): Promise<void> {
+    const u = await this.#ctx.store.db
+      .selectFrom("users")
+      .select(["id", "disabled"])
+      .where("id", "=", r.userId)
+      .executeTakeFirst();
+    if (u && Number(u.disabled) === 0) return;
+    const reason = u ? "requester-disabled" : "requester-missing";
     this.#ctx.audit.record({
-      kind: event,
-      outcome: "info",
-      subject: actor,
+      kind: "access.approve",
+      outcome: "failure",
+      subject: approver,
       route: r.resource,
-      reason: severity === "critical" ? "breakglass" : r.status,
-      data: { ...data, severity },
+      reason,
+      data: { request_id: r.id, user: r.user },
     });
-    await this.#ctx.events.publish("grant.changed", {
-      requestId: r.id,
-      userId: r.userId,
-      user: r.user,
-      resource: r.resource,
-      status: r.status,
-      kind: r.kind,
-    });
-    await this.#notifier.notify({ event, severity, summary, data });
+    throw new ZtError(
+      "ZT_ACCESS_STATE",
+      `request ${r.id} cannot be approved: ${r.user} ${u ? "is disabled" : "no longer exists"}`,
+      { request_id: r.id, reason },
+    );
   }
 
   async #requireApprover(
@@ -443,6 +455,108 @@ export class AccessService {
       .executeTakeFirst();
     if (!row) throw new ZtError("ZT_NOT_FOUND", `no access request ${id}`, { request_id: id });
     return row;
+  }
+}
+
+/** Audit record, `grant.changed` event and webhook notification for one request's change. */
+async function announce(
+  ctx: AppContext,
+  notifier: WebhookNotifier | undefined,
+  r: AccessRequest,
+  o: {
+    event: string;
+    severity: "info" | "warning" | "critical";
+    actor: string;
+    summary: string;
+    /** The audit reason; by default the request's status ("breakglass" when critical). */
+    reason?: string;
+  },
+): Promise<void> {
+  const data = {
+    request_id: r.id,
+    kind: r.kind,
+    user: r.user,
+    resource: r.resource,
+    reason: r.reason,
+    status: r.status,
+    expires_at: r.expiresAt,
+    approvals: r.approvals,
+  };
+  ctx.audit.record({
+    kind: o.event,
+    outcome: "info",
+    subject: o.actor,
+    route: r.resource,
+    reason: o.reason ?? (o.severity === "critical" ? "breakglass" : r.status),
+    data: { ...data, severity: o.severity },
+  });
+  await ctx.events.publish("grant.changed", {
+    requestId: r.id,
+    userId: r.userId,
+    user: r.user,
+    resource: r.resource,
+    status: r.status,
+    kind: r.kind,
+  });
+  await notifier?.notify({ event: o.event, severity: o.severity, summary: o.summary, data });
+}
+
+/**
+ * Ends every pending request and active grant of a user, inside the caller's transaction
+ * (the one deleting the user): status `revoked`, decided by `zt`. A later user given the
+ * same name therefore inherits nothing. Returns the ended requests for
+ * `announceEndedAccess`, to be called once the transaction has committed.
+ */
+export async function endAccessOfUser(
+  db: Kysely<Tables> | Transaction<Tables>,
+  userId: string,
+  now: number,
+): Promise<AccessRequest[]> {
+  const rows = await db
+    .selectFrom("access_requests")
+    .selectAll()
+    .where("user_id", "=", userId)
+    .where("status", "in", ["pending", "approved"])
+    .execute();
+  if (rows.length === 0) return [];
+  await db
+    .updateTable("access_requests")
+    .set({ status: "revoked", decided_at: now, decided_by: "zt" })
+    .where("user_id", "=", userId)
+    .where("status", "in", ["pending", "approved"])
+    .execute();
+  return rows.map((row) =>
+    toRequest({ ...row, status: "revoked", decided_at: now, decided_by: "zt" }),
+  );
+}
+
+/**
+ * Announces requests ended by `endAccessOfUser`: each is audited as `access.revoked` with
+ * reason `cause` (e.g. `user-deleted`), published as `grant.changed` (every PEP drops the
+ * grant at once) and sent to the webhook. Needs no valid `access:` section, so a broken
+ * one never blocks a user's deletion; a broken `notifications:` section skips the webhook.
+ */
+export async function announceEndedAccess(
+  ctx: AppContext,
+  ended: readonly AccessRequest[],
+  cause: string,
+): Promise<void> {
+  if (ended.length === 0) return;
+  let notifier: WebhookNotifier | undefined;
+  try {
+    notifier = new WebhookNotifier(ctx, parseNotificationsConfig(ctx.config.notifications));
+  } catch {
+    notifier = undefined;
+  }
+  for (const r of ended) {
+    const what = r.kind === "breakglass" ? "break-glass" : "access";
+    await announce(ctx, notifier, r, {
+      event: "access.revoked",
+      severity: r.kind === "breakglass" ? "warning" : "info",
+      actor: "zt",
+      summary: `${r.user}'s ${what} ${r.id} for ${r.resource} was revoked: ${cause}`,
+      reason: cause,
+    });
   }
 }
 

@@ -4,6 +4,8 @@ import { toRequest } from "./access-service.js";
 
 interface ActiveGrant {
   id: string;
+  /** The holder's user id: a grant belongs to a user, never to a name. */
+  userId: string;
   kind: "jit" | "breakglass";
   resource: string;
   expiresAt: number;
@@ -16,7 +18,7 @@ export interface GrantFacts {
 
 /** What `context.grants` / `context.breakglass` are for one request. Pure. */
 export function grantContext(
-  grants: readonly ActiveGrant[],
+  grants: readonly Pick<ActiveGrant, "kind" | "resource" | "expiresAt">[],
   route: string,
   now: number,
 ): { grants: string[]; breakglass: boolean } {
@@ -36,6 +38,10 @@ export function grantContext(
  * `context.breakglass` (an active break-glass grant for the requested app). Expiry is
  * checked against the clock at decision time, so a grant ends on time even before
  * the expiry timer has marked it.
+ *
+ * A grant is held under the *current* name of the user whose id requested it (read
+ * joined with `users` by id): a grant whose user was deleted is never held, so a later
+ * user given the same name cannot inherit it.
  */
 export class GrantCache {
   readonly #ctx: AppContext;
@@ -48,32 +54,64 @@ export class GrantCache {
   async load(): Promise<void> {
     const rows = await this.#ctx.store.db
       .selectFrom("access_requests")
-      .selectAll()
-      .where("status", "=", "approved")
-      .where("expires_at", ">", this.#ctx.clock.now())
+      .innerJoin("users", "users.id", "access_requests.user_id")
+      .selectAll("access_requests")
+      .select("users.name as holder")
+      .where("access_requests.status", "=", "approved")
+      .where("access_requests.expires_at", ">", this.#ctx.clock.now())
       .execute();
     this.#byUser.clear();
-    for (const r of rows.map(toRequest))
-      this.#add(r.user, { id: r.id, kind: r.kind, resource: r.resource, expiresAt: r.expiresAt! });
+    for (const row of rows) {
+      const r = toRequest(row);
+      this.#add(row.holder, {
+        id: r.id,
+        userId: r.userId,
+        kind: r.kind,
+        resource: r.resource,
+        expiresAt: r.expiresAt!,
+      });
+    }
   }
 
   /** Re-reads one request after `grant.changed`; returns its owner's user name. */
   async refresh(requestId: string): Promise<string | undefined> {
     const row = await this.#ctx.store.db
       .selectFrom("access_requests")
-      .selectAll()
-      .where("id", "=", requestId)
+      .leftJoin("users", "users.id", "access_requests.user_id")
+      .selectAll("access_requests")
+      .select("users.name as holder")
+      .where("access_requests.id", "=", requestId)
       .executeTakeFirst();
-    for (const [user, list] of this.#byUser) {
-      const kept = list.filter((g) => g.id !== requestId);
-      if (kept.length === 0) this.#byUser.delete(user);
-      else if (kept.length !== list.length) this.#byUser.set(user, kept);
-    }
+    this.forget(requestId);
     if (!row) return undefined;
     const r = toRequest(row);
-    if (r.status === "approved" && r.expiresAt !== null && r.expiresAt > this.#ctx.clock.now())
-      this.#add(r.user, { id: r.id, kind: r.kind, resource: r.resource, expiresAt: r.expiresAt });
-    return r.user;
+    if (
+      row.holder !== null &&
+      r.status === "approved" &&
+      r.expiresAt !== null &&
+      r.expiresAt > this.#ctx.clock.now()
+    )
+      this.#add(row.holder, {
+        id: r.id,
+        userId: r.userId,
+        kind: r.kind,
+        resource: r.resource,
+        expiresAt: r.expiresAt,
+      });
+    return row.holder ?? r.user;
+  }
+
+  /** Drops every grant of a user id at once (the user was deleted); returns the name they were held under. */
+  forgetUser(userId: string): string | undefined {
+    let name: string | undefined;
+    for (const [user, list] of this.#byUser) {
+      const kept = list.filter((g) => g.userId !== userId);
+      if (kept.length === list.length) continue;
+      name = user;
+      if (kept.length === 0) this.#byUser.delete(user);
+      else this.#byUser.set(user, kept);
+    }
+    return name;
   }
 
   /** Drops one grant from memory at once (an event said it ended); returns its owner. */

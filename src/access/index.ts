@@ -3,7 +3,13 @@
  * time-boxed grants visible to policies as `context.grants` / `context.breakglass`,
  * webhook notifications. This file is the capability's only public face.
  */
-export { AccessService, parseResource, toRequest } from "./access-service.js";
+export {
+  AccessService,
+  announceEndedAccess,
+  endAccessOfUser,
+  parseResource,
+  toRequest,
+} from "./access-service.js";
 export type { AccessRequest, AccessStatus } from "./access-service.js";
 export { GrantCache, grantContext } from "./grant-cache.js";
 export type { GrantFacts } from "./grant-cache.js";

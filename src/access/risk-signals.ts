@@ -13,7 +13,8 @@ const FAILURE_HORIZON_MS = 3_600_000;
 const NETWORK_HORIZON_MS = 30 * 86_400_000;
 
 /**
- * Risk signals for `context`: `failed_attempts` (recent failed sign-ins for the user)
+ * Risk signals for `context`: `failed_attempts` (failed sign-ins for the user in the last
+ * hour, lockouts and successes notwithstanding)
  * and `new_network` (no other session of the user came from this network label).
  * Both are read from the store by `refresh()` (off the hot path: at start and on each
  * re-check tick) and served from memory.
@@ -34,13 +35,15 @@ export class RiskSignals {
     const now = this.#ctx.clock.now();
     const fails = await this.#ctx.store.db
       .selectFrom("auth_failures")
-      .select(["key", "failures"])
+      .select(["key", "failures", "failed_at"])
       .where("key", "like", "user:%")
       .where("updated_at", ">", now - FAILURE_HORIZON_MS)
       .execute();
     const failures = new Map<string, number>();
-    for (const f of fails)
-      if (Number(f.failures) > 0) failures.set(f.key.slice(5), Number(f.failures));
+    for (const f of fails) {
+      const n = failuresWithin(f.failed_at, Number(f.failures), now);
+      if (n > 0) failures.set(f.key.slice(5), n);
+    }
     const rows = await this.#ctx.store.db
       .selectFrom("sessions")
       .innerJoin("users", "users.id", "sessions.user_id")
@@ -75,4 +78,23 @@ export class RiskSignals {
     }
     return out;
   }
+}
+
+/**
+ * Failed sign-ins in the hour before `now`, from the lockout row's `failed_at` (the
+ * timestamps identity keeps through lockouts and successes). A value that is not a list
+ * of timestamps counts as the row's stored `failures` (never as zero).
+ */
+function failuresWithin(failedAt: string, stored: number, now: number): number {
+  try {
+    const v: unknown = JSON.parse(failedAt);
+    if (Array.isArray(v))
+      return v.filter(
+        (t) =>
+          typeof t === "number" && t > now - FAILURE_HORIZON_MS && t <= now + FAILURE_HORIZON_MS,
+      ).length;
+  } catch {
+    // fall through
+  }
+  return Number.isSafeInteger(stored) && stored > 0 ? stored : 0;
 }

@@ -6,6 +6,7 @@
  */
 
 export type ZtEventKind =
+  | "user.added"
   | "user.disabled"
   | "user.enabled"
   | "user.deleted"

@@ -1,13 +1,16 @@
 import { randomBytes } from "node:crypto";
 import type { Kysely, Transaction } from "kysely";
+import { announceEndedAccess, endAccessOfUser, type AccessRequest } from "../access/index.js";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
+import { revokeSessionsOfUser } from "../session/index.js";
 import type { Tables, UsersTable } from "../store/index.js";
 import { hashBackupCodes, generateBackupCodes, matchBackupCode } from "./backup-codes.js";
 import { identitySettings, type IdentitySettings } from "./identity-config.js";
 import {
   EMPTY_LOCKOUT,
+  MAX_FAILURES_REMEMBERED,
   releaseAttempt,
   reserveAttempt,
   settleFailure,
@@ -124,7 +127,10 @@ export class IdentityService {
     return this.#ctx.store.db;
   }
 
-  /** Creates a user with a TOTP secret and backup codes. Groups are created on first use. */
+  /**
+   * Creates a user with a TOTP secret and backup codes. Groups are created on first use.
+   * Publishes `user.added`, so every PEP's entity snapshot knows the user before they sign in.
+   */
   async addUser(options: AddUserOptions): Promise<AddUserResult> {
     const name = parseUserName(options.name);
     const groups = parseGroupNames(options.groups ?? []);
@@ -168,6 +174,8 @@ export class IdentityService {
       throw e;
     }
     this.#ctx.audit.record({ kind: "user.add", outcome: "info", subject: name, data: { groups } });
+    // Every PEP learns the user now, not at its next restart (it may serve their next request).
+    await this.#ctx.events.publish("user.added", { userId: id, name, groups });
     const user: UserInfo = { id, name, email, groups, disabled: false, createdAt: now };
     return {
       user,
@@ -268,7 +276,11 @@ export class IdentityService {
     ]);
   }
 
-  /** New TOTP secret and backup codes; codes of the old secret stop working at once. */
+  /**
+   * New TOTP secret and backup codes; codes of the old secret stop working at once, and
+   * every session of the user is revoked (reason `mfa-reset`): a session won with the
+   * old factor does not outlive it.
+   */
   async resetMfa(name: string): Promise<MfaEnrolment> {
     const row = await this.#require(name);
     const enrolment = await this.#newEnrolment(row.name);
@@ -286,7 +298,13 @@ export class IdentityService {
       await trx.deleteFrom("backup_codes").where("user_id", "=", row.id).execute();
       await this.#writeBackupCodes(trx, row.id, enrolment.hashes);
     });
-    this.#ctx.audit.record({ kind: "mfa.reset", outcome: "info", subject: row.name });
+    const revoked = await revokeSessionsOfUser(this.#ctx, row.id, "mfa-reset");
+    this.#ctx.audit.record({
+      kind: "mfa.reset",
+      outcome: "info",
+      subject: row.name,
+      data: { sessions_revoked: revoked.length },
+    });
     await this.#ctx.events.publish("mfa.reset", { userId: row.id, name: row.name });
     return {
       totpSecret: enrolment.totpSecret,
@@ -470,8 +488,10 @@ export class IdentityService {
   }
 
   /**
-   * Sets a new password (generated when omitted, and returned once). Live sessions are not
-   * touched; revoke them with the session commands if the old password leaked.
+   * Sets a new password (generated when omitted, and returned once) and revokes every
+   * session of the user (reason `password-changed`): whoever signed in with the old
+   * password is out at once, at every PEP. The caller holds no session here (an admin
+   * command), so none is spared.
    */
   async setPassword(name: string, password?: string): Promise<{ password?: string }> {
     const row = await this.#require(name);
@@ -484,23 +504,40 @@ export class IdentityService {
       .set({ password_hash: hash, updated_at: this.#ctx.clock.now() })
       .where("id", "=", row.id)
       .execute();
-    this.#ctx.audit.record({ kind: "user.password", outcome: "info", subject: row.name });
+    const revoked = await revokeSessionsOfUser(this.#ctx, row.id, "password-changed");
+    this.#ctx.audit.record({
+      kind: "user.password",
+      outcome: "info",
+      subject: row.name,
+      data: { sessions_revoked: revoked.length },
+    });
     return generated !== undefined ? { password: generated } : {};
   }
 
   /**
-   * Deletes a user with their memberships, backup codes and sessions (cascade); publishes
-   * `user.deleted` so every PEP drops the user's live sessions at once.
+   * Deletes a user with their memberships, backup codes and sessions (cascade), and ends
+   * their pending access requests and active grants (revoked, reason `user-deleted`), so a
+   * later user given the same name inherits nothing. Publishes `user.deleted` so every PEP
+   * drops the user's live sessions at once, and `grant.changed` for each ended grant.
    */
   async deleteUser(name: string): Promise<void> {
     const row = await this.#require(name);
+    const now = this.#ctx.clock.now();
+    let ended: AccessRequest[] = [];
     await this.#db.transaction().execute(async (trx) => {
       // Memberships, backup codes and sessions go with the user (ON DELETE CASCADE).
       await trx.deleteFrom("auth_failures").where("key", "=", `user:${row.name}`).execute();
+      ended = await endAccessOfUser(trx, row.id, now);
       await trx.deleteFrom("users").where("id", "=", row.id).execute();
     });
-    this.#ctx.audit.record({ kind: "user.delete", outcome: "info", subject: row.name });
+    this.#ctx.audit.record({
+      kind: "user.delete",
+      outcome: "info",
+      subject: row.name,
+      data: { access_revoked: ended.map((r) => r.id) },
+    });
     await this.#ctx.events.publish("user.deleted", { userId: row.id, name: row.name });
+    await announceEndedAccess(this.#ctx, ended, "user-deleted");
   }
 
   /** How many unused backup codes a user has left. */
@@ -687,6 +724,7 @@ export class IdentityService {
           failures: 0,
           window_start: 0,
           recent_failures: "[]",
+          failed_at: "[]",
           lockouts: 0,
           locked_until: 0,
           updated_at: 0,
@@ -706,6 +744,7 @@ export class IdentityService {
       return r
         ? {
             recent: parseRecent(r.recent_failures, Number(r.updated_at), maxFailures),
+            failed: parseFailed(r.failed_at, Number(r.updated_at), Number(r.failures)),
             lockouts: Number(r.lockouts),
             lockedUntil: Number(r.locked_until),
             updatedAt: Number(r.updated_at),
@@ -724,9 +763,11 @@ export class IdentityService {
       await trx
         .updateTable("auth_failures")
         .set({
-          failures: s.recent.length,
+          // `failures` is the hour's count as of this write, for readers of the count alone.
+          failures: s.failed.length,
           window_start: s.recent[0] ?? 0,
           recent_failures: JSON.stringify(s.recent),
+          failed_at: JSON.stringify(s.failed),
           lockouts: s.lockouts,
           locked_until: s.lockedUntil,
           updated_at: s.updatedAt,
@@ -751,6 +792,28 @@ function parseRecent(text: string, updatedAt: number, maxFailures: number): numb
     // fall through
   }
   return new Array<number>(maxFailures).fill(updatedAt);
+}
+
+/**
+ * Reads the stored timestamps of the last hour's failures. A value that is not a list of
+ * timestamps keeps the stored count, as failures at the row's last update (for a risk
+ * signal, unknown means "as many as recorded", never zero).
+ */
+function parseFailed(text: string, updatedAt: number, count: number): number[] {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (
+      Array.isArray(v) &&
+      v.length <= MAX_FAILURES_REMEMBERED &&
+      v.every((t) => Number.isSafeInteger(t))
+    ) {
+      return (v as number[]).slice().sort((a, b) => a - b);
+    }
+  } catch {
+    // fall through
+  }
+  const n = Number.isSafeInteger(count) ? Math.min(Math.max(count, 0), MAX_FAILURES_REMEMBERED) : 0;
+  return new Array<number>(n).fill(updatedAt);
 }
 
 function userExists(name: string): ZtError {

@@ -27,7 +27,9 @@ export {
   settleSuccess,
   releaseAttempt,
   lockDurationMs,
+  failuresInLastHour,
   EMPTY_LOCKOUT,
+  FAILURE_MEMORY_MS,
 } from "./lockout.js";
 export type { LockoutPolicy, LockoutState, LockoutCheck, ReserveResult } from "./lockout.js";
 export { identitySettings, MAX_LOCK_MS } from "./identity-config.js";

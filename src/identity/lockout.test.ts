@@ -3,6 +3,7 @@ import { ManualClock } from "../core/clock.js";
 import {
   checkLockout,
   EMPTY_LOCKOUT,
+  failuresInLastHour,
   lockDurationMs,
   releaseAttempt,
   reserveAttempt,
@@ -165,6 +166,33 @@ describe("lockout (google-authenticator -r 3 -R 30 behaviour)", () => {
     expect(checkLockout(s, clock.now(), POLICY)).toEqual({ locked: true, retryAfterMs: 30_000 });
   });
 
+  // Regression: the failure that locked a key emptied its history, so
+  // `context.failed_attempts` read 0 exactly when a guessing attack had been detected.
+  it("stops the hour's failure count from dropping to 0 at the lock (kept through a success)", () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    let s = EMPTY_LOCKOUT;
+    for (let i = 1; i <= 3; i++) {
+      s = fail(s, clock).state;
+      expect(failuresInLastHour(s, clock.now())).toBe(i);
+      clock.advance(1_000);
+    }
+    expect(checkLockout(s, clock.now(), POLICY).locked).toBe(true);
+    expect(s.recent).toEqual([]); // the window is spent; the lock stands in for it
+    expect(fail(s, clock).allowed).toBe(false); // refused, not a checked failure: not counted
+    expect(failuresInLastHour(s, clock.now())).toBe(3);
+    clock.set(s.lockedUntil);
+    const r = reserveAttempt(s, clock.now(), POLICY);
+    s = settleSuccess(r.ok ? r.state : s, clock.now());
+    expect(failuresInLastHour(s, clock.now())).toBe(3);
+    s = fail(s, clock).state;
+    expect(failuresInLastHour(s, clock.now())).toBe(4);
+    clock.set(t0 + 2_000 + 3_600_000 + 1); // the first three (t0 … t0 + 2 s) are an hour old
+    expect(failuresInLastHour(s, clock.now())).toBe(1);
+    clock.advance(3_600_000);
+    expect(failuresInLastHour(s, clock.now())).toBe(0);
+  });
+
   it("a failure stamped far in the future (the clock stepped back) is dropped, not kept for hours", () => {
     const clock = new ManualClock();
     let s = EMPTY_LOCKOUT;
@@ -212,6 +240,10 @@ describe("lockout property", () => {
             );
             expect(inWindow.length).toBeLessThanOrEqual(POLICY.maxFailures);
           }
+          // context.failed_attempts: exactly the checked failures of the last hour.
+          expect(failuresInLastHour(s, now)).toBe(
+            failedAt.filter((t) => t > now - 3_600_000).length,
+          );
         },
       ),
       { numRuns: 2000 },

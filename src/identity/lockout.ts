@@ -5,12 +5,22 @@
  * that doubles with each lockout in a row (base × 2^(lockouts-1), capped at `maxLockMs`).
  * Keys are `user:<name>` and `ip:<address>`; both are checked on every attempt.
  *
+ * Apart from the window, each key remembers its settled failures of the last hour
+ * (`failed`): what `context.failed_attempts` reports. A lockout empties the window (the
+ * lock has taken its place) but not this history, and neither does a success, so a
+ * burst of guesses stays visible to risk policies for the hour.
+ *
  * Pure: state and time in, state out. The service stores the state in `auth_failures`.
  *
  * Attempts are *reserved* before the password is checked (counted as failures up front)
  * and settled afterwards, so a burst of parallel guesses cannot slip past the limit
  * while the first ones are still being hashed.
  */
+
+/** How long settled failures are remembered for `context.failed_attempts`. */
+export const FAILURE_MEMORY_MS = 60 * 60 * 1000;
+/** At most this many remembered failures per key (the count saturates there). */
+export const MAX_FAILURES_REMEMBERED = 1000;
 
 export interface LockoutPolicy {
   maxFailures: number;
@@ -23,6 +33,11 @@ export interface LockoutPolicy {
 export interface LockoutState {
   /** Timestamps (ms, ascending) of failures and attempts in flight inside the window. */
   recent: number[];
+  /**
+   * Timestamps (ms, ascending) of settled failures in the last hour (FAILURE_MEMORY_MS),
+   * kept through lockouts and successes.
+   */
+  failed: number[];
   /** Lockouts in a row; reset by a success or after `maxLockMs` without a failure. */
   lockouts: number;
   lockedUntil: number;
@@ -31,6 +46,7 @@ export interface LockoutState {
 
 export const EMPTY_LOCKOUT: LockoutState = {
   recent: [],
+  failed: [],
   lockouts: 0,
   lockedUntil: 0,
   updatedAt: 0,
@@ -47,7 +63,7 @@ export function lockDurationMs(lockouts: number, policy: LockoutPolicy): number 
   return Math.min(policy.baseLockMs * 2 ** exp, policy.maxLockMs);
 }
 
-/** Forgets what has expired: failures older than the window, an old run of lockouts. */
+/** Forgets what has expired: failures older than the window or the hour, an old run of lockouts. */
 function age(state: LockoutState, nowMs: number, policy: LockoutPolicy): LockoutState {
   // Timestamps far in the future (a clock stepped back a lot) are dropped rather than
   // kept for hours; anything else stays until it is a full window old.
@@ -56,7 +72,30 @@ function age(state: LockoutState, nowMs: number, policy: LockoutPolicy): Lockout
   );
   // The run of lockouts ends after `maxLockMs` of quiet counted from the end of the last lock.
   const quiet = nowMs - Math.max(state.updatedAt, state.lockedUntil) >= policy.maxLockMs;
-  return { ...state, recent, lockouts: quiet ? 0 : state.lockouts };
+  return {
+    ...state,
+    recent,
+    failed: ageFailed(state.failed, nowMs),
+    lockouts: quiet ? 0 : state.lockouts,
+  };
+}
+
+/** The remembered failures still inside the last hour (future ones beyond a step dropped). */
+function ageFailed(failed: readonly number[], nowMs: number): number[] {
+  return failed.filter((t) => t > nowMs - FAILURE_MEMORY_MS && t <= nowMs + FAILURE_MEMORY_MS);
+}
+
+/** Appends a settled failure to the hour's history (bounded). */
+function remember(failed: readonly number[], nowMs: number): number[] {
+  return [...failed, nowMs].sort((a, b) => a - b).slice(-MAX_FAILURES_REMEMBERED);
+}
+
+/**
+ * How many settled failures a key had in the hour before `nowMs`: the value of
+ * `context.failed_attempts`. Lockouts and successes do not reset it.
+ */
+export function failuresInLastHour(state: Pick<LockoutState, "failed">, nowMs: number): number {
+  return ageFailed(state.failed, nowMs).length;
 }
 
 /** Is this key locked now, and for how long? */
@@ -97,19 +136,25 @@ export function settleFailure(
   policy: LockoutPolicy,
 ): LockoutState {
   const s = age(state, nowMs, policy);
-  if (s.recent.length < policy.maxFailures) return { ...s, updatedAt: nowMs };
+  const failed = remember(s.failed, nowMs);
+  if (s.recent.length < policy.maxFailures) return { ...s, failed, updatedAt: nowMs };
   const lockouts = s.lockouts + 1;
+  // The window empties (the lock replaces it); the hour's history keeps this failure.
   return {
     recent: [],
+    failed,
     lockouts,
     lockedUntil: nowMs + lockDurationMs(lockouts, policy),
     updatedAt: nowMs,
   };
 }
 
-/** The reserved attempt succeeded: the user's own key starts afresh. */
-export function settleSuccess(_state: LockoutState, nowMs: number): LockoutState {
-  return { ...EMPTY_LOCKOUT, updatedAt: nowMs };
+/**
+ * The reserved attempt succeeded: the user's own key starts afresh, except for the
+ * hour's history of failures (a success right after a burst of guesses is still risky).
+ */
+export function settleSuccess(state: LockoutState, nowMs: number): LockoutState {
+  return { ...EMPTY_LOCKOUT, failed: ageFailed(state.failed, nowMs), updatedAt: nowMs };
 }
 
 /**

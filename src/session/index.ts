@@ -1,2 +1,2 @@
-export { SessionService, sessionNotFound } from "./session-service.js";
+export { SessionService, revokeSessionsOfUser, sessionNotFound } from "./session-service.js";
 export type { SessionInfo, CreateSessionOptions, SessionCheck } from "./session-service.js";

@@ -103,6 +103,8 @@ export class Reevaluator {
       case "user.groups-changed":
       case "mfa.reset": {
         if (!userId) return this.recheck(() => true, "user", e.kind);
+        // A deleted user's grants end with them (by id: a later user of that name gets none).
+        if (e.kind === "user.deleted") d.grants.forgetUser(userId);
         const before = d.snapshot.user(userId)?.name;
         await d.snapshot.refreshUser(userId);
         const name =

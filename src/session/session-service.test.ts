@@ -75,14 +75,29 @@ describe("SessionService", () => {
     expect(row.token_hash).toBe(sha256Hex(a.token));
     expect((await sessions.check(c.token)).ok).toBe(true);
     await sessions.revoke([b.session.id], "test");
-    for (const step of [0, 9 * 60_000, 11 * 60_000, 60 * 60_000]) {
-      clock.advance(step);
-      for (const t of [a.token, b.token, c.token, undefined, "", "x", a.token + "a"]) {
+    const all = [a.token, b.token, c.token, undefined, "", "x", a.token + "a"];
+    const sameAnswer = async () => {
+      for (const t of all) {
         const known = sessions.checkInMemory(t);
         expect(known).toBeDefined();
         expect(known).toEqual(await sessions.check(t));
       }
+    };
+    for (const step of [0, 9 * 60_000]) {
+      clock.advance(step);
+      await sameAnswer();
     }
+    // Past the idle timeout (10 min) a live session must be re-read: another process may
+    // have served the user since. A revoked one is still answered in memory.
+    clock.advance(11 * 60_000);
+    for (const t of [a.token, c.token]) {
+      expect(sessions.checkInMemory(t)).toBeUndefined();
+      expect(await sessions.check(t)).toMatchObject({ ok: false, reason: "session-idle" });
+    }
+    expect(sessions.checkInMemory(b.token)).toMatchObject({ reason: "session-revoked" });
+    // Past the absolute lifetime, everything is known in memory again.
+    clock.advance(60 * 60_000);
+    await sameAnswer();
     other.close();
     sessions.close();
   });

@@ -111,9 +111,54 @@ export class SessionService {
   async check(token: string | undefined): Promise<SessionCheck> {
     const known = this.checkInMemory(token);
     if (known !== undefined) return known;
-    // Not in memory (checkInMemory answered everything else): a well-formed token.
-    const s = await this.#load(hashToken(token!));
+    // Not answered in memory: a well-formed token, unknown here or looking idle.
+    const hash = hashToken(token!);
+    const cached = this.#byHash.get(hash);
+    if (cached !== undefined) return this.#recheckIdle(hash, cached);
+    const s = await this.#load(hash);
     if (!s) return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
+    return this.#validate(s);
+  }
+
+  /** Live, unexpired, unrevoked, but not seen by this process for the idle timeout. */
+  #looksIdle(s: SessionInfo): boolean {
+    const now = this.#ctx.clock.now();
+    return (
+      s.revokedAt === null &&
+      now < s.expiresAt &&
+      now - s.lastSeenAt >= this.#ctx.config.sessionIdleMs
+    );
+  }
+
+  /**
+   * Before refusing a remembered session as idle, re-read its `last_seen_at` (and
+   * revocation) from the store: with several PEP processes, the user may have been active
+   * through another one, which wrote the store but not this process's memory. Only a
+   * session that looks idle here takes this path; the hot path stays in memory. A store
+   * that cannot be read leaves the answer idle (fail closed).
+   */
+  async #recheckIdle(hash: string, s: SessionInfo): Promise<SessionCheck> {
+    try {
+      const row = await this.#ctx.store.db
+        .selectFrom("sessions")
+        .select(["last_seen_at", "mfa_at", "revoked_at", "revoke_reason"])
+        .where("token_hash", "=", hash)
+        .executeTakeFirst();
+      if (!row) {
+        // Gone from the store (its user was deleted): forget it.
+        this.#byHash.delete(hash);
+        this.#byId.delete(s.id);
+        return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
+      }
+      s.lastSeenAt = Math.max(s.lastSeenAt, Number(row.last_seen_at));
+      s.mfaAt = Math.max(s.mfaAt, Number(row.mfa_at));
+      if (row.revoked_at !== null && s.revokedAt === null) {
+        s.revokedAt = Number(row.revoked_at);
+        s.revokeReason = row.revoke_reason;
+      }
+    } catch {
+      // fall through: judged on what this process knows
+    }
     return this.#validate(s);
   }
 
@@ -121,13 +166,17 @@ export class SessionService {
    * `check` without a promise when the answer is known in memory (the hot path: no
    * microtask hops); `undefined` when the session must be read from the store (then
    * call `check`). Gives exactly what `check` would.
+   *
+   * A remembered session that looks idle also needs the store: another process may
+   * have served the user since this one last did (see `#recheckIdle`).
    */
   checkInMemory(token: string | undefined): SessionCheck | undefined {
     if (!token || !TOKEN_RE.test(token)) {
       return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
     }
     const s = this.#byHash.get(hashToken(token));
-    return s === undefined ? undefined : this.#validate(s);
+    if (s === undefined || this.#looksIdle(s)) return undefined;
+    return this.#validate(s);
   }
 
   /** A session not in memory, from the store (remembered when found). */
@@ -282,6 +331,43 @@ export class SessionService {
       }
     }
   }
+}
+
+/**
+ * Revokes every active session of a user from any process, including one that holds no
+ * SessionService (a CLI command): marks them in the store, publishes `session.revoked`
+ * (every PEP denies them at once and cuts their live connections) and audits
+ * `session.revoke`. Returns the ids revoked.
+ */
+export async function revokeSessionsOfUser(
+  ctx: AppContext,
+  userId: string,
+  reason: string,
+): Promise<string[]> {
+  const now = ctx.clock.now();
+  const rows = await ctx.store.db
+    .selectFrom("sessions")
+    .select("id")
+    .where("user_id", "=", userId)
+    .where("revoked_at", "is", null)
+    .where("expires_at", ">", now)
+    .execute();
+  const ids = rows.map((r) => r.id);
+  if (ids.length === 0) return [];
+  await ctx.store.db
+    .updateTable("sessions")
+    .set({ revoked_at: now, revoke_reason: reason })
+    .where("id", "in", ids)
+    .where("revoked_at", "is", null)
+    .execute();
+  await ctx.events.publish("session.revoked", { sessionIds: ids, reason });
+  ctx.audit.record({
+    kind: "session.revoke",
+    outcome: "info",
+    reason,
+    data: { session_ids: ids, user_id: userId },
+  });
+  return ids;
 }
 
 function fromRow(r: {

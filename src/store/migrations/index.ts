@@ -5,6 +5,7 @@ import { pki } from "./0002-pki.js";
 import { audit } from "./0003-audit.js";
 import { deviceAccess } from "./0004-device-access.js";
 import { identity } from "./0007-identity.js";
+import { failedAttempts } from "./0008-failed-attempts.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -17,5 +18,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0003-audit": audit(dialect),
     "0004-device-access": deviceAccess(dialect),
     "0007-identity": identity(dialect),
+    "0008-failed-attempts": failedAttempts(dialect),
   };
 }
