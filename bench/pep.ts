@@ -193,8 +193,10 @@ http {
       proxy_pass http://zt; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_pass_request_body off; proxy_set_header Content-Length "";
       proxy_set_header Host $http_host;
-      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-URL $scheme://$host$request_uri;
       proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-Uri ""; proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Forwarded-Host "";
       proxy_set_header X-Forwarded-For $remote_addr;
     }
     location / {
@@ -495,7 +497,7 @@ async function main(): Promise<void> {
       const snapshotUser = services.snapshot.user(user.user.id)!;
       const once = async () => {
         const o = readOriginalRequest({
-          "x-original-url": [`http://${HOST}/a/./b?x=1`],
+          "x-original-url": [`http://${HOST}/a/b?x=1`],
           "x-original-method": ["GET"],
         });
         if (!o.ok) throw new Error("pipeline: original request refused");

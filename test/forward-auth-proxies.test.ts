@@ -20,6 +20,10 @@ const POLICY = `
 @reason("eng-may-use-app")
 permit (principal in Group::"eng", action in [Action::"GET", Action::"POST"], resource == App::"app")
 when { context.mfa_age_seconds < 3600 };
+
+@id("no-admin")
+@reason("admin-area-closed")
+forbid (principal, action, resource == App::"app") when { context.path like "/admin*" };
 `;
 
 function findBinary(names: string[]): string {
@@ -80,46 +84,30 @@ function startPeer(
   };
 }
 
-/** nginx auth_request in front of the upstream (docs/forward-auth.md, "nginx"). */
+/**
+ * nginx auth_request in front of the upstream (docs/forward-auth.md, "nginx"); `hosts`
+ * adds one server block per protected host (default: app.localhost to `upstream`).
+ */
 export function nginxConfig(o: {
   dir: string;
   listen: number;
   zt: number;
   upstream: number;
   runAsRoot: boolean;
+  hosts?: { name: string; upstream: number }[];
 }): string {
-  return `
-${o.runAsRoot ? "user nobody nogroup;" : ""}
-worker_processes 1;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${o.dir}/tmp/body;
-  proxy_temp_path ${o.dir}/tmp/proxy;
-  fastcgi_temp_path ${o.dir}/tmp/fastcgi;
-  uwsgi_temp_path ${o.dir}/tmp/uwsgi;
-  scgi_temp_path ${o.dir}/tmp/scgi;
-
-  # The app never needs zt's session cookie: strip it (first match wins).
-  map $http_cookie $cookie_without_zt {
-    default $http_cookie;
-    "~^zt_session=[^;]*(?:;\\s*)?(?<rest>.*)$" "$rest";
-    "~^(?<a>.*?);\\s*zt_session=[^;]*(?<b>.*)$" "$a$b";
-  }
-
-  upstream zt  { server 127.0.0.1:${o.zt}; keepalive 32; }
-  upstream app { server 127.0.0.1:${o.upstream}; keepalive 32; }
-
+  const hosts = o.hosts ?? [{ name: "app.localhost", upstream: o.upstream }];
+  const server = (h: { name: string }, i: number) => `
   server {
     listen 127.0.0.1:${o.listen};
-    server_name app.localhost;
+    server_name ${h.name};
 
-    # zt's own pages (login, logout, denial page, JWKS) go to zt, without auth.
-    location /.zt/ {
+    # zt's own pages (login, logout, denial page) go to zt, without auth; nothing else.
+    location ~ ^/\\.zt/(login|logout|denied)$ {
       proxy_pass http://zt;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
+      proxy_set_header Host $host$zt_port;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto $scheme;
     }
@@ -132,9 +120,14 @@ http {
       proxy_set_header Connection "";
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header Host $host$zt_port;
+      # $host: the host this server block was chosen by (the request line's, if absolute).
+      proxy_set_header X-Original-URL $scheme://$host$zt_port$request_uri;
       proxy_set_header X-Original-Method $request_method;
+      # Not the client's: zt refuses the two conventions together.
+      proxy_set_header X-Forwarded-Uri "";
+      proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Forwarded-Host "";
       proxy_set_header X-Forwarded-For $remote_addr;
     }
 
@@ -154,20 +147,62 @@ http {
       proxy_set_header X-Zt-User        $zt_user;
       proxy_set_header X-Zt-Groups      $zt_groups;
       proxy_set_header X-Zt-Decision-Id $zt_decision;
+      # zt's credentials stay with zt: its session cookie and a Bearer session token.
       proxy_set_header Cookie $cookie_without_zt;
-      proxy_set_header Host $http_host;
+      proxy_set_header Authorization "";
+      proxy_set_header Host $host$zt_port;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_pass http://app;
+      proxy_pass http://app${i};
     }
+  }`;
+  return `
+${o.runAsRoot ? "user nobody nogroup;" : ""}
+worker_processes 1;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${o.dir}/tmp/body;
+  proxy_temp_path ${o.dir}/tmp/proxy;
+  fastcgi_temp_path ${o.dir}/tmp/fastcgi;
+  uwsgi_temp_path ${o.dir}/tmp/uwsgi;
+  scgi_temp_path ${o.dir}/tmp/scgi;
+
+  # The app never needs zt's session cookie: strip it (first match wins).
+  map $http_cookie $cookie_without_zt {
+    default $http_cookie;
+    "~^zt_session=[^;]*(?:;\\s*)?(?<rest>.*)$" "$rest";
+    "~^(?<a>.*?);\\s*zt_session=[^;]*(?<b>.*)$" "$a$b";
   }
+  # The port the client asked for (":8443", or "" for the default), for zt's login URL.
+  map $http_host $zt_port {
+    default "";
+    "~(?<p>:[0-9]+)$" $p;
+  }
+
+  upstream zt  { server 127.0.0.1:${o.zt}; keepalive 32; }
+${hosts.map((h, i) => `  upstream app${i} { server 127.0.0.1:${h.upstream}; keepalive 32; }`).join("\n")}
+${hosts.map(server).join("\n")}
 }
 `;
 }
 
 /** Caddy forward_auth in front of the upstream (docs/forward-auth.md, "Caddy"). */
-export function caddyConfig(o: { listen: number; zt: number; upstream: number }): string {
+export function caddyConfig(o: {
+  listen: number;
+  zt: number;
+  upstream: number;
+  /** The documented `header_up -X-Original-*` lines (false: to test zt's own refusal). */
+  clearOriginal?: boolean;
+}): string {
+  const clear =
+    o.clearOriginal === false
+      ? ""
+      : `
+      # zt refuses X-Original-* next to Caddy's X-Forwarded-*: do not pass a client's on
+      header_up -X-Original-URL
+      header_up -X-Original-Method`;
   return `{
   admin off
   auto_https off
@@ -175,17 +210,19 @@ export function caddyConfig(o: { listen: number; zt: number; upstream: number })
 
 http://app.localhost:${o.listen} {
   bind 127.0.0.1
-  handle /.zt/* {
+  @zt_pages path /.zt/login /.zt/logout /.zt/denied
+  handle @zt_pages {
     reverse_proxy 127.0.0.1:${o.zt}
   }
   handle {
     forward_auth 127.0.0.1:${o.zt} {
       uri /.zt/authz
-      copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id
+      copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id${clear}
     }
     reverse_proxy 127.0.0.1:${o.upstream} {
-      # the app never needs zt's session cookie
+      # zt's credentials stay with zt: its session cookie and a Bearer session token
       header_up Cookie "(^|;\\s*)zt_session=[^;]*(;\\s*|$)" "$1"
+      header_up -Authorization
     }
   }
 }
@@ -212,8 +249,9 @@ defaults
 
 frontend app
     bind 127.0.0.1:${o.listen}
-    acl zt_pages path_beg /.zt/
+    acl zt_pages path /.zt/login /.zt/logout /.zt/denied
     http-request lua.zt_authz unless zt_pages
+    http-request del-header Authorization unless zt_pages
     use_backend zt if zt_pages
     default_backend app
 
@@ -359,7 +397,7 @@ for (const proxy of PROXIES) {
       const cookie = await loginThroughProxy("alice");
       const r = await request(port, {
         host,
-        path: "/hello/./world?y=1",
+        path: "/hello/world?y=1",
         headers: {
           cookie: `theme=dark; ${cookie}; lang=en`,
           accept: "application/json",
@@ -416,6 +454,93 @@ for (const proxy of PROXIES) {
       });
     });
 
+    it("keeps a zt Bearer session token away from the app", async () => {
+      const { token } = await zt.session("alice");
+      const r = await request(port, {
+        host,
+        path: "/api/items",
+        headers: { authorization: `Bearer ${token}`, accept: "application/json" },
+      });
+      expect(r.status, r.body).toBe(200);
+      const seen = upstream.seen.at(-1)!;
+      expect(seen.url).toBe("/api/items");
+      expect(seen.headers["x-zt-user"]).toBe("alice");
+      expect(seen.headers.authorization).toBeUndefined();
+    });
+
+    it("stops a client's X-Original-* or X-Forwarded-Uri/-Method/-Host from choosing the URL decided on", async () => {
+      const { cookie } = await zt.session("alice");
+      const forged = {
+        "x-original-url": `http://${host}/public`,
+        "x-original-method": "GET",
+        "x-forwarded-uri": "/public",
+        "x-forwarded-method": "GET",
+        "x-forwarded-host": host,
+      };
+      const before = upstream.seen.length;
+      const r = await request(port, {
+        host,
+        path: "/admin/keys",
+        headers: { cookie, accept: "application/json", ...forged },
+      });
+      expect(r.status).toBe(403);
+      expect(upstream.seen.length).toBe(before);
+      // The proxy sets (or clears) those headers itself: the forged copies change nothing.
+      const ok = await request(port, {
+        host,
+        path: "/public",
+        headers: {
+          cookie,
+          ...forged,
+          "x-original-url": `http://${host}/admin/keys`,
+          "x-forwarded-uri": "/admin/keys",
+        },
+      });
+      expect(ok.status, ok.body).toBe(200);
+      expect(upstream.seen.at(-1)!.url).toBe("/public");
+    });
+
+    it("stops a path the proxy forwards as sent but zt would resolve differently (/admin/../public)", async () => {
+      const { cookie } = await zt.session("alice");
+      for (const path of [
+        "/admin/../public",
+        "/admin/%2e%2e/public",
+        "/admin/%2E%2E/public",
+        "/admin/./../public",
+        "//admin/..//public",
+        "/public/..%2fadmin",
+        "/%61dmin/keys",
+      ]) {
+        const before = upstream.seen.length;
+        const r = await request(port, { host, path, headers: { cookie } });
+        // nginx turns zt's 400 into a 500 (it accepts only 2xx, 401 and 403 from the check).
+        expect([400, 500], `${path}: ${r.status}`).toContain(r.status);
+        expect(upstream.seen.length, path).toBe(before);
+      }
+      // The same bytes in a form the proxy forwards unchanged pass.
+      const ok = await request(port, { host, path: "/caf%c3%a9/x", headers: { cookie } });
+      expect(ok.status).toBe(200);
+      expect(upstream.seen.at(-1)!.url).toBe("/caf%c3%a9/x");
+    });
+
+    it("stops clients from asking /.zt/authz for an assertion through the proxy's pass-through", async () => {
+      const { cookie } = await zt.session("alice");
+      const r = await request(port, {
+        host,
+        path: "/.zt/authz",
+        headers: {
+          cookie,
+          "x-forwarded-method": "GET",
+          "x-forwarded-uri": "/public",
+          "x-forwarded-host": host,
+          "x-forwarded-proto": "http",
+        },
+      });
+      // Either refused by the proxy or decided on as a path of the app: never zt's answer.
+      expect(r.headers["x-zt-assertion"]).toBeUndefined();
+      expect(r.body).not.toMatch(/ey[\w-]+\.ey/);
+    });
+
     it("refuses a revoked session at the next request", async () => {
       // A second session for alice (a TOTP code may be used once: not through login again).
       const { cookie, sessionId } = await zt.session("alice");
@@ -455,4 +580,130 @@ describe("forward-auth behind HAProxy when zt cannot be asked", () => {
       await upstream.close();
     }
   });
+});
+
+describe("forward-auth behind Caddy that passes the client's X-Original-* on", () => {
+  // The documented Caddyfile removes them; zt must refuse them anyway.
+  it("stops a client-sent X-Original-URL from choosing the URL decided on (400, app not reached)", async () => {
+    const upstream = await startUpstream();
+    const listen = await freePort();
+    const host = `app.localhost:${listen}`;
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+    });
+    const dir = tempDir("zt-proxy-");
+    const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
+    writeFileSync(
+      join(dir, "Caddyfile"),
+      caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
+    );
+    const home = join(dir, "home");
+    mkdirSync(home, { recursive: true });
+    const peer = startPeer(
+      bin,
+      ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"],
+      { HOME: home, XDG_DATA_HOME: join(home, "data"), XDG_CONFIG_HOME: join(home, "config") },
+    );
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const allowed = await request(listen, { host, path: "/admin/keys", headers: { cookie } });
+      expect(allowed.status).toBe(403);
+      for (const forged of [
+        { "x-original-url": `http://${host}/public`, "x-original-method": "GET" },
+        { "x-original-url": `http://${host}/public` },
+      ]) {
+        const r = await request(listen, {
+          host,
+          path: "/admin/keys",
+          headers: { cookie, accept: "application/json", ...forged },
+        });
+        expect(r.status).toBe(400);
+        expect(r.body).toContain("forwarded-conflict");
+      }
+      expect(upstream.seen).toHaveLength(0);
+    } finally {
+      await peer.stop();
+      await zt.close();
+      await upstream.close();
+    }
+  }, 60_000);
+});
+
+describe("forward-auth behind nginx with two protected hosts", () => {
+  it("stops an absolute-form request line naming another host from being decided as the Host header's app", async () => {
+    const app = await startUpstream();
+    const admin = await startUpstream();
+    const listen = await freePort();
+    const zt = await startPep({
+      policies: `
+permit (principal in Group::"eng", action, resource == App::"app");
+permit (principal in Group::"ops", action, resource == App::"admin");
+`,
+      routes: [
+        { name: "app", from: `http://app.localhost:${listen}`, to: `http://127.0.0.1:${app.port}` },
+        {
+          name: "admin",
+          from: `http://admin.localhost:${listen}`,
+          to: `http://127.0.0.1:${admin.port}`,
+        },
+      ],
+    });
+    const dir = tempDir("zt-proxy-");
+    if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
+    mkdirSync(join(dir, "tmp"), { recursive: true });
+    const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
+    writeFileSync(
+      join(dir, "nginx.conf"),
+      nginxConfig({
+        dir,
+        listen,
+        zt: zt.port,
+        upstream: app.port,
+        runAsRoot: process.getuid?.() === 0,
+        hosts: [
+          { name: "app.localhost", upstream: app.port },
+          { name: "admin.localhost", upstream: admin.port },
+        ],
+      }),
+    );
+    const peer = startPeer(bin, [
+      "-p",
+      dir,
+      "-c",
+      join(dir, "nginx.conf"),
+      "-e",
+      "stderr",
+      "-g",
+      `daemon off; pid ${dir}/nginx.pid; error_log stderr;`,
+    ]);
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const own = await request(listen, {
+        host: `app.localhost:${listen}`,
+        path: "/x",
+        headers: { cookie },
+      });
+      expect(own.status).toBe(200);
+      expect(app.seen).toHaveLength(1);
+      // nginx picks the server block (and upstream) by the request line's host.
+      const r = await request(listen, {
+        host: `app.localhost:${listen}`,
+        path: `http://admin.localhost:${listen}/secret`,
+        headers: { cookie, accept: "application/json" },
+      });
+      expect(r.status).toBe(403);
+      expect(admin.seen).toHaveLength(0);
+      expect(app.seen).toHaveLength(1);
+    } finally {
+      await peer.stop();
+      await zt.close();
+      await app.close();
+      await admin.close();
+    }
+  }, 60_000);
 });

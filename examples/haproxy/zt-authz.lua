@@ -6,7 +6,13 @@
 --       setenv ZT_AUTHZ_URL http://127.0.0.1:8443/.zt/authz    # before lua-load
 --       lua-load /etc/haproxy/zt-authz.lua
 --   frontend app
---       http-request lua.zt_authz unless { path_beg /.zt/ }
+--       acl zt_pages path /.zt/login /.zt/logout /.zt/denied    # exactly: not /.zt/authz
+--       http-request lua.zt_authz unless zt_pages
+--       http-request del-header Authorization unless zt_pages  # a zt token is not the app's
+--
+-- zt is sent only the headers built below: a client's own X-Original-* or X-Forwarded-*
+-- never reach it. The path goes as the client sent it (and so on to the app): zt refuses
+-- one that is not canonical.
 --
 -- Fails closed: if zt cannot be asked, the answer is 503, never "allow".
 

@@ -14,6 +14,11 @@ export interface UserAuthenticated {
   kind?: "user";
   session: SessionInfo;
   user: UserEntityInfo;
+  /**
+   * Which credential carried the session token: the cookie (`session`) or an
+   * `Authorization: Bearer` header (`bearer`), as `context.authenticated_by` reports it.
+   */
+  authenticatedBy: "session" | "bearer";
 }
 
 /** A workload that presented a verified X.509-SVID on the TLS connection (mTLS). */
@@ -37,6 +42,14 @@ export type AuthFailureCode =
 /** Whether a subject is a service (mTLS) rather than a user session. */
 export function isService(a: Authenticated): a is ServiceAuthenticated {
   return a.kind === "service";
+}
+
+/**
+ * Whether the request was authenticated by a Bearer session token: its `Authorization`
+ * header is then zt's credential, never forwarded to an upstream.
+ */
+export function byBearer(a: Authenticated): boolean {
+  return a.kind !== "service" && a.authenticatedBy === "bearer";
 }
 
 /**
@@ -118,22 +131,31 @@ export function createAuthenticator(
   snapshot: EntitySnapshot,
   cookieName: string,
 ): (headers: IncomingHttpHeaders) => AuthOutcome | Promise<AuthOutcome> {
-  const outcome = (check: SessionCheck): AuthOutcome => {
+  const outcome = (check: SessionCheck, by: "session" | "bearer"): AuthOutcome => {
     if (!check.ok) return { ok: false, code: check.code, reason: check.reason };
     const user = snapshot.user(check.session.userId);
     if (!user) return { ok: false, code: "ZT_SESSION_INVALID", reason: "user-unknown" };
     if (user.disabled) return { ok: false, code: "ZT_SESSION_REVOKED", reason: "user-disabled" };
-    return { ok: true, auth: { session: check.session, user } };
+    return { ok: true, auth: { session: check.session, user, authenticatedBy: by } };
   };
+  // Made once, not per request: the store path's continuations for each credential.
+  const fromCookie = (check: SessionCheck) => outcome(check, "session");
+  const fromBearer = (check: SessionCheck) => outcome(check, "bearer");
   return (headers) => {
     try {
       let token = cookieFrom(headers.cookie, cookieName);
-      const authz = headers.authorization;
-      if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
+      let bearer = false;
+      if (!token) {
+        const authz = headers.authorization;
+        if (authz?.startsWith("Bearer ")) {
+          token = authz.slice(7).trim();
+          bearer = true;
+        }
+      }
       if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
       const known = sessions.checkInMemory(token);
-      if (known !== undefined) return outcome(known);
-      return sessions.check(token).then(outcome);
+      if (known !== undefined) return outcome(known, bearer ? "bearer" : "session");
+      return sessions.check(token).then(bearer ? fromBearer : fromCookie);
     } catch (e) {
       // As the async function this replaces: a throw becomes a rejected promise.
       return Promise.reject(e as Error);
@@ -223,7 +245,7 @@ export function factsFor(o: {
     path: o.path,
     method: o.method,
     mfaAgeSeconds: (o.now - o.auth.session.mfaAt) / 1000,
-    authenticatedBy: "session",
+    authenticatedBy: o.auth.authenticatedBy,
     sessionId: o.auth.session.id,
     pep: o.pep,
   };

@@ -1,8 +1,9 @@
 /**
  * `GET /.zt/authz`: forward-auth for nginx `auth_request`, Caddy `forward_auth`,
  * Traefik `forwardAuth`. The front proxy asks "may this request through?"; zt reads
- * the original request from the proxy's headers (only from `trusted_proxies`),
- * canonicalises it like a proxied request, authenticates it, decides with the same
+ * the original request from the proxy's headers (only from `trusted_proxies`; 400 when
+ * they are ambiguous, mix two conventions, or name a path the proxy would forward in
+ * another form than zt's canonical one), authenticates it, decides with the same
  * DecisionPoint, and answers:
  *  - 200 + `X-Zt-Assertion` (signed) + `X-Zt-User`, `X-Zt-Groups`, `X-Zt-Decision-Id` (not signed);
  *  - 401 + `Location` / `X-Zt-Login-Url` (a 302 instead for browsers behind Caddy/Traefik);
@@ -34,6 +35,13 @@ export interface ForwardAuthDeps {
   denials: RecentDenials;
   clock: Clock;
   pepId: string;
+  /**
+   * `audit.durable_before_forward`: for these methods the 200 waits until the decision
+   * record is committed, and becomes a 503 if it cannot be. Undefined: never waits.
+   */
+  durableFor?: ((method: string) => boolean) | undefined;
+  /** Resolves true once every record so far is committed, false if it could not be. */
+  recorded?: () => Promise<boolean>;
 }
 
 /** Where the original request's user signs in: zt's login, through the same front proxy. */
@@ -122,6 +130,16 @@ export function createForwardAuthHandler(
     const decision = d.decisions.decide(facts);
     const verdict = decision.result.verdict;
     if (verdict === "allow") {
+      // No await between decide() and this: the record waited on is this decision's.
+      if (d.durableFor?.(o.method) && !(await d.recorded!())) {
+        sendError(
+          res,
+          "ZT_UNAVAILABLE",
+          "the audit log could not record this decision: try again shortly",
+          { reason: "audit-unavailable" },
+        );
+        return;
+      }
       const claims = assertionClaims(a.auth, route.name, decision.decisionId);
       const assertion = d.assertions.cached(claims) ?? (await d.assertions.sign(claims));
       const headers = {

@@ -30,6 +30,43 @@ const HOP_BY_HOP = new Set([
   "expect",
 ]);
 
+/**
+ * Client request headers never copied upstream: hop-by-hop ones; the body's framing,
+ * which zt writes from its own view of the body (a client's `Content-Length` forwarded
+ * beside a body zt frames differently is request smuggling); the forwarding headers zt
+ * writes itself; and path / method overrides, which would make an upstream act on
+ * another path or method than the one the policy decided on.
+ */
+const NOT_FORWARDED = new Set([
+  ...HOP_BY_HOP,
+  "content-length",
+  "forwarded",
+  "x-real-ip",
+  "x-original-url",
+  "x-rewrite-url",
+  "x-original-method",
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
+]);
+
+/**
+ * Headers a client may not name in `Connection`: the framing and Host, which zt writes
+ * itself. Such a request is refused (see {@link connectionNamesProtected}).
+ */
+const PROTECTED_CONNECTION_TOKEN =
+  /(?:^|,)[\t ]*(?:content-length|transfer-encoding|host)[\t ]*(?:,|$)/i;
+
+/**
+ * Whether the client's `Connection` header lists `Content-Length`, `Transfer-Encoding`
+ * or `Host` as hop-by-hop: no honest client does, and a proxy that obeys it drops the
+ * framing of a body it still forwards (request smuggling). Refused as ambiguous.
+ */
+export function connectionNamesProtected(req: IncomingMessage): boolean {
+  const connection = req.headers.connection;
+  return connection !== undefined && PROTECTED_CONNECTION_TOKEN.test(connection);
+}
+
 export interface ForwardOptions {
   route: ResolvedRoute;
   /** Canonical path + query: exactly what the policy saw. */
@@ -40,6 +77,11 @@ export interface ForwardOptions {
   /** Headers zt adds (assertion, decision id …). */
   add: Record<string, string>;
   sessionCookieName: string;
+  /**
+   * The request was authenticated by its `Authorization: Bearer` session token: that
+   * header is not forwarded (the upstream could replay the token as the user).
+   */
+  dropAuthorization: boolean;
   /** Largest request body forwarded; beyond it the exchange is cut (413 if possible). */
   maxBodyBytes?: number;
   /** Headers zt adds to the response to the client (e.g. `X-Zt-Breakglass`). */
@@ -56,8 +98,13 @@ const BAD_TARGET = /[^\x21-\x7e\x80-\xff]/;
 /**
  * The upstream request headers as a flat list `[name, value, …]` (lower-case names):
  * the client's end-to-end headers in order (repeated ones kept), without hop-by-hop
- * ones, client-sent `X-Zt-*` / forwarding headers, or zt's session cookie; then Host,
- * the `X-Forwarded-*` zt vouches for, and zt's own (assertion, decision id).
+ * ones, the body's framing, client-sent `X-Zt-*` / forwarding / path- and
+ * method-override headers (or their look-alikes spelt with `_`, which CGI-style stacks
+ * read as the same name), zt's session cookie, or the `Authorization` header that
+ * carried the session token; then Host, the `X-Forwarded-*` zt vouches for, and zt's
+ * own (assertion, decision id). Headers the client names in `Connection` are dropped
+ * from its own list only: never what zt writes after it. No framing header: the caller
+ * writes it ({@link upstreamRequestHead}) or `node:http` does (upgrades, no body).
  */
 export function upstreamHeaderList(
   req: IncomingMessage,
@@ -75,18 +122,16 @@ export function upstreamHeaderList(
             .map((t) => t.trim().toLowerCase())
             .filter(Boolean),
         );
+  const dropAuthorization = o.dropAuthorization;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase();
     const value = raw[i + 1]!;
-    if (HOP_BY_HOP.has(lower) || connectionTokens?.has(lower)) continue;
-    if (
-      lower.startsWith("x-zt-") ||
-      lower.startsWith("x-forwarded-") ||
-      lower === "forwarded" ||
-      lower === "x-real-ip"
-    )
-      continue;
+    // `X_Zt_User` reaches a CGI/WSGI app as HTTP_X_ZT_USER, exactly like `X-Zt-User`.
+    const key = lower.includes("_") ? lower.replaceAll("_", "-") : lower;
+    if (NOT_FORWARDED.has(key) || connectionTokens?.has(lower)) continue;
+    if (key.startsWith("x-zt-") || key.startsWith("x-forwarded-")) continue;
+    if (dropAuthorization && lower === "authorization") continue;
     if (lower === "cookie") {
       const kept = value
         .split(";")
@@ -108,7 +153,8 @@ export function upstreamHeaderList(
     o.originalHost,
   );
   for (const k in o.add) out.push(k.toLowerCase(), o.add[k]!);
-  if (upgrade) out.push("connection", "Upgrade", "upgrade", req.headers.upgrade ?? "websocket");
+  // Only WebSocket upgrades get here (the PEP refuses any other protocol).
+  if (upgrade) out.push("connection", "Upgrade", "upgrade", "websocket");
   return out;
 }
 
@@ -134,8 +180,10 @@ export function upstreamHeaders(
 /**
  * The upstream request head, written by hand for the keep-alive pool: the request line
  * with the canonical target, the headers of {@link upstreamHeaderList}, and the body's
- * framing (`transfer-encoding: chunked` when the client's body had no length).
- * Throws on a byte that could split the head (none gets past Node's parser; checked anyway).
+ * framing, always zt's own: `transfer-encoding: chunked` when the client's body had no
+ * length, else `content-length` as Node's parser read it (the body zt forwards is
+ * exactly that long), else none. Throws on a byte that could split the head (none gets
+ * past Node's parser; checked anyway).
  */
 export function upstreamRequestHead(
   req: IncomingMessage,
@@ -152,8 +200,17 @@ export function upstreamRequestHead(
     head += `${list[i]}: ${value}\r\n`;
   }
   if (chunked) head += "transfer-encoding: chunked\r\n";
+  else {
+    const declared = req.headers["content-length"];
+    if (declared !== undefined) {
+      if (!DIGITS.test(declared)) throw new Error("content-length not forwardable");
+      head += `content-length: ${declared}\r\n`;
+    }
+  }
   return head + "\r\n";
 }
+
+const DIGITS = /^\d+$/;
 
 /** Client TLS material for upstream mTLS: zt's own SVID and the bundle to verify with. */
 export interface UpstreamClientTls {
@@ -369,7 +426,19 @@ export function forwardHttp(
   });
 }
 
-/** Completes a WebSocket (or other) upgrade through to the upstream and pipes both ways. */
+/** A bodiless JSON answer to a client whose upgrade did not go through, then close. */
+function upgradeRefusal(status: string, code: string, message: string): string {
+  const body = JSON.stringify({ error: { code, message } });
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * Completes a WebSocket upgrade through to the upstream and pipes both ways. Whatever
+ * happens, `o.onClose` is called exactly once, and neither leg outlives the other: the
+ * upstream handshake gets the route's timeout (then 504), a client that goes away (or
+ * is cut on revocation) before the upstream's 101 aborts the upstream request, and a
+ * 101 that arrives for a client already gone is closed at once.
+ */
 export function forwardUpgrade(
   req: IncomingMessage,
   socket: Duplex,
@@ -377,34 +446,109 @@ export function forwardUpgrade(
   o: ForwardOptions,
   agents?: UpstreamAgents,
 ): void {
-  const target = targetOf(o.route);
-  const client = target.protocol === "https:" ? https : http;
-  const upstream = client.request({
-    ...agents?.tlsFor(o.route),
-    protocol: target.protocol,
-    hostname: target.hostname,
-    port: target.port,
-    method: req.method,
-    path: targetPath(o.route, o.pathAndQuery),
-    headers: upstreamHeaders(req, o, true),
-  });
-  const fail = () => {
-    if (!socket.destroyed) {
-      socket.end("HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    }
+  let closed = false;
+  const finish = () => {
+    if (closed) return;
+    closed = true;
     o.onClose?.();
   };
-  upstream.on("error", fail);
+  /** Answers the client (if it is still there and nothing was relayed yet) and closes. */
+  const refuse = (status: string, code: string, message: string) => {
+    if (!socket.destroyed)
+      socket.end(upgradeRefusal(status, code, message), () => socket.destroy());
+    finish();
+  };
+  if (socket.destroyed) return finish();
+  const target = targetOf(o.route);
+  const client = target.protocol === "https:" ? https : http;
+  let upstream: http.ClientRequest;
+  try {
+    upstream = client.request({
+      ...agents?.tlsFor(o.route),
+      protocol: target.protocol,
+      hostname: target.hostname,
+      port: target.port,
+      method: req.method,
+      path: targetPath(o.route, o.pathAndQuery),
+      headers: upstreamHeaders(req, o, true),
+      // One exchange per connection: nothing goes back to a shared pool.
+      agent: false,
+      // Set on the socket before it connects: bounds the connect and the handshake.
+      timeout: o.route.timeoutMs,
+    });
+  } catch {
+    return refuse(
+      "502 Bad Gateway",
+      "ZT_UPSTREAM_UNAVAILABLE",
+      `upstream ${o.route.name} is unavailable`,
+    );
+  }
+  /** The upstream's leg once it answered: its response, or the upgraded socket. */
+  let upLeg: { destroy(): void } | undefined;
+  let tunnel = false;
+  let timedOut = false;
+  // The client goes away (or is cut): the upstream leg goes too, in whatever phase.
+  const clientGone = () => {
+    if (upLeg) upLeg.destroy();
+    else upstream.destroy();
+    finish();
+  };
+  socket.once("close", clientGone);
+  socket.on("error", clientGone);
+  // Before the 101, a client's FIN means it gave up (a server socket stays half-open).
+  const clientEnded = () => {
+    if (!tunnel) {
+      socket.destroy();
+      clientGone();
+    }
+  };
+  socket.once("end", clientEnded);
+  upstream.on("timeout", () => {
+    timedOut = true;
+    upstream.destroy();
+  });
+  upstream.on("error", () => {
+    if (upLeg) {
+      // Failed while relaying a refusal: the client has part of an answer.
+      socket.destroy();
+      return finish();
+    }
+    if (timedOut)
+      refuse("504 Gateway Timeout", "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
+    else
+      refuse(
+        "502 Bad Gateway",
+        "ZT_UPSTREAM_UNAVAILABLE",
+        `upstream ${o.route.name} is unavailable`,
+      );
+  });
   upstream.on("response", (up) => {
+    upLeg = up;
+    if (socket.destroyed) {
+      up.destroy();
+      return finish();
+    }
     // The upstream refused the upgrade: relay its answer.
     let head = `HTTP/1.1 ${up.statusCode} ${up.statusMessage}\r\n`;
     for (const [k, v] of Object.entries(up.headers))
       if (v !== undefined && !HOP_BY_HOP.has(k)) head += `${k}: ${String(v)}\r\n`;
     socket.write(head + "Connection: close\r\n\r\n");
     up.pipe(socket);
-    up.on("end", () => o.onClose?.());
+    up.on("error", () => socket.destroy());
+    // Relayed whole: close (a client that keeps its half open holds nothing).
+    socket.once("finish", () => socket.destroy());
   });
   upstream.on("upgrade", (up, upSocket, upHead) => {
+    upLeg = upSocket;
+    // The route timeout bounds the handshake, not an idle WebSocket.
+    upSocket.setTimeout(0);
+    upSocket.on("error", () => upSocket.destroy());
+    if (socket.destroyed) {
+      // The client left (or was cut) while the upstream was answering.
+      upSocket.destroy();
+      return finish();
+    }
+    tunnel = true;
     let head101 = `HTTP/1.1 101 Switching Protocols\r\n`;
     for (let i = 0; i < up.rawHeaders.length; i += 2) {
       head101 += `${up.rawHeaders[i]}: ${up.rawHeaders[i + 1]}\r\n`;
@@ -414,15 +558,10 @@ export function forwardUpgrade(
     if (head.length) upSocket.write(head);
     upSocket.pipe(socket);
     socket.pipe(upSocket);
-    const close = () => {
-      upSocket.destroy();
+    upSocket.on("close", () => {
       socket.destroy();
-      o.onClose?.();
-    };
-    upSocket.on("close", close);
-    socket.on("close", close);
-    upSocket.on("error", close);
-    socket.on("error", close);
+      finish();
+    });
   });
   upstream.end();
 }

@@ -14,7 +14,7 @@ import {
 describe("readOriginalRequest", () => {
   it("reads nginx auth_request headers (X-Original-URL + X-Original-Method)", () => {
     const r = readOriginalRequest({
-      "x-original-url": ["https://App.Example.:8443/a/./b/../c?x=1"],
+      "x-original-url": ["https://App.Example.:8443/a/c?x=1"],
       "x-original-method": ["POST"],
     });
     expect(r).toEqual({
@@ -36,12 +36,105 @@ describe("readOriginalRequest", () => {
       "x-forwarded-method": ["GET"],
       "x-forwarded-proto": ["http"],
       "x-forwarded-host": ["app.example"],
-      "x-forwarded-uri": ["/x//y"],
+      "x-forwarded-uri": ["/x/y?a=1"],
     });
     expect(r).toMatchObject({
       ok: true,
-      request: { host: "app.example", path: "/x/y", style: "forward-auth" },
+      request: { host: "app.example", path: "/x/y", query: "?a=1", style: "forward-auth" },
     });
+  });
+
+  // Caddy and Traefik copy every client header into the check and set X-Forwarded-*
+  // themselves; nginx sets X-Original-* and passes a client's X-Forwarded-Uri on.
+  it("stops a client choosing the URL decided on by adding the other convention's headers", () => {
+    const caddy = {
+      "x-forwarded-method": ["GET"],
+      "x-forwarded-proto": ["http"],
+      "x-forwarded-host": ["app.example"],
+      "x-forwarded-uri": ["/admin/keys"],
+    };
+    const nginx = {
+      "x-original-url": ["http://app.example/admin/keys"],
+      "x-original-method": ["GET"],
+    };
+    const forged = [
+      { ...caddy, "x-original-url": ["http://app.example/public"], "x-original-method": ["GET"] },
+      { ...caddy, "x-original-url": ["http://app.example/public"] },
+      { ...caddy, "x-original-method": ["GET"] },
+      { ...caddy, "x-original-url": [""] },
+      { ...nginx, "x-forwarded-uri": ["/public"] },
+      { ...nginx, "x-forwarded-method": ["GET"] },
+      { ...nginx, "x-forwarded-host": ["other.example"] },
+    ];
+    for (const h of forged)
+      expect(readOriginalRequest(h), JSON.stringify(h)).toMatchObject({
+        ok: false,
+        reason: "forwarded-conflict",
+      });
+    // What load balancers add to every request is not a conflict.
+    expect(
+      readOriginalRequest({
+        ...nginx,
+        "x-forwarded-proto": ["https"],
+        "x-forwarded-for": ["203.0.113.7"],
+      }),
+    ).toMatchObject({ ok: true, request: { path: "/admin/keys", style: "auth-request" } });
+    // Nor does X-Original-Method stand in for a missing X-Original-URL, or the reverse.
+    expect(readOriginalRequest({ "x-original-method": ["GET"] })).toMatchObject({
+      ok: false,
+      reason: "forwarded-missing",
+    });
+  });
+
+  // nginx, Caddy and HAProxy forward the URI as the client sent it, whatever zt decided on.
+  it("stops a path that the proxy forwards in another form than the one decided on", () => {
+    const refused = [
+      "/admin/../public",
+      "/admin/./../public",
+      "/admin/%2e%2e/public",
+      "/admin/%2E%2E/public",
+      "/admin/.%2e/public",
+      "//admin/..//public",
+      "/public//x",
+      "//",
+      "/public/.",
+      "/public/..",
+      "/public/./x",
+      "/%61dmin",
+      "/admin%7e",
+      "/a[1]",
+      "/caf\u00e9",
+    ];
+    for (const path of refused) {
+      for (const h of [
+        { "x-original-url": [`http://app.example${path}?q=1`], "x-original-method": ["GET"] },
+        {
+          "x-forwarded-method": ["GET"],
+          "x-forwarded-proto": ["http"],
+          "x-forwarded-host": ["app.example"],
+          "x-forwarded-uri": [path],
+        },
+      ])
+        expect(readOriginalRequest(h), path).toMatchObject({
+          ok: false,
+          reason: "path-not-canonical",
+        });
+    }
+    // Only the letter case of a %-escape may differ: both name the same bytes.
+    for (const [path, canonical] of [
+      ["/caf%c3%a9", "/caf%C3%A9"],
+      ["/caf%C3%A9/", "/caf%C3%A9/"],
+      ["/a%5bb%5D", "/a%5Bb%5D"],
+      ["/", "/"],
+      ["/a/b/", "/a/b/"],
+    ] as const)
+      expect(
+        readOriginalRequest({
+          "x-original-url": [`http://app.example${path}`],
+          "x-original-method": ["GET"],
+        }),
+        path,
+      ).toMatchObject({ ok: true, request: { path: canonical } });
   });
 
   it("refuses what it cannot read unambiguously", () => {
@@ -70,7 +163,7 @@ describe("readOriginalRequest", () => {
     for (const h of bad) expect(readOriginalRequest(h).ok, JSON.stringify(h)).toBe(false);
   });
 
-  it("canonicalises exactly like a proxied request (differential property)", () => {
+  it("decides only on paths already canonical, and on them exactly as on a proxied request (differential property)", () => {
     const seg = fc.constantFrom(
       "a",
       "B",
@@ -85,6 +178,9 @@ describe("readOriginalRequest", () => {
       "%252e",
       "é",
       "%zz",
+      "%c3%a9",
+      "%7E",
+      "[",
     );
     fc.assert(
       fc.property(fc.array(seg, { maxLength: 6 }), fc.constantFrom("", "?q=1"), (segs, q) => {
@@ -100,14 +196,16 @@ describe("readOriginalRequest", () => {
           "x-forwarded-host": ["app.example"],
           "x-forwarded-uri": [target],
         });
+        // Forwarded as sent: decidable when canonical but for the case of %-escapes.
+        const rawPath = "/" + segs.join("/");
+        const decidable =
+          proxied.ok && proxied.path === rawPath.replace(/%[0-9a-f]{2}/gi, (e) => e.toUpperCase());
         for (const r of [viaNginx, viaCaddy]) {
-          if (proxied.ok !== r.ok) return false;
-          if (
-            proxied.ok &&
-            r.ok &&
-            (proxied.path !== r.request.path || proxied.query !== r.request.query)
-          )
-            return false;
+          if (r.ok !== decidable) return false;
+          if (r.ok) {
+            if (!proxied.ok || proxied.path !== r.request.path || proxied.query !== r.request.query)
+              return false;
+          } else if (proxied.ok && r.reason !== "path-not-canonical") return false;
         }
         return true;
       }),

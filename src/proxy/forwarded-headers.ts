@@ -22,14 +22,22 @@ export interface OriginalRequest {
   /** Canonical host (lowercase, no trailing dot). */
   host: string;
   port: number | undefined;
-  /** Canonical path: the same function as proxied requests. */
+  /**
+   * Canonical path: the same function as proxied requests, and the path as the front
+   * proxy forwards it (anything else is refused), but for the hex case of %-escapes.
+   */
   path: string;
   query: string;
   style: ForwardAuthStyle;
 }
 
 export type ForwardedRefusal =
-  CanonicalRefusal | "forwarded-missing" | "forwarded-duplicate" | "forwarded-invalid";
+  | CanonicalRefusal
+  | "forwarded-missing"
+  | "forwarded-duplicate"
+  | "forwarded-invalid"
+  | "forwarded-conflict"
+  | "path-not-canonical";
 
 export type OriginalRequestResult =
   { ok: true; request: OriginalRequest } | { ok: false; reason: ForwardedRefusal; detail: string };
@@ -70,14 +78,16 @@ export function originalRequestHeaders(rawHeaders: readonly string[]): DistinctH
 const METHOD_RE = /^[A-Z]{1,20}$/;
 const ORIGINAL_URL_RE = /^(https?):\/\/([^/?#\s]+)([^#\s]*)$/;
 
-function one(
-  headers: DistinctHeaders,
-  name: string,
-):
-  | { ok: true; value: string | undefined }
-  | { ok: false; reason: ForwardedRefusal; detail: string } {
+type One =
+  | { readonly ok: true; readonly value: string | undefined }
+  | { ok: false; reason: ForwardedRefusal; detail: string };
+
+/** An absent header (most of the five, on every check): shared, nothing allocated. */
+const ABSENT: One = Object.freeze({ ok: true, value: undefined });
+
+function one(headers: DistinctHeaders, name: string): One {
   const v = headers[name];
-  if (v === undefined || v.length === 0) return { ok: true, value: undefined };
+  if (v === undefined || v.length === 0) return ABSENT;
   // Two copies of a header that names the original request: which one did the proxy mean?
   if (v.length > 1)
     return { ok: false, reason: "forwarded-duplicate", detail: `${name} sent more than once` };
@@ -85,28 +95,41 @@ function one(
 }
 
 /**
- * The original request, from `X-Original-URL` + `X-Original-Method` (nginx), else from
- * `X-Forwarded-Method/Proto/Host/Uri` (Caddy, Traefik, nginx). Missing, duplicated or
- * malformed headers are refused, never guessed; the URI is canonicalised exactly like
- * a request the PEP proxies itself.
+ * The original request, from `X-Original-URL` + `X-Original-Method` (nginx), or from
+ * `X-Forwarded-Method/Proto/Host/Uri` (Caddy, Traefik, HAProxy). Missing, duplicated or
+ * malformed headers are refused, never guessed; so are both conventions at once, and a
+ * path the front proxy would forward in a form other than the one decided on.
  *
- * @example readOriginalRequest({ "x-original-url": ["https://app.example/a/../b"], "x-original-method": ["GET"] })
- *          // → { ok: true, request: { host: "app.example", path: "/b", method: "GET", style: "auth-request", … } }
+ * @example readOriginalRequest({ "x-original-url": ["https://app.example/a/b"], "x-original-method": ["GET"] })
+ *          // → { ok: true, request: { host: "app.example", path: "/a/b", method: "GET", style: "auth-request", … } }
  */
 export function readOriginalRequest(headers: DistinctHeaders): OriginalRequestResult {
   const url = one(headers, "x-original-url");
   if (!url.ok) return url;
-  if (url.value !== undefined) {
-    const method = one(headers, "x-original-method");
-    if (!method.ok) return method;
-    const fwdMethod = one(headers, "x-forwarded-method");
-    if (!fwdMethod.ok) return fwdMethod;
-    const m = method.value ?? fwdMethod.value;
-    if (m === undefined)
+  const method = one(headers, "x-original-method");
+  if (!method.ok) return method;
+  const fwdMethod = one(headers, "x-forwarded-method");
+  if (!fwdMethod.ok) return fwdMethod;
+  const fwdUri = one(headers, "x-forwarded-uri");
+  if (!fwdUri.ok) return fwdUri;
+  const fwdHost = one(headers, "x-forwarded-host");
+  if (!fwdHost.ok) return fwdHost;
+  if (url.value !== undefined || method.value !== undefined) {
+    // A front proxy sets one convention and passes the client's other headers on (Caddy
+    // and Traefik copy a client's X-Original-URL, nginx a client's X-Forwarded-Uri): with
+    // both present, either may be the client's own. X-Forwarded-For/-Proto are not
+    // counted, load balancers add those to every request.
+    if (fwdMethod.value !== undefined || fwdUri.value !== undefined || fwdHost.value !== undefined)
+      return {
+        ok: false,
+        reason: "forwarded-conflict",
+        detail: "X-Original-* and X-Forwarded-Method/-Uri/-Host both present",
+      };
+    if (url.value === undefined || method.value === undefined)
       return {
         ok: false,
         reason: "forwarded-missing",
-        detail: "X-Original-URL without X-Original-Method",
+        detail: "X-Original-URL and X-Original-Method go together",
       };
     const parts = ORIGINAL_URL_RE.exec(url.value);
     if (!parts)
@@ -116,24 +139,15 @@ export function readOriginalRequest(headers: DistinctHeaders): OriginalRequestRe
         detail: "X-Original-URL is not an absolute http(s) URL",
       };
     const target = parts[3] === "" ? "/" : parts[3]!;
-    return build(m, parts[1]!.toLowerCase(), parts[2]!, target, "auth-request");
+    return build(method.value, parts[1]!.toLowerCase(), parts[2]!, target, "auth-request");
   }
-  const got: Record<string, string | undefined> = {};
-  for (const name of [
-    "x-forwarded-method",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-uri",
-  ]) {
-    const r = one(headers, name);
-    if (!r.ok) return r;
-    got[name] = r.value;
-  }
-  const method = got["x-forwarded-method"];
-  const proto = got["x-forwarded-proto"];
-  const host = got["x-forwarded-host"];
-  const uri = got["x-forwarded-uri"];
-  if (method === undefined || proto === undefined || host === undefined || uri === undefined) {
+  const proto = one(headers, "x-forwarded-proto");
+  if (!proto.ok) return proto;
+  const m = fwdMethod.value;
+  const p = proto.value;
+  const host = fwdHost.value;
+  const uri = fwdUri.value;
+  if (m === undefined || p === undefined || host === undefined || uri === undefined) {
     return {
       ok: false,
       reason: "forwarded-missing",
@@ -142,14 +156,14 @@ export function readOriginalRequest(headers: DistinctHeaders): OriginalRequestRe
     };
   }
   // A list ("https, http") means a chain of proxies disagreeing: refuse.
-  if (proto.includes(",") || host.includes(",")) {
+  if (p.includes(",") || host.includes(",")) {
     return {
       ok: false,
       reason: "forwarded-duplicate",
       detail: "X-Forwarded-Proto/-Host hold more than one value",
     };
   }
-  return build(method, proto.toLowerCase(), host, uri, "forward-auth");
+  return build(m, p.toLowerCase(), host, uri, "forward-auth");
 }
 
 function build(
@@ -175,6 +189,17 @@ function build(
     return { ok: false, reason: "forwarded-invalid", detail: "original URI must start with /" };
   const canon = canonicalizeRequest(target, authority);
   if (!canon.ok) return canon;
+  // The front proxy forwards the URI as the client sent it, not zt's canonical form:
+  // decide only when both name the same path (target = raw path + canon.query).
+  const rawLength = target.length - canon.query.length;
+  const rawPath = rawLength === target.length ? target : target.slice(0, rawLength);
+  if (rawPath !== canon.path && !sameButHexCase(rawPath, canon.path))
+    return {
+      ok: false,
+      reason: "path-not-canonical",
+      detail:
+        "original path is not in canonical form (dot or empty segments, or percent-encoding other than the canonical one): the proxy would forward it as sent",
+    };
   return {
     ok: true,
     request: {
@@ -187,6 +212,15 @@ function build(
       style,
     },
   };
+}
+
+/** Whether `raw` is `canonical` but for the letter case of percent-escapes (`%c3` = `%C3`). */
+function sameButHexCase(raw: string, canonical: string): boolean {
+  return (
+    raw.length === canonical.length &&
+    raw.includes("%") &&
+    raw.replace(/%[0-9a-f]{2}/gi, (e) => e.toUpperCase()) === canonical
+  );
 }
 
 /**

@@ -77,26 +77,80 @@ export function sendError(
   sendJson(res, e.httpStatus, e.toJSON());
 }
 
-/** Reads a request body up to `limit` bytes; rejects with ZT_PAYLOAD_TOO_LARGE beyond. */
+/**
+ * At most this many bytes of a refused body are read (and discarded) before the refusal
+ * is answered: a server that closes while the client is still sending makes the client's
+ * kernel reset the connection, and the 413 is lost with it. Beyond this, answer anyway.
+ */
+export const MAX_DISCARDED_BODY = 1024 * 1024;
+
+/**
+ * Reads a request body up to `limit` bytes; rejects with ZT_PAYLOAD_TOO_LARGE beyond.
+ * A declared `Content-Length` over the limit is refused before anything is kept; either
+ * way the rest of the body is read and discarded (up to MAX_DISCARDED_BODY) before the
+ * promise rejects, so the caller's 413 reaches the client. The caller answers with
+ * `connection: close` (see `sendPayloadTooLarge`).
+ */
 export function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let settled = false;
+    const settle = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      outcome();
+    };
+    const refuse = () =>
+      settle(() =>
+        reject(
+          new ZtError("ZT_PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`, { limit }),
+        ),
+      );
+    const declared = Number(req.headers["content-length"]);
+    // Refused up front on its declared length; too big even to discard: answer at once.
+    let refused = Number.isSafeInteger(declared) && declared > limit;
+    if (refused && declared > MAX_DISCARDED_BODY) return refuse();
     req.on("data", (c: Buffer) => {
       size += c.length;
-      if (size > limit) {
-        reject(new ZtError("ZT_PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`));
-        req.destroy();
+      if (!refused && size > limit) {
+        refused = true;
+        chunks.length = 0;
+      }
+      if (refused) {
+        if (size > MAX_DISCARDED_BODY) refuse();
         return;
       }
       chunks.push(c);
     });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-    req.on("error", reject);
+    req.on("end", () => {
+      if (refused) refuse();
+      else settle(() => resolve(Buffer.concat(chunks).toString("utf8")));
+    });
+    req.on("error", (e) => settle(() => reject(e)));
+    req.on("close", () => {
+      // The client went away mid-body: nothing more will come.
+      if (refused) refuse();
+      else settle(() => reject(new ZtError("ZT_BAD_REQUEST", "request body incomplete")));
+    });
   });
 }
 
-/** A same-host return path: must be a path, never another origin (no open redirects). */
+/** The 413 for a refused body; the connection closes after it (the body was not all read). */
+export function sendPayloadTooLarge(res: ServerResponse, e: ZtError): void {
+  sendJson(res, e.httpStatus, e.toJSON(), { connection: "close" });
+}
+
+/** Longest return path kept after encoding; a longer one becomes "/". */
+const MAX_RETURN_TO = 2048;
+
+/**
+ * A same-host return path: must be a path, never another origin (no open redirects).
+ * It goes into a `Location` header, so everything outside printable ASCII is
+ * percent-encoded as UTF-8 (`/docs/日本語` → `/docs/%E6%97%A5…`, a space → `%20`):
+ * the header can always be written. Control characters, backslashes, lone surrogates
+ * and paths longer than 2048 characters once encoded become "/".
+ */
 export function safeReturnTo(value: unknown): string {
   if (
     typeof value !== "string" ||
@@ -106,6 +160,12 @@ export function safeReturnTo(value: unknown): string {
   )
     return "/";
   // eslint-disable-next-line no-control-regex -- control characters are what this refuses
-  if (/[\x00-\x1f]/.test(value)) return "/";
-  return value.slice(0, 2048);
+  if (/[\x00-\x1f\x7f]/.test(value)) return "/";
+  let encoded: string;
+  try {
+    encoded = value.replace(/[^\x21-\x7e]+/gu, (run) => encodeURIComponent(run));
+  } catch {
+    return "/"; // a lone surrogate has no UTF-8 encoding
+  }
+  return encoded.length <= MAX_RETURN_TO ? encoded : "/";
 }

@@ -1,4 +1,4 @@
-import { countShed, isBanned } from "../audit/index.js";
+import { countShed, durableBeforeForward, isBanned } from "../audit/index.js";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -16,6 +16,7 @@ import type { AssertionSigner } from "./assertion.js";
 import {
   assertionClaims,
   authenticateClientCert,
+  byBearer,
   createAuthenticator,
   factsFor,
   isService,
@@ -30,7 +31,13 @@ import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
 import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
 import { LiveConnections, type LiveConnection } from "./live-connections.js";
-import { forwardHttp, forwardUpgrade, UpstreamAgents, type ForwardOptions } from "./forward.js";
+import {
+  connectionNamesProtected,
+  forwardHttp,
+  forwardUpgrade,
+  UpstreamAgents,
+  type ForwardOptions,
+} from "./forward.js";
 import {
   readBody,
   readCookie,
@@ -38,6 +45,7 @@ import {
   sendError,
   sendHtml,
   sendJson,
+  sendPayloadTooLarge,
   wantsHtml,
 } from "./http-util.js";
 import { RouteTable } from "./route-table.js";
@@ -102,6 +110,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
   const maxBody = cfg.limits.max_body_bytes;
+  // audit.durable_before_forward: which allowed requests wait for their decision record.
+  const durableFor = durableBeforeForward(cfg.audit);
+  /** Allowed ⇒ recorded: true once the decision record is committed (false: it could not be). */
+  const recorded = () =>
+    ctx.audit.whenDurable().then(
+      () => true,
+      () => false,
+    );
   const authenticate = createAuthenticator(s.sessions, s.snapshot, cookieName);
   const authz = createForwardAuthHandler({
     routes,
@@ -112,6 +128,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     denials,
     clock: ctx.clock,
     pepId: `${pepId}/forward-auth`,
+    durableFor,
+    recorded,
   });
   const headersTimeout = parseDuration(cfg.limits.header_timeout);
 
@@ -369,6 +387,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
 
   function forwardOptions(
     route: ResolvedRoute,
+    auth: Authenticated,
     d: Decision,
     pathAndQuery: string,
     clientIp: string,
@@ -382,6 +401,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       originalHost: host,
       secure,
       sessionCookieName: cookieName,
+      dropAuthorization: byBearer(auth),
       maxBodyBytes: maxBody,
       add: { "x-zt-assertion": assertion, "x-zt-decision-id": d.decisionId },
     };
@@ -409,6 +429,17 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       sendError(res, "ZT_REQUEST_AMBIGUOUS", "request refused: more than one Host header", {
         reason: "host-duplicate",
       });
+      return;
+    }
+    if (connectionNamesProtected(req)) {
+      // Request smuggling: "Connection: content-length" asks a proxy to drop the framing.
+      res.shouldKeepAlive = false;
+      sendError(
+        res,
+        "ZT_REQUEST_AMBIGUOUS",
+        "request refused: Connection names Content-Length, Transfer-Encoding or Host",
+        { reason: "connection-names-framing" },
+      );
       return;
     }
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
@@ -470,9 +501,22 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       denied(req, res, route, d, returnTo);
       return;
     }
+    // No await between decide() and this: the record waited on is this decision's.
+    if (durableFor?.(req.method ?? "GET") && !(await recorded())) {
+      sendError(
+        res,
+        "ZT_UNAVAILABLE",
+        "the audit log could not record this decision: try again shortly",
+        {
+          reason: "audit-unavailable",
+        },
+      );
+      return;
+    }
     const signed = assertionFor(route, a.auth, d);
     const fo = forwardOptions(
       route,
+      a.auth,
       d,
       path + query,
       clientIp,
@@ -487,9 +531,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
 
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const refuse = (status: string, body: object) => {
+      if (socket.destroyed) return;
       const text = JSON.stringify(body);
+      // Closed once written: a client keeping its half open holds nothing here.
       socket.end(
         `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+        () => socket.destroy(),
       );
     };
     const clientIp = clientIpOf(req);
@@ -505,6 +552,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return refuse("400 Bad Request", {
         error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "host-duplicate" },
       });
+    if (connectionNamesProtected(req))
+      return refuse("400 Bad Request", {
+        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "connection-names-framing" },
+      });
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
     if (!canon.ok)
       return refuse("400 Bad Request", {
@@ -515,6 +566,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     if (!route.websockets)
       return refuse("403 Forbidden", {
         error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" },
+      });
+    // Only a WebSocket handshake (RFC 6455 §4.1: GET, `Upgrade: websocket`): any other
+    // protocol (h2c …) would tunnel later requests past per-request policy.
+    if (req.method !== "GET" || req.headers.upgrade?.trim().toLowerCase() !== "websocket")
+      return refuse("400 Bad Request", {
+        error: { code: "ZT_BAD_REQUEST", reason: "upgrade-not-websocket" },
       });
     const a = await authenticateRequest(req);
     if (!a.ok) {
@@ -552,8 +609,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         },
       });
     }
+    if (durableFor?.(req.method ?? "GET") && !(await recorded()))
+      return refuse("503 Service Unavailable", {
+        error: { code: "ZT_UNAVAILABLE", reason: "audit-unavailable" },
+      });
     const fo = forwardOptions(
       route,
+      a.auth,
       d,
       canon.path + canon.query,
       clientIp,
@@ -660,13 +722,17 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         fields = parsed as Record<string, unknown>;
       }
     } catch (e) {
+      // Over 16 KiB: 413, and the connection closes (the body was not all read).
+      if (isZtError(e) && e.code === "ZT_PAYLOAD_TOO_LARGE") return sendPayloadTooLarge(res, e);
       if (isZtError(e)) return sendError(res, e.code, e.message);
       return sendError(res, "ZT_BAD_REQUEST", "request body is not valid JSON");
     }
     const str = (k: string) => (typeof fields[k] === "string" ? (fields[k] as string) : undefined);
     const username = str("username");
     const password = str("password");
-    const code = str("totp")?.trim();
+    // Apps show codes as "123 456": whitespace is never part of a code (docs/identity.md).
+    const code = str("totp")?.replace(/\s+/g, "");
+    // Printable ASCII only (percent-encoded), so the Location header can always be written.
     const rd = safeReturnTo(str("rd"));
     if (!username || !password) {
       if (isForm)
@@ -680,6 +746,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       });
     }
     const isTotp = code !== undefined && /^\d{6}$/.test(code);
+    let signedIn;
     try {
       const user = await s.identity.authenticate({
         username,
@@ -688,50 +755,80 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         sourceIp: clientIp,
       });
       await s.snapshot.refreshUser(user.id);
-      const { session, token } = await s.sessions.create({
+      const created = await s.sessions.create({
         userId: user.id,
         sourceIp: clientIp,
         userAgent: req.headers["user-agent"] ?? "",
       });
-      const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
-      const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
-      if (isForm) {
-        res.writeHead(303, { location: rd, "set-cookie": cookie, "cache-control": "no-store" });
-        res.end();
-      } else {
-        sendJson(
-          res,
-          200,
-          {
-            session_id: session.id,
-            user: user.name,
-            groups: user.groups,
-            expires_at: new Date(session.expiresAt).toISOString(),
-          },
-          { "set-cookie": cookie },
-        );
-      }
+      signedIn = { user, ...created };
     } catch (e) {
-      const err = isZtError(e) ? e : new ZtError("ZT_AUTH_FAILED", "sign-in failed");
-      const message = loginMessage(err);
-      if (isForm) {
-        sendHtml(
-          res,
-          err.httpStatus === 500 ? 401 : err.httpStatus,
-          renderLoginPage({ returnTo: rd, error: message, username }),
-        );
-        return;
-      }
-      sendJson(res, err.httpStatus === 500 ? 401 : err.httpStatus, {
+      return refuseLogin(res, e, isForm, rd, username);
+    }
+    // The answer is built outside the credential check: nothing here turns a sign-in that
+    // succeeded (code consumed, session created) into "wrong password".
+    const { user, session, token } = signedIn;
+    const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
+    const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+    if (isForm) {
+      res.writeHead(303, { location: rd, "set-cookie": cookie, "cache-control": "no-store" });
+      res.end();
+    } else {
+      sendJson(
+        res,
+        200,
+        {
+          session_id: session.id,
+          user: user.name,
+          groups: user.groups,
+          expires_at: new Date(session.expiresAt).toISOString(),
+        },
+        { "set-cookie": cookie },
+      );
+    }
+  }
+
+  /**
+   * A refused sign-in: its own status and a message for people. Anything that is not a
+   * ZtError (a bug, a store failure) is ZT_INTERNAL 500, never passed off as wrong
+   * credentials. A lockout carries `Retry-After` (RFC 9110 §10.2.3) as well as
+   * `retry_after_seconds`.
+   */
+  function refuseLogin(
+    res: ServerResponse,
+    e: unknown,
+    isForm: boolean,
+    rd: string,
+    username: string,
+  ): void {
+    const err = isZtError(e) ? e : new ZtError("ZT_INTERNAL", "internal error");
+    const internal = err.httpStatus >= 500;
+    const message = internal
+      ? "Sign-in is unavailable right now. Try again later."
+      : loginMessage(err);
+    const retryAfter = err.context["retry_after_seconds"];
+    const headers: Record<string, string> =
+      typeof retryAfter === "number" ? { "retry-after": String(retryAfter) } : {};
+    if (isForm) {
+      sendHtml(
+        res,
+        err.httpStatus,
+        renderLoginPage({ returnTo: rd, error: message, username }),
+        headers,
+      );
+      return;
+    }
+    sendJson(
+      res,
+      err.httpStatus,
+      {
         error: {
           code: err.code,
           message,
-          ...(err.context["retry_after_seconds"] !== undefined
-            ? { retry_after_seconds: err.context["retry_after_seconds"] }
-            : {}),
+          ...(retryAfter !== undefined ? { retry_after_seconds: retryAfter } : {}),
         },
-      });
-    }
+      },
+      headers,
+    );
   }
 
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
@@ -741,6 +838,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     });
   });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // First, before anything can wait: Node has removed its own error listener from an
+    // upgraded socket, and a reset (ECONNRESET) with none would end the process.
+    socket.on("error", () => socket.destroy());
     handleUpgrade(req, socket, head).catch(() => socket.destroy());
   });
 

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { validateHeaderValue } from "node:http";
+import fc from "fast-check";
+import { safeReturnTo } from "./http-util.js";
+
+/** What a browser makes of a Location value on https://zt.test/. */
+function resolved(location: string): URL {
+  return new URL(location, "https://zt.test/base/page");
+}
+
+describe("safeReturnTo", () => {
+  it("percent-encodes what a Location header cannot carry, as UTF-8", () => {
+    expect(safeReturnTo("/docs/日本語")).toBe("/docs/%E6%97%A5%E6%9C%AC%E8%AA%9E");
+    expect(safeReturnTo("/a\u0100?q=é")).toBe("/a%C4%80?q=%C3%A9");
+    expect(safeReturnTo("/x y")).toBe("/x%20y");
+    expect(safeReturnTo("/ok?a=1&b=%2F#frag")).toBe("/ok?a=1&b=%2F#frag");
+  });
+
+  it("refuses (→ /) other origins, control characters, lone surrogates and overlong paths", () => {
+    for (const bad of [
+      "https://evil.test/",
+      "//evil.test/",
+      "/\\evil.test",
+      "/a\tb",
+      "/a\r\nSet-Cookie: x=1",
+      "/del\u007f",
+      "/lone\ud800",
+      `/${"a".repeat(2048)}`,
+      `/${"é".repeat(400)}`,
+      42,
+      undefined,
+    ])
+      expect(safeReturnTo(bad), JSON.stringify(bad)).toBe("/");
+  });
+
+  // Regression: a return path Node refused in a header made the login's writeHead throw
+  // after the session was created, answering a good sign-in as a failed one.
+  it("stops any string from yielding a header Node refuses or a redirect off this origin (property)", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 300 }), (s) => {
+        for (const v of [s, `/${s}`]) {
+          const out = safeReturnTo(v);
+          expect(() => validateHeaderValue("location", out)).not.toThrow();
+          expect(out).toMatch(/^\/[\x21-\x7e]*$/);
+          expect(out.startsWith("//")).toBe(false);
+          expect(resolved(out).origin).toBe("https://zt.test");
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
