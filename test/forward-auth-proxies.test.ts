@@ -60,6 +60,12 @@ async function waitForPort(port: number, child: ChildProcess, output: () => stri
   throw new Error(`port ${port} never opened:\n${output()}`);
 }
 
+/** nginx in the foreground with `dir` as its prefix and `dir/nginx.conf`. */
+function nginxArgs(dir: string): string[] {
+  const g = `daemon off; pid ${dir}/nginx.pid; error_log stderr;`;
+  return ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", "stderr", "-g", g];
+}
+
 function startPeer(
   bin: string,
   args: string[],
@@ -281,16 +287,7 @@ const PROXIES: ProxyUnderTest[] = [
       mkdirSync(join(dir, "tmp"), { recursive: true });
       const runAsRoot = process.getuid?.() === 0;
       writeFileSync(join(dir, "nginx.conf"), nginxConfig({ dir, ...ports, runAsRoot }));
-      const peer = startPeer(bin, [
-        "-p",
-        dir,
-        "-c",
-        join(dir, "nginx.conf"),
-        "-e",
-        "stderr",
-        "-g",
-        `daemon off; pid ${dir}/nginx.pid; error_log stderr;`,
-      ]);
+      const peer = startPeer(bin, nginxArgs(dir));
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
@@ -669,16 +666,7 @@ permit (principal in Group::"ops", action, resource == App::"admin");
         ],
       }),
     );
-    const peer = startPeer(bin, [
-      "-p",
-      dir,
-      "-c",
-      join(dir, "nginx.conf"),
-      "-e",
-      "stderr",
-      "-g",
-      `daemon off; pid ${dir}/nginx.pid; error_log stderr;`,
-    ]);
+    const peer = startPeer(bin, nginxArgs(dir));
     try {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);

@@ -164,6 +164,18 @@ describe("PEP review hardening", () => {
     silent?.close();
   });
 
+  /** A WebSocket upgrade of `s` that the silent upstream holds before its 101. */
+  const pendingUpgrade = async (s: { cookie: string; sessionId: string }) => {
+    const handshake = silent.nextHandshake();
+    const c = net.connect(zt.port, "127.0.0.1");
+    c.on("error", () => {});
+    await new Promise((r) => c.once("connect", r));
+    c.write(UPGRADE("silent.localhost", "/ws", `Cookie: ${s.cookie}`));
+    const upstreamSide = await handshake;
+    expect(zt.pep.live.count(s.sessionId)).toBe(1);
+    return { c, upstreamSide };
+  };
+
   const get = (host: string, path: string, extra = "") =>
     raw(zt.port, [
       `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nConnection: close\r\n${extra}\r\n`,
@@ -293,13 +305,7 @@ describe("PEP review hardening", () => {
     it("stops a reset while the upstream handshake is pending from ending the PEP process", async () => {
       const s = await zt.session("alice");
       const errors = await uncaughtDuring(async () => {
-        const handshake = silent.nextHandshake();
-        const c = net.connect(zt.port, "127.0.0.1");
-        c.on("error", () => {});
-        await new Promise((r) => c.once("connect", r));
-        c.write(UPGRADE("silent.localhost", "/ws", `Cookie: ${s.cookie}`));
-        const upstreamSide = await handshake;
-        expect(zt.pep.live.count(s.sessionId)).toBe(1);
+        const { c, upstreamSide } = await pendingUpgrade(s);
         c.resetAndDestroy();
         expect(await silent.closed(upstreamSide)).toBe(true);
       });
@@ -376,13 +382,7 @@ describe("PEP review hardening", () => {
     it("stops a client that leaves before the upstream's 101 leaking the upstream leg and its live entry", async () => {
       const s = await zt.session("alice");
       for (let i = 0; i < 3; i++) {
-        const handshake = silent.nextHandshake();
-        const c = net.connect(zt.port, "127.0.0.1");
-        c.on("error", () => {});
-        await new Promise((r) => c.once("connect", r));
-        c.write(UPGRADE("silent.localhost", "/ws", `Cookie: ${s.cookie}`));
-        const upstreamSide = await handshake;
-        expect(zt.pep.live.count(s.sessionId)).toBe(1);
+        const { c, upstreamSide } = await pendingUpgrade(s);
         c.end();
         expect(await silent.closed(upstreamSide)).toBe(true);
         expect(zt.pep.live.count(s.sessionId)).toBe(0);
