@@ -1,4 +1,4 @@
-import { isIP } from "node:net";
+import { formatIp, parseIp } from "../core/ip-address.js";
 
 /**
  * IP addresses as certificates hold them (RFC 5280 §4.2.1.6: an iPAddress is 4 or 16
@@ -14,30 +14,11 @@ import { isIP } from "node:net";
  * @example ipAddressBytes("::ffff:10.0.0.1") // 00…00 ff ff 0a 00 00 01
  */
 export function ipAddressBytes(text: string): Buffer | undefined {
-  const family = isIP(text);
-  if (family === 4) return Buffer.from(text.split(".").map(Number));
-  if (family !== 6 || text.includes("%")) return undefined;
-  let s = text;
-  const lastColon = s.lastIndexOf(":");
-  const last = s.slice(lastColon + 1);
-  // RFC 4291 §2.2 (3): the low 32 bits may be written as a dotted IPv4 address.
-  if (last.includes(".")) {
-    if (isIP(last) !== 4) return undefined;
-    const o = last.split(".").map(Number) as [number, number, number, number];
-    s = `${s.slice(0, lastColon + 1)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) return undefined;
-  const head = halves[0] ? halves[0].split(":") : [];
-  const tail = halves.length === 2 && halves[1] ? halves[1].split(":") : [];
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
-  const groups = [...head, ...Array<string>(missing).fill("0"), ...tail];
-  const out = Buffer.alloc(16);
-  for (const [i, g] of groups.entries()) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-    out.writeUInt16BE(Number.parseInt(g, 16), i * 2);
-  }
+  const ip = parseIp(text);
+  if (!ip) return undefined;
+  const out = Buffer.alloc(ip.family === 4 ? 4 : 16);
+  let v = ip.value;
+  for (let i = out.length - 1; i >= 0; i--, v >>= 8n) out[i] = Number(v & 0xffn);
   return out;
 }
 
@@ -47,29 +28,10 @@ export function ipAddressBytes(text: string): Buffer | undefined {
  * Undefined unless 4 or 16 octets.
  */
 export function formatIpAddress(b: Uint8Array): string | undefined {
-  if (b.length === 4) return [...b].join(".");
-  if (b.length !== 16) return undefined;
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(i));
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hexs = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hexs.join(":");
-  return `${hexs.slice(0, bestStart).join(":")}::${hexs.slice(bestStart + bestLen).join(":")}`;
+  if (b.length !== 4 && b.length !== 16) return undefined;
+  let v = 0n;
+  for (const octet of b) v = (v << 8n) | BigInt(octet);
+  return formatIp(b.length === 4 ? 4 : 6, v);
 }
 
 /** The canonical text of an IP address (see `formatIpAddress`), or undefined if `text` is none. */

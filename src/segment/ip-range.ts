@@ -1,4 +1,6 @@
-import { isIPv4, isIPv6 } from "node:net";
+import { formatIp, parseIp } from "../core/ip-address.js";
+
+export { formatIp, parseIp };
 
 /** An inclusive address range of one family, as bigints (IPv4 fits too). */
 export interface IpRange {
@@ -12,44 +14,6 @@ const V6_BITS = 128;
 
 function bitsOf(family: 4 | 6): number {
   return family === 4 ? V4_BITS : V6_BITS;
-}
-
-/** Parses a dotted IPv4 address into a bigint. The caller has checked `isIPv4`. */
-function v4ToBig(addr: string): bigint {
-  let n = 0n;
-  for (const part of addr.split(".")) n = (n << 8n) | BigInt(Number(part));
-  return n;
-}
-
-/** Parses any textual IPv6 address (with `::`, embedded IPv4) into a bigint; `isIPv6` has passed. */
-function v6ToBig(addr: string): bigint {
-  let text = addr;
-  const lastColon = text.lastIndexOf(":");
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes(".")) {
-    const v = Number(v4ToBig(tail));
-    text = `${text.slice(0, lastColon + 1)}${((v >>> 16) & 0xffff).toString(16)}:${(v & 0xffff).toString(16)}`;
-  }
-  const parse = (s: string) => (s === "" ? [] : s.split(":").map((w) => parseInt(w, 16)));
-  const dbl = text.indexOf("::");
-  let words: number[];
-  if (dbl < 0) {
-    words = parse(text);
-  } else {
-    const head = parse(text.slice(0, dbl));
-    const rest = parse(text.slice(dbl + 2));
-    words = [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
-  }
-  let n = 0n;
-  for (const w of words) n = (n << 16n) | BigInt(w);
-  return n;
-}
-
-/** Parses one address (no prefix). Returns undefined when it is not an IP address. */
-export function parseIp(addr: string): { family: 4 | 6; value: bigint } | undefined {
-  if (isIPv4(addr)) return { family: 4, value: v4ToBig(addr) };
-  if (isIPv6(addr) && !addr.includes("%")) return { family: 6, value: v6ToBig(addr) };
-  return undefined;
 }
 
 export type CidrParse = { ok: true; range: IpRange } | { ok: false; reason: string };
@@ -83,35 +47,6 @@ export function parseCidr(text: string): CidrParse {
     };
   }
   return { ok: true, range: { family: ip.family, start: ip.value, end: ip.value | mask } };
-}
-
-/** Formats an address in canonical form (RFC 5952 for IPv6). */
-export function formatIp(family: 4 | 6, value: bigint): string {
-  if (family === 4) {
-    const v = Number(value);
-    return [(v >>> 24) & 255, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
-  }
-  const words: number[] = [];
-  for (let i = 7; i >= 0; i--) words.push(Number((value >> BigInt(i * 16)) & 0xffffn));
-  // RFC 5952 §4.2.3: compress the longest run of two or more zero words, the first on a tie
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart < 0) return hex.join(":");
-  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
 }
 
 /** Formats a range the way nft reads it: an address, a CIDR when exact, else `a-b`. */
