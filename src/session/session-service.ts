@@ -247,24 +247,9 @@ export class SessionService {
 
   /** Revokes sessions by id; every PEP denies their next request. Returns how many. */
   async revoke(sessionIds: string[], reason: string): Promise<number> {
-    if (sessionIds.length === 0) return 0;
-    const now = this.#ctx.clock.now();
-    const res = await this.#ctx.store.db
-      .updateTable("sessions")
-      .set({ revoked_at: now, revoke_reason: reason })
-      .where("id", "in", sessionIds)
-      .where("revoked_at", "is", null)
-      .executeTakeFirst();
-    const n = Number(res.numUpdatedRows ?? 0);
-    for (const id of sessionIds) this.#markRevoked(id, reason, now);
-    await this.#ctx.events.publish("session.revoked", { sessionIds, reason });
-    this.#ctx.audit.record({
-      kind: "session.revoke",
-      outcome: "info",
-      reason,
-      data: { session_ids: sessionIds },
+    return revokeSessions(this.#ctx, sessionIds, reason, {}, (now) => {
+      for (const id of sessionIds) this.#markRevoked(id, reason, now);
     });
-    return n;
   }
 
   /** Revokes every active session of a user. */
@@ -344,30 +329,46 @@ export async function revokeSessionsOfUser(
   userId: string,
   reason: string,
 ): Promise<string[]> {
-  const now = ctx.clock.now();
   const rows = await ctx.store.db
     .selectFrom("sessions")
     .select("id")
     .where("user_id", "=", userId)
     .where("revoked_at", "is", null)
-    .where("expires_at", ">", now)
+    .where("expires_at", ">", ctx.clock.now())
     .execute();
   const ids = rows.map((r) => r.id);
-  if (ids.length === 0) return [];
-  await ctx.store.db
+  await revokeSessions(ctx, ids, reason, { user_id: userId });
+  return ids;
+}
+
+/**
+ * Marks sessions revoked in the store, then (after `local`, this process's own memory)
+ * publishes `session.revoked` and audits `session.revoke`. Returns how many were live.
+ */
+async function revokeSessions(
+  ctx: AppContext,
+  ids: string[],
+  reason: string,
+  auditData: Record<string, string>,
+  local?: (now: number) => void,
+): Promise<number> {
+  if (ids.length === 0) return 0;
+  const now = ctx.clock.now();
+  const res = await ctx.store.db
     .updateTable("sessions")
     .set({ revoked_at: now, revoke_reason: reason })
     .where("id", "in", ids)
     .where("revoked_at", "is", null)
-    .execute();
+    .executeTakeFirst();
+  local?.(now);
   await ctx.events.publish("session.revoked", { sessionIds: ids, reason });
   ctx.audit.record({
     kind: "session.revoke",
     outcome: "info",
     reason,
-    data: { session_ids: ids, user_id: userId },
+    data: { session_ids: ids, ...auditData },
   });
-  return ids;
+  return Number(res.numUpdatedRows ?? 0);
 }
 
 function fromRow(r: {
