@@ -101,8 +101,18 @@ export function nginxConfig(o: {
   upstream: number;
   runAsRoot: boolean;
   hosts?: { name: string; upstream: number }[];
+  /** The documented lines clearing a client's X-Forwarded-Uri/-Method/-Host (false: to test zt without them). */
+  clearForwarded?: boolean;
 }): string {
   const hosts = o.hosts ?? [{ name: "app.localhost", upstream: o.upstream }];
+  const clearForwarded =
+    o.clearForwarded === false
+      ? ""
+      : `
+      # Not the client's: zt refuses the two conventions together.
+      proxy_set_header X-Forwarded-Uri "";
+      proxy_set_header X-Forwarded-Method "";
+      proxy_set_header X-Forwarded-Host "";`;
   const server = (h: { name: string }, i: number) => `
   server {
     listen 127.0.0.1:${o.listen};
@@ -129,11 +139,7 @@ export function nginxConfig(o: {
       proxy_set_header Host $host$zt_port;
       # $host: the host this server block was chosen by (the request line's, if absolute).
       proxy_set_header X-Original-URL $scheme://$host$zt_port$request_uri;
-      proxy_set_header X-Original-Method $request_method;
-      # Not the client's: zt refuses the two conventions together.
-      proxy_set_header X-Forwarded-Uri "";
-      proxy_set_header X-Forwarded-Method "";
-      proxy_set_header X-Forwarded-Host "";
+      proxy_set_header X-Original-Method $request_method;${clearForwarded}
       proxy_set_header X-Forwarded-For $remote_addr;
     }
 
@@ -693,5 +699,110 @@ permit (principal in Group::"ops", action, resource == App::"admin");
       await app.close();
       await admin.close();
     }
+  }, 60_000);
+});
+
+// forward_auth.headers pinned to the front proxy's convention: a client's headers of the
+// other convention are never read, so they decide nothing even where the proxy's config
+// does not remove them (the documented configs do).
+describe("forward-auth with forward_auth.headers pinned to the front proxy's convention", () => {
+  async function pinnedCase(
+    proxy: "nginx" | "caddy",
+    forged: Record<string, string>,
+  ): Promise<void> {
+    const upstream = await startUpstream();
+    const listen = await freePort();
+    const host = `app.localhost:${listen}`;
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+      extra: { forward_auth: { headers: proxy === "nginx" ? "x-original" : "x-forwarded" } },
+    });
+    const dir = tempDir("zt-proxy-");
+    if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
+    let peer: ReturnType<typeof startPeer>;
+    if (proxy === "nginx") {
+      mkdirSync(join(dir, "tmp"), { recursive: true });
+      const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
+      writeFileSync(
+        join(dir, "nginx.conf"),
+        nginxConfig({
+          dir,
+          listen,
+          zt: zt.port,
+          upstream: upstream.port,
+          runAsRoot: process.getuid?.() === 0,
+          clearForwarded: false,
+        }),
+      );
+      peer = startPeer(bin, nginxArgs(dir));
+    } else {
+      const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
+      writeFileSync(
+        join(dir, "Caddyfile"),
+        caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
+      );
+      const home = join(dir, "home");
+      mkdirSync(home, { recursive: true });
+      peer = startPeer(bin, ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"], {
+        HOME: home,
+        XDG_DATA_HOME: join(home, "data"),
+        XDG_CONFIG_HOME: join(home, "config"),
+      });
+    }
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      // Decided on the URL the proxy forwards, whatever the client added: denied …
+      const admin = await request(listen, {
+        host,
+        path: "/admin/keys",
+        headers: { cookie, accept: "application/json", ...forged },
+      });
+      expect(admin.status, admin.body).toBe(403);
+      expect(admin.headers["x-zt-reason"] ?? admin.body).toContain("admin-area-closed");
+      expect(upstream.seen).toHaveLength(0);
+      // … and allowed, not refused as ambiguous (as under "auto").
+      const page = await request(listen, {
+        host,
+        path: "/public",
+        headers: { cookie, accept: "application/json", ...forged },
+      });
+      expect(page.status, page.body).toBe(200);
+      expect(upstream.seen.map((r) => r.url)).toEqual(["/public"]);
+      await zt.ctx.audit.flush();
+      const decided = (
+        await zt.ctx.store.db
+          .selectFrom("audit_events")
+          .select(["outcome", "data"])
+          .where("kind", "=", "decision")
+          .orderBy("seq")
+          .execute()
+      ).map((r) => [r.outcome, (JSON.parse(r.data) as { path: string }).path]);
+      expect(decided).toEqual([
+        ["deny", "/admin/keys"],
+        ["allow", "/public"],
+      ]);
+    } finally {
+      await peer.stop();
+      await zt.close();
+      await upstream.close();
+    }
+  }
+
+  it("x-original behind nginx: a client's X-Forwarded-Uri/-Method/-Host choose nothing", async () => {
+    await pinnedCase("nginx", {
+      "x-forwarded-uri": "/public",
+      "x-forwarded-method": "GET",
+      "x-forwarded-host": "other.localhost",
+    });
+  }, 60_000);
+
+  it("x-forwarded behind Caddy: a client's X-Original-URL/-Method choose nothing", async () => {
+    await pinnedCase("caddy", {
+      "x-original-url": "http://app.localhost/public",
+      "x-original-method": "GET",
+    });
   }, 60_000);
 });

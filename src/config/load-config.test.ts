@@ -50,6 +50,9 @@ policies: ./policies
     );
     expect(configError("trust_domian: x")).toMatch(/unknown key.*trust_domian/);
     expect(configError("session: { ttl: forever }")).toMatch(/session\.ttl/);
+    expect(configError("forward_auth: { headers: traefik }")).toMatch(
+      /forward_auth\.headers.*x-original.*x-forwarded/,
+    );
     expect(
       configError(
         "routes:\n  - { name: a, from: 'http://a', to: 'http://b' }\n  - { name: a, from: 'http://c', to: 'http://d' }",

@@ -96,6 +96,23 @@ export const configSchema = z
     /** File holding the 32-byte master key (base64 or hex) that encrypts keys at rest. */
     master_key_file: z.string().optional(),
     trusted_proxies: z.array(z.string()).default(["127.0.0.1/32", "::1/128"]),
+    forward_auth: z
+      .object({
+        /**
+         * Which headers name the original request: "auto" (either convention, both at
+         * once refused), or pinned to the front proxy's own: "x-original" (nginx
+         * auth_request) or "x-forwarded" (Caddy, Traefik, HAProxy); the other
+         * convention's headers are then never read.
+         */
+        headers: z
+          .enum(["auto", "x-original", "x-forwarded"], {
+            error:
+              'expected "auto", "x-original" (nginx) or "x-forwarded" (Caddy, Traefik, HAProxy)',
+          })
+          .default("auto"),
+      })
+      .strict()
+      .default({ headers: "auto" }),
     session: z
       .object({
         ttl: duration.default("12h"),

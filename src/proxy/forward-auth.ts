@@ -19,6 +19,7 @@ import {
   originalRequestHeaders,
   readOriginalRequest,
   type AddressSet,
+  type ForwardedConvention,
   type OriginalRequest,
 } from "./forwarded-headers.js";
 import { sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
@@ -28,6 +29,8 @@ import type { RouteTable } from "./route-table.js";
 export interface ForwardAuthDeps {
   routes: RouteTable;
   trusted: AddressSet;
+  /** `forward_auth.headers`: the header convention read (default: either, not both). */
+  convention?: ForwardedConvention;
   /** A plain value when the session is in memory, a promise when it must be read. */
   authenticate(headers: IncomingMessage["headers"]): AuthOutcome | Promise<AuthOutcome>;
   decisions: DecisionPoint;
@@ -71,7 +74,7 @@ export function createForwardAuthHandler(
       );
       return;
     }
-    const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders));
+    const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders), d.convention);
     if (!orig.ok) {
       sendError(res, "ZT_REQUEST_AMBIGUOUS", `forward-auth refused: ${orig.detail}`, {
         reason: orig.reason,

@@ -86,6 +86,69 @@ describe("readOriginalRequest", () => {
     });
   });
 
+  // forward_auth.headers pinned to the front proxy's convention: the other one's headers,
+  // which only a client can have added, are never read — not even to refuse the request.
+  it("reads only the pinned convention, so a client's copies of the other cannot choose the URL", () => {
+    const caddy = {
+      "x-forwarded-method": ["GET"],
+      "x-forwarded-proto": ["http"],
+      "x-forwarded-host": ["app.example"],
+      "x-forwarded-uri": ["/admin/keys"],
+    };
+    const nginx = {
+      "x-original-url": ["http://app.example/admin/keys"],
+      "x-original-method": ["GET"],
+    };
+    const clientOriginal = [
+      {},
+      { "x-original-url": ["http://app.example/public"], "x-original-method": ["GET"] },
+      { "x-original-url": ["http://other.example/public", "http://x/"] },
+      { "x-original-method": ["DELETE"] },
+    ];
+    for (const extra of clientOriginal)
+      expect(readOriginalRequest({ ...caddy, ...extra }, "x-forwarded")).toMatchObject({
+        ok: true,
+        request: { host: "app.example", path: "/admin/keys", method: "GET", style: "forward-auth" },
+      });
+    const clientForwarded = [
+      {},
+      { "x-forwarded-uri": ["/public"], "x-forwarded-method": ["GET"] },
+      { "x-forwarded-host": ["other.example", "x"] },
+      { "x-forwarded-proto": ["https, http"] },
+    ];
+    for (const extra of clientForwarded)
+      expect(readOriginalRequest({ ...nginx, ...extra }, "x-original")).toMatchObject({
+        ok: true,
+        request: { host: "app.example", path: "/admin/keys", method: "GET", style: "auth-request" },
+      });
+    // The pinned convention's own headers missing: refused, naming the setting — the other
+    // convention does not stand in for them.
+    expect(readOriginalRequest(nginx, "x-forwarded")).toMatchObject({
+      ok: false,
+      reason: "forwarded-missing",
+      detail: expect.stringContaining("forward_auth.headers: x-forwarded"),
+    });
+    expect(readOriginalRequest(caddy, "x-original")).toMatchObject({
+      ok: false,
+      reason: "forwarded-missing",
+      detail: expect.stringContaining("forward_auth.headers: x-original"),
+    });
+    // Its own headers are held to the same rules as under "auto".
+    expect(
+      readOriginalRequest(
+        { ...nginx, "x-original-url": ["http://a/x", "http://b/y"] },
+        "x-original",
+      ),
+    ).toMatchObject({ ok: false, reason: "forwarded-duplicate" });
+    expect(
+      readOriginalRequest({ ...caddy, "x-forwarded-uri": ["/a/../admin"] }, "x-forwarded"),
+    ).toMatchObject({ ok: false, reason: "path-not-canonical" });
+    // "auto" still refuses the same mixes.
+    expect(
+      readOriginalRequest({ ...caddy, "x-original-url": ["http://app.example/public"] }, "auto"),
+    ).toMatchObject({ ok: false, reason: "forwarded-conflict" });
+  });
+
   // nginx, Caddy and HAProxy forward the URI as the client sent it, whatever zt decided on.
   it("stops a path that the proxy forwards in another form than the one decided on", () => {
     const refused = [

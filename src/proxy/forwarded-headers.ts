@@ -16,6 +16,13 @@ import { canonicalizeRequest, type CanonicalRefusal } from "./canonical-request.
  */
 export type ForwardAuthStyle = "auth-request" | "forward-auth";
 
+/**
+ * `forward_auth.headers`: which convention names the original request. `auto` reads
+ * either and refuses both at once; a pinned one never reads the other's headers, so a
+ * client's copies of them (which front proxies pass on) cannot matter at all.
+ */
+export type ForwardedConvention = "auto" | "x-original" | "x-forwarded";
+
 export interface OriginalRequest {
   method: string;
   proto: "http" | "https";
@@ -98,22 +105,34 @@ function one(headers: DistinctHeaders, name: string): One {
  * The original request, from `X-Original-URL` + `X-Original-Method` (nginx), or from
  * `X-Forwarded-Method/Proto/Host/Uri` (Caddy, Traefik, HAProxy). Missing, duplicated or
  * malformed headers are refused, never guessed; so are both conventions at once, and a
- * path the front proxy would forward in a form other than the one decided on.
+ * path the front proxy would forward in a form other than the one decided on. With a
+ * pinned `convention`, only that convention's headers are read.
  *
  * @example readOriginalRequest({ "x-original-url": ["https://app.example/a/b"], "x-original-method": ["GET"] })
  *          // → { ok: true, request: { host: "app.example", path: "/a/b", method: "GET", style: "auth-request", … } }
  */
-export function readOriginalRequest(headers: DistinctHeaders): OriginalRequestResult {
-  const url = one(headers, "x-original-url");
+export function readOriginalRequest(
+  headers: DistinctHeaders,
+  convention: ForwardedConvention = "auto",
+): OriginalRequestResult {
+  const original = convention !== "x-forwarded";
+  const forwarded = convention !== "x-original";
+  const url = original ? one(headers, "x-original-url") : ABSENT;
   if (!url.ok) return url;
-  const method = one(headers, "x-original-method");
+  const method = original ? one(headers, "x-original-method") : ABSENT;
   if (!method.ok) return method;
-  const fwdMethod = one(headers, "x-forwarded-method");
+  const fwdMethod = forwarded ? one(headers, "x-forwarded-method") : ABSENT;
   if (!fwdMethod.ok) return fwdMethod;
-  const fwdUri = one(headers, "x-forwarded-uri");
+  const fwdUri = forwarded ? one(headers, "x-forwarded-uri") : ABSENT;
   if (!fwdUri.ok) return fwdUri;
-  const fwdHost = one(headers, "x-forwarded-host");
+  const fwdHost = forwarded ? one(headers, "x-forwarded-host") : ABSENT;
   if (!fwdHost.ok) return fwdHost;
+  if (convention === "x-original" && url.value === undefined && method.value === undefined)
+    return {
+      ok: false,
+      reason: "forwarded-missing",
+      detail: "expected X-Original-URL and X-Original-Method (forward_auth.headers: x-original)",
+    };
   if (url.value !== undefined || method.value !== undefined) {
     // A front proxy sets one convention and passes the client's other headers on (Caddy
     // and Traefik copy a client's X-Original-URL, nginx a client's X-Forwarded-Uri): with
@@ -152,7 +171,9 @@ export function readOriginalRequest(headers: DistinctHeaders): OriginalRequestRe
       ok: false,
       reason: "forwarded-missing",
       detail:
-        "expected X-Original-URL + X-Original-Method, or X-Forwarded-Method, -Proto, -Host and -Uri",
+        convention === "x-forwarded"
+          ? "expected X-Forwarded-Method, -Proto, -Host and -Uri (forward_auth.headers: x-forwarded)"
+          : "expected X-Original-URL + X-Original-Method, or X-Forwarded-Method, -Proto, -Host and -Uri",
     };
   }
   // A list ("https, http") means a chain of proxies disagreeing: refuse.

@@ -122,6 +122,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const authz = createForwardAuthHandler({
     routes,
     trusted,
+    convention: cfg.forward_auth.headers,
     authenticate,
     decisions: s.decisions,
     assertions: s.assertions,
