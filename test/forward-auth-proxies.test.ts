@@ -90,6 +90,29 @@ function startPeer(
   };
 }
 
+type Peer = ReturnType<typeof startPeer>;
+
+/** The real nginx with `conf` as `dir/nginx.conf`. */
+function startNginx(dir: string, conf: string): Peer {
+  const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
+  mkdirSync(join(dir, "tmp"), { recursive: true });
+  writeFileSync(join(dir, "nginx.conf"), conf);
+  return startPeer(bin, nginxArgs(dir));
+}
+
+/** The real Caddy with `caddyfile` as `dir/Caddyfile` and its own home under `dir`. */
+function startCaddy(dir: string, caddyfile: string): Peer {
+  const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
+  writeFileSync(join(dir, "Caddyfile"), caddyfile);
+  const home = join(dir, "home");
+  mkdirSync(home, { recursive: true });
+  return startPeer(bin, ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"], {
+    HOME: home,
+    XDG_DATA_HOME: join(home, "data"),
+    XDG_CONFIG_HOME: join(home, "config"),
+  });
+}
+
 /**
  * nginx auth_request in front of the upstream (docs/forward-auth.md, "nginx"); `hosts`
  * adds one server block per protected host (default: app.localhost to `upstream`).
@@ -289,11 +312,8 @@ const PROXIES: ProxyUnderTest[] = [
   {
     name: "nginx auth_request",
     async start(dir, ports) {
-      const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
-      mkdirSync(join(dir, "tmp"), { recursive: true });
       const runAsRoot = process.getuid?.() === 0;
-      writeFileSync(join(dir, "nginx.conf"), nginxConfig({ dir, ...ports, runAsRoot }));
-      const peer = startPeer(bin, nginxArgs(dir));
+      const peer = startNginx(dir, nginxConfig({ dir, ...ports, runAsRoot }));
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
@@ -301,19 +321,7 @@ const PROXIES: ProxyUnderTest[] = [
   {
     name: "Caddy forward_auth",
     async start(dir, ports) {
-      const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
-      writeFileSync(join(dir, "Caddyfile"), caddyConfig(ports));
-      const home = join(dir, "home");
-      mkdirSync(home, { recursive: true });
-      const peer = startPeer(
-        bin,
-        ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"],
-        {
-          HOME: home,
-          XDG_DATA_HOME: join(home, "data"),
-          XDG_CONFIG_HOME: join(home, "config"),
-        },
-      );
+      const peer = startCaddy(dir, caddyConfig(ports));
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
@@ -595,18 +603,9 @@ describe("forward-auth behind Caddy that passes the client's X-Original-* on", (
       policies: POLICY,
       routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
     });
-    const dir = tempDir("zt-proxy-");
-    const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
-    writeFileSync(
-      join(dir, "Caddyfile"),
+    const peer = startCaddy(
+      tempDir("zt-proxy-"),
       caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
-    );
-    const home = join(dir, "home");
-    mkdirSync(home, { recursive: true });
-    const peer = startPeer(
-      bin,
-      ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"],
-      { HOME: home, XDG_DATA_HOME: join(home, "data"), XDG_CONFIG_HOME: join(home, "config") },
     );
     try {
       await waitForPort(listen, peer.child, peer.output);
@@ -656,10 +655,8 @@ permit (principal in Group::"ops", action, resource == App::"admin");
     });
     const dir = tempDir("zt-proxy-");
     if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
-    mkdirSync(join(dir, "tmp"), { recursive: true });
-    const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
-    writeFileSync(
-      join(dir, "nginx.conf"),
+    const peer = startNginx(
+      dir,
       nginxConfig({
         dir,
         listen,
@@ -672,7 +669,6 @@ permit (principal in Group::"ops", action, resource == App::"admin");
         ],
       }),
     );
-    const peer = startPeer(bin, nginxArgs(dir));
     try {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);
@@ -720,36 +716,23 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
     });
     const dir = tempDir("zt-proxy-");
     if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
-    let peer: ReturnType<typeof startPeer>;
-    if (proxy === "nginx") {
-      mkdirSync(join(dir, "tmp"), { recursive: true });
-      const bin = findBinary(["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
-      writeFileSync(
-        join(dir, "nginx.conf"),
-        nginxConfig({
-          dir,
-          listen,
-          zt: zt.port,
-          upstream: upstream.port,
-          runAsRoot: process.getuid?.() === 0,
-          clearForwarded: false,
-        }),
-      );
-      peer = startPeer(bin, nginxArgs(dir));
-    } else {
-      const bin = findBinary(["/usr/bin/caddy", "/usr/local/bin/caddy"]);
-      writeFileSync(
-        join(dir, "Caddyfile"),
-        caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
-      );
-      const home = join(dir, "home");
-      mkdirSync(home, { recursive: true });
-      peer = startPeer(bin, ["run", "--config", join(dir, "Caddyfile"), "--adapter", "caddyfile"], {
-        HOME: home,
-        XDG_DATA_HOME: join(home, "data"),
-        XDG_CONFIG_HOME: join(home, "config"),
-      });
-    }
+    const peer =
+      proxy === "nginx"
+        ? startNginx(
+            dir,
+            nginxConfig({
+              dir,
+              listen,
+              zt: zt.port,
+              upstream: upstream.port,
+              runAsRoot: process.getuid?.() === 0,
+              clearForwarded: false,
+            }),
+          )
+        : startCaddy(
+            dir,
+            caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
+          );
     try {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);

@@ -11,6 +11,18 @@ import {
   type DistinctHeaders,
 } from "./forwarded-headers.js";
 
+/** What Caddy (X-Forwarded-*) and nginx (X-Original-*) send for GET http://app.example/admin/keys. */
+const caddy = {
+  "x-forwarded-method": ["GET"],
+  "x-forwarded-proto": ["http"],
+  "x-forwarded-host": ["app.example"],
+  "x-forwarded-uri": ["/admin/keys"],
+};
+const nginx = {
+  "x-original-url": ["http://app.example/admin/keys"],
+  "x-original-method": ["GET"],
+};
+
 describe("readOriginalRequest", () => {
   it("reads nginx auth_request headers (X-Original-URL + X-Original-Method)", () => {
     const r = readOriginalRequest({
@@ -47,16 +59,6 @@ describe("readOriginalRequest", () => {
   // Caddy and Traefik copy every client header into the check and set X-Forwarded-*
   // themselves; nginx sets X-Original-* and passes a client's X-Forwarded-Uri on.
   it("stops a client choosing the URL decided on by adding the other convention's headers", () => {
-    const caddy = {
-      "x-forwarded-method": ["GET"],
-      "x-forwarded-proto": ["http"],
-      "x-forwarded-host": ["app.example"],
-      "x-forwarded-uri": ["/admin/keys"],
-    };
-    const nginx = {
-      "x-original-url": ["http://app.example/admin/keys"],
-      "x-original-method": ["GET"],
-    };
     const forged = [
       { ...caddy, "x-original-url": ["http://app.example/public"], "x-original-method": ["GET"] },
       { ...caddy, "x-original-url": ["http://app.example/public"] },
@@ -89,16 +91,6 @@ describe("readOriginalRequest", () => {
   // forward_auth.headers pinned to the front proxy's convention: the other one's headers,
   // which only a client can have added, are never read — not even to refuse the request.
   it("reads only the pinned convention, so a client's copies of the other cannot choose the URL", () => {
-    const caddy = {
-      "x-forwarded-method": ["GET"],
-      "x-forwarded-proto": ["http"],
-      "x-forwarded-host": ["app.example"],
-      "x-forwarded-uri": ["/admin/keys"],
-    };
-    const nginx = {
-      "x-original-url": ["http://app.example/admin/keys"],
-      "x-original-method": ["GET"],
-    };
     const clientOriginal = [
       {},
       { "x-original-url": ["http://app.example/public"], "x-original-method": ["GET"] },
