@@ -32,6 +32,7 @@ export {
   setSinkLag,
   countDropped,
   countShed,
+  countRefused,
   countBannedRequest,
 } from "./metrics.js";
 export { collectStoreMetrics } from "./store-metrics.js";

@@ -113,6 +113,18 @@ export function countShed(): void {
   shedRequests.inc();
 }
 
+const refusedRequests = new Counter({
+  name: "zt_pep_refused_total",
+  help: "Requests refused before any decision (ambiguous or malformed, or no route), by reason.",
+  labelNames: ["reason"] as const,
+  registers: [metrics],
+});
+
+/** Counts a request the PEP refused before deciding (reasons are a closed set of codes). */
+export function countRefused(reason: string): void {
+  refusedRequests.labels(reason).inc();
+}
+
 const bannedRequests = new Counter({
   name: "zt_banned_requests_total",
   help: "Requests refused because their source is banned.",

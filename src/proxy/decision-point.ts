@@ -1,4 +1,4 @@
-import { countDecision, isBanned } from "../audit/index.js";
+import { countDecision, countRefused, isBanned } from "../audit/index.js";
 import type { AppContext } from "../app/index.js";
 import { timeOrderedId } from "../core/ids.js";
 import { CidrSet } from "../core/cidr.js";
@@ -269,6 +269,50 @@ export class DecisionPoint {
     countDecision(facts.route, result.verdict, result.reason, (performance.now() - started) / 1000);
     return { decisionId, result };
   }
+}
+
+/** A request refused before any decision could be made on it. */
+export interface Refusal {
+  /** Stable kebab-case reason (`path-ambiguous`, `host-duplicate`, `no-route` …). */
+  reason: string;
+  /** What exactly was wrong, in words (no secrets: request shape only). */
+  detail?: string | undefined;
+  /** The error code answered (`ZT_REQUEST_AMBIGUOUS` …). */
+  code: string;
+  sourceIp: string;
+  /** Which enforcement point refused (proxy, forward-auth). */
+  pep: string;
+  method?: string | undefined;
+  /** The request target as received (kept to its first 512 characters). */
+  target?: string | undefined;
+  host?: string | undefined;
+}
+
+/** The longest request target kept in a refusal's audit record. */
+const MAX_REFUSED_TARGET = 512;
+
+/**
+ * Records a refusal as `request.refused` (outcome deny) under a fresh decision id and
+ * returns that id for the answer (`X-Zt-Decision-Id`): every request the PEP turns away
+ * is in the audit log, explainable (`zt audit explain`) and countable by the alert
+ * rules (`match: refused`), including the malformed ones probing for a bypass.
+ */
+export function recordRefusal(ctx: Pick<AppContext, "audit" | "clock">, r: Refusal): string {
+  const decisionId = newDecisionId(ctx.clock.now());
+  const target =
+    r.target === undefined || r.target.length <= MAX_REFUSED_TARGET
+      ? r.target
+      : `${r.target.slice(0, MAX_REFUSED_TARGET)}…`;
+  ctx.audit.record({
+    kind: "request.refused",
+    outcome: "deny",
+    sourceIp: r.sourceIp,
+    decisionId,
+    reason: r.reason,
+    data: { code: r.code, detail: r.detail, method: r.method, host: r.host, target, pep: r.pep },
+  });
+  countRefused(r.reason);
+  return decisionId;
 }
 
 /** A fresh decision id: `dec_` + time (ordered, for the audit index) + 128 random bits. */

@@ -11,10 +11,12 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Clock } from "../core/clock.js";
+import { ZtError, type ZtErrorCode } from "../core/errors.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import { assertionClaims, factsFor, type AuthOutcome } from "./authenticate.js";
-import type { DecisionPoint } from "./decision-point.js";
+import { recordRefusal, type DecisionPoint } from "./decision-point.js";
+import type { AppContext } from "../app/index.js";
 import {
   originalRequestHeaders,
   readOriginalRequest,
@@ -34,6 +36,8 @@ export interface ForwardAuthDeps {
   /** A plain value when the session is in memory, a promise when it must be read. */
   authenticate(headers: IncomingMessage["headers"]): AuthOutcome | Promise<AuthOutcome>;
   decisions: DecisionPoint;
+  /** Where refusals made before any decision are recorded (`request.refused`). */
+  audit: AppContext["audit"];
   assertions: AssertionSigner;
   denials: RecentDenials;
   clock: Clock;
@@ -60,25 +64,58 @@ export function createForwardAuthHandler(
 ): (req: IncomingMessage, res: ServerResponse, query: string, clientIp: string) => Promise<void> {
   // `query`: the raw query string ("" or "?…"); `clientIp`: the caller's resolveClientIp.
   return async (req, res, query, clientIp) => {
+    /** Refused before any decision: audited, with a decision id in the answer. */
+    const refuse = (
+      code: ZtErrorCode,
+      message: string,
+      reason: string,
+      sourceIp: string,
+      o?: OriginalRequest,
+      status?: number,
+      detail?: string,
+    ) => {
+      const decisionId = recordRefusal(
+        { audit: d.audit, clock: d.clock },
+        {
+          reason,
+          detail,
+          code,
+          sourceIp,
+          pep: d.pepId,
+          method: o?.method,
+          host: o?.host,
+          target: o && o.path + o.query,
+        },
+      );
+      const e = new ZtError(code, message, { reason, decision_id: decisionId });
+      sendJson(res, status ?? e.httpStatus, e.toJSON(), {
+        "x-zt-decision-id": decisionId,
+        "x-zt-reason": reason,
+      });
+    };
     const peer = req.socket.remoteAddress ?? "";
     if (!d.trusted.has(peer)) {
       // Forwarded headers from anyone but a trusted proxy are ignored, and without them
       // there is no original request to decide on.
-      sendError(
-        res,
+      refuse(
         "ZT_FORWARD_AUTH_UNTRUSTED",
         "forward-auth is answered only to trusted_proxies",
-        {
-          reason: "untrusted-proxy",
-        },
+        "untrusted-proxy",
+        clientIp,
       );
       return;
     }
     const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders), d.convention);
     if (!orig.ok) {
-      sendError(res, "ZT_REQUEST_AMBIGUOUS", `forward-auth refused: ${orig.detail}`, {
-        reason: orig.reason,
-      });
+      refuse(
+        "ZT_REQUEST_AMBIGUOUS",
+        `forward-auth refused: ${orig.detail}`,
+        orig.reason,
+        clientIp,
+        undefined,
+        undefined,
+        orig.detail,
+      );
       return;
     }
     const o = orig.request;
@@ -88,18 +125,8 @@ export function createForwardAuthHandler(
     const browser = wantsHtml(req) && (o.method === "GET" || o.method === "HEAD");
     const route = d.routes.match(o.host, o.path);
     if (!route) {
-      sendJson(
-        res,
-        403,
-        {
-          error: {
-            code: "ZT_ROUTE_NOT_FOUND",
-            message: `no route for host ${o.host}`,
-            reason: "no-route",
-          },
-        },
-        { "x-zt-reason": "no-route" },
-      );
+      // 403, not 404: nginx's auth_request turns anything but 2xx/401/403 into a 500.
+      refuse("ZT_ROUTE_NOT_FOUND", `no route for host ${o.host}`, "no-route", clientIp, o, 403);
       return;
     }
     const pending = d.authenticate(req.headers);

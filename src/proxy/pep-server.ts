@@ -4,7 +4,7 @@ import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { AppContext } from "../app/index.js";
-import { isZtError, ZtError } from "../core/errors.js";
+import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { normalizeIp } from "../core/cidr.js";
 import { parseDuration } from "../core/duration.js";
 import type { ResolvedRoute } from "../config/index.js";
@@ -26,7 +26,12 @@ import {
   type ClientCertMode,
 } from "./authenticate.js";
 import { canonicalizeRequest } from "./canonical-request.js";
-import type { Decision, DecisionFacts, DecisionPoint } from "./decision-point.js";
+import {
+  recordRefusal,
+  type Decision,
+  type DecisionFacts,
+  type DecisionPoint,
+} from "./decision-point.js";
 import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
 import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
@@ -122,6 +127,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const authz = createForwardAuthHandler({
     routes,
     trusted,
+    audit: ctx.audit,
     convention: cfg.forward_auth.headers,
     authenticate,
     decisions: s.decisions,
@@ -181,11 +187,60 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
           ? "408 Request Timeout"
           : "400 Bad Request";
     const code = status.startsWith("431") ? "ZT_HEADERS_TOO_LARGE" : "ZT_BAD_REQUEST";
-    const body = JSON.stringify({ error: { code, message: status.slice(4) } });
+    const reason = clientErrorReason(err.code, err.message);
+    const tcp = socket as Partial<Socket>;
+    // A connection that sent nothing before the header timeout (a browser's speculative
+    // preconnect, a port check) is closed without a record: no request was refused.
+    const silent = err.code === "ERR_HTTP_REQUEST_TIMEOUT" && tcp.bytesRead === 0;
+    // The request was never parsed: the peer is the only address known.
+    const peer = tcp.remoteAddress;
+    const decisionId = silent
+      ? undefined
+      : recordRefusal(ctx, {
+          reason,
+          code,
+          sourceIp: peer === undefined ? "" : normalizeIp(peer),
+          pep: pepId,
+        });
+    const body = JSON.stringify({
+      error: { code, message: status.slice(4), reason, decision_id: decisionId },
+    });
+    const idLine = decisionId === undefined ? "" : `X-Zt-Decision-Id: ${decisionId}\r\n`;
     socket.end(
-      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${idLine}Connection: close\r\n\r\n${body}`,
     );
   });
+
+  /**
+   * Refuses a request before any decision (ambiguous, malformed, no route): audited as
+   * `request.refused` under a decision id the client gets back, like a denial's.
+   */
+  function refuseRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+    clientIp: string,
+    code: ZtErrorCode,
+    message: string,
+    reason: string,
+    host?: string,
+    detail?: string,
+  ): void {
+    const decisionId = recordRefusal(ctx, {
+      reason,
+      detail,
+      code,
+      sourceIp: clientIp,
+      pep: pepId,
+      method: req.method,
+      target: req.url,
+      host,
+    });
+    const e = new ZtError(code, message, { reason, decision_id: decisionId });
+    sendJson(res, e.httpStatus, e.toJSON(), {
+      "x-zt-decision-id": decisionId,
+      "x-zt-reason": reason,
+    });
+  }
 
   // Continuous verification: a revoked session loses its live connections at once.
   const offRevoked = s.sessions.onRevoked((sessionId) => {
@@ -427,27 +482,41 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     if (duplicateHost(req)) {
-      sendError(res, "ZT_REQUEST_AMBIGUOUS", "request refused: more than one Host header", {
-        reason: "host-duplicate",
-      });
+      refuseRequest(
+        req,
+        res,
+        clientIp,
+        "ZT_REQUEST_AMBIGUOUS",
+        "request refused: more than one Host header",
+        "host-duplicate",
+      );
       return;
     }
     if (connectionNamesProtected(req)) {
       // Request smuggling: "Connection: content-length" asks a proxy to drop the framing.
       res.shouldKeepAlive = false;
-      sendError(
+      refuseRequest(
+        req,
         res,
+        clientIp,
         "ZT_REQUEST_AMBIGUOUS",
         "request refused: Connection names Content-Length, Transfer-Encoding or Host",
-        { reason: "connection-names-framing" },
+        "connection-names-framing",
       );
       return;
     }
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
     if (!canon.ok) {
-      sendError(res, "ZT_REQUEST_AMBIGUOUS", `request refused: ${canon.detail}`, {
-        reason: canon.reason,
-      });
+      refuseRequest(
+        req,
+        res,
+        clientIp,
+        "ZT_REQUEST_AMBIGUOUS",
+        `request refused: ${canon.detail}`,
+        canon.reason,
+        undefined,
+        canon.detail,
+      );
       return;
     }
     const { host, path, query } = canon;
@@ -462,7 +531,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     }
     const route = routes.match(host, path);
     if (!route) {
-      sendError(res, "ZT_ROUTE_NOT_FOUND", `no route for host ${host}`, { host });
+      refuseRequest(
+        req,
+        res,
+        clientIp,
+        "ZT_ROUTE_NOT_FOUND",
+        `no route for host ${host}`,
+        "no-route",
+        host,
+      );
       return;
     }
     const returnTo = path + query;
@@ -531,12 +608,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   }
 
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const refuse = (status: string, body: object) => {
+    const refuse = (status: string, body: object, decisionId?: string) => {
       if (socket.destroyed) return;
       const text = JSON.stringify(body);
+      const idLine = decisionId === undefined ? "" : `X-Zt-Decision-Id: ${decisionId}\r\n`;
       // Closed once written: a client keeping its half open holds nothing here.
       socket.end(
-        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${idLine}Connection: close\r\n\r\n${text}`,
         () => socket.destroy(),
       );
     };
@@ -549,21 +627,41 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         error: { code: "ZT_UNAVAILABLE", reason: "audit-backlog" },
       });
     }
+    /** A refusal before any decision: audited, its decision id in the answer. */
+    const refuseAudited = (
+      status: string,
+      code: ZtErrorCode,
+      reason: string,
+      host?: string,
+      detail?: string,
+    ) => {
+      const decisionId = recordRefusal(ctx, {
+        reason,
+        detail,
+        code,
+        sourceIp: clientIp,
+        pep: pepId,
+        method: req.method,
+        target: req.url,
+        host,
+      });
+      refuse(status, { error: { code, reason, decision_id: decisionId } }, decisionId);
+    };
     if (duplicateHost(req))
-      return refuse("400 Bad Request", {
-        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "host-duplicate" },
-      });
+      return refuseAudited("400 Bad Request", "ZT_REQUEST_AMBIGUOUS", "host-duplicate");
     if (connectionNamesProtected(req))
-      return refuse("400 Bad Request", {
-        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: "connection-names-framing" },
-      });
+      return refuseAudited("400 Bad Request", "ZT_REQUEST_AMBIGUOUS", "connection-names-framing");
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
     if (!canon.ok)
-      return refuse("400 Bad Request", {
-        error: { code: "ZT_REQUEST_AMBIGUOUS", reason: canon.reason },
-      });
+      return refuseAudited(
+        "400 Bad Request",
+        "ZT_REQUEST_AMBIGUOUS",
+        canon.reason,
+        undefined,
+        canon.detail,
+      );
     const route = routes.match(canon.host, canon.path);
-    if (!route) return refuse("404 Not Found", { error: { code: "ZT_ROUTE_NOT_FOUND" } });
+    if (!route) return refuseAudited("404 Not Found", "ZT_ROUTE_NOT_FOUND", "no-route", canon.host);
     if (!route.websockets)
       return refuse("403 Forbidden", {
         error: { code: "ZT_POLICY_DENIED", reason: "websockets-disabled" },
@@ -882,5 +980,34 @@ function loginMessage(e: ZtError): string {
       return "This account is disabled.";
     default:
       return "Wrong username or password.";
+  }
+}
+
+/**
+ * A stable reason for a request Node's HTTP parser refused. llhttp names both orders of
+ * Content-Length + Transfer-Encoding with two different codes, and a duplicate
+ * Content-Length with a third: its message tells them apart.
+ */
+export function clientErrorReason(code: string | undefined, message = ""): string {
+  if (message.includes("can't be present with")) return "content-length-with-transfer-encoding";
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW":
+      return "headers-too-large";
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return "request-timeout";
+    case "HPE_UNEXPECTED_CONTENT_LENGTH":
+      return "content-length-duplicate";
+    case "HPE_INVALID_CONTENT_LENGTH":
+      return "content-length-invalid";
+    case "HPE_INVALID_TRANSFER_ENCODING":
+      return "transfer-encoding-invalid";
+    case "HPE_INVALID_METHOD":
+      return "method-invalid";
+    case "HPE_INVALID_HEADER_TOKEN":
+      return "header-invalid";
+    case "HPE_INVALID_CHUNK_SIZE":
+      return "chunk-invalid";
+    default:
+      return "request-malformed";
   }
 }

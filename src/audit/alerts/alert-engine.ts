@@ -67,6 +67,9 @@ export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean 
       );
     case "denial":
       return isDenial(e);
+    case "refused":
+      // Requests the PEP turned away before deciding: malformed, ambiguous, no route.
+      return e.kind === "request.refused";
   }
 }
 

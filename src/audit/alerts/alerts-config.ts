@@ -23,7 +23,7 @@ const ipOrCidr = z.string().refine((s) => {
 }, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
 
 /** What a regulation jail counts (see docs/audit.md for the exact event matches). */
-export const JAIL_MATCHES = ["login-failure", "totp-failure", "denial"] as const;
+export const JAIL_MATCHES = ["login-failure", "totp-failure", "denial", "refused"] as const;
 
 const jailSchema = z
   .object({

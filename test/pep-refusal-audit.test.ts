@@ -1,0 +1,284 @@
+/**
+ * Requests the PEP turns away before any decision — ambiguous paths, smuggling-shaped
+ * framing, a second Host, no route, forward-auth headers it cannot read — are recorded
+ * (`request.refused`) under a decision id that the client gets back, like a denial's:
+ * "every request logged" includes the ones probing for a bypass. Raw sockets, so no
+ * client library tidies the request up first; the real `zt audit explain` reads them.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { join } from "node:path";
+import { queryAudit } from "../src/audit/index.js";
+import { AlertEngine, type AlertEvent } from "../src/audit/alerts/alert-engine.js";
+import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
+import { renderMetrics } from "../src/audit/index.js";
+import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { runZt } from "./helpers/zt-process.js";
+
+const HOST = "app.localhost";
+const POLICY = `permit (principal, action, resource);`;
+
+/** The decision id in a raw answer's X-Zt-Decision-Id header (and the same in its body). */
+function decisionIdOf(text: string): string {
+  const header = /\r\nx-zt-decision-id: (dec_[0-9A-Za-z_-]+)\r\n/i.exec(text)?.[1];
+  expect(header, text).toBeDefined();
+  const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)) as {
+    error: { decision_id?: string; reason?: string };
+  };
+  expect(body.error.decision_id).toBe(header);
+  return header!;
+}
+
+describe("refused requests are audited with a decision id", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    zt = await startPep({
+      policies: POLICY,
+      routes: [
+        {
+          name: "app",
+          from: `http://${HOST}`,
+          to: `http://127.0.0.1:${upstream.port}`,
+          websockets: true,
+        },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  async function refusalRecord(decisionId: string) {
+    await zt.ctx.audit.flush();
+    const rows = await queryAudit(zt.ctx.store, { decisionId, limit: 5 });
+    expect(rows).toHaveLength(1);
+    const row = rows[0]!;
+    expect(row).toMatchObject({
+      kind: "request.refused",
+      outcome: "deny",
+      decision_id: decisionId,
+    });
+    return { ...row, data: JSON.parse(row.data) as Record<string, unknown> };
+  }
+
+  const cases: {
+    name: string;
+    request: string;
+    status: number;
+    reason: string;
+    target?: string;
+  }[] = [
+    {
+      name: "an encoded slash (path traversal)",
+      request: `GET /public/..%2fadmin HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`,
+      status: 400,
+      reason: "path-ambiguous",
+      target: "/public/..%2fadmin",
+    },
+    {
+      name: "a second Host header",
+      request: `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nHost: other.localhost\r\n\r\n`,
+      status: 400,
+      reason: "host-duplicate",
+      target: "/x",
+    },
+    {
+      name: "a Connection header naming Content-Length (smuggling)",
+      request: `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nConnection: content-length\r\nContent-Length: 0\r\n\r\n`,
+      status: 400,
+      reason: "connection-names-framing",
+      target: "/x",
+    },
+    {
+      name: "a host no route serves",
+      request: `GET /x HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n`,
+      status: 404,
+      reason: "no-route",
+      target: "/x",
+    },
+    {
+      name: "an upgrade with a traversal path",
+      request: `GET /a/%252e%252e/b HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      status: 400,
+      reason: "path-ambiguous",
+      target: "/a/%252e%252e/b",
+    },
+  ];
+
+  for (const c of cases) {
+    it(`records ${c.name}`, async () => {
+      const r = await raw(zt.port, [c.request], {
+        until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
+      });
+      expect(r.status, r.text).toBe(c.status);
+      const id = decisionIdOf(r.text);
+      const row = await refusalRecord(id);
+      expect(row.reason).toBe(c.reason);
+      expect(row.source_ip).toBe("127.0.0.1");
+      expect(row.data).toMatchObject({ pep: "pep-1", target: c.target });
+      expect(upstream.seen).toHaveLength(0);
+    });
+  }
+
+  it("records what Node's parser refuses: Content-Length with Transfer-Encoding, and garbage", async () => {
+    for (const [request, reason] of [
+      [
+        `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+        "content-length-with-transfer-encoding",
+      ],
+      [
+        `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n`,
+        "content-length-with-transfer-encoding",
+      ],
+      [
+        `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n`,
+        "content-length-duplicate",
+      ],
+      [`GET /x HTTP/1.1\r\nHost: ${HOST}\r\nBad Header: x\r\n\r\n`, "header-invalid"],
+      ["\u0000\u0001garbage\r\n\r\n", "method-invalid"],
+    ] as const) {
+      const r = await raw(zt.port, [request]);
+      expect(r.status, r.text).toBe(400);
+      const row = await refusalRecord(decisionIdOf(r.text));
+      expect(row.reason, request).toBe(reason);
+      expect(row.source_ip).toBe("127.0.0.1");
+    }
+    expect(upstream.seen).toHaveLength(0);
+  });
+
+  it("records forward-auth requests it cannot read, and forward-auth for no route (still 403 for nginx)", async () => {
+    const conflict = await raw(
+      zt.port,
+      [
+        `GET /.zt/authz HTTP/1.1\r\nHost: ${HOST}\r\nX-Original-URL: http://${HOST}/admin\r\nX-Original-Method: GET\r\nX-Forwarded-Uri: /public\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    expect(conflict.status).toBe(400);
+    const row = await refusalRecord(decisionIdOf(conflict.text));
+    expect(row).toMatchObject({ reason: "forwarded-conflict", source_ip: "127.0.0.1" });
+    expect(row.data).toMatchObject({ pep: "pep-1/forward-auth" });
+
+    const noRoute = await raw(
+      zt.port,
+      [
+        `GET /.zt/authz HTTP/1.1\r\nHost: ${HOST}\r\nX-Original-URL: http://nowhere.localhost/x?y=1\r\nX-Original-Method: GET\r\nX-Forwarded-For: 198.51.100.4\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    expect(noRoute.status).toBe(403);
+    const nr = await refusalRecord(decisionIdOf(noRoute.text));
+    // Behind a trusted proxy the client is the X-Forwarded-For address.
+    expect(nr).toMatchObject({ reason: "no-route", source_ip: "198.51.100.4" });
+    expect(nr.data).toMatchObject({ host: "nowhere.localhost", target: "/x?y=1", method: "GET" });
+  });
+
+  it("keeps only the first 512 characters of a long refused target", async () => {
+    const long = `/a/..%2f${"x".repeat(4000)}`;
+    const r = await raw(zt.port, [`GET ${long} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+      until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
+    });
+    const row = await refusalRecord(decisionIdOf(r.text));
+    expect(row.data["target"]).toBe(`${long.slice(0, 512)}…`);
+  });
+
+  it("counts refusals by reason in zt_pep_refused_total", async () => {
+    const { body: text } = await renderMetrics();
+    expect(text).toMatch(/zt_pep_refused_total\{reason="host-duplicate"\} [1-9]/);
+    expect(text).toMatch(/zt_pep_refused_total\{reason="no-route"\} [1-9]/);
+  });
+
+  it("is explained by the real `zt audit explain`", async () => {
+    const r = await raw(zt.port, [`GET /p/..%2fq HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+      until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
+    });
+    const id = decisionIdOf(r.text);
+    await zt.ctx.audit.flush();
+    const out = await runZt(["--config", join(zt.dir, "zt.yaml"), "audit", "explain", id]);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain(id);
+    expect(out.stdout).toContain("reason: path-ambiguous");
+    expect(out.stdout).toContain("/p/..%2fq");
+    expect(out.stdout).toContain("encoded slash");
+  });
+});
+
+describe("alert rules: a jail on refused requests (match: refused)", () => {
+  it("bans a source probing with malformed requests, and counts nothing else", () => {
+    let ts = 1_000_000;
+    let seq = 0;
+    const ev = (kind: string, outcome: string, reason: string): AlertEvent => ({
+      seq: ++seq,
+      ts: (ts += 1000),
+      kind,
+      outcome,
+      subject: null,
+      source_ip: "203.0.113.50",
+      route: null,
+      reason,
+      data: {},
+    });
+    const engine = new AlertEngine(
+      parseAlertsConfig({
+        jails: [
+          {
+            name: "probe-ip",
+            match: "refused",
+            by: "ip",
+            maxretry: 3,
+            findtime: "1m",
+            bantime: "10m",
+          },
+        ],
+        denial_burst: null,
+        fan_out: null,
+        mtls_failures: null,
+        new_network: null,
+        break_glass: false,
+      }),
+    );
+    // Denials and failed logins are other jails' business.
+    for (let i = 0; i < 5; i++) {
+      expect(engine.evaluate(ev("decision", "deny", "no-policy")).bans).toEqual([]);
+      expect(engine.evaluate(ev("login", "failure", "bad-password")).bans).toEqual([]);
+    }
+    expect(engine.evaluate(ev("request.refused", "deny", "encoded-dot-segment")).bans).toEqual([]);
+    expect(engine.evaluate(ev("request.refused", "deny", "host-duplicate")).bans).toEqual([]);
+    const third = engine.evaluate(ev("request.refused", "deny", "no-route"));
+    expect(third.bans).toHaveLength(1);
+    expect(third.bans[0]).toMatchObject({ key: "ip:203.0.113.50" });
+  });
+});
+
+describe("refusals of slow clients", () => {
+  it("records a client that started a request and stalled, not a connection that sent nothing", async () => {
+    const upstream = await startUpstream();
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
+      limits: { header_timeout: "1s", request_timeout: "2s" },
+    });
+    try {
+      // A browser's speculative preconnect: opened, nothing sent, closed by the server.
+      const silent = await raw(zt.port, []);
+      expect(silent.closed).toBe(true);
+      // Slowloris: half a header block, then nothing.
+      const stalled = await raw(zt.port, [`GET /x HTTP/1.1\r\nHost: ${HOST}\r\nX-A: 1\r\n`]);
+      expect(stalled.status, stalled.text).toBe(408);
+      const id = decisionIdOf(stalled.text);
+      await zt.ctx.audit.flush();
+      const refused = await zt.ctx.store.db
+        .selectFrom("audit_events")
+        .select(["decision_id", "reason"])
+        .where("kind", "=", "request.refused")
+        .execute();
+      expect(refused).toEqual([{ decision_id: id, reason: "request-timeout" }]);
+    } finally {
+      await zt.close();
+      await upstream.close();
+    }
+  }, 30_000);
+});
