@@ -11,6 +11,7 @@ import { queryAudit } from "../src/audit/index.js";
 import { AlertEngine, type AlertEvent } from "../src/audit/alerts/alert-engine.js";
 import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
 import { renderMetrics } from "../src/audit/index.js";
+import { toOcsf } from "../src/audit/ocsf.js";
 import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
 import { runZt } from "./helpers/zt-process.js";
 
@@ -183,6 +184,22 @@ describe("refused requests are audited with a decision id", () => {
     });
     const row = await refusalRecord(decisionIdOf(r.text));
     expect(row.data["target"]).toBe(`${long.slice(0, 512)}…`);
+  });
+
+  it("exports to SIEMs as OCSF Network Activity, Refuse / Blocked", async () => {
+    const r = await raw(zt.port, [`DELETE /a;b HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+      until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
+    });
+    const row = await refusalRecord(decisionIdOf(r.text));
+    expect(toOcsf({ ...row, data: JSON.stringify(row.data) })).toMatchObject({
+      class_uid: 4001,
+      activity_id: 5,
+      action: "Denied",
+      disposition: "Blocked",
+      http_request: { http_method: "DELETE" },
+      src_endpoint: { ip: "127.0.0.1" },
+      unmapped: { zt_kind: "request.refused", reason: "path-ambiguous" },
+    });
   });
 
   it("counts refusals by reason in zt_pep_refused_total", async () => {

@@ -3,8 +3,9 @@ import type { AuditRowOut } from "./audit-log.js";
 /**
  * Maps an audit record to an OCSF 1.x event:
  * - logins / MFA (`login*`, `mfa*`, `auth*`): Authentication (class 3002);
- * - access decisions (`decision*`): Network Activity (class 4001) with the
- *   security_control profile (action allowed/denied, disposition, policy, rule);
+ * - access decisions (`decision*`) and requests the PEP refused before deciding
+ *   (`request.refused`): Network Activity (class 4001) with the security_control
+ *   profile (action allowed/denied, disposition, policy, rule);
  * - anything else: Base Event (class 0).
  * zt's own fields (decision id, determining policies, reason, mode, PEP id, seq, hash
  * chain position) go under `unmapped` so nothing is lost.
@@ -56,7 +57,7 @@ export function toOcsf(r: AuditRowOut & { hash?: string | null }): Record<string
       unmapped,
     };
   }
-  if (r.kind.startsWith("decision")) {
+  if (r.kind.startsWith("decision") || r.kind === "request.refused") {
     const allowed = r.outcome === "allow";
     const activityId = allowed ? 6 : 5; // Traffic / Refuse
     const rule = policies[0];
@@ -80,7 +81,11 @@ export function toOcsf(r: AuditRowOut & { hash?: string | null }): Record<string
       actor: user ? { user } : undefined,
       src_endpoint: srcEndpoint,
       dst_endpoint: r.route ? { name: r.route } : undefined,
-      http_request: r.action ? { http_method: r.action } : undefined,
+      http_request: r.action
+        ? { http_method: r.action }
+        : typeof data["method"] === "string"
+          ? { http_method: data["method"] }
+          : undefined,
       message: r.reason ?? undefined,
       metadata: { ...metadata, profiles: ["security_control"] },
       unmapped,
