@@ -7,7 +7,11 @@ import { ZtError } from "../core/errors.js";
 import { apiListenerTls, createApiServer } from "../api/index.js";
 import { LiveConnections, type Pep } from "../proxy/index.js";
 import { startAuditServices, type AuditServices } from "../audit/index.js";
-import { initPki } from "../pki/index.js";
+import {
+  initPki,
+  startIntermediateRotation,
+  type IntermediateRotationRunner,
+} from "../pki/index.js";
 import { openAppContext, type AppContext } from "./app-context.js";
 import { createServices, type Services } from "./services.js";
 import { startWhoamiApp, type WhoamiApp } from "./whoami-app.js";
@@ -47,6 +51,8 @@ export interface RunningZt {
   apiAddress: AddressInfo;
   /** Device posture, grants, risk signals and the re-evaluator (continuous verification). */
   continuous: ContinuousVerification;
+  /** Automatic rotation of the intermediate CA (`pki.intermediate_rotate_before`). */
+  pkiRotation: IntermediateRotationRunner;
   demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
   close(): Promise<void>;
 }
@@ -108,9 +114,11 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let workers: PepCluster | undefined;
   let continuous: ContinuousVerification | undefined;
   let audit: AuditServices | undefined;
+  let pkiRotation: IntermediateRotationRunner | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   const workerCount = proxyWorkers(config);
   const closeAll = async () => {
+    await pkiRotation?.stop();
     continuous?.close();
     await audit?.stop().catch(() => undefined);
     await workers?.close().catch(() => undefined);
@@ -157,6 +165,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
           policy_version: services!.policies.engine.policySet.version,
           policy_error: services!.policies.lastError ?? null,
           ...(workers ? { proxy_workers: workers.size } : {}),
+          ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
         },
       }),
     });
@@ -168,6 +177,11 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     services.decisions.failClosedWhenStale();
     // Checkpoints, witnesses, sinks, alert rules and the ban cache the PEP consults.
     audit = await startAuditServices(ctx, { warn: (m) => out(`zt: audit: ${m}`) });
+    // The intermediate CA is rotated ahead of expiry by whichever replica checks first.
+    pkiRotation = startIntermediateRotation(ctx, {
+      warn: (m) => out(`zt: pki: ${m}`),
+      info: (m) => out(`zt: pki: ${m}`),
+    });
     services.policies.watch((r) => {
       if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
       else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
@@ -195,6 +209,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       apiAddress,
       demo,
       continuous,
+      pkiRotation,
       close: closeAll,
     };
     return running;

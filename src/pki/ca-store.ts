@@ -5,7 +5,8 @@ import {
   X509Certificate,
   type KeyObject,
 } from "node:crypto";
-import type { Store } from "../store/index.js";
+import type { Kysely } from "kysely";
+import type { PkiCasTable, Store, Tables } from "../store/index.js";
 import type { SecretBox } from "../core/secret-box.js";
 import type { Clock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
@@ -23,6 +24,7 @@ import { ed25519PublicBlob, sshKeyLine } from "./ssh/ssh-key.js";
 import { readDerChildren } from "./der.js";
 import type { FastIssuer } from "./svid-der.js";
 import type { PkiSettings } from "./pki-config.js";
+import { withCaLock } from "./ca-lock.js";
 
 export type X509CaKind = "root" | "intermediate";
 export type SshCaKind = "ssh-user" | "ssh-host";
@@ -56,6 +58,32 @@ export interface CaSet {
   sshUser: SshCaKey;
   sshHost: SshCaKey;
 }
+
+/** What {@link CaStore.rotateIntermediate} did. */
+export interface IntermediateRotationResult {
+  rotated: boolean;
+  /** The active intermediate afterwards. */
+  id: string;
+  notAfterMs: number;
+  /** The active intermediate it retired, if there was one. */
+  previousId: string | null;
+  /**
+   * Why nothing was made: the active intermediate has enough time left, or a new one
+   * could not outlive it (it would end with the root CA too).
+   */
+  skipped?: "not-due" | "root-expiring";
+}
+
+export interface RotateIntermediateOptions {
+  /**
+   * Rotate only if the active intermediate has less than this left (or there is none).
+   * Left out: rotate unconditionally, as `zt ca rotate-intermediate` does.
+   */
+  ifExpiresWithinMs?: number;
+}
+
+type CaDb = Kysely<Tables>;
+type CaInsert = PkiCasTable;
 
 const BACKDATE_MS = 60_000;
 const purpose = (id: string) => `pki-ca:${id}`;
@@ -100,9 +128,14 @@ export class CaStore {
         .where("parent_id", "!=", root.id)
         .execute();
       if (!(await this.#activeRow("intermediate", now))) {
-        await this.#createIntermediate(await this.#loadX509(root));
-        created.push("intermediate");
-        await this.#winner("intermediate", now);
+        // Under the CA lock: of replicas starting together, one makes it, the others see it.
+        try {
+          const r = await this.rotateIntermediate({ ifExpiresWithinMs: 0 });
+          if (r.rotated) created.push("intermediate");
+        } catch (e) {
+          // Another replica's root won meanwhile: settle again.
+          if (!(e instanceof ZtError) || e.code !== "ZT_CONFLICT") throw e;
+        }
         continue;
       }
       const settled = await this.#activeRow("root", now);
@@ -163,24 +196,80 @@ export class CaStore {
     return { roots, intermediates: chained, activeIntermediate: active, sshUser, sshHost };
   }
 
-  /** Replaces the active intermediate; the old one stays trusted until it expires. */
-  async rotateIntermediate(): Promise<string> {
-    const now = this.#clock.now();
-    const root = await this.#activeRow("root", now);
+  /**
+   * Makes a new active intermediate and retires the old one, which stays trusted (never
+   * discarded: it may have signed SVIDs) until it expires. The decision and the switch
+   * happen under the CA lock (`withCaLock`) on a fresh read, so replicas that all decide
+   * to rotate at once produce exactly one new intermediate, and concurrent manual
+   * rotations leave exactly one active.
+   *
+   * @example await caStore.rotateIntermediate({ ifExpiresWithinMs: 120 * DAY }) // only when due
+   */
+  async rotateIntermediate(
+    options: RotateIntermediateOptions = {},
+  ): Promise<IntermediateRotationResult> {
+    const within = options.ifExpiresWithinMs;
+    // A first look without the lock, so replicas with nothing to do make no key.
+    if (within !== undefined) {
+      const skip = await this.#rotationSkip(this.#store.db, within);
+      if (skip) return skip;
+    }
+    const root = await this.#activeRow("root", this.#clock.now());
     if (!root) throw new ZtError("ZT_PKI_NOT_INITIALISED", "no root CA: run `zt init`");
-    const id = await this.#createIntermediate(await this.#loadX509(root));
-    await this.#store.db
-      .updateTable("pki_cas")
-      .set({ status: "retired" })
-      .where("kind", "=", "intermediate")
-      .where("id", "!=", id)
-      .where("status", "=", "active")
-      .execute();
-    return id;
+    // Key and certificate are made outside the lock, to hold it only for a few statements.
+    const candidate = await this.#newIntermediateRow(await this.#loadX509(root));
+    return withCaLock(this.#store, async (db) => {
+      const now = this.#clock.now();
+      const currentRoot = await this.#activeRow("root", now, db);
+      if (currentRoot?.id !== root.id) {
+        throw new ZtError("ZT_CONFLICT", "the root CA changed during the rotation: try again");
+      }
+      if (within !== undefined) {
+        const skip = await this.#rotationSkip(db, within);
+        if (skip) return skip;
+      }
+      const previous = await this.#activeRow("intermediate", now, db);
+      await db.insertInto("pki_cas").values(candidate).execute();
+      await db
+        .updateTable("pki_cas")
+        .set({ status: "retired" })
+        .where("kind", "=", "intermediate")
+        .where("status", "=", "active")
+        .where("id", "!=", candidate.id)
+        .execute();
+      return {
+        rotated: true,
+        id: candidate.id,
+        notAfterMs: candidate.not_after,
+        previousId: previous?.id ?? null,
+      };
+    });
   }
 
-  async #activeRow(kind: string, now: number) {
-    return this.#store.db
+  /** The active intermediate as the store has it now (undefined: none, or it expired). */
+  async activeIntermediate(): Promise<{ id: string; notAfterMs: number } | undefined> {
+    const row = await this.#activeRow("intermediate", this.#clock.now());
+    return row && { id: row.id, notAfterMs: Number(row.not_after) };
+  }
+
+  /** Why a rotation "when due" has nothing to do, or undefined when it has. */
+  async #rotationSkip(db: CaDb, withinMs: number): Promise<IntermediateRotationResult | undefined> {
+    const now = this.#clock.now();
+    const active = await this.#activeRow("intermediate", now, db);
+    if (!active) return undefined;
+    const notAfterMs = Number(active.not_after);
+    const result = { rotated: false, id: active.id, notAfterMs, previousId: null };
+    if (notAfterMs - now >= withinMs) return { ...result, skipped: "not-due" };
+    // An intermediate never outlives its root: once the root ends first, a new one
+    // would be due at once, and the next, for ever.
+    const root = await this.#activeRow("root", now, db);
+    if (!root) return undefined; // the rotation reports it
+    const reachable = Math.min(now + this.#settings.intermediateTtlMs, Number(root.not_after));
+    return reachable <= notAfterMs ? { ...result, skipped: "root-expiring" } : undefined;
+  }
+
+  async #activeRow(kind: string, now: number, db: CaDb = this.#store.db) {
+    return db
       .selectFrom("pki_cas")
       .selectAll()
       .where("kind", "=", kind)
@@ -227,7 +316,8 @@ export class CaStore {
     return this.#insertX509("root", null, cert, keys.privateKey);
   }
 
-  async #createIntermediate(root: X509Ca): Promise<string> {
+  /** A new intermediate under `root`, as the row to insert (key sealed). */
+  async #newIntermediateRow(root: X509Ca): Promise<CaInsert> {
     const keys = (await subtle.generateKey(EC_P256_KEYGEN, true, [
       "sign",
       "verify",
@@ -247,7 +337,7 @@ export class CaStore {
       keys.publicKey,
       root,
     );
-    return this.#insertX509("intermediate", root.id, cert, keys.privateKey);
+    return this.#x509Row("intermediate", root.id, cert, keys.privateKey);
   }
 
   async #insertX509(
@@ -256,23 +346,31 @@ export class CaStore {
     cert: x509.X509Certificate,
     key: CryptoKeyLike,
   ): Promise<string> {
+    const row = await this.#x509Row(kind, parentId, cert, key);
+    await this.#store.db.insertInto("pki_cas").values(row).execute();
+    return row.id;
+  }
+
+  async #x509Row(
+    kind: X509CaKind,
+    parentId: string | null,
+    cert: x509.X509Certificate,
+    key: CryptoKeyLike,
+  ): Promise<CaInsert> {
     const id = newId(kind === "root" ? "ca_root" : "ca_int");
     const pkcs8 = Buffer.from(await subtle.exportKey("pkcs8", key));
-    await this.#store.db
-      .insertInto("pki_cas")
-      .values({
-        id,
-        kind,
-        cert: cert.toString("pem"),
-        private_sealed: this.#box.seal(purpose(id), pkcs8),
-        parent_id: parentId,
-        created_at: this.#clock.now(),
-        not_after: cert.notAfter.getTime(),
-        status: "active",
-      })
-      .execute();
+    const row = {
+      id,
+      kind,
+      cert: cert.toString("pem"),
+      private_sealed: this.#box.seal(purpose(id), pkcs8),
+      parent_id: parentId,
+      created_at: this.#clock.now(),
+      not_after: cert.notAfter.getTime(),
+      status: "active",
+    };
     pkcs8.fill(0);
-    return id;
+    return row;
   }
 
   async #createSsh(kind: SshCaKind): Promise<string> {

@@ -2,11 +2,21 @@ import type { PeerCertificate } from "node:tls";
 import type { AppContext } from "../app/index.js";
 import { toPem } from "./der.js";
 import { PkiService, type PkiServiceOptions } from "./pki-service.js";
+import { parsePkiSettings } from "./pki-config.js";
+import {
+  IntermediateRotationRunner,
+  type IntermediateRotationOptions,
+} from "./intermediate-rotation.js";
 import type { ClientCertResult } from "./client-cert.js";
 import { createPolicySshAuthorizer, type SshSignAuthorizer } from "./ssh-authorize.js";
 import { createPolicyEngine, loadPolicySet, type PolicyEngine } from "../policy/index.js";
 
-export { PkiService } from "./pki-service.js";
+export { PkiService, AUTO_ROTATE_ACTOR } from "./pki-service.js";
+export { IntermediateRotationRunner } from "./intermediate-rotation.js";
+export type {
+  IntermediateRotationOptions,
+  IntermediateRotationStatus,
+} from "./intermediate-rotation.js";
 export { renewProofInput, nextRenewalAtMs, buildRenewalRequest, describeSvid } from "./renewal.js";
 export type { RenewalRequest } from "./renewal.js";
 export type {
@@ -17,6 +27,7 @@ export type {
   CertListRow,
   RegistrationInput,
   PkiServiceOptions,
+  IntermediateCheckResult,
 } from "./pki-service.js";
 export type { ClientCertResult } from "./client-cert.js";
 export type {
@@ -27,7 +38,7 @@ export type {
 export type { SshUserSignRequest, SshHostSignRequest, SignedSshCert } from "./ssh-authority.js";
 export { parseSpiffeId, spiffeIdProblem } from "./spiffe-id.js";
 export type { SpiffeId } from "./spiffe-id.js";
-export { parsePkiSettings } from "./pki-config.js";
+export { parsePkiSettings };
 export type { PkiSettings } from "./pki-config.js";
 export { parseSshPublicKey } from "./ssh/ssh-key.js";
 export { DEFAULT_USER_EXTENSIONS } from "./ssh/ssh-cert.js";
@@ -91,6 +102,28 @@ export async function initPki(ctx: AppContext): Promise<void> {
     return;
   }
   await pkiService(ctx, { create: true });
+}
+
+/**
+ * Starts the automatic rotation of the intermediate CA for a long-lived control-plane
+ * process (`zt up`): a check at once, then periodically; `stop()` it before closing the
+ * context. With `pki.auto_rotate: false` the checks only warn when rotation is due.
+ *
+ * @example const rotation = startIntermediateRotation(ctx, { warn: (m) => log(m) }); … await rotation.stop();
+ */
+export function startIntermediateRotation(
+  ctx: AppContext,
+  options: IntermediateRotationOptions = {},
+): IntermediateRotationRunner {
+  const settings = parsePkiSettings(ctx.config.pki, ctx.config.trust_domain);
+  const runner = new IntermediateRotationRunner(
+    () => pkiService(ctx),
+    settings,
+    ctx.clock,
+    options,
+  );
+  runner.start();
+  return runner;
 }
 
 /**

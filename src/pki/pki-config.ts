@@ -15,6 +15,13 @@ const pkiSchema = z
     svid_max_ttl: duration.default("24h"),
     root_ttl: duration.default("3650d"),
     intermediate_ttl: duration.default("365d"),
+    /**
+     * Rotate the intermediate when it has less than this left. Default: a third of
+     * intermediate_ttl (about 122 days for 365d).
+     */
+    intermediate_rotate_before: duration.optional(),
+    /** Rotate the intermediate automatically (`zt up`); false: by hand only. */
+    auto_rotate: z.boolean().default(true),
     /** CRL nextUpdate distance. */
     crl_ttl: duration.default("24h"),
     join_token_ttl: duration.default("1h"),
@@ -36,6 +43,10 @@ export interface PkiSettings {
   svidMaxTtlMs: number;
   rootTtlMs: number;
   intermediateTtlMs: number;
+  /** The intermediate is rotated when it has less than this left. */
+  intermediateRotateBeforeMs: number;
+  /** Whether `zt up` rotates the intermediate by itself. */
+  autoRotate: boolean;
   crlTtlMs: number;
   joinTokenTtlMs: number;
   sshUserTtlMs: number;
@@ -66,12 +77,18 @@ export function parsePkiSettings(raw: unknown, trustDomain: string): PkiSettings
       throw new ZtError("ZT_CONFIG_INVALID", (e as Error).message, { key: `pki.${key}` });
     }
   };
+  const intermediateTtlMs = d(c.intermediate_ttl, "intermediate_ttl");
   const settings: PkiSettings = {
     trustDomain,
     svidTtlMs: d(c.svid_ttl, "svid_ttl"),
     svidMaxTtlMs: d(c.svid_max_ttl, "svid_max_ttl"),
     rootTtlMs: d(c.root_ttl, "root_ttl"),
-    intermediateTtlMs: d(c.intermediate_ttl, "intermediate_ttl"),
+    intermediateTtlMs,
+    intermediateRotateBeforeMs:
+      c.intermediate_rotate_before === undefined
+        ? Math.round(intermediateTtlMs / 3)
+        : d(c.intermediate_rotate_before, "intermediate_rotate_before"),
+    autoRotate: c.auto_rotate,
     crlTtlMs: d(c.crl_ttl, "crl_ttl"),
     joinTokenTtlMs: d(c.join_token_ttl, "join_token_ttl"),
     sshUserTtlMs: d(c.ssh.user_ttl, "ssh.user_ttl"),
@@ -96,6 +113,15 @@ export function parsePkiSettings(raw: unknown, trustDomain: string): PkiSettings
   bound(settings.sshHostTtlMs, 400 * DAY, "ssh.host_ttl", "400d");
   bound(settings.intermediateTtlMs, settings.rootTtlMs, "intermediate_ttl", "pki.root_ttl");
   bound(settings.rootTtlMs, 30 * 365 * DAY, "root_ttl", "30 years");
+  const rotateBefore = settings.intermediateRotateBeforeMs;
+  // Equal to the lifetime would mean "rotate as soon as it is made", for ever.
+  if (rotateBefore <= 0 || rotateBefore >= intermediateTtlMs) {
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      "pki.intermediate_rotate_before: expected a duration above 0 and below pki.intermediate_ttl",
+      { key: "pki.intermediate_rotate_before" },
+    );
+  }
   bound(settings.crlTtlMs, 30 * DAY, "crl_ttl", "30d");
   bound(settings.joinTokenTtlMs, 30 * DAY, "join_token_ttl", "30d");
   return settings;

@@ -9,7 +9,7 @@ import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId, newToken, sha256Hex } from "../core/ids.js";
 import type { ZtEvent } from "../events/index.js";
-import { CaStore, type CaSet, type X509Ca } from "./ca-store.js";
+import { CaStore, type CaSet, type IntermediateRotationResult, type X509Ca } from "./ca-store.js";
 import { ClientCertVerifier, type ClientCertResult } from "./client-cert.js";
 import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
 import { toPem } from "./der.js";
@@ -91,6 +91,24 @@ export interface RegistrationInput {
   spiffeId: string;
   dnsNames?: readonly string[];
   maxTtlMs?: number | undefined;
+}
+
+/** The `subject` of audit records for rotations zt made by itself. */
+export const AUTO_ROTATE_ACTOR = "zt (automatic)";
+
+/** What one automatic-rotation check found or did. */
+export interface IntermediateCheckResult {
+  /**
+   * `rotated`: this process made a new intermediate. `not-due`: enough time left (or
+   * another replica has just rotated). `due-auto-rotate-off`: due, but `pki.auto_rotate`
+   * is false. `root-expiring`: due, but a new intermediate would end with the root too.
+   */
+  outcome: "rotated" | "not-due" | "due-auto-rotate-off" | "root-expiring";
+  /** The active intermediate after the check (null: none, it expired). */
+  intermediate: string | null;
+  notAfterMs: number | null;
+  /** The intermediate a rotation retired. */
+  previous: string | null;
 }
 
 export interface PkiServiceOptions {
@@ -196,18 +214,67 @@ export class PkiService {
     return this.#cas;
   }
 
-  /** Replaces the active intermediate; the old one keeps verifying until it expires. */
+  /**
+   * Replaces the active intermediate now (`zt ca rotate-intermediate`); the old one
+   * keeps verifying until it expires. Safe against concurrent rotations elsewhere.
+   */
   async rotateIntermediate(actor: string): Promise<string> {
-    const id = await this.#caStore.rotateIntermediate();
-    await this.reloadCas();
+    const r = await this.#caStore.rotateIntermediate();
+    await this.#announceRotation(actor, r);
+    return r.id;
+  }
+
+  /**
+   * The automatic rotation check (run periodically by `zt up`): when the active
+   * intermediate has less than `pki.intermediate_rotate_before` left, by the injected
+   * clock, make a new one — unless `pki.auto_rotate` is false, or another replica
+   * already did. Throws on a store failure; the caller retries later.
+   */
+  async checkIntermediateRotation(): Promise<IntermediateCheckResult> {
+    const within = this.settings.intermediateRotateBeforeMs;
+    if (!this.settings.autoRotate) {
+      const active = await this.#caStore.activeIntermediate();
+      const due = !active || active.notAfterMs - this.ctx.clock.now() < within;
+      return {
+        outcome: due ? "due-auto-rotate-off" : "not-due",
+        intermediate: active?.id ?? null,
+        notAfterMs: active?.notAfterMs ?? null,
+        previous: null,
+      };
+    }
+    const r = await this.#caStore.rotateIntermediate({ ifExpiresWithinMs: within });
+    if (r.rotated) await this.#announceRotation(AUTO_ROTATE_ACTOR, r);
+    // Rotated by another process whose event we have not heard (yet): catch up.
+    else if (r.id !== this.#cas.activeIntermediate.id) await this.reloadCas();
+    return {
+      outcome: r.rotated ? "rotated" : (r.skipped ?? "not-due"),
+      intermediate: r.id,
+      notAfterMs: r.notAfterMs,
+      previous: r.previousId,
+    };
+  }
+
+  /** After a rotation: audit it, switch this process, and tell the others (`config.changed`). */
+  async #announceRotation(actor: string, r: IntermediateRotationResult): Promise<void> {
+    // Recorded first: the rotation is in the store whatever fails below.
     this.ctx.audit.record({
       kind: "ca.rotate",
       outcome: "success",
       subject: actor,
-      data: { intermediate: id },
+      data: { intermediate: r.id, previous: r.previousId, not_after: r.notAfterMs },
     });
-    await this.ctx.events.publish("config.changed", { component: "pki", intermediate: id });
-    return id;
+    let failure: unknown;
+    try {
+      await this.reloadCas();
+    } catch (e) {
+      failure = e;
+    }
+    try {
+      await this.ctx.events.publish("config.changed", { component: "pki", intermediate: r.id });
+    } catch (e) {
+      failure ??= e;
+    }
+    if (failure !== undefined) throw failure;
   }
 
   async reloadCas(): Promise<void> {
@@ -565,7 +632,8 @@ export class PkiService {
     throw new ZtError(
       "ZT_PKI_NOT_INITIALISED",
       `the active intermediate CA ${stale.id} expires at ${new Date(stale.notAfterMs).toISOString()}: ` +
-        "run `zt init`, which creates a new one (rotate with `zt ca rotate-intermediate` before it expires)",
+        "run `zt init`, which creates a new one (`zt up` rotates it ahead of expiry unless pki.auto_rotate is false; " +
+        "or rotate with `zt ca rotate-intermediate` before it expires)",
       { reason: "ca-expired" },
     );
   }

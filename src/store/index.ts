@@ -1,4 +1,10 @@
-export { openStore, openSqlite, migrateStore, migrationStatus } from "./open-store.js";
+export {
+  openStore,
+  openSqlite,
+  migrateStore,
+  migrationStatus,
+  tryBeginImmediate,
+} from "./open-store.js";
 export type { Store, StoreOptions, MigrationState } from "./open-store.js";
 export { isPostgresUrl, parseDatabaseUrl, redactDatabaseUrl } from "./database-url.js";
 export type { PostgresTarget, SslMode } from "./database-url.js";

@@ -249,24 +249,36 @@ async function beginImmediate(
   location: string,
   timeoutMs = 30_000,
 ): Promise<void> {
-  const busy = sqlite.pragma("busy_timeout", { simple: true }) as number;
   const deadline = Date.now() + timeoutMs;
+  while (!tryBeginImmediate(sqlite, location, deadline)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * One attempt at SQLite's write lock (BEGIN IMMEDIATE) without the driver's synchronous
+ * busy wait, which would block this thread — and with it a holder of the lock in this
+ * same process — until the timeout. False while another connection holds the lock (the
+ * caller waits asynchronously and tries again); ZT_STORE past `deadline` (epoch ms).
+ */
+export function tryBeginImmediate(
+  sqlite: Database.Database,
+  location: string,
+  deadline: number,
+): boolean {
+  const busy = sqlite.pragma("busy_timeout", { simple: true }) as number;
   sqlite.pragma("busy_timeout = 0");
   try {
-    for (;;) {
-      try {
-        sqlite.exec("BEGIN IMMEDIATE");
-        return;
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? "";
-        if (!code.startsWith("SQLITE_BUSY") || Date.now() > deadline) {
-          throw new ZtError("ZT_STORE", `database ${location} is locked: ${(e as Error).message}`, {
-            location,
-          });
-        }
-      }
-      await new Promise((r) => setTimeout(r, 20));
+    sqlite.exec("BEGIN IMMEDIATE");
+    return true;
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? "";
+    if (!code.startsWith("SQLITE_BUSY") || Date.now() > deadline) {
+      throw new ZtError("ZT_STORE", `database ${location} is locked: ${(e as Error).message}`, {
+        location,
+      });
     }
+    return false;
   } finally {
     sqlite.pragma(`busy_timeout = ${busy}`);
   }
