@@ -211,6 +211,27 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
   });
 
+  /** Records a parsed request refused before any decision; returns its decision id. */
+  function recordRequestRefusal(
+    req: IncomingMessage,
+    clientIp: string,
+    code: ZtErrorCode,
+    reason: string,
+    host?: string,
+    detail?: string,
+  ): string {
+    return recordRefusal(ctx, {
+      reason,
+      detail,
+      code,
+      sourceIp: clientIp,
+      pep: pepId,
+      method: req.method,
+      target: req.url,
+      host,
+    });
+  }
+
   /**
    * Refuses a request before any decision (ambiguous, malformed, no route): audited as
    * `request.refused` under a decision id the client gets back, like a denial's.
@@ -225,16 +246,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     host?: string,
     detail?: string,
   ): void {
-    const decisionId = recordRefusal(ctx, {
-      reason,
-      detail,
-      code,
-      sourceIp: clientIp,
-      pep: pepId,
-      method: req.method,
-      target: req.url,
-      host,
-    });
+    const decisionId = recordRequestRefusal(req, clientIp, code, reason, host, detail);
     const e = new ZtError(code, message, { reason, decision_id: decisionId });
     sendJson(res, e.httpStatus, e.toJSON(), {
       "x-zt-decision-id": decisionId,
@@ -635,16 +647,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       host?: string,
       detail?: string,
     ) => {
-      const decisionId = recordRefusal(ctx, {
-        reason,
-        detail,
-        code,
-        sourceIp: clientIp,
-        pep: pepId,
-        method: req.method,
-        target: req.url,
-        host,
-      });
+      const decisionId = recordRequestRefusal(req, clientIp, code, reason, host, detail);
       refuse(status, { error: { code, reason, decision_id: decisionId } }, decisionId);
     };
     if (duplicateHost(req))
