@@ -9,7 +9,8 @@
  *  - 401 + `Location` / `X-Zt-Login-Url` (a 302 instead for browsers behind Caddy/Traefik);
  *  - 403 + `X-Zt-Decision-Id` + `X-Zt-Reason` and the explained denial body.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { ResolvedRoute } from "../config/index.js";
 import type { Clock } from "../core/clock.js";
 import { ZtError, type ZtErrorCode } from "../core/errors.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
@@ -24,7 +25,7 @@ import {
   type ForwardedConvention,
   type OriginalRequest,
 } from "./forwarded-headers.js";
-import { sendError, sendHtml, sendJson, wantsHtml } from "./http-util.js";
+import { sendHtml, sendJson, wantsHtml } from "./http-util.js";
 import type { RecentDenials } from "./recent-denials.js";
 import type { RouteTable } from "./route-table.js";
 
@@ -58,94 +59,97 @@ export function loginUrlFor(o: OriginalRequest, stepUp: boolean): string {
   return `${o.proto}://${authority}/.zt/login?${stepUp ? "step_up=1&" : ""}rd=${encodeURIComponent(o.path + o.query)}`;
 }
 
-/** Builds the `/.zt/authz` handler from the PEP's parts. */
-export function createForwardAuthHandler(
+/**
+ * What forward-auth answers, before it is written: as an HTTP response to nginx, Caddy,
+ * Traefik or HAProxy's Lua action, or as SPOE variables to HAProxy (spoa-agent.ts).
+ */
+export interface ForwardAuthAnswer {
+  status: number;
+  headers: Record<string, string | number>;
+  /** A JSON body (refusals, 401, 403), or an HTML page (403 for browsers). */
+  json?: unknown;
+  html?: string;
+}
+
+/** One forward-auth question: the original request, the client's credentials and how to answer. */
+export interface ForwardAuthAsk {
+  original: OriginalRequest;
+  /** The client's headers that carry credentials (Cookie, Authorization). */
+  headers: IncomingHttpHeaders;
+  clientIp: string;
+  /** The front proxy relays a 302 to the client (Caddy, Traefik, HAProxy), not only 401/403. */
+  mayRedirect: boolean;
+  /** The client prefers HTML (`Accept: text/html`). */
+  html: boolean;
+}
+
+/** A refusal before any decision: audited (`request.refused`), its decision id in the answer. */
+export function refusalAnswer(
+  d: Pick<ForwardAuthDeps, "audit" | "clock" | "pepId">,
+  r: {
+    code: ZtErrorCode;
+    message: string;
+    reason: string;
+    sourceIp: string;
+    original?: OriginalRequest | undefined;
+    status?: number;
+    detail?: string | undefined;
+  },
+): ForwardAuthAnswer {
+  const o = r.original;
+  const decisionId = recordRefusal(
+    { audit: d.audit, clock: d.clock },
+    {
+      reason: r.reason,
+      detail: r.detail,
+      code: r.code,
+      sourceIp: r.sourceIp,
+      pep: d.pepId,
+      method: o?.method,
+      host: o?.host,
+      target: o && o.path + o.query,
+    },
+  );
+  const e = new ZtError(r.code, r.message, { reason: r.reason, decision_id: decisionId });
+  return {
+    status: r.status ?? e.httpStatus,
+    headers: { "x-zt-decision-id": decisionId, "x-zt-reason": r.reason },
+    json: e.toJSON(),
+  };
+}
+
+/**
+ * The forward-auth decision for an original request already read and checked: route,
+ * authentication, policy decision (recorded), assertion. A plain value when everything
+ * needed is in memory (the usual case), else a promise.
+ */
+export function createForwardAuthDecider(
   d: ForwardAuthDeps,
-): (req: IncomingMessage, res: ServerResponse, query: string, clientIp: string) => Promise<void> {
-  // `query`: the raw query string ("" or "?…"); `clientIp`: the caller's resolveClientIp.
-  return async (req, res, query, clientIp) => {
-    /** Refused before any decision: audited, with a decision id in the answer. */
-    const refuse = (
-      code: ZtErrorCode,
-      message: string,
-      reason: string,
-      sourceIp: string,
-      o?: OriginalRequest,
-      status?: number,
-      detail?: string,
-    ) => {
-      const decisionId = recordRefusal(
-        { audit: d.audit, clock: d.clock },
-        {
-          reason,
-          detail,
-          code,
-          sourceIp,
-          pep: d.pepId,
-          method: o?.method,
-          host: o?.host,
-          target: o && o.path + o.query,
-        },
-      );
-      const e = new ZtError(code, message, { reason, decision_id: decisionId });
-      sendJson(res, status ?? e.httpStatus, e.toJSON(), {
-        "x-zt-decision-id": decisionId,
-        "x-zt-reason": reason,
-      });
-    };
-    const peer = req.socket.remoteAddress ?? "";
-    if (!d.trusted.has(peer)) {
-      // Forwarded headers from anyone but a trusted proxy are ignored, and without them
-      // there is no original request to decide on.
-      refuse(
-        "ZT_FORWARD_AUTH_UNTRUSTED",
-        "forward-auth is answered only to trusted_proxies",
-        "untrusted-proxy",
-        clientIp,
-      );
-      return;
-    }
-    const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders), d.convention);
-    if (!orig.ok) {
-      refuse(
-        "ZT_REQUEST_AMBIGUOUS",
-        `forward-auth refused: ${orig.detail}`,
-        orig.reason,
-        clientIp,
-        undefined,
-        undefined,
-        orig.detail,
-      );
-      return;
-    }
-    const o = orig.request;
-    // Parsed only when present (nginx and the benchmarks send none).
-    const redirect = query === "" ? null : new URLSearchParams(query.slice(1)).get("redirect");
-    const mayRedirect = redirect === "1" || (redirect !== "0" && o.style === "forward-auth");
-    const browser = wantsHtml(req) && (o.method === "GET" || o.method === "HEAD");
-    const route = d.routes.match(o.host, o.path);
-    if (!route) {
-      // 403, not 404: nginx's auth_request turns anything but 2xx/401/403 into a 500.
-      refuse("ZT_ROUTE_NOT_FOUND", `no route for host ${o.host}`, "no-route", clientIp, o, 403);
-      return;
-    }
-    const pending = d.authenticate(req.headers);
-    // In memory (the usual case): no await, no microtask hop.
-    const a = pending instanceof Promise ? await pending : pending;
+): (ask: ForwardAuthAsk) => ForwardAuthAnswer | Promise<ForwardAuthAnswer> {
+  const afterAuth = async (ask: ForwardAuthAsk, route: ResolvedRoute, a: AuthOutcome) =>
+    decided(ask, route, a);
+  function decided(
+    ask: ForwardAuthAsk,
+    route: ResolvedRoute,
+    a: AuthOutcome,
+  ): ForwardAuthAnswer | Promise<ForwardAuthAnswer> {
+    const o = ask.original;
+    const browser = ask.html && (o.method === "GET" || o.method === "HEAD");
     if (!a.ok) {
       const login = loginUrlFor(o, false);
-      if (mayRedirect && browser) {
-        res.writeHead(302, { location: login, "cache-control": "no-store" });
-        res.end();
-        return;
-      }
-      sendJson(
-        res,
-        401,
-        { error: { code: a.code, message: "authentication required", reason: a.reason, login } },
-        { location: login, "x-zt-login-url": login, "www-authenticate": 'Bearer realm="zt"' },
-      );
-      return;
+      if (ask.mayRedirect && browser)
+        return { status: 302, headers: { location: login, "cache-control": "no-store" } };
+      return {
+        status: 401,
+        headers: {
+          location: login,
+          "x-zt-login-url": login,
+          "www-authenticate": 'Bearer realm="zt"',
+        },
+        json: {
+          error: { code: a.code, message: "authentication required", reason: a.reason, login },
+        },
+      };
     }
     const facts = factsFor({
       route,
@@ -153,53 +157,59 @@ export function createForwardAuthHandler(
       method: o.method,
       host: o.host,
       path: o.path,
-      clientIp,
+      clientIp: ask.clientIp,
       now: d.clock.now(),
       pep: d.pepId,
     });
     const decision = d.decisions.decide(facts);
     const verdict = decision.result.verdict;
     if (verdict === "allow") {
-      // No await between decide() and this: the record waited on is this decision's.
-      if (d.durableFor?.(o.method) && !(await d.recorded!())) {
-        sendError(
-          res,
-          "ZT_UNAVAILABLE",
-          "the audit log could not record this decision: try again shortly",
-          { reason: "audit-unavailable" },
-        );
-        return;
-      }
       const claims = assertionClaims(a.auth, route.name, decision.decisionId);
-      const assertion = d.assertions.cached(claims) ?? (await d.assertions.sign(claims));
-      const headers = {
-        "x-zt-assertion": assertion,
-        "x-zt-user": claims.name,
-        "x-zt-groups": claims.groups.join(","),
-        "x-zt-decision-id": decision.decisionId,
-        "cache-control": "no-store",
-        "content-length": 0,
+      const allowed = (assertion: string): ForwardAuthAnswer => {
+        const headers = {
+          "x-zt-assertion": assertion,
+          "x-zt-user": claims.name,
+          "x-zt-groups": claims.groups.join(","),
+          "x-zt-decision-id": decision.decisionId,
+          "cache-control": "no-store",
+          "content-length": 0,
+        };
+        // Contributed headers (break-glass banner) first, as `{ ...extra, ...headers }`.
+        const extra = d.decisions.responseHeaders(facts);
+        return { status: 200, headers: extra === undefined ? headers : { ...extra, ...headers } };
       };
-      // Contributed headers (break-glass banner) first, as `{ ...extra, ...headers }`.
-      const extra = d.decisions.responseHeaders(facts);
-      res.writeHead(200, extra === undefined ? headers : Object.assign({}, extra, headers));
-      res.end();
-      return;
+      // No await between decide() and the durability wait: the record waited on is this decision's.
+      if (d.durableFor?.(o.method))
+        return d.recorded!().then(async (ok) =>
+          ok
+            ? allowed(d.assertions.cached(claims) ?? (await d.assertions.sign(claims)))
+            : {
+                status: 503,
+                headers: {},
+                json: new ZtError(
+                  "ZT_UNAVAILABLE",
+                  "the audit log could not record this decision: try again shortly",
+                  { reason: "audit-unavailable" },
+                ).toJSON(),
+              },
+        );
+      const cached = d.assertions.cached(claims);
+      return cached !== undefined ? allowed(cached) : d.assertions.sign(claims).then(allowed);
     }
     const reason = decision.result.reason;
     d.denials.add({ decisionId: decision.decisionId, reason, route: route.name, verdict });
     const headers = { "x-zt-decision-id": decision.decisionId, "x-zt-reason": reason };
     if (verdict === "step-up") {
       const login = loginUrlFor(o, true);
-      if (mayRedirect && browser) {
-        res.writeHead(302, { ...headers, location: login, "cache-control": "no-store" });
-        res.end();
-        return;
-      }
-      sendJson(
-        res,
-        401,
-        {
+      if (ask.mayRedirect && browser)
+        return {
+          status: 302,
+          headers: { ...headers, location: login, "cache-control": "no-store" },
+        };
+      return {
+        status: 401,
+        headers: { ...headers, location: login, "x-zt-login-url": login },
+        json: {
           error: {
             code: "ZT_STEP_UP_REQUIRED",
             message: "re-authenticate with MFA, then retry",
@@ -208,24 +218,24 @@ export function createForwardAuthHandler(
             login,
           },
         },
-        { ...headers, location: login, "x-zt-login-url": login },
-      );
-      return;
+      };
     }
     const hint = hintFor(reason, route.name);
-    if (wantsHtml(req)) {
-      sendHtml(
-        res,
-        403,
-        renderDeniedPage({ decisionId: decision.decisionId, reason, hint, route: route.name }),
+    if (ask.html)
+      return {
+        status: 403,
         headers,
-      );
-      return;
-    }
-    sendJson(
-      res,
-      403,
-      {
+        html: renderDeniedPage({
+          decisionId: decision.decisionId,
+          reason,
+          hint,
+          route: route.name,
+        }),
+      };
+    return {
+      status: 403,
+      headers,
+      json: {
         error: {
           code: "ZT_POLICY_DENIED",
           message: "access denied by policy",
@@ -234,8 +244,87 @@ export function createForwardAuthHandler(
           hint,
         },
       },
-      headers,
-    );
+    };
+  }
+  return (ask) => {
+    const o = ask.original;
+    const route = d.routes.match(o.host, o.path);
+    if (!route)
+      // 403, not 404: nginx's auth_request turns anything but 2xx/401/403 into a 500.
+      return refusalAnswer(d, {
+        code: "ZT_ROUTE_NOT_FOUND",
+        message: `no route for host ${o.host}`,
+        reason: "no-route",
+        sourceIp: ask.clientIp,
+        original: o,
+        status: 403,
+      });
+    const pending = d.authenticate(ask.headers);
+    // In memory (the usual case): no await, no microtask hop.
+    return pending instanceof Promise
+      ? pending.then((a) => afterAuth(ask, route, a))
+      : decided(ask, route, pending);
+  };
+}
+
+/** Writes a forward-auth answer as the HTTP response. */
+export function sendForwardAuthAnswer(res: ServerResponse, a: ForwardAuthAnswer): void {
+  if (a.html !== undefined) sendHtml(res, a.status, a.html, a.headers as Record<string, string>);
+  else if (a.json !== undefined)
+    sendJson(res, a.status, a.json, a.headers as Record<string, string>);
+  else {
+    res.writeHead(a.status, a.headers);
+    res.end();
+  }
+}
+
+/** Builds the `/.zt/authz` handler from the PEP's parts. */
+export function createForwardAuthHandler(
+  d: ForwardAuthDeps,
+): (req: IncomingMessage, res: ServerResponse, query: string, clientIp: string) => Promise<void> {
+  const decide = createForwardAuthDecider(d);
+  // `query`: the raw query string ("" or "?…"); `clientIp`: the caller's resolveClientIp.
+  return async (req, res, query, clientIp) => {
+    const peer = req.socket.remoteAddress ?? "";
+    if (!d.trusted.has(peer)) {
+      // Forwarded headers from anyone but a trusted proxy are ignored, and without them
+      // there is no original request to decide on.
+      sendForwardAuthAnswer(
+        res,
+        refusalAnswer(d, {
+          code: "ZT_FORWARD_AUTH_UNTRUSTED",
+          message: "forward-auth is answered only to trusted_proxies",
+          reason: "untrusted-proxy",
+          sourceIp: clientIp,
+        }),
+      );
+      return;
+    }
+    const orig = readOriginalRequest(originalRequestHeaders(req.rawHeaders), d.convention);
+    if (!orig.ok) {
+      sendForwardAuthAnswer(
+        res,
+        refusalAnswer(d, {
+          code: "ZT_REQUEST_AMBIGUOUS",
+          message: `forward-auth refused: ${orig.detail}`,
+          reason: orig.reason,
+          sourceIp: clientIp,
+          detail: orig.detail,
+        }),
+      );
+      return;
+    }
+    const o = orig.request;
+    // Parsed only when present (nginx and the benchmarks send none).
+    const redirect = query === "" ? null : new URLSearchParams(query.slice(1)).get("redirect");
+    const answer = decide({
+      original: o,
+      headers: req.headers,
+      clientIp,
+      mayRedirect: redirect === "1" || (redirect !== "0" && o.style === "forward-auth"),
+      html: wantsHtml(req),
+    });
+    sendForwardAuthAnswer(res, answer instanceof Promise ? await answer : answer);
   };
 }
 
