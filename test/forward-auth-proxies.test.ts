@@ -300,11 +300,94 @@ backend app
 `;
 }
 
+/**
+ * HAProxy with zt as its SPOE agent, no Lua (docs/forward-auth.md, "HAProxy (SPOE, no
+ * Lua)"): writes `dir/zt-spoe.conf` and returns haproxy.cfg.
+ */
+export function haproxySpoeConfig(o: {
+  dir: string;
+  listen: number;
+  zt: number;
+  upstream: number;
+  spoa: number;
+}): string {
+  writeFileSync(
+    join(o.dir, "zt-spoe.conf"),
+    `[zt]
+spoe-agent zt
+    messages zt-authz
+    option var-prefix zt
+    timeout hello 2s
+    timeout idle 2m
+    timeout processing 2s
+    use-backend zt-spoa
+    register-var-names status assertion user groups decision_id reason location login_url content_type body breakglass
+
+spoe-message zt-authz
+    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src cookie=req.fhdr(cookie) authorization=req.fhdr(authorization) accept=req.fhdr(accept)
+    event on-frontend-http-request unless { path /.zt/login /.zt/logout /.zt/denied }
+`,
+  );
+  const when = (status: number) => `!zt_pages { var(txn.zt.status) -m int eq ${status} }`;
+  const body = 'lf-string "%[var(txn.zt.body)]"';
+  const id = 'hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]"';
+  return `
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend app
+    bind 127.0.0.1:${o.listen}
+    filter spoe engine zt config ${join(o.dir, "zt-spoe.conf")}
+    acl zt_pages path /.zt/login /.zt/logout /.zt/denied
+    acl zt_allowed var(txn.zt.status) -m int eq 200
+    acl zt_html var(txn.zt.content_type) -m beg text/html
+    # No answer from zt (agent down, timeout): refuse.
+    http-request return status 503 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_UNAVAILABLE\\",\\"reason\\":\\"authz-unavailable\\"}}" if !zt_pages !{ var(txn.zt.status) -m found }
+    http-request redirect location %[var(txn.zt.location)] code 302 if ${when(302)}
+    http-request return status 401 content-type application/json ${body} hdr Location "%[var(txn.zt.location)]" hdr X-Zt-Login-Url "%[var(txn.zt.login_url)]" ${id} if ${when(401)}
+    http-request return status 403 content-type "text/html; charset=utf-8" ${body} ${id} hdr X-Zt-Reason "%[var(txn.zt.reason)]" if zt_html ${when(403)}
+    http-request return status 403 content-type application/json ${body} ${id} hdr X-Zt-Reason "%[var(txn.zt.reason)]" if ${when(403)}
+    http-request return status 400 content-type application/json ${body} ${id} if ${when(400)}
+    http-request return status 503 content-type application/json ${body} if ${when(503)}
+    http-request deny deny_status 500 if !zt_pages !zt_allowed
+    # Allowed: zt's identity headers replace any the client sent; zt's credentials stay with zt.
+    http-request del-header ^X-Zt- -m reg unless zt_pages
+    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)] if zt_allowed
+    http-request set-header X-Zt-User %[var(txn.zt.user)] if zt_allowed
+    http-request set-header X-Zt-Groups %[var(txn.zt.groups)] if zt_allowed
+    http-request set-header X-Zt-Decision-Id %[var(txn.zt.decision_id)] if zt_allowed
+    http-request set-header X-Zt-Breakglass %[var(txn.zt.breakglass)] if zt_allowed { var(txn.zt.breakglass) -m found }
+    http-request del-header Authorization unless zt_pages
+    http-request replace-header Cookie (^|.*?;\\s*)zt_session=[^;]*(?:;\\s*)?(.*) \\1\\2 unless zt_pages
+    http-request del-header Cookie if !zt_pages { req.fhdr(cookie) -m reg ^[;\\s]*$ }
+    use_backend zt if zt_pages
+    default_backend app
+
+backend zt
+    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Proto http
+    server zt 127.0.0.1:${o.zt}
+
+backend app
+    server app 127.0.0.1:${o.upstream}
+
+backend zt-spoa
+    mode tcp
+    timeout connect 5s
+    timeout server 3m
+    server zt 127.0.0.1:${o.spoa}
+`;
+}
+
 interface ProxyUnderTest {
   name: string;
   start(
     dir: string,
     ports: { listen: number; zt: number; upstream: number },
+    zt: PepFixture,
   ): Promise<() => Promise<void>>;
 }
 
@@ -332,6 +415,17 @@ const PROXIES: ProxyUnderTest[] = [
       const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
       const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
       writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig({ ...ports, lua }));
+      const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+      await waitForPort(ports.listen, peer.child, peer.output);
+      return peer.stop;
+    },
+  },
+  {
+    name: "HAProxy (SPOE agent, no Lua)",
+    async start(dir, ports, zt) {
+      const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+      const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
+      writeFileSync(join(dir, "haproxy.cfg"), haproxySpoeConfig({ dir, ...ports, spoa }));
       const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
@@ -366,7 +460,11 @@ for (const proxy of PROXIES) {
       users["bob"] = await zt.addUser("bob", ["ops"]);
       const dir = tempDir("zt-proxy-");
       if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
-      stopProxy = await proxy.start(dir, { listen: port, zt: zt.port, upstream: upstream.port });
+      stopProxy = await proxy.start(
+        dir,
+        { listen: port, zt: zt.port, upstream: upstream.port },
+        zt,
+      );
     }, 60_000);
 
     afterAll(async () => {
@@ -461,7 +559,8 @@ for (const proxy of PROXIES) {
         host: "app.localhost",
         path: "/",
         method: "GET",
-        pep: "pep-1/forward-auth",
+        // HAProxy's SPOE agent decides through the same code under its own PEP id.
+        pep: proxy.name.includes("SPOE") ? "pep-1/spoa" : "pep-1/forward-auth",
       });
     });
 
@@ -787,5 +886,51 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
       "x-original-url": "http://app.localhost/public",
       "x-original-method": "GET",
     });
+  }, 60_000);
+});
+
+describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
+  async function spoeCase(o: { trusted?: string[]; agentUp: boolean }): Promise<void> {
+    const upstream = await startUpstream();
+    const listen = await freePort();
+    const host = `app.localhost:${listen}`;
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+      ...(o.trusted ? { trusted_proxies: o.trusted } : {}),
+    });
+    const spoa = o.agentUp ? (await zt.pep.listenSpoa("127.0.0.1", 0)).port : await freePort();
+    const dir = tempDir("zt-proxy-");
+    const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+    writeFileSync(
+      join(dir, "haproxy.cfg"),
+      haproxySpoeConfig({ dir, listen, zt: zt.port, upstream: upstream.port, spoa }),
+    );
+    const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const r = await request(listen, {
+        host,
+        path: "/",
+        headers: { cookie, "x-zt-user": "mallory", "x-zt-assertion": "forged" },
+      });
+      expect(r.status, r.body).toBe(503);
+      expect(r.json<{ error: { reason: string } }>().error.reason).toBe("authz-unavailable");
+      expect(upstream.seen).toHaveLength(0);
+    } finally {
+      await peer.stop();
+      await zt.close();
+      await upstream.close();
+    }
+  }
+
+  it("fails closed when the agent is down: 503, the upstream never reached", async () => {
+    await spoeCase({ agentUp: false });
+  }, 60_000);
+
+  it("fails closed when HAProxy's address is not in trusted_proxies: the agent hangs up", async () => {
+    await spoeCase({ agentUp: true, trusted: ["192.0.2.0/24"] });
   }, 60_000);
 });

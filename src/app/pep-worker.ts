@@ -60,6 +60,11 @@ async function main(): Promise<void> {
     else log(`policy reload refused, keeping the last good set: ${r.error}`);
   });
   const address = await node.pep.listen(listen.host, listen.port);
+  // Every worker listens on the SPOE port too; node:cluster shares it between them.
+  if (config.forward_auth.spoa_listen) {
+    const spoa = splitHostPort(config.forward_auth.spoa_listen);
+    await node.pep.listenSpoa(spoa.host, spoa.port);
+  }
 
   let stopping = false;
   const stop = async () => {

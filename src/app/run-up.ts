@@ -151,6 +151,11 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       pepNode = await createPepNode(ctx, services, { host: proxyListen.host });
       pepAddress = await pepNode.pep.listen(proxyListen.host, proxyListen.port);
       live = pepNode.pep.live;
+      if (config.forward_auth.spoa_listen) {
+        const spoa = splitHostPort(config.forward_auth.spoa_listen);
+        const a = await pepNode.pep.listenSpoa(spoa.host, spoa.port);
+        out(`zt: SPOE agent (HAProxy forward-auth) listening on ${a.address}:${a.port}`);
+      }
     }
     const scheme = config.tls ? "https" : "http";
     jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;

@@ -110,6 +110,11 @@ export const configSchema = z
               'expected "auto", "x-original" (nginx) or "x-forwarded" (Caddy, Traefik, HAProxy)',
           })
           .default("auto"),
+        /**
+         * Where zt answers HAProxy's SPOE (forward-auth without Lua), e.g.
+         * "127.0.0.1:12345". Off when absent. Only trusted_proxies may connect.
+         */
+        spoa_listen: listenAddress.optional(),
       })
       .strict()
       .default({ headers: "auto" }),

@@ -32,7 +32,13 @@ import {
   type DecisionFacts,
   type DecisionPoint,
 } from "./decision-point.js";
-import { createForwardAuthHandler, sendRecentDenial } from "./forward-auth.js";
+import {
+  createForwardAuthDecider,
+  createForwardAuthHandler,
+  sendRecentDenial,
+  type ForwardAuthDeps,
+} from "./forward-auth.js";
+import { createSpoaServer, type SpoaServer } from "./spoa-agent.js";
 import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
 import { LiveConnections, type LiveConnection } from "./live-connections.js";
@@ -87,6 +93,8 @@ export interface PepOptions {
 export interface Pep {
   readonly server: http.Server;
   listen(host: string, port: number): Promise<AddressInfo>;
+  /** Starts the SPOE agent for HAProxy (`forward_auth.spoa_listen`). */
+  listenSpoa(host: string, port: number): Promise<AddressInfo>;
   close(): Promise<void>;
   /** Live (streaming / upgraded) connections, for re-evaluation and metrics. */
   readonly live: LiveConnections;
@@ -124,7 +132,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       () => false,
     );
   const authenticate = createAuthenticator(s.sessions, s.snapshot, cookieName);
-  const authz = createForwardAuthHandler({
+  const forwardAuthDeps: ForwardAuthDeps = {
     routes,
     trusted,
     audit: ctx.audit,
@@ -137,7 +145,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     pepId: `${pepId}/forward-auth`,
     durableFor,
     recorded,
-  });
+  };
+  const authz = createForwardAuthHandler(forwardAuthDeps);
+  // HAProxy's SPOE (no Lua): the same decision, its answer carried in SPOP variables.
+  let spoa: SpoaServer | undefined;
   const headersTimeout = parseDuration(cfg.limits.header_timeout);
 
   const serverOptions: http.ServerOptions = {
@@ -954,9 +965,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         server.listen(port, host, () => resolve(server.address() as AddressInfo));
       });
     },
+    listenSpoa(host: string, port: number) {
+      const deps = { ...forwardAuthDeps, pepId: `${pepId}/spoa` };
+      spoa ??= createSpoaServer({ decide: createForwardAuthDecider(deps), deps, trusted });
+      return spoa.listen(host, port);
+    },
     async close() {
       offRevoked();
       offCertRevoked();
+      await spoa?.close();
       live.closeAll("shutdown");
       agents.destroy();
       await new Promise<void>((resolve) => {

@@ -1,0 +1,136 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import {
+  FRAME,
+  SPOP_STATUS,
+  SpopError,
+  ackFrame,
+  kvFrame,
+  parseFrame,
+  readKvList,
+  readMessages,
+  readVarint,
+  splitFrames,
+  writeVarint,
+} from "./spop.js";
+
+const varint = (n: number) => {
+  const out: number[] = [];
+  writeVarint(out, n);
+  return Buffer.from(out);
+};
+
+describe("SPOP varint (HAProxy doc/SPOE.txt §3.1, peers encoding)", () => {
+  it("uses the byte counts of the spec's table at each boundary", () => {
+    // [value, bytes]: 0 ≤ X < 240: 1; < 2288: 2; < 264432: 3; < 33818864: 4; < 4328786160: 5.
+    for (const [n, len] of [
+      [0, 1],
+      [239, 1],
+      [240, 2],
+      [2287, 2],
+      [2288, 3],
+      [264431, 3],
+      [264432, 4],
+      [33818863, 4],
+      [33818864, 5],
+      [4328786159, 5],
+    ] as const) {
+      expect(varint(n).length, String(n)).toBe(len);
+      expect(readVarint(varint(n))).toBe(n);
+    }
+    // The first byte of a long form keeps its low bits: 300 → 0xFC 0x03 (252 + 3·16).
+    expect([...varint(300)]).toEqual([0xfc, 0x03]);
+  });
+
+  it("round-trips every safe integer it is given (property)", () => {
+    fc.assert(
+      fc.property(fc.maxSafeNat(), (n) => {
+        expect(readVarint(varint(n))).toBe(n);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe("SPOP frames", () => {
+  it("reads back the frames it writes: KV lists and set-var actions", () => {
+    const hello = kvFrame(FRAME.AGENT_HELLO, {
+      version: "2.0",
+      "max-frame-size": 16380,
+      healthcheck: true,
+    });
+    const { frames, rest } = splitFrames(Buffer.concat([hello, hello.subarray(0, 3)]), 16380);
+    expect(rest.length).toBe(3);
+    expect(frames).toHaveLength(1);
+    expect(frames[0]).toMatchObject({ type: FRAME.AGENT_HELLO, streamId: 0, frameId: 0 });
+    expect(Object.fromEntries(readKvList(frames[0]!.payload))).toEqual({
+      version: "2.0",
+      "max-frame-size": 16380,
+      healthcheck: true,
+    });
+    const ack = parseFrame(ackFrame(7, 300, { status: 200, user: "alice" }).subarray(4));
+    expect(ack).toMatchObject({ type: FRAME.ACK, streamId: 7, frameId: 300 });
+  });
+
+  it("reads a NOTIFY's messages with typed arguments (strings, integers, booleans, addresses)", () => {
+    const str = (s: string) => [...varint(Buffer.byteLength(s)), ...Buffer.from(s)];
+    const payload = Buffer.from([
+      ...str("zt-authz"),
+      4,
+      ...str("method"),
+      8,
+      ...str("GET"),
+      ...str("hosts"),
+      3,
+      ...varint(1),
+      ...str("ssl"),
+      0x11,
+      ...str("src"),
+      6,
+      192,
+      0,
+      2,
+      7,
+    ]);
+    const [m] = readMessages(payload);
+    expect(m!.name).toBe("zt-authz");
+    expect(Object.fromEntries(m!.args)).toEqual({
+      method: "GET",
+      hosts: 1,
+      ssl: true,
+      src: { ip: "192.0.2.7" },
+    });
+  });
+
+  it("refuses malformed input with a SPOP status, never anything else (property)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        const b = Buffer.from(bytes);
+        for (const f of [
+          () => splitFrames(b, 256),
+          () => readMessages(b),
+          () => readKvList(b),
+          () => parseFrame(b),
+        ]) {
+          try {
+            f();
+          } catch (e) {
+            expect(e).toBeInstanceOf(SpopError);
+          }
+        }
+      }),
+      { numRuns: 3000 },
+    );
+    // A declared length over the negotiated maximum is refused before it is buffered.
+    const big = Buffer.alloc(8);
+    big.writeUInt32BE(1_000_000, 0);
+    expect(() => splitFrames(big, 16380)).toThrow(
+      expect.objectContaining({ status: SPOP_STATUS.TOO_BIG }),
+    );
+    // Fragmented frames (FIN clear) are not supported: refused, not misread.
+    const frag = Buffer.from([FRAME.NOTIFY, 0, 0, 0, 0, 1, 1]);
+    expect(() => parseFrame(frag)).toThrow(
+      expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+    );
+  });
+});
