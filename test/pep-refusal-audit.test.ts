@@ -12,6 +12,7 @@ import { AlertEngine, type AlertEvent } from "../src/audit/alerts/alert-engine.j
 import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
 import { renderMetrics } from "../src/audit/index.js";
 import { toOcsf } from "../src/audit/ocsf.js";
+import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
 import { runZt } from "./helpers/zt-process.js";
 
@@ -145,7 +146,10 @@ describe("refused requests are audited with a decision id", () => {
       expect(r.status, r.text).toBe(400);
       const row = await refusalRecord(decisionIdOf(r.text));
       expect(row.reason, request).toBe(reason);
-      expect(row.source_ip).toBe("127.0.0.1");
+      // Unparsed: only the TCP peer is known, and loopback is a trusted proxy by default —
+      // so it is kept as `peer`, and no source address is given for the alert rules to ban.
+      expect(row.source_ip).toBeNull();
+      expect(row.data["peer"]).toBe("127.0.0.1");
     }
     expect(upstream.seen).toHaveLength(0);
   });
@@ -174,7 +178,40 @@ describe("refused requests are audited with a decision id", () => {
     const nr = await refusalRecord(decisionIdOf(noRoute.text));
     // Behind a trusted proxy the client is the X-Forwarded-For address.
     expect(nr).toMatchObject({ reason: "no-route", source_ip: "198.51.100.4" });
-    expect(nr.data).toMatchObject({ host: "nowhere.localhost", target: "/x?y=1", method: "GET" });
+    expect(nr.data).toMatchObject({
+      host: "nowhere.localhost",
+      target: "/x",
+      query_length: 3,
+      method: "GET",
+    });
+    // nginx's error_page 403 → /.zt/denied?decision=… shows this refusal, not "unknown".
+    const page = await raw(
+      zt.port,
+      [
+        `GET /.zt/denied?decision=${nr.decision_id} HTTP/1.1\r\nHost: ${HOST}\r\nAccept: application/json\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    expect(page.status).toBe(403);
+    expect(page.text).toContain('"reason":"no-route"');
+  });
+
+  it("keeps the path of a refused target, never its query or ;parameters (tokens, session ids)", async () => {
+    const noRoute = await raw(
+      zt.port,
+      [`GET /cb?code=SECRET-CODE&access_token=tok123 HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n`],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    const a = await refusalRecord(decisionIdOf(noRoute.text));
+    expect(a.data).toMatchObject({ target: "/cb", query_length: 36 });
+    const params = await raw(
+      zt.port,
+      [`GET /app;jsessionid=SESSION-SECRET/x HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    const b = await refusalRecord(decisionIdOf(params.text));
+    expect(b.data["target"]).toBe("/app;…/x");
+    expect(JSON.stringify([a, b])).not.toMatch(/SECRET|tok123/);
   });
 
   it("keeps only the first 512 characters of a long refused target", async () => {
@@ -298,4 +335,79 @@ describe("refusals of slow clients", () => {
       await upstream.close();
     }
   }, 30_000);
+});
+
+describe("what a refusal record is not", () => {
+  it("is not written for a banned source, nor for a request already decided (slow upload); an unproxied peer is the source", async () => {
+    const upstream = await startUpstream();
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
+      limits: { header_timeout: "1s", request_timeout: "2s" },
+      trusted_proxies: [],
+    });
+    const refused = async () => {
+      await zt.ctx.audit.flush();
+      return zt.ctx.store.db
+        .selectFrom("audit_events")
+        .select(["reason", "source_ip"])
+        .where("kind", "=", "request.refused")
+        .execute();
+    };
+    try {
+      // No proxy in front: the peer is the client, and is recorded as the source.
+      const first = await raw(zt.port, [
+        `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nBad Header: x\r\n\r\n`,
+      ]);
+      expect(first.status).toBe(400);
+      expect(await refused()).toEqual([{ reason: "header-invalid", source_ip: "127.0.0.1" }]);
+      // A slow upload on an allowed request is cut by request_timeout: decided, not refused.
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const slow = await raw(zt.port, [
+        `POST /upload HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${cookie}\r\nContent-Length: 100\r\n\r\nab`,
+      ]);
+      expect(slow.closed).toBe(true);
+      expect(await refused()).toHaveLength(1);
+      // A banned source: answered, not recorded (malformed requests cannot flood the log).
+      setBansForTest({ "127.0.0.1": Number.MAX_SAFE_INTEGER });
+      const banned = await raw(zt.port, [
+        `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nBad Header: x\r\n\r\n`,
+      ]);
+      expect(banned.status).toBe(400);
+      expect(await refused()).toHaveLength(1);
+    } finally {
+      setBansForTest({});
+      await zt.close();
+      await upstream.close();
+    }
+  }, 30_000);
+});
+
+describe("zt audit tail / explain on hostile text", () => {
+  it("shows control characters from a recorded request as escapes, never writes them to the terminal", async () => {
+    const { printable, formatTailLine } = await import("../src/cli/commands/audit.js");
+    // CSI (U+009B) and OSC (U+009D) as a latin-1 header byte arrives; ESC; BEL.
+    const hostile = "/x\u009b2J\u009d0;PWN\u0007\u001b[31m";
+    expect(printable(hostile)).toBe("/x\\u{9b}2J\\u{9d}0;PWN\\u{7}\\u{1b}[31m");
+    const line = formatTailLine({
+      seq: 1,
+      id: "evt_1",
+      ts: 0,
+      kind: "request.refused",
+      outcome: "deny",
+      subject: null,
+      source_ip: null,
+      route: null,
+      action: null,
+      decision_id: "dec_x",
+      policies: null,
+      reason: hostile,
+      data: "{}",
+      prev_hash: "0".repeat(64),
+      hash: "0".repeat(64),
+    });
+    // eslint-disable-next-line no-control-regex -- asserting their absence
+    expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+  });
 });

@@ -27,12 +27,17 @@ export async function withCaLock<T>(
   body: (db: Kysely<Tables>) => Promise<T>,
 ): Promise<T> {
   if (store.dialect === "postgres") {
-    return store.db.transaction().execute(async (trx) => {
-      await sql`SELECT pg_advisory_xact_lock(${sql.lit(PKI_CA_LOCK_KEY.toString())}::bigint)`.execute(
-        trx,
-      );
-      return body(trx);
-    });
+    // READ COMMITTED whatever the database's default: reads after the lock must see what
+    // the previous holder committed (a snapshot from before the wait would not).
+    return store.db
+      .transaction()
+      .setIsolationLevel("read committed")
+      .execute(async (trx) => {
+        await sql`SELECT pg_advisory_xact_lock(${sql.lit(PKI_CA_LOCK_KEY.toString())}::bigint)`.execute(
+          trx,
+        );
+        return body(trx);
+      });
   }
   const sqlite = store.sqlite;
   if (!sqlite) throw new ZtError("ZT_STORE", "the SQLite store has no connection handle");

@@ -283,9 +283,14 @@ export interface Refusal {
   /** Which enforcement point refused (proxy, forward-auth). */
   pep: string;
   method?: string | undefined;
-  /** The request target as received (kept to its first 512 characters). */
+  /**
+   * The request target as received. Kept: its path, to 512 characters, with `;`
+   * parameter values and the query left out (they carry tokens and session ids).
+   */
   target?: string | undefined;
   host?: string | undefined;
+  /** The TCP peer, when it is a trusted proxy speaking for an unknown client. */
+  peer?: string | undefined;
 }
 
 /** The longest request target kept in a refusal's audit record. */
@@ -299,17 +304,33 @@ const MAX_REFUSED_TARGET = 512;
  */
 export function recordRefusal(ctx: Pick<AppContext, "audit" | "clock">, r: Refusal): string {
   const decisionId = newDecisionId(ctx.clock.now());
-  const target =
-    r.target === undefined || r.target.length <= MAX_REFUSED_TARGET
-      ? r.target
-      : `${r.target.slice(0, MAX_REFUSED_TARGET)}…`;
+  let target = r.target;
+  let queryLength: number | undefined;
+  if (target !== undefined) {
+    const q = target.indexOf("?");
+    if (q !== -1) {
+      queryLength = target.length - q - 1;
+      target = target.slice(0, q);
+    }
+    target = target.replace(/;[^/]*/g, ";…");
+    if (target.length > MAX_REFUSED_TARGET) target = `${target.slice(0, MAX_REFUSED_TARGET)}…`;
+  }
   ctx.audit.record({
     kind: "request.refused",
     outcome: "deny",
-    sourceIp: r.sourceIp,
+    sourceIp: r.sourceIp === "" ? undefined : r.sourceIp,
     decisionId,
     reason: r.reason,
-    data: { code: r.code, detail: r.detail, method: r.method, host: r.host, target, pep: r.pep },
+    data: {
+      code: r.code,
+      detail: r.detail,
+      method: r.method,
+      host: r.host,
+      target,
+      query_length: queryLength,
+      peer: r.peer,
+      pep: r.pep,
+    },
   });
   countRefused(r.reason);
   return decisionId;

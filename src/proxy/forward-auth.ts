@@ -85,7 +85,7 @@ export interface ForwardAuthAsk {
 
 /** A refusal before any decision: audited (`request.refused`), its decision id in the answer. */
 export function refusalAnswer(
-  d: Pick<ForwardAuthDeps, "audit" | "clock" | "pepId">,
+  d: Pick<ForwardAuthDeps, "audit" | "clock" | "pepId"> & Partial<Pick<ForwardAuthDeps, "denials">>,
   r: {
     code: ZtErrorCode;
     message: string;
@@ -111,8 +111,12 @@ export function refusalAnswer(
     },
   );
   const e = new ZtError(r.code, r.message, { reason: r.reason, decision_id: decisionId });
+  const status = r.status ?? e.httpStatus;
+  // nginx shows a 403 through `/.zt/denied?decision=…`: that page must know this one too.
+  if (status === 403)
+    d.denials?.add({ decisionId, reason: r.reason, route: o?.host ?? "this app", verdict: "deny" });
   return {
-    status: r.status ?? e.httpStatus,
+    status,
     headers: { "x-zt-decision-id": decisionId, "x-zt-reason": r.reason },
     json: e.toJSON(),
   };

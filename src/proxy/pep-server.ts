@@ -1,4 +1,4 @@
-import { countShed, durableBeforeForward, isBanned } from "../audit/index.js";
+import { countRefused, countShed, durableBeforeForward, isBanned } from "../audit/index.js";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -191,6 +191,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) return socket.destroy();
+    // A request already dispatched on this socket (a slow upload cut by request_timeout):
+    // it was decided, not refused, and its answer may be under way — cut, no record.
+    const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (current) return socket.destroy();
     const status =
       err.code === "HPE_HEADER_OVERFLOW"
         ? "431 Request Header Fields Too Large"
@@ -203,14 +207,22 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     // A connection that sent nothing before the header timeout (a browser's speculative
     // preconnect, a port check) is closed without a record: no request was refused.
     const silent = err.code === "ERR_HTTP_REQUEST_TIMEOUT" && tcp.bytesRead === 0;
-    // The request was never parsed: the peer is the only address known.
-    const peer = tcp.remoteAddress;
-    const decisionId = silent
+    // The request was never parsed: the peer is the only address known. Behind a trusted
+    // proxy it is the proxy's, not the client's: recorded as `peer`, with no source
+    // address for the alert rules to count (and ban the proxy for its clients).
+    const peer = tcp.remoteAddress === undefined ? "" : normalizeIp(tcp.remoteAddress);
+    const viaProxy = trusted.has(peer);
+    // Nothing is recorded for a banned source, or while the audit log is backlogged:
+    // malformed requests must not push real decisions out of its buffer.
+    const unrecorded = silent || ctx.audit.backlogged || isBanned(peer, ctx.clock.now());
+    if (unrecorded && !silent) countRefused(reason);
+    const decisionId = unrecorded
       ? undefined
       : recordRefusal(ctx, {
           reason,
           code,
-          sourceIp: peer === undefined ? "" : normalizeIp(peer),
+          sourceIp: viaProxy ? "" : peer,
+          ...(viaProxy ? { peer } : {}),
           pep: pepId,
         });
     const body = JSON.stringify({

@@ -208,13 +208,27 @@ async function lastSeq(store: Parameters<typeof queryAudit>[0]): Promise<number>
   return rows[0]?.seq ?? 0;
 }
 
+/**
+ * Text from the log made safe for a terminal: control characters (C0, DEL, C1 — a
+ * client can put them in a URL or a header zt records) are shown as `\u{…}` escapes
+ * instead of being written, so a record cannot move the cursor, retitle the window or
+ * hide lines.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // eslint-disable-next-line no-control-regex -- matching control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\u{${c.charCodeAt(0).toString(16)}}`,
+  );
+}
+
 /** One human line: time, kind, outcome, subject, source, route, action, reason, decision id. */
 export function formatTailLine(r: AuditRowChained): string {
-  const d = (v: string | null) => v ?? "-";
+  const d = (v: string | null) => (v === null ? "-" : printable(v));
   return [
     new Date(r.ts).toISOString(),
-    r.kind.padEnd(16),
-    r.outcome.padEnd(7),
+    printable(r.kind).padEnd(16),
+    printable(r.outcome).padEnd(7),
     d(r.subject).padEnd(12),
     d(r.source_ip).padEnd(15),
     d(r.route).padEnd(10),
@@ -226,20 +240,24 @@ export function formatTailLine(r: AuditRowChained): string {
 
 function formatExplain(r: AuditRowChained): string {
   const data = JSON.parse(r.data) as Record<string, unknown>;
+  const p = (v: string | null) => (v === null ? "-" : printable(v));
   const lines = [
-    `decision  ${r.decision_id ?? "-"}`,
+    `decision  ${p(r.decision_id)}`,
     `time      ${new Date(r.ts).toISOString()}  (audit seq ${r.seq})`,
-    `verdict   ${r.outcome}${r.reason ? `  reason: ${r.reason}` : ""}`,
-    `subject   ${r.subject ?? "-"}`,
-    `source    ${r.source_ip ?? "-"}`,
-    `route     ${r.route ?? "-"}`,
-    `action    ${r.action ?? "-"}`,
-    `policies  ${r.policies ? (JSON.parse(r.policies) as string[]).join(", ") || "(none)" : "(none)"}`,
+    `verdict   ${p(r.outcome)}${r.reason ? `  reason: ${p(r.reason)}` : ""}`,
+    `subject   ${p(r.subject)}`,
+    `source    ${p(r.source_ip)}`,
+    `route     ${p(r.route)}`,
+    `action    ${p(r.action)}`,
+    `policies  ${r.policies ? printable((JSON.parse(r.policies) as string[]).join(", ")) || "(none)" : "(none)"}`,
   ];
   for (const [k, v] of Object.entries(data)) {
+    // JSON escapes C0 controls but not C1 ones: each line goes through printable too.
     const text =
-      typeof v === "string" ? v : JSON.stringify(v, null, 2).replaceAll("\n", "\n          ");
-    lines.push(`${k.padEnd(9)} ${text}`);
+      typeof v === "string"
+        ? printable(v)
+        : (JSON.stringify(v, null, 2) ?? "null").split("\n").map(printable).join("\n          ");
+    lines.push(`${printable(k).padEnd(9)} ${text}`);
   }
   return lines.join("\n") + "\n";
 }
