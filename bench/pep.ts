@@ -6,6 +6,7 @@
  *   (c) zt proxy (session cookie, Cedar decision, assertion, audit) → upstream
  *   (d) nginx auth_request → zt /.zt/authz, then nginx → upstream
  *   (e) zt /.zt/authz alone (decisions/s on one core: zt is one Node process)
+ *   (i) HAProxy alone, and HAProxy asking zt as its SPOE agent (forward-auth without Lua)
  *   (u) the upstream leg alone: zt's keep-alive pool against undici's (the client it replaced)
  *
  * Load generator: wrk (Debian package `wrk`), else autocannon. The upstream runs in its
@@ -211,6 +212,64 @@ http {
 }`;
 }
 
+/**
+ * HAProxy in front of the upstream: alone (`spoa` undefined), or asking zt through SPOE
+ * (forward-auth without Lua) with the allow path of docs/forward-auth.md.
+ */
+function haproxyConf(
+  dir: string,
+  p: { listen: number; upstream: number; spoa?: number | undefined },
+): string {
+  const spoe = join(dir, "zt-spoe.conf");
+  if (p.spoa !== undefined)
+    writeFileSync(
+      spoe,
+      `[zt]
+spoe-agent zt
+    messages zt-authz
+    option var-prefix zt
+    timeout hello 2s
+    timeout idle 2m
+    timeout processing 2s
+    use-backend zt-spoa
+    register-var-names status assertion user groups decision_id
+
+spoe-message zt-authz
+    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src cookie=req.fhdr(cookie) authorization=req.fhdr(authorization) accept=req.fhdr(accept)
+    event on-frontend-http-request
+`,
+    );
+  const zt =
+    p.spoa === undefined
+      ? ""
+      : `    filter spoe engine zt config ${spoe}
+    acl zt_allowed var(txn.zt.status) -m int eq 200
+    http-request deny deny_status 403 unless zt_allowed
+    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)]
+    http-request set-header X-Zt-User %[var(txn.zt.user)]
+`;
+  return `
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend app
+    bind 127.0.0.1:${p.listen}
+${zt}    default_backend app
+backend app
+    http-reuse always
+    server app 127.0.0.1:${p.upstream}
+backend zt-spoa
+    mode tcp
+    timeout connect 5s
+    timeout server 3m
+    server zt 127.0.0.1:${p.spoa ?? 1}
+`;
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "zt-bench-pep-"));
   chmodSync(dir, 0o755);
@@ -320,7 +379,7 @@ async function main(): Promise<void> {
       const cpu0 = process.cpuUsage();
       const r = await load(name, port, path, headers, connections);
       const cpu = process.cpuUsage(cpu0);
-      if (port === ztPort || port === ports.authreq)
+      if (port === ztPort || port === ports.authreq || (port !== 0 && port === haPorts.spoe))
         r.ztCpuUs = (cpu.user + cpu.system) / r.requests;
       if (!runs.has(name)) runs.set(name, []);
       runs.get(name)!.push(r);
@@ -331,6 +390,27 @@ async function main(): Promise<void> {
     process.stdout.write(
       `bench:pep  ${DURATION}s per run, ${CONNECTIONS} connections, ${hasWrk() ? "wrk -t1" : "autocannon"}\n`,
     );
+    // HAProxy (its default: a thread per CPU; with one thread it idles here), alone and
+    // with zt as its SPOE agent (forward-auth, no Lua).
+    const haproxyBin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].find((p) => existsSync(p));
+    const haPorts = { plain: 0, spoe: 0 };
+    if (haproxyBin && (!only || only.includes("i"))) {
+      const spoa = (await pep.listenSpoa("127.0.0.1", 0)).port;
+      for (const [name, agent] of [
+        ["plain", undefined],
+        ["spoe", spoa],
+      ] as const) {
+        const listen = await freePort();
+        const cfg = join(dir, `haproxy-${name}.cfg`);
+        writeFileSync(cfg, haproxyConf(dir, { listen, upstream: upstreamPort, spoa: agent }));
+        const child = spawn(haproxyBin, ["-db", "-f", cfg], {
+          stdio: ["ignore", "ignore", "inherit"],
+        });
+        children.push(child);
+        await waitForPort(listen);
+        haPorts[name] = listen;
+      }
+    }
     for (let round = 1; round <= ROUNDS; round++) {
       if (ROUNDS > 1) process.stdout.write(`round ${round} of ${ROUNDS}\n`);
       await run("(a) upstream direct", upstreamPort, "/");
@@ -342,6 +422,8 @@ async function main(): Promise<void> {
         "x-original-url": `http://${HOST}/`,
         "x-original-method": "GET",
       });
+      if (haPorts.plain) await run("(i1) HAProxy alone", haPorts.plain, "/");
+      if (haPorts.spoe) await run("(i2) HAProxy + zt SPOE agent", haPorts.spoe, "/", { cookie });
     }
 
     // Every core: zt with listen.proxy_workers = WORKERS worker processes (a real `zt up`
@@ -607,6 +689,10 @@ async function main(): Promise<void> {
     if (d && b)
       lines.push(
         `nginx+auth_request / nginx proxy_pass throughput: ${ratio("(d)", "(b)", (x, y) => x.rps / y.rps).toFixed(2)}x`,
+      );
+    if (get("(i1)") && get("(i2)"))
+      lines.push(
+        `HAProxy + zt SPOE agent / HAProxy alone throughput: ${ratio("(i2)", "(i1)", (x, y) => x.rps / y.rps).toFixed(2)}x; req/s${spread("(i2)")} (forward-auth without Lua; nginx auth_request: ${d ? d.rps.toFixed(0) : "-"} req/s)`,
       );
     lines.push(
       `forward-auth decisions/s (one zt process): ${e.rps.toFixed(0)}${spread("(e)")} (target >= 15000)`,
