@@ -29,6 +29,7 @@ import { createServices } from "../src/app/services.js";
 import { canonicalizeRequest, createPep } from "../src/proxy/index.js";
 import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
 import { UpstreamPool } from "../src/proxy/upstream-pool.js";
+import { writeHaproxySpoeExample } from "./haproxy-spoe-example.js";
 import { Pool as UndiciPool } from "undici";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
@@ -212,45 +213,9 @@ http {
 }`;
 }
 
-/**
- * HAProxy in front of the upstream: alone (`spoa` undefined), or asking zt through SPOE
- * (forward-auth without Lua) with the allow path of docs/forward-auth.md.
- */
-function haproxyConf(
-  dir: string,
-  p: { listen: number; upstream: number; spoa?: number | undefined },
-): string {
-  const spoe = join(dir, "zt-spoe.conf");
-  if (p.spoa !== undefined)
-    writeFileSync(
-      spoe,
-      `[zt]
-spoe-agent zt
-    messages zt-authz
-    option var-prefix zt
-    timeout hello 2s
-    timeout idle 2m
-    timeout processing 2s
-    use-backend zt-spoa
-    register-var-names status assertion user groups decision_id
-
-spoe-message zt-authz
-    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src cookie=req.fhdr(cookie) authorization=req.fhdr(authorization) accept=req.fhdr(accept)
-    event on-frontend-http-request
-`,
-    );
-  const zt =
-    p.spoa === undefined
-      ? ""
-      : `    filter spoe engine zt config ${spoe}
-    acl zt_allowed var(txn.zt.status) -m int eq 200
-    http-request deny deny_status 403 unless zt_allowed
-    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)]
-    http-request set-header X-Zt-User %[var(txn.zt.user)]
-`;
+/** HAProxy alone in front of the upstream (the baseline for the SPOE case). */
+function haproxyConf(p: { listen: number; upstream: number }): string {
   return `
-global
-    maxconn 4096
 defaults
     mode http
     timeout connect 5s
@@ -258,15 +223,9 @@ defaults
     timeout server 30s
 frontend app
     bind 127.0.0.1:${p.listen}
-${zt}    default_backend app
+    default_backend app
 backend app
-    http-reuse always
     server app 127.0.0.1:${p.upstream}
-backend zt-spoa
-    mode tcp
-    timeout connect 5s
-    timeout server 3m
-    server zt 127.0.0.1:${p.spoa ?? 1}
 `;
 }
 
@@ -396,13 +355,22 @@ async function main(): Promise<void> {
     const haPorts = { plain: 0, spoe: 0 };
     if (haproxyBin && (!only || only.includes("i"))) {
       const spoa = (await pep.listenSpoa("127.0.0.1", 0)).port;
-      for (const [name, agent] of [
-        ["plain", undefined],
-        ["spoe", spoa],
-      ] as const) {
+      for (const name of ["plain", "spoe"] as const) {
         const listen = await freePort();
-        const cfg = join(dir, `haproxy-${name}.cfg`);
-        writeFileSync(cfg, haproxyConf(dir, { listen, upstream: upstreamPort, spoa: agent }));
+        const haDir = join(dir, `haproxy-${name}`);
+        mkdirSync(haDir);
+        // The SPOE case runs the shipped example (examples/haproxy), as the tests do.
+        const cfg =
+          name === "spoe"
+            ? writeHaproxySpoeExample({
+                dir: haDir,
+                listen,
+                zt: ztPort,
+                upstream: upstreamPort,
+                spoa,
+              })
+            : join(haDir, "haproxy.cfg");
+        if (name === "plain") writeFileSync(cfg, haproxyConf({ listen, upstream: upstreamPort }));
         const child = spawn(haproxyBin, ["-db", "-f", cfg], {
           stdio: ["ignore", "ignore", "inherit"],
         });

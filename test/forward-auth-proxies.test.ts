@@ -12,6 +12,7 @@ import net from "node:net";
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import * as OTPAuth from "otpauth";
+import { writeHaproxySpoeExample } from "../bench/haproxy-spoe-example.js";
 import { request } from "./helpers/http-client.js";
 import { freePort, startPep, startUpstream, tempDir, type PepFixture } from "./pep-fixture.js";
 
@@ -300,88 +301,6 @@ backend app
 `;
 }
 
-/**
- * HAProxy with zt as its SPOE agent, no Lua (docs/forward-auth.md, "HAProxy (SPOE, no
- * Lua)"): writes `dir/zt-spoe.conf` and returns haproxy.cfg.
- */
-export function haproxySpoeConfig(o: {
-  dir: string;
-  listen: number;
-  zt: number;
-  upstream: number;
-  spoa: number;
-}): string {
-  writeFileSync(
-    join(o.dir, "zt-spoe.conf"),
-    `[zt]
-spoe-agent zt
-    messages zt-authz
-    option var-prefix zt
-    timeout hello 2s
-    timeout idle 2m
-    timeout processing 2s
-    use-backend zt-spoa
-    register-var-names status assertion user groups decision_id reason location login_url content_type body breakglass
-
-spoe-message zt-authz
-    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src cookie=req.fhdr(cookie) authorization=req.fhdr(authorization) accept=req.fhdr(accept)
-    event on-frontend-http-request unless { path /.zt/login /.zt/logout /.zt/denied }
-`,
-  );
-  const when = (status: number) => `!zt_pages { var(txn.zt.status) -m int eq ${status} }`;
-  const body = 'lf-string "%[var(txn.zt.body)]"';
-  const id = 'hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]"';
-  return `
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend app
-    bind 127.0.0.1:${o.listen}
-    filter spoe engine zt config ${join(o.dir, "zt-spoe.conf")}
-    acl zt_pages path /.zt/login /.zt/logout /.zt/denied
-    acl zt_allowed var(txn.zt.status) -m int eq 200
-    acl zt_html var(txn.zt.content_type) -m beg text/html
-    # No answer from zt (agent down, timeout): refuse.
-    http-request return status 503 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_UNAVAILABLE\\",\\"reason\\":\\"authz-unavailable\\"}}" if !zt_pages !{ var(txn.zt.status) -m found }
-    http-request redirect location %[var(txn.zt.location)] code 302 if ${when(302)}
-    http-request return status 401 content-type application/json ${body} hdr Location "%[var(txn.zt.location)]" hdr X-Zt-Login-Url "%[var(txn.zt.login_url)]" ${id} if ${when(401)}
-    http-request return status 403 content-type "text/html; charset=utf-8" ${body} ${id} hdr X-Zt-Reason "%[var(txn.zt.reason)]" if zt_html ${when(403)}
-    http-request return status 403 content-type application/json ${body} ${id} hdr X-Zt-Reason "%[var(txn.zt.reason)]" if ${when(403)}
-    http-request return status 400 content-type application/json ${body} ${id} if ${when(400)}
-    http-request return status 503 content-type application/json ${body} if ${when(503)}
-    http-request deny deny_status 500 if !zt_pages !zt_allowed
-    # Allowed: zt's identity headers replace any the client sent; zt's credentials stay with zt.
-    http-request del-header ^X-Zt- -m reg unless zt_pages
-    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)] if zt_allowed
-    http-request set-header X-Zt-User %[var(txn.zt.user)] if zt_allowed
-    http-request set-header X-Zt-Groups %[var(txn.zt.groups)] if zt_allowed
-    http-request set-header X-Zt-Decision-Id %[var(txn.zt.decision_id)] if zt_allowed
-    http-request set-header X-Zt-Breakglass %[var(txn.zt.breakglass)] if zt_allowed { var(txn.zt.breakglass) -m found }
-    http-request del-header Authorization unless zt_pages
-    http-request replace-header Cookie (^|.*?;\\s*)zt_session=[^;]*(?:;\\s*)?(.*) \\1\\2 unless zt_pages
-    http-request del-header Cookie if !zt_pages { req.fhdr(cookie) -m reg ^[;\\s]*$ }
-    use_backend zt if zt_pages
-    default_backend app
-
-backend zt
-    http-request set-header X-Forwarded-For %[src]
-    http-request set-header X-Forwarded-Proto http
-    server zt 127.0.0.1:${o.zt}
-
-backend app
-    server app 127.0.0.1:${o.upstream}
-
-backend zt-spoa
-    mode tcp
-    timeout connect 5s
-    timeout server 3m
-    server zt 127.0.0.1:${o.spoa}
-`;
-}
-
 interface ProxyUnderTest {
   name: string;
   start(
@@ -425,8 +344,8 @@ const PROXIES: ProxyUnderTest[] = [
     async start(dir, ports, zt) {
       const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
       const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
-      writeFileSync(join(dir, "haproxy.cfg"), haproxySpoeConfig({ dir, ...ports, spoa }));
-      const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+      const cfg = writeHaproxySpoeExample({ dir, ...ports, spoa });
+      const peer = startPeer(bin, ["-db", "-f", cfg]);
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
@@ -902,11 +821,14 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
     const spoa = o.agentUp ? (await zt.pep.listenSpoa("127.0.0.1", 0)).port : await freePort();
     const dir = tempDir("zt-proxy-");
     const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
-    writeFileSync(
-      join(dir, "haproxy.cfg"),
-      haproxySpoeConfig({ dir, listen, zt: zt.port, upstream: upstream.port, spoa }),
-    );
-    const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+    const cfg = writeHaproxySpoeExample({
+      dir,
+      listen,
+      zt: zt.port,
+      upstream: upstream.port,
+      spoa,
+    });
+    const peer = startPeer(bin, ["-db", "-f", cfg]);
     try {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);
