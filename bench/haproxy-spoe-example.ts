@@ -3,22 +3,16 @@
  * made runnable on loopback: the test suite and bench:pep run the files operators copy,
  * not a second copy of them. Each substitution must apply, or the example has drifted.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const EXAMPLES = join(import.meta.dirname, "..", "..", "examples", "haproxy");
-
+/** examples/haproxy, from bench/ (vitest) or dist/bench/ (bench:pep). */
 function examplesDir(): string {
-  // Run from dist/bench (bench:pep) or from bench/ (vitest): find examples/ either way.
-  for (const d of [EXAMPLES, join(import.meta.dirname, "..", "examples", "haproxy")]) {
-    try {
-      readFileSync(join(d, "zt-spoe.conf"));
-      return d;
-    } catch {
-      // try the next
-    }
-  }
-  throw new Error("examples/haproxy not found");
+  const dir = [join(import.meta.dirname, ".."), join(import.meta.dirname, "..", "..")]
+    .map((root) => join(root, "examples", "haproxy"))
+    .find((d) => existsSync(join(d, "zt-spoe.conf")));
+  if (!dir) throw new Error("examples/haproxy not found");
+  return dir;
 }
 
 function substitute(text: string, from: string, to: string): string {

@@ -16,7 +16,7 @@ import { ZtError, type ZtErrorCode } from "../core/errors.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import { assertionClaims, factsFor, type AuthOutcome } from "./authenticate.js";
-import { recordRefusal, type DecisionPoint } from "./decision-point.js";
+import { recordRefusal, type DecisionPoint, type Refusal } from "./decision-point.js";
 import type { AppContext } from "../app/index.js";
 import {
   originalRequestHeaders,
@@ -83,38 +83,20 @@ export interface ForwardAuthAsk {
   html: boolean;
 }
 
-/** A refusal before any decision: audited (`request.refused`), its decision id in the answer. */
+/**
+ * A refusal before any decision: audited (`request.refused`), its decision id in the
+ * answer. For the PEP's own refusals as for forward-auth's.
+ */
 export function refusalAnswer(
   d: Pick<ForwardAuthDeps, "audit" | "clock" | "pepId"> & Partial<Pick<ForwardAuthDeps, "denials">>,
-  r: {
-    code: ZtErrorCode;
-    message: string;
-    reason: string;
-    sourceIp: string;
-    original?: OriginalRequest | undefined;
-    status?: number;
-    detail?: string | undefined;
-  },
+  r: Omit<Refusal, "pep" | "code"> & { code: ZtErrorCode; message: string; status?: number },
 ): ForwardAuthAnswer {
-  const o = r.original;
-  const decisionId = recordRefusal(
-    { audit: d.audit, clock: d.clock },
-    {
-      reason: r.reason,
-      detail: r.detail,
-      code: r.code,
-      sourceIp: r.sourceIp,
-      pep: d.pepId,
-      method: o?.method,
-      host: o?.host,
-      target: o && o.path + o.query,
-    },
-  );
+  const decisionId = recordRefusal({ audit: d.audit, clock: d.clock }, { ...r, pep: d.pepId });
   const e = new ZtError(r.code, r.message, { reason: r.reason, decision_id: decisionId });
   const status = r.status ?? e.httpStatus;
   // nginx shows a 403 through `/.zt/denied?decision=…`: that page must know this one too.
   if (status === 403)
-    d.denials?.add({ decisionId, reason: r.reason, route: o?.host ?? "this app", verdict: "deny" });
+    d.denials?.add({ decisionId, reason: r.reason, route: r.host ?? "this app", verdict: "deny" });
   return {
     status,
     headers: { "x-zt-decision-id": decisionId, "x-zt-reason": r.reason },
@@ -130,8 +112,6 @@ export function refusalAnswer(
 export function createForwardAuthDecider(
   d: ForwardAuthDeps,
 ): (ask: ForwardAuthAsk) => ForwardAuthAnswer | Promise<ForwardAuthAnswer> {
-  const afterAuth = async (ask: ForwardAuthAsk, route: ResolvedRoute, a: AuthOutcome) =>
-    decided(ask, route, a);
   function decided(
     ask: ForwardAuthAsk,
     route: ResolvedRoute,
@@ -260,13 +240,15 @@ export function createForwardAuthDecider(
         message: `no route for host ${o.host}`,
         reason: "no-route",
         sourceIp: ask.clientIp,
-        original: o,
+        method: o.method,
+        host: o.host,
+        target: o.path + o.query,
         status: 403,
       });
     const pending = d.authenticate(ask.headers);
     // In memory (the usual case): no await, no microtask hop.
     return pending instanceof Promise
-      ? pending.then((a) => afterAuth(ask, route, a))
+      ? pending.then((a) => decided(ask, route, a))
       : decided(ask, route, pending);
   };
 }

@@ -35,6 +35,8 @@ import {
 import {
   createForwardAuthDecider,
   createForwardAuthHandler,
+  refusalAnswer,
+  sendForwardAuthAnswer,
   sendRecentDenial,
   type ForwardAuthDeps,
 } from "./forward-auth.js";
@@ -147,6 +149,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     recorded,
   };
   const authz = createForwardAuthHandler(forwardAuthDeps);
+  const refusalDeps = { audit: ctx.audit, clock: ctx.clock, pepId };
   // HAProxy's SPOE (no Lua): the same decision, its answer carried in SPOP variables.
   let spoa: SpoaServer | undefined;
   const headersTimeout = parseDuration(cfg.limits.header_timeout);
@@ -269,12 +272,19 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     host?: string,
     detail?: string,
   ): void {
-    const decisionId = recordRequestRefusal(req, clientIp, code, reason, host, detail);
-    const e = new ZtError(code, message, { reason, decision_id: decisionId });
-    sendJson(res, e.httpStatus, e.toJSON(), {
-      "x-zt-decision-id": decisionId,
-      "x-zt-reason": reason,
-    });
+    sendForwardAuthAnswer(
+      res,
+      refusalAnswer(refusalDeps, {
+        code,
+        message,
+        reason,
+        detail,
+        sourceIp: clientIp,
+        method: req.method,
+        target: req.url,
+        host,
+      }),
+    );
   }
 
   // Continuous verification: a revoked session loses its live connections at once.
