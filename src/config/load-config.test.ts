@@ -48,6 +48,12 @@ policies: ./policies
     expect(configError("routes:\n  - name: a\n    from: ftp://a\n    to: http://b")).toMatch(
       /routes\[0\]\.from.*http/,
     );
+    // A host the PEP refuses in a Host header could never match: refused at load.
+    for (const host of ["app;x.example.com", "a_b.example.com", 'a"b']) {
+      expect(
+        configError(`routes:\n  - { name: a, from: 'http://${host}/', to: 'http://b' }`),
+      ).toMatch(/routes\[0\]\.from: route "a": host .* is not a DNS name or IP address/);
+    }
     expect(configError("trust_domian: x")).toMatch(/unknown key.*trust_domian/);
     expect(configError("session: { ttl: forever }")).toMatch(/session\.ttl/);
     expect(configError("forward_auth: { headers: traefik }")).toMatch(

@@ -5,7 +5,7 @@ import type { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { parseDuration } from "../core/duration.js";
 // Pure and import-free: the one definition of a canonical path, shared with the PEP.
-import { canonicalPath } from "../proxy/canonical-request.js";
+import { canonicalHostUncached, canonicalPath } from "../proxy/canonical-request.js";
 import { configSchema, type RawConfig, type RouteConfig } from "./schema.js";
 
 /** A validated configuration with paths resolved against the config file's folder. */
@@ -187,9 +187,19 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
         { path, route: r.name, key: `routes[${i}].from` },
       );
     }
+    const host = from.hostname.toLowerCase().replace(/\.$/, "");
+    const hostCheck = canonicalHostUncached(host);
+    if (!hostCheck.ok || hostCheck.host !== host) {
+      // The PEP refuses such a Host header, so the route could never match a request.
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${path}: routes[${i}].from: route "${r.name}": host ${JSON.stringify(host)} is not a DNS name or IP address, so no request could ever match it`,
+        { path, route: r.name, key: `routes[${i}].from` },
+      );
+    }
     return {
       ...r,
-      host: from.hostname.toLowerCase().replace(/\.$/, ""),
+      host,
       port: from.port ? Number(from.port) : from.protocol === "https:" ? 443 : 80,
       pathPrefix: prefix.prefix,
       timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
