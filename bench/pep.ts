@@ -29,7 +29,7 @@ import { createServices } from "../src/app/services.js";
 import { canonicalizeRequest, createPep } from "../src/proxy/index.js";
 import { readOriginalRequest } from "../src/proxy/forwarded-headers.js";
 import { UpstreamPool } from "../src/proxy/upstream-pool.js";
-import { writeHaproxySpoeExample } from "./haproxy-spoe-example.js";
+import { writeHaproxySpoe } from "./front-proxies.js";
 import { Pool as UndiciPool } from "undici";
 
 const DURATION = Number(process.env["BENCH_DURATION"] ?? 10);
@@ -359,14 +359,13 @@ async function main(): Promise<void> {
         const listen = await freePort();
         const haDir = join(dir, `haproxy-${name}`);
         mkdirSync(haDir);
-        // The SPOE case runs the shipped example (examples/haproxy), as the tests do.
+        // The SPOE case runs what `zt forward-auth config haproxy` writes, as the tests do.
         const cfg =
           name === "spoe"
-            ? writeHaproxySpoeExample({
-                dir: haDir,
+            ? writeHaproxySpoe(haDir, {
+                routes: config.routes,
                 listen,
                 zt: ztPort,
-                upstream: upstreamPort,
                 spoa,
               })
             : join(haDir, "haproxy.cfg");

@@ -3,7 +3,8 @@
  * real HAProxy (zt's Lua action, examples/haproxy/zt-authz.lua) in front of a real upstream: an allowed user reaches it with zt's headers (and not the
  * ones the client forged), a denied user gets 403 with a decision id, an anonymous user
  * is sent to zt's login — which works through the proxy — and a revoked session is out.
- * The configs here are the ones in docs/forward-auth.md.
+ * The configs are what `zt forward-auth config` writes (bench/front-proxies.ts wraps them in
+ * a minimal main file), the same text docs/forward-auth.md shows.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -12,7 +13,15 @@ import net from "node:net";
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import * as OTPAuth from "otpauth";
-import { writeHaproxySpoeExample } from "../bench/haproxy-spoe-example.js";
+import {
+  caddyMain,
+  generated,
+  haproxyMain,
+  nginxMain,
+  writeHaproxySpoe,
+  type LoopbackFront,
+} from "../bench/front-proxies.js";
+import type { FrontRoute } from "../src/proxy/front-proxy-config.js";
 import { request } from "./helpers/http-client.js";
 import { freePort, startPep, startUpstream, tempDir, type PepFixture } from "./pep-fixture.js";
 
@@ -114,191 +123,43 @@ function startCaddy(dir: string, caddyfile: string): Peer {
   });
 }
 
-/**
- * nginx auth_request in front of the upstream (docs/forward-auth.md, "nginx"); `hosts`
- * adds one server block per protected host (default: app.localhost to `upstream`).
- */
-export function nginxConfig(o: {
-  dir: string;
-  listen: number;
-  zt: number;
-  upstream: number;
-  runAsRoot: boolean;
-  hosts?: { name: string; upstream: number }[];
-  /** The documented lines clearing a client's X-Forwarded-Uri/-Method/-Host (false: to test zt without them). */
-  clearForwarded?: boolean;
-}): string {
-  const hosts = o.hosts ?? [{ name: "app.localhost", upstream: o.upstream }];
-  const clearForwarded =
-    o.clearForwarded === false
-      ? ""
-      : `
-      # Not the client's: zt refuses the two conventions together.
-      proxy_set_header X-Forwarded-Uri "";
-      proxy_set_header X-Forwarded-Method "";
-      proxy_set_header X-Forwarded-Host "";`;
-  const server = (h: { name: string }, i: number) => `
-  server {
-    listen 127.0.0.1:${o.listen};
-    server_name ${h.name};
+const RUN_AS_ROOT = process.getuid?.() === 0;
 
-    # zt's own pages (login, logout, denial page) go to zt, without auth; nothing else.
-    location ~ ^/\\.zt/(login|logout|denied)$ {
-      proxy_pass http://zt;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host$zt_port;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }
-
-    # The forward-auth check: internal only, no body.
-    location = /.zt/authz {
-      internal;
-      proxy_pass http://zt;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header Host $host$zt_port;
-      # $host: the host this server block was chosen by (the request line's, if absolute).
-      proxy_set_header X-Original-URL $scheme://$host$zt_port$request_uri;
-      proxy_set_header X-Original-Method $request_method;${clearForwarded}
-      proxy_set_header X-Forwarded-For $remote_addr;
-    }
-
-    location / {
-      auth_request /.zt/authz;
-      auth_request_set $zt_assertion $upstream_http_x_zt_assertion;
-      auth_request_set $zt_user      $upstream_http_x_zt_user;
-      auth_request_set $zt_groups    $upstream_http_x_zt_groups;
-      auth_request_set $zt_decision  $upstream_http_x_zt_decision_id;
-      auth_request_set $zt_login     $upstream_http_x_zt_login_url;
-      # 401: send the user to zt's login; 403: show zt's explained denial page.
-      error_page 401 =302 $zt_login;
-      error_page 403 /.zt/denied?decision=$zt_decision;
-
-      # Always set (so a client can never smuggle its own): empty means "not sent".
-      proxy_set_header X-Zt-Assertion   $zt_assertion;
-      proxy_set_header X-Zt-User        $zt_user;
-      proxy_set_header X-Zt-Groups      $zt_groups;
-      proxy_set_header X-Zt-Decision-Id $zt_decision;
-      # zt's credentials stay with zt: its session cookie and a Bearer session token.
-      proxy_set_header Cookie $cookie_without_zt;
-      proxy_set_header Authorization "";
-      proxy_set_header Host $host$zt_port;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://app${i};
-    }
-  }`;
-  return `
-${o.runAsRoot ? "user nobody nogroup;" : ""}
-worker_processes 1;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${o.dir}/tmp/body;
-  proxy_temp_path ${o.dir}/tmp/proxy;
-  fastcgi_temp_path ${o.dir}/tmp/fastcgi;
-  uwsgi_temp_path ${o.dir}/tmp/uwsgi;
-  scgi_temp_path ${o.dir}/tmp/scgi;
-
-  # The app never needs zt's session cookie: strip it (first match wins).
-  map $http_cookie $cookie_without_zt {
-    default $http_cookie;
-    "~^zt_session=[^;]*(?:;\\s*)?(?<rest>.*)$" "$rest";
-    "~^(?<a>.*?);\\s*zt_session=[^;]*(?<b>.*)$" "$a$b";
-  }
-  # The port the client asked for (":8443", or "" for the default), for zt's login URL.
-  map $http_host $zt_port {
-    default "";
-    "~(?<p>:[0-9]+)$" $p;
-  }
-
-  upstream zt  { server 127.0.0.1:${o.zt}; keepalive 32; }
-${hosts.map((h, i) => `  upstream app${i} { server 127.0.0.1:${h.upstream}; keepalive 32; }`).join("\n")}
-${hosts.map(server).join("\n")}
-}
-`;
+/** zt's single route "app" on app.localhost:listen, for a proxy started without a zt fixture. */
+function appRoute(listen: number, upstream: number): FrontRoute {
+  return {
+    name: "app",
+    from: `http://app.localhost:${listen}`,
+    to: `http://127.0.0.1:${upstream}`,
+    host: "app.localhost",
+    port: listen,
+    pathPrefix: "/",
+    preserve_host: false,
+    websockets: true,
+  };
 }
 
-/** Caddy forward_auth in front of the upstream (docs/forward-auth.md, "Caddy"). */
-export function caddyConfig(o: {
-  listen: number;
-  zt: number;
-  upstream: number;
-  /** The documented `header_up -X-Original-*` lines (false: to test zt's own refusal). */
-  clearOriginal?: boolean;
-}): string {
-  const clear =
-    o.clearOriginal === false
-      ? ""
-      : `
-      # zt refuses X-Original-* next to Caddy's X-Forwarded-*: do not pass a client's on
-      header_up -X-Original-URL
-      header_up -X-Original-Method`;
-  return `{
-  admin off
-  auto_https off
+/** `text` without the lines matching `line` (there must be some: the config has not drifted). */
+function withoutLines(text: string, line: RegExp): string {
+  const kept = text.split("\n").filter((l) => !line.test(l));
+  if (kept.length === text.split("\n").length) throw new Error(`no line matches ${String(line)}`);
+  return kept.join("\n");
 }
 
-http://app.localhost:${o.listen} {
-  bind 127.0.0.1
-  @zt_pages path /.zt/login /.zt/logout /.zt/denied
-  handle @zt_pages {
-    reverse_proxy 127.0.0.1:${o.zt}
-  }
-  handle {
-    forward_auth 127.0.0.1:${o.zt} {
-      uri /.zt/authz
-      copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id${clear}
-    }
-    reverse_proxy 127.0.0.1:${o.upstream} {
-      # zt's credentials stay with zt: its session cookie and a Bearer session token
-      header_up Cookie "(^|;\\s*)zt_session=[^;]*(;\\s*|$)" "$1"
-      header_up -Authorization
-    }
-  }
-}
-`;
+/** nginx.conf: `zt forward-auth config nginx` for these routes, in a minimal main file. */
+function nginxConf(dir: string, front: LoopbackFront, edit = (t: string) => t): string {
+  return nginxMain({ dir, runAsRoot: RUN_AS_ROOT, http: edit(generated("nginx", front)) });
 }
 
-/** HAProxy with zt's Lua forward-auth action (docs/forward-auth.md, "HAProxy"). */
-export function haproxyConfig(o: {
-  listen: number;
-  zt: number;
-  upstream: number;
-  lua: string;
-}): string {
-  return `
-global
-    setenv ZT_AUTHZ_URL http://127.0.0.1:${o.zt}/.zt/authz
-    lua-load ${o.lua}
+/** Caddyfile: `zt forward-auth config caddy` for these routes, with loopback-only globals. */
+function caddyConf(front: LoopbackFront, edit = (t: string) => t): string {
+  return caddyMain(edit(generated("caddy", front)));
+}
 
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-frontend app
-    bind 127.0.0.1:${o.listen}
-    acl zt_pages path /.zt/login /.zt/logout /.zt/denied
-    http-request lua.zt_authz unless zt_pages
-    http-request del-header Authorization unless zt_pages
-    use_backend zt if zt_pages
-    default_backend app
-
-backend zt
-    http-request set-header X-Forwarded-For %[src]
-    http-request set-header X-Forwarded-Proto http
-    server zt 127.0.0.1:${o.zt}
-
-backend app
-    server app 127.0.0.1:${o.upstream}
-`;
+/** haproxy.cfg: `zt forward-auth config haproxy-lua` for these routes (the shipped Lua action). */
+function haproxyLuaConf(front: LoopbackFront): string {
+  const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
+  return haproxyMain(generated("haproxy-lua", front, { luaFile: lua }));
 }
 
 interface ProxyUnderTest {
@@ -310,30 +171,33 @@ interface ProxyUnderTest {
   ): Promise<() => Promise<void>>;
 }
 
+/** What the front proxy serves: zt's routes, on the proxy's port. */
+function front(ports: { listen: number; zt: number }, zt: PepFixture): LoopbackFront {
+  return { routes: zt.config.routes, listen: ports.listen, zt: ports.zt };
+}
+
 const PROXIES: ProxyUnderTest[] = [
   {
     name: "nginx auth_request",
-    async start(dir, ports) {
-      const runAsRoot = process.getuid?.() === 0;
-      const peer = startNginx(dir, nginxConfig({ dir, ...ports, runAsRoot }));
+    async start(dir, ports, zt) {
+      const peer = startNginx(dir, nginxConf(dir, front(ports, zt)));
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
   },
   {
     name: "Caddy forward_auth",
-    async start(dir, ports) {
-      const peer = startCaddy(dir, caddyConfig(ports));
+    async start(dir, ports, zt) {
+      const peer = startCaddy(dir, caddyConf(front(ports, zt)));
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
     },
   },
   {
     name: "HAProxy (zt's Lua action)",
-    async start(dir, ports) {
+    async start(dir, ports, zt) {
       const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
-      const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
-      writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig({ ...ports, lua }));
+      writeFileSync(join(dir, "haproxy.cfg"), haproxyLuaConf(front(ports, zt)));
       const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
@@ -344,7 +208,7 @@ const PROXIES: ProxyUnderTest[] = [
     async start(dir, ports, zt) {
       const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
       const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
-      const cfg = writeHaproxySpoeExample({ dir, ...ports, spoa });
+      const cfg = writeHaproxySpoe(dir, { ...front(ports, zt), spoa });
       const peer = startPeer(bin, ["-db", "-f", cfg]);
       await waitForPort(ports.listen, peer.child, peer.output);
       return peer.stop;
@@ -589,10 +453,9 @@ describe("forward-auth behind HAProxy when zt cannot be asked", () => {
     const listen = await freePort();
     const dir = tempDir("zt-proxy-");
     const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
-    const lua = join(import.meta.dirname, "..", "examples", "haproxy", "zt-authz.lua");
     writeFileSync(
       join(dir, "haproxy.cfg"),
-      haproxyConfig({ listen, zt: dead, upstream: upstream.port, lua }),
+      haproxyLuaConf({ routes: [appRoute(listen, upstream.port)], listen, zt: dead }),
     );
     const peer = startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
     try {
@@ -623,7 +486,9 @@ describe("forward-auth behind Caddy that passes the client's X-Original-* on", (
     });
     const peer = startCaddy(
       tempDir("zt-proxy-"),
-      caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
+      caddyConf({ routes: zt.config.routes, listen, zt: zt.port }, (t) =>
+        withoutLines(t, /header_up -X-Original-/),
+      ),
     );
     try {
       await waitForPort(listen, peer.child, peer.output);
@@ -673,20 +538,7 @@ permit (principal in Group::"ops", action, resource == App::"admin");
     });
     const dir = tempDir("zt-proxy-");
     if (process.getuid?.() === 0) (await import("node:fs")).chmodSync(dir, 0o755);
-    const peer = startNginx(
-      dir,
-      nginxConfig({
-        dir,
-        listen,
-        zt: zt.port,
-        upstream: app.port,
-        runAsRoot: process.getuid?.() === 0,
-        hosts: [
-          { name: "app.localhost", upstream: app.port },
-          { name: "admin.localhost", upstream: admin.port },
-        ],
-      }),
-    );
+    const peer = startNginx(dir, nginxConf(dir, { routes: zt.config.routes, listen, zt: zt.port }));
     try {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);
@@ -738,18 +590,15 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
       proxy === "nginx"
         ? startNginx(
             dir,
-            nginxConfig({
-              dir,
-              listen,
-              zt: zt.port,
-              upstream: upstream.port,
-              runAsRoot: process.getuid?.() === 0,
-              clearForwarded: false,
-            }),
+            nginxConf(dir, { routes: zt.config.routes, listen, zt: zt.port }, (t) =>
+              withoutLines(t, /proxy_set_header X-Forwarded-(Uri|Method|Host) "";/),
+            ),
           )
         : startCaddy(
             dir,
-            caddyConfig({ listen, zt: zt.port, upstream: upstream.port, clearOriginal: false }),
+            caddyConf({ routes: zt.config.routes, listen, zt: zt.port }, (t) =>
+              withoutLines(t, /header_up -X-Original-/),
+            ),
           );
     try {
       await waitForPort(listen, peer.child, peer.output);
@@ -821,13 +670,7 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
     const spoa = o.agentUp ? (await zt.pep.listenSpoa("127.0.0.1", 0)).port : await freePort();
     const dir = tempDir("zt-proxy-");
     const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
-    const cfg = writeHaproxySpoeExample({
-      dir,
-      listen,
-      zt: zt.port,
-      upstream: upstream.port,
-      spoa,
-    });
+    const cfg = writeHaproxySpoe(dir, { routes: zt.config.routes, listen, zt: zt.port, spoa });
     const peer = startPeer(bin, ["-db", "-f", cfg]);
     try {
       await waitForPort(listen, peer.child, peer.output);
@@ -855,4 +698,138 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
   it("fails closed when HAProxy's address is not in trusted_proxies: the agent hangs up", async () => {
     await spoeCase({ agentUp: true, trusted: ["192.0.2.0/24"] });
   }, 60_000);
+});
+
+// `zt forward-auth config` for more than one route: a path-prefix route next to a root
+// route on one host, a host whose only route is a prefix, preserve_host, and a renamed
+// session cookie — through each real proxy.
+describe("forward-auth configurations written for several routes", () => {
+  const KINDS: {
+    name: string;
+    start(dir: string, f: LoopbackFront, zt: PepFixture): Promise<Peer>;
+  }[] = [
+    {
+      name: "nginx",
+      async start(dir, f) {
+        return startNginx(dir, nginxConf(dir, f));
+      },
+    },
+    {
+      name: "Caddy",
+      async start(dir, f) {
+        return startCaddy(dir, caddyConf(f));
+      },
+    },
+    {
+      name: "HAProxy (SPOE)",
+      async start(dir, f, zt) {
+        const bin = findBinary([
+          "/usr/sbin/haproxy",
+          "/usr/bin/haproxy",
+          "/usr/local/sbin/haproxy",
+        ]);
+        const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
+        return startPeer(bin, ["-db", "-f", writeHaproxySpoe(dir, { ...f, spoa })]);
+      },
+    },
+    {
+      name: "HAProxy (Lua)",
+      async start(dir, f) {
+        const bin = findBinary([
+          "/usr/sbin/haproxy",
+          "/usr/bin/haproxy",
+          "/usr/local/sbin/haproxy",
+        ]);
+        writeFileSync(join(dir, "haproxy.cfg"), haproxyLuaConf(f));
+        return startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+      },
+    },
+  ];
+
+  for (const kind of KINDS)
+    it(`${kind.name}: each path reaches its route's app, and only that`, async () => {
+      const [app, api, admin] = [
+        await startUpstream(),
+        await startUpstream(),
+        await startUpstream(),
+      ];
+      const listen = await freePort();
+      const zt = await startPep({
+        policies: `permit (principal in Group::"eng", action, resource);`,
+        routes: [
+          {
+            name: "app",
+            from: `http://app.localhost:${listen}`,
+            to: `http://127.0.0.1:${app.port}`,
+          },
+          {
+            name: "api",
+            from: `http://app.localhost:${listen}/api`,
+            to: `http://127.0.0.1:${api.port}`,
+            preserve_host: true,
+          },
+          {
+            name: "admin",
+            from: `http://other.localhost:${listen}/admin`,
+            to: `http://127.0.0.1:${admin.port}`,
+          },
+        ],
+        extra: { session: { cookie_name: "corp_zt" } },
+      });
+      const dir = tempDir("zt-proxy-");
+      if (RUN_AS_ROOT) (await import("node:fs")).chmodSync(dir, 0o755);
+      const f: LoopbackFront = {
+        routes: zt.config.routes,
+        listen,
+        zt: zt.port,
+        cookieName: zt.config.session.cookie_name,
+      };
+      const peer = await kind.start(dir, f, zt);
+      try {
+        await waitForPort(listen, peer.child, peer.output);
+        await zt.addUser("alice", ["eng"]);
+        const { cookie } = await zt.session("alice");
+        expect(cookie.startsWith("corp_zt=")).toBe(true);
+        const get = (host: string, path: string) =>
+          request(listen, {
+            host: `${host}:${listen}`,
+            path,
+            headers: { cookie: `a=1; ${cookie}`, accept: "application/json" },
+          });
+        for (const [host, path, upstream] of [
+          ["app.localhost", "/x", app],
+          ["app.localhost", "/apix", app], // not under the /api prefix
+          ["app.localhost", "/api", api],
+          ["app.localhost", "/api/v1/items", api],
+          ["other.localhost", "/admin/users", admin],
+        ] as const) {
+          const before = [app.seen.length, api.seen.length, admin.seen.length];
+          const r = await get(host, path);
+          expect(r.status, `${host}${path}: ${r.body}`).toBe(200);
+          expect(upstream.seen.at(-1)!.url).toBe(path);
+          const after = [app.seen.length, api.seen.length, admin.seen.length];
+          expect(after.reduce((a, b) => a + b) - before.reduce((a, b) => a + b)).toBe(1);
+          const seen = upstream.seen.at(-1)!;
+          // The renamed session cookie is zt's credential: never the app's.
+          const cookies = String(seen.headers.cookie)
+            .split(";")
+            .map((c) => c.trim());
+          expect(cookies.filter((c) => c !== "")).toEqual(["a=1"]);
+          expect(seen.headers["x-zt-user"]).toBe("alice");
+          // preserve_host: the api gets the client's Host, the others their own.
+          expect(seen.headers.host).toBe(
+            upstream === api ? `app.localhost:${listen}` : `127.0.0.1:${upstream.port}`,
+          );
+        }
+        // A host whose only route is a prefix: nothing else of it reaches any app.
+        const total = app.seen.length + api.seen.length + admin.seen.length;
+        const rest = await get("other.localhost", "/x");
+        expect([403, 404], rest.body).toContain(rest.status);
+        expect(app.seen.length + api.seen.length + admin.seen.length).toBe(total);
+      } finally {
+        await peer.stop();
+        await zt.close();
+        for (const u of [app, api, admin]) await u.close();
+      }
+    }, 60_000);
 });

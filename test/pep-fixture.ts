@@ -9,13 +9,14 @@ import type { AddressInfo } from "node:net";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { validateConfig } from "../src/config/index.js";
+import { validateConfig, type ZtConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createServices, type Services } from "../src/app/services.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
 
 export interface PepFixture {
   dir: string;
+  config: ZtConfig;
   ctx: AppContext;
   services: Services;
   pep: Pep;
@@ -32,7 +33,14 @@ export interface PepFixture {
 
 export interface PepFixtureOptions {
   policies: string;
-  routes: { name: string; from: string; to: string; websockets?: boolean; timeout?: string }[];
+  routes: {
+    name: string;
+    from: string;
+    to: string;
+    websockets?: boolean;
+    timeout?: string;
+    preserve_host?: boolean;
+  }[];
   limits?: Record<string, unknown>;
   trusted_proxies?: string[];
   extra?: Record<string, unknown>;
@@ -66,6 +74,7 @@ export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
   const ids = new Map<string, string>();
   return {
     dir,
+    config,
     ctx,
     services,
     pep,

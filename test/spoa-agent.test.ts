@@ -85,24 +85,3 @@ describe("zt's SPOE agent", () => {
     ]);
   });
 });
-
-describe("the documented HAProxy SPOE configuration", () => {
-  it("is the shipped example, which the forward-auth tests and bench:pep run", async () => {
-    const { readFileSync } = await import("node:fs");
-    const { join } = await import("node:path");
-    const root = join(import.meta.dirname, "..");
-    const doc = readFileSync(join(root, "docs", "forward-auth.md"), "utf8");
-    const section = doc.slice(doc.indexOf("## HAProxy with SPOE, no Lua"));
-    const blocks = section
-      .split("```haproxy\n")
-      .slice(1, 3)
-      .map((b) => b.split("```")[0]!);
-    const example = (f: string) =>
-      readFileSync(join(root, "examples", "haproxy", f), "utf8")
-        .split("\n")
-        .filter((l) => !l.startsWith("#"))
-        .join("\n");
-    expect(example("zt-spoe.conf")).toBe(blocks[0]);
-    expect(example("haproxy-spoe.cfg")).toContain(blocks[1]!.trim());
-  });
-});

@@ -15,6 +15,7 @@ import { registerPolicyCommands } from "./policy.js";
 import { registerCaCommands } from "./ca.js";
 import { registerCertCommands } from "./cert.js";
 import { registerSshCommands } from "./ssh.js";
+import { registerForwardAuthCommands } from "./forward-auth.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -37,4 +38,5 @@ export function registerAllCommands(program: Command): void {
   registerCaCommands(program);
   registerCertCommands(program);
   registerSshCommands(program);
+  registerForwardAuthCommands(program);
 }

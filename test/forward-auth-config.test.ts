@@ -1,0 +1,199 @@
+/**
+ * `zt forward-auth config KIND` through the real CLI: what it derives from zt.yaml, what
+ * it refuses (exit 64, a message naming the setting, no stack trace), and that every
+ * configuration docs/forward-auth.md shows is exactly its output for the documented
+ * zt.yaml. The generated configurations run in the real nginx, Caddy and HAProxy in
+ * forward-auth-proxies.test.ts.
+ */
+import { describe, expect, it } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, runZt, tempDir } from "./helpers/zt-process.js";
+import { FRONT_PROXY_KINDS } from "../src/proxy/front-proxy-config.js";
+
+function configFile(yaml: string): string {
+  const p = join(tempDir("zt-fa-config-"), "zt.yaml");
+  writeFileSync(p, yaml);
+  return p;
+}
+
+const ONE_ROUTE = `
+listen: { proxy: "0.0.0.0:8443" }
+routes:
+  - name: app
+    from: https://app.example.com
+    to: http://127.0.0.1:9000
+`;
+
+async function config(yaml: string, ...args: string[]) {
+  return runZt(["--config", configFile(yaml), "forward-auth", "config", ...args]);
+}
+
+/** The refusal a user sees: exit 64 and one clear line, never a stack trace. */
+function expectUsageError(r: { code: number; stdout: string; stderr: string }, says: RegExp): void {
+  expect(r.code, r.stderr).toBe(64);
+  expect(r.stdout).toBe("");
+  expect(r.stderr).toMatch(/^zt: error ZT_USAGE: /);
+  expect(r.stderr).toMatch(says);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe("zt forward-auth config", () => {
+  it("shows in docs/forward-auth.md exactly what it writes for the documented zt.yaml", async () => {
+    const doc = readFileSync(join(ROOT, "docs", "forward-auth.md"), "utf8");
+    const sample = /<!-- forward-auth sample -->\n```yaml\n([\s\S]*?)```/.exec(doc);
+    expect(sample, "the documented zt.yaml").not.toBeNull();
+    const file = configFile(sample![1]!);
+    const blocks = [
+      ...doc.matchAll(/<!-- zt forward-auth config (\S+) -->\n```\w*\n([\s\S]*?)```/g),
+    ];
+    // Every kind is shown once; a kind dropped from the docs would go untested here.
+    expect(blocks.map((b) => b[1]).sort()).toEqual([...FRONT_PROXY_KINDS].sort());
+    for (const [, kind, text] of blocks) {
+      const r = await runZt(["--config", file, "forward-auth", "config", kind!]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(text, `docs/forward-auth.md, ${kind}`).toBe(r.stdout);
+    }
+  }, 60_000);
+
+  it("prints the shipped Lua action for haproxy-lua --print-lua", async () => {
+    const r = await config(ONE_ROUTE, "haproxy-lua", "--print-lua");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(readFileSync(join(ROOT, "examples", "haproxy", "zt-authz.lua"), "utf8"));
+  });
+
+  it("takes zt's address, the SPOE agent and the session cookie name from zt.yaml", async () => {
+    const yaml = `${ONE_ROUTE}
+forward_auth: { spoa_listen: "0.0.0.0:12345" }
+session: { cookie_name: corp_zt }
+`;
+    const nginx = await config(yaml, "nginx");
+    expect(nginx.code, nginx.stderr).toBe(0);
+    // A wildcard listen address is reached on loopback.
+    expect(nginx.stdout).toContain("upstream zt { server 127.0.0.1:8443; keepalive 32; }");
+    expect(nginx.stdout).toContain(`"~^corp_zt=[^;]*(?:;\\s*)?(?<rest>.*)$" "$rest";`);
+    expect(nginx.stdout).not.toContain("zt_session");
+    const haproxy = await config(yaml, "haproxy");
+    expect(haproxy.stdout).toContain("    server zt 127.0.0.1:12345");
+    expect(haproxy.stdout).toContain("corp_zt=[^;]*");
+    const lua = await config(yaml, "haproxy-lua");
+    expect(lua.stdout).toContain("    setenv ZT_SESSION_COOKIE corp_zt");
+    const caddy = await config(yaml, "caddy");
+    expect(caddy.stdout).toContain(`header_up Cookie "(^|;\\s*)corp_zt=[^;]*(;\\s*|$)" "$1"`);
+    const traefik = await config(yaml, "traefik");
+    expect(traefik.stdout).toContain('address: "http://127.0.0.1:8443/.zt/authz"');
+  });
+
+  it("honours --zt, --bind and --route", async () => {
+    const yaml = `${ONE_ROUTE}  - name: wiki
+    from: http://wiki.example.com:8080
+    to: http://127.0.0.1:9100
+`;
+    const r = await config(
+      yaml,
+      "nginx",
+      "--zt",
+      "10.0.0.7:8443",
+      "--bind",
+      "127.0.0.1",
+      "--route",
+      "wiki",
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("upstream zt { server 10.0.0.7:8443; keepalive 32; }");
+    expect(r.stdout).toContain("    listen 127.0.0.1:8080;");
+    expect(r.stdout).toContain("server_name wiki.example.com;");
+    expect(r.stdout).not.toContain("app.example.com");
+    const both = await config(yaml, "caddy");
+    expect(both.stdout).toContain("app.example.com {");
+    expect(both.stdout).toContain("http://wiki.example.com:8080 {");
+  });
+
+  it("refuses what it cannot write faithfully, naming the setting", async () => {
+    expectUsageError(
+      await config(ONE_ROUTE, "envoy"),
+      /unknown proxy "envoy".*nginx, caddy, traefik, haproxy/,
+    );
+    expectUsageError(await config(ONE_ROUTE, "haproxy"), /forward_auth\.spoa_listen/);
+    expectUsageError(
+      await config(ONE_ROUTE, "nginx", "--print-lua"),
+      /--print-lua goes with haproxy-lua/,
+    );
+    expectUsageError(
+      await config(ONE_ROUTE, "nginx", "--route", "nope"),
+      /no route named "nope" \(routes: app\)/,
+    );
+    expectUsageError(
+      await config(ONE_ROUTE, "nginx", "--zt", "localhost"),
+      /zt's address "localhost" \(--zt, or listen\.proxy\): expected host:port/,
+    );
+    expectUsageError(await config("routes: []\n", "nginx"), /no routes/);
+    expectUsageError(
+      await config(
+        ONE_ROUTE.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/base"),
+        "caddy",
+      ),
+      /route "app": to \(http:\/\/127\.0\.0\.1:9000\/base\) has a path/,
+    );
+    expectUsageError(
+      await config(
+        `${ONE_ROUTE}  - name: plain
+    from: http://app.example.com:443/x
+    to: http://127.0.0.1:9001
+`,
+        "nginx",
+      ),
+      /serve app\.example\.com:443 over both http and https/,
+    );
+    expectUsageError(
+      await config(`${ONE_ROUTE}tls: { cert: /etc/zt/tls.crt, key: /etc/zt/tls.key }\n`, "nginx"),
+      /PEP listener uses TLS/,
+    );
+    expectUsageError(
+      await config(
+        `routes:
+  - name: v6
+    from: http://[::1]:8080
+    to: http://127.0.0.1:9000
+`,
+        "haproxy-lua",
+      ),
+      /IPv6 literal host/,
+    );
+    // Hosts and prefixes go into the proxies' languages unquoted: only plain ones.
+    // (zt.yaml itself refuses a route host that is not a DNS name or an IP address.)
+    const odd = await config(
+      ONE_ROUTE.replace("https://app.example.com", 'https://app.example.com;}"'),
+      "nginx",
+    );
+    expect(odd.code).not.toBe(0);
+    expect(odd.stdout).toBe("");
+    expect(odd.stderr).toMatch(/routes\[0\]\.from: route "app": host .* is not a DNS name/);
+    expectUsageError(
+      await config(
+        ONE_ROUTE.replace("https://app.example.com", "https://app.example.com/a*"),
+        "caddy",
+      ),
+      /route "app": the path prefix "\/a\*" holds characters/,
+    );
+    expectUsageError(
+      await config(
+        ONE_ROUTE.replace("https://app.example.com", "https://app.example.com/a%20b"),
+        "nginx",
+      ),
+      /the path prefix "\/a%20b"/,
+    );
+    expectUsageError(
+      await config(
+        ONE_ROUTE.replace("http://127.0.0.1:9000", "http://app{x}.internal"),
+        "haproxy-lua",
+      ),
+      /the host of to .* is not a plain DNS name/,
+    );
+    // A config zt itself refuses is refused here with zt's own message.
+    const bad = await config("routes: [{ name: app }]\n", "nginx");
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/routes\[0\]\.from/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+  }, 60_000);
+});
