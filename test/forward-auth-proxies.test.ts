@@ -768,6 +768,12 @@ describe("forward-auth configurations written for several routes", () => {
             to: `http://127.0.0.1:${api.port}`,
             preserve_host: true,
           },
+          // Nested in /api: the longer prefix wins, as in zt's own route table.
+          {
+            name: "v2",
+            from: `http://app.localhost:${listen}/api/v2`,
+            to: `http://127.0.0.1:${admin.port}`,
+          },
           {
             name: "admin",
             from: `http://other.localhost:${listen}/admin`,
@@ -801,6 +807,9 @@ describe("forward-auth configurations written for several routes", () => {
           ["app.localhost", "/apix", app], // not under the /api prefix
           ["app.localhost", "/api", api],
           ["app.localhost", "/api/v1/items", api],
+          ["app.localhost", "/api/v2", admin],
+          ["app.localhost", "/api/v2/items", admin],
+          ["app.localhost", "/api/v20", api],
           ["other.localhost", "/admin/users", admin],
         ] as const) {
           const before = [app.seen.length, api.seen.length, admin.seen.length];

@@ -255,56 +255,56 @@ function nginx(o: FrontProxyOptions): string {
     );
     for (const r of s.routes) {
       const up = upstreamOf(r);
-      const locations =
+      // A prefix route is a regular expression (the prefix itself or below it): nginx
+      // tries those in the order written, longest prefix first, before `location /`.
+      const loc =
         r.pathPrefix === "/"
-          ? ["location /"]
-          : [`location = ${r.pathPrefix}`, `location ${r.pathPrefix}/`];
-      for (const loc of locations) {
-        out.push(
-          "",
-          `    # ${describeRoute(r)}`,
-          `    ${loc} {`,
-          "        auth_request /.zt/authz;",
-          "        auth_request_set $zt_assertion $upstream_http_x_zt_assertion;",
-          "        auth_request_set $zt_user      $upstream_http_x_zt_user;",
-          "        auth_request_set $zt_groups    $upstream_http_x_zt_groups;",
-          "        auth_request_set $zt_decision  $upstream_http_x_zt_decision_id;",
-          "        auth_request_set $zt_login     $upstream_http_x_zt_login_url;",
-          "        error_page 401 =302 $zt_login;                     # to zt's login",
-          "        error_page 403 /.zt/denied?decision=$zt_decision;   # zt's explained 403",
-          "",
-          "        # always set, so a client can never smuggle its own (empty = not sent)",
-          "        proxy_set_header X-Zt-Assertion   $zt_assertion;",
-          "        proxy_set_header X-Zt-User        $zt_user;",
-          "        proxy_set_header X-Zt-Groups      $zt_groups;",
-          "        proxy_set_header X-Zt-Decision-Id $zt_decision;",
-          "        # zt's credentials stay with zt: its session cookie and a Bearer session token",
-          "        proxy_set_header Cookie $zt_cookie_without_session;",
-          '        proxy_set_header Authorization "";',
-          r.preserve_host
-            ? "        proxy_set_header Host $host$zt_port;"
-            : `        proxy_set_header Host ${up.hostPort};   # preserve_host: false`,
-          "        proxy_set_header X-Forwarded-For $remote_addr;",
-          "        proxy_set_header X-Forwarded-Proto $scheme;",
-          "        proxy_http_version 1.1;",
-          ...(r.websockets
-            ? [
-                "        proxy_set_header Upgrade $http_upgrade;",
-                "        proxy_set_header Connection $zt_connection;",
-              ]
-            : ['        proxy_set_header Connection "";']),
-          ...(up.scheme === "https"
-            ? [
-                "        proxy_ssl_server_name on;",
-                `        proxy_ssl_name ${up.name};`,
-                "        proxy_ssl_verify on;",
-                `        proxy_ssl_trusted_certificate ${CA_BUNDLE};`,
-              ]
-            : []),
-          `        proxy_pass ${up.scheme}://zt_route_${r.name};   # no URI part: the client's URI, unchanged`,
-          "    }",
-        );
-      }
+          ? "location /"
+          : `location ~ ^${r.pathPrefix.replace(/\./g, "\\.")}(?:/|$)`;
+      out.push(
+        "",
+        `    # ${describeRoute(r)}`,
+        `    ${loc} {`,
+        "        auth_request /.zt/authz;",
+        "        auth_request_set $zt_assertion $upstream_http_x_zt_assertion;",
+        "        auth_request_set $zt_user      $upstream_http_x_zt_user;",
+        "        auth_request_set $zt_groups    $upstream_http_x_zt_groups;",
+        "        auth_request_set $zt_decision  $upstream_http_x_zt_decision_id;",
+        "        auth_request_set $zt_login     $upstream_http_x_zt_login_url;",
+        "        error_page 401 =302 $zt_login;                     # to zt's login",
+        "        error_page 403 /.zt/denied?decision=$zt_decision;   # zt's explained 403",
+        "",
+        "        # always set, so a client can never smuggle its own (empty = not sent)",
+        "        proxy_set_header X-Zt-Assertion   $zt_assertion;",
+        "        proxy_set_header X-Zt-User        $zt_user;",
+        "        proxy_set_header X-Zt-Groups      $zt_groups;",
+        "        proxy_set_header X-Zt-Decision-Id $zt_decision;",
+        "        # zt's credentials stay with zt: its session cookie and a Bearer session token",
+        "        proxy_set_header Cookie $zt_cookie_without_session;",
+        '        proxy_set_header Authorization "";',
+        r.preserve_host
+          ? "        proxy_set_header Host $host$zt_port;"
+          : `        proxy_set_header Host ${up.hostPort};   # preserve_host: false`,
+        "        proxy_set_header X-Forwarded-For $remote_addr;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "        proxy_http_version 1.1;",
+        ...(r.websockets
+          ? [
+              "        proxy_set_header Upgrade $http_upgrade;",
+              "        proxy_set_header Connection $zt_connection;",
+            ]
+          : ['        proxy_set_header Connection "";']),
+        ...(up.scheme === "https"
+          ? [
+              "        proxy_ssl_server_name on;",
+              `        proxy_ssl_name ${up.name};`,
+              "        proxy_ssl_verify on;",
+              `        proxy_ssl_trusted_certificate ${CA_BUNDLE};`,
+            ]
+          : []),
+        `        proxy_pass ${up.scheme}://zt_route_${r.name};   # no URI part: the client's URI, unchanged`,
+        "    }",
+      );
     }
     if (!s.routes.some((r) => r.pathPrefix === "/"))
       out.push(
