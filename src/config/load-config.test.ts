@@ -54,6 +54,12 @@ policies: ./policies
         configError(`routes:\n  - { name: a, from: 'http://${host}/', to: 'http://b' }`),
       ).toMatch(/routes\[0\]\.from: route "a": host .* is not a DNS name or IP address/);
     }
+    // Routes are told apart by host and path only: a second port or scheme is no new route.
+    expect(
+      configError(
+        "routes:\n  - { name: a, from: 'http://app.test:8081', to: 'http://b' }\n  - { name: s, from: 'https://APP.test:8082/', to: 'http://c' }",
+      ),
+    ).toMatch(/routes "a" and "s" have the same host and path prefix \(app\.test\)/);
     expect(configError("trust_domian: x")).toMatch(/unknown key.*trust_domian/);
     expect(configError("session: { ttl: forever }")).toMatch(/session\.ttl/);
     expect(configError("forward_auth: { headers: traefik }")).toMatch(

@@ -205,6 +205,21 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
       timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
     };
   });
+  // zt matches a request to a route by host and path, not by port or scheme: two routes
+  // differing only in those would be one route to zt, while a front proxy (each on its
+  // own listener) would send the requests to two apps.
+  const seen = new Map<string, string>();
+  for (const r of routes) {
+    const key = `${r.host} ${r.pathPrefix}`;
+    const other = seen.get(key);
+    if (other !== undefined)
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${path}: routes "${other}" and "${r.name}" have the same host and path prefix (${r.host}${r.pathPrefix === "/" ? "" : r.pathPrefix}); zt tells routes apart by host and path, not by port or scheme`,
+        { path, route: r.name },
+      );
+    seen.set(key, r.name);
+  }
   const cfg: ZtConfig = {
     ...c,
     configPath: path,
