@@ -190,6 +190,18 @@ session: { cookie_name: corp_zt }
       ),
       /the host of to .* is not a plain DNS name/,
     );
+    // Flags that would print a configuration the proxy rejects or misreads.
+    expectUsageError(await config(ONE_ROUTE, "nginx", "--zt", "127.0.0.1:99999"), /--zt/);
+    expectUsageError(await config(ONE_ROUTE, "nginx", "--bind", "::1]"), /--bind "::1\]"/);
+    expectUsageError(await config(ONE_ROUTE, "nginx", "--bind", ""), /--bind ""/);
+    expectUsageError(
+      await config(ONE_ROUTE, "haproxy", "--spoa", "127.0.0.1:1", "--spoe-file", ""),
+      /--spoe-file ""/,
+    );
+    expectUsageError(
+      await config(ONE_ROUTE.replace("http://127.0.0.1:9000", "https://10.0.0.5:8443"), "nginx"),
+      /https by IP address/,
+    );
     // A config zt itself refuses is refused here with zt's own message.
     const bad = await config("routes: [{ name: app }]\n", "nginx");
     expect(bad.code).not.toBe(0);

@@ -52,6 +52,25 @@ function totp(secret: string): string {
   }).generate();
 }
 
+/** Sends raw bytes and returns the response head (status line and headers) as text. */
+function rawHead(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    let got = "";
+    const done = () => {
+      s.destroy();
+      resolve(got.split("\r\n\r\n")[0]!);
+    };
+    s.setTimeout(10_000, () => reject(new Error(`no answer: ${got}`)));
+    s.on("data", (d: Buffer) => {
+      got += d.toString("latin1");
+      if (got.includes("\r\n\r\n")) done();
+    });
+    s.on("end", done);
+    s.on("error", reject);
+  });
+}
+
 /** Waits until something accepts connections on the port (the peer finished starting). */
 async function waitForPort(port: number, child: ChildProcess, output: () => string): Promise<void> {
   for (let i = 0; i < 300; i++) {
@@ -296,11 +315,19 @@ for (const proxy of PROXIES) {
           "x-zt-user": "mallory",
           "x-zt-groups": "admins",
           "x-zt-assertion": "forged",
+          // Other X-Zt-* names, and underscore spellings that CGI/WSGI apps read as X-Zt-*.
+          "x-zt-breakglass": "active",
+          "x-zt-reason": "forged",
+          x_zt_user: "root",
+          x_zt_groups: "admins",
         },
       });
       expect(r.status, r.body).toBe(200);
       const seen = upstream.seen.at(-1)!;
       expect(seen.headers["x-zt-user"]).toBe("alice");
+      // No X-Zt-* header the client sent reaches the app, in any spelling.
+      for (const name of ["x-zt-breakglass", "x-zt-reason", "x_zt_user", "x_zt_groups"])
+        expect(seen.headers[name], name).toBeUndefined();
       // The session token is a credential: the app never sees it, other cookies pass.
       expect(seen.headers.cookie).not.toContain("zt_session");
       expect(seen.headers.cookie).toContain("theme=dark");
@@ -432,6 +459,34 @@ for (const proxy of PROXIES) {
       // Either refused by the proxy or decided on as a path of the app: never zt's answer.
       expect(r.headers["x-zt-assertion"]).toBeUndefined();
       expect(r.body).not.toMatch(/ey[\w-]+\.ey/);
+    });
+
+    it("decides a WebSocket handshake like any request: a denied user's never reaches the app", async () => {
+      const handshake = (cookie: string, path: string) =>
+        rawHead(
+          port,
+          `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+            `Cookie: ${cookie}\r\nX-Zt-User: mallory\r\n\r\n`,
+        );
+      const before = upstream.seen.length;
+      // bob's groups have no permit; alice's policy forbids /admin*.
+      for (const [who, path] of [
+        ["bob", "/ws"],
+        ["alice", "/admin/ws"],
+      ] as const) {
+        const { cookie } = await zt.session(who);
+        const head = await handshake(cookie, path);
+        expect(head, `${who} ${path}`).not.toMatch(/^HTTP\/1\.1 (101|2\d\d)/);
+      }
+      expect(upstream.seen.length).toBe(before);
+      const { cookie } = await zt.session("alice");
+      const ok = await handshake(cookie, "/ws");
+      // Allowed: the handshake reaches the app, with zt's headers, not the forged one.
+      expect(ok, ok).toMatch(/^HTTP\/1\.1 101/);
+      const seen = upstream.seen.at(-1)!;
+      expect(seen.url).toBe("/ws");
+      expect(seen.headers["x-zt-user"]).toBe("alice");
     });
 
     it("refuses a revoked session at the next request", async () => {
@@ -841,4 +896,38 @@ describe("forward-auth configurations written for several routes", () => {
         for (const u of [app, api, admin]) await u.close();
       }
     }, 60_000);
+});
+
+describe("a forward-auth check that arrives as an upgrade", () => {
+  it("is decided like any check, never passed to a route as a WebSocket", async () => {
+    const upstream = await startUpstream();
+    const listen = await freePort();
+    const host = `app.localhost:${listen}`;
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+    });
+    try {
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const check = (uri: string) =>
+        rawHead(
+          zt.port,
+          `GET /.zt/authz HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+            `X-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ${host}\r\n` +
+            `X-Forwarded-Uri: ${uri}\r\nCookie: ${cookie}\r\n\r\n`,
+        );
+      // The policy forbids /admin*: denied, and the app is not asked.
+      expect(await check("/admin/ws")).toMatch(/^HTTP\/1\.1 403 /);
+      // Allowed: zt's 200 with the assertion, still not a switch of protocols.
+      const allowed = await check("/ws");
+      expect(allowed).toMatch(/^HTTP\/1\.1 200 /);
+      expect(allowed.toLowerCase()).toContain("x-zt-assertion:");
+      expect(upstream.seen).toHaveLength(0);
+    } finally {
+      await zt.close();
+      await upstream.close();
+    }
+  });
 });

@@ -3,6 +3,7 @@
  * forward-auth tests: config in a temp dir, users created through the identity service,
  * sessions through the session service.
  */
+import { createHash } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -130,7 +131,9 @@ export async function startUpstream(): Promise<{
     socket.on("close", () => upgraded.delete(socket));
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: "" });
     socket.write(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n",
+      // The protocol asked for, and for WebSocket the RFC 6455 accept value: proxies
+      // check that the answer switches to what the client asked for.
+      upgradeAnswer(req),
     );
     socket.on("data", (d: Buffer) => socket.write(d));
     socket.on("end", () => socket.end()); // http.Server sockets allow half-open
@@ -202,4 +205,16 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(p));
     });
   });
+}
+
+/** A 101 answer to `req`: its own protocol, and Sec-WebSocket-Accept for a WebSocket key. */
+function upgradeAnswer(req: http.IncomingMessage): string {
+  const asked = String(req.headers.upgrade ?? "");
+  const protocol = /^[A-Za-z0-9./-]+$/.test(asked) ? asked : "test";
+  const key = req.headers["sec-websocket-key"];
+  const accept =
+    typeof key === "string"
+      ? `Sec-WebSocket-Accept: ${createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")}\r\n`
+      : "";
+  return `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${protocol}\r\nConnection: Upgrade\r\n${accept}\r\n`;
 }

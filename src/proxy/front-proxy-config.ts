@@ -118,6 +118,11 @@ function upstreamOf(r: FrontRoute): Upstream {
       { route: r.name },
     );
   const scheme = u.protocol === "https:" ? "https" : "http";
+  if (scheme === "https" && (/^[0-9.]+$/.test(u.hostname) || u.hostname.startsWith("[")))
+    throw usage(
+      `route "${r.name}": to (${r.to}) is https by IP address; nginx and HAProxy verify an upstream certificate by its DNS name, so give the name its certificate carries`,
+      { route: r.name },
+    );
   const port = u.port || (scheme === "https" ? "443" : "80");
   return { scheme, hostPort: `${u.hostname}:${port}`, name: u.hostname.replace(/^\[|\]$/g, "") };
 }
@@ -134,6 +139,8 @@ function sitesOf(routes: readonly FrontRoute[]): Site[] {
         `route "${r.name}": the path prefix ${JSON.stringify(r.pathPrefix)} holds characters other than letters, digits, ".", "_", "~" and "-"; the proxies match such paths differently (nginx on the decoded path), so no configuration is written for it`,
         { route: r.name },
       );
+    if (r.port < 1 || r.port > 65535)
+      throw usage(`route "${r.name}": from (${r.from}) has no usable port`, { route: r.name });
     const key = `${r.host}:${r.port}`;
     const site = sites.get(key);
     if (site && site.scheme !== scheme)
@@ -279,6 +286,10 @@ function nginx(o: FrontProxyOptions): string {
         "        proxy_set_header X-Zt-User        $zt_user;",
         "        proxy_set_header X-Zt-Groups      $zt_groups;",
         "        proxy_set_header X-Zt-Decision-Id $zt_decision;",
+        "        # zt's other names, never from the client (nginx drops X_Zt_* spellings itself)",
+        '        proxy_set_header X-Zt-Breakglass  "";',
+        '        proxy_set_header X-Zt-Reason      "";',
+        '        proxy_set_header X-Zt-Login-Url   "";',
         "        # zt's credentials stay with zt: its session cookie and a Bearer session token",
         "        proxy_set_header Cookie $zt_cookie_without_session;",
         '        proxy_set_header Authorization "";',
@@ -347,22 +358,35 @@ function caddy(o: FrontProxyOptions): string {
       const matcher = r.pathPrefix === "/" ? "" : ` @zt_route_${r.name}`;
       out.push(`    # ${describeRoute(r)}`);
       if (matcher) out.push(`    @zt_route_${r.name} path ${r.pathPrefix} ${r.pathPrefix}/*`);
-      out.push(
-        `    handle${matcher} {`,
-        `        forward_auth ${o.zt} {`,
-        "            uri /.zt/authz",
-        "            copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id",
-        "            # Caddy copies every client header into the check: not these",
-        "            header_up -X-Original-URL",
-        "            header_up -X-Original-Method",
-        "        }",
-        `        reverse_proxy ${up.scheme}://${up.hostPort} {`,
-        "            # zt's credentials stay with zt: its session cookie and a Bearer token",
-        `            header_up Cookie "(^|;\\s*)${c}=[^;]*(;\\s*|$)" "$1"`,
-        "            header_up -Authorization",
+      // In a `route` block Caddy keeps this order: the client's X-Zt-* go before the
+      // check copies zt's in (a plain `handle` would sort request_header after it).
+      const body = [
+        "# no X-Zt-* header of the client's reaches the app, in either spelling",
+        "request_header -X-Zt-*",
+        "request_header -X_Zt_*",
+        `forward_auth ${o.zt} {`,
+        "    uri /.zt/authz",
+        "    copy_headers X-Zt-Assertion X-Zt-User X-Zt-Groups X-Zt-Decision-Id",
+        "    # Caddy copies every client header into the check: not these",
+        "    header_up -X-Original-URL",
+        "    header_up -X-Original-Method",
+        "    # the check is a plain request, even for a WebSocket handshake",
+        "    header_up -Connection",
+        "    header_up -Upgrade",
+        "}",
+        `reverse_proxy ${up.scheme}://${up.hostPort} {`,
+        "    # zt's credentials stay with zt: its session cookie and a Bearer token",
+        `    header_up Cookie "(^|;\\s*)${c}=[^;]*(;\\s*|$)" "$1"`,
+        "    header_up -Authorization",
         ...(r.preserve_host
           ? []
-          : ["            header_up Host {upstream_hostport}   # preserve_host: false"]),
+          : ["    header_up Host {upstream_hostport}   # preserve_host: false"]),
+        "}",
+      ];
+      out.push(
+        `    handle${matcher} {`,
+        "        route {",
+        ...body.map((l) => `            ${l}`),
         "        }",
         "    }",
       );
@@ -535,7 +559,7 @@ function haproxySpoeFrontendRules(c: string): string[] {
     "    # Anything else that is not an allow: refuse.",
     "    http-request deny deny_status 500 if !zt_pages !zt_allowed",
     "    # Allowed: zt's identity headers replace any the client sent; zt's credentials stay with zt.",
-    "    http-request del-header ^X-Zt- -m reg unless zt_pages",
+    "    http-request del-header ^x[-_]zt[-_] -m reg unless zt_pages",
     "    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)] if zt_allowed",
     "    http-request set-header X-Zt-User %[var(txn.zt.user)] if zt_allowed",
     "    http-request set-header X-Zt-Groups %[var(txn.zt.groups)] if zt_allowed",
@@ -628,6 +652,7 @@ function haproxyLua(o: FrontProxyOptions): string {
       `frontend zt_${f.scheme}_${f.port}`,
       haproxyBind(o, f),
       "    acl zt_pages path /.zt/login /.zt/logout /.zt/denied   # exactly; not all of /.zt/",
+      "    http-request del-header ^x[-_]zt[-_] -m reg unless zt_pages  # no client X-Zt-*, X_Zt_*",
       "    http-request lua.zt_authz unless zt_pages              # every request but zt's own pages",
       "    http-request del-header Authorization unless zt_pages  # a zt token is not the app's",
       "    use_backend zt if zt_pages                              # login, logout, denial page",
@@ -637,20 +662,24 @@ function haproxyLua(o: FrontProxyOptions): string {
   return out.join("\n") + "\n";
 }
 
-const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
-const ADDRESS = /^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]+)$/;
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*|[A-Za-z0-9.-]+)$/;
+const hostPortOk = (v: string) => {
+  const m = HOST_PORT.exec(v);
+  return m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
+};
 
 /** The addresses and names that go into the output verbatim, checked once. */
 function checkOptions(o: FrontProxyOptions): void {
-  if (!HOST_PORT.test(o.zt))
+  if (!hostPortOk(o.zt))
     throw usage(
       `zt's address ${JSON.stringify(o.zt)} (--zt, or listen.proxy): expected host:port, e.g. 127.0.0.1:8443`,
     );
-  if (o.spoa !== undefined && !HOST_PORT.test(o.spoa))
+  if (o.spoa !== undefined && !hostPortOk(o.spoa))
     throw usage(
       `the SPOE agent's address ${JSON.stringify(o.spoa)} (--spoa, or forward_auth.spoa_listen): expected host:port, e.g. 127.0.0.1:12345`,
     );
-  if (o.bind !== undefined && !ADDRESS.test(o.bind))
+  if (o.bind !== undefined && (o.bind === "" || !ADDRESS.test(o.bind)))
     throw usage(`--bind ${JSON.stringify(o.bind)}: expected an address, e.g. 127.0.0.1`);
   if (!/^[A-Za-z0-9_-]+$/.test(o.cookieName))
     throw usage(
@@ -660,8 +689,10 @@ function checkOptions(o: FrontProxyOptions): void {
     ["--spoe-file", o.spoeFile],
     ["--lua-file", o.luaFile],
   ] as const)
-    if (file !== undefined && !/^[A-Za-z0-9._/-]+$/.test(file))
-      throw usage(`${what} ${JSON.stringify(file)}: expected a path of letters, digits, . _ / -`);
+    if (file !== undefined && !/^\/[A-Za-z0-9._/-]*$/.test(file))
+      throw usage(
+        `${what} ${JSON.stringify(file)}: expected an absolute path of letters, digits, . _ / -`,
+      );
 }
 
 /** The configuration `kind` needs for these routes and this zt. */

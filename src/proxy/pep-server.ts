@@ -976,6 +976,20 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     // First, before anything can wait: Node has removed its own error listener from an
     // upgraded socket, and a reset (ECONNRESET) with none would end the process.
     socket.on("error", () => socket.destroy());
+    if (isZtOwnPath(req)) {
+      // zt's own paths are never proxied, upgrade or not. A front proxy's forward-auth
+      // check can carry the client's Upgrade headers (Caddy copies them): it is answered
+      // like any check, on a plain response that closes the connection after it.
+      const res = new http.ServerResponse(req);
+      res.assignSocket(socket as Socket);
+      res.shouldKeepAlive = false;
+      res.on("finish", () => socket.end());
+      handle(req, res).catch(() => {
+        if (!res.headersSent) sendError(res, "ZT_INTERNAL", "internal error");
+        else socket.destroy();
+      });
+      return;
+    }
     handleUpgrade(req, socket, head).catch(() => socket.destroy());
   });
 
@@ -1052,4 +1066,13 @@ export function clientErrorReason(code: string | undefined, message = ""): strin
     default:
       return "request-malformed";
   }
+}
+
+/**
+ * The request's canonical path (as `handle` and `handleUpgrade` decide on it) is one of
+ * zt's own endpoints: `/.zt/…` or the JWKS. An ambiguous target is not (it is refused).
+ */
+function isZtOwnPath(req: IncomingMessage): boolean {
+  const c = canonicalizeRequest(req.url ?? "/", req.headers.host);
+  return c.ok && (c.path.startsWith("/.zt/") || c.path === "/.well-known/zt/jwks.json");
 }

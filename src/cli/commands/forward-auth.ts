@@ -94,9 +94,9 @@ export function registerForwardAuthCommands(program: Command): void {
           zt: opts.zt ?? reachableAddress(config.listen.proxy),
           cookieName: config.session.cookie_name,
           ...(spoa ? { spoa: reachableAddress(spoa) } : {}),
-          ...(opts.bind ? { bind: opts.bind } : {}),
-          ...(opts.spoeFile ? { spoeFile: opts.spoeFile } : {}),
-          ...(opts.luaFile ? { luaFile: opts.luaFile } : {}),
+          ...(opts.bind !== undefined ? { bind: opts.bind } : {}),
+          ...(opts.spoeFile !== undefined ? { spoeFile: opts.spoeFile } : {}),
+          ...(opts.luaFile !== undefined ? { luaFile: opts.luaFile } : {}),
         };
         process.stdout.write(frontProxyConfig(kind, o));
       });
