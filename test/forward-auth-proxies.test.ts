@@ -489,6 +489,20 @@ for (const proxy of PROXIES) {
       expect(seen.headers["x-zt-user"]).toBe("alice");
     });
 
+    it("refuses a request carrying two session cookies, so neither can reach the app", async () => {
+      const a = await zt.session("alice");
+      const b = await zt.session("alice");
+      const before = upstream.seen.length;
+      const r = await request(port, {
+        host,
+        path: "/",
+        headers: { cookie: `${a.cookie}; x=1; ${b.cookie}`, accept: "application/json" },
+      });
+      expect(r.status, r.body).toBe(403);
+      expect(r.headers["x-zt-reason"] ?? r.body).toContain("session-cookie-duplicate");
+      expect(upstream.seen.length).toBe(before);
+    });
+
     it("refuses a revoked session at the next request", async () => {
       // A second session for alice (a TOTP code may be used once: not through login again).
       const { cookie, sessionId } = await zt.session("alice");
@@ -928,6 +942,34 @@ describe("a forward-auth check that arrives as an upgrade", () => {
     } finally {
       await zt.close();
       await upstream.close();
+    }
+  });
+});
+
+describe("signing out with session.cookie_domain", () => {
+  it("expires both the domain cookie and the host's own (the pair forward-auth refuses)", async () => {
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: "http://app.example.test", to: "http://127.0.0.1:9" }],
+      extra: { session: { cookie_domain: ".example.test" } },
+    });
+    try {
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const r = await request(zt.port, {
+        host: "app.example.test",
+        path: "/.zt/logout",
+        method: "POST",
+        headers: { cookie, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(r.status, r.body).toBe(200);
+      const set = [r.headers["set-cookie"] ?? []].flat();
+      expect(set).toHaveLength(2);
+      expect(set.every((c) => c.startsWith("zt_session=;") && c.includes("Max-Age=0"))).toBe(true);
+      expect(set.filter((c) => c.includes("Domain=.example.test"))).toHaveLength(1);
+    } finally {
+      await zt.close();
     }
   });
 });

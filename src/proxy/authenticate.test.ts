@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { assertionClaims, assertionSubject, type Authenticated } from "./authenticate.js";
+import {
+  assertionClaims,
+  assertionSubject,
+  cookieCount,
+  type Authenticated,
+} from "./authenticate.js";
 
 describe("assertionClaims", () => {
   it("is { ...assertionSubject(a), aud, decisionId } for users and services", () => {
@@ -36,5 +41,16 @@ describe("assertionClaims", () => {
         Object.keys({ ...assertionSubject(a), aud: "app", decisionId: "dec_1" }).sort(),
       );
     }
+  });
+});
+
+describe("cookieCount", () => {
+  it("counts a name's cookies exactly, across pairs and headers", () => {
+    expect(cookieCount(undefined, "zt_session")).toBe(0);
+    expect(cookieCount("a=1; zt_session=x", "zt_session")).toBe(1);
+    expect(cookieCount("zt_session=x;zt_session=y; b=2", "zt_session")).toBe(2);
+    expect(cookieCount(["zt_session=x", "a=1; zt_session=y"], "zt_session")).toBe(2);
+    // Other names that contain it, and values that do, are not it.
+    expect(cookieCount("my_zt_session=x; zt_sessions=y; a=zt_session=z", "zt_session")).toBe(0);
   });
 });

@@ -119,6 +119,18 @@ export function cookieFrom(header: string | undefined, name: string): string | u
   return undefined;
 }
 
+/** How many cookies named `name` a Cookie header (or several) carries. */
+export function cookieCount(header: string | string[] | undefined, name: string): number {
+  if (header === undefined) return 0;
+  let n = 0;
+  for (const h of Array.isArray(header) ? header : [header])
+    for (const pair of h.split(";")) {
+      const eq = pair.indexOf("=");
+      if (eq !== -1 && pair.slice(0, eq).trim() === name) n++;
+    }
+  return n;
+}
+
 /**
  * Identifies the subject of a request (proxied, or the original request of a
  * forward-auth check): the session cookie, else a Bearer token. Both are the same

@@ -15,7 +15,7 @@ import type { Clock } from "../core/clock.js";
 import { ZtError, type ZtErrorCode } from "../core/errors.js";
 import { hintFor, renderDeniedPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
-import { assertionClaims, factsFor, type AuthOutcome } from "./authenticate.js";
+import { assertionClaims, cookieCount, factsFor, type AuthOutcome } from "./authenticate.js";
 import { recordRefusal, type DecisionPoint, type Refusal } from "./decision-point.js";
 import type { AppContext } from "../app/index.js";
 import {
@@ -36,6 +36,11 @@ export interface ForwardAuthDeps {
   convention?: ForwardedConvention;
   /** A plain value when the session is in memory, a promise when it must be read. */
   authenticate(headers: IncomingMessage["headers"]): AuthOutcome | Promise<AuthOutcome>;
+  /**
+   * `session.cookie_name`: a check whose Cookie header carries it twice is refused, since
+   * the front proxy's rules strip one occurrence and the other would reach the app.
+   */
+  sessionCookieName?: string;
   decisions: DecisionPoint;
   /** Where refusals made before any decision are recorded (`request.refused`). */
   audit: AppContext["audit"];
@@ -239,6 +244,18 @@ export function createForwardAuthDecider(
         code: "ZT_ROUTE_NOT_FOUND",
         message: `no route for host ${o.host}`,
         reason: "no-route",
+        sourceIp: ask.clientIp,
+        method: o.method,
+        host: o.host,
+        target: o.path + o.query,
+        status: 403,
+      });
+    if (d.sessionCookieName && cookieCount(ask.headers.cookie, d.sessionCookieName) > 1)
+      // 403 (nginx shows it through /.zt/denied, with the hint to sign out).
+      return refusalAnswer(d, {
+        code: "ZT_REQUEST_AMBIGUOUS",
+        message: "the request carries two session cookies: sign out, then sign in again",
+        reason: "session-cookie-duplicate",
         sourceIp: ask.clientIp,
         method: o.method,
         host: o.host,

@@ -140,6 +140,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     audit: ctx.audit,
     convention: cfg.forward_auth.headers,
     authenticate,
+    sessionCookieName: cookieName,
     decisions: s.decisions,
     assertions: s.assertions,
     denials,
@@ -810,7 +811,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       const token = readCookie(req, cookieName);
       const check = token ? await s.sessions.check(token) : undefined;
       if (check?.ok) await s.sessions.revoke([check.session.id], "logout");
-      const clear = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+      // Both variants: the host's own cookie and, when set, the cookie_domain one (a
+      // browser holds both after cookie_domain changed; forward-auth refuses the pair).
+      const expired = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}`;
+      const clear = cfg.session.cookie_domain
+        ? [`${expired}; Domain=${cfg.session.cookie_domain}`, expired]
+        : expired;
       if (wantsHtml(req) || (req.headers["content-type"] ?? "").includes("form")) {
         res.writeHead(303, {
           location: "/.zt/login",
@@ -818,7 +824,10 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
           "cache-control": "no-store",
         });
         res.end();
-      } else sendJson(res, 200, { status: "logged-out" }, { "set-cookie": clear });
+      } else {
+        res.setHeader("set-cookie", clear);
+        sendJson(res, 200, { status: "logged-out" });
+      }
       return;
     }
     sendError(res, "ZT_NOT_FOUND", `no such endpoint: ${path}`);

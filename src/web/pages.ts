@@ -66,6 +66,8 @@ export function hintFor(reason: string, route: string): string {
       return "This app is not reachable from your current network.";
     case "grant-required":
       return `Request time-boxed access: zt access request --resource 'App::"${route}"' --reason "…"`;
+    case "session-cookie-duplicate":
+      return "Your browser holds two sign-in cookies for this site: sign out (/.zt/logout), then sign in again.";
     case "policy-error":
       return "The policy could not be evaluated, so access is denied. An operator can look up the decision id.";
     default:
