@@ -67,8 +67,9 @@ describe("route prefixes at config load", () => {
 
   it("leaves already-canonical prefixes as they were", () => {
     for (const [from, prefix] of [
-      [`http://${HOST}`, "/"],
-      [`http://${HOST}/`, "/"],
+      // (on another host: a second root route of HOST would be refused as a duplicate)
+      ["http://other.localhost", "/"],
+      ["http://other.localhost/", "/"],
       [`http://${HOST}/app/`, "/app"],
       [`http://${HOST}/a/b-c_d.e~f`, "/a/b-c_d.e~f"],
       [`http://${HOST}/caf%C3%A9`, "/caf%C3%A9"],
