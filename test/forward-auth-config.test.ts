@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT, runZt, tempDir } from "./helpers/zt-process.js";
+import { parse as parseYaml } from "yaml";
 import { FRONT_PROXY_KINDS } from "../src/proxy/front-proxy-config.js";
 
 function configFile(yaml: string): string {
@@ -107,6 +108,41 @@ session: { cookie_name: corp_zt }
     const both = await config(yaml, "caddy");
     expect(both.stdout).toContain("app.example.com {");
     expect(both.stdout).toContain("http://wiki.example.com:8080 {");
+  });
+
+  it("writes Traefik a dynamic configuration whose every reference resolves (Traefik itself is not run here)", async () => {
+    const yaml = `${ONE_ROUTE}  - name: api
+    from: https://app.example.com/api
+    to: http://127.0.0.1:9100
+  - name: other
+    from: http://a-b.example.com
+    to: http://127.0.0.1:9200
+  - name: other2
+    from: http://a.b.example.com
+    to: http://127.0.0.1:9300
+`;
+    const r = await config(yaml, "traefik");
+    expect(r.code, r.stderr).toBe(0);
+    const doc = parseYaml(r.stdout) as {
+      http: {
+        middlewares: Record<string, unknown>;
+        routers: Record<string, { rule: string; service: string; middlewares?: string[] }>;
+        services: Record<string, { loadBalancer: { servers: { url: string }[] } }>;
+      };
+    };
+    const { routers, services, middlewares } = doc.http;
+    // One router per route and one for zt's pages per host: names never collide.
+    expect(Object.keys(routers)).toHaveLength(4 + 3);
+    for (const [name, router] of Object.entries(routers)) {
+      expect(services[router.service], `${name} → ${router.service}`).toBeDefined();
+      for (const m of router.middlewares ?? []) expect(middlewares[m], m).toBeDefined();
+      if (name.startsWith("zt-route-"))
+        expect(router.middlewares).toEqual(["zt-authz", "zt-strip-token"]);
+    }
+    expect(routers["zt-route-api"]!.rule).toBe(
+      "Host(`app.example.com`) && (Path(`/api`) || PathPrefix(`/api/`))",
+    );
+    expect(services["zt-route-other2"]!.loadBalancer.servers[0]!.url).toBe("http://127.0.0.1:9300");
   });
 
   it("refuses what it cannot write faithfully, naming the setting", async () => {

@@ -23,7 +23,14 @@ import {
 } from "../bench/front-proxies.js";
 import type { FrontRoute } from "../src/proxy/front-proxy-config.js";
 import { request } from "./helpers/http-client.js";
-import { freePort, startPep, startUpstream, tempDir, type PepFixture } from "./pep-fixture.js";
+import {
+  freePort,
+  startPep,
+  startUpstream,
+  tempDir,
+  type PepFixture,
+  type PepFixtureOptions,
+} from "./pep-fixture.js";
 
 const POLICY = `
 @id("eng-app")
@@ -188,6 +195,22 @@ interface ProxyUnderTest {
     ports: { listen: number; zt: number; upstream: number },
     zt: PepFixture,
   ): Promise<() => Promise<void>>;
+}
+
+/**
+ * zt with one route, "app" on app.localhost:<listen> to a fresh upstream, and the free
+ * port the front proxy is to listen on.
+ */
+async function appBehindProxy(extra: Partial<PepFixtureOptions> = {}) {
+  const upstream = await startUpstream();
+  const listen = await freePort();
+  const host = `app.localhost:${listen}`;
+  const zt = await startPep({
+    policies: POLICY,
+    routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+    ...extra,
+  });
+  return { upstream, listen, host, zt };
 }
 
 /** What the front proxy serves: zt's routes, on the proxy's port. */
@@ -546,13 +569,7 @@ describe("forward-auth behind HAProxy when zt cannot be asked", () => {
 describe("forward-auth behind Caddy that passes the client's X-Original-* on", () => {
   // The documented Caddyfile removes them; zt must refuse them anyway.
   it("stops a client-sent X-Original-URL from choosing the URL decided on (400, app not reached)", async () => {
-    const upstream = await startUpstream();
-    const listen = await freePort();
-    const host = `app.localhost:${listen}`;
-    const zt = await startPep({
-      policies: POLICY,
-      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
-    });
+    const { upstream, listen, host, zt } = await appBehindProxy();
     const peer = startCaddy(
       tempDir("zt-proxy-"),
       caddyConf({ routes: zt.config.routes, listen, zt: zt.port }, (t) =>
@@ -645,12 +662,7 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
     proxy: "nginx" | "caddy",
     forged: Record<string, string>,
   ): Promise<void> {
-    const upstream = await startUpstream();
-    const listen = await freePort();
-    const host = `app.localhost:${listen}`;
-    const zt = await startPep({
-      policies: POLICY,
-      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+    const { upstream, listen, host, zt } = await appBehindProxy({
       extra: { forward_auth: { headers: proxy === "nginx" ? "x-original" : "x-forwarded" } },
     });
     const dir = tempDir("zt-proxy-");
@@ -728,12 +740,7 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
 
 describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
   async function spoeCase(o: { trusted?: string[]; agentUp: boolean }): Promise<void> {
-    const upstream = await startUpstream();
-    const listen = await freePort();
-    const host = `app.localhost:${listen}`;
-    const zt = await startPep({
-      policies: POLICY,
-      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+    const { upstream, listen, host, zt } = await appBehindProxy({
       ...(o.trusted ? { trusted_proxies: o.trusted } : {}),
     });
     const spoa = o.agentUp ? (await zt.pep.listenSpoa("127.0.0.1", 0)).port : await freePort();
@@ -914,13 +921,7 @@ describe("forward-auth configurations written for several routes", () => {
 
 describe("a forward-auth check that arrives as an upgrade", () => {
   it("is decided like any check, never passed to a route as a WebSocket", async () => {
-    const upstream = await startUpstream();
-    const listen = await freePort();
-    const host = `app.localhost:${listen}`;
-    const zt = await startPep({
-      policies: POLICY,
-      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
-    });
+    const { upstream, host, zt } = await appBehindProxy();
     try {
       await zt.addUser("alice", ["eng"]);
       const { cookie } = await zt.session("alice");

@@ -436,7 +436,8 @@ function traefik(o: FrontProxyOptions): string {
   for (const s of sites) {
     const tls = s.scheme === "https" ? ["      tls: {}"] : [];
     out.push(
-      `    zt-pages-${s.host.replace(/[^a-z0-9-]/g, "-")}-${s.port}:`,
+      // Numbered: names built from host and port could collide (a-b.test, a.b.test).
+      `    zt-pages-${sites.indexOf(s) + 1}: # ${s.host}:${s.port}`,
       `      rule: ${yamlString(`Host(\`${s.host}\`) && (${ZT_PAGES.map((p) => `Path(\`${p}\`)`).join(" || ")})`)}`,
       "      priority: 1000",
       "      service: zt-pep",
