@@ -168,17 +168,17 @@ function bindAddr(o: FrontProxyOptions, port: number): string {
     : `${o.bind}:${port}`;
 }
 
-function header(kind: FrontProxyKind, comment: string, extra: string[] = []): string {
+/** The comment lines every output starts with (all five languages comment with `#`). */
+function header(kind: FrontProxyKind, extra: string[] = []): string {
   return [
-    `${comment} zt forward-auth: written by \`zt forward-auth config ${kind}\` from zt.yaml.`,
-    ...extra.map((l) => `${comment} ${l}`),
+    `# zt forward-auth: written by \`zt forward-auth config ${kind}\` from zt.yaml.`,
+    ...extra.map((l) => `# ${l}`),
     "",
   ].join("\n");
 }
 
 /** A comment line's description of a route (from the parsed, checked addresses only). */
-function describeRoute(r: FrontRoute): string {
-  const up = upstreamOf(r);
+function describeRoute(r: FrontRoute, up = upstreamOf(r)): string {
   const prefix = r.pathPrefix === "/" ? "" : r.pathPrefix;
   return `route "${r.name}": ${prefix}/… → ${up.scheme}://${up.hostPort}`;
 }
@@ -190,7 +190,7 @@ function nginx(o: FrontProxyOptions): string {
   const c = o.cookieName;
   const ws = o.routes.some((r) => r.websockets);
   const out: string[] = [
-    header("nginx", "#", [
+    header("nginx", [
       "Include in nginx's http block (Debian: /etc/nginx/conf.d/zt.conf).",
       "Needs ngx_http_auth_request_module (in Debian's nginx package).",
     ]),
@@ -270,7 +270,7 @@ function nginx(o: FrontProxyOptions): string {
           : `location ~ ^${r.pathPrefix.replace(/\./g, "\\.")}(?:/|$)`;
       out.push(
         "",
-        `    # ${describeRoute(r)}`,
+        `    # ${describeRoute(r, up)}`,
         `    ${loc} {`,
         "        auth_request /.zt/authz;",
         "        auth_request_set $zt_assertion $upstream_http_x_zt_assertion;",
@@ -339,7 +339,7 @@ function caddy(o: FrontProxyOptions): string {
   const sites = sitesOf(o.routes);
   const c = o.cookieName;
   const out: string[] = [
-    header("caddy", "#", [
+    header("caddy", [
       "Site blocks for the Caddyfile; https sites get Caddy's automatic certificates.",
     ]),
   ];
@@ -356,7 +356,7 @@ function caddy(o: FrontProxyOptions): string {
     for (const r of s.routes) {
       const up = upstreamOf(r);
       const matcher = r.pathPrefix === "/" ? "" : ` @zt_route_${r.name}`;
-      out.push(`    # ${describeRoute(r)}`);
+      out.push(`    # ${describeRoute(r, up)}`);
       if (matcher) out.push(`    @zt_route_${r.name} path ${r.pathPrefix} ${r.pathPrefix}/*`);
       // In a `route` block Caddy keeps this order: the client's X-Zt-* go before the
       // check copies zt's in (a plain `handle` would sort request_header after it).
@@ -415,7 +415,7 @@ function traefikRule(host: string, prefix: string): string {
 function traefik(o: FrontProxyOptions): string {
   const sites = sitesOf(o.routes);
   const out: string[] = [
-    header("traefik", "#", [
+    header("traefik", [
       "Traefik dynamic configuration (file provider). Not run in zt's tests: Traefik is",
       "not packaged for Debian. Routers take every entry point unless you add entryPoints.",
     ]),
@@ -530,7 +530,7 @@ function haproxyBackends(o: FrontProxyOptions): string[] {
       up.scheme === "https" ? ` ssl verify required ca-file ${CA_BUNDLE} sni str(${up.name})` : "";
     out.push(
       "",
-      `backend zt_route_${r.name}   # ${describeRoute(r)}`,
+      `backend zt_route_${r.name}   # ${describeRoute(r, up)}`,
       ...(r.preserve_host
         ? []
         : [`    http-request set-header Host ${up.hostPort}   # preserve_host: false`]),
@@ -581,7 +581,7 @@ function haproxy(o: FrontProxyOptions): string {
   const spoeFile = o.spoeFile ?? DEFAULT_SPOE_FILE;
   const fronts = haproxyFrontends(haproxySites(o));
   const out: string[] = [
-    header("haproxy", "#", [
+    header("haproxy", [
       "Frontends and backends for haproxy.cfg (after your global and defaults sections,",
       "with mode http). zt answers as SPOE agent (forward_auth.spoa_listen); the engine",
       `file is \`zt forward-auth config haproxy-spoe\`, installed as ${spoeFile}.`,
@@ -612,7 +612,7 @@ function haproxy(o: FrontProxyOptions): string {
 
 function haproxySpoe(): string {
   return [
-    header("haproxy-spoe", "#", [
+    header("haproxy-spoe", [
       "The SPOE engine file that `zt forward-auth config haproxy` names. zt.yaml:",
       "forward_auth.spoa_listen, reachable from HAProxy, and HAProxy in trusted_proxies.",
     ]).trimEnd(),
@@ -637,7 +637,7 @@ function haproxyLua(o: FrontProxyOptions): string {
   const lua = o.luaFile ?? DEFAULT_LUA_FILE;
   const fronts = haproxyFrontends(haproxySites(o));
   const out: string[] = [
-    header("haproxy-lua", "#", [
+    header("haproxy-lua", [
       "For haproxy.cfg: a global section (HAProxy merges it with yours; setenv before",
       `lua-load), then frontends and backends (after your defaults, with mode http).`,
       `${lua} is zt's Lua action: \`zt forward-auth config haproxy-lua --print-lua\`.`,
