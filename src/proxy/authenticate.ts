@@ -123,11 +123,19 @@ export function cookieFrom(header: string | undefined, name: string): string | u
 export function cookieCount(header: string | string[] | undefined, name: string): number {
   if (header === undefined) return 0;
   let n = 0;
-  for (const h of Array.isArray(header) ? header : [header])
+  for (const h of Array.isArray(header) ? header : [header]) {
+    // The usual header names it once at most: no split on the forward-auth hot path.
+    const first = h.indexOf(name);
+    if (first === -1) continue;
+    if (first === h.lastIndexOf(name)) {
+      n += cookieFrom(h, name) === undefined ? 0 : 1;
+      continue;
+    }
     for (const pair of h.split(";")) {
       const eq = pair.indexOf("=");
       if (eq !== -1 && pair.slice(0, eq).trim() === name) n++;
     }
+  }
   return n;
 }
 
