@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { ROOT, runZt, tempDir } from "./helpers/zt-process.js";
 import { parse as parseYaml } from "yaml";
 import { FRONT_PROXY_KINDS } from "../src/proxy/front-proxy-config.js";
+import { makePrivateCa } from "./helpers/tls.js";
 
 function configFile(yaml: string): string {
   const p = join(tempDir("zt-fa-config-"), "zt.yaml");
@@ -143,6 +144,48 @@ session: { cookie_name: corp_zt }
       "Host(`app.example.com`) && (Path(`/api`) || PathPrefix(`/api/`))",
     );
     expect(services["zt-route-other2"]!.loadBalancer.servers[0]!.url).toBe("http://127.0.0.1:9300");
+  });
+
+  it("verifies an https app against its route's upstream_ca in every output, and refuses what a front proxy cannot do", async () => {
+    const dir = tempDir("zt-fa-ca-");
+    const ca = makePrivateCa(dir, "app.internal");
+    const yaml = `${ONE_ROUTE}  - name: private
+    from: https://app.example.com/private
+    to: https://app.internal:8443
+    upstream_ca: ${ca.caFile}
+`;
+    const out = async (kind: string, ...args: string[]) => {
+      const r = await config(yaml, kind, ...args);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    expect(await out("nginx")).toContain(`proxy_ssl_trusted_certificate ${ca.caFile};`);
+    expect(await out("haproxy-lua")).toContain(
+      `server app app.internal:8443 ssl verify required ca-file ${ca.caFile} sni str(app.internal)`,
+    );
+    expect(await out("caddy")).toContain(`tls_trusted_ca_certs ${ca.caFile}`);
+    const doc = parseYaml(await out("traefik")) as {
+      http: {
+        services: Record<string, { loadBalancer: { serversTransport?: string } }>;
+        serversTransports: Record<string, { rootCAs: string[] }>;
+      };
+    };
+    const transport = doc.http.services["zt-route-private"]!.loadBalancer.serversTransport!;
+    expect(doc.http.serversTransports[transport]!.rootCAs).toEqual([ca.caFile]);
+    expect(doc.http.services["zt-route-app"]!.loadBalancer.serversTransport).toBeUndefined();
+    // A path each proxy would have to quote its own way.
+    const spaced = join(dir, "my ca.pem");
+    writeFileSync(spaced, readFileSync(ca.caFile));
+    expectUsageError(
+      await config(yaml.replace(ca.caFile, JSON.stringify(spaced)), "nginx"),
+      /route "private": upstream_ca .* is not an absolute path of letters/,
+    );
+    // Behind a front proxy zt does not connect to the app, so it cannot present its SVID.
+    expectUsageError(
+      await config(yaml.replace(`upstream_ca: ${ca.caFile}`, "upstream_mtls: true"), "caddy"),
+      /route "private": upstream_mtls is on; behind a front proxy the proxy, not zt, connects/,
+    );
+    expect((await config(yaml, "nginx", "--route", "app")).code).toBe(0);
   });
 
   it("refuses what it cannot write faithfully, naming the setting", async () => {

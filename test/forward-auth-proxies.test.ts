@@ -23,6 +23,7 @@ import {
 } from "../bench/front-proxies.js";
 import type { FrontRoute } from "../src/proxy/front-proxy-config.js";
 import { request } from "./helpers/http-client.js";
+import { makePrivateCa } from "./helpers/tls.js";
 import {
   freePort,
   startPep,
@@ -776,53 +777,46 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
   }, 60_000);
 });
 
+/** Each front proxy, started on `zt forward-auth config` output for these routes. */
+const FRONT_KINDS: {
+  name: string;
+  start(dir: string, f: LoopbackFront, zt: PepFixture): Promise<Peer>;
+}[] = [
+  {
+    name: "nginx",
+    async start(dir, f) {
+      return startNginx(dir, nginxConf(dir, f));
+    },
+  },
+  {
+    name: "Caddy",
+    async start(dir, f) {
+      return startCaddy(dir, caddyConf(f));
+    },
+  },
+  {
+    name: "HAProxy (SPOE)",
+    async start(dir, f, zt) {
+      const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+      const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
+      return startPeer(bin, ["-db", "-f", writeHaproxySpoe(dir, { ...f, spoa })]);
+    },
+  },
+  {
+    name: "HAProxy (Lua)",
+    async start(dir, f) {
+      const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+      writeFileSync(join(dir, "haproxy.cfg"), haproxyLuaConf(f));
+      return startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
+    },
+  },
+];
+
 // `zt forward-auth config` for more than one route: a path-prefix route next to a root
 // route on one host, a host whose only route is a prefix, preserve_host, and a renamed
 // session cookie — through each real proxy.
 describe("forward-auth configurations written for several routes", () => {
-  const KINDS: {
-    name: string;
-    start(dir: string, f: LoopbackFront, zt: PepFixture): Promise<Peer>;
-  }[] = [
-    {
-      name: "nginx",
-      async start(dir, f) {
-        return startNginx(dir, nginxConf(dir, f));
-      },
-    },
-    {
-      name: "Caddy",
-      async start(dir, f) {
-        return startCaddy(dir, caddyConf(f));
-      },
-    },
-    {
-      name: "HAProxy (SPOE)",
-      async start(dir, f, zt) {
-        const bin = findBinary([
-          "/usr/sbin/haproxy",
-          "/usr/bin/haproxy",
-          "/usr/local/sbin/haproxy",
-        ]);
-        const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
-        return startPeer(bin, ["-db", "-f", writeHaproxySpoe(dir, { ...f, spoa })]);
-      },
-    },
-    {
-      name: "HAProxy (Lua)",
-      async start(dir, f) {
-        const bin = findBinary([
-          "/usr/sbin/haproxy",
-          "/usr/bin/haproxy",
-          "/usr/local/sbin/haproxy",
-        ]);
-        writeFileSync(join(dir, "haproxy.cfg"), haproxyLuaConf(f));
-        return startPeer(bin, ["-db", "-f", join(dir, "haproxy.cfg")]);
-      },
-    },
-  ];
-
-  for (const kind of KINDS)
+  for (const kind of FRONT_KINDS)
     it(`${kind.name}: each path reaches its route's app, and only that`, async () => {
       const [app, api, admin] = [
         await startUpstream(),
@@ -915,6 +909,53 @@ describe("forward-auth configurations written for several routes", () => {
         await peer.stop();
         await zt.close();
         for (const u of [app, api, admin]) await u.close();
+      }
+    }, 60_000);
+});
+
+// routes[].upstream_ca: the front proxy verifies an https app against the route's private
+// CA (made by the real openssl), as zt's own proxy does; with the system's CAs it refuses.
+describe("forward-auth configurations for an https app signed by a private CA", () => {
+  for (const kind of FRONT_KINDS)
+    it(`${kind.name}: verifies the app against upstream_ca, and refuses it without`, async () => {
+      const dir = tempDir("zt-proxy-");
+      if (RUN_AS_ROOT) (await import("node:fs")).chmodSync(dir, 0o755);
+      const ca = makePrivateCa(dir, "localhost");
+      const app = await startUpstream({ tls: { key: ca.serverKey, cert: ca.serverCert } });
+      const listen = await freePort();
+      const to = `https://localhost:${app.port}`;
+      const zt = await startPep({
+        policies: `permit (principal in Group::"eng", action, resource);`,
+        routes: [
+          { name: "app", from: `http://app.localhost:${listen}`, to, upstream_ca: ca.caFile },
+          // The same app, verified against the system's CAs: it must not be reached.
+          { name: "sys", from: `http://app.localhost:${listen}/sys`, to },
+        ],
+      });
+      const f: LoopbackFront = { routes: zt.config.routes, listen, zt: zt.port };
+      const peer = await kind.start(dir, f, zt);
+      try {
+        await waitForPort(listen, peer.child, peer.output);
+        await zt.addUser("alice", ["eng"]);
+        const { cookie } = await zt.session("alice");
+        const get = (path: string) =>
+          request(listen, {
+            host: `app.localhost:${listen}`,
+            path,
+            headers: { cookie, accept: "application/json" },
+          });
+        const ok = await get("/items");
+        expect(ok.status, ok.body).toBe(200);
+        expect(app.seen.at(-1)!.url).toBe("/items");
+        expect(app.seen.at(-1)!.headers["x-zt-user"]).toBe("alice");
+        const before = app.seen.length;
+        const refused = await get("/sys/items");
+        expect([502, 503], refused.body).toContain(refused.status);
+        expect(app.seen.length).toBe(before);
+      } finally {
+        await peer.stop();
+        await zt.close();
+        await app.close();
       }
     }, 60_000);
 });

@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -41,6 +42,7 @@ export interface PepFixtureOptions {
     websockets?: boolean;
     timeout?: string;
     preserve_host?: boolean;
+    upstream_ca?: string;
   }[];
   limits?: Record<string, unknown>;
   trusted_proxies?: string[];
@@ -105,8 +107,11 @@ export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
   };
 }
 
-/** A real upstream that records what reached it and answers WebSocket-ish upgrades. */
-export async function startUpstream(): Promise<{
+/**
+ * A real upstream that records what reached it and answers WebSocket-ish upgrades; over
+ * https with `tls` (its key and certificate chain, PEM).
+ */
+export async function startUpstream(o: { tls?: { key: string; cert: string } } = {}): Promise<{
   port: number;
   /** Upgraded connections still open at the upstream. */
   upgraded: Set<net.Socket>;
@@ -115,7 +120,7 @@ export async function startUpstream(): Promise<{
 }> {
   const seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[] =
     [];
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     let body = "";
     req.setEncoding("utf8");
     req.on("data", (d: string) => (body += d));
@@ -124,7 +129,8 @@ export async function startUpstream(): Promise<{
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ ok: true, url: req.url }));
     });
-  });
+  };
+  const server = o.tls ? https.createServer(o.tls, handler) : http.createServer(handler);
   const upgraded = new Set<net.Socket>();
   server.on("upgrade", (req, socket: net.Socket) => {
     upgraded.add(socket);

@@ -6,8 +6,8 @@
  * answers an SSLRequest.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { makePrivateCa } from "./helpers/tls.js";
 import { createServer, connect, type AddressInfo, type Server, type Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
@@ -222,73 +222,7 @@ describe.runIf(PG)("TLS to PostgreSQL", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "zt-pgtls-"));
-    const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-    run([
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=zt test pg CA",
-    ]);
-    run([
-      "req",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "server.key",
-      "-out",
-      "server.csr",
-      "-subj",
-      "/CN=localhost",
-    ]);
-    writeFileSync(join(dir, "ext.cnf"), "subjectAltName=DNS:localhost\n");
-    run([
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      "server.pem",
-      "-days",
-      "2",
-      "-extfile",
-      "ext.cnf",
-    ]);
-    run([
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "other.key",
-      "-out",
-      "other-ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=someone else",
-    ]);
+    makePrivateCa(dir, "localhost", { other: true });
     const read = (f: string) => readFileSync(join(dir, f), "utf8");
     const admin = new URL(ADMIN_URL);
     front = new TlsFront(read("server.key"), read("server.pem"), {

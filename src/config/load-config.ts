@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { readFileSync, existsSync } from "node:fs";
 import { dirname, resolve, isAbsolute } from "node:path";
 import { parseDocument, parse as parseYaml } from "yaml";
@@ -31,6 +32,8 @@ export interface ResolvedRoute extends RouteConfig {
    */
   pathPrefix: string;
   timeoutMs: number;
+  /** The certificates of `upstream_ca` (absolute path), read and checked at load. */
+  upstreamCaPem?: string;
 }
 
 export interface LoadConfigOptions {
@@ -197,13 +200,25 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
         { path, route: r.name, key: `routes[${i}].from` },
       );
     }
-    return {
+    const resolved: ResolvedRoute = {
       ...r,
       host,
       port: from.port ? Number(from.port) : from.protocol === "https:" ? 443 : 80,
       pathPrefix: prefix.prefix,
       timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
     };
+    if (r.upstream_ca !== undefined) {
+      const key = `routes[${i}].upstream_ca`;
+      if (new URL(r.to).protocol !== "https:")
+        throw new ZtError(
+          "ZT_CONFIG_INVALID",
+          `${path}: ${key}: route "${r.name}" reaches its upstream over http (${r.to}); a CA file verifies https upstreams only`,
+          { path, route: r.name, key },
+        );
+      resolved.upstream_ca = abs(r.upstream_ca);
+      resolved.upstreamCaPem = readCaFile(resolved.upstream_ca, `${path}: ${key}`);
+    }
+    return resolved;
   });
   // zt matches a request to a route by host and path, not by port or scheme: two routes
   // differing only in those would be one route to zt, while a front proxy (each on its
@@ -241,6 +256,56 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
     cfg.tls = tls;
   }
   return cfg;
+}
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n[\s\S]*?-----END \1-----/g;
+
+/**
+ * Reads a PEM file of CA certificates (`routes[].upstream_ca`): every block must be a
+ * certificate that parses, and there must be at least one. A private key in it is
+ * refused: the file is handed to front proxies too, and trust anchors are not secrets.
+ */
+function readCaFile(file: string, where: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ZtError("ZT_CONFIG_INVALID", `${where}: cannot read ${file} (${code})`, { file });
+  }
+  const certs: string[] = [];
+  for (const m of text.matchAll(PEM_BLOCK)) {
+    const label = m[1]!;
+    if (label.includes("PRIVATE KEY"))
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${where}: ${file} contains a private key; give a file of CA certificates only`,
+        { file },
+      );
+    if (label !== "CERTIFICATE")
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${where}: ${file} holds a ${label} block; expected CA certificates only`,
+        { file },
+      );
+    try {
+      new X509Certificate(m[0]);
+    } catch {
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${where}: certificate ${certs.length + 1} in ${file} does not parse`,
+        { file },
+      );
+    }
+    certs.push(m[0]);
+  }
+  if (certs.length === 0)
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${where}: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+      { file },
+    );
+  return certs.join("\n") + "\n";
 }
 
 /**

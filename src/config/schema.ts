@@ -41,6 +41,11 @@ export const routeSchema = z
     timeout: duration.default("30s"),
     /** Present zt's own SVID to the upstream (mTLS) when it is https. */
     upstream_mtls: z.boolean().default(false),
+    /**
+     * PEM file of the CA certificates that verify an https upstream (a private CA),
+     * instead of the system's trusted CAs (or zt's bundle, with upstream_mtls).
+     */
+    upstream_ca: z.string().min(1, "expected the path of a PEM file of CA certificates").optional(),
   })
   .strict();
 

@@ -245,27 +245,33 @@ export class UpstreamAgents {
     }
   }
 
-  /** The client TLS options for an upgrade to this route's upstream (mTLS), if any. */
-  tlsFor(route: ResolvedRoute): UpstreamClientTls | undefined {
-    if (!route.upstream_mtls || targetOf(route).protocol !== "https:") return undefined;
+  /**
+   * The client TLS options for a connection to this route's https upstream: zt's SVID
+   * (upstream_mtls) and the CAs that verify the upstream (upstream_ca, else zt's bundle
+   * with mTLS, else none: the system's). Undefined for an http upstream.
+   */
+  tlsFor(route: ResolvedRoute): Partial<UpstreamClientTls> | undefined {
+    if (targetOf(route).protocol !== "https:") return undefined;
+    const ca = route.upstreamCaPem;
+    if (!route.upstream_mtls) return ca === undefined ? {} : { ca };
+    // Fail closed: without zt's SVID the upstream would see an anonymous client.
     if (!this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
-    return this.#clientTls;
+    return ca === undefined ? { ...this.#clientTls } : { ...this.#clientTls, ca };
   }
 
   for(route: ResolvedRoute): UpstreamPool {
     const t = targetOf(route);
-    const https = t.protocol === "https:";
-    const mtls = route.upstream_mtls && https;
-    const key = `${mtls ? "mtls " : ""}${t.origin} ${route.timeoutMs}`;
+    const mtls = route.upstream_mtls && t.protocol === "https:";
+    // The CA file's path in the key: routes to one origin may trust different CAs.
+    const key = `${mtls ? "mtls " : ""}${t.origin} ${route.timeoutMs} ${route.upstream_ca ?? ""}`;
     let p = this.#pools.get(key);
     if (!p) {
-      // Fail closed: without zt's SVID the upstream would see an anonymous client.
-      if (mtls && !this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
+      const tls = this.tlsFor(route);
       p = new UpstreamPool({
         host: t.connectHost,
         port: Number(t.port),
         timeoutMs: route.timeoutMs,
-        ...(https ? { tls: mtls ? { ...this.#clientTls! } : {} } : {}),
+        ...(tls ? { tls } : {}),
       });
       this.#pools.set(key, p);
     }

@@ -45,6 +45,10 @@ export interface FrontRoute {
   pathPrefix: string;
   preserve_host: boolean;
   websockets: boolean;
+  /** `upstream_mtls`: only zt's own proxy can present zt's SVID; refused here. */
+  upstream_mtls?: boolean;
+  /** `upstream_ca` (absolute path): the CAs that verify an https upstream. */
+  upstream_ca?: string | undefined;
 }
 
 export interface FrontProxyOptions {
@@ -89,7 +93,12 @@ interface Upstream {
   hostPort: string;
   /** Host name for SNI and verification (no brackets, no port). */
   name: string;
+  /** PEM file of the CAs that verify an https upstream: the route's own, else the system's. */
+  caFile: string;
 }
+
+/** A file path every proxy's configuration language takes unquoted, as zt gives it. */
+const PLAIN_FILE = /^\/[A-Za-z0-9._@+/-]+$/;
 
 /**
  * Host names and path prefixes go into other programs' configuration languages
@@ -123,8 +132,23 @@ function upstreamOf(r: FrontRoute): Upstream {
       `route "${r.name}": to (${r.to}) is https by IP address; nginx and HAProxy verify an upstream certificate by its DNS name, so give the name its certificate carries`,
       { route: r.name },
     );
+  if (r.upstream_mtls && scheme === "https")
+    throw usage(
+      `route "${r.name}": upstream_mtls is on; behind a front proxy the proxy, not zt, connects to the app, and zt's SVID stays with zt. Serve this route with zt's own proxy, or leave it out with --route`,
+      { route: r.name },
+    );
+  if (r.upstream_ca !== undefined && !PLAIN_FILE.test(r.upstream_ca))
+    throw usage(
+      `route "${r.name}": upstream_ca (${JSON.stringify(r.upstream_ca)}) is not an absolute path of letters, digits and ._@+-/; the generated configurations would have to quote it differently for each proxy`,
+      { route: r.name },
+    );
   const port = u.port || (scheme === "https" ? "443" : "80");
-  return { scheme, hostPort: `${u.hostname}:${port}`, name: u.hostname.replace(/^\[|\]$/g, "") };
+  return {
+    scheme,
+    hostPort: `${u.hostname}:${port}`,
+    name: u.hostname.replace(/^\[|\]$/g, ""),
+    caFile: r.upstream_ca ?? CA_BUNDLE,
+  };
 }
 
 function sitesOf(routes: readonly FrontRoute[]): Site[] {
@@ -310,7 +334,7 @@ function nginx(o: FrontProxyOptions): string {
               "        proxy_ssl_server_name on;",
               `        proxy_ssl_name ${up.name};`,
               "        proxy_ssl_verify on;",
-              `        proxy_ssl_trusted_certificate ${CA_BUNDLE};`,
+              `        proxy_ssl_trusted_certificate ${up.caFile};`,
             ]
           : []),
         `        proxy_pass ${up.scheme}://zt_route_${r.name};   # no URI part: the client's URI, unchanged`,
@@ -381,6 +405,9 @@ function caddy(o: FrontProxyOptions): string {
         ...(r.preserve_host
           ? []
           : ["    header_up Host {upstream_hostport}   # preserve_host: false"]),
+        ...(r.upstream_ca !== undefined && up.scheme === "https"
+          ? ["    transport http {", `        tls_trusted_ca_certs ${up.caFile}`, "    }"]
+          : []),
         "}",
       ];
       out.push(
@@ -457,13 +484,21 @@ function traefik(o: FrontProxyOptions): string {
     "  services:",
     `    zt-pep: { loadBalancer: { servers: [{ url: ${yamlString(`http://${o.zt}`)} }] } }`,
   );
+  const transports: string[] = [];
   for (const r of o.routes) {
     const up = upstreamOf(r);
     const pass = r.preserve_host ? "" : ", passHostHeader: false";
+    let transport = "";
+    if (r.upstream_ca !== undefined && up.scheme === "https") {
+      transport = `, serversTransport: zt-route-${r.name}`;
+      transports.push(`    zt-route-${r.name}: { rootCAs: [${yamlString(up.caFile)}] }`);
+    }
     out.push(
-      `    zt-route-${r.name}: { loadBalancer: { servers: [{ url: ${yamlString(`${up.scheme}://${up.hostPort}`)} }]${pass} } }`,
+      `    zt-route-${r.name}: { loadBalancer: { servers: [{ url: ${yamlString(`${up.scheme}://${up.hostPort}`)} }]${pass}${transport} } }`,
     );
   }
+  if (transports.length > 0)
+    out.push("  serversTransports: # the CAs that verify these https upstreams", ...transports);
   return out.join("\n") + "\n";
 }
 
@@ -527,7 +562,7 @@ function haproxyBackends(o: FrontProxyOptions): string[] {
   for (const r of o.routes) {
     const up = upstreamOf(r);
     const tls =
-      up.scheme === "https" ? ` ssl verify required ca-file ${CA_BUNDLE} sni str(${up.name})` : "";
+      up.scheme === "https" ? ` ssl verify required ca-file ${up.caFile} sni str(${up.name})` : "";
     out.push(
       "",
       `backend zt_route_${r.name}   # ${describeRoute(r, up)}`,

@@ -1,3 +1,6 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 
 /** Serial of the certificate a TLS listener on 127.0.0.1:port serves now (not verified). */
@@ -22,4 +25,74 @@ export async function nextServedSerial(port: number, first: string): Promise<str
     now = await servedSerial(port);
   }
   return now;
+}
+
+/** A private CA and a server certificate it signed, made by the real `openssl` CLI. */
+export interface PrivateCa {
+  dir: string;
+  /** Paths: the CA certificate (PEM), the server's key and certificate. */
+  caFile: string;
+  serverKeyFile: string;
+  serverCertFile: string;
+  /** The server key and certificate as text, for a Node TLS server. */
+  serverKey: string;
+  serverCert: string;
+}
+
+/**
+ * Creates, in `dir` (P-256 keys, valid two days): `ca.pem`/`ca.key`, and `server.pem`/`server.key`
+ * for `dnsName` (subjectAltName DNS), signed by that CA. With `other`, also `other-ca.pem`:
+ * a second CA that signed nothing here.
+ */
+export function makePrivateCa(
+  dir: string,
+  dnsName: string,
+  o: { other?: boolean } = {},
+): PrivateCa {
+  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const selfSigned = (key: string, out: string, cn: string) =>
+    run([
+      "req",
+      "-x509",
+      ...newKey,
+      "-keyout",
+      key,
+      "-out",
+      out,
+      "-days",
+      "2",
+      "-subj",
+      `/CN=${cn}`,
+    ]);
+  selfSigned("ca.key", "ca.pem", "zt test private CA");
+  run(["req", ...newKey, "-keyout", "server.key", "-out", "server.csr", "-subj", `/CN=${dnsName}`]);
+  writeFileSync(join(dir, "ext.cnf"), `subjectAltName=DNS:${dnsName}\n`);
+  run([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+  ]);
+  if (o.other) selfSigned("other.key", "other-ca.pem", "someone else");
+  const path = (f: string) => join(dir, f);
+  return {
+    dir,
+    caFile: path("ca.pem"),
+    serverKeyFile: path("server.key"),
+    serverCertFile: path("server.pem"),
+    serverKey: readFileSync(path("server.key"), "utf8"),
+    serverCert: readFileSync(path("server.pem"), "utf8"),
+  };
 }

@@ -1,0 +1,149 @@
+/**
+ * `routes[].upstream_ca`: an https upstream whose certificate comes from a private CA
+ * (made here by the real `openssl` CLI), served by a real Node https server on loopback.
+ * zt's own proxy verifies it against that file, for requests and WebSocket upgrades;
+ * without the file (the system's CAs) or with another CA's, nothing reaches the app.
+ * Config load refuses the files and settings that could not work.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { validateConfig } from "../src/config/index.js";
+import { isZtError } from "../src/core/errors.js";
+import { request } from "./helpers/http-client.js";
+import { makePrivateCa, type PrivateCa } from "./helpers/tls.js";
+import { raw, startPep, startUpstream, tempDir, type PepFixture } from "./pep-fixture.js";
+
+const POLICY = `permit (principal in Group::"eng", action, resource);`;
+
+describe("an https upstream signed by a private CA (routes[].upstream_ca), through zt's proxy", () => {
+  let ca: PrivateCa;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let zt: PepFixture;
+  let cookie: string;
+
+  beforeAll(async () => {
+    const dir = tempDir("zt-upstream-ca-");
+    ca = makePrivateCa(dir, "localhost", { other: true });
+    upstream = await startUpstream({ tls: { key: ca.serverKey, cert: ca.serverCert } });
+    const to = `https://localhost:${upstream.port}`;
+    zt = await startPep({
+      policies: POLICY,
+      routes: [
+        { name: "trusted", from: "http://trusted.localhost", to, upstream_ca: ca.caFile },
+        // The same upstream verified against the system's CAs, and against another CA.
+        { name: "system", from: "http://system.localhost", to },
+        {
+          name: "other",
+          from: "http://other.localhost",
+          to,
+          upstream_ca: join(dir, "other-ca.pem"),
+        },
+      ],
+    });
+    await zt.addUser("alice", ["eng"]);
+    cookie = (await zt.session("alice")).cookie;
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  const get = (host: string) =>
+    request(zt.port, { host, path: "/items", headers: { cookie, accept: "application/json" } });
+
+  it("reaches the app over https verified against the route's CA file", async () => {
+    const before = upstream.seen.length;
+    const r = await get("trusted.localhost");
+    expect(r.status, r.body).toBe(200);
+    expect(r.json()).toEqual({ ok: true, url: "/items" });
+    expect(upstream.seen.length).toBe(before + 1);
+    // zt's signed assertion went along, over the verified connection.
+    expect(String(upstream.seen.at(-1)!.headers["x-zt-assertion"])).toMatch(
+      /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/,
+    );
+  });
+
+  it("refuses the same upstream verified against the system's CAs or another CA: 502, the app never asked", async () => {
+    for (const host of ["system.localhost", "other.localhost"]) {
+      const before = upstream.seen.length;
+      const r = await get(host);
+      expect(r.status, `${host}: ${r.body}`).toBe(502);
+      expect(r.json<{ error: { code: string } }>().error.code).toBe("ZT_UPSTREAM_UNAVAILABLE");
+      expect(upstream.seen.length).toBe(before);
+    }
+  });
+
+  it("verifies a WebSocket upgrade's upstream with the same CA file", async () => {
+    const handshake = (host: string) =>
+      raw(
+        zt.port,
+        [
+          `GET /ws HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+            `Cookie: ${cookie}\r\n\r\n`,
+        ],
+        { until: (t) => t.includes("\r\n\r\n") },
+      );
+    const before = upstream.seen.length;
+    const ok = await handshake("trusted.localhost");
+    expect(ok.status, ok.text).toBe(101);
+    expect(upstream.seen.length).toBe(before + 1);
+    expect(upstream.seen.at(-1)!.method).toBe("GET");
+    const refused = await handshake("system.localhost");
+    expect(refused.status, refused.text).toBe(502);
+    expect(upstream.seen.length).toBe(before + 1);
+  });
+});
+
+describe("routes[].upstream_ca at config load", () => {
+  const dir = tempDir("zt-upstream-ca-config-");
+  mkdirSync(join(dir, "pki"));
+  const ca = makePrivateCa(join(dir, "pki"), "app.internal");
+  const load = (route: Record<string, unknown>) =>
+    validateConfig(
+      {
+        routes: [
+          { name: "app", from: "http://app.localhost", to: "https://app.internal", ...route },
+        ],
+      },
+      join(dir, "zt.yaml"),
+    );
+  const refusal = (route: Record<string, unknown>): string => {
+    try {
+      load(route);
+    } catch (e) {
+      if (!isZtError(e)) throw e;
+      expect(e.code).toBe("ZT_CONFIG_INVALID");
+      return e.message;
+    }
+    throw new Error("loaded");
+  };
+
+  it("resolves a relative path against the config's folder and keeps the certificates", () => {
+    const c = load({ upstream_ca: "pki/ca.pem" });
+    expect(c.routes[0]!.upstream_ca).toBe(ca.caFile);
+    expect(c.routes[0]!.upstreamCaPem).toContain("-----BEGIN CERTIFICATE-----");
+  });
+
+  it("refuses a CA file for an http upstream, a missing file, a file without certificates, a private key, a broken certificate", () => {
+    expect(refusal({ to: "http://127.0.0.1:9", upstream_ca: ca.caFile })).toMatch(
+      /routes\[0\]\.upstream_ca: route "app" reaches its upstream over http/,
+    );
+    expect(refusal({ upstream_ca: "pki/missing.pem" })).toMatch(
+      /routes\[0\]\.upstream_ca: cannot read .*missing\.pem \(ENOENT\)/,
+    );
+    writeFileSync(join(dir, "empty.pem"), "not a certificate\n");
+    expect(refusal({ upstream_ca: "empty.pem" })).toMatch(/holds no PEM certificate/);
+    expect(refusal({ upstream_ca: ca.serverKeyFile })).toMatch(/contains a private key/);
+    writeFileSync(
+      join(dir, "broken.pem"),
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    expect(refusal({ upstream_ca: "broken.pem" })).toMatch(
+      /certificate 1 in .*broken\.pem does not parse/,
+    );
+    expect(refusal({ upstream_ca: "" })).toMatch(/upstream_ca/);
+  });
+});
