@@ -920,7 +920,8 @@ describe("forward-auth configurations for an https app signed by a private CA", 
     it(`${kind.name}: verifies the app against upstream_ca, and refuses it without`, async () => {
       const dir = tempDir("zt-proxy-");
       if (RUN_AS_ROOT) (await import("node:fs")).chmodSync(dir, 0o755);
-      const ca = makePrivateCa(dir, "localhost");
+      // Root → intermediate → the app: the app sends its chain, the proxy trusts the root.
+      const ca = makePrivateCa(dir, "localhost", { intermediate: true });
       const app = await startUpstream({ tls: { key: ca.serverKey, cert: ca.serverCert } });
       const listen = await freePort();
       const to = `https://localhost:${app.port}`;

@@ -34,20 +34,22 @@ export interface PrivateCa {
   caFile: string;
   serverKeyFile: string;
   serverCertFile: string;
-  /** The server key and certificate as text, for a Node TLS server. */
+  /** The server key and certificate chain as text, for a Node TLS server. */
   serverKey: string;
   serverCert: string;
 }
 
 /**
  * Creates, in `dir` (P-256 keys, valid two days): `ca.pem`/`ca.key`, and `server.pem`/`server.key`
- * for `dnsName` (subjectAltName DNS), signed by that CA. With `other`, also `other-ca.pem`:
- * a second CA that signed nothing here.
+ * for `dnsName` (subjectAltName DNS), signed by that CA. With `intermediate`, the CA signs
+ * an intermediate CA (`intermediate.pem`) that signs the server's certificate, and
+ * `serverCert` is the chain a server sends (its certificate, then the intermediate). With
+ * `other`, also `other-ca.pem`: a second CA that signed nothing here.
  */
 export function makePrivateCa(
   dir: string,
   dnsName: string,
-  o: { other?: boolean } = {},
+  o: { other?: boolean; intermediate?: boolean } = {},
 ): PrivateCa {
   const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
@@ -65,34 +67,51 @@ export function makePrivateCa(
       "-subj",
       `/CN=${cn}`,
     ]);
+  /** A certificate for `name`'s new key, signed by the CA whose files are `ca`.pem/.key. */
+  const signed = (name: string, cn: string, ca: string, ext: string) => {
+    run(["req", ...newKey, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`]);
+    writeFileSync(join(dir, `${name}.cnf`), ext);
+    run([
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${ca}.pem`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-out",
+      `${name}.pem`,
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.cnf`,
+    ]);
+  };
   selfSigned("ca.key", "ca.pem", "zt test private CA");
-  run(["req", ...newKey, "-keyout", "server.key", "-out", "server.csr", "-subj", `/CN=${dnsName}`]);
-  writeFileSync(join(dir, "ext.cnf"), `subjectAltName=DNS:${dnsName}\n`);
-  run([
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-  ]);
+  if (o.intermediate)
+    signed(
+      "intermediate",
+      "zt test intermediate CA",
+      "ca",
+      "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+  signed(
+    "server",
+    dnsName,
+    o.intermediate ? "intermediate" : "ca",
+    `subjectAltName=DNS:${dnsName}\n`,
+  );
   if (o.other) selfSigned("other.key", "other-ca.pem", "someone else");
   const path = (f: string) => join(dir, f);
+  const read = (f: string) => readFileSync(path(f), "utf8");
   return {
     dir,
     caFile: path("ca.pem"),
     serverKeyFile: path("server.key"),
     serverCertFile: path("server.pem"),
-    serverKey: readFileSync(path("server.key"), "utf8"),
-    serverCert: readFileSync(path("server.pem"), "utf8"),
+    serverKey: read("server.key"),
+    serverCert: o.intermediate ? read("server.pem") + read("intermediate.pem") : read("server.pem"),
   };
 }
