@@ -159,7 +159,9 @@ session: { cookie_name: corp_zt }
       expect(r.code, r.stderr).toBe(0);
       return r.stdout;
     };
-    expect(await out("nginx")).toContain(`proxy_ssl_trusted_certificate ${ca.caFile};`);
+    const nginx = await out("nginx");
+    expect(nginx).toContain(`proxy_ssl_trusted_certificate ${ca.caFile};`);
+    expect(nginx).toMatch(/proxy_ssl_verify_depth 4;/);
     expect(await out("haproxy-lua")).toContain(
       `server app app.internal:8443 ssl verify required ca-file ${ca.caFile} sni str(app.internal)`,
     );
@@ -185,7 +187,12 @@ session: { cookie_name: corp_zt }
       await config(yaml.replace(`upstream_ca: ${ca.caFile}`, "upstream_mtls: true"), "caddy"),
       /route "private": upstream_mtls is on; behind a front proxy the proxy, not zt, connects/,
     );
-    expect((await config(yaml, "nginx", "--route", "app")).code).toBe(0);
+    // --route leaves such a route to zt's own proxy.
+    const mtls = yaml.replace(`upstream_ca: ${ca.caFile}`, "upstream_mtls: true");
+    const rest = await config(mtls, "nginx", "--route", "app");
+    expect(rest.code, rest.stderr).toBe(0);
+    expect(rest.stdout).toContain("zt_route_app");
+    expect(rest.stdout).not.toContain("zt_route_private");
   });
 
   it("refuses what it cannot write faithfully, naming the setting", async () => {

@@ -920,8 +920,9 @@ describe("forward-auth configurations for an https app signed by a private CA", 
     it(`${kind.name}: verifies the app against upstream_ca, and refuses it without`, async () => {
       const dir = tempDir("zt-proxy-");
       if (RUN_AS_ROOT) (await import("node:fs")).chmodSync(dir, 0o755);
-      // Root → intermediate → the app: the app sends its chain, the proxy trusts the root.
-      const ca = makePrivateCa(dir, "localhost", { intermediate: true });
+      // Root → two intermediates → the app: the app sends its chain, the proxy trusts the
+      // root (nginx's default verify depth allows one intermediate).
+      const ca = makePrivateCa(dir, "localhost", { intermediates: 2 });
       const app = await startUpstream({ tls: { key: ca.serverKey, cert: ca.serverCert } });
       const listen = await freePort();
       const to = `https://localhost:${app.port}`;

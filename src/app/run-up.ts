@@ -88,12 +88,15 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     throw e;
   }
   if (demoApp) {
-    // The demo upstream may have had to take another port: point the demo routes at it.
-    config.routes = config.routes.map((r) =>
-      new URL(r.to).hostname === "127.0.0.1"
+    // The demo upstream may have had to take another port: point the demo routes at it
+    // (plain http ones only: an https route to 127.0.0.1 is not the demo app's, and
+    // rewriting it would drop its TLS).
+    config.routes = config.routes.map((r) => {
+      const u = new URL(r.to);
+      return u.protocol === "http:" && u.hostname === "127.0.0.1"
         ? { ...r, to: `http://127.0.0.1:${demoApp!.port}` }
-        : r,
-    );
+        : r;
+    });
   }
   const proxyListen = splitHostPort(config.listen.proxy);
   const apiListen = splitHostPort(config.listen.api);

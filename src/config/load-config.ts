@@ -216,7 +216,11 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
           { path, route: r.name, key },
         );
       resolved.upstream_ca = abs(r.upstream_ca);
-      resolved.upstreamCaPem = readCaFile(resolved.upstream_ca, `${path}: ${key}`);
+      resolved.upstreamCaPem = readCaFile(resolved.upstream_ca, `${path}: ${key}`, {
+        path,
+        route: r.name,
+        key,
+      });
     }
     return resolved;
   });
@@ -262,49 +266,46 @@ const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n[\s\S]*?-----END \1-----/g;
 
 /**
  * Reads a PEM file of CA certificates (`routes[].upstream_ca`): every block must be a
- * certificate that parses, and there must be at least one. A private key in it is
- * refused: the file is handed to front proxies too, and trust anchors are not secrets.
+ * certificate that parses and is a CA (or self-signed: a pinned certificate), and there
+ * must be at least one. A private key anywhere in it is refused: the file is handed to
+ * front proxies too, and trust anchors are not secrets.
  */
-function readCaFile(file: string, where: string): string {
+function readCaFile(file: string, where: string, details: Record<string, unknown>): string {
+  const refuse = (why: string) =>
+    new ZtError("ZT_CONFIG_INVALID", `${where}: ${why}`, { ...details, file });
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
-    throw new ZtError("ZT_CONFIG_INVALID", `${where}: cannot read ${file} (${code})`, { file });
+    throw refuse(`cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "unreadable"})`);
   }
+  // On the raw text, not only well-formed blocks: OpenSSL reads a key whose BEGIN line
+  // this file's block pattern would not match (trailing blanks, odd line ends).
+  if (/-----BEGIN [A-Z0-9 ]*PRIVATE KEY/.test(text))
+    throw refuse(`${file} contains a private key; give a file of CA certificates only`);
   const certs: string[] = [];
   for (const m of text.matchAll(PEM_BLOCK)) {
     const label = m[1]!;
-    if (label.includes("PRIVATE KEY"))
-      throw new ZtError(
-        "ZT_CONFIG_INVALID",
-        `${where}: ${file} contains a private key; give a file of CA certificates only`,
-        { file },
-      );
     if (label !== "CERTIFICATE")
-      throw new ZtError(
-        "ZT_CONFIG_INVALID",
-        `${where}: ${file} holds a ${label} block; expected CA certificates only`,
-        { file },
+      throw refuse(
+        `${file} holds a ${label} block; expected CA certificates only (-----BEGIN CERTIFICATE-----)`,
       );
+    let cert: X509Certificate;
     try {
-      new X509Certificate(m[0]);
+      cert = new X509Certificate(m[0]);
     } catch {
-      throw new ZtError(
-        "ZT_CONFIG_INVALID",
-        `${where}: certificate ${certs.length + 1} in ${file} does not parse`,
-        { file },
-      );
+      throw refuse(`certificate ${certs.length + 1} in ${file} does not parse`);
     }
+    // Node verifies only up to a trust anchor it can end a chain at: a CA, or a
+    // self-signed certificate. A server's own CA-issued certificate never verifies.
+    if (!cert.ca && !cert.checkIssued(cert))
+      throw refuse(
+        `certificate ${certs.length + 1} in ${file} (${cert.subject.replaceAll("\n", ", ")}) is not a CA certificate; give the CA that issued it`,
+      );
     certs.push(m[0]);
   }
   if (certs.length === 0)
-    throw new ZtError(
-      "ZT_CONFIG_INVALID",
-      `${where}: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
-      { file },
-    );
+    throw refuse(`${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return certs.join("\n") + "\n";
 }
 

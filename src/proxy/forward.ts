@@ -4,6 +4,8 @@ import http, {
   type OutgoingHttpHeaders,
 } from "node:http";
 import https from "node:https";
+import { isIP } from "node:net";
+import { createSecureContext, type ConnectionOptions, type SecureContext } from "node:tls";
 import type { Duplex } from "node:stream";
 import {
   BodyTooLarge,
@@ -223,12 +225,18 @@ export interface UpstreamClientTls {
  * Upstream connection pools, one per upstream origin, timeout and mTLS setting, on zt's
  * own keep-alive HTTP/1.1 client ({@link UpstreamPool}: one request at a time per
  * connection, strict response parsing). Routes with `upstream_mtls: true` and an https
- * `to` present zt's SVID and verify the upstream against zt's bundle; other https
- * upstreams are verified against the system's trusted CAs.
+ * `to` present zt's SVID and verify the upstream against zt's bundle; routes with
+ * `upstream_ca` verify it against that file; other https upstreams against the system's
+ * trusted CAs.
  */
 export class UpstreamAgents {
   readonly #pools = new Map<string, UpstreamPool>();
   #clientTls: UpstreamClientTls | undefined;
+  /**
+   * TLS contexts by SVID use and CA file, built once: a context made per connection
+   * would parse the CA file (and SVID) on the event loop at every connect and upgrade.
+   */
+  readonly #contexts = new Map<string, SecureContext>();
 
   constructor(clientTls?: UpstreamClientTls) {
     this.#clientTls = clientTls;
@@ -237,6 +245,7 @@ export class UpstreamAgents {
   /** New SVID (after renewal): later connections present it; open ones finish as they are. */
   setClientTls(t: UpstreamClientTls): void {
     this.#clientTls = t;
+    for (const k of this.#contexts.keys()) if (k.startsWith("mtls ")) this.#contexts.delete(k);
     for (const [k, p] of this.#pools) {
       if (k.startsWith("mtls ")) {
         p.close();
@@ -250,13 +259,24 @@ export class UpstreamAgents {
    * (upstream_mtls) and the CAs that verify the upstream (upstream_ca, else zt's bundle
    * with mTLS, else none: the system's). Undefined for an http upstream.
    */
-  tlsFor(route: ResolvedRoute): Partial<UpstreamClientTls> | undefined {
+  tlsFor(route: ResolvedRoute): ConnectionOptions | undefined {
     if (targetOf(route).protocol !== "https:") return undefined;
     const ca = route.upstreamCaPem;
-    if (!route.upstream_mtls) return ca === undefined ? {} : { ca };
+    if (!route.upstream_mtls && ca === undefined) return {}; // Node's default context
     // Fail closed: without zt's SVID the upstream would see an anonymous client.
-    if (!this.#clientTls) throw new Error("upstream mTLS requested but no SVID loaded");
-    return ca === undefined ? { ...this.#clientTls } : { ...this.#clientTls, ca };
+    if (route.upstream_mtls && !this.#clientTls)
+      throw new Error("upstream mTLS requested but no SVID loaded");
+    const key = `${route.upstream_mtls ? "mtls " : ""}${route.upstream_ca ?? ""}`;
+    let secureContext = this.#contexts.get(key);
+    if (secureContext === undefined) {
+      const svid = route.upstream_mtls ? this.#clientTls! : undefined;
+      secureContext = createSecureContext({
+        ...(svid ? { key: svid.key, cert: svid.cert } : {}),
+        ca: ca ?? svid!.ca,
+      });
+      this.#contexts.set(key, secureContext);
+    }
+    return { secureContext };
   }
 
   for(route: ResolvedRoute): UpstreamPool {
@@ -471,6 +491,12 @@ export function forwardUpgrade(
   try {
     upstream = client.request({
       ...agents?.tlsFor(o.route),
+      // The certificate is checked against the upstream's own name (as the pool does),
+      // never the client's Host header (preserve_host), which Node would take otherwise;
+      // "" for an IP address: no SNI, and the address checked against the IP SANs.
+      ...(target.protocol === "https:"
+        ? { servername: isIP(target.connectHost) ? "" : target.connectHost }
+        : {}),
       protocol: target.protocol,
       hostname: target.hostname,
       port: target.port,

@@ -334,6 +334,7 @@ function nginx(o: FrontProxyOptions): string {
               "        proxy_ssl_server_name on;",
               `        proxy_ssl_name ${up.name};`,
               "        proxy_ssl_verify on;",
+              "        proxy_ssl_verify_depth 4;   # intermediates in the app's chain (nginx's default: 1)",
               `        proxy_ssl_trusted_certificate ${up.caFile};`,
             ]
           : []),

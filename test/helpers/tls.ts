@@ -41,15 +41,16 @@ export interface PrivateCa {
 
 /**
  * Creates, in `dir` (P-256 keys, valid two days): `ca.pem`/`ca.key`, and `server.pem`/`server.key`
- * for `dnsName` (subjectAltName DNS), signed by that CA. With `intermediate`, the CA signs
- * an intermediate CA (`intermediate.pem`) that signs the server's certificate, and
- * `serverCert` is the chain a server sends (its certificate, then the intermediate). With
- * `other`, also `other-ca.pem`: a second CA that signed nothing here.
+ * for `dnsName` (subjectAltName DNS), signed by that CA. With `intermediates: n`, the CA
+ * signs intermediate CA 1 (`intermediate-1.pem`), which signs 2 … and the last signs the
+ * server's certificate; `serverCert` is then the chain a server sends (its certificate,
+ * then the intermediates, nearest first). With `other`, also `other-ca.pem`: a second CA
+ * that signed nothing here.
  */
 export function makePrivateCa(
   dir: string,
   dnsName: string,
-  o: { other?: boolean; intermediate?: boolean } = {},
+  o: { other?: boolean; intermediates?: number } = {},
 ): PrivateCa {
   const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
@@ -90,19 +91,20 @@ export function makePrivateCa(
     ]);
   };
   selfSigned("ca.key", "ca.pem", "zt test private CA");
-  if (o.intermediate)
+  let issuer = "ca";
+  const chain: string[] = [];
+  for (let i = 1; i <= (o.intermediates ?? 0); i++) {
+    const name = `intermediate-${i}`;
     signed(
-      "intermediate",
-      "zt test intermediate CA",
-      "ca",
-      "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+      name,
+      `zt test intermediate CA ${i}`,
+      issuer,
+      "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
     );
-  signed(
-    "server",
-    dnsName,
-    o.intermediate ? "intermediate" : "ca",
-    `subjectAltName=DNS:${dnsName}\n`,
-  );
+    chain.unshift(name);
+    issuer = name;
+  }
+  signed("server", dnsName, issuer, `subjectAltName=DNS:${dnsName}\n`);
   if (o.other) selfSigned("other.key", "other-ca.pem", "someone else");
   const path = (f: string) => join(dir, f);
   const read = (f: string) => readFileSync(path(f), "utf8");
@@ -112,6 +114,6 @@ export function makePrivateCa(
     serverKeyFile: path("server.key"),
     serverCertFile: path("server.pem"),
     serverKey: read("server.key"),
-    serverCert: o.intermediate ? read("server.pem") + read("intermediate.pem") : read("server.pem"),
+    serverCert: ["server", ...chain].map((f) => read(`${f}.pem`)).join(""),
   };
 }
