@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { validateConfig } from "../src/config/index.js";
+import { DEMO_POLICY, demoConfigYaml } from "../src/app/demo.js";
+import { runUp } from "../src/app/run-up.js";
 import { isZtError } from "../src/core/errors.js";
 import { UpstreamAgents } from "../src/proxy/forward.js";
 import { request } from "./helpers/http-client.js";
@@ -221,4 +223,36 @@ describe("routes[].upstream_ca at config load", () => {
     );
     expect(refusal({ upstream_ca: "" })).toMatch(/upstream_ca/);
   });
+});
+
+describe("zt up --demo with an https route added to the demo config", () => {
+  it("points only the plain-http loopback routes at the demo app; an https route keeps its TLS and CA", async () => {
+    const dir = tempDir("zt-upstream-ca-demo-");
+    const ca = makePrivateCa(dir, "localhost");
+    mkdirSync(join(dir, "policies"));
+    writeFileSync(join(dir, "policies", "demo.cedar"), DEMO_POLICY);
+    writeFileSync(
+      join(dir, "zt.yaml"),
+      demoConfigYaml(9000).replace(
+        "policies:",
+        `  - { name: secure, from: "http://secure.localhost:8443", to: "https://127.0.0.1:9443", upstream_ca: ${ca.caFile} }\npolicies:`,
+      ),
+    );
+    const zt = await runUp({
+      configPath: join(dir, "unused.yaml"),
+      env: { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" },
+      demoDir: dir,
+      demoPort: 0,
+      out: () => undefined,
+    });
+    try {
+      const to = Object.fromEntries(zt.ctx.config.routes.map((r) => [r.name, r.to]));
+      expect(to["whoami"]).toBe(`http://127.0.0.1:${zt.demo!.app.port}`);
+      expect(to["secure"]).toBe("https://127.0.0.1:9443");
+      const secure = zt.ctx.config.routes.find((r) => r.name === "secure")!;
+      expect(secure.upstreamCaPem).toContain("-----BEGIN CERTIFICATE-----");
+    } finally {
+      await zt.close();
+    }
+  }, 60_000);
 });
