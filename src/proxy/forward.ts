@@ -231,6 +231,8 @@ export interface UpstreamClientTls {
  */
 export class UpstreamAgents {
   readonly #pools = new Map<string, UpstreamPool>();
+  /** Each route's pool, found without building its key (the per-request lookup). */
+  #byRoute = new WeakMap<ResolvedRoute, UpstreamPool>();
   #clientTls: UpstreamClientTls | undefined;
   /**
    * TLS contexts by SVID use and CA file, built once: a context made per connection
@@ -246,6 +248,7 @@ export class UpstreamAgents {
   setClientTls(t: UpstreamClientTls): void {
     this.#clientTls = t;
     for (const k of this.#contexts.keys()) if (k.startsWith("mtls ")) this.#contexts.delete(k);
+    this.#byRoute = new WeakMap();
     for (const [k, p] of this.#pools) {
       if (k.startsWith("mtls ")) {
         p.close();
@@ -280,6 +283,8 @@ export class UpstreamAgents {
   }
 
   for(route: ResolvedRoute): UpstreamPool {
+    const known = this.#byRoute.get(route);
+    if (known !== undefined) return known;
     const t = targetOf(route);
     const mtls = route.upstream_mtls && t.protocol === "https:";
     // The CA file's path in the key: routes to one origin may trust different CAs.
@@ -295,12 +300,14 @@ export class UpstreamAgents {
       });
       this.#pools.set(key, p);
     }
+    this.#byRoute.set(route, p);
     return p;
   }
 
   destroy(): void {
     for (const p of this.#pools.values()) p.destroy();
     this.#pools.clear();
+    this.#byRoute = new WeakMap();
   }
 }
 

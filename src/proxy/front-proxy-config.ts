@@ -95,6 +95,8 @@ interface Upstream {
   name: string;
   /** PEM file of the CAs that verify an https upstream: the route's own, else the system's. */
   caFile: string;
+  /** The route's own CA file (`upstream_ca`, https only): proxies told of it explicitly. */
+  ownCa: string | undefined;
 }
 
 /** A file path every proxy's configuration language takes unquoted, as zt gives it. */
@@ -148,6 +150,7 @@ function upstreamOf(r: FrontRoute): Upstream {
     hostPort: `${u.hostname}:${port}`,
     name: u.hostname.replace(/^\[|\]$/g, ""),
     caFile: r.upstream_ca ?? CA_BUNDLE,
+    ownCa: scheme === "https" ? r.upstream_ca : undefined,
   };
 }
 
@@ -406,8 +409,8 @@ function caddy(o: FrontProxyOptions): string {
         ...(r.preserve_host
           ? []
           : ["    header_up Host {upstream_hostport}   # preserve_host: false"]),
-        ...(r.upstream_ca !== undefined && up.scheme === "https"
-          ? ["    transport http {", `        tls_trusted_ca_certs ${up.caFile}`, "    }"]
+        ...(up.ownCa !== undefined
+          ? ["    transport http {", `        tls_trusted_ca_certs ${up.ownCa}`, "    }"]
           : []),
         "}",
       ];
@@ -490,9 +493,9 @@ function traefik(o: FrontProxyOptions): string {
     const up = upstreamOf(r);
     const pass = r.preserve_host ? "" : ", passHostHeader: false";
     let transport = "";
-    if (r.upstream_ca !== undefined && up.scheme === "https") {
+    if (up.ownCa !== undefined) {
       transport = `, serversTransport: zt-route-${r.name}`;
-      transports.push(`    zt-route-${r.name}: { rootCAs: [${yamlString(up.caFile)}] }`);
+      transports.push(`    zt-route-${r.name}: { rootCAs: [${yamlString(up.ownCa)}] }`);
     }
     out.push(
       `    zt-route-${r.name}: { loadBalancer: { servers: [{ url: ${yamlString(`${up.scheme}://${up.hostPort}`)} }]${pass}${transport} } }`,
