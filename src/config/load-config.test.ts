@@ -72,6 +72,31 @@ policies: ./policies
     ).toMatch(/duplicate route name/);
   });
 
+  it("refuses a malformed CIDR instead of reading it as /0 (trust every address)", () => {
+    // "10.0.0.1/" once parsed as 10.0.0.1/0: every client a trusted proxy.
+    for (const bad of [
+      "10.0.0.1/",
+      "10.0.0.0/8/9",
+      "10.0.0.0/33",
+      "::1/129",
+      "10.0.0.0/+8",
+      "10.0.0.0/0x8",
+      "host.example",
+    ]) {
+      expect(configError(`trusted_proxies: ["${bad}"]`)).toMatch(
+        /trusted_proxies\[0\]: .*IP address or CIDR/,
+      );
+      expect(configError(`network_labels: { office: ["${bad}"] }`)).toMatch(
+        /network_labels\.office\[0\]: .*IP address or CIDR/,
+      );
+    }
+    const c = parseConfigText(
+      `trusted_proxies: ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]\nnetwork_labels: { any: ["0.0.0.0/0"] }\n`,
+      "/etc/zt/zt.yaml",
+    );
+    expect(c.trusted_proxies).toEqual(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]);
+  });
+
   it("reports YAML syntax errors with a line number", () => {
     expect(configError("routes: [\n  {")).toMatch(/zt\.yaml:\d+:\d+/);
     expect(configError("- just\n- a list")).toMatch(/mapping/);

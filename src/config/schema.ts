@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseCidr } from "../core/cidr.js";
 
 /**
  * The zt.yaml schema. Top-level keys and the `routes` entries are a public contract;
@@ -13,6 +14,11 @@ const listenAddress = z
     /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
     'expected "host:port", e.g. "127.0.0.1:8443"',
   );
+
+/** An IP address or CIDR (strict: see parseCidr). */
+const cidr = z
+  .string()
+  .refine((s) => parseCidr(s) !== undefined, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
 
 const urlString = (what: string) =>
   z.string().refine((s) => {
@@ -100,7 +106,7 @@ export const configSchema = z
     policy_tests: z.array(z.string()).default([]),
     /** File holding the 32-byte master key (base64 or hex) that encrypts keys at rest. */
     master_key_file: z.string().optional(),
-    trusted_proxies: z.array(z.string()).default(["127.0.0.1/32", "::1/128"]),
+    trusted_proxies: z.array(cidr).default(["127.0.0.1/32", "::1/128"]),
     forward_auth: z
       .object({
         /**
@@ -171,7 +177,7 @@ export const configSchema = z
       .strict()
       .default({ issuer: "zt", max_failures: 3, failure_window: "30s" }),
     /** CIDR → label, exposed to policies as context.network. */
-    network_labels: z.record(z.string(), z.array(z.string())).default({}),
+    network_labels: z.record(z.string(), z.array(cidr)).default({}),
     /** Time zone for context.local_hour / business-hours policies. */
     time_zone: z.string().default("UTC"),
     /** How long a PEP keeps deciding from cached state when the store is unreachable. */

@@ -1,4 +1,5 @@
-import { BlockList, isIP } from "node:net";
+import { isIP } from "node:net";
+import { CidrSet } from "../../core/cidr.js";
 import type { AlertsConfig, JailConfig } from "./alerts-config.js";
 
 /** The fields of an audit record the rules look at. */
@@ -121,7 +122,7 @@ class Window {
  */
 export class AlertEngine {
   readonly #c: AlertsConfig;
-  readonly #allowIps = new BlockList();
+  readonly #allowIps: CidrSet;
   readonly #allowUsers: Set<string>;
   readonly #windows = new Map<string, Window>();
   readonly #bannedUntil = new Map<string, number>();
@@ -135,17 +136,11 @@ export class AlertEngine {
     this.#c = config;
     this.#banCounts = new Map(banCounts);
     this.#allowUsers = new Set(config.allowUsers);
-    for (const entry of config.allowIps) {
-      const [addr, bits] = entry.split("/") as [string, string | undefined];
-      const type = isIP(addr) === 6 ? "ipv6" : "ipv4";
-      if (bits === undefined) this.#allowIps.addAddress(addr, type);
-      else this.#allowIps.addSubnet(addr, Number(bits), type);
-    }
+    this.#allowIps = new CidrSet(config.allowIps, "alerts.allow.ips");
   }
 
   isAllowListedIp(ip: string): boolean {
-    const v = isIP(ip);
-    return v !== 0 && this.#allowIps.check(ip, v === 6 ? "ipv6" : "ipv4");
+    return this.#allowIps.has(ip);
   }
 
   /** Evaluates one event. */

@@ -1,5 +1,5 @@
-import { isIP } from "node:net";
 import { z } from "zod";
+import { parseCidr } from "../../core/cidr.js";
 import { parseDuration } from "../../core/duration.js";
 import { configError } from "../audit-config.js";
 
@@ -12,15 +12,9 @@ const duration = z.union([z.string(), z.number()]).refine((v) => {
   }
 }, "expected a duration like 30s, 15m, 1h or 7d");
 
-const ipOrCidr = z.string().refine((s) => {
-  const [addr, bits, extra] = s.split("/");
-  if (extra !== undefined || !addr) return false;
-  const v = isIP(addr);
-  if (v === 0) return false;
-  if (bits === undefined) return true;
-  if (!/^\d{1,3}$/.test(bits)) return false;
-  return Number(bits) <= (v === 4 ? 32 : 128);
-}, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
+const ipOrCidr = z
+  .string()
+  .refine((s) => parseCidr(s) !== undefined, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
 
 /** What a regulation jail counts (see docs/audit.md for the exact event matches). */
 export const JAIL_MATCHES = ["login-failure", "totp-failure", "denial", "refused"] as const;
