@@ -24,6 +24,7 @@ import {
 import type { FrontRoute } from "../src/proxy/front-proxy-config.js";
 import { request } from "./helpers/http-client.js";
 import { makePrivateCa } from "./helpers/tls.js";
+import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import {
   freePort,
   startPep,
@@ -740,7 +741,13 @@ describe("forward-auth with forward_auth.headers pinned to the front proxy's con
 });
 
 describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
-  async function spoeCase(o: { trusted?: string[]; agentUp: boolean }): Promise<void> {
+  async function spoeCase(o: {
+    trusted?: string[];
+    agentUp: boolean;
+    /** Puts zt in the state under test once the user exists, before the request. */
+    prepare?: (zt: PepFixture) => void | Promise<void>;
+    expect?: { status: number; reason: string; code?: string };
+  }): Promise<void> {
     const { upstream, listen, host, zt } = await appBehindProxy({
       ...(o.trusted ? { trusted_proxies: o.trusted } : {}),
     });
@@ -753,15 +760,20 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
       await waitForPort(listen, peer.child, peer.output);
       await zt.addUser("alice", ["eng"]);
       const { cookie } = await zt.session("alice");
+      await o.prepare?.(zt);
       const r = await request(listen, {
         host,
         path: "/",
         headers: { cookie, "x-zt-user": "mallory", "x-zt-assertion": "forged" },
       });
-      expect(r.status, r.body).toBe(503);
-      expect(r.json<{ error: { reason: string } }>().error.reason).toBe("authz-unavailable");
+      const want = o.expect ?? { status: 503, reason: "authz-unavailable" };
+      expect(r.status, r.body).toBe(want.status);
+      const error = r.json<{ error: { reason: string; code: string } }>().error;
+      expect(error.reason).toBe(want.reason);
+      if (want.code) expect(error.code).toBe(want.code);
       expect(upstream.seen).toHaveLength(0);
     } finally {
+      setBansForTest({});
       await peer.stop();
       await zt.close();
       await upstream.close();
@@ -774,6 +786,29 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
 
   it("fails closed when HAProxy's address is not in trusted_proxies: the agent hangs up", async () => {
     await spoeCase({ agentUp: true, trusted: ["192.0.2.0/24"] });
+  }, 60_000);
+
+  it("fails closed while the audit log cannot keep up: 503 audit-backlog, as over HTTP", async () => {
+    await spoeCase({
+      agentUp: true,
+      prepare(zt) {
+        // Half of the writer's buffer queued at once: more than it commits before the request.
+        for (let i = 0; i < 150_000; i++)
+          zt.ctx.audit.record({ kind: "test.load", outcome: "info", data: { i } });
+        expect(zt.ctx.audit.backlogged).toBe(true);
+      },
+      expect: { status: 503, reason: "audit-backlog" },
+    });
+  }, 60_000);
+
+  // The policy decision denies a banned source too (reason source-banned): refused
+  // before it, as over HTTP, a banned source costs no decision and no audit record.
+  it("refuses a banned client address (HAProxy's src) before any decision, as over HTTP", async () => {
+    await spoeCase({
+      agentUp: true,
+      prepare: (zt) => setBansForTest({ "127.0.0.1": zt.ctx.clock.now() + 3_600_000 }),
+      expect: { status: 403, reason: "source-banned", code: "ZT_BANNED" },
+    });
   }, 60_000);
 });
 

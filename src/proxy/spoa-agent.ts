@@ -8,7 +8,9 @@
  * an agent believes the client address HAProxy names.
  */
 import net, { type AddressInfo } from "node:net";
+import { countShed, isBanned } from "../audit/index.js";
 import { normalizeIp } from "../core/cidr.js";
+import { ZtError } from "../core/errors.js";
 import { canonicalizeRequest } from "./canonical-request.js";
 import {
   refusalAnswer,
@@ -184,6 +186,24 @@ function askFor(
       sourceIp: clientIp,
       detail,
     });
+  // As on the HTTP listener, before any other work: a banned source is refused, and
+  // nothing is decided while the audit log cannot keep up (it could not be recorded).
+  if (clientIp !== "" && isBanned(clientIp, o.deps.clock.now()))
+    return plainRefusal(
+      403,
+      "ZT_BANNED",
+      "this source address is temporarily banned",
+      "source-banned",
+    );
+  if (o.deps.audit.backlogged) {
+    countShed();
+    return plainRefusal(
+      503,
+      "ZT_UNAVAILABLE",
+      "the audit log is catching up: try again shortly",
+      "audit-backlog",
+    );
+  }
   const method = text(args.get("method"));
   const url = text(args.get("url"));
   const host = text(args.get("host"));
@@ -220,6 +240,20 @@ function askFor(
     mayRedirect: true,
     html: (text(args.get("accept")) ?? "").includes("text/html"),
   });
+}
+
+/** A refusal that is not recorded (as the HTTP listener's for bans and the audit backlog). */
+function plainRefusal(
+  status: number,
+  code: "ZT_BANNED" | "ZT_UNAVAILABLE",
+  message: string,
+  reason: string,
+): ForwardAuthAnswer {
+  return {
+    status,
+    headers: { "x-zt-reason": reason },
+    json: new ZtError(code, message, { reason }).toJSON(),
+  };
 }
 
 function internalError(): ForwardAuthAnswer {

@@ -102,6 +102,26 @@ describe("SPOP frames", () => {
     });
   });
 
+  it("spells an IPv6 source as the HTTP path does (compressed; IPv4-mapped as ::ffff:a.b.c.d)", () => {
+    // Bans and policies compare address text: "2001:db8:0:0:0:0:0:1" would miss a ban on
+    // "2001:db8::1" that the HTTP path recorded.
+    const str = (s: string) => [...varint(Buffer.byteLength(s)), ...Buffer.from(s)];
+    const v6 = (hex: string) => [7, ...Buffer.from(hex, "hex")];
+    const payload = Buffer.from([
+      ...str("zt-authz"),
+      2,
+      ...str("a"),
+      ...v6("20010db8000000000000000000000001"),
+      ...str("b"),
+      ...v6("00000000000000000000ffff01020304"),
+    ]);
+    const [m] = readMessages(payload);
+    expect(Object.fromEntries(m!.args)).toEqual({
+      a: { ip: "2001:db8::1" },
+      b: { ip: "::ffff:1.2.3.4" },
+    });
+  });
+
   it("refuses malformed input with a SPOP status, never anything else (property)", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {

@@ -4,6 +4,7 @@
  * length is checked against the bytes present; anything malformed throws SpopError with
  * the SPOP status code to disconnect with.
  */
+import { SocketAddress } from "node:net";
 
 /** SPOP frame types (§3.2.2). */
 export const FRAME = {
@@ -131,7 +132,10 @@ class Reader {
         const b = this.bytes(16);
         const groups: string[] = [];
         for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-        return { ip: groups.join(":") };
+        // As the kernel writes it (inet_ntop, as for socket.remoteAddress): "2001:db8::1",
+        // "::ffff:1.2.3.4". Bans and policies compare address text, so the HTTP path and
+        // this one must spell one address the same way.
+        return { ip: new SocketAddress({ address: groups.join(":"), family: "ipv6" }).address };
       }
       case 8:
         return this.string();
