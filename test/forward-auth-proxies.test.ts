@@ -915,6 +915,10 @@ describe("forward-auth configurations written for several routes", () => {
           ["app.localhost", "/api/v2", admin],
           ["app.localhost", "/api/v2/items", admin],
           ["app.localhost", "/api/v20", api],
+          // zt matches prefixes case-sensitively (as the apps behind it may not): a proxy
+          // that routed /API/v2 to v2's app would send it there under the decision for app.
+          ["app.localhost", "/API/v2/items", app],
+          ["app.localhost", "/Api", app],
           ["other.localhost", "/admin/users", admin],
         ] as const) {
           const before = [app.seen.length, api.seen.length, admin.seen.length];
