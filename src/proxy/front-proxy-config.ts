@@ -388,9 +388,7 @@ function caddy(o: FrontProxyOptions): string {
       // path_regexp, not path: Caddy's path matcher ignores case, zt's route table does
       // not — /API/v2 would reach the /api/v2 app under the decision for another route.
       if (matcher)
-        out.push(
-          `    @zt_route_${r.name} path_regexp ^${r.pathPrefix.replace(/\./g, "\\.")}(/|$)`,
-        );
+        out.push(`    @zt_route_${r.name} path_regexp ^${r.pathPrefix.replace(/\./g, "\\.")}(/|$)`);
       // In a `route` block Caddy keeps this order: the client's X-Zt-* go before the
       // check copies zt's in (a plain `handle` would sort request_header after it).
       const body = [
