@@ -153,6 +153,27 @@ describe("PEP hardening (proxy mode, trusted_proxies without loopback)", () => {
     expect(upstream.seen.length).toBe(before);
   });
 
+  it("stops a transfer coding zt would drop: gzip, chunked is refused, not forwarded as plain chunked", async () => {
+    // Node's parser accepts it (chunked last) and de-chunks it, leaving the gzip; the
+    // upstream would have read the compressed bytes as the body.
+    const before = upstream.seen.length;
+    for (const coding of ["gzip, chunked", "deflate,chunked", "x-custom, chunked"]) {
+      const r = await raw(zt.port, [
+        `POST /public HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${alice.cookie}\r\nTransfer-Encoding: ${coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+      ]);
+      expect(r.status, coding).toBe(400);
+      expect(r.text).toContain("transfer-encoding-unsupported");
+      expect(r.closed).toBe(true);
+    }
+    expect(upstream.seen.length).toBe(before);
+    // Plain chunked is forwarded (as zt's own chunked framing).
+    const ok = await raw(zt.port, [
+      `POST /public HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${alice.cookie}\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+    ]);
+    expect(ok.status).toBe(200);
+    expect(upstream.seen.length).toBe(before + 1);
+  });
+
   it("stops oversized headers (431) and oversized bodies (413), declared or chunked", async () => {
     const big = await get("/public", `X-Big: ${"a".repeat(8000)}\r\n`);
     expect(big.status).toBe(431);

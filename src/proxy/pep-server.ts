@@ -551,6 +551,21 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       );
       return;
     }
+    const te = req.headers["transfer-encoding"];
+    if (te !== undefined && !ONLY_CHUNKED.test(te)) {
+      // Node's parser takes "gzip, chunked" and de-chunks it, leaving the gzip: forwarded
+      // as plain chunked, the app would read compressed bytes as the body.
+      res.shouldKeepAlive = false;
+      refuseRequest(
+        req,
+        res,
+        clientIp,
+        "ZT_REQUEST_AMBIGUOUS",
+        `request refused: Transfer-Encoding "${te}" (only chunked is forwarded)`,
+        "transfer-encoding-unsupported",
+      );
+      return;
+    }
     const canon = canonicalizeRequest(req.url ?? "/", req.headers.host);
     if (!canon.ok) {
       refuseRequest(
@@ -1047,6 +1062,9 @@ function loginMessage(e: ZtError): string {
       return "Wrong username or password.";
   }
 }
+
+/** The one transfer coding zt forwards (RFC 9112 §6.1: anything else, refuse). */
+const ONLY_CHUNKED = /^[\t ]*chunked[\t ]*$/i;
 
 /**
  * A stable reason for a request Node's HTTP parser refused. llhttp names both orders of
