@@ -215,6 +215,10 @@ session: { cookie_name: corp_zt }
     );
     expectUsageError(await config("routes: []\n", "nginx"), /no routes/);
     expectUsageError(
+      await config(`${ONE_ROUTE}forward_auth: { enabled: false }\n`, "nginx"),
+      /forward-auth is off in zt\.yaml \(forward_auth\.enabled: false\)/,
+    );
+    expectUsageError(
       await config(
         ONE_ROUTE.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/base"),
         "caddy",

@@ -542,6 +542,40 @@ describe("forward-auth hardening (loopback is a trusted proxy)", () => {
   });
 });
 
+describe("PEP with forward-auth switched off (forward_auth.enabled: false)", () => {
+  it("stops a client behind a trusted TLS terminator from asking /.zt/authz for decisions or an assertion", async () => {
+    // Loopback is trusted (the default), as for a TLS terminator on the same host: with
+    // forward-auth on, any signed-in user could ask about any path through it.
+    const upstream = await startUpstream();
+    const zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
+      extra: { forward_auth: { enabled: false } },
+    });
+    try {
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      const r = await request(zt.port, {
+        host: HOST,
+        path: "/.zt/authz",
+        headers: { cookie, "x-original-url": `http://${HOST}/public`, "x-original-method": "GET" },
+      });
+      expect(r.status, r.body).toBe(404);
+      expect(r.headers["x-zt-assertion"]).toBeUndefined();
+      expect(r.json<{ error: { code: string; reason: string } }>().error).toMatchObject({
+        code: "ZT_NOT_FOUND",
+        reason: "forward-auth-disabled",
+      });
+      // The proxy itself is unaffected.
+      const ok = await request(zt.port, { host: HOST, path: "/public", headers: { cookie } });
+      expect(ok.status, ok.body).toBe(200);
+    } finally {
+      await zt.close();
+      await upstream.close();
+    }
+  });
+});
+
 async function login(
   port: number,
   u: { password: string; totpSecret: string },

@@ -97,6 +97,13 @@ policies: ./policies
     expect(c.trusted_proxies).toEqual(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]);
   });
 
+  it("refuses an SPOE agent with forward-auth switched off", () => {
+    expect(configError('forward_auth: { enabled: false, spoa_listen: "127.0.0.1:12345" }')).toMatch(
+      /forward_auth\.spoa_listen: .*needs forward_auth\.enabled: true/,
+    );
+    expect(parseConfigText("{}", "/etc/zt/zt.yaml").forward_auth.enabled).toBe(true);
+  });
+
   it("reports YAML syntax errors with a line number", () => {
     expect(configError("routes: [\n  {")).toMatch(/zt\.yaml:\d+:\d+/);
     expect(configError("- just\n- a list")).toMatch(/mapping/);

@@ -110,6 +110,12 @@ export const configSchema = z
     forward_auth: z
       .object({
         /**
+         * Answer forward-auth (`/.zt/authz` on the PEP listener, the SPOE agent). Off
+         * when zt is only a proxy: then a client behind a trusted TLS terminator cannot
+         * ask it for decisions on other paths or for an assertion of its own.
+         */
+        enabled: z.boolean().default(true),
+        /**
          * Which headers name the original request: "auto" (either convention, both at
          * once refused), or pinned to the front proxy's own: "x-original" (nginx
          * auth_request) or "x-forwarded" (Caddy, Traefik, HAProxy); the other
@@ -128,7 +134,11 @@ export const configSchema = z
         spoa_listen: listenAddress.optional(),
       })
       .strict()
-      .default({ headers: "auto" }),
+      .refine((f) => f.enabled || f.spoa_listen === undefined, {
+        message: "spoa_listen is forward-auth: it needs forward_auth.enabled: true",
+        path: ["spoa_listen"],
+      })
+      .default({ enabled: true, headers: "auto" }),
     session: z
       .object({
         ttl: duration.default("12h"),

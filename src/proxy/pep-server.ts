@@ -150,6 +150,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     recorded,
   };
   const authz = createForwardAuthHandler(forwardAuthDeps);
+  const forwardAuthOn = cfg.forward_auth.enabled;
   const refusalDeps = { audit: ctx.audit, clock: ctx.clock, pepId };
   // HAProxy's SPOE (no Lua): the same decision, its answer carried in SPOP variables.
   let spoa: SpoaServer | undefined;
@@ -582,6 +583,18 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     }
     const { host, path, query } = canon;
     if (path === "/.zt/authz") {
+      if (!forwardAuthOn) {
+        refuseRequest(
+          req,
+          res,
+          clientIp,
+          "ZT_NOT_FOUND",
+          "forward-auth is off here (forward_auth.enabled: false)",
+          "forward-auth-disabled",
+          host,
+        );
+        return;
+      }
       // The forward-auth hot path: dispatched here, before the other internal paths.
       await authz(req, res, query, clientIp);
       return;

@@ -74,6 +74,10 @@ export function registerForwardAuthCommands(program: Command): void {
           return;
         }
         const config = loadCliConfig(cmd);
+        if (!config.forward_auth.enabled)
+          throw usageError(
+            "forward-auth is off in zt.yaml (forward_auth.enabled: false): a front proxy would get 404 from /.zt/authz. Set it to true (or remove it) first",
+          );
         if (config.tls && opts.zt === undefined)
           throw usageError(
             "zt's PEP listener uses TLS (tls: in zt.yaml); the generated configurations reach zt over plain HTTP. Run the listener on loopback without tls behind the front proxy, or pass --zt with a plain-HTTP listener",
