@@ -11,13 +11,17 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ResponseParseError, ResponseParser } from "../src/proxy/http1-response.js";
+import {
+  ResponseParseError,
+  ResponseParser,
+  type ResponseHead,
+} from "../src/proxy/http1-response.js";
 
 /** The one risky change a case may carry (see `render`). */
 const MUTATIONS = (
   "bare-lf bare-cr obs-fold space-before-colon cl-conflict cl-duplicate cl-and-te te-gzip-chunked " +
   "te-xchunked te-twice cl-plus cl-inner-space ctl-in-value nul-in-value chunk-0x chunk-long-size " +
-  "chunk-missing-crlf bad-name-char proto-name"
+  "chunk-missing-crlf bad-name-char proto-name te-http10"
 ).split(" ");
 
 /** Where ours may refuse what llhttp accepts: each is a deliberate strictness of the parser. */
@@ -32,6 +36,8 @@ const ALLOWED_STRICTER: Record<string, string> = {
   "chunk-long-size": "chunk size is at most 13 hex digits",
   // A `__proto__` key would hit the plain headers object's prototype; llhttp keeps a raw list.
   "proto-name": "`__proto__` header name is refused",
+  // llhttp de-chunks it; HTTP/1.0 has no transfer codings, so the framing is faulty (RFC 9112 §6.1).
+  "te-http10": "Transfer-Encoding in an HTTP/1.0 response is refused",
 };
 
 const BODY_MUTATIONS = ["chunk-0x", "chunk-long-size", "chunk-missing-crlf"];
@@ -41,6 +47,7 @@ const CHUNKED_MUTATIONS = [
   "te-gzip-chunked",
   "te-xchunked",
   "te-twice",
+  "te-http10",
 ];
 const LENGTH_MUTATIONS = ["cl-conflict", "cl-duplicate", "cl-plus", "cl-inner-space"];
 
@@ -96,7 +103,9 @@ function render(c: Case): { bytes: Buffer; head: boolean } {
   if (m && CHUNKED_MUTATIONS.includes(m)) framing = "chunked";
   if (m && LENGTH_MUTATIONS.includes(m)) framing = "length";
   if (m && BODY_MUTATIONS.includes(m)) [status, head] = [200, false];
-  const minor = c.interim.length > 0 ? 1 : c.minor;
+  // HTTP/1.0 with Transfer-Encoding only as its own mutation (refused, unlike llhttp).
+  const interim = m === "te-http10" ? [] : c.interim;
+  const minor = m === "te-http10" ? 0 : interim.length > 0 || framing === "chunked" ? 1 : c.minor;
   const body = c.chunks.map((k) => k.data).join("");
   const headers = [...c.headers];
   if (c.setCookieTwice)
@@ -143,7 +152,7 @@ function render(c: Case): { bytes: Buffer; head: boolean } {
   const seg: string[] = [];
   const eols: number[] = [];
   const line = (s: string) => (seg.push(s), eols.push(seg.length), seg.push("\r\n"));
-  for (const s of c.interim) {
+  for (const s of interim) {
     line(`HTTP/1.1 ${s} ${s === 100 ? "Continue" : "Early Hints"}`);
     if (s === 103) line("Link: </s.css>; rel=preload");
     line("");
@@ -286,6 +295,12 @@ describe("http1-response parser vs Node's llhttp", () => {
         const node = await viaLlhttp(bytes, head);
         const ours = viaOurs(bytes, head, c.cuts);
         const shown = JSON.stringify(bytes.toString("latin1"));
+        // Fed one byte at a time, the same verdict (the reason may differ: a bare LF is
+        // refused as it arrives, before the line it breaks is read).
+        const bytewise = viaOurs(bytes, head, [...bytes.keys()]);
+        expect(bytewise.ok ? bytewise : false, `split byte by byte: ${shown}`).toEqual(
+          ours.ok ? ours : false,
+        );
         if (ours.ok) {
           expect(node, `ours accepted what llhttp refused: ${shown}`).toMatchObject({ ok: true });
           expect(ours, `ours and llhttp disagree on ${shown}`).toEqual(node);
@@ -305,6 +320,23 @@ describe("http1-response parser vs Node's llhttp", () => {
 
 const latin1 = (s: string) => Buffer.from(s, "latin1");
 
+/** Bytes copied into new buffers by Buffer.from and Buffer.concat while `fn` runs. */
+function bytesCopied(fn: () => void): number {
+  const { concat, from } = Buffer;
+  let n = 0;
+  const count = <B extends Buffer>(b: B): B => ((n += b.length), b);
+  Buffer.concat = (...a: Parameters<typeof concat>) => count(concat.apply(Buffer, a));
+  Buffer.from = ((...a: unknown[]) =>
+    count((from as (...x: unknown[]) => Buffer).apply(Buffer, a))) as typeof from;
+  try {
+    fn();
+  } finally {
+    Buffer.concat = concat;
+    Buffer.from = from;
+  }
+  return n;
+}
+
 describe("http1-response parser, fixed cases", () => {
   it("parses a response fed one byte per execute exactly as in one piece", () => {
     const bytes = latin1(
@@ -315,6 +347,56 @@ describe("http1-response parser, fixed cases", () => {
     const whole = viaOurs(bytes, false, []);
     expect(whole).toMatchObject({ ok: true, status: 200, body: "hello0123456789" });
     expect(viaOurs(bytes, false, [...bytes.keys()])).toEqual(whole);
+  });
+
+  // An upstream that dribbles its head must not make each read copy and rescan all the
+  // bytes before it (quadratic: ~2 GB copied for this head); counted, not timed.
+  it("parses a 60 KiB head fed one byte per execute as in one piece, copying it a bounded number of times", () => {
+    let text = "HTTP/1.1 200 OK\r\n";
+    for (let i = 0; text.length < 60 * 1024; i++) text += `X-H${i}: ${"v".repeat(40)}\r\n`;
+    const bytes = latin1(`${text}Content-Length: 2\r\n\r\nhi`);
+    const whole = viaOurs(bytes, false, []);
+    expect(whole).toMatchObject({ ok: true, status: 200, body: "hi" });
+    let bytewise: Outcome | undefined;
+    const copied = bytesCopied(() => (bytewise = viaOurs(bytes, false, [...bytes.keys()])));
+    expect(bytewise).toEqual(whole);
+    expect(copied).toBeLessThan(4 * bytes.length);
+  });
+
+  it.each(["", "Connection: keep-alive\r\n"])(
+    "refuses Transfer-Encoding in an HTTP/1.0 response (%j)",
+    (extra) => {
+      const bytes = latin1(
+        `HTTP/1.0 200 OK\r\n${extra}Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n`,
+      );
+      expect(viaOurs(bytes, false, [])).toMatchObject({ ok: false });
+      expect(
+        viaOurs(latin1(bytes.toString("latin1").replace("1.0", "1.1")), false, []),
+      ).toMatchObject({ ok: true, body: "hi" });
+    },
+  );
+
+  // [answer, reusable after it, HEAD request]: a 204 declaring a body or a 304 declaring a
+  // chunked one may be followed by those bytes in a later read; the connection is not reused.
+  it.each([
+    ["204 No Content\r\nContent-Length: 5", false, false],
+    ["204 No Content\r\nTransfer-Encoding: chunked", false, false],
+    ["304 Not Modified\r\nTransfer-Encoding: chunked", false, false],
+    ["304 Not Modified\r\nContent-Length: 5", true, false],
+    ["204 No Content\r\nContent-Length: 0", true, false],
+    ["204 No Content\r\nContent-Length: 5", true, true],
+  ])("ends %j at its head; reusable: %s (HEAD request: %s)", (answer, reusable, isHead) => {
+    const parser = new ResponseParser();
+    const seen: string[] = [];
+    const sink = {
+      onHead: (h: ResponseHead) => seen.push(`head ${h.keepAlive}`),
+      onData: () => seen.push("data"),
+      onEnd: () => seen.push("end"),
+    };
+    parser.begin(sink, isHead);
+    parser.execute(latin1(`HTTP/1.1 ${answer}\r\n\r\n`));
+    expect(seen).toEqual([`head ${reusable}`, "end"]);
+    expect([parser.busy, parser.reusable]).toEqual([false, reusable]);
   });
 
   it("refuses a second response glued after a complete one (desync)", () => {

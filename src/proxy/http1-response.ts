@@ -13,7 +13,9 @@
  *  - chunk sizes are at most 13 hex digits; chunk extensions are `;name[=value]` without
  *    whitespace (as Node requires); every chunk ends in CRLF; trailers are bounded;
  *  - 1xx answers (but 101) are skipped; 101 is refused (upgrades take another path);
- *  - HEAD, 204 and 304 answers have no body, whatever they declare;
+ *  - Transfer-Encoding in an HTTP/1.0 answer is refused (RFC 9112 §6.1);
+ *  - HEAD, 204 and 304 answers have no body, whatever they declare; a 204 declaring one
+ *    (or a 304 declaring a chunked one) closes the connection after it;
  *  - a header named `__proto__` is refused (callers copy names into plain objects).
  * Anything refused is a {@link ResponseParseError}: the connection is not used again.
  */
@@ -64,6 +66,8 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
+/** Pending bytes a terminator (at most HEAD_END) may have begun in: all of it but its last byte. */
+const TAIL = HEAD_END.length - 1;
 /** Chunk size, then extensions `;name[=token|"quoted"]` without whitespace (RFC 9112 §7.1.1; what Node accepts). */
 const CHUNK_LINE =
   /^([0-9A-Fa-f]{1,13})(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*$/;
@@ -80,8 +84,11 @@ export class ResponseParser {
   #state = State.Idle;
   #sink: ResponseSink | undefined;
   #isHead = false;
-  /** Head or chunk-line bytes not yet terminated (rare: most heads arrive in one read). */
-  #pending: Buffer | undefined;
+  /** Head or chunk-line bytes not yet terminated (rare: most heads arrive in one read), in pieces as read. */
+  #pieces: Buffer[] = [];
+  #pendingLength = 0;
+  /** The last pending bytes, enough to find a terminator begun in them (see `#collect`). */
+  readonly #tail = Buffer.alloc(TAIL);
   #remaining = 0;
   #trailerBytes = 0;
   #keepAlive = false;
@@ -95,7 +102,8 @@ export class ResponseParser {
     this.#sink = sink;
     this.#isHead = isHead;
     this.#state = State.Head;
-    this.#pending = undefined;
+    this.#pieces = [];
+    this.#pendingLength = 0;
     this.bytesSeen = 0;
   }
 
@@ -185,7 +193,15 @@ export class ResponseParser {
     return at === 0 && n === buf.length ? buf : buf.subarray(at, at + n);
   }
 
-  /** Collects a CRLF-terminated block ending at `terminator`; returns [text, next] or undefined. */
+  /**
+   * Collects a CRLF-terminated block ending at `terminator`; returns [text, next] or undefined.
+   *
+   * Linear in the bytes fed however they are split: an upstream that sends its head a byte
+   * at a time must not make each read copy and rescan everything before it. Each read is
+   * searched only where the terminator could newly appear (across the boundary with the
+   * pending bytes, then in the new piece), checked for bare LFs only in the new piece,
+   * and the pieces are joined once, when the terminator is found.
+   */
   #collect(
     buf: Buffer,
     at: number,
@@ -193,31 +209,65 @@ export class ResponseParser {
     limit: number,
     what: string,
   ): [string, number] | undefined {
-    let data = buf;
-    let from = at;
-    let searchFrom = at;
-    if (this.#pending) {
-      searchFrom = Math.max(0, this.#pending.length - terminator.length + 1);
-      data = Buffer.concat([this.#pending, buf.subarray(at)]);
-      from = 0;
+    const pending = this.#pendingLength;
+    const t = terminator.length;
+    let found = -1; // offset of the terminator from the start of the block
+    if (pending === 0) {
+      const i = buf.indexOf(terminator, at);
+      if (i >= 0) {
+        if (i - at > limit) fail(`${what} larger than ${limit} bytes`);
+        return [buf.toString("latin1", at, i), i + t];
+      }
+    } else {
+      // A terminator begun in the pending bytes and ended in this piece: k of its bytes
+      // pending, most first (that one starts earliest). None lies wholly in the pending
+      // bytes: they were searched as they arrived.
+      const tail = this.#tail;
+      for (let k = Math.min(t - 1, pending); k >= 1 && found < 0; k--) {
+        if (at + t - k > buf.length) continue;
+        let match = true;
+        for (let j = 0; j < k && match; j++) match = terminator[j] === tail[TAIL - k + j];
+        for (let j = k; j < t && match; j++) match = terminator[j] === buf[at + j - k];
+        if (match) found = pending - k;
+      }
+      if (found < 0) {
+        const i = buf.indexOf(terminator, at);
+        if (i >= 0) found = pending + i - at;
+      }
     }
-    const found = data.indexOf(terminator, searchFrom);
     if (found < 0) {
-      if (data.length - from > limit) fail(`${what} larger than ${limit} bytes`);
+      if (pending + buf.length - at > limit) fail(`${what} larger than ${limit} bytes`);
       // A bare LF can never complete a CRLF terminator: refuse it now, not at the limit.
-      for (let lf = data.indexOf(0x0a, from); lf >= 0; lf = data.indexOf(0x0a, lf + 1))
-        if (lf === from || data[lf - 1] !== 0x0d) fail(`bare LF in the ${what}`);
-      this.#pending = Buffer.from(data.subarray(from));
+      // Only this piece is new; the byte before its first is the last pending one.
+      for (let lf = buf.indexOf(0x0a, at); lf >= 0; lf = buf.indexOf(0x0a, lf + 1)) {
+        const before = lf > at ? buf[lf - 1] : pending > 0 ? this.#tail[TAIL - 1] : -1;
+        if (before !== 0x0d) fail(`bare LF in the ${what}`);
+      }
+      this.#keep(buf, at);
       return undefined;
     }
-    if (found - from > limit) fail(`${what} larger than ${limit} bytes`);
-    const text = data.toString("latin1", from, found);
-    const consumedOfData = found + terminator.length;
-    this.#pending = undefined;
-    // Position in `buf` just past the terminator.
-    const next =
-      data === buf ? consumedOfData : at + (consumedOfData - (data.length - (buf.length - at)));
-    return [text, next];
+    if (found > limit) fail(`${what} larger than ${limit} bytes`);
+    // Joined once: the pending pieces and this piece up to the terminator.
+    this.#pieces.push(buf.subarray(at));
+    const text = Buffer.concat(this.#pieces, found).toString("latin1");
+    this.#pieces = [];
+    this.#pendingLength = 0;
+    return [text, at + found + t - pending];
+  }
+
+  /** Keeps `buf` from `at` (copied: the caller may reuse its buffer) as pending bytes. */
+  #keep(buf: Buffer, at: number): void {
+    const piece = Buffer.from(buf.subarray(at));
+    this.#pieces.push(piece);
+    this.#pendingLength += piece.length;
+    // The last TAIL pending bytes, right-aligned (valid up to #pendingLength of them).
+    const tail = this.#tail;
+    const n = piece.length;
+    if (n >= TAIL) piece.copy(tail, 0, n - TAIL);
+    else {
+      tail.copyWithin(0, n);
+      piece.copy(tail, TAIL - n);
+    }
   }
 
   #head(buf: Buffer, at: number): number {
@@ -278,6 +328,9 @@ export class ResponseParser {
       else prev.push(value);
     }
     if (hasTe && contentLength >= 0) fail("both Transfer-Encoding and Content-Length");
+    // HTTP/1.0 has no transfer codings: such an answer has likely passed through something
+    // that did not de-chunk it, and its framing is faulty (RFC 9112 §6.1).
+    if (hasTe && minor === "0") fail("Transfer-Encoding in an HTTP/1.0 response");
     if (status === 101) fail("101 Switching Protocols to a request that asked for no upgrade");
     if (status < 200) {
       // Informational (100 Continue, 103 Early Hints): not relayed; the real answer follows.
@@ -286,6 +339,15 @@ export class ResponseParser {
     }
     const bodyless = this.#isHead || status === 204 || status === 304;
     this.#keepAlive = !close;
+    // A 204 that declares a body, or a 304 that declares a chunked one (a 304's
+    // Content-Length is the length the full answer would have): the server may still send
+    // those bytes, in a later read, where they would be taken for the next request's
+    // answer. Read as bodyless, but the connection is not used again.
+    if (
+      !this.#isHead &&
+      ((status === 204 && (hasTe || contentLength > 0)) || (status === 304 && hasTe))
+    )
+      this.#keepAlive = false;
     if (bodyless || contentLength === 0) {
       this.#state = State.Done;
     } else if (chunked) {
