@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ResponseParseError, type ResponseHead } from "../src/proxy/http1-response.js";
 import {
   BodyTooLarge,
+  UpstreamBusy,
   UpstreamPool,
   UpstreamTimeout,
   type UpstreamExchange,
@@ -282,22 +283,56 @@ describe("response framing", () => {
     expect(up.stats.connections).toBe(2);
   });
 
-  it("reads no body for HEAD, 204 and 304 despite a Content-Length, and reuses the connection", async () => {
+  // A 204 declaring a body is not reused (next test); a 304's Content-Length is normal.
+  it("reads no body for HEAD, 204 and 304 (HEAD and 304 despite a Content-Length), and reuses the connection", async () => {
+    const length = (status: number) => (status === 204 ? "0" : "5");
     const up = await rawServer((s, _c, head) => {
       const status = Number(head.split(" ")[1]!.slice(1));
-      s.write(status ? `HTTP/1.1 ${status} X\r\nContent-Length: 5\r\n\r\n` : ok("after"));
+      s.write(
+        status ? `HTTP/1.1 ${status} X\r\nContent-Length: ${length(status)}\r\n\r\n` : ok("after"),
+      );
     });
     const pool = makePool(up.port);
     for (const [method, status] of ["HEAD 200", "GET 204", "GET 304"].map((t) => t.split(" "))) {
       const r = await run(pool, get(`/${status}`, method));
       expect(r.heads.map((h) => [h.status, h.headers["content-length"]])).toEqual([
-        [+status!, "5"],
+        [+status!, length(+status!)],
       ]);
       expect([r.ended, r.body.length]).toEqual([true, 0]);
     }
     expect((await run(pool, get())).body.toString()).toBe("after");
     expect(up.stats.connections).toBe(1);
   });
+
+  // The body such an answer declared may still come, in a later read: on a reused
+  // connection it would be read as the start of the next request's answer (a desync).
+  it.each([
+    ["a 204 with Content-Length: 5", 204, "Content-Length: 5", "hello"],
+    ["a 204 with Transfer-Encoding", 204, "Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n"],
+    ["a 304 with Transfer-Encoding", 304, "Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n"],
+  ])(
+    "does not reuse the connection after %s (the declared body may still come)",
+    async (_name, status, header, late) => {
+      // Sends the declared body late: just before its next answer on the same connection.
+      const owed = new WeakMap<net.Socket, string>();
+      const up = await rawServer((s, conn, head) => {
+        if (!head.startsWith("GET /bodyless "))
+          return void s.write((owed.get(s) ?? "") + ok(`conn ${conn}`));
+        s.write(`HTTP/1.1 ${status} X\r\n${header}\r\n\r\n`);
+        owed.set(s, late);
+      });
+      const pool = makePool(up.port);
+      const r = await run(pool, get("/bodyless"));
+      expect([r.ended, r.heads.map((h) => [h.status, h.keepAlive]), r.body.length]).toEqual([
+        true,
+        [[status, false]],
+        0,
+      ]);
+      const after = await run(pool, get("/after"));
+      expect([after.error, after.body.toString()]).toEqual([undefined, "conn 1"]);
+      expect(up.stats.connections).toBe(2);
+    },
+  );
 
   it("passes only the final answer to onHead after 100 Continue and 103 Early Hints", async () => {
     const up = await rawServer((s) => {
@@ -325,6 +360,10 @@ describe("refused responses fail the exchange with ResponseParseError and close 
     ["a bare LF inside the head", hd("X-A: b\nContent-Length: 5")],
     ["bare LF line ends", "HTTP/1.1 200 OK\nContent-Length: 0\n\n"],
     ["a 101 answer", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"],
+    [
+      "Transfer-Encoding in an HTTP/1.0 answer",
+      "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
   ])("refuses %s", async (_name, bytes) => {
     const up = await rawServer((s) => s.write(bytes));
     const pool = makePool(up.port);
@@ -345,6 +384,47 @@ describe("timeouts", () => {
     expect(r.error).toBeInstanceOf(UpstreamTimeout);
     expect(Date.now() - t0).toBeLessThan(5_000);
     await until(() => up.live.size === 0, "the connection to close");
+  });
+});
+
+describe("waiting for a connection", () => {
+  it("fails a queued request with UpstreamTimeout when no connection frees up, one beyond maxWaiting with UpstreamBusy at once, and works on after", async () => {
+    let release = (): void => {};
+    const up = await rawServer((s, conn, head) => {
+      if (!head.startsWith("GET /hold ")) return void s.write(ok(`conn ${conn}`));
+      // Holds its answer open, a piece now and then so that the connection's own timeout
+      // does not fire, until released.
+      s.write(`${H}Transfer-Encoding: chunked\r\n\r\n`);
+      const drip = setInterval(() => s.write("1\r\nx\r\n"), 10);
+      cleanups.push(() => clearInterval(drip));
+      release = () => (clearInterval(drip), s.write("0\r\n\r\n"));
+    });
+    const pool = makePool(up.port, { maxConnections: 1, maxWaiting: 1, timeoutMs: 300 });
+    const held = run(pool, get("/hold"));
+    await until(() => up.stats.requests === 1, "the first request to arrive");
+    const queued = run(pool, get("/queued"));
+    const refused = await run(pool, get("/refused"));
+    expect(refused.error).toBeInstanceOf(UpstreamBusy);
+    const timedOut = (await queued).error;
+    expect(timedOut).toBeInstanceOf(UpstreamTimeout);
+    expect(timedOut?.message).toMatch(/no upstream connection was free/);
+    release();
+    const r = await held;
+    expect([r.ended, r.error, /^x+$/.test(r.body.toString())]).toEqual([true, undefined, true]);
+    expect((await run(pool, get("/after"))).body.toString()).toBe("conn 0");
+    // Neither the queued nor the refused request reached the upstream.
+    expect([up.stats.connections, up.stats.requests]).toEqual([1, 2]);
+  });
+});
+
+describe("idle connections", () => {
+  it("does not reuse a connection idle for idleMs or longer: a fresh one carries the request", async () => {
+    const up = await httpServer((req, res) => res.end(`you asked ${req.url}`));
+    const pool = makePool(up.port, { idleMs: 0 });
+    for (let i = 0; i < 3; i++)
+      expect((await run(pool, get(`/n/${i}`))).body.toString()).toBe(`you asked /n/${i}`);
+    expect(up.stats.connections).toBe(3);
+    await until(() => up.live.size === 1, "the stale connections to close");
   });
 });
 

@@ -9,6 +9,7 @@ import { createSecureContext, type ConnectionOptions, type SecureContext } from 
 import type { Duplex } from "node:stream";
 import {
   BodyTooLarge,
+  UpstreamBusy,
   UpstreamPool,
   UpstreamTimeout,
   type UpstreamExchange,
@@ -388,6 +389,9 @@ export function forwardHttp(
       sendError(res, "ZT_PAYLOAD_TOO_LARGE", e.message, { limit });
     } else if (e instanceof UpstreamTimeout) {
       sendError(res, "ZT_UPSTREAM_TIMEOUT", `upstream ${o.route.name} timed out`);
+    } else if (e instanceof UpstreamBusy) {
+      // Every connection busy and too many requests already waiting: try again later.
+      sendError(res, "ZT_UNAVAILABLE", `upstream ${o.route.name} is busy`);
     } else sendError(res, "ZT_UPSTREAM_UNAVAILABLE", `upstream ${o.route.name} is unavailable`);
   };
   // No length from the client: the body is re-framed as chunked.

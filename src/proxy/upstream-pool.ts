@@ -16,8 +16,9 @@ import type { Readable } from "node:stream";
 import { ResponseParser, type ResponseHead, type ResponseSink } from "./http1-response.js";
 
 /**
- * Idle connections are closed after this long (below Node's 5 s server keep-alive
- * default), or after the pool's `timeoutMs` if shorter (the socket timeout stays set).
+ * Idle connections are closed, and never reused, after this long (below Node's 5 s
+ * server keep-alive default), or after the pool's `timeoutMs` if shorter (the socket
+ * timeout stays set).
  */
 export const UPSTREAM_IDLE_MS = 4_000;
 
@@ -28,6 +29,14 @@ export class UpstreamTimeout extends Error {
 export class BodyTooLarge extends Error {
   readonly code = "ZT_PAYLOAD_TOO_LARGE";
 }
+
+/** Every connection is busy and the queue of waiting requests is full. */
+export class UpstreamBusy extends Error {
+  readonly code = "ZT_UNAVAILABLE";
+}
+
+/** Most requests waiting for a connection, by default; beyond it they fail at once. */
+export const UPSTREAM_MAX_WAITING = 1024;
 
 /** What the caller hears about one exchange. Called at most once each, in order; then never again after onEnd or onError. */
 export interface UpstreamHandler {
@@ -70,8 +79,12 @@ export interface UpstreamPoolOptions {
   tls?: tls.ConnectionOptions | undefined;
   /** Time allowed between two reads (or writes) while a request is under way. */
   timeoutMs: number;
-  /** Most connections open at once; further requests wait for one. */
+  /** Most connections open at once; further requests wait for one (at most `timeoutMs`). */
   maxConnections?: number;
+  /** Most requests waiting for a connection; further ones fail with {@link UpstreamBusy}. */
+  maxWaiting?: number;
+  /** Idle connections older than this are closed, never reused (default {@link UPSTREAM_IDLE_MS}). */
+  idleMs?: number;
 }
 
 const RETRYABLE = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -83,6 +96,8 @@ class Exchange implements UpstreamExchange {
   /** The request body (if any) is written whole. */
   bodySent: boolean;
   retried = false;
+  /** Set while waiting for a connection: fails the exchange when none came in time. */
+  timer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly pool: UpstreamPool,
@@ -304,6 +319,8 @@ export class UpstreamPool {
   readonly timeoutMs: number;
   readonly #options: UpstreamPoolOptions;
   readonly #max: number;
+  readonly #maxWaiting: number;
+  readonly #idleMs: number;
   /** Idle connections, most recently used last (reused first: warm, least likely closed). */
   #idle: Connection[] = [];
   #waiting: Exchange[] = [];
@@ -316,6 +333,8 @@ export class UpstreamPool {
     this.#options = options;
     this.timeoutMs = options.timeoutMs;
     this.#max = options.maxConnections ?? 1024;
+    this.#maxWaiting = options.maxWaiting ?? UPSTREAM_MAX_WAITING;
+    this.#idleMs = options.idleMs ?? UPSTREAM_IDLE_MS;
     this.#sweeper = setInterval(() => this.#sweep(), 1_000);
     this.#sweeper.unref();
   }
@@ -338,11 +357,53 @@ export class UpstreamPool {
       return ex;
     }
     let conn = this.#idle.pop();
-    // Closed by the upstream a moment ago ('close' not yet emitted): not usable.
-    while (conn?.socket.destroyed) conn = this.#idle.pop();
+    if (conn) {
+      // The sweep runs once a second: a connection may be older than the idle limit by
+      // then, and racing the upstream's own keep-alive timeout (Node's is 5 s). Closed,
+      // like one the upstream closed a moment ago ('close' not yet emitted). The list is
+      // oldest first, so once one is too old, every one left is.
+      const now = performance.now();
+      while (conn && (conn.socket.destroyed || now - conn.idleSince >= this.#idleMs)) {
+        this.#all.delete(conn);
+        conn.destroy();
+        conn = this.#idle.pop();
+      }
+    }
     if (conn) conn.start(ex);
     else if (this.#all.size < this.#max) this.#connect().start(ex);
+    else if (this.#waiting.length >= this.#maxWaiting) {
+      // Bounded: an upstream that stopped answering must not make requests pile up.
+      ex.settled = true;
+      handler.onError(
+        new UpstreamBusy(
+          `${this.#waiting.length} requests already wait for an upstream connection`,
+        ),
+      );
+    } else this.#wait(ex, false);
+    return ex;
+  }
+
+  /** Queues an exchange for the next free connection, for at most `timeoutMs`. */
+  #wait(ex: Exchange, first: boolean): void {
+    if (first) this.#waiting.unshift(ex);
     else this.#waiting.push(ex);
+    // A request must not wait forever for a connection held by a slow upstream.
+    ex.timer = setTimeout(() => {
+      ex.timer = undefined;
+      this.dequeue(ex);
+      if (ex.settled) return;
+      ex.settled = true;
+      ex.handler.onError(
+        new UpstreamTimeout(`no upstream connection was free within ${this.timeoutMs} ms`),
+      );
+    }, this.timeoutMs);
+    ex.timer.unref();
+  }
+
+  /** The next waiting exchange, its timer stopped. */
+  #nextWaiting(): Exchange | undefined {
+    const ex = this.#waiting.shift();
+    if (ex) clearTimeout(ex.timer);
     return ex;
   }
 
@@ -353,12 +414,15 @@ export class UpstreamPool {
       ex.handler.onError(new Error("the upstream pool is closed"));
       return;
     }
+    // First in the queue (it was taken from it, or had a connection, before); not
+    // counted against `maxWaiting`: it was admitted already.
     if (this.#all.size < this.#max) this.#connect().start(ex);
-    else this.#waiting.unshift(ex);
+    else this.#wait(ex, true);
   }
 
   /** @internal A waiting exchange was aborted. */
   dequeue(ex: Exchange): void {
+    clearTimeout(ex.timer);
     const i = this.#waiting.indexOf(ex);
     if (i >= 0) this.#waiting.splice(i, 1);
   }
@@ -369,7 +433,7 @@ export class UpstreamPool {
       conn.destroy();
       return;
     }
-    const next = this.#waiting.shift();
+    const next = this.#nextWaiting();
     if (next) {
       conn.start(next);
       return;
@@ -385,7 +449,7 @@ export class UpstreamPool {
     if (i >= 0) this.#idle.splice(i, 1);
     // A slot is free: a waiting request may have a new connection.
     if (!this.#closed && this.#waiting.length > 0 && this.#all.size < this.#max)
-      this.#connect().start(this.#waiting.shift()!);
+      this.#connect().start(this.#nextWaiting()!);
   }
 
   /** Closes idle connections; busy ones close when their exchange ends. */
@@ -394,6 +458,7 @@ export class UpstreamPool {
     clearInterval(this.#sweeper);
     for (const c of this.#idle.splice(0)) c.destroy();
     for (const ex of this.#waiting.splice(0)) {
+      clearTimeout(ex.timer);
       ex.settled = true;
       ex.handler.onError(new Error("the upstream pool is closed"));
     }
@@ -424,7 +489,7 @@ export class UpstreamPool {
 
   #sweep(): void {
     if (this.#idle.length === 0) return;
-    const before = performance.now() - UPSTREAM_IDLE_MS;
+    const before = performance.now() - this.#idleMs;
     // Oldest first: stop at the first one used recently.
     while (this.#idle.length > 0 && this.#idle[0]!.idleSince < before)
       this.#idle.shift()!.destroy();
