@@ -331,7 +331,17 @@ export class IdentityService {
       outcome: "success" | "failure",
       reason: string | undefined,
       data?: Record<string, unknown>,
-    ) => this.#ctx.audit.record({ kind: "login", outcome, subject, sourceIp, reason, data });
+    ) =>
+      this.#ctx.audit.record({
+        kind: "login",
+        outcome,
+        // No user by that name: what was typed may be a password put in the wrong field,
+        // and the audit log keeps it for good (hash-chained). Only known names are kept.
+        subject: reason === "unknown-user" ? undefined : subject,
+        sourceIp,
+        reason,
+        data,
+      });
 
     const reserved = await this.#reserve(keys, now);
     if (!reserved.ok) {

@@ -1,16 +1,15 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ZtError, type ZtErrorCode } from "../core/errors.js";
 
-/** Reads the named cookie; garbage yields undefined, never an exception. */
-export function readCookie(req: IncomingMessage, name: string): string | undefined {
-  const header = req.headers.cookie;
-  if (!header) return undefined;
+/** Every value of the named cookie, in order (a browser may send two with one name). */
+export function cookieValues(header: string | undefined, name: string): string[] {
+  const out: string[] = [];
+  if (!header) return out;
   for (const part of header.split(";")) {
     const eq = part.indexOf("=");
-    if (eq === -1) continue;
-    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    if (eq !== -1 && part.slice(0, eq).trim() === name) out.push(part.slice(eq + 1).trim());
   }
-  return undefined;
+  return out;
 }
 
 /** Removes one cookie from a Cookie header (the session token never reaches upstreams). */

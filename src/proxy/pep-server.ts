@@ -53,7 +53,7 @@ import {
 } from "./forward.js";
 import {
   readBody,
-  readCookie,
+  cookieValues,
   safeReturnTo,
   sendError,
   sendHtml,
@@ -836,9 +836,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     if (path === "/.zt/logout") {
       if (req.method !== "POST") return sendError(res, "ZT_BAD_REQUEST", "use POST on /.zt/logout");
       if (!sameOrigin(req, host)) return sendError(res, "ZT_CSRF", "cross-origin request refused");
-      const token = readCookie(req, cookieName);
-      const check = token ? await s.sessions.check(token) : undefined;
-      if (check?.ok) await s.sessions.revoke([check.session.id], "logout");
+      // Every session the request carries ends: each session cookie (a browser may hold
+      // the host's and the cookie_domain one) and a Bearer token.
+      await revokePresented(req, "logout");
       // Both variants: the host's own cookie and, when set, the cookie_domain one (a
       // browser holds both after cookie_domain changed; forward-auth refuses the pair).
       const expired = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}`;
@@ -861,14 +861,52 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     sendError(res, "ZT_NOT_FOUND", `no such endpoint: ${path}`);
   }
 
+  /**
+   * Login and logout come from zt's own page: the Origin must be this host, on this
+   * Host header's port when it names one, and https when the client reached zt over
+   * https (a plain-http page on the same name must not sign anyone in). Without an
+   * Origin (older browsers, CLI clients), a browser's Sec-Fetch-Site still has to say
+   * same-origin (or none: typed or bookmarked).
+   */
   function sameOrigin(req: IncomingMessage, host: string): boolean {
     const origin = req.headers.origin;
-    if (origin === undefined || origin === "null") return origin === undefined;
+    if (origin === undefined) {
+      const site = req.headers["sec-fetch-site"];
+      return site === undefined || site === "same-origin" || site === "none";
+    }
+    if (origin === "null") return false;
+    let u: URL;
     try {
-      return new URL(origin).hostname.toLowerCase() === host;
+      u = new URL(origin);
     } catch {
       return false;
     }
+    if (u.hostname.toLowerCase().replace(/\.$/, "") !== host) return false;
+    if (isSecure(req) && u.protocol !== "https:") return false;
+    const hostPort = /:(\d+)$/.exec(req.headers.host ?? "")?.[1];
+    if (hostPort !== undefined) {
+      const originPort = u.port || (u.protocol === "https:" ? "443" : "80");
+      if (originPort !== String(Number(hostPort))) return false;
+    }
+    return true;
+  }
+
+  /** Revokes every valid session the request presents (session cookies, a Bearer token). */
+  async function revokePresented(
+    req: IncomingMessage,
+    reason: string,
+    keep?: string,
+  ): Promise<void> {
+    const tokens = cookieValues(req.headers.cookie, cookieName);
+    const auth = req.headers.authorization;
+    if (auth !== undefined && /^bearer\s+/i.test(auth))
+      tokens.push(auth.replace(/^bearer\s+/i, ""));
+    const ids = new Set<string>();
+    for (const t of tokens) {
+      const check = await s.sessions.check(t);
+      if (check.ok && check.session.id !== keep) ids.add(check.session.id);
+    }
+    if (ids.size > 0) await s.sessions.revoke([...ids], reason);
   }
 
   async function login(
@@ -939,6 +977,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     // The answer is built outside the credential check: nothing here turns a sign-in that
     // succeeded (code consumed, session created) into "wrong password".
     const { user, session, token } = signedIn;
+    // The sessions this browser held until now (a step-up, or another sign-in) end: their
+    // cookie is replaced below, and a copy of it must not stay valid on the server.
+    try {
+      await revokePresented(req, "replaced", session.id);
+    } catch {
+      // The new session stands; the old ones still expire on their own.
+    }
     const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
     const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
     if (isForm) {
@@ -972,7 +1017,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     rd: string,
     username: string,
   ): void {
-    const err = isZtError(e) ? e : new ZtError("ZT_INTERNAL", "internal error");
+    let err = isZtError(e) ? e : new ZtError("ZT_INTERNAL", "internal error");
+    // One answer for a wrong password, a missing or wrong code and a disabled account:
+    // telling them apart would confirm a leaked password to anyone who tries it without
+    // the second factor (credential stuffing spread over many users and addresses never
+    // trips a per-user lockout). The audit record keeps the precise reason.
+    if (ONE_ANSWER_LOGIN_CODES.has(err.code))
+      err = new ZtError("ZT_AUTH_FAILED", "invalid username, password or code", {
+        reason: "auth-failed",
+      });
     const internal = err.httpStatus >= 500;
     const message = internal
       ? "Sign-in is unavailable right now. Try again later."
@@ -1061,18 +1114,18 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   };
 }
 
+/** Sign-in refusals a client sees as one: ZT_AUTH_FAILED (see refuseLogin). */
+const ONE_ANSWER_LOGIN_CODES = new Set(["ZT_AUTH_FAILED", "ZT_MFA_INVALID", "ZT_USER_DISABLED"]);
+
 function loginMessage(e: ZtError): string {
   switch (e.code) {
     case "ZT_MFA_LOCKED":
       return "Too many failed attempts. Wait a little and try again.";
     case "ZT_MFA_REPLAYED":
+      // Only reachable with the right password and a code that was valid: no oracle.
       return "That code was already used. Wait for the next code.";
-    case "ZT_MFA_INVALID":
-      return "Wrong or missing authenticator code.";
-    case "ZT_USER_DISABLED":
-      return "This account is disabled.";
     default:
-      return "Wrong username or password.";
+      return "Wrong username, password or authenticator code.";
   }
 }
 
