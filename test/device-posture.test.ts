@@ -28,8 +28,11 @@ import {
   scorePosture,
   signWithDeviceKey,
   verifyDeviceSignature,
+  type CommandResult,
+  type CommandRunner,
   type PostureChecks,
 } from "../src/device/index.js";
+import { createApiServer } from "../src/api/index.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
@@ -277,18 +280,21 @@ devices:
       .select("id")
       .where("name", "=", "alice")
       .executeTakeFirstOrThrow();
-    const { session } = await sessions.create({
+    const { session, token } = await sessions.create({
       userId: user.id,
       sourceIp: "127.0.0.1",
       userAgent: "test",
     });
     const at = clock.now();
-    await devices.bindSession(
-      session.id,
-      device.id,
+    await devices.bindSession({
+      deviceId: device.id,
+      sessionToken: token,
       at,
-      signWithDeviceKey(k.privatePem, bindPayload(session.id, device.id, at)),
-    );
+      signature: signWithDeviceKey(
+        k.privatePem,
+        bindPayload({ deviceId: device.id, sessionToken: token, at }),
+      ),
+    });
 
     const entities = new EntityStore();
     const trust = new DeviceTrust(ctx, parseDevicesConfig(ctx.config.devices), entities);
@@ -324,24 +330,295 @@ devices:
     });
     const t = clock.now();
     await expectCode(
-      devices.bindSession(
-        other.session.id,
-        device.id,
-        t,
-        signWithDeviceKey(k.privatePem, bindPayload(other.session.id, device.id, t)),
-      ),
+      devices.bindSession({
+        deviceId: device.id,
+        sessionToken: other.token,
+        at: t,
+        signature: signWithDeviceKey(
+          k.privatePem,
+          bindPayload({ deviceId: device.id, sessionToken: other.token, at: t }),
+        ),
+      }),
       "ZT_DEVICE_INVALID",
     );
     await expectCode(
-      devices.bindSession(
-        session.id,
-        device.id,
-        t,
-        signWithDeviceKey(generateDeviceKey().privatePem, bindPayload(session.id, device.id, t)),
-      ),
+      devices.bindSession({
+        deviceId: device.id,
+        sessionToken: token,
+        at: t,
+        signature: signWithDeviceKey(
+          generateDeviceKey().privatePem,
+          bindPayload({ deviceId: device.id, sessionToken: token, at: t }),
+        ),
+      }),
       "ZT_DEVICE_SIGNATURE",
     );
     sessions.close();
+  });
+
+  /** A compliant, approved device of alice's, and a way to open alice's sessions. */
+  async function aliceDevice(name: string) {
+    const k = generateDeviceKey();
+    const { device } = await devices.enroll({ userName: "alice", name, publicKeyPem: k.publicPem });
+    clock.advance(1);
+    const p = report(device.id, ALL_OK);
+    await devices.submitReport(device.id, p, signWithDeviceKey(k.privatePem, p));
+    const user = await ctx.store.db
+      .selectFrom("users")
+      .select("id")
+      .where("name", "=", "alice")
+      .executeTakeFirstOrThrow();
+    const sessions = new SessionService(ctx);
+    const login = () =>
+      sessions.create({ userId: user.id, sourceIp: "127.0.0.1", userAgent: "test" });
+    const sign = (sessionToken: string, at = clock.now()) => ({
+      at,
+      signature: signWithDeviceKey(
+        k.privatePem,
+        bindPayload({ deviceId: device.id, sessionToken, at }),
+      ),
+    });
+    const boundTo = async (sessionId: string) =>
+      (
+        await ctx.store.db
+          .selectFrom("sessions")
+          .select("device_id")
+          .where("id", "=", sessionId)
+          .executeTakeFirstOrThrow()
+      ).device_id;
+    return { k, device, sessions, login, sign, boundTo };
+  }
+
+  it("binds a session only for the client holding its token: a session id alone binds nothing (API)", async () => {
+    const d = await aliceDevice("alice-managed");
+    const app = await createApiServer(ctx);
+    try {
+      const url = `/v1/devices/${d.device.id}/bind`;
+      // The attack: the managed laptop knows only the id of a session opened elsewhere.
+      const victim = await d.login();
+      const at = clock.now();
+      const v1 = signWithDeviceKey(
+        d.k.privatePem,
+        `zt-device-bind:v1:${d.device.id}:${victim.session.id}:${at}`,
+      );
+      const idOnly = await app.inject({
+        method: "POST",
+        url,
+        payload: { session_id: victim.session.id, at, signature: v1 },
+      });
+      expect(idOnly.statusCode).toBe(401);
+      expect(idOnly.json().error.code).toBe("ZT_AUTH_REQUIRED");
+      const idOnlyV2 = await app.inject({
+        method: "POST",
+        url,
+        payload: { session_id: victim.session.id, ...d.sign(victim.session.id) },
+      });
+      expect(idOnlyV2.statusCode).toBe(401);
+      expect(await d.boundTo(victim.session.id)).toBeNull();
+
+      // The session's own client binds it: Bearer token, or the session cookie.
+      const a = await d.login();
+      const ok = await app.inject({
+        method: "POST",
+        url,
+        headers: { authorization: `Bearer ${a.token}` },
+        payload: d.sign(a.token),
+      });
+      expect(ok.statusCode, ok.body).toBe(200);
+      expect(ok.json()).toEqual({ bound: true, session_id: a.session.id, device_id: d.device.id });
+      expect(await d.boundTo(a.session.id)).toBe(d.device.id);
+      const b = await d.login();
+      const viaCookie = await app.inject({
+        method: "POST",
+        url,
+        headers: { cookie: `other=1; ${ctx.config.session.cookie_name}=${b.token}` },
+        payload: { session_id: b.session.id, ...d.sign(b.token) },
+      });
+      expect(viaCookie.statusCode, viaCookie.body).toBe(200);
+      expect(await d.boundTo(b.session.id)).toBe(d.device.id);
+
+      // A signature made for one session's token cannot bind another session.
+      const c = await d.login();
+      const replay = await app.inject({
+        method: "POST",
+        url,
+        headers: { authorization: `Bearer ${c.token}` },
+        payload: d.sign(a.token),
+      });
+      expect(replay.statusCode).toBe(401);
+      expect(replay.json().error.code).toBe("ZT_DEVICE_SIGNATURE");
+      // session_id, when sent, must be the token's session.
+      const mismatch = await app.inject({
+        method: "POST",
+        url,
+        headers: { authorization: `Bearer ${c.token}` },
+        payload: { session_id: victim.session.id, ...d.sign(c.token) },
+      });
+      expect(mismatch.statusCode).toBe(400);
+      expect(mismatch.json().error.code).toBe("ZT_DEVICE_INVALID");
+      // Two different tokens: which session is meant is not guessed.
+      const both = await app.inject({
+        method: "POST",
+        url,
+        headers: {
+          authorization: `Bearer ${c.token}`,
+          cookie: `${ctx.config.session.cookie_name}=${a.token}`,
+        },
+        payload: d.sign(c.token),
+      });
+      expect(both.statusCode).toBe(400);
+      // An unknown token is no session.
+      const forged = "A".repeat(43);
+      const unknown = await app.inject({
+        method: "POST",
+        url,
+        headers: { authorization: `Bearer ${forged}` },
+        payload: d.sign(forged),
+      });
+      expect(unknown.statusCode).toBe(401);
+      expect(unknown.json().error.code).toBe("ZT_SESSION_INVALID");
+      expect(await d.boundTo(c.session.id)).toBeNull();
+      expect(await d.boundTo(victim.session.id)).toBeNull();
+    } finally {
+      await app.close();
+      d.sessions.close();
+    }
+  });
+
+  it("refuses to bind an expired or revoked session", async () => {
+    const d = await aliceDevice("alice-managed-2");
+    try {
+      const expired = await d.login();
+      await ctx.store.db
+        .updateTable("sessions")
+        .set({ expires_at: clock.now() - 1 })
+        .where("id", "=", expired.session.id)
+        .execute();
+      await expectCode(
+        devices.bindSession({
+          deviceId: d.device.id,
+          sessionToken: expired.token,
+          ...d.sign(expired.token),
+        }),
+        "ZT_SESSION_EXPIRED",
+      );
+      expect(await d.boundTo(expired.session.id)).toBeNull();
+
+      const revoked = await d.login();
+      await d.sessions.revoke([revoked.session.id], "test");
+      await expectCode(
+        devices.bindSession({
+          deviceId: d.device.id,
+          sessionToken: revoked.token,
+          ...d.sign(revoked.token),
+        }),
+        "ZT_SESSION_REVOKED",
+      );
+      expect(await d.boundTo(revoked.session.id)).toBeNull();
+
+      await expectCode(
+        devices.bindSession({
+          deviceId: d.device.id,
+          sessionToken: undefined,
+          sessionId: revoked.session.id,
+          ...d.sign(""),
+        }),
+        "ZT_AUTH_REQUIRED",
+      );
+      const live = await d.login();
+      await expect(
+        devices.bindSession({
+          deviceId: d.device.id,
+          sessionToken: live.token,
+          ...d.sign(live.token),
+        }),
+      ).resolves.toEqual({ sessionId: live.session.id });
+    } finally {
+      d.sessions.close();
+    }
+  });
+});
+
+/** A fake system: answers by "cmd args…"; anything else is a command that is not there. */
+function fakeSystem(answers: Record<string, Partial<CommandResult>>): {
+  run: CommandRunner;
+  asked: string[];
+} {
+  const asked: string[] = [];
+  return {
+    asked,
+    run: async (cmd, args) => {
+      const line = [cmd, ...args].join(" ");
+      asked.push(line);
+      const a = answers[line];
+      if (!a) return { ok: false, code: -1, out: "" };
+      const code = a.code ?? 0;
+      return { ok: code === 0, code, out: a.out ?? "" };
+    },
+  };
+}
+
+const APT = "apt-get -s -o Debug::NoLocking=1 dist-upgrade";
+const APT_SUMMARY = "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n";
+const FINDMNT = "findmnt -n -v -o SOURCE /";
+
+describe("posture collector fails closed (fake command runner)", () => {
+  it("os_updates: a failing or unreadable apt run is unknown, never 0 pending", async () => {
+    const failing = fakeSystem({ [APT]: { code: 100, out: "" } });
+    expect((await collectPosture({ run: failing.run })).checks.os_updates).toBeNull();
+    expect(failing.asked).toContain(APT);
+    const garbage = fakeSystem({ [APT]: { out: "E: something odd\n" } });
+    expect((await collectPosture({ run: garbage.run })).checks.os_updates).toBeNull();
+    const clean = fakeSystem({ [APT]: { out: "Reading package lists...\n" + APT_SUMMARY } });
+    expect((await collectPosture({ run: clean.run })).checks.os_updates).toBe(true);
+    const pending = fakeSystem({
+      [APT]: {
+        out:
+          "Inst libssl3 [3.0.11-1] (3.0.13-1 Debian-Security:12/stable-security [amd64])\n" +
+          "1 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n",
+      },
+    });
+    expect((await collectPosture({ run: pending.run })).checks.os_updates).toBe(false);
+  });
+
+  it("firewall: an active nftables unit without a readable ruleset is unknown, not active", async () => {
+    const nonRoot = fakeSystem({
+      "ufw status": { code: 1, out: "" },
+      "nft list ruleset": { code: 1, out: "" },
+      "systemctl is-active nftables": { out: "active\n" },
+    });
+    expect((await collectPosture({ run: nonRoot.run })).checks.firewall).toBeNull();
+    expect(nonRoot.asked).toContain("nft list ruleset");
+    const empty = fakeSystem({ "nft list ruleset": { out: "" } });
+    expect((await collectPosture({ run: empty.run })).checks.firewall).toBe(false);
+    const ruleset = fakeSystem({
+      "nft list ruleset": {
+        out: "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t}\n}\n",
+      },
+    });
+    expect((await collectPosture({ run: ruleset.run })).checks.firewall).toBe(true);
+    const ufw = fakeSystem({ "ufw status": { out: "Status: active\n" } });
+    expect((await collectPosture({ run: ufw.run })).checks.firewall).toBe(true);
+  });
+
+  it("disk_encryption: only a crypt layer under / counts, not any mapped crypt device", async () => {
+    const usbStick = fakeSystem({
+      [FINDMNT]: { out: "/dev/nvme0n1p2\n" },
+      "lsblk -n -s -o TYPE /dev/nvme0n1p2": { out: "part\ndisk\n" },
+      // every block device: an unlocked LUKS USB stick is mapped, but / is not on it
+      "lsblk -n -o TYPE": { out: "disk\npart\npart\ndisk\npart\ncrypt\n" },
+    });
+    expect((await collectPosture({ run: usbStick.run })).checks.disk_encryption).toBe(false);
+    expect(usbStick.asked).toContain(FINDMNT);
+    const luksLvm = fakeSystem({
+      [FINDMNT]: { out: "/dev/mapper/vg-root\n" },
+      "lsblk -n -s -o TYPE /dev/mapper/vg-root": { out: "lvm\ncrypt\npart\ndisk\n" },
+    });
+    expect((await collectPosture({ run: luksLvm.run })).checks.disk_encryption).toBe(true);
+    const overlay = fakeSystem({ [FINDMNT]: { out: "overlay\n" } });
+    expect((await collectPosture({ run: overlay.run })).checks.disk_encryption).toBeNull();
+    const noFindmnt = fakeSystem({ "lsblk -n -o TYPE": { out: "crypt\n" } });
+    expect((await collectPosture({ run: noFindmnt.run })).checks.disk_encryption).toBeNull();
   });
 });
 

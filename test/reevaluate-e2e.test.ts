@@ -253,8 +253,41 @@ notifications: { webhook: "${hook.url}" }
     const s = await signIn("bob");
     // Not yet bound to a device: production is refused.
     expect((await get("prod.localhost", s.cookie)).status).toBe(403);
-    const bind = await cli(["device", "bind", "--session", s.sessionId, "--key-dir", keyDir]);
+    // The session id alone binds nothing: the bind must carry the session's own token.
+    const idOnly = await cli(["device", "bind", "--session", s.sessionId, "--key-dir", keyDir], {
+      ZT_SESSION_TOKEN: "",
+    });
+    expect(idOnly.code).not.toBe(0);
+    expect(idOnly.stderr).toContain("ZT_USAGE");
+    const token = s.cookie.slice(s.cookie.indexOf("=") + 1);
+    const bind = await cli(["device", "bind", "--session", s.sessionId, "--key-dir", keyDir], {
+      ZT_SESSION_TOKEN: token,
+    });
     expect(bind.code, bind.stderr).toBe(0);
+    // The same over the API, the token read from a 0600 file.
+    const tokenFile = join(dir, "bob-session-token");
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    const api = `http://127.0.0.1:${zt.apiAddress.port}`;
+    const viaApi = await cli(
+      [
+        "device",
+        "bind",
+        "--server",
+        api,
+        "--session-token-file",
+        tokenFile,
+        "--key-dir",
+        keyDir,
+        "--json",
+      ],
+      { ZT_SESSION_TOKEN: "" },
+    );
+    expect(viaApi.code, viaApi.stderr).toBe(0);
+    expect(JSON.parse(viaApi.stdout)).toEqual({
+      bound: true,
+      session_id: s.sessionId,
+      device_id: device.id,
+    });
     await until(
       "device binding heard",
       async () => (await get("prod.localhost", s.cookie)).status === 200,

@@ -1,6 +1,7 @@
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
+import { SessionService, type SessionCheck } from "../session/index.js";
 import type { DevicesTable } from "../store/index.js";
 import { parseDevicesConfig, type DevicesConfig } from "./device-config.js";
 import { parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
@@ -251,49 +252,146 @@ export class DeviceService {
   }
 
   /**
-   * Binds a session to a device: the device signs `bindPayload(session, device, at)`.
-   * The session must belong to the device's owner. Policies then see `context.device`.
+   * Binds a session to a device. Both halves must be proven by the caller:
+   * - the device: its registered key signed `bindPayload({ deviceId, sessionToken, at })`
+   *   within `max_report_skew` of the server's clock;
+   * - the session: the request carries the session's own token (the cookie or Bearer
+   *   credential, i.e. the client holding the session binds it). A session id alone is
+   *   never enough, and since the signed text covers the token's hash, a signature
+   *   cannot be replayed for another session.
+   * The session must be live (not expired, idle or revoked) and belong to the device's
+   * owner. `sessionId`, when given, must be the token's session. Policies then see
+   * `context.device` for that session.
    */
-  async bindSession(
-    sessionId: string,
-    deviceId: string,
-    at: number,
-    signature: string,
-  ): Promise<void> {
+  async bindSession(o: {
+    deviceId: string;
+    /** The session's own token (cookie / Bearer); undefined when none was presented. */
+    sessionToken: string | undefined;
+    at: number;
+    signature: string;
+    /** Optional: the session the caller means; refused when it is not the token's. */
+    sessionId?: string | undefined;
+    sourceIp?: string | undefined;
+  }): Promise<{ sessionId: string }> {
+    const { deviceId } = o;
+    const refuse = (err: ZtError, reason: string, sessionId?: string): never => {
+      this.#ctx.audit.record({
+        kind: "device.bind",
+        outcome: "failure",
+        reason,
+        ...(o.sourceIp !== undefined ? { sourceIp: o.sourceIp } : {}),
+        data: {
+          device_id: deviceId,
+          ...(sessionId !== undefined ? { session_id: sessionId } : {}),
+        },
+      });
+      throw err;
+    };
     const row = await this.#row(deviceId);
     if (row.status !== "approved")
-      throw new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not approved`);
-    if (!verifyDeviceSignature(row.public_key, bindPayload(sessionId, deviceId, at), signature)) {
-      throw new ZtError(
-        "ZT_DEVICE_SIGNATURE",
-        "binding signature does not verify with the device's registered key",
+      refuse(
+        new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not approved`),
+        "device-not-approved",
       );
+    const token = o.sessionToken;
+    if (!token)
+      return refuse(
+        new ZtError(
+          "ZT_AUTH_REQUIRED",
+          "binding needs the session's own token (session cookie or Authorization: Bearer); a session id is not enough",
+          { reason: "no-session-token" },
+        ),
+        "no-session-token",
+      );
+    if (
+      !verifyDeviceSignature(
+        row.public_key,
+        bindPayload({ deviceId, sessionToken: token, at: o.at }),
+        o.signature,
+      )
+    )
+      refuse(
+        new ZtError(
+          "ZT_DEVICE_SIGNATURE",
+          "binding signature does not verify with the device's registered key for this session",
+        ),
+        "device-signature-invalid",
+      );
+    if (Math.abs(this.#ctx.clock.now() - o.at) > this.config.maxReportSkewMs)
+      refuse(
+        new ZtError("ZT_DEVICE_INVALID", "binding: timestamp too far from the server's clock"),
+        "bind-time-skew",
+      );
+    // The token is checked as every request's is: unknown, expired, idle, revoked refused.
+    // A fresh SessionService reads the store, so a revocation by any process counts.
+    const sessions = new SessionService(this.#ctx);
+    let check: SessionCheck;
+    try {
+      check = await sessions.check(token);
+    } finally {
+      sessions.close();
     }
-    if (Math.abs(this.#ctx.clock.now() - at) > this.config.maxReportSkewMs)
-      throw new ZtError("ZT_DEVICE_INVALID", "binding: timestamp too far from the server's clock");
-    const s = await this.#ctx.store.db
-      .selectFrom("sessions")
-      .select(["user_id", "revoked_at"])
-      .where("id", "=", sessionId)
-      .executeTakeFirst();
-    if (!s) throw new ZtError("ZT_NOT_FOUND", `no session ${sessionId}`);
-    if (s.user_id !== row.user_id)
-      throw new ZtError(
-        "ZT_DEVICE_INVALID",
-        "the session belongs to another user than the device's owner",
+    if (!check.ok)
+      return refuse(
+        new ZtError(check.code, "binding: the session is not live", { reason: check.reason }),
+        check.reason,
       );
-    if (s.revoked_at !== null) throw new ZtError("ZT_SESSION_REVOKED", "the session is revoked");
-    await this.#ctx.store.db
+    const s = check.session;
+    if (o.sessionId !== undefined && o.sessionId !== s.id)
+      refuse(
+        new ZtError(
+          "ZT_DEVICE_INVALID",
+          `binding: the token presented is not session ${o.sessionId}'s`,
+        ),
+        "session-mismatch",
+        s.id,
+      );
+    if (s.userId !== row.user_id)
+      refuse(
+        new ZtError(
+          "ZT_DEVICE_INVALID",
+          "the session belongs to another user than the device's owner",
+        ),
+        "session-other-user",
+        s.id,
+      );
+    const owner = await this.#ctx.store.db
+      .selectFrom("users")
+      .select("disabled")
+      .where("id", "=", row.user_id)
+      .executeTakeFirst();
+    if (!owner || owner.disabled)
+      refuse(
+        new ZtError("ZT_SESSION_REVOKED", "binding: the device's owner is disabled or gone", {
+          reason: "user-disabled",
+        }),
+        "user-disabled",
+        s.id,
+      );
+    // Only a session still live in the store (a revocation may have landed meanwhile).
+    const res = await this.#ctx.store.db
       .updateTable("sessions")
       .set({ device_id: deviceId })
-      .where("id", "=", sessionId)
-      .execute();
+      .where("id", "=", s.id)
+      .where("revoked_at", "is", null)
+      .where("expires_at", ">", this.#ctx.clock.now())
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows ?? 0) !== 1)
+      refuse(
+        new ZtError("ZT_SESSION_REVOKED", "binding: the session is revoked", {
+          reason: "session-revoked",
+        }),
+        "session-revoked",
+        s.id,
+      );
     this.#ctx.audit.record({
       kind: "device.bind",
       outcome: "success",
-      data: { device_id: deviceId, session_id: sessionId },
+      ...(o.sourceIp !== undefined ? { sourceIp: o.sourceIp } : {}),
+      data: { device_id: deviceId, session_id: s.id },
     });
-    await this.#publish(deviceId, row.user_id, { sessionId });
+    await this.#publish(deviceId, row.user_id, { sessionId: s.id });
+    return { sessionId: s.id };
   }
 
   async #publish(deviceId: string, userId: string, data: Record<string, unknown>): Promise<void> {

@@ -13,7 +13,7 @@ export type { PostureChecks, PostureScore } from "./posture-score.js";
 export { parsePostureReport, bindPayload } from "./posture-report.js";
 export type { PostureReport } from "./posture-report.js";
 export { collectPosture } from "./posture-collector.js";
-export type { CollectedPosture } from "./posture-collector.js";
+export type { CollectedPosture, CommandResult, CommandRunner } from "./posture-collector.js";
 export {
   generateDeviceKey,
   signWithDeviceKey,

@@ -9,11 +9,17 @@ export interface CollectedPosture {
   evidence: Record<string, string>;
 }
 
-function run(
-  cmd: string,
-  args: string[],
-  timeoutMs = 20_000,
-): Promise<{ ok: boolean; code: number; out: string }> {
+/** What a command gave: `ok` (exit 0), its exit code (-1: not run / killed), stdout. */
+export interface CommandResult {
+  ok: boolean;
+  code: number;
+  out: string;
+}
+
+/** Runs a command (the collector's only way to ask the system; injectable for tests). */
+export type CommandRunner = (cmd: string, args: string[]) => Promise<CommandResult>;
+
+function run(cmd: string, args: string[], timeoutMs = 20_000): Promise<CommandResult> {
   return new Promise((resolve) => {
     execFile(
       cmd,
@@ -31,6 +37,8 @@ function run(
   });
 }
 
+type Check = [boolean | null, string];
+
 async function osVersion(): Promise<string> {
   try {
     const text = await readFile("/etc/os-release", "utf8");
@@ -41,44 +49,84 @@ async function osVersion(): Promise<string> {
   }
 }
 
-/** Pending security updates via a simulated apt upgrade (no changes made). */
-async function osUpdates(): Promise<[boolean | null, string]> {
+/**
+ * Pending security updates via a simulated apt upgrade (no changes made). Only a run
+ * that exited 0 and printed apt's summary line counts: a failed or unreadable run (no
+ * lists, a broken source, no apt) is unknown, never "0 pending".
+ */
+async function osUpdates(run: CommandRunner): Promise<Check> {
   const r = await run("apt-get", ["-s", "-o", "Debug::NoLocking=1", "dist-upgrade"]);
   if (r.code === -1 && !r.out) return [null, "apt-get not available"];
+  if (!r.ok) return [null, `apt-get -s dist-upgrade failed (exit ${r.code})`];
+  if (!/^\d+ upgraded, \d+ newly installed, \d+ to remove and \d+ not upgraded\.$/m.test(r.out))
+    return [null, "apt-get -s dist-upgrade: no summary line in its answer"];
   const pending = r.out
     .split("\n")
     .filter((l) => l.startsWith("Inst ") && /-security/i.test(l)).length;
   return [pending === 0, `${pending} pending security update(s)`];
 }
 
-async function diskEncryption(): Promise<[boolean | null, string]> {
-  const r = await run("lsblk", ["-n", "-o", "TYPE"]);
-  if (!r.ok) return [null, "lsblk failed"];
-  const crypt = r.out.split("\n").some((l) => l.trim() === "crypt");
-  return [crypt, crypt ? "a LUKS (crypt) device is mapped" : "no crypt device mapped"];
+/**
+ * Whether the root filesystem itself sits on dm-crypt: the block device backing `/`
+ * (findmnt) and every device under it (`lsblk -s`, e.g. lvm → crypt → part → disk)
+ * must include a `crypt` layer. Another mapped crypt device (a USB stick) does not
+ * count. Anything that cannot be read, or a root that is not a block device (overlay,
+ * ZFS, tmpfs), is unknown.
+ */
+async function diskEncryption(run: CommandRunner): Promise<Check> {
+  const m = await run("findmnt", ["-n", "-v", "-o", "SOURCE", "/"]);
+  // Strip a `[/subvolume]` suffix in case -v was not honoured.
+  const source =
+    m.out
+      .trim()
+      .split("\n")[0]
+      ?.replace(/\[.*\]$/, "") ?? "";
+  if (!m.ok || !source) return [null, "findmnt could not tell what backs /"];
+  if (!source.startsWith("/dev/")) return [null, `/ is on ${source}, not a block device`];
+  const r = await run("lsblk", ["-n", "-s", "-o", "TYPE", source]);
+  const types = r.out
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+  if (!r.ok || types.length === 0) return [null, `lsblk -s ${source} failed`];
+  const crypt = types.includes("crypt");
+  return [
+    crypt,
+    crypt
+      ? `/ (${source}) is on dm-crypt (${types.join(" < ")})`
+      : `/ (${source}) has no crypt layer (${types.join(" < ")})`,
+  ];
 }
 
-async function firewall(): Promise<[boolean | null, string]> {
+/**
+ * An active firewall, read from the ruleset itself: `ufw status` saying active, or an
+ * nftables ruleset (readable, non-empty) with an input hook. A unit that merely is
+ * "active" (systemctl) proves no ruleset; when nothing could be read (not root), the
+ * answer is unknown.
+ */
+async function firewall(run: CommandRunner): Promise<Check> {
   const ufw = await run("ufw", ["status"]);
-  if (ufw.ok && /Status: active/.test(ufw.out)) return [true, "ufw active"];
+  if (ufw.ok && /^Status: active$/m.test(ufw.out)) return [true, "ufw active"];
   const nft = await run("nft", ["list", "ruleset"]);
   if (nft.ok) {
+    if (nft.out.trim() === "") return [false, "nftables ruleset is empty"];
     const active = /\bchain\b[\s\S]*\bhook input\b/.test(nft.out);
     return [active, active ? "nftables input hook present" : "nftables ruleset has no input hook"];
   }
-  const svc = await run("systemctl", ["is-active", "nftables"]);
-  if (svc.out.trim() === "active") return [true, "nftables.service active"];
-  return [false, "no active ufw or nftables ruleset found"];
+  if (ufw.ok && /^Status: inactive$/m.test(ufw.out))
+    return [null, "ufw inactive; nftables ruleset not readable (run as root)"];
+  return [null, "no firewall ruleset readable (ufw status / nft list ruleset failed; run as root)"];
 }
 
-async function screenLock(): Promise<[boolean | null, string]> {
+async function screenLock(run: CommandRunner): Promise<Check> {
   const r = await run("gsettings", ["get", "org.gnome.desktop.screensaver", "lock-enabled"]);
   if (!r.ok) return [null, "no desktop session settings (gsettings) available"];
-  const on = r.out.trim() === "true";
-  return [on, `gnome lock-enabled=${r.out.trim()}`];
+  const v = r.out.trim();
+  if (v !== "true" && v !== "false") return [null, "gsettings lock-enabled: unreadable answer"];
+  return [v === "true", `gnome lock-enabled=${v}`];
 }
 
-async function antivirus(): Promise<[boolean | null, string]> {
+async function antivirus(run: CommandRunner): Promise<Check> {
   for (const svc of ["clamav-daemon", "falcon-sensor", "mdatp"]) {
     const r = await run("systemctl", ["is-active", svc]);
     if (r.out.trim() === "active") return [true, `${svc} active`];
@@ -89,17 +137,23 @@ async function antivirus(): Promise<[boolean | null, string]> {
 }
 
 /**
- * Collects the device's posture on Linux by asking the system (apt, lsblk, ufw/nft,
- * gsettings, systemd). A check that cannot be determined is null (counts as failed).
+ * Collects the device's posture on Linux by asking the system (apt, findmnt/lsblk,
+ * ufw/nft, gsettings, systemd). A check that cannot be determined — a command that is
+ * missing, fails, or answers something unreadable — is null (unknown, which scoring
+ * counts as failed): the collector fails closed. `options.run` replaces the command
+ * runner (tests).
  */
-export async function collectPosture(): Promise<CollectedPosture> {
+export async function collectPosture(
+  options: { run?: CommandRunner } = {},
+): Promise<CollectedPosture> {
+  const runner = options.run ?? ((cmd: string, args: string[]) => run(cmd, args));
   const [os, updates, disk, fw, lock, av] = await Promise.all([
     osVersion(),
-    osUpdates(),
-    diskEncryption(),
-    firewall(),
-    screenLock(),
-    antivirus(),
+    osUpdates(runner),
+    diskEncryption(runner),
+    firewall(runner),
+    screenLock(runner),
+    antivirus(runner),
   ]);
   return {
     os,

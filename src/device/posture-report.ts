@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
+import { sha256Hex } from "../core/ids.js";
 import { POSTURE_CHECKS } from "./device-config.js";
 import type { PostureChecks } from "./posture-score.js";
 
@@ -49,7 +50,14 @@ export function parsePostureReport(payload: string): PostureReport {
   return r.data as PostureReport;
 }
 
-/** The text a device signs to bind a session to itself. */
-export function bindPayload(sessionId: string, deviceId: string, at: number): string {
-  return `zt-device-bind:v1:${deviceId}:${sessionId}:${at}`;
+/**
+ * The text a device signs to bind a session to itself:
+ * `zt-device-bind:v2:<device>:<sha256 hex of the session token>:<ms>`. It names the
+ * session by a hash of its token, not its id, so a signature made for one session
+ * cannot be presented for another, and the bind request must carry that very token
+ * (the server hashes the token it was sent). The `v1` form (session id only) is no
+ * longer accepted.
+ */
+export function bindPayload(o: { deviceId: string; sessionToken: string; at: number }): string {
+  return `zt-device-bind:v2:${o.deviceId}:${sha256Hex(o.sessionToken)}:${o.at}`;
 }

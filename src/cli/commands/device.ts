@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { ZtError } from "../../core/errors.js";
-import { fileExists } from "../../core/secure-files.js";
+import { fileExists, readPrivateFile } from "../../core/secure-files.js";
 import {
   bindPayload,
   collectPosture,
@@ -78,10 +78,11 @@ async function postJson(
   server: string,
   path: string,
   body: unknown,
+  headers: Record<string, string> = {},
 ): Promise<Record<string, unknown>> {
   const res = await fetch(new URL(path, server), {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(15_000),
   });
@@ -94,6 +95,35 @@ async function postJson(
     );
   }
   return json;
+}
+
+const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The session token `zt device bind` proves possession of: from `--session-token-file`
+ * (a 0600 file) or `$ZT_SESSION_TOKEN` — never from the command line, where other users
+ * could read it. It is the session cookie's value (zt_session=<token>) or the Bearer
+ * token; a bare session id is not a credential and is refused.
+ */
+function sessionToken(file: string | undefined): string {
+  let token: string | undefined;
+  let from: string;
+  if (file !== undefined) {
+    token = readPrivateFile(file).toString("utf8").trim();
+    from = `--session-token-file ${file}`;
+  } else {
+    token = process.env["ZT_SESSION_TOKEN"]?.trim();
+    from = "ZT_SESSION_TOKEN";
+  }
+  if (!token)
+    throw usageError(
+      "bind needs the session's own token: put the session cookie's value in ZT_SESSION_TOKEN or a 0600 file given as --session-token-file (a session id alone is not enough)",
+    );
+  if (!TOKEN_RE.test(token))
+    throw usageError(
+      `${from}: not a session token (expected the 43-character session cookie value, not a ses_… id)`,
+    );
+  return token;
 }
 
 /** `zt device enroll|approve|revoke|list|show|report|bind` — device trust. */
@@ -283,43 +313,80 @@ export function registerDeviceCommands(program: Command): void {
   device
     .command("bind")
     .description(
-      "bind a session to this device (signed with the device key); policies then see context.device",
+      "bind your session to this device: the request is authenticated by the session's own token and signed with the device key; policies then see context.device",
     )
-    .requiredOption("--session <id>", "session id (from the login response or zt session list)")
+    .option(
+      "--session-token-file <file>",
+      "file (mode 0600) holding the session token (the session cookie's value); default: $ZT_SESSION_TOKEN",
+    )
+    .option(
+      "--session <id>",
+      "optional check: refuse unless the token is this session's (ses_…, from the login response)",
+    )
     .option("--key-dir <dir>", "where the device key is (default: ~/.config/zt)")
     .option("--server <url>", "send through the zt API at this URL instead of the local store")
-    .action(async (opts: { session: string; keyDir?: string; server?: string }, cmd: Command) => {
-      const keyDir = opts.keyDir ?? defaultKeyDir(process.env);
-      if (opts.server) {
-        await withoutContext(async () => {
+    .option("--json", "JSON output")
+    .action(
+      async (
+        opts: {
+          sessionTokenFile?: string;
+          session?: string;
+          keyDir?: string;
+          server?: string;
+          json?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const keyDir = opts.keyDir ?? defaultKeyDir(process.env);
+        const done = (r: { session_id: string; device_id: string }) => {
+          if (opts.json) printJson({ bound: true, ...r });
+          else process.stdout.write(`bound ${r.session_id} to ${r.device_id}\n`);
+        };
+        const checkSessionOption = () => {
+          if (opts.session !== undefined && !/^ses_[A-Za-z0-9_-]+$/.test(opts.session))
+            throw usageError("--session: expected a session id (ses_…)");
+        };
+        if (opts.server) {
+          await withoutContext(async () => {
+            checkSessionOption();
+            const token = sessionToken(opts.sessionTokenFile);
+            const key = loadDeviceKey(keyDir);
+            const at = Date.now();
+            const signature = signWithDeviceKey(
+              key.private_key,
+              bindPayload({ deviceId: key.device_id, sessionToken: token, at }),
+            );
+            const res = await postJson(
+              opts.server!,
+              `/v1/devices/${encodeURIComponent(key.device_id)}/bind`,
+              {
+                at,
+                signature,
+                ...(opts.session !== undefined ? { session_id: opts.session } : {}),
+              },
+              { authorization: `Bearer ${token}` },
+            );
+            done({ session_id: String(res["session_id"]), device_id: key.device_id });
+          });
+          return;
+        }
+        await withContext(cmd, async (ctx) => {
+          checkSessionOption();
+          const token = sessionToken(opts.sessionTokenFile);
           const key = loadDeviceKey(keyDir);
-          const at = Date.now();
-          const signature = signWithDeviceKey(
-            key.private_key,
-            bindPayload(opts.session, key.device_id, at),
-          );
-          printJson(
-            await postJson(opts.server!, `/v1/devices/${encodeURIComponent(key.device_id)}/bind`, {
-              session_id: opts.session,
-              at,
-              signature,
-            }),
-          );
+          const at = ctx.clock.now();
+          const r = await new DeviceService(ctx).bindSession({
+            deviceId: key.device_id,
+            sessionToken: token,
+            at,
+            signature: signWithDeviceKey(
+              key.private_key,
+              bindPayload({ deviceId: key.device_id, sessionToken: token, at }),
+            ),
+            sessionId: opts.session,
+          });
+          done({ session_id: r.sessionId, device_id: key.device_id });
         });
-        return;
-      }
-      await withContext(cmd, async (ctx) => {
-        if (!/^ses_/.test(opts.session))
-          throw usageError("--session: expected a session id (ses_…)");
-        const key = loadDeviceKey(keyDir);
-        const at = ctx.clock.now();
-        await new DeviceService(ctx).bindSession(
-          opts.session,
-          key.device_id,
-          at,
-          signWithDeviceKey(key.private_key, bindPayload(opts.session, key.device_id, at)),
-        );
-        process.stdout.write(`bound ${opts.session} to ${key.device_id}\n`);
-      });
-    });
+      },
+    );
 }
