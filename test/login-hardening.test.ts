@@ -156,6 +156,32 @@ describe("PEP sign-in hardening", () => {
     }
   });
 
+  it("forgets revoked sessions from memory (a long-running PEP would keep every one), and still refuses them", async () => {
+    const sessions = zt.services.sessions;
+    const live = await zt.session("alice");
+    const ended = [await zt.session("alice"), await zt.session("alice")];
+    await sessions.revoke(
+      ended.map((e) => e.sessionId),
+      "test",
+    );
+    const ids = () => new Set([...sessions.cached()].map((c) => c.id));
+    expect(ids().has(ended[0]!.sessionId)).toBe(true);
+    expect(sessions.prune()).toBeGreaterThanOrEqual(2);
+    expect(ids().has(ended[0]!.sessionId)).toBe(false);
+    expect(ids().has(ended[1]!.sessionId)).toBe(false);
+    expect(ids().has(live.sessionId)).toBe(true);
+    // Read back from the store when presented again: still refused.
+    expect((await sessions.check(ended[0]!.token)).ok).toBe(false);
+    expect((await sessions.check(live.token)).ok).toBe(true);
+    // Without being asked: remembering more than the table held prunes it as it grows.
+    const userId = (await zt.services.identity.getUser("alice"))!.id;
+    for (let i = 0; i < 1100; i++) {
+      const { session } = await sessions.create({ userId, sourceIp: "127.0.0.1", userAgent: "t" });
+      await sessions.revoke([session.id], "test");
+    }
+    expect([...sessions.cached()].length).toBeLessThan(1024);
+  }, 60_000);
+
   it("ends the session a browser held when it signs in again (step-up): the old cookie is dead", async () => {
     const old = await zt.session("erin");
     const ok = await login(

@@ -47,6 +47,9 @@ function hashToken(token: string): string {
 
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
+/** The session table is pruned no earlier than at this many remembered sessions. */
+const PRUNE_AT_LEAST = 1024;
+
 /**
  * The Policy Administrator's session table: creates, checks and revokes sessions.
  * Checks are served from memory; revocations from any process arrive as events and
@@ -58,6 +61,8 @@ export class SessionService {
   readonly #byId = new Map<string, SessionInfo>();
   readonly #listeners = new Set<RevokedListener>();
   readonly #touchEveryMs = 60_000;
+  /** Remembered sessions at which ended ones are next pruned (amortised: see #remember). */
+  #pruneAt = PRUNE_AT_LEAST;
   #unsubscribe: (() => void) | undefined;
 
   constructor(ctx: AppContext) {
@@ -277,6 +282,32 @@ export class SessionService {
   #remember(hash: string, s: SessionInfo): void {
     this.#byHash.set(hash, s);
     this.#byId.set(s.id, s);
+    // A long-running PEP meets every session of its lifetime: without this, revoked and
+    // expired ones would stay in memory for good. Pruning when the table has doubled
+    // keeps the cost per remembered session constant.
+    if (this.#byId.size >= this.#pruneAt) {
+      this.prune();
+      this.#pruneAt = Math.max(PRUNE_AT_LEAST, this.#byId.size * 2);
+    }
+  }
+
+  /**
+   * Forgets sessions that can no longer be used here: revoked, expired, or idle for the
+   * idle timeout (an idle one is read from the store again if it comes back: another
+   * process may have served it). Returns how many were forgotten.
+   */
+  prune(): number {
+    const now = this.#ctx.clock.now();
+    const idleMs = this.#ctx.config.sessionIdleMs;
+    let n = 0;
+    for (const [hash, s] of this.#byHash) {
+      if (s.revokedAt !== null || now >= s.expiresAt || now - s.lastSeenAt >= idleMs) {
+        this.#byHash.delete(hash);
+        this.#byId.delete(s.id);
+        n++;
+      }
+    }
+    return n;
   }
 
   #markRevoked(id: string, reason: string, at: number): void {
