@@ -197,4 +197,31 @@ describe.each(ENGINES)("event bus conformance: $name", (engine: Engine) => {
     await b.bus.catchUp();
     expect(b.seen.map((e) => e.data["n"])).toEqual([2]);
   });
+
+  it("mark() before start(): events committed in between are delivered at start, once each", async () => {
+    const t = await target();
+    const a = await proc(t);
+    await a.bus.publish("config.changed", { n: 1 });
+    const store = await openStore(t.storeOptions);
+    const b = new StoreEventBus(store, { clock: systemClock });
+    cleanups.push(async () => {
+      await b.stop();
+      await store.close();
+    });
+    const seen: ZtEvent[] = [];
+    b.subscribe((e) => seen.push(e));
+    await b.mark(); // then the process loads its state…
+    await a.bus.publish("grant.changed", { n: 2 }); // …and this commits meanwhile
+    const own = await b.publish("session.revoked", { n: 3 }); // its own, heard at once
+    expect(seen.map((e) => e.data["n"])).toEqual([3]);
+    await a.bus.publish("grant.changed", { n: 4 });
+    await b.start();
+    // Delivered by start() itself, in seq order; its own event not a second time.
+    expect(seen.map((e) => e.data["n"])).toEqual([3, 2, 4]);
+    await a.bus.publish("grant.changed", { n: 5 });
+    await waitFor(() => seen.length >= 4, "b to hear an event after start");
+    await b.catchUp();
+    expect(seen.map((e) => e.data["n"])).toEqual([3, 2, 4, 5]);
+    expect(seen.filter((e) => e.seq === own.seq)).toHaveLength(1);
+  });
 });

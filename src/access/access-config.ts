@@ -9,6 +9,10 @@ const accessSchema = z
   .object({
     /** Longest grant anyone may ask for, unless a resource says otherwise. */
     max_ttl: duration.default("8h"),
+    /** How long a request may wait for its approvals; then it expires unapproved. */
+    pending_ttl: duration.default("24h"),
+    /** Groups whose members may revoke any grant or request (JIT and break-glass). */
+    admins: z.array(z.string().min(1)).default([]),
     /** Per App: who approves, how many approvals, longest grant. */
     resources: z
       .record(
@@ -28,7 +32,7 @@ const accessSchema = z
         accounts: z.array(z.string()).default([]),
         /** Apps break-glass opens. */
         resources: z.array(appName).default([]),
-        /** Length of a break-glass grant (at most 1h). */
+        /** Length of a break-glass grant (at most 1h); also the cooldown before another. */
         ttl: duration.default("1h"),
       })
       .strict()
@@ -62,6 +66,8 @@ export interface ResourceAccessConfig {
 
 export interface AccessConfig {
   maxTtlMs: number;
+  pendingTtlMs: number;
+  admins: string[];
   resources: Record<string, ResourceAccessConfig>;
   breakglass: { accounts: string[]; resources: string[]; ttlMs: number };
 }
@@ -96,6 +102,11 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
           : parseDuration(v.max_ttl, `access.resources.${name}.max_ttl`),
     };
   }
+  const pendingTtlMs = parseDuration(c.pending_ttl, "access.pending_ttl");
+  if (!(pendingTtlMs > 0))
+    throw new ZtError("ZT_CONFIG_INVALID", "access.pending_ttl: expected a positive duration", {
+      path: "access.pending_ttl",
+    });
   const ttlMs = parseDuration(c.breakglass.ttl, "access.breakglass.ttl");
   if (ttlMs > BREAKGLASS_MAX_MS || ttlMs <= 0)
     throw new ZtError(
@@ -105,6 +116,8 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
     );
   return {
     maxTtlMs,
+    pendingTtlMs,
+    admins: c.admins,
     resources,
     breakglass: { accounts: c.breakglass.accounts, resources: c.breakglass.resources, ttlMs },
   };

@@ -1,8 +1,10 @@
-import type { Kysely, Transaction } from "kysely";
+import { createHash } from "node:crypto";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { AppContext } from "../app/index.js";
+import { formatDuration } from "../core/duration.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import type { AccessRequestsTable, Tables } from "../store/index.js";
+import { tryBeginImmediate, type AccessRequestsTable, type Tables } from "../store/index.js";
 import { parseAccessConfig, parseNotificationsConfig, type AccessConfig } from "./access-config.js";
 import { WebhookNotifier } from "./webhook-notifier.js";
 
@@ -25,6 +27,12 @@ export interface AccessRequest {
   startsAt: number | null;
   expiresAt: number | null;
 }
+
+/** How long a break-glass waits for SQLite's write lock before giving up. */
+const SQLITE_LOCK_TIMEOUT_MS = 30_000;
+
+/** Longest reason accepted, for access requests and break-glass alike. */
+export const MAX_REASON_LENGTH = 500;
 
 const RESOURCE_RE = /^(?:App::"([a-z0-9][a-z0-9_-]{0,62})"|([a-z0-9][a-z0-9_-]{0,62}))$/;
 
@@ -71,9 +79,7 @@ export class AccessService {
         `access.resources has no entry for ${resource}: it cannot be requested`,
         { resource },
       );
-    const reason = options.reason.trim();
-    if (reason.length < 3 || reason.length > 500)
-      throw new ZtError("ZT_BAD_REQUEST", "--reason: expected 3–500 characters");
+    const reason = checkReason(options.reason);
     if (!(options.ttlMs > 0) || options.ttlMs > rc.maxTtlMs)
       throw new ZtError(
         "ZT_BAD_REQUEST",
@@ -108,7 +114,13 @@ export class AccessService {
     return r;
   }
 
-  /** One approval by `approver`; the request becomes a grant once it has enough. */
+  /**
+   * One approval by `approver`; the request becomes a grant once it has enough. The
+   * request is judged against the configuration of now, not of when it was made: the
+   * resource must still be in `access.resources`, the approvals needed are its current
+   * `approvals`, the grant is shortened to its current `max_ttl`, and a request older
+   * than `access.pending_ttl` is refused (it has expired).
+   */
   async approve(id: string, approver: string): Promise<AccessRequest> {
     const row = await this.#row(id);
     const r = toRequest(row);
@@ -129,23 +141,44 @@ export class AccessService {
         request_id: id,
       });
     }
+    const rc = this.config.resources[r.resource];
+    if (!rc) {
+      this.#refuseApproval(a.name, r, "resource-not-requestable");
+      throw new ZtError(
+        "ZT_ACCESS_STATE",
+        `request ${id} cannot be approved: access.resources no longer has an entry for ${r.resource}`,
+        { request_id: id, reason: "resource-not-requestable" },
+      );
+    }
     await this.#requireApprover(a, r.resource, id);
+    const now = this.#ctx.clock.now();
+    if (now >= r.createdAt + this.config.pendingTtlMs) {
+      this.#refuseApproval(a.name, r, "request-expired");
+      throw new ZtError(
+        "ZT_ACCESS_STATE",
+        `request ${id} has expired: it waited longer than access.pending_ttl (${formatDuration(this.config.pendingTtlMs)}) for approval; ask again`,
+        { request_id: id, reason: "request-expired" },
+      );
+    }
     if (r.approvals.some((x) => x.by === a.name))
       throw new ZtError("ZT_ACCESS_STATE", `${a.name} already approved ${id}`);
     await this.#requireRequester(r, a.name);
-    const now = this.#ctx.clock.now();
     const approvals = [...r.approvals, { by: a.name, at: now }];
-    const done = approvals.length >= r.requiredApprovals;
+    const required = rc.approvals;
+    const ttlMs = Math.min(r.ttlMs, rc.maxTtlMs);
+    const done = approvals.length >= required;
     const set = done
       ? {
           approvals: JSON.stringify(approvals),
+          required_approvals: required,
+          ttl_ms: ttlMs,
           status: "approved",
           decided_at: now,
           decided_by: a.name,
           starts_at: now,
-          expires_at: now + r.ttlMs,
+          expires_at: now + ttlMs,
         }
-      : { approvals: JSON.stringify(approvals) };
+      : { approvals: JSON.stringify(approvals), required_approvals: required };
     const res = await this.#ctx.store.db
       .updateTable("access_requests")
       .set(set)
@@ -165,13 +198,18 @@ export class AccessService {
     if (Number(res.numUpdatedRows ?? 0) !== 1)
       throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
     const updated = toRequest(await this.#row(id));
+    const shortened = done && ttlMs < r.ttlMs;
     if (done)
       await this.#announce(
         updated,
         "access.approved",
         "info",
         a.name,
-        `${a.name} approved ${r.user}'s access to ${r.resource} until ${new Date(updated.expiresAt!).toISOString()}`,
+        `${a.name} approved ${r.user}'s access to ${r.resource} until ${new Date(updated.expiresAt!).toISOString()}` +
+          (shortened
+            ? ` (shortened from the ${formatDuration(r.ttlMs)} requested to the current max_ttl of ${formatDuration(ttlMs)})`
+            : ""),
+        shortened ? { ttl_requested_ms: r.ttlMs } : undefined,
       );
     else
       await this.#announce(
@@ -179,7 +217,7 @@ export class AccessService {
         "access.approval",
         "info",
         a.name,
-        `${a.name} approved ${r.user}'s access to ${r.resource} (${approvals.length}/${r.requiredApprovals})`,
+        `${a.name} approved ${r.user}'s access to ${r.resource} (${approvals.length}/${required})`,
       );
     return updated;
   }
@@ -200,13 +238,17 @@ export class AccessService {
     );
   }
 
-  /** Ends an active grant (or withdraws a pending request) at once. */
+  /**
+   * Ends an active grant (or withdraws a pending request) at once. Only its holder, a
+   * member of the resource's approver group or a member of an `access.admins` group may,
+   * for JIT and break-glass grants alike.
+   */
   async revoke(id: string, by: string): Promise<AccessRequest> {
     const r = toRequest(await this.#row(id));
     if (r.status !== "approved" && r.status !== "pending")
       throw new ZtError("ZT_ACCESS_STATE", `request ${id} is ${r.status}`);
     const a = await this.#user(by);
-    if (a.id !== r.userId && r.kind === "jit") await this.#requireApprover(a, r.resource, id);
+    if (a.id !== r.userId) await this.#requireRevoker(a, r);
     return this.#transition(
       id,
       r.status,
@@ -219,8 +261,12 @@ export class AccessService {
 
   /**
    * Break-glass: a designated account opens a named resource for at most 1 h, without
-   * approval. Non-renewable: refused while one is active for the same account and
-   * resource. Always a critical alert (audit + webhook).
+   * approval. Non-renewable: refused while any break-glass of the same account for the
+   * same resource started less than `access.breakglass.ttl` ago, whatever became of it
+   * (revoked included), so revoking one's own grant does not buy a fresh one; past that
+   * window, or through a JIT request, access needs approval. The check and the insert
+   * are one step under a lock (see `#breakglassLocked`). Always a critical alert
+   * (audit + webhook).
    */
   async breakglass(options: {
     user: string;
@@ -249,24 +295,8 @@ export class AccessService {
         "ZT_BAD_REQUEST",
         `--resource: ${resource} is not in access.breakglass.resources`,
       );
-    const reason = options.reason.trim();
-    if (reason.length < 3)
-      throw new ZtError("ZT_BAD_REQUEST", "--reason: say why (at least 3 characters)");
+    const reason = checkReason(options.reason);
     const now = this.#ctx.clock.now();
-    const active = await this.#ctx.store.db
-      .selectFrom("access_requests")
-      .select("id")
-      .where("kind", "=", "breakglass")
-      .where("user_id", "=", user.id)
-      .where("resource", "=", resource)
-      .where("status", "=", "approved")
-      .where("expires_at", ">", now)
-      .executeTakeFirst();
-    if (active)
-      throw new ZtError(
-        "ZT_ACCESS_STATE",
-        `break-glass ${active.id} is still active; it cannot be renewed or stacked`,
-      );
     const row: AccessRequestsTable = {
       id: newId("bg"),
       kind: "breakglass",
@@ -284,7 +314,45 @@ export class AccessService {
       starts_at: now,
       expires_at: now + bg.ttlMs,
     };
-    await this.#ctx.store.db.insertInto("access_requests").values(row).execute();
+    const prior = await this.#breakglassLocked(user.id, resource, async (db) => {
+      const last = await db
+        .selectFrom("access_requests")
+        .select(["id", "status", "starts_at", "expires_at"])
+        .where("kind", "=", "breakglass")
+        .where("user_id", "=", user.id)
+        .where("resource", "=", resource)
+        .where((eb) =>
+          eb.or([
+            eb("starts_at", ">", now - bg.ttlMs),
+            eb.and([eb("status", "=", "approved"), eb("expires_at", ">", now)]),
+          ]),
+        )
+        .orderBy("starts_at", "desc")
+        .executeTakeFirst();
+      if (last) return last;
+      await db.insertInto("access_requests").values(row).execute();
+      return undefined;
+    });
+    if (prior) {
+      const active = prior.status === "approved" && Number(prior.expires_at) > now;
+      const until = Math.max(Number(prior.starts_at) + bg.ttlMs, Number(prior.expires_at ?? 0));
+      this.#ctx.audit.record({
+        kind: "breakglass",
+        outcome: "failure",
+        subject: user.name,
+        route: resource,
+        reason: active ? "breakglass-active" : "breakglass-cooldown",
+        data: { severity: "critical", previous: prior.id, previous_status: prior.status },
+      });
+      throw new ZtError(
+        "ZT_ACCESS_STATE",
+        active
+          ? `break-glass ${prior.id} is still active; it cannot be renewed or stacked`
+          : `break-glass ${prior.id} (${prior.status}) for ${resource} started less than ${formatDuration(bg.ttlMs)} ago: ` +
+              `another is refused until ${new Date(until).toISOString()}; ask for approved access instead (zt access request)`,
+        { previous: prior.id, reason: active ? "breakglass-active" : "breakglass-cooldown" },
+      );
+    }
     const r = toRequest(row);
     await this.#announce(
       r,
@@ -318,7 +386,10 @@ export class AccessService {
     return rows.map(toRequest);
   }
 
-  /** Marks grants past their expiry as expired (audited, published); returns them. */
+  /**
+   * Marks grants past their expiry, and requests left pending longer than
+   * `access.pending_ttl`, as expired (audited, published); returns them.
+   */
   async expireDue(now = this.#ctx.clock.now()): Promise<AccessRequest[]> {
     const rows = await this.#ctx.store.db
       .selectFrom("access_requests")
@@ -343,6 +414,30 @@ export class AccessService {
         r.kind === "breakglass" ? "warning" : "info",
         "zt",
         `${r.user}'s ${r.kind === "breakglass" ? "break-glass" : "grant"} for ${r.resource} expired`,
+      );
+    }
+    const stale = await this.#ctx.store.db
+      .selectFrom("access_requests")
+      .selectAll()
+      .where("status", "=", "pending")
+      .where("created_at", "<=", now - this.config.pendingTtlMs)
+      .execute();
+    for (const row of stale) {
+      const res = await this.#ctx.store.db
+        .updateTable("access_requests")
+        .set({ status: "expired", decided_at: now, decided_by: "zt" })
+        .where("id", "=", row.id)
+        .where("status", "=", "pending")
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows ?? 0) !== 1) continue;
+      const r = toRequest({ ...row, status: "expired", decided_at: now, decided_by: "zt" });
+      out.push(r);
+      await this.#announce(
+        r,
+        "access.expired",
+        "info",
+        "zt",
+        `${r.user}'s request ${r.id} for ${r.resource} expired without approval (access.pending_ttl ${formatDuration(this.config.pendingTtlMs)})`,
       );
     }
     return out;
@@ -376,8 +471,111 @@ export class AccessService {
     severity: "info" | "warning" | "critical",
     actor: string,
     summary: string,
+    extra?: Record<string, unknown>,
   ): Promise<void> {
-    await announce(this.#ctx, this.#notifier, r, { event, severity, actor, summary });
+    await announce(this.#ctx, this.#notifier, r, {
+      event,
+      severity,
+      actor,
+      summary,
+      ...(extra ? { extra } : {}),
+    });
+  }
+
+  /**
+   * Runs `body` (a break-glass check-and-insert) in one transaction that no other process
+   * runs for the same account and resource meanwhile:
+   *
+   * - PostgreSQL: a transaction-scoped advisory lock on a key derived from the user id
+   *   and resource, read committed so the check sees what the previous holder committed.
+   * - SQLite: `BEGIN IMMEDIATE`, the database's single write lock, waited for
+   *   asynchronously (as `withCaLock` does) so that a holder on another handle in this
+   *   same process can finish meanwhile.
+   */
+  async #breakglassLocked<T>(
+    userId: string,
+    resource: string,
+    body: (db: Kysely<Tables>) => Promise<T>,
+  ): Promise<T> {
+    const store = this.#ctx.store;
+    if (store.dialect === "postgres") {
+      const key = breakglassLockKey(userId, resource);
+      return store.db
+        .transaction()
+        .setIsolationLevel("read committed")
+        .execute(async (trx) => {
+          await sql`SELECT pg_advisory_xact_lock(${sql.lit(key.toString())}::bigint)`.execute(trx);
+          return body(trx);
+        });
+    }
+    const sqlite = store.sqlite;
+    if (!sqlite) throw new ZtError("ZT_STORE", "the SQLite store has no connection handle");
+    const deadline = Date.now() + SQLITE_LOCK_TIMEOUT_MS;
+    for (;;) {
+      const done = await store.db.connection().execute(async (db) => {
+        if (!tryBeginImmediate(sqlite, store.location, deadline)) return undefined;
+        try {
+          const value = await body(db);
+          sqlite.exec("COMMIT");
+          return { value };
+        } catch (e) {
+          if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+          throw e;
+        }
+      });
+      if (done) return done.value;
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
+    }
+  }
+
+  /** Audits an approval refused for `reason` (the caller throws). */
+  #refuseApproval(approver: string, r: AccessRequest, reason: string): void {
+    this.#ctx.audit.record({
+      kind: "access.approve",
+      outcome: "failure",
+      subject: approver,
+      route: r.resource,
+      reason,
+      data: { request_id: r.id, user: r.user },
+    });
+  }
+
+  /**
+   * Someone other than the holder may revoke a request or grant only as a member of the
+   * resource's approver group (when `access.resources` has it) or of an `access.admins`
+   * group. Refusals are audited as `access.revoke` / `not-an-approver`.
+   */
+  async #requireRevoker(a: { id: string; name: string }, r: AccessRequest): Promise<void> {
+    const approvers = this.config.resources[r.resource]?.approvers;
+    const groups = [...(approvers ? [approvers] : []), ...this.config.admins];
+    const member =
+      groups.length > 0
+        ? await this.#ctx.store.db
+            .selectFrom("user_groups")
+            .select("user_id")
+            .where("user_id", "=", a.id)
+            .where("group_name", "in", groups)
+            .executeTakeFirst()
+        : undefined;
+    if (member) return;
+    this.#ctx.audit.record({
+      kind: "access.revoke",
+      outcome: "failure",
+      subject: a.name,
+      route: r.resource,
+      reason: "not-an-approver",
+      data: { request_id: r.id, kind: r.kind, user: r.user },
+    });
+    const who = [
+      approvers ? `the approver group ${approvers}` : undefined,
+      this.config.admins.length ? `access.admins (${this.config.admins.join(", ")})` : undefined,
+    ].filter((x) => x !== undefined);
+    throw new ZtError(
+      "ZT_ACCESS_NOT_APPROVER",
+      `${a.name} may not revoke ${r.user}'s ${r.kind === "breakglass" ? "break-glass" : "access"} ${r.id}: ` +
+        `only the holder${who.length ? `, or a member of ${who.join(" or ")},` : ""} may`,
+      { request_id: r.id },
+    );
   }
 
   /**
@@ -470,6 +668,8 @@ async function announce(
     summary: string;
     /** The audit reason; by default the request's status ("breakglass" when critical). */
     reason?: string;
+    /** More data for the audit record and the notification. */
+    extra?: Record<string, unknown>;
   },
 ): Promise<void> {
   const data = {
@@ -481,6 +681,7 @@ async function announce(
     status: r.status,
     expires_at: r.expiresAt,
     approvals: r.approvals,
+    ...o.extra,
   };
   ctx.audit.record({
     kind: o.event,
@@ -558,6 +759,26 @@ export async function announceEndedAccess(
       reason: cause,
     });
   }
+}
+
+/** A request's or break-glass's reason, trimmed: 3 to MAX_REASON_LENGTH characters. */
+function checkReason(text: string): string {
+  const reason = text.trim();
+  if (reason.length < 3 || reason.length > MAX_REASON_LENGTH)
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `--reason: expected 3–${MAX_REASON_LENGTH} characters, got ${reason.length}`,
+      { length: reason.length, max: MAX_REASON_LENGTH },
+    );
+  return reason;
+}
+
+/** PostgreSQL advisory lock key for one account's break-glass on one resource (63 bits). */
+function breakglassLockKey(userId: string, resource: string): bigint {
+  return createHash("sha256")
+    .update(`zt-breakglass\0${userId}\0${resource}`)
+    .digest()
+    .readBigInt64BE(0);
 }
 
 export function toRequest(r: AccessRequestsTable): AccessRequest {

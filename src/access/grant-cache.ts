@@ -33,7 +33,8 @@ export function grantContext(
 }
 
 /**
- * Active grants in memory, by user name, kept current from `grant.changed` events.
+ * Active grants in memory, by user name, kept current from `grant.changed` events and
+ * re-read from the store on every periodic tick (`reload`), so a lost event heals there.
  * Contributes `context.grants` (apps with an active approved grant) and
  * `context.breakglass` (an active break-glass grant for the requested app). Expiry is
  * checked against the clock at decision time, so a grant ends on time even before
@@ -52,6 +53,15 @@ export class GrantCache {
   }
 
   async load(): Promise<void> {
+    await this.reload();
+  }
+
+  /**
+   * Replaces the held grants with the active ones in the store (one query). Returns what
+   * changed by request id: grants held but no longer active (`dropped`: ended while no
+   * event reached this process) and active grants not held (`added`).
+   */
+  async reload(): Promise<{ dropped: string[]; added: string[] }> {
     const rows = await this.#ctx.store.db
       .selectFrom("access_requests")
       .innerJoin("users", "users.id", "access_requests.user_id")
@@ -60,9 +70,13 @@ export class GrantCache {
       .where("access_requests.status", "=", "approved")
       .where("access_requests.expires_at", ">", this.#ctx.clock.now())
       .execute();
+    const before = new Set<string>();
+    for (const list of this.#byUser.values()) for (const g of list) before.add(g.id);
     this.#byUser.clear();
+    const added: string[] = [];
     for (const row of rows) {
       const r = toRequest(row);
+      if (!before.delete(r.id)) added.push(r.id);
       this.#add(row.holder, {
         id: r.id,
         userId: r.userId,
@@ -71,6 +85,7 @@ export class GrantCache {
         expiresAt: r.expiresAt!,
       });
     }
+    return { dropped: [...before], added };
   }
 
   /** Re-reads one request after `grant.changed`; returns its owner's user name. */

@@ -45,6 +45,8 @@ async function main(): Promise<void> {
     );
   }
   const ctx = await openAppContext(config, { env: process.env });
+  // Event position before any state is loaded: what commits meanwhile is delivered at start().
+  await ctx.events.mark();
   const services = await createServices(ctx);
   const listen = splitHostPort(config.listen.proxy);
   const node = await createPepNode(ctx, services, {

@@ -133,6 +133,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   };
   try {
     await initPki(ctx);
+    // Event position before any state is loaded: what commits meanwhile is delivered at start().
+    await ctx.events.mark();
     services = await createServices(ctx);
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);

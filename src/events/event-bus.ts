@@ -34,7 +34,17 @@ export interface EventBus {
   publish(kind: ZtEventKind, data: Record<string, unknown>): Promise<ZtEvent>;
   /** Subscribes to every event from now on; returns an unsubscribe function. */
   subscribe(handler: EventHandler): () => void;
-  /** Starts hearing events from other processes. */
+  /**
+   * Fixes the position `start()` will deliver from: the last event committed now. Call it
+   * before loading state from the store that events keep current, so that an event
+   * committed after the load (and before `start()`) is still delivered. No-op once
+   * marked or started.
+   */
+  mark(): Promise<void>;
+  /**
+   * Starts hearing events from other processes: every event after the `mark()`, or,
+   * without one, every event published from now on.
+   */
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Milliseconds since the bus last heard from the store successfully (for /readyz). */

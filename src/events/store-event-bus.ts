@@ -35,6 +35,13 @@ export class StoreEventBus implements EventBus {
   readonly #reconnectBaseMs: number;
   readonly #batch: number;
   #started = false;
+  #marked = false;
+  /**
+   * Seqs of events this process published (and delivered to its own subscribers at once)
+   * after `mark()` and before `start()`: the reader skips them when it reaches them, so
+   * each is delivered once.
+   */
+  readonly #emittedBeforeStart = new Set<number>();
   #lastSeq = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
@@ -71,6 +78,7 @@ export class StoreEventBus implements EventBus {
       await this.#poll();
     } else {
       // Not reading (e.g. a CLI command): local subscribers still hear their own event.
+      if (this.#marked) this.#emittedBeforeStart.add(seq);
       this.#emit(event);
     }
     return event;
@@ -81,22 +89,44 @@ export class StoreEventBus implements EventBus {
     return () => this.#handlers.delete(handler);
   }
 
-  /** Starts reading events published from now on (by any process). */
+  /**
+   * Fixes where `start()` will read from: the last event committed now. Seq order is
+   * commit order (see `appendEvent`), so every event committed after this call — after a
+   * load that follows it, in particular — has a larger seq and is delivered by `start()`.
+   */
+  async mark(): Promise<void> {
+    if (this.#started || this.#marked) return;
+    this.#lastSeq = Math.max(this.#lastSeq, await this.#maxSeq());
+    this.#marked = true;
+  }
+
+  /**
+   * Starts reading events (by any process): those after the `mark()` (delivered at
+   * once), or, without one, those published from now on.
+   */
   async start(): Promise<void> {
     if (this.#started) return;
+    const caughtUp = this.#marked;
+    if (!caughtUp) this.#lastSeq = Math.max(this.#lastSeq, await this.#maxSeq());
+    this.#lastContact = this.#clock.now();
+    this.#started = true;
+    if (this.#store.dialect === "postgres") await this.#connectListener();
+    // Everything committed since the mark, at once.
+    if (caughtUp) await this.#poll();
+    this.#schedulePoll();
+  }
+
+  async #maxSeq(): Promise<number> {
     const row = await this.#store.db
       .selectFrom("events")
       .select((eb) => eb.fn.max("seq").as("max"))
       .executeTakeFirst();
-    this.#lastSeq = Math.max(this.#lastSeq, Number(row?.max ?? 0));
-    this.#lastContact = this.#clock.now();
-    this.#started = true;
-    if (this.#store.dialect === "postgres") await this.#connectListener();
-    this.#schedulePoll();
+    return Number(row?.max ?? 0);
   }
 
   async stop(): Promise<void> {
     this.#started = false;
+    this.#marked = false;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     this.#timer = undefined;
@@ -232,6 +262,7 @@ export class StoreEventBus implements EventBus {
       const seq = Number(r.seq);
       if (seq <= this.#lastSeq) continue;
       this.#lastSeq = seq;
+      if (this.#emittedBeforeStart.delete(seq)) continue;
       this.#emit({ seq, ts: Number(r.ts), kind: r.kind as ZtEventKind, data: parseData(r.data) });
     }
     return rows.length === this.#batch;

@@ -35,8 +35,8 @@ const MAX_TIMER_MS = 2_147_483_647;
  * re-decides the live connections it touches with fresh context, closes those that no
  * longer pass, and revokes their sessions when the cause is about the user or device.
  * A periodic tick (session.recheck_interval) applies time-based conditions, expires
- * grants and device reports, and refreshes risk signals; grant expiry also has its own
- * timer armed on the clock.
+ * grants and device reports, reconciles the grant cache with the store, and refreshes
+ * risk signals; grant expiry also has its own timer armed on the clock.
  */
 export class Reevaluator {
   readonly #d: ReevaluatorDeps;
@@ -171,7 +171,8 @@ export class Reevaluator {
   }
 
   /**
-   * The periodic pass: expire grants and device reports that ran out, refresh risk
+   * The periodic pass: expire grants and device reports that ran out, reconcile the
+   * grant cache with the store (a lost `grant.changed` heals here), refresh risk
    * signals, then re-decide every live connection (time-based conditions).
    */
   async tick(): Promise<RecheckResult> {
@@ -181,6 +182,7 @@ export class Reevaluator {
     this.#lastTick = now;
     d.grants.dropExpired(now);
     await d.access.expireDue(now).catch(() => []);
+    await this.#reconcileGrants();
     for (const dev of d.devices.expiredSince(since, now)) {
       const ids = d.devices.sessionsOfDevice(dev.id);
       d.ctx.audit.record({
@@ -194,6 +196,30 @@ export class Reevaluator {
     await d.risk.refresh().catch(() => undefined);
     this.#armExpiry();
     return this.recheck(() => true, "periodic", "recheck-failed");
+  }
+
+  /**
+   * Re-reads the active grants from the store, so a grant whose `grant.changed` event was
+   * never heard (published before this process started reading, or not published at all
+   * after its change committed) is dropped, or picked up, within one tick. A difference
+   * is audited (`grant.reconciled`); the tick's re-check then applies it to live
+   * connections. Store unreachable: the cache is kept as it was.
+   */
+  async #reconcileGrants(): Promise<void> {
+    const d = this.#d;
+    let drift: { dropped: string[]; added: string[] };
+    try {
+      drift = await d.grants.reload();
+    } catch {
+      return;
+    }
+    if (drift.dropped.length === 0 && drift.added.length === 0) return;
+    d.ctx.audit.record({
+      kind: "grant.reconciled",
+      outcome: "info",
+      reason: "grant-cache-drift",
+      data: { dropped: drift.dropped, added: drift.added },
+    });
   }
 
   /**
@@ -318,6 +344,9 @@ export async function startContinuousVerification(
   const access = new AccessService(ctx);
   const grants = new GrantCache(ctx);
   const risk = new RiskSignals(ctx, (ip) => s.decisions.networkLabel(ip));
+  // Take the event position before loading: whatever is committed after the loads (a
+  // revocation, say) has a later seq and is delivered once the bus starts.
+  await ctx.events.mark();
   await devices.load();
   await grants.load();
   await risk.refresh();
