@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { parseDuration } from "../core/duration.js";
@@ -88,6 +90,12 @@ export const auditConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * PEM file with the checkpoint public key (`zt audit public-key`), kept outside the
+     * database: `zt audit verify` then trusts only it, not the keys table, and the
+     * checkpointer checks a witness's notes against it.
+     */
+    checkpoint_public_key: z.string().min(1).optional(),
     sinks: z.array(sinkSchema).default([]),
     /** File holding a bearer token Prometheus must send to `/metrics` (optional). */
     metrics_token_file: z.string().optional(),
@@ -162,4 +170,36 @@ export function durableBeforeForward(
   if (mode === "all") return () => true;
   if (mode === "unsafe-methods") return (method) => !SAFE_METHODS.has(method);
   return undefined;
+}
+
+/**
+ * Reads `audit.checkpoint_public_key`: an Ed25519 public key in PEM. Throws
+ * ZT_CONFIG_INVALID naming the key, since a pinned key that cannot be used must not
+ * quietly fall back to the keys in the database.
+ */
+export function readCheckpointPublicKey(file: string): KeyObject {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `audit.checkpoint_public_key: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { key: "audit.checkpoint_public_key" },
+    );
+  }
+  let key: KeyObject | undefined;
+  try {
+    key = createPublicKey(pem);
+  } catch {
+    key = undefined;
+  }
+  if (key?.asymmetricKeyType !== "ed25519") {
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `audit.checkpoint_public_key: ${file} is not an Ed25519 public key in PEM (zt audit public-key prints it)`,
+      { key: "audit.checkpoint_public_key" },
+    );
+  }
+  return key;
 }

@@ -1,6 +1,8 @@
 import { resolve } from "node:path";
 import type { AppContext } from "../app/index.js";
-import { parseAuditConfig, type AuditConfig } from "./audit-config.js";
+import { parseAuditConfig, readCheckpointPublicKey, type AuditConfig } from "./audit-config.js";
+import { CHECKPOINT_KEY_PURPOSE } from "./audit-verify.js";
+import { rawEd25519 } from "./checkpoint-note.js";
 import {
   Checkpointer,
   fileWitness,
@@ -65,6 +67,16 @@ export async function startAuditServices(
       ),
     );
   }
+  const pinned = config.checkpoint_public_key
+    ? readCheckpointPublicKey(path(config.checkpoint_public_key))
+    : undefined;
+  if (pinned) {
+    const active = await ctx.keys.activeKey(CHECKPOINT_KEY_PURPOSE, "EdDSA");
+    if (!rawEd25519(active.publicKey).equals(rawEd25519(pinned)))
+      warn(
+        "audit.checkpoint_public_key is not the checkpoint signing key in use: checkpoints signed now will fail zt audit verify",
+      );
+  }
   const checkpointer = new Checkpointer({
     store: ctx.store,
     keys: ctx.keys,
@@ -74,6 +86,13 @@ export async function startAuditServices(
     intervalMs: config.checkpointIntervalMs,
     witnesses,
     onWitnessError: (w, e) => warn(`audit witness ${w}: ${(e as Error).message}`),
+    ...(pinned ? { publicKeys: [pinned] } : {}),
+    audit: ctx.audit,
+    ...(alertsConfig.webhook ? { alertWebhook: alertsConfig.webhook } : {}),
+    onChainBroken: (p) =>
+      warn(
+        `ERROR: not signing audit checkpoints: the chain no longer leads on from the last signed head: ${p.kind} at seq ${p.seq}: ${p.detail}`,
+      ),
   });
   checkpointer.start();
 

@@ -102,6 +102,35 @@ export function parseCheckpoint(note: string): SignedCheckpoint {
   };
 }
 
+/**
+ * Splits a text holding several notes one after another (a witness file appends each new
+ * checkpoint) into single notes. Notes may be separated by blank lines or not at all: a
+ * note ends with its last signature line, and no body line starts with "\u2014 " (an
+ * origin has no spaces). Throws ZT_AUDIT_CHECKPOINT_INVALID naming the line of a note
+ * that has no signature, so a damaged witness is never read as a shorter one.
+ */
+export function splitCheckpointNotes(text: string): string[] {
+  const lines = text.split("\n");
+  const notes: string[] = [];
+  let i = 0;
+  while (i < lines.length) {
+    if (lines[i] === "") {
+      i++;
+      continue;
+    }
+    const start = i;
+    while (i < lines.length && lines[i] !== "") i++;
+    const body = lines.slice(start, i);
+    i++;
+    const sigs: string[] = [];
+    while (i < lines.length && lines[i]!.startsWith("\u2014 ")) sigs.push(lines[i++]!);
+    if (sigs.length === 0)
+      throw invalid(`the note starting at line ${start + 1} has no signature line`);
+    notes.push(`${body.join("\n")}\n\n${sigs.join("\n")}\n`);
+  }
+  return notes;
+}
+
 /** True when the note's signature verifies under `publicKey` (and its key hash matches). */
 export function verifyCheckpointSignature(cp: SignedCheckpoint, publicKey: KeyObject): boolean {
   if (!noteKeyHash(cp.keyName, publicKey).equals(cp.keyHash)) return false;

@@ -11,13 +11,36 @@ export type { AuditQueryOptions } from "./audit-query.js";
 export { canonicalRecord, chainHash, GENESIS_HASH } from "./audit-chain.js";
 export { ChainVerifier } from "./chain-verifier.js";
 export type { ChainProblem, ChainProblemKind } from "./chain-verifier.js";
-export { verifyAuditLog, CHECKPOINT_KEY_PURPOSE } from "./audit-verify.js";
-export type { VerifyAuditOptions, VerifyAuditResult } from "./audit-verify.js";
-export { signCheckpoint, parseCheckpoint, verifyCheckpointSignature } from "./checkpoint-note.js";
+export {
+  verifyAuditLog,
+  checkChainLeadsOn,
+  trustedCheckpointKeys,
+  CHECKPOINT_KEY_PURPOSE,
+  INTERNAL_ONLY_WARNING,
+  NO_WITNESS_WARNING,
+} from "./audit-verify.js";
+export type {
+  VerifyAuditOptions,
+  VerifyAuditResult,
+  ExternalNote,
+  TrustedHead,
+} from "./audit-verify.js";
+export {
+  signCheckpoint,
+  parseCheckpoint,
+  splitCheckpointNotes,
+  verifyCheckpointSignature,
+} from "./checkpoint-note.js";
 export type { Checkpoint, SignedCheckpoint } from "./checkpoint-note.js";
-export { Checkpointer, fileWitness, syslogWitness, webhookWitness } from "./checkpointer.js";
+export {
+  Checkpointer,
+  CHAIN_BROKEN_RULE,
+  fileWitness,
+  syslogWitness,
+  webhookWitness,
+} from "./checkpointer.js";
 export type { Witness, CheckpointerOptions } from "./checkpointer.js";
-export { parseAuditConfig, durableBeforeForward } from "./audit-config.js";
+export { parseAuditConfig, durableBeforeForward, readCheckpointPublicKey } from "./audit-config.js";
 export type { AuditConfig, SinkConfig } from "./audit-config.js";
 export { toOcsf, toJsonRecord } from "./ocsf.js";
 export { redactedJson, isSensitiveKey } from "./redact.js";

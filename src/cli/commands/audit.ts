@@ -1,4 +1,5 @@
 import { readFileSync, createWriteStream, type WriteStream } from "node:fs";
+import { resolve } from "node:path";
 import type { Writable } from "node:stream";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
@@ -9,12 +10,16 @@ import {
   CHECKPOINT_KEY_PURPOSE,
   Checkpointer,
   fileWitness,
+  parseAlertsConfig,
   parseAuditConfig,
   queryAudit,
+  readCheckpointPublicKey,
+  splitCheckpointNotes,
   toJsonRecord,
   toOcsf,
   verifyAuditLog,
   type AuditRowChained,
+  type ExternalNote,
 } from "../../audit/index.js";
 
 /** `zt audit verify|export|tail|explain|checkpoint|public-key` */
@@ -23,10 +28,15 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command("verify")
-    .description("re-walk the hash chain and check every signed checkpoint")
+    .description(
+      "re-walk the hash chain and check every signed checkpoint, with every note of the configured witness file",
+    )
     .option("--from <seq>", "start at this sequence number (trusting the event before it)")
-    .option("--checkpoint <file...>", "also check against checkpoint notes from witnesses")
-    .option("--key <file>", "trust only this public key (PEM) for checkpoints")
+    .option("--checkpoint <file...>", "also check every checkpoint note in these files")
+    .option(
+      "--key <file>",
+      "trust only this public key (PEM) for checkpoints (default: audit.checkpoint_public_key)",
+    )
     .option("--json", "print the result as JSON")
     .action(
       async (
@@ -36,10 +46,29 @@ export function registerAuditCommands(program: Command): void {
         await withContext(cmd, async (ctx) => {
           const fromSeq =
             opts.from === undefined ? undefined : parsePositiveInt(opts.from, "--from");
-          const notes = (opts.checkpoint ?? []).map((f) => readText(f, "--checkpoint"));
-          const keys: KeyObject[] = opts.key ? [readPublicKey(opts.key)] : [];
+          const conf = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
+          const inConfigDir = (p: string) => resolve(ctx.config.configDir, p);
+          const notes: ExternalNote[] = [];
+          for (const f of opts.checkpoint ?? [])
+            notes.push(...notesIn(readText(f, "--checkpoint"), `--checkpoint ${f}`));
+          // The configured witness is what anchors the check outside the database, so it
+          // is read by default: every note in it, not only the newest.
+          const warnings: string[] = [];
+          if (conf.witness.file) {
+            const file = inConfigDir(conf.witness.file);
+            const text = readWitnessFile(file);
+            if (text === undefined)
+              warnings.push(
+                `the configured witness file ${file} does not exist (nothing was pushed to it yet, or it is not reachable from here), so it anchored nothing`,
+              );
+            else notes.push(...notesIn(text, `witness file ${file}`));
+          }
+          let keys: KeyObject[] = [];
+          if (opts.key) keys = [readPublicKey(opts.key)];
+          else if (conf.checkpoint_public_key)
+            keys = [readCheckpointPublicKey(inConfigDir(conf.checkpoint_public_key))];
           const bar = progressBar();
-          const result = await verifyAuditLog(ctx.store, {
+          const verified = await verifyAuditLog(ctx.store, {
             ...(fromSeq !== undefined ? { fromSeq } : {}),
             checkpointNotes: notes,
             publicKeys: keys,
@@ -47,18 +76,31 @@ export function registerAuditCommands(program: Command): void {
             onProgress: bar.update,
           });
           bar.done();
+          const result = { ...verified, warnings: [...warnings, ...verified.warnings] };
           if (opts.json) printJson(result);
-          else if (result.ok) {
-            process.stdout.write(
-              `ok: ${result.checked} events verified (${result.fromSeq}..${result.lastSeq}), ` +
-                `${result.checkpointsChecked} checkpoints matched, head ${result.headHash}\n`,
-            );
-          } else {
-            const p = result.problem!;
-            process.stdout.write(
-              `FAILED at seq ${p.seq}: ${p.kind}: ${p.detail}\n` +
-                `  (${result.checked} events verified before it; last good seq ${result.lastSeq})\n`,
-            );
+          else {
+            if (result.ok) {
+              process.stdout.write(
+                `ok: ${result.checked} events verified (${result.fromSeq}..${result.lastSeq}), ` +
+                  `${result.checkpointsChecked} checkpoints matched, head ${result.headHash}\n`,
+              );
+            } else {
+              const p = result.problem!;
+              process.stdout.write(
+                `FAILED at seq ${p.seq}: ${p.kind}: ${p.detail}\n` +
+                  `  (${result.checked} events verified before it; last good seq ${result.lastSeq})\n`,
+              );
+            }
+            if (result.anchored) {
+              const after =
+                result.lastSeq > result.anchoredThrough
+                  ? `; events ${result.anchoredThrough + 1}..${result.lastSeq} are checked only against the database`
+                  : "";
+              process.stdout.write(
+                `anchored by ${result.externalCheckpoints} checkpoint notes from outside the database, the newest covering events 1..${result.anchoredThrough}${after}\n`,
+              );
+            }
+            for (const w of result.warnings) process.stdout.write(`warning: ${w}\n`);
           }
           return result.ok ? 0 : 1;
         });
@@ -175,6 +217,8 @@ export function registerAuditCommands(program: Command): void {
     .action(async (_opts: unknown, cmd: Command) => {
       await withContext(cmd, async (ctx) => {
         const conf = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
+        const inConfigDir = (p: string) => resolve(ctx.config.configDir, p);
+        const webhook = parseAlertsConfig(ctx.config.alerts).webhook;
         const cp = new Checkpointer({
           store: ctx.store,
           keys: ctx.keys,
@@ -182,9 +226,14 @@ export function registerAuditCommands(program: Command): void {
           origin: conf.origin,
           every: conf.checkpoint_every,
           intervalMs: conf.checkpointIntervalMs,
-          witnesses: conf.witness.file ? [fileWitness(conf.witness.file)] : [],
+          witnesses: conf.witness.file ? [fileWitness(inConfigDir(conf.witness.file))] : [],
           onWitnessError: (w, e) =>
             process.stderr.write(`zt: warning: witness ${w}: ${(e as Error).message}\n`),
+          ...(conf.checkpoint_public_key
+            ? { publicKeys: [readCheckpointPublicKey(inConfigDir(conf.checkpoint_public_key))] }
+            : {}),
+          audit: ctx.audit,
+          ...(webhook ? { alertWebhook: webhook } : {}),
         });
         const note = await cp.checkpointNow();
         if (note) process.stdout.write(note);
@@ -295,6 +344,29 @@ function readText(file: string, flag: string): string {
   } catch (e) {
     throw usageError(
       `${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
+  }
+}
+
+/** Every note in a file of checkpoint notes; a damaged file is an error naming it. */
+function notesIn(text: string, source: string): ExternalNote[] {
+  try {
+    return splitCheckpointNotes(text).map((note) => ({ note, source }));
+  } catch (e) {
+    throw new ZtError("ZT_AUDIT_CHECKPOINT_INVALID", `${source}: ${(e as Error).message}`);
+  }
+}
+
+/** The witness file's text, or undefined when it does not exist (yet). */
+function readWitnessFile(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    throw new ZtError(
+      "ZT_AUDIT_CHECKPOINT_INVALID",
+      `audit.witness.file: cannot read ${file}: ${code ?? (e as Error).message}`,
     );
   }
 }
