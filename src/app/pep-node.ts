@@ -1,5 +1,5 @@
 import type { Server as TlsServer } from "node:tls";
-import { pkiClientTlsOptions } from "../pki/index.js";
+import { pkiClientTlsOptions, pkiService } from "../pki/index.js";
 import { keepCertificateFresh, listenerTlsFromConfig } from "../pki/listener-tls.js";
 import { createPep, type Pep } from "../proxy/index.js";
 import type { LiveConnections } from "../proxy/live-connections.js";
@@ -24,6 +24,9 @@ export async function createPepNode(
   const tls = await listenerTlsFromConfig(ctx, [
     ...new Set([o.host, "localhost", ...config.routes.map((r) => r.host)]),
   ]);
+  // Client SVIDs are verified against zt's CA and deny list: load them (and hear
+  // revocations) in this process too, whatever the listener certificate comes from.
+  if (tls && tls.clientCerts !== "off") await pkiService(ctx);
   const upstreamTls = config.routes.some(
     (r) => r.upstream_mtls && new URL(r.to).protocol === "https:",
   )

@@ -7,6 +7,9 @@ const DAY = 24 * HOUR;
 
 const duration = z.union([z.string(), z.number()]);
 
+/** The longest a join token may live: the bound of `pki.join_token_ttl` and of `zt cert token --ttl`. */
+export const MAX_JOIN_TOKEN_TTL_MS = 30 * DAY;
+
 const pkiSchema = z
   .object({
     /** Default SVID lifetime. */
@@ -123,6 +126,6 @@ export function parsePkiSettings(raw: unknown, trustDomain: string): PkiSettings
     );
   }
   bound(settings.crlTtlMs, 30 * DAY, "crl_ttl", "30d");
-  bound(settings.joinTokenTtlMs, 30 * DAY, "join_token_ttl", "30d");
+  bound(settings.joinTokenTtlMs, MAX_JOIN_TOKEN_TTL_MS, "join_token_ttl", "30d");
   return settings;
 }

@@ -16,7 +16,7 @@ import { toPem } from "./der.js";
 import { buildSvidFast } from "./svid-der.js";
 import { canonicalIpAddress } from "./ip-address.js";
 import { CertRecorder } from "./cert-recorder.js";
-import { parsePkiSettings, type PkiSettings } from "./pki-config.js";
+import { MAX_JOIN_TOKEN_TTL_MS, parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
 import {
   buildCrl,
@@ -138,7 +138,14 @@ export class PkiService {
   readonly #denied = new Map<string, number>();
   readonly #verifier = new ClientCertVerifier();
   #crl: { issuerId: string; der: Buffer; refreshAtMs: number } | undefined;
-  #crlBuilding: Promise<Buffer> | undefined;
+  /**
+   * Bumped by every invalidation of the CRL (a revocation made or heard, a CA reload). A
+   * build started before the latest one may have read the store before that revocation
+   * committed: it is neither shared with later callers nor cached.
+   */
+  #crlGeneration = 0;
+  #crlBuilding:
+    { generation: number; issuerId: string; startedAtMs: number; der: Promise<Buffer> } | undefined;
   readonly #serverTls = new Map<string, ServerTlsEntry>();
   #unsubscribe: (() => void) | undefined;
   readonly #recorder: CertRecorder;
@@ -281,7 +288,7 @@ export class PkiService {
     this.#cas = await this.#caStore.load();
     this.#issuerCerts = this.#cas.intermediates.map((i) => i.node);
     this.#verifier.clear();
-    this.#crl = undefined;
+    this.#invalidateCrl();
     this.#serverTls.clear();
   }
 
@@ -696,6 +703,17 @@ export class PkiService {
     actor: string,
     ttlMs?: number,
   ): Promise<{ token: string; expiresAtMs: number; registrationId: string }> {
+    // Bounded exactly as pki.join_token_ttl is.
+    if (
+      ttlMs !== undefined &&
+      (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_JOIN_TOKEN_TTL_MS)
+    ) {
+      throw new ZtError(
+        "ZT_PKI_TTL_INVALID",
+        "join token lifetime must be above 0 and at most 30d (the bound of pki.join_token_ttl)",
+        { reason: "ttl-invalid" },
+      );
+    }
     const reg = await this.ctx.store.db
       .selectFrom("pki_registrations")
       .selectAll()
@@ -768,8 +786,22 @@ export class PkiService {
         throw new ZtError("ZT_BAD_REQUEST", "serial must be hexadecimal");
     }
     const now = this.ctx.clock.now();
+    let tokensInvalidated = 0;
     const rows = await this.ctx.store.db.transaction().execute(async (trx) => {
       const out: { serial: string; not_after: number }[] = [];
+      if (req.spiffeId !== undefined) {
+        // The identity is revoked: its registration's unused join tokens must not issue it
+        // a fresh SVID (they read as used). Tokens made afterwards work again.
+        const burnt = await trx
+          .updateTable("pki_join_tokens")
+          .set({ used_at: now })
+          .where("used_at", "is", null)
+          .where("registration_id", "in", (eb) =>
+            eb.selectFrom("pki_registrations").select("id").where("spiffe_id", "=", req.spiffeId!),
+          )
+          .executeTakeFirst();
+        tokensInvalidated = Number(burnt.numUpdatedRows);
+      }
       // By SPIFFE ID, repeat until a pass finds nothing: a renewal that held one of this
       // identity's rows (CertRecorder) made the pass wait for its commit, and the next
       // pass sees its new certificate. (PostgreSQL; on SQLite the second pass is empty.)
@@ -794,13 +826,23 @@ export class PkiService {
         outcome: "failure",
         subject: req.actor,
         reason: "not-found",
-        data: { serial: req.serial ?? null, spiffe_id: req.spiffeId ?? null },
+        data: {
+          serial: req.serial ?? null,
+          spiffe_id: req.spiffeId ?? null,
+          ...(req.spiffeId !== undefined ? { join_tokens_invalidated: tokensInvalidated } : {}),
+        },
       });
-      throw new ZtError("ZT_NOT_FOUND", "no unrevoked certificate matches");
+      throw new ZtError(
+        "ZT_NOT_FOUND",
+        tokensInvalidated > 0
+          ? `no unrevoked certificate matches (${tokensInvalidated} unused join token(s) of ${req.spiffeId} invalidated)`
+          : "no unrevoked certificate matches",
+      );
     }
     const serials = rows.map((r) => r.serial);
     for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
-    this.#crl = undefined;
+    // After the commit: every CRL build from here on reads the revocation.
+    this.#invalidateCrl();
     await this.ctx.events.publish("cert.revoked", {
       kind: "x509",
       serials,
@@ -812,7 +854,11 @@ export class PkiService {
       outcome: "success",
       subject: req.actor,
       reason,
-      data: { serials, spiffe_id: req.spiffeId ?? null },
+      data: {
+        serials,
+        spiffe_id: req.spiffeId ?? null,
+        ...(req.spiffeId !== undefined ? { join_tokens_invalidated: tokensInvalidated } : {}),
+      },
     });
     await this.crlDer();
     return serials;
@@ -822,22 +868,57 @@ export class PkiService {
     return this.#denied.has(serialHex);
   }
 
-  /** The DER CRL of an intermediate (default: the active one), rebuilt after any revocation. */
+  /**
+   * The DER CRL of an intermediate (default: the active one), rebuilt after any revocation.
+   * Once revoke() has returned (or this process has heard a `cert.revoked` event), the CRL
+   * includes that revocation: a build that started before it is neither shared with later
+   * callers nor cached, and its callers build again (up to three times while revocations
+   * keep arriving; then they get the last one, uncached).
+   */
   async crlDer(issuerId?: string): Promise<Buffer> {
     const issuer = issuerId
       ? this.#cas.intermediates.find((i) => i.id === issuerId)
       : this.#cas.activeIntermediate;
     if (!issuer) throw new ZtError("ZT_NOT_FOUND", `no CA ${issuerId}`);
-    const now = this.ctx.clock.now();
-    if (issuer.id === this.#cas.activeIntermediate.id && this.#crl && now < this.#crl.refreshAtMs)
-      return this.#crl.der;
-    if (issuer.id !== this.#cas.activeIntermediate.id) return this.#buildCrl(issuer, now);
-    this.#crlBuilding ??= this.#buildCrl(issuer, now).finally(
-      () => (this.#crlBuilding = undefined),
-    );
-    const der = await this.#crlBuilding;
-    this.#crl = { issuerId: issuer.id, der, refreshAtMs: now + this.settings.crlTtlMs / 2 };
-    return der;
+    if (issuer.id !== this.#cas.activeIntermediate.id)
+      return this.#buildCrl(issuer, this.ctx.clock.now());
+    let der: Buffer | undefined;
+    // Invalidated while building: build again (a few times at most, then answer uncached).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const now = this.ctx.clock.now();
+      const generation = this.#crlGeneration;
+      const cached = this.#crl;
+      if (cached && cached.issuerId === issuer.id && now < cached.refreshAtMs) return cached.der;
+      let building = this.#crlBuilding;
+      if (!building || building.generation !== generation || building.issuerId !== issuer.id) {
+        const b = {
+          generation,
+          issuerId: issuer.id,
+          startedAtMs: now,
+          der: this.#buildCrl(issuer, now),
+        };
+        const done = () => {
+          if (this.#crlBuilding === b) this.#crlBuilding = undefined;
+        };
+        b.der.then(done, done);
+        this.#crlBuilding = building = b;
+      }
+      der = await building.der;
+      if (building.generation === this.#crlGeneration) {
+        this.#crl = {
+          issuerId: building.issuerId,
+          der,
+          refreshAtMs: building.startedAtMs + this.settings.crlTtlMs / 2,
+        };
+        return der;
+      }
+    }
+    return der!;
+  }
+
+  #invalidateCrl(): void {
+    this.#crlGeneration++;
+    this.#crl = undefined;
   }
 
   async #buildCrl(issuer: X509Ca, now: number): Promise<Buffer> {
@@ -896,7 +977,7 @@ export class PkiService {
             typeof notAfter[i] === "number" ? (notAfter[i] as number) : Number.MAX_SAFE_INTEGER,
           );
       });
-      this.#crl = undefined;
+      this.#invalidateCrl();
       void this.crlDer().catch(() => undefined);
     } else if (e.data["kind"] === "ssh") {
       this.ssh.onRevoked(e.data);

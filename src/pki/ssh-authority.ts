@@ -128,6 +128,20 @@ export class SshAuthority {
         );
       }
       const who = await this.#principal(req);
+      // A key revoked with `zt ssh revoke key.pub` gets no new certificate.
+      const revokedKey = await this.#ctx.store.db
+        .selectFrom("pki_ssh_revoked_keys")
+        .select("key_fingerprint")
+        .where("key_fingerprint", "=", key.fingerprint)
+        .executeTakeFirst();
+      if (revokedKey) {
+        throw new ZtError("ZT_PKI_REVOKED", `the key ${key.fingerprint} is revoked`, {
+          reason: "key-revoked",
+          key: key.fingerprint,
+        });
+      }
+      const without = new Set(req.withoutExtensions ?? []);
+      const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
       const now = this.#ctx.clock.now();
       if (!this.#authorize) {
         throw new ZtError("ZT_POLICY_DENIED", "no policy engine is configured for ssh:sign", {
@@ -146,6 +160,7 @@ export class SshAuthority {
           ttlSeconds: Math.round(ttlMs / 1000),
           sourceAddresses,
           forceCommand,
+          extensions,
           sourceIp: req.sourceIp,
           nowMs: now,
         });
@@ -172,8 +187,6 @@ export class SshAuthority {
       const critical: Record<string, string> = {};
       if (forceCommand !== undefined) critical["force-command"] = forceCommand;
       if (sourceAddresses.length > 0) critical["source-address"] = sourceAddresses.join(",");
-      const without = new Set(req.withoutExtensions ?? []);
-      const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
       const keyId = `zt:${who.type === "Service" ? "service" : "user"}=${who.name} decision=${decision.decisionId}`;
       const signed = await this.#sign(
         "user",
@@ -220,6 +233,7 @@ export class SshAuthority {
           ...(req.service !== undefined ? { service: req.service } : { user: req.user }),
           host_group: req.hostGroup,
           code: err.code,
+          ...(typeof err.context["key"] === "string" ? { key: err.context["key"] } : {}),
         },
       });
       throw err;

@@ -24,6 +24,8 @@ export interface SshSignAuthzRequest {
   ttlSeconds: number;
   sourceAddresses: readonly string[];
   forceCommand: string | undefined;
+  /** The extensions the certificate will carry (e.g. `permit-port-forwarding`). */
+  extensions: readonly string[];
   /** Where the request came from (API client address), when known. */
   sourceIp: string | undefined;
   nowMs: number;
@@ -46,7 +48,8 @@ export type SshSignAuthorizer = (request: SshSignAuthzRequest) => Promise<SshSig
 /**
  * An `ssh:sign` authorizer over zt's policy engine. The request becomes
  * `User::"<user>"` (in its groups) or `Service::"<spiffe id>"` / `Action::"ssh:sign"` / `HostGroup::"<group>"` with an
- * `SshContext` (time, MFA age, grants, break-glass, the requested logins, source IP).
+ * `SshContext` (time, MFA age, grants, break-glass, the requested logins, source IP, and
+ * what the certificate would carry: lifetime, force-command, source addresses, extensions).
  */
 export function createPolicySshAuthorizer(engine: () => PolicyEngine): SshSignAuthorizer {
   return async (req) => {
@@ -67,6 +70,10 @@ export function createPolicySshAuthorizer(engine: () => PolicyEngine): SshSignAu
       grants: [...(req.grants ?? [])],
       breakglass: req.breakglass ?? false,
       logins: [...req.principals],
+      ttl_seconds: req.ttlSeconds,
+      force_command: req.forceCommand ?? "",
+      source_addresses: [...req.sourceAddresses],
+      extensions: [...req.extensions],
     };
     if (req.sourceIp) context["source_ip"] = cedarIp(req.sourceIp);
     const result = engine().authorize(

@@ -62,12 +62,27 @@ export function validateForceCommand(cmd: string | undefined): string | undefine
   return cmd;
 }
 
+/**
+ * A host certificate principal. OpenSSH matches host-certificate principals as patterns
+ * (`*`, `?`), so a wildcard would make the certificate valid for other hosts — `*` for
+ * any. Refused, except one leftmost `*.` label over a domain of at least two labels whose
+ * last label is not numeric (`*.web.example.com`; OpenSSH's `*` also matches dots, so it
+ * covers every name under that domain, at any depth).
+ */
 export function validateHostname(h: string): string {
   const name = h.toLowerCase();
-  if (!/^[a-z0-9*]([a-z0-9.*-]{0,252})$/.test(name)) {
-    throw new ZtError("ZT_BAD_REQUEST", `invalid --hostname ${JSON.stringify(h.slice(0, 60))}`, {
-      reason: "hostname-invalid",
-    });
+  const rest = name.startsWith("*.") ? name.slice(2) : name;
+  const ok =
+    /^[a-z0-9]([a-z0-9.-]{0,252})$/.test(rest) &&
+    (rest === name ||
+      (/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(rest) &&
+        /[a-z]/.test(rest.slice(rest.lastIndexOf(".") + 1))));
+  if (!ok) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `invalid --hostname ${JSON.stringify(h.slice(0, 60))}: a host name or address; the only wildcard allowed is a leftmost "*." over a domain of two or more labels (*.example.com)`,
+      { reason: "hostname-invalid" },
+    );
   }
   return name;
 }

@@ -64,6 +64,12 @@ type SshContext = {
   grants: Set<String>,
   breakglass: Bool,
   logins: Set<String>,
+  // What the certificate would carry: lifetime, force-command ("" when none),
+  // source-address CIDRs, extensions (e.g. "permit-port-forwarding").
+  ttl_seconds: Long,
+  force_command: String,
+  source_addresses: Set<String>,
+  extensions: Set<String>,
   source_ip?: ipaddr,
   device?: DevicePosture,
 };

@@ -206,7 +206,7 @@ export function registerCertCommands(program: Command): void {
     .command("token")
     .description("create a single-use join token for a registration entry (printed once)")
     .argument("<entry>", "registration id or SPIFFE ID")
-    .option("--ttl <duration>", "token lifetime (default pki.join_token_ttl)")
+    .option("--ttl <duration>", "token lifetime (default pki.join_token_ttl, at most 30d)")
     .option("--json", "JSON output")
     .action(async (entry: string, opts: { ttl?: string; json?: boolean }, cmd: Command) =>
       withContext(cmd, async (ctx) => {
