@@ -44,8 +44,9 @@ export async function startBanCache(
   events: EventBus,
   now: () => number,
 ): Promise<() => void> {
-  await refreshBans(store, now());
-  return events.subscribe((e) => {
+  // Listening first, then reading the table: a ban that commits while the table is read
+  // still arrives as an event (read the other way round, it could fall between the two).
+  const unsubscribe = events.subscribe((e) => {
     if (e.kind !== "ban.changed") return;
     // Apply what the event says at once, then re-read the table as the source of truth.
     const key = e.data["key"];
@@ -59,6 +60,13 @@ export async function startBanCache(
     }
     void refreshBans(store, now()).catch(() => undefined);
   });
+  try {
+    await refreshBans(store, now());
+  } catch (e) {
+    unsubscribe();
+    throw e;
+  }
+  return unsubscribe;
 }
 
 /** For tests: sets the cache directly. */
