@@ -1,4 +1,7 @@
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { parseAllDocuments } from "yaml";
@@ -35,7 +38,9 @@ describe("nftables compiler output", () => {
       "ip saddr . ip daddr . meta l4proto . th dport @flows_v4 counter accept",
     );
     expect(text).toContain('log prefix "ZT-DROP " counter name "zt_drop" drop');
-    expect(text).toContain('log prefix "ZT-WOULD-DROP " counter name "zt_would_drop" accept');
+    expect(text).toContain(
+      'log prefix "ZT-WOULD-DROP " counter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept',
+    );
     expect(text).toContain("limit rate 3/minute counter accept");
     expect(text).toContain("set seg_frontend_v6 {");
     expect(text).toMatch(/goto zt_audit\n\t}\n}\n$/); // mode.default: audit
@@ -71,6 +76,52 @@ flows:
     expect(text).toContain("10.1.0.1 . 10.1.0.2 . tcp . 80-101");
     expect(text).not.toContain("tcp . 85-100");
   });
+
+  it("a label or host with newlines or other control characters cannot add a line", () => {
+    const plain = compileNftables(model, { label: "model a.yaml" }).text;
+    for (const label of [
+      "model a\nflush ruleset\n# b.yaml",
+      "model a\rflush ruleset\r\n# b",
+      "model a\u2028flush ruleset\u0085x\u000b\u000c",
+    ]) {
+      const text = compileNftables(model, { label }).text;
+      expect(text).not.toMatch(/^flush ruleset/m);
+      for (const c of ["\r", "\u2028", "\u0085", "\u000b", "\u000c"]) expect(text).not.toContain(c);
+      expect(text.split("\n")).toHaveLength(plain.split("\n").length);
+      const header = text.split("\n").filter((l) => l.startsWith("#"));
+      expect(header).toHaveLength(4);
+      expect(header[2]).toMatch(/^# target: router \(forward chain\); model a\\u[0-9a-f]{4}/);
+    }
+  });
+
+  it("marks connections only audit accepted, and re-checks them first where a segment enforces", () => {
+    const { text } = compileNftables(model); // data enforces
+    expect(text).toContain(
+      '\tchain zt_audit {\n\t\tlog prefix "ZT-WOULD-DROP " counter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept\n\t}',
+    );
+    expect(text).toContain(
+      "\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related ct mark and 0x00100000 == 0x00100000 goto zt_recheck\n\t\tct state established,related counter accept\n",
+    );
+    // the original direction as usual, replies turned round; the model's flows clear the mark
+    expect(text).toContain(
+      "ip saddr . ip daddr . meta l4proto . th dport @flows_v4 ct mark set ct mark and 0xffefffff accept",
+    );
+    expect(text).toContain(
+      "ip daddr . ip saddr . meta l4proto . th sport @flows_v4 ct mark set ct mark and 0xffefffff accept",
+    );
+    expect(text).toContain("10.0.3.0/28 : goto zt_cut"); // data: cut
+    expect(text).toMatch(/chain zt_recheck \{[^}]*\n\t\taccept\n\t\}/); // the rest audits: kept
+    // nothing enforces: no recheck at all
+    const { model: audit } = parseSegModel(EXAMPLE.replace("enforce: [data]", "enforce: []"));
+    const a = compileNftables(audit).text;
+    expect(a).not.toContain("zt_recheck");
+    expect(a).toContain("ct mark set ct mark or 0x00100000 accept");
+    // a host without an output chain: replies (of connections it opened) are not filtered
+    const data = compileNftables(model, { target: { kind: "segment", segment: "data" } }).text;
+    expect(data).toContain("ct direction reply accept");
+    expect(data).not.toContain("zt_recheck_reply");
+    expect(data).toMatch(/chain zt_recheck \{[^}]*\n\t\tgoto zt_cut\n\t\}/);
+  });
 });
 
 describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
@@ -93,6 +144,12 @@ describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
           compileNftables(model, { target: { kind: "host", host: h.name ?? h.text } }).text,
         );
     }
+  });
+
+  it("a label with a newline: nft reads one comment", async () => {
+    const { model } = parseSegModel(EXAMPLE);
+    await check(compileNftables(model, { label: "model a\nflush ruleset\n# b.yaml" }).text);
+    await check(compileNftables(model, { label: 'model a\ninclude "/etc/passwd"\nb.yaml' }).text);
   });
 
   it("random models (IPv4/IPv6, CIDRs, ranges, icmp, rates, *, modes) (property)", async () => {
@@ -233,5 +290,50 @@ mode: { default: enforce, audit: [monitoring] }
     expect(w).toMatch(/"monitoring" is in audit mode/);
     expect(w).toMatch(/no explicit deny and no logging/);
     expect(w).toMatch(/egress\.api: NetworkPolicy cannot say "outside the model"/);
+  });
+});
+
+describe("zt seg compile: a model file name cannot inject nft commands", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "zt-seg-label-"));
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const zt = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [join(import.meta.dirname, "..", "bin", "zt"), ...args],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+
+  it("the file name stays inside the header comment", async () => {
+    const evil = join(dir, "a\nflush ruleset\n# b.yaml");
+    const plain = join(dir, "a.yaml");
+    await writeFile(evil, EXAMPLE);
+    await writeFile(plain, EXAMPLE);
+    const r = await zt(["seg", "compile", "--model", evil]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/^flush ruleset/m);
+    const p = await zt(["seg", "compile", "--model", plain]);
+    expect(r.stdout.split("\n")).toHaveLength(p.stdout.split("\n").length);
+    expect(r.stdout).toContain("model a\\u000aflush ruleset\\u000a# b.yaml sha256:");
+    if (avail.ok) {
+      const lab = await NetnsLab.create(0);
+      try {
+        await lab.exec(lab.router, "nft", ["-c", "-f", "-"], r.stdout);
+      } finally {
+        await lab.destroy();
+      }
+    }
   });
 });

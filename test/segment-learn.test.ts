@@ -10,6 +10,7 @@ import {
   learnFromFiles,
   parseSegModel,
   proposedModelYaml,
+  readObservedFiles,
   simulateFlows,
 } from "../src/segment/index.js";
 
@@ -236,6 +237,46 @@ describe("learn and simulate", { timeout: 180_000 }, () => {
     expect(result.segments["h-10-0-2-10"]).toEqual({ hosts: ["10.0.2.10"] });
     expect(result.segments["h-fd00-1--10"]).toEqual({ hosts: ["fd00:1::10"] });
     expect(() => parseSegModel(proposedModelYaml(undefined, result))).not.toThrow();
+  });
+
+  it("IPv4-mapped addresses (zt's own JSON records of a dual-stack listener) count as IPv4", async () => {
+    const path = join(dir, "zt-flows.log");
+    await writeFile(
+      path,
+      [
+        '{"client_ip":"::ffff:10.0.1.10","dst_ip":"10.0.2.10","dst_port":8443}',
+        '{"client_ip":"::FFFF:10.0.1.10","dst_ip":"::ffff:10.0.2.10","dst_port":8443}',
+        '{"src":"10.0.1.10","dst":"10.0.2.10","dport":8443}',
+        '{"client_ip":"::ffff:10.0.1.11","dst_ip":"::ffff:10.0.2.10","dst_port":8443}',
+      ].join("\n"),
+    );
+    const { result } = await learnFromFiles([path], { year: 2026, index: new SegmentIndex(model) });
+    expect(result.flows).toEqual([{ from: "frontend", to: "api", ports: ["tcp/8443"], count: 4 }]);
+    expect(result.segments).toEqual({});
+    expect(result.inventory.map((e) => [e.address, e.segment])).toEqual([
+      ["10.0.1.10", "frontend"],
+      ["10.0.1.11", "frontend"],
+      ["10.0.2.10", "api"],
+    ]);
+    // without a model: one proposed IPv4 segment per host, not h--ffff-…
+    const bare = await learnFromFiles([path], { year: 2026 });
+    expect(Object.keys(bare.result.segments).sort()).toEqual([
+      "h-10-0-1-10",
+      "h-10-0-1-11",
+      "h-10-0-2-10",
+    ]);
+    expect(bare.result.segments["h-10-0-1-10"]).toEqual({ hosts: ["10.0.1.10"] });
+    // observed flows read back from a learn output, and simulated
+    const observed = join(dir, "observed-mapped.yaml");
+    await writeFile(
+      observed,
+      'observed:\n  - { src: "::ffff:10.0.1.10", dst: "::ffff:10.0.2.10", proto: tcp, port: 8443, count: 2 }\n',
+    );
+    const flows = await readObservedFiles([observed]);
+    expect(flows).toEqual([
+      { src: "10.0.1.10", dst: "10.0.2.10", proto: "tcp", port: 8443, count: 2 },
+    ]);
+    expect(simulateFlows(model, flows)).toMatchObject({ allowed: 2, dropped: 0 });
   });
 
   function zt(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isZtError } from "../src/core/errors.js";
 import {
+  compileNftables,
   FlowEvaluator,
   formatIp,
   formatRange,
@@ -146,6 +147,8 @@ describe("addresses and ports", () => {
       fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), fc.nat(128), (addr, bits) => {
         const ip = parseIp(addr);
         expect(ip).toBeDefined();
+        // IPv4-mapped addresses are read as IPv4 (see below)
+        fc.pre(!(ip!.family === 6 && ip!.value >> 32n === 0xffffn));
         const text = formatIp(ip!.family, ip!.value);
         expect(parseIp(text)!.value).toBe(ip!.value);
         const prefix = bits % (ip!.family === 4 ? 33 : 129);
@@ -207,5 +210,81 @@ describe("reference evaluator", () => {
     expect(
       ev.evaluate({ src: "fd00:2::1", dst: "10.9.9.9", proto: "udp", port: 53 }),
     ).toMatchObject({ verdict: "would-drop", from: "api" });
+  });
+});
+
+describe("IPv4-mapped IPv6 addresses (::ffff:a.b.c.d)", () => {
+  it("are read as the IPv4 address or network they stand for", () => {
+    const cases: [string, string][] = [
+      ["::ffff:10.0.2.5", "10.0.2.5"],
+      ["::FFFF:10.0.2.5", "10.0.2.5"],
+      ["::ffff:a00:205", "10.0.2.5"],
+      ["0:0:0:0:0:ffff:a00:205", "10.0.2.5"],
+      ["::ffff:10.0.2.5/128", "10.0.2.5"],
+      ["::ffff:10.0.2.0/120", "10.0.2.0/24"],
+      ["::ffff:0:0/96", "0.0.0.0/0"],
+    ];
+    for (const [mapped, v4] of cases) {
+      const r = parseCidr(mapped);
+      expect(r, mapped).toEqual(parseCidr(v4));
+      expect(r.ok && r.range.family, mapped).toBe(4);
+    }
+    // not mapped: stays IPv6
+    expect(parseCidr("64:ff9b::10.0.2.5")).toMatchObject({ ok: true, range: { family: 6 } });
+    expect(parseCidr("::/0")).toMatchObject({ ok: true, range: { family: 6 } });
+  });
+
+  it("refuses a mapped prefix shorter than /96, naming the entry", () => {
+    expect(
+      errorsOf(`segments:
+  db: { hosts: [10.0.9.1, "::ffff:10.0.0.0/95"] }
+  web: { hosts: [{ name: w1, ip: "::ffff:0:0/80" }] }
+`),
+    ).toEqual([
+      'segments.yaml:2: segments.db.hosts[1]: IPv4-mapped IPv6 prefix shorter than /96 in "::ffff:10.0.0.0/95": it is not an IPv4 network; write the IPv4 addresses it should cover as IPv4 (a.b.c.d/N)',
+      'segments.yaml:3: segments.web.hosts[0]: IPv4-mapped IPv6 prefix shorter than /96 in "::ffff:0:0/80": it is not an IPv4 network; write the IPv4 addresses it should cover as IPv4 (a.b.c.d/N)',
+    ]);
+    expect(errorsOf(`segments:\n  db: { hosts: ["::ffff:10.0.2.1/120"] }\n`)).toEqual([
+      'segments.yaml:2: segments.db.hosts[0]: host bits set in "::ffff:10.0.2.1/120" (did you mean 10.0.2.0/24?)',
+    ]);
+  });
+
+  it("compile into the IPv4 sets, exactly as the IPv4 form does (the review's db/web case)", () => {
+    const model = (db: string) => `segments:
+  db: { hosts: [${db}] }
+  web: { hosts: [10.0.1.10] }
+flows:
+  - { from: web, to: db, ports: [tcp/5432] }
+egress:
+  web: [tcp]
+`;
+    const mapped = compileNftables(parseSegModel(model('"::ffff:10.0.2.5"')).model).text;
+    const plain = compileNftables(parseSegModel(model("10.0.2.5")).model).text;
+    expect(mapped).toBe(plain);
+    expect(mapped).toContain("set seg_db_v4 {");
+    expect(mapped).not.toContain("seg_db_v6");
+    expect(mapped).toMatch(/set zt_all_v4 \{[^}]*10\.0\.2\.5/);
+    for (const target of [
+      { kind: "segment" as const, segment: "db" },
+      { kind: "host" as const, host: "::ffff:10.0.2.5" },
+      { kind: "host" as const, host: "10.0.2.5" },
+    ]) {
+      expect(
+        compileNftables(parseSegModel(model('"::ffff:10.0.2.5"')).model, { target }).text,
+      ).toContain("10.0.1.10 . 10.0.2.5 . tcp . 5432");
+    }
+  });
+
+  it("overlap with the IPv4 form, and evaluate mapped packet addresses as IPv4", () => {
+    expect(
+      errorsOf(`segments:\n  a: { hosts: [10.0.2.0/24] }\n  b: { hosts: ["::ffff:10.0.2.5"] }\n`),
+    ).toEqual([
+      'segments.yaml:3: segments.b.hosts[0]: 10.0.2.5 overlaps 10.0.2.0/24 of segment "a": an address must belong to one segment',
+    ]);
+    const ev = new FlowEvaluator(parseSegModel(BASE).model);
+    expect(
+      ev.evaluate({ src: "::ffff:10.0.1.10", dst: "::ffff:10.0.2.10", proto: "tcp", port: 8443 }),
+    ).toMatchObject({ verdict: "allow", from: "frontend", to: "api" });
+    expect(ev.segmentOf("::ffff:10.0.3.10")).toBe("data");
   });
 });

@@ -17,6 +17,8 @@ const SEGMENTS = ["frontend", "api", "data", "monitoring", "bastion"] as const;
 const HOSTS = [...SEGMENTS, "outside"] as const;
 const TCP_PORTS = [8443, 5432, 9100, 22, 8080, 443];
 const UDP_PORTS = [53];
+/** Echo servers for long-lived connections (7001 is allowed from frontend to api, 7002 never). */
+const ECHO_PORTS = [7001, 7002];
 
 function modelText(mode: string, extraFlow = ""): string {
   const segs = SEGMENTS.map(
@@ -75,6 +77,7 @@ describe.skipIf(!avail.ok)(
     beforeAll(async () => {
       lab = await NetnsLab.create(HOSTS.length);
       await lab.listen(TCP_PORTS, UDP_PORTS);
+      await lab.listenEcho(ECHO_PORTS);
     });
 
     afterAll(async () => {
@@ -249,6 +252,121 @@ describe.skipIf(!avail.ok)(
       expect(ok).toBeGreaterThanOrEqual(1);
       expect(ok).toBeLessThanOrEqual(4);
       expect(await lab.counter(lab.router, "zt_drop")).toBeGreaterThanOrEqual(10 - ok);
+    });
+
+    it("an IPv4 host written as ::ffff:a.b.c.d is filtered exactly as if written as IPv4", async () => {
+      await clearRules();
+      // frontend may reach anything *outside* the model on any TCP port: data and api must
+      // not count as outside just because they are written as IPv4-mapped IPv6
+      const plainText = modelText("{ default: enforce }")
+        .replace("egress:\n  api: [tcp/443]", "egress:\n  api: [tcp/443]\n  frontend: [tcp]")
+        .replace(`api: { hosts: [${NetnsLab.addr4(1)},`, `api: { hosts: [10.250.2.0/24,`);
+      const mappedText = plainText
+        .replace(
+          `data: { hosts: [${NetnsLab.addr4(2)},`,
+          `data: { hosts: ["::ffff:${NetnsLab.addr4(2)}",`,
+        )
+        .replace(`api: { hosts: [10.250.2.0/24,`, `api: { hosts: ["::ffff:10.250.2.0/120",`);
+      expect(mappedText).toContain('"::ffff:10.250.3.10"');
+      const plain = parseSegModel(plainText).model;
+      const mapped = parseSegModel(mappedText).model;
+      const ruleset = compileNftables(mapped).text;
+      expect(ruleset).not.toContain("::ffff");
+      await lab.nft(lab.router, ruleset);
+      const probes = allProbes();
+      const connected = await runProbes(probes);
+      expect(connected).not.toContain("frontend->data tcp/5432 10.250.3.10");
+      expect(connected).not.toContain("frontend->api tcp/8080 10.250.2.10");
+      expect(connected).toContain("frontend->api tcp/8443 10.250.2.10");
+      expect(connected).toContain("api->data tcp/5432 10.250.3.10");
+      expect(connected).toContain("frontend->outside tcp/8080 10.250.6.10"); // real egress
+      expect([...connected].sort()).toEqual([...expected(plain, probes).allowed].sort());
+    });
+
+    it("a label with newlines stays inside one comment: it cannot add nft commands", async () => {
+      await clearRules();
+      await lab.nft(
+        lab.router,
+        "table inet other {\n\tchain c {\n\t\ttype filter hook forward priority 10; policy accept;\n\t}\n}\n",
+      );
+      const { model } = parseSegModel(modelText("{ default: enforce }"));
+      const ruleset = compileNftables(model, {
+        label: "model x\nflush ruleset\n# y.yaml sha256:0",
+      }).text;
+      await lab.nft(lab.router, ruleset);
+      const tables = await lab.exec(lab.router, "nft", ["list", "tables"]);
+      expect(tables).toContain("table inet other");
+      expect(tables).toContain("table inet zt");
+    });
+
+    /** Long-lived connections from frontend, opened while everything audits. */
+    async function openConnections() {
+      const fe = lab.hosts[0]!;
+      return {
+        allowed4: await lab.connect(fe, NetnsLab.addr4(1), 7001),
+        allowed6: await lab.connect(fe, NetnsLab.addr6(1), 7001),
+        denied4: await lab.connect(fe, NetnsLab.addr4(1), 7002),
+        denied6: await lab.connect(fe, NetnsLab.addr6(1), 7002),
+        toAudited: await lab.connect(fe, NetnsLab.addr4(2), 7002),
+      };
+    }
+    /** The lab model plus frontend→api tcp/7001 (api has egress, so a host gets an output chain). */
+    const echoModel = (mode: string) =>
+      modelText(mode, "  - { from: frontend, to: api, ports: [tcp/7001] }");
+
+    it("router, audit → enforce: established connections the model does not allow are cut, allowed ones go on", async () => {
+      await clearRules();
+      const load = (mode: string) =>
+        lab.nft(lab.router, compileNftables(parseSegModel(echoModel(mode)).model).text);
+      await load("{ default: audit }");
+      const c = await openConnections();
+      try {
+        for (const conn of Object.values(c)) expect(await conn.echo(5000)).toBe(true);
+        // api (frontend→api:7002 is not allowed) enforces; data (frontend→data:7002) still audits
+        await load("{ default: audit, enforce: [api] }");
+        expect(await c.allowed4.echo(5000)).toBe(true);
+        expect(await c.allowed6.echo(5000)).toBe(true);
+        expect(await c.toAudited.echo(5000)).toBe(true);
+        expect(await c.denied4.echo(1500)).toBe(false);
+        expect(await c.denied6.echo(1500)).toBe(false);
+        expect(await lab.counter(lab.router, "zt_cut")).toBeGreaterThan(0);
+        // new connections are dropped as before
+        const [fresh] = await lab.probe(lab.hosts[0]!, [
+          { addr: NetnsLab.addr4(1), proto: "tcp", port: 7002 },
+        ]);
+        expect(fresh).toBe(false);
+        await load("{ default: enforce }");
+        expect(await c.toAudited.echo(1500)).toBe(false);
+        expect(await c.allowed4.echo(5000)).toBe(true);
+      } finally {
+        for (const conn of Object.values(c)) conn.close();
+      }
+    });
+
+    it("host ruleset (input + output), audit → enforce: the same on the server itself", async () => {
+      await clearRules();
+      // api has egress, so it gets an output chain: replies leave through it
+      const load = (mode: string) =>
+        lab.nft(
+          lab.hosts[1]!,
+          compileNftables(parseSegModel(echoModel(mode)).model, {
+            target: { kind: "segment", segment: "api" },
+          }).text,
+        );
+      await load("{ default: audit }");
+      const c = await openConnections();
+      try {
+        for (const conn of [c.allowed4, c.allowed6, c.denied4, c.denied6])
+          expect(await conn.echo(5000)).toBe(true);
+        await load("{ default: enforce }");
+        expect(await c.allowed4.echo(5000)).toBe(true);
+        expect(await c.allowed6.echo(5000)).toBe(true);
+        expect(await c.denied4.echo(1500)).toBe(false);
+        expect(await c.denied6.echo(1500)).toBe(false);
+        expect(await lab.counter(lab.hosts[1]!, "zt_cut")).toBeGreaterThan(0);
+      } finally {
+        for (const conn of Object.values(c)) conn.close();
+      }
     });
   },
 );

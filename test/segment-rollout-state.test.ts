@@ -2,8 +2,9 @@
  * The rollout state machine (apply → pending → confirmed | rolled back) with a recording
  * stand-in for nft, so it runs everywhere; the real nft path is in segment-rollout.test.ts.
  */
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/core/clock.js";
@@ -22,12 +23,18 @@ class FakeNft implements NftRunner {
   live: string | undefined;
   loads: string[] = [];
   failNext = false;
+  /** While set, `nft -f` waits for it (a long load); `loading` tells it has started. */
+  gate: Promise<void> | undefined;
+  loading = false;
   async run(args: string[], input?: string): Promise<string> {
     if (args[0] === "-c") {
       if (input?.includes("broken")) throw new NftCommandError(args, 1, "Error: syntax error");
       return "";
     }
     if (args[0] === "-f") {
+      this.loading = true;
+      await this.gate;
+      this.loading = false;
       if (this.failNext) {
         this.failNext = false;
         throw new NftCommandError(args, 1, "Error: Could not process rule");
@@ -177,5 +184,96 @@ describe("rollout state machine", () => {
       { chain: "zt_enforce", handle: 4, rule: "drop", packets: 7, bytes: 0 },
     ]);
     expect(s.state?.status).toBe("confirmed");
+  });
+
+  it("arms the rollback with the pending state on disk before the ruleset is loaded", async () => {
+    const seen: { live: string | undefined; onDisk: unknown; token: string }[] = [];
+    const { state } = await applyRuleset(script("A"), {
+      ...opts,
+      confirmWithinMs: 60_000,
+      source: "a",
+      armRollback: async (st) => {
+        seen.push({
+          live: nft.live,
+          onDisk: JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")),
+          token: st.token,
+        });
+      },
+    });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.live).toBeUndefined(); // not loaded yet
+    expect(seen[0]!.token).toBe(state.token);
+    expect(seen[0]!.onDisk).toMatchObject({
+      status: "pending",
+      token: state.token,
+      deadline: Date.UTC(2026, 10, 22) + 60_000,
+    });
+    expect(nft.live).toContain("# A");
+    // what the armed timer does at the deadline
+    expect(await rollbackIfPending({ ...opts, token: state.token })).toBe(true);
+    expect(nft.live).toBeUndefined();
+  });
+
+  it("nft -f failing after the rollback was armed puts the state back; the armed timer does nothing", async () => {
+    await applyRuleset(script("A"), { ...opts, confirmWithinMs: 0, source: "a" });
+    const before = await readFile(join(stateDir, "state.json"), "utf8");
+    nft.failNext = true;
+    let armed: string | undefined;
+    const e = await applyRuleset(script("B"), {
+      ...opts,
+      confirmWithinMs: 60_000,
+      source: "b",
+      armRollback: async (st) => {
+        armed = st.token;
+      },
+    }).catch((x: unknown) => x);
+    expect(isZtError(e) && e.code).toBe("ZT_SEG_APPLY_FAILED");
+    expect(armed).toBeDefined();
+    expect(await readFile(join(stateDir, "state.json"), "utf8")).toBe(before);
+    expect(await rollbackIfPending({ ...opts, token: armed! })).toBe(false);
+    expect(nft.live).toContain("# A");
+    // arming itself fails: nothing is loaded
+    const e2 = await applyRuleset(script("C"), {
+      ...opts,
+      confirmWithinMs: 60_000,
+      source: "c",
+      armRollback: () => Promise.reject(new Error("cannot spawn")),
+    }).catch((x: unknown) => x);
+    expect(isZtError(e2) && e2.code).toBe("ZT_SEG_APPLY_FAILED");
+    expect(nft.live).toContain("# A");
+    expect(nft.loads.some((l) => l.includes("# C"))).toBe(false);
+    expect(await readFile(join(stateDir, "state.json"), "utf8")).toBe(before);
+  });
+
+  it("a live holder's lock is never broken, however long it holds it", async () => {
+    await applyRuleset(script("A"), { ...opts, confirmWithinMs: 0, source: "a" });
+    let release!: () => void;
+    nft.gate = new Promise((r) => (release = r));
+    const applying = applyRuleset(script("B"), { ...opts, confirmWithinMs: 60_000, source: "b" });
+    while (!nft.loading) await new Promise((r) => setTimeout(r, 10));
+    // as if the load had been running for an hour
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await utimes(join(stateDir, "lock"), hourAgo, hourAgo);
+    let done = false;
+    const confirming = confirmApply(opts).finally(() => (done = true));
+    await new Promise((r) => setTimeout(r, 300)); // time for confirm to try the lock many times
+    expect(done).toBe(false); // still waiting for the apply
+    release();
+    const { state } = await applying;
+    const c = await confirming;
+    expect(c).toMatchObject({ status: "confirmed", token: state.token, source: "b" });
+  });
+
+  it("a lock left by a process that has exited is broken at once", async () => {
+    const dead = spawnSync(process.execPath, ["-e", ""]).pid!;
+    await mkdir(stateDir, { recursive: true });
+    await mkdir(join(stateDir, "lock"));
+    await writeFile(
+      join(stateDir, "lock", "owner"),
+      JSON.stringify({ pid: dead, start: null, host: hostname(), token: "gone" }),
+    );
+    const { state } = await applyRuleset(script("A"), { ...opts, confirmWithinMs: 0, source: "a" });
+    expect(state.status).toBe("confirmed");
+    expect(nft.live).toContain("# A");
   });
 });

@@ -5,7 +5,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -223,6 +223,48 @@ describe.skipIf(!avail.ok)(
       expect(r.stderr).toMatch(/ZT_SEG_APPLY_FAILED/);
       expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
       expect(await lab.exec(server(), "nft", ["list", "table", "inet", "zt"])).toBe(before);
+    });
+
+    it("an apply that fails right after nft -f is still rolled back: the timer was armed before", async () => {
+      const a = await zt([
+        "seg",
+        "apply",
+        good,
+        "--segment",
+        "server",
+        "--netns",
+        server(),
+        "--state-dir",
+        stateDir,
+        "--confirm-within",
+        "0",
+      ]);
+      expect(a.code).toBe(0);
+      expect(await ssh()).toBe(true);
+      // the step after `nft -f` (saving current.nft) fails, as if the CLI died there
+      await rm(join(stateDir, "current.nft"), { force: true });
+      await mkdir(join(stateDir, "current.nft"));
+      try {
+        const b = await zt([
+          "seg",
+          "apply",
+          bad,
+          "--segment",
+          "server",
+          "--netns",
+          server(),
+          "--state-dir",
+          stateDir,
+          "--confirm-within",
+          "5s",
+        ]);
+        expect(b.code).not.toBe(0);
+        expect(await ssh()).toBe(false); // the bad ruleset was loaded…
+        await waitForStatus(stateDir, "rolled-back", 60_000);
+        expect(await ssh()).toBe(true); // …and rolled back by the timer armed before the load
+      } finally {
+        await rm(join(stateDir, "current.nft"), { recursive: true, force: true });
+      }
     });
   },
 );

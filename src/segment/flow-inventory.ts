@@ -1,4 +1,4 @@
-import { formatRange, parseCidr } from "./ip-range.js";
+import { formatRange, normalizeAddress, parseCidr } from "./ip-range.js";
 import type { ObservedPacket } from "./log-line.js";
 import { formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";
 import type { SegmentIndex } from "./segment-index.js";
@@ -16,7 +16,9 @@ export interface ObservedFlow {
 
 /**
  * Aggregates observed packets by (source, destination, protocol, destination port),
- * ignoring ephemeral source ports. Pure and incremental: `add` per packet, then `flows()`.
+ * ignoring ephemeral source ports. IPv4-mapped addresses (`::ffff:10.0.1.10`, as zt's own
+ * JSON records carry IPv4 clients of a dual-stack listener) count as the IPv4 address.
+ * Pure and incremental: `add` per packet, then `flows()`.
  */
 export class FlowAggregator {
   readonly #map = new Map<string, ObservedFlow>();
@@ -24,13 +26,13 @@ export class FlowAggregator {
 
   add(p: ObservedPacket): void {
     this.packets++;
+    const src = normalizeAddress(p.src);
+    const dst = normalizeAddress(p.dst);
     const key =
-      p.port === undefined
-        ? `${p.src} ${p.dst} ${p.proto}`
-        : `${p.src} ${p.dst} ${p.proto} ${p.port}`;
+      p.port === undefined ? `${src} ${dst} ${p.proto}` : `${src} ${dst} ${p.proto} ${p.port}`;
     const a = this.#map.get(key);
     if (!a) {
-      const f: ObservedFlow = { src: p.src, dst: p.dst, proto: p.proto, count: 1 };
+      const f: ObservedFlow = { src, dst, proto: p.proto, count: 1 };
       if (p.port !== undefined) f.port = p.port;
       if (p.ts !== undefined) {
         f.first = p.ts;

@@ -3,6 +3,7 @@ export * from "./model.js";
 export { parseSegModel, type ParseModelResult } from "./parse-model.js";
 export {
   compileNftables,
+  ZT_AUDIT_CT_MARK,
   ZT_TABLE,
   type NftTarget,
   type CompileNftOptions,
@@ -10,7 +11,14 @@ export {
 } from "./compile-nftables.js";
 export { FlowEvaluator, type FlowProbe, type FlowVerdict } from "./evaluate-flow.js";
 export { SegmentIndex } from "./segment-index.js";
-export { parseCidr, parseIp, formatIp, formatRange, type IpRange } from "./ip-range.js";
+export {
+  parseCidr,
+  parseIp,
+  formatIp,
+  formatRange,
+  normalizeAddress,
+  type IpRange,
+} from "./ip-range.js";
 export { parsePortSpec, formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";
 export { loadSegModelFile } from "./load-model.js";
 export {

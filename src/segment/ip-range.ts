@@ -18,17 +18,49 @@ function bitsOf(family: 4 | 6): number {
 
 export type CidrParse = { ok: true; range: IpRange } | { ok: false; reason: string };
 
+/** The bits of an IPv4-mapped IPv6 address (`::ffff:0:0/96`, RFC 4291 §2.5.5.2) above its IPv4 part. */
+const MAPPED_HIGH = 0xffffn;
+const V4_MASK = 0xffffffffn;
+
+/** True for an IPv4-mapped IPv6 address (`::ffff:10.0.2.5`). */
+export function isIpv4Mapped(family: 4 | 6, value: bigint): boolean {
+  return family === 6 && value >> 32n === MAPPED_HIGH;
+}
+
+/**
+ * The IPv4 address an IPv4-mapped IPv6 address stands for; any other address unchanged.
+ * Segmentation reads `::ffff:10.0.2.5` as 10.0.2.5: the kernel sees such a host's packets as
+ * IPv4 (`ip saddr`), never in an IPv6 set. (The PKI keeps the IPv6 form: see core/ip-address.)
+ */
+export function unmapIp(ip: { family: 4 | 6; value: bigint }): { family: 4 | 6; value: bigint } {
+  return isIpv4Mapped(ip.family, ip.value) ? { family: 4, value: ip.value & V4_MASK } : ip;
+}
+
+/**
+ * Writes an IPv4-mapped IPv6 address (`::ffff:10.0.2.5`, as dual-stack sockets report IPv4
+ * clients) as the IPv4 address it stands for; any other text is returned unchanged. Cheap for
+ * the common case (no `:` or no `ffff`), so it can run per log line.
+ */
+export function normalizeAddress(text: string): string {
+  if (!text.includes(":") || !/ffff/i.test(text)) return text;
+  const ip = parseIp(text);
+  if (!ip || !isIpv4Mapped(ip.family, ip.value)) return text;
+  return formatIp(4, ip.value & V4_MASK);
+}
+
 /**
  * Parses `10.0.1.10`, `10.0.1.0/24`, `fd00::1`, `fd00::/64` into a range. A prefix with host
- * bits set is refused (it is almost always a typo for the network address).
+ * bits set is refused (it is almost always a typo for the network address). An IPv4-mapped
+ * address (`::ffff:10.0.2.5`, `::ffff:10.0.2.0/120`) is read as the IPv4 address or prefix it
+ * stands for; a mapped prefix shorter than /96 is refused (it is not an IPv4 network).
  */
 export function parseCidr(text: string): CidrParse {
   const slash = text.indexOf("/");
   const addrText = slash < 0 ? text : text.slice(0, slash);
-  const ip = parseIp(addrText);
+  let ip = parseIp(addrText);
   if (!ip)
     return { ok: false, reason: `not an IPv4 or IPv6 address or CIDR: ${JSON.stringify(text)}` };
-  const bits = bitsOf(ip.family);
+  let bits = bitsOf(ip.family);
   let prefix = bits;
   if (slash >= 0) {
     const p = text.slice(slash + 1);
@@ -36,6 +68,17 @@ export function parseCidr(text: string): CidrParse {
       return { ok: false, reason: `bad prefix length in ${JSON.stringify(text)} (0-${bits})` };
     }
     prefix = Number(p);
+  }
+  if (isIpv4Mapped(ip.family, ip.value)) {
+    if (prefix < 96) {
+      return {
+        ok: false,
+        reason: `IPv4-mapped IPv6 prefix shorter than /96 in ${JSON.stringify(text)}: it is not an IPv4 network; write the IPv4 addresses it should cover as IPv4 (a.b.c.d/N)`,
+      };
+    }
+    ip = unmapIp(ip);
+    bits = V4_BITS;
+    prefix -= 96;
   }
   const hostBits = BigInt(bits - prefix);
   const mask = (1n << hostBits) - 1n;

@@ -7,6 +7,7 @@ import { ZtError } from "../core/errors.js";
 import type { LearnProgress, LearnStats } from "./learn-stream.js";
 import { aggregateLogFiles } from "./learn-stream.js";
 import type { LearnResult, ObservedFlow } from "./flow-inventory.js";
+import { normalizeAddress } from "./ip-range.js";
 import type { SegModel } from "./model.js";
 
 /** A progress bar on stderr, only when stderr is a terminal; redrawn at most 10 times a second. */
@@ -122,7 +123,12 @@ export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]
       );
     }
     for (const f of parsed.data.observed) {
-      const base = { src: f.src, dst: f.dst, proto: f.proto, count: f.count };
+      const base = {
+        src: normalizeAddress(f.src),
+        dst: normalizeAddress(f.dst),
+        proto: f.proto,
+        count: f.count,
+      };
       out.push(f.port === undefined ? base : { ...base, port: f.port });
     }
   }

@@ -191,6 +191,103 @@ Promise.all(targets.map(one)).then((r) => process.stdout.write(JSON.stringify(r)
     return JSON.parse(out) as boolean[];
   }
 
+  /** Starts TCP echo servers (every line comes back) on every port, on :: (IPv4 too), in every host. */
+  async listenEcho(ports: number[]): Promise<void> {
+    const script = `
+const net = require("node:net");
+const ports = JSON.parse(process.argv[1]);
+let pending = ports.length;
+for (const p of ports) net.createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen({ port: p, host: "::", ipv6Only: false }, () => { if (--pending === 0) process.stdout.write("ready\\n"); });
+process.stdin.on("end", () => process.exit(0)); process.stdin.resume();`;
+    await Promise.all(
+      this.hosts.map(
+        (h) =>
+          new Promise<void>((resolve, reject) => {
+            const child = spawn(
+              "ip",
+              ["netns", "exec", h, process.execPath, "-e", script, JSON.stringify(ports)],
+              { stdio: ["pipe", "pipe", "inherit"] },
+            );
+            this.#children.add(child);
+            child.on("error", reject);
+            child.on("exit", (code) => reject(new Error(`echo server in ${h} exited ${code}`)));
+            child.stdout.once("data", () => resolve());
+          }),
+      ),
+    );
+  }
+
+  /**
+   * Opens one long-lived TCP connection from a namespace (to an echo server) and keeps it:
+   * `echo` sends a line over it and reports whether it came back within the timeout, so a
+   * test can see whether an established connection survives a ruleset change.
+   */
+  async connect(ns: string, addr: string, port: number, timeoutMs = 5000): Promise<LabConnection> {
+    const script = `
+const net = require("node:net");
+const [addr, port] = JSON.parse(process.argv[1]);
+const s = net.connect({ host: addr, port });
+s.setNoDelay(true);
+s.on("connect", () => process.stdout.write("connected\\n"));
+s.on("error", (e) => process.stdout.write("error " + e.code + "\\n"));
+let buf = "";
+s.on("data", (d) => { buf += d; let i; while ((i = buf.indexOf("\\n")) >= 0) { process.stdout.write("echo " + buf.slice(0, i) + "\\n"); buf = buf.slice(i + 1); } });
+let inb = "";
+process.stdin.on("data", (d) => { inb += d; let i; while ((i = inb.indexOf("\\n")) >= 0) { s.write(inb.slice(0, i) + "\\n"); inb = inb.slice(i + 1); } });
+process.stdin.on("end", () => { s.destroy(); process.exit(0); });`;
+    const child = spawn(
+      "ip",
+      ["netns", "exec", ns, process.execPath, "-e", script, JSON.stringify([addr, port])],
+      { stdio: ["pipe", "pipe", "inherit"] },
+    );
+    this.#children.add(child);
+    const lines: string[] = [];
+    const waiters = new Set<() => void>();
+    let rest = "";
+    child.stdout.on("data", (d: Buffer) => {
+      rest += d.toString();
+      let i;
+      while ((i = rest.indexOf("\n")) >= 0) {
+        lines.push(rest.slice(0, i));
+        rest = rest.slice(i + 1);
+      }
+      for (const w of waiters) w();
+    });
+    const waitFor = (line: string, ms: number) =>
+      new Promise<boolean>((resolve) => {
+        const check = () => {
+          if (lines.includes(line) || lines.some((l) => l.startsWith("error "))) {
+            finish(lines.includes(line));
+          }
+        };
+        const timer = setTimeout(() => finish(false), ms);
+        const finish = (ok: boolean) => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(ok);
+        };
+        waiters.add(check);
+        check();
+      });
+    if (!(await waitFor("connected", timeoutMs))) {
+      child.kill("SIGKILL");
+      this.#children.delete(child);
+      throw new Error(`no TCP connection from ${ns} to ${addr}:${port}: ${lines.join("; ")}`);
+    }
+    let n = 0;
+    return {
+      echo: async (ms: number) => {
+        const token = `t${++n}`;
+        child.stdin.write(`${token}\n`);
+        return waitFor(`echo ${token}`, ms);
+      },
+      close: () => {
+        child.kill("SIGKILL");
+        this.#children.delete(child);
+      },
+    };
+  }
+
   /** Kills listeners and deletes every namespace the lab made (veths go with them). */
   async destroy(): Promise<void> {
     for (const c of this.#children) {
@@ -202,6 +299,13 @@ Promise.all(targets.map(one)).then((r) => process.stdout.write(JSON.stringify(r)
       await execFileP("ip", ["netns", "del", ns]).catch(() => undefined);
     this.#created = [];
   }
+}
+
+/** A TCP connection kept open by `NetnsLab.connect`. */
+export interface LabConnection {
+  /** Sends a line; true when the echo server's copy came back within `ms`. */
+  echo(ms: number): Promise<boolean>;
+  close(): void;
 }
 
 export interface ProbeTarget {

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile, stat } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import type { Clock } from "../core/clock.js";
@@ -61,29 +62,146 @@ export async function readRolloutState(stateDir: string): Promise<RolloutState |
   return parsed.data;
 }
 
-/** Serialises state changes between apply, confirm and the rollback timer (mkdir is atomic). */
-async function withLock<T>(stateDir: string, body: () => Promise<T>): Promise<T> {
+/** A lock whose holder shows no sign of life for this long is broken (see `withLock`). */
+const LOCK_STALE_MS = 30_000;
+/** How often the holder refreshes the lock's mtime while it works. */
+const LOCK_HEARTBEAT_MS = 5_000;
+
+interface LockOwner {
+  pid: number;
+  /** The holder's start time (field 22 of /proc/PID/stat), so a reused pid is not mistaken for it. */
+  start: string | null;
+  host: string;
+  token: string;
+}
+
+async function procStart(pid: number): Promise<string | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // the command name (field 2) may contain spaces and parentheses: count from the last ")"
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the process that wrote `owner` still runs: true, false, or undefined (cannot tell). */
+async function ownerAlive(owner: LockOwner): Promise<boolean | undefined> {
+  if (owner.host !== hostname()) return undefined; // another machine sharing the directory
+  try {
+    process.kill(owner.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ESRCH") return false;
+    // EPERM: it exists but belongs to another user
+  }
+  if (owner.start === null) return true;
+  const start = await procStart(owner.pid);
+  return start === null ? true : start === owner.start;
+}
+
+async function readOwner(lock: string): Promise<LockOwner | undefined> {
+  try {
+    const o = JSON.parse(await readFile(join(lock, "owner"), "utf8")) as Partial<LockOwner>;
+    if (typeof o.pid !== "number" || typeof o.host !== "string" || typeof o.token !== "string")
+      return undefined;
+    return {
+      pid: o.pid,
+      start: typeof o.start === "string" ? o.start : null,
+      host: o.host,
+      token: o.token,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Removes a lock left by a holder that is gone: its process has exited (same machine), or,
+ * when that cannot be told (no owner file yet, another machine), its heartbeat stopped more
+ * than LOCK_STALE_MS ago. A holder that is alive is never broken, however long it works (a
+ * big `nft -f` may take a while). The lock is renamed away first, and put back if it turns
+ * out another waiter had just taken it, so two waiters cannot both break it.
+ */
+async function breakIfStale(lock: string): Promise<void> {
+  const owner = await readOwner(lock);
+  const alive = owner ? await ownerAlive(owner) : undefined;
+  if (alive === true) return;
+  if (alive === undefined) {
+    const age = await stat(lock).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => 0,
+    );
+    if (age <= LOCK_STALE_MS) return;
+  }
+  const aside = `${lock}.stale-${randomBytes(6).toString("hex")}`;
+  try {
+    await rename(lock, aside);
+  } catch {
+    return; // gone already, or someone else broke it
+  }
+  const moved = await readOwner(aside);
+  const movedAge = await stat(aside).then(
+    (s) => Date.now() - s.mtimeMs,
+    () => Infinity,
+  );
+  if (moved?.token !== owner?.token || (!moved && movedAge <= LOCK_STALE_MS)) {
+    // we moved a fresh lock someone took in between: give it back
+    await rename(aside, lock).catch(() => undefined);
+    return;
+  }
+  await rm(aside, { recursive: true, force: true });
+}
+
+/**
+ * Serialises state changes between apply, confirm and the rollback timer. `mkdir` takes
+ * the lock atomically; `owner` names the holder (pid, start time, host, a random token);
+ * the holder refreshes the lock's mtime every LOCK_HEARTBEAT_MS and, on release, removes it
+ * only if it is still its own. Waits up to `waitMs` for a live holder (ZT_CONFLICT after).
+ */
+async function withLock<T>(stateDir: string, body: () => Promise<T>, waitMs = 5_000): Promise<T> {
   const lock = join(stateDir, "lock");
-  for (let i = 0; ; i++) {
+  const owner: LockOwner = {
+    pid: process.pid,
+    start: await procStart(process.pid),
+    host: hostname(),
+    token: randomBytes(12).toString("hex"),
+  };
+  const deadline = Date.now() + waitMs;
+  for (;;) {
     try {
       await mkdir(lock);
-      break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const age = await stat(lock).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => 0,
-      );
-      if (age > 30_000) await rm(lock, { recursive: true, force: true });
-      if (i > 200)
-        throw new ZtError("ZT_CONFLICT", `${lock}: another zt seg command holds the lock`);
+      await breakIfStale(lock);
+      if (Date.now() > deadline) {
+        const holder = await readOwner(lock);
+        throw new ZtError(
+          "ZT_CONFLICT",
+          `${lock}: another zt seg command holds the lock${holder ? ` (pid ${holder.pid} on ${holder.host})` : ""}`,
+        );
+      }
       await new Promise((r) => setTimeout(r, 25));
+      continue;
     }
+    try {
+      await writeFile(join(lock, "owner"), JSON.stringify(owner), { mode: 0o600 });
+    } catch (e) {
+      await rm(lock, { recursive: true, force: true });
+      throw e;
+    }
+    break;
   }
+  const heartbeat = setInterval(() => {
+    const now = new Date();
+    utimes(lock, now, now).catch(() => undefined);
+  }, LOCK_HEARTBEAT_MS);
+  heartbeat.unref();
   try {
     return await body();
   } finally {
-    await rm(lock, { recursive: true, force: true });
+    clearInterval(heartbeat);
+    if ((await readOwner(lock))?.token === owner.token)
+      await rm(lock, { recursive: true, force: true });
   }
 }
 
@@ -112,6 +230,13 @@ export interface ApplyOptions {
   /** 0 = no confirmation needed. */
   confirmWithinMs: number;
   source: string;
+  /**
+   * Starts whatever rolls the apply back at its deadline (the CLI's detached timer process).
+   * Called only with a confirmation window, after the `pending` state is on disk and
+   * **before** the ruleset is loaded, so no moment exists where the new ruleset is live but
+   * nothing will roll it back. If it throws, nothing is applied.
+   */
+  armRollback?: (state: RolloutState) => Promise<void>;
 }
 
 export interface ApplyResult {
@@ -120,9 +245,12 @@ export interface ApplyResult {
 
 /**
  * Checks (`nft -c`) and applies a ruleset atomically, keeping the previous table for
- * rollback. With a confirmation window the state is `pending` and the caller must start
- * the rollback timer (see `rollbackIfPending`). A second apply while one is pending keeps
- * the last confirmed table as the rollback target.
+ * rollback. With a confirmation window the state is written `pending` (with its token and
+ * deadline) and the rollback armed (`armRollback`) before `nft -f` runs: if this process
+ * dies at any point after that, the rollback still happens. If `nft -f` then fails, the
+ * earlier state is put back (the armed rollback, holding a token that no longer matches,
+ * does nothing). A second apply while one is pending keeps the last confirmed table as the
+ * rollback target.
  */
 export async function applyRuleset(
   ruleset: string,
@@ -130,6 +258,8 @@ export async function applyRuleset(
 ): Promise<ApplyResult> {
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   return withLock(opts.stateDir, async () => {
+    const statePath = join(opts.stateDir, "state.json");
+    const prevText = await readFile(statePath, "utf8").catch(() => undefined);
     const prev = await readRolloutState(opts.stateDir);
     try {
       await opts.nft.run(["-c", "-f", "-"], ruleset);
@@ -138,25 +268,40 @@ export async function applyRuleset(
     }
     if (prev?.status !== "pending")
       await writeAtomic(join(opts.stateDir, "previous.nft"), await snapshotLive(opts.nft));
-    try {
-      await opts.nft.run(["-f", "-"], ruleset);
-    } catch (e) {
-      throw applyFailed("nft -f", e);
-    }
-    await writeAtomic(join(opts.stateDir, "current.nft"), ruleset);
     const now = opts.clock.now();
+    const pending = opts.confirmWithinMs > 0;
     const state: RolloutState = {
-      status: opts.confirmWithinMs > 0 ? "pending" : "confirmed",
+      status: pending ? "pending" : "confirmed",
       digest: digestOf(ruleset),
       source: opts.source,
       appliedAt: now,
       token: randomBytes(12).toString("hex"),
-      deadline: opts.confirmWithinMs > 0 ? now + opts.confirmWithinMs : null,
+      deadline: pending ? now + opts.confirmWithinMs : null,
       netns: opts.netns ?? null,
       rolledBackAt: null,
-      confirmedAt: opts.confirmWithinMs > 0 ? null : now,
+      confirmedAt: pending ? null : now,
     };
-    await writeAtomic(join(opts.stateDir, "state.json"), JSON.stringify(state, null, 2));
+    const restore = async () => {
+      if (prevText === undefined) await rm(statePath, { force: true });
+      else await writeAtomic(statePath, prevText);
+    };
+    if (pending) {
+      await writeAtomic(statePath, JSON.stringify(state, null, 2));
+      try {
+        await opts.armRollback?.(state);
+      } catch (e) {
+        await restore();
+        throw applyFailed("arming the rollback (nothing was applied)", e);
+      }
+    }
+    try {
+      await opts.nft.run(["-f", "-"], ruleset);
+    } catch (e) {
+      if (pending) await restore();
+      throw applyFailed("nft -f", e);
+    }
+    await writeAtomic(join(opts.stateDir, "current.nft"), ruleset);
+    if (!pending) await writeAtomic(statePath, JSON.stringify(state, null, 2));
     return { state };
   });
 }

@@ -1,4 +1,4 @@
-import { parseIp, type IpRange } from "./ip-range.js";
+import { parseIp, unmapIp, type IpRange } from "./ip-range.js";
 import type { SegModel } from "./model.js";
 
 /**
@@ -18,10 +18,15 @@ export class SegmentIndex {
     this.#v6.sort(cmp);
   }
 
-  /** The segment holding `addr`, or undefined (outside the model or not an address). */
+  /**
+   * The segment holding `addr`, or undefined (outside the model or not an address). An
+   * IPv4-mapped address (`::ffff:10.0.2.5`) is looked up as the IPv4 address it stands for.
+   */
   lookup(addr: string): string | undefined {
-    const ip = parseIp(addr);
-    return ip ? this.lookupValue(ip.family, ip.value) : undefined;
+    const parsed = parseIp(addr);
+    if (!parsed) return undefined;
+    const ip = unmapIp(parsed);
+    return this.lookupValue(ip.family, ip.value);
   }
 
   lookupValue(family: 4 | 6, value: bigint): string | undefined {

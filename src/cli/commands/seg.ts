@@ -5,7 +5,7 @@ import { basename } from "node:path";
 import type { Command } from "commander";
 import { systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
-import { ZtError } from "../../core/errors.js";
+import { isZtError, ZtError } from "../../core/errors.js";
 import {
   applyRuleset,
   compileNftables,
@@ -74,14 +74,25 @@ async function output(text: string, out: string | undefined): Promise<void> {
   else process.stdout.write(text);
 }
 
-/** Starts the detached process that rolls back unless `zt seg confirm` comes first. */
-function spawnRollbackTimer(stateDir: string, token: string, netns: string | undefined): void {
+/**
+ * Starts the detached process that rolls back unless `zt seg confirm` comes first; resolves
+ * once it runs. `applyRuleset` calls it before loading the ruleset (see `armRollback`).
+ */
+async function spawnRollbackTimer(
+  stateDir: string,
+  token: string,
+  netns: string | undefined,
+): Promise<void> {
   const script = process.argv[1];
   if (!script)
     throw new ZtError("ZT_INTERNAL", "cannot locate the zt entry point for the rollback timer");
   const args = [script, "seg", "_rollback-timer", "--state-dir", stateDir, "--token", token];
   if (netns) args.push("--netns", netns);
   const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
+  await new Promise<void>((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", reject);
+  });
   child.unref();
 }
 
@@ -177,9 +188,10 @@ export function registerSegCommands(program: Command): void {
           ...ro,
           confirmWithinMs: windowMs,
           source: file,
+          // armed before nft -f: dying after the load cannot leave it pending for ever
+          armRollback: (st) => spawnRollbackTimer(ro.stateDir, st.token, o.netns),
         });
         if (state.status === "pending") {
-          spawnRollbackTimer(ro.stateDir, state.token, o.netns);
           process.stdout.write(
             `applied ${state.digest.slice(0, 12)} from ${file}; run \`zt seg confirm\` within ${formatDuration(windowMs)} or it is rolled back\n`,
           );
@@ -226,7 +238,15 @@ export function registerSegCommands(program: Command): void {
         if (!st || st.token !== o.token || st.deadline === null) return;
         const wait = Math.max(0, st.deadline - systemClock.now());
         await new Promise((r) => setTimeout(r, wait));
-        await rollbackIfPending({ ...ro, token: o.token });
+        // an apply or confirm may hold the lock for a while: keep trying, never give up
+        for (;;) {
+          try {
+            await rollbackIfPending({ ...ro, token: o.token });
+            return;
+          } catch (e) {
+            if (!(isZtError(e) && e.code === "ZT_CONFLICT")) throw e;
+          }
+        }
       }),
     );
 
@@ -256,7 +276,7 @@ export function registerSegCommands(program: Command): void {
         process.stdout.write(`table inet zt: ${s.live ? "loaded" : "absent"}\n`);
         if (!s.live) return;
         process.stdout.write(
-          `drops: ${s.counters["zt_drop"] ?? 0}  would-drop: ${s.counters["zt_would_drop"] ?? 0}  invalid: ${s.counters["zt_invalid"] ?? 0}\n\n`,
+          `drops: ${s.counters["zt_drop"] ?? 0}  would-drop: ${s.counters["zt_would_drop"] ?? 0}  invalid: ${s.counters["zt_invalid"] ?? 0}  cut: ${s.counters["zt_cut"] ?? 0}\n\n`,
         );
         printTable(s.rules as unknown as Record<string, unknown>[], [
           "chain",
