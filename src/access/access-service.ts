@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import { sql, type Kysely, type Transaction } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import type { AppContext } from "../app/index.js";
 import { formatDuration } from "../core/duration.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import { tryBeginImmediate, type AccessRequestsTable, type Tables } from "../store/index.js";
+import { withStoreLock, type AccessRequestsTable, type Tables } from "../store/index.js";
 import { parseAccessConfig, parseNotificationsConfig, type AccessConfig } from "./access-config.js";
 import { WebhookNotifier } from "./webhook-notifier.js";
 
@@ -29,7 +29,6 @@ export interface AccessRequest {
 }
 
 /** How long a break-glass waits for SQLite's write lock before giving up. */
-const SQLITE_LOCK_TIMEOUT_MS = 30_000;
 
 /** Longest reason accepted, for access requests and break-glass alike. */
 export const MAX_REASON_LENGTH = 500;
@@ -486,46 +485,15 @@ export class AccessService {
    * Runs `body` (a break-glass check-and-insert) in one transaction that no other process
    * runs for the same account and resource meanwhile:
    *
-   * - PostgreSQL: a transaction-scoped advisory lock on a key derived from the user id
-   *   and resource, read committed so the check sees what the previous holder committed.
-   * - SQLite: `BEGIN IMMEDIATE`, the database's single write lock, waited for
-   *   asynchronously (as `withCaLock` does) so that a holder on another handle in this
-   *   same process can finish meanwhile.
+   * On PostgreSQL the lock is an advisory lock keyed by the user id and resource; on
+   * SQLite, the database's write lock (see `withStoreLock`).
    */
-  async #breakglassLocked<T>(
+  #breakglassLocked<T>(
     userId: string,
     resource: string,
     body: (db: Kysely<Tables>) => Promise<T>,
   ): Promise<T> {
-    const store = this.#ctx.store;
-    if (store.dialect === "postgres") {
-      const key = breakglassLockKey(userId, resource);
-      return store.db
-        .transaction()
-        .setIsolationLevel("read committed")
-        .execute(async (trx) => {
-          await sql`SELECT pg_advisory_xact_lock(${sql.lit(key.toString())}::bigint)`.execute(trx);
-          return body(trx);
-        });
-    }
-    const sqlite = store.sqlite;
-    if (!sqlite) throw new ZtError("ZT_STORE", "the SQLite store has no connection handle");
-    const deadline = Date.now() + SQLITE_LOCK_TIMEOUT_MS;
-    for (;;) {
-      const done = await store.db.connection().execute(async (db) => {
-        if (!tryBeginImmediate(sqlite, store.location, deadline)) return undefined;
-        try {
-          const value = await body(db);
-          sqlite.exec("COMMIT");
-          return { value };
-        } catch (e) {
-          if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
-          throw e;
-        }
-      });
-      if (done) return done.value;
-      await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
-    }
+    return withStoreLock(this.#ctx.store, breakglassLockKey(userId, resource), body);
   }
 
   /** Audits an approval refused for `reason` (the caller throws). */

@@ -5,6 +5,7 @@ export {
   migrationStatus,
   tryBeginImmediate,
 } from "./open-store.js";
+export { withStoreLock } from "./store-lock.js";
 export type { Store, StoreOptions, MigrationState } from "./open-store.js";
 export { isPostgresUrl, parseDatabaseUrl, redactDatabaseUrl } from "./database-url.js";
 export type { PostgresTarget, SslMode } from "./database-url.js";
