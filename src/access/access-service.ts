@@ -558,14 +558,7 @@ export class AccessService {
       .executeTakeFirst();
     if (u && Number(u.disabled) === 0) return;
     const reason = u ? "requester-disabled" : "requester-missing";
-    this.#ctx.audit.record({
-      kind: "access.approve",
-      outcome: "failure",
-      subject: approver,
-      route: r.resource,
-      reason,
-      data: { request_id: r.id, user: r.user },
-    });
+    this.#refuseApproval(approver, r, reason);
     throw new ZtError(
       "ZT_ACCESS_STATE",
       `request ${r.id} cannot be approved: ${r.user} ${u ? "is disabled" : "no longer exists"}`,
