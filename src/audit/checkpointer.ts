@@ -4,7 +4,6 @@ import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { KeyStore } from "../keys/index.js";
 import { ZtError } from "../core/errors.js";
-import { newId } from "../core/ids.js";
 import {
   parseCheckpoint,
   signCheckpoint,
@@ -21,7 +20,9 @@ import {
 } from "./audit-verify.js";
 import type { ChainProblem } from "./chain-verifier.js";
 import type { AuditLog } from "./audit-log.js";
-import { countAlert, countCheckpoint } from "./metrics.js";
+import { countCheckpoint } from "./metrics.js";
+import { raiseAlert } from "./alerts/raise-alert.js";
+import type { Alert } from "./alerts/alert-engine.js";
 import { formatSyslog, SyslogClient, type SyslogOptions } from "./sinks/syslog-client.js";
 
 /** Somewhere outside the database a checkpoint is copied to, so a rewrite of the tail shows. */
@@ -346,7 +347,7 @@ export class Checkpointer {
     this.#lastAt = ts;
     if (!first) return;
     this.#o.onChainBroken?.(problem);
-    const alert = {
+    const alert: Alert = {
       rule: CHAIN_BROKEN_RULE,
       severity: "critical",
       key: `audit:${origin}`,
@@ -355,47 +356,13 @@ export class Checkpointer {
       ts,
       data: { kind: problem.kind, detail: problem.detail },
     };
-    countAlert(alert.rule, alert.severity);
-    // The database may be the thing that was tampered with: each step on its own.
-    await store.db
-      .insertInto("audit_alerts")
-      .values({
-        id: newId("alr"),
-        ts,
-        rule: alert.rule,
-        severity: alert.severity,
-        key: alert.key,
-        message: alert.message,
-        seq: alert.seq,
-        data: JSON.stringify(alert.data),
-      })
-      .execute()
-      .catch(() => undefined);
-    this.#o.audit?.record({
-      kind: "alert",
-      outcome: "info",
-      reason: alert.rule,
-      data: {
-        severity: alert.severity,
-        key: alert.key,
-        message: alert.message,
-        seq: alert.seq,
-        ...alert.data,
-      },
+    // The database may be the thing that was tampered with: the alert goes out anyway.
+    await raiseAlert(alert, {
+      store,
+      audit: this.#o.audit,
+      webhook: this.#o.alertWebhook,
+      onWebhookError: (e) => this.#o.onWitnessError?.("alerts.webhook", e),
+      bestEffortStore: true,
     });
-    if (this.#o.alertWebhook) {
-      try {
-        const res = await fetch(this.#o.alertWebhook, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ source: "zt", ...alert, time: new Date(ts).toISOString() }),
-          signal: AbortSignal.timeout(5_000),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
-      } catch (e) {
-        this.#o.onWitnessError?.("alerts.webhook", e);
-      }
-    }
   }
 }

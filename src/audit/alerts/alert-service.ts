@@ -1,13 +1,12 @@
 import type { Store } from "../../store/index.js";
 import type { Clock } from "../../core/clock.js";
 import type { EventBus } from "../../events/index.js";
-import { newId } from "../../core/ids.js";
 import type { AuditLog, AuditRowOut } from "../audit-log.js";
 import { AuditCursor, headSeq } from "../audit-cursor.js";
 import { queryAudit } from "../audit-query.js";
-import { countAlert } from "../metrics.js";
 import { AlertEngine, type Alert, type AlertEvent, type Ban } from "./alert-engine.js";
 import type { AlertsConfig } from "./alerts-config.js";
+import { raiseAlert } from "./raise-alert.js";
 
 export interface AlertServiceOptions {
   store: Store;
@@ -184,41 +183,13 @@ export class AlertService {
     await events.publish("ban.changed", { action: "add", key: b.key, until: b.until });
   }
 
-  async #applyAlert(a: Alert): Promise<void> {
+  #applyAlert(a: Alert): Promise<void> {
     const { store, audit, config } = this.#o;
-    await store.db
-      .insertInto("audit_alerts")
-      .values({
-        id: newId("alr"),
-        ts: a.ts,
-        rule: a.rule,
-        severity: a.severity,
-        key: a.key,
-        message: a.message,
-        seq: a.seq,
-        data: JSON.stringify(a.data),
-      })
-      .execute();
-    audit.record({
-      kind: "alert",
-      outcome: "info",
-      reason: a.rule,
-      data: { severity: a.severity, key: a.key, message: a.message, seq: a.seq, ...a.data },
+    return raiseAlert(a, {
+      store,
+      audit,
+      webhook: config.webhook,
+      onWebhookError: (e) => this.#o.onError?.("alert webhook", e),
     });
-    countAlert(a.rule, a.severity);
-    if (config.webhook) {
-      try {
-        const res = await fetch(config.webhook, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ source: "zt", ...a, time: new Date(a.ts).toISOString() }),
-          signal: AbortSignal.timeout(5_000),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
-      } catch (e) {
-        this.#o.onError?.("alert webhook", e);
-      }
-    }
   }
 }
