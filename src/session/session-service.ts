@@ -45,7 +45,8 @@ function hashToken(token: string): string {
   return oneShotHash("sha256", token, "hex");
 }
 
-const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
+/** What a session token looks like (32 random bytes, base64url): anything else is refused unread. */
+export const SESSION_TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
 /** The session table is pruned no earlier than at this many remembered sessions. */
 const PRUNE_AT_LEAST = 1024;
@@ -176,7 +177,7 @@ export class SessionService {
    * have served the user since this one last did (see `#recheckIdle`).
    */
   checkInMemory(token: string | undefined): SessionCheck | undefined {
-    if (!token || !TOKEN_RE.test(token)) {
+    if (!token || !SESSION_TOKEN_RE.test(token)) {
       return { ok: false, code: "ZT_SESSION_INVALID", reason: "session-invalid" };
     }
     const s = this.#byHash.get(hashToken(token));

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { ZtError } from "../../core/errors.js";
 import { fileExists, readPrivateFile } from "../../core/secure-files.js";
+import { SESSION_TOKEN_RE } from "../../session/index.js";
 import {
   bindPayload,
   collectPosture,
@@ -97,8 +98,6 @@ async function postJson(
   return json;
 }
 
-const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
-
 /**
  * The session token `zt device bind` proves possession of: from `--session-token-file`
  * (a 0600 file) or `$ZT_SESSION_TOKEN` — never from the command line, where other users
@@ -119,7 +118,7 @@ function sessionToken(file: string | undefined): string {
     throw usageError(
       "bind needs the session's own token: put the session cookie's value in ZT_SESSION_TOKEN or a 0600 file given as --session-token-file (a session id alone is not enough)",
     );
-  if (!TOKEN_RE.test(token))
+  if (!SESSION_TOKEN_RE.test(token))
     throw usageError(
       `${from}: not a session token (expected the 43-character session cookie value, not a ses_… id)`,
     );
