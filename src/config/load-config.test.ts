@@ -123,3 +123,79 @@ policies: ./policies
     expect(configError("{}", { ZT_LISTEN__API: "nope" })).toMatch(/listen\.api/);
   });
 });
+
+describe("zt.yaml values the runtime cannot use are refused at load, naming the key", () => {
+  it("refuses a time_zone Intl does not know (zt up once failed with ZT_INTERNAL)", () => {
+    expect(configError("time_zone: Mars/Olympus")).toMatch(/time_zone: .*time zone/);
+    expect(parseConfigText("time_zone: Europe/Paris", "/etc/zt/zt.yaml").time_zone).toBe(
+      "Europe/Paris",
+    );
+  });
+
+  it("refuses zero durations that switch a timeout off or kill every session", () => {
+    // 0 would disable Node's slowloris timeouts, the upstream socket timeout, make every
+    // session expire or idle out at birth, and make the PEP deny everything as stale.
+    for (const [yaml, key] of [
+      ["limits: { header_timeout: 0 }", "limits.header_timeout"],
+      ["limits: { request_timeout: 0s }", "limits.request_timeout"],
+      ["session: { ttl: 0 }", "session.ttl"],
+      ["session: { idle_timeout: 0m }", "session.idle_timeout"],
+      ["session: { recheck_interval: 0 }", "session.recheck_interval"],
+      ["max_staleness: 0", "max_staleness"],
+      [
+        "routes:\n  - { name: a, from: 'http://a', to: 'http://b', timeout: 0 }",
+        "routes[0].timeout",
+      ],
+    ] as const) {
+      expect(configError(yaml)).toMatch(new RegExp(`${key.replace(/[.[\]]/g, "\\$&")}: .*above 0`));
+    }
+  });
+
+  it("refuses timer durations past what a Node timer holds (it would fire after 1 ms)", () => {
+    for (const [yaml, key] of [
+      ["limits: { header_timeout: 30d, request_timeout: 30d }", "limits.header_timeout"],
+      ["session: { recheck_interval: 25d }", "session.recheck_interval"],
+      [
+        "routes:\n  - { name: a, from: 'http://a', to: 'http://b', timeout: 90d }",
+        "routes[0].timeout",
+      ],
+    ] as const) {
+      expect(configError(yaml)).toMatch(
+        new RegExp(`${key.replace(/[.[\]]/g, "\\$&")}: .*at most 24d`),
+      );
+    }
+    // A number too large to be a duration at all.
+    expect(configError(`session: { ttl: "${"9".repeat(400)}d" }`)).toMatch(/session\.ttl/);
+  });
+
+  it("checks limits.header_timeout and request_timeout at load (they were parsed only by the PEP)", () => {
+    expect(configError("limits: { header_timeout: abc }")).toMatch(/limits\.header_timeout/);
+    // Node throws ERR_OUT_OF_RANGE at listen when headers may take longer than the request.
+    expect(configError("limits: { header_timeout: 2m, request_timeout: 1m }")).toMatch(
+      /limits\.header_timeout: .*at most limits\.request_timeout/,
+    );
+    const c = parseConfigText("limits: { header_timeout: 5s, request_timeout: 5s }", "/z.yaml");
+    expect(c.limits.header_timeout).toBe("5s");
+  });
+
+  it("says which environment variable set a refused value", () => {
+    expect(configError("{}", { ZT_LISTEN__API: "nope" })).toMatch(/listen\.api.*ZT_LISTEN__API/);
+    expect(configError("{}", { ZT_SESSION__TTL: "0" })).toMatch(/session\.ttl.*ZT_SESSION__TTL/);
+  });
+});
+
+describe("the config file itself", () => {
+  it("names a config path that is a directory instead of failing with ZT_INTERNAL", async () => {
+    const { mkdtempSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { loadConfig } = await import("./load-config.js");
+    const dir = mkdtempSync(`${tmpdir()}/zt-cfg-`);
+    try {
+      loadConfig(dir);
+      throw new Error("accepted");
+    } catch (e) {
+      expect(isZtError(e) && e.code).toBe("ZT_CONFIG_INVALID");
+      expect((e as Error).message).toContain(`cannot read config file ${dir}`);
+    }
+  });
+});

@@ -63,7 +63,13 @@ export function loadConfig(path: string, options: LoadConfigOptions = {}): ZtCon
       },
     );
   }
-  const text = readFileSync(path, "utf8");
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ZtError("ZT_CONFIG_INVALID", `cannot read config file ${path} (${code})`, { path });
+  }
   return parseConfigText(text, path, options);
 }
 
@@ -90,8 +96,13 @@ export function parseConfigText(
       { path },
     );
   }
-  raw = applyEnvOverrides(raw as Record<string, unknown>, options.env ?? {});
-  return validateConfig(raw, path);
+  const fromEnv = new Map<string, string>();
+  raw = applyEnvOverrides(raw as Record<string, unknown>, options.env ?? {}, fromEnv);
+  try {
+    return validateConfig(raw, path);
+  } catch (e) {
+    throw withEnvSource(e, fromEnv);
+  }
 }
 
 /** Validates an already-parsed object (e.g. built by the demo) as a config. */
@@ -104,6 +115,32 @@ export function validateConfig(raw: unknown, path: string): ZtConfig {
     });
   }
   return resolveConfig(result.data, path);
+}
+
+/**
+ * A refused value that came from a ZT_… variable, not from the file: say so, or the
+ * operator looks for it in zt.yaml. `fromEnv` maps a key path (`listen.api`) to the
+ * variable that set it.
+ */
+function withEnvSource(e: unknown, fromEnv: Map<string, string>): unknown {
+  if (!(e instanceof ZtError) || e.code !== "ZT_CONFIG_INVALID" || fromEnv.size === 0) return e;
+  const issues = e.context["issues"];
+  const keys = Array.isArray(issues)
+    ? issues.map((i) => String((i as { path: unknown }).path))
+    : typeof e.context["key"] === "string"
+      ? [e.context["key"]]
+      : [];
+  const vars = new Set<string>();
+  for (const k of keys)
+    for (const [envKey, name] of fromEnv)
+      if (k === envKey || k.startsWith(`${envKey}.`) || k.startsWith(`${envKey}[`)) vars.add(name);
+  if (vars.size === 0) return e;
+  return new ZtError(
+    "ZT_CONFIG_INVALID",
+    `${e.message} (set by ${[...vars].join(", ")})`,
+    e.context,
+    { cause: e },
+  );
 }
 
 function formatPath(p: readonly PropertyKey[]): string {
@@ -128,6 +165,7 @@ function formatIssues(issues: z.core.$ZodIssue[]): string {
 function applyEnvOverrides(
   raw: Record<string, unknown>,
   env: Record<string, string | undefined>,
+  fromEnv: Map<string, string>,
 ): Record<string, unknown> {
   const out = structuredClone(raw);
   const topKeys = new Set(Object.keys(configSchema.shape));
@@ -148,6 +186,7 @@ function applyEnvOverrides(
       parsed = value;
     }
     target[keyPath[keyPath.length - 1]!] = parsed;
+    fromEnv.set(keyPath.join("."), name);
   }
   return out;
 }
@@ -155,12 +194,26 @@ function applyEnvOverrides(
 function resolveConfig(c: RawConfig, path: string): ZtConfig {
   const configDir = dirname(path);
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(configDir, p));
-  const durations = (v: string | number, key: string) => {
+  /**
+   * A duration above 0 (0 would switch a timeout off, or end every session at once);
+   * `timer`: also at most 24d, since a Node timer past 2^31−1 ms fires after 1 ms.
+   */
+  const durations = (v: string | number, key: string, timer = false) => {
+    let ms: number;
     try {
-      return parseDuration(v, key);
+      ms = parseDuration(v, key);
     } catch (e) {
       throw new ZtError("ZT_CONFIG_INVALID", `${path}: ${(e as Error).message}`, { path, key });
     }
+    const refuse = (why: string) =>
+      new ZtError("ZT_CONFIG_INVALID", `${path}: ${key}: ${why}, got ${JSON.stringify(v)}`, {
+        path,
+        key,
+      });
+    if (!Number.isSafeInteger(ms)) throw refuse("expected a duration such as 30s, 15m or 12h");
+    if (ms <= 0) throw refuse("expected a duration above 0");
+    if (timer && ms > MAX_TIMER_DURATION_MS) throw refuse("expected a duration of at most 24d");
+    return ms;
   };
   const names = new Set<string>();
   const routes: ResolvedRoute[] = c.routes.map((r, i) => {
@@ -205,7 +258,7 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
       host,
       port: from.port ? Number(from.port) : from.protocol === "https:" ? 443 : 80,
       pathPrefix: prefix.prefix,
-      timeoutMs: durations(r.timeout, `routes[${i}].timeout`),
+      timeoutMs: durations(r.timeout, `routes[${i}].timeout`, true),
     };
     if (r.upstream_ca !== undefined) {
       const key = `routes[${i}].upstream_ca`;
@@ -249,9 +302,18 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
     routes,
     sessionTtlMs: durations(c.session.ttl, "session.ttl"),
     sessionIdleMs: durations(c.session.idle_timeout, "session.idle_timeout"),
-    sessionRecheckMs: durations(c.session.recheck_interval, "session.recheck_interval"),
+    sessionRecheckMs: durations(c.session.recheck_interval, "session.recheck_interval", true),
     maxStalenessMs: durations(c.max_staleness, "max_staleness"),
   };
+  // Parsed again by the PEP; checked here so a bad value names its key and zt does not start.
+  const headerMs = durations(c.limits.header_timeout, "limits.header_timeout", true);
+  const requestMs = durations(c.limits.request_timeout, "limits.request_timeout", true);
+  if (headerMs > requestMs)
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${path}: limits.header_timeout: expected at most limits.request_timeout (${JSON.stringify(c.limits.request_timeout)}), got ${JSON.stringify(c.limits.header_timeout)}`,
+      { path, key: "limits.header_timeout" },
+    );
   if (c.master_key_file !== undefined) cfg.master_key_file = abs(c.master_key_file);
   if (c.tls) {
     const tls = { ...c.tls };
@@ -261,6 +323,9 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
   }
   return cfg;
 }
+
+/** 24 days: below the 2^31−1 ms a Node timer holds. */
+const MAX_TIMER_DURATION_MS = 24 * 86_400_000;
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n[\s\S]*?-----END \1-----/g;
 

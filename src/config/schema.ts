@@ -8,6 +8,16 @@ import { parseCidr } from "../core/cidr.js";
 
 const duration = z.union([z.string(), z.number()]);
 
+/** A time zone the PEP's Intl.DateTimeFormat accepts (it throws at start otherwise). */
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en-GB", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const listenAddress = z
   .string()
   .regex(
@@ -189,7 +199,10 @@ export const configSchema = z
     /** CIDR → label, exposed to policies as context.network. */
     network_labels: z.record(z.string(), z.array(cidr)).default({}),
     /** Time zone for context.local_hour / business-hours policies. */
-    time_zone: z.string().default("UTC"),
+    time_zone: z
+      .string()
+      .refine(isTimeZone, 'expected an IANA time zone, e.g. "UTC" or "Europe/Paris"')
+      .default("UTC"),
     /** How long a PEP keeps deciding from cached state when the store is unreachable. */
     max_staleness: duration.default("5m"),
     /** Capability sections owned by their folders (validated there). */
