@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import type { Server as TlsServer } from "node:tls";
 import { keepCertificateFresh, type ListenerTls } from "../pki/listener-tls.js";
 import type { AppContext } from "../app/index.js";
@@ -8,6 +8,9 @@ import { ApiAuthenticator } from "./api-auth.js";
 import { isZtError, ZtError } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { registerAllApiRoutes } from "./routes/index.js";
+
+/** Longest path parameter (a device id, a CA id) the router accepts. */
+const MAX_PARAM_LENGTH = 512;
 
 export interface ApiServerOptions {
   /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
@@ -57,8 +60,21 @@ export async function createApiServer(
       : {}),
     logger: false,
     bodyLimit: 1024 * 1024,
-    routerOptions: { maxParamLength: 512 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: false,
+    // Refusals by the router itself (before any handler or the error handler): in zt's
+    // shape with a stable code, not Fastify's own `FST_ERR_…` body.
+    frameworkErrors: (err, _req, reply) => {
+      const message =
+        err.code === "FST_ERR_MAX_PARAM_LENGTH"
+          ? `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`
+          : err.code === "FST_ERR_BAD_URL"
+            ? "malformed percent-encoding in the path"
+            : "bad request";
+      void (reply as unknown as FastifyReply)
+        .status(400)
+        .send(new ZtError("ZT_BAD_REQUEST", message).toJSON());
+    },
   });
 
   app.setErrorHandler((err, _req, reply) => {

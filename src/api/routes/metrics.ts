@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
@@ -20,7 +21,7 @@ export function registerMetricsRoutes(
   const tokenFile = (ctx.config.audit as Record<string, unknown> | undefined)?.[
     "metrics_token_file"
   ];
-  const token = typeof tokenFile === "string" ? readFileSync(tokenFile, "utf8").trim() : undefined;
+  const token = typeof tokenFile === "string" ? readMetricsToken(ctx, tokenFile) : undefined;
   app.get("/metrics", async (req, reply) => {
     if (token !== undefined) {
       const auth = req.headers.authorization ?? "";
@@ -41,4 +42,25 @@ export function registerMetricsRoutes(
     void reply.header("content-type", contentType);
     return body;
   });
+}
+
+/**
+ * The scrape token, read once at start: relative to zt.yaml's folder like every path in
+ * it. A missing, unreadable or empty file stops zt from starting, naming the key.
+ */
+function readMetricsToken(ctx: AppContext, file: string): string {
+  const path = resolve(ctx.config.configDir, file);
+  const refuse = (why: string) =>
+    new ZtError("ZT_CONFIG_INVALID", `audit.metrics_token_file: ${why}`, {
+      key: "audit.metrics_token_file",
+      path,
+    });
+  let token: string;
+  try {
+    token = readFileSync(path, "utf8").trim();
+  } catch (e) {
+    throw refuse(`cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? "unreadable"})`);
+  }
+  if (token === "") throw refuse(`${path} is empty`);
+  return token;
 }

@@ -1,0 +1,117 @@
+/**
+ * The control-plane API at its edge, over a real socket: requests Fastify's router
+ * refuses before any handler runs still get zt's error shape with a stable code, and
+ * `audit.metrics_token_file` is read the way every other path in zt.yaml is.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { validateConfig } from "../src/config/index.js";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { createApiServer } from "../src/api/index.js";
+import { isZtError } from "../src/core/errors.js";
+
+let dir: string;
+const opened: AppContext[] = [];
+
+/** An AppContext whose zt.yaml sits in `dir` (so relative paths resolve there). */
+async function context(extra: Record<string, unknown> = {}): Promise<AppContext> {
+  const config = validateConfig({ data_dir: join(dir, "data"), ...extra }, join(dir, "zt.yaml"));
+  const ctx = await openAppContext(config, {
+    env: { ZT_MASTER_KEY: randomBytes(32).toString("base64") },
+    create: true,
+  });
+  opened.push(ctx);
+  return ctx;
+}
+
+async function listen(app: FastifyInstance): Promise<string> {
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  return `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "zt-api-edge-"));
+});
+
+afterAll(async () => {
+  for (const ctx of opened) await ctx.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("errors the router raises before a handler", () => {
+  let api: FastifyInstance;
+  let base: string;
+  beforeAll(async () => {
+    api = await createApiServer(await context());
+    base = await listen(api);
+  });
+  afterAll(async () => api.close());
+
+  it("answers a malformed percent-escape in the path with ZT_BAD_REQUEST, not Fastify's FST_ERR_BAD_URL", async () => {
+    const res = await fetch(`${base}/pki/crl/%ff%00`);
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("ZT_BAD_REQUEST");
+    expect(JSON.stringify(body)).not.toContain("FST_");
+  });
+
+  it("answers an over-long path parameter with ZT_BAD_REQUEST, not FST_ERR_MAX_PARAM_LENGTH", async () => {
+    const res = await fetch(`${base}/v1/devices/${"a".repeat(600)}/reports`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ payload: "x", signature: "y" }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("ZT_BAD_REQUEST");
+    expect(JSON.stringify(body)).not.toContain("FST_");
+    // The 600-character parameter is not echoed back whole.
+    expect(JSON.stringify(body).length).toBeLessThan(400);
+  });
+});
+
+describe("audit.metrics_token_file", () => {
+  it("is read relative to the config file's folder, not the working directory", async () => {
+    writeFileSync(join(dir, "metrics.token"), "s3cret-scrape-token\n", { mode: 0o600 });
+    // vitest runs in the repository root, where no metrics.token exists.
+    const api = await createApiServer(
+      await context({ audit: { metrics_token_file: "./metrics.token" } }),
+    );
+    try {
+      const base = await listen(api);
+      const none = await fetch(`${base}/metrics`);
+      expect(none.status).toBe(401);
+      expect(((await none.json()) as { error: { code: string } }).error.code).toBe(
+        "ZT_AUTH_REQUIRED",
+      );
+      const ok = await fetch(`${base}/metrics`, {
+        headers: { authorization: "Bearer s3cret-scrape-token" },
+      });
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toContain("# HELP");
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("refuses to start with a missing or empty token file, naming the key (was ZT_INTERNAL ENOENT)", async () => {
+    writeFileSync(join(dir, "empty.token"), "\n", { mode: 0o600 });
+    for (const [file, why] of [
+      ["./missing.token", /cannot read .*missing\.token/],
+      ["./empty.token", /empty/],
+    ] as const) {
+      const ctx = await context({ audit: { metrics_token_file: file } });
+      const err = await createApiServer(ctx).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isZtError(err) && err.code).toBe("ZT_CONFIG_INVALID");
+      expect((err as Error).message).toMatch(/audit\.metrics_token_file/);
+      expect((err as Error).message).toMatch(why);
+    }
+  });
+});
