@@ -31,6 +31,7 @@ export async function createServices(ctx: AppContext): Promise<Services> {
   const decisions = new DecisionPoint(ctx, () => policies.engine, snapshot.entities);
   const assertions = new AssertionSigner(ctx.keys, ctx.clock, `zt:${ctx.config.trust_domain}`);
   await assertions.init();
+  const stopFollowingKeys = assertions.followRotations(ctx.events);
   return {
     ctx,
     identity,
@@ -40,6 +41,7 @@ export async function createServices(ctx: AppContext): Promise<Services> {
     decisions,
     assertions,
     close() {
+      stopFollowingKeys();
       policies.close();
       snapshot.close();
       sessions.close();

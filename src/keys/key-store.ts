@@ -4,13 +4,48 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from "node:crypto";
-import type { Store } from "../store/index.js";
+import { withStoreLock, type Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { SecretBox } from "../core/secret-box.js";
 import { newId } from "../core/ids.js";
 import { ZtError } from "../core/errors.js";
 
 export type KeyAlg = "ES256" | "EdDSA";
+
+/** The store lock (PostgreSQL advisory key) a rotation holds: one rotation at a time. */
+export const KEYS_LOCK_KEY = 0x7a742d6b657973n;
+
+/**
+ * A key's life: `active` signs; `previous` (rotated out) and `superseded` (lost a
+ * creation race) no longer sign but stay published until `not_after` (none: for ever);
+ * `retired` is neither used nor published.
+ */
+export type KeyStatus = "active" | "previous" | "superseded" | "retired";
+
+/** What `zt keys list` shows of a key: never its private half. */
+export interface KeyInfo {
+  kid: string;
+  purpose: string;
+  alg: string;
+  status: string;
+  createdAt: number;
+  /** Published in the JWKS until then (ms); null: while not retired. */
+  publishedUntil: number | null;
+}
+
+export interface RotateKeyOptions {
+  /**
+   * How long the keys rotated out stay published (ms), so that verifiers still accept
+   * what they signed until it expires. 0: retire them at once (a key believed leaked).
+   */
+  publishPreviousForMs: number;
+}
+
+export interface RotateKeyResult {
+  kid: string;
+  /** The keys that were active and no longer sign. */
+  previous: string[];
+}
 
 export interface SigningKey {
   kid: string;
@@ -80,18 +115,30 @@ export class KeyStore {
       .executeTakeFirst();
   }
 
-  /** Public JWKs of every non-retired key for a purpose (for JWKS endpoints). */
+  /**
+   * Public JWKs of every key for a purpose that is published: not retired and, for a
+   * key rotated out, within its publication window (for JWKS endpoints).
+   */
   async publicJwks(purpose: string): Promise<Record<string, unknown>[]> {
+    const now = this.#clock.now();
     const rows = await this.#store.db
       .selectFrom("keys")
       .select(["public_jwk"])
       .where("purpose", "=", purpose)
       .where("status", "!=", "retired")
+      .where((eb) => eb.or([eb("not_after", "is", null), eb("not_after", ">", now)]))
+      .orderBy("created_at", "desc")
       .execute();
     return rows.map((r) => JSON.parse(r.public_jwk) as Record<string, unknown>);
   }
 
   async #create(purpose: string, alg: KeyAlg): Promise<SigningKey> {
+    const { key, row } = this.#newKey(purpose, alg);
+    await this.#store.db.insertInto("keys").values(row).execute();
+    return key;
+  }
+
+  #newKey(purpose: string, alg: KeyAlg) {
     const pair =
       alg === "ES256"
         ? generateKeyPairSync("ec", { namedCurve: "P-256" })
@@ -103,20 +150,17 @@ export class KeyStore {
     >;
     const pkcs8 = pair.privateKey.export({ format: "der", type: "pkcs8" });
     const createdAt = this.#clock.now();
-    await this.#store.db
-      .insertInto("keys")
-      .values({
-        id: kid,
-        purpose,
-        alg,
-        public_jwk: JSON.stringify(jwk),
-        private_sealed: this.#box.seal(`key:${purpose}`, pkcs8),
-        created_at: createdAt,
-        not_after: null,
-        status: "active",
-      })
-      .execute();
-    return {
+    const row = {
+      id: kid,
+      purpose,
+      alg,
+      public_jwk: JSON.stringify(jwk),
+      private_sealed: this.#box.seal(`key:${purpose}`, pkcs8),
+      created_at: createdAt,
+      not_after: null,
+      status: "active" satisfies KeyStatus,
+    };
+    const key: SigningKey = {
       kid,
       alg,
       purpose,
@@ -125,6 +169,76 @@ export class KeyStore {
       publicJwk: jwk,
       createdAt,
     };
+    return { key, row };
+  }
+
+  /**
+   * Replaces the active key of a purpose with a new one, in one step under the store
+   * lock: every key that was active stops signing and stays published for
+   * `publishPreviousForMs` (0: retired at once). Other processes keep their cached key
+   * until they hear of the rotation: publish an event and call `forget` on it.
+   */
+  async rotate(purpose: string, alg: KeyAlg, o: RotateKeyOptions): Promise<RotateKeyResult> {
+    if (!Number.isSafeInteger(o.publishPreviousForMs) || o.publishPreviousForMs < 0) {
+      throw new ZtError(
+        "ZT_USAGE",
+        `publication window must be a whole number of ms >= 0, got ${o.publishPreviousForMs}`,
+      );
+    }
+    const { key, row } = this.#newKey(purpose, alg);
+    const previous = await withStoreLock(this.#store, KEYS_LOCK_KEY, async (db) => {
+      const active = await db
+        .selectFrom("keys")
+        .select("id")
+        .where("purpose", "=", purpose)
+        .where("status", "=", "active")
+        .execute();
+      const now = this.#clock.now();
+      if (active.length > 0) {
+        await db
+          .updateTable("keys")
+          .set(
+            o.publishPreviousForMs > 0
+              ? { status: "previous" satisfies KeyStatus, not_after: now + o.publishPreviousForMs }
+              : { status: "retired" satisfies KeyStatus, not_after: now },
+          )
+          .where("purpose", "=", purpose)
+          .where("status", "=", "active")
+          .execute();
+      }
+      await db.insertInto("keys").values(row).execute();
+      return active.map((r) => r.id);
+    });
+    this.#cache.set(purpose, key);
+    return { kid: key.kid, previous };
+  }
+
+  /** Drops the cached active key of a purpose: the next use reads the store. */
+  forget(purpose: string): void {
+    this.#cache.delete(purpose);
+  }
+
+  /** Every key, newest first (no private halves). */
+  async list(): Promise<KeyInfo[]> {
+    const rows = await this.#store.db
+      .selectFrom("keys")
+      .select(["id", "purpose", "alg", "status", "created_at", "not_after"])
+      .orderBy("purpose")
+      .orderBy("created_at", "desc")
+      .execute();
+    return rows.map((r) => ({
+      kid: r.id,
+      purpose: r.purpose,
+      alg: r.alg,
+      status: r.status,
+      createdAt: Number(r.created_at),
+      publishedUntil:
+        r.status === "retired"
+          ? Number(r.not_after ?? r.created_at)
+          : r.not_after === null
+            ? null
+            : Number(r.not_after),
+    }));
   }
 
   #fromRow(row: {

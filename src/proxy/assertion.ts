@@ -1,6 +1,8 @@
 import { SignJWT } from "jose";
-import type { KeyStore, SigningKey } from "../keys/index.js";
+import type { KeyStore, RotateKeyResult, SigningKey } from "../keys/index.js";
 import type { Clock } from "../core/clock.js";
+import type { AuditLog } from "../audit/index.js";
+import type { EventBus, ZtEvent } from "../events/index.js";
 
 export const ASSERTION_KEY_PURPOSE = "assertion";
 export const ASSERTION_LIFETIME_S = 60;
@@ -88,6 +90,24 @@ export class AssertionSigner {
     return jwt;
   }
 
+  /**
+   * The assertion key was rotated (here or in another process): sign with the new
+   * active key from now on, and drop every cached assertion signed with the old one.
+   */
+  keysChanged(): void {
+    this.#keys.forget(ASSERTION_KEY_PURPOSE);
+    this.#key = undefined;
+    this.#cache.clear();
+    this.#cached = 0;
+  }
+
+  /** Follows rotations announced on the event bus; returns the unsubscribe function. */
+  followRotations(events: EventBus): () => void {
+    return events.subscribe((e) => {
+      if (isAssertionKeyRotation(e)) this.keysChanged();
+    });
+  }
+
   /** Drops cached assertions of a session (on revocation). */
   forgetSession(sessionId: string): void {
     const routes = this.#cache.get(sessionId);
@@ -99,4 +119,47 @@ export class AssertionSigner {
   async jwks(): Promise<{ keys: Record<string, unknown>[] }> {
     return { keys: await this.#keys.publicJwks(ASSERTION_KEY_PURPOSE) };
   }
+}
+
+/** Default publication window of a rotated-out assertion key: well past its assertions' 60 s. */
+export const ASSERTION_KEY_PREVIOUS_PUBLISHED_MS = 10 * 60_000;
+
+function isAssertionKeyRotation(e: ZtEvent): boolean {
+  return (
+    e.kind === "config.changed" &&
+    e.data["component"] === "keys" &&
+    e.data["purpose"] === ASSERTION_KEY_PURPOSE
+  );
+}
+
+/**
+ * `zt keys rotate assertion`: a new assertion signing key, in use by every PEP as soon as
+ * it hears the event (SQLite: the next poll; PostgreSQL: NOTIFY). The old key stays in
+ * the JWKS for `publishPreviousForMs` so that assertions it signed verify until they
+ * expire; 0 drops it from the JWKS at once (a key believed leaked).
+ */
+export async function rotateAssertionKey(
+  deps: { keys: KeyStore; audit: AuditLog; events: EventBus },
+  publishPreviousForMs: number,
+  actor: string,
+): Promise<RotateKeyResult> {
+  const r = await deps.keys.rotate(ASSERTION_KEY_PURPOSE, "ES256", { publishPreviousForMs });
+  deps.audit.record({
+    kind: "key.rotate",
+    outcome: "info",
+    subject: actor,
+    reason: publishPreviousForMs === 0 ? "retired-at-once" : "rotated",
+    data: {
+      purpose: ASSERTION_KEY_PURPOSE,
+      kid: r.kid,
+      previous: r.previous,
+      previous_published_ms: publishPreviousForMs,
+    },
+  });
+  await deps.events.publish("config.changed", {
+    component: "keys",
+    purpose: ASSERTION_KEY_PURPOSE,
+    kid: r.kid,
+  });
+  return r;
 }

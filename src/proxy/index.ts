@@ -4,7 +4,13 @@ export { DecisionPoint } from "./decision-point.js";
 export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
 export { LiveConnections } from "./live-connections.js";
 export type { LiveConnection } from "./live-connections.js";
-export { AssertionSigner, ASSERTION_KEY_PURPOSE, ASSERTION_LIFETIME_S } from "./assertion.js";
+export {
+  AssertionSigner,
+  ASSERTION_KEY_PURPOSE,
+  ASSERTION_LIFETIME_S,
+  ASSERTION_KEY_PREVIOUS_PUBLISHED_MS,
+  rotateAssertionKey,
+} from "./assertion.js";
 export type { AssertionClaims } from "./assertion.js";
 export { canonicalizeRequest, canonicalPath, canonicalHost } from "./canonical-request.js";
 export type { CanonicalRequest, CanonicalRefusal } from "./canonical-request.js";

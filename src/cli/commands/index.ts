@@ -16,6 +16,7 @@ import { registerCaCommands } from "./ca.js";
 import { registerCertCommands } from "./cert.js";
 import { registerSshCommands } from "./ssh.js";
 import { registerForwardAuthCommands } from "./forward-auth.js";
+import { registerKeysCommands } from "./keys.js";
 
 /**
  * Every command group. Each capability's CLI lives in its own file here and exports a
@@ -39,4 +40,5 @@ export function registerAllCommands(program: Command): void {
   registerCertCommands(program);
   registerSshCommands(program);
   registerForwardAuthCommands(program);
+  registerKeysCommands(program);
 }
