@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
 import { openAppContext, type AppContext } from "../app/index.js";
-import { isZtError, ZtError } from "../core/errors.js";
+import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 
 /** Global options every command sees. */
 export interface GlobalOptions {
@@ -52,15 +52,68 @@ export async function withoutContext(body: () => Promise<number | void>): Promis
 }
 
 export function failWith(e: unknown): void {
-  if (isZtError(e)) {
-    process.stderr.write(`zt: error ${e.code}: ${e.message}\n`);
-    process.exitCode = e.exitCode;
+  const z = isZtError(e) ? e : userFacingError(e);
+  if (z) {
+    process.stderr.write(`zt: error ${z.code}: ${z.message}\n`);
+    process.exitCode = z.exitCode;
+    if (z !== e && process.env["ZT_DEBUG"]) process.stderr.write(`${(e as Error)?.stack ?? ""}\n`);
     return;
   }
   const err = e as Error;
   process.stderr.write(`zt: error ZT_INTERNAL: ${err?.message ?? String(e)}\n`);
   if (process.env["ZT_DEBUG"]) process.stderr.write(`${err?.stack ?? ""}\n`);
   process.exitCode = 70;
+}
+
+/** File errors a user causes (a wrong path, a directory, permissions), by errno code. */
+const FILE_ERRORS: Record<string, { code: ZtErrorCode; what: string }> = {
+  ENOENT: { code: "ZT_NOT_FOUND", what: "no such file or directory" },
+  EACCES: { code: "ZT_FILE_PERMISSIONS", what: "permission denied" },
+  EPERM: { code: "ZT_FILE_PERMISSIONS", what: "operation not permitted" },
+  EISDIR: { code: "ZT_USAGE", what: "is a directory, expected a file" },
+  ENOTDIR: { code: "ZT_USAGE", what: "a component of the path is not a directory" },
+  EEXIST: { code: "ZT_USAGE", what: "already exists" },
+  ELOOP: { code: "ZT_USAGE", what: "too many symbolic links" },
+  ENAMETOOLONG: { code: "ZT_USAGE", what: "file name too long" },
+};
+
+/**
+ * A plain error that is the user's doing, not zt's, as the ZtError it stands for: a file
+ * that cannot be read or written, a server that cannot be reached or does not answer.
+ * Undefined for anything else (an internal error).
+ */
+function userFacingError(e: unknown): ZtError | undefined {
+  const err = e as (NodeJS.ErrnoException & { cause?: unknown }) | undefined;
+  if (!err || typeof err !== "object") return undefined;
+  const file = typeof err.code === "string" ? FILE_ERRORS[err.code] : undefined;
+  if (file && typeof err.syscall === "string") {
+    // A read of a directory carries no path; Node's message then names only the syscall.
+    const where = err.path !== undefined ? `${err.path}: ` : "";
+    return new ZtError(file.code, `${where}${file.what} (${err.code}, ${err.syscall})`);
+  }
+  if (err instanceof TypeError && err.message === "fetch failed") {
+    const cause = err.cause as { message?: unknown; code?: unknown } | undefined;
+    const why = typeof cause?.message === "string" ? cause.message : "no connection";
+    return new ZtError("ZT_UNAVAILABLE", `cannot reach the server: ${why}`);
+  }
+  if (err.name === "TimeoutError")
+    return new ZtError("ZT_UNAVAILABLE", "the server did not answer in time");
+  return undefined;
+}
+
+/** A `--server` value: an http:// or https:// base URL (refused with the flag named). */
+export function serverUrl(value: string, flag = "--server"): URL {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:"))
+    throw usageError(
+      `${flag}: expected an http:// or https:// URL such as https://zt.example.test:8400, got ${JSON.stringify(value)}`,
+    );
+  return url;
 }
 
 export function printJson(value: unknown): void {

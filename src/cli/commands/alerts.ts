@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { printJson, printTable, withContext } from "../cli-context.js";
+import { printJson, printTable, usageError, withContext } from "../cli-context.js";
 import { parseWhen } from "./audit.js";
 
 /** `zt alerts list` */
@@ -19,7 +19,11 @@ export function registerAlertsCommands(program: Command): void {
       ) => {
         await withContext(cmd, async (ctx) => {
           const since = parseWhen(opts.since, ctx.clock.now(), "--since");
-          const limit = /^\d{1,6}$/.test(opts.limit) ? Number(opts.limit) : 100;
+          if (!/^\d{1,6}$/.test(opts.limit) || Number(opts.limit) === 0)
+            throw usageError(
+              `--limit: expected a whole number from 1 to 999999, got ${JSON.stringify(opts.limit)}`,
+            );
+          const limit = Number(opts.limit);
           let q = ctx.store.db.selectFrom("audit_alerts").selectAll().where("ts", ">=", since);
           if (opts.rule) q = q.where("rule", "=", opts.rule);
           const rows = await q.orderBy("ts", "desc").orderBy("seq", "desc").limit(limit).execute();

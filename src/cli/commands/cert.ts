@@ -12,6 +12,7 @@ import {
   loadCliConfig,
   printJson,
   printTable,
+  serverUrl,
   usageError,
   withContext,
   withoutContext,
@@ -240,7 +241,8 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   if (opts.server) {
     // Over https the current SVID is also the TLS client certificate (mTLS renewal);
     // the body carries the proof too, for a plain-HTTP API on loopback.
-    const https = new URL(opts.server).protocol === "https:";
+    const server = serverUrl(opts.server);
+    const https = server.protocol === "https:";
     const dispatcher =
       https || opts.caFile
         ? new Agent({
@@ -253,7 +255,7 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
     let res: Awaited<ReturnType<typeof undiciFetch>>;
     let body: Record<string, unknown>;
     try {
-      res = await undiciFetch(new URL("/api/v1/svid", opts.server), {
+      res = await undiciFetch(new URL("/api/v1/svid", server), {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({

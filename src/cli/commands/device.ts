@@ -17,7 +17,14 @@ import {
   type DeviceInfo,
   type PostureReport,
 } from "../../device/index.js";
-import { printJson, printTable, usageError, withContext, withoutContext } from "../cli-context.js";
+import {
+  printJson,
+  printTable,
+  serverUrl,
+  usageError,
+  withContext,
+  withoutContext,
+} from "../cli-context.js";
 import { actingUser } from "./access.js";
 
 function deviceJson(d: DeviceInfo): Record<string, unknown> {
@@ -81,7 +88,7 @@ async function postJson(
   body: unknown,
   headers: Record<string, string> = {},
 ): Promise<Record<string, unknown>> {
-  const res = await fetch(new URL(path, server), {
+  const res = await fetch(new URL(path, serverUrl(server)), {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),

@@ -4,7 +4,7 @@ import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import { pkiService } from "../../pki/index.js";
-import { printJson, withContext, withoutContext } from "../cli-context.js";
+import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const MAX_KEY_FILE = 16 * 1024;
@@ -81,7 +81,7 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
     },
   });
   try {
-    const res = await undiciFetch(new URL("/api/v1/ssh/sign", opts.server), {
+    const res = await undiciFetch(new URL("/api/v1/ssh/sign", serverUrl(opts.server!)), {
       method: "POST",
       headers: {
         "content-type": "application/json",

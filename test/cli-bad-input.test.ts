@@ -1,0 +1,116 @@
+/**
+ * The real `bin/zt` given files that are not there, servers it cannot reach, URLs that
+ * are not URLs and flag values it cannot use: one line naming what was wrong, the exit
+ * code of a user's mistake from the error table (never 70, "internal error"), no stack.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
+import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+
+let dir: string;
+let config: string;
+const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
+
+const zt = (args: string[], extraEnv: Record<string, string> = {}): Promise<RunResult> =>
+  runZt(["--config", config, ...args], { env: { ...env, ...extraEnv }, cwd: dir });
+
+function expectCleanError(r: RunResult, code: ZtErrorCode, message: RegExp): void {
+  expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
+  expect(r.code, r.stderr).toBe(exitCodeFor(code));
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+/** A loopback port with nothing listening on it (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+beforeAll(async () => {
+  dir = tempDir("zt-cli-bad-");
+  config = writeConfig(dir, "data_dir: ./data\n", { "default.cedar": "" });
+  const init = await zt(["init"]);
+  expect(init.code, init.stderr).toBe(0);
+  writeFileSync(join(dir, "id.pub"), "ssh-ed25519 AAAA test\n");
+  mkdirSync(join(dir, "a-directory"));
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("files named on the command line", () => {
+  it("a missing --context @file is ZT_NOT_FOUND naming the file, not ZT_INTERNAL", async () => {
+    const missing = join(dir, "no-such-context.json");
+    const r = await zt([
+      "policy",
+      "explain",
+      "--principal",
+      'User::"a"',
+      "--action",
+      "GET",
+      "--resource",
+      'App::"x"',
+      "--context",
+      `@${missing}`,
+    ]);
+    expectCleanError(r, "ZT_NOT_FOUND", new RegExp(missing));
+  });
+
+  it("a missing --cert for zt cert renew is ZT_NOT_FOUND naming the file", async () => {
+    const missing = join(dir, "no-such.pem");
+    const r = await zt(["cert", "renew", "--cert", missing, "--key", missing]);
+    expectCleanError(r, "ZT_NOT_FOUND", new RegExp(missing));
+  });
+
+  it("a directory where a file is expected is a usage error naming it", async () => {
+    const d = join(dir, "a-directory");
+    const r = await zt(["cert", "renew", "--cert", d, "--key", d]);
+    expectCleanError(r, "ZT_USAGE", /directory/);
+  });
+});
+
+describe("--server", () => {
+  it("a server that does not answer is ZT_UNAVAILABLE naming the address, not `ZT_INTERNAL: fetch failed`", async () => {
+    const port = await closedPort();
+    const r = await zt(
+      [
+        "ssh",
+        "sign",
+        "--key",
+        join(dir, "id.pub"),
+        "--principal",
+        "alice",
+        "--server",
+        `http://127.0.0.1:${port}`,
+      ],
+      { ZT_SESSION_TOKEN: "x".repeat(43) },
+    );
+    expectCleanError(r, "ZT_UNAVAILABLE", new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+  });
+
+  it("a --server that is not a URL is a usage error naming the flag", async () => {
+    const r = await zt(
+      ["ssh", "sign", "--key", join(dir, "id.pub"), "--principal", "alice", "--server", "zt-api"],
+      { ZT_SESSION_TOKEN: "x".repeat(43) },
+    );
+    expectCleanError(r, "ZT_USAGE", /--server: .*"zt-api"/);
+  });
+});
+
+describe("flag values", () => {
+  it("zt alerts list -n abc is refused instead of silently listing 100", async () => {
+    const r = await zt(["alerts", "list", "-n", "abc"]);
+    expectCleanError(r, "ZT_USAGE", /--limit: .*"abc"/);
+    expect(r.stdout).toBe("");
+  });
+});
