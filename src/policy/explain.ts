@@ -12,7 +12,7 @@ import {
 } from "./compiled/compiled-engine.js";
 import { exactPolicyJson } from "./compiled/exact-json.js";
 import { entityFromJson } from "./compiled/json-values.js";
-import { CedarEvalError, EntityRef } from "./compiled/values.js";
+import { EntityRef } from "./compiled/values.js";
 import type {
   AuthorizationRequest,
   AuthorizationResult,
@@ -80,7 +80,8 @@ function explainOne(id: string, p: LoadedPolicy, slots: SlotEnv, env: EvalEnv): 
       try {
         v = compileExpr(part, slots)(env);
       } catch (e) {
-        if (!(e instanceof CedarEvalError)) throw e;
+        // Invalid entity data is not a CedarEvalError (it fails the whole request): shown too.
+        if (!(e instanceof Error)) throw e;
         return {
           ...base,
           outcome: "error",

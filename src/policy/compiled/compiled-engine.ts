@@ -231,8 +231,23 @@ const entityCache = new WeakMap<CedarEntity, EntityData>();
 
 function entityData(raw: CedarEntity): EntityData {
   let d = entityCache.get(raw);
-  if (d === undefined) entityCache.set(raw, (d = convertEntity(raw)));
+  if (d === undefined) entityCache.set(raw, (d = convertEntityOrFail(raw)));
   return d;
+}
+
+/**
+ * An entity's converted data. Invalid entity data (a `null`, a fraction, a bad `__extn`)
+ * fails the whole request, as Cedar refuses such entities before evaluating anything: as a
+ * policy error it would only skip the policy reading it, and a `forbid` skipped lets a
+ * `permit` through. Not a CedarEvalError, so `authorize` turns it into a deny.
+ */
+function convertEntityOrFail(raw: CedarEntity): EntityData {
+  try {
+    return convertEntity(raw);
+  } catch (e) {
+    if (!(e instanceof CedarEvalError)) throw e;
+    throw new Error(`entity \`${raw.uid.type}::${JSON.stringify(raw.uid.id)}\`: ${e.message}`);
+  }
 }
 
 /**
@@ -250,7 +265,7 @@ function entryData(entry: StoreEntry): EntityData {
   const keys = entry.plainKeys;
   if (keys !== undefined)
     return { attrs: CRecord.lazy(entry.plainAttrs!, undefined, keys), tags: undefined };
-  const fresh = convertEntity(entry.entity);
+  const fresh = convertEntityOrFail(entry.entity);
   if (fresh.tags !== undefined || !fresh.attrs.primitiveOnly) entry.derived = fresh;
   return fresh;
 }

@@ -80,17 +80,24 @@ function soleKey(o: Record<string, unknown>): string | undefined {
  */
 export function recordFromJson(o: Record<string, unknown>): CRecord {
   let converted: (string | Value)[] | undefined;
+  let absent = false;
   // Own enumerable string keys, in for-in order (V8 answers from the shape's enum cache).
-  const keys = Object.keys(o);
+  let keys = Object.keys(o);
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
     const x = o[k];
     if (typeof x === "string" || typeof x === "boolean") continue;
     if (typeof x === "number" && Number.isSafeInteger(x)) continue;
+    // An attribute set to `undefined` is absent, as cedar-wasm reads it (and JSON writes it).
+    if (x === undefined) {
+      absent = true;
+      continue;
+    }
     const v = valueFromJson(x);
     if (converted === undefined) converted = [k, v];
     else converted.push(k, v);
   }
+  if (absent) keys = keys.filter((k) => o[k] !== undefined);
   if (converted !== undefined && converted.length > 2 * LAZY_CONVERTED_MAX) {
     // Many structured attributes: a Map answers faster than scanning the list.
     const map = new Map<string, Value>();
@@ -146,7 +153,8 @@ export function convertEntity(raw: CedarEntity): EntityData {
   let tags: Map<string, Value> | undefined;
   if (raw.tags) {
     tags = new Map();
-    for (const [k, v] of Object.entries(raw.tags)) tags.set(k, valueFromJson(v));
+    for (const [k, v] of Object.entries(raw.tags))
+      if (v !== undefined) tags.set(k, valueFromJson(v));
   }
   return { attrs, tags };
 }
