@@ -228,7 +228,12 @@ export class IdentityService {
     return rows.map((r) => r.group_name);
   }
 
-  /** Disables or enables a user; live sessions hear `user.disabled` / `user.enabled`. */
+  /**
+   * Disables or enables a user; live sessions hear `user.disabled` / `user.enabled`.
+   * Disabling also revokes every session of the user in the store (reason
+   * `user-disabled`), whether or not a zt process is running to hear the event, so
+   * enabling the user again later does not bring an old session back.
+   */
   async setDisabled(name: string, disabled: boolean): Promise<UserInfo> {
     const row = await this.#require(name);
     const now = this.#ctx.clock.now();
@@ -237,6 +242,7 @@ export class IdentityService {
       .set({ disabled: disabled ? 1 : 0, updated_at: now })
       .where("id", "=", row.id)
       .execute();
+    if (disabled) await revokeSessionsOfUser(this.#ctx, row.id, "user-disabled");
     const kind = disabled ? "user.disabled" : "user.enabled";
     this.#ctx.audit.record({
       kind: disabled ? "user.disable" : "user.enable",

@@ -35,8 +35,8 @@ const MAX_TIMER_MS = 2_147_483_647;
  * re-decides the live connections it touches with fresh context, closes those that no
  * longer pass, and revokes their sessions when the cause is about the user or device.
  * A periodic tick (session.recheck_interval) applies time-based conditions, expires
- * grants and device reports, reconciles the grant cache with the store, and refreshes
- * risk signals; grant expiry also has its own timer armed on the clock.
+ * grants and device reports, reconciles the grant cache and the session table with the
+ * store, and refreshes risk signals; grant expiry also has its own timer armed on the clock.
  */
 export class Reevaluator {
   readonly #d: ReevaluatorDeps;
@@ -172,7 +172,8 @@ export class Reevaluator {
 
   /**
    * The periodic pass: expire grants and device reports that ran out, reconcile the
-   * grant cache with the store (a lost `grant.changed` heals here), refresh risk
+   * grant cache and the session table with the store (a lost `grant.changed` or
+   * `session.revoked` heals here), refresh risk
    * signals, then re-decide every live connection (time-based conditions).
    */
   async tick(): Promise<RecheckResult> {
@@ -183,6 +184,7 @@ export class Reevaluator {
     d.grants.dropExpired(now);
     await d.access.expireDue(now).catch(() => []);
     await this.#reconcileGrants();
+    await this.#reconcileSessions();
     for (const dev of d.devices.expiredSince(since, now)) {
       const ids = d.devices.sessionsOfDevice(dev.id);
       d.ctx.audit.record({
@@ -219,6 +221,29 @@ export class Reevaluator {
       outcome: "info",
       reason: "grant-cache-drift",
       data: { dropped: drift.dropped, added: drift.added },
+    });
+  }
+
+  /**
+   * Re-reads the remembered live sessions, so a revocation committed without its
+   * `session.revoked` being heard is enforced (and its live connections cut) within one
+   * tick. A difference is audited (`session.reconciled`). Store unreachable: memory is
+   * kept as it was (staleness fails the PEP closed if that lasts).
+   */
+  async #reconcileSessions(): Promise<void> {
+    const d = this.#d;
+    let refused: string[];
+    try {
+      refused = await d.sessions.reconcile();
+    } catch {
+      return;
+    }
+    if (refused.length === 0) return;
+    d.ctx.audit.record({
+      kind: "session.reconciled",
+      outcome: "info",
+      reason: "session-cache-drift",
+      data: { session_ids: refused },
     });
   }
 

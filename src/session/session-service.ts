@@ -50,6 +50,8 @@ export const SESSION_TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
 /** The session table is pruned no earlier than at this many remembered sessions. */
 const PRUNE_AT_LEAST = 1024;
+/** Session ids per store read when reconciling memory with the store. */
+const RECONCILE_CHUNK = 500;
 
 /**
  * The Policy Administrator's session table: creates, checks and revokes sessions.
@@ -64,6 +66,13 @@ export class SessionService {
   readonly #touchEveryMs = 60_000;
   /** Remembered sessions at which ended ones are next pruned (amortised: see #remember). */
   #pruneAt = PRUNE_AT_LEAST;
+  /**
+   * One entry per store read of a session in flight: the revocations heard while it runs
+   * (by session id, and `user:<id>` for a disabled or deleted user). A row read before a
+   * revocation committed, but returned after its event was heard, would otherwise be
+   * remembered live for good.
+   */
+  readonly #loading = new Set<Map<string, { reason: string; at: number }>>();
   #unsubscribe: (() => void) | undefined;
 
   constructor(ctx: AppContext) {
@@ -187,13 +196,25 @@ export class SessionService {
 
   /** A session not in memory, from the store (remembered when found). */
   async #load(hash: string): Promise<SessionInfo | undefined> {
-    const row = await this.#ctx.store.db
-      .selectFrom("sessions")
-      .selectAll()
-      .where("token_hash", "=", hash)
-      .executeTakeFirst();
+    const heard = new Map<string, { reason: string; at: number }>();
+    this.#loading.add(heard);
+    let row;
+    try {
+      row = await this.#ctx.store.db
+        .selectFrom("sessions")
+        .selectAll()
+        .where("token_hash", "=", hash)
+        .executeTakeFirst();
+    } finally {
+      this.#loading.delete(heard);
+    }
     if (!row) return undefined;
     const s = fromRow(row);
+    const revoked = heard.get(s.id) ?? heard.get(`user:${s.userId}`);
+    if (revoked && s.revokedAt === null) {
+      s.revokedAt = revoked.at;
+      s.revokeReason = revoked.reason;
+    }
     this.#remember(hash, s);
     return s;
   }
@@ -264,6 +285,45 @@ export class SessionService {
     return this.revoke(ids, reason);
   }
 
+  /**
+   * Re-reads the remembered live sessions from the store and applies any revocation (or
+   * deletion) found there: a revocation whose `session.revoked` was never heard — its
+   * publish failed after the UPDATE committed, and a retry found nothing left to revoke —
+   * takes effect here (listeners told, as for an event) instead of never. The periodic
+   * pass calls it. Returns the ids newly refused; throws when the store cannot be read.
+   */
+  async reconcile(): Promise<string[]> {
+    const now = this.#ctx.clock.now();
+    const live = [...this.#byId.values()].filter((s) => s.revokedAt === null && now < s.expiresAt);
+    const found: string[] = [];
+    for (let i = 0; i < live.length; i += RECONCILE_CHUNK) {
+      const chunk = live.slice(i, i + RECONCILE_CHUNK);
+      const rows = await this.#ctx.store.db
+        .selectFrom("sessions")
+        .select(["id", "revoked_at", "revoke_reason"])
+        .where(
+          "id",
+          "in",
+          chunk.map((s) => s.id),
+        )
+        .execute();
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      for (const s of chunk) {
+        if (s.revokedAt !== null) continue; // an event got there meanwhile
+        const r = byId.get(s.id);
+        if (r && r.revoked_at === null) continue;
+        found.push(s.id);
+        // Gone from the store: its user was deleted (the rows cascade).
+        this.#markRevoked(
+          s.id,
+          r ? (r.revoke_reason ?? "session-revoked") : "session-invalid",
+          r ? Number(r.revoked_at) : now,
+        );
+      }
+    }
+    return found;
+  }
+
   /** Called with (sessionId, reason) whenever a session is revoked, from any process. */
   onRevoked(listener: RevokedListener): () => void {
     this.#listeners.add(listener);
@@ -312,6 +372,7 @@ export class SessionService {
   }
 
   #markRevoked(id: string, reason: string, at: number): void {
+    for (const heard of this.#loading) heard.set(id, { reason, at });
     const s = this.#byId.get(id);
     if (s && s.revokedAt === null) {
       s.revokedAt = at;
@@ -334,6 +395,8 @@ export class SessionService {
     } else if (e.kind === "user.disabled" || e.kind === "user.deleted") {
       const userId = e.data["userId"];
       if (typeof userId === "string") {
+        for (const heard of this.#loading)
+          heard.set(`user:${userId}`, { reason: "user-disabled", at: e.ts });
         for (const s of this.#byId.values()) {
           if (s.userId === userId) this.#markRevoked(s.id, "user-disabled", e.ts);
         }

@@ -1,0 +1,280 @@
+/**
+ * Regression tests for the storage / event bus / session review, each named after what it
+ * stops. Every case runs on SQLite and on a real PostgreSQL (a fresh database per test).
+ * Several zt processes are several AppContexts on one store (each with its own event bus
+ * and memory); requests go to a real PEP over a real socket; an injected clock.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Kysely } from "kysely";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { createServices, type Services } from "../src/app/services.js";
+import { validateConfig, type ZtConfig } from "../src/config/index.js";
+import { ManualClock } from "../src/core/clock.js";
+import { identityService } from "../src/identity/index.js";
+import { SessionService } from "../src/session/index.js";
+import { startContinuousVerification } from "../src/session/reevaluator.js";
+import { StoreEventBus } from "../src/events/index.js";
+import { createPep, type Pep } from "../src/proxy/index.js";
+import { request } from "./helpers/http-client.js";
+import { startUpstream, tempDir } from "./pep-fixture.js";
+import type { Tables } from "../src/store/index.js";
+import { engines, type Engine, type EngineTarget } from "./store-fixture.js";
+
+const PASSWORD = "pw-correct-horse-battery";
+const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
+const ENGINES = await engines();
+
+describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  });
+
+  async function target(): Promise<EngineTarget> {
+    const t = await engine.fresh();
+    cleanups.push(t.cleanup);
+    return t;
+  }
+
+  function config(t: EngineTarget, upstreamPort = 9): ZtConfig {
+    const dir = tempDir("zt-sess-review-");
+    mkdirSync(join(dir, "policies"));
+    writeFileSync(
+      join(dir, "policies", "main.cedar"),
+      `permit (principal, action, resource == App::"a");`,
+    );
+    return validateConfig(
+      {
+        data_dir: t.storeOptions.dataDir,
+        ...(t.storeOptions.databaseUrl ? { database_url: t.storeOptions.databaseUrl } : {}),
+        trust_domain: "review.test",
+        policies: join(dir, "policies"),
+        routes: [{ name: "a", from: "http://a.localhost", to: `http://127.0.0.1:${upstreamPort}` }],
+        mfa: { max_failures: 50 },
+      },
+      join(dir, "zt.yaml"),
+    );
+  }
+
+  /** A context with nothing running on it: what a `zt user …` CLI command opens. */
+  async function cliContext(cfg: ZtConfig, clock: ManualClock): Promise<AppContext> {
+    const ctx = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => ctx.close());
+    return ctx;
+  }
+
+  /** A PEP process: services, the PEP on a real socket, its event bus reading the store. */
+  async function pepNode(
+    cfg: ZtConfig,
+    clock: ManualClock,
+  ): Promise<{ ctx: AppContext; services: Services; pep: Pep; port: number }> {
+    const ctx = await openAppContext(cfg, { create: true, clock });
+    await ctx.events.mark();
+    const services = await createServices(ctx);
+    const pep = createPep(services);
+    const port = (await pep.listen("127.0.0.1", 0)).port;
+    await ctx.events.start();
+    cleanups.push(async () => {
+      await pep.close();
+      services.close();
+      await ctx.close();
+    });
+    return { ctx, services, pep, port };
+  }
+
+  async function upstream(): Promise<number> {
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    return up.port;
+  }
+
+  const get = (port: number, token: string) =>
+    request(port, {
+      host: "a.localhost",
+      path: "/x",
+      headers: { cookie: `zt_session=${token}`, accept: "application/json" },
+    });
+
+  it("stops a session from coming back when its user is re-enabled: disabling revokes the user's sessions in the store", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, await upstream());
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "bob", password: PASSWORD });
+    // bob signs in through a PEP, which then goes away (a restart, an outage).
+    const signIn = new SessionService(cli);
+    const { token, session } = await signIn.create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    signIn.close();
+
+    // The account is found compromised: `zt user disable bob` while no zt process runs.
+    await identityService(cli).setDisabled("bob", true);
+
+    // Investigated and re-enabled: bob signs in afresh; the old token stays dead.
+    await identityService(cli).setDisabled("bob", false);
+    const pep = await pepNode(cfg, clock);
+    const r = await get(pep.port, token);
+    expect(r.status).toBe(401);
+    expect(await pep.services.sessions.check(token)).toMatchObject({
+      ok: false,
+      code: "ZT_SESSION_REVOKED",
+    });
+    const row = await cli.store.db
+      .selectFrom("sessions")
+      .select(["revoked_at", "revoke_reason"])
+      .where("id", "=", session.id)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ revoked_at: T0, revoke_reason: "user-disabled" });
+  });
+
+  it("stops a session read from the store while its revocation is delivered from staying usable in that PEP", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t);
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "carol", password: PASSWORD });
+    const { token, session } = await new SessionService(cli).create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+
+    const pepCtx = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => pepCtx.close());
+    await pepCtx.events.start();
+    // The PEP's reads of `sessions` are held after they ran (the row is read), until
+    // released: the revocation commits and is heard in between.
+    const gate = new ReadGate("sessions");
+    const sessions = new SessionService({
+      ...pepCtx,
+      store: { ...pepCtx.store, db: gate.wrap(pepCtx.store.db) },
+    } as AppContext);
+    cleanups.push(async () => sessions.close());
+
+    gate.hold();
+    const first = sessions.check(token);
+    await gate.held();
+    const admin = new SessionService(cli);
+    expect(await admin.revoke([session.id], "admin")).toBe(1);
+    admin.close();
+    await (pepCtx.events as StoreEventBus).catchUp();
+    gate.release();
+    await first;
+
+    // From now on the PEP must refuse it, however it remembers it.
+    expect(sessions.checkInMemory(token) ?? (await sessions.check(token))).toMatchObject({
+      ok: false,
+      code: "ZT_SESSION_REVOKED",
+    });
+  });
+
+  it("stops a session revoked in the store whose event was never heard from staying usable: the periodic pass re-reads remembered sessions", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, await upstream());
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "dave", password: PASSWORD });
+    const pep = await pepNode(cfg, clock);
+    const continuous = await startContinuousVerification(pep.services, pep.pep.live);
+    cleanups.push(async () => continuous.close());
+    const { token, session } = await new SessionService(cli).create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    expect((await get(pep.port, token)).status).toBe(200);
+
+    // The revocation committed, but its `session.revoked` was never appended (the
+    // publish failed after the UPDATE; a retry finds nothing left to revoke).
+    await cli.store.db
+      .updateTable("sessions")
+      .set({ revoked_at: clock.now(), revoke_reason: "admin" })
+      .where("id", "=", session.id)
+      .execute();
+    const cut: string[] = [];
+    pep.services.sessions.onRevoked((id) => cut.push(id));
+
+    await continuous.tick();
+    expect(cut).toEqual([session.id]);
+    const r = await get(pep.port, token);
+    expect(r.status).toBe(401);
+  });
+});
+
+/**
+ * Holds the results of reads of one table (`selectFrom(table)…execute*()`) from their
+ * caller while held: the query itself has run against the real store, and its connection
+ * is free again (other queries, the event bus's among them, go on).
+ */
+class ReadGate {
+  readonly #table: string;
+  #released: Promise<void> | undefined;
+  #release: (() => void) | undefined;
+  #heldOne: (() => void) | undefined;
+  #held: Promise<void> = Promise.resolve();
+
+  constructor(table: string) {
+    this.#table = table;
+  }
+
+  hold(): void {
+    this.#released = new Promise((r) => (this.#release = r));
+    this.#held = new Promise((r) => (this.#heldOne = r));
+  }
+
+  /** Resolves once a read has run and is being held. */
+  held(): Promise<void> {
+    return this.#held;
+  }
+
+  release(): void {
+    this.#release?.();
+    this.#released = undefined;
+  }
+
+  /** `db` whose reads of the table pass through this gate. */
+  wrap(db: Kysely<Tables>): Kysely<Tables> {
+    return new Proxy(db, {
+      get: (target, prop) => {
+        const v: unknown = Reflect.get(target, prop, target);
+        if (prop !== "selectFrom" || typeof v !== "function") return v;
+        return (table: string) => {
+          const b = (v as (t: string) => object).call(target, table);
+          return table === this.#table ? this.#builder(b) : b;
+        };
+      },
+    });
+  }
+
+  #builder<T extends object>(b: T): T {
+    return new Proxy(b, {
+      get: (target, prop) => {
+        const v: unknown = Reflect.get(target, prop, target);
+        if (typeof v !== "function") return v;
+        const fn = v as (...a: unknown[]) => unknown;
+        if (typeof prop === "string" && prop.startsWith("execute")) {
+          return async (...a: unknown[]) => {
+            const result = await fn.apply(target, a);
+            const released = this.#released;
+            if (released) {
+              this.#heldOne?.();
+              await released;
+            }
+            return result;
+          };
+        }
+        return (...a: unknown[]) => {
+          const r = fn.apply(target, a);
+          return r !== null && typeof r === "object" && "executeTakeFirst" in r
+            ? this.#builder(r)
+            : r;
+        };
+      },
+    });
+  }
+}
