@@ -199,3 +199,30 @@ describe("the config file itself", () => {
     }
   });
 });
+
+describe("listen addresses and the cookie domain", () => {
+  it("refuses a port above 65535 at load (zt up failed with ZT_INTERNAL ERR_SOCKET_BAD_PORT)", () => {
+    expect(configError('listen: { api: "127.0.0.1:99999" }')).toMatch(/listen\.api: .*port/);
+    expect(configError('listen: { proxy: "[::1]:65536" }')).toMatch(/listen\.proxy: .*port/);
+    expect(configError('forward_auth: { spoa_listen: "127.0.0.1:70000" }')).toMatch(
+      /forward_auth\.spoa_listen: .*port/,
+    );
+    expect(parseConfigText('listen: { api: "[::1]:65535" }', "/z.yaml").listen.api).toBe(
+      "[::1]:65535",
+    );
+  });
+
+  it("refuses a cookie_domain that is not a domain name (it is written into Set-Cookie as is)", () => {
+    for (const bad of [
+      "a b; SameSite=None",
+      "example.test; Secure",
+      "https://example.test",
+      "x\\r\\ny",
+    ])
+      expect(configError(`session: { cookie_domain: "${bad}" }`)).toMatch(/session\.cookie_domain/);
+    for (const ok of [".example.test", "example.test", "apps.example-1.test"])
+      expect(
+        parseConfigText(`session: { cookie_domain: "${ok}" }`, "/z.yaml").session.cookie_domain,
+      ).toBe(ok);
+  });
+});

@@ -23,7 +23,8 @@ const listenAddress = z
   .regex(
     /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
     'expected "host:port", e.g. "127.0.0.1:8443"',
-  );
+  )
+  .refine((s) => Number(/:(\d+)$/.exec(s)?.[1] ?? 0) <= 65535, "expected a port from 0 to 65535");
 
 /** An IP address or CIDR (strict: see parseCidr). */
 const cidr = z
@@ -157,7 +158,14 @@ export const configSchema = z
           .string()
           .regex(/^[A-Za-z0-9_-]+$/)
           .default("zt_session"),
-        cookie_domain: z.string().optional(),
+        /** Written into Set-Cookie as is: a domain name, nothing else. */
+        cookie_domain: z
+          .string()
+          .regex(
+            /^\.?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+            'expected a domain name, e.g. ".example.test"',
+          )
+          .optional(),
         /** Re-check live sessions at least this often, so time-based conditions apply. */
         recheck_interval: duration.default("30s"),
       })
