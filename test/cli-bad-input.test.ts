@@ -114,3 +114,32 @@ describe("flag values", () => {
     expect(r.stdout).toBe("");
   });
 });
+
+describe("zt ssh krl --out", () => {
+  it("never writes through a file planted at its temporary name (it was <out>.tmp-<pid>)", async () => {
+    const { spawn } = await import("node:child_process");
+    const { readFileSync, symlinkSync, existsSync, readdirSync } = await import("node:fs");
+    const { ZT_BIN } = await import("./helpers/zt-process.js");
+    const victim = join(dir, "victim.txt");
+    writeFileSync(victim, "precious\n");
+    const out = join(dir, "revoked.krl");
+    const child = spawn(
+      process.execPath,
+      [ZT_BIN, "--config", config, "ssh", "krl", "--out", out],
+      {
+        cwd: dir,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    // Planted while the process starts (it loads its config and store first).
+    symlinkSync(victim, `${out}.tmp-${child.pid}`);
+    const code = await new Promise<number>((r) => child.on("close", (c) => r(c ?? -1)));
+    expect(readFileSync(victim, "utf8")).toBe("precious\n");
+    expect(code).toBe(0);
+    expect(existsSync(out)).toBe(true);
+    expect(
+      readdirSync(dir).filter((f) => f.startsWith("revoked.krl.") && !f.endsWith(`${child.pid}`)),
+    ).toEqual([]);
+  });
+});

@@ -1,4 +1,13 @@
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  constants,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
@@ -293,8 +302,25 @@ export function registerSshCommands(program: Command): void {
     .action(async (opts: { out: string }, cmd: Command) =>
       withContext(cmd, async (ctx) => {
         const krl = await (await pkiService(ctx)).ssh.krl();
-        writeFileSync(`${opts.out}.tmp-${process.pid}`, krl, { mode: 0o644 });
-        renameSync(`${opts.out}.tmp-${process.pid}`, opts.out);
+        // A random name, created exclusively: a file or symlink planted at a name we could
+        // be predicted to use (the KRL often goes to a shared folder) is never written through.
+        const tmp = `${opts.out}.${randomBytes(8).toString("hex")}.tmp`;
+        const fd = openSync(
+          tmp,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o644,
+        );
+        try {
+          try {
+            writeFileSync(fd, krl);
+          } finally {
+            closeSync(fd);
+          }
+          renameSync(tmp, opts.out);
+        } catch (e) {
+          rmSync(tmp, { force: true });
+          throw e;
+        }
         process.stdout.write(`wrote ${opts.out} (${krl.length} bytes)\n`);
       }),
     );
