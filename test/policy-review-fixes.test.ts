@@ -169,3 +169,27 @@ describe("`like` without regex backtracking", () => {
     expect(engine.authorize(request({ path: `${path}/end` }), store).decision).toBe("allow");
   });
 });
+
+describe("@reason is a stable kebab-case word list, checked at load", () => {
+  it("a reason forward-auth could not put in X-Zt-Reason (it answered 500) is refused with file:line:col", () => {
+    for (const bad of [
+      "closed \u2713 now",
+      "a\\nb",
+      "Too-Old",
+      "mfa--old",
+      "",
+      "-x",
+      "x".repeat(101),
+    ]) {
+      const text = `permit(principal, action, resource);\n@id("f") @reason("${bad}")\nforbid(principal, action, resource);`;
+      expect(() => parsePolicies([{ file: "r.cedar", text }], { schema: null }), bad).toThrow(
+        /^r\.cedar:2:1: @reason\(.*\): expected a kebab-case reason/,
+      );
+    }
+    const ok = parsePolicies(
+      [{ file: "r.cedar", text: `@reason("mfa-too-old-2") forbid(principal, action, resource);` }],
+      { schema: null },
+    );
+    expect(ok.policies[0]!.annotations["reason"]).toBe("mfa-too-old-2");
+  });
+});

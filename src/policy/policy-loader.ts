@@ -42,6 +42,9 @@ interface Located {
   start: number;
 }
 
+/** A stable kebab-case decision reason (`mfa-too-old`). */
+const REASON_RE = /^(?=.{1,100}$)[a-z0-9]+(?:-[a-z0-9]+)*$/;
+
 function fail(message: string, context: Record<string, unknown> = {}): never {
   throw new ZtError("ZT_POLICY_INVALID", message, context);
 }
@@ -103,6 +106,13 @@ export function parsePolicies(
       }
       const annotations = normaliseAnnotations(json.json.annotations);
       const { line, col } = lineColAt(src.text, stmt.firstToken);
+      const reason = annotations["reason"];
+      // The reason goes unchanged into the audit record, the 403 page and forward-auth's
+      // X-Zt-Reason header (where a newline or a non-Latin-1 character made it answer 500).
+      if (reason !== undefined && !REASON_RE.test(reason))
+        fail(
+          `${src.file}:${line}:${col}: @reason(${JSON.stringify(reason)}): expected a kebab-case reason (a-z, 0-9 and single "-", at most 100 characters)`,
+        );
       const id =
         annotations["id"] ??
         (options.ids === "cedar" ? `policy${counter}` : `${fileBase}:${index}`);
