@@ -10,7 +10,9 @@ import {
   createPolicyEngine,
   EntityStore,
   explainDecision,
+  httpContext,
   parsePolicies,
+  ZT_SCHEMA,
   type AuthorizationRequest,
   type CedarEntity,
   type CedarValue,
@@ -191,5 +193,74 @@ describe("@reason is a stable kebab-case word list, checked at load", () => {
       { schema: null },
     );
     expect(ok.policies[0]!.annotations["reason"]).toBe("mfa-too-old-2");
+  });
+});
+
+describe("action groups declared by a policy directory's own schema", () => {
+  // A schema.cedarschema that groups the writing methods under Action::"write".
+  const schema = ZT_SCHEMA.replace(
+    `action "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE" appliesTo {`,
+    `action "write";
+action "GET", "HEAD", "OPTIONS", "CONNECT", "TRACE" appliesTo {
+  principal: [User, Service],
+  resource: [App],
+  context: HttpContext,
+};
+action "POST", "PUT", "PATCH", "DELETE" in ["write"] appliesTo {`,
+  );
+  const set = parsePolicies(
+    [
+      {
+        file: "main.cedar",
+        text: `@id("all") permit(principal, action, resource);
+@id("read-only-prod") forbid(principal, action in Action::"write", resource == App::"prod");
+@id("no-write-wiki") forbid(principal, action, resource == App::"wiki") when { action in Action::"write" };`,
+      },
+    ],
+    { schema },
+  );
+  // What the PEP's entity snapshot holds: users and apps, no actions.
+  const store = new EntityStore([
+    { uid: { type: "User", id: "alice" }, attrs: { name: "alice" }, parents: [] },
+    { uid: { type: "App", id: "prod" }, attrs: { name: "prod" }, parents: [] },
+    { uid: { type: "App", id: "wiki" }, attrs: { name: "wiki" }, parents: [] },
+  ]);
+  const ask = (method: string, app: string): AuthorizationRequest => ({
+    principal: { type: "User", id: "alice" },
+    action: { type: "Action", id: method },
+    resource: { type: "App", id: app },
+    context: httpContext({
+      sourceIp: "10.0.0.1",
+      host: `${app}.example.test`,
+      path: "/",
+      mfaAgeSeconds: 60,
+      timeMs: Date.UTC(2026, 0, 5, 9),
+      authenticatedBy: "session",
+    }),
+  });
+
+  for (const kind of ["compiled", "reference"] as const) {
+    it(`${kind}: a forbid on the group applies though the entity store holds no action (it validated, then never applied)`, () => {
+      const engine = createPolicyEngine(kind, set);
+      const del = engine.authorize(ask("DELETE", "prod"), store);
+      expect({ v: del.verdict, r: del.reasons }).toEqual({ v: "deny", r: ["read-only-prod"] });
+      const post = engine.authorize(ask("POST", "wiki"), store);
+      expect({ v: post.verdict, r: post.reasons }).toEqual({ v: "deny", r: ["no-write-wiki"] });
+      const get = engine.authorize(ask("GET", "prod"), store);
+      expect({ v: get.verdict, r: get.reasons }).toEqual({ v: "allow", r: ["all"] });
+      // Through a view that is not an EntityStore too.
+      const view = {
+        get: store.get.bind(store),
+        isIn: store.isIn.bind(store),
+        all: () => store.all(),
+      };
+      expect(engine.authorize(ask("PUT", "prod"), view).verdict).toBe("deny");
+    });
+  }
+
+  it("explain shows the group forbid applying", () => {
+    const ex = explainDecision(set, ask("PATCH", "prod"), store);
+    expect(ex.result.verdict).toBe("deny");
+    expect(ex.policies.find((p) => p.id === "read-only-prod")?.outcome).toBe("satisfied");
   });
 });

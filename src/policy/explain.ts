@@ -121,7 +121,7 @@ export function explainRequest(
     action: entityFromJson(request.action),
     resource: entityFromJson(request.resource),
     context: contextFrom(request.context),
-    entities: new ViewAccess(entities),
+    entities: new ViewAccess(entities, engine.schemaActions),
   };
   const set = engine.policySet;
   const byId = new Map(set.policies.map((p) => [p.id, p]));

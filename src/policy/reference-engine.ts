@@ -11,6 +11,7 @@ import type {
   PolicyEngine,
   PolicyError,
 } from "./types.js";
+import { schemaActionEntities } from "./schema-values.js";
 import { decideVerdict, isStepUpForbid, policyErrorResult, policyMetaIndex } from "./verdict.js";
 import type { PolicyMeta } from "./verdict.js";
 
@@ -84,16 +85,28 @@ export class ReferenceEngine implements PolicyEngine {
   private withoutStepUpId: string | undefined;
   private readonly meta: Map<string, PolicyMeta>;
   private readonly literals: EntityUid[];
+  /** The schema's action entities, for actions the entity view does not hold. */
+  private readonly actions: Map<string, CedarEntity>;
 
   constructor(readonly policySet: LoadedPolicySet) {
     this.meta = policyMetaIndex(policySet);
+    const actions = policySet.schema ? schemaActionEntities(policySet.schema) : [];
+    this.actions = new Map(actions.map((a) => [uidKey(a.uid), a]));
     this.setId = preparse(toWasmPolicySet(policySet, () => true));
     this.literals = policyLiterals(policySet);
   }
 
   authorize(request: AuthorizationRequest, entities: EntityView): AuthorizationResult {
     try {
-      const slice = reachableEntities(request, entities, this.literals);
+      const view: EntityView =
+        this.actions.size === 0
+          ? entities
+          : {
+              get: (uid) => entities.get(uid) ?? this.actions.get(uidKey(uid)),
+              isIn: (a, b) => entities.isIn(a, b),
+              all: () => entities.all(),
+            };
+      const slice = reachableEntities(request, view, this.literals);
       const first = this.call(this.setId, request, slice);
       return decideVerdict({
         ...first,

@@ -198,3 +198,17 @@ export function canonicalContext(
   if (!model || !a?.context) return context;
   return canonicalValue(model, a.context, context) as Record<string, unknown>;
 }
+
+/**
+ * The schema's action entities, with their action groups as parents. An entity store fed
+ * from zt's tables holds no actions, yet `action in Action::"write"` must see the
+ * hierarchy the schema declares (Cedar adds these entities when it parses entities with a
+ * schema; `zt policy test` does too): without them such a scope never matched, and a
+ * `forbid` on an action group validated but never applied.
+ */
+export function schemaActionEntities(schema: string | object): CedarEntity[] {
+  const out: CedarEntity[] = [];
+  for (const a of schemaModel(schema).actions.values())
+    out.push({ uid: a.uid, attrs: {}, parents: a.parents });
+  return out;
+}

@@ -18,6 +18,7 @@ import {
   type EvalEnv,
   type SlotEnv,
 } from "./compile-expr.js";
+import { schemaActionEntities } from "../schema-values.js";
 import { exactPolicyJson } from "./exact-json.js";
 import { convertEntity, entityFromJson, recordFromJson } from "./json-values.js";
 import { CedarEvalError, CRecord, EntityRef, policyRef, sameEntity, type Value } from "./values.js";
@@ -272,17 +273,33 @@ function entryData(entry: StoreEntry): EntityData {
 
 /** Entity access over any `EntityView` (tools, tests, foreign stores). */
 export class ViewAccess implements EntityAccess {
-  constructor(private readonly view: EntityView) {}
-  data(e: EntityRef): EntityData | undefined {
+  constructor(
+    private readonly view: EntityView,
+    /** The schema's actions, for those the view does not hold (see `schemaActions`). */
+    private readonly actions?: EntityStore,
+  ) {}
+  private raw(e: EntityRef): CedarEntity | undefined {
     const raw =
       this.view instanceof EntityStore
         ? this.view.getByKey(e.key)
         : this.view.get({ type: e.type, id: e.id });
+    return raw ?? this.actions?.getByKey(e.key);
+  }
+  data(e: EntityRef): EntityData | undefined {
+    const raw = this.raw(e);
     return raw ? entityData(raw) : undefined;
   }
   isIn(a: EntityRef, b: EntityRef): boolean {
-    if (this.view instanceof EntityStore) return this.view.isInKey(a.key, b.key);
-    return this.view.isIn({ type: a.type, id: a.id }, { type: b.type, id: b.id });
+    const inView =
+      this.view instanceof EntityStore
+        ? this.view.isInKey(a.key, b.key)
+        : this.view.isIn({ type: a.type, id: a.id }, { type: b.type, id: b.id });
+    if (inView || this.actions === undefined) return inView;
+    const own =
+      this.view instanceof EntityStore
+        ? this.view.getByKey(a.key)
+        : this.view.get({ type: a.type, id: a.id });
+    return own === undefined && this.actions.isInKey(a.key, b.key);
   }
   mayBeOrBeIn(): boolean {
     return true;
@@ -305,26 +322,30 @@ class RequestAccess implements EntityAccess {
     private readonly principal: EntityRef,
     private readonly action: EntityRef,
     private readonly resource: EntityRef,
+    /** The schema's actions, for those the store does not hold (see `schemaActions`). */
+    private readonly actions: EntityStore | undefined,
   ) {}
+
+  private lookup(e: EntityRef): StoreEntry | undefined {
+    const en = this.store.entryOf(e.type, e.id);
+    return en !== undefined || this.actions === undefined ? en : this.actions.entryOf(e.type, e.id);
+  }
 
   private entry(e: EntityRef): StoreEntry | undefined {
     if (e === this.principal) {
-      if (this.principalEntry === undefined)
-        this.principalEntry = this.store.entryOf(e.type, e.id) ?? null;
+      if (this.principalEntry === undefined) this.principalEntry = this.lookup(e) ?? null;
       return this.principalEntry ?? undefined;
     }
     if (e === this.resource) {
-      if (this.resourceEntry === undefined)
-        this.resourceEntry = this.store.entryOf(e.type, e.id) ?? null;
+      if (this.resourceEntry === undefined) this.resourceEntry = this.lookup(e) ?? null;
       return this.resourceEntry ?? undefined;
     }
     if (e === this.action) {
       // Asked once per candidate whose action scope lists several actions.
-      if (this.actionEntry === undefined)
-        this.actionEntry = this.store.entryOf(e.type, e.id) ?? null;
+      if (this.actionEntry === undefined) this.actionEntry = this.lookup(e) ?? null;
       return this.actionEntry ?? undefined;
     }
-    return this.store.entryOf(e.type, e.id);
+    return this.lookup(e);
   }
 
   data(e: EntityRef): EntityData | undefined {
@@ -396,6 +417,7 @@ function candidateList(
   e: EntityRef,
   store: EntityStore | undefined,
   policies: readonly CompiledPolicy[],
+  actions: EntityStore | undefined,
 ): CandidateList {
   const parts: number[][] = [dim.all];
   let total = dim.all.length;
@@ -409,7 +431,8 @@ function candidateList(
   add(dim.is.get(e.type));
   if (store !== undefined && dim.inn.size > 0) {
     add(dim.inn.get(e.key));
-    for (const k of store.ancestorKeysByKey(e.key)) add(dim.inn.get(k));
+    const from = actions !== undefined && store.entryByKey(e.key) === undefined ? actions : store;
+    for (const k of from.ancestorKeysByKey(e.key)) add(dim.inn.get(k));
   }
   const all = new Int32Array(total);
   let n = 0;
@@ -576,9 +599,19 @@ export class CompiledEngine implements PolicyEngine {
   /** What the last `candidates` list proves (LISTED_* bits). */
   private listedDims = 0;
   private listsVersion = -1;
+  /**
+   * The schema's action entities (with their groups as parents) when it declares action
+   * groups: an entity store fed from zt's tables holds no actions, and an action it does
+   * not hold is looked up here (see `schemaActionEntities`).
+   */
+  readonly schemaActions: EntityStore | undefined;
 
   constructor(readonly policySet: LoadedPolicySet) {
     this.meta = policyMetaIndex(policySet);
+    const actions = policySet.schema ? schemaActionEntities(policySet.schema) : [];
+    this.schemaActions = actions.some((a) => a.parents.length > 0)
+      ? new EntityStore(actions)
+      : undefined;
     const byId = new Map(policySet.policies.map((p) => [p.id, p]));
     const conditions: ConditionCache = new Map();
     const list: CompiledPolicy[] = [];
@@ -623,8 +656,8 @@ export class CompiledEngine implements PolicyEngine {
         context: contextFrom(request.context),
         entities:
           entities instanceof EntityStore
-            ? new RequestAccess(entities, principal, action, resource)
-            : new ViewAccess(entities),
+            ? new RequestAccess(entities, principal, action, resource, this.schemaActions)
+            : new ViewAccess(entities, this.schemaActions),
       };
       return this.evaluate(env, entities);
     } catch (e) {
@@ -764,7 +797,7 @@ export class CompiledEngine implements PolicyEngine {
           const size = count(best);
           if (floor >= size || (usesHierarchy && floor + NARROWING_MARGIN >= size)) continue;
         }
-        l = candidateList(dim, e, store, this.policies);
+        l = candidateList(dim, e, store, this.policies, this.schemaActions);
         cache.set(e, l);
       }
       if (best === undefined || count(l) < count(best)) {
