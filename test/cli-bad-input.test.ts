@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
+import { networkInterfaces } from "node:os";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
@@ -141,5 +142,62 @@ describe("zt ssh krl --out", () => {
     expect(
       readdirSync(dir).filter((f) => f.startsWith("revoked.krl.") && !f.endsWith(`${child.pid}`)),
     ).toEqual([]);
+  });
+});
+
+describe("a session token is never sent over plain http off this host", () => {
+  const external = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+
+  it.skipIf(external === undefined)(
+    "zt ssh sign --server http://<another address> refuses before connecting",
+    async () => {
+      let received = "";
+      const server = createServer((s) =>
+        s.on("data", (d: Buffer) => {
+          received += d.toString();
+          if (received.includes("\r\n\r\n")) s.end("HTTP/1.1 500 No\r\ncontent-length: 0\r\n\r\n");
+        }),
+      );
+      await new Promise<void>((r) => server.listen(0, "0.0.0.0", r));
+      const port = (server.address() as { port: number }).port;
+      const token = "T".repeat(43);
+      try {
+        const r = await zt(
+          [
+            "ssh",
+            "sign",
+            "--key",
+            join(dir, "id.pub"),
+            "--principal",
+            "alice",
+            "--server",
+            `http://${external}:${port}`,
+          ],
+          { ZT_SESSION_TOKEN: token },
+        );
+        expectCleanError(r, "ZT_USAGE", /--server: .*in clear.*https:\/\//);
+        expect(received).not.toContain(token);
+      } finally {
+        server.close();
+      }
+    },
+  );
+
+  it("zt device bind --server http://<a name> refuses, naming why", async () => {
+    const tokenFile = join(dir, "session.token");
+    writeFileSync(tokenFile, "T".repeat(43), { mode: 0o600 });
+    const r = await zt([
+      "device",
+      "bind",
+      "--server",
+      "http://zt.example.test:8400",
+      "--session-token-file",
+      tokenFile,
+      "--key-dir",
+      join(dir, "keys"),
+    ]);
+    expectCleanError(r, "ZT_USAGE", /--server: .*in clear.*https:\/\//);
   });
 });

@@ -101,8 +101,12 @@ function userFacingError(e: unknown): ZtError | undefined {
   return undefined;
 }
 
-/** A `--server` value: an http:// or https:// base URL (refused with the flag named). */
-export function serverUrl(value: string, flag = "--server"): URL {
+/**
+ * A `--server` value: an http:// or https:// base URL (refused with the flag named).
+ * `credential` names a secret the request carries (a session token): then plain http is
+ * refused unless the server is this host (the API is plain HTTP only on loopback).
+ */
+export function serverUrl(value: string, flag = "--server", credential?: string): URL {
   let url: URL | undefined;
   try {
     url = new URL(value);
@@ -113,7 +117,15 @@ export function serverUrl(value: string, flag = "--server"): URL {
     throw usageError(
       `${flag}: expected an http:// or https:// URL such as https://zt.example.test:8400, got ${JSON.stringify(value)}`,
     );
+  if (credential !== undefined && url.protocol === "http:" && !isLoopbackHost(url.hostname))
+    throw usageError(
+      `${flag}: ${credential} would cross the network in clear to ${url.host}; use https:// (plain http only to 127.0.0.1, ::1 or localhost)`,
+    );
   return url;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 export function printJson(value: unknown): void {

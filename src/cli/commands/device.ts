@@ -83,12 +83,12 @@ async function buildReport(
 }
 
 async function postJson(
-  server: string,
+  server: URL,
   path: string,
   body: unknown,
   headers: Record<string, string> = {},
 ): Promise<Record<string, unknown>> {
-  const res = await fetch(new URL(path, serverUrl(server)), {
+  const res = await fetch(new URL(path, server), {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
@@ -285,7 +285,7 @@ export function registerDeviceCommands(program: Command): void {
                 signature: r.signature,
               });
             const res = await postJson(
-              opts.server!,
+              serverUrl(opts.server!),
               `/v1/devices/${encodeURIComponent(r.key.device_id)}/reports`,
               { payload: r.payload, signature: r.signature },
             );
@@ -354,6 +354,7 @@ export function registerDeviceCommands(program: Command): void {
         };
         if (opts.server) {
           await withoutContext(async () => {
+            const server = serverUrl(opts.server!, "--server", "the session token");
             checkSessionOption();
             const token = sessionToken(opts.sessionTokenFile);
             const key = loadDeviceKey(keyDir);
@@ -363,7 +364,7 @@ export function registerDeviceCommands(program: Command): void {
               bindPayload({ deviceId: key.device_id, sessionToken: token, at }),
             );
             const res = await postJson(
-              opts.server!,
+              server,
               `/v1/devices/${encodeURIComponent(key.device_id)}/bind`,
               {
                 at,

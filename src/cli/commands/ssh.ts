@@ -72,6 +72,7 @@ interface SignedLine {
  */
 async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedLine> {
   const token = process.env["ZT_SESSION_TOKEN"];
+  const server = serverUrl(opts.server!, "--server", token ? "the session token" : undefined);
   if (!token && !opts.clientCert)
     throw new ZtError(
       "ZT_AUTH_REQUIRED",
@@ -90,7 +91,7 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
     },
   });
   try {
-    const res = await undiciFetch(new URL("/api/v1/ssh/sign", serverUrl(opts.server!)), {
+    const res = await undiciFetch(new URL("/api/v1/ssh/sign", server), {
       method: "POST",
       headers: {
         "content-type": "application/json",
