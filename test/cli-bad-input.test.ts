@@ -201,3 +201,22 @@ describe("a session token is never sent over plain http off this host", () => {
     expectCleanError(r, "ZT_USAGE", /--server: .*in clear.*https:\/\//);
   });
 });
+
+describe("zt up", () => {
+  it("a listen address already in use is ZT_UNAVAILABLE naming it, not ZT_INTERNAL", async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const upConfig = join(dir, "up.yaml");
+      writeFileSync(
+        upConfig,
+        `data_dir: ./data\nlisten: { proxy: "127.0.0.1:0", api: "127.0.0.1:${port}" }\n`,
+      );
+      const r = await runZt(["--config", upConfig, "up"], { env, cwd: dir });
+      expectCleanError(r, "ZT_UNAVAILABLE", new RegExp(`127\\.0\\.0\\.1:${port}.*in use`));
+    } finally {
+      taken.close();
+    }
+  });
+});

@@ -79,12 +79,26 @@ const FILE_ERRORS: Record<string, { code: ZtErrorCode; what: string }> = {
 
 /**
  * A plain error that is the user's doing, not zt's, as the ZtError it stands for: a file
- * that cannot be read or written, a server that cannot be reached or does not answer.
+ * that cannot be read or written, a server that cannot be reached or does not answer, a
+ * listen address that is taken or not ours.
  * Undefined for anything else (an internal error).
  */
 function userFacingError(e: unknown): ZtError | undefined {
   const err = e as (NodeJS.ErrnoException & { cause?: unknown }) | undefined;
   if (!err || typeof err !== "object") return undefined;
+  if (err.syscall === "listen" || err.syscall === "bind") {
+    const at = (err as { address?: unknown; port?: unknown }).address;
+    const port = (err as { port?: unknown }).port;
+    const where =
+      at !== undefined ? ` on ${String(at)}${port !== undefined ? `:${String(port)}` : ""}` : "";
+    if (err.code === "EADDRINUSE")
+      return new ZtError("ZT_UNAVAILABLE", `cannot listen${where}: address already in use`);
+    if (err.code === "EACCES" || err.code === "EADDRNOTAVAIL")
+      return new ZtError(
+        "ZT_CONFIG_INVALID",
+        `cannot listen${where}: ${err.code === "EACCES" ? "permission denied (a port below 1024 needs privileges)" : "not an address of this host"}`,
+      );
+  }
   const file = typeof err.code === "string" ? FILE_ERRORS[err.code] : undefined;
   if (file && typeof err.syscall === "string") {
     // A read of a directory carries no path; Node's message then names only the syscall.
