@@ -226,3 +226,18 @@ describe("listen addresses and the cookie domain", () => {
       ).toBe(ok);
   });
 });
+
+describe("YAML the loader must not take as is", () => {
+  it("refuses an alias bomb as ZT_CONFIG_INVALID (it was ZT_INTERNAL)", () => {
+    let text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (let i = 1; i < 12; i++)
+      text += `a${i}: &a${i} [${Array(10)
+        .fill(`*a${i - 1}`)
+        .join(", ")}]\n`;
+    expect(configError(text)).toMatch(/alias/);
+  });
+
+  it("refuses a tag it does not know instead of dropping it silently", () => {
+    expect(configError("data_dir: !vault secret/zt\n")).toMatch(/zt\.yaml:1:\d+: .*!vault/);
+  });
+});

@@ -79,8 +79,10 @@ export function parseConfigText(
   options: LoadConfigOptions = {},
 ): ZtConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
+  // An unknown tag (`!vault …`) would be dropped and its text used as the value.
+  const problems = [...doc.errors, ...doc.warnings.filter((w) => w.code === "TAG_RESOLVE_FAILED")];
+  if (problems.length > 0) {
+    const e = problems[0]!;
     const line = e.linePos?.[0];
     throw new ZtError(
       "ZT_CONFIG_INVALID",
@@ -88,7 +90,15 @@ export function parseConfigText(
       { path },
     );
   }
-  let raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {};
+  } catch (e) {
+    // yaml refuses aliases that expand past its limit (a "billion laughs" file).
+    throw new ZtError("ZT_CONFIG_INVALID", `${path}: invalid YAML: ${(e as Error).message}`, {
+      path,
+    });
+  }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ZtError(
       "ZT_CONFIG_INVALID",
