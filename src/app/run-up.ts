@@ -8,7 +8,9 @@ import { apiListenerTls, createApiServer } from "../api/index.js";
 import { LiveConnections, type Pep } from "../proxy/index.js";
 import { startAuditServices, type AuditServices } from "../audit/index.js";
 import {
+  createPolicySshAuthorizer,
   initPki,
+  setSshSignAuthorizer,
   startIntermediateRotation,
   type IntermediateRotationRunner,
 } from "../pki/index.js";
@@ -136,6 +138,12 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     // Event position before any state is loaded: what commits meanwhile is delivered at start().
     await ctx.events.mark();
     services = await createServices(ctx);
+    // ssh:sign is decided by the policy set in force, reloads included.
+    const policies = services.policies;
+    setSshSignAuthorizer(
+      ctx,
+      createPolicySshAuthorizer(() => policies.engine),
+    );
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
     let pepAddress: AddressInfo;

@@ -9,7 +9,12 @@ import {
 } from "./intermediate-rotation.js";
 import type { ClientCertResult } from "./client-cert.js";
 import { createPolicySshAuthorizer, type SshSignAuthorizer } from "./ssh-authorize.js";
-import { createPolicyEngine, loadPolicySet, type PolicyEngine } from "../policy/index.js";
+import {
+  assertPolicyTests,
+  createPolicyEngine,
+  loadPolicySet,
+  type PolicyEngine,
+} from "../policy/index.js";
 
 export { PkiService, AUTO_ROTATE_ACTOR } from "./pki-service.js";
 export { IntermediateRotationRunner } from "./intermediate-rotation.js";
@@ -56,11 +61,19 @@ export function setSshSignAuthorizer(ctx: AppContext, authorize: SshSignAuthoriz
   authorizers.set(ctx, authorize);
 }
 
-/** The policy set configured in zt.yaml (`policies`, `policy_engine`), loaded on first use. */
+/**
+ * The policy set configured in zt.yaml (`policies`, `policy_engine`), loaded on first use
+ * and held to its `policy_tests`, as `zt up` holds it: for one-shot processes (the CLI).
+ * A long-running process hands over its live, reloading engine with setSshSignAuthorizer.
+ */
 function configuredEngine(ctx: AppContext): () => PolicyEngine {
   let engine: PolicyEngine | undefined;
-  return () =>
-    (engine ??= createPolicyEngine(ctx.config.policy_engine, loadPolicySet(ctx.config.policies)));
+  return () => {
+    if (engine) return engine;
+    const loaded = createPolicyEngine(ctx.config.policy_engine, loadPolicySet(ctx.config.policies));
+    assertPolicyTests(loaded, ctx.config.policy_tests);
+    return (engine = loaded);
+  };
 }
 
 /** The PKI service for a context, loaded once (CAs, deny list, revocation events). */

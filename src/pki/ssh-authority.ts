@@ -154,6 +154,7 @@ export class SshAuthority {
           principalType: who.type,
           user: who.name,
           groups: who.groups,
+          email: who.email,
           mfaAgeSeconds: req.mfaAgeSeconds,
           hostGroup: req.hostGroup,
           principals,
@@ -241,9 +242,12 @@ export class SshAuthority {
   }
 
   /** The Cedar principal of a signing request: an enabled zt user (with groups) or a workload. */
-  async #principal(
-    req: SshUserSignRequest,
-  ): Promise<{ type: "User" | "Service"; name: string; groups: string[] }> {
+  async #principal(req: SshUserSignRequest): Promise<{
+    type: "User" | "Service";
+    name: string;
+    groups: string[];
+    email?: string | null;
+  }> {
     if (req.service !== undefined) {
       if (req.user !== "")
         throw new ZtError("ZT_BAD_REQUEST", "give a user or a service, not both", {
@@ -258,7 +262,7 @@ export class SshAuthority {
     }
     const user = await this.#ctx.store.db
       .selectFrom("users")
-      .select(["id", "name", "disabled"])
+      .select(["id", "name", "email", "disabled"])
       .where("name", "=", req.user)
       .executeTakeFirst();
     if (!user)
@@ -274,7 +278,12 @@ export class SshAuthority {
       .select("group_name")
       .where("user_id", "=", user.id)
       .execute();
-    return { type: "User", name: user.name, groups: groups.map((g) => g.group_name) };
+    return {
+      type: "User",
+      name: user.name,
+      groups: groups.map((g) => g.group_name),
+      email: user.email,
+    };
   }
 
   /** Signs a host certificate (operator only). */

@@ -19,6 +19,8 @@ export interface SshSignAuthzRequest {
   user: string;
   /** Groups of that user (entity parents; none for a service). */
   groups: readonly string[];
+  /** The user's e-mail address, when it has one (the `email` attribute, as at the PEP). */
+  email?: string | null | undefined;
   hostGroup: string;
   principals: readonly string[];
   ttlSeconds: number;
@@ -58,7 +60,13 @@ export function createPolicySshAuthorizer(engine: () => PolicyEngine): SshSignAu
     const entities = new EntityStore([
       {
         uid: user,
-        attrs: service ? { spiffe_id: req.user } : { name: req.user },
+        // The attributes the PEP's entity snapshot gives a user: a policy reading
+        // `principal.email` or `principal.disabled` means the same here (an attribute
+        // missing only here would make it error, and an erroring forbid is skipped).
+        // Disabled users never get this far.
+        attrs: service
+          ? { spiffe_id: req.user }
+          : { name: req.user, disabled: false, ...(req.email ? { email: req.email } : {}) },
         parents: req.groups.map((g) => ({ type: "Group", id: g })),
       },
       ...req.groups.map((g) => ({ uid: { type: "Group", id: g }, attrs: {}, parents: [] })),
