@@ -12,7 +12,8 @@ import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createServices, type Services } from "../src/app/services.js";
 import { validateConfig, type ZtConfig } from "../src/config/index.js";
 import { ManualClock } from "../src/core/clock.js";
-import { identityService } from "../src/identity/index.js";
+import { IdentityService, identityService, totpCodeAt } from "../src/identity/index.js";
+import { ZtError } from "../src/core/errors.js";
 import { SessionService } from "../src/session/index.js";
 import { startContinuousVerification } from "../src/session/reevaluator.js";
 import { StoreEventBus } from "../src/events/index.js";
@@ -204,6 +205,61 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     const r = await get(pep.port, token);
     expect(r.status).toBe(401);
   });
+
+  /**
+   * A sign-in whose user row was read before an admin change committed: the row read is
+   * held (scrypt runs meanwhile in real life), the change lands, then the sign-in goes on.
+   */
+  async function signInAcross(change: (cli: AppContext) => Promise<unknown>, code?: string) {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t);
+    const cli = await cliContext(cfg, clock);
+    const added = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
+    const login = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => login.close());
+    const gate = new ReadGate("users");
+    const ids = new IdentityService({
+      ...login,
+      store: { ...login.store, db: gate.wrap(login.store.db) },
+    } as AppContext);
+    gate.hold();
+    const attempt = ids
+      .authenticate({
+        username: "erin",
+        password: PASSWORD,
+        totp: code ?? totpCodeAt(added.totpSecret, T0),
+        sourceIp: "192.0.2.7",
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    await gate.held();
+    await change(cli);
+    gate.release();
+    return attempt;
+  }
+
+  it("stops a sign-in that checked the old TOTP secret from passing after an MFA reset committed meanwhile", async () => {
+    const e = await signInAcross((cli) => identityService(cli).resetMfa("erin"));
+    expect(e).toBeInstanceOf(ZtError);
+    expect((e as ZtError).code).toBe("ZT_AUTH_FAILED");
+  });
+
+  it("stops a sign-in with the old password from passing after the password changed meanwhile", async () => {
+    const e = await signInAcross((cli) =>
+      identityService(cli).setPassword("erin", "pw-a-brand-new-one-99"),
+    );
+    expect(e).toBeInstanceOf(ZtError);
+    expect((e as ZtError).code).toBe("ZT_AUTH_FAILED");
+  });
+
+  it("stops a sign-in from passing for a user disabled meanwhile", async () => {
+    const e = await signInAcross((cli) => identityService(cli).setDisabled("erin", true));
+    expect(e).toBeInstanceOf(ZtError);
+    expect((e as ZtError).code).toBe("ZT_USER_DISABLED");
+  });
 });
 
 /**
@@ -242,7 +298,8 @@ class ReadGate {
     return new Proxy(db, {
       get: (target, prop) => {
         const v: unknown = Reflect.get(target, prop, target);
-        if (prop !== "selectFrom" || typeof v !== "function") return v;
+        if (typeof v !== "function") return v;
+        if (prop !== "selectFrom") return (v as (...a: unknown[]) => unknown).bind(target);
         return (table: string) => {
           const b = (v as (t: string) => object).call(target, table);
           return table === this.#table ? this.#builder(b) : b;

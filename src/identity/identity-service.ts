@@ -487,6 +487,30 @@ export class IdentityService {
       throw await fail("ZT_MFA_INVALID", "mfa-required", "an authentication code is required");
     }
 
+    // The row was read before the password check (a scrypt). An admin change committed
+    // since (new password, MFA reset, disable) has revoked the user's sessions already:
+    // this sign-in must not go on to make a new one with what that change replaced.
+    const current = await this.#db
+      .selectFrom("users")
+      .select(["password_hash", "totp_secret_sealed", "disabled"])
+      .where("id", "=", row.id)
+      .executeTakeFirst();
+    if (current?.disabled) throw await attempt.refuseDisabled(row.name);
+    if (
+      !current ||
+      current.totp_secret_sealed !== row.totp_secret_sealed ||
+      (current.password_hash !== row.password_hash &&
+        // A concurrent sign-in may have upgraded the hash of this same password.
+        !(await verifyPassword(password, current.password_hash)))
+    ) {
+      throw await fail(
+        "ZT_AUTH_FAILED",
+        "auth-failed",
+        "invalid username or password",
+        "credentials-changed",
+      );
+    }
+
     await attempt.succeed(method);
     if (needsRehash(row.password_hash)) {
       // Parameters were raised since this hash was made: upgrade it now that we know the password.
