@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import net from "node:net";
 import type { FastifyInstance } from "fastify";
 import { validateConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -112,6 +113,98 @@ describe("audit.metrics_token_file", () => {
       expect(isZtError(err) && err.code).toBe("ZT_CONFIG_INVALID");
       expect((err as Error).message).toMatch(/audit\.metrics_token_file/);
       expect((err as Error).message).toMatch(why);
+    }
+  });
+});
+
+describe("slow clients", () => {
+  /** Connects, sends `head`, then one byte every 200 ms until the server closes the socket. */
+  function trickle(base: string, head: string): Promise<{ closed: boolean; text: string }> {
+    const { port } = new URL(base);
+    const socket = net.connect(Number(port), "127.0.0.1");
+    let text = "";
+    return new Promise((resolve) => {
+      const safety = setTimeout(() => finish(false), 30_000);
+      const drip = setInterval(() => {
+        if (socket.writable) socket.write("x");
+      }, 200);
+      const finish = (closed: boolean) => {
+        clearInterval(drip);
+        clearTimeout(safety);
+        socket.destroy();
+        resolve({ closed, text });
+      };
+      socket.on("connect", () => socket.write(head));
+      socket.on("data", (d: Buffer) => (text += d.toString()));
+      socket.on("close", () => finish(true));
+      socket.on("error", () => finish(true));
+    });
+  }
+
+  it("cuts a client trickling its body after limits.request_timeout (the API had no request timeout)", async () => {
+    const api = await createApiServer(
+      await context({ limits: { header_timeout: "1s", request_timeout: "2s" } }),
+    );
+    try {
+      const base = await listen(api);
+      const r = await trickle(
+        base,
+        "POST /api/v1/svid HTTP/1.1\r\nHost: zt\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+      );
+      expect(r.closed).toBe(true);
+      if (r.text) expect(r.text).toMatch(/^HTTP\/1\.1 408/);
+    } finally {
+      await api.close();
+    }
+  }, 40_000);
+
+  it("cuts a client trickling its headers after limits.header_timeout", async () => {
+    const api = await createApiServer(
+      await context({ limits: { header_timeout: "1s", request_timeout: "2s" } }),
+    );
+    try {
+      const base = await listen(api);
+      const r = await trickle(base, "GET /healthz HTTP/1.1\r\nHost: zt\r\nX-Slow: ");
+      expect(r.closed).toBe(true);
+    } finally {
+      await api.close();
+    }
+  }, 40_000);
+});
+
+describe("connection floods", () => {
+  it("closes connections beyond limits.max_connections_per_source from one address (the API had no cap)", async () => {
+    const api = await createApiServer(await context({ limits: { max_connections_per_source: 3 } }));
+    const open: net.Socket[] = [];
+    try {
+      const base = await listen(api);
+      const port = Number(new URL(base).port);
+      for (let i = 0; i < 3; i++) {
+        const s = net.connect(port, "127.0.0.1");
+        await new Promise<void>((r) => s.once("connect", () => r()));
+        open.push(s);
+      }
+      const extra = net.connect(port, "127.0.0.1");
+      const closed = await new Promise<boolean>((resolve) => {
+        extra.on("connect", () => extra.write("GET /healthz HTTP/1.1\r\nHost: zt\r\n\r\n"));
+        extra.on("data", () => resolve(false));
+        extra.on("close", () => resolve(true));
+        extra.on("error", () => resolve(true));
+      });
+      expect(closed).toBe(true);
+      // Once one closes, a new connection is served again.
+      open.pop()!.destroy();
+      await new Promise<void>((r) => setImmediate(r));
+      let ok = false;
+      for (let i = 0; i < 50 && !ok; i++) {
+        const res = await fetch(`${base}/healthz`).catch(() => undefined);
+        ok = res?.status === 200;
+        if (!ok) await new Promise<void>((r) => setImmediate(r));
+      }
+      expect(ok).toBe(true);
+    } finally {
+      for (const s of open) s.destroy();
+      await api.close();
     }
   });
 });

@@ -7,6 +7,9 @@ import type { SessionService } from "../session/index.js";
 import { ApiAuthenticator } from "./api-auth.js";
 import { isZtError, ZtError } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
+import { parseDuration } from "../core/duration.js";
+import { normalizeIp } from "../core/cidr.js";
+import type { Socket } from "node:net";
 import { registerAllApiRoutes } from "./routes/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
@@ -46,6 +49,16 @@ export async function createApiServer(
   options: ApiServerOptions = {},
 ): Promise<FastifyInstance> {
   const tls = options.tls;
+  // limits.header_timeout / request_timeout, as on the PEP: a client trickling its headers
+  // or body is cut (Fastify's default request timeout is none at all).
+  const headersTimeout = parseDuration(ctx.config.limits.header_timeout, "limits.header_timeout");
+  const requestTimeout = parseDuration(ctx.config.limits.request_timeout, "limits.request_timeout");
+  const timeouts = {
+    headersTimeout,
+    requestTimeout,
+    // How often Node checks them (default 30 s): often enough to cut close to the limit.
+    connectionsCheckingInterval: Math.max(250, Math.min(1_000, Math.floor(headersTimeout / 2))),
+  };
   const app = Fastify({
     ...(tls
       ? {
@@ -55,9 +68,11 @@ export async function createApiServer(
             ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
             requestCert: tls.clientCerts !== "off",
             rejectUnauthorized: false,
+            ...timeouts,
           },
         }
-      : {}),
+      : { http: timeouts }),
+    requestTimeout,
     logger: false,
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
@@ -75,6 +90,24 @@ export async function createApiServer(
         .status(400)
         .send(new ZtError("ZT_BAD_REQUEST", message).toJSON());
     },
+  });
+
+  // limits.max_connections_per_source, as on the PEP (which shares this process, and so
+  // its file descriptors): one address cannot hold every connection.
+  const perSource = new Map<string, number>();
+  app.server.on("connection", (socket: Socket) => {
+    const ip = normalizeIp(socket.remoteAddress);
+    const n = (perSource.get(ip) ?? 0) + 1;
+    if (n > ctx.config.limits.max_connections_per_source) {
+      socket.destroy();
+      return;
+    }
+    perSource.set(ip, n);
+    socket.once("close", () => {
+      const left = (perSource.get(ip) ?? 1) - 1;
+      if (left <= 0) perSource.delete(ip);
+      else perSource.set(ip, left);
+    });
   });
 
   app.setErrorHandler((err, _req, reply) => {
