@@ -7,6 +7,9 @@
  *   (d) nginx auth_request → zt /.zt/authz, then nginx → upstream
  *   (e) zt /.zt/authz alone (decisions/s on one core: zt is one Node process)
  *   (i) HAProxy alone, and HAProxy asking zt as its SPOE agent (forward-auth without Lua)
+ *   (n) a bare Node proxy: node:http in front of zt's upstream client and nothing else (no
+ *       session, decision, assertion or audit), in its own process — the ceiling any
+ *       proxy on Node's HTTP server reaches here, to read (c)/(b) against
  *   (u) the upstream leg alone: zt's keep-alive pool against undici's (the client it replaced)
  *
  * Load generator: wrk (Debian package `wrk`), else autocannon. The upstream runs in its
@@ -85,6 +88,26 @@ http.createServer((req, res) => {
   res.writeHead(200, { "content-type": "application/json", "content-length": body.length });
   res.end(body);
 }).listen(Number(process.argv[2]), "127.0.0.1", () => process.stdout.write("ready\\n"));
+`;
+
+/**
+ * (n): node:http + zt's own upstream client, one process, nothing else. Argument: the
+ * listen port, the upstream port, the compiled upstream-pool module's URL.
+ */
+const BARE_PROXY_JS = `
+import http from "node:http";
+const { UpstreamPool } = await import(process.argv[4]);
+const pool = new UpstreamPool({ host: "127.0.0.1", port: Number(process.argv[3]), timeoutMs: 30000 });
+http.createServer((req, res) => {
+  const head = req.method + " " + req.url + " HTTP/1.1\\r\\nhost: " + req.headers.host +
+    "\\r\\nx-forwarded-for: " + req.socket.remoteAddress + "\\r\\n\\r\\n";
+  pool.request({ method: req.method, head }, {
+    onHead(h) { res.writeHead(h.status, h.headers); },
+    onData(c) { res.write(c); return true; },
+    onEnd() { res.end(); },
+    onError() { res.destroy(); },
+  });
+}).listen(Number(process.argv[2]), "127.0.0.1");
 `;
 
 function fetchStatus(
@@ -378,11 +401,30 @@ async function main(): Promise<void> {
         haPorts[name] = listen;
       }
     }
+    let barePort = 0;
+    if (!only || only.includes("n")) {
+      barePort = await freePort();
+      writeFileSync(join(dir, "bare-proxy.mjs"), BARE_PROXY_JS);
+      const bare = spawn(
+        process.execPath,
+        [
+          join(dir, "bare-proxy.mjs"),
+          String(barePort),
+          String(upstreamPort),
+          new URL("../src/proxy/upstream-pool.js", import.meta.url).href,
+        ],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      children.push(bare);
+      await waitForPort(barePort);
+    }
     for (let round = 1; round <= ROUNDS; round++) {
       if (ROUNDS > 1) process.stdout.write(`round ${round} of ${ROUNDS}\n`);
       await run("(a) upstream direct", upstreamPort, "/");
       if (nginx) await run("(b) nginx proxy_pass", ports.proxy, "/");
       await run("(c) zt proxy", ztPort, "/", { cookie });
+      if (barePort)
+        await run("(n) bare Node proxy (node:http + zt's upstream client only)", barePort, "/");
       if (nginx) await run("(d) nginx auth_request + zt", ports.authreq, "/", { cookie });
       await run("(e) zt /.zt/authz alone", ztPort, "/.zt/authz", {
         cookie,
@@ -641,6 +683,10 @@ async function main(): Promise<void> {
     if (b)
       lines.push(
         `zt proxy / nginx proxy_pass throughput, one process each: ${ratio("(c)", "(b)", (x, y) => x.rps / y.rps).toFixed(2)}x (target >= 0.5x)`,
+      );
+    if (b && get("(n)"))
+      lines.push(
+        `bare Node proxy (node:http + zt's upstream client, no session, decision, assertion or audit) / nginx proxy_pass: ${ratio("(n)", "(b)", (x, y) => x.rps / y.rps).toFixed(2)}x — the ceiling of a proxy on Node's HTTP server here; zt proxy / bare Node proxy: ${ratio("(c)", "(n)", (x, y) => x.rps / y.rps).toFixed(2)}x`,
       );
     if (g1 && g2)
       lines.push(
