@@ -220,3 +220,26 @@ describe("zt up", () => {
     }
   });
 });
+
+describe("tables print what users control without terminal control characters", () => {
+  it("a device's reported os cannot send escape sequences to the admin's terminal through zt device list", async () => {
+    expect((await zt(["user", "add", "mallory", "--no-qr"])).code).toBe(0);
+    const keyDir = join(dir, "mallory-keys");
+    const enrolled = await zt(["device", "enroll", "--as", "mallory", "--key-dir", keyDir]);
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    // The device owner writes the facts; the report is signed with their own device key.
+    const facts = join(dir, "facts.json");
+    writeFileSync(
+      facts,
+      JSON.stringify({ os: "Linux\u001b]0;owned\u0007\u001b[2J\u009b31m", checks: {} }),
+    );
+    const sent = await zt(["device", "report", "--facts", facts, "--key-dir", keyDir]);
+    expect([0, 3]).toContain(sent.code);
+    const list = await zt(["device", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toContain("Linux");
+    // eslint-disable-next-line no-control-regex -- looking for control characters is the point
+    expect(list.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(list.stdout).toContain("\\u{1b}");
+  });
+});

@@ -159,10 +159,19 @@ export function printTable(rows: Record<string, unknown>[], columns: string[]): 
   for (const row of cells) process.stdout.write(line(row) + "\n");
 }
 
+/**
+ * One table cell. Control characters (C0, DEL, C1) are shown as `\u{…}` escapes: cells
+ * hold what users and devices sent (a device's reported os, a reason), and a terminal
+ * would otherwise act on them (move the cursor, retitle the window, hide lines).
+ */
 function formatCell(v: unknown): string {
   if (v === null || v === undefined) return "-";
-  if (Array.isArray(v)) return v.join(",");
-  return String(v);
+  const text = Array.isArray(v) ? v.join(",") : String(v);
+  return text.replace(
+    // eslint-disable-next-line no-control-regex -- matching control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\u{${c.charCodeAt(0).toString(16)}}`,
+  );
 }
 
 /** Reads all of stdin (for --password-stdin and friends). */
