@@ -16,6 +16,7 @@ import { IdentityService, identityService, totpCodeAt } from "../src/identity/in
 import { ZtError } from "../src/core/errors.js";
 import { SessionService } from "../src/session/index.js";
 import { startContinuousVerification } from "../src/session/reevaluator.js";
+import { EntitySnapshot } from "../src/session/entity-snapshot.js";
 import { StoreEventBus } from "../src/events/index.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
 import { request } from "./helpers/http-client.js";
@@ -206,6 +207,39 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     expect(r.status).toBe(401);
   });
 
+  it("stops an older read of a user from overwriting a newer one in a PEP's entity snapshot (a removed group stays removed)", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t);
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({
+      name: "frank",
+      groups: ["admins", "eng"],
+      password: PASSWORD,
+    });
+    const pepCtx = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => pepCtx.close());
+    const gate = new ReadGate("user_groups");
+    const snapshot = new EntitySnapshot({
+      ...pepCtx,
+      store: { ...pepCtx.store, db: gate.wrap(pepCtx.store.db) },
+    } as AppContext);
+    cleanups.push(async () => snapshot.close());
+    await snapshot.load();
+
+    // An event about frank: the refresh reads his groups (still admins) and is slow to
+    // return; meanwhile admins is taken away and the refresh for that event completes.
+    gate.hold();
+    const older = snapshot.refreshUser(user.id);
+    await gate.held();
+    await identityService(cli).removeFromGroup("frank", "admins");
+    await snapshot.refreshUser(user.id);
+    expect(snapshot.user(user.id)?.groups).toEqual(["eng"]);
+    gate.release();
+    await older;
+    expect(snapshot.user(user.id)?.groups).toEqual(["eng"]);
+  });
+
   /**
    * A sign-in whose user row was read before an admin change committed: the row read is
    * held (scrypt runs meanwhile in real life), the change lands, then the sign-in goes on.
@@ -263,7 +297,7 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
 });
 
 /**
- * Holds the results of reads of one table (`selectFrom(table)…execute*()`) from their
+ * Holds the result of a read of one table (`selectFrom(table)…execute*()`) from its
  * caller while held: the query itself has run against the real store, and its connection
  * is free again (other queries, the event bus's among them, go on).
  */
@@ -273,12 +307,15 @@ class ReadGate {
   #release: (() => void) | undefined;
   #heldOne: (() => void) | undefined;
   #held: Promise<void> = Promise.resolve();
+  #taken = false;
 
   constructor(table: string) {
     this.#table = table;
   }
 
+  /** Holds the next read of the table (one), until `release()`. */
   hold(): void {
+    this.#taken = false;
     this.#released = new Promise((r) => (this.#release = r));
     this.#held = new Promise((r) => (this.#heldOne = r));
   }
@@ -318,7 +355,8 @@ class ReadGate {
           return async (...a: unknown[]) => {
             const result = await fn.apply(target, a);
             const released = this.#released;
-            if (released) {
+            if (released && !this.#taken) {
+              this.#taken = true;
               this.#heldOne?.();
               await released;
             }

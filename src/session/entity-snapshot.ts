@@ -19,6 +19,13 @@ export class EntitySnapshot {
   readonly #ctx: AppContext;
   readonly entities = new EntityStore();
   readonly #users = new Map<string, UserEntityInfo>();
+  /**
+   * Refreshes started per user: a refresh whose reads return after a later one's applies
+   * nothing (with a pool, two refreshes' queries can complete out of order, and the older
+   * answer — a group since removed — would otherwise stay until the user's next event).
+   */
+  readonly #refreshes = new Map<string, number>();
+  #refreshSeq = 0;
   #unsubscribe: (() => void) | undefined;
 
   constructor(ctx: AppContext) {
@@ -66,12 +73,23 @@ export class EntitySnapshot {
 
   /** Re-reads one user from the store (after an event about them). */
   async refreshUser(userId: string): Promise<void> {
+    const n = ++this.#refreshSeq;
+    this.#refreshes.set(userId, n);
+    try {
+      await this.#refreshUser(userId, () => this.#refreshes.get(userId) === n);
+    } finally {
+      if (this.#refreshes.get(userId) === n) this.#refreshes.delete(userId);
+    }
+  }
+
+  async #refreshUser(userId: string, latest: () => boolean): Promise<void> {
     const u = await this.#ctx.store.db
       .selectFrom("users")
       .select(["id", "name", "email", "disabled"])
       .where("id", "=", userId)
       .executeTakeFirst();
     const old = this.#users.get(userId);
+    if (!latest()) return;
     if (!u) {
       if (old) this.entities.remove({ type: "User", id: old.name });
       this.#users.delete(userId);
@@ -82,6 +100,7 @@ export class EntitySnapshot {
       .select("group_name")
       .where("user_id", "=", userId)
       .execute();
+    if (!latest()) return;
     this.#put({
       id: u.id,
       name: u.name,
