@@ -243,3 +243,12 @@ describe("tables print what users control without terminal control characters", 
     expect(list.stdout).toContain("\\u{1b}");
   });
 });
+
+describe("zt ban add", () => {
+  it("refuses --for 0 instead of recording a ban that has already ended", async () => {
+    const r = await zt(["ban", "add", "192.0.2.99", "--for", "0"]);
+    expectCleanError(r, "ZT_USAGE", /--for: .*above 0/);
+    const list = await zt(["ban", "list", "--all", "--json"]);
+    expect(list.stdout).not.toContain("192.0.2.99");
+  });
+});

@@ -43,6 +43,8 @@ export function registerBanCommands(program: Command): void {
         } catch (e) {
           throw usageError((e as Error).message);
         }
+        if (ms <= 0)
+          throw usageError(`--for: expected a duration above 0, got ${JSON.stringify(opts.for)}`);
         const row = await addBan(ctx, target, ms, opts.reason, actor());
         process.stdout.write(`banned ${row.key} until ${new Date(row.until).toISOString()}\n`);
       });
