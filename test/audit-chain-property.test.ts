@@ -107,6 +107,11 @@ describe("redaction fast path equals the replacer walk", () => {
       "set-coo\u212Aie",
       "to\u212Aens",
       "toKen",
+      "sessionToken", // camelCase is session_token
+      "TOTPSecret",
+      "x__api-key_",
+      "code_",
+      "sessionTokens",
     ),
   );
   const value = fc.letrec((tie) => ({

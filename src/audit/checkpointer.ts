@@ -80,6 +80,7 @@ export function webhookWitness(url: string, timeoutMs = 5_000): Witness {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ origin: cp.origin, size: cp.size, head_hash: cp.headHash, note }),
+        redirect: "manual", // a redirect is a failure: the witness is the URL configured
         signal: AbortSignal.timeout(timeoutMs),
       });
       await res.arrayBuffer().catch(() => undefined);

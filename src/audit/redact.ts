@@ -1,6 +1,6 @@
 /**
  * Keys whose values never enter the audit log, whatever a caller puts in `data`
- * (matched case-insensitively, `-` read as `_`). Bare `code` is left alone on purpose:
+ * (matched case-insensitively, `-` read as `_`, and also written without separators). Bare `code` is left alone on purpose:
  * it is how error codes are named; the secret kinds of code have their own names here.
  */
 const SENSITIVE_KEYS = new Set([
@@ -48,8 +48,17 @@ const SENSITIVE_KEYS = new Set([
 
 export const REDACTED = "[redacted]";
 
+/** The sensitive keys written without separators: `sessiontoken`, as `sessionToken` folds. */
+const SENSITIVE_JOINED = new Set([...SENSITIVE_KEYS].map((k) => k.replaceAll("_", "")));
+
+/**
+ * True for a key whose value never enters the log: one of {@link SENSITIVE_KEYS} in any
+ * case, with `-` or `_` between its words or, as TypeScript callers write them, nothing
+ * (`sessionToken`, `Session-Token`, `SESSION_TOKEN`, `sessiontoken`).
+ */
 export function isSensitiveKey(key: string): boolean {
-  return SENSITIVE_KEYS.has(key.toLowerCase().replaceAll("-", "_"));
+  const k = key.toLowerCase().replaceAll("-", "_");
+  return SENSITIVE_KEYS.has(k) || (!k.includes("_") && SENSITIVE_JOINED.has(k));
 }
 
 function replacer(key: string, value: unknown): unknown {
@@ -67,13 +76,14 @@ const SENSITIVE_IN_JSON = new RegExp(
 );
 
 /**
- * A sensitive key as it may appear in JSON text, for a case-insensitive match: `_` or `-`,
- * and `k` also as U+212A KELVIN SIGN, the one character outside ASCII whose
- * `toLowerCase()` is an ASCII character (which `isSensitiveKey` folds, and the `i` flag,
- * without `u`, does not; the test scans every code point to keep this true).
+ * A sensitive key as it may appear in JSON text, for a case-insensitive match: `_`, `-`
+ * or nothing between its words, and `k` also as U+212A KELVIN SIGN, the one character
+ * outside ASCII whose `toLowerCase()` is an ASCII character (which `isSensitiveKey`
+ * folds, and the `i` flag, without `u`, does not; the test scans every code point to
+ * keep this true).
  */
 function keyPattern(key: string): string {
-  return key.replaceAll("_", "[-_]").replaceAll("k", "[k\u212A]");
+  return key.replaceAll("_", "[-_]?").replaceAll("k", "[k\u212A]");
 }
 
 /** JSON text of `data` with every sensitive key's value replaced by `[redacted]`. */

@@ -98,8 +98,13 @@ function isOwnEvent(e: AlertEvent): boolean {
 /** Timestamps in a sliding window. */
 class Window {
   #ts: number[] = [];
+  /** The newest timestamp and the window's length: past `last + windowMs` it is empty. */
+  last = 0;
+  windowMs = 0;
   add(ts: number, windowMs: number): number {
     this.#ts.push(ts);
+    this.last = Math.max(this.last, ts);
+    this.windowMs = windowMs;
     const from = ts - windowMs;
     let i = 0;
     while (i < this.#ts.length && this.#ts[i]! <= from) i++;
@@ -110,6 +115,9 @@ class Window {
     this.#ts = [];
   }
 }
+
+/** Events between two sweeps of state that no window can still count (at least). */
+const SWEEP_EVERY = 1_000;
 
 /**
  * The alert rules as a pure state machine: feed it audit events in order, it returns
@@ -127,9 +135,13 @@ export class AlertEngine {
   readonly #windows = new Map<string, Window>();
   readonly #bannedUntil = new Map<string, number>();
   readonly #banCounts: Map<string, number>;
-  readonly #lastFired = new Map<string, number>();
+  readonly #lastFired = new Map<string, { ts: number; windowMs: number }>();
   readonly #fanOut = new Map<string, Map<string, number>>();
   readonly #networks = new Map<string, Set<string>>();
+  /** The newest event time seen; events since the last sweep, and how many before the next. */
+  #now = 0;
+  #sinceSweep = 0;
+  #sweepAfter = SWEEP_EVERY;
 
   /** `banCounts`: how many times each key was banned before (from the bans table). */
   constructor(config: AlertsConfig, banCounts: ReadonlyMap<string, number> = new Map()) {
@@ -147,6 +159,8 @@ export class AlertEngine {
   evaluate(e: AlertEvent): EvaluateResult {
     const out: EvaluateResult = { alerts: [], bans: [] };
     if (!this.#c.enabled || isOwnEvent(e)) return out;
+    this.#now = Math.max(this.#now, e.ts);
+    if (++this.#sinceSweep >= this.#sweepAfter) this.#sweep();
     const ip = e.source_ip && isIP(e.source_ip) ? e.source_ip : null;
     const user = e.subject;
     const ipAllowed = ip !== null && this.isAllowListedIp(ip);
@@ -294,6 +308,32 @@ export class AlertEngine {
     return out;
   }
 
+  /**
+   * How many keys (sources, users, rule windows) the engine holds state for. State that
+   * no window can count any more is swept away every so many events, so this follows the
+   * sources active within the rules' windows, not every source ever seen (an IPv6 sender
+   * has addresses enough to exhaust memory otherwise).
+   */
+  get trackedKeys(): number {
+    return this.#windows.size + this.#lastFired.size + this.#fanOut.size + this.#bannedUntil.size;
+  }
+
+  /** Drops windows, cool-downs, fan-out routes and bans that have run out by event time. */
+  #sweep(): void {
+    this.#sinceSweep = 0;
+    const now = this.#now;
+    for (const [k, w] of this.#windows) if (w.last <= now - w.windowMs) this.#windows.delete(k);
+    for (const [k, f] of this.#lastFired) if (now - f.ts >= f.windowMs) this.#lastFired.delete(k);
+    const fanWindow = this.#c.fanOut?.windowMs ?? 0;
+    for (const [k, routes] of this.#fanOut) {
+      for (const [r, t] of routes) if (t <= now - fanWindow) routes.delete(r);
+      if (routes.size === 0) this.#fanOut.delete(k);
+    }
+    for (const [k, until] of this.#bannedUntil) if (until <= now) this.#bannedUntil.delete(k);
+    // The next sweep after as many events as keys are left: O(1) per event, amortised.
+    this.#sweepAfter = Math.max(SWEEP_EVERY, this.trackedKeys);
+  }
+
   /** Records a ban made elsewhere (loaded from the bans table). */
   markBanned(key: string, until: number): void {
     this.#bannedUntil.set(key, until);
@@ -305,6 +345,7 @@ export class AlertEngine {
     for (const [k, v] of other.#fanOut) this.#fanOut.set(k, v);
     for (const [k, v] of other.#networks) this.#networks.set(k, v);
     for (const [k, v] of other.#lastFired) this.#lastFired.set(k, v);
+    this.#now = Math.max(this.#now, other.#now);
   }
 
   /** Forgets a ban (after `zt ban remove`), so counting starts again. */
@@ -321,8 +362,8 @@ export class AlertEngine {
   /** True (and marks it fired) when the rule has not fired for this key within `windowMs`. */
   #cooled(key: string, ts: number, windowMs: number): boolean {
     const last = this.#lastFired.get(key);
-    if (last !== undefined && ts - last < windowMs) return false;
-    this.#lastFired.set(key, ts);
+    if (last !== undefined && ts - last.ts < windowMs) return false;
+    this.#lastFired.set(key, { ts, windowMs });
     return true;
   }
 

@@ -6,7 +6,10 @@ import { AuditCursor, headSeq } from "../audit-cursor.js";
 import { queryAudit } from "../audit-query.js";
 import { AlertEngine, type Alert, type AlertEvent, type Ban } from "./alert-engine.js";
 import type { AlertsConfig } from "./alerts-config.js";
-import { raiseAlert } from "./raise-alert.js";
+import { postAlert, raiseAlert } from "./raise-alert.js";
+
+/** Alerts that may wait for the webhook; beyond that they are only stored and logged. */
+const MAX_WEBHOOK_QUEUE = 1_000;
 
 export interface AlertServiceOptions {
   store: Store;
@@ -54,6 +57,10 @@ export class AlertService {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> = Promise.resolve();
   #unsubs: (() => void)[] = [];
+  /** Alerts waiting for `alerts.webhook`, posted one at a time off the rules' path. */
+  readonly #webhookQueue: Alert[] = [];
+  #webhookDone: Promise<void> | undefined;
+  #stopped = false;
 
   constructor(options: AlertServiceOptions) {
     this.#o = options;
@@ -117,6 +124,14 @@ export class AlertService {
     this.#timer = undefined;
     for (const u of this.#unsubs.splice(0)) u();
     await this.#running.catch(() => undefined);
+    this.#stopped = true;
+    const left = this.#webhookQueue.splice(0).length;
+    if (left > 0)
+      this.#o.onError?.(
+        "alert webhook",
+        new Error(`stopping: ${left} alert(s) not posted (they are in zt alerts list)`),
+      );
+    await this.#webhookDone;
   }
 
   /** Processes everything after the cursor now (serialised). Resolves with the alerts fired. */
@@ -183,13 +198,35 @@ export class AlertService {
     await events.publish("ban.changed", { action: "add", key: b.key, until: b.until });
   }
 
-  #applyAlert(a: Alert): Promise<void> {
+  /**
+   * Stores, logs and counts the alert, and queues it for the webhook: the rules never
+   * wait for the webhook, so a slow or unreachable receiver cannot hold back the bans
+   * of the events that follow (an attacker could otherwise fire alerts to delay them).
+   */
+  async #applyAlert(a: Alert): Promise<void> {
     const { store, audit, config } = this.#o;
-    return raiseAlert(a, {
-      store,
-      audit,
-      webhook: config.webhook,
-      onWebhookError: (e) => this.#o.onError?.("alert webhook", e),
-    });
+    await raiseAlert(a, { store, audit });
+    if (!config.webhook || this.#stopped) return;
+    if (this.#webhookQueue.length >= MAX_WEBHOOK_QUEUE) {
+      this.#o.onError?.(
+        "alert webhook",
+        new Error(
+          `${MAX_WEBHOOK_QUEUE} alerts already wait to be posted: ${a.rule} ${a.key} is not (it is in zt alerts list)`,
+        ),
+      );
+      return;
+    }
+    this.#webhookQueue.push(a);
+    this.#webhookDone ??= this.#postQueued(config.webhook);
+  }
+
+  async #postQueued(url: string): Promise<void> {
+    try {
+      for (let a = this.#webhookQueue.shift(); a; a = this.#webhookQueue.shift()) {
+        await postAlert(url, a).catch((e: unknown) => this.#o.onError?.("alert webhook", e));
+      }
+    } finally {
+      this.#webhookDone = undefined;
+    }
   }
 }

@@ -45,15 +45,21 @@ export async function raiseAlert(a: Alert, o: RaiseAlertOptions): Promise<void> 
   countAlert(a.rule, a.severity);
   if (!o.webhook) return;
   try {
-    const res = await fetch(o.webhook, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ source: "zt", ...a, time: new Date(a.ts).toISOString() }),
-      signal: AbortSignal.timeout(5_000),
-    });
-    await res.arrayBuffer().catch(() => undefined);
-    if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
+    await postAlert(o.webhook, a);
   } catch (e) {
     o.onWebhookError?.(e);
   }
+}
+
+/** POSTs one alert to `alerts.webhook` as JSON; rejects on a failure or a non-2xx answer. */
+export async function postAlert(url: string, a: Alert, timeoutMs = 5_000): Promise<void> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ source: "zt", ...a, time: new Date(a.ts).toISOString() }),
+    redirect: "manual", // a redirect is a failure: never carry the alert to another host
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  await res.arrayBuffer().catch(() => undefined);
+  if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
 }

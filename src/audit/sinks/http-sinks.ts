@@ -11,6 +11,9 @@ async function post(
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body,
+    // A redirect is a failure (res.ok is false), never followed: it would carry the events
+    // (and any credential header but Authorization) to whatever host it names.
+    redirect: "manual",
     signal: AbortSignal.timeout(timeoutMs),
   });
   await res.arrayBuffer().catch(() => undefined);

@@ -11,6 +11,7 @@ export interface SyslogOptions {
   appName: string;
   /** PEM CA for TLS (default: system roots). */
   ca?: string | undefined;
+  /** Connect timeout, and how long a receiver may take nothing we write (default 5 s). */
   timeoutMs?: number;
 }
 
@@ -48,6 +49,22 @@ export function formatSyslog(o: {
 }
 
 /**
+ * The largest UDP payload over IPv4 (65,535 − 8 − 20). RFC 5426 §3.2 lets a message be
+ * truncated to what the transport carries; a longer datagram fails with EMSGSIZE, and
+ * the same event would then be retried, and fail, forever.
+ */
+const MAX_UDP_PAYLOAD = 65_507;
+
+/** The datagram for one message: truncated to {@link MAX_UDP_PAYLOAD} on a UTF-8 boundary. */
+function udpPayload(message: string): Buffer {
+  const b = Buffer.from(message);
+  if (b.length <= MAX_UDP_PAYLOAD) return b;
+  let end = MAX_UDP_PAYLOAD;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--; // never cut a character in two
+  return b.subarray(0, end);
+}
+
+/**
  * A syslog sender: UDP (one datagram per message), TCP or TLS with RFC 6587 / RFC 5425
  * octet-counting framing (`LEN SP MSG`). Reconnects on the next send after an error.
  */
@@ -69,23 +86,72 @@ export class SyslogClient {
   }
 
   async send(messages: string[]): Promise<void> {
+    if (messages.length === 0) return;
     if (this.#o.protocol === "udp") {
       const sock = (this.#udp ??= createSocket(isIP(this.#o.host) === 6 ? "udp6" : "udp4"));
       for (const m of messages) {
         await new Promise<void>((res, rej) =>
-          sock.send(Buffer.from(m), this.#o.port, this.#o.host, (e) => (e ? rej(e) : res())),
+          sock.send(udpPayload(m), this.#o.port, this.#o.host, (e) => (e ? rej(e) : res())),
         );
       }
       return;
     }
     const stream = await this.#connect();
-    const framed = messages.map((m) => `${Buffer.byteLength(m)} ${m}`).join("");
-    await new Promise<void>((res, rej) => {
-      stream.write(framed, (e) => (e ? rej(e) : res()));
-    }).catch((e: unknown) => {
-      this.#stream?.destroy();
-      this.#stream = undefined;
+    await this.#write(stream, messages).catch((e: unknown) => {
+      stream.destroy();
+      if (this.#stream === stream) this.#stream = undefined;
       throw e;
+    });
+  }
+
+  /**
+   * Writes octet-counted frames in chunks of about 64 KB and fails when the receiver takes
+   * nothing for `timeoutMs`: one that accepts the connection but stops reading would
+   * otherwise hold the write (and every later delivery) forever.
+   */
+  #write(stream: Socket, messages: string[]): Promise<void> {
+    const timeout = this.#o.timeoutMs ?? 5_000;
+    const chunks: string[] = [];
+    let chunk = "";
+    for (const m of messages) {
+      chunk += `${Buffer.byteLength(m)} ${m}`;
+      if (chunk.length >= 65_536) {
+        chunks.push(chunk);
+        chunk = "";
+      }
+    }
+    if (chunk !== "") chunks.push(chunk);
+    return new Promise<void>((res, rej) => {
+      let left = chunks.length;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (e?: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (e) rej(e);
+        else res();
+      };
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          () =>
+            settle(
+              new Error(
+                `syslog ${this.#o.host}:${this.#o.port}: the receiver took nothing for ${timeout} ms`,
+              ),
+            ),
+          timeout,
+        );
+      };
+      arm();
+      for (const c of chunks) {
+        stream.write(c, (e) => {
+          if (e) return settle(e);
+          if (--left === 0) settle();
+          else arm();
+        });
+      }
     });
   }
 
