@@ -10,6 +10,8 @@ import {
   AlertService,
   AuditLog,
   SinkRunner,
+  addBan,
+  removeBan,
   buildSink as buildSinkRaw,
   isBanned,
   parseAlertsConfig,
@@ -297,6 +299,62 @@ describe("audit exports review: what leaves zt", () => {
       most = Math.max(most, engine.trackedKeys);
     }
     expect(most).toBeLessThan(20_000);
+  });
+
+  it("stops a ban on an address written another way (::ffff:v4, upper-case or long IPv6) from never matching", async () => {
+    const t = makeEnv();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const store = await openStore({ dataDir: t.dataDir });
+    cleanups.push(() => store.close());
+    const events = new StoreEventBus(store, { clock });
+    await events.start();
+    cleanups.push(() => events.stop());
+    const audit = new AuditLog(store, { clock });
+    cleanups.push(() => audit.close());
+    const stopCache = await startBanCache(store, events, () => clock.now());
+    cleanups.push(stopCache);
+    const deps = { store, clock, events, audit };
+    // The PEP looks addresses up as it sees them: dotted IPv4, RFC 5952 IPv6.
+    for (const [typed, seen] of [
+      ["::FFFF:198.51.100.9", "198.51.100.9"],
+      ["ip:2001:DB8:0:0:0:0:0:7", "2001:db8::7"],
+    ] as const) {
+      const row = await addBan(deps, typed, 3_600_000, "test", "ops");
+      expect(row.key).toBe(`ip:${seen}`);
+      expect(isBanned(seen, clock.now())).toBe(true);
+    }
+    await removeBan(deps, "2001:db8::0:7", "ops");
+    expect(isBanned("2001:db8::7", clock.now())).toBe(false);
+
+    // A login refused on an API listening on "::" carries the IPv4-mapped form.
+    const engine = new AlertEngine(
+      parseAlertsConfig({
+        jails: [
+          {
+            name: "login-ip",
+            match: "login-failure",
+            by: "ip",
+            maxretry: 2,
+            findtime: "1m",
+            bantime: "1m",
+          },
+        ],
+      }),
+    );
+    const fail = (seq: number) =>
+      engine.evaluate({
+        seq,
+        ts: clock.now(),
+        kind: "login",
+        outcome: "failure",
+        subject: null,
+        source_ip: "::ffff:203.0.113.5",
+        route: null,
+        reason: "unknown-user",
+        data: {},
+      });
+    fail(1);
+    expect(fail(2).bans.map((b) => b.key)).toEqual(["ip:203.0.113.5"]);
   });
 
   it("keeps camelCase secrets (sessionToken, clientSecret, totpSecret …) out of the log", async () => {

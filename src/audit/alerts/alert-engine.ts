@@ -1,5 +1,6 @@
-import { isIP } from "node:net";
+import { isIP, isIPv4 } from "node:net";
 import { CidrSet } from "../../core/cidr.js";
+import { formatIp, parseIp } from "../../core/ip-address.js";
 import type { AlertsConfig, JailConfig } from "./alerts-config.js";
 
 /** The fields of an audit record the rules look at. */
@@ -161,7 +162,7 @@ export class AlertEngine {
     if (!this.#c.enabled || isOwnEvent(e)) return out;
     this.#now = Math.max(this.#now, e.ts);
     if (++this.#sinceSweep >= this.#sweepAfter) this.#sweep();
-    const ip = e.source_ip && isIP(e.source_ip) ? e.source_ip : null;
+    const ip = (e.source_ip && canonicalIp(e.source_ip)) || null;
     const user = e.subject;
     const ipAllowed = ip !== null && this.isAllowListedIp(ip);
     const userAllowed = user !== null && this.#allowUsers.has(user);
@@ -377,6 +378,19 @@ export class AlertEngine {
   ): Alert {
     return { rule, severity, key, message, seq: e.seq, ts: e.ts, data };
   }
+}
+
+/**
+ * An address as the PEP writes it and `isBanned` looks it up: IPv4 dotted, IPv4-mapped
+ * IPv6 as IPv4, other IPv6 in RFC 5952 form (`2001:DB8:0::7` is `2001:db8::7`).
+ * Undefined for anything that is not an address.
+ */
+export function canonicalIp(text: string): string | undefined {
+  if (isIPv4(text)) return text; // node:net accepts only the canonical dotted form
+  const p = parseIp(text);
+  if (!p) return isIP(text) ? text : undefined; // a zone id (fe80::1%eth0) is kept as is
+  if (p.family === 6 && p.value >> 32n === 0xffffn) return formatIp(4, p.value & 0xffffffffn);
+  return formatIp(p.family, p.value);
 }
 
 /** The network an address belongs to, as a CIDR string (IPv4-mapped IPv6 counts as IPv4). */

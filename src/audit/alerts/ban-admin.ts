@@ -1,9 +1,9 @@
-import { isIP } from "node:net";
 import type { Store } from "../../store/index.js";
 import type { Clock } from "../../core/clock.js";
 import type { EventBus } from "../../events/index.js";
 import type { AuditSink } from "../audit-types.js";
 import { ZtError } from "../../core/errors.js";
+import { canonicalIp } from "./alert-engine.js";
 
 export interface BanRow {
   key: string;
@@ -17,11 +17,15 @@ export interface BanRow {
   lifted_at: number | null;
 }
 
-/** `192.0.2.1`, `ip:192.0.2.1` or `user:alice` → the ban key. */
+/**
+ * `192.0.2.1`, `ip:192.0.2.1` or `user:alice` → the ban key. The address is written as
+ * the PEP sees it (`::ffff:192.0.2.1` is `192.0.2.1`, `2001:DB8::7` is `2001:db8::7`),
+ * or the ban would never match a request.
+ */
 export function banKey(target: string): string {
   if (target.startsWith("user:") && target.length > 5) return target;
-  const ip = target.startsWith("ip:") ? target.slice(3) : target;
-  if (isIP(ip) === 0) {
+  const ip = canonicalIp(target.startsWith("ip:") ? target.slice(3) : target);
+  if (ip === undefined) {
     throw new ZtError(
       "ZT_BAD_REQUEST",
       `expected an IP address, ip:<address> or user:<name>, got ${JSON.stringify(target)}`,
