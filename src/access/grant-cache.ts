@@ -1,6 +1,7 @@
 import type { AppContext } from "../app/index.js";
 import type { CedarValue, EntityUid } from "../policy/index.js";
 import { toRequest } from "./access-service.js";
+import { LatestReads } from "../core/latest-reads.js";
 
 interface ActiveGrant {
   id: string;
@@ -47,6 +48,8 @@ export function grantContext(
 export class GrantCache {
   readonly #ctx: AppContext;
   readonly #byUser = new Map<string, ActiveGrant[]>();
+  /** Refreshes of a request in flight: only the newest applies (see LatestReads). */
+  readonly #reads = new LatestReads<string>();
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
@@ -88,15 +91,26 @@ export class GrantCache {
     return { dropped: [...before], added };
   }
 
-  /** Re-reads one request after `grant.changed`; returns its owner's user name. */
+  /**
+   * Re-reads one request after `grant.changed`; returns its owner's user name. A read
+   * overtaken by a newer refresh, or by `forget` (the grant ended meanwhile), applies
+   * nothing: its row may predate the change.
+   */
   async refresh(requestId: string): Promise<string | undefined> {
-    const row = await this.#ctx.store.db
-      .selectFrom("access_requests")
-      .leftJoin("users", "users.id", "access_requests.user_id")
-      .selectAll("access_requests")
-      .select("users.name as holder")
-      .where("access_requests.id", "=", requestId)
-      .executeTakeFirst();
+    const read = this.#reads.start(requestId);
+    let row;
+    try {
+      row = await this.#ctx.store.db
+        .selectFrom("access_requests")
+        .leftJoin("users", "users.id", "access_requests.user_id")
+        .selectAll("access_requests")
+        .select("users.name as holder")
+        .where("access_requests.id", "=", requestId)
+        .executeTakeFirst();
+      if (!read.isLatest()) return row ? (row.holder ?? toRequest(row).user) : undefined;
+    } finally {
+      read.done();
+    }
     this.forget(requestId);
     if (!row) return undefined;
     const r = toRequest(row);
@@ -131,6 +145,7 @@ export class GrantCache {
 
   /** Drops one grant from memory at once (an event said it ended); returns its owner. */
   forget(requestId: string): string | undefined {
+    this.#reads.supersede(requestId);
     for (const [user, list] of this.#byUser) {
       const kept = list.filter((g) => g.id !== requestId);
       if (kept.length === list.length) continue;

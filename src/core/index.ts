@@ -5,3 +5,4 @@ export * from "./duration.js";
 export * from "./secure-files.js";
 export * from "./secret-box.js";
 export * from "./cidr.js";
+export * from "./latest-reads.js";

@@ -4,6 +4,7 @@ import type { DevicesTable } from "../store/index.js";
 import type { DevicesConfig } from "./device-config.js";
 import { deviceInfoFromRow, type DeviceInfo } from "./device-service.js";
 import { isCompliantAt } from "./posture-score.js";
+import { LatestReads } from "../core/latest-reads.js";
 
 /** The slice of decision facts device trust looks at. */
 export interface SessionFacts {
@@ -23,6 +24,8 @@ export class DeviceTrust {
   readonly #entities: EntityStore;
   readonly #devices = new Map<string, DeviceInfo>();
   readonly #deviceOfSession = new Map<string, string>();
+  /** Refreshes of a device in flight: only the newest applies (see LatestReads). */
+  readonly #reads = new LatestReads<string>();
 
   constructor(ctx: AppContext, config: DevicesConfig, entities: EntityStore) {
     this.#ctx = ctx;
@@ -48,21 +51,31 @@ export class DeviceTrust {
     for (const b of bound) if (b.device_id) this.#deviceOfSession.set(b.id, b.device_id);
   }
 
-  /** Re-reads one device (after `device.changed`); returns it, or undefined when gone. */
+  /**
+   * Re-reads one device (after `device.changed`); returns it, or undefined when gone. A
+   * read overtaken by a newer refresh of the same device applies nothing and returns
+   * what memory holds.
+   */
   async refresh(deviceId: string): Promise<DeviceInfo | undefined> {
-    const r = await this.#ctx.store.db
-      .selectFrom("devices")
-      .innerJoin("users", "users.id", "devices.user_id")
-      .selectAll("devices")
-      .select("users.name as user_name")
-      .where("devices.id", "=", deviceId)
-      .executeTakeFirst();
-    if (!r) {
-      this.#devices.delete(deviceId);
-      this.#entities.remove({ type: "Device", id: deviceId });
-      return undefined;
+    const read = this.#reads.start(deviceId);
+    try {
+      const r = await this.#ctx.store.db
+        .selectFrom("devices")
+        .innerJoin("users", "users.id", "devices.user_id")
+        .selectAll("devices")
+        .select("users.name as user_name")
+        .where("devices.id", "=", deviceId)
+        .executeTakeFirst();
+      if (!read.isLatest()) return this.#devices.get(deviceId);
+      if (!r) {
+        this.#devices.delete(deviceId);
+        this.#entities.remove({ type: "Device", id: deviceId });
+        return undefined;
+      }
+      return this.#put(r, r.user_name);
+    } finally {
+      read.done();
     }
-    return this.#put(r, r.user_name);
   }
 
   bindSession(sessionId: string, deviceId: string): void {

@@ -1,6 +1,7 @@
 import type { AppContext } from "../app/index.js";
 import { EntityStore, type CedarEntity, type EntityUid } from "../policy/index.js";
 import type { ZtEvent } from "../events/index.js";
+import { LatestReads } from "../core/latest-reads.js";
 
 export interface UserEntityInfo {
   id: string;
@@ -19,13 +20,8 @@ export class EntitySnapshot {
   readonly #ctx: AppContext;
   readonly entities = new EntityStore();
   readonly #users = new Map<string, UserEntityInfo>();
-  /**
-   * Refreshes started per user: a refresh whose reads return after a later one's applies
-   * nothing (with a pool, two refreshes' queries can complete out of order, and the older
-   * answer — a group since removed — would otherwise stay until the user's next event).
-   */
-  readonly #refreshes = new Map<string, number>();
-  #refreshSeq = 0;
+  /** Refreshes of a user in flight: only the newest applies (see LatestReads). */
+  readonly #reads = new LatestReads<string>();
   #unsubscribe: (() => void) | undefined;
 
   constructor(ctx: AppContext) {
@@ -73,12 +69,11 @@ export class EntitySnapshot {
 
   /** Re-reads one user from the store (after an event about them). */
   async refreshUser(userId: string): Promise<void> {
-    const n = ++this.#refreshSeq;
-    this.#refreshes.set(userId, n);
+    const read = this.#reads.start(userId);
     try {
-      await this.#refreshUser(userId, () => this.#refreshes.get(userId) === n);
+      await this.#refreshUser(userId, read.isLatest);
     } finally {
-      if (this.#refreshes.get(userId) === n) this.#refreshes.delete(userId);
+      read.done();
     }
   }
 
