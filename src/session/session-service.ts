@@ -50,6 +50,8 @@ export const SESSION_TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
 /** The session table is pruned no earlier than at this many remembered sessions. */
 const PRUNE_AT_LEAST = 1024;
+/** Session ids per UPDATE when revoking many at once. */
+const REVOKE_CHUNK = 1000;
 /** Session ids per store read when reconciling memory with the store. */
 const RECONCILE_CHUNK = 500;
 
@@ -449,12 +451,17 @@ async function revokeSessions(
 ): Promise<number> {
   if (ids.length === 0) return 0;
   const now = ctx.clock.now();
-  const res = await ctx.store.db
-    .updateTable("sessions")
-    .set({ revoked_at: now, revoke_reason: reason })
-    .where("id", "in", ids)
-    .where("revoked_at", "is", null)
-    .executeTakeFirst();
+  let revoked = 0;
+  // In chunks: one statement binds at most 32,766 values on SQLite, 65,535 on PostgreSQL.
+  for (let i = 0; i < ids.length; i += REVOKE_CHUNK) {
+    const res = await ctx.store.db
+      .updateTable("sessions")
+      .set({ revoked_at: now, revoke_reason: reason })
+      .where("id", "in", ids.slice(i, i + REVOKE_CHUNK))
+      .where("revoked_at", "is", null)
+      .executeTakeFirst();
+    revoked += Number(res.numUpdatedRows ?? 0);
+  }
   local?.(now);
   await ctx.events.publish("session.revoked", { sessionIds: ids, reason });
   ctx.audit.record({
@@ -463,7 +470,7 @@ async function revokeSessions(
     reason,
     data: { session_ids: ids, ...auditData },
   });
-  return Number(res.numUpdatedRows ?? 0);
+  return revoked;
 }
 
 function fromRow(r: {
