@@ -252,3 +252,15 @@ describe("zt ban add", () => {
     expect(list.stdout).not.toContain("192.0.2.99");
   });
 });
+
+describe("key files that are not files", () => {
+  it("zt ssh sign --key on a FIFO or a device is refused at once instead of blocking or reading forever", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const fifo = join(dir, "key.fifo");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    for (const key of [fifo, "/dev/zero"]) {
+      const r = await zt(["ssh", "host-sign", "--key", key, "--hostname", "web.example.test"]);
+      expectCleanError(r, "ZT_PKI_KEY_INVALID", /not a regular file/);
+    }
+  }, 20_000);
+});

@@ -6,6 +6,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import type { Command } from "commander";
@@ -19,6 +20,17 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 const MAX_KEY_FILE = 16 * 1024;
 
 function readKeyFile(path: string): string {
+  // Checked before reading: a FIFO would block forever, /dev/zero never end.
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new ZtError("ZT_NOT_FOUND", `cannot read ${path}`);
+  }
+  if (!st.isFile())
+    throw new ZtError("ZT_PKI_KEY_INVALID", `${path} is not a regular file (a .pub key file)`);
+  if (st.size > MAX_KEY_FILE)
+    throw new ZtError("ZT_PKI_KEY_INVALID", `${path} is too large to be a public key`);
   let text: Buffer;
   try {
     text = readFileSync(path);
