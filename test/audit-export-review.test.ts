@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createSocket } from "node:dgram";
 import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { createServer as createHttpServer, type ServerResponse } from "node:http";
+import { readFileSync, renameSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { openStore, type Store } from "../src/store/index.js";
 import { ManualClock } from "../src/core/clock.js";
 import { StoreEventBus } from "../src/events/index.js";
@@ -113,6 +115,73 @@ describe("audit exports review: what leaves zt", () => {
     await expect(runner.runOnce()).rejects.toThrow(/took nothing/);
     await runner.stop();
   }, 20_000);
+
+  it("stops a sink slower than the log from queuing one waiting run per written batch", async () => {
+    const { store, clock } = await storeWith([{}, {}]);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let delivered = 0;
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: {
+        name: "slow",
+        async deliver(rows) {
+          await released;
+          delivered += rows.length;
+        },
+        close: async () => undefined,
+      },
+      batch: 10,
+      maxLag: 1000,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => runner.stop());
+    cleanups.push(() => release());
+    const first = runner.runOnce();
+    // What zt up does after every committed batch of the log, while the sink is busy.
+    for (let i = 0; i < 10_000; i++) runner.poke();
+    expect(runner.pendingRuns).toBeLessThanOrEqual(1);
+    release();
+    expect(await first).toBe(2);
+    expect(delivered).toBe(2);
+  });
+
+  it("writes into the file now at a file sink's path once logrotate has renamed the old one", async () => {
+    const t = makeEnv();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const store = await openStore({ dataDir: t.dataDir });
+    cleanups.push(() => store.close());
+    const audit = new AuditLog(store, { clock });
+    cleanups.push(() => audit.close());
+    const path = join(t.dir, "audit.jsonl");
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink({ type: "file", path }),
+      batch: 10,
+      maxLag: 1000,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+    });
+    cleanups.push(() => runner.stop());
+    const seqs = (file: string) =>
+      readFileSync(file, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    audit.record({ kind: "decision", outcome: "allow" });
+    await audit.flush();
+    expect(await runner.runOnce()).toBe(1);
+    renameSync(path, `${path}.1`); // logrotate without copytruncate
+    audit.record({ kind: "decision", outcome: "deny" });
+    await audit.flush();
+    expect(await runner.runOnce()).toBe(1);
+    expect(seqs(`${path}.1`)).toEqual([1]);
+    expect(seqs(path)).toEqual([2]);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
 
   it("stops one event too large for a UDP datagram from blocking the syslog sink for good", async () => {
     const { store, clock } = await storeWith([{ data: { blob: "é".repeat(50_000) } }, {}]);

@@ -1,4 +1,4 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { open, stat, type FileHandle } from "node:fs/promises";
 import type { AuditRowChained } from "../audit-log.js";
 import { formatEvent, type Sink, type SinkFormat } from "./sink.js";
 
@@ -19,6 +19,12 @@ export function jsonlSink(
         );
         return;
       }
+      if (fh && !(await samePath(fh, target.path))) {
+        // Rotated (renamed or deleted, as logrotate does): write to the file now at the
+        // path, not on into the old one, which is about to be compressed or removed.
+        await fh.close().catch(() => undefined);
+        fh = undefined;
+      }
       fh ??= await open(target.path, "a", 0o600);
       await fh.write(text);
       await fh.sync();
@@ -28,4 +34,10 @@ export function jsonlSink(
       fh = undefined;
     },
   };
+}
+
+/** True while `path` still names the file `fh` has open. */
+async function samePath(fh: FileHandle, path: string): Promise<boolean> {
+  const [atPath, held] = await Promise.all([stat(path).catch(() => undefined), fh.stat()]);
+  return atPath !== undefined && atPath.ino === held.ino && atPath.dev === held.dev;
 }

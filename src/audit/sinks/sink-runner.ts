@@ -35,6 +35,8 @@ export class SinkRunner {
   readonly #cursor: AuditCursor;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> = Promise.resolve();
+  /** Runs queued behind the one in progress (not started yet). */
+  #waiting = 0;
   #failures = 0;
   #retryAt = 0;
   #stopped = false;
@@ -61,9 +63,20 @@ export class SinkRunner {
     this.#timer.unref();
   }
 
-  /** Wakes the runner early (e.g. after this process wrote events). */
+  /**
+   * Wakes the runner early (e.g. after this process wrote events). A run already waiting
+   * will read these events too, so no second one is queued: a sink slower than the log
+   * (its drain never ends while events keep coming) would otherwise collect one waiting
+   * run per written batch, without bound.
+   */
   poke(): void {
+    if (this.#waiting > 0) return;
     void this.runOnce().catch(() => undefined);
+  }
+
+  /** Runs queued behind the one in progress. */
+  get pendingRuns(): number {
+    return this.#waiting;
   }
 
   async stop(): Promise<void> {
@@ -78,7 +91,13 @@ export class SinkRunner {
    * the number delivered; rejects with the sink's error (the cursor stays put).
    */
   runOnce(): Promise<number> {
-    const next = this.#running.catch(() => undefined).then(() => this.#drain());
+    this.#waiting++;
+    const next = this.#running
+      .catch(() => undefined)
+      .then(() => {
+        this.#waiting--;
+        return this.#drain();
+      });
     this.#running = next;
     return next;
   }
