@@ -264,3 +264,19 @@ describe("key files that are not files", () => {
     }
   }, 20_000);
 });
+
+describe("arguments commander refuses", () => {
+  it("carry the stable code too: zt: error ZT_USAGE: … (exit 64)", async () => {
+    for (const args of [
+      ["user", "list", "--bogus"],
+      ["user", "add"],
+      ["session", "revoke", "a", "b"],
+      ["bogus"],
+    ]) {
+      const r = await zt(args);
+      expect(r.code, r.stderr).toBe(64);
+      expect(r.stderr.split("\n")[0]).toMatch(/^zt: error ZT_USAGE: \S/);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});

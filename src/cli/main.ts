@@ -7,6 +7,12 @@ program
   .description("zero trust access for Linux fleets")
   .option("-c, --config <file>", "config file (default ./zt.yaml, or ZT_CONFIG)")
   .showHelpAfterError()
+  // Commander's own refusals (unknown option, missing argument …) in zt's form, with the
+  // stable code: `zt: error ZT_USAGE: unknown option '--x'`. Set before the commands are
+  // added, so each inherits it.
+  .configureOutput({
+    outputError: (text, write) => write(text.replace(/^error: /, "zt: error ZT_USAGE: ")),
+  })
   .exitOverride();
 
 registerAllCommands(program);
