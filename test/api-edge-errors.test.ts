@@ -208,3 +208,31 @@ describe("connection floods", () => {
     }
   });
 });
+
+describe("internal errors", () => {
+  it("answer the stable code without the internal detail, which goes to the operator's log", async () => {
+    const { initPki } = await import("../src/pki/index.js");
+    // The CA keys sealed under one master key, the server started with another.
+    const sealed = await context();
+    await initPki(sealed);
+    const config = validateConfig({ data_dir: join(dir, "data") }, join(dir, "zt.yaml"));
+    const ctx = await openAppContext(config, {
+      env: { ZT_MASTER_KEY: randomBytes(32).toString("base64") },
+    });
+    opened.push(ctx);
+    const logged: string[] = [];
+    const api = await createApiServer(ctx, { log: (line) => logged.push(line) });
+    try {
+      const base = await listen(api);
+      const res = await fetch(`${base}/pki/crl`);
+      expect(res.status).toBe(500);
+      const body = (await res.json()) as { error: Record<string, unknown> };
+      expect(body.error["code"]).toBe("ZT_KEY_DECRYPT_FAILED");
+      // The key ids and what failed stay on the server.
+      expect(JSON.stringify(body)).not.toMatch(/pki-ca|ca_root|decrypt|master key/);
+      expect(logged.join("\n")).toMatch(/GET \/pki\/crl.*ZT_KEY_DECRYPT_FAILED.*cannot decrypt/);
+    } finally {
+      await api.close();
+    }
+  });
+});

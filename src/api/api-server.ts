@@ -1,11 +1,11 @@
-import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Server as TlsServer } from "node:tls";
 import { keepCertificateFresh, type ListenerTls } from "../pki/listener-tls.js";
 import type { AppContext } from "../app/index.js";
 import { pkiService } from "../pki/index.js";
 import type { SessionService } from "../session/index.js";
 import { ApiAuthenticator } from "./api-auth.js";
-import { isZtError, ZtError } from "../core/errors.js";
+import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
 import { normalizeIp } from "../core/cidr.js";
@@ -32,6 +32,11 @@ export interface ApiServerOptions {
    * listen.proxy_workers > 1): each a prom-client registry as JSON.
    */
   extraMetrics?: (() => Promise<unknown[]>) | undefined;
+  /**
+   * Where the detail of an internal error (HTTP 500) goes, one line each; the client gets
+   * only the stable code. Default: stderr.
+   */
+  log?: ((line: string) => void) | undefined;
 }
 
 /** TLS material for the API listener (see `apiListenerTls`). */
@@ -110,8 +115,19 @@ export async function createApiServer(
     });
   });
 
-  app.setErrorHandler((err, _req, reply) => {
+  const log = options.log ?? ((line: string) => void process.stderr.write(line + "\n"));
+  /** An internal failure: the detail (paths, key ids, store errors) to the log, not the client. */
+  const internal = (req: FastifyRequest, code: ZtErrorCode, detail: string) => {
+    log(`zt: API ${req.method} ${req.routeOptions.url ?? "?"}: ${code}: ${detail}`);
+    return new ZtError(code, "internal error; the detail is in the zt log").toJSON();
+  };
+
+  app.setErrorHandler((err, req, reply) => {
     if (isZtError(err)) {
+      if (err.httpStatus === 500) {
+        void reply.status(500).send(internal(req, err.code, err.message));
+        return;
+      }
       void reply.status(err.httpStatus).send(err.toJSON());
       return;
     }
@@ -128,7 +144,7 @@ export async function createApiServer(
       void reply.status(e.statusCode).send(new ZtError(code, e.message ?? "bad request").toJSON());
       return;
     }
-    void reply.status(500).send(new ZtError("ZT_INTERNAL", "internal error").toJSON());
+    void reply.status(500).send(internal(req, "ZT_INTERNAL", e.message ?? String(err)));
   });
   app.setNotFoundHandler((req, reply) => {
     void reply
