@@ -280,3 +280,52 @@ describe("arguments commander refuses", () => {
     }
   });
 });
+
+describe("zt cert renew --server", () => {
+  it("keeps the current certificate and key when the server answers 200 without a certificate for the new key", async () => {
+    const { readFileSync } = await import("node:fs");
+    const http = await import("node:http");
+    const out = join(dir, "svid");
+    const issued = await zt([
+      "cert",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.test/ns/renew",
+      "--out",
+      out,
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const files = ["chain.pem", "svid.key", "bundle.pem"].map((f) => join(out, f));
+    const before = files.map((f) => readFileSync(f, "utf8"));
+    // A front proxy's error page, a captive portal, or the wrong service answering 200.
+    const answers = [
+      { type: "text/html", body: "<html>maintenance</html>" },
+      { type: "application/json", body: JSON.stringify({ cert_chain: "nope", bundle: "x" }) },
+    ];
+    for (const a of answers) {
+      const server = http.createServer((_req, res) => {
+        res.writeHead(200, { "content-type": a.type });
+        res.end(a.body);
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      try {
+        const r = await zt([
+          "cert",
+          "renew",
+          "--cert",
+          files[0]!,
+          "--key",
+          files[1]!,
+          "--bundle",
+          files[2]!,
+          "--server",
+          `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+        ]);
+        expectCleanError(r, "ZT_UNAVAILABLE", /certificate/);
+        expect(files.map((f) => readFileSync(f, "utf8"))).toEqual(before);
+      } finally {
+        server.close();
+      }
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -277,10 +278,13 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
         `renewal refused by ${opts.server}: ${err.code ?? res.status} ${err.message ?? ""}`.trim(),
       );
     }
-    chain = String(body["cert_chain"]);
-    bundle = String(body["bundle"]);
-    serial = String(body["serial"]);
-    notAfter = Number(body["not_after"]);
+    // Checked before any file is replaced: a 200 from something else (a front proxy's
+    // page, the wrong service) must not overwrite a working certificate and key.
+    const issued = checkRenewalAnswer(body, req, opts.server);
+    chain = issued.chain;
+    bundle = issued.bundle;
+    serial = issued.serial;
+    notAfter = issued.notAfter;
   } else {
     // Local store (an operator host with the master key): the same checks as the API.
     const ctx = await openAppContext(loadCliConfig(cmd), { env: process.env });
@@ -311,6 +315,42 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
       `renewed ${req.spiffeId}: serial ${serial}, valid until ${iso(notAfter)}\n`,
     );
   if (opts.exec) await runHook(opts.exec);
+}
+
+/**
+ * The API's answer to a renewal, trusted only if it holds an SVID for the new key and the
+ * same SPIFFE ID, and a PEM bundle; otherwise ZT_UNAVAILABLE naming the server.
+ */
+function checkRenewalAnswer(
+  body: Record<string, unknown>,
+  req: { keyPem: string; spiffeId: string },
+  server: string,
+): { chain: string; bundle: string; serial: string; notAfter: number } {
+  const refuse = (why: string) =>
+    new ZtError("ZT_UNAVAILABLE", `${server} answered without ${why}; nothing was replaced`);
+  const chain = body["cert_chain"];
+  const bundle = body["bundle"];
+  if (typeof chain !== "string") throw refuse("a certificate chain");
+  let svid: ReturnType<typeof describeSvid>;
+  try {
+    svid = describeSvid(chain);
+  } catch {
+    throw refuse("a certificate chain that parses");
+  }
+  const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
+  if (
+    !spki(new X509Certificate(svid.der).publicKey).equals(spki(createPublicKey(req.keyPem))) ||
+    svid.spiffeId !== req.spiffeId
+  )
+    throw refuse(`a certificate for the new key and ${req.spiffeId}`);
+  if (typeof bundle !== "string" || !bundle.includes("-----BEGIN CERTIFICATE-----"))
+    throw refuse("a trust bundle certificate");
+  return {
+    chain,
+    bundle,
+    serial: typeof body["serial"] === "string" ? body["serial"] : "?",
+    notAfter: svid.notAfterMs,
+  };
 }
 
 function runHook(command: string): Promise<void> {
