@@ -329,3 +329,37 @@ describe("zt cert renew --server", () => {
     }
   });
 });
+
+describe("zt ssh sign --server", () => {
+  it("writes no certificate file when the server answers 200 without an OpenSSH certificate", async () => {
+    const { existsSync } = await import("node:fs");
+    const http = await import("node:http");
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<html>maintenance</html>");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const out = join(dir, "from-garbage-cert.pub");
+    try {
+      const r = await zt(
+        [
+          "ssh",
+          "sign",
+          "--key",
+          join(dir, "id.pub"),
+          "--principal",
+          "alice",
+          "--out",
+          out,
+          "--server",
+          `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+        ],
+        { ZT_SESSION_TOKEN: "x".repeat(43) },
+      );
+      expectCleanError(r, "ZT_UNAVAILABLE", /certificate/);
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -131,8 +131,15 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
         context,
       );
     }
+    const certLine = body["certificate"];
+    // A 200 from something else (a front proxy's page) must not become the cert file.
+    if (typeof certLine !== "string" || !/^\S+-cert-v01@openssh\.com \S+/.test(certLine))
+      throw new ZtError(
+        "ZT_UNAVAILABLE",
+        `${opts.server}: the answer holds no OpenSSH certificate; nothing was written`,
+      );
     return {
-      certLine: String(body["certificate"]),
+      certLine,
       serial: String(body["serial"]),
       keyId: String(body["key_id"]),
       principals: (body["principals"] as string[]) ?? [],
