@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Kysely, Transaction } from "kysely";
 import { announceEndedAccess, endAccessOfUser, type AccessRequest } from "../access/index.js";
 import type { AppContext } from "../app/index.js";
+import { isUserBanned } from "../audit/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { revokeSessionsOfUser } from "../session/index.js";
@@ -84,7 +85,8 @@ export type LoginFailureReason =
   | "mfa-malformed"
   | "mfa-replayed"
   | "mfa-locked"
-  | "mfa-not-enrolled";
+  | "mfa-not-enrolled"
+  | "user-banned";
 
 const TOTP_PURPOSE = (userId: string) => `identity.totp:${userId}`;
 /** Every this many settled attempts, lockout rows idle for longer than a full lockout are deleted. */
@@ -349,6 +351,15 @@ export class IdentityService {
         data,
       });
 
+    // A banned user name (`zt ban add user:…`, or a login jail) signs in no more until the
+    // ban ends: refused before the password is looked at, with the one answer every
+    // failed sign-in gets (a different one would say the name exists), audited as such.
+    if (validName && isUserBanned(rawName, now)) {
+      audit("failure", "user-banned");
+      throw new ZtError("ZT_AUTH_FAILED", "invalid username, password or code", {
+        reason: "user-banned",
+      });
+    }
     const reserved = await this.#reserve(keys, now);
     if (!reserved.ok) {
       audit("failure", "mfa-locked");

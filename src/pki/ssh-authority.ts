@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { AppContext } from "../app/index.js";
+import { isUserBanned } from "../audit/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { CaSet } from "./ca-store.js";
@@ -273,6 +274,9 @@ export class SshAuthority {
       throw new ZtError("ZT_USER_DISABLED", `user ${req.user} is disabled`, {
         reason: "user-disabled",
       });
+    // An operator's ban on the user (`zt ban add user:…`) holds for SSH as at the PEP.
+    if (isUserBanned(user.name, this.#ctx.clock.now(), { byOperator: true }))
+      throw new ZtError("ZT_BANNED", `user ${req.user} is banned`, { reason: "user-banned" });
     const groups = await this.#ctx.store.db
       .selectFrom("user_groups")
       .select("group_name")

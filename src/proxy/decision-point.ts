@@ -1,4 +1,4 @@
-import { countDecision, countRefused, isBanned } from "../audit/index.js";
+import { countDecision, countRefused, isBanned, isUserBanned } from "../audit/index.js";
 import type { AppContext } from "../app/index.js";
 import { timeOrderedId } from "../core/ids.js";
 import { CidrSet } from "../core/cidr.js";
@@ -59,6 +59,8 @@ export const DEGRADED_AFTER_MS = 5_000;
  * The one place a PEP decision is made: build the Cedar request from facts, evaluate
  * in process, record the audit event off the hot path. Anything unexpected → deny.
  */
+const OPERATOR = { byOperator: true } as const;
+
 export class DecisionPoint {
   readonly #ctx: AppContext;
   readonly #engine: () => PolicyEngine;
@@ -197,6 +199,16 @@ export class DecisionPoint {
         reasons: [],
         errors: [],
         reason: "source-banned",
+      };
+    } else if (facts.principal.type === "User" && isUserBanned(facts.principal.id, now, OPERATOR)) {
+      // An operator's `zt ban add user:…` holds at once, live sessions included (a login
+      // jail's ban only stops sign-ins: anyone who types the name can trigger one).
+      result = {
+        decision: "deny",
+        verdict: "deny",
+        reasons: [],
+        errors: [],
+        reason: "user-banned",
       };
     } else {
       try {

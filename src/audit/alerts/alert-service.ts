@@ -195,7 +195,12 @@ export class AlertService {
       reason: b.rule,
       data: { key: b.key, until: b.until, count: b.count, why: b.reason },
     });
-    await events.publish("ban.changed", { action: "add", key: b.key, until: b.until });
+    await events.publish("ban.changed", {
+      action: "add",
+      key: b.key,
+      until: b.until,
+      rule: b.rule,
+    });
   }
 
   /**

@@ -126,6 +126,11 @@ export async function addBan(
     reason: "manual",
     data: { key, until: row.until, why: reason },
   });
-  await deps.events.publish("ban.changed", { action: "add", key, until: row.until });
+  await deps.events.publish("ban.changed", {
+    action: "add",
+    key,
+    until: row.until,
+    rule: "manual",
+  });
   return row;
 }

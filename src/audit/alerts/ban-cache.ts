@@ -8,7 +8,8 @@ import { countBannedRequest, setBansActive } from "../metrics.js";
  * `ban.changed` event (from this process or any other, through the event bus).
  */
 const bannedIps = new Map<string, number>();
-const bannedUsers = new Map<string, number>();
+/** Banned user names: until when, and whether an operator banned them (`zt ban add user:…`). */
+const bannedUsers = new Map<string, { until: number; byOperator: boolean }>();
 
 /** True when `sourceIp` is banned at `nowMs`. O(1); counts the refusal in metrics. */
 export function isBanned(sourceIp: string, nowMs: number): boolean {
@@ -18,23 +19,36 @@ export function isBanned(sourceIp: string, nowMs: number): boolean {
   return true;
 }
 
-/** True when the user is banned at `nowMs` (for the login path). O(1). */
-export function isUserBanned(user: string, nowMs: number): boolean {
-  const until = bannedUsers.get(user);
-  return until !== undefined && until > nowMs;
+/**
+ * True when the user is banned at `nowMs`. O(1). Every user ban refuses the user's
+ * sign-ins; with `byOperator`, only a ban an operator placed counts (the PEP refuses
+ * those users' requests too, while a jail's ban — which anyone typing the name can
+ * trigger — must not cut a working user's sessions).
+ */
+export function isUserBanned(
+  user: string,
+  nowMs: number,
+  options: { byOperator?: boolean } = {},
+): boolean {
+  const ban = bannedUsers.get(user);
+  if (ban === undefined || ban.until <= nowMs) return false;
+  return options.byOperator ? ban.byOperator : true;
 }
 
 /** Replaces the cache with the active bans in the store. */
 export async function refreshBans(store: Store, nowMs: number): Promise<void> {
   const rows = await store.db
     .selectFrom("audit_bans")
-    .select(["kind", "value", "until"])
+    .select(["kind", "value", "until", "rule"])
     .where("lifted_at", "is", null)
     .where("until", ">", nowMs)
     .execute();
   bannedIps.clear();
   bannedUsers.clear();
-  for (const r of rows) (r.kind === "ip" ? bannedIps : bannedUsers).set(r.value, Number(r.until));
+  for (const r of rows) {
+    if (r.kind === "ip") bannedIps.set(r.value, Number(r.until));
+    else bannedUsers.set(r.value, { until: Number(r.until), byOperator: r.rule === "manual" });
+  }
   setBansActive(rows.length);
 }
 
@@ -52,11 +66,17 @@ export async function startBanCache(
     const key = e.data["key"];
     if (typeof key === "string") {
       const [kind, ...rest] = key.split(":");
-      const map = kind === "ip" ? bannedIps : kind === "user" ? bannedUsers : undefined;
+      const value = rest.join(":");
       const until = e.data["until"];
-      if (map && e.data["action"] === "remove") map.delete(rest.join(":"));
-      else if (map && e.data["action"] === "add" && typeof until === "number")
-        map.set(rest.join(":"), until);
+      const add = e.data["action"] === "add" ? until : undefined;
+      if (kind === "ip") {
+        if (e.data["action"] === "remove") bannedIps.delete(value);
+        else if (typeof add === "number") bannedIps.set(value, add);
+      } else if (kind === "user") {
+        if (e.data["action"] === "remove") bannedUsers.delete(value);
+        else if (typeof add === "number")
+          bannedUsers.set(value, { until: add, byOperator: e.data["rule"] === "manual" });
+      }
     }
     void refreshBans(store, now()).catch(() => undefined);
   });
@@ -72,7 +92,7 @@ export async function startBanCache(
 /** For tests: sets the cache directly. */
 export function setBansForTest(
   ips: Record<string, number>,
-  users: Record<string, number> = {},
+  users: Record<string, { until: number; byOperator: boolean }> = {},
 ): void {
   bannedIps.clear();
   bannedUsers.clear();
