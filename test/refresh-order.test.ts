@@ -1,11 +1,11 @@
 /**
- * A PEP re-reads one user, device or grant from the store when an event names it. Two
- * such reads can complete out of order (on PostgreSQL a pool runs them on different
- * connections), and the older answer must never overwrite what a newer read or an ended
- * grant put in memory: a revoked device stayed "approved and compliant", a revoked grant
- * came back, until the next event or periodic pass. The store is real (SQLite, and
- * PostgreSQL when reachable); a ReadGate holds one read's answer to force the
- * interleaving.
+ * A PEP re-reads a user, device, grant or the bans table from the store when an event
+ * names it. Two such reads can complete out of order (on PostgreSQL a pool runs them on
+ * different connections), and the older answer must never overwrite what a newer read or
+ * an ended grant put in memory: a revoked device stayed "approved and compliant", a
+ * revoked grant came back, a new ban was dropped, until the next event or periodic pass.
+ * The store is real (SQLite, and PostgreSQL when reachable); a ReadGate holds one read's
+ * answer to force the interleaving.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -19,6 +19,8 @@ import { DeviceTrust, parseDevicesConfig } from "../src/device/index.js";
 import { EntityStore } from "../src/policy/index.js";
 import { engines, type Engine } from "./store-fixture.js";
 import { ReadGate } from "./helpers/read-gate.js";
+import { isBanned, refreshBans } from "../src/audit/index.js";
+import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 
 const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
 const HOUR = 3_600_000;
@@ -147,5 +149,42 @@ describe.each(ENGINES)("refreshes of one thing complete in order ($name)", (engi
     gate.release();
     await older;
     expect(grants()).toEqual([]);
+  });
+});
+
+describe.each(ENGINES)("ban cache refreshes complete in order ($name)", (engine) => {
+  it("stops an older read of the bans table from dropping a newer ban", async () => {
+    const clock = new ManualClock(T0);
+    const cfg = await config(engine);
+    const ctx = await context(cfg, clock);
+    cleanups.push(async () => setBansForTest({}));
+    const ban = (value: string) =>
+      ctx.store.db
+        .insertInto("audit_bans")
+        .values({
+          key: `ip:${value}`,
+          kind: "ip",
+          value,
+          rule: "manual",
+          reason: "test",
+          created_at: T0,
+          until: T0 + HOUR,
+          count: 1,
+          lifted_at: null,
+        })
+        .execute();
+    await ban("192.0.2.1");
+    const gate = new ReadGate("audit_bans");
+    const store = gated(ctx, gate).store;
+    gate.hold();
+    const older = refreshBans(store, T0);
+    await gate.held();
+    await ban("192.0.2.2");
+    await refreshBans(store, T0);
+    expect(isBanned("192.0.2.2", T0)).toBe(true);
+    gate.release();
+    await older;
+    expect(isBanned("192.0.2.1", T0)).toBe(true);
+    expect(isBanned("192.0.2.2", T0)).toBe(true);
   });
 });

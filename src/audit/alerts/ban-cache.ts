@@ -1,6 +1,7 @@
 import type { Store } from "../../store/index.js";
 import type { EventBus } from "../../events/index.js";
 import { countBannedRequest, setBansActive } from "../metrics.js";
+import { LatestReads } from "../../core/latest-reads.js";
 
 /**
  * The in-memory view of active bans the PEP consults before any other work:
@@ -35,14 +36,25 @@ export function isUserBanned(
   return options.byOperator ? ban.byOperator : true;
 }
 
+/** Table reads in flight: one that returns after a newer one started applies nothing. */
+const reads = new LatestReads<"bans">();
+
 /** Replaces the cache with the active bans in the store. */
 export async function refreshBans(store: Store, nowMs: number): Promise<void> {
-  const rows = await store.db
-    .selectFrom("audit_bans")
-    .select(["kind", "value", "until", "rule"])
-    .where("lifted_at", "is", null)
-    .where("until", ">", nowMs)
-    .execute();
+  const read = reads.start("bans");
+  let rows;
+  try {
+    rows = await store.db
+      .selectFrom("audit_bans")
+      .select(["kind", "value", "until", "rule"])
+      .where("lifted_at", "is", null)
+      .where("until", ">", nowMs)
+      .execute();
+    // Bans close together: an older read finishing last would drop the newest ban.
+    if (!read.isLatest()) return;
+  } finally {
+    read.done();
+  }
   bannedIps.clear();
   bannedUsers.clear();
   for (const r of rows) {
