@@ -16,6 +16,8 @@ import type { PepWorkerSpec, PrimaryMessage, WorkerMessage } from "./pep-worker.
 export interface PepCluster {
   readonly address: AddressInfo;
   readonly size: number;
+  /** How many workers listen now (a dead one and its replacement until it listens do not). */
+  listening(): number;
   /** Asks every worker to reload its policy set (SIGHUP on the primary). */
   reloadPolicies(): void;
   /** Each live worker's metrics registry as JSON (prom-client), for aggregation. */
@@ -52,6 +54,7 @@ export async function startPepCluster(o: {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: workerEntry(), args: [] });
   const live = new Map<number, Worker>();
+  const listening = new Set<Worker>();
   let closing = false;
   const restarts: number[] = [];
   let nextMetricsId = 1;
@@ -77,6 +80,7 @@ export async function startPepCluster(o: {
       }, READY_TIMEOUT_MS);
       const onMessage = (m: WorkerMessage) => {
         if (m.zt === "listening") {
+          listening.add(w);
           clearTimeout(timer);
           w.off("message", onMessage);
           resolve(m.address);
@@ -89,6 +93,7 @@ export async function startPepCluster(o: {
       w.on("message", onMessage);
       w.once("exit", (code, signal) => {
         clearTimeout(timer);
+        listening.delete(w);
         if (live.get(index) === w) live.delete(index);
         reject(
           new ZtError(
@@ -97,11 +102,19 @@ export async function startPepCluster(o: {
           ),
         );
         if (closing) return;
-        // A worker that dies later is replaced, unless they keep dying.
+        // A worker that dies later is replaced; when they keep dying, at most
+        // MAX_RESTARTS_PER_MINUTE times a minute (never giving up on the slot: the cause,
+        // e.g. a policy file that does not load, may be fixed meanwhile).
         const now = Date.now();
         while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
         if (restarts.length >= MAX_RESTARTS_PER_MINUTE) {
-          o.out(`zt: PEP worker ${index} exited; too many restarts, not replacing it`);
+          const wait = restarts[0]! + 60_000 - now;
+          o.out(
+            `zt: PEP worker ${index} exited; too many restarts, trying again in ${Math.ceil(wait / 1000)} s`,
+          );
+          setTimeout(() => {
+            if (!closing) fork(index).catch((e: Error) => o.out(`zt: ${e.message}`));
+          }, wait).unref();
           return;
         }
         restarts.push(now);
@@ -127,6 +140,7 @@ export async function startPepCluster(o: {
   return {
     address: addresses[0]!,
     size: o.workers,
+    listening: () => listening.size,
     reloadPolicies() {
       for (const w of live.values()) post(w, { zt: "reload" });
     },

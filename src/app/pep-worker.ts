@@ -47,7 +47,12 @@ async function main(): Promise<void> {
   const ctx = await openAppContext(config, { env: process.env });
   // Event position before any state is loaded: what commits meanwhile is delivered at start().
   await ctx.events.mark();
-  const services = await createServices(ctx);
+  const services = await createServices(ctx, {
+    watchPolicies: (r) => {
+      if (r.ok) log(`policies reloaded (${r.policies} policies)`);
+      else log(`policy reload refused, keeping the last good set: ${r.error}`);
+    },
+  });
   const listen = splitHostPort(config.listen.proxy);
   const node = await createPepNode(ctx, services, {
     host: listen.host,
@@ -57,10 +62,6 @@ async function main(): Promise<void> {
   await ctx.events.start();
   services.decisions.failClosedWhenStale();
   const stopBans = await startBanCache(ctx.store, ctx.events, () => ctx.clock.now());
-  services.policies.watch((r) => {
-    if (r.ok) log(`policies reloaded (${r.policies} policies)`);
-    else log(`policy reload refused, keeping the last good set: ${r.error}`);
-  });
   const address = await node.pep.listen(listen.host, listen.port);
   // Every worker listens on the SPOE port too; node:cluster shares it between them.
   if (config.forward_auth.spoa_listen) {

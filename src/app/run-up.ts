@@ -123,21 +123,30 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   const workerCount = proxyWorkers(config);
   const closeAll = async () => {
-    await pkiRotation?.stop();
-    continuous?.close();
-    await audit?.stop().catch(() => undefined);
+    // Listeners first (workers included: from here a worker that exits is not replaced,
+    // though every process of the group may have had the SIGTERM), then the background
+    // work, so that the audit flush and last checkpoint follow the last decision.
     await workers?.close().catch(() => undefined);
     await pepNode?.close().catch(() => undefined);
     await api?.close().catch(() => undefined);
+    await pkiRotation?.stop();
+    continuous?.close();
+    await audit?.stop().catch(() => undefined);
     services?.close();
     await ctx.close().catch(() => undefined);
     await demoApp?.close();
   };
   try {
-    await initPki(ctx);
-    // Event position before any state is loaded: what commits meanwhile is delivered at start().
+    // Event position before any state is loaded (the PKI's deny list included): what
+    // commits meanwhile is delivered at start().
     await ctx.events.mark();
-    services = await createServices(ctx);
+    await initPki(ctx);
+    services = await createServices(ctx, {
+      watchPolicies: (r) => {
+        if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
+        else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
+      },
+    });
     // ssh:sign is decided by the policy set in force, reloads included.
     const policies = services.policies;
     setSshSignAuthorizer(
@@ -146,7 +155,6 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     );
     let credentials: DemoCredentials | undefined;
     if (o.demoDir) credentials = await ensureDemoUser(services, o.demoDir);
-    let pepAddress: AddressInfo;
     let live: LiveConnections;
     if (workerCount > 1) {
       // The PEP runs in worker processes; this one keeps the API and the background work.
@@ -158,31 +166,27 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
           : {}),
         out,
       });
-      pepAddress = workers.address;
       live = new LiveConnections();
     } else {
+      // Listens only once everything it consults is loaded (below).
       pepNode = await createPepNode(ctx, services, { host: proxyListen.host });
-      pepAddress = await pepNode.pep.listen(proxyListen.host, proxyListen.port);
       live = pepNode.pep.live;
-      if (config.forward_auth.spoa_listen) {
-        const spoa = splitHostPort(config.forward_auth.spoa_listen);
-        const a = await pepNode.pep.listenSpoa(spoa.host, spoa.port);
-        out(`zt: SPOE agent (HAProxy forward-auth) listening on ${a.address}:${a.port}`);
-      }
     }
     const scheme = config.tls ? "https" : "http";
-    jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
     const apiTls = await apiListenerTls(ctx, apiListen.host);
     api = await createApiServer(ctx, {
       tls: apiTls,
       sessions: services.sessions,
       ...(workers ? { extraMetrics: () => workers!.workerMetrics() } : {}),
       readiness: () => ({
-        ready: true,
+        // With PEP workers, none listening (all died, replacements failing) is no PEP.
+        ready: !workers || workers.listening() > 0,
         detail: {
           policy_version: services!.policies.engine.policySet.version,
           policy_error: services!.policies.lastError ?? null,
-          ...(workers ? { proxy_workers: workers.size } : {}),
+          ...(workers
+            ? { proxy_workers: workers.size, proxy_workers_listening: workers.listening() }
+            : {}),
           ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
         },
       }),
@@ -200,10 +204,18 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       warn: (m) => out(`zt: pki: ${m}`),
       info: (m) => out(`zt: pki: ${m}`),
     });
-    services.policies.watch((r) => {
-      if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
-      else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
-    });
+    // The PEP answers only now: sessions, policies, grants, device posture and the ban
+    // cache it consults are loaded and kept current (a banned source was served before).
+    let pepAddress: AddressInfo;
+    if (pepNode) {
+      pepAddress = await pepNode.pep.listen(proxyListen.host, proxyListen.port);
+      if (config.forward_auth.spoa_listen) {
+        const spoa = splitHostPort(config.forward_auth.spoa_listen);
+        const a = await pepNode.pep.listenSpoa(spoa.host, spoa.port);
+        out(`zt: SPOE agent (HAProxy forward-auth) listening on ${a.address}:${a.port}`);
+      }
+    } else pepAddress = workers!.address;
+    jwksUrl = `${scheme}://127.0.0.1:${pepAddress.port}/.well-known/zt/jwks.json`;
     out(
       `zt: PEP listening on ${scheme}://${fmtHost(pepAddress)}${workers ? ` (${workers.size} worker processes)` : ""}`,
     );

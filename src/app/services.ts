@@ -2,7 +2,7 @@ import type { AppContext } from "./app-context.js";
 import { IdentityService } from "../identity/index.js";
 import { SessionService } from "../session/index.js";
 import { EntitySnapshot } from "../session/entity-snapshot.js";
-import { PolicyHolder } from "../session/policy-holder.js";
+import { PolicyHolder, type PolicyLoadReport } from "../session/policy-holder.js";
 import { AssertionSigner, DecisionPoint } from "../proxy/index.js";
 
 /** The running services of one zt process, built from its AppContext. */
@@ -17,20 +17,43 @@ export interface Services {
   close(): void;
 }
 
+export interface CreateServicesOptions {
+  /**
+   * Reload the policy set when its folder changes, telling this function each time.
+   * Watching starts before the first load, so an edit made while the process starts
+   * is reloaded, not missed.
+   */
+  watchPolicies?: (report: PolicyLoadReport) => void;
+}
+
 /**
  * Builds the services `zt up` runs: loads the policy set (refusing to start on an
  * invalid one), the entity snapshot and the assertion key.
  */
-export async function createServices(ctx: AppContext): Promise<Services> {
+export async function createServices(
+  ctx: AppContext,
+  options: CreateServicesOptions = {},
+): Promise<Services> {
   const identity = new IdentityService(ctx);
   const sessions = new SessionService(ctx);
   const policies = new PolicyHolder(ctx);
-  policies.load();
-  const snapshot = new EntitySnapshot(ctx);
-  await snapshot.load();
-  const decisions = new DecisionPoint(ctx, () => policies.engine, snapshot.entities);
-  const assertions = new AssertionSigner(ctx.keys, ctx.clock, `zt:${ctx.config.trust_domain}`);
-  await assertions.init();
+  if (options.watchPolicies) policies.watch(options.watchPolicies);
+  let snapshot: EntitySnapshot | undefined;
+  let decisions: DecisionPoint;
+  let assertions: AssertionSigner;
+  try {
+    policies.load();
+    snapshot = new EntitySnapshot(ctx);
+    await snapshot.load();
+    decisions = new DecisionPoint(ctx, () => policies.engine, snapshot.entities);
+    assertions = new AssertionSigner(ctx.keys, ctx.clock, `zt:${ctx.config.trust_domain}`);
+    await assertions.init();
+  } catch (e) {
+    policies.close();
+    snapshot?.close();
+    sessions.close();
+    throw e;
+  }
   const stopFollowingKeys = assertions.followRotations(ctx.events);
   return {
     ctx,
