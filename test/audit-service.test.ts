@@ -15,6 +15,7 @@ import {
   countDecision,
   renderMetrics,
   collectStoreMetrics,
+  throttledStoreMetrics,
 } from "../src/audit/index.js";
 import { makeEnv } from "./audit-helpers.js";
 
@@ -200,6 +201,55 @@ describe("alert service over a real store, event bus and webhook", () => {
     expect((await renderMetrics()).body).toContain(
       'zt_decisions_total{verdict="deny",route="grafana",reason="mfa-too-old"} 3',
     );
+  });
+});
+
+describe("store gauges behind /metrics", () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  it("reads the store at most once per 5 s however often /metrics is scraped", async () => {
+    const t = makeEnv();
+    const store = await openStore({ dataDir: t.dataDir });
+    cleanups.push(() => store.close());
+    let reads = 0;
+    // The real store, its reads counted (each gauge is one or two queries).
+    const counted = {
+      ...store,
+      db: new Proxy(store.db, {
+        get(target, prop) {
+          const v: unknown = Reflect.get(target, prop, target);
+          if (prop === "selectFrom") reads++;
+          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    } as Store;
+    const collect = throttledStoreMetrics(counted);
+    const now = Date.UTC(2026, 5, 1);
+    await collect(now);
+    const once = reads;
+    expect(once).toBeGreaterThan(0);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => collect(now + i * 10)));
+    expect(reads).toBe(once);
+    await store.db
+      .insertInto("audit_bans")
+      .values({
+        key: "ip:192.0.2.9",
+        kind: "ip",
+        value: "192.0.2.9",
+        rule: "manual",
+        reason: "test",
+        created_at: now,
+        until: now + 60_000,
+        count: 1,
+        lifted_at: null,
+      })
+      .execute();
+    await collect(now + 5_000);
+    expect(reads).toBe(2 * once);
+    expect((await renderMetrics()).body).toContain("zt_bans_active 1");
   });
 });
 

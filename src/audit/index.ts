@@ -58,7 +58,7 @@ export {
   countRefused,
   countBannedRequest,
 } from "./metrics.js";
-export { collectStoreMetrics } from "./store-metrics.js";
+export { collectStoreMetrics, throttledStoreMetrics } from "./store-metrics.js";
 export { AlertEngine, networkOf, jailMatches } from "./alerts/alert-engine.js";
 export type {
   Alert,

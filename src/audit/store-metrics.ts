@@ -65,6 +65,23 @@ export async function collectStoreMetrics(store: Store, nowMs: number): Promise<
   ]);
 }
 
+/**
+ * `collectStoreMetrics` at most once per `everyMs` (by the `nowMs` it is given): scrapes
+ * in between share the last run. `/metrics` may be open to anyone who reaches the API
+ * (no `audit.metrics_token_file`), and each run reads the store, certificates included.
+ */
+export function throttledStoreMetrics(
+  store: Store,
+  everyMs = 5_000,
+): (nowMs: number) => Promise<void> {
+  let last: { at: number; run: Promise<void> } | undefined;
+  return (nowMs) => {
+    if (last && nowMs >= last.at && nowMs - last.at < everyMs) return last.run;
+    last = { at: nowMs, run: collectStoreMetrics(store, nowMs) };
+    return last.run;
+  };
+}
+
 async function quiet(f: () => Promise<void>): Promise<void> {
   try {
     await f();

@@ -5,7 +5,7 @@ import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { safeEqual } from "../../core/ids.js";
 import { AggregatorRegistry } from "prom-client";
-import { collectStoreMetrics, enableProcessMetrics, renderMetrics } from "../../audit/index.js";
+import { enableProcessMetrics, renderMetrics, throttledStoreMetrics } from "../../audit/index.js";
 import { metrics } from "../../audit/metrics.js";
 
 /**
@@ -22,6 +22,7 @@ export function registerMetricsRoutes(
     "metrics_token_file"
   ];
   const token = typeof tokenFile === "string" ? readMetricsToken(ctx, tokenFile) : undefined;
+  const collectStoreMetrics = throttledStoreMetrics(ctx.store);
   app.get("/metrics", async (req, reply) => {
     if (token !== undefined) {
       const auth = req.headers.authorization ?? "";
@@ -29,7 +30,7 @@ export function registerMetricsRoutes(
         throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
       }
     }
-    await collectStoreMetrics(ctx.store, ctx.clock.now());
+    await collectStoreMetrics(ctx.clock.now());
     if (extraMetrics) {
       // PEP workers: counters and histograms summed over every process (prom-client's
       // cluster aggregation), so decisions made in any worker are counted once.
