@@ -236,3 +236,46 @@ describe("internal errors", () => {
     }
   });
 });
+
+describe("requests Node's HTTP parser refuses", () => {
+  let api: FastifyInstance;
+  let port: number;
+  beforeAll(async () => {
+    api = await createApiServer(await context());
+    port = Number(new URL(await listen(api)).port);
+  });
+  afterAll(async () => api.close());
+
+  function raw(data: string): Promise<string> {
+    return new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => s.write(data));
+      let text = "";
+      s.on("data", (d: Buffer) => (text += d.toString()));
+      s.on("close", () => resolve(text));
+      s.on("error", () => resolve(text));
+    });
+  }
+
+  it("answers them in zt's error shape with a stable code, not Fastify's", async () => {
+    for (const [data, status, code] of [
+      ["GARBAGE\r\n\r\n", 400, "ZT_BAD_REQUEST"],
+      [
+        "POST /api/v1/svid HTTP/1.1\r\nHost: zt\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+        "ZT_BAD_REQUEST",
+      ],
+      [
+        `GET /healthz HTTP/1.1\r\nHost: zt\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`,
+        431,
+        "ZT_HEADERS_TOO_LARGE",
+      ],
+    ] as const) {
+      const text = await raw(data);
+      expect(text).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      const body = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)) as {
+        error: { code: string };
+      };
+      expect(body.error.code).toBe(code);
+    }
+  });
+});

@@ -82,6 +82,26 @@ export async function createApiServer(
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     trustProxy: false,
+    // Requests Node's parser refuses (malformed, headers too large, too slow): zt's shape.
+    clientErrorHandler: (err, socket) => {
+      if (err.code === "ECONNRESET" || socket.destroyed) return;
+      // A request already dispatched on this socket (a slow upload cut by
+      // request_timeout) may have its answer under way: cut it.
+      if ((socket as { _httpMessage?: unknown })._httpMessage) return void socket.destroy();
+      const [status, code] =
+        err.code === "HPE_HEADER_OVERFLOW"
+          ? (["431 Request Header Fields Too Large", "ZT_HEADERS_TOO_LARGE"] as const)
+          : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+            ? (["408 Request Timeout", "ZT_BAD_REQUEST"] as const)
+            : (["400 Bad Request", "ZT_BAD_REQUEST"] as const);
+      const body = JSON.stringify(new ZtError(code, status.slice(4)).toJSON());
+      if (!socket.writable) return void socket.destroy();
+      socket.end(
+        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        // Sent: close, whether or not the client ever ends its side.
+        () => socket.destroy(),
+      );
+    },
     // Refusals by the router itself (before any handler or the error handler): in zt's
     // shape with a stable code, not Fastify's own `FST_ERR_…` body.
     frameworkErrors: (err, _req, reply) => {
