@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { configPathFrom } from "../../config/index.js";
-import { runUp } from "../../app/run-up.js";
+import { runUp, type RunningZt } from "../../app/run-up.js";
 import { failWith, globalOptions } from "../cli-context.js";
 
 /** `zt up [--demo]`: run the control plane and the PEP (here, or in listen.proxy_workers workers). */
@@ -24,24 +24,16 @@ export function registerUpCommands(program: Command): void {
             `--demo-port: expected a port number, got ${opts.demoPort}`,
           );
         }
-        const running = await runUp({
-          configPath: configPathFrom(g.config, process.env),
-          env: process.env,
-          demoDir: opts.demo ? opts.demoDir : undefined,
-          demoPort,
-        });
-        let stopping = false;
-        const stop = (signal: string) => {
-          if (stopping) return;
-          stopping = true;
-          process.stdout.write(`zt: ${signal}, shutting down\n`);
-          const force = setTimeout(() => process.exit(0), 5_000);
-          force.unref();
-          void running.close().then(() => process.exit(0));
-        };
-        process.on("SIGINT", () => stop("SIGINT"));
-        process.on("SIGTERM", () => stop("SIGTERM"));
-        process.on("SIGHUP", () => {
+        // SIGHUP reloads the policies. Caught from before start-up (`systemctl reload`
+        // while zt starts would otherwise end it: SIGHUP's default action) by one handler
+        // for the whole life of the process (swapping handlers can drop a pending signal).
+        const state: { running?: RunningZt; reloadAsked?: boolean } = {};
+        const reload = () => {
+          const running = state.running;
+          if (!running) {
+            state.reloadAsked = true;
+            return;
+          }
           const r = running.services.policies.reload();
           running.workers?.reloadPolicies();
           process.stdout.write(
@@ -49,7 +41,27 @@ export function registerUpCommands(program: Command): void {
               ? `zt: policies reloaded (${r.policies})\n`
               : `zt: policy reload refused: ${r.error}\n`,
           );
+        };
+        process.on("SIGHUP", reload);
+        const up = await runUp({
+          configPath: configPathFrom(g.config, process.env),
+          env: process.env,
+          demoDir: opts.demo ? opts.demoDir : undefined,
+          demoPort,
         });
+        state.running = up;
+        if (state.reloadAsked) reload();
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          process.stdout.write(`zt: ${signal}, shutting down\n`);
+          const force = setTimeout(() => process.exit(0), 5_000);
+          force.unref();
+          void up.close().then(() => process.exit(0));
+        };
+        process.on("SIGINT", () => stop("SIGINT"));
+        process.on("SIGTERM", () => stop("SIGTERM"));
       } catch (e) {
         failWith(e);
       }
