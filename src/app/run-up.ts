@@ -102,12 +102,19 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   }
   const proxyListen = splitHostPort(config.listen.proxy);
   const apiListen = splitHostPort(config.listen.api);
-  if (!config.tls && !isLoopback(proxyListen.host)) {
-    await demoApp?.close();
-    throw new ZtError(
-      "ZT_CONFIG_INVALID",
-      `${configPath}: listen.proxy: plain HTTP is allowed only on loopback; add a tls block (cert/key) or listen on 127.0.0.1`,
-    );
+  // Plain HTTP only on loopback, for both listeners: the API carries session tokens,
+  // join tokens and SVID requests as much as the PEP carries cookies.
+  for (const [key, l] of [
+    ["listen.proxy", proxyListen],
+    ["listen.api", apiListen],
+  ] as const) {
+    if (!config.tls && !isLoopback(l.host)) {
+      await demoApp?.close();
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `${configPath}: ${key}: plain HTTP is allowed only on loopback; add a tls block (cert/key, or from_ca: true) or listen on 127.0.0.1`,
+      );
+    }
   }
   const ctx = await openAppContext(config, {
     env: o.env,
