@@ -14,6 +14,7 @@ import { validateConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createApiServer } from "../src/api/index.js";
 import { isZtError } from "../src/core/errors.js";
+import { addBan, removeBan, startBanCache } from "../src/audit/index.js";
 
 let dir: string;
 const opened: AppContext[] = [];
@@ -276,6 +277,29 @@ describe("requests Node's HTTP parser refuses", () => {
         error: { code: string };
       };
       expect(body.error.code).toBe(code);
+    }
+  });
+});
+
+describe("a banned source address", () => {
+  it("is refused by the API as by the PEP (403 ZT_BANNED), until the ban is lifted", async () => {
+    const ctx = await context();
+    const stopBans = await startBanCache(ctx.store, ctx.events, () => ctx.clock.now());
+    const api = await createApiServer(ctx);
+    try {
+      const base = await listen(api);
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      await addBan(ctx, "127.0.0.1", 3_600_000, "test", "test");
+      for (const path of ["/healthz", "/api/v1/ssh/sign"]) {
+        const res = await fetch(`${base}${path}`, { method: path === "/healthz" ? "GET" : "POST" });
+        expect(res.status, path).toBe(403);
+        expect(((await res.json()) as { error: { code: string } }).error.code).toBe("ZT_BANNED");
+      }
+      await removeBan(ctx, "127.0.0.1", "test");
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    } finally {
+      await api.close();
+      stopBans();
     }
   });
 });

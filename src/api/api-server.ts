@@ -9,6 +9,7 @@ import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
 import { normalizeIp } from "../core/cidr.js";
+import { isBanned } from "../audit/index.js";
 import type { Socket } from "node:net";
 import { registerAllApiRoutes } from "./routes/index.js";
 
@@ -175,6 +176,15 @@ export async function createApiServer(
           `no such endpoint: ${req.method} ${req.url.split("?")[0]}`,
         ).toJSON(),
       );
+  });
+
+  // A source banned by the alert rules or an operator is refused here as at the PEP:
+  // sign-in lockouts aside, the API signs SSH certificates and SVIDs.
+  app.addHook("onRequest", async (req) => {
+    if (isBanned(normalizeIp(req.socket.remoteAddress), ctx.clock.now()))
+      throw new ZtError("ZT_BANNED", "this source address is temporarily banned", {
+        reason: "source-banned",
+      });
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
