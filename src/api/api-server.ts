@@ -9,8 +9,8 @@ import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
 import { normalizeIp } from "../core/cidr.js";
+import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { isBanned } from "../audit/index.js";
-import type { Socket } from "node:net";
 import { registerAllApiRoutes } from "./routes/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
@@ -120,21 +120,7 @@ export async function createApiServer(
 
   // limits.max_connections_per_source, as on the PEP (which shares this process, and so
   // its file descriptors): one address cannot hold every connection.
-  const perSource = new Map<string, number>();
-  app.server.on("connection", (socket: Socket) => {
-    const ip = normalizeIp(socket.remoteAddress);
-    const n = (perSource.get(ip) ?? 0) + 1;
-    if (n > ctx.config.limits.max_connections_per_source) {
-      socket.destroy();
-      return;
-    }
-    perSource.set(ip, n);
-    socket.once("close", () => {
-      const left = (perSource.get(ip) ?? 1) - 1;
-      if (left <= 0) perSource.delete(ip);
-      else perSource.set(ip, left);
-    });
-  });
+  limitConnectionsPerSource(app.server, ctx.config.limits.max_connections_per_source);
 
   const log = options.log ?? ((line: string) => void process.stderr.write(line + "\n"));
   /** An internal failure: the detail (paths, key ids, store errors) to the log, not the client. */

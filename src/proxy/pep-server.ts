@@ -6,6 +6,7 @@ import type { Duplex } from "node:stream";
 import type { AppContext } from "../app/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { normalizeIp } from "../core/cidr.js";
+import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { parseDuration } from "../core/duration.js";
 import type { ResolvedRoute } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
@@ -121,7 +122,6 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const pepId = options.pepId ?? "pep-1";
   const cookieName = cfg.session.cookie_name;
   const live = new LiveConnections();
-  const perSource = new Map<string, number>();
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
   const maxBody = cfg.limits.max_body_bytes;
@@ -180,20 +180,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     ? (https.createServer({ ...serverOptions, ...tlsOptions }) as unknown as http.Server)
     : http.createServer(serverOptions);
 
-  server.on("connection", (socket: Socket) => {
-    const ip = normalizeIp(socket.remoteAddress);
-    const n = (perSource.get(ip) ?? 0) + 1;
-    if (n > cfg.limits.max_connections_per_source) {
-      socket.destroy();
-      return;
-    }
-    perSource.set(ip, n);
-    socket.once("close", () => {
-      const left = (perSource.get(ip) ?? 1) - 1;
-      if (left <= 0) perSource.delete(ip);
-      else perSource.set(ip, left);
-    });
-  });
+  limitConnectionsPerSource(server, cfg.limits.max_connections_per_source);
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable) return socket.destroy();
     // A request already dispatched on this socket (a slow upload cut by request_timeout):
