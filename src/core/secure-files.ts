@@ -19,23 +19,31 @@ import { ZtError } from "./errors.js";
 /**
  * Writes a file readable by its owner only (0600), atomically (temp file + rename).
  * The directory must be the current user's (or root's) and writable by nobody else:
- * whoever else can write it could swap the file under us. The temp file has a random
- * name and is created exclusively (O_EXCL, O_NOFOLLOW), so a file or symlink planted
- * in advance is never written through.
+ * whoever else can write it could swap the file under us.
  */
 export function writePrivateFile(path: string, data: string | Uint8Array): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   assertPrivateDirectory(dir);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
+  writeFileAtomically(path, data, 0o600);
+}
+
+/**
+ * Writes `path` atomically with exactly `mode`: readers see the old file or the new one,
+ * never a part. The temp file has a random name and is created exclusively (O_EXCL,
+ * O_NOFOLLOW), so a file or symlink planted in advance — in a shared folder, say — is
+ * never written through.
+ */
+export function writeFileAtomically(path: string, data: string | Uint8Array, mode: number): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
   const fd = openSync(
     tmp,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    0o600,
+    mode,
   );
   try {
     try {
-      fchmodSync(fd, 0o600); // the umask may have taken bits away, never added: be exact
+      fchmodSync(fd, mode); // the umask may have taken bits away, never added: be exact
       writeFileSync(fd, data);
       fsyncSync(fd);
     } finally {

@@ -1,18 +1,9 @@
-import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  constants,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
+import { writeFileAtomically } from "../../core/secure-files.js";
 import { pkiService } from "../../pki/index.js";
 import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
 
@@ -322,25 +313,9 @@ export function registerSshCommands(program: Command): void {
     .action(async (opts: { out: string }, cmd: Command) =>
       withContext(cmd, async (ctx) => {
         const krl = await (await pkiService(ctx)).ssh.krl();
-        // A random name, created exclusively: a file or symlink planted at a name we could
-        // be predicted to use (the KRL often goes to a shared folder) is never written through.
-        const tmp = `${opts.out}.${randomBytes(8).toString("hex")}.tmp`;
-        const fd = openSync(
-          tmp,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o644,
-        );
-        try {
-          try {
-            writeFileSync(fd, krl);
-          } finally {
-            closeSync(fd);
-          }
-          renameSync(tmp, opts.out);
-        } catch (e) {
-          rmSync(tmp, { force: true });
-          throw e;
-        }
+        // Atomically, through an exclusively created temp file: the KRL often goes to a
+        // shared folder, where a planted file or symlink must never be written through.
+        writeFileAtomically(opts.out, krl, 0o644);
         process.stdout.write(`wrote ${opts.out} (${krl.length} bytes)\n`);
       }),
     );
