@@ -293,4 +293,42 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     expect(e).toBeInstanceOf(ZtError);
     expect((e as ZtError).code).toBe("ZT_USER_DISABLED");
   });
+
+  it("stops a PEP that hears a user's disable late from ending the sessions the user made after being enabled again", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, await upstream());
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "dan", password: PASSWORD });
+    // A PEP whose event position is from before the disable, hearing nothing until later
+    // (a partition, a slow start): it catches up on `user.disabled` afterwards.
+    const late = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => late.close());
+    await late.events.mark();
+    await identityService(cli).setDisabled("dan", true);
+    clock.advance(10 * 60_000);
+    await identityService(cli).setDisabled("dan", false);
+    const signIn = new SessionService(cli);
+    const { token, session } = await signIn.create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    signIn.close();
+
+    const sessions = new SessionService(late);
+    cleanups.push(async () => sessions.close());
+    expect(await sessions.check(token)).toMatchObject({ ok: true });
+    await late.events.start();
+    // The catch-up delivered user.disabled (start() returns once it has): this PEP's
+    // memory keeps the session live, and so does the store.
+    expect(await sessions.check(token)).toMatchObject({ ok: true });
+    const row = await late.store.db
+      .selectFrom("sessions")
+      .select(["revoked_at"])
+      .where("id", "=", session.id)
+      .executeTakeFirstOrThrow();
+    expect(row.revoked_at).toBeNull();
+    expect(await sessions.check(token)).toMatchObject({ ok: true });
+  });
 });

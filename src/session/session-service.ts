@@ -50,6 +50,11 @@ export const SESSION_TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
 /** The session table is pruned no earlier than at this many remembered sessions. */
 const PRUNE_AT_LEAST = 1024;
+/**
+ * How far ahead of the disabling process's clock another process's clock may run while
+ * its sessions still count as existing when the user was disabled.
+ */
+const DISABLE_CLOCK_SKEW_MS = 60_000;
 /** Session ids per UPDATE when revoking many at once. */
 const REVOKE_CHUNK = 1000;
 /** Session ids per store read when reconciling memory with the store. */
@@ -212,7 +217,11 @@ export class SessionService {
     }
     if (!row) return undefined;
     const s = fromRow(row);
-    const revoked = heard.get(s.id) ?? heard.get(`user:${s.userId}`);
+    const byUser = heard.get(`user:${s.userId}`);
+    // A user's disable ends the sessions it found, not one created after a re-enable.
+    const revoked =
+      heard.get(s.id) ??
+      (byUser && s.createdAt <= byUser.at + DISABLE_CLOCK_SKEW_MS ? byUser : undefined);
     if (revoked && s.revokedAt === null) {
       s.revokedAt = revoked.at;
       s.revokeReason = revoked.reason;
@@ -399,8 +408,14 @@ export class SessionService {
       if (typeof userId === "string") {
         for (const heard of this.#loading)
           heard.set(`user:${userId}`, { reason: "user-disabled", at: e.ts });
+        // Only the sessions that existed when the user was disabled: a process hearing the
+        // event late (catching up after a partition) must not end sessions created after
+        // the user was enabled again. Sessions are stamped by other processes' clocks: one
+        // up to DISABLE_CLOCK_SKEW_MS ahead still counts as existing (fail closed).
+        const until = e.ts + DISABLE_CLOCK_SKEW_MS;
         for (const s of this.#byId.values()) {
-          if (s.userId === userId) this.#markRevoked(s.id, "user-disabled", e.ts);
+          if (s.userId === userId && s.createdAt <= until)
+            this.#markRevoked(s.id, "user-disabled", e.ts);
         }
         // Persist it too (any process hearing the event may do so; the update is idempotent).
         void this.#ctx.store.db
@@ -408,6 +423,7 @@ export class SessionService {
           .set({ revoked_at: e.ts, revoke_reason: "user-disabled" })
           .where("user_id", "=", userId)
           .where("revoked_at", "is", null)
+          .where("created_at", "<=", until)
           .execute()
           .catch(() => undefined);
       }
