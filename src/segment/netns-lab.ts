@@ -142,24 +142,7 @@ const ready = () => { if (--pending === 0) process.stdout.write("ready\\n"); };
 for (const p of tcp) net.createServer((s) => { s.on("error", () => {}); s.end("ok"); }).listen({ port: p, host: "::", ipv6Only: false }, ready);
 for (const p of udp) { const s = dgram.createSocket({ type: "udp6", ipv6Only: false }); s.on("message", (m, r) => s.send("pong", r.port, r.address)); s.bind(p, "::", ready); }
 process.stdin.on("end", () => process.exit(0)); process.stdin.resume();`;
-    await Promise.all(
-      this.hosts.map(
-        (h) =>
-          new Promise<void>((resolve, reject) => {
-            const child = spawn(
-              "ip",
-              ["netns", "exec", h, process.execPath, "-e", script, JSON.stringify([tcp, udp])],
-              {
-                stdio: ["pipe", "pipe", "inherit"],
-              },
-            );
-            this.#children.add(child);
-            child.on("error", reject);
-            child.on("exit", (code) => reject(new Error(`listener in ${h} exited ${code}`)));
-            child.stdout.once("data", () => resolve());
-          }),
-      ),
-    );
+    await this.#serveInEveryHost("listener", script, [tcp, udp]);
   }
 
   /** Probes targets from one namespace in parallel; returns, per target, whether it connected. */
@@ -199,18 +182,26 @@ const ports = JSON.parse(process.argv[1]);
 let pending = ports.length;
 for (const p of ports) net.createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen({ port: p, host: "::", ipv6Only: false }, () => { if (--pending === 0) process.stdout.write("ready\\n"); });
 process.stdin.on("end", () => process.exit(0)); process.stdin.resume();`;
+    await this.#serveInEveryHost("echo server", script, ports);
+  }
+
+  /**
+   * Runs a Node server script in every host namespace, kept until the lab closes; resolves
+   * once each has written its first line ("ready").
+   */
+  async #serveInEveryHost(what: string, script: string, arg: unknown): Promise<void> {
     await Promise.all(
       this.hosts.map(
         (h) =>
           new Promise<void>((resolve, reject) => {
             const child = spawn(
               "ip",
-              ["netns", "exec", h, process.execPath, "-e", script, JSON.stringify(ports)],
+              ["netns", "exec", h, process.execPath, "-e", script, JSON.stringify(arg)],
               { stdio: ["pipe", "pipe", "inherit"] },
             );
             this.#children.add(child);
             child.on("error", reject);
-            child.on("exit", (code) => reject(new Error(`echo server in ${h} exited ${code}`)));
+            child.on("exit", (code) => reject(new Error(`${what} in ${h} exited ${code}`)));
             child.stdout.once("data", () => resolve());
           }),
       ),
