@@ -22,6 +22,7 @@ import {
   splitCheckpointNotes,
   startAuditServices,
   type ChainProblem,
+  type VerifyAuditResult,
 } from "../src/audit/index.js";
 import { ensureBuilt, makeEnv, runZt, type TestEnv } from "./audit-helpers.js";
 
@@ -105,15 +106,8 @@ function sizes(witness: string): number[] {
   return splitCheckpointNotes(readFileSync(witness, "utf8")).map((n) => parseCheckpoint(n).size);
 }
 
-interface VerifyJson {
-  ok: boolean;
-  anchored: boolean;
-  externalCheckpoints: number;
-  anchoredThrough: number;
-  keysPinned: boolean;
-  warnings: string[];
-  problem?: ChainProblem;
-}
+/** What `zt audit verify --json` prints: the verifier's own result. */
+type VerifyJson = VerifyAuditResult;
 
 describe("the checkpointer signs only a head that leads on from the last signed one (real CLI)", () => {
   beforeAll(() => ensureBuilt(), 300_000);
