@@ -367,4 +367,113 @@ describe("audit sinks against real local receivers", () => {
       'zt_audit_dropped_events_total{sink="file"} 40',
     );
   });
+
+  /** A webhook receiver answering each POST with `answer(seqs)`; records what it took. */
+  async function webhookReceiver(answer: (seqs: number[]) => number) {
+    const taken: number[] = [];
+    let posts = 0;
+    const server: HttpServer = createHttpServer((req, res) => {
+      let text = "";
+      req.on("data", (d: Buffer) => (text += d.toString()));
+      req.on("end", () => {
+        posts++;
+        const seqs = (JSON.parse(text) as { events: { seq: number }[] }).events.map((e) => e.seq);
+        const status = answer(seqs);
+        if (status < 300) taken.push(...seqs);
+        res.writeHead(status).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    return { url, taken, posts: () => posts };
+  }
+
+  function webhookRunner(store: Store, clock: ManualClock, url: string, errors: string[]) {
+    const runner = new SinkRunner({
+      store,
+      clock,
+      sink: buildSink(
+        { type: "webhook", name: "siem", url, batch: 100, max_lag: 1000, format: "jsonl" },
+        0,
+      ),
+      batch: 100,
+      maxLag: 1000,
+      pollIntervalMs: 60_000,
+      startAt: "beginning",
+      onError: (_n, e) => errors.push((e as Error).message),
+    });
+    cleanups.push(() => runner.stop());
+    return runner;
+  }
+
+  async function droppedOf(store: Store, name: string): Promise<number> {
+    const cur = await store.db
+      .selectFrom("audit_cursors")
+      .selectAll()
+      .where("name", "=", name)
+      .executeTakeFirstOrThrow();
+    return Number(cur.dropped);
+  }
+
+  it("a receiver refusing some events (400) drops only those, not the batch or the sink", async () => {
+    const { store, clock } = await setup(20);
+    const poison = new Set([5, 13]);
+    const rx = await webhookReceiver((seqs) => (seqs.some((s) => poison.has(s)) ? 400 : 204));
+    const errors: string[] = [];
+    const runner = webhookRunner(store, clock, rx.url, errors);
+    expect(await runner.runOnce()).toBe(18);
+    expect(rx.taken.sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 20 }, (_, i) => i + 1).filter((s) => !poison.has(s)),
+    );
+    expect(await droppedOf(store, "sink:siem")).toBe(2);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/answered 400: the receiver refuses event seq 5 /);
+    expect(errors[1]).toMatch(/event seq 13 /);
+    expect(await metrics.getSingleMetricAsString("zt_audit_dropped_events_total")).toContain(
+      'zt_audit_dropped_events_total{sink="siem"} 2',
+    );
+    // Nothing is left behind: the next run has nothing to send.
+    expect(await runner.runOnce()).toBe(0);
+  });
+
+  it("a batch too large for the receiver (413) is delivered in halves, nothing dropped", async () => {
+    const { store, clock } = await setup(20);
+    const rx = await webhookReceiver((seqs) => (seqs.length > 6 ? 413 : 204));
+    const errors: string[] = [];
+    const runner = webhookRunner(store, clock, rx.url, errors);
+    expect(await runner.runOnce()).toBe(20);
+    expect(rx.taken.sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(errors).toEqual([]);
+    expect(await droppedOf(store, "sink:siem")).toBe(0);
+  });
+
+  it("a receiver refusing every event (400) drops none: the batch is retried until it is fixed", async () => {
+    const { store, clock } = await setup(40);
+    let status = 400;
+    const rx = await webhookReceiver(() => status);
+    const errors: string[] = [];
+    const runner = webhookRunner(store, clock, rx.url, errors);
+    await expect(runner.runOnce()).rejects.toThrow(/refuses every event/);
+    // The probe stops early: far fewer requests than splitting 40 events down to one each.
+    expect(rx.posts()).toBeLessThan(20);
+    expect(await droppedOf(store, "sink:siem")).toBe(0);
+    // Fixed, the receiver gets every event: none was dropped meanwhile.
+    status = 204;
+    clock.advance(60_000);
+    expect(await runner.runOnce()).toBe(40);
+    expect(rx.taken).toHaveLength(40);
+    expect(await droppedOf(store, "sink:siem")).toBe(0);
+  });
+
+  it("a small batch whose every event is refused is kept, not dropped", async () => {
+    const { store, clock } = await setup(3);
+    const rx = await webhookReceiver(() => 422);
+    const runner = webhookRunner(store, clock, rx.url, []);
+    await expect(runner.runOnce()).rejects.toThrow(
+      /answered 422: the receiver refuses every event/,
+    );
+    expect(await droppedOf(store, "sink:siem")).toBe(0);
+    expect(rx.taken).toEqual([]);
+  });
 });

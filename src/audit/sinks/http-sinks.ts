@@ -1,5 +1,11 @@
 import type { AuditRowChained } from "../audit-log.js";
-import { formatEvent, type Sink, type SinkFormat } from "./sink.js";
+import {
+  CONTENT_REJECTED_STATUSES,
+  formatEvent,
+  SinkRejectedError,
+  type Sink,
+  type SinkFormat,
+} from "./sink.js";
 
 async function post(
   url: string,
@@ -17,7 +23,11 @@ async function post(
     signal: AbortSignal.timeout(timeoutMs),
   });
   await res.arrayBuffer().catch(() => undefined);
-  if (!res.ok) throw new Error(`${new URL(url).host} answered ${res.status}`);
+  if (res.ok) return;
+  const message = `${new URL(url).host} answered ${res.status}`;
+  throw CONTENT_REJECTED_STATUSES.has(res.status)
+    ? new SinkRejectedError(message, res.status)
+    : new Error(message);
 }
 
 /**

@@ -2,7 +2,8 @@ import type { Store } from "../../store/index.js";
 import type { Clock } from "../../core/clock.js";
 import { AuditCursor, headSeq } from "../audit-cursor.js";
 import { countDropped, setSinkLag } from "../metrics.js";
-import type { Sink } from "./sink.js";
+import { SinkRejectedError, type Sink } from "./sink.js";
+import type { AuditRowChained } from "../audit-log.js";
 
 export interface SinkRunnerOptions {
   store: Store;
@@ -29,6 +30,11 @@ export interface SinkRunnerOptions {
  * with backoff. The in-memory buffer is one batch (bounded). Only when a sink falls more
  * than `maxLag` events behind does it skip ahead, and the skipped events are counted in
  * `zt_audit_dropped_events_total` and the cursor's `dropped`.
+ *
+ * A receiver that refuses the content (SinkRejectedError: HTTP 400/413/422) would refuse
+ * the same batch forever, so the batch is split in halves until the events refused on
+ * their own are found; only those are dropped (counted like the skipped ones, and each
+ * reported through `onError` with its seq), the rest delivered.
  */
 export class SinkRunner {
   readonly #o: SinkRunnerOptions;
@@ -121,8 +127,9 @@ export class SinkRunner {
       if (rows.length === 0) return delivered;
       const kinds = this.#o.kinds;
       const wanted = kinds ? rows.filter((r) => kinds.some((k) => r.kind.startsWith(k))) : rows;
+      let refused = 0;
       try {
-        if (wanted.length > 0) await sink.deliver(wanted);
+        if (wanted.length > 0) refused = await this.#deliverSplitting(wanted);
         this.#failures = 0;
         this.#retryAt = 0;
       } catch (e) {
@@ -136,10 +143,67 @@ export class SinkRunner {
         throw e;
       }
       pos = rows[rows.length - 1]!.seq;
-      if (!(await this.#cursor.commit(pos, clock.now()))) continue; // another replica delivered it too
-      delivered += wanted.length;
+      if (!(await this.#cursor.commit(pos, clock.now(), refused))) continue; // another replica delivered it too
+      countDropped(sink.name, refused);
+      delivered += wanted.length - refused;
       setSinkLag(sink.name, Math.max(0, head - pos));
     }
     return delivered;
   }
+
+  /**
+   * Delivers `rows`; when the receiver refuses their content, delivers each half instead,
+   * down to single events, and drops those refused alone. Resolves with how many were
+   * dropped; a transient failure rejects (the whole batch is retried: at-least-once).
+   *
+   * Events are dropped only when the receiver took others of the same batch: one that
+   * refuses everything (a wrong label set, a wrong index) is misconfigured, not refusing
+   * content, so nothing is dropped and the batch fails as a whole, to be retried with
+   * backoff until the receiver is fixed (the split stops after REFUSED_ALONE_PROBE single
+   * refusals with none accepted, to spare it the requests).
+   */
+  async #deliverSplitting(rows: AuditRowChained[]): Promise<number> {
+    const state = { accepted: false, refused: [] as { row: AuditRowChained; why: string }[] };
+    await this.#split(rows, state);
+    if (!state.accepted)
+      // Nothing got through: no evidence it is these events rather than the receiver.
+      throw new Error(
+        `${state.refused[0]?.why ?? "refused"}: the receiver refuses every event of the batch: retrying; check the sink's configuration`,
+      );
+    for (const { row, why } of state.refused)
+      this.#o.onError?.(
+        this.#o.sink.name,
+        new Error(
+          `${why}: the receiver refuses event seq ${row.seq} (${row.kind}, id ${row.id}) on its own; it is dropped from this sink (it stays in the audit log)`,
+        ),
+      );
+    return state.refused.length;
+  }
+
+  async #split(
+    rows: AuditRowChained[],
+    state: { accepted: boolean; refused: { row: AuditRowChained; why: string }[] },
+  ): Promise<void> {
+    try {
+      await this.#o.sink.deliver(rows);
+      state.accepted = true;
+      return;
+    } catch (e) {
+      if (!(e instanceof SinkRejectedError)) throw e;
+      if (rows.length === 1) {
+        state.refused.push({ row: rows[0]!, why: e.message });
+        if (!state.accepted && state.refused.length >= REFUSED_ALONE_PROBE)
+          throw new Error(
+            `${e.message}: the receiver refuses every event it was sent (the first ${REFUSED_ALONE_PROBE} one by one): retrying; check the sink's configuration`,
+          );
+        return;
+      }
+    }
+    const mid = Math.ceil(rows.length / 2);
+    await this.#split(rows.slice(0, mid), state);
+    await this.#split(rows.slice(mid), state);
+  }
 }
+
+/** Single events refused, none accepted, before a refusal counts as the receiver's (see #deliverSplitting). */
+const REFUSED_ALONE_PROBE = 8;
