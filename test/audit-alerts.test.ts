@@ -122,6 +122,71 @@ describe("regulation (fail2ban model)", () => {
   });
 });
 
+// An IPv6 client holds a whole /64 and can take a new address for every attempt: a jail
+// keyed on the single address would never count to maxretry, or ban anything that stops it.
+describe("IPv6 sources are jailed by network (alerts.ban_ipv6_prefix)", () => {
+  const jail = {
+    name: "login-ip",
+    match: "login-failure",
+    by: "ip",
+    maxretry: 3,
+    findtime: "60s",
+    bantime: "100s",
+  };
+
+  it("counts and bans a rotating IPv6 client by its /64", () => {
+    const e = new AlertEngine(only({ jails: [jail] }));
+    expect(e.evaluate(loginFail("2001:db8:1:2::a")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("2001:DB8:1:2:ffff::b")).bans).toEqual([]);
+    const third = e.evaluate(loginFail("2001:db8:1:2:1:2:3:4")).bans;
+    expect(third).toHaveLength(1);
+    expect(third[0]).toMatchObject({
+      key: "ip:2001:db8:1:2::/64",
+      kind: "ip",
+      value: "2001:db8:1:2::/64",
+    });
+    // Another /64 is counted on its own.
+    expect(e.evaluate(loginFail("2001:db8:1:3::a")).bans).toEqual([]);
+    // IPv4 stays by address.
+    expect(e.evaluate(loginFail("198.51.100.7")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("198.51.100.8")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("198.51.100.9")).bans).toEqual([]);
+  });
+
+  it("ban_ipv6_prefix: 128 jails single addresses; other prefixes are honoured", () => {
+    const single = new AlertEngine(only({ jails: [jail], ban_ipv6_prefix: 128 }));
+    for (const ip of ["2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2::c"])
+      expect(single.evaluate(loginFail(ip)).bans).toEqual([]);
+    const wide = new AlertEngine(only({ jails: [jail], ban_ipv6_prefix: 48 }));
+    wide.evaluate(loginFail("2001:db8:1:2::a"));
+    wide.evaluate(loginFail("2001:db8:1:3::a"));
+    expect(wide.evaluate(loginFail("2001:db8:1:ffff::a")).bans[0]?.key).toBe("ip:2001:db8:1::/48");
+  });
+
+  it("never bans a network holding an allow-listed address: that source is jailed alone", () => {
+    const e = new AlertEngine(
+      only({ jails: [jail], allow_list: { ips: ["2001:db8:1:2::10/128"] } }),
+    );
+    for (let i = 0; i < 2; i++) expect(e.evaluate(loginFail("2001:db8:1:2::a")).bans).toEqual([]);
+    expect(e.evaluate(loginFail("2001:db8:1:2::a")).bans[0]?.key).toBe("ip:2001:db8:1:2::a");
+    // The allow-listed address itself never counts.
+    for (let i = 0; i < 5; i++) expect(e.evaluate(loginFail("2001:db8:1:2::10")).bans).toEqual([]);
+  });
+
+  it("isBanned refuses every address of a banned network, and only until the ban ends", () => {
+    setBansForTest({ "2001:db8:1:2::/64": 2_000, "198.51.100.0/24": 2_000 });
+    expect(isBanned("2001:db8:1:2::99", 1_999)).toBe(true);
+    expect(isBanned("2001:db8:1:2:ffff:ffff:ffff:ffff", 1_999)).toBe(true);
+    expect(isBanned("2001:db8:1:3::99", 1_999)).toBe(false);
+    expect(isBanned("2001:db8:1:2::99", 2_000)).toBe(false);
+    expect(isBanned("198.51.100.200", 1_999)).toBe(true);
+    expect(isBanned("198.51.101.1", 1_999)).toBe(false);
+    // A new set of bans replaces the old one: nothing is remembered from before.
+    setBansForTest({});
+    expect(isBanned("2001:db8:1:2::99", 1_000)).toBe(false);
+  });
+});
+
 describe("default allow-list", () => {
   it("keeps a local operator (loopback) from banning themselves unless configured to", () => {
     const jail = {
@@ -230,8 +295,9 @@ describe("helpers", () => {
     expect(networkOf("192.0.2.200", 24, 64)).toBe("192.0.2.0/24");
     expect(networkOf("10.20.30.40", 16, 64)).toBe("10.20.0.0/16");
     expect(networkOf("::ffff:192.0.2.1", 24, 64)).toBe("192.0.2.0/24");
-    expect(networkOf("2001:db8:aa:bb:cc::1", 24, 64)).toBe("2001:db8:aa:bb:0:0:0:0/64");
-    expect(networkOf("2001:db8::1", 24, 48)).toBe("2001:db8:0:0:0:0:0:0/48");
+    expect(networkOf("2001:db8:aa:bb:cc::1", 24, 64)).toBe("2001:db8:aa:bb::/64");
+    expect(networkOf("2001:db8::1", 24, 48)).toBe("2001:db8::/48");
+    expect(networkOf("2001:DB8:0:0:1::1", 24, 128)).toBe("2001:db8::1:0:0:1/128");
   });
 
   it("isBanned is a lookup against the ban's end time", () => {

@@ -169,8 +169,19 @@ describe("zt ban and zt alerts (real CLI)", () => {
     const bad = await runZt(t, ["ban", "remove", "not-an-ip"]);
     expect(bad.code).toBe(64);
     expect(bad.stderr).toContain(
-      "ZT_BAD_REQUEST: expected an IP address, ip:<address> or user:<name>",
+      "ZT_BAD_REQUEST: expected an IP address, ip:<address or network> or user:<name>",
     );
+    // Networks: written canonically; host bits, or a network wider than /32 (IPv6) or
+    // /8 (IPv4), refused with what was wrong.
+    const net = await runZt(t, ["ban", "add", "2001:DB8:1:2:0::/64", "--for", "1h"]);
+    expect(net.stderr).toBe("");
+    expect(net.stdout).toMatch(/^banned ip:2001:db8:1:2::\/64 until /);
+    for (const target of ["2001:db8:1:2::7/64", "2001:db8::/16", "10.0.0.0/4", "10.0.0.0/33"]) {
+      const r = await runZt(t, ["ban", "add", target, "--for", "1h"]);
+      expect(r.code, target).toBe(64);
+      expect(r.stderr).toContain("ZT_BAD_REQUEST: expected a network with no host bits set");
+    }
+    expect((await runZt(t, ["ban", "remove", "ip:2001:db8:1:2::/64"])).code).toBe(0);
     const rm = await runZt(t, ["ban", "remove", "ip:192.0.2.9"]);
     expect(rm.code).toBe(0);
     expect(JSON.parse((await runZt(t, ["ban", "list", "--json"])).stdout)).toEqual([]);
@@ -188,7 +199,7 @@ describe("zt ban and zt alerts (real CLI)", () => {
         .trim()
         .split("\n")
         .map((l) => (JSON.parse(l) as { kind: string }).kind),
-    ).toEqual(["ban.add", "ban.remove"]);
+    ).toEqual(["ban.add", "ban.add", "ban.remove", "ban.remove"]);
     expect((await runZt(t, ["audit", "verify"])).code).toBe(0);
   });
 });

@@ -131,4 +131,43 @@ describe("user bans", () => {
     expect(await auditReasons("login")).toContainEqual({ reason: "user-banned", subject: "bob" });
     expect((await get("bob")).status).toBe(200);
   });
+
+  // A network ban reaches the PEP: forward-auth from a trusted front proxy (loopback)
+  // naming an IPv6 client in X-Forwarded-For, refused for any address of the banned /64.
+  it("an operator's network ban refuses every address in it at forward-auth, until lifted", async () => {
+    const authz = (client: string) =>
+      request(zt.port, {
+        host: "app.localhost",
+        path: "/.zt/authz",
+        headers: {
+          cookie: users["bob"]!.cookie,
+          accept: "application/json",
+          "x-forwarded-for": client,
+          "x-forwarded-proto": "http",
+          "x-forwarded-host": "app.localhost",
+          "x-forwarded-uri": "/",
+          "x-forwarded-method": "GET",
+        },
+      });
+    const inside = "2001:db8:1:2:aaaa::5";
+    expect((await authz(inside)).status).toBe(200);
+    const config = join(zt.dir, "zt.yaml");
+    const ban = await runZt(["--config", config, "ban", "add", "2001:db8:1:2::/64", "--for", "1h"]);
+    expect(ban.code, ban.stderr).toBe(0);
+    let denied;
+    for (let i = 0; i < 200; i++) {
+      denied = await authz(inside);
+      if (denied.status === 403) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(denied?.status).toBe(403);
+    expect(denied?.json<{ error: { reason: string } }>().error.reason).toBe("source-banned");
+    expect((await authz("2001:db8:1:2:ffff:1:2:3")).status).toBe(403);
+    expect((await authz("2001:db8:1:3::5")).status).toBe(200);
+    const lift = await runZt(["--config", config, "ban", "remove", "2001:db8:1:2::/64"]);
+    expect(lift.code, lift.stderr).toBe(0);
+    for (let i = 0; i < 200 && (await authz(inside)).status !== 200; i++)
+      await new Promise((res) => setTimeout(res, 50));
+    expect((await authz(inside)).status).toBe(200);
+  });
 });

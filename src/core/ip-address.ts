@@ -72,3 +72,44 @@ export function formatIp(family: 4 | 6, value: bigint): string {
   if (bestStart < 0) return hex.join(":");
   return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
 }
+
+/** An address network: its family, prefix length and base address (host bits zero). */
+export interface IpNetwork {
+  family: 4 | 6;
+  prefix: number;
+  base: bigint;
+}
+
+/** The network of `prefix` bits that holds an address. */
+export function networkAround(family: 4 | 6, value: bigint, prefix: number): IpNetwork {
+  const host = BigInt((family === 4 ? 32 : 128) - prefix);
+  return { family, prefix, base: (value >> host) << host };
+}
+
+/** A network written canonically: `192.0.2.0/24`, `2001:db8:1:2::/64` (RFC 5952). */
+export function formatNetwork(n: IpNetwork): string {
+  return `${formatIp(n.family, n.base)}/${n.prefix}`;
+}
+
+/**
+ * Parses `address/prefix` strictly: a valid address, a decimal prefix within the
+ * family's width, and no host bits set (`192.0.2.7/24` is refused: it names an address
+ * and a network at once, and guessing which was meant is how a ban misses or widens).
+ */
+export function parseNetwork(text: string): IpNetwork | undefined {
+  const slash = text.indexOf("/");
+  if (slash < 0) return undefined;
+  const bitsText = text.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bitsText)) return undefined;
+  const ip = parseIp(text.slice(0, slash));
+  if (!ip) return undefined;
+  const prefix = Number(bitsText);
+  if (prefix > (ip.family === 4 ? 32 : 128)) return undefined;
+  const n = networkAround(ip.family, ip.value, prefix);
+  return n.base === ip.value ? n : undefined;
+}
+
+/** True when `n` holds the address (`family`, `value`). */
+export function networkHolds(n: IpNetwork, family: 4 | 6, value: bigint): boolean {
+  return family === n.family && networkAround(family, value, n.prefix).base === n.base;
+}

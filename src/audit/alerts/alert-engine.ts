@@ -1,6 +1,12 @@
 import { isIP, isIPv4 } from "node:net";
-import { CidrSet } from "../../core/cidr.js";
-import { formatIp, parseIp } from "../../core/ip-address.js";
+import { CidrSet, parseCidr } from "../../core/cidr.js";
+import {
+  formatIp,
+  formatNetwork,
+  networkAround,
+  parseIp,
+  type IpNetwork,
+} from "../../core/ip-address.js";
 import type { AlertsConfig, JailConfig } from "./alerts-config.js";
 
 /** The fields of an audit record the rules look at. */
@@ -139,6 +145,8 @@ export class AlertEngine {
   readonly #lastFired = new Map<string, { ts: number; windowMs: number }>();
   readonly #fanOut = new Map<string, Map<string, number>>();
   readonly #networks = new Map<string, Set<string>>();
+  /** The allow list as networks, to keep network bans clear of it. */
+  readonly #allowNets: IpNetwork[] = [];
   /** The newest event time seen; events since the last sweep, and how many before the next. */
   #now = 0;
   #sinceSweep = 0;
@@ -150,6 +158,30 @@ export class AlertEngine {
     this.#banCounts = new Map(banCounts);
     this.#allowUsers = new Set(config.allowUsers);
     this.#allowIps = new CidrSet(config.allowIps, "alerts.allow.ips");
+    for (const c of config.allowIps) {
+      const parsed = parseCidr(c);
+      const ip = parsed && parseIp(parsed.address);
+      if (ip) this.#allowNets.push(networkAround(ip.family, ip.value, parsed.bits));
+    }
+  }
+
+  /**
+   * What an IP jail counts and bans for a source: an IPv6 address's network of
+   * `ban_ipv6_prefix` bits (its owner holds them all), unless that network reaches into
+   * the allow list (then the address alone: an allow-listed host is never banned).
+   */
+  #ipBanTarget(ip: string): string {
+    const prefix = this.#c.banIpv6Prefix;
+    if (prefix >= 128) return ip;
+    const p = parseIp(ip);
+    if (!p || p.family !== 6) return ip;
+    const net = networkAround(6, p.value, prefix);
+    for (const a of this.#allowNets) {
+      if (a.family !== 6) continue;
+      const bits = Math.min(a.prefix, net.prefix);
+      if (networkAround(6, a.base, bits).base === networkAround(6, net.base, bits).base) return ip;
+    }
+    return formatNetwork(net);
   }
 
   isAllowListedIp(ip: string): boolean {
@@ -169,7 +201,7 @@ export class AlertEngine {
 
     for (const jail of this.#c.jails) {
       if (!jailMatches(jail.match, e)) continue;
-      const value = jail.by === "ip" ? ip : user;
+      const value = jail.by === "ip" ? ip && this.#ipBanTarget(ip) : user;
       if (value === null || (jail.by === "ip" ? ipAllowed : userAllowed)) continue;
       const key = `${jail.by}:${value}`;
       if ((this.#bannedUntil.get(key) ?? 0) > e.ts) continue; // already banned
@@ -395,34 +427,7 @@ export function canonicalIp(text: string): string | undefined {
 
 /** The network an address belongs to, as a CIDR string (IPv4-mapped IPv6 counts as IPv4). */
 export function networkOf(ip: string, v4Prefix: number, v6Prefix: number): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  const addr = mapped ? mapped[1]! : ip;
-  if (isIP(addr) === 4) {
-    const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-    const net = Math.floor(n / 2 ** (32 - v4Prefix)) * 2 ** (32 - v4Prefix);
-    return `${[24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join(".")}/${v4Prefix}`;
-  }
-  const groups = expandIpv6(addr);
-  let bits = "";
-  for (const g of groups) bits += g.toString(2).padStart(16, "0");
-  const kept = bits.slice(0, v6Prefix).padEnd(128, "0");
-  const out: string[] = [];
-  for (let i = 0; i < 8; i++) out.push(parseInt(kept.slice(i * 16, i * 16 + 16), 2).toString(16));
-  return `${out.join(":")}/${v6Prefix}`;
-}
-
-function expandIpv6(ip: string): number[] {
-  let s = ip.split("%")[0]!;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
-  if (v4) {
-    const o = v4[1]!.split(".").map(Number);
-    s =
-      s.slice(0, -v4[1]!.length) +
-      `${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
-  }
-  const [head, tail] = s.split("::") as [string, string | undefined];
-  const h = head ? head.split(":") : [];
-  const t = tail !== undefined && tail !== "" ? tail.split(":") : [];
-  const fill = tail !== undefined ? 8 - h.length - t.length : 0;
-  return [...h, ...Array<string>(fill).fill("0"), ...t].map((x) => parseInt(x || "0", 16));
+  const p = parseIp(canonicalIp(ip) ?? ip);
+  if (!p) return ip;
+  return formatNetwork(networkAround(p.family, p.value, p.family === 4 ? v4Prefix : v6Prefix));
 }

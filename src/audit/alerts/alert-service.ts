@@ -191,7 +191,12 @@ export class AlertService {
     audit.record({
       kind: "ban.add",
       outcome: "info",
-      ...(b.kind === "ip" ? { sourceIp: b.value } : { subject: b.value }),
+      // A network ban has no one source address (its key names the network).
+      ...(b.kind === "ip"
+        ? b.value.includes("/")
+          ? {}
+          : { sourceIp: b.value }
+        : { subject: b.value }),
       reason: b.rule,
       data: { key: b.key, until: b.until, count: b.count, why: b.reason },
     });

@@ -56,6 +56,13 @@ export const alertsConfigSchema = z
       .strict()
       .default({ ips: ["127.0.0.0/8", "::1/128"], users: [] }),
     jails: z.array(jailSchema).optional(),
+    /**
+     * An IP jail bans an IPv6 source by its network of this many bits: one subscriber or
+     * LAN gets a /64 and can take a new address from it for every attempt, so a ban of
+     * the single address stops nothing. 128 bans single addresses. IPv4 is always by
+     * address.
+     */
+    ban_ipv6_prefix: z.number().int().min(32).max(128).default(64),
     denial_burst: thresholdSchema.nullable().default({ threshold: 20, window: "1m" }),
     fan_out: z
       .object({ distinct_routes: z.number().int().min(2), window: duration })
@@ -101,6 +108,8 @@ export interface AlertsConfig {
   allowIps: string[];
   allowUsers: string[];
   jails: JailConfig[];
+  /** IP jails ban IPv6 sources by their network of this many bits (128: by address). */
+  banIpv6Prefix: number;
   denialBurst: { threshold: number; windowMs: number } | null;
   fanOut: { distinctRoutes: number; windowMs: number } | null;
   mtlsFailures: { threshold: number; windowMs: number } | null;
@@ -167,6 +176,7 @@ export function parseAlertsConfig(raw: unknown): AlertsConfig {
     allowIps: c.allow_list.ips,
     allowUsers: c.allow_list.users,
     jails,
+    banIpv6Prefix: c.ban_ipv6_prefix,
     denialBurst: c.denial_burst && {
       threshold: c.denial_burst.threshold,
       windowMs: parseDuration(c.denial_burst.window),

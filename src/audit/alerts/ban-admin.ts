@@ -4,6 +4,7 @@ import type { EventBus } from "../../events/index.js";
 import type { AuditSink } from "../audit-types.js";
 import { ZtError } from "../../core/errors.js";
 import { canonicalIp } from "./alert-engine.js";
+import { formatIp, formatNetwork, parseNetwork } from "../../core/ip-address.js";
 
 export interface BanRow {
   key: string;
@@ -18,17 +19,35 @@ export interface BanRow {
 }
 
 /**
- * `192.0.2.1`, `ip:192.0.2.1` or `user:alice` → the ban key. The address is written as
- * the PEP sees it (`::ffff:192.0.2.1` is `192.0.2.1`, `2001:DB8::7` is `2001:db8::7`),
- * or the ban would never match a request.
+ * `192.0.2.1`, `ip:192.0.2.1`, a network (`ip:2001:db8:1:2::/64`, `198.51.100.0/24`) or
+ * `user:alice` → the ban key. The address is written as the PEP sees it
+ * (`::ffff:192.0.2.1` is `192.0.2.1`, `2001:DB8::7` is `2001:db8::7`), or the ban would
+ * never match a request; a network is written canonically, must have no host bits set,
+ * and is at least a /8 (IPv4) or /32 (IPv6): a wider ban locks out whole regions, and
+ * with them, easily, the operator.
  */
 export function banKey(target: string): string {
   if (target.startsWith("user:") && target.length > 5) return target;
-  const ip = canonicalIp(target.startsWith("ip:") ? target.slice(3) : target);
+  const text = target.startsWith("ip:") ? target.slice(3) : target;
+  if (text.includes("/")) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)\/(\d{1,3})$/i.exec(text);
+    const net = parseNetwork(
+      mapped && Number(mapped[2]) >= 96 ? `${mapped[1]}/${Number(mapped[2]) - 96}` : text,
+    );
+    if (net === undefined || net.prefix < (net.family === 4 ? 8 : 32)) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `expected a network with no host bits set, /8 to /32 for IPv4 or /32 to /128 for IPv6 (e.g. 198.51.100.0/24, 2001:db8:1:2::/64), got ${JSON.stringify(target)}`,
+      );
+    }
+    // A full-length prefix is the address itself: one key for one thing.
+    return `ip:${net.prefix === (net.family === 4 ? 32 : 128) ? formatIp(net.family, net.base) : formatNetwork(net)}`;
+  }
+  const ip = canonicalIp(text);
   if (ip === undefined) {
     throw new ZtError(
       "ZT_BAD_REQUEST",
-      `expected an IP address, ip:<address> or user:<name>, got ${JSON.stringify(target)}`,
+      `expected an IP address, ip:<address or network> or user:<name>, got ${JSON.stringify(target)}`,
     );
   }
   return `ip:${ip}`;

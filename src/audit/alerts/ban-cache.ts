@@ -2,6 +2,7 @@ import type { Store } from "../../store/index.js";
 import type { EventBus } from "../../events/index.js";
 import { countBannedRequest, setBansActive } from "../metrics.js";
 import { LatestReads } from "../../core/latest-reads.js";
+import { networkHolds, parseIp, parseNetwork, type IpNetwork } from "../../core/ip-address.js";
 
 /**
  * The in-memory view of active bans the PEP consults before any other work:
@@ -12,9 +13,52 @@ const bannedIps = new Map<string, number>();
 /** Banned user names: until when, and whether an operator banned them (`zt ban add user:…`). */
 const bannedUsers = new Map<string, { until: number; byOperator: boolean }>();
 
-/** True when `sourceIp` is banned at `nowMs`. O(1); counts the refusal in metrics. */
+/** Banned networks (`2001:db8:1:2::/64`, the keys of bannedIps with a `/`). */
+let bannedNets: { net: IpNetwork; until: number }[] = [];
+/** Per address, the latest `until` of the banned networks holding it (0: none). */
+const netBanMemo = new Map<string, number>();
+
+function setIpBan(value: string, until: number): void {
+  bannedIps.set(value, until);
+  if (value.includes("/")) indexNetworkBans();
+}
+
+function deleteIpBan(value: string): void {
+  if (bannedIps.delete(value) && value.includes("/")) indexNetworkBans();
+}
+
+function indexNetworkBans(): void {
+  bannedNets = [];
+  for (const [value, until] of bannedIps) {
+    const net = value.includes("/") ? parseNetwork(value) : undefined;
+    if (net) bannedNets.push({ net, until });
+  }
+  netBanMemo.clear();
+}
+
+/** The latest `until` of the banned networks holding `ip` (0 when none does). */
+function networkBanUntil(ip: string): number {
+  let until = netBanMemo.get(ip);
+  if (until !== undefined) return until;
+  until = 0;
+  const p = parseIp(ip);
+  if (p)
+    for (const b of bannedNets)
+      if (networkHolds(b.net, p.family, p.value)) until = Math.max(until, b.until);
+  if (netBanMemo.size >= 10_000) netBanMemo.clear();
+  netBanMemo.set(ip, until);
+  return until;
+}
+
+/**
+ * True when `sourceIp` is banned at `nowMs`, by its address or a banned network holding
+ * it. One Map lookup (a second, remembered per address, while networks are banned);
+ * counts the refusal in metrics.
+ */
 export function isBanned(sourceIp: string, nowMs: number): boolean {
-  const until = bannedIps.get(sourceIp);
+  let until = bannedIps.get(sourceIp);
+  if ((until === undefined || until <= nowMs) && bannedNets.length > 0)
+    until = networkBanUntil(sourceIp);
   if (until === undefined || until <= nowMs) return false;
   countBannedRequest();
   return true;
@@ -61,6 +105,7 @@ export async function refreshBans(store: Store, nowMs: number): Promise<void> {
     if (r.kind === "ip") bannedIps.set(r.value, Number(r.until));
     else bannedUsers.set(r.value, { until: Number(r.until), byOperator: r.rule === "manual" });
   }
+  indexNetworkBans();
   setBansActive(rows.length);
 }
 
@@ -82,8 +127,8 @@ export async function startBanCache(
       const until = e.data["until"];
       const add = e.data["action"] === "add" ? until : undefined;
       if (kind === "ip") {
-        if (e.data["action"] === "remove") bannedIps.delete(value);
-        else if (typeof add === "number") bannedIps.set(value, add);
+        if (e.data["action"] === "remove") deleteIpBan(value);
+        else if (typeof add === "number") setIpBan(value, add);
       } else if (kind === "user") {
         if (e.data["action"] === "remove") bannedUsers.delete(value);
         else if (typeof add === "number")
@@ -110,4 +155,5 @@ export function setBansForTest(
   bannedUsers.clear();
   for (const [k, v] of Object.entries(ips)) bannedIps.set(k, v);
   for (const [k, v] of Object.entries(users)) bannedUsers.set(k, v);
+  indexNetworkBans();
 }

@@ -32,7 +32,7 @@ export function registerBanCommands(program: Command): void {
     });
   ban
     .command("add <target>")
-    .description("ban an IP address (or user:<name>) by hand")
+    .description("ban an IP address, a network (2001:db8:1:2::/64) or user:<name> by hand")
     .requiredOption("--for <duration>", "how long, e.g. 1h")
     .option("--reason <text>", "why", "manual")
     .action(async (target: string, opts: { for: string; reason: string }, cmd: Command) => {
@@ -51,7 +51,7 @@ export function registerBanCommands(program: Command): void {
     });
   ban
     .command("remove <target>")
-    .description("lift a ban: an IP address, ip:<address> or user:<name>")
+    .description("lift a ban: an IP address, a network, ip:<address or network> or user:<name>")
     .action(async (target: string, _opts: unknown, cmd: Command) => {
       await withContext(cmd, async (ctx) => {
         await removeBan(ctx, target, actor());
