@@ -294,6 +294,79 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     expect((e as ZtError).code).toBe("ZT_USER_DISABLED");
   });
 
+  /**
+   * The window after `authenticate`'s own re-read: the re-read of the user row is held
+   * (it has run, and seen the user as it was), the admin change commits and revokes the
+   * sessions it finds (none yet), then the sign-in goes on to make its session.
+   */
+  async function sessionAcross(change: (cli: AppContext) => Promise<unknown>) {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t);
+    const cli = await cliContext(cfg, clock);
+    const added = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
+    const login = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => login.close());
+    const gate = new ReadGate("users");
+    const ids = new IdentityService({
+      ...login,
+      store: { ...login.store, db: gate.wrap(login.store.db) },
+    } as AppContext);
+    const sessions = new SessionService(login);
+    cleanups.push(async () => sessions.close());
+    gate.hold(); // the first read of the user (before the password check)
+    const attempt = ids
+      .signIn(
+        {
+          username: "erin",
+          password: PASSWORD,
+          totp: totpCodeAt(added.totpSecret, T0),
+          sourceIp: "192.0.2.7",
+        },
+        sessions,
+        { userAgent: "test" },
+      )
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    await gate.held();
+    gate.release();
+    gate.hold(); // the next: authenticate's re-read after the scrypt
+    await gate.held();
+    await change(cli);
+    gate.release();
+    const e = await attempt;
+    const live = await cli.store.db
+      .selectFrom("sessions")
+      .select("id")
+      .where("user_id", "=", added.user.id)
+      .where("revoked_at", "is", null)
+      .execute();
+    return { e, live };
+  }
+
+  it("stops a session made after a password change that committed past the sign-in's last check from staying live", async () => {
+    const { e, live } = await sessionAcross((cli) =>
+      identityService(cli).setPassword("erin", "pw-a-brand-new-one-99"),
+    );
+    expect(e).toBeInstanceOf(ZtError);
+    expect((e as ZtError).code).toBe("ZT_AUTH_FAILED");
+    expect(live).toEqual([]);
+  });
+
+  it("stops a session made after an MFA reset that committed past the sign-in's last check from staying live", async () => {
+    const reset = await sessionAcross((cli) => identityService(cli).resetMfa("erin"));
+    expect((reset.e as ZtError).code).toBe("ZT_AUTH_FAILED");
+    expect(reset.live).toEqual([]);
+  });
+
+  it("stops a session made for a user disabled past the sign-in's last check from staying live", async () => {
+    const off = await sessionAcross((cli) => identityService(cli).setDisabled("erin", true));
+    expect((off.e as ZtError).code).toBe("ZT_USER_DISABLED");
+    expect(off.live).toEqual([]);
+  });
+
   it("stops a PEP that hears a user's disable late from ending the sessions the user made after being enabled again", async () => {
     const clock = new ManualClock(T0);
     const t = await target();

@@ -5,7 +5,7 @@ import type { AppContext } from "../app/index.js";
 import { isUserBanned } from "../audit/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import { revokeSessionsOfUser } from "../session/index.js";
+import { revokeSessionsOfUser, type SessionInfo, type SessionService } from "../session/index.js";
 import type { Tables, UsersTable } from "../store/index.js";
 import { hashBackupCodes, generateBackupCodes, matchBackupCode } from "./backup-codes.js";
 import { identitySettings, type IdentitySettings } from "./identity-config.js";
@@ -119,6 +119,8 @@ export class IdentityService {
   readonly #ctx: AppContext;
   readonly #settings: IdentitySettings;
   #settles = 0;
+  /** What each successful `authenticate` proved, for `signIn`'s last read (by result object). */
+  readonly #proven = new WeakMap<UserInfo, { passwordHash: string; totpSealed: string | null }>();
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
@@ -523,19 +525,79 @@ export class IdentityService {
     }
 
     await attempt.succeed(method);
-    if (needsRehash(row.password_hash)) {
+    let passwordHash = current.password_hash;
+    if (needsRehash(current.password_hash)) {
       // Parameters were raised since this hash was made: upgrade it now that we know the password.
       const upgraded = await hashPassword(
         typeof options.password === "string" ? options.password : "",
       );
-      await this.#db
+      const r = await this.#db
         .updateTable("users")
         .set({ password_hash: upgraded })
         .where("id", "=", row.id)
-        .where("password_hash", "=", row.password_hash)
-        .execute();
+        .where("password_hash", "=", current.password_hash)
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 1) passwordHash = upgraded;
     }
-    return this.#toInfo(row, await this.groupsOf(row.id));
+    const info = this.#toInfo(row, await this.groupsOf(row.id));
+    this.#proven.set(info, { passwordHash, totpSealed: current.totp_secret_sealed });
+    return info;
+  }
+
+  /**
+   * A sign-in that ends in a session: `authenticate`, then `beforeSession` (the PEP
+   * refreshes its view of the user), the session, and a last read of the user.
+   *
+   * An admin change (new password, MFA reset, disable) revokes the sessions it finds. One
+   * that commits after `authenticate`'s re-read but before the session row exists finds
+   * no such row, and the session would outlive it. Read after the insert, the user row
+   * shows any change that committed before this read, and one that commits after it
+   * finds the new row to revoke: either way no session outlives the change. When the
+   * last read shows a change, the user's sessions are revoked (reason
+   * `credentials-changed`) and the sign-in refused like any other (ZT_AUTH_FAILED, or
+   * ZT_USER_DISABLED), audited as a failed login.
+   */
+  async signIn(
+    options: AuthenticateOptions,
+    sessions: SessionService,
+    session: { userAgent: string; beforeSession?: (user: UserInfo) => Promise<void> },
+  ): Promise<{ user: UserInfo; session: SessionInfo; token: string }> {
+    const user = await this.authenticate(options);
+    await session.beforeSession?.(user);
+    const created = await sessions.create({
+      userId: user.id,
+      sourceIp: options.sourceIp,
+      userAgent: session.userAgent,
+    });
+    const proven = this.#proven.get(user);
+    const now = await this.#db
+      .selectFrom("users")
+      .select(["password_hash", "totp_secret_sealed", "disabled"])
+      .where("id", "=", user.id)
+      .executeTakeFirst();
+    if (
+      proven &&
+      now &&
+      !now.disabled &&
+      now.password_hash === proven.passwordHash &&
+      now.totp_secret_sealed === proven.totpSealed
+    )
+      return { user, ...created };
+    await revokeSessionsOfUser(this.#ctx, user.id, "credentials-changed");
+    const disabled = Boolean(now?.disabled);
+    this.#ctx.audit.record({
+      kind: "login",
+      outcome: "failure",
+      subject: user.name,
+      sourceIp: options.sourceIp,
+      reason: disabled ? "user-disabled" : "credentials-changed",
+      data: { session_id: created.session.id },
+    });
+    throw disabled
+      ? new ZtError("ZT_USER_DISABLED", `user ${user.name} is disabled`, {
+          reason: "user-disabled",
+        })
+      : new ZtError("ZT_AUTH_FAILED", "invalid username or password", { reason: "auth-failed" });
   }
 
   /**

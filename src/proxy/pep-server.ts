@@ -945,19 +945,19 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     const isTotp = code !== undefined && /^\d{6}$/.test(code);
     let signedIn;
     try {
-      const user = await s.identity.authenticate({
-        username,
-        password,
-        ...(isTotp ? { totp: code } : code ? { backupCode: code } : {}),
-        sourceIp: clientIp,
-      });
-      await s.snapshot.refreshUser(user.id);
-      const created = await s.sessions.create({
-        userId: user.id,
-        sourceIp: clientIp,
-        userAgent: req.headers["user-agent"] ?? "",
-      });
-      signedIn = { user, ...created };
+      signedIn = await s.identity.signIn(
+        {
+          username,
+          password,
+          ...(isTotp ? { totp: code } : code ? { backupCode: code } : {}),
+          sourceIp: clientIp,
+        },
+        s.sessions,
+        {
+          userAgent: req.headers["user-agent"] ?? "",
+          beforeSession: (user) => s.snapshot.refreshUser(user.id),
+        },
+      );
     } catch (e) {
       return refuseLogin(res, e, isForm, rd, username);
     }
