@@ -1,5 +1,13 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { readFileSync } from "node:fs";
+import {
+  chmodSync,
+  lstatSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { openStore } from "../src/store/index.js";
 import { AuditLog } from "../src/audit/index.js";
@@ -131,6 +139,32 @@ describe("zt audit tail|export|explain (real CLI)", () => {
     expect(bad.code).toBe(64);
     expect(bad.stderr).toContain("ZT_USAGE: --format: expected jsonl or ocsf");
   });
+
+  it("export -o replaces a file whole with 0600, never writes through a symlink, and fails cleanly on a bad folder", async () => {
+    // An existing, world-readable file: replaced, not rewritten in place with its old mode.
+    const out = join(t.dir, "old-export.jsonl");
+    writeFileSync(out, "OLD-CONTENT-MARKER\n", { mode: 0o644 });
+    chmodSync(out, 0o644);
+    const r = await runZt(t, ["audit", "export", "--since", "2h", "-o", out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(statSync(out).mode & 0o777).toBe(0o600);
+    expect(readFileSync(out, "utf8")).not.toContain("OLD-CONTENT-MARKER");
+    // A symlink planted at the output name is replaced, its target left alone.
+    const victim = join(t.dir, "victim.txt");
+    writeFileSync(victim, "precious\n");
+    const link = join(t.dir, "linked-export.jsonl");
+    symlinkSync(victim, link);
+    expect((await runZt(t, ["audit", "export", "--since", "2h", "-o", link])).code).toBe(0);
+    expect(readFileSync(victim, "utf8")).toBe("precious\n");
+    expect(lstatSync(link).isSymbolicLink()).toBe(false);
+    // A folder that does not exist: a clear error naming it, no stack trace, no leftovers.
+    const missing = join(t.dir, "no-such-dir", "x.jsonl");
+    const bad = await runZt(t, ["audit", "export", "--since", "2h", "-o", missing]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/^zt: error ZT_BAD_REQUEST: -o .*no-such-dir.*ENOENT/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    expect(readdirSync(t.dir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+  });
 });
 
 describe("zt ban and zt alerts (real CLI)", () => {
@@ -201,7 +235,7 @@ describe("zt ban and zt alerts (real CLI)", () => {
         .map((l) => (JSON.parse(l) as { kind: string }).kind),
     ).toEqual(["ban.add", "ban.add", "ban.remove", "ban.remove"]);
     expect((await runZt(t, ["audit", "verify"])).code).toBe(0);
-  });
+  }, 180_000);
 });
 
 describe("zt audit tail --follow (real CLI)", () => {

@@ -5,13 +5,22 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { createApiServer } from "../src/api/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { loadConfig } from "../src/config/index.js";
 import { nextRenewalAtMs } from "../src/pki/index.js";
+import { exitCodeFor } from "../src/core/errors.js";
 import { ROOT, runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
 let dir: string;
@@ -209,6 +218,48 @@ describe("zt ca / zt cert", { timeout: 180_000 }, () => {
     const t = await zt(["cert", "token", "spiffe://example.test/ns/joiner", "--json"]);
     expect(t.code, t.stderr).toBe(0);
     expect((JSON.parse(t.stdout) as { token: string }).token).toMatch(/^ztjoin_/);
+  });
+
+  it("cert issue checks --out before issuing: a file, or a folder others can write, costs no certificate", async () => {
+    const count = async () =>
+      (JSON.parse((await zt(["cert", "list", "--all", "--json"])).stdout) as unknown[]).length;
+    const before = await count();
+    const file = join(dir, "not-a-dir");
+    writeFileSync(file, "x");
+    const shared = join(dir, "shared-out");
+    mkdirSync(shared, { mode: 0o777 });
+    chmodSync(shared, 0o777);
+    for (const [out, code, exit] of [
+      [file, "ZT_BAD_REQUEST", 64],
+      [join(file, "sub"), "ZT_BAD_REQUEST", 64],
+      [shared, "ZT_FILE_PERMISSIONS", exitCodeFor("ZT_FILE_PERMISSIONS")],
+    ] as const) {
+      const r = await zt([
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "spiffe://example.test/out",
+        "--out",
+        out,
+      ]);
+      expectCleanError(r, exit, code);
+      expect(r.stderr).toContain(out);
+    }
+    expect(await count()).toBe(before);
+    // A folder that does not exist yet is made, private.
+    const fresh = join(dir, "fresh", "svid");
+    const ok = await zt([
+      "cert",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.test/out",
+      "--out",
+      fresh,
+    ]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+    expect(statSync(join(fresh, "svid.key")).mode & 0o777).toBe(0o600);
+    expect(await count()).toBe(before + 1);
   });
 
   it("bad input: clear errors, exit codes from the table, no stack traces", async () => {

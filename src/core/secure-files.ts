@@ -22,10 +22,28 @@ import { ZtError } from "./errors.js";
  * whoever else can write it could swap the file under us.
  */
 export function writePrivateFile(path: string, data: string | Uint8Array): void {
-  const dir = dirname(path);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  assertPrivateDirectory(dir);
+  preparePrivateDirectory(dirname(path));
   writeFileAtomically(path, data, 0o600);
+}
+
+/**
+ * Makes `dir` (0700) when missing and checks it is a directory of this user that no one
+ * else can write (see assertPrivateDirectory). Call it before any work whose result is to
+ * go there, so a bad folder fails the command before, not after, a key is made.
+ */
+export function preparePrivateDirectory(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `${dir} is not a directory that can be created or used (${(e as NodeJS.ErrnoException).code ?? "error"})`,
+      { path: dir },
+    );
+  }
+  if (!statSync(dir).isDirectory())
+    throw new ZtError("ZT_BAD_REQUEST", `${dir} is not a directory`, { path: dir });
+  assertPrivateDirectory(dir);
 }
 
 /**

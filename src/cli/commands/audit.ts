@@ -1,5 +1,13 @@
-import { readFileSync, createWriteStream, type WriteStream } from "node:fs";
-import { resolve } from "node:path";
+import {
+  readFileSync,
+  createWriteStream,
+  openSync,
+  renameSync,
+  rmSync,
+  type WriteStream,
+} from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
 import type { Writable } from "node:stream";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
@@ -129,33 +137,57 @@ export function registerAuditCommands(program: Command): void {
           const since = parseWhen(opts.since, now, "--since");
           const until =
             opts.until === undefined ? undefined : parseWhen(opts.until, now, "--until");
-          const out: Writable = opts.output
-            ? createWriteStream(opts.output, { mode: 0o600 })
-            : process.stdout;
-          let after = 0;
-          let n = 0;
-          while (true) {
-            const rows = await queryAudit(ctx.store, {
-              afterSeq: after,
-              since,
-              ...(until !== undefined ? { until } : {}),
-              limit: 5_000,
-            });
-            if (rows.length === 0) break;
-            let chunk = "";
-            for (const r of rows)
-              chunk += JSON.stringify(opts.format === "ocsf" ? toOcsf(r) : toJsonRecord(r)) + "\n";
-            if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
-            n += rows.length;
-            after = rows[rows.length - 1]!.seq;
-          }
-          if (opts.output) {
-            const file = out as WriteStream;
-            await new Promise<void>((res, rej) => {
-              file.once("error", rej);
-              file.end(() => res());
-            });
-            process.stderr.write(`exported ${n} events to ${opts.output}\n`);
+          // To a new file beside the output (0600, created exclusively: never through a
+          // planted file or symlink), renamed over it once complete: an existing file is
+          // replaced whole, with 0600, and a failed export leaves it as it was.
+          const tmp = opts.output
+            ? join(
+                dirname(opts.output),
+                `.${basename(opts.output)}.${randomBytes(8).toString("hex")}.tmp`,
+              )
+            : undefined;
+          const out: Writable = tmp ? openExportFile(tmp, opts.output!) : process.stdout;
+          let failed: Error | undefined;
+          if (tmp) out.on("error", (e) => (failed = e));
+          try {
+            let after = 0;
+            let n = 0;
+            while (true) {
+              const rows = await queryAudit(ctx.store, {
+                afterSeq: after,
+                since,
+                ...(until !== undefined ? { until } : {}),
+                limit: 5_000,
+              });
+              if (rows.length === 0) break;
+              let chunk = "";
+              for (const r of rows)
+                chunk +=
+                  JSON.stringify(opts.format === "ocsf" ? toOcsf(r) : toJsonRecord(r)) + "\n";
+              if (!out.write(chunk))
+                await new Promise<void>((r) => {
+                  out.once("drain", () => r());
+                  out.once("error", () => r());
+                });
+              if (failed) throw exportFailed(opts.output, failed);
+              n += rows.length;
+              after = rows[rows.length - 1]!.seq;
+            }
+            if (opts.output && tmp) {
+              const file = out as WriteStream;
+              await new Promise<void>((res) => {
+                file.once("error", () => res());
+                file.end(() => res());
+              });
+              if (failed) throw exportFailed(opts.output, failed);
+              renameSync(tmp, opts.output);
+              process.stderr.write(`exported ${n} events to ${opts.output}\n`);
+            }
+          } finally {
+            if (tmp) {
+              (out as WriteStream).destroy();
+              rmSync(tmp, { force: true });
+            }
           }
         });
       },
@@ -397,4 +429,23 @@ function progressBar(): { update: (done: number, total: number) => void; done: (
       if (shown) process.stderr.write("\n");
     },
   };
+}
+
+/** Opens the export's temporary file (0600, exclusively), or fails naming `-o`'s value. */
+function openExportFile(tmp: string, output: string): WriteStream {
+  let fd: number;
+  try {
+    fd = openSync(tmp, "wx", 0o600);
+  } catch (e) {
+    throw exportFailed(output, e as Error);
+  }
+  return createWriteStream("", { fd });
+}
+
+function exportFailed(output: string | undefined, e: Error): ZtError {
+  return new ZtError(
+    "ZT_BAD_REQUEST",
+    `-o ${output ?? ""}: cannot write the export there (${(e as NodeJS.ErrnoException).code ?? e.message})`,
+    { path: output },
+  );
 }

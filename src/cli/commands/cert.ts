@@ -1,13 +1,18 @@
 import { spawn } from "node:child_process";
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { openAppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
-import { readPrivateFile, writePrivateFile } from "../../core/secure-files.js";
+import {
+  preparePrivateDirectory,
+  readPrivateFile,
+  writeFileAtomically,
+  writePrivateFile,
+} from "../../core/secure-files.js";
 import { buildRenewalRequest, describeSvid, nextRenewalAtMs, pkiService } from "../../pki/index.js";
 import {
   loadCliConfig,
@@ -52,6 +57,8 @@ export function registerCertCommands(program: Command): void {
         cmd: Command,
       ) =>
         withContext(cmd, async (ctx) => {
+          // Before the certificate exists: a bad folder must not cost an issued SVID whose key is lost.
+          preparePrivateDirectory(opts.out);
           const svc = await pkiService(ctx);
           const issued = await svc.issueSvidWithNewKey({
             spiffeId: opts.spiffeId,
@@ -60,9 +67,9 @@ export function registerCertCommands(program: Command): void {
             actor: "cli",
           });
           writePrivateFile(join(opts.out, "svid.key"), issued.keyPem);
-          writeFileSync(join(opts.out, "svid.pem"), issued.certPem);
-          writeFileSync(join(opts.out, "chain.pem"), issued.chainPem);
-          writeFileSync(join(opts.out, "bundle.pem"), issued.bundlePem);
+          writeFileAtomically(join(opts.out, "svid.pem"), issued.certPem, 0o644);
+          writeFileAtomically(join(opts.out, "chain.pem"), issued.chainPem, 0o644);
+          writeFileAtomically(join(opts.out, "bundle.pem"), issued.bundlePem, 0o644);
           const out = {
             serial: issued.serial,
             spiffe_id: issued.spiffeId,
@@ -308,7 +315,7 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   // Key first, then the chain: a reader never sees a chain without its key.
   writePrivateFile(opts.key, req.keyPem);
   writePrivateFile(opts.cert, chain);
-  if (opts.bundle) writeFileSync(opts.bundle, bundle);
+  if (opts.bundle) writeFileAtomically(opts.bundle, bundle, 0o644);
   if (opts.json) printJson({ serial, spiffe_id: req.spiffeId, not_after: iso(notAfter) });
   else
     process.stdout.write(
