@@ -1,9 +1,16 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { parseDuration } from "../core/duration.js";
+import {
+  isAccessResource,
+  parseAccessResource,
+  resourceKey,
+  RESOURCE_SYNTAX,
+} from "./access-resource.js";
 
 const duration = z.union([z.string(), z.number()]);
-const appName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "expected an app (route) name");
+/** An App (`db-admin`, `App::"db-admin"`) or an SSH host group (`HostGroup::"prod"`). */
+const resourceName = z.string().refine(isAccessResource, `expected ${RESOURCE_SYNTAX}`);
 
 const accessSchema = z
   .object({
@@ -13,10 +20,10 @@ const accessSchema = z
     pending_ttl: duration.default("24h"),
     /** Groups whose members may revoke any grant or request (JIT and break-glass). */
     admins: z.array(z.string().min(1)).default([]),
-    /** Per App: who approves, how many approvals, longest grant. */
+    /** Per App or host group: who approves, how many approvals, longest grant. */
     resources: z
       .record(
-        appName,
+        resourceName,
         z
           .object({
             approvers: z.string().min(1),
@@ -30,8 +37,8 @@ const accessSchema = z
       .object({
         /** User names allowed to break glass. */
         accounts: z.array(z.string()).default([]),
-        /** Apps break-glass opens. */
-        resources: z.array(appName).default([]),
+        /** Apps and host groups break-glass opens. */
+        resources: z.array(resourceName).default([]),
         /** Length of a break-glass grant (at most 1h); also the cooldown before another. */
         ttl: duration.default("1h"),
       })
@@ -92,14 +99,22 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
   const c = r.data;
   const maxTtlMs = parseDuration(c.max_ttl, "access.max_ttl");
   const resources: Record<string, ResourceAccessConfig> = {};
-  for (const [name, v] of Object.entries(c.resources)) {
+  for (const [written, v] of Object.entries(c.resources)) {
+    // One key per resource however it was written: `App::"x"` and `x` are the same App.
+    const name = resourceKey(parseAccessResource(written, `access.resources.${written}`));
+    if (Object.hasOwn(resources, name))
+      throw new ZtError(
+        "ZT_CONFIG_INVALID",
+        `access.resources.${written}: ${name} is listed twice`,
+        { path: `access.resources.${written}` },
+      );
     resources[name] = {
       approvers: v.approvers,
       approvals: v.approvals,
       maxTtlMs:
         v.max_ttl === undefined
           ? maxTtlMs
-          : parseDuration(v.max_ttl, `access.resources.${name}.max_ttl`),
+          : parseDuration(v.max_ttl, `access.resources.${written}.max_ttl`),
     };
   }
   const pendingTtlMs = parseDuration(c.pending_ttl, "access.pending_ttl");
@@ -119,7 +134,13 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
     pendingTtlMs,
     admins: c.admins,
     resources,
-    breakglass: { accounts: c.breakglass.accounts, resources: c.breakglass.resources, ttlMs },
+    breakglass: {
+      accounts: c.breakglass.accounts,
+      resources: c.breakglass.resources.map((r, i) =>
+        resourceKey(parseAccessResource(r, `access.breakglass.resources.${i}`)),
+      ),
+      ttlMs,
+    },
   };
 }
 

@@ -6,6 +6,7 @@ import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { withStoreLock, type AccessRequestsTable, type Tables } from "../store/index.js";
 import { parseAccessConfig, parseNotificationsConfig, type AccessConfig } from "./access-config.js";
+import { parseAccessResource, resourceKey } from "./access-resource.js";
 import { WebhookNotifier } from "./webhook-notifier.js";
 
 export type AccessStatus = "pending" | "approved" | "denied" | "revoked" | "expired";
@@ -33,23 +34,18 @@ export interface AccessRequest {
 /** Longest reason accepted, for access requests and break-glass alike. */
 export const MAX_REASON_LENGTH = 500;
 
-const RESOURCE_RE = /^(?:App::"([a-z0-9][a-z0-9_-]{0,62})"|([a-z0-9][a-z0-9_-]{0,62}))$/;
-
-/** Parses `App::"db-admin"` or `db-admin` into the app name. */
+/**
+ * Parses `App::"db-admin"`, `db-admin` or `HostGroup::"prod"` into the key the resource is
+ * configured and stored under (`db-admin`, `HostGroup::"prod"`; see resourceKey).
+ */
 export function parseResource(text: string): string {
-  const m = RESOURCE_RE.exec(text.trim());
-  if (!m)
-    throw new ZtError(
-      "ZT_BAD_REQUEST",
-      `--resource: expected App::"name" or an app name, got ${JSON.stringify(text)}`,
-    );
-  return (m[1] ?? m[2])!;
+  return resourceKey(parseAccessResource(text));
 }
 
 /**
- * Just-in-time access and break-glass. A request names an App, a reason and a TTL;
- * members of the resource's approver group approve it (never the requester; one or
- * two approvals); approved, it is a grant until `expires_at`. Every step is audited,
+ * Just-in-time access and break-glass. A request names an App or an SSH host group, a
+ * reason and a TTL; members of the resource's approver group approve it (never the
+ * requester; one or two approvals); approved, it is a grant until `expires_at`. Every step is audited,
  * published as `grant.changed` and sent to the notification webhook.
  */
 export class AccessService {

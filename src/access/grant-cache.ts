@@ -2,8 +2,9 @@ import type { AppContext } from "../app/index.js";
 import type { CedarValue, EntityUid } from "../policy/index.js";
 import { toRequest } from "./access-service.js";
 import { LatestReads } from "../core/latest-reads.js";
+import { hostGroupOfKey } from "./access-resource.js";
 
-interface ActiveGrant {
+export interface ActiveGrant {
   id: string;
   /** The holder's user id: a grant belongs to a user, never to a name. */
   userId: string;
@@ -17,7 +18,11 @@ export interface GrantFacts {
   route: string;
 }
 
-/** What `context.grants` / `context.breakglass` are for one request. Pure. */
+/**
+ * What `context.grants` / `context.breakglass` are for one request to an App: the Apps
+ * with an active JIT grant (host-group grants are for `ssh:sign`, see sshGrantContext),
+ * and whether a break-glass for this App is active. Pure.
+ */
 export function grantContext(
   grants: readonly Pick<ActiveGrant, "kind" | "resource" | "expiresAt">[],
   route: string,
@@ -26,9 +31,33 @@ export function grantContext(
   const names = new Set<string>();
   let breakglass = false;
   for (const g of grants) {
-    if (now >= g.expiresAt) continue;
+    if (now >= g.expiresAt || hostGroupOfKey(g.resource) !== undefined) continue;
     if (g.kind === "jit") names.add(g.resource);
     else if (g.resource === route) breakglass = true;
+  }
+  return { grants: [...names].sort(), breakglass };
+}
+
+/**
+ * What `context.grants` / `context.breakglass` are for `ssh:sign` on `hostGroup`, the
+ * same way as for an App: the host groups (bare names, `prod`) with an active JIT grant,
+ * and whether a break-glass for this host group is active. Pure.
+ *
+ * @example sshGrantContext([{ kind: "jit", resource: 'HostGroup::"prod"', expiresAt: t }], "prod", now)
+ *   // → { grants: ["prod"], breakglass: false } while now < t
+ */
+export function sshGrantContext(
+  grants: readonly Pick<ActiveGrant, "kind" | "resource" | "expiresAt">[],
+  hostGroup: string,
+  now: number,
+): { grants: string[]; breakglass: boolean } {
+  const names = new Set<string>();
+  let breakglass = false;
+  for (const g of grants) {
+    const group = hostGroupOfKey(g.resource);
+    if (now >= g.expiresAt || group === undefined) continue;
+    if (g.kind === "jit") names.add(group);
+    else if (group === hostGroup) breakglass = true;
   }
   return { grants: [...names].sort(), breakglass };
 }

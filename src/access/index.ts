@@ -1,6 +1,7 @@
 /**
  * Just-in-time access and break-glass: requests, approvals (never self-approval),
- * time-boxed grants visible to policies as `context.grants` / `context.breakglass`,
+ * time-boxed grants to Apps and SSH host groups, visible to policies as
+ * `context.grants` / `context.breakglass` (at the PEP and for `ssh:sign`),
  * webhook notifications. This file is the capability's only public face.
  */
 export {
@@ -11,8 +12,15 @@ export {
   toRequest,
 } from "./access-service.js";
 export type { AccessRequest, AccessStatus } from "./access-service.js";
-export { GrantCache, grantContext } from "./grant-cache.js";
-export type { GrantFacts } from "./grant-cache.js";
+export { GrantCache, grantContext, sshGrantContext } from "./grant-cache.js";
+export type { ActiveGrant, GrantFacts } from "./grant-cache.js";
+export { readActiveGrants } from "./held-grants.js";
+export {
+  hostGroupOfKey,
+  parseAccessResource,
+  resourceKey,
+  type AccessResource,
+} from "./access-resource.js";
 export { parseAccessConfig, parseNotificationsConfig, BREAKGLASS_MAX_MS } from "./access-config.js";
 export type { AccessConfig, NotificationsConfig, ResourceAccessConfig } from "./access-config.js";
 export { WebhookNotifier } from "./webhook-notifier.js";

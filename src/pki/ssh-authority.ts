@@ -1,4 +1,10 @@
 import { randomBytes } from "node:crypto";
+import {
+  hostGroupOfKey,
+  readActiveGrants,
+  sshGrantContext,
+  type ActiveGrant,
+} from "../access/index.js";
 import type { AppContext } from "../app/index.js";
 import { isUserBanned } from "../audit/index.js";
 import { ZtError } from "../core/errors.js";
@@ -9,7 +15,12 @@ import { buildSshCertificate, DEFAULT_USER_EXTENSIONS, sshCertLine } from "./ssh
 import { buildKrl } from "./ssh/ssh-krl.js";
 import { parseSshPublicKey } from "./ssh/ssh-key.js";
 import { spiffeIdProblem } from "./spiffe-id.js";
-import type { SshSignAuthorizer } from "./ssh-authorize.js";
+import type {
+  SshSignAuthorizer,
+  SshSignAuthzRequest,
+  SshSignAuthzResult,
+} from "./ssh-authorize.js";
+import { boundByGrants, type GrantBound, type SshGrantFacts } from "./ssh-grant-bound.js";
 import {
   validateForceCommand,
   validateHostname,
@@ -108,6 +119,9 @@ export class SshAuthority {
   /** Signs a user certificate if policy allows `ssh:sign` on the host group. Audited either way. */
   async signUser(req: SshUserSignRequest): Promise<SignedSshCert> {
     let decisionId: string | undefined;
+    /** The user's active grants and what the decision saw of them (for the audit record). */
+    let held: ActiveGrant[] = [];
+    let facts: SshGrantFacts | undefined;
     try {
       const key = parseSshPublicKey(req.publicKey);
       const principals = validatePrincipals(req.principals);
@@ -144,28 +158,34 @@ export class SshAuthority {
       const without = new Set(req.withoutExtensions ?? []);
       const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
       const now = this.#ctx.clock.now();
-      if (!this.#authorize) {
+      const authorize = this.#authorize;
+      if (!authorize) {
         throw new ZtError("ZT_POLICY_DENIED", "no policy engine is configured for ssh:sign", {
           reason: "policy-engine-unavailable",
         });
       }
-      let decision;
+      // Grants belong to users; read from the store, so a grant revoked a moment ago by
+      // any process is already gone. `context.grants` / `context.breakglass` as at the PEP.
+      held = who.type === "User" ? await readActiveGrants(this.#ctx.store.db, who.id, now) : [];
+      facts = sshGrantContext(held, req.hostGroup, now);
+      const base: Omit<SshSignAuthzRequest, keyof SshGrantFacts> = {
+        principalType: who.type,
+        user: who.name,
+        groups: who.groups,
+        email: who.email,
+        mfaAgeSeconds: req.mfaAgeSeconds,
+        hostGroup: req.hostGroup,
+        principals,
+        ttlSeconds: Math.round(ttlMs / 1000),
+        sourceAddresses,
+        forceCommand,
+        extensions,
+        sourceIp: req.sourceIp,
+        nowMs: now,
+      };
+      let decision: SshSignAuthzResult;
       try {
-        decision = await this.#authorize({
-          principalType: who.type,
-          user: who.name,
-          groups: who.groups,
-          email: who.email,
-          mfaAgeSeconds: req.mfaAgeSeconds,
-          hostGroup: req.hostGroup,
-          principals,
-          ttlSeconds: Math.round(ttlMs / 1000),
-          sourceAddresses,
-          forceCommand,
-          extensions,
-          sourceIp: req.sourceIp,
-          nowMs: now,
-        });
+        decision = await authorize({ ...base, ...facts });
       } catch {
         // Fail closed: anything unexpected in the decision is a denial.
         decision = {
@@ -186,17 +206,28 @@ export class SshAuthority {
           },
         );
       }
+      // An allow that needs a grant holds only while the grant does: the certificate ends
+      // no later than that grant (a replay of the decision finds which one, see boundByGrants).
+      const bound: GrantBound | undefined = await boundByGrants(
+        held,
+        req.hostGroup,
+        now,
+        async (f) => (await authorize({ ...base, ...f })).allowed,
+      );
+      const lifetimeMs = bound ? Math.min(ttlMs, bound.until - now) : ttlMs;
       const critical: Record<string, string> = {};
       if (forceCommand !== undefined) critical["force-command"] = forceCommand;
       if (sourceAddresses.length > 0) critical["source-address"] = sourceAddresses.join(",");
-      const keyId = `zt:${who.type === "Service" ? "service" : "user"}=${who.name} decision=${decision.decisionId}`;
+      const keyId =
+        `zt:${who.type === "Service" ? "service" : "user"}=${who.name} decision=${decision.decisionId}` +
+        (bound ? ` grant=${bound.grant.id}` : "");
       const signed = await this.#sign(
         "user",
         key,
         keyId,
         principals,
         now,
-        ttlMs,
+        lifetimeMs,
         critical,
         extensions,
       );
@@ -216,6 +247,7 @@ export class SshAuthority {
           principals,
           valid_before: signed.validBeforeMs,
           key: key.fingerprint,
+          ...grantAuditData(held, req.hostGroup, facts, bound, lifetimeMs < ttlMs),
         },
       });
       return { ...signed, decisionId: decision.decisionId };
@@ -236,6 +268,7 @@ export class SshAuthority {
           host_group: req.hostGroup,
           code: err.code,
           ...(typeof err.context["key"] === "string" ? { key: err.context["key"] } : {}),
+          ...grantAuditData(held, req.hostGroup, facts, undefined, false),
         },
       });
       throw err;
@@ -245,6 +278,8 @@ export class SshAuthority {
   /** The Cedar principal of a signing request: an enabled zt user (with groups) or a workload. */
   async #principal(req: SshUserSignRequest): Promise<{
     type: "User" | "Service";
+    /** The user's id (grants belong to it); empty for a service. */
+    id: string;
     name: string;
     groups: string[];
     email?: string | null;
@@ -259,7 +294,7 @@ export class SshAuthority {
         throw new ZtError("ZT_PKI_SPIFFE_ID_INVALID", "service: not a SPIFFE ID", {
           reason: "spiffe-id-invalid",
         });
-      return { type: "Service", name: req.service, groups: [] };
+      return { type: "Service", id: "", name: req.service, groups: [] };
     }
     const user = await this.#ctx.store.db
       .selectFrom("users")
@@ -284,6 +319,7 @@ export class SshAuthority {
       .execute();
     return {
       type: "User",
+      id: user.id,
       name: user.name,
       groups: groups.map((g) => g.group_name),
       email: user.email,
@@ -506,4 +542,34 @@ export class SshAuthority {
       keyBlobs: keys.map((k) => Buffer.from(k.key_blob, "base64")),
     });
   }
+}
+
+/**
+ * The grants of an `ssh:sign` decision for its audit record: the active grants that
+ * could change it (`grants`: request ids), whether a break-glass was active for the host
+ * group, and — when the allow relied on a grant — that grant and whether the
+ * certificate was shortened to end with it. Nothing when no grant was held.
+ */
+function grantAuditData(
+  held: readonly ActiveGrant[],
+  hostGroup: string,
+  facts: SshGrantFacts | undefined,
+  bound: GrantBound | undefined,
+  clamped: boolean,
+): Record<string, unknown> {
+  const relevant = held.filter((g) => {
+    const group = hostGroupOfKey(g.resource);
+    return group !== undefined && (g.kind === "jit" || group === hostGroup);
+  });
+  if (relevant.length === 0) return {};
+  return {
+    grants: relevant.map((g) => g.id),
+    ...(facts?.breakglass ? { breakglass: true } : {}),
+    ...(bound
+      ? {
+          grant: { id: bound.grant.id, kind: bound.grant.kind, expires_at: bound.until },
+          ttl_clamped_to_grant: clamped,
+        }
+      : {}),
+  };
 }

@@ -33,7 +33,12 @@ export interface SshSignAuthzRequest {
   nowMs: number;
   /** Seconds since the requester's last MFA (unknown: treated as no MFA). */
   mfaAgeSeconds?: number | undefined;
+  /**
+   * `context.grants`: the host groups (bare names) the user holds an active JIT grant
+   * for, as the PEP gives the Apps (see sshGrantContext).
+   */
   grants?: readonly string[] | undefined;
+  /** `context.breakglass`: the user holds an active break-glass for this host group. */
   breakglass?: boolean | undefined;
 }
 

@@ -48,8 +48,13 @@ export function registerAccessCommands(program: Command): void {
 
   access
     .command("request")
-    .description("ask for time-boxed access to an app; members of its approver group approve")
-    .requiredOption("--resource <app>", 'the app, e.g. App::"db-admin" or db-admin')
+    .description(
+      "ask for time-boxed access to an app or SSH host group; members of its approver group approve",
+    )
+    .requiredOption(
+      "--resource <resource>",
+      'an app (App::"db-admin" or db-admin) or an SSH host group (HostGroup::"prod")',
+    )
     .requiredOption("--reason <text>", "why (recorded and sent to approvers)")
     .option("--ttl <duration>", "how long the grant lasts once approved", "1h")
     .option("--as <user>", "who asks (default: $ZT_USER)")

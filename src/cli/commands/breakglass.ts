@@ -10,7 +10,10 @@ export function registerBreakglassCommands(program: Command): void {
     .description(
       "emergency access (designated accounts only): a ≤1h, non-renewable grant; raises a critical alert",
     )
-    .requiredOption("--resource <app>", 'the app, e.g. App::"db-admin"')
+    .requiredOption(
+      "--resource <resource>",
+      'an app (App::"db-admin") or an SSH host group (HostGroup::"prod")',
+    )
     .requiredOption("--reason <text>", "why (sent with the alert)")
     .option("--as <user>", "the break-glass account (default: $ZT_USER)")
     .option("--json", "JSON output")
