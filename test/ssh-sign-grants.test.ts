@@ -9,7 +9,7 @@
  * an injected clock.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
@@ -126,6 +126,16 @@ describe.each(ENGINES)("ssh:sign with grants on $name", (engine: Engine) => {
     };
   }
 
+  /** What the real ssh-keygen says of a certificate against the current KRL (`ssh-keygen -Q`). */
+  async function krlSays(line: string): Promise<string> {
+    const krl = join(target.storeOptions.dataDir, "zt.krl");
+    const file = join(target.storeOptions.dataDir, "checked-cert.pub");
+    writeFileSync(krl, await pki.ssh.krl());
+    writeFileSync(file, line);
+    const r = spawnSync("ssh-keygen", ["-Q", "-f", krl, file], { encoding: "utf8" });
+    return r.stdout + r.stderr;
+  }
+
   async function lastAudit(kind: string) {
     await ctx.audit.flush();
     const row = await ctx.store.db
@@ -160,7 +170,7 @@ describe.each(ENGINES)("ssh:sign with grants on $name", (engine: Engine) => {
     await access.revoke(staging.id, "sam");
   });
 
-  it("signs with an approved grant, the certificate ending no later than the grant; refuses after revoke", async () => {
+  it("signs with an approved grant, the certificate ending no later than the grant; after revoke refuses and lists it in the KRL", async () => {
     const g = await grant("alice", 'HostGroup::"prod"', 30 * 60_000);
     expect(g).toMatchObject({ status: "approved", resource: 'HostGroup::"prod"' });
     const signed = await sign("alice", "prod", 8 * HOUR);
@@ -183,7 +193,11 @@ describe.each(ENGINES)("ssh:sign with grants on $name", (engine: Engine) => {
     expect(short.validBeforeMs).toBe(Math.floor((clock.now() + 10 * 60_000) / 1000) * 1000);
     expect((await lastAudit("ssh.sign")).data).toMatchObject({ ttl_clamped_to_grant: false });
 
+    expect(await krlSays(signed.certLine)).toMatch(/: ok$/m);
     await access.revoke(g.id, "sam");
+    // Certificates issued under the grant are in the KRL from then on.
+    expect(await krlSays(signed.certLine)).toMatch(/: REVOKED$/m);
+    expect(await krlSays(short.certLine)).toMatch(/: REVOKED$/m);
     const after = await refusal(sign("alice"));
     expect(after).toMatchObject({ code: "ZT_POLICY_DENIED", reason: "no-matching-permit" });
     expect(after.decisionId).toMatch(/^dec_/);

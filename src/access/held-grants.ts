@@ -32,3 +32,24 @@ export async function readActiveGrants(
     };
   });
 }
+
+/**
+ * Of the given request ids, those revoked (by `zt access revoke`, or with their user's
+ * deletion), with the instant they were; others (active, expired, unknown) are left out.
+ */
+export async function readRevokedGrants(
+  db: Kysely<Tables>,
+  ids: readonly string[],
+): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = await db
+      .selectFrom("access_requests")
+      .select(["id", "decided_at"])
+      .where("id", "in", ids.slice(i, i + 500))
+      .where("status", "=", "revoked")
+      .execute();
+    for (const r of rows) out.set(r.id, Number(r.decided_at ?? 0));
+  }
+  return out;
+}

@@ -14,7 +14,7 @@ export {
 export type { AccessRequest, AccessStatus } from "./access-service.js";
 export { GrantCache, grantContext, sshGrantContext } from "./grant-cache.js";
 export type { ActiveGrant, GrantFacts } from "./grant-cache.js";
-export { readActiveGrants } from "./held-grants.js";
+export { readActiveGrants, readRevokedGrants } from "./held-grants.js";
 export {
   hostGroupOfKey,
   parseAccessResource,

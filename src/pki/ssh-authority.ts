@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import {
   hostGroupOfKey,
   readActiveGrants,
+  readRevokedGrants,
   sshGrantContext,
   type ActiveGrant,
 } from "../access/index.js";
@@ -515,7 +516,10 @@ export class SshAuthority {
     return fingerprint ? { serials, key: fingerprint } : { serials };
   }
 
-  /** The KRL for sshd's `RevokedKeys`: revoked serials of the user CA, and revoked keys. */
+  /**
+   * The KRL for sshd's `RevokedKeys`: revoked serials (certificates revoked with
+   * `zt ssh revoke`, and user certificates whose grant was revoked since), and revoked keys.
+   */
   async krl(): Promise<Buffer> {
     const cas = this.#cas();
     const now = this.#ctx.clock.now();
@@ -529,6 +533,23 @@ export class SshAuthority {
       .selectFrom("pki_ssh_revoked_keys")
       .select(["key_blob", "revoked_at"])
       .execute();
+    // A certificate bound to a grant (`grant=<id>` in its key id) ends when that grant is
+    // revoked: the access that permitted it is gone.
+    const bound = await this.#ctx.store.db
+      .selectFrom("pki_ssh_certs")
+      .select(["serial", "ca_id", "key_id"])
+      .where("revoked_at", "is", null)
+      .where("valid_before", ">", now)
+      .where("key_id", "like", "% grant=%")
+      .execute();
+    const grantOf = (keyId: string) => / grant=([A-Za-z0-9_-]+) /.exec(keyId)?.[1];
+    const ended = await readRevokedGrants(this.#ctx.store.db, [
+      ...new Set(bound.map((c) => grantOf(c.key_id)).filter((g) => g !== undefined)),
+    ]);
+    for (const c of bound) {
+      const at = ended.get(grantOf(c.key_id) ?? "");
+      if (at !== undefined) certs.push({ serial: c.serial, ca_id: c.ca_id, revoked_at: at });
+    }
     let version = 0;
     for (const r of [...certs, ...keys]) version = Math.max(version, Number(r.revoked_at));
     return buildKrl({
