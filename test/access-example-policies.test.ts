@@ -2,7 +2,8 @@
  * The example policies in examples/policies load under zt's schema (strict validation,
  * via loadPolicySet) and decide the seed patterns as documented, on both engines:
  * business hours, MFA ≤ 4 h + managed device with score > 80 for production,
- * restricted resources only with an approved grant, break-glass.
+ * restricted resources only with an approved grant, SSH to a host group only with a
+ * grant for it, break-glass.
  */
 import { describe, expect, it } from "vitest";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import {
   type HttpContextInput,
   type PolicyEngineKind,
 } from "../src/policy/index.js";
+import { createPolicySshAuthorizer } from "../src/pki/index.js";
 import { ROOT } from "./helpers/zt-process.js";
 
 const set = loadPolicySet(join(ROOT, "examples", "policies"));
@@ -98,6 +100,31 @@ describe.each(["compiled", "reference"] as PolicyEngineKind[])(
       expect(decide("alice", "db-admin").verdict).toBe("deny");
       expect(decide("alice", "db-admin", { grants: ["payroll"] }).verdict).toBe("deny");
       expect(decide("alice", "db-admin", { grants: ["db-admin"] }).verdict).toBe("allow");
+    });
+
+    it("ssh: the prod host group only with an active grant for it, or break-glass", async () => {
+      const ssh = createPolicySshAuthorizer(() => engine);
+      const ask = async (grants: string[], breakglass = false) =>
+        (
+          await ssh({
+            user: "alice",
+            groups: ["eng"],
+            hostGroup: "prod",
+            principals: ["alice"],
+            ttlSeconds: 3600,
+            sourceAddresses: [],
+            forceCommand: undefined,
+            extensions: [],
+            sourceIp: undefined,
+            nowMs: base.timeMs,
+            grants,
+            breakglass,
+          })
+        ).allowed;
+      expect(await ask([])).toBe(false);
+      expect(await ask(["staging"])).toBe(false);
+      expect(await ask(["prod"])).toBe(true);
+      expect(await ask([], true)).toBe(true);
     });
 
     it("break-glass opens whatever resource the grant names (context.breakglass)", () => {
