@@ -15,7 +15,7 @@
  *   event position was taken, so the revocation's event was never delivered).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
@@ -23,7 +23,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { loadPolicySet } from "../src/policy/index.js";
 import { request } from "./helpers/http-client.js";
-import { ROOT, ZT_BIN, runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
+import { ROOT, ZT_BIN, runZt, tempDir, workerPids, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "./store-fixture.js";
 
@@ -88,27 +88,6 @@ const ready = (z: Zt) =>
 function listening(z: Zt, what: "PEP" | "API"): number {
   const m = new RegExp(`${what} listening on \\S+?:(\\d+)`).exec(z.output());
   return Number(m![1]);
-}
-
-/** The PEP worker processes of a `zt up` primary. */
-function workerPids(primary: number): number[] {
-  let out = "";
-  try {
-    out = execFileSync("pgrep", ["-P", String(primary)], { encoding: "utf8" });
-  } catch {
-    return [];
-  }
-  return out
-    .split("\n")
-    .filter(Boolean)
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("pep-worker");
-      } catch {
-        return false;
-      }
-    });
 }
 
 async function readyz(apiPort: number) {

@@ -6,11 +6,16 @@
  * stopping zt stops its workers.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import * as OTPAuth from "otpauth";
 import { login, request } from "./helpers/http-client.js";
-import { runZt, startZtUp, tempDir, writeConfig, type UpProcess } from "./helpers/zt-process.js";
+import {
+  runZt,
+  startZtUp,
+  tempDir,
+  workerPids,
+  writeConfig,
+  type UpProcess,
+} from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
 
 const POLICY = `
@@ -24,27 +29,6 @@ function totp(secret: string, step: number): string {
   return new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret) }).generate({
     timestamp: Date.now() + step * 30_000,
   });
-}
-
-/** The PEP worker processes of a `zt up` process (its children running pep-worker.js). */
-function workerPids(primary: number): number[] {
-  let out = "";
-  try {
-    out = execFileSync("pgrep", ["-P", String(primary)], { encoding: "utf8" });
-  } catch {
-    return []; // pgrep exits 1 when nothing matches
-  }
-  return out
-    .split("\n")
-    .filter(Boolean)
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("pep-worker");
-      } catch {
-        return false;
-      }
-    });
 }
 
 async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {

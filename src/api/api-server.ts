@@ -18,7 +18,9 @@ const MAX_PARAM_LENGTH = 512;
 
 export interface ApiServerOptions {
   /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
-  readiness?: () => { ready: boolean; detail: Record<string, unknown> };
+  readiness?: () =>
+    | { ready: boolean; detail: Record<string, unknown> }
+    | Promise<{ ready: boolean; detail: Record<string, unknown> }>;
   /**
    * Serve HTTPS. With `clientCerts` other than "off" the listener asks for a client
    * certificate; a presented X.509-SVID is verified against zt's CA as the PEP does and
@@ -176,7 +178,7 @@ export async function createApiServer(
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
     const staleMs = ctx.events.lastContactMs();
-    const extra = options.readiness?.() ?? { ready: true, detail: {} };
+    const extra = (await options.readiness?.()) ?? { ready: true, detail: {} };
     // degraded: deciding from the last good state; stale (max_staleness): PEPs deny all.
     const store = storeFreshness(staleMs, {
       degradedAfterMs: 5_000,

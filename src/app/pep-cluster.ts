@@ -2,26 +2,45 @@
  * `listen.proxy_workers` > 1: the PEP runs in N worker processes (node:cluster) that
  * share the listening socket (the kernel spreads connections: SCHED_NONE, no hop
  * through the primary) and nothing else but the store. The primary starts them after
- * it has initialised the store and the PKI, waits until every one listens, replaces a
- * worker that dies, and stops them on close.
+ * it has initialised the store and the PKI, hands each the config it runs, waits until
+ * every one listens, replaces a worker that dies, and stops them on close.
  */
 import cluster, { type Worker } from "node:cluster";
 import { existsSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { ZtConfig } from "../config/index.js";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../core/errors.js";
-import type { PepWorkerSpec, PrimaryMessage, WorkerMessage } from "./pep-worker.js";
+import type {
+  PepWorkerSpec,
+  PepWorkerStatus,
+  PrimaryMessage,
+  WorkerMessage,
+} from "./pep-worker.js";
+import {
+  clusterReadiness,
+  type ClusterReadiness,
+  type WorkerSlotReport,
+} from "./pep-cluster-readiness.js";
 
 export interface PepCluster {
   readonly address: AddressInfo;
   readonly size: number;
   /** How many workers listen now (a dead one and its replacement until it listens do not). */
   listening(): number;
-  /** Asks every worker to reload its policy set (SIGHUP on the primary). */
+  /**
+   * Asks every worker to reload its policy set (SIGHUP on the primary). Counted: a
+   * worker still starting gets the reload once it listens.
+   */
   reloadPolicies(): void;
   /** Each live worker's metrics registry as JSON (prom-client), for aggregation. */
   workerMetrics(): Promise<unknown[]>;
+  /**
+   * Asks every listening worker for its state (policy version and error, reload
+   * generation, store contact) and compares it with the primary's policy version.
+   */
+  readiness(primaryPolicyVersion: string): Promise<ClusterReadiness>;
   close(): Promise<void>;
 }
 
@@ -44,35 +63,74 @@ function workerEntry(): string {
 
 const READY_TIMEOUT_MS = 60_000;
 const MAX_RESTARTS_PER_MINUTE = 10;
+/** How long /readyz waits for a worker's answer before reporting it not ready. */
+const STATUS_TIMEOUT_MS = 1_000;
+
+interface Slot {
+  worker: Worker;
+  state: "starting" | "listening";
+  /** Why the slot's last worker failed or exited (kept until one listens again). */
+  lastError?: string;
+}
 
 export async function startPepCluster(o: {
   workers: number;
-  configPath: string;
-  routeTargets?: Record<string, string>;
+  /** The config the primary runs: every worker runs this one, restarted ones included. */
+  config: ZtConfig;
   out: (line: string) => void;
 }): Promise<PepCluster> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: workerEntry(), args: [] });
-  const live = new Map<number, Worker>();
-  const listening = new Set<Worker>();
+  const slots = new Map<number, Slot>();
+  /** Why each slot's last worker failed, while no worker of that slot listens. */
+  const failures = new Map<number, string>();
   let closing = false;
+  /** Reloads asked so far (SIGHUP): a worker reporting fewer is sent the reload. */
+  let generation = 0;
   const restarts: number[] = [];
-  let nextMetricsId = 1;
-  const pendingMetrics = new Map<number, (data: unknown) => void>();
+  let nextId = 1;
+  const pending = new Map<number, (m: WorkerMessage) => void>();
+  const post = (w: Worker, m: PrimaryMessage) => {
+    if (w.isConnected()) w.send(m);
+  };
+  const listeningWorkers = () =>
+    [...slots.entries()].filter(([, s]) => s.state === "listening" && !s.worker.isDead());
+
+  /** Sends a question to a worker; its answer, or undefined after `ms`. */
+  const ask = <T extends WorkerMessage>(
+    w: Worker,
+    question: (id: number) => PrimaryMessage,
+    ms: number,
+  ): Promise<T | undefined> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        resolve(undefined);
+      }, ms);
+      pending.set(id, (m) => {
+        clearTimeout(timer);
+        pending.delete(id);
+        resolve(m as T);
+      });
+      post(w, question(id));
+    });
 
   const fork = (index: number): Promise<AddressInfo> => {
-    const spec: PepWorkerSpec = {
-      configPath: o.configPath,
-      index,
-      ...(o.routeTargets ? { routeTargets: o.routeTargets } : {}),
-    };
+    const spec: PepWorkerSpec = { index };
     const w = cluster.fork({ ZT_PEP_WORKER: JSON.stringify(spec) });
-    live.set(index, w);
+    const slot: Slot = { worker: w, state: "starting" };
+    slots.set(index, slot);
     w.on("message", (m: WorkerMessage) => {
-      if (m.zt === "metrics") {
-        pendingMetrics.get(m.id)?.(m.data);
+      if (m.zt === "config?") {
+        // The primary's config, not zt.yaml as it is on disk now: an edit made since
+        // zt started would otherwise run in restarted workers only.
+        post(w, { zt: "config", config: o.config, generation });
+      } else if (m.zt === "metrics" || m.zt === "status") {
+        pending.get(m.id)?.(m);
       }
     });
+    let failed: string | undefined;
     return new Promise<AddressInfo>((resolve, reject) => {
       const timer = setTimeout(() => {
         w.kill();
@@ -80,12 +138,17 @@ export async function startPepCluster(o: {
       }, READY_TIMEOUT_MS);
       const onMessage = (m: WorkerMessage) => {
         if (m.zt === "listening") {
-          listening.add(w);
+          slot.state = "listening";
+          failures.delete(index);
           clearTimeout(timer);
           w.off("message", onMessage);
+          // A reload asked while it started (after it read its policy set, or before it
+          // could hear it) would be lost: send it now.
+          if (m.generation < generation) post(w, { zt: "reload", generation });
           resolve(m.address);
         } else if (m.zt === "failed") {
           clearTimeout(timer);
+          failed = `${m.code}: ${m.message}`;
           const code = (m.code in ERROR_TABLE ? m.code : "ZT_INTERNAL") as ZtErrorCode;
           reject(new ZtError(code, `PEP worker ${index}: ${m.message}`));
         }
@@ -93,14 +156,10 @@ export async function startPepCluster(o: {
       w.on("message", onMessage);
       w.once("exit", (code, signal) => {
         clearTimeout(timer);
-        listening.delete(w);
-        if (live.get(index) === w) live.delete(index);
-        reject(
-          new ZtError(
-            "ZT_INTERNAL",
-            `PEP worker ${index} exited (${signal ?? `code ${code}`}) before listening`,
-          ),
-        );
+        const how = signal ?? `code ${code}`;
+        failures.set(index, failed ?? `exited (${how})`);
+        if (slots.get(index) === slot) slots.delete(index);
+        reject(new ZtError("ZT_INTERNAL", `PEP worker ${index} exited (${how}) before listening`));
         if (closing) return;
         // A worker that dies later is replaced; when they keep dying, at most
         // MAX_RESTARTS_PER_MINUTE times a minute (never giving up on the slot: the cause,
@@ -118,7 +177,7 @@ export async function startPepCluster(o: {
           return;
         }
         restarts.push(now);
-        o.out(`zt: PEP worker ${index} exited (${signal ?? `code ${code}`}); starting a new one`);
+        o.out(`zt: PEP worker ${index} exited (${how}); starting a new one`);
         setTimeout(() => {
           if (!closing) fork(index).catch((e: Error) => o.out(`zt: ${e.message}`));
         }, 500).unref();
@@ -131,43 +190,58 @@ export async function startPepCluster(o: {
     addresses = await Promise.all(Array.from({ length: o.workers }, (_, i) => fork(i + 1)));
   } catch (e) {
     closing = true;
-    for (const w of live.values()) w.kill();
+    for (const s of slots.values()) s.worker.kill();
     throw e;
   }
-  const post = (w: Worker, m: PrimaryMessage) => {
-    if (w.isConnected()) w.send(m);
-  };
   return {
     address: addresses[0]!,
     size: o.workers,
-    listening: () => listening.size,
+    listening: () => listeningWorkers().length,
     reloadPolicies() {
-      for (const w of live.values()) post(w, { zt: "reload" });
+      generation++;
+      // Starting workers are not sent it: they may not hear it yet, and get it when
+      // they report listening with an older generation.
+      for (const [, s] of listeningWorkers()) post(s.worker, { zt: "reload", generation });
     },
     async workerMetrics() {
-      const asks = [...live.values()].map(
-        (w) =>
-          new Promise<unknown>((resolve) => {
-            const id = nextMetricsId++;
-            const timer = setTimeout(() => {
-              pendingMetrics.delete(id);
-              resolve([]);
-            }, 2_000);
-            pendingMetrics.set(id, (data) => {
-              clearTimeout(timer);
-              pendingMetrics.delete(id);
-              resolve(data);
-            });
-            post(w, { zt: "metrics?", id });
-          }),
-      );
+      const asks = [...slots.values()].map(async (s) => {
+        const m = await ask<Extract<WorkerMessage, { zt: "metrics" }>>(
+          s.worker,
+          (id) => ({ zt: "metrics?", id }),
+          2_000,
+        );
+        return m ? m.data : [];
+      });
       return Promise.all(asks);
+    },
+    async readiness(primaryPolicyVersion) {
+      const reports = await Promise.all(
+        Array.from({ length: o.workers }, async (_, i): Promise<WorkerSlotReport> => {
+          const index = i + 1;
+          const s = slots.get(index);
+          const lastError = failures.get(index);
+          if (!s || s.state !== "listening" || s.worker.isDead())
+            return {
+              worker: index,
+              state: s ? "starting" : "down",
+              ...(lastError ? { last_error: lastError } : {}),
+            };
+          const m = await ask<Extract<WorkerMessage, { zt: "status" }>>(
+            s.worker,
+            (id) => ({ zt: "status?", id }),
+            STATUS_TIMEOUT_MS,
+          );
+          const status: PepWorkerStatus | undefined = m?.status;
+          return { worker: index, state: "listening", ...(status ? { status } : {}) };
+        }),
+      );
+      return clusterReadiness({ primaryPolicyVersion, generation, reports });
     },
     async close() {
       closing = true;
       await Promise.all(
-        [...live.values()].map(
-          (w) =>
+        [...slots.values()].map(
+          ({ worker: w }) =>
             new Promise<void>((resolve) => {
               if (w.isDead()) return resolve();
               const force = setTimeout(() => w.kill("SIGKILL"), 8_000);
@@ -179,7 +253,7 @@ export async function startPepCluster(o: {
             }),
         ),
       );
-      live.clear();
+      slots.clear();
     },
   };
 }

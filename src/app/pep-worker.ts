@@ -1,35 +1,57 @@
 /**
  * A PEP worker process (`listen.proxy_workers` > 1): forked by `zt up` with node:cluster,
  * it shares the PEP listening socket with its siblings and nothing else but the store.
- * It loads the same config, opens its own store connection, policy engine, sessions
- * and audit writer, and keeps its own live connections under continuous verification
+ * It runs the config the primary runs (handed over the IPC channel, never read again
+ * from zt.yaml), opens its own store connection, policy engine, sessions and audit
+ * writer, and keeps its own live connections under continuous verification
  * (revocations reach it through the store's event bus, as they reach any replica).
  */
 import cluster from "node:cluster";
 import type { AddressInfo } from "node:net";
 import { startBanCache } from "../audit/index.js";
-import { loadConfig } from "../config/index.js";
+import type { ZtConfig } from "../config/index.js";
 import { isZtError } from "../core/errors.js";
 import { metrics } from "../audit/metrics.js";
+import type { StoreFreshness } from "../events/index.js";
 import { openAppContext } from "./app-context.js";
 import { createPepNode, splitHostPort, startProcessVerification } from "./pep-node.js";
 import { createServices } from "./services.js";
 
-/** What the primary tells a worker (in ZT_PEP_WORKER, JSON). */
+/** What the primary tells a worker at fork (in ZT_PEP_WORKER, JSON). */
 export interface PepWorkerSpec {
-  configPath: string;
   /** 1-based worker number, for the PEP id in audit records and log lines. */
   index: number;
-  /** Route upstreams the primary changed after loading the config (the demo app's port). */
-  routeTargets?: Record<string, string>;
+}
+
+/** What a listening worker answers when the primary asks for its readiness. */
+export interface PepWorkerStatus {
+  policy_version: string;
+  /** The last refused reload's error, while the last good set stays in force. */
+  policy_error: string | null;
+  /** The primary's reload generation this worker has applied (see PrimaryMessage "reload"). */
+  reload_generation: number;
+  store: StoreFreshness;
+  store_last_contact_ms: number;
 }
 
 /** Messages between the primary and its PEP workers (over the cluster IPC channel). */
 export type WorkerMessage =
-  | { zt: "listening"; address: AddressInfo }
+  | { zt: "config?" }
+  | { zt: "listening"; address: AddressInfo; generation: number }
   | { zt: "failed"; code: string; message: string }
-  | { zt: "metrics"; id: number; data: unknown };
-export type PrimaryMessage = { zt: "shutdown" } | { zt: "reload" } | { zt: "metrics?"; id: number };
+  | { zt: "metrics"; id: number; data: unknown }
+  | { zt: "status"; id: number; status: PepWorkerStatus };
+export type PrimaryMessage =
+  /**
+   * The config the primary runs (env overrides and the demo's upstream included), and
+   * its reload generation at the time: the worker loads its policy set after this.
+   */
+  | { zt: "config"; config: ZtConfig; generation: number }
+  | { zt: "shutdown" }
+  /** Reload the policy set; `generation` counts the primary's reloads (SIGHUP). */
+  | { zt: "reload"; generation: number }
+  | { zt: "metrics?"; id: number }
+  | { zt: "status?"; id: number };
 
 function send(m: WorkerMessage): void {
   process.send?.(m);
@@ -38,12 +60,30 @@ function send(m: WorkerMessage): void {
 async function main(): Promise<void> {
   const spec = JSON.parse(process.env["ZT_PEP_WORKER"] ?? "{}") as PepWorkerSpec;
   const log = (line: string) => process.stdout.write(`zt[w${spec.index}]: ${line}\n`);
-  const config = loadConfig(spec.configPath, { env: process.env });
-  if (spec.routeTargets) {
-    config.routes = config.routes.map((r) =>
-      spec.routeTargets![r.name] ? { ...r, to: spec.routeTargets![r.name]! } : r,
-    );
-  }
+  // One handler for the whole life of the process. Until the worker runs, a reload is
+  // not applied here: the worker reports the generation it started from when it
+  // listens, and the primary sends the reload again if it is behind.
+  let running = undefined as ((m: PrimaryMessage) => void) | undefined;
+  let gotConfig: ((m: { config: ZtConfig; generation: number }) => void) | undefined;
+  process.on("message", (m: PrimaryMessage) => {
+    if (running) running(m);
+    else if (m.zt === "config") gotConfig?.(m);
+    else if (m.zt === "shutdown") process.exit(0);
+  });
+  // Signals go to the whole process group; the primary orchestrates the shutdown (and
+  // SIGHUP's default action would end a worker still starting).
+  let stop = (): unknown => process.exit(0);
+  process.on("SIGINT", () => undefined);
+  process.on("SIGHUP", () => undefined);
+  process.on("SIGTERM", () => void stop());
+  // The primary went away (crashed or killed): do not outlive it.
+  process.on("disconnect", () => void stop());
+  const given = await new Promise<{ config: ZtConfig; generation: number }>((resolve) => {
+    gotConfig = resolve;
+    send({ zt: "config?" });
+  });
+  const config = given.config;
+  let generation = given.generation;
   const ctx = await openAppContext(config, { env: process.env });
   // Event position before any state is loaded: what commits meanwhile is delivered at start().
   await ctx.events.mark();
@@ -70,7 +110,7 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const stop = async () => {
+  stop = async () => {
     if (stopping) return;
     stopping = true;
     const force = setTimeout(() => process.exit(0), 5_000);
@@ -82,25 +122,32 @@ async function main(): Promise<void> {
     await ctx.close().catch(() => undefined);
     process.exit(0);
   };
-  process.on("message", (m: PrimaryMessage) => {
+  running = (m) => {
     if (m.zt === "shutdown") void stop();
     else if (m.zt === "reload") {
       const r = services.policies.reload();
+      generation = Math.max(generation, m.generation);
       log(r.ok ? `policies reloaded (${r.policies})` : `policy reload refused: ${r.error}`);
     } else if (m.zt === "metrics?") {
       void metrics.getMetricsAsJSON().then(
         (data) => send({ zt: "metrics", id: m.id, data }),
         () => send({ zt: "metrics", id: m.id, data: [] }),
       );
+    } else if (m.zt === "status?") {
+      send({
+        zt: "status",
+        id: m.id,
+        status: {
+          policy_version: services.policies.engine.policySet.version,
+          policy_error: services.policies.lastError ?? null,
+          reload_generation: generation,
+          store: services.decisions.storeFreshness(),
+          store_last_contact_ms: ctx.events.lastContactMs(),
+        },
+      });
     }
-  });
-  // The primary went away (crashed or killed): do not outlive it.
-  process.on("disconnect", () => void stop());
-  // Signals go to the whole process group; the primary orchestrates the shutdown.
-  process.on("SIGINT", () => undefined);
-  process.on("SIGTERM", () => void stop());
-  process.on("SIGHUP", () => undefined);
-  send({ zt: "listening", address });
+  };
+  send({ zt: "listening", address, generation });
 }
 
 if (cluster.isWorker) {

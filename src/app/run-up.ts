@@ -165,14 +165,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     let live: LiveConnections;
     if (workerCount > 1) {
       // The PEP runs in worker processes; this one keeps the API and the background work.
-      workers = await startPepCluster({
-        workers: workerCount,
-        configPath,
-        ...(demoApp
-          ? { routeTargets: Object.fromEntries(config.routes.map((r) => [r.name, r.to])) }
-          : {}),
-        out,
-      });
+      // Workers run this config (the demo's upstream port included), not zt.yaml re-read.
+      workers = await startPepCluster({ workers: workerCount, config, out });
       live = new LiveConnections();
     } else {
       // Listens only once everything it consults is loaded (below).
@@ -185,18 +179,21 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       tls: apiTls,
       sessions: services.sessions,
       ...(workers ? { extraMetrics: () => workers!.workerMetrics() } : {}),
-      readiness: () => ({
-        // With PEP workers, none listening (all died, replacements failing) is no PEP.
-        ready: !workers || workers.listening() > 0,
-        detail: {
-          policy_version: services!.policies.engine.policySet.version,
-          policy_error: services!.policies.lastError ?? null,
-          ...(workers
-            ? { proxy_workers: workers.size, proxy_workers_listening: workers.listening() }
-            : {}),
-          ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
-        },
-      }),
+      readiness: async () => {
+        const version = services!.policies.engine.policySet.version;
+        // With PEP workers, every listening one must answer, run the primary's policy
+        // set and reloads, and be in contact with the store; none listening is no PEP.
+        const cluster = workers ? await workers.readiness(version) : undefined;
+        return {
+          ready: cluster?.ready ?? true,
+          detail: {
+            policy_version: version,
+            policy_error: services!.policies.lastError ?? null,
+            ...cluster?.detail,
+            ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
+          },
+        };
+      },
     });
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -98,4 +98,28 @@ export function writeConfig(dir: string, yaml: string, policies: Record<string, 
   const p = join(dir, "zt.yaml");
   writeFileSync(p, yaml);
   return p;
+}
+
+/**
+ * The PEP worker processes of a `zt up` primary (its children running pep-worker.js),
+ * with `listen.proxy_workers` > 1.
+ */
+export function workerPids(primary: number): number[] {
+  let out = "";
+  try {
+    out = execFileSync("pgrep", ["-P", String(primary)], { encoding: "utf8" });
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+  return out
+    .split("\n")
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("pep-worker");
+      } catch {
+        return false;
+      }
+    });
 }
