@@ -69,8 +69,6 @@ const STATUS_TIMEOUT_MS = 1_000;
 interface Slot {
   worker: Worker;
   state: "starting" | "listening";
-  /** Why the slot's last worker failed or exited (kept until one listens again). */
-  lastError?: string;
 }
 
 export async function startPepCluster(o: {
