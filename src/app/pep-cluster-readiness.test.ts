@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { clusterReadiness, type WorkerSlotReport } from "./pep-cluster-readiness.js";
+import {
+  clusterReadiness,
+  POLICY_SKEW_GRACE_MS,
+  type WorkerSlotReport,
+} from "./pep-cluster-readiness.js";
 import type { PepWorkerStatus } from "./pep-worker.js";
 
 const fine: PepWorkerStatus = {
@@ -64,5 +68,22 @@ describe("clusterReadiness", () => {
     const none = check([{ worker: 1, state: "starting" }, down]);
     expect(none.ready).toBe(false);
     expect(none.detail.proxy_workers_not_ready).toEqual(["no PEP worker listens"]);
+  });
+
+  it("gives a worker a moment to apply a policy edit the primary applied first, then fails closed", () => {
+    const skewed = [listening(1, { policy_version: "v1" }), listening(2)];
+    const at = (ms: number) =>
+      clusterReadiness({
+        primaryPolicyVersion: "v2",
+        generation: 3,
+        reports: skewed,
+        policySkewMs: () => ms,
+      });
+    expect(at(0).ready).toBe(true);
+    expect(at(POLICY_SKEW_GRACE_MS - 1).ready).toBe(true);
+    expect(at(POLICY_SKEW_GRACE_MS).ready).toBe(false);
+    expect(at(POLICY_SKEW_GRACE_MS).detail.proxy_workers_not_ready).toEqual([
+      "worker 1 (pep-1) serves policy version v1, not v2 (the primary's)",
+    ]);
   });
 });

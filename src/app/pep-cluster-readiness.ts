@@ -1,8 +1,9 @@
 /**
  * Readiness of the PEP worker processes, for `/readyz`: pure, the primary gathers the
  * reports. Fail closed: a worker that serves (listens) counts against readiness when
- * it runs another policy set than the primary, has not applied the primary's last
- * reload, is out of contact with the store, or does not answer at all.
+ * it runs another policy set than the primary (for longer than a reload takes), has not
+ * applied the primary's last reload, is out of contact with the store, or does not
+ * answer at all.
  */
 import type { PepWorkerStatus } from "./pep-worker.js";
 
@@ -31,11 +32,24 @@ export interface ClusterReadiness {
   };
 }
 
+/**
+ * How long a worker may run another policy set than the primary before it counts
+ * against readiness: every process reloads on its own watch of the policy folder, so
+ * right after an edit one has it a moment before the other. A health check in that
+ * moment must not take the node out of its load balancer.
+ */
+export const POLICY_SKEW_GRACE_MS = 10_000;
+
 export function clusterReadiness(o: {
   primaryPolicyVersion: string;
   /** The primary's reload generation (SIGHUPs so far). */
   generation: number;
   reports: WorkerSlotReport[];
+  /**
+   * For how long each worker (by slot) has been seen on another set than the primary's
+   * (see POLICY_SKEW_GRACE_MS); unknown counts as past the grace.
+   */
+  policySkewMs?: (worker: number) => number;
 }): ClusterReadiness {
   const reasons: string[] = [];
   let listening = 0;
@@ -49,12 +63,16 @@ export function clusterReadiness(o: {
       reasons.push(`${name} did not answer`);
       return { worker: r.worker, state: r.state, answered: false };
     }
-    if (s.policy_version !== o.primaryPolicyVersion)
+    if (
+      s.policy_version !== o.primaryPolicyVersion &&
+      (o.policySkewMs?.(r.worker) ?? Infinity) >= POLICY_SKEW_GRACE_MS
+    )
       reasons.push(
         `${name} serves policy version ${s.policy_version}, not ${o.primaryPolicyVersion} (the primary's)${s.policy_error ? `: ${s.policy_error}` : ""}`,
       );
     if (s.reload_generation < o.generation)
       reasons.push(`${name} has not applied reload ${o.generation} (at ${s.reload_generation})`);
+    // As for the primary: out of contact for more than 5 s, it cannot hear revocations.
     if (s.store !== "fresh")
       reasons.push(
         `${name}: store ${s.store}, last contact ${Math.round(s.store_last_contact_ms)} ms ago`,

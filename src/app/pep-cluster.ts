@@ -82,6 +82,8 @@ export async function startPepCluster(o: {
   const slots = new Map<number, Slot>();
   /** Why each slot's last worker failed, while no worker of that slot listens. */
   const failures = new Map<number, string>();
+  /** Since when (wall clock) each worker has been seen on another policy set than the primary. */
+  const skewSince = new Map<number, { version: string; since: number }>();
   let closing = false;
   /** Reloads asked so far (SIGHUP): a worker reporting fewer is sent the reload. */
   let generation = 0;
@@ -233,7 +235,19 @@ export async function startPepCluster(o: {
           return { worker: index, state: "listening", ...(status ? { status } : {}) };
         }),
       );
-      return clusterReadiness({ primaryPolicyVersion, generation, reports });
+      const now = Date.now();
+      for (const r of reports) {
+        const v = r.status?.policy_version;
+        if (v === undefined || v === primaryPolicyVersion) skewSince.delete(r.worker);
+        else if (skewSince.get(r.worker)?.version !== v)
+          skewSince.set(r.worker, { version: v, since: now });
+      }
+      return clusterReadiness({
+        primaryPolicyVersion,
+        generation,
+        reports,
+        policySkewMs: (w) => now - (skewSince.get(w)?.since ?? now),
+      });
     },
     async close() {
       closing = true;
