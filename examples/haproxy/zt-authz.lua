@@ -28,15 +28,16 @@ local refusal_headers = {
   "x-zt-decision-id", "x-zt-reason", "x-zt-login-url",
 }
 
--- HAProxy header tables hold each header's values in a table indexed from 0.
+-- HAProxy header tables hold each header's values in a table indexed from 0 (a table
+-- indexed from 1 is read too). Each value once: a repeated Cookie header must not become
+-- two session cookies, nor an app's cookie twice.
 local function values(headers, name)
   local v = headers and headers[name]
   if v == nil then return {} end
   if type(v) ~= "table" then return { v } end
   local out = {}
-  local i = 0
+  local i = v[0] ~= nil and 0 or 1
   while v[i] ~= nil do out[#out + 1] = v[i]; i = i + 1 end
-  for _, x in ipairs(v) do if out[1] ~= x then out[#out + 1] = x end end
   return out
 end
 
