@@ -77,7 +77,12 @@ session: { cookie_name: corp_zt }
     expect(nginx.stdout).not.toContain("zt_session");
     const haproxy = await config(yaml, "haproxy");
     expect(haproxy.stdout).toContain("    server zt 127.0.0.1:12345");
-    expect(haproxy.stdout).toContain("corp_zt=[^;]*");
+    expect(haproxy.stdout).toContain("corp_zt\\s*=[^;,]*");
+    expect(haproxy.stdout).toContain("{ req.cook_cnt(corp_zt) gt 0 }");
+    expect(haproxy.stdout).not.toContain("zt_session");
+    const spoe = await config(yaml, "haproxy-spoe");
+    expect(spoe.stdout).toContain("session=req.cook(corp_zt) sessions=req.cook_cnt(corp_zt)");
+    expect(spoe.stdout).not.toContain("zt_session");
     const lua = await config(yaml, "haproxy-lua");
     expect(lua.stdout).toContain("    setenv ZT_SESSION_COOKIE corp_zt");
     const caddy = await config(yaml, "caddy");

@@ -528,6 +528,52 @@ for (const proxy of PROXIES) {
       expect(upstream.seen.length).toBe(before);
     });
 
+    // HTTP/1.1 clients may split cookies over several Cookie headers (Node's and curl's -H
+    // do); HTTP/2 clients send one per cookie, which HAProxy merges. The session cookie
+    // counts in whichever header it is, and the app keeps the other cookies of each.
+    it("finds the session cookie in any of several Cookie headers, and strips it from that one only", async () => {
+      const { cookie } = await zt.session("alice");
+      for (const lines of [
+        [`theme=dark; ${cookie}`, "lang=en"],
+        ["theme=dark", cookie, "lang=en"],
+        ["theme=dark", `lang=en; ${cookie}`],
+      ]) {
+        const head = await rawHead(
+          port,
+          `GET /split HTTP/1.1\r\nHost: ${host}\r\n` +
+            lines.map((l) => `Cookie: ${l}\r\n`).join("") +
+            "Accept: application/json\r\nConnection: close\r\n\r\n",
+        );
+        expect(head, lines.join(" | ")).toMatch(/^HTTP\/1\.1 200/);
+        const seen = upstream.seen.at(-1)!;
+        expect(seen.url).toBe("/split");
+        expect(seen.headers["x-zt-user"]).toBe("alice");
+        const cookies = String(seen.headers.cookie)
+          .split(/;\s*/)
+          .filter((c) => c !== "");
+        expect(cookies.sort(), lines.join(" | ")).toEqual(["lang=en", "theme=dark"]);
+      }
+    });
+
+    it("refuses two session cookies in two Cookie headers, even when one is not a session's", async () => {
+      const a = await zt.session("alice");
+      const before = upstream.seen.length;
+      for (const [first, second] of [
+        ["zt_session=forged", a.cookie],
+        [a.cookie, "zt_session=forged"],
+        [a.cookie, a.cookie],
+      ]) {
+        const head = await rawHead(
+          port,
+          `GET / HTTP/1.1\r\nHost: ${host}\r\nCookie: x=1; ${first}\r\nCookie: ${second}\r\n` +
+            "Accept: application/json\r\nConnection: close\r\n\r\n",
+        );
+        expect(head, `${first} | ${second}`).toMatch(/^HTTP\/1\.1 403/);
+        expect(head).toMatch(/x-zt-reason: session-cookie-duplicate/i);
+      }
+      expect(upstream.seen.length).toBe(before);
+    });
+
     it("refuses a revoked session at the next request", async () => {
       // A second session for alice (a TOTP code may be used once: not through login again).
       const { cookie, sessionId } = await zt.session("alice");

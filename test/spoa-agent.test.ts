@@ -1,12 +1,21 @@
 /**
  * zt's SPOE agent on a real socket, driven with hand-made SPOP frames for what HAProxy
- * itself never sends (garbage, a wrong first frame, oversized frames): the agent answers
- * AGENT-DISCONNECT with the SPOP status and hangs up, and keeps serving others. The
- * exchange with the real HAProxy is in forward-auth-proxies.test.ts.
+ * itself never sends (garbage, a wrong first frame, oversized frames: the agent answers
+ * AGENT-DISCONNECT with the SPOP status and hangs up, and keeps serving others), for the
+ * frame size it agrees to, for fragments (refused), and for the session cookie HAProxy
+ * counted. The exchange with the real HAProxy is in forward-auth-proxies.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
-import { FRAME, SPOP_STATUS, kvFrame, readKvList, splitFrames } from "../src/proxy/spop.js";
+import {
+  FRAME,
+  SPOP_STATUS,
+  kvFrame,
+  readKvList,
+  readSetVars,
+  splitFrames,
+  writeVarint,
+} from "../src/proxy/spop.js";
 import { startPep, type PepFixture } from "./pep-fixture.js";
 
 /** Sends bytes to the agent and collects the frames it answers until it closes. */
@@ -27,11 +36,70 @@ function exchange(port: number, bytes: Buffer) {
   });
 }
 
+type Arg = string | number | { ipv4: string } | null;
+
+/** A NOTIFY frame (§3.2.6) of one message, as HAProxy writes it; `flags` 1 is FIN alone. */
+function notify(streamId: number, frameId: number, args: Record<string, Arg>, flags = 1): Buffer {
+  const body: number[] = [];
+  const str = (s: string) => {
+    const b = Buffer.from(s);
+    writeVarint(body, b.length);
+    body.push(...b);
+  };
+  str("zt-authz");
+  body.push(Object.keys(args).length);
+  for (const [k, v] of Object.entries(args)) {
+    str(k);
+    if (v === null) body.push(0);
+    else if (typeof v === "number") {
+      body.push(4); // INT64, as HAProxy sends req.cook_cnt and req.hdr_cnt
+      writeVarint(body, v);
+    } else if (typeof v === "string") {
+      body.push(8);
+      str(v);
+    } else body.push(6, ...v.ipv4.split(".").map(Number));
+  }
+  const head = [FRAME.NOTIFY, (flags >>> 24) & 255, (flags >>> 16) & 255, (flags >>> 8) & 255];
+  head.push(flags & 255);
+  writeVarint(head, streamId);
+  writeVarint(head, frameId);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(head.length + body.length, 0);
+  return Buffer.concat([len, Buffer.from(head), Buffer.from(body)]);
+}
+
+/**
+ * Sends the first chunk, each next one once a frame has come back (the handshake first, as
+ * HAProxy does), and collects the frames answered until `n` have come or the agent closes.
+ */
+function frames(port: number, chunks: Buffer[], n: number) {
+  return new Promise<{ type: number; streamId: number; payload: Buffer }[]>((resolve) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(chunks[0]!));
+    let got = Buffer.alloc(0);
+    let seen = 0;
+    const done = () => {
+      s.destroy();
+      resolve(splitFrames(got, 1 << 20).frames);
+    };
+    s.on("data", (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      const count = splitFrames(got, 1 << 20).frames.length;
+      if (count >= n) return done();
+      for (; seen < count; seen++) if (chunks[seen + 1]) s.write(chunks[seen + 1]!);
+    });
+    s.on("error", () => undefined);
+    s.on("close", done);
+  });
+}
+
 describe("zt's SPOE agent", () => {
   let zt: PepFixture;
   let port: number;
   beforeAll(async () => {
-    zt = await startPep({ policies: "permit (principal, action, resource);", routes: [] });
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: "http://app.localhost", to: "http://127.0.0.1:9" }],
+    });
     port = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
   });
   afterAll(async () => {
@@ -83,5 +151,56 @@ describe("zt's SPOE agent", () => {
         kv: { version: "2.0", "max-frame-size": 4096, capabilities: "pipelining" },
       },
     ]);
+  });
+
+  const open = hello({
+    "supported-versions": "2.0",
+    "max-frame-size": 16380,
+    capabilities: "pipelining,async,fragmentation",
+  });
+
+  describe("the session cookie HAProxy counted (session, sessions)", () => {
+    const base = {
+      method: "GET",
+      url: "/",
+      host: "app.localhost",
+      hosts: 1,
+      ssl: null,
+      src: { ipv4: "127.0.0.1" },
+      authorization: null,
+      accept: "application/json",
+    };
+    const answer = async (args: Record<string, Arg>) => {
+      const r = await frames(port, [open, notify(7, 1, args)], 2);
+      expect(r.map((f) => f.type)).toEqual([FRAME.AGENT_HELLO, FRAME.ACK]);
+      return Object.fromEntries(readSetVars(r[1]!.payload));
+    };
+
+    it("decides on the one session cookie HAProxy found", async () => {
+      await zt.addUser("alice", ["eng"]);
+      const { token } = await zt.session("alice");
+      expect(await answer({ ...base, session: token, sessions: 1 })).toMatchObject({
+        status: 200,
+        user: "alice",
+      });
+      expect(await answer({ ...base, session: null, sessions: 0 })).toMatchObject({
+        status: 401,
+      });
+    });
+
+    it("refuses two session cookies, whichever one is valid (session-cookie-duplicate)", async () => {
+      const { token } = await zt.session("alice");
+      expect(await answer({ ...base, session: token, sessions: 2 })).toMatchObject({
+        status: 403,
+        reason: "session-cookie-duplicate",
+      });
+    });
+
+    it("refuses the message of a zt-spoe.conf written before: a Cookie header, no count", async () => {
+      const { cookie } = await zt.session("alice");
+      const vars = await answer({ ...base, cookie });
+      expect(vars).toMatchObject({ status: 400 });
+      expect(String(vars["body"])).toContain("regenerate zt-spoe.conf");
+    });
   });
 });

@@ -86,6 +86,12 @@ export interface ForwardAuthAsk {
   mayRedirect: boolean;
   /** The client prefers HTML (`Accept: text/html`). */
   html: boolean;
+  /**
+   * How many session cookies the front proxy counted over all the request's Cookie
+   * headers, when it sends that count and the one value rather than the headers (HAProxy's
+   * SPOE: `req.cook_cnt`). Otherwise they are counted in `headers.cookie`.
+   */
+  sessionCookieCount?: number;
 }
 
 /**
@@ -250,7 +256,10 @@ export function createForwardAuthDecider(
         target: o.path + o.query,
         status: 403,
       });
-    if (d.sessionCookieName && cookieCount(ask.headers.cookie, d.sessionCookieName) > 1)
+    if (
+      d.sessionCookieName &&
+      (ask.sessionCookieCount ?? cookieCount(ask.headers.cookie, d.sessionCookieName)) > 1
+    )
       // 403 (nginx shows it through /.zt/denied, with the hint to sign out).
       return refusalAnswer(d, {
         code: "ZT_REQUEST_AMBIGUOUS",

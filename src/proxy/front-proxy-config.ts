@@ -609,8 +609,12 @@ function haproxySpoeFrontendRules(c: string): string[] {
     "    http-request set-header X-Zt-Decision-Id %[var(txn.zt.decision_id)] if zt_allowed",
     "    http-request set-header X-Zt-Breakglass %[var(txn.zt.breakglass)] if zt_allowed { var(txn.zt.breakglass) -m found }",
     "    http-request del-header Authorization unless zt_pages",
-    `    http-request replace-header Cookie (^|.*?;\\s*)${c}=[^;]*(?:;\\s*)?(.*) \\1\\2 unless zt_pages`,
-    "    http-request del-header Cookie if !zt_pages { req.fhdr(cookie) -m reg ^[;\\s]*$ }",
+    // zt refused more than one (req.cook_cnt), so one Cookie header holds it, separated as
+    // HAProxy's cookie parser separates cookies (; or , and blanks around the =).
+    "    # zt's session cookie: out of whichever Cookie header holds it (HAProxy counted one).",
+    `    http-request replace-header Cookie ^(.*?[;,]\\s*|)${c}\\s*=[^;,]*(?:[;,]\\s*)?(.*)$ \\1\\2 unless zt_pages`,
+    "    http-request del-header Cookie if !zt_pages { req.fhdr_cnt(cookie) eq 1 } { req.fhdr(cookie) -m reg ^[;,\\s]*$ }",
+    `    http-request return status 400 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_REQUEST_AMBIGUOUS\\",\\"reason\\":\\"session-cookie-unstripped\\"}}" if !zt_pages { req.cook_cnt(${c}) gt 0 }`,
   ];
 }
 
@@ -652,7 +656,8 @@ function haproxy(o: FrontProxyOptions): string {
   return out.join("\n") + "\n";
 }
 
-function haproxySpoe(): string {
+function haproxySpoe(o: FrontProxyOptions): string {
+  const c = o.cookieName;
   return [
     header("haproxy-spoe", [
       "The SPOE engine file that `zt forward-auth config haproxy` names. zt.yaml:",
@@ -669,7 +674,7 @@ function haproxySpoe(): string {
     "    register-var-names status assertion user groups decision_id reason location login_url content_type body breakglass",
     "",
     "spoe-message zt-authz",
-    "    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src cookie=req.fhdr(cookie) authorization=req.fhdr(authorization) accept=req.fhdr(accept)",
+    `    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src session=req.cook(${c}) sessions=req.cook_cnt(${c}) authorization=req.fhdr(authorization) accept=req.fhdr(accept)`,
     `    event on-frontend-http-request unless { path ${ZT_PAGES.join(" ")} }`,
     "",
   ].join("\n");
@@ -751,7 +756,7 @@ export function frontProxyConfig(kind: FrontProxyKind, o: FrontProxyOptions): st
     case "haproxy":
       return haproxy(o);
     case "haproxy-spoe":
-      return haproxySpoe();
+      return haproxySpoe(o);
     case "haproxy-lua":
       return haproxyLua(o);
   }

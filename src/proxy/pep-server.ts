@@ -1080,7 +1080,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     },
     listenSpoa(host: string, port: number) {
       const deps = { ...forwardAuthDeps, pepId: `${pepId}/spoa` };
-      spoa ??= createSpoaServer({ decide: createForwardAuthDecider(deps), deps, trusted });
+      spoa ??= createSpoaServer({
+        decide: createForwardAuthDecider(deps),
+        deps,
+        trusted,
+        cookieName,
+      });
       return spoa.listen(host, port);
     },
     async close() {

@@ -1,7 +1,8 @@
 /**
  * Forward-auth for HAProxy without Lua: zt as an SPOE agent (SPOA). HAProxy's SPOE filter
- * sends each request's method, target, Host, client address and credential headers in a
- * NOTIFY frame (message `zt-authz`); zt decides exactly as `/.zt/authz` does and answers
+ * sends each request's method, target, Host, client address, session cookie (found and
+ * counted by HAProxy's cookie parser over all Cookie headers) and Authorization header in
+ * one NOTIFY frame (message `zt-authz`); zt decides exactly as `/.zt/authz` does and answers
  * with an ACK that sets transaction variables (`txn.zt.status`, `txn.zt.assertion` …),
  * which the HAProxy configuration turns into the request headers or the refusal
  * (docs/forward-auth.md, "HAProxy (SPOE, no Lua)"). Only `trusted_proxies` may connect:
@@ -45,6 +46,8 @@ export interface SpoaOptions {
   deps: Pick<ForwardAuthDeps, "audit" | "clock" | "pepId">;
   /** Who may connect (`trusted_proxies`). */
   trusted: AddressSet;
+  /** `session.cookie_name`: the cookie HAProxy sends as `session` (`req.cook`). */
+  cookieName: string;
 }
 
 export interface SpoaServer {
@@ -228,14 +231,28 @@ function askFor(
     "x-forwarded",
   );
   if (!orig.ok) return refuse(orig.reason, orig.detail);
-  const cookie = text(args.get("cookie"));
+  // The session cookie as HAProxy's own cookie parser finds it across every Cookie header
+  // (`req.cook`, `req.cook_cnt`), not one header's text: what zt decides on is what the
+  // generated rules then strip, however the client split its cookies. More than one is
+  // refused (session-cookie-duplicate), whichever would be valid.
+  const sessions = args.get("sessions");
+  const session = args.get("session");
+  if (typeof sessions !== "number" || session === undefined)
+    return refuse(
+      "forwarded-missing",
+      "the zt-authz message needs session and sessions (req.cook and req.cook_cnt of the session cookie); regenerate zt-spoe.conf and haproxy.cfg with `zt forward-auth config`",
+    );
+  const cookie = text(session);
+  if (sessions === 1 && cookie === undefined)
+    return refuse("forwarded-missing", "the zt-authz message counts a session cookie but has none");
   const authorization = text(args.get("authorization"));
   return o.decide({
     original: orig.request,
     headers: {
-      ...(cookie ? { cookie } : {}),
+      ...(sessions > 0 && cookie !== undefined ? { cookie: `${o.cookieName}=${cookie}` } : {}),
       ...(authorization ? { authorization } : {}),
     },
+    sessionCookieCount: sessions,
     clientIp,
     mayRedirect: true,
     html: (text(args.get("accept")) ?? "").includes("text/html"),

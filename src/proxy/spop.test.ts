@@ -9,6 +9,7 @@ import {
   parseFrame,
   readKvList,
   readMessages,
+  readSetVars,
   readVarint,
   splitFrames,
   writeVarint,
@@ -151,6 +152,23 @@ describe("SPOP frames", () => {
     const frag = Buffer.from([FRAME.NOTIFY, 0, 0, 0, 0, 1, 1]);
     expect(() => parseFrame(frag)).toThrow(
       expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+    );
+  });
+});
+
+describe("SPOP ACK set-var actions (§3.4)", () => {
+  it("reads back the variables ackFrame writes (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(
+          fc.stringMatching(/^[a-z_]{1,12}$/),
+          fc.oneof(fc.string({ maxLength: 300 }), fc.nat({ max: 2 ** 31 - 1 })),
+        ),
+        (vars) => {
+          const f = parseFrame(ackFrame(3, 4, vars).subarray(4));
+          expect(Object.fromEntries(readSetVars(f.payload))).toEqual(vars);
+        },
+      ),
     );
   });
 });

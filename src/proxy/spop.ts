@@ -230,6 +230,24 @@ export function readKvList(payload: Buffer): Map<string, SpopValue> {
   return new Reader(payload).kvList();
 }
 
+/**
+ * The set-var actions of an ACK's LIST-OF-ACTIONS (§3.4), as `ackFrame` writes them: the
+ * variables by name (for tests and tools; HAProxy is the one that reads ACKs).
+ */
+export function readSetVars(payload: Buffer): Map<string, SpopValue> {
+  const r = new Reader(payload);
+  const out = new Map<string, SpopValue>();
+  while (!r.done) {
+    const type = r.byte();
+    const nbArgs = r.byte();
+    if (type !== 1 || nbArgs !== 3)
+      throw new SpopError(SPOP_STATUS.INVALID, `not a set-var action (${type}, ${nbArgs} args)`);
+    r.byte(); // the scope
+    out.set(r.string(), r.typed());
+  }
+  return out;
+}
+
 /** The LIST-OF-MESSAGES payload of a NOTIFY frame (§3.2.6). */
 export function readMessages(payload: Buffer): SpopMessage[] {
   const r = new Reader(payload);
