@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
@@ -855,6 +855,70 @@ describe("forward-auth behind HAProxy's SPOE when zt cannot answer", () => {
       prepare: (zt) => setBansForTest({ "127.0.0.1": zt.ctx.clock.now() + 3_600_000 }),
       expect: { status: 403, reason: "source-banned", code: "ZT_BANNED" },
     });
+  }, 60_000);
+});
+
+// SPOP fragmentation (doc/SPOE.txt §3.2): HAProxy 2.x fragments a NOTIFY only for an agent
+// that announces the "fragmentation" capability, and HAProxy 3.1 dropped it altogether.
+// zt's agent never announces it and takes frames as large as HAProxy's buffers (up to
+// 1 MiB), so a request HAProxy accepts fits in one frame. Past that, HAProxy refuses to
+// send the message (SPOE error 3, or 256 + SPOP status 3): zt is not asked, and the
+// generated rules refuse the request at once.
+describe("forward-auth behind HAProxy's SPOE with requests larger than HAProxy's default frame", () => {
+  it("decides a request far over 16 KB in one frame; refuses one over the agent's 1 MiB (431, never in pieces, app not reached)", async () => {
+    const { upstream, listen, host, zt } = await appBehindProxy();
+    const spoa = (await zt.pep.listenSpoa("127.0.0.1", 0)).port;
+    const dir = tempDir("zt-proxy-");
+    const bin = findBinary(["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]);
+    const cfg = writeHaproxySpoe(dir, { routes: zt.config.routes, listen, zt: zt.port, spoa });
+    // Buffers of 2 MiB: HAProxy proposes max-frame-size 2 MiB - 4, zt answers 1 MiB - 4.
+    const main = readFileSync(cfg, "utf8");
+    expect(main.startsWith("global\n")).toBe(true);
+    writeFileSync(cfg, main.replace("global\n", "global\n    tune.bufsize 2097152\n"));
+    const peer = startPeer(bin, ["-db", "-f", cfg]);
+    try {
+      await waitForPort(listen, peer.child, peer.output);
+      await zt.addUser("alice", ["eng"]);
+      const { cookie } = await zt.session("alice");
+      // 40 KB of app token: more than HAProxy's default frame, decided in one.
+      const fits = await request(listen, {
+        host,
+        path: "/fits",
+        headers: { cookie, authorization: `Basic ${"a".repeat(40_000)}` },
+      });
+      expect(fits.status, fits.body).toBe(200);
+      expect(upstream.seen.map((x) => x.url)).toEqual(["/fits"]);
+      // HAProxy takes no header value over 1 MiB: two fields of 600 KB each.
+      const big = "a".repeat(600_000);
+      for (const [what, path, headers] of [
+        ["Authorization and Accept", "/", { authorization: `Basic ${big}`, accept: big }],
+        [
+          "the request target and the session cookie",
+          `/?q=${big}`,
+          { cookie: `zt_session=${big}` },
+        ],
+        ["Authorization and Accept, again", "/", { authorization: `Basic ${big}`, accept: big }],
+      ] as const) {
+        const r = await request(listen, {
+          host,
+          path,
+          headers: { cookie, ...headers },
+        });
+        expect(r.status, `${what}: ${r.body}`).toBe(431);
+        expect(r.json<{ error: { reason: string } }>().error.reason).toBe(
+          "authz-request-too-large",
+        );
+      }
+      // The agent's connection is intact: the next request is decided and let through.
+      const ok = await request(listen, { host, path: "/after", headers: { cookie } });
+      expect(ok.status, ok.body).toBe(200);
+      expect(upstream.seen.map((x) => x.url)).toEqual(["/fits", "/after"]);
+      expect(upstream.seen[1]!.headers["x-zt-user"]).toBe("alice");
+    } finally {
+      await peer.stop();
+      await zt.close();
+      await upstream.close();
+    }
   }, 60_000);
 });
 

@@ -159,6 +159,50 @@ describe("zt's SPOE agent", () => {
     capabilities: "pipelining,async,fragmentation",
   });
 
+  it("takes frames as large as HAProxy's up to 1 MiB, and never announces fragmentation", async () => {
+    for (const [theirs, ours] of [
+      [4096, 4096],
+      [65532, 65532],
+      [4 * 1024 * 1024 - 4, 1_048_572],
+    ] as const) {
+      const [h] = await frames(
+        port,
+        [
+          hello({
+            "supported-versions": "2.0",
+            "max-frame-size": theirs,
+            capabilities: "pipelining,async,fragmentation",
+          }),
+        ],
+        1,
+      );
+      expect(h!.type).toBe(FRAME.AGENT_HELLO);
+      expect(Object.fromEntries(readKvList(h!.payload))).toEqual({
+        version: "2.0",
+        "max-frame-size": ours,
+        capabilities: "pipelining",
+      });
+    }
+  });
+
+  it("hangs up on a fragmented NOTIFY (status 10) without answering it: HAProxy then refuses the request", async () => {
+    const args = {
+      method: "GET",
+      url: "/",
+      host: "app.localhost",
+      hosts: 1,
+      src: { ipv4: "127.0.0.1" },
+    };
+    for (const flags of [0, 3]) {
+      const r = await frames(port, [open, notify(1, 1, args, flags)], 3);
+      expect(
+        r.map((f) => f.type),
+        `flags ${flags}`,
+      ).toEqual([FRAME.AGENT_HELLO, FRAME.AGENT_DISCONNECT]);
+      expect(readKvList(r[1]!.payload).get("status-code")).toBe(SPOP_STATUS.FRAGMENTATION);
+    }
+  });
+
   describe("the session cookie HAProxy counted (session, sessions)", () => {
     const base = {
       method: "GET",

@@ -36,8 +36,15 @@ import {
 /** The SPOE message zt answers (`spoe-message zt-authz` in the SPOE configuration). */
 export const SPOA_MESSAGE = "zt-authz";
 
-/** Frames above this are refused; HAProxy's default is tune.bufsize - 4 (16380). */
-const MAX_FRAME_SIZE = 16_380;
+/** Frames before the handshake: a HAPROXY-HELLO is far smaller (HAProxy's default max). */
+const HELLO_FRAME_SIZE = 16_380;
+/**
+ * The largest frame taken once HAProxy has proposed its own (tune.bufsize - 4, 16380 by
+ * default): up to 1 MiB, zt accepts HAProxy's. A NOTIFY carries a part of a request HAProxy
+ * accepted into one buffer, so it fits in one frame; one that would not is never sent in
+ * pieces (zt does not announce SPOP's "fragmentation"): HAProxy refuses the request.
+ */
+const MAX_FRAME_SIZE = 1_048_572;
 /** An idle agent connection is closed after this (HAProxy reconnects when it needs one). */
 const IDLE_MS = 5 * 60_000;
 
@@ -86,7 +93,7 @@ export function createSpoaServer(o: SpoaOptions): SpoaServer {
 
 function serveConnection(socket: net.Socket, o: SpoaOptions): void {
   let buffered: Buffer = Buffer.alloc(0);
-  let maxFrame = MAX_FRAME_SIZE;
+  let maxFrame = HELLO_FRAME_SIZE;
   let helloDone = false;
   let closing = false;
 

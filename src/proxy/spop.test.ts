@@ -156,6 +156,115 @@ describe("SPOP frames", () => {
   });
 });
 
+/** A frame with its length prefix: `type`, 32-bit `flags`, stream and frame id, payload. */
+function rawFrame(type: number, flags: number, sid: number, fid: number, payload: Buffer): Buffer {
+  const head: number[] = [type, (flags >>> 24) & 255, (flags >>> 16) & 255, (flags >>> 8) & 255];
+  head.push(flags & 255);
+  writeVarint(head, sid);
+  writeVarint(head, fid);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(head.length + payload.length, 0);
+  return Buffer.concat([len, Buffer.from(head), payload]);
+}
+
+const FIN = 1;
+const ABORT = 2;
+
+describe("SPOP fragmentation (doc/SPOE.txt §3.2, §3.2.3): refused, never reassembled", () => {
+  // §3.2.3 "Notify / Ack exchange (fragmented payload)": NOTIFY (frag 1, FIN clear), then
+  // UNSET (type 0) frames of the same STREAM-ID and FRAME-ID, the last with FIN set; and
+  // "Aborted fragmentation": an UNSET frame with FIN and ABORT.
+  const str = (s: string) => [...varint(Buffer.byteLength(s)), ...Buffer.from(s)];
+  const message = Buffer.from([...str("zt-authz"), 1, ...str("url"), 8, ...str("/a")]);
+  const spec = {
+    "NOTIFY (frag 1)": rawFrame(FRAME.NOTIFY, 0, 5, 9, message.subarray(0, 6)),
+    "UNSET (frag 2, the last)": rawFrame(0, FIN, 5, 9, message.subarray(6)),
+    "UNSET (frag X, aborted)": rawFrame(0, FIN | ABORT, 5, 9, Buffer.alloc(0)),
+  };
+
+  it("refuses each frame of the spec's fragmented exchanges with status 10", () => {
+    expect(() => splitFrames(spec["NOTIFY (frag 1)"], 16380)).toThrow(
+      expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+    );
+    expect(() => splitFrames(spec["UNSET (frag X, aborted)"], 16380)).toThrow(
+      expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+    );
+    // A NOTIFY with FIN and ABORT is not a whole frame either.
+    expect(() => splitFrames(rawFrame(FRAME.NOTIFY, FIN | ABORT, 5, 9, message), 16380)).toThrow(
+      expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+    );
+    // The whole payload in one NOTIFY with FIN set: the frame zt takes.
+    const { frames } = splitFrames(rawFrame(FRAME.NOTIFY, FIN, 5, 9, message), 16380);
+    expect(frames).toMatchObject([{ type: FRAME.NOTIFY, streamId: 5, frameId: 9 }]);
+    expect(readMessages(frames[0]!.payload)[0]!.args.get("url")).toBe("/a");
+  });
+
+  it("never hands on the frames before a fragment, nor a fragment's last piece as a message", () => {
+    // A fragmented exchange after a whole frame: the stream is refused at the fragment, so
+    // the connection is dropped; no partial payload is ever decided on.
+    const whole = rawFrame(FRAME.NOTIFY, FIN, 1, 1, message);
+    expect(() =>
+      splitFrames(
+        Buffer.concat([whole, spec["NOTIFY (frag 1)"], spec["UNSET (frag 2, the last)"]]),
+        16380,
+      ),
+    ).toThrow(expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }));
+    // An UNSET frame with FIN set alone (a last fragment without its first) has type 0: an
+    // unknown frame type, which the agent skips (§3.2.2), never a NOTIFY.
+    const { frames } = splitFrames(spec["UNSET (frag 2, the last)"], 16380);
+    expect(frames[0]!.type).toBe(0);
+  });
+
+  it("takes a frame if and only if FIN is set and ABORT clear, whatever the other bits and ids (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(0, FRAME.HAPROXY_HELLO, FRAME.HAPROXY_DISCONNECT, FRAME.NOTIFY, 42),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.maxSafeNat(),
+        fc.maxSafeNat(),
+        fc.uint8Array({ maxLength: 64 }),
+        (type, flags, sid, fid, payload) => {
+          const bytes = rawFrame(type, flags, sid, fid, Buffer.from(payload));
+          const whole = (flags & FIN) !== 0 && (flags & ABORT) === 0;
+          if (whole) {
+            const { frames, rest } = splitFrames(bytes, 1 << 20);
+            expect(rest.length).toBe(0);
+            expect(frames).toMatchObject([{ type, streamId: sid, frameId: fid }]);
+            expect(frames[0]!.payload.equals(Buffer.from(payload))).toBe(true);
+          } else
+            expect(() => splitFrames(bytes, 1 << 20)).toThrow(
+              expect.objectContaining({ status: SPOP_STATUS.FRAGMENTATION }),
+            );
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("refuses a fragmented payload however the bytes arrive: split anywhere, never a frame out (property)", () => {
+    const stream = Buffer.concat([spec["NOTIFY (frag 1)"], spec["UNSET (frag 2, the last)"]]);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: stream.length }), (cut) => {
+        // As the agent reads: the first chunk, then the rest appended to what was left over.
+        let rest: Buffer = Buffer.alloc(0);
+        let refused = false;
+        for (const chunk of [stream.subarray(0, cut), stream.subarray(cut)]) {
+          try {
+            const r = splitFrames(Buffer.concat([rest, chunk]), 16380);
+            expect(r.frames).toEqual([]);
+            rest = r.rest;
+          } catch (e) {
+            expect(e).toMatchObject({ status: SPOP_STATUS.FRAGMENTATION });
+            refused = true;
+            break;
+          }
+        }
+        expect(refused).toBe(true);
+      }),
+    );
+  });
+});
+
 describe("SPOP ACK set-var actions (§3.4)", () => {
   it("reads back the variables ackFrame writes (property)", () => {
     fc.assert(

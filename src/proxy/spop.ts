@@ -213,7 +213,13 @@ export function splitFrames(
   return { frames, rest: buf.subarray(pos) };
 }
 
-/** Parses one frame (without its length prefix). */
+/**
+ * Parses one frame (without its length prefix). A fragment (FIN clear, §3.2: the first of a
+ * fragmented payload, or an UNSET continuation) or an abort (ABORT set) is refused with
+ * status 10, never read as a whole frame: the agent does not announce the "fragmentation"
+ * capability, HAProxy 2.x fragments only for agents that do (§3.2.1), and HAProxy 3.1
+ * removed fragmentation (every frame has FIN set).
+ */
 export function parseFrame(frame: Buffer): SpopFrame {
   const r = new Reader(frame);
   const type = r.byte();
