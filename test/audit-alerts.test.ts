@@ -37,17 +37,18 @@ function only(extra: Record<string, unknown>) {
   });
 }
 
+/** A login jail by source address: 3 failures within 60 s ban it for 100 s. */
+const loginIpJail = {
+  name: "login-ip",
+  match: "login-failure",
+  by: "ip",
+  maxretry: 3,
+  findtime: "60s",
+  bantime: "100s",
+};
+
 describe("regulation (fail2ban model)", () => {
-  const jail = {
-    name: "login-ip",
-    match: "login-failure",
-    by: "ip",
-    maxretry: 3,
-    findtime: "60s",
-    bantime: "100s",
-    bantime_factor: 2,
-    max_bantime: "350s",
-  };
+  const jail = { ...loginIpJail, bantime_factor: 2, max_bantime: "350s" };
 
   it("bans at exactly maxretry within findtime, and bantime grows on repeat up to max_bantime", () => {
     const e = new AlertEngine(only({ jails: [jail] }));
@@ -125,14 +126,7 @@ describe("regulation (fail2ban model)", () => {
 // An IPv6 client holds a whole /64 and can take a new address for every attempt: a jail
 // keyed on the single address would never count to maxretry, or ban anything that stops it.
 describe("IPv6 sources are jailed by network (alerts.ban_ipv6_prefix)", () => {
-  const jail = {
-    name: "login-ip",
-    match: "login-failure",
-    by: "ip",
-    maxretry: 3,
-    findtime: "60s",
-    bantime: "100s",
-  };
+  const jail = loginIpJail;
 
   it("counts and bans a rotating IPv6 client by its /64", () => {
     const e = new AlertEngine(only({ jails: [jail] }));

@@ -240,10 +240,10 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
   });
 
   /**
-   * A sign-in whose user row was read before an admin change committed: the row read is
-   * held (scrypt runs meanwhile in real life), the change lands, then the sign-in goes on.
+   * The user erin, an admin's context (`cli`) and a sign-in process (`login`) whose
+   * identity service reads the users table through `gate`.
    */
-  async function signInAcross(change: (cli: AppContext) => Promise<unknown>, code?: string) {
+  async function signInRig() {
     const clock = new ManualClock(T0);
     const t = await target();
     const cfg = config(t);
@@ -256,6 +256,15 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
       ...login,
       store: { ...login.store, db: gate.wrap(login.store.db) },
     } as AppContext);
+    return { cli, added, login, gate, ids };
+  }
+
+  /**
+   * A sign-in whose user row was read before an admin change committed: the row read is
+   * held (scrypt runs meanwhile in real life), the change lands, then the sign-in goes on.
+   */
+  async function signInAcross(change: (cli: AppContext) => Promise<unknown>, code?: string) {
+    const { cli, added, gate, ids } = await signInRig();
     gate.hold();
     const attempt = ids
       .authenticate({
@@ -300,18 +309,7 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
    * sessions it finds (none yet), then the sign-in goes on to make its session.
    */
   async function sessionAcross(change: (cli: AppContext) => Promise<unknown>) {
-    const clock = new ManualClock(T0);
-    const t = await target();
-    const cfg = config(t);
-    const cli = await cliContext(cfg, clock);
-    const added = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
-    const login = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => login.close());
-    const gate = new ReadGate("users");
-    const ids = new IdentityService({
-      ...login,
-      store: { ...login.store, db: gate.wrap(login.store.db) },
-    } as AppContext);
+    const { cli, added, login, gate, ids } = await signInRig();
     const sessions = new SessionService(login);
     cleanups.push(async () => sessions.close());
     gate.hold(); // the first read of the user (before the password check)
