@@ -6,7 +6,14 @@ import { loadConfig, type ZtConfig } from "../config/index.js";
 import { ZtError } from "../core/errors.js";
 import { apiListenerTls, createApiServer } from "../api/index.js";
 import { LiveConnections, type Pep } from "../proxy/index.js";
-import { startAuditServices, type AuditServices } from "../audit/index.js";
+import {
+  countEventResync,
+  countEventsPruned,
+  startAuditServices,
+  type AuditServices,
+} from "../audit/index.js";
+import { EventPruner } from "../events/index.js";
+import { describePgError } from "../store/index.js";
 import {
   createPolicySshAuthorizer,
   initPki,
@@ -55,6 +62,8 @@ export interface RunningZt {
   continuous: ContinuousVerification;
   /** Automatic rotation of the intermediate CA (`pki.intermediate_rotate_before`). */
   pkiRotation: IntermediateRotationRunner;
+  /** Deletes events older than `events.retention` from the event bus's table. */
+  eventPruner: EventPruner;
   demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
   close(): Promise<void>;
 }
@@ -127,6 +136,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let continuous: ContinuousVerification | undefined;
   let audit: AuditServices | undefined;
   let pkiRotation: IntermediateRotationRunner | undefined;
+  let eventPruner: EventPruner | undefined;
+  let stopResyncReport: (() => void) | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
   const workerCount = proxyWorkers(config);
   const closeAll = async () => {
@@ -137,6 +148,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await pepNode?.close().catch(() => undefined);
     await api?.close().catch(() => undefined);
     await pkiRotation?.stop();
+    await eventPruner?.stop();
+    stopResyncReport?.();
     continuous?.close();
     await audit?.stop().catch(() => undefined);
     services?.close();
@@ -189,6 +202,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
           detail: {
             policy_version: version,
             policy_error: services!.policies.lastError ?? null,
+            events_resyncing: ctx.events.resyncing(),
             ...cluster?.detail,
             ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
           },
@@ -198,6 +212,20 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await api.listen({ host: apiListen.host, port: apiListen.port });
     const apiAddress = api.server.address() as AddressInfo;
     continuous = await startProcessVerification(services, live);
+    // Events pruned past this process's position (it was cut off or suspended for longer
+    // than events.retention): every holder re-reads its state; this reports it.
+    stopResyncReport = ctx.events.onResync(async (r) => {
+      countEventResync();
+      ctx.audit.record({
+        kind: "events.resync",
+        outcome: "info",
+        reason: "events-pruned",
+        data: { after_seq: r.afterSeq, pruned_through: r.prunedThrough },
+      });
+      out(
+        `zt: events: position ${r.afterSeq} is behind the pruned events (through ${r.prunedThrough}): re-reading state from the store, denying until done`,
+      );
+    });
     await ctx.events.start();
     // From here the bus tracks contact with the store: past max_staleness, deny all.
     services.decisions.failClosedWhenStale();
@@ -208,6 +236,17 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       warn: (m) => out(`zt: pki: ${m}`),
       info: (m) => out(`zt: pki: ${m}`),
     });
+    // Events older than events.retention are deleted, in short batches (any replica).
+    eventPruner = new EventPruner(ctx.store, {
+      clock: ctx.clock,
+      retentionMs: config.eventRetentionMs,
+      onPass: (r) => countEventsPruned(r.deleted),
+      onError: (e) =>
+        out(
+          `zt: events: pruning failed (retried next pass): ${describePgError(e, typeof ctx.store.pgConfig?.password === "string" ? ctx.store.pgConfig.password : undefined)}`,
+        ),
+    });
+    eventPruner.start();
     // The PEP answers only now: sessions, policies, grants, device posture and the ban
     // cache it consults are loaded and kept current (a banned source was served before).
     let pepAddress: AddressInfo;
@@ -244,6 +283,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       demo,
       continuous,
       pkiRotation,
+      eventPruner,
       close: closeAll,
     };
     return running;

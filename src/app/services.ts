@@ -4,6 +4,7 @@ import { SessionService } from "../session/index.js";
 import { EntitySnapshot } from "../session/entity-snapshot.js";
 import { PolicyHolder, type PolicyLoadReport } from "../session/policy-holder.js";
 import { AssertionSigner, DecisionPoint } from "../proxy/index.js";
+import { followEventResync } from "./event-resync.js";
 
 /** The running services of one zt process, built from its AppContext. */
 export interface Services {
@@ -55,6 +56,7 @@ export async function createServices(
     throw e;
   }
   const stopFollowingKeys = assertions.followRotations(ctx.events);
+  const stopResync = followEventResync(ctx, assertions);
   return {
     ctx,
     identity,
@@ -65,6 +67,7 @@ export async function createServices(
     assertions,
     close() {
       stopFollowingKeys();
+      stopResync();
       policies.close();
       snapshot.close();
       sessions.close();

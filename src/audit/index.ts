@@ -57,6 +57,9 @@ export {
   countShed,
   countRefused,
   countBannedRequest,
+  countEventsPruned,
+  countEventResync,
+  countPolicyWatchError,
 } from "./metrics.js";
 export { collectStoreMetrics, throttledStoreMetrics } from "./store-metrics.js";
 export { AlertEngine, networkOf, jailMatches } from "./alerts/alert-engine.js";

@@ -231,6 +231,36 @@ export function countBannedRequest(): void {
   bannedRequests.inc();
 }
 
+const eventsPruned = new Counter({
+  name: "zt_events_pruned_total",
+  help: "Rows of the event bus's events table deleted for being older than events.retention.",
+  registers: [metrics],
+});
+
+const eventResyncs = new Counter({
+  name: "zt_events_resyncs_total",
+  help: "Full re-reads of state from the store because events were pruned past this process's position.",
+  registers: [metrics],
+});
+
+const policyWatchErrors = new Counter({
+  name: "zt_policy_watch_errors_total",
+  help: "Failures of the file watch on the policy folder (each falls back to polling it).",
+  registers: [metrics],
+});
+
+export function countEventsPruned(n: number): void {
+  if (n > 0) eventsPruned.inc(n);
+}
+
+export function countEventResync(): void {
+  eventResyncs.inc();
+}
+
+export function countPolicyWatchError(): void {
+  policyWatchErrors.inc();
+}
+
 /** The exposition text for `/metrics`. */
 export async function renderMetrics(): Promise<{ contentType: string; body: string }> {
   return { contentType: metrics.contentType, body: await metrics.metrics() };

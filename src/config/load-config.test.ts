@@ -151,6 +151,19 @@ describe("zt.yaml values the runtime cannot use are refused at load, naming the 
     }
   });
 
+  it("keeps events 24h by default, and refuses a retention below max_staleness", () => {
+    expect(parseConfigText("{}", "/etc/zt/zt.yaml").eventRetentionMs).toBe(86_400_000);
+    expect(parseConfigText("events: { retention: 7d }", "/etc/zt/zt.yaml").eventRetentionMs).toBe(
+      7 * 86_400_000,
+    );
+    expect(configError("events: { retention: 0 }")).toMatch(/events\.retention: .*above 0/);
+    // A process briefly cut off (still deciding) would routinely lose its place.
+    expect(configError("events: { retention: 1m }")).toMatch(
+      /events\.retention: expected at least max_staleness/,
+    );
+    expect(configError("events: { keep: 1d }")).toMatch(/events/);
+  });
+
   it("refuses timer durations past what a Node timer holds (it would fire after 1 ms)", () => {
     for (const [yaml, key] of [
       ["limits: { header_timeout: 30d, request_timeout: 30d }", "limits.header_timeout"],

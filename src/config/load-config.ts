@@ -19,6 +19,8 @@ export interface ZtConfig extends Omit<RawConfig, "routes"> {
   sessionIdleMs: number;
   sessionRecheckMs: number;
   maxStalenessMs: number;
+  /** `events.retention` (ms): older events are pruned. */
+  eventRetentionMs: number;
 }
 
 export interface ResolvedRoute extends RouteConfig {
@@ -314,7 +316,16 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
     sessionIdleMs: durations(c.session.idle_timeout, "session.idle_timeout"),
     sessionRecheckMs: durations(c.session.recheck_interval, "session.recheck_interval", true),
     maxStalenessMs: durations(c.max_staleness, "max_staleness"),
+    eventRetentionMs: durations(c.events.retention, "events.retention"),
   };
+  // Below max_staleness, a process briefly cut off (and still deciding) would routinely
+  // lose its place in the event log and have to re-read everything.
+  if (cfg.eventRetentionMs < cfg.maxStalenessMs)
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${path}: events.retention: expected at least max_staleness (${JSON.stringify(c.max_staleness)}), got ${JSON.stringify(c.events.retention)}`,
+      { path, key: "events.retention" },
+    );
   // Parsed again by the PEP; checked here so a bad value names its key and zt does not start.
   const headerMs = durations(c.limits.header_timeout, "limits.header_timeout", true);
   const requestMs = durations(c.limits.request_timeout, "limits.request_timeout", true);

@@ -213,6 +213,17 @@ export const configSchema = z
       .default("UTC"),
     /** How long a PEP keeps deciding from cached state when the store is unreachable. */
     max_staleness: duration.default("5m"),
+    /** The event bus's `events` table (revocations, policy and membership changes …). */
+    events: z
+      .object({
+        /**
+         * Events older than this are pruned. A process whose position fell further behind
+         * (cut off or suspended longer) re-reads its state from the store instead.
+         */
+        retention: duration.default("24h"),
+      })
+      .strict()
+      .default({ retention: "24h" }),
     /** Capability sections owned by their folders (validated there). */
     pki: z.record(z.string(), z.unknown()).optional(),
     audit: z.record(z.string(), z.unknown()).optional(),

@@ -1,8 +1,16 @@
 import pg from "pg";
 import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
-import type { EventBus, EventHandler, ZtEvent, ZtEventKind } from "./event-bus.js";
+import type {
+  EventBus,
+  EventHandler,
+  EventResync,
+  ResyncHandler,
+  ZtEvent,
+  ZtEventKind,
+} from "./event-bus.js";
 import { appendEvent, EVENTS_CHANNEL, type AppendEventHooks } from "./append-event.js";
+import { readPrunedThrough } from "./prune-events.js";
 
 export interface StoreEventBusOptions {
   clock: Clock;
@@ -16,6 +24,8 @@ export interface StoreEventBusOptions {
   reconnectDelayMs?: number;
   /** Rows read per query. */
   batchSize?: number;
+  /** Delay before running a failed resync again (ms, default 1000). */
+  resyncRetryMs?: number;
 }
 
 /**
@@ -26,6 +36,11 @@ export interface StoreEventBusOptions {
  * With PostgreSQL a dedicated LISTEN connection wakes the reader on NOTIFY and is
  * re-established when lost; the reader then catches up by seq, so nothing published
  * while it was away is missed.
+ *
+ * Old events are pruned (`pruneEvents`, `events.retention`). After each read the bus
+ * reads the pruned horizon: when it is above the last seq delivered, events this process
+ * never heard may be gone, so it runs every `onResync` handler (each re-reads its state
+ * from the store) and reports stale until they have all succeeded.
  */
 export class StoreEventBus implements EventBus {
   readonly #store: Store;
@@ -52,6 +67,14 @@ export class StoreEventBus implements EventBus {
   #listening = false;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #reconnectDelay: number;
+  readonly #resyncHandlers = new Set<ResyncHandler>();
+  readonly #resyncRetryMs: number;
+  /** The gap a resync must cover, while one is pending (cleared when every handler succeeded). */
+  #gap: { afterSeq: number; prunedThrough: number } | undefined;
+  #resyncRun: Promise<void> | undefined;
+  #resyncAgain = false;
+  #resyncTimer: NodeJS.Timeout | undefined;
+  #resyncs = 0;
   /** Test hooks for the append transaction. */
   appendHooks: AppendEventHooks = {};
 
@@ -62,6 +85,7 @@ export class StoreEventBus implements EventBus {
     this.#reconnectBaseMs = options.reconnectDelayMs ?? 250;
     this.#reconnectDelay = this.#reconnectBaseMs;
     this.#batch = options.batchSize ?? 1000;
+    this.#resyncRetryMs = options.resyncRetryMs ?? 1000;
   }
 
   async publish(kind: ZtEventKind, data: Record<string, unknown>): Promise<ZtEvent> {
@@ -116,12 +140,13 @@ export class StoreEventBus implements EventBus {
     this.#schedulePoll();
   }
 
+  /** The newest seq ever committed: the pruned horizon when the table has been emptied. */
   async #maxSeq(): Promise<number> {
     const row = await this.#store.db
       .selectFrom("events")
       .select((eb) => eb.fn.max("seq").as("max"))
       .executeTakeFirst();
-    return Number(row?.max ?? 0);
+    return Math.max(Number(row?.max ?? 0), await readPrunedThrough(this.#store));
   }
 
   async stop(): Promise<void> {
@@ -129,17 +154,41 @@ export class StoreEventBus implements EventBus {
     this.#marked = false;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    if (this.#resyncTimer) clearTimeout(this.#resyncTimer);
     this.#timer = undefined;
     this.#reconnectTimer = undefined;
+    this.#resyncTimer = undefined;
     const client = this.#listen;
     this.#listen = undefined;
     this.#listening = false;
     if (client) await client.end().catch(() => undefined);
     await this.#current;
+    await this.#resyncRun;
   }
 
   lastContactMs(): number {
+    // Events may be missing from what this process decides on: fail closed until resynced.
+    if (this.#gap) return Number.POSITIVE_INFINITY;
     return Math.max(0, this.#clock.now() - this.#lastContact);
+  }
+
+  onResync(handler: ResyncHandler): () => void {
+    this.#resyncHandlers.add(handler);
+    return () => this.#resyncHandlers.delete(handler);
+  }
+
+  resyncing(): boolean {
+    return this.#gap !== undefined;
+  }
+
+  /** Resyncs started since this bus was created (for metrics and tests). */
+  resyncCount(): number {
+    return this.#resyncs;
+  }
+
+  /** Resolves once no resync is running (tests). */
+  async resynced(): Promise<void> {
+    while (this.#resyncRun) await this.#resyncRun;
   }
 
   /** Whether the PostgreSQL LISTEN connection is up (always false for SQLite). */
@@ -257,6 +306,15 @@ export class StoreEventBus implements EventBus {
       // Store unreachable: lastContactMs grows and /readyz reports it.
       return false;
     }
+    // The horizon is read after the rows: a row deleted before they were read had its
+    // horizon committed with the delete, so it shows here (see pruneEvents).
+    let prunedThrough: number;
+    try {
+      prunedThrough = await readPrunedThrough(this.#store);
+    } catch {
+      return false;
+    }
+    const afterSeq = this.#lastSeq;
     this.#lastContact = this.#clock.now();
     for (const r of rows) {
       const seq = Number(r.seq);
@@ -265,7 +323,57 @@ export class StoreEventBus implements EventBus {
       if (this.#emittedBeforeStart.delete(seq)) continue;
       this.#emit({ seq, ts: Number(r.ts), kind: r.kind as ZtEventKind, data: parseData(r.data) });
     }
+    if (prunedThrough > afterSeq) {
+      // Events in (afterSeq, prunedThrough] may have been deleted unread: resync.
+      this.#lastSeq = Math.max(this.#lastSeq, prunedThrough);
+      this.#gap = {
+        afterSeq: Math.min(afterSeq, this.#gap?.afterSeq ?? afterSeq),
+        prunedThrough: Math.max(prunedThrough, this.#gap?.prunedThrough ?? 0),
+      };
+      this.#resyncs++;
+      this.#runResync();
+    }
     return rows.length === this.#batch;
+  }
+
+  /**
+   * Runs every resync handler (outside the reader: a handler may publish, and publish
+   * waits for the reader). A gap found while one runs makes it run again; a failure
+   * leaves the gap pending (stale) and retries after `resyncRetryMs`.
+   */
+  #runResync(): void {
+    if (this.#resyncRun) {
+      this.#resyncAgain = true;
+      return;
+    }
+    const run = async () => {
+      let failed = false;
+      do {
+        this.#resyncAgain = false;
+        const gap = this.#gap;
+        if (!gap) return;
+        const resync: EventResync = {
+          ...gap,
+          restate: (kind, data) =>
+            this.#emit({ seq: this.#lastSeq, ts: this.#clock.now(), kind, data }),
+        };
+        const results = await Promise.allSettled(
+          [...this.#resyncHandlers].map(async (h) => h(resync)),
+        );
+        failed = results.some((r) => r.status === "rejected");
+        if (!failed && !this.#resyncAgain && this.#gap === gap) this.#gap = undefined;
+      } while (this.#resyncAgain && this.#started);
+      if (failed && this.#started && !this.#resyncTimer) {
+        this.#resyncTimer = setTimeout(() => {
+          this.#resyncTimer = undefined;
+          if (this.#started) this.#runResync();
+        }, this.#resyncRetryMs);
+        this.#resyncTimer.unref();
+      }
+    };
+    this.#resyncRun = run().finally(() => {
+      this.#resyncRun = undefined;
+    });
   }
 
   #emit(event: ZtEvent): void {

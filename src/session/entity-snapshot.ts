@@ -23,12 +23,32 @@ export class EntitySnapshot {
   /** Refreshes of a user in flight: only the newest applies (see LatestReads). */
   readonly #reads = new LatestReads<string>();
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeResync: (() => void) | undefined;
+  #resyncing: Promise<void> | undefined;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
   }
 
   async load(): Promise<void> {
+    await this.#loadAll();
+    this.#unsubscribe ??= this.#ctx.events.subscribe((e) => void this.#onEvent(e));
+    this.#unsubscribeResync ??= this.#ctx.events.onResync(() => this.resync());
+  }
+
+  /**
+   * Re-reads every user from the store, forgetting those no longer there: the full
+   * resync after events were pruned past this process's position. Concurrent calls
+   * share one read. Rejects when the store cannot be read.
+   */
+  resync(): Promise<void> {
+    this.#resyncing ??= this.#loadAll(true).finally(() => {
+      this.#resyncing = undefined;
+    });
+    return this.#resyncing;
+  }
+
+  async #loadAll(forgetMissing = false): Promise<void> {
     for (const r of this.#ctx.config.routes) {
       this.entities.upsert({
         uid: { type: "App", id: r.name },
@@ -59,7 +79,13 @@ export class EntitySnapshot {
         disabled: u.disabled === 1,
       });
     }
-    this.#unsubscribe ??= this.#ctx.events.subscribe((e) => void this.#onEvent(e));
+    if (!forgetMissing) return;
+    const present = new Set(users.map((u) => u.id));
+    for (const [id, old] of this.#users) {
+      if (present.has(id)) continue;
+      this.entities.remove({ type: "User", id: old.name });
+      this.#users.delete(id);
+    }
   }
 
   /** The user as policies see it, by internal id. */
@@ -107,6 +133,7 @@ export class EntitySnapshot {
 
   close(): void {
     this.#unsubscribe?.();
+    this.#unsubscribeResync?.();
   }
 
   #put(u: UserEntityInfo): void {

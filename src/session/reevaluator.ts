@@ -41,6 +41,7 @@ const MAX_TIMER_MS = 2_147_483_647;
 export class Reevaluator {
   readonly #d: ReevaluatorDeps;
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeResync: (() => void) | undefined;
   #interval: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #queue: Promise<unknown> = Promise.resolve();
@@ -58,6 +59,7 @@ export class Reevaluator {
     this.#unsubscribe = this.#d.ctx.events.subscribe((e) => {
       this.#enqueue(() => this.handle(e));
     });
+    this.#unsubscribeResync = this.#d.ctx.events.onResync(() => this.#resyncQueued());
     const every = Math.max(50, this.#d.ctx.config.sessionRecheckMs);
     this.#interval = setInterval(() => this.#enqueue(() => this.tick()), every);
     this.#interval.unref();
@@ -67,6 +69,7 @@ export class Reevaluator {
   close(): void {
     this.#closed = true;
     this.#unsubscribe?.();
+    this.#unsubscribeResync?.();
     if (this.#interval) clearInterval(this.#interval);
     if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
   }
@@ -89,6 +92,32 @@ export class Reevaluator {
   runTick(): Promise<RecheckResult> {
     return new Promise((resolve, reject) => {
       this.#enqueue(() => this.tick().then(resolve, reject));
+    });
+  }
+
+  /**
+   * The full resync after events were pruned past this process's position: device
+   * posture, users and grants are re-read from the store (rejecting, so the bus retries
+   * and stays stale, when it cannot be read), then the periodic pass re-decides every
+   * live connection against them and reconciles the sessions.
+   */
+  #resyncQueued(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#enqueue(async () => {
+        try {
+          const d = this.#d;
+          await d.devices.load();
+          await d.snapshot.resync();
+          await d.grants.reload();
+          await d.sessions.reconcile();
+          await this.tick();
+          resolve();
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
+      // Closed before the job ran: nothing left to resync here.
+      if (this.#closed) resolve();
     });
   }
 

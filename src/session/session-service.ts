@@ -81,10 +81,16 @@ export class SessionService {
    */
   readonly #loading = new Set<Map<string, { reason: string; at: number }>>();
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeResync: (() => void) | undefined;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
     this.#unsubscribe = ctx.events.subscribe((e) => this.#onEvent(e));
+    // Events pruned past this process's position: a `session.revoked` it never heard is
+    // applied from the store (as the periodic pass does) before the bus reports fresh.
+    this.#unsubscribeResync = ctx.events.onResync(async () => {
+      await this.reconcile();
+    });
   }
 
   /** Creates a session after a successful login; returns it with the cookie token. */
@@ -349,6 +355,8 @@ export class SessionService {
   close(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    this.#unsubscribeResync?.();
+    this.#unsubscribeResync = undefined;
   }
 
   #remember(hash: string, s: SessionInfo): void {

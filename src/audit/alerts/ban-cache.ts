@@ -137,13 +137,19 @@ export async function startBanCache(
     }
     void refreshBans(store, now()).catch(() => undefined);
   });
+  // Events pruned past this process's position: a `ban.changed` may be lost; re-read.
+  const unsubscribeResync = events.onResync(() => refreshBans(store, now()));
   try {
     await refreshBans(store, now());
   } catch (e) {
     unsubscribe();
+    unsubscribeResync();
     throw e;
   }
-  return unsubscribe;
+  return () => {
+    unsubscribe();
+    unsubscribeResync();
+  };
 }
 
 /** For tests: sets the cache directly. */

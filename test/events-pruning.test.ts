@@ -1,0 +1,355 @@
+/**
+ * Pruning of the event bus's `events` table, and what it must not break: a process whose
+ * position fell behind the pruned horizon (cut off or suspended for longer than
+ * `events.retention`) notices the gap and re-reads its state from the store, reporting
+ * stale until it has, instead of silently skipping the events it never heard. On SQLite
+ * and a real PostgreSQL; an injected clock; several contexts on one store stand for
+ * several processes, a PEP on a real socket.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { createServices } from "../src/app/services.js";
+import { validateConfig, type ZtConfig } from "../src/config/index.js";
+import { ManualClock } from "../src/core/clock.js";
+import { identityService } from "../src/identity/index.js";
+import { SessionService } from "../src/session/index.js";
+import { startContinuousVerification } from "../src/session/reevaluator.js";
+import {
+  EventPruner,
+  pruneEvents,
+  readPrunedThrough,
+  StoreEventBus,
+  type EventResync,
+  type ZtEvent,
+} from "../src/events/index.js";
+import { openStore, type Store } from "../src/store/index.js";
+import { createPep } from "../src/proxy/index.js";
+import { runUp } from "../src/app/run-up.js";
+import { initPki, pkiService } from "../src/pki/index.js";
+import { metrics } from "../src/audit/index.js";
+import { tempDir as tempDirOf, writeConfig } from "./helpers/zt-process.js";
+import { request } from "./helpers/http-client.js";
+import { ReadGate } from "./helpers/read-gate.js";
+import { startUpstream, tempDir } from "./pep-fixture.js";
+import { engines, waitFor, type Engine, type EngineTarget } from "./store-fixture.js";
+
+const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
+const HOUR = 3_600_000;
+const PASSWORD = "pw-correct-horse-battery";
+const ENGINES = await engines();
+
+describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  });
+
+  async function target(): Promise<EngineTarget> {
+    const t = await engine.fresh();
+    cleanups.push(t.cleanup);
+    return t;
+  }
+
+  async function store(t: EngineTarget): Promise<Store> {
+    const s = await openStore(t.storeOptions);
+    cleanups.push(() => s.close());
+    return s;
+  }
+
+  function bus(s: Store, clock: ManualClock, o: { resyncRetryMs?: number } = {}): StoreEventBus {
+    const b = new StoreEventBus(s, { clock, ...o });
+    cleanups.push(() => b.stop());
+    return b;
+  }
+
+  async function seqs(s: Store): Promise<number[]> {
+    const rows = await s.db.selectFrom("events").select("seq").orderBy("seq").execute();
+    return rows.map((r) => Number(r.seq));
+  }
+
+  it("deletes events older than the retention, in bounded batches, and keeps the recent ones", async () => {
+    const clock = new ManualClock(T0);
+    const s = await store(await target());
+    const b = bus(s, clock);
+    const old: number[] = [];
+    for (let i = 0; i < 7; i++) old.push((await b.publish("policy.changed", { i })).seq);
+    clock.advance(25 * HOUR);
+    const recent: number[] = [];
+    for (let i = 0; i < 3; i++) recent.push((await b.publish("ban.changed", { i })).seq);
+
+    const r = await pruneEvents(s, { now: clock.now(), retentionMs: 24 * HOUR, batchSize: 3 });
+    expect(r).toEqual({ deleted: 7, batches: 3, prunedThrough: old.at(-1) });
+    expect(await seqs(s)).toEqual(recent);
+    // Nothing more is old enough: a second pass deletes nothing, the horizon stays.
+    expect(await pruneEvents(s, { now: clock.now(), retentionMs: 24 * HOUR })).toEqual({
+      deleted: 0,
+      batches: 0,
+      prunedThrough: old.at(-1),
+    });
+  });
+
+  it("keeps seqs growing and starts a new reader at the horizon once the table was emptied", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const s = await store(t);
+    const b = bus(s, clock);
+    let last = 0;
+    for (let i = 0; i < 4; i++) last = (await b.publish("grant.changed", { i })).seq;
+    clock.advance(2 * HOUR);
+    const pruner = new EventPruner(s, { clock, retentionMs: HOUR });
+    expect((await pruner.runOnce())?.deleted).toBe(4);
+    expect(await seqs(s)).toEqual([]);
+    expect(await readPrunedThrough(s)).toBe(last);
+
+    // A process starting now reads from the horizon: no spurious resync.
+    const late = bus(await store(t), clock);
+    await late.mark();
+    await late.start();
+    expect(late.lastSeq()).toBe(last);
+    expect(late.resyncing()).toBe(false);
+    // And a new event's seq is above every pruned one (no seq is ever reused).
+    expect((await b.publish("grant.changed", {})).seq).toBeGreaterThan(last);
+  });
+
+  // Replicas share a PostgreSQL store. (Two SQLite handles in one thread cannot interleave
+  // write transactions: the second's busy wait blocks the thread holding the lock.)
+  it.skipIf(engine.name !== "postgres")(
+    "never lowers the horizon when two replicas prune at once",
+    async () => {
+      const clock = new ManualClock(T0);
+      const t = await target();
+      const a = await store(t);
+      const b2 = await store(t);
+      const b = bus(a, clock);
+      let last = 0;
+      for (let i = 0; i < 50; i++) last = (await b.publish("policy.changed", { i })).seq;
+      clock.advance(2 * HOUR);
+      const o = { now: clock.now(), retentionMs: HOUR, batchSize: 7 };
+      const [r1, r2] = await Promise.all([pruneEvents(a, o), pruneEvents(b2, o)]);
+      // Whatever one skipped while the other held the batch, a last pass finishes it.
+      const r3 = await pruneEvents(a, o);
+      expect(r1.deleted + r2.deleted + r3.deleted).toBe(50);
+      expect(await readPrunedThrough(a)).toBe(last);
+      expect(await seqs(a)).toEqual([]);
+    },
+  );
+
+  it("stops a reader behind the pruned horizon from silently skipping events: it resyncs, stale until done", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const writer = bus(await store(t), clock);
+    const readerStore = await store(t);
+    // The reader is suspended (its read of `events` held) while events are published and
+    // then pruned behind it.
+    const gate = new ReadGate("events");
+    const reader = bus({ ...readerStore, db: gate.wrap(readerStore.db) } as Store, clock, {
+      resyncRetryMs: 10,
+    });
+    const heard: ZtEvent[] = [];
+    reader.subscribe((e) => heard.push(e));
+    const resyncs: EventResync[] = [];
+    let failNext = true;
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    reader.onResync(async (r) => {
+      resyncs.push(r);
+      // The first attempt fails (store unreachable, say): the bus stays stale and retries.
+      if (failNext) {
+        failNext = false;
+        throw new Error("store unreachable");
+      }
+      await finished;
+    });
+    await reader.start();
+    const before = reader.lastSeq();
+    gate.hold();
+    await gate.held();
+
+    const lost = await writer.publish("session.revoked", { sessionIds: ["ses_x"] });
+    clock.advance(2 * HOUR);
+    const kept = await writer.publish("policy.changed", { v: 2 });
+    await pruneEvents(await store(t), { now: clock.now(), retentionMs: HOUR });
+    gate.release();
+    await waitFor(() => reader.lastSeq() >= kept.seq, "the reader to catch up");
+
+    // The gap is seen: stale (PEPs deny) while the state is re-read, retried on failure.
+    expect(reader.resyncing()).toBe(true);
+    expect(reader.lastContactMs()).toBe(Number.POSITIVE_INFINITY);
+    await waitFor(() => resyncs.length >= 2, "the failed resync to be retried");
+    expect(resyncs[0]).toMatchObject({ afterSeq: before, prunedThrough: lost.seq });
+    expect(reader.resyncing()).toBe(true);
+    finish();
+    await reader.resynced();
+    expect(reader.resyncing()).toBe(false);
+    expect(reader.lastContactMs()).toBe(0);
+    // The event after the gap is still delivered; the pruned one cannot be.
+    expect(heard.map((e) => e.seq)).toEqual([kept.seq]);
+  });
+
+  it("stops a session revoked while its PEP was suspended past the retention from staying usable", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    const cfg = config(t, up.port);
+    const cli = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => cli.close());
+    const { user } = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
+
+    // A PEP process whose event bus reads `events` through a gate (to suspend it).
+    const base = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => base.close());
+    const gate = new ReadGate("events");
+    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
+    const ctx = { ...base, events } as AppContext;
+    await events.mark();
+    const services = await createServices(ctx);
+    const pep = createPep(services);
+    const port = (await pep.listen("127.0.0.1", 0)).port;
+    // The re-evaluator's part of the resync (users, devices, grants, then a re-check of
+    // every live connection) runs too.
+    const continuous = await startContinuousVerification(services, pep.live);
+    await events.start();
+    cleanups.push(async () => {
+      continuous.close();
+      await pep.close();
+      services.close();
+    });
+    const get = (token: string) =>
+      request(port, {
+        host: "a.localhost",
+        path: "/x",
+        headers: { cookie: `zt_session=${token}`, accept: "application/json" },
+      });
+    const { token, session } = await new SessionService(cli).create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    expect((await get(token)).status).toBe(200);
+
+    // Suspended; meanwhile the session is revoked, time passes, and the event is pruned.
+    gate.hold();
+    await gate.held();
+    const admin = new SessionService(cli);
+    expect(await admin.revoke([session.id], "admin")).toBe(1);
+    admin.close();
+    clock.advance(2 * HOUR);
+    const r = await pruneEvents(cli.store, {
+      now: clock.now(),
+      retentionMs: cfg.eventRetentionMs,
+    });
+    expect(r.deleted).toBeGreaterThan(0);
+    gate.release();
+    await events.catchUp();
+    await events.resynced();
+
+    expect((await get(token)).status).toBe(401);
+    expect(services.sessions.checkInMemory(token)).toMatchObject({
+      ok: false,
+      code: "ZT_SESSION_REVOKED",
+    });
+    expect(events.resyncCount()).toBe(1);
+  });
+
+  it("stops a certificate revoked while its PEP was suspended past the retention from passing the deny list", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, 9);
+    const cli = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => cli.close());
+    await initPki(cli);
+    const issued = await (
+      await pkiService(cli)
+    ).issueSvidWithNewKey({ spiffeId: "spiffe://prune.test/api", actor: "test" });
+
+    // A process holding the PKI (its deny list), its bus reading through a gate.
+    const base = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => base.close());
+    const gate = new ReadGate("events");
+    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
+    const ctx = { ...base, events } as AppContext;
+    await events.mark();
+    const services = await createServices(ctx);
+    cleanups.push(async () => services.close());
+    const pki = await pkiService(ctx);
+    await events.start();
+    expect(pki.isRevoked(issued.serial)).toBe(false);
+
+    gate.hold();
+    await gate.held();
+    await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
+    clock.advance(2 * HOUR);
+    await pruneEvents(cli.store, { now: clock.now(), retentionMs: cfg.eventRetentionMs });
+    gate.release();
+    await events.catchUp();
+    await events.resynced();
+
+    expect(pki.isRevoked(issued.serial)).toBe(true);
+  });
+
+  function config(t: EngineTarget, upstreamPort: number): ZtConfig {
+    const dir = tempDir("zt-events-prune-");
+    mkdirSync(join(dir, "policies"));
+    writeFileSync(
+      join(dir, "policies", "main.cedar"),
+      `permit (principal, action, resource == App::"a");`,
+    );
+    return validateConfig(
+      {
+        data_dir: t.storeOptions.dataDir,
+        ...(t.storeOptions.databaseUrl ? { database_url: t.storeOptions.databaseUrl } : {}),
+        trust_domain: "prune.test",
+        policies: join(dir, "policies"),
+        routes: [{ name: "a", from: "http://a.localhost", to: `http://127.0.0.1:${upstreamPort}` }],
+        session: { ttl: "24h", idle_timeout: "24h" },
+        events: { retention: "1h" },
+        // Certificates outlive the 2 h a suspended process misses (expired ones need no deny).
+        pki: { svid_ttl: "12h" },
+      },
+      join(dir, "zt.yaml"),
+    );
+  }
+});
+
+describe("zt up prunes events and reports resyncs", () => {
+  it("prunes on its pass, and /readyz shows the resync and policy-watch state", async () => {
+    const clock = new ManualClock(T0);
+    const dir = tempDirOf("zt-up-prune-");
+    const configPath = writeConfig(
+      dir,
+      `data_dir: ./data
+routes:
+  - { name: a, from: "http://a.localhost:8443", to: "http://127.0.0.1:9" }
+policies: ./policies
+events: { retention: 1h }
+`,
+      { "main.cedar": `permit (principal, action, resource == App::"a");` },
+    );
+    const lines: string[] = [];
+    const zt = await runUp({
+      configPath,
+      env: { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" },
+      clock,
+      out: (l) => lines.push(l),
+    });
+    try {
+      const first = await zt.ctx.events.publish("policy.changed", { v: 1 });
+      clock.advance(2 * HOUR);
+      const r = await zt.eventPruner.runOnce();
+      expect(r).toMatchObject({ prunedThrough: first.seq });
+      expect(r?.deleted).toBeGreaterThanOrEqual(1);
+      const ready = await request(zt.apiAddress.port, { host: "127.0.0.1", path: "/readyz" });
+      expect(ready.json()).toMatchObject({
+        events_resyncing: false,
+        policy_watch: { mode: "watching", errors: 0, error: null },
+      });
+      const text = await metrics.getSingleMetricAsString("zt_events_pruned_total");
+      expect(text).toMatch(/zt_events_pruned_total [1-9]/);
+    } finally {
+      await zt.close();
+    }
+  }, 60_000);
+});
