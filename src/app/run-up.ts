@@ -166,6 +166,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
         if (r.ok) out(`zt: policies reloaded (${r.policies} policies)`);
         else out(`zt: policy reload refused, keeping the last good set: ${r.error}`);
       },
+      policyWatchError: (m) =>
+        out(`zt: policy folder watch failed, polling it instead (edits still apply): ${m}`),
     });
     // ssh:sign is decided by the policy set in force, reloads included.
     const policies = services.policies;
@@ -202,6 +204,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
           detail: {
             policy_version: version,
             policy_error: services!.policies.lastError ?? null,
+            policy_watch: services!.policies.watchStatus(),
             events_resyncing: ctx.events.resyncing(),
             ...cluster?.detail,
             ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),

@@ -25,6 +25,11 @@ export interface CreateServicesOptions {
    * is reloaded, not missed.
    */
   watchPolicies?: (report: PolicyLoadReport) => void;
+  /**
+   * Told when the watch on the policy folder fails (the folder is then polled, and the
+   * watch re-established). Default: a line on stderr.
+   */
+  policyWatchError?: (message: string) => void;
 }
 
 /**
@@ -38,7 +43,15 @@ export async function createServices(
   const identity = new IdentityService(ctx);
   const sessions = new SessionService(ctx);
   const policies = new PolicyHolder(ctx);
-  if (options.watchPolicies) policies.watch(options.watchPolicies);
+  if (options.watchPolicies)
+    policies.watch(options.watchPolicies, {
+      onWatchError:
+        options.policyWatchError ??
+        ((m) =>
+          process.stderr.write(
+            `zt: policy folder watch failed, polling it instead: ${m.replace(/[\r\n]+/g, " ")}\n`,
+          )),
+    });
   let snapshot: EntitySnapshot | undefined;
   let decisions: DecisionPoint;
   let assertions: AssertionSigner;

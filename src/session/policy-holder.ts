@@ -1,5 +1,5 @@
-import { watch, type FSWatcher } from "node:fs";
 import type { AppContext } from "../app/index.js";
+import { countPolicyWatchError } from "../audit/index.js";
 import { isZtError, ZtError } from "../core/errors.js";
 import {
   assertPolicyTests,
@@ -7,6 +7,21 @@ import {
   loadPolicySet,
   type PolicyEngine,
 } from "../policy/index.js";
+import {
+  PolicyFolderWatch,
+  type PolicyFolderWatchOptions,
+  type PolicyWatchStatus,
+} from "./policy-folder-watch.js";
+
+export type { PolicyWatchStatus } from "./policy-folder-watch.js";
+
+export interface PolicyWatchOptions extends Pick<
+  PolicyFolderWatchOptions,
+  "pollIntervalMs" | "debounceMs" | "watch"
+> {
+  /** Told about each failure of the folder watch (a line for the log). */
+  onWatchError?: (message: string) => void;
+}
 
 export interface PolicyLoadReport {
   ok: boolean;
@@ -24,8 +39,7 @@ export class PolicyHolder {
   readonly #ctx: AppContext;
   #engine: PolicyEngine | undefined;
   #lastError: string | undefined;
-  #watcher: FSWatcher | undefined;
-  #debounce: NodeJS.Timeout | undefined;
+  #folder: PolicyFolderWatch | undefined;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
@@ -33,6 +47,8 @@ export class PolicyHolder {
 
   /** Loads the configured policy directory; throws ZT_POLICY_INVALID when it is bad. */
   load(): PolicyEngine {
+    // What the content check compares against: an edit from here on is a change.
+    this.#folder?.noteLoaded();
     const set = loadPolicySet(this.#ctx.config.policies);
     const engine = createPolicyEngine(this.#ctx.config.policy_engine, set);
     // Configured policy tests must pass before a set goes into force.
@@ -90,21 +106,43 @@ export class PolicyHolder {
     return this.#lastError;
   }
 
-  /** Reloads when files in the policy directory change. */
-  watch(onReload?: (r: PolicyLoadReport) => void): void {
-    try {
-      this.#watcher = watch(this.#ctx.config.policies, () => {
-        if (this.#debounce) clearTimeout(this.#debounce);
-        this.#debounce = setTimeout(() => onReload?.(this.reload()), 200);
-      });
-      this.#watcher.on("error", () => undefined);
-    } catch {
-      /* watching is a convenience; SIGHUP and `zt policy reload` still work */
-    }
+  /**
+   * Reloads when files in the policy directory change. A failing file watch (folder
+   * removed or replaced, inotify or descriptor limits) is logged through `onWatchError`,
+   * audited (`policy.watch`), counted (`zt_policy_watch_errors_total`) and shown in
+   * `watchStatus()`; the folder is then followed by a periodic content check and the
+   * watch re-established, so edits still apply.
+   */
+  watch(onReload?: (r: PolicyLoadReport) => void, options: PolicyWatchOptions = {}): void {
+    if (this.#folder) return;
+    this.#folder = new PolicyFolderWatch(this.#ctx.config.policies, {
+      onChange: () => {
+        const r = this.reload();
+        onReload?.(r);
+      },
+      onError: (message) => {
+        countPolicyWatchError();
+        this.#ctx.audit.record({
+          kind: "policy.watch",
+          outcome: "failure",
+          reason: "policy-watch-failed",
+          data: { folder: this.#ctx.config.policies, error: message },
+        });
+        options.onWatchError?.(message);
+      },
+      ...(options.pollIntervalMs !== undefined ? { pollIntervalMs: options.pollIntervalMs } : {}),
+      ...(options.debounceMs !== undefined ? { debounceMs: options.debounceMs } : {}),
+      ...(options.watch !== undefined ? { watch: options.watch } : {}),
+    });
+    this.#folder.start();
+  }
+
+  /** How the policy folder is followed (for /readyz); mode `off` when not watched. */
+  watchStatus(): PolicyWatchStatus {
+    return this.#folder?.status() ?? { mode: "off", errors: 0, error: null };
   }
 
   close(): void {
-    this.#watcher?.close();
-    if (this.#debounce) clearTimeout(this.#debounce);
+    this.#folder?.close();
   }
 }
