@@ -86,4 +86,14 @@ describe("clusterReadiness", () => {
       "worker 1 (pep-1) serves policy version v1, not v2 (the primary's)",
     ]);
   });
+
+  it("says a worker resyncing from the store is (its last contact is no number)", () => {
+    const r = check([
+      listening(1, { store: "stale", store_last_contact_ms: null as unknown as number }),
+    ]);
+    expect(r.ready).toBe(false);
+    expect(r.detail.proxy_workers_not_ready).toEqual([
+      "worker 1 (pep-1): store stale, resyncing from the store (no contact counted yet)",
+    ]);
+  });
 });

@@ -75,7 +75,12 @@ export function clusterReadiness(o: {
     // As for the primary: out of contact for more than 5 s, it cannot hear revocations.
     if (s.store !== "fresh")
       reasons.push(
-        `${name}: store ${s.store}, last contact ${Math.round(s.store_last_contact_ms)} ms ago`,
+        `${name}: store ${s.store}, ${
+          // Infinity (sent as null over IPC) while it resyncs after pruned events.
+          typeof s.store_last_contact_ms === "number" && Number.isFinite(s.store_last_contact_ms)
+            ? `last contact ${Math.round(s.store_last_contact_ms)} ms ago`
+            : "resyncing from the store (no contact counted yet)"
+        }`,
       );
     return { worker: r.worker, state: r.state, ...s };
   });
