@@ -1,6 +1,6 @@
 import type { AppContext } from "../app/index.js";
 import type { CedarValue, EntityUid } from "../policy/index.js";
-import { toRequest } from "./access-service.js";
+import { toRequest, type AccessRequest } from "./access-service.js";
 import { LatestReads } from "../core/latest-reads.js";
 import { hostGroupOfKey } from "./access-resource.js";
 
@@ -28,14 +28,7 @@ export function grantContext(
   route: string,
   now: number,
 ): { grants: string[]; breakglass: boolean } {
-  const names = new Set<string>();
-  let breakglass = false;
-  for (const g of grants) {
-    if (now >= g.expiresAt || hostGroupOfKey(g.resource) !== undefined) continue;
-    if (g.kind === "jit") names.add(g.resource);
-    else if (g.resource === route) breakglass = true;
-  }
-  return { grants: [...names].sort(), breakglass };
+  return contextFor(grants, appOfKey, route, now);
 }
 
 /**
@@ -51,15 +44,38 @@ export function sshGrantContext(
   hostGroup: string,
   now: number,
 ): { grants: string[]; breakglass: boolean } {
+  return contextFor(grants, hostGroupOfKey, hostGroup, now);
+}
+
+/** An App grant's app name (its resource key); undefined for a host group's. */
+function appOfKey(key: string): string | undefined {
+  return hostGroupOfKey(key) === undefined ? key : undefined;
+}
+
+/**
+ * The names (by `nameOf`, undefined for grants of the other kind of resource) with an
+ * active JIT grant, and whether a break-glass for `target` is active.
+ */
+function contextFor(
+  grants: readonly Pick<ActiveGrant, "kind" | "resource" | "expiresAt">[],
+  nameOf: (key: string) => string | undefined,
+  target: string,
+  now: number,
+): { grants: string[]; breakglass: boolean } {
   const names = new Set<string>();
   let breakglass = false;
   for (const g of grants) {
-    const group = hostGroupOfKey(g.resource);
-    if (now >= g.expiresAt || group === undefined) continue;
-    if (g.kind === "jit") names.add(group);
-    else if (group === hostGroup) breakglass = true;
+    const name = nameOf(g.resource);
+    if (now >= g.expiresAt || name === undefined) continue;
+    if (g.kind === "jit") names.add(name);
+    else if (name === target) breakglass = true;
   }
   return { grants: [...names].sort(), breakglass };
+}
+
+/** The grant an approved request with an expiry is. */
+export function activeGrantOf(r: AccessRequest & { expiresAt: number }): ActiveGrant {
+  return { id: r.id, userId: r.userId, kind: r.kind, resource: r.resource, expiresAt: r.expiresAt };
 }
 
 /**
@@ -109,13 +125,7 @@ export class GrantCache {
     for (const row of rows) {
       const r = toRequest(row);
       if (!before.delete(r.id)) added.push(r.id);
-      this.#add(row.holder, {
-        id: r.id,
-        userId: r.userId,
-        kind: r.kind,
-        resource: r.resource,
-        expiresAt: r.expiresAt!,
-      });
+      this.#add(row.holder, activeGrantOf({ ...r, expiresAt: r.expiresAt! }));
     }
     return { dropped: [...before], added };
   }
@@ -149,13 +159,7 @@ export class GrantCache {
       r.expiresAt !== null &&
       r.expiresAt > this.#ctx.clock.now()
     )
-      this.#add(row.holder, {
-        id: r.id,
-        userId: r.userId,
-        kind: r.kind,
-        resource: r.resource,
-        expiresAt: r.expiresAt,
-      });
+      this.#add(row.holder, activeGrantOf({ ...r, expiresAt: r.expiresAt }));
     return row.holder ?? r.user;
   }
 

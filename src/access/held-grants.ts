@@ -1,6 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Tables } from "../store/index.js";
-import type { ActiveGrant } from "./grant-cache.js";
+import { activeGrantOf, type ActiveGrant } from "./grant-cache.js";
 import { toRequest } from "./access-service.js";
 
 /**
@@ -23,13 +23,7 @@ export async function readActiveGrants(
     .execute();
   return rows.map((row) => {
     const r = toRequest(row);
-    return {
-      id: r.id,
-      userId: r.userId,
-      kind: r.kind,
-      resource: r.resource,
-      expiresAt: r.expiresAt!,
-    };
+    return activeGrantOf({ ...r, expiresAt: r.expiresAt! });
   });
 }
 
