@@ -28,7 +28,14 @@ import { openStore, type Store } from "../src/store/index.js";
 import { createPep } from "../src/proxy/index.js";
 import { runUp } from "../src/app/run-up.js";
 import { initPki, pkiService } from "../src/pki/index.js";
-import { metrics } from "../src/audit/index.js";
+import {
+  AlertService,
+  AuditLog,
+  listBans,
+  metrics,
+  parseAlertsConfig,
+  removeBan,
+} from "../src/audit/index.js";
 import { tempDir as tempDirOf, writeConfig } from "./helpers/zt-process.js";
 import { request } from "./helpers/http-client.js";
 import { ReadGate } from "./helpers/read-gate.js";
@@ -288,6 +295,71 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     await events.resynced();
 
     expect(pki.isRevoked(issued.serial)).toBe(true);
+  });
+
+  it("lets the alert rules ban a source again after its ban was lifted while their process was suspended past the retention", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const s = await store(t);
+    const operator = bus(await store(t), clock);
+    const gate = new ReadGate("events");
+    const events = bus({ ...s, db: gate.wrap(s.db) } as Store, clock);
+    await events.start();
+    const audit = new AuditLog(s, { clock });
+    cleanups.push(() => audit.close());
+    const alerts = new AlertService({
+      store: s,
+      clock,
+      audit,
+      events,
+      config: parseAlertsConfig({
+        jails: [
+          {
+            name: "login-ip",
+            match: "login-failure",
+            by: "ip",
+            maxretry: 2,
+            findtime: "1m",
+            bantime: "1d",
+          },
+        ],
+      }),
+      pollIntervalMs: 60_000,
+      wakeOnWrite: false,
+    });
+    await alerts.start();
+    cleanups.push(() => alerts.stop());
+    const ip = "198.51.100.40";
+    const failTwice = async (): Promise<string[]> => {
+      for (let i = 0; i < 2; i++) {
+        audit.record({
+          kind: "login",
+          outcome: "failure",
+          subject: "eve",
+          sourceIp: ip,
+          reason: "bad-password",
+        });
+        clock.advance(1_000);
+      }
+      await audit.flush();
+      return (await alerts.processNow()).map((a) => a.key);
+    };
+    expect(await failTwice()).toEqual([`ip:${ip}`]);
+
+    // Suspended; meanwhile an operator lifts the ban, time passes, and the event is pruned.
+    gate.hold();
+    await gate.held();
+    await removeBan({ store: s, clock, events: operator, audit }, ip, "ops");
+    clock.advance(2 * HOUR);
+    const kept = await operator.publish("policy.changed", { v: 2 });
+    await pruneEvents(await store(t), { now: clock.now(), retentionMs: HOUR });
+    gate.release();
+    await waitFor(() => events.lastSeq() >= kept.seq, "the alert process to catch up");
+    await events.resynced();
+
+    // The same source misbehaves again: banned again, not taken for still banned.
+    expect(await failTwice()).toEqual([`ip:${ip}`]);
+    expect((await listBans(s, clock.now())).map((b) => b.key)).toEqual([`ip:${ip}`]);
   });
 
   function config(t: EngineTarget, upstreamPort: number): ZtConfig {

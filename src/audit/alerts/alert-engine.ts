@@ -367,11 +367,6 @@ export class AlertEngine {
     this.#sweepAfter = Math.max(SWEEP_EVERY, this.trackedKeys);
   }
 
-  /** Records a ban made elsewhere (loaded from the bans table). */
-  markBanned(key: string, until: number): void {
-    this.#bannedUntil.set(key, until);
-  }
-
   /** Takes over the sliding windows and learned networks of another engine (after a replay). */
   adoptWindows(other: AlertEngine): void {
     for (const [k, v] of other.#windows) this.#windows.set(k, v);
@@ -379,6 +374,16 @@ export class AlertEngine {
     for (const [k, v] of other.#networks) this.#networks.set(k, v);
     for (const [k, v] of other.#lastFired) this.#lastFired.set(k, v);
     this.#now = Math.max(this.#now, other.#now);
+  }
+
+  /**
+   * Replaces every ban this engine knows with `active` (the bans table as it stands): after
+   * events were pruned past this process's position, a `zt ban remove` it never heard
+   * would otherwise keep the key marked as banned and stop it from being banned again.
+   */
+  replaceBans(active: Iterable<{ key: string; until: number }>): void {
+    this.#bannedUntil.clear();
+    for (const b of active) this.#bannedUntil.set(b.key, b.until);
   }
 
   /** Forgets a ban (after `zt ban remove`), so counting starts again. */

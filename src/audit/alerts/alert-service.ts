@@ -89,12 +89,7 @@ export class AlertService {
     const replayed = this.#engine;
     this.#engine = new AlertEngine(config, banCounts);
     this.#engine.adoptWindows(replayed);
-    const active = await store.db
-      .selectFrom("audit_bans")
-      .select(["key", "until"])
-      .where("lifted_at", "is", null)
-      .execute();
-    for (const b of active) this.#engine.markBanned(b.key, Number(b.until));
+    this.#engine.replaceBans(await activeBans(store));
 
     if (this.#o.wakeOnWrite !== false) {
       this.#unsubs.push(
@@ -112,6 +107,8 @@ export class AlertService {
         }
       }),
     );
+    // Events pruned past this process's position: a `ban.changed` removal may be lost.
+    this.#unsubs.push(this.#o.events.onResync(() => this.#reloadBans()));
     this.#timer = setInterval(
       () => void this.processNow().catch(() => undefined),
       this.#o.pollIntervalMs ?? 1_000,
@@ -132,6 +129,15 @@ export class AlertService {
         new Error(`stopping: ${left} alert(s) not posted (they are in zt alerts list)`),
       );
     await this.#webhookDone;
+  }
+
+  /** Re-reads the active bans into the engine, serialised with the rules' runs. */
+  #reloadBans(): Promise<void> {
+    const next = this.#running
+      .catch(() => undefined)
+      .then(async () => this.#engine.replaceBans(await activeBans(this.#o.store)));
+    this.#running = next;
+    return next;
   }
 
   /** Processes everything after the cursor now (serialised). Resolves with the alerts fired. */
@@ -239,4 +245,14 @@ export class AlertService {
       this.#webhookDone = undefined;
     }
   }
+}
+
+/** The bans not lifted, as the engine tracks them (expired ones are swept by the engine). */
+async function activeBans(store: Store): Promise<{ key: string; until: number }[]> {
+  const rows = await store.db
+    .selectFrom("audit_bans")
+    .select(["key", "until"])
+    .where("lifted_at", "is", null)
+    .execute();
+  return rows.map((b) => ({ key: b.key, until: Number(b.until) }));
 }
