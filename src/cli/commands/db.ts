@@ -1,3 +1,4 @@
+import { mkdirSync } from "node:fs";
 import type { Command } from "commander";
 import {
   migrateStore,
@@ -6,7 +7,20 @@ import {
   type MigrationState,
   type Store,
 } from "../../store/index.js";
-import { loadCliConfig, printJson, printTable, withoutContext } from "../cli-context.js";
+import { backupSqlite, restoreSqlite, type BackupSummary } from "../../store/sqlite-backup.js";
+import { openAppContext } from "../../app/index.js";
+import { parseAuditConfig } from "../../audit/index.js";
+import { loadMasterKey } from "../../keys/index.js";
+import { ZtError } from "../../core/errors.js";
+import {
+  loadCliConfig,
+  printJson,
+  printTable,
+  withContext,
+  withoutContext,
+} from "../cli-context.js";
+
+const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
 
 /**
  * `zt db migrate|status` — the store's schema. Neither needs the master key: they only
@@ -43,6 +57,8 @@ export function registerDbCommands(program: Command): void {
       ),
     );
 
+  registerDbBackupCommands(db);
+
   db.command("migrate")
     .description(
       "apply pending migrations (safe while other replicas start: one runs them, the others wait)",
@@ -65,6 +81,120 @@ export function registerDbCommands(program: Command): void {
         }),
       ),
     );
+}
+
+/**
+ * `zt db backup|restore` — a consistent copy of the embedded SQLite store while zt runs,
+ * and its restore while zt is stopped. Both audited (the backup in the live log, the
+ * restore in the restored one).
+ */
+export function registerDbBackupCommands(db: Command): void {
+  db.command("backup")
+    .description(
+      "copy the embedded SQLite store to FILE (0600) while zt runs: a consistent, checked snapshot",
+    )
+    .argument("<file>", "where to write the backup")
+    .option("--force", "replace FILE if it exists")
+    .option("--json", "JSON output")
+    .action(async (file: string, opts: { force?: boolean; json?: boolean }, cmd: Command) =>
+      withContext(cmd, async (ctx) => {
+        const r = backupSqlite(ctx.store, file, opts.force === true);
+        ctx.audit.record({
+          kind: "db.backup",
+          outcome: "success",
+          subject: actor(),
+          data: { file: r.file, bytes: r.bytes, audit_head: r.auditHead },
+        });
+        await ctx.audit.flush();
+        if (opts.json) printJson(summaryJson(r));
+        else
+          process.stdout.write(
+            `${describe(r)}\n` +
+              `The master key is not in it (it never is): keep ${masterKeyWhere(ctx.config)} apart from\n` +
+              "the backup; a restore needs the master key in use when the backup was made.\n",
+          );
+      }),
+    );
+
+  db.command("restore")
+    .description(
+      "replace the embedded SQLite store with a backup (zt stopped); the replaced database is kept aside",
+    )
+    .argument("<file>", "a file written by zt db backup")
+    .option("--json", "JSON output")
+    .action(async (file: string, opts: { json?: boolean }, cmd: Command) =>
+      withoutContext(async () => {
+        const config = loadCliConfig(cmd);
+        if (config.database_url)
+          throw new ZtError(
+            "ZT_USAGE",
+            'zt db restore replaces the embedded SQLite store; this config uses PostgreSQL: restore it with pg_restore or psql (docs/scale-out.md, "Backups")',
+          );
+        const box = loadMasterKey({
+          dataDir: config.data_dir,
+          masterKeyFile: config.master_key_file,
+          envValue: process.env["ZT_MASTER_KEY"],
+        });
+        mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+        const r = restoreSqlite(config.data_dir, file, box);
+        // Recorded in the restored log: the chain goes on from the backup's last record.
+        const ctx = await openAppContext(config, { env: process.env });
+        try {
+          ctx.audit.record({
+            kind: "db.restore",
+            outcome: "success",
+            subject: actor(),
+            data: { file: r.file, previous: r.previous ?? null, audit_head: r.auditHead },
+          });
+          await ctx.audit.flush();
+        } finally {
+          await ctx.close();
+        }
+        const witness = parseAuditConfig(config.audit, config.trust_domain).witness.file;
+        if (opts.json) {
+          printJson({
+            ...summaryJson(r),
+            previous: r.previous ?? null,
+            witness_file: witness ?? null,
+          });
+          return;
+        }
+        process.stdout.write(
+          `restored ${describe(r)}\n` +
+            (r.previous
+              ? `The database it replaced is kept as ${r.previous} (with its -wal/-shm, if any).\n`
+              : "") +
+            (witness
+              ? `The audit log now ends at seq ${r.auditHead}: if the witness file ${witness} holds a later\n` +
+                "checkpoint, zt will report the log truncated. Move that file aside (keep it as a record)\n" +
+                "before starting zt (docs/audit.md).\n"
+              : ""),
+        );
+      }),
+    );
+}
+
+function describe(r: BackupSummary): string {
+  return `${r.file}: ${r.bytes} bytes, ${r.migrations} migrations, ${r.users} users, audit log up to seq ${r.auditHead}`;
+}
+
+function summaryJson(r: BackupSummary) {
+  return {
+    file: r.file,
+    bytes: r.bytes,
+    migrations: r.migrations,
+    users: r.users,
+    audit_head: r.auditHead,
+  };
+}
+
+function masterKeyWhere(config: {
+  master_key_file?: string | undefined;
+  data_dir: string;
+}): string {
+  return process.env["ZT_MASTER_KEY"]
+    ? "ZT_MASTER_KEY"
+    : (config.master_key_file ?? `${config.data_dir}/master.key`);
 }
 
 async function withStore(cmd: Command, body: (store: Store) => Promise<void>): Promise<void> {
