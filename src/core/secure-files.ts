@@ -127,3 +127,17 @@ export function readPrivateFile(path: string): Buffer {
 export function fileExists(path: string): boolean {
   return existsSync(path);
 }
+
+/** fsyncs a directory, so a rename in it survives a crash; best effort where refused. */
+export function syncDirectory(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    /* some filesystems refuse fsync on a directory */
+  }
+}

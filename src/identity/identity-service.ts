@@ -35,6 +35,7 @@ import {
 } from "./password-hash.js";
 import { sourceKey } from "./source-key.js";
 import { newTotpSecret, totpUri, verifyTotp } from "./totp-verifier.js";
+import { sealedPurpose } from "../keys/sealed-purposes.js";
 
 /** A user as other capabilities see it: never a secret. */
 export interface UserInfo {
@@ -88,7 +89,7 @@ export type LoginFailureReason =
   | "mfa-not-enrolled"
   | "user-banned";
 
-const TOTP_PURPOSE = (userId: string) => `identity.totp:${userId}`;
+const TOTP_PURPOSE = sealedPurpose.totp;
 /** Every this many settled attempts, lockout rows idle for longer than a full lockout are deleted. */
 const PRUNE_EVERY = 64;
 

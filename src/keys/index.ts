@@ -1,4 +1,13 @@
-export { loadMasterKey } from "./master-key.js";
+export {
+  loadMasterKey,
+  masterKeyFile,
+  newMasterKeyText,
+  pendingMasterKeyFile,
+  readMasterKeyFile,
+} from "./master-key.js";
+export { assertStoreIdle, resealSecrets, sealedWith } from "./master-key-rotation.js";
+export type { ResealCounts } from "./master-key-rotation.js";
+export { sealedPurpose } from "./sealed-purposes.js";
 export type { MasterKeyOptions } from "./master-key.js";
 export { KeyStore, KEYS_LOCK_KEY } from "./key-store.js";
 export type {

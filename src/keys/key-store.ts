@@ -9,6 +9,7 @@ import type { Clock } from "../core/clock.js";
 import type { SecretBox } from "../core/secret-box.js";
 import { newId } from "../core/ids.js";
 import { ZtError } from "../core/errors.js";
+import { sealedPurpose } from "./sealed-purposes.js";
 
 export type KeyAlg = "ES256" | "EdDSA";
 
@@ -155,7 +156,7 @@ export class KeyStore {
       purpose,
       alg,
       public_jwk: JSON.stringify(jwk),
-      private_sealed: this.#box.seal(`key:${purpose}`, pkcs8),
+      private_sealed: this.#box.seal(sealedPurpose.signingKey(purpose), pkcs8),
       created_at: createdAt,
       not_after: null,
       status: "active" satisfies KeyStatus,
@@ -249,7 +250,7 @@ export class KeyStore {
     private_sealed: string;
     created_at: number;
   }): SigningKey {
-    const der = this.#box.open(`key:${row.purpose}`, row.private_sealed);
+    const der = this.#box.open(sealedPurpose.signingKey(row.purpose), row.private_sealed);
     const privateKey = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
     return {
       kid: row.id,

@@ -10,6 +10,30 @@ export interface MasterKeyOptions {
   envValue?: string | undefined;
   /** Create the key file when missing (zt init / zt up). */
   create?: boolean;
+  /** `zt keys rotate-master` itself: a pending `<key file>.next` is its to finish. */
+  rotating?: boolean;
+}
+
+/** The master key file these options name (ZT_MASTER_KEY aside). */
+export function masterKeyFile(options: MasterKeyOptions): string {
+  return options.masterKeyFile ?? join(options.dataDir, "master.key");
+}
+
+/** Where `zt keys rotate-master` keeps the new key until the store is re-sealed with it. */
+export function pendingMasterKeyFile(file: string): string {
+  return `${file}.next`;
+}
+
+/** A master key file's key (0600 checked), as a SecretBox. */
+export function readMasterKeyFile(file: string): SecretBox {
+  return new SecretBox(
+    decodeKey(readPrivateFile(file).toString("utf8"), `master key file ${file}`),
+  );
+}
+
+/** A new random master key, as written to a key file. */
+export function newMasterKeyText(): string {
+  return generateMasterKey().toString("base64") + "\n";
 }
 
 /**
@@ -38,7 +62,13 @@ function decodeKey(text: string, where: string): Buffer {
  */
 export function loadMasterKey(options: MasterKeyOptions): SecretBox {
   if (options.envValue) return new SecretBox(decodeKey(options.envValue, "ZT_MASTER_KEY"));
-  const file = options.masterKeyFile ?? join(options.dataDir, "master.key");
+  const file = masterKeyFile(options);
+  if (!options.rotating && fileExists(pendingMasterKeyFile(file)))
+    throw new ZtError(
+      "ZT_CONFLICT",
+      `a master key rotation was interrupted (${pendingMasterKeyFile(file)} exists): run \`zt keys rotate-master\` to finish it`,
+      { file },
+    );
   if (!fileExists(file)) {
     if (!options.create) {
       throw new ZtError(
@@ -47,9 +77,7 @@ export function loadMasterKey(options: MasterKeyOptions): SecretBox {
         { file },
       );
     }
-    writePrivateFile(file, generateMasterKey().toString("base64") + "\n");
+    writePrivateFile(file, newMasterKeyText());
   }
-  return new SecretBox(
-    decodeKey(readPrivateFile(file).toString("utf8"), `master key file ${file}`),
-  );
+  return readMasterKeyFile(file);
 }

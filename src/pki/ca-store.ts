@@ -25,6 +25,7 @@ import { readDerChildren } from "./der.js";
 import type { FastIssuer } from "./svid-der.js";
 import type { PkiSettings } from "./pki-config.js";
 import { withCaLock } from "./ca-lock.js";
+import { sealedPurpose } from "../keys/sealed-purposes.js";
 
 export type X509CaKind = "root" | "intermediate";
 export type SshCaKind = "ssh-user" | "ssh-host";
@@ -86,7 +87,7 @@ type CaDb = Kysely<Tables>;
 type CaInsert = PkiCasTable;
 
 const BACKDATE_MS = 60_000;
-const purpose = (id: string) => `pki-ca:${id}`;
+const purpose = sealedPurpose.ca;
 
 /**
  * CA key material in the store: certificates in clear, private keys sealed with the

@@ -17,7 +17,9 @@ import { randomBytes } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { ZtError } from "../core/errors.js";
+import { syncDirectory } from "../core/secure-files.js";
 import type { SecretBox } from "../core/secret-box.js";
+import { sealedPurpose } from "../keys/sealed-purposes.js";
 import { allMigrations } from "./migrations/index.js";
 import type { Store } from "./open-store.js";
 
@@ -79,7 +81,7 @@ export function backupSqlite(store: Store, out: string, force: boolean): BackupS
       }
       unlinkSync(tmp);
     }
-    syncDir(dir);
+    syncDirectory(dir);
     return { ...summary, file: target };
   } finally {
     rmQuiet(tmp);
@@ -165,13 +167,13 @@ export function assertBackupOpensWith(file: string, box: SecretBox): void {
         purpose: string;
         private_sealed: string;
       }[])
-        sealed.push({ purpose: `key:${r.purpose}`, value: r.private_sealed });
+        sealed.push({ purpose: sealedPurpose.signingKey(r.purpose), value: r.private_sealed });
     if (names.has("pki_cas"))
       for (const r of db.prepare("SELECT id, private_sealed FROM pki_cas LIMIT 1").all() as {
         id: string;
         private_sealed: string;
       }[])
-        sealed.push({ purpose: `pki-ca:${r.id}`, value: r.private_sealed });
+        sealed.push({ purpose: sealedPurpose.ca(r.id), value: r.private_sealed });
     for (const s of sealed) {
       try {
         box.open(s.purpose, s.value);
@@ -230,7 +232,7 @@ export function restoreSqlite(dataDir: string, backup: string, box: SecretBox): 
   try {
     copyInto(source, tmp);
     renameSync(tmp, live);
-    syncDir(dataDir);
+    syncDirectory(dataDir);
   } finally {
     rmQuiet(tmp);
   }
@@ -323,19 +325,6 @@ function syncFile(path: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
-  }
-}
-
-function syncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    /* best effort: some filesystems refuse fsync on a directory */
   }
 }
 

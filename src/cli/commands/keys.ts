@@ -1,5 +1,30 @@
+import { renameSync } from "node:fs";
+import { dirname } from "node:path";
 import type { Command } from "commander";
-import { printJson, printTable, usageError, withContext } from "../cli-context.js";
+import {
+  loadCliConfig,
+  printJson,
+  printTable,
+  usageError,
+  withContext,
+  withoutContext,
+} from "../cli-context.js";
+import { openAppContext } from "../../app/index.js";
+import { ZtError } from "../../core/errors.js";
+import { fileExists, syncDirectory, writePrivateFile } from "../../core/secure-files.js";
+import { SecretBox } from "../../core/secret-box.js";
+import { openStore } from "../../store/index.js";
+import {
+  assertStoreIdle,
+  loadMasterKey,
+  masterKeyFile,
+  newMasterKeyText,
+  pendingMasterKeyFile,
+  readMasterKeyFile,
+  resealSecrets,
+  sealedWith,
+  type ResealCounts,
+} from "../../keys/index.js";
 import { parseDuration } from "../../core/duration.js";
 import {
   ASSERTION_KEY_PREVIOUS_PUBLISHED_MS,
@@ -38,6 +63,7 @@ export function registerKeysCommands(program: Command): void {
         printTable(rows, ["kid", "purpose", "alg", "status", "created", "published"]);
       });
     });
+  registerRotateMaster(keys);
   keys
     .command("rotate <purpose>")
     .description(
@@ -83,5 +109,103 @@ export function registerKeysCommands(program: Command): void {
           );
         });
       },
+    );
+}
+
+/**
+ * `zt keys rotate-master`: every sealed secret (signing keys, CA keys, TOTP secrets)
+ * re-sealed under a new master key, in one transaction, with zt stopped. With a key file
+ * the new key waits in `<file>.next` until the store is re-sealed, then takes the file's
+ * name; a rotation cut short is finished by running the command again (zt refuses to start
+ * meanwhile). With ZT_MASTER_KEY the new key is written to `--new-key-out`, for the
+ * operator to put where ZT_MASTER_KEY comes from.
+ */
+function registerRotateMaster(keys: Command): void {
+  keys
+    .command("rotate-master")
+    .description("re-seal every stored secret under a new master key (zt stopped on every replica)")
+    .option(
+      "--new-key-out <file>",
+      "with ZT_MASTER_KEY: where to write the new key (0600); required then",
+    )
+    .option("--json", "JSON output")
+    .action(async (opts: { newKeyOut?: string; json?: boolean }, cmd: Command) =>
+      withoutContext(async () => {
+        const config = loadCliConfig(cmd);
+        const envKey = process.env["ZT_MASTER_KEY"];
+        const keyOptions = {
+          dataDir: config.data_dir,
+          masterKeyFile: config.master_key_file,
+          envValue: envKey,
+        };
+        if (envKey && !opts.newKeyOut)
+          throw usageError(
+            "ZT_MASTER_KEY holds the master key: pass --new-key-out FILE, where the new key is written for you to put in its place",
+          );
+        if (!envKey && opts.newKeyOut)
+          throw usageError(
+            `--new-key-out is for a master key given in ZT_MASTER_KEY; the new key replaces ${masterKeyFile(keyOptions)}`,
+          );
+        const old = loadMasterKey({ ...keyOptions, rotating: true });
+        const store = await openStore({
+          dataDir: config.data_dir,
+          databaseUrl: config.database_url,
+          poolSize: 1,
+        });
+        let counts: ResealCounts;
+        let newKeyAt: string;
+        try {
+          await assertStoreIdle(store);
+          let next: SecretBox;
+          if (envKey) {
+            newKeyAt = opts.newKeyOut!;
+            if (fileExists(newKeyAt))
+              throw new ZtError(
+                "ZT_CONFLICT",
+                `${newKeyAt} exists; the new key is never written over a file (remove it if it holds no key in use)`,
+                { path: newKeyAt },
+              );
+            const text = newMasterKeyText();
+            writePrivateFile(newKeyAt, text); // before the store changes: never lost
+            next = readMasterKeyFile(newKeyAt);
+          } else {
+            newKeyAt = masterKeyFile(keyOptions);
+            const pending = pendingMasterKeyFile(newKeyAt);
+            if (!fileExists(pending)) writePrivateFile(pending, newMasterKeyText());
+            next = readMasterKeyFile(pending);
+          }
+          const state = await sealedWith(store, old, next);
+          counts =
+            state === "new"
+              ? { signing_keys: 0, ca_keys: 0, totp_secrets: 0 } // done before a cut
+              : await resealSecrets(store, old, next);
+          if (!envKey) {
+            renameSync(pendingMasterKeyFile(newKeyAt), newKeyAt);
+            syncDirectory(dirname(newKeyAt));
+          }
+        } finally {
+          await store.close();
+        }
+        const ctx = await openAppContext(config, { env: process.env });
+        try {
+          ctx.audit.record({
+            kind: "keys.rotate-master",
+            outcome: "success",
+            subject: actor(),
+            data: { ...counts },
+          });
+          await ctx.audit.flush();
+        } finally {
+          await ctx.close();
+        }
+        if (opts.json) return printJson({ ...counts, new_key: newKeyAt });
+        process.stdout.write(
+          `re-sealed ${counts.signing_keys} signing key(s), ${counts.ca_keys} CA key(s) and ${counts.totp_secrets} TOTP secret(s) under the new master key, now in ${newKeyAt}\n` +
+            (envKey
+              ? "Put it where ZT_MASTER_KEY comes from, on every replica, before starting zt; then delete that file.\n"
+              : "") +
+            "Backups taken before now still need the old master key.\n",
+        );
+      }),
     );
 }
