@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -44,6 +44,28 @@ describe("SQLite transactions and a second writing connection (the audit writer 
       expect(kinds).toEqual(["test.mine"]);
     } finally {
       other.close();
+    }
+  });
+});
+
+describe("the SQLite database file's mode", () => {
+  it("is 0600 from creation, its -wal and -shm too, and an existing readable one is narrowed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "zt-store-mode-"));
+    try {
+      const store = await openStore({ dataDir: dir });
+      await store.db
+        .insertInto("events")
+        .values({ ts: 1, kind: "t", data: "{}" } as never)
+        .execute();
+      for (const f of ["zt.db", "zt.db-wal", "zt.db-shm"])
+        expect((statSync(join(dir, f)).mode & 0o777).toString(8), f).toBe("600");
+      await store.close();
+      chmodSync(join(dir, "zt.db"), 0o644);
+      const again = await openStore({ dataDir: dir });
+      expect((statSync(join(dir, "zt.db")).mode & 0o777).toString(8)).toBe("600");
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -115,6 +115,7 @@ export function openSqlite(dataDir: string): Store {
   const file = join(dataDir, "zt.db");
   let sqlite: Database.Database;
   try {
+    keepPrivate(file);
     sqlite = new Database(file);
     sqlite.pragma("journal_mode = WAL");
     sqlite.pragma("synchronous = FULL");
@@ -138,6 +139,22 @@ export function openSqlite(dataDir: string): Store {
       await db.destroy();
     },
   };
+}
+
+/**
+ * The database holds sealed keys, TOTP secrets and the audit log: 0600, like a key file.
+ * SQLite creates its file with the umask's mode (0644, usually) and gives the -wal and
+ * -shm files the database file's mode, so the file is made 0600 before SQLite opens it;
+ * an existing one of this user's that others could read (made before this) is narrowed.
+ */
+function keepPrivate(file: string): void {
+  try {
+    closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600));
+    const st = statSync(file);
+    if ((st.mode & 0o077) !== 0 && st.uid === process.getuid?.()) chmodSync(file, 0o600);
+  } catch {
+    /* SQLite's own open reports what is wrong with the file */
+  }
 }
 
 async function openPostgres(options: StoreOptions): Promise<Store> {
