@@ -4,7 +4,7 @@
  * backup, a running zt or the wrong master key from costing the live database; and the
  * PostgreSQL store, whose backups are pg_dump's, on a real PostgreSQL.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { copyFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +14,8 @@ import { runZt, startZtUp, tempDir, writeConfig, type UpProcess } from "./helper
 import { engines } from "./store-fixture.js";
 
 const ENGINES = await engines();
+// Each test runs the real CLI a dozen times (a process start each) and zt up.
+vi.setConfig({ testTimeout: 180_000 });
 
 function setup(): { dir: string; config: string; data: string } {
   const dir = tempDir("zt-db-backup-");

@@ -6,7 +6,7 @@
  * by running the command again. SQLite with a key file and with ZT_MASTER_KEY; a real
  * PostgreSQL for the check that no replica is connected.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,6 +19,8 @@ import { runZt, startZtUp, tempDir, writeConfig, type UpProcess } from "./helper
 import { engines } from "./store-fixture.js";
 
 const ENGINES = await engines();
+// Each test runs the real CLI a dozen times (a process start each) and zt up.
+vi.setConfig({ testTimeout: 180_000 });
 const LISTEN = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
 const PASSWORD = "pw-alice-correct-horse";
 

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
 import { openAppContext, type AppContext } from "../app/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
+import type { AuditInput } from "../audit/index.js";
 
 /** Global options every command sees. */
 export interface GlobalOptions {
@@ -39,6 +40,20 @@ export async function withContext(
   } catch (e) {
     if (ctx) await ctx.close().catch(() => undefined);
     failWith(e);
+  }
+}
+
+/**
+ * Records one audit event for a command that ran without a context (it changed the store
+ * or the master key under its own hands): opens one now, records, waits for the commit.
+ */
+export async function auditAfter(config: ZtConfig, input: AuditInput): Promise<void> {
+  const ctx = await openAppContext(config, { env: process.env });
+  try {
+    ctx.audit.record(input);
+    await ctx.audit.flush();
+  } finally {
+    await ctx.close();
   }
 }
 

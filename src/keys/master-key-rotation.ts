@@ -17,6 +17,10 @@ interface SealedRow {
   id: string;
   purpose: string;
   sealed: string;
+  /** What it counts as in {@link ResealCounts}. */
+  kind: keyof ResealCounts;
+  /** Stores a new sealed value in its row. */
+  write(db: Store["db"], sealed: string): Promise<unknown>;
 }
 
 /** Every sealed secret in the store, with the purpose it is sealed under. */
@@ -29,23 +33,32 @@ async function sealedRows(db: Store["db"]): Promise<SealedRow[]> {
     .where("totp_secret_sealed", "is not", null)
     .execute();
   return [
-    ...keys.map((r) => ({
-      table: "keys" as const,
+    ...keys.map((r): SealedRow => ({
+      table: "keys",
       id: r.id,
       purpose: sealedPurpose.signingKey(r.purpose),
       sealed: r.private_sealed,
+      kind: "signing_keys",
+      write: (tx, v) =>
+        tx.updateTable("keys").set({ private_sealed: v }).where("id", "=", r.id).execute(),
     })),
-    ...cas.map((r) => ({
-      table: "pki_cas" as const,
+    ...cas.map((r): SealedRow => ({
+      table: "pki_cas",
       id: r.id,
       purpose: sealedPurpose.ca(r.id),
       sealed: r.private_sealed,
+      kind: "ca_keys",
+      write: (tx, v) =>
+        tx.updateTable("pki_cas").set({ private_sealed: v }).where("id", "=", r.id).execute(),
     })),
-    ...users.map((r) => ({
-      table: "users" as const,
+    ...users.map((r): SealedRow => ({
+      table: "users",
       id: r.id,
       purpose: sealedPurpose.totp(r.id),
       sealed: r.totp_secret_sealed!,
+      kind: "totp_secrets",
+      write: (tx, v) =>
+        tx.updateTable("users").set({ totp_secret_sealed: v }).where("id", "=", r.id).execute(),
     })),
   ];
 }
@@ -106,28 +119,8 @@ export async function resealSecrets(
       const sealed = next.seal(row.purpose, plain);
       if (!next.open(row.purpose, sealed).equals(plain))
         throw new ZtError("ZT_INTERNAL", `re-sealing ${row.table} ${row.id} did not round-trip`);
-      if (row.table === "keys") {
-        await tx
-          .updateTable("keys")
-          .set({ private_sealed: sealed })
-          .where("id", "=", row.id)
-          .execute();
-        counts.signing_keys++;
-      } else if (row.table === "pki_cas") {
-        await tx
-          .updateTable("pki_cas")
-          .set({ private_sealed: sealed })
-          .where("id", "=", row.id)
-          .execute();
-        counts.ca_keys++;
-      } else {
-        await tx
-          .updateTable("users")
-          .set({ totp_secret_sealed: sealed })
-          .where("id", "=", row.id)
-          .execute();
-        counts.totp_secrets++;
-      }
+      await row.write(tx, sealed);
+      counts[row.kind]++;
     }
     return counts;
   });

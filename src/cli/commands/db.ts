@@ -8,11 +8,11 @@ import {
   type Store,
 } from "../../store/index.js";
 import { backupSqlite, restoreSqlite, type BackupSummary } from "../../store/sqlite-backup.js";
-import { openAppContext } from "../../app/index.js";
 import { parseAuditConfig } from "../../audit/index.js";
 import { loadMasterKey } from "../../keys/index.js";
 import { ZtError } from "../../core/errors.js";
 import {
+  auditAfter,
   loadCliConfig,
   printJson,
   printTable,
@@ -138,18 +138,12 @@ export function registerDbBackupCommands(db: Command): void {
         mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
         const r = restoreSqlite(config.data_dir, file, box);
         // Recorded in the restored log: the chain goes on from the backup's last record.
-        const ctx = await openAppContext(config, { env: process.env });
-        try {
-          ctx.audit.record({
-            kind: "db.restore",
-            outcome: "success",
-            subject: actor(),
-            data: { file: r.file, previous: r.previous ?? null, audit_head: r.auditHead },
-          });
-          await ctx.audit.flush();
-        } finally {
-          await ctx.close();
-        }
+        await auditAfter(config, {
+          kind: "db.restore",
+          outcome: "success",
+          subject: actor(),
+          data: { file: r.file, previous: r.previous ?? null, audit_head: r.auditHead },
+        });
         const witness = parseAuditConfig(config.audit, config.trust_domain).witness.file;
         if (opts.json) {
           printJson({

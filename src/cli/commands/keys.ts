@@ -2,6 +2,7 @@ import { renameSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Command } from "commander";
 import {
+  auditAfter,
   loadCliConfig,
   printJson,
   printTable,
@@ -9,7 +10,6 @@ import {
   withContext,
   withoutContext,
 } from "../cli-context.js";
-import { openAppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { fileExists, syncDirectory, writePrivateFile } from "../../core/secure-files.js";
 import { SecretBox } from "../../core/secret-box.js";
@@ -186,18 +186,12 @@ function registerRotateMaster(keys: Command): void {
         } finally {
           await store.close();
         }
-        const ctx = await openAppContext(config, { env: process.env });
-        try {
-          ctx.audit.record({
-            kind: "keys.rotate-master",
-            outcome: "success",
-            subject: actor(),
-            data: { ...counts },
-          });
-          await ctx.audit.flush();
-        } finally {
-          await ctx.close();
-        }
+        await auditAfter(config, {
+          kind: "keys.rotate-master",
+          outcome: "success",
+          subject: actor(),
+          data: { ...counts },
+        });
         if (opts.json) return printJson({ ...counts, new_key: newKeyAt });
         process.stdout.write(
           `re-sealed ${counts.signing_keys} signing key(s), ${counts.ca_keys} CA key(s) and ${counts.totp_secrets} TOTP secret(s) under the new master key, now in ${newKeyAt}\n` +
