@@ -22,6 +22,7 @@ import {
   type LoopbackFront,
 } from "../bench/front-proxies.js";
 import type { FrontRoute } from "../src/proxy/front-proxy-config.js";
+import { queryAudit } from "../src/audit/index.js";
 import { request } from "./helpers/http-client.js";
 import { makePrivateCa } from "./helpers/tls.js";
 import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
@@ -192,6 +193,11 @@ function haproxyLuaConf(front: LoopbackFront): string {
 
 interface ProxyUnderTest {
   name: string;
+  /**
+   * The proxy itself answers 400 to a request with two Authorization headers, never
+   * asking zt (nginx: "client sent duplicate header line").
+   */
+  refusesDuplicateAuthorization?: boolean;
   start(
     dir: string,
     ports: { listen: number; zt: number; upstream: number },
@@ -223,6 +229,7 @@ function front(ports: { listen: number; zt: number }, zt: PepFixture): LoopbackF
 const PROXIES: ProxyUnderTest[] = [
   {
     name: "nginx auth_request",
+    refusesDuplicateAuthorization: true,
     async start(dir, ports, zt) {
       const peer = startNginx(dir, nginxConf(dir, front(ports, zt)));
       await waitForPort(ports.listen, peer.child, peer.output);
@@ -572,6 +579,56 @@ for (const proxy of PROXIES) {
         expect(head).toMatch(/x-zt-reason: session-cookie-duplicate/i);
       }
       expect(upstream.seen.length).toBe(before);
+    });
+
+    // zt decides on one Authorization header (Node's first, HAProxy's last): a proxy or app
+    // could read another, so a request with several is refused whichever is zt's token.
+    it("refuses a request carrying two Authorization headers: 403 with a decision id, audited (nginx: its own 400), app not reached", async () => {
+      const { token, cookie } = await zt.session("alice");
+      const before = upstream.seen.length;
+      for (const [first, second, withCookie] of [
+        [`Bearer ${token}`, "Basic eDp5", false],
+        ["Basic eDp5", `Bearer ${token}`, false],
+        [`Bearer ${token}`, `Bearer ${token}`, false],
+        ["Basic eDp5", "Basic eDp6", true],
+      ] as const) {
+        const head = await rawHead(
+          port,
+          `GET /two-authz HTTP/1.1\r\nHost: ${host}\r\n${withCookie ? `Cookie: ${cookie}\r\n` : ""}` +
+            `Authorization: ${first}\r\nAuthorization: ${second}\r\n` +
+            "Accept: application/json\r\nConnection: close\r\n\r\n",
+        );
+        if (proxy.refusesDuplicateAuthorization) {
+          expect(head, `${first} | ${second}`).toMatch(/^HTTP\/1\.1 400/);
+          continue;
+        }
+        expect(head, `${first} | ${second}`).toMatch(/^HTTP\/1\.1 403/);
+        expect(head).toMatch(/\r\nx-zt-reason: authorization-duplicate\r\n/i);
+        const id = /\r\nx-zt-decision-id: (dec_[0-9A-Za-z_-]+)\r\n/i.exec(head)?.[1];
+        expect(id, head).toBeDefined();
+        await zt.ctx.audit.flush();
+        const rows = await queryAudit(zt.ctx.store, { decisionId: id!, limit: 5 });
+        expect(rows).toHaveLength(1);
+        expect(rows[0]).toMatchObject({
+          kind: "request.refused",
+          outcome: "deny",
+          reason: "authorization-duplicate",
+        });
+      }
+      expect(upstream.seen.length).toBe(before);
+    });
+
+    it("counts Authorization headers, not the commas inside one (Digest)", async () => {
+      const { cookie } = await zt.session("alice");
+      const head = await rawHead(
+        port,
+        `GET /one-authz HTTP/1.1\r\nHost: ${host}\r\nCookie: ${cookie}\r\n` +
+          'Authorization: Digest username="a", realm="b", nonce="c"\r\n' +
+          "Accept: application/json\r\nConnection: close\r\n\r\n",
+      );
+      expect(head).toMatch(/^HTTP\/1\.1 200/);
+      expect(upstream.seen.at(-1)!.url).toBe("/one-authz");
+      expect(upstream.seen.at(-1)!.headers["x-zt-user"]).toBe("alice");
     });
 
     it("refuses a revoked session at the next request", async () => {

@@ -88,6 +88,21 @@ describe("refused requests are audited with a decision id", () => {
       target: "/x",
     },
     {
+      // Node keeps the first for zt; the app behind could read the other.
+      name: "a second Authorization header",
+      request: `GET /x HTTP/1.1\r\nHost: ${HOST}\r\nAuthorization: Bearer zt-token\r\nAuthorization: Basic eDp5\r\n\r\n`,
+      status: 400,
+      reason: "authorization-duplicate",
+      target: "/x",
+    },
+    {
+      name: "an upgrade with a second Authorization header",
+      request: `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Basic eDp5\r\nAuthorization: Bearer zt-token\r\n\r\n`,
+      status: 400,
+      reason: "authorization-duplicate",
+      target: "/ws",
+    },
+    {
       name: "a Connection header naming Content-Length (smuggling)",
       request: `POST /x HTTP/1.1\r\nHost: ${HOST}\r\nConnection: content-length\r\nContent-Length: 0\r\n\r\n`,
       status: 400,
@@ -194,6 +209,31 @@ describe("refused requests are audited with a decision id", () => {
     );
     expect(page.status).toBe(403);
     expect(page.text).toContain('"reason":"no-route"');
+  });
+
+  it("records a forward-auth check whose request carries two Authorization headers (403, the hint on /.zt/denied)", async () => {
+    // As Traefik forwards them (X-Forwarded-*, every value of authRequestHeaders).
+    const r = await raw(
+      zt.port,
+      [
+        `GET /.zt/authz HTTP/1.1\r\nHost: zt.internal\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ${HOST}\r\nX-Forwarded-Uri: /x\r\nAuthorization: Basic eDp5\r\nAuthorization: Bearer zt-token\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    expect(r.status).toBe(403);
+    const row = await refusalRecord(decisionIdOf(r.text));
+    expect(row).toMatchObject({ reason: "authorization-duplicate", source_ip: "127.0.0.1" });
+    expect(row.data).toMatchObject({ pep: "pep-1/forward-auth", host: HOST, target: "/x" });
+    const page = await raw(
+      zt.port,
+      [
+        `GET /.zt/denied?decision=${row.decision_id} HTTP/1.1\r\nHost: ${HOST}\r\nAccept: application/json\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    expect(page.status).toBe(403);
+    expect(page.text).toContain('"reason":"authorization-duplicate"');
+    expect(page.text).toContain("more than one Authorization header");
   });
 
   it("keeps the path of a refused target, never its query or ;parameters (tokens, session ids)", async () => {

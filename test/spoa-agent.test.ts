@@ -212,6 +212,7 @@ describe("zt's SPOE agent", () => {
       ssl: null,
       src: { ipv4: "127.0.0.1" },
       authorization: null,
+      authorizations: 0,
       accept: "application/json",
     };
     const answer = async (args: Record<string, Arg>) => {
@@ -238,6 +239,37 @@ describe("zt's SPOE agent", () => {
         status: 403,
         reason: "session-cookie-duplicate",
       });
+    });
+
+    it("refuses a request with two Authorization headers HAProxy counted, even with one valid session (authorization-duplicate)", async () => {
+      const { token } = await zt.session("alice");
+      const bearer = `Bearer ${token}`;
+      const none = { session: null, sessions: 0 };
+      expect(
+        await answer({ ...base, ...none, authorization: bearer, authorizations: 1 }),
+      ).toMatchObject({
+        status: 200,
+        user: "alice",
+      });
+      for (const args of [
+        { authorization: bearer, authorizations: 2 },
+        { authorization: "Basic eDp5", authorizations: 2, session: token, sessions: 1 },
+      ]) {
+        const vars = await answer({ ...base, ...none, ...args });
+        expect(vars, JSON.stringify(args)).toMatchObject({
+          status: 403,
+          reason: "authorization-duplicate",
+        });
+        expect(String(vars["decision_id"])).toMatch(/^dec_/);
+      }
+    });
+
+    it("refuses the message of a zt-spoe.conf written before: no count of Authorization headers", async () => {
+      const { token } = await zt.session("alice");
+      const { authorizations: _, ...old } = base;
+      const vars = await answer({ ...old, session: token, sessions: 1 });
+      expect(vars).toMatchObject({ status: 400, reason: "forwarded-missing" });
+      expect(String(vars["body"])).toContain("regenerate zt-spoe.conf");
     });
 
     it("refuses the message of a zt-spoe.conf written before: a Cookie header, no count", async () => {

@@ -74,8 +74,9 @@ core.register_action("zt_authz", { "http-req" }, function(txn)
   }
   local cookies = values(req, "cookie")
   if #cookies > 0 then ask["cookie"] = { table.concat(cookies, "; ") } end
-  local authorization = first(req, "authorization")
-  if authorization then ask["authorization"] = { authorization } end
+  -- Every Authorization header, each as sent: zt refuses a request carrying several.
+  local authorization = values(req, "authorization")
+  if #authorization > 0 then ask["authorization"] = authorization end
   local accept = values(req, "accept")
   if #accept > 0 then ask["accept"] = { table.concat(accept, ", ") } end
 

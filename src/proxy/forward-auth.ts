@@ -25,7 +25,7 @@ import {
   type ForwardedConvention,
   type OriginalRequest,
 } from "./forwarded-headers.js";
-import { sendHtml, sendJson, wantsHtml } from "./http-util.js";
+import { headerLineCount, sendHtml, sendJson, wantsHtml } from "./http-util.js";
 import type { RecentDenials } from "./recent-denials.js";
 import type { RouteTable } from "./route-table.js";
 
@@ -92,6 +92,12 @@ export interface ForwardAuthAsk {
    * SPOE: `req.cook_cnt`). Otherwise they are counted in `headers.cookie`.
    */
   sessionCookieCount?: number;
+  /**
+   * How many `Authorization` header lines the client's request carries (the raw headers
+   * of the check, or HAProxy's `req.fhdr_cnt`): more than one is refused, since zt
+   * decides on one and a proxy or app could read another.
+   */
+  authorizationCount: number;
 }
 
 /**
@@ -271,6 +277,18 @@ export function createForwardAuthDecider(
         target: o.path + o.query,
         status: 403,
       });
+    if (ask.authorizationCount > 1)
+      // 403 like the cookie pair: nginx shows it through /.zt/denied.
+      return refusalAnswer(d, {
+        code: "ZT_REQUEST_AMBIGUOUS",
+        message: "the request carries more than one Authorization header: send one",
+        reason: "authorization-duplicate",
+        sourceIp: ask.clientIp,
+        method: o.method,
+        host: o.host,
+        target: o.path + o.query,
+        status: 403,
+      });
     const pending = d.authenticate(ask.headers);
     // In memory (the usual case): no await, no microtask hop.
     return pending instanceof Promise
@@ -332,6 +350,8 @@ export function createForwardAuthHandler(
     const answer = decide({
       original: o,
       headers: req.headers,
+      // The front proxies pass every one of the client's (nginx, Caddy, Traefik, zt's Lua).
+      authorizationCount: headerLineCount(req.rawHeaders, "authorization"),
       clientIp,
       mayRedirect: redirect === "1" || (redirect !== "0" && o.style === "forward-auth"),
       html: wantsHtml(req),

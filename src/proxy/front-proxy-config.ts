@@ -680,7 +680,7 @@ function haproxySpoe(o: FrontProxyOptions): string {
     "    register-var-names status assertion user groups decision_id reason location login_url content_type body breakglass",
     "",
     "spoe-message zt-authz",
-    `    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src session=req.cook(${c}) sessions=req.cook_cnt(${c}) authorization=req.fhdr(authorization) accept=req.fhdr(accept)`,
+    `    args method=method url=url host=req.fhdr(host) hosts=req.hdr_cnt(host) ssl=ssl_fc src=src session=req.cook(${c}) sessions=req.cook_cnt(${c}) authorization=req.fhdr(authorization) authorizations=req.fhdr_cnt(authorization) accept=req.fhdr(accept)`,
     `    event on-frontend-http-request unless { path ${ZT_PAGES.join(" ")} }`,
     "",
   ].join("\n");

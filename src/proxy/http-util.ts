@@ -25,6 +25,20 @@ export function stripCookie(header: string | undefined, name: string): string | 
   return kept.length ? kept.join("; ") : undefined;
 }
 
+/**
+ * How many header lines named `name` (lower case) a request carries, from Node's
+ * `rawHeaders`: `req.headers` keeps only the first of some (Host, Authorization) and
+ * joins others, so a repeated one is invisible there.
+ */
+export function headerLineCount(rawHeaders: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const h = rawHeaders[i]!;
+    if (h.length === name.length && h.toLowerCase() === name) n++;
+  }
+  return n;
+}
+
 /** True when the client prefers an HTML page (a browser) over JSON. */
 export function wantsHtml(req: IncomingMessage): boolean {
   const accept = req.headers.accept ?? "";

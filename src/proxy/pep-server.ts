@@ -53,6 +53,7 @@ import {
   type ForwardOptions,
 } from "./forward.js";
 import {
+  headerLineCount,
   readBody,
   cookieValues,
   safeReturnTo,
@@ -363,13 +364,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   /** Two Host headers: which one did the client mean? Refuse (Node keeps only the first). */
   function duplicateHost(req: IncomingMessage): boolean {
     // rawHeaders, not headersDistinct: that getter builds a new object per request.
-    const raw = req.rawHeaders;
-    let n = 0;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      if (name.length === 4 && name.toLowerCase() === "host" && ++n > 1) return true;
-    }
-    return false;
+    return headerLineCount(req.rawHeaders, "host") > 1;
+  }
+
+  /**
+   * Two Authorization headers: zt would authenticate the first (Node keeps only it) while
+   * the app, or a proxy before it, may read another. Refused, as forward-auth refuses them.
+   */
+  function duplicateAuthorization(req: IncomingMessage): boolean {
+    return headerLineCount(req.rawHeaders, "authorization") > 1;
   }
 
   function unauthenticated(
@@ -586,6 +589,20 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       await authz(req, res, query, clientIp);
       return;
     }
+    // After /.zt/authz: a check's Authorization headers are the client's, refused there
+    // with a 403 nginx can show.
+    if (duplicateAuthorization(req)) {
+      refuseRequest(
+        req,
+        res,
+        clientIp,
+        "ZT_REQUEST_AMBIGUOUS",
+        "request refused: more than one Authorization header",
+        "authorization-duplicate",
+        host,
+      );
+      return;
+    }
     if (path.startsWith("/.zt/") || path === "/.well-known/zt/jwks.json") {
       await handleInternal(req, res, host, path, query, clientIp);
       return;
@@ -711,6 +728,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         canon.reason,
         undefined,
         canon.detail,
+      );
+    if (duplicateAuthorization(req))
+      return refuseAudited(
+        "400 Bad Request",
+        "ZT_REQUEST_AMBIGUOUS",
+        "authorization-duplicate",
+        canon.host,
       );
     const route = routes.match(canon.host, canon.path);
     if (!route) return refuseAudited("404 Not Found", "ZT_ROUTE_NOT_FOUND", "no-route", canon.host);

@@ -1,8 +1,8 @@
 /**
  * Forward-auth for HAProxy without Lua: zt as an SPOE agent (SPOA). HAProxy's SPOE filter
  * sends each request's method, target, Host, client address, session cookie (found and
- * counted by HAProxy's cookie parser over all Cookie headers) and Authorization header in
- * one NOTIFY frame (message `zt-authz`); zt decides exactly as `/.zt/authz` does and answers
+ * counted by HAProxy's cookie parser over all Cookie headers) and Authorization header
+ * (with the number of them) in one NOTIFY frame (message `zt-authz`); zt decides exactly as `/.zt/authz` does and answers
  * with an ACK that sets transaction variables (`txn.zt.status`, `txn.zt.assertion` …),
  * which the HAProxy configuration turns into the request headers or the refusal
  * (docs/forward-auth.md, "HAProxy (SPOE, no Lua)"). Only `trusted_proxies` may connect:
@@ -252,14 +252,28 @@ function askFor(
   const cookie = text(session);
   if (sessions === 1 && cookie === undefined)
     return refuse("forwarded-missing", "the zt-authz message counts a session cookie but has none");
+  // `req.fhdr` is the last Authorization header only: zt needs their number (`req.fhdr_cnt`,
+  // whole lines, not comma-split values) to refuse a request carrying several.
+  const authorizations = args.get("authorizations");
+  if (typeof authorizations !== "number")
+    return refuse(
+      "forwarded-missing",
+      "the zt-authz message needs authorizations (req.fhdr_cnt of Authorization); regenerate zt-spoe.conf with `zt forward-auth config haproxy-spoe`",
+    );
   const authorization = text(args.get("authorization"));
+  if (authorizations === 1 && authorization === undefined)
+    return refuse(
+      "forwarded-missing",
+      "the zt-authz message counts an Authorization header but has none",
+    );
   return o.decide({
     original: orig.request,
     headers: {
       ...(sessions > 0 && cookie !== undefined ? { cookie: `${o.cookieName}=${cookie}` } : {}),
-      ...(authorization ? { authorization } : {}),
+      ...(authorizations > 0 && authorization ? { authorization } : {}),
     },
     sessionCookieCount: sessions,
+    authorizationCount: authorizations,
     clientIp,
     mayRedirect: true,
     html: (text(args.get("accept")) ?? "").includes("text/html"),

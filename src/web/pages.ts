@@ -68,6 +68,8 @@ export function hintFor(reason: string, route: string): string {
       return `Request time-boxed access: zt access request --resource 'App::"${route}"' --reason "…"`;
     case "session-cookie-duplicate":
       return "Your browser holds two sign-in cookies for this site: sign out (/.zt/logout), then sign in again.";
+    case "authorization-duplicate":
+      return "The request carries more than one Authorization header, so it is ambiguous: send one.";
     case "policy-error":
       return "The policy could not be evaluated, so access is denied. An operator can look up the decision id.";
     default:
