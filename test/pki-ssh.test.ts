@@ -1,15 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  writeFileSync,
-  chmodSync,
-  rmSync,
-} from "node:fs";
-import { createServer, connect } from "node:net";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync } from "node:fs";
 import https from "node:https";
 import type { FastifyInstance } from "fastify";
 import { tmpdir } from "node:os";
@@ -19,58 +10,14 @@ import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { createApiServer } from "../src/api/index.js";
 import { SessionService } from "../src/session/index.js";
 import { runZt } from "./helpers/zt-process.js";
+import { SSH_LOGIN, startSshd, type Sshd } from "./helpers/sshd.js";
 
-const SSHD = "/usr/sbin/sshd";
-const LOGIN = "ztsshtest";
-
-/** Finds sshd, installing openssh-server when it is missing and we may (CI installs it). */
-function ensureSshd(): void {
-  if (existsSync(SSHD)) return;
-  spawnSync("apt-get", ["install", "-y", "-q", "openssh-server", "openssh-client"], {
-    stdio: "ignore",
-  });
-  if (!existsSync(SSHD)) throw new Error("sshd not found: install openssh-server");
-}
-
-function ensureUser(): void {
-  if (spawnSync("id", [LOGIN]).status !== 0)
-    execFileSync("useradd", ["-m", "-s", "/bin/sh", LOGIN]);
-  // useradd leaves the account locked ("!"), which sshd refuses without PAM: no password, not locked.
-  execFileSync("usermod", ["-p", "*", LOGIN]);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, proc: ChildProcess, log: () => string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (proc.exitCode !== null) throw new Error(`sshd exited: ${log()}`);
-    const ok = await new Promise<boolean>((r) => {
-      const c = connect(port, "127.0.0.1", () => {
-        c.destroy();
-        r(true);
-      });
-      c.on("error", () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`sshd did not listen: ${log()}`);
-}
+const LOGIN = SSH_LOGIN;
 
 let env: Awaited<ReturnType<typeof openPkiTestContext>>;
 let svc: PkiService;
 let dir: string;
-let port: number;
-let sshd: ChildProcess;
-let sshdLog = "";
+let sshd: Sshd;
 
 const POLICIES = `
 @id("ops-ssh-prod")
@@ -92,50 +39,8 @@ function keypair(name: string): { key: string; pub: string } {
   return { key, pub: readFileSync(`${key}.pub`, "utf8") };
 }
 
-/** Real OpenSSH client: BatchMode, only this key and certificate, host verified by the zt host CA. */
-function sshLogin(
-  key: string,
-  cert: string,
-  user = LOGIN,
-): Promise<{ status: number; out: string }> {
-  const args = [
-    "-p",
-    String(port),
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "IdentityAgent=none",
-    "-o",
-    `UserKnownHostsFile=${join(dir, "known_hosts")}`,
-    "-o",
-    "GlobalKnownHostsFile=/dev/null",
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-o",
-    "ConnectTimeout=20",
-    "-i",
-    key,
-    "-o",
-    `CertificateFile=${cert}`,
-    `${user}@127.0.0.1`,
-    "true",
-  ];
-  // Asynchronous, so sshd's log keeps flowing into sshdLog meanwhile.
-  return new Promise((resolve) => {
-    const p = spawn("ssh", args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    p.stdout.on("data", (d) => (out += String(d)));
-    p.stderr.on("data", (d) => (out += String(d)));
-    const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
-    p.on("close", (code) => {
-      clearTimeout(timer);
-      // Let sshd's log lines for this connection arrive.
-      setTimeout(() => resolve({ status: code ?? -1, out }), 100);
-    });
-  });
-}
+/** The real ssh client against the test's sshd. */
+const sshLogin = (key: string, cert: string, user = LOGIN) => sshd.login(key, cert, user);
 
 async function signAndWrite(
   name: string,
@@ -155,13 +60,9 @@ async function signAndWrite(
   return { key: kp.key, cert, serial: signed.serial, pub: kp.pub };
 }
 
-async function writeKrl(): Promise<void> {
-  writeFileSync(join(dir, "revoked.krl"), await svc.ssh.krl());
-}
+const writeKrl = () => sshd.writeKrl();
 
 beforeAll(async () => {
-  ensureSshd();
-  ensureUser();
   dir = mkdtempSync(join(tmpdir(), "zt-sshd-"));
   chmodSync(dir, 0o755);
   const policyDir = join(dir, "policies");
@@ -196,46 +97,11 @@ beforeAll(async () => {
   await db.insertInto("user_groups").values({ user_id: "u_alice", group_name: "ops" }).execute();
 
   // sshd with its own host key, certified by zt's host CA, trusting zt's user CA.
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
-  const hostCert = await svc.ssh.signHost({
-    publicKey: readFileSync(join(dir, "host_key.pub"), "utf8"),
-    hostnames: ["127.0.0.1"],
-    actor: "test",
-  });
-  writeFileSync(join(dir, "host_key-cert.pub"), hostCert.certLine);
-  writeFileSync(join(dir, "user_ca.pub"), svc.ssh.userCaLine() + "\n");
-  writeFileSync(join(dir, "known_hosts"), svc.ssh.knownHostsLine() + "\n");
-  await writeKrl();
-  port = await freePort();
-  const config = [
-    `Port ${port}`,
-    "ListenAddress 127.0.0.1",
-    `HostKey ${join(dir, "host_key")}`,
-    `HostCertificate ${join(dir, "host_key-cert.pub")}`,
-    `PidFile ${join(dir, "sshd.pid")}`,
-    `TrustedUserCAKeys ${join(dir, "user_ca.pub")}`,
-    `RevokedKeys ${join(dir, "revoked.krl")}`,
-    "AuthorizedPrincipalsFile none",
-    "AuthorizedKeysFile none",
-    "PubkeyAuthentication yes",
-    "PasswordAuthentication no",
-    "KbdInteractiveAuthentication no",
-    "PermitRootLogin no",
-    "UsePAM no",
-    "StrictModes no",
-    "LogLevel VERBOSE",
-  ].join("\n");
-  writeFileSync(join(dir, "sshd_config"), config + "\n");
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  sshd = spawn(SSHD, ["-D", "-e", "-f", join(dir, "sshd_config")], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  sshd.stderr?.on("data", (d) => (sshdLog += String(d)));
-  await waitForPort(port, sshd, () => sshdLog);
+  sshd = await startSshd(dir, svc.ssh);
 }, 120_000);
 
 afterAll(async () => {
-  if (sshd && sshd.exitCode === null) sshd.kill("SIGTERM");
+  sshd?.stop();
   await env?.cleanup();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -244,7 +110,7 @@ describe("SSH CA checked by a real sshd and ssh", () => {
   it("accepts a zt-signed certificate for the right principal; the host certificate verifies via @cert-authority", async () => {
     const c = await signAndWrite("ok");
     const r = await sshLogin(c.key, c.cert);
-    expect(r.status, `${r.out}\n${sshdLog}`).toBe(0);
+    expect(r.status, `${r.out}\n${sshd.log()}`).toBe(0);
   });
 
   it("ssh-keygen -L shows the fields as issued", async () => {
@@ -290,12 +156,12 @@ describe("SSH CA checked by a real sshd and ssh", () => {
     env.clock.set(t + 3_600_000);
     const future = await signAndWrite("future", { ttlMs: 3_600_000 });
     env.clock.set(t);
-    const mark = sshdLog.length;
+    const mark = sshd.log().length;
     expect((await sshLogin(expired.key, expired.cert)).status).toBe(255);
-    expect(sshdLog.slice(mark)).toMatch(/expired|not yet valid|outside validity/i);
-    const mark2 = sshdLog.length;
+    expect(sshd.log().slice(mark)).toMatch(/expired|not yet valid|outside validity/i);
+    const mark2 = sshd.log().length;
     expect((await sshLogin(future.key, future.cert)).status).toBe(255);
-    expect(sshdLog.slice(mark2)).toMatch(/expired|not yet valid|outside validity/i);
+    expect(sshd.log().slice(mark2)).toMatch(/expired|not yet valid|outside validity/i);
   });
 
   it("honours source-address: refused from the wrong address, accepted from the right one", async () => {
@@ -496,7 +362,7 @@ describe("POST /api/v1/ssh/sign over a real socket, certificate checked by the r
     const m = /Valid: from (\S+) to (\S+)/.exec(l)!;
     expect(Date.parse(`${m[2]}Z`) - Date.parse(`${m[1]}Z`)).toBe(3_600_000 + 60_000);
     const login = await sshLogin(kp.key, cert);
-    expect(login.status, `${login.out}\n${sshdLog}`).toBe(0);
+    expect(login.status, `${login.out}\n${sshd.log()}`).toBe(0);
     const rows = await auditFor(decisionId);
     expect(rows.map((x) => [x.kind, x.outcome, x.subject])).toEqual([
       ["ssh.sign", "success", "alice"],
