@@ -29,6 +29,10 @@ const POLICIES = `
 permit (principal, action == Action::"ssh:sign", resource == HostGroup::"prod")
 when { context.grants.contains("prod") };
 
+@id("db-ssh-with-db-and-pci-grants")
+permit (principal, action == Action::"ssh:sign", resource == HostGroup::"db")
+when { context.grants.contains("db") && context.grants.contains("pci") };
+
 @id("breakglass")
 @reason("breakglass")
 permit (principal, action, resource)
@@ -43,6 +47,8 @@ access:
   resources:
     'HostGroup::"prod"': { approvers: sre, max_ttl: 2h }
     'HostGroup::"staging"': { approvers: sre }
+    'HostGroup::"db"': { approvers: sre, max_ttl: 4h }
+    'HostGroup::"pci"': { approvers: sre, max_ttl: 4h }
     prod: { approvers: sre }
   breakglass:
     accounts: [oncall]
@@ -203,12 +209,51 @@ describe.each(ENGINES)("ssh:sign with grants on $name", (engine: Engine) => {
     expect(after.decisionId).toMatch(/^dec_/);
   });
 
+  // The key id used to name only the grant ending first, and the KRL read it from there:
+  // revoking another grant the allow needed left the certificate valid until it expired.
+  it("revokes a certificate when any grant it relied on is revoked, not only the one ending first", async () => {
+    const pci = await grant("alice", 'HostGroup::"pci"', 30 * 60_000);
+    const db = await grant("alice", 'HostGroup::"db"', 3 * HOUR);
+    const app = await grant("alice", "prod", HOUR); // an App grant: not in ssh:sign's context
+    const signed = await sign("alice", "db", 8 * HOUR);
+    expect(signed.validBeforeMs).toBeLessThanOrEqual(pci.expiresAt!);
+    const cert = readCert(signed.certLine);
+    expect(cert.keyId).toBe(
+      `zt:user=alice decision=${signed.decisionId} grant=${pci.id},${db.id} serial=${signed.serial}`,
+    );
+    const audit = (await lastAudit("ssh.sign")).data;
+    expect(audit).toMatchObject({ grant: { id: pci.id } });
+    expect([...(audit["grants"] as string[])].sort()).toEqual([pci.id, db.id].sort());
+    expect(await krlSays(signed.certLine)).toMatch(/: ok$/m);
+    await access.revoke(app.id, "sam");
+    expect(await krlSays(signed.certLine)).toMatch(/: ok$/m);
+    // The grant that ends last, not named first: the allow needed it all the same.
+    await access.revoke(db.id, "sam");
+    expect(await krlSays(signed.certLine)).toMatch(/: REVOKED$/m);
+    expect(await refusal(sign("alice", "db"))).toMatchObject({ code: "ZT_POLICY_DENIED" });
+    await access.revoke(pci.id, "sam");
+    expect(await krlSays(signed.certLine)).toMatch(/: REVOKED$/m);
+  });
+
   it("refuses once the grant has expired, before any expiry pass has marked it", async () => {
     const g = await grant("alice", 'HostGroup::"prod"', 20 * 60_000);
     expect((await sign("alice", "prod", HOUR)).validBeforeMs).toBeLessThanOrEqual(g.expiresAt!);
     clock.advance(20 * 60_000);
     expect((await access.get(g.id)).status).toBe("approved");
     expect(await refusal(sign("alice"))).toMatchObject({ code: "ZT_POLICY_DENIED" });
+  });
+
+  it("keeps revoking a certificate whose grants were not recorded (signed before, or by an older replica): its key id names them", async () => {
+    const g = await grant("alice", 'HostGroup::"prod"', 30 * 60_000);
+    const signed = await sign("alice", "prod", HOUR);
+    // As a zt from before migration 0009 leaves it: the key id's `grant=` the only record.
+    await ctx.store.db
+      .deleteFrom("pki_ssh_cert_grants")
+      .where("serial", "=", signed.serial)
+      .execute();
+    expect(await krlSays(signed.certLine)).toMatch(/: ok$/m);
+    await access.revoke(g.id, "sam");
+    expect(await krlSays(signed.certLine)).toMatch(/: REVOKED$/m);
   });
 
   it("passes break-glass for the host group: signed, ending with the break-glass, audited", async () => {

@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import {
-  hostGroupOfKey,
   readActiveGrants,
   readRevokedGrants,
   sshGrantContext,
@@ -21,7 +20,14 @@ import type {
   SshSignAuthzRequest,
   SshSignAuthzResult,
 } from "./ssh-authorize.js";
-import { boundByGrants, type GrantBound, type SshGrantFacts } from "./ssh-grant-bound.js";
+import {
+  boundByGrants,
+  grantsShapingSsh,
+  grantsNamedIn,
+  keyIdGrants,
+  type GrantBound,
+  type SshGrantFacts,
+} from "./ssh-grant-bound.js";
 import {
   validateForceCommand,
   validateHostname,
@@ -122,6 +128,8 @@ export class SshAuthority {
     let decisionId: string | undefined;
     /** The user's active grants and what the decision saw of them (for the audit record). */
     let held: ActiveGrant[] = [];
+    /** When `held` was read (its grants were active then). */
+    let heldAt = 0;
     let facts: SshGrantFacts | undefined;
     try {
       const key = parseSshPublicKey(req.publicKey);
@@ -168,6 +176,7 @@ export class SshAuthority {
       // Grants belong to users; read from the store, so a grant revoked a moment ago by
       // any process is already gone. `context.grants` / `context.breakglass` as at the PEP.
       held = who.type === "User" ? await readActiveGrants(this.#ctx.store.db, who.id, now) : [];
+      heldAt = now;
       facts = sshGrantContext(held, req.hostGroup, now);
       const base: Omit<SshSignAuthzRequest, keyof SshGrantFacts> = {
         principalType: who.type,
@@ -219,9 +228,10 @@ export class SshAuthority {
       const critical: Record<string, string> = {};
       if (forceCommand !== undefined) critical["force-command"] = forceCommand;
       if (sourceAddresses.length > 0) critical["source-address"] = sourceAddresses.join(",");
+      const reliedOn = bound ? bound.reliedOn.map((g) => g.id) : [];
       const keyId =
         `zt:${who.type === "Service" ? "service" : "user"}=${who.name} decision=${decision.decisionId}` +
-        (bound ? ` grant=${bound.grant.id}` : "");
+        (reliedOn.length > 0 ? ` ${keyIdGrants(reliedOn)}` : "");
       const signed = await this.#sign(
         "user",
         key,
@@ -231,6 +241,7 @@ export class SshAuthority {
         lifetimeMs,
         critical,
         extensions,
+        reliedOn,
       );
       this.#ctx.audit.record({
         kind: "ssh.sign",
@@ -248,7 +259,7 @@ export class SshAuthority {
           principals,
           valid_before: signed.validBeforeMs,
           key: key.fingerprint,
-          ...grantAuditData(held, req.hostGroup, facts, bound, lifetimeMs < ttlMs),
+          ...grantAuditData(held, heldAt, req.hostGroup, facts, bound, lifetimeMs < ttlMs),
         },
       });
       return { ...signed, decisionId: decision.decisionId };
@@ -269,7 +280,7 @@ export class SshAuthority {
           host_group: req.hostGroup,
           code: err.code,
           ...(typeof err.context["key"] === "string" ? { key: err.context["key"] } : {}),
-          ...grantAuditData(held, req.hostGroup, facts, undefined, false),
+          ...grantAuditData(held, heldAt, req.hostGroup, facts, undefined, false),
         },
       });
       throw err;
@@ -384,6 +395,8 @@ export class SshAuthority {
     ttlMs: number,
     critical: Record<string, string>,
     extensions: readonly string[],
+    /** The grants a user certificate relied on: revoking any of them revokes it (KRL). */
+    grantIds: readonly string[] = [],
   ): Promise<Omit<SignedSshCert, "decisionId">> {
     const cas = this.#cas();
     const ca = type === "user" ? cas.sshUser : cas.sshHost;
@@ -394,22 +407,30 @@ export class SshAuthority {
       const serial = (randomBytes(8).readBigUInt64BE() >> 1n) | 1n;
       const fullKeyId = `${keyId} serial=${serial}`;
       try {
-        await this.#ctx.store.db
-          .insertInto("pki_ssh_certs")
-          .values({
-            serial: serial.toString(),
-            ca_id: ca.id,
-            cert_type: type,
-            key_id: fullKeyId,
-            principals: JSON.stringify(principals),
-            key_fingerprint: key.fingerprint,
-            valid_after: validAfterMs,
-            valid_before: validBeforeMs,
-            created_at: now,
-            revoked_at: null,
-            revoke_reason: null,
-          })
-          .execute();
+        // One transaction: a certificate is never recorded without the grants it relied on.
+        await this.#ctx.store.db.transaction().execute(async (trx) => {
+          await trx
+            .insertInto("pki_ssh_certs")
+            .values({
+              serial: serial.toString(),
+              ca_id: ca.id,
+              cert_type: type,
+              key_id: fullKeyId,
+              principals: JSON.stringify(principals),
+              key_fingerprint: key.fingerprint,
+              valid_after: validAfterMs,
+              valid_before: validBeforeMs,
+              created_at: now,
+              revoked_at: null,
+              revoke_reason: null,
+            })
+            .execute();
+          if (grantIds.length > 0)
+            await trx
+              .insertInto("pki_ssh_cert_grants")
+              .values(grantIds.map((g) => ({ serial: serial.toString(), grant_id: g })))
+              .execute();
+        });
       } catch (e) {
         if (attempt < 3) continue;
         throw e;
@@ -518,7 +539,8 @@ export class SshAuthority {
 
   /**
    * The KRL for sshd's `RevokedKeys`: revoked serials (certificates revoked with
-   * `zt ssh revoke`, and user certificates whose grant was revoked since), and revoked keys.
+   * `zt ssh revoke`, and user certificates one of whose grants was revoked since), and
+   * revoked keys.
    */
   async krl(): Promise<Buffer> {
     const cas = this.#cas();
@@ -533,22 +555,39 @@ export class SshAuthority {
       .selectFrom("pki_ssh_revoked_keys")
       .select(["key_blob", "revoked_at"])
       .execute();
-    // A certificate bound to a grant (`grant=<id>` in its key id) ends when that grant is
-    // revoked: the access that permitted it is gone.
-    const bound = await this.#ctx.store.db
+    // A certificate that relied on grants ends when any of them is revoked: the access
+    // that permitted it is gone (which of them the allow could do without, the policy
+    // alone knows). Its grants are recorded with it; those its key id names count too
+    // (a certificate signed before they were recorded, or by an older replica).
+    const recorded = await this.#ctx.store.db
+      .selectFrom("pki_ssh_cert_grants as g")
+      .innerJoin("pki_ssh_certs as c", "c.serial", "g.serial")
+      .select(["c.serial", "c.ca_id", "g.grant_id"])
+      .where("c.revoked_at", "is", null)
+      .where("c.valid_before", ">", now)
+      .execute();
+    const named = await this.#ctx.store.db
       .selectFrom("pki_ssh_certs")
       .select(["serial", "ca_id", "key_id"])
       .where("revoked_at", "is", null)
       .where("valid_before", ">", now)
       .where("key_id", "like", "% grant=%")
       .execute();
-    const grantOf = (keyId: string) => / grant=([A-Za-z0-9_-]+) /.exec(keyId)?.[1];
+    const bound = [
+      ...recorded,
+      ...named.flatMap((c) =>
+        grantsNamedIn(c.key_id).map((g) => ({ serial: c.serial, ca_id: c.ca_id, grant_id: g })),
+      ),
+    ];
     const ended = await readRevokedGrants(this.#ctx.store.db, [
-      ...new Set(bound.map((c) => grantOf(c.key_id)).filter((g) => g !== undefined)),
+      ...new Set(bound.map((c) => c.grant_id)),
     ]);
+    const listed = new Set<string>();
     for (const c of bound) {
-      const at = ended.get(grantOf(c.key_id) ?? "");
-      if (at !== undefined) certs.push({ serial: c.serial, ca_id: c.ca_id, revoked_at: at });
+      const at = ended.get(c.grant_id);
+      if (at === undefined || listed.has(c.serial)) continue;
+      listed.add(c.serial);
+      certs.push({ serial: c.serial, ca_id: c.ca_id, revoked_at: at });
     }
     let version = 0;
     for (const r of [...certs, ...keys]) version = Math.max(version, Number(r.revoked_at));
@@ -567,21 +606,20 @@ export class SshAuthority {
 
 /**
  * The grants of an `ssh:sign` decision for its audit record: the active grants that
- * could change it (`grants`: request ids), whether a break-glass was active for the host
- * group, and — when the allow relied on a grant — that grant and whether the
+ * could change it (`grants`: request ids; when the allow relied on grants, the
+ * certificate relied on all of these), whether a break-glass was active for the host
+ * group, and — when the allow relied on a grant — the grant it ends with and whether the
  * certificate was shortened to end with it. Nothing when no grant was held.
  */
 function grantAuditData(
   held: readonly ActiveGrant[],
+  now: number,
   hostGroup: string,
   facts: SshGrantFacts | undefined,
   bound: GrantBound | undefined,
   clamped: boolean,
 ): Record<string, unknown> {
-  const relevant = held.filter((g) => {
-    const group = hostGroupOfKey(g.resource);
-    return group !== undefined && (g.kind === "jit" || group === hostGroup);
-  });
+  const relevant = grantsShapingSsh(held, hostGroup, now);
   if (relevant.length === 0) return {};
   return {
     grants: relevant.map((g) => g.id),

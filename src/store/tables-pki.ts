@@ -1,12 +1,14 @@
 /**
  * The PKI's tables: CA keys (sealed with the master key), issued X.509 certificates,
- * SSH certificates, revoked SSH keys, registration entries and join tokens.
+ * SSH certificates (and the grants they relied on), revoked SSH keys, registration
+ * entries and join tokens.
  */
 declare module "./tables.js" {
   interface Tables {
     pki_cas: PkiCasTable;
     pki_certs: PkiCertsTable;
     pki_ssh_certs: PkiSshCertsTable;
+    pki_ssh_cert_grants: PkiSshCertGrantsTable;
     pki_ssh_revoked_keys: PkiSshRevokedKeysTable;
     pki_registrations: PkiRegistrationsTable;
     pki_join_tokens: PkiJoinTokensTable;
@@ -62,6 +64,16 @@ export interface PkiSshCertsTable {
   created_at: number;
   revoked_at: number | null;
   revoke_reason: string | null;
+}
+
+/**
+ * The grants (access request ids) a user certificate relied on, one row each: the KRL
+ * lists the certificate once any of them is revoked.
+ */
+export interface PkiSshCertGrantsTable {
+  /** `pki_ssh_certs.serial`. */
+  serial: string;
+  grant_id: string;
 }
 
 export interface PkiSshRevokedKeysTable {

@@ -6,6 +6,7 @@ import { audit } from "./0003-audit.js";
 import { deviceAccess } from "./0004-device-access.js";
 import { identity } from "./0007-identity.js";
 import { failedAttempts } from "./0008-failed-attempts.js";
+import { sshCertGrants } from "./0009-ssh-cert-grants.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -19,5 +20,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0004-device-access": deviceAccess(dialect),
     "0007-identity": identity(dialect),
     "0008-failed-attempts": failedAttempts(dialect),
+    "0009-ssh-cert-grants": sshCertGrants(dialect),
   };
 }
