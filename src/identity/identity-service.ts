@@ -385,7 +385,9 @@ export class IdentityService {
       refuseDisabled: async (name) => {
         audit("failure", "user-disabled");
         audited = true;
-        await this.#settle(keys, "release", now);
+        // Counted like a wrong password: the client gets the same answer for both, and an
+        // attempt left uncounted would show in the lockout that this password is right.
+        await this.#settle(keys, "failure", now);
         return new ZtError("ZT_USER_DISABLED", `user ${name} is disabled`, {
           reason: "user-disabled",
         });
@@ -797,20 +799,16 @@ export class IdentityService {
 
   /**
    * Settles a reserved attempt. failure: counts (and may lock) on every key. success: the
-   * user's key is reset, the source key only un-counts this attempt. release: un-count.
+   * user's key is reset, the source key only un-counts this attempt.
    */
-  async #settle(
-    keys: string[],
-    outcome: "failure" | "success" | "release",
-    reservedAt: number,
-  ): Promise<void> {
+  async #settle(keys: string[], outcome: "failure" | "success", reservedAt: number): Promise<void> {
     const policy = this.#settings.lockout;
     const now = this.#ctx.clock.now();
     await this.#db.transaction().execute(async (trx) => {
       const states = await this.#lockRows(trx, keys, policy.maxFailures);
       const next = states.map((s, i) => {
         if (outcome === "failure") return settleFailure(s, now, policy);
-        if (outcome === "success" && keys[i]!.startsWith("user:")) return settleSuccess(s, now);
+        if (keys[i]!.startsWith("user:")) return settleSuccess(s, now);
         return releaseAttempt(s, reservedAt, now);
       });
       await this.#writeRows(trx, keys, next);

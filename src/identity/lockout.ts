@@ -158,9 +158,9 @@ export function settleSuccess(state: LockoutState, nowMs: number): LockoutState 
 }
 
 /**
- * The attempt reserved at `reservedAt` succeeded or was not a guess (e.g. a disabled
- * account): un-count it without clearing earlier failures. Used for the source-address
- * key, so one valid account cannot wash away a password spray from the same address.
+ * The attempt reserved at `reservedAt` succeeded: un-count it without clearing earlier
+ * failures. Used for the source-address key, so one valid account cannot wash away a
+ * password spray from the same address.
  */
 export function releaseAttempt(
   state: LockoutState,

@@ -1,0 +1,99 @@
+/**
+ * Regressions from the adversarial review of sign-in, each named after what it stops.
+ * Real PEP on a real socket, real `oathtool` codes; every scenario
+ * signs in from its own loopback address (127.0.0.x), so the per-address lockout key of
+ * one does not leak into another.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import http from "node:http";
+import { startPep, type PepFixture } from "./pep-fixture.js";
+
+const HOST = "app.localhost";
+
+function oathtool(secret: string): string {
+  return execFileSync("oathtool", ["--totp", "-b", secret]).toString().trim();
+}
+
+describe("sign-in: what the lockout and the answers tell an attacker", () => {
+  let zt: PepFixture;
+  const users: Record<string, { password: string; totpSecret: string }> = {};
+
+  beforeAll(async () => {
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
+      // Three failures lock a key; the window is long so a slow machine cannot spread four
+      // attempts over two windows.
+      extra: { mfa: { max_failures: 3, failure_window: "10m" } },
+    });
+    for (const name of ["alice", "carol", "dave"]) users[name] = await zt.addUser(name, ["eng"]);
+    await zt.services.identity.setDisabled("carol", true);
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+  });
+
+  /** A JSON sign-in from `from` (a loopback address), on a real socket; the HTTP status. */
+  const login = (from: string, body: Record<string, string>) =>
+    new Promise<number>((resolve, reject) => {
+      const text = JSON.stringify(body);
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port: zt.port,
+          localAddress: from,
+          method: "POST",
+          path: "/.zt/login",
+          agent: false,
+          headers: {
+            host: `${HOST}:${zt.port}`,
+            origin: `http://${HOST}:${zt.port}`,
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(text),
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on("error", reject);
+      req.end(text);
+    });
+
+  /** Four attempts in a row from one address: the statuses the client saw. */
+  async function fourAttempts(from: string, attempts: Record<string, string>[]) {
+    const out: number[] = [];
+    for (const a of attempts) out.push(await login(from, a));
+    return out;
+  }
+
+  const wrong = (username: string) => ({ username, password: "not-the-password", totp: "000000" });
+
+  it("stops a disabled account's right password from being confirmed by the lockout (it counts like a wrong one)", async () => {
+    // An enabled account: the right password with a wrong code is a failure like any other.
+    const enabled = await fourAttempts("127.0.0.11", [
+      wrong("dave"),
+      wrong("dave"),
+      { username: "dave", password: users["dave"]!.password, totp: "000000" },
+      wrong("dave"),
+    ]);
+    expect(enabled).toEqual([401, 401, 401, 429]);
+    // A disabled account, its right password (and a valid code) third: the same answers.
+    // Were that attempt not counted, the fourth would still be let through (401): the
+    // lockout would have confirmed the password the answers are careful not to.
+    const disabled = await fourAttempts("127.0.0.12", [
+      wrong("carol"),
+      wrong("carol"),
+      {
+        username: "carol",
+        password: users["carol"]!.password,
+        totp: oathtool(users["carol"]!.totpSecret),
+      },
+      wrong("carol"),
+    ]);
+    expect(disabled).toEqual(enabled);
+  });
+});
