@@ -1,13 +1,17 @@
 /**
  * Regressions from the adversarial review of sign-in, each named after what it stops.
- * Real PEP on a real socket, real `oathtool` codes; every scenario
+ * Real PEP on a real socket, real `oathtool` codes, the real `zt ban` CLI; every scenario
  * signs in from its own loopback address (127.0.0.x), so the per-address lockout key of
  * one does not leak into another.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import http from "node:http";
+import { join } from "node:path";
+import { isUserBanned, startBanCache } from "../src/audit/index.js";
+import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import { startPep, type PepFixture } from "./pep-fixture.js";
+import { runZt } from "./helpers/zt-process.js";
 
 const HOST = "app.localhost";
 
@@ -17,6 +21,7 @@ function oathtool(secret: string): string {
 
 describe("sign-in: what the lockout and the answers tell an attacker", () => {
   let zt: PepFixture;
+  let stopBans: () => void;
   const users: Record<string, { password: string; totpSecret: string }> = {};
 
   beforeAll(async () => {
@@ -27,11 +32,15 @@ describe("sign-in: what the lockout and the answers tell an attacker", () => {
       // attempts over two windows.
       extra: { mfa: { max_failures: 3, failure_window: "10m" } },
     });
+    await zt.ctx.events.start();
+    stopBans = await startBanCache(zt.ctx.store, zt.ctx.events, () => zt.ctx.clock.now());
     for (const name of ["alice", "carol", "dave"]) users[name] = await zt.addUser(name, ["eng"]);
     await zt.services.identity.setDisabled("carol", true);
   }, 60_000);
 
   afterAll(async () => {
+    stopBans?.();
+    setBansForTest({});
     await zt?.close();
   });
 
@@ -95,5 +104,47 @@ describe("sign-in: what the lockout and the answers tell an attacker", () => {
       wrong("carol"),
     ]);
     expect(disabled).toEqual(enabled);
+  });
+
+  it("stops a banned user name (a login jail bans only names that exist) from answering unlike an unknown one", async () => {
+    const config = join(zt.dir, "zt.yaml");
+    const ban = await runZt(["--config", config, "ban", "add", "user:alice", "--for", "1h"]);
+    expect(ban.code, ban.stderr).toBe(0);
+    for (let i = 0; i < 200 && !isUserBanned("alice", Date.now()); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(isUserBanned("alice", Date.now())).toBe(true);
+
+    // A name nobody has: three failures, then the lockout.
+    const unknown = await fourAttempts("127.0.0.13", [
+      wrong("nobody-here"),
+      wrong("nobody-here"),
+      wrong("nobody-here"),
+      wrong("nobody-here"),
+    ]);
+    expect(unknown).toEqual([401, 401, 401, 429]);
+    // The banned (existing) name must look the same: its attempts are counted too.
+    const banned = await fourAttempts("127.0.0.14", [
+      wrong("alice"),
+      wrong("alice"),
+      { username: "alice", password: users["alice"]!.password, totp: "000000" },
+      wrong("alice"),
+    ]);
+    expect(banned).toEqual(unknown);
+
+    await zt.ctx.audit.flush();
+    const reasons = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["reason", "subject", "source_ip"])
+      .where("kind", "=", "login")
+      .where("source_ip", "=", "127.0.0.14")
+      .orderBy("seq")
+      .execute();
+    // Still audited as the ban (which no jail counts), until the lockout answers instead.
+    expect(reasons.map((r) => r.reason)).toEqual([
+      "user-banned",
+      "user-banned",
+      "user-banned",
+      "mfa-locked",
+    ]);
   });
 });

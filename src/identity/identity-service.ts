@@ -326,8 +326,9 @@ export class IdentityService {
 
   /**
    * Checks password + second factor (TOTP or a backup code). Order: lockout (per user and
-   * per source address) → password → disabled → second factor. Throws ZtError with
-   * `context.reason` set to a LoginFailureReason; every attempt is audited, never a secret.
+   * per source address) → banned user name → password → disabled → second factor. Throws
+   * ZtError with `context.reason` set to a LoginFailureReason; every attempt is audited,
+   * never a secret.
    */
   async authenticate(options: AuthenticateOptions): Promise<UserInfo> {
     const now = this.#ctx.clock.now();
@@ -354,15 +355,6 @@ export class IdentityService {
         data,
       });
 
-    // A banned user name (`zt ban add user:…`, or a login jail) signs in no more until the
-    // ban ends: refused before the password is looked at, with the one answer every
-    // failed sign-in gets (a different one would say the name exists), audited as such.
-    if (validName && isUserBanned(rawName, now)) {
-      audit("failure", "user-banned");
-      throw new ZtError("ZT_AUTH_FAILED", "invalid username, password or code", {
-        reason: "user-banned",
-      });
-    }
     const reserved = await this.#reserve(keys, now);
     if (!reserved.ok) {
       audit("failure", "mfa-locked");
@@ -408,11 +400,23 @@ export class IdentityService {
     }
   }
 
-  /** Password, then disabled, then the second factor; every outcome goes through `attempt`. */
+  /**
+   * Banned name, password, disabled, then the second factor; every outcome goes through
+   * `attempt`.
+   */
   async #checkCredentials(attempt: LoginAttempt): Promise<UserInfo> {
     const { options, now, fail } = attempt;
-    const row = attempt.name ? await this.#findByName(this.#db, attempt.name) : undefined;
     const password = typeof options.password === "string" ? options.password : "";
+    // A banned user name (`zt ban add user:…`, or a login jail) signs in no more until the
+    // ban ends, whatever the password; audited as such (no jail counts it). A jail only
+    // bans names that exist (an unknown name's attempts have no subject), so the refusal
+    // must look like an unknown name's from outside: the same answer, a scrypt's time,
+    // and counted towards the lockout.
+    if (attempt.name !== undefined && isUserBanned(attempt.name, now)) {
+      await verifyPassword(password, DUMMY_PASSWORD_HASH);
+      throw await fail("ZT_AUTH_FAILED", "user-banned", "invalid username, password or code");
+    }
+    const row = attempt.name ? await this.#findByName(this.#db, attempt.name) : undefined;
     // Unknown users cost one scrypt too, so response time does not reveal who exists.
     const passwordOk = await verifyPassword(password, row?.password_hash ?? DUMMY_PASSWORD_HASH);
     if (!row || !passwordOk) {
