@@ -407,6 +407,18 @@ export class IdentityService {
   async #checkCredentials(attempt: LoginAttempt): Promise<UserInfo> {
     const { options, now, fail } = attempt;
     const password = typeof options.password === "string" ? options.password : "";
+    const backupCode =
+      typeof options.backupCode === "string" && options.backupCode.trim() !== ""
+        ? options.backupCode
+        : undefined;
+    const totp =
+      typeof options.totp === "string" && options.totp.trim() !== "" ? options.totp : undefined;
+    // A backup code costs a scrypt of its own. A refusal made before the codes are looked at
+    // spends it too: otherwise the time would tell that the password was right.
+    const refuse = async (refusal: () => Promise<ZtError>): Promise<ZtError> => {
+      if (totp === undefined && backupCode !== undefined) await matchBackupCode(backupCode, []);
+      return refusal();
+    };
     // A banned user name (`zt ban add user:…`, or a login jail) signs in no more until the
     // ban ends, whatever the password; audited as such (no jail counts it). A jail only
     // bans names that exist (an unknown name's attempts have no subject), so the refusal
@@ -414,29 +426,27 @@ export class IdentityService {
     // and counted towards the lockout.
     if (attempt.name !== undefined && isUserBanned(attempt.name, now)) {
       await verifyPassword(password, DUMMY_PASSWORD_HASH);
-      throw await fail("ZT_AUTH_FAILED", "user-banned", "invalid username, password or code");
+      throw await refuse(() =>
+        fail("ZT_AUTH_FAILED", "user-banned", "invalid username, password or code"),
+      );
     }
     const row = attempt.name ? await this.#findByName(this.#db, attempt.name) : undefined;
     // Unknown users cost one scrypt too, so response time does not reveal who exists.
     const passwordOk = await verifyPassword(password, row?.password_hash ?? DUMMY_PASSWORD_HASH);
     if (!row || !passwordOk) {
-      throw await fail(
-        "ZT_AUTH_FAILED",
-        "auth-failed",
-        "invalid username or password",
-        row ? "bad-password" : "unknown-user",
+      throw await refuse(() =>
+        fail(
+          "ZT_AUTH_FAILED",
+          "auth-failed",
+          "invalid username or password",
+          row ? "bad-password" : "unknown-user",
+        ),
       );
     }
     if (row.disabled) {
-      throw await attempt.refuseDisabled(row.name);
+      throw await refuse(() => attempt.refuseDisabled(row.name));
     }
 
-    const backupCode =
-      typeof options.backupCode === "string" && options.backupCode.trim() !== ""
-        ? options.backupCode
-        : undefined;
-    const totp =
-      typeof options.totp === "string" && options.totp.trim() !== "" ? options.totp : undefined;
     let method: "totp" | "backup-code";
     if (totp !== undefined) {
       method = "totp";
