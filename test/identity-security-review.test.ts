@@ -10,7 +10,8 @@ import http from "node:http";
 import { join } from "node:path";
 import { isUserBanned, startBanCache } from "../src/audit/index.js";
 import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
-import { startPep, type PepFixture } from "./pep-fixture.js";
+import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { request } from "./helpers/http-client.js";
 import { runZt } from "./helpers/zt-process.js";
 
 const HOST = "app.localhost";
@@ -146,5 +147,92 @@ describe("sign-in: what the lockout and the answers tell an attacker", () => {
       "user-banned",
       "mfa-locked",
     ]);
+  });
+});
+
+describe("proxy mode: a second session cookie (cookie shadowing)", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [
+        {
+          name: "app",
+          from: `http://${HOST}`,
+          to: `http://127.0.0.1:${upstream.port}`,
+          websockets: true,
+        },
+      ],
+    });
+    for (const name of ["alice", "mallory"]) await zt.addUser(name, ["eng"]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  // Script on any app under the same site (or a sibling host, with Domain=) can add a
+  // `zt_session` cookie of the attacker's own session with a longer Path: the browser
+  // sends it first (RFC 6265 §5.4), before the victim's. Taking the first one signed the
+  // victim in as the attacker on that path (what they type there lands in the attacker's
+  // account); forward-auth already refused such a request.
+  it("stops a shadowing session cookie from signing the victim in as the attacker", async () => {
+    const victim = await zt.session("alice");
+    const attacker = await zt.session("mallory");
+    const before = upstream.seen.length;
+    const r = await request(zt.port, {
+      host: HOST,
+      path: "/notes/new",
+      headers: { cookie: `${attacker.cookie}; theme=dark; ${victim.cookie}`, accept: "*/*" },
+    });
+    expect(r.status, r.body).toBe(403);
+    expect(r.json<{ error: { reason: string } }>().error.reason).toBe("session-cookie-duplicate");
+    expect(upstream.seen.length).toBe(before);
+
+    // A browser gets the page that says how to get out of it.
+    const page = await request(zt.port, {
+      host: HOST,
+      path: "/notes/new",
+      headers: { cookie: `${attacker.cookie}; ${victim.cookie}`, accept: "text/html" },
+    });
+    expect(page.status).toBe(403);
+    expect(page.body).toContain("two sign-in cookies");
+
+    // Two Cookie header lines count the same as one line with both.
+    const split = await raw(
+      zt.port,
+      [
+        `GET /notes/new HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${attacker.cookie}\r\n` +
+          `Cookie: ${victim.cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n") },
+    );
+    expect(split.status).toBe(403);
+
+    // And a WebSocket upgrade.
+    const ws = await raw(
+      zt.port,
+      [
+        `GET /live HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${attacker.cookie}; ${victim.cookie}\r\n` +
+          "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      ],
+      { until: (t) => t.includes("\r\n\r\n") },
+    );
+    expect(ws.status).toBe(403);
+    expect(ws.text).toContain("session-cookie-duplicate");
+    expect(upstream.seen.length).toBe(before);
+
+    // One cookie still works.
+    const ok = await request(zt.port, {
+      host: HOST,
+      path: "/notes/new",
+      headers: { cookie: victim.cookie, accept: "application/json" },
+    });
+    expect(ok.status).toBe(200);
   });
 });

@@ -18,6 +18,7 @@ import {
   assertionClaims,
   authenticateClientCert,
   byBearer,
+  cookieCount,
   createAuthenticator,
   factsFor,
   isService,
@@ -320,6 +321,53 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     return authenticate(req.headers);
   }
 
+  /**
+   * Two session cookies (however the Cookie headers split them): which one is meant is a
+   * guess, and taking the first lets script on any app of the site sign a user in as
+   * someone else — a cookie with a longer Path is sent first (RFC 6265 §5.4). Refused,
+   * as forward-auth refuses it.
+   */
+  function duplicateSessionCookie(req: IncomingMessage): boolean {
+    return cookieCount(req.headers.cookie, cookieName) > 1;
+  }
+
+  /** The refusal of a request with two session cookies: audited, 403 with the way out. */
+  function refuseDuplicateCookie(
+    req: IncomingMessage,
+    res: ServerResponse,
+    clientIp: string,
+    route: ResolvedRoute,
+    host: string,
+  ): void {
+    const reason = "session-cookie-duplicate";
+    const answer = refusalAnswer(
+      { ...refusalDeps, denials },
+      {
+        code: "ZT_REQUEST_AMBIGUOUS",
+        message: "the request carries two session cookies: sign out, then sign in again",
+        reason,
+        sourceIp: clientIp,
+        method: req.method,
+        target: req.url,
+        host,
+        status: 403,
+      },
+    );
+    if (!wantsHtml(req)) return sendForwardAuthAnswer(res, answer);
+    const decisionId = String(answer.headers["x-zt-decision-id"]);
+    sendHtml(
+      res,
+      403,
+      renderDeniedPage({
+        decisionId,
+        reason,
+        hint: hintFor(reason, route.name),
+        route: route.name,
+      }),
+      { "x-zt-decision-id": decisionId, "x-zt-reason": reason },
+    );
+  }
+
   /** A presented client certificate was refused (or required and missing): audited. */
   function certRefused(
     reason: string,
@@ -620,6 +668,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       );
       return;
     }
+    if (duplicateSessionCookie(req)) return refuseDuplicateCookie(req, res, clientIp, route, host);
     const returnTo = path + query;
     const pending = authenticateRequest(req);
     // In memory (the usual case): no await, no microtask hop.
@@ -748,6 +797,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return refuse("400 Bad Request", {
         error: { code: "ZT_BAD_REQUEST", reason: "upgrade-not-websocket" },
       });
+    if (duplicateSessionCookie(req))
+      return refuseAudited(
+        "403 Forbidden",
+        "ZT_REQUEST_AMBIGUOUS",
+        "session-cookie-duplicate",
+        canon.host,
+      );
     const a = await authenticateRequest(req);
     if (!a.ok) {
       if (a.code === "ZT_CLIENT_CERT_REFUSED") {
