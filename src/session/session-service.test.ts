@@ -8,10 +8,10 @@ import { openAppContext, type AppContext } from "../app/index.js";
 import { sha256Hex } from "../core/ids.js";
 import { SessionService } from "./session-service.js";
 
-async function context(clock: ManualClock): Promise<AppContext> {
+async function context(clock: ManualClock, idleTimeout = "10m"): Promise<AppContext> {
   const dir = mkdtempSync(join(tmpdir(), "zt-session-"));
   const config = validateConfig(
-    { data_dir: dir, session: { ttl: "1h", idle_timeout: "10m" } },
+    { data_dir: dir, session: { ttl: "1h", idle_timeout: idleTimeout } },
     join(dir, "zt.yaml"),
   );
   const ctx = await openAppContext(config, { clock, create: true });
@@ -120,6 +120,28 @@ describe("SessionService", () => {
       await sessions.check(b.token);
     }
     expect(await sessions.check(b.token)).toMatchObject({ ok: false, code: "ZT_SESSION_EXPIRED" });
+    sessions.close();
+  });
+
+  // Activity was written back at most once a minute whatever the idle timeout: with one of
+  // a minute or less, a session in use every 20 s was refused as idle all the same.
+  it("stops a short idle timeout from ending a session that is in use", async () => {
+    const clock = new ManualClock();
+    ctx = await context(clock, "30s");
+    const sessions = new SessionService(ctx);
+    const { token } = await sessions.create({
+      userId: "u1",
+      sourceIp: "127.0.0.1",
+      userAgent: "t",
+    });
+    for (let i = 0; i < 6; i++) {
+      clock.advance(20_000);
+      expect(await sessions.check(token), `request ${i + 1}, 20 s after the last`).toMatchObject({
+        ok: true,
+      });
+    }
+    clock.advance(31_000);
+    expect(await sessions.check(token)).toMatchObject({ ok: false, reason: "session-idle" });
     sessions.close();
   });
 

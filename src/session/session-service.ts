@@ -70,7 +70,11 @@ export class SessionService {
   readonly #byHash = new Map<string, SessionInfo>();
   readonly #byId = new Map<string, SessionInfo>();
   readonly #listeners = new Set<RevokedListener>();
-  readonly #touchEveryMs = 60_000;
+  /**
+   * How stale `last_seen_at` may get before a check writes it: at most a minute, and a
+   * tenth of the idle timeout, so a session in use is never refused as idle.
+   */
+  readonly #touchEveryMs: number;
   /** Remembered sessions at which ended ones are next pruned (amortised: see #remember). */
   #pruneAt = PRUNE_AT_LEAST;
   /**
@@ -85,6 +89,7 @@ export class SessionService {
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
+    this.#touchEveryMs = Math.min(60_000, Math.floor(ctx.config.sessionIdleMs / 10));
     this.#unsubscribe = ctx.events.subscribe((e) => this.#onEvent(e));
     // Events pruned past this process's position: a `session.revoked` it never heard is
     // applied from the store (as the periodic pass does) before the bus reports fresh.
