@@ -579,3 +579,33 @@ describe("failures and shutdown", () => {
     expect(up.stats.requests).toBe(1);
   });
 });
+
+describe("retire (an upstream no route uses after a config reload)", () => {
+  it("closes idle connections at once, serves the busy, queued and later requests, and keeps no connection after", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    const up = await httpServer((req, res) => {
+      if (req.url === "/hold") void held.then(() => res.end("held"));
+      else res.end(`you asked ${req.url}`);
+    });
+    const pool = makePool(up.port, { maxConnections: 1 });
+    expect((await run(pool, get("/warm"))).body.toString()).toBe("you asked /warm");
+    const two = makePool(up.port);
+    await run(two, get("/idle"));
+    expect(two.idleCount).toBe(1);
+    two.retire();
+    await until(() => two.open === 0, "the idle connection to close");
+
+    const busy = run(pool, get("/hold"));
+    const queued = run(pool, get("/queued"));
+    await until(() => up.stats.urls.includes("/hold"), "the held request to arrive");
+    pool.retire();
+    const later = run(pool, get("/later"));
+    release();
+    expect((await busy).body.toString()).toBe("held");
+    expect((await queued).body.toString()).toBe("you asked /queued");
+    expect((await later).body.toString()).toBe("you asked /later");
+    await until(() => pool.open === 0 && up.live.size === 0, "every connection to close");
+    expect(pool.idleCount).toBe(0);
+  });
+});

@@ -4,6 +4,7 @@ import http, {
   type OutgoingHttpHeaders,
 } from "node:http";
 import https from "node:https";
+import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import { createSecureContext, type ConnectionOptions, type SecureContext } from "node:tls";
 import type { Duplex } from "node:stream";
@@ -232,6 +233,8 @@ export interface UpstreamClientTls {
  */
 export class UpstreamAgents {
   readonly #pools = new Map<string, UpstreamPool>();
+  /** Pools retired by a config reload that may still carry requests (destroyed at close). */
+  readonly #retired = new Set<UpstreamPool>();
   /** Each route's pool, found without building its key (the per-request lookup). */
   #byRoute = new WeakMap<ResolvedRoute, UpstreamPool>();
   #clientTls: UpstreamClientTls | undefined;
@@ -270,7 +273,7 @@ export class UpstreamAgents {
     // Fail closed: without zt's SVID the upstream would see an anonymous client.
     if (route.upstream_mtls && !this.#clientTls)
       throw new Error("upstream mTLS requested but no SVID loaded");
-    const key = `${route.upstream_mtls ? "mtls " : ""}${route.upstream_ca ?? ""}`;
+    const key = contextKey(route);
     let secureContext = this.#contexts.get(key);
     if (secureContext === undefined) {
       const svid = route.upstream_mtls ? this.#clientTls! : undefined;
@@ -286,12 +289,10 @@ export class UpstreamAgents {
   for(route: ResolvedRoute): UpstreamPool {
     const known = this.#byRoute.get(route);
     if (known !== undefined) return known;
-    const t = targetOf(route);
-    const mtls = route.upstream_mtls && t.protocol === "https:";
-    // The CA file's path in the key: routes to one origin may trust different CAs.
-    const key = `${mtls ? "mtls " : ""}${t.origin} ${route.timeoutMs} ${route.upstream_ca ?? ""}`;
+    const key = poolKey(route);
     let p = this.#pools.get(key);
     if (!p) {
+      const t = targetOf(route);
       const tls = this.tlsFor(route);
       p = new UpstreamPool({
         host: t.connectHost,
@@ -305,11 +306,48 @@ export class UpstreamAgents {
     return p;
   }
 
+  /**
+   * After a config reload, these are the routes: a pool no route uses any more (its
+   * upstream's address, timeout or CA changed, or its route was removed) is retired
+   * gracefully — requests already decided on the old route finish on it — and a changed
+   * route gets a new pool at its first request.
+   */
+  retain(routes: readonly ResolvedRoute[]): void {
+    const pools = new Set(routes.map(poolKey));
+    const contexts = new Set(routes.map(contextKey));
+    for (const [k, p] of this.#pools) {
+      if (pools.has(k)) continue;
+      p.retire();
+      this.#pools.delete(k);
+      this.#retired.add(p);
+    }
+    for (const p of this.#retired) if (p.open === 0) this.#retired.delete(p);
+    for (const k of this.#contexts.keys()) if (!contexts.has(k)) this.#contexts.delete(k);
+  }
+
   destroy(): void {
     for (const p of this.#pools.values()) p.destroy();
+    for (const p of this.#retired) p.destroy();
     this.#pools.clear();
+    this.#retired.clear();
     this.#byRoute = new WeakMap();
   }
+}
+
+/**
+ * The key of a route's pool: origin, timeout, mTLS and the CA certificates it trusts (by
+ * content, so that a CA file replaced before a reload gets a new pool; routes to one
+ * origin may trust different CAs).
+ */
+function poolKey(route: ResolvedRoute): string {
+  const t = targetOf(route);
+  const mtls = route.upstream_mtls && t.protocol === "https:";
+  return `${mtls ? "mtls " : ""}${t.origin} ${route.timeoutMs} ${t.caDigest}`;
+}
+
+/** The key of a route's TLS context: SVID use and the CA certificates. */
+function contextKey(route: ResolvedRoute): string {
+  return `${route.upstream_mtls ? "mtls " : ""}${targetOf(route).caDigest}`;
 }
 
 /** A route's upstream address, parsed once (not per request). */
@@ -323,6 +361,8 @@ interface UpstreamTarget {
   host: string;
   origin: string;
   basePath: string;
+  /** SHA-256 of `upstream_ca`'s certificates ("" without one). */
+  caDigest: string;
 }
 
 const targets = new WeakMap<ResolvedRoute, UpstreamTarget>();
@@ -339,6 +379,10 @@ function targetOf(route: ResolvedRoute): UpstreamTarget {
       host: u.host,
       origin: u.origin,
       basePath: u.pathname.replace(/\/$/, ""),
+      caDigest:
+        route.upstreamCaPem === undefined
+          ? ""
+          : createHash("sha256").update(route.upstreamCaPem).digest("base64url"),
     };
     targets.set(route, t);
   }

@@ -280,11 +280,17 @@ export interface AddressSet {
  * SocketAddress on every call, and a PEP sees the same few peer addresses all day.
  */
 export class TrustedProxies implements AddressSet {
-  readonly #set: CidrSet;
+  #set: CidrSet;
   readonly #memo = new Map<string, boolean>();
 
   constructor(cidrs: readonly string[]) {
     this.#set = new CidrSet(cidrs, "trusted_proxies");
+  }
+
+  /** These addresses from now on (a config reload); the remembered answers are dropped. */
+  replace(cidrs: readonly string[]): void {
+    this.#set = new CidrSet(cidrs, "trusted_proxies");
+    this.#memo.clear();
   }
 
   has(address: string): boolean {

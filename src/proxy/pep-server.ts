@@ -8,7 +8,7 @@ import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { normalizeIp } from "../core/cidr.js";
 import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { parseDuration } from "../core/duration.js";
-import type { ResolvedRoute } from "../config/index.js";
+import type { ResolvedRoute, ZtConfig } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
 import type { SessionService } from "../session/index.js";
 import type { EntitySnapshot } from "../session/entity-snapshot.js";
@@ -105,7 +105,20 @@ export interface Pep {
   readonly live: LiveConnections;
   /** Replaces the SVID presented to `upstream_mtls` upstreams (after renewal). */
   setUpstreamTls(t: { key: string; cert: string; ca: string }): void;
+  /**
+   * Applies a reloaded config's per-request settings (`RELOADABLE_KEYS`: routes,
+   * trusted_proxies, limits.max_body_bytes, forward_auth.headers) to new requests. A
+   * request already routed finishes on its route; an upstream no route uses any more
+   * has its pool closed once its requests are done.
+   */
+  reconfigure(config: PepReloadable): void;
 }
+
+/** The settings of a config that a running PEP applies on reload. */
+export type PepReloadable = Pick<
+  ZtConfig,
+  "routes" | "trusted_proxies" | "limits" | "forward_auth"
+>;
 
 /**
  * The identity-aware reverse proxy (a NIST SP 800-207 Policy Enforcement Point).
@@ -126,7 +139,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const live = new LiveConnections();
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
-  const maxBody = cfg.limits.max_body_bytes;
+  let maxBody = cfg.limits.max_body_bytes;
   // audit.durable_before_forward: which allowed requests wait for their decision record.
   const durableFor = durableBeforeForward(cfg.audit);
   /** Allowed ⇒ recorded: true once the decision record is committed (false: it could not be). */
@@ -1182,6 +1195,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     live,
     setUpstreamTls(t) {
       agents.setClientTls(t);
+    },
+    reconfigure(c) {
+      routes.replace(c.routes);
+      trusted.replace(c.trusted_proxies);
+      maxBody = c.limits.max_body_bytes;
+      forwardAuthDeps.convention = c.forward_auth.headers;
+      agents.retain(c.routes);
     },
   };
 }

@@ -327,6 +327,8 @@ export class UpstreamPool {
   /** Every open connection (idle or busy). */
   readonly #all = new Set<Connection>();
   #closed = false;
+  /** Retired (see retire()): no connection is kept for reuse. */
+  #retired = false;
   readonly #sweeper: NodeJS.Timeout;
 
   constructor(options: UpstreamPoolOptions) {
@@ -438,6 +440,10 @@ export class UpstreamPool {
       conn.start(next);
       return;
     }
+    if (this.#retired) {
+      conn.destroy();
+      return;
+    }
     conn.idleSince = performance.now();
     this.#idle.push(conn);
   }
@@ -450,6 +456,18 @@ export class UpstreamPool {
     // A slot is free: a waiting request may have a new connection.
     if (!this.#closed && this.#waiting.length > 0 && this.#all.size < this.#max)
       this.#connect().start(this.#nextWaiting()!);
+  }
+
+  /**
+   * Closes gracefully (the upstream is no longer routed to, after a config reload): idle
+   * connections close now, busy ones once their exchange ends, and requests already
+   * decided for it — waiting, or still to come — are served, each on a connection that
+   * then closes.
+   */
+  retire(): void {
+    this.#retired = true;
+    clearInterval(this.#sweeper);
+    for (const c of this.#idle.splice(0)) c.destroy();
   }
 
   /** Closes idle connections; busy ones close when their exchange ends. */
