@@ -201,8 +201,8 @@ export async function createApiServer(
   });
   app.addHook("onClose", async () => auth.close());
   if (tls?.refresh) {
-    const stop = keepCertificateFresh(app.server as unknown as TlsServer, tls, tls.refreshEveryMs);
-    app.addHook("onClose", async () => stop());
+    const fresh = keepCertificateFresh(app.server as unknown as TlsServer, tls, tls.refreshEveryMs);
+    app.addHook("onClose", async () => fresh.stop());
   }
   // Client SVIDs are verified against the loaded CAs and deny list; load them now
   // (until then verification fails closed). A store without a CA has no SVIDs to accept.

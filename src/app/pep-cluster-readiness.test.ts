@@ -10,6 +10,8 @@ const fine: PepWorkerStatus = {
   policy_version: "v2",
   policy_error: null,
   reload_generation: 3,
+  config_version: "c2",
+  config_error: null,
   store: "fresh",
   store_last_contact_ms: 20,
 };
@@ -19,7 +21,12 @@ const listening = (worker: number, s: Partial<PepWorkerStatus> = {}): WorkerSlot
   status: { ...fine, ...s },
 });
 const check = (reports: WorkerSlotReport[]) =>
-  clusterReadiness({ primaryPolicyVersion: "v2", generation: 3, reports });
+  clusterReadiness({
+    primaryPolicyVersion: "v2",
+    primaryConfigVersion: "c2",
+    generation: 3,
+    reports,
+  });
 
 describe("clusterReadiness", () => {
   it("is ready when every listening worker runs the primary's set and reloads, in contact", () => {
@@ -53,6 +60,17 @@ describe("clusterReadiness", () => {
       "worker 1 (pep-1) has not applied reload 3 (at 2)",
       "worker 2 (pep-2): store degraded, last contact 6000 ms ago",
       "worker 3 (pep-3) did not answer",
+    ]);
+  });
+
+  it("fails closed on a worker that could not apply the primary's config reload, naming why", () => {
+    const r = check([
+      listening(1, { config_version: "c1", config_error: "zt's SVID: store unreachable" }),
+      listening(2),
+    ]);
+    expect(r.ready).toBe(false);
+    expect(r.detail.proxy_workers_not_ready).toEqual([
+      "worker 1 (pep-1) serves config version c1, not c2 (the primary's): zt's SVID: store unreachable",
     ]);
   });
 

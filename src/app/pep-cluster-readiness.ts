@@ -1,9 +1,9 @@
 /**
  * Readiness of the PEP worker processes, for `/readyz`: pure, the primary gathers the
  * reports. Fail closed: a worker that serves (listens) counts against readiness when
- * it runs another policy set than the primary (for longer than a reload takes), has not
- * applied the primary's last reload, is out of contact with the store, or does not
- * answer at all.
+ * it runs another policy set than the primary (for longer than a reload takes) or other
+ * reloadable config settings, has not applied the primary's last reload, is out of
+ * contact with the store, or does not answer at all.
  */
 import type { PepWorkerStatus } from "./pep-worker.js";
 
@@ -42,6 +42,8 @@ export const POLICY_SKEW_GRACE_MS = 10_000;
 
 export function clusterReadiness(o: {
   primaryPolicyVersion: string;
+  /** Digest of the primary's reloadable config settings (absent: not compared). */
+  primaryConfigVersion?: string;
   /** The primary's reload generation (SIGHUPs so far). */
   generation: number;
   reports: WorkerSlotReport[];
@@ -69,6 +71,10 @@ export function clusterReadiness(o: {
     )
       reasons.push(
         `${name} serves policy version ${s.policy_version}, not ${o.primaryPolicyVersion} (the primary's)${s.policy_error ? `: ${s.policy_error}` : ""}`,
+      );
+    if (o.primaryConfigVersion !== undefined && s.config_version !== o.primaryConfigVersion)
+      reasons.push(
+        `${name} serves config version ${s.config_version}, not ${o.primaryConfigVersion} (the primary's)${s.config_error ? `: ${s.config_error}` : ""}`,
       );
     if (s.reload_generation < o.generation)
       reasons.push(`${name} has not applied reload ${o.generation} (at ${s.reload_generation})`);

@@ -30,17 +30,18 @@ export interface PepCluster {
   /** How many workers listen now (a dead one and its replacement until it listens do not). */
   listening(): number;
   /**
-   * Asks every worker to reload its policy set (SIGHUP on the primary). Counted: a
-   * worker still starting gets the reload once it listens.
+   * Asks every worker to reload (SIGHUP on the primary): to run `config` (the primary's
+   * config after its reload) and reload its policy set. Counted: a worker still starting
+   * gets the reload once it listens, and a worker started later runs `config`.
    */
-  reloadPolicies(): void;
+  reload(config: ZtConfig): void;
   /** Each live worker's metrics registry as JSON (prom-client), for aggregation. */
   workerMetrics(): Promise<unknown[]>;
   /**
-   * Asks every listening worker for its state (policy version and error, reload
-   * generation, store contact) and compares it with the primary's policy version.
+   * Asks every listening worker for its state (policy and config versions and errors,
+   * reload generation, store contact) and compares it with the primary's versions.
    */
-  readiness(primaryPolicyVersion: string): Promise<ClusterReadiness>;
+  readiness(primary: { policyVersion: string; configVersion: string }): Promise<ClusterReadiness>;
   close(): Promise<void>;
 }
 
@@ -73,7 +74,10 @@ interface Slot {
 
 export async function startPepCluster(o: {
   workers: number;
-  /** The config the primary runs: every worker runs this one, restarted ones included. */
+  /**
+   * The config the primary runs: every worker runs this one, restarted ones included
+   * (until a reload hands over the next one).
+   */
   config: ZtConfig;
   out: (line: string) => void;
 }): Promise<PepCluster> {
@@ -87,6 +91,8 @@ export async function startPepCluster(o: {
   let closing = false;
   /** Reloads asked so far (SIGHUP): a worker reporting fewer is sent the reload. */
   let generation = 0;
+  /** The config a worker is handed: the primary's, as of its last reload. */
+  let config = o.config;
   const restarts: number[] = [];
   let nextId = 1;
   const pending = new Map<number, (m: WorkerMessage) => void>();
@@ -125,7 +131,7 @@ export async function startPepCluster(o: {
       if (m.zt === "config?") {
         // The primary's config, not zt.yaml as it is on disk now: an edit made since
         // zt started would otherwise run in restarted workers only.
-        post(w, { zt: "config", config: o.config, generation });
+        post(w, { zt: "config", config, generation });
       } else if (m.zt === "metrics" || m.zt === "status") {
         pending.get(m.id)?.(m);
       }
@@ -144,7 +150,7 @@ export async function startPepCluster(o: {
           w.off("message", onMessage);
           // A reload asked while it started (after it read its policy set, or before it
           // could hear it) would be lost: send it now.
-          if (m.generation < generation) post(w, { zt: "reload", generation });
+          if (m.generation < generation) post(w, { zt: "reload", generation, config });
           resolve(m.address);
         } else if (m.zt === "failed") {
           clearTimeout(timer);
@@ -197,11 +203,12 @@ export async function startPepCluster(o: {
     address: addresses[0]!,
     size: o.workers,
     listening: () => listeningWorkers().length,
-    reloadPolicies() {
+    reload(next) {
+      config = next;
       generation++;
       // Starting workers are not sent it: they may not hear it yet, and get it when
       // they report listening with an older generation.
-      for (const [, s] of listeningWorkers()) post(s.worker, { zt: "reload", generation });
+      for (const [, s] of listeningWorkers()) post(s.worker, { zt: "reload", generation, config });
     },
     async workerMetrics() {
       const asks = [...slots.values()].map(async (s) => {
@@ -214,7 +221,8 @@ export async function startPepCluster(o: {
       });
       return Promise.all(asks);
     },
-    async readiness(primaryPolicyVersion) {
+    async readiness(primary) {
+      const primaryPolicyVersion = primary.policyVersion;
       const reports = await Promise.all(
         Array.from({ length: o.workers }, async (_, i): Promise<WorkerSlotReport> => {
           const index = i + 1;
@@ -244,6 +252,7 @@ export async function startPepCluster(o: {
       }
       return clusterReadiness({
         primaryPolicyVersion,
+        primaryConfigVersion: primary.configVersion,
         generation,
         reports,
         policySkewMs: (w) => now - (skewSince.get(w)?.since ?? now),

@@ -1,6 +1,7 @@
 import type { Server as TlsServer } from "node:tls";
 import { pkiClientTlsOptions, pkiService } from "../pki/index.js";
 import { keepCertificateFresh, listenerTlsFromConfig } from "../pki/listener-tls.js";
+import type { ResolvedRoute, ZtConfig } from "../config/index.js";
 import { createPep, type Pep } from "../proxy/index.js";
 import type { LiveConnections } from "../proxy/live-connections.js";
 import {
@@ -9,6 +10,19 @@ import {
 } from "../session/reevaluator.js";
 import type { AppContext } from "./app-context.js";
 import type { Services } from "./services.js";
+
+/** The PEP of one process (see createPepNode). */
+export interface PepNode {
+  pep: Pep;
+  /**
+   * Applies a reloaded config (its reloadable keys, see `planConfigReload`): first what
+   * new routes need — zt's SVID for an `upstream_mtls` route, a listener certificate from
+   * zt's CA naming a new host — then the routes themselves. Rejects, changing nothing,
+   * when what they need cannot be had.
+   */
+  reconfigure(config: ZtConfig): Promise<void>;
+  close(): Promise<void>;
+}
 
 /**
  * The PEP of one process, as `zt up` runs it in the zt process itself or in each PEP
@@ -19,26 +33,21 @@ export async function createPepNode(
   ctx: AppContext,
   services: Services,
   o: { host: string; pepId?: string; tlsRefreshEveryMs?: number },
-): Promise<{ pep: Pep; close(): Promise<void> }> {
+): Promise<PepNode> {
   const config = ctx.config;
-  const tls = await listenerTlsFromConfig(ctx, [
-    ...new Set([o.host, "localhost", ...config.routes.map((r) => r.host)]),
-  ]);
+  let hostnames = listenerHostnames(o.host, config.routes);
+  const tls = await listenerTlsFromConfig(ctx, () => hostnames);
   // Client SVIDs are verified against zt's CA and deny list: load them (and hear
   // revocations) in this process too, whatever the listener certificate comes from.
   if (tls && tls.clientCerts !== "off") await pkiService(ctx);
-  const upstreamTls = config.routes.some(
-    (r) => r.upstream_mtls && new URL(r.to).protocol === "https:",
-  )
-    ? await pkiClientTlsOptions(ctx)
-    : undefined;
+  let upstreamTls = needsUpstreamSvid(config.routes) ? await pkiClientTlsOptions(ctx) : undefined;
   const pep = createPep(services, { tls, upstreamTls, ...(o.pepId ? { pepId: o.pepId } : {}) });
   let renew: NodeJS.Timeout | undefined;
   // A listener certificate from zt's CA lives pki.svid_ttl: swap in the re-issued one.
-  const stopRefresh = tls
+  const fresh = tls
     ? keepCertificateFresh(pep.server as unknown as TlsServer, tls, o.tlsRefreshEveryMs)
-    : () => undefined;
-  if (upstreamTls) {
+    : undefined;
+  const renewUpstreamSvid = () => {
     // zt's client SVID is short-lived: fetch it again (re-issued at half-life) now and then.
     renew = setInterval(() => {
       pkiClientTlsOptions(ctx).then(
@@ -47,15 +56,43 @@ export async function createPepNode(
       );
     }, 5 * 60_000);
     renew.unref();
-  }
+  };
+  if (upstreamTls) renewUpstreamSvid();
   return {
     pep,
+    async reconfigure(next) {
+      if (!upstreamTls && needsUpstreamSvid(next.routes)) {
+        upstreamTls = await pkiClientTlsOptions(ctx);
+        pep.setUpstreamTls(upstreamTls);
+        renewUpstreamSvid();
+      }
+      const names = listenerHostnames(o.host, next.routes);
+      if (tls?.refresh && names.join() !== hostnames.join()) {
+        const before = hostnames;
+        hostnames = names;
+        await fresh!.now().catch((e: unknown) => {
+          hostnames = before;
+          throw e;
+        });
+      }
+      pep.reconfigure(next);
+    },
     async close() {
       clearInterval(renew);
-      stopRefresh();
+      fresh?.stop();
       await pep.close();
     },
   };
+}
+
+/** The names a listener certificate from zt's CA holds: the listen host, localhost, every route's host. */
+function listenerHostnames(host: string, routes: readonly ResolvedRoute[]): string[] {
+  return [...new Set([host, "localhost", ...routes.map((r) => r.host).sort()])];
+}
+
+/** Whether a route presents zt's SVID to its (https) upstream. */
+function needsUpstreamSvid(routes: readonly ResolvedRoute[]): boolean {
+  return routes.some((r) => r.upstream_mtls && new URL(r.to).protocol === "https:");
 }
 
 /**

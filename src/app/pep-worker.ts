@@ -1,10 +1,11 @@
 /**
  * A PEP worker process (`listen.proxy_workers` > 1): forked by `zt up` with node:cluster,
  * it shares the PEP listening socket with its siblings and nothing else but the store.
- * It runs the config the primary runs (handed over the IPC channel, never read again
- * from zt.yaml), opens its own store connection, policy engine, sessions and audit
- * writer, and keeps its own live connections under continuous verification
- * (revocations reach it through the store's event bus, as they reach any replica).
+ * It runs the config the primary runs (handed over the IPC channel at start and with
+ * each reload, never read from zt.yaml), opens its own store connection, policy engine,
+ * sessions and audit writer, and keeps its own live connections under continuous
+ * verification (revocations reach it through the store's event bus, as they reach any
+ * replica).
  */
 import cluster from "node:cluster";
 import type { AddressInfo } from "node:net";
@@ -16,6 +17,7 @@ import type { StoreFreshness } from "../events/index.js";
 import { openAppContext } from "./app-context.js";
 import { createPepNode, splitHostPort, startProcessVerification } from "./pep-node.js";
 import { createServices } from "./services.js";
+import { ConfigReloader } from "./config-reloader.js";
 
 /** What the primary tells a worker at fork (in ZT_PEP_WORKER, JSON). */
 export interface PepWorkerSpec {
@@ -30,6 +32,10 @@ export interface PepWorkerStatus {
   policy_error: string | null;
   /** The primary's reload generation this worker has applied (see PrimaryMessage "reload"). */
   reload_generation: number;
+  /** Digest of the reloadable config settings it runs (see reloadableConfigVersion). */
+  config_version: string;
+  /** Why it could not apply the primary's last config reload (it runs the one before). */
+  config_error: string | null;
   store: StoreFreshness;
   store_last_contact_ms: number;
 }
@@ -48,8 +54,12 @@ export type PrimaryMessage =
    */
   | { zt: "config"; config: ZtConfig; generation: number }
   | { zt: "shutdown" }
-  /** Reload the policy set; `generation` counts the primary's reloads (SIGHUP). */
-  | { zt: "reload"; generation: number }
+  /**
+   * Reload: run `config` (the primary's after its reload: the worker applies its
+   * reloadable keys) and reload the policy set; `generation` counts the primary's
+   * reloads (SIGHUP).
+   */
+  | { zt: "reload"; generation: number; config: ZtConfig }
   | { zt: "metrics?"; id: number }
   | { zt: "status?"; id: number };
 
@@ -99,6 +109,7 @@ async function main(): Promise<void> {
     pepId: `pep-${spec.index}`,
   });
   const continuous = await startProcessVerification(services, node.pep.live);
+  const configs = new ConfigReloader({ ctx, services, pep: node, log, primary: false });
   await ctx.events.start();
   services.decisions.failClosedWhenStale();
   const stopBans = await startBanCache(ctx.store, ctx.events, () => ctx.clock.now());
@@ -125,9 +136,15 @@ async function main(): Promise<void> {
   running = (m) => {
     if (m.zt === "shutdown") void stop();
     else if (m.zt === "reload") {
-      const r = services.policies.reload();
-      generation = Math.max(generation, m.generation);
-      log(r.ok ? `policies reloaded (${r.policies})` : `policy reload refused: ${r.error}`);
+      // Reloads apply one at a time, in order; the generation counts one as applied only
+      // once its config is (a worker that could not stays behind, and /readyz says so).
+      void configs
+        .reload(() => m.config)
+        .then((c) => {
+          const r = services.policies.reload();
+          if (c.ok) generation = Math.max(generation, m.generation);
+          log(r.ok ? `policies reloaded (${r.policies})` : `policy reload refused: ${r.error}`);
+        });
     } else if (m.zt === "metrics?") {
       void metrics.getMetricsAsJSON().then(
         (data) => send({ zt: "metrics", id: m.id, data }),
@@ -141,6 +158,8 @@ async function main(): Promise<void> {
           policy_version: services.policies.engine.policySet.version,
           policy_error: services.policies.lastError ?? null,
           reload_generation: generation,
+          config_version: configs.status().config_version,
+          config_error: configs.status().config_error,
           store: services.decisions.storeFreshness(),
           store_last_contact_ms: ctx.events.lastContactMs(),
         },

@@ -28,6 +28,7 @@ import type { Clock } from "../core/clock.js";
 import type { ContinuousVerification } from "../session/reevaluator.js";
 import { createPepNode, splitHostPort, startProcessVerification } from "./pep-node.js";
 import { startPepCluster, type PepCluster } from "./pep-cluster.js";
+import { ConfigReloader } from "./config-reloader.js";
 import {
   DEMO_USER,
   ensureDemoFiles,
@@ -65,6 +66,12 @@ export interface RunningZt {
   /** Deletes events older than `events.retention` from the event bus's table. */
   eventPruner: EventPruner;
   demo?: { credentials: DemoCredentials; app: WhoamiApp; urls: string[] } | undefined;
+  /**
+   * SIGHUP: re-reads zt.yaml and applies its reloadable keys (refusing an invalid file,
+   * keeping the last good config), reloads the policy set, and has every PEP worker do
+   * the same. Reloads run one at a time; never rejects.
+   */
+  reload(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -98,17 +105,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await demoApp?.close();
     throw e;
   }
-  if (demoApp) {
-    // The demo upstream may have had to take another port: point the demo routes at it
-    // (plain http ones only: an https route to 127.0.0.1 is not the demo app's, and
-    // rewriting it would drop its TLS).
-    config.routes = config.routes.map((r) => {
-      const u = new URL(r.to);
-      return u.protocol === "http:" && u.hostname === "127.0.0.1"
-        ? { ...r, to: `http://127.0.0.1:${demoApp!.port}` }
-        : r;
-    });
-  }
+  if (demoApp) pointAtDemoApp(config, demoApp.port);
   const proxyListen = splitHostPort(config.listen.proxy);
   const apiListen = splitHostPort(config.listen.api);
   // Plain HTTP only on loopback, for both listeners: the API carries session tokens,
@@ -139,6 +136,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let eventPruner: EventPruner | undefined;
   let stopResyncReport: (() => void) | undefined;
   let api: Awaited<ReturnType<typeof createApiServer>> | undefined;
+  let configs: ConfigReloader | undefined;
   const workerCount = proxyWorkers(config);
   const closeAll = async () => {
     // Listeners first (workers included: from here a worker that exits is not replaced,
@@ -188,6 +186,13 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       pepNode = await createPepNode(ctx, services, { host: proxyListen.host });
       live = pepNode.pep.live;
     }
+    configs = new ConfigReloader({
+      ctx,
+      services,
+      pep: pepNode,
+      log: (l) => out(`zt: ${l}`),
+      primary: true,
+    });
     const scheme = config.tls ? "https" : "http";
     const apiTls = await apiListenerTls(ctx, apiListen.host);
     api = await createApiServer(ctx, {
@@ -196,15 +201,22 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       ...(workers ? { extraMetrics: () => workers!.workerMetrics() } : {}),
       readiness: async () => {
         const version = services!.policies.engine.policySet.version;
+        const configStatus = configs!.status();
         // With PEP workers, every listening one must answer, run the primary's policy
-        // set and reloads, and be in contact with the store; none listening is no PEP.
-        const cluster = workers ? await workers.readiness(version) : undefined;
+        // set, config and reloads, and be in contact with the store; none listening is no PEP.
+        const cluster = workers
+          ? await workers.readiness({
+              policyVersion: version,
+              configVersion: configStatus.config_version,
+            })
+          : undefined;
         return {
           ready: cluster?.ready ?? true,
           detail: {
             policy_version: version,
             policy_error: services!.policies.lastError ?? null,
             policy_watch: services!.policies.watchStatus(),
+            ...configStatus,
             events_resyncing: ctx.events.resyncing(),
             ...cluster?.detail,
             ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
@@ -276,6 +288,12 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       printDemoBanner(out, credentials, urls, relative(process.cwd(), configPath) || configPath);
     }
     out("zt: ready");
+    const reloader = configs;
+    const readConfig = () => {
+      const next = loadConfig(configPath, { env: o.env });
+      if (demoApp) pointAtDemoApp(next, demoApp.port);
+      return next;
+    };
     const running: RunningZt = {
       ctx,
       services,
@@ -287,6 +305,14 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       continuous,
       pkiRotation,
       eventPruner,
+      async reload() {
+        await reloader.reload(readConfig);
+        const r = services!.policies.reload();
+        out(
+          r.ok ? `zt: policies reloaded (${r.policies})` : `zt: policy reload refused: ${r.error}`,
+        );
+        workers?.reload(ctx.config);
+      },
       close: closeAll,
     };
     return running;
@@ -294,6 +320,20 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     await closeAll();
     throw e;
   }
+}
+
+/**
+ * Demo mode: the demo upstream may have had to take another port; points the demo routes
+ * at it (plain http ones only: an https route to 127.0.0.1 is not the demo app's, and
+ * rewriting it would drop its TLS).
+ */
+function pointAtDemoApp(config: ZtConfig, port: number): void {
+  config.routes = config.routes.map((r) => {
+    const u = new URL(r.to);
+    return u.protocol === "http:" && u.hostname === "127.0.0.1"
+      ? { ...r, to: `http://127.0.0.1:${port}` }
+      : r;
+  });
 }
 
 /** listen.proxy_workers as a number ("auto": one per CPU). */

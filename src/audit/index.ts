@@ -60,6 +60,7 @@ export {
   countEventsPruned,
   countEventResync,
   countPolicyWatchError,
+  countConfigReload,
 } from "./metrics.js";
 export { collectStoreMetrics, throttledStoreMetrics } from "./store-metrics.js";
 export { AlertEngine, networkOf, jailMatches } from "./alerts/alert-engine.js";

@@ -261,6 +261,17 @@ export function countPolicyWatchError(): void {
   policyWatchErrors.inc();
 }
 
+const configReloads = new Counter({
+  name: "zt_config_reloads_total",
+  help: "Reloads of zt.yaml (SIGHUP) in this process: applied, or refused (the last good config kept).",
+  labelNames: ["outcome"] as const,
+  registers: [metrics],
+});
+
+export function countConfigReload(outcome: "applied" | "refused"): void {
+  configReloads.inc({ outcome });
+}
+
 /** The exposition text for `/metrics`. */
 export async function renderMetrics(): Promise<{ contentType: string; body: string }> {
   return { contentType: metrics.contentType, body: await metrics.metrics() };

@@ -20,6 +20,7 @@ export class EntitySnapshot {
   readonly #ctx: AppContext;
   readonly entities = new EntityStore();
   readonly #users = new Map<string, UserEntityInfo>();
+  #apps = new Set<string>();
   /** Refreshes of a user in flight: only the newest applies (see LatestReads). */
   readonly #reads = new LatestReads<string>();
   #unsubscribe: (() => void) | undefined;
@@ -48,14 +49,22 @@ export class EntitySnapshot {
     return this.#resyncing;
   }
 
+  /**
+   * The App entities: one per route, those of routes no longer configured removed (the
+   * routes in force change on a config reload).
+   */
+  setApps(routes: readonly { name: string }[]): void {
+    const names = new Set(routes.map((r) => r.name));
+    for (const name of this.#apps)
+      if (!names.has(name)) this.entities.remove({ type: "App", id: name });
+    for (const name of names)
+      if (!this.#apps.has(name))
+        this.entities.upsert({ uid: { type: "App", id: name }, attrs: { name }, parents: [] });
+    this.#apps = names;
+  }
+
   async #loadAll(forgetMissing = false): Promise<void> {
-    for (const r of this.#ctx.config.routes) {
-      this.entities.upsert({
-        uid: { type: "App", id: r.name },
-        attrs: { name: r.name },
-        parents: [],
-      });
-    }
+    this.setApps(this.#ctx.config.routes);
     const users = await this.#ctx.store.db
       .selectFrom("users")
       .select(["id", "name", "email", "disabled"])

@@ -24,9 +24,10 @@ export function registerUpCommands(program: Command): void {
             `--demo-port: expected a port number, got ${opts.demoPort}`,
           );
         }
-        // SIGHUP reloads the policies. Caught from before start-up (`systemctl reload`
-        // while zt starts would otherwise end it: SIGHUP's default action) by one handler
-        // for the whole life of the process (swapping handlers can drop a pending signal).
+        // SIGHUP reloads zt.yaml (its reloadable keys) and the policies. Caught from
+        // before start-up (`systemctl reload` while zt starts would otherwise end it:
+        // SIGHUP's default action) by one handler for the whole life of the process
+        // (swapping handlers can drop a pending signal).
         const state: { running?: RunningZt; reloadAsked?: boolean } = {};
         const reload = () => {
           const running = state.running;
@@ -34,13 +35,7 @@ export function registerUpCommands(program: Command): void {
             state.reloadAsked = true;
             return;
           }
-          const r = running.services.policies.reload();
-          running.workers?.reloadPolicies();
-          process.stdout.write(
-            r.ok
-              ? `zt: policies reloaded (${r.policies})\n`
-              : `zt: policy reload refused: ${r.error}\n`,
-          );
+          void running.reload();
         };
         process.on("SIGHUP", reload);
         const up = await runUp({

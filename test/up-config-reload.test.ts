@@ -1,0 +1,414 @@
+/**
+ * SIGHUP reloads zt.yaml in a running `zt up` (it reloaded the policy set only: an edit
+ * of zt.yaml changed nothing until a restart). A route added, moved to another upstream
+ * or removed applies to new requests without a restart, a request in flight on a moved
+ * route finishes on its old upstream, an invalid file keeps the last good config and says
+ * why, a key only a restart applies is named and not applied, and with PEP workers every
+ * worker — one started after the reload too — runs the reloaded routes.
+ *
+ * Real `zt up` processes, real upstreams over real sockets; waits poll for observable
+ * state, never for time.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import tls from "node:tls";
+import { writeFileSync } from "node:fs";
+import * as OTPAuth from "otpauth";
+import { login, request } from "./helpers/http-client.js";
+import {
+  runZt,
+  startZtUp,
+  tempDir,
+  workerPids,
+  writeConfig,
+  type UpProcess,
+} from "./helpers/zt-process.js";
+import { waitFor } from "./store-fixture.js";
+
+// Every App the policy sees has its `name` attribute: a route whose App entity were
+// missing (the entity snapshot not following the reload) would be denied.
+const POLICY = `@id("eng")
+permit (principal in Group::"eng", action, resource is App) when { resource.name != "" };
+`;
+
+/** A real upstream that answers with its own name, and holds `/hold` until released. */
+async function namedUpstream(name: string) {
+  const seen: string[] = [];
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  const server = http.createServer((req, res) => {
+    seen.push(req.url ?? "");
+    const answer = () => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end(`${name} ${req.url}`);
+    };
+    if (req.url === "/hold") void held.then(answer);
+    else answer();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    release: () => release(),
+    close: () =>
+      new Promise<void>((r) => {
+        release();
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
+type Upstream = Awaited<ReturnType<typeof namedUpstream>>;
+
+function yaml(routes: Array<[name: string, host: string, port: number]>, extra = ""): string {
+  return `data_dir: ./data
+trust_domain: reload.test
+policies: ./policies
+mfa: { max_failures: 50 }
+routes:
+${routes.map(([n, h, p]) => `  - { name: ${n}, from: "http://${h}", to: "http://127.0.0.1:${p}" }`).join("\n")}
+${extra}`;
+}
+
+interface Readyz {
+  status: string;
+  config_version: string;
+  config_error: string | null;
+  config_restart_required: string[];
+  proxy_worker_status?: Array<{
+    worker: number;
+    state: string;
+    config_version?: string;
+    config_error?: string | null;
+  }>;
+}
+
+async function readyz(zt: UpProcess): Promise<{ status: number; body: Readyz }> {
+  const api = new URL(zt.apiUrl);
+  const r = await request(Number(api.port), { host: api.host, path: "/readyz" });
+  return { status: r.status, body: r.json<Readyz>() };
+}
+
+/** Starts zt with one user (alice, in eng) and signs her in; returns the session cookie. */
+async function startWithUser(
+  config: string,
+  env: Record<string, string>,
+): Promise<{ zt: UpProcess; port: number; cookie: string; signIn: () => Promise<string[]> }> {
+  expect((await runZt(["--config", config, "init"], { env })).code).toBe(0);
+  const add = await runZt(
+    ["--config", config, "user", "add", "alice", "--group", "eng", "--password-stdin", "--json"],
+    { env, input: "pw-alice-correct-horse\n" },
+  );
+  expect(add.code, add.stderr).toBe(0);
+  const secret = (JSON.parse(add.stdout) as { totp_secret: string }).totp_secret;
+  const zt = await startZtUp(["--config", config, "up"], { env });
+  const port = Number(new URL(zt.pepUrl).port);
+  // TOTP codes are single-use and accepted ±1 step: each sign-in uses the next step.
+  let step = -1;
+  const code = () =>
+    new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret) }).generate({
+      timestamp: Date.now() + step++ * 30_000,
+    });
+  const l = await login(port, "app.localhost", "alice", "pw-alice-correct-horse", code());
+  expect(l.status, JSON.stringify(l.body)).toBe(200);
+  const signIn = async () => {
+    const r = await request(port, {
+      host: "app.localhost",
+      path: "/.zt/login",
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "alice", password: "pw-alice-correct-horse", totp: code() }),
+    });
+    expect(r.status, r.body).toBe(200);
+    return ([] as string[]).concat(r.headers["set-cookie"] ?? []);
+  };
+  return { zt, port, cookie: l.cookie!, signIn };
+}
+
+/** Polls until `f` holds, then returns its last value. */
+async function until<T>(what: string, f: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  let last: T | undefined;
+  try {
+    await waitFor(async () => ok((last = await f())), what, 20_000);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; last: ${JSON.stringify(last)}`);
+  }
+  return last!;
+}
+
+const running: UpProcess[] = [];
+const upstreams: Upstream[] = [];
+afterEach(async () => {
+  for (const z of running.splice(0)) await z.stop();
+});
+afterAll(async () => {
+  for (const u of upstreams.splice(0)) await u.close();
+});
+
+describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
+  let a: Upstream;
+  let b: Upstream;
+  beforeAll(async () => {
+    upstreams.push((a = await namedUpstream("a")), (b = await namedUpstream("b")));
+  });
+
+  it("adds, moves and removes routes live, keeps the last good config on an invalid file, and names keys that need a restart", async () => {
+    const dir = tempDir();
+    const config = writeConfig(dir, yaml([["app", "app.localhost", a.port]]), {
+      "main.cedar": POLICY,
+    });
+    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    const { zt, port, cookie, signIn } = await startWithUser(config, env);
+    running.push(zt);
+    const get = async (host: string, path = "/") => {
+      const r = await request(port, { host, path, headers: { cookie } });
+      return `${r.status} ${r.status === 200 ? r.body : (r.json() as { error?: { code?: string } }).error?.code}`;
+    };
+    const reload = (text: string) => {
+      writeFileSync(config, text);
+      zt.child.kill("SIGHUP");
+    };
+    expect(await get("app.localhost", "/one")).toBe("200 a /one");
+    expect(await get("new.localhost")).toBe("404 ZT_ROUTE_NOT_FOUND");
+    const first = (await readyz(zt)).body;
+    expect(first.config_error).toBeNull();
+
+    // Added: the new host is proxied to its upstream, and the policy sees its App.
+    reload(
+      yaml([
+        ["app", "app.localhost", a.port],
+        ["new", "new.localhost", b.port],
+      ]),
+    );
+    await until(
+      "the new route",
+      () => get("new.localhost", "/n"),
+      (v) => v === "200 b /n",
+    );
+    expect(zt.output()).toMatch(/zt: config reloaded \(routes added: new\)/);
+    expect(await get("app.localhost", "/two")).toBe("200 a /two");
+    const added = (await readyz(zt)).body;
+    expect(added.config_version).not.toBe(first.config_version);
+
+    // Moved: new requests go to the new upstream; one in flight on the old finishes there.
+    const inFlight = request(port, { host: "app.localhost", path: "/hold", headers: { cookie } });
+    await waitFor(() => a.seen.includes("/hold"), "the held request at upstream a");
+    reload(
+      yaml([
+        ["app", "app.localhost", b.port],
+        ["new", "new.localhost", b.port],
+      ]),
+    );
+    await until(
+      "app on upstream b",
+      () => get("app.localhost", "/m"),
+      (v) => v === "200 b /m",
+    );
+    expect(zt.output()).toMatch(/zt: config reloaded \(routes changed: app\)/);
+    a.release();
+    const held = await inFlight;
+    expect(`${held.status} ${held.body}`).toBe("200 a /hold");
+
+    // Removed: its host has no route any more; the others are untouched.
+    reload(yaml([["app", "app.localhost", b.port]]));
+    await until(
+      "new removed",
+      () => get("new.localhost"),
+      (v) => v === "404 ZT_ROUTE_NOT_FOUND",
+    );
+    expect(zt.output()).toMatch(/zt: config reloaded \(routes removed: new\)/);
+
+    // Invalid: refused, named, audited, counted, shown in /readyz; the last good config stays.
+    reload(`${yaml([["app", "app.localhost", a.port]])}routes_typo: []\n`);
+    const refused = await until(
+      "the refused reload in /readyz",
+      () => readyz(zt),
+      (r) => r.body.config_error !== null,
+    );
+    expect(refused.status).toBe(200);
+    expect(refused.body.config_error).toMatch(/zt\.yaml: unknown key\(s\) "routes_typo"/);
+    expect(zt.output()).toMatch(
+      /zt: config reload refused, keeping the last good config: .*zt\.yaml: unknown key\(s\) "routes_typo"/,
+    );
+    expect(await get("app.localhost", "/kept")).toBe("200 b /kept");
+    expect(await get("new.localhost")).toBe("404 ZT_ROUTE_NOT_FOUND");
+    const api = new URL(zt.apiUrl);
+    const metrics = await request(Number(api.port), { host: api.host, path: "/metrics" });
+    expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="refused"\} 1$/m);
+    expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="applied"\} 3$/m);
+
+    // Restart-only keys: named, not applied; the reloadable rest is applied.
+    reload(
+      yaml(
+        [
+          ["app", "app.localhost", b.port],
+          ["late", "late.localhost", a.port],
+        ],
+        "session: { ttl: 1h }\n",
+      ),
+    );
+    const warned = await until(
+      "the restart-only key in /readyz",
+      () => readyz(zt),
+      (r) => r.body.config_restart_required.length > 0,
+    );
+    expect(warned.body.config_restart_required).toEqual(["session.ttl"]);
+    expect(warned.body.config_error).toBeNull();
+    expect(zt.output()).toMatch(
+      /zt: config: session\.ttl changed in zt\.yaml: not applied, only a restart applies it/,
+    );
+    expect(await get("late.localhost", "/l")).toBe("200 a /l");
+    // Sessions still get the lifetime zt started with (12h), not the edited 1h.
+    expect((await signIn()).join("\n")).toMatch(/zt_session=[^;]+;.*Max-Age=43200/);
+
+    const audit = await runZt(["--config", config, "audit", "tail", "--json", "-n", "200"], {
+      env,
+    });
+    expect(audit.code, audit.stderr).toBe(0);
+    const reloads = audit.stdout
+      .trim()
+      .split("\n")
+      .map(
+        (l) =>
+          JSON.parse(l) as { kind: string; outcome: string; reason: string | null; data: object },
+      )
+      .filter((e) => e.kind === "config.reload");
+    expect(reloads.map((e) => [e.outcome, e.reason, e.data])).toEqual([
+      [
+        "success",
+        null,
+        expect.objectContaining({ routes_added: ["new"], routes_removed: [], routes_changed: [] }),
+      ],
+      ["success", null, expect.objectContaining({ routes_changed: ["app"] })],
+      ["success", null, expect.objectContaining({ routes_removed: ["new"] })],
+      [
+        "failure",
+        "config-invalid",
+        { error: expect.stringMatching(/unknown key\(s\) "routes_typo"/) },
+      ],
+      [
+        "success",
+        null,
+        expect.objectContaining({ routes_added: ["late"], restart_required: ["session.ttl"] }),
+      ],
+    ]);
+  }, 120_000);
+});
+
+describe("zt up reloads zt.yaml on SIGHUP (listener certificate from zt's CA)", () => {
+  it("re-issues the PEP's certificate to name a host added by the reload", async () => {
+    const dir = tempDir();
+    const tlsBlock = "tls: { from_ca: true, client_certs: off }\n";
+    const config = writeConfig(dir, yaml([["app", "app.localhost", 9]], tlsBlock), {
+      "main.cedar": POLICY,
+    });
+    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    expect((await runZt(["--config", config, "init"], { env })).code).toBe(0);
+    const bundle = await runZt(["--config", config, "ca", "bundle"], { env });
+    expect(bundle.code, bundle.stderr).toBe(0);
+    const zt = await startZtUp(["--config", config, "up"], { env });
+    running.push(zt);
+    const port = Number(new URL(zt.pepUrl).port);
+    /** The TLS handshake for this name, verified against zt's CA: "ok" or the error code. */
+    const handshake = (servername: string) =>
+      new Promise<string>((resolve) => {
+        const s = tls.connect({ host: "127.0.0.1", port, servername, ca: bundle.stdout }, () => {
+          s.end();
+          resolve("ok");
+        });
+        s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+    expect(await handshake("app.localhost")).toBe("ok");
+    expect(await handshake("new.localhost")).toBe("ERR_TLS_CERT_ALTNAME_INVALID");
+    writeFileSync(
+      config,
+      yaml(
+        [
+          ["app", "app.localhost", 9],
+          ["new", "new.localhost", 9],
+        ],
+        tlsBlock,
+      ),
+    );
+    zt.child.kill("SIGHUP");
+    await waitFor(() => /zt: config reloaded \(routes added: new\)/.test(zt.output()), "reload");
+    // Applied together with the route: the first handshake after the reload verifies.
+    expect(await handshake("new.localhost")).toBe("ok");
+    expect(await handshake("app.localhost")).toBe("ok");
+  }, 120_000);
+});
+
+describe("zt up reloads zt.yaml on SIGHUP (listen.proxy_workers: 2)", () => {
+  it("applies the reload in every worker, and a worker started after it runs the reloaded routes", async () => {
+    const up = await namedUpstream("w");
+    upstreams.push(up);
+    const dir = tempDir();
+    const config = writeConfig(dir, yaml([["app", "app.localhost", up.port]]), {
+      "main.cedar": POLICY,
+    });
+    // A fixed port: once no worker holds it, port 0 would be a new one.
+    const free = await new Promise<number>((r) => {
+      const s = http.createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as AddressInfo).port;
+        s.close(() => r(p));
+      });
+    });
+    const env = {
+      ZT_LISTEN__PROXY: `127.0.0.1:${free}`,
+      ZT_LISTEN__API: "127.0.0.1:0",
+      ZT_LISTEN__PROXY_WORKERS: "2",
+    };
+    const { zt, port, cookie } = await startWithUser(config, env);
+    running.push(zt);
+    const everyWorkerOn = async (what: string) => {
+      const r = await until(
+        what,
+        () => readyz(zt),
+        (x) =>
+          x.status === 200 &&
+          (x.body.proxy_worker_status ?? []).length === 2 &&
+          x.body.proxy_worker_status!.every(
+            (w) => w.state === "listening" && w.config_version === x.body.config_version,
+          ),
+      );
+      return r.body.config_version;
+    };
+    const before = await everyWorkerOn("both workers listening");
+    expect((await request(port, { host: "new.localhost", headers: { cookie } })).status).toBe(404);
+
+    writeFileSync(
+      config,
+      yaml([
+        ["app", "app.localhost", up.port],
+        ["new", "new.localhost", up.port],
+      ]),
+    );
+    zt.child.kill("SIGHUP");
+    await waitFor(() => /zt: config reloaded \(routes added: new\)/.test(zt.output()), "reload");
+    const after = await everyWorkerOn("both workers on the reloaded config");
+    expect(after).not.toBe(before);
+    for (const w of [1, 2])
+      expect(zt.output()).toMatch(
+        new RegExp(`zt\\[w${w}\\]: config reloaded \\(routes added: new\\)`),
+      );
+    // Fresh connections, spread over both workers: every one has the route.
+    for (let i = 0; i < 20; i++) {
+      const r = await request(port, { host: "new.localhost", path: `/n${i}`, headers: { cookie } });
+      expect(`${r.status} ${r.body}`).toBe(`200 w /n${i}`);
+    }
+
+    // A worker started after the reload (a crash, replaced) runs the reloaded config.
+    const pids = workerPids(zt.child.pid!);
+    for (const pid of pids) process.kill(pid, "SIGKILL");
+    await waitFor(() => {
+      const now = workerPids(zt.child.pid!);
+      return now.length === 2 && pids.every((p) => !now.includes(p));
+    }, "the replacement workers");
+    expect(await everyWorkerOn("both replacements on the reloaded config")).toBe(after);
+    for (let i = 0; i < 10; i++) {
+      const r = await request(port, { host: "new.localhost", path: `/r${i}`, headers: { cookie } });
+      expect(`${r.status} ${r.body}`).toBe(`200 w /r${i}`);
+    }
+  }, 120_000);
+});
