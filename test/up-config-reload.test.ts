@@ -2,9 +2,10 @@
  * SIGHUP reloads zt.yaml in a running `zt up` (it reloaded the policy set only: an edit
  * of zt.yaml changed nothing until a restart). A route added, moved to another upstream
  * or removed applies to new requests without a restart, a request in flight on a moved
- * route finishes on its old upstream, an invalid file keeps the last good config and says
- * why, a key only a restart applies is named and not applied, and with PEP workers every
- * worker — one started after the reload too — runs the reloaded routes.
+ * route finishes on its old upstream, trusted_proxies applies at once, an invalid file
+ * keeps the last good config and says why, a key only a restart applies is named and not
+ * applied, a listener certificate from zt's CA names a host added by the reload, and with
+ * PEP workers every worker — one started after the reload too — runs the reloaded routes.
  *
  * Real `zt up` processes, real upstreams over real sockets; waits poll for observable
  * state, never for time.
@@ -238,6 +239,26 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
     expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="refused"\} 1$/m);
     expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="applied"\} 3$/m);
 
+    // Forward-auth from this (loopback, trusted) peer: answered.
+    const authz = async () => {
+      const r = await request(port, {
+        host: "app.localhost",
+        path: "/.zt/authz",
+        headers: {
+          cookie,
+          accept: "application/json",
+          "x-forwarded-proto": "http",
+          "x-forwarded-host": "app.localhost",
+          "x-forwarded-uri": "/fa",
+          "x-forwarded-method": "GET",
+        },
+      });
+      return r.status === 200
+        ? "200"
+        : `${r.status} ${r.json<{ error: { code: string } }>().error.code}`;
+    };
+    expect(await authz()).toBe("200");
+
     // Restart-only keys: named, not applied; the reloadable rest is applied.
     reload(
       yaml(
@@ -245,7 +266,7 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
           ["app", "app.localhost", b.port],
           ["late", "late.localhost", a.port],
         ],
-        "session: { ttl: 1h }\n",
+        'session: { ttl: 1h }\ntrusted_proxies: ["10.9.0.0/16"]\n',
       ),
     );
     const warned = await until(
@@ -259,6 +280,8 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
       /zt: config: session\.ttl changed in zt\.yaml: not applied, only a restart applies it/,
     );
     expect(await get("late.localhost", "/l")).toBe("200 a /l");
+    // trusted_proxies no longer holds loopback: forward-auth refuses this peer.
+    expect(await authz()).toBe("403 ZT_FORWARD_AUTH_UNTRUSTED");
     // Sessions still get the lifetime zt started with (12h), not the edited 1h.
     expect((await signIn()).join("\n")).toMatch(/zt_session=[^;]+;.*Max-Age=43200/);
 
@@ -290,7 +313,11 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
       [
         "success",
         null,
-        expect.objectContaining({ routes_added: ["late"], restart_required: ["session.ttl"] }),
+        expect.objectContaining({
+          routes_added: ["late"],
+          changed: ["trusted_proxies"],
+          restart_required: ["session.ttl"],
+        }),
       ],
     ]);
   }, 120_000);
