@@ -6,12 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import http from "node:http";
 import { join } from "node:path";
 import { isUserBanned, startBanCache } from "../src/audit/index.js";
 import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
-import { request } from "./helpers/http-client.js";
+import { postLogin, request } from "./helpers/http-client.js";
 import { runZt } from "./helpers/zt-process.js";
 
 const HOST = "app.localhost";
@@ -47,31 +46,7 @@ describe("sign-in: what the lockout and the answers tell an attacker", () => {
 
   /** A JSON sign-in from `from` (a loopback address), on a real socket; the HTTP status. */
   const login = (from: string, body: Record<string, string>) =>
-    new Promise<number>((resolve, reject) => {
-      const text = JSON.stringify(body);
-      const req = http.request(
-        {
-          host: "127.0.0.1",
-          port: zt.port,
-          localAddress: from,
-          method: "POST",
-          path: "/.zt/login",
-          agent: false,
-          headers: {
-            host: `${HOST}:${zt.port}`,
-            origin: `http://${HOST}:${zt.port}`,
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(text),
-          },
-        },
-        (res) => {
-          res.resume();
-          res.on("end", () => resolve(res.statusCode ?? 0));
-        },
-      );
-      req.on("error", reject);
-      req.end(text);
-    });
+    postLogin(zt.port, HOST, body, from);
 
   /** Four attempts in a row from one address: the statuses the client saw. */
   async function fourAttempts(from: string, attempts: Record<string, string>[]) {

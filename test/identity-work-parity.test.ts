@@ -6,7 +6,7 @@
  * each derivation, and the lists are compared. Real PEP, real socket.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import http from "node:http";
+import { postLogin } from "./helpers/http-client.js";
 
 /** N of every scrypt run in this process while `recording` is set. */
 const seen: { recording: boolean; n: number[] } = vi.hoisted(() => ({ recording: false, n: [] }));
@@ -50,30 +50,7 @@ describe("sign-in: the same scrypt work whatever was right", () => {
     seen.n = [];
     seen.recording = true;
     try {
-      const text = JSON.stringify(body);
-      const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request(
-          {
-            host: "127.0.0.1",
-            port: zt.port,
-            method: "POST",
-            path: "/.zt/login",
-            agent: false,
-            headers: {
-              host: `${HOST}:${zt.port}`,
-              origin: `http://${HOST}:${zt.port}`,
-              "content-type": "application/json",
-              "content-length": Buffer.byteLength(text),
-            },
-          },
-          (res) => {
-            res.resume();
-            res.on("end", () => resolve(res.statusCode ?? 0));
-          },
-        );
-        req.on("error", reject);
-        req.end(text);
-      });
+      const status = await postLogin(zt.port, HOST, body);
       return { status, n: [...seen.n] };
     } finally {
       seen.recording = false;

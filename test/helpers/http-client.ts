@@ -16,6 +16,8 @@ export function request(
     method?: string;
     headers?: Record<string, string>;
     body?: string;
+    /** The loopback address to send from (127.0.0.2 … stand for other clients). */
+    localAddress?: string;
   },
 ): Promise<ClientResponse> {
   return new Promise((resolve, reject) => {
@@ -27,6 +29,7 @@ export function request(
         path: options.path ?? "/",
         headers: { host: options.host, ...options.headers },
         agent: false,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
       },
       (res) => {
         let body = "";
@@ -64,4 +67,22 @@ export async function login(
   });
   const set = r.headers["set-cookie"]?.[0];
   return { status: r.status, ...(set ? { cookie: set.split(";")[0]! } : {}), body: r.json() };
+}
+
+/** A JSON POST to zt's sign-in endpoint from its own page's origin; the HTTP status. */
+export async function postLogin(
+  port: number,
+  host: string,
+  body: Record<string, string>,
+  localAddress?: string,
+): Promise<number> {
+  const r = await request(port, {
+    host: `${host}:${port}`,
+    path: "/.zt/login",
+    method: "POST",
+    headers: { origin: `http://${host}:${port}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+    ...(localAddress ? { localAddress } : {}),
+  });
+  return r.status;
 }
