@@ -253,6 +253,22 @@ describe("zt ban add", () => {
   });
 });
 
+describe("durations too long for a date", () => {
+  it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
+    const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);
+    expectCleanError(r, "ZT_USAGE", /--for: .*at most 36500d/);
+    const list = await zt(["ban", "list", "--all"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).not.toContain("192.0.2.77");
+  });
+
+  it("zt audit export --since 99999999999999999999h is refused instead of exporting everything", async () => {
+    const r = await zt(["audit", "export", "--since", "99999999999999999999h"]);
+    expectCleanError(r, "ZT_USAGE", /--since: /);
+    expect(r.stdout).toBe("");
+  });
+});
+
 describe("key files that are not files", () => {
   it("zt ssh sign --key on a FIFO or a device is refused at once instead of blocking or reading forever", async () => {
     const { spawnSync } = await import("node:child_process");

@@ -3,8 +3,16 @@ import { ZtError } from "./errors.js";
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /**
+ * The longest duration zt accepts: 36500d (100 years). Longer ones are typing mistakes,
+ * and past it `now + duration` stops being a date (`new Date(x).toISOString()` throws
+ * beyond year 275760) or a number that survives the store exactly.
+ */
+export const MAX_DURATION_MS = 36_500 * 86_400_000;
+
+/**
  * Parses a duration such as `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds
- * into milliseconds. Throws ZT_BAD_REQUEST naming the input when it is not one.
+ * into milliseconds, at most MAX_DURATION_MS. Throws ZT_BAD_REQUEST naming the input
+ * when it is not one.
  */
 export function parseDuration(input: string | number, what = "duration"): number {
   if (typeof input === "number") {
@@ -14,10 +22,10 @@ export function parseDuration(input: string | number, what = "duration"): number
         `${what}: expected a non-negative duration, got ${input}`,
       );
     }
-    return Math.round(input * 1000);
+    return withinBound(Math.round(input * 1000), input, what);
   }
   const s = input.trim();
-  if (/^\d+$/.test(s)) return Number(s) * 1000;
+  if (/^\d+$/.test(s)) return withinBound(Number(s) * 1000, input, what);
   const re = /(\d+)(ms|s|m|h|d)/gy;
   let total = 0;
   let matched = 0;
@@ -32,7 +40,18 @@ export function parseDuration(input: string | number, what = "duration"): number
       `${what}: expected a duration like 30s, 15m, 1h or 7d, got ${JSON.stringify(input)}`,
     );
   }
-  return total;
+  return withinBound(total, input, what);
+}
+
+function withinBound(ms: number, input: string | number, what: string): number {
+  // `ms > MAX` is false for NaN: test the safe case instead.
+  if (!(ms <= MAX_DURATION_MS)) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `${what}: expected a duration of at most 36500d (100 years), got ${JSON.stringify(input)}`,
+    );
+  }
+  return ms;
 }
 
 /** Formats milliseconds as a short human duration (`1h30m`, `45s`). */
