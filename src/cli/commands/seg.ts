@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import type { Command } from "commander";
-import { systemClock } from "../../core/clock.js";
+import { sleepUntil, systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import {
@@ -236,8 +236,8 @@ export function registerSegCommands(program: Command): void {
         const ro = rolloutOpts(o);
         const st = await readRolloutState(ro.stateDir);
         if (!st || st.token !== o.token || st.deadline === null) return;
-        const wait = Math.max(0, st.deadline - systemClock.now());
-        await new Promise((r) => setTimeout(r, wait));
+        // A window past ~24.8 days would overflow a single timer and roll back at once.
+        await sleepUntil(st.deadline, systemClock);
         // an apply or confirm may hold the lock for a while: keep trying, never give up
         for (;;) {
           try {
