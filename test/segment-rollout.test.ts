@@ -268,3 +268,21 @@ describe.skipIf(!avail.ok)(
     });
   },
 );
+
+describe.skipIf(!avail.ok)("zt seg status in a namespace that is not there", () => {
+  it("fails naming the namespace instead of reporting `table inet zt: absent`", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "zt-seg-nons-"));
+    try {
+      const ns = `zt-missing-${process.pid}`;
+      const r = await zt(["seg", "status", "--netns", ns, "--state-dir", stateDir]);
+      expect(r.code, r.stdout).not.toBe(0);
+      expect(r.stdout).not.toContain("absent");
+      expect(r.stderr).toMatch(
+        new RegExp(`^zt: error ZT_SEG_APPLY_FAILED: .*network namespace "${ns}"`),
+      );
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -214,14 +214,22 @@ function applyFailed(what: string, e: unknown): ZtError {
   return new ZtError("ZT_SEG_APPLY_FAILED", `${what}: ${msg}`, {}, { cause: e });
 }
 
+/**
+ * nft's own answer that `table inet zt` does not exist (`Error: No such file or
+ * directory`, or `Error: Could not process rule: …` from older nft) — not `ip netns exec`
+ * failing to enter a namespace that is not there, which ends in the same errno text.
+ */
+function isNoZtTable(e: unknown): boolean {
+  return e instanceof NftCommandError && /^Error:.*No such file or directory/m.test(e.stderr);
+}
+
 /** The live zt table as a script that restores it exactly, or the removal script. */
 async function snapshotLive(nft: NftRunner): Promise<string> {
   try {
     const listing = await nft.run(["list", "table", "inet", ZT_TABLE]);
     return `${EMPTY_PREVIOUS}${listing}`;
   } catch (e) {
-    if (e instanceof NftCommandError && /No such file or directory/.test(e.stderr))
-      return EMPTY_PREVIOUS;
+    if (isNoZtTable(e)) return EMPTY_PREVIOUS;
     throw applyFailed("reading the current table", e);
   }
 }
@@ -374,7 +382,7 @@ export async function readStatus(opts: RolloutOptions): Promise<SegStatus> {
   try {
     json = JSON.parse(await opts.nft.run(["-j", "list", "table", "inet", ZT_TABLE])) as NftJson;
   } catch (e) {
-    if (e instanceof NftCommandError && /No such file or directory/.test(e.stderr)) {
+    if (isNoZtTable(e)) {
       return { state, live: false, counters: {}, rules: [] };
     }
     throw applyFailed("nft -j list", e);
