@@ -37,7 +37,9 @@ export interface RenewalRequest {
 export function describeSvid(chainPem: string): {
   der: Buffer;
   spiffeId: string;
+  /** DNS names and IP addresses, as text (`dnsNames`) and with their SAN type (`names`). */
   dnsNames: string[];
+  names: { type: "dns" | "ip"; value: string }[];
   notBeforeMs: number;
   notAfterMs: number;
 } {
@@ -51,12 +53,20 @@ export function describeSvid(chainPem: string): {
       "ZT_PKI_SPIFFE_ID_INVALID",
       "the --cert file is not an X.509-SVID (no URI SAN)",
     );
+  // The type comes from the certificate, never from how the value looks: a DNS name may
+  // be all digits and dots (999.1.1.1), which no IP address parser accepts.
+  const typed = names.flatMap((n): { type: "dns" | "ip"; value: string }[] =>
+    n.startsWith("DNS:")
+      ? [{ type: "dns", value: n.slice(4) }]
+      : n.startsWith("IP Address:")
+        ? [{ type: "ip", value: n.slice(11) }]
+        : [],
+  );
   return {
     der,
     spiffeId: uri.slice(4),
-    dnsNames: names
-      .filter((n) => n.startsWith("DNS:") || n.startsWith("IP Address:"))
-      .map((n) => n.slice(n.indexOf(":") + 1)),
+    dnsNames: typed.map((n) => n.value),
+    names: typed,
     notBeforeMs: Date.parse(cert.validFrom),
     notAfterMs: Date.parse(cert.validTo),
   };
@@ -75,8 +85,7 @@ export async function buildRenewalRequest(
   const names: { type: "url" | "dns" | "ip"; value: string }[] = [
     { type: "url", value: current.spiffeId },
   ];
-  for (const n of current.dnsNames)
-    names.push({ type: /^[\d.]+$|:/.test(n) ? "ip" : "dns", value: n });
+  names.push(...current.names);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: "O=zt SVID",
     keys,

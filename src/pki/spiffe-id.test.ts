@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { parseSpiffeId, spiffeIdProblem } from "./spiffe-id.js";
+import { normaliseDnsName, parseSpiffeId, spiffeIdProblem } from "./spiffe-id.js";
 import { parsePkiSettings } from "./pki-config.js";
 
 // Cases from the SPIFFE-ID standard §2 (trust domain and path rules).
@@ -52,6 +52,23 @@ describe("SPIFFE ID syntax (SPIFFE-ID §2)", () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe("DNS names in certificates", () => {
+  it("lowercases names and accepts a leftmost wildcard and digit labels below the top", () => {
+    expect(normaliseDnsName("Web.Example.Test.")).toBe("web.example.test");
+    expect(normaliseDnsName("*.svc.example.test")).toBe("*.svc.example.test");
+    expect(normaliseDnsName("10-0-0-1.nip.example")).toBe("10-0-0-1.nip.example");
+    expect(normaliseDnsName("123.example.test")).toBe("123.example.test");
+  });
+
+  it("refuses a name whose last label is all digits: 999.1.1.1 is a mistyped address, not a host name (RFC 1123 §2.1)", () => {
+    for (const bad of ["999.1.1.1", "10.0.0", "1.2.3.4.5", "12345", "web.example.123"]) {
+      expect(() => normaliseDnsName(bad), bad).toThrow(
+        /not a valid DNS name: .*last label is all digits/,
+      );
+    }
   });
 });
 

@@ -86,7 +86,11 @@ export function parseWorkloadSpiffeId(input: string, trustDomain: string): Spiff
 
 const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
-/** Lowercases and checks a DNS name (wildcard only as the whole leftmost label). */
+/**
+ * Lowercases and checks a DNS name (wildcard only as the whole leftmost label). The last
+ * label may not be all digits (RFC 1123 §2.1: a host name is never dotted-decimal), so a
+ * mistyped address such as `999.1.1.1` is refused, not certified as a name.
+ */
 export function normaliseDnsName(input: string): string {
   const name = input.toLowerCase().replace(/\.$/, "");
   const labels = name.split(".");
@@ -94,10 +98,10 @@ export function normaliseDnsName(input: string): string {
     name.length > 0 &&
     name.length <= 253 &&
     labels.every((l, i) => DNS_LABEL.test(l) || (i === 0 && l === "*" && labels.length > 2));
-  if (!ok) {
+  if (!ok || /^\d+$/.test(labels[labels.length - 1]!)) {
     throw new ZtError(
       "ZT_BAD_REQUEST",
-      `not a valid DNS name: ${JSON.stringify(input.slice(0, 100))}`,
+      `not a valid DNS name: ${JSON.stringify(input.slice(0, 100))}${ok ? " (its last label is all digits; an IP address must be a valid one, e.g. 192.0.2.10)" : ""}`,
       {
         reason: "dns-name-invalid",
       },
