@@ -253,6 +253,44 @@ describe("zt ban add", () => {
   });
 });
 
+describe("options given an empty value", () => {
+  it("are refused naming the option, instead of being read as not given (--as '' approved a device as nobody, -o '' wrote to stdout, --user '' listed everyone)", async () => {
+    const keyDir = join(dir, "empty-as-keys");
+    expect((await zt(["user", "add", "erin", "--no-qr"])).code).toBe(0);
+    const enrolled = await zt(["device", "enroll", "--as", "erin", "--key-dir", keyDir, "--json"]);
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    const id = (JSON.parse(enrolled.stdout) as { id: string }).id;
+    for (const [args, flag] of [
+      [["device", "approve", id, "--as", ""], "--as"],
+      [["session", "list", "--user", ""], "--user"],
+      [["session", "revoke", "--user", ""], "--user"],
+      [["audit", "export", "-o", ""], "--output"],
+      [["ca", "crl", "--out", ""], "--out"],
+      [["user", "add", "frank", "--group", "eng", "--group", ""], "--group"],
+      [["ssh", "known-hosts", "--pattern", ""], "--pattern"],
+    ] as const) {
+      const r = await zt([...args]);
+      expectCleanError(r, "ZT_USAGE", new RegExp(`^zt: error ZT_USAGE: ${flag} "": `));
+      expect(r.stdout).toBe("");
+    }
+    const r = await runZt(["--config", "", "user", "list"], { env, cwd: dir });
+    expectCleanError(r, "ZT_USAGE", /--config "": /);
+    const shown = await zt(["device", "show", id, "--json"]);
+    expect((JSON.parse(shown.stdout) as { status: string }).status).toBe("pending");
+    expect((await zt(["user", "list", "--json"])).stdout).not.toContain("frank");
+  });
+
+  it("an empty ZT_USER is no actor: zt device approve records 'admin', not an empty name", async () => {
+    const keyDir = join(dir, "empty-env-keys");
+    const enrolled = await zt(["device", "enroll", "--as", "erin", "--key-dir", keyDir, "--json"]);
+    const id = (JSON.parse(enrolled.stdout) as { id: string }).id;
+    const r = await zt(["device", "approve", id], { ZT_USER: "" });
+    expect(r.code, r.stderr).toBe(0);
+    const tail = await zt(["audit", "tail", "-n", "1", "--json"]);
+    expect(JSON.parse(tail.stdout)).toMatchObject({ kind: "device.approve", subject: "admin" });
+  });
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

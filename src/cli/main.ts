@@ -1,5 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { registerAllCommands } from "./commands/index.js";
+import { failWith, usageError } from "./cli-context.js";
 
 const program = new Command();
 program
@@ -13,7 +14,11 @@ program
   .configureOutput({
     outputError: (text, write) => write(text.replace(/^error: /, "zt: error ZT_USAGE: ")),
   })
-  .exitOverride();
+  .exitOverride()
+  // An option given an empty value (`--as ""`, `-o ""`, `--user "$UNSET"`) is refused,
+  // naming it: commands read "" as "not given" and would act as someone else, list
+  // everything or write to stdout instead.
+  .hook("preAction", (_program, action) => refuseEmptyOptionValues(action));
 
 registerAllCommands(program);
 
@@ -24,7 +29,22 @@ try {
     // commander already printed the message
     process.exitCode = e.exitCode === 0 ? 0 : 64;
   } else {
-    process.stderr.write(`zt: error ZT_INTERNAL: ${(e as Error).message}\n`);
-    process.exitCode = 70;
+    failWith(e);
+  }
+}
+
+function refuseEmptyOptionValues(action: Command): void {
+  for (let cmd: Command | null = action; cmd; cmd = cmd.parent) {
+    for (const opt of cmd.options) {
+      if (!opt.required && !opt.optional) continue; // a flag takes no value
+      const key = opt.attributeName();
+      const source = cmd.getOptionValueSource(key);
+      if (source !== "cli" && source !== "env") continue;
+      const value: unknown = cmd.getOptionValue(key);
+      if (value === "" || (Array.isArray(value) && value.includes("")))
+        throw usageError(
+          `${opt.long ?? opt.short ?? key} "": an empty value; give one, or leave the option out`,
+        );
+    }
   }
 }

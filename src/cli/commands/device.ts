@@ -203,7 +203,8 @@ export function registerDeviceCommands(program: Command): void {
       .option("--json", "JSON output")
       .action(async (id: string, opts: { as?: string; json?: boolean }, cmd: Command) =>
         withContext(cmd, async (ctx) => {
-          const by = opts.as ?? process.env["ZT_USER"] ?? "admin";
+          // ZT_USER="" is unset: an empty actor would leave the audit record without one.
+          const by = opts.as ?? (process.env["ZT_USER"] || "admin");
           const svc = new DeviceService(ctx);
           print(
             verb === "approve" ? await svc.approve(id, by) : await svc.revoke(id, by),
