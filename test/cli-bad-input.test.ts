@@ -291,6 +291,21 @@ describe("options given an empty value", () => {
   });
 });
 
+describe("zt ssh known-hosts --pattern", () => {
+  it("refuses a pattern that would split the known_hosts line or add one of its own", async () => {
+    for (const pattern of ["web\n* ssh-ed25519 AAAA attacker", "a b", "#x"]) {
+      const r = await zt(["ssh", "known-hosts", "--pattern", pattern]);
+      expectCleanError(r, "ZT_BAD_REQUEST", /host pattern: .*no spaces/);
+      expect(r.stdout).toBe("");
+    }
+    const ok = await zt(["ssh", "known-hosts", "--pattern", "*.example.test,[bastion]:2222"]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(
+      /^@cert-authority \*\.example\.test,\[bastion\]:2222 ssh-ed25519 \S+ \S+\n$/,
+    );
+  });
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

@@ -31,6 +31,7 @@ import {
 import {
   validateForceCommand,
   validateHostname,
+  validateKnownHostsPattern,
   validatePrincipals,
   validateSourceAddresses,
 } from "./ssh-validate.js";
@@ -120,7 +121,7 @@ export class SshAuthority {
 
   /** `known_hosts` line trusting host certificates for `pattern` (default `*`). */
   knownHostsLine(pattern = "*"): string {
-    return `@cert-authority ${pattern} ${this.#cas().sshHost.publicLine}`;
+    return `@cert-authority ${validateKnownHostsPattern(pattern)} ${this.#cas().sshHost.publicLine}`;
   }
 
   /** Signs a user certificate if policy allows `ssh:sign` on the host group. Audited either way. */

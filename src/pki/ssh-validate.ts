@@ -86,3 +86,19 @@ export function validateHostname(h: string): string {
   }
   return name;
 }
+
+/**
+ * The host field of a known_hosts line (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT): comma-separated
+ * patterns of names and addresses with `*`, `?`, a leading `!`, `[host]:port`, or a hashed
+ * `|1|…|…` entry. Never whitespace (it would split the line's fields), a control character
+ * (a newline would add a line of its own) or `#`.
+ */
+export function validateKnownHostsPattern(pattern: string): string {
+  if (!/^[A-Za-z0-9.*?!:_\-[\],|=+/]{1,1024}$/.test(pattern))
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `host pattern: expected known_hosts patterns such as * or *.example.test,10.0.0.* (no spaces), got ${JSON.stringify(pattern.slice(0, 100))}`,
+      { reason: "host-pattern-invalid" },
+    );
+  return pattern;
+}
