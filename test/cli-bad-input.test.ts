@@ -306,6 +306,25 @@ describe("zt ssh known-hosts --pattern", () => {
   });
 });
 
+describe("an output path that is a directory", () => {
+  it("is named in the error, not zt's temporary file beside it, and nothing is left there", async () => {
+    const target = join(dir, "out-is-a-dir");
+    mkdirSync(target);
+    const { readdirSync } = await import("node:fs");
+    const before = readdirSync(dir).sort();
+    const krl = await zt(["ssh", "krl", "--out", target]);
+    expectCleanError(krl, "ZT_USAGE", new RegExp(`^zt: error ZT_USAGE: ${target}: is a directory`));
+    const exp = await zt(["audit", "export", "-o", target]);
+    expectCleanError(
+      exp,
+      "ZT_BAD_REQUEST",
+      new RegExp(`^zt: error ZT_BAD_REQUEST: -o ${target}: .*EISDIR`),
+    );
+    for (const r of [krl, exp]) expect(r.stderr).not.toMatch(/\.tmp/);
+    expect(readdirSync(dir).sort()).toEqual(before);
+  });
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

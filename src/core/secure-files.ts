@@ -53,12 +53,18 @@ export function preparePrivateDirectory(dir: string): void {
  * never written through.
  */
 export function writeFileAtomically(path: string, data: string | Uint8Array, mode: number): void {
+  refuseDirectoryTarget(path);
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
-  const fd = openSync(
-    tmp,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    mode,
-  );
+  let fd: number;
+  try {
+    fd = openSync(
+      tmp,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      mode,
+    );
+  } catch (e) {
+    throw onTarget(e, path);
+  }
   try {
     try {
       fchmodSync(fd, mode); // the umask may have taken bits away, never added: be exact
@@ -74,8 +80,37 @@ export function writeFileAtomically(path: string, data: string | Uint8Array, mod
     } catch {
       /* already renamed or gone */
     }
-    throw e;
+    throw onTarget(e, path);
   }
+}
+
+/**
+ * Refuses, as EISDIR naming it, an output path that is a directory: checked before any
+ * work, so nothing is written beside it first.
+ */
+export function refuseDirectoryTarget(path: string): void {
+  let isDir = false;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch {
+    return; // not there yet (or unreadable): the write itself will say
+  }
+  if (isDir) throw errnoError("EISDIR", "open", path);
+}
+
+/** A file-system error of the temp file, told about the file the user named. */
+function onTarget(e: unknown, path: string): unknown {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (typeof err?.code !== "string" || typeof err.syscall !== "string") return e;
+  return errnoError(err.code, err.syscall, path, e);
+}
+
+function errnoError(code: string, syscall: string, path: string, cause?: unknown): Error {
+  return Object.assign(new Error(`${code}: ${syscall} ${path}`, { cause }), {
+    code,
+    syscall,
+    path,
+  });
 }
 
 /**

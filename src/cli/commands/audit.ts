@@ -14,6 +14,7 @@ import type { Command } from "commander";
 import { printJson, usageError, withContext } from "../cli-context.js";
 import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
+import { refuseDirectoryTarget } from "../../core/secure-files.js";
 import {
   CHECKPOINT_KEY_PURPOSE,
   Checkpointer,
@@ -140,6 +141,13 @@ export function registerAuditCommands(program: Command): void {
           // To a new file beside the output (0600, created exclusively: never through a
           // planted file or symlink), renamed over it once complete: an existing file is
           // replaced whole, with 0600, and a failed export leaves it as it was.
+          if (opts.output) {
+            try {
+              refuseDirectoryTarget(opts.output);
+            } catch (e) {
+              throw exportFailed(opts.output, e as Error);
+            }
+          }
           const tmp = opts.output
             ? join(
                 dirname(opts.output),
@@ -180,7 +188,11 @@ export function registerAuditCommands(program: Command): void {
                 file.end(() => res());
               });
               if (failed) throw exportFailed(opts.output, failed);
-              renameSync(tmp, opts.output);
+              try {
+                renameSync(tmp, opts.output);
+              } catch (e) {
+                throw exportFailed(opts.output, e as Error);
+              }
               process.stderr.write(`exported ${n} events to ${opts.output}\n`);
             }
           } finally {
