@@ -325,6 +325,55 @@ describe("an output path that is a directory", () => {
   });
 });
 
+describe("input files that never end", () => {
+  it("a config, --entities, a model, --key or a log that is /dev/zero is refused naming it, instead of read until memory runs out", async () => {
+    const cases: [string[], ZtErrorCode, RegExp][] = [
+      [
+        ["--config", "/dev/zero", "user", "list"],
+        "ZT_CONFIG_INVALID",
+        /config file \/dev\/zero: larger than/,
+      ],
+      [
+        [
+          "--config",
+          config,
+          "policy",
+          "explain",
+          "--principal",
+          'User::"a"',
+          "--action",
+          "GET",
+          "--resource",
+          'App::"x"',
+          "--entities",
+          "/dev/zero",
+        ],
+        "ZT_PAYLOAD_TOO_LARGE",
+        /\/dev\/zero: larger than/,
+      ],
+      [
+        ["--config", config, "seg", "check", "-m", "/dev/zero"],
+        "ZT_PAYLOAD_TOO_LARGE",
+        /\/dev\/zero/,
+      ],
+      [
+        ["--config", config, "seg", "learn", "--from", "/dev/zero"],
+        "ZT_BAD_REQUEST",
+        /\/dev\/zero: a device/,
+      ],
+      [
+        ["--config", config, "audit", "verify", "--key", "/dev/zero"],
+        "ZT_USAGE",
+        /--key: \/dev\/zero: larger than/,
+      ],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await runZt(args, { env, cwd: dir, timeoutMs: 20_000 });
+      expectCleanError(r, code, message);
+    }
+  }, 120_000);
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

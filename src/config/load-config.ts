@@ -1,9 +1,10 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, resolve, isAbsolute } from "node:path";
 import { parseDocument, parse as parseYaml } from "yaml";
 import type { z } from "zod";
-import { ZtError } from "../core/errors.js";
+import { isZtError, ZtError } from "../core/errors.js";
+import { readInputFile } from "../core/read-input-file.js";
 import { parseDuration } from "../core/duration.js";
 // Pure and import-free: the one definition of a canonical path, shared with the PEP.
 import { canonicalHostUncached, canonicalPath } from "../proxy/canonical-request.js";
@@ -67,8 +68,9 @@ export function loadConfig(path: string, options: LoadConfigOptions = {}): ZtCon
   }
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readInputFile(path);
   } catch (e) {
+    if (isZtError(e)) throw new ZtError("ZT_CONFIG_INVALID", `config file ${e.message}`, { path });
     const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
     throw new ZtError("ZT_CONFIG_INVALID", `cannot read config file ${path} (${code})`, { path });
   }
@@ -361,8 +363,9 @@ function readCaFile(file: string, where: string, details: Record<string, unknown
     new ZtError("ZT_CONFIG_INVALID", `${where}: ${why}`, { ...details, file });
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readInputFile(file);
   } catch (e) {
+    if (isZtError(e)) throw refuse(e.message);
     throw refuse(`cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "unreadable"})`);
   }
   // On the raw text, not only well-formed blocks: OpenSSL reads a key whose BEGIN line

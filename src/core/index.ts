@@ -6,3 +6,4 @@ export * from "./secure-files.js";
 export * from "./secret-box.js";
 export * from "./cidr.js";
 export * from "./latest-reads.js";
+export * from "./read-input-file.js";

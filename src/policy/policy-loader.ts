@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import * as cedar from "./cedar-wasm.js";
 import type { DetailedError, PolicyJson, SchemaJson } from "@cedar-policy/cedar-wasm/nodejs";
 import { ZtError } from "../core/errors.js";
+import { readInputFile } from "../core/read-input-file.js";
 import { byteToCharOffset, lineColAt, splitPolicyText } from "./policy-splitter.js";
 import type { LoadedPolicy, LoadedPolicySet, TemplateLinkSpec } from "./types.js";
 import { ZT_SCHEMA } from "./zt-schema.js";
@@ -231,13 +232,14 @@ function validatePolicies(
  * `ZT_POLICY_INVALID` with `file:line:col` on any error; never returns a partial set.
  */
 export function loadPolicySet(dir: string, options: LoadPolicySetOptions = {}): LoadedPolicySet {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) fail(`policy directory not found: ${dir}`);
+  if (!existsSync(dir)) fail(`policy directory not found: ${dir}`);
+  if (!statSync(dir).isDirectory()) fail(`policy directory ${dir} is not a directory`);
   const files = readdirSync(dir)
     .filter((f) => f.endsWith(".cedar"))
     .sort();
   const sources = files.map((f) => ({
     file: join(dir, f),
-    text: readFileSync(join(dir, f), "utf8"),
+    text: readInputFile(join(dir, f)),
   }));
 
   let schema: string | null = ZT_SCHEMA;
@@ -247,16 +249,16 @@ export function loadPolicySet(dir: string, options: LoadPolicySetOptions = {}): 
   else if (options.schema === "zt") schema = ZT_SCHEMA;
   else if (options.schema !== undefined) {
     if (!existsSync(options.schema)) fail(`schema file not found: ${options.schema}`);
-    schema = readFileSync(options.schema, "utf8");
+    schema = readInputFile(options.schema);
     schemaFile = options.schema;
   } else if (existsSync(dirSchema)) {
-    schema = readFileSync(dirSchema, "utf8");
+    schema = readInputFile(dirSchema);
     schemaFile = dirSchema;
   }
 
   const linksFile = join(dir, "links.json");
   let templateLinks: TemplateLinkSpec[] = [];
-  if (existsSync(linksFile)) templateLinks = parseLinks(linksFile, readFileSync(linksFile, "utf8"));
+  if (existsSync(linksFile)) templateLinks = parseLinks(linksFile, readInputFile(linksFile));
 
   return parsePolicies(sources, { schema, schemaFile, templateLinks });
 }

@@ -1,8 +1,9 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { ZtError } from "../core/errors.js";
+import { isZtError, ZtError } from "../core/errors.js";
+import { readInputFile } from "../core/read-input-file.js";
 import { EntityStore } from "./entity-store.js";
 import { parseJsonExact } from "./json-bigint.js";
 import {
@@ -81,6 +82,16 @@ function fail(file: string, message: string): never {
   throw new ZtError("ZT_POLICY_INVALID", `${file}: ${message}`);
 }
 
+/** A test or entities file's text; a directory, a device or an unreadable file fails naming it. */
+function readTestFile(file: string, shown: string): string {
+  try {
+    return readInputFile(file);
+  } catch (e) {
+    if (isZtError(e)) fail(shown, e.message.replace(`${file}: `, ""));
+    fail(shown, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+}
+
 /** Runs every test in `files` against `engine`; never throws for a failing test, only for a bad file. */
 export function runPolicyTests(engine: PolicyEngine, files: string[]): PolicyTestOutcome[] {
   const set: LoadedPolicySet = engine.policySet;
@@ -88,9 +99,10 @@ export function runPolicyTests(engine: PolicyEngine, files: string[]): PolicyTes
   const out: PolicyTestOutcome[] = [];
   for (const file of files) {
     if (!existsSync(file)) fail(file, "file not found");
+    const text = readTestFile(file, file);
     let doc: unknown;
     try {
-      doc = parseYaml(readFileSync(file, "utf8"));
+      doc = parseYaml(text);
     } catch (e) {
       fail(file, `invalid YAML: ${(e as Error).message}`);
     }
@@ -104,7 +116,7 @@ export function runPolicyTests(engine: PolicyEngine, files: string[]): PolicyTes
     if (typeof spec.entities === "string") {
       const p = resolve(dirname(file), spec.entities);
       if (!existsSync(p)) fail(file, `entities file not found: ${spec.entities}`);
-      const raw = parseJsonExact(readFileSync(p, "utf8"));
+      const raw = parseJsonExact(readTestFile(p, file));
       if (!Array.isArray(raw)) fail(file, `entities: ${spec.entities} is not a JSON array`);
       baseEntities = raw;
     } else if (spec.entities) baseEntities = spec.entities;

@@ -1,9 +1,9 @@
 /** I/O helpers of `zt seg learn` / `zt seg simulate`: progress bar, output documents, observed-flow files. */
-import { readFile } from "node:fs/promises";
 import { stringify, parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { systemClock } from "../core/clock.js";
-import { ZtError } from "../core/errors.js";
+import { isZtError, ZtError } from "../core/errors.js";
+import { readInputFile } from "../core/read-input-file.js";
 import type { LearnProgress, LearnStats } from "./learn-stream.js";
 import { aggregateLogFiles } from "./learn-stream.js";
 import type { LearnResult, ObservedFlow } from "./flow-inventory.js";
@@ -102,9 +102,13 @@ export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]
       logs.push(p);
       continue;
     }
-    const text = await readFile(p, "utf8").catch(() => {
+    let text: string;
+    try {
+      text = readInputFile(p);
+    } catch (e) {
+      if (isZtError(e)) throw e;
       throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
-    });
+    }
     let raw: unknown;
     try {
       raw = parseYaml(text);

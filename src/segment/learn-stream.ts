@@ -24,6 +24,9 @@ export interface LearnStats {
   parsed: number;
 }
 
+/** The longest log line read; a kernel log or flow record line is well under 1 KiB. */
+const MAX_LINE = 64 * 1024;
+
 /**
  * Streams log files of any size line by line (constant memory apart from the aggregate),
  * parses kernel log / JSON flow lines and aggregates them.
@@ -36,16 +39,23 @@ export async function aggregateLogFiles(
   const aggregator = new FlowAggregator();
   let bytesTotal = 0;
   for (const p of paths) {
+    let st;
     try {
-      bytesTotal += (await stat(p)).size;
+      st = await stat(p);
     } catch {
       throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
     }
+    // A device (/dev/zero, a terminal) never ends: log files are files or pipes.
+    if (st.isCharacterDevice() || st.isBlockDevice())
+      throw new ZtError("ZT_BAD_REQUEST", `${p}: a device, not a log file (or a pipe)`);
+    bytesTotal += st.size;
   }
   let bytesRead = 0;
   let lines = 0;
   for (const p of paths) {
     let rest = "";
+    /** Inside a line past MAX_LINE: dropped up to its newline, so memory stays bounded. */
+    let skipping = false;
     const stream = createReadStream(p, { encoding: "utf8", highWaterMark: 1 << 20 });
     for await (const chunk of stream as AsyncIterable<string>) {
       bytesRead += Buffer.byteLength(chunk);
@@ -54,17 +64,22 @@ export async function aggregateLogFiles(
       let nl: number;
       while ((nl = text.indexOf("\n", start)) >= 0) {
         lines++;
-        const pkt = parser.parse(text.slice(start, nl));
+        const pkt = skipping ? undefined : parser.parse(text.slice(start, nl));
+        skipping = false;
         if (pkt) aggregator.add(pkt);
         start = nl + 1;
       }
       rest = text.slice(start);
+      if (rest.length > MAX_LINE) {
+        rest = "";
+        skipping = true;
+      }
       text = "";
       opts.onProgress?.({ bytesRead, bytesTotal, lines });
     }
-    if (rest.length > 0) {
+    if (rest.length > 0 || skipping) {
       lines++;
-      const pkt = parser.parse(rest);
+      const pkt = skipping ? undefined : parser.parse(rest);
       if (pkt) aggregator.add(pkt);
     }
   }

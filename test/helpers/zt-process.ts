@@ -15,13 +15,22 @@ export interface RunResult {
 /** Runs the real `zt` CLI and collects its output. */
 export function runZt(
   args: string[],
-  options: { env?: Record<string, string>; input?: string; cwd?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    input?: string;
+    cwd?: string;
+    /** Kill the process (SIGKILL) if it runs longer: a hang then fails its test, not the run. */
+    timeoutMs?: number;
+  } = {},
 ): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [ZT_BIN, ...args], {
       cwd: options.cwd ?? ROOT,
       env: { ...process.env, ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
+      ...(options.timeoutMs !== undefined
+        ? { timeout: options.timeoutMs, killSignal: "SIGKILL" as const }
+        : {}),
     });
     let stdout = "";
     let stderr = "";

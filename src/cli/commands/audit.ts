@@ -12,7 +12,8 @@ import type { Writable } from "node:stream";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
 import { printJson, usageError, withContext } from "../cli-context.js";
-import { ZtError } from "../../core/errors.js";
+import { isZtError, ZtError } from "../../core/errors.js";
+import { readInputFile } from "../../core/read-input-file.js";
 import { parseDuration } from "../../core/duration.js";
 import { refuseDirectoryTarget } from "../../core/secure-files.js";
 import {
@@ -384,8 +385,9 @@ export function parseWhen(text: string, nowMs: number, flag: string): number {
 
 function readText(file: string, flag: string): string {
   try {
-    return readFileSync(file, "utf8");
+    return readInputFile(file);
   } catch (e) {
+    if (isZtError(e)) throw usageError(`${flag}: ${e.message}`);
     throw usageError(
       `${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
     );

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readInputFile } from "../../core/read-input-file.js";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
@@ -147,7 +147,7 @@ export function registerCertCommands(program: Command): void {
       if (!opts.daemon) return withoutContext(async () => void (await renewOnce(cmd, opts)));
       await withoutContext(async () => {
         for (;;) {
-          const current = describeSvid(readFileSync(opts.cert, "utf8"));
+          const current = describeSvid(readInputFile(opts.cert));
           const at = nextRenewalAtMs(current.notBeforeMs, current.notAfterMs, Math.random());
           await sleep(Math.max(0, at - Date.now()));
           let backoff = 5_000;
@@ -239,7 +239,7 @@ export function registerCertCommands(program: Command): void {
 
 /** One renewal: new key + CSR + proof by the old key; files replaced atomically. */
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
-  const currentChain = readFileSync(opts.cert, "utf8");
+  const currentChain = readInputFile(opts.cert);
   const currentKey = readPrivateFile(opts.key).toString("utf8");
   const req = await buildRenewalRequest(currentChain, currentKey);
   let chain: string;
@@ -255,7 +255,7 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
       https || opts.caFile
         ? new Agent({
             connect: {
-              ...(opts.caFile ? { ca: readFileSync(opts.caFile, "utf8") } : {}),
+              ...(opts.caFile ? { ca: readInputFile(opts.caFile) } : {}),
               ...(https ? { cert: currentChain, key: currentKey } : {}),
             },
           })

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
-import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { ZtError } from "../../core/errors.js";
+import { isZtError, ZtError } from "../../core/errors.js";
+import { readInputFile } from "../../core/read-input-file.js";
 import { fileExists, readPrivateFile } from "../../core/secure-files.js";
 import { SESSION_TOKEN_RE } from "../../session/index.js";
 import {
@@ -59,8 +59,12 @@ async function buildReport(
   if (factsFile) {
     let raw: { os?: unknown; checks?: unknown };
     try {
-      raw = JSON.parse(readFileSync(factsFile, "utf8")) as { os?: unknown; checks?: unknown };
-    } catch {
+      raw = JSON.parse(readInputFile(factsFile)) as {
+        os?: unknown;
+        checks?: unknown;
+      };
+    } catch (e) {
+      if (isZtError(e)) throw e;
       throw new ZtError("ZT_DEVICE_INVALID", `--facts ${factsFile}: not a readable JSON file`);
     }
     return {

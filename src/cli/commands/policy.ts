@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { isZtError, ZtError } from "../../core/errors.js";
+import { readInputFile } from "../../core/read-input-file.js";
 import {
   canonicalContext,
   canonicalEntities,
@@ -65,7 +66,7 @@ function cedarFiles(paths: string[]): string[] {
 }
 
 function readJsonArg(v: string, what: string): unknown {
-  const text = v.startsWith("@") ? readFileSync(v.slice(1), "utf8") : v;
+  const text = v.startsWith("@") ? readInputFile(v.slice(1)) : v;
   try {
     return parseJsonExact(text);
   } catch (e) {

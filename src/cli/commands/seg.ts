@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import type { Command } from "commander";
 import { sleepUntil, systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
 import { isZtError, ZtError } from "../../core/errors.js";
+import { readInputFile } from "../../core/read-input-file.js";
 import {
   applyRuleset,
   compileNftables,
@@ -172,9 +173,13 @@ export function registerSegCommands(program: Command): void {
       withoutContext(async () => {
         const windowMs = parseDuration(o.confirmWithin, "--confirm-within");
         let ruleset: string;
-        const raw = await readFile(file, "utf8").catch(() => {
+        let raw: string;
+        try {
+          raw = readInputFile(file);
+        } catch (e) {
+          if (isZtError(e)) throw e;
           throw new ZtError("ZT_NOT_FOUND", `${file}: cannot read`);
-        });
+        }
         if (/\.nft$/.test(file) || (!/\.ya?ml$/.test(file) && /^table\s+inet\s/m.test(raw))) {
           ruleset = raw;
         } else {

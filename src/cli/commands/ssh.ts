@@ -4,6 +4,7 @@ import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import { writeFileAtomically } from "../../core/secure-files.js";
+import { readInputFile } from "../../core/read-input-file.js";
 import { pkiService } from "../../pki/index.js";
 import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
 
@@ -87,9 +88,9 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
     throw new ZtError("ZT_USAGE", "give --client-cert and --client-key together");
   const dispatcher = new Agent({
     connect: {
-      ...(opts.caFile ? { ca: readFileSync(opts.caFile, "utf8") } : {}),
+      ...(opts.caFile ? { ca: readInputFile(opts.caFile) } : {}),
       ...(opts.clientCert && opts.clientKey
-        ? { cert: readFileSync(opts.clientCert, "utf8"), key: readFileSync(opts.clientKey, "utf8") }
+        ? { cert: readInputFile(opts.clientCert), key: readInputFile(opts.clientKey) }
         : {}),
     },
   });
