@@ -374,6 +374,38 @@ describe("input files that never end", () => {
   }, 120_000);
 });
 
+describe("misleading answers", () => {
+  it("a data_dir that is a file is named as such (was 'already exists (EEXIST, mkdir)' or 'master key file …/master.key not found')", async () => {
+    const file = join(dir, "data-is-a-file");
+    writeFileSync(file, "x\n");
+    const cfg = join(dir, "data-file.yaml");
+    writeFileSync(cfg, `data_dir: ${file}\n`);
+    // With the master key in the environment, and without it (then read from data_dir).
+    for (const key of [env.ZT_MASTER_KEY, ""]) {
+      const r = await runZt(["--config", cfg, "user", "list"], {
+        env: { ZT_MASTER_KEY: key },
+        cwd: dir,
+      });
+      expectCleanError(r, "ZT_CONFIG_INVALID", /data_dir: .* is not a directory/);
+    }
+  });
+
+  it("zt cert revoke 00 says what a serial is, not 'serial must be hexadecimal'", async () => {
+    const r = await zt(["cert", "revoke", "00"]);
+    expectCleanError(
+      r,
+      "ZT_BAD_REQUEST",
+      /serial: expected a certificate serial .*never all zeros.*"00"/,
+    );
+  });
+
+  it("zt audit export --until before --since is refused instead of exporting nothing with exit 0", async () => {
+    const r = await zt(["audit", "export", "--since", "1h", "--until", "2h"]);
+    expectCleanError(r, "ZT_USAGE", /--until "2h" is before --since "1h"/);
+    expect(r.stdout).toBe("");
+  });
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

@@ -1,4 +1,6 @@
+import { existsSync, statSync } from "node:fs";
 import type { ZtConfig } from "../config/index.js";
+import { ZtError } from "../core/errors.js";
 import { openStore, type Store } from "../store/index.js";
 import { systemClock, type Clock } from "../core/clock.js";
 import type { SecretBox } from "../core/secret-box.js";
@@ -35,6 +37,13 @@ export async function openAppContext(
 ): Promise<AppContext> {
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
+  // Checked first: the master key and the database would otherwise report a path under it.
+  if (existsSync(config.data_dir) && !statSync(config.data_dir).isDirectory())
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `data_dir: ${config.data_dir} exists and is not a directory`,
+      { key: "data_dir", path: config.data_dir },
+    );
   const box = loadMasterKey({
     dataDir: config.data_dir,
     masterKeyFile: config.master_key_file,

@@ -783,7 +783,10 @@ export class PkiService {
         .replace(/:/g, "")
         .replace(/^(00)+/, "");
       if (!/^[0-9a-f]{1,40}$/.test(serial))
-        throw new ZtError("ZT_BAD_REQUEST", "serial must be hexadecimal");
+        throw new ZtError(
+          "ZT_BAD_REQUEST",
+          `serial: expected a certificate serial number in hexadecimal (as zt cert list shows it; never all zeros), got ${JSON.stringify(req.serial.slice(0, 80))}`,
+        );
     }
     const now = this.ctx.clock.now();
     let tokensInvalidated = 0;

@@ -139,6 +139,10 @@ export function registerAuditCommands(program: Command): void {
           const since = parseWhen(opts.since, now, "--since");
           const until =
             opts.until === undefined ? undefined : parseWhen(opts.until, now, "--until");
+          if (until !== undefined && until < since)
+            throw usageError(
+              `--until ${JSON.stringify(opts.until)} is before --since ${JSON.stringify(opts.since)}: no event can be in between`,
+            );
           // To a new file beside the output (0600, created exclusively: never through a
           // planted file or symlink), renamed over it once complete: an existing file is
           // replaced whole, with 0600, and a failed export leaves it as it was.
