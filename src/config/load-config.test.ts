@@ -72,6 +72,20 @@ policies: ./policies
     ).toMatch(/duplicate route name/);
   });
 
+  it("does not echo a file that is not a config: --config /etc/shadow printed every line's hash", () => {
+    const shadow = [
+      "root:$6$Qx3FsaltSALT$hashhashhashhashhashhash:20228:0:99999:7:::",
+      "daemon:*:20228:0:99999:7:::",
+    ].join("\n");
+    const message = configError(`${shadow}\ndata_dirr: x\n`);
+    expect(message).toMatch(/unknown key\(s\) "data_dirr", 2 that are not setting names/);
+    expect(message).not.toMatch(/\$6\$|hash|daemon/);
+    const many = configError(
+      ["a1", "a2", "a3", "a4", "a5", "a6", "a7"].map((k) => `${k}: 1`).join("\n"),
+    );
+    expect(many).toMatch(/unknown key\(s\) "a1", "a2", "a3", "a4", "a5", 2 more$/);
+  });
+
   it("refuses a malformed CIDR instead of reading it as /0 (trust every address)", () => {
     // "10.0.0.1/" once parsed as 10.0.0.1/0: every client a trusted proxy.
     for (const bad of [

@@ -168,7 +168,14 @@ function formatIssues(issues: z.core.$ZodIssue[]): string {
     .map((i) => {
       if (i.code === "unrecognized_keys") {
         const where = i.path.length ? `${formatPath(i.path)}: ` : "";
-        return `${where}unknown key(s) ${i.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+        // Only keys that look like setting names, and a few: a file that is not a config
+        // at all (--config /etc/shadow) would otherwise be echoed, and its lines can be secrets.
+        const names = i.keys.filter((k) => /^[A-Za-z0-9_-]{1,64}$/.test(k));
+        const others = i.keys.length - names.length;
+        const parts = names.slice(0, 5).map((k) => JSON.stringify(k));
+        if (names.length > 5) parts.push(`${names.length - 5} more`);
+        if (others > 0) parts.push(`${others} that are not setting names (not a zt config?)`);
+        return `${where}unknown key(s) ${parts.join(", ")}`;
       }
       return `${formatPath(i.path)}: ${i.message}`;
     })
