@@ -32,7 +32,7 @@ describe("user bans", () => {
     });
     await zt.ctx.events.start();
     stopBans = await startBanCache(zt.ctx.store, zt.ctx.events, () => zt.ctx.clock.now());
-    for (const name of ["alice", "bob"]) {
+    for (const name of ["alice", "bob", "carol"]) {
       const u = await zt.addUser(name, ["eng"]);
       users[name] = { ...u, cookie: (await zt.session(name)).cookie };
     }
@@ -100,6 +100,24 @@ describe("user bans", () => {
     expect(lift.code, lift.stderr).toBe(0);
     await until("alice", 200);
     expect((await signIn("alice")).status).toBe(200);
+  });
+
+  it("zt ban add user:Carol bans carol (it recorded user:Carol, which matched nobody: carol kept her session and could sign in)", async () => {
+    expect((await get("carol")).status).toBe(200);
+    const config = join(zt.dir, "zt.yaml");
+    const ban = await runZt(["--config", config, "ban", "add", "user:Carol", "--for", "1h"]);
+    expect(ban.code, ban.stderr).toBe(0);
+    const denied = await until("carol", 403);
+    expect(ban.stdout).toContain("banned user:carol until");
+    expect(denied.json<{ error: { reason: string } }>().error.reason).toBe("user-banned");
+    expect((await signIn("carol")).status).toBe(401);
+    // A name no user can have is refused, not recorded.
+    const bad = await runZt(["--config", config, "ban", "add", "user:Carol Smith", "--for", "1h"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/^zt: error ZT_BAD_REQUEST: user: expected a lowercase user name/);
+    const lift = await runZt(["--config", config, "ban", "remove", "user: CAROL "]);
+    expect(lift.code, lift.stderr).toBe(0);
+    await until("carol", 200);
   });
 
   it("a login jail's ban stops the user's sign-ins but leaves a working session alone", async () => {

@@ -2,8 +2,19 @@ import type { Command } from "commander";
 import { printJson, printTable, usageError, withContext } from "../cli-context.js";
 import { parseDuration } from "../../core/duration.js";
 import { addBan, listBans, removeBan } from "../../audit/index.js";
+import { parseUserName } from "../../identity/index.js";
 
 const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
+
+/**
+ * `user:NAME` as sign-in and the PEP see the name (trimmed, lowercase, a valid user name):
+ * `user:Alice` was recorded as is and matched nobody, so Alice kept signing in.
+ * Addresses and networks are left to banKey.
+ */
+function banTarget(target: string): string {
+  if (!target.startsWith("user:")) return target;
+  return `user:${parseUserName(target.slice(5).trim().toLowerCase(), "user")}`;
+}
 
 /** `zt ban list|add|remove` */
 export function registerBanCommands(program: Command): void {
@@ -45,7 +56,7 @@ export function registerBanCommands(program: Command): void {
         }
         if (ms <= 0)
           throw usageError(`--for: expected a duration above 0, got ${JSON.stringify(opts.for)}`);
-        const row = await addBan(ctx, target, ms, opts.reason, actor());
+        const row = await addBan(ctx, banTarget(target), ms, opts.reason, actor());
         process.stdout.write(`banned ${row.key} until ${new Date(row.until).toISOString()}\n`);
       });
     });
@@ -54,8 +65,9 @@ export function registerBanCommands(program: Command): void {
     .description("lift a ban: an IP address, a network, ip:<address or network> or user:<name>")
     .action(async (target: string, _opts: unknown, cmd: Command) => {
       await withContext(cmd, async (ctx) => {
-        await removeBan(ctx, target, actor());
-        process.stdout.write(`lifted the ban on ${target}\n`);
+        const key = banTarget(target);
+        await removeBan(ctx, key, actor());
+        process.stdout.write(`lifted the ban on ${key}\n`);
       });
     });
 }
