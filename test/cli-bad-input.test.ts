@@ -406,6 +406,30 @@ describe("misleading answers", () => {
   });
 });
 
+describe("a reader that goes away (zt … | head)", () => {
+  it("ends the command quietly instead of an unhandled EPIPE with a stack trace", async () => {
+    const { spawn } = await import("node:child_process");
+    const { ZT_BIN } = await import("./helpers/zt-process.js");
+    for (const args of [
+      ["user", "list"],
+      ["audit", "export", "--since", "1000d"],
+    ]) {
+      const child = spawn(process.execPath, [ZT_BIN, "--config", config, ...args], {
+        cwd: dir,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      // The read end closes before zt writes a byte: its first write fails with EPIPE.
+      child.stdout.destroy();
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+      expect(stderr, args.join(" ")).toBe("");
+      expect(code).toBe(0);
+    }
+  });
+});
+
 describe("durations too long for a date", () => {
   it("zt ban add --for 99999999999999999h is refused; it stored a ban whose end no Date can hold and broke zt ban list (ZT_INTERNAL: Invalid time value)", async () => {
     const r = await zt(["ban", "add", "192.0.2.77", "--for", "99999999999999999h"]);

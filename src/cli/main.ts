@@ -2,6 +2,15 @@ import { Command, CommanderError } from "commander";
 import { registerAllCommands } from "./commands/index.js";
 import { failWith, usageError } from "./cli-context.js";
 
+// The reader of our output went away (`zt audit tail -f | head`, `zt user list | grep -q`):
+// nothing more can be shown, so stop quietly, as a command killed by SIGPIPE would, rather
+// than die on an unhandled 'error' event with a stack trace.
+for (const stream of [process.stdout, process.stderr])
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+
 const program = new Command();
 program
   .name("zt")
