@@ -439,6 +439,21 @@ describe("durations too long for a date", () => {
     expect(list.stdout).not.toContain("192.0.2.77");
   });
 
+  it("zt ban list still lists a ban stored with such an end before --for was bounded", async () => {
+    const { default: Database } = await import("better-sqlite3");
+    const db = new Database(join(dir, "data", "zt.db"));
+    try {
+      db.prepare(
+        "INSERT INTO audit_bans (key, kind, value, rule, reason, created_at, until, count, lifted_at) VALUES (?, 'ip', ?, 'manual', 'manual', ?, ?, 1, NULL)",
+      ).run("ip:192.0.2.78", "192.0.2.78", Date.now(), 3.6e23);
+    } finally {
+      db.close();
+    }
+    const list = await zt(["ban", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/ip:192\.0\.2\.78 +3\.6e\+23 \(not a date\)/);
+  });
+
   it("zt audit export --since 99999999999999999999h is refused instead of exporting everything", async () => {
     const r = await zt(["audit", "export", "--since", "99999999999999999999h"]);
     expectCleanError(r, "ZT_USAGE", /--since: /);

@@ -16,6 +16,15 @@ function banTarget(target: string): string {
   return `user:${parseUserName(target.slice(5).trim().toLowerCase(), "user")}`;
 }
 
+/**
+ * A stored time as ISO 8601; one past what a Date holds (a ban added before --for was
+ * bounded) as its number, instead of `Invalid time value` ending the whole listing.
+ */
+function printableTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `${ms} (not a date)` : d.toISOString();
+}
+
 /** `zt ban list|add|remove` */
 export function registerBanCommands(program: Command): void {
   const ban = program.command("ban").description("banned sources and users (refused at the PEP)");
@@ -31,10 +40,10 @@ export function registerBanCommands(program: Command): void {
         printTable(
           rows.map((r) => ({
             key: r.key,
-            until: new Date(r.until).toISOString(),
+            until: printableTime(r.until),
             rule: r.rule,
             count: r.count,
-            lifted: r.lifted_at === null ? null : new Date(r.lifted_at).toISOString(),
+            lifted: r.lifted_at === null ? null : printableTime(r.lifted_at),
             reason: r.reason,
           })),
           ["key", "until", "rule", "count", "lifted", "reason"],
