@@ -208,6 +208,47 @@ describe("zt user / zt mfa", () => {
         /password: expected at least 8/,
       );
     });
+    it("a password no sign-in form can send: several lines, or a control character (was accepted, locking the user out)", async () => {
+      expectCleanError(
+        await zt(["user", "add", "dave", "--password-stdin"], "first line pass\nsecond line\n"),
+        64,
+        "ZT_USAGE",
+        /--password-stdin: expected the password on one line/,
+      );
+      expectCleanError(
+        await zt(["user", "add", "dave", "--password-stdin"], "long enough\u0000but NUL\n"),
+        64,
+        "ZT_BAD_REQUEST",
+        /password: expected no control characters/,
+      );
+      expect((await zt(["user", "list", "--json"])).stdout).not.toContain("dave");
+    });
+    it("stdin that never ends (/dev/zero) is refused instead of read until memory runs out", async () => {
+      const { openSync, closeSync } = await import("node:fs");
+      const { spawn } = await import("node:child_process");
+      const { ZT_BIN } = await import("./helpers/zt-process.js");
+      const zero = openSync("/dev/zero", "r");
+      try {
+        const child = spawn(
+          process.execPath,
+          [ZT_BIN, "--config", config, "user", "add", "dave", "--password-stdin"],
+          {
+            env: { ...process.env, ...env },
+            stdio: [zero, "pipe", "pipe"],
+            timeout: 20_000,
+            killSignal: "SIGKILL",
+          },
+        );
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        const code = await new Promise<number>((r) => child.on("close", (c) => r(c ?? -1)));
+        expectCleanError({ code, stdout, stderr }, 64, "ZT_PAYLOAD_TOO_LARGE", /stdin: more than/);
+      } finally {
+        closeSync(zero);
+      }
+    });
     it("an unknown user", async () => {
       expectCleanError(
         await zt(["user", "disable", "nobody"]),

@@ -189,10 +189,25 @@ function formatCell(v: unknown): string {
   );
 }
 
-/** Reads all of stdin (for --password-stdin and friends). */
-export async function readStdin(): Promise<string> {
+/**
+ * Reads all of stdin (for --password-stdin and friends), at most `maxBytes`: more (stdin
+ * left on /dev/zero, a file given by mistake) is refused instead of read until memory
+ * runs out.
+ */
+export async function readStdin(maxBytes = 64 * 1024): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
+  let total = 0;
+  for await (const c of process.stdin) {
+    chunks.push(c as Buffer);
+    total += (c as Buffer).length;
+    if (total > maxBytes) {
+      process.stdin.destroy();
+      throw new ZtError(
+        "ZT_PAYLOAD_TOO_LARGE",
+        `stdin: more than ${maxBytes} bytes; expected one line`,
+      );
+    }
+  }
   return Buffer.concat(chunks).toString("utf8");
 }
 

@@ -965,6 +965,16 @@ function checkPasswordPolicy(password: string): void {
       },
     );
   }
+  // A control character (NUL, tab, a line break, ESC …) cannot be typed into the sign-in
+  // form: such a password would lock its user out from the start.
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(password)) {
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      "password: expected no control characters (they cannot be typed at sign-in)",
+      { field: "password" },
+    );
+  }
 }
 
 const memo = new WeakMap<AppContext, IdentityService>();

@@ -26,8 +26,13 @@ function enrolmentJson(e: MfaEnrolment): Record<string, unknown> {
 }
 
 /** Strips the one line ending a shell or `echo` adds; keeps every other character. */
+/** The password on stdin: one line, its line end dropped. */
 function passwordFromStdin(text: string): string {
-  return text.replace(/\r?\n$/, "");
+  const password = text.replace(/\r?\n$/, "");
+  // "pass\nsecond" would become a password no sign-in form can send.
+  if (/[\r\n]/.test(password))
+    throw usageError("--password-stdin: expected the password on one line, got several lines");
+  return password;
 }
 
 /** `zt user add|list|disable|enable|groups|password|delete|unlock` and `zt mfa reset`. */
