@@ -221,6 +221,23 @@ describe("zt up", () => {
   });
 });
 
+describe("zt up --demo", () => {
+  it("with a --demo-dir that is a file exits with the error instead of printing it and running on (the demo app's listener stayed open)", async () => {
+    const file = join(dir, "demo-dir-is-a-file");
+    writeFileSync(file, "");
+    const r = await runZt(["up", "--demo", "--demo-dir", file, "--demo-port", "0"], {
+      env,
+      cwd: dir,
+      timeoutMs: 30_000,
+    });
+    expectCleanError(
+      r,
+      "ZT_USAGE",
+      /demo-dir-is-a-file\/policies: a component of the path is not a directory/,
+    );
+  }, 60_000);
+});
+
 describe("tables print what users control without terminal control characters", () => {
   it("a device's reported os cannot send escape sequences to the admin's terminal through zt device list", async () => {
     expect((await zt(["user", "add", "mallory", "--no-qr"])).code).toBe(0);

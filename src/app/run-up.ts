@@ -94,7 +94,13 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       port: o.demoPort ?? 9000,
       jwksUrl: () => jwksUrl,
     });
-    ensureDemoFiles(dir, demoApp.port);
+    try {
+      ensureDemoFiles(dir, demoApp.port);
+    } catch (e) {
+      // A --demo-dir that cannot hold the demo: the app's listener would keep zt running.
+      await demoApp.close();
+      throw e;
+    }
     configPath = resolve(dir, "zt.yaml");
   }
   let jwksUrl = "";
