@@ -241,8 +241,8 @@ describe("zt user / zt mfa", () => {
         );
         let stdout = "";
         let stderr = "";
-        child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-        child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+        child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
         const code = await new Promise<number>((r) => child.on("close", (c) => r(c ?? -1)));
         expectCleanError({ code, stdout, stderr }, 64, "ZT_PAYLOAD_TOO_LARGE", /stdin: more than/);
       } finally {
