@@ -7,7 +7,6 @@ import {
 } from "node:net";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { readFileSync } from "node:fs";
-import { execFileSync } from "node:child_process";
 import { createServer as createTlsServer } from "node:tls";
 import { join } from "node:path";
 import { openStore, type Store } from "../src/store/index.js";
@@ -24,6 +23,7 @@ import {
 const buildSink = (raw: Record<string, unknown>, i: number) =>
   buildSinkRaw(parseAuditConfig({ sinks: [raw] }, "audit.test").sinks[0]!, i);
 import { makeEnv } from "./audit-helpers.js";
+import { opensslRequest } from "./helpers/tls.js";
 
 /** RFC 5424: `<PRI>1 TS HOST APP PROCID MSGID [SD] MSG` */
 const RFC5424 =
@@ -193,29 +193,7 @@ describe("audit sinks against real local receivers", () => {
     const { store, clock, dir } = await setup(3);
     const key = join(dir, "syslog.key");
     const cert = join(dir, "syslog.crt");
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=syslog.test",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-      ],
-      { stdio: "ignore" },
-    );
+    opensslRequest({ keyOut: key, out: cert, subj: "/CN=syslog.test", san: "IP:127.0.0.1" });
     const frames: string[] = [];
     const sockets = new Set<import("node:net").Socket>();
     let pending: Buffer = Buffer.alloc(0);

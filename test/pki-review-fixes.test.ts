@@ -47,6 +47,7 @@ import {
   waitFor,
   type TestDatabase,
 } from "./store-fixture.js";
+import { opensslRequest } from "./helpers/tls.js";
 
 const TD = "example.test";
 const pgAvailable = await postgresAvailable();
@@ -330,28 +331,13 @@ describe("IP SANs are checked and signed as the same address", () => {
     const dir = mkdtempSync(join(tmpdir(), "zt-pki-fix-csr-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const csrFor = (san: string) => {
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-new",
-          "-newkey",
-          "ec",
-          "-pkeyopt",
-          "ec_paramgen_curve:P-256",
-          "-nodes",
-          "-keyout",
-          join(dir, "k.pem"),
-          "-out",
-          join(dir, "r.csr"),
-          "-subj",
-          "/O=zt SVID",
-          "-addext",
-          `subjectAltName=URI:${id},${san}`,
-        ],
-        { stdio: "ignore" },
-      );
-      return readFileSync(join(dir, "r.csr"), "utf8");
+      return opensslRequest({
+        keyOut: join(dir, "k.pem"),
+        out: join(dir, "r.csr"),
+        subj: "/O=zt SVID",
+        san: `URI:${id},${san}`,
+        csr: true,
+      });
     };
     // The allowed address, however written in the request, lands in the certificate as itself.
     const { token } = await svc.createJoinToken(id, "t");

@@ -5,14 +5,14 @@
  * `pki.join_token_ttl`, and revoking an identity burns its unused join tokens.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AppContext } from "../src/app/index.js";
 import { initPki, PkiService, pkiService } from "../src/pki/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { x509 } from "../src/pki/x509-lib.js";
+import { opensslRequest } from "./helpers/tls.js";
 import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
 
 const TD = "example.test";
@@ -191,28 +191,13 @@ describe("join tokens", () => {
     const dir = mkdtempSync(join(tmpdir(), "zt-pki-review-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const csrFor = (spiffeId: string) => {
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-new",
-          "-newkey",
-          "ec",
-          "-pkeyopt",
-          "ec_paramgen_curve:P-256",
-          "-nodes",
-          "-keyout",
-          join(dir, "k.pem"),
-          "-out",
-          join(dir, "r.csr"),
-          "-subj",
-          "/O=zt SVID",
-          "-addext",
-          `subjectAltName=URI:${spiffeId}`,
-        ],
-        { stdio: "ignore" },
-      );
-      return readFileSync(join(dir, "r.csr"), "utf8");
+      return opensslRequest({
+        keyOut: join(dir, "k.pem"),
+        out: join(dir, "r.csr"),
+        subj: "/O=zt SVID",
+        san: `URI:${spiffeId}`,
+        csr: true,
+      });
     };
     // The identity has an SVID and an unused token (say, leaked with it).
     const first = await svc.createJoinToken(id, "t");

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCsr } from "./csr.js";
 import { buildRenewalRequest } from "./renewal.js";
+import { opensslRequest } from "../../test/helpers/tls.js";
 
 let dir: string;
 let chainPem: string;
@@ -13,30 +13,12 @@ let keyPem: string;
 beforeAll(() => {
   // A certificate made by OpenSSL, not by zt: its names are whatever a CA once put there.
   dir = mkdtempSync(join(tmpdir(), "zt-renewal-"));
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-      "-days",
-      "1",
-      "-subj",
-      "/O=zt SVID",
-      "-addext",
-      "subjectAltName=URI:spiffe://example.test/web,DNS:999.1.1.1,DNS:web.example.test,IP:10.0.0.7,IP:2001:db8::7",
-    ],
-    { stdio: "ignore" },
-  );
-  chainPem = readFileSync(join(dir, "cert.pem"), "utf8");
+  chainPem = opensslRequest({
+    keyOut: join(dir, "key.pem"),
+    out: join(dir, "cert.pem"),
+    subj: "/O=zt SVID",
+    san: "URI:spiffe://example.test/web,DNS:999.1.1.1,DNS:web.example.test,IP:10.0.0.7,IP:2001:db8::7",
+  });
   keyPem = readFileSync(join(dir, "key.pem"), "utf8");
 });
 

@@ -27,6 +27,44 @@ export async function nextServedSerial(port: number, first: string): Promise<str
   return now;
 }
 
+/**
+ * Makes a new P-256 key (`keyOut`) and, with the real `openssl req`, a self-signed
+ * certificate valid `days` (default 1), or with `csr: true` a certificate request, for
+ * `subj` with the subjectAltName `san` (OpenSSL's syntax: `URI:…,DNS:…,IP:…`). Returns
+ * what it wrote to `out`, as text.
+ */
+export function opensslRequest(o: {
+  keyOut: string;
+  out: string;
+  subj: string;
+  san?: string;
+  csr?: boolean;
+  days?: number;
+}): string {
+  const kind = o.csr ? ["-new"] : ["-x509", "-days", String(o.days ?? 1)];
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      ...kind,
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      o.keyOut,
+      "-out",
+      o.out,
+      "-subj",
+      o.subj,
+      ...(o.san === undefined ? [] : ["-addext", `subjectAltName=${o.san}`]),
+    ],
+    { stdio: "pipe" },
+  );
+  return readFileSync(o.out, "utf8");
+}
+
 /** A private CA and a server certificate it signed, made by the real `openssl` CLI. */
 export interface PrivateCa {
   dir: string;
