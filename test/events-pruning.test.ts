@@ -6,7 +6,7 @@
  * and a real PostgreSQL; an injected clock; several contexts on one store stand for
  * several processes, a PEP on a real socket.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -40,7 +40,13 @@ import { tempDir as tempDirOf, writeConfig } from "./helpers/zt-process.js";
 import { request } from "./helpers/http-client.js";
 import { ReadGate } from "./helpers/read-gate.js";
 import { startUpstream, tempDir } from "./pep-fixture.js";
-import { engines, waitFor, type Engine, type EngineTarget } from "./store-fixture.js";
+import {
+  engines,
+  perTestTargets,
+  waitFor,
+  type Engine,
+  type EngineTarget,
+} from "./store-fixture.js";
 
 const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
 const HOUR = 3_600_000;
@@ -48,16 +54,7 @@ const PASSWORD = "pw-correct-horse-battery";
 const ENGINES = await engines();
 
 describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  });
-
-  async function target(): Promise<EngineTarget> {
-    const t = await engine.fresh();
-    cleanups.push(t.cleanup);
-    return t;
-  }
+  const { target, cleanups } = perTestTargets(engine);
 
   async function store(t: EngineTarget): Promise<Store> {
     const s = await openStore(t.storeOptions);

@@ -4,7 +4,7 @@
  * Several zt processes are several AppContexts on one store (each with its own event bus
  * and memory); requests go to a real PEP over a real socket; an injected clock.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -20,7 +20,7 @@ import { StoreEventBus } from "../src/events/index.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
 import { request } from "./helpers/http-client.js";
 import { startUpstream, tempDir } from "./pep-fixture.js";
-import { engines, type Engine, type EngineTarget } from "./store-fixture.js";
+import { engines, perTestTargets, type Engine, type EngineTarget } from "./store-fixture.js";
 import { ReadGate } from "./helpers/read-gate.js";
 
 const PASSWORD = "pw-correct-horse-battery";
@@ -28,16 +28,7 @@ const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
 const ENGINES = await engines();
 
 describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  });
-
-  async function target(): Promise<EngineTarget> {
-    const t = await engine.fresh();
-    cleanups.push(t.cleanup);
-    return t;
-  }
+  const { target, cleanups } = perTestTargets(engine);
 
   function config(t: EngineTarget, upstreamPort = 9): ZtConfig {
     const dir = tempDir("zt-sess-review-");

@@ -4,13 +4,14 @@
  * connections). Every event published anywhere reaches every reader exactly once, in
  * one global seq order, with none lost across a lost LISTEN connection.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { openStore, type Store } from "../src/store/index.js";
 import { StoreEventBus, type ZtEvent } from "../src/events/index.js";
 import { ManualClock, systemClock } from "../src/core/clock.js";
 import {
   engines,
+  perTestTargets,
   terminateConnections,
   waitFor,
   type Engine,
@@ -20,16 +21,7 @@ import {
 const ENGINES = await engines();
 
 describe.each(ENGINES)("event bus conformance: $name", (engine: Engine) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  });
-
-  async function target(): Promise<EngineTarget> {
-    const t = await engine.fresh();
-    cleanups.push(t.cleanup);
-    return t;
-  }
+  const { target, cleanups } = perTestTargets(engine);
   /** One "process": its own store (connections) and bus. */
   async function proc(
     t: EngineTarget,

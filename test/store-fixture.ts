@@ -7,6 +7,7 @@
  * ZT_TEST_DATABASE_URL is set (CI says "PostgreSQL is here"), and otherwise are
  * skipped with a loud warning.
  */
+import { afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -133,6 +134,29 @@ export const postgresEngine: Engine = {
 /** The engines to run a conformance suite over (PostgreSQL only when reachable). */
 export async function engines(): Promise<Engine[]> {
   return (await postgresAvailable()) ? [sqliteEngine, postgresEngine] : [sqliteEngine];
+}
+
+/**
+ * For a `describe.each(ENGINES)` block: `target()` gives a fresh place for a store of
+ * `engine`, removed after the test; `cleanups` takes the test's other cleanups, run
+ * after it in reverse order (a cleanup that fails does not stop the rest).
+ */
+export function perTestTargets(engine: Engine): {
+  target(): Promise<EngineTarget>;
+  cleanups: (() => Promise<void>)[];
+} {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  });
+  return {
+    cleanups,
+    async target() {
+      const t = await engine.fresh();
+      cleanups.push(t.cleanup);
+      return t;
+    },
+  };
 }
 
 /** Polls a condition (no fixed sleeps for time to pass; bounded wait for I/O). */
