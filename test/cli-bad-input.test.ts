@@ -27,6 +27,11 @@ function expectCleanError(r: RunResult, code: ZtErrorCode, message: RegExp): voi
   expect(r.stderr).not.toMatch(/\n\s+at /);
 }
 
+/** Characters a terminal acts on (C0 but the line feed, DEL, C1) and Unicode bidi controls. */
+const UNSAFE_TEXT =
+  // eslint-disable-next-line no-control-regex -- looking for control characters is the point
+  /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
 /** A loopback port with nothing listening on it (bound, then closed). */
 async function closedPort(): Promise<number> {
   const s = createServer();
@@ -258,6 +263,38 @@ describe("tables print what users control without terminal control characters", 
     // eslint-disable-next-line no-control-regex -- looking for control characters is the point
     expect(list.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
     expect(list.stdout).toContain("\\u{1b}");
+  });
+
+  it("an error message quoting a value does not write its escape sequence to the terminal (zt device approve $'\\e]0;evil\\a' retitled the admin's window)", async () => {
+    const r = await zt(["device", "approve", "\u001b]0;evil\u0007\u009b2J"]);
+    expectCleanError(r, "ZT_NOT_FOUND", /\\u\{1b\}\]0;evil\\u\{7\}\\u\{9b\}2J/);
+    expect(r.stderr).not.toMatch(UNSAFE_TEXT);
+  });
+
+  it("a bidi override in a ban reason is shown as an escape in zt ban list, not obeyed (it reversed the rest of the row)", async () => {
+    const reason = "phishing\u202e\u2066 gnissap \u2069\u200f\u061c";
+    const added = await zt(["ban", "add", "192.0.2.77", "--for", "1h", "--reason", reason]);
+    expect(added.code, added.stderr).toBe(0);
+    const list = await zt(["ban", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    const row = list.stdout.split("\n").find((l) => l.includes("192.0.2.77"));
+    expect(row).toMatch(/phishing\\u\{202e\}\\u\{2066\} gnissap \\u\{2069\}\\u\{200f\}\\u\{61c\}$/);
+    expect(list.stdout).not.toMatch(UNSAFE_TEXT);
+    // JSON output keeps the reason exactly as stored.
+    const json = await zt(["ban", "list", "--json"]);
+    expect((JSON.parse(json.stdout) as { reason: string }[]).map((b) => b.reason)).toContain(
+      reason,
+    );
+  });
+
+  it("a bidi override in an audit field is shown as an escape in zt audit tail", async () => {
+    // The actor of a CLI change is `cli:$USER`, recorded as the event's subject.
+    const added = await zt(["ban", "add", "192.0.2.78", "--for", "1h"], { USER: "ops\u202eevil" });
+    expect(added.code, added.stderr).toBe(0);
+    const tail = await zt(["audit", "tail", "-n", "50"]);
+    expect(tail.code, tail.stderr).toBe(0);
+    expect(tail.stdout).toContain("cli:ops\\u{202e}evil");
+    expect(tail.stdout).not.toMatch(UNSAFE_TEXT);
   });
 });
 

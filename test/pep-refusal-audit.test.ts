@@ -426,7 +426,8 @@ describe("what a refusal record is not", () => {
 
 describe("zt audit tail / explain on hostile text", () => {
   it("shows control characters from a recorded request as escapes, never writes them to the terminal", async () => {
-    const { printable, formatTailLine } = await import("../src/cli/commands/audit.js");
+    const { formatTailLine } = await import("../src/cli/commands/audit.js");
+    const { printable } = await import("../src/core/printable.js");
     // CSI (U+009B) and OSC (U+009D) as a latin-1 header byte arrives; ESC; BEL.
     const hostile = "/x\u009b2J\u009d0;PWN\u0007\u001b[31m";
     expect(printable(hostile)).toBe("/x\\u{9b}2J\\u{9d}0;PWN\\u{7}\\u{1b}[31m");

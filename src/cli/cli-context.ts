@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
 import { openAppContext, type AppContext } from "../app/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
+import { printable } from "../core/printable.js";
 import type { AuditInput } from "../audit/index.js";
 
 /** Global options every command sees. */
@@ -66,16 +67,25 @@ export async function withoutContext(body: () => Promise<number | void>): Promis
   }
 }
 
+/**
+ * Prints an error as `zt: error CODE: message` and sets the exit code from the error table.
+ * The message often quotes what the user gave (`no device "…"`): control characters and
+ * bidi controls in it are shown as escapes, so a value cannot drive the admin's terminal.
+ */
 export function failWith(e: unknown): void {
   const z = isZtError(e) ? e : userFacingError(e);
   if (z) {
-    process.stderr.write(`zt: error ${z.code}: ${z.message}\n`);
+    process.stderr.write(
+      `zt: error ${z.code}: ${printable(z.message, { keepLineBreaks: true })}\n`,
+    );
     process.exitCode = z.exitCode;
     if (z !== e && process.env["ZT_DEBUG"]) process.stderr.write(`${(e as Error)?.stack ?? ""}\n`);
     return;
   }
   const err = e as Error;
-  process.stderr.write(`zt: error ZT_INTERNAL: ${err?.message ?? String(e)}\n`);
+  process.stderr.write(
+    `zt: error ZT_INTERNAL: ${printable(err?.message ?? String(e), { keepLineBreaks: true })}\n`,
+  );
   if (process.env["ZT_DEBUG"]) process.stderr.write(`${err?.stack ?? ""}\n`);
   process.exitCode = 70;
 }
@@ -175,18 +185,13 @@ export function printTable(rows: Record<string, unknown>[], columns: string[]): 
 }
 
 /**
- * One table cell. Control characters (C0, DEL, C1) are shown as `\u{…}` escapes: cells
- * hold what users and devices sent (a device's reported os, a reason), and a terminal
- * would otherwise act on them (move the cursor, retitle the window, hide lines).
+ * One table cell, through `printable`: cells hold what users and devices sent (a device's
+ * reported os, a ban reason), and a terminal would otherwise act on control characters
+ * (move the cursor, retitle the window, hide lines) and bidi controls would reorder the row.
  */
 function formatCell(v: unknown): string {
   if (v === null || v === undefined) return "-";
-  const text = Array.isArray(v) ? v.join(",") : String(v);
-  return text.replace(
-    // eslint-disable-next-line no-control-regex -- matching control characters is the point
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\u{${c.charCodeAt(0).toString(16)}}`,
-  );
+  return printable(Array.isArray(v) ? v.join(",") : String(v));
 }
 
 /**

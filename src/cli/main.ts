@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { registerAllCommands } from "./commands/index.js";
 import { failWith, usageError } from "./cli-context.js";
+import { printable } from "../core/printable.js";
 
 // The reader of our output went away (`zt audit tail -f | head`, `zt user list | grep -q`):
 // nothing more can be shown, so stop quietly, as a command killed by SIGPIPE would, rather
@@ -19,9 +20,11 @@ program
   .showHelpAfterError()
   // Commander's own refusals (unknown option, missing argument …) in zt's form, with the
   // stable code: `zt: error ZT_USAGE: unknown option '--x'`. Set before the commands are
-  // added, so each inherits it.
+  // added, so each inherits it. The text quotes what was typed (`unknown option '…'`):
+  // control characters in it are escaped, as in every other error.
   .configureOutput({
-    outputError: (text, write) => write(text.replace(/^error: /, "zt: error ZT_USAGE: ")),
+    outputError: (text, write) =>
+      write(printable(text.replace(/^error: /, "zt: error ZT_USAGE: "), { keepLineBreaks: true })),
   })
   .exitOverride()
   // An option given an empty value (`--as ""`, `-o ""`, `--user "$UNSET"`) is refused,

@@ -7,3 +7,4 @@ export * from "./secret-box.js";
 export * from "./cidr.js";
 export * from "./latest-reads.js";
 export * from "./read-input-file.js";
+export * from "./printable.js";

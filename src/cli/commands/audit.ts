@@ -16,6 +16,7 @@ import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { parseDuration } from "../../core/duration.js";
 import { refuseDirectoryTarget } from "../../core/secure-files.js";
+import { printable } from "../../core/printable.js";
 import {
   CHECKPOINT_KEY_PURPOSE,
   Checkpointer,
@@ -306,20 +307,6 @@ async function lastSeq(store: Parameters<typeof queryAudit>[0]): Promise<number>
   return rows[0]?.seq ?? 0;
 }
 
-/**
- * Text from the log made safe for a terminal: control characters (C0, DEL, C1 — a
- * client can put them in a URL or a header zt records) are shown as `\u{…}` escapes
- * instead of being written, so a record cannot move the cursor, retitle the window or
- * hide lines.
- */
-export function printable(text: string): string {
-  return text.replace(
-    // eslint-disable-next-line no-control-regex -- matching control characters is the point
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\u{${c.charCodeAt(0).toString(16)}}`,
-  );
-}
-
 /** One human line: time, kind, outcome, subject, source, route, action, reason, decision id. */
 export function formatTailLine(r: AuditRowChained): string {
   const d = (v: string | null) => (v === null ? "-" : printable(v));
@@ -354,7 +341,10 @@ function formatExplain(r: AuditRowChained): string {
     const text =
       typeof v === "string"
         ? printable(v)
-        : (JSON.stringify(v, null, 2) ?? "null").split("\n").map(printable).join("\n          ");
+        : (JSON.stringify(v, null, 2) ?? "null")
+            .split("\n")
+            .map((l) => printable(l))
+            .join("\n          ");
     lines.push(`${printable(k).padEnd(9)} ${text}`);
   }
   return lines.join("\n") + "\n";
