@@ -406,6 +406,36 @@ for (const proxy of PROXIES) {
       });
     });
 
+    it("serves the denied page and the sign-in page with zt's page security headers (no framing, no sniffing, no caching)", async () => {
+      const { cookie } = await zt.session("bob");
+      const before = upstream.seen.length;
+      const denied = await request(port, {
+        host,
+        path: "/",
+        headers: { cookie, accept: "text/html" },
+      });
+      expect(denied.status).toBe(403);
+      expect(denied.headers["content-type"]).toContain("text/html");
+      expect(denied.body).toContain("no-matching-permit");
+      expect(upstream.seen.length).toBe(before);
+      const login = await request(port, { host, path: "/.zt/login?rd=%2F" });
+      expect(login.status).toBe(200);
+      expect(login.body).toContain('name="totp"');
+      for (const [page, r] of [
+        ["denied", denied],
+        ["login", login],
+      ] as const) {
+        expect(r.headers["x-frame-options"], page).toBe("DENY");
+        expect(String(r.headers["content-security-policy"]), page).toContain(
+          "frame-ancestors 'none'",
+        );
+        expect(String(r.headers["content-security-policy"]), page).toContain("default-src 'none'");
+        expect(r.headers["x-content-type-options"], page).toBe("nosniff");
+        expect(r.headers["cache-control"], page).toBe("no-store");
+        expect(r.headers["referrer-policy"], page).toBe("same-origin");
+      }
+    });
+
     it("keeps a zt Bearer session token away from the app", async () => {
       const { token } = await zt.session("alice");
       const r = await request(port, {

@@ -23,9 +23,11 @@ local timeout_ms = tonumber(os.getenv("ZT_AUTHZ_TIMEOUT_MS") or "5000")
 -- Set only from zt's answer: whatever the client sent under these names is removed.
 local identity_headers = { "x-zt-assertion", "x-zt-user", "x-zt-groups", "x-zt-decision-id" }
 -- Relayed to the client with a refusal (with zt's body).
+-- zt's page security headers (X-Frame-Options, CSP …) go with it: HAProxy sends the page.
 local refusal_headers = {
   "location", "content-type", "cache-control", "www-authenticate",
   "x-zt-decision-id", "x-zt-reason", "x-zt-login-url",
+  "x-frame-options", "content-security-policy", "x-content-type-options", "referrer-policy",
 }
 
 -- HAProxy header tables hold each header's values in a table indexed from 0 (a table

@@ -9,6 +9,7 @@
  * ZT_USAGE error naming the route or setting, never written half-right.
  */
 import { ZtError } from "../core/errors.js";
+import { PAGE_SECURITY_HEADERS } from "../web/index.js";
 
 export const FRONT_PROXY_KINDS = [
   "nginx",
@@ -586,6 +587,19 @@ function haproxyBind(o: FrontProxyOptions, f: { scheme: string; port: number }):
   return `    bind ${o.bind ? bindAddr(o, f.port) : `:${f.port}`}${f.scheme === "https" ? " ssl crt /etc/haproxy/certs/   # your certificates (one PEM per host)" : ""}`;
 }
 
+/**
+ * zt's page security headers as `hdr` arguments of an `http-request return`: the denied
+ * page HAProxy serves from the SPOE answer carries what zt's own pages carry.
+ */
+function haproxyPageHeaders(): string {
+  return Object.entries(PAGE_SECURITY_HEADERS)
+    .map(
+      ([name, value]) =>
+        `hdr ${name} "${value.replace(/[\\"%]/g, (ch) => (ch === "%" ? "%%" : `\\${ch}`))}"`,
+    )
+    .join(" ");
+}
+
 function haproxySpoeFrontendRules(c: string): string[] {
   return [
     "    acl zt_pages path /.zt/login /.zt/logout /.zt/denied",
@@ -598,7 +612,7 @@ function haproxySpoeFrontendRules(c: string): string[] {
     '    http-request return status 503 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_UNAVAILABLE\\",\\"reason\\":\\"authz-unavailable\\"}}" if !zt_pages !{ var(txn.zt.status) -m found }',
     "    http-request redirect location %[var(txn.zt.location)] code 302 if !zt_pages { var(txn.zt.status) -m int eq 302 }",
     '    http-request return status 401 content-type application/json lf-string "%[var(txn.zt.body)]" hdr Location "%[var(txn.zt.location)]" hdr X-Zt-Login-Url "%[var(txn.zt.login_url)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" if !zt_pages { var(txn.zt.status) -m int eq 401 }',
-    '    http-request return status 403 content-type "text/html; charset=utf-8" lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" if zt_html !zt_pages { var(txn.zt.status) -m int eq 403 }',
+    `    http-request return status 403 content-type "text/html; charset=utf-8" lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" ${haproxyPageHeaders()} if zt_html !zt_pages { var(txn.zt.status) -m int eq 403 }`,
     '    http-request return status 403 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" if !zt_pages { var(txn.zt.status) -m int eq 403 }',
     '    http-request return status 400 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" if !zt_pages { var(txn.zt.status) -m int eq 400 }',
     '    http-request return status 503 content-type application/json lf-string "%[var(txn.zt.body)]" if !zt_pages { var(txn.zt.status) -m int eq 503 }',

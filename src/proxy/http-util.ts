@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ZtError, type ZtErrorCode } from "../core/errors.js";
+import { PAGE_SECURITY_HEADERS } from "../web/index.js";
 
 /** Every value of the named cookie, in order (a browser may send two with one name). */
 export function cookieValues(header: string | undefined, name: string): string[] {
@@ -70,11 +71,7 @@ export function sendHtml(
   res.writeHead(status, {
     "content-type": "text/html; charset=utf-8",
     "content-length": Buffer.byteLength(html),
-    "cache-control": "no-store",
-    "x-frame-options": "DENY",
-    "content-security-policy":
-      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-    "referrer-policy": "same-origin",
+    ...PAGE_SECURITY_HEADERS,
     ...headers,
   });
   res.end(html);
