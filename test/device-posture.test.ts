@@ -467,6 +467,25 @@ devices:
         payload: d.sign(c.token),
       });
       expect(both.statusCode).toBe(400);
+      // Two session cookies (one planted by a sibling app of the site): refused over a
+      // real socket, whichever comes first; nothing bound.
+      await app.listen({ host: "127.0.0.1", port: 0 });
+      const port = (app.server.address() as { port: number }).port;
+      const name = ctx.config.session.cookie_name;
+      for (const cookie of [
+        `${name}=${c.token}; ${name}=${a.token}`,
+        `${name}=${c.token}; ${name}=${c.token}`,
+      ]) {
+        const tossed = await fetch(`http://127.0.0.1:${port}${url}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", cookie },
+          body: JSON.stringify(d.sign(c.token)),
+        });
+        expect(tossed.status).toBe(400);
+        const err = ((await tossed.json()) as { error: { code: string; reason?: string } }).error;
+        expect(err.code).toBe("ZT_REQUEST_AMBIGUOUS");
+        expect(err.reason).toBe("session-cookie-duplicate");
+      }
       // An unknown token is no session.
       const forged = "A".repeat(43);
       const unknown = await app.inject({

@@ -391,6 +391,32 @@ describe("POST /api/v1/ssh/sign over a real socket, certificate checked by the r
     expect((await sshLogin(kp.key, cert)).status).toBe(255);
   });
 
+  it("refuses two session cookies (cookie tossing): 400 ZT_REQUEST_AMBIGUOUS, audited; nothing signed", async () => {
+    // A sibling app of the site plants its own zt session cookie with a longer Path, so
+    // the browser sends it first: the API must not take the first one as the caller.
+    const kp = keypair("api-tossed");
+    const name = env.ctx.config.session.cookie_name;
+    const body = { public_key: kp.pub, principals: [LOGIN], host_group: "prod" };
+    for (const cookie of [
+      `${name}=${aliceToken}; ${name}=${bobToken}`,
+      `${name}=${aliceToken}; other=1; ${name}=${aliceToken}`,
+    ]) {
+      const r = await apiSign(body, { cookie });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(errorOf(r).code).toBe("ZT_REQUEST_AMBIGUOUS");
+      expect(errorOf(r).reason).toBe("session-cookie-duplicate");
+      expect(r.body["certificate"]).toBeUndefined();
+    }
+    await env.ctx.audit.flush();
+    const rows = await env.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["outcome"])
+      .where("kind", "=", "ssh.sign")
+      .where("reason", "=", "session-cookie-duplicate")
+      .execute();
+    expect(rows.map((x) => x.outcome)).toEqual(["deny", "deny"]);
+  });
+
   it("denies by policy: 403 with the decision id and reason, audited under that id", async () => {
     const kp = keypair("api-bob");
     const r = await apiSign(

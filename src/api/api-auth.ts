@@ -2,7 +2,12 @@ import type { FastifyRequest } from "fastify";
 import type { TLSSocket } from "node:tls";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
-import { authenticateClientCert, cookieFrom, type ClientCertMode } from "../proxy/index.js";
+import {
+  authenticateClientCert,
+  cookieCount,
+  cookieFrom,
+  type ClientCertMode,
+} from "../proxy/index.js";
 import { SessionService } from "../session/index.js";
 
 /** A signed-in zt user, from the session cookie or `Authorization: Bearer <session token>`. */
@@ -84,11 +89,13 @@ export class ApiAuthenticator {
 
   /**
    * The caller of an endpoint that accepts a zt session or an mTLS SVID. Throws
-   * ZT_AUTH_REQUIRED (nothing presented), ZT_SESSION_* or ZT_CLIENT_CERT_REFUSED: 401.
+   * ZT_AUTH_REQUIRED (nothing presented), ZT_SESSION_* or ZT_CLIENT_CERT_REFUSED: 401;
+   * ZT_REQUEST_AMBIGUOUS (two session cookies): 400.
    */
   async caller(req: FastifyRequest): Promise<ApiCaller> {
     const svc = this.service(req);
     if (svc) return svc;
+    refuseDuplicateSessionCookie(req, this.#cookie);
     let token = cookieFrom(req.headers.cookie, this.#cookie);
     const authz = req.headers.authorization;
     if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
@@ -125,4 +132,19 @@ export class ApiAuthenticator {
   #sessionService(): SessionService {
     return (this.#sessions ??= new SessionService(this.#ctx));
   }
+}
+
+/**
+ * Two session cookies on one request: which one is meant is a guess, and taking the
+ * first lets script on a sibling app of the site plant its own (cookie tossing: a
+ * cookie with a longer Path is sent first, RFC 6265 §5.4). Refused, as the PEP and
+ * forward-auth refuse it (`session-cookie-duplicate`).
+ */
+export function refuseDuplicateSessionCookie(req: FastifyRequest, cookieName: string): void {
+  if (cookieCount(req.headers.cookie, cookieName) > 1)
+    throw new ZtError(
+      "ZT_REQUEST_AMBIGUOUS",
+      "the request carries two session cookies: sign out, then sign in again",
+      { reason: "session-cookie-duplicate" },
+    );
 }

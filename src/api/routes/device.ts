@@ -4,6 +4,7 @@ import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { DeviceService } from "../../device/index.js";
 import { cookieFrom } from "../../proxy/index.js";
+import { refuseDuplicateSessionCookie } from "../api-auth.js";
 
 const reportBody = z
   .object({ payload: z.string().max(64 * 1024), signature: z.string().max(200) })
@@ -31,10 +32,11 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 
 /**
  * The session token a bind request is authenticated by: the session cookie or
- * `Authorization: Bearer <token>`. Both present and different is refused: which
- * session is being bound must not be a guess.
+ * `Authorization: Bearer <token>`. Both present and different is refused, as are two
+ * session cookies: which session is being bound must not be a guess.
  */
 function sessionTokenOf(req: FastifyRequest, cookieName: string): string | undefined {
+  refuseDuplicateSessionCookie(req, cookieName);
   const cookie = cookieFrom(req.headers.cookie, cookieName) || undefined;
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1];
   if (cookie !== undefined && bearer !== undefined && cookie !== bearer)
