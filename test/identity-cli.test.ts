@@ -27,9 +27,12 @@ function expectCleanError(r: RunResult, exit: number, code: string, message: Reg
   expect(r.stdout).toBe("");
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = tempDir();
   config = writeConfig(dir, "data_dir: ./data\nmfa:\n  issuer: Acme\n", {});
+  // Only zt init (or zt up) makes a store; the commands below refuse a data_dir without one.
+  const init = await zt(["init"]);
+  expect(init.code, init.stderr).toBe(0);
 });
 
 afterAll(() => {

@@ -29,6 +29,11 @@ export interface OpenAppContextOptions {
   env?: Record<string, string | undefined>;
   /** Create the master key when missing (init / up). */
   create?: boolean;
+  /**
+   * Make the store when there is none (default true). The CLI passes false for every
+   * command but those that set a store up: see StoreOptions.create.
+   */
+  createStore?: boolean;
 }
 
 export async function openAppContext(
@@ -50,7 +55,11 @@ export async function openAppContext(
     envValue: env["ZT_MASTER_KEY"],
     create: options.create ?? false,
   });
-  const store = await openStore({ dataDir: config.data_dir, databaseUrl: config.database_url });
+  const store = await openStore({
+    dataDir: config.data_dir,
+    databaseUrl: config.database_url,
+    create: options.createStore ?? true,
+  });
   const keys = new KeyStore(store, box, clock);
   const events = new StoreEventBus(store, { clock });
   const audit = new AuditLog(store, { clock });

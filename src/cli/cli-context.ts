@@ -33,7 +33,13 @@ export async function withContext(
   let ctx: AppContext | undefined;
   try {
     const config = loadCliConfig(cmd);
-    ctx = await openAppContext(config, { env: process.env, create: options.create ?? false });
+    // Only the commands that set a store up (`create`) may make one: any other, pointed at
+    // a mistyped data_dir or database_url, would otherwise answer from a new, empty store.
+    ctx = await openAppContext(config, {
+      env: process.env,
+      create: options.create ?? false,
+      createStore: options.create ?? false,
+    });
     const code = await body(ctx);
     await ctx.close();
     ctx = undefined;
@@ -49,7 +55,7 @@ export async function withContext(
  * or the master key under its own hands): opens one now, records, waits for the commit.
  */
 export async function auditAfter(config: ZtConfig, input: AuditInput): Promise<void> {
-  const ctx = await openAppContext(config, { env: process.env });
+  const ctx = await openAppContext(config, { env: process.env, createStore: false });
   try {
     ctx.audit.record(input);
     await ctx.audit.flush();

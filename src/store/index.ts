@@ -1,11 +1,13 @@
 export {
   openStore,
   openSqlite,
+  sqliteFile,
   migrateStore,
   migrationStatus,
   tryBeginImmediate,
 } from "./open-store.js";
 export { withStoreLock } from "./store-lock.js";
+export { allMigrations } from "./migrations/index.js";
 export type { Store, StoreOptions, MigrationState } from "./open-store.js";
 export { isPostgresUrl, parseDatabaseUrl, redactDatabaseUrl } from "./database-url.js";
 export type { PostgresTarget, SslMode } from "./database-url.js";

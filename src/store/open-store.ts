@@ -1,4 +1,12 @@
-import { chmodSync, closeSync, constants, mkdirSync, openSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  statSync,
+} from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -33,6 +41,13 @@ export interface StoreOptions {
   statementTimeoutMs?: number;
   /** Run pending migrations while opening (default true). `zt db status` opens without. */
   migrate?: boolean;
+  /**
+   * Make the store when there is none (default true): the SQLite file and its folder, or
+   * the schema in an empty PostgreSQL database. False (every CLI command but `zt init`,
+   * `zt up`, `zt ca init`, `zt db migrate`) refuses with ZT_STORE instead, so a mistyped
+   * data_dir or database_url is an error, not a new empty store that answers "no users".
+   */
+  create?: boolean;
 }
 
 /** The store: one Kysely instance over SQLite or PostgreSQL, and the facts callers branch on. */
@@ -75,9 +90,11 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   // Anything but postgres:// is refused (naming what is wrong, never echoing the URL,
   // which may hold a password) rather than silently falling back to SQLite.
   if (url && !isPostgresUrl(url)) parseDatabaseUrl(url);
+  if (!url && options.create === false) refuseMissingSqlite(options.dataDir);
   const store = url ? await openPostgres(options) : openSqlite(options.dataDir);
   if (options.migrate === false) return store;
   try {
+    if (options.create === false && !(await hasSchema(store))) throw noStore(store);
     await migrateStore(store);
   } catch (e) {
     await store.close();
@@ -110,9 +127,48 @@ class ImmediateSqliteDialect extends SqliteDialect {
   }
 }
 
+/** The SQLite file a data directory holds. */
+export function sqliteFile(dataDir: string): string {
+  return join(dataDir, "zt.db");
+}
+
+/** ZT_STORE unless `<dataDir>/zt.db` is there; checked before SQLite would make it. */
+function refuseMissingSqlite(dataDir: string): void {
+  if (existsSync(sqliteFile(dataDir))) return;
+  throw new ZtError(
+    "ZT_STORE",
+    `no zt store at ${dataDir} (no zt.db there): run \`zt init\` to create one, or check data_dir (zt.yaml, ZT_DATA_DIR)`,
+    { dataDir },
+  );
+}
+
+/** Whether zt's migrations table is there: a store zt made, of whatever version. */
+async function hasSchema(store: Store): Promise<boolean> {
+  const sql =
+    store.dialect === "postgres"
+      ? `SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = '${MIGRATION_TABLE}' AND schemaname = ANY (current_schemas(false))`
+      : `SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '${MIGRATION_TABLE}'`;
+  const r = await store.db.executeQuery(CompiledQuery.raw(sql));
+  return r.rows.length > 0;
+}
+
+function noStore(store: Store): ZtError {
+  return store.dialect === "postgres"
+    ? new ZtError(
+        "ZT_STORE",
+        `no zt schema in the PostgreSQL database ${store.location}: run \`zt db migrate\` (or \`zt init\`) to create it, or check database_url (zt.yaml, ZT_DATABASE_URL)`,
+        { location: store.location },
+      )
+    : new ZtError(
+        "ZT_STORE",
+        `no zt store in ${store.location} (a database without zt's schema): run \`zt init\` to create one, or check data_dir (zt.yaml, ZT_DATA_DIR)`,
+        { location: store.location },
+      );
+}
+
 export function openSqlite(dataDir: string): Store {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const file = join(dataDir, "zt.db");
+  const file = sqliteFile(dataDir);
   let sqlite: Database.Database;
   try {
     keepPrivate(file);

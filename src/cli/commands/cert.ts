@@ -294,7 +294,7 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
     notAfter = issued.notAfter;
   } else {
     // Local store (an operator host with the master key): the same checks as the API.
-    const ctx = await openAppContext(loadCliConfig(cmd), { env: process.env });
+    const ctx = await openAppContext(loadCliConfig(cmd), { env: process.env, createStore: false });
     let issued;
     try {
       issued = await (

@@ -1,9 +1,11 @@
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import type { Command } from "commander";
 import {
+  allMigrations,
   migrateStore,
   migrationStatus,
   openStore,
+  sqliteFile,
   type MigrationState,
   type Store,
 } from "../../store/index.js";
@@ -11,6 +13,7 @@ import { backupSqlite, restoreSqlite, type BackupSummary } from "../../store/sql
 import { parseAuditConfig } from "../../audit/index.js";
 import { loadMasterKey } from "../../keys/index.js";
 import { ZtError } from "../../core/errors.js";
+import type { ZtConfig } from "../../config/index.js";
 import {
   auditAfter,
   loadCliConfig,
@@ -34,16 +37,21 @@ export function registerDbCommands(program: Command): void {
     .option("--json", "JSON output")
     .action(async (opts: { json?: boolean }, cmd: Command) =>
       withoutContext(() =>
-        withStore(cmd, async (store) => {
-          const migrations = await migrationStatus(store);
-          const report = statusReport(store, migrations);
+        withStoreIfAny(cmd, async (store, config) => {
+          const migrations = store ? await migrationStatus(store) : pendingMigrations();
+          const report = store
+            ? statusReport(store, migrations)
+            : statusReport(
+                { dialect: "sqlite", location: sqliteFile(config.data_dir) },
+                migrations,
+              );
           if (opts.json) {
             printJson(report);
             return;
           }
           process.stdout.write(`engine:   ${report.engine}\nlocation: ${report.location}\n`);
           process.stdout.write(
-            `schema:   ${report.applied} applied, ${report.pending} pending\n\n`,
+            `schema:   ${report.applied} applied, ${report.pending} pending${store ? "" : " (no database file: `zt init` or `zt db migrate` creates it)"}\n\n`,
           );
           printTable(
             migrations.map((m) => ({
@@ -205,7 +213,37 @@ async function withStore(cmd: Command, body: (store: Store) => Promise<void>): P
   }
 }
 
-function statusReport(store: Store, migrations: MigrationState[]) {
+/**
+ * Like withStore, without making a SQLite file that is not there (`zt db status` pointed at
+ * a mistyped data_dir must not leave a database behind): the body then gets undefined.
+ */
+async function withStoreIfAny(
+  cmd: Command,
+  body: (store: Store | undefined, config: ZtConfig) => Promise<void>,
+): Promise<void> {
+  const config = loadCliConfig(cmd);
+  if (!config.database_url && !existsSync(sqliteFile(config.data_dir)))
+    return body(undefined, config);
+  const store = await openStore({
+    dataDir: config.data_dir,
+    databaseUrl: config.database_url,
+    migrate: false,
+  });
+  try {
+    await body(store, config);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Every migration, none applied: a store not made yet. */
+function pendingMigrations(): MigrationState[] {
+  return Object.keys(allMigrations("sqlite"))
+    .sort()
+    .map((name) => ({ name, executedAt: undefined }));
+}
+
+function statusReport(store: Pick<Store, "dialect" | "location">, migrations: MigrationState[]) {
   const applied = migrations.filter((m) => m.executedAt !== undefined);
   return {
     engine: store.dialect,

@@ -151,6 +151,7 @@ function registerRotateMaster(keys: Command): void {
           dataDir: config.data_dir,
           databaseUrl: config.database_url,
           poolSize: 1,
+          create: false,
         });
         let counts: ResealCounts;
         let newKeyAt: string;
