@@ -269,6 +269,61 @@ describe.skipIf(!avail.ok)(
   },
 );
 
+describe.skipIf(!avail.ok)(
+  "zt seg rollback / apply name the namespace of the pending apply",
+  { timeout: 120_000 },
+  () => {
+    // Only lab namespaces are named here: without the fix, a rollback with another --netns
+    // loads the saved table there (never into this machine's own namespace).
+    it("a rollback or apply for another namespace is refused; the pending apply stays armed", async () => {
+      const lab = await NetnsLab.create(2);
+      const dir = await mkdtemp(join(tmpdir(), "zt-seg-ns-"));
+      const stateDir = join(dir, "state");
+      try {
+        const [a, b] = [lab.hosts[0]!, lab.hosts[1]!];
+        const file = join(dir, "m.yaml");
+        await writeFile(file, model(true));
+        const apply = (ns: string, within: string) =>
+          zt([
+            "seg",
+            "apply",
+            file,
+            "--segment",
+            "server",
+            "--netns",
+            ns,
+            "--state-dir",
+            stateDir,
+            "--confirm-within",
+            within,
+          ]);
+        expect((await apply(a, "0")).code).toBe(0); // confirmed: previous.nft holds this table
+        expect((await apply(a, "60s")).code).toBe(0); // pending in a
+        const before = await readFile(join(stateDir, "state.json"), "utf8");
+
+        const rb = await zt(["seg", "rollback", "--netns", b, "--state-dir", stateDir]);
+        expect(rb.code, rb.stdout).toBe(65);
+        expect(rb.stderr).toMatch(new RegExp(`^zt: error ZT_CONFLICT: .*network namespace "${a}"`));
+        // b got nothing, and the apply in a is still pending (its timer will roll it back)
+        expect(await lab.exec(b, "nft", ["list", "tables"])).not.toMatch(/inet zt/);
+        expect(await readFile(join(stateDir, "state.json"), "utf8")).toBe(before);
+
+        const other = await apply(b, "60s");
+        expect(other.code).toBe(65);
+        expect(other.stderr).toMatch(new RegExp(`ZT_CONFLICT: .*network namespace "${a}"`));
+        expect(await lab.exec(b, "nft", ["list", "tables"])).not.toMatch(/inet zt/);
+        expect(await readFile(join(stateDir, "state.json"), "utf8")).toBe(before);
+
+        const ok = await zt(["seg", "rollback", "--netns", a, "--state-dir", stateDir]);
+        expect(ok.stdout).toBe("rolled back\n");
+      } finally {
+        await lab.destroy();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  },
+);
+
 describe.skipIf(!avail.ok)("zt seg status in a namespace that is not there", () => {
   it("fails naming the namespace instead of reporting `table inet zt: absent`", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "zt-seg-nons-"));

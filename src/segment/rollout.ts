@@ -205,6 +205,27 @@ async function withLock<T>(stateDir: string, body: () => Promise<T>, waitMs = 5_
   }
 }
 
+function nsText(netns: string | null): string {
+  return netns === null
+    ? "this machine's own network namespace (no --netns)"
+    : `network namespace ${JSON.stringify(netns)} (--netns ${netns})`;
+}
+
+/**
+ * A pending apply's rollback target (`previous.nft`) is the table of the namespace it went
+ * to: restoring it anywhere else would load that table into the wrong namespace and leave
+ * the pending ruleset in place for good. Refuses when `opts.netns` is another namespace.
+ */
+function checkSameNetns(st: RolloutState, opts: RolloutOptions, what: string): void {
+  const mine = opts.netns ?? null;
+  if (st.netns === mine) return;
+  throw new ZtError(
+    "ZT_CONFLICT",
+    `${what}: the pending apply (${st.digest.slice(0, 12)} from ${st.source}) went to ${nsText(st.netns)}, not to ${nsText(mine)}; confirm or roll it back there first`,
+    { pendingNetns: st.netns, netns: mine },
+  );
+}
+
 function applyFailed(what: string, e: unknown): ZtError {
   if (e instanceof ZtError) return e;
   const msg =
@@ -269,6 +290,8 @@ export async function applyRuleset(
     const statePath = join(opts.stateDir, "state.json");
     const prevText = await readFile(statePath, "utf8").catch(() => undefined);
     const prev = await readRolloutState(opts.stateDir);
+    // the rollback target kept below belongs to the pending apply's namespace
+    if (prev?.status === "pending") checkSameNetns(prev, opts, "apply");
     try {
       await opts.nft.run(["-c", "-f", "-"], ruleset);
     } catch (e) {
@@ -345,6 +368,7 @@ export async function rollbackIfPending(
     const st = await readRolloutState(opts.stateDir);
     if (!st || st.status !== "pending") return false;
     if (opts.token !== undefined && st.token !== opts.token) return false;
+    checkSameNetns(st, opts, "rollback");
     const previous = await readFile(join(opts.stateDir, "previous.nft"), "utf8");
     try {
       await opts.nft.run(["-f", "-"], previous);
