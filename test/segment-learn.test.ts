@@ -279,6 +279,60 @@ describe("learn and simulate", { timeout: 180_000 }, () => {
     expect(simulateFlows(model, flows)).toMatchObject({ allowed: 2, dropped: 0 });
   });
 
+  it("one address in every written form is one host; lines whose SRC/DST is not an address are not flows", async () => {
+    const path = join(dir, "forms.log");
+    const k = (src: string, dst: string, dpt: number) =>
+      `2026-11-20T10:00:00+00:00 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=${src} DST=${dst} LEN=80 PROTO=TCP SPT=40000 DPT=${dpt} SYN`;
+    await writeFile(
+      path,
+      [
+        // the kernel writes IPv6 in full; zt's JSON records in RFC 5952 form
+        k("fd00:0250:0000:0000:0000:0000:0001:0010", "fd00:0250:0000:0000:0000:0000:0002:0010", 22),
+        '{"src":"fd00:250::1:10","dst":"FD00:250::2:10","proto":"tcp","dport":22}',
+        k("fd00:1111:2222:3333:4444:5555:6666:7777", "fd00:1:2:3:4:5:6:8", 22), // 39 characters
+        k("1.2.3.4", "10.0.0.1", 80),
+        '{"src":"1:2:3:4::","dst":"10.0.0.1","proto":"tcp","dport":80}', // not 1.2.3.4
+        k("garbage;}x", "10.0.0.1", 80),
+        k("10.0.0.9", "10.0.0.1\u0000", 80),
+        '{"src":"10.0.0.9","dst":"not-an-ip","proto":"tcp","dport":80}',
+      ].join("\n"),
+    );
+    const { result, stats } = await learnFromFiles([path], { year: 2026 });
+    expect(stats.parsed).toBe(5);
+    expect(result.inventory.map((e) => e.address)).toEqual([
+      "1.2.3.4",
+      "10.0.0.1",
+      "1:2:3:4::",
+      "fd00:1111:2222:3333:4444:5555:6666:7777",
+      "fd00:1:2:3:4:5:6:8",
+      "fd00:250::1:10",
+      "fd00:250::2:10",
+    ]);
+    expect(result.observed.find((f) => f.src === "fd00:250::1:10")?.count).toBe(2);
+    expect(result.segments["h-fd001111222233334444555566667777"]).toEqual({
+      hosts: ["fd00:1111:2222:3333:4444:5555:6666:7777"],
+    });
+    expect(result.segments["h-1-2-3-4--"]).toEqual({ hosts: ["1:2:3:4::"] });
+    // every proposed segment holds exactly its own address, and the proposal is a valid model
+    const hosts = Object.values(result.segments).map((s) => s.hosts);
+    expect(hosts).toHaveLength(7);
+    expect(new Set(hosts.flat()).size).toBe(7);
+    const proposal = parseSegModel(proposedModelYaml(undefined, result)).model;
+    const sim = simulateFlows(proposal, result.observed);
+    expect(sim).toMatchObject({ packets: 5, allowed: 5, dropped: 0 });
+    // observed flows read back: canonical, and an entry that is not an address is named
+    const obs = join(dir, "observed-forms.yaml");
+    await writeFile(
+      obs,
+      'observed:\n  - { src: "FD00:0250::1:10", dst: 10.0.0.1, proto: tcp, port: 80 }\n',
+    );
+    expect((await readObservedFiles([obs]))[0]?.src).toBe("fd00:250::1:10");
+    await writeFile(obs, 'observed:\n  - { src: 10.0.0.9, dst: "x;}", proto: tcp, port: 80 }\n');
+    const err = await readObservedFiles([obs]).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "ZT_BAD_REQUEST" });
+    expect((err as Error).message).toMatch(/observed\.0\.dst: not an IP address: "x;}"/);
+  });
+
   function zt(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
       const child = spawn(

@@ -1,7 +1,8 @@
-import { formatRange, normalizeAddress, parseCidr } from "./ip-range.js";
+import { canonicalAddress, parseIp } from "./ip-range.js";
 import type { ObservedPacket } from "./log-line.js";
 import { formatPortSpec, type PortSpec, type SegProto } from "./port-spec.js";
 import type { SegmentIndex } from "./segment-index.js";
+import { SEGMENT_NAME_RE } from "./model-schema.js";
 
 /** One observed address pair and service, aggregated. */
 export interface ObservedFlow {
@@ -14,20 +15,38 @@ export interface ObservedFlow {
   last?: number;
 }
 
+/** Canonical address texts already computed (most logs repeat a few addresses). */
+const CANON_CACHE_MAX = 65_536;
+
 /**
  * Aggregates observed packets by (source, destination, protocol, destination port),
- * ignoring ephemeral source ports. IPv4-mapped addresses (`::ffff:10.0.1.10`, as zt's own
- * JSON records carry IPv4 clients of a dual-stack listener) count as the IPv4 address.
- * Pure and incremental: `add` per packet, then `flows()`.
+ * ignoring ephemeral source ports. Addresses are counted in canonical form
+ * (`canonicalAddress`): the kernel's full IPv6 text and the RFC 5952 form are one host, and
+ * IPv4-mapped addresses (`::ffff:10.0.1.10`, as zt's own JSON records carry IPv4 clients of
+ * a dual-stack listener) count as the IPv4 address. A packet whose source or destination is
+ * not an address is not counted. Pure and incremental: `add` per packet, then `flows()`.
  */
 export class FlowAggregator {
   readonly #map = new Map<string, ObservedFlow>();
+  readonly #canon = new Map<string, string | null>();
   packets = 0;
 
-  add(p: ObservedPacket): void {
+  #canonical(text: string): string | undefined {
+    let c = this.#canon.get(text);
+    if (c === undefined) {
+      c = canonicalAddress(text) ?? null;
+      if (this.#canon.size >= CANON_CACHE_MAX) this.#canon.clear();
+      this.#canon.set(text, c);
+    }
+    return c ?? undefined;
+  }
+
+  /** Counts a packet; false (not counted) when its source or destination is not an address. */
+  add(p: ObservedPacket): boolean {
+    const src = this.#canonical(p.src);
+    const dst = this.#canonical(p.dst);
+    if (src === undefined || dst === undefined) return false;
     this.packets++;
-    const src = normalizeAddress(p.src);
-    const dst = normalizeAddress(p.dst);
     const key =
       p.port === undefined ? `${src} ${dst} ${p.proto}` : `${src} ${dst} ${p.proto} ${p.port}`;
     const a = this.#map.get(key);
@@ -39,13 +58,14 @@ export class FlowAggregator {
         f.last = p.ts;
       }
       this.#map.set(key, f);
-      return;
+      return true;
     }
     a.count++;
     if (p.ts !== undefined) {
       if (a.first === undefined || p.ts < a.first) a.first = p.ts;
       if (a.last === undefined || p.ts > a.last) a.last = p.ts;
     }
+    return true;
   }
 
   /** The aggregated flows, most frequent first (copies). */
@@ -86,9 +106,17 @@ export interface LearnResult {
   observed: ObservedFlow[];
 }
 
-/** The segment name proposed for an address outside the model. */
+/**
+ * The segment name proposed for an address outside the model (canonical text, see
+ * `canonicalAddress`): `h-10-0-1-10`, `h-fd00-1--10`. Distinct addresses get distinct names
+ * (`1.2.3.4` is `h-1-2-3-4`, `1:2:3:4::` is `h-1-2-3-4--`), and every name is a valid segment
+ * name: an IPv6 address whose text is too long is written as its 32 hex digits.
+ */
 export function hostSegmentName(addr: string): string {
-  return `h-${addr.replace(/[.:]/g, "-").replace(/-+$/, "")}`.toLowerCase();
+  const name = `h-${addr.replace(/[.:]/g, "-")}`.toLowerCase();
+  if (SEGMENT_NAME_RE.test(name)) return name;
+  const ip = parseIp(addr);
+  return ip ? `h-${ip.value.toString(16).padStart(ip.family === 4 ? 8 : 32, "0")}` : name;
 }
 
 function iso(t: number | undefined): string | undefined {
@@ -149,8 +177,7 @@ export function summariseFlows(
     if (s !== null) n = s;
     else {
       n = hostSegmentName(a);
-      const r = parseCidr(a);
-      proposed[n] ??= { hosts: [r.ok ? formatRange(r.range) : a] };
+      proposed[n] ??= { hosts: [a] };
     }
     names.set(a, n);
     return n;

@@ -49,6 +49,19 @@ export function normalizeAddress(text: string): string {
 }
 
 /**
+ * One address in its one canonical text (dotted quad; RFC 5952 for IPv6; an IPv4-mapped
+ * address as the IPv4 address), or undefined when the text is not an address. The kernel
+ * logs IPv6 in full (`fd00:0250:0000:…`), zt's records in RFC 5952 form: both must count as
+ * the same host.
+ */
+export function canonicalAddress(text: string): string | undefined {
+  const ip = parseIp(text);
+  if (!ip) return undefined;
+  const u = unmapIp(ip);
+  return formatIp(u.family, u.value);
+}
+
+/**
  * Parses `10.0.1.10`, `10.0.1.0/24`, `fd00::1`, `fd00::/64` into a range. A prefix with host
  * bits set is refused (it is almost always a typo for the network address). An IPv4-mapped
  * address (`::ffff:10.0.2.5`, `::ffff:10.0.2.0/120`) is read as the IPv4 address or prefix it

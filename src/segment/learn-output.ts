@@ -7,7 +7,7 @@ import { readInputFile } from "../core/read-input-file.js";
 import type { LearnProgress, LearnStats } from "./learn-stream.js";
 import { aggregateLogFiles } from "./learn-stream.js";
 import type { LearnResult, ObservedFlow } from "./flow-inventory.js";
-import { normalizeAddress } from "./ip-range.js";
+import { canonicalAddress } from "./ip-range.js";
 import type { SegModel } from "./model.js";
 
 /** A progress bar on stderr, only when stderr is a terminal; redrawn at most 10 times a second. */
@@ -126,13 +126,17 @@ export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]
         `${p}: ${i.path.map(String).join(".") || "(top)"}: ${i.message}`,
       );
     }
-    for (const f of parsed.data.observed) {
-      const base = {
-        src: normalizeAddress(f.src),
-        dst: normalizeAddress(f.dst),
-        proto: f.proto,
-        count: f.count,
+    for (const [i, f] of parsed.data.observed.entries()) {
+      const addr = (key: "src" | "dst") => {
+        const c = canonicalAddress(f[key]);
+        if (c === undefined)
+          throw new ZtError(
+            "ZT_BAD_REQUEST",
+            `${p}: observed.${i}.${key}: not an IP address: ${JSON.stringify(f[key])}`,
+          );
+        return c;
       };
+      const base = { src: addr("src"), dst: addr("dst"), proto: f.proto, count: f.count };
       out.push(f.port === undefined ? base : { ...base, port: f.port });
     }
   }
