@@ -293,6 +293,33 @@ mode: { default: enforce, audit: [monitoring] }
   });
 });
 
+describe("Kubernetes segments that select the same pods", () => {
+  const text = (b: string) => `segments:
+  all: { k8s: { namespace: web } }
+  api: { k8s: { namespace: web, ${b} } }
+  legacy: { hosts: [10.9.0.0/16] }
+flows:
+  - { from: legacy, to: all, ports: [tcp/22] }
+`;
+  it("an empty podSelector (every pod) next to another segment of its namespace is an error", () => {
+    // without it, zt-all's NetworkPolicy selects api's pods too: legacy reaches api on tcp/22
+    expect(() => parseSegModel(text("podSelector: { app: api }"))).toThrow(
+      /segments\.api\.k8s\.podSelector: \{ app: api \} overlaps \{\} \(every pod\) of segment "all" in namespace "web"/,
+    );
+  });
+  it("a selector whose labels are all in another's is an error; unrelated keys warn; a differing value is fine", () => {
+    const m = (a: string, b: string) => `segments:
+  a: { k8s: { namespace: web, podSelector: ${a} } }
+  b: { k8s: { namespace: web, podSelector: ${b} } }
+  c: { k8s: { namespace: db, podSelector: ${a} } }
+`;
+    expect(() => parseSegModel(m("{ app: x }", "{ app: x, tier: y }"))).toThrow(/overlaps/);
+    const w = parseSegModel(m("{ app: x }", "{ tier: y }")).findings;
+    expect(w.map((f) => `${f.severity} ${f.path}`)).toEqual(["warning segments.b.k8s.podSelector"]);
+    expect(parseSegModel(m("{ app: x }", "{ app: y, tier: y }")).findings).toEqual([]);
+  });
+});
+
 describe("zt seg compile: a model file name cannot inject nft commands", () => {
   let dir: string;
   beforeAll(async () => {

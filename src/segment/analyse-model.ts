@@ -25,6 +25,7 @@ function finding(
 export function analyseModel(model: SegModel): RawFinding[] {
   const out: RawFinding[] = [];
   out.push(...findOverlaps(model));
+  out.push(...findK8sOverlaps(model));
   const empty = new Set<string>();
   for (const s of model.segments) {
     if (s.hosts.length === 0 && !s.k8s) {
@@ -91,6 +92,49 @@ function findOverlaps(model: SegModel): RawFinding[] {
       if (e.range.end > cur.range.end) cur = e;
     } else {
       cur = e;
+    }
+  }
+  return out;
+}
+
+function selectorText(sel: Record<string, string>): string {
+  const e = Object.entries(sel);
+  return e.length === 0 ? "{} (every pod)" : `{ ${e.map(([k, v]) => `${k}: ${v}`).join(", ")} }`;
+}
+
+/**
+ * Kubernetes segments of one namespace: NetworkPolicies add up, so a pod two segments select
+ * gets the flows of both. When every label of one selector is also in the other (an empty
+ * selector is in every one), every pod of the second belongs to both: an error, as for
+ * overlapping addresses. Selectors that share no key with different values may overlap (a
+ * pod can carry both sets of labels): a warning.
+ */
+function findK8sOverlaps(model: SegModel): RawFinding[] {
+  const out: RawFinding[] = [];
+  const segs = model.segments.filter((s) => s.k8s);
+  const within = (a: Record<string, string>, b: Record<string, string>) =>
+    Object.entries(a).every(([k, v]) => b[k] === v);
+  for (let j = 0; j < segs.length; j++) {
+    const b = segs[j]!;
+    for (let i = 0; i < j; i++) {
+      const a = segs[i]!;
+      if (a.k8s!.namespace !== b.k8s!.namespace) continue;
+      const sa = a.k8s!.podSelector;
+      const sb = b.k8s!.podSelector;
+      if (Object.keys(sa).some((k) => k in sb && sa[k] !== sb[k])) continue; // disjoint
+      const certain = within(sa, sb) || within(sb, sa);
+      out.push(
+        finding(
+          certain ? "error" : "warning",
+          "overlap",
+          ["segments", b.name, "k8s", "podSelector"],
+          `${selectorText(sb)} ${certain ? "overlaps" : "may overlap"} ${selectorText(sa)} of segment "${a.name}" in namespace "${b.k8s!.namespace}": ${
+            certain
+              ? "a pod must belong to one segment (NetworkPolicies add up: it would get the flows of both)"
+              : "a pod with both sets of labels would get the flows of both segments (select on one label key with different values)"
+          }`,
+        ),
+      );
     }
   }
   return out;
