@@ -273,11 +273,11 @@ describe("tables print what users control without terminal control characters", 
 
   it("a bidi override in a ban reason is shown as an escape in zt ban list, not obeyed (it reversed the rest of the row)", async () => {
     const reason = "phishing\u202e\u2066 gnissap \u2069\u200f\u061c";
-    const added = await zt(["ban", "add", "192.0.2.77", "--for", "1h", "--reason", reason]);
+    const added = await zt(["ban", "add", "198.51.100.77", "--for", "1h", "--reason", reason]);
     expect(added.code, added.stderr).toBe(0);
     const list = await zt(["ban", "list"]);
     expect(list.code, list.stderr).toBe(0);
-    const row = list.stdout.split("\n").find((l) => l.includes("192.0.2.77"));
+    const row = list.stdout.split("\n").find((l) => l.includes("198.51.100.77"));
     expect(row).toMatch(/phishing\\u\{202e\}\\u\{2066\} gnissap \\u\{2069\}\\u\{200f\}\\u\{61c\}$/);
     expect(list.stdout).not.toMatch(UNSAFE_TEXT);
     // JSON output keeps the reason exactly as stored.
@@ -289,7 +289,9 @@ describe("tables print what users control without terminal control characters", 
 
   it("a bidi override in an audit field is shown as an escape in zt audit tail", async () => {
     // The actor of a CLI change is `cli:$USER`, recorded as the event's subject.
-    const added = await zt(["ban", "add", "192.0.2.78", "--for", "1h"], { USER: "ops\u202eevil" });
+    const added = await zt(["ban", "add", "198.51.100.78", "--for", "1h"], {
+      USER: "ops\u202eevil",
+    });
     expect(added.code, added.stderr).toBe(0);
     const tail = await zt(["audit", "tail", "-n", "50"]);
     expect(tail.code, tail.stderr).toBe(0);
