@@ -192,6 +192,107 @@ ${extra}`;
     expect(r.out).toMatch(/no\s+forbid\s+mfa-fresh/);
   });
 
+  describe("explain: input Cedar has no type for", () => {
+    const explain = (context: string, entities?: object[]) => {
+      const pol = join(dir, "xpol-bad-input");
+      mkdirSync(pol, { recursive: true });
+      writeFileSync(join(pol, "main.cedar"), GOOD);
+      const args = ["policy", "explain", "--policies", pol, "--principal", 'User::"alice"'];
+      args.push("--action", "GET", "--resource", 'App::"whoami"', "--context", context);
+      if (entities) {
+        const file = join(dir, "bad-input-entities.json");
+        writeFileSync(file, JSON.stringify(entities));
+        args.push("--entities", file);
+      }
+      return zt(...args);
+    };
+    // The context as JSON text, with `extra` (raw JSON: numbers JSON.stringify cannot write).
+    const withExtra = (extra: string, key = "extra") =>
+      `${JSON.stringify(CONTEXT).slice(0, -1)},${JSON.stringify(key)}:${extra}}`;
+
+    it("a --context number with a fraction, past a double or past signed 64 bits is ZT_POLICY_ENTITY_INVALID naming the key (was ZT_INTERNAL)", () => {
+      for (const [value, why] of [
+        ["1.5", /1\.5 is not an integer/],
+        ["1e400", /too large/],
+        ["9223372036854775808", /9223372036854775808 is out of range/],
+        ["-9223372036854775809", /-9223372036854775809 is out of range/],
+        ["99999999999999999999", /out of range/],
+        ["1e19", /out of range/],
+        ["null", /null is not a Cedar value/],
+      ] as const) {
+        const r = explain(withExtra(value));
+        expect(r.err, value).toMatch(
+          /^zt: error ZT_POLICY_ENTITY_INVALID: --context: attribute "extra": /,
+        );
+        expect(r.err, value).toMatch(why);
+        expect(r.err.trim().split("\n"), value).toHaveLength(1);
+        expect(r.code, value).toBe(65);
+        expect(r.out).toBe("");
+      }
+    });
+
+    it("names the place of a bad value inside a record or a set, and in an entity's attrs", () => {
+      const nested = explain(withExtra('{"a": {"b": [1, 2.25]}}'));
+      expect(nested.err).toMatch(
+        /^zt: error ZT_POLICY_ENTITY_INVALID: --context: attribute "extra"\."a"\."b"\[1\]: 2\.25 is not an integer/,
+      );
+      expect(nested.code).toBe(65);
+      const entity = explain(JSON.stringify(CONTEXT), [
+        { uid: { type: "User", id: "alice" }, attrs: { name: "alice", age: 1.5 }, parents: [] },
+      ]);
+      expect(entity.err).toMatch(
+        /^zt: error ZT_POLICY_ENTITY_INVALID: --entities: User::"alice" attrs: attribute "age": 1\.5/,
+      );
+      expect(entity.code).toBe(65);
+    });
+
+    it("__proto__ and constructor are ordinary attribute names in --context and --entities (was ZT_INTERNAL; an entity's __proto__ was lost)", () => {
+      for (const key of ["__proto__", "constructor"]) {
+        const r = explain(withExtra('{"x": 1}', key), [
+          { uid: { type: "User", id: "alice" }, attrs: JSON.parse(`{"${key}": 5}`), parents: [] },
+        ]);
+        expect(r.err, key).toBe("");
+        expect(r.code, key).toBe(0);
+        expect(r.out, key).toMatch(/^decision: deny/);
+      }
+      // With a schema that declares them, policies read them like any other attribute.
+      const pol = join(dir, "xpol-odd-names");
+      mkdirSync(pol, { recursive: true });
+      writeFileSync(
+        join(pol, "schema.cedarschema"),
+        `entity User { "__proto__"?: Long };
+entity App;
+action GET appliesTo { principal: User, resource: App, context: { "__proto__": Long, "constructor": Long } };
+`,
+      );
+      writeFileSync(
+        join(pol, "main.cedar"),
+        `@id("odd-names")
+permit(principal, action == Action::"GET", resource)
+when { context["__proto__"] == 7 && context["constructor"] == 8 && principal has "__proto__" && principal["__proto__"] == 9 };
+`,
+      );
+      const entities = join(dir, "odd-names-entities.json");
+      writeFileSync(
+        entities,
+        '[{"uid": {"type": "User", "id": "a"}, "attrs": {"__proto__": 9}, "parents": []}]',
+      );
+      const run = (context: string) =>
+        zt(
+          ...["policy", "explain", "--policies", pol, "--principal", 'User::"a"'],
+          ...["--action", "GET", "--resource", 'App::"x"', "--entities", entities],
+          ...["--context", context],
+        );
+      const allowed = run('{"__proto__": 7, "constructor": 8}');
+      expect(allowed.err).toBe("");
+      expect(allowed.out).toMatch(/^decision: allow/);
+      const denied = run('{"__proto__": 7, "constructor": 9}');
+      expect(denied.err).toBe("");
+      expect(denied.out).toMatch(/^decision: deny/);
+      expect(denied.out).toMatch(/context\.constructor == 8 \} is false/);
+    });
+  });
+
   it("conformance: a passing case exits 0; a wrong expectation is printed and exits non-zero", () => {
     const root = join(dir, "conf");
     mkdirSync(join(root, "t"), { recursive: true });

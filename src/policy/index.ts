@@ -43,6 +43,7 @@ export type { ConformanceResult, ConformanceOptions } from "./conformance.js";
 export { schemaModel, canonicalContext, canonicalEntities } from "./schema-values.js";
 export type { SchemaModel } from "./schema-values.js";
 export { parseJsonExact } from "./json-bigint.js";
+export { assertCedarJsonRecord } from "./json-value-check.js";
 export type { Explanation, PolicyExplanation } from "./explain.js";
 
 /**

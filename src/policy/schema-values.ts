@@ -105,7 +105,7 @@ export function canonicalValue(model: SchemaModel, t: SType | undefined, v: unkn
   const rt = resolve(t);
   if (!rt || v === null || v === undefined) return v;
   const name = typeName(rt);
-  const ext = EXTENSIONS[name];
+  const ext = Object.hasOwn(EXTENSIONS, name) ? EXTENSIONS[name] : undefined;
   if (ext) {
     if (typeof v === "string") return { __extn: { fn: ext, arg: v } };
     const o = v as Record<string, unknown>;
@@ -119,8 +119,9 @@ export function canonicalValue(model: SchemaModel, t: SType | undefined, v: unkn
     const attrs = (rt["attributes"] ?? {}) as Record<string, SType>;
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      // Own attributes only: `__proto__` or `constructor` is an attribute name like any other.
       Object.defineProperty(out, k, {
-        value: canonicalValue(model, attrs[k], x),
+        value: canonicalValue(model, ownType(attrs, k), x),
         enumerable: true,
         writable: true,
         configurable: true,
@@ -139,6 +140,16 @@ export function canonicalValue(model: SchemaModel, t: SType | undefined, v: unkn
       return { __entity: { type: o["type"], id: o["id"] } };
   }
   return v;
+}
+
+/** The declared type of attribute `k`: an own entry only (`constructor` is not Object's). */
+function ownType(attrs: Record<string, SType>, k: string): SType | undefined {
+  return Object.hasOwn(attrs, k) ? attrs[k] : undefined;
+}
+
+/** Sets `o[k]` as an own property: assigning `__proto__` would replace o's prototype instead. */
+function setOwn(o: Record<string, unknown>, k: string, value: unknown): void {
+  Object.defineProperty(o, k, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function uidOf(u: unknown): EntityUid {
@@ -162,9 +173,9 @@ export function canonicalEntities(raw: unknown, model: SchemaModel | undefined):
     const attrs: Record<string, unknown> = {};
     for (const [k, v] of Object.entries((item["attrs"] ?? {}) as Record<string, unknown>)) {
       const at = et?.attrs
-        ? ((et.attrs["attributes"] ?? {}) as Record<string, SType>)[k]
+        ? ownType((et.attrs["attributes"] ?? {}) as Record<string, SType>, k)
         : undefined;
-      attrs[k] = model ? canonicalValue(model, at, v) : v;
+      setOwn(attrs, k, model ? canonicalValue(model, at, v) : v);
     }
     const entity: CedarEntity = {
       uid,
@@ -174,7 +185,7 @@ export function canonicalEntities(raw: unknown, model: SchemaModel | undefined):
     if (item["tags"]) {
       const tags: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(item["tags"] as Record<string, unknown>))
-        tags[k] = model && et?.tags ? canonicalValue(model, et.tags, v) : v;
+        setOwn(tags, k, model && et?.tags ? canonicalValue(model, et.tags, v) : v);
       entity.tags = tags as NonNullable<CedarEntity["tags"]>;
     }
     out.set(`${uid.type}\u0000${uid.id}`, entity);

@@ -18,6 +18,7 @@ import {
   canonicalEntities,
   createPolicyEngine,
   EntityStore,
+  assertCedarJsonRecord,
   explainDecision,
   findConformanceCases,
   formatPolicyText,
@@ -71,6 +72,24 @@ function readJsonArg(v: string, what: string): unknown {
     return parseJsonExact(text);
   } catch (e) {
     throw usageError(`${what}: invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Every entity's attrs and tags hold only values Cedar has a type for (see assertCedarJsonRecord). */
+function assertEntityValues(raw: unknown): void {
+  if (!Array.isArray(raw)) return; // canonicalEntities says what is wrong
+  for (const item of raw as unknown[]) {
+    if (!item || typeof item !== "object") continue;
+    const e = item as { uid?: { type?: unknown; id?: unknown }; attrs?: unknown; tags?: unknown };
+    const name =
+      typeof e.uid?.type === "string" && typeof e.uid.id === "string"
+        ? `${e.uid.type}::${JSON.stringify(e.uid.id)}`
+        : "an entity";
+    for (const part of ["attrs", "tags"] as const) {
+      const rec = e[part];
+      if (rec && typeof rec === "object" && !Array.isArray(rec))
+        assertCedarJsonRecord(rec as Record<string, unknown>, `--entities: ${name} ${part}`);
+    }
   }
 }
 
@@ -209,6 +228,7 @@ export function registerPolicyCommands(program: Command): void {
           const ctx = readJsonArg(opts.context, "--context");
           if (!ctx || typeof ctx !== "object" || Array.isArray(ctx))
             throw usageError("--context: expected a JSON object");
+          assertCedarJsonRecord(ctx as Record<string, unknown>, "--context");
           const request: AuthorizationRequest = {
             principal: parseUid(opts.principal),
             action,
@@ -220,6 +240,7 @@ export function registerPolicyCommands(program: Command): void {
             ) as AuthorizationRequest["context"],
           };
           const raw = opts.entities ? readJsonArg(`@${opts.entities}`, "--entities") : [];
+          assertEntityValues(raw);
           const store = new EntityStore(canonicalEntities(raw, model));
           const ex = explainDecision(set, request, store);
           if (opts.json) {
