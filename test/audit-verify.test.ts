@@ -200,6 +200,27 @@ describe("zt audit verify (real CLI against a tampered SQLite file)", () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, fromSeq: 11, checked: 40 });
   });
 
+  it("a --from past the end of the log says where the log ends, instead of reporting the event before it as missing", async () => {
+    t = makeEnv();
+    await seed(t, 5);
+    const last = await runZt(t, ["audit", "verify", "--json"]);
+    const lastSeq = (JSON.parse(last.stdout) as { lastSeq: number }).lastSeq;
+    for (const from of [lastSeq + 1, 500]) {
+      for (const json of [[], ["--json"]]) {
+        const r = await runZt(t, ["audit", "verify", "--from", String(from), ...json]);
+        expect(r.stderr).toBe(
+          `zt: error ZT_USAGE: --from ${from} is past the end of the audit log (last sequence ${lastSeq})\n`,
+        );
+        expect(r.code).toBe(64);
+        expect(r.stdout).toBe("");
+      }
+    }
+    // The last event itself is still a start point.
+    const r = await runZt(t, ["audit", "verify", "--from", String(lastSeq), "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, fromSeq: lastSeq, checked: 1 });
+  });
+
   it("rejects a bad --from with a usage error, not a stack trace", async () => {
     t = makeEnv();
     await seed(t, 1);

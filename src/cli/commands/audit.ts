@@ -57,6 +57,15 @@ export function registerAuditCommands(program: Command): void {
         await withContext(cmd, async (ctx) => {
           const fromSeq =
             opts.from === undefined ? undefined : parsePositiveInt(opts.from, "--from");
+          if (fromSeq !== undefined && fromSeq > 1) {
+            // Past the end there is nothing to verify: say where the log ends, rather than
+            // report the start point's predecessor as missing (which reads as tampering).
+            const last = await lastSeq(ctx.store);
+            if (fromSeq > last)
+              throw usageError(
+                `--from ${fromSeq} is past the end of the audit log (${last === 0 ? "the log is empty" : `last sequence ${last}`})`,
+              );
+          }
           const conf = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
           const inConfigDir = (p: string) => resolve(ctx.config.configDir, p);
           const notes: ExternalNote[] = [];
