@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { networkInterfaces } from "node:os";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
@@ -297,6 +297,58 @@ describe("tables print what users control without terminal control characters", 
     expect(tail.code, tail.stderr).toBe(0);
     expect(tail.stdout).toContain("cli:ops\\u{202e}evil");
     expect(tail.stdout).not.toMatch(UNSAFE_TEXT);
+  });
+});
+
+describe("secret files that are directories", () => {
+  // A 0700 directory read as a file said "is a directory" without naming it; one others
+  // can write (/tmp) was answered with "run: chmod 600 /tmp".
+  const dirs = (): string[] => {
+    const open = join(dir, "open-dir");
+    const own = join(dir, "own-dir");
+    mkdirSync(open, { recursive: true });
+    mkdirSync(own, { recursive: true });
+    chmodSync(open, 0o777);
+    chmodSync(own, 0o700);
+    return [open, own];
+  };
+
+  it("zt device bind --session-token-file DIR says it is a directory, naming it", async () => {
+    for (const d of dirs()) {
+      const r = await zt(["device", "bind", "--session-token-file", d]);
+      expectCleanError(
+        r,
+        "ZT_USAGE",
+        new RegExp(`--session-token-file ${d} is a directory, expected a file\n`),
+      );
+      expect(r.stderr).not.toMatch(/chmod/);
+    }
+  });
+
+  it("zt cert renew --key DIR says it is a directory, naming it", async () => {
+    const cert = join(dir, "renew-cert.pem");
+    writeFileSync(cert, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
+    for (const d of dirs()) {
+      const r = await zt(["cert", "renew", "--cert", cert, "--key", d]);
+      expectCleanError(r, "ZT_USAGE", new RegExp(`--key ${d} is a directory, expected a file\n`));
+      expect(r.stderr).not.toMatch(/chmod/);
+    }
+  });
+
+  it("a master_key_file that is a directory is named as one", async () => {
+    for (const d of dirs()) {
+      const conf = join(dir, "master-key-dir.yaml");
+      writeFileSync(conf, `data_dir: ./data\nmaster_key_file: ${d}\n`);
+      const r = await runZt(["--config", conf, "user", "list"], {
+        env: { ZT_MASTER_KEY: "" },
+        cwd: dir,
+      });
+      expectCleanError(
+        r,
+        "ZT_USAGE",
+        new RegExp(`master key file ${d} is a directory, expected a file\n`),
+      );
+    }
   });
 });
 

@@ -11,6 +11,7 @@ import {
   fsyncSync,
   unlinkSync,
   constants,
+  type Stats,
 } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
@@ -136,26 +137,33 @@ export function assertPrivateDirectory(dir: string): void {
   }
 }
 
-/** Refuses a key file that group or others can read or write: fail closed before using it. */
-export function assertPrivateFile(path: string): void {
-  let mode: number;
+/**
+ * Refuses a key file that group or others can read or write: fail closed before using it.
+ * A directory is named as such (its mode says nothing about a key: `/tmp` was answered
+ * with "run: chmod 600 /tmp"). `what` names the file in messages ("session token file").
+ */
+export function assertPrivateFile(path: string, what = "key file"): void {
+  let st: Stats;
   try {
-    mode = statSync(path).mode;
+    st = statSync(path);
   } catch {
-    throw new ZtError("ZT_CONFIG_NOT_FOUND", `key file ${path} does not exist`, { path });
+    throw new ZtError("ZT_CONFIG_NOT_FOUND", `${what} ${path} does not exist`, { path });
   }
+  if (st.isDirectory())
+    throw new ZtError("ZT_USAGE", `${what} ${path} is a directory, expected a file`, { path });
+  const mode = st.mode;
   if ((mode & 0o077) !== 0) {
     throw new ZtError(
       "ZT_FILE_PERMISSIONS",
-      `key file ${path} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`,
+      `${what} ${path} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`,
       { path, mode: (mode & 0o777).toString(8) },
     );
   }
 }
 
-/** Reads a private file after checking its mode. */
-export function readPrivateFile(path: string): Buffer {
-  assertPrivateFile(path);
+/** Reads a private file after checking it (see assertPrivateFile). */
+export function readPrivateFile(path: string, what = "key file"): Buffer {
+  assertPrivateFile(path, what);
   return readFileSync(path);
 }
 

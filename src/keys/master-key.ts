@@ -27,7 +27,7 @@ export function pendingMasterKeyFile(file: string): string {
 /** A master key file's key (0600 checked), as a SecretBox. */
 export function readMasterKeyFile(file: string): SecretBox {
   return new SecretBox(
-    decodeKey(readPrivateFile(file).toString("utf8"), `master key file ${file}`),
+    decodeKey(readPrivateFile(file, "master key file").toString("utf8"), `master key file ${file}`),
   );
 }
 

@@ -240,7 +240,7 @@ export function registerCertCommands(program: Command): void {
 /** One renewal: new key + CSR + proof by the old key; files replaced atomically. */
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   const currentChain = readInputFile(opts.cert);
-  const currentKey = readPrivateFile(opts.key).toString("utf8");
+  const currentKey = readPrivateFile(opts.key, "--key").toString("utf8");
   const req = await buildRenewalRequest(currentChain, currentKey);
   let chain: string;
   let bundle: string;

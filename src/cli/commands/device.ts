@@ -119,7 +119,7 @@ function sessionToken(file: string | undefined): string {
   let token: string | undefined;
   let from: string;
   if (file !== undefined) {
-    token = readPrivateFile(file).toString("utf8").trim();
+    token = readPrivateFile(file, "--session-token-file").toString("utf8").trim();
     from = `--session-token-file ${file}`;
   } else {
     token = process.env["ZT_SESSION_TOKEN"]?.trim();
