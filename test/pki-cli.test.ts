@@ -373,6 +373,43 @@ describe("zt ssh", { timeout: 180_000 }, () => {
   });
 });
 
+describe("zt ssh revoke SERIAL", { timeout: 180_000 }, () => {
+  it("finds the certificate when the serial has leading zeros, and refuses one past 64 bits saying so", async () => {
+    const add = await zt(["user", "add", "serial-sam", "--group", "ops", "--no-qr"]);
+    expect(add.code, add.stderr).toBe(0);
+    const key = join(dir, "id_serial");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+    const signed = await zt(
+      ["ssh", "sign", "--key", `${key}.pub`, "--principal", "serial-sam"].concat([
+        "--host-group",
+        "prod",
+        "--json",
+      ]),
+    );
+    expect(signed.code, signed.stderr).toBe(0);
+    const info = JSON.parse(signed.stdout) as { file: string; serial: string };
+
+    for (const tooBig of ["18446744073709551616", "99999999999999999999", "1".repeat(25)]) {
+      const r = await zt(["ssh", "revoke", tooBig]);
+      expectCleanError(r, 64, "ZT_BAD_REQUEST");
+      expect(r.stderr).toMatch(
+        /is past 64 bits: a certificate serial is at most 18446744073709551615/,
+      );
+    }
+    // The largest serial there is, is a serial: looked up, and not found.
+    expectCleanError(await zt(["ssh", "revoke", "18446744073709551615"]), 66, "ZT_NOT_FOUND");
+
+    const r = await zt(["ssh", "revoke", `000${info.serial}`, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ serials: [info.serial] });
+    expect((await zt(["ssh", "krl", "--out", join(dir, "serial.krl")])).code).toBe(0);
+    const q = spawnSync("ssh-keygen", ["-Q", "-f", join(dir, "serial.krl"), info.file], {
+      encoding: "utf8",
+    });
+    expect(q.stdout).toContain("REVOKED");
+  });
+});
+
 describe("renewal schedule", () => {
   it("renews at half the lifetime, jittered by at most ±10 %", () => {
     const nb = 1_000_000;

@@ -473,12 +473,11 @@ export class SshAuthority {
     let serials: string[] = [];
     let fingerprint: string | undefined;
     if (req.serial !== undefined) {
-      if (!/^\d{1,20}$/.test(req.serial))
-        throw new ZtError("ZT_BAD_REQUEST", "SSH serial must be a decimal number");
+      const serial = parseSshSerial(req.serial);
       const row = await this.#ctx.store.db
         .selectFrom("pki_ssh_certs")
         .select("serial")
-        .where("serial", "=", req.serial)
+        .where("serial", "=", serial)
         .executeTakeFirst();
       if (!row) {
         this.#ctx.audit.record({
@@ -486,9 +485,9 @@ export class SshAuthority {
           outcome: "failure",
           subject: req.actor,
           reason: "not-found",
-          data: { serial: req.serial },
+          data: { serial },
         });
-        throw new ZtError("ZT_NOT_FOUND", `no SSH certificate with serial ${req.serial}`);
+        throw new ZtError("ZT_NOT_FOUND", `no SSH certificate with serial ${serial}`);
       }
       serials = [row.serial];
     } else if (req.publicKey !== undefined) {
@@ -632,4 +631,24 @@ function grantAuditData(
         }
       : {}),
   };
+}
+
+/** The largest SSH certificate serial: a uint64 (OpenSSH PROTOCOL.certkeys). */
+const SSH_SERIAL_MAX = 18446744073709551615n;
+
+/**
+ * A serial as someone typed it (decimal; leading zeros as `0042` allowed) in the form zt
+ * stores it (`42`). One past 64 bits is refused saying so: no certificate can have it.
+ */
+function parseSshSerial(text: string): string {
+  const shown = JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text);
+  if (!/^\d+$/.test(text))
+    throw new ZtError("ZT_BAD_REQUEST", `SSH serial must be a decimal number, got ${shown}`);
+  const digits = text.replace(/^0+(?=\d)/, "");
+  if (digits.length > 20 || BigInt(digits) > SSH_SERIAL_MAX)
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `SSH serial ${shown} is past 64 bits: a certificate serial is at most ${SSH_SERIAL_MAX}`,
+    );
+  return digits;
 }
