@@ -16,6 +16,7 @@ import type { AddressInfo } from "node:net";
 import tls from "node:tls";
 import { writeFileSync } from "node:fs";
 import * as OTPAuth from "otpauth";
+import WebSocket from "ws";
 import { login, request } from "./helpers/http-client.js";
 import {
   runZt,
@@ -26,6 +27,7 @@ import {
   type UpProcess,
 } from "./helpers/zt-process.js";
 import { waitFor } from "./store-fixture.js";
+import { startRecordingUpstream } from "./helpers/upstream.js";
 
 // Every App the policy sees has its `name` attribute: a route whose App entity were
 // missing (the entity snapshot not following the reload) would be denied.
@@ -320,6 +322,95 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
         }),
       ],
     ]);
+  }, 120_000);
+});
+
+describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
+  it("cuts the WebSockets of a route the reload removes or moves to another upstream, and keeps the others", async () => {
+    const one = await startRecordingUpstream();
+    const two = await startRecordingUpstream();
+    const wsYaml = (routes: Array<[name: string, port: number]>) =>
+      yaml([]).replace(
+        /routes:\n/,
+        `routes:\n${routes
+          .map(
+            ([n, p]) =>
+              `  - { name: ${n}, from: "http://${n}.localhost", to: "http://127.0.0.1:${p}", websockets: true }\n`,
+          )
+          .join("")}`,
+      );
+    const dir = tempDir();
+    const config = writeConfig(
+      dir,
+      wsYaml([
+        ["app", one.port],
+        ["gone", one.port],
+        ["moved", one.port],
+      ]),
+      { "main.cedar": POLICY },
+    );
+    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    const { zt, port, cookie } = await startWithUser(config, env);
+    running.push(zt);
+    try {
+      /** A WebSocket through zt to `name`'s route, proven live by an echo. */
+      const open = async (name: string) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+          headers: { host: `${name}.localhost`, cookie },
+        });
+        const state = { closed: false };
+        ws.on("close", () => (state.closed = true));
+        ws.on("error", () => undefined);
+        await new Promise<void>((resolve, reject) => {
+          ws.once("open", () => resolve());
+          ws.once("unexpected-response", (_q, res) =>
+            reject(new Error(`${name}: upgrade refused: ${res.statusCode}`)),
+          );
+        });
+        const echo = async (text: string) => {
+          const got = new Promise<string>((r) =>
+            ws.once("message", (m: Buffer) => r(m.toString())),
+          );
+          ws.send(text);
+          return got;
+        };
+        expect(await echo(`hello ${name}`)).toBe(`hello ${name}`);
+        return { ws, state, echo };
+      };
+      const kept = await open("app");
+      const gone = await open("gone");
+      const moved = await open("moved");
+
+      writeFileSync(
+        config,
+        wsYaml([
+          ["app", one.port],
+          ["moved", two.port],
+        ]),
+      );
+      zt.child.kill("SIGHUP");
+      await waitFor(
+        () => /zt: config reloaded \(routes removed: gone; routes changed: moved/.test(zt.output()),
+        "the reload",
+      );
+      await until(
+        "the WebSockets of the removed and the moved route closed",
+        async () => ({ gone: gone.state.closed, moved: moved.state.closed }),
+        (v) => v.gone && v.moved,
+      );
+      expect(zt.output()).toMatch(/routes changed: moved; 2 upgraded connections cut\)/);
+      // The unchanged route's WebSocket runs on.
+      expect(kept.state.closed).toBe(false);
+      expect(await kept.echo("still here")).toBe("still here");
+      // The moved route's new WebSockets reach its new upstream.
+      const again = await open("moved");
+      expect(two.seen.some((r) => r.method === "UPGRADE")).toBe(true);
+      again.ws.close();
+      kept.ws.close();
+    } finally {
+      await one.close();
+      await two.close();
+    }
   }, 120_000);
 });
 

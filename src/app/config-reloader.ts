@@ -90,9 +90,10 @@ export class ConfigReloader {
     } catch (e) {
       return this.#refused("config-invalid", e);
     }
+    let cut = 0;
     if (plan.applied.length > 0) {
       try {
-        await pep?.reconfigure(plan.config);
+        cut = (await pep?.reconfigure(plan.config)) ?? 0;
       } catch (e) {
         return this.#refused("config-apply-failed", e);
       }
@@ -122,6 +123,7 @@ export class ConfigReloader {
       ...(plan.routes.removed.length ? [`routes removed: ${plan.routes.removed.join(", ")}`] : []),
       ...(plan.routes.changed.length ? [`routes changed: ${plan.routes.changed.join(", ")}`] : []),
       ...(other.length ? [`${other.join(", ")} changed`] : []),
+      ...(cut ? [`${cut} upgraded connection${cut === 1 ? "" : "s"} cut`] : []),
     ];
     log(`config reloaded (${parts.length ? parts.join("; ") : "no change applied"})`);
     if (plan.restartRequired.length)

@@ -18,9 +18,10 @@ export interface PepNode {
    * Applies a reloaded config (its reloadable keys, see `planConfigReload`): first what
    * new routes need — zt's SVID for an `upstream_mtls` route, a listener certificate from
    * zt's CA naming a new host — then the routes themselves. Rejects, changing nothing,
-   * when what they need cannot be had.
+   * when what they need cannot be had. Resolves to how many live connections it cut
+   * (upgraded ones on removed or changed routes: see `Pep.reconfigure`).
    */
-  reconfigure(config: ZtConfig): Promise<void>;
+  reconfigure(config: ZtConfig): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -75,7 +76,7 @@ export async function createPepNode(
           throw e;
         });
       }
-      pep.reconfigure(next);
+      return pep.reconfigure(next);
     },
     async close() {
       clearInterval(renew);

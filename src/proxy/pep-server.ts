@@ -107,11 +107,15 @@ export interface Pep {
   setUpstreamTls(t: { key: string; cert: string; ca: string }): void;
   /**
    * Applies a reloaded config's per-request settings (`RELOADABLE_KEYS`: routes,
-   * trusted_proxies, limits.max_body_bytes, forward_auth.headers) to new requests. A
-   * request already routed finishes on its route; an upstream no route uses any more
-   * has its pool closed once its requests are done.
+   * trusted_proxies, limits.max_body_bytes, forward_auth.headers) to new requests.
+   * Upgraded connections (WebSocket …) on a route the reload removed or changed are cut
+   * (`route-removed`, `route-changed`); a plain request already under way finishes on
+   * its route. An upstream no route uses any more has its pool closed once its requests
+   * are done.
+   * Unchanged routes keep their object (`planConfigReload`): a new object is a change.
+   * Returns how many live connections were cut.
    */
-  reconfigure(config: PepReloadable): void;
+  reconfigure(config: PepReloadable): number;
 }
 
 /** The settings of a config that a running PEP applies on reload. */
@@ -129,6 +133,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const { ctx } = s;
   const cfg = ctx.config;
   const routes = new RouteTable(cfg.routes);
+  /** The routes in force, to tell which a reload removed or changed. */
+  let inForce: readonly ResolvedRoute[] = cfg.routes;
   const agents = new UpstreamAgents(options.upstreamTls);
   const secure = options.tls !== undefined;
   const clientCerts: ClientCertMode = !options.tls
@@ -866,7 +872,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       req.headers.host ?? canon.host,
       await assertionFor(route, a.auth, d),
     );
-    fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
+    fo.onClose = live.add({ ...liveEntry(a.auth, facts, () => socket.destroy()), upgraded: true });
     forwardUpgrade(req, socket, head, fo, agents);
   }
 
@@ -1198,10 +1204,27 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     },
     reconfigure(c) {
       routes.replace(c.routes);
+      const before = new Map(inForce.map((r) => [r.name, r]));
+      const now = new Map(c.routes.map((r) => [r.name, r]));
+      inForce = c.routes;
+      const gone = new Set<string>();
+      const moved = new Set<string>();
+      for (const [name, r] of before) {
+        const next = now.get(name);
+        if (next === undefined) gone.add(name);
+        else if (next !== r) moved.add(name);
+      }
       trusted.replace(c.trusted_proxies);
       maxBody = c.limits.max_body_bytes;
       forwardAuthDeps.convention = c.forward_auth.headers;
       agents.retain(c.routes);
+      if (gone.size + moved.size === 0) return 0;
+      // An upgraded connection would otherwise run on for ever under a route that is no
+      // more, or to the upstream and with the options the reload replaced.
+      return (
+        live.closeWhere((x) => x.upgraded === true && gone.has(x.facts.route), "route-removed") +
+        live.closeWhere((x) => x.upgraded === true && moved.has(x.facts.route), "route-changed")
+      );
     },
   };
 }
