@@ -254,6 +254,19 @@ describe("refused requests are audited with a decision id", () => {
     expect(JSON.stringify([a, b])).not.toMatch(/SECRET|tok123/);
   });
 
+  it("keeps no credentials of an absolute-form target's userinfo (http://user:password@host/…)", async () => {
+    const r = await raw(
+      zt.port,
+      [
+        `GET http://admin:HUNTER2-SECRET@nowhere.localhost/x?k=v HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n`,
+      ],
+      { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
+    );
+    const row = await refusalRecord(decisionIdOf(r.text));
+    expect(row.data["target"]).toBe("http://[redacted]@nowhere.localhost/x");
+    expect(JSON.stringify(row)).not.toMatch(/HUNTER2|admin/);
+  });
+
   it("keeps only the first 512 characters of a long refused target", async () => {
     const long = `/a/..%2f${"x".repeat(4000)}`;
     const r = await raw(zt.port, [`GET ${long} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {

@@ -43,7 +43,7 @@ export type { Witness, CheckpointerOptions } from "./checkpointer.js";
 export { parseAuditConfig, durableBeforeForward, readCheckpointPublicKey } from "./audit-config.js";
 export type { AuditConfig, SinkConfig } from "./audit-config.js";
 export { toOcsf, toJsonRecord } from "./ocsf.js";
-export { redactedJson, isSensitiveKey } from "./redact.js";
+export { redactedJson, isSensitiveKey, REDACTED } from "./redact.js";
 export {
   metrics,
   renderMetrics,

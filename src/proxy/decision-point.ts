@@ -1,4 +1,4 @@
-import { countDecision, countRefused, isBanned, isUserBanned } from "../audit/index.js";
+import { countDecision, countRefused, isBanned, isUserBanned, REDACTED } from "../audit/index.js";
 import type { AppContext } from "../app/index.js";
 import { timeOrderedId } from "../core/ids.js";
 import { CidrSet } from "../core/cidr.js";
@@ -297,7 +297,8 @@ export interface Refusal {
   method?: string | undefined;
   /**
    * The request target as received. Kept: its path, to 512 characters, with `;`
-   * parameter values and the query left out (they carry tokens and session ids).
+   * parameter values and the query left out (they carry tokens and session ids), and
+   * an absolute-form target's userinfo (`http://user:password@host/…`) redacted.
    */
   target?: string | undefined;
   host?: string | undefined;
@@ -307,6 +308,9 @@ export interface Refusal {
 
 /** The longest request target kept in a refusal's audit record. */
 const MAX_REFUSED_TARGET = 512;
+
+/** The scheme and `userinfo@` of an absolute-form target (up to its authority's last `@`). */
+const ABSOLUTE_USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i;
 
 /**
  * Records a refusal as `request.refused` (outcome deny) under a fresh decision id and
@@ -324,6 +328,8 @@ export function recordRefusal(ctx: Pick<AppContext, "audit" | "clock">, r: Refus
       queryLength = target.length - q - 1;
       target = target.slice(0, q);
     }
+    // RFC 3986 §3.2.1: userinfo in an absolute-form target is a user name and password.
+    target = target.replace(ABSOLUTE_USERINFO, `$1${REDACTED}@`);
     target = target.replace(/;[^/]*/g, ";…");
     if (target.length > MAX_REFUSED_TARGET) target = `${target.slice(0, MAX_REFUSED_TARGET)}…`;
   }
