@@ -2,7 +2,8 @@
  * SIGHUP reloads zt.yaml in a running `zt up` (it reloaded the policy set only: an edit
  * of zt.yaml changed nothing until a restart). A route added, moved to another upstream
  * or removed applies to new requests without a restart, a request in flight on a moved
- * route finishes on its old upstream, trusted_proxies applies at once, an invalid file
+ * route finishes on its old upstream while WebSockets on a removed or moved route are
+ * cut, trusted_proxies, limits.max_body_bytes and forward_auth.headers apply at once, an invalid file
  * keeps the last good config and says why, a key only a restart applies is named and not
  * applied, a listener certificate from zt's CA names a host added by the reload, and with
  * PEP workers every worker — one started after the reload too — runs the reloaded routes.
@@ -411,6 +412,76 @@ describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
       await one.close();
       await two.close();
     }
+  }, 120_000);
+});
+
+describe("zt up reloads zt.yaml on SIGHUP (limits.max_body_bytes, forward_auth.headers)", () => {
+  it("applies a new body limit and forward-auth header convention to the next requests", async () => {
+    const up = await namedUpstream("u");
+    upstreams.push(up);
+    const conf = (limit: number, convention: string) =>
+      yaml(
+        [["app", "app.localhost", up.port]],
+        `limits: { max_body_bytes: ${limit} }\nforward_auth: { headers: ${convention} }\n`,
+      );
+    const dir = tempDir();
+    const config = writeConfig(dir, conf(1_000, "x-original"), { "main.cedar": POLICY });
+    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    const { zt, port, cookie } = await startWithUser(config, env);
+    running.push(zt);
+    const post = async (bytes: number) => {
+      const r = await request(port, {
+        host: "app.localhost",
+        path: "/upload",
+        method: "POST",
+        headers: { cookie, "content-type": "text/plain" },
+        body: "x".repeat(bytes),
+      });
+      return r.status === 200
+        ? "200"
+        : `${r.status} ${r.json<{ error: { code: string } }>().error.code}`;
+    };
+    /** A forward-auth check naming the original request in one convention. */
+    const authz = async (convention: "x-original" | "x-forwarded") => {
+      const r = await request(port, {
+        host: "app.localhost",
+        path: "/.zt/authz",
+        headers: {
+          cookie,
+          accept: "application/json",
+          ...(convention === "x-original"
+            ? { "x-original-url": "http://app.localhost/fa", "x-original-method": "GET" }
+            : {
+                "x-forwarded-proto": "http",
+                "x-forwarded-host": "app.localhost",
+                "x-forwarded-uri": "/fa",
+                "x-forwarded-method": "GET",
+              }),
+        },
+      });
+      return r.status === 200
+        ? "200"
+        : `${r.status} ${r.json<{ error: { reason: string } }>().error.reason}`;
+    };
+    expect(await post(900)).toBe("200");
+    expect(await post(5_000)).toBe("413 ZT_PAYLOAD_TOO_LARGE");
+    expect(await authz("x-original")).toBe("200");
+    expect(await authz("x-forwarded")).toMatch(/^4\d\d forwarded-missing$/);
+
+    writeFileSync(config, conf(100_000, "x-forwarded"));
+    zt.child.kill("SIGHUP");
+    await waitFor(
+      () =>
+        /zt: config reloaded \(limits\.max_body_bytes, forward_auth\.headers changed\)/.test(
+          zt.output(),
+        ),
+      "the reload",
+    );
+    expect(await post(5_000)).toBe("200");
+    expect(await post(200_000)).toBe("413 ZT_PAYLOAD_TOO_LARGE");
+    expect(await authz("x-forwarded")).toBe("200");
+    expect(await authz("x-original")).toMatch(/^4\d\d forwarded-missing$/);
+    expect((await readyz(zt)).body.config_restart_required).toEqual([]);
   }, 120_000);
 });
 
