@@ -106,6 +106,10 @@ const FILE_ERRORS: Record<string, { code: ZtErrorCode; what: string }> = {
   EEXIST: { code: "ZT_USAGE", what: "already exists" },
   ELOOP: { code: "ZT_USAGE", what: "too many symbolic links" },
   ENAMETOOLONG: { code: "ZT_USAGE", what: "file name too long" },
+  EROFS: { code: "ZT_FILE_PERMISSIONS", what: "read-only file system" },
+  ENOSPC: { code: "ZT_UNAVAILABLE", what: "no space left on the device" },
+  EDQUOT: { code: "ZT_UNAVAILABLE", what: "disk quota exceeded" },
+  EFBIG: { code: "ZT_UNAVAILABLE", what: "file too large (a file size limit)" },
 };
 
 /**

@@ -9,6 +9,8 @@ import {
   closeSync,
   fchmodSync,
   fsyncSync,
+  fchownSync,
+  realpathSync,
   unlinkSync,
   constants,
   type Stats,
@@ -53,7 +55,12 @@ export function preparePrivateDirectory(dir: string): void {
  * O_NOFOLLOW), so a file or symlink planted in advance — in a shared folder, say — is
  * never written through.
  */
-export function writeFileAtomically(path: string, data: string | Uint8Array, mode: number): void {
+export function writeFileAtomically(
+  path: string,
+  data: string | Uint8Array,
+  mode: number,
+  owner?: { uid: number; gid: number },
+): void {
   refuseDirectoryTarget(path);
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
   let fd: number;
@@ -69,12 +76,14 @@ export function writeFileAtomically(path: string, data: string | Uint8Array, mod
   try {
     try {
       fchmodSync(fd, mode); // the umask may have taken bits away, never added: be exact
+      if (owner) keepOwner(fd, owner);
       writeFileSync(fd, data);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(tmp, path);
+    syncDirectory(dirname(path)); // the rename itself survives a crash
   } catch (e) {
     try {
       unlinkSync(tmp);
@@ -82,6 +91,46 @@ export function writeFileAtomically(path: string, data: string | Uint8Array, mod
       /* already renamed or gone */
     }
     throw onTarget(e, path);
+  }
+}
+
+/**
+ * Replaces (or creates) a file the user named — a policy file `zt policy fmt` rewrites, a
+ * `-o FILE` output — atomically: a crash, a full disk or a size limit mid-write leaves the
+ * old file whole, never a truncated one. The new file keeps the old one's mode (and
+ * owner, when root rewrites another user's file); a new file gets `newFileMode` less the
+ * umask, as a plain write would. A symlink is written through (its target is replaced),
+ * and a device or FIFO (`-o /dev/stdout`) written to directly.
+ */
+export function replaceFile(path: string, data: string | Uint8Array, newFileMode = 0o666): void {
+  let target = path;
+  let old: Stats | undefined;
+  try {
+    target = realpathSync(path);
+    old = statSync(target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  // `-o /dev/stdout`, a FIFO: nothing to replace, and no temp file can be renamed there.
+  if (old && !old.isFile() && !old.isDirectory()) return writeFileSync(target, data);
+  const mode = old ? old.mode & 0o777 : newFileMode & ~currentUmask();
+  const owner = old && old.uid !== process.getuid?.() ? { uid: old.uid, gid: old.gid } : undefined;
+  writeFileAtomically(target, data, mode, owner);
+}
+
+/** The process umask (read by setting it and putting it back: Node has no getter). */
+function currentUmask(): number {
+  const mask = process.umask(0o022);
+  process.umask(mask);
+  return mask;
+}
+
+/** Gives the new file the replaced file's owner where allowed (root); else leaves it ours. */
+function keepOwner(fd: number, owner: { uid: number; gid: number }): void {
+  try {
+    fchownSync(fd, owner.uid, owner.gid);
+  } catch {
+    /* not root: the file becomes ours, as an editor's save-by-rename would make it */
   }
 }
 

@@ -1,5 +1,5 @@
-import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
+import { replaceFile } from "../../core/secure-files.js";
 import { initPki, pkiService } from "../../pki/index.js";
 import { printJson, printTable, usageError, withContext } from "../cli-context.js";
 
@@ -71,7 +71,7 @@ export function registerCaCommands(program: Command): void {
       withContext(cmd, async (ctx) => {
         const der = await (await pkiService(ctx)).crlDer();
         const data = opts.der ? der : DER_TO_PEM(der);
-        if (opts.out) writeFileSync(opts.out, data);
+        if (opts.out) replaceFile(opts.out, data);
         else process.stdout.write(data);
       }),
     );

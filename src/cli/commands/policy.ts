@@ -1,18 +1,11 @@
 import { spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
+import { replaceFile } from "../../core/secure-files.js";
 import {
   canonicalContext,
   canonicalEntities,
@@ -143,7 +136,7 @@ export function registerPolicyCommands(program: Command): void {
           unformatted++;
           if (opts.check) process.stdout.write(`${f}: not formatted\n`);
           else {
-            writeFileSync(f, formatted);
+            replaceFile(f, formatted); // a crash or a full disk mid-write keeps the old file
             process.stdout.write(`${f}: formatted\n`);
           }
         }

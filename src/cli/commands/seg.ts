@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import type { Command } from "commander";
 import { sleepUntil, systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
+import { replaceFile } from "../../core/secure-files.js";
 import {
   applyRuleset,
   compileNftables,
@@ -71,7 +71,7 @@ function rolloutOpts(o: StateOpts) {
 }
 
 async function output(text: string, out: string | undefined): Promise<void> {
-  if (out) await writeFile(out, text);
+  if (out) replaceFile(out, text);
   else process.stdout.write(text);
 }
 
@@ -335,9 +335,9 @@ function registerSegLearnCommands(seg: Command): void {
           const text = o.json
             ? JSON.stringify(doc, null, 2) + "\n"
             : stringify(doc, { lineWidth: 0 });
-          if (o.out) await writeFile(o.out, text);
+          if (o.out) replaceFile(o.out, text);
           else process.stdout.write(text);
-          if (o.modelOut) await writeFile(o.modelOut, proposedModelYaml(model, result));
+          if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
           process.stderr.write(
             `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines\n`,
           );

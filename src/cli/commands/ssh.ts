@@ -1,9 +1,9 @@
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
-import { writeFileAtomically } from "../../core/secure-files.js";
+import { replaceFile, writeFileAtomically } from "../../core/secure-files.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { pkiService } from "../../pki/index.js";
 import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
@@ -145,7 +145,7 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
 
 function writeSigned(opts: SignOptions, signed: SignedLine): void {
   const out = opts.out ?? certPathFor(opts.key);
-  writeFileSync(out, signed.certLine, { mode: 0o644 });
+  replaceFile(out, signed.certLine, 0o644);
   const info = {
     file: out,
     serial: signed.serial,
@@ -250,7 +250,7 @@ export function registerSshCommands(program: Command): void {
             actor: "cli",
           });
           const out = opts.out ?? certPathFor(opts.key);
-          writeFileSync(out, signed.certLine, { mode: 0o644 });
+          replaceFile(out, signed.certLine, 0o644);
           if (opts.json)
             printJson({ file: out, serial: signed.serial, principals: signed.principals });
           else process.stdout.write(`wrote ${out}: serial ${signed.serial}\n`);
