@@ -10,7 +10,7 @@ import { networkInterfaces } from "node:os";
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
-import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+import { ROOT, runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
 let dir: string;
 let config: string;
@@ -677,5 +677,18 @@ describe("zt ssh sign --server", () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe("zt seg compile -t k8s", () => {
+  it("refuses --host, --segment and --router (nftables only) instead of ignoring them", async () => {
+    const model = join(ROOT, "examples", "segments.yaml");
+    for (const extra of [["--host", "web-1"], ["--segment", "web"], ["--router"]]) {
+      const r = await zt(["seg", "compile", "-t", "k8s", "-m", model, ...extra]);
+      expectCleanError(r, "ZT_USAGE", new RegExp(`${extra[0]}: only for -t nftables`));
+      expect(r.stdout).toBe("");
+    }
+    const plain = await zt(["seg", "compile", "-t", "k8s", "-m", model]);
+    expect(plain.code, plain.stderr).toBe(0);
   });
 });

@@ -53,6 +53,23 @@ function nftTarget(o: TargetOpts): NftTarget {
   return { kind: "router" };
 }
 
+/**
+ * `-t k8s` compiles one NetworkPolicy per segment with k8s selectors, for the cluster as a
+ * whole: there is no host, segment or router to pick, so an nftables-only option given
+ * with it is refused rather than silently ignored (the output would not be what was asked).
+ */
+function refuseNftOnlyOptions(o: TargetOpts): void {
+  const given = [
+    o.host !== undefined ? "--host" : undefined,
+    o.segment !== undefined ? "--segment" : undefined,
+    o.router ? "--router" : undefined,
+  ].filter((x) => x !== undefined);
+  if (given.length > 0)
+    throw usageError(
+      `${given.join(", ")}: only for -t nftables; -t k8s compiles the NetworkPolicies of every segment with k8s selectors, for the whole cluster`,
+    );
+}
+
 function warn(file: string, findings: SegFinding[]): void {
   for (const f of findings) process.stderr.write(`zt: warning: ${formatFinding(file, f)}\n`);
 }
@@ -131,6 +148,7 @@ export function registerSegCommands(program: Command): void {
     .option("--segment <name>", "nftables: the rules every host of a segment enforces")
     .option("--router", "nftables: a router's forward chain (the default)")
     .option("-o, --out <file>", "write to a file instead of stdout")
+    .addHelpText("after", "\n--host, --segment and --router are refused with -t k8s.")
     .action((o: TargetOpts & { model: string; target: string; out?: string }) =>
       withoutContext(async () => {
         const { model, findings, text } = await loadSegModelFile(o.model);
@@ -141,6 +159,7 @@ export function registerSegCommands(program: Command): void {
           return;
         }
         if (o.target === "k8s") {
+          refuseNftOnlyOptions(o);
           const r = compileK8s(model);
           for (const w of r.warnings) process.stderr.write(`zt: warning: k8s: ${w}\n`);
           await output(r.text, o.out);
