@@ -692,3 +692,20 @@ describe("zt seg compile -t k8s", () => {
     expect(plain.code, plain.stderr).toBe(0);
   });
 });
+
+describe("zt ban add --reason", () => {
+  it("refuses a reason over 500 characters (it was stored whole, in the ban and the audit log), naming the option and the limit", async () => {
+    for (const reason of ["x".repeat(501), "é".repeat(60_000)]) {
+      const r = await zt(["ban", "add", "192.0.2.77", "--for", "1h", "--reason", reason]);
+      expectCleanError(r, "ZT_USAGE", /--reason: at most 500 characters, got \d+/);
+    }
+    const list = await zt(["ban", "list", "--json"]);
+    expect(JSON.parse(list.stdout)).not.toContainEqual(
+      expect.objectContaining({ key: "ip:192.0.2.77" }),
+    );
+    // 500 characters, counted as characters (not UTF-16 units or bytes), are taken
+    const ok = await zt(["ban", "add", "192.0.2.78", "--for", "1h", "--reason", "😀".repeat(500)]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(await zt(["ban", "remove", "192.0.2.78"])).toMatchObject({ code: 0 });
+  });
+});

@@ -76,7 +76,7 @@ export type { AlertsConfig, JailConfig } from "./alerts/alerts-config.js";
 export { AlertService, toAlertEvent } from "./alerts/alert-service.js";
 export type { AlertServiceOptions } from "./alerts/alert-service.js";
 export { isBanned, isUserBanned, refreshBans, startBanCache } from "./alerts/ban-cache.js";
-export { addBan, removeBan, listBans, banKey } from "./alerts/ban-admin.js";
+export { addBan, removeBan, listBans, banKey, MAX_BAN_REASON_LENGTH } from "./alerts/ban-admin.js";
 export type { BanRow, BanAdminDeps } from "./alerts/ban-admin.js";
 export { AuditCursor, headSeq } from "./audit-cursor.js";
 export { startAuditServices } from "./audit-services.js";

@@ -97,6 +97,14 @@ export async function removeBan(deps: BanAdminDeps, target: string, actor: strin
 }
 
 /** Bans a source or user by hand for `durationMs`. */
+/**
+ * The longest reason a hand-made ban takes, in characters: as long as an access request's
+ * reason (MAX_REASON_LENGTH), room for a ticket reference and a sentence or two. The reason
+ * goes into the store, the audit record and every `zt ban list`: a megabyte pasted by
+ * mistake would sit in all three.
+ */
+export const MAX_BAN_REASON_LENGTH = 500;
+
 export async function addBan(
   deps: BanAdminDeps,
   target: string,
@@ -105,6 +113,13 @@ export async function addBan(
   actor: string,
 ): Promise<BanRow> {
   const key = banKey(target);
+  const length = [...reason].length;
+  if (length > MAX_BAN_REASON_LENGTH)
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `reason: at most ${MAX_BAN_REASON_LENGTH} characters, got ${length}`,
+      { length, max: MAX_BAN_REASON_LENGTH },
+    );
   const now = deps.clock.now();
   const [kind, ...rest] = key.split(":");
   const value = rest.join(":");

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { printJson, printTable, usageError, withContext } from "../cli-context.js";
+import { failWith, printJson, printTable, usageError, withContext } from "../cli-context.js";
 import { parseDuration } from "../../core/duration.js";
-import { addBan, listBans, removeBan } from "../../audit/index.js";
+import { addBan, listBans, MAX_BAN_REASON_LENGTH, removeBan } from "../../audit/index.js";
 import { parseUserName } from "../../identity/index.js";
 
 const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
@@ -54,8 +54,17 @@ export function registerBanCommands(program: Command): void {
     .command("add <target>")
     .description("ban an IP address, a network (2001:db8:1:2::/64) or user:<name> by hand")
     .requiredOption("--for <duration>", "how long, e.g. 1h")
-    .option("--reason <text>", "why", "manual")
+    .option("--reason <text>", `why (at most ${MAX_BAN_REASON_LENGTH} characters)`, "manual")
     .action(async (target: string, opts: { for: string; reason: string }, cmd: Command) => {
+      // Checked before the store is opened: a reason pasted by mistake (a log, a file)
+      // would otherwise go into the store, the audit record and every listing.
+      const length = [...opts.reason].length;
+      if (length > MAX_BAN_REASON_LENGTH) {
+        failWith(
+          usageError(`--reason: at most ${MAX_BAN_REASON_LENGTH} characters, got ${length}`),
+        );
+        return;
+      }
       await withContext(cmd, async (ctx) => {
         let ms: number;
         try {
