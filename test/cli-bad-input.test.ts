@@ -709,3 +709,26 @@ describe("zt ban add --reason", () => {
     expect(await zt(["ban", "remove", "192.0.2.78"])).toMatchObject({ code: 0 });
   });
 });
+
+describe("listings filtered by --user", () => {
+  it("zt device list and zt access list --user <nobody> name the missing user, as zt session list does (they printed an empty list)", async () => {
+    for (const args of [
+      ["device", "list", "--user", "nobody-here"],
+      ["access", "list", "--user", "nobody-here"],
+      ["session", "list", "--user", "nobody-here"],
+    ]) {
+      const r = await zt(args);
+      expectCleanError(r, "ZT_USER_NOT_FOUND", /no user named nobody-here/);
+    }
+    // a user who exists and has none: an empty list, exit 0
+    expect((await zt(["user", "add", "lister"])).code).toBe(0);
+    for (const args of [
+      ["device", "list", "--user", "lister", "--json"],
+      ["access", "list", "--user", "lister", "--json"],
+    ]) {
+      const r = await zt(args);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual([]);
+    }
+  });
+});

@@ -226,6 +226,20 @@ export async function readStdin(maxBytes = 64 * 1024): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/**
+ * ZT_USER_NOT_FOUND unless a user of this name exists: `--user NAME` filters of listings
+ * (`zt device list`, `zt access list`, like `zt session list`) say a mistyped name is
+ * nobody, instead of printing an empty list that reads as "this user has none".
+ */
+export async function assertUserExists(ctx: AppContext, name: string): Promise<void> {
+  const row = await ctx.store.db
+    .selectFrom("users")
+    .select("id")
+    .where("name", "=", name)
+    .executeTakeFirst();
+  if (!row) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${name}`, { user: name });
+}
+
 export function usageError(message: string): ZtError {
   return new ZtError("ZT_USAGE", message);
 }

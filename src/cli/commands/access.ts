@@ -1,7 +1,14 @@
 import type { Command } from "commander";
 import { parseDuration } from "../../core/duration.js";
 import { AccessService, type AccessRequest, type AccessStatus } from "../../access/index.js";
-import { printJson, printTable, usageError, withContext } from "../cli-context.js";
+import type { AppContext } from "../../app/index.js";
+import {
+  assertUserExists,
+  printJson,
+  printTable,
+  usageError,
+  withContext,
+} from "../cli-context.js";
 
 /**
  * The user a CLI command acts as: `--as NAME`, else $ZT_USER. The CLI works on the
@@ -119,6 +126,10 @@ export function registerAccessCommands(program: Command): void {
           ...(opts.status ? { status: opts.status as AccessStatus } : {}),
           ...(opts.user ? { user: opts.user } : {}),
         });
+        // A deleted user's requests stay on record and are listed; a name with neither a
+        // user nor any request is a mistake, said as such (not an empty list).
+        if (opts.user && list.length === 0 && !(await hasRequests(ctx, opts.user)))
+          await assertUserExists(ctx, opts.user);
         if (opts.json) printJson(list.map(requestJson));
         else
           printTable(list.map(requestJson), [
@@ -140,4 +151,15 @@ export function registerAccessCommands(program: Command): void {
     .action(async (id: string, _opts: unknown, cmd: Command) =>
       withContext(cmd, async (ctx) => printJson(requestJson(await new AccessService(ctx).get(id)))),
     );
+}
+
+/** Whether any access request of `userName` is on record, whatever its status. */
+async function hasRequests(ctx: AppContext, userName: string): Promise<boolean> {
+  const row = await ctx.store.db
+    .selectFrom("access_requests")
+    .select("id")
+    .where("user_name", "=", userName)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
 }
