@@ -732,3 +732,36 @@ describe("listings filtered by --user", () => {
     }
   });
 });
+
+describe("zt ssh sign --client-key", () => {
+  it("refuses an SVID private key that group or others can read, naming it, before any connection (it was read and used)", async () => {
+    const { chmodSync } = await import("node:fs");
+    const cert = join(dir, "svid-for-ssh.pem");
+    const key = join(dir, "svid-for-ssh.key");
+    writeFileSync(cert, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
+    writeFileSync(key, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n");
+    const args = (port: number) => [
+      "ssh",
+      "sign",
+      "--key",
+      join(dir, "id.pub"),
+      "--principal",
+      "alice",
+      "--server",
+      `http://127.0.0.1:${port}`,
+      "--client-cert",
+      cert,
+      "--client-key",
+      key,
+    ];
+    for (const mode of [0o644, 0o640, 0o604]) {
+      chmodSync(key, mode);
+      const r = await zt(args(await closedPort()));
+      expectCleanError(r, "ZT_FILE_PERMISSIONS", new RegExp(`${key}.*chmod 600`));
+    }
+    // 0600 passes the check and goes on to the (closed) server
+    chmodSync(key, 0o600);
+    const r = await zt(args(await closedPort()));
+    expect(r.stderr).not.toMatch(/ZT_FILE_PERMISSIONS/);
+  });
+});

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
-import { replaceFile, writeFileAtomically } from "../../core/secure-files.js";
+import { assertPrivateFile, replaceFile, writeFileAtomically } from "../../core/secure-files.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { pkiService } from "../../pki/index.js";
 import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
@@ -71,6 +71,16 @@ interface SignedLine {
 }
 
 /**
+ * The SVID's private key (`--client-key`): refused when group or others can read or write
+ * it (ZT_FILE_PERMISSIONS, "chmod 600"), as ssh refuses such an identity file and as
+ * `zt cert renew --key` refuses it: a key others can read is no proof of who we are.
+ */
+function readClientKey(path: string): string {
+  assertPrivateFile(path);
+  return readInputFile(path, MAX_KEY_FILE);
+}
+
+/**
  * `zt ssh sign --server URL`: asks the API (`POST /api/v1/ssh/sign`) as the session in
  * ZT_SESSION_TOKEN (kept off the command line) or as an SVID (--client-cert/--client-key).
  */
@@ -90,7 +100,7 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
     connect: {
       ...(opts.caFile ? { ca: readInputFile(opts.caFile) } : {}),
       ...(opts.clientCert && opts.clientKey
-        ? { cert: readInputFile(opts.clientCert), key: readInputFile(opts.clientKey) }
+        ? { cert: readInputFile(opts.clientCert), key: readClientKey(opts.clientKey) }
         : {}),
     },
   });
