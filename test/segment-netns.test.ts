@@ -3,6 +3,7 @@
  * network namespaces this test creates, and every pair of segments × ports is probed with
  * real TCP connections and UDP datagrams. Exactly the allowed flows may connect.
  */
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   compileNftables,
@@ -206,6 +207,113 @@ describe.skipIf(!avail.ok)(
       expect(await lab.counter(lab.router, "zt_would_drop")).toBeGreaterThanOrEqual(exp.wouldDrop);
       expect(await lab.counter(lab.router, "zt_drop")).toBe(0);
     });
+
+    it(
+      "random models on the router: the kernel connects exactly what the reference evaluator allows (property)",
+      { timeout: 400_000 },
+      async () => {
+        const segs = ["s0", "s1", "s2"];
+        const portArb = fc.constantFrom(
+          "tcp",
+          "tcp/22",
+          "tcp/0-22",
+          "tcp/23-8443",
+          "tcp/443-65535",
+          "tcp/8443",
+          "udp",
+          "udp/53",
+          "udp/0-52",
+          "icmp",
+        );
+        const portsArb = fc.uniqueArray(portArb, { minLength: 1, maxLength: 3 });
+        const peerArb = fc.constantFrom(...segs, "*");
+        // per lab host: no segment or one of s0..s2, and how each family is written
+        const hostArb = fc.record({
+          seg: fc.integer({ min: -1, max: segs.length - 1 }),
+          v4: fc.constantFrom("none", "addr", "net", "mapped"),
+          v6: fc.constantFrom("none", "addr", "net"),
+        });
+        const modelArb = fc.record({
+          hosts: fc.array(hostArb, { minLength: HOSTS.length, maxLength: HOSTS.length }),
+          flows: fc.array(
+            fc.record({
+              from: peerArb,
+              to: peerArb,
+              ports: portsArb,
+              rate: fc.boolean(),
+            }),
+            { maxLength: 5 },
+          ),
+          egress: fc.array(fc.option(portsArb, { nil: undefined }), {
+            minLength: segs.length,
+            maxLength: segs.length,
+          }),
+          ingress: fc.array(fc.option(portsArb, { nil: undefined }), {
+            minLength: segs.length,
+            maxLength: segs.length,
+          }),
+          defaultMode: fc.constantFrom("enforce", "audit"),
+          audit: fc.subarray(segs),
+        });
+        const toYaml = (m: typeof modelArb extends fc.Arbitrary<infer T> ? T : never) => {
+          const hostsOf = (seg: number) =>
+            m.hosts.flatMap((h, i) => {
+              if (h.seg !== seg) return [];
+              const n = i + 1;
+              const v4 = {
+                none: [],
+                addr: [NetnsLab.addr4(i)],
+                net: [`10.250.${n}.0/24`],
+                mapped: [`"::ffff:${NetnsLab.addr4(i)}"`],
+              }[h.v4];
+              const v6 = {
+                none: [],
+                addr: [`"${NetnsLab.addr6(i)}"`],
+                net: [`"fd00:250::${n}:0/112"`],
+              }[h.v6];
+              return [...v4, ...v6];
+            });
+          const list = (ps: string[]) => `[${ps.join(", ")}]`;
+          const outside = (rows: (string[] | undefined)[]) =>
+            rows.flatMap((ps, i) => (ps ? [`  ${segs[i]}: ${list(ps)}`] : [])).join("\n");
+          const enforced = segs.filter((x) => !m.audit.includes(x));
+          return [
+            "segments:",
+            ...segs.map((x, i) => `  ${x}: { hosts: ${list(hostsOf(i))} }`),
+            "flows:",
+            ...m.flows.map(
+              (f) =>
+                `  - { from: "${f.from}", to: "${f.to}", ports: ${list(f.ports)}${f.rate ? ", rate: 100000/second, burst: 100000" : ""} }`,
+            ),
+            `egress:\n${outside(m.egress)}`,
+            `ingress:\n${outside(m.ingress)}`,
+            `mode: { default: ${m.defaultMode}, audit: ${list(m.audit)}, enforce: ${list(enforced.slice(0, 1))} }`,
+            "",
+          ].join("\n");
+        };
+        const ports: [ProbeTarget["proto"], number][] = [
+          ["tcp", 22],
+          ["tcp", 443],
+          ["tcp", 8443],
+          ["udp", 53],
+        ];
+        const probes = allProbes().filter((p) =>
+          ports.some(([pr, n]) => pr === p.proto && n === p.port),
+        );
+        await fc.assert(
+          fc.asyncProperty(modelArb, async (m) => {
+            const text = toYaml(m);
+            const { model } = parseSegModel(text);
+            await clearRules();
+            await lab.nft(lab.router, compileNftables(model).text);
+            const connected = await runProbes(probes);
+            const exp = expected(model, probes);
+            expect([...connected].sort(), text).toEqual([...exp.allowed].sort());
+          }),
+          { numRuns: 8, endOnFailure: true },
+        );
+      },
+    );
 
     it("per segment on each host (input + output chains): exactly the allowed flows connect", async () => {
       await clearRules();
