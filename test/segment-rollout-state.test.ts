@@ -110,6 +110,25 @@ describe("rollout state machine", () => {
     await rm(join(stateDir, ".."), { recursive: true, force: true });
   });
 
+  it("confirm and rollback before any apply say that nothing was applied (not a lock error)", async () => {
+    // the state directory does not exist yet
+    const c = await confirmApply(opts).catch((e: unknown) => e);
+    expect(isZtError(c) && c.code).toBe("ZT_NOT_FOUND");
+    expect((c as Error).message).toBe(`nothing was applied (no state in ${stateDir})`);
+    expect(await rollbackIfPending(opts)).toBe(false);
+    expect(nft.loads).toEqual([]);
+  });
+
+  it("a damaged state.json is named, not an internal JSON error", async () => {
+    await mkdir(stateDir, { recursive: true });
+    await writeFile(join(stateDir, "state.json"), '{"status":');
+    for (const op of [() => confirmApply(opts), () => rollbackIfPending(opts)]) {
+      const e = await op().catch((x: unknown) => x);
+      expect(isZtError(e) && e.code).toBe("ZT_SEG_APPLY_FAILED");
+      expect((e as Error).message).toMatch(/state\.json: unreadable state \(not JSON/);
+    }
+  });
+
   it("first apply with a window: pending with a deadline; rollback removes zt's table", async () => {
     const { state } = await applyRuleset(script("A"), {
       ...opts,

@@ -56,10 +56,30 @@ export async function readRolloutState(stateDir: string): Promise<RolloutState |
   } catch {
     return undefined;
   }
-  const parsed = stateSchema.safeParse(JSON.parse(text));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ZtError(
+      "ZT_SEG_APPLY_FAILED",
+      `${join(stateDir, "state.json")}: unreadable state (not JSON: ${(e as Error).message})`,
+    );
+  }
+  const parsed = stateSchema.safeParse(json);
   if (!parsed.success)
     throw new ZtError("ZT_SEG_APPLY_FAILED", `${join(stateDir, "state.json")}: unreadable state`);
   return parsed.data;
+}
+
+/** Whether the state directory exists: before any apply it does not, and there is no lock to take. */
+async function stateDirExists(stateDir: string): Promise<boolean> {
+  return stat(stateDir).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => {
+      if (e.code === "ENOENT") return false;
+      throw e;
+    },
+  );
 }
 
 /** A lock whose holder shows no sign of life for this long is broken (see `withLock`). */
@@ -339,10 +359,12 @@ export async function applyRuleset(
 
 /** Confirms a pending apply, which stops its rollback. */
 export async function confirmApply(opts: RolloutOptions): Promise<RolloutState> {
+  const nothing = () =>
+    new ZtError("ZT_NOT_FOUND", `nothing was applied (no state in ${opts.stateDir})`);
+  if (!(await stateDirExists(opts.stateDir))) throw nothing();
   return withLock(opts.stateDir, async () => {
     const st = await readRolloutState(opts.stateDir);
-    if (!st)
-      throw new ZtError("ZT_NOT_FOUND", "nothing was applied (no state in " + opts.stateDir + ")");
+    if (!st) throw nothing();
     if (st.status === "rolled-back") {
       throw new ZtError(
         "ZT_CONFLICT",
@@ -364,6 +386,7 @@ export async function confirmApply(opts: RolloutOptions): Promise<RolloutState> 
 export async function rollbackIfPending(
   opts: RolloutOptions & { token?: string },
 ): Promise<boolean> {
+  if (!(await stateDirExists(opts.stateDir))) return false;
   return withLock(opts.stateDir, async () => {
     const st = await readRolloutState(opts.stateDir);
     if (!st || st.status !== "pending") return false;
