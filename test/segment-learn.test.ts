@@ -333,6 +333,26 @@ describe("learn and simulate", { timeout: 180_000 }, () => {
     expect((err as Error).message).toMatch(/observed\.0\.dst: not an IP address: "x;}"/);
   });
 
+  it("a flood of distinct flows (a scan from spoofed sources) stops growing the aggregate at its cap", async () => {
+    const path = join(dir, "scan.log");
+    const lines: string[] = [];
+    for (let i = 0; i < 3000; i++)
+      lines.push(
+        `Nov 20 10:00:00 gw kernel: ZT-DROP IN=eth0 OUT= SRC=198.51.${i >> 8}.${i & 255} DST=10.0.2.10 LEN=60 PROTO=TCP SPT=1 DPT=${1 + (i % 7)} SYN`,
+      );
+    lines.push(lines[0]!); // a flow already held is still counted
+    await writeFile(path, lines.join("\n"));
+    const { result, stats } = await learnFromFiles([path], { year: 2026, maxFlows: 1000 });
+    expect(result.observed).toHaveLength(1000);
+    expect(stats.parsed).toBe(3001);
+    expect(stats.unaggregated).toBe(2000);
+    expect(result.observed.find((f) => f.src === "198.51.0.0")?.count).toBe(2);
+    // simulate must not pass a check on part of the traffic: it refuses, naming the cap
+    const err = await readObservedFiles([path], { maxFlows: 1000 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "ZT_BAD_REQUEST" });
+    expect((err as Error).message).toMatch(/more than 1,000 distinct flows/);
+  });
+
   function zt(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
       const child = spawn(

@@ -15,6 +15,13 @@ export interface ObservedFlow {
   last?: number;
 }
 
+/**
+ * The most distinct flows (address pair × service) an aggregate holds: about 550 MB. A scan
+ * from spoofed sources logs a new flow per packet; past the cap, packets of new flows are
+ * counted (`unaggregated`) but not kept, so memory stays bounded.
+ */
+export const DEFAULT_MAX_FLOWS = 1_000_000;
+
 /** Canonical address texts already computed (most logs repeat a few addresses). */
 const CANON_CACHE_MAX = 65_536;
 
@@ -29,7 +36,14 @@ const CANON_CACHE_MAX = 65_536;
 export class FlowAggregator {
   readonly #map = new Map<string, ObservedFlow>();
   readonly #canon = new Map<string, string | null>();
+  readonly #maxFlows: number;
   packets = 0;
+  /** Packets of flows not kept because the aggregate was full (see DEFAULT_MAX_FLOWS). */
+  unaggregated = 0;
+
+  constructor(options: { maxFlows?: number } = {}) {
+    this.#maxFlows = options.maxFlows ?? DEFAULT_MAX_FLOWS;
+  }
 
   #canonical(text: string): string | undefined {
     let c = this.#canon.get(text);
@@ -50,6 +64,10 @@ export class FlowAggregator {
     const key =
       p.port === undefined ? `${src} ${dst} ${p.proto}` : `${src} ${dst} ${p.proto} ${p.port}`;
     const a = this.#map.get(key);
+    if (!a && this.#map.size >= this.#maxFlows) {
+      this.unaggregated++;
+      return true;
+    }
     if (!a) {
       const f: ObservedFlow = { src, dst, proto: p.proto, count: 1 };
       if (p.port !== undefined) f.port = p.port;

@@ -41,6 +41,7 @@ export {
 export { compileK8s, type CompileK8sResult } from "./compile-k8s.js";
 export { LogLineParser, type ObservedPacket } from "./log-line.js";
 export {
+  DEFAULT_MAX_FLOWS,
   FlowAggregator,
   summariseFlows,
   hostSegmentName,

@@ -6,7 +6,7 @@ import { isZtError, ZtError } from "../core/errors.js";
 import { readInputFile } from "../core/read-input-file.js";
 import type { LearnProgress, LearnStats } from "./learn-stream.js";
 import { aggregateLogFiles } from "./learn-stream.js";
-import type { LearnResult, ObservedFlow } from "./flow-inventory.js";
+import { DEFAULT_MAX_FLOWS, type LearnResult, type ObservedFlow } from "./flow-inventory.js";
 import { canonicalAddress } from "./ip-range.js";
 import type { SegModel } from "./model.js";
 
@@ -94,7 +94,10 @@ const observedFileSchema = z.object({
 });
 
 /** Reads observed flows: a `zt seg learn` output (YAML/JSON with `observed:`) or raw log files. */
-export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]> {
+export async function readObservedFiles(
+  paths: string[],
+  options: { maxFlows?: number } = {},
+): Promise<ObservedFlow[]> {
   const logs: string[] = [];
   const out: ObservedFlow[] = [];
   for (const p of paths) {
@@ -141,9 +144,17 @@ export async function readObservedFiles(paths: string[]): Promise<ObservedFlow[]
     }
   }
   if (logs.length) {
-    const { aggregator } = await aggregateLogFiles(logs, {
+    const { aggregator, stats } = await aggregateLogFiles(logs, {
       year: new Date(systemClock.now()).getUTCFullYear(),
+      ...options,
     });
+    if (stats.unaggregated > 0) {
+      // a check that saw only part of the traffic must not pass
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `${logs.join(", ")}: more than ${(options.maxFlows ?? DEFAULT_MAX_FLOWS).toLocaleString("en-US")} distinct flows (address pair and service): simulating only part of them could miss drops; split or filter the logs (e.g. \`zt seg learn\` them per file)`,
+      );
+    }
     out.push(...aggregator.flows());
   }
   return out;
@@ -156,6 +167,7 @@ export function learnDocument(result: LearnResult, stats: LearnStats): Record<st
       files: stats.files,
       lines: stats.lines,
       parsed: stats.parsed,
+      ...(stats.unaggregated > 0 ? { unaggregated: stats.unaggregated } : {}),
       observed_flows: result.observed.length,
     },
     inventory: result.inventory,

@@ -16,12 +16,16 @@ export interface LearnOptions {
   /** The year for RFC 3164 timestamps, which carry none. */
   year: number;
   onProgress?: (p: LearnProgress) => void;
+  /** The most distinct flows kept (default DEFAULT_MAX_FLOWS). */
+  maxFlows?: number;
 }
 
 export interface LearnStats {
   files: number;
   lines: number;
   parsed: number;
+  /** Parsed packets of new flows past `maxFlows`: counted, not aggregated. */
+  unaggregated: number;
 }
 
 /** The longest log line read; a kernel log or flow record line is well under 1 KiB. */
@@ -36,7 +40,9 @@ export async function aggregateLogFiles(
   opts: LearnOptions,
 ): Promise<{ aggregator: FlowAggregator; stats: LearnStats }> {
   const parser = new LogLineParser({ year: opts.year });
-  const aggregator = new FlowAggregator();
+  const aggregator = new FlowAggregator(
+    opts.maxFlows === undefined ? {} : { maxFlows: opts.maxFlows },
+  );
   let bytesTotal = 0;
   for (const p of paths) {
     let st;
@@ -83,7 +89,15 @@ export async function aggregateLogFiles(
       if (pkt) aggregator.add(pkt);
     }
   }
-  return { aggregator, stats: { files: paths.length, lines, parsed: aggregator.packets } };
+  return {
+    aggregator,
+    stats: {
+      files: paths.length,
+      lines,
+      parsed: aggregator.packets,
+      unaggregated: aggregator.unaggregated,
+    },
+  };
 }
 
 /** `zt seg learn`: logs in, inventory + proposed least-privilege flows out. */

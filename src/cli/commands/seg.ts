@@ -12,6 +12,7 @@ import {
   compileNftables,
   confirmApply,
   DEFAULT_SEG_STATE_DIR,
+  DEFAULT_MAX_FLOWS,
   formatFinding,
   loadSegModelFile,
   readRolloutState,
@@ -356,7 +357,11 @@ function registerSegLearnCommands(seg: Command): void {
             : stringify(doc, { lineWidth: 0 });
           if (o.out) replaceFile(o.out, text);
           else process.stdout.write(text);
-          if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
+                    if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
+          if (stats.unaggregated > 0)
+            process.stderr.write(
+              `zt: warning: more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs\n`,
+            );
           process.stderr.write(
             `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines\n`,
           );
