@@ -6,7 +6,12 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { compileK8s, compileNftables, parseSegModel } from "../src/segment/index.js";
+import {
+  checkScriptScope,
+  compileK8s,
+  compileNftables,
+  parseSegModel,
+} from "../src/segment/index.js";
 import { NetnsLab } from "../src/segment/netns-lab.js";
 
 const EXAMPLE = readFileSync(join(import.meta.dirname, "..", "examples", "segments.yaml"), "utf8");
@@ -132,7 +137,11 @@ describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
   afterAll(async () => {
     await lab?.destroy();
   });
-  const check = (text: string) => lab.exec(lab.router, "nft", ["-c", "-f", "-"], text);
+  const check = async (text: string) => {
+    // what zt compiles is always within zt's own table, so `zt seg apply` takes it
+    expect(checkScriptScope(text)).toEqual({ ok: true });
+    await lab.exec(lab.router, "nft", ["-c", "-f", "-"], text);
+  };
 
   it("the example model, for the router, every segment and every host", async () => {
     const { model } = parseSegModel(EXAMPLE);

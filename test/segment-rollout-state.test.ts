@@ -119,6 +119,39 @@ describe("rollout state machine", () => {
     expect(nft.loads).toEqual([]);
   });
 
+  it("a script that changes another table is refused before anything is saved or loaded: its rollback could not undo it", async () => {
+    const zt = script("zt");
+    for (const [text, line, stmt] of [
+      ["flush ruleset\n" + zt, 1, "flush ruleset"],
+      [
+        zt +
+          "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n\t}\n}\n",
+        6,
+        "table inet filter {}",
+      ],
+      ["table inet zt {}; delete table ip nat\n", 1, "delete table ip nat"],
+      [zt.replace("\t# zt", '\tinclude "/etc/nftables.d/x.nft"'), 4, "include"],
+      ["table inet zt {\n}\n}\nflush ruleset\n", 3, "}"],
+    ] as const) {
+      const e = await applyRuleset(text, {
+        ...opts,
+        confirmWithinMs: 60_000,
+        source: "x.nft",
+      }).catch((x: unknown) => x);
+      expect(isZtError(e) && e.code, text).toBe("ZT_SEG_APPLY_FAILED");
+      expect((e as Error).message).toContain(`(line ${line}: ${JSON.stringify(stmt)})`);
+    }
+    expect(nft.loads).toEqual([]);
+    await expect(stat(join(stateDir, "state.json"))).rejects.toThrow();
+    // quoted strings and comments are not statements
+    await applyRuleset(
+      zt.replace("\t# zt", '\tchain c {\n\t\tcounter comment "} ; flush ruleset # include"\n\t}') +
+        "# flush ruleset\n",
+      { ...opts, confirmWithinMs: 0, source: "x.nft" },
+    );
+    expect(nft.loads).toHaveLength(1);
+  });
+
   it("a damaged state.json is named, not an internal JSON error", async () => {
     await mkdir(stateDir, { recursive: true });
     await writeFile(join(stateDir, "state.json"), '{"status":');

@@ -39,6 +39,7 @@ export {
   type RuleCounter,
 } from "./rollout.js";
 export { compileK8s, type CompileK8sResult } from "./compile-k8s.js";
+export { checkScriptScope, type ScriptScope } from "./script-scope.js";
 export { LogLineParser, type ObservedPacket } from "./log-line.js";
 export {
   DEFAULT_MAX_FLOWS,

@@ -7,6 +7,7 @@ import type { Clock } from "../core/clock.js";
 import { ZtError } from "../core/errors.js";
 import { ZT_TABLE } from "./compile-nftables.js";
 import { NftCommandError, type NftRunner } from "./nft-runner.js";
+import { checkScriptScope } from "./script-scope.js";
 
 /**
  * Commit-confirmed rollout of zt's nftables table. State lives in a small directory:
@@ -309,6 +310,14 @@ export async function applyRuleset(
   return withLock(opts.stateDir, async () => {
     const statePath = join(opts.stateDir, "state.json");
     const prevText = await readFile(statePath, "utf8").catch(() => undefined);
+    const scope = checkScriptScope(ruleset);
+    if (!scope.ok) {
+      throw new ZtError(
+        "ZT_SEG_APPLY_FAILED",
+        `the ruleset changes more than table inet ${ZT_TABLE} (line ${scope.line}: ${JSON.stringify(scope.statement.slice(0, 80))}): a rollback restores only that table, so zt seg apply loads nothing else; nothing was changed`,
+        { line: scope.line },
+      );
+    }
     const prev = await readRolloutState(opts.stateDir);
     // the rollback target kept below belongs to the pending apply's namespace
     if (prev?.status === "pending") checkSameNetns(prev, opts, "apply");
