@@ -302,6 +302,30 @@ mode: { default: enforce, audit: [monitoring] }
   });
 });
 
+describe("Kubernetes ports", () => {
+  it("port 0, which the API server refuses, is left out with a warning; a range from 0 starts at 1", () => {
+    const { model } = parseSegModel(`segments:
+  api: { k8s: { namespace: web, podSelector: { app: api } } }
+  legacy: { hosts: [10.9.0.0/16] }
+flows:
+  - { from: legacy, to: api, ports: [tcp/0] }
+  - { from: legacy, to: api, ports: [udp/0-53, tcp/0-65535] }
+`);
+    const r = compileK8s(model);
+    const api = parseAllDocuments(r.text)
+      .map((d) => d.toJS() as { metadata: { name: string }; spec: { ingress: unknown[] } })
+      .find((d) => d.metadata.name === "zt-api")!;
+    // no rule without ports (that would allow every port)
+    expect(api.spec.ingress).toEqual([
+      {
+        from: [{ ipBlock: { cidr: "10.9.0.0/16" } }],
+        ports: [{ protocol: "UDP", port: 1, endPort: 53 }, { protocol: "TCP" }],
+      },
+    ]);
+    expect(r.warnings.join("\n")).toMatch(/flows\[0\]: port 0 cannot be expressed/);
+  });
+});
+
 describe("Kubernetes segments that select the same pods", () => {
   const text = (b: string) => `segments:
   all: { k8s: { namespace: web } }

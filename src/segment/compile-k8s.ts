@@ -55,9 +55,17 @@ function npPorts(ports: readonly PortSpec[], warn: (m: string) => void, where: s
       continue;
     }
     const protocol = p.proto === "tcp" ? "TCP" : "UDP";
-    if (p.lo === 0 && p.hi === 65535) out.push({ protocol });
-    else if (p.lo === p.hi) out.push({ protocol, port: p.lo! });
-    else out.push({ protocol, port: p.lo!, endPort: p.hi! });
+    if (p.lo === 0 && p.hi === 65535) {
+      out.push({ protocol });
+      continue;
+    }
+    // the API server refuses port 0 (ports are 1-65535): the range starts at 1
+    if (p.lo === 0)
+      warn(`${where}: port 0 cannot be expressed in NetworkPolicy (ports are 1-65535); left out`);
+    const lo = Math.max(1, p.lo!);
+    if (p.hi! < lo) continue;
+    if (lo === p.hi) out.push({ protocol, port: lo });
+    else out.push({ protocol, port: lo, endPort: p.hi! });
   }
   return out;
 }
