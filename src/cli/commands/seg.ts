@@ -357,7 +357,7 @@ function registerSegLearnCommands(seg: Command): void {
             : stringify(doc, { lineWidth: 0 });
           if (o.out) replaceFile(o.out, text);
           else process.stdout.write(text);
-                    if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
+          if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
           if (stats.unaggregated > 0)
             process.stderr.write(
               `zt: warning: more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs\n`,
