@@ -396,4 +396,21 @@ describe("zt seg compile: a model file name cannot inject nft commands", () => {
       }
     }
   });
+
+  it("a warning naming the file shows its control characters as escapes", async () => {
+    // Two segments of one namespace whose selectors may select the same pods: a warning.
+    const file = join(dir, "m\u001b]0;pwned\u0007\u202e.yaml");
+    await writeFile(
+      file,
+      `segments:
+  a: { k8s: { namespace: web, podSelector: { app: x } } }
+  b: { k8s: { namespace: web, podSelector: { tier: y } } }
+`,
+    );
+    const r = await zt(["seg", "compile", "--model", file, "-t", "k8s"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("zt: warning: m\\u{1b}]0;pwned\\u{7}\\u{202e}.yaml");
+    // eslint-disable-next-line no-control-regex -- no raw ESC, BEL or bidi override written
+    expect(r.stderr).not.toMatch(/[\u001b\u0007\u202e]/);
+  });
 });

@@ -96,6 +96,14 @@ export function failWith(e: unknown): void {
   process.exitCode = 70;
 }
 
+/**
+ * Prints `zt: warning: message` on stderr, with control and bidi characters shown as
+ * escapes as in errors: warnings quote file names, model text and receivers' answers.
+ */
+export function warn(message: string): void {
+  process.stderr.write(`zt: warning: ${printable(message, { keepLineBreaks: true })}\n`);
+}
+
 /** File errors a user causes (a wrong path, a directory, permissions), by errno code. */
 const FILE_ERRORS: Record<string, { code: ZtErrorCode; what: string }> = {
   ENOENT: { code: "ZT_NOT_FOUND", what: "no such file or directory" },

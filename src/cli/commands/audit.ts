@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import type { Writable } from "node:stream";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
-import { printJson, usageError, withContext } from "../cli-context.js";
+import { printJson, usageError, warn, withContext } from "../cli-context.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { parseDuration } from "../../core/duration.js";
@@ -286,8 +286,7 @@ export function registerAuditCommands(program: Command): void {
           every: conf.checkpoint_every,
           intervalMs: conf.checkpointIntervalMs,
           witnesses: conf.witness.file ? [fileWitness(inConfigDir(conf.witness.file))] : [],
-          onWitnessError: (w, e) =>
-            process.stderr.write(`zt: warning: witness ${w}: ${(e as Error).message}\n`),
+          onWitnessError: (w, e) => warn(`witness ${w}: ${(e as Error).message}`),
           ...(conf.checkpoint_public_key
             ? { publicKeys: [readCheckpointPublicKey(inConfigDir(conf.checkpoint_public_key))] }
             : {}),

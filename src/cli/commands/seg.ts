@@ -32,7 +32,7 @@ import {
   type SegModel,
 } from "../../segment/index.js";
 import { stringify } from "yaml";
-import { printJson, printTable, usageError, withoutContext } from "../cli-context.js";
+import { printJson, printTable, usageError, warn, withoutContext } from "../cli-context.js";
 
 interface TargetOpts {
   host?: string;
@@ -71,8 +71,8 @@ function refuseNftOnlyOptions(o: TargetOpts): void {
     );
 }
 
-function warn(file: string, findings: SegFinding[]): void {
-  for (const f of findings) process.stderr.write(`zt: warning: ${formatFinding(file, f)}\n`);
+function warnFindings(file: string, findings: SegFinding[]): void {
+  for (const f of findings) warn(formatFinding(file, f));
 }
 
 function stateDirOf(o: StateOpts): string {
@@ -131,7 +131,7 @@ export function registerSegCommands(program: Command): void {
     .action((o: { model: string }) =>
       withoutContext(async () => {
         const { model, findings } = await loadSegModelFile(o.model);
-        warn(basename(o.model), findings);
+        warnFindings(basename(o.model), findings);
         process.stdout.write(
           `${o.model}: ok (${model.segments.length} segments, ${model.flows.length} flows, ${findings.length} warnings)\n`,
         );
@@ -153,7 +153,7 @@ export function registerSegCommands(program: Command): void {
     .action((o: TargetOpts & { model: string; target: string; out?: string }) =>
       withoutContext(async () => {
         const { model, findings, text } = await loadSegModelFile(o.model);
-        warn(basename(o.model), findings);
+        warnFindings(basename(o.model), findings);
         if (o.target === "nftables") {
           const label = `model ${basename(o.model)} sha256:${createDigest(text).slice(0, 16)}`;
           await output(compileNftables(model, { target: nftTarget(o), label }).text, o.out);
@@ -162,7 +162,7 @@ export function registerSegCommands(program: Command): void {
         if (o.target === "k8s") {
           refuseNftOnlyOptions(o);
           const r = compileK8s(model);
-          for (const w of r.warnings) process.stderr.write(`zt: warning: k8s: ${w}\n`);
+          for (const w of r.warnings) warn(`k8s: ${w}`);
           await output(r.text, o.out);
           return;
         }
@@ -204,7 +204,7 @@ export function registerSegCommands(program: Command): void {
           ruleset = raw;
         } else {
           const { model, findings, text } = await loadSegModelFile(file);
-          warn(basename(file), findings);
+          warnFindings(basename(file), findings);
           const label = `model ${basename(file)} sha256:${createDigest(text).slice(0, 16)}`;
           ruleset = compileNftables(model, { target: nftTarget(o), label }).text;
         }
@@ -339,8 +339,7 @@ function registerSegLearnCommands(seg: Command): void {
           let model: SegModel | undefined;
           if (o.model) {
             const m = await loadSegModelFile(o.model);
-            for (const f of m.findings)
-              process.stderr.write(`zt: warning: ${formatFinding(basename(o.model), f)}\n`);
+            for (const f of m.findings) warn(formatFinding(basename(o.model), f));
             model = m.model;
           }
           const bar = progressBar();
@@ -359,8 +358,8 @@ function registerSegLearnCommands(seg: Command): void {
           else process.stdout.write(text);
           if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
           if (stats.unaggregated > 0)
-            process.stderr.write(
-              `zt: warning: more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs\n`,
+            warn(
+              `more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs`,
             );
           process.stderr.write(
             `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines\n`,
@@ -380,8 +379,7 @@ function registerSegLearnCommands(seg: Command): void {
     .action((o: { model: string; flows: string[]; check?: boolean; json?: boolean }) =>
       withoutContext(async () => {
         const { model, findings } = await loadSegModelFile(o.model);
-        for (const f of findings)
-          process.stderr.write(`zt: warning: ${formatFinding(basename(o.model), f)}\n`);
+        for (const f of findings) warn(formatFinding(basename(o.model), f));
         const r = simulateFlows(model, await readObservedFiles(o.flows));
         if (o.json) printJson(r);
         else {
