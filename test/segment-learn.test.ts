@@ -333,6 +333,35 @@ describe("learn and simulate", { timeout: 180_000 }, () => {
     expect((err as Error).message).toMatch(/observed\.0\.dst: not an IP address: "x;}"/);
   });
 
+  it("a learned address is never proposed under the name of a segment the model already has", async () => {
+    // The model's own segment happens to be called what an outside address would be.
+    const { model } = parseSegModel(`segments:
+  h-10-0-0-1: { hosts: [10.7.0.0/24] }
+  h-0a000001: { k8s: { namespace: web } }
+  web: { hosts: [10.0.2.10] }
+flows:
+  - { from: h-10-0-0-1, to: web, ports: [tcp/443] }
+`);
+    const path = join(dir, "taken.log");
+    const k = (src: string) =>
+      `Nov 20 10:00:00 gw kernel: ZT-DROP IN=eth0 OUT= SRC=${src} DST=10.9.9.9 LEN=60 PROTO=TCP SPT=1 DPT=22 SYN`;
+    await writeFile(path, [k("10.0.0.1"), k("10.0.0.2"), k("10.7.0.5")].join("\n"));
+    const { result } = await learnFromFiles([path], { year: 2026, index: new SegmentIndex(model) });
+    // 10.0.0.1's usual name and its digits are both the model's; 10.0.0.2's usual name is
+    // free, and 10.7.0.5 is inside the model's h-10-0-0-1.
+    expect(Object.keys(result.segments).sort()).toEqual([
+      "h-0a000001_2",
+      "h-10-0-0-2",
+      "h-10-9-9-9",
+    ]);
+    expect(result.segments["h-0a000001_2"]).toEqual({ hosts: ["10.0.0.1"] });
+    const proposal = parseSegModel(proposedModelYaml(model, result)).model;
+    const seg = (n: string) => proposal.segments.find((x) => x.name === n);
+    expect(seg("h-10-0-0-1")?.hosts.map((h) => h.text)).toEqual(["10.7.0.0/24"]);
+    expect(seg("h-0a000001_2")?.hosts.map((h) => h.text)).toEqual(["10.0.0.1"]);
+    expect(seg("h-0a000001")?.k8s).toEqual({ namespace: "web", podSelector: {} });
+  });
+
   it("a flood of distinct flows (a scan from spoofed sources) stops growing the aggregate at its cap", async () => {
     const path = join(dir, "scan.log");
     const lines: string[] = [];

@@ -128,13 +128,20 @@ export interface LearnResult {
  * The segment name proposed for an address outside the model (canonical text, see
  * `canonicalAddress`): `h-10-0-1-10`, `h-fd00-1--10`. Distinct addresses get distinct names
  * (`1.2.3.4` is `h-1-2-3-4`, `1:2:3:4::` is `h-1-2-3-4--`), and every name is a valid segment
- * name: an IPv6 address whose text is too long is written as its 32 hex digits.
+ * name: an IPv6 address whose text is too long is written as its 32 hex digits. A name in
+ * `taken` (the model's own segments) is not given: the proposal would replace that segment.
  */
-export function hostSegmentName(addr: string): string {
+export function hostSegmentName(addr: string, taken?: ReadonlySet<string>): string {
   const name = `h-${addr.replace(/[.:]/g, "-")}`.toLowerCase();
-  if (SEGMENT_NAME_RE.test(name)) return name;
+  if (SEGMENT_NAME_RE.test(name) && !taken?.has(name)) return name;
   const ip = parseIp(addr);
-  return ip ? `h-${ip.value.toString(16).padStart(ip.family === 4 ? 8 : 32, "0")}` : name;
+  if (!ip) return name;
+  // The address's digits: no other address has them, and no dotted or colon form gives a
+  // name without a "-" after "h-". Past a model segment that has this name too, "_N".
+  const hex = `h-${ip.value.toString(16).padStart(ip.family === 4 ? 8 : 32, "0")}`;
+  let n = hex;
+  for (let i = 2; taken?.has(n); i++) n = `${hex}_${i}`;
+  return n;
 }
 
 function iso(t: number | undefined): string | undefined {
@@ -194,7 +201,7 @@ export function summariseFlows(
     const s = lookup(a);
     if (s !== null) n = s;
     else {
-      n = hostSegmentName(a);
+      n = hostSegmentName(a, index?.names);
       proposed[n] ??= { hosts: [a] };
     }
     names.set(a, n);

@@ -60,6 +60,8 @@ export function proposedModelYaml(model: SegModel | undefined, r: LearnResult): 
   for (const s of model?.segments ?? []) {
     segments[s.name] = {
       hosts: s.hosts.map((h) => (h.name ? { name: h.name, ip: h.text } : h.text)),
+      // A Kubernetes segment stays one (it was proposed as an empty list of hosts).
+      ...(s.k8s ? { k8s: { namespace: s.k8s.namespace, podSelector: s.k8s.podSelector } } : {}),
     };
   }
   Object.assign(segments, r.segments);

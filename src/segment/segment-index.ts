@@ -8,8 +8,11 @@ import type { SegModel } from "./model.js";
 export class SegmentIndex {
   readonly #v4: { r: IpRange; seg: string }[] = [];
   readonly #v6: { r: IpRange; seg: string }[] = [];
+  /** Every segment name of the model (those without addresses too). */
+  readonly names: ReadonlySet<string>;
 
   constructor(model: SegModel) {
+    this.names = new Set(model.segments.map((s) => s.name));
     for (const s of model.segments)
       for (const r of s.ranges) (r.family === 4 ? this.#v4 : this.#v6).push({ r, seg: s.name });
     const cmp = (a: { r: IpRange }, b: { r: IpRange }) =>
