@@ -96,7 +96,6 @@ export async function removeBan(deps: BanAdminDeps, target: string, actor: strin
   await deps.events.publish("ban.changed", { action: "remove", key });
 }
 
-/** Bans a source or user by hand for `durationMs`. */
 /**
  * The longest reason a hand-made ban takes, in characters: as long as an access request's
  * reason (MAX_REASON_LENGTH), room for a ticket reference and a sentence or two. The reason
@@ -105,6 +104,7 @@ export async function removeBan(deps: BanAdminDeps, target: string, actor: strin
  */
 export const MAX_BAN_REASON_LENGTH = 500;
 
+/** Bans a source or user by hand for `durationMs`; a reason past MAX_BAN_REASON_LENGTH is refused. */
 export async function addBan(
   deps: BanAdminDeps,
   target: string,
