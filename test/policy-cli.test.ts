@@ -251,9 +251,11 @@ ${extra}`;
         const r = explain(withExtra('{"x": 1}', key), [
           { uid: { type: "User", id: "alice" }, attrs: JSON.parse(`{"${key}": 5}`), parents: [] },
         ]);
-        expect(r.err, key).toBe("");
-        expect(r.code, key).toBe(0);
-        expect(r.out, key).toMatch(/^decision: deny/);
+        // zt's schema does not declare them: refused by name like any undeclared attribute.
+        expect(r.err, key).toBe(
+          `zt: error ZT_POLICY_ENTITY_INVALID: --context: record attribute \`${key}\` should not exist according to the schema\n`,
+        );
+        expect(r.code, key).toBe(65);
       }
       // With a schema that declares them, policies read them like any other attribute.
       const pol = join(dir, "xpol-odd-names");
@@ -290,6 +292,82 @@ when { context["__proto__"] == 7 && context["constructor"] == 8 && principal has
       expect(denied.err).toBe("");
       expect(denied.out).toMatch(/^decision: deny/);
       expect(denied.out).toMatch(/context\.constructor == 8 \} is false/);
+    });
+  });
+
+  describe("a context that does not fit the schema is refused, not evaluated", () => {
+    const pol = () => {
+      const p = join(dir, "ctx-pol");
+      mkdirSync(p, { recursive: true });
+      writeFileSync(join(p, "main.cedar"), GOOD);
+      return p;
+    };
+    const testFile = (context: object, expect = "deny") => {
+      const f = join(dir, "ctx-test.yaml");
+      writeFileSync(
+        f,
+        `entities: []
+defaults:
+  context: ${JSON.stringify(CONTEXT)}
+tests:
+  - name: outsiders are denied
+    principal: User::"bob"
+    action: GET
+    resource: App::"whoami"
+    context: ${JSON.stringify(context)}
+    expect: ${expect}
+`,
+      );
+      return zt("policy", "test", "--policies", pol(), f);
+    };
+
+    it("policy test: a bad value or a misspelt attribute fails the run with exit 65 naming the test and the attribute (a test expecting deny used to pass: the bad value was a policy error, and an error denies)", () => {
+      const cases: [object, RegExp][] = [
+        [
+          { source_ip: "not-an-ip" },
+          /ctx-test\.yaml: outsiders are denied: context: attribute "source_ip": .*invalid IP address: not-an-ip/,
+        ],
+        [
+          { mfa_age_seconds: "sixty" },
+          /context: attribute "mfa_age_seconds": "sixty" is not a Long/,
+        ],
+        [{ grants: [1] }, /context: attribute "grants": \[1\] is not a Set<String>/],
+        [{ mfa_age_secs: 60 }, /context: record attribute `mfa_age_secs` should not exist/],
+      ];
+      for (const [context, message] of cases) {
+        const r = testFile(context);
+        expect(r.err, JSON.stringify(context)).toMatch(/^zt: error ZT_POLICY_ENTITY_INVALID: /);
+        expect(r.err, JSON.stringify(context)).toMatch(message);
+        expect(r.code, JSON.stringify(context)).toBe(65);
+        expect(r.out).not.toMatch(/passed/);
+      }
+      const good = testFile({ source_ip: "10.9.9.9", mfa_age_seconds: 5 });
+      expect(good.err).toBe("");
+      expect(good.out.trim()).toBe("1 passed, 0 failed");
+      expect(good.code).toBe(0);
+    });
+
+    it("explain: a bad --context value is ZT_POLICY_ENTITY_INVALID, exit 65 (was ZT_INTERNAL, exit 70); a partial context is still explained", () => {
+      const run = (action: string, context: string) =>
+        zt(
+          ...["policy", "explain", "--policies", pol(), "--principal", 'User::"alice"'],
+          ...["--action", action, "--resource", 'App::"whoami"', "--context", context],
+        );
+      const bad = run("GET", '{"source_ip": "not-an-ip"}');
+      expect(bad.err).toMatch(
+        /^zt: error ZT_POLICY_ENTITY_INVALID: --context: attribute "source_ip": .*invalid IP address: not-an-ip/,
+      );
+      expect(bad.code).toBe(65);
+      // An action the schema does not declare: no type to check against, and still no ZT_INTERNAL.
+      const undeclared = run("frobnicate", '{"a": {"__extn": {"fn": "ip", "arg": "bad"}}}');
+      expect(undeclared.err).toMatch(
+        /^zt: error ZT_POLICY_ENTITY_INVALID: context: .*invalid IP address: bad/,
+      );
+      expect(undeclared.code).toBe(65);
+      const partial = run("GET", '{"source_ip": "10.0.0.1", "mfa_age_seconds": 5}');
+      expect(partial.err).toBe("");
+      expect(partial.code).toBe(0);
+      expect(partial.out).toMatch(/^decision: deny/);
     });
   });
 

@@ -12,7 +12,8 @@ import {
 } from "./compiled/compiled-engine.js";
 import { exactPolicyJson } from "./compiled/exact-json.js";
 import { entityFromJson } from "./compiled/json-values.js";
-import { EntityRef } from "./compiled/values.js";
+import { CedarEvalError, EntityRef } from "./compiled/values.js";
+import { ZtError } from "../core/errors.js";
 import type {
   AuthorizationRequest,
   AuthorizationResult,
@@ -116,11 +117,21 @@ export function explainRequest(
   entities: EntityView,
 ): Explanation {
   const result = engine.authorize(request, entities);
+  let context: EvalEnv["context"];
+  try {
+    context = contextFrom(request.context);
+  } catch (e) {
+    // A context value no engine can build (`ip("bad")`) is the caller's input, not a fault
+    // in zt: the engine's decision above is already a request-level policy-error.
+    if (e instanceof CedarEvalError)
+      throw new ZtError("ZT_POLICY_ENTITY_INVALID", `context: ${e.message}`);
+    throw e;
+  }
   const env: EvalEnv = {
     principal: entityFromJson(request.principal),
     action: entityFromJson(request.action),
     resource: entityFromJson(request.resource),
-    context: contextFrom(request.context),
+    context,
     entities: new ViewAccess(entities, engine.schemaActions),
   };
   const set = engine.policySet;

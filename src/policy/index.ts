@@ -40,7 +40,12 @@ export type { PolicyTestOutcome } from "./policy-tests.js";
 export { formatPolicyText } from "./policy-format.js";
 export { findConformanceCases, runConformanceCase } from "./conformance.js";
 export type { ConformanceResult, ConformanceOptions } from "./conformance.js";
-export { schemaModel, canonicalContext, canonicalEntities } from "./schema-values.js";
+export {
+  schemaModel,
+  canonicalContext,
+  canonicalEntities,
+  assertContextTypes,
+} from "./schema-values.js";
 export type { SchemaModel } from "./schema-values.js";
 export { parseJsonExact } from "./json-bigint.js";
 export { assertCedarJsonRecord } from "./json-value-check.js";

@@ -7,6 +7,7 @@ import { readInputFile } from "../core/read-input-file.js";
 import { EntityStore } from "./entity-store.js";
 import { parseJsonExact } from "./json-bigint.js";
 import {
+  assertContextTypes,
   canonicalContext,
   canonicalEntities,
   schemaModel,
@@ -130,11 +131,9 @@ export function runPolicyTests(engine: PolicyEngine, files: string[]): PolicyTes
         context: {},
       };
       const context = { ...(spec.defaults?.context ?? {}), ...(t.context ?? {}) };
-      request.context = canonicalContext(
-        model,
-        request.action,
-        context,
-      ) as AuthorizationRequest["context"];
+      const canonical = canonicalContext(model, request.action, context);
+      assertContextTypes(model, set.schema, request.action, canonical, `${file}: ${name}: context`);
+      request.context = canonical as AuthorizationRequest["context"];
       const store = new EntityStore(
         canonicalEntities([...baseEntities, ...(t.entities ?? [])], model),
       );

@@ -223,3 +223,131 @@ export function schemaActionEntities(schema: string | object): CedarEntity[] {
     out.push({ uid: a.uid, attrs: {}, parents: a.parents });
   return out;
 }
+
+/**
+ * Refuses, as `ZT_POLICY_ENTITY_INVALID` (exit 65) prefixed with `where`, a context whose
+ * given attributes do not fit the schema (see contextTypeProblem). Without this a policy
+ * test with `source_ip: "not-an-ip"` evaluated to a policy error, which is a deny: a test
+ * expecting `deny` passed whatever the policies said.
+ */
+export function assertContextTypes(
+  model: SchemaModel | undefined,
+  schema: string | object | undefined,
+  action: EntityUid,
+  context: Record<string, unknown>,
+  where: string,
+): void {
+  if (!model || schema === undefined) return;
+  const problem = contextTypeProblem(model, schema, action, context);
+  if (problem !== undefined) throw new ZtError("ZT_POLICY_ENTITY_INVALID", `${where}: ${problem}`);
+}
+
+/**
+ * What is wrong with the attributes a request context *does* give, judged by Cedar
+ * against the action's declared context type: a value of the wrong type (`"sixty"` for a
+ * Long), an extension literal that does not parse (`source_ip: "not-an-ip"`), or an
+ * attribute the schema does not declare (`mfa_age_secs`: a typo). `undefined` when they
+ * conform, or when the schema declares no context for the action.
+ *
+ * Attributes the context leaves out are not a problem here (a policy test or
+ * `zt policy explain` may give only what the policies read): Cedar's own check wants a
+ * complete context, so each missing required attribute is filled with a placeholder of
+ * its declared type for the check only. If the placeholders alone do not pass (a type
+ * this filler does not know), no check is made rather than a wrong one.
+ *
+ * For tools, not for the PEP: `context` is in the canonical (explicit) form.
+ */
+export function contextTypeProblem(
+  model: SchemaModel,
+  schema: string | object,
+  action: EntityUid,
+  context: Record<string, unknown>,
+): string | undefined {
+  const a = model.actions.get(`${action.type}\u0000${action.id}`);
+  if (!a?.context) return undefined;
+  const resolve = resolveCache.get(model)!;
+  type Call = Parameters<typeof cedar.checkParseContext>[0];
+  const check = (ctx: Record<string, unknown>) =>
+    cedar.checkParseContext({
+      context: ctx as Call["context"],
+      schema: schema as NonNullable<Call["schema"]>,
+      action,
+    });
+  const problem = (ctx: Record<string, unknown>): string | undefined => {
+    const answer = check(withPlaceholders(resolve, a.context, ctx) as Record<string, unknown>);
+    if (answer.type === "success") return undefined;
+    return answer.errors.map((e) => e.message.replace(/^while parsing context, /, "")).join("; ");
+  };
+  const whole = problem(context);
+  if (whole === undefined || problem({}) !== undefined) return undefined;
+  // Cedar names the attribute for an unknown one or a bad literal, but not for a value of
+  // the wrong type ("context `{…}` is not valid"): find the attribute by checking each alone.
+  const attrs = (resolve(a.context)?.["attributes"] ?? {}) as Record<string, SType>;
+  for (const k of Object.keys(context)) {
+    const alone = problem({ [k]: context[k] });
+    if (alone === undefined) continue;
+    const name = JSON.stringify(k);
+    if (!/ is not valid for /.test(alone))
+      return alone.includes(`\`${k}\``) ? alone : `attribute ${name}: ${alone}`;
+    const declared = Object.hasOwn(attrs, k) ? attrs[k] : undefined;
+    const type = declared ? typeLabel(resolve, declared) : "its declared type";
+    let shown = JSON.stringify(context[k]) ?? String(context[k]);
+    if (shown.length > 60) shown = `${shown.slice(0, 57)}...`;
+    return `attribute ${name}: ${shown} is not a ${type}`;
+  }
+  return whole;
+}
+
+/** A declared type as a reader would write it: `Long`, `Set<String>`, `ipaddr`. */
+function typeLabel(resolve: Resolver, t: SType): string {
+  const rt = resolve(t) ?? t;
+  const name = typeName(rt);
+  return name === "Set" ? `Set<${typeLabel(resolve, rt["element"] as SType)}>` : name;
+}
+
+type Resolver = (t: SType | undefined) => SType | undefined;
+
+/** `v` (a record, or nothing) with every required attribute it lacks set to a placeholder. */
+function withPlaceholders(resolve: Resolver, t: SType | undefined, v: unknown): unknown {
+  const rt = resolve(t);
+  if (!rt || typeName(rt) !== "Record") return v;
+  if (v !== undefined && (typeof v !== "object" || v === null || Array.isArray(v))) return v;
+  const given = (v ?? {}) as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(given)) setOwn(out, k, given[k]);
+  const attrs = (rt["attributes"] ?? {}) as Record<string, SType>;
+  for (const k of Object.keys(attrs)) {
+    const at = attrs[k]!;
+    if (Object.hasOwn(given, k)) setOwn(out, k, withPlaceholders(resolve, at, given[k]));
+    else if (at["required"] !== false) setOwn(out, k, placeholder(resolve, at));
+  }
+  return out;
+}
+
+function placeholder(resolve: Resolver, t: SType): unknown {
+  const rt = resolve(t) ?? t;
+  const name = typeName(rt);
+  switch (name) {
+    case "Long":
+      return 0;
+    case "String":
+      return "";
+    case "Bool":
+    case "Boolean":
+      return false;
+    case "Set":
+      return [];
+    case "Record":
+      return withPlaceholders(resolve, rt, {});
+    case "ipaddr":
+      return { __extn: { fn: "ip", arg: "0.0.0.0" } };
+    case "decimal":
+      return { __extn: { fn: "decimal", arg: "0.0" } };
+    case "datetime":
+      return { __extn: { fn: "datetime", arg: "1970-01-01" } };
+    case "duration":
+      return { __extn: { fn: "duration", arg: "0ms" } };
+    default:
+      return { __entity: { type: name, id: "" } };
+  }
+}

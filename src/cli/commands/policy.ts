@@ -12,6 +12,7 @@ import {
   createPolicyEngine,
   EntityStore,
   assertCedarJsonRecord,
+  assertContextTypes,
   explainDecision,
   findConformanceCases,
   formatPolicyText,
@@ -222,15 +223,13 @@ export function registerPolicyCommands(program: Command): void {
           if (!ctx || typeof ctx !== "object" || Array.isArray(ctx))
             throw usageError("--context: expected a JSON object");
           assertCedarJsonRecord(ctx as Record<string, unknown>, "--context");
+          const context = canonicalContext(model, action, ctx as Record<string, unknown>);
+          assertContextTypes(model, set.schema, action, context, "--context");
           const request: AuthorizationRequest = {
             principal: parseUid(opts.principal),
             action,
             resource: parseUid(opts.resource),
-            context: canonicalContext(
-              model,
-              action,
-              ctx as Record<string, unknown>,
-            ) as AuthorizationRequest["context"],
+            context: context as AuthorizationRequest["context"],
           };
           const raw = opts.entities ? readJsonArg(`@${opts.entities}`, "--entities") : [];
           assertEntityValues(raw);
