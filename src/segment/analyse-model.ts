@@ -113,7 +113,7 @@ function findK8sOverlaps(model: SegModel): RawFinding[] {
   const out: RawFinding[] = [];
   const segs = model.segments.filter((s) => s.k8s);
   const within = (a: Record<string, string>, b: Record<string, string>) =>
-    Object.entries(a).every(([k, v]) => b[k] === v);
+    Object.entries(a).every(([k, v]) => Object.hasOwn(b, k) && b[k] === v);
   for (let j = 0; j < segs.length; j++) {
     const b = segs[j]!;
     for (let i = 0; i < j; i++) {
@@ -121,7 +121,9 @@ function findK8sOverlaps(model: SegModel): RawFinding[] {
       if (a.k8s!.namespace !== b.k8s!.namespace) continue;
       const sa = a.k8s!.podSelector;
       const sb = b.k8s!.podSelector;
-      if (Object.keys(sa).some((k) => k in sb && sa[k] !== sb[k])) continue; // disjoint
+      // own keys only: `in` found "constructor" on every object, so { constructor: x } was
+      // taken as disjoint from {} (every pod)
+      if (Object.keys(sa).some((k) => Object.hasOwn(sb, k) && sa[k] !== sb[k])) continue; // disjoint
       const certain = within(sa, sb) || within(sb, sa);
       out.push(
         finding(

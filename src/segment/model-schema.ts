@@ -15,9 +15,8 @@ const segmentSchema = z
     hosts: z.array(hostSchema).default([]),
     k8s: z
       .object({
-        namespace: z
-          .string()
-          .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected a Kubernetes namespace name"),
+        // checked against Kubernetes' rules (with labels) in parseSegModel, naming the segment
+        namespace: z.string(),
         podSelector: labelsSchema.default({}),
       })
       .strict()

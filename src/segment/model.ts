@@ -73,7 +73,8 @@ export interface SegFinding {
     | "unreachable-flow"
     | "empty-segment"
     | "duplicate-host"
-    | "reserved-name";
+    | "reserved-name"
+    | "bad-k8s-name";
   path: string;
   line: number;
   message: string;

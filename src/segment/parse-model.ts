@@ -15,6 +15,12 @@ import {
 import { SEGMENT_NAME_RE, segModelSchema } from "./model-schema.js";
 import { parsePortSpec, type PortSpec } from "./port-spec.js";
 import { analyseModel } from "./analyse-model.js";
+import {
+  checkK8sLabelKey,
+  checkK8sLabelValue,
+  checkK8sNamespace,
+  checkK8sObjectName,
+} from "./k8s-names.js";
 
 export interface ParseModelResult {
   model: SegModel;
@@ -100,7 +106,22 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
       },
     ]);
   }
-  const parsed = segModelSchema.safeParse(doc.toJS({ maxAliasCount: 100 }) ?? {});
+  const js: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  // zod drops a "__proto__" key without a word: a pod selector would lose that label and
+  // select more pods. Refused, wherever it is, before the schema sees the document.
+  for (const path of protoKeyPaths(js, [])) {
+    const [top, seg, k8s, sel] = path;
+    const label = top === "segments" && k8s === "k8s" && sel === "podSelector";
+    err(
+      label ? "bad-k8s-name" : "schema",
+      path,
+      label
+        ? `segment ${JSON.stringify(seg)}: label key "__proto__" is not a valid Kubernetes label key: ${checkK8sLabelKey("__proto__")}`
+        : `"__proto__" is not allowed as a key`,
+    );
+  }
+  if (findings.length > 0) throw invalid(fileName, findings);
+  const parsed = segModelSchema.safeParse(js);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const extra = issue.code === "unrecognized_keys" ? ` (${issue.keys.join(", ")})` : "";
@@ -146,7 +167,12 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
       ranges: mergeRanges(hosts.map((h) => h.range)),
       line: lineOf(p),
     };
-    if (seg?.k8s) s.k8s = { namespace: seg.k8s.namespace, podSelector: seg.k8s.podSelector };
+    if (seg?.k8s) {
+      const bad = k8sProblems(name, seg.k8s.namespace, seg.k8s.podSelector);
+      // errors: the model is refused (the segment is kept so its flows are not "unknown")
+      for (const b of bad) err("bad-k8s-name", [...p, "k8s", ...b.path], b.message);
+      s.k8s = { namespace: seg.k8s.namespace, podSelector: seg.k8s.podSelector };
+    }
     segments.push(s);
   }
   const names = segments.map((s) => s.name);
@@ -241,6 +267,65 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
   const errors = findings.filter((f) => f.severity === "error");
   if (errors.length > 0) throw invalid(fileName, errors);
   return { model, findings };
+}
+
+/** The paths of every own "__proto__" key in a parsed YAML document. */
+function protoKeyPaths(v: unknown, path: (string | number)[]): (string | number)[][] {
+  if (typeof v !== "object" || v === null) return [];
+  if (Array.isArray(v)) return v.flatMap((x, i) => protoKeyPaths(x, [...path, i]));
+  const out: (string | number)[][] = [];
+  for (const k of Object.getOwnPropertyNames(v)) {
+    if (k === "__proto__") out.push([...path, k]);
+    else out.push(...protoKeyPaths((v as Record<string, unknown>)[k], [...path, k]));
+  }
+  return out;
+}
+
+/** At most 64 characters of untrusted text, quoted, for an error message. */
+function shown(t: string): string {
+  return JSON.stringify([...t].length > 64 ? `${[...t].slice(0, 64).join("")}…` : t);
+}
+
+/**
+ * What Kubernetes would refuse in a segment's NetworkPolicy: its name (`zt-NAME`), its
+ * namespace, and the keys and values of its pod selector (also used in other segments'
+ * peers). Refused at load, so `--target k8s` never emits a policy the API server rejects.
+ */
+function k8sProblems(
+  segment: string,
+  namespace: string,
+  podSelector: Record<string, string>,
+): { path: string[]; message: string }[] {
+  const out: { path: string[]; message: string }[] = [];
+  const seg = `segment ${JSON.stringify(segment)}`;
+  const policy = `zt-${segment}`;
+  const nameBad = checkK8sObjectName(policy);
+  if (nameBad)
+    out.push({
+      path: [],
+      message: `${seg} has k8s selectors, so it names a NetworkPolicy ${JSON.stringify(policy)}, which Kubernetes refuses: ${nameBad} (rename the segment)`,
+    });
+  const nsBad = checkK8sNamespace(namespace);
+  if (nsBad)
+    out.push({
+      path: ["namespace"],
+      message: `${seg}: namespace ${shown(namespace)} is not a valid Kubernetes namespace name: ${nsBad}`,
+    });
+  for (const [key, value] of Object.entries(podSelector)) {
+    const keyBad = checkK8sLabelKey(key);
+    if (keyBad)
+      out.push({
+        path: ["podSelector", key],
+        message: `${seg}: label key ${shown(key)} is not a valid Kubernetes label key: ${keyBad}`,
+      });
+    const valueBad = checkK8sLabelValue(value);
+    if (valueBad)
+      out.push({
+        path: ["podSelector", key],
+        message: `${seg}: label ${shown(key)} has value ${shown(value)}, not a valid Kubernetes label value: ${valueBad}`,
+      });
+  }
+  return out;
 }
 
 function invalid(fileName: string, errors: SegFinding[]): ZtError {
