@@ -209,21 +209,30 @@ export function compileNftables(
       );
     local = { seg, ranges: seg.ranges };
   } else if (target.kind === "host") {
-    for (const s of model.segments) {
-      const h = s.hosts.find(
-        (x) =>
-          x.name === target.host || x.text === target.host || formatRange(x.range) === target.host,
-      );
-      if (h) {
-        local = { seg: s, ranges: [h.range] };
-        break;
-      }
-    }
-    if (!local)
+    // Every entry of that name: a dual-stack host is two entries (IPv4 and IPv6) of one name;
+    // taking the first left the other family to the catch-all (dropped when enforced).
+    const found = model.segments.flatMap((s) =>
+      s.hosts
+        .filter(
+          (x) =>
+            x.name === target.host ||
+            x.text === target.host ||
+            formatRange(x.range) === target.host,
+        )
+        .map((h) => ({ seg: s, range: h.range })),
+    );
+    const segs = [...new Set(found.map((f) => f.seg))];
+    if (segs.length === 0)
       throw new ZtError(
         "ZT_SEG_MODEL_INVALID",
         `--host: no segment lists host ${JSON.stringify(target.host)}`,
       );
+    if (segs.length > 1)
+      throw new ZtError(
+        "ZT_SEG_MODEL_INVALID",
+        `--host: host ${JSON.stringify(target.host)} is listed in segments ${segs.map((s) => JSON.stringify(s.name)).join(" and ")}: a host belongs to one segment (give its entries one segment, or distinct names)`,
+      );
+    local = { seg: segs[0]!, ranges: mergeRanges(found.map((f) => f.range)) };
   }
   const allSegs = model.segments;
   const expand = (name: string): Segment[] =>
@@ -367,8 +376,12 @@ export function compileNftables(
 
   // Connections the audit catch-all accepted carry ZT_AUDIT_CT_MARK. Without an enforcing
   // segment every such connection would be kept anyway, so the recheck is left out.
+  // On a host, the output chain takes the mode of the destination's segment, so one that
+  // enforces counts too.
   const anyEnforce = local
-    ? segmentModeOf(model, local.seg.name) === "enforce"
+    ? segmentModeOf(model, local.seg.name) === "enforce" ||
+      (model.egress.has(local.seg.name) &&
+        allSegs.some((s) => segmentModeOf(model, s.name) === "enforce"))
     : model.mode.default === "enforce" ||
       allSegs.some((s) => segmentModeOf(model, s.name) === "enforce");
   const preamble = (hook: "input" | "forward" | "output"): string[] => {
@@ -469,7 +482,31 @@ export function compileNftables(
     let outFlows: FlowLookup[] = [];
     let egress: OutsideLookup[] = [];
     const hasOutput = model.egress.has(local.seg.name);
+    /**
+     * As on a router, a packet the model does not allow takes its destination segment's
+     * mode (this host's own only for destinations outside the model): dmode_vN / rdmode_vN
+     * map the segments whose mode differs from this host's. Input needs none: its
+     * destination is this host.
+     */
+    const mapExists = new Set<string>();
+    const destModes = (view: View, forRecheck: boolean): string[] =>
+      FAMS.filter((fam) => mapExists.has(`${forRecheck ? "r" : ""}dmode_v${fam}`)).map(
+        (fam) => `${SEL[fam]} ${view.dst} vmap @${forRecheck ? "r" : ""}dmode_v${fam}`,
+      );
     if (hasOutput) {
+      for (const forRecheck of anyEnforce ? [false, true] : [false]) {
+        for (const fam of FAMS) {
+          const els: string[] = [];
+          for (const s of allSegs) {
+            const sm = segmentModeOf(model, s.name);
+            if (s === local.seg || sm === m) continue;
+            const verdict = forRecheck ? recheckVerdict(sm) : `goto ${modeChain(sm)}`;
+            for (const r of rangesOf(s.ranges, fam)) els.push(`${r} : ${verdict}`);
+          }
+          const name = `${forRecheck ? "r" : ""}dmode_v${fam}`;
+          if (emitMap(name, fam, els)) mapExists.add(name);
+        }
+      }
       outFlows = flowLookups(outDir);
       egress = outsideLookups("egress", self);
       chains.push({
@@ -479,6 +516,7 @@ export function compileNftables(
           ...preamble("output"),
           ...outFlows.map((l) => flowRule(l, ORIGINAL, false)),
           ...egress.map((o) => outsideRule(o, ORIGINAL, false)),
+          ...destModes(ORIGINAL, false),
           `goto ${modeChain(m)}`,
         ],
       });
@@ -486,6 +524,8 @@ export function compileNftables(
     const recheckRules = (view: View) => [
       ...[...inFlows, ...outFlows].map((l) => flowRule(l, view, true)),
       ...[...ingress, ...egress].map((o) => outsideRule(o, view, true)),
+      // an inbound connection's destination is this host: not in the map, so this host's mode
+      ...destModes(view, true),
       recheckVerdict(m),
     ];
     // Input sees replies only of connections this host opened; without an output chain
