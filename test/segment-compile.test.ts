@@ -13,6 +13,7 @@ import {
   parseSegModel,
 } from "../src/segment/index.js";
 import { NetnsLab } from "../src/segment/netns-lab.js";
+import { runZt } from "./helpers/zt-process.js";
 
 const EXAMPLE = readFileSync(join(import.meta.dirname, "..", "examples", "segments.yaml"), "utf8");
 
@@ -42,9 +43,12 @@ describe("nftables compiler output", () => {
     expect(text).toContain(
       "ip saddr . ip daddr . meta l4proto . th dport @flows_v4 counter accept",
     );
-    expect(text).toContain('log prefix "ZT-DROP " counter name "zt_drop" drop');
+    // only the logging is limited (default 20/second, burst 100); the verdict rule is not
     expect(text).toContain(
-      'log prefix "ZT-WOULD-DROP " counter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept',
+      '\tchain zt_enforce {\n\t\tlimit rate 20/second burst 100 packets counter log prefix "ZT-DROP " comment "ZT-DROP logged (rate-limited)"\n\t\tcounter name "zt_drop" drop\n\t}',
+    );
+    expect(text).toContain(
+      '\t\tcounter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept\n\t}',
     );
     expect(text).toContain("limit rate 3/minute counter accept");
     expect(text).toContain("set seg_frontend_v6 {");
@@ -102,7 +106,7 @@ flows:
   it("marks connections only audit accepted, and re-checks them first where a segment enforces", () => {
     const { text } = compileNftables(model); // data enforces
     expect(text).toContain(
-      '\tchain zt_audit {\n\t\tlog prefix "ZT-WOULD-DROP " counter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept\n\t}',
+      '\tchain zt_audit {\n\t\tlimit rate 20/second burst 100 packets counter log prefix "ZT-WOULD-DROP " comment "ZT-WOULD-DROP logged (rate-limited)"\n\t\tcounter name "zt_would_drop" ct mark set ct mark or 0x00100000 accept\n\t}',
     );
     expect(text).toContain(
       "\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related ct mark and 0x00100000 == 0x00100000 goto zt_recheck\n\t\tct state established,related counter accept\n",
@@ -412,5 +416,65 @@ describe("zt seg compile: a model file name cannot inject nft commands", () => {
     expect(r.stderr).toContain("zt: warning: m\\u{1b}]0;pwned\\u{7}\\u{202e}.yaml");
     // eslint-disable-next-line no-control-regex -- no raw ESC, BEL or bidi override written
     expect(r.stderr).not.toMatch(/[\u001b\u0007\u202e]/);
+  });
+});
+
+describe("zt seg: the log rate of the drop / would-drop chains (log.rate, log.burst)", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "zt-seg-log-"));
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  const model = (log: string) => `segments:
+  a: { hosts: [10.0.0.1] }
+  b: { hosts: [10.0.0.2] }
+flows:
+  - { from: a, to: b, ports: [tcp/22] }
+mode: { default: audit, enforce: [b] }
+${log}
+`;
+
+  it("compiles log: { rate, burst } into limit rate … before each log, and loads in nft", async () => {
+    const file = join(dir, "log.yaml");
+    await writeFile(file, model("log: { rate: 5/minute, burst: 7 }"));
+    const r = await runZt(["seg", "compile", "--model", file], { timeoutMs: 30_000 });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      'limit rate 5/minute burst 7 packets counter log prefix "ZT-DROP " comment "ZT-DROP logged (rate-limited)"\n\t\tcounter name "zt_drop" drop',
+    );
+    expect(r.stdout).toContain(
+      'limit rate 5/minute burst 7 packets counter log prefix "ZT-WOULD-DROP "',
+    );
+    // no log without its limit, and no limit on a verdict of the catch-alls
+    expect(r.stdout.match(/ log prefix/g)).toHaveLength(2);
+    expect(r.stdout.match(/limit rate 5\/minute burst 7 packets counter log prefix/g)).toHaveLength(
+      2,
+    );
+    if (avail.ok) {
+      const lab = await NetnsLab.create(0);
+      try {
+        await lab.nft(lab.router, r.stdout);
+      } finally {
+        await lab.destroy();
+      }
+    }
+  });
+
+  it("refuses a log rate that is not N/second|minute|hour|day, and an unknown key, naming them", async () => {
+    const file = join(dir, "bad.yaml");
+    await writeFile(file, model("log: { rate: fast, burst: 0, every: 1 }"));
+    const r = await runZt(["seg", "check", "--model", file], { timeoutMs: 30_000 });
+    expect(r.code).toBe(65);
+    expect(r.stderr).toContain("ZT_SEG_MODEL_INVALID");
+    expect(r.stderr).toMatch(/log\.every: .*every/);
+    expect(r.stderr).toMatch(/log\.burst: /);
+    await writeFile(file, model("log: { rate: 0/second }"));
+    const z = await runZt(["seg", "check", "--model", file], { timeoutMs: 30_000 });
+    expect(z.code).toBe(65);
+    expect(z.stderr).toContain(
+      'log.rate: expected N/second|minute|hour|day (lines written to the kernel log), got "0/second"',
+    );
   });
 });

@@ -253,6 +253,58 @@ mode: { default: audit, enforce: [${enforced}] }
     }
   });
 
+  /** Packets a rule of table inet zt counted, found by its comment. */
+  async function ruleCount(ns: string, chain: string, comment: string): Promise<number> {
+    const json = JSON.parse(
+      await lab.exec(ns, "nft", ["-j", "list", "chain", "inet", "zt", chain]),
+    ) as {
+      nftables: { rule?: { comment?: string; expr: { counter?: { packets: number } }[] } }[];
+    };
+    const rule = json.nftables.find((x) => x.rule?.comment === comment)?.rule;
+    if (!rule) throw new Error(`no rule "${comment}" in chain ${chain}`);
+    return rule.expr.find((x) => x.counter)?.counter?.packets ?? 0;
+  }
+
+  it("log lines are rate-limited (log.rate / log.burst) while every packet past the rate is still dropped, or accepted by audit, and counted", async () => {
+    // a port scan must not flood the kernel log; the limit gates the log rule only
+    const text = (mode: string) => `segments:
+  web: { hosts: [${v4(0)}, "${v6(0)}"] }
+  db: { hosts: [${v4(1)}, "${v6(1)}"] }
+flows:
+  - { from: web, to: db, ports: [tcp/443] }
+mode: { default: ${mode} }
+log: { rate: 1/minute, burst: 2 }
+`;
+    const scan: ProbeTarget[] = Array.from({ length: 12 }, (_, i) => ({
+      addr: i % 2 ? v6(1) : v4(1),
+      proto: "tcp",
+      port: 22,
+    }));
+
+    await loadHosts(text("enforce"), [undefined, "seg:db"]);
+    expect(await lab.probe(lab.hosts[0]!, [{ addr: v4(1), proto: "tcp", port: 443 }])).toEqual([
+      true,
+    ]);
+    expect(await lab.probe(lab.hosts[0]!, scan, 1500)).toEqual(scan.map(() => false));
+    const dropped = await lab.counter(lab.hosts[1]!, "zt_drop");
+    const logged = await ruleCount(lab.hosts[1]!, "zt_enforce", "ZT-DROP logged (rate-limited)");
+    expect(dropped).toBeGreaterThanOrEqual(12); // every SYN (and retransmission) dropped
+    expect(logged).toBeGreaterThanOrEqual(1);
+    expect(logged).toBeLessThanOrEqual(4); // burst 2 (+ a token the rate may have added)
+
+    await loadHosts(text("audit"), [undefined, "seg:db"]);
+    expect(await lab.probe(lab.hosts[0]!, scan)).toEqual(scan.map(() => true));
+    const wouldDrop = await lab.counter(lab.hosts[1]!, "zt_would_drop");
+    const auditLogged = await ruleCount(
+      lab.hosts[1]!,
+      "zt_audit",
+      "ZT-WOULD-DROP logged (rate-limited)",
+    );
+    expect(wouldDrop).toBeGreaterThanOrEqual(12);
+    expect(auditLogged).toBeGreaterThanOrEqual(1);
+    expect(auditLogged).toBeLessThanOrEqual(4);
+  });
+
   it(
     "random models on every host (input + output chains): the kernel connects exactly what the reference evaluator allows (property)",
     { timeout: 300_000 },

@@ -362,6 +362,23 @@ flows:
     expect(seg("h-0a000001")?.k8s).toEqual({ namespace: "web", podSelector: {} });
   });
 
+  it("the proposed model keeps the model's log rate (log.rate / log.burst)", async () => {
+    const { model } = parseSegModel(`segments:
+  web: { hosts: [10.0.2.10] }
+log: { rate: 3/second, burst: 9 }
+`);
+    const path = join(dir, "lograte.log");
+    await writeFile(
+      path,
+      "Nov 20 10:00:00 gw kernel: ZT-DROP IN=eth0 OUT= SRC=10.0.2.10 DST=10.9.9.9 LEN=60 PROTO=TCP SPT=1 DPT=22 SYN",
+    );
+    const { result } = await learnFromFiles([path], { year: 2026, index: new SegmentIndex(model) });
+    expect(parseSegModel(proposedModelYaml(model, result)).model.log).toEqual({
+      rate: { count: 3, unit: "second" },
+      burst: 9,
+    });
+  });
+
   it("a flood of distinct flows (a scan from spoofed sources) stops growing the aggregate at its cap", async () => {
     const path = join(dir, "scan.log");
     const lines: string[] = [];

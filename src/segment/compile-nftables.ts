@@ -2,6 +2,7 @@ import { ZtError } from "../core/errors.js";
 import { formatRange, mergeRanges, type IpRange } from "./ip-range.js";
 import {
   ANY_SEGMENT,
+  DEFAULT_LOG_LIMIT,
   segmentModeOf,
   type SegFlow,
   type SegMode,
@@ -167,7 +168,8 @@ function outsideRule(o: OutsideLookup, v: View, recheck: boolean): string {
  * definition, all in one transaction. Allowed flows are concatenated interval sets
  * (`ip saddr . ip daddr . meta l4proto . th dport`), so a packet costs one lookup
  * however many flows there are; unmatched packets end in `zt_enforce` (log ZT-DROP,
- * count, drop) or `zt_audit` (log ZT-WOULD-DROP, count, accept) by segment mode.
+ * count, drop) or `zt_audit` (log ZT-WOULD-DROP, count, accept) by segment mode. The
+ * logging alone is rate-limited (`model.log`, else DEFAULT_LOG_LIMIT); the verdict is not.
  * Pure: model in, text out.
  */
 export function compileNftables(
@@ -537,12 +539,23 @@ export function compileNftables(
     if (hasOutput) recheck.reply = recheckRules(REPLY);
   }
 
+  // The limit gates only the log rule (its counter counts what was logged): every packet goes
+  // on to the verdict rule below it.
+  const log = model.log ?? DEFAULT_LOG_LIMIT;
+  const logLimit = `limit rate ${log.rate.count}/${log.rate.unit} burst ${log.burst} packets`;
   const plain: { name: string; rules: string[] }[] = [
-    { name: "zt_enforce", rules: [`log prefix "ZT-DROP " counter name "zt_drop" drop`] },
+    {
+      name: "zt_enforce",
+      rules: [
+        `${logLimit} counter log prefix "ZT-DROP " comment "ZT-DROP logged (rate-limited)"`,
+        `counter name "zt_drop" drop`,
+      ],
+    },
     {
       name: "zt_audit",
       rules: [
-        `log prefix "ZT-WOULD-DROP " counter name "zt_would_drop" ct mark set ct mark or ${MARK} accept`,
+        `${logLimit} counter log prefix "ZT-WOULD-DROP " comment "ZT-WOULD-DROP logged (rate-limited)"`,
+        `counter name "zt_would_drop" ct mark set ct mark or ${MARK} accept`,
       ],
     },
   ];

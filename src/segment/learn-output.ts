@@ -76,6 +76,14 @@ export function proposedModelYaml(model: SegModel | undefined, r: LearnResult): 
     ...(Object.keys(r.egress).length ? { egress: r.egress } : {}),
     ...(Object.keys(r.ingress).length ? { ingress: r.ingress } : {}),
     mode: { default: "audit" },
+    ...(model?.log
+      ? {
+          log: {
+            rate: `${model.log.rate.count}/${model.log.rate.unit}`,
+            burst: model.log.burst,
+          },
+        }
+      : {}),
   };
   return (
     "# proposed by `zt seg learn`: review, then `zt seg simulate` before enforcing\n" +

@@ -54,6 +54,14 @@ export const segModelSchema = z
       })
       .strict()
       .optional(),
+    log: z
+      .object({
+        rate: z.string().optional(),
+        burst: z.number().int().positive().optional(),
+      })
+      .strict()
+      .nullable()
+      .optional(),
   })
   .strict();
 

@@ -54,7 +54,23 @@ export interface SegModel {
   /** Per segment: services it offers to addresses outside the model. */
   ingress: Map<string, PortSpec[]>;
   mode: { default: SegMode; perSegment: Map<string, SegMode> };
+  /** `log:` as written in the model; without it, DEFAULT_LOG_LIMIT applies. */
+  log?: LogLimit;
 }
+
+/**
+ * How many packets per unit the drop / would-drop chains write to the kernel log (nft
+ * `limit rate … log`, one bucket per chain). Only the logging is limited: past the rate
+ * packets are still dropped (or accepted by audit) and counted, just not logged.
+ */
+export interface LogLimit {
+  rate: FlowRate;
+  /** Packets logged at once above the rate (nft `burst N packets`). */
+  burst: number;
+}
+
+/** A port scan must not flood the kernel log: 20 lines a second, bursts of 100. */
+export const DEFAULT_LOG_LIMIT: LogLimit = { rate: { count: 20, unit: "second" }, burst: 100 };
 
 export type FindingSeverity = "error" | "warning";
 

@@ -3,7 +3,9 @@ import { ZtError } from "../core/errors.js";
 import { mergeRanges, parseCidr } from "./ip-range.js";
 import {
   ANY_SEGMENT,
+  DEFAULT_LOG_LIMIT,
   formatFinding,
+  type LogLimit,
   type FlowRate,
   type SegFinding,
   type SegFlow,
@@ -262,6 +264,21 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
     ingress,
     mode: { default: mode.default, perSegment },
   };
+  if (raw.log) {
+    const log: LogLimit = { ...DEFAULT_LOG_LIMIT };
+    if (raw.log.rate !== undefined) {
+      const m = RATE_RE.exec(raw.log.rate.trim());
+      if (!m || Number(m[1]) === 0)
+        err(
+          "bad-rate",
+          ["log", "rate"],
+          `expected N/second|minute|hour|day (lines written to the kernel log), got ${JSON.stringify(raw.log.rate)}`,
+        );
+      else log.rate = { count: Number(m[1]), unit: m[2] as FlowRate["unit"] };
+    }
+    if (raw.log.burst !== undefined) log.burst = raw.log.burst;
+    model.log = log;
+  }
   for (const { pathParts, ...f } of analyseModel(model))
     findings.push({ ...f, line: lineOf(pathParts) });
   const errors = findings.filter((f) => f.severity === "error");
