@@ -21,7 +21,7 @@ export interface AccessRequest {
   ttlMs: number;
   status: AccessStatus;
   requiredApprovals: number;
-  approvals: { by: string; at: number }[];
+  approvals: Approval[];
   createdAt: number;
   decidedAt: number | null;
   decidedBy: string | null;
@@ -29,7 +29,15 @@ export interface AccessRequest {
   expiresAt: number | null;
 }
 
-/** How long a break-glass waits for SQLite's write lock before giving up. */
+/**
+ * One approval of a request: the approver's name, when, and (recorded since approvals
+ * are re-checked) the approver's user id, so a later user given the same name is not them.
+ */
+export interface Approval {
+  by: string;
+  at: number;
+  id?: string;
+}
 
 /** Longest reason accepted, for access requests and break-glass alike. */
 export const MAX_REASON_LENGTH = 500;
@@ -114,7 +122,11 @@ export class AccessService {
    * request is judged against the configuration of now, not of when it was made: the
    * resource must still be in `access.resources`, the approvals needed are its current
    * `approvals`, the grant is shortened to its current `max_ttl`, and a request older
-   * than `access.pending_ttl` is refused (it has expired).
+   * than `access.pending_ttl` is refused (it has expired). Earlier approvals count only
+   * while their approvers are still enabled members of the approver group (the same user,
+   * by id): one whose approver left the group, was disabled or deleted is dropped from the
+   * request (audited as `approvals_dropped`), so two approvals always mean two current
+   * approvers.
    */
   async approve(id: string, approver: string): Promise<AccessRequest> {
     const row = await this.#row(id);
@@ -155,10 +167,11 @@ export class AccessService {
         { request_id: id, reason: "request-expired" },
       );
     }
-    if (r.approvals.some((x) => x.by === a.name))
+    const { kept, dropped } = await this.#currentApprovals(r.approvals, rc.approvers);
+    if (kept.some((x) => x.by === a.name))
       throw new ZtError("ZT_ACCESS_STATE", `${a.name} already approved ${id}`);
     await this.#requireRequester(r, a.name);
-    const approvals = [...r.approvals, { by: a.name, at: now }];
+    const approvals: Approval[] = [...kept, { by: a.name, at: now, id: a.id }];
     const required = rc.approvals;
     const ttlMs = Math.min(r.ttlMs, rc.maxTtlMs);
     const done = approvals.length >= required;
@@ -194,6 +207,10 @@ export class AccessService {
       throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
     const updated = toRequest(await this.#row(id));
     const shortened = done && ttlMs < r.ttlMs;
+    const droppedNote = dropped.length
+      ? `; no longer counted, as not an approver now: ${dropped.map((x) => x.by).join(", ")}`
+      : "";
+    const droppedData = dropped.length ? { approvals_dropped: dropped.map((x) => x.by) } : {};
     if (done)
       await this.#announce(
         updated,
@@ -203,8 +220,11 @@ export class AccessService {
         `${a.name} approved ${r.user}'s access to ${r.resource} until ${new Date(updated.expiresAt!).toISOString()}` +
           (shortened
             ? ` (shortened from the ${formatDuration(r.ttlMs)} requested to the current max_ttl of ${formatDuration(ttlMs)})`
-            : ""),
-        shortened ? { ttl_requested_ms: r.ttlMs } : undefined,
+            : "") +
+          droppedNote,
+        shortened || dropped.length
+          ? { ...(shortened ? { ttl_requested_ms: r.ttlMs } : {}), ...droppedData }
+          : undefined,
       );
     else
       await this.#announce(
@@ -212,7 +232,8 @@ export class AccessService {
         "access.approval",
         "info",
         a.name,
-        `${a.name} approved ${r.user}'s access to ${r.resource} (${approvals.length}/${required})`,
+        `${a.name} approved ${r.user}'s access to ${r.resource} (${approvals.length}/${required})${droppedNote}`,
+        dropped.length ? droppedData : undefined,
       );
     return updated;
   }
@@ -492,6 +513,35 @@ export class AccessService {
     return withStoreLock(this.#ctx.store, breakglassLockKey(userId, resource), body);
   }
 
+  /**
+   * Splits a request's recorded approvals into those that still count — the approver is an
+   * enabled member of `approvers` now, and the same user (by id, when recorded) — and
+   * those that no longer do.
+   */
+  async #currentApprovals(
+    approvals: readonly Approval[],
+    approvers: string,
+  ): Promise<{ kept: Approval[]; dropped: Approval[] }> {
+    if (approvals.length === 0) return { kept: [], dropped: [] };
+    const rows = await this.#ctx.store.db
+      .selectFrom("users")
+      .innerJoin("user_groups", "user_groups.user_id", "users.id")
+      .select(["users.id", "users.name"])
+      .where("users.name", "in", [...new Set(approvals.map((x) => x.by))])
+      .where("users.disabled", "=", 0)
+      .where("user_groups.group_name", "=", approvers)
+      .execute();
+    const current = new Map(rows.map((u) => [u.name, u.id]));
+    const kept: Approval[] = [];
+    const dropped: Approval[] = [];
+    for (const x of approvals) {
+      const uid = current.get(x.by);
+      if (uid !== undefined && (x.id === undefined || x.id === uid)) kept.push(x);
+      else dropped.push(x);
+    }
+    return { kept, dropped };
+  }
+
   /** Audits an approval refused for `reason` (the caller throws). */
   #refuseApproval(approver: string, r: AccessRequest, reason: string): void {
     this.#ctx.audit.record({
@@ -739,9 +789,9 @@ function breakglassLockKey(userId: string, resource: string): bigint {
 }
 
 export function toRequest(r: AccessRequestsTable): AccessRequest {
-  let approvals: { by: string; at: number }[] = [];
+  let approvals: Approval[] = [];
   try {
-    approvals = JSON.parse(r.approvals) as { by: string; at: number }[];
+    approvals = JSON.parse(r.approvals) as Approval[];
   } catch {
     approvals = [];
   }

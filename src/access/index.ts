@@ -11,7 +11,7 @@ export {
   parseResource,
   toRequest,
 } from "./access-service.js";
-export type { AccessRequest, AccessStatus } from "./access-service.js";
+export type { AccessRequest, AccessStatus, Approval } from "./access-service.js";
 export { GrantCache, grantContext, sshGrantContext } from "./grant-cache.js";
 export type { ActiveGrant, GrantFacts } from "./grant-cache.js";
 export { readActiveGrants, readRevokedGrants } from "./held-grants.js";

@@ -1,0 +1,138 @@
+/**
+ * Regression tests for a bad-input and security review of JIT access and device trust,
+ * through the real `bin/zt` (built by `npm run build`) in child processes over a real
+ * store (SQLite). Each
+ * test is named after what it stops.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
+import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+
+const PASSWORD = "pw-correct-horse-battery";
+const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
+
+function expectCleanError(r: RunResult, exit: number, code: string, message: RegExp): void {
+  expect(r.code, r.stderr).toBe(exit);
+  expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+function ok(r: RunResult): RunResult {
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+}
+
+function json(r: RunResult): Record<string, unknown> {
+  return JSON.parse(ok(r).stdout) as Record<string, unknown>;
+}
+
+describe("CLI review: JIT approvals and device reports", () => {
+  let dir: string;
+  let config: string;
+  const zt = (args: string[], input?: string): Promise<RunResult> =>
+    runZt(["--config", config, ...args], { env, ...(input !== undefined ? { input } : {}) });
+
+  beforeAll(async () => {
+    dir = tempDir("zt-access-device-cli-");
+    config = writeConfig(
+      dir,
+      `data_dir: ./data
+routes:
+  - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    payroll: { approvers: fin, approvals: 2 }
+`,
+      {},
+    );
+    ok(await zt(["init"]));
+    for (const [name, groups] of [
+      ["alice", []],
+      ["fin1", ["fin"]],
+      ["fin2", ["fin"]],
+      ["fin3", ["fin"]],
+      ["fin4", ["fin"]],
+    ] as const) {
+      ok(await zt(["user", "add", name, "--password-stdin"], PASSWORD));
+      for (const g of groups) ok(await zt(["user", "groups", name, "--add", g]));
+    }
+  }, 180_000);
+
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function request(): Promise<string> {
+    const r = json(
+      await zt([
+        "access",
+        "request",
+        "--as",
+        "alice",
+        "--resource",
+        "payroll",
+        "--reason",
+        "quarter close",
+        "--json",
+      ]),
+    );
+    return r["id"] as string;
+  }
+
+  it("does not count toward a two-approval quorum the approval of someone no longer an approver (removed from the group, disabled or deleted)", async () => {
+    // fin1 approves, then leaves the approver group: one current approver is not two.
+    const a = await request();
+    expect(json(await zt(["access", "approve", a, "--as", "fin1", "--json"]))["status"]).toBe(
+      "pending",
+    );
+    ok(await zt(["user", "groups", "fin1", "--remove", "fin"]));
+    expectCleanError(
+      await zt(["access", "approve", a, "--as", "fin1"]),
+      77,
+      "ZT_ACCESS_NOT_APPROVER",
+      /fin1 is not in the approver group for payroll/,
+    );
+    const a2 = json(await zt(["access", "approve", a, "--as", "fin2", "--json"]));
+    expect(a2).toMatchObject({ status: "pending", approvals: ["fin2"] });
+    const a3 = json(await zt(["access", "approve", a, "--as", "fin3", "--json"]));
+    expect(a3).toMatchObject({ status: "approved", approvals: ["fin2", "fin3"] });
+
+    // fin3 approves, then is disabled (still in the group).
+    const b = await request();
+    ok(await zt(["access", "approve", b, "--as", "fin3"]));
+    ok(await zt(["user", "disable", "fin3"]));
+    expect(json(await zt(["access", "approve", b, "--as", "fin2", "--json"]))).toMatchObject({
+      status: "pending",
+      approvals: ["fin2"],
+    });
+
+    // fin4 approves and is deleted; a new user given the name fin4, in the group, is not
+    // the one who approved, and may approve in their own right.
+    const c = await request();
+    ok(await zt(["access", "approve", c, "--as", "fin4"]));
+    ok(await zt(["user", "delete", "fin4"]));
+    ok(await zt(["user", "add", "fin4", "--password-stdin"], PASSWORD));
+    ok(await zt(["user", "groups", "fin4", "--add", "fin"]));
+    expect(json(await zt(["access", "approve", c, "--as", "fin2", "--json"]))).toMatchObject({
+      status: "pending",
+      approvals: ["fin2"],
+    });
+    expect(json(await zt(["access", "approve", c, "--as", "fin4", "--json"]))).toMatchObject({
+      status: "approved",
+      approvals: ["fin2", "fin4"],
+    });
+
+    // The approval that no longer counted is on record.
+    const dropped = ok(await zt(["audit", "export"]))
+      .stdout.split("\n")
+      .filter((l) => l.includes('"approvals_dropped"'))
+      .map((l) => JSON.parse(l) as { kind: string; data: { approvals_dropped: string[] } });
+    expect(dropped.map((e) => [e.kind, e.data.approvals_dropped])).toEqual([
+      ["access.approval", ["fin1"]],
+      ["access.approval", ["fin3"]],
+      ["access.approval", ["fin4"]],
+    ]);
+  }, 120_000);
+});
