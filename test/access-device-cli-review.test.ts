@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
 const PASSWORD = "pw-correct-horse-battery";
@@ -135,4 +136,37 @@ access:
       ["access.approval", ["fin4"]],
     ]);
   }, 120_000);
+
+  it("refuses a --facts file that is not a JSON object of { os, checks } with a clear error, not an internal one", async () => {
+    const keyDir = join(dir, "key");
+    const e = json(
+      await zt([
+        "device",
+        "enroll",
+        "--as",
+        "alice",
+        "--key-dir",
+        keyDir,
+        "--name",
+        "l1",
+        "--json",
+      ]),
+    );
+    ok(await zt(["device", "approve", e["id"] as string]));
+    for (const [i, text] of ["null", "[1]", '"str"', '{"os":5}', '{"checks":[true]}'].entries()) {
+      const f = join(dir, `facts-${i}.json`);
+      writeFileSync(f, text);
+      for (const extra of [[], ["--dry-run"]]) {
+        const r = await zt(["device", "report", "--key-dir", keyDir, "--facts", f, ...extra]);
+        expectCleanError(r, 65, "ZT_DEVICE_INVALID", new RegExp(`--facts ${f}: `));
+        expect(r.stdout).toBe("");
+      }
+    }
+    // A good one is still sent.
+    const good = join(dir, "facts-good.json");
+    writeFileSync(good, JSON.stringify({ os: "Debian 12", checks: { firewall: true } }));
+    expect(
+      json(await zt(["device", "report", "--key-dir", keyDir, "--facts", good, "--dry-run"])),
+    ).toMatchObject({ payload: { os: "Debian 12", checks: { firewall: true } } });
+  }, 60_000);
 });

@@ -58,22 +58,20 @@ async function buildReport(
   now: number,
 ): Promise<PostureReport> {
   if (factsFile) {
-    let raw: { os?: unknown; checks?: unknown };
+    let raw: unknown;
     try {
-      raw = JSON.parse(readInputFile(factsFile)) as {
-        os?: unknown;
-        checks?: unknown;
-      };
+      raw = JSON.parse(readInputFile(factsFile));
     } catch (e) {
       if (isZtError(e)) throw e;
       throw new ZtError("ZT_DEVICE_INVALID", `--facts ${factsFile}: not a readable JSON file`);
     }
+    const facts = parseFacts(raw, factsFile);
     return {
       v: 1,
       device_id: deviceId,
       collected_at: now,
-      os: typeof raw.os === "string" ? raw.os : "unknown",
-      checks: (raw.checks ?? {}) as PostureReport["checks"],
+      os: facts.os ?? "unknown",
+      checks: (facts.checks ?? {}) as PostureReport["checks"],
     };
   }
   const p = await collectPosture();
@@ -84,6 +82,29 @@ async function buildReport(
     os: p.os,
     checks: p.checks,
     evidence: p.evidence,
+  };
+}
+
+/**
+ * The `--facts` file's content: a JSON object whose `os`, when present, is a string and
+ * whose `checks`, when present, is an object (the server checks each check). Anything
+ * else (null, an array, a number) is refused naming the file, not sent as "no facts".
+ */
+function parseFacts(raw: unknown, file: string): { os?: string; checks?: object } {
+  const bad = (what: string) =>
+    new ZtError("ZT_DEVICE_INVALID", `--facts ${file}: ${what}`, { field: "--facts" });
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw bad('expected a JSON object { "os": "…", "checks": { … } }');
+  const { os, checks } = raw as { os?: unknown; checks?: unknown };
+  if (os !== undefined && typeof os !== "string") throw bad("os: expected a string");
+  if (
+    checks !== undefined &&
+    (typeof checks !== "object" || checks === null || Array.isArray(checks))
+  )
+    throw bad("checks: expected an object of check names to true, false or null");
+  return {
+    ...(os !== undefined ? { os } : {}),
+    ...(checks !== undefined ? { checks } : {}),
   };
 }
 
