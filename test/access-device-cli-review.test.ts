@@ -1,14 +1,16 @@
 /**
  * Regression tests for a bad-input and security review of JIT access and device trust,
  * through the real `bin/zt` (built by `npm run build`) in child processes over a real
- * store (SQLite). Each
+ * store (SQLite; PostgreSQL where a race needs a row lock to be made deterministic). Each
  * test is named after what it stops.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import pg from "pg";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+import { createTestDatabase, postgresAvailable, waitFor } from "./store-fixture.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
@@ -169,4 +171,64 @@ access:
       json(await zt(["device", "report", "--key-dir", keyDir, "--facts", good, "--dry-run"])),
     ).toMatchObject({ payload: { os: "Debian 12", checks: { firewall: true } } });
   }, 60_000);
+});
+
+const PG = await postgresAvailable();
+
+describe.runIf(PG)("CLI review: device approval racing a revocation (PostgreSQL)", () => {
+  it("never turns a device revoked while its approval was under way back into an approved one", async () => {
+    const db = await createTestDatabase();
+    const dir = tempDir("zt-device-race-");
+    const lock = new pg.Client({ connectionString: db.url });
+    const watch = new pg.Client({ connectionString: db.url });
+    try {
+      const config = join(dir, "zt.yaml");
+      writeFileSync(config, `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\n`);
+      const zt = (args: string[], input?: string) =>
+        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
+      ok(await zt(["init"]));
+      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
+      const d = json(
+        await zt([
+          "device",
+          "enroll",
+          "--as",
+          "bob",
+          "--key-dir",
+          join(dir, "key"),
+          "--name",
+          "b1",
+          "--json",
+        ]),
+      );
+      const id = d["id"] as string;
+      expect(d["status"]).toBe("pending");
+
+      // Hold the device's row: the approval reads it as pending, then waits on the lock
+      // while the revocation (here, in the lock holder's transaction) commits.
+      await lock.connect();
+      await watch.connect();
+      await lock.query("BEGIN");
+      await lock.query("SELECT id FROM devices WHERE id = $1 FOR UPDATE", [id]);
+      const approving = zt(["device", "approve", id, "--json"]);
+      await waitFor(async () => {
+        // Another connection: inside its transaction, the lock holder sees a frozen snapshot.
+        const r = await watch.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query ILIKE 'update "devices"%'`,
+          [db.name],
+        );
+        return (r.rowCount ?? 0) > 0;
+      }, "the approval to wait on the device's row");
+      await lock.query("UPDATE devices SET status = 'revoked', compliant = 0 WHERE id = $1", [id]);
+      await lock.query("COMMIT");
+
+      expectCleanError(await approving, 65, "ZT_ACCESS_STATE", /revoked/);
+      expect(json(await zt(["device", "show", id]))["status"]).toBe("revoked");
+    } finally {
+      await lock.end().catch(() => undefined);
+      await watch.end().catch(() => undefined);
+      await db.drop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -100,17 +100,29 @@ export class DeviceService {
     return { device: this.#toInfo(row, user.name), autoApproved };
   }
 
-  /** Admin approval of a pending device. */
+  /**
+   * Admin approval of a pending device. Only a device still pending when the update lands
+   * is approved: a revocation committed meanwhile (by another admin or process) stands.
+   */
   async approve(deviceId: string, by: string): Promise<DeviceInfo> {
     const row = await this.#row(deviceId);
     if (row.status !== "pending")
       throw new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not pending`);
     const now = this.#ctx.clock.now();
-    await this.#ctx.store.db
+    const res = await this.#ctx.store.db
       .updateTable("devices")
       .set({ status: "approved", approved_at: now, approved_by: by })
       .where("id", "=", deviceId)
-      .execute();
+      .where("status", "=", "pending")
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows ?? 0) !== 1) {
+      const status = (await this.#row(deviceId)).status;
+      throw new ZtError(
+        "ZT_ACCESS_STATE",
+        `device ${deviceId} is ${status}, not pending (it changed while being approved)`,
+        { device_id: deviceId, status },
+      );
+    }
     this.#ctx.audit.record({
       kind: "device.approve",
       outcome: "success",
