@@ -9,7 +9,8 @@ import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
-import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+import { loadDeviceKey, signWithDeviceKey } from "../src/device/index.js";
+import { runZt, startZtUp, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 import { createTestDatabase, postgresAvailable, waitFor } from "./store-fixture.js";
 
 const PASSWORD = "pw-correct-horse-battery";
@@ -175,7 +176,7 @@ access:
 
 const PG = await postgresAvailable();
 
-describe.runIf(PG)("CLI review: device approval racing a revocation (PostgreSQL)", () => {
+describe.runIf(PG)("CLI and API review on PostgreSQL", () => {
   it("never turns a device revoked while its approval was under way back into an approved one", async () => {
     const db = await createTestDatabase();
     const dir = tempDir("zt-device-race-");
@@ -227,6 +228,87 @@ describe.runIf(PG)("CLI review: device approval racing a revocation (PostgreSQL)
     } finally {
       await lock.end().catch(() => undefined);
       await watch.end().catch(() => undefined);
+      await db.drop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("answers a NUL in a device id or in a report's os with a clear 4xx, not a 500 (PostgreSQL text refuses NUL)", async () => {
+    const db = await createTestDatabase();
+    const dir = tempDir("zt-device-nul-");
+    let up: Awaited<ReturnType<typeof startZtUp>> | undefined;
+    try {
+      const config = join(dir, "zt.yaml");
+      writeFileSync(
+        config,
+        `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\nlisten: { proxy: "127.0.0.1:0", api: "127.0.0.1:0" }\n`,
+      );
+      const zt = (args: string[], input?: string) =>
+        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
+      ok(await zt(["init"]));
+      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
+      const keyDir = join(dir, "key");
+      const id = json(
+        await zt([
+          "device",
+          "enroll",
+          "--as",
+          "bob",
+          "--key-dir",
+          keyDir,
+          "--name",
+          "b1",
+          "--json",
+        ]),
+      )["id"] as string;
+      up = await startZtUp(["--config", config, "up"], { env });
+      const post = async (path: string, body: unknown) => {
+        const res = await fetch(new URL(path, up!.apiUrl), {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        return {
+          status: res.status,
+          body: (await res.json()) as { error?: { code: string; message: string } },
+        };
+      };
+
+      for (const path of ["/v1/devices/%00/reports", `/v1/devices/${id}%00/reports`]) {
+        const r = await post(path, { payload: "{}", signature: "AAAA" });
+        expect(r.status, JSON.stringify(r.body)).toBe(404);
+        expect(r.body.error?.code).toBe("ZT_NOT_FOUND");
+      }
+      const b = await post("/v1/devices/%00/bind", { at: 1, signature: "AAAA" });
+      expect(b.status, JSON.stringify(b.body)).toBe(404);
+      expect(b.body.error?.code).toBe("ZT_NOT_FOUND");
+
+      // Signed by the device itself: a bad report, refused before anything is stored.
+      const key = loadDeviceKey(keyDir);
+      const payload = JSON.stringify({
+        v: 1,
+        device_id: id,
+        collected_at: Date.now(),
+        os: "Debian\u0000 12",
+        checks: { firewall: true },
+      });
+      const r = await post(`/v1/devices/${id}/reports`, {
+        payload,
+        signature: signWithDeviceKey(key.private_key, payload),
+      });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.error).toMatchObject({ code: "ZT_DEVICE_INVALID" });
+      expect(r.body.error?.message).toMatch(/^report\.os: /);
+      expect(up.output()).not.toContain("ZT_INTERNAL");
+      const stored = new pg.Client({ connectionString: db.url });
+      await stored.connect();
+      try {
+        expect((await stored.query("SELECT id FROM device_reports")).rowCount).toBe(0);
+      } finally {
+        await stored.end();
+      }
+    } finally {
+      await up?.stop();
       await db.drop();
       rmSync(dir, { recursive: true, force: true });
     }

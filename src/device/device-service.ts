@@ -38,6 +38,8 @@ export interface EnrollResult {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** The form of every device id (`newId("dev")`); anything else names no device. */
+const DEVICE_ID_RE = /^dev_[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * Device trust: enrolment (a registered Ed25519 public key linked to its owner),
@@ -411,6 +413,10 @@ export class DeviceService {
   }
 
   async #row(deviceId: string): Promise<DevicesTable> {
+    // Not of the form of a device id (`dev_` + base64url, see newId): no device, without a
+    // query (PostgreSQL would refuse a NUL in the text as an internal error).
+    if (!DEVICE_ID_RE.test(deviceId))
+      throw new ZtError("ZT_NOT_FOUND", `no device ${deviceId}`, { device_id: deviceId });
     const row = await this.#ctx.store.db
       .selectFrom("devices")
       .selectAll()

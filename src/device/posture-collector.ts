@@ -43,7 +43,9 @@ async function osVersion(): Promise<string> {
   try {
     const text = await readFile("/etc/os-release", "utf8");
     const m = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(text);
-    return m?.[1] ?? "linux";
+    // The report's os is at most 200 characters without control characters (a CRLF file).
+    // eslint-disable-next-line no-control-regex -- dropping control characters is the point
+    return m?.[1]?.replace(/[\u0000-\u001f\u007f]/g, "").slice(0, 200) || "linux";
   } catch {
     return "linux";
   }

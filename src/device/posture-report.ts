@@ -24,7 +24,12 @@ const reportSchema = z
     v: z.literal(1),
     device_id: z.string().min(1).max(64),
     collected_at: z.number().int().nonnegative(),
-    os: z.string().max(200),
+    // Shown in listings and stored as text (PostgreSQL refuses a NUL): no control characters.
+    os: z
+      .string()
+      .max(200)
+      // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+      .regex(/^[^\u0000-\u001f\u007f]*$/, "expected text without control characters"),
     checks: z.object(checksShape).strict(),
     evidence: z.record(z.string(), z.string().max(500)).optional(),
   })
