@@ -313,4 +313,95 @@ describe.runIf(PG)("CLI and API review on PostgreSQL", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("never lets an older signed report that raced a newer one overwrite it (the replay check and the write are one step per device)", async () => {
+    const db = await createTestDatabase();
+    const dir = tempDir("zt-device-report-race-");
+    const lock = new pg.Client({ connectionString: db.url });
+    const watch = new pg.Client({ connectionString: db.url });
+    let up: Awaited<ReturnType<typeof startZtUp>> | undefined;
+    try {
+      const config = join(dir, "zt.yaml");
+      writeFileSync(
+        config,
+        `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\nlisten: { proxy: "127.0.0.1:0", api: "127.0.0.1:0" }\n`,
+      );
+      const zt = (args: string[], input?: string) =>
+        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
+      ok(await zt(["init"]));
+      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
+      const keyDir = join(dir, "key");
+      const id = json(
+        await zt([
+          "device",
+          "enroll",
+          "--as",
+          "bob",
+          "--key-dir",
+          keyDir,
+          "--name",
+          "b1",
+          "--json",
+        ]),
+      )["id"] as string;
+      ok(await zt(["device", "approve", id]));
+      up = await startZtUp(["--config", config, "up"], { env });
+      const key = loadDeviceKey(keyDir);
+      const signed = (collectedAt: number, firewall: boolean) => {
+        const payload = JSON.stringify({
+          v: 1,
+          device_id: id,
+          collected_at: collectedAt,
+          os: "Debian 12",
+          checks: { disk_encryption: true, firewall },
+        });
+        return { payload, signature: signWithDeviceKey(key.private_key, payload) };
+      };
+      // A compliant report, collected first but held back (a captured or delayed one),
+      // and the newer one saying the firewall is now off.
+      const now = Date.now();
+      const older = signed(now - 1000, true);
+      const newer = signed(now, false);
+      const post = (body: unknown) =>
+        fetch(new URL(`/v1/devices/${id}/reports`, up!.apiUrl), {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+      const waiting = async () =>
+        Number(
+          (
+            await watch.query(
+              `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`,
+              [db.name],
+            )
+          ).rows[0].n,
+        );
+
+      // Hold new reports back (reads pass): the newer one is checked and waits to be
+      // written; then the older one arrives, while the newer is not yet on record.
+      await lock.connect();
+      await watch.connect();
+      await lock.query("BEGIN");
+      await lock.query("LOCK TABLE device_reports IN SHARE MODE");
+      const first = post(newer);
+      await waitFor(async () => (await waiting()) >= 1, "the newer report to wait");
+      const second = post(older);
+      await waitFor(async () => (await waiting()) >= 2, "the older report to wait");
+      await lock.query("COMMIT");
+
+      expect((await first).status).toBe(200);
+      const late = await second;
+      expect(late.status, JSON.stringify(late.body)).toBe(400);
+      expect(JSON.stringify(late.body)).toContain("not newer than the last report");
+      const shown = json(await zt(["device", "show", id]));
+      expect(shown).toMatchObject({ compliant: false, checks: { firewall: false } });
+    } finally {
+      await up?.stop();
+      await lock.end().catch(() => undefined);
+      await watch.end().catch(() => undefined);
+      await db.drop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -1,8 +1,9 @@
+import { createHash } from "node:crypto";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { SessionService, type SessionCheck } from "../session/index.js";
-import type { DevicesTable } from "../store/index.js";
+import { withStoreLock, type DevicesTable } from "../store/index.js";
 import { parseDevicesConfig, type DevicesConfig } from "./device-config.js";
 import { parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
 import { bindPayload, parsePostureReport } from "./posture-report.js";
@@ -213,44 +214,49 @@ export class DeviceService {
         "report.collected_at: too far from the server's clock (stale or replayed report)",
       );
     }
-    const last = await this.#ctx.store.db
-      .selectFrom("device_reports")
-      .select("report")
-      .where("device_id", "=", deviceId)
-      .orderBy("received_at", "desc")
-      .limit(1)
-      .executeTakeFirst();
-    if (last) {
-      const prev = (JSON.parse(last.report) as { payload: string }).payload;
-      if (parsePostureReport(prev).collected_at >= report.collected_at)
-        throw new ZtError(
-          "ZT_DEVICE_INVALID",
-          "report.collected_at: not newer than the last report (replay)",
-        );
-    }
     const s = scorePosture(report.checks, this.config);
-    await this.#ctx.store.db
-      .insertInto("device_reports")
-      .values({
-        id: newId("rep"),
-        device_id: deviceId,
-        received_at: now,
-        report: JSON.stringify({ payload, signature }),
-        score: s.score,
-        compliant: s.compliant ? 1 : 0,
-      })
-      .execute();
-    await this.#ctx.store.db
-      .updateTable("devices")
-      .set({
-        last_report_at: now,
-        compliant: s.compliant ? 1 : 0,
-        score: s.score,
-        os: report.os,
-        checks: JSON.stringify(report.checks),
-      })
-      .where("id", "=", deviceId)
-      .execute();
+    // The replay check and the write are one step per device: two reports racing cannot
+    // both pass the check, so an older one never lands after (and over) a newer one.
+    await withStoreLock(this.#ctx.store, deviceReportLockKey(deviceId), async (db) => {
+      const last = await db
+        .selectFrom("device_reports")
+        .select("report")
+        .where("device_id", "=", deviceId)
+        .orderBy("received_at", "desc")
+        .limit(1)
+        .executeTakeFirst();
+      if (last) {
+        const prev = (JSON.parse(last.report) as { payload: string }).payload;
+        if (parsePostureReport(prev).collected_at >= report.collected_at)
+          throw new ZtError(
+            "ZT_DEVICE_INVALID",
+            "report.collected_at: not newer than the last report (replay)",
+          );
+      }
+      await db
+        .insertInto("device_reports")
+        .values({
+          id: newId("rep"),
+          device_id: deviceId,
+          received_at: now,
+          report: JSON.stringify({ payload, signature }),
+          score: s.score,
+          compliant: s.compliant ? 1 : 0,
+        })
+        .execute();
+      await db
+        .updateTable("devices")
+        .set({
+          last_report_at: now,
+          compliant: s.compliant ? 1 : 0,
+          score: s.score,
+          os: report.os,
+          checks: JSON.stringify(report.checks),
+        })
+        .where("id", "=", deviceId)
+        .where("status", "!=", "revoked")
+        .execute();
+    });
     this.#ctx.audit.record({
       kind: "device.report",
       outcome: s.compliant ? "success" : "failure",
@@ -439,6 +445,11 @@ export class DeviceService {
   #toInfo(r: DevicesTable, userName: string): DeviceInfo {
     return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config.reportIntervalMs);
   }
+}
+
+/** PostgreSQL advisory lock key for one device's report writes (63 bits). */
+function deviceReportLockKey(deviceId: string): bigint {
+  return createHash("sha256").update(`zt-device-report\0${deviceId}`).digest().readBigInt64BE(0);
 }
 
 export function deviceInfoFromRow(
