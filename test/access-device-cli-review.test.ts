@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { loadDeviceKey, signWithDeviceKey } from "../src/device/index.js";
@@ -171,6 +173,123 @@ access:
     expect(
       json(await zt(["device", "report", "--key-dir", keyDir, "--facts", good, "--dry-run"])),
     ).toMatchObject({ payload: { os: "Debian 12", checks: { firewall: true } } });
+  }, 60_000);
+});
+
+describe("CLI review: durations in the access, notifications and devices sections", () => {
+  let hooks: http.Server;
+  const received: { event: string; severity: string }[] = [];
+  let hookUrl: string;
+
+  beforeAll(async () => {
+    hooks = http.createServer((req, res) => {
+      let b = "";
+      req.on("data", (d: Buffer) => (b += d.toString()));
+      req.on("end", () => {
+        received.push(JSON.parse(b) as { event: string; severity: string });
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => hooks.listen(0, "127.0.0.1", () => r()));
+    hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hook`;
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((r) => hooks.close(() => r()));
+  });
+
+  async function setup(extra: string): Promise<{ dir: string; config: string }> {
+    const dir = tempDir("zt-durations-");
+    const config = writeConfig(
+      dir,
+      `data_dir: ./data
+routes:
+  - { name: db-admin, from: "http://db.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    db-admin: { approvers: dba }
+  breakglass: { accounts: [oncall], resources: [db-admin] }
+${extra}`,
+      {},
+    );
+    ok(await runZt(["--config", config, "init"], { env }));
+    return { dir, config };
+  }
+
+  it("refuses a notifications.timeout that would abort every webhook (0, or past a timer's 24.8-day range), so break-glass alerts are not silently lost", async () => {
+    const { dir, config } = await setup(`notifications: { webhook: "${hookUrl}", timeout: 5s }\n`);
+    try {
+      ok(
+        await runZt(["--config", config, "user", "add", "oncall", "--password-stdin"], {
+          env,
+          input: PASSWORD,
+        }),
+      );
+      const yaml = readFileSync(config, "utf8");
+      for (const bad of ["0", "0s", "30d"]) {
+        writeFileSync(config, yaml.replace("timeout: 5s", `timeout: ${bad}`));
+        const r = await runZt(
+          [
+            "--config",
+            config,
+            "breakglass",
+            "--as",
+            "oncall",
+            "--resource",
+            "db-admin",
+            "--reason",
+            "INC-1 outage",
+          ],
+          { env },
+        );
+        expectCleanError(r, 78, "ZT_CONFIG_INVALID", /notifications\.timeout: /);
+      }
+      expect(received).toEqual([]);
+      writeFileSync(config, yaml);
+      ok(
+        await runZt(
+          [
+            "--config",
+            config,
+            "breakglass",
+            "--as",
+            "oncall",
+            "--resource",
+            "db-admin",
+            "--reason",
+            "INC-1 outage",
+          ],
+          { env },
+        ),
+      );
+      expect(received).toMatchObject([{ event: "breakglass.opened", severity: "critical" }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("refuses a zero access.max_ttl, resource max_ttl, devices.report_interval or devices.max_report_skew, naming the key", async () => {
+    for (const [section, command, path] of [
+      ["access:\n  max_ttl: 0\n", ["access", "list"], "access.max_ttl"],
+      [
+        'access:\n  resources:\n    "db-admin": { approvers: dba, max_ttl: 0s }\n',
+        ["access", "list"],
+        "access.resources.db-admin.max_ttl",
+      ],
+      ["devices: { report_interval: 0 }\n", ["device", "list"], "devices.report_interval"],
+      ["devices: { max_report_skew: 0s }\n", ["device", "list"], "devices.max_report_skew"],
+    ] as const) {
+      const dir = tempDir("zt-durations-");
+      try {
+        const config = writeConfig(dir, `data_dir: ./data\n`, {});
+        ok(await runZt(["--config", config, "init"], { env }));
+        writeFileSync(config, `data_dir: ./data\n${section}`);
+        const r = await runZt(["--config", config, ...command], { env });
+        expectCleanError(r, 78, "ZT_CONFIG_INVALID", new RegExp(`${path.replace(/\./g, "\\.")}: `));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   }, 60_000);
 });
 

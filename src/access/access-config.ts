@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
-import { parseDuration } from "../core/duration.js";
+import { formatDuration, parseDuration, parsePositiveConfigDuration } from "../core/duration.js";
 import {
   isAccessResource,
   parseAccessResource,
@@ -86,6 +86,12 @@ export interface NotificationsConfig {
 
 export const BREAKGLASS_MAX_MS = 3_600_000;
 
+/**
+ * The longest webhook timeout: a notification is awaited by the command that caused it,
+ * and past 2^31-1 ms a timer fires at once (the webhook would be aborted every time).
+ */
+export const WEBHOOK_TIMEOUT_MAX_MS = 300_000;
+
 function fail(section: string, e: z.ZodError): never {
   const i = e.issues[0]!;
   const path = [section, ...i.path.map(String)].join(".");
@@ -97,7 +103,7 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
   const r = accessSchema.safeParse(raw ?? {});
   if (!r.success) fail("access", r.error);
   const c = r.data;
-  const maxTtlMs = parseDuration(c.max_ttl, "access.max_ttl");
+  const maxTtlMs = parsePositiveConfigDuration(c.max_ttl, "access.max_ttl");
   const resources: Record<string, ResourceAccessConfig> = {};
   for (const [written, v] of Object.entries(c.resources)) {
     // One key per resource however it was written: `App::"x"` and `x` are the same App.
@@ -114,14 +120,10 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
       maxTtlMs:
         v.max_ttl === undefined
           ? maxTtlMs
-          : parseDuration(v.max_ttl, `access.resources.${written}.max_ttl`),
+          : parsePositiveConfigDuration(v.max_ttl, `access.resources.${written}.max_ttl`),
     };
   }
-  const pendingTtlMs = parseDuration(c.pending_ttl, "access.pending_ttl");
-  if (!(pendingTtlMs > 0))
-    throw new ZtError("ZT_CONFIG_INVALID", "access.pending_ttl: expected a positive duration", {
-      path: "access.pending_ttl",
-    });
+  const pendingTtlMs = parsePositiveConfigDuration(c.pending_ttl, "access.pending_ttl");
   const ttlMs = parseDuration(c.breakglass.ttl, "access.breakglass.ttl");
   if (ttlMs > BREAKGLASS_MAX_MS || ttlMs <= 0)
     throw new ZtError(
@@ -148,8 +150,12 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
 export function parseNotificationsConfig(raw: unknown): NotificationsConfig {
   const r = notificationsSchema.safeParse(raw ?? {});
   if (!r.success) fail("notifications", r.error);
-  return {
-    webhook: r.data.webhook,
-    timeoutMs: parseDuration(r.data.timeout, "notifications.timeout"),
-  };
+  const timeoutMs = parsePositiveConfigDuration(r.data.timeout, "notifications.timeout");
+  if (timeoutMs > WEBHOOK_TIMEOUT_MAX_MS)
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `notifications.timeout: expected at most ${formatDuration(WEBHOOK_TIMEOUT_MAX_MS)}, got ${JSON.stringify(r.data.timeout)}`,
+      { path: "notifications.timeout" },
+    );
+  return { webhook: r.data.webhook, timeoutMs };
 }

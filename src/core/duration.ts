@@ -43,6 +43,21 @@ export function parseDuration(input: string | number, what = "duration"): number
   return withinBound(total, input, what);
 }
 
+/**
+ * A duration from the config file that must be more than 0 (a zero TTL, interval or
+ * timeout would refuse or expire everything): ZT_CONFIG_INVALID naming `path` otherwise.
+ */
+export function parsePositiveConfigDuration(input: string | number, path: string): number {
+  const ms = parseDuration(input, path);
+  if (!(ms > 0))
+    throw new ZtError(
+      "ZT_CONFIG_INVALID",
+      `${path}: expected a positive duration, got ${JSON.stringify(input)}`,
+      { path },
+    );
+  return ms;
+}
+
 function withinBound(ms: number, input: string | number, what: string): number {
   // `ms > MAX` is false for NaN: test the safe case instead.
   if (!(ms <= MAX_DURATION_MS)) {

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
-import { parseDuration } from "../core/duration.js";
+import { parsePositiveConfigDuration } from "../core/duration.js";
 
 /** The posture checks zt knows; each is true (pass), false (fail) or null (unknown). */
 export const POSTURE_CHECKS = [
@@ -60,10 +60,10 @@ export function parseDevicesConfig(raw: unknown): DevicesConfig {
   const c = r.data;
   return {
     autoApproveGroups: c.auto_approve_groups,
-    reportIntervalMs: parseDuration(c.report_interval, "devices.report_interval"),
+    reportIntervalMs: parsePositiveConfigDuration(c.report_interval, "devices.report_interval"),
     weights: { ...DEFAULT_WEIGHTS, ...c.weights },
     required: c.required,
     minScore: c.min_score,
-    maxReportSkewMs: parseDuration(c.max_report_skew, "devices.max_report_skew"),
+    maxReportSkewMs: parsePositiveConfigDuration(c.max_report_skew, "devices.max_report_skew"),
   };
 }
