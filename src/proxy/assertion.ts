@@ -17,10 +17,20 @@ export interface AssertionClaims {
   sessionId?: string;
 }
 
+/** A cached assertion, with the identity it states (to tell when that changed). */
+interface CachedAssertion {
+  jwt: string;
+  refreshAt: number;
+  name: string;
+  email: string | null;
+  groups: string[];
+}
+
 /**
  * Signs the identity assertion (ES256 JWT, 60 s) the PEP hands to upstreams.
- * An assertion is reused for the same session and route for half its lifetime,
- * so the hot path signs at most once per 30 s per session and route.
+ * An assertion is reused for the same session and route for half its lifetime, as long
+ * as the user's name, email and groups are still what it states: the hot path signs at
+ * most once per 30 s per session and route, and a group change is in the next one.
  */
 export class AssertionSigner {
   readonly #keys: KeyStore;
@@ -32,7 +42,7 @@ export class AssertionSigner {
    * maps: the lookup uses the session's and route's own strings, whose hashes V8 keeps,
    * instead of hashing a joined key built per request.
    */
-  readonly #cache = new Map<string, Map<string, { jwt: string; refreshAt: number }>>();
+  readonly #cache = new Map<string, Map<string, CachedAssertion>>();
   #cached = 0;
 
   constructor(keys: KeyStore, clock: Clock, issuer: string) {
@@ -52,7 +62,10 @@ export class AssertionSigner {
   cached(claims: AssertionClaims): string | undefined {
     if (!claims.sessionId) return undefined;
     const hit = this.#cache.get(claims.sessionId)?.get(claims.aud);
-    return hit && hit.refreshAt > this.#clock.now() ? hit.jwt : undefined;
+    if (hit === undefined || hit.refreshAt <= this.#clock.now()) return undefined;
+    // Upstreams authorise on the signed groups: one signed before the user left a group
+    // must not be handed out after the PEP knows it.
+    return sameIdentity(hit, claims) ? hit.jwt : undefined;
   }
 
   async sign(claims: AssertionClaims): Promise<string> {
@@ -85,7 +98,13 @@ export class AssertionSigner {
       let routes = this.#cache.get(claims.sessionId);
       if (!routes) this.#cache.set(claims.sessionId, (routes = new Map()));
       if (!routes.has(claims.aud)) this.#cached++;
-      routes.set(claims.aud, { jwt, refreshAt: now + (ASSERTION_LIFETIME_S * 1000) / 2 });
+      routes.set(claims.aud, {
+        jwt,
+        refreshAt: now + (ASSERTION_LIFETIME_S * 1000) / 2,
+        name: claims.name,
+        email: claims.email ?? null,
+        groups: claims.groups,
+      });
     }
     return jwt;
   }
@@ -119,6 +138,21 @@ export class AssertionSigner {
   async jwks(): Promise<{ keys: Record<string, unknown>[] }> {
     return { keys: await this.#keys.publicJwks(ASSERTION_KEY_PURPOSE) };
   }
+}
+
+/**
+ * Whether a cached assertion states the identity of `claims`. The groups list is the
+ * entity snapshot's own array, replaced when the user is re-read: the same array is the
+ * same groups (the hot path compares one reference); another is compared item by item.
+ */
+function sameIdentity(hit: CachedAssertion, claims: AssertionClaims): boolean {
+  if (hit.name !== claims.name || hit.email !== (claims.email ?? null)) return false;
+  if (hit.groups === claims.groups) return true;
+  if (hit.groups.length !== claims.groups.length) return false;
+  for (let i = 0; i < hit.groups.length; i++) if (hit.groups[i] !== claims.groups[i]) return false;
+  // The same groups in a new array (the user was re-read): compare by reference from now on.
+  hit.groups = claims.groups;
+  return true;
 }
 
 /** Default publication window of a rotated-out assertion key: well past its assertions' 60 s. */
