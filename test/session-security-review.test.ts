@@ -4,10 +4,16 @@
  * CLI making admin changes from another process, real upstreams.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
+import WebSocket from "ws";
+import { ManualClock } from "../src/core/clock.js";
+import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
+import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
-import { request } from "./helpers/http-client.js";
-import { runZt } from "./helpers/zt-process.js";
+import { login, request } from "./helpers/http-client.js";
+import { startRecordingUpstream } from "./helpers/upstream.js";
+import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
 
 const POLICY = `
 permit (principal in Group::"eng", action, resource == App::"app");
@@ -76,4 +82,99 @@ describe("identity assertions follow the user's current identity", () => {
     expect((await get("app.localhost")).status).toBe(200);
     expect(lastAssertionGroups()).toEqual(["eng"]);
   });
+});
+
+describe("an operator's ban cuts live connections (zt up, the real CLI)", () => {
+  let config: string;
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  let zt: RunningZt;
+  let port: number;
+  const clock = new ManualClock(Date.now());
+  const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+  const PASSWORD = "pw-correct-horse-battery";
+  const secrets: Record<string, string> = {};
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    config = writeConfig(
+      tempDir(),
+      `data_dir: ./data
+trust_domain: ban.test
+routes:
+  - { name: app, from: "http://app.localhost:8443", to: "http://127.0.0.1:${upstream.port}" }
+policies: ./policies
+# No periodic pass during the test: only the ban's own event can cut the connection.
+session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
+`,
+      { "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");\n` },
+    );
+    zt = await runUp({ configPath: config, env, clock, out: () => undefined });
+    port = zt.pepAddress.port;
+    for (const name of ["alice", "bob"]) {
+      const r = await zt.services.identity.addUser({ name, groups: ["eng"], password: PASSWORD });
+      secrets[name] = r.totpSecret;
+      await zt.services.snapshot.refreshUser(r.user.id);
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+    setBansForTest({});
+  });
+
+  async function signIn(name: string): Promise<string> {
+    const code = execFileSync("oathtool", ["--totp", "-b", secrets[name]!]).toString().trim();
+    const l = await login(port, "app.localhost", name, PASSWORD, code);
+    expect(l.status, JSON.stringify(l.body)).toBe(200);
+    return l.cookie!;
+  }
+
+  async function openWs(cookie: string): Promise<{ ws: WebSocket; closed: Promise<void> }> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+      headers: { host: "app.localhost", cookie },
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_req, res) =>
+        reject(new Error(`upgrade refused: ${res.statusCode}`)),
+      );
+    });
+    const echoed = new Promise<string>((r) => ws.once("message", (m: Buffer) => r(m.toString())));
+    ws.send("ping");
+    expect(await echoed).toBe("ping");
+    return { ws, closed: new Promise<void>((resolve) => ws.once("close", () => resolve())) };
+  }
+
+  it("zt ban add user:<name> closes the user's open WebSocket at once (it ran on until the next periodic pass), and leaves other users' alone", async () => {
+    const alice = await openWs(await signIn("alice"));
+    const bob = await openWs(await signIn("bob"));
+    const r = await runZt(["--config", config, "ban", "add", "user:alice", "--for", "1h"], {
+      env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    // Bounded, so that the regression fails here rather than at the test's timeout.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      alice.closed,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("alice's WebSocket is still open")), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    await zt.ctx.audit.flush();
+    const cut = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["subject", "reason"])
+      .where("kind", "=", "session.cut")
+      .execute();
+    expect(cut).toContainEqual({ subject: "alice", reason: "user-banned" });
+    expect(bob.ws.readyState).toBe(WebSocket.OPEN);
+    const echoed = new Promise<string>((res) =>
+      bob.ws.once("message", (m: Buffer) => res(m.toString())),
+    );
+    bob.ws.send("still here");
+    expect(await echoed).toBe("still here");
+    bob.ws.close();
+  }, 60_000);
 });

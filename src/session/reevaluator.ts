@@ -8,7 +8,7 @@ import type { SessionInfo, SessionService } from "./session-service.js";
 import type { EntitySnapshot } from "./entity-snapshot.js";
 
 /** Why a re-check happened; user/device causes also revoke sessions that fail. */
-export type RecheckCause = "user" | "device" | "grant" | "policy" | "cert" | "periodic";
+export type RecheckCause = "user" | "device" | "grant" | "policy" | "cert" | "ban" | "periodic";
 
 export interface ReevaluatorDeps {
   ctx: AppContext;
@@ -194,6 +194,13 @@ export class Reevaluator {
         return this.recheck(() => true, "policy", "policy-changed");
       case "cert.revoked":
         return this.recheck(() => true, "cert", "cert-revoked");
+      case "ban.changed":
+        // A new ban (an operator's on a user, or any on a source address) refuses the
+        // next request at once; the connections already open end now too, not at the
+        // next periodic pass. The ban cache heard this event first (it applies it in its
+        // own listener, synchronously). A ban ends no session: lifting it restores access.
+        if (e.data["action"] !== "add") return undefined;
+        return this.recheck(() => true, "ban", "banned");
       default:
         return undefined;
     }
