@@ -178,3 +178,67 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
     bob.ws.close();
   }, 60_000);
 });
+
+describe("sign-in input of the wrong type", () => {
+  let zt: PepFixture;
+  let alice: { password: string; totpSecret: string };
+  const HOST = "app.localhost";
+
+  beforeAll(async () => {
+    zt = await startPep({
+      policies: POLICY,
+      routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
+    });
+    alice = await zt.addUser("alice", ["eng"]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+  });
+
+  const login = (body: Record<string, unknown>) =>
+    request(zt.port, {
+      host: `${HOST}:${zt.port}`,
+      path: "/.zt/login",
+      method: "POST",
+      headers: { "content-type": "application/json", origin: `http://${HOST}:${zt.port}` },
+      body: JSON.stringify(body),
+    });
+
+  it("a code sent as a JSON number is a 400 naming the field, not a failed sign-in counted towards the lockout (it was ZT_AUTH_FAILED: wrong username, password or code)", async () => {
+    const code = Number(
+      execFileSync("oathtool", ["--totp", "-b", alice.totpSecret]).toString().trim(),
+    );
+    for (const totp of [code, null, true, ["123456"], { code: "123456" }]) {
+      const r = await login({ username: "alice", password: alice.password, totp });
+      expect(r.status, JSON.stringify(totp)).toBe(400);
+      expect(r.json<{ error: { code: string; message: string; field: string } }>().error).toEqual({
+        code: "ZT_BAD_REQUEST",
+        message: 'totp: expected a string (the 6-digit code, or a backup code), as "123456"',
+        field: "totp",
+      });
+    }
+    for (const [field, value] of [
+      ["username", 7],
+      ["password", 12345678],
+    ] as const) {
+      const r = await login({ username: "alice", password: alice.password, [field]: value });
+      expect(r.status).toBe(400);
+      expect(r.json<{ error: { field: string } }>().error.field).toBe(field);
+    }
+    // None of them was a sign-in attempt: nothing audited, nothing counted.
+    await zt.ctx.audit.flush();
+    const attempts = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select("reason")
+      .where("kind", "=", "login")
+      .execute();
+    expect(attempts).toEqual([]);
+    const counted = await zt.ctx.store.db
+      .selectFrom("auth_failures")
+      .select(["key", "failures"])
+      .where("failures", ">", 0)
+      .execute();
+    expect(counted).toEqual([]);
+  });
+});

@@ -1023,6 +1023,20 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       if (isZtError(e)) return sendError(res, e.code, e.message);
       return sendError(res, "ZT_BAD_REQUEST", "request body is not valid JSON");
     }
+    // A field of the wrong type (JSON only: form values are text) is a malformed request,
+    // not a failed sign-in: answered before any credential is looked at, so it reveals
+    // nothing and counts towards no lockout. A code sent as a number lost its leading zeros.
+    for (const k of ["username", "password", "totp"] as const) {
+      if (fields[k] !== undefined && typeof fields[k] !== "string")
+        return sendError(
+          res,
+          "ZT_BAD_REQUEST",
+          k === "totp"
+            ? 'totp: expected a string (the 6-digit code, or a backup code), as "123456"'
+            : `${k}: expected a string`,
+          { field: k },
+        );
+    }
     const str = (k: string) => (typeof fields[k] === "string" ? (fields[k] as string) : undefined);
     const username = str("username");
     const password = str("password");
