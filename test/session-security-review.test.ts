@@ -110,7 +110,7 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
     );
     zt = await runUp({ configPath: config, env, clock, out: () => undefined });
     port = zt.pepAddress.port;
-    for (const name of ["alice", "bob"]) {
+    for (const name of ["alice", "bob", "carol"]) {
       const r = await zt.services.identity.addUser({ name, groups: ["eng"], password: PASSWORD });
       secrets[name] = r.totpSecret;
       await zt.services.snapshot.refreshUser(r.user.id);
@@ -130,9 +130,24 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
     return l.cookie!;
   }
 
-  async function openWs(cookie: string): Promise<{ ws: WebSocket; closed: Promise<void> }> {
+  /** Bounded, so that a regression fails here rather than at the test's timeout. */
+  async function bounded(p: Promise<void>, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      p,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(what)), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  async function openWs(
+    cookie: string,
+    localAddress?: string,
+  ): Promise<{ ws: WebSocket; closed: Promise<void> }> {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
       headers: { host: "app.localhost", cookie },
+      ...(localAddress ? { localAddress } : {}),
     });
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
@@ -154,14 +169,7 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
       env,
     });
     expect(r.code, r.stderr).toBe(0);
-    // Bounded, so that the regression fails here rather than at the test's timeout.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      alice.closed,
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("alice's WebSocket is still open")), 15_000);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    await bounded(alice.closed, "alice's WebSocket is still open");
     await zt.ctx.audit.flush();
     const cut = await zt.ctx.store.db
       .selectFrom("audit_events")
@@ -176,6 +184,21 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
     bob.ws.send("still here");
     expect(await echoed).toBe("still here");
     bob.ws.close();
+  }, 60_000);
+
+  it("zt ban add <address> closes the open WebSockets from that address at once", async () => {
+    const carol = await openWs(await signIn("carol"), "127.0.0.3");
+    const r = await runZt(["--config", config, "ban", "add", "127.0.0.3", "--for", "1h"], { env });
+    expect(r.code, r.stderr).toBe(0);
+    await bounded(carol.closed, "the banned address's WebSocket is still open");
+    await zt.ctx.audit.flush();
+    const cut = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["subject", "reason"])
+      .where("kind", "=", "session.cut")
+      .where("reason", "=", "source-banned")
+      .execute();
+    expect(cut).toEqual([{ subject: "carol", reason: "source-banned" }]);
   }, 60_000);
 });
 
