@@ -265,3 +265,118 @@ describe("sign-in input of the wrong type", () => {
     expect(counted).toEqual([]);
   });
 });
+
+describe("a live connection whose session the PEP forgot as idle (zt up, real WebSockets)", () => {
+  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  let zt: RunningZt;
+  let port: number;
+  const clock = new ManualClock(Date.now());
+  const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+  const PASSWORD = "pw-correct-horse-battery";
+  const HOUR = 3_600_000;
+  let alice: { secret: string; id: string };
+  let bobId: string;
+
+  beforeAll(async () => {
+    upstream = await startRecordingUpstream();
+    const to = `http://127.0.0.1:${upstream.port}`;
+    const config = writeConfig(
+      tempDir(),
+      `data_dir: ./data
+trust_domain: idle.test
+routes:
+  - { name: app, from: "http://app.localhost:8443", to: "${to}" }
+  - { name: fresh, from: "http://fresh.localhost:8443", to: "${to}" }
+policies: ./policies
+session: { ttl: 12h, idle_timeout: 2h, recheck_interval: 1h }
+`,
+      {
+        "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");
+permit (principal in Group::"eng", action, resource == App::"fresh")
+when { context.mfa_age_seconds < 14400 };
+`,
+      },
+    );
+    zt = await runUp({ configPath: config, env, clock, out: () => undefined });
+    port = zt.pepAddress.port;
+    const a = await zt.services.identity.addUser({
+      name: "alice",
+      groups: ["eng"],
+      password: PASSWORD,
+    });
+    alice = { secret: a.totpSecret, id: a.user.id };
+    const b = await zt.services.identity.addUser({ name: "bob", groups: [], password: PASSWORD });
+    bobId = b.user.id;
+    for (const id of [alice.id, bobId]) await zt.services.snapshot.refreshUser(id);
+  }, 120_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  async function openWs(host: string, cookie: string) {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers: { host, cookie } });
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_req, res) =>
+        reject(new Error(`upgrade refused: ${res.statusCode}`)),
+      );
+    });
+    let closed = false;
+    ws.once("close", () => (closed = true));
+    return { ws, isClosed: () => closed };
+  }
+
+  /** Moves the clock, and has the event bus poll the store (or the PEP would see it as lost). */
+  async function advance(ms: number): Promise<void> {
+    clock.advance(ms);
+    await (zt.ctx.events as unknown as { catchUp(): Promise<void> }).catchUp();
+  }
+
+  /** Waits for the close frame a cut sends (the tick has already decided by then). */
+  async function settle(): Promise<void> {
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  it("is still cut at the session's absolute expiry and when its MFA grows too old (the re-check fell back to the facts of the upgrade: the WebSocket outlived its session)", async () => {
+    const code = execFileSync("oathtool", ["--totp", "-b", alice.secret]).toString().trim();
+    const l = await login(port, "app.localhost", "alice", PASSWORD, code);
+    expect(l.status, JSON.stringify(l.body)).toBe(200);
+    const sessionId = String(l.body["session_id"]);
+    const plain = await openWs("app.localhost", l.cookie!);
+    const fresh = await openWs("fresh.localhost", l.cookie!);
+
+    // Only the WebSockets use the session: past the idle timeout, the PEP's session table
+    // forgets it when it next prunes (at 1,024 remembered sessions).
+    await advance(3 * HOUR);
+    for (let i = 0; i < 1024; i++)
+      await zt.services.sessions.create({ userId: bobId, sourceIp: "127.0.0.1", userAgent: "t" });
+    expect([...zt.services.sessions.cached()].some((s) => s.id === sessionId)).toBe(false);
+
+    // 5 h after sign-in: MFA older than the `fresh` app's 4 h; the session still runs.
+    await advance(2 * HOUR);
+    await zt.continuous.tick();
+    await settle();
+    expect(fresh.isClosed()).toBe(true);
+    expect(plain.isClosed()).toBe(false);
+
+    // Past the session's 12 h ttl.
+    await advance(8 * HOUR);
+    await zt.continuous.tick();
+    await settle();
+    expect(plain.isClosed()).toBe(true);
+    await zt.ctx.audit.flush();
+    const cuts = await zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["route", "reason"])
+      .where("kind", "=", "session.cut")
+      .orderBy("seq")
+      .execute();
+    expect(cuts).toEqual([
+      { route: "fresh", reason: expect.any(String) },
+      { route: "app", reason: "session-expired" },
+    ]);
+  }, 120_000);
+});

@@ -293,17 +293,31 @@ export class Reevaluator {
     reason: string,
   ): Promise<RecheckResult> {
     const d = this.#d;
+    const conns = [...d.live.all()].filter(which);
+    const sessionsById = new Map<string, SessionInfo>();
+    if (conns.length > 0) for (const s of d.sessions.cached()) sessionsById.set(s.id, s);
+    // A session this process forgot (pruned as idle: only a WebSocket used it since) is
+    // read from the store: judged on the facts of its upgrade, it would outlive its
+    // expiry, its MFA would never age, and a revocation whose event was lost would never
+    // apply to it. A store that cannot be read leaves those facts (staleness fails the
+    // PEP closed if that lasts).
+    const forgotten = new Set(
+      conns.map((c) => c.sessionId).filter((id) => !id.startsWith("svc:") && !sessionsById.has(id)),
+    );
+    let stored: Map<string, SessionInfo> | undefined;
+    if (forgotten.size > 0) stored = await d.sessions.read([...forgotten]).catch(() => undefined);
     const now = d.ctx.clock.now();
-    let sessionsById: Map<string, SessionInfo> | undefined;
-    const sessionOf = (id: string) =>
-      (sessionsById ??= new Map([...d.sessions.cached()].map((s) => [s.id, s]))).get(id);
     const toClose: { c: LiveConnection; why: string }[] = [];
     const revoke = new Set<string>();
     let checked = 0;
-    for (const c of d.live.all()) {
-      if (!which(c)) continue;
+    for (const c of conns) {
       checked++;
-      const s = sessionOf(c.sessionId);
+      const s = sessionsById.get(c.sessionId) ?? stored?.get(c.sessionId);
+      if (s === undefined && stored !== undefined && forgotten.has(c.sessionId)) {
+        // Gone from the store: its user was deleted (the rows cascade).
+        toClose.push({ c, why: "session-invalid" });
+        continue;
+      }
       if (s && (s.revokedAt !== null || now >= s.expiresAt)) {
         toClose.push({ c, why: s.revokedAt !== null ? "session-revoked" : "session-expired" });
         continue;

@@ -283,6 +283,24 @@ export class SessionService {
     return row ? fromRow(row) : undefined;
   }
 
+  /**
+   * Sessions by id as the store has them, without remembering them: for re-deciding the
+   * live connections of sessions this process has forgotten (pruned as idle while a
+   * WebSocket on them ran on). An id the store does not hold is absent from the result.
+   */
+  async read(sessionIds: readonly string[]): Promise<Map<string, SessionInfo>> {
+    const out = new Map<string, SessionInfo>();
+    for (let i = 0; i < sessionIds.length; i += RECONCILE_CHUNK) {
+      const rows = await this.#ctx.store.db
+        .selectFrom("sessions")
+        .selectAll()
+        .where("id", "in", sessionIds.slice(i, i + RECONCILE_CHUNK))
+        .execute();
+      for (const r of rows) out.set(r.id, fromRow(r));
+    }
+    return out;
+  }
+
   /** Active (unrevoked, unexpired) sessions, optionally of one user. */
   async list(options: { userId?: string; includeInactive?: boolean } = {}): Promise<SessionInfo[]> {
     let q = this.#ctx.store.db.selectFrom("sessions").selectAll();
