@@ -276,17 +276,20 @@ describe("a live connection whose session the PEP forgot as idle (zt up, real We
   const HOUR = 3_600_000;
   let alice: { secret: string; id: string };
   let bobId: string;
+  let config: string;
+  let daveSecret: string;
 
   beforeAll(async () => {
     upstream = await startRecordingUpstream();
     const to = `http://127.0.0.1:${upstream.port}`;
-    const config = writeConfig(
+    config = writeConfig(
       tempDir(),
       `data_dir: ./data
 trust_domain: idle.test
 routes:
   - { name: app, from: "http://app.localhost:8443", to: "${to}" }
   - { name: fresh, from: "http://fresh.localhost:8443", to: "${to}" }
+  - { name: open, from: "http://open.localhost:8443", to: "${to}" }
 policies: ./policies
 session: { ttl: 12h, idle_timeout: 2h, recheck_interval: 1h }
 `,
@@ -294,6 +297,7 @@ session: { ttl: 12h, idle_timeout: 2h, recheck_interval: 1h }
         "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");
 permit (principal in Group::"eng", action, resource == App::"fresh")
 when { context.mfa_age_seconds < 14400 };
+permit (principal, action, resource == App::"open");
 `,
       },
     );
@@ -307,7 +311,9 @@ when { context.mfa_age_seconds < 14400 };
     alice = { secret: a.totpSecret, id: a.user.id };
     const b = await zt.services.identity.addUser({ name: "bob", groups: [], password: PASSWORD });
     bobId = b.user.id;
-    for (const id of [alice.id, bobId]) await zt.services.snapshot.refreshUser(id);
+    const d = await zt.services.identity.addUser({ name: "dave", groups: [], password: PASSWORD });
+    daveSecret = d.totpSecret;
+    for (const id of [alice.id, bobId, d.user.id]) await zt.services.snapshot.refreshUser(id);
   }, 120_000);
 
   afterAll(async () => {
@@ -379,4 +385,26 @@ when { context.mfa_age_seconds < 14400 };
       { route: "app", reason: "session-expired" },
     ]);
   }, 120_000);
+
+  it("is cut when its user is deleted by another process (the deletion ends sessions without a session.revoked, and the PEP no longer knew this one)", async () => {
+    // The code of zt's (manual) clock, not of the wall clock.
+    const at = `@${Math.floor(clock.now() / 1000)}`;
+    const code = execFileSync("oathtool", ["--totp", "-b", daveSecret, "-N", at]).toString().trim();
+    const l = await login(port, "open.localhost", "dave", PASSWORD, code);
+    expect(l.status, JSON.stringify(l.body)).toBe(200);
+    const ws = await openWs("open.localhost", l.cookie!);
+    const closed = new Promise<void>((r) => ws.ws.once("close", () => r()));
+    await advance(3 * HOUR);
+    // The session table's amortised prune (it runs at 1,024 remembered sessions and more).
+    zt.services.sessions.prune();
+    const r = await runZt(["--config", config, "user", "delete", "dave"], { env });
+    expect(r.code, r.stderr).toBe(0);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      closed,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("dave's WebSocket is still open")), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }, 60_000);
 });
