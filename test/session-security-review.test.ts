@@ -5,11 +5,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
 import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
+import { createApiServer } from "../src/api/index.js";
 import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
 import { login, request } from "./helpers/http-client.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
@@ -200,6 +202,73 @@ session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
       .execute();
     expect(cut).toEqual([{ subject: "carol", reason: "source-banned" }]);
   }, 60_000);
+});
+
+describe("the Bearer scheme, case-insensitive (RFC 9110 §11.1)", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let api: Awaited<ReturnType<typeof createApiServer>>;
+  let token: string;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    const metricsToken = join(tempDir(), "metrics.token");
+    writeFileSync(metricsToken, "scrape-token-123\n");
+    zt = await startPep({
+      policies: POLICY,
+      routes: [
+        { name: "app", from: "http://app.localhost", to: `http://127.0.0.1:${upstream.port}` },
+      ],
+      extra: { audit: { metrics_token_file: metricsToken } },
+    });
+    await zt.addUser("alice", ["eng"]);
+    token = (await zt.session("alice")).token;
+    api = await createApiServer(zt.ctx, { sessions: zt.services.sessions });
+    await api.listen({ host: "127.0.0.1", port: 0 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await api?.close();
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  it("a session token sent as `bearer` or `BEARER` signs the request in at the PEP and the API, and is never forwarded (it was 401 ZT_AUTH_REQUIRED, as if nothing was sent)", async () => {
+    for (const scheme of ["Bearer", "bearer", "BEARER"]) {
+      const r = await request(zt.port, {
+        host: "app.localhost",
+        path: "/",
+        headers: { authorization: `${scheme} ${token}`, accept: "application/json" },
+      });
+      expect(r.status, `${scheme}: ${r.body}`).toBe(200);
+      expect(upstream.seen.at(-1)!.headers["authorization"], scheme).toBeUndefined();
+
+      const port = (api.server.address() as { port: number }).port;
+      const a = await request(port, {
+        host: "127.0.0.1",
+        path: "/api/v1/ssh/sign",
+        method: "POST",
+        headers: { authorization: `${scheme} ${token}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      // Signed in: the body is what is refused.
+      expect(a.status, `${scheme}: ${a.body}`).toBe(400);
+      expect(a.json<{ error: { code: string } }>().error.code).toBe("ZT_BAD_REQUEST");
+
+      const m = await request(port, {
+        host: "127.0.0.1",
+        path: "/metrics",
+        headers: { authorization: `${scheme} scrape-token-123` },
+      });
+      expect(m.status, `${scheme}: ${m.body}`).toBe(200);
+      const wrong = await request(port, {
+        host: "127.0.0.1",
+        path: "/metrics",
+        headers: { authorization: `${scheme} scrape-token-124` },
+      });
+      expect(wrong.status).toBe(401);
+    }
+  });
 });
 
 describe("sign-in input of the wrong type", () => {

@@ -4,6 +4,7 @@ import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
 import {
   authenticateClientCert,
+  bearerToken,
   cookieCount,
   cookieFrom,
   type ClientCertMode,
@@ -97,8 +98,7 @@ export class ApiAuthenticator {
     if (svc) return svc;
     refuseDuplicateSessionCookie(req, this.#cookie);
     let token = cookieFrom(req.headers.cookie, this.#cookie);
-    const authz = req.headers.authorization;
-    if (!token && authz?.startsWith("Bearer ")) token = authz.slice(7).trim();
+    if (!token) token = bearerToken(req.headers.authorization);
     if (!token)
       throw new ZtError(
         "ZT_AUTH_REQUIRED",

@@ -101,6 +101,17 @@ export function assertionClaims(
   };
 }
 
+/**
+ * The credential of an `Authorization: Bearer <token>` header, or undefined for another
+ * scheme. The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER`
+ * are the same scheme (the usual spelling is tested first: this runs per request).
+ */
+export function bearerToken(authz: string | undefined): string | undefined {
+  if (authz === undefined || authz.length < 8 || authz.charCodeAt(6) !== 32) return undefined;
+  if (!authz.startsWith("Bearer") && authz.slice(0, 6).toLowerCase() !== "bearer") return undefined;
+  return authz.slice(7).trim();
+}
+
 export type AuthOutcome =
   { ok: true; auth: Authenticated } | { ok: false; code: AuthFailureCode; reason: string };
 
@@ -166,11 +177,8 @@ export function createAuthenticator(
       let token = cookieFrom(headers.cookie, cookieName);
       let bearer = false;
       if (!token) {
-        const authz = headers.authorization;
-        if (authz?.startsWith("Bearer ")) {
-          token = authz.slice(7).trim();
-          bearer = true;
-        }
+        token = bearerToken(headers.authorization);
+        bearer = token !== undefined;
       }
       if (!token) return { ok: false, code: "ZT_AUTH_REQUIRED", reason: "no-session" };
       const known = sessions.checkInMemory(token);

@@ -15,5 +15,5 @@ export type { AssertionClaims } from "./assertion.js";
 export { canonicalizeRequest, canonicalPath, canonicalHost } from "./canonical-request.js";
 export type { CanonicalRequest, CanonicalRefusal } from "./canonical-request.js";
 export { RouteTable } from "./route-table.js";
-export { authenticateClientCert, cookieCount, cookieFrom } from "./authenticate.js";
+export { authenticateClientCert, bearerToken, cookieCount, cookieFrom } from "./authenticate.js";
 export type { ClientCertMode } from "./authenticate.js";

@@ -4,6 +4,7 @@ import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { safeEqual } from "../../core/ids.js";
+import { bearerToken } from "../../proxy/index.js";
 import { AggregatorRegistry } from "prom-client";
 import { enableProcessMetrics, renderMetrics, throttledStoreMetrics } from "../../audit/index.js";
 import { metrics } from "../../audit/metrics.js";
@@ -25,8 +26,8 @@ export function registerMetricsRoutes(
   const collectStoreMetrics = throttledStoreMetrics(ctx.store);
   app.get("/metrics", async (req, reply) => {
     if (token !== undefined) {
-      const auth = req.headers.authorization ?? "";
-      if (!auth.startsWith("Bearer ") || !safeEqual(auth.slice(7), token)) {
+      const presented = bearerToken(req.headers.authorization);
+      if (presented === undefined || !safeEqual(presented, token)) {
         throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
       }
     }
