@@ -76,6 +76,30 @@ describe("errors the router raises before a handler", () => {
   });
 });
 
+describe("API refusals, whichever part of the server writes them", () => {
+  let api: FastifyInstance;
+  let base: string;
+  beforeAll(async () => {
+    api = await createApiServer(await context());
+    base = await listen(api);
+  });
+  afterAll(async () => api.close());
+
+  it("are never cached and never sniffed (Cache-Control: no-store, X-Content-Type-Options: nosniff)", async () => {
+    for (const [what, path, init, status] of [
+      ["not-found handler", "/no/such/endpoint", {}, 404],
+      ["router (bad percent-escape)", "/pki/crl/%ff%00", {}, 400],
+      ["error handler (no credentials)", "/api/v1/ssh/sign", { method: "POST" }, 401],
+    ] as const) {
+      const res = await fetch(`${base}${path}`, init);
+      expect(res.status, what).toBe(status);
+      expect(res.headers.get("content-type"), what).toContain("application/json");
+      expect(res.headers.get("cache-control"), what).toBe("no-store");
+      expect(res.headers.get("x-content-type-options"), what).toBe("nosniff");
+    }
+  });
+});
+
 describe("audit.metrics_token_file", () => {
   it("is read relative to the config file's folder, not the working directory", async () => {
     writeFileSync(join(dir, "metrics.token"), "s3cret-scrape-token\n", { mode: 0o600 });
@@ -277,6 +301,9 @@ describe("requests Node's HTTP parser refuses", () => {
         error: { code: string };
       };
       expect(body.error.code).toBe(code);
+      const head = text.slice(0, text.indexOf("\r\n\r\n")).toLowerCase();
+      expect(head).toContain("\r\ncache-control: no-store\r\n");
+      expect(head).toContain("\r\nx-content-type-options: nosniff\r\n");
     }
   });
 });

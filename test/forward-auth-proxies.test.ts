@@ -198,6 +198,8 @@ interface ProxyUnderTest {
    * asking zt (nginx: "client sent duplicate header line").
    */
   refusesDuplicateAuthorization?: boolean;
+  /** nginx's `error_page 401` redirects every anonymous client, an API client's too. */
+  redirectsEveryAnonymous?: boolean;
   start(
     dir: string,
     ports: { listen: number; zt: number; upstream: number },
@@ -230,6 +232,7 @@ const PROXIES: ProxyUnderTest[] = [
   {
     name: "nginx auth_request",
     refusesDuplicateAuthorization: true,
+    redirectsEveryAnonymous: true,
     async start(dir, ports, zt) {
       const peer = startNginx(dir, nginxConf(dir, front(ports, zt)));
       await waitForPort(ports.listen, peer.child, peer.output);
@@ -330,10 +333,31 @@ for (const proxy of PROXIES) {
       expect(r.headers.location).toBe(
         `http://${host}/.zt/login?rd=${encodeURIComponent("/private/page?x=1")}`,
       );
+      // A shared cache must not keep the redirect (it would send the next user to log in).
+      expect(r.headers["cache-control"]).toBe("no-store");
       expect(upstream.seen).toHaveLength(0);
       const page = await request(port, { host, path: "/.zt/login?rd=%2Fprivate%2Fpage" });
       expect(page.status).toBe(200);
       expect(page.body).toContain('name="totp"');
+    });
+
+    it("refuses an anonymous API client with a 401 JSON body that is neither sniffed nor cached", async () => {
+      const r = await request(port, {
+        host,
+        path: "/private/data",
+        headers: { accept: "application/json" },
+      });
+      if (proxy.redirectsEveryAnonymous) {
+        expect(r.status).toBe(302);
+        expect(r.headers["cache-control"]).toBe("no-store");
+        return;
+      }
+      expect(r.status).toBe(401);
+      expect(r.headers["content-type"]).toContain("application/json");
+      expect(r.json<{ error: { code: string } }>().error.code).toBe("ZT_AUTH_REQUIRED");
+      expect(r.headers["x-content-type-options"]).toBe("nosniff");
+      expect(r.headers["cache-control"]).toBe("no-store");
+      expect(upstream.seen).toHaveLength(0);
     });
 
     it("lets an allowed user through with zt's signed assertion, never the client's forged headers", async () => {
@@ -390,6 +414,8 @@ for (const proxy of PROXIES) {
       expect(r.headers["x-zt-decision-id"]).toBe(body.error.decision_id);
       expect(r.body).not.toContain("permit (");
       expect(upstream.seen.length).toBe(before);
+      expect(r.headers["x-content-type-options"]).toBe("nosniff");
+      expect(r.headers["cache-control"]).toBe("no-store");
       await zt.ctx.audit.flush();
       const rows = await zt.ctx.store.db
         .selectFrom("audit_events")

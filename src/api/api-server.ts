@@ -12,6 +12,7 @@ import { normalizeIp } from "../core/cidr.js";
 import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { isBanned } from "../audit/index.js";
 import { registerAllApiRoutes } from "./routes/index.js";
+import { JSON_SECURITY_HEADERS, rawJsonRefusal } from "../web/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
 const MAX_PARAM_LENGTH = 512;
@@ -99,11 +100,8 @@ export async function createApiServer(
             : (["400 Bad Request", "ZT_BAD_REQUEST"] as const);
       const body = JSON.stringify(new ZtError(code, status.slice(4)).toJSON());
       if (!socket.writable) return void socket.destroy();
-      socket.end(
-        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-        // Sent: close, whether or not the client ever ends its side.
-        () => socket.destroy(),
-      );
+      // Sent: close, whether or not the client ever ends its side.
+      socket.end(rawJsonRefusal(status, body), () => socket.destroy());
     },
     // Refusals by the router itself (before any handler or the error handler): in zt's
     // shape with a stable code, not Fastify's own `FST_ERR_…` body.
@@ -114,8 +112,10 @@ export async function createApiServer(
           : err.code === "FST_ERR_BAD_URL"
             ? "malformed percent-encoding in the path"
             : "bad request";
+      // Answered before the hooks exist: onSend's refusal headers are set here.
       void (reply as unknown as FastifyReply)
         .status(400)
+        .headers(JSON_SECURITY_HEADERS)
         .send(new ZtError("ZT_BAD_REQUEST", message).toJSON());
     },
   });
@@ -164,6 +164,12 @@ export async function createApiServer(
           `no such endpoint: ${req.method} ${req.url.split("?")[0]}`,
         ).toJSON(),
       );
+  });
+
+  // A refusal names its caller and their request: never cached, never read as another type.
+  app.addHook("onSend", (_req, reply, payload, done) => {
+    if (reply.statusCode >= 400) void reply.headers(JSON_SECURITY_HEADERS);
+    done(null, payload);
   });
 
   // A source banned by the alert rules or an operator is refused here as at the PEP:

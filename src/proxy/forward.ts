@@ -17,6 +17,7 @@ import {
   type UpstreamRequestBody,
 } from "./upstream-pool.js";
 import type { ResolvedRoute } from "../config/index.js";
+import { rawJsonRefusal } from "../web/index.js";
 import { sendError } from "./http-util.js";
 
 const HOP_BY_HOP = new Set([
@@ -510,7 +511,7 @@ export function forwardHttp(
 /** A bodiless JSON answer to a client whose upgrade did not go through, then close. */
 function upgradeRefusal(status: string, code: string, message: string): string {
   const body = JSON.stringify({ error: { code, message } });
-  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return rawJsonRefusal(status, body);
 }
 
 /**

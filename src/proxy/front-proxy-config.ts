@@ -9,7 +9,7 @@
  * ZT_USAGE error naming the route or setting, never written half-right.
  */
 import { ZtError } from "../core/errors.js";
-import { PAGE_SECURITY_HEADERS } from "../web/index.js";
+import { JSON_SECURITY_HEADERS, PAGE_SECURITY_HEADERS } from "../web/index.js";
 
 export const FRONT_PROXY_KINDS = [
   "nginx",
@@ -287,6 +287,12 @@ function nginx(o: FrontProxyOptions): string {
       '        proxy_set_header X-Forwarded-Host "";',
       "        proxy_set_header X-Forwarded-For $remote_addr;",
       "    }",
+      "",
+      "    # The redirect to sign in, never kept by a cache (it would send the next client there).",
+      "    location @zt_login {",
+      `        add_header Cache-Control ${JSON_SECURITY_HEADERS["cache-control"]!} always;`,
+      "        return 302 $zt_login;",
+      "    }",
     );
     for (const r of s.routes) {
       const up = upstreamOf(r);
@@ -306,7 +312,7 @@ function nginx(o: FrontProxyOptions): string {
         "        auth_request_set $zt_groups    $upstream_http_x_zt_groups;",
         "        auth_request_set $zt_decision  $upstream_http_x_zt_decision_id;",
         "        auth_request_set $zt_login     $upstream_http_x_zt_login_url;",
-        "        error_page 401 =302 $zt_login;                     # to zt's login",
+        "        error_page 401 = @zt_login;                        # to zt's login",
         "        error_page 403 /.zt/denied?decision=$zt_decision;   # zt's explained 403",
         "",
         "        # always set, so a client can never smuggle its own (empty = not sent)",
@@ -588,11 +594,12 @@ function haproxyBind(o: FrontProxyOptions, f: { scheme: string; port: number }):
 }
 
 /**
- * zt's page security headers as `hdr` arguments of an `http-request return`: the denied
- * page HAProxy serves from the SPOE answer carries what zt's own pages carry.
+ * zt's security headers as `hdr` arguments of an `http-request return`: what HAProxy
+ * answers from the SPOE answer carries what zt's own answers carry (PAGE_SECURITY_HEADERS
+ * on the denied page, JSON_SECURITY_HEADERS on a JSON refusal, `no-store` on the redirect).
  */
-function haproxyPageHeaders(): string {
-  return Object.entries(PAGE_SECURITY_HEADERS)
+function haproxyHeaders(headers: Readonly<Record<string, string>>): string {
+  return Object.entries(headers)
     .map(
       ([name, value]) =>
         `hdr ${name} "${value.replace(/[\\"%]/g, (ch) => (ch === "%" ? "%%" : `\\${ch}`))}"`,
@@ -601,23 +608,26 @@ function haproxyPageHeaders(): string {
 }
 
 function haproxySpoeFrontendRules(c: string): string[] {
+  const json = haproxyHeaders(JSON_SECURITY_HEADERS);
+  // The redirect to sign in: a shared cache that kept it would send its next client there.
+  const redirect = haproxyHeaders({ "cache-control": JSON_SECURITY_HEADERS["cache-control"]! });
   return [
     "    acl zt_pages path /.zt/login /.zt/logout /.zt/denied",
     "    acl zt_allowed var(txn.zt.status) -m int eq 200",
     "    acl zt_html var(txn.zt.content_type) -m beg text/html",
     "    # Too large to ask zt about: the message exceeds max-frame-size, found when HAProxy",
     "    # encodes it (SPOE error 3) or sends it (256 + SPOP status 3); never sent in pieces.",
-    '    http-request return status 431 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_HEADERS_TOO_LARGE\\",\\"reason\\":\\"authz-request-too-large\\"}}" if !zt_pages !{ var(txn.zt.status) -m found } { var(txn.zt.error) -m int 3 259 }',
+    `    http-request return status 431 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_HEADERS_TOO_LARGE\\",\\"reason\\":\\"authz-request-too-large\\"}}" ${json} if !zt_pages !{ var(txn.zt.status) -m found } { var(txn.zt.error) -m int 3 259 }`,
     "    # No answer from zt (agent down, timeout): refuse.",
-    '    http-request return status 503 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_UNAVAILABLE\\",\\"reason\\":\\"authz-unavailable\\"}}" if !zt_pages !{ var(txn.zt.status) -m found }',
-    "    http-request redirect location %[var(txn.zt.location)] code 302 if !zt_pages { var(txn.zt.status) -m int eq 302 }",
-    '    http-request return status 401 content-type application/json lf-string "%[var(txn.zt.body)]" hdr Location "%[var(txn.zt.location)]" hdr X-Zt-Login-Url "%[var(txn.zt.login_url)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" if !zt_pages { var(txn.zt.status) -m int eq 401 }',
-    `    http-request return status 403 content-type "text/html; charset=utf-8" lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" ${haproxyPageHeaders()} if zt_html !zt_pages { var(txn.zt.status) -m int eq 403 }`,
-    '    http-request return status 403 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" if !zt_pages { var(txn.zt.status) -m int eq 403 }',
-    '    http-request return status 400 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" if !zt_pages { var(txn.zt.status) -m int eq 400 }',
-    '    http-request return status 503 content-type application/json lf-string "%[var(txn.zt.body)]" if !zt_pages { var(txn.zt.status) -m int eq 503 }',
+    `    http-request return status 503 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_UNAVAILABLE\\",\\"reason\\":\\"authz-unavailable\\"}}" ${json} if !zt_pages !{ var(txn.zt.status) -m found }`,
+    `    http-request return status 302 hdr Location "%[var(txn.zt.location)]" ${redirect} if !zt_pages { var(txn.zt.status) -m int eq 302 }`,
+    `    http-request return status 401 content-type application/json lf-string "%[var(txn.zt.body)]" hdr Location "%[var(txn.zt.location)]" hdr X-Zt-Login-Url "%[var(txn.zt.login_url)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" ${json} if !zt_pages { var(txn.zt.status) -m int eq 401 }`,
+    `    http-request return status 403 content-type "text/html; charset=utf-8" lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" ${haproxyHeaders(PAGE_SECURITY_HEADERS)} if zt_html !zt_pages { var(txn.zt.status) -m int eq 403 }`,
+    `    http-request return status 403 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" hdr X-Zt-Reason "%[var(txn.zt.reason)]" ${json} if !zt_pages { var(txn.zt.status) -m int eq 403 }`,
+    `    http-request return status 400 content-type application/json lf-string "%[var(txn.zt.body)]" hdr X-Zt-Decision-Id "%[var(txn.zt.decision_id)]" ${json} if !zt_pages { var(txn.zt.status) -m int eq 400 }`,
+    `    http-request return status 503 content-type application/json lf-string "%[var(txn.zt.body)]" ${json} if !zt_pages { var(txn.zt.status) -m int eq 503 }`,
     "    # Anything else that is not an allow: refuse.",
-    "    http-request deny deny_status 500 if !zt_pages !zt_allowed",
+    `    http-request return status 500 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_INTERNAL\\",\\"message\\":\\"internal error\\"}}" ${json} if !zt_pages !zt_allowed`,
     "    # Allowed: zt's identity headers replace any the client sent; zt's credentials stay with zt.",
     "    http-request del-header ^x[-_]zt[-_] -m reg unless zt_pages",
     "    http-request set-header X-Zt-Assertion %[var(txn.zt.assertion)] if zt_allowed",
@@ -631,7 +641,7 @@ function haproxySpoeFrontendRules(c: string): string[] {
     "    # zt's session cookie: out of whichever Cookie header holds it (HAProxy counted one).",
     `    http-request replace-header Cookie ^(.*?[;,]\\s*|)${c}\\s*=[^;,]*(?:[;,]\\s*)?(.*)$ \\1\\2 unless zt_pages`,
     "    http-request del-header Cookie if !zt_pages { req.fhdr_cnt(cookie) eq 1 } { req.fhdr(cookie) -m reg ^[;,\\s]*$ }",
-    `    http-request return status 400 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_REQUEST_AMBIGUOUS\\",\\"reason\\":\\"session-cookie-unstripped\\"}}" if !zt_pages { req.cook_cnt(${c}) gt 0 }`,
+    `    http-request return status 400 content-type application/json string "{\\"error\\":{\\"code\\":\\"ZT_REQUEST_AMBIGUOUS\\",\\"reason\\":\\"session-cookie-unstripped\\"}}" ${json} if !zt_pages { req.cook_cnt(${c}) gt 0 }`,
   ];
 }
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ZtError, type ZtErrorCode } from "../core/errors.js";
-import { PAGE_SECURITY_HEADERS } from "../web/index.js";
+import { JSON_SECURITY_HEADERS, PAGE_SECURITY_HEADERS } from "../web/index.js";
 
 /** Every value of the named cookie, in order (a browser may send two with one name). */
 export function cookieValues(header: string | undefined, name: string): string[] {
@@ -46,6 +46,7 @@ export function wantsHtml(req: IncomingMessage): boolean {
   return accept.includes("text/html");
 }
 
+/** A JSON answer, with JSON_SECURITY_HEADERS (no caching, no sniffing) unless `headers` overrides one. */
 export function sendJson(
   res: ServerResponse,
   status: number,
@@ -56,7 +57,7 @@ export function sendJson(
   res.writeHead(status, {
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),
-    "cache-control": "no-store",
+    ...JSON_SECURITY_HEADERS,
     ...headers,
   });
   res.end(text);

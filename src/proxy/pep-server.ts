@@ -12,7 +12,7 @@ import type { ResolvedRoute, ZtConfig } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
 import type { SessionService } from "../session/index.js";
 import type { EntitySnapshot } from "../session/entity-snapshot.js";
-import { hintFor, renderDeniedPage, renderLoginPage } from "../web/index.js";
+import { hintFor, rawJsonRefusal, renderDeniedPage, renderLoginPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import {
   assertionClaims,
@@ -242,9 +242,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       error: { code, message: status.slice(4), reason, decision_id: decisionId },
     });
     const idLine = decisionId === undefined ? "" : `X-Zt-Decision-Id: ${decisionId}\r\n`;
-    socket.end(
-      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${idLine}Connection: close\r\n\r\n${body}`,
-    );
+    socket.end(rawJsonRefusal(status, body, idLine));
   });
 
   /** Records a parsed request refused before any decision; returns its decision id. */
@@ -759,10 +757,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       const text = JSON.stringify(body);
       const idLine = decisionId === undefined ? "" : `X-Zt-Decision-Id: ${decisionId}\r\n`;
       // Closed once written: a client keeping its half open holds nothing here.
-      socket.end(
-        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${idLine}Connection: close\r\n\r\n${text}`,
-        () => socket.destroy(),
-      );
+      socket.end(rawJsonRefusal(status, text, idLine), () => socket.destroy());
     };
     const clientIp = clientIpOf(req);
     if (isBanned(clientIp, ctx.clock.now()))

@@ -1,4 +1,8 @@
 export { renderLoginPage, renderDeniedPage, renderMessagePage, hintFor } from "./pages.js";
 export type { LoginPageOptions, DeniedPageOptions } from "./pages.js";
 export { escapeHtml, page } from "./html.js";
-export { PAGE_SECURITY_HEADERS } from "./security-headers.js";
+export {
+  PAGE_SECURITY_HEADERS,
+  JSON_SECURITY_HEADERS,
+  rawJsonRefusal,
+} from "./security-headers.js";

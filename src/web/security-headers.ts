@@ -18,3 +18,32 @@ export const PAGE_SECURITY_HEADERS: Readonly<Record<string, string>> = Object.fr
   "x-content-type-options": "nosniff",
   "referrer-policy": "same-origin",
 });
+
+/**
+ * The headers every JSON answer zt writes carries (refusals above all: 401, 403, 4xx,
+ * 5xx from the PEP, forward-auth, the SPOE rules and the API), a subset of the page
+ * headers:
+ * - `no-store`: a refusal names a decision and a user, and a cached 401 or 403 would be
+ *   served to the next client of a shared cache.
+ * - `nosniff`: a browser never reads the JSON as a script or a page.
+ */
+export const JSON_SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "cache-control": PAGE_SECURITY_HEADERS["cache-control"]!,
+  "x-content-type-options": PAGE_SECURITY_HEADERS["x-content-type-options"]!,
+});
+
+/** JSON_SECURITY_HEADERS as HTTP/1.1 header lines, for refusals written to a raw socket. */
+const JSON_SECURITY_LINES = Object.entries(JSON_SECURITY_HEADERS)
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join("");
+
+/**
+ * A whole HTTP/1.1 JSON refusal for a socket that has no ServerResponse (a request Node's
+ * parser refused, an upgrade refused): the status line, the JSON security headers, then
+ * close. `extraLines`: more header lines, each ending in CRLF.
+ *
+ * @example socket.end(rawJsonRefusal("400 Bad Request", JSON.stringify(body)))
+ */
+export function rawJsonRefusal(status: string, body: string, extraLines = ""): string {
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${JSON_SECURITY_LINES}${extraLines}Connection: close\r\n\r\n${body}`;
+}
