@@ -1,9 +1,9 @@
 /**
  * SIGHUP reloads zt.yaml in a running `zt up` (it reloaded the policy set only: an edit
  * of zt.yaml changed nothing until a restart). A route added, moved to another upstream
- * or removed applies to new requests without a restart, a request in flight on a moved
- * route finishes on its old upstream while WebSockets on a removed or moved route are
- * cut, trusted_proxies, limits.max_body_bytes and forward_auth.headers apply at once, an invalid file
+ * or removed applies to new requests without a restart; requests in flight, streaming
+ * responses (Server-Sent Events) and WebSockets on a removed or moved route are cut,
+ * trusted_proxies, limits.max_body_bytes and forward_auth.headers apply at once, an invalid file
  * keeps the last good config and says why, a key only a restart applies is named and not
  * applied, a listener certificate from zt's CA names a host added by the reload, and with
  * PEP workers every worker — one started after the reload too — runs the reloaded routes.
@@ -195,8 +195,16 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
     const added = (await readyz(zt)).body;
     expect(added.config_version).not.toBe(first.config_version);
 
-    // Moved: new requests go to the new upstream; one in flight on the old finishes there.
-    const inFlight = request(port, { host: "app.localhost", path: "/hold", headers: { cookie } });
+    // Moved: new requests go to the new upstream; one in flight on the old is cut (it
+    // was decided on a route that is no more: the same rule as a WebSocket's).
+    const inFlight = request(port, {
+      host: "app.localhost",
+      path: "/hold",
+      headers: { cookie },
+    }).then(
+      (r) => `${r.status} ${r.body}`,
+      (e: NodeJS.ErrnoException) => `cut: ${e.code ?? e.message}`,
+    );
     await waitFor(() => a.seen.includes("/hold"), "the held request at upstream a");
     reload(
       yaml([
@@ -209,10 +217,9 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
       () => get("app.localhost", "/m"),
       (v) => v === "200 b /m",
     );
-    expect(zt.output()).toMatch(/zt: config reloaded \(routes changed: app\)/);
+    expect(zt.output()).toMatch(/zt: config reloaded \(routes changed: app; 1 connection cut\)/);
+    expect(await inFlight).toMatch(/^cut: /);
     a.release();
-    const held = await inFlight;
-    expect(`${held.status} ${held.body}`).toBe("200 a /hold");
 
     // Removed: its host has no route any more; the others are untouched.
     reload(yaml([["app", "app.localhost", b.port]]));
@@ -399,7 +406,7 @@ describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
         async () => ({ gone: gone.state.closed, moved: moved.state.closed }),
         (v) => v.gone && v.moved,
       );
-      expect(zt.output()).toMatch(/routes changed: moved; 2 upgraded connections cut\)/);
+      expect(zt.output()).toMatch(/routes changed: moved; 2 connections cut\)/);
       // The unchanged route's WebSocket runs on.
       expect(kept.state.closed).toBe(false);
       expect(await kept.echo("still here")).toBe("still here");
@@ -408,6 +415,121 @@ describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
       expect(two.seen.some((r) => r.method === "UPGRADE")).toBe(true);
       again.ws.close();
       kept.ws.close();
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  }, 120_000);
+});
+
+/** A real upstream whose every answer is a Server-Sent Events stream that never ends. */
+async function streamingUpstream(name: string) {
+  const streams = new Set<http.ServerResponse>();
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+    res.write(`data: ${name} ${req.url}\n\n`);
+    streams.add(res);
+    res.on("close", () => streams.delete(res));
+  });
+  // An event a tick on every open stream, for as long as the upstream runs.
+  const tick = setInterval(() => {
+    for (const res of streams) res.write("data: tick\n\n");
+  }, 50);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        clearInterval(tick);
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+describe("zt up reloads zt.yaml on SIGHUP (streaming responses)", () => {
+  it("ends the never-ending responses of a route the reload removes or moves, and keeps the others flowing", async () => {
+    const one = await streamingUpstream("one");
+    const two = await streamingUpstream("two");
+    const dir = tempDir();
+    const routes = (r: Array<[string, number]>) =>
+      yaml(r.map(([n, p]) => [n, `${n}.localhost`, p] as [string, string, number]));
+    const config = writeConfig(
+      dir,
+      routes([
+        ["app", one.port],
+        ["gone", one.port],
+        ["moved", one.port],
+      ]),
+      { "main.cedar": POLICY },
+    );
+    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    const { zt, port, cookie } = await startWithUser(config, env);
+    running.push(zt);
+    try {
+      /** An event stream through zt on `name`'s route, proven flowing by its first event. */
+      const open = async (name: string) => {
+        const state = { ended: false, bytes: 0, text: "" };
+        await new Promise<void>((resolve, reject) => {
+          const req = http.get(
+            {
+              port,
+              host: "127.0.0.1",
+              path: "/events",
+              headers: { host: `${name}.localhost`, cookie },
+            },
+            (res) => {
+              if (res.statusCode !== 200) reject(new Error(`${name}: ${res.statusCode}`));
+              res.on("data", (d: Buffer) => {
+                state.bytes += d.length;
+                if (state.text.length < 100) state.text += d.toString();
+                resolve();
+              });
+              res.on("close", () => (state.ended = true));
+              res.on("error", () => undefined);
+            },
+          );
+          req.on("error", (e) => {
+            state.ended = true;
+            reject(e);
+          });
+        });
+        return state;
+      };
+      const kept = await open("app");
+      const gone = await open("gone");
+      const moved = await open("moved");
+
+      writeFileSync(
+        config,
+        routes([
+          ["app", one.port],
+          ["moved", two.port],
+        ]),
+      );
+      zt.child.kill("SIGHUP");
+      await waitFor(
+        () => /zt: config reloaded \(routes removed: gone; routes changed: moved/.test(zt.output()),
+        "the reload",
+      );
+      await until(
+        "the streams of the removed and the moved route ended",
+        async () => ({ gone: gone.ended, moved: moved.ended }),
+        (v) => v.gone && v.moved,
+      );
+      expect(zt.output()).toMatch(/routes changed: moved; 2 connections cut\)/);
+      // The unchanged route's stream flows on.
+      const before = kept.bytes;
+      await until(
+        "more events on the kept stream",
+        async () => kept.bytes,
+        (n) => n > before,
+      );
+      expect(kept.ended).toBe(false);
+      // The moved route's new streams come from its new upstream.
+      const again = await open("moved");
+      expect(again.text).toMatch(/^data: two \/events\n/);
+      expect(moved.text).toMatch(/^data: one \/events\n/);
     } finally {
       await one.close();
       await two.close();

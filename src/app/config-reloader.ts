@@ -123,7 +123,7 @@ export class ConfigReloader {
       ...(plan.routes.removed.length ? [`routes removed: ${plan.routes.removed.join(", ")}`] : []),
       ...(plan.routes.changed.length ? [`routes changed: ${plan.routes.changed.join(", ")}`] : []),
       ...(other.length ? [`${other.join(", ")} changed`] : []),
-      ...(cut ? [`${cut} upgraded connection${cut === 1 ? "" : "s"} cut`] : []),
+      ...(cut ? [`${cut} connection${cut === 1 ? "" : "s"} cut`] : []),
     ];
     log(`config reloaded (${parts.length ? parts.join("; ") : "no change applied"})`);
     if (plan.restartRequired.length)

@@ -19,7 +19,7 @@ export interface PepNode {
    * new routes need — zt's SVID for an `upstream_mtls` route, a listener certificate from
    * zt's CA naming a new host — then the routes themselves. Rejects, changing nothing,
    * when what they need cannot be had. Resolves to how many live connections it cut
-   * (upgraded ones on removed or changed routes: see `Pep.reconfigure`).
+   * (those on removed or changed routes: see `Pep.reconfigure`).
    */
   reconfigure(config: ZtConfig): Promise<number>;
   close(): Promise<void>;

@@ -7,8 +7,6 @@ export interface LiveConnection {
   /** Serial (hex) of the client SVID the connection was authenticated with (mTLS). */
   certSerial?: string;
   facts: DecisionFacts;
-  /** An upgraded connection (WebSocket …), not a request whose response is under way. */
-  upgraded?: boolean;
   close(reason: string): void;
 }
 

@@ -108,10 +108,11 @@ export interface Pep {
   /**
    * Applies a reloaded config's per-request settings (`RELOADABLE_KEYS`: routes,
    * trusted_proxies, limits.max_body_bytes, forward_auth.headers) to new requests.
-   * Upgraded connections (WebSocket …) on a route the reload removed or changed are cut
-   * (`route-removed`, `route-changed`); a plain request already under way finishes on
-   * its route. An upstream no route uses any more has its pool closed once its requests
-   * are done.
+   * Proxied exchanges under way on a route the reload removed or changed are cut
+   * (`route-removed`, `route-changed`): upgraded connections (WebSocket …), streaming
+   * responses (Server-Sent Events, a body that never ends) and requests still in flight
+   * alike. An upstream no route uses any more has its pool closed once its requests are
+   * done.
    * Unchanged routes keep their object (`planConfigReload`): a new object is a change.
    * Returns how many live connections were cut.
    */
@@ -867,7 +868,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       req.headers.host ?? canon.host,
       await assertionFor(route, a.auth, d),
     );
-    fo.onClose = live.add({ ...liveEntry(a.auth, facts, () => socket.destroy()), upgraded: true });
+    fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
     forwardUpgrade(req, socket, head, fo, agents);
   }
 
@@ -1228,11 +1229,13 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       forwardAuthDeps.convention = c.forward_auth.headers;
       agents.retain(c.routes);
       if (gone.size + moved.size === 0) return 0;
-      // An upgraded connection would otherwise run on for ever under a route that is no
-      // more, or to the upstream and with the options the reload replaced.
+      // A WebSocket or a streaming response (Server-Sent Events …) would otherwise run on
+      // for ever under a route that is no more, or to the upstream and with the options
+      // the reload replaced; the PEP cannot tell those from a request that is about to
+      // finish, so every exchange decided on such a route is cut.
       return (
-        live.closeWhere((x) => x.upgraded === true && gone.has(x.facts.route), "route-removed") +
-        live.closeWhere((x) => x.upgraded === true && moved.has(x.facts.route), "route-changed")
+        live.closeWhere((x) => gone.has(x.facts.route), "route-removed") +
+        live.closeWhere((x) => moved.has(x.facts.route), "route-changed")
       );
     },
   };
