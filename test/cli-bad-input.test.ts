@@ -716,6 +716,7 @@ describe("listings filtered by --user", () => {
       ["device", "list", "--user", "nobody-here"],
       ["access", "list", "--user", "nobody-here"],
       ["session", "list", "--user", "nobody-here"],
+      ["session", "revoke", "--user", "nobody-here", "--reason", "test"],
     ]) {
       const r = await zt(args);
       expectCleanError(r, "ZT_USER_NOT_FOUND", /no user named nobody-here/);
@@ -725,6 +726,7 @@ describe("listings filtered by --user", () => {
     for (const args of [
       ["device", "list", "--user", "lister", "--json"],
       ["access", "list", "--user", "lister", "--json"],
+      ["session", "list", "--user", "lister", "--json"],
     ]) {
       const r = await zt(args);
       expect(r.code, r.stderr).toBe(0);

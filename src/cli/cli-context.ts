@@ -235,17 +235,18 @@ export async function readStdin(maxBytes = 64 * 1024): Promise<string> {
 }
 
 /**
- * ZT_USER_NOT_FOUND unless a user of this name exists: `--user NAME` filters of listings
- * (`zt device list`, `zt access list`, like `zt session list`) say a mistyped name is
- * nobody, instead of printing an empty list that reads as "this user has none".
+ * The id of the user of this name, or ZT_USER_NOT_FOUND: `--user NAME` options
+ * (`zt device list`, `zt access list`, `zt session list` and `revoke`) say a mistyped name
+ * is nobody, instead of printing an empty list that reads as "this user has none".
  */
-export async function assertUserExists(ctx: AppContext, name: string): Promise<void> {
+export async function userIdByName(ctx: AppContext, name: string): Promise<string> {
   const row = await ctx.store.db
     .selectFrom("users")
     .select("id")
     .where("name", "=", name)
     .executeTakeFirst();
   if (!row) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${name}`, { user: name });
+  return row.id;
 }
 
 export function usageError(message: string): ZtError {

@@ -2,13 +2,7 @@ import type { Command } from "commander";
 import { parseDuration } from "../../core/duration.js";
 import { AccessService, type AccessRequest, type AccessStatus } from "../../access/index.js";
 import type { AppContext } from "../../app/index.js";
-import {
-  assertUserExists,
-  printJson,
-  printTable,
-  usageError,
-  withContext,
-} from "../cli-context.js";
+import { userIdByName, printJson, printTable, usageError, withContext } from "../cli-context.js";
 
 /**
  * The user a CLI command acts as: `--as NAME`, else $ZT_USER. The CLI works on the
@@ -129,7 +123,7 @@ export function registerAccessCommands(program: Command): void {
         // A deleted user's requests stay on record and are listed; a name with neither a
         // user nor any request is a mistake, said as such (not an empty list).
         if (opts.user && list.length === 0 && !(await hasRequests(ctx, opts.user)))
-          await assertUserExists(ctx, opts.user);
+          await userIdByName(ctx, opts.user);
         if (opts.json) printJson(list.map(requestJson));
         else
           printTable(list.map(requestJson), [

@@ -24,7 +24,7 @@ import {
   usageError,
   withContext,
   withoutContext,
-  assertUserExists,
+  userIdByName,
 } from "../cli-context.js";
 import { actingUser } from "./access.js";
 
@@ -247,7 +247,7 @@ export function registerDeviceCommands(program: Command): void {
     .option("--json", "JSON output")
     .action(async (opts: { user?: string; json?: boolean }, cmd: Command) =>
       withContext(cmd, async (ctx) => {
-        if (opts.user) await assertUserExists(ctx, opts.user);
+        if (opts.user) await userIdByName(ctx, opts.user);
         const list = await new DeviceService(ctx).list(opts.user ? { userName: opts.user } : {});
         if (opts.json) printJson(list.map(deviceJson));
         else

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { ZtError } from "../../core/errors.js";
 import { SessionService } from "../../session/index.js";
-import { printJson, printTable, usageError, withContext } from "../cli-context.js";
+import { printJson, printTable, usageError, userIdByName, withContext } from "../cli-context.js";
 
 /** `zt session list|revoke` — the Policy Administrator's session table. */
 export function registerSessionCommands(program: Command): void {
@@ -17,11 +17,7 @@ export function registerSessionCommands(program: Command): void {
       withContext(cmd, async (ctx) => {
         const users = await ctx.store.db.selectFrom("users").select(["id", "name"]).execute();
         const nameOf = new Map(users.map((u) => [u.id, u.name]));
-        let userId: string | undefined;
-        if (opts.user) {
-          userId = users.find((u) => u.name === opts.user)?.id;
-          if (!userId) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${opts.user}`);
-        }
+        const userId = opts.user ? await userIdByName(ctx, opts.user) : undefined;
         const sessions = new SessionService(ctx);
         const list = await sessions.list({
           ...(userId ? { userId } : {}),
@@ -64,13 +60,7 @@ export function registerSessionCommands(program: Command): void {
           try {
             let n: number;
             if (opts.user) {
-              const u = await ctx.store.db
-                .selectFrom("users")
-                .select("id")
-                .where("name", "=", opts.user)
-                .executeTakeFirst();
-              if (!u) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${opts.user}`);
-              n = await sessions.revokeUser(u.id, opts.reason);
+              n = await sessions.revokeUser(await userIdByName(ctx, opts.user), opts.reason);
             } else {
               const s = await sessions.get(id!);
               if (!s) throw new ZtError("ZT_NOT_FOUND", `no session ${id}`);
