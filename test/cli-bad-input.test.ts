@@ -251,18 +251,24 @@ describe("tables print what users control without terminal control characters", 
     expect(enrolled.code, enrolled.stderr).toBe(0);
     // The device owner writes the facts; the report is signed with their own device key.
     const facts = join(dir, "facts.json");
-    writeFileSync(
-      facts,
-      JSON.stringify({ os: "Linux\u001b]0;owned\u0007\u001b[2J\u009b31m", checks: {} }),
-    );
-    const sent = await zt(["device", "report", "--facts", facts, "--key-dir", keyDir]);
+    const report = async (os: string) => {
+      writeFileSync(facts, JSON.stringify({ os, checks: {} }));
+      return zt(["device", "report", "--facts", facts, "--key-dir", keyDir]);
+    };
+    // C0 controls (ESC, BEL) in the os are refused before anything is sent or stored.
+    const refused = await report("Linux\u001b]0;owned\u0007\u001b[2J");
+    expect(refused.code, refused.stderr).toBe(65);
+    expect(refused.stderr).toMatch(/ZT_DEVICE_INVALID/);
+    // C1 controls (CSI as one byte) and bidi controls get through the report: the table escapes them.
+    const sent = await report("Linux\u009b31m\u202eowned");
     expect([0, 3]).toContain(sent.code);
     const list = await zt(["device", "list"]);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toContain("Linux");
     // eslint-disable-next-line no-control-regex -- looking for control characters is the point
-    expect(list.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
-    expect(list.stdout).toContain("\\u{1b}");
+    expect(list.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(list.stdout).toContain("\\u{9b}");
+    expect(list.stdout).toContain("\\u{202e}");
   });
 
   it("an error message quoting a value does not write its escape sequence to the terminal (zt device approve $'\\e]0;evil\\a' retitled the admin's window)", async () => {
