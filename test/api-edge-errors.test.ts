@@ -9,12 +9,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
+import { execFileSync } from "node:child_process";
 import type { FastifyInstance } from "fastify";
 import { validateConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createApiServer } from "../src/api/index.js";
 import { isZtError } from "../src/core/errors.js";
 import { addBan, removeBan, startBanCache } from "../src/audit/index.js";
+import { initPki, pkiService } from "../src/pki/index.js";
 
 let dir: string;
 const opened: AppContext[] = [];
@@ -96,6 +98,70 @@ describe("API refusals, whichever part of the server writes them", () => {
       expect(res.headers.get("content-type"), what).toContain("application/json");
       expect(res.headers.get("cache-control"), what).toBe("no-store");
       expect(res.headers.get("x-content-type-options"), what).toBe("nosniff");
+    }
+  });
+});
+
+describe("API answers that succeed", () => {
+  it("are never cached and never sniffed either: an SVID and its key material, and a plain health check", async () => {
+    // A data directory of its own: the CA made here is sealed under this context's master key.
+    const ctx = await context({ data_dir: join(dir, "svid"), trust_domain: "edge.test" });
+    await initPki(ctx);
+    const svc = await pkiService(ctx);
+    await svc.addRegistration({ spiffeId: "spiffe://edge.test/ns/api" }, "test");
+    const { token } = await svc.createJoinToken("spiffe://edge.test/ns/api", "test");
+    const key = join(dir, "svid.key");
+    execFileSync("openssl", [
+      "genpkey",
+      "-algorithm",
+      "EC",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-out",
+      key,
+    ]);
+    const csr = execFileSync(
+      "openssl",
+      [
+        "req",
+        "-new",
+        "-key",
+        key,
+        "-subj",
+        "/CN=api",
+        "-addext",
+        "subjectAltName=URI:spiffe://edge.test/ns/api",
+      ],
+      {
+        encoding: "utf8",
+      },
+    );
+    const api = await createApiServer(ctx);
+    try {
+      const base = await listen(api);
+      const svid = await fetch(`${base}/api/v1/svid`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ csr }),
+      });
+      expect(svid.status, await svid.clone().text()).toBe(201);
+      expect(String(((await svid.json()) as Record<string, unknown>)["cert_chain"])).toContain(
+        "BEGIN CERTIFICATE",
+      );
+      const health = await fetch(`${base}/healthz`);
+      expect(health.status).toBe(200);
+      const crl = await fetch(`${base}/pki/crl`);
+      expect(crl.status).toBe(200);
+      for (const [what, res] of [
+        ["SVID", svid],
+        ["healthz", health],
+        ["CRL", crl],
+      ] as const) {
+        expect(res.headers.get("cache-control"), what).toBe("no-store");
+        expect(res.headers.get("x-content-type-options"), what).toBe("nosniff");
+      }
+    } finally {
+      await api.close();
     }
   });
 });

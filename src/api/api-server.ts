@@ -166,9 +166,11 @@ export async function createApiServer(
       );
   });
 
-  // A refusal names its caller and their request: never cached, never read as another type.
+  // Every answer, never cached and never read as another type: a refusal names its caller
+  // and their request, and a success may carry credentials (an SVID and its chain, an SSH
+  // certificate, a device binding); the public ones (CRL, bundle) lose nothing by it.
   app.addHook("onSend", (_req, reply, payload, done) => {
-    if (reply.statusCode >= 400) void reply.headers(JSON_SECURITY_HEADERS);
+    void reply.headers(JSON_SECURITY_HEADERS);
     done(null, payload);
   });
 

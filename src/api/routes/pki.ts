@@ -84,13 +84,13 @@ export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext, deps: A
 
   app.get("/pki/crl", async (_req, reply) => {
     const der = await (await pkiService(ctx)).crlDer();
-    void reply.header("content-type", "application/pkix-crl").header("cache-control", "no-cache");
+    void reply.header("content-type", "application/pkix-crl");
     return reply.send(der);
   });
 
   app.get<{ Params: { id: string } }>("/pki/crl/:id", async (req, reply) => {
     const der = await (await pkiService(ctx)).crlDer(req.params.id);
-    void reply.header("content-type", "application/pkix-crl").header("cache-control", "no-cache");
+    void reply.header("content-type", "application/pkix-crl");
     return reply.send(der);
   });
 
@@ -115,9 +115,7 @@ export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext, deps: A
   });
 
   app.get("/pki/ssh/krl", async (_req, reply) => {
-    void reply
-      .header("content-type", "application/octet-stream")
-      .header("cache-control", "no-cache");
+    void reply.header("content-type", "application/octet-stream");
     return reply.send(await (await pkiService(ctx)).ssh.krl());
   });
 }
