@@ -17,6 +17,7 @@ import { createApiServer } from "../src/api/index.js";
 import { isZtError } from "../src/core/errors.js";
 import { addBan, removeBan, startBanCache } from "../src/audit/index.js";
 import { initPki, pkiService } from "../src/pki/index.js";
+import { createTestDatabase, postgresAvailable } from "./store-fixture.js";
 
 let dir: string;
 const opened: AppContext[] = [];
@@ -164,6 +165,74 @@ describe("API answers that succeed", () => {
       await api.close();
     }
   });
+});
+
+const PG = await postgresAvailable();
+
+describe.runIf(PG)("path parameters on PostgreSQL", () => {
+  it("answers a NUL or another control character in any path parameter with 404 ZT_NOT_FOUND, not a 500 (PostgreSQL text refuses NUL)", async () => {
+    const db = await createTestDatabase();
+    const logged: string[] = [];
+    let api: FastifyInstance | undefined;
+    let ctx: AppContext | undefined;
+    try {
+      ctx = await openAppContext(
+        validateConfig({ data_dir: join(dir, "pg"), database_url: db.url }, join(dir, "zt.yaml")),
+        { env: { ZT_MASTER_KEY: randomBytes(32).toString("base64") }, create: true },
+      );
+      await initPki(ctx);
+      api = await createApiServer(ctx, { log: (line) => logged.push(line) });
+      const base = await listen(api);
+      // Every route with a path parameter, as the router has them (so a new one is covered).
+      const routes: [method: string, path: string][] = [];
+      const prefixes: string[] = [];
+      for (const line of api.printRoutes({ commonPrefix: false }).split("\n")) {
+        const m = /^((?:│ {3}| {4})*)[├└]── (\S+)(?: \(([A-Z, ]+)\))?$/.exec(line);
+        if (!m) continue;
+        prefixes.length = m[1]!.length / 4;
+        prefixes.push(m[2]!);
+        const path = prefixes.join("");
+        if (path.includes(":"))
+          for (const method of m[3]?.split(", ") ?? []) routes.push([method, path]);
+      }
+      expect(routes.map(([m, p]) => `${m} ${p}`)).toEqual(
+        expect.arrayContaining([
+          "GET /pki/crl/:id",
+          "POST /v1/devices/:id/reports",
+          "POST /v1/devices/:id/bind",
+        ]),
+      );
+      for (const [method, route] of routes) {
+        for (const value of ["%00", "x%00y", "%01", "%7f", "%c2%80"]) {
+          const path = route.replace(/:[A-Za-z_]+/g, value);
+          const res = await fetch(`${base}${path}`, {
+            method,
+            ...(method === "POST"
+              ? {
+                  headers: { "content-type": "application/json" },
+                  body: JSON.stringify(
+                    path.endsWith("/bind")
+                      ? { at: 1, signature: "AAAA" }
+                      : { payload: "{}", signature: "AAAA" },
+                  ),
+                }
+              : {}),
+          });
+          const what = `${method} ${path}: ${await res.clone().text()}`;
+          expect(res.status, what).toBe(404);
+          if (method !== "HEAD")
+            expect(((await res.json()) as { error: { code: string } }).error.code, what).toBe(
+              "ZT_NOT_FOUND",
+            );
+        }
+      }
+      expect(logged.join("\n")).not.toContain("ZT_INTERNAL");
+    } finally {
+      await api?.close();
+      await ctx?.close();
+      await db.drop();
+    }
+  }, 60_000);
 });
 
 describe("audit.metrics_token_file", () => {

@@ -16,6 +16,8 @@ import { JSON_SECURITY_HEADERS, rawJsonRefusal } from "../web/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
 const MAX_PARAM_LENGTH = 512;
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 
 export interface ApiServerOptions {
   /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
@@ -181,6 +183,15 @@ export async function createApiServer(
       throw new ZtError("ZT_BANNED", "this source address is temporarily banned", {
         reason: "source-banned",
       });
+  });
+
+  // No identifier zt makes (device ids, CA ids: base64url, hex) holds a control character,
+  // and PostgreSQL text refuses a NUL outright (an internal error, not "no such"): a path
+  // parameter holding one names nothing, for every route, before any lookup.
+  app.addHook("onRequest", async (req) => {
+    for (const [name, value] of Object.entries((req.params ?? {}) as Record<string, unknown>))
+      if (typeof value === "string" && CONTROL_CHARACTER.test(value))
+        throw new ZtError("ZT_NOT_FOUND", `no such ${name}: it holds a control character`);
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
