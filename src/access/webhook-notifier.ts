@@ -1,5 +1,6 @@
 import type { AppContext } from "../app/index.js";
 import type { NotificationsConfig } from "./access-config.js";
+import { discardBody } from "../core/discard-body.js";
 
 export interface Notification {
   /** e.g. access.requested, access.approved, breakglass.opened */
@@ -37,7 +38,7 @@ export class WebhookNotifier {
         body,
         signal: AbortSignal.timeout(this.#config.timeoutMs),
       });
-      await res.arrayBuffer().catch(() => undefined);
+      await discardBody(res);
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       return true;
     } catch (e) {

@@ -4,6 +4,7 @@ import type { Store } from "../store/index.js";
 import type { Clock } from "../core/clock.js";
 import type { KeyStore } from "../keys/index.js";
 import { ZtError } from "../core/errors.js";
+import { discardBody } from "../core/discard-body.js";
 import {
   parseCheckpoint,
   signCheckpoint,
@@ -83,7 +84,7 @@ export function webhookWitness(url: string, timeoutMs = 5_000): Witness {
         redirect: "manual", // a redirect is a failure: the witness is the URL configured
         signal: AbortSignal.timeout(timeoutMs),
       });
-      await res.arrayBuffer().catch(() => undefined);
+      await discardBody(res);
       if (!res.ok) throw new Error(`witness webhook answered ${res.status}`);
     },
   };

@@ -8,3 +8,4 @@ export * from "./cidr.js";
 export * from "./latest-reads.js";
 export * from "./read-input-file.js";
 export * from "./printable.js";
+export * from "./discard-body.js";

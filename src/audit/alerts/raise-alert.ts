@@ -1,5 +1,6 @@
 import type { Store } from "../../store/index.js";
 import { newId } from "../../core/ids.js";
+import { discardBody } from "../../core/discard-body.js";
 import type { AuditLog } from "../audit-log.js";
 import { countAlert } from "../metrics.js";
 import type { Alert } from "./alert-engine.js";
@@ -60,6 +61,6 @@ export async function postAlert(url: string, a: Alert, timeoutMs = 5_000): Promi
     redirect: "manual", // a redirect is a failure: never carry the alert to another host
     signal: AbortSignal.timeout(timeoutMs),
   });
-  await res.arrayBuffer().catch(() => undefined);
+  await discardBody(res);
   if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
 }

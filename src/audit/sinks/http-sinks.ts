@@ -1,4 +1,5 @@
 import type { AuditRowChained } from "../audit-log.js";
+import { discardBody } from "../../core/discard-body.js";
 import {
   CONTENT_REJECTED_STATUSES,
   formatEvent,
@@ -22,7 +23,7 @@ async function post(
     redirect: "manual",
     signal: AbortSignal.timeout(timeoutMs),
   });
-  await res.arrayBuffer().catch(() => undefined);
+  await discardBody(res);
   if (res.ok) return;
   const message = `${new URL(url).host} answered ${res.status}`;
   throw CONTENT_REJECTED_STATUSES.has(res.status)
