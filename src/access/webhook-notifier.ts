@@ -36,6 +36,9 @@ export class WebhookNotifier {
         method: "POST",
         headers: { "content-type": "application/json", "user-agent": "zt-notifier" },
         body,
+        // A redirect is a failure (res.ok is false), never followed: it would carry who asked
+        // for what, and why, to whatever host it names.
+        redirect: "manual",
         signal: AbortSignal.timeout(this.#config.timeoutMs),
       });
       await discardBody(res);

@@ -2,7 +2,8 @@
  * zt's webhook senders (the access notifier, alerts.webhook, the audit webhook sink and
  * witness) against a real HTTP receiver that misbehaves: it answers 200 and then streams
  * a body that never ends. zt reads at most a few KiB of an answer it has no use for; each
- * used to buffer the whole body in memory until its timeout.
+ * used to buffer the whole body in memory until its timeout. And a receiver that
+ * redirects has failed: the notification is not carried to the host it names.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
@@ -103,4 +104,49 @@ describe("a webhook receiver streaming an endless answer", () => {
     expect(written).toHaveLength(3);
     for (const w of written) expect(w).toBeLessThan(TOTAL);
   }, 60_000);
+});
+
+describe("a webhook receiver answering with a redirect", () => {
+  it("fails the notification, audited, and the notification is not sent where it points (it was followed)", async () => {
+    const elsewhere: string[] = [];
+    const other = http.createServer((req, res) => {
+      elsewhere.push(`${req.method} ${req.url}`);
+      req.resume();
+      res.end("ok");
+    });
+    await new Promise<void>((r) => other.listen(0, "127.0.0.1", () => r()));
+    const redirecting = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(307, {
+        location: `http://127.0.0.1:${(other.address() as AddressInfo).port}/collect`,
+      });
+      res.end();
+    });
+    await new Promise<void>((r) => redirecting.listen(0, "127.0.0.1", () => r()));
+    try {
+      const notifier = new WebhookNotifier(ctx, {
+        webhook: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}/hook`,
+        timeoutMs: 10_000,
+      });
+      const delivered = await notifier.notify({
+        event: "breakglass.opened",
+        severity: "critical",
+        summary: "bob opened break-glass",
+        data: { justification: "incident 42" },
+      });
+      expect(delivered).toBe(false);
+      expect(elsewhere).toEqual([]);
+      await ctx.audit.flush();
+      const rows = await ctx.store.db
+        .selectFrom("audit_events")
+        .selectAll()
+        .where("kind", "=", "notify.webhook")
+        .execute();
+      expect(rows.map((r) => r.outcome)).toContain("failure");
+      expect(JSON.stringify(rows)).toContain("HTTP 307");
+    } finally {
+      await new Promise<void>((r) => redirecting.close(() => r()));
+      await new Promise<void>((r) => other.close(() => r()));
+    }
+  });
 });
