@@ -86,7 +86,7 @@ export class AccessService {
     if (!(options.ttlMs > 0) || options.ttlMs > rc.maxTtlMs)
       throw new ZtError(
         "ZT_BAD_REQUEST",
-        `--ttl: expected more than 0 and at most ${rc.maxTtlMs / 60000} minutes for ${resource}`,
+        `--ttl: expected more than 0 and at most ${formatDuration(rc.maxTtlMs)} for ${resource}`,
       );
     const row: AccessRequestsTable = {
       id: newId("acc"),
@@ -112,7 +112,7 @@ export class AccessService {
       "access.requested",
       "info",
       user.name,
-      `${user.name} requests ${resource} for ${Math.round(r.ttlMs / 60000)} min: ${reason}`,
+      `${user.name} requests ${resource} for ${formatDuration(r.ttlMs)}: ${reason}`,
     );
     return r;
   }

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { parseDuration } from "../../core/duration.js";
+import { formatDuration, parseDuration } from "../../core/duration.js";
 import { AccessService, type AccessRequest, type AccessStatus } from "../../access/index.js";
 import type { AppContext } from "../../app/index.js";
 import { userIdByName, printJson, printTable, usageError, withContext } from "../cli-context.js";
@@ -25,7 +25,7 @@ export function requestJson(r: AccessRequest): Record<string, unknown> {
     resource: r.resource,
     status: r.status,
     reason: r.reason,
-    ttl: `${Math.round(r.ttlMs / 60000)}m`,
+    ttl: formatDuration(r.ttlMs),
     approvals: r.approvals.map((a) => a.by),
     required_approvals: r.requiredApprovals,
     created: iso(r.createdAt),

@@ -1,0 +1,81 @@
+/**
+ * Regression tests for the follow-ups of the JIT access and device trust review, through
+ * the real `bin/zt` (built by `npm run build`) in child processes over a real store
+ * (SQLite; PostgreSQL where a race needs a row lock to be made deterministic). Each test
+ * is named after what it stops.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
+import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+
+const PASSWORD = "pw-correct-horse-battery";
+const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
+
+function ok(r: RunResult): RunResult {
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+}
+
+function json(r: RunResult): Record<string, unknown> {
+  return JSON.parse(ok(r).stdout) as Record<string, unknown>;
+}
+
+describe("review follow-ups: break-glass, device enrolment, TTL display", () => {
+  let dir: string;
+  let config: string;
+  const zt = (args: string[], input?: string): Promise<RunResult> =>
+    runZt(["--config", config, ...args], { env, ...(input !== undefined ? { input } : {}) });
+
+  beforeAll(async () => {
+    dir = tempDir("zt-access-followups-");
+    config = writeConfig(
+      dir,
+      `data_dir: ./data
+routes:
+  - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
+  - { name: db-admin, from: "http://db.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    payroll: { approvers: fin }
+  breakglass: { accounts: [oncall], resources: [db-admin] }
+devices:
+  auto_approve_groups: [staff]
+`,
+      {},
+    );
+    ok(await zt(["init"]));
+    for (const [name, groups] of [
+      ["alice", []],
+      ["oncall", []],
+      ["fin1", ["fin"]],
+      ["dave", ["staff"]],
+    ] as const) {
+      ok(await zt(["user", "add", name, "--password-stdin"], PASSWORD));
+      for (const g of groups) ok(await zt(["user", "groups", name, "--add", g]));
+    }
+  }, 180_000);
+
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("shows a TTL under a minute in seconds, not as 0m", async () => {
+    const r = json(
+      await zt([
+        "access",
+        "request",
+        "--as",
+        "alice",
+        "--resource",
+        "payroll",
+        "--reason",
+        "quick look",
+        "--ttl",
+        "20s",
+        "--json",
+      ]),
+    );
+    expect(r["ttl"]).toBe("20s");
+  }, 60_000);
+});
