@@ -12,6 +12,13 @@ import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-proces
 const PASSWORD = "pw-correct-horse-battery";
 const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
 
+function expectCleanError(r: RunResult, exit: number, code: string, message: RegExp): void {
+  expect(r.code, r.stderr).toBe(exit);
+  expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
 function ok(r: RunResult): RunResult {
   expect(r.code, r.stderr).toBe(0);
   return r;
@@ -19,6 +26,15 @@ function ok(r: RunResult): RunResult {
 
 function json(r: RunResult): Record<string, unknown> {
   return JSON.parse(ok(r).stdout) as Record<string, unknown>;
+}
+
+interface AuditLine {
+  kind: string;
+  outcome: string;
+  subject: string;
+  route?: string;
+  reason?: string;
+  data?: Record<string, unknown>;
 }
 
 describe("review follow-ups: break-glass, device enrolment, TTL display", () => {
@@ -59,6 +75,34 @@ devices:
   afterAll(() => {
     rmSync(dir, { recursive: true, force: true });
   });
+
+  async function audit(): Promise<AuditLine[]> {
+    return ok(await zt(["audit", "export"]))
+      .stdout.split("\n")
+      .filter((l) => l.trim() !== "")
+      .map((l) => JSON.parse(l) as AuditLine);
+  }
+
+  it("audits every refused break-glass attempt, including one on a resource not in access.breakglass.resources", async () => {
+    const attempt = (as: string, resource: string, reason = "INC-7 outage") =>
+      zt(["breakglass", "--as", as, "--resource", resource, "--reason", reason]);
+    expectCleanError(
+      await attempt("oncall", "payroll"),
+      64,
+      "ZT_BAD_REQUEST",
+      /payroll is not in access\.breakglass\.resources/,
+    );
+    expectCleanError(await attempt("oncall", "db-admin", "x"), 64, "ZT_BAD_REQUEST", /--reason/);
+    expectCleanError(await attempt("alice", "db-admin"), 77, "ZT_ACCESS_NOT_APPROVER", /alice/);
+    const refused = (await audit())
+      .filter((e) => e.kind === "breakglass" && e.outcome === "failure")
+      .map((e) => [e.subject, e.route, e.reason, e.data?.["severity"]]);
+    expect(refused).toEqual([
+      ["oncall", "payroll", "resource-not-breakglass", "critical"],
+      ["oncall", "db-admin", "reason-invalid", "critical"],
+      ["alice", "db-admin", "not-a-breakglass-account", "critical"],
+    ]);
+  }, 60_000);
 
   it("shows a TTL under a minute in seconds, not as 0m", async () => {
     const r = json(

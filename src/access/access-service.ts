@@ -289,29 +289,65 @@ export class AccessService {
     resource: string;
     reason: string;
   }): Promise<AccessRequest> {
-    const user = await this.#user(options.user);
-    const resource = parseResource(options.resource);
-    const bg = this.config.breakglass;
-    if (!bg.accounts.includes(user.name)) {
+    // Every refused attempt is a critical audit record with its reason, like the opening.
+    const refuse = (subject: string, route: string, reason: string, e: unknown): never => {
       this.#ctx.audit.record({
         kind: "breakglass",
         outcome: "failure",
-        subject: user.name,
-        route: resource,
-        reason: "not-a-breakglass-account",
+        subject,
+        route,
+        reason,
         data: { severity: "critical" },
       });
-      throw new ZtError(
-        "ZT_ACCESS_NOT_APPROVER",
-        `${user.name} is not a break-glass account (access.breakglass.accounts)`,
+      throw e;
+    };
+    let user: { id: string; name: string };
+    try {
+      user = await this.#user(options.user);
+    } catch (e) {
+      const code = e instanceof ZtError ? e.code : undefined;
+      if (code !== "ZT_USER_DISABLED" && code !== "ZT_USER_NOT_FOUND") throw e;
+      return refuse(
+        options.user,
+        options.resource,
+        code === "ZT_USER_DISABLED" ? "user-disabled" : "user-not-found",
+        e,
       );
     }
-    if (!bg.resources.includes(resource))
-      throw new ZtError(
-        "ZT_BAD_REQUEST",
-        `--resource: ${resource} is not in access.breakglass.resources`,
+    let resource: string;
+    try {
+      resource = parseResource(options.resource);
+    } catch (e) {
+      return refuse(user.name, options.resource, "resource-invalid", e);
+    }
+    const bg = this.config.breakglass;
+    if (!bg.accounts.includes(user.name))
+      refuse(
+        user.name,
+        resource,
+        "not-a-breakglass-account",
+        new ZtError(
+          "ZT_ACCESS_NOT_APPROVER",
+          `${user.name} is not a break-glass account (access.breakglass.accounts)`,
+        ),
       );
-    const reason = checkReason(options.reason);
+    if (!bg.resources.includes(resource))
+      refuse(
+        user.name,
+        resource,
+        "resource-not-breakglass",
+        new ZtError(
+          "ZT_BAD_REQUEST",
+          `--resource: ${resource} is not in access.breakglass.resources`,
+          { resource, reason: "resource-not-breakglass" },
+        ),
+      );
+    let reason: string;
+    try {
+      reason = checkReason(options.reason);
+    } catch (e) {
+      return refuse(user.name, resource, "reason-invalid", e);
+    }
     const now = this.#ctx.clock.now();
     const row: AccessRequestsTable = {
       id: newId("bg"),
