@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
 const PASSWORD = "pw-correct-horse-battery";
@@ -102,6 +103,30 @@ devices:
       ["oncall", "db-admin", "reason-invalid", "critical"],
       ["alice", "db-admin", "not-a-breakglass-account", "critical"],
     ]);
+  }, 60_000);
+
+  it("refuses to enrol (and auto-approve) a device for a disabled user", async () => {
+    ok(await zt(["user", "disable", "dave"]));
+    expectCleanError(
+      await zt([
+        "device",
+        "enroll",
+        "--as",
+        "dave",
+        "--key-dir",
+        join(dir, "dave-key"),
+        "--name",
+        "d1",
+      ]),
+      77,
+      "ZT_USER_DISABLED",
+      /dave is disabled/,
+    );
+    const devices = JSON.parse(ok(await zt(["device", "list", "--json"])).stdout) as unknown[];
+    expect(devices).toEqual([]);
+    expect(
+      (await audit()).filter((e) => e.kind === "device.enroll" && e.outcome === "success"),
+    ).toEqual([]);
   }, 60_000);
 
   it("shows a TTL under a minute in seconds, not as 0m", async () => {

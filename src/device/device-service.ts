@@ -68,6 +68,19 @@ export class DeviceService {
       );
     parseDevicePublicKey(options.publicKeyPem);
     const user = await this.#userByName(options.userName);
+    // A disabled user's device would be one more credential for them, auto-approved too.
+    if (user.disabled) {
+      this.#ctx.audit.record({
+        kind: "device.enroll",
+        outcome: "failure",
+        subject: user.name,
+        reason: "user-disabled",
+        data: { name: options.name },
+      });
+      throw new ZtError("ZT_USER_DISABLED", `${user.name} is disabled: no device is enrolled`, {
+        user: user.name,
+      });
+    }
     const groups = (
       await this.#ctx.store.db
         .selectFrom("user_groups")
@@ -432,14 +445,14 @@ export class DeviceService {
     return row;
   }
 
-  async #userByName(name: string): Promise<{ id: string; name: string }> {
+  async #userByName(name: string): Promise<{ id: string; name: string; disabled: boolean }> {
     const u = await this.#ctx.store.db
       .selectFrom("users")
-      .select(["id", "name"])
+      .select(["id", "name", "disabled"])
       .where("name", "=", name)
       .executeTakeFirst();
     if (!u) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${name}`);
-    return u;
+    return { id: u.id, name: u.name, disabled: Number(u.disabled) !== 0 };
   }
 
   #toInfo(r: DevicesTable, userName: string): DeviceInfo {
