@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
@@ -146,5 +146,32 @@ devices:
       ]),
     );
     expect(r["ttl"]).toBe("20s");
+  }, 60_000);
+});
+
+describe("review follow-ups: config durations that are not durations", () => {
+  it("reports an unparsable access or devices duration as ZT_CONFIG_INVALID naming the key, not ZT_BAD_REQUEST", async () => {
+    for (const [section, command, path] of [
+      ["access:\n  max_ttl: abc\n", ["access", "list"], "access.max_ttl"],
+      ["access:\n  pending_ttl: 5x\n", ["access", "list"], "access.pending_ttl"],
+      ["access:\n  breakglass: { ttl: soon }\n", ["access", "list"], "access.breakglass.ttl"],
+      [
+        'access:\n  resources:\n    "db-admin": { approvers: dba, max_ttl: forever }\n',
+        ["access", "list"],
+        "access.resources.db-admin.max_ttl",
+      ],
+      ["devices: { report_interval: often }\n", ["device", "list"], "devices.report_interval"],
+    ] as const) {
+      const dir = tempDir("zt-durations-");
+      try {
+        const config = writeConfig(dir, `data_dir: ./data\n`, {});
+        ok(await runZt(["--config", config, "init"], { env }));
+        writeFileSync(config, `data_dir: ./data\n${section}`);
+        const r = await runZt(["--config", config, ...command], { env });
+        expectCleanError(r, 78, "ZT_CONFIG_INVALID", new RegExp(`${path.replace(/\./g, "\\.")}: `));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   }, 60_000);
 });

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
-import { formatDuration, parseDuration, parsePositiveConfigDuration } from "../core/duration.js";
+import { formatDuration, parsePositiveConfigDuration } from "../core/duration.js";
 import {
   isAccessResource,
   parseAccessResource,
@@ -124,8 +124,8 @@ export function parseAccessConfig(raw: unknown): AccessConfig {
     };
   }
   const pendingTtlMs = parsePositiveConfigDuration(c.pending_ttl, "access.pending_ttl");
-  const ttlMs = parseDuration(c.breakglass.ttl, "access.breakglass.ttl");
-  if (ttlMs > BREAKGLASS_MAX_MS || ttlMs <= 0)
+  const ttlMs = parsePositiveConfigDuration(c.breakglass.ttl, "access.breakglass.ttl");
+  if (ttlMs > BREAKGLASS_MAX_MS)
     throw new ZtError(
       "ZT_CONFIG_INVALID",
       "access.breakglass.ttl: expected a duration of at most 1h",

@@ -45,10 +45,17 @@ export function parseDuration(input: string | number, what = "duration"): number
 
 /**
  * A duration from the config file that must be more than 0 (a zero TTL, interval or
- * timeout would refuse or expire everything): ZT_CONFIG_INVALID naming `path` otherwise.
+ * timeout would refuse or expire everything): ZT_CONFIG_INVALID naming `path` otherwise,
+ * also when it is not a duration at all (`max_ttl: abc`).
  */
 export function parsePositiveConfigDuration(input: string | number, path: string): number {
-  const ms = parseDuration(input, path);
+  let ms: number;
+  try {
+    ms = parseDuration(input, path);
+  } catch (e) {
+    if (!(e instanceof ZtError)) throw e;
+    throw new ZtError("ZT_CONFIG_INVALID", e.message, { path });
+  }
   if (!(ms > 0))
     throw new ZtError(
       "ZT_CONFIG_INVALID",
