@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import pg from "pg";
 import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
+import { createTestDatabase, postgresAvailable, waitFor } from "./store-fixture.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
@@ -174,4 +176,79 @@ describe("review follow-ups: config durations that are not durations", () => {
       }
     }
   }, 60_000);
+});
+
+const PG = await postgresAvailable();
+
+describe.runIf(PG)("review follow-ups on PostgreSQL", () => {
+  it("never lets an approval through from an approver removed from the group while the approval was under way", async () => {
+    const db = await createTestDatabase();
+    const dir = tempDir("zt-approve-race-");
+    const lock = new pg.Client({ connectionString: db.url });
+    const watch = new pg.Client({ connectionString: db.url });
+    try {
+      const config = join(dir, "zt.yaml");
+      writeFileSync(
+        config,
+        `data_dir: ${join(dir, "data")}
+database_url: ${db.url}
+routes:
+  - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    payroll: { approvers: fin }
+`,
+      );
+      const zt = (args: string[], input?: string) =>
+        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
+      ok(await zt(["init"]));
+      ok(await zt(["user", "add", "alice", "--password-stdin"], PASSWORD));
+      ok(await zt(["user", "add", "fin1", "--password-stdin"], PASSWORD));
+      ok(await zt(["user", "groups", "fin1", "--add", "fin"]));
+      const id = json(
+        await zt([
+          "access",
+          "request",
+          "--as",
+          "alice",
+          "--resource",
+          "payroll",
+          "--reason",
+          "quarter close",
+          "--json",
+        ]),
+      )["id"] as string;
+
+      // Hold the request's row: the approval waits on it, and meanwhile fin1 leaves the
+      // approver group (committed). The approval must judge fin1's membership after the
+      // wait, not before it.
+      await lock.connect();
+      await watch.connect();
+      await lock.query("BEGIN");
+      await lock.query("SELECT id FROM access_requests WHERE id = $1 FOR UPDATE", [id]);
+      const approving = zt(["access", "approve", id, "--as", "fin1", "--json"]);
+      await waitFor(async () => {
+        const r = await watch.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query ILIKE '%access_requests%'`,
+          [db.name],
+        );
+        return (r.rowCount ?? 0) > 0;
+      }, "the approval to wait on the request's row");
+      await watch.query(
+        `DELETE FROM user_groups WHERE group_name = 'fin' AND user_id = (SELECT id FROM users WHERE name = 'fin1')`,
+      );
+      await lock.query("COMMIT");
+
+      expectCleanError(await approving, 77, "ZT_ACCESS_NOT_APPROVER", /fin1/);
+      expect(json(await zt(["access", "show", id]))).toMatchObject({
+        status: "pending",
+        approvals: [],
+      });
+    } finally {
+      await lock.end().catch(() => undefined);
+      await watch.end().catch(() => undefined);
+      await db.drop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

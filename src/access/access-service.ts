@@ -167,44 +167,65 @@ export class AccessService {
         { request_id: id, reason: "request-expired" },
       );
     }
-    const { kept, dropped } = await this.#currentApprovals(r.approvals, rc.approvers);
-    if (kept.some((x) => x.by === a.name))
-      throw new ZtError("ZT_ACCESS_STATE", `${a.name} already approved ${id}`);
     await this.#requireRequester(r, a.name);
-    const approvals: Approval[] = [...kept, { by: a.name, at: now, id: a.id }];
-    const required = rc.approvals;
-    const ttlMs = Math.min(r.ttlMs, rc.maxTtlMs);
-    const done = approvals.length >= required;
-    const set = done
-      ? {
-          approvals: JSON.stringify(approvals),
-          required_approvals: required,
-          ttl_ms: ttlMs,
-          status: "approved",
-          decided_at: now,
-          decided_by: a.name,
-          starts_at: now,
-          expires_at: now + ttlMs,
-        }
-      : { approvals: JSON.stringify(approvals), required_approvals: required };
-    const res = await this.#ctx.store.db
-      .updateTable("access_requests")
-      .set(set)
-      .where("id", "=", id)
-      .where("status", "=", "pending")
-      .where("approvals", "=", row.approvals)
-      // The requester (by id, not name) still exists and is enabled at the moment of approval.
-      .where(({ exists, selectFrom }) =>
-        exists(
-          selectFrom("users")
-            .select("users.id")
-            .where("users.id", "=", r.userId)
-            .where("users.disabled", "=", 0),
-        ),
-      )
-      .executeTakeFirst();
-    if (Number(res.numUpdatedRows ?? 0) !== 1)
-      throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
+    const store = this.#ctx.store;
+    const pg = store.dialect === "postgres";
+    // The approver's membership, the earlier approvals and the write are one step: the
+    // request's row is locked first, and (PostgreSQL) the membership rows read are locked
+    // for share, so a removal from the group (or a disabling) committed before this point
+    // refuses the approval, and one not yet committed waits until it is written.
+    const written = await withStoreLock(store, approvalLockKey(id), async (db) => {
+      const current = await db
+        .selectFrom("access_requests")
+        .select(["status", "approvals"])
+        .where("id", "=", id)
+        .$if(pg, (q) => q.forUpdate())
+        .executeTakeFirst();
+      if (current?.status !== "pending" || current.approvals !== row.approvals)
+        throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
+      // Audited outside the lock: a record buffered inside it could be flushed in it.
+      if (!(await this.#isApprover(a, r.resource, db))) return undefined;
+      const { kept, dropped } = await this.#currentApprovals(r.approvals, rc.approvers, db);
+      if (kept.some((x) => x.by === a.name))
+        throw new ZtError("ZT_ACCESS_STATE", `${a.name} already approved ${id}`);
+      const approvals: Approval[] = [...kept, { by: a.name, at: now, id: a.id }];
+      const required = rc.approvals;
+      const ttlMs = Math.min(r.ttlMs, rc.maxTtlMs);
+      const done = approvals.length >= required;
+      const set = done
+        ? {
+            approvals: JSON.stringify(approvals),
+            required_approvals: required,
+            ttl_ms: ttlMs,
+            status: "approved",
+            decided_at: now,
+            decided_by: a.name,
+            starts_at: now,
+            expires_at: now + ttlMs,
+          }
+        : { approvals: JSON.stringify(approvals), required_approvals: required };
+      const res = await db
+        .updateTable("access_requests")
+        .set(set)
+        .where("id", "=", id)
+        .where("status", "=", "pending")
+        .where("approvals", "=", row.approvals)
+        // The requester (by id, not name) still exists and is enabled at the moment of approval.
+        .where(({ exists, selectFrom }) =>
+          exists(
+            selectFrom("users")
+              .select("users.id")
+              .where("users.id", "=", r.userId)
+              .where("users.disabled", "=", 0),
+          ),
+        )
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows ?? 0) !== 1)
+        throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
+      return { approvals, required, ttlMs, done, dropped };
+    });
+    if (!written) return this.#refuseNotApprover(a, r.resource, id);
+    const { approvals, required, ttlMs, done, dropped } = written;
     const updated = toRequest(await this.#row(id));
     const shortened = done && ttlMs < r.ttlMs;
     const droppedNote = dropped.length
@@ -552,20 +573,22 @@ export class AccessService {
   /**
    * Splits a request's recorded approvals into those that still count — the approver is an
    * enabled member of `approvers` now, and the same user (by id, when recorded) — and
-   * those that no longer do.
+   * those that no longer do. Given `tx`, the rows read are locked for share on PostgreSQL.
    */
   async #currentApprovals(
     approvals: readonly Approval[],
     approvers: string,
+    tx?: Kysely<Tables>,
   ): Promise<{ kept: Approval[]; dropped: Approval[] }> {
     if (approvals.length === 0) return { kept: [], dropped: [] };
-    const rows = await this.#ctx.store.db
+    const rows = await (tx ?? this.#ctx.store.db)
       .selectFrom("users")
       .innerJoin("user_groups", "user_groups.user_id", "users.id")
       .select(["users.id", "users.name"])
       .where("users.name", "in", [...new Set(approvals.map((x) => x.by))])
       .where("users.disabled", "=", 0)
       .where("user_groups.group_name", "=", approvers)
+      .$if(tx !== undefined && this.#ctx.store.dialect === "postgres", (q) => q.forShare())
       .execute();
     const current = new Map(rows.map((u) => [u.name, u.id]));
     const kept: Approval[] = [];
@@ -648,33 +671,53 @@ export class AccessService {
     );
   }
 
+  /** `a` must be an enabled member of the resource's approver group (see `#isApprover`). */
   async #requireApprover(
     a: { id: string; name: string },
     resource: string,
     id: string,
   ): Promise<void> {
+    if (!(await this.#isApprover(a, resource))) this.#refuseNotApprover(a, resource, id);
+  }
+
+  /**
+   * Whether `a` is an enabled member of the resource's approver group. Given `tx` (a
+   * transaction), the rows read are locked for share on PostgreSQL, so the membership
+   * holds until it commits.
+   */
+  async #isApprover(
+    a: { id: string; name: string },
+    resource: string,
+    tx?: Kysely<Tables>,
+  ): Promise<boolean> {
     const rc = this.config.resources[resource];
-    const member = rc
-      ? await this.#ctx.store.db
-          .selectFrom("user_groups")
-          .select("user_id")
-          .where("user_id", "=", a.id)
-          .where("group_name", "=", rc.approvers)
-          .executeTakeFirst()
-      : undefined;
-    if (!member) {
-      this.#ctx.audit.record({
-        kind: "access.approve",
-        outcome: "failure",
-        subject: a.name,
-        reason: "not-an-approver",
-        data: { request_id: id },
-      });
-      throw new ZtError(
-        "ZT_ACCESS_NOT_APPROVER",
-        `${a.name} is not in the approver group for ${resource}${rc ? ` (${rc.approvers})` : ""}`,
-      );
-    }
+    if (!rc) return false;
+    const member = await (tx ?? this.#ctx.store.db)
+      .selectFrom("user_groups")
+      .innerJoin("users", "users.id", "user_groups.user_id")
+      .select("user_groups.user_id")
+      .where("user_groups.user_id", "=", a.id)
+      .where("user_groups.group_name", "=", rc.approvers)
+      .where("users.disabled", "=", 0)
+      .$if(tx !== undefined && this.#ctx.store.dialect === "postgres", (q) => q.forShare())
+      .executeTakeFirst();
+    return member !== undefined;
+  }
+
+  /** Audits and throws the refusal of someone not in the resource's approver group. */
+  #refuseNotApprover(a: { id: string; name: string }, resource: string, id: string): never {
+    const rc = this.config.resources[resource];
+    this.#ctx.audit.record({
+      kind: "access.approve",
+      outcome: "failure",
+      subject: a.name,
+      reason: "not-an-approver",
+      data: { request_id: id },
+    });
+    throw new ZtError(
+      "ZT_ACCESS_NOT_APPROVER",
+      `${a.name} is not in the approver group for ${resource}${rc ? ` (${rc.approvers})` : ""}`,
+    );
   }
 
   async #user(name: string): Promise<{ id: string; name: string }> {
@@ -814,6 +857,11 @@ function checkReason(text: string): string {
       { length: reason.length, max: MAX_REASON_LENGTH },
     );
   return reason;
+}
+
+/** PostgreSQL advisory lock key for the approvals of one access request (63 bits). */
+function approvalLockKey(requestId: string): bigint {
+  return createHash("sha256").update(`zt-access-approval\0${requestId}`).digest().readBigInt64BE(0);
 }
 
 /** PostgreSQL advisory lock key for one account's break-glass on one resource (63 bits). */
