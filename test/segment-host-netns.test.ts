@@ -11,47 +11,22 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compileNftables, FlowEvaluator, parseSegModel } from "../src/segment/index.js";
 import { NetnsLab, type ProbeTarget } from "../src/segment/netns-lab.js";
+import {
+  allProbes as allProbes_,
+  type Probe,
+  randomModelYaml,
+  randomPolicyArbs,
+  runProbes as runProbes_,
+} from "./helpers/netns-probes.js";
 
 const HOST_COUNT = 4;
 const SEGS = ["s0", "s1", "s2"] as const;
 const TCP_PORTS = [22, 443, 8443];
 const UDP_PORTS = [53];
 
-interface Probe extends ProbeTarget {
-  from: number;
-  to: number;
-}
-
 const label = (p: Probe) => `h${p.from}->h${p.to} ${p.proto}/${p.port} ${p.addr}`;
+const allProbes = () => allProbes_(HOST_COUNT, TCP_PORTS, UDP_PORTS);
 
-function allProbes(): Probe[] {
-  const out: Probe[] = [];
-  for (let a = 0; a < HOST_COUNT; a++) {
-    for (let b = 0; b < HOST_COUNT; b++) {
-      if (a === b) continue;
-      for (const addr of [NetnsLab.addr4(b), NetnsLab.addr6(b)]) {
-        for (const port of TCP_PORTS) out.push({ from: a, to: b, addr, proto: "tcp", port });
-        for (const port of UDP_PORTS) out.push({ from: a, to: b, addr, proto: "udp", port });
-      }
-    }
-  }
-  return out;
-}
-
-const portArb = fc.constantFrom(
-  "tcp",
-  "tcp/22",
-  "tcp/0-22",
-  "tcp/23-8443",
-  "tcp/443-65535",
-  "tcp/8443",
-  "udp",
-  "udp/53",
-  "udp/0-52",
-  "icmp",
-);
-const portsArb = fc.uniqueArray(portArb, { minLength: 1, maxLength: 3 });
-const peerArb = fc.constantFrom(...SEGS, "*");
 // Per lab host: outside the model (-1) or in s0..s2, listed with both of its addresses
 // (a host ruleset filters all of the host's traffic, so its segment lists every address it
 // has), each written as an address, a network or (IPv4) in ::ffff: form; and whether it
@@ -64,24 +39,12 @@ const hostArb = fc.record({
 });
 const modelArb = fc.record({
   hosts: fc.array(hostArb, { minLength: HOST_COUNT, maxLength: HOST_COUNT }),
-  flows: fc.array(fc.record({ from: peerArb, to: peerArb, ports: portsArb, rate: fc.boolean() }), {
-    maxLength: 5,
-  }),
-  egress: fc.array(fc.option(portsArb, { nil: undefined }), {
-    minLength: SEGS.length,
-    maxLength: SEGS.length,
-  }),
-  ingress: fc.array(fc.option(portsArb, { nil: undefined }), {
-    minLength: SEGS.length,
-    maxLength: SEGS.length,
-  }),
-  defaultMode: fc.constantFrom("enforce", "audit"),
-  audit: fc.subarray([...SEGS]),
+  ...randomPolicyArbs(SEGS),
 });
 type RandomModel = typeof modelArb extends fc.Arbitrary<infer T> ? T : never;
 
 function toYaml(m: RandomModel): string {
-  const hostsOf = (seg: number) =>
+  return randomModelYaml(SEGS, m, (seg) =>
     m.hosts.flatMap((h, i) => {
       if (h.seg !== seg) return [];
       const n = i + 1;
@@ -93,24 +56,8 @@ function toYaml(m: RandomModel): string {
       const v6 = { addr: `"${NetnsLab.addr6(i)}"`, net: `"fd00:250::${n}:0/112"` }[h.v6];
       // one name on both entries: `--host hN` is the dual-stack host
       return [`{ name: h${i}, ip: ${v4} }`, `{ name: h${i}, ip: ${v6} }`];
-    });
-  const list = (ps: string[]) => `[${ps.join(", ")}]`;
-  const outside = (rows: (string[] | undefined)[]) =>
-    rows.flatMap((ps, i) => (ps ? [`  ${SEGS[i]}: ${list(ps)}`] : [])).join("\n");
-  const enforced = SEGS.filter((x) => !m.audit.includes(x));
-  return [
-    "segments:",
-    ...SEGS.map((x, i) => `  ${x}: { hosts: ${list(hostsOf(i))} }`),
-    "flows:",
-    ...m.flows.map(
-      (f) =>
-        `  - { from: "${f.from}", to: "${f.to}", ports: ${list(f.ports)}${f.rate ? ", rate: 100000/second, burst: 100000" : ""} }`,
-    ),
-    `egress:\n${outside(m.egress)}`,
-    `ingress:\n${outside(m.ingress)}`,
-    `mode: { default: ${m.defaultMode}, audit: ${list(m.audit)}, enforce: ${list(enforced.slice(0, 1))} }`,
-    "",
-  ].join("\n");
+    }),
+  );
 }
 
 const avail = await NetnsLab.available();
@@ -132,34 +79,13 @@ describe.skipIf(!avail.ok)("host rulesets with real packets in network namespace
     await lab?.destroy();
   });
 
-  /** Connected labels; what did not connect is probed again with a longer timeout. */
-  async function runProbes(probes: Probe[]): Promise<Set<string>> {
-    const connected = new Set<string>();
-    const pass = async (list: Probe[], timeoutMs: number) => {
-      await Promise.all(
-        lab.hosts.map(async (ns, a) => {
-          const mine = list.filter((p) => p.from === a);
-          if (mine.length === 0) return;
-          const res = await lab.probe(ns, mine, timeoutMs);
-          mine.forEach((p, i) => {
-            if (res[i]) connected.add(label(p));
-          });
-        }),
-      );
-    };
-    await pass(probes, 1000);
-    await pass(
-      probes.filter((p) => !connected.has(label(p))),
-      2500,
-    );
-    return connected;
-  }
+  const runProbes = (probes: Probe[]) => runProbes_(lab, probes, label, [1000, 2500]);
 
   async function loadHosts(text: string, targets: (string | undefined)[]): Promise<void> {
     const { model } = parseSegModel(text);
+    await lab.reset();
     for (let i = 0; i < HOST_COUNT; i++) {
       const ns = lab.hosts[i]!;
-      await lab.exec(ns, "nft", ["flush", "ruleset"]);
       const t = targets[i];
       if (t === undefined) continue;
       const target = t.startsWith("seg:")
@@ -315,9 +241,9 @@ log: { rate: 1/minute, burst: 2 }
           const text = toYaml(m);
           const { model } = parseSegModel(text);
           const ev = new FlowEvaluator(model);
+          await lab.reset();
           for (let i = 0; i < HOST_COUNT; i++) {
             const ns = lab.hosts[i]!;
-            await lab.exec(ns, "nft", ["flush", "ruleset"]);
             const h = m.hosts[i]!;
             if (h.seg < 0) continue;
             const target =

@@ -12,6 +12,13 @@ import {
   type SegModel,
 } from "../src/segment/index.js";
 import { NetnsLab, type ProbeTarget } from "../src/segment/netns-lab.js";
+import {
+  allProbes as allProbes_,
+  type Probe,
+  randomModelYaml,
+  randomPolicyArbs,
+  runProbes as runProbes_,
+} from "./helpers/netns-probes.js";
 
 const SEGMENTS = ["frontend", "api", "data", "monitoring", "bastion"] as const;
 /** The segments' hosts plus one host outside the model. */
@@ -41,26 +48,8 @@ mode: ${mode}
 `;
 }
 
-interface Probe extends ProbeTarget {
-  from: number;
-  to: number;
-}
-
-function allProbes(): Probe[] {
-  const out: Probe[] = [];
-  for (let a = 0; a < HOSTS.length; a++) {
-    for (let b = 0; b < HOSTS.length; b++) {
-      if (a === b) continue;
-      for (const addr of [NetnsLab.addr4(b), NetnsLab.addr6(b)]) {
-        for (const port of TCP_PORTS) out.push({ from: a, to: b, addr, proto: "tcp", port });
-        for (const port of UDP_PORTS) out.push({ from: a, to: b, addr, proto: "udp", port });
-      }
-    }
-  }
-  return out;
-}
-
 const label = (p: Probe) => `${HOSTS[p.from]}->${HOSTS[p.to]} ${p.proto}/${p.port} ${p.addr}`;
+const allProbes = () => allProbes_(HOSTS.length, TCP_PORTS, UDP_PORTS);
 
 const avail = await NetnsLab.available();
 if (!avail.ok) {
@@ -85,36 +74,8 @@ describe.skipIf(!avail.ok)(
       await lab?.destroy();
     });
 
-    async function clearRules(): Promise<void> {
-      for (const ns of [lab.router, ...lab.hosts]) await lab.exec(ns, "nft", ["flush", "ruleset"]);
-    }
-
-    /**
-     * Probes every pair from every namespace in parallel; returns the set of connected labels.
-     * What did not connect is probed once more with a longer timeout, so a loaded machine
-     * cannot turn an allowed flow into a false "dropped" (a dropped one stays dropped).
-     */
-    async function runProbes(probes: Probe[]): Promise<Set<string>> {
-      const connected = new Set<string>();
-      const pass = async (list: Probe[], timeoutMs: number) => {
-        await Promise.all(
-          HOSTS.map(async (_, a) => {
-            const mine = list.filter((p) => p.from === a);
-            if (mine.length === 0) return;
-            const res = await lab.probe(lab.hosts[a]!, mine, timeoutMs);
-            mine.forEach((p, i) => {
-              if (res[i]) connected.add(label(p));
-            });
-          }),
-        );
-      };
-      await pass(probes, 1500);
-      await pass(
-        probes.filter((p) => !connected.has(label(p))),
-        3000,
-      );
-      return connected;
-    }
+    const clearRules = () => lab.reset();
+    const runProbes = (probes: Probe[]) => runProbes_(lab, probes, label, [1500, 3000]);
 
     function expected(model: SegModel, probes: Probe[]) {
       const ev = new FlowEvaluator(model);
@@ -213,20 +174,6 @@ describe.skipIf(!avail.ok)(
       { timeout: 400_000 },
       async () => {
         const segs = ["s0", "s1", "s2"];
-        const portArb = fc.constantFrom(
-          "tcp",
-          "tcp/22",
-          "tcp/0-22",
-          "tcp/23-8443",
-          "tcp/443-65535",
-          "tcp/8443",
-          "udp",
-          "udp/53",
-          "udp/0-52",
-          "icmp",
-        );
-        const portsArb = fc.uniqueArray(portArb, { minLength: 1, maxLength: 3 });
-        const peerArb = fc.constantFrom(...segs, "*");
         // per lab host: no segment or one of s0..s2, and how each family is written
         const hostArb = fc.record({
           seg: fc.integer({ min: -1, max: segs.length - 1 }),
@@ -235,28 +182,10 @@ describe.skipIf(!avail.ok)(
         });
         const modelArb = fc.record({
           hosts: fc.array(hostArb, { minLength: HOSTS.length, maxLength: HOSTS.length }),
-          flows: fc.array(
-            fc.record({
-              from: peerArb,
-              to: peerArb,
-              ports: portsArb,
-              rate: fc.boolean(),
-            }),
-            { maxLength: 5 },
-          ),
-          egress: fc.array(fc.option(portsArb, { nil: undefined }), {
-            minLength: segs.length,
-            maxLength: segs.length,
-          }),
-          ingress: fc.array(fc.option(portsArb, { nil: undefined }), {
-            minLength: segs.length,
-            maxLength: segs.length,
-          }),
-          defaultMode: fc.constantFrom("enforce", "audit"),
-          audit: fc.subarray(segs),
+          ...randomPolicyArbs(segs),
         });
-        const toYaml = (m: typeof modelArb extends fc.Arbitrary<infer T> ? T : never) => {
-          const hostsOf = (seg: number) =>
+        const toYaml = (m: typeof modelArb extends fc.Arbitrary<infer T> ? T : never) =>
+          randomModelYaml(segs, m, (seg) =>
             m.hosts.flatMap((h, i) => {
               if (h.seg !== seg) return [];
               const n = i + 1;
@@ -272,25 +201,8 @@ describe.skipIf(!avail.ok)(
                 net: [`"fd00:250::${n}:0/112"`],
               }[h.v6];
               return [...v4, ...v6];
-            });
-          const list = (ps: string[]) => `[${ps.join(", ")}]`;
-          const outside = (rows: (string[] | undefined)[]) =>
-            rows.flatMap((ps, i) => (ps ? [`  ${segs[i]}: ${list(ps)}`] : [])).join("\n");
-          const enforced = segs.filter((x) => !m.audit.includes(x));
-          return [
-            "segments:",
-            ...segs.map((x, i) => `  ${x}: { hosts: ${list(hostsOf(i))} }`),
-            "flows:",
-            ...m.flows.map(
-              (f) =>
-                `  - { from: "${f.from}", to: "${f.to}", ports: ${list(f.ports)}${f.rate ? ", rate: 100000/second, burst: 100000" : ""} }`,
-            ),
-            `egress:\n${outside(m.egress)}`,
-            `ingress:\n${outside(m.ingress)}`,
-            `mode: { default: ${m.defaultMode}, audit: ${list(m.audit)}, enforce: ${list(enforced.slice(0, 1))} }`,
-            "",
-          ].join("\n");
-        };
+            }),
+          );
         const ports: [ProbeTarget["proto"], number][] = [
           ["tcp", 22],
           ["tcp", 443],

@@ -8,7 +8,8 @@ const execFileP = promisify(execFile);
  * A throw-away lab of Linux network namespaces for tests and benchmarks: one router
  * namespace joined by a veth pair to each host namespace. Host i has 10.250.i.10/24 and
  * fd00:250::i:10/112; the router side has .1 / ::i:1. Addresses exist only inside the
- * namespaces the lab created. Needs root and `ip`; `nft` for rulesets.
+ * namespaces the lab created. Needs root and `ip`; `nft` for rulesets, `conntrack` for
+ * `reset`.
  */
 export class NetnsLab {
   readonly prefix: string;
@@ -115,6 +116,19 @@ export class NetnsLab {
       );
       child.stdin.end(input ?? "");
     });
+  }
+
+  /**
+   * Empties every namespace's ruleset and connection-tracking table, so the next ruleset
+   * sees each probe as a new connection: a datagram that happens to reuse the source port
+   * of one an earlier ruleset let through would otherwise match its conntrack entry and be
+   * accepted as established, before the rules under test see it. Needs `conntrack`.
+   */
+  async reset(): Promise<void> {
+    for (const ns of [this.router, ...this.hosts]) {
+      await this.exec(ns, "nft", ["flush", "ruleset"]);
+      await this.exec(ns, "conntrack", ["-F"]);
+    }
   }
 
   /** Loads an nft script into a namespace (`nft -f -`). */
