@@ -138,6 +138,9 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     expect(body.error.code).toBe("ZT_POLICY_DENIED");
     expect(body.error.decision_id).toMatch(/^dec_/);
     expect(body.error.reason).toBe("no-matching-permit");
+    // the same explanation in headers as forward-auth gives a front proxy
+    expect(r.headers["x-zt-decision-id"]).toBe(body.error.decision_id);
+    expect(r.headers["x-zt-reason"]).toBe("no-matching-permit");
     const html = await request(port, {
       host: "whoami.localhost",
       path: "/",
@@ -145,6 +148,8 @@ mfa: { max_failures: 50 }   # this suite fails logins on purpose from one source
     });
     expect(html.status).toBe(403);
     expect(html.body).toContain(body.error.reason);
+    expect(html.headers["x-zt-reason"]).toBe("no-matching-permit");
+    expect(html.headers["x-zt-decision-id"]).toMatch(/^dec_/);
     expect(html.body).not.toContain("permit (");
   });
 

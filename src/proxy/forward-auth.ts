@@ -121,6 +121,45 @@ export function refusalAnswer(
   };
 }
 
+/** What a policy denial's 403 explains: its decision id, stable reason and route. */
+export interface DenialFacts {
+  decisionId: string;
+  reason: string;
+  route: string;
+}
+
+/**
+ * The explained 403 of a denial, the same from the proxy, forward-auth and the
+ * `/.zt/denied` page: for a browser the page (decision id, reason, hint), else JSON
+ * `ZT_POLICY_DENIED`; the decision id and reason also as headers.
+ */
+export function policyDeniedAnswer(
+  f: DenialFacts,
+  html: boolean,
+  hint = hintFor(f.reason, f.route),
+): ForwardAuthAnswer {
+  const headers = { "x-zt-decision-id": f.decisionId, "x-zt-reason": f.reason };
+  if (html)
+    return {
+      status: 403,
+      headers,
+      html: renderDeniedPage({ decisionId: f.decisionId, reason: f.reason, hint, route: f.route }),
+    };
+  return {
+    status: 403,
+    headers,
+    json: {
+      error: {
+        code: "ZT_POLICY_DENIED",
+        message: "access denied by policy",
+        decision_id: f.decisionId,
+        reason: f.reason,
+        hint,
+      },
+    },
+  };
+}
+
 /**
  * The forward-auth decision for an original request already read and checked: route,
  * authentication, policy decision (recorded), assertion. A plain value when everything
@@ -221,31 +260,10 @@ export function createForwardAuthDecider(
         },
       };
     }
-    const hint = hintFor(reason, route.name);
-    if (ask.html)
-      return {
-        status: 403,
-        headers,
-        html: renderDeniedPage({
-          decisionId: decision.decisionId,
-          reason,
-          hint,
-          route: route.name,
-        }),
-      };
-    return {
-      status: 403,
-      headers,
-      json: {
-        error: {
-          code: "ZT_POLICY_DENIED",
-          message: "access denied by policy",
-          decision_id: decision.decisionId,
-          reason,
-          hint,
-        },
-      },
-    };
+    return policyDeniedAnswer(
+      { decisionId: decision.decisionId, reason, route: route.name },
+      ask.html,
+    );
   }
   return (ask) => {
     const o = ask.original;
@@ -372,29 +390,12 @@ export function sendRecentDenial(
 ): void {
   const id = query.get("decision") ?? "";
   const d = /^dec_[A-Za-z0-9_-]{1,64}$/.test(id) ? denials.get(id) : undefined;
-  const reason = d?.reason ?? "unknown-decision";
-  const route = d?.route ?? "this app";
-  const hint = d
-    ? hintFor(d.reason, d.route)
-    : "Access was denied. Quote the time and address when you ask for help.";
-  const decisionId = d?.decisionId ?? "unknown";
-  const headers = { "x-zt-decision-id": decisionId, "x-zt-reason": reason };
-  if (wantsHtml(req)) {
-    sendHtml(res, 403, renderDeniedPage({ decisionId, reason, hint, route }), headers);
-    return;
-  }
-  sendJson(
-    res,
-    403,
-    {
-      error: {
-        code: "ZT_POLICY_DENIED",
-        message: "access denied by policy",
-        decision_id: decisionId,
-        reason,
-        hint,
-      },
-    },
-    headers,
-  );
+  const answer = d
+    ? policyDeniedAnswer(d, wantsHtml(req))
+    : policyDeniedAnswer(
+        { decisionId: "unknown", reason: "unknown-decision", route: "this app" },
+        wantsHtml(req),
+        "Access was denied. Quote the time and address when you ask for help.",
+      );
+  sendForwardAuthAnswer(res, answer);
 }

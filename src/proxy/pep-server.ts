@@ -12,7 +12,7 @@ import type { ResolvedRoute, ZtConfig } from "../config/index.js";
 import type { IdentityService } from "../identity/index.js";
 import type { SessionService } from "../session/index.js";
 import type { EntitySnapshot } from "../session/entity-snapshot.js";
-import { hintFor, rawJsonRefusal, renderDeniedPage, renderLoginPage } from "../web/index.js";
+import { rawJsonRefusal, renderLoginPage } from "../web/index.js";
 import type { AssertionSigner } from "./assertion.js";
 import {
   assertionClaims,
@@ -37,6 +37,7 @@ import {
 import {
   createForwardAuthDecider,
   createForwardAuthHandler,
+  policyDeniedAnswer,
   refusalAnswer,
   sendForwardAuthAnswer,
   sendRecentDenial,
@@ -373,17 +374,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
     if (!wantsHtml(req)) return sendForwardAuthAnswer(res, answer);
     const decisionId = String(answer.headers["x-zt-decision-id"]);
-    sendHtml(
-      res,
-      403,
-      renderDeniedPage({
-        decisionId,
-        reason,
-        hint: hintFor(reason, route.name),
-        route: route.name,
-      }),
-      { "x-zt-decision-id": decisionId, "x-zt-reason": reason },
-    );
+    sendForwardAuthAnswer(res, policyDeniedAnswer({ decisionId, reason, route: route.name }, true));
   }
 
   /** A presented client certificate was refused (or required and missing): audited. */
@@ -503,34 +494,12 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       route: route.name,
       verdict: "deny",
     });
-    const hint = hintFor(d.result.reason, route.name);
-    if (wantsHtml(req)) {
-      sendHtml(
-        res,
-        403,
-        renderDeniedPage({
-          decisionId: d.decisionId,
-          reason: d.result.reason,
-          hint,
-          route: route.name,
-        }),
-        { "x-zt-decision-id": d.decisionId },
-      );
-      return;
-    }
-    sendJson(
+    sendForwardAuthAnswer(
       res,
-      403,
-      {
-        error: {
-          code: "ZT_POLICY_DENIED",
-          message: "access denied by policy",
-          decision_id: d.decisionId,
-          reason: d.result.reason,
-          hint,
-        },
-      },
-      { "x-zt-decision-id": d.decisionId },
+      policyDeniedAnswer(
+        { decisionId: d.decisionId, reason: d.result.reason, route: route.name },
+        wantsHtml(req),
+      ),
     );
   }
 
