@@ -196,8 +196,8 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
     const added = (await readyz(zt)).body;
     expect(added.config_version).not.toBe(first.config_version);
 
-    // Moved: new requests go to the new upstream; one in flight on the old is cut (it
-    // was decided on a route that is no more: the same rule as a WebSocket's).
+    // Moved: new requests go to the new upstream; one in flight on the old is left to
+    // finish there within limits.reload_grace (10s by default).
     const inFlight = request(port, {
       host: "app.localhost",
       path: "/hold",
@@ -214,9 +214,11 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
       ]),
     );
     expect(await get("app.localhost", "/m")).toBe("200 b /m");
-    expect(zt.output()).toMatch(/zt: config reloaded \(routes changed: app; 1 connection cut\)/);
-    expect(await inFlight).toMatch(/^cut: /);
+    expect(zt.output()).toMatch(
+      /zt: config reloaded \(routes changed: app; 1 connection left to finish within limits\.reload_grace\)/,
+    );
     a.release();
+    expect(await inFlight).toBe("200 a /hold");
 
     // Removed: its host has no route any more; the others are untouched.
     await reload(yaml([["app", "app.localhost", b.port]]));
@@ -332,11 +334,11 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
 });
 
 describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
-  it("cuts the WebSockets of a route the reload removes or moves to another upstream, and keeps the others", async () => {
+  it("with limits.reload_grace 0s, cuts at once the WebSockets of a route the reload removes or moves to another upstream, and keeps the others", async () => {
     const one = await startRecordingUpstream();
     const two = await startRecordingUpstream();
     const wsYaml = (routes: Array<[name: string, port: number]>) =>
-      yaml([]).replace(
+      yaml([], "limits: { reload_grace: 0s }\n").replace(
         /routes:\n/,
         `routes:\n${routes
           .map(
@@ -446,12 +448,15 @@ async function streamingUpstream(name: string) {
 }
 
 describe("zt up reloads zt.yaml on SIGHUP (streaming responses)", () => {
-  it("ends the never-ending responses of a route the reload removes or moves, and keeps the others flowing", async () => {
+  it("ends the never-ending responses of a route the reload removes or moves once limits.reload_grace is over, and keeps the others flowing", async () => {
     const one = await streamingUpstream("one");
     const two = await streamingUpstream("two");
     const dir = tempDir();
     const routes = (r: Array<[string, number]>) =>
-      yaml(r.map(([n, p]) => [n, `${n}.localhost`, p] as [string, string, number]));
+      yaml(
+        r.map(([n, p]) => [n, `${n}.localhost`, p] as [string, string, number]),
+        "limits: { reload_grace: 1s }\n",
+      );
     const config = writeConfig(
       dir,
       routes([
@@ -510,12 +515,21 @@ describe("zt up reloads zt.yaml on SIGHUP (streaming responses)", () => {
         () => /zt: config reloaded \(routes removed: gone; routes changed: moved/.test(zt.output()),
         "the reload",
       );
+      expect(zt.output()).toMatch(
+        /routes changed: moved; 2 connections left to finish within limits\.reload_grace\)/,
+      );
       await until(
         "the streams of the removed and the moved route ended",
         async () => ({ gone: gone.ended, moved: moved.ended }),
         (v) => v.gone && v.moved,
       );
-      expect(zt.output()).toMatch(/routes changed: moved; 2 connections cut\)/);
+      await waitFor(
+        () =>
+          /zt: config reload: 2 connections on a removed or changed route still open after limits\.reload_grace: cut/.test(
+            zt.output(),
+          ),
+        "the cut after the grace in zt's log",
+      );
       // The unchanged route's stream flows on.
       const before = kept.bytes;
       await until(

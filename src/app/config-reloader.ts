@@ -8,6 +8,7 @@ import {
 } from "../config/index.js";
 import { isZtError } from "../core/errors.js";
 import type { AppContext } from "./app-context.js";
+import type { ReloadCut } from "../proxy/index.js";
 import type { PepNode } from "./pep-node.js";
 import type { Services } from "./services.js";
 
@@ -90,10 +91,10 @@ export class ConfigReloader {
     } catch (e) {
       return this.#refused("config-invalid", e);
     }
-    let cut = 0;
+    let cut: ReloadCut | undefined;
     if (plan.applied.length > 0) {
       try {
-        cut = (await pep?.reconfigure(plan.config)) ?? 0;
+        cut = await pep?.reconfigure(plan.config);
       } catch (e) {
         return this.#refused("config-apply-failed", e);
       }
@@ -116,6 +117,8 @@ export class ConfigReloader {
           routes_changed: plan.routes.changed,
           changed: other,
           restart_required: plan.restartRequired,
+          connections_cut: cut?.cut ?? 0,
+          connections_left_to_finish: cut?.draining ?? 0,
         },
       });
     const parts = [
@@ -123,9 +126,19 @@ export class ConfigReloader {
       ...(plan.routes.removed.length ? [`routes removed: ${plan.routes.removed.join(", ")}`] : []),
       ...(plan.routes.changed.length ? [`routes changed: ${plan.routes.changed.join(", ")}`] : []),
       ...(other.length ? [`${other.join(", ")} changed`] : []),
-      ...(cut ? [`${cut} connection${cut === 1 ? "" : "s"} cut`] : []),
+      ...(cut?.cut ? [`${exchanges(cut.cut)} cut`] : []),
+      ...(cut?.draining
+        ? [`${exchanges(cut.draining)} left to finish within limits.reload_grace`]
+        : []),
     ];
     log(`config reloaded (${parts.length ? parts.join("; ") : "no change applied"})`);
+    // After the grace: how many were still open (a WebSocket, a stream …) and were cut.
+    void cut?.drained.then((n) => {
+      if (n > 0)
+        log(
+          `config reload: ${exchanges(n)} on a removed or changed route still open after limits.reload_grace: cut`,
+        );
+    });
     if (plan.restartRequired.length)
       log(
         `config: ${plan.restartRequired.join(", ")} changed in zt.yaml: not applied, only a restart applies ${plan.restartRequired.length === 1 ? "it" : "them"}`,
@@ -146,4 +159,9 @@ export class ConfigReloader {
     this.#o.log(`config reload refused, keeping the last good config: ${message}`);
     return { ok: false, error: message };
   }
+}
+
+/** "1 connection", "3 connections": the exchanges a reload cut or left to finish. */
+function exchanges(n: number): string {
+  return `${n} connection${n === 1 ? "" : "s"}`;
 }

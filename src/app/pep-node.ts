@@ -2,7 +2,7 @@ import type { Server as TlsServer } from "node:tls";
 import { pkiClientTlsOptions, pkiService } from "../pki/index.js";
 import { keepCertificateFresh, listenerTlsFromConfig } from "../pki/listener-tls.js";
 import type { ResolvedRoute, ZtConfig } from "../config/index.js";
-import { createPep, type Pep } from "../proxy/index.js";
+import { createPep, type Pep, type ReloadCut } from "../proxy/index.js";
 import type { LiveConnections } from "../proxy/live-connections.js";
 import {
   startContinuousVerification,
@@ -18,10 +18,10 @@ export interface PepNode {
    * Applies a reloaded config (its reloadable keys, see `planConfigReload`): first what
    * new routes need — zt's SVID for an `upstream_mtls` route, a listener certificate from
    * zt's CA naming a new host — then the routes themselves. Rejects, changing nothing,
-   * when what they need cannot be had. Resolves to how many live connections it cut
-   * (those on removed or changed routes: see `Pep.reconfigure`).
+   * when what they need cannot be had. Resolves to what it does to the exchanges under
+   * way on removed or changed routes (see `Pep.reconfigure`).
    */
-  reconfigure(config: ZtConfig): Promise<number>;
+  reconfigure(config: ZtConfig): Promise<ReloadCut>;
   close(): Promise<void>;
 }
 

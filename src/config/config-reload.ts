@@ -8,12 +8,14 @@ import type { ZtConfig } from "./load-config.js";
 /**
  * The keys a running zt applies on reload: the PEP reads them per request (the routes,
  * their upstreams and options; who is a trusted proxy; the body limit; the forward-auth
- * header convention). Every other key takes effect at the next restart.
+ * header convention; how long exchanges on a changed route may run on). Every other key
+ * takes effect at the next restart.
  */
 export const RELOADABLE_KEYS = [
   "routes",
   "trusted_proxies",
   "limits.max_body_bytes",
+  "limits.reload_grace",
   "forward_auth.headers",
 ] as const;
 

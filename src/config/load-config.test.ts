@@ -195,6 +195,18 @@ describe("zt.yaml values the runtime cannot use are refused at load, naming the 
     expect(configError(`session: { ttl: "${"9".repeat(400)}d" }`)).toMatch(/session\.ttl/);
   });
 
+  it("takes limits.reload_grace of 0s (cut at once) up to 24d, and names it otherwise", () => {
+    expect(parseConfigText("", "/z.yaml").limits.reload_grace).toBe("10s");
+    expect(parseConfigText("limits: { reload_grace: 0s }", "/z.yaml").limits.reload_grace).toBe(
+      "0s",
+    );
+    expect(configError("limits: { reload_grace: soon }")).toMatch(/limits\.reload_grace/);
+    expect(configError("limits: { reload_grace: 30d }")).toMatch(
+      /limits\.reload_grace: .*at most 24d/,
+    );
+    expect(configError("limits: { reload_grace: -5 }")).toMatch(/limits\.reload_grace/);
+  });
+
   it("checks limits.header_timeout and request_timeout at load (they were parsed only by the PEP)", () => {
     expect(configError("limits: { header_timeout: abc }")).toMatch(/limits\.header_timeout/);
     // Node throws ERR_OUT_OF_RANGE at listen when headers may take longer than the request.

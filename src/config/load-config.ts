@@ -216,10 +216,11 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
   const configDir = dirname(path);
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(configDir, p));
   /**
-   * A duration above 0 (0 would switch a timeout off, or end every session at once);
-   * `timer`: also at most 24d, since a Node timer past 2^31−1 ms fires after 1 ms.
+   * A duration above 0 (0 would switch a timeout off, or end every session at once;
+   * `zero`: 0 allowed, where it means "at once"); `timer`: also at most 24d, since a Node
+   * timer past 2^31−1 ms fires after 1 ms.
    */
-  const durations = (v: string | number, key: string, timer = false) => {
+  const durations = (v: string | number, key: string, timer = false, zero = false) => {
     let ms: number;
     try {
       ms = parseDuration(v, key);
@@ -232,7 +233,7 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
         key,
       });
     if (!Number.isSafeInteger(ms)) throw refuse("expected a duration such as 30s, 15m or 12h");
-    if (ms <= 0) throw refuse("expected a duration above 0");
+    if (ms < 0 || (ms === 0 && !zero)) throw refuse("expected a duration above 0");
     if (timer && ms > MAX_TIMER_DURATION_MS) throw refuse("expected a duration of at most 24d");
     return ms;
   };
@@ -344,6 +345,7 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
       `${path}: limits.header_timeout: expected at most limits.request_timeout (${JSON.stringify(c.limits.request_timeout)}), got ${JSON.stringify(c.limits.header_timeout)}`,
       { path, key: "limits.header_timeout" },
     );
+  durations(c.limits.reload_grace, "limits.reload_grace", true, true);
   if (c.master_key_file !== undefined) cfg.master_key_file = abs(c.master_key_file);
   if (c.tls) {
     const tls = { ...c.tls };

@@ -187,6 +187,11 @@ export const configSchema = z
         header_timeout: duration.default("10s"),
         request_timeout: duration.default("60s"),
         max_connections_per_source: z.number().int().positive().default(256),
+        /**
+         * How long an exchange under way on a route a reload removed or changed may run on
+         * before it is cut; "0s" cuts at once.
+         */
+        reload_grace: duration.default("10s"),
       })
       .strict()
       .default({
@@ -195,6 +200,7 @@ export const configSchema = z
         header_timeout: "10s",
         request_timeout: "60s",
         max_connections_per_source: 256,
+        reload_grace: "10s",
       }),
     mfa: z
       .object({

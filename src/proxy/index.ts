@@ -1,5 +1,5 @@
 export { createPep } from "./pep-server.js";
-export type { Pep, PepOptions, PepReloadable, PepServices } from "./pep-server.js";
+export type { Pep, PepOptions, PepReloadable, PepServices, ReloadCut } from "./pep-server.js";
 export { DecisionPoint } from "./decision-point.js";
 export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
 export { LiveConnections } from "./live-connections.js";

@@ -108,16 +108,25 @@ export interface Pep {
   setUpstreamTls(t: { key: string; cert: string; ca: string }): void;
   /**
    * Applies a reloaded config's per-request settings (`RELOADABLE_KEYS`: routes,
-   * trusted_proxies, limits.max_body_bytes, forward_auth.headers) to new requests.
-   * Proxied exchanges under way on a route the reload removed or changed are cut
-   * (`route-removed`, `route-changed`): upgraded connections (WebSocket …), streaming
-   * responses (Server-Sent Events, a body that never ends) and requests still in flight
-   * alike. An upstream no route uses any more has its pool closed once its requests are
-   * done.
+   * trusted_proxies, limits.max_body_bytes, limits.reload_grace, forward_auth.headers) to
+   * new requests. Proxied exchanges under way on a route the reload removed or changed
+   * (upgraded connections such as WebSockets, streaming responses, requests still in
+   * flight alike) may run on for `limits.reload_grace`; those still open then are cut
+   * (`route-removed`, `route-changed`); with a grace of 0 they are cut at once. An
+   * upstream no route uses any more has its pool closed once its requests are done.
    * Unchanged routes keep their object (`planConfigReload`): a new object is a change.
-   * Returns how many live connections were cut.
    */
-  reconfigure(config: PepReloadable): number;
+  reconfigure(config: PepReloadable): ReloadCut;
+}
+
+/** What a reload does to the exchanges under way on the routes it removed or changed. */
+export interface ReloadCut {
+  /** Cut at once (`limits.reload_grace` is 0). */
+  cut: number;
+  /** Left to finish within `limits.reload_grace`. */
+  draining: number;
+  /** Resolves, once the grace is over, to how many of the draining were still open and cut. */
+  drained: Promise<number>;
 }
 
 /** The settings of a config that a running PEP applies on reload. */
@@ -148,6 +157,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
   let maxBody = cfg.limits.max_body_bytes;
+  let reloadGraceMs = parseDuration(cfg.limits.reload_grace);
+  /** Grace timers of reloads whose draining exchanges are not cut yet (cleared on close). */
+  const graceTimers = new Set<NodeJS.Timeout>();
   // audit.durable_before_forward: which allowed requests wait for their decision record.
   const durableFor = durableBeforeForward(cfg.audit);
   /** Allowed ⇒ recorded: true once the decision record is committed (false: it could not be). */
@@ -1169,6 +1181,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     async close() {
       offRevoked();
       offCertRevoked();
+      for (const t of graceTimers) clearTimeout(t);
+      graceTimers.clear();
       await spoa?.close();
       live.closeAll("shutdown");
       agents.destroy();
@@ -1195,17 +1209,31 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       }
       trusted.replace(c.trusted_proxies);
       maxBody = c.limits.max_body_bytes;
+      reloadGraceMs = parseDuration(c.limits.reload_grace);
       forwardAuthDeps.convention = c.forward_auth.headers;
       agents.retain(c.routes);
-      if (gone.size + moved.size === 0) return 0;
       // A WebSocket or a streaming response (Server-Sent Events …) would otherwise run on
       // for ever under a route that is no more, or to the upstream and with the options
-      // the reload replaced; the PEP cannot tell those from a request that is about to
-      // finish, so every exchange decided on such a route is cut.
-      return (
-        live.closeWhere((x) => gone.has(x.facts.route), "route-removed") +
-        live.closeWhere((x) => moved.has(x.facts.route), "route-changed")
-      );
+      // the reload replaced. The PEP cannot tell those from a request about to finish, so
+      // every exchange decided on such a route gets the same grace, then is cut.
+      const onChanged = new Set<LiveConnection>();
+      for (const x of live.all())
+        if (gone.has(x.facts.route) || moved.has(x.facts.route)) onChanged.add(x);
+      const cutNow = (which: Set<LiveConnection>) =>
+        live.closeWhere((x) => which.has(x) && gone.has(x.facts.route), "route-removed") +
+        live.closeWhere((x) => which.has(x) && moved.has(x.facts.route), "route-changed");
+      if (onChanged.size === 0) return { cut: 0, draining: 0, drained: Promise.resolve(0) };
+      if (reloadGraceMs === 0)
+        return { cut: cutNow(onChanged), draining: 0, drained: Promise.resolve(0) };
+      const drained = new Promise<number>((resolve) => {
+        const t = setTimeout(() => {
+          graceTimers.delete(t);
+          resolve(cutNow(onChanged));
+        }, reloadGraceMs);
+        t.unref();
+        graceTimers.add(t);
+      });
+      return { cut: 0, draining: onChanged.size, drained };
     },
   };
 }
