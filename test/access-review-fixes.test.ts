@@ -374,4 +374,38 @@ describe("an approval is judged against the configuration of now", () => {
     expect((await access.get(old.id)).status).toBe("expired");
     expect((await access.approve(fresh.id, "lead")).status).toBe("approved");
   }, 60_000);
+
+  it("audits every refused approval with the request's resource and requester (self-approval and not-an-approver were recorded without them)", async () => {
+    const clock = new ManualClock(T0);
+    const ctx = await context(await config(sqliteEngine), clock);
+    await users(ctx);
+    const access = new AccessService(ctx);
+    const r = await access.request({ user: "alice", resource: "a", reason: "INC-a1", ttlMs: HOUR });
+    expect((await refusal(access.approve(r.id, "alice"))).code).toBe("ZT_ACCESS_SELF_APPROVAL");
+    expect((await refusal(access.approve(r.id, "mallory"))).code).toBe("ZT_ACCESS_NOT_APPROVER");
+    expect((await refusal(access.deny(r.id, "mallory"))).code).toBe("ZT_ACCESS_NOT_APPROVER");
+    await ctx.audit.flush();
+    const rows = await ctx.store.db
+      .selectFrom("audit_events")
+      .select(["subject", "route", "reason", "data"])
+      .where("kind", "=", "access.approve")
+      .where("outcome", "=", "failure")
+      .orderBy("seq")
+      .execute();
+    expect(
+      rows.map((x) => ({
+        subject: x.subject,
+        route: x.route,
+        reason: x.reason,
+        data: JSON.parse(x.data) as unknown,
+      })),
+    ).toEqual(
+      ["alice:self-approval", "mallory:not-an-approver", "mallory:not-an-approver"].map((w) => ({
+        subject: w.split(":")[0],
+        route: "a",
+        reason: w.split(":")[1],
+        data: { request_id: r.id, user: "alice" },
+      })),
+    );
+  }, 60_000);
 });

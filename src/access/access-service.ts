@@ -137,13 +137,7 @@ export class AccessService {
       });
     const a = await this.#user(approver);
     if (a.id === r.userId) {
-      this.#ctx.audit.record({
-        kind: "access.approve",
-        outcome: "failure",
-        subject: a.name,
-        reason: "self-approval",
-        data: { request_id: id },
-      });
+      this.#refuseApproval(a.name, r, "self-approval");
       throw new ZtError("ZT_ACCESS_SELF_APPROVAL", "you cannot approve your own access request", {
         request_id: id,
       });
@@ -157,7 +151,7 @@ export class AccessService {
         { request_id: id, reason: "resource-not-requestable" },
       );
     }
-    await this.#requireApprover(a, r.resource, id);
+    await this.#requireApprover(a, r);
     const now = this.#ctx.clock.now();
     if (now >= r.createdAt + this.config.pendingTtlMs) {
       this.#refuseApproval(a.name, r, "request-expired");
@@ -224,7 +218,7 @@ export class AccessService {
         throw new ZtError("ZT_ACCESS_STATE", `request ${id} changed meanwhile; try again`);
       return { approvals, required, ttlMs, done, dropped };
     });
-    if (!written) return this.#refuseNotApprover(a, r.resource, id);
+    if (!written) return this.#refuseNotApprover(a, r);
     const { approvals, required, ttlMs, done, dropped } = written;
     const updated = toRequest(await this.#row(id));
     const shortened = done && ttlMs < r.ttlMs;
@@ -264,7 +258,7 @@ export class AccessService {
     if (r.status !== "pending")
       throw new ZtError("ZT_ACCESS_STATE", `request ${id} is ${r.status}, not pending`);
     const a = await this.#user(approver);
-    if (a.id !== r.userId) await this.#requireApprover(a, r.resource, id);
+    if (a.id !== r.userId) await this.#requireApprover(a, r);
     return this.#transition(
       id,
       "pending",
@@ -672,12 +666,8 @@ export class AccessService {
   }
 
   /** `a` must be an enabled member of the resource's approver group (see `#isApprover`). */
-  async #requireApprover(
-    a: { id: string; name: string },
-    resource: string,
-    id: string,
-  ): Promise<void> {
-    if (!(await this.#isApprover(a, resource))) this.#refuseNotApprover(a, resource, id);
+  async #requireApprover(a: { id: string; name: string }, r: AccessRequest): Promise<void> {
+    if (!(await this.#isApprover(a, r.resource))) this.#refuseNotApprover(a, r);
   }
 
   /**
@@ -705,18 +695,12 @@ export class AccessService {
   }
 
   /** Audits and throws the refusal of someone not in the resource's approver group. */
-  #refuseNotApprover(a: { id: string; name: string }, resource: string, id: string): never {
-    const rc = this.config.resources[resource];
-    this.#ctx.audit.record({
-      kind: "access.approve",
-      outcome: "failure",
-      subject: a.name,
-      reason: "not-an-approver",
-      data: { request_id: id },
-    });
+  #refuseNotApprover(a: { id: string; name: string }, r: AccessRequest): never {
+    const rc = this.config.resources[r.resource];
+    this.#refuseApproval(a.name, r, "not-an-approver");
     throw new ZtError(
       "ZT_ACCESS_NOT_APPROVER",
-      `${a.name} is not in the approver group for ${resource}${rc ? ` (${rc.approvers})` : ""}`,
+      `${a.name} is not in the approver group for ${r.resource}${rc ? ` (${rc.approvers})` : ""}`,
     );
   }
 
