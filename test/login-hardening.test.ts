@@ -133,6 +133,39 @@ describe("PEP sign-in hardening", () => {
     expect((await login(body)).status).toBe(401);
   });
 
+  it("compares the Origin as an origin: default ports equal, case and a trailing dot ignored, a port-less Host is the default port, anything else refused", async () => {
+    const body = { username: "alice", password: alice.password, totp: "123456" };
+    const post = (host: string, origin: string) =>
+      request(zt.port, {
+        host,
+        path: "/.zt/login",
+        method: "POST",
+        headers: { "content-type": "application/json", origin },
+        body: JSON.stringify(body),
+      });
+    const code = (r: { status: number; json<T>(): T }) =>
+      `${r.status} ${r.json<{ error: { code: string } }>().error.code}`;
+    // Same origin (401: the code is wrong, but the request got past the Origin check).
+    expect(code(await post(`${HOST}:80`, `http://${HOST}`))).toBe("401 ZT_AUTH_FAILED");
+    expect(code(await post(HOST, `http://${HOST}:80`))).toBe("401 ZT_AUTH_FAILED");
+    expect(code(await post(`${HOST}.`, `HTTP://App.Localhost.`))).toBe("401 ZT_AUTH_FAILED");
+    expect(code(await post(`${HOST}:${zt.port}`, `http://${HOST}.:${zt.port}`))).toBe(
+      "401 ZT_AUTH_FAILED",
+    );
+    // A Host without a port is the default port, not any port.
+    expect(code(await post(HOST, `http://${HOST}:${zt.port}`))).toBe("403 ZT_CSRF");
+    expect(code(await post(HOST, `http://${HOST}:443`))).toBe("403 ZT_CSRF");
+    // Not a serialised origin: refused, never guessed.
+    for (const bad of [
+      `http://${HOST}:${zt.port}/`,
+      `http://${HOST}:${zt.port}/.zt/login`,
+      `http://user@${HOST}:${zt.port}`,
+      `http://${HOST}..:${zt.port}`,
+      `ws://${HOST}:${zt.port}`,
+    ])
+      expect(code(await post(`${HOST}:${zt.port}`, bad)), bad).toBe("403 ZT_CSRF");
+  });
+
   it("ends every session a sign-out presents: both session cookies and a Bearer token", async () => {
     const [a, b, c] = [
       await zt.session("alice"),

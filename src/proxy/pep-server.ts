@@ -27,7 +27,8 @@ import {
   type AuthOutcome,
   type ClientCertMode,
 } from "./authenticate.js";
-import { canonicalizeRequest } from "./canonical-request.js";
+import { canonicalHost, canonicalizeRequest } from "./canonical-request.js";
+import { isSameOriginRequest } from "./same-origin.js";
 import {
   recordRefusal,
   type Decision,
@@ -925,33 +926,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   }
 
   /**
-   * Login and logout come from zt's own page: the Origin must be this host, on this
-   * Host header's port when it names one, and https when the client reached zt over
-   * https (a plain-http page on the same name must not sign anyone in). Without an
-   * Origin (older browsers, CLI clients), a browser's Sec-Fetch-Site still has to say
-   * same-origin (or none: typed or bookmarked).
+   * Login and logout come from zt's own page: the Origin must be this origin (see
+   * `isSameOriginRequest`), https when the client reached zt over https.
    */
   function sameOrigin(req: IncomingMessage, host: string): boolean {
-    const origin = req.headers.origin;
-    if (origin === undefined) {
-      const site = req.headers["sec-fetch-site"];
-      return site === undefined || site === "same-origin" || site === "none";
-    }
-    if (origin === "null") return false;
-    let u: URL;
-    try {
-      u = new URL(origin);
-    } catch {
-      return false;
-    }
-    if (u.hostname.toLowerCase().replace(/\.$/, "") !== host) return false;
-    if (isSecure(req) && u.protocol !== "https:") return false;
-    const hostPort = /:(\d+)$/.exec(req.headers.host ?? "")?.[1];
-    if (hostPort !== undefined) {
-      const originPort = u.port || (u.protocol === "https:" ? "443" : "80");
-      if (originPort !== String(Number(hostPort))) return false;
-    }
-    return true;
+    const h = canonicalHost(req.headers.host);
+    return isSameOriginRequest(
+      { origin: req.headers.origin, secFetchSite: req.headers["sec-fetch-site"] },
+      { host, port: h.ok ? h.port : undefined, secure: isSecure(req) },
+    );
   }
 
   /** Revokes every valid session the request presents (session cookies, a Bearer token). */
