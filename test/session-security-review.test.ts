@@ -410,6 +410,17 @@ permit (principal, action, resource == App::"open");
     await (zt.ctx.events as unknown as { catchUp(): Promise<void> }).catchUp();
   }
 
+  /**
+   * A frame through the WebSocket and its echo back: activity, so the re-check does not
+   * cut it as idle (`session-idle`) before the cause under test.
+   */
+  async function ping(ws: WebSocket): Promise<void> {
+    await new Promise<void>((resolve) => {
+      ws.once("message", () => resolve());
+      ws.send("ping");
+    });
+  }
+
   /** Waits for the close frame a cut sends (the tick has already decided by then). */
   async function settle(): Promise<void> {
     for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
@@ -431,7 +442,12 @@ permit (principal, action, resource == App::"open");
     expect([...zt.services.sessions.cached()].some((s) => s.id === sessionId)).toBe(false);
 
     // 5 h after sign-in: MFA older than the `fresh` app's 4 h; the session still runs.
+    // (No periodic pass ran meanwhile; frames now keep the sockets from the idle cut,
+    // and do not bring a forgotten session back.)
     await advance(2 * HOUR);
+    await ping(plain.ws);
+    await ping(fresh.ws);
+    expect([...zt.services.sessions.cached()].some((s) => s.id === sessionId)).toBe(false);
     await zt.continuous.tick();
     await settle();
     expect(fresh.isClosed()).toBe(true);
@@ -439,6 +455,7 @@ permit (principal, action, resource == App::"open");
 
     // Past the session's 12 h ttl.
     await advance(8 * HOUR);
+    await ping(plain.ws);
     await zt.continuous.tick();
     await settle();
     expect(plain.isClosed()).toBe(true);
@@ -466,6 +483,8 @@ permit (principal, action, resource == App::"open");
     await advance(3 * HOUR);
     // The session table's amortised prune (it runs at 1,024 remembered sessions and more).
     zt.services.sessions.prune();
+    // In use again (a frame): the cut below is the deletion's, not the idle one.
+    await ping(ws.ws);
     const r = await runZt(["--config", config, "user", "delete", "dave"], { env });
     expect(r.code, r.stderr).toBe(0);
     let timer: NodeJS.Timeout | undefined;

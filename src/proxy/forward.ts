@@ -93,6 +93,8 @@ export interface ForwardOptions {
   responseHeaders?: Record<string, string>;
   /** Called when the upstream exchange ends, for connection tracking. */
   onClose?: () => void;
+  /** Called on every chunk relayed either way through an upgraded connection. */
+  onActivity?: () => void;
 }
 
 /** What Node refuses in a header value; refused here too, as the head is written by hand. */
@@ -646,6 +648,10 @@ export function forwardUpgrade(
     if (head.length) upSocket.write(head);
     upSocket.pipe(socket);
     socket.pipe(upSocket);
+    if (o.onActivity) {
+      socket.on("data", o.onActivity);
+      upSocket.on("data", o.onActivity);
+    }
     upSocket.on("close", () => {
       socket.destroy();
       finish();

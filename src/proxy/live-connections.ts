@@ -7,6 +7,12 @@ export interface LiveConnection {
   /** Serial (hex) of the client SVID the connection was authenticated with (mTLS). */
   certSerial?: string;
   facts: DecisionFacts;
+  /**
+   * Clock time of the last frame either way (WebSocket on a session): the re-evaluator
+   * cuts the connection once it is older than `session.idle_timeout`. Undefined: no
+   * idle cut (streaming responses, mTLS services).
+   */
+  lastActiveAt?: number;
   close(reason: string): void;
 }
 

@@ -850,7 +850,18 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       req.headers.host ?? canon.host,
       await assertionFor(route, a.auth, d),
     );
-    fo.onClose = live.add(liveEntry(a.auth, facts, () => socket.destroy()));
+    const entry = liveEntry(a.auth, facts, () => socket.destroy());
+    if (!isService(a.auth)) {
+      // Frames either way are activity: the re-evaluator cuts the socket after
+      // session.idle_timeout without any, and they keep the session from going idle.
+      const sessionId = a.auth.session.id;
+      entry.lastActiveAt = ctx.clock.now();
+      fo.onActivity = () => {
+        entry.lastActiveAt = ctx.clock.now();
+        s.sessions.touch(sessionId);
+      };
+    }
+    fo.onClose = live.add(entry);
     forwardUpgrade(req, socket, head, fo, agents);
   }
 

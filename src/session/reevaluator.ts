@@ -310,8 +310,15 @@ export class Reevaluator {
     const toClose: { c: LiveConnection; why: string }[] = [];
     const revoke = new Set<string>();
     let checked = 0;
+    const idleMs = d.ctx.config.sessionIdleMs;
     for (const c of conns) {
       checked++;
+      // A WebSocket with no frames either way for the idle timeout: cut, as the session
+      // it runs on would be refused as idle (the session is not revoked).
+      if (c.lastActiveAt !== undefined && now - c.lastActiveAt >= idleMs) {
+        toClose.push({ c, why: "session-idle" });
+        continue;
+      }
       const s = sessionsById.get(c.sessionId) ?? stored?.get(c.sessionId);
       if (s === undefined && stored !== undefined && forgotten.has(c.sessionId)) {
         // Gone from the store: its user was deleted (the rows cascade).

@@ -262,6 +262,27 @@ export class SessionService {
     return { ok: true, session: s };
   }
 
+  /**
+   * Activity on a session outside a check (frames on a WebSocket it opened): moves its
+   * `last_seen_at` as a request would, written at most once per touch interval (a tenth
+   * of the idle timeout, at most a minute), never per frame. A revoked, expired or
+   * forgotten session is left as it is: touching never brings one back.
+   */
+  touch(sessionId: string): void {
+    const s = this.#byId.get(sessionId);
+    if (s === undefined || s.revokedAt !== null) return;
+    const now = this.#ctx.clock.now();
+    if (now >= s.expiresAt || now - s.lastSeenAt < this.#touchEveryMs) return;
+    s.lastSeenAt = now;
+    void this.#ctx.store.db
+      .updateTable("sessions")
+      .set({ last_seen_at: now })
+      .where("id", "=", s.id)
+      .where("revoked_at", "is", null)
+      .execute()
+      .catch(() => undefined);
+  }
+
   /** Records a fresh MFA verification (step-up) on a session. */
   async markMfa(sessionId: string): Promise<void> {
     const now = this.#ctx.clock.now();
