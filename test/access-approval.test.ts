@@ -5,8 +5,6 @@
  * real local HTTP server.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { ManualClock } from "../src/core/clock.js";
 import { ZtError } from "../src/core/errors.js";
 import { loadConfig } from "../src/config/index.js";
@@ -20,6 +18,7 @@ import {
   parseResource,
 } from "../src/access/index.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { startWebhookReceiver, type WebhookReceiver } from "./helpers/webhook-receiver.js";
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   let err: unknown;
@@ -36,19 +35,10 @@ describe("JIT access approvals and grants", () => {
   const clock = new ManualClock(Date.UTC(2026, 2, 2, 10, 0, 0));
   let ctx: AppContext;
   let access: AccessService;
-  let server: http.Server;
-  const hooks: Record<string, unknown>[] = [];
+  let hooks: WebhookReceiver<Record<string, unknown>>;
 
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
-      let b = "";
-      req.on("data", (d: Buffer) => (b += d.toString()));
-      req.on("end", () => {
-        hooks.push(JSON.parse(b) as Record<string, unknown>);
-        res.end();
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    hooks = await startWebhookReceiver();
     const dir = tempDir("zt-access-");
     const path = writeConfig(
       dir,
@@ -61,7 +51,7 @@ access:
   resources:
     db-admin: { approvers: dba-leads, max_ttl: 2h }
     payroll: { approvers: finance-leads, approvals: 2 }
-notifications: { webhook: "http://127.0.0.1:${(server.address() as AddressInfo).port}/hook" }
+notifications: { webhook: "${hooks.url}" }
 `,
       {},
     );
@@ -82,7 +72,7 @@ notifications: { webhook: "http://127.0.0.1:${(server.address() as AddressInfo).
 
   afterAll(async () => {
     await ctx?.close();
-    await new Promise<void>((r) => server.close(() => r()));
+    await hooks?.close();
   });
 
   it('parses resources as App::"name" or a bare name, and refuses anything else', () => {
@@ -196,7 +186,7 @@ notifications: { webhook: "http://127.0.0.1:${(server.address() as AddressInfo).
 
   it("audits every step and notifies the webhook", async () => {
     await ctx.audit.flush();
-    const events = hooks.map((h) => h["event"]);
+    const events = hooks.received.map((h) => h["event"]);
     for (const e of [
       "access.requested",
       "access.approval",
