@@ -8,7 +8,8 @@
  * forward-auth-proxies.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { raw } from "./pep-fixture.js";
+import { startPepAppRoute, type PepAppRoute } from "./helpers/pep-app-route.js";
 
 const HOST = "app.localhost";
 const POLICY = `permit (principal, action, resource) when { principal in Group::"eng" };`;
@@ -21,29 +22,16 @@ function headOf(text: string): string {
 }
 
 describe("the PEP's JSON refusals are never cached and never sniffed", () => {
-  let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let app: PepAppRoute;
   let bob: string;
 
   beforeAll(async () => {
-    upstream = await startUpstream();
-    zt = await startPep({
-      policies: POLICY,
-      routes: [
-        {
-          name: "app",
-          from: `http://${HOST}`,
-          to: `http://127.0.0.1:${upstream.port}`,
-          websockets: true,
-        },
-      ],
-    });
-    await zt.addUser("bob", ["ops"]);
-    bob = (await zt.session("bob")).cookie;
+    app = await startPepAppRoute({ host: HOST, policies: POLICY, websockets: true });
+    await app.pep.addUser("bob", ["ops"]);
+    bob = (await app.pep.session("bob")).cookie;
   });
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await app?.close();
   });
 
   const authz = (original: string, extra = "") =>
@@ -95,7 +83,7 @@ describe("the PEP's JSON refusals are never cached and never sniffed", () => {
 
   it("each carries Cache-Control: no-store and X-Content-Type-Options: nosniff", async () => {
     for (const c of cases()) {
-      const r = await raw(zt.port, [c.request], {
+      const r = await raw(app.pep.port, [c.request], {
         until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
       });
       expect(r.status, `${c.name}: ${r.text}`).toBe(c.status);
@@ -104,6 +92,6 @@ describe("the PEP's JSON refusals are never cached and never sniffed", () => {
       expect(head, c.name).toContain("\r\ncache-control: no-store\r\n");
       expect(head, c.name).toContain("\r\nx-content-type-options: nosniff\r\n");
     }
-    expect(upstream.seen).toHaveLength(0);
+    expect(app.upstream.seen).toHaveLength(0);
   });
 });

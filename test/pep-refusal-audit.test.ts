@@ -13,7 +13,8 @@ import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
 import { renderMetrics } from "../src/audit/index.js";
 import { toOcsf } from "../src/audit/ocsf.js";
 import { setBansForTest } from "../src/audit/alerts/ban-cache.js";
-import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { raw } from "./pep-fixture.js";
+import { startPepAppRoute, type PepAppRoute } from "./helpers/pep-app-route.js";
 import { runZt } from "./helpers/zt-process.js";
 
 const HOST = "app.localhost";
@@ -31,31 +32,18 @@ function decisionIdOf(text: string): string {
 }
 
 describe("refused requests are audited with a decision id", () => {
-  let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let app: PepAppRoute;
 
   beforeAll(async () => {
-    upstream = await startUpstream();
-    zt = await startPep({
-      policies: POLICY,
-      routes: [
-        {
-          name: "app",
-          from: `http://${HOST}`,
-          to: `http://127.0.0.1:${upstream.port}`,
-          websockets: true,
-        },
-      ],
-    });
+    app = await startPepAppRoute({ host: HOST, policies: POLICY, websockets: true });
   });
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await app?.close();
   });
 
   async function refusalRecord(decisionId: string) {
-    await zt.ctx.audit.flush();
-    const rows = await queryAudit(zt.ctx.store, { decisionId, limit: 5 });
+    await app.pep.ctx.audit.flush();
+    const rows = await queryAudit(app.pep.ctx.store, { decisionId, limit: 5 });
     expect(rows).toHaveLength(1);
     const row = rows[0]!;
     expect(row).toMatchObject({
@@ -127,7 +115,7 @@ describe("refused requests are audited with a decision id", () => {
 
   for (const c of cases) {
     it(`records ${c.name}`, async () => {
-      const r = await raw(zt.port, [c.request], {
+      const r = await raw(app.pep.port, [c.request], {
         until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
       });
       expect(r.status, r.text).toBe(c.status);
@@ -136,7 +124,7 @@ describe("refused requests are audited with a decision id", () => {
       expect(row.reason).toBe(c.reason);
       expect(row.source_ip).toBe("127.0.0.1");
       expect(row.data).toMatchObject({ pep: "pep-1", target: c.target });
-      expect(upstream.seen).toHaveLength(0);
+      expect(app.upstream.seen).toHaveLength(0);
     });
   }
 
@@ -157,7 +145,7 @@ describe("refused requests are audited with a decision id", () => {
       [`GET /x HTTP/1.1\r\nHost: ${HOST}\r\nBad Header: x\r\n\r\n`, "header-invalid"],
       ["\u0000\u0001garbage\r\n\r\n", "method-invalid"],
     ] as const) {
-      const r = await raw(zt.port, [request]);
+      const r = await raw(app.pep.port, [request]);
       expect(r.status, r.text).toBe(400);
       const row = await refusalRecord(decisionIdOf(r.text));
       expect(row.reason, request).toBe(reason);
@@ -166,12 +154,12 @@ describe("refused requests are audited with a decision id", () => {
       expect(row.source_ip).toBeNull();
       expect(row.data["peer"]).toBe("127.0.0.1");
     }
-    expect(upstream.seen).toHaveLength(0);
+    expect(app.upstream.seen).toHaveLength(0);
   });
 
   it("records forward-auth requests it cannot read, and forward-auth for no route (still 403 for nginx)", async () => {
     const conflict = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET /.zt/authz HTTP/1.1\r\nHost: ${HOST}\r\nX-Original-URL: http://${HOST}/admin\r\nX-Original-Method: GET\r\nX-Forwarded-Uri: /public\r\n\r\n`,
       ],
@@ -183,7 +171,7 @@ describe("refused requests are audited with a decision id", () => {
     expect(row.data).toMatchObject({ pep: "pep-1/forward-auth" });
 
     const noRoute = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET /.zt/authz HTTP/1.1\r\nHost: ${HOST}\r\nX-Original-URL: http://nowhere.localhost/x?y=1\r\nX-Original-Method: GET\r\nX-Forwarded-For: 198.51.100.4\r\n\r\n`,
       ],
@@ -201,7 +189,7 @@ describe("refused requests are audited with a decision id", () => {
     });
     // nginx's error_page 403 → /.zt/denied?decision=… shows this refusal, not "unknown".
     const page = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET /.zt/denied?decision=${nr.decision_id} HTTP/1.1\r\nHost: ${HOST}\r\nAccept: application/json\r\n\r\n`,
       ],
@@ -214,7 +202,7 @@ describe("refused requests are audited with a decision id", () => {
   it("records a forward-auth check whose request carries two Authorization headers (403, the hint on /.zt/denied)", async () => {
     // As Traefik forwards them (X-Forwarded-*, every value of authRequestHeaders).
     const r = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET /.zt/authz HTTP/1.1\r\nHost: zt.internal\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ${HOST}\r\nX-Forwarded-Uri: /x\r\nAuthorization: Basic eDp5\r\nAuthorization: Bearer zt-token\r\n\r\n`,
       ],
@@ -225,7 +213,7 @@ describe("refused requests are audited with a decision id", () => {
     expect(row).toMatchObject({ reason: "authorization-duplicate", source_ip: "127.0.0.1" });
     expect(row.data).toMatchObject({ pep: "pep-1/forward-auth", host: HOST, target: "/x" });
     const page = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET /.zt/denied?decision=${row.decision_id} HTTP/1.1\r\nHost: ${HOST}\r\nAccept: application/json\r\n\r\n`,
       ],
@@ -238,14 +226,14 @@ describe("refused requests are audited with a decision id", () => {
 
   it("keeps the path of a refused target, never its query or ;parameters (tokens, session ids)", async () => {
     const noRoute = await raw(
-      zt.port,
+      app.pep.port,
       [`GET /cb?code=SECRET-CODE&access_token=tok123 HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n`],
       { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
     );
     const a = await refusalRecord(decisionIdOf(noRoute.text));
     expect(a.data).toMatchObject({ target: "/cb", query_length: 36 });
     const params = await raw(
-      zt.port,
+      app.pep.port,
       [`GET /app;jsessionid=SESSION-SECRET/x HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`],
       { until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}") },
     );
@@ -256,7 +244,7 @@ describe("refused requests are audited with a decision id", () => {
 
   it("keeps no credentials of an absolute-form target's userinfo (http://user:password@host/…)", async () => {
     const r = await raw(
-      zt.port,
+      app.pep.port,
       [
         `GET http://admin:HUNTER2-SECRET@nowhere.localhost/x?k=v HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n`,
       ],
@@ -269,7 +257,7 @@ describe("refused requests are audited with a decision id", () => {
 
   it("keeps only the first 512 characters of a long refused target", async () => {
     const long = `/a/..%2f${"x".repeat(4000)}`;
-    const r = await raw(zt.port, [`GET ${long} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+    const r = await raw(app.pep.port, [`GET ${long} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
       until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
     });
     const row = await refusalRecord(decisionIdOf(r.text));
@@ -277,7 +265,7 @@ describe("refused requests are audited with a decision id", () => {
   });
 
   it("exports to SIEMs as OCSF Network Activity, Refuse / Blocked", async () => {
-    const r = await raw(zt.port, [`DELETE /a;b HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+    const r = await raw(app.pep.port, [`DELETE /a;b HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
       until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
     });
     const row = await refusalRecord(decisionIdOf(r.text));
@@ -299,12 +287,12 @@ describe("refused requests are audited with a decision id", () => {
   });
 
   it("is explained by the real `zt audit explain`", async () => {
-    const r = await raw(zt.port, [`GET /p/..%2fq HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
+    const r = await raw(app.pep.port, [`GET /p/..%2fq HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`], {
       until: (t) => t.includes("\r\n\r\n{") && t.endsWith("}"),
     });
     const id = decisionIdOf(r.text);
-    await zt.ctx.audit.flush();
-    const out = await runZt(["--config", join(zt.dir, "zt.yaml"), "audit", "explain", id]);
+    await app.pep.ctx.audit.flush();
+    const out = await runZt(["--config", join(app.pep.dir, "zt.yaml"), "audit", "explain", id]);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toContain(id);
     expect(out.stdout).toContain("reason: path-ambiguous");
@@ -362,12 +350,12 @@ describe("alert rules: a jail on refused requests (match: refused)", () => {
 
 describe("refusals of slow clients", () => {
   it("records a client that started a request and stalled, not a connection that sent nothing", async () => {
-    const upstream = await startUpstream();
-    const zt = await startPep({
+    const app = await startPepAppRoute({
+      host: HOST,
       policies: POLICY,
-      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
       limits: { header_timeout: "1s", request_timeout: "2s" },
     });
+    const zt = app.pep;
     try {
       // A browser's speculative preconnect: opened, nothing sent, closed by the server.
       const silent = await raw(zt.port, []);
@@ -384,21 +372,20 @@ describe("refusals of slow clients", () => {
         .execute();
       expect(refused).toEqual([{ decision_id: id, reason: "request-timeout" }]);
     } finally {
-      await zt.close();
-      await upstream.close();
+      await app.close();
     }
   }, 30_000);
 });
 
 describe("what a refusal record is not", () => {
   it("is not written for a banned source, nor for a request already decided (slow upload); an unproxied peer is the source", async () => {
-    const upstream = await startUpstream();
-    const zt = await startPep({
+    const app = await startPepAppRoute({
+      host: HOST,
       policies: POLICY,
-      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
       limits: { header_timeout: "1s", request_timeout: "2s" },
       trusted_proxies: [],
     });
+    const zt = app.pep;
     const refused = async () => {
       await zt.ctx.audit.flush();
       return zt.ctx.store.db
@@ -431,8 +418,7 @@ describe("what a refusal record is not", () => {
       expect(await refused()).toHaveLength(1);
     } finally {
       setBansForTest({});
-      await zt.close();
-      await upstream.close();
+      await app.close();
     }
   }, 30_000);
 });
