@@ -38,6 +38,21 @@ async function listen(app: FastifyInstance): Promise<string> {
   return `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
 }
 
+/**
+ * The API over a fresh context, listening from the enclosing describe's beforeAll to its
+ * afterAll: its base URL (http://127.0.0.1:<port>) once it listens.
+ */
+function serveApiForSuite(): { readonly base: string } {
+  let api: FastifyInstance | undefined;
+  const served = { base: "" };
+  beforeAll(async () => {
+    api = await createApiServer(await context());
+    served.base = await listen(api);
+  });
+  afterAll(async () => api?.close());
+  return served;
+}
+
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "zt-api-edge-"));
 });
@@ -48,16 +63,10 @@ afterAll(async () => {
 });
 
 describe("errors the router raises before a handler", () => {
-  let api: FastifyInstance;
-  let base: string;
-  beforeAll(async () => {
-    api = await createApiServer(await context());
-    base = await listen(api);
-  });
-  afterAll(async () => api.close());
+  const api = serveApiForSuite();
 
   it("answers a malformed percent-escape in the path with ZT_BAD_REQUEST, not Fastify's FST_ERR_BAD_URL", async () => {
-    const res = await fetch(`${base}/pki/crl/%ff%00`);
+    const res = await fetch(`${api.base}/pki/crl/%ff%00`);
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: { code: string; message: string } };
     expect(body.error.code).toBe("ZT_BAD_REQUEST");
@@ -65,7 +74,7 @@ describe("errors the router raises before a handler", () => {
   });
 
   it("answers an over-long path parameter with ZT_BAD_REQUEST, not FST_ERR_MAX_PARAM_LENGTH", async () => {
-    const res = await fetch(`${base}/v1/devices/${"a".repeat(600)}/reports`, {
+    const res = await fetch(`${api.base}/v1/devices/${"a".repeat(600)}/reports`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ payload: "x", signature: "y" }),
@@ -80,13 +89,7 @@ describe("errors the router raises before a handler", () => {
 });
 
 describe("API refusals, whichever part of the server writes them", () => {
-  let api: FastifyInstance;
-  let base: string;
-  beforeAll(async () => {
-    api = await createApiServer(await context());
-    base = await listen(api);
-  });
-  afterAll(async () => api.close());
+  const api = serveApiForSuite();
 
   it("are never cached and never sniffed (Cache-Control: no-store, X-Content-Type-Options: nosniff)", async () => {
     for (const [what, path, init, status] of [
@@ -94,7 +97,7 @@ describe("API refusals, whichever part of the server writes them", () => {
       ["router (bad percent-escape)", "/pki/crl/%ff%00", {}, 400],
       ["error handler (no credentials)", "/api/v1/ssh/sign", { method: "POST" }, 401],
     ] as const) {
-      const res = await fetch(`${base}${path}`, init);
+      const res = await fetch(`${api.base}${path}`, init);
       expect(res.status, what).toBe(status);
       expect(res.headers.get("content-type"), what).toContain("application/json");
       expect(res.headers.get("cache-control"), what).toBe("no-store");
@@ -398,17 +401,11 @@ describe("internal errors", () => {
 });
 
 describe("requests Node's HTTP parser refuses", () => {
-  let api: FastifyInstance;
-  let port: number;
-  beforeAll(async () => {
-    api = await createApiServer(await context());
-    port = Number(new URL(await listen(api)).port);
-  });
-  afterAll(async () => api.close());
+  const api = serveApiForSuite();
 
   function raw(data: string): Promise<string> {
     return new Promise((resolve) => {
-      const s = net.connect(port, "127.0.0.1", () => s.write(data));
+      const s = net.connect(Number(new URL(api.base).port), "127.0.0.1", () => s.write(data));
       let text = "";
       s.on("data", (d: Buffer) => (text += d.toString()));
       s.on("close", () => resolve(text));
