@@ -5,31 +5,23 @@
  * is named after what it stops.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { randomBytes } from "node:crypto";
-import { rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
-import pg from "pg";
-import { runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
-import { createTestDatabase, postgresAvailable, waitFor } from "./store-fixture.js";
+import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import {
+  addUsers,
+  expectCleanError,
+  expectConfigKeyRefused,
+  expectOk,
+  masterKeyEnv,
+  okJson,
+  requestAccess,
+  ztCli,
+} from "./helpers/zt-cli.js";
+import { startLockRace, startPostgresZt, type LockRace } from "./helpers/postgres-zt.js";
+import { postgresAvailable } from "./store-fixture.js";
 
-const PASSWORD = "pw-correct-horse-battery";
-const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
-
-function expectCleanError(r: RunResult, exit: number, code: string, message: RegExp): void {
-  expect(r.code, r.stderr).toBe(exit);
-  expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
-  expect(r.stderr).toMatch(message);
-  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
-}
-
-function ok(r: RunResult): RunResult {
-  expect(r.code, r.stderr).toBe(0);
-  return r;
-}
-
-function json(r: RunResult): Record<string, unknown> {
-  return JSON.parse(ok(r).stdout) as Record<string, unknown>;
-}
+const env = masterKeyEnv();
 
 interface AuditLine {
   kind: string;
@@ -43,8 +35,7 @@ interface AuditLine {
 describe("review follow-ups: break-glass, device enrolment, TTL display", () => {
   let dir: string;
   let config: string;
-  const zt = (args: string[], input?: string): Promise<RunResult> =>
-    runZt(["--config", config, ...args], { env, ...(input !== undefined ? { input } : {}) });
+  const zt = ztCli(() => config, env);
 
   beforeAll(async () => {
     dir = tempDir("zt-access-followups-");
@@ -63,16 +54,13 @@ devices:
 `,
       {},
     );
-    ok(await zt(["init"]));
-    for (const [name, groups] of [
+    expectOk(await zt(["init"]));
+    await addUsers(zt, [
       ["alice", []],
       ["oncall", []],
       ["fin1", ["fin"]],
       ["dave", ["staff"]],
-    ] as const) {
-      ok(await zt(["user", "add", name, "--password-stdin"], PASSWORD));
-      for (const g of groups) ok(await zt(["user", "groups", name, "--add", g]));
-    }
+    ]);
   }, 180_000);
 
   afterAll(() => {
@@ -80,7 +68,7 @@ devices:
   });
 
   async function audit(): Promise<AuditLine[]> {
-    return ok(await zt(["audit", "export"]))
+    return expectOk(await zt(["audit", "export"]))
       .stdout.split("\n")
       .filter((l) => l.trim() !== "")
       .map((l) => JSON.parse(l) as AuditLine);
@@ -108,7 +96,7 @@ devices:
   }, 60_000);
 
   it("refuses to enrol (and auto-approve) a device for a disabled user", async () => {
-    ok(await zt(["user", "disable", "dave"]));
+    expectOk(await zt(["user", "disable", "dave"]));
     expectCleanError(
       await zt([
         "device",
@@ -124,7 +112,9 @@ devices:
       "ZT_USER_DISABLED",
       /dave is disabled/,
     );
-    const devices = JSON.parse(ok(await zt(["device", "list", "--json"])).stdout) as unknown[];
+    const devices = JSON.parse(
+      expectOk(await zt(["device", "list", "--json"])).stdout,
+    ) as unknown[];
     expect(devices).toEqual([]);
     expect(
       (await audit()).filter((e) => e.kind === "device.enroll" && e.outcome === "success"),
@@ -132,21 +122,12 @@ devices:
   }, 60_000);
 
   it("shows a TTL under a minute in seconds, not as 0m", async () => {
-    const r = json(
-      await zt([
-        "access",
-        "request",
-        "--as",
-        "alice",
-        "--resource",
-        "payroll",
-        "--reason",
-        "quick look",
-        "--ttl",
-        "20s",
-        "--json",
-      ]),
-    );
+    const r = await requestAccess(zt, {
+      as: "alice",
+      resource: "payroll",
+      reason: "quick look",
+      ttl: "20s",
+    });
     expect(r["ttl"]).toBe("20s");
   }, 60_000);
 });
@@ -164,16 +145,7 @@ describe("review follow-ups: config durations that are not durations", () => {
       ],
       ["devices: { report_interval: often }\n", ["device", "list"], "devices.report_interval"],
     ] as const) {
-      const dir = tempDir("zt-durations-");
-      try {
-        const config = writeConfig(dir, `data_dir: ./data\n`, {});
-        ok(await runZt(["--config", config, "init"], { env }));
-        writeFileSync(config, `data_dir: ./data\n${section}`);
-        const r = await runZt(["--config", config, ...command], { env });
-        expectCleanError(r, 78, "ZT_CONFIG_INVALID", new RegExp(`${path.replace(/\./g, "\\.")}: `));
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+      await expectConfigKeyRefused(env, section, command, path);
     }
   }, 60_000);
 });
@@ -182,73 +154,54 @@ const PG = await postgresAvailable();
 
 describe.runIf(PG)("review follow-ups on PostgreSQL", () => {
   it("never lets an approval through from an approver removed from the group while the approval was under way", async () => {
-    const db = await createTestDatabase();
-    const dir = tempDir("zt-approve-race-");
-    const lock = new pg.Client({ connectionString: db.url });
-    const watch = new pg.Client({ connectionString: db.url });
-    try {
-      const config = join(dir, "zt.yaml");
-      writeFileSync(
-        config,
-        `data_dir: ${join(dir, "data")}
-database_url: ${db.url}
-routes:
+    const { db, zt, cleanup } = await startPostgresZt({
+      prefix: "zt-approve-race-",
+      env,
+      yaml: `routes:
   - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
 access:
   resources:
     payroll: { approvers: fin }
 `,
-      );
-      const zt = (args: string[], input?: string) =>
-        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
-      ok(await zt(["init"]));
-      ok(await zt(["user", "add", "alice", "--password-stdin"], PASSWORD));
-      ok(await zt(["user", "add", "fin1", "--password-stdin"], PASSWORD));
-      ok(await zt(["user", "groups", "fin1", "--add", "fin"]));
-      const id = json(
-        await zt([
-          "access",
-          "request",
-          "--as",
-          "alice",
-          "--resource",
-          "payroll",
-          "--reason",
-          "quarter close",
-          "--json",
-        ]),
-      )["id"] as string;
+    });
+    let race: LockRace | undefined;
+    try {
+      race = await startLockRace(db);
+      await addUsers(zt, [
+        ["alice", []],
+        ["fin1", ["fin"]],
+      ]);
+      const request = await requestAccess(zt, {
+        as: "alice",
+        resource: "payroll",
+        reason: "quarter close",
+      });
+      const id = request["id"] as string;
 
       // Hold the request's row: the approval waits on it, and meanwhile fin1 leaves the
       // approver group (committed). The approval must judge fin1's membership after the
       // wait, not before it.
-      await lock.connect();
-      await watch.connect();
-      await lock.query("BEGIN");
-      await lock.query("SELECT id FROM access_requests WHERE id = $1 FOR UPDATE", [id]);
+      await race.lock.query("BEGIN");
+      await race.lock.query("SELECT id FROM access_requests WHERE id = $1 FOR UPDATE", [id]);
       const approving = zt(["access", "approve", id, "--as", "fin1", "--json"]);
-      await waitFor(async () => {
-        const r = await watch.query(
-          `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query ILIKE '%access_requests%'`,
-          [db.name],
-        );
-        return (r.rowCount ?? 0) > 0;
-      }, "the approval to wait on the request's row");
-      await watch.query(
+      await race.waitForLockWaiters(
+        "the approval to wait on the request's row",
+        1,
+        "%access_requests%",
+      );
+      await race.watch.query(
         `DELETE FROM user_groups WHERE group_name = 'fin' AND user_id = (SELECT id FROM users WHERE name = 'fin1')`,
       );
-      await lock.query("COMMIT");
+      await race.lock.query("COMMIT");
 
       expectCleanError(await approving, 77, "ZT_ACCESS_NOT_APPROVER", /fin1/);
-      expect(json(await zt(["access", "show", id]))).toMatchObject({
+      expect(okJson(await zt(["access", "show", id]))).toMatchObject({
         status: "pending",
         approvals: [],
       });
     } finally {
-      await lock.end().catch(() => undefined);
-      await watch.end().catch(() => undefined);
-      await db.drop();
-      rmSync(dir, { recursive: true, force: true });
+      await race?.end();
+      await cleanup();
     }
   }, 120_000);
 });
