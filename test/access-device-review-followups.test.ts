@@ -4,19 +4,17 @@
  * (SQLite; PostgreSQL where a race needs a row lock to be made deterministic). Each test
  * is named after what it stops.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { rmSync } from "node:fs";
+import { describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import {
   addUsers,
   expectCleanError,
-  expectConfigKeyRefused,
+  expectConfigKeysRefused,
   expectOk,
   masterKeyEnv,
   okJson,
   requestAccess,
-  ztCli,
+  ztStoreForSuite,
 } from "./helpers/zt-cli.js";
 import { startLockRace, startPostgresZt, type LockRace } from "./helpers/postgres-zt.js";
 import { postgresAvailable } from "./store-fixture.js";
@@ -33,16 +31,10 @@ interface AuditLine {
 }
 
 describe("review follow-ups: break-glass, device enrolment, TTL display", () => {
-  let dir: string;
-  let config: string;
-  const zt = ztCli(() => config, env);
-
-  beforeAll(async () => {
-    dir = tempDir("zt-access-followups-");
-    config = writeConfig(
-      dir,
-      `data_dir: ./data
-routes:
+  const store = ztStoreForSuite({
+    prefix: "zt-access-followups-",
+    env,
+    yaml: `routes:
   - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
   - { name: db-admin, from: "http://db.localhost:8443", to: "http://127.0.0.1:9" }
 access:
@@ -52,20 +44,14 @@ access:
 devices:
   auto_approve_groups: [staff]
 `,
-      {},
-    );
-    expectOk(await zt(["init"]));
-    await addUsers(zt, [
+    users: [
       ["alice", []],
       ["oncall", []],
       ["fin1", ["fin"]],
       ["dave", ["staff"]],
-    ]);
-  }, 180_000);
-
-  afterAll(() => {
-    rmSync(dir, { recursive: true, force: true });
+    ],
   });
+  const { zt } = store;
 
   async function audit(): Promise<AuditLine[]> {
     return expectOk(await zt(["audit", "export"]))
@@ -104,7 +90,7 @@ devices:
         "--as",
         "dave",
         "--key-dir",
-        join(dir, "dave-key"),
+        join(store.dir, "dave-key"),
         "--name",
         "d1",
       ]),
@@ -134,7 +120,7 @@ devices:
 
 describe("review follow-ups: config durations that are not durations", () => {
   it("reports an unparsable access or devices duration as ZT_CONFIG_INVALID naming the key, not ZT_BAD_REQUEST", async () => {
-    for (const [section, command, path] of [
+    await expectConfigKeysRefused(env, [
       ["access:\n  max_ttl: abc\n", ["access", "list"], "access.max_ttl"],
       ["access:\n  pending_ttl: 5x\n", ["access", "list"], "access.pending_ttl"],
       ["access:\n  breakglass: { ttl: soon }\n", ["access", "list"], "access.breakglass.ttl"],
@@ -144,9 +130,7 @@ describe("review follow-ups: config durations that are not durations", () => {
         "access.resources.db-admin.max_ttl",
       ],
       ["devices: { report_interval: often }\n", ["device", "list"], "devices.report_interval"],
-    ] as const) {
-      await expectConfigKeyRefused(env, section, command, path);
-    }
+    ]);
   }, 60_000);
 });
 

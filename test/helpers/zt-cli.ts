@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { runZt, tempDir, writeConfig, type RunResult } from "./zt-process.js";
 
 /** A password the identity service accepts. */
@@ -65,6 +65,47 @@ export async function addUsers(
   }
 }
 
+export interface ZtSuiteStore {
+  /** The temporary directory holding zt.yaml (and the store, under ./data). */
+  readonly dir: string;
+  readonly config: string;
+  zt: ZtCli;
+}
+
+/**
+ * A store shared by the tests of the enclosing describe: its beforeAll writes zt.yaml
+ * (`data_dir: ./data`, then `yaml`) in a fresh temporary directory, runs `zt init` and adds
+ * `users`; its afterAll removes the directory.
+ */
+export function ztStoreForSuite(o: {
+  prefix: string;
+  env: Record<string, string>;
+  yaml: string;
+  users: readonly (readonly [name: string, groups: readonly string[]])[];
+}): ZtSuiteStore {
+  let dir: string | undefined;
+  let config = "";
+  const zt = ztCli(() => config, o.env);
+  beforeAll(async () => {
+    dir = tempDir(o.prefix);
+    config = writeConfig(dir, `data_dir: ./data\n${o.yaml}`, {});
+    expectOk(await zt(["init"]));
+    await addUsers(zt, o.users);
+  }, 180_000);
+  afterAll(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get dir() {
+      return dir!;
+    },
+    get config() {
+      return config;
+    },
+    zt,
+  };
+}
+
 /** `zt access request --json` as `as`; returns the request it prints. */
 export async function requestAccess(
   zt: ZtCli,
@@ -97,23 +138,24 @@ export async function enrollDevice(
 }
 
 /**
- * Initialises a store under a bare zt.yaml, then adds `section` to it and runs `command`:
- * zt must refuse the config with exit 78 ZT_CONFIG_INVALID naming `keyPath`.
+ * For each case, initialises a store under a bare zt.yaml, then adds `section` to it and
+ * runs `command`: zt must refuse the config with exit 78 ZT_CONFIG_INVALID naming `keyPath`.
  */
-export async function expectConfigKeyRefused(
+export async function expectConfigKeysRefused(
   env: Record<string, string>,
-  section: string,
-  command: readonly string[],
-  keyPath: string,
+  cases: readonly (readonly [section: string, command: readonly string[], keyPath: string])[],
 ): Promise<void> {
-  const dir = tempDir("zt-durations-");
-  try {
-    const config = writeConfig(dir, `data_dir: ./data\n`, {});
-    expectOk(await runZt(["--config", config, "init"], { env }));
-    writeFileSync(config, `data_dir: ./data\n${section}`);
-    const r = await runZt(["--config", config, ...command], { env });
-    expectCleanError(r, 78, "ZT_CONFIG_INVALID", new RegExp(`${keyPath.replace(/\./g, "\\.")}: `));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  for (const [section, command, keyPath] of cases) {
+    const dir = tempDir("zt-durations-");
+    try {
+      const config = writeConfig(dir, `data_dir: ./data\n`, {});
+      expectOk(await runZt(["--config", config, "init"], { env }));
+      writeFileSync(config, `data_dir: ./data\n${section}`);
+      const r = await runZt(["--config", config, ...command], { env });
+      const named = new RegExp(`${keyPath.replace(/\./g, "\\.")}: `);
+      expectCleanError(r, 78, "ZT_CONFIG_INVALID", named);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
