@@ -5,111 +5,81 @@
  * test is named after what it stops.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { randomBytes } from "node:crypto";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { loadDeviceKey, signWithDeviceKey } from "../src/device/index.js";
-import { runZt, startZtUp, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
-import { createTestDatabase, postgresAvailable, waitFor } from "./store-fixture.js";
+import { startZtUp, tempDir, writeConfig } from "./helpers/zt-process.js";
+import {
+  addUsers,
+  enrollDevice,
+  expectCleanError,
+  expectConfigKeysRefused,
+  expectOk,
+  masterKeyEnv,
+  okJson,
+  requestAccess,
+  ztCli,
+  ztStoreForSuite,
+} from "./helpers/zt-cli.js";
+import { startLockRace, startPostgresZt, type LockRace } from "./helpers/postgres-zt.js";
+import { startWebhookReceiver, type WebhookReceiver } from "./helpers/webhook-receiver.js";
+import { postgresAvailable } from "./store-fixture.js";
 
-const PASSWORD = "pw-correct-horse-battery";
-const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
-
-function expectCleanError(r: RunResult, exit: number, code: string, message: RegExp): void {
-  expect(r.code, r.stderr).toBe(exit);
-  expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
-  expect(r.stderr).toMatch(message);
-  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
-}
-
-function ok(r: RunResult): RunResult {
-  expect(r.code, r.stderr).toBe(0);
-  return r;
-}
-
-function json(r: RunResult): Record<string, unknown> {
-  return JSON.parse(ok(r).stdout) as Record<string, unknown>;
-}
+const env = masterKeyEnv();
 
 describe("CLI review: JIT approvals and device reports", () => {
-  let dir: string;
-  let config: string;
-  const zt = (args: string[], input?: string): Promise<RunResult> =>
-    runZt(["--config", config, ...args], { env, ...(input !== undefined ? { input } : {}) });
-
-  beforeAll(async () => {
-    dir = tempDir("zt-access-device-cli-");
-    config = writeConfig(
-      dir,
-      `data_dir: ./data
-routes:
+  const store = ztStoreForSuite({
+    prefix: "zt-access-device-cli-",
+    env,
+    yaml: `routes:
   - { name: payroll, from: "http://payroll.localhost:8443", to: "http://127.0.0.1:9" }
 access:
   resources:
     payroll: { approvers: fin, approvals: 2 }
 `,
-      {},
-    );
-    ok(await zt(["init"]));
-    for (const [name, groups] of [
+    users: [
       ["alice", []],
       ["fin1", ["fin"]],
       ["fin2", ["fin"]],
       ["fin3", ["fin"]],
       ["fin4", ["fin"]],
-    ] as const) {
-      ok(await zt(["user", "add", name, "--password-stdin"], PASSWORD));
-      for (const g of groups) ok(await zt(["user", "groups", name, "--add", g]));
-    }
-  }, 180_000);
-
-  afterAll(() => {
-    rmSync(dir, { recursive: true, force: true });
+    ],
   });
+  const { zt } = store;
 
   async function request(): Promise<string> {
-    const r = json(
-      await zt([
-        "access",
-        "request",
-        "--as",
-        "alice",
-        "--resource",
-        "payroll",
-        "--reason",
-        "quarter close",
-        "--json",
-      ]),
-    );
+    const r = await requestAccess(zt, {
+      as: "alice",
+      resource: "payroll",
+      reason: "quarter close",
+    });
     return r["id"] as string;
   }
 
   it("does not count toward a two-approval quorum the approval of someone no longer an approver (removed from the group, disabled or deleted)", async () => {
     // fin1 approves, then leaves the approver group: one current approver is not two.
     const a = await request();
-    expect(json(await zt(["access", "approve", a, "--as", "fin1", "--json"]))["status"]).toBe(
+    expect(okJson(await zt(["access", "approve", a, "--as", "fin1", "--json"]))["status"]).toBe(
       "pending",
     );
-    ok(await zt(["user", "groups", "fin1", "--remove", "fin"]));
+    expectOk(await zt(["user", "groups", "fin1", "--remove", "fin"]));
     expectCleanError(
       await zt(["access", "approve", a, "--as", "fin1"]),
       77,
       "ZT_ACCESS_NOT_APPROVER",
       /fin1 is not in the approver group for payroll/,
     );
-    const a2 = json(await zt(["access", "approve", a, "--as", "fin2", "--json"]));
+    const a2 = okJson(await zt(["access", "approve", a, "--as", "fin2", "--json"]));
     expect(a2).toMatchObject({ status: "pending", approvals: ["fin2"] });
-    const a3 = json(await zt(["access", "approve", a, "--as", "fin3", "--json"]));
+    const a3 = okJson(await zt(["access", "approve", a, "--as", "fin3", "--json"]));
     expect(a3).toMatchObject({ status: "approved", approvals: ["fin2", "fin3"] });
 
     // fin3 approves, then is disabled (still in the group).
     const b = await request();
-    ok(await zt(["access", "approve", b, "--as", "fin3"]));
-    ok(await zt(["user", "disable", "fin3"]));
-    expect(json(await zt(["access", "approve", b, "--as", "fin2", "--json"]))).toMatchObject({
+    expectOk(await zt(["access", "approve", b, "--as", "fin3"]));
+    expectOk(await zt(["user", "disable", "fin3"]));
+    expect(okJson(await zt(["access", "approve", b, "--as", "fin2", "--json"]))).toMatchObject({
       status: "pending",
       approvals: ["fin2"],
     });
@@ -117,21 +87,20 @@ access:
     // fin4 approves and is deleted; a new user given the name fin4, in the group, is not
     // the one who approved, and may approve in their own right.
     const c = await request();
-    ok(await zt(["access", "approve", c, "--as", "fin4"]));
-    ok(await zt(["user", "delete", "fin4"]));
-    ok(await zt(["user", "add", "fin4", "--password-stdin"], PASSWORD));
-    ok(await zt(["user", "groups", "fin4", "--add", "fin"]));
-    expect(json(await zt(["access", "approve", c, "--as", "fin2", "--json"]))).toMatchObject({
+    expectOk(await zt(["access", "approve", c, "--as", "fin4"]));
+    expectOk(await zt(["user", "delete", "fin4"]));
+    await addUsers(zt, [["fin4", ["fin"]]]);
+    expect(okJson(await zt(["access", "approve", c, "--as", "fin2", "--json"]))).toMatchObject({
       status: "pending",
       approvals: ["fin2"],
     });
-    expect(json(await zt(["access", "approve", c, "--as", "fin4", "--json"]))).toMatchObject({
+    expect(okJson(await zt(["access", "approve", c, "--as", "fin4", "--json"]))).toMatchObject({
       status: "approved",
       approvals: ["fin2", "fin4"],
     });
 
     // The approval that no longer counted is on record.
-    const dropped = ok(await zt(["audit", "export"]))
+    const dropped = expectOk(await zt(["audit", "export"]))
       .stdout.split("\n")
       .filter((l) => l.includes('"approvals_dropped"'))
       .map((l) => JSON.parse(l) as { kind: string; data: { approvals_dropped: string[] } });
@@ -143,23 +112,11 @@ access:
   }, 120_000);
 
   it("refuses a --facts file that is not a JSON object of { os, checks } with a clear error, not an internal one", async () => {
-    const keyDir = join(dir, "key");
-    const e = json(
-      await zt([
-        "device",
-        "enroll",
-        "--as",
-        "alice",
-        "--key-dir",
-        keyDir,
-        "--name",
-        "l1",
-        "--json",
-      ]),
-    );
-    ok(await zt(["device", "approve", e["id"] as string]));
+    const keyDir = join(store.dir, "key");
+    const e = await enrollDevice(zt, { as: "alice", keyDir, name: "l1" });
+    expectOk(await zt(["device", "approve", e["id"] as string]));
     for (const [i, text] of ["null", "[1]", '"str"', '{"os":5}', '{"checks":[true]}'].entries()) {
-      const f = join(dir, `facts-${i}.json`);
+      const f = join(store.dir, `facts-${i}.json`);
       writeFileSync(f, text);
       for (const extra of [[], ["--dry-run"]]) {
         const r = await zt(["device", "report", "--key-dir", keyDir, "--facts", f, ...extra]);
@@ -168,34 +125,23 @@ access:
       }
     }
     // A good one is still sent.
-    const good = join(dir, "facts-good.json");
+    const good = join(store.dir, "facts-good.json");
     writeFileSync(good, JSON.stringify({ os: "Debian 12", checks: { firewall: true } }));
     expect(
-      json(await zt(["device", "report", "--key-dir", keyDir, "--facts", good, "--dry-run"])),
+      okJson(await zt(["device", "report", "--key-dir", keyDir, "--facts", good, "--dry-run"])),
     ).toMatchObject({ payload: { os: "Debian 12", checks: { firewall: true } } });
   }, 60_000);
 });
 
 describe("CLI review: durations in the access, notifications and devices sections", () => {
-  let hooks: http.Server;
-  const received: { event: string; severity: string }[] = [];
-  let hookUrl: string;
+  let hooks: WebhookReceiver<{ event: string; severity: string }>;
 
   beforeAll(async () => {
-    hooks = http.createServer((req, res) => {
-      let b = "";
-      req.on("data", (d: Buffer) => (b += d.toString()));
-      req.on("end", () => {
-        received.push(JSON.parse(b) as { event: string; severity: string });
-        res.end();
-      });
-    });
-    await new Promise<void>((r) => hooks.listen(0, "127.0.0.1", () => r()));
-    hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hook`;
+    hooks = await startWebhookReceiver();
   });
 
   afterAll(async () => {
-    await new Promise<void>((r) => hooks.close(() => r()));
+    await hooks.close();
   });
 
   async function setup(extra: string): Promise<{ dir: string; config: string }> {
@@ -212,64 +158,35 @@ access:
 ${extra}`,
       {},
     );
-    ok(await runZt(["--config", config, "init"], { env }));
+    expectOk(await ztCli(config, env)(["init"]));
     return { dir, config };
   }
 
   it("refuses a notifications.timeout that would abort every webhook (0, or past a timer's 24.8-day range), so break-glass alerts are not silently lost", async () => {
-    const { dir, config } = await setup(`notifications: { webhook: "${hookUrl}", timeout: 5s }\n`);
+    const { dir, config } = await setup(
+      `notifications: { webhook: "${hooks.url}", timeout: 5s }\n`,
+    );
     try {
-      ok(
-        await runZt(["--config", config, "user", "add", "oncall", "--password-stdin"], {
-          env,
-          input: PASSWORD,
-        }),
-      );
+      const zt = ztCli(config, env);
+      const breakglass = () =>
+        zt(["breakglass", "--as", "oncall", "--resource", "db-admin", "--reason", "INC-1 outage"]);
+      await addUsers(zt, [["oncall", []]]);
       const yaml = readFileSync(config, "utf8");
       for (const bad of ["0", "0s", "30d"]) {
         writeFileSync(config, yaml.replace("timeout: 5s", `timeout: ${bad}`));
-        const r = await runZt(
-          [
-            "--config",
-            config,
-            "breakglass",
-            "--as",
-            "oncall",
-            "--resource",
-            "db-admin",
-            "--reason",
-            "INC-1 outage",
-          ],
-          { env },
-        );
-        expectCleanError(r, 78, "ZT_CONFIG_INVALID", /notifications\.timeout: /);
+        expectCleanError(await breakglass(), 78, "ZT_CONFIG_INVALID", /notifications\.timeout: /);
       }
-      expect(received).toEqual([]);
+      expect(hooks.received).toEqual([]);
       writeFileSync(config, yaml);
-      ok(
-        await runZt(
-          [
-            "--config",
-            config,
-            "breakglass",
-            "--as",
-            "oncall",
-            "--resource",
-            "db-admin",
-            "--reason",
-            "INC-1 outage",
-          ],
-          { env },
-        ),
-      );
-      expect(received).toMatchObject([{ event: "breakglass.opened", severity: "critical" }]);
+      expectOk(await breakglass());
+      expect(hooks.received).toMatchObject([{ event: "breakglass.opened", severity: "critical" }]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
 
   it("refuses a zero access.max_ttl, resource max_ttl, devices.report_interval or devices.max_report_skew, naming the key", async () => {
-    for (const [section, command, path] of [
+    await expectConfigKeysRefused(env, [
       ["access:\n  max_ttl: 0\n", ["access", "list"], "access.max_ttl"],
       [
         'access:\n  resources:\n    "db-admin": { approvers: dba, max_ttl: 0s }\n',
@@ -278,108 +195,64 @@ ${extra}`,
       ],
       ["devices: { report_interval: 0 }\n", ["device", "list"], "devices.report_interval"],
       ["devices: { max_report_skew: 0s }\n", ["device", "list"], "devices.max_report_skew"],
-    ] as const) {
-      const dir = tempDir("zt-durations-");
-      try {
-        const config = writeConfig(dir, `data_dir: ./data\n`, {});
-        ok(await runZt(["--config", config, "init"], { env }));
-        writeFileSync(config, `data_dir: ./data\n${section}`);
-        const r = await runZt(["--config", config, ...command], { env });
-        expectCleanError(r, 78, "ZT_CONFIG_INVALID", new RegExp(`${path.replace(/\./g, "\\.")}: `));
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    }
+    ]);
   }, 60_000);
 });
 
 const PG = await postgresAvailable();
 
 describe.runIf(PG)("CLI and API review on PostgreSQL", () => {
-  it("never turns a device revoked while its approval was under way back into an approved one", async () => {
-    const db = await createTestDatabase();
-    const dir = tempDir("zt-device-race-");
-    const lock = new pg.Client({ connectionString: db.url });
-    const watch = new pg.Client({ connectionString: db.url });
+  /** A PostgreSQL store with bob, who enrols a device (its key in `keyDir`). */
+  async function withBobsDevice(o: { prefix: string; listen?: boolean }) {
+    const store = await startPostgresZt({ ...o, env });
     try {
-      const config = join(dir, "zt.yaml");
-      writeFileSync(config, `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\n`);
-      const zt = (args: string[], input?: string) =>
-        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
-      ok(await zt(["init"]));
-      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
-      const d = json(
-        await zt([
-          "device",
-          "enroll",
-          "--as",
-          "bob",
-          "--key-dir",
-          join(dir, "key"),
-          "--name",
-          "b1",
-          "--json",
-        ]),
-      );
-      const id = d["id"] as string;
-      expect(d["status"]).toBe("pending");
+      await addUsers(store.zt, [["bob", []]]);
+      const keyDir = join(store.dir, "key");
+      const device = await enrollDevice(store.zt, { as: "bob", keyDir, name: "b1" });
+      return { ...store, keyDir, device, id: device["id"] as string };
+    } catch (e) {
+      await store.cleanup();
+      throw e;
+    }
+  }
+
+  it("never turns a device revoked while its approval was under way back into an approved one", async () => {
+    const { db, zt, id, device, cleanup } = await withBobsDevice({ prefix: "zt-device-race-" });
+    let race: LockRace | undefined;
+    try {
+      race = await startLockRace(db);
+      expect(device["status"]).toBe("pending");
 
       // Hold the device's row: the approval reads it as pending, then waits on the lock
       // while the revocation (here, in the lock holder's transaction) commits.
-      await lock.connect();
-      await watch.connect();
-      await lock.query("BEGIN");
-      await lock.query("SELECT id FROM devices WHERE id = $1 FOR UPDATE", [id]);
+      await race.lock.query("BEGIN");
+      await race.lock.query("SELECT id FROM devices WHERE id = $1 FOR UPDATE", [id]);
       const approving = zt(["device", "approve", id, "--json"]);
-      await waitFor(async () => {
-        // Another connection: inside its transaction, the lock holder sees a frozen snapshot.
-        const r = await watch.query(
-          `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query ILIKE 'update "devices"%'`,
-          [db.name],
-        );
-        return (r.rowCount ?? 0) > 0;
-      }, "the approval to wait on the device's row");
-      await lock.query("UPDATE devices SET status = 'revoked', compliant = 0 WHERE id = $1", [id]);
-      await lock.query("COMMIT");
+      await race.waitForLockWaiters(
+        "the approval to wait on the device's row",
+        1,
+        'update "devices"%',
+      );
+      await race.lock.query("UPDATE devices SET status = 'revoked', compliant = 0 WHERE id = $1", [
+        id,
+      ]);
+      await race.lock.query("COMMIT");
 
       expectCleanError(await approving, 65, "ZT_ACCESS_STATE", /revoked/);
-      expect(json(await zt(["device", "show", id]))["status"]).toBe("revoked");
+      expect(okJson(await zt(["device", "show", id]))["status"]).toBe("revoked");
     } finally {
-      await lock.end().catch(() => undefined);
-      await watch.end().catch(() => undefined);
-      await db.drop();
-      rmSync(dir, { recursive: true, force: true });
+      await race?.end();
+      await cleanup();
     }
   }, 120_000);
 
   it("answers a NUL in a device id or in a report's os with a clear 4xx, not a 500 (PostgreSQL text refuses NUL)", async () => {
-    const db = await createTestDatabase();
-    const dir = tempDir("zt-device-nul-");
+    const { db, config, keyDir, id, cleanup } = await withBobsDevice({
+      prefix: "zt-device-nul-",
+      listen: true,
+    });
     let up: Awaited<ReturnType<typeof startZtUp>> | undefined;
     try {
-      const config = join(dir, "zt.yaml");
-      writeFileSync(
-        config,
-        `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\nlisten: { proxy: "127.0.0.1:0", api: "127.0.0.1:0" }\n`,
-      );
-      const zt = (args: string[], input?: string) =>
-        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
-      ok(await zt(["init"]));
-      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
-      const keyDir = join(dir, "key");
-      const id = json(
-        await zt([
-          "device",
-          "enroll",
-          "--as",
-          "bob",
-          "--key-dir",
-          keyDir,
-          "--name",
-          "b1",
-          "--json",
-        ]),
-      )["id"] as string;
       up = await startZtUp(["--config", config, "up"], { env });
       const post = async (path: string, body: unknown) => {
         const res = await fetch(new URL(path, up!.apiUrl), {
@@ -428,42 +301,20 @@ describe.runIf(PG)("CLI and API review on PostgreSQL", () => {
       }
     } finally {
       await up?.stop();
-      await db.drop();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   }, 120_000);
 
   it("never lets an older signed report that raced a newer one overwrite it (the replay check and the write are one step per device)", async () => {
-    const db = await createTestDatabase();
-    const dir = tempDir("zt-device-report-race-");
-    const lock = new pg.Client({ connectionString: db.url });
-    const watch = new pg.Client({ connectionString: db.url });
+    const { db, config, zt, keyDir, id, cleanup } = await withBobsDevice({
+      prefix: "zt-device-report-race-",
+      listen: true,
+    });
+    let race: LockRace | undefined;
     let up: Awaited<ReturnType<typeof startZtUp>> | undefined;
     try {
-      const config = join(dir, "zt.yaml");
-      writeFileSync(
-        config,
-        `data_dir: ${join(dir, "data")}\ndatabase_url: ${db.url}\nlisten: { proxy: "127.0.0.1:0", api: "127.0.0.1:0" }\n`,
-      );
-      const zt = (args: string[], input?: string) =>
-        runZt(["--config", config, ...args], { env, ...(input ? { input } : {}) });
-      ok(await zt(["init"]));
-      ok(await zt(["user", "add", "bob", "--password-stdin"], PASSWORD));
-      const keyDir = join(dir, "key");
-      const id = json(
-        await zt([
-          "device",
-          "enroll",
-          "--as",
-          "bob",
-          "--key-dir",
-          keyDir,
-          "--name",
-          "b1",
-          "--json",
-        ]),
-      )["id"] as string;
-      ok(await zt(["device", "approve", id]));
+      race = await startLockRace(db);
+      expectOk(await zt(["device", "approve", id]));
       up = await startZtUp(["--config", config, "up"], { env });
       const key = loadDeviceKey(keyDir);
       const signed = (collectedAt: number, firewall: boolean) => {
@@ -487,40 +338,27 @@ describe.runIf(PG)("CLI and API review on PostgreSQL", () => {
           headers: { "content-type": "application/json" },
           body: JSON.stringify(body),
         }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
-      const waiting = async () =>
-        Number(
-          (
-            await watch.query(
-              `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`,
-              [db.name],
-            )
-          ).rows[0].n,
-        );
 
       // Hold new reports back (reads pass): the newer one is checked and waits to be
       // written; then the older one arrives, while the newer is not yet on record.
-      await lock.connect();
-      await watch.connect();
-      await lock.query("BEGIN");
-      await lock.query("LOCK TABLE device_reports IN SHARE MODE");
+      await race.lock.query("BEGIN");
+      await race.lock.query("LOCK TABLE device_reports IN SHARE MODE");
       const first = post(newer);
-      await waitFor(async () => (await waiting()) >= 1, "the newer report to wait");
+      await race.waitForLockWaiters("the newer report to wait", 1);
       const second = post(older);
-      await waitFor(async () => (await waiting()) >= 2, "the older report to wait");
-      await lock.query("COMMIT");
+      await race.waitForLockWaiters("the older report to wait", 2);
+      await race.lock.query("COMMIT");
 
       expect((await first).status).toBe(200);
       const late = await second;
       expect(late.status, JSON.stringify(late.body)).toBe(400);
       expect(JSON.stringify(late.body)).toContain("not newer than the last report");
-      const shown = json(await zt(["device", "show", id]));
+      const shown = okJson(await zt(["device", "show", id]));
       expect(shown).toMatchObject({ compliant: false, checks: { firewall: false } });
     } finally {
       await up?.stop();
-      await lock.end().catch(() => undefined);
-      await watch.end().catch(() => undefined);
-      await db.drop();
-      rmSync(dir, { recursive: true, force: true });
+      await race?.end();
+      await cleanup();
     }
   }, 120_000);
 });
