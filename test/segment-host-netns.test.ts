@@ -8,16 +8,11 @@
  * decide as `FlowEvaluator` (what `zt seg simulate` and the router ruleset do) decides.
  */
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { compileNftables, FlowEvaluator, parseSegModel } from "../src/segment/index.js";
 import { NetnsLab, type ProbeTarget } from "../src/segment/netns-lab.js";
-import {
-  allProbes as allProbes_,
-  type Probe,
-  randomModelYaml,
-  randomPolicyArbs,
-  runProbes as runProbes_,
-} from "./helpers/netns-probes.js";
+import { type Probe, randomModelYaml, randomPolicyArbs } from "./helpers/netns-probes.js";
+import { netnsLabForSuite, netnsLabUsable } from "./helpers/netns-lab-suite.js";
 
 const HOST_COUNT = 4;
 const SEGS = ["s0", "s1", "s2"] as const;
@@ -25,7 +20,6 @@ const TCP_PORTS = [22, 443, 8443];
 const UDP_PORTS = [53];
 
 const label = (p: Probe) => `h${p.from}->h${p.to} ${p.proto}/${p.port} ${p.addr}`;
-const allProbes = () => allProbes_(HOST_COUNT, TCP_PORTS, UDP_PORTS);
 
 // Per lab host: outside the model (-1) or in s0..s2, listed with both of its addresses
 // (a host ruleset filters all of the host's traffic, so its segment lists every address it
@@ -60,26 +54,18 @@ function toYaml(m: RandomModel): string {
   );
 }
 
-const avail = await NetnsLab.available();
-if (!avail.ok) {
-  console.warn(
-    `\n\n*** SKIPPING host ruleset packet tests: the kernel refused network namespaces or nft is missing: ${avail.reason} ***\n\n`,
-  );
-}
+const usable = await netnsLabUsable("host ruleset packet tests");
 
-describe.skipIf(!avail.ok)("host rulesets with real packets in network namespaces", () => {
+describe.skipIf(!usable)("host rulesets with real packets in network namespaces", () => {
   let lab: NetnsLab;
-
-  beforeAll(async () => {
-    lab = await NetnsLab.create(HOST_COUNT);
-    await lab.listen(TCP_PORTS, UDP_PORTS);
-  }, 60_000);
-
-  afterAll(async () => {
-    await lab?.destroy();
+  const { allProbes, runProbes } = netnsLabForSuite({
+    hostCount: HOST_COUNT,
+    tcpPorts: TCP_PORTS,
+    udpPorts: UDP_PORTS,
+    label,
+    timeoutsMs: [1000, 2500],
+    ready: (created) => (lab = created),
   });
-
-  const runProbes = (probes: Probe[]) => runProbes_(lab, probes, label, [1000, 2500]);
 
   async function loadHosts(text: string, targets: (string | undefined)[]): Promise<void> {
     const { model } = parseSegModel(text);

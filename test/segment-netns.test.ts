@@ -4,7 +4,7 @@
  * real TCP connections and UDP datagrams. Exactly the allowed flows may connect.
  */
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   compileNftables,
   FlowEvaluator,
@@ -12,13 +12,8 @@ import {
   type SegModel,
 } from "../src/segment/index.js";
 import { NetnsLab, type ProbeTarget } from "../src/segment/netns-lab.js";
-import {
-  allProbes as allProbes_,
-  type Probe,
-  randomModelYaml,
-  randomPolicyArbs,
-  runProbes as runProbes_,
-} from "./helpers/netns-probes.js";
+import { type Probe, randomModelYaml, randomPolicyArbs } from "./helpers/netns-probes.js";
+import { netnsLabForSuite, netnsLabUsable } from "./helpers/netns-lab-suite.js";
 
 const SEGMENTS = ["frontend", "api", "data", "monitoring", "bastion"] as const;
 /** The segments' hosts plus one host outside the model. */
@@ -49,33 +44,25 @@ mode: ${mode}
 }
 
 const label = (p: Probe) => `${HOSTS[p.from]}->${HOSTS[p.to]} ${p.proto}/${p.port} ${p.addr}`;
-const allProbes = () => allProbes_(HOSTS.length, TCP_PORTS, UDP_PORTS);
 
-const avail = await NetnsLab.available();
-if (!avail.ok) {
-  console.warn(
-    `\n\n*** SKIPPING segment packet tests: the kernel refused network namespaces or nft is missing: ${avail.reason} ***\n\n`,
-  );
-}
+const usable = await netnsLabUsable("segment packet tests");
 
-describe.skipIf(!avail.ok)(
+describe.skipIf(!usable)(
   "segmentation with real packets in network namespaces",
   { timeout: 120_000 },
   () => {
     let lab: NetnsLab;
-
-    beforeAll(async () => {
-      lab = await NetnsLab.create(HOSTS.length);
-      await lab.listen(TCP_PORTS, UDP_PORTS);
-      await lab.listenEcho(ECHO_PORTS);
-    });
-
-    afterAll(async () => {
-      await lab?.destroy();
+    const { allProbes, runProbes } = netnsLabForSuite({
+      hostCount: HOSTS.length,
+      tcpPorts: TCP_PORTS,
+      udpPorts: UDP_PORTS,
+      echoPorts: ECHO_PORTS,
+      label,
+      timeoutsMs: [1500, 3000],
+      ready: (created) => (lab = created),
     });
 
     const clearRules = () => lab.reset();
-    const runProbes = (probes: Probe[]) => runProbes_(lab, probes, label, [1500, 3000]);
 
     function expected(model: SegModel, probes: Probe[]) {
       const ev = new FlowEvaluator(model);
