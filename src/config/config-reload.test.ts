@@ -31,6 +31,26 @@ routes:
     expect(removed.routes).toEqual({ added: [], removed: ["b"], changed: [] });
   });
 
+  it("takes a changed websocket_origins list as a changed route, and a respelling of it as none", () => {
+    const withOrigins = (list: string) =>
+      load(
+        BASE.replace(
+          'to: "http://127.0.0.1:9001" }',
+          `to: "http://127.0.0.1:9001", websocket_origins: ${list} }`,
+        ),
+      );
+    const current = withOrigins('["https://x.test"]');
+    const same = planConfigReload(current, withOrigins('["HTTPS://X.test:443"]'));
+    expect(same.routes).toEqual({ added: [], removed: [], changed: [] });
+    const changed = planConfigReload(current, withOrigins('["https://x.test", "https://y.test"]'));
+    expect(changed.routes).toEqual({ added: [], removed: [], changed: ["a"] });
+    expect(changed.config.routes[0]!.websocket_origins).toEqual([
+      "https://x.test",
+      "https://y.test",
+    ]);
+    expect(planConfigReload(current, load(BASE)).routes.changed).toEqual(["a"]);
+  });
+
   it("applies the reloadable keys and names every other changed key as needing a restart", () => {
     const current = load(BASE);
     const next =

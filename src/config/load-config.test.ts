@@ -266,6 +266,65 @@ describe("listen addresses and the cookie domain", () => {
   });
 });
 
+describe("routes[].websocket_origins", () => {
+  const route = (origins: string) =>
+    `routes:\n  - { name: chat, from: "https://chat.example.test", to: "http://127.0.0.1:9000", websocket_origins: ${origins} }\n`;
+
+  it("takes serialised http(s) origins, in the one spelling the PEP compares", () => {
+    const c = parseConfigText(
+      route(
+        '["https://App.Example.Test", "https://app.example.test:443", "http://a.test:8080", "http://[::1]:80", "https://b.test.:8443"]',
+      ),
+      "/z.yaml",
+    );
+    expect(c.routes[0]!.websocket_origins).toEqual([
+      "https://app.example.test",
+      "https://app.example.test",
+      "http://a.test:8080",
+      "http://[::1]",
+      "https://b.test:8443",
+    ]);
+    expect(parseConfigText(route("[]"), "/z.yaml").routes[0]!.websocket_origins).toEqual([]);
+  });
+
+  it("refuses an entry that is not a plain origin, naming routes[i].websocket_origins[j]", () => {
+    for (const bad of [
+      "https://app.example.test/",
+      "https://app.example.test/path",
+      "https://app.example.test?x=1",
+      "https://user@app.example.test",
+      "https://*.example.test",
+      "*",
+      "app.example.test",
+      "ftp://app.example.test",
+      "wss://app.example.test",
+      "https://app.example.test:99999",
+      "https://app.example.test:",
+      "",
+      " https://app.example.test",
+    ]) {
+      let e: unknown;
+      try {
+        parseConfigText(route(`["https://ok.test", ${JSON.stringify(bad)}]`), "/etc/zt/zt.yaml");
+      } catch (err) {
+        e = err;
+      }
+      expect(isZtError(e) && e.code, bad).toBe("ZT_CONFIG_INVALID");
+      expect((e as Error).message, bad).toMatch(
+        /^\/etc\/zt\/zt\.yaml: routes\[0\]\.websocket_origins\[1\]: route "chat": expected an origin scheme:\/\/host\[:port\]/,
+      );
+      expect(isZtError(e) && e.context["key"]).toBe("routes[0].websocket_origins[1]");
+    }
+    // The null origin: any page can send it.
+    expect(configError(route('["null"]'))).toMatch(
+      /routes\[0\]\.websocket_origins\[0\]: route "chat": the null origin is refused/,
+    );
+    // Not a list of strings: the schema names the entry.
+    expect(configError(route("[42]"))).toMatch(/routes\[0\]\.websocket_origins\[0\]: /);
+    expect(configError(route('"https://a.test"'))).toMatch(/routes\[0\]\.websocket_origins: /);
+  });
+});
+
 describe("YAML the loader must not take as is", () => {
   it("refuses an alias bomb as ZT_CONFIG_INVALID (it was ZT_INTERNAL)", () => {
     let text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";

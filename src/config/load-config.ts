@@ -8,6 +8,7 @@ import { readInputFile } from "../core/read-input-file.js";
 import { parseDuration } from "../core/duration.js";
 // Pure and import-free: the one definition of a canonical path, shared with the PEP.
 import { canonicalHostUncached, canonicalPath } from "../proxy/canonical-request.js";
+import { parseOrigin, serializeOrigin } from "../proxy/same-origin.js";
 import { configSchema, type RawConfig, type RouteConfig } from "./schema.js";
 
 /** A validated configuration with paths resolved against the config file's folder. */
@@ -282,6 +283,10 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
       pathPrefix: prefix.prefix,
       timeoutMs: durations(r.timeout, `routes[${i}].timeout`, true),
     };
+    if (r.websocket_origins !== undefined)
+      resolved.websocket_origins = r.websocket_origins.map((o, j) =>
+        websocketOrigin(o, path, r.name, `routes[${i}].websocket_origins[${j}]`),
+      );
     if (r.upstream_ca !== undefined) {
       const key = `routes[${i}].upstream_ca`;
       if (new URL(r.to).protocol !== "https:")
@@ -360,6 +365,25 @@ function resolveConfig(c: RawConfig, path: string): ZtConfig {
 const MAX_TIMER_DURATION_MS = 24 * 86_400_000;
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n[\s\S]*?-----END \1-----/g;
+
+/**
+ * One entry of `routes[].websocket_origins`: a serialised http(s) origin, as a browser
+ * sends it in `Origin`, returned in the one spelling the PEP compares
+ * (`serializeOrigin`: lowercase, the default port left out).
+ */
+function websocketOrigin(value: string, path: string, route: string, key: string): string {
+  const o = parseOrigin(value);
+  if (o !== undefined) return serializeOrigin(o);
+  const why =
+    value.trim().toLowerCase() === "null"
+      ? "the null origin is refused: any page can send it (sandboxed frames, file: pages)"
+      : "expected an origin scheme://host[:port] (http or https; no path, not even /, no query, credentials or wildcard)";
+  throw new ZtError(
+    "ZT_CONFIG_INVALID",
+    `${path}: ${key}: route "${route}": ${why}, got ${JSON.stringify(value.slice(0, 200))}`,
+    { path, route, key },
+  );
+}
 
 /**
  * Reads a PEM file of CA certificates (`routes[].upstream_ca`): every block must be a

@@ -52,6 +52,11 @@ export const routeSchema = z
     preserve_host: z.boolean().default(false),
     /** Allow WebSocket upgrades (decided like any other request). */
     websockets: z.boolean().default(true),
+    /**
+     * Other pages (`scheme://host[:port]` origins) whose scripts may open a WebSocket on
+     * this route with the user's session; the route's own origin always may.
+     */
+    websocket_origins: z.array(z.string()).optional(),
     /** Cedar action to use instead of the HTTP method (e.g. "ssh:sign"). */
     action: z.string().optional(),
     /** Upstream request timeout. */

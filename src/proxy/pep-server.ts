@@ -28,7 +28,7 @@ import {
   type ClientCertMode,
 } from "./authenticate.js";
 import { canonicalHost, canonicalizeRequest } from "./canonical-request.js";
-import { isSameOriginRequest } from "./same-origin.js";
+import { isSameOriginRequest, webSocketOriginAllowed, type RequestOrigin } from "./same-origin.js";
 import {
   recordRefusal,
   type Decision,
@@ -809,6 +809,25 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       }
       return refuse("401 Unauthorized", { error: { code: a.code, reason: a.reason } });
     }
+    // Cross-Site WebSocket Hijacking: a browser sends the session cookie with a WebSocket
+    // any page opens — one on a sibling subdomain is same-site, so SameSite=Lax does not
+    // stop it — and no CORS applies. A browser's handshake (it has an Origin, RFC 6455
+    // §4.1) signed in by the cookie must come from this origin or one the route lists.
+    // Not a Bearer token or an mTLS certificate: a page cannot make a browser send those.
+    const origin = req.headers.origin;
+    if (
+      origin !== undefined &&
+      !isService(a.auth) &&
+      a.auth.authenticatedBy === "session" &&
+      !webSocketOriginAllowed(origin, requestOrigin(req, canon.host), route.websocket_origins)
+    )
+      return refuseAudited(
+        "403 Forbidden",
+        "ZT_CSRF",
+        "websocket-origin",
+        canon.host,
+        `Origin ${JSON.stringify(origin.slice(0, 200))} is neither route "${route.name}"'s own origin nor in its websocket_origins`,
+      );
     const facts = factsFor({
       route,
       auth: a.auth,
@@ -941,11 +960,16 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
    * `isSameOriginRequest`), https when the client reached zt over https.
    */
   function sameOrigin(req: IncomingMessage, host: string): boolean {
-    const h = canonicalHost(req.headers.host);
     return isSameOriginRequest(
       { origin: req.headers.origin, secFetchSite: req.headers["sec-fetch-site"] },
-      { host, port: h.ok ? h.port : undefined, secure: isSecure(req) },
+      requestOrigin(req, host),
     );
+  }
+
+  /** The origin the request arrived on: its canonical host, the Host header's port, the scheme. */
+  function requestOrigin(req: IncomingMessage, host: string): RequestOrigin {
+    const h = canonicalHost(req.headers.host);
+    return { host, port: h.ok ? h.port : undefined, secure: isSecure(req) };
   }
 
   /** Revokes every valid session the request presents (session cookies, a Bearer token). */

@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { isSameOriginRequest, originMatches, type RequestOrigin } from "./same-origin.js";
+import {
+  isSameOriginRequest,
+  originMatches,
+  parseOrigin,
+  serializeOrigin,
+  webSocketOriginAllowed,
+  type RequestOrigin,
+} from "./same-origin.js";
 
 const DEFAULT: Record<string, number> = { http: 80, https: 443 };
 
@@ -133,5 +140,52 @@ describe("isSameOriginRequest", () => {
     expect(
       isSameOriginRequest({ origin: "https://evil.example", secFetchSite: "same-origin" }, t),
     ).toBe(false);
+  });
+});
+
+describe("webSocketOriginAllowed", () => {
+  const t: RequestOrigin = { host: "chat.example", port: undefined, secure: true };
+  const listed = ["https://app.example", "http://dev.example:8080"];
+
+  it("allows the request's own origin and the listed ones, default ports equal to none", () => {
+    for (const o of [
+      "https://chat.example",
+      "https://chat.example:443",
+      "https://app.example",
+      "HTTPS://App.Example:443",
+      "http://dev.example:8080",
+    ])
+      expect(webSocketOriginAllowed(o, t, listed), o).toBe(true);
+  });
+
+  it("refuses every other origin, the null origin and anything not an origin", () => {
+    for (const o of [
+      "https://evil.example",
+      "https://sub.chat.example",
+      "http://chat.example",
+      "https://app.example:8443",
+      "http://app.example",
+      "https://dev.example:8080",
+      "null",
+      "",
+      "https://app.example/",
+      "https://app.example, https://evil.example",
+    ])
+      expect(webSocketOriginAllowed(o, t, listed), o).toBe(false);
+    expect(webSocketOriginAllowed("https://app.example", t, undefined)).toBe(false);
+  });
+
+  it("agrees with the WHATWG URL parser's origin on generated origins and lists (property)", () => {
+    const origin = fc
+      .tuple(fc.constantFrom("http", "https"), fc.constantFrom(...hosts), portText)
+      .chain(([scheme, host, port]) => recased(`${scheme}://${host}`).map((s) => s + port));
+    fc.assert(
+      fc.property(origin, target, fc.array(origin, { maxLength: 3 }), (o, tt, list) => {
+        const allowed = list.map((l) => serializeOrigin(parseOrigin(l)!));
+        const want = reference(o, tt) || list.some((l) => new URL(l).origin === new URL(o).origin);
+        expect(webSocketOriginAllowed(o, tt, allowed), `${o} ${list.join(" ")}`).toBe(want);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

@@ -1,6 +1,7 @@
 /**
- * The Origin check for zt's own state-changing endpoints (sign-in, sign-out): is the
- * page that sent the request on this very origin (RFC 6454: scheme, host, port)?
+ * The Origin checks: for zt's own state-changing endpoints (sign-in, sign-out), is the
+ * page that sent the request on this very origin (RFC 6454: scheme, host, port)? For a
+ * browser's WebSocket handshake, on this origin or one the route lists?
  */
 import { canonicalHost } from "./canonical-request.js";
 
@@ -26,6 +27,36 @@ const DEFAULT_PORT = { http: 80, https: 443 } as const;
 // RFC 6454 §6.2 serialisation: scheme "://" host [ ":" port ]; no path, userinfo, query.
 const ORIGIN_RE = /^(https?):\/\/([^/?#@\\\s]+)$/i;
 
+/** A serialised http(s) origin, taken apart: the port is the scheme's default when none is named. */
+export interface ParsedOrigin {
+  scheme: "http" | "https";
+  /** Canonical host, as `canonicalHost` gives it. */
+  host: string;
+  port: number;
+}
+
+/**
+ * Parses a serialised origin (RFC 6454 §6.2: `scheme://host[:port]`, http or https):
+ * undefined for anything else (`null`, a path, userinfo, a query, a malformed host).
+ *
+ * @example parseOrigin("HTTPS://A.Example:443") // { scheme: "https", host: "a.example", port: 443 }
+ */
+export function parseOrigin(origin: string): ParsedOrigin | undefined {
+  const m = ORIGIN_RE.exec(origin);
+  if (!m) return undefined;
+  const scheme = m[1]!.toLowerCase() as keyof typeof DEFAULT_PORT;
+  const h = canonicalHost(m[2]);
+  if (!h.ok) return undefined;
+  return { scheme, host: h.host, port: h.port ?? DEFAULT_PORT[scheme] };
+}
+
+/** The one spelling of an origin: lowercase, the default port left out (`https://a.example`). */
+export function serializeOrigin(o: ParsedOrigin): string {
+  return o.port === DEFAULT_PORT[o.scheme]
+    ? `${o.scheme}://${o.host}`
+    : `${o.scheme}://${o.host}:${o.port}`;
+}
+
 /**
  * Whether an Origin header names the origin the request arrived on. Default ports are
  * the same as none (`https://a.example` is `https://a.example:443`); the host compares
@@ -38,14 +69,30 @@ const ORIGIN_RE = /^(https?):\/\/([^/?#@\\\s]+)$/i;
  * @example originMatches("https://a.example", { host: "a.example", port: 443, secure: true }) // true
  */
 export function originMatches(origin: string, target: RequestOrigin): boolean {
-  const m = ORIGIN_RE.exec(origin);
-  if (!m) return false;
-  const scheme = m[1]!.toLowerCase() as keyof typeof DEFAULT_PORT;
-  if (target.secure && scheme !== "https") return false;
-  const h = canonicalHost(m[2]);
-  if (!h.ok || h.host !== target.host) return false;
-  const originPort = h.port ?? DEFAULT_PORT[scheme];
-  return originPort === (target.port ?? DEFAULT_PORT[scheme]);
+  const o = parseOrigin(origin);
+  if (!o) return false;
+  if (target.secure && o.scheme !== "https") return false;
+  return o.host === target.host && o.port === (target.port ?? DEFAULT_PORT[o.scheme]);
+}
+
+/**
+ * The Origin check of a browser's WebSocket handshake (Cross-Site WebSocket Hijacking:
+ * browsers send cookies with a cross-origin WebSocket, and no CORS applies to it). The
+ * page must be on the origin the request arrived on (`originMatches`) or on one of
+ * `allowed`, serialised origins as `serializeOrigin` spells them (a route's
+ * `websocket_origins`, normalised at load).
+ *
+ * @example webSocketOriginAllowed("https://app.example", t, ["https://app.example"]) // true
+ */
+export function webSocketOriginAllowed(
+  origin: string,
+  target: RequestOrigin,
+  allowed: readonly string[] | undefined,
+): boolean {
+  if (originMatches(origin, target)) return true;
+  if (allowed === undefined || allowed.length === 0) return false;
+  const o = parseOrigin(origin);
+  return o !== undefined && allowed.includes(serializeOrigin(o));
 }
 
 /**
