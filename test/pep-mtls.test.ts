@@ -209,6 +209,27 @@ policies: ./policies
     expect((await get("api.localhost", await issue("/web"))).status).toBe(200);
   });
 
+  it("decides an SVID's WebSocket whatever its Origin: a workload, not a browser (no websocket-origin check)", async () => {
+    const web = await issue("/web");
+    const wsOptions = {
+      headers: { host: "api.localhost" },
+      origin: "https://evil.localhost",
+      servername: "localhost",
+      ca: bundle,
+      key: web.keyPem,
+      cert: web.chainPem,
+    };
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, wsOptions);
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused ${res.statusCode}`)));
+    });
+    const closed = new Promise<void>((r) => ws.once("close", () => r()));
+    ws.close();
+    await closed;
+  });
+
   it("refuses an SVID from another CA (cert-untrusted), audited; no certificate falls back to sessions", async () => {
     const other = await (
       await pkiService(foreign.ctx)
