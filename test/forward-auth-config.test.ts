@@ -200,6 +200,21 @@ session: { cookie_name: corp_zt }
     expect(rest.stdout).not.toContain("zt_route_private");
   });
 
+  it("notes on stderr that a route's websocket_origins is not enforced behind a front proxy", async () => {
+    const plain = await config(ONE_ROUTE, "nginx");
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toBe("");
+    const listed = await config(
+      `${ONE_ROUTE}    websocket_origins: ["https://portal.example.com"]\n`,
+      "nginx",
+    );
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toBe(plain.stdout);
+    expect(listed.stderr).toMatch(
+      /^zt: note: websocket_origins \(routes app\) is not enforced behind a front proxy: .*\n$/,
+    );
+  });
+
   it("refuses what it cannot write faithfully, naming the setting", async () => {
     expectUsageError(
       await config(ONE_ROUTE, "envoy"),

@@ -103,6 +103,12 @@ export function registerForwardAuthCommands(program: Command): void {
           ...(opts.luaFile !== undefined ? { luaFile: opts.luaFile } : {}),
         };
         process.stdout.write(frontProxyConfig(kind, o));
+        // Not an error (the output is right), but a setting that does nothing behind it.
+        const listed = routes.filter((r) => (r.websocket_origins?.length ?? 0) > 0);
+        if (listed.length > 0)
+          process.stderr.write(
+            `zt: note: websocket_origins (routes ${listed.map((r) => r.name).join(", ")}) is not enforced behind a front proxy: zt decides the WebSocket handshake but does not check its Origin there; have the proxy or the app refuse other origins (docs/pep.md#websocket-origins)\n`,
+          );
       });
     });
 }
