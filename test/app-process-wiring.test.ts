@@ -23,7 +23,16 @@ import { join } from "node:path";
 import pg from "pg";
 import { loadPolicySet } from "../src/policy/index.js";
 import { request } from "./helpers/http-client.js";
-import { ROOT, ZT_BIN, runZt, tempDir, workerPids, writeConfig } from "./helpers/zt-process.js";
+import {
+  OPERATOR_AUTH,
+  ROOT,
+  ZT_BIN,
+  runZt,
+  tempDir,
+  withOperatorToken,
+  workerPids,
+  writeConfig,
+} from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "./store-fixture.js";
 
@@ -43,7 +52,8 @@ const started: Zt[] = [];
 function spawnZt(config: string, env: Record<string, string>, detached = false): Zt {
   const child = spawn(process.execPath, [ZT_BIN, "--config", config, "up"], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // The operator token opens /readyz's detail.
+    env: { ...process.env, ...withOperatorToken(env) },
     stdio: ["ignore", "pipe", "pipe"],
     detached,
   });
@@ -91,7 +101,7 @@ function listening(z: Zt, what: "PEP" | "API"): number {
 }
 
 async function readyz(apiPort: number) {
-  const r = await request(apiPort, { host: "127.0.0.1", path: "/readyz" });
+  const r = await request(apiPort, { host: "127.0.0.1", path: "/readyz", headers: OPERATOR_AUTH });
   return { status: r.status, body: r.json<{ status: string; policy_version: string }>() };
 }
 

@@ -36,7 +36,12 @@ import {
   parseAlertsConfig,
   removeBan,
 } from "../src/audit/index.js";
-import { tempDir as tempDirOf, writeConfig } from "./helpers/zt-process.js";
+import {
+  OPERATOR_AUTH,
+  tempDir as tempDirOf,
+  withOperatorToken,
+  writeConfig,
+} from "./helpers/zt-process.js";
 import { request } from "./helpers/http-client.js";
 import { ReadGate } from "./helpers/read-gate.js";
 import { startUpstream, tempDir } from "./pep-fixture.js";
@@ -400,7 +405,8 @@ events: { retention: 1h }
     const lines: string[] = [];
     const zt = await runUp({
       configPath,
-      env: { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" },
+      // The operator token opens /readyz's detail.
+      env: withOperatorToken({ ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" }),
       clock,
       out: (l) => lines.push(l),
     });
@@ -410,7 +416,11 @@ events: { retention: 1h }
       const r = await zt.eventPruner.runOnce();
       expect(r).toMatchObject({ prunedThrough: first.seq });
       expect(r?.deleted).toBeGreaterThanOrEqual(1);
-      const ready = await request(zt.apiAddress.port, { host: "127.0.0.1", path: "/readyz" });
+      const ready = await request(zt.apiAddress.port, {
+        host: "127.0.0.1",
+        path: "/readyz",
+        headers: OPERATOR_AUTH,
+      });
       expect(ready.json()).toMatchObject({
         events_resyncing: false,
         policy_watch: { mode: "watching", errors: 0, error: null },

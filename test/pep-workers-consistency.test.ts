@@ -20,9 +20,11 @@ import { loadPolicySet } from "../src/policy/index.js";
 import { request } from "./helpers/http-client.js";
 import { freePort } from "./pep-fixture.js";
 import {
+  OPERATOR_AUTH,
   runZt,
   startZtUp,
   tempDir,
+  withOperatorToken,
   workerPids,
   writeConfig,
   type UpProcess,
@@ -72,14 +74,19 @@ afterEach(async () => {
 });
 
 async function up(config: string, env: Record<string, string>): Promise<UpProcess> {
-  const zt = await startZtUp(["--config", config, "up"], { env });
+  // The operator token opens /readyz's detail.
+  const zt = await startZtUp(["--config", config, "up"], { env: withOperatorToken(env) });
   running.push(zt);
   return zt;
 }
 
 async function readyz(zt: UpProcess): Promise<{ status: number; body: Readyz }> {
   const api = new URL(zt.apiUrl);
-  const r = await request(Number(api.port), { host: api.host, path: "/readyz" });
+  const r = await request(Number(api.port), {
+    host: api.host,
+    path: "/readyz",
+    headers: OPERATOR_AUTH,
+  });
   return { status: r.status, body: r.json<Readyz>() };
 }
 

@@ -25,7 +25,13 @@ import {
   type PkiService,
 } from "../src/pki/index.js";
 import { runUp } from "../src/app/run-up.js";
-import { ROOT, tempDir, writeConfig } from "./helpers/zt-process.js";
+import {
+  OPERATOR_AUTH,
+  ROOT,
+  tempDir,
+  withOperatorToken,
+  writeConfig,
+} from "./helpers/zt-process.js";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "./store-fixture.js";
 
 const TD = "rotate.test";
@@ -473,7 +479,11 @@ policies: ./policies
 `,
       { "main.cedar": '@id("none")\nforbid (principal, action, resource);\n' },
     );
-    const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+    // The operator token opens /readyz's detail.
+    const env = withOperatorToken({
+      ZT_LISTEN__PROXY: "127.0.0.1:0",
+      ZT_LISTEN__API: "127.0.0.1:0",
+    });
     const clock = new ManualClock(Date.now());
     const first = await runUp({ configPath: config, env, clock, out: () => undefined });
     const old = (await pkiService(first.ctx)).cas.activeIntermediate;
@@ -494,7 +504,7 @@ policies: ./policies
       expect.stringContaining(`zt: pki: rotated the intermediate CA: ${status.intermediate}`),
     );
     const ready = (await (
-      await fetch(`http://127.0.0.1:${zt.apiAddress.port}/readyz`)
+      await fetch(`http://127.0.0.1:${zt.apiAddress.port}/readyz`, { headers: OPERATOR_AUTH })
     ).json()) as Record<string, unknown>;
     expect(ready["pki_rotation"]).toMatchObject({
       last_outcome: "rotated",

@@ -20,9 +20,11 @@ import * as OTPAuth from "otpauth";
 import WebSocket from "ws";
 import { login, request } from "./helpers/http-client.js";
 import {
+  OPERATOR_AUTH,
   runZt,
   startZtUp,
   tempDir,
+  withOperatorToken,
   workerPids,
   writeConfig,
   type UpProcess,
@@ -90,7 +92,11 @@ interface Readyz {
 
 async function readyz(zt: UpProcess): Promise<{ status: number; body: Readyz }> {
   const api = new URL(zt.apiUrl);
-  const r = await request(Number(api.port), { host: api.host, path: "/readyz" });
+  const r = await request(Number(api.port), {
+    host: api.host,
+    path: "/readyz",
+    headers: OPERATOR_AUTH,
+  });
   return { status: r.status, body: r.json<Readyz>() };
 }
 
@@ -106,7 +112,8 @@ async function startWithUser(
   );
   expect(add.code, add.stderr).toBe(0);
   const secret = (JSON.parse(add.stdout) as { totp_secret: string }).totp_secret;
-  const zt = await startZtUp(["--config", config, "up"], { env });
+  // The operator token opens /readyz's detail (and /metrics).
+  const zt = await startZtUp(["--config", config, "up"], { env: withOperatorToken(env) });
   const port = Number(new URL(zt.pepUrl).port);
   // TOTP codes are single-use and accepted ±1 step: each sign-in uses the next step.
   let step = -1;
@@ -240,7 +247,11 @@ describe("zt up reloads zt.yaml on SIGHUP (one process)", () => {
     expect(await get("app.localhost", "/kept")).toBe("200 b /kept");
     expect(await get("new.localhost")).toBe("404 ZT_ROUTE_NOT_FOUND");
     const api = new URL(zt.apiUrl);
-    const metrics = await request(Number(api.port), { host: api.host, path: "/metrics" });
+    const metrics = await request(Number(api.port), {
+      host: api.host,
+      path: "/metrics",
+      headers: OPERATOR_AUTH,
+    });
     expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="refused"\} 1$/m);
     expect(metrics.body).toMatch(/^zt_config_reloads_total\{outcome="applied"\} 3$/m);
 

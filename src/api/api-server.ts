@@ -12,6 +12,7 @@ import { normalizeIp } from "../core/cidr.js";
 import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { isBanned } from "../audit/index.js";
 import { registerAllApiRoutes } from "./routes/index.js";
+import { hasOperatorToken, operatorToken } from "./routes/metrics.js";
 import { JSON_SECURITY_HEADERS, rawJsonRefusal } from "../web/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
@@ -21,9 +22,7 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 
 export interface ApiServerOptions {
   /** Extra readiness checks (e.g. the PEP's snapshot freshness). */
-  readiness?: () =>
-    | { ready: boolean; detail: Record<string, unknown> }
-    | Promise<{ ready: boolean; detail: Record<string, unknown> }>;
+  readiness?: () => ReadinessReport | Promise<ReadinessReport>;
   /**
    * Serve HTTPS. With `clientCerts` other than "off" the listener asks for a client
    * certificate; a presented X.509-SVID is verified against zt's CA as the PEP does and
@@ -43,6 +42,17 @@ export interface ApiServerOptions {
    * only the stable code. Default: stderr.
    */
   log?: ((line: string) => void) | undefined;
+}
+
+/**
+ * One process's readiness for `/readyz`. `checks` is what anyone may see: each check's
+ * name and a stable kebab-case code (`ok` when it passes). `detail` (error text, file
+ * paths, versions) is shown only to a caller with the operator token.
+ */
+export interface ReadinessReport {
+  ready: boolean;
+  checks: Record<string, string>;
+  detail: Record<string, unknown>;
 }
 
 /** TLS material for the API listener (see `apiListenerTls`). */
@@ -195,9 +205,15 @@ export async function createApiServer(
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async (_req, reply) => {
+  // The operator token (audit.metrics_token_file) opens /readyz's detail as it does /metrics.
+  const readyzToken = operatorToken(ctx);
+  app.get("/readyz", async (req, reply) => {
     const staleMs = ctx.events.lastContactMs();
-    const extra = (await options.readiness?.()) ?? { ready: true, detail: {} };
+    const extra: ReadinessReport = (await options.readiness?.()) ?? {
+      ready: true,
+      checks: {},
+      detail: {},
+    };
     // degraded: deciding from the last good state; stale (max_staleness): PEPs deny all.
     const store = storeFreshness(staleMs, {
       degradedAfterMs: 5_000,
@@ -205,8 +221,14 @@ export async function createApiServer(
     });
     const ready = store === "fresh" && extra.ready;
     void reply.status(ready ? 200 : 503);
+    const status = ready ? "ready" : "degraded";
+    const checks = { store: store === "fresh" ? "ok" : `store-${store}`, ...extra.checks };
+    // Anyone (a load balancer): the verdict and the stable check codes, nothing that
+    // names a file, an error or a version.
+    if (!hasOperatorToken(req.headers.authorization, readyzToken)) return { status, checks };
     return {
-      status: ready ? "ready" : "degraded",
+      status,
+      checks,
       store,
       stale: store === "stale",
       store_last_contact_ms: staleMs,

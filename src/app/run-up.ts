@@ -216,16 +216,29 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
               configVersion: configStatus.config_version,
             })
           : undefined;
+        const rotation = pkiRotation?.status();
+        const policyError = services!.policies.lastError;
         return {
           ready: cluster?.ready ?? true,
+          // Stable codes anyone may see; the text behind them is in `detail`.
+          checks: {
+            policy: policyError ? "policy-reload-failed" : "ok",
+            policy_watch: services!.policies.watchStatus().error ? "policy-watch-failed" : "ok",
+            config: configStatus.config_error ? "config-reload-failed" : "ok",
+            events: ctx.events.resyncing() ? "events-resyncing" : "ok",
+            ...(cluster ? { proxy_workers: cluster.ready ? "ok" : "proxy-workers-not-ready" } : {}),
+            ...(rotation
+              ? { pki_rotation: rotation.last_outcome === "failed" ? "pki-rotation-failed" : "ok" }
+              : {}),
+          },
           detail: {
             policy_version: version,
-            policy_error: services!.policies.lastError ?? null,
+            policy_error: policyError ?? null,
             policy_watch: services!.policies.watchStatus(),
             ...configStatus,
             events_resyncing: ctx.events.resyncing(),
             ...cluster?.detail,
-            ...(pkiRotation ? { pki_rotation: pkiRotation.status() } : {}),
+            ...(rotation ? { pki_rotation: rotation } : {}),
           },
         };
       },

@@ -132,3 +132,18 @@ export function workerPids(primary: number): number[] {
       }
     });
 }
+
+/** The operator token tests give zt (`audit.metrics_token_file`): it opens /readyz's detail. */
+export const OPERATOR_TOKEN = "zt-test-operator-token-3f9a1c";
+/** The header that presents {@link OPERATOR_TOKEN}. */
+export const OPERATOR_AUTH = { authorization: `Bearer ${OPERATOR_TOKEN}` } as const;
+let operatorTokenFile: string | undefined;
+
+/** `env` plus the ZT_… variable that points zt at a file holding {@link OPERATOR_TOKEN}. */
+export function withOperatorToken(env: Record<string, string>): Record<string, string> {
+  if (operatorTokenFile === undefined) {
+    operatorTokenFile = join(tempDir("zt-operator-"), "operator.token");
+    writeFileSync(operatorTokenFile, OPERATOR_TOKEN + "\n");
+  }
+  return { ...env, ZT_AUDIT__METRICS_TOKEN_FILE: operatorTokenFile };
+}

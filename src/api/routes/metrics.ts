@@ -19,18 +19,11 @@ export function registerMetricsRoutes(
   extraMetrics?: () => Promise<unknown[]>,
 ): void {
   enableProcessMetrics();
-  const tokenFile = (ctx.config.audit as Record<string, unknown> | undefined)?.[
-    "metrics_token_file"
-  ];
-  const token = typeof tokenFile === "string" ? readMetricsToken(ctx, tokenFile) : undefined;
+  const token = operatorToken(ctx);
   const collectStoreMetrics = throttledStoreMetrics(ctx.store);
   app.get("/metrics", async (req, reply) => {
-    if (token !== undefined) {
-      const presented = bearerToken(req.headers.authorization);
-      if (presented === undefined || !safeEqual(presented, token)) {
-        throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
-      }
-    }
+    if (token !== undefined && !hasOperatorToken(req.headers.authorization, token))
+      throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
     await collectStoreMetrics(ctx.clock.now());
     if (extraMetrics) {
       // PEP workers: counters and histograms summed over every process (prom-client's
@@ -44,6 +37,27 @@ export function registerMetricsRoutes(
     void reply.header("content-type", contentType);
     return body;
   });
+}
+
+/**
+ * The operator's bearer token (`audit.metrics_token_file`): it opens `/metrics` and the
+ * detail of `/readyz`. Undefined when the key is unset.
+ */
+export function operatorToken(ctx: AppContext): string | undefined {
+  const tokenFile = (ctx.config.audit as Record<string, unknown> | undefined)?.[
+    "metrics_token_file"
+  ];
+  return typeof tokenFile === "string" ? readMetricsToken(ctx, tokenFile) : undefined;
+}
+
+/** Whether the request carries the operator's bearer token (never, when none is set). */
+export function hasOperatorToken(
+  authorization: string | undefined,
+  token: string | undefined,
+): boolean {
+  if (token === undefined) return false;
+  const presented = bearerToken(authorization);
+  return presented !== undefined && safeEqual(presented, token);
 }
 
 /**
