@@ -68,8 +68,53 @@ export class DeviceService {
       );
     parseDevicePublicKey(options.publicKeyPem);
     const user = await this.#userByName(options.userName);
-    // A disabled user's device would be one more credential for them, auto-approved too.
-    if (user.disabled) {
+    const store = this.#ctx.store;
+    const pg = store.dialect === "postgres";
+    // The owner's state, their groups and the insert are one step: the owner's row is read
+    // in the same transaction as the write (and, on PostgreSQL, locked for share), so a
+    // disabling committed before this point refuses the enrolment, and one not yet
+    // committed waits until the device is written. (SQLite: the write lock is taken first.)
+    const written = await withStoreLock(store, enrolLockKey(user.id), async (db) => {
+      const owner = await db
+        .selectFrom("users")
+        .select(["id", "disabled"])
+        .where("id", "=", user.id)
+        .$if(pg, (q) => q.forShare())
+        .executeTakeFirst();
+      if (!owner) return "user-gone" as const;
+      // A disabled user's device would be one more credential for them, auto-approved too.
+      if (Number(owner.disabled) !== 0) return "user-disabled" as const;
+      const groups = (
+        await db
+          .selectFrom("user_groups")
+          .select("group_name")
+          .where("user_id", "=", user.id)
+          .execute()
+      ).map((g) => g.group_name);
+      const autoApproved = groups.some((g) => this.config.autoApproveGroups.includes(g));
+      const now = this.#ctx.clock.now();
+      const row: DevicesTable = {
+        id: newId("dev"),
+        user_id: user.id,
+        name: options.name,
+        public_key: options.publicKeyPem,
+        status: autoApproved ? "approved" : "pending",
+        created_at: now,
+        approved_at: autoApproved ? now : null,
+        approved_by: autoApproved ? "auto" : null,
+        last_report_at: null,
+        compliant: 0,
+        score: 0,
+        os: null,
+        checks: "{}",
+      };
+      await db.insertInto("devices").values(row).execute();
+      return { row, autoApproved };
+    });
+    // Audited outside the lock: a record buffered inside it could be flushed in it.
+    if (written === "user-gone")
+      throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${user.name}`);
+    if (written === "user-disabled") {
       this.#ctx.audit.record({
         kind: "device.enroll",
         outcome: "failure",
@@ -81,31 +126,7 @@ export class DeviceService {
         user: user.name,
       });
     }
-    const groups = (
-      await this.#ctx.store.db
-        .selectFrom("user_groups")
-        .select("group_name")
-        .where("user_id", "=", user.id)
-        .execute()
-    ).map((g) => g.group_name);
-    const autoApproved = groups.some((g) => this.config.autoApproveGroups.includes(g));
-    const now = this.#ctx.clock.now();
-    const row: DevicesTable = {
-      id: newId("dev"),
-      user_id: user.id,
-      name: options.name,
-      public_key: options.publicKeyPem,
-      status: autoApproved ? "approved" : "pending",
-      created_at: now,
-      approved_at: autoApproved ? now : null,
-      approved_by: autoApproved ? "auto" : null,
-      last_report_at: null,
-      compliant: 0,
-      score: 0,
-      os: null,
-      checks: "{}",
-    };
-    await this.#ctx.store.db.insertInto("devices").values(row).execute();
+    const { row, autoApproved } = written;
     this.#ctx.audit.record({
       kind: "device.enroll",
       outcome: "success",
@@ -458,6 +479,11 @@ export class DeviceService {
   #toInfo(r: DevicesTable, userName: string): DeviceInfo {
     return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config.reportIntervalMs);
   }
+}
+
+/** PostgreSQL advisory lock key for one user's device enrolments (63 bits). */
+function enrolLockKey(userId: string): bigint {
+  return createHash("sha256").update(`zt-device-enrol\0${userId}`).digest().readBigInt64BE(0);
 }
 
 /** PostgreSQL advisory lock key for one device's report writes (63 bits). */
