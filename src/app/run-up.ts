@@ -3,6 +3,7 @@ import { resolve, relative } from "node:path";
 import qrcode from "qrcode-terminal";
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ZtConfig } from "../config/index.js";
+import { validateCapabilityConfig } from "./capability-config.js";
 import { ZtError } from "../core/errors.js";
 import { apiListenerTls, createApiServer } from "../api/index.js";
 import { LiveConnections, type Pep } from "../proxy/index.js";
@@ -107,6 +108,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
   let config: ZtConfig;
   try {
     config = loadConfig(configPath, { env: o.env });
+    validateCapabilityConfig(config);
   } catch (e) {
     await demoApp?.close();
     throw e;
@@ -310,6 +312,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
     const reloader = configs;
     const readConfig = () => {
       const next = loadConfig(configPath, { env: o.env });
+      // As at start: a value the next start would refuse is refused now, the old config kept.
+      validateCapabilityConfig(next);
       if (demoApp) pointAtDemoApp(next, demoApp.port);
       return next;
     };

@@ -2,16 +2,21 @@ import { readFileSync } from "node:fs";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
-import { parseDuration } from "../core/duration.js";
+import { configDurationIssue, parseDuration, TIMER_MAX_MS } from "../core/duration.js";
 
-const duration = z.union([z.string(), z.number()]).refine((v) => {
-  try {
-    parseDuration(v);
-    return true;
-  } catch {
-    return false;
-  }
-}, "expected a duration like 30s, 15m, 1h or 7d");
+/**
+ * A config duration: `positive` refuses 0, `maxMs` bounds it (TIMER_MAX_MS for one that
+ * sets a timer's period). The issue names the key (`audit.poll_interval: …`).
+ */
+export function configDuration(o: { positive?: boolean; maxMs?: number } = {}) {
+  return z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+    const why = configDurationIssue(v, o);
+    if (why !== undefined) ctx.addIssue({ code: "custom", message: why });
+  });
+}
+
+/** The period of a timer: more than 0 (it would spin) and at most 2^31-1 ms (it would fire at once). */
+const timerPeriod = configDuration({ positive: true, maxMs: TIMER_MAX_MS });
 
 const httpUrl = z.string().refine((s) => {
   try {
@@ -81,7 +86,7 @@ export const auditConfigSchema = z
       .regex(/^[^\s+]+$/, "expected a name without spaces or '+'")
       .optional(),
     checkpoint_every: z.number().int().positive().default(1000),
-    checkpoint_interval: duration.default("60s"),
+    checkpoint_interval: timerPeriod.default("60s"),
     witness: z
       .object({
         file: z.string().optional(),
@@ -100,7 +105,7 @@ export const auditConfigSchema = z
     /** File holding a bearer token Prometheus must send to `/metrics` (optional). */
     metrics_token_file: z.string().optional(),
     /** How often sinks poll the audit table for new events. */
-    poll_interval: duration.default("1s"),
+    poll_interval: timerPeriod.default("1s"),
     /**
      * Which allowed requests the PEP holds until their decision record is committed:
      * none (`false`, the default: the record follows within ~50 ms), requests with an

@@ -10,6 +10,37 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 export const MAX_DURATION_MS = 36_500 * 86_400_000;
 
 /**
+ * The longest delay a Node.js timer takes: 2^31-1 ms (about 24.8 days). A longer one
+ * fires at once (with a TimeoutOverflowWarning), so a poll or checkpoint interval past it
+ * would spin instead of wait.
+ */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+
+/**
+ * Why `input` is not a duration a config key accepts, or undefined when it is: not a
+ * duration at all, 0 where `positive`, or longer than `maxMs` (default MAX_DURATION_MS).
+ * For zod refinements, which name the key themselves.
+ */
+export function configDurationIssue(
+  input: string | number,
+  o: { positive?: boolean; maxMs?: number } = {},
+): string | undefined {
+  let ms: number;
+  try {
+    ms = parseDuration(input);
+  } catch {
+    return `expected a duration like 30s, 15m, 1h or 7d, got ${JSON.stringify(input)}`;
+  }
+  if (o.positive && !(ms > 0))
+    return `expected a duration of more than 0, got ${JSON.stringify(input)}`;
+  if (o.maxMs !== undefined && ms > o.maxMs)
+    return o.maxMs === TIMER_MAX_MS
+      ? `expected at most ${TIMER_MAX_MS}ms (about 24.8 days, the longest timer), got ${JSON.stringify(input)}`
+      : `expected at most ${formatDuration(o.maxMs)}, got ${JSON.stringify(input)}`;
+  return undefined;
+}
+
+/**
  * Parses a duration such as `90s`, `15m`, `1h30m`, `7d` or a bare number of seconds
  * into milliseconds, at most MAX_DURATION_MS. Throws ZT_BAD_REQUEST naming the input
  * when it is not one.

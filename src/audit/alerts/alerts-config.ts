@@ -1,16 +1,10 @@
 import { z } from "zod";
 import { parseCidr } from "../../core/cidr.js";
-import { parseDuration } from "../../core/duration.js";
-import { configError } from "../audit-config.js";
+import { formatDuration, parseDuration } from "../../core/duration.js";
+import { configDuration, configError } from "../audit-config.js";
 
-const duration = z.union([z.string(), z.number()]).refine((v) => {
-  try {
-    parseDuration(v);
-    return true;
-  } catch {
-    return false;
-  }
-}, "expected a duration like 30s, 15m, 1h or 7d");
+/** A window or ban length: 0 would count nothing or ban for nothing. */
+const duration = configDuration({ positive: true });
 
 const ipOrCidr = z
   .string()
@@ -31,7 +25,26 @@ const jailSchema = z
     bantime_factor: z.number().min(1).default(2),
     max_bantime: duration.default("7d"),
   })
-  .strict();
+  .strict()
+  // A ban never lasts longer than max_bantime: one below bantime would cut even the first.
+  .superRefine((j, ctx) => {
+    const bantime = safeDuration(j.bantime);
+    const max = safeDuration(j.max_bantime);
+    if (bantime !== undefined && max !== undefined && max < bantime)
+      ctx.addIssue({
+        code: "custom",
+        path: ["max_bantime"],
+        message: `expected at least bantime (${formatDuration(bantime)}), got ${formatDuration(max)}`,
+      });
+  });
+
+function safeDuration(v: string | number): number | undefined {
+  try {
+    return parseDuration(v);
+  } catch {
+    return undefined;
+  }
+}
 
 const thresholdSchema = z
   .object({
@@ -87,8 +100,8 @@ export const alertsConfigSchema = z
         "expected an http:// or https:// URL",
       )
       .optional(),
-    /** On start, replay this much history (without firing) to rebuild windows. */
-    replay: duration.default("1h"),
+    /** On start, replay this much history (without firing) to rebuild windows; 0: none. */
+    replay: configDuration().default("1h"),
   })
   .strict();
 
