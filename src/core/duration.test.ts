@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { parseDuration } from "./duration.js";
+import { configDurationIssue, parseDuration, TIMER_MAX_MS } from "./duration.js";
 import { isZtError } from "./errors.js";
 
 function refusal(input: string | number): string {
@@ -65,5 +65,25 @@ describe("parseDuration", () => {
         },
       ),
     );
+  });
+});
+
+describe("configDurationIssue", () => {
+  it("accepts exactly the durations within the bounds asked for (property)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 * TIMER_MAX_MS }), (ms) => {
+        const issue = configDurationIssue(`${ms}ms`, { positive: true, maxMs: TIMER_MAX_MS });
+        expect(issue === undefined).toBe(ms > 0 && ms <= TIMER_MAX_MS);
+      }),
+    );
+  });
+
+  it("says which bound a refused value breaks", () => {
+    expect(configDurationIssue(0, { positive: true })).toMatch(/more than 0, got 0/);
+    expect(configDurationIssue("0s")).toBeUndefined();
+    expect(configDurationIssue("25d", { maxMs: TIMER_MAX_MS })).toMatch(
+      /at most 2147483647ms .*got "25d"/,
+    );
+    expect(configDurationIssue("soon")).toMatch(/expected a duration like 30s/);
   });
 });
