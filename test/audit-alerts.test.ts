@@ -302,6 +302,22 @@ describe("helpers", () => {
     setBansForTest({});
   });
 
+  it("caps repeat bans at max_bantime, or when unset at 7d or a longer bantime (not a silent cut to 7d)", () => {
+    const jail = (extra: Record<string, unknown>) =>
+      parseAlertsConfig({
+        jails: [
+          { name: "x", match: "login-failure", by: "ip", maxretry: 3, findtime: "1m", ...extra },
+        ],
+      }).jails[0]!.maxBantimeMs;
+    const DAY = 86_400_000;
+    expect(jail({ bantime: "10m" })).toBe(7 * DAY);
+    expect(jail({ bantime: "30d" })).toBe(30 * DAY);
+    expect(jail({ bantime: "10m", max_bantime: "1d" })).toBe(DAY);
+    expect(() => jail({ bantime: "30d", max_bantime: "7d" })).toThrow(
+      /alerts\.jails\.0\.max_bantime: expected at least bantime \(30d\)/,
+    );
+  });
+
   it("config errors name the key path", () => {
     expect(() =>
       parseAlertsConfig({

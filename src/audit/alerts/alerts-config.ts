@@ -23,11 +23,13 @@ const jailSchema = z
     bantime: duration,
     /** Each repeat ban lasts bantime × factor^(n-1), up to max_bantime (fail2ban bantime.increment). */
     bantime_factor: z.number().min(1).default(2),
-    max_bantime: duration.default("7d"),
+    /** Unset: 7d, or bantime when that is longer (see maxBantimeMs). */
+    max_bantime: duration.optional(),
   })
   .strict()
   // A ban never lasts longer than max_bantime: one below bantime would cut even the first.
   .superRefine((j, ctx) => {
+    if (j.max_bantime === undefined) return;
     const bantime = safeDuration(j.bantime);
     const max = safeDuration(j.max_bantime);
     if (bantime !== undefined && max !== undefined && max < bantime)
@@ -182,7 +184,7 @@ export function parseAlertsConfig(raw: unknown): AlertsConfig {
     findtimeMs: parseDuration(j.findtime),
     bantimeMs: parseDuration(j.bantime),
     bantimeFactor: j.bantime_factor,
-    maxBantimeMs: parseDuration(j.max_bantime),
+    maxBantimeMs: maxBantimeMs(j.bantime, j.max_bantime),
   }));
   return {
     enabled: c.enabled,
@@ -210,4 +212,16 @@ export function parseAlertsConfig(raw: unknown): AlertsConfig {
     webhook: c.webhook,
     replayMs: parseDuration(c.replay),
   };
+}
+
+/** The default cap of a repeat ban (fail2ban's bantime.maxtime is unbounded; zt's is a week). */
+const DEFAULT_MAX_BANTIME_MS = 7 * 86_400_000;
+
+/**
+ * A jail's longest ban: its `max_bantime`, or when unset 7d — or its `bantime`, when that
+ * is longer (a jail asking for 30d bans gets them, not a silent 7d).
+ */
+function maxBantimeMs(bantime: string | number, max: string | number | undefined): number {
+  if (max !== undefined) return parseDuration(max);
+  return Math.max(DEFAULT_MAX_BANTIME_MS, parseDuration(bantime));
 }
