@@ -1,4 +1,5 @@
 import http from "node:http";
+import { expect } from "vitest";
 
 export interface ClientResponse {
   status: number;
@@ -69,6 +70,30 @@ export async function login(
   return { status: r.status, ...(set ? { cookie: set.split(";")[0]! } : {}), body: r.json() };
 }
 
+/**
+ * A JSON POST to zt's sign-in endpoint from its own page's origin (`headers` added, or
+ * overriding the origin); the whole answer.
+ */
+export function loginRequest(
+  port: number,
+  host: string,
+  body: Record<string, unknown>,
+  options: { headers?: Record<string, string>; localAddress?: string } = {},
+): Promise<ClientResponse> {
+  return request(port, {
+    host: `${host}:${port}`,
+    path: "/.zt/login",
+    method: "POST",
+    headers: {
+      origin: `http://${host}:${port}`,
+      "content-type": "application/json",
+      ...options.headers,
+    },
+    body: JSON.stringify(body),
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+  });
+}
+
 /** A JSON POST to zt's sign-in endpoint from its own page's origin; the HTTP status. */
 export async function postLogin(
   port: number,
@@ -76,13 +101,19 @@ export async function postLogin(
   body: Record<string, string>,
   localAddress?: string,
 ): Promise<number> {
-  const r = await request(port, {
-    host: `${host}:${port}`,
-    path: "/.zt/login",
-    method: "POST",
-    headers: { origin: `http://${host}:${port}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-    ...(localAddress ? { localAddress } : {}),
-  });
+  const r = await loginRequest(port, host, body, localAddress ? { localAddress } : {});
   return r.status;
+}
+
+/** Signs in with JSON (as `login`), expecting success; the session's cookie and id. */
+export async function signIn(
+  port: number,
+  host: string,
+  username: string,
+  password: string,
+  totp: string,
+): Promise<{ cookie: string; sessionId: string }> {
+  const l = await login(port, host, username, password, totp);
+  expect(l.status, JSON.stringify(l.body)).toBe(200);
+  return { cookie: l.cookie!, sessionId: String(l.body["session_id"]) };
 }

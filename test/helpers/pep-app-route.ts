@@ -1,7 +1,7 @@
 /**
- * A PEP (pep-fixture.ts) with one route, `app`, from `http://<host>` to a real upstream
- * that records every request reaching it: the setup of tests that send the PEP requests
- * and check what it refused, recorded and let through.
+ * A PEP (pep-fixture.ts) with routes to a real upstream that records every request
+ * reaching it (one route, `app`, from `http://<host>`, or the caller's): the setup of
+ * tests that send the PEP requests and check what it refused, recorded and let through.
  */
 import {
   startPep,
@@ -26,21 +26,19 @@ export interface PepAppRouteOptions extends Omit<PepFixtureOptions, "routes"> {
   websockets?: boolean;
 }
 
-/** Starts the upstream, then the PEP routing `http://<host>` to it. */
-export async function startPepAppRoute(o: PepAppRouteOptions): Promise<PepAppRoute> {
-  const { host, websockets, ...pepOptions } = o;
+export interface PepWithUpstreamOptions extends Omit<PepFixtureOptions, "routes"> {
+  /** The PEP's routes, given the upstream's URL (`http://127.0.0.1:<port>`). */
+  routes: (to: string) => PepFixtureOptions["routes"];
+}
+
+/** Starts the recording upstream, then the PEP with routes to it. */
+export async function startPepWithUpstream(o: PepWithUpstreamOptions): Promise<PepAppRoute> {
+  const { routes, ...pepOptions } = o;
   const upstream = await startUpstream();
   try {
     const pep = await startPep({
       ...pepOptions,
-      routes: [
-        {
-          name: "app",
-          from: `http://${host}`,
-          to: `http://127.0.0.1:${upstream.port}`,
-          ...(websockets ? { websockets } : {}),
-        },
-      ],
+      routes: routes(`http://127.0.0.1:${upstream.port}`),
     });
     return {
       pep,
@@ -54,4 +52,15 @@ export async function startPepAppRoute(o: PepAppRouteOptions): Promise<PepAppRou
     await upstream.close();
     throw e;
   }
+}
+
+/** Starts the upstream, then the PEP routing `http://<host>` to it. */
+export function startPepAppRoute(o: PepAppRouteOptions): Promise<PepAppRoute> {
+  const { host, websockets, ...pepOptions } = o;
+  return startPepWithUpstream({
+    ...pepOptions,
+    routes: (to) => [
+      { name: "app", from: `http://${host}`, to, ...(websockets ? { websockets } : {}) },
+    ],
+  });
 }
