@@ -5,17 +5,23 @@
  * revoked — closes the open WebSocket and denies the next HTTP request.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import * as OTPAuth from "otpauth";
-import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
-import { runUp, type RunningZt } from "../src/app/run-up.js";
-import { login, request } from "./helpers/http-client.js";
+import type { RunningZt } from "../src/app/run-up.js";
+import { request, signIn as signInWith } from "./helpers/http-client.js";
+import { totpAt } from "./helpers/totp-code.js";
+import { openEchoingWebSocket } from "./helpers/websocket-client.js";
 import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
+import { startWebhookReceiver, type WebhookReceiver } from "./helpers/webhook-receiver.js";
+import {
+  addUsers,
+  LOOPBACK_LISTEN_ENV,
+  runUpInProcess,
+  USER_PASSWORD,
+  type AddedUser,
+} from "./helpers/zt-up-in-process.js";
 
 const POLICY = `
 @id("eng-whoami")
@@ -35,96 +41,31 @@ permit (principal, action, resource)
 when { context.breakglass };
 `;
 
-const PASSWORD = "pw-correct-horse-battery";
-
-interface Hook {
-  url: string;
-  received: Record<string, unknown>[];
-  waitFor(pred: (b: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  close(): Promise<void>;
-}
-
-/** A local HTTP server standing in for the notification webhook receiver. */
-async function startHook(): Promise<Hook> {
-  const received: Record<string, unknown>[] = [];
-  const waiters: {
-    pred: (b: Record<string, unknown>) => boolean;
-    resolve: (b: Record<string, unknown>) => void;
-  }[] = [];
-  const server = http.createServer((req, res) => {
-    let body = "";
-    req.on("data", (d: Buffer) => (body += d.toString()));
-    req.on("end", () => {
-      const json = JSON.parse(body) as Record<string, unknown>;
-      received.push(json);
-      for (const w of [...waiters]) if (w.pred(json)) w.resolve(json);
-      res.end("ok");
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    received,
-    waitFor: (pred) => {
-      const hit = received.find(pred);
-      if (hit) return Promise.resolve(hit);
-      return new Promise((resolve) => waiters.push({ pred, resolve }));
-    },
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
-
 describe("continuous verification (live re-evaluation over real sockets)", () => {
   let dir: string;
   let config: string;
   let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
-  let hook: Hook;
+  let hook: WebhookReceiver<Record<string, unknown>>;
   let zt: RunningZt;
   let port: number;
   const clock = new ManualClock(Date.now());
-  const secrets: Record<string, string> = {};
-  const env = { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" };
+  let users: Record<string, AddedUser>;
+  const env = LOOPBACK_LISTEN_ENV;
 
   const cli = (args: string[], extraEnv: Record<string, string> = {}) =>
     runZt(["--config", config, ...args], { env: { ...env, ...extraEnv } });
 
-  async function signIn(name: string): Promise<{ cookie: string; sessionId: string }> {
-    const totp = new OTPAuth.TOTP({
-      secret: OTPAuth.Secret.fromBase32(secrets[name]!),
-      digits: 6,
-      period: 30,
-      algorithm: "SHA1",
-    });
-    const l = await login(
+  const signIn = (name: string) =>
+    signInWith(
       port,
       "whoami.localhost",
       name,
-      PASSWORD,
-      totp.generate({ timestamp: clock.now() }),
+      USER_PASSWORD,
+      totpAt(users[name]!.totpSecret, clock.now()),
     );
-    expect(l.status, JSON.stringify(l.body)).toBe(200);
-    return { cookie: l.cookie!, sessionId: String(l.body["session_id"]) };
-  }
 
-  async function openWs(
-    host: string,
-    cookie: string,
-  ): Promise<{ ws: WebSocket; closed: Promise<void> }> {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers: { host, cookie } });
-    await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("error", reject);
-      ws.once("unexpected-response", (_req, res) =>
-        reject(new Error(`upgrade refused: ${res.statusCode}`)),
-      );
-    });
-    // Prove the tunnel is live: the upstream echoes.
-    const echoed = new Promise<string>((r) => ws.once("message", (m: Buffer) => r(m.toString())));
-    ws.send("ping");
-    expect(await echoed).toBe("ping");
-    const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
-    return { ws, closed };
-  }
+  // Proves the tunnel live first: the upstream echoes.
+  const openWs = (host: string, cookie: string) => openEchoingWebSocket(port, host, cookie);
 
   /** Waits (bounded) until the server has heard an event from another process. */
   async function until(what: string, check: () => Promise<boolean>): Promise<void> {
@@ -141,7 +82,7 @@ describe("continuous verification (live re-evaluation over real sockets)", () =>
   beforeAll(async () => {
     dir = tempDir();
     upstream = await startRecordingUpstream();
-    hook = await startHook();
+    hook = await startWebhookReceiver();
     const to = `http://127.0.0.1:${upstream.port}`;
     config = writeConfig(
       dir,
@@ -165,24 +106,16 @@ notifications: { webhook: "${hook.url}" }
 `,
       { "main.cedar": POLICY },
     );
-    zt = await runUp({ configPath: config, env, clock, out: () => undefined });
+    zt = await runUpInProcess(config, clock);
     port = zt.pepAddress.port;
-    for (const [name, groups] of [
+    users = await addUsers(zt, [
       ["alice", ["eng"]],
       ["bob", ["eng"]],
       ["carol", ["eng"]],
       ["dave", ["eng"]],
       ["erin", ["dba-leads"]],
       ["oncall", ["sre"]],
-    ] as const) {
-      const r = await zt.services.identity.addUser({
-        name,
-        groups: [...groups],
-        password: PASSWORD,
-      });
-      secrets[name] = r.totpSecret;
-      await zt.services.snapshot.refreshUser(r.user.id);
-    }
+    ]);
   }, 120_000);
 
   afterAll(async () => {

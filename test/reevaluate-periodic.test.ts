@@ -7,13 +7,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import * as OTPAuth from "otpauth";
-import WebSocket from "ws";
 import { ManualClock } from "../src/core/clock.js";
-import { runUp, type RunningZt } from "../src/app/run-up.js";
-import { login, request } from "./helpers/http-client.js";
+import type { RunningZt } from "../src/app/run-up.js";
+import { login, request, signIn as signInWith } from "./helpers/http-client.js";
+import { totpAt } from "./helpers/totp-code.js";
+import { openWebSocket } from "./helpers/websocket-client.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
+import {
+  addUsers,
+  runUpInProcess,
+  USER_PASSWORD,
+  type AddedUser,
+} from "./helpers/zt-up-in-process.js";
 
 const POLICY = `
 @id("eng-business-hours")
@@ -29,8 +35,6 @@ forbid (principal, action, resource == App::"ops")
 when { context.failed_attempts >= 2 };
 `;
 
-const PASSWORD = "pw-correct-horse-battery";
-
 describe("periodic and event-driven re-evaluation", () => {
   let dir: string;
   let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
@@ -38,45 +42,15 @@ describe("periodic and event-driven re-evaluation", () => {
   let port: number;
   // 17:30 in the configured zone (UTC): inside business hours.
   const clock = new ManualClock(Date.UTC(2026, 2, 2, 17, 30, 0));
-  const secrets: Record<string, string> = {};
+  let users: Record<string, AddedUser>;
 
-  async function signIn(name: string): Promise<{ cookie: string; sessionId: string }> {
-    const totp = new OTPAuth.TOTP({
-      secret: OTPAuth.Secret.fromBase32(secrets[name]!),
-      digits: 6,
-      period: 30,
-      algorithm: "SHA1",
-    });
+  function signIn(name: string): Promise<{ cookie: string; sessionId: string }> {
     clock.advance(30_000); // a fresh TOTP step for every sign-in
-    const l = await login(
-      port,
-      "whoami.localhost",
-      name,
-      PASSWORD,
-      totp.generate({ timestamp: clock.now() }),
-    );
-    expect(l.status, JSON.stringify(l.body)).toBe(200);
-    return { cookie: l.cookie!, sessionId: String(l.body["session_id"]) };
+    const code = totpAt(users[name]!.totpSecret, clock.now());
+    return signInWith(port, "whoami.localhost", name, USER_PASSWORD, code);
   }
 
-  async function openWs(
-    host: string,
-    cookie: string,
-  ): Promise<{ ws: WebSocket; closed: Promise<void>; isOpen: () => boolean }> {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers: { host, cookie } });
-    await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("error", reject);
-    });
-    let open = true;
-    const closed = new Promise<void>((resolve) =>
-      ws.once("close", () => {
-        open = false;
-        resolve();
-      }),
-    );
-    return { ws, closed, isOpen: () => open };
-  }
+  const openWs = (host: string, cookie: string) => openWebSocket(port, host, cookie);
 
   const get = (host: string, cookie: string) =>
     request(port, { host, path: "/", headers: { cookie, accept: "application/json" } });
@@ -97,26 +71,13 @@ network_labels: { office: ["10.0.0.0/8"], loopback: ["127.0.0.0/8"] }
 `,
       { "main.cedar": POLICY },
     );
-    zt = await runUp({
-      configPath: config,
-      env: { ZT_LISTEN__PROXY: "127.0.0.1:0", ZT_LISTEN__API: "127.0.0.1:0" },
-      clock,
-      out: () => undefined,
-    });
+    zt = await runUpInProcess(config, clock);
     port = zt.pepAddress.port;
-    for (const [name, groups] of [
+    users = await addUsers(zt, [
       ["alice", ["eng"]],
       ["bob", ["eng", "ops"]],
       ["olga", ["ops"]],
-    ] as const) {
-      const r = await zt.services.identity.addUser({
-        name,
-        groups: [...groups],
-        password: PASSWORD,
-      });
-      secrets[name] = r.totpSecret;
-      await zt.services.snapshot.refreshUser(r.user.id);
-    }
+    ]);
   }, 120_000);
 
   afterAll(async () => {

@@ -10,6 +10,8 @@ export interface WebhookReceiver<T> {
   url: string;
   /** The bodies received so far, parsed, in order of arrival. */
   received: T[];
+  /** The first body received (so far, or later) that `pred` holds for. */
+  waitFor(pred: (body: T) => boolean): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -18,11 +20,14 @@ export async function startWebhookReceiver<T = Record<string, unknown>>(): Promi
   WebhookReceiver<T>
 > {
   const received: T[] = [];
+  const waiters: { pred: (body: T) => boolean; resolve: (body: T) => void }[] = [];
   const server = http.createServer((req, res) => {
     let body = "";
     req.on("data", (d: Buffer) => (body += d.toString()));
     req.on("end", () => {
-      received.push(JSON.parse(body) as T);
+      const json = JSON.parse(body) as T;
+      received.push(json);
+      for (const w of [...waiters]) if (w.pred(json)) w.resolve(json);
       res.end();
     });
   });
@@ -30,6 +35,11 @@ export async function startWebhookReceiver<T = Record<string, unknown>>(): Promi
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
     received,
+    waitFor: (pred) => {
+      const hit = received.find(pred);
+      if (hit !== undefined) return Promise.resolve(hit);
+      return new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
