@@ -7,26 +7,23 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import { join } from "node:path";
-import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import type { PepFixture } from "./pep-fixture.js";
+import { startPepAppRoute, type PepAppRoute, type Upstream } from "./helpers/pep-app-route.js";
 import { request } from "./helpers/http-client.js";
 import { runZt } from "./helpers/zt-process.js";
 
 const POLICY = `permit (principal in Group::"eng", action, resource == App::"app");\n`;
 
 describe("assertion signing key rotation", () => {
+  let fixture: PepAppRoute;
   let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let upstream: Upstream;
   let cookie: string;
   let configPath: string;
 
   beforeAll(async () => {
-    upstream = await startUpstream();
-    zt = await startPep({
-      policies: POLICY,
-      routes: [
-        { name: "app", from: "http://app.localhost", to: `http://127.0.0.1:${upstream.port}` },
-      ],
-    });
+    fixture = await startPepAppRoute({ host: "app.localhost", policies: POLICY });
+    ({ pep: zt, upstream } = fixture);
     configPath = join(zt.dir, "zt.yaml");
     await zt.ctx.events.start();
     await zt.addUser("alice", ["eng"]);
@@ -34,8 +31,7 @@ describe("assertion signing key rotation", () => {
   });
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await fixture?.close();
   });
 
   /** The assertion the upstream received for one request through the PEP. */

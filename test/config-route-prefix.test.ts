@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfigText, validateConfig } from "../src/config/index.js";
 import { canonicalPath, RouteTable } from "../src/proxy/index.js";
 import { isZtError, type ZtError } from "../src/core/errors.js";
-import { raw, startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { auditRows } from "./helpers/audit-rows.js";
+import { raw, type PepFixture } from "./pep-fixture.js";
+import { startPepWithUpstream, type PepAppRoute, type Upstream } from "./helpers/pep-app-route.js";
 
 const HOST = "h.localhost";
 
@@ -113,33 +115,32 @@ describe("route prefixes at config load", () => {
 });
 
 describe("route prefixes through a real PEP", () => {
+  let fixture: PepAppRoute;
   let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  let upstream: Upstream;
   let cookie: string;
 
   beforeAll(async () => {
-    upstream = await startUpstream();
-    const to = `http://127.0.0.1:${upstream.port}`;
-    zt = await startPep({
+    fixture = await startPepWithUpstream({
       // Everyone in eng may use the open site; nothing permits the locked API.
       policies: `
 @id("open-site")
 @reason("open-site")
 permit (principal in Group::"eng", action, resource == App::"open");
 `,
-      routes: [
+      routes: (to) => [
         { name: "open", from: `http://${HOST}/`, to },
         { name: "locked", from: `http://${HOST}/api[v2]`, to },
         { name: "locked-cafe", from: `http://${HOST}/caf%c3%a9`, to },
       ],
     });
+    ({ pep: zt, upstream } = fixture);
     await zt.addUser("alice", ["eng"]);
     cookie = (await zt.session("alice")).cookie;
   }, 60_000);
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await fixture?.close();
   });
 
   const get = (target: string) =>
@@ -166,13 +167,7 @@ permit (principal in Group::"eng", action, resource == App::"open");
   });
 
   it("records the decision against the route the prefix names", async () => {
-    await zt.ctx.audit.flush();
-    const rows = await zt.ctx.store.db
-      .selectFrom("audit_events")
-      .select(["route", "outcome", "data"])
-      .where("kind", "=", "decision")
-      .orderBy("seq")
-      .execute();
+    const rows = await auditRows(zt.ctx, "decision", ["route", "outcome", "data"]);
     const byPath = rows.map((r) => [JSON.parse(r.data).path, r.route, r.outcome]);
     expect(byPath).toContainEqual(["/api%5Bv2%5D/users", "locked", "deny"]);
     expect(byPath).toContainEqual(["/caf%C3%A9/menu", "locked-cafe", "deny"]);
