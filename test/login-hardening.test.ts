@@ -5,15 +5,12 @@
  * Sec-Fetch-Site), and every presented session ending at sign-out and at a new sign-in.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { request } from "./helpers/http-client.js";
+import { auditRows } from "./helpers/audit-rows.js";
+import { loginRequest, request } from "./helpers/http-client.js";
+import { oathtoolCode } from "./helpers/totp-code.js";
 import { startPep, type PepFixture } from "./pep-fixture.js";
 
 const HOST = "app.localhost";
-
-function oathtool(secret: string): string {
-  return execFileSync("oathtool", ["--totp", "-b", secret]).toString().trim();
-}
 
 describe("PEP sign-in hardening", () => {
   let zt: PepFixture;
@@ -40,23 +37,10 @@ describe("PEP sign-in hardening", () => {
 
   const origin = () => `http://${HOST}:${zt.port}`;
   const login = (body: Record<string, string>, headers: Record<string, string> = {}) =>
-    request(zt.port, {
-      host: `${HOST}:${zt.port}`,
-      path: "/.zt/login",
-      method: "POST",
-      headers: { "content-type": "application/json", origin: origin(), ...headers },
-      body: JSON.stringify(body),
-    });
+    loginRequest(zt.port, HOST, body, { headers });
 
   async function loginReasons(): Promise<(string | null)[]> {
-    await zt.ctx.audit.flush();
-    const rows = await zt.ctx.store.db
-      .selectFrom("audit_events")
-      .select(["reason", "subject"])
-      .where("kind", "=", "login")
-      .orderBy("seq")
-      .execute();
-    return rows.map((r) => r.reason);
+    return (await auditRows(zt.ctx, "login", ["reason"])).map((r) => r.reason);
   }
 
   it("answers a wrong password, a missing or wrong code and a disabled account alike (no password oracle)", async () => {
@@ -67,7 +51,7 @@ describe("PEP sign-in hardening", () => {
       await login({
         username: "carol",
         password: carol.password,
-        totp: oathtool(carol.totpSecret),
+        totp: oathtoolCode(carol.totpSecret),
       }),
     ];
     const shapes = answers.map((r) => ({ status: r.status, body: r.json<object>() }));
@@ -89,7 +73,7 @@ describe("PEP sign-in hardening", () => {
     const ok = await login({
       username: "alice",
       password: alice.password,
-      totp: oathtool(alice.totpSecret),
+      totp: oathtoolCode(alice.totpSecret),
     });
     expect(ok.status, ok.body).toBe(200);
   });
@@ -218,7 +202,7 @@ describe("PEP sign-in hardening", () => {
   it("ends the session a browser held when it signs in again (step-up): the old cookie is dead", async () => {
     const old = await zt.session("erin");
     const ok = await login(
-      { username: "erin", password: erin.password, totp: oathtool(erin.totpSecret) },
+      { username: "erin", password: erin.password, totp: oathtoolCode(erin.totpSecret) },
       { cookie: old.cookie },
     );
     expect(ok.status, ok.body).toBe(200);
