@@ -1,7 +1,5 @@
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import fc from "fast-check";
 import { parseAllDocuments } from "yaml";
@@ -13,6 +11,7 @@ import {
   parseSegModel,
 } from "../src/segment/index.js";
 import { NetnsLab } from "../src/segment/netns-lab.js";
+import { tempDirForSuite } from "./helpers/temp-dir-for-suite.js";
 import { runZt } from "./helpers/zt-process.js";
 
 const EXAMPLE = readFileSync(join(import.meta.dirname, "..", "examples", "segments.yaml"), "utf8");
@@ -358,37 +357,17 @@ flows:
 });
 
 describe("zt seg compile: a model file name cannot inject nft commands", () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "zt-seg-label-"));
-  });
-  afterAll(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
-
-  const zt = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        [join(import.meta.dirname, "..", "bin", "zt"), ...args],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    });
+  const dir = tempDirForSuite("zt-seg-label-");
 
   it("the file name stays inside the header comment", async () => {
-    const evil = join(dir, "a\nflush ruleset\n# b.yaml");
-    const plain = join(dir, "a.yaml");
+    const evil = join(dir(), "a\nflush ruleset\n# b.yaml");
+    const plain = join(dir(), "a.yaml");
     await writeFile(evil, EXAMPLE);
     await writeFile(plain, EXAMPLE);
-    const r = await zt(["seg", "compile", "--model", evil]);
+    const r = await runZt(["seg", "compile", "--model", evil]);
     expect(r.code).toBe(0);
     expect(r.stdout).not.toMatch(/^flush ruleset/m);
-    const p = await zt(["seg", "compile", "--model", plain]);
+    const p = await runZt(["seg", "compile", "--model", plain]);
     expect(r.stdout.split("\n")).toHaveLength(p.stdout.split("\n").length);
     expect(r.stdout).toContain("model a\\u000aflush ruleset\\u000a# b.yaml sha256:");
     if (avail.ok) {
@@ -403,7 +382,7 @@ describe("zt seg compile: a model file name cannot inject nft commands", () => {
 
   it("a warning naming the file shows its control characters as escapes", async () => {
     // Two segments of one namespace whose selectors may select the same pods: a warning.
-    const file = join(dir, "m\u001b]0;pwned\u0007\u202e.yaml");
+    const file = join(dir(), "m\u001b]0;pwned\u0007\u202e.yaml");
     await writeFile(
       file,
       `segments:
@@ -411,7 +390,7 @@ describe("zt seg compile: a model file name cannot inject nft commands", () => {
   b: { k8s: { namespace: web, podSelector: { tier: y } } }
 `,
     );
-    const r = await zt(["seg", "compile", "--model", file, "-t", "k8s"]);
+    const r = await runZt(["seg", "compile", "--model", file, "-t", "k8s"]);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("zt: warning: m\\u{1b}]0;pwned\\u{7}\\u{202e}.yaml");
     // eslint-disable-next-line no-control-regex -- no raw ESC, BEL or bidi override written
@@ -420,13 +399,7 @@ describe("zt seg compile: a model file name cannot inject nft commands", () => {
 });
 
 describe("zt seg: the log rate of the drop / would-drop chains (log.rate, log.burst)", () => {
-  let dir: string;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "zt-seg-log-"));
-  });
-  afterAll(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  const dir = tempDirForSuite("zt-seg-log-");
   const model = (log: string) => `segments:
   a: { hosts: [10.0.0.1] }
   b: { hosts: [10.0.0.2] }
@@ -437,7 +410,7 @@ ${log}
 `;
 
   it("compiles log: { rate, burst } into limit rate … before each log, and loads in nft", async () => {
-    const file = join(dir, "log.yaml");
+    const file = join(dir(), "log.yaml");
     await writeFile(file, model("log: { rate: 5/minute, burst: 7 }"));
     const r = await runZt(["seg", "compile", "--model", file], { timeoutMs: 30_000 });
     expect(r.code).toBe(0);
@@ -463,7 +436,7 @@ ${log}
   });
 
   it("refuses a log rate that is not N/second|minute|hour|day, and an unknown key, naming them", async () => {
-    const file = join(dir, "bad.yaml");
+    const file = join(dir(), "bad.yaml");
     await writeFile(file, model("log: { rate: fast, burst: 0, every: 1 }"));
     const r = await runZt(["seg", "check", "--model", file], { timeoutMs: 30_000 });
     expect(r.code).toBe(65);
