@@ -18,6 +18,7 @@ import { AccessService, parseAccessConfig } from "../src/access/index.js";
 import { LiveConnections } from "../src/proxy/index.js";
 import type { ContinuousVerification } from "../src/session/reevaluator.js";
 import { engines, sqliteEngine, type Engine } from "./store-fixture.js";
+import { auditRows } from "./helpers/audit-rows.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
@@ -148,12 +149,7 @@ describe.each(ENGINES)("a revoked grant never stays live in a PEP ($name)", (eng
 
     await pep.continuous.tick();
     expect(grantsOf(pep.continuous)).toEqual([]);
-    await pep.ctx.audit.flush();
-    const drift = await pep.ctx.store.db
-      .selectFrom("audit_events")
-      .select(["reason", "data"])
-      .where("kind", "=", "grant.reconciled")
-      .execute();
+    const drift = await auditRows(pep.ctx, "grant.reconciled", ["reason", "data"]);
     expect(drift).toHaveLength(1);
     expect(JSON.parse(drift[0]!.data)).toMatchObject({ dropped: [r.id] });
   }, 60_000);
@@ -217,13 +213,9 @@ describe("break-glass: who may end it, and no renewal by revoking", () => {
     const own = await access.breakglass({ user: "oncall2", resource: "a", reason: "INC-9" });
     expect((await access.revoke(own.id, "oncall2")).status).toBe("revoked");
 
-    await ctx.audit.flush();
-    const refused = await ctx.store.db
-      .selectFrom("audit_events")
-      .select(["subject", "reason"])
-      .where("kind", "=", "access.revoke")
-      .where("outcome", "=", "failure")
-      .execute();
+    const refused = await auditRows(ctx, "access.revoke", ["subject", "reason"], {
+      outcome: "failure",
+    });
     expect(refused.map((x) => x.subject).sort()).toEqual(["alice", "lead", "mallory", "oncall2"]);
   }, 60_000);
 
@@ -257,13 +249,7 @@ describe("break-glass: who may end it, and no renewal by revoking", () => {
     clock.advance(1);
     await access.breakglass({ user: "oncall", resource: "a", reason: "INC-12" });
 
-    await ctx.audit.flush();
-    const audited = await ctx.store.db
-      .selectFrom("audit_events")
-      .select("reason")
-      .where("kind", "=", "breakglass")
-      .where("outcome", "=", "failure")
-      .execute();
+    const audited = await auditRows(ctx, "breakglass", ["reason"], { outcome: "failure" });
     expect(audited.map((x) => x.reason)).toContain("breakglass-cooldown");
   }, 60_000);
 
@@ -325,12 +311,7 @@ describe("an approval is judged against the configuration of now", () => {
     expect(granted.status).toBe("approved");
     expect(granted.expiresAt).toBe(T0 + 30 * 60_000);
     expect(granted.ttlMs).toBe(30 * 60_000);
-    await ctx.audit.flush();
-    const approved = await ctx.store.db
-      .selectFrom("audit_events")
-      .select("data")
-      .where("kind", "=", "access.approved")
-      .execute();
+    const approved = await auditRows(ctx, "access.approved", ["data"]);
     expect(approved.map((x) => JSON.parse(x.data) as Record<string, unknown>)).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ request_id: long.id, ttl_requested_ms: 8 * HOUR }),
@@ -384,14 +365,9 @@ describe("an approval is judged against the configuration of now", () => {
     expect((await refusal(access.approve(r.id, "alice"))).code).toBe("ZT_ACCESS_SELF_APPROVAL");
     expect((await refusal(access.approve(r.id, "mallory"))).code).toBe("ZT_ACCESS_NOT_APPROVER");
     expect((await refusal(access.deny(r.id, "mallory"))).code).toBe("ZT_ACCESS_NOT_APPROVER");
-    await ctx.audit.flush();
-    const rows = await ctx.store.db
-      .selectFrom("audit_events")
-      .select(["subject", "route", "reason", "data"])
-      .where("kind", "=", "access.approve")
-      .where("outcome", "=", "failure")
-      .orderBy("seq")
-      .execute();
+    const rows = await auditRows(ctx, "access.approve", ["subject", "route", "reason", "data"], {
+      outcome: "failure",
+    });
     expect(
       rows.map((x) => ({
         subject: x.subject,

@@ -7,6 +7,8 @@ export type AuditRow = Selectable<AuditEventsTable>;
 export interface AuditRowsOptions {
   /** Only the records with this reason. */
   reason?: string;
+  /** Only the records with this outcome (`success`, `failure`, `allow`, `deny` …). */
+  outcome?: string;
 }
 
 /**
@@ -25,6 +27,7 @@ export async function auditRows<C extends keyof AuditRow>(
   await ctx.audit.flush();
   let q = ctx.store.db.selectFrom("audit_events").selectAll().where("kind", "=", kind);
   if (options.reason !== undefined) q = q.where("reason", "=", options.reason);
+  if (options.outcome !== undefined) q = q.where("outcome", "=", options.outcome);
   const rows = await q.orderBy("seq").execute();
   return rows.map(
     (row) => Object.fromEntries(columns.map((c) => [c, row[c]])) as Pick<AuditRow, C>,
