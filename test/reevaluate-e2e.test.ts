@@ -12,15 +12,14 @@ import type { RunningZt } from "../src/app/run-up.js";
 import { request, signIn as signInWith } from "./helpers/http-client.js";
 import { totpAt } from "./helpers/totp-code.js";
 import { openEchoingWebSocket } from "./helpers/websocket-client.js";
-import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
-import { startRecordingUpstream } from "./helpers/upstream.js";
+import { runZt } from "./helpers/zt-process.js";
 import { startWebhookReceiver, type WebhookReceiver } from "./helpers/webhook-receiver.js";
 import {
-  addUsers,
   LOOPBACK_LISTEN_ENV,
-  runUpInProcess,
+  startZtUpWithUpstream,
   USER_PASSWORD,
   type AddedUser,
+  type ZtUpWithUpstream,
 } from "./helpers/zt-up-in-process.js";
 
 const POLICY = `
@@ -42,9 +41,9 @@ when { context.breakglass };
 `;
 
 describe("continuous verification (live re-evaluation over real sockets)", () => {
+  let suite: ZtUpWithUpstream;
   let dir: string;
   let config: string;
-  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
   let hook: WebhookReceiver<Record<string, unknown>>;
   let zt: RunningZt;
   let port: number;
@@ -80,13 +79,9 @@ describe("continuous verification (live re-evaluation over real sockets)", () =>
     request(port, { host, path: "/", headers: { cookie, accept: "application/json" } });
 
   beforeAll(async () => {
-    dir = tempDir();
-    upstream = await startRecordingUpstream();
     hook = await startWebhookReceiver();
-    const to = `http://127.0.0.1:${upstream.port}`;
-    config = writeConfig(
-      dir,
-      `data_dir: ./data
+    suite = await startZtUpWithUpstream({
+      yaml: (to) => `data_dir: ./data
 trust_domain: cv.test
 routes:
   - { name: whoami, from: "http://whoami.localhost:8443", to: "${to}" }
@@ -104,23 +99,22 @@ access:
   breakglass: { accounts: [oncall], resources: [db-admin], ttl: 30m }
 notifications: { webhook: "${hook.url}" }
 `,
-      { "main.cedar": POLICY },
-    );
-    zt = await runUpInProcess(config, clock);
-    port = zt.pepAddress.port;
-    users = await addUsers(zt, [
-      ["alice", ["eng"]],
-      ["bob", ["eng"]],
-      ["carol", ["eng"]],
-      ["dave", ["eng"]],
-      ["erin", ["dba-leads"]],
-      ["oncall", ["sre"]],
-    ]);
+      policies: { "main.cedar": POLICY },
+      users: [
+        ["alice", ["eng"]],
+        ["bob", ["eng"]],
+        ["carol", ["eng"]],
+        ["dave", ["eng"]],
+        ["erin", ["dba-leads"]],
+        ["oncall", ["sre"]],
+      ],
+      clock,
+    });
+    ({ zt, port, dir, config, users } = suite);
   }, 120_000);
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await suite?.close();
     await hook?.close();
   });
 

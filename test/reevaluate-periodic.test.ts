@@ -12,13 +12,11 @@ import type { RunningZt } from "../src/app/run-up.js";
 import { login, request, signIn as signInWith } from "./helpers/http-client.js";
 import { totpAt } from "./helpers/totp-code.js";
 import { openWebSocket } from "./helpers/websocket-client.js";
-import { tempDir, writeConfig } from "./helpers/zt-process.js";
-import { startRecordingUpstream } from "./helpers/upstream.js";
 import {
-  addUsers,
-  runUpInProcess,
+  startZtUpWithUpstream,
   USER_PASSWORD,
   type AddedUser,
+  type ZtUpWithUpstream,
 } from "./helpers/zt-up-in-process.js";
 
 const POLICY = `
@@ -36,8 +34,8 @@ when { context.failed_attempts >= 2 };
 `;
 
 describe("periodic and event-driven re-evaluation", () => {
+  let suite: ZtUpWithUpstream;
   let dir: string;
-  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
   let zt: RunningZt;
   let port: number;
   // 17:30 in the configured zone (UTC): inside business hours.
@@ -56,12 +54,9 @@ describe("periodic and event-driven re-evaluation", () => {
     request(port, { host, path: "/", headers: { cookie, accept: "application/json" } });
 
   beforeAll(async () => {
-    dir = tempDir("zt-reeval-");
-    upstream = await startRecordingUpstream();
-    const to = `http://127.0.0.1:${upstream.port}`;
-    const config = writeConfig(
-      dir,
-      `data_dir: ./data
+    suite = await startZtUpWithUpstream({
+      dirPrefix: "zt-reeval-",
+      yaml: (to) => `data_dir: ./data
 routes:
   - { name: whoami, from: "http://whoami.localhost:8443", to: "${to}" }
   - { name: ops, from: "http://ops.localhost:8443", to: "${to}" }
@@ -69,20 +64,19 @@ policies: ./policies
 session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
 network_labels: { office: ["10.0.0.0/8"], loopback: ["127.0.0.0/8"] }
 `,
-      { "main.cedar": POLICY },
-    );
-    zt = await runUpInProcess(config, clock);
-    port = zt.pepAddress.port;
-    users = await addUsers(zt, [
-      ["alice", ["eng"]],
-      ["bob", ["eng", "ops"]],
-      ["olga", ["ops"]],
-    ]);
+      policies: { "main.cedar": POLICY },
+      users: [
+        ["alice", ["eng"]],
+        ["bob", ["eng", "ops"]],
+        ["olga", ["ops"]],
+      ],
+      clock,
+    });
+    ({ zt, port, dir, users } = suite);
   }, 120_000);
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await suite?.close();
   });
 
   it("closes a WebSocket when business hours end, at the next periodic re-check, without revoking the session", async () => {

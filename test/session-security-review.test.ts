@@ -22,20 +22,19 @@ import {
   type Upstream,
 } from "./helpers/pep-app-route.js";
 import { oathtoolCode } from "./helpers/totp-code.js";
-import { startRecordingUpstream } from "./helpers/upstream.js";
 import {
   openEchoingWebSocket,
   openWebSocket,
   roundTrip,
   type OpenWebSocket,
 } from "./helpers/websocket-client.js";
-import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
+import { runZt, tempDir } from "./helpers/zt-process.js";
 import {
-  addUsers,
   LOOPBACK_LISTEN_ENV,
-  runUpInProcess,
+  startZtUpWithUpstream,
   USER_PASSWORD,
   type AddedUser,
+  type ZtUpWithUpstream,
 } from "./helpers/zt-up-in-process.js";
 
 const POLICY = `
@@ -107,8 +106,8 @@ describe("identity assertions follow the user's current identity", () => {
 });
 
 describe("an operator's ban cuts live connections (zt up, the real CLI)", () => {
+  let suite: ZtUpWithUpstream;
   let config: string;
-  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
   let zt: RunningZt;
   let port: number;
   const clock = new ManualClock(Date.now());
@@ -116,31 +115,30 @@ describe("an operator's ban cuts live connections (zt up, the real CLI)", () => 
   let users: Record<string, AddedUser>;
 
   beforeAll(async () => {
-    upstream = await startRecordingUpstream();
-    config = writeConfig(
-      tempDir(),
-      `data_dir: ./data
+    suite = await startZtUpWithUpstream({
+      yaml: (to) => `data_dir: ./data
 trust_domain: ban.test
 routes:
-  - { name: app, from: "http://app.localhost:8443", to: "http://127.0.0.1:${upstream.port}" }
+  - { name: app, from: "http://app.localhost:8443", to: "${to}" }
 policies: ./policies
 # No periodic pass during the test: only the ban's own event can cut the connection.
 session: { ttl: 24h, idle_timeout: 12h, recheck_interval: 1h }
 `,
-      { "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");\n` },
-    );
-    zt = await runUpInProcess(config, clock);
-    port = zt.pepAddress.port;
-    users = await addUsers(zt, [
-      ["alice", ["eng"]],
-      ["bob", ["eng"]],
-      ["carol", ["eng"]],
-    ]);
+      policies: {
+        "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");\n`,
+      },
+      users: [
+        ["alice", ["eng"]],
+        ["bob", ["eng"]],
+        ["carol", ["eng"]],
+      ],
+      clock,
+    });
+    ({ zt, port, config, users } = suite);
   }, 120_000);
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await suite?.close();
     setBansForTest({});
   });
 
@@ -294,7 +292,7 @@ describe("sign-in input of the wrong type", () => {
 });
 
 describe("a live connection whose session the PEP forgot as idle (zt up, real WebSockets)", () => {
-  let upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  let suite: ZtUpWithUpstream;
   let zt: RunningZt;
   let port: number;
   const clock = new ManualClock(Date.now());
@@ -303,11 +301,8 @@ describe("a live connection whose session the PEP forgot as idle (zt up, real We
   let config: string;
 
   beforeAll(async () => {
-    upstream = await startRecordingUpstream();
-    const to = `http://127.0.0.1:${upstream.port}`;
-    config = writeConfig(
-      tempDir(),
-      `data_dir: ./data
+    suite = await startZtUpWithUpstream({
+      yaml: (to) => `data_dir: ./data
 trust_domain: idle.test
 routes:
   - { name: app, from: "http://app.localhost:8443", to: "${to}" }
@@ -316,26 +311,25 @@ routes:
 policies: ./policies
 session: { ttl: 12h, idle_timeout: 2h, recheck_interval: 1h }
 `,
-      {
+      policies: {
         "main.cedar": `permit (principal in Group::"eng", action, resource == App::"app");
 permit (principal in Group::"eng", action, resource == App::"fresh")
 when { context.mfa_age_seconds < 14400 };
 permit (principal, action, resource == App::"open");
 `,
       },
-    );
-    zt = await runUpInProcess(config, clock);
-    port = zt.pepAddress.port;
-    users = await addUsers(zt, [
-      ["alice", ["eng"]],
-      ["bob", []],
-      ["dave", []],
-    ]);
+      users: [
+        ["alice", ["eng"]],
+        ["bob", []],
+        ["dave", []],
+      ],
+      clock,
+    });
+    ({ zt, port, config, users } = suite);
   }, 120_000);
 
   afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
+    await suite?.close();
   });
 
   /** Moves the clock, and has the event bus poll the store (or the PEP would see it as lost). */

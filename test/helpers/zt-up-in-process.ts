@@ -1,9 +1,12 @@
 /**
  * `zt up` in the test's own process (`runUp`), listening on loopback ports of the
- * system's choosing, with an injected clock; and its users, made through its services.
+ * system's choosing, with an injected clock; its users, made through its services; and
+ * the whole setup of a suite: a recording upstream, zt.yaml, `zt up` and its users.
  */
 import type { Clock } from "../../src/core/clock.js";
 import { runUp, type RunningZt } from "../../src/app/run-up.js";
+import { startRecordingUpstream } from "./upstream.js";
+import { tempDir, writeConfig } from "./zt-process.js";
 
 /** The environment that puts the PEP and the API on free loopback ports. */
 export const LOOPBACK_LISTEN_ENV = {
@@ -43,4 +46,57 @@ export async function addUsers(
     await zt.services.snapshot.refreshUser(r.user.id);
   }
   return added;
+}
+
+export interface ZtUpWithUpstreamOptions {
+  /** zt.yaml, given the upstream's URL (`http://127.0.0.1:<port>`) for its routes. */
+  yaml: (to: string) => string;
+  /** The files of the policies folder, by name. */
+  policies: Record<string, string>;
+  /** Made as `addUsers` makes them. */
+  users: readonly (readonly [name: string, groups: readonly string[]])[];
+  clock: Clock;
+  /** The temporary directory's name prefix. */
+  dirPrefix?: string;
+}
+
+export interface ZtUpWithUpstream {
+  zt: RunningZt;
+  /** The PEP's port. */
+  port: number;
+  /** The temporary directory holding zt.yaml, the policies folder and the data. */
+  dir: string;
+  /** zt.yaml's path (for `zt --config`). */
+  config: string;
+  upstream: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  users: Record<string, AddedUser>;
+  /** Closes zt, then the upstream. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a recording (and WebSocket-echoing) upstream, writes zt.yaml and the policies
+ * into a fresh temporary directory, runs `zt up` in process and adds the users.
+ */
+export async function startZtUpWithUpstream(o: ZtUpWithUpstreamOptions): Promise<ZtUpWithUpstream> {
+  const upstream = await startRecordingUpstream();
+  try {
+    const dir = tempDir(o.dirPrefix);
+    const config = writeConfig(dir, o.yaml(`http://127.0.0.1:${upstream.port}`), o.policies);
+    const zt = await runUpInProcess(config, o.clock);
+    const close = async () => {
+      await zt.close();
+      await upstream.close();
+    };
+    try {
+      const users = await addUsers(zt, o.users);
+      return { zt, port: zt.pepAddress.port, dir, config, upstream, users, close };
+    } catch (e) {
+      await zt.close();
+      throw e;
+    }
+  } catch (e) {
+    await upstream.close();
+    throw e;
+  }
 }
