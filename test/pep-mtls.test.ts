@@ -63,6 +63,25 @@ describe("mTLS principals in the PEP (TLS listener from zt's CA)", () => {
   const issue = (path: string): Promise<Svid> =>
     svc.issueSvidWithNewKey({ spiffeId: `spiffe://${TD}${path}`, actor: "test" });
 
+  /** A WebSocket to api.localhost through the PEP, authenticated by `svid`; resolves once open. */
+  async function openSvidWebSocket(svid: Svid, origin?: string): Promise<WebSocket> {
+    const options = {
+      headers: { host: "api.localhost" },
+      ...(origin ? { origin } : {}),
+      servername: "localhost",
+      ca: bundle,
+      key: svid.keyPem,
+      cert: svid.chainPem,
+    };
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, options);
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused ${res.statusCode}`)));
+    });
+    return ws;
+  }
+
   function get(host: string, client?: { keyPem: string; chainPem: string }): Promise<Reply> {
     return new Promise((resolve, reject) => {
       const req = https.request(
@@ -183,19 +202,7 @@ policies: ./policies
   it("refuses a revoked SVID (cert-revoked) and cuts its live WebSocket", async () => {
     const web = await issue("/web");
     expect((await get("api.localhost", web)).status).toBe(200);
-    const wsOptions = {
-      headers: { host: "api.localhost" },
-      servername: "localhost",
-      ca: bundle,
-      key: web.keyPem,
-      cert: web.chainPem,
-    };
-    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, wsOptions);
-    await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("error", reject);
-      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused ${res.statusCode}`)));
-    });
+    const ws = await openSvidWebSocket(web);
     const closed = new Promise<void>((r) => ws.once("close", () => r()));
     await svc.revoke({ serial: web.serial, reason: "key-compromise", actor: "test" });
     await closed;
@@ -211,20 +218,7 @@ policies: ./policies
 
   it("decides an SVID's WebSocket whatever its Origin: a workload, not a browser (no websocket-origin check)", async () => {
     const web = await issue("/web");
-    const wsOptions = {
-      headers: { host: "api.localhost" },
-      origin: "https://evil.localhost",
-      servername: "localhost",
-      ca: bundle,
-      key: web.keyPem,
-      cert: web.chainPem,
-    };
-    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, wsOptions);
-    await new Promise<void>((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("error", reject);
-      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused ${res.statusCode}`)));
-    });
+    const ws = await openSvidWebSocket(web, "https://evil.localhost");
     const closed = new Promise<void>((r) => ws.once("close", () => r()));
     ws.close();
     await closed;
