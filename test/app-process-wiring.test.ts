@@ -23,6 +23,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { loadPolicySet } from "../src/policy/index.js";
 import { request } from "./helpers/http-client.js";
+import { freePort } from "./helpers/free-port.js";
 import {
   OPERATOR_AUTH,
   ROOT,
@@ -103,16 +104,6 @@ function listening(z: Zt, what: "PEP" | "API"): number {
 async function readyz(apiPort: number) {
   const r = await request(apiPort, { host: "127.0.0.1", path: "/readyz", headers: OPERATOR_AUTH });
   return { status: r.status, body: r.json<{ status: string; policy_version: string }>() };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function appConfig(upstreamPort: number, extra = "", scheme = "http"): string {

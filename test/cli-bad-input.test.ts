@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { networkInterfaces } from "node:os";
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { freePort } from "./helpers/free-port.js";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
 import { ROOT, runZt, tempDir, writeConfig, type RunResult } from "./helpers/zt-process.js";
 
@@ -31,15 +32,6 @@ function expectCleanError(r: RunResult, code: ZtErrorCode, message: RegExp): voi
 const UNSAFE_TEXT =
   // eslint-disable-next-line no-control-regex -- looking for control characters is the point
   /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
-
-/** A loopback port with nothing listening on it (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 beforeAll(async () => {
   dir = tempDir("zt-cli-bad-");
@@ -87,7 +79,7 @@ describe("files named on the command line", () => {
 
 describe("--server", () => {
   it("a server that does not answer is ZT_UNAVAILABLE naming the address, not `ZT_INTERNAL: fetch failed`", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const r = await zt(
       [
         "ssh",
@@ -764,12 +756,12 @@ describe("zt ssh sign --client-key", () => {
     ];
     for (const mode of [0o644, 0o640, 0o604]) {
       chmodSync(key, mode);
-      const r = await zt(args(await closedPort()));
+      const r = await zt(args(await freePort()));
       expectCleanError(r, "ZT_FILE_PERMISSIONS", new RegExp(`${key}.*chmod 600`));
     }
     // 0600 passes the check and goes on to the (closed) server
     chmodSync(key, 0o600);
-    const r = await zt(args(await closedPort()));
+    const r = await zt(args(await freePort()));
     expect(r.stderr).not.toMatch(/ZT_FILE_PERMISSIONS/);
   });
 });

@@ -201,17 +201,7 @@ export function raw(
   });
 }
 
-/** Picks a free loopback TCP port (for peers such as nginx that need one up front). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+export { freePort } from "./helpers/free-port.js";
 
 /** A 101 answer to `req`: its own protocol, and Sec-WebSocket-Accept for a WebSocket key. */
 function upgradeAnswer(req: http.IncomingMessage): string {

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { makePrivateCa } from "./helpers/tls.js";
+import { freePort } from "./helpers/free-port.js";
 import { createServer, connect, type AddressInfo, type Server, type Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
@@ -40,14 +41,6 @@ async function caught(p: Promise<unknown>): Promise<ZtError> {
     throw e;
   }
   throw new Error("expected a ZtError");
-}
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 describe("database_url parsing", () => {
@@ -107,7 +100,7 @@ describe("database_url parsing", () => {
 
 describe("PostgreSQL unreachable", () => {
   it("fails with ZT_STORE naming host:port/db and not the password", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const err = await caught(
       openStore({
         dataDir: tmpdir(),

@@ -30,6 +30,7 @@ import {
   type UpProcess,
 } from "./helpers/zt-process.js";
 import { waitFor } from "./store-fixture.js";
+import { freePort } from "./helpers/free-port.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
 
 // Every App the policy sees has its `name` attribute: a route whose App entity were
@@ -682,12 +683,7 @@ describe("zt up reloads zt.yaml on SIGHUP (listen.proxy_workers: 2)", () => {
       "main.cedar": POLICY,
     });
     // A fixed port: once no worker holds it, port 0 would be a new one.
-    const free = await new Promise<number>((r) => {
-      const s = http.createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as AddressInfo).port;
-        s.close(() => r(p));
-      });
-    });
+    const free = await freePort();
     const env = {
       ZT_LISTEN__PROXY: `127.0.0.1:${free}`,
       ZT_LISTEN__API: "127.0.0.1:0",

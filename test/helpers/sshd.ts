@@ -5,8 +5,9 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { join } from "node:path";
+import { freePort } from "./free-port.js";
 import type { PkiService } from "../../src/pki/index.js";
 
 const SSHD = "/usr/sbin/sshd";
@@ -27,16 +28,6 @@ function ensureUser(): void {
     execFileSync("useradd", ["-m", "-s", "/bin/sh", SSH_LOGIN]);
   // useradd leaves the account locked ("!"), which sshd refuses without PAM: no password, not locked.
   execFileSync("usermod", ["-p", "*", SSH_LOGIN]);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForPort(port: number, proc: ChildProcess, log: () => string): Promise<void> {
