@@ -38,6 +38,7 @@ describe("WebSocket handshakes from another origin (Cross-Site WebSocket Hijacki
   const reached: (string | undefined)[] = [];
   const clock = new ManualClock(Date.UTC(2026, 2, 2, 10, 0, 0));
   let cookie: string;
+  let sessionId: string;
 
   /** Opens a WebSocket through zt; says whether it opened, else zt's answer. */
   async function handshake(
@@ -106,6 +107,9 @@ limits: { reload_grace: 0s }
     const l = await login(port, CHAT, "alice", PASSWORD, code);
     expect(l.status, JSON.stringify(l.body)).toBe(200);
     cookie = l.cookie!;
+    const mine = await zt.services.sessions.list({ userId: u.user.id });
+    expect(mine).toHaveLength(1);
+    sessionId = mine[0]!.id;
   }, 120_000);
 
   afterAll(async () => {
@@ -137,7 +141,11 @@ limits: { reload_grace: 0s }
       expect(row).toMatchObject({ kind: "request.refused", outcome: "deny" });
       expect(row.reason).toBe("websocket-origin");
       expect(row.source_ip).toBe("127.0.0.1");
+      // Whose session the page tried to use, on which route: the incident's first question.
+      expect(row.subject).toBe("alice");
+      expect(row.route).toBe("chat");
       expect(row.data).toMatchObject({ code: "ZT_CSRF", host: CHAT, target: "/ws", pep: "pep-1" });
+      expect(row.data["session_id"]).toBe(sessionId);
       expect(String(row.data["detail"])).toContain(JSON.stringify(origin));
     }
     // A route's list opens it to the listed origins only, not to the route's neighbours.

@@ -304,6 +304,15 @@ export interface Refusal {
   host?: string | undefined;
   /** The TCP peer, when it is a trusted proxy speaking for an unknown client. */
   peer?: string | undefined;
+  /**
+   * Who the request was signed in as, when the refusal came after authentication (a
+   * WebSocket handshake from a foreign Origin): the user whose session a page tried to
+   * use, and that session, for the incident that follows.
+   */
+  subject?: string | undefined;
+  sessionId?: string | undefined;
+  /** The route the request matched, when the refusal came after routing. */
+  route?: string | undefined;
 }
 
 /** The longest request target kept in a refusal's audit record. */
@@ -337,6 +346,8 @@ export function recordRefusal(ctx: Pick<AppContext, "audit" | "clock">, r: Refus
     kind: "request.refused",
     outcome: "deny",
     sourceIp: r.sourceIp === "" ? undefined : r.sourceIp,
+    subject: r.subject,
+    route: r.route,
     decisionId,
     reason: r.reason,
     data: {
@@ -348,6 +359,7 @@ export function recordRefusal(ctx: Pick<AppContext, "audit" | "clock">, r: Refus
       query_length: queryLength,
       peer: r.peer,
       pep: r.pep,
+      session_id: r.sessionId,
     },
   });
   countRefused(r.reason);

@@ -34,6 +34,7 @@ import {
   type Decision,
   type DecisionFacts,
   type DecisionPoint,
+  type Refusal,
 } from "./decision-point.js";
 import {
   createForwardAuthDecider,
@@ -268,6 +269,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     reason: string,
     host?: string,
     detail?: string,
+    who?: Pick<Refusal, "subject" | "sessionId" | "route">,
   ): string {
     return recordRefusal(ctx, {
       reason,
@@ -278,6 +280,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       method: req.method,
       target: req.url,
       host,
+      ...who,
     });
   }
 
@@ -758,8 +761,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       reason: string,
       host?: string,
       detail?: string,
+      who?: Pick<Refusal, "subject" | "sessionId" | "route">,
     ) => {
-      const decisionId = recordRequestRefusal(req, clientIp, code, reason, host, detail);
+      const decisionId = recordRequestRefusal(req, clientIp, code, reason, host, detail, who);
       refuse(status, { error: { code, reason, decision_id: decisionId } }, decisionId);
     };
     if (duplicateHost(req))
@@ -827,6 +831,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
         "websocket-origin",
         canon.host,
         `Origin ${JSON.stringify(origin.slice(0, 200))} is neither route "${route.name}"'s own origin nor in its websocket_origins`,
+        { subject: a.auth.user.name, sessionId: a.auth.session.id, route: route.name },
       );
     const facts = factsFor({
       route,
