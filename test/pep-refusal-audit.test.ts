@@ -340,6 +340,10 @@ describe("alert rules: a jail on refused requests (match: refused)", () => {
       expect(engine.evaluate(ev("decision", "deny", "no-policy")).bans).toEqual([]);
       expect(engine.evaluate(ev("login", "failure", "bad-password")).bans).toEqual([]);
     }
+    // A WebSocket refused for its Origin: a foreign page made the victim's browser send it
+    // (the victim's cookie, the victim's address). Banning the source would punish them.
+    for (let i = 0; i < 5; i++)
+      expect(engine.evaluate(ev("request.refused", "deny", "websocket-origin")).bans).toEqual([]);
     expect(engine.evaluate(ev("request.refused", "deny", "encoded-dot-segment")).bans).toEqual([]);
     expect(engine.evaluate(ev("request.refused", "deny", "host-duplicate")).bans).toEqual([]);
     const third = engine.evaluate(ev("request.refused", "deny", "no-route"));

@@ -58,6 +58,12 @@ export interface EvaluateResult {
 const TOTP_REASONS = new Set(["mfa-invalid", "mfa-malformed", "mfa-replayed"]);
 const LOGIN_REASONS = new Set(["bad-password", "unknown-user", "auth-failed", "user-disabled"]);
 
+/**
+ * Refusal reasons a third party's page causes in the user's own browser (Cross-Site
+ * WebSocket Hijacking refused at the handshake): evidence against the page, not the source.
+ */
+const BROWSER_INDUCED_REFUSALS: ReadonlySet<string> = new Set(["websocket-origin"]);
+
 /** What a jail counts. */
 export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean {
   switch (match) {
@@ -77,7 +83,9 @@ export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean 
       return isDenial(e);
     case "refused":
       // Requests the PEP turned away before deciding: malformed, ambiguous, no route.
-      return e.kind === "request.refused";
+      // Not those a foreign page makes a signed-in browser send: their source is the
+      // victim, whom a ban would lock out for the attacker.
+      return e.kind === "request.refused" && !BROWSER_INDUCED_REFUSALS.has(e.reason ?? "");
   }
 }
 
