@@ -4,8 +4,6 @@
  * devices load into the hot-path caches, expiry marks rows, the re-check reads risk.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
 import { loadConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -19,7 +17,7 @@ import {
   parseDevicesConfig,
   signWithDeviceKey,
 } from "../src/device/index.js";
-import { engines, type Engine, type EngineTarget } from "./store-fixture.js";
+import { engines, writeEngineConfig, type Engine, type EngineTarget } from "./store-fixture.js";
 
 const ENGINES = await engines();
 
@@ -35,12 +33,9 @@ describe.each(ENGINES)("continuous verification state on $name", (engine: Engine
 
   it("stores and reloads grants, devices and risk signals", async () => {
     target = await engine.fresh();
-    const path = join(target.storeOptions.dataDir, "zt.yaml");
-    writeFileSync(
-      path,
-      `data_dir: ${target.storeOptions.dataDir}
-${target.storeOptions.databaseUrl ? `database_url: "${target.storeOptions.databaseUrl}"` : ""}
-routes:
+    const path = writeEngineConfig(
+      target,
+      `routes:
   - { name: db-admin, from: "http://db.localhost:8443", to: "http://127.0.0.1:9" }
 access: { resources: { db-admin: { approvers: dba } } }
 devices: { auto_approve_groups: [eng], report_interval: 1h }

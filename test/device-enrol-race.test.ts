@@ -35,6 +35,7 @@ import {
   engines,
   postgresAvailable,
   waitFor,
+  writeEngineConfig,
   type Engine,
   type EngineTarget,
 } from "./store-fixture.js";
@@ -77,12 +78,9 @@ describe.each(ENGINES)(
 
     it("refuses the device of a user disabled between the enrolment's check and its insert", async () => {
       target = await engine.fresh();
-      const path = join(target.storeOptions.dataDir, "zt.yaml");
-      writeFileSync(
-        path,
-        `data_dir: ${target.storeOptions.dataDir}
-${target.storeOptions.databaseUrl ? `database_url: "${target.storeOptions.databaseUrl}"` : ""}
-routes:
+      const path = writeEngineConfig(
+        target,
+        `routes:
   - { name: app, from: "http://app.localhost:8443", to: "http://127.0.0.1:9" }
 devices: { auto_approve_groups: [eng] }
 `,

@@ -19,7 +19,7 @@ import { openAppContext, type AppContext } from "../src/app/index.js";
 import { identityService } from "../src/identity/index.js";
 import { AccessService, grantContext, parseAccessConfig } from "../src/access/index.js";
 import { initPki, pkiService, type PkiService } from "../src/pki/index.js";
-import { engines, type Engine, type EngineTarget } from "./store-fixture.js";
+import { engineConfigYaml, engines, type Engine, type EngineTarget } from "./store-fixture.js";
 
 const ENGINES = await engines();
 const HOUR = 3_600_000;
@@ -39,9 +39,10 @@ permit (principal, action, resource)
 when { context.breakglass };
 `;
 
-const config = (t: EngineTarget) => `data_dir: ${t.storeOptions.dataDir}
-${t.storeOptions.databaseUrl ? `database_url: "${t.storeOptions.databaseUrl}"` : ""}
-trust_domain: grants.test
+const config = (t: EngineTarget) =>
+  engineConfigYaml(
+    t,
+    `trust_domain: grants.test
 policies: ${join(t.storeOptions.dataDir, "policies")}
 access:
   resources:
@@ -54,7 +55,8 @@ access:
     accounts: [oncall]
     resources: ['HostGroup::"prod"']
     ttl: 1h
-`;
+`,
+  );
 
 describe.each(ENGINES)("ssh:sign with grants on $name", (engine: Engine) => {
   let target: EngineTarget;

@@ -8,7 +8,7 @@
  * skipped with a loud warning.
  */
 import { afterEach } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -95,6 +95,19 @@ export interface EngineTarget {
   /** The PostgreSQL database name (undefined for SQLite). */
   database: string | undefined;
   cleanup(): Promise<void>;
+}
+
+/** zt.yaml text for a store on `t` (its data_dir, and database_url for PostgreSQL), then `rest`. */
+export function engineConfigYaml(t: EngineTarget, rest: string): string {
+  const url = t.storeOptions.databaseUrl;
+  return `data_dir: ${t.storeOptions.dataDir}\n${url ? `database_url: "${url}"\n` : ""}${rest}`;
+}
+
+/** Writes {@link engineConfigYaml} as `zt.yaml` in the target's data directory; returns its path. */
+export function writeEngineConfig(t: EngineTarget, rest: string): string {
+  const path = join(t.storeOptions.dataDir, "zt.yaml");
+  writeFileSync(path, engineConfigYaml(t, rest));
+  return path;
 }
 
 export interface Engine {
