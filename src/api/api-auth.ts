@@ -2,6 +2,7 @@ import type { FastifyRequest } from "fastify";
 import type { TLSSocket } from "node:tls";
 import type { AppContext } from "../app/index.js";
 import { ZtError } from "../core/errors.js";
+import { normalizeIp } from "../core/cidr.js";
 import {
   authenticateClientCert,
   bearerToken,
@@ -10,6 +11,15 @@ import {
   type ClientCertMode,
 } from "../proxy/index.js";
 import { SessionService } from "../session/index.js";
+
+/**
+ * The client's address as the PEP writes it: an IPv4 client of an IPv6 socket (a
+ * dual-stack `[::]` listener) is `a.b.c.d`, not `::ffff:a.b.c.d`, in the audit log and
+ * in `context.source_ip` (where Cedar's `ip()` cannot read the mapped form).
+ */
+export function clientIp(req: FastifyRequest): string {
+  return normalizeIp(req.ip);
+}
 
 /** A signed-in zt user, from the session cookie or `Authorization: Bearer <session token>`. */
 export interface ApiUserCaller {
@@ -70,7 +80,7 @@ export class ApiAuthenticator {
       this.#ctx.audit.record({
         kind: "authn.mtls",
         outcome: "deny",
-        sourceIp: req.ip,
+        sourceIp: clientIp(req),
         reason: out.reason,
         data: { listener: "api", path: req.routeOptions.url ?? null },
       });

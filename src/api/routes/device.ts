@@ -4,7 +4,7 @@ import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { DeviceService } from "../../device/index.js";
 import { cookieFrom } from "../../proxy/index.js";
-import { refuseDuplicateSessionCookie } from "../api-auth.js";
+import { clientIp, refuseDuplicateSessionCookie } from "../api-auth.js";
 
 const reportBody = z
   .object({ payload: z.string().max(64 * 1024), signature: z.string().max(200) })
@@ -71,7 +71,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AppContext): voi
       at: b.at,
       signature: b.signature,
       sessionId: b.session_id,
-      sourceIp: req.ip,
+      sourceIp: clientIp(req),
     });
     return { bound: true, session_id: r.sessionId, device_id: req.params.id };
   });

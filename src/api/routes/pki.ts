@@ -4,6 +4,7 @@ import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import { pkiService, type IssueAuth } from "../../pki/index.js";
+import { clientIp } from "../api-auth.js";
 import type { ApiRouteDeps } from "./index.js";
 
 const svidBody = z
@@ -68,7 +69,7 @@ export function registerPkiRoutes(app: FastifyInstance, ctx: AppContext, deps: A
       dnsNames: body.dns,
       ttlMs: body.ttl === undefined ? undefined : parseDuration(body.ttl, "ttl"),
       auth,
-      sourceIp: req.ip,
+      sourceIp: clientIp(req),
     });
     void reply.status(201);
     return {

@@ -4,7 +4,7 @@ import type { AppContext } from "../../app/index.js";
 import { parseDuration } from "../../core/duration.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { DEFAULT_USER_EXTENSIONS, pkiService } from "../../pki/index.js";
-import type { ApiCaller } from "../api-auth.js";
+import { clientIp, type ApiCaller } from "../api-auth.js";
 import type { ApiRouteDeps } from "./index.js";
 
 const signBody = z
@@ -43,7 +43,7 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
         kind: "ssh.sign",
         outcome,
         ...(subject !== undefined ? { subject } : {}),
-        sourceIp: req.ip,
+        sourceIp: clientIp(req),
         action: "ssh:sign",
         reason,
         data: { ...data, via: "api" },
@@ -92,7 +92,7 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
       forceCommand: b.force_command,
       withoutExtensions: b.without_extensions,
       actor: subject,
-      sourceIp: req.ip,
+      sourceIp: clientIp(req),
     });
     void reply.status(201);
     return {
