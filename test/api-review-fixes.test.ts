@@ -89,3 +89,42 @@ describe("an API on an IPv6 socket (listen.api [::]:8400) serving IPv4 clients",
     expect(svid.at(-1)).toEqual({ source_ip: "127.0.0.1", outcome: "failure" });
   });
 });
+
+describe("POST /api/v1/ssh/sign refusing a field's value", () => {
+  it("stops the refusal from naming a CLI flag (--principal, --source-address, --force-command) or no field at all: it names the JSON field, as `field` and at the head of the message", async () => {
+    const base = `http://127.0.0.1:${zt.apiAddress.port}`;
+    const valid = { public_key: pub, principals: ["alice"], host_group: "prod" };
+    for (const [change, field, code] of [
+      [{ principals: [] }, "principals", "ZT_BAD_REQUEST"],
+      [{ principals: ["alice bob"] }, "principals", "ZT_BAD_REQUEST"],
+      [
+        { principals: Array.from({ length: 40 }, (_, i) => `u${i}`) },
+        "principals",
+        "ZT_BAD_REQUEST",
+      ],
+      [{ source_addresses: ["10.0.0.0/99"] }, "source_addresses", "ZT_BAD_REQUEST"],
+      [{ force_command: "" }, "force_command", "ZT_BAD_REQUEST"],
+      [{ force_command: "a\nb" }, "force_command", "ZT_BAD_REQUEST"],
+      [{ host_group: "prod servers" }, "host_group", "ZT_BAD_REQUEST"],
+      [{ ttl: "30s" }, "ttl", "ZT_PKI_TTL_INVALID"],
+      [{ ttl: "soon" }, "ttl", "ZT_PKI_TTL_INVALID"],
+      [{ public_key: "ssh-ed25519 AAAA" }, "public_key", "ZT_PKI_KEY_INVALID"],
+      [{ public_key: "not a key" }, "public_key", "ZT_PKI_KEY_INVALID"],
+    ] as const) {
+      const res = await fetch(`${base}/api/v1/ssh/sign`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${aliceToken}` },
+        body: JSON.stringify({ ...valid, ...change }),
+      });
+      const what = JSON.stringify(change).slice(0, 80);
+      const body = (await res.json()) as { error: Record<string, unknown> };
+      expect(res.status, what).toBe(400);
+      expect(body.error["code"], what).toBe(code);
+      expect(body.error["field"], what).toBe(field);
+      expect(String(body.error["message"]), what).toMatch(new RegExp(`^${field}: `));
+      expect(String(body.error["message"]), what).not.toContain("--");
+      // The stable reason is kept.
+      expect(body.error["reason"], what).toMatch(/^[a-z-]+$/);
+    }
+  });
+});

@@ -77,23 +77,30 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
       ttlMs = b.ttl === undefined ? undefined : parseDuration(b.ttl, "ttl");
     } catch (e) {
       refused("failure", "ttl-invalid", { code: "ZT_PKI_TTL_INVALID" }, subject);
-      throw new ZtError("ZT_PKI_TTL_INVALID", (e as Error).message, { reason: "ttl-invalid" });
+      throw new ZtError("ZT_PKI_TTL_INVALID", (e as Error).message, {
+        reason: "ttl-invalid",
+        field: "ttl",
+      });
     }
     // signUser validates the key and options, asks the policy engine and audits either way.
-    const signed = await svc.ssh.signUser({
-      publicKey: b.public_key,
-      user: caller.kind === "user" ? caller.name : "",
-      ...(caller.kind === "service" ? { service: caller.spiffeId } : {}),
-      ...(caller.kind === "user" ? { mfaAgeSeconds: caller.mfaAgeSeconds } : {}),
-      hostGroup: b.host_group,
-      principals: b.principals,
-      ttlMs,
-      sourceAddresses: b.source_addresses,
-      forceCommand: b.force_command,
-      withoutExtensions: b.without_extensions,
-      actor: subject,
-      sourceIp: clientIp(req),
-    });
+    const signed = await svc.ssh
+      .signUser({
+        publicKey: b.public_key,
+        user: caller.kind === "user" ? caller.name : "",
+        ...(caller.kind === "service" ? { service: caller.spiffeId } : {}),
+        ...(caller.kind === "user" ? { mfaAgeSeconds: caller.mfaAgeSeconds } : {}),
+        hostGroup: b.host_group,
+        principals: b.principals,
+        ttlMs,
+        sourceAddresses: b.source_addresses,
+        forceCommand: b.force_command,
+        withoutExtensions: b.without_extensions,
+        actor: subject,
+        sourceIp: clientIp(req),
+      })
+      .catch((e: unknown) => {
+        throw namingField(e);
+      });
     void reply.status(201);
     return {
       certificate: signed.certLine,
@@ -105,6 +112,36 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
       decision_id: signed.decisionId,
     };
   });
+}
+
+/** The JSON field each refusal of signUser's validators (by its reason) is about. */
+function fieldOf(reason: string): string | undefined {
+  if (reason === "principals-empty" || reason === "principals-too-many") return "principals";
+  if (reason === "principal-invalid") return "principals";
+  if (reason === "source-address-invalid") return "source_addresses";
+  if (reason === "force-command-invalid") return "force_command";
+  if (reason === "host-group-invalid") return "host_group";
+  if (reason === "ttl-invalid") return "ttl";
+  return undefined;
+}
+
+/**
+ * A refusal of the request's content by signUser, which the CLI shares, in the API's
+ * words: the JSON field it is about as `field` and at the head of the message, where the
+ * CLI's flag (`--principal`, `--source-address`, `--force-command`) is no help.
+ */
+function namingField(e: unknown): unknown {
+  if (!isZtError(e)) return e;
+  const reason = e.context["reason"];
+  const field =
+    e.code === "ZT_PKI_KEY_INVALID"
+      ? "public_key"
+      : typeof reason === "string"
+        ? fieldOf(reason)
+        : undefined;
+  if (field === undefined) return e;
+  const message = e.message.replace(/ ?--[a-z][a-z-]*/g, "").trim();
+  return new ZtError(e.code, `${field}: ${message}`, { ...e.context, field }, { cause: e });
 }
 
 function reasonOf(e: unknown): string {
