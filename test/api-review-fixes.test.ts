@@ -128,3 +128,26 @@ describe("POST /api/v1/ssh/sign refusing a field's value", () => {
     }
   });
 });
+
+describe("a JSON body sent with another content type", () => {
+  it("stops text/plain (fetch's default for a string body) from being read as a string and refused as 'expected object': 415 ZT_UNSUPPORTED_MEDIA_TYPE saying to send application/json", async () => {
+    const base = `http://127.0.0.1:${zt.apiAddress.port}`;
+    const valid = JSON.stringify({ public_key: pub, principals: ["alice"], host_group: "lo" });
+    for (const headers of [
+      {}, // fetch sends a string as text/plain;charset=UTF-8
+      { "content-type": "text/plain" },
+      { "content-type": "application/x-www-form-urlencoded" },
+    ] as Record<string, string>[]) {
+      const res = await fetch(`${base}/api/v1/ssh/sign`, {
+        method: "POST",
+        headers: { ...headers, authorization: `Bearer ${aliceToken}` },
+        body: valid,
+      });
+      const what = JSON.stringify(headers);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(res.status, what).toBe(415);
+      expect(body.error.code, what).toBe("ZT_UNSUPPORTED_MEDIA_TYPE");
+      expect(body.error.message, what).toContain("application/json");
+    }
+  });
+});

@@ -132,6 +132,10 @@ export async function createApiServer(
     },
   });
 
+  // Bodies are JSON. Fastify also reads text/plain, as a string: a JSON body sent with it
+  // (fetch's default for a string body) was refused as "expected object, received string".
+  app.removeContentTypeParser("text/plain");
+
   // limits.max_connections_per_source, as on the PEP (which shares this process, and so
   // its file descriptors): one address cannot hold every connection.
   limitConnectionsPerSource(app.server, ctx.config.limits.max_connections_per_source);
@@ -162,7 +166,11 @@ export async function createApiServer(
             : e.statusCode === 404
               ? "ZT_NOT_FOUND"
               : "ZT_BAD_REQUEST";
-      void reply.status(e.statusCode).send(new ZtError(code, e.message ?? "bad request").toJSON());
+      const message =
+        e.statusCode === 415
+          ? "the body must be JSON, sent with Content-Type: application/json"
+          : (e.message ?? "bad request");
+      void reply.status(e.statusCode).send(new ZtError(code, message).toJSON());
       return;
     }
     void reply.status(500).send(internal(req, "ZT_INTERNAL", e.message ?? String(err)));
