@@ -11,6 +11,7 @@ import type { FastifyInstance } from "fastify";
 import { ManualClock } from "../src/core/clock.js";
 import type { RunningZt } from "../src/app/run-up.js";
 import { createApiServer } from "../src/api/index.js";
+import { pkiService } from "../src/pki/index.js";
 import { auditRows } from "./helpers/audit-rows.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { addUsers, runUpInProcess } from "./helpers/zt-up-in-process.js";
@@ -148,6 +149,51 @@ describe("a JSON body sent with another content type", () => {
       expect(res.status, what).toBe(415);
       expect(body.error.code, what).toBe("ZT_UNSUPPORTED_MEDIA_TYPE");
       expect(body.error.message, what).toContain("application/json");
+    }
+  });
+});
+
+describe("POST /api/v1/svid refusing its ttl", () => {
+  it("stops a ttl that is not a duration from being ZT_BAD_REQUEST while one out of range is ZT_PKI_TTL_INVALID (and ssh/sign answers both with the latter): one code, naming the field", async () => {
+    const base = `http://127.0.0.1:${zt.apiAddress.port}`;
+    const svc = await pkiService(zt.ctx);
+    await svc.addRegistration({ spiffeId: "spiffe://example.test/ttl" }, "test");
+    execFileSync("openssl", [
+      "genpkey",
+      "-algorithm",
+      "EC",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-out",
+      join(dir, "w.key"),
+    ]);
+    const csr = execFileSync(
+      "openssl",
+      [
+        "req",
+        "-new",
+        "-key",
+        join(dir, "w.key"),
+        "-subj",
+        "/CN=w",
+        "-addext",
+        "subjectAltName=URI:spiffe://example.test/ttl",
+      ],
+      { encoding: "utf8" },
+    );
+    for (const ttl of ["soon", -1, "30s", "400d"]) {
+      const { token } = await svc.createJoinToken("spiffe://example.test/ttl", "test");
+      const res = await fetch(`${base}/api/v1/svid`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ csr, ttl }),
+      });
+      const body = (await res.json()) as { error: Record<string, unknown> };
+      const what = `ttl ${JSON.stringify(ttl)}: ${JSON.stringify(body)}`;
+      expect(res.status, what).toBe(400);
+      expect(body.error["code"], what).toBe("ZT_PKI_TTL_INVALID");
+      expect(body.error["field"], what).toBe("ttl");
+      expect(String(body.error["message"]), what).toMatch(/^ttl: /);
     }
   });
 });
