@@ -230,12 +230,14 @@ describe("detection rules", () => {
     });
   });
 
-  it("mTLS handshake failures fire at the threshold", () => {
+  it("refused client certificates fire at the threshold", () => {
     const e = new AlertEngine(only({ mtls_failures: { threshold: 3, window: "1m" } }));
-    const f = () =>
+    const f = (outcome = "deny", kind = "authn.mtls") =>
       e.evaluate(
-        ev({ kind: "mtls.handshake", outcome: "failure", source_ip: "203.0.113.70", route: null }),
+        ev({ kind, outcome, source_ip: "203.0.113.70", route: null, reason: "cert-revoked" }),
       ).alerts.length;
+    // A certificate accepted, or another kind of failure, is not counted.
+    expect([f("allow"), f("success"), f("failure", "login")]).toEqual([0, 0, 0]);
     expect([f(), f(), f()]).toEqual([0, 0, 1]);
   });
 

@@ -26,6 +26,7 @@ import {
   verifyClientCertificate,
   type PkiService,
 } from "../src/pki/index.js";
+import { AlertEngine, parseAlertsConfig, toAlertEvent } from "../src/audit/index.js";
 import { createPep } from "../src/proxy/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
@@ -243,6 +244,19 @@ policies: ./policies
     expect(rows.map((x) => x.reason)).toEqual(
       expect.arrayContaining(["cert-revoked", "cert-untrusted"]),
     );
+    // What the PEP records is what the mtls_failures alert counts.
+    const engine = new AlertEngine(
+      parseAlertsConfig({
+        jails: [],
+        denial_burst: null,
+        fan_out: null,
+        new_network: null,
+        break_glass: false,
+        mtls_failures: { threshold: rows.length, window: "1h" },
+      }),
+    );
+    const fired = rows.flatMap((r) => engine.evaluate(toAlertEvent(r)).alerts);
+    expect(fired.map((a) => [a.rule, a.key])).toEqual([["mtls-failures", "ip:127.0.0.1"]]);
     const anon = await get("api.localhost");
     expect(anon.status).toBe(401);
     expect(anon.body["error"]).toMatchObject({ code: "ZT_AUTH_REQUIRED" });

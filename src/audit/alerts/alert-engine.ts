@@ -93,10 +93,12 @@ function isDenial(e: AlertEvent): boolean {
   return e.kind === "decision" && e.outcome === "deny";
 }
 
+/**
+ * A client certificate refused by the PEP or the API (`authn.mtls`, outcome deny):
+ * revoked, expired, untrusted, from another trust domain, or missing where required.
+ */
 function isMtlsFailure(e: AlertEvent): boolean {
-  return (
-    (e.kind.startsWith("mtls") || e.kind.startsWith("tls.handshake")) && e.outcome === "failure"
-  );
+  return e.kind === "authn.mtls" && e.outcome === "deny";
 }
 
 function isBreakGlass(e: AlertEvent): boolean {
