@@ -414,6 +414,41 @@ log: { rate: 3/second, burst: 9 }
     });
   }
 
+  it("JSON records: a time outside the Date range is ignored (not a crash), a port must be an integer or digits", async () => {
+    const path = join(dir, "hostile.jsonl");
+    const rec = (o: Record<string, unknown>) =>
+      JSON.stringify({ src: "10.0.1.10", dst: "10.0.2.10", proto: "tcp", ...o });
+    await writeFile(
+      path,
+      [
+        rec({ dport: 8443, ts: 1e20 }), // past new Date()'s range: toISOString threw, learn died
+        rec({ dport: 8443, ts: -1e20 }),
+        rec({ dport: "" }), // Number("") is 0: a bogus tcp/0
+        rec({ dport: [5432] }), // Number([5432]) is 5432
+        rec({ dport: "0x16" }), // Number("0x16") is 22
+        rec({ dport: true }),
+        rec({ dport: " 22 " }),
+        rec({ dport: 22.5 }),
+        rec({ dport: "9100", ts: 1_763_632_800_000 }), // a port in digits, a time in ms: both read
+        "",
+      ].join("\n"),
+    );
+    const { result, stats } = await learnFromFiles([path], { year: 2026 });
+    expect(stats.parsed).toBe(3);
+    expect(result.observed.map((f) => `${f.proto}/${f.port}`).sort()).toEqual([
+      "tcp/8443",
+      "tcp/9100",
+    ]);
+    expect(result.observed.find((f) => f.port === 8443)).not.toHaveProperty("first");
+    expect(result.observed.find((f) => f.port === 9100)?.first).toBe(1_763_632_800_000);
+    // and through the CLI, which writes the times as ISO text
+    const cli = await zt(["seg", "learn", "--from", path]);
+    expect(cli.stderr).not.toMatch(/ZT_INTERNAL/);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/tcp\/8443/);
+    expect(cli.stdout).not.toMatch(/tcp\/(0|22|5432|1)\b/);
+  });
+
   it("CLI: learn writes an inventory and a proposal; simulate --check fails on drops", async () => {
     const modelPath = join(dir, "segments.yaml");
     await writeFile(modelPath, MODEL);

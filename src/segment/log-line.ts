@@ -69,6 +69,20 @@ function protoOf(p: string | undefined): SegProto | undefined {
   }
 }
 
+/** The largest time a Date holds (ECMAScript: ±100,000,000 days from the epoch). */
+const MAX_DATE_MS = 8.64e15;
+
+/**
+ * A JSON record's destination port: an integer 0-65535, or that integer written in decimal
+ * digits. `Number()` alone took `""` and `null` as 0, `[22]` as 22 and `"0x16"` as 22, so a
+ * malformed record became a flow on a port nobody used.
+ */
+function jsonPort(v: unknown): number | undefined {
+  const n =
+    typeof v === "number" ? v : typeof v === "string" && /^\d{1,5}$/.test(v) ? Number(v) : NaN;
+  return Number.isInteger(n) && n >= 0 && n <= 65535 ? n : undefined;
+}
+
 /**
  * Parses kernel log lines from nftables/iptables/ufw `log prefix` rules
  * (`… IN=eth0 OUT= SRC=… DST=… PROTO=TCP SPT=… DPT=…`, IPv4 and IPv6) and zt's JSON flow
@@ -185,13 +199,14 @@ export class LogLineParser {
     if (!proto) return undefined;
     const pkt: ObservedPacket = { src, dst, proto };
     if (proto !== "icmp") {
-      const port = Number(o["dport"] ?? o["dst_port"]);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+      const port = jsonPort(o["dport"] ?? o["dst_port"]);
+      if (port === undefined) return undefined;
       pkt.port = port;
     }
     const ts = o["ts"] ?? o["time"];
     const t = typeof ts === "number" ? ts : typeof ts === "string" ? Date.parse(ts) : NaN;
-    if (!Number.isNaN(t)) pkt.ts = t;
+    // a number past what a Date can hold (±8.64e15 ms) made toISOString throw in learn's output
+    if (Number.isFinite(t) && Math.abs(t) <= MAX_DATE_MS) pkt.ts = t;
     return pkt;
   }
 }
