@@ -108,6 +108,17 @@ flows:
     expect(errs[0]).toMatch(/^segments\.yaml:\d+: \(yaml\): /);
   });
 
+  it("refuses a YAML alias bomb as an invalid model, naming its line (not ZT_INTERNAL)", () => {
+    // 9 × 9 × 101 alias expansions: the yaml library stops at maxAliasCount by throwing
+    const b = `[${Array(9).fill("*a").join(",")}]`;
+    const c = `[${Array(9).fill("*b").join(",")}]`;
+    const d = `[${Array(101).fill("*c").join(",")}]`;
+    const text = `segments: {}\nx: &a [1, 2]\ny: &b ${b}\nz: &c ${c}\nbomb: ${d}\n`;
+    const errs = errorsOf(text);
+    expect(errs).toHaveLength(1);
+    expect(errs[0]).toMatch(/^segments\.yaml:\d+: \(yaml\): .*alias/i);
+  });
+
   it("warns about duplicate and unreachable flows and empty segments", () => {
     const text = `segments:
   a: { hosts: [10.0.0.1] }

@@ -108,7 +108,22 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
       },
     ]);
   }
-  const js: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let js: unknown;
+  try {
+    js = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    // the yaml library throws (a ReferenceError) when aliases expand past maxAliasCount: a
+    // YAML bomb is a bad model file, not an internal error
+    throw invalid(fileName, [
+      {
+        severity: "error",
+        code: "schema",
+        path: "(yaml)",
+        line: 1,
+        message: `${(e as Error).message.split("\n")[0]!} (too many alias expansions: write the values out)`,
+      },
+    ]);
+  }
   // zod drops a "__proto__" key without a word: a pod selector would lose that label and
   // select more pods. Refused, wherever it is, before the schema sees the document.
   for (const path of protoKeyPaths(js, [])) {
