@@ -451,3 +451,95 @@ ${log}
     );
   });
 });
+
+/**
+ * The kernel keeps a limit's burst in 32 bits (a larger one wraps: 4294967297 became 1) and
+ * refuses a bucket of more than 2^64-1 ns (EOVERFLOW: `1/day burst 4294967295` loads
+ * nowhere). The model check must refuse what the kernel would not keep as written.
+ */
+describe("rate limits: the model accepts exactly the bursts the kernel keeps", () => {
+  const NS = { second: 1e9, minute: 60e9, hour: 3600e9, day: 86400e9 } as const;
+  const U64 = (1n << 64n) - 1n;
+  /** The largest burst the kernel takes at `count`/`unit`: 32 bits, and (ns / count) × burst ≤ 2^64-1. */
+  const maxBurst = (count: number, unit: keyof typeof NS) => {
+    const perToken = BigInt(NS[unit]) / BigInt(count);
+    const b = U64 / perToken;
+    return Number(b < 0xffffffffn ? b : 0xffffffffn);
+  };
+  const cases: [number, keyof typeof NS][] = [
+    [1, "day"],
+    [3, "minute"],
+    [7, "hour"],
+    [1, "second"],
+    [999_999_999, "day"],
+  ];
+  const modelWith = (rate: string, burst: number, log = "") => `segments:
+  a: { hosts: [10.0.0.1] }
+  b: { hosts: [10.0.0.2] }
+flows:
+  - { from: a, to: b, ports: [tcp/22], rate: ${rate}, burst: ${burst} }
+${log}`;
+
+  it("refuses a burst past 32 bits or past the kernel's token bucket, naming the field", () => {
+    for (const [count, unit] of cases) {
+      const over = maxBurst(count, unit) + 1;
+      for (const text of [
+        modelWith(`${count}/${unit}`, over),
+        modelWith("1/second", 5, `log: { rate: ${count}/${unit}, burst: ${over} }`),
+      ]) {
+        let err: unknown;
+        try {
+          parseSegModel(text);
+        } catch (e) {
+          err = e;
+        }
+        expect(err, `${count}/${unit} burst ${over}`).toMatchObject({
+          code: "ZT_SEG_MODEL_INVALID",
+        });
+        expect((err as Error).message).toMatch(
+          text.includes("log:") ? /log\.burst: .*at most/ : /flows\[0\]\.burst: .*at most/,
+        );
+      }
+    }
+  });
+
+  it.skipIf(!avail.ok)(
+    "the largest burst accepted loads in nft and lists back unchanged",
+    async () => {
+      const lab = await NetnsLab.create(0);
+      try {
+        for (const [count, unit] of cases) {
+          const burst = maxBurst(count, unit);
+          const { model } = parseSegModel(
+            modelWith(
+              `${count}/${unit}`,
+              burst,
+              `log: { rate: ${count}/${unit}, burst: ${burst} }`,
+            ),
+          );
+          await lab.nft(lab.router, compileNftables(model).text);
+          const listed = await lab.exec(lab.router, "nft", ["list", "table", "inet", "zt"]);
+          // nft writes the default burst (5) of a packet limit as nothing
+          const shown = burst === 5 ? "" : ` burst ${burst} packets`;
+          expect(
+            listed.match(new RegExp(`limit rate ${count}/${unit}${shown} `, "g")),
+          ).toHaveLength(3);
+          // one more is not kept as written: refused by the kernel, or wrapped round
+          const over = burst + 1;
+          const raw = `table inet t { chain c { limit rate ${count}/${unit} burst ${over} packets accept; }; }\n`;
+          const kept = await lab
+            .nft(lab.router, raw)
+            .then(() => lab.exec(lab.router, "nft", ["list", "table", "inet", "t"]))
+            .then(
+              (l) => l.includes(`burst ${over} packets`),
+              () => false,
+            );
+          await lab.exec(lab.router, "nft", ["delete", "table", "inet", "t"]).catch(() => "");
+          expect(kept, `${count}/${unit} burst ${over}`).toBe(false);
+        }
+      } finally {
+        await lab.destroy();
+      }
+    },
+  );
+});

@@ -54,6 +54,32 @@ function lineFinder(doc: Document, counter: LineCounter): (path: readonly Proper
 
 const RATE_RE = /^(\d{1,9})\/(second|minute|hour|day)$/;
 
+const UNIT_NS = {
+  second: 1_000_000_000n,
+  minute: 60_000_000_000n,
+  hour: 3_600_000_000_000n,
+  day: 86_400_000_000_000n,
+};
+
+/**
+ * The largest `burst` the kernel keeps as written for a packet limit of `rate`: nft sends
+ * it in 32 bits (a larger one wraps round: 4294967297 became 1), and the kernel refuses
+ * (EOVERFLOW, at `nft -f`) a bucket whose size in ns, (unit / rate) × burst, passes 2^64-1
+ * (`1/day burst 1000000`).
+ */
+function maxLimitBurst(rate: FlowRate): number {
+  const perPacket = UNIT_NS[rate.unit] / BigInt(rate.count);
+  const fits = ((1n << 64n) - 1n) / perPacket;
+  return Number(fits < 0xffff_ffffn ? fits : 0xffff_ffffn);
+}
+
+function burstProblem(rate: FlowRate | undefined, burst: number): string | undefined {
+  if (rate === undefined) return undefined;
+  const max = maxLimitBurst(rate);
+  if (burst <= max) return undefined;
+  return `burst ${burst} is too large for rate ${rate.count}/${rate.unit}: at most ${max} packets (the kernel's limit would not keep it as written)`;
+}
+
 function closest(name: string, names: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = Math.min(3, Math.ceil(name.length / 2));
@@ -239,6 +265,8 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
     }
     if (f.burst !== undefined) {
       if (f.rate === undefined) err("bad-rate", [...p, "burst"], "burst needs a rate");
+      const bad = burstProblem(flow.rate, f.burst);
+      if (bad) err("bad-rate", [...p, "burst"], bad);
       flow.burst = f.burst;
     }
     if (f.comment !== undefined) flow.comment = f.comment;
@@ -292,6 +320,8 @@ export function parseSegModel(text: string, fileName = "segments.yaml"): ParseMo
       else log.rate = { count: Number(m[1]), unit: m[2] as FlowRate["unit"] };
     }
     if (raw.log.burst !== undefined) log.burst = raw.log.burst;
+    const bad = burstProblem(log.rate, log.burst);
+    if (bad) err("bad-rate", ["log", raw.log.burst !== undefined ? "burst" : "rate"], bad);
     model.log = log;
   }
   for (const { pathParts, ...f } of analyseModel(model))
