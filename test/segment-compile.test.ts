@@ -8,6 +8,7 @@ import {
   checkScriptScope,
   compileK8s,
   compileNftables,
+  FlowEvaluator,
   parseSegModel,
 } from "../src/segment/index.js";
 import { NetnsLab } from "../src/segment/netns-lab.js";
@@ -302,6 +303,53 @@ mode: { default: enforce, audit: [monitoring] }
     expect(w).toMatch(/"monitoring" is in audit mode/);
     expect(w).toMatch(/no explicit deny and no logging/);
     expect(w).toMatch(/egress\.api: NetworkPolicy cannot say "outside the model"/);
+  });
+});
+
+describe("Kubernetes: a segment still in audit", () => {
+  // The model lets every packet to a segment in audit through (a would-drop: logged, not
+  // dropped), as the nftables rulesets do. An enforcing pod's egress policy allowed only the
+  // model's flows, so moving one segment to enforce cut its traffic to segments still
+  // auditing: the rollout's "one segment at a time" broke on Kubernetes.
+  const { model } = parseSegModel(`segments:
+  web: { k8s: { namespace: shop, podSelector: { app: web } } }
+  api: { k8s: { namespace: shop, podSelector: { app: api } } }
+  cache: { k8s: { namespace: infra, podSelector: { app: redis } } }
+  legacy: { hosts: [10.9.0.0/16] }
+  db: { hosts: [10.8.0.1] }
+flows:
+  - { from: web, to: api, ports: [tcp/8443] }
+mode: { default: enforce, audit: [api, cache, legacy] }
+`);
+  const docs = parseAllDocuments(compileK8s(model).text).map(
+    (d) => d.toJS() as { metadata: { name: string }; spec: { egress: unknown[] } },
+  );
+  const web = docs.find((d) => d.metadata.name === "zt-web")!.spec;
+
+  it("an enforcing segment's egress lets through everything to segments in audit, and only that", () => {
+    // the reference evaluator: to legacy (audit) a would-drop, to db (enforce) a drop
+    const ev = new FlowEvaluator(model);
+    expect(ev.evaluate({ src: "10.1.0.1", dst: "10.9.0.1", proto: "udp", port: 9 }).verdict).toBe(
+      "would-drop",
+    );
+    expect(ev.evaluate({ src: "10.1.0.1", dst: "10.8.0.1", proto: "udp", port: 9 }).verdict).toBe(
+      "drop",
+    );
+    expect(web.egress).toContainEqual({
+      to: [
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "shop" } },
+          podSelector: { matchLabels: { app: "api" } },
+        },
+        {
+          namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "infra" } },
+          podSelector: { matchLabels: { app: "redis" } },
+        },
+        { ipBlock: { cidr: "10.9.0.0/16" } },
+      ],
+    });
+    // db enforces: nothing to it without a flow
+    expect(JSON.stringify(web.egress)).not.toContain("10.8.0.1");
   });
 });
 

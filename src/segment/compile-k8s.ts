@@ -91,7 +91,7 @@ export function compileK8s(model: SegModel): CompileK8sResult {
     if (segmentModeOf(model, s.name) === "audit") {
       auditNs.add(s.k8s!.namespace);
       warn(
-        `segment "${s.name}" is in audit mode: NetworkPolicy has no audit/log action, so no policy is emitted for it and namespace "${s.k8s!.namespace}" gets no default-deny`,
+        `segment "${s.name}" is in audit mode: NetworkPolicy has no audit/log action, so no policy is emitted for it, namespace "${s.k8s!.namespace}" gets no default-deny, and enforcing segments may send it anything`,
       );
     }
   }
@@ -110,6 +110,12 @@ export function compileK8s(model: SegModel): CompileK8sResult {
     });
   }
   const flowWhere = (f: SegFlow) => `flows[${f.index}]`;
+  // The model lets every packet to a segment in audit through (a would-drop, as in the
+  // nftables rulesets: a dropped packet takes its destination's mode). Without this, an
+  // enforcing segment's egress cut its traffic to segments still auditing.
+  const toAudit = model.segments
+    .filter((t) => segmentModeOf(model, t.name) === "audit")
+    .flatMap(peersOf);
   for (const s of k8sSegs) {
     if (segmentModeOf(model, s.name) === "audit") continue;
     const ingress: Record<string, unknown>[] = [];
@@ -130,6 +136,7 @@ export function compileK8s(model: SegModel): CompileK8sResult {
         if (ports.length && to.length) egress.push({ to, ports });
       }
     }
+    if (toAudit.length) egress.push({ to: toAudit });
     const ing = model.ingress.get(s.name);
     if (ing) {
       const ports = npPorts(ing, warn, `ingress.${s.name}`);
