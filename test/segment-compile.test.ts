@@ -224,13 +224,74 @@ describe.skipIf(!avail.ok)("every generated ruleset loads: nft -c -f", () => {
           ].join("\n");
           const parsed = parseSegModel(yaml);
           await check(compileNftables(parsed.model).text);
-          await check(
-            compileNftables(parsed.model, { target: { kind: "segment", segment: names[0]! } }).text,
-          );
+          const target = { kind: "segment" as const, segment: names[0]! };
+          if (parsed.model.segments[0]!.ranges.length > 0)
+            await check(compileNftables(parsed.model, { target }).text);
+          // a segment without addresses has no host ruleset (it would drop everything)
+          else expect(() => compileNftables(parsed.model, { target })).toThrow(/has no hosts/);
         },
       ),
       { numRuns: 25 },
     );
+  });
+});
+
+describe("a host ruleset for a segment without addresses", () => {
+  const dir = tempDirForSuite("zt-seg-empty-");
+  // Its input chain allowed nothing (every flow's destination is the segment's addresses,
+  // and it has none), so applied on a host it dropped everything the host received: SSH
+  // included, with `--confirm-within 0` for good.
+  const text = `segments:
+  web: { hosts: [10.0.1.10] }
+  api: { k8s: { namespace: shop, podSelector: { app: api } } }
+  spare: {}
+flows:
+  - { from: web, to: api, ports: [tcp/22] }
+  - { from: web, to: spare, ports: [tcp/22] }
+`;
+  it("is refused, naming the segment, for --segment (and compiles for one with hosts)", () => {
+    const { model } = parseSegModel(text);
+    for (const segment of ["api", "spare"]) {
+      let err: unknown;
+      try {
+        compileNftables(model, { target: { kind: "segment", segment } });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ code: "ZT_SEG_MODEL_INVALID" });
+      expect((err as Error).message).toContain(`--segment: segment "${segment}" has no hosts`);
+    }
+    expect(compileNftables(model, { target: { kind: "segment", segment: "web" } }).text).toContain(
+      "chain input",
+    );
+  });
+
+  it("zt seg compile and zt seg apply refuse it with exit 65, before touching nft", async () => {
+    const file = join(dir(), "empty-seg.yaml");
+    await writeFile(file, text);
+    const c = await runZt(["seg", "compile", "--model", file, "--segment", "spare"], {
+      timeoutMs: 30_000,
+    });
+    expect(c.code).toBe(65);
+    expect(c.stderr).toMatch(/ZT_SEG_MODEL_INVALID: --segment: segment "spare" has no hosts/);
+    const a = await runZt(
+      [
+        "seg",
+        "apply",
+        file,
+        "--segment",
+        "api",
+        "--confirm-within",
+        "0",
+        "--state-dir",
+        join(dir(), "state"),
+        "--netns",
+        "zt-no-such-netns",
+      ],
+      { timeoutMs: 30_000 },
+    );
+    expect(a.code).toBe(65);
+    expect(a.stderr).toMatch(/--segment: segment "api" has no hosts/);
   });
 });
 

@@ -209,6 +209,13 @@ export function compileNftables(
         "ZT_SEG_MODEL_INVALID",
         `--segment: unknown segment ${JSON.stringify(target.segment)}`,
       );
+    // Every flow to this host is keyed on the segment's addresses: with none, the input
+    // chain would allow nothing and drop (or log) everything the host receives, SSH included.
+    if (seg.ranges.length === 0)
+      throw new ZtError(
+        "ZT_SEG_MODEL_INVALID",
+        `--segment: segment ${JSON.stringify(seg.name)} has no hosts, so its ruleset would match no address of this host and ${segmentModeOf(model, seg.name) === "enforce" ? "drop" : "log as would-drop"} everything it receives; list the host's addresses under segments.${seg.name}.hosts`,
+      );
     local = { seg, ranges: seg.ranges };
   } else if (target.kind === "host") {
     // Every entry of that name: a dual-stack host is two entries (IPv4 and IPv6) of one name;
