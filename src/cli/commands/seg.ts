@@ -27,6 +27,7 @@ import {
   readObservedFiles,
   SegmentIndex,
   simulateFlows,
+  type NftRunner,
   type NftTarget,
   type SegFinding,
   type SegModel,
@@ -216,6 +217,9 @@ export function registerSegCommands(program: Command): void {
           // armed before nft -f: dying after the load cannot leave it pending for ever
           armRollback: (st) => spawnRollbackTimer(ro.stateDir, st.token, o.netns),
         });
+        // a host ruleset hooks input (and output) only
+        if (/\bhook input\b/.test(ruleset) && !/\bhook forward\b/.test(ruleset))
+          await warnIfDnat(ro.nft);
         if (state.status === "pending") {
           process.stdout.write(
             `applied ${state.digest.slice(0, 12)} from ${file}; run \`zt seg confirm\` within ${formatDuration(windowMs)} or it is rolled back\n`,
@@ -312,6 +316,30 @@ export function registerSegCommands(program: Command): void {
         ]);
       }),
     );
+}
+
+/**
+ * A host ruleset filters what reaches the host (input) and what it sends (output). A
+ * connection the host DNATs to a container, VM or pod (Docker's `-p`, a NodePort) goes
+ * through the forward hook instead, so the model does not reach it: say so when another
+ * table of the namespace has a `dnat` rule. Best effort: a listing that fails says nothing.
+ */
+async function warnIfDnat(nft: NftRunner): Promise<void> {
+  let listing: string;
+  try {
+    listing = await nft.run(["list", "ruleset"]);
+  } catch {
+    return;
+  }
+  const tables = listing
+    .split(/^(?=table )/m)
+    .filter((t) => /\bdnat\b/i.test(t))
+    .map((t) => /^table (\S+ \S+)/.exec(t)?.[1])
+    .filter((n): n is string => n !== undefined && n !== "inet zt");
+  if (tables.length === 0) return;
+  warn(
+    `this host DNATs (table ${tables.join(", table ")}): connections it DNATs to a container, VM or pod go through the forward hook and are not filtered by this ruleset (input/output only), whatever the model says; filter them on the router in front (--router) or with --target k8s`,
+  );
 }
 
 function createDigest(text: string): string {
