@@ -63,6 +63,14 @@ export class NetnsLab {
       await ip("netns", "add", ns);
       this.#created.push(ns);
       await ip("-n", ns, "link", "set", "lo", "up");
+      // No duplicate address detection, link-local addresses included (`nodad` below covers
+      // only the global ones): while a veth's link-local address is tentative, neighbour
+      // discovery over it fails, and the first IPv6 probes of a fresh lab timed out.
+      await this.exec(ns, "sysctl", [
+        "-qw",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+      ]);
     }
     await this.exec(this.router, "sysctl", [
       "-qw",
