@@ -10,6 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import { opensslRequest } from "./helpers/tls.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
@@ -91,29 +92,13 @@ describe.each(ENGINES)(
       ).device.id;
       execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "id")]);
       pub = readFileSync(join(dir, "id.pub"), "utf8");
-      execFileSync("openssl", [
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        join(dir, "w.key"),
-      ]);
-      csr = execFileSync(
-        "openssl",
-        [
-          "req",
-          "-new",
-          "-key",
-          join(dir, "w.key"),
-          "-subj",
-          "/CN=w",
-          "-addext",
-          "subjectAltName=URI:spiffe://bad-input.test/w",
-        ],
-        { encoding: "utf8" },
-      );
+      csr = opensslRequest({
+        keyOut: join(dir, "w.key"),
+        out: join(dir, "w.csr"),
+        subj: "/CN=w",
+        san: "URI:spiffe://bad-input.test/w",
+        csr: true,
+      });
       // The routes as the router has them (an API of the same context, never listening), so
       // that a route added later without a row below fails this suite.
       const lister = await createApiServer(zt.ctx);

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
-import { execFileSync } from "node:child_process";
+import { opensslRequest } from "./helpers/tls.js";
 import type { FastifyInstance } from "fastify";
 import { validateConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -114,32 +114,13 @@ describe("API answers that succeed", () => {
     const svc = await pkiService(ctx);
     await svc.addRegistration({ spiffeId: "spiffe://edge.test/ns/api" }, "test");
     const { token } = await svc.createJoinToken("spiffe://edge.test/ns/api", "test");
-    const key = join(dir, "svid.key");
-    execFileSync("openssl", [
-      "genpkey",
-      "-algorithm",
-      "EC",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-out",
-      key,
-    ]);
-    const csr = execFileSync(
-      "openssl",
-      [
-        "req",
-        "-new",
-        "-key",
-        key,
-        "-subj",
-        "/CN=api",
-        "-addext",
-        "subjectAltName=URI:spiffe://edge.test/ns/api",
-      ],
-      {
-        encoding: "utf8",
-      },
-    );
+    const csr = opensslRequest({
+      keyOut: join(dir, "svid.key"),
+      out: join(dir, "svid.csr"),
+      subj: "/CN=api",
+      san: "URI:spiffe://edge.test/ns/api",
+      csr: true,
+    });
     const api = await createApiServer(ctx);
     try {
       const base = await listen(api);

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import { opensslRequest } from "./helpers/tls.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -158,29 +159,13 @@ describe("POST /api/v1/svid refusing its ttl", () => {
     const base = `http://127.0.0.1:${zt.apiAddress.port}`;
     const svc = await pkiService(zt.ctx);
     await svc.addRegistration({ spiffeId: "spiffe://example.test/ttl" }, "test");
-    execFileSync("openssl", [
-      "genpkey",
-      "-algorithm",
-      "EC",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-out",
-      join(dir, "w.key"),
-    ]);
-    const csr = execFileSync(
-      "openssl",
-      [
-        "req",
-        "-new",
-        "-key",
-        join(dir, "w.key"),
-        "-subj",
-        "/CN=w",
-        "-addext",
-        "subjectAltName=URI:spiffe://example.test/ttl",
-      ],
-      { encoding: "utf8" },
-    );
+    const csr = opensslRequest({
+      keyOut: join(dir, "w.key"),
+      out: join(dir, "w.csr"),
+      subj: "/CN=w",
+      san: "URI:spiffe://example.test/ttl",
+      csr: true,
+    });
     for (const ttl of ["soon", -1, "30s", "400d"]) {
       const { token } = await svc.createJoinToken("spiffe://example.test/ttl", "test");
       const res = await fetch(`${base}/api/v1/svid`, {
