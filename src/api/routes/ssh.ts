@@ -115,15 +115,15 @@ export function registerSshRoutes(app: FastifyInstance, ctx: AppContext, deps: A
 }
 
 /** The JSON field each refusal of signUser's validators (by its reason) is about. */
-function fieldOf(reason: string): string | undefined {
-  if (reason === "principals-empty" || reason === "principals-too-many") return "principals";
-  if (reason === "principal-invalid") return "principals";
-  if (reason === "source-address-invalid") return "source_addresses";
-  if (reason === "force-command-invalid") return "force_command";
-  if (reason === "host-group-invalid") return "host_group";
-  if (reason === "ttl-invalid") return "ttl";
-  return undefined;
-}
+const FIELD_OF_REASON: ReadonlyMap<string, string> = new Map([
+  ["principals-empty", "principals"],
+  ["principals-too-many", "principals"],
+  ["principal-invalid", "principals"],
+  ["source-address-invalid", "source_addresses"],
+  ["force-command-invalid", "force_command"],
+  ["host-group-invalid", "host_group"],
+  ["ttl-invalid", "ttl"],
+]);
 
 /**
  * A refusal of the request's content by signUser, which the CLI shares, in the API's
@@ -137,7 +137,7 @@ function namingField(e: unknown): unknown {
     e.code === "ZT_PKI_KEY_INVALID"
       ? "public_key"
       : typeof reason === "string"
-        ? fieldOf(reason)
+        ? FIELD_OF_REASON.get(reason)
         : undefined;
   if (field === undefined) return e;
   const message = e.message.replace(/ ?--[a-z][a-z-]*/g, "").trim();
