@@ -37,9 +37,11 @@ describe("policy folder watch failures", () => {
       },
       join(root, "zt.yaml"),
     );
+    // Cleanups run last-pushed first: the store (and its audit writer thread, which may
+    // still be creating files in data/) closes before its directory is removed.
+    cleanups.push(() => rmSync(root, { recursive: true, force: true }));
     const ctx = await openAppContext(cfg, { create: true });
     cleanups.push(() => ctx.close());
-    cleanups.push(() => rmSync(root, { recursive: true, force: true }));
     return { ctx, dir };
   }
 
