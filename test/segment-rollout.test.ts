@@ -5,7 +5,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -320,6 +320,173 @@ describe.skipIf(!avail.ok)(
         await lab.destroy();
         await rm(dir, { recursive: true, force: true });
       }
+    });
+  },
+);
+
+describe.skipIf(!avail.ok)(
+  "rollout state that someone else could have written is not trusted",
+  { timeout: 120_000 },
+  () => {
+    let lab: NetnsLab;
+    let dir: string;
+    let file: string;
+    const ns = () => lab.hosts[1]!;
+    /** Another table in the namespace, which no rollback of zt's may touch. */
+    const OTHER =
+      "table inet keepme {\n  chain c {\n    type filter hook input priority 0; policy accept;\n  }\n}\n";
+
+    beforeAll(async () => {
+      lab = await NetnsLab.create(2);
+      dir = await mkdtemp(join(tmpdir(), "zt-seg-unsafe-"));
+      file = join(dir, "m.yaml");
+      await writeFile(file, model(true));
+    });
+    afterAll(async () => {
+      await lab?.destroy();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    /** A confirmed apply, then a pending one: previous.nft holds the first table. */
+    async function pendingApply(stateDir: string): Promise<void> {
+      const apply = (within: string) =>
+        zt([
+          "seg",
+          "apply",
+          file,
+          "--segment",
+          "server",
+          "--netns",
+          ns(),
+          "--state-dir",
+          stateDir,
+          "--confirm-within",
+          within,
+        ]);
+      const a = await apply("0");
+      expect(a.code, a.stderr).toBe(0);
+      const b = await apply("120s");
+      expect(b.code, b.stderr).toBe(0);
+    }
+
+    const rollback = (stateDir: string) =>
+      zt(["seg", "rollback", "--netns", ns(), "--state-dir", stateDir]);
+
+    it("refuses a previous.nft edited to reach beyond table inet zt, and loads nothing", async () => {
+      const stateDir = join(dir, "edited");
+      await pendingApply(stateDir);
+      await lab.exec(ns(), "nft", ["-f", "-"], OTHER);
+      await writeFile(
+        join(stateDir, "previous.nft"),
+        "table inet zt {}\ndelete table inet zt\nflush ruleset\n",
+      );
+      const before = await readFile(join(stateDir, "state.json"), "utf8");
+
+      const r = await rollback(stateDir);
+      expect(r.code, r.stdout).toBe(77);
+      expect(r.stderr).toMatch(
+        /^zt: error ZT_SEG_STATE_UNSAFE: .*previous\.nft changes more than table inet zt \(line 3: "flush ruleset"\)/,
+      );
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      // nothing was loaded: the other table and zt's pending table are both still there
+      const tables = await lab.exec(ns(), "nft", ["list", "tables"]);
+      expect(tables).toMatch(/inet keepme/);
+      expect(tables).toMatch(/inet zt/);
+      expect(await readFile(join(stateDir, "state.json"), "utf8")).toBe(before);
+      await lab.exec(ns(), "nft", ["delete", "table", "inet", "keepme"]);
+    });
+
+    it("a rollback timer that cannot roll back says why in zt seg status", async () => {
+      const stateDir = join(dir, "timer");
+      const apply = (within: string) =>
+        zt([
+          "seg",
+          "apply",
+          file,
+          "--segment",
+          "server",
+          "--netns",
+          ns(),
+          "--state-dir",
+          stateDir,
+          "--confirm-within",
+          within,
+        ]);
+      expect((await apply("0")).code).toBe(0);
+      // edited before the window closes: the timer must refuse it, and say so
+      expect((await apply("3s")).code).toBe(0);
+      await writeFile(join(stateDir, "previous.nft"), "flush ruleset\n");
+      const failed = join(stateDir, "rollback-failed.json");
+      for (let i = 0; i < 600 && !existsSync(failed); i++)
+        await new Promise((r) => setTimeout(r, 100));
+
+      const st = await zt(["seg", "status", "--netns", ns(), "--state-dir", stateDir]);
+      expect(st.code, st.stderr).toBe(0);
+      expect(st.stdout).toMatch(/\(pending, rolls back at /);
+      expect(st.stdout).toMatch(
+        /^rollback FAILED at \S+: ZT_SEG_STATE_UNSAFE: .*previous\.nft changes more than table inet zt/m,
+      );
+      const json = JSON.parse(
+        (await zt(["seg", "status", "--netns", ns(), "--state-dir", stateDir, "--json"])).stdout,
+      ) as { rollbackFailed: { code: string } | null };
+      expect(json.rollbackFailed?.code).toBe("ZT_SEG_STATE_UNSAFE");
+
+      // a new apply replaces the pending one: the old failure is no longer shown
+      expect((await apply("0")).code).toBe(0);
+      const after = await zt(["seg", "status", "--netns", ns(), "--state-dir", stateDir]);
+      expect(after.stdout).not.toMatch(/rollback FAILED/);
+    });
+
+    it("refuses a previous.nft that is a symbolic link", async () => {
+      const stateDir = join(dir, "linked");
+      await pendingApply(stateDir);
+      const elsewhere = join(dir, "elsewhere.nft");
+      await writeFile(elsewhere, await readFile(join(stateDir, "previous.nft"), "utf8"));
+      await rm(join(stateDir, "previous.nft"));
+      await symlink(elsewhere, join(stateDir, "previous.nft"));
+      const r = await rollback(stateDir);
+      expect(r.code, r.stdout).toBe(77);
+      expect(r.stderr).toMatch(/ZT_SEG_STATE_UNSAFE: .*previous\.nft is not a regular file/);
+    });
+
+    it("refuses a state directory or previous.nft others can write, for apply and rollback", async () => {
+      const stateDir = join(dir, "open");
+      await pendingApply(stateDir);
+      await chmod(join(stateDir, "previous.nft"), 0o666);
+      const r1 = await rollback(stateDir);
+      expect(r1.code, r1.stdout).toBe(77);
+      expect(r1.stderr).toMatch(
+        /ZT_SEG_STATE_UNSAFE: .*previous\.nft is writable by anyone \(mode 666\)/,
+      );
+      await chmod(join(stateDir, "previous.nft"), 0o600);
+
+      await chmod(stateDir, 0o770);
+      const r2 = await rollback(stateDir);
+      expect(r2.code, r2.stdout).toBe(77);
+      expect(r2.stderr).toMatch(
+        /ZT_SEG_STATE_UNSAFE: .*open is writable by its group \(mode 770\)/,
+      );
+      const r3 = await zt([
+        "seg",
+        "apply",
+        file,
+        "--segment",
+        "server",
+        "--netns",
+        ns(),
+        "--state-dir",
+        stateDir,
+        "--confirm-within",
+        "0",
+      ]);
+      expect(r3.code, r3.stdout).toBe(77);
+      expect(r3.stderr).toMatch(/ZT_SEG_STATE_UNSAFE/);
+
+      // put right, the same rollback goes through
+      await chmod(stateDir, 0o700);
+      const ok = await rollback(stateDir);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stdout).toBe("rolled back\n");
     });
   },
 );

@@ -71,6 +71,7 @@ export const ERROR_TABLE = {
   ZT_SEG_MODEL_INVALID: { http: 400, exit: 65 },
   ZT_SEG_APPLY_FAILED: { http: 500, exit: 1 },
   ZT_SEG_NFT_UNAVAILABLE: { http: 503, exit: 69 },
+  ZT_SEG_STATE_UNSAFE: { http: 500, exit: 77 },
 } as const satisfies Record<string, { http: number; exit: number }>;
 
 export type ZtErrorCode = keyof typeof ERROR_TABLE;

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
@@ -72,14 +72,47 @@ export async function readRolloutState(stateDir: string): Promise<RolloutState |
   return parsed.data;
 }
 
-/** Whether the state directory exists: before any apply it does not, and there is no lock to take. */
+/**
+ * Whether the state directory exists: before any apply it does not, and there is no lock
+ * to take. One that exists must be safe to trust (see `checkOwnedPrivately`).
+ */
 async function stateDirExists(stateDir: string): Promise<boolean> {
-  return stat(stateDir).then(
+  const exists = await stat(stateDir).then(
     () => true,
     (e: NodeJS.ErrnoException) => {
       if (e.code === "ENOENT") return false;
       throw e;
     },
+  );
+  if (exists) await checkOwnedPrivately(stateDir, "directory");
+  return exists;
+}
+
+/**
+ * What a rollback loads as root must be writable by nobody else, as sshd's `StrictModes`
+ * asks of `authorized_keys`: the state directory and `previous.nft` are owned by this user
+ * (or root) and neither group- nor world-writable, and `previous.nft` is a regular file, not
+ * a link to one chosen by someone else. Anyone who could write them could otherwise have
+ * the rollback timer load a ruleset of their choosing.
+ */
+async function checkOwnedPrivately(path: string, kind: "directory" | "file"): Promise<void> {
+  const st = kind === "directory" ? await stat(path) : await lstat(path);
+  const uid = process.getuid?.() ?? 0;
+  const problem =
+    kind === "directory" && !st.isDirectory()
+      ? "is not a directory"
+      : kind === "file" && !st.isFile()
+        ? "is not a regular file"
+        : st.uid !== uid && st.uid !== 0
+          ? `is owned by uid ${st.uid}, not by this user (${uid}) or root`
+          : (st.mode & 0o022) !== 0
+            ? `is writable by ${st.mode & 0o002 ? "anyone" : "its group"} (mode ${(st.mode & 0o777).toString(8)})`
+            : undefined;
+  if (problem === undefined) return;
+  throw new ZtError(
+    "ZT_SEG_STATE_UNSAFE",
+    `${path} ${problem}: zt seg will not trust its rollout state; make it owned by root and writable only by its owner (chmod go-w)`,
+    { path },
   );
 }
 
@@ -307,6 +340,7 @@ export async function applyRuleset(
   opts: RolloutOptions & ApplyOptions,
 ): Promise<ApplyResult> {
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  await checkOwnedPrivately(opts.stateDir, "directory");
   return withLock(opts.stateDir, async () => {
     const statePath = join(opts.stateDir, "state.json");
     const prevText = await readFile(statePath, "utf8").catch(() => undefined);
@@ -401,7 +435,18 @@ export async function rollbackIfPending(
     if (!st || st.status !== "pending") return false;
     if (opts.token !== undefined && st.token !== opts.token) return false;
     checkSameNetns(st, opts, "rollback");
-    const previous = await readFile(join(opts.stateDir, "previous.nft"), "utf8");
+    const previousPath = join(opts.stateDir, "previous.nft");
+    await checkOwnedPrivately(previousPath, "file");
+    const previous = await readFile(previousPath, "utf8");
+    // Apply only ever saves zt's own table here; anything else was not written by zt.
+    const scope = checkScriptScope(previous);
+    if (!scope.ok) {
+      throw new ZtError(
+        "ZT_SEG_STATE_UNSAFE",
+        `${previousPath} changes more than table inet ${ZT_TABLE} (line ${scope.line}: ${JSON.stringify(scope.statement.slice(0, 80))}): zt seg apply never saves such a file, so it was changed by hand; nothing was loaded, and the pending ruleset is still live (apply a known-good model, or fix the file and run zt seg rollback)`,
+        { path: previousPath, line: scope.line },
+      );
+    }
     try {
       await opts.nft.run(["-f", "-"], previous);
     } catch (e) {
@@ -424,9 +469,56 @@ export interface RuleCounter {
 export interface SegStatus {
   state: RolloutState | null;
   live: boolean;
-  /** True when the live table was loaded from a different ruleset than the state records. */
   counters: Record<string, number>;
   rules: RuleCounter[];
+  /** The rollback timer's failure, while the apply it was armed for is still pending. */
+  rollbackFailed: RollbackFailure | null;
+}
+
+/** Why the rollback timer could not roll a pending apply back (see `recordRollbackFailure`). */
+export interface RollbackFailure {
+  token: string;
+  at: number;
+  code: string;
+  message: string;
+}
+
+const ROLLBACK_FAILED = "rollback-failed.json";
+
+/**
+ * The rollback timer runs detached, with nowhere to print: when it cannot roll back (the
+ * saved table will not load, the state is unsafe to trust), it leaves the reason here for
+ * `zt seg status`, which shows it for as long as that apply stays pending.
+ */
+export async function recordRollbackFailure(
+  stateDir: string,
+  token: string,
+  at: number,
+  e: unknown,
+): Promise<void> {
+  const failure: RollbackFailure = {
+    token,
+    at,
+    code: e instanceof ZtError ? e.code : "ZT_INTERNAL",
+    message: e instanceof Error ? e.message : String(e),
+  };
+  await writeAtomic(join(stateDir, ROLLBACK_FAILED), JSON.stringify(failure, null, 2));
+}
+
+async function readRollbackFailure(
+  stateDir: string,
+  state: RolloutState | null,
+): Promise<RollbackFailure | null> {
+  if (state?.status !== "pending") return null;
+  const text = await readFile(join(stateDir, ROLLBACK_FAILED), "utf8").catch(() => undefined);
+  if (text === undefined) return null;
+  try {
+    const f = JSON.parse(text) as Partial<RollbackFailure>;
+    if (f.token !== state.token || typeof f.at !== "number") return null;
+    return { token: f.token, at: f.at, code: String(f.code), message: String(f.message) };
+  } catch {
+    return null;
+  }
 }
 
 type NftJson = { nftables: Record<string, Record<string, unknown>>[] };
@@ -434,12 +526,13 @@ type NftJson = { nftables: Record<string, Record<string, unknown>>[] };
 /** The applied version and per-rule counters read from `nft -j list table inet zt`. */
 export async function readStatus(opts: RolloutOptions): Promise<SegStatus> {
   const state = (await readRolloutState(opts.stateDir)) ?? null;
+  const rollbackFailed = await readRollbackFailure(opts.stateDir, state);
   let json: NftJson;
   try {
     json = JSON.parse(await opts.nft.run(["-j", "list", "table", "inet", ZT_TABLE])) as NftJson;
   } catch (e) {
     if (isNoZtTable(e)) {
-      return { state, live: false, counters: {}, rules: [] };
+      return { state, live: false, counters: {}, rules: [], rollbackFailed };
     }
     throw applyFailed("nft -j list", e);
   }
@@ -465,7 +558,7 @@ export async function readStatus(opts: RolloutOptions): Promise<SegStatus> {
       bytes,
     });
   }
-  return { state, live: true, counters, rules };
+  return { state, live: true, counters, rules, rollbackFailed };
 }
 
 function describeRule(expr: Record<string, unknown>[]): string {

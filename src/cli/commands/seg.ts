@@ -17,6 +17,7 @@ import {
   loadSegModelFile,
   readRolloutState,
   readStatus,
+  recordRollbackFailure,
   rollbackIfPending,
   systemNftRunner,
   compileK8s,
@@ -273,7 +274,12 @@ export function registerSegCommands(program: Command): void {
             await rollbackIfPending({ ...ro, token: o.token });
             return;
           } catch (e) {
-            if (!(isZtError(e) && e.code === "ZT_CONFLICT")) throw e;
+            if (isZtError(e) && e.code === "ZT_CONFLICT") continue;
+            // detached, with nowhere to print: leave the reason for `zt seg status`
+            await recordRollbackFailure(ro.stateDir, o.token, systemClock.now(), e).catch(
+              () => undefined,
+            );
+            throw e;
           }
         }
       }),
@@ -302,6 +308,12 @@ export function registerSegCommands(program: Command): void {
               })\n`
             : "applied: nothing recorded\n",
         );
+        if (s.rollbackFailed) {
+          const f = s.rollbackFailed;
+          process.stdout.write(
+            `rollback FAILED at ${new Date(f.at).toISOString()}: ${f.code}: ${f.message}\n`,
+          );
+        }
         process.stdout.write(`table inet zt: ${s.live ? "loaded" : "absent"}\n`);
         if (!s.live) return;
         process.stdout.write(
