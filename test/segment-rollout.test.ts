@@ -491,6 +491,134 @@ describe.skipIf(!avail.ok)(
   },
 );
 
+describe.skipIf(!avail.ok)(
+  "the rollback timer under systemd (a stand-in systemd-run: systemd is not PID 1 here)",
+  { timeout: 120_000 },
+  () => {
+    // This machine has no running systemd, so `systemd-run` is replaced by a script that
+    // records its arguments and starts what follows `--` in the background, as the real one
+    // starts a transient service. What is tested for real: that zt hands over a complete
+    // timer command line that, run on its own, rolls back in the namespace, and that a
+    // systemd-run refusal keeps the ruleset from being applied.
+    let lab: NetnsLab;
+    let dir: string;
+    let file: string;
+    let bin: string;
+    const ns = () => lab.hosts[1]!;
+    const ssh = async () =>
+      (
+        await lab.probe(lab.hosts[0]!, [{ addr: NetnsLab.addr4(1), proto: "tcp", port: 22 }], 1500)
+      )[0];
+
+    beforeAll(async () => {
+      lab = await NetnsLab.create(2);
+      await lab.listen([22, 8443], []);
+      dir = await mkdtemp(join(tmpdir(), "zt-seg-systemd-"));
+      bin = join(dir, "bin");
+      await mkdir(bin);
+      file = join(dir, "bad.yaml");
+      await writeFile(file, model(false));
+    });
+    afterAll(async () => {
+      await lab?.destroy();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    const apply = (stateDir: string) =>
+      zt(
+        [
+          "seg",
+          "apply",
+          file,
+          "--segment",
+          "server",
+          "--netns",
+          ns(),
+          "--state-dir",
+          stateDir,
+          "--confirm-within",
+          "3s",
+        ],
+        { PATH: `${bin}:${process.env["PATH"] ?? ""}`, ZT_SEG_ROLLBACK_TIMER: "systemd" },
+      );
+
+    it("starts the timer as a transient unit, which rolls back", async () => {
+      const log = join(dir, "args.txt");
+      await writeFile(
+        join(bin, "systemd-run"),
+        `#!/bin/sh\nprintf '%s\\n' "$@" > ${JSON.stringify(log)}\nwhile [ "$1" != "--" ]; do shift; done; shift\nsetsid "$@" </dev/null >/dev/null 2>&1 &\nexit 0\n`,
+        { mode: 0o755 },
+      );
+      const stateDir = join(dir, "ok");
+      const a = await apply(stateDir);
+      expect(a.code, a.stderr).toBe(0);
+      const args = (await readFile(log, "utf8")).trim().split("\n");
+      const token = (
+        JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")) as {
+          token: string;
+        }
+      ).token;
+      expect(args).toContain(`--unit=zt-seg-rollback-${token}`);
+      expect(args).toContain("--collect");
+      expect(args.slice(args.indexOf("--") + 1)).toEqual([
+        process.execPath,
+        ZT,
+        "seg",
+        "_rollback-timer",
+        "--state-dir",
+        stateDir,
+        "--token",
+        token,
+        "--netns",
+        ns(),
+      ]);
+      expect(await ssh()).toBe(false);
+      await waitForStatus(stateDir, "rolled-back");
+      expect(await ssh()).toBe(true);
+    });
+
+    it("a systemd-run that refuses keeps the ruleset from being applied", async () => {
+      await writeFile(
+        join(bin, "systemd-run"),
+        "#!/bin/sh\necho 'Failed to start transient service unit: Access denied' >&2\nexit 1\n",
+        { mode: 0o755 },
+      );
+      const stateDir = join(dir, "refused");
+      const a = await apply(stateDir);
+      expect(a.code, a.stdout).toBe(1);
+      expect(a.stderr).toMatch(
+        /^zt: error ZT_SEG_APPLY_FAILED: systemd-run could not start the rollback timer \(Failed to start transient service unit: Access denied\), so nothing was applied/,
+      );
+      expect(await ssh()).toBe(true);
+      expect(existsSync(join(stateDir, "state.json"))).toBe(false);
+    });
+
+    it("names a ZT_SEG_ROLLBACK_TIMER it does not know", async () => {
+      const r = await zt(
+        [
+          "seg",
+          "apply",
+          file,
+          "--segment",
+          "server",
+          "--netns",
+          ns(),
+          "--state-dir",
+          join(dir, "x"),
+          "--confirm-within",
+          "3s",
+        ],
+        { ZT_SEG_ROLLBACK_TIMER: "cron" },
+      );
+      expect(r.code, r.stdout).toBe(64);
+      expect(r.stderr).toMatch(
+        /ZT_USAGE: .*ZT_SEG_ROLLBACK_TIMER="cron": expected systemd, detached or auto/,
+      );
+      expect(await ssh()).toBe(true);
+    });
+  },
+);
+
 describe.skipIf(!avail.ok)("zt seg status in a namespace that is not there", () => {
   it("fails naming the namespace instead of reporting `table inet zt: absent`", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "zt-seg-nons-"));

@@ -1,4 +1,5 @@
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import type { Command } from "commander";
@@ -96,8 +97,48 @@ async function output(text: string, out: string | undefined): Promise<void> {
 }
 
 /**
- * Starts the detached process that rolls back unless `zt seg confirm` comes first; resolves
- * once it runs. `applyRuleset` calls it before loading the ruleset (see `armRollback`).
+ * How the rollback timer is started. Under systemd (`/run/systemd/system` exists, as
+ * `sd_booted()` checks) it runs as its own transient service through `systemd-run`: a
+ * process merely detached from the shell stays in the login session's cgroup, and logind
+ * with `KillUserProcesses=yes` kills it when that session ends — which is exactly what a
+ * ruleset that cuts the operator's SSH connection does. Elsewhere it is a detached child.
+ * `ZT_SEG_ROLLBACK_TIMER=systemd|detached` overrides the choice.
+ */
+export function rollbackTimerCommand(
+  timerArgs: readonly string[],
+  token: string,
+  env: NodeJS.ProcessEnv = process.env,
+  systemdBooted: () => boolean = () => existsSync("/run/systemd/system"),
+): { file: string; args: string[]; detached: boolean } {
+  const choice = env["ZT_SEG_ROLLBACK_TIMER"] ?? "auto";
+  if (choice !== "auto" && choice !== "systemd" && choice !== "detached") {
+    throw new ZtError(
+      "ZT_USAGE",
+      `ZT_SEG_ROLLBACK_TIMER=${JSON.stringify(choice)}: expected systemd, detached or auto`,
+    );
+  }
+  const node = [process.execPath, ...timerArgs];
+  if (choice === "detached" || (choice === "auto" && !systemdBooted()))
+    return { file: node[0]!, args: node.slice(1), detached: true };
+  return {
+    file: "systemd-run",
+    args: [
+      "--quiet",
+      "--collect",
+      `--unit=zt-seg-rollback-${token}`,
+      "--description=zt seg: roll the pending apply back unless confirmed",
+      `--setenv=PATH=${env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
+      "--",
+      ...node,
+    ],
+    detached: false,
+  };
+}
+
+/**
+ * Starts the process that rolls back unless `zt seg confirm` comes first (see
+ * `rollbackTimerCommand`); resolves once it runs. `applyRuleset` calls it before loading
+ * the ruleset (see `armRollback`): if it cannot be started, nothing is applied.
  */
 async function spawnRollbackTimer(
   stateDir: string,
@@ -109,12 +150,29 @@ async function spawnRollbackTimer(
     throw new ZtError("ZT_INTERNAL", "cannot locate the zt entry point for the rollback timer");
   const args = [script, "seg", "_rollback-timer", "--state-dir", stateDir, "--token", token];
   if (netns) args.push("--netns", netns);
-  const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
+  const how = rollbackTimerCommand(args, token);
+  if (how.detached) {
+    const child = spawn(how.file, how.args, { detached: true, stdio: "ignore" });
+    await new Promise<void>((resolve, reject) => {
+      child.once("spawn", resolve);
+      child.once("error", reject);
+    });
+    child.unref();
+    return;
+  }
+  // systemd-run returns once the unit has started; its refusal is the apply's refusal
   await new Promise<void>((resolve, reject) => {
-    child.once("spawn", resolve);
-    child.once("error", reject);
+    execFile(how.file, how.args, { timeout: 30_000 }, (e, _out, stderr) => {
+      if (!e) return resolve();
+      const why = stderr.trim().split("\n").slice(0, 3).join("; ") || e.message;
+      reject(
+        new ZtError(
+          "ZT_SEG_APPLY_FAILED",
+          `systemd-run could not start the rollback timer (${why}), so nothing was applied; set ZT_SEG_ROLLBACK_TIMER=detached to run it as a plain background process instead`,
+        ),
+      );
+    });
   });
-  child.unref();
 }
 
 export function registerSegCommands(program: Command): void {
