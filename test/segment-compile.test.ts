@@ -9,6 +9,7 @@ import {
   compileK8s,
   compileNftables,
   FlowEvaluator,
+  parseCidr,
   parseSegModel,
 } from "../src/segment/index.js";
 import { NetnsLab } from "../src/segment/netns-lab.js";
@@ -411,6 +412,158 @@ mode: { default: enforce, audit: [api, cache, legacy] }
     });
     // db enforces: nothing to it without a flow
     expect(JSON.stringify(web.egress)).not.toContain("10.8.0.1");
+  });
+});
+
+describe("Kubernetes: host segments that cover the pod network", () => {
+  // NetworkPolicy leaves it to the network plugin whether an ipBlock matches pod addresses,
+  // so a host segment of 10.0.0.0/8 in a cluster whose pods are 10.244.0.0/16 could let
+  // every pod through as if it were that segment.
+  const { model } = parseSegModel(`segments:
+  api: { k8s: { namespace: web, podSelector: { app: api } } }
+  corp: { hosts: [172.16.0.0/12, 192.168.1.10] }
+  nodes: { hosts: [10.244.3.0/24] }
+flows:
+  - { from: corp, to: api, ports: [tcp/8443] }
+  - { from: nodes, to: api, ports: [tcp/10250] }
+`);
+  const dir = tempDirForSuite("zt-seg-pods-");
+  const podCidrs = ["10.244.0.0/16", "172.20.0.0/16"].map((c) => {
+    const p = parseCidr(c);
+    if (!p.ok) throw new Error(p.reason);
+    return p.range;
+  });
+  const ingressOf = (text: string) =>
+    parseAllDocuments(text)
+      .map((d) => d.toJS() as { metadata: { name: string }; spec: { ingress: unknown[] } })
+      .find((d) => d.metadata.name === "zt-api")!.spec.ingress;
+
+  it("cuts the pod network out of a block that holds it, and leaves out a block inside it", () => {
+    const r = compileK8s(model, { podCidrs });
+    expect(ingressOf(r.text)).toEqual([
+      {
+        from: [
+          { ipBlock: { cidr: "172.16.0.0/12", except: ["172.20.0.0/16"] } },
+          { ipBlock: { cidr: "192.168.1.10/32" } },
+        ],
+        ports: [{ protocol: "TCP", port: 8443 }],
+      },
+    ]);
+    expect(r.warnings.join("\n")).toMatch(
+      /segment "nodes": 10\.244\.3\.0\/24 is inside the pod network 10\.244\.0\.0\/16; left out/,
+    );
+    expect(r.warnings.join("\n")).not.toMatch(/give --pod-cidr/);
+  });
+
+  it("without --pod-cidr, warns that ipBlock peers may match pods", () => {
+    const r = compileK8s(model);
+    expect(r.warnings.join("\n")).toMatch(
+      /segments "corp", "nodes" appear as ipBlock peers: .*give --pod-cidr/,
+    );
+  });
+
+  it("the peers cover exactly the segment's addresses outside the pod networks (random ranges)", () => {
+    const v4 = fc.integer({ min: 0, max: 2 ** 32 - 1 });
+    const cidr = fc.tuple(v4, fc.integer({ min: 8, max: 32 })).map(([a, p]) => {
+      const mask = p === 0 ? 0 : (0xffffffff << (32 - p)) >>> 0;
+      const net = (a & mask) >>> 0;
+      return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${p}`;
+    });
+    const inCidr = (n: number, c: string) => {
+      const r = parseCidr(c);
+      return r.ok && BigInt(n) >= r.range.start && BigInt(n) <= r.range.end;
+    };
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(cidr, { minLength: 1, maxLength: 2 }),
+        fc.array(cidr, { minLength: 1, maxLength: 3 }),
+        fc.array(v4, { minLength: 20, maxLength: 20 }),
+        (hostCidrs, podCidrs, probes) => {
+          const hosts = hostCidrs.map((c) => {
+            const p = parseCidr(c);
+            if (!p.ok) throw new Error(p.reason);
+            return p.range;
+          });
+          // a model's segment may not overlap itself
+          fc.pre(
+            hosts.length < 2 || hosts[0]!.end < hosts[1]!.start || hosts[1]!.end < hosts[0]!.start,
+          );
+          const m = parseSegModel(`segments:
+  api: { k8s: { namespace: web } }
+  outside: { hosts: [${hostCidrs.join(", ")}] }
+flows:
+  - { from: outside, to: api, ports: [tcp/443] }
+`).model;
+          const ranges = podCidrs.map((c) => {
+            const p = parseCidr(c);
+            if (!p.ok) throw new Error(p.reason);
+            return p.range;
+          });
+          const ingress = ingressOf(compileK8s(m, { podCidrs: ranges }).text) as {
+            from: { ipBlock: { cidr: string; except?: string[] } }[];
+          }[];
+          const peers = ingress.flatMap((r) => r.from.map((f) => f.ipBlock));
+          // probe the edges of every range, plus random addresses
+          const edges = [...hosts, ...ranges].flatMap((r) => [
+            Number(r.start),
+            Number(r.end),
+            Math.max(0, Number(r.start) - 1),
+            Math.min(2 ** 32 - 1, Number(r.end) + 1),
+          ]);
+          for (const n of [...edges, ...probes]) {
+            const want = hostCidrs.some((c) => inCidr(n, c)) && !podCidrs.some((c) => inCidr(n, c));
+            const got = peers.some(
+              (p) => inCidr(n, p.cidr) && !(p.except ?? []).some((e) => inCidr(n, e)),
+            );
+            if (got !== want) return false;
+          }
+          return true;
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("zt seg compile --pod-cidr: used with -t k8s, refused with nftables or when not a CIDR", async () => {
+    const file = join(dir(), "pods.yaml");
+    await writeFile(
+      file,
+      `segments:
+  api: { k8s: { namespace: web, podSelector: { app: api } } }
+  corp: { hosts: [10.0.0.0/8] }
+flows:
+  - { from: corp, to: api, ports: [tcp/8443] }
+`,
+    );
+    const ok = await runZt(
+      [
+        "seg",
+        "compile",
+        "--model",
+        file,
+        "-t",
+        "k8s",
+        "--pod-cidr",
+        "10.244.0.0/16",
+        "fd00:10::/56",
+      ],
+      { timeoutMs: 30_000 },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/cidr: 10\.0\.0\.0\/8\n\s+except:\n\s+- 10\.244\.0\.0\/16/);
+    const bad = await runZt(
+      ["seg", "compile", "--model", file, "-t", "k8s", "--pod-cidr", "10.244.0.1/16"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/ZT_USAGE: --pod-cidr: host bits set in "10\.244\.0\.1\/16"/);
+    const nft = await runZt(["seg", "compile", "--model", file, "--pod-cidr", "10.244.0.0/16"], {
+      timeoutMs: 30_000,
+    });
+    expect(nft.code).toBe(64);
+    expect(nft.stderr).toMatch(/ZT_USAGE: --pod-cidr: only for -t k8s/);
   });
 });
 

@@ -14,10 +14,15 @@ export interface CompileK8sResult {
 type Peer = Record<string, unknown>;
 type NpPort = { protocol: "TCP" | "UDP"; port?: number; endPort?: number };
 
-function cidrsOf(r: IpRange): string[] {
-  // split an arbitrary range into aligned CIDR blocks
+interface Block {
+  cidr: string;
+  range: IpRange;
+}
+
+/** Splits an arbitrary range into aligned CIDR blocks. */
+function cidrsOf(r: IpRange): Block[] {
   const bits = r.family === 4 ? 32 : 128;
-  const out: string[] = [];
+  const out: Block[] = [];
   let start = r.start;
   while (start <= r.end) {
     let size = 0;
@@ -26,13 +31,30 @@ function cidrsOf(r: IpRange): string[] {
       if ((start & (block - 1n)) !== 0n || start + block - 1n > r.end) break;
       size++;
     }
-    out.push(`${formatIp(r.family, start)}/${bits - size}`);
-    start += 1n << BigInt(size);
+    const end = start + (1n << BigInt(size)) - 1n;
+    out.push({
+      cidr: `${formatIp(r.family, start)}/${bits - size}`,
+      range: { family: r.family, start, end },
+    });
+    start = end + 1n;
   }
   return out;
 }
 
-function peersOf(seg: Segment): Peer[] {
+export interface CompileK8sOptions {
+  /**
+   * The cluster's pod networks. NetworkPolicy leaves it to the network plugin whether an
+   * `ipBlock` matches pod addresses, so host segments that cover them are cut out of it:
+   * the pod networks inside a segment's block become its `except`, and a block wholly inside
+   * one is left out (pods are selected with `k8s` selectors, not by address).
+   */
+  podCidrs?: readonly IpRange[];
+}
+
+const within = (a: IpRange, b: IpRange) =>
+  a.family === b.family && a.start >= b.start && a.end <= b.end;
+
+function peersOf(seg: Segment, podBlocks: readonly Block[], warn: (m: string) => void): Peer[] {
   if (seg.k8s) {
     const peer: Peer = {
       namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": seg.k8s.namespace } },
@@ -42,7 +64,22 @@ function peersOf(seg: Segment): Peer[] {
       : {};
     return [peer];
   }
-  return seg.hosts.flatMap((h) => cidrsOf(h.range)).map((cidr) => ({ ipBlock: { cidr } }));
+  const peers: Peer[] = [];
+  for (const h of seg.hosts) {
+    // CIDR blocks are either nested or disjoint: a pod network is inside a block, holds it, or misses it
+    for (const { cidr, range } of cidrsOf(h.range)) {
+      const inside = podBlocks.find((p) => within(range, p.range));
+      if (inside) {
+        warn(
+          `segment "${seg.name}": ${cidr} is inside the pod network ${inside.cidr}; left out of its ipBlock peers (select pods with k8s selectors)`,
+        );
+        continue;
+      }
+      const except = podBlocks.filter((p) => within(p.range, range)).map((p) => p.cidr);
+      peers.push({ ipBlock: except.length ? { cidr, except } : { cidr } });
+    }
+  }
+  return peers;
 }
 
 function npPorts(ports: readonly PortSpec[], warn: (m: string) => void, where: string): NpPort[] {
@@ -76,10 +113,16 @@ function npPorts(ports: readonly PortSpec[], warn: (m: string) => void, where: s
  * policy whose ingress and egress rules are the model's flows. Segments without k8s
  * selectors appear as `ipBlock` peers. Pure: model in, YAML out.
  */
-export function compileK8s(model: SegModel): CompileK8sResult {
+export function compileK8s(model: SegModel, opts: CompileK8sOptions = {}): CompileK8sResult {
   const warnings: string[] = [];
   const warn = (m: string) => {
     if (!warnings.includes(m)) warnings.push(m);
+  };
+  const podBlocks = (opts.podCidrs ?? []).flatMap(cidrsOf);
+  const addressPeers = new Set<string>();
+  const peers = (seg: Segment): Peer[] => {
+    if (!seg.k8s && seg.hosts.length) addressPeers.add(seg.name);
+    return peersOf(seg, podBlocks, warn);
   };
   const byName = new Map(model.segments.map((s) => [s.name, s]));
   const expand = (name: string): Segment[] =>
@@ -115,7 +158,7 @@ export function compileK8s(model: SegModel): CompileK8sResult {
   // enforcing segment's egress cut its traffic to segments still auditing.
   const toAudit = model.segments
     .filter((t) => segmentModeOf(model, t.name) === "audit")
-    .flatMap(peersOf);
+    .flatMap(peers);
   for (const s of k8sSegs) {
     if (segmentModeOf(model, s.name) === "audit") continue;
     const ingress: Record<string, unknown>[] = [];
@@ -127,12 +170,12 @@ export function compileK8s(model: SegModel): CompileK8sResult {
         );
       if (f.to === ANY_SEGMENT || f.to === s.name) {
         const ports = npPorts(f.ports, warn, flowWhere(f));
-        const from = expand(f.from).flatMap(peersOf);
+        const from = expand(f.from).flatMap(peers);
         if (ports.length && from.length) ingress.push({ from, ports });
       }
       if (f.from === ANY_SEGMENT || f.from === s.name) {
         const ports = npPorts(f.ports, warn, flowWhere(f));
-        const to = expand(f.to).flatMap(peersOf);
+        const to = expand(f.to).flatMap(peers);
         if (ports.length && to.length) egress.push({ to, ports });
       }
     }
@@ -172,6 +215,10 @@ export function compileK8s(model: SegModel): CompileK8sResult {
     });
   }
   if (k8sSegs.length === 0) warn("no segment has k8s selectors: nothing to emit");
+  if (addressPeers.size && podBlocks.length === 0)
+    warn(
+      `segments ${[...addressPeers].map((n) => JSON.stringify(n)).join(", ")} appear as ipBlock peers: whether an ipBlock also matches pod addresses is up to the network plugin, so if one covers the pod network, give --pod-cidr to cut it out`,
+    );
   warn(
     "NetworkPolicy has no explicit deny and no logging: denied traffic is dropped silently (use the CNI's flow logs)",
   );

@@ -16,6 +16,7 @@ import {
   DEFAULT_MAX_FLOWS,
   formatFinding,
   loadSegModelFile,
+  parseCidr,
   readRolloutState,
   readStatus,
   recordRollbackFailure,
@@ -208,10 +209,24 @@ export function registerSegCommands(program: Command): void {
     .option("--host <name>", "nftables: the rules one host enforces (host name or address)")
     .option("--segment <name>", "nftables: the rules every host of a segment enforces")
     .option("--router", "nftables: a router's forward chain (the default)")
+    .option(
+      "--pod-cidr <cidr...>",
+      "k8s: the cluster's pod networks, cut out of the ipBlock peers of host segments",
+    )
     .option("-o, --out <file>", "write to a file instead of stdout")
-    .addHelpText("after", "\n--host, --segment and --router are refused with -t k8s.")
-    .action((o: TargetOpts & { model: string; target: string; out?: string }) =>
+    .addHelpText(
+      "after",
+      "\n--host, --segment and --router are refused with -t k8s; --pod-cidr with -t nftables.",
+    )
+    .action((o: TargetOpts & { model: string; target: string; out?: string; podCidr?: string[] }) =>
       withoutContext(async () => {
+        const podCidrs = (o.podCidr ?? []).map((c) => {
+          const p = parseCidr(c);
+          if (!p.ok) throw usageError(`--pod-cidr: ${p.reason}`);
+          return p.range;
+        });
+        if (podCidrs.length && o.target !== "k8s")
+          throw usageError("--pod-cidr: only for -t k8s (pod networks are a cluster's)");
         const { model, findings, text } = await loadSegModelFile(o.model);
         warnFindings(basename(o.model), findings);
         if (o.target === "nftables") {
@@ -221,7 +236,7 @@ export function registerSegCommands(program: Command): void {
         }
         if (o.target === "k8s") {
           refuseNftOnlyOptions(o);
-          const r = compileK8s(model);
+          const r = compileK8s(model, { podCidrs });
           for (const w of r.warnings) warn(`k8s: ${w}`);
           await output(r.text, o.out);
           return;
