@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../src/core/clock.js";
-import { AlertEngine, networkOf, type AlertEvent } from "../src/audit/alerts/alert-engine.js";
+import {
+  AlertEngine,
+  jailMatches,
+  networkOf,
+  type AlertEvent,
+} from "../src/audit/alerts/alert-engine.js";
 import { parseAlertsConfig } from "../src/audit/alerts/alerts-config.js";
 import { isBanned, setBansForTest } from "../src/audit/alerts/ban-cache.js";
 import type { ZtError } from "../src/core/errors.js";
@@ -178,6 +183,66 @@ describe("IPv6 sources are jailed by network (alerts.ban_ipv6_prefix)", () => {
     // A new set of bans replaces the old one: nothing is remembered from before.
     setBansForTest({});
     expect(isBanned("2001:db8:1:2::99", 1_000)).toBe(false);
+  });
+});
+
+describe("api-refused: credentials the control-plane API refused before authentication", () => {
+  const a = (kind: string, outcome: string, reason: string | null, subject: string | null = null) =>
+    ev({ kind, outcome, reason, subject, route: null });
+  it("counts guesses of join tokens, renewal proofs, device signatures and session tokens", () => {
+    for (const e of [
+      a("svid.issue", "failure", "token-unknown", "join-token"),
+      a("svid.issue", "failure", "token-used", "join-token"),
+      a("svid.issue", "failure", "renew-proof-invalid", "svid"),
+      a("device.report", "failure", "device-signature-invalid"),
+      a("device.report", "failure", "device-unknown"),
+      a("device.bind", "failure", "device-signature-invalid"),
+      a("device.bind", "failure", "device-unknown"),
+      a("ssh.sign", "deny", "session-invalid"),
+    ])
+      expect(jailMatches("api-refused", e), `${e.kind} ${e.reason}`).toBe(true);
+  });
+
+  it("does not count what a signed-in user or a working agent meets in normal use", () => {
+    for (const e of [
+      a("svid.issue", "failure", "token-expired", "join-token"),
+      a("svid.issue", "failure", "san-not-allowed", "join-token"),
+      a("svid.issue", "failure", "cert-expired", "svid"),
+      a("device.report", "failure", "device-noncompliant"),
+      a("device.report", "failure", "device-revoked"),
+      a("device.bind", "failure", "no-session-token"),
+      a("device.bind", "failure", "session-expired"),
+      a("device.bind", "failure", "device-not-approved"),
+      a("ssh.sign", "deny", "no-credentials"),
+      a("ssh.sign", "deny", "session-expired"),
+      a("ssh.sign", "deny", "session-idle"),
+      a("ssh.sign", "deny", "session-revoked"),
+      a("ssh.sign", "deny", "cert-untrusted"),
+      // A policy deny of a signed-in user is a `denial`, whatever its reason.
+      a("ssh.sign", "deny", "session-invalid", "alice"),
+      a("ssh.sign", "deny", null, "alice"),
+      a("authn.mtls", "deny", "cert-untrusted"),
+      a("login", "failure", "bad-password", "alice"),
+      a("request.refused", "refused", "no-route"),
+    ])
+      expect(jailMatches("api-refused", e), `${e.kind} ${e.reason}`).toBe(false);
+  });
+
+  it("is a default jail: 10 within 10m ban the source", () => {
+    const e = new AlertEngine(parseAlertsConfig({ allow_list: { ips: [] } }));
+    const guess = () =>
+      ev({
+        kind: "svid.issue",
+        outcome: "failure",
+        subject: "join-token",
+        reason: "token-unknown",
+        source_ip: "192.0.2.44",
+        route: null,
+      });
+    for (let i = 0; i < 9; i++) expect(e.evaluate(guess()).bans).toEqual([]);
+    expect(e.evaluate(guess()).bans.map((b) => [b.rule, b.key])).toEqual([
+      ["api-ip", "ip:192.0.2.44"],
+    ]);
   });
 });
 

@@ -4,11 +4,10 @@ import { keepCertificateFresh, type ListenerTls } from "../pki/listener-tls.js";
 import type { AppContext } from "../app/index.js";
 import { pkiService } from "../pki/index.js";
 import type { SessionService } from "../session/index.js";
-import { ApiAuthenticator } from "./api-auth.js";
+import { ApiAuthenticator, clientIp } from "./api-auth.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
-import { normalizeIp } from "../core/cidr.js";
 import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { isBanned } from "../audit/index.js";
 import { registerAllApiRoutes } from "./routes/index.js";
@@ -195,9 +194,11 @@ export async function createApiServer(
   });
 
   // A source banned by the alert rules or an operator is refused here as at the PEP:
-  // sign-in lockouts aside, the API signs SSH certificates and SVIDs.
+  // sign-in lockouts aside, the API signs SSH certificates and SVIDs, and the `api-ip`
+  // jail bans guessers of its join tokens and session tokens. The source is the one every
+  // API audit record names (`clientIp`), so a ban falls on the address that was counted.
   app.addHook("onRequest", async (req) => {
-    if (isBanned(normalizeIp(req.socket.remoteAddress), ctx.clock.now()))
+    if (isBanned(clientIp(req), ctx.clock.now()))
       throw new ZtError("ZT_BANNED", "this source address is temporarily banned", {
         reason: "source-banned",
       });

@@ -64,6 +64,41 @@ const LOGIN_REASONS = new Set(["bad-password", "unknown-user", "auth-failed", "u
  */
 const BROWSER_INDUCED_REFUSALS: ReadonlySet<string> = new Set(["websocket-origin"]);
 
+/**
+ * Credentials the control-plane API refused from a caller who had not authenticated:
+ * `kind:outcome` → the reasons counted. Each is a secret presented that matched nothing
+ * it could be — a guess — never what a signed-in user or a working agent meets in
+ * normal use:
+ * - `svid.issue`: a join token that names no token (`token-unknown`) or was already used
+ *   (`token-used`: single use, so a second try is a replay); a renewal proof not signed by
+ *   the presented SVID's key (`renew-proof-invalid`: the certificate is public, its key
+ *   is not). Not `token-expired` (a real token, late: an agent retrying it must not lock
+ *   its host out of the join with a new one), nor a refused CSR or name (an
+ *   authenticated caller's request).
+ * - `device.report`, `device.bind`: a signature that does not verify with the device's
+ *   key, or a device id no device has. Not `no-session-token`, a stale or replayed
+ *   report, or a refusal after the signature verified.
+ * - `ssh.sign` refused before any caller was known (no subject): a session token that
+ *   names no session (`session-invalid`). Not `no-credentials` (nothing guessed), nor an
+ *   expired, idle or revoked session (a real user's old token), nor a policy deny (a
+ *   `denial`, with a subject).
+ * Refused client certificates are not counted: a browser may offer any certificate it
+ * holds, so the API's `authn.mtls` refusals include real users' (the `mtls_failures`
+ * alert reports them).
+ */
+const API_REFUSALS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ["svid.issue:failure", new Set(["token-unknown", "token-used", "renew-proof-invalid"])],
+  ["device.report:failure", new Set(["device-signature-invalid", "device-unknown"])],
+  ["device.bind:failure", new Set(["device-signature-invalid", "device-unknown"])],
+  ["ssh.sign:deny", new Set(["session-invalid"])],
+]);
+
+function isApiRefusal(e: AlertEvent): boolean {
+  if (e.reason === null) return false;
+  if (e.kind === "ssh.sign" && e.subject !== null) return false;
+  return API_REFUSALS.get(`${e.kind}:${e.outcome}`)?.has(e.reason) ?? false;
+}
+
 /** What a jail counts. */
 export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean {
   switch (match) {
@@ -86,6 +121,8 @@ export function jailMatches(match: JailConfig["match"], e: AlertEvent): boolean 
       // Not those a foreign page makes a signed-in browser send: their source is the
       // victim, whom a ban would lock out for the attacker.
       return e.kind === "request.refused" && !BROWSER_INDUCED_REFUSALS.has(e.reason ?? "");
+    case "api-refused":
+      return isApiRefusal(e);
   }
 }
 

@@ -11,7 +11,13 @@ const ipOrCidr = z
   .refine((s) => parseCidr(s) !== undefined, "expected an IP address or CIDR, e.g. 10.0.0.0/8");
 
 /** What a regulation jail counts (see docs/audit.md for the exact event matches). */
-export const JAIL_MATCHES = ["login-failure", "totp-failure", "denial", "refused"] as const;
+export const JAIL_MATCHES = [
+  "login-failure",
+  "totp-failure",
+  "denial",
+  "refused",
+  "api-refused",
+] as const;
 
 const jailSchema = z
   .object({
@@ -134,7 +140,11 @@ export interface AlertsConfig {
   replayMs: number;
 }
 
-/** fail2ban-like defaults: logins and TOTP per IP and per user, denials per IP. */
+/**
+ * fail2ban-like defaults: logins and TOTP per IP and per user, denials per IP, and
+ * credentials the control-plane API refused (join tokens, session tokens, device
+ * signatures) per IP.
+ */
 export const DEFAULT_JAILS = [
   {
     name: "login-ip",
@@ -169,6 +179,14 @@ export const DEFAULT_JAILS = [
     bantime: "15m",
   },
   { name: "denial-ip", match: "denial", by: "ip", maxretry: 50, findtime: "1m", bantime: "5m" },
+  {
+    name: "api-ip",
+    match: "api-refused",
+    by: "ip",
+    maxretry: 10,
+    findtime: "10m",
+    bantime: "10m",
+  },
 ] as const;
 
 /** Validates the `alerts:` section; errors name the key path (`alerts.jails.0.maxretry: …`). */
