@@ -5,7 +5,7 @@ import { newId } from "../core/ids.js";
 import { SessionService, type SessionCheck } from "../session/index.js";
 import { withStoreLock, type DevicesTable } from "../store/index.js";
 import { parseDevicesConfig, type DevicesConfig } from "./device-config.js";
-import { parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
+import { generateDeviceKey, parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
 import { bindPayload, parsePostureReport } from "./posture-report.js";
 import {
   isCompliantAt,
@@ -221,23 +221,35 @@ export class DeviceService {
     deviceId: string,
     payload: string,
     signature: string,
+    sourceIp?: string,
   ): Promise<PostureScore & { device: DeviceInfo }> {
-    const row = await this.#row(deviceId);
-    if (row.status === "revoked")
-      throw new ZtError("ZT_DEVICE_INVALID", `device ${deviceId} is revoked`);
-    if (!verifyDeviceSignature(row.public_key, payload, signature)) {
+    const refuse = (err: ZtError, reason: string, status?: DevicesTable["status"]): never => {
       this.#ctx.audit.record({
         kind: "device.report",
         outcome: "failure",
-        reason: "device-signature-invalid",
-        data: { device_id: deviceId },
+        reason,
+        ...(sourceIp !== undefined ? { sourceIp } : {}),
+        data: { device_id: deviceId, ...(status !== undefined ? { device_status: status } : {}) },
       });
-      throw new ZtError(
-        "ZT_DEVICE_SIGNATURE",
-        "posture report signature does not verify with the device's registered key",
-        { device_id: deviceId },
-      );
+      throw err;
+    };
+    // Until the signature verifies, the caller has proven nothing: one answer whether the
+    // device is unknown, pending, approved or revoked (the audit record says which).
+    const row = await this.#rowIfAny(deviceId);
+    if (!row) {
+      verifyDeviceSignature(placeholderKey(), payload, signature); // the same work either way
+      return refuse(deviceNotProven("posture report"), "device-unknown");
     }
+    if (!verifyDeviceSignature(row.public_key, payload, signature))
+      refuse(deviceNotProven("posture report"), "device-signature-invalid", row.status);
+    if (row.status === "revoked")
+      refuse(
+        new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is revoked`, {
+          reason: "device-revoked",
+        }),
+        "device-revoked",
+        row.status,
+      );
     const report = parsePostureReport(payload);
     if (report.device_id !== deviceId)
       throw new ZtError("ZT_DEVICE_INVALID", "report.device_id: does not match the device");
@@ -328,7 +340,12 @@ export class DeviceService {
     sourceIp?: string | undefined;
   }): Promise<{ sessionId: string }> {
     const { deviceId } = o;
-    const refuse = (err: ZtError, reason: string, sessionId?: string): never => {
+    const refuse = (
+      err: ZtError,
+      reason: string,
+      sessionId?: string,
+      status?: DevicesTable["status"],
+    ): never => {
       this.#ctx.audit.record({
         kind: "device.bind",
         outcome: "failure",
@@ -337,16 +354,14 @@ export class DeviceService {
         data: {
           device_id: deviceId,
           ...(sessionId !== undefined ? { session_id: sessionId } : {}),
+          ...(status !== undefined ? { device_status: status } : {}),
         },
       });
       throw err;
     };
-    const row = await this.#row(deviceId);
-    if (row.status !== "approved")
-      refuse(
-        new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not approved`),
-        "device-not-approved",
-      );
+    // Until the signature verifies, the caller has proven nothing: one answer whether the
+    // device is unknown, pending, approved or revoked (the audit record says which).
+    const row = await this.#rowIfAny(deviceId);
     const token = o.sessionToken;
     if (!token)
       return refuse(
@@ -356,20 +371,22 @@ export class DeviceService {
           { reason: "no-session-token" },
         ),
         "no-session-token",
+        undefined,
+        row?.status,
       );
-    if (
-      !verifyDeviceSignature(
-        row.public_key,
-        bindPayload({ deviceId, sessionToken: token, at: o.at }),
-        o.signature,
-      )
-    )
+    const signed = bindPayload({ deviceId, sessionToken: token, at: o.at });
+    if (!row) {
+      verifyDeviceSignature(placeholderKey(), signed, o.signature); // the same work either way
+      return refuse(deviceNotProven("binding"), "device-unknown");
+    }
+    if (!verifyDeviceSignature(row.public_key, signed, o.signature))
+      refuse(deviceNotProven("binding"), "device-signature-invalid", undefined, row.status);
+    if (row.status !== "approved")
       refuse(
-        new ZtError(
-          "ZT_DEVICE_SIGNATURE",
-          "binding signature does not verify with the device's registered key for this session",
-        ),
-        "device-signature-invalid",
+        new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not approved`),
+        "device-not-approved",
+        undefined,
+        row.status,
       );
     if (Math.abs(this.#ctx.clock.now() - o.at) > this.config.maxReportSkewMs)
       refuse(
@@ -452,6 +469,16 @@ export class DeviceService {
     await this.#ctx.events.publish("device.changed", { deviceId, userId, ...data });
   }
 
+  /** The device's row; undefined for an id no device has (or that is not of their form). */
+  async #rowIfAny(deviceId: string): Promise<DevicesTable | undefined> {
+    if (!DEVICE_ID_RE.test(deviceId)) return undefined;
+    return this.#ctx.store.db
+      .selectFrom("devices")
+      .selectAll()
+      .where("id", "=", deviceId)
+      .executeTakeFirst();
+  }
+
   async #row(deviceId: string): Promise<DevicesTable> {
     // Not of the form of a device id (`dev_` + base64url, see newId): no device, without a
     // query (PostgreSQL would refuse a NUL in the text as an internal error).
@@ -527,4 +554,23 @@ export function deviceInfoFromRow(
     os: r.os,
     checks,
   };
+}
+
+/**
+ * The one answer to a device request whose signature does not verify — or whose device
+ * does not exist: before the key is proven, nothing about the device (its existence, its
+ * status) is told. The audit record keeps the real reason.
+ */
+function deviceNotProven(what: "posture report" | "binding"): ZtError {
+  return new ZtError(
+    "ZT_DEVICE_SIGNATURE",
+    `${what} signature does not verify with a registered key of this device id`,
+    { reason: "device-signature-invalid" },
+  );
+}
+
+let placeholder: string | undefined;
+/** A key no device has, to verify against for an unknown device (no shortcut to time). */
+function placeholderKey(): string {
+  return (placeholder ??= generateDeviceKey().publicPem);
 }

@@ -60,7 +60,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AppContext): voi
   const service = () => (svc ??= new DeviceService(ctx));
   app.post<{ Params: { id: string } }>("/v1/devices/:id/reports", async (req) => {
     const b = parse(reportBody, req.body);
-    const r = await service().submitReport(req.params.id, b.payload, b.signature);
+    const r = await service().submitReport(req.params.id, b.payload, b.signature, clientIp(req));
     return { device_id: r.device.id, score: r.score, compliant: r.compliant, failures: r.failures };
   });
   app.post<{ Params: { id: string } }>("/v1/devices/:id/bind", async (req) => {
