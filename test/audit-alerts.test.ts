@@ -265,6 +265,52 @@ describe("default allow-list", () => {
   });
 });
 
+describe("trusted proxies", () => {
+  it("are counted but never banned by a jail: every client behind one shares its address", () => {
+    const jail = {
+      name: "api-ip",
+      match: "login-failure",
+      by: "ip",
+      maxretry: 2,
+      findtime: "1m",
+      bantime: "1m",
+    };
+    const cfg = parseAlertsConfig(
+      {
+        jails: [jail],
+        denial_burst: null,
+        fan_out: null,
+        mtls_failures: null,
+        new_network: null,
+        break_glass: false,
+      },
+      ["10.0.0.5/32", "2001:db8:1::7/128"],
+    );
+    const e = new AlertEngine(cfg);
+    const proxy = [e.evaluate(loginFail("10.0.0.5")), e.evaluate(loginFail("10.0.0.5"))];
+    expect(proxy.flatMap((r) => r.bans)).toEqual([]);
+    const said = proxy.flatMap((r) => r.alerts);
+    expect(said).toHaveLength(1);
+    expect(said[0]!.message).toMatch(
+      /^ip:10\.0\.0\.5 not banned: 2 login-failure within 60s, but it is in trusted_proxies/,
+    );
+    // said once per findtime, not on every further match
+    expect(
+      [e.evaluate(loginFail("10.0.0.5")), e.evaluate(loginFail("10.0.0.5"))].flatMap(
+        (r) => r.alerts,
+      ),
+    ).toEqual([]);
+    // another address of the same network is banned as before
+    e.evaluate(loginFail("10.0.0.6"));
+    expect(e.evaluate(loginFail("10.0.0.6")).bans.map((b) => b.key)).toEqual(["ip:10.0.0.6"]);
+    // an IPv6 network ban stops short of a trusted proxy inside it: the address alone
+    e.evaluate(loginFail("2001:db8:1::9"));
+    expect(e.evaluate(loginFail("2001:db8:1::9")).bans.map((b) => b.key)).toEqual([
+      "ip:2001:db8:1::9",
+    ]);
+  });
+});
+
 describe("detection rules", () => {
   it("denial burst fires at exactly the threshold within the window, then cools down", () => {
     const e = new AlertEngine(only({ denial_burst: { threshold: 4, window: "10s" } }));

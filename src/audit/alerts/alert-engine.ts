@@ -185,6 +185,7 @@ const SWEEP_EVERY = 1_000;
 export class AlertEngine {
   readonly #c: AlertsConfig;
   readonly #allowIps: CidrSet;
+  readonly #sharedIps: CidrSet;
   readonly #allowUsers: Set<string>;
   readonly #windows = new Map<string, Window>();
   readonly #bannedUntil = new Map<string, number>();
@@ -205,7 +206,9 @@ export class AlertEngine {
     this.#banCounts = new Map(banCounts);
     this.#allowUsers = new Set(config.allowUsers);
     this.#allowIps = new CidrSet(config.allowIps, "alerts.allow.ips");
-    for (const c of config.allowIps) {
+    this.#sharedIps = new CidrSet(config.sharedIps ?? [], "trusted_proxies");
+    // an IPv6 network ban must not reach a trusted proxy either
+    for (const c of [...config.allowIps, ...(config.sharedIps ?? [])]) {
       const parsed = parseCidr(c);
       const ip = parsed && parseIp(parsed.address);
       if (ip) this.#allowNets.push(networkAround(ip.family, ip.value, parsed.bits));
@@ -255,6 +258,22 @@ export class AlertEngine {
       const n = this.#window(`jail:${jail.name}:${key}`).add(e.ts, jail.findtimeMs);
       if (n < jail.maxretry) continue;
       this.#window(`jail:${jail.name}:${key}`).clear();
+      if (jail.by === "ip" && ip !== null && this.#sharedIps.has(ip)) {
+        // A trusted proxy: every client behind it shares this address, so a ban would shut
+        // them all out (and close forward-auth). Say so instead, once per findtime.
+        if (this.#cooled(`shared:${jail.name}:${key}`, e.ts, jail.findtimeMs))
+          out.alerts.push(
+            this.#alert(
+              e,
+              jail.name,
+              "warning",
+              key,
+              `${key} not banned: ${n} ${jail.match} within ${jail.findtimeMs / 1000}s, but it is in trusted_proxies, whose clients all share its address; find the client in the proxy's logs, or ban it by hand (zt ban add)`,
+              { shared: true },
+            ),
+          );
+        continue;
+      }
       const count = (this.#banCounts.get(key) ?? 0) + 1;
       this.#banCounts.set(key, count);
       const duration = Math.min(

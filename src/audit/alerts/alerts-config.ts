@@ -127,6 +127,11 @@ export interface JailConfig {
 export interface AlertsConfig {
   enabled: boolean;
   allowIps: string[];
+  /**
+   * `trusted_proxies`: addresses many clients share. IP jails count them but never ban
+   * them (a ban would shut out every client behind the proxy); they alert instead.
+   */
+  sharedIps: string[];
   allowUsers: string[];
   jails: JailConfig[];
   /** IP jails ban IPv6 sources by their network of this many bits (128: by address). */
@@ -190,7 +195,7 @@ export const DEFAULT_JAILS = [
 ] as const;
 
 /** Validates the `alerts:` section; errors name the key path (`alerts.jails.0.maxretry: …`). */
-export function parseAlertsConfig(raw: unknown): AlertsConfig {
+export function parseAlertsConfig(raw: unknown, sharedIps: readonly string[] = []): AlertsConfig {
   const r = alertsConfigSchema.safeParse(raw ?? {});
   if (!r.success) throw configError("alerts", r.error.issues);
   const c = r.data;
@@ -207,6 +212,7 @@ export function parseAlertsConfig(raw: unknown): AlertsConfig {
   return {
     enabled: c.enabled,
     allowIps: c.allow_list.ips,
+    sharedIps: [...sharedIps],
     allowUsers: c.allow_list.users,
     jails,
     banIpv6Prefix: c.ban_ipv6_prefix,
