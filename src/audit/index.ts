@@ -61,6 +61,7 @@ export {
   countEventResync,
   countPolicyWatchError,
   countConfigReload,
+  countRevocationListBuild,
 } from "./metrics.js";
 export { collectStoreMetrics, throttledStoreMetrics } from "./store-metrics.js";
 export { AlertEngine, networkOf, jailMatches } from "./alerts/alert-engine.js";

@@ -272,6 +272,18 @@ export function countConfigReload(outcome: "applied" | "refused"): void {
   configReloads.inc({ outcome });
 }
 
+const revocationListBuilds = new Counter({
+  name: "zt_pki_revocation_list_builds_total",
+  help: "Revocation lists built from the store by this process (ssh-krl, x509-crl): after a revocation, at the refresh time, or on first use; requests in between are served from memory.",
+  labelNames: ["list"] as const,
+  registers: [metrics],
+});
+
+/** Counts one build of the KRL or of a CRL (any intermediate's). */
+export function countRevocationListBuild(list: "ssh-krl" | "x509-crl"): void {
+  revocationListBuilds.inc({ list });
+}
+
 /** The exposition text for `/metrics`. */
 export async function renderMetrics(): Promise<{ contentType: string; body: string }> {
   return { contentType: metrics.contentType, body: await metrics.metrics() };

@@ -25,6 +25,8 @@ import {
   type RevocationReason,
 } from "./x509-build.js";
 import { SshAuthority } from "./ssh-authority.js";
+import { RevocationListCache, type BuiltList } from "./revocation-list-cache.js";
+import { countRevocationListBuild } from "../audit/index.js";
 import { renewProofInput } from "./renewal.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
 
@@ -137,17 +139,15 @@ export class PkiService {
   /** Serial (lowercase hex) → notAfter of every revoked, unexpired certificate. */
   readonly #denied = new Map<string, number>();
   readonly #verifier = new ClientCertVerifier();
-  #crl: { issuerId: string; der: Buffer; refreshAtMs: number } | undefined;
   /**
-   * Bumped by every invalidation of the CRL (a revocation made or heard, a CA reload). A
-   * build started before the latest one may have read the store before that revocation
-   * committed: it is neither shared with later callers nor cached.
+   * Each intermediate's CRL (the active one and those retired but still verifying), built
+   * on first use and again after every revocation made or heard, a CA reload, an event
+   * resync, or half its validity. Only intermediates of the loaded CA set have an entry.
    */
-  #crlGeneration = 0;
-  #crlBuilding:
-    { generation: number; issuerId: string; startedAtMs: number; der: Promise<Buffer> } | undefined;
+  readonly #crls = new Map<string, RevocationListCache<Buffer>>();
   readonly #serverTls = new Map<string, ServerTlsEntry>();
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeResync: (() => void) | undefined;
   readonly #recorder: CertRecorder;
 
   private constructor(
@@ -202,6 +202,13 @@ export class PkiService {
     const svc = new PkiService(ctx, settings, caStore, cas, options);
     // Listen first, then load: a revocation landing in between is heard, not lost.
     svc.#unsubscribe = ctx.events.subscribe((e) => svc.#onEvent(e));
+    // Events pruned past this process: a revocation it never heard may be missing from a
+    // cached list, so every list is built again (the deny list and CAs are restated by
+    // followEventResync).
+    svc.#unsubscribeResync = ctx.events.onResync(async () => {
+      svc.#invalidateCrl();
+      svc.ssh.invalidateKrl();
+    });
     try {
       await svc.#loadDenyList();
       await svc.ssh.loadRevocations();
@@ -215,6 +222,8 @@ export class PkiService {
   close(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    this.#unsubscribeResync?.();
+    this.#unsubscribeResync = undefined;
   }
 
   get cas(): CaSet {
@@ -289,6 +298,9 @@ export class PkiService {
     this.#issuerCerts = this.#cas.intermediates.map((i) => i.node);
     this.#verifier.clear();
     this.#invalidateCrl();
+    for (const id of this.#crls.keys())
+      if (!this.#cas.intermediates.some((i) => i.id === id)) this.#crls.delete(id);
+    this.ssh.invalidateKrl();
     this.#serverTls.clear();
   }
 
@@ -872,59 +884,41 @@ export class PkiService {
   }
 
   /**
-   * The DER CRL of an intermediate (default: the active one), rebuilt after any revocation.
-   * Once revoke() has returned (or this process has heard a `cert.revoked` event), the CRL
-   * includes that revocation: a build that started before it is neither shared with later
-   * callers nor cached, and its callers build again (up to three times while revocations
-   * keep arriving; then they get the last one, uncached).
+   * The DER CRL of an intermediate (default: the active one; any other of the loaded CA
+   * set, e.g. one retired by a rotation), served from memory and rebuilt after any
+   * revocation. Once revoke() has returned (or this process has heard a `cert.revoked`
+   * event), the CRL includes that revocation: a build that started before it is neither
+   * shared with later callers nor cached (see RevocationListCache). Concurrent requests
+   * share one build; a CRL is built again at half its validity.
    */
   async crlDer(issuerId?: string): Promise<Buffer> {
     const issuer = issuerId
       ? this.#cas.intermediates.find((i) => i.id === issuerId)
       : this.#cas.activeIntermediate;
     if (!issuer) throw new ZtError("ZT_NOT_FOUND", `no CA ${issuerId}`);
-    if (issuer.id !== this.#cas.activeIntermediate.id)
-      return this.#buildCrl(issuer, this.ctx.clock.now());
-    let der: Buffer | undefined;
-    // Invalidated while building: build again (a few times at most, then answer uncached).
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const now = this.ctx.clock.now();
-      const generation = this.#crlGeneration;
-      const cached = this.#crl;
-      if (cached && cached.issuerId === issuer.id && now < cached.refreshAtMs) return cached.der;
-      let building = this.#crlBuilding;
-      if (!building || building.generation !== generation || building.issuerId !== issuer.id) {
-        const b = {
-          generation,
-          issuerId: issuer.id,
-          startedAtMs: now,
-          der: this.#buildCrl(issuer, now),
-        };
-        const done = () => {
-          if (this.#crlBuilding === b) this.#crlBuilding = undefined;
-        };
-        b.der.then(done, done);
-        this.#crlBuilding = building = b;
-      }
-      der = await building.der;
-      if (building.generation === this.#crlGeneration) {
-        this.#crl = {
-          issuerId: building.issuerId,
-          der,
-          refreshAtMs: building.startedAtMs + this.settings.crlTtlMs / 2,
-        };
-        return der;
-      }
+    let cache = this.#crls.get(issuer.id);
+    if (!cache) {
+      const id = issuer.id;
+      cache = new RevocationListCache({
+        clock: this.ctx.clock,
+        onBuild: () => countRevocationListBuild("x509-crl"),
+        build: (now) => {
+          // The CA set as it is when the build starts (a reload may have replaced it).
+          const current = this.#cas.intermediates.find((i) => i.id === id);
+          if (!current) throw new ZtError("ZT_NOT_FOUND", `no CA ${id}`);
+          return this.#buildCrl(current, now);
+        },
+      });
+      this.#crls.set(id, cache);
     }
-    return der!;
+    return cache.get();
   }
 
   #invalidateCrl(): void {
-    this.#crlGeneration++;
-    this.#crl = undefined;
+    for (const cache of this.#crls.values()) cache.invalidate();
   }
 
-  async #buildCrl(issuer: X509Ca, now: number): Promise<Buffer> {
+  async #buildCrl(issuer: X509Ca, now: number): Promise<BuiltList<Buffer>> {
     const rows = await this.ctx.store.db
       .selectFrom("pki_certs")
       .select(["serial", "revoked_at", "revoke_reason"])
@@ -932,7 +926,8 @@ export class PkiService {
       .where("revoked_at", "is not", null)
       .where("not_after", ">", now)
       .execute();
-    return buildCrl(
+    const nextUpdate = Math.min(now + this.settings.crlTtlMs, issuer.notAfterMs);
+    const der = await buildCrl(
       issuer,
       rows.map((r) => ({
         serial: r.serial,
@@ -941,9 +936,13 @@ export class PkiService {
       })),
       // Backdated like certificates, so a verifier whose clock lags a little accepts it.
       new Date(now - BACKDATE_MS),
-      new Date(Math.min(now + this.settings.crlTtlMs, issuer.notAfterMs)),
+      new Date(nextUpdate),
       BigInt(now),
     );
+    // Built again at half its validity, well before its nextUpdate. (An issuer past its
+    // end makes no fresher CRL by building it on every request.)
+    const refreshInMs = nextUpdate > now ? (nextUpdate - now) / 2 : this.settings.crlTtlMs / 2;
+    return { value: der, refreshAtMs: now + refreshInMs };
   }
 
   async #loadDenyList(): Promise<void> {
@@ -969,6 +968,12 @@ export class PkiService {
       void this.reloadCas().catch(() => undefined);
       return;
     }
+    // A grant revoked (or ended with its user's deletion) revokes the SSH certificates that
+    // relied on it: the KRL reads the grants' status, so any change of one is built again.
+    if (e.kind === "grant.changed") {
+      this.ssh.invalidateKrl();
+      return;
+    }
     if (e.kind !== "cert.revoked") return;
     this.#pruneDenyList();
     if (e.data["kind"] === "x509" && Array.isArray(e.data["serials"])) {
@@ -984,6 +989,10 @@ export class PkiService {
       void this.crlDer().catch(() => undefined);
     } else if (e.data["kind"] === "ssh") {
       this.ssh.onRevoked(e.data);
+    } else {
+      // Not a kind this version knows: whatever it revoked, no list keeps serving without it.
+      this.#invalidateCrl();
+      this.ssh.invalidateKrl();
     }
   }
 

@@ -6,13 +6,14 @@ import {
   type ActiveGrant,
 } from "../access/index.js";
 import type { AppContext } from "../app/index.js";
-import { isUserBanned } from "../audit/index.js";
+import { countRevocationListBuild, isUserBanned } from "../audit/index.js";
 import { ZtError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { CaSet } from "./ca-store.js";
 import type { PkiSettings } from "./pki-config.js";
 import { buildSshCertificate, DEFAULT_USER_EXTENSIONS, sshCertLine } from "./ssh/ssh-cert.js";
 import { buildKrl } from "./ssh/ssh-krl.js";
+import { RevocationListCache, type BuiltList } from "./revocation-list-cache.js";
 import { parseSshPublicKey } from "./ssh/ssh-key.js";
 import { spiffeIdProblem } from "./spiffe-id.js";
 import type {
@@ -93,6 +94,11 @@ export class SshAuthority {
   readonly #settings: PkiSettings;
   readonly #cas: () => CaSet;
   readonly #authorize: SshSignAuthorizer | undefined;
+  /**
+   * The KRL, built on first use and again after every SSH revocation or grant change made
+   * or heard, a CA reload, an event resync, or `pki.crl_ttl` / 2.
+   */
+  readonly #krl: RevocationListCache<Buffer>;
 
   constructor(
     ctx: AppContext,
@@ -104,14 +110,28 @@ export class SshAuthority {
     this.#settings = settings;
     this.#cas = cas;
     this.#authorize = authorize;
+    this.#krl = new RevocationListCache({
+      clock: ctx.clock,
+      onBuild: () => countRevocationListBuild("ssh-krl"),
+      build: (now) => this.#buildKrl(now),
+    });
   }
 
   async loadRevocations(): Promise<void> {
-    /* the KRL is built from the store on demand; nothing to preload */
+    /* the KRL is built from the store on first use; nothing to preload */
   }
 
+  /** A `cert.revoked` event of kind `ssh` (from any process): the KRL is built again. */
   onRevoked(_data: Record<string, unknown>): void {
-    /* the KRL is built from the store on demand */
+    this.#krl.invalidate();
+  }
+
+  /**
+   * Forgets the cached KRL: call once a change that it reads has committed (an SSH
+   * revocation, a grant's status, the SSH CAs). The next `krl()` reads the store again.
+   */
+  invalidateKrl(): void {
+    this.#krl.invalidate();
   }
 
   /** `TrustedUserCAKeys` line. */
@@ -244,6 +264,7 @@ export class SshAuthority {
         extensions,
         reliedOn,
       );
+      if (reliedOn.length > 0) await this.#grantRevokedWhileSigning(signed.serial, reliedOn);
       this.#ctx.audit.record({
         kind: "ssh.sign",
         outcome: "success",
@@ -461,6 +482,26 @@ export class SshAuthority {
     }
   }
 
+  /**
+   * A grant revoked between the read of the user's grants and the record of the
+   * certificate: its event may have been heard, and a KRL built and cached, before the
+   * certificate was in the store, so that KRL lacks it. Checked after the record: a
+   * revocation committed before this read is seen here (and every process told, by a
+   * `cert.revoked` event, to build its KRL again); one committed after has its own
+   * `grant.changed` event, heard after the certificate is in the store.
+   */
+  async #grantRevokedWhileSigning(serial: string, grantIds: readonly string[]): Promise<void> {
+    const ended = await readRevokedGrants(this.#ctx.store.db, grantIds);
+    if (ended.size === 0) return;
+    this.#krl.invalidate();
+    await this.#ctx.events.publish("cert.revoked", {
+      kind: "ssh",
+      serials: [serial],
+      key: null,
+      reason: "grant-revoked",
+    });
+  }
+
   /** Revokes a certificate by serial, or a key (and every certificate for it). */
   async revoke(req: {
     serial?: string | undefined;
@@ -521,6 +562,8 @@ export class SshAuthority {
         .where("revoked_at", "is", null)
         .execute();
     }
+    // After the commit: every KRL build from here on reads the revocation.
+    this.#krl.invalidate();
     await this.#ctx.events.publish("cert.revoked", {
       kind: "ssh",
       serials,
@@ -540,11 +583,17 @@ export class SshAuthority {
   /**
    * The KRL for sshd's `RevokedKeys`: revoked serials (certificates revoked with
    * `zt ssh revoke`, and user certificates one of whose grants was revoked since), and
-   * revoked keys.
+   * revoked keys. Served from memory: once revoke() has returned here, or this process
+   * has heard the event of a revocation or a grant change, the KRL includes it; a build
+   * that started before is neither shared with later callers nor cached. Concurrent
+   * callers share one build.
    */
-  async krl(): Promise<Buffer> {
+  krl(): Promise<Buffer> {
+    return this.#krl.get();
+  }
+
+  async #buildKrl(now: number): Promise<BuiltList<Buffer>> {
     const cas = this.#cas();
-    const now = this.#ctx.clock.now();
     const certs = await this.#ctx.store.db
       .selectFrom("pki_ssh_certs")
       .select(["serial", "ca_id", "revoked_at"])
@@ -591,7 +640,7 @@ export class SshAuthority {
     }
     let version = 0;
     for (const r of [...certs, ...keys]) version = Math.max(version, Number(r.revoked_at));
-    return buildKrl({
+    const value = buildKrl({
       version: BigInt(version),
       generatedAt: BigInt(Math.floor(now / 1000)),
       comment: "zt",
@@ -601,6 +650,9 @@ export class SshAuthority {
       })),
       keyBlobs: keys.map((k) => Buffer.from(k.key_blob, "base64")),
     });
+    // A KRL states no validity of its own; certificates that expire stay listed (harmless)
+    // until the next build, at the latest this long after this one.
+    return { value, refreshAtMs: now + this.#settings.crlTtlMs / 2 };
   }
 }
 
