@@ -18,15 +18,21 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { loadConfig } from "../src/config/index.js";
 import { AccessService } from "../src/access/index.js";
-import { pkiService, type PkiService } from "../src/pki/index.js";
-import type { StoreEventBus } from "../src/events/index.js";
+import { initPki, PkiService, pkiService } from "../src/pki/index.js";
+import { identityService } from "../src/identity/index.js";
+import { pruneEvents, StoreEventBus } from "../src/events/index.js";
+import type { Store } from "../src/store/index.js";
+import { ReadGate } from "./helpers/read-gate.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { addUsers, LOOPBACK_LISTEN_ENV } from "./helpers/zt-up-in-process.js";
 import {
   createTestDatabase,
   engineConfigYaml,
   engines,
+  perTestTargets,
   postgresAvailable,
   waitFor,
   type Engine,
@@ -352,5 +358,68 @@ describe.runIf(PG)("two zt up replicas on one PostgreSQL: B's cached KRL", () =>
     });
     await hammer(url, 20);
     expect(await builds(baseB, "ssh-krl")).toBe(b0 + 3);
+  });
+});
+
+describe.each(ENGINES)("the cached KRL after an event resync on $name", (engine: Engine) => {
+  const { target, cleanups } = perTestTargets(engine);
+
+  it("lists a revocation whose event was pruned before this process heard it", async () => {
+    const t = await target();
+    const dir = t.storeOptions.dataDir;
+    writeConfig(dir, engineConfigYaml(t, "trust_domain: cache.test\n"), { "ssh.cedar": POLICIES });
+    const clock = new ManualClock(Date.now());
+    const open = async (create: boolean): Promise<AppContext> => {
+      const ctx = await openAppContext(loadConfig(join(dir, "zt.yaml"), { env: {} }), {
+        clock,
+        env: {},
+        create,
+      });
+      cleanups.push(() => ctx.close());
+      return ctx;
+    };
+    // A: the process that revokes. B: one whose event reader is suspended meanwhile.
+    const a = await open(true);
+    await initPki(a);
+    const sa = await pkiService(a);
+    const ctxB = await open(false);
+    const gate = new ReadGate("events");
+    const busB = new StoreEventBus({ ...ctxB.store, db: gate.wrap(ctxB.store.db) } as Store, {
+      clock,
+      resyncRetryMs: 10,
+    });
+    cleanups.push(() => busB.stop());
+    const sb = await PkiService.open({ ...ctxB, events: busB });
+    cleanups.push(async () => sb.close());
+    await busB.start();
+
+    await identityService(a).addUser({
+      name: "alice",
+      groups: ["eng"],
+      password: "pw-correct-horse-battery",
+    });
+    const signed = await sa.ssh.signUser({
+      publicKey: newSshKey(dir, "k1"),
+      user: "alice",
+      hostGroup: "staging",
+      principals: ["alice"],
+      actor: "test",
+      ttlMs: 12 * HOUR,
+    });
+    const certs = { revoked: signed.certLine };
+    expect(krlSays(dir, await sb.ssh.krl(), certs)).toEqual({ revoked: "ok" });
+
+    gate.hold();
+    await gate.held();
+    await sa.ssh.revoke({ serial: signed.serial, actor: "test" });
+    clock.advance(2 * HOUR);
+    const kept = await a.events.publish("policy.changed", { v: 2 });
+    await pruneEvents(a.store, { now: clock.now(), retentionMs: HOUR });
+    gate.release();
+    await waitFor(() => busB.lastSeq() >= kept.seq, "B's reader to catch up");
+    await busB.resynced();
+    expect(busB.resyncing()).toBe(false);
+    // B never heard the cert.revoked event; its KRL, cached before, was built again.
+    expect(krlSays(dir, await sb.ssh.krl(), certs)).toEqual({ revoked: "REVOKED" });
   });
 });
