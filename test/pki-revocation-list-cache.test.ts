@@ -407,7 +407,10 @@ describe.each(ENGINES)("the cached KRL after an event resync on $name", (engine:
       ttlMs: 12 * HOUR,
     });
     const certs = { revoked: signed.certLine };
-    expect(krlSays(dir, await sb.ssh.krl(), certs)).toEqual({ revoked: "ok" });
+    const cached = await sb.ssh.krl();
+    expect(krlSays(dir, cached, certs)).toEqual({ revoked: "ok" });
+    // The premise: B serves its KRL from memory (the very same bytes, not a rebuild).
+    expect(await sb.ssh.krl()).toBe(cached);
 
     gate.hold();
     await gate.held();
@@ -423,3 +426,65 @@ describe.each(ENGINES)("the cached KRL after an event resync on $name", (engine:
     expect(krlSays(dir, await sb.ssh.krl(), certs)).toEqual({ revoked: "REVOKED" });
   });
 });
+
+describe.each(ENGINES)(
+  "a grant revoked while its certificate is signed, on $name",
+  (engine: Engine) => {
+    const { target, cleanups } = perTestTargets(engine);
+
+    it("is in the KRL, though a KRL was built and cached between the grant's revocation and the certificate's record", async () => {
+      const t = await target();
+      const dir = t.storeOptions.dataDir;
+      writeConfig(dir, engineConfigYaml(t, `trust_domain: cache.test\n${ACCESS}`), {
+        "ssh.cedar": POLICIES,
+      });
+      const ctx = await openAppContext(loadConfig(join(dir, "zt.yaml"), { env: {} }), {
+        clock: new ManualClock(Date.now()),
+        env: {},
+        create: true,
+      });
+      cleanups.push(() => ctx.close());
+      await initPki(ctx);
+      const ids = identityService(ctx);
+      for (const [name, groups] of [
+        ["alice", ["eng"]],
+        ["sam", ["sre"]],
+      ] as const)
+        await ids.addUser({ name, groups: [...groups], password: "pw-correct-horse-battery" });
+      const access = new AccessService(ctx);
+      const g = await access.approve(
+        (
+          await access.request({
+            user: "alice",
+            resource: 'HostGroup::"prod"',
+            reason: "INC-9 fix prod",
+            ttlMs: HOUR,
+          })
+        ).id,
+        "sam",
+      );
+      // The signing service reads the user's grants through a gate: held after the read.
+      const gate = new ReadGate("access_requests");
+      const gated = { ...ctx, store: { ...ctx.store, db: gate.wrap(ctx.store.db) } as Store };
+      const pki = await pkiService(gated);
+      gate.hold();
+      const signing = pki.ssh.signUser({
+        publicKey: newSshKey(dir, "k1"),
+        user: "alice",
+        hostGroup: "prod",
+        principals: ["alice"],
+        actor: "test",
+      });
+      await gate.held(); // the grant was read as active
+      await access.revoke(g.id, "sam");
+      const before = await pki.ssh.krl(); // built and cached: the certificate is not recorded yet
+      expect(await pki.ssh.krl()).toBe(before); // the premise: served from memory
+      gate.release();
+      const signed = await signing;
+      expect(krlSays(dir, before, { cert: signed.certLine })).toEqual({ cert: "ok" });
+      expect(krlSays(dir, await pki.ssh.krl(), { cert: signed.certLine })).toEqual({
+        cert: "REVOKED",
+      });
+    });
+  },
+);
