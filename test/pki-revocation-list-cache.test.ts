@@ -193,6 +193,16 @@ describe.each(ENGINES)("revocation lists served from memory on $name", (engine: 
       byGrant: "ok",
       kept: "ok",
     });
+    // A request and its refusal change nothing the KRL reads: still no new build.
+    const other = await access.request({
+      user: "alice",
+      resource: 'HostGroup::"prod"',
+      reason: "INC-7 second look",
+      ttlMs: HOUR,
+    });
+    await access.deny(other.id, "sam");
+    await hammer(url, 10);
+    expect(await builds(base, "ssh-krl")).toBe(b0 + 1);
 
     await pki.ssh.revoke({ serial: bySerial.serial, actor: "test" });
     expect(krlSays(dir, await get(url), certs)).toMatchObject({ bySerial: "REVOKED", byKey: "ok" });

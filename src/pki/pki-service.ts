@@ -31,6 +31,13 @@ import { renewProofInput } from "./renewal.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
 
 const BACKDATE_MS = 60_000;
+/** Grant statuses that change nothing in the KRL (it lists certificates of revoked grants). */
+const KRL_IGNORES_GRANT_STATUS: ReadonlySet<string> = new Set([
+  "pending",
+  "approved",
+  "denied",
+  "expired",
+]);
 /** The shortest SVID lifetime anyone may ask for (and the least an issuer must have left). */
 const MIN_SVID_TTL_MS = 60_000;
 
@@ -969,9 +976,11 @@ export class PkiService {
       return;
     }
     // A grant revoked (or ended with its user's deletion) revokes the SSH certificates that
-    // relied on it: the KRL reads the grants' status, so any change of one is built again.
+    // relied on it: the KRL reads which grants are revoked. A change to a status the KRL
+    // does not read leaves it as it is (requests and approvals are frequent); any other,
+    // an unknown one included, has it built again.
     if (e.kind === "grant.changed") {
-      this.ssh.invalidateKrl();
+      if (!KRL_IGNORES_GRANT_STATUS.has(String(e.data["status"]))) this.ssh.invalidateKrl();
       return;
     }
     if (e.kind !== "cert.revoked") return;
