@@ -6,7 +6,11 @@
  */
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../core/clock.js";
-import { RevocationListCache, type BuiltList } from "./revocation-list-cache.js";
+import {
+  REVOCATION_LIST_MAX_AGE_MS,
+  RevocationListCache,
+  type BuiltList,
+} from "./revocation-list-cache.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -37,6 +41,21 @@ function harness(refreshInMs = 1000) {
 }
 
 describe("RevocationListCache", () => {
+  it("serves a build a minute at most, however long its own refresh time", async () => {
+    const h = harness(24 * 3600_000);
+    const first = h.cache.get();
+    await h.finish(0, "v1");
+    expect(await first).toBe("v1");
+    h.clock.advance(REVOCATION_LIST_MAX_AGE_MS - 1);
+    expect(await h.cache.get()).toBe("v1");
+    expect(h.pending).toHaveLength(1);
+    h.clock.advance(1);
+    const second = h.cache.get();
+    expect(h.pending).toHaveLength(2);
+    await h.finish(1, "v2");
+    expect(await second).toBe("v2");
+  });
+
   it("gives concurrent callers one build, then serves it from memory", async () => {
     const h = harness();
     const calls = Array.from({ length: 50 }, () => h.cache.get());

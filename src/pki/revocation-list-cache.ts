@@ -12,10 +12,20 @@ export interface RevocationListCacheOptions<T> {
   build: (nowMs: number) => Promise<BuiltList<T>>;
   /** Called once per build started (for the builds metric). */
   onBuild?: () => void;
+  /**
+   * The longest a build is served, whatever its own refresh time (default a minute): a
+   * revocation whose event never arrived (the store took the change, the publish failed;
+   * a row edited by hand) is listed within this long.
+   */
+  maxAgeMs?: number;
 }
+
+/** See `RevocationListCacheOptions.maxAgeMs`. */
+export const REVOCATION_LIST_MAX_AGE_MS = 60_000;
 
 interface Building<T> {
   generation: number;
+  startedAtMs: number;
   built: Promise<BuiltList<T>>;
 }
 
@@ -50,7 +60,8 @@ export class RevocationListCache<T> {
       if (cached && this.#o.clock.now() < cached.refreshAtMs) return cached.value;
       let building = this.#building;
       if (!building || building.generation !== generation) {
-        const b: Building<T> = { generation, built: this.#start() };
+        const startedAtMs = this.#o.clock.now();
+        const b: Building<T> = { generation, startedAtMs, built: this.#start(startedAtMs) };
         const done = () => {
           if (this.#building === b) this.#building = undefined;
         };
@@ -60,7 +71,11 @@ export class RevocationListCache<T> {
       const built = await building.built;
       last = built.value;
       if (building.generation === this.#generation) {
-        this.#cached = built;
+        const maxAgeMs = this.#o.maxAgeMs ?? REVOCATION_LIST_MAX_AGE_MS;
+        this.#cached = {
+          value: built.value,
+          refreshAtMs: Math.min(built.refreshAtMs, building.startedAtMs + maxAgeMs),
+        };
         return built.value;
       }
     }
@@ -73,8 +88,8 @@ export class RevocationListCache<T> {
     this.#cached = undefined;
   }
 
-  #start(): Promise<BuiltList<T>> {
+  #start(nowMs: number): Promise<BuiltList<T>> {
     this.#o.onBuild?.();
-    return this.#o.build(this.#o.clock.now());
+    return this.#o.build(nowMs);
   }
 }
