@@ -44,6 +44,32 @@ function zt(args: string[], env: Record<string, string> = {}): Promise<CliResult
   });
 }
 
+/** `zt seg apply FILE --segment server --netns NS --state-dir DIR --confirm-within WITHIN`. */
+function applyToServer(
+  file: string,
+  ns: string,
+  stateDir: string,
+  within: string,
+  env: Record<string, string> = {},
+): Promise<CliResult> {
+  return zt(
+    [
+      "seg",
+      "apply",
+      file,
+      "--segment",
+      "server",
+      "--netns",
+      ns,
+      "--state-dir",
+      stateDir,
+      "--confirm-within",
+      within,
+    ],
+    env,
+  );
+}
+
 /** Waits for the state file to reach a status (the timer process changes it). */
 async function waitForStatus(dir: string, status: string, limitMs = 90_000): Promise<void> {
   const start = Date.now();
@@ -101,19 +127,7 @@ describe.skipIf(!avail.ok)(
       )[0];
 
     it("rolls back a ruleset that cuts SSH when it is not confirmed in time", async () => {
-      const a = await zt([
-        "seg",
-        "apply",
-        good,
-        "--segment",
-        "server",
-        "--netns",
-        server(),
-        "--state-dir",
-        stateDir,
-        "--confirm-within",
-        "0",
-      ]);
+      const a = await applyToServer(good, server(), stateDir, "0");
       expect(a.stderr).toBe("");
       expect(a.code).toBe(0);
       expect(await ssh()).toBe(true);
@@ -167,19 +181,7 @@ describe.skipIf(!avail.ok)(
     });
 
     it("keeps a confirmed ruleset: the timer finds nothing to roll back", async () => {
-      const b = await zt([
-        "seg",
-        "apply",
-        bad,
-        "--segment",
-        "server",
-        "--netns",
-        server(),
-        "--state-dir",
-        stateDir,
-        "--confirm-within",
-        "30s",
-      ]);
+      const b = await applyToServer(bad, server(), stateDir, "30s");
       expect(b.code).toBe(0);
       const state = JSON.parse(await readFile(join(stateDir, "state.json"), "utf8")) as {
         token: string;
@@ -226,38 +228,14 @@ describe.skipIf(!avail.ok)(
     });
 
     it("an apply that fails right after nft -f is still rolled back: the timer was armed before", async () => {
-      const a = await zt([
-        "seg",
-        "apply",
-        good,
-        "--segment",
-        "server",
-        "--netns",
-        server(),
-        "--state-dir",
-        stateDir,
-        "--confirm-within",
-        "0",
-      ]);
+      const a = await applyToServer(good, server(), stateDir, "0");
       expect(a.code).toBe(0);
       expect(await ssh()).toBe(true);
       // the step after `nft -f` (saving current.nft) fails, as if the CLI died there
       await rm(join(stateDir, "current.nft"), { force: true });
       await mkdir(join(stateDir, "current.nft"));
       try {
-        const b = await zt([
-          "seg",
-          "apply",
-          bad,
-          "--segment",
-          "server",
-          "--netns",
-          server(),
-          "--state-dir",
-          stateDir,
-          "--confirm-within",
-          "5s",
-        ]);
+        const b = await applyToServer(bad, server(), stateDir, "5s");
         expect(b.code).not.toBe(0);
         expect(await ssh()).toBe(false); // the bad ruleset was loaded…
         await waitForStatus(stateDir, "rolled-back", 60_000);
@@ -283,20 +261,7 @@ describe.skipIf(!avail.ok)(
         const [a, b] = [lab.hosts[0]!, lab.hosts[1]!];
         const file = join(dir, "m.yaml");
         await writeFile(file, model(true));
-        const apply = (ns: string, within: string) =>
-          zt([
-            "seg",
-            "apply",
-            file,
-            "--segment",
-            "server",
-            "--netns",
-            ns,
-            "--state-dir",
-            stateDir,
-            "--confirm-within",
-            within,
-          ]);
+        const apply = (ns: string, within: string) => applyToServer(file, ns, stateDir, within);
         expect((await apply(a, "0")).code).toBe(0); // confirmed: previous.nft holds this table
         expect((await apply(a, "60s")).code).toBe(0); // pending in a
         const before = await readFile(join(stateDir, "state.json"), "utf8");
@@ -349,20 +314,7 @@ describe.skipIf(!avail.ok)(
 
     /** A confirmed apply, then a pending one: previous.nft holds the first table. */
     async function pendingApply(stateDir: string): Promise<void> {
-      const apply = (within: string) =>
-        zt([
-          "seg",
-          "apply",
-          file,
-          "--segment",
-          "server",
-          "--netns",
-          ns(),
-          "--state-dir",
-          stateDir,
-          "--confirm-within",
-          within,
-        ]);
+      const apply = (within: string) => applyToServer(file, ns(), stateDir, within);
       const a = await apply("0");
       expect(a.code, a.stderr).toBe(0);
       const b = await apply("120s");
@@ -398,20 +350,7 @@ describe.skipIf(!avail.ok)(
 
     it("a rollback timer that cannot roll back says why in zt seg status", async () => {
       const stateDir = join(dir, "timer");
-      const apply = (within: string) =>
-        zt([
-          "seg",
-          "apply",
-          file,
-          "--segment",
-          "server",
-          "--netns",
-          ns(),
-          "--state-dir",
-          stateDir,
-          "--confirm-within",
-          within,
-        ]);
+      const apply = (within: string) => applyToServer(file, ns(), stateDir, within);
       expect((await apply("0")).code).toBe(0);
       // edited before the window closes: the timer must refuse it, and say so
       expect((await apply("3s")).code).toBe(0);
@@ -466,19 +405,7 @@ describe.skipIf(!avail.ok)(
       expect(r2.stderr).toMatch(
         /ZT_SEG_STATE_UNSAFE: .*open is writable by its group \(mode 770\)/,
       );
-      const r3 = await zt([
-        "seg",
-        "apply",
-        file,
-        "--segment",
-        "server",
-        "--netns",
-        ns(),
-        "--state-dir",
-        stateDir,
-        "--confirm-within",
-        "0",
-      ]);
+      const r3 = await applyToServer(file, ns(), stateDir, "0");
       expect(r3.code, r3.stdout).toBe(77);
       expect(r3.stderr).toMatch(/ZT_SEG_STATE_UNSAFE/);
 
@@ -525,22 +452,10 @@ describe.skipIf(!avail.ok)(
     });
 
     const apply = (stateDir: string) =>
-      zt(
-        [
-          "seg",
-          "apply",
-          file,
-          "--segment",
-          "server",
-          "--netns",
-          ns(),
-          "--state-dir",
-          stateDir,
-          "--confirm-within",
-          "3s",
-        ],
-        { PATH: `${bin}:${process.env["PATH"] ?? ""}`, ZT_SEG_ROLLBACK_TIMER: "systemd" },
-      );
+      applyToServer(file, ns(), stateDir, "3s", {
+        PATH: `${bin}:${process.env["PATH"] ?? ""}`,
+        ZT_SEG_ROLLBACK_TIMER: "systemd",
+      });
 
     it("starts the timer as a transient unit, which rolls back", async () => {
       const log = join(dir, "args.txt");
@@ -594,22 +509,9 @@ describe.skipIf(!avail.ok)(
     });
 
     it("names a ZT_SEG_ROLLBACK_TIMER it does not know", async () => {
-      const r = await zt(
-        [
-          "seg",
-          "apply",
-          file,
-          "--segment",
-          "server",
-          "--netns",
-          ns(),
-          "--state-dir",
-          join(dir, "x"),
-          "--confirm-within",
-          "3s",
-        ],
-        { ZT_SEG_ROLLBACK_TIMER: "cron" },
-      );
+      const r = await applyToServer(file, ns(), join(dir, "x"), "3s", {
+        ZT_SEG_ROLLBACK_TIMER: "cron",
+      });
       expect(r.code, r.stdout).toBe(64);
       expect(r.stderr).toMatch(
         /ZT_USAGE: .*ZT_SEG_ROLLBACK_TIMER="cron": expected systemd, detached or auto/,
