@@ -22,6 +22,7 @@ import { bounded } from "./helpers/bounded.js";
 import { writeConfig } from "./helpers/zt-process.js";
 import { engineConfigYaml, engines, type Engine, type EngineTarget } from "./store-fixture.js";
 import { addUsers, runUpInProcess } from "./helpers/zt-up-in-process.js";
+import { testSession } from "./helpers/test-session.js";
 
 const POLICIES = `
 permit (principal in Group::"eng", action == Action::"ssh:sign", resource == HostGroup::"prod");
@@ -72,13 +73,7 @@ describe.each(ENGINES)(
       );
       base = `http://127.0.0.1:${zt.apiAddress.port}`;
       const users = await addUsers(zt, [["alice", ["eng"]]]);
-      sessionToken = (
-        await zt.services.sessions.create({
-          userId: users["alice"]!.id,
-          sourceIp: "127.0.0.1",
-          userAgent: "test",
-        })
-      ).token;
+      sessionToken = (await testSession(zt.services.sessions, users["alice"]!.id)).token;
       await (
         await pkiService(zt.ctx)
       ).addRegistration({ spiffeId: "spiffe://bad-input.test/w" }, "t");

@@ -27,6 +27,7 @@ import { auditRows } from "./helpers/audit-rows.js";
 import { writeConfig } from "./helpers/zt-process.js";
 import { engineConfigYaml, engines, type Engine, type EngineTarget } from "./store-fixture.js";
 import { addUsers, runUpInProcess } from "./helpers/zt-up-in-process.js";
+import { testSession } from "./helpers/test-session.js";
 
 const POLICIES = `
 permit (principal in Group::"eng", action == Action::"ssh:sign", resource == HostGroup::"prod");
@@ -93,13 +94,7 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
   });
 
   async function newSession(name: string): Promise<string> {
-    return (
-      await zt.services.sessions.create({
-        userId: userIds[name]!,
-        sourceIp: "127.0.0.1",
-        userAgent: "test",
-      })
-    ).token;
+    return (await testSession(zt.services.sessions, userIds[name]!)).token;
   }
 
   async function enroll(user: string, name: string): Promise<string> {

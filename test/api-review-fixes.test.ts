@@ -16,6 +16,7 @@ import { pkiService } from "../src/pki/index.js";
 import { auditRows } from "./helpers/audit-rows.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { addUsers, runUpInProcess } from "./helpers/zt-up-in-process.js";
+import { testSession } from "./helpers/test-session.js";
 
 const POLICIES = `
 @id("ssh-from-loopback")
@@ -35,13 +36,7 @@ beforeAll(async () => {
     new ManualClock(Date.now()),
   );
   const users = await addUsers(zt, [["alice", ["eng"]]]);
-  aliceToken = (
-    await zt.services.sessions.create({
-      userId: users["alice"]!.id,
-      sourceIp: "127.0.0.1",
-      userAgent: "test",
-    })
-  ).token;
+  aliceToken = (await testSession(zt.services.sessions, users["alice"]!.id)).token;
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "id")]);
   pub = readFileSync(join(dir, "id.pub"), "utf8");
 }, 60_000);

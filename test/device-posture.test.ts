@@ -34,6 +34,7 @@ import {
 } from "../src/device/index.js";
 import { createApiServer } from "../src/api/index.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { testSession } from "./helpers/test-session.js";
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   let err: unknown;
@@ -280,11 +281,7 @@ devices:
       .select("id")
       .where("name", "=", "alice")
       .executeTakeFirstOrThrow();
-    const { session, token } = await sessions.create({
-      userId: user.id,
-      sourceIp: "127.0.0.1",
-      userAgent: "test",
-    });
+    const { session, token } = await testSession(sessions, user.id);
     const at = clock.now();
     await devices.bindSession({
       deviceId: device.id,
@@ -323,11 +320,7 @@ devices:
       .select("id")
       .where("name", "=", "bob")
       .executeTakeFirstOrThrow();
-    const other = await sessions.create({
-      userId: bob.id,
-      sourceIp: "127.0.0.1",
-      userAgent: "test",
-    });
+    const other = await testSession(sessions, bob.id);
     const t = clock.now();
     await expectCode(
       devices.bindSession({
@@ -369,8 +362,7 @@ devices:
       .where("name", "=", "alice")
       .executeTakeFirstOrThrow();
     const sessions = new SessionService(ctx);
-    const login = () =>
-      sessions.create({ userId: user.id, sourceIp: "127.0.0.1", userAgent: "test" });
+    const login = () => testSession(sessions, user.id);
     const sign = (sessionToken: string, at = clock.now()) => ({
       at,
       signature: signWithDeviceKey(

@@ -21,6 +21,7 @@ import { AccessService, GrantCache, RiskSignals } from "../src/access/index.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
 import { request } from "./helpers/http-client.js";
 import { startUpstream, tempDir } from "./pep-fixture.js";
+import { testSession } from "./helpers/test-session.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const T0 = Date.UTC(2026, 2, 2, 9, 0, 0);
@@ -286,11 +287,7 @@ describe("several PEP processes on one store", () => {
     });
     const A = await pepNode(cfg, { clock, pep: false });
     const B = await pepNode(cfg, { clock, pep: false });
-    const { token, session } = await A.services.sessions.create({
-      userId: u.user.id,
-      sourceIp: "127.0.0.1",
-      userAgent: "test",
-    });
+    const { token, session } = await testSession(A.services.sessions, u.user.id);
     expect((await A.services.sessions.check(token)).ok).toBe(true);
     // The user works through B every 10 minutes for 2.5 h; A sees nothing of it.
     for (let m = 10; m <= 150; m += 10) {

@@ -9,6 +9,7 @@ import { auditRows } from "./helpers/audit-rows.js";
 import { loginRequest, request } from "./helpers/http-client.js";
 import { oathtoolCode } from "./helpers/totp-code.js";
 import { startPep, type PepFixture } from "./pep-fixture.js";
+import { testSession } from "./helpers/test-session.js";
 
 const HOST = "app.localhost";
 
@@ -193,7 +194,7 @@ describe("PEP sign-in hardening", () => {
     // Without being asked: remembering more than the table held prunes it as it grows.
     const userId = (await zt.services.identity.getUser("alice"))!.id;
     for (let i = 0; i < 1100; i++) {
-      const { session } = await sessions.create({ userId, sourceIp: "127.0.0.1", userAgent: "t" });
+      const { session } = await testSession(sessions, userId, { userAgent: "t" });
       await sessions.revoke([session.id], "test");
     }
     expect([...sessions.cached()].length).toBeLessThan(1024);

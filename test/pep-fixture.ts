@@ -15,6 +15,7 @@ import { validateConfig, type ZtConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createServices, type Services } from "../src/app/services.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
+import { testSession } from "./helpers/test-session.js";
 
 export interface PepFixture {
   dir: string;
@@ -92,11 +93,7 @@ export async function startPep(o: PepFixtureOptions): Promise<PepFixture> {
     async session(name) {
       const userId = ids.get(name);
       if (!userId) throw new Error(`no user ${name}`);
-      const { session, token } = await services.sessions.create({
-        userId,
-        sourceIp: "127.0.0.1",
-        userAgent: "test",
-      });
+      const { session, token } = await testSession(services.sessions, userId);
       return { cookie: `${config.session.cookie_name}=${token}`, token, sessionId: session.id };
     },
     async close() {

@@ -14,6 +14,7 @@ import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { request } from "./helpers/http-client.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
+import { testSession } from "./helpers/test-session.js";
 
 const POLICY = `
 @id("eng-whoami")
@@ -88,11 +89,7 @@ access:
         password: "pw-correct-horse-battery",
       });
       await zt.services.snapshot.refreshUser(r.user.id);
-      const { token } = await zt.services.sessions.create({
-        userId: r.user.id,
-        sourceIp: "127.0.0.1",
-        userAgent: "test",
-      });
+      const { token } = await testSession(zt.services.sessions, r.user.id);
       cookies[name] = `${zt.ctx.config.session.cookie_name}=${token}`;
     }
   }, 60_000);

@@ -11,6 +11,7 @@ import { validateConfig } from "../src/config/index.js";
 import { identityService } from "../src/identity/index.js";
 import { SessionService } from "../src/session/index.js";
 import { engines } from "./store-fixture.js";
+import { testSession } from "./helpers/test-session.js";
 
 const ENGINES = await engines();
 const cleanups: (() => Promise<void>)[] = [];
@@ -46,11 +47,7 @@ describe.each(ENGINES)("bulk session revocation ($name)", (engine) => {
     cleanups.push(async () => sessions.close());
     const real: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const { session } = await sessions.create({
-        userId: user.id,
-        sourceIp: "127.0.0.1",
-        userAgent: "test",
-      });
+      const { session } = await testSession(sessions, user.id);
       real.push(session.id);
     }
     const ids = Array.from({ length: 70_000 }, (_, i) => `ses_bulk${i}`);

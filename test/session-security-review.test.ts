@@ -36,6 +36,7 @@ import {
   type AddedUser,
   type ZtUpWithUpstream,
 } from "./helpers/zt-up-in-process.js";
+import { testSession } from "./helpers/test-session.js";
 
 const POLICY = `
 permit (principal in Group::"eng", action, resource == App::"app");
@@ -366,11 +367,7 @@ permit (principal, action, resource == App::"open");
     // forgets it when it next prunes (at 1,024 remembered sessions).
     await advance(3 * HOUR);
     for (let i = 0; i < 1024; i++)
-      await zt.services.sessions.create({
-        userId: users["bob"]!.id,
-        sourceIp: "127.0.0.1",
-        userAgent: "t",
-      });
+      await testSession(zt.services.sessions, users["bob"]!.id, { userAgent: "t" });
     expect([...zt.services.sessions.cached()].some((s) => s.id === sessionId)).toBe(false);
 
     // 5 h after sign-in: MFA older than the `fresh` app's 4 h; the session still runs.
