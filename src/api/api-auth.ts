@@ -8,17 +8,36 @@ import {
   bearerToken,
   cookieCount,
   cookieFrom,
+  resolveClientIp,
+  type AddressSet,
   type ClientCertMode,
 } from "../proxy/index.js";
 import { SessionService } from "../session/index.js";
 
+/** Each request's client address, as `resolveApiClientIp` found it (keyed by the raw request). */
+const resolvedIps = new WeakMap<object, string>();
+
+/**
+ * Finds the request's client address once, for every later `clientIp(req)`: the TCP peer,
+ * or, when the peer is in `api.trusted_proxies`, the right-most `X-Forwarded-For` entry
+ * that is not itself a trusted proxy, by the PEP's own rules (`resolveClientIp`: an entry
+ * that is no address stops the walk at the nearest trusted hop, never a guess).
+ */
+export function resolveApiClientIp(req: FastifyRequest, proxies: AddressSet): string {
+  const ip = resolveClientIp(req.ip, req.headers["x-forwarded-for"], proxies);
+  resolvedIps.set(req.raw, ip);
+  return ip;
+}
+
 /**
  * The client's address as the PEP writes it: an IPv4 client of an IPv6 socket (a
  * dual-stack `[::]` listener) is `a.b.c.d`, not `::ffff:a.b.c.d`, in the audit log and
- * in `context.source_ip` (where Cedar's `ip()` cannot read the mapped form).
+ * in `context.source_ip` (where Cedar's `ip()` cannot read the mapped form). Behind a
+ * proxy in `api.trusted_proxies`, the address it forwarded (`resolveApiClientIp`); a
+ * request the API server's first hook never saw is the TCP peer.
  */
 export function clientIp(req: FastifyRequest): string {
-  return normalizeIp(req.ip);
+  return resolvedIps.get(req.raw) ?? normalizeIp(req.ip);
 }
 
 /** A signed-in zt user, from the session cookie or `Authorization: Bearer <session token>`. */

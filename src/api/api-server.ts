@@ -4,7 +4,8 @@ import { keepCertificateFresh, type ListenerTls } from "../pki/listener-tls.js";
 import type { AppContext } from "../app/index.js";
 import { pkiService } from "../pki/index.js";
 import type { SessionService } from "../session/index.js";
-import { ApiAuthenticator, clientIp } from "./api-auth.js";
+import { ApiAuthenticator, clientIp, resolveApiClientIp } from "./api-auth.js";
+import { TrustedProxies } from "../proxy/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
@@ -191,6 +192,19 @@ export async function createApiServer(
   app.addHook("onSend", (_req, reply, payload, done) => {
     void reply.headers(JSON_SECURITY_HEADERS);
     done(null, payload);
+  });
+
+  // api.trusted_proxies: the caller's address, once per request, before anything uses it
+  // (`clientIp`). Read from ctx.config at each request, so a reload (SIGHUP) applies it.
+  let proxiesFrom = ctx.config.api.trusted_proxies;
+  const proxies = new TrustedProxies(proxiesFrom);
+  app.addHook("onRequest", async (req) => {
+    const now = ctx.config.api.trusted_proxies;
+    if (now !== proxiesFrom) {
+      proxies.replace(now);
+      proxiesFrom = now;
+    }
+    resolveApiClientIp(req, proxies);
   });
 
   // A source banned by the alert rules or an operator is refused here as at the PEP:

@@ -45,7 +45,11 @@ export async function startAuditServices(
   options: StartAuditServicesOptions = {},
 ): Promise<AuditServices> {
   const config = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
-  const alertsConfig = parseAlertsConfig(ctx.config.alerts, ctx.config.trusted_proxies);
+  // Both lists name proxies whose clients share their address: never banned (read at start).
+  const alertsConfig = parseAlertsConfig(ctx.config.alerts, [
+    ...ctx.config.trusted_proxies,
+    ...ctx.config.api.trusted_proxies,
+  ]);
   const warn = options.warn ?? (() => undefined);
   const path = (p: string) => resolve(ctx.config.configDir, p);
 

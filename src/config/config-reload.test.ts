@@ -58,12 +58,14 @@ routes:
 limits: { max_body_bytes: 1024, max_header_bytes: 4096 }
 session: { ttl: 1h }
 forward_auth: { headers: x-original }
+api: { trusted_proxies: ["192.0.2.0/24"] }
 `);
     const plan = planConfigReload(current, next);
     expect(plan.applied).toEqual([
       "trusted_proxies",
       "limits.max_body_bytes",
       "forward_auth.headers",
+      "api.trusted_proxies",
     ]);
     expect(plan.restartRequired.sort()).toEqual([
       "limits.max_header_bytes",
@@ -77,6 +79,7 @@ forward_auth: { headers: x-original }
     expect(plan.config.limits.max_body_bytes).toBe(1024);
     expect(plan.config.trusted_proxies).toEqual(["10.0.0.0/8"]);
     expect(plan.config.forward_auth.headers).toBe("x-original");
+    expect(plan.config.api.trusted_proxies).toEqual(["192.0.2.0/24"]);
     // The plan never modifies the config in force; adopting it does, reloadable keys only.
     expect(current.limits.max_body_bytes).not.toBe(1024);
     adoptConfigReload(current, plan);

@@ -8,8 +8,8 @@ import type { ZtConfig } from "./load-config.js";
 /**
  * The keys a running zt applies on reload: the PEP reads them per request (the routes,
  * their upstreams and options; who is a trusted proxy; the body limit; the forward-auth
- * header convention; how long exchanges on a changed route may run on). Every other key
- * takes effect at the next restart.
+ * header convention; how long exchanges on a changed route may run on), and the API reads
+ * its trusted proxies per request. Every other key takes effect at the next restart.
  */
 export const RELOADABLE_KEYS = [
   "routes",
@@ -17,6 +17,7 @@ export const RELOADABLE_KEYS = [
   "limits.max_body_bytes",
   "limits.reload_grace",
   "forward_auth.headers",
+  "api.trusted_proxies",
 ] as const;
 
 /** Fields computed from other keys: a change shows under the key they come from. */

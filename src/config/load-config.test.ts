@@ -103,7 +103,12 @@ policies: ./policies
       expect(configError(`network_labels: { office: ["${bad}"] }`)).toMatch(
         /network_labels\.office\[0\]: .*IP address or CIDR/,
       );
+      expect(configError(`api: { trusted_proxies: ["10.0.0.0/8", "${bad}"] }`)).toMatch(
+        /api\.trusted_proxies\[1\]: .*IP address or CIDR/,
+      );
     }
+    // The API trusts no proxy unless told: X-Forwarded-For is read from nobody by default.
+    expect(parseConfigText("", "/etc/zt/zt.yaml").api.trusted_proxies).toEqual([]);
     const c = parseConfigText(
       `trusted_proxies: ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]\nnetwork_labels: { any: ["0.0.0.0/0"] }\n`,
       "/etc/zt/zt.yaml",

@@ -123,6 +123,19 @@ export const configSchema = z
     /** File holding the 32-byte master key (base64 or hex) that encrypts keys at rest. */
     master_key_file: z.string().optional(),
     trusted_proxies: z.array(cidr).default(["127.0.0.1/32", "::1/128"]),
+    api: z
+      .object({
+        /**
+         * Reverse proxies in front of the control-plane API (listen.api): from a peer in
+         * this list, the caller's address is the right-most X-Forwarded-For entry that is
+         * not itself listed, as on the PEP. Empty (the default): the API reads no
+         * X-Forwarded-For; the caller is the TCP peer. Separate from the top-level
+         * trusted_proxies, which is the PEP's.
+         */
+        trusted_proxies: z.array(cidr).default([]),
+      })
+      .strict()
+      .default({ trusted_proxies: [] }),
     forward_auth: z
       .object({
         /**

@@ -17,3 +17,5 @@ export type { CanonicalRequest, CanonicalRefusal } from "./canonical-request.js"
 export { RouteTable } from "./route-table.js";
 export { authenticateClientCert, bearerToken, cookieCount, cookieFrom } from "./authenticate.js";
 export type { ClientCertMode } from "./authenticate.js";
+export { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
+export type { AddressSet } from "./forwarded-headers.js";

@@ -268,7 +268,7 @@ export class AlertEngine {
               jail.name,
               "warning",
               key,
-              `${key} not banned: ${n} ${jail.match} within ${jail.findtimeMs / 1000}s, but it is in trusted_proxies, whose clients all share its address; find the client in the proxy's logs, or ban it by hand (zt ban add)`,
+              `${key} not banned: ${n} ${jail.match} within ${jail.findtimeMs / 1000}s, but it is in trusted_proxies (or api.trusted_proxies), whose clients all share its address; find the client in the proxy's logs, or ban it by hand (zt ban add)`,
               { shared: true },
             ),
           );

@@ -128,7 +128,7 @@ export interface AlertsConfig {
   enabled: boolean;
   allowIps: string[];
   /**
-   * `trusted_proxies`: addresses many clients share. IP jails count them but never ban
+   * `trusted_proxies` and `api.trusted_proxies`: addresses many clients share. IP jails count them but never ban
    * them (a ban would shut out every client behind the proxy); they alert instead.
    */
   sharedIps: string[];
