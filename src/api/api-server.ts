@@ -197,7 +197,7 @@ export async function createApiServer(
   // api.trusted_proxies: the caller's address, once per request, before anything uses it
   // (`clientIp`). Read from ctx.config at each request, so a reload (SIGHUP) applies it.
   let proxiesFrom = ctx.config.api.trusted_proxies;
-  const proxies = new TrustedProxies(proxiesFrom);
+  const proxies = new TrustedProxies(proxiesFrom, "api.trusted_proxies");
   app.addHook("onRequest", async (req) => {
     const now = ctx.config.api.trusted_proxies;
     if (now !== proxiesFrom) {

@@ -282,14 +282,17 @@ export interface AddressSet {
 export class TrustedProxies implements AddressSet {
   #set: CidrSet;
   readonly #memo = new Map<string, boolean>();
+  /** The config key the list comes from, named by a bad entry's error. */
+  readonly #key: string;
 
-  constructor(cidrs: readonly string[]) {
-    this.#set = new CidrSet(cidrs, "trusted_proxies");
+  constructor(cidrs: readonly string[], key = "trusted_proxies") {
+    this.#key = key;
+    this.#set = new CidrSet(cidrs, key);
   }
 
   /** These addresses from now on (a config reload); the remembered answers are dropped. */
   replace(cidrs: readonly string[]): void {
-    this.#set = new CidrSet(cidrs, "trusted_proxies");
+    this.#set = new CidrSet(cidrs, this.#key);
     this.#memo.clear();
   }
 
