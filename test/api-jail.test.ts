@@ -21,7 +21,7 @@ import {
   generateDeviceKey,
   signWithDeviceKey,
 } from "../src/device/index.js";
-import { request, type ClientResponse } from "./helpers/http-client.js";
+import { requestFrom, type ClientResponse } from "./helpers/http-client.js";
 import { opensslRequest } from "./helpers/tls.js";
 import { auditRows } from "./helpers/audit-rows.js";
 import { writeConfig } from "./helpers/zt-process.js";
@@ -106,22 +106,13 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
   }
 
   /** A request to the API from the loopback address `from`. */
-  function api(
+  const api = (
     from: string,
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
-  ): Promise<ClientResponse> {
-    return request(zt.apiAddress.port, {
-      host: "127.0.0.1",
-      method,
-      path,
-      localAddress: from,
-      headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-  }
+  ) => requestFrom(zt.apiAddress.port, from, method, path, body, headers);
 
   const join_ = (from: string, token: string) =>
     api(from, "POST", "/api/v1/svid", { csr }, { authorization: `Bearer ${token}` });

@@ -16,7 +16,7 @@ import { ManualClock } from "../src/core/clock.js";
 import type { RunningZt } from "../src/app/run-up.js";
 import { pkiService } from "../src/pki/index.js";
 import { nginxMain } from "../bench/front-proxies.js";
-import { request, type ClientResponse } from "./helpers/http-client.js";
+import { requestFrom, type ClientResponse } from "./helpers/http-client.js";
 import { opensslRequest } from "./helpers/tls.js";
 import { auditRows } from "./helpers/audit-rows.js";
 import { freePort } from "./helpers/free-port.js";
@@ -137,23 +137,7 @@ async function startSuite(target: EngineTarget, extra: string[]): Promise<Suite>
 }
 
 /** A request from the loopback address `from` to `port` (nginx, or the API directly). */
-function send(
-  port: number,
-  from: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<ClientResponse> {
-  return request(port, {
-    host: "127.0.0.1",
-    method,
-    path,
-    localAddress: from,
-    headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-}
+const send = requestFrom;
 
 function sshSign(s: Suite, port: number, from: string, headers: Record<string, string> = {}) {
   return send(

@@ -51,6 +51,28 @@ export function request(
   });
 }
 
+/**
+ * An API request to 127.0.0.1:`port` sent from the loopback address `from` (127.0.0.5,
+ * 127.0.0.6 … stand for different clients); a `body`, when given, is sent as JSON.
+ */
+export function requestFrom(
+  port: number,
+  from: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<ClientResponse> {
+  return request(port, {
+    host: "127.0.0.1",
+    method,
+    path,
+    localAddress: from,
+    headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+}
+
 /** Logs in with JSON and returns the session cookie ("name=value"). */
 export async function login(
   port: number,
