@@ -471,6 +471,8 @@ export class DeviceService {
 
   /** The device's row; undefined for an id no device has (or that is not of their form). */
   async #rowIfAny(deviceId: string): Promise<DevicesTable | undefined> {
+    // Not of the form of a device id (`dev_` + base64url, see newId): no device, without a
+    // query (PostgreSQL would refuse a NUL in the text as an internal error).
     if (!DEVICE_ID_RE.test(deviceId)) return undefined;
     return this.#ctx.store.db
       .selectFrom("devices")
@@ -480,15 +482,7 @@ export class DeviceService {
   }
 
   async #row(deviceId: string): Promise<DevicesTable> {
-    // Not of the form of a device id (`dev_` + base64url, see newId): no device, without a
-    // query (PostgreSQL would refuse a NUL in the text as an internal error).
-    if (!DEVICE_ID_RE.test(deviceId))
-      throw new ZtError("ZT_NOT_FOUND", `no device ${deviceId}`, { device_id: deviceId });
-    const row = await this.#ctx.store.db
-      .selectFrom("devices")
-      .selectAll()
-      .where("id", "=", deviceId)
-      .executeTakeFirst();
+    const row = await this.#rowIfAny(deviceId);
     if (!row) throw new ZtError("ZT_NOT_FOUND", `no device ${deviceId}`, { device_id: deviceId });
     return row;
   }

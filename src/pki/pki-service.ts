@@ -213,8 +213,7 @@ export class PkiService {
     // cached list, so every list is built again (the deny list and CAs are restated by
     // followEventResync).
     svc.#unsubscribeResync = ctx.events.onResync(async () => {
-      svc.#invalidateCrl();
-      svc.ssh.invalidateKrl();
+      svc.#invalidateRevocationLists();
     });
     try {
       await svc.#loadDenyList();
@@ -304,10 +303,9 @@ export class PkiService {
     this.#cas = await this.#caStore.load();
     this.#issuerCerts = this.#cas.intermediates.map((i) => i.node);
     this.#verifier.clear();
-    this.#invalidateCrl();
+    this.#invalidateRevocationLists();
     for (const id of this.#crls.keys())
       if (!this.#cas.intermediates.some((i) => i.id === id)) this.#crls.delete(id);
-    this.ssh.invalidateKrl();
     this.#serverTls.clear();
   }
 
@@ -921,6 +919,12 @@ export class PkiService {
     return cache.get();
   }
 
+  /** Every cached list (each intermediate's CRL and the KRL) is built again on next use. */
+  #invalidateRevocationLists(): void {
+    this.#invalidateCrl();
+    this.ssh.invalidateKrl();
+  }
+
   #invalidateCrl(): void {
     for (const cache of this.#crls.values()) cache.invalidate();
   }
@@ -1000,8 +1004,7 @@ export class PkiService {
       this.ssh.onRevoked(e.data);
     } else {
       // Not a kind this version knows: whatever it revoked, no list keeps serving without it.
-      this.#invalidateCrl();
-      this.ssh.invalidateKrl();
+      this.#invalidateRevocationLists();
     }
   }
 

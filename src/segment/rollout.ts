@@ -116,6 +116,11 @@ async function checkOwnedPrivately(path: string, kind: "directory" | "file"): Pr
   );
 }
 
+/** What a script out of scope does, for a refusal: `changes more than table inet zt (line …)`. */
+function beyondZtTable(scope: { line: number; statement: string }): string {
+  return `changes more than table inet ${ZT_TABLE} (line ${scope.line}: ${JSON.stringify(scope.statement.slice(0, 80))})`;
+}
+
 /** A lock whose holder shows no sign of life for this long is broken (see `withLock`). */
 const LOCK_STALE_MS = 30_000;
 /** How often the holder refreshes the lock's mtime while it works. */
@@ -348,7 +353,7 @@ export async function applyRuleset(
     if (!scope.ok) {
       throw new ZtError(
         "ZT_SEG_APPLY_FAILED",
-        `the ruleset changes more than table inet ${ZT_TABLE} (line ${scope.line}: ${JSON.stringify(scope.statement.slice(0, 80))}): a rollback restores only that table, so zt seg apply loads nothing else; nothing was changed`,
+        `the ruleset ${beyondZtTable(scope)}: a rollback restores only that table, so zt seg apply loads nothing else; nothing was changed`,
         { line: scope.line },
       );
     }
@@ -443,7 +448,7 @@ export async function rollbackIfPending(
     if (!scope.ok) {
       throw new ZtError(
         "ZT_SEG_STATE_UNSAFE",
-        `${previousPath} changes more than table inet ${ZT_TABLE} (line ${scope.line}: ${JSON.stringify(scope.statement.slice(0, 80))}): zt seg apply never saves such a file, so it was changed by hand; nothing was loaded, and the pending ruleset is still live (apply a known-good model, or fix the file and run zt seg rollback)`,
+        `${previousPath} ${beyondZtTable(scope)}: zt seg apply never saves such a file, so it was changed by hand; nothing was loaded, and the pending ruleset is still live (apply a known-good model, or fix the file and run zt seg rollback)`,
         { path: previousPath, line: scope.line },
       );
     }

@@ -206,9 +206,9 @@ export class AlertEngine {
     this.#banCounts = new Map(banCounts);
     this.#allowUsers = new Set(config.allowUsers);
     this.#allowIps = new CidrSet(config.allowIps, "alerts.allow.ips");
-    this.#sharedIps = new CidrSet(config.sharedIps ?? [], "trusted_proxies");
+    this.#sharedIps = new CidrSet(config.sharedIps, "trusted_proxies");
     // an IPv6 network ban must not reach a trusted proxy either
-    for (const c of [...config.allowIps, ...(config.sharedIps ?? [])]) {
+    for (const c of [...config.allowIps, ...config.sharedIps]) {
       const parsed = parseCidr(c);
       const ip = parsed && parseIp(parsed.address);
       if (ip) this.#allowNets.push(networkAround(ip.family, ip.value, parsed.bits));
