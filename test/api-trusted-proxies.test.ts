@@ -4,8 +4,9 @@
  * API. With `api.trusted_proxies` naming nginx's address, every use of the caller's
  * address (audit records, the `api-ip` jail and the ban it enforces, `context.source_ip`
  * of `ssh:sign`) is the client's own; by default (no setting) no X-Forwarded-For is read,
- * forged or not. Clients connect from distinct loopback addresses (127.0.0.x stand for
- * distinct hosts); SQLite.
+ * forged or not. A reload changes who is trusted and who the jails never ban together.
+ * Clients connect from distinct loopback addresses (127.0.0.x stand for distinct hosts);
+ * SQLite.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -292,5 +293,101 @@ describe("the API without api.trusted_proxies (the default)", () => {
     expect((await sshSign(s, s.nginx.port, "127.0.0.5")).status).toBe(403);
     expect((await sshSign(s, s.nginx.port, "127.0.0.6")).status).toBe(403);
     expect((await signSources(s)).slice(before)).toEqual(["127.0.0.9", "127.0.0.9"]);
+  });
+});
+
+/** The newest audit record's seq: what `jailVerdict` looks after. */
+async function auditHead(s: Suite): Promise<number> {
+  await s.zt.ctx.audit.flush();
+  const r = await s.zt.ctx.store.db
+    .selectFrom("audit_events")
+    .select((eb) => eb.fn.max("seq").as("seq"))
+    .executeTakeFirst();
+  return Number(r?.seq ?? 0);
+}
+
+/**
+ * What the `api-ip` jail made of the guesses from `ip` recorded after `afterSeq`, once it
+ * has judged them: `banned` (a `ban.add` names it) or `alerted` (an alert says it is not
+ * banned, as a trusted proxy); `none` if neither came. The rules run in the background,
+ * after the audit write: this polls for their record.
+ */
+async function jailVerdict(
+  s: Suite,
+  ip: string,
+  afterSeq: number,
+): Promise<"banned" | "alerted" | "none"> {
+  for (let i = 0; i < 400; i++) {
+    await s.zt.ctx.audit.flush();
+    const rows = await s.zt.ctx.store.db
+      .selectFrom("audit_events")
+      .select(["kind", "source_ip", "data"])
+      .where("seq", ">", afterSeq)
+      .where("kind", "in", ["ban.add", "alert"])
+      .execute();
+    if (rows.some((r) => r.kind === "ban.add" && r.source_ip === ip)) return "banned";
+    if (rows.some((r) => r.kind === "alert" && r.data.includes(`ip:${ip} not banned`)))
+      return "alerted";
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  return "none";
+}
+
+/** Ten join-token guesses (the `api-ip` jail's maxretry) straight to the API from `from`. */
+async function guessJoinTokens(s: Suite, from: string, tag: string): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    const r = await join_(s, s.zt.apiAddress.port, from, `ztjoin_${tag}${i}`);
+    expect(r.status, r.body).toBe(401);
+  }
+}
+
+describe("the jails' never-ban list follows a reload of trusted_proxies and api.trusted_proxies", () => {
+  let target: EngineTarget;
+  let s: Suite;
+  let startYaml: string;
+  // 127.0.0.8 is a PEP trusted proxy at start; nginx (127.0.0.9) is not trusted by the API.
+  const PEP_PROXIES = 'trusted_proxies: ["127.0.0.1/32", "::1/128", "127.0.0.8/32"]';
+
+  beforeAll(async () => {
+    target = await sqliteEngine.fresh();
+    s = await startSuite(target, [PEP_PROXIES]);
+    startYaml = readFileSync(s.configPath, "utf8");
+  }, 60_000);
+
+  afterAll(async () => {
+    await s?.nginx.stop();
+    await s?.zt.close();
+    await target?.cleanup();
+  });
+
+  it("alerts instead of banning a proxy that a reload added to api.trusted_proxies, as it trusts its X-Forwarded-For", async () => {
+    writeFileSync(s.configPath, `${startYaml}api:\n  trusted_proxies: ["127.0.0.9/32"]\n`);
+    await s.zt.reload();
+    // The trust change took: through nginx, the client's own address is the source.
+    const before = (await signSources(s)).length;
+    expect((await sshSign(s, s.nginx.port, "127.0.0.5")).status).toBe(201);
+    expect((await signSources(s)).slice(before)).toEqual(["127.0.0.5"]);
+    // Guesses the proxy itself stands for (no X-Forwarded-For): counted, never banned.
+    const head = await auditHead(s);
+    await guessJoinTokens(s, "127.0.0.9", "nginx");
+    expect(await jailVerdict(s, "127.0.0.9", head)).toBe("alerted");
+    expect((await send(s.zt.apiAddress.port, "127.0.0.9", "GET", "/pki/bundle")).status).toBe(200);
+    expect((await sshSign(s, s.nginx.port, "127.0.0.5")).status).toBe(201);
+  });
+
+  it("bans an address that a reload removed from trusted_proxies: exempt at start, bannable after", async () => {
+    const atStart = await auditHead(s);
+    await guessJoinTokens(s, "127.0.0.8", "pep-proxy-a");
+    expect(await jailVerdict(s, "127.0.0.8", atStart)).toBe("alerted");
+    writeFileSync(
+      s.configPath,
+      startYaml.replace(PEP_PROXIES, 'trusted_proxies: ["127.0.0.1/32", "::1/128"]'),
+    );
+    await s.zt.reload();
+    const afterReload = await auditHead(s);
+    await guessJoinTokens(s, "127.0.0.8", "pep-proxy-b");
+    expect(await jailVerdict(s, "127.0.0.8", afterReload)).toBe("banned");
+    const r = await send(s.zt.apiAddress.port, "127.0.0.8", "GET", "/pki/bundle");
+    expect(r.json<{ error: { code: string } }>().error.code).toBe("ZT_BANNED");
   });
 });

@@ -311,6 +311,57 @@ describe("trusted proxies", () => {
   });
 });
 
+describe("the never-ban list replaced at a reload (setSharedIps)", () => {
+  const jail = {
+    name: "login-ip",
+    match: "login-failure",
+    by: "ip",
+    maxretry: 2,
+    findtime: "1m",
+    bantime: "1m",
+  };
+  const config = (shared: string[]) =>
+    parseAlertsConfig(
+      {
+        jails: [jail],
+        denial_burst: null,
+        fan_out: null,
+        mtls_failures: null,
+        new_network: null,
+        break_glass: false,
+      },
+      shared,
+    );
+  const twice = (e: AlertEngine, ip: string) => [
+    e.evaluate(loginFail(ip)),
+    e.evaluate(loginFail(ip)),
+  ];
+
+  it("stops a jail from banning an address added to the list, and from banning an IPv6 network holding it", () => {
+    const e = new AlertEngine(config([]));
+    e.setSharedIps(["10.1.0.5/32", "2001:db8:7::7/128"]);
+    const proxy = twice(e, "10.1.0.5");
+    expect(proxy.flatMap((r) => r.bans)).toEqual([]);
+    expect(proxy.flatMap((r) => r.alerts.map((a) => a.message))).toEqual([
+      expect.stringMatching(/^ip:10\.1\.0\.5 not banned: /),
+    ]);
+    // Another address of the trusted proxy's /64: banned by its address alone.
+    expect(twice(e, "2001:db8:7::9").flatMap((r) => r.bans.map((b) => b.key))).toEqual([
+      "ip:2001:db8:7::9",
+    ]);
+  });
+
+  it("lets a jail ban an address taken off the list, and ban the IPv6 network it was in", () => {
+    const e = new AlertEngine(config(["10.1.0.6/32", "2001:db8:8::7/128"]));
+    expect(twice(e, "10.1.0.6").flatMap((r) => r.bans)).toEqual([]);
+    e.setSharedIps([]);
+    expect(twice(e, "10.1.0.6").flatMap((r) => r.bans.map((b) => b.key))).toEqual(["ip:10.1.0.6"]);
+    expect(twice(e, "2001:db8:8::9").flatMap((r) => r.bans.map((b) => b.key))).toEqual([
+      "ip:2001:db8:8::/64",
+    ]);
+  });
+});
+
 describe("detection rules", () => {
   it("denial burst fires at exactly the threshold within the window, then cools down", () => {
     const e = new AlertEngine(only({ denial_burst: { threshold: 4, window: "10s" } }));

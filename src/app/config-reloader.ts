@@ -25,6 +25,13 @@ export interface ConfigReloaderOptions {
    * (shown in /readyz).
    */
   primary: boolean;
+  /**
+   * Called with the process's config as soon as a reload's keys are adopted into it, in
+   * the same synchronous step (nothing runs in between): for parts that keep their own
+   * copy of a reloadable key, such as the jails' never-ban list (`trusted_proxies`,
+   * `api.trusted_proxies`), which must change together with who is trusted.
+   */
+  onAdopted?: ((config: ZtConfig) => void) | undefined;
 }
 
 export interface ConfigReloadResult {
@@ -99,6 +106,7 @@ export class ConfigReloader {
         return this.#refused("config-apply-failed", e);
       }
       adoptConfigReload(ctx.config, plan);
+      this.#o.onAdopted?.(ctx.config);
       services.snapshot.setApps(ctx.config.routes);
       this.#version = reloadableConfigVersion(ctx.config);
     }

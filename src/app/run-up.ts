@@ -200,6 +200,8 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       pep: pepNode,
       log: (l) => out(`zt: ${l}`),
       primary: true,
+      // The jails exempt the proxies the PEP and the API trust, as the reload left them.
+      onAdopted: (c) => audit?.applyConfigReload(c),
     });
     const scheme = config.tls ? "https" : "http";
     const apiTls = await apiListenerTls(ctx, apiListen.host);

@@ -22,7 +22,25 @@ export interface AuditServices {
   checkpointer: Checkpointer;
   sinks: SinkRunner[];
   alerts: AlertService | undefined;
+  /**
+   * Applies what a reload of zt.yaml changed that this capability reads: the addresses
+   * IP jails never ban (`trusted_proxies` and `api.trusted_proxies`, together). The
+   * config reloader calls it as it adopts the new config, so the jails exempt exactly
+   * the proxies whose X-Forwarded-For the PEP and the API now trust.
+   */
+  applyConfigReload(config: Pick<AppContext["config"], "trusted_proxies" | "api">): void;
   stop(): Promise<void>;
+}
+
+/**
+ * The addresses IP jails never ban: the PEP's `trusted_proxies` and the API's
+ * `api.trusted_proxies`. Every client behind a proxy shares its address, so a ban would
+ * shut them all out; a jail raises an alert instead.
+ */
+export function neverBannedIps(
+  config: Pick<AppContext["config"], "trusted_proxies" | "api">,
+): string[] {
+  return [...config.trusted_proxies, ...config.api.trusted_proxies];
 }
 
 export interface StartAuditServicesOptions {
@@ -45,11 +63,9 @@ export async function startAuditServices(
   options: StartAuditServicesOptions = {},
 ): Promise<AuditServices> {
   const config = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
-  // Both lists name proxies whose clients share their address: never banned (read at start).
-  const alertsConfig = parseAlertsConfig(ctx.config.alerts, [
-    ...ctx.config.trusted_proxies,
-    ...ctx.config.api.trusted_proxies,
-  ]);
+  // Both lists name proxies whose clients share their address: never banned (and kept
+  // current by applyConfigReload).
+  const alertsConfig = parseAlertsConfig(ctx.config.alerts, neverBannedIps(ctx.config));
   const warn = options.warn ?? (() => undefined);
   const path = (p: string) => resolve(ctx.config.configDir, p);
 
@@ -150,6 +166,9 @@ export async function startAuditServices(
     checkpointer,
     sinks,
     alerts,
+    applyConfigReload(next) {
+      alerts?.setSharedIps(neverBannedIps(next));
+    },
     async stop() {
       unlisten();
       stopBans();

@@ -183,9 +183,9 @@ const SWEEP_EVERY = 1_000;
  * and users are never counted.
  */
 export class AlertEngine {
-  readonly #c: AlertsConfig;
+  #c: AlertsConfig;
   readonly #allowIps: CidrSet;
-  readonly #sharedIps: CidrSet;
+  #sharedIps: CidrSet;
   readonly #allowUsers: Set<string>;
   readonly #windows = new Map<string, Window>();
   readonly #bannedUntil = new Map<string, number>();
@@ -193,8 +193,8 @@ export class AlertEngine {
   readonly #lastFired = new Map<string, { ts: number; windowMs: number }>();
   readonly #fanOut = new Map<string, Map<string, number>>();
   readonly #networks = new Map<string, Set<string>>();
-  /** The allow list as networks, to keep network bans clear of it. */
-  readonly #allowNets: IpNetwork[] = [];
+  /** The allow list and the trusted proxies as networks, to keep network bans clear of them. */
+  #allowNets: IpNetwork[] = [];
   /** The newest event time seen; events since the last sweep, and how many before the next. */
   #now = 0;
   #sinceSweep = 0;
@@ -207,12 +207,20 @@ export class AlertEngine {
     this.#allowUsers = new Set(config.allowUsers);
     this.#allowIps = new CidrSet(config.allowIps, "alerts.allow.ips");
     this.#sharedIps = new CidrSet(config.sharedIps, "trusted_proxies");
-    // an IPv6 network ban must not reach a trusted proxy either
-    for (const c of [...config.allowIps, ...config.sharedIps]) {
-      const parsed = parseCidr(c);
-      const ip = parsed && parseIp(parsed.address);
-      if (ip) this.#allowNets.push(networkAround(ip.family, ip.value, parsed.bits));
-    }
+    this.#allowNets = networksOf([...config.allowIps, ...config.sharedIps]);
+  }
+
+  /**
+   * Replaces the addresses IP jails never ban (`trusted_proxies` and
+   * `api.trusted_proxies`, after a reload of zt.yaml changed them): both lists at once,
+   * from the next event on. Windows and bans already counted stay as they are.
+   */
+  setSharedIps(cidrs: readonly string[]): void {
+    const shared = new CidrSet(cidrs, "trusted_proxies");
+    const nets = networksOf([...this.#c.allowIps, ...cidrs]);
+    this.#c = { ...this.#c, sharedIps: [...cidrs] };
+    this.#sharedIps = shared;
+    this.#allowNets = nets;
   }
 
   /**
@@ -494,6 +502,17 @@ export function canonicalIp(text: string): string | undefined {
   if (!p) return isIP(text) ? text : undefined; // a zone id (fe80::1%eth0) is kept as is
   if (p.family === 6 && p.value >> 32n === 0xffffn) return formatIp(4, p.value & 0xffffffffn);
   return formatIp(p.family, p.value);
+}
+
+/** CIDRs (or addresses) as networks: an IPv6 network ban must not reach any of them. */
+function networksOf(cidrs: readonly string[]): IpNetwork[] {
+  const out: IpNetwork[] = [];
+  for (const c of cidrs) {
+    const parsed = parseCidr(c);
+    const ip = parsed && parseIp(parsed.address);
+    if (ip) out.push(networkAround(ip.family, ip.value, parsed.bits));
+  }
+  return out;
 }
 
 /** The network an address belongs to, as a CIDR string (IPv4-mapped IPv6 counts as IPv4). */

@@ -54,6 +54,8 @@ export class AlertService {
   readonly #o: AlertServiceOptions;
   readonly #cursor: AuditCursor;
   #engine: AlertEngine;
+  /** The options' config, with the never-ban list as the last reload left it. */
+  #config: AlertsConfig;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> = Promise.resolve();
   #unsubs: (() => void)[] = [];
@@ -65,17 +67,18 @@ export class AlertService {
   constructor(options: AlertServiceOptions) {
     this.#o = options;
     this.#cursor = new AuditCursor(options.store, "alerts");
+    this.#config = options.config;
     this.#engine = new AlertEngine(options.config);
   }
 
   /** Loads ban history, replays recent events (without firing) and starts following. */
   async start(): Promise<void> {
-    const { store, clock, config } = this.#o;
+    const { store, clock } = this.#o;
     const counts = await store.db.selectFrom("audit_bans").select(["key", "count"]).execute();
     const banCounts = new Map(counts.map((c) => [c.key, Number(c.count)]));
     const pos = await this.#cursor.position(() => headSeq(store), clock.now());
-    this.#engine = new AlertEngine(config, new Map());
-    const since = clock.now() - config.replayMs;
+    this.#engine = new AlertEngine(this.#config, new Map());
+    const since = clock.now() - this.#config.replayMs;
     let after = 0;
     while (true) {
       const rows = (await queryAudit(store, { afterSeq: after, since, limit: 5_000 })).filter(
@@ -87,7 +90,8 @@ export class AlertService {
     }
     // Replay rebuilt the windows; ban history comes from the table, not the replay.
     const replayed = this.#engine;
-    this.#engine = new AlertEngine(config, banCounts);
+    // The list as it is now: a reload during the replay is not lost.
+    this.#engine = new AlertEngine(this.#config, banCounts);
     this.#engine.adoptWindows(replayed);
     this.#engine.replaceBans(await activeBans(store));
 
@@ -114,6 +118,16 @@ export class AlertService {
       this.#o.pollIntervalMs ?? 1_000,
     );
     this.#timer.unref();
+  }
+
+  /**
+   * Replaces the addresses IP jails never ban (`trusted_proxies` and
+   * `api.trusted_proxies`, as a reload of zt.yaml left them): the rules judge every event
+   * they take up from now on by the new list.
+   */
+  setSharedIps(cidrs: readonly string[]): void {
+    this.#engine.setSharedIps(cidrs);
+    this.#config = { ...this.#config, sharedIps: [...cidrs] };
   }
 
   async stop(): Promise<void> {
