@@ -3,14 +3,15 @@
  * are: a join token that names nothing (or is reused), a device signature that does not
  * verify, a session token that names no session — each counted by the default `api-ip`
  * jail (`match: api-refused`), whose ban the API then enforces on every route for that
- * source; what a legitimate client meets in normal use is not counted. And the device
- * routes answer a caller who has not proven the device's key the same whatever the
- * device's status. `zt up` in process; requests over real sockets from distinct loopback
+ * source; what a legitimate client meets in normal use is not counted. A wrong operator
+ * token on `/metrics` is audited and counted the same way; a missing one is audited
+ * only. And the device routes answer a caller who has not proven the device's key the
+ * same whatever the device's status. `zt up` in process; requests over real sockets from distinct loopback
  * addresses (127.0.0.x stand for distinct clients); SQLite and PostgreSQL.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
 import type { RunningZt } from "../src/app/run-up.js";
@@ -35,6 +36,9 @@ permit (principal in Group::"eng", action == Action::"ssh:sign", resource == Hos
 
 const ENGINES = await engines();
 
+/** The operator token (`audit.metrics_token_file`) that opens `/metrics`. */
+const OPERATOR_TOKEN = "op-scrape-token-5f0c1d";
+
 describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: Engine) => {
   let zt: RunningZt;
   let target: EngineTarget;
@@ -50,6 +54,7 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
   beforeAll(async () => {
     target = await engine.fresh();
     dir = target.storeOptions.dataDir;
+    writeFileSync(join(dir, "metrics.token"), `${OPERATOR_TOKEN}\n`, { mode: 0o600 });
     zt = await runUpInProcess(
       writeConfig(
         dir,
@@ -62,6 +67,9 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
             // Loopback is allow-listed by default; here 127.0.0.x stand for real clients.
             "alerts:",
             "  allow_list: { ips: [] }",
+            // The operator token opens /metrics (written below, before zt starts).
+            "audit:",
+            "  metrics_token_file: ./metrics.token",
             "",
           ].join("\n"),
         ),
@@ -149,6 +157,15 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
     );
   };
 
+  const metrics = (from: string, token?: string) =>
+    api(
+      from,
+      "GET",
+      "/metrics",
+      undefined,
+      token === undefined ? {} : { authorization: `Bearer ${token}` },
+    );
+
   /** Polls the API (not the clock) from `from` until it is refused as banned. */
   async function untilBanned(from: string): Promise<ClientResponse> {
     for (let i = 0; i < 400; i++) {
@@ -208,6 +225,65 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
     expect((await bansOf(from)).map((b) => b.reason)).toEqual(["api-ip"]);
   });
 
+  it("audits a wrong operator token on /metrics like any refused credential — decision id, reason, source, never the token — and bans its guesser by the api-ip jail", async () => {
+    const from = "127.0.0.26";
+    const answers: Record<string, unknown>[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await metrics(from, `op-guess-${i}`);
+      expect(r.status, r.body).toBe(401);
+      answers.push(r.json<{ error: Record<string, unknown> }>().error);
+    }
+    expect(answers[0]).toMatchObject({
+      code: "ZT_AUTH_REQUIRED",
+      reason: "operator-token-invalid",
+      decision_id: expect.stringMatching(/^dec_/),
+    });
+    const rows = (
+      await auditRows(zt.ctx, "authn.operator-token", [
+        "outcome",
+        "reason",
+        "source_ip",
+        "decision_id",
+        "data",
+      ])
+    ).filter((r) => r.source_ip === from);
+    expect(rows.map((r) => [r.outcome, r.reason])).toEqual(
+      Array.from({ length: 10 }, () => ["deny", "operator-token-invalid"]),
+    );
+    expect(rows.map((r) => r.decision_id)).toEqual(answers.map((a) => a["decision_id"]));
+    expect(JSON.parse(rows[0]!.data)).toMatchObject({ path: "/metrics", code: "ZT_AUTH_REQUIRED" });
+    // Never the token presented, nor the real one.
+    const all = JSON.stringify(await auditRows(zt.ctx, "authn.operator-token", ["data", "reason"]));
+    expect(all).not.toContain("op-guess-");
+    expect(all).not.toContain(OPERATOR_TOKEN);
+    await untilBanned(from);
+    expect((await bansOf(from)).map((b) => b.reason)).toEqual(["api-ip"]);
+    // Banned: even the right token is refused now; from another source it is served.
+    const refused = await metrics(from, OPERATOR_TOKEN);
+    expect(refused.json<{ error: { code: string } }>().error.code).toBe("ZT_BANNED");
+    expect((await metrics("127.0.0.27", OPERATOR_TOKEN)).status).toBe(200);
+  });
+
+  it("audits and counts a wrong operator token on /readyz as on /metrics, though it still answers the public verdict: /readyz is no place to guess the token freely", async () => {
+    const from = "127.0.0.28";
+    for (let i = 0; i < 10; i++) {
+      const r = await api(from, "GET", "/readyz", undefined, {
+        authorization: `Bearer op-readyz-guess-${i}`,
+      });
+      expect([200, 503]).toContain(r.status);
+      expect(Object.keys(r.json()).sort()).toEqual(["checks", "status"]);
+    }
+    const rows = (
+      await auditRows(zt.ctx, "authn.operator-token", ["reason", "source_ip", "data"])
+    ).filter((r) => r.source_ip === from);
+    expect(rows.map((r) => [r.reason, JSON.parse(r.data).path])).toEqual(
+      Array.from({ length: 10 }, () => ["operator-token-invalid", "/readyz"]),
+    );
+    expect(JSON.stringify(rows)).not.toContain("op-readyz-guess-");
+    await untilBanned(from);
+    expect((await bansOf(from)).map((b) => b.reason)).toEqual(["api-ip"]);
+  });
+
   it("does not count what a signed-in user or a working device meets in normal use (policy denials, no credentials, a revoked session, a replayed report), so they are never locked out", async () => {
     const from = "127.0.0.24";
     const device = await enroll("alice", "laptop-24");
@@ -223,11 +299,22 @@ describe.each(ENGINES)("the API's unauthenticated refusals on $name", (engine: E
       expect((await sshSign(from, revoked)).status).toBe(401); // signed out
       expect((await report(from, device, key.privatePem, collected)).status).toBe(400); // replay
       expect((await bind(from, device, key.privatePem)).status).toBe(401); // no session token
+      expect((await metrics(from)).status).toBe(401); // no operator token
+      expect((await metrics(from, OPERATOR_TOKEN)).status).toBe(200); // the scraper
+      expect([200, 503]).toContain((await api(from, "GET", "/readyz")).status); // a load balancer
     }
     // Rules run in order: once a later guesser is banned, all of the above was weighed.
     for (let i = 0; i < 10; i++) await join_("127.0.0.25", `ztjoin_sentinel${i}`);
     await untilBanned("127.0.0.25");
     expect(await bansOf(from)).toEqual([]);
+    // A scrape without the token is audited as one without credentials; one with it is not.
+    const scrapes = (
+      await auditRows(zt.ctx, "authn.operator-token", ["reason", "source_ip", "decision_id"])
+    ).filter((r) => r.source_ip === from);
+    expect(scrapes.map((r) => r.reason)).toEqual(
+      Array.from({ length: 12 }, () => "no-credentials"),
+    );
+    expect(scrapes.every((r) => r.decision_id?.startsWith("dec_"))).toBe(true);
     expect((await api(from, "GET", "/pki/bundle")).status).toBe(200);
     expect((await sshSign(from, aliceToken)).status).toBe(201);
   });

@@ -5,14 +5,14 @@ import type { AppContext } from "../app/index.js";
 import { pkiService } from "../pki/index.js";
 import type { SessionService } from "../session/index.js";
 import { ApiAuthenticator, clientIp, resolveApiClientIp } from "./api-auth.js";
-import { TrustedProxies } from "../proxy/index.js";
+import { bearerToken, TrustedProxies } from "../proxy/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { storeFreshness } from "../events/staleness.js";
 import { parseDuration } from "../core/duration.js";
 import { limitConnectionsPerSource } from "../core/connection-limit.js";
 import { isBanned } from "../audit/index.js";
 import { registerAllApiRoutes } from "./routes/index.js";
-import { hasOperatorToken, operatorToken } from "./routes/metrics.js";
+import { hasOperatorToken, operatorToken, recordOperatorTokenRefusal } from "./routes/metrics.js";
 import { JSON_SECURITY_HEADERS, rawJsonRefusal } from "../web/index.js";
 
 /** Longest path parameter (a device id, a CA id) the router accepts. */
@@ -248,7 +248,13 @@ export async function createApiServer(
     const checks = { store: store === "fresh" ? "ok" : `store-${store}`, ...extra.checks };
     // Anyone (a load balancer): the verdict and the stable check codes, nothing that
     // names a file, an error or a version.
-    if (!hasOperatorToken(req.headers.authorization, readyzToken)) return { status, checks };
+    if (!hasOperatorToken(req.headers.authorization, readyzToken)) {
+      // A wrong token is a guess whether the detail is shown or not: audited and counted
+      // (the api-ip jail) as on /metrics, or /readyz would be the place to guess freely.
+      if (readyzToken !== undefined && bearerToken(req.headers.authorization))
+        recordOperatorTokenRefusal(ctx, req, "/readyz");
+      return { status, checks };
+    }
     return {
       status,
       checks,

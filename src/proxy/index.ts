@@ -1,6 +1,6 @@
 export { createPep } from "./pep-server.js";
 export type { Pep, PepOptions, PepReloadable, PepServices, ReloadCut } from "./pep-server.js";
-export { DecisionPoint } from "./decision-point.js";
+export { DecisionPoint, newDecisionId } from "./decision-point.js";
 export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
 export { LiveConnections } from "./live-connections.js";
 export type { LiveConnection } from "./live-connections.js";

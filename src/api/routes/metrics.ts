@@ -1,17 +1,19 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { AppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { safeEqual } from "../../core/ids.js";
-import { bearerToken } from "../../proxy/index.js";
+import { bearerToken, newDecisionId } from "../../proxy/index.js";
+import { clientIp } from "../api-auth.js";
 import { AggregatorRegistry } from "prom-client";
 import { enableProcessMetrics, renderMetrics, throttledStoreMetrics } from "../../audit/index.js";
 import { metrics } from "../../audit/metrics.js";
 
 /**
  * `GET /metrics`: Prometheus text exposition of zt's registry. When
- * `audit.metrics_token_file` is set, scrapers must send `Authorization: Bearer <token>`.
+ * `audit.metrics_token_file` is set, scrapers must send `Authorization: Bearer <token>`;
+ * a request without it is refused (401) and audited (`recordOperatorTokenRefusal`).
  */
 export function registerMetricsRoutes(
   app: FastifyInstance,
@@ -22,8 +24,16 @@ export function registerMetricsRoutes(
   const token = operatorToken(ctx);
   const collectStoreMetrics = throttledStoreMetrics(ctx.store);
   app.get("/metrics", async (req, reply) => {
-    if (token !== undefined && !hasOperatorToken(req.headers.authorization, token))
-      throw new ZtError("ZT_AUTH_REQUIRED", "metrics need a bearer token");
+    if (token !== undefined && !hasOperatorToken(req.headers.authorization, token)) {
+      const { reason, decisionId } = recordOperatorTokenRefusal(ctx, req, "/metrics");
+      throw new ZtError(
+        "ZT_AUTH_REQUIRED",
+        reason === "no-credentials"
+          ? "metrics need the operator's bearer token (audit.metrics_token_file)"
+          : "metrics need the operator's bearer token: the one sent is not it",
+        { reason, decision_id: decisionId },
+      );
+    }
     await collectStoreMetrics(ctx.clock.now());
     if (extraMetrics) {
       // PEP workers: counters and histograms summed over every process (prom-client's
@@ -58,6 +68,34 @@ export function hasOperatorToken(
   if (token === undefined) return false;
   const presented = bearerToken(authorization);
   return presented !== undefined && safeEqual(presented, token);
+}
+
+/**
+ * Audits a request that did not carry the operator token where it was asked for
+ * (`authn.operator-token`, outcome `deny`, under a fresh decision id): a wrong token
+ * (`operator-token-invalid`) is a guess at a secret, which the `api-ip` jail counts as it
+ * counts a guessed join token; none at all (`no-credentials`: a scraper not yet given the
+ * token) is recorded, not counted. The record names the source and the path, never what
+ * was presented.
+ */
+export function recordOperatorTokenRefusal(
+  ctx: AppContext,
+  req: FastifyRequest,
+  path: string,
+): { reason: "operator-token-invalid" | "no-credentials"; decisionId: string } {
+  const reason = bearerToken(req.headers.authorization)
+    ? "operator-token-invalid"
+    : "no-credentials";
+  const decisionId = newDecisionId(ctx.clock.now());
+  ctx.audit.record({
+    kind: "authn.operator-token",
+    outcome: "deny",
+    sourceIp: clientIp(req),
+    decisionId,
+    reason,
+    data: { listener: "api", path, code: "ZT_AUTH_REQUIRED" },
+  });
+  return { reason, decisionId };
 }
 
 /**

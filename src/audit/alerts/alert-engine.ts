@@ -82,6 +82,8 @@ const BROWSER_INDUCED_REFUSALS: ReadonlySet<string> = new Set(["websocket-origin
  *   names no session (`session-invalid`). Not `no-credentials` (nothing guessed), nor an
  *   expired, idle or revoked session (a real user's old token), nor a policy deny (a
  *   `denial`, with a subject).
+ * - `authn.operator-token`: a bearer token on `/metrics` that is not the operator's
+ *   (`operator-token-invalid`). Not `no-credentials` (a scraper without a token).
  * Refused client certificates are not counted: a browser may offer any certificate it
  * holds, so the API's `authn.mtls` refusals include real users' (the `mtls_failures`
  * alert reports them).
@@ -91,6 +93,7 @@ const API_REFUSALS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
   ["device.report:failure", new Set(["device-signature-invalid", "device-unknown"])],
   ["device.bind:failure", new Set(["device-signature-invalid", "device-unknown"])],
   ["ssh.sign:deny", new Set(["session-invalid"])],
+  ["authn.operator-token:deny", new Set(["operator-token-invalid"])],
 ]);
 
 function isApiRefusal(e: AlertEvent): boolean {
