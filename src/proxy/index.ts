@@ -3,7 +3,7 @@ export type { Pep, PepOptions, PepReloadable, PepServices, ReloadCut } from "./p
 export { DecisionPoint, newDecisionId } from "./decision-point.js";
 export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
 export { LiveConnections } from "./live-connections.js";
-export type { LiveConnection } from "./live-connections.js";
+export type { LiveConnection, LiveConnectionWatcher } from "./live-connections.js";
 export {
   AssertionSigner,
   ASSERTION_KEY_PURPOSE,

@@ -13,7 +13,18 @@ export interface LiveConnection {
    * idle cut (streaming responses, mTLS services).
    */
   lastActiveAt?: number;
+  /**
+   * Clock time the session it runs on expires (`session.ttl` after sign-in): the
+   * re-evaluator cuts the connection then. Undefined: no session (mTLS services).
+   */
+  expiresAt?: number;
   close(reason: string): void;
+}
+
+/** Told of connections as they are registered and removed (the re-evaluator's deadlines). */
+export interface LiveConnectionWatcher {
+  added(conn: LiveConnection): void;
+  removed(conn: LiveConnection): void;
 }
 
 /**
@@ -22,16 +33,34 @@ export interface LiveConnection {
  */
 export class LiveConnections {
   readonly #bySession = new Map<string, Set<LiveConnection>>();
+  readonly #watchers = new Set<LiveConnectionWatcher>();
 
+  /** Registers a connection; the function returned removes it (call it once it closed). */
   add(conn: LiveConnection): () => void {
     let set = this.#bySession.get(conn.sessionId);
     if (!set) this.#bySession.set(conn.sessionId, (set = new Set()));
     set.add(conn);
+    for (const w of this.#watchers) w.added(conn);
     return () => {
       const cur = this.#bySession.get(conn.sessionId);
-      cur?.delete(conn);
-      if (cur && cur.size === 0) this.#bySession.delete(conn.sessionId);
+      if (!cur?.delete(conn)) return;
+      if (cur.size === 0) this.#bySession.delete(conn.sessionId);
+      this.#removed(conn);
     };
+  }
+
+  /** Whether `conn` is still registered (not removed, closed or cut). */
+  has(conn: LiveConnection): boolean {
+    return this.#bySession.get(conn.sessionId)?.has(conn) ?? false;
+  }
+
+  /**
+   * Tells `watcher` about every connection added and every one removed from now on
+   * (each removal once, however it happens). Returns the function that stops it.
+   */
+  watch(watcher: LiveConnectionWatcher): () => void {
+    this.#watchers.add(watcher);
+    return () => this.#watchers.delete(watcher);
   }
 
   /** Closes every live connection of a session. Returns how many were closed. */
@@ -39,7 +68,10 @@ export class LiveConnections {
     const set = this.#bySession.get(sessionId);
     if (!set) return 0;
     this.#bySession.delete(sessionId);
-    for (const c of set) c.close(reason);
+    for (const c of set) {
+      this.#removed(c);
+      c.close(reason);
+    }
     return set.size;
   }
 
@@ -49,8 +81,10 @@ export class LiveConnections {
     for (const c of this.all()) if (which(c)) hit.push(c);
     for (const c of hit) {
       const set = this.#bySession.get(c.sessionId);
-      set?.delete(c);
-      if (set && set.size === 0) this.#bySession.delete(c.sessionId);
+      if (set?.delete(c)) {
+        if (set.size === 0) this.#bySession.delete(c.sessionId);
+        this.#removed(c);
+      }
       c.close(reason);
     }
     return hit.length;
@@ -73,5 +107,9 @@ export class LiveConnections {
 
   closeAll(reason: string): void {
     for (const id of [...this.#bySession.keys()]) this.closeSession(id, reason);
+  }
+
+  #removed(conn: LiveConnection): void {
+    for (const w of this.#watchers) w.removed(conn);
   }
 }

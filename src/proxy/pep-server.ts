@@ -876,8 +876,9 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
     const entry = liveEntry(a.auth, facts, () => socket.destroy());
     if (!isService(a.auth)) {
-      // Frames either way are activity: the re-evaluator cuts the socket after
-      // session.idle_timeout without any, and they keep the session from going idle.
+      // Frames either way are activity: the re-evaluator cuts the socket once
+      // session.idle_timeout passes without any (a timer armed for that deadline), and
+      // they keep the session from going idle.
       const sessionId = a.auth.session.id;
       entry.lastActiveAt = ctx.clock.now();
       fo.onActivity = () => {
@@ -892,7 +893,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   function liveEntry(auth: Authenticated, facts: DecisionFacts, close: () => void): LiveConnection {
     return {
       sessionId: liveKeyOf(auth),
-      ...(isService(auth) ? { certSerial: auth.serial } : {}),
+      ...(isService(auth) ? { certSerial: auth.serial } : { expiresAt: auth.session.expiresAt }),
       facts,
       close,
     };

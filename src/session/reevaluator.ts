@@ -7,8 +7,12 @@ import { AccessService, GrantCache, RiskSignals } from "../access/index.js";
 import type { SessionInfo, SessionService } from "./session-service.js";
 import type { EntitySnapshot } from "./entity-snapshot.js";
 
-/** Why a re-check happened; user/device causes also revoke sessions that fail. */
-export type RecheckCause = "user" | "device" | "grant" | "policy" | "cert" | "ban" | "periodic";
+/**
+ * Why a re-check happened; user/device causes also revoke sessions that fail. `deadline`:
+ * a connection's own timer, at its session's idle deadline or absolute expiry.
+ */
+export type RecheckCause =
+  "user" | "device" | "grant" | "policy" | "cert" | "ban" | "periodic" | "deadline";
 
 export interface ReevaluatorDeps {
   ctx: AppContext;
@@ -37,6 +41,8 @@ const MAX_TIMER_MS = 2_147_483_647;
  * A periodic tick (session.recheck_interval) applies time-based conditions, expires
  * grants and device reports, reconciles the grant cache and the session table with the
  * store, and refreshes risk signals; grant expiry also has its own timer armed on the clock.
+ * So does each live connection's session deadline (idle, absolute expiry) once it falls
+ * within two re-check intervals: the cut happens then, not at the next periodic pass.
  */
 export class Reevaluator {
   readonly #d: ReevaluatorDeps;
@@ -44,6 +50,11 @@ export class Reevaluator {
   #unsubscribeResync: (() => void) | undefined;
   #interval: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  /** Each live connection's timer for its session deadline, while one is armed. */
+  readonly #deadlines = new Map<LiveConnection, NodeJS.Timeout>();
+  /** How far ahead a deadline gets its timer; farther ones are armed by a later pass. */
+  readonly #horizonMs: number;
+  #unwatch: (() => void) | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #lastTick: number;
   #closed = false;
@@ -53,6 +64,7 @@ export class Reevaluator {
   constructor(deps: ReevaluatorDeps) {
     this.#d = deps;
     this.#lastTick = deps.ctx.clock.now();
+    this.#horizonMs = 2 * recheckEveryMs(deps.ctx.config.sessionRecheckMs);
   }
 
   start(): void {
@@ -60,10 +72,15 @@ export class Reevaluator {
       this.#enqueue(() => this.handle(e));
     });
     this.#unsubscribeResync = this.#d.ctx.events.onResync(() => this.#resyncQueued());
-    const every = Math.max(50, this.#d.ctx.config.sessionRecheckMs);
+    const every = recheckEveryMs(this.#d.ctx.config.sessionRecheckMs);
     this.#interval = setInterval(() => this.#enqueue(() => this.tick()), every);
     this.#interval.unref();
     this.#armExpiry();
+    this.#unwatch = this.#d.live.watch({
+      added: (c) => this.#armDeadline(c),
+      removed: (c) => this.#disarmDeadline(c),
+    });
+    this.#armDeadlines();
   }
 
   close(): void {
@@ -72,6 +89,14 @@ export class Reevaluator {
     this.#unsubscribeResync?.();
     if (this.#interval) clearInterval(this.#interval);
     if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
+    this.#unwatch?.();
+    for (const t of this.#deadlines.values()) clearTimeout(t);
+    this.#deadlines.clear();
+  }
+
+  /** How many live connections have a deadline timer armed (metrics, tests). */
+  armedDeadlines(): number {
+    return this.#deadlines.size;
   }
 
   onCut(listener: (sessionId: string, reason: string) => void): () => void {
@@ -233,7 +258,9 @@ export class Reevaluator {
     }
     await d.risk.refresh().catch(() => undefined);
     this.#armExpiry();
-    return this.recheck(() => true, "periodic", "recheck-failed");
+    const result = await this.recheck(() => true, "periodic", "recheck-failed");
+    this.#armDeadlines();
+    return result;
   }
 
   /**
@@ -292,8 +319,15 @@ export class Reevaluator {
     cause: RecheckCause,
     reason: string,
   ): Promise<RecheckResult> {
+    return this.#recheckConnections([...this.#d.live.all()].filter(which), cause, reason);
+  }
+
+  async #recheckConnections(
+    conns: LiveConnection[],
+    cause: RecheckCause,
+    reason: string,
+  ): Promise<RecheckResult> {
     const d = this.#d;
-    const conns = [...d.live.all()].filter(which);
     const sessionsById = new Map<string, SessionInfo>();
     if (conns.length > 0) for (const s of d.sessions.cached()) sessionsById.set(s.id, s);
     // A session this process forgot (pruned as idle: only a WebSocket used it since) is
@@ -365,6 +399,53 @@ export class Reevaluator {
     });
   }
 
+  /** Arms the deadline timers of live connections that have none and are due soon. */
+  #armDeadlines(): void {
+    for (const c of this.#d.live.all()) this.#armDeadline(c);
+  }
+
+  /**
+   * Arms `c`'s timer for its session's next deadline — the idle one (last frame +
+   * `session.idle_timeout`) or the absolute expiry, whichever comes first — if it has
+   * none yet and that deadline falls within the horizon (two re-check intervals, so a
+   * request's live entry rarely costs a timer; a later pass arms the farther ones).
+   */
+  #armDeadline(c: LiveConnection): void {
+    if (this.#closed || this.#deadlines.has(c)) return;
+    const at = deadlineOf(c, this.#d.ctx.config.sessionIdleMs);
+    if (at === undefined) return;
+    const left = at - this.#d.ctx.clock.now();
+    if (left >= this.#horizonMs) return;
+    const timer = setTimeout(() => this.#deadlineDue(c), Math.min(MAX_TIMER_MS, Math.max(0, left)));
+    timer.unref();
+    this.#deadlines.set(c, timer);
+  }
+
+  #disarmDeadline(c: LiveConnection): void {
+    const timer = this.#deadlines.get(c);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#deadlines.delete(c);
+  }
+
+  /**
+   * `c`'s timer fired. Frames since it was armed moved the idle deadline: arm again.
+   * Else `c` is re-checked as the periodic pass would (same checks, same `session.cut`
+   * record, same cut listeners), in order with the queued events. A connection the check
+   * leaves open past its deadline (its session could not be read) is left to the
+   * periodic pass.
+   */
+  #deadlineDue(c: LiveConnection): void {
+    this.#deadlines.delete(c);
+    const d = this.#d;
+    if (this.#closed || !d.live.has(c)) return;
+    const at = deadlineOf(c, d.ctx.config.sessionIdleMs);
+    if (at !== undefined && at > d.ctx.clock.now()) return this.#armDeadline(c);
+    this.#enqueue(async () => {
+      if (d.live.has(c)) await this.#recheckConnections([c], "deadline", "recheck-failed");
+    });
+  }
+
   #armExpiry(): void {
     if (this.#closed) return;
     if (this.#expiryTimer) clearTimeout(this.#expiryTimer);
@@ -392,6 +473,18 @@ export class Reevaluator {
       );
     this.#armExpiry();
   }
+}
+
+/** The periodic pass's period: `session.recheck_interval`, at least 50 ms. */
+function recheckEveryMs(recheckMs: number): number {
+  return Math.max(50, recheckMs);
+}
+
+/** When `c` is next due a cut by time: its idle deadline or its session's expiry. */
+function deadlineOf(c: LiveConnection, idleMs: number): number | undefined {
+  const idleAt = c.lastActiveAt === undefined ? undefined : c.lastActiveAt + idleMs;
+  if (idleAt === undefined) return c.expiresAt;
+  return c.expiresAt === undefined ? idleAt : Math.min(idleAt, c.expiresAt);
 }
 
 function reasonFor(kind: string): string {
