@@ -1,8 +1,9 @@
 /**
  * A WebSocket through the PEP is cut at its session's deadline — `session.idle_timeout`
  * with no frames either way, or the session's absolute expiry (`session.ttl`) — not at
- * the next periodic re-check. `zt up` in process on the system clock (the deadline timers
- * under test are real timers), a real `ws` upstream and client over loopback.
+ * the next periodic re-check; a streaming response likewise at the session's expiry.
+ * `zt up` in process on the system clock (the deadline timers under test are real
+ * timers), a real `ws` upstream and client over loopback.
  *
  * `session.recheck_interval` is an hour and every wait here is bounded far below it, so
  * no periodic pass runs during these tests: a socket that is cut was cut by its own
@@ -34,7 +35,12 @@ function wsFixture(session: string) {
   };
 
   beforeAll(async () => {
-    const upstream = http.createServer((_req, res) => res.end("ok"));
+    // /stream: a response that never ends (server-sent events); anything else: "ok".
+    const upstream = http.createServer((req, res) => {
+      if (req.url !== "/stream") return res.end("ok");
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write("data: hello\n\n");
+    });
     f.upstream = upstream;
     const wss = new WebSocketServer({ noServer: true });
     upstream.on("upgrade", (req, socket, head) =>
@@ -121,7 +127,22 @@ session: ${session}
       .map((r) => ({ reason: r.reason, cause: r.data["cause"] }));
   };
 
-  return { f, signInAs, openWs, cuts };
+  /** Opens a streaming response through zt on `cookie`, once its first event is in. */
+  const openStream = (cookie: string) =>
+    new Promise<{ isOpen: () => boolean }>((resolve, reject) => {
+      const req = http.get(
+        { host: "127.0.0.1", port: f.port, path: "/stream", headers: { host: HOST, cookie } },
+        (res) => {
+          let open = true;
+          res.once("close", () => (open = false));
+          res.on("error", () => undefined);
+          res.once("data", () => resolve({ isOpen: () => open }));
+        },
+      );
+      req.once("error", reject);
+    });
+
+  return { f, signInAs, openWs, openStream, cuts };
 }
 
 /** Sends `text` from `from`, resolving once `to` has it; rejects if `to` closes first. */
@@ -196,7 +217,7 @@ describe("WebSocket idle deadline (idle_timeout 2s, recheck_interval 1h)", () =>
 });
 
 describe("WebSocket absolute expiry (ttl 4s, idle_timeout 1h, recheck_interval 1h)", () => {
-  const { f, signInAs, openWs, cuts } = wsFixture(
+  const { f, signInAs, openWs, openStream, cuts } = wsFixture(
     "{ ttl: 4s, idle_timeout: 1h, recheck_interval: 1h }",
   );
 
@@ -215,5 +236,14 @@ describe("WebSocket absolute expiry (ttl 4s, idle_timeout 1h, recheck_interval 1
       .poll(() => cuts(s.sessionId), WAIT)
       .toEqual([{ reason: "session-expired", cause: "deadline" }]);
     expect(f.zt.continuous.reevaluator.armedDeadlines()).toBe(0);
+  });
+
+  it("cuts a streaming response when its session expires, without waiting for the periodic re-check", async () => {
+    const s = await signInAs("bob");
+    const stream = await openStream(s.cookie);
+    await expect.poll(stream.isOpen, WAIT).toBe(false);
+    await expect
+      .poll(() => cuts(s.sessionId), WAIT)
+      .toEqual([{ reason: "session-expired", cause: "deadline" }]);
   });
 });
