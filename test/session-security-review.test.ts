@@ -116,6 +116,8 @@ describe("an operator's ban cuts live connections (zt up, the real CLI)", () => 
   let users: Record<string, AddedUser>;
 
   beforeAll(async () => {
+    // The TOTP codes are made on real time: start the clock at now, not at file load.
+    clock.set(Date.now());
     suite = await startZtUpWithUpstream({
       yaml: (to) => `data_dir: ./data
 trust_domain: ban.test
@@ -302,6 +304,8 @@ describe("a live connection whose session the PEP forgot as idle (zt up, real We
   let config: string;
 
   beforeAll(async () => {
+    // The TOTP codes are made on real time: start the clock at now, not at file load.
+    clock.set(Date.now());
     suite = await startZtUpWithUpstream({
       yaml: (to) => `data_dir: ./data
 trust_domain: idle.test
