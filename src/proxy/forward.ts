@@ -18,7 +18,7 @@ import {
 } from "./upstream-pool.js";
 import type { ResolvedRoute } from "../config/index.js";
 import { rawJsonRefusal } from "../web/index.js";
-import { sendError } from "./http-util.js";
+import { sendError, setCookieNames } from "./http-util.js";
 
 const HOP_BY_HOP = new Set([
   "connection",
@@ -413,6 +413,24 @@ function requestBody(
 }
 
 /** Streams a request to its upstream and the response back. */
+/**
+ * An upstream's `Set-Cookie` values without any that sets zt's session cookie (undefined
+ * when none is left). Only zt sets it: an app behind the PEP that could would choose
+ * whose session the browser carries to every app of the host (a session of the app's
+ * choosing: login CSRF, session fixation), or drop the user's, and script on the app
+ * could have the app do it.
+ */
+function withoutSessionCookie(
+  values: string | string[] | number | undefined,
+  sessionCookieName: string,
+): string[] | undefined {
+  if (values === undefined) return undefined;
+  const list = (Array.isArray(values) ? values : [String(values)]).filter(
+    (v) => !setCookieNames(v, sessionCookieName),
+  );
+  return list.length > 0 ? list : undefined;
+}
+
 export function forwardHttp(
   req: IncomingMessage,
   res: ServerResponse,
@@ -475,9 +493,13 @@ export function forwardHttp(
                 .toLowerCase()
                 .split(/\s*,\s*/);
         for (const k in h.headers) {
-          if (HOP_BY_HOP.has(k) || listed?.includes(k)) continue;
+          if (HOP_BY_HOP.has(k) || listed?.includes(k) || k === "set-cookie") continue;
           out[k] = h.headers[k];
         }
+        const cookies = listed?.includes("set-cookie")
+          ? undefined
+          : withoutSessionCookie(h.headers["set-cookie"], o.sessionCookieName);
+        if (cookies !== undefined) out["set-cookie"] = cookies;
         if (responseHeaders) for (const k in responseHeaders) out[k] = responseHeaders[k];
         try {
           res.writeHead(h.status, h.reason || undefined, out);
@@ -641,7 +663,12 @@ export function forwardUpgrade(
     tunnel = true;
     let head101 = `HTTP/1.1 101 Switching Protocols\r\n`;
     for (let i = 0; i < up.rawHeaders.length; i += 2) {
-      head101 += `${up.rawHeaders[i]}: ${up.rawHeaders[i + 1]}\r\n`;
+      const name = up.rawHeaders[i]!;
+      const value = up.rawHeaders[i + 1]!;
+      // The session cookie is zt's alone, as on every other answer (see withoutSessionCookie).
+      if (name.toLowerCase() === "set-cookie" && setCookieNames(value, o.sessionCookieName))
+        continue;
+      head101 += `${name}: ${value}\r\n`;
     }
     socket.write(head101 + "\r\n");
     if (upHead.length) socket.write(upHead);

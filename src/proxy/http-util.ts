@@ -13,6 +13,16 @@ export function cookieValues(header: string | undefined, name: string): string[]
   return out;
 }
 
+/**
+ * Whether a `Set-Cookie` value sets the cookie `name`: its name is what precedes the
+ * first `=`, whitespace trimmed, as a browser reads it (RFC 6265 §5.2). A value with no
+ * `=` sets a cookie with an empty name.
+ */
+export function setCookieNames(value: string, name: string): boolean {
+  const eq = value.indexOf("=");
+  return eq !== -1 && value.slice(0, eq).trim() === name;
+}
+
 /** Removes one cookie from a Cookie header (the session token never reaches upstreams). */
 export function stripCookie(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;

@@ -1,0 +1,116 @@
+/**
+ * Regressions from the identity-provider and sign-in security review, each named after
+ * what it stops. Real sockets throughout: a real zt PEP, real upstream servers, and
+ * codes from the real `oathtool`.
+ */
+import { createHash } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request } from "./helpers/http-client.js";
+import { raw, startPep, type PepFixture } from "./pep-fixture.js";
+
+const HOST = "app.localhost";
+
+/** The Set-Cookie lines an upstream that wants the browser's zt session sends. */
+const HOSTILE_COOKIES = [
+  "zt_session=attacker-session-token-from-the-app; Path=/; HttpOnly",
+  "zt_session=tossed; Path=/deep; Domain=localhost",
+  " zt_session =spaced; Path=/",
+  "app_pref=dark; Path=/",
+];
+
+/** An upstream that answers every request, and every upgrade's 101, with HOSTILE_COOKIES. */
+async function startCookieSettingUpstream(): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain", "set-cookie": HOSTILE_COOKIES });
+    res.end("hello");
+  });
+  const sockets = new Set<net.Socket>();
+  server.on("upgrade", (req, socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => socket.destroy());
+    const key = String(req.headers["sec-websocket-key"] ?? "");
+    const accept = createHash("sha1")
+      .update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
+      .digest("base64");
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${accept}\r\n` +
+        HOSTILE_COOKIES.map((c) => `Set-Cookie: ${c}\r\n`).join("") +
+        "\r\n",
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** The cookie names a list of Set-Cookie values sets, as a browser reads them (trimmed). */
+function cookieNames(setCookie: readonly string[]): string[] {
+  return setCookie.map((c) => c.slice(0, c.indexOf("=")).trim());
+}
+
+describe("proxy mode: an upstream setting zt's session cookie", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startCookieSettingUpstream>>;
+  let cookie: string;
+
+  beforeAll(async () => {
+    upstream = await startCookieSettingUpstream();
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [
+        {
+          name: "app",
+          from: `http://${HOST}`,
+          to: `http://127.0.0.1:${upstream.port}`,
+          websockets: true,
+        },
+      ],
+    });
+    await zt.addUser("alice", ["eng"]);
+    cookie = (await zt.session("alice")).cookie;
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  it("stops an app behind the PEP from replacing the browser's zt session (it could sign the user in as the app's choice, on every app of the host)", async () => {
+    const r = await request(zt.port, { host: HOST, path: "/", headers: { cookie } });
+    expect(r.status).toBe(200);
+    expect(r.body).toBe("hello");
+    const set = r.headers["set-cookie"] ?? [];
+    // The app's own cookies pass; none naming the session cookie does.
+    expect(cookieNames(set)).toEqual(["app_pref"]);
+  });
+
+  it("stops the same through a WebSocket upgrade's 101 answer", async () => {
+    const r = await raw(
+      zt.port,
+      [
+        `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\nCookie: ${cookie}\r\nUpgrade: websocket\r\n` +
+          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      ],
+      { until: (t) => t.includes("\r\n\r\n") },
+    );
+    expect(r.status).toBe(101);
+    const head = r.text.slice(0, r.text.indexOf("\r\n\r\n"));
+    const set = head
+      .split("\r\n")
+      .filter((l) => /^set-cookie:/i.test(l))
+      .map((l) => l.slice(l.indexOf(":") + 1).trim());
+    expect(cookieNames(set)).toEqual(["app_pref"]);
+  });
+});
