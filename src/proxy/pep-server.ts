@@ -967,7 +967,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
    */
   function sameOrigin(req: IncomingMessage, host: string): boolean {
     return isSameOriginRequest(
-      { origin: req.headers.origin, secFetchSite: req.headers["sec-fetch-site"] },
+      {
+        origin: req.headers.origin,
+        secFetchSite: req.headers["sec-fetch-site"],
+        referer: req.headers.referer,
+      },
       requestOrigin(req, host),
     );
   }

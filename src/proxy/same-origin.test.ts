@@ -133,6 +133,30 @@ describe("isSameOriginRequest", () => {
     expect([undefined, "same-origin", "none"].map(check)).toEqual([true, true, true]);
     expect(["same-site", "cross-site", "bogus"].map(check)).toEqual([false, false, false]);
   });
+  it("without an Origin, a Referer must be a URL on this origin (a missing one is not a refusal)", () => {
+    const check = (referer: string | undefined) =>
+      isSameOriginRequest({ origin: undefined, secFetchSite: undefined, referer }, t);
+    for (const ok of [undefined, "https://a.example/.zt/login?rd=%2F", "HTTPS://A.Example:443/x"])
+      expect(check(ok), String(ok)).toBe(true);
+    for (const bad of [
+      "https://evil.example/",
+      "http://a.example/", // https here: an http page may not post
+      "https://a.example:8443/",
+      "https://user@a.example/",
+      "ftp://a.example/",
+      "/relative",
+      "",
+      "null",
+    ])
+      expect(check(bad), bad).toBe(false);
+    // Sec-Fetch-Site still has its say.
+    expect(
+      isSameOriginRequest(
+        { origin: undefined, secFetchSite: "cross-site", referer: "https://a.example/" },
+        t,
+      ),
+    ).toBe(false);
+  });
   it("with an Origin, goes by the Origin alone", () => {
     expect(
       isSameOriginRequest({ origin: "https://a.example:443", secFetchSite: "cross-site" }, t),

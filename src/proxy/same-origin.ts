@@ -20,6 +20,8 @@ export interface SameOriginHeaders {
   origin: string | undefined;
   /** The Sec-Fetch-Site header, as received (undefined when absent). */
   secFetchSite: string | undefined;
+  /** The Referer header, as received (undefined when absent). */
+  referer?: string | undefined;
 }
 
 const DEFAULT_PORT = { http: 80, https: 443 } as const;
@@ -97,13 +99,31 @@ export function webSocketOriginAllowed(
 
 /**
  * The same-origin check for a request to zt's own endpoints: the Origin must match
- * (see `originMatches`); without an Origin (older browsers, CLI clients), a browser's
- * Sec-Fetch-Site still has to say `same-origin` (or `none`: typed or bookmarked).
+ * (see `originMatches`). Without an Origin (older browsers, CLI clients), a browser's
+ * Sec-Fetch-Site still has to say `same-origin` (or `none`: typed or bookmarked), and a
+ * Referer, when sent, has to be a URL on this origin (OWASP CSRF Prevention Cheat
+ * Sheet: the Referer stands in for a missing Origin; browsers that send no Origin on a
+ * form POST, such as Firefox before 70, send no Sec-Fetch-Site either). No Referer is
+ * not a refusal: zt's own pages send one (`Referrer-Policy: same-origin`), CLI clients
+ * do not.
  */
 export function isSameOriginRequest(headers: SameOriginHeaders, target: RequestOrigin): boolean {
-  if (headers.origin === undefined) {
-    const site = headers.secFetchSite;
-    return site === undefined || site === "same-origin" || site === "none";
+  if (headers.origin !== undefined) return originMatches(headers.origin, target);
+  const site = headers.secFetchSite;
+  if (site !== undefined && site !== "same-origin" && site !== "none") return false;
+  return headers.referer === undefined || refererMatches(headers.referer, target);
+}
+
+/** Whether a Referer is an absolute http(s) URL on the target origin; anything else is not. */
+function refererMatches(referer: string, target: RequestOrigin): boolean {
+  let url: URL;
+  try {
+    url = new URL(referer);
+  } catch {
+    return false;
   }
-  return originMatches(headers.origin, target);
+  if (url.protocol !== "http:" && url.protocol !== "https:") return false;
+  // Userinfo is not part of an origin, and no browser sends it in a Referer.
+  if (url.username !== "" || url.password !== "") return false;
+  return originMatches(`${url.protocol}//${url.host}`, target);
 }
