@@ -271,6 +271,26 @@ describe("listen addresses and the cookie domain", () => {
   });
 });
 
+describe("session.cookie_name prefixes", () => {
+  it("stops a __Host- cookie_name with a cookie_domain (browsers drop every such cookie: each sign-in 'succeeded' into a login loop)", () => {
+    for (const name of ["__Host-zt_session", "__host-zt"])
+      expect(
+        configError(`session: { cookie_name: "${name}", cookie_domain: ".example.test" }`),
+      ).toMatch(/session\.cookie_name: .*__Host-.*cookie_domain/);
+    // Either alone is fine, and so is __Secure- with a domain.
+    expect(
+      parseConfigText('session: { cookie_name: "__Host-zt_session" }', "/z.yaml").session
+        .cookie_name,
+    ).toBe("__Host-zt_session");
+    expect(
+      parseConfigText(
+        'session: { cookie_name: "__Secure-zt", cookie_domain: ".example.test" }',
+        "/z.yaml",
+      ).session.cookie_domain,
+    ).toBe(".example.test");
+  });
+});
+
 describe("routes[].websocket_origins", () => {
   const route = (origins: string) =>
     `routes:\n  - { name: chat, from: "https://chat.example.test", to: "http://127.0.0.1:9000", websocket_origins: ${origins} }\n`;

@@ -188,6 +188,16 @@ export const configSchema = z
         recheck_interval: duration.default("30s"),
       })
       .strict()
+      // RFC 6265bis §4.1.3.2: a `__Host-` cookie (the prefix matched case-insensitively)
+      // with a Domain attribute is dropped by the browser, so no sign-in would stick.
+      .refine(
+        (s) => s.cookie_domain === undefined || !s.cookie_name.toLowerCase().startsWith("__host-"),
+        {
+          message:
+            "a __Host- cookie cannot have a Domain (browsers drop it): remove session.cookie_domain, or the __Host- prefix",
+          path: ["cookie_name"],
+        },
+      )
       .default({
         ttl: "12h",
         idle_timeout: "2h",
