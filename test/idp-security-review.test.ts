@@ -8,7 +8,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { request } from "./helpers/http-client.js";
+import { loginRequest, request } from "./helpers/http-client.js";
+import { oathtoolCode } from "./helpers/totp-code.js";
 import { raw, startPep, type PepFixture } from "./pep-fixture.js";
 
 const HOST = "app.localhost";
@@ -170,5 +171,43 @@ describe("sign-in and sign-out from a browser that sends no Origin", () => {
         .status,
     ).toBe(401);
     expect((await post("/.zt/login", {}, body)).status).toBe(401);
+  });
+});
+
+describe("passwords with text that has no UTF-8 encoding", () => {
+  let zt: PepFixture;
+
+  beforeAll(async () => {
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+  });
+
+  it("stops a lone surrogate signing in as the U+FFFD it becomes in UTF-8 (two different passwords were one)", async () => {
+    const password = "correct-horse-\uFFFD-battery";
+    const added = await zt.services.identity.addUser({ name: "uma", groups: [], password });
+    await zt.services.snapshot.refreshUser(added.user.id);
+    const code = oathtoolCode(added.totpSecret);
+    const forged = await loginRequest(zt.port, HOST, {
+      username: "uma",
+      password: "correct-horse-\uD800-battery", // sent as the JSON escape \ud800
+      totp: code,
+    });
+    expect(forged.status).toBe(401);
+    expect(forged.json<{ error: { code: string } }>().error.code).toBe("ZT_AUTH_FAILED");
+    // The real password with the same code (not consumed by the refusal) signs in.
+    const real = await loginRequest(zt.port, HOST, { username: "uma", password, totp: code });
+    expect(real.status).toBe(200);
+  });
+
+  it("refuses to set a password holding a lone surrogate (it could never be typed back)", async () => {
+    await expect(
+      zt.services.identity.addUser({ name: "vic", groups: [], password: "abc\uDC00defghij" }),
+    ).rejects.toMatchObject({ code: "ZT_BAD_REQUEST", context: { field: "password" } });
   });
 });

@@ -965,6 +965,12 @@ function checkPasswordPolicy(password: string): void {
       },
     );
   }
+  // A lone surrogate has no UTF-8 encoding (it would be hashed as U+FFFD): not a password.
+  if (/\p{Cs}/u.test(password)) {
+    throw new ZtError("ZT_BAD_REQUEST", "password: expected well-formed Unicode text", {
+      field: "password",
+    });
+  }
   // A control character (NUL, tab, a line break, ESC …) cannot be typed into the sign-in
   // form: such a password would lock its user out from the start.
   // eslint-disable-next-line no-control-regex -- matching control characters is the point

@@ -32,6 +32,14 @@ function scryptAsync(secret: string, salt: Buffer, params: ScryptParams): Promis
   });
 }
 
+/**
+ * A lone surrogate (a string that is not well-formed UTF-16, e.g. the JSON escape
+ * `"\ud800"`) has no UTF-8 encoding: scrypt would hash it as U+FFFD, so a password
+ * holding U+FFFD would also be matched by any lone surrogate in its place. Such text is
+ * never a password: refused when set, a mismatch when typed.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /** NIST SP 800-63B §5.1.1.2: normalise Unicode so the same password typed on two keyboards matches. */
 function normalise(password: string): string {
   return password.normalize("NFKC");
@@ -59,6 +67,9 @@ export async function hashPassword(password: string): Promise<string> {
       "ZT_BAD_REQUEST",
       `password: expected at most ${MAX_PASSWORD_LENGTH} characters`,
     );
+  }
+  if (LONE_SURROGATE.test(password)) {
+    throw new ZtError("ZT_BAD_REQUEST", "password: expected well-formed Unicode text");
   }
   return hashSecret(normalise(password), DEFAULT_SCRYPT);
 }
@@ -108,8 +119,8 @@ export async function deriveFor(secret: string, parsed: ParsedHash): Promise<Buf
  */
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
   const parsed = parseScryptHash(hash);
-  if (!parsed || password.length > MAX_PASSWORD_LENGTH) {
-    // Same work as a real check, so a malformed row or an oversized input is not a timing signal.
+  if (!parsed || password.length > MAX_PASSWORD_LENGTH || LONE_SURROGATE.test(password)) {
+    // Same work as a real check, so a malformed row or input is not a timing signal.
     await deriveFor("", DUMMY_PARSED);
     return false;
   }
