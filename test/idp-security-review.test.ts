@@ -19,6 +19,8 @@ const HOSTILE_COOKIES = [
   "zt_session=attacker-session-token-from-the-app; Path=/; HttpOnly",
   "zt_session=tossed; Path=/deep; Domain=localhost",
   " zt_session =spaced; Path=/",
+  // A cookie with an empty name is sent as its bare value: `zt_session=nameless`.
+  "=zt_session=nameless; Path=/",
   "app_pref=dark; Path=/",
 ];
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { validateHeaderValue } from "node:http";
 import fc from "fast-check";
-import { safeReturnTo } from "./http-util.js";
+import { safeReturnTo, setCookieNames } from "./http-util.js";
 
 /** What a browser makes of a Location value on https://zt.test/. */
 function resolved(location: string): URL {
@@ -48,5 +48,28 @@ describe("safeReturnTo", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe("setCookieNames", () => {
+  it("reads the name as a browser does, and a nameless cookie's value as the name=value it is sent as", () => {
+    for (const v of [
+      "zt_session=x",
+      "zt_session=x; Path=/",
+      " zt_session\t= x",
+      "=zt_session=x; Path=/",
+      "= zt_session =x",
+    ])
+      expect(setCookieNames(v, "zt_session"), v).toBe(true);
+    for (const v of [
+      "zt_session", // a bare word, sent back without "="
+      "app=zt_session=x",
+      "ZT_SESSION=x", // another cookie to the browser and to zt
+      "zt_session2=x",
+      "==zt_session=x", // sent back as "=zt_session=x": no name zt reads
+      "app=1; zt_session=x", // an attribute, not a cookie
+      "=".repeat(20_000),
+    ])
+      expect(setCookieNames(v, "zt_session"), v.slice(0, 40)).toBe(false);
   });
 });

@@ -14,13 +14,22 @@ export function cookieValues(header: string | undefined, name: string): string[]
 }
 
 /**
- * Whether a `Set-Cookie` value sets the cookie `name`: its name is what precedes the
- * first `=`, whitespace trimmed, as a browser reads it (RFC 6265 §5.2). A value with no
- * `=` sets a cookie with an empty name.
+ * Whether a `Set-Cookie` value sets a cookie the browser will send back as `name=…`: its
+ * name is what precedes the first `=`, whitespace trimmed, as a browser reads it
+ * (RFC 6265 §5.2). A cookie with an empty name (`=zt_session=x`) is sent back as its bare
+ * value (RFC 6265bis §5.7.3), `zt_session=x`, so its value is read the same way.
  */
 export function setCookieNames(value: string, name: string): boolean {
-  const eq = value.indexOf("=");
-  return eq !== -1 && value.slice(0, eq).trim() === name;
+  const semi = value.indexOf(";");
+  const pair = semi === -1 ? value : value.slice(0, semi);
+  const eq = pair.indexOf("=");
+  if (eq === -1) return false; // sent back as a bare word: never `name=…`
+  const cookieName = pair.slice(0, eq).trim();
+  if (cookieName === name) return true;
+  if (cookieName !== "") return false;
+  const bare = pair.slice(eq + 1);
+  const eq2 = bare.indexOf("=");
+  return eq2 !== -1 && bare.slice(0, eq2).trim() === name;
 }
 
 /** Removes one cookie from a Cookie header (the session token never reaches upstreams). */
