@@ -213,3 +213,41 @@ describe("passwords with text that has no UTF-8 encoding", () => {
     ).rejects.toMatchObject({ code: "ZT_BAD_REQUEST", context: { field: "password" } });
   });
 });
+
+describe("a __Host- session cookie over plain http", () => {
+  let zt: PepFixture;
+  let alice: { password: string; totpSecret: string };
+
+  beforeAll(async () => {
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
+      extra: { session: { cookie_name: "__Host-zt_session" } },
+    });
+    alice = await zt.addUser("alice", ["eng"]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+  });
+
+  it("stops a sign-in over http from spending the code on a cookie every browser drops (a login loop): refused before any credential is checked", async () => {
+    const code = oathtoolCode(alice.totpSecret);
+    const body = { username: "alice", password: alice.password, totp: code };
+    const plain = await loginRequest(zt.port, HOST, body);
+    expect(plain.status).toBe(400);
+    expect(plain.json<{ error: { code: string; reason: string } }>().error).toMatchObject({
+      code: "ZT_BAD_REQUEST",
+      reason: "cookie-needs-https",
+    });
+    expect(plain.headers["set-cookie"]).toBeUndefined();
+    // The code was not spent: over https (a trusted proxy says so) the same one signs in,
+    // with a cookie a browser keeps.
+    const tls = await loginRequest(zt.port, HOST, body, {
+      headers: { "x-forwarded-proto": "https", origin: `https://${HOST}:${zt.port}` },
+    });
+    expect(tls.status).toBe(200);
+    expect(tls.headers["set-cookie"]?.[0]).toMatch(/^__Host-zt_session=[^;]+; Path=\/;.*; Secure$/);
+    expect(tls.headers["set-cookie"]?.[0]).not.toMatch(/Domain=/i);
+  });
+});

@@ -155,6 +155,8 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     : (options.tls.clientCerts ?? (options.tls.requestCert ? "optional" : "off"));
   const pepId = options.pepId ?? "pep-1";
   const cookieName = cfg.session.cookie_name;
+  /** A `__Secure-` or `__Host-` name (prefixes match case-insensitively, RFC 6265bis §4.1.3). */
+  const cookieNeedsHttps = /^__(secure|host)-/i.test(cookieName);
   const live = new LiveConnections();
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
@@ -1007,6 +1009,16 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     clientIp: string,
   ): Promise<void> {
     if (!sameOrigin(req, host)) return sendError(res, "ZT_CSRF", "cross-origin login refused");
+    // RFC 6265bis §4.1.3: browsers keep a __Secure- or __Host- cookie only from https, and
+    // only with Secure. Over http the sign-in would spend the code on a cookie that is
+    // dropped (a login loop): refused before any credential is looked at.
+    if (cookieNeedsHttps && !isSecure(req))
+      return sendError(
+        res,
+        "ZT_BAD_REQUEST",
+        `session.cookie_name ${cookieName} is kept by browsers only over https: sign in over https`,
+        { reason: "cookie-needs-https" },
+      );
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
     const isForm = type === "application/x-www-form-urlencoded";
     if (!isForm && type !== "application/json") {
