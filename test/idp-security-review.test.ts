@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loginRequest, request } from "./helpers/http-client.js";
 import { oathtoolCode } from "./helpers/totp-code.js";
@@ -250,4 +251,77 @@ describe("a __Host- session cookie over plain http", () => {
     expect(tls.headers["set-cookie"]?.[0]).toMatch(/^__Host-zt_session=[^;]+; Path=\/;.*; Secure$/);
     expect(tls.headers["set-cookie"]?.[0]).not.toMatch(/Domain=/i);
   });
+});
+
+describe("a compressed sign-in body", () => {
+  let zt: PepFixture;
+
+  beforeAll(async () => {
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: "http://127.0.0.1:9" }],
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+  });
+
+  it("is refused as 415 naming Content-Encoding (it was read as text: 'not valid JSON', or a form with no fields)", async () => {
+    const json = JSON.stringify({ username: "alice", password: "x", totp: "123456" });
+    for (const [type, body, encoding] of [
+      ["application/json", gzipSync(json), "gzip"],
+      ["application/x-www-form-urlencoded", gzipSync("username=alice&password=x"), "GZIP"],
+      ["application/json", Buffer.from(json), "identity, br"],
+    ] as const) {
+      const r = await rawRequest(zt.port, type, body, encoding);
+      expect(r.status, encoding).toBe(415);
+      expect(r.body.error.code).toBe("ZT_UNSUPPORTED_MEDIA_TYPE");
+      expect(r.body.error.message).toMatch(/content-encoding/i);
+    }
+    // "identity" is no coding at all: read as usual (401: wrong credentials).
+    expect(
+      (await rawRequest(zt.port, "application/json", Buffer.from(json), "identity")).status,
+    ).toBe(401);
+  });
+
+  /** A POST to /.zt/login from zt's own origin, body as given, with Content-Encoding. */
+  function rawRequest(
+    port: number,
+    type: string,
+    body: Buffer,
+    encoding: string,
+  ): Promise<{ status: number; body: { error: { code: string; message: string } } }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port,
+          method: "POST",
+          path: "/.zt/login",
+          agent: false,
+          headers: {
+            host: `${HOST}:${port}`,
+            origin: `http://${HOST}:${port}`,
+            "content-type": type,
+            "content-encoding": encoding,
+            "content-length": body.length,
+          },
+        },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => (text += d));
+          res.on("end", () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              body: JSON.parse(text) as { error: { code: string; message: string } },
+            }),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
 });

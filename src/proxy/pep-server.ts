@@ -1024,6 +1024,17 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     if (!isForm && type !== "application/json") {
       return sendError(res, "ZT_UNSUPPORTED_MEDIA_TYPE", "send application/json or an HTML form");
     }
+    // The body is read as sent: a coded one (gzip …) would be taken for text (RFC 9110 §8.4).
+    const coding = req.headers["content-encoding"];
+    if (
+      coding !== undefined &&
+      coding.split(",").some((c) => c.trim().toLowerCase() !== "identity")
+    )
+      return sendError(
+        res,
+        "ZT_UNSUPPORTED_MEDIA_TYPE",
+        "content-encoding: send the sign-in body uncompressed",
+      );
     let fields: Record<string, unknown>;
     try {
       const body = await readBody(req, 16 * 1024);
