@@ -362,7 +362,9 @@ permit (principal, action, resource == App::"open");
       "app.localhost",
       "alice",
       USER_PASSWORD,
-      oathtoolCode(users["alice"]!.totpSecret),
+      // zt's (manual) clock, not the wall clock: it was set when the suite started, and
+      // under load more than a step may have passed since.
+      oathtoolCode(users["alice"]!.totpSecret, clock.now()),
     );
     const plain = await openWebSocket(port, "app.localhost", cookie);
     const fresh = await openWebSocket(port, "fresh.localhost", cookie);
