@@ -14,8 +14,9 @@ export interface LiveConnection {
    */
   lastActiveAt?: number;
   /**
-   * Clock time the session it runs on expires (`session.ttl` after sign-in): the
-   * re-evaluator cuts the connection then. Undefined: no session (mTLS services).
+   * Clock time the credential it runs on expires: the session's expiry (`session.ttl`
+   * after sign-in), or the client certificate's notAfter (mTLS). The re-evaluator cuts
+   * the connection then (`session-expired`, `cert-expired`).
    */
   expiresAt?: number;
   close(reason: string): void;

@@ -892,10 +892,17 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     forwardUpgrade(req, socket, head, fo, agents);
   }
 
+  /**
+   * A live connection's entry. Its absolute deadline is the session's expiry, or for a
+   * service the client certificate's notAfter: a short-lived SVID must not be outlived
+   * by a WebSocket or a streaming response opened with it.
+   */
   function liveEntry(auth: Authenticated, facts: DecisionFacts, close: () => void): LiveConnection {
     return {
       sessionId: liveKeyOf(auth),
-      ...(isService(auth) ? { certSerial: auth.serial } : { expiresAt: auth.session.expiresAt }),
+      ...(isService(auth)
+        ? { certSerial: auth.serial, expiresAt: auth.notAfterMs }
+        : { expiresAt: auth.session.expiresAt }),
       facts,
       close,
     };

@@ -9,7 +9,8 @@ import type { EntitySnapshot } from "./entity-snapshot.js";
 
 /**
  * Why a re-check happened; user/device causes also revoke sessions that fail. `deadline`:
- * a connection's own timer, at its session's idle deadline or absolute expiry.
+ * a connection's own timer, at its session's idle deadline or absolute expiry, or at its
+ * client certificate's notAfter (mTLS).
  */
 export type RecheckCause =
   "user" | "device" | "grant" | "policy" | "cert" | "ban" | "periodic" | "deadline";
@@ -41,8 +42,9 @@ const MAX_TIMER_MS = 2_147_483_647;
  * A periodic tick (session.recheck_interval) applies time-based conditions, expires
  * grants and device reports, reconciles the grant cache and the session table with the
  * store, and refreshes risk signals; grant expiry also has its own timer armed on the clock.
- * So does each live connection's session deadline (idle, absolute expiry) once it falls
- * within two re-check intervals: the cut happens then, not at the next periodic pass.
+ * So does each live connection's deadline (its session's idle deadline or expiry, or its
+ * client certificate's notAfter for mTLS) once it falls within two re-check intervals:
+ * the cut happens then, not at the next periodic pass; the pass itself checks them too.
  */
 export class Reevaluator {
   readonly #d: ReevaluatorDeps;
@@ -328,8 +330,13 @@ export class Reevaluator {
     reason: string,
   ): Promise<RecheckResult> {
     const d = this.#d;
+    // The sessions these connections run on, as held in memory now (looked up by id: a
+    // deadline's re-check of one connection costs one lookup, not a pass over them all).
     const sessionsById = new Map<string, SessionInfo>();
-    if (conns.length > 0) for (const s of d.sessions.cached()) sessionsById.set(s.id, s);
+    for (const c of conns) {
+      const s = c.sessionId.startsWith("svc:") ? undefined : d.sessions.cachedById(c.sessionId);
+      if (s !== undefined) sessionsById.set(c.sessionId, s);
+    }
     // A session this process forgot (pruned as idle: only a WebSocket used it since) is
     // read from the store: judged on the facts of its upgrade, it would outlive its
     // expiry, its MFA would never age, and a revocation whose event was lost would never
@@ -347,6 +354,12 @@ export class Reevaluator {
     const idleMs = d.ctx.config.sessionIdleMs;
     for (const c of conns) {
       checked++;
+      // mTLS: the client certificate it was opened with has expired. New requests with it
+      // are refused (cert-expired); a connection must not outlive a short-lived SVID either.
+      if (c.certSerial !== undefined && c.expiresAt !== undefined && now >= c.expiresAt) {
+        toClose.push({ c, why: "cert-expired" });
+        continue;
+      }
       // A WebSocket with no frames either way for the idle timeout: cut, as the session
       // it runs on would be refused as idle (the session is not revoked).
       if (c.lastActiveAt !== undefined && now - c.lastActiveAt >= idleMs) {
@@ -405,8 +418,9 @@ export class Reevaluator {
   }
 
   /**
-   * Arms `c`'s timer for its session's next deadline — the idle one (last frame +
-   * `session.idle_timeout`) or the absolute expiry, whichever comes first — if it has
+   * Arms `c`'s timer for its next deadline — the idle one (last frame +
+   * `session.idle_timeout`) or the absolute expiry (the session's, or the client
+   * certificate's notAfter for mTLS), whichever comes first — if it has
    * none yet and that deadline falls within the horizon (two re-check intervals, so a
    * request's live entry rarely costs a timer; a later pass arms the farther ones).
    */
@@ -480,7 +494,7 @@ function recheckEveryMs(recheckMs: number): number {
   return Math.max(50, recheckMs);
 }
 
-/** When `c` is next due a cut by time: its idle deadline or its session's expiry. */
+/** When `c` is next due a cut by time: its idle deadline or its credential's expiry. */
 function deadlineOf(c: LiveConnection, idleMs: number): number | undefined {
   const idleAt = c.lastActiveAt === undefined ? undefined : c.lastActiveAt + idleMs;
   if (idleAt === undefined) return c.expiresAt;

@@ -396,6 +396,11 @@ export class SessionService {
     return this.#byId.values();
   }
 
+  /** The session held in memory under `sessionId`, if any (no store read). */
+  cachedById(sessionId: string): SessionInfo | undefined {
+    return this.#byId.get(sessionId);
+  }
+
   close(): void {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
