@@ -8,8 +8,8 @@
  * The deadline timer (first suite) runs on the system clock: zt is not given a clock.
  * The PKI will not issue an SVID shorter than a minute, so to have one with a few
  * seconds left, the test issues it from zt's own CA and store through a second PKI
- * service whose clock reads 56 s in the past: the certificate is a real one from zt's
- * PKI, signed when "now" was 56 s ago; nothing of the PEP or re-evaluator under test
+ * service whose clock reads 52 s in the past: the certificate is a real one from zt's
+ * PKI, signed when "now" was 52 s ago; nothing of the PEP or re-evaluator under test
  * sees that clock. `session.recheck_interval` is an hour and every wait is bounded far
  * below it, so a socket that is cut was cut by its own deadline.
  *
@@ -183,7 +183,10 @@ function relay(from: WebSocket, to: WebSocket, text: string): Promise<void> {
 
 describe("mTLS connections at their client certificate's expiry (system clock, recheck_interval 1h)", () => {
   const { f, openWs, openStream, cuts } = mtlsFixture();
-  /** Issues from zt's CA as if 56 s ago: a minimum-lifetime SVID with about 4 s left. */
+  /**
+   * Issues from zt's CA as if 52 s ago: a minimum-lifetime SVID with about 8 s left
+   * (time enough to connect on a busy machine).
+   */
   let backdated: PkiService;
   const issue = (path: string): Promise<Svid> =>
     backdated.issueSvidWithNewKey({
@@ -193,7 +196,7 @@ describe("mTLS connections at their client certificate's expiry (system clock, r
     });
 
   beforeAll(async () => {
-    const past: Clock = { now: () => Date.now() - (MIN_TTL_MS - 4_000) };
+    const past: Clock = { now: () => Date.now() - (MIN_TTL_MS - 8_000) };
     backdated = await PkiService.open({ ...f.zt.ctx, clock: past });
   });
   afterAll(() => backdated?.close());
