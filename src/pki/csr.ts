@@ -24,7 +24,18 @@ function invalid(message: string, reason: string): ZtError {
   return new ZtError("ZT_PKI_CSR_INVALID", message, { reason });
 }
 
-/** Classifies a subject public key; refuses anything but P-256/P-384, RSA ≥ 2048 bits, Ed25519. */
+/**
+ * Why an RSA public exponent is unusable, or null. CA/B Baseline Requirements §6.1.6: odd
+ * and at least 3. With e = 1 every padded digest is its own signature, so a CSR's
+ * self-signature (or a renewal proof) would prove nothing; an even e has no private key.
+ */
+export function rsaExponentProblem(e: bigint | undefined): string | null {
+  if (e === undefined || e < 3n || e % 2n === 0n)
+    return `the public exponent must be odd and at least 3 (65537 is usual), got ${e ?? "none"}`;
+  return null;
+}
+
+/** Classifies a subject public key; refuses anything but P-256/P-384, RSA ≥ 2048 bits (odd e ≥ 3), Ed25519. */
 export function classifyKey(key: KeyObject): SubjectKeyType {
   const type = key.asymmetricKeyType;
   const details = key.asymmetricKeyDetails ?? {};
@@ -33,10 +44,14 @@ export function classifyKey(key: KeyObject): SubjectKeyType {
     if (details.namedCurve === "secp384r1") return "ec-p384";
   } else if (type === "rsa") {
     const bits = details.modulusLength ?? 0;
-    if (bits >= 2048 && bits <= 8192) return "rsa";
-    throw new ZtError("ZT_PKI_KEY_INVALID", `RSA keys must be 2048 to 8192 bits, got ${bits}`, {
-      reason: "key-size",
-    });
+    if (bits < 2048 || bits > 8192)
+      throw new ZtError("ZT_PKI_KEY_INVALID", `RSA keys must be 2048 to 8192 bits, got ${bits}`, {
+        reason: "key-size",
+      });
+    const problem = rsaExponentProblem(details.publicExponent);
+    if (problem)
+      throw new ZtError("ZT_PKI_KEY_INVALID", `RSA key: ${problem}`, { reason: "key-exponent" });
+    return "rsa";
   } else if (type === "ed25519") {
     return "ed25519";
   }

@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, type KeyObject } from "node:crypto";
 import { ZtError } from "../../core/errors.js";
+import { rsaExponentProblem } from "../csr.js";
 import { SshReader, SshWriter } from "./ssh-wire.js";
 
 /** The largest public key line we read (an RSA-8192 key is ~1.4 KB). */
@@ -99,6 +100,8 @@ export function parseSshPublicKey(line: string): SshPublicKey {
     );
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
     if (bits < 2048) throw bad(`RSA keys must be at least 2048 bits, got ${bits}`, "ssh-key-size");
+    const problem = rsaExponentProblem(key.asymmetricKeyDetails?.publicExponent);
+    if (problem) throw bad(`RSA key: ${problem}`, "ssh-key-exponent");
     type = "ssh-rsa";
   } else {
     throw bad(`unsupported SSH key type ${inner.slice(0, 60)}`, "ssh-key-type");

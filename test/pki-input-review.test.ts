@@ -1,0 +1,190 @@
+/**
+ * Regression tests for the PKI input-handling review: what a CSR, an SSH public key or a
+ * renewal request may carry. Keys and CSRs come from the real openssl and ssh-keygen
+ * where they can make them; what they refuse to make (an RSA key with public exponent 1,
+ * a zero-padded modulus) is built by hand here and shown to the real tools, which read it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { initPki, pkiService, type PkiService } from "../src/pki/index.js";
+import { openPkiTestContext } from "../src/pki/pki-testing.js";
+import { readDerChildren } from "../src/pki/der.js";
+
+const POLICIES = `
+@id("ops-ssh")
+permit (principal in Group::"ops", action == Action::"ssh:sign", resource == HostGroup::"prod");
+`;
+
+let env: Awaited<ReturnType<typeof openPkiTestContext>>;
+let svc: PkiService;
+let dir: string;
+
+function tlv(tag: number, body: Buffer): Buffer {
+  const n = body.length;
+  const len =
+    n < 0x80
+      ? Buffer.from([n])
+      : n < 0x100
+        ? Buffer.from([0x81, n])
+        : Buffer.from([0x82, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), len, body]);
+}
+
+function sshString(b: Buffer | string): Buffer {
+  const body = typeof b === "string" ? Buffer.from(b, "latin1") : b;
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length);
+  return Buffer.concat([len, body]);
+}
+
+/** An openssl-made key and CSR. */
+function opensslCsr(name: string, san: string, keyAlg: string[]) {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  execFileSync("openssl", ["genpkey", ...keyAlg, "-out", key], { stdio: "ignore" });
+  execFileSync("openssl", [
+    "req",
+    "-new",
+    "-key",
+    key,
+    "-subj",
+    "/O=x",
+    "-addext",
+    `subjectAltName=${san}`,
+    "-out",
+    csr,
+  ]);
+  return { key, csr, pem: readFileSync(csr, "utf8") };
+}
+
+const pem = (der: Buffer, label: string) =>
+  `-----BEGIN ${label}-----\n${der.toString("base64").replace(/.{64}/g, "$&\n")}\n-----END ${label}-----\n`;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "zt-pki-input-"));
+  mkdirSync(join(dir, "policies"));
+  writeFileSync(join(dir, "policies", "ssh.cedar"), POLICIES);
+  env = await openPkiTestContext({ policies: join(dir, "policies") });
+  await initPki(env.ctx);
+  svc = await pkiService(env.ctx);
+  const now = Date.now();
+  const db = env.ctx.store.db;
+  await db
+    .insertInto("users")
+    .values({
+      id: "u_alice",
+      name: "alice",
+      email: null,
+      password_hash: "x",
+      totp_secret_sealed: null,
+      totp_last_step: 0,
+      disabled: 0,
+      created_at: now,
+      updated_at: now,
+    })
+    .execute();
+  await db.insertInto("groups").values({ name: "ops", created_at: now }).execute();
+  await db.insertInto("user_groups").values({ user_id: "u_alice", group_name: "ops" }).execute();
+});
+
+afterAll(async () => {
+  await env?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("RSA public exponents", () => {
+  it("stops an RSA CSR key with public exponent 1 (every signature 'verifies' under it) from being certified", async () => {
+    // A real RSA CSR, its key swapped for (n, e = 1) and "signed" with the bare padded
+    // digest: s^1 mod n = s, so no private key is needed and the self-signature proves nothing.
+    const real = opensslCsr("e1", "URI:spiffe://example.test/ns/e1", [
+      "-algorithm",
+      "RSA",
+      "-pkeyopt",
+      "rsa_keygen_bits:2048",
+    ]);
+    const der = Buffer.from(real.pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    const [outer] = readDerChildren(der);
+    const [info] = readDerChildren(outer!.content);
+    const [version, subject, spki, attrs] = readDerChildren(info!.content);
+    const jwk = createPublicKey({ key: spki!.whole, format: "der", type: "spki" }).export({
+      format: "jwk",
+    });
+    const weak = createPublicKey({ key: { ...jwk, e: "AQ" }, format: "jwk" }).export({
+      format: "der",
+      type: "spki",
+    });
+    const cri = tlv(0x30, Buffer.concat([version!.whole, subject!.whole, weak, attrs!.whole]));
+    const digestInfo = Buffer.concat([
+      Buffer.from("3031300d060960864801650304020105000420", "hex"),
+      createHash("sha256").update(cri).digest(),
+    ]);
+    const em = Buffer.concat([
+      Buffer.from([0, 1]),
+      Buffer.alloc(256 - digestInfo.length - 3, 0xff),
+      Buffer.from([0]),
+      digestInfo,
+    ]);
+    const forged = tlv(
+      0x30,
+      Buffer.concat([
+        cri,
+        Buffer.from("300d06092a864886f70d01010b0500", "hex"),
+        tlv(0x03, Buffer.concat([Buffer.from([0]), em])),
+      ]),
+    );
+    const forgedPem = pem(forged, "CERTIFICATE REQUEST");
+    const file = join(dir, "e1-forged.csr");
+    writeFileSync(file, forgedPem);
+    // The real openssl reads it and finds its self-signature good: the check is void.
+    const v = spawnSync("openssl", ["req", "-in", file, "-noout", "-verify", "-text"], {
+      encoding: "utf8",
+    });
+    expect(`${v.stdout}${v.stderr}`).toMatch(/verify OK|Certificate request self-signature ok/i);
+    expect(v.stdout).toMatch(/Exponent: 1 \(0x1\)/);
+    const before = (await svc.listCerts({ all: true })).length;
+    await expect(
+      svc.issueSvid({ csr: forgedPem, auth: { kind: "admin", actor: "test" } }),
+    ).rejects.toMatchObject({ code: "ZT_PKI_KEY_INVALID", context: { reason: "key-exponent" } });
+    expect((await svc.listCerts({ all: true })).length).toBe(before);
+    // An ordinary RSA CSR (e = 65537) still issues.
+    expect(
+      (await svc.issueSvid({ csr: real.pem, auth: { kind: "admin", actor: "test" } })).spiffeId,
+    ).toBe("spiffe://example.test/ns/e1");
+  });
+
+  it("stops an ssh-rsa key with public exponent 1 from being signed", async () => {
+    const { publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const n = Buffer.from(String(publicKey.export({ format: "jwk" }).n), "base64url");
+    const blob = Buffer.concat([
+      sshString("ssh-rsa"),
+      sshString(Buffer.from([1])),
+      sshString(Buffer.concat([Buffer.from([0]), n])),
+    ]);
+    const line = `ssh-rsa ${blob.toString("base64")} weak@test`;
+    const file = join(dir, "weak-e1.pub");
+    writeFileSync(file, line + "\n");
+    // ssh-keygen reads it as a 2048-bit RSA key.
+    expect(execFileSync("ssh-keygen", ["-l", "-f", file], { encoding: "utf8" })).toMatch(
+      /^2048 SHA256:\S+ weak@test \(RSA\)/,
+    );
+    await expect(
+      svc.ssh.signHost({ publicKey: line, hostnames: ["web.example.test"], actor: "test" }),
+    ).rejects.toMatchObject({
+      code: "ZT_PKI_KEY_INVALID",
+      context: { reason: "ssh-key-exponent" },
+    });
+    await expect(
+      svc.ssh.signUser({
+        publicKey: line,
+        user: "alice",
+        hostGroup: "prod",
+        principals: ["alice"],
+        actor: "test",
+      }),
+    ).rejects.toMatchObject({ code: "ZT_PKI_KEY_INVALID" });
+  });
+});
