@@ -188,3 +188,67 @@ describe("RSA public exponents", () => {
     ).rejects.toMatchObject({ code: "ZT_PKI_KEY_INVALID" });
   });
 });
+
+describe("SSH key encodings", () => {
+  it("stops a revoked RSA key from being signed again when its modulus is sent zero-padded (ssh-keygen reads the same key, same fingerprint)", async () => {
+    const key = join(dir, "padded");
+    execFileSync("ssh-keygen", [
+      "-q",
+      "-t",
+      "rsa",
+      "-b",
+      "2048",
+      "-N",
+      "",
+      "-C",
+      "p@test",
+      "-f",
+      key,
+    ]);
+    const pub = readFileSync(`${key}.pub`, "utf8");
+    const revoked = await svc.ssh.revoke({
+      publicKey: pub,
+      actor: "test",
+      reason: "key-compromise",
+    });
+    // Re-encode the same key with two more zero bytes before the modulus.
+    const blob = Buffer.from(pub.split(" ")[1]!, "base64");
+    let at = 0;
+    const fields: Buffer[] = [];
+    while (at < blob.length) {
+      const len = blob.readUInt32BE(at);
+      fields.push(blob.subarray(at + 4, at + 4 + len));
+      at += 4 + len;
+    }
+    const [type, e, n] = fields;
+    const padded = Buffer.concat([
+      sshString(type!),
+      sshString(e!),
+      sshString(Buffer.concat([Buffer.from([0, 0]), n!])),
+    ]);
+    const line = `ssh-rsa ${padded.toString("base64")} p@test`;
+    writeFileSync(join(dir, "padded-again.pub"), line + "\n");
+    // OpenSSH reads it as the revoked key: same fingerprint as `zt ssh revoke` recorded.
+    const fp = (f: string) =>
+      execFileSync("ssh-keygen", ["-l", "-E", "sha256", "-f", f], { encoding: "utf8" }).split(
+        " ",
+      )[1];
+    expect(fp(join(dir, "padded-again.pub"))).toBe(fp(`${key}.pub`));
+    expect(fp(`${key}.pub`)).toBe(revoked.key);
+    const before = await env.ctx.store.db.selectFrom("pki_ssh_certs").select("serial").execute();
+    await expect(
+      svc.ssh.signUser({
+        publicKey: line,
+        user: "alice",
+        hostGroup: "prod",
+        principals: ["alice"],
+        actor: "test",
+      }),
+    ).rejects.toMatchObject({
+      code: "ZT_PKI_KEY_INVALID",
+      context: { reason: "ssh-key-malformed" },
+    });
+    const after = await env.ctx.store.db.selectFrom("pki_ssh_certs").select("serial").execute();
+    expect(after.length).toBe(before.length);
+  });
+});

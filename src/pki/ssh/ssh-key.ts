@@ -86,8 +86,8 @@ export function parseSshPublicKey(line: string): SshPublicKey {
     loadKey(() => createPublicKey({ key: { kty: "EC", crv: curve.crv, x, y }, format: "jwk" }));
     type = inner as SshKeyType;
   } else if (inner === "ssh-rsa") {
-    const e = r.string();
-    const n = r.string();
+    const e = mpint(r.string(), "exponent");
+    const n = mpint(r.string(), "modulus");
     const key = loadKey(() =>
       createPublicKey({
         key: {
@@ -108,6 +108,22 @@ export function parseSshPublicKey(line: string): SshPublicKey {
   }
   if (!r.done) throw bad("SSH public key has trailing data", "ssh-key-malformed");
   return { type, blob, fields, comment: rest.join(" "), fingerprint: sshFingerprint(blob) };
+}
+
+/**
+ * RFC 4251 §5: an mpint is minimal, with a leading zero byte only before a set high bit.
+ * OpenSSH strips any other zeros, so a padded modulus is the same key under another blob
+ * and fingerprint: it would slip past a revocation recorded by fingerprint.
+ */
+function mpint(b: Buffer, what: string): Buffer {
+  const negative = b.length > 0 && (b[0]! & 0x80) !== 0;
+  const padded = b.length > 0 && b[0] === 0 && (b.length === 1 || (b[1]! & 0x80) === 0);
+  if (negative || padded)
+    throw bad(
+      `RSA ${what} is not a minimal positive mpint (RFC 4251 §5): re-export the key with ssh-keygen`,
+      "ssh-key-malformed",
+    );
+  return b;
 }
 
 function stripZeros(b: Buffer): Buffer {
