@@ -252,3 +252,30 @@ describe("SSH key encodings", () => {
     expect(after.length).toBe(before.length);
   });
 });
+
+describe("CSR PEM framing", () => {
+  it("stops two CERTIFICATE REQUEST blocks in one input from being read as the first alone", async () => {
+    const ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    const a = opensslCsr("two-a", "URI:spiffe://example.test/ns/two-a", ec);
+    const b = opensslCsr("two-b", "URI:spiffe://example.test/ns/two-b", ec);
+    // openssl itself reads only the first block of such a file.
+    const first = spawnSync("openssl", ["req", "-noout", "-text"], {
+      input: a.pem + b.pem,
+      encoding: "utf8",
+    });
+    expect(first.stdout).toContain("spiffe://example.test/ns/two-a");
+    expect(first.stdout).not.toContain("two-b");
+    const before = (await svc.listCerts({ all: true })).length;
+    for (const input of [a.pem + b.pem, b.pem + "\n" + a.pem]) {
+      await expect(
+        svc.issueSvid({ csr: input, auth: { kind: "admin", actor: "test" } }),
+      ).rejects.toMatchObject({ code: "ZT_PKI_CSR_INVALID", context: { reason: "pem-multiple" } });
+    }
+    expect((await svc.listCerts({ all: true })).length).toBe(before);
+    // Explanatory text around one block (RFC 7468 §2, as `openssl req -text` writes) is fine.
+    const text = execFileSync("openssl", ["req", "-in", a.csr, "-text"], { encoding: "utf8" });
+    expect(
+      (await svc.issueSvid({ csr: text, auth: { kind: "admin", actor: "test" } })).spiffeId,
+    ).toBe("spiffe://example.test/ns/two-a");
+  });
+});

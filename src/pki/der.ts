@@ -48,9 +48,18 @@ export function derInteger(value: bigint): Buffer {
   return Buffer.concat([Buffer.from([0x02, body.length]), body]);
 }
 
-/** Parses PEM (one block of the given label) or passes DER through. */
+/**
+ * Parses PEM (exactly one block of the given label; text around it is ignored, RFC 7468
+ * §2) or passes DER through. Two blocks are refused: which one is meant is not ours to
+ * guess, and a reader that takes the first (as openssl does) may see another request.
+ */
 export function pemOrDer(input: string | Uint8Array, label: string): Buffer {
   if (typeof input !== "string") return Buffer.from(input);
+  if (input.split(`-----BEGIN ${label}-----`).length > 2) {
+    throw new ZtError("ZT_PKI_CSR_INVALID", `expected one PEM block "${label}", found several`, {
+      reason: "pem-multiple",
+    });
+  }
   const re = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`);
   const m = re.exec(input);
   if (!m) {
