@@ -6,11 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
+import { createHash, createPublicKey, generateKeyPairSync, sign } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { initPki, pkiService, type PkiService } from "../src/pki/index.js";
+import { initPki, pkiService, renewProofInput, type PkiService } from "../src/pki/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { readDerChildren } from "../src/pki/der.js";
 
@@ -277,5 +277,61 @@ describe("CSR PEM framing", () => {
     expect(
       (await svc.issueSvid({ csr: text, auth: { kind: "admin", actor: "test" } })).spiffeId,
     ).toBe("spiffe://example.test/ns/two-a");
+  });
+});
+
+describe("renewal proofs", () => {
+  it("stops a captured renewal request from being replayed: a new key whose certificate was revoked (key compromise) is certified again", async () => {
+    const id = "spiffe://example.test/ns/replay";
+    const first = await svc.issueSvidWithNewKey({ spiffeId: id, actor: "test" });
+    const next = opensslCsr("replay-next", `URI:${id}`, [
+      "-algorithm",
+      "EC",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+    ]);
+    const csrDer = execFileSync("openssl", ["req", "-in", next.csr, "-outform", "DER"]);
+    const proof = sign("sha256", renewProofInput(csrDer), {
+      key: first.keyPem,
+      dsaEncoding: "der",
+    });
+    const certDer = Buffer.from(first.certPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    const request = () => svc.issueSvid({ csr: next.pem, auth: { kind: "svid", certDer, proof } });
+    const renewed = await request();
+    // The new key leaks; the operator revokes the certificate that names it.
+    await svc.revoke({ serial: renewed.serial, reason: "key-compromise", actor: "test" });
+    // Whoever holds the leaked key and saw the request sends it again.
+    const before = (await svc.listCerts({ all: true })).length;
+    await expect(request()).rejects.toMatchObject({
+      code: "ZT_AUTH_FAILED",
+      context: { reason: "renew-proof-replayed" },
+    });
+    expect((await svc.listCerts({ all: true })).length).toBe(before);
+    // The current SVID itself still renews (same key, and a fresh key with a fresh proof).
+    const firstKey = join(dir, "replay-first.key");
+    writeFileSync(firstKey, first.keyPem, { mode: 0o600 });
+    const sameKeyCsr = execFileSync(
+      "openssl",
+      ["req", "-new", "-key", firstKey, "-subj", "/O=x", "-addext", `subjectAltName=URI:${id}`],
+      { encoding: "utf8" },
+    );
+    expect(
+      (await svc.issueSvid({ csr: sameKeyCsr, auth: { kind: "svid", certDer } })).spiffeId,
+    ).toBe(id);
+    const fresh = opensslCsr("replay-fresh", `URI:${id}`, [
+      "-algorithm",
+      "EC",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+    ]);
+    const freshDer = execFileSync("openssl", ["req", "-in", fresh.csr, "-outform", "DER"]);
+    const freshProof = sign("sha256", renewProofInput(freshDer), {
+      key: first.keyPem,
+      dsaEncoding: "der",
+    });
+    expect(
+      (await svc.issueSvid({ csr: fresh.pem, auth: { kind: "svid", certDer, proof: freshProof } }))
+        .spiffeId,
+    ).toBe(id);
   });
 });

@@ -511,6 +511,22 @@ export class PkiService {
           },
         );
       }
+      // The proof covers the CSR alone, so the same request sent again verifies again. Its
+      // key is new by definition: one zt has certified for this identity makes it a replay
+      // (which would certify again a key whose certificate was revoked as compromised).
+      const seen = await this.ctx.store.db
+        .selectFrom("pki_certs")
+        .select("serial")
+        .where("spiffe_id", "=", spiffeId)
+        .where("key_sha256", "=", createHash("sha256").update(csr.spki).digest("hex"))
+        .executeTakeFirst();
+      if (seen) {
+        throw new ZtError(
+          "ZT_AUTH_FAILED",
+          "this renewal proof was used already (its key has a certificate): make a new key and CSR, or renew with the certificate of that key",
+          { reason: "renew-proof-replayed" },
+        );
+      }
     }
     const reg = await this.ctx.store.db
       .selectFrom("pki_registrations")
