@@ -335,3 +335,40 @@ describe("renewal proofs", () => {
     ).toBe(id);
   });
 });
+
+describe("revoked SSH keys and host certificates", () => {
+  it("stops `zt ssh revoke key.pub` of a host key from being undone by signing a host certificate for it again", async () => {
+    const key = join(dir, "host-revoked");
+    execFileSync("ssh-keygen", ["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", key]);
+    const pub = readFileSync(`${key}.pub`, "utf8");
+    const host = { publicKey: pub, hostnames: ["db1.example.test"], actor: "test" };
+    const first = await svc.ssh.signHost(host);
+    const r = await svc.ssh.revoke({ publicKey: pub, actor: "test", reason: "key-compromise" });
+    expect(r.serials).toEqual([first.serial]);
+    // The real ssh-keygen finds the key in zt's KRL.
+    const krl = join(dir, "host.krl");
+    writeFileSync(krl, await svc.ssh.krl());
+    const q = spawnSync("ssh-keygen", ["-Q", "-f", krl, `${key}.pub`], { encoding: "utf8" });
+    expect(q.status).not.toBe(0);
+    expect(q.stdout).toContain("REVOKED");
+    await expect(svc.ssh.signHost(host)).rejects.toMatchObject({
+      code: "ZT_PKI_REVOKED",
+      context: { reason: "key-revoked", key: r.key },
+    });
+    const certs = await env.ctx.store.db
+      .selectFrom("pki_ssh_certs")
+      .select("serial")
+      .where("key_fingerprint", "=", r.key!)
+      .execute();
+    expect(certs.map((c) => c.serial)).toEqual([first.serial]);
+    await env.ctx.audit.flush();
+    const refusals = await env.ctx.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("kind", "=", "ssh.host-sign")
+      .where("reason", "=", "key-revoked")
+      .execute();
+    expect(refusals).toHaveLength(1);
+    expect(JSON.parse(refusals[0]!.data)).toMatchObject({ code: "ZT_PKI_REVOKED", key: r.key });
+  });
+});

@@ -173,18 +173,7 @@ export class SshAuthority {
         );
       }
       const who = await this.#principal(req);
-      // A key revoked with `zt ssh revoke key.pub` gets no new certificate.
-      const revokedKey = await this.#ctx.store.db
-        .selectFrom("pki_ssh_revoked_keys")
-        .select("key_fingerprint")
-        .where("key_fingerprint", "=", key.fingerprint)
-        .executeTakeFirst();
-      if (revokedKey) {
-        throw new ZtError("ZT_PKI_REVOKED", `the key ${key.fingerprint} is revoked`, {
-          reason: "key-revoked",
-          key: key.fingerprint,
-        });
-      }
+      await this.#refuseRevokedKey(key.fingerprint);
       const without = new Set(req.withoutExtensions ?? []);
       const extensions = DEFAULT_USER_EXTENSIONS.filter((e) => !without.has(e));
       const now = this.#ctx.clock.now();
@@ -360,6 +349,21 @@ export class SshAuthority {
     };
   }
 
+  /** A key revoked with `zt ssh revoke key.pub` gets no new certificate, user or host. */
+  async #refuseRevokedKey(fingerprint: string): Promise<void> {
+    const revokedKey = await this.#ctx.store.db
+      .selectFrom("pki_ssh_revoked_keys")
+      .select("key_fingerprint")
+      .where("key_fingerprint", "=", fingerprint)
+      .executeTakeFirst();
+    if (revokedKey) {
+      throw new ZtError("ZT_PKI_REVOKED", `the key ${fingerprint} is revoked`, {
+        reason: "key-revoked",
+        key: fingerprint,
+      });
+    }
+  }
+
   /** Signs a host certificate (operator only). */
   async signHost(req: SshHostSignRequest): Promise<SignedSshCert> {
     try {
@@ -377,6 +381,7 @@ export class SshAuthority {
           { reason: "ttl-invalid" },
         );
       }
+      await this.#refuseRevokedKey(key.fingerprint);
       const signed = await this.#sign(
         "host",
         key,
@@ -403,6 +408,9 @@ export class SshAuthority {
         subject: req.actor,
         reason:
           typeof err.context["reason"] === "string" ? (err.context["reason"] as string) : err.code,
+        ...(typeof err.context["key"] === "string"
+          ? { data: { code: err.code, key: err.context["key"] } }
+          : {}),
       });
       throw err;
     }
