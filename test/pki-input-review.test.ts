@@ -372,3 +372,185 @@ describe("revoked SSH keys and host certificates", () => {
     expect(JSON.parse(refusals[0]!.data)).toMatchObject({ code: "ZT_PKI_REVOKED", key: r.key });
   });
 });
+
+describe("what a CSR asks for (checked, found refused or ignored)", () => {
+  const ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+  const craft = (name: string, subj: string, exts: string[], keyAlg = ec) => {
+    const key = join(dir, `${name}.key`);
+    const csr = join(dir, `${name}.csr`);
+    execFileSync("openssl", ["genpkey", ...keyAlg, "-out", key], { stdio: "ignore" });
+    const args = ["req", "-new", "-key", key, "-subj", subj, "-out", csr];
+    for (const e of exts) args.push("-addext", e);
+    execFileSync("openssl", args);
+    return readFileSync(csr, "utf8");
+  };
+  const admin = { kind: "admin", actor: "test" } as const;
+
+  it("copies nothing but the key: CA, key usage, EKU, name constraints, subject and extra names asked for are not in the SVID", async () => {
+    const id = "spiffe://example.test/ns/greedy";
+    const csr = craft("greedy", "/CN=root\\/evil/O=Evil Corp/emailAddress=x@evil.test", [
+      `subjectAltName=URI:${id}`,
+      "basicConstraints=critical,CA:TRUE,pathlen:5",
+      "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+      "extendedKeyUsage=codeSigning,OCSPSigning",
+      "nameConstraints=critical,permitted;DNS:evil.test",
+      "subjectKeyIdentifier=0102030405",
+      "certificatePolicies=1.2.3.4",
+    ]);
+    // The request does ask for all of it (openssl reads it back).
+    const asked = execFileSync("openssl", ["req", "-noout", "-text"], {
+      input: csr,
+      encoding: "utf8",
+    });
+    for (const wanted of [
+      "CA:TRUE",
+      "Certificate Sign",
+      "Code Signing",
+      "Name Constraints",
+      "Evil Corp",
+    ])
+      expect(asked).toContain(wanted);
+    const issued = await svc.issueSvid({ csr, auth: admin });
+    const leaf = join(dir, "greedy.pem");
+    writeFileSync(leaf, issued.certPem);
+    writeFileSync(join(dir, "int.pem"), svc.cas.activeIntermediate.pem);
+    writeFileSync(join(dir, "root.pem"), svc.bundlePem());
+    const text = execFileSync("openssl", ["x509", "-in", leaf, "-noout", "-text"], {
+      encoding: "utf8",
+    });
+    expect(text).toMatch(/Subject: O ?= ?zt SVID\n/);
+    expect(text).toMatch(/Basic Constraints: critical\n\s+CA:FALSE/);
+    expect(text).toMatch(/Key Usage: critical\n\s+Digital Signature\n/);
+    expect(text).toMatch(
+      /Extended Key Usage: \n\s+TLS Web Server Authentication, TLS Web Client Authentication\n/,
+    );
+    expect(text).toMatch(
+      /Subject Alternative Name: \n\s+URI:spiffe:\/\/example\.test\/ns\/greedy\n/,
+    );
+    for (const absent of [
+      "Name Constraints",
+      "Policies",
+      "Code Signing",
+      "OCSP",
+      "Evil",
+      "01:02:03:04:05",
+    ])
+      expect(text).not.toContain(absent);
+    // SKI is the key's, AKI the intermediate's SKI (RFC 5280 §4.2.1.1-2).
+    const ski = /Subject Key Identifier: \n\s+([0-9A-F:]+)/.exec(text)![1];
+    const keyHash = createHash("sha1")
+      .update(
+        readDerChildren(
+          readDerChildren(
+            createPublicKey(issued.certPem).export({ format: "der", type: "spki" }),
+          )[0]!.content,
+        )[1]!.content.subarray(1),
+      )
+      .digest("hex")
+      .toUpperCase()
+      .replace(/(..)(?!$)/g, "$1:");
+    expect(ski).toBe(keyHash);
+    const intText = execFileSync(
+      "openssl",
+      ["x509", "-in", join(dir, "int.pem"), "-noout", "-text"],
+      { encoding: "utf8" },
+    );
+    const intSki = /Subject Key Identifier: \n\s+([0-9A-F:]+)/.exec(intText)![1];
+    expect(text).toMatch(new RegExp(`Authority Key Identifier: \\n\\s+(keyid:)?${intSki}`));
+    expect(intText).toMatch(/CA:TRUE, pathlen:0/);
+    // Serial: 128 random bits (at least 64 asked by CA/B BR §7.1), positive.
+    expect(issued.serial).toMatch(/^[0-9a-f]{31,32}$/);
+    // Inside the intermediate's validity; openssl accepts it for TLS both ways.
+    expect(issued.notAfterMs).toBeLessThanOrEqual(svc.cas.activeIntermediate.notAfterMs);
+    for (const purpose of ["sslclient", "sslserver"]) {
+      const v = spawnSync(
+        "openssl",
+        [
+          "verify",
+          "-x509_strict",
+          "-purpose",
+          purpose,
+          "-CAfile",
+          join(dir, "root.pem"),
+          "-untrusted",
+          join(dir, "int.pem"),
+          leaf,
+        ],
+        { encoding: "utf8" },
+      );
+      expect(v.status, v.stdout + v.stderr).toBe(0);
+    }
+  });
+
+  it("refuses a second URI SAN, a foreign trust domain, DSA, Ed448 and RSA-PSS keys, and trailing bytes after the DER", async () => {
+    const before = (await svc.listCerts({ all: true })).length;
+    const refuse = async (csr: string | Buffer, code: string, reason: string) =>
+      expect(svc.issueSvid({ csr, auth: admin })).rejects.toMatchObject({
+        code,
+        context: { reason },
+      });
+    await refuse(
+      craft("two-uris", "/O=x", [
+        "subjectAltName=URI:spiffe://example.test/ns/a,URI:spiffe://example.test/ns/b",
+      ]),
+      "ZT_PKI_SAN_NOT_ALLOWED",
+      "san-multiple-uris",
+    );
+    await refuse(
+      craft("foreign", "/O=x", ["subjectAltName=URI:spiffe://other.test/ns/a"]),
+      "ZT_PKI_SAN_NOT_ALLOWED",
+      "wrong-trust-domain",
+    );
+    await refuse(
+      craft("email", "/O=x", [
+        "subjectAltName=URI:spiffe://example.test/ns/a,email:a@example.test",
+      ]),
+      "ZT_PKI_CSR_INVALID",
+      "san-type",
+    );
+    const params = join(dir, "dsa-params.pem");
+    execFileSync(
+      "openssl",
+      [
+        "genpkey",
+        "-genparam",
+        "-algorithm",
+        "DSA",
+        "-pkeyopt",
+        "dsa_paramgen_bits:2048",
+        "-out",
+        params,
+      ],
+      { stdio: "ignore" },
+    );
+    const san = ["subjectAltName=URI:spiffe://example.test/ns/a"];
+    await refuse(
+      craft("dsa", "/O=x", san, ["-paramfile", params]),
+      "ZT_PKI_CSR_INVALID",
+      "signature-algorithm",
+    );
+    await refuse(
+      craft("ed448", "/O=x", san, ["-algorithm", "ED448"]),
+      "ZT_PKI_CSR_INVALID",
+      "signature-algorithm",
+    );
+    await refuse(
+      craft("pss", "/O=x", san, ["-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048"]),
+      "ZT_PKI_CSR_INVALID",
+      "signature-algorithm",
+    );
+    const good = craft("trail", "/O=x", san);
+    const der = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    await refuse(
+      Buffer.concat([der, Buffer.from([0x05, 0x00])]),
+      "ZT_PKI_CSR_INVALID",
+      "der-malformed",
+    );
+    await refuse(
+      pem(Buffer.concat([der, Buffer.from([0])]), "CERTIFICATE REQUEST"),
+      "ZT_PKI_CSR_INVALID",
+      "der-malformed",
+    );
+    expect((await svc.listCerts({ all: true })).length).toBe(before);
+  });
+});
