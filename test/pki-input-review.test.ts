@@ -554,3 +554,117 @@ describe("what a CSR asks for (checked, found refused or ignored)", () => {
     expect((await svc.listCerts({ all: true })).length).toBe(before);
   });
 });
+
+describe("renewal credentials (checked, found refused)", () => {
+  it("refuses renewal by an expired SVID and by one from another CA, issuing nothing", async () => {
+    const id = "spiffe://example.test/ns/old";
+    const first = await svc.issueSvidWithNewKey({ spiffeId: id, actor: "test", ttlMs: 120_000 });
+    const certDer = Buffer.from(first.certPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    const keyFile = join(dir, "old.key");
+    writeFileSync(keyFile, first.keyPem, { mode: 0o600 });
+    const csr = execFileSync(
+      "openssl",
+      ["req", "-new", "-key", keyFile, "-subj", "/O=x", "-addext", `subjectAltName=URI:${id}`],
+      { encoding: "utf8" },
+    );
+    // A self-made "SVID" for the same key and ID, from a CA zt does not know.
+    const foreign = join(dir, "foreign.pem");
+    execFileSync("openssl", [
+      "req",
+      "-x509",
+      "-key",
+      keyFile,
+      "-subj",
+      "/O=x",
+      "-days",
+      "1",
+      "-addext",
+      `subjectAltName=URI:${id}`,
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+      "-out",
+      foreign,
+    ]);
+    const foreignDer = Buffer.from(
+      readFileSync(foreign, "utf8").replace(/-----[^-]+-----|\s/g, ""),
+      "base64",
+    );
+    const before = (await svc.listCerts({ all: true })).length;
+    await expect(
+      svc.issueSvid({ csr, auth: { kind: "svid", certDer: foreignDer } }),
+    ).rejects.toMatchObject({ code: "ZT_AUTH_FAILED", context: { reason: "cert-untrusted" } });
+    env.clock.advance(121_000);
+    try {
+      await expect(svc.issueSvid({ csr, auth: { kind: "svid", certDer } })).rejects.toMatchObject({
+        code: "ZT_AUTH_FAILED",
+        context: { reason: "cert-expired" },
+      });
+    } finally {
+      env.clock.advance(-121_000);
+    }
+    expect((await svc.listCerts({ all: true })).length).toBe(before);
+    // Before it expired, the same request renews.
+    expect((await svc.issueSvid({ csr, auth: { kind: "svid", certDer } })).spiffeId).toBe(id);
+  });
+});
+
+describe("SSH certificate fields from user input (checked, found refused)", () => {
+  it("refuses principals, force-command and source addresses that would split or widen what sshd reads", async () => {
+    const key = join(dir, "fields");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+    const pub = readFileSync(`${key}.pub`, "utf8");
+    const base = {
+      publicKey: pub,
+      user: "alice",
+      hostGroup: "prod",
+      principals: ["alice"],
+      actor: "test",
+    };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ principals: [""] }, "principal-invalid"],
+      [{ principals: ["alice\nroot"] }, "principal-invalid"],
+      [{ principals: ["alice\0root"] }, "principal-invalid"],
+      [{ principals: ["alice,root"] }, "principal-invalid"],
+      [{ principals: ["*"] }, "principal-invalid"],
+      [{ principals: ["alice root"] }, "principal-invalid"],
+      [{ forceCommand: "true\nrm -rf /" }, "force-command-invalid"],
+      [{ forceCommand: "" }, "force-command-invalid"],
+      [{ sourceAddresses: ["10.0.0.0/8,0.0.0.0/0"] }, "source-address-invalid"],
+      [{ sourceAddresses: ["10.0.0.0/33"] }, "source-address-invalid"],
+      [{ hostGroup: "prod\nx" }, "host-group-invalid"],
+    ];
+    for (const [over, reason] of cases) {
+      await expect(
+        svc.ssh.signUser({ ...base, ...over } as Parameters<PkiService["ssh"]["signUser"]>[0]),
+        JSON.stringify(over),
+      ).rejects.toMatchObject({ code: "ZT_BAD_REQUEST", context: { reason } });
+    }
+    for (const hostname of ["*", "*.com", "web?.example.test", "a,b", "a b"])
+      await expect(
+        svc.ssh.signHost({ publicKey: pub, hostnames: [hostname], actor: "test" }),
+      ).rejects.toMatchObject({ code: "ZT_BAD_REQUEST" });
+  });
+
+  it("signs RSA user keys with the Ed25519 CA (never ssh-rsa/SHA-1); ssh-keygen -L reads the fields as issued", async () => {
+    const key = join(dir, "rsa-user");
+    execFileSync("ssh-keygen", ["-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", key]);
+    const signed = await svc.ssh.signUser({
+      publicKey: readFileSync(`${key}.pub`, "utf8"),
+      user: "alice",
+      hostGroup: "prod",
+      principals: ["alice"],
+      actor: "test",
+      forceCommand: "/usr/bin/id",
+      sourceAddresses: ["127.0.0.1/32"],
+    });
+    const file = join(dir, "rsa-user-cert.pub");
+    writeFileSync(file, signed.certLine);
+    const text = execFileSync("ssh-keygen", ["-L", "-f", file], { encoding: "utf8" });
+    expect(text).toMatch(/Type: ssh-rsa-cert-v01@openssh.com user certificate/);
+    expect(text).toMatch(/Signing CA: ED25519 SHA256:\S+ \(using ssh-ed25519\)/);
+    expect(text).toMatch(/force-command \/usr\/bin\/id/);
+    expect(text).toMatch(/source-address 127\.0\.0\.1\/32/);
+    expect(text).toMatch(/Principals: \n\s+alice\n\s+Critical/);
+    expect(text).toContain(`Serial: ${signed.serial}`);
+  });
+});
