@@ -668,3 +668,36 @@ describe("SSH certificate fields from user input (checked, found refused)", () =
     expect(text).toContain(`Serial: ${signed.serial}`);
   });
 });
+
+describe("the CRL (checked, found right)", () => {
+  it("is signed by the intermediate, names it (AKI), lists the revoked serial with its reason, and its nextUpdate is pki.crl_ttl after its build", async () => {
+    const gone = await svc.issueSvidWithNewKey({
+      spiffeId: "spiffe://example.test/ns/crl-check",
+      actor: "test",
+    });
+    await svc.revoke({ serial: gone.serial, reason: "superseded", actor: "test" });
+    const builtAt = env.clock.now();
+    const crl = join(dir, "check.crl");
+    writeFileSync(crl, await svc.crlDer());
+    writeFileSync(join(dir, "int.pem"), svc.cas.activeIntermediate.pem);
+    const v = spawnSync(
+      "openssl",
+      ["crl", "-inform", "DER", "-in", crl, "-noout", "-text", "-CAfile", join(dir, "int.pem")],
+      { encoding: "utf8" },
+    );
+    expect(v.stderr).toMatch(/verify OK/);
+    const text = v.stdout;
+    expect(text).toMatch(new RegExp(`Serial Number: (00)?${gone.serial.toUpperCase()}\n`));
+    expect(text).toMatch(/CRL Reason Code: \n\s+Superseded/);
+    const intText = execFileSync(
+      "openssl",
+      ["x509", "-in", join(dir, "int.pem"), "-noout", "-ext", "subjectKeyIdentifier"],
+      { encoding: "utf8" },
+    );
+    const intSki = /\n\s+([0-9A-F:]+)/.exec(intText)![1]!;
+    expect(text).toContain(intSki);
+    const at = (label: string) => Date.parse(new RegExp(`${label}: (.+)\\n`).exec(text)![1]!);
+    expect(at("Last Update")).toBe(Math.floor((builtAt - 60_000) / 1000) * 1000);
+    expect(at("Next Update")).toBe(Math.floor((builtAt + 24 * 3_600_000) / 1000) * 1000);
+  });
+});
