@@ -701,3 +701,46 @@ describe("the CRL (checked, found right)", () => {
     expect(at("Next Update")).toBe(Math.floor((builtAt + 24 * 3_600_000) / 1000) * 1000);
   });
 });
+
+describe("SSH public key input holding several keys", () => {
+  it("stops `zt ssh revoke keys.pub` of a file with two keys from revoking the first alone (the second stayed valid, silently)", async () => {
+    const keys = ["multi-a", "multi-b"].map((name) => {
+      const key = join(dir, name);
+      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key]);
+      return { file: `${key}.pub`, pub: readFileSync(`${key}.pub`, "utf8") };
+    });
+    const both = keys[0]!.pub + keys[1]!.pub;
+    // ssh-keygen reads such a file as two keys.
+    const bothFile = join(dir, "multi-both.pub");
+    writeFileSync(bothFile, both);
+    const listed = execFileSync("ssh-keygen", ["-l", "-f", bothFile], { encoding: "utf8" });
+    expect(listed.trim().split("\n")).toHaveLength(2);
+    await expect(svc.ssh.revoke({ publicKey: both, actor: "test" })).rejects.toMatchObject({
+      code: "ZT_PKI_KEY_INVALID",
+      context: { reason: "ssh-key-multiple" },
+    });
+    await expect(
+      svc.ssh.signHost({ publicKey: both, hostnames: ["m.example.test"], actor: "test" }),
+    ).rejects.toMatchObject({
+      code: "ZT_PKI_KEY_INVALID",
+      context: { reason: "ssh-key-multiple" },
+    });
+    // Nothing half-done: neither key is in the KRL.
+    const krl = join(dir, "multi.krl");
+    writeFileSync(krl, await svc.ssh.krl());
+    for (const k of keys) {
+      const q = spawnSync("ssh-keygen", ["-Q", "-f", krl, k.file], { encoding: "utf8" });
+      expect(q.stdout, k.file).toMatch(/ok$/m);
+    }
+    // One key with its trailing newline, or blank lines around it, is one key.
+    expect(
+      (
+        await svc.ssh.signHost({
+          publicKey: `\n${keys[0]!.pub}\n\n`,
+          hostnames: ["m.example.test"],
+          actor: "test",
+        })
+      ).serial,
+    ).toMatch(/^\d+$/);
+  });
+});

@@ -45,7 +45,15 @@ export function parseSshPublicKey(line: string): SshPublicKey {
     throw bad("SSH public key is too large", "ssh-key-too-large");
   if (line.includes("PRIVATE KEY"))
     throw bad("this is a private key; give the .pub file", "ssh-private-key");
-  const parts = line.trim().split(/\s+/);
+  // One key per input: of a file holding several, taking the first would sign, or revoke,
+  // that one alone while the caller meant them all.
+  const lines = line.split(/\r?\n/).filter((l) => l.trim() !== "");
+  if (lines.length > 1)
+    throw bad(
+      `expected one public key line, got ${lines.length} lines: give each key on its own`,
+      "ssh-key-multiple",
+    );
+  const parts = (lines[0] ?? "").trim().split(/\s+/);
   const [typeName, b64, ...rest] = parts;
   if (!typeName || !b64)
     throw bad("expected an OpenSSH public key line: TYPE BASE64 [COMMENT]", "ssh-key-format");
