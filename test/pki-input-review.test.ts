@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { initPki, pkiService, renewProofInput, type PkiService } from "../src/pki/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { readDerChildren } from "../src/pki/der.js";
+import { createApiServer } from "../src/api/index.js";
 
 const POLICIES = `
 @id("ops-ssh")
@@ -64,6 +65,44 @@ function opensslCsr(name: string, san: string, keyAlg: string[]) {
 const pem = (der: Buffer, label: string) =>
   `-----BEGIN ${label}-----\n${der.toString("base64").replace(/.{64}/g, "$&\n")}\n-----END ${label}-----\n`;
 
+/**
+ * A real RSA CSR with its key swapped for (n, e = 1) and "signed" with the bare padded
+ * digest: s^1 mod n = s, so no private key is needed and the self-signature proves nothing.
+ */
+function forgeExponentOneCsr(realPem: string): string {
+  const der = Buffer.from(realPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+  const [outer] = readDerChildren(der);
+  const [info] = readDerChildren(outer!.content);
+  const [version, subject, spki, attrs] = readDerChildren(info!.content);
+  const jwk = createPublicKey({ key: spki!.whole, format: "der", type: "spki" }).export({
+    format: "jwk",
+  });
+  const weak = createPublicKey({ key: { ...jwk, e: "AQ" }, format: "jwk" }).export({
+    format: "der",
+    type: "spki",
+  });
+  const cri = tlv(0x30, Buffer.concat([version!.whole, subject!.whole, weak, attrs!.whole]));
+  const digestInfo = Buffer.concat([
+    Buffer.from("3031300d060960864801650304020105000420", "hex"),
+    createHash("sha256").update(cri).digest(),
+  ]);
+  const em = Buffer.concat([
+    Buffer.from([0, 1]),
+    Buffer.alloc(256 - digestInfo.length - 3, 0xff),
+    Buffer.from([0]),
+    digestInfo,
+  ]);
+  const forged = tlv(
+    0x30,
+    Buffer.concat([
+      cri,
+      Buffer.from("300d06092a864886f70d01010b0500", "hex"),
+      tlv(0x03, Buffer.concat([Buffer.from([0]), em])),
+    ]),
+  );
+  return pem(forged, "CERTIFICATE REQUEST");
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "zt-pki-input-"));
   mkdirSync(join(dir, "policies"));
@@ -98,45 +137,13 @@ afterAll(async () => {
 
 describe("RSA public exponents", () => {
   it("stops an RSA CSR key with public exponent 1 (every signature 'verifies' under it) from being certified", async () => {
-    // A real RSA CSR, its key swapped for (n, e = 1) and "signed" with the bare padded
-    // digest: s^1 mod n = s, so no private key is needed and the self-signature proves nothing.
     const real = opensslCsr("e1", "URI:spiffe://example.test/ns/e1", [
       "-algorithm",
       "RSA",
       "-pkeyopt",
       "rsa_keygen_bits:2048",
     ]);
-    const der = Buffer.from(real.pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
-    const [outer] = readDerChildren(der);
-    const [info] = readDerChildren(outer!.content);
-    const [version, subject, spki, attrs] = readDerChildren(info!.content);
-    const jwk = createPublicKey({ key: spki!.whole, format: "der", type: "spki" }).export({
-      format: "jwk",
-    });
-    const weak = createPublicKey({ key: { ...jwk, e: "AQ" }, format: "jwk" }).export({
-      format: "der",
-      type: "spki",
-    });
-    const cri = tlv(0x30, Buffer.concat([version!.whole, subject!.whole, weak, attrs!.whole]));
-    const digestInfo = Buffer.concat([
-      Buffer.from("3031300d060960864801650304020105000420", "hex"),
-      createHash("sha256").update(cri).digest(),
-    ]);
-    const em = Buffer.concat([
-      Buffer.from([0, 1]),
-      Buffer.alloc(256 - digestInfo.length - 3, 0xff),
-      Buffer.from([0]),
-      digestInfo,
-    ]);
-    const forged = tlv(
-      0x30,
-      Buffer.concat([
-        cri,
-        Buffer.from("300d06092a864886f70d01010b0500", "hex"),
-        tlv(0x03, Buffer.concat([Buffer.from([0]), em])),
-      ]),
-    );
-    const forgedPem = pem(forged, "CERTIFICATE REQUEST");
+    const forgedPem = forgeExponentOneCsr(real.pem);
     const file = join(dir, "e1-forged.csr");
     writeFileSync(file, forgedPem);
     // The real openssl reads it and finds its self-signature good: the check is void.
@@ -742,5 +749,76 @@ describe("SSH public key input holding several keys", () => {
         })
       ).serial,
     ).toMatch(/^\d+$/);
+  });
+});
+
+describe("POST /api/v1/svid over a real socket: the refusals above", () => {
+  it("answers each with its status and stable code, no stack trace, and issues nothing", async () => {
+    const api = await createApiServer(env.ctx);
+    await api.listen({ host: "127.0.0.1", port: 0 });
+    try {
+      const addr = api.server.address();
+      const base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+      const post = async (body: unknown, headers: Record<string, string> = {}) => {
+        const res = await fetch(`${base}/api/v1/svid`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body: JSON.stringify(body),
+        });
+        const text = await res.text();
+        expect(text).not.toMatch(/\n\s+at |node_modules|\.ts:\d/);
+        return {
+          status: res.status,
+          error: (JSON.parse(text) as { error: Record<string, unknown> }).error,
+        };
+      };
+      const id = "spiffe://example.test/ns/api-review";
+      await svc.addRegistration({ spiffeId: id }, "test");
+      const { token } = await svc.createJoinToken(id, "test");
+      const ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+      const a = opensslCsr("api-a", `URI:${id}`, ec);
+      const b = opensslCsr("api-b", `URI:${id}`, ec);
+      const rsa = opensslCsr("api-rsa", `URI:${id}`, [
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+      ]);
+      const before = (await svc.listCerts({ all: true })).length;
+      expect(
+        await post({ csr: a.pem + b.pem }, { authorization: `Bearer ${token}` }),
+      ).toMatchObject({
+        status: 400,
+        error: { code: "ZT_PKI_CSR_INVALID", reason: "pem-multiple" },
+      });
+      expect(
+        await post({ csr: forgeExponentOneCsr(rsa.pem) }, { authorization: `Bearer ${token}` }),
+      ).toMatchObject({
+        status: 400,
+        error: { code: "ZT_PKI_KEY_INVALID", reason: "key-exponent" },
+      });
+      expect((await svc.listCerts({ all: true })).length).toBe(before);
+      // The token was not spent on refusals: it issues now; then a replayed renewal is refused.
+      const first = await post({ csr: a.pem }, { authorization: `Bearer ${token}` });
+      expect(first.status).toBe(201);
+      const issued = await svc.listCerts({ all: true });
+      expect(issued.length).toBe(before + 1);
+      const aKey = readFileSync(a.key, "utf8");
+      const certPem = (await svc.issueSvid({ csr: a.pem, auth: { kind: "admin", actor: "test" } }))
+        .certPem;
+      const bDer = execFileSync("openssl", ["req", "-in", b.csr, "-outform", "DER"]);
+      const proof = sign("sha256", renewProofInput(bDer), {
+        key: aKey,
+        dsaEncoding: "der",
+      }).toString("base64");
+      const renew = { csr: b.pem, renew: { cert: certPem, proof } };
+      expect((await post(renew)).status).toBe(201);
+      expect(await post(renew)).toMatchObject({
+        status: 401,
+        error: { code: "ZT_AUTH_FAILED", reason: "renew-proof-replayed" },
+      });
+    } finally {
+      await api.close();
+    }
   });
 });
