@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { createHash, createPublicKey, generateKeyPairSync, sign } from "node:crypto";
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { initPki, pkiService, renewProofInput, type PkiService } from "../src/pk
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { readDerChildren } from "../src/pki/der.js";
 import { createApiServer } from "../src/api/index.js";
+import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
 
 const POLICIES = `
 @id("ops-ssh")
@@ -822,3 +823,46 @@ describe("POST /api/v1/svid over a real socket: the refusals above", () => {
     }
   });
 });
+
+describe(
+  "zt ssh revoke / host-sign with a key file of several keys (the real CLI)",
+  { timeout: 180_000 },
+  () => {
+    it("exits 65 with ZT_PKI_KEY_INVALID naming why, no stack trace, and revokes nothing", async () => {
+      const cliDir = tempDir("zt-pki-input-cli-");
+      try {
+        const config = writeConfig(cliDir, "data_dir: ./data\ntrust_domain: example.test\n", {});
+        const cliEnv = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
+        const zt = (args: string[]) => runZt(["--config", config, ...args], { env: cliEnv });
+        expect((await zt(["ca", "init"])).code).toBe(0);
+        const files = ["cli-a", "cli-b"].map((name) => {
+          const key = join(cliDir, name);
+          execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+          return readFileSync(`${key}.pub`, "utf8");
+        });
+        const both = join(cliDir, "authorized_keys");
+        writeFileSync(both, files.join(""));
+        for (const args of [
+          ["ssh", "revoke", both],
+          ["ssh", "host-sign", "--key", both, "--hostname", "h.example.test"],
+        ]) {
+          const r = await zt(args);
+          expect(r.code, r.stderr).toBe(65);
+          expect(r.stderr).toMatch(
+            /^zt: error ZT_PKI_KEY_INVALID: expected one public key line, got 2 lines/,
+          );
+          expect(r.stderr).not.toMatch(/\n\s+at /);
+        }
+        expect((await zt(["ssh", "krl", "--out", join(cliDir, "krl")])).code).toBe(0);
+        const q = spawnSync("ssh-keygen", ["-Q", "-f", join(cliDir, "krl"), both], {
+          encoding: "utf8",
+        });
+        // Neither key is listed (ssh-keygen -Q exits non-zero and says REVOKED for one that is).
+        expect(q.status, q.stdout + q.stderr).toBe(0);
+        expect(q.stdout).not.toContain("REVOKED");
+      } finally {
+        rmSync(cliDir, { recursive: true, force: true });
+      }
+    });
+  },
+);
