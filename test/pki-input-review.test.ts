@@ -866,3 +866,40 @@ describe(
     });
   },
 );
+
+describe("zt ssh revoke --reason", () => {
+  it("stops a reason of any length or with control characters from being stored, published and audited whole", async () => {
+    const key = join(dir, "reason");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+    const pub = readFileSync(`${key}.pub`, "utf8");
+    const signed = await svc.ssh.signHost({
+      publicKey: pub,
+      hostnames: ["r.example.test"],
+      actor: "test",
+    });
+    for (const reason of ["x".repeat(100_000), "\u001b]0;owned\u0007", "a\nb", "\u202eevil", ""]) {
+      await expect(
+        svc.ssh.revoke({ serial: signed.serial, reason, actor: "test" }),
+        JSON.stringify(reason.slice(0, 20)),
+      ).rejects.toMatchObject({ code: "ZT_BAD_REQUEST", context: { reason: "reason-invalid" } });
+    }
+    const row = await env.ctx.store.db
+      .selectFrom("pki_ssh_certs")
+      .select(["revoked_at", "revoke_reason"])
+      .where("serial", "=", signed.serial)
+      .executeTakeFirstOrThrow();
+    expect(row.revoked_at).toBeNull();
+    // A reason in words is kept as given.
+    await svc.ssh.revoke({
+      serial: signed.serial,
+      reason: "laptop lost (ticket #42)",
+      actor: "test",
+    });
+    const after = await env.ctx.store.db
+      .selectFrom("pki_ssh_certs")
+      .select("revoke_reason")
+      .where("serial", "=", signed.serial)
+      .executeTakeFirstOrThrow();
+    expect(after.revoke_reason).toBe("laptop lost (ticket #42)");
+  });
+});

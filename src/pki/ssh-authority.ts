@@ -519,6 +519,15 @@ export class SshAuthority {
   }): Promise<{ serials: string[]; key?: string }> {
     const now = this.#ctx.clock.now();
     const reason = req.reason ?? "unspecified";
+    // Free text, stored with the certificate, published and audited: bounded, and never a
+    // control or format character (an escape sequence, a newline, a bidi override).
+    if (!/^[^\p{Cc}\p{Cf}]{1,200}$/u.test(reason)) {
+      throw new ZtError(
+        "ZT_BAD_REQUEST",
+        `--reason: 1 to 200 characters without control characters, got ${JSON.stringify(reason.slice(0, 40))}${reason.length > 40 ? "…" : ""}`,
+        { reason: "reason-invalid", field: "reason" },
+      );
+    }
     let serials: string[] = [];
     let fingerprint: string | undefined;
     if (req.serial !== undefined) {
