@@ -412,7 +412,6 @@ function requestBody(
   return { stream: req, chunked, limit: chunked ? limit : undefined };
 }
 
-/** Streams a request to its upstream and the response back. */
 /**
  * An upstream's `Set-Cookie` values without any that sets zt's session cookie (undefined
  * when none is left). Only zt sets it: an app behind the PEP that could would choose
@@ -431,6 +430,7 @@ function withoutSessionCookie(
   return list.length > 0 ? list : undefined;
 }
 
+/** Streams a request to its upstream and the response back. */
 export function forwardHttp(
   req: IncomingMessage,
   res: ServerResponse,
