@@ -59,6 +59,14 @@ const notificationsSchema = z
           return false;
         }
       }, "expected an http:// or https:// URL")
+      // fetch() refuses a URL with user:password@ and its error quotes the URL whole: every
+      // notification would fail (break-glass alerts included) and the audit record of each
+      // failure would carry the password. Refused here; the message never echoes the URL.
+      .refine((s) => {
+        if (!URL.canParse(s)) return true; // refused above, as not a URL
+        const u = new URL(s);
+        return u.username === "" && u.password === "";
+      }, "expected a URL without credentials (user:password@): put a token in the path or query instead")
       .optional(),
     /** How long to wait for the webhook. */
     timeout: duration.default("5s"),

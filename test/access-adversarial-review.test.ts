@@ -1,0 +1,90 @@
+/**
+ * Regression tests for the adversarial review of just-in-time access and break-glass,
+ * through the real `bin/zt` (built by `npm run build`) in child processes, over a real
+ * store (SQLite, and PostgreSQL where the store's locking is what is under test) and a
+ * real webhook receiver on a loopback socket. Each test is named after what it stops.
+ */
+import { rmSync, writeFileSync } from "node:fs";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  addUsers,
+  expectCleanError,
+  expectOk,
+  masterKeyEnv,
+  ztCli,
+  type ZtCli,
+} from "./helpers/zt-cli.js";
+import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { parseNotificationsConfig } from "../src/access/index.js";
+
+const env = masterKeyEnv();
+
+interface AuditLine {
+  kind: string;
+  outcome: string;
+  subject: string | null;
+  route?: string | null;
+  reason?: string | null;
+  data?: Record<string, unknown> | null;
+}
+
+async function auditOf(zt: ZtCli): Promise<AuditLine[]> {
+  return expectOk(await zt(["audit", "export"]))
+    .stdout.split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l) as AuditLine);
+}
+
+const ACCESS_YAML = `routes:
+  - { name: db-admin, from: "http://db.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    db-admin: { approvers: leads }
+  breakglass: { accounts: [oncall], resources: [db-admin] }
+`;
+
+describe("notifications.webhook with credentials in the URL", () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("is refused at config load, naming the key and not echoing the password (it was accepted, every notification failed and the password went into the audit log)", async () => {
+    const dir = tempDir("zt-webhook-userinfo-");
+    dirs.push(dir);
+    const config = writeConfig(dir, `data_dir: ./data\n${ACCESS_YAML}`, {});
+    const zt = ztCli(config, env);
+    expectOk(await zt(["init"]));
+    await addUsers(zt, [["oncall", []]]);
+    writeFileSync(
+      config,
+      `data_dir: ./data\n${ACCESS_YAML}notifications:\n  webhook: "http://hook:S3CRET-PW@127.0.0.1:9/hook"\n`,
+    );
+    const r = await zt([
+      "breakglass",
+      "--as",
+      "oncall",
+      "--resource",
+      "db-admin",
+      "--reason",
+      "INC-7 outage",
+    ]);
+    expect(r.stdout + r.stderr).not.toContain("S3CRET-PW");
+    expectCleanError(r, 78, "ZT_CONFIG_INVALID", /notifications\.webhook: .*credentials/);
+    // Nothing was opened, and nothing anywhere in the audit log carries the password.
+    writeFileSync(config, `data_dir: ./data\n${ACCESS_YAML}`);
+    const audit = await auditOf(zt);
+    expect(JSON.stringify(audit)).not.toContain("S3CRET-PW");
+    expect(audit.filter((e) => e.kind === "breakglass.opened")).toEqual([]);
+  }, 60_000);
+
+  it("still says a webhook that is not a URL at all is not one (the credentials check does not throw on it)", () => {
+    for (const webhook of ["not a url", "ftp://h/x", "http://user@127.0.0.1/x"])
+      expect(() => parseNotificationsConfig({ webhook })).toThrow(
+        expect.objectContaining({
+          code: "ZT_CONFIG_INVALID",
+          context: { path: "notifications.webhook" },
+        }) as Error,
+      );
+  });
+});
