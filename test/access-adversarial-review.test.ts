@@ -11,10 +11,13 @@ import {
   expectCleanError,
   expectOk,
   masterKeyEnv,
+  okJson,
+  requestAccess,
   ztCli,
   type ZtCli,
 } from "./helpers/zt-cli.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { startWebhookReceiver } from "./helpers/webhook-receiver.js";
 import { parseNotificationsConfig } from "../src/access/index.js";
 
 const env = masterKeyEnv();
@@ -87,4 +90,102 @@ describe("notifications.webhook with credentials in the URL", () => {
         }) as Error,
       );
   });
+});
+
+describe("disabling a user", () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("ends their grants and pending requests, so enabling them again does not bring a grant back (a break-glass or JIT grant came back live)", async () => {
+    const hook = await startWebhookReceiver();
+    try {
+      const dir = tempDir("zt-disable-grants-");
+      dirs.push(dir);
+      const config = writeConfig(
+        dir,
+        `data_dir: ./data\n${ACCESS_YAML}notifications: { webhook: "${hook.url}" }\n`,
+        {},
+      );
+      const zt = ztCli(config, env);
+      expectOk(await zt(["init"]));
+      await addUsers(zt, [
+        ["alice", []],
+        ["lead", ["leads"]],
+        ["oncall", []],
+      ]);
+      const bg = okJson(
+        await zt([
+          "breakglass",
+          "--as",
+          "oncall",
+          "--resource",
+          "db-admin",
+          "--reason",
+          "INC-7 outage",
+          "--json",
+        ]),
+      );
+      const granted = await requestAccess(zt, {
+        as: "alice",
+        resource: "db-admin",
+        reason: "INC-8 schema fix",
+      });
+      expectOk(await zt(["access", "approve", granted["id"] as string, "--as", "lead"]));
+      const pending = await requestAccess(zt, {
+        as: "alice",
+        resource: "db-admin",
+        reason: "INC-9 follow-up",
+      });
+
+      for (const u of ["oncall", "alice"]) {
+        expectOk(await zt(["user", "disable", u]));
+        expectOk(await zt(["user", "enable", u]));
+      }
+
+      for (const id of [bg["id"], granted["id"], pending["id"]] as string[])
+        expect(okJson(await zt(["access", "show", id]))).toMatchObject({
+          status: "revoked",
+          decided_by: "zt",
+        });
+      const active = JSON.parse(
+        expectOk(await zt(["access", "list", "--status", "approved", "--json"])).stdout,
+      ) as unknown[];
+      expect(active).toEqual([]);
+      const revoked = (await auditOf(zt))
+        .filter((e) => e.kind === "access.revoked")
+        .map((e) => [e.data?.["request_id"], e.reason]);
+      expect(revoked).toEqual(
+        expect.arrayContaining([
+          [bg["id"], "user-disabled"],
+          [granted["id"], "user-disabled"],
+          [pending["id"], "user-disabled"],
+        ]),
+      );
+      expect(revoked).toHaveLength(3);
+      await hook.waitFor(
+        (b) =>
+          b["event"] === "access.revoked" &&
+          (b["data"] as Record<string, unknown>)["request_id"] === bg["id"],
+      );
+      // Re-enabled, the break-glass account is still inside the cooldown of the one it had.
+      expectCleanError(
+        await zt([
+          "breakglass",
+          "--as",
+          "oncall",
+          "--resource",
+          "db-admin",
+          "--reason",
+          "INC-7 again",
+        ]),
+        65,
+        "ZT_ACCESS_STATE",
+        /started less than 1h ago/,
+      );
+    } finally {
+      await hook.close();
+    }
+  }, 120_000);
 });

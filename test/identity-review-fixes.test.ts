@@ -231,7 +231,13 @@ describe("JIT access and user deletion", () => {
     ).toBeUndefined();
 
     const disabled = await ask("dave");
-    await ids.setDisabled("dave", true);
+    // Disabled by a write that left the request pending (`setDisabled` now revokes it, see
+    // access-adversarial-review.test.ts): the approval still checks the requester itself.
+    await ctx.store.db
+      .updateTable("users")
+      .set({ disabled: 1 })
+      .where("name", "=", "dave")
+      .execute();
     const d = await refusal(access.approve(disabled.id, "lead"));
     expect(d.code).toBe("ZT_ACCESS_STATE");
     expect(d.context["reason"]).toBe("requester-disabled");

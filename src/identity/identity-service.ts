@@ -237,24 +237,33 @@ export class IdentityService {
    * Disables or enables a user; live sessions hear `user.disabled` / `user.enabled`.
    * Disabling also revokes every session of the user in the store (reason
    * `user-disabled`), whether or not a zt process is running to hear the event, so
-   * enabling the user again later does not bring an old session back.
+   * enabling the user again later does not bring an old session back. For the same
+   * reason it ends the user's pending access requests and active grants, JIT and
+   * break-glass alike (revoked by `zt`, reason `user-disabled`), in the transaction
+   * that disables them.
    */
   async setDisabled(name: string, disabled: boolean): Promise<UserInfo> {
     const row = await this.#require(name);
     const now = this.#ctx.clock.now();
-    await this.#db
-      .updateTable("users")
-      .set({ disabled: disabled ? 1 : 0, updated_at: now })
-      .where("id", "=", row.id)
-      .execute();
+    let ended: AccessRequest[] = [];
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable("users")
+        .set({ disabled: disabled ? 1 : 0, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      if (disabled) ended = await endAccessOfUser(trx, row.id, now);
+    });
     if (disabled) await revokeSessionsOfUser(this.#ctx, row.id, "user-disabled");
     const kind = disabled ? "user.disabled" : "user.enabled";
     this.#ctx.audit.record({
       kind: disabled ? "user.disable" : "user.enable",
       outcome: "info",
       subject: row.name,
+      ...(ended.length ? { data: { access_revoked: ended.map((r) => r.id) } } : {}),
     });
     await this.#ctx.events.publish(kind, { userId: row.id, name: row.name });
+    await announceEndedAccess(this.#ctx, ended, "user-disabled");
     return this.#toInfo({ ...row, disabled: disabled ? 1 : 0 }, await this.groupsOf(row.id));
   }
 
