@@ -18,6 +18,9 @@ import {
 } from "./helpers/zt-cli.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startWebhookReceiver } from "./helpers/webhook-receiver.js";
+import { startLockRace, startPostgresZt, type LockRace } from "./helpers/postgres-zt.js";
+import { postgresAvailable } from "./store-fixture.js";
+import type { RunResult } from "./helpers/zt-process.js";
 import { parseNotificationsConfig } from "../src/access/index.js";
 
 const env = masterKeyEnv();
@@ -188,4 +191,118 @@ describe("disabling a user", () => {
       await hook.close();
     }
   }, 120_000);
+});
+
+const PG = await postgresAvailable();
+
+/**
+ * Races made deterministic on PostgreSQL: a third connection holds the request's row, the
+ * two commands queue behind it (seen waiting in pg_stat_activity), then it lets go.
+ */
+describe.runIf(PG)("concurrent decisions on one request (PostgreSQL)", () => {
+  const yaml = `routes:
+  - { name: one, from: "http://one.localhost:8443", to: "http://127.0.0.1:9" }
+  - { name: two, from: "http://two.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    one: { approvers: leads }
+    two: { approvers: leads, approvals: 2 }
+`;
+
+  async function race(
+    o: { resource: string },
+    commands: (id: string) => string[][],
+  ): Promise<{ id: string; results: RunResult[]; zt: ZtCli; cleanup: () => Promise<void> }> {
+    const pg = await startPostgresZt({ prefix: "zt-access-race-", env, yaml });
+    let lock: LockRace | undefined;
+    try {
+      await addUsers(pg.zt, [
+        ["alice", []],
+        ["lead1", ["leads"]],
+        ["lead2", ["leads"]],
+      ]);
+      const id = (
+        await requestAccess(pg.zt, { as: "alice", resource: o.resource, reason: "INC-3 fix" })
+      )["id"] as string;
+      lock = await startLockRace(pg.db);
+      await lock.lock.query("BEGIN");
+      await lock.lock.query("SELECT id FROM access_requests WHERE id = $1 FOR UPDATE", [id]);
+      const cmds = commands(id);
+      const running = cmds.map((c) => pg.zt(c));
+      await lock.waitForLockWaiters("both commands to wait on the request", cmds.length);
+      await lock.lock.query("COMMIT");
+      const results = await Promise.all(running);
+      return { id, results, zt: pg.zt, cleanup: pg.cleanup };
+    } catch (e) {
+      await pg.cleanup();
+      throw e;
+    } finally {
+      await lock?.end();
+    }
+  }
+
+  function oneWinner(results: RunResult[]): number {
+    const ok = results.flatMap((r, i) => (r.code === 0 ? [i] : []));
+    expect(ok, results.map((r) => r.stderr).join("\n")).toHaveLength(1);
+    for (const r of results) if (r.code !== 0) expectCleanError(r, 65, "ZT_ACCESS_STATE", /./);
+    return ok[0]!;
+  }
+
+  it("counts one approver once when they approve twice at the same time (two sessions)", async () => {
+    const approve = (id: string) => ["access", "approve", id, "--as", "lead1", "--json"];
+    const { id, results, zt, cleanup } = await race({ resource: "two" }, (id) => [
+      approve(id),
+      approve(id),
+    ]);
+    try {
+      oneWinner(results);
+      expect(okJson(await zt(["access", "show", id]))).toMatchObject({
+        status: "pending",
+        approvals: ["lead1"],
+      });
+      const audit = (await auditOf(zt)).filter((e) => e.data?.["request_id"] === id);
+      expect(audit.filter((e) => e.kind === "access.approval")).toHaveLength(1);
+      expect(audit.filter((e) => e.kind === "access.approved")).toEqual([]);
+    } finally {
+      await cleanup();
+    }
+  }, 180_000);
+
+  it("grants once when two approvers approve a one-approval request at the same time", async () => {
+    const { id, results, zt, cleanup } = await race({ resource: "one" }, (id) => [
+      ["access", "approve", id, "--as", "lead1", "--json"],
+      ["access", "approve", id, "--as", "lead2", "--json"],
+    ]);
+    try {
+      const w = oneWinner(results);
+      expect(okJson(await zt(["access", "show", id]))).toMatchObject({
+        status: "approved",
+        approvals: [w === 0 ? "lead1" : "lead2"],
+      });
+      const audit = (await auditOf(zt)).filter((e) => e.data?.["request_id"] === id);
+      expect(audit.filter((e) => e.kind === "access.approved")).toHaveLength(1);
+    } finally {
+      await cleanup();
+    }
+  }, 180_000);
+
+  it("has one outcome, audited once, when an approval and a withdrawal race", async () => {
+    const { id, results, zt, cleanup } = await race({ resource: "one" }, (id) => [
+      ["access", "approve", id, "--as", "lead1", "--json"],
+      ["access", "revoke", id, "--as", "alice", "--json"],
+    ]);
+    try {
+      const w = oneWinner(results);
+      const status = w === 0 ? "approved" : "revoked";
+      expect(okJson(await zt(["access", "show", id]))).toMatchObject({ status });
+      const audit = (await auditOf(zt)).filter((e) => e.data?.["request_id"] === id);
+      expect(
+        audit
+          .filter((e) => e.kind === "access.approved" || e.kind === "access.revoked")
+          .map((e) => e.kind),
+      ).toEqual([w === 0 ? "access.approved" : "access.revoked"]);
+    } finally {
+      await cleanup();
+    }
+  }, 180_000);
 });
