@@ -5,6 +5,7 @@
  * real webhook receiver on a loopback socket. Each test is named after what it stops.
  */
 import { rmSync, writeFileSync } from "node:fs";
+import pg_ from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   addUsers,
@@ -306,3 +307,54 @@ access:
     }
   }, 180_000);
 });
+
+describe.runIf(PG)(
+  "a break-glass whose grant.changed event cannot be published (PostgreSQL)",
+  () => {
+    it("still sends its critical webhook alert (the failed publish skipped the notification of a grant already open)", async () => {
+      const hook = await startWebhookReceiver();
+      const pg = await startPostgresZt({
+        prefix: "zt-bg-publish-",
+        env,
+        yaml: `${ACCESS_YAML}notifications: { webhook: "${hook.url}" }\n`,
+      });
+      try {
+        await addUsers(pg.zt, [["oncall", []]]);
+        // The event bus fails for grant events only, after the grant's row has committed.
+        const c = new pg_.Client({ connectionString: pg.db.url });
+        await c.connect();
+        try {
+          await c.query(`CREATE FUNCTION refuse_grant_events() RETURNS trigger AS $$
+          BEGIN IF NEW.kind = 'grant.changed' THEN RAISE EXCEPTION 'events unavailable'; END IF;
+          RETURN NEW; END $$ LANGUAGE plpgsql`);
+          await c.query(`CREATE TRIGGER refuse_grant_events BEFORE INSERT ON events
+          FOR EACH ROW EXECUTE FUNCTION refuse_grant_events()`);
+        } finally {
+          await c.end();
+        }
+        const r = await pg.zt([
+          "breakglass",
+          "--as",
+          "oncall",
+          "--resource",
+          "db-admin",
+          "--reason",
+          "INC-7 outage",
+        ]);
+        // The failure is still said (the PEPs were not told; their next reload heals it).
+        expect(r.code).not.toBe(0);
+        expect(r.stderr).toMatch(/^zt: error ZT_[A-Z_]+: /);
+        expect(r.stderr).not.toMatch(/\n\s+at /);
+        // zt waits for the webhook's answer before it exits: whatever it sent is in by now.
+        expect(hook.received.filter((b) => b["event"] === "breakglass.opened")).toEqual([
+          expect.objectContaining({ severity: "critical" }),
+        ]);
+        const opened = (await auditOf(pg.zt)).filter((e) => e.kind === "breakglass.opened");
+        expect(opened).toHaveLength(1);
+      } finally {
+        await hook.close();
+        await pg.cleanup();
+      }
+    }, 120_000);
+  },
+);

@@ -761,15 +761,21 @@ async function announce(
     reason: o.reason ?? (o.severity === "critical" ? "breakglass" : r.status),
     data: { ...data, severity: o.severity },
   });
-  await ctx.events.publish("grant.changed", {
-    requestId: r.id,
-    userId: r.userId,
-    user: r.user,
-    resource: r.resource,
-    status: r.status,
-    kind: r.kind,
-  });
-  await notifier?.notify({ event: o.event, severity: o.severity, summary: o.summary, data });
+  // The change has committed: its notification (a break-glass's critical alert) goes out
+  // even when the event cannot be published; that failure is still thrown to the caller
+  // (PEPs that missed the event catch up at their next reload).
+  try {
+    await ctx.events.publish("grant.changed", {
+      requestId: r.id,
+      userId: r.userId,
+      user: r.user,
+      resource: r.resource,
+      status: r.status,
+      kind: r.kind,
+    });
+  } finally {
+    await notifier?.notify({ event: o.event, severity: o.severity, summary: o.summary, data });
+  }
 }
 
 /**
