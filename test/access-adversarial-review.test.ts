@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   addUsers,
   expectCleanError,
+  expectConfigKeysRefused,
   expectOk,
   masterKeyEnv,
   okJson,
@@ -358,3 +359,22 @@ describe.runIf(PG)(
     }, 120_000);
   },
 );
+
+describe("access names that no user or group can have", () => {
+  it("are refused at config load, naming the key (a break-glass account or approver group written OnCall or Leads matched nobody, found out only when refused)", async () => {
+    const list = ["access", "list"];
+    await expectConfigKeysRefused(env, [
+      [
+        "access:\n  breakglass: { accounts: [OnCall], resources: [db] }\n",
+        list,
+        "access.breakglass.accounts.0",
+      ],
+      [
+        "access:\n  resources:\n    db: { approvers: Leads }\n",
+        list,
+        "access.resources.db.approvers",
+      ],
+      ["access:\n  admins: [sec, 'Sec Ops']\n", list, "access.admins.1"],
+    ]);
+  }, 120_000);
+});

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { formatDuration, parsePositiveConfigDuration } from "../core/duration.js";
+import { NAME_RE } from "../identity/index.js";
 import {
   isAccessResource,
   parseAccessResource,
@@ -11,6 +12,15 @@ import {
 const duration = z.union([z.string(), z.number()]);
 /** An App (`db-admin`, `App::"db-admin"`) or an SSH host group (`HostGroup::"prod"`). */
 const resourceName = z.string().refine(isAccessResource, `expected ${RESOURCE_SYNTAX}`);
+/**
+ * A user or group name as zt's identity provider allows them (lowercase): any other
+ * spelling (`OnCall`, `Leads`) matches no one, and would be found out only when an
+ * approval or a break-glass is refused. (NAME_RE is read when a config is parsed, not at
+ * module load: identity imports access.)
+ */
+const NAME_RULE = `a lowercase name of 1–64 letters, digits, ".", "_" or "-" starting with a letter or digit`;
+const userName = z.string().refine((s) => NAME_RE.test(s), `expected a user name: ${NAME_RULE}`);
+const groupName = z.string().refine((s) => NAME_RE.test(s), `expected a group name: ${NAME_RULE}`);
 
 const accessSchema = z
   .object({
@@ -19,14 +29,14 @@ const accessSchema = z
     /** How long a request may wait for its approvals; then it expires unapproved. */
     pending_ttl: duration.default("24h"),
     /** Groups whose members may revoke any grant or request (JIT and break-glass). */
-    admins: z.array(z.string().min(1)).default([]),
+    admins: z.array(groupName).default([]),
     /** Per App or host group: who approves, how many approvals, longest grant. */
     resources: z
       .record(
         resourceName,
         z
           .object({
-            approvers: z.string().min(1),
+            approvers: groupName,
             approvals: z.number().int().min(1).max(2).default(1),
             max_ttl: duration.optional(),
           })
@@ -36,7 +46,7 @@ const accessSchema = z
     breakglass: z
       .object({
         /** User names allowed to break glass. */
-        accounts: z.array(z.string()).default([]),
+        accounts: z.array(userName).default([]),
         /** Apps and host groups break-glass opens. */
         resources: z.array(resourceName).default([]),
         /** Length of a break-glass grant (at most 1h); also the cooldown before another. */
