@@ -16,6 +16,7 @@ import {
   okJson,
   requestAccess,
   ztCli,
+  ztStoreForSuite,
   type ZtCli,
 } from "./helpers/zt-cli.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
@@ -377,4 +378,61 @@ describe("access names that no user or group can have", () => {
       ["access:\n  admins: [sec, 'Sec Ops']\n", list, "access.admins.1"],
     ]);
   }, 120_000);
+});
+
+describe("concurrent decisions on one request (SQLite, separate processes)", () => {
+  const store = ztStoreForSuite({
+    prefix: "zt-access-race-sqlite-",
+    env,
+    yaml: `routes:
+  - { name: one, from: "http://one.localhost:8443", to: "http://127.0.0.1:9" }
+  - { name: two, from: "http://two.localhost:8443", to: "http://127.0.0.1:9" }
+access:
+  resources:
+    one: { approvers: leads }
+    two: { approvers: leads, approvals: 2 }
+`,
+    users: [
+      ["alice", []],
+      ["lead1", ["leads"]],
+      ["lead2", ["leads"]],
+    ],
+  });
+
+  // Whichever process gets the write lock first wins; what must hold is the same either way.
+  it("counts one approver once, grants once, and gives an approval racing a withdrawal one outcome", async () => {
+    const { zt } = store;
+    const ask = async (resource: string) =>
+      (await requestAccess(zt, { as: "alice", resource, reason: "INC-4 fix" }))["id"] as string;
+    const [twice, both, withdrawn] = [await ask("two"), await ask("one"), await ask("one")];
+    const results = await Promise.all([
+      zt(["access", "approve", twice, "--as", "lead1"]),
+      zt(["access", "approve", twice, "--as", "lead1"]),
+      zt(["access", "approve", both, "--as", "lead1"]),
+      zt(["access", "approve", both, "--as", "lead2"]),
+      zt(["access", "approve", withdrawn, "--as", "lead1"]),
+      zt(["access", "revoke", withdrawn, "--as", "alice"]),
+    ]);
+    for (const r of results) if (r.code !== 0) expectCleanError(r, 65, "ZT_ACCESS_STATE", /./);
+    const wins = (i: number) => [results[i]!.code, results[i + 1]!.code].filter((c) => c === 0);
+    expect(wins(0)).toHaveLength(1);
+    expect(wins(2)).toHaveLength(1);
+    expect(wins(4)).toHaveLength(1);
+    expect(okJson(await zt(["access", "show", twice]))).toMatchObject({
+      status: "pending",
+      approvals: ["lead1"],
+    });
+    expect(okJson(await zt(["access", "show", both]))).toMatchObject({ status: "approved" });
+    const outcome = results[4]!.code === 0 ? "approved" : "revoked";
+    expect(okJson(await zt(["access", "show", withdrawn]))).toMatchObject({ status: outcome });
+    const audit = await auditOf(zt);
+    const of = (id: string, kind: string) =>
+      audit.filter((e) => e.kind === kind && e.data?.["request_id"] === id);
+    expect(of(twice, "access.approval")).toHaveLength(1);
+    expect(of(both, "access.approved")).toHaveLength(1);
+    expect(of(withdrawn, `access.${outcome}`)).toHaveLength(1);
+    expect(of(withdrawn, outcome === "approved" ? "access.revoked" : "access.approved")).toEqual(
+      [],
+    );
+  }, 180_000);
 });
