@@ -2,6 +2,7 @@ import { z } from "zod";
 import { ZtError } from "../core/errors.js";
 import { formatDuration, parsePositiveConfigDuration } from "../core/duration.js";
 import { NAME_RE } from "../identity/index.js";
+import { outgoingHttpUrl } from "../audit/audit-config.js";
 import {
   isAccessResource,
   parseAccessResource,
@@ -59,25 +60,7 @@ const accessSchema = z
 
 const notificationsSchema = z
   .object({
-    webhook: z
-      .string()
-      .refine((s) => {
-        try {
-          const u = new URL(s);
-          return u.protocol === "http:" || u.protocol === "https:";
-        } catch {
-          return false;
-        }
-      }, "expected an http:// or https:// URL")
-      // fetch() refuses a URL with user:password@ and its error quotes the URL whole: every
-      // notification would fail (break-glass alerts included) and the audit record of each
-      // failure would carry the password. Refused here; the message never echoes the URL.
-      .refine((s) => {
-        if (!URL.canParse(s)) return true; // refused above, as not a URL
-        const u = new URL(s);
-        return u.username === "" && u.password === "";
-      }, "expected a URL without credentials (user:password@): put a token in the path or query instead")
-      .optional(),
+    webhook: outgoingHttpUrl.optional(),
     /** How long to wait for the webhook. */
     timeout: duration.default("5s"),
   })

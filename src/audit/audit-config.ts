@@ -18,14 +18,23 @@ export function configDuration(o: { positive?: boolean; maxMs?: number } = {}) {
 /** The period of a timer: more than 0 (it would spin) and at most 2^31-1 ms (it would fire at once). */
 const timerPeriod = configDuration({ positive: true, maxMs: TIMER_MAX_MS });
 
-const httpUrl = z.string().refine((s) => {
-  try {
+/**
+ * An http(s) URL zt sends to (webhooks, SIEM sinks). Without credentials: fetch() refuses
+ * a URL with `user:password@` and its error quotes the URL whole, so every delivery would
+ * fail and the error of each (printed, audited) would carry the password. The message
+ * never echoes the URL.
+ */
+export const outgoingHttpUrl = z
+  .string()
+  .refine(
+    (s) => URL.canParse(s) && ["http:", "https:"].includes(new URL(s).protocol),
+    "expected an http:// or https:// URL",
+  )
+  .refine((s) => {
+    if (!URL.canParse(s)) return true; // refused above, as not a URL
     const u = new URL(s);
-    return u.protocol === "http:" || u.protocol === "https:";
-  } catch {
-    return false;
-  }
-}, "expected an http:// or https:// URL");
+    return u.username === "" && u.password === "";
+  }, "expected a URL without credentials (user:password@): send them another way (a header, a token in the path or query)");
 
 const syslogTarget = z
   .object({
@@ -63,7 +72,7 @@ export const sinkSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("loki"),
-      url: httpUrl,
+      url: outgoingHttpUrl,
       labels: z.record(z.string(), z.string()).default({ job: "zt" }),
       ...sinkCommon,
     })
@@ -71,7 +80,7 @@ export const sinkSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("webhook"),
-      url: httpUrl,
+      url: outgoingHttpUrl,
       headers: z.record(z.string(), z.string()).default({}),
       ...sinkCommon,
     })
@@ -90,7 +99,7 @@ export const auditConfigSchema = z
     witness: z
       .object({
         file: z.string().optional(),
-        webhook: httpUrl.optional(),
+        webhook: outgoingHttpUrl.optional(),
         syslog: syslogTarget.optional(),
       })
       .strict()

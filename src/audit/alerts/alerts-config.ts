@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { parseCidr } from "../../core/cidr.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
-import { configDuration, configError } from "../audit-config.js";
+import { configDuration, configError, outgoingHttpUrl } from "../audit-config.js";
 
 /** A window or ban length: 0 would count nothing or ban for nothing. */
 const duration = configDuration({ positive: true });
@@ -101,13 +101,7 @@ export const alertsConfigSchema = z
       .default({ ipv4_prefix: 24, ipv6_prefix: 64 }),
     break_glass: z.boolean().default(true),
     /** POSTs every alert as JSON. */
-    webhook: z
-      .string()
-      .refine(
-        (s) => /^https?:\/\//.test(s) && URL.canParse(s),
-        "expected an http:// or https:// URL",
-      )
-      .optional(),
+    webhook: outgoingHttpUrl.optional(),
     /** On start, replay this much history (without firing) to rebuild windows; 0: none. */
     replay: configDuration().default("1h"),
   })
