@@ -1,7 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { writePrivateFile } from "../core/secure-files.js";
+import { makeDirectories } from "../core/make-directories.js";
 
 export const DEMO_USER = "demo";
 
@@ -63,7 +64,7 @@ export interface DemoCredentials {
 export function ensureDemoFiles(dir: string, upstreamPort: number): boolean {
   const configPath = join(dir, "zt.yaml");
   if (existsSync(configPath)) return false;
-  mkdirSync(join(dir, "policies"), { recursive: true, mode: 0o700 });
+  makeDirectories(join(dir, "policies"), 0o700);
   writeFileSync(join(dir, "policies", "demo.cedar"), DEMO_POLICY);
   writeFileSync(configPath, demoConfigYaml(upstreamPort));
   return true;

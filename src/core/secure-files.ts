@@ -2,7 +2,6 @@ import {
   statSync,
   writeFileSync,
   renameSync,
-  mkdirSync,
   readFileSync,
   existsSync,
   openSync,
@@ -18,6 +17,7 @@ import {
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 import { ZtError } from "./errors.js";
+import { makeDirectories } from "./make-directories.js";
 
 /**
  * Writes a file readable by its owner only (0600), atomically (temp file + rename).
@@ -36,7 +36,7 @@ export function writePrivateFile(path: string, data: string | Uint8Array): void 
  */
 export function preparePrivateDirectory(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirectories(dir, 0o700);
   } catch (e) {
     throw new ZtError(
       "ZT_BAD_REQUEST",

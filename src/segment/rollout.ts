@@ -8,6 +8,7 @@ import { ZtError } from "../core/errors.js";
 import { ZT_TABLE } from "./compile-nftables.js";
 import { NftCommandError, type NftRunner } from "./nft-runner.js";
 import { checkScriptScope } from "./script-scope.js";
+import { makeDirectories } from "../core/make-directories.js";
 
 /**
  * Commit-confirmed rollout of zt's nftables table. State lives in a small directory:
@@ -344,7 +345,7 @@ export async function applyRuleset(
   ruleset: string,
   opts: RolloutOptions & ApplyOptions,
 ): Promise<ApplyResult> {
-  await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  makeDirectories(opts.stateDir, 0o700);
   await checkOwnedPrivately(opts.stateDir, "directory");
   return withLock(opts.stateDir, async () => {
     const statePath = join(opts.stateDir, "state.json");

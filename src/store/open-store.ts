@@ -1,12 +1,4 @@
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  existsSync,
-  mkdirSync,
-  openSync,
-  statSync,
-} from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, openSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -29,6 +21,7 @@ import type { Tables } from "./tables.js";
 import { allMigrations } from "./migrations/index.js";
 import { isPostgresUrl, parseDatabaseUrl, type PostgresTarget } from "./database-url.js";
 import { describePgError } from "./pg-errors.js";
+import { makeDirectories } from "../core/make-directories.js";
 
 export interface StoreOptions {
   /** Folder for the embedded SQLite database (used when no databaseUrl is given). */
@@ -167,7 +160,7 @@ function noStore(store: Store): ZtError {
 }
 
 export function openSqlite(dataDir: string): Store {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  makeDirectories(dataDir, 0o700);
   const file = sqliteFile(dataDir);
   let sqlite: Database.Database;
   try {

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import {
   allMigrations,
@@ -22,6 +22,7 @@ import {
   withContext,
   withoutContext,
 } from "../cli-context.js";
+import { makeDirectories } from "../../core/make-directories.js";
 
 const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
 
@@ -143,7 +144,7 @@ export function registerDbBackupCommands(db: Command): void {
           masterKeyFile: config.master_key_file,
           envValue: process.env["ZT_MASTER_KEY"],
         });
-        mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+        makeDirectories(config.data_dir, 0o700);
         const r = restoreSqlite(config.data_dir, file, box);
         // Recorded in the restored log: the chain goes on from the backup's last record.
         await auditAfter(config, {

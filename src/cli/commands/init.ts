@@ -1,10 +1,11 @@
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { configPathFrom, loadConfig } from "../../config/index.js";
 import { openAppContext } from "../../app/index.js";
 import { initPki } from "../../pki/index.js";
 import { failWith, globalOptions } from "../cli-context.js";
+import { makeDirectories } from "../../core/make-directories.js";
 
 const DEFAULT_CONFIG = `# zt configuration. Reference: docs/configuration.md
 data_dir: ./data
@@ -35,13 +36,13 @@ export function registerInitCommands(program: Command): void {
       try {
         const path = configPathFrom(globalOptions(cmd).config, process.env);
         if (!existsSync(path)) {
-          mkdirSync(dirname(path), { recursive: true });
+          makeDirectories(dirname(path));
           writeFileSync(path, DEFAULT_CONFIG);
           process.stdout.write(`wrote ${path}\n`);
         }
         const config = loadConfig(path, { env: process.env });
         if (!existsSync(config.policies)) {
-          mkdirSync(config.policies, { recursive: true });
+          makeDirectories(config.policies);
           writeFileSync(join(config.policies, "default.cedar"), DEFAULT_POLICY);
           process.stdout.write(`wrote ${join(config.policies, "default.cedar")}\n`);
         }
