@@ -70,3 +70,31 @@ describe("directories zt makes, under a parent that cannot hold them (/proc)", (
     expect(r.code, r.stderr).not.toBe(exitCodeFor("ZT_INTERNAL"));
   }, 30_000);
 });
+
+describe("a master key that does not open the store", () => {
+  it("zt user add with another ZT_MASTER_KEY is refused and adds nobody (it sealed the user's TOTP secret under a key the store does not have, and blocked zt keys rotate-master)", async () => {
+    const other = randomBytes(32).toString("base64");
+    const r = await zt(["user", "add", "mallory", "--no-qr"], { ZT_MASTER_KEY: other });
+    expectCleanError(r, "ZT_KEY_DECRYPT_FAILED", /ZT_MASTER_KEY.*does not open/);
+    expect(r.stdout).toBe("");
+    const list = await zt(["user", "list", "--json"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).not.toContain("mallory");
+  }, 30_000);
+
+  it("a master_key_file holding another key is refused naming the file", async () => {
+    const other = tempDir("zt-cli-sweep-key-");
+    try {
+      const keyFile = join(other, "master.key");
+      writeFileSync(keyFile, randomBytes(32).toString("base64") + "\n", { mode: 0o600 });
+      const r = await runZt(["--config", config, "ban", "add", "192.0.2.7", "--for", "1h"], {
+        env: { ZT_MASTER_KEY_FILE: keyFile },
+        cwd: dir,
+        timeoutMs: 20_000,
+      });
+      expectCleanError(r, "ZT_KEY_DECRYPT_FAILED", new RegExp(`${keyFile}.*does not open`));
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  }, 30_000);
+});

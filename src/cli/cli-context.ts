@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
-import { openAppContext, type AppContext } from "../app/index.js";
+import { openAppContext, type AppContext, type OpenAppContextOptions } from "../app/index.js";
+import { assertMasterKeyOpensStore, masterKeyFile } from "../keys/index.js";
 import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { printable } from "../core/printable.js";
 import type { AuditInput } from "../audit/index.js";
@@ -35,8 +36,7 @@ export async function withContext(
     const config = loadCliConfig(cmd);
     // Only the commands that set a store up (`create`) may make one: any other, pointed at
     // a mistyped data_dir or database_url, would otherwise answer from a new, empty store.
-    ctx = await openAppContext(config, {
-      env: process.env,
+    ctx = await openCliContext(config, {
       create: options.create ?? false,
       createStore: options.create ?? false,
     });
@@ -48,6 +48,31 @@ export async function withContext(
     if (ctx) await ctx.close().catch(() => undefined);
     failWith(e);
   }
+}
+
+/**
+ * Opens the AppContext for a command, and refuses a master key that does not open the
+ * store's sealed secrets (ZT_KEY_DECRYPT_FAILED naming ZT_MASTER_KEY or the key file)
+ * before the command seals anything under it.
+ */
+export async function openCliContext(
+  config: ZtConfig,
+  options: Omit<OpenAppContextOptions, "env"> = {},
+): Promise<AppContext> {
+  const ctx = await openAppContext(config, { ...options, env: process.env });
+  try {
+    await assertMasterKeyOpensStore(
+      ctx.store,
+      ctx.box,
+      process.env["ZT_MASTER_KEY"]
+        ? "ZT_MASTER_KEY"
+        : masterKeyFile({ dataDir: config.data_dir, masterKeyFile: config.master_key_file }),
+    );
+  } catch (e) {
+    await ctx.close().catch(() => undefined);
+    throw e;
+  }
+  return ctx;
 }
 
 /**

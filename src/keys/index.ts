@@ -6,6 +6,7 @@ export {
   readMasterKeyFile,
 } from "./master-key.js";
 export { assertStoreIdle, resealSecrets, sealedWith } from "./master-key-rotation.js";
+export { assertMasterKeyOpensStore } from "./master-key-check.js";
 export type { ResealCounts } from "./master-key-rotation.js";
 export { sealedPurpose } from "./sealed-purposes.js";
 export type { MasterKeyOptions } from "./master-key.js";

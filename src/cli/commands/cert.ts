@@ -4,7 +4,6 @@ import { readInputFile } from "../../core/read-input-file.js";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
-import { openAppContext } from "../../app/index.js";
 import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import {
@@ -16,6 +15,7 @@ import {
 import { buildRenewalRequest, describeSvid, nextRenewalAtMs, pkiService } from "../../pki/index.js";
 import {
   loadCliConfig,
+  openCliContext,
   printJson,
   printTable,
   serverUrl,
@@ -294,7 +294,7 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
     notAfter = issued.notAfter;
   } else {
     // Local store (an operator host with the master key): the same checks as the API.
-    const ctx = await openAppContext(loadCliConfig(cmd), { env: process.env, createStore: false });
+    const ctx = await openCliContext(loadCliConfig(cmd), { createStore: false });
     let issued;
     try {
       issued = await (

@@ -2,9 +2,8 @@ import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import { configPathFrom, loadConfig } from "../../config/index.js";
-import { openAppContext } from "../../app/index.js";
 import { initPki } from "../../pki/index.js";
-import { failWith, globalOptions } from "../cli-context.js";
+import { failWith, globalOptions, openCliContext } from "../cli-context.js";
 import { makeDirectories } from "../../core/make-directories.js";
 
 const DEFAULT_CONFIG = `# zt configuration. Reference: docs/configuration.md
@@ -46,7 +45,7 @@ export function registerInitCommands(program: Command): void {
           writeFileSync(join(config.policies, "default.cedar"), DEFAULT_POLICY);
           process.stdout.write(`wrote ${join(config.policies, "default.cedar")}\n`);
         }
-        const ctx = await openAppContext(config, { env: process.env, create: true });
+        const ctx = await openCliContext(config, { create: true });
         try {
           await ctx.keys.activeKey("assertion", "ES256");
           await initPki(ctx);
