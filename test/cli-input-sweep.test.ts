@@ -98,3 +98,74 @@ describe("a master key that does not open the store", () => {
     }
   }, 30_000);
 });
+
+describe("numbers that are not plain decimal", () => {
+  it.each(["0x10", "1e3", " 9000", "9000.0"])(
+    "zt up --demo-port %j is refused instead of read as another port",
+    async (value) => {
+      const r = await zt(["up", "--demo", "--demo-port", value, "--demo-dir", join(dir, "demo")]);
+      expectCleanError(r, "ZT_USAGE", /--demo-port: expected a port number/);
+      expect(existsSync(join(dir, "demo"))).toBe(false);
+    },
+    30_000,
+  );
+});
+
+describe("policy files that never end", () => {
+  it("zt policy fmt --check /dev/zero is refused naming it, instead of read until memory runs out", async () => {
+    const r = await zt(["policy", "fmt", "--check", "/dev/zero"]);
+    expectCleanError(r, "ZT_PAYLOAD_TOO_LARGE", /\/dev\/zero: larger than/);
+  }, 30_000);
+});
+
+describe("zt user add --password-stdin", () => {
+  it("refuses bytes that are not UTF-8 instead of storing the password with each replaced by U+FFFD", async () => {
+    // runZt writes stdin as a string; these bytes must reach zt as they are.
+    const r = await new Promise<RunResult>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [ZT_BIN, "--config", config, "user", "add", "latin1", "--password-stdin", "--no-qr"],
+        { cwd: dir, env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] },
+      );
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      child.stdin.end(Buffer.from("p\xe4ssw\xf6rd-long-enough\n", "latin1"));
+    });
+    expectCleanError(r, "ZT_USAGE", /stdin: not valid UTF-8/);
+    const list = await zt(["user", "list", "--json"]);
+    expect(list.stdout).not.toContain("latin1");
+  }, 30_000);
+});
+
+describe("zt audit verify --checkpoint", () => {
+  it("refuses a file with no checkpoint note in it, instead of passing with nothing anchored", async () => {
+    const empty = join(dir, "empty-witness");
+    writeFileSync(empty, "");
+    const r = await zt(["audit", "verify", "--checkpoint", empty]);
+    expectCleanError(r, "ZT_AUDIT_CHECKPOINT_INVALID", new RegExp(`${empty}: no checkpoint note`));
+  }, 30_000);
+});
+
+describe("zt ban add user:<name>", () => {
+  it("refuses a name no user has (user:alcie reported `banned` while alice signed in on)", async () => {
+    const r = await zt(["ban", "add", "user:nobody-of-that-name", "--for", "1h"]);
+    expectCleanError(r, "ZT_USER_NOT_FOUND", /nobody-of-that-name/);
+    const list = await zt(["ban", "list", "--json"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).not.toContain("nobody-of-that-name");
+  }, 30_000);
+});
+
+describe("zt seg status --state-dir", () => {
+  it("a --state-dir that is a file is named, not reported as `applied: nothing recorded`", async () => {
+    const file = join(dir, "not-a-state-dir");
+    writeFileSync(file, "x\n");
+    const r = await zt(["seg", "status", "--state-dir", file]);
+    expectCleanError(r, "ZT_USAGE", new RegExp(`${file}.*not a directory`));
+    expect(r.stdout).toBe("");
+  }, 30_000);
+});

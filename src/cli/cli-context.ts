@@ -238,9 +238,9 @@ function formatCell(v: unknown): string {
 }
 
 /**
- * Reads all of stdin (for --password-stdin and friends), at most `maxBytes`: more (stdin
- * left on /dev/zero, a file given by mistake) is refused instead of read until memory
- * runs out.
+ * Reads all of stdin (for --password-stdin and friends) as UTF-8 text, at most `maxBytes`:
+ * more (stdin left on /dev/zero, a file given by mistake) is refused instead of read until
+ * memory runs out, and bytes that are not UTF-8 are refused instead of replaced.
  */
 export async function readStdin(maxBytes = 64 * 1024): Promise<string> {
   const chunks: Buffer[] = [];
@@ -256,7 +256,13 @@ export async function readStdin(maxBytes = 64 * 1024): Promise<string> {
       );
     }
   }
-  return Buffer.concat(chunks).toString("utf8");
+  // Strict: a lenient decode turns every invalid byte into U+FFFD, so a password of
+  // other bytes than it seems would be stored, and different inputs would be one.
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw usageError("stdin: not valid UTF-8 text");
+  }
 }
 
 /**

@@ -55,8 +55,11 @@ export async function readRolloutState(stateDir: string): Promise<RolloutState |
   let text: string;
   try {
     text = await readFile(join(stateDir, "state.json"), "utf8");
-  } catch {
-    return undefined;
+  } catch (e) {
+    // Only "never applied" is no state: a --state-dir that is a file, or a state that
+    // cannot be read, must not read as "nothing recorded" (or "nothing to roll back").
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
   }
   let json: unknown;
   try {

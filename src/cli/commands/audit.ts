@@ -69,8 +69,17 @@ export function registerAuditCommands(program: Command): void {
           const conf = parseAuditConfig(ctx.config.audit, ctx.config.trust_domain);
           const inConfigDir = (p: string) => resolve(ctx.config.configDir, p);
           const notes: ExternalNote[] = [];
-          for (const f of opts.checkpoint ?? [])
-            notes.push(...notesIn(readText(f, "--checkpoint"), `--checkpoint ${f}`));
+          for (const f of opts.checkpoint ?? []) {
+            const found = notesIn(readText(f, "--checkpoint"), `--checkpoint ${f}`);
+            // Named to anchor the check: a file with no note (empty, the wrong one) would
+            // anchor nothing, yet the check would pass.
+            if (found.length === 0)
+              throw new ZtError(
+                "ZT_AUDIT_CHECKPOINT_INVALID",
+                `--checkpoint ${f}: no checkpoint note in it`,
+              );
+            notes.push(...found);
+          }
           // The configured witness is what anchors the check outside the database, so it
           // is read by default: every note in it, not only the newest.
           const warnings: string[] = [];

@@ -1,5 +1,12 @@
 import type { Command } from "commander";
-import { failWith, printJson, printTable, usageError, withContext } from "../cli-context.js";
+import {
+  failWith,
+  printJson,
+  printTable,
+  usageError,
+  userIdByName,
+  withContext,
+} from "../cli-context.js";
 import { parseDuration } from "../../core/duration.js";
 import { addBan, listBans, MAX_BAN_REASON_LENGTH, removeBan } from "../../audit/index.js";
 import { parseUserName } from "../../identity/index.js";
@@ -74,7 +81,11 @@ export function registerBanCommands(program: Command): void {
         }
         if (ms <= 0)
           throw usageError(`--for: expected a duration above 0, got ${JSON.stringify(opts.for)}`);
-        const row = await addBan(ctx, banTarget(target), ms, opts.reason, actor());
+        const key = banTarget(target);
+        // A mistyped name (user:alcie) would be banned in place of the user meant, who
+        // would go on signing in while the command said "banned".
+        if (key.startsWith("user:")) await userIdByName(ctx, key.slice(5));
+        const row = await addBan(ctx, key, ms, opts.reason, actor());
         process.stdout.write(`banned ${row.key} until ${new Date(row.until).toISOString()}\n`);
       });
     });

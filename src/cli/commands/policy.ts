@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -131,7 +131,7 @@ export function registerPolicyCommands(program: Command): void {
         const files = cedarFiles(paths.length > 0 ? paths : [policyDir(cmd, undefined)]);
         let unformatted = 0;
         for (const f of files) {
-          const text = readFileSync(f, "utf8");
+          const text = readInputFile(f);
           const formatted = formatPolicyText(text, f);
           if (formatted === text) continue;
           unformatted++;

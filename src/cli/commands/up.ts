@@ -17,8 +17,9 @@ export function registerUpCommands(program: Command): void {
     .action(async (opts: { demo?: boolean; demoDir: string; demoPort: string }, cmd: Command) => {
       try {
         const g = globalOptions(cmd);
-        const demoPort = Number(opts.demoPort);
-        if (!Number.isInteger(demoPort) || demoPort < 0 || demoPort > 65535) {
+        // Decimal digits only: Number() would take 0x10, 1e3 or " 9000" as some port.
+        const demoPort = /^\d{1,5}$/.test(opts.demoPort) ? Number(opts.demoPort) : NaN;
+        if (!(demoPort >= 0 && demoPort <= 65535)) {
           throw new (await import("../../core/errors.js")).ZtError(
             "ZT_USAGE",
             `--demo-port: expected a port number, got ${opts.demoPort}`,
