@@ -169,3 +169,14 @@ describe("zt seg status --state-dir", () => {
     expect(r.stdout).toBe("");
   }, 30_000);
 });
+
+describe("zt keys rotate assertion", () => {
+  it("refuses --keep-previous with --retire-now instead of retiring the old key at once, the --keep-previous dropped", async () => {
+    const before = await zt(["keys", "list", "--json"]);
+    expect(before.code, before.stderr).toBe(0);
+    const r = await zt(["keys", "rotate", "assertion", "--keep-previous", "1h", "--retire-now"]);
+    expectCleanError(r, "ZT_USAGE", /--keep-previous or --retire-now, not both/);
+    const after = await zt(["keys", "list", "--json"]);
+    expect(after.stdout).toBe(before.stdout);
+  }, 30_000);
+});

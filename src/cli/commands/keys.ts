@@ -89,6 +89,9 @@ export function registerKeysCommands(program: Command): void {
               `zt keys rotate: purpose must be "${ASSERTION_KEY_PURPOSE}", got ${JSON.stringify(purpose)}`,
             );
           }
+          // Both given: one would be dropped without a word (the old key kept, or not).
+          if (opts.retireNow && cmd.getOptionValueSource("keepPrevious") === "cli")
+            throw usageError("give --keep-previous or --retire-now, not both");
           let keepMs = ASSERTION_KEY_PREVIOUS_PUBLISHED_MS;
           if (opts.retireNow) keepMs = 0;
           else {
