@@ -180,3 +180,10 @@ describe("zt keys rotate assertion", () => {
     expect(after.stdout).toBe(before.stdout);
   }, 30_000);
 });
+
+describe("environment overrides", () => {
+  it("ZT_<SECTION>__<KEY> with a section zt does not have is refused naming the variable (ZT_SESION__TTL was dropped without a word)", async () => {
+    const r = await zt(["user", "list"], { ZT_SESION__TTL: "5m" });
+    expectCleanError(r, "ZT_CONFIG_INVALID", /ZT_SESION__TTL: no setting "sesion"/);
+  }, 30_000);
+});

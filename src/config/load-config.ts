@@ -194,7 +194,17 @@ function applyEnvOverrides(
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith("ZT_") || value === undefined) continue;
     const keyPath = name.slice(3).toLowerCase().split("__");
-    if (!topKeys.has(keyPath[0]!)) continue;
+    if (!topKeys.has(keyPath[0]!)) {
+      // ZT_MASTER_KEY, ZT_SESSION_TOKEN … are not settings; but a name with "__" can only
+      // mean one, and a mistyped section (ZT_SESION__TTL) would be dropped without a word.
+      if (keyPath.length > 1)
+        throw new ZtError(
+          "ZT_CONFIG_INVALID",
+          `${name}: no setting ${JSON.stringify(keyPath[0])} to override (ZT_<SETTING>__<KEY>, as in ZT_SESSION__TTL)`,
+          { env: name },
+        );
+      continue;
+    }
     let target: Record<string, unknown> = out;
     for (const k of keyPath.slice(0, -1)) {
       const next = target[k];
