@@ -187,3 +187,10 @@ describe("environment overrides", () => {
     expectCleanError(r, "ZT_CONFIG_INVALID", /ZT_SESION__TTL: no setting "sesion"/);
   }, 30_000);
 });
+
+describe("zt cert revoke --spiffe-id", () => {
+  it("says a value that is not a SPIFFE ID is not one, instead of `no unrevoked certificate matches`", async () => {
+    const r = await zt(["cert", "revoke", "--spiffe-id", "web-frontend"]);
+    expectCleanError(r, "ZT_PKI_SPIFFE_ID_INVALID", /not a valid SPIFFE ID .*"web-frontend"/);
+  }, 30_000);
+});

@@ -12,7 +12,13 @@ import {
   writeFileAtomically,
   writePrivateFile,
 } from "../../core/secure-files.js";
-import { buildRenewalRequest, describeSvid, nextRenewalAtMs, pkiService } from "../../pki/index.js";
+import {
+  buildRenewalRequest,
+  describeSvid,
+  nextRenewalAtMs,
+  parseSpiffeId,
+  pkiService,
+} from "../../pki/index.js";
 import {
   loadCliConfig,
   openCliContext,
@@ -121,6 +127,8 @@ export function registerCertCommands(program: Command): void {
         withContext(cmd, async (ctx) => {
           if ((serial === undefined) === (opts.spiffeId === undefined))
             throw usageError("give a SERIAL or --spiffe-id (one of them)");
+          // A value that is not an ID (a name, a path) matches nothing: say why.
+          if (opts.spiffeId !== undefined) parseSpiffeId(opts.spiffeId);
           const serials = await (
             await pkiService(ctx)
           ).revoke({ serial, spiffeId: opts.spiffeId, reason: opts.reason, actor: "cli" });
