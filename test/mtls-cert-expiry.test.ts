@@ -17,14 +17,13 @@
  * there zt runs on a manual clock, moved past notAfter, and the pass is run by hand.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import http from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket from "ws";
 import { ManualClock, type Clock } from "../src/core/clock.js";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { PkiService, pkiService } from "../src/pki/index.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { startStreamingUpstream } from "./helpers/upstream.js";
 
 const TD = "expiry.test";
 const HOST = "chat.localhost";
@@ -41,27 +40,12 @@ function mtlsFixture(clock?: Clock) {
     zt: undefined as unknown as RunningZt,
     port: 0,
     bundle: "",
-    upstream: undefined as http.Server | undefined,
-    upstreamSockets: [] as WebSocket[],
-    upstreamWaiters: [] as ((ws: WebSocket) => void)[],
+    upstream: undefined as Awaited<ReturnType<typeof startStreamingUpstream>> | undefined,
   };
 
   beforeAll(async () => {
-    const upstream = http.createServer((req, res) => {
-      if (req.url !== "/stream") return res.end("ok");
-      res.writeHead(200, { "content-type": "text/event-stream" });
-      res.write("data: hello\n\n");
-    });
-    f.upstream = upstream;
-    const wss = new WebSocketServer({ noServer: true });
-    upstream.on("upgrade", (req, socket, head) =>
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        f.upstreamSockets.push(ws);
-        f.upstreamWaiters.shift()?.(ws);
-      }),
-    );
-    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
-    const to = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    f.upstream = await startStreamingUpstream();
+    const to = f.upstream.url;
     const config = writeConfig(
       tempDir("zt-mtls-expiry-"),
       `data_dir: ./data
@@ -86,8 +70,7 @@ session: { ttl: 1h, idle_timeout: 1h, recheck_interval: 1h }
 
   afterAll(async () => {
     await f.zt?.close();
-    for (const ws of f.upstreamSockets) ws.terminate();
-    await new Promise<void>((r) => (f.upstream ? f.upstream.close(() => r()) : r()));
+    await f.upstream?.close();
   });
 
   const tlsOf = (svid: Svid) => ({
@@ -99,7 +82,7 @@ session: { ttl: 1h, idle_timeout: 1h, recheck_interval: 1h }
 
   /** A WebSocket through zt authenticated by `svid`: both ends and whether the client's is open. */
   const openWs = async (svid: Svid) => {
-    const up = new Promise<WebSocket>((resolve) => f.upstreamWaiters.push(resolve));
+    const up = f.upstream!.nextSocket();
     const ws = new WebSocket(`wss://127.0.0.1:${f.port}/ws`, {
       headers: { host: HOST },
       ...tlsOf(svid),

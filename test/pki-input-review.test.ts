@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPki, pkiService, renewProofInput, type PkiService } from "../src/pki/index.js";
-import { openPkiTestContext } from "../src/pki/pki-testing.js";
+import { insertTestUser, openPkiTestContext } from "../src/pki/pki-testing.js";
 import { readDerChildren } from "../src/pki/der.js";
 import { createApiServer } from "../src/api/index.js";
 import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
@@ -111,24 +111,7 @@ beforeAll(async () => {
   env = await openPkiTestContext({ policies: join(dir, "policies") });
   await initPki(env.ctx);
   svc = await pkiService(env.ctx);
-  const now = Date.now();
-  const db = env.ctx.store.db;
-  await db
-    .insertInto("users")
-    .values({
-      id: "u_alice",
-      name: "alice",
-      email: null,
-      password_hash: "x",
-      totp_secret_sealed: null,
-      totp_last_step: 0,
-      disabled: 0,
-      created_at: now,
-      updated_at: now,
-    })
-    .execute();
-  await db.insertInto("groups").values({ name: "ops", created_at: now }).execute();
-  await db.insertInto("user_groups").values({ user_id: "u_alice", group_name: "ops" }).execute();
+  await insertTestUser(env.ctx.store.db, { id: "u_alice", name: "alice", groups: ["ops"] });
 });
 
 afterAll(async () => {

@@ -6,7 +6,7 @@ import type { FastifyInstance } from "fastify";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initPki, pkiServerTlsOptions, pkiService, type PkiService } from "../src/pki/index.js";
-import { openPkiTestContext } from "../src/pki/pki-testing.js";
+import { insertTestUser, openPkiTestContext } from "../src/pki/pki-testing.js";
 import { createApiServer } from "../src/api/index.js";
 import { SessionService } from "../src/session/index.js";
 import { runZt } from "./helpers/zt-process.js";
@@ -72,29 +72,8 @@ beforeAll(async () => {
   await initPki(env.ctx);
   svc = await pkiService(env.ctx);
   // zt users: alice in ops, bob not.
-  const now = Date.now();
-  const db = env.ctx.store.db;
-  for (const [id, name] of [
-    ["u_alice", "alice"],
-    ["u_bob", "bob"],
-  ] as const) {
-    await db
-      .insertInto("users")
-      .values({
-        id,
-        name,
-        email: null,
-        password_hash: "x",
-        totp_secret_sealed: null,
-        totp_last_step: 0,
-        disabled: 0,
-        created_at: now,
-        updated_at: now,
-      })
-      .execute();
-  }
-  await db.insertInto("groups").values({ name: "ops", created_at: now }).execute();
-  await db.insertInto("user_groups").values({ user_id: "u_alice", group_name: "ops" }).execute();
+  await insertTestUser(env.ctx.store.db, { id: "u_alice", name: "alice", groups: ["ops"] });
+  await insertTestUser(env.ctx.store.db, { id: "u_bob", name: "bob" });
 
   // sshd with its own host key, certified by zt's host CA, trusting zt's user CA.
   sshd = await startSshd(dir, svc.ssh);

@@ -11,12 +11,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import * as OTPAuth from "otpauth";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket from "ws";
 import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { signIn } from "./helpers/http-client.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
+import { startStreamingUpstream } from "./helpers/upstream.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const HOST = "chat.localhost";
@@ -28,29 +28,13 @@ function wsFixture(session: string) {
   const f = {
     zt: undefined as unknown as RunningZt,
     port: 0,
-    upstream: undefined as http.Server | undefined,
-    upstreamSockets: [] as WebSocket[],
-    upstreamWaiters: [] as ((ws: WebSocket) => void)[],
+    upstream: undefined as Awaited<ReturnType<typeof startStreamingUpstream>> | undefined,
     secrets: {} as Record<string, string>,
   };
 
   beforeAll(async () => {
-    // /stream: a response that never ends (server-sent events); anything else: "ok".
-    const upstream = http.createServer((req, res) => {
-      if (req.url !== "/stream") return res.end("ok");
-      res.writeHead(200, { "content-type": "text/event-stream" });
-      res.write("data: hello\n\n");
-    });
-    f.upstream = upstream;
-    const wss = new WebSocketServer({ noServer: true });
-    upstream.on("upgrade", (req, socket, head) =>
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        f.upstreamSockets.push(ws);
-        f.upstreamWaiters.shift()?.(ws);
-      }),
-    );
-    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
-    const to = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    f.upstream = await startStreamingUpstream();
+    const to = f.upstream.url;
     const config = writeConfig(
       tempDir("zt-ws-deadline-"),
       `data_dir: ./data
@@ -76,8 +60,7 @@ session: ${session}
 
   afterAll(async () => {
     await f.zt?.close();
-    for (const ws of f.upstreamSockets) ws.terminate();
-    await new Promise<void>((r) => (f.upstream ? f.upstream.close(() => r()) : r()));
+    await f.upstream?.close();
   });
 
   /** Signs `name` in (each user once: a TOTP code is not accepted twice). */
@@ -93,7 +76,7 @@ session: ${session}
 
   /** Opens a WebSocket through zt on `cookie`; both ends and whether the client's is open. */
   const openWs = async (cookie: string) => {
-    const up = new Promise<WebSocket>((resolve) => f.upstreamWaiters.push(resolve));
+    const up = f.upstream!.nextSocket();
     const ws = new WebSocket(`ws://127.0.0.1:${f.port}/ws`, { headers: { host: HOST, cookie } });
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());

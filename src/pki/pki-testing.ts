@@ -40,3 +40,36 @@ export async function openPkiTestContext(
     },
   };
 }
+
+/**
+ * Inserts a user straight into the store (no password, no MFA), in `groups` (created when
+ * missing): for tests that need a principal, not a sign-in.
+ */
+export async function insertTestUser(
+  db: AppContext["store"]["db"],
+  user: { id: string; name: string; groups?: readonly string[]; at?: number },
+): Promise<void> {
+  const at = user.at ?? Date.now();
+  await db
+    .insertInto("users")
+    .values({
+      id: user.id,
+      name: user.name,
+      email: null,
+      password_hash: "x",
+      totp_secret_sealed: null,
+      totp_last_step: 0,
+      disabled: 0,
+      created_at: at,
+      updated_at: at,
+    })
+    .execute();
+  for (const group of user.groups ?? []) {
+    await db
+      .insertInto("groups")
+      .values({ name: group, created_at: at })
+      .onConflict((oc) => oc.column("name").doNothing())
+      .execute();
+    await db.insertInto("user_groups").values({ user_id: user.id, group_name: group }).execute();
+  }
+}

@@ -38,3 +38,40 @@ export async function startRecordingUpstream(): Promise<{
       }),
   };
 }
+
+/**
+ * A real upstream for long-lived connections: `/stream` answers a response that never
+ * ends (server-sent events), anything else "ok"; WebSocket upgrades are accepted and
+ * handed, in order, to whoever called `nextSocket()` first.
+ */
+export async function startStreamingUpstream(): Promise<{
+  url: string;
+  nextSocket(): Promise<import("ws").WebSocket>;
+  close(): Promise<void>;
+}> {
+  const server = http.createServer((req, res) => {
+    if (req.url !== "/stream") return res.end("ok");
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write("data: hello\n\n");
+  });
+  const sockets: import("ws").WebSocket[] = [];
+  const waiters: ((ws: import("ws").WebSocket) => void)[] = [];
+  const wss = new WebSocketServer({ noServer: true });
+  server.on("upgrade", (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.push(ws);
+      waiters.shift()?.(ws);
+    }),
+  );
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    nextSocket: () => new Promise((resolve) => waiters.push(resolve)),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const ws of sockets) ws.terminate();
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
