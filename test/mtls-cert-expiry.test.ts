@@ -24,6 +24,7 @@ import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { PkiService, pkiService } from "../src/pki/index.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startStreamingUpstream } from "./helpers/upstream.js";
+import { relay } from "./helpers/websocket-client.js";
 
 const TD = "expiry.test";
 const HOST = "chat.localhost";
@@ -140,28 +141,6 @@ session: { ttl: 1h, idle_timeout: 1h, recheck_interval: 1h }
   };
 
   return { f, openWs, openStream, cuts };
-}
-
-/** Sends `text` from `from`, resolving once `to` has it; rejects if `to` closes first. */
-function relay(from: WebSocket, to: WebSocket, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: WebSocket.RawData) => {
-      if (m.toString() !== text) return;
-      done();
-      resolve();
-    };
-    const onClose = () => {
-      done();
-      reject(new Error(`closed before ${JSON.stringify(text)} was relayed`));
-    };
-    const done = () => {
-      to.off("message", onMessage);
-      to.off("close", onClose);
-    };
-    to.on("message", onMessage);
-    to.once("close", onClose);
-    from.send(text);
-  });
 }
 
 describe("mTLS connections at their client certificate's expiry (system clock, recheck_interval 1h)", () => {

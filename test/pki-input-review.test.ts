@@ -7,11 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { initPki, pkiService, renewProofInput, type PkiService } from "../src/pki/index.js";
-import { insertTestUser, openPkiTestContext } from "../src/pki/pki-testing.js";
+import { renewProofInput, type PkiService } from "../src/pki/index.js";
+import { openPkiSuite, type PkiSuite } from "./helpers/pki-suite.js";
 import { readDerChildren } from "../src/pki/der.js";
 import { createApiServer } from "../src/api/index.js";
 import { runZt, tempDir, writeConfig } from "./helpers/zt-process.js";
@@ -21,7 +20,7 @@ const POLICIES = `
 permit (principal in Group::"ops", action == Action::"ssh:sign", resource == HostGroup::"prod");
 `;
 
-let env: Awaited<ReturnType<typeof openPkiTestContext>>;
+let env: PkiSuite["env"];
 let svc: PkiService;
 let dir: string;
 
@@ -104,20 +103,11 @@ function forgeExponentOneCsr(realPem: string): string {
   return pem(forged, "CERTIFICATE REQUEST");
 }
 
+let cleanup: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "zt-pki-input-"));
-  mkdirSync(join(dir, "policies"));
-  writeFileSync(join(dir, "policies", "ssh.cedar"), POLICIES);
-  env = await openPkiTestContext({ policies: join(dir, "policies") });
-  await initPki(env.ctx);
-  svc = await pkiService(env.ctx);
-  await insertTestUser(env.ctx.store.db, { id: "u_alice", name: "alice", groups: ["ops"] });
+  ({ dir, env, svc, cleanup } = await openPkiSuite("zt-pki-input-", POLICIES));
 });
-
-afterAll(async () => {
-  await env?.cleanup();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => cleanup?.());
 
 describe("RSA public exponents", () => {
   it("stops an RSA CSR key with public exponent 1 (every signature 'verifies' under it) from being certified", async () => {

@@ -7,11 +7,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { initPki, pkiService, type PkiService } from "../src/pki/index.js";
-import { insertTestUser, openPkiTestContext } from "../src/pki/pki-testing.js";
+import type { PkiService } from "../src/pki/index.js";
+import { openPkiSuite, type PkiSuite } from "./helpers/pki-suite.js";
 
 const POLICIES = `
 @id("ops-ssh")
@@ -40,7 +39,7 @@ permit (principal in Group::"ops", action == Action::"ssh:sign", resource == Hos
 when { context.force_command == "" && context.source_addresses.isEmpty() };
 `;
 
-let env: Awaited<ReturnType<typeof openPkiTestContext>>;
+let env: PkiSuite["env"];
 let svc: PkiService;
 let dir: string;
 
@@ -79,20 +78,11 @@ async function auditRows(kind: string) {
     .execute();
 }
 
+let cleanup: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "zt-ssh-review-"));
-  mkdirSync(join(dir, "policies"));
-  writeFileSync(join(dir, "policies", "ssh.cedar"), POLICIES);
-  env = await openPkiTestContext({ policies: join(dir, "policies") });
-  await initPki(env.ctx);
-  svc = await pkiService(env.ctx);
-  await insertTestUser(env.ctx.store.db, { id: "u_alice", name: "alice", groups: ["ops"] });
+  ({ dir, env, svc, cleanup } = await openPkiSuite("zt-ssh-review-", POLICIES));
 });
-
-afterAll(async () => {
-  await env?.cleanup();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => cleanup?.());
 
 describe("a revoked SSH key", () => {
   it("stops `zt ssh revoke key.pub` from being undone by signing the same key again (ZT_PKI_REVOKED, audited)", async () => {

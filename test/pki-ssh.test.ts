@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync } from "node:fs";
+import { readFileSync, writeFileSync, chmodSync } from "node:fs";
 import https from "node:https";
 import type { FastifyInstance } from "fastify";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { initPki, pkiServerTlsOptions, pkiService, type PkiService } from "../src/pki/index.js";
-import { insertTestUser, openPkiTestContext } from "../src/pki/pki-testing.js";
+import { pkiServerTlsOptions, type PkiService } from "../src/pki/index.js";
+import { openPkiSuite, type PkiSuite } from "./helpers/pki-suite.js";
 import { createApiServer } from "../src/api/index.js";
 import { SessionService } from "../src/session/index.js";
 import { runZt } from "./helpers/zt-process.js";
@@ -14,7 +13,7 @@ import { SSH_LOGIN, startSshd, type Sshd } from "./helpers/sshd.js";
 
 const LOGIN = SSH_LOGIN;
 
-let env: Awaited<ReturnType<typeof openPkiTestContext>>;
+let env: PkiSuite["env"];
 let svc: PkiService;
 let dir: string;
 let sshd: Sshd;
@@ -62,27 +61,21 @@ async function signAndWrite(
 
 const writeKrl = () => sshd.writeKrl();
 
+let cleanup: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "zt-sshd-"));
-  chmodSync(dir, 0o755);
-  const policyDir = join(dir, "policies");
-  mkdirSync(policyDir);
-  writeFileSync(join(policyDir, "ssh.cedar"), POLICIES);
-  env = await openPkiTestContext({ policies: policyDir });
-  await initPki(env.ctx);
-  svc = await pkiService(env.ctx);
   // zt users: alice in ops, bob not.
-  await insertTestUser(env.ctx.store.db, { id: "u_alice", name: "alice", groups: ["ops"] });
-  await insertTestUser(env.ctx.store.db, { id: "u_bob", name: "bob" });
-
+  ({ dir, env, svc, cleanup } = await openPkiSuite("zt-sshd-", POLICIES, [
+    { id: "u_alice", name: "alice", groups: ["ops"] },
+    { id: "u_bob", name: "bob" },
+  ]));
+  chmodSync(dir, 0o755);
   // sshd with its own host key, certified by zt's host CA, trusting zt's user CA.
   sshd = await startSshd(dir, svc.ssh);
 }, 120_000);
 
 afterAll(async () => {
   sshd?.stop();
-  await env?.cleanup();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await cleanup?.();
 });
 
 describe("SSH CA checked by a real sshd and ssh", () => {

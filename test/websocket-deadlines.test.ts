@@ -17,6 +17,7 @@ import { runUp, type RunningZt } from "../src/app/run-up.js";
 import { signIn } from "./helpers/http-client.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startStreamingUpstream } from "./helpers/upstream.js";
+import { relay } from "./helpers/websocket-client.js";
 
 const PASSWORD = "pw-correct-horse-battery";
 const HOST = "chat.localhost";
@@ -126,28 +127,6 @@ session: ${session}
     });
 
   return { f, signInAs, openWs, openStream, cuts };
-}
-
-/** Sends `text` from `from`, resolving once `to` has it; rejects if `to` closes first. */
-function relay(from: WebSocket, to: WebSocket, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: WebSocket.RawData) => {
-      if (m.toString() !== text) return;
-      done();
-      resolve();
-    };
-    const onClose = () => {
-      done();
-      reject(new Error(`closed before ${JSON.stringify(text)} was relayed`));
-    };
-    const done = () => {
-      to.off("message", onMessage);
-      to.off("close", onClose);
-    };
-    to.on("message", onMessage);
-    to.once("close", onClose);
-    from.send(text);
-  });
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

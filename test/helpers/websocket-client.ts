@@ -62,3 +62,25 @@ export async function openEchoingWebSocket(
   expect(await roundTrip(c.ws, "ping")).toBe("ping");
   return c;
 }
+
+/** Sends `text` from `from`, resolving once `to` has it; rejects if `to` closes first. */
+export function relay(from: WebSocket, to: WebSocket, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: WebSocket.RawData) => {
+      if (m.toString() !== text) return;
+      done();
+      resolve();
+    };
+    const onClose = () => {
+      done();
+      reject(new Error(`closed before ${JSON.stringify(text)} was relayed`));
+    };
+    const done = () => {
+      to.off("message", onMessage);
+      to.off("close", onClose);
+    };
+    to.on("message", onMessage);
+    to.once("close", onClose);
+    from.send(text);
+  });
+}
