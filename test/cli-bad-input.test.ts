@@ -510,6 +510,20 @@ describe("misleading answers", () => {
     expectCleanError(r, "ZT_USAGE", /--until "2h" is before --since "1h"/);
     expect(r.stdout).toBe("");
   });
+
+  it("zt audit export --since with epoch ms past any date is refused instead of exporting nothing with exit 0", async () => {
+    const r = await zt(["audit", "export", "--since", "99999999999999999999"]);
+    expectCleanError(r, "ZT_USAGE", /--since: .*99999999999999999999.* is not a date/);
+    expect(r.stdout).toBe("");
+  });
+
+  it("zt audit explain with an empty or oversized decision id is a usage error, not 'no decision' echoing it back", async () => {
+    const empty = await zt(["audit", "explain", ""]);
+    expectCleanError(empty, "ZT_USAGE", /decision id: an empty value/);
+    const huge = await zt(["audit", "explain", "d".repeat(5000)]);
+    expectCleanError(huge, "ZT_USAGE", /decision id: longer than 200 characters/);
+    expect(huge.stderr.length).toBeLessThan(400);
+  });
 });
 
 describe("a reader that goes away (zt … | head)", () => {

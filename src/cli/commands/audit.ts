@@ -264,6 +264,10 @@ export function registerAuditCommands(program: Command): void {
     .description("print the stored record of one access decision")
     .option("--json", "print the record as JSON")
     .action(async (decisionId: string, opts: { json?: boolean }, cmd: Command) => {
+      if (decisionId === "")
+        throw usageError("decision id: an empty value; give the id from a denial (dec_…)");
+      if (decisionId.length > 200)
+        throw usageError("decision id: longer than 200 characters; no decision id is");
       await withContext(cmd, async (ctx) => {
         const rows = await queryAudit(ctx.store, { decisionId, limit: 10 });
         const row = rows.find((r) => r.kind.startsWith("decision")) ?? rows[0];
@@ -376,9 +380,18 @@ function parsePositiveInt(text: string, flag: string, allowZero = false): number
   return Number(text);
 }
 
+/** The largest time a JavaScript Date can hold, in epoch milliseconds. */
+const MAX_DATE_MS = 8.64e15;
+
 /** A duration back from now (`24h`), an ISO 8601 time, or epoch milliseconds. */
 export function parseWhen(text: string, nowMs: number, flag: string): number {
-  if (/^\d{12,}$/.test(text)) return Number(text);
+  if (/^\d{12,}$/.test(text)) {
+    const ms = Number(text);
+    // Past what a Date can hold (year 275760) no event can be at or after it.
+    if (ms > MAX_DATE_MS)
+      throw usageError(`${flag}: epoch ms ${JSON.stringify(text)} is not a date`);
+    return ms;
+  }
   if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
     const t = Date.parse(text);
     if (Number.isNaN(t))
