@@ -179,6 +179,15 @@ describe("zt keys rotate assertion", () => {
     const after = await zt(["keys", "list", "--json"]);
     expect(after.stdout).toBe(before.stdout);
   }, 30_000);
+
+  it("refuses a --keep-previous over a day instead of publishing the old key for decades (what it signed lives 60 s)", async () => {
+    const before = await zt(["keys", "list", "--json"]);
+    expect(before.code, before.stderr).toBe(0);
+    const r = await zt(["keys", "rotate", "assertion", "--keep-previous", "9999d"]);
+    expectCleanError(r, "ZT_USAGE", /--keep-previous: at most 24h .*"9999d"/);
+    const after = await zt(["keys", "list", "--json"]);
+    expect(after.stdout).toBe(before.stdout);
+  }, 30_000);
 });
 
 describe("environment overrides", () => {

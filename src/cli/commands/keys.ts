@@ -34,6 +34,9 @@ import {
 
 const actor = () => `cli:${process.env["USER"] ?? "unknown"}`;
 
+/** The longest a rotated-out assertion key stays published. */
+const MAX_KEEP_PREVIOUS_MS = 24 * 60 * 60 * 1000;
+
 /** `zt keys list|rotate`: zt's signing keys (private halves sealed in the store). */
 export function registerKeysCommands(program: Command): void {
   const keys = program
@@ -100,6 +103,12 @@ export function registerKeysCommands(program: Command): void {
             } catch (e) {
               throw usageError((e as Error).message);
             }
+            // What the old key signed lives 60 s; publishing it for longer than a day only
+            // stretches the life of a key that may have leaked.
+            if (keepMs > MAX_KEEP_PREVIOUS_MS)
+              throw usageError(
+                `--keep-previous: at most 24h (what the old key signed lives 60 s), got ${JSON.stringify(opts.keepPrevious)}`,
+              );
           }
           const r = await rotateAssertionKey(ctx, keepMs, actor());
           process.stdout.write(
