@@ -156,6 +156,11 @@ describe("zt db backup / restore (SQLite)", () => {
       await runZt(["--config", config, "db", "backup", join(data, "zt.db"), "--force"]),
       "ZT_USAGE",
     );
+    // A target zt cannot create is named as given, not as the hidden temp file beside it.
+    const unwritable = await runZt(["--config", config, "db", "backup", "/proc/zt-backup.db"]);
+    refused(unwritable, "ZT_NOT_FOUND");
+    expect(unwritable.stderr).toContain("/proc/zt-backup.db:");
+    expect(unwritable.stderr).not.toContain(".tmp");
     expect(readdirSync(data).sort()).toEqual(before);
     expect(await users(config)).toEqual(["alice"]);
   });

@@ -49,6 +49,38 @@ export function preparePrivateDirectory(dir: string): void {
   assertPrivateDirectory(dir);
 }
 
+/** A hidden, random name beside `path` for a file that is renamed over it once complete. */
+export function tempPathBeside(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
+}
+
+/**
+ * Creates an empty file beside `path` (see tempPathBeside) with exactly `mode`,
+ * exclusively (O_EXCL, O_NOFOLLOW: never through a file or symlink planted in advance). A
+ * failure names `path`, the file the user asked for, not the temp name.
+ */
+export function createTempBeside(path: string, mode: number): { tmp: string; fd: number } {
+  const tmp = tempPathBeside(path);
+  let fd: number;
+  try {
+    fd = openSync(
+      tmp,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      mode,
+    );
+  } catch (e) {
+    throw onTarget(e, path);
+  }
+  try {
+    fchmodSync(fd, mode); // the umask may have taken bits away, never added: be exact
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw onTarget(e, path);
+  }
+  return { tmp, fd };
+}
+
 /**
  * Writes `path` atomically with exactly `mode`: readers see the old file or the new one,
  * never a part. The temp file has a random name and is created exclusively (O_EXCL,
@@ -62,20 +94,9 @@ export function writeFileAtomically(
   owner?: { uid: number; gid: number },
 ): void {
   refuseDirectoryTarget(path);
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(8).toString("hex")}.tmp`);
-  let fd: number;
-  try {
-    fd = openSync(
-      tmp,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      mode,
-    );
-  } catch (e) {
-    throw onTarget(e, path);
-  }
+  const { tmp, fd } = createTempBeside(path, mode);
   try {
     try {
-      fchmodSync(fd, mode); // the umask may have taken bits away, never added: be exact
       if (owner) keepOwner(fd, owner);
       writeFileSync(fd, data);
       fsyncSync(fd);

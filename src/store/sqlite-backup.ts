@@ -1,8 +1,6 @@
 import {
   closeSync,
-  constants,
   existsSync,
-  fchmodSync,
   fsyncSync,
   linkSync,
   openSync,
@@ -13,11 +11,10 @@ import {
   statSync,
   unlinkSync,
 } from "node:fs";
-import { randomBytes } from "node:crypto";
-import { basename, dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { ZtError } from "../core/errors.js";
-import { syncDirectory } from "../core/secure-files.js";
+import { createTempBeside, syncDirectory } from "../core/secure-files.js";
 import type { SecretBox } from "../core/secret-box.js";
 import { sealedPurpose } from "../keys/sealed-purposes.js";
 import { allMigrations } from "./migrations/index.js";
@@ -284,17 +281,8 @@ function tableNames(db: Database.Database): Set<string> {
 
 /** An empty 0600 file beside `target`, created exclusively (never through a planted link). */
 function privateTempFile(target: string): string {
-  const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(8).toString("hex")}.tmp`);
-  const fd = openSync(
-    tmp,
-    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-    0o600,
-  );
-  try {
-    fchmodSync(fd, 0o600);
-  } finally {
-    closeSync(fd);
-  }
+  const { tmp, fd } = createTempBeside(target, 0o600);
+  closeSync(fd);
   return tmp;
 }
 

@@ -6,8 +6,7 @@ import {
   rmSync,
   type WriteStream,
 } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
+import { resolve } from "node:path";
 import type { Writable } from "node:stream";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
@@ -15,7 +14,7 @@ import { printJson, usageError, warn, withContext } from "../cli-context.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { parseDuration } from "../../core/duration.js";
-import { refuseDirectoryTarget } from "../../core/secure-files.js";
+import { refuseDirectoryTarget, tempPathBeside } from "../../core/secure-files.js";
 import { printable } from "../../core/printable.js";
 import {
   CHECKPOINT_KEY_PURPOSE,
@@ -172,12 +171,7 @@ export function registerAuditCommands(program: Command): void {
               throw exportFailed(opts.output, e as Error);
             }
           }
-          const tmp = opts.output
-            ? join(
-                dirname(opts.output),
-                `.${basename(opts.output)}.${randomBytes(8).toString("hex")}.tmp`,
-              )
-            : undefined;
+          const tmp = opts.output ? tempPathBeside(opts.output) : undefined;
           const out: Writable = tmp ? openExportFile(tmp, opts.output!) : process.stdout;
           let failed: Error | undefined;
           if (tmp) out.on("error", (e) => (failed = e));
