@@ -16,19 +16,12 @@ import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
-import type {
-  KyselyPlugin,
-  PluginTransformQueryArgs,
-  PluginTransformResultArgs,
-  QueryResult,
-  RootOperationNode,
-  UnknownRow,
-} from "kysely";
 import { ManualClock } from "../src/core/clock.js";
 import { loadConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { identityService } from "../src/identity/index.js";
 import { DeviceService, generateDeviceKey } from "../src/device/index.js";
+import { AfterFirstRead } from "./helpers/after-first-read.js";
 import { runZt, tempDir } from "./helpers/zt-process.js";
 import {
   createTestDatabase,
@@ -41,29 +34,6 @@ import {
 } from "./store-fixture.js";
 
 const ENGINES = await engines();
-
-/** Runs `between` once, after the first read of the `users` table returns. */
-class AfterFirstUserRead implements KyselyPlugin {
-  readonly #queries = new WeakMap<object, boolean>();
-  #fired = false;
-  constructor(readonly between: () => Promise<void>) {}
-
-  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    const node = args.node as { kind: string; from?: { froms?: Array<{ table?: unknown }> } };
-    const table = node.from?.froms?.[0]?.table as { identifier?: { name?: string } } | undefined;
-    if (node.kind === "SelectQueryNode" && table?.identifier?.name === "users")
-      this.#queries.set(args.queryId, true);
-    return args.node;
-  }
-
-  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
-    if (!this.#fired && this.#queries.get(args.queryId)) {
-      this.#fired = true;
-      await this.between();
-    }
-    return args.result;
-  }
-}
 
 describe.each(ENGINES)(
   "device enrolment against a concurrent disable on $name",
@@ -106,7 +76,7 @@ devices: { auto_approve_groups: [eng] }
       // The enrolling process's store handle, with the other process's disable run right
       // after its first read of dave's row.
       let disabledMeanwhile = false;
-      const hook = new AfterFirstUserRead(async () => {
+      const hook = new AfterFirstRead("users", async () => {
         await identityService(admin).setDisabled("dave", true);
         disabledMeanwhile = true;
       });
