@@ -15,7 +15,7 @@ import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
 import { toPem } from "./der.js";
 import { buildSvidFast } from "./svid-der.js";
 import { canonicalIpAddress } from "./ip-address.js";
-import { CertRecorder } from "./cert-recorder.js";
+import { CertRecorder, renewProofReplayed, type RecordConditions } from "./cert-recorder.js";
 import { MAX_JOIN_TOKEN_TTL_MS, parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
 import {
@@ -520,13 +520,9 @@ export class PkiService {
         .where("spiffe_id", "=", spiffeId)
         .where("key_sha256", "=", createHash("sha256").update(csr.spki).digest("hex"))
         .executeTakeFirst();
-      if (seen) {
-        throw new ZtError(
-          "ZT_AUTH_FAILED",
-          "this renewal proof was used already (its key has a certificate): make a new key and CSR, or renew with the certificate of that key",
-          { reason: "renew-proof-replayed" },
-        );
-      }
+      // A copy that passes this read together with another is stopped when its certificate
+      // is recorded: the proof is consumed there, by an insert only one copy wins.
+      if (seen) throw renewProofReplayed();
     }
     const reg = await this.ctx.store.db
       .selectFrom("pki_registrations")
@@ -554,7 +550,10 @@ export class PkiService {
     ];
     this.#checkAllowed(spiffeId, dns, ips, spiffeId, allowedNames);
     const ttl = this.#ttl(req.ttlMs, reg?.max_ttl_ms == null ? null : Number(reg.max_ttl_ms));
-    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, current.serial);
+    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, {
+      renews: current.serial,
+      consumesProof: !auth.possessionProven && !sameKey,
+    });
   }
 
   #checkAllowed(
@@ -606,7 +605,7 @@ export class PkiService {
     ips: string[],
     ttlMs: number,
     requestedBy: string,
-    renews?: string,
+    conditions: RecordConditions = {},
   ): Promise<IssuedSvid> {
     const issuer = await this.#usableIssuer();
     const now = this.ctx.clock.now();
@@ -638,7 +637,7 @@ export class PkiService {
         revoked_at: null,
         revoke_reason: null,
       },
-      renews,
+      conditions,
     );
     const certPem = toPem(der, "CERTIFICATE");
     return {

@@ -1,7 +1,7 @@
 /**
  * The PKI's tables: CA keys (sealed with the master key), issued X.509 certificates,
  * SSH certificates (and the grants they relied on), revoked SSH keys, registration
- * entries and join tokens.
+ * entries, join tokens and consumed renewal proofs.
  */
 declare module "./tables.js" {
   interface Tables {
@@ -12,6 +12,7 @@ declare module "./tables.js" {
     pki_ssh_revoked_keys: PkiSshRevokedKeysTable;
     pki_registrations: PkiRegistrationsTable;
     pki_join_tokens: PkiJoinTokensTable;
+    pki_renew_proofs: PkiRenewProofsTable;
   }
 }
 
@@ -102,4 +103,17 @@ export interface PkiJoinTokensTable {
   created_at: number;
   expires_at: number;
   used_at: number | null;
+}
+
+/**
+ * A renewal proof consumed: the current SVID's key signed a CSR for this new key, and zt
+ * certified it (`serial`). Keyed on (spiffe_id, key_sha256), so a copy of the request is
+ * refused as `renew-proof-replayed` however many arrive at once.
+ */
+export interface PkiRenewProofsTable {
+  spiffe_id: string;
+  /** SHA-256 of the new key's SPKI DER, hex (as `pki_certs.key_sha256`). */
+  key_sha256: string;
+  serial: string;
+  used_at: number;
 }

@@ -7,6 +7,7 @@ import { deviceAccess } from "./0004-device-access.js";
 import { identity } from "./0007-identity.js";
 import { failedAttempts } from "./0008-failed-attempts.js";
 import { sshCertGrants } from "./0009-ssh-cert-grants.js";
+import { renewProofs } from "./0010-renew-proofs.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -21,5 +22,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0007-identity": identity(dialect),
     "0008-failed-attempts": failedAttempts(dialect),
     "0009-ssh-cert-grants": sshCertGrants(dialect),
+    "0010-renew-proofs": renewProofs(dialect),
   };
 }
