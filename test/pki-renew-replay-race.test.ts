@@ -19,6 +19,7 @@ import { openAppContext, type AppContext } from "../src/app/index.js";
 import { buildRenewalRequest, initPki, pkiService } from "../src/pki/index.js";
 import { createApiServer } from "../src/api/index.js";
 import { AfterFirstRead } from "./helpers/after-first-read.js";
+import { auditRows } from "./helpers/audit-rows.js";
 import { engines, perTestTargets, writeEngineConfig, type Engine } from "./store-fixture.js";
 
 const ENGINES = await engines();
@@ -118,13 +119,9 @@ describe.each(ENGINES)("a renewal proof replayed concurrently on $name", (engine
     });
     expect(await certified()).toHaveLength(1);
     // The refusal is audited as other refusals of a renewal are.
-    await replicas[0].audit.flush();
-    const audited = await replicas[0].store.db
-      .selectFrom("audit_events")
-      .select(["outcome", "reason"])
-      .where("kind", "=", "svid.issue")
-      .where("outcome", "=", "failure")
-      .execute();
+    const audited = await auditRows(replicas[0], "svid.issue", ["outcome", "reason"], {
+      outcome: "failure",
+    });
     expect(audited).toEqual([{ outcome: "failure", reason: "renew-proof-replayed" }]);
   });
 });
