@@ -1,4 +1,5 @@
 import { X509Certificate } from "node:crypto";
+import { rsaExponentProblem } from "./csr.js";
 import { spiffeIdProblem } from "./spiffe-id.js";
 
 /** The verdict on a presented client certificate. */
@@ -10,6 +11,7 @@ export type ClientCertResult =
         | "cert-revoked"
         | "cert-expired"
         | "cert-untrusted"
+        | "cert-key-exponent"
         | "spiffe-id-invalid"
         | "wrong-trust-domain";
     };
@@ -23,7 +25,8 @@ export interface ClientCertTrust {
 }
 
 interface ParsedLeaf {
-  problem: "cert-untrusted" | "spiffe-id-invalid" | "wrong-trust-domain" | null;
+  problem:
+    "cert-untrusted" | "cert-key-exponent" | "spiffe-id-invalid" | "wrong-trust-domain" | null;
   spiffeId: string;
   serial: string;
   notBeforeMs: number;
@@ -34,8 +37,9 @@ const CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
 
 /**
  * Verifies a client certificate (an X.509-SVID) against zt's CA: issued by a trusted
- * intermediate, not a CA, clientAuth EKU, exactly one URI SAN that is a SPIFFE ID in
- * our trust domain, inside its validity window at `nowMs`, and not on the deny list.
+ * intermediate, not a CA, clientAuth EKU, an RSA key's exponent odd and at least 3,
+ * exactly one URI SAN that is a SPIFFE ID in our trust domain, inside its validity
+ * window at `nowMs`, and not on the deny list.
  * Pure apart from a parse cache; a failure is a value, never an exception.
  */
 export class ClientCertVerifier {
@@ -87,6 +91,14 @@ function parseLeaf(trust: ClientCertTrust, der: Uint8Array): ParsedLeaf {
   if (cert.ca) return fail("cert-untrusted");
   const eku = cert.keyUsage;
   if (eku && !eku.includes(CLIENT_AUTH)) return fail("cert-untrusted");
+  // CA/B BR §6.1.6, as issuance checks it: an SVID certified before zt refused such keys
+  // must not outlive that refusal. With e = 1 its handshake signature proves nothing.
+  const key = cert.publicKey;
+  if (
+    key.asymmetricKeyType === "rsa" &&
+    rsaExponentProblem(key.asymmetricKeyDetails?.publicExponent) !== null
+  )
+    return fail("cert-key-exponent");
   const uris = sanUris(cert.subjectAltName);
   // SPIFFE X509-SVID §2: exactly one URI SAN.
   if (uris.length !== 1) return fail("spiffe-id-invalid");
