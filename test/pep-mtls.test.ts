@@ -31,6 +31,7 @@ import { createPep } from "../src/proxy/index.js";
 import { openPkiTestContext } from "../src/pki/pki-testing.js";
 import { tempDir, writeConfig } from "./helpers/zt-process.js";
 import { startRecordingUpstream } from "./helpers/upstream.js";
+import { auditRows } from "./helpers/audit-rows.js";
 
 const TD = "mtls.test";
 const POLICY = `
@@ -215,6 +216,38 @@ policies: ./policies
     });
     // Another SVID for the same workload still works: the serial was revoked, not the ID.
     expect((await get("api.localhost", await issue("/web"))).status).toBe(200);
+  });
+
+  it("audits the cut of a revoked SVID's live WebSocket: one session.cut naming the route, peer, serial and connection, linked to the svid.revoke record", async () => {
+    const web = await issue("/web");
+    const ws = await openSvidWebSocket(web);
+    const closed = new Promise<void>((r) => ws.once("close", () => r()));
+    await svc.revoke({ serial: web.serial, reason: "key-compromise", actor: "test" });
+    await closed;
+    const revoke = (await auditRows(zt.ctx, "svid.revoke", ["id", "data"])).filter((r) =>
+      String(r.data).includes(web.serial),
+    );
+    expect(revoke).toHaveLength(1);
+    const cuts = (
+      await auditRows(zt.ctx, "session.cut", ["subject", "route", "source_ip", "reason", "data"])
+    )
+      .map((r) => ({ ...r, data: JSON.parse(String(r.data)) as Record<string, unknown> }))
+      .filter((r) => r.data["cert_serial"] === web.serial);
+    expect(cuts).toEqual([
+      {
+        subject: `spiffe://${TD}/web`,
+        route: "api",
+        source_ip: "127.0.0.1",
+        reason: "cert-revoked",
+        data: expect.objectContaining({
+          session_id: `svc:spiffe://${TD}/web`,
+          cause: "svid-revoked",
+          revoke_reason: "key-compromise",
+          revoke_id: revoke[0]!.id,
+          connection_id: expect.stringMatching(/^dec_/),
+        }),
+      },
+    ]);
   });
 
   it("decides an SVID's WebSocket whatever its Origin: a workload, not a browser (no websocket-origin check)", async () => {

@@ -9,6 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
 import type { RunningZt } from "../src/app/run-up.js";
+import { auditRows } from "./helpers/audit-rows.js";
 import { request, signIn as signInWith } from "./helpers/http-client.js";
 import { totpAt } from "./helpers/totp-code.js";
 import { openEchoingWebSocket } from "./helpers/websocket-client.js";
@@ -78,6 +79,29 @@ describe("continuous verification (live re-evaluation over real sockets)", () =>
   const get = (host: string, cookie: string) =>
     request(port, { host, path: "/", headers: { cookie, accept: "application/json" } });
 
+  /** The `session.cut` records of one session: route, peer, reason, decision id and data. */
+  const cutsOf = async (sessionId: string) =>
+    (
+      await auditRows(zt.ctx, "session.cut", [
+        "subject",
+        "route",
+        "source_ip",
+        "reason",
+        "decision_id",
+        "data",
+      ])
+    )
+      .map((r) => ({ ...r, data: JSON.parse(String(r.data)) as Record<string, unknown> }))
+      .filter((r) => r.data["session_id"] === sessionId);
+
+  /** The id of the `session.revoke` record that revoked `sessionId`. */
+  const revokeRecordOf = async (sessionId: string) => {
+    const rows = await auditRows(zt.ctx, "session.revoke", ["id", "reason", "data"]);
+    const hit = rows.filter((r) => String(r.data).includes(sessionId));
+    expect(hit).toHaveLength(1);
+    return hit[0]!;
+  };
+
   beforeAll(async () => {
     hook = await startWebhookReceiver();
     suite = await startZtUpWithUpstream({
@@ -127,6 +151,21 @@ notifications: { webhook: "${hook.url}" }
     await closed;
     const after = await get("whoami.localhost", s.cookie);
     expect(after.status).toBe(401);
+    // The cut is on the audit log, once, linked to the revocation the disable made.
+    const revoke = await revokeRecordOf(s.sessionId);
+    expect(revoke.reason).toBe("user-disabled");
+    expect(await cutsOf(s.sessionId)).toEqual([
+      expect.objectContaining({
+        subject: "alice",
+        route: "whoami",
+        reason: "session-revoked",
+        data: expect.objectContaining({
+          cause: "session-revoked",
+          revoke_reason: "user-disabled",
+          revoke_id: revoke.id,
+        }),
+      }),
+    ]);
   });
 
   it("(b) a signed posture report failing a required check cuts the device's session", async () => {
@@ -231,6 +270,20 @@ notifications: { webhook: "${hook.url}" }
     const after = await get("prod.localhost", s.cookie);
     expect(after.status).toBe(401);
     expect(after.json<{ error: { code: string } }>().error.code).toBe("ZT_SESSION_REVOKED");
+    // One cut record (the re-check's, naming its deny decision), not another for the
+    // session's revocation that followed it.
+    const cuts = await cutsOf(s.sessionId);
+    expect(cuts).toEqual([
+      expect.objectContaining({
+        route: "prod",
+        decision_id: expect.stringMatching(/^dec_/),
+        data: expect.objectContaining({ cause: "device" }),
+      }),
+    ]);
+    const denied = await auditRows(zt.ctx, "decision", ["decision_id", "outcome"]);
+    expect(denied.filter((d) => d.decision_id === cuts[0]!.decision_id)).toEqual([
+      { decision_id: cuts[0]!.decision_id, outcome: "deny" },
+    ]);
   });
 
   it("refuses a posture report not signed by the device key", async () => {
@@ -256,13 +309,36 @@ notifications: { webhook: "${hook.url}" }
     );
   });
 
-  it("(d) zt session revoke closes the WebSocket and denies the next request", async () => {
+  it("(d) zt session revoke closes the WebSocket and denies the next request; the cut is audited once, naming the route, peer and connection, linked to the session.revoke record", async () => {
     const s = await signIn("dave");
-    const { closed } = await openWs("whoami.localhost", s.cookie);
+    const ws = await openWs("whoami.localhost", s.cookie);
     const r = await cli(["session", "revoke", s.sessionId]);
     expect(r.code, r.stderr).toBe(0);
-    await closed;
+    await ws.closed;
     expect((await get("whoami.localhost", s.cookie)).status).toBe(401);
+    const revoke = await revokeRecordOf(s.sessionId);
+    const cuts = await cutsOf(s.sessionId);
+    expect(cuts).toEqual([
+      {
+        subject: "dave",
+        route: "whoami",
+        source_ip: "127.0.0.1",
+        reason: "session-revoked",
+        decision_id: null,
+        data: expect.objectContaining({
+          session_id: s.sessionId,
+          cause: "session-revoked",
+          revoke_reason: revoke.reason,
+          revoke_id: revoke.id,
+        }),
+      },
+    ]);
+    // The connection: the allow decision that opened it (its own audit record).
+    const opened = String(cuts[0]!.data["connection_id"]);
+    const decision = await auditRows(zt.ctx, "decision", ["decision_id", "route", "outcome"]);
+    expect(decision.filter((d) => d.decision_id === opened)).toEqual([
+      { decision_id: opened, route: "whoami", outcome: "allow" },
+    ]);
   });
 
   it("break-glass is refused to other accounts and raises a critical alert (webhook + audit) for designated ones", async () => {

@@ -19,6 +19,9 @@ import { EntitySnapshot } from "../src/session/entity-snapshot.js";
 import { StoreEventBus } from "../src/events/index.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
 import { request } from "./helpers/http-client.js";
+import { auditRows } from "./helpers/audit-rows.js";
+import { bounded } from "./helpers/bounded.js";
+import { openWebSocket } from "./helpers/websocket-client.js";
 import { startUpstream, tempDir } from "./pep-fixture.js";
 import { engines, perTestTargets, type Engine, type EngineTarget } from "./store-fixture.js";
 import { ReadGate } from "./helpers/read-gate.js";
@@ -195,6 +198,66 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     expect(cut).toEqual([session.id]);
     const r = await get(pep.port, token);
     expect(r.status).toBe(401);
+  });
+
+  it("stops a revocation's cut from going unaudited or being audited twice across replicas: each live connection's cut is one session.cut, written by the replica that held it, linked to the session.revoke record", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, await upstream());
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
+    const a = await pepNode(cfg, clock);
+    const b = await pepNode(cfg, clock);
+    const cvA = await startContinuousVerification(a.services, a.pep.live);
+    const cvB = await startContinuousVerification(b.services, b.pep.live);
+    cleanups.push(async () => {
+      cvA.close();
+      cvB.close();
+    });
+    const { token, session } = await new SessionService(cli).create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    const cookie = `zt_session=${token}`;
+    // One WebSocket through each replica.
+    const onA = await openWebSocket(a.port, "a.localhost", cookie);
+    const onB = await openWebSocket(b.port, "a.localhost", cookie);
+
+    // Replica A revokes the session (its own memory first); B hears it from the store.
+    expect(await a.services.sessions.revoke([session.id], "admin")).toBe(1);
+    await bounded(onA.closed, "the revoking replica's WebSocket is still open");
+    await bounded(onB.closed, "the other replica's WebSocket is still open");
+    // Then everything else that could see the revocation: each replica's periodic pass
+    // (its re-check of live connections and its reconcile with the store), and the event
+    // heard again by catching up.
+    await (a.ctx.events as StoreEventBus).catchUp();
+    await (b.ctx.events as StoreEventBus).catchUp();
+    await cvA.tick();
+    await cvB.tick();
+
+    await a.ctx.audit.flush();
+    const revoke = (await auditRows(b.ctx, "session.revoke", ["id", "data"])).filter((r) =>
+      String(r.data).includes(session.id),
+    );
+    expect(revoke).toHaveLength(1);
+    const cuts = (await auditRows(b.ctx, "session.cut", ["route", "reason", "data"])).map((r) => ({
+      ...r,
+      data: JSON.parse(String(r.data)) as Record<string, unknown>,
+    }));
+    const each = {
+      route: "a",
+      reason: "session-revoked",
+      data: expect.objectContaining({
+        session_id: session.id,
+        cause: "session-revoked",
+        revoke_reason: "admin",
+        revoke_id: revoke[0]!.id,
+        connection_id: expect.stringMatching(/^dec_/),
+      }),
+    };
+    expect(cuts).toEqual([each, each]);
+    expect(cuts[0]!.data["connection_id"]).not.toBe(cuts[1]!.data["connection_id"]);
   });
 
   it("stops an older read of a user from overwriting a newer one in a PEP's entity snapshot (a removed group stays removed)", async () => {
