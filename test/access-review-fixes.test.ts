@@ -15,7 +15,7 @@ import { ManualClock } from "../src/core/clock.js";
 import { ZtError } from "../src/core/errors.js";
 import { identityService } from "../src/identity/index.js";
 import { AccessService, parseAccessConfig } from "../src/access/index.js";
-import { LiveConnections } from "../src/proxy/index.js";
+import { auditCut, LiveConnections } from "../src/proxy/index.js";
 import type { ContinuousVerification } from "../src/session/reevaluator.js";
 import { engines, sqliteEngine, type Engine } from "./store-fixture.js";
 import { auditRows } from "./helpers/audit-rows.js";
@@ -88,7 +88,10 @@ async function pepBeforeStart(
 ): Promise<{ ctx: AppContext; continuous: ContinuousVerification }> {
   const ctx = await context(cfg, clock);
   const services = await createServices(ctx);
-  const continuous = await startProcessVerification(services, new LiveConnections());
+  const continuous = await startProcessVerification(
+    services,
+    new LiveConnections(auditCut(ctx.audit)),
+  );
   cleanups.push(async () => {
     continuous.close();
     services.close();

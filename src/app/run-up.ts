@@ -6,7 +6,7 @@ import { loadConfig, type ZtConfig } from "../config/index.js";
 import { validateCapabilityConfig } from "./capability-config.js";
 import { ZtError } from "../core/errors.js";
 import { apiListenerTls, createApiServer } from "../api/index.js";
-import { LiveConnections, type Pep } from "../proxy/index.js";
+import { auditCut, LiveConnections, type Pep } from "../proxy/index.js";
 import {
   countEventResync,
   countEventsPruned,
@@ -188,7 +188,7 @@ export async function runUp(o: RunUpOptions): Promise<RunningZt> {
       // The PEP runs in worker processes; this one keeps the API and the background work.
       // Workers run this config (the demo's upstream port included), not zt.yaml re-read.
       workers = await startPepCluster({ workers: workerCount, config, out });
-      live = new LiveConnections();
+      live = new LiveConnections(auditCut(ctx.audit));
     } else {
       // Listens only once everything it consults is loaded (below).
       pepNode = await createPepNode(ctx, services, { host: proxyListen.host });

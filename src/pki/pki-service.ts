@@ -878,13 +878,9 @@ export class PkiService {
     for (const r of rows) this.#denied.set(r.serial, Number(r.not_after));
     // After the commit: every CRL build from here on reads the revocation.
     this.#invalidateCrl();
-    await this.ctx.events.publish("cert.revoked", {
-      kind: "x509",
-      serials,
-      not_after: rows.map((r) => Number(r.not_after)),
-      reason,
-    });
-    this.ctx.audit.record({
+    // Recorded before the event: every PEP's `session.cut` of a connection on these
+    // serials names this record (`revoke_id`).
+    const revokeId = this.ctx.audit.record({
       kind: "svid.revoke",
       outcome: "success",
       subject: req.actor,
@@ -894,6 +890,13 @@ export class PkiService {
         spiffe_id: req.spiffeId ?? null,
         ...(req.spiffeId !== undefined ? { join_tokens_invalidated: tokensInvalidated } : {}),
       },
+    });
+    await this.ctx.events.publish("cert.revoked", {
+      kind: "x509",
+      serials,
+      not_after: rows.map((r) => Number(r.not_after)),
+      reason,
+      revoke_id: revokeId,
     });
     await this.crlDer();
     return serials;

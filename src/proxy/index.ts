@@ -2,8 +2,8 @@ export { createPep } from "./pep-server.js";
 export type { Pep, PepOptions, PepReloadable, PepServices, ReloadCut } from "./pep-server.js";
 export { DecisionPoint, newDecisionId } from "./decision-point.js";
 export type { Decision, DecisionFacts, ContextContributor } from "./decision-point.js";
-export { LiveConnections } from "./live-connections.js";
-export type { LiveConnection, LiveConnectionWatcher } from "./live-connections.js";
+export { auditCut, LiveConnections, revocationLink } from "./live-connections.js";
+export type { LiveConnection, LiveConnectionWatcher, LiveCut } from "./live-connections.js";
 export {
   AssertionSigner,
   ASSERTION_KEY_PURPOSE,

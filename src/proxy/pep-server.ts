@@ -48,7 +48,12 @@ import {
 import { createSpoaServer, type SpoaServer } from "./spoa-agent.js";
 import { resolveClientIp, TrustedProxies } from "./forwarded-headers.js";
 import { RecentDenials } from "./recent-denials.js";
-import { LiveConnections, type LiveConnection } from "./live-connections.js";
+import {
+  auditCut,
+  LiveConnections,
+  revocationLink,
+  type LiveConnection,
+} from "./live-connections.js";
 import {
   connectionNamesProtected,
   forwardHttp,
@@ -157,7 +162,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
   const cookieName = cfg.session.cookie_name;
   /** A `__Secure-` or `__Host-` name (prefixes match case-insensitively, RFC 6265bis §4.1.3). */
   const cookieNeedsHttps = /^__(secure|host)-/i.test(cookieName);
-  const live = new LiveConnections();
+  const live = new LiveConnections(auditCut(ctx.audit));
   const trusted = new TrustedProxies(cfg.trusted_proxies);
   const denials = new RecentDenials();
   let maxBody = cfg.limits.max_body_bytes;
@@ -315,10 +320,15 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
   }
 
-  // Continuous verification: a revoked session loses its live connections at once.
-  const offRevoked = s.sessions.onRevoked((sessionId) => {
+  // Continuous verification: a revoked session loses its live connections at once, each
+  // cut audited (`session.cut`) with the revocation it came from.
+  const offRevoked = s.sessions.onRevoked((sessionId, reason, origin) => {
     s.assertions.forgetSession(sessionId);
-    live.closeSession(sessionId, "session-revoked");
+    live.cutSession(sessionId, {
+      reason: "session-revoked",
+      cause: "session-revoked",
+      link: { revoke_reason: reason, ...revocationLink(origin) },
+    });
   });
   // A revoked SVID: new requests are refused by the PKI deny list; cut live ones here.
   const offCertRevoked = ctx.events.subscribe((e) => {
@@ -326,7 +336,19 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     const serials = Array.isArray(e.data["serials"]) ? (e.data["serials"] as unknown[]) : [];
     const set = new Set(serials.filter((x): x is string => typeof x === "string"));
     if (set.size === 0) return;
-    live.closeWhere((c) => c.certSerial !== undefined && set.has(c.certSerial), "cert-revoked");
+    const reason = e.data["reason"];
+    const revokeId = e.data["revoke_id"];
+    live.cutWhere((c) => c.certSerial !== undefined && set.has(c.certSerial), {
+      reason: "cert-revoked",
+      cause: "svid-revoked",
+      link: {
+        ...(typeof reason === "string" ? { revoke_reason: reason } : {}),
+        ...revocationLink({
+          revokeId: typeof revokeId === "string" ? revokeId : undefined,
+          eventSeq: e.seq,
+        }),
+      },
+    });
   });
 
   /**
@@ -735,7 +757,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     );
     const extra = s.decisions.responseHeaders(facts);
     if (extra) fo.responseHeaders = extra;
-    fo.onClose = live.add(liveEntry(a.auth, facts, () => res.destroy()));
+    fo.onClose = live.add(liveEntry(a.auth, facts, d.decisionId, () => res.destroy()));
     forwardHttp(req, res, agents, fo);
   }
 
@@ -876,7 +898,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       req.headers.host ?? canon.host,
       await assertionFor(route, a.auth, d),
     );
-    const entry = liveEntry(a.auth, facts, () => socket.destroy());
+    const entry = liveEntry(a.auth, facts, d.decisionId, () => socket.destroy());
     if (!isService(a.auth)) {
       // Frames either way are activity: the re-evaluator cuts the socket once
       // session.idle_timeout passes without any (a timer armed for that deadline), and
@@ -897,13 +919,19 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
    * service the client certificate's notAfter: a short-lived SVID must not be outlived
    * by a WebSocket or a streaming response opened with it.
    */
-  function liveEntry(auth: Authenticated, facts: DecisionFacts, close: () => void): LiveConnection {
+  function liveEntry(
+    auth: Authenticated,
+    facts: DecisionFacts,
+    decisionId: string,
+    close: () => void,
+  ): LiveConnection {
     return {
       sessionId: liveKeyOf(auth),
       ...(isService(auth)
         ? { certSerial: auth.serial, expiresAt: auth.notAfterMs }
         : { expiresAt: auth.session.expiresAt }),
       facts,
+      decisionId,
       close,
     };
   }
@@ -1278,8 +1306,14 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       for (const x of live.all())
         if (gone.has(x.facts.route) || moved.has(x.facts.route)) onChanged.add(x);
       const cutNow = (which: Set<LiveConnection>) =>
-        live.closeWhere((x) => which.has(x) && gone.has(x.facts.route), "route-removed") +
-        live.closeWhere((x) => which.has(x) && moved.has(x.facts.route), "route-changed");
+        live.cutWhere((x) => which.has(x) && gone.has(x.facts.route), {
+          reason: "route-removed",
+          cause: "config-reload",
+        }) +
+        live.cutWhere((x) => which.has(x) && moved.has(x.facts.route), {
+          reason: "route-changed",
+          cause: "config-reload",
+        });
       if (onChanged.size === 0) return { cut: 0, draining: 0, drained: Promise.resolve(0) };
       if (reloadGraceMs === 0)
         return { cut: cutNow(onChanged), draining: 0, drained: Promise.resolve(0) };

@@ -4,4 +4,9 @@ export {
   revokeSessionsOfUser,
   sessionNotFound,
 } from "./session-service.js";
-export type { SessionInfo, CreateSessionOptions, SessionCheck } from "./session-service.js";
+export type {
+  SessionInfo,
+  CreateSessionOptions,
+  SessionCheck,
+  RevocationOrigin,
+} from "./session-service.js";

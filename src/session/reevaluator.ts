@@ -60,7 +60,10 @@ export class Reevaluator {
   #queue: Promise<unknown> = Promise.resolve();
   #lastTick: number;
   #closed = false;
-  /** Listeners told about every cut (for metrics, tests and the revoke benchmark). */
+  /**
+   * Listeners told about every cut of a live connection, this pass's or another's (a
+   * revocation's): for metrics, tests and the revoke benchmark.
+   */
   readonly #onCut = new Set<(sessionId: string, reason: string) => void>();
 
   constructor(deps: ReevaluatorDeps) {
@@ -80,6 +83,9 @@ export class Reevaluator {
     this.#armExpiry();
     this.#unwatch = this.#d.live.watch({
       added: (c) => this.#armDeadline(c),
+      cut: (c, why) => {
+        for (const l of this.#onCut) l(c.sessionId, why.reason);
+      },
       removed: (c) => this.#disarmDeadline(c),
     });
     this.#armDeadlines();
@@ -348,7 +354,7 @@ export class Reevaluator {
     let stored: Map<string, SessionInfo> | undefined;
     if (forgotten.size > 0) stored = await d.sessions.read([...forgotten]).catch(() => undefined);
     const now = d.ctx.clock.now();
-    const toClose: { c: LiveConnection; why: string }[] = [];
+    const toClose: { c: LiveConnection; why: string; decisionId?: string }[] = [];
     const revoke = new Set<string>();
     let checked = 0;
     const idleMs = d.ctx.config.sessionIdleMs;
@@ -380,24 +386,17 @@ export class Reevaluator {
       const decision = d.decisions.decide({ ...c.facts, mfaAgeSeconds, pep: "reevaluator" });
       if (decision.result.verdict === "allow") continue;
       const why = decision.result.reason || reason;
-      toClose.push({ c, why });
+      toClose.push({ c, why, decisionId: decision.decisionId });
       if (cause === "user" || cause === "device") revoke.add(c.sessionId);
     }
-    for (const { c, why } of toClose) {
-      c.close(why);
-      d.ctx.audit.record({
-        kind: "session.cut",
-        outcome: "deny",
-        subject: c.facts.subject,
-        route: c.facts.route,
-        reason: why,
-        data: { session_id: c.sessionId, cause },
-      });
-      for (const l of this.#onCut) l(c.sessionId, why);
-    }
+    // Through the PEP's registry, which records each cut (`session.cut`) once: a
+    // connection a revocation cut while this pass awaited the store is skipped.
+    let closed = 0;
+    for (const { c, why, decisionId } of toClose)
+      closed += d.live.cut([c], { reason: why, cause, decisionId });
     const revokedSessions = [...revoke];
     if (revokedSessions.length) await d.sessions.revoke(revokedSessions, reason);
-    return { checked, closed: toClose.length, revokedSessions };
+    return { checked, closed, revokedSessions };
   }
 
   #enqueue(job: () => Promise<unknown>): void {
@@ -444,8 +443,8 @@ export class Reevaluator {
 
   /**
    * `c`'s timer fired. Frames since it was armed moved the idle deadline: arm again.
-   * Else `c` is re-checked as the periodic pass would (same checks, same `session.cut`
-   * record, same cut listeners), in order with the queued events. A connection the check
+   * Else `c` is re-checked as the periodic pass would (same checks, same cut through
+   * the registry and so the same `session.cut` record), in order with the queued events. A connection the check
    * leaves open past its deadline (its session could not be read) is left to the
    * periodic pass.
    */

@@ -35,7 +35,15 @@ export type SessionCheck =
       reason: string;
     };
 
-type RevokedListener = (sessionId: string, reason: string) => void;
+/** Where a revocation came from: its audit record, the event that carried it. */
+export interface RevocationOrigin {
+  /** Id of the revocation's audit record (`session.revoke`, `svid.revoke`), when known. */
+  revokeId?: string | undefined;
+  /** Seq of the event this process heard it from (absent: revoked here, or found in the store). */
+  eventSeq?: number | undefined;
+}
+
+type RevokedListener = (sessionId: string, reason: string, origin: RevocationOrigin) => void;
 
 /**
  * The token's SHA-256 (hex), as `sha256Hex` gives: the one-shot `crypto.hash` skips
@@ -335,8 +343,8 @@ export class SessionService {
 
   /** Revokes sessions by id; every PEP denies their next request. Returns how many. */
   async revoke(sessionIds: string[], reason: string): Promise<number> {
-    return revokeSessions(this.#ctx, sessionIds, reason, {}, (now) => {
-      for (const id of sessionIds) this.#markRevoked(id, reason, now);
+    return revokeSessions(this.#ctx, sessionIds, reason, {}, (now, revokeId) => {
+      for (const id of sessionIds) this.#markRevoked(id, reason, now, { revokeId });
     });
   }
 
@@ -379,13 +387,17 @@ export class SessionService {
           s.id,
           r ? (r.revoke_reason ?? "session-revoked") : "session-invalid",
           r ? Number(r.revoked_at) : now,
+          {},
         );
       }
     }
     return found;
   }
 
-  /** Called with (sessionId, reason) whenever a session is revoked, from any process. */
+  /**
+   * Called with (sessionId, reason, origin) whenever a session is revoked, from any
+   * process; possibly more than once for one revocation (heard here, then from the store).
+   */
   onRevoked(listener: RevokedListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -439,7 +451,7 @@ export class SessionService {
     return n;
   }
 
-  #markRevoked(id: string, reason: string, at: number): void {
+  #markRevoked(id: string, reason: string, at: number, origin: RevocationOrigin): void {
     for (const heard of this.#loading) heard.set(id, { reason, at });
     const s = this.#byId.get(id);
     if (s && s.revokedAt === null) {
@@ -448,7 +460,7 @@ export class SessionService {
     }
     for (const l of this.#listeners) {
       try {
-        l(id, reason);
+        l(id, reason, origin);
       } catch {
         /* listeners must not break revocation */
       }
@@ -459,7 +471,9 @@ export class SessionService {
     if (e.kind === "session.revoked") {
       const ids = Array.isArray(e.data["sessionIds"]) ? (e.data["sessionIds"] as unknown[]) : [];
       const reason = typeof e.data["reason"] === "string" ? e.data["reason"] : "session-revoked";
-      for (const id of ids) if (typeof id === "string") this.#markRevoked(id, reason, e.ts);
+      const revokeId = typeof e.data["revoke_id"] === "string" ? e.data["revoke_id"] : undefined;
+      const origin = { revokeId, eventSeq: e.seq };
+      for (const id of ids) if (typeof id === "string") this.#markRevoked(id, reason, e.ts, origin);
     } else if (e.kind === "user.disabled" || e.kind === "user.deleted") {
       const userId = e.data["userId"];
       if (typeof userId === "string") {
@@ -472,7 +486,7 @@ export class SessionService {
         const until = e.ts + DISABLE_CLOCK_SKEW_MS;
         for (const s of this.#byId.values()) {
           if (s.userId === userId && s.createdAt <= until)
-            this.#markRevoked(s.id, "user-disabled", e.ts);
+            this.#markRevoked(s.id, "user-disabled", e.ts, { eventSeq: e.seq });
         }
         // Persist it too (any process hearing the event may do so; the update is idempotent).
         void this.#ctx.store.db
@@ -512,15 +526,16 @@ export async function revokeSessionsOfUser(
 }
 
 /**
- * Marks sessions revoked in the store, then (after `local`, this process's own memory)
- * publishes `session.revoked` and audits `session.revoke`. Returns how many were live.
+ * Marks sessions revoked in the store, audits `session.revoke`, then (after `local`, this
+ * process's own memory) publishes `session.revoked` naming that record (`revoke_id`), so
+ * every process's `session.cut` records link to it. Returns how many were live.
  */
 async function revokeSessions(
   ctx: AppContext,
   ids: string[],
   reason: string,
   auditData: Record<string, string>,
-  local?: (now: number) => void,
+  local?: (now: number, revokeId: string) => void,
 ): Promise<number> {
   if (ids.length === 0) return 0;
   const now = ctx.clock.now();
@@ -535,14 +550,15 @@ async function revokeSessions(
       .executeTakeFirst();
     revoked += Number(res.numUpdatedRows ?? 0);
   }
-  local?.(now);
-  await ctx.events.publish("session.revoked", { sessionIds: ids, reason });
-  ctx.audit.record({
+  // Recorded once committed, before anything cuts: the cuts' records name this one.
+  const revokeId = ctx.audit.record({
     kind: "session.revoke",
     outcome: "info",
     reason,
     data: { session_ids: ids, ...auditData },
   });
+  local?.(now, revokeId);
+  await ctx.events.publish("session.revoked", { sessionIds: ids, reason, revoke_id: revokeId });
   return revoked;
 }
 
