@@ -419,6 +419,31 @@ describe("zt up reloads zt.yaml on SIGHUP (live WebSockets)", () => {
         (v) => v.gone && v.moved,
       );
       expect(zt.output()).toMatch(/routes changed: moved; 2 connections cut\)/);
+      // Each cut is audited once, naming its route and the reload that caused it.
+      const cuts = async () => {
+        const r = await runZt(["--config", config, "audit", "tail", "--json", "-n", "200"], {
+          env,
+        });
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout
+          .trim()
+          .split("\n")
+          .map(
+            (l) =>
+              JSON.parse(l) as {
+                kind: string;
+                route: string | null;
+                reason: string | null;
+                data: Record<string, unknown>;
+              },
+          )
+          .filter((e) => e.kind === "session.cut")
+          .map((e) => [e.route, e.reason, e.data["cause"]]);
+      };
+      expect(await until("the cuts in the audit log", cuts, (v) => v.length >= 2)).toEqual([
+        ["gone", "route-removed", "config-reload"],
+        ["moved", "route-changed", "config-reload"],
+      ]);
       // The unchanged route's WebSocket runs on.
       expect(kept.state.closed).toBe(false);
       expect(await kept.echo("still here")).toBe("still here");
