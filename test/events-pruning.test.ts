@@ -26,6 +26,9 @@ import {
 } from "../src/events/index.js";
 import { openStore, type Store } from "../src/store/index.js";
 import { createPep } from "../src/proxy/index.js";
+import { auditRows } from "./helpers/audit-rows.js";
+import { bounded } from "./helpers/bounded.js";
+import { openWebSocket } from "./helpers/websocket-client.js";
 import { runUp } from "../src/app/run-up.js";
 import { initPki, pkiService } from "../src/pki/index.js";
 import {
@@ -238,6 +241,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
       userAgent: "test",
     });
     expect((await get(token)).status).toBe(200);
+    const ws = await openWebSocket(port, "a.localhost", `zt_session=${token}`);
 
     // Suspended; meanwhile the session is revoked, time passes, and the event is pruned.
     gate.hold();
@@ -261,6 +265,25 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
       code: "ZT_SESSION_REVOKED",
     });
     expect(events.resyncCount()).toBe(1);
+    // Its WebSocket is cut, and the cut audited once: found in the store, not heard from
+    // an event (no event_seq), with the revocation's reason.
+    await bounded(ws.closed, "the revoked session's WebSocket is still open");
+    const cuts = (await auditRows(ctx, "session.cut", ["route", "reason", "data"])).map((r) => ({
+      ...r,
+      data: JSON.parse(String(r.data)) as Record<string, unknown>,
+    }));
+    expect(cuts).toEqual([
+      {
+        route: "a",
+        reason: "session-revoked",
+        data: {
+          session_id: session.id,
+          cause: "session-revoked",
+          connection_id: expect.stringMatching(/^dec_/),
+          revoke_reason: "admin",
+        },
+      },
+    ]);
   });
 
   it("stops a certificate revoked while its PEP was suspended past the retention from passing the deny list", async () => {
