@@ -7,6 +7,7 @@
  * several processes, a PEP on a real socket.
  */
 import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openAppContext, type AppContext } from "../src/app/index.js";
@@ -30,6 +31,7 @@ import { auditRows } from "./helpers/audit-rows.js";
 import { bounded } from "./helpers/bounded.js";
 import { openWebSocket } from "./helpers/websocket-client.js";
 import { runUp } from "../src/app/run-up.js";
+import { createPepNode } from "../src/app/pep-node.js";
 import { initPki, pkiService } from "../src/pki/index.js";
 import {
   AlertService,
@@ -322,6 +324,81 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     expect(pki.isRevoked(issued.serial)).toBe(true);
   });
 
+  it("stops a revocation restated by the resync from being recorded as heard from an event: the cut of the SVID's live connection names no event_seq", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    const cfg = config(t, up.port, {
+      tls: { from_ca: true, client_certs: "optional" },
+      routes: [{ name: "a", from: "https://a.localhost", to: `http://127.0.0.1:${up.port}` }],
+    });
+    const cli = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => cli.close());
+    await initPki(cli);
+    const issued = await (
+      await pkiService(cli)
+    ).issueSvidWithNewKey({ spiffeId: "spiffe://prune.test/api", actor: "test" });
+
+    // A PEP process with a TLS listener from zt's CA, its bus reading through a gate.
+    const base = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => base.close());
+    const gate = new ReadGate("events");
+    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
+    const ctx = { ...base, events } as AppContext;
+    await events.mark();
+    const services = await createServices(ctx);
+    const node = await createPepNode(ctx, services, { host: "127.0.0.1" });
+    const port = (await node.pep.listen("127.0.0.1", 0)).port;
+    await events.start();
+    cleanups.push(async () => {
+      await node.close();
+      services.close();
+    });
+    // (Certificates are dated by zt's injected clock: the client does not check them.)
+    const tlsOptions = {
+      headers: { host: "a.localhost" },
+      servername: "localhost",
+      rejectUnauthorized: false,
+      key: issued.keyPem,
+      cert: issued.chainPem,
+    };
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, tlsOptions);
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_q, res) => reject(new Error(`refused ${res.statusCode}`)));
+    });
+    const closed = new Promise<void>((r) => ws.once("close", () => r()));
+
+    gate.hold();
+    await gate.held();
+    await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
+    clock.advance(2 * HOUR);
+    await pruneEvents(cli.store, { now: clock.now(), retentionMs: cfg.eventRetentionMs });
+    gate.release();
+    await events.catchUp();
+    await events.resynced();
+
+    await bounded(closed, "the revoked SVID's WebSocket is still open");
+    const cuts = (await auditRows(ctx, "session.cut", ["route", "reason", "data"])).map((r) => ({
+      ...r,
+      data: JSON.parse(String(r.data)) as Record<string, unknown>,
+    }));
+    expect(cuts).toEqual([
+      {
+        route: "a",
+        reason: "cert-revoked",
+        data: {
+          session_id: "svc:spiffe://prune.test/api",
+          cause: "svid-revoked",
+          connection_id: expect.stringMatching(/^dec_/),
+          cert_serial: issued.serial,
+        },
+      },
+    ]);
+  });
+
   it("lets the alert rules ban a source again after its ban was lifted while their process was suspended past the retention", async () => {
     const clock = new ManualClock(T0);
     const t = await target();
@@ -387,7 +464,11 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     expect((await listBans(s, clock.now())).map((b) => b.key)).toEqual([`ip:${ip}`]);
   });
 
-  function config(t: EngineTarget, upstreamPort: number): ZtConfig {
+  function config(
+    t: EngineTarget,
+    upstreamPort: number,
+    extra: Record<string, unknown> = {},
+  ): ZtConfig {
     const dir = tempDir("zt-events-prune-");
     mkdirSync(join(dir, "policies"));
     writeFileSync(
@@ -405,6 +486,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
         events: { retention: "1h" },
         // Certificates outlive the 2 h a suspended process misses (expired ones need no deny).
         pki: { svid_ttl: "12h" },
+        ...extra,
       },
       join(dir, "zt.yaml"),
     );

@@ -30,6 +30,8 @@ async function restatePki(ctx: AppContext, r: EventResync): Promise<void> {
       serials: rows.map((x) => x.serial),
       not_after: rows.map((x) => Number(x.not_after)),
       reason: "events-resync",
+      // Not an event from the log: no seq of its own, no one revocation's reason or record.
+      restated: true,
     });
   // No intermediate named: a holder of the CAs re-reads them.
   r.restate("config.changed", { component: "pki", reason: "events-resync" });

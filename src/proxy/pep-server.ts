@@ -338,16 +338,20 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     if (set.size === 0) return;
     const reason = e.data["reason"];
     const revokeId = e.data["revoke_id"];
+    // A resync's restatement of every revoked certificate names no one revocation.
+    const heard = e.data["restated"] !== true;
     live.cutWhere((c) => c.certSerial !== undefined && set.has(c.certSerial), {
       reason: "cert-revoked",
       cause: "svid-revoked",
-      link: {
-        ...(typeof reason === "string" ? { revoke_reason: reason } : {}),
-        ...revocationLink({
-          revokeId: typeof revokeId === "string" ? revokeId : undefined,
-          eventSeq: e.seq,
-        }),
-      },
+      link: heard
+        ? {
+            ...(typeof reason === "string" ? { revoke_reason: reason } : {}),
+            ...revocationLink({
+              revokeId: typeof revokeId === "string" ? revokeId : undefined,
+              eventSeq: e.seq,
+            }),
+          }
+        : undefined,
     });
   });
 
