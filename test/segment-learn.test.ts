@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -477,5 +477,80 @@ log: { rate: 3/second, burst: 9 }
     const missing = await zt(["seg", "learn", "--from", join(dir, "nope.log")]);
     expect(missing.code).toBe(66);
     expect(missing.stderr).toMatch(/ZT_NOT_FOUND: .*nope\.log: cannot read/);
+  });
+
+  it("CLI: a log with no flow line in it is refused naming it (learn printed an empty inventory and exited 0)", async () => {
+    const noise = join(dir, "auth.log");
+    await writeFile(noise, "Nov 20 10:00:00 host sshd[1]: Accepted publickey\ngarbage\n");
+    const empty = join(dir, "empty.log");
+    await writeFile(empty, "");
+    for (const [file, what] of [
+      [noise, /auth\.log: no flow line could be parsed in its 2 lines/],
+      [empty, /empty\.log: no flow line could be parsed: the file is empty/],
+    ] as const) {
+      const r = await zt(["seg", "learn", "--from", file]);
+      expect(r.stderr).toMatch(/^zt: error ZT_BAD_REQUEST: /);
+      expect(r.stderr).toMatch(what);
+      expect(r.stderr).toMatch(/nftables\/ufw `log prefix` lines or JSON flow records/);
+      expect(r.code, r.stderr).toBe(64);
+      expect(r.stdout).toBe("");
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+    // two files, neither with a flow line: both named
+    const both = await zt(["seg", "learn", "--from", noise, empty]);
+    expect(both.code, both.stderr).toBe(64);
+    expect(both.stderr).toMatch(
+      /auth\.log, .*empty\.log: no flow line could be parsed in any of their 2 lines/,
+    );
+  });
+
+  it("CLI: simulate --check over logs with no flow line is refused, not passed having seen nothing", async () => {
+    const modelPath = join(dir, "segments-sim.yaml");
+    await writeFile(modelPath, MODEL);
+    const noise = join(dir, "noise-only.log");
+    await writeFile(noise, "garbage\nmore garbage\n");
+    const r = await zt(["seg", "simulate", "--model", modelPath, "--flows", noise, "--check"]);
+    expect(r.stderr).toMatch(
+      /^zt: error ZT_BAD_REQUEST: .*noise-only\.log: no flow line could be parsed/,
+    );
+    expect(r.code, r.stderr).toBe(64);
+    expect(r.stdout).toBe("");
+  });
+
+  it("CLI: lines that are not flow records are skipped and counted; a file with none is named in a warning", async () => {
+    const mixed = join(dir, "mixed.log");
+    await writeFile(mixed, [LINES.v4tcp, "garbage", LINES.json, "{not json"].join("\n") + "\n");
+    const r = await zt(["seg", "learn", "--from", mixed]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(
+      /learned 1 flows from 2 of 4 lines; 2 lines skipped \(not flow records\)/,
+    );
+    expect(r.stderr).not.toMatch(/warning/);
+    const noise = join(dir, "other-noise.log");
+    await writeFile(noise, "garbage\n");
+    const two = await zt(["seg", "learn", "--from", mixed, noise]);
+    expect(two.code, two.stderr).toBe(0);
+    expect(two.stderr).toMatch(
+      /^zt: warning: .*other-noise\.log: no flow line could be parsed in its 1 line; nothing learned from it$/m,
+    );
+    expect(two.stderr).not.toMatch(/warning: .*mixed\.log/);
+  });
+
+  it("CLI: a --from or --flows that is a directory is named as one (the error gave no path)", async () => {
+    const sub = join(dir, "a-directory.log");
+    await mkdir(sub, { recursive: true });
+    const modelPath = join(dir, "segments-dir.yaml");
+    await writeFile(modelPath, MODEL);
+    for (const args of [
+      ["seg", "learn", "--from", sub],
+      ["seg", "simulate", "--model", modelPath, "--flows", sub],
+    ]) {
+      const r = await zt(args);
+      expect(r.stderr).toMatch(
+        /^zt: error ZT_USAGE: .*a-directory\.log: a directory, not a log file/,
+      );
+      expect(r.code, r.stderr).toBe(64);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
   });
 });

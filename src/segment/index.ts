@@ -55,6 +55,7 @@ export {
 } from "./flow-inventory.js";
 export {
   aggregateLogFiles,
+  describeUnparsedFile,
   learnFromFiles,
   type LearnOptions,
   type LearnProgress,

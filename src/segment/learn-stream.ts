@@ -26,6 +26,20 @@ export interface LearnStats {
   parsed: number;
   /** Parsed packets of new flows past `maxFlows`: counted, not aggregated. */
   unaggregated: number;
+  /** Files that held no flow line (others did: with none at all, nothing is returned). */
+  unparsedFiles: { path: string; lines: number }[];
+}
+
+/** What `zt seg learn` reads, for the errors that say a file held none of it. */
+const LOG_FORMATS = "nftables/ufw `log prefix` lines or JSON flow records";
+
+const linesText = (n: number) => `${n.toLocaleString("en-US")} line${n === 1 ? "" : "s"}`;
+
+/** "no flow line" for one file, as a warning's or an error's text. */
+export function describeUnparsedFile(f: { path: string; lines: number }): string {
+  return f.lines === 0
+    ? `${f.path}: no flow line could be parsed: the file is empty`
+    : `${f.path}: no flow line could be parsed in its ${linesText(f.lines)}`;
 }
 
 /** The longest log line read; a kernel log or flow record line is well under 1 KiB. */
@@ -51,6 +65,9 @@ export async function aggregateLogFiles(
     } catch {
       throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
     }
+    // Named here: a read of a directory fails with an error that carries no path.
+    if (st.isDirectory())
+      throw new ZtError("ZT_USAGE", `${p}: a directory, not a log file`, { path: p });
     // A device (/dev/zero, a terminal) never ends: log files are files or pipes.
     if (st.isCharacterDevice() || st.isBlockDevice())
       throw new ZtError("ZT_BAD_REQUEST", `${p}: a device, not a log file (or a pipe)`);
@@ -58,7 +75,10 @@ export async function aggregateLogFiles(
   }
   let bytesRead = 0;
   let lines = 0;
+  const perFile: { path: string; lines: number; parsed: number }[] = [];
   for (const p of paths) {
+    const linesBefore = lines;
+    const parsedBefore = aggregator.packets;
     let rest = "";
     /** Inside a line past MAX_LINE: dropped up to its newline, so memory stays bounded. */
     let skipping = false;
@@ -88,6 +108,25 @@ export async function aggregateLogFiles(
       const pkt = skipping ? undefined : parser.parse(rest);
       if (pkt) aggregator.add(pkt);
     }
+    perFile.push({
+      path: p,
+      lines: lines - linesBefore,
+      parsed: aggregator.packets - parsedBefore,
+    });
+  }
+  const unparsedFiles = perFile
+    .filter((f) => f.parsed === 0)
+    .map(({ path, lines }) => ({ path, lines }));
+  // Nothing to learn or to simulate: the wrong file, or a log without zt's `log prefix`
+  // lines. An empty inventory (or a check that passes having seen nothing) would hide it.
+  if (aggregator.packets === 0) {
+    const what =
+      unparsedFiles.length === 1
+        ? describeUnparsedFile(unparsedFiles[0]!)
+        : `${paths.join(", ")}: no flow line could be parsed in any of their ${linesText(lines)}`;
+    throw new ZtError("ZT_BAD_REQUEST", `${what} (expected ${LOG_FORMATS})`, {
+      reason: "no-flow-lines",
+    });
   }
   return {
     aggregator,
@@ -96,6 +135,7 @@ export async function aggregateLogFiles(
       lines,
       parsed: aggregator.packets,
       unaggregated: aggregator.unaggregated,
+      unparsedFiles,
     },
   };
 }

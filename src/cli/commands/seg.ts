@@ -23,6 +23,7 @@ import {
   rollbackIfPending,
   systemNftRunner,
   compileK8s,
+  describeUnparsedFile,
   learnDocument,
   learnFromFiles,
   progressBar,
@@ -474,8 +475,15 @@ function registerSegLearnCommands(seg: Command): void {
             warn(
               `more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs`,
             );
+          for (const f of stats.unparsedFiles)
+            warn(`${describeUnparsedFile(f)}; nothing learned from it`);
+          const skipped = stats.lines - stats.parsed;
           process.stderr.write(
-            `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines\n`,
+            `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines${
+              skipped > 0
+                ? `; ${skipped.toLocaleString("en-US")} line${skipped === 1 ? "" : "s"} skipped (not flow records)`
+                : ""
+            }\n`,
           );
         }),
     );
