@@ -203,3 +203,16 @@ describe("zt cert revoke --spiffe-id", () => {
     expectCleanError(r, "ZT_PKI_SPIFFE_ID_INVALID", /not a valid SPIFFE ID .*"web-frontend"/);
   }, 30_000);
 });
+
+describe("zt seg rollback", () => {
+  it("with nothing applied fails with a stable code, as zt seg confirm does (it printed `nothing pending: not rolled back` and exited 1)", async () => {
+    const none = join(dir, "no-seg-state");
+    const r = await zt(["seg", "rollback", "--state-dir", none]);
+    expectCleanError(
+      r,
+      "ZT_NOT_FOUND",
+      new RegExp(`nothing was applied \\(no state in ${none}\\); nothing to roll back`),
+    );
+    expect(r.stdout).toBe("");
+  }, 30_000);
+});

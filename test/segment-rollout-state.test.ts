@@ -15,6 +15,7 @@ import {
   NftCommandError,
   readStatus,
   rollbackIfPending,
+  rollbackNow,
   type NftRunner,
 } from "../src/segment/index.js";
 
@@ -210,6 +211,33 @@ describe("rollout state machine", () => {
     expect(c).toMatchObject({ status: "confirmed", confirmedAt: Date.UTC(2026, 10, 22) + 10_000 });
     expect(await rollbackIfPending({ ...opts, token: state.token })).toBe(false);
     expect(nft.live).toContain("# A");
+  });
+
+  it("zt seg rollback with nothing pending says why, with a stable code (it printed `nothing pending` and exited 1)", async () => {
+    // nothing applied: as confirm says it
+    const none = await rollbackNow(opts).catch((x: unknown) => x);
+    expect(isZtError(none) && none.code).toBe("ZT_NOT_FOUND");
+    expect((none as Error).message).toBe(
+      `nothing was applied (no state in ${stateDir}); nothing to roll back`,
+    );
+    // confirmed: nothing pending, and the confirmed table stays
+    await applyRuleset(script("A"), { ...opts, confirmWithinMs: 0, source: "a.yaml" });
+    const confirmed = await rollbackNow(opts).catch((x: unknown) => x);
+    expect(isZtError(confirmed) && confirmed.code).toBe("ZT_CONFLICT");
+    expect((confirmed as Error).message).toMatch(
+      /^nothing pending: the last apply \([0-9a-f]{12} from a\.yaml\) was confirmed at 2026-11-22T00:00:00\.000Z; apply the model you want instead$/,
+    );
+    expect(nft.live).toContain("# A");
+    // pending: rolled back now; a second rollback finds it rolled back
+    await applyRuleset(script("B"), { ...opts, confirmWithinMs: 60_000, source: "b.yaml" });
+    clock.advance(5_000);
+    expect(await rollbackNow(opts)).toMatchObject({ status: "rolled-back", source: "b.yaml" });
+    expect(nft.live).toContain("# A");
+    const again = await rollbackNow(opts).catch((x: unknown) => x);
+    expect(isZtError(again) && again.code).toBe("ZT_CONFLICT");
+    expect((again as Error).message).toMatch(
+      /^nothing pending: the last apply \([0-9a-f]{12} from b\.yaml\) was already rolled back at 2026-11-22T00:00:05\.000Z$/,
+    );
   });
 
   it("a ruleset nft refuses changes nothing", async () => {

@@ -198,6 +198,14 @@ describe.skipIf(!avail.ok)(
       });
       expect(rolled).toBe(false);
       expect(await ssh()).toBe(false);
+      // and `zt seg rollback` says there is nothing pending, with a stable code
+      const r = await zt(["seg", "rollback", "--netns", server(), "--state-dir", stateDir]);
+      expect(r.stderr).toMatch(
+        /^zt: error ZT_CONFLICT: nothing pending: the last apply \([0-9a-f]{12} from .*bad\.yaml\) was confirmed at /,
+      );
+      expect(r.code, r.stderr).toBe(65);
+      expect(r.stdout).toBe("");
+      expect(await ssh()).toBe(false);
       const st = await zt(["seg", "status", "--netns", server(), "--state-dir", stateDir]);
       expect(st.stdout).toMatch(/\(confirmed\)/);
       expect(st.stdout).toMatch(/allowed flows/);

@@ -31,6 +31,7 @@ export {
   applyRuleset,
   confirmApply,
   rollbackIfPending,
+  rollbackNow,
   readRolloutState,
   readStatus,
   recordRollbackFailure,

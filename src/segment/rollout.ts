@@ -443,28 +443,68 @@ export async function rollbackIfPending(
     const st = await readRolloutState(opts.stateDir);
     if (!st || st.status !== "pending") return false;
     if (opts.token !== undefined && st.token !== opts.token) return false;
-    checkSameNetns(st, opts, "rollback");
-    const previousPath = join(opts.stateDir, "previous.nft");
-    await checkOwnedPrivately(previousPath, "file");
-    const previous = await readFile(previousPath, "utf8");
-    // Apply only ever saves zt's own table here; anything else was not written by zt.
-    const scope = checkScriptScope(previous);
-    if (!scope.ok) {
-      throw new ZtError(
-        "ZT_SEG_STATE_UNSAFE",
-        `${previousPath} ${beyondZtTable(scope)}: zt seg apply never saves such a file, so it was changed by hand; nothing was loaded, and the pending ruleset is still live (apply a known-good model, or fix the file and run zt seg rollback)`,
-        { path: previousPath, line: scope.line },
-      );
-    }
-    try {
-      await opts.nft.run(["-f", "-"], previous);
-    } catch (e) {
-      throw applyFailed("rollback", e);
-    }
-    const next: RolloutState = { ...st, status: "rolled-back", rolledBackAt: opts.clock.now() };
-    await writeAtomic(join(opts.stateDir, "state.json"), JSON.stringify(next, null, 2));
+    await restorePrevious(opts, st);
     return true;
   });
+}
+
+/**
+ * `zt seg rollback`: restores the previous table now. With nothing pending it says why, with
+ * a stable code: ZT_NOT_FOUND when nothing was applied (as `confirmApply` says it),
+ * ZT_CONFLICT when the last apply was confirmed or already rolled back.
+ */
+export async function rollbackNow(opts: RolloutOptions): Promise<RolloutState> {
+  const nothing = () =>
+    new ZtError(
+      "ZT_NOT_FOUND",
+      `nothing was applied (no state in ${opts.stateDir}); nothing to roll back`,
+    );
+  if (!(await stateDirExists(opts.stateDir))) throw nothing();
+  return withLock(opts.stateDir, async () => {
+    const st = await readRolloutState(opts.stateDir);
+    if (!st) throw nothing();
+    const last = `the last apply (${st.digest.slice(0, 12)} from ${st.source})`;
+    if (st.status === "confirmed")
+      throw new ZtError(
+        "ZT_CONFLICT",
+        `nothing pending: ${last} was confirmed at ${isoTime(st.confirmedAt ?? st.appliedAt)}; apply the model you want instead`,
+      );
+    if (st.status === "rolled-back")
+      throw new ZtError(
+        "ZT_CONFLICT",
+        `nothing pending: ${last} was already rolled back at ${isoTime(st.rolledBackAt ?? st.appliedAt)}`,
+      );
+    return restorePrevious(opts, st);
+  });
+}
+
+function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** Loads `previous.nft` in place of a pending apply and records it rolled back; under the lock. */
+async function restorePrevious(opts: RolloutOptions, st: RolloutState): Promise<RolloutState> {
+  checkSameNetns(st, opts, "rollback");
+  const previousPath = join(opts.stateDir, "previous.nft");
+  await checkOwnedPrivately(previousPath, "file");
+  const previous = await readFile(previousPath, "utf8");
+  // Apply only ever saves zt's own table here; anything else was not written by zt.
+  const scope = checkScriptScope(previous);
+  if (!scope.ok) {
+    throw new ZtError(
+      "ZT_SEG_STATE_UNSAFE",
+      `${previousPath} ${beyondZtTable(scope)}: zt seg apply never saves such a file, so it was changed by hand; nothing was loaded, and the pending ruleset is still live (apply a known-good model, or fix the file and run zt seg rollback)`,
+      { path: previousPath, line: scope.line },
+    );
+  }
+  try {
+    await opts.nft.run(["-f", "-"], previous);
+  } catch (e) {
+    throw applyFailed("rollback", e);
+  }
+  const next: RolloutState = { ...st, status: "rolled-back", rolledBackAt: opts.clock.now() };
+  await writeAtomic(join(opts.stateDir, "state.json"), JSON.stringify(next, null, 2));
+  return next;
 }
 
 export interface RuleCounter {

@@ -21,6 +21,7 @@ import {
   readStatus,
   recordRollbackFailure,
   rollbackIfPending,
+  rollbackNow,
   systemNftRunner,
   compileK8s,
   describeUnparsedFile,
@@ -324,9 +325,8 @@ export function registerSegCommands(program: Command): void {
     .option("--netns <name>", "network namespace")
     .action((o: StateOpts) =>
       withoutContext(async () => {
-        const done = await rollbackIfPending(rolloutOpts(o));
-        process.stdout.write(done ? "rolled back\n" : "nothing pending: not rolled back\n");
-        return done ? 0 : 1;
+        await rollbackNow(rolloutOpts(o));
+        process.stdout.write("rolled back\n");
       }),
     );
 
