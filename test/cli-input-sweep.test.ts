@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
 import { runZt, tempDir, writeConfig, ZT_BIN, type RunResult } from "./helpers/zt-process.js";
@@ -214,5 +214,16 @@ describe("zt seg rollback", () => {
       new RegExp(`nothing was applied \\(no state in ${none}\\); nothing to roll back`),
     );
     expect(r.stdout).toBe("");
+  }, 30_000);
+});
+
+describe("zt seg apply FILE", () => {
+  it("a FILE that is a directory is named as one (it was `ZT_NOT_FOUND: DIR: cannot read`), and nothing is applied", async () => {
+    const model = join(dir, "model-dir.yaml");
+    mkdirSync(model);
+    const state = join(dir, "apply-dir-state");
+    const r = await zt(["seg", "apply", model, "--state-dir", state]);
+    expectCleanError(r, "ZT_USAGE", new RegExp(`${model}: is a directory, expected a file`));
+    expect(existsSync(state)).toBe(false);
   }, 30_000);
 });

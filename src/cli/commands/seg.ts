@@ -270,13 +270,8 @@ export function registerSegCommands(program: Command): void {
       withoutContext(async () => {
         const windowMs = parseDuration(o.confirmWithin, "--confirm-within");
         let ruleset: string;
-        let raw: string;
-        try {
-          raw = readInputFile(file);
-        } catch (e) {
-          if (isZtError(e)) throw e;
-          throw new ZtError("ZT_NOT_FOUND", `${file}: cannot read`);
-        }
+        // File errors carry the path and their own code (a directory is not "not found")
+        const raw = readInputFile(file);
         if (/\.nft$/.test(file) || (!/\.ya?ml$/.test(file) && /^table\s+inet\s/m.test(raw))) {
           ruleset = raw;
         } else {
