@@ -116,6 +116,61 @@ describe("zt ca / zt cert", { timeout: 180_000 }, () => {
     expect(pub1).toBe(pub2);
   });
 
+  it("cert issue --dns with an IP address puts it in an iPAddress SAN, never a dNSName; bad DNS names are refused", async () => {
+    const out = join(dir, "svid-ip");
+    const r = await zt([
+      "cert",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.test/ns/ip",
+      "--dns",
+      "192.0.2.10",
+      "--dns",
+      "2001:db8::1",
+      "--dns",
+      "Web.Example.Test.",
+      "--out",
+      out,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const san = execFileSync(
+      "openssl",
+      ["x509", "-in", join(out, "svid.pem"), "-noout", "-ext", "subjectAltName"],
+      { encoding: "utf8" },
+    );
+    expect(san).toMatch(/IP Address:192\.0\.2\.10\b/);
+    expect(san).toMatch(/IP Address:2001:DB8:0:0:0:0:0:1\b/);
+    expect(san).toMatch(/DNS:web\.example\.test\b/); // lowercased, root dot dropped
+    expect(san).not.toMatch(/DNS:(192|2001)/);
+    for (const bad of [
+      "a..example.test", // empty label
+      "example.test..",
+      `${"a".repeat(64)}.example.test`, // a label is at most 63 octets
+      `${"a.".repeat(127)}test`, // a name is at most 253
+      "a.*.example.test", // a wildcard only as the whole leftmost label
+      "*.test", // …and not over a top-level domain
+      "w*.example.test",
+      "-web.example.test",
+      "web_1.example.test",
+      "999.1.1.1", // a mistyped address
+    ]) {
+      const e = await zt([
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "spiffe://example.test/ns/ip",
+        "--dns",
+        bad,
+        "--out",
+        join(dir, "svid-bad"),
+      ]);
+      expect(e.stderr, bad).toMatch(/^zt: error ZT_BAD_REQUEST: not a valid DNS name: /);
+      expect(e.stderr, bad).toContain(JSON.stringify(bad.slice(0, 100)));
+      expect(e.code, bad).toBe(exitCodeFor("ZT_BAD_REQUEST"));
+    }
+    expect(existsSync(join(dir, "svid-bad", "svid.pem"))).toBe(false);
+  });
+
   it("cert list shows it; ca bundle --format spiffe is a JWK set", async () => {
     const list = JSON.parse((await zt(["cert", "list", "--json"])).stdout) as {
       serial: string;

@@ -53,7 +53,12 @@ export function registerCertCommands(program: Command): void {
     .command("issue")
     .description("issue an SVID with a new key and write key (0600), chain and bundle to --out DIR")
     .requiredOption("--spiffe-id <id>", "spiffe://<trust domain>/<path>")
-    .option("--dns <name>", "DNS name or IP address SAN (repeatable)", collect, [])
+    .option(
+      "--dns <name>",
+      "SAN: a DNS name, or an IP address (written as an IP address SAN); repeatable",
+      collect,
+      [],
+    )
     .option("--ttl <duration>", "lifetime (default pki.svid_ttl, at most pki.svid_max_ttl)")
     .requiredOption("--out <dir>", "directory for svid.key, svid.pem, chain.pem, bundle.pem")
     .option("--json", "JSON output")
@@ -184,7 +189,12 @@ export function registerCertCommands(program: Command): void {
   reg
     .command("add")
     .requiredOption("--spiffe-id <id>", "the SPIFFE ID this entry grants")
-    .option("--dns <name>", "DNS name or IP the holder may include (repeatable)", collect, [])
+    .option(
+      "--dns <name>",
+      "a DNS name or IP address the holder may include (an IP goes in an IP address SAN); repeatable",
+      collect,
+      [],
+    )
     .option("--max-ttl <duration>", "longest SVID lifetime for this entry")
     .option("--json", "JSON output")
     .action(
