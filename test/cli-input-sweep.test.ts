@@ -227,3 +227,67 @@ describe("zt seg apply FILE", () => {
     expect(existsSync(state)).toBe(false);
   }, 30_000);
 });
+
+describe("a huge value quoted in an error", () => {
+  const huge = "a".repeat(100_000);
+  it.each([
+    [
+      "zt cert revoke --reason",
+      ["cert", "revoke", "0123456789abcdef", "--reason", huge],
+      "ZT_BAD_REQUEST",
+      /unknown revocation reason "a{100}"…?;/,
+    ],
+    [
+      "zt cert token ENTRY",
+      ["cert", "token", huge],
+      "ZT_NOT_FOUND",
+      /no registration entry "a{100}"/,
+    ],
+    [
+      "zt seg compile --host",
+      ["seg", "compile", "-m", "seg-huge.yaml", "--host", huge],
+      "ZT_SEG_MODEL_INVALID",
+      /--host: no segment lists host "a{100}"/,
+    ],
+  ] as const)(
+    "%s is cut short, not echoed whole (100 KB on one line)",
+    async (_name, args, code, message) => {
+      writeFileSync(
+        join(dir, "seg-huge.yaml"),
+        "segments:\n  web: { hosts: [10.0.0.1] }\nflows: []\n",
+      );
+      const r = await zt([...args]);
+      expectCleanError(r, code, message);
+      expect(r.stderr.length).toBeLessThan(1_000);
+    },
+    30_000,
+  );
+});
+
+describe("zt cert revoke --reason", () => {
+  it.each(["toString", "constructor", "__proto__", "hasOwnProperty"])(
+    "refuses %j, a name every object has (it revoked, and the CRL entry got an empty reason code)",
+    async (reason) => {
+      const out = join(dir, `svid-${reason}`);
+      const issued = await zt([
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "spiffe://example.test/reason",
+        "--out",
+        out,
+        "--json",
+      ]);
+      expect(issued.code, issued.stderr).toBe(0);
+      const { serial } = JSON.parse(issued.stdout) as { serial: string };
+      const r = await zt(["cert", "revoke", serial, "--reason", reason]);
+      expectCleanError(r, "ZT_BAD_REQUEST", new RegExp(`unknown revocation reason "${reason}"`));
+      const list = JSON.parse((await zt(["cert", "list", "--json"])).stdout) as {
+        serial: string;
+        status: string;
+      }[];
+      expect(list.find((c) => c.serial === serial)?.status).toBe("valid");
+    },
+    60_000,
+  );
+});

@@ -18,12 +18,7 @@ import { canonicalIpAddress } from "./ip-address.js";
 import { CertRecorder, renewProofReplayed, type RecordConditions } from "./cert-recorder.js";
 import { MAX_JOIN_TOKEN_TTL_MS, parsePkiSettings, type PkiSettings } from "./pki-config.js";
 import { normaliseDnsName, parseWorkloadSpiffeId } from "./spiffe-id.js";
-import {
-  buildCrl,
-  randomSerialHex,
-  REVOCATION_REASONS,
-  type RevocationReason,
-} from "./x509-build.js";
+import { buildCrl, randomSerialHex, isRevocationReason, REVOCATION_REASONS } from "./x509-build.js";
 import { SshAuthority } from "./ssh-authority.js";
 import { RevocationListCache, type BuiltList } from "./revocation-list-cache.js";
 import { countRevocationListBuild } from "../audit/index.js";
@@ -751,7 +746,11 @@ export class PkiService {
       .selectAll()
       .where((eb) => eb.or([eb("id", "=", entry), eb("spiffe_id", "=", entry)]))
       .executeTakeFirst();
-    if (!reg) throw new ZtError("ZT_NOT_FOUND", `no registration entry ${entry}`);
+    if (!reg)
+      throw new ZtError(
+        "ZT_NOT_FOUND",
+        `no registration entry ${JSON.stringify(entry.slice(0, 100))}`,
+      );
     const token = `ztjoin_${newToken()}`;
     const now = this.ctx.clock.now();
     const expiresAtMs = now + (ttlMs ?? this.settings.joinTokenTtlMs);
@@ -798,11 +797,11 @@ export class PkiService {
    * it at once here and, through `cert.revoked`, in every PEP; the CRL is regenerated.
    */
   async revoke(req: RevokeRequest): Promise<string[]> {
-    const reason = (req.reason ?? "unspecified") as RevocationReason;
-    if (!(reason in REVOCATION_REASONS)) {
+    const reason = req.reason ?? "unspecified";
+    if (!isRevocationReason(reason)) {
       throw new ZtError(
         "ZT_BAD_REQUEST",
-        `unknown revocation reason ${req.reason}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`,
+        `unknown revocation reason ${JSON.stringify(String(reason).slice(0, 100))}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`,
       );
     }
     if ((req.serial === undefined) === (req.spiffeId === undefined)) {
@@ -961,7 +960,8 @@ export class PkiService {
       rows.map((r) => ({
         serial: r.serial,
         revokedAt: new Date(Number(r.revoked_at)),
-        reason: REVOCATION_REASONS[(r.revoke_reason ?? "unspecified") as RevocationReason] ?? 0,
+        // a reason stored before it was checked as an own key counts as unspecified
+        reason: isRevocationReason(r.revoke_reason) ? REVOCATION_REASONS[r.revoke_reason] : 0,
       })),
       // Backdated like certificates, so a verifier whose clock lags a little accepts it.
       new Date(now - BACKDATE_MS),

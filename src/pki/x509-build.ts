@@ -205,3 +205,11 @@ export const REVOCATION_REASONS = {
 } as const;
 
 export type RevocationReason = keyof typeof REVOCATION_REASONS;
+
+/**
+ * Whether a name is one of REVOCATION_REASONS' own keys: `name in` would take `toString`,
+ * `constructor` or `__proto__`, names every object has, and put no reason code in the CRL.
+ */
+export function isRevocationReason(name: unknown): name is RevocationReason {
+  return typeof name === "string" && Object.hasOwn(REVOCATION_REASONS, name);
+}

@@ -234,7 +234,7 @@ export function compileNftables(
     if (segs.length === 0)
       throw new ZtError(
         "ZT_SEG_MODEL_INVALID",
-        `--host: no segment lists host ${JSON.stringify(target.host)}`,
+        `--host: no segment lists host ${JSON.stringify(target.host.slice(0, 100))}`,
       );
     if (segs.length > 1)
       throw new ZtError(
