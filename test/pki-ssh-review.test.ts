@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { PkiService } from "../src/pki/index.js";
+import { parseSshPublicKey, type PkiService } from "../src/pki/index.js";
 import { openPkiSuite, type PkiSuite } from "./helpers/pki-suite.js";
 
 const POLICIES = `
@@ -219,5 +219,27 @@ describe("SSH options in the ssh:sign decision", () => {
     await expect(sign(kp.pub, { ...dev, sourceAddresses: ["10.0.0.0/8"] })).rejects.toMatchObject({
       code: "ZT_POLICY_DENIED",
     });
+  });
+});
+
+describe("SSH public key types", () => {
+  it("a key type that is a name every object has (toString, __proto__, constructor) is unsupported, not looked up as an ECDSA curve", () => {
+    const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
+    for (const type of ["toString", "__proto__", "constructor"]) {
+      const blob = Buffer.concat([
+        str(Buffer.from(type)),
+        str(Buffer.from("nistp256")),
+        str(Buffer.alloc(65, 4)),
+      ]);
+      const e = (() => {
+        try {
+          parseSshPublicKey(`${type} ${blob.toString("base64")} x`);
+        } catch (x) {
+          return x;
+        }
+      })();
+      expect(e, type).toMatchObject({ code: "ZT_PKI_KEY_INVALID" });
+      expect((e as Error).message, type).toBe(`unsupported SSH key type ${type}`);
+    }
   });
 });

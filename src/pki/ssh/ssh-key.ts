@@ -81,7 +81,7 @@ export function parseSshPublicKey(line: string): SshPublicKey {
       }),
     );
     type = "ssh-ed25519";
-  } else if (inner in CURVES) {
+  } else if (Object.hasOwn(CURVES, inner)) {
     const curve = CURVES[inner]!;
     const id = r.string().toString("latin1");
     const q = r.string();
