@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { networkInterfaces } from "node:os";
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { freePort } from "./helpers/free-port.js";
 import { exitCodeFor, type ZtErrorCode } from "../src/core/errors.js";
@@ -778,4 +779,33 @@ describe("zt ssh sign --client-key", () => {
     const r = await zt(args(await freePort()));
     expect(r.stderr).not.toMatch(/ZT_FILE_PERMISSIONS/);
   });
+});
+
+describe("zt cert renew --key", () => {
+  it("a file that is not a PEM private key (an OpenSSH key, text) is named, not ZT_INTERNAL 'DECODER routines::unsupported'", async () => {
+    const out = join(dir, "renew-svid");
+    const issued = await zt([
+      "cert",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.test/renew-key",
+      "--out",
+      out,
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const before = readFileSync(join(out, "chain.pem"), "utf8");
+    const sshKey = join(dir, "id_ed25519");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", sshKey]);
+    const text = join(dir, "not-a-key");
+    writeFileSync(text, "hello\n", { mode: 0o600 });
+    for (const key of [sshKey, text]) {
+      const r = await zt(["cert", "renew", "--cert", join(out, "chain.pem"), "--key", key]);
+      expectCleanError(
+        r,
+        "ZT_PKI_KEY_INVALID",
+        new RegExp(`--key ${key}: not a PEM private key \\(PKCS#8, SEC1 or PKCS#1\\)`),
+      );
+    }
+    expect(readFileSync(join(out, "chain.pem"), "utf8")).toBe(before);
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { createPrivateKey, sign, webcrypto, X509Certificate } from "node:crypto";
+import { createPrivateKey, sign, webcrypto, X509Certificate, type KeyObject } from "node:crypto";
 import { ZtError } from "../core/errors.js";
 import { pemCertificates, toPem } from "./der.js";
 import { x509 } from "./x509-lib.js";
@@ -75,7 +75,7 @@ export function describeSvid(chainPem: string): {
 /** Builds a renewal request with a fresh P-256 key (key rotation on every renewal). */
 export async function buildRenewalRequest(
   chainPem: string,
-  currentKeyPem: string,
+  currentKey: string | KeyObject,
 ): Promise<RenewalRequest> {
   const current = describeSvid(chainPem);
   const keys = (await webcrypto.subtle.generateKey(EC_P256_KEYGEN, true, [
@@ -93,7 +93,7 @@ export async function buildRenewalRequest(
     extensions: [new x509.SubjectAlternativeNameExtension(names)],
   });
   const csrDer = Buffer.from(csr.rawData);
-  const oldKey = createPrivateKey(currentKeyPem);
+  const oldKey = typeof currentKey === "string" ? createPrivateKey(currentKey) : currentKey;
   const type = oldKey.asymmetricKeyType;
   const hash =
     type === "ed25519"

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { readInputFile } from "../../core/read-input-file.js";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -259,7 +259,7 @@ export function registerCertCommands(program: Command): void {
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   const currentChain = readInputFile(opts.cert);
   const currentKey = readPrivateFile(opts.key, "--key").toString("utf8");
-  const req = await buildRenewalRequest(currentChain, currentKey);
+  const req = await buildRenewalRequest(currentChain, privateKeyOf(currentKey, opts.key));
   let chain: string;
   let bundle: string;
   let serial: string;
@@ -340,6 +340,18 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
       `renewed ${req.spiffeId}: serial ${serial}, valid until ${iso(notAfter)}\n`,
     );
   if (opts.exec) await runHook(opts.exec);
+}
+
+/** The `--key` file's private key, or ZT_PKI_KEY_INVALID naming it (an OpenSSH key, text). */
+function privateKeyOf(pem: string, file: string): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch {
+    throw new ZtError(
+      "ZT_PKI_KEY_INVALID",
+      `--key ${file}: not a PEM private key (PKCS#8, SEC1 or PKCS#1), such as zt cert issue writes`,
+    );
+  }
 }
 
 /**
