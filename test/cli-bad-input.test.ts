@@ -809,3 +809,48 @@ describe("zt cert renew --key", () => {
     expect(readFileSync(join(out, "chain.pem"), "utf8")).toBe(before);
   }, 60_000);
 });
+
+describe("zt ssh sign --server --client-cert/--client-key", () => {
+  it("files that are not a PEM key or certificate are named, not blamed on the server (`ZT_UNAVAILABLE: cannot reach the server: DECODER routines::unsupported`)", async () => {
+    const out = join(dir, "client-svid");
+    const issued = await zt([
+      "cert",
+      "issue",
+      "--spiffe-id",
+      "spiffe://example.test/ssh-client",
+      "--out",
+      out,
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const sshKey = join(dir, "id_client");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", sshKey]);
+    const text = join(dir, "not-a-cert.pem");
+    writeFileSync(text, "hello\n");
+    const server = `https://127.0.0.1:${await freePort()}`;
+    const sign = (cert: string, key: string) =>
+      zt([
+        "ssh",
+        "sign",
+        "--key",
+        join(dir, "id.pub"),
+        "--principal",
+        "alice",
+        "--server",
+        server,
+        "--client-cert",
+        cert,
+        "--client-key",
+        key,
+      ]);
+    expectCleanError(
+      await sign(join(out, "chain.pem"), sshKey),
+      "ZT_PKI_KEY_INVALID",
+      new RegExp(`--client-key ${sshKey}: not a PEM private key`),
+    );
+    expectCleanError(
+      await sign(text, join(out, "svid.key")),
+      "ZT_BAD_REQUEST",
+      new RegExp(`--client-cert ${text}: no PEM certificate in it`),
+    );
+  }, 60_000);
+});

@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
 import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
 import { openAppContext, type AppContext, type OpenAppContextOptions } from "../app/index.js";
@@ -278,6 +279,31 @@ export async function userIdByName(ctx: AppContext, name: string): Promise<strin
     .executeTakeFirst();
   if (!row) throw new ZtError("ZT_USER_NOT_FOUND", `no user named ${name}`, { user: name });
   return row.id;
+}
+
+/**
+ * A private key read from a file the user named (`what`: the flag and the file), or
+ * ZT_PKI_KEY_INVALID naming it: an OpenSSH key or text is otherwise a decoder error with no
+ * name, reported as internal or as a server that cannot be reached.
+ */
+export function privateKeyFromPem(pem: string, what: string): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch {
+    throw new ZtError(
+      "ZT_PKI_KEY_INVALID",
+      `${what}: not a PEM private key (PKCS#8, SEC1 or PKCS#1), such as zt cert issue writes`,
+    );
+  }
+}
+
+/** Refuses, naming it, a certificate file with no PEM certificate Node can read in it. */
+export function assertPemCertificate(pem: string, what: string): void {
+  try {
+    new X509Certificate(pem);
+  } catch {
+    throw new ZtError("ZT_BAD_REQUEST", `${what}: no PEM certificate in it`);
+  }
 }
 
 export function usageError(message: string): ZtError {

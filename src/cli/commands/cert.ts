@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
+import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { readInputFile } from "../../core/read-input-file.js";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -24,6 +24,7 @@ import {
   openCliContext,
   printJson,
   printTable,
+  privateKeyFromPem,
   serverUrl,
   usageError,
   withContext,
@@ -259,7 +260,10 @@ export function registerCertCommands(program: Command): void {
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   const currentChain = readInputFile(opts.cert);
   const currentKey = readPrivateFile(opts.key, "--key").toString("utf8");
-  const req = await buildRenewalRequest(currentChain, privateKeyOf(currentKey, opts.key));
+  const req = await buildRenewalRequest(
+    currentChain,
+    privateKeyFromPem(currentKey, `--key ${opts.key}`),
+  );
   let chain: string;
   let bundle: string;
   let serial: string;
@@ -340,18 +344,6 @@ async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
       `renewed ${req.spiffeId}: serial ${serial}, valid until ${iso(notAfter)}\n`,
     );
   if (opts.exec) await runHook(opts.exec);
-}
-
-/** The `--key` file's private key, or ZT_PKI_KEY_INVALID naming it (an OpenSSH key, text). */
-function privateKeyOf(pem: string, file: string): KeyObject {
-  try {
-    return createPrivateKey(pem);
-  } catch {
-    throw new ZtError(
-      "ZT_PKI_KEY_INVALID",
-      `--key ${file}: not a PEM private key (PKCS#8, SEC1 or PKCS#1), such as zt cert issue writes`,
-    );
-  }
 }
 
 /**

@@ -6,7 +6,14 @@ import { parseDuration } from "../../core/duration.js";
 import { assertPrivateFile, replaceFile, writeFileAtomically } from "../../core/secure-files.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { pkiService } from "../../pki/index.js";
-import { printJson, serverUrl, withContext, withoutContext } from "../cli-context.js";
+import {
+  assertPemCertificate,
+  printJson,
+  privateKeyFromPem,
+  serverUrl,
+  withContext,
+  withoutContext,
+} from "../cli-context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const MAX_KEY_FILE = 16 * 1024;
@@ -96,12 +103,17 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
     throw new ZtError("ZT_USAGE", "--user: with --server the signed-in session names the user");
   if ((opts.clientCert === undefined) !== (opts.clientKey === undefined))
     throw new ZtError("ZT_USAGE", "give --client-cert and --client-key together");
+  let client: { cert: string; key: string } | undefined;
+  if (opts.clientCert && opts.clientKey) {
+    // Checked here: TLS would fail on them later, as if the server could not be reached.
+    client = { cert: readInputFile(opts.clientCert), key: readClientKey(opts.clientKey) };
+    assertPemCertificate(client.cert, `--client-cert ${opts.clientCert}`);
+    privateKeyFromPem(client.key, `--client-key ${opts.clientKey}`);
+  }
   const dispatcher = new Agent({
     connect: {
       ...(opts.caFile ? { ca: readInputFile(opts.caFile) } : {}),
-      ...(opts.clientCert && opts.clientKey
-        ? { cert: readInputFile(opts.clientCert), key: readClientKey(opts.clientKey) }
-        : {}),
+      ...(client ?? {}),
     },
   });
   try {
