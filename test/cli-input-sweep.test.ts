@@ -249,6 +249,39 @@ describe("a huge value quoted in an error", () => {
       "ZT_SEG_MODEL_INVALID",
       /--host: no segment lists host "a{100}"/,
     ],
+    [
+      "zt seg compile --segment",
+      ["seg", "compile", "-m", "seg-huge.yaml", "--segment", huge],
+      "ZT_SEG_MODEL_INVALID",
+      /--segment: unknown segment "a{100}"…$/m,
+    ],
+    [
+      "zt seg compile -t",
+      ["seg", "compile", "-m", "seg-huge.yaml", "-t", huge],
+      "ZT_USAGE",
+      /--target: expected nftables or k8s, got "a{100}"…$/m,
+    ],
+    [
+      "zt seg compile --pod-cidr",
+      ["seg", "compile", "-m", "seg-huge.yaml", "-t", "k8s", "--pod-cidr", huge],
+      "ZT_USAGE",
+      /--pod-cidr: not an IPv4 or IPv6 address or CIDR: "a{100}"…$/m,
+    ],
+    [
+      "zt cert issue --ttl",
+      [
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "spiffe://example.test/w",
+        "--out",
+        "huge-ttl",
+        "--ttl",
+        huge,
+      ],
+      "ZT_BAD_REQUEST",
+      /--ttl: expected a duration like 30s, 15m, 1h or 7d, got "a{100}"…$/m,
+    ],
   ] as const)(
     "%s is cut short, not echoed whole (100 KB on one line)",
     async (_name, args, code, message) => {

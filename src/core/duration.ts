@@ -1,4 +1,5 @@
 import { ZtError } from "./errors.js";
+import { quoteInput } from "./printable.js";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -29,14 +30,14 @@ export function configDurationIssue(
   try {
     ms = parseDuration(input);
   } catch {
-    return `expected a duration like 30s, 15m, 1h or 7d, got ${JSON.stringify(input)}`;
+    return `expected a duration like 30s, 15m, 1h or 7d, got ${quoteInput(input)}`;
   }
   if (o.positive && !(ms > 0))
-    return `expected a duration of more than 0, got ${JSON.stringify(input)}`;
+    return `expected a duration of more than 0, got ${quoteInput(input)}`;
   if (o.maxMs !== undefined && ms > o.maxMs)
     return o.maxMs === TIMER_MAX_MS
-      ? `expected at most ${TIMER_MAX_MS}ms (about 24.8 days, the longest timer), got ${JSON.stringify(input)}`
-      : `expected at most ${formatDuration(o.maxMs)}, got ${JSON.stringify(input)}`;
+      ? `expected at most ${TIMER_MAX_MS}ms (about 24.8 days, the longest timer), got ${quoteInput(input)}`
+      : `expected at most ${formatDuration(o.maxMs)}, got ${quoteInput(input)}`;
   return undefined;
 }
 
@@ -68,7 +69,7 @@ export function parseDuration(input: string | number, what = "duration"): number
   if (s.length === 0 || matched !== s.length) {
     throw new ZtError(
       "ZT_BAD_REQUEST",
-      `${what}: expected a duration like 30s, 15m, 1h or 7d, got ${JSON.stringify(input)}`,
+      `${what}: expected a duration like 30s, 15m, 1h or 7d, got ${quoteInput(input)}`,
     );
   }
   return withinBound(total, input, what);
@@ -90,7 +91,7 @@ export function parsePositiveConfigDuration(input: string | number, path: string
   if (!(ms > 0))
     throw new ZtError(
       "ZT_CONFIG_INVALID",
-      `${path}: expected a positive duration, got ${JSON.stringify(input)}`,
+      `${path}: expected a positive duration, got ${quoteInput(input)}`,
       { path },
     );
   return ms;
@@ -101,7 +102,7 @@ function withinBound(ms: number, input: string | number, what: string): number {
   if (!(ms <= MAX_DURATION_MS)) {
     throw new ZtError(
       "ZT_BAD_REQUEST",
-      `${what}: expected a duration of at most 36500d (100 years), got ${JSON.stringify(input)}`,
+      `${what}: expected a duration of at most 36500d (100 years), got ${quoteInput(input)}`,
     );
   }
   return ms;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { printable } from "./printable.js";
+import { printable, quoteInput } from "./printable.js";
 
 describe("printable", () => {
   it("shows C0, DEL and C1 controls as escapes (ESC, BEL, CR, CSI, OSC)", () => {
@@ -24,5 +24,15 @@ describe("printable", () => {
   it("keeps line feeds only when asked (a message of several lines), escaping the rest", () => {
     expect(printable("one\ntwo")).toBe("one\\u{a}two");
     expect(printable("one\ntwo\r\u202e", { keepLineBreaks: true })).toBe("one\ntwo\\u{d}\\u{202e}");
+  });
+});
+
+describe("quoteInput", () => {
+  it("quotes a value as JSON, cut to its bound with … marking the cut", () => {
+    expect(quoteInput("abc")).toBe('"abc"');
+    expect(quoteInput(0)).toBe("0");
+    expect(quoteInput("a".repeat(100))).toBe(`"${"a".repeat(100)}"`);
+    expect(quoteInput("a".repeat(100_000))).toBe(`"${"a".repeat(100)}"…`);
+    expect(quoteInput("abcdef", 3)).toBe('"abc"…');
   });
 });

@@ -37,3 +37,14 @@ export function printable(text: string, options: PrintableOptions = {}): string 
     (c) => `\\u{${c.charCodeAt(0).toString(16)}}`,
   );
 }
+
+/**
+ * A value someone gave, quoted for an error message and cut to `max` characters ("…" marks
+ * the cut), so a huge value (a file pasted into a flag) is not echoed whole onto one line.
+ *
+ * @example quoteInput("abc") // "\"abc\"" (a number as JSON writes it: quoteInput(0) // "0")
+ */
+export function quoteInput(value: string | number, max = 100): string {
+  if (typeof value === "number") return JSON.stringify(value);
+  return JSON.stringify(value.slice(0, max)) + (value.length > max ? "…" : "");
+}

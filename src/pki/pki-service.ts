@@ -24,6 +24,7 @@ import { RevocationListCache, type BuiltList } from "./revocation-list-cache.js"
 import { countRevocationListBuild } from "../audit/index.js";
 import { renewProofInput } from "./renewal.js";
 import type { SshSignAuthorizer } from "./ssh-authorize.js";
+import { quoteInput } from "../core/printable.js";
 
 const BACKDATE_MS = 60_000;
 /** Grant statuses that change nothing in the KRL (it lists certificates of revoked grants). */
@@ -746,11 +747,7 @@ export class PkiService {
       .selectAll()
       .where((eb) => eb.or([eb("id", "=", entry), eb("spiffe_id", "=", entry)]))
       .executeTakeFirst();
-    if (!reg)
-      throw new ZtError(
-        "ZT_NOT_FOUND",
-        `no registration entry ${JSON.stringify(entry.slice(0, 100))}`,
-      );
+    if (!reg) throw new ZtError("ZT_NOT_FOUND", `no registration entry ${quoteInput(entry)}`);
     const token = `ztjoin_${newToken()}`;
     const now = this.ctx.clock.now();
     const expiresAtMs = now + (ttlMs ?? this.settings.joinTokenTtlMs);
@@ -801,7 +798,7 @@ export class PkiService {
     if (!isRevocationReason(reason)) {
       throw new ZtError(
         "ZT_BAD_REQUEST",
-        `unknown revocation reason ${JSON.stringify(String(reason).slice(0, 100))}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`,
+        `unknown revocation reason ${quoteInput(String(reason))}; one of ${Object.keys(REVOCATION_REASONS).join(", ")}`,
       );
     }
     if ((req.serial === undefined) === (req.spiffeId === undefined)) {

@@ -10,6 +10,7 @@ import {
   type Segment,
 } from "./model.js";
 import { mergePortRanges, type PortSpec } from "./port-spec.js";
+import { quoteInput } from "../core/printable.js";
 
 /** What the ruleset is for: a router (forward chain) or the hosts of one segment (input/output). */
 export type NftTarget =
@@ -207,7 +208,7 @@ export function compileNftables(
     if (!seg)
       throw new ZtError(
         "ZT_SEG_MODEL_INVALID",
-        `--segment: unknown segment ${JSON.stringify(target.segment)}`,
+        `--segment: unknown segment ${quoteInput(target.segment)}`,
       );
     // Every flow to this host is keyed on the segment's addresses: with none, the input
     // chain would allow nothing and drop (or log) everything the host receives, SSH included.
@@ -234,7 +235,7 @@ export function compileNftables(
     if (segs.length === 0)
       throw new ZtError(
         "ZT_SEG_MODEL_INVALID",
-        `--host: no segment lists host ${JSON.stringify(target.host.slice(0, 100))}`,
+        `--host: no segment lists host ${quoteInput(target.host)}`,
       );
     if (segs.length > 1)
       throw new ZtError(

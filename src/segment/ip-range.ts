@@ -1,4 +1,5 @@
 import { formatIp, parseIp } from "../core/ip-address.js";
+import { quoteInput } from "../core/printable.js";
 
 export { formatIp, parseIp };
 
@@ -71,14 +72,13 @@ export function parseCidr(text: string): CidrParse {
   const slash = text.indexOf("/");
   const addrText = slash < 0 ? text : text.slice(0, slash);
   let ip = parseIp(addrText);
-  if (!ip)
-    return { ok: false, reason: `not an IPv4 or IPv6 address or CIDR: ${JSON.stringify(text)}` };
+  if (!ip) return { ok: false, reason: `not an IPv4 or IPv6 address or CIDR: ${quoteInput(text)}` };
   let bits = bitsOf(ip.family);
   let prefix = bits;
   if (slash >= 0) {
     const p = text.slice(slash + 1);
     if (!/^\d{1,3}$/.test(p) || Number(p) > bits) {
-      return { ok: false, reason: `bad prefix length in ${JSON.stringify(text)} (0-${bits})` };
+      return { ok: false, reason: `bad prefix length in ${quoteInput(text)} (0-${bits})` };
     }
     prefix = Number(p);
   }
@@ -86,7 +86,7 @@ export function parseCidr(text: string): CidrParse {
     if (prefix < 96) {
       return {
         ok: false,
-        reason: `IPv4-mapped IPv6 prefix shorter than /96 in ${JSON.stringify(text)}: it is not an IPv4 network; write the IPv4 addresses it should cover as IPv4 (a.b.c.d/N)`,
+        reason: `IPv4-mapped IPv6 prefix shorter than /96 in ${quoteInput(text)}: it is not an IPv4 network; write the IPv4 addresses it should cover as IPv4 (a.b.c.d/N)`,
       };
     }
     ip = unmapIp(ip);
@@ -99,7 +99,7 @@ export function parseCidr(text: string): CidrParse {
     const net = formatIp(ip.family, ip.value & ~mask);
     return {
       ok: false,
-      reason: `host bits set in ${JSON.stringify(text)} (did you mean ${net}/${prefix}?)`,
+      reason: `host bits set in ${quoteInput(text)} (did you mean ${net}/${prefix}?)`,
     };
   }
   return { ok: true, range: { family: ip.family, start: ip.value, end: ip.value | mask } };

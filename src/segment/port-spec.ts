@@ -1,3 +1,5 @@
+import { quoteInput } from "../core/printable.js";
+
 /** Transport protocols a model can name. `icmp` covers ICMP on IPv4 and ICMPv6 on IPv6. */
 export type SegProto = "tcp" | "udp" | "icmp";
 
@@ -21,7 +23,7 @@ export function parsePortSpec(text: string): PortParse {
   if (!m) {
     return {
       ok: false,
-      reason: `expected tcp/PORT, udp/PORT, tcp/LO-HI or icmp, got ${JSON.stringify(text)}`,
+      reason: `expected tcp/PORT, udp/PORT, tcp/LO-HI or icmp, got ${quoteInput(text)}`,
     };
   }
   const proto = m[1] as "tcp" | "udp";
@@ -29,8 +31,8 @@ export function parsePortSpec(text: string): PortParse {
   const lo = Number(m[2]);
   const hi = m[3] === undefined ? lo : Number(m[3]);
   if (lo > 65535 || hi > 65535)
-    return { ok: false, reason: `port out of range 0-65535 in ${JSON.stringify(text)}` };
-  if (hi < lo) return { ok: false, reason: `empty port range in ${JSON.stringify(text)}` };
+    return { ok: false, reason: `port out of range 0-65535 in ${quoteInput(text)}` };
+  if (hi < lo) return { ok: false, reason: `empty port range in ${quoteInput(text)}` };
   return { ok: true, spec: { proto, lo, hi } };
 }
 

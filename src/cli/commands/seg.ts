@@ -39,6 +39,7 @@ import {
 } from "../../segment/index.js";
 import { stringify } from "yaml";
 import { printJson, printTable, usageError, warn, withoutContext } from "../cli-context.js";
+import { quoteInput } from "../../core/printable.js";
 
 interface TargetOpts {
   host?: string;
@@ -243,7 +244,7 @@ export function registerSegCommands(program: Command): void {
           await output(r.text, o.out);
           return;
         }
-        throw usageError(`--target: expected nftables or k8s, got ${JSON.stringify(o.target)}`);
+        throw usageError(`--target: expected nftables or k8s, got ${quoteInput(o.target)}`);
       }),
     );
 
