@@ -9,6 +9,7 @@ import { ZT_TABLE } from "./compile-nftables.js";
 import { NftCommandError, type NftRunner } from "./nft-runner.js";
 import { checkScriptScope } from "./script-scope.js";
 import { makeDirectories } from "../core/make-directories.js";
+import { writeFileAtomically } from "../core/secure-files.js";
 
 /**
  * Commit-confirmed rollout of zt's nftables table. State lives in a small directory:
@@ -45,10 +46,13 @@ function digestOf(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
+/**
+ * A state file, replaced whole and durably (fsynced, then renamed): after a crash or power
+ * loss the rollback still finds the previous ruleset and state it recorded, never a
+ * truncated one.
+ */
 async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
+  writeFileAtomically(path, text, 0o600);
 }
 
 export async function readRolloutState(stateDir: string): Promise<RolloutState | undefined> {
