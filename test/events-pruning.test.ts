@@ -78,6 +78,32 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     return b;
   }
 
+  /**
+   * A second process on the store (a PEP's), its event bus reading `events` through a gate
+   * (to suspend it past the retention), with its services; the bus is marked, not started.
+   */
+  async function gatedProcess(cfg: ZtConfig, clock: ManualClock) {
+    const base = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => base.close());
+    const gate = new ReadGate("events");
+    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
+    const ctx = { ...base, events } as AppContext;
+    await events.mark();
+    const services = await createServices(ctx);
+    return { ctx, gate, events, services };
+  }
+
+  /** The CLI's side: a context on the store with zt's CA, and an SVID issued from it. */
+  async function cliWithSvid(cfg: ZtConfig, clock: ManualClock) {
+    const cli = await openAppContext(cfg, { create: true, clock });
+    cleanups.push(() => cli.close());
+    await initPki(cli);
+    const issued = await (
+      await pkiService(cli)
+    ).issueSvidWithNewKey({ spiffeId: "spiffe://prune.test/api", actor: "test" });
+    return { cli, issued };
+  }
+
   async function seqs(s: Store): Promise<number[]> {
     const rows = await s.db.selectFrom("events").select("seq").orderBy("seq").execute();
     return rows.map((r) => Number(r.seq));
@@ -213,13 +239,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const { user } = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
 
     // A PEP process whose event bus reads `events` through a gate (to suspend it).
-    const base = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => base.close());
-    const gate = new ReadGate("events");
-    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
-    const ctx = { ...base, events } as AppContext;
-    await events.mark();
-    const services = await createServices(ctx);
+    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
     const pep = createPep(services);
     const port = (await pep.listen("127.0.0.1", 0)).port;
     // The re-evaluator's part of the resync (users, devices, grants, then a re-check of
@@ -292,21 +312,10 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const clock = new ManualClock(T0);
     const t = await target();
     const cfg = config(t, 9);
-    const cli = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => cli.close());
-    await initPki(cli);
-    const issued = await (
-      await pkiService(cli)
-    ).issueSvidWithNewKey({ spiffeId: "spiffe://prune.test/api", actor: "test" });
+    const { cli, issued } = await cliWithSvid(cfg, clock);
 
     // A process holding the PKI (its deny list), its bus reading through a gate.
-    const base = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => base.close());
-    const gate = new ReadGate("events");
-    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
-    const ctx = { ...base, events } as AppContext;
-    await events.mark();
-    const services = await createServices(ctx);
+    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
     cleanups.push(async () => services.close());
     const pki = await pkiService(ctx);
     await events.start();
@@ -333,21 +342,10 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
       tls: { from_ca: true, client_certs: "optional" },
       routes: [{ name: "a", from: "https://a.localhost", to: `http://127.0.0.1:${up.port}` }],
     });
-    const cli = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => cli.close());
-    await initPki(cli);
-    const issued = await (
-      await pkiService(cli)
-    ).issueSvidWithNewKey({ spiffeId: "spiffe://prune.test/api", actor: "test" });
+    const { cli, issued } = await cliWithSvid(cfg, clock);
 
     // A PEP process with a TLS listener from zt's CA, its bus reading through a gate.
-    const base = await openAppContext(cfg, { create: true, clock });
-    cleanups.push(() => base.close());
-    const gate = new ReadGate("events");
-    const events = bus({ ...base.store, db: gate.wrap(base.store.db) } as Store, clock);
-    const ctx = { ...base, events } as AppContext;
-    await events.mark();
-    const services = await createServices(ctx);
+    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
     const node = await createPepNode(ctx, services, { host: "127.0.0.1" });
     const port = (await node.pep.listen("127.0.0.1", 0)).port;
     await events.start();

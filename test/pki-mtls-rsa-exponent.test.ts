@@ -20,7 +20,7 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from "node:crypto";
-import https from "node:https";
+import { request } from "./helpers/http-client.js";
 import { ManualClock } from "../src/core/clock.js";
 import {
   buildRenewalRequest,
@@ -81,40 +81,25 @@ function svidFromZtCa(key: KeyObject, spiffeId: string): { der: Buffer; chainPem
 }
 
 /** A request over a fresh TLS connection presenting `key` and `chainPem` as the client certificate. */
-function send(
+async function send(
   port: number,
   o: { host: string; path: string; method?: string; body?: unknown },
   client: { key: KeyObject; chainPem: string },
 ): Promise<{ status: number; body: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host: "127.0.0.1",
-        port,
-        path: o.path,
-        method: o.method ?? "GET",
-        servername: "localhost",
-        ca: bundle,
-        agent: false,
-        headers: { host: o.host, accept: "application/json", "content-type": "application/json" },
-        key: client.key.export({ format: "pem", type: "pkcs8" }),
-        cert: client.chainPem,
-      },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (d: string) => (text += d));
-        res.on("end", () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
-          }),
-        );
-      },
-    );
-    req.on("error", reject);
-    req.end(o.body === undefined ? undefined : JSON.stringify(o.body));
+  const r = await request(port, {
+    host: o.host,
+    path: o.path,
+    method: o.method ?? "GET",
+    headers: { accept: "application/json", "content-type": "application/json" },
+    ...(o.body === undefined ? {} : { body: JSON.stringify(o.body) }),
+    tls: {
+      ca: bundle,
+      servername: "localhost",
+      key: client.key.export({ format: "pem", type: "pkcs8" }) as string,
+      cert: client.chainPem,
+    },
   });
+  return { status: r.status, body: r.body ? r.json() : {} };
 }
 
 beforeAll(async () => {

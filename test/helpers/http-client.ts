@@ -1,4 +1,5 @@
 import http from "node:http";
+import https from "node:https";
 import { expect } from "vitest";
 
 export interface ClientResponse {
@@ -19,10 +20,15 @@ export function request(
     body?: string;
     /** The loopback address to send from (127.0.0.2 … stand for other clients). */
     localAddress?: string;
+    /**
+     * Over TLS instead: trusting `ca`, checking the name `servername`, and presenting
+     * `key` and `cert` (PEM) as the client certificate when given.
+     */
+    tls?: { ca: string; servername: string; key?: string; cert?: string };
   },
 ): Promise<ClientResponse> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
+    const req = (options.tls ? https : http).request(
       {
         host: "127.0.0.1",
         port,
@@ -31,6 +37,7 @@ export function request(
         headers: { host: options.host, ...options.headers },
         agent: false,
         ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+        ...options.tls,
       },
       (res) => {
         let body = "";
