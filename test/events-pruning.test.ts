@@ -27,7 +27,7 @@ import {
 } from "../src/events/index.js";
 import { openStore, type Store } from "../src/store/index.js";
 import { createPep } from "../src/proxy/index.js";
-import { auditRows } from "./helpers/audit-rows.js";
+import { auditRecords } from "./helpers/audit-rows.js";
 import { bounded } from "./helpers/bounded.js";
 import { openWebSocket } from "./helpers/websocket-client.js";
 import { runUp } from "../src/app/run-up.js";
@@ -290,10 +290,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     // Its WebSocket is cut, and the cut audited once: found in the store, not heard from
     // an event (no event_seq), with the revocation's reason.
     await bounded(ws.closed, "the revoked session's WebSocket is still open");
-    const cuts = (await auditRows(ctx, "session.cut", ["route", "reason", "data"])).map((r) => ({
-      ...r,
-      data: JSON.parse(String(r.data)) as Record<string, unknown>,
-    }));
+    const cuts = await auditRecords(ctx, "session.cut", ["route", "reason"]);
     expect(cuts).toEqual([
       {
         route: "a",
@@ -379,10 +376,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     await events.resynced();
 
     await bounded(closed, "the revoked SVID's WebSocket is still open");
-    const cuts = (await auditRows(ctx, "session.cut", ["route", "reason", "data"])).map((r) => ({
-      ...r,
-      data: JSON.parse(String(r.data)) as Record<string, unknown>,
-    }));
+    const cuts = await auditRecords(ctx, "session.cut", ["route", "reason"]);
     expect(cuts).toEqual([
       {
         route: "a",

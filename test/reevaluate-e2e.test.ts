@@ -9,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ManualClock } from "../src/core/clock.js";
 import type { RunningZt } from "../src/app/run-up.js";
-import { auditRows } from "./helpers/audit-rows.js";
+import { auditRecords, auditRows } from "./helpers/audit-rows.js";
 import { request, signIn as signInWith } from "./helpers/http-client.js";
 import { totpAt } from "./helpers/totp-code.js";
 import { openEchoingWebSocket } from "./helpers/websocket-client.js";
@@ -82,17 +82,14 @@ describe("continuous verification (live re-evaluation over real sockets)", () =>
   /** The `session.cut` records of one session: route, peer, reason, decision id and data. */
   const cutsOf = async (sessionId: string) =>
     (
-      await auditRows(zt.ctx, "session.cut", [
+      await auditRecords(zt.ctx, "session.cut", [
         "subject",
         "route",
         "source_ip",
         "reason",
         "decision_id",
-        "data",
       ])
-    )
-      .map((r) => ({ ...r, data: JSON.parse(String(r.data)) as Record<string, unknown> }))
-      .filter((r) => r.data["session_id"] === sessionId);
+    ).filter((r) => r.data["session_id"] === sessionId);
 
   /** The id of the `session.revoke` record that revoked `sessionId`. */
   const revokeRecordOf = async (sessionId: string) => {

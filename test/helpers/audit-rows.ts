@@ -33,3 +33,25 @@ export async function auditRows<C extends keyof AuditRow>(
     (row) => Object.fromEntries(columns.map((c) => [c, row[c]])) as Pick<AuditRow, C>,
   );
 }
+
+/** A record's columns, with `data` parsed from its JSON. */
+export type AuditRecord<C extends keyof AuditRow> = Omit<Pick<AuditRow, C>, "data"> & {
+  data: Record<string, unknown>;
+};
+
+/**
+ * auditRows with the `data` column included and parsed: for assertions on what a record
+ * says (a `session.cut`'s cause, connection and revocation links).
+ */
+export async function auditRecords<C extends keyof AuditRow>(
+  ctx: Pick<AppContext, "audit" | "store">,
+  kind: string,
+  columns: readonly C[],
+  options: AuditRowsOptions = {},
+): Promise<AuditRecord<C>[]> {
+  const rows = await auditRows(ctx, kind, [...columns, "data"], options);
+  return rows.map((r) => ({
+    ...r,
+    data: JSON.parse(String(r.data)) as Record<string, unknown>,
+  })) as AuditRecord<C>[];
+}
