@@ -81,6 +81,9 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
   /**
    * A second process on the store (a PEP's), its event bus reading `events` through a gate
    * (to suspend it past the retention), with its services; the bus is marked, not started.
+   * `whileSuspended(change)` holds the process's reads, makes the change, lets two hours
+   * pass and prunes the events past the retention, then lets the process catch up and
+   * waits for its resync; it returns what the pruning did.
    */
   async function gatedProcess(cfg: ZtConfig, clock: ManualClock) {
     const base = await openAppContext(cfg, { create: true, clock });
@@ -90,7 +93,21 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const ctx = { ...base, events } as AppContext;
     await events.mark();
     const services = await createServices(ctx);
-    return { ctx, gate, events, services };
+    const whileSuspended = async (change: () => Promise<void>) => {
+      gate.hold();
+      await gate.held();
+      await change();
+      clock.advance(2 * HOUR);
+      const pruned = await pruneEvents(base.store, {
+        now: clock.now(),
+        retentionMs: cfg.eventRetentionMs,
+      });
+      gate.release();
+      await events.catchUp();
+      await events.resynced();
+      return pruned;
+    };
+    return { ctx, events, services, whileSuspended };
   }
 
   /** The CLI's side: a context on the store with zt's CA, and an SVID issued from it. */
@@ -239,7 +256,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const { user } = await identityService(cli).addUser({ name: "erin", password: PASSWORD });
 
     // A PEP process whose event bus reads `events` through a gate (to suspend it).
-    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
+    const { ctx, events, services, whileSuspended } = await gatedProcess(cfg, clock);
     const pep = createPep(services);
     const port = (await pep.listen("127.0.0.1", 0)).port;
     // The re-evaluator's part of the resync (users, devices, grants, then a re-check of
@@ -266,20 +283,12 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const ws = await openWebSocket(port, "a.localhost", `zt_session=${token}`);
 
     // Suspended; meanwhile the session is revoked, time passes, and the event is pruned.
-    gate.hold();
-    await gate.held();
-    const admin = new SessionService(cli);
-    expect(await admin.revoke([session.id], "admin")).toBe(1);
-    admin.close();
-    clock.advance(2 * HOUR);
-    const r = await pruneEvents(cli.store, {
-      now: clock.now(),
-      retentionMs: cfg.eventRetentionMs,
+    const r = await whileSuspended(async () => {
+      const admin = new SessionService(cli);
+      expect(await admin.revoke([session.id], "admin")).toBe(1);
+      admin.close();
     });
     expect(r.deleted).toBeGreaterThan(0);
-    gate.release();
-    await events.catchUp();
-    await events.resynced();
 
     expect((await get(token)).status).toBe(401);
     expect(services.sessions.checkInMemory(token)).toMatchObject({
@@ -312,20 +321,15 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const { cli, issued } = await cliWithSvid(cfg, clock);
 
     // A process holding the PKI (its deny list), its bus reading through a gate.
-    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
+    const { ctx, events, services, whileSuspended } = await gatedProcess(cfg, clock);
     cleanups.push(async () => services.close());
     const pki = await pkiService(ctx);
     await events.start();
     expect(pki.isRevoked(issued.serial)).toBe(false);
 
-    gate.hold();
-    await gate.held();
-    await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
-    clock.advance(2 * HOUR);
-    await pruneEvents(cli.store, { now: clock.now(), retentionMs: cfg.eventRetentionMs });
-    gate.release();
-    await events.catchUp();
-    await events.resynced();
+    await whileSuspended(async () => {
+      await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
+    });
 
     expect(pki.isRevoked(issued.serial)).toBe(true);
   });
@@ -342,7 +346,7 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     const { cli, issued } = await cliWithSvid(cfg, clock);
 
     // A PEP process with a TLS listener from zt's CA, its bus reading through a gate.
-    const { ctx, gate, events, services } = await gatedProcess(cfg, clock);
+    const { ctx, events, services, whileSuspended } = await gatedProcess(cfg, clock);
     const node = await createPepNode(ctx, services, { host: "127.0.0.1" });
     const port = (await node.pep.listen("127.0.0.1", 0)).port;
     await events.start();
@@ -366,14 +370,9 @@ describe.each(ENGINES)("event pruning and resync: $name", (engine: Engine) => {
     });
     const closed = new Promise<void>((r) => ws.once("close", () => r()));
 
-    gate.hold();
-    await gate.held();
-    await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
-    clock.advance(2 * HOUR);
-    await pruneEvents(cli.store, { now: clock.now(), retentionMs: cfg.eventRetentionMs });
-    gate.release();
-    await events.catchUp();
-    await events.resynced();
+    await whileSuspended(async () => {
+      await (await pkiService(cli)).revoke({ serial: issued.serial, actor: "test" });
+    });
 
     await bounded(closed, "the revoked SVID's WebSocket is still open");
     const cuts = await auditRecords(ctx, "session.cut", ["route", "reason"]);
