@@ -469,7 +469,11 @@ describe.each(allEngines.map((e) => [e.name, e] as [string, Engine]))(
       const mine = events.filter((e) => e.kind.startsWith("user."));
       expect(mine.map((e) => [e.kind, e.data])).toEqual([
         ["user.added", { userId: user.id, name: "alice", groups: ["eng", "ops"] }],
-        ["user.disabled", { userId: user.id, name: "alice" }],
+        // revoke_id: the user.disable audit record, which cuts made on hearing it name.
+        [
+          "user.disabled",
+          { userId: user.id, name: "alice", revoke_id: expect.stringMatching(/^evt_/) },
+        ],
         ["user.enabled", { userId: user.id, name: "alice" }],
       ]);
     });
@@ -607,7 +611,7 @@ describe.each(allEngines.map((e) => [e.name, e] as [string, Engine]))(
       expect(await ctx.store.db.selectFrom("backup_codes").selectAll().execute()).toEqual([]);
       expect(await ctx.store.db.selectFrom("user_groups").selectAll().execute()).toEqual([]);
       expect(events.filter((e) => e.kind === "user.deleted").map((e) => e.data)).toEqual([
-        { userId: user.id, name: "alice" },
+        { userId: user.id, name: "alice", revoke_id: expect.stringMatching(/^evt_/) },
       ]);
       expect((await refusal(login())).code).toBe("ZT_AUTH_FAILED");
       expect((await addAlice()).user.id).not.toBe(user.id);

@@ -257,6 +257,43 @@ describe.each(ENGINES)("sessions and revocation: $name", (engine: Engine) => {
     expect(cuts[0]!.data["connection_id"]).not.toBe(cuts[1]!.data["connection_id"]);
   });
 
+  it("stops a user deletion's cuts from linking only to an event sequence number: each session.cut names the user.delete record (revoke_id)", async () => {
+    const clock = new ManualClock(T0);
+    const t = await target();
+    const cfg = config(t, await upstream());
+    const cli = await cliContext(cfg, clock);
+    const { user } = await identityService(cli).addUser({ name: "fred", password: PASSWORD });
+    const a = await pepNode(cfg, clock);
+    const { token } = await new SessionService(cli).create({
+      userId: user.id,
+      sourceIp: "127.0.0.1",
+      userAgent: "test",
+    });
+    const ws = await openWebSocket(a.port, "a.localhost", `zt_session=${token}`);
+
+    // The CLI deletes the user; the PEP hears it from the store.
+    await identityService(cli).deleteUser("fred");
+    await (a.ctx.events as StoreEventBus).catchUp();
+    await bounded(ws.closed, "the deleted user's WebSocket is still open");
+
+    await cli.audit.flush();
+    await a.ctx.audit.flush();
+    const deleted = await auditRows(a.ctx, "user.delete", ["id", "subject"]);
+    expect(deleted).toEqual([expect.objectContaining({ subject: "fred" })]);
+    const cuts = await auditRecords(a.ctx, "session.cut", ["reason"]);
+    expect(cuts).toEqual([
+      {
+        reason: "session-revoked",
+        data: expect.objectContaining({
+          cause: "session-revoked",
+          revoke_reason: "user-deleted",
+          revoke_id: deleted[0]!.id,
+          event_seq: expect.any(Number),
+        }),
+      },
+    ]);
+  });
+
   it("stops an older read of a user from overwriting a newer one in a PEP's entity snapshot (a removed group stays removed)", async () => {
     const clock = new ManualClock(T0);
     const t = await target();

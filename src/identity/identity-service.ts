@@ -256,13 +256,18 @@ export class IdentityService {
     });
     if (disabled) await revokeSessionsOfUser(this.#ctx, row.id, "user-disabled");
     const kind = disabled ? "user.disabled" : "user.enabled";
-    this.#ctx.audit.record({
+    const recordId = this.#ctx.audit.record({
       kind: disabled ? "user.disable" : "user.enable",
       outcome: "info",
       subject: row.name,
       ...(ended.length ? { data: { access_revoked: ended.map((r) => r.id) } } : {}),
     });
-    await this.#ctx.events.publish(kind, { userId: row.id, name: row.name });
+    // `revoke_id`: the record a cut made on hearing this event names (as for session.revoked).
+    await this.#ctx.events.publish(kind, {
+      userId: row.id,
+      name: row.name,
+      ...(disabled ? { revoke_id: recordId } : {}),
+    });
     await announceEndedAccess(this.#ctx, ended, "user-disabled");
     return this.#toInfo({ ...row, disabled: disabled ? 1 : 0 }, await this.groupsOf(row.id));
   }
@@ -669,13 +674,18 @@ export class IdentityService {
       ended = await endAccessOfUser(trx, row.id, now);
       await trx.deleteFrom("users").where("id", "=", row.id).execute();
     });
-    this.#ctx.audit.record({
+    const recordId = this.#ctx.audit.record({
       kind: "user.delete",
       outcome: "info",
       subject: row.name,
       data: { access_revoked: ended.map((r) => r.id) },
     });
-    await this.#ctx.events.publish("user.deleted", { userId: row.id, name: row.name });
+    // The sessions went with the user (no session.revoke): cuts name this record instead.
+    await this.#ctx.events.publish("user.deleted", {
+      userId: row.id,
+      name: row.name,
+      revoke_id: recordId,
+    });
     await announceEndedAccess(this.#ctx, ended, "user-deleted");
   }
 

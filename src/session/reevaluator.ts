@@ -501,7 +501,8 @@ function deadlineOf(c: LiveConnection, idleMs: number): number | undefined {
 }
 
 function reasonFor(kind: string): string {
-  if (kind === "user.disabled" || kind === "user.deleted") return "user-disabled";
+  if (kind === "user.disabled") return "user-disabled";
+  if (kind === "user.deleted") return "user-deleted";
   if (kind === "mfa.reset") return "mfa-reset";
   return "user-changed";
 }

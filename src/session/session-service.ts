@@ -471,14 +471,13 @@ export class SessionService {
     if (e.kind === "session.revoked") {
       const ids = Array.isArray(e.data["sessionIds"]) ? (e.data["sessionIds"] as unknown[]) : [];
       const reason = typeof e.data["reason"] === "string" ? e.data["reason"] : "session-revoked";
-      const revokeId = typeof e.data["revoke_id"] === "string" ? e.data["revoke_id"] : undefined;
-      const origin = { revokeId, eventSeq: e.seq };
+      const origin = { revokeId: revokeIdOf(e), eventSeq: e.seq };
       for (const id of ids) if (typeof id === "string") this.#markRevoked(id, reason, e.ts, origin);
     } else if (e.kind === "user.disabled" || e.kind === "user.deleted") {
       const userId = e.data["userId"];
+      const reason = e.kind === "user.deleted" ? "user-deleted" : "user-disabled";
       if (typeof userId === "string") {
-        for (const heard of this.#loading)
-          heard.set(`user:${userId}`, { reason: "user-disabled", at: e.ts });
+        for (const heard of this.#loading) heard.set(`user:${userId}`, { reason, at: e.ts });
         // Only the sessions that existed when the user was disabled: a process hearing the
         // event late (catching up after a partition) must not end sessions created after
         // the user was enabled again. Sessions are stamped by other processes' clocks: one
@@ -486,12 +485,12 @@ export class SessionService {
         const until = e.ts + DISABLE_CLOCK_SKEW_MS;
         for (const s of this.#byId.values()) {
           if (s.userId === userId && s.createdAt <= until)
-            this.#markRevoked(s.id, "user-disabled", e.ts, { eventSeq: e.seq });
+            this.#markRevoked(s.id, reason, e.ts, { revokeId: revokeIdOf(e), eventSeq: e.seq });
         }
         // Persist it too (any process hearing the event may do so; the update is idempotent).
         void this.#ctx.store.db
           .updateTable("sessions")
-          .set({ revoked_at: e.ts, revoke_reason: "user-disabled" })
+          .set({ revoked_at: e.ts, revoke_reason: reason })
           .where("user_id", "=", userId)
           .where("revoked_at", "is", null)
           .where("created_at", "<=", until)
@@ -508,6 +507,12 @@ export class SessionService {
  * (every PEP denies them at once and cuts their live connections) and audits
  * `session.revoke`. Returns the ids revoked.
  */
+/** The audit record an event names as the revocation it announces (`revoke_id`), if any. */
+function revokeIdOf(e: ZtEvent): string | undefined {
+  const id = e.data["revoke_id"];
+  return typeof id === "string" ? id : undefined;
+}
+
 export async function revokeSessionsOfUser(
   ctx: AppContext,
   userId: string,
