@@ -62,7 +62,10 @@ export interface RunningZt {
   apiAddress: AddressInfo;
   /** Device posture, grants, risk signals and the re-evaluator (continuous verification). */
   continuous: ContinuousVerification;
-  /** Automatic rotation of the intermediate CA (`pki.intermediate_rotate_before`). */
+  /**
+   * Automatic rotation of the intermediate CA (`pki.intermediate_rotate_before`); its
+   * passes also prune consumed renewal proofs that no longer matter.
+   */
   pkiRotation: IntermediateRotationRunner;
   /** Deletes events older than `events.retention` from the event bus's table. */
   eventPruner: EventPruner;

@@ -10,8 +10,10 @@ export interface RecordConditions {
   /**
    * The request was authorised by a renewal proof: the row is recorded only if it is the
    * first to consume the proof for (spiffe_id, key_sha256), in `pki_renew_proofs`.
+   * `signerNotAfterMs`: the notAfter of the SVID whose key signed the proof, kept so the
+   * consumed proof can be pruned once that SVID can no longer be presented.
    */
-  consumesProof?: boolean | undefined;
+  consumesProof?: { signerNotAfterMs: number } | undefined;
 }
 
 interface PendingRow extends RecordConditions {
@@ -133,6 +135,7 @@ export class CertRecorder {
               key_sha256: b.row.key_sha256,
               serial: b.row.serial,
               used_at: b.row.created_at,
+              signer_not_after: b.consumesProof!.signerNotAfterMs,
             })),
           )
           // Another transaction's copy got there first (or waits to commit: PostgreSQL

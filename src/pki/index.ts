@@ -16,7 +16,7 @@ import {
   type PolicyEngine,
 } from "../policy/index.js";
 
-export { PkiService, AUTO_ROTATE_ACTOR } from "./pki-service.js";
+export { PkiService, AUTO_ROTATE_ACTOR, RENEW_PROOF_SKEW_MS } from "./pki-service.js";
 export { IntermediateRotationRunner } from "./intermediate-rotation.js";
 export type {
   IntermediateRotationOptions,

@@ -31,6 +31,8 @@ export interface IntermediateRotationStatus {
  * Runs {@link PkiService.checkIntermediateRotation} at start and then every
  * `intervalMs` (timer unref'd), reporting through `warn` / `info`. A failed check is
  * reported and tried again at the next period; it never throws out of the timer.
+ * Each pass also prunes the consumed renewal proofs that no longer matter
+ * ({@link PkiService.pruneRenewProofs}); a failure there is reported the same way.
  */
 export class IntermediateRotationRunner {
   readonly #service: () => Promise<PkiService>;
@@ -83,7 +85,7 @@ export class IntermediateRotationRunner {
    */
   checkNow(): Promise<IntermediateCheckResult | undefined> {
     if (this.#stopped) return Promise.resolve(undefined);
-    this.#inFlight ??= this.#check().finally(() => (this.#inFlight = undefined));
+    this.#inFlight ??= this.#pass().finally(() => (this.#inFlight = undefined));
     return this.#inFlight;
   }
 
@@ -97,6 +99,18 @@ export class IntermediateRotationRunner {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#inFlight;
+  }
+
+  async #pass(): Promise<IntermediateCheckResult | undefined> {
+    const r = await this.#check();
+    try {
+      await (await this.#service()).pruneRenewProofs();
+    } catch (e) {
+      this.#warn(
+        `pruning consumed renewal proofs failed (retrying in ${formatDuration(this.#intervalMs)}): ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    return r;
   }
 
   async #check(): Promise<IntermediateCheckResult | undefined> {

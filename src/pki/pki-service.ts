@@ -34,6 +34,12 @@ const KRL_IGNORES_GRANT_STATUS: ReadonlySet<string> = new Set([
   "denied",
   "expired",
 ]);
+/**
+ * How long after the notAfter of the SVID that signed a renewal proof the consumed proof
+ * is kept: a replica whose clock lags by up to this still refuses that SVID as expired
+ * before the proof's row is gone.
+ */
+export const RENEW_PROOF_SKEW_MS = 5 * 60_000;
 /** The shortest SVID lifetime anyone may ask for (and the least an issuer must have left). */
 const MIN_SVID_TTL_MS = 60_000;
 
@@ -270,6 +276,21 @@ export class PkiService {
       notAfterMs: r.notAfterMs,
       previous: r.previousId,
     };
+  }
+
+  /**
+   * Deletes the consumed renewal proofs that no longer matter (run periodically by `zt up`,
+   * with the rotation check): those whose signing SVID ended more than
+   * RENEW_PROOF_SKEW_MS ago by the injected clock. A replay of such a proof is refused as
+   * that SVID is expired; while it is valid the row stays and refuses the replay. Returns
+   * how many rows went.
+   */
+  async pruneRenewProofs(): Promise<number> {
+    const r = await this.ctx.store.db
+      .deleteFrom("pki_renew_proofs")
+      .where("signer_not_after", "<", this.ctx.clock.now() - RENEW_PROOF_SKEW_MS)
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /** After a rotation: audit it, switch this process, and tell the others (`config.changed`). */
@@ -548,7 +569,8 @@ export class PkiService {
     const ttl = this.#ttl(req.ttlMs, reg?.max_ttl_ms == null ? null : Number(reg.max_ttl_ms));
     return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, {
       renews: current.serial,
-      consumesProof: !auth.possessionProven && !sameKey,
+      consumesProof:
+        !auth.possessionProven && !sameKey ? { signerNotAfterMs: current.notAfterMs } : undefined,
     });
   }
 

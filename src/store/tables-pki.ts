@@ -116,4 +116,9 @@ export interface PkiRenewProofsTable {
   key_sha256: string;
   serial: string;
   used_at: number;
+  /**
+   * The notAfter of the SVID whose key signed the proof: past it (plus a clock-skew
+   * margin) the row is pruned. Rows consumed before this column hold an upper bound.
+   */
+  signer_not_after: number;
 }

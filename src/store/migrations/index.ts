@@ -8,6 +8,7 @@ import { identity } from "./0007-identity.js";
 import { failedAttempts } from "./0008-failed-attempts.js";
 import { sshCertGrants } from "./0009-ssh-cert-grants.js";
 import { renewProofs } from "./0010-renew-proofs.js";
+import { renewProofExpiry } from "./0011-renew-proof-expiry.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -23,5 +24,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0008-failed-attempts": failedAttempts(dialect),
     "0009-ssh-cert-grants": sshCertGrants(dialect),
     "0010-renew-proofs": renewProofs(dialect),
+    "0011-renew-proof-expiry": renewProofExpiry(dialect),
   };
 }
