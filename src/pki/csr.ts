@@ -62,6 +62,14 @@ export function classifyKey(key: KeyObject): SubjectKeyType {
   );
 }
 
+/**
+ * The name `zt cert list` shows for a subject key of `type`: the type itself, with an RSA
+ * key's modulus size (`rsa-2048`).
+ */
+export function keyTypeName(type: SubjectKeyType, key: KeyObject): string {
+  return type === "rsa" ? `rsa-${key.asymmetricKeyDetails?.modulusLength ?? 0}` : type;
+}
+
 /** DER prefixes of P-256 / P-384 SubjectPublicKeyInfo with an uncompressed point (RFC 5480). */
 const EC_SPKI_PREFIXES = [
   {

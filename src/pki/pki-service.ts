@@ -11,7 +11,7 @@ import { newId, newToken, sha256Hex } from "../core/ids.js";
 import type { ZtEvent } from "../events/index.js";
 import { CaStore, type CaSet, type IntermediateRotationResult, type X509Ca } from "./ca-store.js";
 import { ClientCertVerifier, type ClientCertResult } from "./client-cert.js";
-import { classifyKey, parseCsr, type ParsedCsr } from "./csr.js";
+import { classifyKey, keyTypeName, parseCsr, type ParsedCsr } from "./csr.js";
 import { toPem } from "./der.js";
 import { buildSvidFast } from "./svid-der.js";
 import { canonicalIpAddress } from "./ip-address.js";
@@ -90,6 +90,8 @@ export interface RevokeRequest {
 export interface CertListRow {
   serial: string;
   spiffe_id: string;
+  /** `ec-p256`, `ec-p384`, `rsa-<bits>`, `ed25519`; null for a certificate from before zt recorded it. */
+  key_type: string | null;
   dns_names: string[];
   not_before: number;
   not_after: number;
@@ -382,7 +384,7 @@ export class PkiService {
       const id = parseWorkloadSpiffeId(options.spiffeId, this.settings.trustDomain).uri;
       const { dns, ips } = splitNames(options.dnsNames ?? []);
       const issued = await this.#issue(
-        spki,
+        { spki, type: "ec-p256" },
         id,
         dns,
         ips,
@@ -452,10 +454,11 @@ export class PkiService {
     const spiffeId = parseWorkloadSpiffeId(requestedUri, td).uri;
     const { dns, ips } = splitNames([...csr.dnsNames, ...csr.ips, ...(req.dnsNames ?? [])]);
     const now = this.ctx.clock.now();
+    const subjectKey = { spki: csr.spki, type: keyTypeName(csr.keyType, csr.publicKey) };
 
     const auth = req.auth;
     if (auth.kind === "admin") {
-      return this.#issue(csr.spki, spiffeId, dns, ips, this.#ttl(req.ttlMs, null), auth.actor);
+      return this.#issue(subjectKey, spiffeId, dns, ips, this.#ttl(req.ttlMs, null), auth.actor);
     }
     if (auth.kind === "join-token") {
       const tokenHash = sha256Hex(auth.token);
@@ -492,7 +495,7 @@ export class PkiService {
           reason: "token-used",
         });
       }
-      return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `token:${row.reg_id}`);
+      return this.#issue(subjectKey, spiffeId, dns, ips, ttl, `token:${row.reg_id}`);
     }
     // Renewal with a current SVID.
     const current = this.verifyClientCertificate(auth.certDer, now);
@@ -567,7 +570,7 @@ export class PkiService {
     ];
     this.#checkAllowed(spiffeId, dns, ips, spiffeId, allowedNames);
     const ttl = this.#ttl(req.ttlMs, reg?.max_ttl_ms == null ? null : Number(reg.max_ttl_ms));
-    return this.#issue(csr.spki, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, {
+    return this.#issue(subjectKey, spiffeId, dns, ips, ttl, `svid:${spiffeId}`, {
       renews: current.serial,
       consumesProof:
         !auth.possessionProven && !sameKey ? { signerNotAfterMs: current.notAfterMs } : undefined,
@@ -617,7 +620,7 @@ export class PkiService {
   }
 
   async #issue(
-    spki: Buffer,
+    subjectKey: { spki: Buffer; type: string },
     spiffeId: string,
     dns: string[],
     ips: string[],
@@ -626,6 +629,7 @@ export class PkiService {
     conditions: RecordConditions = {},
   ): Promise<IssuedSvid> {
     const issuer = await this.#usableIssuer();
+    const spki = subjectKey.spki;
     const now = this.ctx.clock.now();
     const notBeforeMs = now - BACKDATE_MS;
     // Never beyond the issuer (which #usableIssuer keeps at least MIN_SVID_TTL_MS away).
@@ -651,6 +655,7 @@ export class PkiService {
         not_after: Math.floor(notAfterMs / 1000) * 1000,
         created_at: now,
         key_sha256: createHash("sha256").update(spki).digest("hex"),
+        key_type: subjectKey.type,
         requested_by: requestedBy,
         revoked_at: null,
         revoke_reason: null,
@@ -802,6 +807,7 @@ export class PkiService {
     return rows.map((r) => ({
       serial: r.serial,
       spiffe_id: r.spiffe_id,
+      key_type: r.key_type,
       dns_names: parseJsonList(r.dns_names),
       not_before: Number(r.not_before),
       not_after: Number(r.not_after),

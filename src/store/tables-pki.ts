@@ -44,6 +44,11 @@ export interface PkiCertsTable {
   created_at: number;
   /** SHA-256 of the subject public key (SPKI DER), hex. */
   key_sha256: string;
+  /**
+   * The subject key's type: `ec-p256`, `ec-p384`, `rsa-<bits>`, `ed25519`. Null for a
+   * certificate issued before zt recorded it.
+   */
+  key_type: string | null;
   /** Who asked: `cli`, `token:<entry>`, `svid:<spiffe id>`, `zt:server`. */
   requested_by: string;
   revoked_at: number | null;

@@ -108,7 +108,7 @@ export function registerCertCommands(program: Command): void {
         if (opts.json) return printJson(rows);
         printTable(
           rows.map((r) => ({ ...r, not_after: iso(r.not_after) })),
-          ["serial", "spiffe_id", "dns_names", "not_after", "status"],
+          ["serial", "spiffe_id", "key_type", "dns_names", "not_after", "status"],
         );
       }),
     );

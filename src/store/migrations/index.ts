@@ -9,6 +9,7 @@ import { failedAttempts } from "./0008-failed-attempts.js";
 import { sshCertGrants } from "./0009-ssh-cert-grants.js";
 import { renewProofs } from "./0010-renew-proofs.js";
 import { renewProofExpiry } from "./0011-renew-proof-expiry.js";
+import { certKeyType } from "./0012-cert-key-type.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -25,5 +26,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0009-ssh-cert-grants": sshCertGrants(dialect),
     "0010-renew-proofs": renewProofs(dialect),
     "0011-renew-proof-expiry": renewProofExpiry(dialect),
+    "0012-cert-key-type": certKeyType(dialect),
   };
 }
