@@ -5,12 +5,18 @@
  */
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/index.js";
 import { openAppContext } from "../src/app/index.js";
 import { pkiService } from "../src/pki/index.js";
-import { masterKeyEnv, okJson, expectOk, ztStoreForSuite } from "./helpers/zt-cli.js";
+import {
+  expectCleanError,
+  expectOk,
+  masterKeyEnv,
+  okJson,
+  ztStoreForSuite,
+} from "./helpers/zt-cli.js";
 
 const env = masterKeyEnv();
 const suite = ztStoreForSuite({
@@ -112,5 +118,80 @@ describe("zt cert list shows the key type", { timeout: 180_000 }, () => {
       const line = table.find((l) => l.startsWith(serials[name]!));
       expect(line, name).toMatch(new RegExp(`^\\S+\\s+\\S+\\s+${type ?? "-"}\\s`));
     }
+  });
+});
+
+describe("zt cert: bad input is refused before anything is written", { timeout: 180_000 }, () => {
+  it("cert renew --key FILE that does not exist: ZT_NOT_FOUND naming --key and the file, as for --cert", async () => {
+    const { zt } = suite;
+    const out = join(suite.dir, "renew-missing");
+    expectOk(
+      await zt(["cert", "issue", "--spiffe-id", "spiffe://example.test/renew", "--out", out]),
+    );
+    const missing = join(suite.dir, "no-such.key");
+    const r = await zt(["cert", "renew", "--cert", join(out, "chain.pem"), "--key", missing]);
+    expectCleanError(r, 66, "ZT_NOT_FOUND", new RegExp(`--key ${missing}`));
+    // As a missing --cert is reported.
+    const c = await zt([
+      "cert",
+      "renew",
+      "--cert",
+      join(suite.dir, "no-such.pem"),
+      "--key",
+      join(out, "svid.key"),
+    ]);
+    expectCleanError(c, 66, "ZT_NOT_FOUND", /no-such\.pem/);
+  });
+
+  it("zt ssh sign --client-key FILE that does not exist: ZT_NOT_FOUND naming --client-key", async () => {
+    const { zt } = suite;
+    const out = join(suite.dir, "ssh-client");
+    expectOk(
+      await zt(["cert", "issue", "--spiffe-id", "spiffe://example.test/sshc", "--out", out]),
+    );
+    const userKey = join(suite.dir, "user_ed25519");
+    expect(spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", userKey]).status).toBe(
+      0,
+    );
+    const missing = join(suite.dir, "no-such-client.key");
+    const r = await zt([
+      "ssh",
+      "sign",
+      "--key",
+      `${userKey}.pub`,
+      "--principal",
+      "alice",
+      "--server",
+      "http://127.0.0.1:9",
+      "--client-cert",
+      join(out, "chain.pem"),
+      "--client-key",
+      missing,
+    ]);
+    expectCleanError(r, 66, "ZT_NOT_FOUND", new RegExp(`--client-key ${missing}`));
+  });
+
+  it("cert issue checks --spiffe-id, --dns and --ttl before it makes --out or issues anything", async () => {
+    const { zt } = suite;
+    const count = async () =>
+      (JSON.parse(expectOk(await zt(["cert", "list", "--all", "--json"])).stdout) as unknown[])
+        .length;
+    const before = await count();
+    const cases: [string[], number, string][] = [
+      [["--spiffe-id", "spiffe://example.test/ok", "--dns", "bad..name"], 64, "ZT_BAD_REQUEST"],
+      [["--spiffe-id", "spiffe://example.test/ok", "--dns", "-x.example"], 64, "ZT_BAD_REQUEST"],
+      [["--spiffe-id", "spiffe://example.test/ok", "--ttl", "25h"], 65, "ZT_PKI_TTL_INVALID"],
+      [["--spiffe-id", "spiffe://example.test/ok", "--ttl", "soon"], 64, "ZT_BAD_REQUEST"],
+      [["--spiffe-id", "spiffe://example.test/a/../b"], 65, "ZT_PKI_SPIFFE_ID_INVALID"],
+      [["--spiffe-id", "spiffe://other.test/a"], 77, "ZT_PKI_SAN_NOT_ALLOWED"],
+    ];
+    for (const [i, [args, exit, code]] of cases.entries()) {
+      const out = join(suite.dir, `refused-${i}`, "svid");
+      const r = await zt(["cert", "issue", ...args, "--out", out]);
+      expect(r.code, `${args.join(" ")}: ${r.stderr}`).toBe(exit);
+      expect(r.stderr).toMatch(new RegExp(`^zt: error ${code}: `));
+      expect(existsSync(join(suite.dir, `refused-${i}`)), args.join(" ")).toBe(false);
+    }
+    expect(await count()).toBe(before);
   });
 });

@@ -213,11 +213,34 @@ export function assertPrivateDirectory(dir: string): void {
  * with "run: chmod 600 /tmp"). `what` names the file in messages ("session token file").
  */
 export function assertPrivateFile(path: string, what = "key file"): void {
+  checkPrivateFile(path, what, "ZT_CONFIG_NOT_FOUND");
+}
+
+/**
+ * As assertPrivateFile, for a private file a command-line flag names (`--key`): a missing
+ * one is input not found (ZT_NOT_FOUND, exit 66, as for any other file a flag names), not
+ * a configuration problem.
+ */
+export function assertPrivateInputFile(path: string, flag: string): void {
+  checkPrivateFile(path, flag, "ZT_NOT_FOUND");
+}
+
+/** Reads a private file a command-line flag names, after checking it (assertPrivateInputFile). */
+export function readPrivateInputFile(path: string, flag: string): Buffer {
+  assertPrivateInputFile(path, flag);
+  return readFileSync(path);
+}
+
+function checkPrivateFile(
+  path: string,
+  what: string,
+  missing: "ZT_CONFIG_NOT_FOUND" | "ZT_NOT_FOUND",
+): void {
   let st: Stats;
   try {
     st = statSync(path);
   } catch {
-    throw new ZtError("ZT_CONFIG_NOT_FOUND", `${what} ${path} does not exist`, { path });
+    throw new ZtError(missing, `${what} ${path} does not exist`, { path });
   }
   if (st.isDirectory())
     throw new ZtError("ZT_USAGE", `${what} ${path} is a directory, expected a file`, { path });

@@ -371,24 +371,30 @@ export class PkiService {
   /**
    * Issues an SVID for a key zt generates itself (the CLI's `cert issue --out`, zt's own
    * listener). Returns the private key PEM with it. Caller is an operator.
+   * `beforeIssue` runs once the request is found valid, before anything is issued: the
+   * CLI prepares its --out folder there, so bad input writes nothing and a folder that
+   * cannot take the key costs no certificate.
    */
   async issueSvidWithNewKey(options: {
     spiffeId: string;
     dnsNames?: readonly string[];
     ttlMs?: number | undefined;
     actor: string;
+    beforeIssue?: () => void;
   }): Promise<IssuedSvid & { keyPem: string }> {
     const pair = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const spki = pair.publicKey.export({ format: "der", type: "spki" });
     try {
       const id = parseWorkloadSpiffeId(options.spiffeId, this.settings.trustDomain).uri;
       const { dns, ips } = splitNames(options.dnsNames ?? []);
+      const ttlMs = this.#ttl(options.ttlMs, null);
+      options.beforeIssue?.();
       const issued = await this.#issue(
         { spki, type: "ec-p256" },
         id,
         dns,
         ips,
-        this.#ttl(options.ttlMs, null),
+        ttlMs,
         options.actor,
       );
       this.ctx.audit.record({

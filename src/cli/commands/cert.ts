@@ -8,7 +8,7 @@ import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import {
   preparePrivateDirectory,
-  readPrivateFile,
+  readPrivateInputFile,
   writeFileAtomically,
   writePrivateFile,
 } from "../../core/secure-files.js";
@@ -69,14 +69,16 @@ export function registerCertCommands(program: Command): void {
         cmd: Command,
       ) =>
         withContext(cmd, async (ctx) => {
-          // Before the certificate exists: a bad folder must not cost an issued SVID whose key is lost.
-          preparePrivateDirectory(opts.out);
+          const ttlMs = opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl");
           const svc = await pkiService(ctx);
           const issued = await svc.issueSvidWithNewKey({
             spiffeId: opts.spiffeId,
             dnsNames: opts.dns,
-            ttlMs: opts.ttl === undefined ? undefined : parseDuration(opts.ttl, "--ttl"),
+            ttlMs,
             actor: "cli",
+            // After the input is checked (bad input writes nothing), before the certificate
+            // exists: a bad folder must not cost an issued SVID whose key is lost.
+            beforeIssue: () => preparePrivateDirectory(opts.out),
           });
           writePrivateFile(join(opts.out, "svid.key"), issued.keyPem);
           writeFileAtomically(join(opts.out, "svid.pem"), issued.certPem, 0o644);
@@ -259,7 +261,7 @@ export function registerCertCommands(program: Command): void {
 /** One renewal: new key + CSR + proof by the old key; files replaced atomically. */
 async function renewOnce(cmd: Command, opts: RenewOptions): Promise<void> {
   const currentChain = readInputFile(opts.cert);
-  const currentKey = readPrivateFile(opts.key, "--key").toString("utf8");
+  const currentKey = readPrivateInputFile(opts.key, "--key").toString("utf8");
   const req = await buildRenewalRequest(
     currentChain,
     privateKeyFromPem(currentKey, `--key ${opts.key}`),

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { Command } from "commander";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
-import { fileExists, readPrivateFile } from "../../core/secure-files.js";
+import { fileExists, readPrivateInputFile } from "../../core/secure-files.js";
 import { SESSION_TOKEN_RE } from "../../session/index.js";
 import {
   bindPayload,
@@ -141,7 +141,7 @@ function sessionToken(file: string | undefined): string {
   let token: string | undefined;
   let from: string;
   if (file !== undefined) {
-    token = readPrivateFile(file, "--session-token-file").toString("utf8").trim();
+    token = readPrivateInputFile(file, "--session-token-file").toString("utf8").trim();
     from = `--session-token-file ${file}`;
   } else {
     token = process.env["ZT_SESSION_TOKEN"]?.trim();

@@ -3,7 +3,11 @@ import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
 import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
-import { assertPrivateFile, replaceFile, writeFileAtomically } from "../../core/secure-files.js";
+import {
+  assertPrivateInputFile,
+  replaceFile,
+  writeFileAtomically,
+} from "../../core/secure-files.js";
 import { readInputFile } from "../../core/read-input-file.js";
 import { pkiService } from "../../pki/index.js";
 import {
@@ -83,7 +87,7 @@ interface SignedLine {
  * `zt cert renew --key` refuses it: a key others can read is no proof of who we are.
  */
 function readClientKey(path: string): string {
-  assertPrivateFile(path);
+  assertPrivateInputFile(path, "--client-key");
   return readInputFile(path, MAX_KEY_FILE);
 }
 
