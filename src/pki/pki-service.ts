@@ -384,11 +384,17 @@ export class PkiService {
   }): Promise<IssuedSvid & { keyPem: string }> {
     const pair = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const spki = pair.publicKey.export({ format: "der", type: "spki" });
+    let callerFailed: { error: unknown } | undefined;
     try {
       const id = parseWorkloadSpiffeId(options.spiffeId, this.settings.trustDomain).uri;
       const { dns, ips } = splitNames(options.dnsNames ?? []);
       const ttlMs = this.#ttl(options.ttlMs, null);
-      options.beforeIssue?.();
+      try {
+        options.beforeIssue?.();
+      } catch (e) {
+        callerFailed = { error: e };
+        throw e;
+      }
       const issued = await this.#issue(
         { spki, type: "ec-p256" },
         id,
@@ -413,6 +419,8 @@ export class PkiService {
         keyPem: pair.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
       };
     } catch (e) {
+      // The caller's own step (its folder) failed: nothing was asked of the CA.
+      if (callerFailed) throw callerFailed.error;
       const err =
         e instanceof ZtError ? e : new ZtError("ZT_INTERNAL", "internal error", {}, { cause: e });
       this.ctx.audit.record({
