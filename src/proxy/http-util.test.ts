@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { validateHeaderValue } from "node:http";
 import fc from "fast-check";
-import { safeReturnTo, setCookieNames } from "./http-util.js";
+import { isZtError } from "../core/errors.js";
+import { parseFormFields, safeReturnTo, setCookieNames } from "./http-util.js";
 
 /** What a browser makes of a Location value on https://zt.test/. */
 function resolved(location: string): URL {
@@ -71,5 +72,47 @@ describe("setCookieNames", () => {
       "=".repeat(20_000),
     ])
       expect(setCookieNames(v, "zt_session"), v.slice(0, 40)).toBe(false);
+  });
+});
+
+describe("parseFormFields", () => {
+  it("reads well-formed text as URLSearchParams does (differential property)", () => {
+    // Well-formed Unicode (no lone surrogates) and raw bodies, "%" typed alone included.
+    const text = fc.string({ unit: "grapheme-composite" });
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.tuple(text, text), { selector: ([n]) => n }), (pairs) => {
+        const body = new URLSearchParams(pairs).toString();
+        expect(parseFormFields(body)).toEqual(Object.fromEntries(new URLSearchParams(body)));
+      }),
+    );
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom("a", "=", "&", "%", "+", "4", "1", "é") }),
+        (body) => {
+          const ref = [...new URLSearchParams(body)];
+          if (new Set(ref.map(([n]) => n)).size !== ref.length) return; // repeated: refused
+          expect(parseFormFields(body)).toEqual(Object.fromEntries(ref));
+        },
+      ),
+    );
+  });
+
+  it("refuses bytes that are not UTF-8 and a field sent twice, naming the field", () => {
+    for (const [body, field] of [
+      ["password=%FF", "password"],
+      ["a=%C0%AE", "a"],
+      ["a=%ED%A0%80", "a"], // an encoded surrogate
+      ["a=1&b=2&a=1", "a"],
+      ["a&a=", "a"],
+    ] as const) {
+      let err: unknown;
+      try {
+        parseFormFields(body);
+      } catch (e) {
+        err = e;
+      }
+      expect(isZtError(err) && err.code, body).toBe("ZT_BAD_REQUEST");
+      expect(isZtError(err) && err.context["field"], body).toBe(field);
+    }
   });
 });

@@ -115,13 +115,18 @@ export function sendError(
 export const MAX_DISCARDED_BODY = 1024 * 1024;
 
 /**
- * Reads a request body up to `limit` bytes; rejects with ZT_PAYLOAD_TOO_LARGE beyond.
+ * Reads a request body up to `limit` bytes, as UTF-8 text; rejects with ZT_PAYLOAD_TOO_LARGE
+ * beyond, and with ZT_BAD_REQUEST when the bytes are not UTF-8 (see `utf8Text`).
  * A declared `Content-Length` over the limit is refused before anything is kept; either
  * way the rest of the body is read and discarded (up to MAX_DISCARDED_BODY) before the
  * promise rejects, so the caller's 413 reaches the client. The caller answers with
  * `connection: close` (see `sendPayloadTooLarge`).
  */
-export function readBody(req: IncomingMessage, limit: number): Promise<string> {
+export async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return utf8Text(await readBodyBytes(req, limit), "request body");
+}
+
+function readBodyBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -155,7 +160,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
     });
     req.on("end", () => {
       if (refused) refuse();
-      else settle(() => resolve(Buffer.concat(chunks).toString("utf8")));
+      else settle(() => resolve(Buffer.concat(chunks)));
     });
     req.on("error", (e) => settle(() => reject(e)));
     req.on("close", () => {
@@ -198,4 +203,61 @@ export function safeReturnTo(value: unknown): string {
     return "/"; // a lone surrogate has no UTF-8 encoding
   }
   return encoded.length <= MAX_RETURN_TO ? encoded : "/";
+}
+
+// WHATWG Encoding: `fatal` throws on bytes that are not UTF-8 instead of writing U+FFFD.
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Bytes as UTF-8 text, or ZT_BAD_REQUEST naming `what`: never a U+FFFD in place of what
+ * could not be read, which would make different bytes the same text (a password holding
+ * U+FFFD matched by any invalid byte).
+ */
+function utf8Text(bytes: Uint8Array, what: string, context: Record<string, unknown> = {}): string {
+  try {
+    return STRICT_UTF8.decode(bytes);
+  } catch {
+    throw new ZtError("ZT_BAD_REQUEST", `${what}: not UTF-8 text`, context);
+  }
+}
+
+const isHex = (b: number | undefined) =>
+  b !== undefined && ((b >= 0x30 && b <= 0x39) || ((b | 0x20) >= 0x61 && (b | 0x20) <= 0x66));
+
+/** WHATWG URL §5.1 percent-decoding, after "+" became a space: "%" not followed by two hex digits stays. */
+function percentDecode(s: string): Buffer {
+  const bytes = Buffer.from(s.replaceAll("+", " "), "utf8");
+  const out = Buffer.alloc(bytes.length);
+  let n = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 0x25 && isHex(bytes[i + 1]) && isHex(bytes[i + 2])) {
+      out[n++] = parseInt(bytes.toString("latin1", i + 1, i + 3), 16);
+      i += 2;
+    } else out[n++] = bytes[i]!;
+  }
+  return out.subarray(0, n);
+}
+
+/**
+ * An `application/x-www-form-urlencoded` body (WHATWG URL §5.1), read exactly: a name or
+ * value whose bytes are not UTF-8, and a field sent twice (which one was meant would be
+ * a guess, and a front proxy may read the other), are ZT_BAD_REQUEST with `field`;
+ * `URLSearchParams` would write U+FFFD for the first and keep the last of the second.
+ *
+ * @example parseFormFields("username=alice&totp=123+456") // { username: "alice", totp: "123 456" }
+ */
+export function parseFormFields(body: string): Record<string, string> {
+  const fields = new Map<string, string>();
+  for (const part of body.split("&")) {
+    if (part === "") continue;
+    const eq = part.indexOf("=");
+    const name = utf8Text(percentDecode(eq === -1 ? part : part.slice(0, eq)), "a field name");
+    const value = utf8Text(percentDecode(eq === -1 ? "" : part.slice(eq + 1)), name, {
+      field: name,
+    });
+    if (fields.has(name))
+      throw new ZtError("ZT_BAD_REQUEST", `${name}: sent more than once`, { field: name });
+    fields.set(name, value);
+  }
+  return Object.fromEntries(fields);
 }

