@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import * as OTPAuth from "otpauth";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromium } from "./helpers/chromium.js";
 import { login, request } from "./helpers/http-client.js";
 import { runZt, startZtUp, tempDir, type UpProcess } from "./helpers/zt-process.js";
 
@@ -75,24 +76,9 @@ describe("zt up --demo", () => {
   });
 
   it("signs in from a real browser with password + TOTP and lands on the app", async () => {
-    const executablePath = "/usr/bin/chromium";
-    if (!existsSync(executablePath))
-      throw new Error("Debian chromium is not installed (apt-get install chromium)");
     let browser: Browser | undefined;
     try {
-      browser = await chromium.launch({
-        executablePath,
-        args: [
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-quic",
-          "--no-first-run",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-          "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-        ],
-      });
+      browser = await launchChromium();
       // A user of its own, so its TOTP codes were never used by the tests above.
       const added = await runZt(
         [

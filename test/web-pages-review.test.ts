@@ -5,6 +5,8 @@
  * and the pages' CSP allows no inline style or script beyond zt's own stylesheet.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, ConsoleMessage } from "playwright-core";
+import { launchChromium } from "./helpers/chromium.js";
 import { request, type ClientResponse } from "./helpers/http-client.js";
 import { oathtoolCode } from "./helpers/totp-code.js";
 import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
@@ -93,5 +95,37 @@ describe("zt's pages and sign-in form, adversarial review", () => {
     );
     expect(ok.status, ok.body).toBe(303);
     expect(ok.headers["set-cookie"]?.[0]).toMatch(/^zt_session=/);
+  });
+
+  it("serves its pages with a CSP that allows no inline style or script, and Chromium still applies zt's stylesheet through a whole sign-in", async () => {
+    const login = await request(zt.port, { host: HOST, path: "/.zt/login" });
+    const csp = String(login.headers["content-security-policy"]);
+    expect(csp).not.toContain("unsafe-inline");
+    expect(csp).toMatch(/(^|; )style-src 'sha256-[A-Za-z0-9+/]+=*'(;|$)/);
+    expect(csp).toMatch(/(^|; )base-uri 'none'(;|$)/);
+    const vera = await zt.addUser("vera", ["eng"]);
+    let browser: Browser | undefined;
+    try {
+      browser = await launchChromium();
+      const page = await browser.newPage();
+      const console: string[] = [];
+      page.on("console", (m: ConsoleMessage) => console.push(`${m.type()}: ${m.text()}`));
+      await page.goto(`${origin()}/hello`);
+      await page.waitForURL(/\/\.zt\/login\?rd=%2Fhello$/);
+      // zt's stylesheet ran: the button has the accent colour, not the browser's grey.
+      const accent = () =>
+        page.evaluate<string>(
+          "getComputedStyle(document.querySelector('button[type=submit]')).backgroundColor",
+        );
+      await expect(accent()).resolves.toBe("rgb(36, 86, 216)");
+      await page.fill("#username", "vera");
+      await page.fill("#password", vera.password);
+      await page.fill("#totp", oathtoolCode(vera.totpSecret));
+      await Promise.all([page.waitForURL(`${origin()}/hello`), page.click("button[type=submit]")]);
+      expect(upstream.seen.map((s) => s.url)).toContain("/hello");
+      expect(console.filter((m) => /Content Security Policy|Refused to/i.test(m))).toEqual([]);
+    } finally {
+      await browser?.close();
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 /** Escapes text for HTML element and attribute contexts. */
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"'`]/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -18,6 +20,15 @@ code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;background:rgba(127,1
 dl{display:grid;grid-template-columns:auto 1fr;gap:.4rem 1rem;margin:1rem 0}dt{color:var(--muted)}dd{margin:0}
 .brand{font-weight:800;letter-spacing:.05em;color:var(--accent);margin-bottom:1rem}`;
 
+/**
+ * The CSP source that allows zt's one stylesheet and nothing else (CSP Level 2 §4.2.4: a
+ * hash matches an inline `<style>` by its exact text), so the pages' CSP needs no
+ * `'unsafe-inline'`: markup that ever slipped past escaping could not style the page to
+ * read or hide what it shows (CSS exfiltration of attribute values, a fake form).
+ */
+export const PAGE_STYLE_SOURCE = `'sha256-${createHash("sha256").update(STYLE).digest("base64")}'`;
+
+/** A whole zt page: `body` (markup the caller escaped) in zt's layout and stylesheet. */
 export function page(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><title>${escapeHtml(title)}</title><style>${STYLE}</style></head><body><main><div class="brand">zt</div>${body}</main></body></html>`;
 }

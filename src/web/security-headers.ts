@@ -1,3 +1,5 @@
+import { PAGE_STYLE_SOURCE } from "./html.js";
+
 /**
  * The response headers every page zt generates (sign-in, denied, message pages) is sent
  * with, whoever delivers it: zt itself (`sendHtml`), HAProxy's SPOE rules
@@ -7,14 +9,15 @@
  * - `no-store`: a denial or sign-in page names a decision and a user; no cache keeps it.
  * - `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`: no site frames the sign-in
  *   form (clickjacking).
- * - CSP `default-src 'none'`: the pages run no script and load nothing.
+ * - CSP `default-src 'none'`: the pages run no script and load nothing; `style-src` is
+ *   the hash of zt's one stylesheet (no `'unsafe-inline'`), `base-uri 'none'` (no
+ *   `<base>` can move the form's relative action), `form-action 'self'`.
  * - `nosniff`: the page is the type it says.
  */
 export const PAGE_SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   "cache-control": "no-store",
   "x-frame-options": "DENY",
-  "content-security-policy":
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+  "content-security-policy": `default-src 'none'; style-src ${PAGE_STYLE_SOURCE}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
   "x-content-type-options": "nosniff",
   "referrer-policy": "same-origin",
 });
