@@ -128,4 +128,30 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       await browser?.close();
     }
   });
+
+  it("sign-in page: Chromium logs no error on it, and takes a code typed as apps show it (`123 456`) or a backup code with a space", async () => {
+    let browser: Browser | undefined;
+    try {
+      browser = await launchChromium();
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("console", (m: ConsoleMessage) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      await page.goto(`${origin()}/.zt/login`);
+      await page.fill("#username", "someone");
+      await page.fill("#password", "some password");
+      for (const code of ["123 456", "k7mqa 2xw4d", "K7MQA-2XW4D"]) {
+        await page.fill("#totp", code);
+        // The server reads these (docs/identity.md): the browser must not refuse to send them.
+        await expect(
+          page.evaluate<boolean>("document.querySelector('form').checkValidity()"),
+          code,
+        ).resolves.toBe(true);
+      }
+      expect(errors).toEqual([]);
+    } finally {
+      await browser?.close();
+    }
+  });
 });

@@ -8,7 +8,11 @@ export interface LoginPageOptions {
   username?: string | undefined;
 }
 
-/** The sign-in form: password + authenticator code (or a backup code). */
+/**
+ * The sign-in form: password + authenticator code (or a backup code). The code field has
+ * no `pattern`: the server reads codes with spaces and dashes (`123 456`, `k7mqa 2xw4d`),
+ * and answers a malformed one like a wrong one.
+ */
 export function renderLoginPage(o: LoginPageOptions): string {
   const err = o.error ? `<div class="err" role="alert">${escapeHtml(o.error)}</div>` : "";
   const sub = o.stepUp
@@ -21,7 +25,7 @@ export function renderLoginPage(o: LoginPageOptions): string {
 <input type="hidden" name="rd" value="${escapeHtml(o.returnTo)}">
 <label for="username">Username</label><input id="username" name="username" autocomplete="username" required value="${escapeHtml(o.username ?? "")}" autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<label for="totp">Authenticator code</label><input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}|[A-Za-z0-9-]{8,20}" required placeholder="123456 or a backup code">
+<label for="totp">Authenticator code</label><input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" required placeholder="123456 or a backup code">
 <button type="submit">Sign in</button></form>`,
   );
 }
