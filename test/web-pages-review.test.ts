@@ -5,6 +5,8 @@
  * and the pages' CSP allows no inline style or script beyond zt's own stylesheet.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import type { Browser, ConsoleMessage } from "playwright-core";
 import { launchChromium } from "./helpers/chromium.js";
 import { request, type ClientResponse } from "./helpers/http-client.js";
@@ -152,6 +154,78 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       expect(errors).toEqual([]);
     } finally {
       await browser?.close();
+    }
+  });
+
+  it("refuses login CSRF and logout CSRF from a same-site sibling's page in Chromium (its Lax cookie is sent; the Origin check stops it)", async () => {
+    const mallory = await zt.addUser("mallory", ["eng"]);
+    await zt.addUser("victor", ["eng"]);
+    // The attacker's page: on a sibling host of the same site (an app of the site, say),
+    // a form that posts itself to zt as soon as it loads.
+    let next = "";
+    const evil = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.end(next);
+    });
+    await new Promise<void>((r) => evil.listen(0, "127.0.0.1", () => r()));
+    const evilUrl = `http://evil.${HOST}:${(evil.address() as AddressInfo).port}/`;
+    const autoPost = (action: string, fields: Record<string, string>) =>
+      `<!doctype html><form method="post" action="${origin()}${action}">${Object.entries(fields)
+        .map(([k, v]) => `<input type="hidden" name="${k}" value="${v}">`)
+        .join("")}</form><script>document.forms[0].submit()</script>`;
+    let browser: Browser | undefined;
+    try {
+      browser = await launchChromium();
+      // Login CSRF: the victim's browser would be signed in as the attacker.
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      next = autoPost("/.zt/login", {
+        username: "mallory",
+        password: mallory.password,
+        totp: oathtoolCode(mallory.totpSecret),
+        rd: "/",
+      });
+      await Promise.all([page.waitForURL(`${origin()}/.zt/login`), page.goto(evilUrl)]);
+      await expect(page.locator("body").textContent()).resolves.toContain("ZT_CSRF");
+      expect(await context.cookies(origin())).toEqual([]);
+      // Logout CSRF: the victim's session must survive the attacker's sign-out form.
+      const s = await zt.session("victor");
+      await context.addCookies([
+        { name: "zt_session", value: s.token, domain: HOST, path: "/", sameSite: "Lax" },
+      ]);
+      next = autoPost("/.zt/logout", {});
+      const sent = page.waitForRequest((r) => r.url() === `${origin()}/.zt/logout`);
+      await Promise.all([page.waitForURL(`${origin()}/.zt/logout`), page.goto(evilUrl)]);
+      // Same site: Chromium did send the Lax cookie along; only the Origin check refused.
+      const headers = await (await sent).allHeaders();
+      expect(headers["cookie"]).toContain(s.token);
+      expect(headers["origin"]).toBe(new URL(evilUrl).origin);
+      await expect(page.locator("body").textContent()).resolves.toContain("ZT_CSRF");
+      const still = await request(zt.port, {
+        host: HOST,
+        path: "/after",
+        headers: { cookie: s.cookie, accept: "application/json" },
+      });
+      expect(still.status, still.body).toBe(200);
+      // The same form from zt's own origin does sign out (the check is not refusing all).
+      await page.goto(`${origin()}/.zt/login`);
+      await page.evaluate(`(() => {
+        const f = document.createElement("form");
+        f.method = "post";
+        f.action = "/.zt/logout";
+        document.body.append(f);
+        f.submit();
+      })()`);
+      await page.waitForURL(`${origin()}/.zt/login`);
+      const after = await request(zt.port, {
+        host: HOST,
+        path: "/after",
+        headers: { cookie: s.cookie, accept: "application/json" },
+      });
+      expect(after.json()).toMatchObject({ error: { reason: "session-revoked" } });
+    } finally {
+      await browser?.close();
+      evil.close();
     }
   });
 });
