@@ -209,14 +209,17 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       expect(still.status, still.body).toBe(200);
       // The same form from zt's own origin does sign out (the check is not refusing all).
       await page.goto(`${origin()}/.zt/login`);
-      await page.evaluate(`(() => {
-        const f = document.createElement("form");
-        f.method = "post";
-        f.action = "/.zt/logout";
-        document.body.append(f);
-        f.submit();
-      })()`);
-      await page.waitForURL(`${origin()}/.zt/login`);
+      const [signedOut] = await Promise.all([
+        page.waitForResponse(`${origin()}/.zt/logout`),
+        page.evaluate(`(() => {
+          const f = document.createElement("form");
+          f.method = "post";
+          f.action = "/.zt/logout";
+          document.body.append(f);
+          f.submit();
+        })()`),
+      ]);
+      expect(signedOut.status()).toBe(303);
       const after = await request(zt.port, {
         host: HOST,
         path: "/after",
@@ -226,6 +229,52 @@ describe("zt's pages and sign-in form, adversarial review", () => {
     } finally {
       await browser?.close();
       evil.close();
+    }
+  });
+});
+
+describe("signing in after session.cookie_domain was set", () => {
+  let zt: PepFixture;
+  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
+      extra: { session: { cookie_domain: HOST } },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+
+  it("replaces the browser's host-only cookie from before, in Chromium: the new sign-in lands on the app, not on a two-cookie refusal", async () => {
+    const origin = `http://${HOST}:${zt.port}`;
+    const wren = await zt.addUser("wren", ["eng"]);
+    const old = await zt.session("wren");
+    let browser: Browser | undefined;
+    try {
+      browser = await launchChromium();
+      const context = await browser.newContext();
+      // Signed in before cookie_domain was set: the cookie is the host's own.
+      await context.addCookies([{ name: "zt_session", value: old.token, url: origin }]);
+      const page = await context.newPage();
+      await page.goto(`${origin}/.zt/login?rd=%2Fback`);
+      await page.fill("#username", "wren");
+      await page.fill("#password", wren.password);
+      await page.fill("#totp", oathtoolCode(wren.totpSecret));
+      const [answer] = await Promise.all([
+        page.waitForResponse(`${origin}/back`),
+        page.click("button[type=submit]"),
+      ]);
+      expect(answer.status(), await answer.text()).toBe(200);
+      const jar = await context.cookies(origin);
+      expect(jar.map((c) => [c.name, c.domain])).toEqual([["zt_session", `.${HOST}`]]);
+    } finally {
+      await browser?.close();
     }
   });
 });

@@ -983,7 +983,7 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       await revokePresented(req, "logout");
       // Both variants: the host's own cookie and, when set, the cookie_domain one (a
       // browser holds both after cookie_domain changed; forward-auth refuses the pair).
-      const expired = `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}`;
+      const expired = expiredHostCookie(req);
       const clear = cfg.session.cookie_domain
         ? [`${expired}; Domain=${cfg.session.cookie_domain}`, expired]
         : expired;
@@ -1001,6 +1001,11 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       return;
     }
     sendError(res, "ZT_NOT_FOUND", `no such endpoint: ${path}`);
+  }
+
+  /** A Set-Cookie that deletes the host's own session cookie (no Domain). */
+  function expiredHostCookie(req: IncomingMessage): string {
+    return `${cookieName}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0${isSecure(req) ? "; Secure" : ""}`;
   }
 
   /**
@@ -1153,22 +1158,22 @@ export function createPep(s: PepServices, options: PepOptions = {}): Pep {
       // The new session stands; the old ones still expire on their own.
     }
     const maxAge = Math.floor((session.expiresAt - session.createdAt) / 1000);
-    const cookie = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+    const set = `${cookieName}=${token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${isSecure(req) ? "; Secure" : ""}${cfg.session.cookie_domain ? `; Domain=${cfg.session.cookie_domain}` : ""}`;
+    // A cookie_domain cookie does not replace the host's own one (another cookie to the
+    // browser, RFC 6265 §5.3): one from before cookie_domain was set is deleted, or the
+    // browser would send both and be refused (session-cookie-duplicate) from now on.
+    const cookie = cfg.session.cookie_domain ? [set, expiredHostCookie(req)] : set;
+    res.setHeader("set-cookie", cookie);
     if (isForm) {
-      res.writeHead(303, { location: rd, "set-cookie": cookie, "cache-control": "no-store" });
+      res.writeHead(303, { location: rd, "cache-control": "no-store" });
       res.end();
     } else {
-      sendJson(
-        res,
-        200,
-        {
-          session_id: session.id,
-          user: user.name,
-          groups: user.groups,
-          expires_at: new Date(session.expiresAt).toISOString(),
-        },
-        { "set-cookie": cookie },
-      );
+      sendJson(res, 200, {
+        session_id: session.id,
+        user: user.name,
+        groups: user.groups,
+        expires_at: new Date(session.expiresAt).toISOString(),
+      });
     }
   }
 
