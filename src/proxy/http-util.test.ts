@@ -87,14 +87,31 @@ describe("parseFormFields", () => {
     );
     fc.assert(
       fc.property(
-        fc.string({ unit: fc.constantFrom("a", "=", "&", "%", "+", "4", "1", "é") }),
+        fc.string({ unit: fc.constantFrom("a", "=", "&", "%", "+", "4", "1", "c", "3", "é") }),
         (body) => {
+          // Node 20's URLSearchParams mis-decodes a "%" that starts no escape once an
+          // escape came before ("%3a%é" gives ":%\uFFFD"; WHATWG URL §5.1 gives ":%é"):
+          // no reference there (the example below covers such a "%").
+          fc.pre(!/%(?![0-9A-Fa-f]{2})/.test(body));
           const ref = [...new URLSearchParams(body)];
-          if (new Set(ref.map(([n]) => n)).size !== ref.length) return; // repeated: refused
-          expect(parseFormFields(body)).toEqual(Object.fromEntries(ref));
+          // The body has no U+FFFD: one in the reference is bytes that are not UTF-8
+          // (`%aa`), and a name twice is a repeat; both refused, as ZT_BAD_REQUEST.
+          const invalid = ref.some(([n, v]) => `${n}${v}`.includes("\uFFFD"));
+          const repeated = new Set(ref.map(([n]) => n)).size !== ref.length;
+          if (invalid || repeated)
+            expect(() => parseFormFields(body), body).toThrow(/not UTF-8 text|more than once/);
+          else expect(parseFormFields(body)).toEqual(Object.fromEntries(ref));
         },
       ),
     );
+  });
+
+  it("keeps a % that starts no escape, as WHATWG URL §5.1 does", () => {
+    expect(parseFormFields("a=100%&b=%3a%zz%é&c=%%4a")).toEqual({
+      a: "100%",
+      b: ":%zz%é",
+      c: "%J",
+    });
   });
 
   it("refuses bytes that are not UTF-8 and a field sent twice, naming the field", () => {
