@@ -1,4 +1,4 @@
-export { renderLoginPage, renderDeniedPage, renderMessagePage, hintFor } from "./pages.js";
+export { renderLoginPage, renderDeniedPage, hintFor } from "./pages.js";
 export type { LoginPageOptions, DeniedPageOptions } from "./pages.js";
 export { escapeHtml, page } from "./html.js";
 export {

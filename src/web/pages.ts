@@ -48,13 +48,6 @@ export function renderDeniedPage(o: DeniedPageOptions): string {
   );
 }
 
-export function renderMessagePage(title: string, message: string, code?: string): string {
-  return page(
-    `${title} · zt`,
-    `<h1>${escapeHtml(title)}</h1><p class="sub">${escapeHtml(message)}</p>${code ? `<p><code>${escapeHtml(code)}</code></p>` : ""}`,
-  );
-}
-
 /** What would change the answer, by stable reason. */
 export function hintFor(reason: string, route: string): string {
   switch (reason) {
