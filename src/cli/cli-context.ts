@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { configPathFrom, loadConfig, type ZtConfig } from "../config/index.js";
 import { openAppContext, type AppContext, type OpenAppContextOptions } from "../app/index.js";
 import { assertMasterKeyOpensStore, masterKeyFile } from "../keys/index.js";
-import { isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
+import { ERROR_TABLE, isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { printable } from "../core/printable.js";
 import type { AuditInput } from "../audit/index.js";
 
@@ -205,6 +205,24 @@ export function serverUrl(value: string, flag = "--server", credential?: string)
       `${flag}: ${credential} would cross the network in clear to ${url.host}; use https:// (plain http only to 127.0.0.1, ::1 or localhost)`,
     );
   return url;
+}
+
+/**
+ * A zt API's refusal (`{ error: { code, message, ...context } }`) as the ZtError it
+ * carries: the server's stable code, and so its exit code, when it is one zt knows (a
+ * revoked device is a state to act on, not a server to retry); ZT_UNAVAILABLE otherwise.
+ */
+export function serverRefusal(server: string, status: number, body: unknown): ZtError {
+  const error = (body as { error?: unknown } | null)?.["error"];
+  const { code, message, ...context } = (
+    typeof error === "object" && error !== null ? error : {}
+  ) as Record<string, unknown>;
+  const known = typeof code === "string" && Object.hasOwn(ERROR_TABLE, code);
+  return new ZtError(
+    known ? (code as ZtErrorCode) : "ZT_UNAVAILABLE",
+    `${server}: ${typeof message === "string" ? message : `HTTP ${status}`}`,
+    context,
+  );
 }
 
 function isLoopbackHost(host: string): boolean {

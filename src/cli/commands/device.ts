@@ -20,6 +20,7 @@ import {
 import {
   printJson,
   printTable,
+  serverRefusal,
   serverUrl,
   usageError,
   withContext,
@@ -108,6 +109,10 @@ function parseFacts(raw: unknown, file: string): { os?: string; checks?: object 
   };
 }
 
+/**
+ * POSTs to the zt API; a refusal is the server's own error (its code and exit code), and
+ * a 200 whose body is not a JSON object (a front proxy's page) is ZT_UNAVAILABLE.
+ */
 async function postJson(
   server: URL,
   path: string,
@@ -120,15 +125,26 @@ async function postJson(
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(15_000),
   });
-  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
-  if (!res.ok) {
-    const err = (json["error"] ?? {}) as { code?: string; message?: string };
+  const json = (await res.json().catch(() => undefined)) as unknown;
+  if (!res.ok) throw serverRefusal(server.origin, res.status, json);
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return {};
+  return json as Record<string, unknown>;
+}
+
+/** The API's answer to a report, checked: a 200 from something else is no verdict. */
+function reportAnswer(server: URL, deviceId: string, res: Record<string, unknown>) {
+  const { device_id, score, compliant, failures } = res;
+  if (
+    device_id !== deviceId ||
+    typeof score !== "number" ||
+    typeof compliant !== "boolean" ||
+    !Array.isArray(failures)
+  )
     throw new ZtError(
       "ZT_UNAVAILABLE",
-      `server refused (${res.status} ${err.code ?? ""}): ${err.message ?? "no detail"}`,
+      `${server.origin}: the answer is not a posture verdict for ${deviceId}; the report may not have been received`,
     );
-  }
-  return json;
+  return { device_id, score, compliant, failures: failures as unknown[] };
 }
 
 /**
@@ -312,12 +328,18 @@ export function registerDeviceCommands(program: Command): void {
                 payload: JSON.parse(r.payload) as unknown,
                 signature: r.signature,
               });
-            const res = await postJson(
-              serverUrl(opts.server!),
-              `/v1/devices/${encodeURIComponent(r.key.device_id)}/reports`,
-              { payload: r.payload, signature: r.signature },
+            const server = serverUrl(opts.server!);
+            const res = reportAnswer(
+              server,
+              r.key.device_id,
+              await postJson(server, `/v1/devices/${encodeURIComponent(r.key.device_id)}/reports`, {
+                payload: r.payload,
+                signature: r.signature,
+              }),
             );
             printJson(res);
+            // As against the store: exit 3 when the device is non-compliant.
+            return res.compliant ? 0 : 3;
           });
           return;
         }
@@ -401,7 +423,13 @@ export function registerDeviceCommands(program: Command): void {
               },
               { authorization: `Bearer ${token}` },
             );
-            done({ session_id: String(res["session_id"]), device_id: key.device_id });
+            const sessionId = res["session_id"];
+            if (res["bound"] !== true || typeof sessionId !== "string")
+              throw new ZtError(
+                "ZT_UNAVAILABLE",
+                `${server.origin}: the answer is not a binding of ${key.device_id}; nothing is known to be bound`,
+              );
+            done({ session_id: sessionId, device_id: key.device_id });
           });
           return;
         }

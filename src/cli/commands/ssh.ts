@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { Agent, fetch as undiciFetch } from "undici";
-import { ERROR_TABLE, ZtError, type ZtErrorCode } from "../../core/errors.js";
+import { ZtError } from "../../core/errors.js";
 import { parseDuration } from "../../core/duration.js";
 import {
   assertPrivateInputFile,
@@ -14,6 +14,7 @@ import {
   assertPemCertificate,
   printJson,
   privateKeyFromPem,
+  serverRefusal,
   serverUrl,
   withContext,
   withoutContext,
@@ -139,16 +140,7 @@ async function signViaApi(opts: SignOptions, without: string[]): Promise<SignedL
       dispatcher,
     });
     const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
-    if (!res.ok) {
-      const { code, message, ...context } = (body["error"] ?? {}) as Record<string, unknown>;
-      // The server's stable code (and its exit code) when it sent one we know.
-      const known = typeof code === "string" && Object.hasOwn(ERROR_TABLE, code);
-      throw new ZtError(
-        known ? (code as ZtErrorCode) : "ZT_UNAVAILABLE",
-        `${opts.server}: ${typeof message === "string" ? message : `HTTP ${res.status}`}`,
-        context,
-      );
-    }
+    if (!res.ok) throw serverRefusal(opts.server!, res.status, body);
     const certLine = body["certificate"];
     // A 200 from something else (a front proxy's page) must not become the cert file.
     if (typeof certLine !== "string" || !/^\S+-cert-v01@openssh\.com \S+/.test(certLine))
