@@ -3,10 +3,23 @@
  * real `bin/zt` (built by `npm run build`) in child processes, a real `zt up` over real
  * sockets and a real store. Each test is named after what it stops.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { ManualClock } from "../src/core/clock.js";
+import { loadConfig } from "../src/config/index.js";
+import { openAppContext, type AppContext } from "../src/app/index.js";
+import { identityService } from "../src/identity/index.js";
+import { EntityStore } from "../src/policy/index.js";
+import {
+  DeviceService,
+  DeviceTrust,
+  generateDeviceKey,
+  parseDevicesConfig,
+  signWithDeviceKey,
+} from "../src/device/index.js";
+import { engines, writeEngineConfig, type Engine, type EngineTarget } from "./store-fixture.js";
 import { runZt, startZtUp, type UpProcess } from "./helpers/zt-process.js";
 import {
   enrollDevice,
@@ -14,6 +27,7 @@ import {
   expectOk,
   masterKeyEnv,
   okJson,
+  TEST_PASSWORD,
   ztStoreForSuite,
 } from "./helpers/zt-cli.js";
 
@@ -101,4 +115,77 @@ devices:
     );
     expectCleanError(await bind(keyDir, garbageUrl), 69, "ZT_UNAVAILABLE", /not a binding/);
   }, 120_000);
+});
+
+const ENGINES = await engines();
+
+describe.each(ENGINES)("device review: posture rules on $name", (engine: Engine) => {
+  let target: EngineTarget | undefined;
+  const contexts: AppContext[] = [];
+  afterEach(async () => {
+    for (const c of contexts.splice(0)) await c.close();
+    await target?.cleanup();
+    target = undefined;
+  });
+
+  it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
+    target = await engine.fresh();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const open = async (devices: string) => {
+      const path = writeEngineConfig(target!, `devices:\n${devices}`);
+      const c = await openAppContext(loadConfig(path, { env: {} }), {
+        clock,
+        env: {},
+        create: true,
+      });
+      contexts.push(c);
+      return c;
+    };
+    const before = await open("  required: [disk_encryption, firewall]\n");
+    await identityService(before).addUser({ name: "erin", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const svc = new DeviceService(before);
+    const { device } = await svc.enroll({
+      userName: "erin",
+      name: "laptop",
+      publicKeyPem: key.publicPem,
+    });
+    await svc.approve(device.id, "admin");
+    const payload = JSON.stringify({
+      v: 1,
+      device_id: device.id,
+      collected_at: clock.now(),
+      os: "Debian 12",
+      checks: { disk_encryption: true, firewall: true, screen_lock: false, os_updates: false },
+    });
+    const r = await svc.submitReport(
+      device.id,
+      payload,
+      signWithDeviceKey(key.privatePem, payload),
+    );
+    expect(r).toMatchObject({ compliant: true, score: 50 });
+
+    // The operator tightens the rules and restarts: the screen lock is now required, and
+    // the last report said it was off.
+    for (const rules of [
+      "  required: [disk_encryption, firewall, screen_lock]\n",
+      "  required: [disk_encryption, firewall]\n  min_score: 60\n",
+    ]) {
+      const after = await open(rules);
+      expect((await new DeviceService(after).get(device.id)).compliantNow).toBe(false);
+      const trust = new DeviceTrust(
+        after,
+        parseDevicesConfig(after.config.devices),
+        new EntityStore(),
+      );
+      await trust.load();
+      expect(trust.compliantNow(trust.device(device.id)!)).toBe(false);
+    }
+    // Weights the operator changed count too (the score policies compare).
+    const reweighed = await open("  weights: { screen_lock: 0, os_updates: 0, antivirus: 0 }\n");
+    expect(await new DeviceService(reweighed).get(device.id)).toMatchObject({
+      compliantNow: true,
+      score: 100,
+    });
+  });
 });

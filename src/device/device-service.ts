@@ -24,7 +24,7 @@ export interface DeviceInfo {
   approvedAt: number | null;
   approvedBy: string | null;
   lastReportAt: number | null;
-  /** The last report's verdict (see `compliantNow` for the effective one). */
+  /** The last report's checks judged by the rules in force (`compliantNow`: the effective verdict). */
   compliant: boolean;
   /** Approved, compliant, and reported within the interval — as of now. */
   compliantNow: boolean;
@@ -498,7 +498,7 @@ export class DeviceService {
   }
 
   #toInfo(r: DevicesTable, userName: string): DeviceInfo {
-    return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config.reportIntervalMs);
+    return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config);
   }
 }
 
@@ -512,11 +512,17 @@ function deviceReportLockKey(deviceId: string): bigint {
   return createHash("sha256").update(`zt-device-report\0${deviceId}`).digest().readBigInt64BE(0);
 }
 
+/**
+ * A device row as DeviceInfo. Its score and verdict are its last reported checks scored
+ * under the `devices:` rules in force (`rules`), not the ones stored when the report
+ * arrived: a required check or a minimum score the operator added applies to every
+ * device at once, not at each device's next report.
+ */
 export function deviceInfoFromRow(
   r: DevicesTable,
   userName: string,
   now: number,
-  reportIntervalMs: number,
+  rules: Pick<DevicesConfig, "reportIntervalMs" | "weights" | "required" | "minScore">,
 ): DeviceInfo {
   const lastReportAt = r.last_report_at === null ? null : Number(r.last_report_at);
   const status = (
@@ -524,10 +530,14 @@ export function deviceInfoFromRow(
   ) as DeviceInfo["status"];
   let checks: PostureChecks = {};
   try {
-    checks = JSON.parse(r.checks) as PostureChecks;
+    const parsed = JSON.parse(r.checks) as unknown;
+    if (typeof parsed === "object" && parsed !== null) checks = parsed as PostureChecks;
   } catch {
     checks = {};
   }
+  // No report yet: nothing to score (and nothing compliant).
+  const scored = lastReportAt === null ? undefined : scorePosture(checks, rules);
+  const compliant = scored?.compliant === true;
   return {
     id: r.id,
     userId: r.user_id,
@@ -538,13 +548,9 @@ export function deviceInfoFromRow(
     approvedAt: r.approved_at === null ? null : Number(r.approved_at),
     approvedBy: r.approved_by,
     lastReportAt,
-    compliant: Number(r.compliant) === 1,
-    compliantNow: isCompliantAt(
-      { status, compliant: Number(r.compliant) === 1, lastReportAt },
-      now,
-      reportIntervalMs,
-    ),
-    score: Number(r.score),
+    compliant,
+    compliantNow: isCompliantAt({ status, compliant, lastReportAt }, now, rules.reportIntervalMs),
+    score: scored?.score ?? Number(r.score),
     os: r.os,
     checks,
   };

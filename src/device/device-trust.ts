@@ -128,12 +128,7 @@ export class DeviceTrust {
   }
 
   #put(r: DevicesTable, userName: string): DeviceInfo {
-    const info = deviceInfoFromRow(
-      r,
-      userName,
-      this.#ctx.clock.now(),
-      this.#config.reportIntervalMs,
-    );
+    const info = deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.#config);
     this.#devices.set(info.id, info);
     const attrs: Record<string, CedarValue> = {
       owner: { __entity: { type: "User", id: userName } },
