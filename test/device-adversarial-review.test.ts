@@ -19,6 +19,7 @@ import {
   parseDevicesConfig,
   signWithDeviceKey,
 } from "../src/device/index.js";
+import { AfterFirstRead } from "./helpers/after-first-read.js";
 import { engines, writeEngineConfig, type Engine, type EngineTarget } from "./store-fixture.js";
 import { runZt, startZtUp, type UpProcess } from "./helpers/zt-process.js";
 import {
@@ -41,7 +42,10 @@ describe("device review: zt device report / bind --server", () => {
 devices:
   required: [disk_encryption, firewall]
 `,
-    users: [["alice", []]],
+    users: [
+      ["alice", []],
+      ["bob", []],
+    ],
   });
   const { zt } = store;
   let up: UpProcess | undefined;
@@ -102,6 +106,19 @@ devices:
     expectCleanError(await bind(keyDir, up!.apiUrl), 65, "ZT_ACCESS_STATE", /revoked/);
   }, 120_000);
 
+  it("refuses to approve a device whose owner is disabled (ZT_USER_DISABLED, exit 77); it stays pending", async () => {
+    const keyDir = join(store.dir, "k3");
+    const id = (await enrollDevice(zt, { as: "bob", keyDir, name: "b1" }))["id"] as string;
+    expectOk(await zt(["user", "disable", "bob"]));
+    expectCleanError(
+      await zt(["device", "approve", id]),
+      77,
+      "ZT_USER_DISABLED",
+      /its owner bob is disabled/,
+    );
+    expect(okJson(await zt(["device", "show", id]))["status"]).toBe("pending");
+  }, 120_000);
+
   it("does not report success when the server's 200 answer is not zt's (a front proxy's page)", async () => {
     const keyDir = join(store.dir, "k2");
     const id = (await enrollDevice(zt, { as: "alice", keyDir, name: "l2" }))["id"] as string;
@@ -119,13 +136,76 @@ devices:
 
 const ENGINES = await engines();
 
-describe.each(ENGINES)("device review: posture rules on $name", (engine: Engine) => {
+describe.each(ENGINES)("device review: approval and posture rules on $name", (engine: Engine) => {
   let target: EngineTarget | undefined;
   const contexts: AppContext[] = [];
   afterEach(async () => {
     for (const c of contexts.splice(0)) await c.close();
     await target?.cleanup();
     target = undefined;
+  });
+
+  it("never approves the device of an owner disabled while the approval was under way, nor one whose owner was deleted", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const open = async () => {
+      const c = await openAppContext(loadConfig(path, { env: {} }), {
+        clock,
+        env: {},
+        create: true,
+      });
+      contexts.push(c);
+      return c;
+    };
+    const approving = await open();
+    const admin = await open();
+    const ids = identityService(admin);
+    for (const name of ["dave", "fay"]) await ids.addUser({ name, password: TEST_PASSWORD });
+    const enrol = (userName: string) =>
+      new DeviceService(admin).enroll({
+        userName,
+        name: "laptop",
+        publicKeyPem: generateDeviceKey().publicPem,
+      });
+    const daves = (await enrol("dave")).device.id;
+    const fays = (await enrol("fay")).device.id;
+
+    // The approving process reads the (pending) device; dave is disabled right then.
+    let disabledMeanwhile = false;
+    const store = approving.store as { db: typeof approving.store.db };
+    store.db = approving.store.db.withPlugin(
+      new AfterFirstRead("devices", async () => {
+        await ids.setDisabled("dave", true);
+        disabledMeanwhile = true;
+      }),
+    );
+    await expect(new DeviceService(approving).approve(daves, "admin")).rejects.toMatchObject({
+      code: "ZT_USER_DISABLED",
+    });
+    expect(disabledMeanwhile).toBe(true);
+
+    await ids.deleteUser("fay");
+    await expect(new DeviceService(admin).approve(fays, "admin")).rejects.toMatchObject({
+      code: "ZT_USER_NOT_FOUND",
+    });
+    const rows = await admin.store.db
+      .selectFrom("devices")
+      .select(["id", "status"])
+      .orderBy("id")
+      .execute();
+    expect(rows.map((r) => r.status)).toEqual(["pending", "pending"]);
+    await approving.audit.flush();
+    await admin.audit.flush();
+    const refusals = await admin.store.db
+      .selectFrom("audit_events")
+      .select(["outcome", "reason"])
+      .where("kind", "=", "device.approve")
+      .execute();
+    expect(refusals).toEqual([
+      { outcome: "failure", reason: "user-disabled" },
+      { outcome: "failure", reason: "user-deleted" },
+    ]);
   });
 
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {

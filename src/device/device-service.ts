@@ -74,7 +74,7 @@ export class DeviceService {
     // in the same transaction as the write (and, on PostgreSQL, locked for share), so a
     // disabling committed before this point refuses the enrolment, and one not yet
     // committed waits until the device is written. (SQLite: the write lock is taken first.)
-    const written = await withStoreLock(store, enrolLockKey(user.id), async (db) => {
+    const written = await withStoreLock(store, ownerLockKey(user.id), async (db) => {
       const owner = await db
         .selectFrom("users")
         .select(["id", "disabled"])
@@ -140,19 +140,57 @@ export class DeviceService {
   /**
    * Admin approval of a pending device. Only a device still pending when the update lands
    * is approved: a revocation committed meanwhile (by another admin or process) stands.
+   * As at enrolment, the owner must still exist and be enabled: their row is read in the
+   * same transaction as the update (locked for share on PostgreSQL), so a disable or a
+   * deletion committed while the approval was under way refuses it.
    */
   async approve(deviceId: string, by: string): Promise<DeviceInfo> {
     const row = await this.#row(deviceId);
     if (row.status !== "pending")
       throw new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is ${row.status}, not pending`);
+    const store = this.#ctx.store;
+    const pg = store.dialect === "postgres";
     const now = this.#ctx.clock.now();
-    const res = await this.#ctx.store.db
-      .updateTable("devices")
-      .set({ status: "approved", approved_at: now, approved_by: by })
-      .where("id", "=", deviceId)
-      .where("status", "=", "pending")
-      .executeTakeFirst();
-    if (Number(res.numUpdatedRows ?? 0) !== 1) {
+    const outcome = await withStoreLock(store, ownerLockKey(row.user_id), async (db) => {
+      const owner = await db
+        .selectFrom("users")
+        .select(["id", "name", "disabled"])
+        .where("id", "=", row.user_id)
+        .$if(pg, (q) => q.forShare())
+        .executeTakeFirst();
+      if (!owner) return { refused: "user-deleted" as const };
+      if (Number(owner.disabled) !== 0)
+        return { refused: "user-disabled" as const, name: owner.name };
+      const res = await db
+        .updateTable("devices")
+        .set({ status: "approved", approved_at: now, approved_by: by })
+        .where("id", "=", deviceId)
+        .where("status", "=", "pending")
+        .executeTakeFirst();
+      return { updated: Number(res.numUpdatedRows ?? 0) === 1 };
+    });
+    // Audited outside the lock: a record buffered inside it could be flushed in it.
+    if ("refused" in outcome) {
+      this.#ctx.audit.record({
+        kind: "device.approve",
+        outcome: "failure",
+        subject: by,
+        reason: outcome.refused,
+        data: { device_id: deviceId },
+      });
+      if (outcome.refused === "user-deleted")
+        throw new ZtError(
+          "ZT_USER_NOT_FOUND",
+          `device ${deviceId}: its owner was deleted; it cannot be approved`,
+          { device_id: deviceId },
+        );
+      throw new ZtError(
+        "ZT_USER_DISABLED",
+        `device ${deviceId}: its owner ${outcome.name} is disabled; it cannot be approved`,
+        { device_id: deviceId, user: outcome.name },
+      );
+    }
+    if (!outcome.updated) {
       const status = (await this.#row(deviceId)).status;
       throw new ZtError(
         "ZT_ACCESS_STATE",
@@ -502,8 +540,8 @@ export class DeviceService {
   }
 }
 
-/** PostgreSQL advisory lock key for one user's device enrolments (63 bits). */
-function enrolLockKey(userId: string): bigint {
+/** PostgreSQL advisory lock key for one user's device enrolments and approvals (63 bits). */
+function ownerLockKey(userId: string): bigint {
   return createHash("sha256").update(`zt-device-enrol\0${userId}`).digest().readBigInt64BE(0);
 }
 
