@@ -201,10 +201,11 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
       .selectFrom("audit_events")
       .select(["outcome", "reason"])
       .where("kind", "=", "device.approve")
+      .orderBy("reason")
       .execute();
     expect(refusals).toEqual([
-      { outcome: "failure", reason: "user-disabled" },
       { outcome: "failure", reason: "user-deleted" },
+      { outcome: "failure", reason: "user-disabled" },
     ]);
   });
 
