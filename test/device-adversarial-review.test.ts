@@ -209,6 +209,54 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     ]);
   });
 
+  it("never lets a held-back older report overwrite a newer one received by a replica whose clock is behind (the replay check follows the order reports were accepted in)", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const t = Date.UTC(2026, 5, 1, 12);
+    // Two control-plane replicas on one store, their clocks a minute apart (within skew).
+    const open = async (clock: ManualClock) => {
+      const c = await openAppContext(loadConfig(path, { env: {} }), {
+        clock,
+        env: {},
+        create: true,
+      });
+      contexts.push(c);
+      return c;
+    };
+    const ahead = await open(new ManualClock(t + 60_000));
+    const behind = await open(new ManualClock(t));
+    await identityService(ahead).addUser({ name: "gus", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const { device } = await new DeviceService(ahead).enroll({
+      userName: "gus",
+      name: "laptop",
+      publicKeyPem: key.publicPem,
+    });
+    await new DeviceService(ahead).approve(device.id, "admin");
+    const signed = (collectedAt: number, firewall: boolean) => {
+      const payload = JSON.stringify({
+        v: 1,
+        device_id: device.id,
+        collected_at: collectedAt,
+        os: "Debian 12",
+        checks: { disk_encryption: true, firewall },
+      });
+      return [payload, signWithDeviceKey(key.privatePem, payload)] as const;
+    };
+    // A compliant report (through the replica ahead); then one collected 20 s later that
+    // says the firewall is off (through the replica behind); a compliant report collected
+    // in between was held back, and is now replayed.
+    const heldBack = signed(t - 20_000, true);
+    await new DeviceService(ahead).submitReport(device.id, ...signed(t - 30_000, true));
+    const off = await new DeviceService(behind).submitReport(device.id, ...signed(t, false));
+    expect(off.compliant).toBe(false);
+    await expect(
+      new DeviceService(behind).submitReport(device.id, ...heldBack),
+    ).rejects.toMatchObject({ code: "ZT_DEVICE_INVALID", message: /not newer than the last/ });
+    const shown = await new DeviceService(behind).get(device.id);
+    expect(shown).toMatchObject({ compliant: false, checks: { firewall: false } });
+  });
+
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));

@@ -304,7 +304,7 @@ export class DeviceService {
     await withStoreLock(this.#ctx.store, deviceReportLockKey(deviceId), async (db) => {
       const last = await db
         .selectFrom("device_reports")
-        .select("report")
+        .select(["report", "received_at"])
         .where("device_id", "=", deviceId)
         .orderBy("received_at", "desc")
         .limit(1)
@@ -322,7 +322,11 @@ export class DeviceService {
         .values({
           id: newId("rep"),
           device_id: deviceId,
-          received_at: now,
+          // Always after the last one, whatever this process's clock says: the replay check
+          // above takes "the last report" by this order, and replicas' clocks differ (one
+          // behind would otherwise file a newer report before an older one, and let a
+          // held-back report collected in between pass as newer than that older one).
+          received_at: last ? Math.max(now, Number(last.received_at) + 1) : now,
           report: JSON.stringify({ payload, signature }),
           score: s.score,
           compliant: s.compliant ? 1 : 0,
