@@ -257,6 +257,57 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     expect(shown).toMatchObject({ compliant: false, checks: { firewall: false } });
   });
 
+  it("takes only the last report's collected_at for the replay check: a last report that a later version's rules would refuse does not block every new report", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
+      clock,
+      env: {},
+      create: true,
+    });
+    contexts.push(ctx);
+    await identityService(ctx).addUser({ name: "hal", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const svc = new DeviceService(ctx);
+    const { device } = await svc.enroll({
+      userName: "hal",
+      name: "laptop",
+      publicKeyPem: key.publicPem,
+    });
+    await svc.approve(device.id, "admin");
+    const signed = (collectedAt: number, os: string, firewall: boolean) => {
+      const payload = JSON.stringify({
+        v: 1,
+        device_id: device.id,
+        collected_at: collectedAt,
+        os,
+        checks: { disk_encryption: true, firewall },
+      });
+      return [payload, signWithDeviceKey(key.privatePem, payload)] as const;
+    };
+    // A report stored by an earlier version, whose rules let a BEL in os through.
+    const [legacy, legacySig] = signed(clock.now() - 1000, "Debian\u0007 12", true);
+    await ctx.store.db
+      .insertInto("device_reports")
+      .values({
+        id: "rep_legacy",
+        device_id: device.id,
+        received_at: clock.now() - 1000,
+        report: JSON.stringify({ payload: legacy, signature: legacySig }),
+        score: 100,
+        compliant: 1,
+      })
+      .execute();
+    const off = await svc.submitReport(device.id, ...signed(clock.now(), "Debian 12", false));
+    expect(off).toMatchObject({ compliant: false, device: { compliantNow: false } });
+    // The replay check still holds against it.
+    clock.advance(1000);
+    await expect(
+      svc.submitReport(device.id, ...signed(clock.now() - 1500, "Debian 12", true)),
+    ).rejects.toMatchObject({ code: "ZT_DEVICE_INVALID", message: /not newer than the last/ });
+  });
+
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));

@@ -310,8 +310,7 @@ export class DeviceService {
         .limit(1)
         .executeTakeFirst();
       if (last) {
-        const prev = (JSON.parse(last.report) as { payload: string }).payload;
-        if (parsePostureReport(prev).collected_at >= report.collected_at)
+        if (collectedAtOf(deviceId, last.report) >= report.collected_at)
           throw new ZtError(
             "ZT_DEVICE_INVALID",
             "report.collected_at: not newer than the last report (replay)",
@@ -542,6 +541,27 @@ export class DeviceService {
   #toInfo(r: DevicesTable, userName: string): DeviceInfo {
     return deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.config);
   }
+}
+
+/**
+ * The `collected_at` of a stored report (verified when it was accepted), read on its own:
+ * the rest of it is not judged again by today's report rules, or a rule added since (no
+ * control characters in `os`, say) would refuse every later report of that device.
+ */
+function collectedAtOf(deviceId: string, stored: string): number {
+  let at: unknown;
+  try {
+    const payload = (JSON.parse(stored) as { payload?: unknown }).payload;
+    at = (JSON.parse(String(payload)) as { collected_at?: unknown }).collected_at;
+  } catch {
+    at = undefined;
+  }
+  if (typeof at !== "number" || !Number.isSafeInteger(at) || at < 0)
+    throw new ZtError(
+      "ZT_STORE",
+      `device_reports: the last report of ${deviceId} has no readable collected_at`,
+    );
+  return at;
 }
 
 /** PostgreSQL advisory lock key for one user's device enrolments and approvals (63 bits). */
