@@ -308,6 +308,45 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     ).rejects.toMatchObject({ code: "ZT_DEVICE_INVALID", message: /not newer than the last/ });
   });
 
+  it("turns a Device entity's compliant attribute false when its report ages out (the periodic pass), not only context.device", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "devices: { report_interval: 1h }\n");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
+      clock,
+      env: {},
+      create: true,
+    });
+    contexts.push(ctx);
+    await identityService(ctx).addUser({ name: "ivy", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const svc = new DeviceService(ctx);
+    const { device } = await svc.enroll({
+      userName: "ivy",
+      name: "pc",
+      publicKeyPem: key.publicPem,
+    });
+    await svc.approve(device.id, "admin");
+    const payload = JSON.stringify({
+      v: 1,
+      device_id: device.id,
+      collected_at: clock.now(),
+      os: "Debian 12",
+      checks: { disk_encryption: true, firewall: true },
+    });
+    await svc.submitReport(device.id, payload, signWithDeviceKey(key.privatePem, payload));
+    const entities = new EntityStore();
+    const trust = new DeviceTrust(ctx, parseDevicesConfig(ctx.config.devices), entities);
+    await trust.load();
+    const attr = () => entities.get({ type: "Device", id: device.id })?.attrs["compliant"];
+    expect(attr()).toBe(true);
+    // No report for over an hour; the periodic pass runs.
+    const since = clock.now();
+    clock.advance(3_600_001);
+    expect(trust.expiredSince(since, clock.now()).map((d) => d.id)).toEqual([device.id]);
+    expect(attr()).toBe(false);
+  });
+
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));

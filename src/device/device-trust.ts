@@ -106,7 +106,11 @@ export class DeviceTrust {
     return isCompliantAt(d, this.#ctx.clock.now(), this.#config.reportIntervalMs);
   }
 
-  /** Devices whose last report has aged past the interval since `since` (for timers). */
+  /**
+   * Devices whose last report has aged past the interval since `since` (the periodic
+   * pass). Their `Device::"…"` entities are set non-compliant here: `context.device` is
+   * judged at decision time, but an entity attribute is what was last put.
+   */
   expiredSince(since: number, now: number): DeviceInfo[] {
     const out: DeviceInfo[] = [];
     for (const d of this.#devices.values()) {
@@ -114,6 +118,7 @@ export class DeviceTrust {
       const expiry = d.lastReportAt + this.#config.reportIntervalMs;
       if (expiry > since && expiry <= now) out.push(d);
     }
+    for (const d of out) this.#upsertEntity(d, this.compliantNow(d));
     return out;
   }
 
@@ -130,14 +135,19 @@ export class DeviceTrust {
   #put(r: DevicesTable, userName: string): DeviceInfo {
     const info = deviceInfoFromRow(r, userName, this.#ctx.clock.now(), this.#config);
     this.#devices.set(info.id, info);
+    this.#upsertEntity(info, info.compliantNow);
+    return info;
+  }
+
+  /** The `Device::"…"` entity, with `compliant` as judged now (`compliant`). */
+  #upsertEntity(info: DeviceInfo, compliant: boolean): void {
     const attrs: Record<string, CedarValue> = {
-      owner: { __entity: { type: "User", id: userName } },
-      compliant: info.compliantNow,
+      owner: { __entity: { type: "User", id: info.userName } },
+      compliant,
       score: info.score,
     };
     if (info.os) attrs["os"] = info.os;
     if (info.lastReportAt !== null) attrs["last_seen"] = Math.floor(info.lastReportAt / 1000);
     this.#entities.upsert({ uid: { type: "Device", id: info.id }, attrs, parents: [] });
-    return info;
   }
 }
