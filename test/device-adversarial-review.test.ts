@@ -347,6 +347,60 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     expect(attr()).toBe(false);
   });
 
+  it("refuses (and stores nothing of) a report for a device revoked while the report was under way, rather than answering it compliant", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const open = async () => {
+      const c = await openAppContext(loadConfig(path, { env: {} }), {
+        clock,
+        env: {},
+        create: true,
+      });
+      contexts.push(c);
+      return c;
+    };
+    const reporting = await open();
+    const admin = await open();
+    await identityService(admin).addUser({ name: "jo", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const { device } = await new DeviceService(admin).enroll({
+      userName: "jo",
+      name: "pc",
+      publicKeyPem: key.publicPem,
+    });
+    await new DeviceService(admin).approve(device.id, "admin");
+    // The reporting process reads the (approved) device; an admin revokes it right then.
+    const store = reporting.store as { db: typeof reporting.store.db };
+    store.db = reporting.store.db.withPlugin(
+      new AfterFirstRead("devices", async () => {
+        await new DeviceService(admin).revoke(device.id, "admin");
+      }),
+    );
+    const payload = JSON.stringify({
+      v: 1,
+      device_id: device.id,
+      collected_at: clock.now(),
+      os: "Debian 12",
+      checks: { disk_encryption: true, firewall: true },
+    });
+    await expect(
+      new DeviceService(reporting).submitReport(
+        device.id,
+        payload,
+        signWithDeviceKey(key.privatePem, payload),
+      ),
+    ).rejects.toMatchObject({ code: "ZT_ACCESS_STATE", message: /revoked/ });
+    expect(await admin.store.db.selectFrom("device_reports").select("id").execute()).toEqual([]);
+    await reporting.audit.flush();
+    const records = await admin.store.db
+      .selectFrom("audit_events")
+      .select(["outcome", "reason"])
+      .where("kind", "=", "device.report")
+      .execute();
+    expect(records).toEqual([{ outcome: "failure", reason: "device-revoked" }]);
+  });
+
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));

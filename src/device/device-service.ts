@@ -301,49 +301,65 @@ export class DeviceService {
     const s = scorePosture(report.checks, this.config);
     // The replay check and the write are one step per device: two reports racing cannot
     // both pass the check, so an older one never lands after (and over) a newer one.
-    await withStoreLock(this.#ctx.store, deviceReportLockKey(deviceId), async (db) => {
-      const last = await db
-        .selectFrom("device_reports")
-        .select(["report", "received_at"])
-        .where("device_id", "=", deviceId)
-        .orderBy("received_at", "desc")
-        .limit(1)
-        .executeTakeFirst();
-      if (last) {
-        if (collectedAtOf(deviceId, last.report) >= report.collected_at)
-          throw new ZtError(
-            "ZT_DEVICE_INVALID",
-            "report.collected_at: not newer than the last report (replay)",
-          );
-      }
-      await db
-        .insertInto("device_reports")
-        .values({
-          id: newId("rep"),
-          device_id: deviceId,
-          // Always after the last one, whatever this process's clock says: the replay check
-          // above takes "the last report" by this order, and replicas' clocks differ (one
-          // behind would otherwise file a newer report before an older one, and let a
-          // held-back report collected in between pass as newer than that older one).
-          received_at: last ? Math.max(now, Number(last.received_at) + 1) : now,
-          report: JSON.stringify({ payload, signature }),
-          score: s.score,
-          compliant: s.compliant ? 1 : 0,
-        })
-        .execute();
-      await db
-        .updateTable("devices")
-        .set({
-          last_report_at: now,
-          compliant: s.compliant ? 1 : 0,
-          score: s.score,
-          os: report.os,
-          checks: JSON.stringify(report.checks),
-        })
-        .where("id", "=", deviceId)
-        .where("status", "!=", "revoked")
-        .execute();
-    });
+    const stored = await withStoreLock(
+      this.#ctx.store,
+      deviceReportLockKey(deviceId),
+      async (db) => {
+        const last = await db
+          .selectFrom("device_reports")
+          .select(["report", "received_at"])
+          .where("device_id", "=", deviceId)
+          .orderBy("received_at", "desc")
+          .limit(1)
+          .executeTakeFirst();
+        if (last) {
+          if (collectedAtOf(deviceId, last.report) >= report.collected_at)
+            throw new ZtError(
+              "ZT_DEVICE_INVALID",
+              "report.collected_at: not newer than the last report (replay)",
+            );
+        }
+        // The device first, and only while it is not revoked: a revocation committed since
+        // its row was read refuses the report, and nothing of it is stored.
+        const updated = await db
+          .updateTable("devices")
+          .set({
+            last_report_at: now,
+            compliant: s.compliant ? 1 : 0,
+            score: s.score,
+            os: report.os,
+            checks: JSON.stringify(report.checks),
+          })
+          .where("id", "=", deviceId)
+          .where("status", "!=", "revoked")
+          .executeTakeFirst();
+        if (Number(updated.numUpdatedRows ?? 0) !== 1) return "revoked" as const;
+        await db
+          .insertInto("device_reports")
+          .values({
+            id: newId("rep"),
+            device_id: deviceId,
+            // Always after the last one, whatever this process's clock says: the replay check
+            // above takes "the last report" by this order, and replicas' clocks differ (one
+            // behind would otherwise file a newer report before an older one, and let a
+            // held-back report collected in between pass as newer than that older one).
+            received_at: last ? Math.max(now, Number(last.received_at) + 1) : now,
+            report: JSON.stringify({ payload, signature }),
+            score: s.score,
+            compliant: s.compliant ? 1 : 0,
+          })
+          .execute();
+        return "stored" as const;
+      },
+    );
+    if (stored === "revoked")
+      refuse(
+        new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is revoked`, {
+          reason: "device-revoked",
+        }),
+        "device-revoked",
+        "revoked",
+      );
     this.#ctx.audit.record({
       kind: "device.report",
       outcome: s.compliant ? "success" : "failure",
