@@ -401,6 +401,67 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     expect(records).toEqual([{ outcome: "failure", reason: "device-revoked" }]);
   });
 
+  it("audits a replayed, stale, mis-addressed or malformed signed report as a device.report failure naming why (they were refused unrecorded)", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
+      clock,
+      env: {},
+      create: true,
+    });
+    contexts.push(ctx);
+    await identityService(ctx).addUser({ name: "kim", password: TEST_PASSWORD });
+    const key = generateDeviceKey();
+    const svc = new DeviceService(ctx);
+    const { device } = await svc.enroll({
+      userName: "kim",
+      name: "pc",
+      publicKeyPem: key.publicPem,
+    });
+    const submit = (report: Record<string, unknown> | string) => {
+      const payload =
+        typeof report === "string"
+          ? report
+          : JSON.stringify({
+              v: 1,
+              device_id: device.id,
+              collected_at: clock.now(),
+              os: "Debian 12",
+              checks: { disk_encryption: true, firewall: true },
+              ...report,
+            });
+      return svc.submitReport(
+        device.id,
+        payload,
+        signWithDeviceKey(key.privatePem, payload),
+        "198.51.100.9",
+      );
+    };
+    await submit({});
+    for (const bad of [
+      {}, // the same report again
+      { collected_at: clock.now() - 3_600_000 },
+      { device_id: "dev_someoneelse" },
+      '{"v":1,"checks":"all good"}',
+    ])
+      await expect(submit(bad)).rejects.toMatchObject({ code: "ZT_DEVICE_INVALID" });
+    await ctx.audit.flush();
+    const records = await ctx.store.db
+      .selectFrom("audit_events")
+      .select(["outcome", "reason", "source_ip"])
+      .where("kind", "=", "device.report")
+      .where("outcome", "=", "failure")
+      .execute();
+    expect(records.map((r) => r.reason).sort()).toEqual([
+      "report-device-mismatch",
+      "report-invalid",
+      "report-replayed",
+      "report-stale",
+    ]);
+    expect(new Set(records.map((r) => r.source_ip))).toEqual(new Set(["198.51.100.9"]));
+  });
+
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));

@@ -6,7 +6,7 @@ import { SessionService, type SessionCheck } from "../session/index.js";
 import { withStoreLock, type DevicesTable } from "../store/index.js";
 import { parseDevicesConfig, type DevicesConfig } from "./device-config.js";
 import { generateDeviceKey, parseDevicePublicKey, verifyDeviceSignature } from "./device-keys.js";
-import { bindPayload, parsePostureReport } from "./posture-report.js";
+import { bindPayload, parsePostureReport, type PostureReport } from "./posture-report.js";
 import {
   isCompliantAt,
   scorePosture,
@@ -288,16 +288,30 @@ export class DeviceService {
         "device-revoked",
         row.status,
       );
-    const report = parsePostureReport(payload);
-    if (report.device_id !== deviceId)
-      throw new ZtError("ZT_DEVICE_INVALID", "report.device_id: does not match the device");
-    const now = this.#ctx.clock.now();
-    if (Math.abs(now - report.collected_at) > this.config.maxReportSkewMs) {
-      throw new ZtError(
-        "ZT_DEVICE_INVALID",
-        "report.collected_at: too far from the server's clock (stale or replayed report)",
-      );
+    // Signed by the device from here on: every refusal is recorded with what was wrong (a
+    // replayed or stale report is someone's captured one as often as a device's mistake).
+    let report: PostureReport;
+    try {
+      report = parsePostureReport(payload);
+    } catch (e) {
+      return refuse(e as ZtError, "report-invalid", row.status);
     }
+    if (report.device_id !== deviceId)
+      refuse(
+        new ZtError("ZT_DEVICE_INVALID", "report.device_id: does not match the device"),
+        "report-device-mismatch",
+        row.status,
+      );
+    const now = this.#ctx.clock.now();
+    if (Math.abs(now - report.collected_at) > this.config.maxReportSkewMs)
+      refuse(
+        new ZtError(
+          "ZT_DEVICE_INVALID",
+          "report.collected_at: too far from the server's clock (stale or replayed report)",
+        ),
+        "report-stale",
+        row.status,
+      );
     const s = scorePosture(report.checks, this.config);
     // The replay check and the write are one step per device: two reports racing cannot
     // both pass the check, so an older one never lands after (and over) a newer one.
@@ -312,13 +326,8 @@ export class DeviceService {
           .orderBy("received_at", "desc")
           .limit(1)
           .executeTakeFirst();
-        if (last) {
-          if (collectedAtOf(deviceId, last.report) >= report.collected_at)
-            throw new ZtError(
-              "ZT_DEVICE_INVALID",
-              "report.collected_at: not newer than the last report (replay)",
-            );
-        }
+        if (last && collectedAtOf(deviceId, last.report) >= report.collected_at)
+          return "replayed" as const;
         // The device first, and only while it is not revoked: a revocation committed since
         // its row was read refuses the report, and nothing of it is stored.
         const updated = await db
@@ -352,6 +361,15 @@ export class DeviceService {
         return "stored" as const;
       },
     );
+    if (stored === "replayed")
+      refuse(
+        new ZtError(
+          "ZT_DEVICE_INVALID",
+          "report.collected_at: not newer than the last report (replay)",
+        ),
+        "report-replayed",
+        row.status,
+      );
     if (stored === "revoked")
       refuse(
         new ZtError("ZT_ACCESS_STATE", `device ${deviceId} is revoked`, {
