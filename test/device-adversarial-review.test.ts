@@ -1,7 +1,10 @@
 /**
- * Regression tests for an adversarial review of device enrolment and posture, through the
- * real `bin/zt` (built by `npm run build`) in child processes, a real `zt up` over real
- * sockets and a real store. Each test is named after what it stops.
+ * Regression tests for an adversarial review of device enrolment and posture. The CLI
+ * suite drives the real `bin/zt` (built by `npm run build`) against a real `zt up` over
+ * real sockets; the store suite runs on both engines (SQLite and PostgreSQL at
+ * 127.0.0.1:5432), with two AppContexts on one store standing for two processes or
+ * replicas (their own clocks), and AfterFirstRead putting another process's change in the
+ * window between a read and the write relying on it. Each test is named after what it stops.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
