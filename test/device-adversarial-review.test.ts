@@ -16,6 +16,7 @@ import { openAppContext, type AppContext } from "../src/app/index.js";
 import { identityService } from "../src/identity/index.js";
 import { EntityStore } from "../src/policy/index.js";
 import {
+  DEVICE_REPORTS_KEPT,
   DeviceService,
   DeviceTrust,
   generateDeviceKey,
@@ -258,6 +259,72 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     ).rejects.toMatchObject({ code: "ZT_DEVICE_INVALID", message: /not newer than the last/ });
     const shown = await new DeviceService(behind).get(device.id);
     expect(shown).toMatchObject({ compliant: false, checks: { firewall: false } });
+  });
+
+  it("keeps a bounded history of each device's reports: the newest DEVICE_REPORTS_KEPT are kept, older ones go, other devices' are untouched, and the replay check still holds", async () => {
+    target = await engine.fresh();
+    const path = writeEngineConfig(target, "devices: { required: [disk_encryption] }\n");
+    const t = Date.UTC(2026, 5, 1, 12);
+    const clock = new ManualClock(t);
+    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
+      clock,
+      env: {},
+      create: true,
+    });
+    contexts.push(ctx);
+    await identityService(ctx).addUser({ name: "hal", password: TEST_PASSWORD });
+    const devices = new DeviceService(ctx);
+    const enrolled = async () => {
+      const key = generateDeviceKey();
+      const { device } = await devices.enroll({
+        userName: "hal",
+        name: "laptop",
+        publicKeyPem: key.publicPem,
+      });
+      await devices.approve(device.id, "admin");
+      const report = (collectedAt: number) => {
+        const payload = JSON.stringify({
+          v: 1,
+          device_id: device.id,
+          collected_at: collectedAt,
+          os: "Debian 12",
+          checks: { disk_encryption: true },
+        });
+        return devices.submitReport(device.id, payload, signWithDeviceKey(key.privatePem, payload));
+      };
+      return { id: device.id, report };
+    };
+    const chatty = await enrolled();
+    const quiet = await enrolled();
+    await quiet.report(t - 1);
+    const sent = DEVICE_REPORTS_KEPT + 5;
+    for (let i = 0; i < sent; i++) {
+      clock.advance(1);
+      await chatty.report(clock.now());
+    }
+    const kept = (id: string) =>
+      ctx.store.db
+        .selectFrom("device_reports")
+        .select(["report"])
+        .where("device_id", "=", id)
+        .execute()
+        .then((rows) =>
+          rows
+            .map(
+              (r) =>
+                (JSON.parse(JSON.parse(r.report).payload) as { collected_at: number }).collected_at,
+            )
+            .sort((a, b) => a - b),
+        );
+    const chattyKept = await kept(chatty.id);
+    // The newest ones, oldest first: the first five sent are gone.
+    expect(chattyKept).toEqual(Array.from({ length: DEVICE_REPORTS_KEPT }, (_, i) => t + 6 + i));
+    expect(await kept(quiet.id)).toEqual([t - 1]);
+    // A report older than the newest kept is still a replay.
+    await expect(chatty.report(t + 3)).rejects.toMatchObject({
+      code: "ZT_DEVICE_INVALID",
+      message: /not newer than the last/,
+    });
   });
 
   it("takes only the last report's collected_at for the replay check: a last report that a later version's rules would refuse does not block every new report", async () => {

@@ -358,6 +358,21 @@ export class DeviceService {
             compliant: s.compliant ? 1 : 0,
           })
           .execute();
+        // A bounded history: a device reporting in a loop cannot fill the store.
+        const oldestKept = await db
+          .selectFrom("device_reports")
+          .select("received_at")
+          .where("device_id", "=", deviceId)
+          .orderBy("received_at", "desc")
+          .offset(DEVICE_REPORTS_KEPT - 1)
+          .limit(1)
+          .executeTakeFirst();
+        if (oldestKept)
+          await db
+            .deleteFrom("device_reports")
+            .where("device_id", "=", deviceId)
+            .where("received_at", "<", oldestKept.received_at)
+            .execute();
         return "stored" as const;
       },
     );
@@ -607,6 +622,12 @@ function ownerLockKey(userId: string): bigint {
 function deviceReportLockKey(deviceId: string): bigint {
   return createHash("sha256").update(`zt-device-report\0${deviceId}`).digest().readBigInt64BE(0);
 }
+
+/**
+ * How many of a device's reports `device_reports` keeps (the newest): the replay check
+ * needs only the last, and the rest is recent history. The audit log keeps every one.
+ */
+export const DEVICE_REPORTS_KEPT = 100;
 
 /**
  * A device row as DeviceInfo. Its score and verdict are its last reported checks scored

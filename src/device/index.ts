@@ -3,7 +3,7 @@
  * signed posture reports with a compliance score, session binding, and the hot-path
  * `context.device` contributor. This file is the capability's only public face.
  */
-export { DeviceService, deviceInfoFromRow } from "./device-service.js";
+export { DEVICE_REPORTS_KEPT, DeviceService, deviceInfoFromRow } from "./device-service.js";
 export type { DeviceInfo, EnrollResult } from "./device-service.js";
 export { DeviceTrust } from "./device-trust.js";
 export { parseDevicesConfig, POSTURE_CHECKS, DEFAULT_WEIGHTS } from "./device-config.js";
