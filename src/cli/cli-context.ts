@@ -6,6 +6,7 @@ import { assertMasterKeyOpensStore, masterKeyFile } from "../keys/index.js";
 import { ERROR_TABLE, isZtError, ZtError, type ZtErrorCode } from "../core/errors.js";
 import { printable } from "../core/printable.js";
 import type { AuditInput } from "../audit/index.js";
+import { beginReplaceFile, type PendingFile } from "../core/secure-files.js";
 
 /** Global options every command sees. */
 export interface GlobalOptions {
@@ -182,6 +183,39 @@ function userFacingError(e: unknown): ZtError | undefined {
   if (err.name === "TimeoutError")
     return new ZtError("ZT_UNAVAILABLE", "the server did not answer in time");
   return undefined;
+}
+
+/**
+ * An error about a file an option names, told with the option in front
+ * (`--model-out: /x: is a directory, expected a file`); other errors as they are.
+ */
+export function fileErrorOf(option: string, e: unknown): unknown {
+  const z = isZtError(e) ? e : userFacingError(e);
+  return z ? new ZtError(z.code, `${option}: ${z.message}`, z.context) : e;
+}
+
+/**
+ * Opens the output file an option names (`-o`, `--model-out`) before the command does its
+ * work (see beginReplaceFile): a directory, a missing folder or a place that cannot be
+ * written fails the command, naming the option and the path, before anything is printed
+ * or written. Commit it once all is made; discard it in a `finally`.
+ */
+export function openOutputFile(option: string, path: string): PendingFile {
+  const named = (f: () => void): void => {
+    try {
+      f();
+    } catch (e) {
+      throw fileErrorOf(option, e);
+    }
+  };
+  let file: PendingFile | undefined;
+  named(() => (file = beginReplaceFile(path)));
+  const opened = file!;
+  return {
+    write: (data) => named(() => opened.write(data)),
+    commit: () => named(() => opened.commit()),
+    discard: () => opened.discard(),
+  };
 }
 
 /**

@@ -82,36 +82,92 @@ export function createTempBeside(path: string, mode: number): { tmp: string; fd:
 }
 
 /**
- * Writes `path` atomically with exactly `mode`: readers see the old file or the new one,
- * never a part. The temp file has a random name and is created exclusively (O_EXCL,
- * O_NOFOLLOW), so a file or symlink planted in advance — in a shared folder, say — is
- * never written through.
+ * A file being written atomically (see beginAtomicWrite): its temp file exists from the
+ * start, so a target that cannot be written is found before the work that makes its content.
  */
+export interface PendingFile {
+  /** Writes `data` to the temp file and fsyncs it; the target is not touched yet. */
+  write(data: string | Uint8Array): void;
+  /** Renames the written temp file over the target. */
+  commit(): void;
+  /** Removes the temp file unless committed: call it in a `finally`. */
+  discard(): void;
+}
+
+/**
+ * Starts writing `path` atomically with exactly `mode`: readers see the old file or the
+ * new one, never a part. The temp file has a random name and is created now, exclusively
+ * (O_EXCL, O_NOFOLLOW), so a file or symlink planted in advance — in a shared folder,
+ * say — is never written through, and a directory or an unwritable place is refused
+ * before any work. Errors name `path`, not the temp file.
+ */
+export function beginAtomicWrite(
+  path: string,
+  mode: number,
+  owner?: { uid: number; gid: number },
+): PendingFile {
+  refuseDirectoryTarget(path);
+  const { tmp, fd } = createTempBeside(path, mode);
+  let open = true;
+  let done = false;
+  const close = () => {
+    if (open) closeSync(fd);
+    open = false;
+  };
+  const onFailure = (e: unknown): never => {
+    close();
+    throw onTarget(e, path);
+  };
+  if (owner) keepOwner(fd, owner);
+  return {
+    write(data) {
+      try {
+        writeFileSync(fd, data);
+        fsyncSync(fd);
+        close();
+      } catch (e) {
+        onFailure(e);
+      }
+    },
+    commit() {
+      try {
+        close();
+        renameSync(tmp, path);
+        done = true;
+        syncDirectory(dirname(path)); // the rename itself survives a crash
+      } catch (e) {
+        onFailure(e);
+      }
+    },
+    discard() {
+      close();
+      if (done) return;
+      done = true;
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* already gone */
+      }
+    },
+  };
+}
+
+/** Writes `path` atomically with exactly `mode` (see beginAtomicWrite). */
 export function writeFileAtomically(
   path: string,
   data: string | Uint8Array,
   mode: number,
   owner?: { uid: number; gid: number },
 ): void {
-  refuseDirectoryTarget(path);
-  const { tmp, fd } = createTempBeside(path, mode);
+  writePending(beginAtomicWrite(path, mode, owner), data);
+}
+
+function writePending(file: PendingFile, data: string | Uint8Array): void {
   try {
-    try {
-      if (owner) keepOwner(fd, owner);
-      writeFileSync(fd, data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    syncDirectory(dirname(path)); // the rename itself survives a crash
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* already renamed or gone */
-    }
-    throw onTarget(e, path);
+    file.write(data);
+    file.commit();
+  } finally {
+    file.discard();
   }
 }
 
@@ -124,6 +180,15 @@ export function writeFileAtomically(
  * and a device or FIFO (`-o /dev/stdout`) written to directly.
  */
 export function replaceFile(path: string, data: string | Uint8Array, newFileMode = 0o666): void {
+  writePending(beginReplaceFile(path, newFileMode), data);
+}
+
+/**
+ * Starts replacing a file the user named (see replaceFile): call it before the work that
+ * makes the content, so a directory, a missing folder or a place that cannot be written
+ * fails the command before it prints or writes anything.
+ */
+export function beginReplaceFile(path: string, newFileMode = 0o666): PendingFile {
   let target = path;
   let old: Stats | undefined;
   try {
@@ -133,10 +198,19 @@ export function replaceFile(path: string, data: string | Uint8Array, newFileMode
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
   // `-o /dev/stdout`, a FIFO: nothing to replace, and no temp file can be renamed there.
-  if (old && !old.isFile() && !old.isDirectory()) return writeFileSync(target, data);
+  if (old && !old.isFile() && !old.isDirectory()) {
+    let pending: string | Uint8Array | undefined;
+    return {
+      write: (data) => void (pending = data),
+      commit: () => {
+        if (pending !== undefined) writeFileSync(target, pending);
+      },
+      discard: () => undefined,
+    };
+  }
   const mode = old ? old.mode & 0o777 : newFileMode & ~currentUmask();
   const owner = old && old.uid !== process.getuid?.() ? { uid: old.uid, gid: old.gid } : undefined;
-  writeFileAtomically(target, data, mode, owner);
+  return beginAtomicWrite(target, mode, owner);
 }
 
 /** The process umask (read by setting it and putting it back: Node has no getter). */

@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { basename } from "node:path";
+import { basename, resolve } from "node:path";
 import type { Command } from "commander";
 import { sleepUntil, systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
@@ -38,7 +38,15 @@ import {
   type SegModel,
 } from "../../segment/index.js";
 import { stringify } from "yaml";
-import { printJson, printTable, usageError, warn, withoutContext } from "../cli-context.js";
+import {
+  openOutputFile,
+  printJson,
+  printTable,
+  usageError,
+  warn,
+  withoutContext,
+} from "../cli-context.js";
+import type { PendingFile } from "../../core/secure-files.js";
 import { quoteInput } from "../../core/printable.js";
 
 interface TargetOpts {
@@ -446,41 +454,23 @@ function registerSegLearnCommands(seg: Command): void {
     .action(
       (o: { from: string[]; model?: string; out?: string; modelOut?: string; json?: boolean }) =>
         withoutContext(async () => {
-          let model: SegModel | undefined;
-          if (o.model) {
-            const m = await loadSegModelFile(o.model);
-            for (const f of m.findings) warn(formatFinding(basename(o.model), f));
-            model = m.model;
-          }
-          const bar = progressBar();
-          const opts = {
-            year: new Date(systemClock.now()).getUTCFullYear(),
-            onProgress: bar.update,
-            ...(model ? { index: new SegmentIndex(model) } : {}),
-          };
-          const { result, stats } = await learnFromFiles(o.from, opts);
-          bar.done();
-          const doc = learnDocument(result, stats);
-          const text = o.json
-            ? JSON.stringify(doc, null, 2) + "\n"
-            : stringify(doc, { lineWidth: 0 });
-          if (o.out) replaceFile(o.out, text);
-          else process.stdout.write(text);
-          if (o.modelOut) replaceFile(o.modelOut, proposedModelYaml(model, result));
-          if (stats.unaggregated > 0)
-            warn(
-              `more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs`,
+          if (o.out !== undefined && o.modelOut !== undefined && samePath(o.out, o.modelOut))
+            throw usageError(
+              `--out and --model-out: both name ${o.out}; one would replace the other`,
             );
-          for (const f of stats.unparsedFiles)
-            warn(`${describeUnparsedFile(f)}; nothing learned from it`);
-          const skipped = stats.lines - stats.parsed;
-          process.stderr.write(
-            `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines${
-              skipped > 0
-                ? `; ${skipped.toLocaleString("en-US")} line${skipped === 1 ? "" : "s"} skipped (not flow records)`
-                : ""
-            }\n`,
-          );
+          // Opened first: a target that cannot be written fails before anything is learned,
+          // printed or written (the inventory went out, then --model-out failed).
+          const files: PendingFile[] = [];
+          try {
+            const outFile = o.out !== undefined ? openOutputFile("--out", o.out) : undefined;
+            if (outFile) files.push(outFile);
+            const modelFile =
+              o.modelOut !== undefined ? openOutputFile("--model-out", o.modelOut) : undefined;
+            if (modelFile) files.push(modelFile);
+            await learnInto(o, outFile, modelFile);
+          } finally {
+            for (const f of files) f.discard();
+          }
         }),
     );
 
@@ -521,4 +511,67 @@ function registerSegLearnCommands(seg: Command): void {
         return o.check && r.dropped > 0 ? 1 : 0;
       }),
     );
+}
+
+interface LearnOpts {
+  from: string[];
+  model?: string;
+  json?: boolean;
+}
+
+/**
+ * The body of `zt seg learn`, its output files already open: both are written in full
+ * before either takes its name, and stdout is written only once they have.
+ */
+async function learnInto(
+  o: LearnOpts,
+  outFile: PendingFile | undefined,
+  modelFile: PendingFile | undefined,
+): Promise<void> {
+  let model: SegModel | undefined;
+  if (o.model) {
+    const m = await loadSegModelFile(o.model);
+    for (const f of m.findings) warn(formatFinding(basename(o.model), f));
+    model = m.model;
+  }
+  const bar = progressBar();
+  const opts = {
+    year: new Date(systemClock.now()).getUTCFullYear(),
+    onProgress: bar.update,
+    ...(model ? { index: new SegmentIndex(model) } : {}),
+  };
+  const { result, stats } = await learnFromFiles(o.from, opts);
+  bar.done();
+  const doc = learnDocument(result, stats);
+  const text = o.json ? JSON.stringify(doc, null, 2) + "\n" : stringify(doc, { lineWidth: 0 });
+  outFile?.write(text);
+  modelFile?.write(proposedModelYaml(model, result));
+  outFile?.commit();
+  modelFile?.commit();
+  if (!outFile) process.stdout.write(text);
+  if (stats.unaggregated > 0)
+    warn(
+      `more than ${DEFAULT_MAX_FLOWS.toLocaleString("en-US")} distinct flows (a scan?): ${stats.unaggregated.toLocaleString("en-US")} packets of further flows were counted but not learned; split or filter the logs`,
+    );
+  for (const f of stats.unparsedFiles) warn(`${describeUnparsedFile(f)}; nothing learned from it`);
+  const skipped = stats.lines - stats.parsed;
+  process.stderr.write(
+    `zt: learned ${result.flows.length} flows from ${stats.parsed.toLocaleString("en-US")} of ${stats.lines.toLocaleString("en-US")} lines${
+      skipped > 0
+        ? `; ${skipped.toLocaleString("en-US")} line${skipped === 1 ? "" : "s"} skipped (not flow records)`
+        : ""
+    }\n`,
+  );
+}
+
+/** Whether two paths name one file (the same inode, or the same path once resolved). */
+function samePath(a: string, b: string): boolean {
+  if (resolve(a) === resolve(b)) return true;
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }
