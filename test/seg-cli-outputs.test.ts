@@ -1,6 +1,7 @@
 /**
  * `zt seg learn` and `zt seg simulate` through the real CLI (bin/zt, built by `npm run
- * build`): output targets are checked before anything is printed or written.
+ * build`): output targets are checked before anything is printed or written, and a raw
+ * log without a flow line among others is named in a warning, not silently skipped.
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +12,12 @@ import { runZt } from "./helpers/zt-process.js";
 
 const FLOW =
   "Nov 20 10:00:05 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=10.0.2.10 DST=10.0.3.1 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=7 PROTO=TCP SPT=50000 DPT=5432 WINDOW=64240 RES=0x00 SYN URGP=0\n";
+const MODEL = `segments:
+  api: { hosts: [10.0.2.10] }
+  data: { hosts: [10.0.3.0/28] }
+flows: []
+mode: { default: enforce }
+`;
 
 describe("zt seg learn: --out / --model-out", { timeout: 60_000 }, () => {
   const dir = tempDirForSuite("zt-seg-out-");
@@ -93,5 +100,56 @@ describe("zt seg learn: --out / --model-out", { timeout: 60_000 }, () => {
     const r = await runZt(["seg", "learn", "--from", log, "--out", same, "--model-out", same]);
     expectCleanError(r, 64, "ZT_USAGE", /--out and --model-out: .*same\.yaml/);
     expect(readdirSync(dir())).not.toContain("same.yaml");
+  });
+});
+
+describe("zt seg simulate: raw logs without flow lines", { timeout: 60_000 }, () => {
+  const dir = tempDirForSuite("zt-seg-sim-");
+
+  it("warns naming each log with no flow line when others have some, and fails only when none has", async () => {
+    const model = join(dir(), "segments.yaml");
+    writeFileSync(model, MODEL);
+    const log = join(dir(), "kern.log");
+    writeFileSync(log, FLOW);
+    const empty = join(dir(), "empty.log");
+    writeFileSync(empty, "");
+    const noise = join(dir(), "noise.log");
+    writeFileSync(noise, "garbage\nmore garbage\n");
+
+    const r = await runZt(["seg", "simulate", "-m", model, "--flows", log, empty, noise]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/1 observed flows, 1 packets: .*1 would be dropped/);
+    expect(r.stderr).toMatch(
+      /^zt: warning: .*empty\.log: no flow line could be parsed: the file is empty; nothing simulated from it$/m,
+    );
+    expect(r.stderr).toMatch(
+      /^zt: warning: .*noise\.log: no flow line could be parsed in its 2 lines; nothing simulated from it$/m,
+    );
+    expect(r.stderr).not.toMatch(/kern\.log/);
+
+    // a learned file with flows and an empty raw log: the same warning, not a failure
+    const learned = join(dir(), "learned.yaml");
+    const l = await runZt(["seg", "learn", "--from", log, "--out", learned]);
+    expect(l.code, l.stderr).toBe(0);
+    const mixed = await runZt(["seg", "simulate", "-m", model, "--flows", learned, empty]);
+    expect(mixed.code, mixed.stderr).toBe(0);
+    expect(mixed.stderr).toMatch(/^zt: warning: .*empty\.log: no flow line could be parsed/m);
+
+    // none has a flow line: refused as a single empty log is, naming them
+    const none = await runZt(["seg", "simulate", "-m", model, "--flows", empty, noise, "--check"]);
+    expectCleanError(
+      none,
+      64,
+      "ZT_BAD_REQUEST",
+      /empty\.log, .*noise\.log: no flow line could be parsed in any of their 2 lines/,
+    );
+    expect(none.stdout).toBe("");
+
+    // a learned file with no observed flow in it: nothing to simulate either
+    const nothing = join(dir(), "nothing.yaml");
+    writeFileSync(nothing, "observed: []\n");
+    const n = await runZt(["seg", "simulate", "-m", model, "--flows", nothing, "--check"]);
+    expectCleanError(n, 64, "ZT_BAD_REQUEST", /nothing\.yaml: no observed flows in it/);
+    expect(n.stdout).toBe("");
   });
 });

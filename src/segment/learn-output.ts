@@ -103,10 +103,18 @@ const observedFileSchema = z.object({
   ),
 });
 
-/** Reads observed flows: a `zt seg learn` output (YAML/JSON with `observed:`) or raw log files. */
+/**
+ * Reads observed flows: a `zt seg learn` output (YAML/JSON with `observed:`) or raw log
+ * files. A log with no flow line in it, among inputs that have some, is passed to
+ * `onUnparsedFile` (the CLI warns, naming it); with no flow in any input, nothing could
+ * be simulated, and it is refused as `zt seg learn` refuses it.
+ */
 export async function readObservedFiles(
   paths: string[],
-  options: { maxFlows?: number } = {},
+  options: {
+    maxFlows?: number;
+    onUnparsedFile?: (f: { path: string; lines: number }) => void;
+  } = {},
 ): Promise<ObservedFlow[]> {
   const logs: string[] = [];
   const out: ObservedFlow[] = [];
@@ -156,8 +164,10 @@ export async function readObservedFiles(
   if (logs.length) {
     const { aggregator, stats } = await aggregateLogFiles(logs, {
       year: new Date(systemClock.now()).getUTCFullYear(),
-      ...options,
+      ...(options.maxFlows !== undefined ? { maxFlows: options.maxFlows } : {}),
+      othersHaveFlows: out.length > 0,
     });
+    for (const f of stats.unparsedFiles) options.onUnparsedFile?.(f);
     if (stats.unaggregated > 0) {
       // a check that saw only part of the traffic must not pass
       throw new ZtError(
@@ -167,6 +177,12 @@ export async function readObservedFiles(
     }
     out.push(...aggregator.flows());
   }
+  if (out.length === 0)
+    throw new ZtError(
+      "ZT_BAD_REQUEST",
+      `${paths.join(", ")}: no observed flows in ${paths.length === 1 ? "it" : "any of them"}; nothing to simulate`,
+      { reason: "no-flow-lines" },
+    );
   return out;
 }
 

@@ -18,6 +18,11 @@ export interface LearnOptions {
   onProgress?: (p: LearnProgress) => void;
   /** The most distinct flows kept (default DEFAULT_MAX_FLOWS). */
   maxFlows?: number;
+  /**
+   * Other inputs hold flows (a learned file given to `zt seg simulate` with them): logs
+   * with no flow line in any are reported in `unparsedFiles`, not refused.
+   */
+  othersHaveFlows?: boolean;
 }
 
 export interface LearnStats {
@@ -26,7 +31,7 @@ export interface LearnStats {
   parsed: number;
   /** Parsed packets of new flows past `maxFlows`: counted, not aggregated. */
   unaggregated: number;
-  /** Files that held no flow line (others did: with none at all, nothing is returned). */
+  /** Files that held no flow line (others did: with none at all, nothing is returned unless `othersHaveFlows`). */
   unparsedFiles: { path: string; lines: number }[];
 }
 
@@ -119,7 +124,7 @@ export async function aggregateLogFiles(
     .map(({ path, lines }) => ({ path, lines }));
   // Nothing to learn or to simulate: the wrong file, or a log without zt's `log prefix`
   // lines. An empty inventory (or a check that passes having seen nothing) would hide it.
-  if (aggregator.packets === 0) {
+  if (aggregator.packets === 0 && opts.othersHaveFlows !== true) {
     const what =
       unparsedFiles.length === 1
         ? describeUnparsedFile(unparsedFiles[0]!)

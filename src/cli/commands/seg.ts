@@ -487,7 +487,10 @@ function registerSegLearnCommands(seg: Command): void {
       withoutContext(async () => {
         const { model, findings } = await loadSegModelFile(o.model);
         for (const f of findings) warn(formatFinding(basename(o.model), f));
-        const r = simulateFlows(model, await readObservedFiles(o.flows));
+        const observed = await readObservedFiles(o.flows, {
+          onUnparsedFile: (f) => warn(`${describeUnparsedFile(f)}; nothing simulated from it`),
+        });
+        const r = simulateFlows(model, observed);
         if (o.json) printJson(r);
         else {
           process.stdout.write(
