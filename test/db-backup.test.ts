@@ -5,7 +5,14 @@
  * PostgreSQL store, whose backups are pg_dump's, on a real PostgreSQL.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { copyFileSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -150,8 +157,31 @@ describe("zt db backup / restore (SQLite)", () => {
     });
     refused(wrongKey, "ZT_KEY_DECRYPT_FAILED");
 
-    refused(await runZt(["--config", config, "db", "restore", join(dir, "nope.db")]), "ZT_STORE");
-    refused(await runZt(["--config", config, "db", "restore", dir]), "ZT_STORE");
+    // A text file, an empty file: named as no backup (SQLite reads an empty file as an empty database).
+    const text = join(dir, "notes.txt");
+    writeFileSync(text, "not a database\n");
+    const textRun = await runZt(["--config", config, "db", "restore", text]);
+    refused(textRun, "ZT_STORE");
+    expect(textRun.stderr).toContain(`${text} is not a zt database backup`);
+    const empty = join(dir, "empty.db");
+    writeFileSync(empty, "");
+    const emptyRun = await runZt(["--config", config, "db", "restore", empty]);
+    refused(emptyRun, "ZT_STORE");
+    expect(emptyRun.stderr).toContain(`${empty} is not a zt database backup: the file is empty`);
+
+    // A missing backup is not found (it was ZT_STORE, "cannot read backup … stat"), a directory
+    // or a device is no backup file: each named.
+    const nope = join(dir, "nope.db");
+    const missing = await runZt(["--config", config, "db", "restore", nope]);
+    refused(missing, "ZT_NOT_FOUND");
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toContain(`backup: ${nope}: no such file or directory`);
+    const aDir = await runZt(["--config", config, "db", "restore", dir]);
+    refused(aDir, "ZT_USAGE");
+    expect(aDir.stderr).toContain(`backup: ${dir}: is a directory, expected a file`);
+    const device = await runZt(["--config", config, "db", "restore", "/dev/null"]);
+    refused(device, "ZT_USAGE");
+    expect(device.stderr).toContain("backup: /dev/null: not a regular file");
     refused(
       await runZt(["--config", config, "db", "backup", join(data, "zt.db"), "--force"]),
       "ZT_USAGE",
@@ -163,6 +193,17 @@ describe("zt db backup / restore (SQLite)", () => {
     expect(unwritable.stderr).not.toContain(".tmp");
     expect(readdirSync(data).sort()).toEqual(before);
     expect(await users(config)).toEqual(["alice"]);
+    const verify = await runZt(["--config", config, "audit", "verify"]);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+  });
+
+  it("a missing backup is named before anything else is looked at or made (no data directory, no master key)", async () => {
+    const { dir, config, data } = setup();
+    const nope = join(dir, "nope.db");
+    const r = await runZt(["--config", config, "db", "restore", nope]);
+    refused(r, "ZT_NOT_FOUND");
+    expect(r.stderr).toContain(`backup: ${nope}: no such file or directory`);
+    expect(existsSync(data)).toBe(false);
   });
 });
 

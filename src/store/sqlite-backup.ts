@@ -10,6 +10,7 @@ import {
   renameSync,
   statSync,
   unlinkSync,
+  type Stats,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
@@ -90,9 +91,13 @@ export function backupSqlite(store: Store, out: string, force: boolean): BackupS
  * `integrity_check`, with zt's schema, made by this version of zt or an older one.
  */
 export function inspectBackup(file: string): BackupSummary {
+  // SQLite opens an empty file as an empty database: say what it is
+  if (assertBackupFile(file).size === 0)
+    throw new ZtError("ZT_STORE", `${file} is not a zt database backup: the file is empty`, {
+      path: file,
+    });
   let db: Database.Database;
   try {
-    if (!statSync(file).isFile()) throw new Error("not a regular file");
     db = new Database(file, { readonly: true, fileMustExist: true });
   } catch (e) {
     throw new ZtError("ZT_STORE", `cannot read backup ${file}: ${(e as Error).message}`, {
@@ -147,6 +152,27 @@ export function inspectBackup(file: string): BackupSummary {
   } finally {
     db.close();
   }
+}
+
+/**
+ * The backup file's stat, or the file-system error that says why there is none, as it
+ * comes (ENOENT, EACCES, with the path: the CLI maps it to ZT_NOT_FOUND …); a directory is
+ * EISDIR and a device or FIFO ZT_USAGE, since neither is a backup file. Cheap: the CLI
+ * calls it before anything else (the master key, the data directory).
+ */
+export function assertBackupFile(file: string): Stats {
+  const st = statSync(file);
+  if (st.isDirectory())
+    throw Object.assign(new Error(`EISDIR: open ${file}`), {
+      code: "EISDIR",
+      syscall: "open",
+      path: file,
+    });
+  if (!st.isFile())
+    throw new ZtError("ZT_USAGE", `${file}: not a regular file (a backup is one)`, {
+      path: file,
+    });
+  return st;
 }
 
 /**

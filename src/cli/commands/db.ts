@@ -9,13 +9,19 @@ import {
   type MigrationState,
   type Store,
 } from "../../store/index.js";
-import { backupSqlite, restoreSqlite, type BackupSummary } from "../../store/sqlite-backup.js";
+import {
+  assertBackupFile,
+  backupSqlite,
+  restoreSqlite,
+  type BackupSummary,
+} from "../../store/sqlite-backup.js";
 import { parseAuditConfig } from "../../audit/index.js";
 import { loadMasterKey } from "../../keys/index.js";
 import { ZtError } from "../../core/errors.js";
 import type { ZtConfig } from "../../config/index.js";
 import {
   auditAfter,
+  fileErrorOf,
   loadCliConfig,
   printJson,
   printTable,
@@ -139,6 +145,13 @@ export function registerDbBackupCommands(db: Command): void {
             "ZT_USAGE",
             'zt db restore replaces the embedded SQLite store; this config uses PostgreSQL: restore it with pg_restore or psql (docs/scale-out.md, "Backups")',
           );
+        // Named first: a mistyped path is not found, before the master key is looked for
+        // or the data directory made.
+        try {
+          assertBackupFile(file);
+        } catch (e) {
+          throw fileErrorOf("backup", e);
+        }
         const box = loadMasterKey({
           dataDir: config.data_dir,
           masterKeyFile: config.master_key_file,
