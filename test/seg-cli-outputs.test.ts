@@ -153,3 +153,39 @@ describe("zt seg simulate: raw logs without flow lines", { timeout: 60_000 }, ()
     expect(n.stdout).toBe("");
   });
 });
+
+describe("zt seg: inputs and outputs named with the right code", { timeout: 60_000 }, () => {
+  const dir = tempDirForSuite("zt-seg-io-");
+
+  it("a directory given as a model or a learned file is ZT_USAGE naming it (it was ZT_NOT_FOUND)", async () => {
+    const model = join(dir(), "segments.yaml");
+    writeFileSync(model, MODEL);
+    const aDir = join(dir(), "models.yaml");
+    mkdirSync(aDir);
+    for (const args of [
+      ["seg", "check", "-m", aDir],
+      ["seg", "compile", "-m", aDir],
+      ["seg", "simulate", "-m", aDir, "--flows", model],
+      ["seg", "simulate", "-m", model, "--flows", aDir],
+    ]) {
+      const r = await runZt(args);
+      expectCleanError(r, 64, "ZT_USAGE", new RegExp(`${aDir}: is a directory`));
+    }
+    // a missing one is still not found, as before
+    const missing = await runZt(["seg", "check", "-m", join(dir(), "nope.yaml")]);
+    expectCleanError(missing, 66, "ZT_NOT_FOUND", /nope\.yaml: cannot read the model/);
+  });
+
+  it("zt seg compile -o names --out when it cannot be written, and checks --target before reading the model", async () => {
+    const model = join(dir(), "compiled.yaml");
+    writeFileSync(model, MODEL);
+    const aDir = join(dir(), "out-dir");
+    mkdirSync(aDir);
+    const r = await runZt(["seg", "compile", "-m", model, "-o", aDir]);
+    expectCleanError(r, 64, "ZT_USAGE", new RegExp(`--out: ${aDir}: is a directory`));
+    expect(readdirSync(aDir)).toEqual([]);
+    // the option is refused first, not the model it would never have compiled
+    const gone = await runZt(["seg", "compile", "-m", join(dir(), "nope.yaml"), "-t", "bogus"]);
+    expectCleanError(gone, 64, "ZT_USAGE", /--target: expected nftables or k8s, got "bogus"/);
+  });
+});

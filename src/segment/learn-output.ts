@@ -127,7 +127,8 @@ export async function readObservedFiles(
     try {
       text = readInputFile(p);
     } catch (e) {
-      if (isZtError(e)) throw e;
+      // a directory or a permission is told as it is, not as "not found"
+      if (isZtError(e) || (e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
       throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
     }
     let raw: unknown;

@@ -67,7 +67,9 @@ export async function aggregateLogFiles(
     let st;
     try {
       st = await stat(p);
-    } catch {
+    } catch (e) {
+      // a permission or a path through a file is told as it is, not as "not found"
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
       throw new ZtError("ZT_NOT_FOUND", `${p}: cannot read`);
     }
     // Named here: a read of a directory fails with an error that carries no path.

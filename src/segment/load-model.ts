@@ -9,7 +9,9 @@ export async function loadSegModelFile(path: string): Promise<ParseModelResult &
   try {
     text = readInputFile(path);
   } catch (e) {
-    if (isZtError(e)) throw e;
+    // Only a missing file is "not found": a directory or a permission is told as it is
+    // (the CLI names it with its own code).
+    if (isZtError(e) || (e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     throw new ZtError(
       "ZT_NOT_FOUND",
       `${path}: cannot read the model (${(e as NodeJS.ErrnoException).code ?? "error"})`,

@@ -7,7 +7,6 @@ import { sleepUntil, systemClock } from "../../core/clock.js";
 import { formatDuration, parseDuration } from "../../core/duration.js";
 import { isZtError, ZtError } from "../../core/errors.js";
 import { readInputFile } from "../../core/read-input-file.js";
-import { replaceFile } from "../../core/secure-files.js";
 import {
   applyRuleset,
   compileNftables,
@@ -101,11 +100,6 @@ function rolloutOpts(o: StateOpts) {
     clock: systemClock,
   };
   return o.netns ? { ...base, netns: o.netns } : base;
-}
-
-async function output(text: string, out: string | undefined): Promise<void> {
-  if (out) replaceFile(out, text);
-  else process.stdout.write(text);
 }
 
 /**
@@ -231,6 +225,9 @@ export function registerSegCommands(program: Command): void {
     )
     .action((o: TargetOpts & { model: string; target: string; out?: string; podCidr?: string[] }) =>
       withoutContext(async () => {
+        // Every option is checked, and -o opened, before the model is read and warned about.
+        if (o.target !== "nftables" && o.target !== "k8s")
+          throw usageError(`--target: expected nftables or k8s, got ${quoteInput(o.target)}`);
         const podCidrs = (o.podCidr ?? []).map((c) => {
           const p = parseCidr(c);
           if (!p.ok) throw usageError(`--pod-cidr: ${p.reason}`);
@@ -238,21 +235,28 @@ export function registerSegCommands(program: Command): void {
         });
         if (podCidrs.length && o.target !== "k8s")
           throw usageError("--pod-cidr: only for -t k8s (pod networks are a cluster's)");
-        const { model, findings, text } = await loadSegModelFile(o.model);
-        warnFindings(basename(o.model), findings);
-        if (o.target === "nftables") {
-          const label = `model ${basename(o.model)} sha256:${createDigest(text).slice(0, 16)}`;
-          await output(compileNftables(model, { target: nftTarget(o), label }).text, o.out);
-          return;
+        const target = o.target === "nftables" ? nftTarget(o) : undefined;
+        if (o.target === "k8s") refuseNftOnlyOptions(o);
+        const outFile = o.out !== undefined ? openOutputFile("--out", o.out) : undefined;
+        try {
+          const { model, findings, text } = await loadSegModelFile(o.model);
+          warnFindings(basename(o.model), findings);
+          let compiled: string;
+          if (target) {
+            const label = `model ${basename(o.model)} sha256:${createDigest(text).slice(0, 16)}`;
+            compiled = compileNftables(model, { target, label }).text;
+          } else {
+            const r = compileK8s(model, { podCidrs });
+            for (const w of r.warnings) warn(`k8s: ${w}`);
+            compiled = r.text;
+          }
+          if (outFile) {
+            outFile.write(compiled);
+            outFile.commit();
+          } else process.stdout.write(compiled);
+        } finally {
+          outFile?.discard();
         }
-        if (o.target === "k8s") {
-          refuseNftOnlyOptions(o);
-          const r = compileK8s(model, { podCidrs });
-          for (const w of r.warnings) warn(`k8s: ${w}`);
-          await output(r.text, o.out);
-          return;
-        }
-        throw usageError(`--target: expected nftables or k8s, got ${quoteInput(o.target)}`);
       }),
     );
 
