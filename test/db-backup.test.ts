@@ -191,6 +191,22 @@ describe("zt db backup / restore (SQLite)", () => {
     refused(unwritable, "ZT_NOT_FOUND");
     expect(unwritable.stderr).toContain("/proc/zt-backup.db:");
     expect(unwritable.stderr).not.toContain(".tmp");
+    // A directory is no backup file, --force or not (it was "exists; pass --force", then a
+    // rename error naming the hidden temp file); a missing folder is not found, a file no folder.
+    for (const force of [[], ["--force"]]) {
+      const intoDir = await runZt(["--config", config, "db", "backup", dir, ...force]);
+      refused(intoDir, "ZT_USAGE");
+      expect(intoDir.stderr).toContain(`${dir}: is a directory, expected a file`);
+      expect(intoDir.stderr).not.toContain(".tmp");
+    }
+    const noFolder = join(dir, "no-such-folder", "b.db");
+    const missingDir = await runZt(["--config", config, "db", "backup", noFolder]);
+    refused(missingDir, "ZT_NOT_FOUND");
+    expect(missingDir.stderr).toContain(`${join(dir, "no-such-folder")}: no such directory`);
+    const underFile = await runZt(["--config", config, "db", "backup", join(good, "b.db")]);
+    refused(underFile, "ZT_USAGE");
+    expect(underFile.stderr).toContain(`${good} is not a directory`);
+    expect(readdirSync(dir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     expect(readdirSync(data).sort()).toEqual(before);
     expect(await users(config)).toEqual(["alice"]);
     const verify = await runZt(["--config", config, "audit", "verify"]);

@@ -15,7 +15,7 @@ import {
 import { dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { ZtError } from "../core/errors.js";
-import { createTempBeside, syncDirectory } from "../core/secure-files.js";
+import { createTempBeside, refuseDirectoryTarget, syncDirectory } from "../core/secure-files.js";
 import type { SecretBox } from "../core/secret-box.js";
 import { sealedPurpose } from "../keys/sealed-purposes.js";
 import { allMigrations } from "./migrations/index.js";
@@ -47,13 +47,19 @@ export function backupSqlite(store: Store, out: string, force: boolean): BackupS
   const target = resolve(out);
   if (sameFile(target, store.file) || target === store.file)
     throw new ZtError("ZT_USAGE", `${out} is the live database itself; choose another file`);
+  // a directory is no backup file, --force or not (EISDIR naming it)
+  refuseDirectoryTarget(target);
   if (existsSync(target) && !force)
     throw new ZtError("ZT_CONFLICT", `${out} exists; pass --force to replace it`, {
       path: out,
     });
   const dir = dirname(target);
-  if (!existsSync(dir) || !statSync(dir).isDirectory())
-    throw new ZtError("ZT_BAD_REQUEST", `${dir} is not a directory`, { path: dir });
+  if (!existsSync(dir))
+    throw new ZtError("ZT_NOT_FOUND", `${dir}: no such directory (to write ${out} in)`, {
+      path: dir,
+    });
+  if (!statSync(dir).isDirectory())
+    throw new ZtError("ZT_USAGE", `${dir} is not a directory`, { path: dir });
   const tmp = privateTempFile(target);
   try {
     try {
