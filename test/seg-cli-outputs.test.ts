@@ -189,3 +189,31 @@ describe("zt seg: inputs and outputs named with the right code", { timeout: 60_0
     expectCleanError(gone, 64, "ZT_USAGE", /--target: expected nftables or k8s, got "bogus"/);
   });
 });
+
+describe("zt seg: an output that names an input", { timeout: 60_000 }, () => {
+  const dir = tempDirForSuite("zt-seg-overwrite-");
+
+  it("is refused before anything is read or written: the log or the model it names stays as it was", async () => {
+    const log = join(dir(), "kern.log");
+    writeFileSync(log, FLOW);
+    const model = join(dir(), "segments.yaml");
+    writeFileSync(model, MODEL);
+    for (const [args, named] of [
+      [["seg", "learn", "--from", log, "--out", log], /--out: .*kern\.log is also --from/],
+      [
+        ["seg", "learn", "--from", log, "-m", model, "--model-out", model],
+        /--model-out: .*segments\.yaml is also --model/,
+      ],
+      [
+        ["seg", "compile", "-m", model, "-o", join(dir(), ".", "segments.yaml")],
+        /--out: .*segments\.yaml is also --model/,
+      ],
+    ] as const) {
+      const r = await runZt([...args]);
+      expectCleanError(r, 64, "ZT_USAGE", named);
+      expect(r.stdout).toBe("");
+    }
+    expect(readFileSync(log, "utf8")).toBe(FLOW);
+    expect(readFileSync(model, "utf8")).toBe(MODEL);
+  });
+});

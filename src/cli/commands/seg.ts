@@ -237,6 +237,7 @@ export function registerSegCommands(program: Command): void {
           throw usageError("--pod-cidr: only for -t k8s (pod networks are a cluster's)");
         const target = o.target === "nftables" ? nftTarget(o) : undefined;
         if (o.target === "k8s") refuseNftOnlyOptions(o);
+        refuseOutputOverInput([["--out", o.out]], [["--model", o.model]]);
         const outFile = o.out !== undefined ? openOutputFile("--out", o.out) : undefined;
         try {
           const { model, findings, text } = await loadSegModelFile(o.model);
@@ -458,10 +459,13 @@ function registerSegLearnCommands(seg: Command): void {
     .action(
       (o: { from: string[]; model?: string; out?: string; modelOut?: string; json?: boolean }) =>
         withoutContext(async () => {
-          if (o.out !== undefined && o.modelOut !== undefined && samePath(o.out, o.modelOut))
-            throw usageError(
-              `--out and --model-out: both name ${o.out}; one would replace the other`,
-            );
+          refuseOutputOverInput(
+            [
+              ["--out", o.out],
+              ["--model-out", o.modelOut],
+            ],
+            [["--model", o.model], ...o.from.map((f): [string, string] => ["--from", f])],
+          );
           // Opened first: a target that cannot be written fails before anything is learned,
           // printed or written (the inventory went out, then --model-out failed).
           const files: PendingFile[] = [];
@@ -571,13 +575,37 @@ async function learnInto(
   );
 }
 
-/** Whether two paths name one file (the same inode, or the same path once resolved). */
+type NamedPath = readonly [option: string, path: string | undefined];
+
+/**
+ * Refuses an output that is also an input (`--out kern.log` would replace the log being
+ * learned from, `-o segments.yaml` the model) or another output: checked before anything
+ * is read or written.
+ */
+function refuseOutputOverInput(outputs: NamedPath[], inputs: NamedPath[]): void {
+  const given = outputs.filter((o): o is [string, string] => o[1] !== undefined);
+  for (const [i, [option, path]] of given.entries()) {
+    for (const [other, p] of given.slice(i + 1))
+      if (samePath(path, p))
+        throw usageError(`${option} and ${other}: both name ${path}; one would replace the other`);
+    for (const [input, p] of inputs)
+      if (p !== undefined && samePath(path, p))
+        throw usageError(
+          `${option}: ${path} is also ${input}; writing it would replace what is read`,
+        );
+  }
+}
+
+/**
+ * Whether two paths name one file: the same path once resolved, or the same regular file
+ * (a link). Devices are not compared: `/dev/stdin` and `/dev/stdout` are one terminal.
+ */
 function samePath(a: string, b: string): boolean {
   if (resolve(a) === resolve(b)) return true;
   try {
     const x = statSync(a);
     const y = statSync(b);
-    return x.dev === y.dev && x.ino === y.ino;
+    return x.isFile() && y.isFile() && x.dev === y.dev && x.ino === y.ino;
   } catch {
     return false;
   }
