@@ -17,7 +17,15 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import Database from "better-sqlite3";
-import { runZt, startZtUp, tempDir, writeConfig, type UpProcess } from "./helpers/zt-process.js";
+import {
+  runZt,
+  startZtUp,
+  tempDir,
+  writeConfig,
+  ZT_BIN,
+  type UpProcess,
+} from "./helpers/zt-process.js";
+import { spawnSync } from "node:child_process";
 import { engines } from "./store-fixture.js";
 
 const ENGINES = await engines();
@@ -211,6 +219,35 @@ describe("zt db backup / restore (SQLite)", () => {
     expect(await users(config)).toEqual(["alice"]);
     const verify = await runZt(["--config", config, "audit", "verify"]);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+  });
+
+  it("a restore cut short (a full disk, here a file size limit) leaves the live database in place, whole", async () => {
+    const { dir, config, data } = setup();
+    expect((await runZt(["--config", config, "init"])).code).toBe(0);
+    expect((await runZt(["--config", config, "user", "add", "alice"])).code).toBe(0);
+    const good = join(dir, "good.db");
+    expect((await runZt(["--config", config, "db", "backup", good])).code).toBe(0);
+    expect((await runZt(["--config", config, "user", "add", "bob"])).code).toBe(0);
+    const before = readdirSync(data).sort();
+    // Writes past half the backup's size fail (EFBIG): the copy into data_dir cannot finish.
+    const r = spawnSync(
+      "prlimit",
+      [
+        `--fsize=${Math.floor(statSync(good).size / 2)}`,
+        process.execPath,
+        ZT_BIN,
+        "--config",
+        config,
+        "db",
+        "restore",
+        good,
+      ],
+      { encoding: "utf8", timeout: 120_000 },
+    );
+    refused({ code: r.status ?? -1, stderr: r.stderr }, "ZT_STORE");
+    expect(r.stderr).toContain("the live database is unchanged");
+    expect(readdirSync(data).sort()).toEqual(before);
+    expect(await users(config)).toEqual(["alice", "bob"]);
   });
 
   it("a missing backup is named before anything else is looked at or made (no data directory, no master key)", async () => {

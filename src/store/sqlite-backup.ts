@@ -244,28 +244,37 @@ export function restoreSqlite(dataDir: string, backup: string, box: SecretBox): 
       `the database ${live} is open in process ${users.join(", ")}: stop zt (and every zt command using this data directory) before restoring`,
       { pids: users },
     );
-  let previous: string | undefined;
-  if (existsSync(live)) {
-    const db = new Database(live, { fileMustExist: true });
-    try {
-      db.pragma("wal_checkpoint(TRUNCATE)");
-    } finally {
-      db.close();
-    }
-    previous = `${live}.pre-restore-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    renameSync(live, previous);
-    for (const side of ["-wal", "-shm"])
-      if (existsSync(live + side)) renameSync(live + side, previous + side);
-  }
+  // Copied in full first: a copy cut short (a full disk) leaves the live database in place.
   const tmp = privateTempFile(live);
   try {
-    copyInto(source, tmp);
+    try {
+      copyInto(source, tmp);
+    } catch (e) {
+      throw new ZtError(
+        "ZT_STORE",
+        `cannot copy backup ${backup} into ${dataDir}: ${(e as Error).message}; the live database is unchanged`,
+        { path: backup },
+      );
+    }
+    let previous: string | undefined;
+    if (existsSync(live)) {
+      const db = new Database(live, { fileMustExist: true });
+      try {
+        db.pragma("wal_checkpoint(TRUNCATE)");
+      } finally {
+        db.close();
+      }
+      previous = `${live}.pre-restore-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+      renameSync(live, previous);
+      for (const side of ["-wal", "-shm"])
+        if (existsSync(live + side)) renameSync(live + side, previous + side);
+    }
     renameSync(tmp, live);
     syncDirectory(dataDir);
+    return { ...summary, file: source, previous };
   } finally {
     rmQuiet(tmp);
   }
-  return { ...summary, file: source, previous };
 }
 
 /** The pids (other than this one) holding any of `files` open, from /proc. */
