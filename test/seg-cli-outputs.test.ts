@@ -3,12 +3,13 @@
  * build`): output targets are checked before anything is printed or written, and a raw
  * log without a flow line among others is named in a warning, not silently skipped.
  */
+import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { expectCleanError } from "./helpers/zt-cli.js";
 import { tempDirForSuite } from "./helpers/temp-dir-for-suite.js";
-import { runZt } from "./helpers/zt-process.js";
+import { runZt, ZT_BIN } from "./helpers/zt-process.js";
 
 const FLOW =
   "Nov 20 10:00:05 gw kernel: ZT-DROP IN=eth1 OUT=eth2 SRC=10.0.2.10 DST=10.0.3.1 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=7 PROTO=TCP SPT=50000 DPT=5432 WINDOW=64240 RES=0x00 SYN URGP=0\n";
@@ -184,6 +185,15 @@ describe("zt seg: inputs and outputs named with the right code", { timeout: 60_0
     const r = await runZt(["seg", "compile", "-m", model, "-o", aDir]);
     expectCleanError(r, 64, "ZT_USAGE", new RegExp(`--out: ${aDir}: is a directory`));
     expect(readdirSync(aDir)).toEqual([]);
+    // -o /dev/stdout on a pipe writes to it: it resolves to a `pipe:[…]` name that was
+    // taken for a file to replace (ZT_NOT_FOUND)
+    const piped = spawnSync(
+      "sh",
+      ["-c", '"$0" "$1" seg compile -m "$2" -o /dev/stdout | cat', process.execPath, ZT_BIN, model],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(piped.stdout).toMatch(/^#!\/usr\/sbin\/nft -f\n/);
     // the option is refused first, not the model it would never have compiled
     const gone = await runZt(["seg", "compile", "-m", join(dir(), "nope.yaml"), "-t", "bogus"]);
     expectCleanError(gone, 64, "ZT_USAGE", /--target: expected nftables or k8s, got "bogus"/);

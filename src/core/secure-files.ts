@@ -189,6 +189,18 @@ export function replaceFile(path: string, data: string | Uint8Array, newFileMode
  * fails the command before it prints or writes anything.
  */
 export function beginReplaceFile(path: string, newFileMode = 0o666): PendingFile {
+  // `-o /dev/stdout`, a FIFO: nothing to replace, and no temp file can be renamed there.
+  // Told by the path itself: /dev/stdout on a pipe resolves to a `pipe:[…]` name.
+  if (isStream(path)) {
+    let pending: string | Uint8Array | undefined;
+    return {
+      write: (data) => void (pending = data),
+      commit: () => {
+        if (pending !== undefined) writeFileSync(path, pending);
+      },
+      discard: () => undefined,
+    };
+  }
   let target = path;
   let old: Stats | undefined;
   try {
@@ -197,20 +209,19 @@ export function beginReplaceFile(path: string, newFileMode = 0o666): PendingFile
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
-  // `-o /dev/stdout`, a FIFO: nothing to replace, and no temp file can be renamed there.
-  if (old && !old.isFile() && !old.isDirectory()) {
-    let pending: string | Uint8Array | undefined;
-    return {
-      write: (data) => void (pending = data),
-      commit: () => {
-        if (pending !== undefined) writeFileSync(target, pending);
-      },
-      discard: () => undefined,
-    };
-  }
   const mode = old ? old.mode & 0o777 : newFileMode & ~currentUmask();
   const owner = old && old.uid !== process.getuid?.() ? { uid: old.uid, gid: old.gid } : undefined;
   return beginAtomicWrite(target, mode, owner);
+}
+
+/** Whether `path` is there and neither a regular file nor a directory (a device, a FIFO). */
+function isStream(path: string): boolean {
+  try {
+    const st = statSync(path);
+    return !st.isFile() && !st.isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** The process umask (read by setting it and putting it back: Node has no getter). */
