@@ -227,3 +227,30 @@ describe("zt seg: an output that names an input", { timeout: 60_000 }, () => {
     expect(readFileSync(model, "utf8")).toBe(MODEL);
   });
 });
+
+describe("zt seg apply: a compiled script", { timeout: 60_000 }, () => {
+  const dir = tempDirForSuite("zt-seg-apply-");
+
+  it("with --host, --segment or --router is refused before anything is applied (they were ignored)", async () => {
+    const model = join(dir(), "segments.yaml");
+    writeFileSync(model, MODEL);
+    const script = join(dir(), "router.nft");
+    const c = await runZt(["seg", "compile", "-m", model, "-o", script]);
+    expect(c.code, c.stderr).toBe(0);
+    const state = join(dir(), "state");
+    // In a namespace that does not exist: were the refusal missing, nft fails there
+    // instead of loading the script into this host's own ruleset.
+    const netns = ["--netns", `zt-no-such-ns-${process.pid}`];
+    for (const option of [["--host", "10.0.2.10"], ["--segment", "api"], ["--router"]]) {
+      const r = await runZt(["seg", "apply", script, ...option, "--state-dir", state, ...netns]);
+      expectCleanError(
+        r,
+        64,
+        "ZT_USAGE",
+        new RegExp(`${option[0]}: .*router\\.nft is a compiled ruleset`),
+      );
+      expect(r.stdout).toBe("");
+    }
+    expect(readdirSync(dir()).sort()).toEqual(["router.nft", "segments.yaml"]);
+  });
+});

@@ -287,6 +287,13 @@ export function registerSegCommands(program: Command): void {
         // File errors carry the path and their own code (a directory is not "not found")
         const raw = readInputFile(file);
         if (/\.nft$/.test(file) || (!/\.ya?ml$/.test(file) && /^table\s+inet\s/m.test(raw))) {
+          // its target was chosen when it was compiled: an option asking for another is refused
+          const given = [o.host && "--host", o.segment && "--segment", o.router && "--router"];
+          const option = given.find((x) => x);
+          if (option)
+            throw usageError(
+              `${option}: ${file} is a compiled ruleset, its target chosen by \`zt seg compile\`; give the model instead, or leave ${option} out`,
+            );
           ruleset = raw;
         } else {
           const { model, findings, text } = await loadSegModelFile(file);
