@@ -149,31 +149,50 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = undefined;
   });
 
+  /** A zt process on the test's store (zt.yaml at `path`): its own context and clock. */
+  async function processOn(path: string, clock: ManualClock): Promise<AppContext> {
+    const c = await openAppContext(loadConfig(path, { env: {} }), { clock, env: {}, create: true });
+    contexts.push(c);
+    return c;
+  }
+
+  /**
+   * A device of `userName` enrolled (approved unless `pending`), and a signer of its
+   * reports: `signed(fields)` is [payload, signature] for a report with those fields over
+   * compliant defaults, or for a raw payload string.
+   */
+  async function deviceOf(ctx: AppContext, userName: string, opts: { pending?: boolean } = {}) {
+    const key = generateDeviceKey();
+    const svc = new DeviceService(ctx);
+    const { device } = await svc.enroll({ userName, name: "laptop", publicKeyPem: key.publicPem });
+    if (!opts.pending) await svc.approve(device.id, "admin");
+    const signed = (fields: Record<string, unknown> | string) => {
+      const payload =
+        typeof fields === "string"
+          ? fields
+          : JSON.stringify({
+              v: 1,
+              device_id: device.id,
+              collected_at: ctx.clock.now(),
+              os: "Debian 12",
+              checks: { disk_encryption: true, firewall: true },
+              ...fields,
+            });
+      return [payload, signWithDeviceKey(key.privatePem, payload)] as const;
+    };
+    return { id: device.id, signed };
+  }
+
   it("never approves the device of an owner disabled while the approval was under way, nor one whose owner was deleted", async () => {
     target = await engine.fresh();
     const path = writeEngineConfig(target, "");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
-    const open = async () => {
-      const c = await openAppContext(loadConfig(path, { env: {} }), {
-        clock,
-        env: {},
-        create: true,
-      });
-      contexts.push(c);
-      return c;
-    };
-    const approving = await open();
-    const admin = await open();
+    const approving = await processOn(path, clock);
+    const admin = await processOn(path, clock);
     const ids = identityService(admin);
     for (const name of ["dave", "fay"]) await ids.addUser({ name, password: TEST_PASSWORD });
-    const enrol = (userName: string) =>
-      new DeviceService(admin).enroll({
-        userName,
-        name: "laptop",
-        publicKeyPem: generateDeviceKey().publicPem,
-      });
-    const daves = (await enrol("dave")).device.id;
-    const fays = (await enrol("fay")).device.id;
+    const daves = (await deviceOf(admin, "dave", { pending: true })).id;
+    const fays = (await deviceOf(admin, "fay", { pending: true })).id;
 
     // The approving process reads the (pending) device; dave is disabled right then.
     let disabledMeanwhile = false;
@@ -218,35 +237,13 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
     const t = Date.UTC(2026, 5, 1, 12);
     // Two control-plane replicas on one store, their clocks a minute apart (within skew).
-    const open = async (clock: ManualClock) => {
-      const c = await openAppContext(loadConfig(path, { env: {} }), {
-        clock,
-        env: {},
-        create: true,
-      });
-      contexts.push(c);
-      return c;
-    };
-    const ahead = await open(new ManualClock(t + 60_000));
-    const behind = await open(new ManualClock(t));
+    const ahead = await processOn(path, new ManualClock(t + 60_000));
+    const behind = await processOn(path, new ManualClock(t));
     await identityService(ahead).addUser({ name: "gus", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
-    const { device } = await new DeviceService(ahead).enroll({
-      userName: "gus",
-      name: "laptop",
-      publicKeyPem: key.publicPem,
-    });
-    await new DeviceService(ahead).approve(device.id, "admin");
-    const signed = (collectedAt: number, firewall: boolean) => {
-      const payload = JSON.stringify({
-        v: 1,
-        device_id: device.id,
-        collected_at: collectedAt,
-        os: "Debian 12",
-        checks: { disk_encryption: true, firewall },
-      });
-      return [payload, signWithDeviceKey(key.privatePem, payload)] as const;
-    };
+    const { id, signed: report } = await deviceOf(ahead, "gus");
+    const device = { id };
+    const signed = (collectedAt: number, firewall: boolean) =>
+      report({ collected_at: collectedAt, checks: { disk_encryption: true, firewall } });
     // A compliant report (through the replica ahead); then one collected 20 s later that
     // says the firewall is off (through the replica behind); a compliant report collected
     // in between was held back, and is now replayed.
@@ -266,33 +263,14 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     const path = writeEngineConfig(target, "devices: { required: [disk_encryption] }\n");
     const t = Date.UTC(2026, 5, 1, 12);
     const clock = new ManualClock(t);
-    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
-      clock,
-      env: {},
-      create: true,
-    });
-    contexts.push(ctx);
+    const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "hal", password: TEST_PASSWORD });
     const devices = new DeviceService(ctx);
     const enrolled = async () => {
-      const key = generateDeviceKey();
-      const { device } = await devices.enroll({
-        userName: "hal",
-        name: "laptop",
-        publicKeyPem: key.publicPem,
-      });
-      await devices.approve(device.id, "admin");
-      const report = (collectedAt: number) => {
-        const payload = JSON.stringify({
-          v: 1,
-          device_id: device.id,
-          collected_at: collectedAt,
-          os: "Debian 12",
-          checks: { disk_encryption: true },
-        });
-        return devices.submitReport(device.id, payload, signWithDeviceKey(key.privatePem, payload));
-      };
-      return { id: device.id, report };
+      const { id, signed } = await deviceOf(ctx, "hal");
+      const report = (collectedAt: number) =>
+        devices.submitReport(id, ...signed({ collected_at: collectedAt }));
+      return { id, report };
     };
     const chatty = await enrolled();
     const quiet = await enrolled();
@@ -331,31 +309,13 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = await engine.fresh();
     const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
-    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
-      clock,
-      env: {},
-      create: true,
-    });
-    contexts.push(ctx);
+    const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "hal", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
     const svc = new DeviceService(ctx);
-    const { device } = await svc.enroll({
-      userName: "hal",
-      name: "laptop",
-      publicKeyPem: key.publicPem,
-    });
-    await svc.approve(device.id, "admin");
-    const signed = (collectedAt: number, os: string, firewall: boolean) => {
-      const payload = JSON.stringify({
-        v: 1,
-        device_id: device.id,
-        collected_at: collectedAt,
-        os,
-        checks: { disk_encryption: true, firewall },
-      });
-      return [payload, signWithDeviceKey(key.privatePem, payload)] as const;
-    };
+    const { id, signed: report } = await deviceOf(ctx, "hal");
+    const device = { id };
+    const signed = (collectedAt: number, os: string, firewall: boolean) =>
+      report({ collected_at: collectedAt, os, checks: { disk_encryption: true, firewall } });
     // A report stored by an earlier version, whose rules let a BEL in os through.
     const [legacy, legacySig] = signed(clock.now() - 1000, "Debian\u0007 12", true);
     await ctx.store.db
@@ -382,29 +342,11 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = await engine.fresh();
     const path = writeEngineConfig(target, "devices: { report_interval: 1h }\n");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
-    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
-      clock,
-      env: {},
-      create: true,
-    });
-    contexts.push(ctx);
+    const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "ivy", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
-    const svc = new DeviceService(ctx);
-    const { device } = await svc.enroll({
-      userName: "ivy",
-      name: "pc",
-      publicKeyPem: key.publicPem,
-    });
-    await svc.approve(device.id, "admin");
-    const payload = JSON.stringify({
-      v: 1,
-      device_id: device.id,
-      collected_at: clock.now(),
-      os: "Debian 12",
-      checks: { disk_encryption: true, firewall: true },
-    });
-    await svc.submitReport(device.id, payload, signWithDeviceKey(key.privatePem, payload));
+    const { id, signed } = await deviceOf(ctx, "ivy");
+    const device = { id };
+    await new DeviceService(ctx).submitReport(device.id, ...signed({}));
     const entities = new EntityStore();
     const trust = new DeviceTrust(ctx, parseDevicesConfig(ctx.config.devices), entities);
     await trust.load();
@@ -421,25 +363,11 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = await engine.fresh();
     const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
-    const open = async () => {
-      const c = await openAppContext(loadConfig(path, { env: {} }), {
-        clock,
-        env: {},
-        create: true,
-      });
-      contexts.push(c);
-      return c;
-    };
-    const reporting = await open();
-    const admin = await open();
+    const reporting = await processOn(path, clock);
+    const admin = await processOn(path, clock);
     await identityService(admin).addUser({ name: "jo", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
-    const { device } = await new DeviceService(admin).enroll({
-      userName: "jo",
-      name: "pc",
-      publicKeyPem: key.publicPem,
-    });
-    await new DeviceService(admin).approve(device.id, "admin");
+    const { id, signed } = await deviceOf(admin, "jo");
+    const device = { id };
     // The reporting process reads the (approved) device; an admin revokes it right then.
     const store = reporting.store as { db: typeof reporting.store.db };
     store.db = reporting.store.db.withPlugin(
@@ -447,19 +375,8 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
         await new DeviceService(admin).revoke(device.id, "admin");
       }),
     );
-    const payload = JSON.stringify({
-      v: 1,
-      device_id: device.id,
-      collected_at: clock.now(),
-      os: "Debian 12",
-      checks: { disk_encryption: true, firewall: true },
-    });
     await expect(
-      new DeviceService(reporting).submitReport(
-        device.id,
-        payload,
-        signWithDeviceKey(key.privatePem, payload),
-      ),
+      new DeviceService(reporting).submitReport(device.id, ...signed({})),
     ).rejects.toMatchObject({ code: "ZT_ACCESS_STATE", message: /revoked/ });
     expect(await admin.store.db.selectFrom("device_reports").select("id").execute()).toEqual([]);
     await reporting.audit.flush();
@@ -475,39 +392,12 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = await engine.fresh();
     const path = writeEngineConfig(target, "");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
-    const ctx = await openAppContext(loadConfig(path, { env: {} }), {
-      clock,
-      env: {},
-      create: true,
-    });
-    contexts.push(ctx);
+    const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "kim", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
     const svc = new DeviceService(ctx);
-    const { device } = await svc.enroll({
-      userName: "kim",
-      name: "pc",
-      publicKeyPem: key.publicPem,
-    });
-    const submit = (report: Record<string, unknown> | string) => {
-      const payload =
-        typeof report === "string"
-          ? report
-          : JSON.stringify({
-              v: 1,
-              device_id: device.id,
-              collected_at: clock.now(),
-              os: "Debian 12",
-              checks: { disk_encryption: true, firewall: true },
-              ...report,
-            });
-      return svc.submitReport(
-        device.id,
-        payload,
-        signWithDeviceKey(key.privatePem, payload),
-        "198.51.100.9",
-      );
-    };
+    const { id, signed } = await deviceOf(ctx, "kim", { pending: true });
+    const submit = (report: Record<string, unknown> | string) =>
+      svc.submitReport(id, ...signed(report), "198.51.100.9");
     await submit({});
     for (const bad of [
       {}, // the same report again
@@ -536,36 +426,17 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     target = await engine.fresh();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const open = async (devices: string) => {
-      const path = writeEngineConfig(target!, `devices:\n${devices}`);
-      const c = await openAppContext(loadConfig(path, { env: {} }), {
-        clock,
-        env: {},
-        create: true,
-      });
-      contexts.push(c);
-      return c;
+      return processOn(writeEngineConfig(target!, `devices:\n${devices}`), clock);
     };
     const before = await open("  required: [disk_encryption, firewall]\n");
     await identityService(before).addUser({ name: "erin", password: TEST_PASSWORD });
-    const key = generateDeviceKey();
-    const svc = new DeviceService(before);
-    const { device } = await svc.enroll({
-      userName: "erin",
-      name: "laptop",
-      publicKeyPem: key.publicPem,
-    });
-    await svc.approve(device.id, "admin");
-    const payload = JSON.stringify({
-      v: 1,
-      device_id: device.id,
-      collected_at: clock.now(),
-      os: "Debian 12",
-      checks: { disk_encryption: true, firewall: true, screen_lock: false, os_updates: false },
-    });
-    const r = await svc.submitReport(
+    const { id, signed } = await deviceOf(before, "erin");
+    const device = { id };
+    const r = await new DeviceService(before).submitReport(
       device.id,
-      payload,
-      signWithDeviceKey(key.privatePem, payload),
+      ...signed({
+        checks: { disk_encryption: true, firewall: true, screen_lock: false, os_updates: false },
+      }),
     );
     expect(r).toMatchObject({ compliant: true, score: 50 });
 
