@@ -15,6 +15,7 @@ import { validateConfig, type ZtConfig } from "../src/config/index.js";
 import { openAppContext, type AppContext } from "../src/app/index.js";
 import { createServices, type Services } from "../src/app/services.js";
 import { createPep, type Pep } from "../src/proxy/index.js";
+import { afterAll, beforeAll } from "vitest";
 import { testSession } from "./helpers/test-session.js";
 
 export interface PepFixture {
@@ -153,6 +154,43 @@ export async function startUpstream(o: { tls?: { key: string; cert: string } } =
         server.closeAllConnections();
         for (const s of upgraded) s.destroy();
       }),
+  };
+}
+
+export type Upstream = Awaited<ReturnType<typeof startUpstream>>;
+
+/**
+ * For a describe block: a real upstream behind an in-process PEP, one route `app` from
+ * `http://<host>`, a permit-all policy and `extra` config; started before the block's
+ * tests, closed after them.
+ */
+export function appBehindPepForSuite(
+  host: string,
+  extra?: PepFixtureOptions["extra"],
+): { readonly zt: PepFixture; readonly upstream: Upstream } {
+  let zt: PepFixture | undefined;
+  let upstream: Upstream | undefined;
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    zt = await startPep({
+      policies: "permit (principal, action, resource);",
+      routes: [{ name: "app", from: `http://${host}`, to: `http://127.0.0.1:${upstream.port}` }],
+      ...(extra ? { extra } : {}),
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await zt?.close();
+    await upstream?.close();
+  });
+  return {
+    get zt() {
+      if (!zt) throw new Error("the PEP is not started yet (use it inside a test)");
+      return zt;
+    },
+    get upstream() {
+      if (!upstream) throw new Error("the upstream is not started yet (use it inside a test)");
+      return upstream;
+    },
   };
 }
 

@@ -4,39 +4,24 @@
  * field sent twice, or bytes that are not UTF-8, are refused rather than guessed at),
  * and the pages' CSP allows no inline style or script beyond zt's own stylesheet.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Browser, ConsoleMessage } from "playwright-core";
 import { launchChromium } from "./helpers/chromium.js";
 import { request, type ClientResponse } from "./helpers/http-client.js";
 import { oathtoolCode } from "./helpers/totp-code.js";
-import { startPep, startUpstream, type PepFixture } from "./pep-fixture.js";
+import { appBehindPepForSuite } from "./pep-fixture.js";
 
 const HOST = "app.localhost";
 
 describe("zt's pages and sign-in form, adversarial review", () => {
-  let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
+  const app = appBehindPepForSuite(HOST, { mfa: { max_failures: 100 } });
 
-  beforeAll(async () => {
-    upstream = await startUpstream();
-    zt = await startPep({
-      policies: "permit (principal, action, resource);",
-      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
-      extra: { mfa: { max_failures: 100 } },
-    });
-  }, 60_000);
-
-  afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
-  });
-
-  const origin = () => `http://${HOST}:${zt.port}`;
+  const origin = () => `http://${HOST}:${app.zt.port}`;
   const post = (body: string | Buffer, type: string): Promise<ClientResponse> =>
-    request(zt.port, {
-      host: `${HOST}:${zt.port}`,
+    request(app.zt.port, {
+      host: `${HOST}:${app.zt.port}`,
       path: "/.zt/login",
       method: "POST",
       headers: { origin: origin(), "content-type": type },
@@ -45,7 +30,7 @@ describe("zt's pages and sign-in form, adversarial review", () => {
   const form = (body: string | Buffer) => post(body, "application/x-www-form-urlencoded");
 
   it("refuses a sign-in form that sends a field twice (which one was meant is a guess), before any credential is checked", async () => {
-    const alice = await zt.addUser("alice", ["eng"]);
+    const alice = await app.zt.addUser("alice", ["eng"]);
     const pw = encodeURIComponent(alice.password);
     for (const [body, field] of [
       [`username=mallory&password=${pw}&totp=123456&username=alice`, "username"],
@@ -61,8 +46,8 @@ describe("zt's pages and sign-in form, adversarial review", () => {
 
   it("refuses a sign-in body that is not UTF-8, never reading the bytes as U+FFFD (which would match a password holding it)", async () => {
     // U+FFFD is a character a password may hold; invalid bytes decoded leniently become it.
-    const una = await zt.addUser("una", ["eng"]);
-    await zt.services.identity.setPassword("una", "una-\uFFFD-correct-horse-battery");
+    const una = await app.zt.addUser("una", ["eng"]);
+    await app.zt.services.identity.setPassword("una", "una-\uFFFD-correct-horse-battery");
     const code = oathtoolCode(una.totpSecret);
     // Percent-encoded bytes that are no UTF-8 (0xFF), where U+FFFD is in the password.
     const encoded = await form(
@@ -100,12 +85,12 @@ describe("zt's pages and sign-in form, adversarial review", () => {
   });
 
   it("serves its pages with a CSP that allows no inline style or script, and Chromium still applies zt's stylesheet through a whole sign-in", async () => {
-    const login = await request(zt.port, { host: HOST, path: "/.zt/login" });
+    const login = await request(app.zt.port, { host: HOST, path: "/.zt/login" });
     const csp = String(login.headers["content-security-policy"]);
     expect(csp).not.toContain("unsafe-inline");
     expect(csp).toMatch(/(^|; )style-src 'sha256-[A-Za-z0-9+/]+=*'(;|$)/);
     expect(csp).toMatch(/(^|; )base-uri 'none'(;|$)/);
-    const vera = await zt.addUser("vera", ["eng"]);
+    const vera = await app.zt.addUser("vera", ["eng"]);
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
@@ -124,7 +109,7 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       await page.fill("#password", vera.password);
       await page.fill("#totp", oathtoolCode(vera.totpSecret));
       await Promise.all([page.waitForURL(`${origin()}/hello`), page.click("button[type=submit]")]);
-      expect(upstream.seen.map((s) => s.url)).toContain("/hello");
+      expect(app.upstream.seen.map((s) => s.url)).toContain("/hello");
       expect(console.filter((m) => /Content Security Policy|Refused to/i.test(m))).toEqual([]);
     } finally {
       await browser?.close();
@@ -158,8 +143,8 @@ describe("zt's pages and sign-in form, adversarial review", () => {
   });
 
   it("refuses login CSRF and logout CSRF from a same-site sibling's page in Chromium (its Lax cookie is sent; the Origin check stops it)", async () => {
-    const mallory = await zt.addUser("mallory", ["eng"]);
-    await zt.addUser("victor", ["eng"]);
+    const mallory = await app.zt.addUser("mallory", ["eng"]);
+    await app.zt.addUser("victor", ["eng"]);
     // The attacker's page: on a sibling host of the same site (an app of the site, say),
     // a form that posts itself to zt as soon as it loads.
     let next = "";
@@ -189,7 +174,7 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       await expect(page.locator("body").textContent()).resolves.toContain("ZT_CSRF");
       expect(await context.cookies(origin())).toEqual([]);
       // Logout CSRF: the victim's session must survive the attacker's sign-out form.
-      const s = await zt.session("victor");
+      const s = await app.zt.session("victor");
       await context.addCookies([
         { name: "zt_session", value: s.token, domain: HOST, path: "/", sameSite: "Lax" },
       ]);
@@ -201,7 +186,7 @@ describe("zt's pages and sign-in form, adversarial review", () => {
       expect(headers["cookie"]).toContain(s.token);
       expect(headers["origin"]).toBe(new URL(evilUrl).origin);
       await expect(page.locator("body").textContent()).resolves.toContain("ZT_CSRF");
-      const still = await request(zt.port, {
+      const still = await request(app.zt.port, {
         host: HOST,
         path: "/after",
         headers: { cookie: s.cookie, accept: "application/json" },
@@ -220,7 +205,7 @@ describe("zt's pages and sign-in form, adversarial review", () => {
         })()`),
       ]);
       expect(signedOut.status()).toBe(303);
-      const after = await request(zt.port, {
+      const after = await request(app.zt.port, {
         host: HOST,
         path: "/after",
         headers: { cookie: s.cookie, accept: "application/json" },
@@ -234,27 +219,12 @@ describe("zt's pages and sign-in form, adversarial review", () => {
 });
 
 describe("signing in after session.cookie_domain was set", () => {
-  let zt: PepFixture;
-  let upstream: Awaited<ReturnType<typeof startUpstream>>;
-
-  beforeAll(async () => {
-    upstream = await startUpstream();
-    zt = await startPep({
-      policies: "permit (principal, action, resource);",
-      routes: [{ name: "app", from: `http://${HOST}`, to: `http://127.0.0.1:${upstream.port}` }],
-      extra: { session: { cookie_domain: HOST } },
-    });
-  }, 60_000);
-
-  afterAll(async () => {
-    await zt?.close();
-    await upstream?.close();
-  });
+  const app = appBehindPepForSuite(HOST, { session: { cookie_domain: HOST } });
 
   it("replaces the browser's host-only cookie from before, in Chromium: the new sign-in lands on the app, not on a two-cookie refusal", async () => {
-    const origin = `http://${HOST}:${zt.port}`;
-    const wren = await zt.addUser("wren", ["eng"]);
-    const old = await zt.session("wren");
+    const origin = `http://${HOST}:${app.zt.port}`;
+    const wren = await app.zt.addUser("wren", ["eng"]);
+    const old = await app.zt.session("wren");
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
