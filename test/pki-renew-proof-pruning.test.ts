@@ -9,11 +9,8 @@
  * Real store on SQLite and on PostgreSQL at 127.0.0.1:5432; time is a ManualClock.
  */
 import { describe, expect, it } from "vitest";
-import { randomBytes, X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { Migrator, type Kysely } from "kysely";
-import { ManualClock } from "../src/core/clock.js";
-import { loadConfig } from "../src/config/index.js";
-import { openAppContext } from "../src/app/index.js";
 import {
   buildRenewalRequest,
   initPki,
@@ -22,7 +19,8 @@ import {
   startIntermediateRotation,
 } from "../src/pki/index.js";
 import { allMigrations, migrateStore, openStore } from "../src/store/index.js";
-import { engines, perTestTargets, writeEngineConfig, type Engine } from "./store-fixture.js";
+import { engines, perTestTargets, type Engine } from "./store-fixture.js";
+import { pkiProcessesOn } from "./helpers/pki-processes.js";
 
 const ENGINES = await engines();
 
@@ -30,12 +28,8 @@ describe.each(ENGINES)("consumed renewal proofs are pruned on $name", (engine: E
   const { target, cleanups } = perTestTargets(engine);
 
   async function setup() {
-    const t = await target();
-    const path = writeEngineConfig(t, "trust_domain: example.test\n");
-    const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
-    const clock = new ManualClock(Date.now());
-    const ctx = await openAppContext(loadConfig(path, { env }), { clock, env, create: true });
-    cleanups.push(() => ctx.close());
+    const { clock, open } = pkiProcessesOn(await target(), cleanups);
+    const ctx = await open();
     await initPki(ctx);
     const svc = await pkiService(ctx);
     const id = "spiffe://example.test/ns/prod/sa/pruned";

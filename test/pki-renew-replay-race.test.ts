@@ -12,15 +12,13 @@
  * over HTTP with fetch.
  */
 import { describe, expect, it } from "vitest";
-import { createHash, createPublicKey, randomBytes } from "node:crypto";
-import { ManualClock } from "../src/core/clock.js";
-import { loadConfig } from "../src/config/index.js";
-import { openAppContext, type AppContext } from "../src/app/index.js";
+import { createHash, createPublicKey } from "node:crypto";
 import { buildRenewalRequest, initPki, pkiService } from "../src/pki/index.js";
 import { createApiServer } from "../src/api/index.js";
 import { AfterFirstRead } from "./helpers/after-first-read.js";
 import { auditRows } from "./helpers/audit-rows.js";
-import { engines, perTestTargets, writeEngineConfig, type Engine } from "./store-fixture.js";
+import { engines, perTestTargets, type Engine } from "./store-fixture.js";
+import { pkiProcessesOn } from "./helpers/pki-processes.js";
 
 const ENGINES = await engines();
 /** Copies of the one renewal request, sent at once. */
@@ -31,15 +29,7 @@ describe.each(ENGINES)("a renewal proof replayed concurrently on $name", (engine
 
   /** Two replicas on one store, each with its API on a loopback port, and one SVID to renew. */
   async function setup() {
-    const t = await target();
-    const path = writeEngineConfig(t, "trust_domain: example.test\n");
-    const env = { ZT_MASTER_KEY: randomBytes(32).toString("base64") };
-    const clock = new ManualClock(Date.now());
-    const open = async (): Promise<AppContext> => {
-      const c = await openAppContext(loadConfig(path, { env }), { clock, env, create: true });
-      cleanups.push(() => c.close());
-      return c;
-    };
+    const { open } = pkiProcessesOn(await target(), cleanups);
     const first = await open();
     await initPki(first);
     const replicas = [first, await open()] as const;
