@@ -6,7 +6,7 @@
  * replicas (their own clocks), and AfterFirstRead putting another process's change in the
  * window between a read and the write relying on it. Each test is named after what it stops.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,7 +24,7 @@ import {
   signWithDeviceKey,
 } from "../src/device/index.js";
 import { AfterFirstRead } from "./helpers/after-first-read.js";
-import { engines, writeEngineConfig, type Engine, type EngineTarget } from "./store-fixture.js";
+import { engines, perTestTargets, writeEngineConfig, type Engine } from "./store-fixture.js";
 import { runZt, startZtUp, type UpProcess } from "./helpers/zt-process.js";
 import {
   enrollDevice,
@@ -141,18 +141,12 @@ devices:
 const ENGINES = await engines();
 
 describe.each(ENGINES)("device review: approval and posture rules on $name", (engine: Engine) => {
-  let target: EngineTarget | undefined;
-  const contexts: AppContext[] = [];
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-    await target?.cleanup();
-    target = undefined;
-  });
+  const { target, cleanups } = perTestTargets(engine);
 
   /** A zt process on the test's store (zt.yaml at `path`): its own context and clock. */
   async function processOn(path: string, clock: ManualClock): Promise<AppContext> {
     const c = await openAppContext(loadConfig(path, { env: {} }), { clock, env: {}, create: true });
-    contexts.push(c);
+    cleanups.push(() => c.close());
     return c;
   }
 
@@ -184,8 +178,7 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   }
 
   it("never approves the device of an owner disabled while the approval was under way, nor one whose owner was deleted", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "");
+    const path = writeEngineConfig(await target(), "");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const approving = await processOn(path, clock);
     const admin = await processOn(path, clock);
@@ -233,8 +226,10 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("never lets a held-back older report overwrite a newer one received by a replica whose clock is behind (the replay check follows the order reports were accepted in)", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const path = writeEngineConfig(
+      await target(),
+      "devices: { required: [disk_encryption, firewall] }\n",
+    );
     const t = Date.UTC(2026, 5, 1, 12);
     // Two control-plane replicas on one store, their clocks a minute apart (within skew).
     const ahead = await processOn(path, new ManualClock(t + 60_000));
@@ -259,8 +254,7 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("keeps a bounded history of each device's reports: the newest DEVICE_REPORTS_KEPT are kept, older ones go, other devices' are untouched, and the replay check still holds", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "devices: { required: [disk_encryption] }\n");
+    const path = writeEngineConfig(await target(), "devices: { required: [disk_encryption] }\n");
     const t = Date.UTC(2026, 5, 1, 12);
     const clock = new ManualClock(t);
     const ctx = await processOn(path, clock);
@@ -306,8 +300,10 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("takes only the last report's collected_at for the replay check: a last report that a later version's rules would refuse does not block every new report", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const path = writeEngineConfig(
+      await target(),
+      "devices: { required: [disk_encryption, firewall] }\n",
+    );
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "hal", password: TEST_PASSWORD });
@@ -339,8 +335,7 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("turns a Device entity's compliant attribute false when its report ages out (the periodic pass), not only context.device", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "devices: { report_interval: 1h }\n");
+    const path = writeEngineConfig(await target(), "devices: { report_interval: 1h }\n");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "ivy", password: TEST_PASSWORD });
@@ -360,8 +355,10 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("refuses (and stores nothing of) a report for a device revoked while the report was under way, rather than answering it compliant", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "devices: { required: [disk_encryption, firewall] }\n");
+    const path = writeEngineConfig(
+      await target(),
+      "devices: { required: [disk_encryption, firewall] }\n",
+    );
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const reporting = await processOn(path, clock);
     const admin = await processOn(path, clock);
@@ -389,8 +386,7 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("audits a replayed, stale, mis-addressed or malformed signed report as a device.report failure naming why (they were refused unrecorded)", async () => {
-    target = await engine.fresh();
-    const path = writeEngineConfig(target, "");
+    const path = writeEngineConfig(await target(), "");
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const ctx = await processOn(path, clock);
     await identityService(ctx).addUser({ name: "kim", password: TEST_PASSWORD });
@@ -423,10 +419,10 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
   });
 
   it("scores a device's last report under the devices: rules in force, so a tightened required list or min_score applies at once, not at its next report", async () => {
-    target = await engine.fresh();
+    const t = await target();
     const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
     const open = async (devices: string) => {
-      return processOn(writeEngineConfig(target!, `devices:\n${devices}`), clock);
+      return processOn(writeEngineConfig(t, `devices:\n${devices}`), clock);
     };
     const before = await open("  required: [disk_encryption, firewall]\n");
     await identityService(before).addUser({ name: "erin", password: TEST_PASSWORD });
