@@ -24,7 +24,15 @@ import {
   signWithDeviceKey,
 } from "../src/device/index.js";
 import { AfterFirstRead } from "./helpers/after-first-read.js";
-import { engines, perTestTargets, writeEngineConfig, type Engine } from "./store-fixture.js";
+import {
+  engines,
+  openStoreMigratedUpTo,
+  perTestTargets,
+  writeEngineConfig,
+  type Engine,
+} from "./store-fixture.js";
+import { migrateStore } from "../src/store/index.js";
+import { insertTestUser } from "../src/pki/pki-testing.js";
 import { runZt, startZtUp, type UpProcess } from "./helpers/zt-process.js";
 import {
   enrollDevice,
@@ -201,7 +209,9 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
     });
     expect(disabledMeanwhile).toBe(true);
 
-    await ids.deleteUser("fay");
+    // A device left pending by its owner's deletion in a version before deletion revoked
+    // devices (the user's row removed, the device's kept).
+    await admin.store.db.deleteFrom("users").where("name", "=", "fay").execute();
     await expect(new DeviceService(admin).approve(fays, "admin")).rejects.toMatchObject({
       code: "ZT_USER_NOT_FOUND",
     });
@@ -297,6 +307,103 @@ describe.each(ENGINES)("device review: approval and posture rules on $name", (en
       code: "ZT_DEVICE_INVALID",
       message: /not newer than the last/,
     });
+  });
+
+  it("leaves no live device behind a deleted user: deleting the user revokes their devices (no report is accepted from them after), says which in user.delete, and publishes device.changed for each", async () => {
+    const path = writeEngineConfig(await target(), "");
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const ctx = await processOn(path, clock);
+    const ids = identityService(ctx);
+    await ids.addUser({ name: "lee", password: TEST_PASSWORD });
+    await ids.addUser({ name: "max", password: TEST_PASSWORD });
+    const approved = await deviceOf(ctx, "lee");
+    const pending = await deviceOf(ctx, "lee", { pending: true });
+    const others = await deviceOf(ctx, "max");
+    const devices = new DeviceService(ctx);
+    await devices.submitReport(approved.id, ...approved.signed({}));
+
+    await ids.deleteUser("lee");
+    clock.advance(1000);
+    for (const d of [approved, pending])
+      await expect(devices.submitReport(d.id, ...d.signed({}))).rejects.toMatchObject({
+        code: "ZT_ACCESS_STATE",
+        message: /revoked/,
+      });
+    const status = await ctx.store.db
+      .selectFrom("devices")
+      .select(["id", "status", "compliant"])
+      .execute();
+    expect(new Map(status.map((r) => [r.id, [r.status, Number(r.compliant)]]))).toEqual(
+      new Map([
+        [approved.id, ["revoked", 0]],
+        [pending.id, ["revoked", 0]],
+        [others.id, ["approved", 0]],
+      ]),
+    );
+    // max's device is untouched: it still reports.
+    expect((await devices.submitReport(others.id, ...others.signed({}))).compliant).toBe(true);
+    await ctx.audit.flush();
+    const [deleted] = await ctx.store.db
+      .selectFrom("audit_events")
+      .select("data")
+      .where("kind", "=", "user.delete")
+      .execute();
+    expect(JSON.parse(deleted!.data ?? "{}").devices_revoked.sort()).toEqual(
+      [approved.id, pending.id].sort(),
+    );
+    const changed = await ctx.store.db
+      .selectFrom("events")
+      .select("data")
+      .where("kind", "=", "device.changed")
+      .execute();
+    const revokedEvents = changed
+      .map((e) => JSON.parse(e.data) as { deviceId: string; status?: string; reason?: string })
+      .filter((d) => d.status === "revoked");
+    expect(revokedEvents.map((d) => [d.deviceId, d.reason]).sort()).toEqual(
+      [
+        [approved.id, "user-deleted"],
+        [pending.id, "user-deleted"],
+      ].sort(),
+    );
+  });
+
+  it("revokes, on upgrade, the devices an earlier version left behind deleted users (migration 0013); other devices are untouched", async () => {
+    const t = await target();
+    const store = await openStoreMigratedUpTo(t, "0012-cert-key-type");
+    cleanups.push(() => store.close());
+    await insertTestUser(store.db, { id: "usr_kept", name: "kept" });
+    const device = (id: string, userId: string, status: string) => ({
+      id,
+      user_id: userId,
+      name: "laptop",
+      public_key: "-",
+      status,
+      created_at: 1,
+      compliant: status === "approved" ? 1 : 0,
+      score: 100,
+      checks: "{}",
+    });
+    await store.db
+      .insertInto("devices")
+      .values([
+        device("dev_kept", "usr_kept", "approved"),
+        device("dev_orphan_approved", "usr_gone", "approved"),
+        device("dev_orphan_pending", "usr_gone", "pending"),
+        device("dev_orphan_revoked", "usr_gone", "revoked"),
+      ])
+      .execute();
+    await migrateStore(store);
+    const rows = await store.db
+      .selectFrom("devices")
+      .select(["id", "status", "compliant"])
+      .orderBy("id")
+      .execute();
+    expect(rows.map((r) => [r.id, r.status, Number(r.compliant)])).toEqual([
+      ["dev_kept", "approved", 1],
+      ["dev_orphan_approved", "revoked", 0],
+      ["dev_orphan_pending", "revoked", 0],
+      ["dev_orphan_revoked", "revoked", 0],
+    ]);
   });
 
   it("takes only the last report's collected_at for the replay check: a last report that a later version's rules would refuse does not block every new report", async () => {

@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { X509Certificate } from "node:crypto";
-import { Migrator, type Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import {
   buildRenewalRequest,
   initPki,
@@ -18,8 +18,8 @@ import {
   RENEW_PROOF_SKEW_MS,
   startIntermediateRotation,
 } from "../src/pki/index.js";
-import { allMigrations, migrateStore, openStore } from "../src/store/index.js";
-import { engines, perTestTargets, type Engine } from "./store-fixture.js";
+import { migrateStore } from "../src/store/index.js";
+import { engines, openStoreMigratedUpTo, perTestTargets, type Engine } from "./store-fixture.js";
 import { pkiProcessesOn } from "./helpers/pki-processes.js";
 
 const ENGINES = await engines();
@@ -87,19 +87,8 @@ describe.each(ENGINES)("consumed renewal proofs are pruned on $name", (engine: E
   it("gives a row consumed before the column existed the longest SVID lifetime after its use", async () => {
     const t = await target();
     // A store as the previous version left it: migrations up to 0010, one consumed proof.
-    const store = await openStore({ ...t.storeOptions, migrate: false });
+    const store = await openStoreMigratedUpTo(t, "0010-renew-proofs");
     cleanups.push(() => store.close());
-    const all = allMigrations(store.dialect);
-    const upTo0010 = Object.fromEntries(
-      Object.entries(all).filter(([name]) => name <= "0010-renew-proofs"),
-    );
-    const { error } = await new Migrator({
-      db: store.db as unknown as Kysely<unknown>,
-      provider: { getMigrations: async () => upTo0010 },
-      migrationTableName: "zt_migrations",
-      migrationLockTableName: "zt_migrations_lock",
-    }).migrateToLatest();
-    expect(error).toBeUndefined();
     const usedAt = Date.UTC(2026, 0, 1);
     await (store.db as unknown as Kysely<Record<string, Record<string, unknown>>>)
       .insertInto("pki_renew_proofs")

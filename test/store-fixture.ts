@@ -13,7 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import type { StoreDialect } from "../src/store/index.js";
+import { Migrator, type Kysely } from "kysely";
+import { allMigrations, openStore, type Store, type StoreDialect } from "../src/store/index.js";
 
 export const ADMIN_URL =
   process.env["ZT_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -183,4 +184,26 @@ export async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * A store on `t` as an earlier version left it: migrated up to `last` (a migration's name,
+ * e.g. "0010-renew-proofs") and no further. `migrateStore` then applies the rest.
+ */
+export async function openStoreMigratedUpTo(t: EngineTarget, last: string): Promise<Store> {
+  const store = await openStore({ ...t.storeOptions, migrate: false });
+  const upTo = Object.fromEntries(
+    Object.entries(allMigrations(store.dialect)).filter(([name]) => name <= last),
+  );
+  const { error } = await new Migrator({
+    db: store.db as unknown as Kysely<unknown>,
+    provider: { getMigrations: async () => upTo },
+    migrationTableName: "zt_migrations",
+    migrationLockTableName: "zt_migrations_lock",
+  }).migrateToLatest();
+  if (error) {
+    await store.close();
+    throw error;
+  }
+  return store;
 }

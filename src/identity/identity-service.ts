@@ -668,17 +668,28 @@ export class IdentityService {
     const row = await this.#require(name);
     const now = this.#ctx.clock.now();
     let ended: AccessRequest[] = [];
+    let devices: string[] = [];
     await this.#db.transaction().execute(async (trx) => {
       // Memberships, backup codes and sessions go with the user (ON DELETE CASCADE).
       await trx.deleteFrom("auth_failures").where("key", "=", `user:${row.name}`).execute();
       ended = await endAccessOfUser(trx, row.id, now);
+      // Their devices stay (the record of what they were) but are revoked: a device key
+      // of a user who no longer exists must not report, bind or be approved.
+      const revoked = await trx
+        .updateTable("devices")
+        .set({ status: "revoked", compliant: 0 })
+        .where("user_id", "=", row.id)
+        .where("status", "!=", "revoked")
+        .returning("id")
+        .execute();
+      devices = revoked.map((d) => d.id);
       await trx.deleteFrom("users").where("id", "=", row.id).execute();
     });
     const recordId = this.#ctx.audit.record({
       kind: "user.delete",
       outcome: "info",
       subject: row.name,
-      data: { access_revoked: ended.map((r) => r.id) },
+      data: { access_revoked: ended.map((r) => r.id), devices_revoked: devices },
     });
     // The sessions went with the user (no session.revoke): cuts name this record instead.
     await this.#ctx.events.publish("user.deleted", {
@@ -687,6 +698,14 @@ export class IdentityService {
       revoke_id: recordId,
     });
     await announceEndedAccess(this.#ctx, ended, "user-deleted");
+    for (const deviceId of devices)
+      await this.#ctx.events.publish("device.changed", {
+        deviceId,
+        userId: row.id,
+        status: "revoked",
+        compliant: false,
+        reason: "user-deleted",
+      });
   }
 
   /** How many unused backup codes a user has left. */

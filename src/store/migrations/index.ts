@@ -10,6 +10,7 @@ import { sshCertGrants } from "./0009-ssh-cert-grants.js";
 import { renewProofs } from "./0010-renew-proofs.js";
 import { renewProofExpiry } from "./0011-renew-proof-expiry.js";
 import { certKeyType } from "./0012-cert-key-type.js";
+import { orphanDevices } from "./0013-orphan-devices.js";
 
 /**
  * Every migration, in order. Names are sorted by Kysely, so keep the numeric prefix.
@@ -27,5 +28,6 @@ export function allMigrations(dialect: StoreDialect): Record<string, Migration> 
     "0010-renew-proofs": renewProofs(dialect),
     "0011-renew-proof-expiry": renewProofExpiry(dialect),
     "0012-cert-key-type": certKeyType(dialect),
+    "0013-orphan-devices": orphanDevices(dialect),
   };
 }
