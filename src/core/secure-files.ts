@@ -324,7 +324,16 @@ function checkPrivateFile(
   let st: Stats;
   try {
     st = statSync(path);
-  } catch {
+  } catch (e) {
+    // Only ENOENT is "does not exist": a folder on the path that is a file, or one this
+    // user may not enter, is said as such (the file may well be there).
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR")
+      throw new ZtError("ZT_USAGE", `${what} ${path}: a component of the path is not a directory`, {
+        path,
+      });
+    if (code === "EACCES")
+      throw new ZtError("ZT_FILE_PERMISSIONS", `${what} ${path}: permission denied`, { path });
     throw new ZtError(missing, `${what} ${path} does not exist`, { path });
   }
   if (st.isDirectory())
