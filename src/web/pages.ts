@@ -64,7 +64,7 @@ export function hintFor(reason: string, route: string): string {
     case "grant-required":
       return `Request time-boxed access: zt access request --resource 'App::"${route}"' --reason "…"`;
     case "session-cookie-duplicate":
-      return "Your browser holds two sign-in cookies for this site: sign out (/.zt/logout), then sign in again.";
+      return "Your browser holds two sign-in cookies for this site: sign out (the Sign out button, or a POST to /.zt/logout), then sign in again.";
     case "authorization-duplicate":
       return "The request carries more than one Authorization header, so it is ambiguous: send one.";
     case "policy-error":
